@@ -1,0 +1,540 @@
+//! Ingest: telling the three accepted body shapes apart, validating each event, and the event
+//! as it is kept in the log.
+//!
+//! The shapes (contract section 2): a JSON object is one MAIA event; an array whose items have
+//! `Entity` is a Maximizer envelope; any other array holds MAIA events. Each event keeps the
+//! exact JSON text it arrived with, so that a MAIA delivery's body is byte for byte what the CRM
+//! sent.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use crate::error::CoreError;
+use crate::id::EventId;
+
+/// The four MAIA event types.
+pub const MAIA_TYPES: [&str; 4] = [
+    "crm_field_update",
+    "crm_record_created",
+    "crm_record_deleted",
+    "ai_pause",
+];
+
+/// Which CRM an event came from, which decides how it is delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    Maia,
+    Maximizer,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Maia => "maia",
+            EventKind::Maximizer => "maximizer",
+        }
+    }
+}
+
+/// An event as validated from a request, before the log gives it an id and a seq.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub kind: EventKind,
+    /// `eventType` (MAIA) or `<Entity>.<Op>` (Maximizer).
+    pub event_type: String,
+    /// The event's JSON text exactly as ingested.
+    pub payload: Vec<u8>,
+    pub record_id: Option<String>,
+    pub kanban_id: Option<String>,
+    pub field_name: Option<String>,
+    /// Maximizer's `Id`: the event's own idempotency key.
+    pub external_id: Option<String>,
+    /// The major number of Maximizer's `Data.Version`.
+    pub version_major: Option<u32>,
+}
+
+/// An event in the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: u64,
+    pub id: EventId,
+    pub received_at_ms: u64,
+    pub kind: EventKind,
+    pub event_type: String,
+    pub payload: Vec<u8>,
+    pub record_id: Option<String>,
+    pub kanban_id: Option<String>,
+    pub field_name: Option<String>,
+    pub external_id: Option<String>,
+    pub version_major: Option<u32>,
+}
+
+impl Event {
+    pub fn from_new(new: NewEvent, seq: u64, id: EventId, received_at_ms: u64) -> Self {
+        Event {
+            seq,
+            id,
+            received_at_ms,
+            kind: new.kind,
+            event_type: new.event_type,
+            payload: new.payload,
+            record_id: new.record_id,
+            kanban_id: new.kanban_id,
+            field_name: new.field_name,
+            external_id: new.external_id,
+            version_major: new.version_major,
+        }
+    }
+
+    /// The payload as a JSON value (`null` if it could not be parsed, which validation rules out).
+    pub fn payload_json(&self) -> Value {
+        serde_json::from_slice(&self.payload).unwrap_or(Value::Null)
+    }
+}
+
+/// Parses and validates an ingest body. All or nothing: the first invalid event fails the whole
+/// request, naming its index when the body is an array.
+pub fn parse_ingest(body: &[u8]) -> Result<Vec<NewEvent>, CoreError> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
+    match first {
+        Some(b'{') => {
+            let raw: &RawValue = serde_json::from_slice(body).map_err(malformed)?;
+            let obj: Map<String, Value> = serde_json::from_str(raw.get()).map_err(malformed)?;
+            Ok(vec![maia(&obj, raw)?])
+        }
+        Some(b'[') => {
+            let items: Vec<&RawValue> = serde_json::from_slice(body).map_err(malformed)?;
+            if items.is_empty() {
+                return Err(CoreError::field("body", "the array holds no events"));
+            }
+            let values: Vec<Value> = items
+                .iter()
+                .map(|r| serde_json::from_str(r.get()))
+                .collect::<Result<_, _>>()
+                .map_err(malformed)?;
+            let maximizer = values.iter().any(|v| v.get("Entity").is_some());
+            values
+                .iter()
+                .zip(&items)
+                .enumerate()
+                .map(|(i, (value, raw))| {
+                    let obj = value.as_object().ok_or_else(|| {
+                        CoreError::field("body", "must be a JSON object").at_index(i)
+                    })?;
+                    if maximizer {
+                        maximizer_event(obj, raw)
+                    } else {
+                        maia(obj, raw)
+                    }
+                    .map_err(|e| e.at_index(i))
+                })
+                .collect()
+        }
+        _ => {
+            let value: Value = serde_json::from_slice(body).map_err(malformed)?;
+            Err(CoreError::Shape(format!(
+                "the body must be a MAIA event object, an array of MAIA events or a Maximizer envelope (an array), not {}",
+                kind_of(&value)
+            )))
+        }
+    }
+}
+
+fn malformed(e: serde_json::Error) -> CoreError {
+    CoreError::Malformed(e.to_string())
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ty {
+    Str,
+    Bool,
+    Obj,
+    StrArray,
+    Any,
+}
+
+impl Ty {
+    fn holds(self, v: &Value) -> bool {
+        match self {
+            Ty::Str => v.is_string(),
+            Ty::Bool => v.is_boolean(),
+            Ty::Obj => v.is_object(),
+            Ty::StrArray => v.as_array().is_some_and(|a| a.iter().all(Value::is_string)),
+            Ty::Any => true,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Ty::Str => "a string",
+            Ty::Bool => "a boolean",
+            Ty::Obj => "an object",
+            Ty::StrArray => "an array of strings",
+            Ty::Any => "any value",
+        }
+    }
+}
+
+/// Fields every MAIA type may carry, with their types.
+const MAIA_COMMON: &[(&str, Ty)] = &[
+    ("recordId", Ty::Str),
+    ("kanbanId", Ty::Str),
+    ("kanbanName", Ty::Str),
+    ("externalUserId", Ty::Str),
+    ("sessionId", Ty::Str),
+    ("channelId", Ty::Str),
+];
+
+/// The fields of each MAIA type (from the MAIA payload examples) and which are required.
+fn maia_fields(
+    event_type: &str,
+) -> Option<(&'static [&'static str], &'static [(&'static str, Ty)])> {
+    const RECORD: &[(&str, Ty)] = &[
+        ("title", Ty::Str),
+        ("status", Ty::Str),
+        ("customFields", Ty::Obj),
+        ("assignedUserIds", Ty::StrArray),
+        ("createdBy", Ty::Str),
+        ("createdAt", Ty::Str),
+        ("deletedBy", Ty::Str),
+        ("deletedAt", Ty::Str),
+    ];
+    match event_type {
+        "crm_field_update" => Some((
+            &["recordId", "kanbanId"],
+            &[
+                ("fieldName", Ty::Str),
+                ("fieldType", Ty::Str),
+                ("previousValue", Ty::Any),
+                ("newValue", Ty::Any),
+                ("updatedBy", Ty::Str),
+                ("updatedAt", Ty::Str),
+            ],
+        )),
+        "crm_record_created" | "crm_record_deleted" => Some((&["recordId", "kanbanId"], RECORD)),
+        "ai_pause" => Some((
+            &["sessionId"],
+            &[
+                ("aiPaused", Ty::Bool),
+                ("changedBy", Ty::Str),
+                ("changedAt", Ty::Str),
+            ],
+        )),
+        _ => None,
+    }
+}
+
+fn check_type(
+    obj: &Map<String, Value>,
+    field: &str,
+    ty: Ty,
+    prefix: &str,
+) -> Result<(), CoreError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(()),
+        Some(v) if ty.holds(v) => Ok(()),
+        Some(v) => Err(CoreError::field(
+            format!("{prefix}{field}"),
+            format!(
+                "`{prefix}{field}` must be {}, not {}",
+                ty.name(),
+                kind_of(v)
+            ),
+        )),
+    }
+}
+
+fn required_str<'a>(
+    obj: &'a Map<String, Value>,
+    field: &str,
+    prefix: &str,
+) -> Result<&'a str, CoreError> {
+    let name = format!("{prefix}{field}");
+    match obj.get(field) {
+        None | Some(Value::Null) => Err(CoreError::field(&name, format!("`{name}` is required"))),
+        Some(Value::String(s)) if !s.is_empty() => Ok(s),
+        Some(Value::String(_)) => Err(CoreError::field(
+            &name,
+            format!("`{name}` must not be empty"),
+        )),
+        Some(v) => Err(CoreError::field(
+            &name,
+            format!("`{name}` must be a string, not {}", kind_of(v)),
+        )),
+    }
+}
+
+fn opt_str(obj: &Map<String, Value>, field: &str) -> Option<String> {
+    obj.get(field).and_then(Value::as_str).map(str::to_owned)
+}
+
+fn maia(obj: &Map<String, Value>, raw: &RawValue) -> Result<NewEvent, CoreError> {
+    let event_type = match obj.get("eventType") {
+        None => {
+            return Err(CoreError::field(
+                "eventType",
+                "a MAIA event needs `eventType`",
+            ))
+        }
+        Some(Value::String(s)) => s.as_str(),
+        Some(v) => {
+            return Err(CoreError::field(
+                "eventType",
+                format!("`eventType` must be a string, not {}", kind_of(v)),
+            ))
+        }
+    };
+    let (required, fields) = maia_fields(event_type).ok_or_else(|| {
+        CoreError::field(
+            "eventType",
+            format!(
+                "unknown eventType {event_type:?}; expected one of {}",
+                MAIA_TYPES.join(", ")
+            ),
+        )
+    })?;
+    for field in required {
+        required_str(obj, field, "")?;
+    }
+    for (field, ty) in MAIA_COMMON.iter().chain(fields) {
+        check_type(obj, field, *ty, "")?;
+    }
+    Ok(NewEvent {
+        kind: EventKind::Maia,
+        event_type: event_type.to_owned(),
+        payload: raw.get().as_bytes().to_vec(),
+        record_id: opt_str(obj, "recordId"),
+        kanban_id: opt_str(obj, "kanbanId"),
+        field_name: if event_type == "crm_field_update" {
+            opt_str(obj, "fieldName")
+        } else {
+            None
+        },
+        external_id: None,
+        version_major: None,
+    })
+}
+
+/// `Entity` and `Op` become part of the event type, so they are identifiers.
+fn identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 100
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn maximizer_event(obj: &Map<String, Value>, raw: &RawValue) -> Result<NewEvent, CoreError> {
+    let id = required_str(obj, "Id", "")?;
+    required_str(obj, "Timestamp", "")?;
+    required_str(obj, "WorkspaceId", "")?;
+    let entity = required_str(obj, "Entity", "")?;
+    if !identifier(entity) {
+        return Err(CoreError::field(
+            "Entity",
+            "`Entity` must be a name of letters, digits, `_` or `-`",
+        ));
+    }
+    for (field, ty) in [
+        ("SourceId", Ty::Str),
+        ("Recipients", Ty::Any),
+        ("ProcessedTimestamp", Ty::Str),
+    ] {
+        check_type(obj, field, ty, "")?;
+    }
+    if let Some(r) = obj
+        .get("Recipients")
+        .filter(|v| !v.is_null() && !v.is_array())
+    {
+        return Err(CoreError::field(
+            "Recipients",
+            format!("`Recipients` must be an array, not {}", kind_of(r)),
+        ));
+    }
+    let data = match obj.get("Data") {
+        Some(Value::Object(d)) => d,
+        None | Some(Value::Null) => return Err(CoreError::field("Data", "`Data` is required")),
+        Some(v) => {
+            return Err(CoreError::field(
+                "Data",
+                format!("`Data` must be an object, not {}", kind_of(v)),
+            ))
+        }
+    };
+    let op = required_str(data, "Op", "Data.")?;
+    if !identifier(op) {
+        return Err(CoreError::field(
+            "Data.Op",
+            "`Data.Op` must be a name of letters, digits, `_` or `-`",
+        ));
+    }
+    check_type(data, "Original", Ty::Obj, "Data.")?;
+    check_type(data, "New", Ty::Obj, "Data.")?;
+    let version = match data.get("Version") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        None | Some(Value::Null) => {
+            return Err(CoreError::field(
+                "Data.Version",
+                "`Data.Version` is required",
+            ))
+        }
+        Some(v) => {
+            return Err(CoreError::field(
+                "Data.Version",
+                format!("`Data.Version` must be a string, not {}", kind_of(v)),
+            ))
+        }
+    };
+    let version_major = version
+        .split('.')
+        .next()
+        .and_then(|m| m.trim().parse::<u32>().ok());
+    let key_of = |side: &str| {
+        data.get(side)
+            .and_then(|v| v.get("Key"))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    Ok(NewEvent {
+        kind: EventKind::Maximizer,
+        event_type: format!("{entity}.{op}"),
+        payload: raw.get().as_bytes().to_vec(),
+        record_id: key_of("New").or_else(|| key_of("Original")),
+        kanban_id: None,
+        field_name: None,
+        external_id: Some(id.to_owned()),
+        version_major,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIELD_UPDATE: &str = r#"{"eventType":"crm_field_update","recordId":"r1","kanbanId":"k1","fieldName":"Email","newValue":3}"#;
+
+    fn invalid(body: &str) -> crate::FieldError {
+        match parse_ingest(body.as_bytes()) {
+            Err(CoreError::Invalid(e)) => e,
+            other => panic!("expected a 422 for {body}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn one_maia_object_keeps_its_exact_text() {
+        let body = format!("  {FIELD_UPDATE}\n");
+        let events = parse_ingest(body.as_bytes()).expect("valid");
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].payload, FIELD_UPDATE.as_bytes());
+        assert_eq!(events[0].event_type, "crm_field_update");
+        assert_eq!(events[0].kanban_id.as_deref(), Some("k1"));
+        assert_eq!(events[0].field_name.as_deref(), Some("Email"));
+    }
+
+    #[test]
+    fn an_array_of_maia_events() {
+        let body = format!(r#"[{FIELD_UPDATE}, {{"eventType":"ai_pause","sessionId":"s"}}]"#);
+        let events = parse_ingest(body.as_bytes()).expect("valid");
+        assert_eq!(
+            events
+                .iter()
+                .map(|e| e.event_type.as_str())
+                .collect::<Vec<_>>(),
+            ["crm_field_update", "ai_pause"]
+        );
+        assert_eq!(events[1].field_name, None);
+    }
+
+    #[test]
+    fn shapes_that_are_not_events_are_400() {
+        for body in ["42", "\"x\"", "null", "true"] {
+            assert!(
+                matches!(parse_ingest(body.as_bytes()), Err(CoreError::Shape(_))),
+                "{body}"
+            );
+        }
+        for body in ["", "{", "[1,", "{\"a\":}", "\u{feff}{}"] {
+            assert!(
+                matches!(parse_ingest(body.as_bytes()), Err(CoreError::Malformed(_))),
+                "{body:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn rule_breaking_events_are_422_naming_field_and_index() {
+        assert_eq!(invalid("[]").field.as_deref(), Some("body"));
+        assert_eq!(invalid("{}").field.as_deref(), Some("eventType"));
+        assert!(invalid(r#"{"eventType":"crm_field_exploded"}"#)
+            .detail
+            .contains("unknown eventType"));
+        assert_eq!(
+            invalid(r#"{"eventType":"crm_field_update","kanbanId":"k"}"#)
+                .field
+                .as_deref(),
+            Some("recordId")
+        );
+        assert_eq!(
+            invalid(r#"{"eventType":"crm_record_created","recordId":5,"kanbanId":"k"}"#)
+                .field
+                .as_deref(),
+            Some("recordId")
+        );
+        assert_eq!(
+            invalid(r#"{"eventType":"ai_pause","sessionId":"s","aiPaused":"yes"}"#)
+                .field
+                .as_deref(),
+            Some("aiPaused")
+        );
+        let e = invalid(&format!(
+            r#"[{FIELD_UPDATE}, {{"eventType":"crm_field_update","recordId":"r"}}]"#
+        ));
+        assert_eq!((e.index, e.field.as_deref()), (Some(1), Some("kanbanId")));
+        assert_eq!(invalid(&format!("[{FIELD_UPDATE}, 3]")).index, Some(1));
+    }
+
+    #[test]
+    fn the_maximizer_sample_is_typed_entity_dot_op() {
+        let body = include_str!("../../../data/samples/maximizer/opportunity_stage_change.json");
+        let events = parse_ingest(body.as_bytes()).expect("valid");
+        assert_eq!(events.len(), 1);
+        let e = &events[0];
+        assert_eq!(
+            (e.kind, e.event_type.as_str()),
+            (EventKind::Maximizer, "Opportunity.Update")
+        );
+        assert_eq!(
+            e.external_id.as_deref(),
+            Some("d81f9d6e-8afc-4fa4-9052-2af207494e5d")
+        );
+        assert_eq!(e.version_major, Some(1));
+        let e = invalid(
+            r#"[{"Id":"x","Timestamp":"t","WorkspaceId":"w","Entity":"Opportunity","Data":{"Version":"1"}}]"#,
+        );
+        assert_eq!((e.index, e.field.as_deref()), (Some(0), Some("Data.Op")));
+    }
+
+    #[test]
+    fn the_maia_samples_are_valid() {
+        for body in [
+            include_str!("../../../data/samples/maia/crm_field_update.json"),
+            include_str!("../../../data/samples/maia/crm_record_created.json"),
+            include_str!("../../../data/samples/maia/crm_record_deleted.json"),
+            include_str!("../../../data/samples/maia/ai_pause.json"),
+        ] {
+            parse_ingest(body.as_bytes()).expect("sample is valid");
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! Typed, prefixed ids: `evt_…`, `tgt_…`, `sub_…`.
+//!
+//! The suffix is 26 characters of Crockford base32: 48 bits of milliseconds then 80 random bits
+//! (the ULID layout), so ids of one kind sort roughly by creation time and never collide in
+//! practice. Every id of one kind has the same length, which the store relies on for its keys.
+
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
+/// Length of the suffix after the prefix.
+pub const SUFFIX_LEN: usize = 26;
+
+fn suffix(ms: u64) -> String {
+    let mut random = [0u8; 10];
+    rand::thread_rng().fill_bytes(&mut random);
+    let mut value: u128 = u128::from(ms & 0xFFFF_FFFF_FFFF) << 80;
+    for (i, b) in random.iter().enumerate() {
+        value |= u128::from(*b) << (8 * (9 - i));
+    }
+    let mut out = [0u8; SUFFIX_LEN];
+    for i in (0..SUFFIX_LEN).rev() {
+        out[i] = ALPHABET[(value & 31) as usize];
+        value >>= 5;
+    }
+    out.iter().map(|&c| c as char).collect()
+}
+
+fn valid_suffix(s: &str) -> bool {
+    s.len() == SUFFIX_LEN && s.bytes().all(|b| ALPHABET.contains(&b))
+}
+
+macro_rules! typed_id {
+    ($name:ident, $prefix:literal, $what:literal) => {
+        #[doc = concat!("The id of ", $what, ": `", $prefix, "` and a 26-character suffix.")]
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            pub const PREFIX: &'static str = $prefix;
+            /// Total length in bytes.
+            pub const LEN: usize = $prefix.len() + SUFFIX_LEN;
+
+            /// A fresh id.
+            pub fn generate() -> Self {
+                Self(format!("{}{}", $prefix, suffix(crate::time::now_ms())))
+            }
+
+            /// Parses an id, refusing anything that is not of this kind.
+            pub fn parse(s: &str) -> Option<Self> {
+                s.strip_prefix($prefix)
+                    .filter(|rest| valid_suffix(rest))
+                    .map(|_| Self(s.to_owned()))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+typed_id!(EventId, "evt_", "an event");
+typed_id!(TargetId, "tgt_", "a target");
+typed_id!(SubscriptionId, "sub_", "a subscription");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_have_their_prefix_and_length_and_parse_back() {
+        let e = EventId::generate();
+        assert!(e.as_str().starts_with("evt_"));
+        assert_eq!(e.as_str().len(), EventId::LEN);
+        assert_eq!(EventId::parse(e.as_str()), Some(e.clone()));
+        assert_eq!(TargetId::parse(e.as_str()), None);
+        assert_eq!(EventId::parse("evt_short"), None);
+        assert_ne!(EventId::generate(), EventId::generate());
+    }
+
+    #[test]
+    fn ids_sort_by_time() {
+        let a = suffix(1_000);
+        let b = suffix(2_000);
+        assert!(a < b);
+    }
+}

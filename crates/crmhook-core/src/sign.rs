@@ -1,0 +1,187 @@
+//! Delivery signatures (contract section 4) and the secrets they use.
+//!
+//! Two schemes are sent on every delivery:
+//! - MAIA: `X-Maia-Signature: sha256=<hex HMAC-SHA256>`, key = the secret string exactly as
+//!   shown, message = `<timestamp>.<body>`;
+//! - Standard Webhooks: `webhook-signature: v1,<base64 HMAC-SHA256>`, key = base64-decode of the
+//!   secret after `whsec_`, message = `<webhook-id>.<timestamp>.<body>`.
+//!
+//! During a rotation each header carries one value per secret, new first, space-separated.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The prefix of every secret.
+pub const SECRET_PREFIX: &str = "whsec_";
+
+/// A fresh secret: `whsec_` and 24 random bytes in base64.
+pub fn generate_secret() -> String {
+    let mut key = [0u8; 24];
+    rand::thread_rng().fill_bytes(&mut key);
+    format!("{SECRET_PREFIX}{}", STANDARD.encode(key))
+}
+
+/// A fresh random token with a prefix (`adm_`, `ing_`): 32 hex digits of randomness.
+pub fn generate_token(prefix: &str) -> String {
+    let mut key = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut key);
+    format!("{prefix}{}", hex::encode(key))
+}
+
+fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    // HMAC takes keys of any length; new_from_slice cannot fail for it.
+    let mut mac = match HmacSha256::new_from_slice(key) {
+        Ok(mac) => mac,
+        Err(_) => unreachable!("HMAC accepts keys of every length"),
+    };
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+/// `sha256=<hex>` over `<timestamp>.<body>` with the secret string as key.
+pub fn maia_signature(secret: &str, timestamp: &str, body: &[u8]) -> String {
+    format!(
+        "sha256={}",
+        hex::encode(hmac(secret.as_bytes(), &[timestamp.as_bytes(), b".", body]))
+    )
+}
+
+/// The Standard Webhooks key: base64-decode of what follows `whsec_`.
+pub fn standard_key(secret: &str) -> Option<Vec<u8>> {
+    let b64 = secret.strip_prefix(SECRET_PREFIX)?;
+    base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(b64.trim_end_matches('='))
+        .ok()
+}
+
+/// `v1,<base64>` over `<id>.<timestamp>.<body>`; `None` if the secret is not `whsec_<base64>`.
+pub fn standard_signature(
+    secret: &str,
+    msg_id: &str,
+    timestamp: &str,
+    body: &[u8],
+) -> Option<String> {
+    let key = standard_key(secret)?;
+    let mac = hmac(
+        &key,
+        &[msg_id.as_bytes(), b".", timestamp.as_bytes(), b".", body],
+    );
+    Some(format!("v1,{}", STANDARD.encode(mac)))
+}
+
+/// The signature headers of one delivery attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signatures {
+    /// `X-Maia-Signature`.
+    pub maia: String,
+    /// `webhook-signature`.
+    pub standard: String,
+}
+
+/// Signs a delivery with every secret in `secrets` (new first).
+pub fn sign(secrets: &[&str], msg_id: &str, timestamp: &str, body: &[u8]) -> Signatures {
+    let maia: Vec<String> = secrets
+        .iter()
+        .map(|s| maia_signature(s, timestamp, body))
+        .collect();
+    let standard: Vec<String> = secrets
+        .iter()
+        .filter_map(|s| standard_signature(s, msg_id, timestamp, body))
+        .collect();
+    Signatures {
+        maia: maia.join(" "),
+        standard: standard.join(" "),
+    }
+}
+
+/// Compares two byte strings in constant time (for their common length).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.ct_eq(b).into()
+}
+
+/// Checks a signature header value (one or more space- or comma-separated entries; MAIA
+/// `sha256=` or Standard Webhooks `v1,`) against a secret. `msg_id` is needed for `v1,` entries.
+pub fn verify(
+    secret: &str,
+    msg_id: Option<&str>,
+    timestamp: &str,
+    body: &[u8],
+    header: &str,
+) -> bool {
+    let maia = maia_signature(secret, timestamp, body);
+    let standard = msg_id.and_then(|id| standard_signature(secret, id, timestamp, body));
+    let mut ok = false;
+    for entry in header.split(' ').map(str::trim).filter(|e| !e.is_empty()) {
+        if entry.starts_with("sha256=") {
+            ok |= constant_time_eq(entry.as_bytes(), maia.as_bytes());
+        } else if let Some(want) = &standard {
+            ok |= constant_time_eq(entry.as_bytes(), want.as_bytes());
+        }
+    }
+    ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Standard Webhooks' published test vector.
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const ID: &str = "msg_p5jXN8AQM9LWM0D4loKWxJek";
+    const TS: &str = "1614265330";
+    const BODY: &[u8] = br#"{"test": 2432232314}"#;
+
+    #[test]
+    fn standard_webhooks_vector() {
+        assert_eq!(
+            standard_signature(SECRET, ID, TS, BODY).as_deref(),
+            Some("v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=")
+        );
+    }
+
+    #[test]
+    fn maia_vector() {
+        // printf '%s' '1614265330.{"test": 2432232314}' | openssl dgst -sha256 -hmac "$SECRET"
+        assert_eq!(
+            maia_signature(SECRET, TS, BODY),
+            "sha256=2e37df5d4a028c51a7f3133d64ae1e300d2c2c900f1b1d49d4369ad2530f8964"
+        );
+    }
+
+    #[test]
+    fn two_secrets_sign_new_first_and_either_verifies() {
+        let old = generate_secret();
+        let sigs = sign(&[SECRET, &old], ID, TS, BODY);
+        let parts: Vec<&str> = sigs.maia.split(' ').collect();
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[0], maia_signature(SECRET, TS, BODY));
+        assert!(verify(&old, None, TS, BODY, &sigs.maia));
+        assert!(verify(SECRET, Some(ID), TS, BODY, &sigs.standard));
+        assert!(verify(&old, Some(ID), TS, BODY, &sigs.standard));
+        assert!(!verify(
+            &generate_secret(),
+            Some(ID),
+            TS,
+            BODY,
+            &sigs.standard
+        ));
+        assert!(!verify(SECRET, Some(ID), TS, b"{}", &sigs.standard));
+    }
+
+    #[test]
+    fn generated_secrets_have_a_standard_key() {
+        let s = generate_secret();
+        assert!(s.starts_with(SECRET_PREFIX));
+        assert_eq!(standard_key(&s).map(|k| k.len()), Some(24));
+        assert_ne!(s, generate_secret());
+        assert_eq!(generate_token("adm_").len(), 36);
+    }
+}

@@ -1,0 +1,545 @@
+//! Subscriptions: which events a target wants, and the matching of an event against them.
+//!
+//! A subscription matches when every condition it has holds (AND); a target gets an event once
+//! if any of its subscriptions matches (OR). See contract section 3 and `docs/SUBSCRIPTIONS.md`.
+
+use std::cmp::Ordering;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::CoreError;
+use crate::event::{Event, MAIA_TYPES};
+use crate::id::{SubscriptionId, TargetId};
+
+/// The filter operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    Eq,
+    Ne,
+    Gt,
+    Gte,
+    Lt,
+    Lte,
+    In,
+    Nin,
+    Contains,
+    Exists,
+}
+
+impl Op {
+    pub const ALL: [(&'static str, Op); 10] = [
+        ("eq", Op::Eq),
+        ("ne", Op::Ne),
+        ("gt", Op::Gt),
+        ("gte", Op::Gte),
+        ("lt", Op::Lt),
+        ("lte", Op::Lte),
+        ("in", Op::In),
+        ("nin", Op::Nin),
+        ("contains", Op::Contains),
+        ("exists", Op::Exists),
+    ];
+
+    pub fn parse(s: &str) -> Option<Op> {
+        Op::ALL
+            .iter()
+            .find(|(name, _)| *name == s)
+            .map(|(_, op)| *op)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        Op::ALL
+            .iter()
+            .find(|(_, op)| *op == self)
+            .map(|(name, _)| *name)
+            .unwrap_or("eq")
+    }
+}
+
+/// One filter: `path` (a JSON Pointer into the event), `op`, and `value` (kept as JSON text so
+/// that the record stays plain data on disk).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Filter {
+    pub path: String,
+    pub op: Op,
+    pub value_json: String,
+}
+
+/// A subscription as kept in the store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Subscription {
+    pub id: SubscriptionId,
+    pub target_id: TargetId,
+    pub event_types: Vec<String>,
+    pub kanban_ids: Vec<String>,
+    pub field_names: Vec<String>,
+    pub filters: Vec<Filter>,
+    pub version_major: Option<u32>,
+    pub created_at_ms: u64,
+}
+
+const FIELDS: [&str; 6] = [
+    "target_id",
+    "event_types",
+    "kanban_ids",
+    "field_names",
+    "filters",
+    "version_major",
+];
+
+impl Subscription {
+    /// A new subscription from a creation request. Whether `target_id` names an existing target
+    /// is for the caller to check.
+    pub fn create(body: &Map<String, Value>, now_ms: u64) -> Result<Subscription, CoreError> {
+        if let Some(other) = body.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+            return Err(CoreError::field(
+                other,
+                format!(
+                    "unknown field `{other}`; a subscription has {}",
+                    FIELDS.join(", ")
+                ),
+            ));
+        }
+        let target_id = match body.get("target_id") {
+            Some(Value::String(s)) => TargetId::parse(s).ok_or_else(|| {
+                CoreError::field(
+                    "target_id",
+                    format!("`target_id` {s:?} is not a target id (tgt_…)"),
+                )
+            })?,
+            _ => return Err(CoreError::field("target_id", "`target_id` is required")),
+        };
+        let event_types = strings(body, "event_types")?;
+        if let Some(bad) = event_types.iter().find(|t| !valid_event_type(t)) {
+            return Err(CoreError::field(
+                "event_types",
+                format!(
+                    "unknown event type {bad:?}: expected one of {} or <Entity>.<Op> / <Entity>.*",
+                    MAIA_TYPES.join(", ")
+                ),
+            ));
+        }
+        let filters = match body.get("filters") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) if items.len() <= 50 => items
+                .iter()
+                .enumerate()
+                .map(|(i, f)| filter(i, f))
+                .collect::<Result<_, _>>()?,
+            Some(_) => {
+                return Err(CoreError::field(
+                    "filters",
+                    "`filters` must be an array of at most 50 filters",
+                ))
+            }
+        };
+        let version_major =
+            match body.get("version_major") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(v.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or_else(
+                    || {
+                        CoreError::field(
+                            "version_major",
+                            "`version_major` must be a non-negative integer",
+                        )
+                    },
+                )?),
+            };
+        Ok(Subscription {
+            id: SubscriptionId::generate(),
+            target_id,
+            event_types,
+            kanban_ids: strings(body, "kanban_ids")?,
+            field_names: strings(body, "field_names")?,
+            filters,
+            version_major,
+            created_at_ms: now_ms,
+        })
+    }
+
+    /// Whether this subscription wants `event`. `json` is the event's payload, parsed on first
+    /// use (only filters need it).
+    pub fn matches(&self, event: &Event, json: &mut LazyJson<'_>) -> bool {
+        if !self.event_types.is_empty()
+            && !self
+                .event_types
+                .iter()
+                .any(|t| type_matches(t, &event.event_type))
+        {
+            return false;
+        }
+        if !self.kanban_ids.is_empty()
+            && !event
+                .kanban_id
+                .as_ref()
+                .is_some_and(|k| self.kanban_ids.contains(k))
+        {
+            return false;
+        }
+        if !self.field_names.is_empty()
+            && event.event_type == "crm_field_update"
+            && !event
+                .field_name
+                .as_ref()
+                .is_some_and(|f| self.field_names.contains(f))
+        {
+            return false;
+        }
+        if let Some(major) = self.version_major {
+            if event.version_major != Some(major) {
+                return false;
+            }
+        }
+        self.filters.iter().all(|f| {
+            let want: Value = serde_json::from_str(&f.value_json).unwrap_or(Value::Null);
+            eval(f.op, json.get(event).pointer(&f.path), &want)
+        })
+    }
+}
+
+/// Whether any of a target's subscriptions wants `event`.
+pub fn any_matches(subscriptions: &[Subscription], event: &Event) -> bool {
+    let mut json = LazyJson::default();
+    subscriptions.iter().any(|s| s.matches(event, &mut json))
+}
+
+/// An event's payload, parsed once, on first use.
+#[derive(Default)]
+pub struct LazyJson<'a> {
+    value: Option<Value>,
+    _event: std::marker::PhantomData<&'a Event>,
+}
+
+impl LazyJson<'_> {
+    fn get(&mut self, event: &Event) -> &Value {
+        self.value.get_or_insert_with(|| event.payload_json())
+    }
+}
+
+fn type_matches(pattern: &str, event_type: &str) -> bool {
+    match pattern.strip_suffix(".*") {
+        Some(entity) => event_type
+            .strip_prefix(entity)
+            .is_some_and(|rest| rest.starts_with('.')),
+        None => pattern == event_type,
+    }
+}
+
+fn valid_event_type(t: &str) -> bool {
+    if MAIA_TYPES.contains(&t) {
+        return true;
+    }
+    let ident = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    };
+    match t.split_once('.') {
+        Some((entity, op)) => ident(entity) && (op == "*" || ident(op)),
+        None => false,
+    }
+}
+
+fn strings(body: &Map<String, Value>, field: &str) -> Result<Vec<String>, CoreError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) if items.len() <= 1000 => items
+            .iter()
+            .map(|v| match v.as_str() {
+                Some(s) if !s.is_empty() => Ok(s.to_owned()),
+                _ => Err(CoreError::field(
+                    field,
+                    format!("`{field}` must hold non-empty strings"),
+                )),
+            })
+            .collect(),
+        Some(_) => Err(CoreError::field(
+            field,
+            format!("`{field}` must be an array of at most 1000 strings"),
+        )),
+    }
+}
+
+/// A JSON Pointer (RFC 6901): empty, or `/`-separated tokens where `~` is followed by 0 or 1.
+pub fn valid_pointer(p: &str) -> bool {
+    if p.is_empty() {
+        return true;
+    }
+    if !p.starts_with('/') {
+        return false;
+    }
+    let b = p.as_bytes();
+    b.iter()
+        .enumerate()
+        .all(|(i, c)| *c != b'~' || matches!(b.get(i + 1), Some(b'0' | b'1')))
+}
+
+fn filter(i: usize, f: &Value) -> Result<Filter, CoreError> {
+    let field = format!("filters[{i}]");
+    let bad = |why: String| CoreError::field(&field, format!("`{field}`: {why}"));
+    let obj = f
+        .as_object()
+        .ok_or_else(|| bad("must be an object {path, op, value}".into()))?;
+    if let Some(other) = obj
+        .keys()
+        .find(|k| !["path", "op", "value"].contains(&k.as_str()))
+    {
+        return Err(bad(format!("unknown member `{other}`")));
+    }
+    let path = obj
+        .get("path")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("`path` must be a JSON Pointer string".into()))?;
+    if !valid_pointer(path) {
+        return Err(bad(format!(
+            "`path` {path:?} is not a JSON Pointer (like /Data/New/Revenue)"
+        )));
+    }
+    let op_name = obj.get("op").and_then(Value::as_str).unwrap_or_default();
+    let op = Op::parse(op_name).ok_or_else(|| {
+        bad(format!(
+            "unknown op {op_name:?}; expected one of {}",
+            Op::ALL.map(|(n, _)| n).join(" ")
+        ))
+    })?;
+    let value = obj.get("value").cloned();
+    let value = match (op, value) {
+        (Op::Exists, None) => Value::Bool(true),
+        (Op::Exists, Some(v @ Value::Bool(_))) => v,
+        (Op::Exists, Some(_)) => return Err(bad("`exists` takes true or false".into())),
+        (_, None) => return Err(bad("`value` is required".into())),
+        (Op::In | Op::Nin, Some(v @ Value::Array(_))) => v,
+        (Op::In | Op::Nin, Some(_)) => return Err(bad(format!("`{op_name}` takes an array"))),
+        (Op::Gt | Op::Gte | Op::Lt | Op::Lte, Some(v @ (Value::Number(_) | Value::String(_)))) => v,
+        (Op::Gt | Op::Gte | Op::Lt | Op::Lte, Some(_)) => {
+            return Err(bad(format!("`{op_name}` takes a number or a string")))
+        }
+        (_, Some(v)) => v,
+    };
+    Ok(Filter {
+        path: path.to_owned(),
+        op,
+        value_json: value.to_string(),
+    })
+}
+
+/// Orders two values of the same kind: numbers as numbers, strings as strings; `None` for a
+/// type mismatch or a kind without order.
+fn order(a: &Value, b: &Value) -> Option<Ordering> {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64()?.partial_cmp(&y.as_f64()?),
+        (Value::String(x), Value::String(y)) => Some(x.cmp(y)),
+        _ => None,
+    }
+}
+
+/// Equality with numbers compared as numbers (`1` equals `1.0`).
+fn equal(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(_), Value::Number(_)) => order(a, b) == Some(Ordering::Equal),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| equal(p, q))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| equal(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+fn same_kind(a: &Value, b: &Value) -> bool {
+    std::mem::discriminant(a) == std::mem::discriminant(b)
+}
+
+/// One filter against the value found at its path (`None`: the path is missing). A missing
+/// path or a type mismatch is false, except `exists: false`.
+pub fn eval(op: Op, found: Option<&Value>, want: &Value) -> bool {
+    let Some(v) = found else {
+        return op == Op::Exists && want == &Value::Bool(false);
+    };
+    match op {
+        Op::Exists => want != &Value::Bool(false),
+        Op::Eq => equal(v, want),
+        Op::Ne => same_kind(v, want) && !equal(v, want),
+        Op::Gt => order(v, want) == Some(Ordering::Greater),
+        Op::Gte => matches!(order(v, want), Some(Ordering::Greater | Ordering::Equal)),
+        Op::Lt => order(v, want) == Some(Ordering::Less),
+        Op::Lte => matches!(order(v, want), Some(Ordering::Less | Ordering::Equal)),
+        Op::In => want
+            .as_array()
+            .is_some_and(|items| items.iter().any(|w| equal(v, w))),
+        Op::Nin => want
+            .as_array()
+            .is_some_and(|items| !items.iter().any(|w| equal(v, w))),
+        Op::Contains => match (v, want) {
+            (Value::String(s), Value::String(w)) => s.contains(w.as_str()),
+            (Value::Array(items), w) => items.iter().any(|x| equal(x, w)),
+            _ => false,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::EventKind;
+    use crate::id::EventId;
+    use serde_json::json;
+
+    fn event(event_type: &str, kanban: Option<&str>, field: Option<&str>, payload: Value) -> Event {
+        Event {
+            seq: 1,
+            id: EventId::generate(),
+            received_at_ms: 0,
+            kind: EventKind::Maia,
+            event_type: event_type.into(),
+            payload: payload.to_string().into_bytes(),
+            record_id: None,
+            kanban_id: kanban.map(Into::into),
+            field_name: field.map(Into::into),
+            external_id: None,
+            version_major: None,
+        }
+    }
+
+    fn sub(v: Value) -> Subscription {
+        let mut body = v.as_object().cloned().unwrap_or_default();
+        body.insert(
+            "target_id".into(),
+            json!(crate::id::TargetId::generate().as_str()),
+        );
+        Subscription::create(&body, 0).expect("valid subscription")
+    }
+
+    fn matches(s: &Subscription, e: &Event) -> bool {
+        any_matches(std::slice::from_ref(s), e)
+    }
+
+    #[test]
+    fn an_empty_subscription_matches_everything() {
+        assert!(matches(
+            &sub(json!({})),
+            &event("ai_pause", None, None, json!({}))
+        ));
+    }
+
+    #[test]
+    fn event_types_with_entity_wildcards() {
+        let s = sub(json!({"event_types": ["crm_field_update", "Opportunity.*"]}));
+        assert!(matches(
+            &s,
+            &event("crm_field_update", None, None, json!({}))
+        ));
+        assert!(matches(
+            &s,
+            &event("Opportunity.Update", None, None, json!({}))
+        ));
+        assert!(!matches(
+            &s,
+            &event("OpportunityX.Update", None, None, json!({}))
+        ));
+        assert!(!matches(&s, &event("ai_pause", None, None, json!({}))));
+    }
+
+    #[test]
+    fn kanban_ids_exclude_events_without_a_kanban() {
+        let s = sub(json!({"kanban_ids": ["k1"]}));
+        assert!(matches(
+            &s,
+            &event("crm_record_created", Some("k1"), None, json!({}))
+        ));
+        assert!(!matches(
+            &s,
+            &event("crm_record_created", Some("k2"), None, json!({}))
+        ));
+        assert!(!matches(&s, &event("ai_pause", None, None, json!({}))));
+    }
+
+    #[test]
+    fn field_names_apply_to_field_updates_only() {
+        let s = sub(json!({"field_names": ["Email"]}));
+        assert!(matches(
+            &s,
+            &event("crm_field_update", Some("k"), Some("Email"), json!({}))
+        ));
+        assert!(!matches(
+            &s,
+            &event("crm_field_update", Some("k"), Some("Phone"), json!({}))
+        ));
+        assert!(matches(
+            &s,
+            &event("crm_record_created", Some("k"), None, json!({}))
+        ));
+    }
+
+    #[test]
+    fn conditions_are_anded() {
+        let s = sub(
+            json!({"event_types": ["crm_field_update"], "kanban_ids": ["k1"], "field_names": ["Email"]}),
+        );
+        assert!(matches(
+            &s,
+            &event("crm_field_update", Some("k1"), Some("Email"), json!({}))
+        ));
+        assert!(!matches(
+            &s,
+            &event("crm_field_update", Some("k2"), Some("Email"), json!({}))
+        ));
+        assert!(!matches(
+            &s,
+            &event("crm_record_created", Some("k1"), None, json!({}))
+        ));
+    }
+
+    #[test]
+    fn filters_compare_by_kind() {
+        let e = event(
+            "x.y",
+            None,
+            None,
+            json!({"Data": {"Revenue": 12000.0, "Stage": "Won", "Tags": ["a"], "N": null}}),
+        );
+        let f = |path: &str, op: &str, value: Value| {
+            sub(json!({"filters": [{"path": path, "op": op, "value": value}]}))
+        };
+        assert!(matches(&f("/Data/Revenue", "gt", json!(10000)), &e));
+        assert!(matches(&f("/Data/Revenue", "eq", json!(12000)), &e));
+        assert!(!matches(&f("/Data/Revenue", "gt", json!("10000")), &e));
+        assert!(matches(&f("/Data/Stage", "in", json!(["Won", "Lost"])), &e));
+        assert!(matches(&f("/Data/Stage", "ne", json!("Lost")), &e));
+        assert!(!matches(&f("/Data/Missing", "ne", json!("Lost")), &e));
+        assert!(matches(&f("/Data/Tags", "contains", json!("a")), &e));
+        assert!(matches(&f("/Data/Missing", "exists", json!(false)), &e));
+        assert!(matches(&f("/Data/N", "exists", json!(true)), &e));
+    }
+
+    #[test]
+    fn bad_subscriptions_name_their_field() {
+        let field = |v: Value| {
+            let mut body = v.as_object().cloned().unwrap_or_default();
+            body.entry("target_id")
+                .or_insert(json!(crate::id::TargetId::generate().as_str()));
+            match Subscription::create(&body, 0) {
+                Err(CoreError::Invalid(e)) => e.field.unwrap_or_default(),
+                other => panic!("expected an error, got {other:?}"),
+            }
+        };
+        assert_eq!(field(json!({"target_id": "nope"})), "target_id");
+        assert_eq!(
+            field(json!({"event_types": ["crm_field_exploded"]})),
+            "event_types"
+        );
+        assert_eq!(field(json!({"kanban_ids": "k1"})), "kanban_ids");
+        assert_eq!(
+            field(json!({"filters": [{"path": "Data", "op": "eq", "value": 1}]})),
+            "filters[0]"
+        );
+        assert_eq!(
+            field(json!({"filters": [{"path": "/Data", "op": "like", "value": 1}]})),
+            "filters[0]"
+        );
+        assert_eq!(field(json!({"version_major": -1})), "version_major");
+        assert_eq!(field(json!({"colour": 1})), "colour");
+    }
+}

@@ -1,0 +1,441 @@
+//! Targets: where deliveries go, and how a target's fields are validated.
+//!
+//! A target is created from, and patched with, a JSON object; every rule broken names its
+//! field (HTTP 422). The record kept in the store is [`Target`]; the secret is only ever shown
+//! by the API when it is created or rotated.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::CoreError;
+use crate::id::TargetId;
+use crate::retry::DEFAULT_SCHEDULE_MS;
+
+/// Default `timeout_ms`.
+pub const DEFAULT_TIMEOUT_MS: u64 = 2_000;
+/// Largest `timeout_ms` accepted.
+pub const MAX_TIMEOUT_MS: u64 = 300_000;
+/// Longest retry schedule accepted, and its longest single delay (7 days).
+pub const MAX_SCHEDULE_LEN: usize = 50;
+pub const MAX_DELAY_MS: u64 = 7 * 24 * 3_600_000;
+
+/// Headers a target's own `headers` may not set: the delivery's own headers and those of HTTP
+/// framing.
+pub const RESERVED_HEADERS: [&str; 12] = [
+    "content-type",
+    "content-length",
+    "host",
+    "transfer-encoding",
+    "connection",
+    "x-maia-timestamp",
+    "x-maia-signature",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+    "x-crmhook-attempt",
+    "authorization-crmhook",
+];
+
+/// How events are wrapped for a target; `None` on the target keeps each CRM's own shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Format {
+    Maia,
+    Maximizer,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Maia => "maia",
+            Format::Maximizer => "maximizer",
+        }
+    }
+}
+
+/// A target as kept in the store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Target {
+    pub id: TargetId,
+    pub name: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub timeout_ms: u64,
+    pub retry_schedule_ms: Vec<u64>,
+    pub ordered: bool,
+    pub format: Option<Format>,
+    /// The current secret, `whsec_…`.
+    pub secret: String,
+    /// The secret before the last rotation, and until when (ms) it is still used.
+    pub previous_secret: Option<(String, u64)>,
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+}
+
+/// What a caller may set on a target.
+pub const TARGET_FIELDS: [&str; 7] = [
+    "name",
+    "url",
+    "headers",
+    "timeout_ms",
+    "retry_schedule_ms",
+    "ordered",
+    "format",
+];
+
+impl Target {
+    /// A new target from a creation request.
+    pub fn create(
+        body: &Map<String, Value>,
+        allow_private: bool,
+        secret: String,
+        now_ms: u64,
+    ) -> Result<Target, CoreError> {
+        for required in ["name", "url"] {
+            if body.get(required).is_none_or(Value::is_null) {
+                return Err(CoreError::field(
+                    required,
+                    format!("`{required}` is required"),
+                ));
+            }
+        }
+        let mut target = Target {
+            id: TargetId::generate(),
+            name: String::new(),
+            url: String::new(),
+            headers: Vec::new(),
+            timeout_ms: DEFAULT_TIMEOUT_MS,
+            retry_schedule_ms: DEFAULT_SCHEDULE_MS.to_vec(),
+            ordered: false,
+            format: None,
+            secret,
+            previous_secret: None,
+            created_at_ms: now_ms,
+            updated_at_ms: now_ms,
+        };
+        target.apply(body, allow_private)?;
+        Ok(target)
+    }
+
+    /// This target with the fields of a PATCH request applied; `self` is untouched on error.
+    pub fn patched(
+        &self,
+        body: &Map<String, Value>,
+        allow_private: bool,
+        now_ms: u64,
+    ) -> Result<Target, CoreError> {
+        let mut target = self.clone();
+        target.apply(body, allow_private)?;
+        target.updated_at_ms = now_ms;
+        Ok(target)
+    }
+
+    /// The secrets to sign with at `now_ms`: the current one, and the previous one while its
+    /// overlap lasts.
+    pub fn signing_secrets(&self, now_ms: u64) -> Vec<&str> {
+        let mut secrets = vec![self.secret.as_str()];
+        if let Some((old, until)) = &self.previous_secret {
+            if now_ms < *until {
+                secrets.push(old);
+            }
+        }
+        secrets
+    }
+
+    fn apply(&mut self, body: &Map<String, Value>, allow_private: bool) -> Result<(), CoreError> {
+        for (key, value) in body {
+            match key.as_str() {
+                "name" => self.name = name(value)?,
+                "url" => self.url = url(value, allow_private)?,
+                "headers" => self.headers = headers(value)?,
+                "timeout_ms" => self.timeout_ms = integer(value, "timeout_ms", 1, MAX_TIMEOUT_MS)?,
+                "retry_schedule_ms" => self.retry_schedule_ms = schedule(value)?,
+                "ordered" => {
+                    self.ordered = value.as_bool().ok_or_else(|| {
+                        CoreError::field("ordered", "`ordered` must be true or false")
+                    })?
+                }
+                "format" => self.format = format(value)?,
+                "id" | "secret" | "created_at" | "updated_at" => {
+                    return Err(CoreError::field(key, format!("`{key}` cannot be set")))
+                }
+                other => {
+                    return Err(CoreError::field(
+                        other,
+                        format!(
+                            "unknown field `{other}`; a target has {}",
+                            TARGET_FIELDS.join(", ")
+                        ),
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn name(value: &Value) -> Result<String, CoreError> {
+    match value.as_str().map(str::trim) {
+        Some(s) if !s.is_empty() && s.chars().count() <= 200 => Ok(s.to_owned()),
+        _ => Err(CoreError::field(
+            "name",
+            "`name` must be a non-empty string of at most 200 characters",
+        )),
+    }
+}
+
+/// Checks a target URL: absolute `http(s)://host…`, no credentials, no fragment; `https` unless
+/// private targets are allowed. Whether the host is a public address is checked apart, by the
+/// server's address guard.
+pub fn url(value: &Value, allow_private: bool) -> Result<String, CoreError> {
+    let s = value
+        .as_str()
+        .ok_or_else(|| CoreError::field("url", "`url` must be a string"))?;
+    let parsed = url::Url::parse(s)
+        .map_err(|e| CoreError::field("url", format!("`url` is not a valid URL: {e}")))?;
+    match parsed.scheme() {
+        "https" => {}
+        "http" if allow_private => {}
+        "http" => {
+            return Err(CoreError::field(
+                "url",
+                "`url` must be https:// (http:// only with allow_private_targets)",
+            ))
+        }
+        other => {
+            return Err(CoreError::field(
+                "url",
+                format!("`url` must be https://, not {other}://"),
+            ))
+        }
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(CoreError::field("url", "`url` has no host"));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(CoreError::field(
+            "url",
+            "`url` must not carry credentials; send them in `headers`",
+        ));
+    }
+    if parsed.fragment().is_some() {
+        return Err(CoreError::field("url", "`url` must not have a #fragment"));
+    }
+    if s.len() > 2048 {
+        return Err(CoreError::field(
+            "url",
+            "`url` is longer than 2048 characters",
+        ));
+    }
+    Ok(parsed.to_string())
+}
+
+fn headers(value: &Value) -> Result<Vec<(String, String)>, CoreError> {
+    let obj = match value {
+        Value::Null => return Ok(Vec::new()),
+        Value::Object(obj) => obj,
+        _ => {
+            return Err(CoreError::field(
+                "headers",
+                "`headers` must be an object of header names to strings",
+            ))
+        }
+    };
+    if obj.len() > 50 {
+        return Err(CoreError::field(
+            "headers",
+            "`headers` has more than 50 entries",
+        ));
+    }
+    let token = |c: u8| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c);
+    obj.iter()
+        .map(|(name, v)| {
+            let field = format!("headers.{name}");
+            if name.is_empty() || !name.bytes().all(token) {
+                return Err(CoreError::field(
+                    &field,
+                    format!("{name:?} is not a valid header name"),
+                ));
+            }
+            if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+                return Err(CoreError::field(
+                    &field,
+                    format!("header {name:?} is set by crmhook and cannot be replaced"),
+                ));
+            }
+            let v = v.as_str().ok_or_else(|| {
+                CoreError::field(&field, format!("header {name:?} must be a string"))
+            })?;
+            if v.len() > 8192 || !v.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)) {
+                return Err(CoreError::field(
+                    &field,
+                    format!("header {name:?} must be printable ASCII, at most 8192 bytes"),
+                ));
+            }
+            Ok((name.clone(), v.to_owned()))
+        })
+        .collect()
+}
+
+fn integer(value: &Value, field: &str, min: u64, max: u64) -> Result<u64, CoreError> {
+    match value.as_u64() {
+        Some(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(CoreError::field(
+            field,
+            format!("`{field}` must be an integer from {min} to {max}"),
+        )),
+    }
+}
+
+fn schedule(value: &Value) -> Result<Vec<u64>, CoreError> {
+    let items = value
+        .as_array()
+        .filter(|a| a.len() <= MAX_SCHEDULE_LEN)
+        .ok_or_else(|| {
+            CoreError::field(
+                "retry_schedule_ms",
+                format!(
+                    "`retry_schedule_ms` must be an array of at most {MAX_SCHEDULE_LEN} delays"
+                ),
+            )
+        })?;
+    items
+        .iter()
+        .map(|v| integer(v, "retry_schedule_ms", 0, MAX_DELAY_MS))
+        .collect()
+}
+
+fn format(value: &Value) -> Result<Option<Format>, CoreError> {
+    match value {
+        Value::Null => Ok(None),
+        Value::String(s) if s == "maia" => Ok(Some(Format::Maia)),
+        Value::String(s) if s == "maximizer" => Ok(Some(Format::Maximizer)),
+        _ => Err(CoreError::field(
+            "format",
+            "`format` must be \"maia\" or \"maximizer\"",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    fn field_of(r: Result<Target, CoreError>) -> String {
+        match r {
+            Err(CoreError::Invalid(e)) => e.field.unwrap_or_default(),
+            other => panic!("expected a field error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn create_applies_defaults() {
+        let t = Target::create(
+            &obj(json!({"name": "crm", "url": "https://example.com/h?x=1"})),
+            false,
+            "whsec_x".into(),
+            5,
+        )
+        .expect("valid");
+        assert!(t.id.as_str().starts_with("tgt_"));
+        assert_eq!(t.url, "https://example.com/h?x=1");
+        assert_eq!(
+            (t.timeout_ms, t.ordered, t.retry_schedule_ms.len()),
+            (2000, false, 7)
+        );
+    }
+
+    #[test]
+    fn each_broken_rule_names_its_field() {
+        let c = |v: Value, private| Target::create(&obj(v), private, "whsec_x".into(), 0);
+        assert_eq!(
+            field_of(c(json!({"url": "https://a.example"}), false)),
+            "name"
+        );
+        assert_eq!(
+            field_of(c(json!({"name": "n", "url": "ftp://x"}), true)),
+            "url"
+        );
+        assert_eq!(
+            field_of(c(json!({"name": "n", "url": "http://a.example"}), false)),
+            "url"
+        );
+        assert_eq!(
+            field_of(c(
+                json!({"name": "n", "url": "https://u:p@a.example"}),
+                false
+            )),
+            "url"
+        );
+        assert_eq!(
+            field_of(c(
+                json!({"name": "n", "url": "https://a.example", "timeout_ms": 0}),
+                false
+            )),
+            "timeout_ms"
+        );
+        assert_eq!(
+            field_of(c(
+                json!({"name": "n", "url": "https://a.example", "retry_schedule_ms": [1, -1]}),
+                false
+            )),
+            "retry_schedule_ms"
+        );
+        assert_eq!(
+            field_of(c(
+                json!({"name": "n", "url": "https://a.example", "headers": {"Webhook-Id": "x"}}),
+                false
+            )),
+            "headers.Webhook-Id"
+        );
+        assert_eq!(
+            field_of(c(
+                json!({"name": "n", "url": "https://a.example", "colour": "red"}),
+                false
+            )),
+            "colour"
+        );
+        assert!(c(
+            json!({"name": "n", "url": "http://127.0.0.1:9/x", "headers": {"X-Key": "k"}}),
+            true
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn patch_changes_only_what_it_names() {
+        let t = Target::create(
+            &obj(json!({"name": "a", "url": "https://a.example"})),
+            false,
+            "whsec_x".into(),
+            1,
+        )
+        .expect("valid");
+        let p = t
+            .patched(&obj(json!({"ordered": true})), false, 9)
+            .expect("valid");
+        assert_eq!(
+            (p.ordered, p.name.as_str(), p.updated_at_ms, p.id.clone()),
+            (true, "a", 9, t.id.clone())
+        );
+        assert!(t.patched(&obj(json!({"secret": "x"})), false, 9).is_err());
+    }
+
+    #[test]
+    fn the_previous_secret_signs_until_it_expires() {
+        let mut t = Target::create(
+            &obj(json!({"name": "a", "url": "https://a.example"})),
+            false,
+            "whsec_new".into(),
+            1,
+        )
+        .expect("valid");
+        t.previous_secret = Some(("whsec_old".into(), 100));
+        assert_eq!(t.signing_secrets(99), ["whsec_new", "whsec_old"]);
+        assert_eq!(t.signing_secrets(100), ["whsec_new"]);
+    }
+}
