@@ -197,10 +197,11 @@ const MAIA_COMMON: &[(&str, Ty)] = &[
     ("channelId", Ty::Str),
 ];
 
+/// Fields with the type their values must have.
+type Typed = &'static [(&'static str, Ty)];
+
 /// The fields of each MAIA type (from the MAIA payload examples) and which are required.
-fn maia_fields(
-    event_type: &str,
-) -> Option<(&'static [&'static str], &'static [(&'static str, Ty)])> {
+fn maia_fields(event_type: &str) -> Option<(&'static [&'static str], Typed)> {
     const RECORD: &[(&str, Ty)] = &[
         ("title", Ty::Str),
         ("status", Ty::Str),

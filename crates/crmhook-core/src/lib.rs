@@ -18,3 +18,5 @@ pub mod time;
 pub use error::{CoreError, FieldError};
 pub use event::{Event, EventKind, NewEvent};
 pub use id::{EventId, SubscriptionId, TargetId};
+pub use subscription::Subscription;
+pub use target::Target;

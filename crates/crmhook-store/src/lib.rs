@@ -1,1 +1,830 @@
-//! placeholder
+//! crmhook's store: the event log and every other record, on sled. Only this crate touches
+//! sled, and only its `codec` module touches bincode.
+//!
+//! # On-disk format
+//!
+//! One sled database in the data dir, one tree (`crmhook`) whose keys start with a one-byte
+//! keyspace tag. Integers in keys are big-endian so that sled's order is their order. Every
+//! value is a record written by [`codec::encode`]: a version byte (`1`) and the bincode body.
+//!
+//! | key | value | what |
+//! | --- | --- | --- |
+//! | `E` seq:u64 | [`Event`] | the event log, seq 1, 2, 3… with no gaps |
+//! | `I` evt_id | seq:u64 | event id → seq |
+//! | `K` idempotency-key | `Vec<AckEntry>` | the acknowledgement of a request with an `Idempotency-Key` |
+//! | `X` maximizer-id | [`AckEntry`] | a Maximizer event's `Id` → its acknowledgement |
+//! | `T` tgt_id | [`Target`] | targets |
+//! | `S` sub_id | [`Subscription`] | subscriptions |
+//! | `C` tgt_id | seq:u64 | a target's cursor: every event up to it has been matched for it |
+//! | `P` tgt_id seq:u64 | [`Pending`] | a delivery still owed: next attempt number and due time |
+//! | `A` seq:u64 tgt_id n:u32 | [`Attempt`] | one delivery attempt (append-only) |
+//! | `M` name | string | meta: generated tokens |
+//!
+//! Ids have a fixed length per kind (`tgt_` + 26 characters), so composite keys need no
+//! separator.
+//!
+//! # Writes and durability
+//!
+//! Every write goes through one writer thread. It takes whatever requests are queued (up to
+//! [`MAX_GROUP`]), applies them as one atomic sled batch, calls `flush` once, and only then
+//! answers each request. So many concurrent ingest requests share one flush (group commit), and
+//! no actix arbiter thread ever waits on a flush: callers await a oneshot answer.
+//!
+//! # Recovery rules
+//!
+//! - An event is acknowledged only after the flush that contains it returned: it survives a
+//!   `kill -9` of the process at any later moment.
+//! - A cursor moves forward in the same batch as the pending deliveries it creates; an attempt
+//!   record and the pending entry it replaces or removes are written in one batch too. After a
+//!   crash the store is at a batch boundary, so a target resumes from its cursor and pending
+//!   entries: deliveries in flight at the crash are attempted again (at least once).
+//! - sled 0.34's `flush` writes and fsyncs its log file, but does not fsync the directory or
+//!   metadata of newly created segment files. After a power loss (not a process crash) the
+//!   most recent writes may therefore be lost on some file systems; see `docs/RELIABILITY.md`.
+
+mod codec;
+pub mod records;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crmhook_core::target::Target;
+use crmhook_core::{Event, EventId, NewEvent, Subscription, SubscriptionId, TargetId};
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub use records::{AckEntry, Attempt, AttemptResult, Pending};
+
+/// Most requests one group commit takes.
+pub const MAX_GROUP: usize = 1024;
+/// How many write requests may wait for the writer; past it ingest is refused (503).
+pub const QUEUE: usize = 4096;
+
+/// Everything that can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage I/O error: {0}")]
+    Io(String),
+    #[error("the log writer is busy; try again shortly")]
+    Busy,
+    #[error("the store is closed")]
+    Closed,
+    #[error("a record could not be decoded: {0}")]
+    Codec(String),
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Io(e.to_string())
+    }
+}
+
+type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+const E: u8 = b'E';
+const I: u8 = b'I';
+const K: u8 = b'K';
+const X: u8 = b'X';
+const T: u8 = b'T';
+const S: u8 = b'S';
+const C: u8 = b'C';
+const P: u8 = b'P';
+const A: u8 = b'A';
+const M: u8 = b'M';
+
+fn key(tag: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + parts.iter().map(|p| p.len()).sum::<usize>());
+    k.push(tag);
+    for p in parts {
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+fn seq_key(seq: u64) -> Vec<u8> {
+    key(E, &[&seq.to_be_bytes()])
+}
+
+fn read_u64(bytes: &[u8]) -> Result<u64> {
+    codec::decode(bytes)
+}
+
+/// A request to the writer thread.
+enum Op {
+    Append {
+        events: Vec<NewEvent>,
+        idempotency_key: Option<String>,
+        reply: oneshot::Sender<Result<Vec<AckEntry>>>,
+    },
+    Write {
+        writes: Writes,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Stop,
+}
+
+/// A handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: sled::Db,
+    tree: sled::Tree,
+    tx: mpsc::Sender<Op>,
+    head: Arc<AtomicU64>,
+    head_rx: watch::Receiver<u64>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Key writes (`None`: remove) applied in order.
+#[derive(Default)]
+struct Writes(Vec<(Vec<u8>, Option<Vec<u8>>)>);
+
+impl Writes {
+    fn insert(&mut self, k: Vec<u8>, v: Vec<u8>) {
+        self.0.push((k, Some(v)));
+    }
+
+    fn remove(&mut self, k: impl Into<Vec<u8>>) {
+        self.0.push((k.into(), None));
+    }
+
+    fn into_batch(self, batch: &mut sled::Batch) {
+        for (k, v) in self.0 {
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
+        }
+    }
+}
+
+/// Changes to delivery state, written as one atomic batch.
+#[derive(Default)]
+pub struct DeliveryBatch {
+    batch: Writes,
+}
+
+impl DeliveryBatch {
+    /// Sets a target's cursor.
+    pub fn cursor(&mut self, target: &TargetId, seq: u64) -> Result<()> {
+        self.batch
+            .insert(key(C, &[target.as_str().as_bytes()]), codec::encode(&seq)?);
+        Ok(())
+    }
+
+    /// Sets (or replaces) a pending delivery.
+    pub fn pending(&mut self, target: &TargetId, seq: u64, pending: Pending) -> Result<()> {
+        self.batch.insert(
+            key(P, &[target.as_str().as_bytes(), &seq.to_be_bytes()]),
+            codec::encode(&pending)?,
+        );
+        Ok(())
+    }
+
+    /// Removes a pending delivery.
+    pub fn done(&mut self, target: &TargetId, seq: u64) {
+        self.batch
+            .remove(key(P, &[target.as_str().as_bytes(), &seq.to_be_bytes()]));
+    }
+
+    /// Appends an attempt record.
+    pub fn attempt(&mut self, target: &TargetId, seq: u64, attempt: &Attempt) -> Result<()> {
+        let k = key(
+            A,
+            &[
+                &seq.to_be_bytes(),
+                target.as_str().as_bytes(),
+                &attempt.n.to_be_bytes(),
+            ],
+        );
+        self.batch.insert(k, codec::encode(attempt)?);
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir` and starts its writer thread.
+    pub fn open(dir: &std::path::Path) -> Result<Store> {
+        let db = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            .cache_capacity(256 * 1024 * 1024)
+            .flush_every_ms(Some(500))
+            .open()?;
+        let tree = db.open_tree("crmhook")?;
+        let head = match tree.scan_prefix([E]).next_back() {
+            Some(kv) => {
+                let (k, _) = kv?;
+                let bytes: [u8; 8] = k
+                    .get(1..9)
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| StoreError::Codec("bad event key".into()))?;
+                u64::from_be_bytes(bytes)
+            }
+            None => 0,
+        };
+        let head_atomic = Arc::new(AtomicU64::new(head));
+        let (head_tx, head_rx) = watch::channel(head);
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let writer = Writer {
+            db: db.clone(),
+            tree: tree.clone(),
+            next_seq: head + 1,
+            head: head_atomic.clone(),
+            head_tx,
+        };
+        let handle = std::thread::Builder::new()
+            .name("crmhook-log-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StoreError::Io(e.to_string()))?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db,
+                tree,
+                tx,
+                head: head_atomic,
+                head_rx,
+                writer: Mutex::new(Some(handle)),
+            }),
+        })
+    }
+
+    /// Stops the writer after the requests already queued, and flushes. Later writes fail with
+    /// [`StoreError::Closed`].
+    pub async fn close(&self) {
+        let _ = self.inner.tx.send(Op::Stop).await;
+        let handle = self.inner.writer.lock().ok().and_then(|mut h| h.take());
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+        let _ = self.inner.db.flush();
+    }
+
+    // ---- events ---------------------------------------------------------------------------
+
+    /// Appends a request's events durably and answers their acknowledgement. Refuses at once
+    /// with [`StoreError::Busy`] when the writer's queue is full.
+    pub async fn append(
+        &self,
+        events: Vec<NewEvent>,
+        idempotency_key: Option<String>,
+    ) -> Result<Vec<AckEntry>> {
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .tx
+            .try_send(Op::Append {
+                events,
+                idempotency_key,
+                reply,
+            })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => StoreError::Busy,
+                mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+            })?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// The seq of the last durable event (0 for an empty log).
+    pub fn head(&self) -> u64 {
+        self.inner.head.load(Ordering::Acquire)
+    }
+
+    /// A receiver that sees the head move.
+    pub fn watch_head(&self) -> watch::Receiver<u64> {
+        self.inner.head_rx.clone()
+    }
+
+    pub fn event(&self, seq: u64) -> Result<Option<Event>> {
+        self.inner
+            .tree
+            .get(seq_key(seq))?
+            .map(|v| codec::decode(&v))
+            .transpose()
+    }
+
+    pub fn event_by_id(&self, id: &EventId) -> Result<Option<Event>> {
+        match self.inner.tree.get(key(I, &[id.as_str().as_bytes()]))? {
+            Some(seq) => self.event(read_u64(&seq)?),
+            None => Ok(None),
+        }
+    }
+
+    /// Events with seq ≥ `from`, in log order.
+    pub fn events_from(&self, from: u64) -> impl Iterator<Item = Result<Event>> + '_ {
+        self.inner
+            .tree
+            .range(seq_key(from)..key(E + 1, &[]))
+            .map(|kv| {
+                kv.map_err(StoreError::from)
+                    .and_then(|(_, v)| codec::decode(&v))
+            })
+    }
+
+    // ---- targets and subscriptions --------------------------------------------------------
+
+    fn all<R: serde::de::DeserializeOwned>(&self, tag: u8) -> Result<Vec<R>> {
+        self.inner
+            .tree
+            .scan_prefix([tag])
+            .map(|kv| codec::decode(&kv?.1))
+            .collect()
+    }
+
+    fn one<R: serde::de::DeserializeOwned>(&self, tag: u8, id: &str) -> Result<Option<R>> {
+        self.inner
+            .tree
+            .get(key(tag, &[id.as_bytes()]))?
+            .map(|v| codec::decode(&v))
+            .transpose()
+    }
+
+    pub fn targets(&self) -> Result<Vec<Target>> {
+        self.all(T)
+    }
+
+    pub fn target(&self, id: &TargetId) -> Result<Option<Target>> {
+        self.one(T, id.as_str())
+    }
+
+    pub fn subscriptions(&self) -> Result<Vec<Subscription>> {
+        self.all(S)
+    }
+
+    pub fn subscription(&self, id: &SubscriptionId) -> Result<Option<Subscription>> {
+        self.one(S, id.as_str())
+    }
+
+    pub async fn put_target(&self, target: &Target) -> Result<()> {
+        let mut batch = Writes::default();
+        batch.insert(
+            key(T, &[target.id.as_str().as_bytes()]),
+            codec::encode(target)?,
+        );
+        self.write(batch).await
+    }
+
+    /// Deletes a target with its subscriptions, cursor and pending deliveries. Its attempt
+    /// records stay: they are history.
+    pub async fn delete_target(&self, id: &TargetId) -> Result<()> {
+        let mut batch = Writes::default();
+        batch.remove(key(T, &[id.as_str().as_bytes()]));
+        batch.remove(key(C, &[id.as_str().as_bytes()]));
+        for sub in self
+            .subscriptions()?
+            .into_iter()
+            .filter(|s| &s.target_id == id)
+        {
+            batch.remove(key(S, &[sub.id.as_str().as_bytes()]));
+        }
+        for kv in self
+            .inner
+            .tree
+            .scan_prefix(key(P, &[id.as_str().as_bytes()]))
+        {
+            batch.remove(kv?.0.to_vec());
+        }
+        self.write(batch).await
+    }
+
+    pub async fn put_subscription(&self, sub: &Subscription) -> Result<()> {
+        let mut batch = Writes::default();
+        batch.insert(key(S, &[sub.id.as_str().as_bytes()]), codec::encode(sub)?);
+        self.write(batch).await
+    }
+
+    pub async fn delete_subscription(&self, id: &SubscriptionId) -> Result<()> {
+        let mut batch = Writes::default();
+        batch.remove(key(S, &[id.as_str().as_bytes()]));
+        self.write(batch).await
+    }
+
+    // ---- delivery state -------------------------------------------------------------------
+
+    /// A target's cursor (0: nothing matched yet). A new target starts at the head.
+    pub fn cursor(&self, target: &TargetId) -> Result<Option<u64>> {
+        self.inner
+            .tree
+            .get(key(C, &[target.as_str().as_bytes()]))?
+            .map(|v| read_u64(&v))
+            .transpose()
+    }
+
+    /// A target's pending deliveries in seq order, at most `limit`.
+    pub fn pending(&self, target: &TargetId, limit: usize) -> Result<Vec<(u64, Pending)>> {
+        let prefix = key(P, &[target.as_str().as_bytes()]);
+        self.inner
+            .tree
+            .scan_prefix(&prefix)
+            .take(limit)
+            .map(|kv| {
+                let (k, v) = kv?;
+                let seq = k
+                    .get(prefix.len()..)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_be_bytes);
+                Ok((
+                    seq.ok_or_else(|| StoreError::Codec("bad pending key".into()))?,
+                    codec::decode(&v)?,
+                ))
+            })
+            .collect()
+    }
+
+    pub fn is_pending(&self, target: &TargetId, seq: u64) -> Result<bool> {
+        Ok(self
+            .inner
+            .tree
+            .contains_key(key(P, &[target.as_str().as_bytes(), &seq.to_be_bytes()]))?)
+    }
+
+    /// Every attempt at delivering event `seq`, by target, in attempt order.
+    pub fn attempts(&self, seq: u64) -> Result<Vec<(TargetId, Attempt)>> {
+        let prefix = key(A, &[&seq.to_be_bytes()]);
+        self.inner
+            .tree
+            .scan_prefix(&prefix)
+            .map(|kv| {
+                let (k, v) = kv?;
+                let id = k
+                    .get(prefix.len()..prefix.len() + TargetId::LEN)
+                    .and_then(|b| std::str::from_utf8(b).ok())
+                    .and_then(TargetId::parse)
+                    .ok_or_else(|| StoreError::Codec("bad attempt key".into()))?;
+                Ok((id, codec::decode(&v)?))
+            })
+            .collect()
+    }
+
+    /// Writes a batch of delivery state durably.
+    pub async fn write_deliveries(&self, batch: DeliveryBatch) -> Result<()> {
+        self.write(batch.batch).await
+    }
+
+    // ---- meta -----------------------------------------------------------------------------
+
+    pub fn meta(&self, name: &str) -> Result<Option<String>> {
+        self.one(M, name)
+    }
+
+    pub async fn put_meta(&self, name: &str, value: &str) -> Result<()> {
+        let mut batch = Writes::default();
+        batch.insert(key(M, &[name.as_bytes()]), codec::encode(&value)?);
+        self.write(batch).await
+    }
+
+    /// Bytes the database takes on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        self.inner.db.size_on_disk().unwrap_or(0)
+    }
+
+    async fn write(&self, writes: Writes) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .tx
+            .send(Op::Write { writes, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+/// The writer thread: group commit.
+struct Writer {
+    db: sled::Db,
+    tree: sled::Tree,
+    next_seq: u64,
+    head: Arc<AtomicU64>,
+    head_tx: watch::Sender<u64>,
+}
+
+enum Reply {
+    Append(oneshot::Sender<Result<Vec<AckEntry>>>, Vec<AckEntry>),
+    Write(oneshot::Sender<Result<()>>),
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Op>) {
+        let mut stop = false;
+        while !stop {
+            let Some(first) = rx.blocking_recv() else {
+                break;
+            };
+            let mut ops = vec![first];
+            while ops.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(op) => ops.push(op),
+                    Err(_) => break,
+                }
+            }
+            let mut batch = sled::Batch::default();
+            let mut replies = Vec::with_capacity(ops.len());
+            let mut seen: std::collections::HashMap<Vec<u8>, Vec<AckEntry>> =
+                std::collections::HashMap::new();
+            let first_seq = self.next_seq;
+            for op in ops {
+                match op {
+                    Op::Stop => stop = true,
+                    Op::Write { writes, reply } => {
+                        writes.into_batch(&mut batch);
+                        replies.push(Reply::Write(reply));
+                    }
+                    Op::Append {
+                        events,
+                        idempotency_key,
+                        reply,
+                    } => {
+                        match self.prepare_append(&mut batch, &mut seen, events, idempotency_key) {
+                            Ok(acks) => replies.push(Reply::Append(reply, acks)),
+                            Err(e) => {
+                                let _ = reply.send(Err(e));
+                            }
+                        }
+                    }
+                }
+            }
+            let result = self
+                .tree
+                .apply_batch(batch)
+                .and_then(|()| self.db.flush().map(|_| ()));
+            match result {
+                Ok(()) => {
+                    let head = self.next_seq - 1;
+                    if head >= first_seq {
+                        self.head.store(head, Ordering::Release);
+                        self.head_tx.send_replace(head);
+                    }
+                    for r in replies {
+                        match r {
+                            Reply::Append(tx, acks) => {
+                                let _ = tx.send(Ok(acks));
+                            }
+                            Reply::Write(tx) => {
+                                let _ = tx.send(Ok(()));
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "group commit failed");
+                    // Nothing of this group is acknowledged. If the batch reached the tree but
+                    // the flush failed, those events may still appear later; see RELIABILITY.md.
+                    if self.tree.get(seq_key(first_seq)).ok().flatten().is_none() {
+                        self.next_seq = first_seq;
+                    }
+                    for r in replies {
+                        match r {
+                            Reply::Append(tx, _) => {
+                                let _ = tx.send(Err(StoreError::Io(e.to_string())));
+                            }
+                            Reply::Write(tx) => {
+                                let _ = tx.send(Err(StoreError::Io(e.to_string())));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let _ = self.db.flush();
+    }
+
+    fn prepare_append(
+        &mut self,
+        batch: &mut sled::Batch,
+        seen: &mut std::collections::HashMap<Vec<u8>, Vec<AckEntry>>,
+        events: Vec<NewEvent>,
+        idempotency_key: Option<String>,
+    ) -> Result<Vec<AckEntry>> {
+        let lookup = |seen: &std::collections::HashMap<Vec<u8>, Vec<AckEntry>>,
+                      k: &[u8]|
+         -> Result<Option<Vec<AckEntry>>> {
+            if let Some(found) = seen.get(k) {
+                return Ok(Some(found.clone()));
+            }
+            Ok(match self.tree.get(k)? {
+                Some(v) if k[0] == K => Some(codec::decode(&v)?),
+                Some(v) => Some(vec![codec::decode(&v)?]),
+                None => None,
+            })
+        };
+        let idem_key = idempotency_key.map(|k| key(K, &[k.as_bytes()]));
+        if let Some(k) = &idem_key {
+            if let Some(acks) = lookup(seen, k)? {
+                return Ok(acks
+                    .into_iter()
+                    .map(|a| AckEntry {
+                        duplicate: true,
+                        ..a
+                    })
+                    .collect());
+            }
+        }
+        let now = crmhook_core::time::now_ms();
+        let mut acks = Vec::with_capacity(events.len());
+        let mut local = Writes::default();
+        for new in events {
+            let ext_key = new.external_id.as_ref().map(|x| key(X, &[x.as_bytes()]));
+            if let Some(k) = &ext_key {
+                if let Some(mut found) = lookup(seen, k)? {
+                    if let Some(a) = found.pop() {
+                        acks.push(AckEntry {
+                            duplicate: true,
+                            ..a
+                        });
+                        continue;
+                    }
+                }
+            }
+            let seq = self.next_seq;
+            let id = EventId::generate();
+            let event = Event::from_new(new, seq, id.clone(), now);
+            local.insert(seq_key(seq), codec::encode(&event)?);
+            local.insert(key(I, &[id.as_str().as_bytes()]), codec::encode(&seq)?);
+            let ack = AckEntry {
+                id,
+                seq,
+                event_type: event.event_type.clone(),
+                duplicate: false,
+            };
+            if let Some(k) = ext_key {
+                local.insert(k.clone(), codec::encode(&ack)?);
+                seen.insert(k, vec![ack.clone()]);
+            }
+            acks.push(ack);
+            self.next_seq += 1;
+        }
+        if let Some(k) = idem_key {
+            local.insert(k.clone(), codec::encode(&acks)?);
+            seen.insert(k, acks.clone());
+        }
+        local.into_batch(batch);
+        Ok(acks)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crmhook_core::event::parse_ingest;
+
+    fn events(n: usize) -> Vec<NewEvent> {
+        let body: Vec<String> = (0..n)
+            .map(|i| {
+                format!(r#"{{"eventType":"crm_field_update","recordId":"r{i}","kanbanId":"k"}}"#)
+            })
+            .collect();
+        parse_ingest(format!("[{}]", body.join(",")).as_bytes()).expect("valid")
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    #[test]
+    fn appends_number_the_log_and_survive_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        rt().block_on(async {
+            let store = Store::open(dir.path()).expect("open");
+            let a = store.append(events(2), None).await.expect("append");
+            let b = store.append(events(1), None).await.expect("append");
+            assert_eq!(
+                a.iter().chain(&b).map(|e| e.seq).collect::<Vec<_>>(),
+                [1, 2, 3]
+            );
+            assert_eq!(store.head(), 3);
+            let e2 = store.event_by_id(&a[1].id).expect("read").expect("found");
+            assert_eq!(e2.seq, 2);
+            assert_eq!(e2.record_id.as_deref(), Some("r1"));
+            store.close().await;
+        });
+        drop(rt());
+        rt().block_on(async {
+            let store = Store::open(dir.path()).expect("reopen");
+            assert_eq!(store.head(), 3);
+            assert_eq!(store.events_from(2).count(), 2);
+            let c = store.append(events(1), None).await.expect("append");
+            assert_eq!(c[0].seq, 4);
+            store.close().await;
+        });
+    }
+
+    #[test]
+    fn idempotency_keys_and_maximizer_ids_answer_the_first_ack() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        rt().block_on(async {
+            let store = Store::open(dir.path()).expect("open");
+            let first = store
+                .append(events(2), Some("key-1".into()))
+                .await
+                .expect("append");
+            let again = store
+                .append(events(2), Some("key-1".into()))
+                .await
+                .expect("append");
+            assert_eq!(
+                again
+                    .iter()
+                    .map(|a| (&a.id, a.seq, a.duplicate))
+                    .collect::<Vec<_>>(),
+                first
+                    .iter()
+                    .map(|a| (&a.id, a.seq, true))
+                    .collect::<Vec<_>>()
+            );
+            let mx = include_str!("../../../data/samples/maximizer/opportunity_stage_change.json");
+            let m1 = store
+                .append(parse_ingest(mx.as_bytes()).expect("valid"), None)
+                .await
+                .expect("append");
+            let m2 = store
+                .append(parse_ingest(mx.as_bytes()).expect("valid"), None)
+                .await
+                .expect("append");
+            assert!(!m1[0].duplicate && m2[0].duplicate && m1[0].seq == m2[0].seq);
+            assert_eq!(store.head(), 3);
+            store.close().await;
+        });
+    }
+
+    #[test]
+    fn concurrent_appends_share_flushes_and_get_distinct_seqs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        rt().block_on(async {
+            let store = Store::open(dir.path()).expect("open");
+            let tasks: Vec<_> = (0..200)
+                .map(|_| {
+                    let s = store.clone();
+                    tokio::spawn(async move { s.append(events(1), None).await })
+                })
+                .collect();
+            let mut seqs = Vec::new();
+            for t in tasks {
+                seqs.push(t.await.expect("join").expect("append")[0].seq);
+            }
+            seqs.sort_unstable();
+            assert_eq!(seqs, (1..=200).collect::<Vec<_>>());
+            store.close().await;
+        });
+    }
+
+    #[test]
+    fn delivery_state_round_trips() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        rt().block_on(async {
+            let store = Store::open(dir.path()).expect("open");
+            let t = TargetId::generate();
+            let mut b = DeliveryBatch::default();
+            b.cursor(&t, 7).expect("encode");
+            b.pending(
+                &t,
+                5,
+                Pending {
+                    attempt: 1,
+                    due_at_ms: 10,
+                },
+            )
+            .expect("encode");
+            b.pending(
+                &t,
+                7,
+                Pending {
+                    attempt: 2,
+                    due_at_ms: 20,
+                },
+            )
+            .expect("encode");
+            store.write_deliveries(b).await.expect("write");
+            assert_eq!(store.cursor(&t).expect("read"), Some(7));
+            assert_eq!(store.pending(&t, 10).expect("read").len(), 2);
+            let mut b = DeliveryBatch::default();
+            b.done(&t, 5);
+            let attempt = Attempt {
+                n: 1,
+                at_ms: 1,
+                duration_ms: 2,
+                outcome: crmhook_core::retry::Outcome::Status(200),
+                result: AttemptResult::Delivered,
+            };
+            b.attempt(&t, 5, &attempt).expect("encode");
+            store.write_deliveries(b).await.expect("write");
+            assert_eq!(
+                store.pending(&t, 10).expect("read"),
+                vec![(
+                    7,
+                    Pending {
+                        attempt: 2,
+                        due_at_ms: 20
+                    }
+                )]
+            );
+            assert_eq!(store.attempts(5).expect("read"), vec![(t.clone(), attempt)]);
+            assert!(!store.is_pending(&t, 5).expect("read"));
+            store.close().await;
+        });
+    }
+}

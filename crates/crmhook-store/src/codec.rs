@@ -1,0 +1,126 @@
+//! The one place that knows bincode. Every value the store writes is one version byte followed
+//! by the bincode (2.0.1, standard configuration, via serde) encoding of the record.
+//!
+//! bincode is unmaintained (RUSTSEC-2025-0141) and pinned to `=2.0.1`; keeping it behind these
+//! two functions means a replacement touches one file, and the version byte lets a future
+//! format live beside this one.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::StoreError;
+
+/// The format version written as the first byte of every record.
+pub const VERSION: u8 = 1;
+
+fn config() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+/// `VERSION` followed by the bincode encoding of `value`.
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    let mut out = vec![VERSION];
+    bincode::serde::encode_into_std_write(value, &mut out, config())
+        .map_err(|e| StoreError::Codec(e.to_string()))?;
+    Ok(out)
+}
+
+/// Decodes a record written by [`encode`], refusing other versions and trailing bytes.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    match bytes.split_first() {
+        Some((&VERSION, rest)) => {
+            let (value, used) = bincode::serde::decode_from_slice(rest, config())
+                .map_err(|e| StoreError::Codec(e.to_string()))?;
+            if used != rest.len() {
+                return Err(StoreError::Codec(format!(
+                    "{} trailing bytes after the record",
+                    rest.len() - used
+                )));
+            }
+            Ok(value)
+        }
+        Some((v, _)) => Err(StoreError::Codec(format!(
+            "record format version {v}, this build reads {VERSION}"
+        ))),
+        None => Err(StoreError::Codec("empty record".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::{Attempt, AttemptResult, Pending};
+    use crmhook_core::retry::Outcome;
+    use crmhook_core::{Event, EventId, EventKind};
+    use proptest::prelude::*;
+
+    fn event_strategy() -> impl Strategy<Value = Event> {
+        (
+            any::<u64>(),
+            any::<u64>(),
+            prop::bool::ANY,
+            ".{0,20}",
+            prop::collection::vec(any::<u8>(), 0..200),
+            prop::option::of(".{0,10}"),
+            prop::option::of(".{0,10}"),
+            prop::option::of(any::<u32>()),
+        )
+            .prop_map(|(seq, at, maia, ty, payload, rec, ext, major)| Event {
+                seq,
+                id: EventId::generate(),
+                received_at_ms: at,
+                kind: if maia {
+                    EventKind::Maia
+                } else {
+                    EventKind::Maximizer
+                },
+                event_type: ty,
+                payload,
+                record_id: rec.clone(),
+                kanban_id: rec,
+                field_name: None,
+                external_id: ext,
+                version_major: major,
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn events_round_trip(e in event_strategy()) {
+            let bytes = encode(&e).unwrap();
+            prop_assert_eq!(bytes[0], VERSION);
+            prop_assert_eq!(decode::<Event>(&bytes).unwrap(), e);
+        }
+
+        #[test]
+        fn attempts_round_trip(n in any::<u32>(), at in any::<u64>(), d in any::<u64>(), code in any::<u16>(), err in ".{0,30}", which in 0u8..3, next in any::<u64>()) {
+            let outcome = match which { 0 => Outcome::Status(code), 1 => Outcome::Timeout, _ => Outcome::Error(err) };
+            let result = match which { 0 => AttemptResult::Delivered, 1 => AttemptResult::Retrying { next_at_ms: next }, _ => AttemptResult::Dead };
+            let a = Attempt { n, at_ms: at, duration_ms: d, outcome, result };
+            prop_assert_eq!(decode::<Attempt>(&encode(&a).unwrap()).unwrap(), a);
+            let p = Pending { attempt: n, due_at_ms: at };
+            prop_assert_eq!(decode::<Pending>(&encode(&p).unwrap()).unwrap(), p);
+        }
+
+        #[test]
+        fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+            let _ = decode::<Event>(&bytes);
+            let _ = decode::<Attempt>(&bytes);
+        }
+    }
+
+    #[test]
+    fn other_versions_and_trailing_bytes_are_refused() {
+        let mut bytes = encode(&Pending {
+            attempt: 1,
+            due_at_ms: 2,
+        })
+        .unwrap();
+        bytes.push(0);
+        assert!(decode::<Pending>(&bytes).is_err());
+        bytes.pop();
+        bytes[0] = 2;
+        assert!(decode::<Pending>(&bytes).is_err());
+        assert!(decode::<Pending>(&[]).is_err());
+    }
+}
