@@ -77,6 +77,8 @@ pub struct Subscription {
     pub filters: Vec<Filter>,
     pub version_major: Option<u32>,
     pub created_at_ms: u64,
+    /// The log's head when the subscription was created: it applies to later events only.
+    pub from_seq: u64,
 }
 
 const FIELDS: [&str; 6] = [
@@ -155,12 +157,16 @@ impl Subscription {
             filters,
             version_major,
             created_at_ms: now_ms,
+            from_seq: 0,
         })
     }
 
     /// Whether this subscription wants `event`. `json` is the event's payload, parsed on first
     /// use (only filters need it).
     pub fn matches(&self, event: &Event, json: &mut LazyJson<'_>) -> bool {
+        if event.seq <= self.from_seq {
+            return false;
+        }
         if !self.event_types.is_empty()
             && !self
                 .event_types

@@ -1,1 +1,159 @@
-//! placeholder
+//! crmhook's server: the HTTP API (actix-web), the router actor and one delivery actor per
+//! target (actix), wired to the store.
+//!
+//! The entry point takes its listener and its shutdown signal as arguments, so tests start the
+//! real server on port 0 and stop it when they like:
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), crmhook_server::ServerError> {
+//! let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+//! let config = crmhook_server::Config::default();
+//! let server = crmhook_server::Server::start(listener, config).await?;
+//! println!("listening on {}", server.local_addr());
+//! server.run_until(std::future::pending::<()>()).await
+//! # }
+//! ```
+//!
+//! Everything here must run inside an actix `System`.
+
+pub mod api;
+pub mod config;
+pub mod delivery;
+pub mod error;
+pub mod router;
+pub mod target;
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
+
+use actix_web::middleware::ErrorHandlers;
+use actix_web::{web, App, HttpServer};
+use crmhook_core::sign::generate_token;
+use crmhook_store::{Store, StoreError};
+
+pub use config::{Config, ConfigError, Flags};
+
+use crate::api::{AppState, Tokens};
+use crate::router::RouterHandle;
+
+/// Why the server could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot open the data dir {dir}: {source}")]
+    Open { dir: String, source: StoreError },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("HTTP server: {0}")]
+    Http(#[from] std::io::Error),
+}
+
+/// Arbiters (threads) that run target actors.
+const DELIVERY_ARBITERS: usize = 2;
+
+/// A started server.
+pub struct Server {
+    addr: SocketAddr,
+    generated: Vec<(&'static str, String)>,
+    http: actix_web::dev::Server,
+    store: Store,
+    router: RouterHandle,
+    arbiters: Vec<actix::Arbiter>,
+}
+
+impl Server {
+    /// Opens the store, resolves the tokens, starts the actors and the HTTP server on `listener`.
+    pub async fn start(listener: TcpListener, config: Config) -> Result<Server, ServerError> {
+        // Only one crypto provider is compiled in; make it the process default for rustls.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| ServerError::Open { dir: config.data_dir.display().to_string(), source: StoreError::Io(e.to_string()) })?;
+        let store =
+            Store::open(&config.data_dir).map_err(|source| ServerError::Open { dir: config.data_dir.display().to_string(), source })?;
+        let mut generated = Vec::new();
+        let admin = resolve_token(&store, "admin_token", "adm_", config.admin_token.clone(), &mut generated).await?;
+        let ingest = resolve_token(&store, "ingest_token", "ing_", config.ingest_token.clone(), &mut generated).await?;
+        let arbiters: Vec<actix::Arbiter> = (0..DELIVERY_ARBITERS).map(|_| actix::Arbiter::new()).collect();
+        let router = RouterHandle::start(store.clone(), arbiters.iter().map(|a| a.handle()).collect(), config.max_targets)?;
+        let state = web::Data::new(AppState {
+            store: store.clone(),
+            router: router.clone(),
+            tokens: Tokens { admin, ingest },
+            allow_private_targets: config.allow_private_targets,
+            max_body_bytes: config.max_body_bytes,
+        });
+        let addr = listener.local_addr()?;
+        let http = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .wrap(ErrorHandlers::new().default_handler(error::to_problem))
+                .configure(api::routes)
+                .default_service(web::to(|| async {
+                    actix_web::HttpResponse::NotFound().finish()
+                }))
+        })
+        .workers(config.workers)
+        .disable_signals()
+        .shutdown_timeout(10)
+        .listen(listener)?
+        .run();
+        Ok(Server { addr, generated, http, store, router, arbiters })
+    }
+
+    /// The address the server listens on (with the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Tokens generated on this start (first start of a data dir): show them once.
+    pub fn generated_tokens(&self) -> &[(&'static str, String)] {
+        &self.generated
+    }
+
+    /// Serves until `shutdown` completes, then stops gracefully: no new requests, requests in
+    /// progress answered, target actors stopped (undelivered events stay pending on disk), the
+    /// store flushed.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+        let handle = self.http.handle();
+        let mut http = actix_rt::spawn(self.http);
+        let result = tokio::select! {
+            () = shutdown => {
+                tracing::info!("shutting down");
+                handle.stop(true).await;
+                Ok(())
+            }
+            joined = &mut http => match joined {
+                Ok(r) => r.map_err(ServerError::Http),
+                Err(e) => Err(ServerError::Http(std::io::Error::other(e.to_string()))),
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(10), http).await;
+        self.router.shutdown().await;
+        for arbiter in self.arbiters {
+            arbiter.stop();
+        }
+        self.store.close().await;
+        tracing::info!("stopped");
+        result
+    }
+}
+
+/// The configured token, else the one kept in the data dir, else a new one (kept, and shown).
+async fn resolve_token(
+    store: &Store,
+    name: &'static str,
+    prefix: &str,
+    configured: Option<String>,
+    generated: &mut Vec<(&'static str, String)>,
+) -> Result<String, StoreError> {
+    if let Some(token) = configured {
+        return Ok(token);
+    }
+    if let Some(token) = store.meta(name)? {
+        return Ok(token);
+    }
+    let token = generate_token(prefix);
+    store.put_meta(name, &token).await?;
+    generated.push((name, token.clone()));
+    Ok(token)
+}

@@ -120,7 +120,7 @@ enum Op {
         writes: Writes,
         reply: oneshot::Sender<Result<()>>,
     },
-    Stop,
+    Stop(oneshot::Sender<()>),
 }
 
 /// A handle to the store; cheap to clone.
@@ -255,7 +255,11 @@ impl Store {
     /// Stops the writer after the requests already queued, and flushes. Later writes fail with
     /// [`StoreError::Closed`].
     pub async fn close(&self) {
-        let _ = self.inner.tx.send(Op::Stop).await;
+        let (done, stopped) = oneshot::channel();
+        if self.inner.tx.send(Op::Stop(done)).await.is_ok() {
+            // The writer answers after its last flush, so the join below does not wait.
+            let _ = stopped.await;
+        }
         let handle = self.inner.writer.lock().ok().and_then(|mut h| h.take());
         if let Some(handle) = handle {
             let _ = handle.join();
@@ -355,6 +359,14 @@ impl Store {
 
     pub fn subscription(&self, id: &SubscriptionId) -> Result<Option<Subscription>> {
         self.one(S, id.as_str())
+    }
+
+    /// Stores a new target with its cursor: it is owed the events after `cursor`.
+    pub async fn create_target(&self, target: &Target, cursor: u64) -> Result<()> {
+        let mut batch = Writes::default();
+        batch.insert(key(T, &[target.id.as_str().as_bytes()]), codec::encode(target)?);
+        batch.insert(key(C, &[target.id.as_str().as_bytes()]), codec::encode(&cursor)?);
+        self.write(batch).await
     }
 
     pub async fn put_target(&self, target: &Target) -> Result<()> {
@@ -507,8 +519,8 @@ enum Reply {
 
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Op>) {
-        let mut stop = false;
-        while !stop {
+        let mut stop = None;
+        while stop.is_none() {
             let Some(first) = rx.blocking_recv() else {
                 break;
             };
@@ -526,7 +538,7 @@ impl Writer {
             let first_seq = self.next_seq;
             for op in ops {
                 match op {
-                    Op::Stop => stop = true,
+                    Op::Stop(done) => stop = Some(done),
                     Op::Write { writes, reply } => {
                         writes.into_batch(&mut batch);
                         replies.push(Reply::Write(reply));
@@ -588,6 +600,9 @@ impl Writer {
             }
         }
         let _ = self.db.flush();
+        if let Some(done) = stop {
+            let _ = done.send(());
+        }
     }
 
     fn prepare_append(

@@ -1,1 +1,145 @@
-fn main() {}
+//! The `crmhook` binary: `serve` runs the dispatcher; `verify` checks a delivery's signature
+//! for receivers. Operator commands talk to a running server over HTTP.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use crmhook_core::sign;
+use crmhook_server::{Config, Flags, Server};
+
+#[derive(Parser)]
+#[command(name = "crmhook", version, about = "A self-hosted CRM webhook dispatcher")]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "CRMHOOK_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the dispatcher: HTTP API, event log, delivery.
+    Serve {
+        /// Address to listen on (default 127.0.0.1:8080; port 0 picks a free port).
+        #[arg(long)]
+        bind: Option<String>,
+        /// Where the event log lives (default ./data/db).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Configuration file (default: crmhook.toml in the working directory, if present).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Check a delivery's signature, as a receiver would.
+    Verify {
+        /// The target's secret (`whsec_…`).
+        #[arg(long)]
+        secret: String,
+        /// A file holding the exact body that was received.
+        #[arg(long)]
+        body: PathBuf,
+        /// The `X-Maia-Timestamp` (or `webhook-timestamp`) header.
+        #[arg(long)]
+        timestamp: String,
+        /// The `X-Maia-Signature` (`sha256=…`) or `webhook-signature` (`v1,…`) header.
+        #[arg(long)]
+        signature: String,
+        /// The `webhook-id` header; needed for `v1,` signatures.
+        #[arg(long)]
+        id: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let result = match cli.command {
+        Command::Serve { bind, data_dir, config } => serve(Flags { bind, data_dir, config_file: config }),
+        Command::Verify { secret, body, timestamp, signature, id } => verify(&secret, &body, &timestamp, &signature, id.as_deref()),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CRMHOOK_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,actix_server=warn"));
+    let ansi = std::env::var_os("NO_COLOR").is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn serve(flags: Flags) -> anyhow::Result<ExitCode> {
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let config = Config::load(&flags, &env)?;
+    let listener = TcpListener::bind(config.bind).with_context(|| format!("cannot listen on {}", config.bind))?;
+    actix_rt::System::new().block_on(async move {
+        let server = Server::start(listener, config).await?;
+        let mut out = std::io::stdout().lock();
+        for (name, token) in server.generated_tokens() {
+            writeln!(out, "generated {name}: {token}  (kept in the data dir; shown only this once)")?;
+        }
+        writeln!(out, "crmhook {} listening on {}", env!("CARGO_PKG_VERSION"), server.local_addr())?;
+        out.flush()?;
+        drop(out);
+        server.run_until(shutdown_signal()).await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let mut term = match actix_rt::signal::unix::signal(actix_rt::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            let _ = actix_rt::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = actix_rt::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn verify(secret: &str, body: &PathBuf, timestamp: &str, signature: &str, id: Option<&str>) -> anyhow::Result<ExitCode> {
+    let body = std::fs::read(body).with_context(|| format!("cannot read {}", body.display()))?;
+    if signature.contains("v1,") && id.is_none() && !signature.contains("sha256=") {
+        anyhow::bail!("a v1 (Standard Webhooks) signature also needs --id, the webhook-id header");
+    }
+    if let (Ok(ts), Ok(now)) = (timestamp.trim().parse::<i64>(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)) {
+        let age = now.as_secs() as i64 - ts;
+        if age.abs() > 300 {
+            eprintln!("note: the timestamp is {age} s from now; receivers should refuse deliveries more than 5 minutes old");
+        }
+    }
+    if sign::verify(secret, id, timestamp.trim(), &body, signature) {
+        println!("valid: the signature matches this secret, timestamp and body");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("invalid: the signature does not match this secret, timestamp and body");
+        Ok(ExitCode::from(1))
+    }
+}

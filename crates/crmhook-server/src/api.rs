@@ -1,0 +1,501 @@
+//! The HTTP API (contract sections 2, 3 and 5): handlers, authentication, and the JSON views
+//! of targets, subscriptions and events.
+
+use std::collections::{BTreeMap, HashMap};
+
+use actix_web::http::header;
+use actix_web::web::BytesMut;
+use actix_web::{web, HttpRequest, HttpResponse};
+use crmhook_core::event::parse_ingest;
+use crmhook_core::retry::Outcome;
+use crmhook_core::sign::{constant_time_eq, generate_secret};
+use crmhook_core::subscription::any_matches;
+use crmhook_core::time::{now_ms, parse_rfc3339, rfc3339};
+use crmhook_core::{Event, EventId, Subscription, SubscriptionId, Target, TargetId};
+use crmhook_store::{Attempt, AttemptResult, Store};
+use futures_util::StreamExt;
+use serde_json::{json, Map, Value};
+
+use crate::error::ApiError;
+use crate::router::{RouterError, RouterHandle};
+
+/// How long the previous secret keeps signing after a rotation.
+pub const ROTATION_OVERLAP_MS: u64 = 24 * 3_600_000;
+/// Largest body of an admin request.
+const ADMIN_BODY_LIMIT: usize = 256 * 1024;
+/// Largest and default page of `GET /v1/events`.
+pub const MAX_PAGE: usize = 1000;
+const DEFAULT_PAGE: usize = 100;
+
+/// The two tokens.
+#[derive(Clone)]
+pub struct Tokens {
+    pub admin: String,
+    pub ingest: String,
+}
+
+/// What every handler shares.
+pub struct AppState {
+    pub store: Store,
+    pub router: RouterHandle,
+    pub tokens: Tokens,
+    pub allow_private_targets: bool,
+    pub max_body_bytes: usize,
+}
+
+type State = web::Data<AppState>;
+
+/// Mounts the API on an actix `ServiceConfig`.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .service(web::resource("/v1/events").route(web::post().to(ingest)).route(web::get().to(list_events)))
+        .service(web::resource("/v1/events/{id}").route(web::get().to(get_event)))
+        .service(web::resource("/v1/targets").route(web::get().to(list_targets)).route(web::post().to(create_target)))
+        .service(
+            web::resource("/v1/targets/{id}")
+                .route(web::get().to(get_target))
+                .route(web::patch().to(patch_target))
+                .route(web::delete().to(delete_target)),
+        )
+        .service(web::resource("/v1/targets/{id}/rotate-secret").route(web::post().to(rotate_secret)))
+        .service(
+            web::resource("/v1/subscriptions").route(web::get().to(list_subscriptions)).route(web::post().to(create_subscription)),
+        )
+        .service(
+            web::resource("/v1/subscriptions/{id}").route(web::get().to(get_subscription)).route(web::delete().to(delete_subscription)),
+        );
+}
+
+// ---- authentication and bodies -----------------------------------------------------------
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Admin,
+    Ingest,
+}
+
+/// Checks the bearer token: 401 when missing or unknown, 403 when it is the other role's.
+/// Both tokens are compared, in constant time, whatever the first comparison says.
+fn authorize(req: &HttpRequest, tokens: &Tokens, need: Role) -> Result<(), ApiError> {
+    let value = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::Unauthorized("missing `Authorization: Bearer <token>`".into()))?;
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .ok_or_else(|| ApiError::Unauthorized("`Authorization` must be `Bearer <token>`".into()))?;
+    let is_admin = constant_time_eq(token.as_bytes(), tokens.admin.as_bytes());
+    let is_ingest = constant_time_eq(token.as_bytes(), tokens.ingest.as_bytes());
+    match (need, is_admin, is_ingest) {
+        (Role::Admin, true, _) | (Role::Ingest, _, true) => Ok(()),
+        (Role::Admin, false, true) => Err(ApiError::Forbidden("the ingest token cannot use the admin API".into())),
+        (Role::Ingest, true, false) => Err(ApiError::Forbidden("the admin token cannot post events; use the ingest token".into())),
+        _ => Err(ApiError::Unauthorized("the token is not valid".into())),
+    }
+}
+
+/// 415 unless the body is declared JSON (`application/json` or `application/*+json`).
+fn require_json(req: &HttpRequest) -> Result<(), ApiError> {
+    let declared = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let essence = declared.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json")) {
+        Ok(())
+    } else if declared.is_empty() {
+        Err(ApiError::UnsupportedMediaType("`Content-Type: application/json` is required".into()))
+    } else {
+        Err(ApiError::UnsupportedMediaType(format!("`Content-Type` must be application/json, not {declared:?}")))
+    }
+}
+
+/// Reads the whole body, refusing with 413 as soon as it is known to exceed `limit`.
+async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<BytesMut, ApiError> {
+    let too_large = || ApiError::PayloadTooLarge(format!("the body is larger than {limit} bytes"));
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut body = BytesMut::with_capacity(declared.unwrap_or(0));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| match e {
+            actix_web::error::PayloadError::Overflow => too_large(),
+            other => ApiError::BadRequest(format!("the body could not be read: {other}")),
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Reads an admin request's body as a JSON object.
+async fn read_object(req: &HttpRequest, payload: web::Payload) -> Result<Map<String, Value>, ApiError> {
+    require_json(req)?;
+    let body = read_body(req, payload, ADMIN_BODY_LIMIT).await?;
+    match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(obj)) => Ok(obj),
+        Ok(_) => Err(ApiError::BadRequest("the body must be a JSON object".into())),
+        Err(e) => Err(ApiError::BadRequest(format!("malformed JSON: {e}"))),
+    }
+}
+
+fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let Some(value) = req.headers().get("idempotency-key") else { return Ok(None) };
+    match value.to_str() {
+        Ok(v) if !v.trim().is_empty() && v.len() <= 255 => Ok(Some(v.trim().to_owned())),
+        _ => Err(ApiError::BadRequest("`Idempotency-Key` must be 1 to 255 printable ASCII characters".into())),
+    }
+}
+
+fn router_error(e: RouterError) -> ApiError {
+    match e {
+        RouterError::Store(e) => e.into(),
+        RouterError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
+        RouterError::TooManyTargets(_) => ApiError::Conflict(e.to_string()),
+        RouterError::Stopped => ApiError::Unavailable { detail: "the server is shutting down".into(), retry_after_s: 1 },
+    }
+}
+
+// ---- health --------------------------------------------------------------------------------
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+async fn readyz(state: State) -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ready", "head": state.store.head()}))
+}
+
+// ---- ingest --------------------------------------------------------------------------------
+
+async fn ingest(req: HttpRequest, payload: web::Payload, state: State) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state.tokens, Role::Ingest)?;
+    require_json(&req)?;
+    let key = idempotency_key(&req)?;
+    let body = read_body(&req, payload, state.max_body_bytes).await?;
+    let events = parse_ingest(&body)?;
+    let acks = state.router.ingest(events, key).await.map_err(router_error)?;
+    let duplicates = acks.iter().filter(|a| a.duplicate).count();
+    let events: Vec<Value> = acks.iter().map(|a| json!({"id": a.id, "seq": a.seq, "type": a.event_type})).collect();
+    Ok(HttpResponse::Accepted().json(json!({"accepted": acks.len() - duplicates, "duplicates": duplicates, "events": events})))
+}
+
+// ---- targets -------------------------------------------------------------------------------
+
+fn target_view(t: &Target, show_secret: bool) -> Value {
+    let headers: Map<String, Value> = t.headers.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+    let mut view = json!({
+        "id": t.id,
+        "name": t.name,
+        "url": t.url,
+        "headers": headers,
+        "timeout_ms": t.timeout_ms,
+        "retry_schedule_ms": t.retry_schedule_ms,
+        "ordered": t.ordered,
+        "format": t.format.map(|f| f.as_str()),
+        "created_at": rfc3339(t.created_at_ms),
+        "updated_at": rfc3339(t.updated_at_ms),
+    });
+    if let Some((_, until)) = t.previous_secret.as_ref().filter(|(_, until)| *until > now_ms()) {
+        view["previous_secret_expires_at"] = json!(rfc3339(*until));
+    }
+    if show_secret {
+        view["secret"] = json!(t.secret);
+    }
+    view
+}
+
+fn target_id(raw: &str) -> Result<TargetId, ApiError> {
+    TargetId::parse(raw).ok_or_else(|| ApiError::NotFound(format!("target {raw} not found")))
+}
+
+fn load_target(state: &AppState, raw: &str) -> Result<Target, ApiError> {
+    state.store.target(&target_id(raw)?)?.ok_or_else(|| ApiError::NotFound(format!("target {raw} not found")))
+}
+
+async fn list_targets(req: HttpRequest, state: State) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state.tokens, Role::Admin)?;
+    let targets: Vec<Value> = state.store.targets()?.iter().map(|t| target_view(t, false)).collect();
+    Ok(HttpResponse::Ok().json(json!({ "targets": targets })))
+}
+
+async fn create_target(req: HttpRequest, payload: web::Payload, state: State) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state.tokens, Role::Admin)?;
+    let body = read_object(&req, payload).await?;
+    let target = Target::create(&body, state.allow_private_targets, generate_secret(), now_ms())?;
+    state.router.create_target(target.clone()).await.map_err(router_error)?;
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/v1/targets/{}", target.id)))
+        .json(target_view(&target, true)))
+}
+
+async fn get_target(req: HttpRequest, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state.tokens, Role::Admin)?;
+    Ok(HttpResponse::Ok().json(target_view(&load_target(&state, &id)?, false)))
+}
+
+async fn patch_target(req: HttpRequest, id: web::Path<String>, payload: web::Payload, state: State) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state.tokens, Role::Admin)?;
+    let current = load_target(&state, &id)?;
+    let body = read_object(&req, payload).await?;
+    let target = current.patched(&body, state.allow_private_targets, now_ms())?;
+    state.router.update_target(target.clone()).await.map_err(router_error)?;
+    Ok(HttpResponse::Ok().json(target_view(&target, false)))
+}
+
+async fn delete_target(req: HttpRequest, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state.tokens, Role::Admin)?;
+    state.router.delete_target(target_id(&id)?).await.map_err(router_error)?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn rotate_secret(req: HttpRequest, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state.tokens, Role::Admin)?;
+    let mut target = load_target(&state, &id)?;
+    let now = now_ms();
+    let old = std::mem::replace(&mut target.secret, generate_secret());
+    target.previous_secret = Some((old, now + ROTATION_OVERLAP_MS));
+    target.updated_at_ms = now;
+    state.router.update_target(target.clone()).await.map_err(router_error)?;
+    Ok(HttpResponse::Ok().json(target_view(&target, true)))
+}
+
+// ---- subscriptions -------------------------------------------------------------------------
+
+fn subscription_view(s: &Subscription) -> Value {
+    let filters: Vec<Value> = s
+        .filters
+        .iter()
+        .map(|f| {
+            let value: Value = serde_json::from_str(&f.value_json).unwrap_or(Value::Null);
+            json!({"path": f.path, "op": f.op.as_str(), "value": value})
+        })
+        .collect();
+    json!({
+        "id": s.id,
+        "target_id": s.target_id,
+        "event_types": s.event_types,
+        "kanban_ids": s.kanban_ids,
+        "field_names": s.field_names,
+        "filters": filters,
+        "version_major": s.version_major,
+        "created_at": rfc3339(s.created_at_ms),
+    })
+}
+
+fn subscription_id(raw: &str) -> Result<SubscriptionId, ApiError> {
+    SubscriptionId::parse(raw).ok_or_else(|| ApiError::NotFound(format!("subscription {raw} not found")))
+}
+
+async fn list_subscriptions(req: HttpRequest, query: web::Query<HashMap<String, String>>, state: State) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state.tokens, Role::Admin)?;
+    let only = query.get("target_id");
+    let subs: Vec<Value> = state
+        .store
+        .subscriptions()?
+        .iter()
+        .filter(|s| only.is_none_or(|t| s.target_id.as_str() == t))
+        .map(subscription_view)
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "subscriptions": subs })))
+}
+
+async fn create_subscription(req: HttpRequest, payload: web::Payload, state: State) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state.tokens, Role::Admin)?;
+    let body = read_object(&req, payload).await?;
+    let mut sub = Subscription::create(&body, now_ms())?;
+    if state.store.target(&sub.target_id)?.is_none() {
+        return Err(ApiError::unprocessable("target_id", format!("no target {} exists", sub.target_id)));
+    }
+    // It applies to the events after this moment, never to older ones.
+    sub.from_seq = state.store.head();
+    state.router.create_subscription(sub.clone()).await.map_err(|e| match e {
+        RouterError::NotFound(_) => ApiError::unprocessable("target_id", format!("no target {} exists", sub.target_id)),
+        other => router_error(other),
+    })?;
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/v1/subscriptions/{}", sub.id)))
+        .json(subscription_view(&sub)))
+}
+
+async fn get_subscription(req: HttpRequest, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state.tokens, Role::Admin)?;
+    let sub = state.store.subscription(&subscription_id(&id)?)?.ok_or_else(|| ApiError::NotFound(format!("subscription {id} not found")))?;
+    Ok(HttpResponse::Ok().json(subscription_view(&sub)))
+}
+
+async fn delete_subscription(req: HttpRequest, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state.tokens, Role::Admin)?;
+    state.router.delete_subscription(subscription_id(&id)?).await.map_err(router_error)?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+// ---- events --------------------------------------------------------------------------------
+
+fn event_view(e: &Event) -> Value {
+    let payload: Value = e.payload_json();
+    json!({
+        "id": e.id,
+        "seq": e.seq,
+        "type": e.event_type,
+        "received_at": rfc3339(e.received_at_ms),
+        "payload": payload,
+    })
+}
+
+fn attempt_view(a: &Attempt) -> Value {
+    let mut view = json!({"n": a.n, "at": rfc3339(a.at_ms), "duration_ms": a.duration_ms});
+    match &a.outcome {
+        Outcome::Status(code) => {
+            view["status_code"] = json!(code);
+            if !(200..300).contains(code) {
+                view["error"] = json!(format!("answered HTTP {code}"));
+            }
+        }
+        Outcome::Timeout => view["error"] = json!("timed out"),
+        Outcome::Error(e) => view["error"] = json!(e),
+    }
+    match a.result {
+        AttemptResult::Delivered => view["result"] = json!("delivered"),
+        AttemptResult::Retrying { next_at_ms } => {
+            view["result"] = json!("retrying");
+            view["next_attempt_at"] = json!(rfc3339(next_at_ms));
+        }
+        AttemptResult::Dead => view["result"] = json!("dead"),
+    }
+    view
+}
+
+/// One entry per target that was, is or will be delivered this event.
+fn deliveries(store: &Store, event: &Event) -> Result<Vec<Value>, ApiError> {
+    let mut attempts: BTreeMap<TargetId, Vec<Attempt>> = BTreeMap::new();
+    for (target, attempt) in store.attempts(event.seq)? {
+        attempts.entry(target).or_default().push(attempt);
+    }
+    let subscriptions = store.subscriptions()?;
+    let mut out = Vec::new();
+    for target in store.targets()? {
+        let list = attempts.remove(&target.id).unwrap_or_default();
+        let pending = store.is_pending(&target.id, event.seq)?;
+        let not_yet_matched = store.cursor(&target.id)?.is_some_and(|c| c < event.seq);
+        let owed = list.is_empty() && !pending && not_yet_matched && {
+            let subs: Vec<Subscription> = subscriptions.iter().filter(|s| s.target_id == target.id).cloned().collect();
+            any_matches(&subs, event)
+        };
+        if list.is_empty() && !pending && !owed {
+            continue;
+        }
+        out.push(delivery_view(&target.id, Some(&target.name), pending || owed, &list));
+    }
+    for (id, list) in attempts {
+        // Attempts of targets deleted since.
+        out.push(delivery_view(&id, None, false, &list));
+    }
+    Ok(out)
+}
+
+fn delivery_view(id: &TargetId, name: Option<&str>, pending: bool, attempts: &[Attempt]) -> Value {
+    let status = match attempts.last().map(|a| a.result) {
+        _ if pending => "pending",
+        Some(AttemptResult::Delivered) => "delivered",
+        Some(AttemptResult::Dead) => "dead",
+        Some(AttemptResult::Retrying { .. }) | None => "pending",
+    };
+    let mut view = json!({
+        "target_id": id,
+        "status": status,
+        "attempts": attempts.iter().map(attempt_view).collect::<Vec<_>>(),
+    });
+    match name {
+        Some(name) => view["target_name"] = json!(name),
+        None => view["target_deleted"] = json!(true),
+    }
+    view
+}
+
+async fn get_event(req: HttpRequest, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state.tokens, Role::Admin)?;
+    let not_found = || ApiError::NotFound(format!("event {id} not found"));
+    let event_id = EventId::parse(&id).ok_or_else(not_found)?;
+    let event = state.store.event_by_id(&event_id)?.ok_or_else(not_found)?;
+    let mut view = event_view(&event);
+    view["deliveries"] = Value::Array(deliveries(&state.store, &event)?);
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// The filters of `GET /v1/events`.
+struct EventQuery {
+    after: u64,
+    limit: usize,
+    event_type: Option<String>,
+    record_id: Option<String>,
+    kanban_id: Option<String>,
+    since_ms: Option<u64>,
+    until_ms: Option<u64>,
+}
+
+impl EventQuery {
+    fn parse(q: &HashMap<String, String>) -> Result<EventQuery, ApiError> {
+        let after = match q.get("after").map(String::as_str) {
+            None | Some("") => 0,
+            Some(v) => v.parse().map_err(|_| ApiError::unprocessable("after", format!("`after` must be a seq (an integer ≥ 0), not {v:?}")))?,
+        };
+        let limit = match q.get("limit").map(String::as_str) {
+            None | Some("") => DEFAULT_PAGE,
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
+                _ => return Err(ApiError::unprocessable("limit", format!("`limit` must be an integer from 1 to {MAX_PAGE}, not {v:?}"))),
+            },
+        };
+        let time = |name: &str| -> Result<Option<u64>, ApiError> {
+            match q.get(name).map(String::as_str) {
+                None | Some("") => Ok(None),
+                Some(v) => parse_rfc3339(v)
+                    .map(Some)
+                    .ok_or_else(|| ApiError::unprocessable(name, format!("`{name}` must be an RFC 3339 time, not {v:?}"))),
+            }
+        };
+        let text = |name: &str| q.get(name).filter(|v| !v.is_empty()).cloned();
+        Ok(EventQuery {
+            after,
+            limit,
+            event_type: text("type"),
+            record_id: text("record_id"),
+            kanban_id: text("kanban_id"),
+            since_ms: time("since")?,
+            until_ms: time("until")?,
+        })
+    }
+
+    fn admits(&self, e: &Event) -> bool {
+        self.event_type.as_ref().is_none_or(|t| &e.event_type == t)
+            && self.record_id.as_ref().is_none_or(|r| e.record_id.as_ref() == Some(r))
+            && self.kanban_id.as_ref().is_none_or(|k| e.kanban_id.as_ref() == Some(k))
+            && self.since_ms.is_none_or(|s| e.received_at_ms >= s)
+            && self.until_ms.is_none_or(|u| e.received_at_ms < u)
+    }
+}
+
+async fn list_events(req: HttpRequest, query: web::Query<HashMap<String, String>>, state: State) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state.tokens, Role::Admin)?;
+    let q = EventQuery::parse(&query)?;
+    let mut page = Vec::with_capacity(q.limit.min(128));
+    let mut last = None;
+    for event in state.store.events_from(q.after.saturating_add(1)) {
+        let event = event?;
+        if q.admits(&event) {
+            last = Some(event.seq);
+            page.push(event_view(&event));
+            if page.len() == q.limit {
+                break;
+            }
+        }
+    }
+    // A full page may have a next one; a short page is the end of the log.
+    let next_after = if page.len() == q.limit { last } else { None };
+    Ok(HttpResponse::Ok().json(json!({"events": page, "next_after": next_after})))
+}

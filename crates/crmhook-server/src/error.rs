@@ -1,0 +1,168 @@
+//! The edge: every error of every endpoint becomes an RFC 9457 `application/problem+json`
+//! answer with `type`, `title`, `status` and `detail` (and `index`/`field` when one event or
+//! field is to blame). This is the only place that maps errors to HTTP.
+
+use actix_web::body::{BoxBody, EitherBody};
+use actix_web::dev::ServiceResponse;
+use actix_web::http::{header, StatusCode};
+use actix_web::middleware::ErrorHandlerResponse;
+use actix_web::{HttpResponse, ResponseError};
+use crmhook_core::CoreError;
+use crmhook_store::StoreError;
+use serde_json::json;
+
+/// An error answered to a client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{detail}")]
+    Unprocessable { detail: String, field: Option<String>, index: Option<usize> },
+    #[error("{detail}")]
+    Unavailable { detail: String, retry_after_s: u32 },
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn unprocessable(field: &str, detail: impl Into<String>) -> Self {
+        ApiError::Unprocessable { detail: detail.into(), field: Some(field.into()), index: None }
+    }
+
+    fn slug_and_title(&self) -> (&'static str, &'static str) {
+        match self {
+            ApiError::BadRequest(_) => ("bad-request", "The request is malformed"),
+            ApiError::Unauthorized(_) => ("unauthorized", "A valid token is required"),
+            ApiError::Forbidden(_) => ("forbidden", "This token may not do that"),
+            ApiError::NotFound(_) => ("not-found", "Not found"),
+            ApiError::Conflict(_) => ("conflict", "Conflict"),
+            ApiError::PayloadTooLarge(_) => ("payload-too-large", "The body is too large"),
+            ApiError::UnsupportedMediaType(_) => ("unsupported-media-type", "The content type is not accepted"),
+            ApiError::Unprocessable { .. } => ("invalid", "The request breaks a rule"),
+            ApiError::Unavailable { .. } => ("unavailable", "Try again shortly"),
+            ApiError::Internal(_) => ("internal", "Internal error"),
+        }
+    }
+}
+
+/// A problem+json response with the given status, type slug, title and detail.
+pub fn problem(status: StatusCode, slug: &str, title: &str, detail: &str) -> HttpResponse {
+    HttpResponse::build(status).content_type("application/problem+json").json(json!({
+        "type": format!("urn:crmhook:problem:{slug}"),
+        "title": title,
+        "status": status.as_u16(),
+        "detail": detail,
+    }))
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        let (slug, title) = self.slug_and_title();
+        let mut body = json!({
+            "type": format!("urn:crmhook:problem:{slug}"),
+            "title": title,
+            "status": status.as_u16(),
+            "detail": self.to_string(),
+        });
+        let mut builder = HttpResponse::build(status);
+        builder.content_type("application/problem+json");
+        match self {
+            ApiError::Unprocessable { field, index, .. } => {
+                if let Some(f) = field {
+                    body["field"] = json!(f);
+                }
+                if let Some(i) = index {
+                    body["index"] = json!(i);
+                }
+            }
+            ApiError::Unauthorized(_) => {
+                builder.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            ApiError::Unavailable { retry_after_s, .. } => {
+                builder.insert_header((header::RETRY_AFTER, retry_after_s.to_string()));
+            }
+            _ => {}
+        }
+        builder.json(body)
+    }
+}
+
+impl From<CoreError> for ApiError {
+    fn from(e: CoreError) -> Self {
+        match e {
+            CoreError::Malformed(d) => ApiError::BadRequest(format!("malformed JSON: {d}")),
+            CoreError::Shape(d) => ApiError::BadRequest(d),
+            CoreError::Invalid(f) => ApiError::Unprocessable { detail: f.detail, field: f.field, index: f.index },
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Busy => ApiError::Unavailable { detail: e.to_string(), retry_after_s: 1 },
+            StoreError::Io(_) => {
+                tracing::error!(error = %e, "storage failure");
+                ApiError::Unavailable { detail: format!("{e}; nothing was stored"), retry_after_s: 5 }
+            }
+            StoreError::Closed => ApiError::Unavailable { detail: "the server is shutting down".into(), retry_after_s: 1 },
+            StoreError::Codec(_) => {
+                tracing::error!(error = %e, "undecodable record");
+                ApiError::Internal(e.to_string())
+            }
+        }
+    }
+}
+
+/// Middleware hook: any error answer that is not already problem+json (actix's own 404, 405,
+/// payload and extractor errors) is replaced by one with the same status.
+pub fn to_problem<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let is_problem = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/problem+json"));
+    if is_problem {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let status = res.status();
+    let title = status.canonical_reason().unwrap_or("Error");
+    let detail = match status {
+        StatusCode::NOT_FOUND => format!("no resource at {}", res.request().path()),
+        StatusCode::METHOD_NOT_ALLOWED => format!("{} is not allowed on {}", res.request().method(), res.request().path()),
+        _ => title.to_owned(),
+    };
+    let slug = title.to_ascii_lowercase().replace(' ', "-");
+    let (req, _) = res.into_parts();
+    let response: HttpResponse<BoxBody> = problem(status, &slug, title, &detail);
+    let res = ServiceResponse::new(req, response).map_body(|_, b| EitherBody::right(b));
+    Ok(ErrorHandlerResponse::Response(res))
+}

@@ -1,0 +1,305 @@
+//! The router actor: the write path of the event log and the registry of target actors.
+//!
+//! Ingest hands it validated events; it appends them through the store's group commit and,
+//! once they are durable, wakes every target actor that has a subscription matching one of
+//! them. A wake-up carries no payload: the target reads what it is owed from the log by its own
+//! cursor, so nothing here can grow without bound. Admin changes (targets, subscriptions) also
+//! go through the router, one at a time, so that the store and the running actors agree.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use crmhook_core::subscription::any_matches;
+use crmhook_core::{NewEvent, Subscription, SubscriptionId, Target, TargetId};
+use crmhook_store::{AckEntry, Store, StoreError};
+
+use crate::target::{TargetConfig, TargetHandle};
+
+/// Why an admin change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("at most {0} targets may exist (max_targets)")]
+    TooManyTargets(usize),
+    #[error("the router has stopped")]
+    Stopped,
+}
+
+/// Our handle on the router actor.
+#[derive(Clone)]
+pub struct RouterHandle {
+    addr: Addr<Router>,
+}
+
+impl RouterHandle {
+    /// Starts the router and one actor per stored target, spread over `arbiters`.
+    pub fn start(store: Store, arbiters: Vec<ArbiterHandle>, max_targets: usize) -> Result<RouterHandle, StoreError> {
+        let targets = store.targets()?;
+        let subscriptions = store.subscriptions()?;
+        let addr = Router::create(move |ctx| {
+            ctx.set_mailbox_capacity(1024);
+            let mut router = Router { store, arbiters, next_arbiter: 0, targets: HashMap::new(), max_targets };
+            for target in targets {
+                let subs = subscriptions.iter().filter(|s| s.target_id == target.id).cloned().collect();
+                router.spawn_target(target, subs);
+            }
+            router
+        });
+        Ok(RouterHandle { addr })
+    }
+
+    /// Appends a request's events durably; answers their acknowledgement.
+    pub async fn ingest(&self, events: Vec<NewEvent>, idempotency_key: Option<String>) -> Result<Vec<AckEntry>, RouterError> {
+        self.addr.send(Ingest { events, idempotency_key }).await.map_err(|_| RouterError::Stopped)?
+    }
+
+    pub async fn create_target(&self, target: Target) -> Result<(), RouterError> {
+        self.admin(AdminChange::CreateTarget(target)).await
+    }
+
+    pub async fn update_target(&self, target: Target) -> Result<(), RouterError> {
+        self.admin(AdminChange::UpdateTarget(target)).await
+    }
+
+    pub async fn delete_target(&self, id: TargetId) -> Result<(), RouterError> {
+        self.admin(AdminChange::DeleteTarget(id)).await
+    }
+
+    pub async fn create_subscription(&self, sub: Subscription) -> Result<(), RouterError> {
+        self.admin(AdminChange::CreateSubscription(sub)).await
+    }
+
+    pub async fn delete_subscription(&self, id: SubscriptionId) -> Result<(), RouterError> {
+        self.admin(AdminChange::DeleteSubscription(id)).await
+    }
+
+    /// Stops every target actor (their pending deliveries stay on disk) and the router.
+    pub async fn shutdown(&self) {
+        let _ = self.addr.send(Shutdown).await;
+    }
+
+    async fn admin(&self, change: AdminChange) -> Result<(), RouterError> {
+        self.addr.send(change).await.map_err(|_| RouterError::Stopped)?
+    }
+}
+
+struct Running {
+    config: TargetConfig,
+    handle: TargetHandle,
+}
+
+struct Router {
+    store: Store,
+    arbiters: Vec<ArbiterHandle>,
+    next_arbiter: usize,
+    targets: HashMap<TargetId, Running>,
+    max_targets: usize,
+}
+
+impl Router {
+    fn spawn_target(&mut self, target: Target, subscriptions: Vec<Subscription>) {
+        let config = TargetConfig { target: Arc::new(target), subscriptions: Arc::new(subscriptions) };
+        let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
+        self.next_arbiter += 1;
+        let handle = TargetHandle::start(arbiter, self.store.clone(), config.clone());
+        self.targets.insert(config.target.id.clone(), Running { config, handle });
+    }
+
+    fn running(&self, id: &TargetId) -> Result<&Running, RouterError> {
+        self.targets.get(id).ok_or_else(|| RouterError::NotFound(id.to_string()))
+    }
+}
+
+impl Actor for Router {
+    type Context = Context<Self>;
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<Vec<AckEntry>, RouterError>")]
+struct Ingest {
+    events: Vec<NewEvent>,
+    idempotency_key: Option<String>,
+}
+
+impl Handler<Ingest> for Router {
+    type Result = ResponseActFuture<Self, Result<Vec<AckEntry>, RouterError>>;
+
+    fn handle(&mut self, msg: Ingest, _: &mut Context<Self>) -> Self::Result {
+        let store = self.store.clone();
+        Box::pin(async move { store.append(msg.events, msg.idempotency_key).await }.into_actor(self).map(|result, act, _| {
+            let acks = result?;
+            act.wake_interested(&acks);
+            Ok(acks)
+        }))
+    }
+}
+
+impl Router {
+    /// Wakes each target that has a subscription matching one of the new events.
+    fn wake_interested(&self, acks: &[AckEntry]) {
+        let fresh: Vec<_> = acks.iter().filter(|a| !a.duplicate).collect();
+        if fresh.is_empty() {
+            return;
+        }
+        let events: Vec<_> = fresh.iter().filter_map(|a| self.store.event(a.seq).ok().flatten()).collect();
+        for running in self.targets.values() {
+            if events.iter().any(|e| any_matches(&running.config.subscriptions, e)) {
+                running.handle.wake();
+            }
+        }
+    }
+}
+
+/// Admin changes, handled one at a time (atomically) so that counts and actors stay in step.
+#[derive(Message)]
+#[rtype(result = "Result<(), RouterError>")]
+enum AdminChange {
+    CreateTarget(Target),
+    UpdateTarget(Target),
+    DeleteTarget(TargetId),
+    CreateSubscription(Subscription),
+    DeleteSubscription(SubscriptionId),
+}
+
+impl Handler<AdminChange> for Router {
+    type Result = AtomicResponse<Self, Result<(), RouterError>>;
+
+    fn handle(&mut self, change: AdminChange, _: &mut Context<Self>) -> Self::Result {
+        let store = self.store.clone();
+        match change {
+            AdminChange::CreateTarget(target) => {
+                if self.targets.len() >= self.max_targets {
+                    return AtomicResponse::new(Box::pin(fut::ready(Err(RouterError::TooManyTargets(self.max_targets)))));
+                }
+                let cursor = store.head();
+                AtomicResponse::new(Box::pin(
+                    async move { store.create_target(&target, cursor).await.map(|()| target) }.into_actor(self).map(
+                        |result, act, _| {
+                            act.spawn_target(result?, Vec::new());
+                            Ok(())
+                        },
+                    ),
+                ))
+            }
+            AdminChange::UpdateTarget(target) => {
+                let subs = match self.running(&target.id) {
+                    Ok(r) => r.config.subscriptions.clone(),
+                    Err(e) => return AtomicResponse::new(Box::pin(fut::ready(Err(e)))),
+                };
+                AtomicResponse::new(Box::pin(
+                    async move { store.put_target(&target).await.map(|()| target) }
+                        .into_actor(self)
+                        .then(move |result, act, _| {
+                            let reconfigure = result.map(|target| {
+                                let config = TargetConfig { target: Arc::new(target), subscriptions: subs };
+                                act.targets.get_mut(&config.target.id).map(|running| {
+                                    running.config = config.clone();
+                                    (running.handle.clone(), config)
+                                })
+                            });
+                            async move {
+                                if let Some((handle, config)) = reconfigure? {
+                                    handle.configure(config).await;
+                                }
+                                Ok(())
+                            }
+                            .into_actor(act)
+                        }),
+                ))
+            }
+            AdminChange::DeleteTarget(id) => {
+                if let Err(e) = self.running(&id) {
+                    return AtomicResponse::new(Box::pin(fut::ready(Err(e))));
+                }
+                AtomicResponse::new(Box::pin(
+                    async move { store.delete_target(&id).await.map(|()| id) }.into_actor(self).then(|result, act, _| {
+                        let removed = result.map(|id| act.targets.remove(&id));
+                        async move {
+                            if let Some(running) = removed? {
+                                running.handle.stop().await;
+                            }
+                            Ok(())
+                        }
+                        .into_actor(act)
+                    }),
+                ))
+            }
+            AdminChange::CreateSubscription(sub) => {
+                if let Err(e) = self.running(&sub.target_id) {
+                    return AtomicResponse::new(Box::pin(fut::ready(Err(e))));
+                }
+                AtomicResponse::new(Box::pin(
+                    async move { store.put_subscription(&sub).await.map(|()| sub) }.into_actor(self).then(|result, act, _| {
+                        let reconfigure = result.map(|sub| act.change_subscriptions(&sub.target_id.clone(), |subs| subs.push(sub)));
+                        act.reconfigure(reconfigure)
+                    }),
+                ))
+            }
+            AdminChange::DeleteSubscription(id) => {
+                let owner = self
+                    .targets
+                    .values()
+                    .find(|r| r.config.subscriptions.iter().any(|s| s.id == id))
+                    .map(|r| r.config.target.id.clone());
+                let Some(owner) = owner else {
+                    return AtomicResponse::new(Box::pin(fut::ready(Err(RouterError::NotFound(id.to_string())))));
+                };
+                AtomicResponse::new(Box::pin(
+                    async move { store.delete_subscription(&id).await.map(|()| id) }.into_actor(self).then(move |result, act, _| {
+                        let reconfigure = result.map(|id| act.change_subscriptions(&owner, |subs| subs.retain(|s| s.id != id)));
+                        act.reconfigure(reconfigure)
+                    }),
+                ))
+            }
+        }
+    }
+}
+
+impl Router {
+    /// Applies `change` to a target's subscriptions; answers what to hand its actor.
+    fn change_subscriptions(&mut self, id: &TargetId, change: impl FnOnce(&mut Vec<Subscription>)) -> Option<(TargetHandle, TargetConfig)> {
+        let running = self.targets.get_mut(id)?;
+        let mut subs = running.config.subscriptions.as_ref().clone();
+        change(&mut subs);
+        running.config.subscriptions = Arc::new(subs);
+        Some((running.handle.clone(), running.config.clone()))
+    }
+
+    fn reconfigure(
+        &self,
+        change: Result<Option<(TargetHandle, TargetConfig)>, StoreError>,
+    ) -> impl ActorFuture<Self, Output = Result<(), RouterError>> + 'static {
+        async move {
+            if let Some((handle, config)) = change? {
+                handle.configure(config).await;
+            }
+            Ok(())
+        }
+        .into_actor(self)
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Shutdown;
+
+impl Handler<Shutdown> for Router {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
+        let handles: Vec<TargetHandle> = self.targets.drain().map(|(_, r)| r.handle).collect();
+        Box::pin(
+            async move {
+                for handle in handles {
+                    handle.stop().await;
+                }
+            }
+            .into_actor(self)
+            .map(|(), _, ctx| ctx.stop()),
+        )
+    }
+}

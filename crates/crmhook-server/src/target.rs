@@ -1,0 +1,368 @@
+//! One actor per target: it owns the target's delivery window, its in-flight attempts and its
+//! retry timer.
+//!
+//! The actor never holds a target's whole backlog. It reads the event log from its cursor,
+//! matches each event against the target's subscriptions, and takes at most [`WINDOW`] owed
+//! deliveries at a time; the cursor and the new pending entries are written to the store in one
+//! batch before anything is attempted. Each attempt's record, and the pending entry it replaces
+//! or removes, are written in one batch too. So the actor's memory can always be rebuilt from
+//! the store: on start it loads its cursor and pending entries and carries on.
+//!
+//! Its mailbox is small and carries only small messages (wake-ups, configuration); payloads are
+//! read from the store when an attempt starts.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use crmhook_core::retry::{self, Next};
+use crmhook_core::subscription::any_matches;
+use crmhook_core::time::now_ms;
+use crmhook_core::{Subscription, Target, TargetId};
+use crmhook_store::{Attempt, AttemptResult, DeliveryBatch, Pending, Store};
+
+use crate::delivery;
+
+/// Most deliveries a target holds in memory (pending, retrying or in flight).
+pub const WINDOW: usize = 1024;
+/// Most log events one fill step reads.
+const SCAN_STEP: usize = 4096;
+/// Concurrent attempts per target (1 when `ordered`).
+pub const IN_FLIGHT: usize = 16;
+/// The mailbox bound: only small messages travel here.
+const MAILBOX: usize = 64;
+
+/// A target's configuration and subscriptions, as the router hands them over.
+#[derive(Clone)]
+pub struct TargetConfig {
+    pub target: Arc<Target>,
+    pub subscriptions: Arc<Vec<Subscription>>,
+}
+
+/// Our handle on a target actor; the only way other code talks to one.
+#[derive(Clone)]
+pub struct TargetHandle {
+    addr: Addr<TargetActor>,
+}
+
+impl TargetHandle {
+    /// Starts the actor for `config` on `arbiter`.
+    pub fn start(arbiter: &actix::ArbiterHandle, store: Store, config: TargetConfig) -> TargetHandle {
+        let addr = TargetActor::start_in_arbiter(arbiter, move |ctx| {
+            ctx.set_mailbox_capacity(MAILBOX);
+            TargetActor::new(store, config)
+        });
+        TargetHandle { addr }
+    }
+
+    /// Tells the actor the log may have grown. Dropped when the mailbox is full: a full mailbox
+    /// already holds a wake-up, and every wake-up reads up to the log's head.
+    pub fn wake(&self) {
+        let _ = self.addr.try_send(Wake);
+    }
+
+    /// Hands the actor a new configuration; waits for room in its mailbox.
+    pub async fn configure(&self, config: TargetConfig) {
+        let _ = self.addr.send(Configure(config)).await;
+    }
+
+    /// Stops the actor; attempts in flight are abandoned (they stay pending on disk).
+    pub async fn stop(&self) {
+        let _ = self.addr.send(Stop).await;
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Wake;
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Configure(TargetConfig);
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Stop;
+
+struct TargetActor {
+    store: Store,
+    config: TargetConfig,
+    /// Every event up to here has been matched for this target.
+    cursor: u64,
+    pending: BTreeMap<u64, Pending>,
+    /// (due time, seq) of the pending deliveries not in flight.
+    due: BTreeSet<(u64, u64)>,
+    in_flight: HashSet<u64>,
+    filling: bool,
+    timer: Option<(u64, SpawnHandle)>,
+}
+
+impl TargetActor {
+    fn new(store: Store, config: TargetConfig) -> Self {
+        TargetActor {
+            store,
+            config,
+            cursor: 0,
+            pending: BTreeMap::new(),
+            due: BTreeSet::new(),
+            in_flight: HashSet::new(),
+            filling: false,
+            timer: None,
+        }
+    }
+
+    fn id(&self) -> &TargetId {
+        &self.config.target.id
+    }
+
+    fn limit(&self) -> usize {
+        if self.config.target.ordered {
+            1
+        } else {
+            IN_FLIGHT
+        }
+    }
+
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        self.fill(ctx);
+        self.dispatch(ctx);
+        self.arm_timer(ctx);
+    }
+
+    /// Reads the log past the cursor and takes what this target is owed, up to the window.
+    fn fill(&mut self, ctx: &mut Context<Self>) {
+        let head = self.store.head();
+        if self.filling || self.pending.len() >= WINDOW || self.cursor >= head {
+            return;
+        }
+        let room = WINDOW - self.pending.len();
+        let now = now_ms();
+        let mut last = self.cursor;
+        let mut taken = Vec::new();
+        for event in self.store.events_from(self.cursor + 1).take(SCAN_STEP) {
+            match event {
+                Ok(event) if event.seq <= head => {
+                    last = event.seq;
+                    if any_matches(&self.config.subscriptions, &event) {
+                        taken.push(event.seq);
+                        if taken.len() >= room {
+                            break;
+                        }
+                    }
+                }
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::error!(target_id = %self.id(), error = %e, "reading the log failed");
+                    break;
+                }
+            }
+        }
+        if last == self.cursor {
+            return;
+        }
+        let mut batch = DeliveryBatch::default();
+        let first = Pending { attempt: 1, due_at_ms: now };
+        let encoded = batch.cursor(self.id(), last).and_then(|()| taken.iter().try_for_each(|seq| batch.pending(self.id(), *seq, first)));
+        if let Err(e) = encoded {
+            tracing::error!(target_id = %self.id(), error = %e, "encoding delivery state failed");
+            return;
+        }
+        self.filling = true;
+        let store = self.store.clone();
+        ctx.spawn(async move { store.write_deliveries(batch).await }.into_actor(self).map(move |result, act, ctx| {
+            act.filling = false;
+            match result {
+                Ok(()) => {
+                    act.cursor = last;
+                    for seq in taken {
+                        act.pending.insert(seq, first);
+                        act.due.insert((first.due_at_ms, seq));
+                    }
+                    act.pump(ctx);
+                }
+                Err(e) => {
+                    tracing::error!(target_id = %act.id(), error = %e, "writing delivery state failed; retrying in 1 s");
+                    ctx.run_later(Duration::from_secs(1), |act, ctx| act.pump(ctx));
+                }
+            }
+        }));
+    }
+
+    /// Starts the attempts that are due, within the in-flight limit.
+    fn dispatch(&mut self, ctx: &mut Context<Self>) {
+        let now = now_ms();
+        while self.in_flight.len() < self.limit() {
+            let next = if self.config.target.ordered {
+                // Strictly in log order: only the oldest owed delivery may go.
+                self.pending.first_key_value().map(|(seq, p)| (p.due_at_ms, *seq)).filter(|(_, seq)| !self.in_flight.contains(seq))
+            } else {
+                self.due.first().copied()
+            };
+            let Some((due, seq)) = next else { break };
+            if due > now {
+                break;
+            }
+            self.due.remove(&(due, seq));
+            self.start_attempt(seq, ctx);
+        }
+    }
+
+    fn start_attempt(&mut self, seq: u64, ctx: &mut Context<Self>) {
+        let Some(pending) = self.pending.get(&seq).copied() else { return };
+        let event = match self.store.event(seq) {
+            Ok(Some(event)) => event,
+            Ok(None) => {
+                tracing::warn!(target_id = %self.id(), seq, "owed event is no longer in the log; dropping the delivery");
+                self.pending.remove(&seq);
+                let mut batch = DeliveryBatch::default();
+                batch.done(self.id(), seq);
+                let store = self.store.clone();
+                actix::spawn(async move {
+                    let _ = store.write_deliveries(batch).await;
+                });
+                return;
+            }
+            Err(e) => {
+                tracing::error!(target_id = %self.id(), seq, error = %e, "reading an owed event failed");
+                return;
+            }
+        };
+        self.in_flight.insert(seq);
+        let target = self.config.target.clone();
+        let n = pending.attempt;
+        let span = tracing::info_span!("attempt", event_id = %event.id, target_id = %target.id, attempt = n);
+        let fut = async move {
+            let report = delivery::attempt(&target, &event, n).await;
+            tracing::debug!(outcome = ?report.outcome, duration_ms = report.duration_ms, "attempt finished");
+            report
+        };
+        ctx.spawn(tracing::Instrument::instrument(fut, span).into_actor(self).map(move |report, act, ctx| act.finished(seq, n, report, ctx)));
+    }
+
+    /// Records an attempt and what follows it, then updates memory once it is durable.
+    fn finished(&mut self, seq: u64, n: u32, report: delivery::AttemptReport, ctx: &mut Context<Self>) {
+        let target = &self.config.target;
+        let now = now_ms();
+        let next = retry::next_attempt(retry::classify(&report.outcome), &target.retry_schedule_ms, n, n as usize - 1, now);
+        let result = match next {
+            Next::Delivered => AttemptResult::Delivered,
+            Next::RetryAt { at_ms, .. } => AttemptResult::Retrying { next_at_ms: at_ms },
+            Next::Dead => AttemptResult::Dead,
+        };
+        match result {
+            AttemptResult::Delivered => tracing::debug!(target_id = %target.id, seq, n, "delivered"),
+            AttemptResult::Retrying { .. } => tracing::info!(target_id = %target.id, seq, n, outcome = ?report.outcome, "attempt failed; will retry"),
+            AttemptResult::Dead => tracing::warn!(target_id = %target.id, seq, n, outcome = ?report.outcome, "delivery dead: retry schedule spent"),
+        }
+        let record = Attempt { n, at_ms: report.at_ms, duration_ms: report.duration_ms, outcome: report.outcome, result };
+        let following = match next {
+            Next::RetryAt { attempt, at_ms } => Some(Pending { attempt, due_at_ms: at_ms }),
+            Next::Delivered | Next::Dead => None,
+        };
+        let mut batch = DeliveryBatch::default();
+        let encoded = batch.attempt(&target.id, seq, &record).and_then(|()| match following {
+            Some(p) => batch.pending(&target.id, seq, p),
+            None => {
+                batch.done(&target.id, seq);
+                Ok(())
+            }
+        });
+        if let Err(e) = encoded {
+            tracing::error!(target_id = %target.id, error = %e, "encoding an attempt failed");
+        }
+        let store = self.store.clone();
+        ctx.spawn(async move { store.write_deliveries(batch).await }.into_actor(self).map(move |written, act, ctx| {
+            if let Err(e) = written {
+                // Memory moves on; the store still holds the older pending entry, so after a
+                // restart this delivery is attempted again (at least once).
+                tracing::error!(target_id = %act.id(), seq, error = %e, "recording an attempt failed");
+            }
+            act.in_flight.remove(&seq);
+            match following {
+                Some(p) => {
+                    act.pending.insert(seq, p);
+                    act.due.insert((p.due_at_ms, seq));
+                }
+                None => {
+                    act.pending.remove(&seq);
+                }
+            }
+            act.pump(ctx);
+        }));
+    }
+
+    /// Sets the timer for the next due delivery that is waiting.
+    fn arm_timer(&mut self, ctx: &mut Context<Self>) {
+        if self.in_flight.len() >= self.limit() {
+            return;
+        }
+        let next_due = if self.config.target.ordered {
+            self.pending.first_key_value().filter(|(seq, _)| !self.in_flight.contains(seq)).map(|(_, p)| p.due_at_ms)
+        } else {
+            self.due.first().map(|(due, _)| *due)
+        };
+        let Some(due) = next_due else { return };
+        if let Some((at, handle)) = self.timer {
+            if at <= due {
+                return;
+            }
+            ctx.cancel_future(handle);
+        }
+        let wait = Duration::from_millis(due.saturating_sub(now_ms()));
+        let handle = ctx.run_later(wait, |act, ctx| {
+            act.timer = None;
+            act.pump(ctx);
+        });
+        self.timer = Some((due, handle));
+    }
+}
+
+impl Actor for TargetActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let id = self.id().clone();
+        let loaded = self.store.cursor(&id).and_then(|c| Ok((c, self.store.pending(&id, WINDOW)?)));
+        match loaded {
+            Ok((cursor, pending)) => {
+                self.cursor = cursor.unwrap_or_else(|| self.store.head());
+                for (seq, p) in pending {
+                    self.pending.insert(seq, p);
+                    self.due.insert((p.due_at_ms, seq));
+                }
+                tracing::debug!(target_id = %id, cursor = self.cursor, pending = self.pending.len(), "target resumed");
+            }
+            Err(e) => tracing::error!(target_id = %id, error = %e, "loading delivery state failed"),
+        }
+        self.pump(ctx);
+    }
+}
+
+impl Handler<Wake> for TargetActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Wake, ctx: &mut Context<Self>) {
+        self.pump(ctx);
+    }
+}
+
+impl Handler<Configure> for TargetActor {
+    type Result = ();
+
+    fn handle(&mut self, Configure(config): Configure, ctx: &mut Context<Self>) {
+        self.config = config;
+        if let Some((_, handle)) = self.timer.take() {
+            ctx.cancel_future(handle);
+        }
+        self.pump(ctx);
+    }
+}
+
+impl Handler<Stop> for TargetActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
