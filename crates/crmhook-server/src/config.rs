@@ -18,6 +18,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// HTTP worker threads (default: the machine's parallelism).
     pub workers: usize,
+    /// Write requests that may wait for the log writer; past it ingest answers 503.
+    pub ingest_queue: usize,
 }
 
 impl Default for Config {
@@ -30,7 +32,10 @@ impl Default for Config {
             allow_private_targets: false,
             max_targets: 10,
             max_body_bytes: 1_048_576,
-            workers: std::thread::available_parallelism().map(usize::from).unwrap_or(2),
+            workers: std::thread::available_parallelism()
+                .map(usize::from)
+                .unwrap_or(2),
+            ingest_queue: crmhook_store::QUEUE,
         }
     }
 }
@@ -54,8 +59,17 @@ pub struct Flags {
 }
 
 /// The keys, in the order the contract lists them.
-pub const KEYS: [&str; 8] =
-    ["bind", "data_dir", "admin_token", "ingest_token", "allow_private_targets", "max_targets", "max_body_bytes", "workers"];
+pub const KEYS: [&str; 9] = [
+    "bind",
+    "data_dir",
+    "admin_token",
+    "ingest_token",
+    "allow_private_targets",
+    "max_targets",
+    "max_body_bytes",
+    "workers",
+    "ingest_queue",
+];
 
 impl Config {
     /// Loads the layers. `env` is the process environment (passed in for tests).
@@ -92,18 +106,27 @@ impl Config {
 
     fn apply_file(&mut self, path: &Path) -> Result<(), ConfigError> {
         let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError { key: "config".into(), origin: origin.clone(), reason: e.to_string() })?;
-        let table: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| ConfigError { key: "config".into(), origin: origin.clone(), reason: e.message().to_owned() })?;
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            key: "config".into(),
+            origin: origin.clone(),
+            reason: e.to_string(),
+        })?;
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError {
+            key: "config".into(),
+            origin: origin.clone(),
+            reason: e.message().to_owned(),
+        })?;
         for (key, value) in table {
             let text = match value {
                 toml::Value::String(s) => s,
                 toml::Value::Integer(i) => i.to_string(),
                 toml::Value::Boolean(b) => b.to_string(),
                 other => {
-                    return Err(ConfigError { key, origin, reason: format!("a {} is not a value for it", other.type_str()) })
+                    return Err(ConfigError {
+                        key,
+                        origin,
+                        reason: format!("a {} is not a value for it", other.type_str()),
+                    })
                 }
             };
             self.set(&key, &text, &origin)?;
@@ -112,22 +135,33 @@ impl Config {
     }
 
     fn set(&mut self, key: &str, value: &str, origin: &str) -> Result<(), ConfigError> {
-        let err = |reason: String| ConfigError { key: key.into(), origin: origin.into(), reason };
+        let err = |reason: String| ConfigError {
+            key: key.into(),
+            origin: origin.into(),
+            reason,
+        };
         let int = |min: usize| match value.trim().parse::<usize>() {
             Ok(n) if n >= min => Ok(n),
-            _ => Err(err(format!("{value:?} is not an integer of at least {min}"))),
+            _ => Err(err(format!(
+                "{value:?} is not an integer of at least {min}"
+            ))),
         };
         let token = || {
             let v = value.trim();
             if v.len() < 16 || !v.bytes().all(|b| b.is_ascii_graphic()) {
-                Err(err("a token needs at least 16 printable characters and no spaces".into()))
+                Err(err(
+                    "a token needs at least 16 printable characters and no spaces".into(),
+                ))
             } else {
                 Ok(Some(v.to_owned()))
             }
         };
         match key {
             "bind" => {
-                self.bind = value.trim().parse().map_err(|_| err(format!("{value:?} is not an address like 127.0.0.1:8080")))?
+                self.bind = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| err(format!("{value:?} is not an address like 127.0.0.1:8080")))?
             }
             "data_dir" if value.trim().is_empty() => return Err(err("must not be empty".into())),
             "data_dir" => self.data_dir = PathBuf::from(value.trim()),
@@ -143,7 +177,13 @@ impl Config {
             "max_targets" => self.max_targets = int(1)?,
             "max_body_bytes" => self.max_body_bytes = int(64)?,
             "workers" => self.workers = int(1)?,
-            other => return Err(err(format!("unknown key `{other}`; the keys are {}", KEYS.join(", ")))),
+            "ingest_queue" => self.ingest_queue = int(1)?,
+            other => {
+                return Err(err(format!(
+                    "unknown key `{other}`; the keys are {}",
+                    KEYS.join(", ")
+                )))
+            }
         }
         Ok(())
     }
@@ -154,16 +194,34 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn layers_later_wins() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
-        std::fs::write(&file, "bind = \"127.0.0.1:9000\"\nmax_targets = 3\nmax_body_bytes = 2048\n").unwrap();
-        let flags = Flags { config_file: Some(file), bind: Some("127.0.0.1:0".into()), data_dir: None };
-        let c = Config::load(&flags, &env(&[("CRMHOOK_MAX_TARGETS", "5"), ("CRMHOOK_BIND", "127.0.0.1:9001")])).unwrap();
+        std::fs::write(
+            &file,
+            "bind = \"127.0.0.1:9000\"\nmax_targets = 3\nmax_body_bytes = 2048\n",
+        )
+        .unwrap();
+        let flags = Flags {
+            config_file: Some(file),
+            bind: Some("127.0.0.1:0".into()),
+            data_dir: None,
+        };
+        let c = Config::load(
+            &flags,
+            &env(&[
+                ("CRMHOOK_MAX_TARGETS", "5"),
+                ("CRMHOOK_BIND", "127.0.0.1:9001"),
+            ]),
+        )
+        .unwrap();
         assert_eq!(c.bind.port(), 0);
         assert_eq!((c.max_targets, c.max_body_bytes), (5, 2048));
         assert_eq!(c.data_dir, PathBuf::from("./data/db"));
@@ -172,18 +230,41 @@ mod tests {
     #[test]
     fn errors_name_the_key_and_origin() {
         let e = Config::load(&Flags::default(), &env(&[("CRMHOOK_BIND", "nowhere")])).unwrap_err();
-        assert_eq!((e.key.as_str(), e.origin.as_str()), ("bind", "environment CRMHOOK_BIND"));
-        let e = Config::load(&Flags::default(), &env(&[("CRMHOOK_ALLOW_PRIVATE_TARGETS", "maybe")])).unwrap_err();
+        assert_eq!(
+            (e.key.as_str(), e.origin.as_str()),
+            ("bind", "environment CRMHOOK_BIND")
+        );
+        let e = Config::load(
+            &Flags::default(),
+            &env(&[("CRMHOOK_ALLOW_PRIVATE_TARGETS", "maybe")]),
+        )
+        .unwrap_err();
         assert_eq!(e.key, "allow_private_targets");
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
         std::fs::write(&file, "colour = \"red\"\n").unwrap();
-        let e = Config::load(&Flags { config_file: Some(file.clone()), ..Flags::default() }, &env(&[])).unwrap_err();
+        let e = Config::load(
+            &Flags {
+                config_file: Some(file.clone()),
+                ..Flags::default()
+            },
+            &env(&[]),
+        )
+        .unwrap_err();
         assert_eq!(e.key, "colour");
         assert!(e.to_string().contains("unknown key `colour`"), "{e}");
-        let missing = Flags { config_file: Some(dir.path().join("none.toml")), ..Flags::default() };
+        let missing = Flags {
+            config_file: Some(dir.path().join("none.toml")),
+            ..Flags::default()
+        };
         assert!(Config::load(&missing, &env(&[])).is_err());
-        let same = env(&[("CRMHOOK_ADMIN_TOKEN", "tok_0123456789abcdef"), ("CRMHOOK_INGEST_TOKEN", "tok_0123456789abcdef")]);
-        assert_eq!(Config::load(&Flags::default(), &same).unwrap_err().key, "ingest_token");
+        let same = env(&[
+            ("CRMHOOK_ADMIN_TOKEN", "tok_0123456789abcdef"),
+            ("CRMHOOK_INGEST_TOKEN", "tok_0123456789abcdef"),
+        ]);
+        assert_eq!(
+            Config::load(&Flags::default(), &same).unwrap_err().key,
+            "ingest_token"
+        );
     }
 }

@@ -57,7 +57,7 @@ pub use records::{AckEntry, Attempt, AttemptResult, Pending};
 
 /// Most requests one group commit takes.
 pub const MAX_GROUP: usize = 1024;
-/// How many write requests may wait for the writer; past it ingest is refused (503).
+/// How many write requests may wait for the writer by default; past it ingest is refused (503).
 pub const QUEUE: usize = 4096;
 
 /// Everything that can go wrong in the store.
@@ -208,6 +208,11 @@ impl DeliveryBatch {
 impl Store {
     /// Opens (or creates) the store in `dir` and starts its writer thread.
     pub fn open(dir: &std::path::Path) -> Result<Store> {
+        Store::open_with_queue(dir, QUEUE)
+    }
+
+    /// [`Store::open`] with `queue` write requests allowed to wait for the writer.
+    pub fn open_with_queue(dir: &std::path::Path, queue: usize) -> Result<Store> {
         let db = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
@@ -228,7 +233,7 @@ impl Store {
         };
         let head_atomic = Arc::new(AtomicU64::new(head));
         let (head_tx, head_rx) = watch::channel(head);
-        let (tx, rx) = mpsc::channel(QUEUE);
+        let (tx, rx) = mpsc::channel(queue.max(1));
         let writer = Writer {
             db: db.clone(),
             tree: tree.clone(),
@@ -364,8 +369,14 @@ impl Store {
     /// Stores a new target with its cursor: it is owed the events after `cursor`.
     pub async fn create_target(&self, target: &Target, cursor: u64) -> Result<()> {
         let mut batch = Writes::default();
-        batch.insert(key(T, &[target.id.as_str().as_bytes()]), codec::encode(target)?);
-        batch.insert(key(C, &[target.id.as_str().as_bytes()]), codec::encode(&cursor)?);
+        batch.insert(
+            key(T, &[target.id.as_str().as_bytes()]),
+            codec::encode(target)?,
+        );
+        batch.insert(
+            key(C, &[target.id.as_str().as_bytes()]),
+            codec::encode(&cursor)?,
+        );
         self.write(batch).await
     }
 

@@ -13,7 +13,11 @@ use crmhook_core::sign;
 use crmhook_server::{Config, Flags, Server};
 
 #[derive(Parser)]
-#[command(name = "crmhook", version, about = "A self-hosted CRM webhook dispatcher")]
+#[command(
+    name = "crmhook",
+    version,
+    about = "A self-hosted CRM webhook dispatcher"
+)]
 struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "CRMHOOK_LOG_FORMAT")]
@@ -66,8 +70,22 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     let result = match cli.command {
-        Command::Serve { bind, data_dir, config } => serve(Flags { bind, data_dir, config_file: config }),
-        Command::Verify { secret, body, timestamp, signature, id } => verify(&secret, &body, &timestamp, &signature, id.as_deref()),
+        Command::Serve {
+            bind,
+            data_dir,
+            config,
+        } => serve(Flags {
+            bind,
+            data_dir,
+            config_file: config,
+        }),
+        Command::Verify {
+            secret,
+            body,
+            timestamp,
+            signature,
+            id,
+        } => verify(&secret, &body, &timestamp, &signature, id.as_deref()),
     };
     match result {
         Ok(code) => code,
@@ -82,8 +100,12 @@ fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CRMHOOK_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,actix_server=warn"));
-    let ansi = std::env::var_os("NO_COLOR").is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let ansi = std::env::var_os("NO_COLOR").is_none()
+        && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -93,14 +115,23 @@ fn init_tracing(format: LogFormat) {
 fn serve(flags: Flags) -> anyhow::Result<ExitCode> {
     let env: HashMap<String, String> = std::env::vars().collect();
     let config = Config::load(&flags, &env)?;
-    let listener = TcpListener::bind(config.bind).with_context(|| format!("cannot listen on {}", config.bind))?;
+    let listener = TcpListener::bind(config.bind)
+        .with_context(|| format!("cannot listen on {}", config.bind))?;
     actix_rt::System::new().block_on(async move {
         let server = Server::start(listener, config).await?;
         let mut out = std::io::stdout().lock();
         for (name, token) in server.generated_tokens() {
-            writeln!(out, "generated {name}: {token}  (kept in the data dir; shown only this once)")?;
+            writeln!(
+                out,
+                "generated {name}: {token}  (kept in the data dir; shown only this once)"
+            )?;
         }
-        writeln!(out, "crmhook {} listening on {}", env!("CARGO_PKG_VERSION"), server.local_addr())?;
+        writeln!(
+            out,
+            "crmhook {} listening on {}",
+            env!("CARGO_PKG_VERSION"),
+            server.local_addr()
+        )?;
         out.flush()?;
         drop(out);
         server.run_until(shutdown_signal()).await?;
@@ -110,26 +141,36 @@ fn serve(flags: Flags) -> anyhow::Result<ExitCode> {
 
 /// Resolves on SIGINT or SIGTERM.
 async fn shutdown_signal() {
-    let mut term = match actix_rt::signal::unix::signal(actix_rt::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGTERM");
-            let _ = actix_rt::signal::ctrl_c().await;
-            return;
-        }
-    };
+    let mut term =
+        match actix_rt::signal::unix::signal(actix_rt::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                let _ = actix_rt::signal::ctrl_c().await;
+                return;
+            }
+        };
     tokio::select! {
         _ = actix_rt::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
 }
 
-fn verify(secret: &str, body: &PathBuf, timestamp: &str, signature: &str, id: Option<&str>) -> anyhow::Result<ExitCode> {
+fn verify(
+    secret: &str,
+    body: &PathBuf,
+    timestamp: &str,
+    signature: &str,
+    id: Option<&str>,
+) -> anyhow::Result<ExitCode> {
     let body = std::fs::read(body).with_context(|| format!("cannot read {}", body.display()))?;
     if signature.contains("v1,") && id.is_none() && !signature.contains("sha256=") {
         anyhow::bail!("a v1 (Standard Webhooks) signature also needs --id, the webhook-id header");
     }
-    if let (Ok(ts), Ok(now)) = (timestamp.trim().parse::<i64>(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)) {
+    if let (Ok(ts), Ok(now)) = (
+        timestamp.trim().parse::<i64>(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH),
+    ) {
         let age = now.as_secs() as i64 - ts;
         if age.abs() > 300 {
             eprintln!("note: the timestamp is {age} s from now; receivers should refuse deliveries more than 5 minutes old");
