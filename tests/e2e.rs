@@ -22,46 +22,23 @@ fn hmac_sha256(key: &[u8], msg: &[u8]) -> Vec<u8> {
 
 fn verify_maia(secret: &str, r: &Received) -> bool {
     let ts = r.header("x-maia-timestamp");
-    let want = format!(
-        "sha256={}",
-        hex::encode(hmac_sha256(
-            secret.as_bytes(),
-            &[ts.as_bytes(), b".", &r.body].concat()
-        ))
-    );
+    let want =
+        format!("sha256={}", hex::encode(hmac_sha256(secret.as_bytes(), &[ts.as_bytes(), b".", &r.body].concat())));
     r.header("x-maia-signature").split(' ').any(|s| s == want)
 }
 
 fn verify_standard(secret: &str, r: &Received) -> bool {
-    let key = base64::engine::general_purpose::STANDARD
-        .decode(secret.trim_start_matches("whsec_"))
-        .expect("whsec_ base64");
-    let msg = [
-        r.header("webhook-id").as_bytes(),
-        b".",
-        r.header("webhook-timestamp").as_bytes(),
-        b".",
-        &r.body,
-    ]
-    .concat();
-    let want = format!(
-        "v1,{}",
-        base64::engine::general_purpose::STANDARD.encode(hmac_sha256(&key, &msg))
-    );
+    let key =
+        base64::engine::general_purpose::STANDARD.decode(secret.trim_start_matches("whsec_")).expect("whsec_ base64");
+    let msg =
+        [r.header("webhook-id").as_bytes(), b".", r.header("webhook-timestamp").as_bytes(), b".", &r.body].concat();
+    let want = format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(hmac_sha256(&key, &msg)));
     r.header("webhook-signature").split(' ').any(|s| s == want)
 }
 
 fn expect_problem(r: &Resp, status: u16) -> Value {
-    assert_eq!(
-        r.status, status,
-        "expected {status}, got {}: {}",
-        r.status, r.text
-    );
-    assert!(
-        r.content_type().starts_with("application/problem+json"),
-        "content type {:?}",
-        r.content_type()
-    );
+    assert_eq!(r.status, status, "expected {status}, got {}: {}", r.status, r.text);
+    assert!(r.content_type().starts_with("application/problem+json"), "content type {:?}", r.content_type());
     let body = r.json();
     for key in ["type", "title", "status", "detail"] {
         assert!(body.get(key).is_some(), "problem lacks {key}: {body}");
@@ -74,138 +51,70 @@ fn expect_problem(r: &Resp, status: u16) -> Value {
 fn a_delivery_is_the_ingested_event_signed_twice() {
     let server = Server::start();
     let rcv = Receiver::start();
-    let (_, secret) = server.wire(
-        &rcv.url("/hook"),
-        Some(json!({"event_types": ["crm_field_update"]})),
-        json!({}),
-    );
+    let (_, secret) = server.wire(&rcv.url("/hook"), Some(json!({"event_types": ["crm_field_update"]})), json!({}));
     let raw = sample("crm_field_update");
     let r = http(
         "POST",
         &server.url("/v1/events"),
-        &[
-            ("Content-Type", "application/json"),
-            ("Authorization", &format!("Bearer {INGEST}")),
-        ],
+        &[("Content-Type", "application/json"), ("Authorization", &format!("Bearer {INGEST}"))],
         Some(raw.as_bytes()),
     );
     assert_eq!(r.status, 202, "{}", r.text);
     let ack = r.json();
-    assert_eq!(
-        (ack["accepted"].as_u64(), ack["duplicates"].as_u64()),
-        (Some(1), Some(0))
-    );
+    assert_eq!((ack["accepted"].as_u64(), ack["duplicates"].as_u64()), (Some(1), Some(0)));
     let event_id = ack["events"][0]["id"].as_str().expect("id").to_owned();
     assert!(event_id.starts_with("evt_"));
     assert_eq!(ack["events"][0]["type"], "crm_field_update");
 
     let got = rcv.wait_count("/hook", 1, DELIVERY);
     let d = &got[0];
-    assert_eq!(
-        d.body,
-        raw.trim_end().as_bytes(),
-        "the body is the event exactly as ingested"
-    );
+    assert_eq!(d.body, raw.trim_end().as_bytes(), "the body is the event exactly as ingested");
     assert_eq!(d.header("content-type"), "application/json");
     assert_eq!(d.header("x-crmhook-attempt"), "1");
     assert_eq!(d.header("webhook-id"), event_id);
     assert_eq!(d.header("x-maia-timestamp"), d.header("webhook-timestamp"));
     let ts: u64 = d.header("x-maia-timestamp").parse().expect("unix seconds");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
     assert!(now.abs_diff(ts) < 60, "timestamp {ts} is not now ({now})");
-    assert!(
-        verify_maia(&secret, d),
-        "X-Maia-Signature does not verify: {:?}",
-        d.headers
-    );
-    assert!(
-        verify_standard(&secret, d),
-        "webhook-signature does not verify: {:?}",
-        d.headers
-    );
+    assert!(verify_maia(&secret, d), "X-Maia-Signature does not verify: {:?}", d.headers);
+    assert!(verify_standard(&secret, d), "webhook-signature does not verify: {:?}", d.headers);
     assert!(!verify_maia("whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", d));
-    assert!(
-        holds_for(QUIET, || rcv.requests("/hook").len() == 1),
-        "delivered more than once"
-    );
+    assert!(holds_for(QUIET, || rcv.requests("/hook").len() == 1), "delivered more than once");
 
     // The operator sees it delivered, with its attempt.
     let shown = wait_for(DELIVERY, "delivered status", || {
-        let e = server
-            .admin("GET", &format!("/v1/events/{event_id}"), None)
-            .json();
+        let e = server.admin("GET", &format!("/v1/events/{event_id}"), None).json();
         (e["deliveries"][0]["status"] == "delivered").then_some(e)
     });
     let attempt = &shown["deliveries"][0]["attempts"][0];
-    assert_eq!(
-        (attempt["n"].as_u64(), attempt["status_code"].as_u64()),
-        (Some(1), Some(200))
-    );
+    assert_eq!((attempt["n"].as_u64(), attempt["status_code"].as_u64()), (Some(1), Some(200)));
     assert!(attempt["at"].is_string() && attempt["duration_ms"].is_u64());
-    assert_eq!(
-        shown["payload"],
-        serde_json::from_str::<Value>(&raw).expect("json")
-    );
+    assert_eq!(shown["payload"], serde_json::from_str::<Value>(&raw).expect("json"));
 }
 
 #[test]
 fn subscriptions_include_and_exclude() {
     let server = Server::start();
     let rcv = Receiver::start();
-    server.wire(
-        &rcv.url("/types"),
-        Some(json!({"event_types": ["crm_field_update"]})),
-        json!({}),
-    );
-    server.wire(
-        &rcv.url("/kanban"),
-        Some(json!({"kanban_ids": ["kanban_A"]})),
-        json!({}),
-    );
-    server.wire(
-        &rcv.url("/fields"),
-        Some(json!({"field_names": ["Email"]})),
-        json!({}),
-    );
+    server.wire(&rcv.url("/types"), Some(json!({"event_types": ["crm_field_update"]})), json!({}));
+    server.wire(&rcv.url("/kanban"), Some(json!({"kanban_ids": ["kanban_A"]})), json!({}));
+    server.wire(&rcv.url("/fields"), Some(json!({"field_names": ["Email"]})), json!({}));
     server.wire(
         &rcv.url("/and"),
         Some(json!({"event_types": ["crm_field_update"], "kanban_ids": ["kanban_A"]})),
         json!({}),
     );
-    let (either, _) = server.wire(
-        &rcv.url("/or"),
-        Some(json!({"event_types": ["ai_pause"]})),
-        json!({}),
-    );
-    let r = server.admin(
-        "POST",
-        "/v1/subscriptions",
-        Some(&json!({"target_id": either, "kanban_ids": ["kanban_A"]})),
-    );
+    let (either, _) = server.wire(&rcv.url("/or"), Some(json!({"event_types": ["ai_pause"]})), json!({}));
+    let r = server.admin("POST", "/v1/subscriptions", Some(&json!({"target_id": either, "kanban_ids": ["kanban_A"]})));
     assert_eq!(r.status, 201, "{}", r.text);
     server.wire(&rcv.url("/none"), None, json!({}));
 
-    let email_a = maia(
-        "crm_field_update",
-        json!({"kanbanId": "kanban_A", "fieldName": "Email"}),
-    );
-    let phone_b = maia(
-        "crm_field_update",
-        json!({"kanbanId": "kanban_B", "fieldName": "Phone"}),
-    );
+    let email_a = maia("crm_field_update", json!({"kanbanId": "kanban_A", "fieldName": "Email"}));
+    let phone_b = maia("crm_field_update", json!({"kanbanId": "kanban_B", "fieldName": "Phone"}));
     let created_a = maia("crm_record_created", json!({"kanbanId": "kanban_A"}));
     let pause = maia("ai_pause", json!({}));
     server.post_ok(&json!([email_a, phone_b, created_a, pause]));
-    let tag = |v: &Value| {
-        v["recordId"]
-            .as_str()
-            .or(v["sessionId"].as_str())
-            .expect("tag")
-            .to_owned()
-    };
+    let tag = |v: &Value| v["recordId"].as_str().or(v["sessionId"].as_str()).expect("tag").to_owned();
     let expect = [
         ("/types", vec![&email_a, &phone_b]),
         ("/kanban", vec![&email_a, &created_a]),
@@ -224,9 +133,7 @@ fn subscriptions_include_and_exclude() {
         assert_eq!(got, want, "{path}");
     }
     assert!(
-        holds_for(QUIET, || expect
-            .iter()
-            .all(|(p, e)| rcv.requests(p).len() == e.len())
+        holds_for(QUIET, || expect.iter().all(|(p, e)| rcv.requests(p).len() == e.len())
             && rcv.requests("/none").is_empty()),
         "an event was delivered that no subscription matches, or one was delivered twice"
     );
@@ -253,25 +160,13 @@ fn two_failures_then_success_is_three_attempts_with_one_webhook_id() {
     let server = Server::start();
     let rcv = Receiver::start();
     rcv.program("/retry", &[status(500), status(500)], status(200));
-    server.wire(
-        &rcv.url("/retry"),
-        Some(json!({})),
-        json!({"retry_schedule_ms": [200, 400, 400]}),
-    );
+    server.wire(&rcv.url("/retry"), Some(json!({})), json!({"retry_schedule_ms": [200, 400, 400]}));
     let ack = server.post_ok(&maia("crm_field_update", json!({})));
     let event_id = ack["events"][0]["id"].as_str().expect("id").to_owned();
     rcv.wait_count("/retry", 3, DELIVERY);
-    assert!(
-        holds_for(QUIET, || rcv.requests("/retry").len() == 3),
-        "more than three attempts"
-    );
+    assert!(holds_for(QUIET, || rcv.requests("/retry").len() == 3), "more than three attempts");
     let reqs = rcv.requests("/retry");
-    assert_eq!(
-        reqs.iter()
-            .map(|r| r.header("x-crmhook-attempt"))
-            .collect::<Vec<_>>(),
-        ["1", "2", "3"]
-    );
+    assert_eq!(reqs.iter().map(|r| r.header("x-crmhook-attempt")).collect::<Vec<_>>(), ["1", "2", "3"]);
     assert!(reqs.iter().all(|r| r.header("webhook-id") == event_id));
     let gaps: Vec<Duration> = reqs.windows(2).map(|w| w[1].at - w[0].at).collect();
     assert!(
@@ -280,19 +175,13 @@ fn two_failures_then_success_is_three_attempts_with_one_webhook_id() {
     );
 
     let shown = wait_for(DELIVERY, "three recorded attempts", || {
-        let e = server
-            .admin("GET", &format!("/v1/events/{event_id}"), None)
-            .json();
+        let e = server.admin("GET", &format!("/v1/events/{event_id}"), None).json();
         (e["deliveries"][0]["attempts"].as_array().map(Vec::len) == Some(3)).then_some(e)
     });
     let d = &shown["deliveries"][0];
     assert_eq!(d["status"], "delivered");
-    let codes: Vec<u64> = d["attempts"]
-        .as_array()
-        .expect("attempts")
-        .iter()
-        .filter_map(|a| a["status_code"].as_u64())
-        .collect();
+    let codes: Vec<u64> =
+        d["attempts"].as_array().expect("attempts").iter().filter_map(|a| a["status_code"].as_u64()).collect();
     assert_eq!(codes, [500, 500, 200]);
 }
 
@@ -301,23 +190,14 @@ fn a_spent_schedule_marks_the_delivery_dead() {
     let server = Server::start();
     let rcv = Receiver::start();
     rcv.program("/down", &[], status(503));
-    server.wire(
-        &rcv.url("/down"),
-        Some(json!({})),
-        json!({"retry_schedule_ms": [100]}),
-    );
+    server.wire(&rcv.url("/down"), Some(json!({})), json!({"retry_schedule_ms": [100]}));
     let ack = server.post_ok(&maia("ai_pause", json!({})));
     let event_id = ack["events"][0]["id"].as_str().expect("id").to_owned();
     let shown = wait_for(DELIVERY, "dead status", || {
-        let e = server
-            .admin("GET", &format!("/v1/events/{event_id}"), None)
-            .json();
+        let e = server.admin("GET", &format!("/v1/events/{event_id}"), None).json();
         (e["deliveries"][0]["status"] == "dead").then_some(e)
     });
-    assert_eq!(
-        shown["deliveries"][0]["attempts"].as_array().map(Vec::len),
-        Some(2)
-    );
+    assert_eq!(shown["deliveries"][0]["attempts"].as_array().map(Vec::len), Some(2));
     assert!(holds_for(QUIET, || rcv.requests("/down").len() == 2));
 }
 
@@ -325,38 +205,19 @@ fn a_spent_schedule_marks_the_delivery_dead() {
 fn a_receiver_slower_than_timeout_ms_is_a_failed_attempt() {
     let server = Server::start();
     let rcv = Receiver::start();
-    rcv.program(
-        "/slow",
-        &[Reply {
-            status: 200,
-            delay: Duration::from_secs(3),
-        }],
-        status(200),
-    );
-    server.wire(
-        &rcv.url("/slow"),
-        Some(json!({})),
-        json!({"timeout_ms": 500, "retry_schedule_ms": [100]}),
-    );
+    rcv.program("/slow", &[Reply { status: 200, delay: Duration::from_secs(3) }], status(200));
+    server.wire(&rcv.url("/slow"), Some(json!({})), json!({"timeout_ms": 500, "retry_schedule_ms": [100]}));
     let ack = server.post_ok(&maia("crm_field_update", json!({})));
     let event_id = ack["events"][0]["id"].as_str().expect("id").to_owned();
     let reqs = rcv.wait_count("/slow", 2, DELIVERY);
     assert_eq!(reqs[1].header("x-crmhook-attempt"), "2");
-    assert!(
-        reqs[1].at - reqs[0].at < Duration::from_millis(2500),
-        "the 3 s answer was awaited"
-    );
+    assert!(reqs[1].at - reqs[0].at < Duration::from_millis(2500), "the 3 s answer was awaited");
     let shown = wait_for(DELIVERY, "delivered after the timeout", || {
-        let e = server
-            .admin("GET", &format!("/v1/events/{event_id}"), None)
-            .json();
+        let e = server.admin("GET", &format!("/v1/events/{event_id}"), None).json();
         (e["deliveries"][0]["status"] == "delivered").then_some(e)
     });
     let first = &shown["deliveries"][0]["attempts"][0];
-    assert!(
-        first.get("status_code").is_none() && first["error"] == "timed out",
-        "{first}"
-    );
+    assert!(first.get("status_code").is_none() && first["error"] == "timed out", "{first}");
 }
 
 #[test]
@@ -364,17 +225,11 @@ fn redirects_are_not_followed() {
     let server = Server::start();
     let rcv = Receiver::start();
     rcv.program("/moved", &[], status(302));
-    server.wire(
-        &rcv.url("/moved"),
-        Some(json!({})),
-        json!({"retry_schedule_ms": []}),
-    );
+    server.wire(&rcv.url("/moved"), Some(json!({})), json!({"retry_schedule_ms": []}));
     let ack = server.post_ok(&maia("crm_field_update", json!({})));
     let event_id = ack["events"][0]["id"].as_str().expect("id").to_owned();
     let shown = wait_for(DELIVERY, "dead after a redirect", || {
-        let e = server
-            .admin("GET", &format!("/v1/events/{event_id}"), None)
-            .json();
+        let e = server.admin("GET", &format!("/v1/events/{event_id}"), None).json();
         (e["deliveries"][0]["status"] == "dead").then_some(e)
     });
     assert_eq!(shown["deliveries"][0]["attempts"][0]["status_code"], 302);
@@ -391,43 +246,18 @@ fn every_ingest_error_is_a_problem_and_stores_nothing() {
     let bearer = format!("Bearer {INGEST}");
     let json_ct = ("Content-Type", "application/json");
     let auth = ("Authorization", bearer.as_str());
-    let post =
-        |headers: &[(&str, &str)], body: &str| http("POST", &url, headers, Some(body.as_bytes()));
+    let post = |headers: &[(&str, &str)], body: &str| http("POST", &url, headers, Some(body.as_bytes()));
 
     expect_problem(&post(&[json_ct, auth], r#"{"eventType": "#), 400);
     expect_problem(&post(&[json_ct, auth], "42"), 400);
-    expect_problem(
-        &post(&[json_ct], &maia("ai_pause", json!({})).to_string()),
-        401,
-    );
-    expect_problem(
-        &post(
-            &[json_ct, ("Authorization", "Bearer nope")],
-            &maia("ai_pause", json!({})).to_string(),
-        ),
-        401,
-    );
+    expect_problem(&post(&[json_ct], &maia("ai_pause", json!({})).to_string()), 401);
+    expect_problem(&post(&[json_ct, ("Authorization", "Bearer nope")], &maia("ai_pause", json!({})).to_string()), 401);
     let admin_bearer = format!("Bearer {ADMIN}");
-    expect_problem(
-        &post(
-            &[json_ct, ("Authorization", &admin_bearer)],
-            &maia("ai_pause", json!({})).to_string(),
-        ),
-        403,
-    );
+    expect_problem(&post(&[json_ct, ("Authorization", &admin_bearer)], &maia("ai_pause", json!({})).to_string()), 403);
     let big = maia("crm_field_update", json!({"newValue": "x".repeat(10_000)}));
     expect_problem(&post(&[json_ct, auth], &big.to_string()), 413);
-    expect_problem(
-        &post(
-            &[("Content-Type", "text/plain"), auth],
-            &maia("ai_pause", json!({})).to_string(),
-        ),
-        415,
-    );
-    expect_problem(
-        &post(&[json_ct, auth], r#"{"eventType": "crm_field_exploded"}"#),
-        422,
-    );
+    expect_problem(&post(&[("Content-Type", "text/plain"), auth], &maia("ai_pause", json!({})).to_string()), 415);
+    expect_problem(&post(&[json_ct, auth], r#"{"eventType": "crm_field_exploded"}"#), 422);
     expect_problem(&post(&[json_ct, auth], "[]"), 422);
     expect_problem(&post(&[json_ct, auth], r#"{"recordId": "r"}"#), 422);
     let wrong_type = maia("crm_record_created", json!({"recordId": 5}));
@@ -437,21 +267,11 @@ fn every_ingest_error_is_a_problem_and_stores_nothing() {
     let good = maia("crm_field_update", json!({}));
     let mut bad = maia("crm_field_update", json!({}));
     bad.as_object_mut().expect("object").remove("kanbanId");
-    let p = expect_problem(
-        &post(&[json_ct, auth], &json!([good, good, bad]).to_string()),
-        422,
-    );
+    let p = expect_problem(&post(&[json_ct, auth], &json!([good, good, bad]).to_string()), 422);
     assert_eq!(p["index"], 2, "{p}");
-    assert!(
-        p["detail"].as_str().expect("detail").contains("kanbanId"),
-        "{p}"
-    );
+    assert!(p["detail"].as_str().expect("detail").contains("kanbanId"), "{p}");
     let listed = server.admin("GET", "/v1/events?limit=1000", None).json();
-    assert_eq!(
-        listed["events"].as_array().map(Vec::len),
-        Some(0),
-        "something was stored: {listed}"
-    );
+    assert_eq!(listed["events"].as_array().map(Vec::len), Some(0), "something was stored: {listed}");
     assert_eq!(server.admin("GET", "/healthz", None).status, 200);
 }
 
@@ -463,51 +283,30 @@ fn a_full_writer_queue_answers_503_with_retry_after() {
         ("CRMHOOK_INGEST_QUEUE", "1"),
     ]);
     let url = server.url("/v1/events");
-    let body = json!([
-        maia("crm_field_update", json!({})),
-        maia("crm_record_created", json!({}))
-    ])
-    .to_string();
+    let body = json!([maia("crm_field_update", json!({})), maia("crm_record_created", json!({}))]).to_string();
     // Bursts of concurrent posts until the one-slot queue overflows (bounded by a deadline).
-    let problem = wait_for(
-        Duration::from_secs(30),
-        "a 503 from a full writer queue",
-        || {
-            let answers: Vec<Resp> = std::thread::scope(|s| {
-                let handles: Vec<_> = (0..32)
-                    .map(|_| {
-                        s.spawn(|| {
-                            let bearer = format!("Bearer {INGEST}");
-                            http(
-                                "POST",
-                                &url,
-                                &[
-                                    ("Content-Type", "application/json"),
-                                    ("Authorization", &bearer),
-                                ],
-                                Some(body.as_bytes()),
-                            )
-                        })
+    let problem = wait_for(Duration::from_secs(30), "a 503 from a full writer queue", || {
+        let answers: Vec<Resp> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..32)
+                .map(|_| {
+                    s.spawn(|| {
+                        let bearer = format!("Bearer {INGEST}");
+                        http(
+                            "POST",
+                            &url,
+                            &[("Content-Type", "application/json"), ("Authorization", &bearer)],
+                            Some(body.as_bytes()),
+                        )
                     })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().expect("thread"))
-                    .collect()
-            });
-            assert!(
-                answers.iter().all(|r| r.status == 202 || r.status == 503),
-                "only 202 or 503 expected"
-            );
-            answers.into_iter().find(|r| r.status == 503)
-        },
-    );
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("thread")).collect()
+        });
+        assert!(answers.iter().all(|r| r.status == 202 || r.status == 503), "only 202 or 503 expected");
+        answers.into_iter().find(|r| r.status == 503)
+    });
     let p = expect_problem(&problem, 503);
-    assert_eq!(
-        problem.headers.get("retry-after").map(String::as_str),
-        Some("1"),
-        "{p}"
-    );
+    assert_eq!(problem.headers.get("retry-after").map(String::as_str), Some("1"), "{p}");
 }
 
 #[test]
@@ -517,42 +316,21 @@ fn admin_errors_are_problems() {
         ("CRMHOOK_INGEST_TOKEN", INGEST),
         ("CRMHOOK_MAX_TARGETS", "2"),
     ]);
-    expect_problem(
-        &server.request("GET", "/v1/targets", Some(INGEST), None),
-        403,
-    );
+    expect_problem(&server.request("GET", "/v1/targets", Some(INGEST), None), 403);
     expect_problem(&server.request("GET", "/v1/targets", None, None), 401);
     expect_problem(&server.admin("GET", "/v1/targets/tgt_nope", None), 404);
-    expect_problem(
-        &server.admin("GET", "/v1/events/evt_00000000000000000000000000", None),
-        404,
-    );
+    expect_problem(&server.admin("GET", "/v1/events/evt_00000000000000000000000000", None), 404);
     expect_problem(&server.admin("GET", "/v1/nothing-here", None), 404);
     expect_problem(&server.admin("PUT", "/v1/targets", Some(&json!({}))), 405);
-    let p = expect_problem(
-        &server.admin(
-            "POST",
-            "/v1/targets",
-            Some(&json!({"name": "x", "url": "ftp://x"})),
-        ),
-        422,
-    );
+    let p = expect_problem(&server.admin("POST", "/v1/targets", Some(&json!({"name": "x", "url": "ftp://x"}))), 422);
     assert_eq!(p["field"], "url");
     let p = expect_problem(
-        &server.admin(
-            "POST",
-            "/v1/targets",
-            Some(&json!({"name": "x", "url": "https://a.example", "timeout_ms": -1})),
-        ),
+        &server.admin("POST", "/v1/targets", Some(&json!({"name": "x", "url": "https://a.example", "timeout_ms": -1}))),
         422,
     );
     assert_eq!(p["field"], "timeout_ms");
     let p = expect_problem(
-        &server.admin(
-            "POST",
-            "/v1/subscriptions",
-            Some(&json!({"target_id": "tgt_00000000000000000000000000"})),
-        ),
+        &server.admin("POST", "/v1/subscriptions", Some(&json!({"target_id": "tgt_00000000000000000000000000"}))),
         422,
     );
     assert_eq!(p["field"], "target_id");
@@ -560,66 +338,42 @@ fn admin_errors_are_problems() {
     let r = http(
         "POST",
         &server.url("/v1/targets"),
-        &[
-            ("Authorization", &format!("Bearer {ADMIN}")),
-            ("Content-Type", "application/json"),
-        ],
+        &[("Authorization", &format!("Bearer {ADMIN}")), ("Content-Type", "application/json")],
         Some(b"{"),
     );
     expect_problem(&r, 400);
     for i in 0..2 {
         assert_eq!(
             server
-                .admin(
-                    "POST",
-                    "/v1/targets",
-                    Some(&json!({"name": format!("t{i}"), "url": "https://a.example"}))
-                )
+                .admin("POST", "/v1/targets", Some(&json!({"name": format!("t{i}"), "url": "https://a.example"})))
                 .status,
             201
         );
     }
-    expect_problem(
-        &server.admin(
-            "POST",
-            "/v1/targets",
-            Some(&json!({"name": "t3", "url": "https://a.example"})),
-        ),
-        409,
-    );
+    expect_problem(&server.admin("POST", "/v1/targets", Some(&json!({"name": "t3", "url": "https://a.example"}))), 409);
 }
 
 #[test]
 fn targets_and_subscriptions_crud_never_shows_the_secret_again() {
     let server = Server::start();
-    let r = server.admin("POST", "/v1/targets", Some(&json!({"name": "crm", "url": "https://hooks.example/in?x=1", "headers": {"X-Key": "k"}})));
+    let r = server.admin(
+        "POST",
+        "/v1/targets",
+        Some(&json!({"name": "crm", "url": "https://hooks.example/in?x=1", "headers": {"X-Key": "k"}})),
+    );
     assert_eq!(r.status, 201, "{}", r.text);
     let t = r.json();
-    let (id, secret) = (
-        t["id"].as_str().expect("id").to_owned(),
-        t["secret"].as_str().expect("secret").to_owned(),
-    );
+    let (id, secret) = (t["id"].as_str().expect("id").to_owned(), t["secret"].as_str().expect("secret").to_owned());
     assert!(id.starts_with("tgt_") && secret.starts_with("whsec_"));
     assert_eq!(t["url"], "https://hooks.example/in?x=1");
     for path in [format!("/v1/targets/{id}"), "/v1/targets".to_owned()] {
         let r = server.admin("GET", &path, None);
         assert_eq!(r.status, 200);
-        assert!(
-            r.text.contains(&id) && !r.text.contains(&secret[6..]),
-            "{path}: {}",
-            r.text
-        );
+        assert!(r.text.contains(&id) && !r.text.contains(&secret[6..]), "{path}: {}", r.text);
     }
-    let r = server.admin(
-        "PATCH",
-        &format!("/v1/targets/{id}"),
-        Some(&json!({"name": "renamed", "ordered": true})),
-    );
+    let r = server.admin("PATCH", &format!("/v1/targets/{id}"), Some(&json!({"name": "renamed", "ordered": true})));
     assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(
-        (r.json()["name"].as_str(), r.json()["ordered"].as_bool()),
-        (Some("renamed"), Some(true))
-    );
+    assert_eq!((r.json()["name"].as_str(), r.json()["ordered"].as_bool()), (Some("renamed"), Some(true)));
     let r = server.admin(
         "POST",
         "/v1/subscriptions",
@@ -628,85 +382,38 @@ fn targets_and_subscriptions_crud_never_shows_the_secret_again() {
     assert_eq!(r.status, 201, "{}", r.text);
     let sub = r.json()["id"].as_str().expect("id").to_owned();
     assert!(sub.starts_with("sub_"));
+    assert_eq!(server.admin("GET", &format!("/v1/subscriptions/{sub}"), None).json()["target_id"], id.as_str());
     assert_eq!(
-        server
-            .admin("GET", &format!("/v1/subscriptions/{sub}"), None)
-            .json()["target_id"],
-        id.as_str()
-    );
-    assert_eq!(
-        server.admin("GET", "/v1/subscriptions", None).json()["subscriptions"]
-            .as_array()
-            .map(Vec::len),
+        server.admin("GET", "/v1/subscriptions", None).json()["subscriptions"].as_array().map(Vec::len),
         Some(1)
     );
-    assert_eq!(
-        server
-            .admin("DELETE", &format!("/v1/subscriptions/{sub}"), None)
-            .status,
-        204
-    );
-    assert_eq!(
-        server
-            .admin("GET", &format!("/v1/subscriptions/{sub}"), None)
-            .status,
-        404
-    );
+    assert_eq!(server.admin("DELETE", &format!("/v1/subscriptions/{sub}"), None).status, 204);
+    assert_eq!(server.admin("GET", &format!("/v1/subscriptions/{sub}"), None).status, 404);
     let r = server.admin("POST", &format!("/v1/targets/{id}/rotate-secret"), None);
     assert_eq!(r.status, 200, "{}", r.text);
     assert_ne!(r.json()["secret"].as_str(), Some(secret.as_str()));
-    assert_eq!(
-        server
-            .admin("DELETE", &format!("/v1/targets/{id}"), None)
-            .status,
-        204
-    );
-    assert_eq!(
-        server
-            .admin("GET", &format!("/v1/targets/{id}"), None)
-            .status,
-        404
-    );
+    assert_eq!(server.admin("DELETE", &format!("/v1/targets/{id}"), None).status, 204);
+    assert_eq!(server.admin("GET", &format!("/v1/targets/{id}"), None).status, 404);
 }
 
 #[test]
 fn events_page_by_seq() {
     let server = Server::start();
-    let acks: Vec<Value> = (0..5)
-        .map(|_| server.post_ok(&maia("crm_field_update", json!({})))["events"][0].clone())
-        .collect();
+    let acks: Vec<Value> =
+        (0..5).map(|_| server.post_ok(&maia("crm_field_update", json!({})))["events"][0].clone()).collect();
     let page = server.admin("GET", "/v1/events?limit=2", None).json();
-    let seqs: Vec<u64> = page["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .filter_map(|e| e["seq"].as_u64())
-        .collect();
+    let seqs: Vec<u64> = page["events"].as_array().expect("events").iter().filter_map(|e| e["seq"].as_u64()).collect();
     assert_eq!(seqs, [1, 2]);
     assert_eq!(page["next_after"], 2);
-    let rest = server
-        .admin("GET", "/v1/events?after=2&limit=10", None)
-        .json();
-    let ids: Vec<&str> = rest["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .filter_map(|e| e["id"].as_str())
-        .collect();
-    assert_eq!(
-        ids,
-        acks[2..]
-            .iter()
-            .filter_map(|a| a["id"].as_str())
-            .collect::<Vec<_>>()
-    );
+    let rest = server.admin("GET", "/v1/events?after=2&limit=10", None).json();
+    let ids: Vec<&str> = rest["events"].as_array().expect("events").iter().filter_map(|e| e["id"].as_str()).collect();
+    assert_eq!(ids, acks[2..].iter().filter_map(|a| a["id"].as_str()).collect::<Vec<_>>());
     assert!(rest["next_after"].is_null());
     let one = server.admin("GET", "/v1/events?type=ai_pause", None).json();
     assert_eq!(one["events"].as_array().map(Vec::len), Some(0));
     let e = &rest["events"][0];
     assert!(
-        e["received_at"].as_str().is_some_and(|t| t.ends_with('Z'))
-            && e["payload"]["eventType"] == "crm_field_update"
+        e["received_at"].as_str().is_some_and(|t| t.ends_with('Z')) && e["payload"]["eventType"] == "crm_field_update"
     );
 }
 
@@ -726,17 +433,11 @@ fn a_restart_keeps_targets_subscriptions_events_and_tokens() {
     assert_ne!(admin, ingest);
 
     let rcv = Receiver::start();
-    let r = server.request(
-        "POST",
-        "/v1/targets",
-        Some(&admin),
-        Some(&json!({"name": "keep", "url": rcv.url("/kept")})),
-    );
+    let r =
+        server.request("POST", "/v1/targets", Some(&admin), Some(&json!({"name": "keep", "url": rcv.url("/kept")})));
     assert_eq!(r.status, 201, "{}", r.text);
-    let (tid, secret) = (
-        r.json()["id"].as_str().expect("id").to_owned(),
-        r.json()["secret"].as_str().expect("s").to_owned(),
-    );
+    let (tid, secret) =
+        (r.json()["id"].as_str().expect("id").to_owned(), r.json()["secret"].as_str().expect("s").to_owned());
     let r = server.request(
         "POST",
         "/v1/subscriptions",
@@ -745,41 +446,21 @@ fn a_restart_keeps_targets_subscriptions_events_and_tokens() {
     );
     assert_eq!(r.status, 201);
     let first = maia("crm_record_created", json!({}));
-    let ack = server
-        .request("POST", "/v1/events", Some(&ingest), Some(&first))
-        .json();
+    let ack = server.request("POST", "/v1/events", Some(&ingest), Some(&first)).json();
     rcv.wait_count("/kept", 1, DELIVERY);
 
     server.restart();
     let lines = server.stdout.lock().expect("lock").clone();
-    assert_eq!(
-        lines.iter().filter(|l| l.starts_with("generated ")).count(),
-        2,
-        "tokens are printed only once"
-    );
-    assert_eq!(
-        server
-            .request("GET", "/v1/targets", Some(&admin), None)
-            .json()["targets"][0]["id"],
-        tid.as_str()
-    );
-    let subs = server
-        .request("GET", "/v1/subscriptions", Some(&admin), None)
-        .json();
-    assert_eq!(
-        subs["subscriptions"][0]["event_types"],
-        json!(["crm_record_created"])
-    );
-    let events = server
-        .request("GET", "/v1/events", Some(&admin), None)
-        .json();
+    assert_eq!(lines.iter().filter(|l| l.starts_with("generated ")).count(), 2, "tokens are printed only once");
+    assert_eq!(server.request("GET", "/v1/targets", Some(&admin), None).json()["targets"][0]["id"], tid.as_str());
+    let subs = server.request("GET", "/v1/subscriptions", Some(&admin), None).json();
+    assert_eq!(subs["subscriptions"][0]["event_types"], json!(["crm_record_created"]));
+    let events = server.request("GET", "/v1/events", Some(&admin), None).json();
     assert_eq!(events["events"][0]["id"], ack["events"][0]["id"]);
     // The log goes on numbering, the old delivery is not repeated, a new one is signed with the
     // same secret.
     let second = maia("crm_record_created", json!({}));
-    let ack2 = server
-        .request("POST", "/v1/events", Some(&ingest), Some(&second))
-        .json();
+    let ack2 = server.request("POST", "/v1/events", Some(&ingest), Some(&second)).json();
     assert_eq!(ack2["events"][0]["seq"], 2);
     let got = rcv.wait_count("/kept", 2, DELIVERY);
     assert_eq!(got[1].tag(), second["recordId"].as_str().expect("tag"));
@@ -792,20 +473,13 @@ fn retries_pending_at_a_restart_resume() {
     let mut server = Server::start();
     let rcv = Receiver::start();
     rcv.program("/resume", &[status(500)], status(200));
-    server.wire(
-        &rcv.url("/resume"),
-        Some(json!({})),
-        json!({"retry_schedule_ms": [1500]}),
-    );
+    server.wire(&rcv.url("/resume"), Some(json!({})), json!({"retry_schedule_ms": [1500]}));
     let ack = server.post_ok(&maia("crm_field_update", json!({})));
     rcv.wait_count("/resume", 1, DELIVERY);
     server.restart();
     let reqs = rcv.wait_count("/resume", 2, DELIVERY);
     assert_eq!(reqs[1].header("x-crmhook-attempt"), "2");
-    assert_eq!(
-        reqs[1].header("webhook-id"),
-        ack["events"][0]["id"].as_str().expect("id")
-    );
+    assert_eq!(reqs[1].header("webhook-id"), ack["events"][0]["id"].as_str().expect("id"));
 }
 
 #[test]
@@ -816,36 +490,21 @@ fn verify_checks_a_signature_by_hand() {
     let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     let run = |sig: &str, id: Option<&str>| {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_crmhook"));
-        cmd.args(["verify", "--secret", secret, "--body"])
-            .arg(&body)
-            .args(["--timestamp", "1614265330", "--signature", sig]);
+        cmd.args(["verify", "--secret", secret, "--body"]).arg(&body).args([
+            "--timestamp",
+            "1614265330",
+            "--signature",
+            sig,
+        ]);
         if let Some(id) = id {
             cmd.args(["--id", id]);
         }
         cmd.output().expect("runs").status.code()
     };
-    assert_eq!(
-        run(
-            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
-            Some("msg_p5jXN8AQM9LWM0D4loKWxJek")
-        ),
-        Some(0)
-    );
-    assert_eq!(
-        run(
-            "sha256=2e37df5d4a028c51a7f3133d64ae1e300d2c2c900f1b1d49d4369ad2530f8964",
-            None
-        ),
-        Some(0)
-    );
+    assert_eq!(run("v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=", Some("msg_p5jXN8AQM9LWM0D4loKWxJek")), Some(0));
+    assert_eq!(run("sha256=2e37df5d4a028c51a7f3133d64ae1e300d2c2c900f1b1d49d4369ad2530f8964", None), Some(0));
     assert_eq!(run("sha256=00", None), Some(1));
-    assert_eq!(
-        run(
-            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
-            Some("msg_other")
-        ),
-        Some(1)
-    );
+    assert_eq!(run("v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=", Some("msg_other")), Some(1));
 }
 
 #[test]
@@ -859,9 +518,6 @@ fn invalid_configuration_stops_start_up_naming_the_key() {
         .expect("runs");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("max_targets") && err.contains("CRMHOOK_MAX_TARGETS"),
-        "{err}"
-    );
+    assert!(err.contains("max_targets") && err.contains("CRMHOOK_MAX_TARGETS"), "{err}");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("listening on"));
 }

@@ -44,12 +44,8 @@ pub fn holds_for(period: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 pub fn sample(name: &str) -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/samples");
-    let path = ["maia", "maximizer"]
-        .iter()
-        .map(|d| root.join(d).join(format!("{name}.json")))
-        .find(|p| p.exists());
-    std::fs::read_to_string(path.unwrap_or_else(|| panic!("no sample {name}")))
-        .expect("sample readable")
+    let path = ["maia", "maximizer"].iter().map(|d| root.join(d).join(format!("{name}.json"))).find(|p| p.exists());
+    std::fs::read_to_string(path.unwrap_or_else(|| panic!("no sample {name}"))).expect("sample readable")
 }
 
 /// A MAIA sample with a fresh recordId (or sessionId) and `fields` overriding.
@@ -72,12 +68,7 @@ pub fn maia(name: &str, fields: Value) -> Value {
 pub fn unique() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{}_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed),
-        Instant::now().elapsed().as_nanos()
-    )
+    format!("{}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed), Instant::now().elapsed().as_nanos())
 }
 
 // ---- HTTP client ------------------------------------------------------------------------
@@ -95,18 +86,12 @@ impl Resp {
     }
 
     pub fn content_type(&self) -> &str {
-        self.headers
-            .get("content-type")
-            .map(String::as_str)
-            .unwrap_or("")
+        self.headers.get("content-type").map(String::as_str).unwrap_or("")
     }
 }
 
 fn agent() -> ureq::Agent {
-    ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(15))
-        .redirects(0)
-        .build()
+    ureq::AgentBuilder::new().timeout(Duration::from_secs(15)).redirects(0).build()
 }
 
 /// One HTTP request; any status is returned, not raised.
@@ -127,17 +112,10 @@ pub fn http(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8
     let headers = resp
         .headers_names()
         .into_iter()
-        .filter_map(|n| {
-            resp.header(&n)
-                .map(|v| (n.to_ascii_lowercase(), v.to_owned()))
-        })
+        .filter_map(|n| resp.header(&n).map(|v| (n.to_ascii_lowercase(), v.to_owned())))
         .collect();
     let text = resp.into_string().unwrap_or_default();
-    Resp {
-        status,
-        headers,
-        text,
-    }
+    Resp { status, headers, text }
 }
 
 // ---- the server ---------------------------------------------------------------------------
@@ -165,10 +143,7 @@ impl Server {
     pub fn start_with(env: &[(&str, &str)]) -> Server {
         let mut server = Server {
             dir: tempfile::tempdir().expect("tempdir"),
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             child: None,
             base: String::new(),
             stdout: Arc::new(Mutex::new(Vec::new())),
@@ -183,26 +158,16 @@ impl Server {
 
     fn spawn(&mut self) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_crmhook"));
-        cmd.arg("serve")
-            .arg("--bind")
-            .arg("127.0.0.1:0")
-            .arg("--data-dir")
-            .arg(self.data_dir());
-        cmd.current_dir(self.dir.path())
-            .env("NO_COLOR", "1")
-            .env("CRMHOOK_LOG", "warn");
+        cmd.arg("serve").arg("--bind").arg("127.0.0.1:0").arg("--data-dir").arg(self.data_dir());
+        cmd.current_dir(self.dir.path()).env("NO_COLOR", "1").env("CRMHOOK_LOG", "warn");
         for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("CRMHOOK_")) {
             cmd.env_remove(k);
         }
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("crmhook runs");
+        let mut child =
+            cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).stdin(Stdio::null()).spawn().expect("crmhook runs");
         let stdout = child.stdout.take().expect("stdout piped");
         let lines = self.stdout.clone();
         let (tx, rx) = mpsc::channel();
@@ -214,9 +179,7 @@ impl Server {
                 lines.lock().expect("lock").push(line);
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("`listening on` within 30 s");
+        let addr = rx.recv_timeout(Duration::from_secs(30)).expect("`listening on` within 30 s");
         self.base = format!("http://{addr}");
         self.child = Some(child);
     }
@@ -231,10 +194,7 @@ impl Server {
     /// SIGTERM and wait; answers the exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = child.try_wait().expect("wait") {
@@ -252,13 +212,7 @@ impl Server {
         format!("{}{}", self.base, path)
     }
 
-    pub fn request(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<&Value>,
-    ) -> Resp {
+    pub fn request(&self, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> Resp {
         let auth = token.map(|t| format!("Bearer {t}"));
         let mut headers = vec![("Content-Type", "application/json")];
         if let Some(a) = &auth {
@@ -320,10 +274,7 @@ pub struct Reply {
 }
 
 pub fn status(code: u16) -> Reply {
-    Reply {
-        status: code,
-        delay: Duration::ZERO,
-    }
+    Reply { status: code, delay: Duration::ZERO }
 }
 
 /// A request the receiver got.
@@ -348,10 +299,7 @@ impl Received {
     pub fn tag(&self) -> String {
         let v = self.json();
         let v = if v.is_array() { v[0].clone() } else { v };
-        ["recordId", "sessionId", "Id"]
-            .iter()
-            .find_map(|k| v[k].as_str().map(str::to_owned))
-            .unwrap_or_default()
+        ["recordId", "sessionId", "Id"].iter().find_map(|k| v[k].as_str().map(str::to_owned)).unwrap_or_default()
     }
 }
 
@@ -385,43 +333,23 @@ impl Receiver {
                 let headers = request
                     .headers()
                     .iter()
-                    .map(|h| {
-                        (
-                            h.field.as_str().as_str().to_ascii_lowercase(),
-                            h.value.as_str().to_owned(),
-                        )
-                    })
+                    .map(|h| (h.field.as_str().as_str().to_ascii_lowercase(), h.value.as_str().to_owned()))
                     .collect();
                 let reply = {
                     let mut p = prog.lock().expect("lock");
                     let default = p.defaults.get(&path).copied().unwrap_or(status(200));
-                    p.replies
-                        .get_mut(&path)
-                        .and_then(VecDeque::pop_front)
-                        .unwrap_or(default)
+                    p.replies.get_mut(&path).and_then(VecDeque::pop_front).unwrap_or(default)
                 };
-                rec.lock().expect("lock").push(Received {
-                    path,
-                    headers,
-                    body,
-                    at: Instant::now(),
-                });
+                rec.lock().expect("lock").push(Received { path, headers, body, at: Instant::now() });
                 std::thread::spawn(move || {
                     if !reply.delay.is_zero() {
                         std::thread::sleep(reply.delay);
                     }
-                    let _ = request.respond(
-                        tiny_http::Response::from_string("ok").with_status_code(reply.status),
-                    );
+                    let _ = request.respond(tiny_http::Response::from_string("ok").with_status_code(reply.status));
                 });
             }
         });
-        Receiver {
-            port,
-            server,
-            received,
-            program,
-        }
+        Receiver { port, server, received, program }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -431,19 +359,12 @@ impl Receiver {
     /// Answers `replies` in order on `path`, then `default`.
     pub fn program(&self, path: &str, replies: &[Reply], default: Reply) {
         let mut p = self.program.lock().expect("lock");
-        p.replies
-            .insert(path.to_owned(), replies.iter().copied().collect());
+        p.replies.insert(path.to_owned(), replies.iter().copied().collect());
         p.defaults.insert(path.to_owned(), default);
     }
 
     pub fn requests(&self, path: &str) -> Vec<Received> {
-        self.received
-            .lock()
-            .expect("lock")
-            .iter()
-            .filter(|r| r.path == path)
-            .cloned()
-            .collect()
+        self.received.lock().expect("lock").iter().filter(|r| r.path == path).cloned().collect()
     }
 
     pub fn tags(&self, path: &str) -> Vec<String> {

@@ -32,11 +32,7 @@ impl std::fmt::Display for FieldError {
 impl CoreError {
     /// A 422 about `field`.
     pub fn field(field: impl Into<String>, detail: impl Into<String>) -> Self {
-        CoreError::Invalid(FieldError {
-            index: None,
-            field: Some(field.into()),
-            detail: detail.into(),
-        })
+        CoreError::Invalid(FieldError { index: None, field: Some(field.into()), detail: detail.into() })
     }
 
     /// The same error, said of event number `index` of a request.

@@ -14,12 +14,7 @@ use crate::error::CoreError;
 use crate::id::EventId;
 
 /// The four MAIA event types.
-pub const MAIA_TYPES: [&str; 4] = [
-    "crm_field_update",
-    "crm_record_created",
-    "crm_record_deleted",
-    "ai_pause",
-];
+pub const MAIA_TYPES: [&str; 4] = ["crm_field_update", "crm_record_created", "crm_record_deleted", "ai_pause"];
 
 /// Which CRM an event came from, which decides how it is delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,26 +103,18 @@ pub fn parse_ingest(body: &[u8]) -> Result<Vec<NewEvent>, CoreError> {
             if items.is_empty() {
                 return Err(CoreError::field("body", "the array holds no events"));
             }
-            let values: Vec<Value> = items
-                .iter()
-                .map(|r| serde_json::from_str(r.get()))
-                .collect::<Result<_, _>>()
-                .map_err(malformed)?;
+            let values: Vec<Value> =
+                items.iter().map(|r| serde_json::from_str(r.get())).collect::<Result<_, _>>().map_err(malformed)?;
             let maximizer = values.iter().any(|v| v.get("Entity").is_some());
             values
                 .iter()
                 .zip(&items)
                 .enumerate()
                 .map(|(i, (value, raw))| {
-                    let obj = value.as_object().ok_or_else(|| {
-                        CoreError::field("body", "must be a JSON object").at_index(i)
-                    })?;
-                    if maximizer {
-                        maximizer_event(obj, raw)
-                    } else {
-                        maia(obj, raw)
-                    }
-                    .map_err(|e| e.at_index(i))
+                    let obj = value
+                        .as_object()
+                        .ok_or_else(|| CoreError::field("body", "must be a JSON object").at_index(i))?;
+                    if maximizer { maximizer_event(obj, raw) } else { maia(obj, raw) }.map_err(|e| e.at_index(i))
                 })
                 .collect()
         }
@@ -225,55 +212,29 @@ fn maia_fields(event_type: &str) -> Option<(&'static [&'static str], Typed)> {
             ],
         )),
         "crm_record_created" | "crm_record_deleted" => Some((&["recordId", "kanbanId"], RECORD)),
-        "ai_pause" => Some((
-            &["sessionId"],
-            &[
-                ("aiPaused", Ty::Bool),
-                ("changedBy", Ty::Str),
-                ("changedAt", Ty::Str),
-            ],
-        )),
+        "ai_pause" => Some((&["sessionId"], &[("aiPaused", Ty::Bool), ("changedBy", Ty::Str), ("changedAt", Ty::Str)])),
         _ => None,
     }
 }
 
-fn check_type(
-    obj: &Map<String, Value>,
-    field: &str,
-    ty: Ty,
-    prefix: &str,
-) -> Result<(), CoreError> {
+fn check_type(obj: &Map<String, Value>, field: &str, ty: Ty, prefix: &str) -> Result<(), CoreError> {
     match obj.get(field) {
         None | Some(Value::Null) => Ok(()),
         Some(v) if ty.holds(v) => Ok(()),
         Some(v) => Err(CoreError::field(
             format!("{prefix}{field}"),
-            format!(
-                "`{prefix}{field}` must be {}, not {}",
-                ty.name(),
-                kind_of(v)
-            ),
+            format!("`{prefix}{field}` must be {}, not {}", ty.name(), kind_of(v)),
         )),
     }
 }
 
-fn required_str<'a>(
-    obj: &'a Map<String, Value>,
-    field: &str,
-    prefix: &str,
-) -> Result<&'a str, CoreError> {
+fn required_str<'a>(obj: &'a Map<String, Value>, field: &str, prefix: &str) -> Result<&'a str, CoreError> {
     let name = format!("{prefix}{field}");
     match obj.get(field) {
         None | Some(Value::Null) => Err(CoreError::field(&name, format!("`{name}` is required"))),
         Some(Value::String(s)) if !s.is_empty() => Ok(s),
-        Some(Value::String(_)) => Err(CoreError::field(
-            &name,
-            format!("`{name}` must not be empty"),
-        )),
-        Some(v) => Err(CoreError::field(
-            &name,
-            format!("`{name}` must be a string, not {}", kind_of(v)),
-        )),
+        Some(Value::String(_)) => Err(CoreError::field(&name, format!("`{name}` must not be empty"))),
+        Some(v) => Err(CoreError::field(&name, format!("`{name}` must be a string, not {}", kind_of(v)))),
     }
 }
 
@@ -283,27 +244,16 @@ fn opt_str(obj: &Map<String, Value>, field: &str) -> Option<String> {
 
 fn maia(obj: &Map<String, Value>, raw: &RawValue) -> Result<NewEvent, CoreError> {
     let event_type = match obj.get("eventType") {
-        None => {
-            return Err(CoreError::field(
-                "eventType",
-                "a MAIA event needs `eventType`",
-            ))
-        }
+        None => return Err(CoreError::field("eventType", "a MAIA event needs `eventType`")),
         Some(Value::String(s)) => s.as_str(),
         Some(v) => {
-            return Err(CoreError::field(
-                "eventType",
-                format!("`eventType` must be a string, not {}", kind_of(v)),
-            ))
+            return Err(CoreError::field("eventType", format!("`eventType` must be a string, not {}", kind_of(v))))
         }
     };
     let (required, fields) = maia_fields(event_type).ok_or_else(|| {
         CoreError::field(
             "eventType",
-            format!(
-                "unknown eventType {event_type:?}; expected one of {}",
-                MAIA_TYPES.join(", ")
-            ),
+            format!("unknown eventType {event_type:?}; expected one of {}", MAIA_TYPES.join(", ")),
         )
     })?;
     for field in required {
@@ -318,11 +268,7 @@ fn maia(obj: &Map<String, Value>, raw: &RawValue) -> Result<NewEvent, CoreError>
         payload: raw.get().as_bytes().to_vec(),
         record_id: opt_str(obj, "recordId"),
         kanban_id: opt_str(obj, "kanbanId"),
-        field_name: if event_type == "crm_field_update" {
-            opt_str(obj, "fieldName")
-        } else {
-            None
-        },
+        field_name: if event_type == "crm_field_update" { opt_str(obj, "fieldName") } else { None },
         external_id: None,
         version_major: None,
     })
@@ -330,10 +276,7 @@ fn maia(obj: &Map<String, Value>, raw: &RawValue) -> Result<NewEvent, CoreError>
 
 /// `Entity` and `Op` become part of the event type, so they are identifiers.
 fn identifier(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 100
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !s.is_empty() && s.len() <= 100 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 fn maximizer_event(obj: &Map<String, Value>, raw: &RawValue) -> Result<NewEvent, CoreError> {
@@ -342,55 +285,29 @@ fn maximizer_event(obj: &Map<String, Value>, raw: &RawValue) -> Result<NewEvent,
     required_str(obj, "WorkspaceId", "")?;
     let entity = required_str(obj, "Entity", "")?;
     if !identifier(entity) {
-        return Err(CoreError::field(
-            "Entity",
-            "`Entity` must be a name of letters, digits, `_` or `-`",
-        ));
+        return Err(CoreError::field("Entity", "`Entity` must be a name of letters, digits, `_` or `-`"));
     }
-    for (field, ty) in [
-        ("SourceId", Ty::Str),
-        ("Recipients", Ty::Any),
-        ("ProcessedTimestamp", Ty::Str),
-    ] {
+    for (field, ty) in [("SourceId", Ty::Str), ("Recipients", Ty::Any), ("ProcessedTimestamp", Ty::Str)] {
         check_type(obj, field, ty, "")?;
     }
-    if let Some(r) = obj
-        .get("Recipients")
-        .filter(|v| !v.is_null() && !v.is_array())
-    {
-        return Err(CoreError::field(
-            "Recipients",
-            format!("`Recipients` must be an array, not {}", kind_of(r)),
-        ));
+    if let Some(r) = obj.get("Recipients").filter(|v| !v.is_null() && !v.is_array()) {
+        return Err(CoreError::field("Recipients", format!("`Recipients` must be an array, not {}", kind_of(r))));
     }
     let data = match obj.get("Data") {
         Some(Value::Object(d)) => d,
         None | Some(Value::Null) => return Err(CoreError::field("Data", "`Data` is required")),
-        Some(v) => {
-            return Err(CoreError::field(
-                "Data",
-                format!("`Data` must be an object, not {}", kind_of(v)),
-            ))
-        }
+        Some(v) => return Err(CoreError::field("Data", format!("`Data` must be an object, not {}", kind_of(v)))),
     };
     let op = required_str(data, "Op", "Data.")?;
     if !identifier(op) {
-        return Err(CoreError::field(
-            "Data.Op",
-            "`Data.Op` must be a name of letters, digits, `_` or `-`",
-        ));
+        return Err(CoreError::field("Data.Op", "`Data.Op` must be a name of letters, digits, `_` or `-`"));
     }
     check_type(data, "Original", Ty::Obj, "Data.")?;
     check_type(data, "New", Ty::Obj, "Data.")?;
     let version = match data.get("Version") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         Some(Value::Number(n)) => n.to_string(),
-        None | Some(Value::Null) => {
-            return Err(CoreError::field(
-                "Data.Version",
-                "`Data.Version` is required",
-            ))
-        }
+        None | Some(Value::Null) => return Err(CoreError::field("Data.Version", "`Data.Version` is required")),
         Some(v) => {
             return Err(CoreError::field(
                 "Data.Version",
@@ -398,16 +315,8 @@ fn maximizer_event(obj: &Map<String, Value>, raw: &RawValue) -> Result<NewEvent,
             ))
         }
     };
-    let version_major = version
-        .split('.')
-        .next()
-        .and_then(|m| m.trim().parse::<u32>().ok());
-    let key_of = |side: &str| {
-        data.get(side)
-            .and_then(|v| v.get("Key"))
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    };
+    let version_major = version.split('.').next().and_then(|m| m.trim().parse::<u32>().ok());
+    let key_of = |side: &str| data.get(side).and_then(|v| v.get("Key")).and_then(Value::as_str).map(str::to_owned);
     Ok(NewEvent {
         kind: EventKind::Maximizer,
         event_type: format!("{entity}.{op}"),
@@ -424,7 +333,8 @@ fn maximizer_event(obj: &Map<String, Value>, raw: &RawValue) -> Result<NewEvent,
 mod tests {
     use super::*;
 
-    const FIELD_UPDATE: &str = r#"{"eventType":"crm_field_update","recordId":"r1","kanbanId":"k1","fieldName":"Email","newValue":3}"#;
+    const FIELD_UPDATE: &str =
+        r#"{"eventType":"crm_field_update","recordId":"r1","kanbanId":"k1","fieldName":"Email","newValue":3}"#;
 
     fn invalid(body: &str) -> crate::FieldError {
         match parse_ingest(body.as_bytes()) {
@@ -448,29 +358,17 @@ mod tests {
     fn an_array_of_maia_events() {
         let body = format!(r#"[{FIELD_UPDATE}, {{"eventType":"ai_pause","sessionId":"s"}}]"#);
         let events = parse_ingest(body.as_bytes()).expect("valid");
-        assert_eq!(
-            events
-                .iter()
-                .map(|e| e.event_type.as_str())
-                .collect::<Vec<_>>(),
-            ["crm_field_update", "ai_pause"]
-        );
+        assert_eq!(events.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>(), ["crm_field_update", "ai_pause"]);
         assert_eq!(events[1].field_name, None);
     }
 
     #[test]
     fn shapes_that_are_not_events_are_400() {
         for body in ["42", "\"x\"", "null", "true"] {
-            assert!(
-                matches!(parse_ingest(body.as_bytes()), Err(CoreError::Shape(_))),
-                "{body}"
-            );
+            assert!(matches!(parse_ingest(body.as_bytes()), Err(CoreError::Shape(_))), "{body}");
         }
         for body in ["", "{", "[1,", "{\"a\":}", "\u{feff}{}"] {
-            assert!(
-                matches!(parse_ingest(body.as_bytes()), Err(CoreError::Malformed(_))),
-                "{body:?}"
-            );
+            assert!(matches!(parse_ingest(body.as_bytes()), Err(CoreError::Malformed(_))), "{body:?}");
         }
     }
 
@@ -478,30 +376,17 @@ mod tests {
     fn rule_breaking_events_are_422_naming_field_and_index() {
         assert_eq!(invalid("[]").field.as_deref(), Some("body"));
         assert_eq!(invalid("{}").field.as_deref(), Some("eventType"));
-        assert!(invalid(r#"{"eventType":"crm_field_exploded"}"#)
-            .detail
-            .contains("unknown eventType"));
+        assert!(invalid(r#"{"eventType":"crm_field_exploded"}"#).detail.contains("unknown eventType"));
+        assert_eq!(invalid(r#"{"eventType":"crm_field_update","kanbanId":"k"}"#).field.as_deref(), Some("recordId"));
         assert_eq!(
-            invalid(r#"{"eventType":"crm_field_update","kanbanId":"k"}"#)
-                .field
-                .as_deref(),
+            invalid(r#"{"eventType":"crm_record_created","recordId":5,"kanbanId":"k"}"#).field.as_deref(),
             Some("recordId")
         );
         assert_eq!(
-            invalid(r#"{"eventType":"crm_record_created","recordId":5,"kanbanId":"k"}"#)
-                .field
-                .as_deref(),
-            Some("recordId")
-        );
-        assert_eq!(
-            invalid(r#"{"eventType":"ai_pause","sessionId":"s","aiPaused":"yes"}"#)
-                .field
-                .as_deref(),
+            invalid(r#"{"eventType":"ai_pause","sessionId":"s","aiPaused":"yes"}"#).field.as_deref(),
             Some("aiPaused")
         );
-        let e = invalid(&format!(
-            r#"[{FIELD_UPDATE}, {{"eventType":"crm_field_update","recordId":"r"}}]"#
-        ));
+        let e = invalid(&format!(r#"[{FIELD_UPDATE}, {{"eventType":"crm_field_update","recordId":"r"}}]"#));
         assert_eq!((e.index, e.field.as_deref()), (Some(1), Some("kanbanId")));
         assert_eq!(invalid(&format!("[{FIELD_UPDATE}, 3]")).index, Some(1));
     }
@@ -512,18 +397,11 @@ mod tests {
         let events = parse_ingest(body.as_bytes()).expect("valid");
         assert_eq!(events.len(), 1);
         let e = &events[0];
-        assert_eq!(
-            (e.kind, e.event_type.as_str()),
-            (EventKind::Maximizer, "Opportunity.Update")
-        );
-        assert_eq!(
-            e.external_id.as_deref(),
-            Some("d81f9d6e-8afc-4fa4-9052-2af207494e5d")
-        );
+        assert_eq!((e.kind, e.event_type.as_str()), (EventKind::Maximizer, "Opportunity.Update"));
+        assert_eq!(e.external_id.as_deref(), Some("d81f9d6e-8afc-4fa4-9052-2af207494e5d"));
         assert_eq!(e.version_major, Some(1));
-        let e = invalid(
-            r#"[{"Id":"x","Timestamp":"t","WorkspaceId":"w","Entity":"Opportunity","Data":{"Version":"1"}}]"#,
-        );
+        let e =
+            invalid(r#"[{"Id":"x","Timestamp":"t","WorkspaceId":"w","Entity":"Opportunity","Data":{"Version":"1"}}]"#);
         assert_eq!((e.index, e.field.as_deref()), (Some(0), Some("Data.Op")));
     }
 

@@ -49,9 +49,7 @@ macro_rules! typed_id {
 
             /// Parses an id, refusing anything that is not of this kind.
             pub fn parse(s: &str) -> Option<Self> {
-                s.strip_prefix($prefix)
-                    .filter(|rest| valid_suffix(rest))
-                    .map(|_| Self(s.to_owned()))
+                s.strip_prefix($prefix).filter(|rest| valid_suffix(rest)).map(|_| Self(s.to_owned()))
             }
 
             pub fn as_str(&self) -> &str {

@@ -4,9 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The default schedule: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (eight attempts, ~28 h).
-pub const DEFAULT_SCHEDULE_MS: [u64; 7] = [
-    5_000, 300_000, 1_800_000, 7_200_000, 18_000_000, 36_000_000, 36_000_000,
-];
+pub const DEFAULT_SCHEDULE_MS: [u64; 7] = [5_000, 300_000, 1_800_000, 7_200_000, 18_000_000, 36_000_000, 36_000_000];
 
 /// What happened to one attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,20 +52,11 @@ pub enum Next {
 /// between attempts: attempt `n` failing waits `schedule[n-1]`, counted from the start of this
 /// delivery's schedule; redeliveries that continue the count past its end get no retries).
 /// `schedule_pos` is which delay of the schedule applies, normally `attempt - 1`.
-pub fn next_attempt(
-    verdict: Verdict,
-    schedule: &[u64],
-    attempt: u32,
-    schedule_pos: usize,
-    now_ms: u64,
-) -> Next {
+pub fn next_attempt(verdict: Verdict, schedule: &[u64], attempt: u32, schedule_pos: usize, now_ms: u64) -> Next {
     match verdict {
         Verdict::Delivered => Next::Delivered,
         Verdict::Retry => match schedule.get(schedule_pos) {
-            Some(delay) => Next::RetryAt {
-                attempt: attempt + 1,
-                at_ms: now_ms.saturating_add(*delay),
-            },
+            Some(delay) => Next::RetryAt { attempt: attempt + 1, at_ms: now_ms.saturating_add(*delay) },
             None => Next::Dead,
         },
     }
@@ -92,25 +81,10 @@ mod tests {
     #[test]
     fn the_schedule_is_walked_then_spent() {
         let s = [200, 400];
-        assert_eq!(
-            next_attempt(Verdict::Retry, &s, 1, 0, 1000),
-            Next::RetryAt {
-                attempt: 2,
-                at_ms: 1200
-            }
-        );
-        assert_eq!(
-            next_attempt(Verdict::Retry, &s, 2, 1, 2000),
-            Next::RetryAt {
-                attempt: 3,
-                at_ms: 2400
-            }
-        );
+        assert_eq!(next_attempt(Verdict::Retry, &s, 1, 0, 1000), Next::RetryAt { attempt: 2, at_ms: 1200 });
+        assert_eq!(next_attempt(Verdict::Retry, &s, 2, 1, 2000), Next::RetryAt { attempt: 3, at_ms: 2400 });
         assert_eq!(next_attempt(Verdict::Retry, &s, 3, 2, 3000), Next::Dead);
-        assert_eq!(
-            next_attempt(Verdict::Delivered, &s, 3, 2, 3000),
-            Next::Delivered
-        );
+        assert_eq!(next_attempt(Verdict::Delivered, &s, 3, 2, 3000), Next::Delivered);
         assert_eq!(next_attempt(Verdict::Retry, &[], 1, 0, 0), Next::Dead);
     }
 
@@ -118,13 +92,9 @@ mod tests {
     fn the_default_schedule_is_eight_attempts_over_about_28_hours() {
         let mut now = 0;
         let mut attempt = 1;
-        while let Next::RetryAt { attempt: a, at_ms } = next_attempt(
-            Verdict::Retry,
-            &DEFAULT_SCHEDULE_MS,
-            attempt,
-            attempt as usize - 1,
-            now,
-        ) {
+        while let Next::RetryAt { attempt: a, at_ms } =
+            next_attempt(Verdict::Retry, &DEFAULT_SCHEDULE_MS, attempt, attempt as usize - 1, now)
+        {
             attempt = a;
             now = at_ms;
         }

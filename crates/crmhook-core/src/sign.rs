@@ -48,32 +48,19 @@ fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
 
 /// `sha256=<hex>` over `<timestamp>.<body>` with the secret string as key.
 pub fn maia_signature(secret: &str, timestamp: &str, body: &[u8]) -> String {
-    format!(
-        "sha256={}",
-        hex::encode(hmac(secret.as_bytes(), &[timestamp.as_bytes(), b".", body]))
-    )
+    format!("sha256={}", hex::encode(hmac(secret.as_bytes(), &[timestamp.as_bytes(), b".", body])))
 }
 
 /// The Standard Webhooks key: base64-decode of what follows `whsec_`.
 pub fn standard_key(secret: &str) -> Option<Vec<u8>> {
     let b64 = secret.strip_prefix(SECRET_PREFIX)?;
-    base64::engine::general_purpose::STANDARD_NO_PAD
-        .decode(b64.trim_end_matches('='))
-        .ok()
+    base64::engine::general_purpose::STANDARD_NO_PAD.decode(b64.trim_end_matches('=')).ok()
 }
 
 /// `v1,<base64>` over `<id>.<timestamp>.<body>`; `None` if the secret is not `whsec_<base64>`.
-pub fn standard_signature(
-    secret: &str,
-    msg_id: &str,
-    timestamp: &str,
-    body: &[u8],
-) -> Option<String> {
+pub fn standard_signature(secret: &str, msg_id: &str, timestamp: &str, body: &[u8]) -> Option<String> {
     let key = standard_key(secret)?;
-    let mac = hmac(
-        &key,
-        &[msg_id.as_bytes(), b".", timestamp.as_bytes(), b".", body],
-    );
+    let mac = hmac(&key, &[msg_id.as_bytes(), b".", timestamp.as_bytes(), b".", body]);
     Some(format!("v1,{}", STANDARD.encode(mac)))
 }
 
@@ -88,18 +75,9 @@ pub struct Signatures {
 
 /// Signs a delivery with every secret in `secrets` (new first).
 pub fn sign(secrets: &[&str], msg_id: &str, timestamp: &str, body: &[u8]) -> Signatures {
-    let maia: Vec<String> = secrets
-        .iter()
-        .map(|s| maia_signature(s, timestamp, body))
-        .collect();
-    let standard: Vec<String> = secrets
-        .iter()
-        .filter_map(|s| standard_signature(s, msg_id, timestamp, body))
-        .collect();
-    Signatures {
-        maia: maia.join(" "),
-        standard: standard.join(" "),
-    }
+    let maia: Vec<String> = secrets.iter().map(|s| maia_signature(s, timestamp, body)).collect();
+    let standard: Vec<String> = secrets.iter().filter_map(|s| standard_signature(s, msg_id, timestamp, body)).collect();
+    Signatures { maia: maia.join(" "), standard: standard.join(" ") }
 }
 
 /// Compares two byte strings in constant time (for their common length).
@@ -109,13 +87,7 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Checks a signature header value (one or more space- or comma-separated entries; MAIA
 /// `sha256=` or Standard Webhooks `v1,`) against a secret. `msg_id` is needed for `v1,` entries.
-pub fn verify(
-    secret: &str,
-    msg_id: Option<&str>,
-    timestamp: &str,
-    body: &[u8],
-    header: &str,
-) -> bool {
+pub fn verify(secret: &str, msg_id: Option<&str>, timestamp: &str, body: &[u8], header: &str) -> bool {
     let maia = maia_signature(secret, timestamp, body);
     let standard = msg_id.and_then(|id| standard_signature(secret, id, timestamp, body));
     let mut ok = false;
@@ -166,13 +138,7 @@ mod tests {
         assert!(verify(&old, None, TS, BODY, &sigs.maia));
         assert!(verify(SECRET, Some(ID), TS, BODY, &sigs.standard));
         assert!(verify(&old, Some(ID), TS, BODY, &sigs.standard));
-        assert!(!verify(
-            &generate_secret(),
-            Some(ID),
-            TS,
-            BODY,
-            &sigs.standard
-        ));
+        assert!(!verify(&generate_secret(), Some(ID), TS, BODY, &sigs.standard));
         assert!(!verify(SECRET, Some(ID), TS, b"{}", &sigs.standard));
     }
 

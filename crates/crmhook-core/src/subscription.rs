@@ -42,18 +42,11 @@ impl Op {
     ];
 
     pub fn parse(s: &str) -> Option<Op> {
-        Op::ALL
-            .iter()
-            .find(|(name, _)| *name == s)
-            .map(|(_, op)| *op)
+        Op::ALL.iter().find(|(name, _)| *name == s).map(|(_, op)| *op)
     }
 
     pub fn as_str(self) -> &'static str {
-        Op::ALL
-            .iter()
-            .find(|(_, op)| *op == self)
-            .map(|(name, _)| *name)
-            .unwrap_or("eq")
+        Op::ALL.iter().find(|(_, op)| *op == self).map(|(name, _)| *name).unwrap_or("eq")
     }
 }
 
@@ -81,14 +74,7 @@ pub struct Subscription {
     pub from_seq: u64,
 }
 
-const FIELDS: [&str; 6] = [
-    "target_id",
-    "event_types",
-    "kanban_ids",
-    "field_names",
-    "filters",
-    "version_major",
-];
+const FIELDS: [&str; 6] = ["target_id", "event_types", "kanban_ids", "field_names", "filters", "version_major"];
 
 impl Subscription {
     /// A new subscription from a creation request. Whether `target_id` names an existing target
@@ -97,18 +83,12 @@ impl Subscription {
         if let Some(other) = body.keys().find(|k| !FIELDS.contains(&k.as_str())) {
             return Err(CoreError::field(
                 other,
-                format!(
-                    "unknown field `{other}`; a subscription has {}",
-                    FIELDS.join(", ")
-                ),
+                format!("unknown field `{other}`; a subscription has {}", FIELDS.join(", ")),
             ));
         }
         let target_id = match body.get("target_id") {
             Some(Value::String(s)) => TargetId::parse(s).ok_or_else(|| {
-                CoreError::field(
-                    "target_id",
-                    format!("`target_id` {s:?} is not a target id (tgt_…)"),
-                )
+                CoreError::field("target_id", format!("`target_id` {s:?} is not a target id (tgt_…)"))
             })?,
             _ => return Err(CoreError::field("target_id", "`target_id` is required")),
         };
@@ -124,29 +104,17 @@ impl Subscription {
         }
         let filters = match body.get("filters") {
             None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(items)) if items.len() <= 50 => items
-                .iter()
-                .enumerate()
-                .map(|(i, f)| filter(i, f))
-                .collect::<Result<_, _>>()?,
-            Some(_) => {
-                return Err(CoreError::field(
-                    "filters",
-                    "`filters` must be an array of at most 50 filters",
-                ))
+            Some(Value::Array(items)) if items.len() <= 50 => {
+                items.iter().enumerate().map(|(i, f)| filter(i, f)).collect::<Result<_, _>>()?
             }
+            Some(_) => return Err(CoreError::field("filters", "`filters` must be an array of at most 50 filters")),
         };
         let version_major =
             match body.get("version_major") {
                 None | Some(Value::Null) => None,
-                Some(v) => Some(v.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or_else(
-                    || {
-                        CoreError::field(
-                            "version_major",
-                            "`version_major` must be a non-negative integer",
-                        )
-                    },
-                )?),
+                Some(v) => Some(v.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or_else(|| {
+                    CoreError::field("version_major", "`version_major` must be a non-negative integer")
+                })?),
             };
         Ok(Subscription {
             id: SubscriptionId::generate(),
@@ -167,28 +135,15 @@ impl Subscription {
         if event.seq <= self.from_seq {
             return false;
         }
-        if !self.event_types.is_empty()
-            && !self
-                .event_types
-                .iter()
-                .any(|t| type_matches(t, &event.event_type))
-        {
+        if !self.event_types.is_empty() && !self.event_types.iter().any(|t| type_matches(t, &event.event_type)) {
             return false;
         }
-        if !self.kanban_ids.is_empty()
-            && !event
-                .kanban_id
-                .as_ref()
-                .is_some_and(|k| self.kanban_ids.contains(k))
-        {
+        if !self.kanban_ids.is_empty() && !event.kanban_id.as_ref().is_some_and(|k| self.kanban_ids.contains(k)) {
             return false;
         }
         if !self.field_names.is_empty()
             && event.event_type == "crm_field_update"
-            && !event
-                .field_name
-                .as_ref()
-                .is_some_and(|f| self.field_names.contains(f))
+            && !event.field_name.as_ref().is_some_and(|f| self.field_names.contains(f))
         {
             return false;
         }
@@ -225,9 +180,7 @@ impl LazyJson<'_> {
 
 fn type_matches(pattern: &str, event_type: &str) -> bool {
     match pattern.strip_suffix(".*") {
-        Some(entity) => event_type
-            .strip_prefix(entity)
-            .is_some_and(|rest| rest.starts_with('.')),
+        Some(entity) => event_type.strip_prefix(entity).is_some_and(|rest| rest.starts_with('.')),
         None => pattern == event_type,
     }
 }
@@ -236,11 +189,7 @@ fn valid_event_type(t: &str) -> bool {
     if MAIA_TYPES.contains(&t) {
         return true;
     }
-    let ident = |s: &str| {
-        !s.is_empty()
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    };
+    let ident = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     match t.split_once('.') {
         Some((entity, op)) => ident(entity) && (op == "*" || ident(op)),
         None => false,
@@ -254,16 +203,10 @@ fn strings(body: &Map<String, Value>, field: &str) -> Result<Vec<String>, CoreEr
             .iter()
             .map(|v| match v.as_str() {
                 Some(s) if !s.is_empty() => Ok(s.to_owned()),
-                _ => Err(CoreError::field(
-                    field,
-                    format!("`{field}` must hold non-empty strings"),
-                )),
+                _ => Err(CoreError::field(field, format!("`{field}` must hold non-empty strings"))),
             })
             .collect(),
-        Some(_) => Err(CoreError::field(
-            field,
-            format!("`{field}` must be an array of at most 1000 strings"),
-        )),
+        Some(_) => Err(CoreError::field(field, format!("`{field}` must be an array of at most 1000 strings"))),
     }
 }
 
@@ -276,39 +219,24 @@ pub fn valid_pointer(p: &str) -> bool {
         return false;
     }
     let b = p.as_bytes();
-    b.iter()
-        .enumerate()
-        .all(|(i, c)| *c != b'~' || matches!(b.get(i + 1), Some(b'0' | b'1')))
+    b.iter().enumerate().all(|(i, c)| *c != b'~' || matches!(b.get(i + 1), Some(b'0' | b'1')))
 }
 
 fn filter(i: usize, f: &Value) -> Result<Filter, CoreError> {
     let field = format!("filters[{i}]");
     let bad = |why: String| CoreError::field(&field, format!("`{field}`: {why}"));
-    let obj = f
-        .as_object()
-        .ok_or_else(|| bad("must be an object {path, op, value}".into()))?;
-    if let Some(other) = obj
-        .keys()
-        .find(|k| !["path", "op", "value"].contains(&k.as_str()))
-    {
+    let obj = f.as_object().ok_or_else(|| bad("must be an object {path, op, value}".into()))?;
+    if let Some(other) = obj.keys().find(|k| !["path", "op", "value"].contains(&k.as_str())) {
         return Err(bad(format!("unknown member `{other}`")));
     }
-    let path = obj
-        .get("path")
-        .and_then(Value::as_str)
-        .ok_or_else(|| bad("`path` must be a JSON Pointer string".into()))?;
+    let path =
+        obj.get("path").and_then(Value::as_str).ok_or_else(|| bad("`path` must be a JSON Pointer string".into()))?;
     if !valid_pointer(path) {
-        return Err(bad(format!(
-            "`path` {path:?} is not a JSON Pointer (like /Data/New/Revenue)"
-        )));
+        return Err(bad(format!("`path` {path:?} is not a JSON Pointer (like /Data/New/Revenue)")));
     }
     let op_name = obj.get("op").and_then(Value::as_str).unwrap_or_default();
-    let op = Op::parse(op_name).ok_or_else(|| {
-        bad(format!(
-            "unknown op {op_name:?}; expected one of {}",
-            Op::ALL.map(|(n, _)| n).join(" ")
-        ))
-    })?;
+    let op = Op::parse(op_name)
+        .ok_or_else(|| bad(format!("unknown op {op_name:?}; expected one of {}", Op::ALL.map(|(n, _)| n).join(" "))))?;
     let value = obj.get("value").cloned();
     let value = match (op, value) {
         (Op::Exists, None) => Value::Bool(true),
@@ -323,11 +251,7 @@ fn filter(i: usize, f: &Value) -> Result<Filter, CoreError> {
         }
         (_, Some(v)) => v,
     };
-    Ok(Filter {
-        path: path.to_owned(),
-        op,
-        value_json: value.to_string(),
-    })
+    Ok(Filter { path: path.to_owned(), op, value_json: value.to_string() })
 }
 
 /// Orders two values of the same kind: numbers as numbers, strings as strings; `None` for a
@@ -344,9 +268,7 @@ fn order(a: &Value, b: &Value) -> Option<Ordering> {
 fn equal(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(_), Value::Number(_)) => order(a, b) == Some(Ordering::Equal),
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| equal(p, q))
-        }
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| equal(p, q)),
         (Value::Object(x), Value::Object(y)) => {
             x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| equal(v, w)))
         }
@@ -372,12 +294,8 @@ pub fn eval(op: Op, found: Option<&Value>, want: &Value) -> bool {
         Op::Gte => matches!(order(v, want), Some(Ordering::Greater | Ordering::Equal)),
         Op::Lt => order(v, want) == Some(Ordering::Less),
         Op::Lte => matches!(order(v, want), Some(Ordering::Less | Ordering::Equal)),
-        Op::In => want
-            .as_array()
-            .is_some_and(|items| items.iter().any(|w| equal(v, w))),
-        Op::Nin => want
-            .as_array()
-            .is_some_and(|items| !items.iter().any(|w| equal(v, w))),
+        Op::In => want.as_array().is_some_and(|items| items.iter().any(|w| equal(v, w))),
+        Op::Nin => want.as_array().is_some_and(|items| !items.iter().any(|w| equal(v, w))),
         Op::Contains => match (v, want) {
             (Value::String(s), Value::String(w)) => s.contains(w.as_str()),
             (Value::Array(items), w) => items.iter().any(|x| equal(x, w)),
@@ -411,10 +329,7 @@ mod tests {
 
     fn sub(v: Value) -> Subscription {
         let mut body = v.as_object().cloned().unwrap_or_default();
-        body.insert(
-            "target_id".into(),
-            json!(crate::id::TargetId::generate().as_str()),
-        );
+        body.insert("target_id".into(), json!(crate::id::TargetId::generate().as_str()));
         Subscription::create(&body, 0).expect("valid subscription")
     }
 
@@ -424,91 +339,48 @@ mod tests {
 
     #[test]
     fn an_empty_subscription_matches_everything() {
-        assert!(matches(
-            &sub(json!({})),
-            &event("ai_pause", None, None, json!({}))
-        ));
+        assert!(matches(&sub(json!({})), &event("ai_pause", None, None, json!({}))));
     }
 
     #[test]
     fn event_types_with_entity_wildcards() {
         let s = sub(json!({"event_types": ["crm_field_update", "Opportunity.*"]}));
-        assert!(matches(
-            &s,
-            &event("crm_field_update", None, None, json!({}))
-        ));
-        assert!(matches(
-            &s,
-            &event("Opportunity.Update", None, None, json!({}))
-        ));
-        assert!(!matches(
-            &s,
-            &event("OpportunityX.Update", None, None, json!({}))
-        ));
+        assert!(matches(&s, &event("crm_field_update", None, None, json!({}))));
+        assert!(matches(&s, &event("Opportunity.Update", None, None, json!({}))));
+        assert!(!matches(&s, &event("OpportunityX.Update", None, None, json!({}))));
         assert!(!matches(&s, &event("ai_pause", None, None, json!({}))));
     }
 
     #[test]
     fn kanban_ids_exclude_events_without_a_kanban() {
         let s = sub(json!({"kanban_ids": ["k1"]}));
-        assert!(matches(
-            &s,
-            &event("crm_record_created", Some("k1"), None, json!({}))
-        ));
-        assert!(!matches(
-            &s,
-            &event("crm_record_created", Some("k2"), None, json!({}))
-        ));
+        assert!(matches(&s, &event("crm_record_created", Some("k1"), None, json!({}))));
+        assert!(!matches(&s, &event("crm_record_created", Some("k2"), None, json!({}))));
         assert!(!matches(&s, &event("ai_pause", None, None, json!({}))));
     }
 
     #[test]
     fn field_names_apply_to_field_updates_only() {
         let s = sub(json!({"field_names": ["Email"]}));
-        assert!(matches(
-            &s,
-            &event("crm_field_update", Some("k"), Some("Email"), json!({}))
-        ));
-        assert!(!matches(
-            &s,
-            &event("crm_field_update", Some("k"), Some("Phone"), json!({}))
-        ));
-        assert!(matches(
-            &s,
-            &event("crm_record_created", Some("k"), None, json!({}))
-        ));
+        assert!(matches(&s, &event("crm_field_update", Some("k"), Some("Email"), json!({}))));
+        assert!(!matches(&s, &event("crm_field_update", Some("k"), Some("Phone"), json!({}))));
+        assert!(matches(&s, &event("crm_record_created", Some("k"), None, json!({}))));
     }
 
     #[test]
     fn conditions_are_anded() {
-        let s = sub(
-            json!({"event_types": ["crm_field_update"], "kanban_ids": ["k1"], "field_names": ["Email"]}),
-        );
-        assert!(matches(
-            &s,
-            &event("crm_field_update", Some("k1"), Some("Email"), json!({}))
-        ));
-        assert!(!matches(
-            &s,
-            &event("crm_field_update", Some("k2"), Some("Email"), json!({}))
-        ));
-        assert!(!matches(
-            &s,
-            &event("crm_record_created", Some("k1"), None, json!({}))
-        ));
+        let s = sub(json!({"event_types": ["crm_field_update"], "kanban_ids": ["k1"], "field_names": ["Email"]}));
+        assert!(matches(&s, &event("crm_field_update", Some("k1"), Some("Email"), json!({}))));
+        assert!(!matches(&s, &event("crm_field_update", Some("k2"), Some("Email"), json!({}))));
+        assert!(!matches(&s, &event("crm_record_created", Some("k1"), None, json!({}))));
     }
 
     #[test]
     fn filters_compare_by_kind() {
-        let e = event(
-            "x.y",
-            None,
-            None,
-            json!({"Data": {"Revenue": 12000.0, "Stage": "Won", "Tags": ["a"], "N": null}}),
-        );
-        let f = |path: &str, op: &str, value: Value| {
-            sub(json!({"filters": [{"path": path, "op": op, "value": value}]}))
-        };
+        let e =
+            event("x.y", None, None, json!({"Data": {"Revenue": 12000.0, "Stage": "Won", "Tags": ["a"], "N": null}}));
+        let f =
+            |path: &str, op: &str, value: Value| sub(json!({"filters": [{"path": path, "op": op, "value": value}]}));
         assert!(matches(&f("/Data/Revenue", "gt", json!(10000)), &e));
         assert!(matches(&f("/Data/Revenue", "eq", json!(12000)), &e));
         assert!(!matches(&f("/Data/Revenue", "gt", json!("10000")), &e));
@@ -524,27 +396,17 @@ mod tests {
     fn bad_subscriptions_name_their_field() {
         let field = |v: Value| {
             let mut body = v.as_object().cloned().unwrap_or_default();
-            body.entry("target_id")
-                .or_insert(json!(crate::id::TargetId::generate().as_str()));
+            body.entry("target_id").or_insert(json!(crate::id::TargetId::generate().as_str()));
             match Subscription::create(&body, 0) {
                 Err(CoreError::Invalid(e)) => e.field.unwrap_or_default(),
                 other => panic!("expected an error, got {other:?}"),
             }
         };
         assert_eq!(field(json!({"target_id": "nope"})), "target_id");
-        assert_eq!(
-            field(json!({"event_types": ["crm_field_exploded"]})),
-            "event_types"
-        );
+        assert_eq!(field(json!({"event_types": ["crm_field_exploded"]})), "event_types");
         assert_eq!(field(json!({"kanban_ids": "k1"})), "kanban_ids");
-        assert_eq!(
-            field(json!({"filters": [{"path": "Data", "op": "eq", "value": 1}]})),
-            "filters[0]"
-        );
-        assert_eq!(
-            field(json!({"filters": [{"path": "/Data", "op": "like", "value": 1}]})),
-            "filters[0]"
-        );
+        assert_eq!(field(json!({"filters": [{"path": "Data", "op": "eq", "value": 1}]})), "filters[0]");
+        assert_eq!(field(json!({"filters": [{"path": "/Data", "op": "like", "value": 1}]})), "filters[0]");
         assert_eq!(field(json!({"version_major": -1})), "version_major");
         assert_eq!(field(json!({"colour": 1})), "colour");
     }

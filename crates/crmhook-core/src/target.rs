@@ -72,15 +72,7 @@ pub struct Target {
 }
 
 /// What a caller may set on a target.
-pub const TARGET_FIELDS: [&str; 7] = [
-    "name",
-    "url",
-    "headers",
-    "timeout_ms",
-    "retry_schedule_ms",
-    "ordered",
-    "format",
-];
+pub const TARGET_FIELDS: [&str; 7] = ["name", "url", "headers", "timeout_ms", "retry_schedule_ms", "ordered", "format"];
 
 impl Target {
     /// A new target from a creation request.
@@ -92,10 +84,7 @@ impl Target {
     ) -> Result<Target, CoreError> {
         for required in ["name", "url"] {
             if body.get(required).is_none_or(Value::is_null) {
-                return Err(CoreError::field(
-                    required,
-                    format!("`{required}` is required"),
-                ));
+                return Err(CoreError::field(required, format!("`{required}` is required")));
             }
         }
         let mut target = Target {
@@ -117,12 +106,7 @@ impl Target {
     }
 
     /// This target with the fields of a PATCH request applied; `self` is untouched on error.
-    pub fn patched(
-        &self,
-        body: &Map<String, Value>,
-        allow_private: bool,
-        now_ms: u64,
-    ) -> Result<Target, CoreError> {
+    pub fn patched(&self, body: &Map<String, Value>, allow_private: bool, now_ms: u64) -> Result<Target, CoreError> {
         let mut target = self.clone();
         target.apply(body, allow_private)?;
         target.updated_at_ms = now_ms;
@@ -150,9 +134,8 @@ impl Target {
                 "timeout_ms" => self.timeout_ms = integer(value, "timeout_ms", 1, MAX_TIMEOUT_MS)?,
                 "retry_schedule_ms" => self.retry_schedule_ms = schedule(value)?,
                 "ordered" => {
-                    self.ordered = value.as_bool().ok_or_else(|| {
-                        CoreError::field("ordered", "`ordered` must be true or false")
-                    })?
+                    self.ordered =
+                        value.as_bool().ok_or_else(|| CoreError::field("ordered", "`ordered` must be true or false"))?
                 }
                 "format" => self.format = format(value)?,
                 "id" | "secret" | "created_at" | "updated_at" => {
@@ -161,10 +144,7 @@ impl Target {
                 other => {
                     return Err(CoreError::field(
                         other,
-                        format!(
-                            "unknown field `{other}`; a target has {}",
-                            TARGET_FIELDS.join(", ")
-                        ),
+                        format!("unknown field `{other}`; a target has {}", TARGET_FIELDS.join(", ")),
                     ))
                 }
             }
@@ -176,10 +156,7 @@ impl Target {
 fn name(value: &Value) -> Result<String, CoreError> {
     match value.as_str().map(str::trim) {
         Some(s) if !s.is_empty() && s.chars().count() <= 200 => Ok(s.to_owned()),
-        _ => Err(CoreError::field(
-            "name",
-            "`name` must be a non-empty string of at most 200 characters",
-        )),
+        _ => Err(CoreError::field("name", "`name` must be a non-empty string of at most 200 characters")),
     }
 }
 
@@ -187,44 +164,27 @@ fn name(value: &Value) -> Result<String, CoreError> {
 /// private targets are allowed. Whether the host is a public address is checked apart, by the
 /// server's address guard.
 pub fn url(value: &Value, allow_private: bool) -> Result<String, CoreError> {
-    let s = value
-        .as_str()
-        .ok_or_else(|| CoreError::field("url", "`url` must be a string"))?;
-    let parsed = url::Url::parse(s)
-        .map_err(|e| CoreError::field("url", format!("`url` is not a valid URL: {e}")))?;
+    let s = value.as_str().ok_or_else(|| CoreError::field("url", "`url` must be a string"))?;
+    let parsed = url::Url::parse(s).map_err(|e| CoreError::field("url", format!("`url` is not a valid URL: {e}")))?;
     match parsed.scheme() {
         "https" => {}
         "http" if allow_private => {}
         "http" => {
-            return Err(CoreError::field(
-                "url",
-                "`url` must be https:// (http:// only with allow_private_targets)",
-            ))
+            return Err(CoreError::field("url", "`url` must be https:// (http:// only with allow_private_targets)"))
         }
-        other => {
-            return Err(CoreError::field(
-                "url",
-                format!("`url` must be https://, not {other}://"),
-            ))
-        }
+        other => return Err(CoreError::field("url", format!("`url` must be https://, not {other}://"))),
     }
     if parsed.host_str().is_none_or(str::is_empty) {
         return Err(CoreError::field("url", "`url` has no host"));
     }
     if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err(CoreError::field(
-            "url",
-            "`url` must not carry credentials; send them in `headers`",
-        ));
+        return Err(CoreError::field("url", "`url` must not carry credentials; send them in `headers`"));
     }
     if parsed.fragment().is_some() {
         return Err(CoreError::field("url", "`url` must not have a #fragment"));
     }
     if s.len() > 2048 {
-        return Err(CoreError::field(
-            "url",
-            "`url` is longer than 2048 characters",
-        ));
+        return Err(CoreError::field("url", "`url` is longer than 2048 characters"));
     }
     Ok(parsed.to_string())
 }
@@ -233,28 +193,17 @@ fn headers(value: &Value) -> Result<Vec<(String, String)>, CoreError> {
     let obj = match value {
         Value::Null => return Ok(Vec::new()),
         Value::Object(obj) => obj,
-        _ => {
-            return Err(CoreError::field(
-                "headers",
-                "`headers` must be an object of header names to strings",
-            ))
-        }
+        _ => return Err(CoreError::field("headers", "`headers` must be an object of header names to strings")),
     };
     if obj.len() > 50 {
-        return Err(CoreError::field(
-            "headers",
-            "`headers` has more than 50 entries",
-        ));
+        return Err(CoreError::field("headers", "`headers` has more than 50 entries"));
     }
     let token = |c: u8| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c);
     obj.iter()
         .map(|(name, v)| {
             let field = format!("headers.{name}");
             if name.is_empty() || !name.bytes().all(token) {
-                return Err(CoreError::field(
-                    &field,
-                    format!("{name:?} is not a valid header name"),
-                ));
+                return Err(CoreError::field(&field, format!("{name:?} is not a valid header name")));
             }
             if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
                 return Err(CoreError::field(
@@ -262,9 +211,7 @@ fn headers(value: &Value) -> Result<Vec<(String, String)>, CoreError> {
                     format!("header {name:?} is set by crmhook and cannot be replaced"),
                 ));
             }
-            let v = v.as_str().ok_or_else(|| {
-                CoreError::field(&field, format!("header {name:?} must be a string"))
-            })?;
+            let v = v.as_str().ok_or_else(|| CoreError::field(&field, format!("header {name:?} must be a string")))?;
             if v.len() > 8192 || !v.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)) {
                 return Err(CoreError::field(
                     &field,
@@ -279,29 +226,18 @@ fn headers(value: &Value) -> Result<Vec<(String, String)>, CoreError> {
 fn integer(value: &Value, field: &str, min: u64, max: u64) -> Result<u64, CoreError> {
     match value.as_u64() {
         Some(n) if (min..=max).contains(&n) => Ok(n),
-        _ => Err(CoreError::field(
-            field,
-            format!("`{field}` must be an integer from {min} to {max}"),
-        )),
+        _ => Err(CoreError::field(field, format!("`{field}` must be an integer from {min} to {max}"))),
     }
 }
 
 fn schedule(value: &Value) -> Result<Vec<u64>, CoreError> {
-    let items = value
-        .as_array()
-        .filter(|a| a.len() <= MAX_SCHEDULE_LEN)
-        .ok_or_else(|| {
-            CoreError::field(
-                "retry_schedule_ms",
-                format!(
-                    "`retry_schedule_ms` must be an array of at most {MAX_SCHEDULE_LEN} delays"
-                ),
-            )
-        })?;
-    items
-        .iter()
-        .map(|v| integer(v, "retry_schedule_ms", 0, MAX_DELAY_MS))
-        .collect()
+    let items = value.as_array().filter(|a| a.len() <= MAX_SCHEDULE_LEN).ok_or_else(|| {
+        CoreError::field(
+            "retry_schedule_ms",
+            format!("`retry_schedule_ms` must be an array of at most {MAX_SCHEDULE_LEN} delays"),
+        )
+    })?;
+    items.iter().map(|v| integer(v, "retry_schedule_ms", 0, MAX_DELAY_MS)).collect()
 }
 
 fn format(value: &Value) -> Result<Option<Format>, CoreError> {
@@ -309,10 +245,7 @@ fn format(value: &Value) -> Result<Option<Format>, CoreError> {
         Value::Null => Ok(None),
         Value::String(s) if s == "maia" => Ok(Some(Format::Maia)),
         Value::String(s) if s == "maximizer" => Ok(Some(Format::Maximizer)),
-        _ => Err(CoreError::field(
-            "format",
-            "`format` must be \"maia\" or \"maximizer\"",
-        )),
+        _ => Err(CoreError::field("format", "`format` must be \"maia\" or \"maximizer\"")),
     }
 }
 
@@ -343,97 +276,43 @@ mod tests {
         .expect("valid");
         assert!(t.id.as_str().starts_with("tgt_"));
         assert_eq!(t.url, "https://example.com/h?x=1");
-        assert_eq!(
-            (t.timeout_ms, t.ordered, t.retry_schedule_ms.len()),
-            (2000, false, 7)
-        );
+        assert_eq!((t.timeout_ms, t.ordered, t.retry_schedule_ms.len()), (2000, false, 7));
     }
 
     #[test]
     fn each_broken_rule_names_its_field() {
         let c = |v: Value, private| Target::create(&obj(v), private, "whsec_x".into(), 0);
+        assert_eq!(field_of(c(json!({"url": "https://a.example"}), false)), "name");
+        assert_eq!(field_of(c(json!({"name": "n", "url": "ftp://x"}), true)), "url");
+        assert_eq!(field_of(c(json!({"name": "n", "url": "http://a.example"}), false)), "url");
+        assert_eq!(field_of(c(json!({"name": "n", "url": "https://u:p@a.example"}), false)), "url");
+        assert_eq!(field_of(c(json!({"name": "n", "url": "https://a.example", "timeout_ms": 0}), false)), "timeout_ms");
         assert_eq!(
-            field_of(c(json!({"url": "https://a.example"}), false)),
-            "name"
-        );
-        assert_eq!(
-            field_of(c(json!({"name": "n", "url": "ftp://x"}), true)),
-            "url"
-        );
-        assert_eq!(
-            field_of(c(json!({"name": "n", "url": "http://a.example"}), false)),
-            "url"
-        );
-        assert_eq!(
-            field_of(c(
-                json!({"name": "n", "url": "https://u:p@a.example"}),
-                false
-            )),
-            "url"
-        );
-        assert_eq!(
-            field_of(c(
-                json!({"name": "n", "url": "https://a.example", "timeout_ms": 0}),
-                false
-            )),
-            "timeout_ms"
-        );
-        assert_eq!(
-            field_of(c(
-                json!({"name": "n", "url": "https://a.example", "retry_schedule_ms": [1, -1]}),
-                false
-            )),
+            field_of(c(json!({"name": "n", "url": "https://a.example", "retry_schedule_ms": [1, -1]}), false)),
             "retry_schedule_ms"
         );
         assert_eq!(
-            field_of(c(
-                json!({"name": "n", "url": "https://a.example", "headers": {"Webhook-Id": "x"}}),
-                false
-            )),
+            field_of(c(json!({"name": "n", "url": "https://a.example", "headers": {"Webhook-Id": "x"}}), false)),
             "headers.Webhook-Id"
         );
-        assert_eq!(
-            field_of(c(
-                json!({"name": "n", "url": "https://a.example", "colour": "red"}),
-                false
-            )),
-            "colour"
-        );
-        assert!(c(
-            json!({"name": "n", "url": "http://127.0.0.1:9/x", "headers": {"X-Key": "k"}}),
-            true
-        )
-        .is_ok());
+        assert_eq!(field_of(c(json!({"name": "n", "url": "https://a.example", "colour": "red"}), false)), "colour");
+        assert!(c(json!({"name": "n", "url": "http://127.0.0.1:9/x", "headers": {"X-Key": "k"}}), true).is_ok());
     }
 
     #[test]
     fn patch_changes_only_what_it_names() {
-        let t = Target::create(
-            &obj(json!({"name": "a", "url": "https://a.example"})),
-            false,
-            "whsec_x".into(),
-            1,
-        )
-        .expect("valid");
-        let p = t
-            .patched(&obj(json!({"ordered": true})), false, 9)
+        let t = Target::create(&obj(json!({"name": "a", "url": "https://a.example"})), false, "whsec_x".into(), 1)
             .expect("valid");
-        assert_eq!(
-            (p.ordered, p.name.as_str(), p.updated_at_ms, p.id.clone()),
-            (true, "a", 9, t.id.clone())
-        );
+        let p = t.patched(&obj(json!({"ordered": true})), false, 9).expect("valid");
+        assert_eq!((p.ordered, p.name.as_str(), p.updated_at_ms, p.id.clone()), (true, "a", 9, t.id.clone()));
         assert!(t.patched(&obj(json!({"secret": "x"})), false, 9).is_err());
     }
 
     #[test]
     fn the_previous_secret_signs_until_it_expires() {
-        let mut t = Target::create(
-            &obj(json!({"name": "a", "url": "https://a.example"})),
-            false,
-            "whsec_new".into(),
-            1,
-        )
-        .expect("valid");
+        let mut t =
+            Target::create(&obj(json!({"name": "a", "url": "https://a.example"})), false, "whsec_new".into(), 1)
+                .expect("valid");
         t.previous_secret = Some(("whsec_old".into(), 100));
         assert_eq!(t.signing_secrets(99), ["whsec_new", "whsec_old"]);
         assert_eq!(t.signing_secrets(100), ["whsec_new"]);

@@ -4,10 +4,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// `ms` since the epoch as RFC 3339 in UTC with milliseconds, e.g. `2024-01-15T10:30:00.000Z`.
@@ -25,8 +22,7 @@ pub fn rfc3339(ms: u64) -> String {
 
 /// Parses an RFC 3339 timestamp into milliseconds since the epoch.
 pub fn parse_rfc3339(s: &str) -> Option<u64> {
-    let t =
-        ::time::OffsetDateTime::parse(s, &::time::format_description::well_known::Rfc3339).ok()?;
+    let t = ::time::OffsetDateTime::parse(s, &::time::format_description::well_known::Rfc3339).ok()?;
     u64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
@@ -38,14 +34,8 @@ mod tests {
     fn renders_and_parses_rfc3339() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(1_705_314_600_123), "2024-01-15T10:30:00.123Z");
-        assert_eq!(
-            parse_rfc3339("2024-01-15T10:30:00.123Z"),
-            Some(1_705_314_600_123)
-        );
-        assert_eq!(
-            parse_rfc3339("2024-01-15T11:30:00+01:00"),
-            Some(1_705_314_600_000)
-        );
+        assert_eq!(parse_rfc3339("2024-01-15T10:30:00.123Z"), Some(1_705_314_600_123));
+        assert_eq!(parse_rfc3339("2024-01-15T11:30:00+01:00"), Some(1_705_314_600_000));
         assert_eq!(parse_rfc3339("yesterday"), None);
     }
 }

@@ -49,26 +49,16 @@ type State = web::Data<AppState>;
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
-        .service(
-            web::resource("/v1/events")
-                .route(web::post().to(ingest))
-                .route(web::get().to(list_events)),
-        )
+        .service(web::resource("/v1/events").route(web::post().to(ingest)).route(web::get().to(list_events)))
         .service(web::resource("/v1/events/{id}").route(web::get().to(get_event)))
-        .service(
-            web::resource("/v1/targets")
-                .route(web::get().to(list_targets))
-                .route(web::post().to(create_target)),
-        )
+        .service(web::resource("/v1/targets").route(web::get().to(list_targets)).route(web::post().to(create_target)))
         .service(
             web::resource("/v1/targets/{id}")
                 .route(web::get().to(get_target))
                 .route(web::patch().to(patch_target))
                 .route(web::delete().to(delete_target)),
         )
-        .service(
-            web::resource("/v1/targets/{id}/rotate-secret").route(web::post().to(rotate_secret)),
-        )
+        .service(web::resource("/v1/targets/{id}/rotate-secret").route(web::post().to(rotate_secret)))
         .service(
             web::resource("/v1/subscriptions")
                 .route(web::get().to(list_subscriptions))
@@ -99,66 +89,39 @@ fn authorize(req: &HttpRequest, tokens: &Tokens, need: Role) -> Result<(), ApiEr
     let token = value
         .to_str()
         .ok()
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim)
         .ok_or_else(|| ApiError::Unauthorized("`Authorization` must be `Bearer <token>`".into()))?;
     let is_admin = constant_time_eq(token.as_bytes(), tokens.admin.as_bytes());
     let is_ingest = constant_time_eq(token.as_bytes(), tokens.ingest.as_bytes());
     match (need, is_admin, is_ingest) {
         (Role::Admin, true, _) | (Role::Ingest, _, true) => Ok(()),
-        (Role::Admin, false, true) => Err(ApiError::Forbidden(
-            "the ingest token cannot use the admin API".into(),
-        )),
-        (Role::Ingest, true, false) => Err(ApiError::Forbidden(
-            "the admin token cannot post events; use the ingest token".into(),
-        )),
+        (Role::Admin, false, true) => Err(ApiError::Forbidden("the ingest token cannot use the admin API".into())),
+        (Role::Ingest, true, false) => {
+            Err(ApiError::Forbidden("the admin token cannot post events; use the ingest token".into()))
+        }
         _ => Err(ApiError::Unauthorized("the token is not valid".into())),
     }
 }
 
 /// 415 unless the body is declared JSON (`application/json` or `application/*+json`).
 fn require_json(req: &HttpRequest) -> Result<(), ApiError> {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let essence = declared
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    if essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
-    {
+    let declared = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let essence = declared.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json")) {
         Ok(())
     } else if declared.is_empty() {
-        Err(ApiError::UnsupportedMediaType(
-            "`Content-Type: application/json` is required".into(),
-        ))
+        Err(ApiError::UnsupportedMediaType("`Content-Type: application/json` is required".into()))
     } else {
-        Err(ApiError::UnsupportedMediaType(format!(
-            "`Content-Type` must be application/json, not {declared:?}"
-        )))
+        Err(ApiError::UnsupportedMediaType(format!("`Content-Type` must be application/json, not {declared:?}")))
     }
 }
 
 /// Reads the whole body, refusing with 413 as soon as it is known to exceed `limit`.
-async fn read_body(
-    req: &HttpRequest,
-    mut payload: web::Payload,
-    limit: usize,
-) -> Result<BytesMut, ApiError> {
+async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<BytesMut, ApiError> {
     let too_large = || ApiError::PayloadTooLarge(format!("the body is larger than {limit} bytes"));
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
+    let declared =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
@@ -177,17 +140,12 @@ async fn read_body(
 }
 
 /// Reads an admin request's body as a JSON object.
-async fn read_object(
-    req: &HttpRequest,
-    payload: web::Payload,
-) -> Result<Map<String, Value>, ApiError> {
+async fn read_object(req: &HttpRequest, payload: web::Payload) -> Result<Map<String, Value>, ApiError> {
     require_json(req)?;
     let body = read_body(req, payload, ADMIN_BODY_LIMIT).await?;
     match serde_json::from_slice::<Value>(&body) {
         Ok(Value::Object(obj)) => Ok(obj),
-        Ok(_) => Err(ApiError::BadRequest(
-            "the body must be a JSON object".into(),
-        )),
+        Ok(_) => Err(ApiError::BadRequest("the body must be a JSON object".into())),
         Err(e) => Err(ApiError::BadRequest(format!("malformed JSON: {e}"))),
     }
 }
@@ -198,9 +156,7 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     };
     match value.to_str() {
         Ok(v) if !v.trim().is_empty() && v.len() <= 255 => Ok(Some(v.trim().to_owned())),
-        _ => Err(ApiError::BadRequest(
-            "`Idempotency-Key` must be 1 to 255 printable ASCII characters".into(),
-        )),
+        _ => Err(ApiError::BadRequest("`Idempotency-Key` must be 1 to 255 printable ASCII characters".into())),
     }
 }
 
@@ -209,10 +165,9 @@ fn router_error(e: RouterError) -> ApiError {
         RouterError::Store(e) => e.into(),
         RouterError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
         RouterError::TooManyTargets(_) => ApiError::Conflict(e.to_string()),
-        RouterError::Stopped => ApiError::Unavailable {
-            detail: "the server is shutting down".into(),
-            retry_after_s: 1,
-        },
+        RouterError::Stopped => {
+            ApiError::Unavailable { detail: "the server is shutting down".into(), retry_after_s: 1 }
+        }
     }
 }
 
@@ -228,39 +183,23 @@ async fn readyz(state: State) -> HttpResponse {
 
 // ---- ingest --------------------------------------------------------------------------------
 
-async fn ingest(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: State,
-) -> Result<HttpResponse, ApiError> {
+async fn ingest(req: HttpRequest, payload: web::Payload, state: State) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state.tokens, Role::Ingest)?;
     require_json(&req)?;
     let key = idempotency_key(&req)?;
     let body = read_body(&req, payload, state.max_body_bytes).await?;
     let events = parse_ingest(&body)?;
-    let acks = state
-        .router
-        .ingest(events, key)
-        .await
-        .map_err(router_error)?;
+    let acks = state.router.ingest(events, key).await.map_err(router_error)?;
     let duplicates = acks.iter().filter(|a| a.duplicate).count();
-    let events: Vec<Value> = acks
-        .iter()
-        .map(|a| json!({"id": a.id, "seq": a.seq, "type": a.event_type}))
-        .collect();
-    Ok(HttpResponse::Accepted().json(
-        json!({"accepted": acks.len() - duplicates, "duplicates": duplicates, "events": events}),
-    ))
+    let events: Vec<Value> = acks.iter().map(|a| json!({"id": a.id, "seq": a.seq, "type": a.event_type})).collect();
+    Ok(HttpResponse::Accepted()
+        .json(json!({"accepted": acks.len() - duplicates, "duplicates": duplicates, "events": events})))
 }
 
 // ---- targets -------------------------------------------------------------------------------
 
 fn target_view(t: &Target, show_secret: bool) -> Value {
-    let headers: Map<String, Value> = t
-        .headers
-        .iter()
-        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-        .collect();
+    let headers: Map<String, Value> = t.headers.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
     let mut view = json!({
         "id": t.id,
         "name": t.name,
@@ -273,11 +212,7 @@ fn target_view(t: &Target, show_secret: bool) -> Value {
         "created_at": rfc3339(t.created_at_ms),
         "updated_at": rfc3339(t.updated_at_ms),
     });
-    if let Some((_, until)) = t
-        .previous_secret
-        .as_ref()
-        .filter(|(_, until)| *until > now_ms())
-    {
+    if let Some((_, until)) = t.previous_secret.as_ref().filter(|(_, until)| *until > now_ms()) {
         view["previous_secret_expires_at"] = json!(rfc3339(*until));
     }
     if show_secret {
@@ -291,51 +226,26 @@ fn target_id(raw: &str) -> Result<TargetId, ApiError> {
 }
 
 fn load_target(state: &AppState, raw: &str) -> Result<Target, ApiError> {
-    state
-        .store
-        .target(&target_id(raw)?)?
-        .ok_or_else(|| ApiError::NotFound(format!("target {raw} not found")))
+    state.store.target(&target_id(raw)?)?.ok_or_else(|| ApiError::NotFound(format!("target {raw} not found")))
 }
 
 async fn list_targets(req: HttpRequest, state: State) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state.tokens, Role::Admin)?;
-    let targets: Vec<Value> = state
-        .store
-        .targets()?
-        .iter()
-        .map(|t| target_view(t, false))
-        .collect();
+    let targets: Vec<Value> = state.store.targets()?.iter().map(|t| target_view(t, false)).collect();
     Ok(HttpResponse::Ok().json(json!({ "targets": targets })))
 }
 
-async fn create_target(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: State,
-) -> Result<HttpResponse, ApiError> {
+async fn create_target(req: HttpRequest, payload: web::Payload, state: State) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state.tokens, Role::Admin)?;
     let body = read_object(&req, payload).await?;
-    let target = Target::create(
-        &body,
-        state.allow_private_targets,
-        generate_secret(),
-        now_ms(),
-    )?;
-    state
-        .router
-        .create_target(target.clone())
-        .await
-        .map_err(router_error)?;
+    let target = Target::create(&body, state.allow_private_targets, generate_secret(), now_ms())?;
+    state.router.create_target(target.clone()).await.map_err(router_error)?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/v1/targets/{}", target.id)))
         .json(target_view(&target, true)))
 }
 
-async fn get_target(
-    req: HttpRequest,
-    id: web::Path<String>,
-    state: State,
-) -> Result<HttpResponse, ApiError> {
+async fn get_target(req: HttpRequest, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state.tokens, Role::Admin)?;
     Ok(HttpResponse::Ok().json(target_view(&load_target(&state, &id)?, false)))
 }
@@ -350,44 +260,24 @@ async fn patch_target(
     let current = load_target(&state, &id)?;
     let body = read_object(&req, payload).await?;
     let target = current.patched(&body, state.allow_private_targets, now_ms())?;
-    state
-        .router
-        .update_target(target.clone())
-        .await
-        .map_err(router_error)?;
+    state.router.update_target(target.clone()).await.map_err(router_error)?;
     Ok(HttpResponse::Ok().json(target_view(&target, false)))
 }
 
-async fn delete_target(
-    req: HttpRequest,
-    id: web::Path<String>,
-    state: State,
-) -> Result<HttpResponse, ApiError> {
+async fn delete_target(req: HttpRequest, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state.tokens, Role::Admin)?;
-    state
-        .router
-        .delete_target(target_id(&id)?)
-        .await
-        .map_err(router_error)?;
+    state.router.delete_target(target_id(&id)?).await.map_err(router_error)?;
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn rotate_secret(
-    req: HttpRequest,
-    id: web::Path<String>,
-    state: State,
-) -> Result<HttpResponse, ApiError> {
+async fn rotate_secret(req: HttpRequest, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state.tokens, Role::Admin)?;
     let mut target = load_target(&state, &id)?;
     let now = now_ms();
     let old = std::mem::replace(&mut target.secret, generate_secret());
     target.previous_secret = Some((old, now + ROTATION_OVERLAP_MS));
     target.updated_at_ms = now;
-    state
-        .router
-        .update_target(target.clone())
-        .await
-        .map_err(router_error)?;
+    state.router.update_target(target.clone()).await.map_err(router_error)?;
     Ok(HttpResponse::Ok().json(target_view(&target, true)))
 }
 
@@ -415,8 +305,7 @@ fn subscription_view(s: &Subscription) -> Value {
 }
 
 fn subscription_id(raw: &str) -> Result<SubscriptionId, ApiError> {
-    SubscriptionId::parse(raw)
-        .ok_or_else(|| ApiError::NotFound(format!("subscription {raw} not found")))
+    SubscriptionId::parse(raw).ok_or_else(|| ApiError::NotFound(format!("subscription {raw} not found")))
 }
 
 async fn list_subscriptions(
@@ -436,42 +325,25 @@ async fn list_subscriptions(
     Ok(HttpResponse::Ok().json(json!({ "subscriptions": subs })))
 }
 
-async fn create_subscription(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: State,
-) -> Result<HttpResponse, ApiError> {
+async fn create_subscription(req: HttpRequest, payload: web::Payload, state: State) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state.tokens, Role::Admin)?;
     let body = read_object(&req, payload).await?;
     let mut sub = Subscription::create(&body, now_ms())?;
     if state.store.target(&sub.target_id)?.is_none() {
-        return Err(ApiError::unprocessable(
-            "target_id",
-            format!("no target {} exists", sub.target_id),
-        ));
+        return Err(ApiError::unprocessable("target_id", format!("no target {} exists", sub.target_id)));
     }
     // It applies to the events after this moment, never to older ones.
     sub.from_seq = state.store.head();
-    state
-        .router
-        .create_subscription(sub.clone())
-        .await
-        .map_err(|e| match e {
-            RouterError::NotFound(_) => {
-                ApiError::unprocessable("target_id", format!("no target {} exists", sub.target_id))
-            }
-            other => router_error(other),
-        })?;
+    state.router.create_subscription(sub.clone()).await.map_err(|e| match e {
+        RouterError::NotFound(_) => ApiError::unprocessable("target_id", format!("no target {} exists", sub.target_id)),
+        other => router_error(other),
+    })?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/v1/subscriptions/{}", sub.id)))
         .json(subscription_view(&sub)))
 }
 
-async fn get_subscription(
-    req: HttpRequest,
-    id: web::Path<String>,
-    state: State,
-) -> Result<HttpResponse, ApiError> {
+async fn get_subscription(req: HttpRequest, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state.tokens, Role::Admin)?;
     let sub = state
         .store
@@ -480,17 +352,9 @@ async fn get_subscription(
     Ok(HttpResponse::Ok().json(subscription_view(&sub)))
 }
 
-async fn delete_subscription(
-    req: HttpRequest,
-    id: web::Path<String>,
-    state: State,
-) -> Result<HttpResponse, ApiError> {
+async fn delete_subscription(req: HttpRequest, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state.tokens, Role::Admin)?;
-    state
-        .router
-        .delete_subscription(subscription_id(&id)?)
-        .await
-        .map_err(router_error)?;
+    state.router.delete_subscription(subscription_id(&id)?).await.map_err(router_error)?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -543,22 +407,13 @@ fn deliveries(store: &Store, event: &Event) -> Result<Vec<Value>, ApiError> {
         let pending = store.is_pending(&target.id, event.seq)?;
         let not_yet_matched = store.cursor(&target.id)?.is_some_and(|c| c < event.seq);
         let owed = list.is_empty() && !pending && not_yet_matched && {
-            let subs: Vec<Subscription> = subscriptions
-                .iter()
-                .filter(|s| s.target_id == target.id)
-                .cloned()
-                .collect();
+            let subs: Vec<Subscription> = subscriptions.iter().filter(|s| s.target_id == target.id).cloned().collect();
             any_matches(&subs, event)
         };
         if list.is_empty() && !pending && !owed {
             continue;
         }
-        out.push(delivery_view(
-            &target.id,
-            Some(&target.name),
-            pending || owed,
-            &list,
-        ));
+        out.push(delivery_view(&target.id, Some(&target.name), pending || owed, &list));
     }
     for (id, list) in attempts {
         // Attempts of targets deleted since.
@@ -586,11 +441,7 @@ fn delivery_view(id: &TargetId, name: Option<&str>, pending: bool, attempts: &[A
     view
 }
 
-async fn get_event(
-    req: HttpRequest,
-    id: web::Path<String>,
-    state: State,
-) -> Result<HttpResponse, ApiError> {
+async fn get_event(req: HttpRequest, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state.tokens, Role::Admin)?;
     let not_found = || ApiError::NotFound(format!("event {id} not found"));
     let event_id = EventId::parse(&id).ok_or_else(not_found)?;
@@ -616,10 +467,7 @@ impl EventQuery {
         let after = match q.get("after").map(String::as_str) {
             None | Some("") => 0,
             Some(v) => v.parse().map_err(|_| {
-                ApiError::unprocessable(
-                    "after",
-                    format!("`after` must be a seq (an integer ≥ 0), not {v:?}"),
-                )
+                ApiError::unprocessable("after", format!("`after` must be a seq (an integer ≥ 0), not {v:?}"))
             })?,
         };
         let limit = match q.get("limit").map(String::as_str) {
@@ -638,10 +486,7 @@ impl EventQuery {
             match q.get(name).map(String::as_str) {
                 None | Some("") => Ok(None),
                 Some(v) => parse_rfc3339(v).map(Some).ok_or_else(|| {
-                    ApiError::unprocessable(
-                        name,
-                        format!("`{name}` must be an RFC 3339 time, not {v:?}"),
-                    )
+                    ApiError::unprocessable(name, format!("`{name}` must be an RFC 3339 time, not {v:?}"))
                 }),
             }
         };
@@ -659,14 +504,8 @@ impl EventQuery {
 
     fn admits(&self, e: &Event) -> bool {
         self.event_type.as_ref().is_none_or(|t| &e.event_type == t)
-            && self
-                .record_id
-                .as_ref()
-                .is_none_or(|r| e.record_id.as_ref() == Some(r))
-            && self
-                .kanban_id
-                .as_ref()
-                .is_none_or(|k| e.kanban_id.as_ref() == Some(k))
+            && self.record_id.as_ref().is_none_or(|r| e.record_id.as_ref() == Some(r))
+            && self.kanban_id.as_ref().is_none_or(|k| e.kanban_id.as_ref() == Some(k))
             && self.since_ms.is_none_or(|s| e.received_at_ms >= s)
             && self.until_ms.is_none_or(|u| e.received_at_ms < u)
     }

@@ -32,9 +32,7 @@ impl Default for Config {
             allow_private_targets: false,
             max_targets: 10,
             max_body_bytes: 1_048_576,
-            workers: std::thread::available_parallelism()
-                .map(usize::from)
-                .unwrap_or(2),
+            workers: std::thread::available_parallelism().map(usize::from).unwrap_or(2),
             ingest_queue: crmhook_store::QUEUE,
         }
     }
@@ -135,33 +133,23 @@ impl Config {
     }
 
     fn set(&mut self, key: &str, value: &str, origin: &str) -> Result<(), ConfigError> {
-        let err = |reason: String| ConfigError {
-            key: key.into(),
-            origin: origin.into(),
-            reason,
-        };
+        let err = |reason: String| ConfigError { key: key.into(), origin: origin.into(), reason };
         let int = |min: usize| match value.trim().parse::<usize>() {
             Ok(n) if n >= min => Ok(n),
-            _ => Err(err(format!(
-                "{value:?} is not an integer of at least {min}"
-            ))),
+            _ => Err(err(format!("{value:?} is not an integer of at least {min}"))),
         };
         let token = || {
             let v = value.trim();
             if v.len() < 16 || !v.bytes().all(|b| b.is_ascii_graphic()) {
-                Err(err(
-                    "a token needs at least 16 printable characters and no spaces".into(),
-                ))
+                Err(err("a token needs at least 16 printable characters and no spaces".into()))
             } else {
                 Ok(Some(v.to_owned()))
             }
         };
         match key {
             "bind" => {
-                self.bind = value
-                    .trim()
-                    .parse()
-                    .map_err(|_| err(format!("{value:?} is not an address like 127.0.0.1:8080")))?
+                self.bind =
+                    value.trim().parse().map_err(|_| err(format!("{value:?} is not an address like 127.0.0.1:8080")))?
             }
             "data_dir" if value.trim().is_empty() => return Err(err("must not be empty".into())),
             "data_dir" => self.data_dir = PathBuf::from(value.trim()),
@@ -178,12 +166,7 @@ impl Config {
             "max_body_bytes" => self.max_body_bytes = int(64)?,
             "workers" => self.workers = int(1)?,
             "ingest_queue" => self.ingest_queue = int(1)?,
-            other => {
-                return Err(err(format!(
-                    "unknown key `{other}`; the keys are {}",
-                    KEYS.join(", ")
-                )))
-            }
+            other => return Err(err(format!("unknown key `{other}`; the keys are {}", KEYS.join(", ")))),
         }
         Ok(())
     }
@@ -194,34 +177,17 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
     fn layers_later_wins() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
-        std::fs::write(
-            &file,
-            "bind = \"127.0.0.1:9000\"\nmax_targets = 3\nmax_body_bytes = 2048\n",
-        )
-        .unwrap();
-        let flags = Flags {
-            config_file: Some(file),
-            bind: Some("127.0.0.1:0".into()),
-            data_dir: None,
-        };
-        let c = Config::load(
-            &flags,
-            &env(&[
-                ("CRMHOOK_MAX_TARGETS", "5"),
-                ("CRMHOOK_BIND", "127.0.0.1:9001"),
-            ]),
-        )
-        .unwrap();
+        std::fs::write(&file, "bind = \"127.0.0.1:9000\"\nmax_targets = 3\nmax_body_bytes = 2048\n").unwrap();
+        let flags = Flags { config_file: Some(file), bind: Some("127.0.0.1:0".into()), data_dir: None };
+        let c =
+            Config::load(&flags, &env(&[("CRMHOOK_MAX_TARGETS", "5"), ("CRMHOOK_BIND", "127.0.0.1:9001")])).unwrap();
         assert_eq!(c.bind.port(), 0);
         assert_eq!((c.max_targets, c.max_body_bytes), (5, 2048));
         assert_eq!(c.data_dir, PathBuf::from("./data/db"));
@@ -230,41 +196,19 @@ mod tests {
     #[test]
     fn errors_name_the_key_and_origin() {
         let e = Config::load(&Flags::default(), &env(&[("CRMHOOK_BIND", "nowhere")])).unwrap_err();
-        assert_eq!(
-            (e.key.as_str(), e.origin.as_str()),
-            ("bind", "environment CRMHOOK_BIND")
-        );
-        let e = Config::load(
-            &Flags::default(),
-            &env(&[("CRMHOOK_ALLOW_PRIVATE_TARGETS", "maybe")]),
-        )
-        .unwrap_err();
+        assert_eq!((e.key.as_str(), e.origin.as_str()), ("bind", "environment CRMHOOK_BIND"));
+        let e = Config::load(&Flags::default(), &env(&[("CRMHOOK_ALLOW_PRIVATE_TARGETS", "maybe")])).unwrap_err();
         assert_eq!(e.key, "allow_private_targets");
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
         std::fs::write(&file, "colour = \"red\"\n").unwrap();
-        let e = Config::load(
-            &Flags {
-                config_file: Some(file.clone()),
-                ..Flags::default()
-            },
-            &env(&[]),
-        )
-        .unwrap_err();
+        let e = Config::load(&Flags { config_file: Some(file.clone()), ..Flags::default() }, &env(&[])).unwrap_err();
         assert_eq!(e.key, "colour");
         assert!(e.to_string().contains("unknown key `colour`"), "{e}");
-        let missing = Flags {
-            config_file: Some(dir.path().join("none.toml")),
-            ..Flags::default()
-        };
+        let missing = Flags { config_file: Some(dir.path().join("none.toml")), ..Flags::default() };
         assert!(Config::load(&missing, &env(&[])).is_err());
-        let same = env(&[
-            ("CRMHOOK_ADMIN_TOKEN", "tok_0123456789abcdef"),
-            ("CRMHOOK_INGEST_TOKEN", "tok_0123456789abcdef"),
-        ]);
-        assert_eq!(
-            Config::load(&Flags::default(), &same).unwrap_err().key,
-            "ingest_token"
-        );
+        let same =
+            env(&[("CRMHOOK_ADMIN_TOKEN", "tok_0123456789abcdef"), ("CRMHOOK_INGEST_TOKEN", "tok_0123456789abcdef")]);
+        assert_eq!(Config::load(&Flags::default(), &same).unwrap_err().key, "ingest_token");
     }
 }

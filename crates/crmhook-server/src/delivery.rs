@@ -41,10 +41,7 @@ pub fn body_for(target: &Target, event: &Event, now_ms: u64) -> Vec<u8> {
         EventKind::Maximizer => {
             let mut value = event.payload_json();
             if let Some(obj) = value.as_object_mut() {
-                obj.insert(
-                    "ProcessedTimestamp".into(),
-                    serde_json::Value::String(rfc3339(now_ms)),
-                );
+                obj.insert("ProcessedTimestamp".into(), serde_json::Value::String(rfc3339(now_ms)));
             }
             serde_json::to_vec(&value).unwrap_or_else(|_| event.payload.clone())
         }
@@ -75,17 +72,10 @@ pub async fn attempt(target: &Target, event: &Event, attempt: u32) -> AttemptRep
     let started = Instant::now();
     let body = body_for(target, event, at_ms);
     let timestamp = (at_ms / 1000).to_string();
-    let signatures = sign::sign(
-        &target.signing_secrets(at_ms),
-        event.id.as_str(),
-        &timestamp,
-        &body,
-    );
+    let signatures = sign::sign(&target.signing_secrets(at_ms), event.id.as_str(), &timestamp, &body);
     let timeout = Duration::from_millis(target.timeout_ms);
 
-    let mut request = CLIENT
-        .with(|c| c.post(target.url.as_str()))
-        .timeout(timeout);
+    let mut request = CLIENT.with(|c| c.post(target.url.as_str())).timeout(timeout);
     // The target's own headers first: ours are inserted after them and cannot be replaced
     // (validation also refuses reserved names).
     for (name, value) in &target.headers {
@@ -105,18 +95,12 @@ pub async fn attempt(target: &Target, event: &Event, attempt: u32) -> AttemptRep
         Ok(Err(e)) => Outcome::Error(e.to_string()),
         Ok(Ok(mut response)) => {
             let status = response.status().as_u16();
-            let left = timeout
-                .saturating_sub(started.elapsed())
-                .min(Duration::from_secs(1));
+            let left = timeout.saturating_sub(started.elapsed()).min(Duration::from_secs(1));
             let _ = actix_rt::time::timeout(left, response.body().limit(RESPONSE_BODY_LIMIT)).await;
             Outcome::Status(status)
         }
     };
-    AttemptReport {
-        at_ms,
-        duration_ms: started.elapsed().as_millis() as u64,
-        outcome,
-    }
+    AttemptReport { at_ms, duration_ms: started.elapsed().as_millis() as u64, outcome }
 }
 
 #[cfg(test)]
@@ -132,8 +116,7 @@ mod tests {
 
     fn target(format: Option<Format>) -> Target {
         let body = serde_json::json!({"name": "t", "url": "https://example.com/"});
-        let mut t =
-            Target::create(body.as_object().unwrap(), false, sign::generate_secret(), 0).unwrap();
+        let mut t = Target::create(body.as_object().unwrap(), false, sign::generate_secret(), 0).unwrap();
         t.format = format;
         t
     }
@@ -156,8 +139,6 @@ mod tests {
         let keys: Vec<&String> = items[0].as_object().unwrap().keys().collect();
         assert_eq!(keys[0], "Id", "key order is kept");
         let bare = body_for(&target(Some(Format::Maia)), &stored(text), 0);
-        assert!(serde_json::from_slice::<serde_json::Value>(&bare)
-            .unwrap()
-            .is_object());
+        assert!(serde_json::from_slice::<serde_json::Value>(&bare).unwrap().is_object());
     }
 }

@@ -29,11 +29,7 @@ pub enum ApiError {
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("{detail}")]
-    Unprocessable {
-        detail: String,
-        field: Option<String>,
-        index: Option<usize>,
-    },
+    Unprocessable { detail: String, field: Option<String>, index: Option<usize> },
     #[error("{detail}")]
     Unavailable { detail: String, retry_after_s: u32 },
     #[error("{0}")]
@@ -42,11 +38,7 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn unprocessable(field: &str, detail: impl Into<String>) -> Self {
-        ApiError::Unprocessable {
-            detail: detail.into(),
-            field: Some(field.into()),
-            index: None,
-        }
+        ApiError::Unprocessable { detail: detail.into(), field: Some(field.into()), index: None }
     }
 
     fn slug_and_title(&self) -> (&'static str, &'static str) {
@@ -57,9 +49,7 @@ impl ApiError {
             ApiError::NotFound(_) => ("not-found", "Not found"),
             ApiError::Conflict(_) => ("conflict", "Conflict"),
             ApiError::PayloadTooLarge(_) => ("payload-too-large", "The body is too large"),
-            ApiError::UnsupportedMediaType(_) => {
-                ("unsupported-media-type", "The content type is not accepted")
-            }
+            ApiError::UnsupportedMediaType(_) => ("unsupported-media-type", "The content type is not accepted"),
             ApiError::Unprocessable { .. } => ("invalid", "The request breaks a rule"),
             ApiError::Unavailable { .. } => ("unavailable", "Try again shortly"),
             ApiError::Internal(_) => ("internal", "Internal error"),
@@ -69,14 +59,12 @@ impl ApiError {
 
 /// A problem+json response with the given status, type slug, title and detail.
 pub fn problem(status: StatusCode, slug: &str, title: &str, detail: &str) -> HttpResponse {
-    HttpResponse::build(status)
-        .content_type("application/problem+json")
-        .json(json!({
-            "type": format!("urn:crmhook:problem:{slug}"),
-            "title": title,
-            "status": status.as_u16(),
-            "detail": detail,
-        }))
+    HttpResponse::build(status).content_type("application/problem+json").json(json!({
+        "type": format!("urn:crmhook:problem:{slug}"),
+        "title": title,
+        "status": status.as_u16(),
+        "detail": detail,
+    }))
 }
 
 impl ResponseError for ApiError {
@@ -132,11 +120,7 @@ impl From<CoreError> for ApiError {
         match e {
             CoreError::Malformed(d) => ApiError::BadRequest(format!("malformed JSON: {d}")),
             CoreError::Shape(d) => ApiError::BadRequest(d),
-            CoreError::Invalid(f) => ApiError::Unprocessable {
-                detail: f.detail,
-                field: f.field,
-                index: f.index,
-            },
+            CoreError::Invalid(f) => ApiError::Unprocessable { detail: f.detail, field: f.field, index: f.index },
         }
     }
 }
@@ -144,21 +128,14 @@ impl From<CoreError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Busy => ApiError::Unavailable {
-                detail: e.to_string(),
-                retry_after_s: 1,
-            },
+            StoreError::Busy => ApiError::Unavailable { detail: e.to_string(), retry_after_s: 1 },
             StoreError::Io(_) => {
                 tracing::error!(error = %e, "storage failure");
-                ApiError::Unavailable {
-                    detail: format!("{e}; nothing was stored"),
-                    retry_after_s: 5,
-                }
+                ApiError::Unavailable { detail: format!("{e}; nothing was stored"), retry_after_s: 5 }
             }
-            StoreError::Closed => ApiError::Unavailable {
-                detail: "the server is shutting down".into(),
-                retry_after_s: 1,
-            },
+            StoreError::Closed => {
+                ApiError::Unavailable { detail: "the server is shutting down".into(), retry_after_s: 1 }
+            }
             StoreError::Codec(_) => {
                 tracing::error!(error = %e, "undecodable record");
                 ApiError::Internal(e.to_string())
@@ -182,11 +159,9 @@ pub fn to_problem<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerR
     let title = status.canonical_reason().unwrap_or("Error");
     let detail = match status {
         StatusCode::NOT_FOUND => format!("no resource at {}", res.request().path()),
-        StatusCode::METHOD_NOT_ALLOWED => format!(
-            "{} is not allowed on {}",
-            res.request().method(),
-            res.request().path()
-        ),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            format!("{} is not allowed on {}", res.request().method(), res.request().path())
+        }
         _ => title.to_owned(),
     };
     let slug = title.to_ascii_lowercase().replace(' ', "-");

@@ -70,38 +70,14 @@ impl Server {
             dir: config.data_dir.display().to_string(),
             source: StoreError::Io(e.to_string()),
         })?;
-        let store =
-            Store::open_with_queue(&config.data_dir, config.ingest_queue).map_err(|source| {
-                ServerError::Open {
-                    dir: config.data_dir.display().to_string(),
-                    source,
-                }
-            })?;
+        let store = Store::open_with_queue(&config.data_dir, config.ingest_queue)
+            .map_err(|source| ServerError::Open { dir: config.data_dir.display().to_string(), source })?;
         let mut generated = Vec::new();
-        let admin = resolve_token(
-            &store,
-            "admin_token",
-            "adm_",
-            config.admin_token.clone(),
-            &mut generated,
-        )
-        .await?;
-        let ingest = resolve_token(
-            &store,
-            "ingest_token",
-            "ing_",
-            config.ingest_token.clone(),
-            &mut generated,
-        )
-        .await?;
-        let arbiters: Vec<actix::Arbiter> = (0..DELIVERY_ARBITERS)
-            .map(|_| actix::Arbiter::new())
-            .collect();
-        let router = RouterHandle::start(
-            store.clone(),
-            arbiters.iter().map(|a| a.handle()).collect(),
-            config.max_targets,
-        )?;
+        let admin = resolve_token(&store, "admin_token", "adm_", config.admin_token.clone(), &mut generated).await?;
+        let ingest = resolve_token(&store, "ingest_token", "ing_", config.ingest_token.clone(), &mut generated).await?;
+        let arbiters: Vec<actix::Arbiter> = (0..DELIVERY_ARBITERS).map(|_| actix::Arbiter::new()).collect();
+        let router =
+            RouterHandle::start(store.clone(), arbiters.iter().map(|a| a.handle()).collect(), config.max_targets)?;
         let state = web::Data::new(AppState {
             store: store.clone(),
             router: router.clone(),
@@ -115,23 +91,14 @@ impl Server {
                 .app_data(state.clone())
                 .wrap(ErrorHandlers::new().default_handler(error::to_problem))
                 .configure(api::routes)
-                .default_service(web::to(|| async {
-                    actix_web::HttpResponse::NotFound().finish()
-                }))
+                .default_service(web::to(|| async { actix_web::HttpResponse::NotFound().finish() }))
         })
         .workers(config.workers)
         .disable_signals()
         .shutdown_timeout(10)
         .listen(listener)?
         .run();
-        Ok(Server {
-            addr,
-            generated,
-            http,
-            store,
-            router,
-            arbiters,
-        })
+        Ok(Server { addr, generated, http, store, router, arbiters })
     }
 
     /// The address the server listens on (with the real port when bound to port 0).

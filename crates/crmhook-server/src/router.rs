@@ -37,28 +37,14 @@ pub struct RouterHandle {
 
 impl RouterHandle {
     /// Starts the router and one actor per stored target, spread over `arbiters`.
-    pub fn start(
-        store: Store,
-        arbiters: Vec<ArbiterHandle>,
-        max_targets: usize,
-    ) -> Result<RouterHandle, StoreError> {
+    pub fn start(store: Store, arbiters: Vec<ArbiterHandle>, max_targets: usize) -> Result<RouterHandle, StoreError> {
         let targets = store.targets()?;
         let subscriptions = store.subscriptions()?;
         let addr = Router::create(move |ctx| {
             ctx.set_mailbox_capacity(1024);
-            let mut router = Router {
-                store,
-                arbiters,
-                next_arbiter: 0,
-                targets: HashMap::new(),
-                max_targets,
-            };
+            let mut router = Router { store, arbiters, next_arbiter: 0, targets: HashMap::new(), max_targets };
             for target in targets {
-                let subs = subscriptions
-                    .iter()
-                    .filter(|s| s.target_id == target.id)
-                    .cloned()
-                    .collect();
+                let subs = subscriptions.iter().filter(|s| s.target_id == target.id).cloned().collect();
                 router.spawn_target(target, subs);
             }
             router
@@ -72,13 +58,7 @@ impl RouterHandle {
         events: Vec<NewEvent>,
         idempotency_key: Option<String>,
     ) -> Result<Vec<AckEntry>, RouterError> {
-        self.addr
-            .send(Ingest {
-                events,
-                idempotency_key,
-            })
-            .await
-            .map_err(|_| RouterError::Stopped)?
+        self.addr.send(Ingest { events, idempotency_key }).await.map_err(|_| RouterError::Stopped)?
     }
 
     pub async fn create_target(&self, target: Target) -> Result<(), RouterError> {
@@ -107,10 +87,7 @@ impl RouterHandle {
     }
 
     async fn admin(&self, change: AdminChange) -> Result<(), RouterError> {
-        self.addr
-            .send(change)
-            .await
-            .map_err(|_| RouterError::Stopped)?
+        self.addr.send(change).await.map_err(|_| RouterError::Stopped)?
     }
 }
 
@@ -129,21 +106,15 @@ struct Router {
 
 impl Router {
     fn spawn_target(&mut self, target: Target, subscriptions: Vec<Subscription>) {
-        let config = TargetConfig {
-            target: Arc::new(target),
-            subscriptions: Arc::new(subscriptions),
-        };
+        let config = TargetConfig { target: Arc::new(target), subscriptions: Arc::new(subscriptions) };
         let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
         self.next_arbiter += 1;
         let handle = TargetHandle::start(arbiter, self.store.clone(), config.clone());
-        self.targets
-            .insert(config.target.id.clone(), Running { config, handle });
+        self.targets.insert(config.target.id.clone(), Running { config, handle });
     }
 
     fn running(&self, id: &TargetId) -> Result<&Running, RouterError> {
-        self.targets
-            .get(id)
-            .ok_or_else(|| RouterError::NotFound(id.to_string()))
+        self.targets.get(id).ok_or_else(|| RouterError::NotFound(id.to_string()))
     }
 }
 
@@ -163,15 +134,13 @@ impl Handler<Ingest> for Router {
 
     fn handle(&mut self, msg: Ingest, _: &mut Context<Self>) -> Self::Result {
         let store = self.store.clone();
-        Box::pin(
-            async move { store.append(msg.events, msg.idempotency_key).await }
-                .into_actor(self)
-                .map(|result, act, _| {
-                    let acks = result?;
-                    act.wake_interested(&acks);
-                    Ok(acks)
-                }),
-        )
+        Box::pin(async move { store.append(msg.events, msg.idempotency_key).await }.into_actor(self).map(
+            |result, act, _| {
+                let acks = result?;
+                act.wake_interested(&acks);
+                Ok(acks)
+            },
+        ))
     }
 }
 
@@ -182,15 +151,9 @@ impl Router {
         if fresh.is_empty() {
             return;
         }
-        let events: Vec<_> = fresh
-            .iter()
-            .filter_map(|a| self.store.event(a.seq).ok().flatten())
-            .collect();
+        let events: Vec<_> = fresh.iter().filter_map(|a| self.store.event(a.seq).ok().flatten()).collect();
         for running in self.targets.values() {
-            if events
-                .iter()
-                .any(|e| any_matches(&running.config.subscriptions, e))
-            {
+            if events.iter().any(|e| any_matches(&running.config.subscriptions, e)) {
                 running.handle.wake();
             }
         }
@@ -216,18 +179,18 @@ impl Handler<AdminChange> for Router {
         match change {
             AdminChange::CreateTarget(target) => {
                 if self.targets.len() >= self.max_targets {
-                    return AtomicResponse::new(Box::pin(fut::ready(Err(
-                        RouterError::TooManyTargets(self.max_targets),
-                    ))));
+                    return AtomicResponse::new(Box::pin(fut::ready(Err(RouterError::TooManyTargets(
+                        self.max_targets,
+                    )))));
                 }
                 let cursor = store.head();
                 AtomicResponse::new(Box::pin(
-                    async move { store.create_target(&target, cursor).await.map(|()| target) }
-                        .into_actor(self)
-                        .map(|result, act, _| {
+                    async move { store.create_target(&target, cursor).await.map(|()| target) }.into_actor(self).map(
+                        |result, act, _| {
                             act.spawn_target(result?, Vec::new());
                             Ok(())
-                        }),
+                        },
+                    ),
                 ))
             }
             AdminChange::UpdateTarget(target) => {
@@ -236,14 +199,10 @@ impl Handler<AdminChange> for Router {
                     Err(e) => return AtomicResponse::new(Box::pin(fut::ready(Err(e)))),
                 };
                 AtomicResponse::new(Box::pin(
-                    async move { store.put_target(&target).await.map(|()| target) }
-                        .into_actor(self)
-                        .then(move |result, act, _| {
+                    async move { store.put_target(&target).await.map(|()| target) }.into_actor(self).then(
+                        move |result, act, _| {
                             let reconfigure = result.map(|target| {
-                                let config = TargetConfig {
-                                    target: Arc::new(target),
-                                    subscriptions: subs,
-                                };
+                                let config = TargetConfig { target: Arc::new(target), subscriptions: subs };
                                 act.targets.get_mut(&config.target.id).map(|running| {
                                     running.config = config.clone();
                                     (running.handle.clone(), config)
@@ -256,7 +215,8 @@ impl Handler<AdminChange> for Router {
                                 Ok(())
                             }
                             .into_actor(act)
-                        }),
+                        },
+                    ),
                 ))
             }
             AdminChange::DeleteTarget(id) => {
@@ -264,9 +224,8 @@ impl Handler<AdminChange> for Router {
                     return AtomicResponse::new(Box::pin(fut::ready(Err(e))));
                 }
                 AtomicResponse::new(Box::pin(
-                    async move { store.delete_target(&id).await.map(|()| id) }
-                        .into_actor(self)
-                        .then(|result, act, _| {
+                    async move { store.delete_target(&id).await.map(|()| id) }.into_actor(self).then(
+                        |result, act, _| {
                             let removed = result.map(|id| act.targets.remove(&id));
                             async move {
                                 if let Some(running) = removed? {
@@ -275,7 +234,8 @@ impl Handler<AdminChange> for Router {
                                 Ok(())
                             }
                             .into_actor(act)
-                        }),
+                        },
+                    ),
                 ))
             }
             AdminChange::CreateSubscription(sub) => {
@@ -283,16 +243,13 @@ impl Handler<AdminChange> for Router {
                     return AtomicResponse::new(Box::pin(fut::ready(Err(e))));
                 }
                 AtomicResponse::new(Box::pin(
-                    async move { store.put_subscription(&sub).await.map(|()| sub) }
-                        .into_actor(self)
-                        .then(|result, act, _| {
-                            let reconfigure = result.map(|sub| {
-                                act.change_subscriptions(&sub.target_id.clone(), |subs| {
-                                    subs.push(sub)
-                                })
-                            });
+                    async move { store.put_subscription(&sub).await.map(|()| sub) }.into_actor(self).then(
+                        |result, act, _| {
+                            let reconfigure = result
+                                .map(|sub| act.change_subscriptions(&sub.target_id.clone(), |subs| subs.push(sub)));
                             act.reconfigure(reconfigure)
-                        }),
+                        },
+                    ),
                 ))
             }
             AdminChange::DeleteSubscription(id) => {
@@ -302,19 +259,16 @@ impl Handler<AdminChange> for Router {
                     .find(|r| r.config.subscriptions.iter().any(|s| s.id == id))
                     .map(|r| r.config.target.id.clone());
                 let Some(owner) = owner else {
-                    return AtomicResponse::new(Box::pin(fut::ready(Err(RouterError::NotFound(
-                        id.to_string(),
-                    )))));
+                    return AtomicResponse::new(Box::pin(fut::ready(Err(RouterError::NotFound(id.to_string())))));
                 };
                 AtomicResponse::new(Box::pin(
-                    async move { store.delete_subscription(&id).await.map(|()| id) }
-                        .into_actor(self)
-                        .then(move |result, act, _| {
-                            let reconfigure = result.map(|id| {
-                                act.change_subscriptions(&owner, |subs| subs.retain(|s| s.id != id))
-                            });
+                    async move { store.delete_subscription(&id).await.map(|()| id) }.into_actor(self).then(
+                        move |result, act, _| {
+                            let reconfigure =
+                                result.map(|id| act.change_subscriptions(&owner, |subs| subs.retain(|s| s.id != id)));
                             act.reconfigure(reconfigure)
-                        }),
+                        },
+                    ),
                 ))
             }
         }

@@ -48,11 +48,7 @@ pub struct TargetHandle {
 
 impl TargetHandle {
     /// Starts the actor for `config` on `arbiter`.
-    pub fn start(
-        arbiter: &actix::ArbiterHandle,
-        store: Store,
-        config: TargetConfig,
-    ) -> TargetHandle {
+    pub fn start(arbiter: &actix::ArbiterHandle, store: Store, config: TargetConfig) -> TargetHandle {
         let addr = TargetActor::start_in_arbiter(arbiter, move |ctx| {
             ctx.set_mailbox_capacity(MAILBOX);
             TargetActor::new(store, config)
@@ -166,15 +162,10 @@ impl TargetActor {
             return;
         }
         let mut batch = DeliveryBatch::default();
-        let first = Pending {
-            attempt: 1,
-            due_at_ms: now,
-        };
-        let encoded = batch.cursor(self.id(), last).and_then(|()| {
-            taken
-                .iter()
-                .try_for_each(|seq| batch.pending(self.id(), *seq, first))
-        });
+        let first = Pending { attempt: 1, due_at_ms: now };
+        let encoded = batch
+            .cursor(self.id(), last)
+            .and_then(|()| taken.iter().try_for_each(|seq| batch.pending(self.id(), *seq, first)));
         if let Err(e) = encoded {
             tracing::error!(target_id = %self.id(), error = %e, "encoding delivery state failed");
             return;
@@ -261,22 +252,11 @@ impl TargetActor {
     }
 
     /// Records an attempt and what follows it, then updates memory once it is durable.
-    fn finished(
-        &mut self,
-        seq: u64,
-        n: u32,
-        report: delivery::AttemptReport,
-        ctx: &mut Context<Self>,
-    ) {
+    fn finished(&mut self, seq: u64, n: u32, report: delivery::AttemptReport, ctx: &mut Context<Self>) {
         let target = &self.config.target;
         let now = now_ms();
-        let next = retry::next_attempt(
-            retry::classify(&report.outcome),
-            &target.retry_schedule_ms,
-            n,
-            n as usize - 1,
-            now,
-        );
+        let next =
+            retry::next_attempt(retry::classify(&report.outcome), &target.retry_schedule_ms, n, n as usize - 1, now);
         let result = match next {
             Next::Delivered => AttemptResult::Delivered,
             Next::RetryAt { at_ms, .. } => AttemptResult::Retrying { next_at_ms: at_ms },
@@ -293,30 +273,20 @@ impl TargetActor {
                 tracing::warn!(target_id = %target.id, seq, n, outcome = ?report.outcome, "delivery dead: retry schedule spent")
             }
         }
-        let record = Attempt {
-            n,
-            at_ms: report.at_ms,
-            duration_ms: report.duration_ms,
-            outcome: report.outcome,
-            result,
-        };
+        let record =
+            Attempt { n, at_ms: report.at_ms, duration_ms: report.duration_ms, outcome: report.outcome, result };
         let following = match next {
-            Next::RetryAt { attempt, at_ms } => Some(Pending {
-                attempt,
-                due_at_ms: at_ms,
-            }),
+            Next::RetryAt { attempt, at_ms } => Some(Pending { attempt, due_at_ms: at_ms }),
             Next::Delivered | Next::Dead => None,
         };
         let mut batch = DeliveryBatch::default();
-        let encoded = batch
-            .attempt(&target.id, seq, &record)
-            .and_then(|()| match following {
-                Some(p) => batch.pending(&target.id, seq, p),
-                None => {
-                    batch.done(&target.id, seq);
-                    Ok(())
-                }
-            });
+        let encoded = batch.attempt(&target.id, seq, &record).and_then(|()| match following {
+            Some(p) => batch.pending(&target.id, seq, p),
+            None => {
+                batch.done(&target.id, seq);
+                Ok(())
+            }
+        });
         if let Err(e) = encoded {
             tracing::error!(target_id = %target.id, error = %e, "encoding an attempt failed");
         }
@@ -347,10 +317,7 @@ impl TargetActor {
             return;
         }
         let next_due = if self.config.target.ordered {
-            self.pending
-                .first_key_value()
-                .filter(|(seq, _)| !self.in_flight.contains(seq))
-                .map(|(_, p)| p.due_at_ms)
+            self.pending.first_key_value().filter(|(seq, _)| !self.in_flight.contains(seq)).map(|(_, p)| p.due_at_ms)
         } else {
             self.due.first().map(|(due, _)| *due)
         };
@@ -375,10 +342,7 @@ impl Actor for TargetActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         let id = self.id().clone();
-        let loaded = self
-            .store
-            .cursor(&id)
-            .and_then(|c| Ok((c, self.store.pending(&id, WINDOW)?)));
+        let loaded = self.store.cursor(&id).and_then(|c| Ok((c, self.store.pending(&id, WINDOW)?)));
         match loaded {
             Ok((cursor, pending)) => {
                 self.cursor = cursor.unwrap_or_else(|| self.store.head());

@@ -20,8 +20,7 @@ fn config() -> bincode::config::Configuration {
 /// `VERSION` followed by the bincode encoding of `value`.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     let mut out = vec![VERSION];
-    bincode::serde::encode_into_std_write(value, &mut out, config())
-        .map_err(|e| StoreError::Codec(e.to_string()))?;
+    bincode::serde::encode_into_std_write(value, &mut out, config()).map_err(|e| StoreError::Codec(e.to_string()))?;
     Ok(out)
 }
 
@@ -29,19 +28,14 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     match bytes.split_first() {
         Some((&VERSION, rest)) => {
-            let (value, used) = bincode::serde::decode_from_slice(rest, config())
-                .map_err(|e| StoreError::Codec(e.to_string()))?;
+            let (value, used) =
+                bincode::serde::decode_from_slice(rest, config()).map_err(|e| StoreError::Codec(e.to_string()))?;
             if used != rest.len() {
-                return Err(StoreError::Codec(format!(
-                    "{} trailing bytes after the record",
-                    rest.len() - used
-                )));
+                return Err(StoreError::Codec(format!("{} trailing bytes after the record", rest.len() - used)));
             }
             Ok(value)
         }
-        Some((v, _)) => Err(StoreError::Codec(format!(
-            "record format version {v}, this build reads {VERSION}"
-        ))),
+        Some((v, _)) => Err(StoreError::Codec(format!("record format version {v}, this build reads {VERSION}"))),
         None => Err(StoreError::Codec("empty record".into())),
     }
 }
@@ -69,11 +63,7 @@ mod tests {
                 seq,
                 id: EventId::generate(),
                 received_at_ms: at,
-                kind: if maia {
-                    EventKind::Maia
-                } else {
-                    EventKind::Maximizer
-                },
+                kind: if maia { EventKind::Maia } else { EventKind::Maximizer },
                 event_type: ty,
                 payload,
                 record_id: rec.clone(),
@@ -111,11 +101,7 @@ mod tests {
 
     #[test]
     fn other_versions_and_trailing_bytes_are_refused() {
-        let mut bytes = encode(&Pending {
-            attempt: 1,
-            due_at_ms: 2,
-        })
-        .unwrap();
+        let mut bytes = encode(&Pending { attempt: 1, due_at_ms: 2 }).unwrap();
         bytes.push(0);
         assert!(decode::<Pending>(&bytes).is_err());
         bytes.pop();

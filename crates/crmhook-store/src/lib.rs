@@ -111,15 +111,8 @@ fn read_u64(bytes: &[u8]) -> Result<u64> {
 
 /// A request to the writer thread.
 enum Op {
-    Append {
-        events: Vec<NewEvent>,
-        idempotency_key: Option<String>,
-        reply: oneshot::Sender<Result<Vec<AckEntry>>>,
-    },
-    Write {
-        writes: Writes,
-        reply: oneshot::Sender<Result<()>>,
-    },
+    Append { events: Vec<NewEvent>, idempotency_key: Option<String>, reply: oneshot::Sender<Result<Vec<AckEntry>>> },
+    Write { writes: Writes, reply: oneshot::Sender<Result<()>> },
     Stop(oneshot::Sender<()>),
 }
 
@@ -170,36 +163,24 @@ pub struct DeliveryBatch {
 impl DeliveryBatch {
     /// Sets a target's cursor.
     pub fn cursor(&mut self, target: &TargetId, seq: u64) -> Result<()> {
-        self.batch
-            .insert(key(C, &[target.as_str().as_bytes()]), codec::encode(&seq)?);
+        self.batch.insert(key(C, &[target.as_str().as_bytes()]), codec::encode(&seq)?);
         Ok(())
     }
 
     /// Sets (or replaces) a pending delivery.
     pub fn pending(&mut self, target: &TargetId, seq: u64, pending: Pending) -> Result<()> {
-        self.batch.insert(
-            key(P, &[target.as_str().as_bytes(), &seq.to_be_bytes()]),
-            codec::encode(&pending)?,
-        );
+        self.batch.insert(key(P, &[target.as_str().as_bytes(), &seq.to_be_bytes()]), codec::encode(&pending)?);
         Ok(())
     }
 
     /// Removes a pending delivery.
     pub fn done(&mut self, target: &TargetId, seq: u64) {
-        self.batch
-            .remove(key(P, &[target.as_str().as_bytes(), &seq.to_be_bytes()]));
+        self.batch.remove(key(P, &[target.as_str().as_bytes(), &seq.to_be_bytes()]));
     }
 
     /// Appends an attempt record.
     pub fn attempt(&mut self, target: &TargetId, seq: u64, attempt: &Attempt) -> Result<()> {
-        let k = key(
-            A,
-            &[
-                &seq.to_be_bytes(),
-                target.as_str().as_bytes(),
-                &attempt.n.to_be_bytes(),
-            ],
-        );
+        let k = key(A, &[&seq.to_be_bytes(), target.as_str().as_bytes(), &attempt.n.to_be_bytes()]);
         self.batch.insert(k, codec::encode(attempt)?);
         Ok(())
     }
@@ -234,26 +215,14 @@ impl Store {
         let head_atomic = Arc::new(AtomicU64::new(head));
         let (head_tx, head_rx) = watch::channel(head);
         let (tx, rx) = mpsc::channel(queue.max(1));
-        let writer = Writer {
-            db: db.clone(),
-            tree: tree.clone(),
-            next_seq: head + 1,
-            head: head_atomic.clone(),
-            head_tx,
-        };
+        let writer =
+            Writer { db: db.clone(), tree: tree.clone(), next_seq: head + 1, head: head_atomic.clone(), head_tx };
         let handle = std::thread::Builder::new()
             .name("crmhook-log-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| StoreError::Io(e.to_string()))?;
         Ok(Store {
-            inner: Arc::new(Inner {
-                db,
-                tree,
-                tx,
-                head: head_atomic,
-                head_rx,
-                writer: Mutex::new(Some(handle)),
-            }),
+            inner: Arc::new(Inner { db, tree, tx, head: head_atomic, head_rx, writer: Mutex::new(Some(handle)) }),
         })
     }
 
@@ -276,23 +245,12 @@ impl Store {
 
     /// Appends a request's events durably and answers their acknowledgement. Refuses at once
     /// with [`StoreError::Busy`] when the writer's queue is full.
-    pub async fn append(
-        &self,
-        events: Vec<NewEvent>,
-        idempotency_key: Option<String>,
-    ) -> Result<Vec<AckEntry>> {
+    pub async fn append(&self, events: Vec<NewEvent>, idempotency_key: Option<String>) -> Result<Vec<AckEntry>> {
         let (reply, rx) = oneshot::channel();
-        self.inner
-            .tx
-            .try_send(Op::Append {
-                events,
-                idempotency_key,
-                reply,
-            })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => StoreError::Busy,
-                mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
-            })?;
+        self.inner.tx.try_send(Op::Append { events, idempotency_key, reply }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => StoreError::Busy,
+            mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+        })?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -307,11 +265,7 @@ impl Store {
     }
 
     pub fn event(&self, seq: u64) -> Result<Option<Event>> {
-        self.inner
-            .tree
-            .get(seq_key(seq))?
-            .map(|v| codec::decode(&v))
-            .transpose()
+        self.inner.tree.get(seq_key(seq))?.map(|v| codec::decode(&v)).transpose()
     }
 
     pub fn event_by_id(&self, id: &EventId) -> Result<Option<Event>> {
@@ -326,28 +280,17 @@ impl Store {
         self.inner
             .tree
             .range(seq_key(from)..key(E + 1, &[]))
-            .map(|kv| {
-                kv.map_err(StoreError::from)
-                    .and_then(|(_, v)| codec::decode(&v))
-            })
+            .map(|kv| kv.map_err(StoreError::from).and_then(|(_, v)| codec::decode(&v)))
     }
 
     // ---- targets and subscriptions --------------------------------------------------------
 
     fn all<R: serde::de::DeserializeOwned>(&self, tag: u8) -> Result<Vec<R>> {
-        self.inner
-            .tree
-            .scan_prefix([tag])
-            .map(|kv| codec::decode(&kv?.1))
-            .collect()
+        self.inner.tree.scan_prefix([tag]).map(|kv| codec::decode(&kv?.1)).collect()
     }
 
     fn one<R: serde::de::DeserializeOwned>(&self, tag: u8, id: &str) -> Result<Option<R>> {
-        self.inner
-            .tree
-            .get(key(tag, &[id.as_bytes()]))?
-            .map(|v| codec::decode(&v))
-            .transpose()
+        self.inner.tree.get(key(tag, &[id.as_bytes()]))?.map(|v| codec::decode(&v)).transpose()
     }
 
     pub fn targets(&self) -> Result<Vec<Target>> {
@@ -369,23 +312,14 @@ impl Store {
     /// Stores a new target with its cursor: it is owed the events after `cursor`.
     pub async fn create_target(&self, target: &Target, cursor: u64) -> Result<()> {
         let mut batch = Writes::default();
-        batch.insert(
-            key(T, &[target.id.as_str().as_bytes()]),
-            codec::encode(target)?,
-        );
-        batch.insert(
-            key(C, &[target.id.as_str().as_bytes()]),
-            codec::encode(&cursor)?,
-        );
+        batch.insert(key(T, &[target.id.as_str().as_bytes()]), codec::encode(target)?);
+        batch.insert(key(C, &[target.id.as_str().as_bytes()]), codec::encode(&cursor)?);
         self.write(batch).await
     }
 
     pub async fn put_target(&self, target: &Target) -> Result<()> {
         let mut batch = Writes::default();
-        batch.insert(
-            key(T, &[target.id.as_str().as_bytes()]),
-            codec::encode(target)?,
-        );
+        batch.insert(key(T, &[target.id.as_str().as_bytes()]), codec::encode(target)?);
         self.write(batch).await
     }
 
@@ -395,18 +329,10 @@ impl Store {
         let mut batch = Writes::default();
         batch.remove(key(T, &[id.as_str().as_bytes()]));
         batch.remove(key(C, &[id.as_str().as_bytes()]));
-        for sub in self
-            .subscriptions()?
-            .into_iter()
-            .filter(|s| &s.target_id == id)
-        {
+        for sub in self.subscriptions()?.into_iter().filter(|s| &s.target_id == id) {
             batch.remove(key(S, &[sub.id.as_str().as_bytes()]));
         }
-        for kv in self
-            .inner
-            .tree
-            .scan_prefix(key(P, &[id.as_str().as_bytes()]))
-        {
+        for kv in self.inner.tree.scan_prefix(key(P, &[id.as_str().as_bytes()])) {
             batch.remove(kv?.0.to_vec());
         }
         self.write(batch).await
@@ -428,11 +354,7 @@ impl Store {
 
     /// A target's cursor (0: nothing matched yet). A new target starts at the head.
     pub fn cursor(&self, target: &TargetId) -> Result<Option<u64>> {
-        self.inner
-            .tree
-            .get(key(C, &[target.as_str().as_bytes()]))?
-            .map(|v| read_u64(&v))
-            .transpose()
+        self.inner.tree.get(key(C, &[target.as_str().as_bytes()]))?.map(|v| read_u64(&v)).transpose()
     }
 
     /// A target's pending deliveries in seq order, at most `limit`.
@@ -444,23 +366,14 @@ impl Store {
             .take(limit)
             .map(|kv| {
                 let (k, v) = kv?;
-                let seq = k
-                    .get(prefix.len()..)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u64::from_be_bytes);
-                Ok((
-                    seq.ok_or_else(|| StoreError::Codec("bad pending key".into()))?,
-                    codec::decode(&v)?,
-                ))
+                let seq = k.get(prefix.len()..).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
+                Ok((seq.ok_or_else(|| StoreError::Codec("bad pending key".into()))?, codec::decode(&v)?))
             })
             .collect()
     }
 
     pub fn is_pending(&self, target: &TargetId, seq: u64) -> Result<bool> {
-        Ok(self
-            .inner
-            .tree
-            .contains_key(key(P, &[target.as_str().as_bytes(), &seq.to_be_bytes()]))?)
+        Ok(self.inner.tree.contains_key(key(P, &[target.as_str().as_bytes(), &seq.to_be_bytes()]))?)
     }
 
     /// Every attempt at delivering event `seq`, by target, in attempt order.
@@ -505,11 +418,7 @@ impl Store {
 
     async fn write(&self, writes: Writes) -> Result<()> {
         let (reply, rx) = oneshot::channel();
-        self.inner
-            .tx
-            .send(Op::Write { writes, reply })
-            .await
-            .map_err(|_| StoreError::Closed)?;
+        self.inner.tx.send(Op::Write { writes, reply }).await.map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 }
@@ -544,8 +453,7 @@ impl Writer {
             }
             let mut batch = sled::Batch::default();
             let mut replies = Vec::with_capacity(ops.len());
-            let mut seen: std::collections::HashMap<Vec<u8>, Vec<AckEntry>> =
-                std::collections::HashMap::new();
+            let mut seen: std::collections::HashMap<Vec<u8>, Vec<AckEntry>> = std::collections::HashMap::new();
             let first_seq = self.next_seq;
             for op in ops {
                 match op {
@@ -554,11 +462,7 @@ impl Writer {
                         writes.into_batch(&mut batch);
                         replies.push(Reply::Write(reply));
                     }
-                    Op::Append {
-                        events,
-                        idempotency_key,
-                        reply,
-                    } => {
+                    Op::Append { events, idempotency_key, reply } => {
                         match self.prepare_append(&mut batch, &mut seen, events, idempotency_key) {
                             Ok(acks) => replies.push(Reply::Append(reply, acks)),
                             Err(e) => {
@@ -568,10 +472,7 @@ impl Writer {
                     }
                 }
             }
-            let result = self
-                .tree
-                .apply_batch(batch)
-                .and_then(|()| self.db.flush().map(|_| ()));
+            let result = self.tree.apply_batch(batch).and_then(|()| self.db.flush().map(|_| ()));
             match result {
                 Ok(()) => {
                     let head = self.next_seq - 1;
@@ -623,28 +524,21 @@ impl Writer {
         events: Vec<NewEvent>,
         idempotency_key: Option<String>,
     ) -> Result<Vec<AckEntry>> {
-        let lookup = |seen: &std::collections::HashMap<Vec<u8>, Vec<AckEntry>>,
-                      k: &[u8]|
-         -> Result<Option<Vec<AckEntry>>> {
-            if let Some(found) = seen.get(k) {
-                return Ok(Some(found.clone()));
-            }
-            Ok(match self.tree.get(k)? {
-                Some(v) if k[0] == K => Some(codec::decode(&v)?),
-                Some(v) => Some(vec![codec::decode(&v)?]),
-                None => None,
-            })
-        };
+        let lookup =
+            |seen: &std::collections::HashMap<Vec<u8>, Vec<AckEntry>>, k: &[u8]| -> Result<Option<Vec<AckEntry>>> {
+                if let Some(found) = seen.get(k) {
+                    return Ok(Some(found.clone()));
+                }
+                Ok(match self.tree.get(k)? {
+                    Some(v) if k[0] == K => Some(codec::decode(&v)?),
+                    Some(v) => Some(vec![codec::decode(&v)?]),
+                    None => None,
+                })
+            };
         let idem_key = idempotency_key.map(|k| key(K, &[k.as_bytes()]));
         if let Some(k) = &idem_key {
             if let Some(acks) = lookup(seen, k)? {
-                return Ok(acks
-                    .into_iter()
-                    .map(|a| AckEntry {
-                        duplicate: true,
-                        ..a
-                    })
-                    .collect());
+                return Ok(acks.into_iter().map(|a| AckEntry { duplicate: true, ..a }).collect());
             }
         }
         let now = crmhook_core::time::now_ms();
@@ -655,10 +549,7 @@ impl Writer {
             if let Some(k) = &ext_key {
                 if let Some(mut found) = lookup(seen, k)? {
                     if let Some(a) = found.pop() {
-                        acks.push(AckEntry {
-                            duplicate: true,
-                            ..a
-                        });
+                        acks.push(AckEntry { duplicate: true, ..a });
                         continue;
                     }
                 }
@@ -668,12 +559,7 @@ impl Writer {
             let event = Event::from_new(new, seq, id.clone(), now);
             local.insert(seq_key(seq), codec::encode(&event)?);
             local.insert(key(I, &[id.as_str().as_bytes()]), codec::encode(&seq)?);
-            let ack = AckEntry {
-                id,
-                seq,
-                event_type: event.event_type.clone(),
-                duplicate: false,
-            };
+            let ack = AckEntry { id, seq, event_type: event.event_type.clone(), duplicate: false };
             if let Some(k) = ext_key {
                 local.insert(k.clone(), codec::encode(&ack)?);
                 seen.insert(k, vec![ack.clone()]);
@@ -696,19 +582,13 @@ mod tests {
     use crmhook_core::event::parse_ingest;
 
     fn events(n: usize) -> Vec<NewEvent> {
-        let body: Vec<String> = (0..n)
-            .map(|i| {
-                format!(r#"{{"eventType":"crm_field_update","recordId":"r{i}","kanbanId":"k"}}"#)
-            })
-            .collect();
+        let body: Vec<String> =
+            (0..n).map(|i| format!(r#"{{"eventType":"crm_field_update","recordId":"r{i}","kanbanId":"k"}}"#)).collect();
         parse_ingest(format!("[{}]", body.join(",")).as_bytes()).expect("valid")
     }
 
     fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .expect("runtime")
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime")
     }
 
     #[test]
@@ -718,10 +598,7 @@ mod tests {
             let store = Store::open(dir.path()).expect("open");
             let a = store.append(events(2), None).await.expect("append");
             let b = store.append(events(1), None).await.expect("append");
-            assert_eq!(
-                a.iter().chain(&b).map(|e| e.seq).collect::<Vec<_>>(),
-                [1, 2, 3]
-            );
+            assert_eq!(a.iter().chain(&b).map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
             assert_eq!(store.head(), 3);
             let e2 = store.event_by_id(&a[1].id).expect("read").expect("found");
             assert_eq!(e2.seq, 2);
@@ -744,33 +621,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         rt().block_on(async {
             let store = Store::open(dir.path()).expect("open");
-            let first = store
-                .append(events(2), Some("key-1".into()))
-                .await
-                .expect("append");
-            let again = store
-                .append(events(2), Some("key-1".into()))
-                .await
-                .expect("append");
+            let first = store.append(events(2), Some("key-1".into())).await.expect("append");
+            let again = store.append(events(2), Some("key-1".into())).await.expect("append");
             assert_eq!(
-                again
-                    .iter()
-                    .map(|a| (&a.id, a.seq, a.duplicate))
-                    .collect::<Vec<_>>(),
-                first
-                    .iter()
-                    .map(|a| (&a.id, a.seq, true))
-                    .collect::<Vec<_>>()
+                again.iter().map(|a| (&a.id, a.seq, a.duplicate)).collect::<Vec<_>>(),
+                first.iter().map(|a| (&a.id, a.seq, true)).collect::<Vec<_>>()
             );
             let mx = include_str!("../../../data/samples/maximizer/opportunity_stage_change.json");
-            let m1 = store
-                .append(parse_ingest(mx.as_bytes()).expect("valid"), None)
-                .await
-                .expect("append");
-            let m2 = store
-                .append(parse_ingest(mx.as_bytes()).expect("valid"), None)
-                .await
-                .expect("append");
+            let m1 = store.append(parse_ingest(mx.as_bytes()).expect("valid"), None).await.expect("append");
+            let m2 = store.append(parse_ingest(mx.as_bytes()).expect("valid"), None).await.expect("append");
             assert!(!m1[0].duplicate && m2[0].duplicate && m1[0].seq == m2[0].seq);
             assert_eq!(store.head(), 3);
             store.close().await;
@@ -806,24 +665,8 @@ mod tests {
             let t = TargetId::generate();
             let mut b = DeliveryBatch::default();
             b.cursor(&t, 7).expect("encode");
-            b.pending(
-                &t,
-                5,
-                Pending {
-                    attempt: 1,
-                    due_at_ms: 10,
-                },
-            )
-            .expect("encode");
-            b.pending(
-                &t,
-                7,
-                Pending {
-                    attempt: 2,
-                    due_at_ms: 20,
-                },
-            )
-            .expect("encode");
+            b.pending(&t, 5, Pending { attempt: 1, due_at_ms: 10 }).expect("encode");
+            b.pending(&t, 7, Pending { attempt: 2, due_at_ms: 20 }).expect("encode");
             store.write_deliveries(b).await.expect("write");
             assert_eq!(store.cursor(&t).expect("read"), Some(7));
             assert_eq!(store.pending(&t, 10).expect("read").len(), 2);
@@ -838,16 +681,7 @@ mod tests {
             };
             b.attempt(&t, 5, &attempt).expect("encode");
             store.write_deliveries(b).await.expect("write");
-            assert_eq!(
-                store.pending(&t, 10).expect("read"),
-                vec![(
-                    7,
-                    Pending {
-                        attempt: 2,
-                        due_at_ms: 20
-                    }
-                )]
-            );
+            assert_eq!(store.pending(&t, 10).expect("read"), vec![(7, Pending { attempt: 2, due_at_ms: 20 })]);
             assert_eq!(store.attempts(5).expect("read"), vec![(t.clone(), attempt)]);
             assert!(!store.is_pending(&t, 5).expect("read"));
             store.close().await;

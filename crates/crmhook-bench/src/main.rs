@@ -1,0 +1,280 @@
+//! `crmhook-bench`: measures crmhook against bare baselines on the same machine, in one run.
+//!
+//! - `crmhook-bench ingest` starts `crmhook serve` (the release binary next to this one) on a
+//!   fresh data dir and a bare actix-web handler (parses the JSON, answers 202, stores nothing),
+//!   drives both with the same keep-alive HTTP/1.1 load at 1, 16 and 64 connections, and prints
+//!   requests/s, p50/p99 latency and each crmhook figure as a ratio of the bare one, as a table
+//!   and as JSON.
+//! - `crmhook-bench bare` runs only the bare handler; `crmhook-bench load` only the load.
+//!
+//! The load generator is plain threads and sockets: one thread per connection, one request in
+//! flight per connection, latencies kept in full for exact percentiles.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(about = "crmhook benchmarks: crmhook against bare baselines, in one run")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Durable ingest against a bare actix-web handler.
+    Ingest {
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Connection counts to measure.
+        #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+        connections: Vec<usize>,
+        /// Where to write the JSON report.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Only the bare handler, for use with an outside load tool.
+    Bare {
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        bind: String,
+    },
+    /// Only the load, against any URL.
+    Load {
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value = "")]
+        token: String,
+        #[arg(long, default_value_t = 16)]
+        connections: usize,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Cmd::Bare { bind } => {
+            let (addr, _guard) = start_bare(&bind)?;
+            println!("bare handler listening on {addr}");
+            loop {
+                std::thread::park();
+            }
+        }
+        Cmd::Load { url, token, connections, seconds } => {
+            let addr = url.trim_start_matches("http://").split('/').next().unwrap_or("").parse()?;
+            let r = load(addr, &token, &event_body(), connections, Duration::from_secs(seconds))?;
+            println!("{connections} connections: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} errors", r.rps, r.p50_ms, r.p99_ms, r.errors);
+            Ok(())
+        }
+        Cmd::Ingest { seconds, connections, json } => ingest(seconds, &connections, json),
+    }
+}
+
+/// One event, the MAIA crm_field_update sample.
+fn event_body() -> Vec<u8> {
+    let ev = json!({
+        "eventType": "crm_field_update", "recordId": "record_1704067200000_abc123",
+        "kanbanId": "kanban_1704067200000_abc123def", "kanbanName": "Sales Pipeline",
+        "externalUserId": "user-123", "fieldName": "Email", "fieldType": "email",
+        "previousValue": "old@example.com", "newValue": "new@example.com",
+        "updatedBy": "user_abc123", "updatedAt": "2024-01-15T10:30:00.000Z", "sessionId": "session_xyz789"
+    });
+    serde_json::to_vec(&ev).unwrap_or_default()
+}
+
+/// The bare limit: parse the JSON, answer 202, store nothing. Same worker count as crmhook.
+fn start_bare(bind: &str) -> anyhow::Result<(SocketAddr, std::thread::JoinHandle<()>)> {
+    use actix_web::{web, App, HttpResponse, HttpServer};
+    let listener = std::net::TcpListener::bind(bind)?;
+    let addr = listener.local_addr()?;
+    let workers = std::thread::available_parallelism().map(usize::from).unwrap_or(2);
+    let handle = std::thread::spawn(move || {
+        let _ = actix_rt::System::new().block_on(async move {
+            HttpServer::new(|| {
+                App::new().route(
+                    "/v1/events",
+                    web::post().to(|body: web::Bytes| async move {
+                        match serde_json::from_slice::<serde_json::Value>(&body) {
+                            Ok(_) => HttpResponse::Accepted().json(json!({"accepted": 1, "duplicates": 0, "events": []})),
+                            Err(_) => HttpResponse::BadRequest().finish(),
+                        }
+                    }),
+                )
+            })
+            .workers(workers)
+            .listen(listener)?
+            .run()
+            .await
+        });
+    });
+    Ok((addr, handle))
+}
+
+/// `crmhook serve` on a fresh data dir, with known tokens.
+struct Crmhook {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Crmhook {
+    fn start() -> anyhow::Result<Crmhook> {
+        let exe = std::env::current_exe()?.with_file_name("crmhook");
+        if !exe.exists() {
+            bail!("{} is missing: build it first (cargo build --release)", exe.display());
+        }
+        let dir = tempfile::tempdir()?;
+        let mut child = Command::new(&exe)
+            .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("db"))
+            .env("CRMHOOK_ADMIN_TOKEN", "adm_bench_0123456789abcdef")
+            .env("CRMHOOK_INGEST_TOKEN", "ing_bench_0123456789abcdef")
+            .env("CRMHOOK_LOG", "warn")
+            .current_dir(dir.path())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("start crmhook")?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            let line = lines.next().context("crmhook exited before listening")??;
+            if let Some(addr) = line.split("listening on ").nth(1) {
+                break addr.trim().parse()?;
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Ok(Crmhook { child, addr, _dir: dir })
+    }
+}
+
+impl Drop for Crmhook {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct LoadResult {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+}
+
+/// Keep-alive POSTs of `body` to /v1/events on `connections` connections for `duration`.
+fn load(addr: SocketAddr, token: &str, body: &[u8], connections: usize, duration: Duration) -> anyhow::Result<LoadResult> {
+    let request = {
+        let mut r = format!(
+            "POST /v1/events HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        if !token.is_empty() {
+            r.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        }
+        r.push_str("\r\n");
+        let mut bytes = r.into_bytes();
+        bytes.extend_from_slice(body);
+        bytes
+    };
+    let deadline = Instant::now() + duration;
+    let started = Instant::now();
+    let threads: Vec<_> = (0..connections)
+        .map(|_| {
+            let request = request.clone();
+            std::thread::spawn(move || -> anyhow::Result<(Vec<u32>, u64)> {
+                let mut latencies = Vec::with_capacity(100_000);
+                let mut errors = 0;
+                let mut stream = BufReader::new(TcpStream::connect(addr)?);
+                stream.get_ref().set_nodelay(true)?;
+                while Instant::now() < deadline {
+                    let t0 = Instant::now();
+                    stream.get_mut().write_all(&request)?;
+                    let status = read_response(&mut stream)?;
+                    if status == 202 {
+                        latencies.push(t0.elapsed().as_micros() as u32);
+                    } else {
+                        errors += 1;
+                    }
+                }
+                Ok((latencies, errors))
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in threads {
+        let (l, e) = t.join().map_err(|_| anyhow::anyhow!("load thread panicked"))??;
+        all.extend(l);
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort_unstable();
+    let pct = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or(0) as f64 / 1000.0;
+    Ok(LoadResult { rps: all.len() as f64 / elapsed, p50_ms: pct(0.50), p99_ms: pct(0.99), errors })
+}
+
+/// Reads one HTTP/1.1 response with a Content-Length body; answers its status.
+fn read_response(stream: &mut BufReader<TcpStream>) -> anyhow::Result<u16> {
+    let mut line = String::new();
+    stream.read_line(&mut line)?;
+    let status: u16 = line.split_whitespace().nth(1).context("no status line")?.parse()?;
+    let mut length = 0usize;
+    loop {
+        line.clear();
+        stream.read_line(&mut line)?;
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse()?;
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    stream.read_exact(&mut body)?;
+    Ok(status)
+}
+
+fn ingest(seconds: u64, connections: &[usize], json_out: Option<PathBuf>) -> anyhow::Result<()> {
+    let body = event_body();
+    let duration = Duration::from_secs(seconds);
+    let (bare_addr, _bare) = start_bare("127.0.0.1:0")?;
+    let crmhook = Crmhook::start()?;
+    println!("durable single-event ingest, {seconds} s per row, crmhook vs a bare actix-web handler (same machine, same run)");
+    println!("{:>5} | {:>12} {:>9} {:>9} | {:>12} {:>9} {:>9} | {:>6}", "conns", "bare req/s", "p50 ms", "p99 ms", "crmhook/s", "p50 ms", "p99 ms", "ratio");
+    let mut rows = Vec::new();
+    for &c in connections {
+        let bare = load(bare_addr, "", &body, c, duration)?;
+        let ours = load(crmhook.addr, "ing_bench_0123456789abcdef", &body, c, duration)?;
+        let ratio = ours.rps / bare.rps;
+        println!(
+            "{c:>5} | {:>12.0} {:>9.2} {:>9.2} | {:>12.0} {:>9.2} {:>9.2} | {:>5.0}%",
+            bare.rps, bare.p50_ms, bare.p99_ms, ours.rps, ours.p50_ms, ours.p99_ms, ratio * 100.0
+        );
+        if bare.errors + ours.errors > 0 {
+            println!("      (non-202 answers: bare {}, crmhook {})", bare.errors, ours.errors);
+        }
+        rows.push(json!({
+            "connections": c,
+            "bare": {"rps": bare.rps, "p50_ms": bare.p50_ms, "p99_ms": bare.p99_ms, "errors": bare.errors},
+            "crmhook": {"rps": ours.rps, "p50_ms": ours.p50_ms, "p99_ms": ours.p99_ms, "errors": ours.errors},
+            "ratio": ratio,
+        }));
+    }
+    let report = json!({"benchmark": "ingest", "seconds": seconds, "rows": rows});
+    match json_out {
+        Some(path) => std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?,
+        None => println!("{}", serde_json::to_string(&report)?),
+    }
+    Ok(())
+}
