@@ -1,0 +1,24 @@
+# crmhook's recipes. `cargo install just` to use them; the README's two commands need only cargo.
+
+# Run the server on the embedded default store.
+serve:
+    cargo run --release -- serve
+
+# Every test, as CI runs them.
+test:
+    cargo test --workspace
+
+# Formatting and lints, as before every commit.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# The contract's black-box checks (need ../shared).
+conformance:
+    python3 ../shared/conformance/basic
+    python3 ../shared/conformance/bad-input
+
+# Throughput against bare baselines, measured in one run (see docs/PERFORMANCE.md).
+bench seconds="5":
+    cargo build --release -p crmhook -p crmhook-bench
+    ./target/release/crmhook-bench ingest --seconds {{seconds}} --json target/bench-ingest.json
