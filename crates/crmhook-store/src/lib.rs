@@ -473,22 +473,12 @@ impl Writer {
                 }
             }
             let result = self.tree.apply_batch(batch).and_then(|()| self.db.flush().map(|_| ()));
-            match result {
+            match &result {
                 Ok(()) => {
                     let head = self.next_seq - 1;
                     if head >= first_seq {
                         self.head.store(head, Ordering::Release);
                         self.head_tx.send_replace(head);
-                    }
-                    for r in replies {
-                        match r {
-                            Reply::Append(tx, acks) => {
-                                let _ = tx.send(Ok(acks));
-                            }
-                            Reply::Write(tx) => {
-                                let _ = tx.send(Ok(()));
-                            }
-                        }
                     }
                 }
                 Err(e) => {
@@ -498,15 +488,16 @@ impl Writer {
                     if self.tree.get(seq_key(first_seq)).ok().flatten().is_none() {
                         self.next_seq = first_seq;
                     }
-                    for r in replies {
-                        match r {
-                            Reply::Append(tx, _) => {
-                                let _ = tx.send(Err(StoreError::Io(e.to_string())));
-                            }
-                            Reply::Write(tx) => {
-                                let _ = tx.send(Err(StoreError::Io(e.to_string())));
-                            }
-                        }
+                }
+            }
+            let failure = |e: &sled::Error| StoreError::Io(e.to_string());
+            for r in replies {
+                match r {
+                    Reply::Append(tx, acks) => {
+                        let _ = tx.send(result.as_ref().map(|()| acks).map_err(failure));
+                    }
+                    Reply::Write(tx) => {
+                        let _ = tx.send(result.as_ref().map(|()| ()).map_err(failure));
                     }
                 }
             }
