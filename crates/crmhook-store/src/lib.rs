@@ -497,7 +497,7 @@ impl Writer {
                         let _ = tx.send(result.as_ref().map(|()| acks).map_err(failure));
                     }
                     Reply::Write(tx) => {
-                        let _ = tx.send(result.as_ref().map(|()| ()).map_err(failure));
+                        let _ = tx.send(result.as_ref().copied().map_err(failure));
                     }
                 }
             }
