@@ -71,7 +71,10 @@ fn main() -> anyhow::Result<()> {
         Cmd::Load { url, token, connections, seconds } => {
             let addr = url.trim_start_matches("http://").split('/').next().unwrap_or("").parse()?;
             let r = load(addr, &token, &event_body(), connections, Duration::from_secs(seconds))?;
-            println!("{connections} connections: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} errors", r.rps, r.p50_ms, r.p99_ms, r.errors);
+            println!(
+                "{connections} connections: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
+                r.rps, r.p50_ms, r.p99_ms, r.errors
+            );
             Ok(())
         }
         Cmd::Ingest { seconds, connections, json } => ingest(seconds, &connections, json),
@@ -103,7 +106,9 @@ fn start_bare(bind: &str) -> anyhow::Result<(SocketAddr, std::thread::JoinHandle
                     "/v1/events",
                     web::post().to(|body: web::Bytes| async move {
                         match serde_json::from_slice::<serde_json::Value>(&body) {
-                            Ok(_) => HttpResponse::Accepted().json(json!({"accepted": 1, "duplicates": 0, "events": []})),
+                            Ok(_) => {
+                                HttpResponse::Accepted().json(json!({"accepted": 1, "duplicates": 0, "events": []}))
+                            }
                             Err(_) => HttpResponse::BadRequest().finish(),
                         }
                     }),
@@ -171,7 +176,13 @@ struct LoadResult {
 }
 
 /// Keep-alive POSTs of `body` to /v1/events on `connections` connections for `duration`.
-fn load(addr: SocketAddr, token: &str, body: &[u8], connections: usize, duration: Duration) -> anyhow::Result<LoadResult> {
+fn load(
+    addr: SocketAddr,
+    token: &str,
+    body: &[u8],
+    connections: usize,
+    duration: Duration,
+) -> anyhow::Result<LoadResult> {
     let request = {
         let mut r = format!(
             "POST /v1/events HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
@@ -218,7 +229,10 @@ fn load(addr: SocketAddr, token: &str, body: &[u8], connections: usize, duration
     }
     let elapsed = started.elapsed().as_secs_f64();
     all.sort_unstable();
-    let pct = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or(0) as f64 / 1000.0;
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or(0) as f64
+            / 1000.0
+    };
     Ok(LoadResult { rps: all.len() as f64 / elapsed, p50_ms: pct(0.50), p99_ms: pct(0.99), errors })
 }
 
@@ -251,7 +265,10 @@ fn ingest(seconds: u64, connections: &[usize], json_out: Option<PathBuf>) -> any
     let (bare_addr, _bare) = start_bare("127.0.0.1:0")?;
     let crmhook = Crmhook::start()?;
     println!("durable single-event ingest, {seconds} s per row, crmhook vs a bare actix-web handler (same machine, same run)");
-    println!("{:>5} | {:>12} {:>9} {:>9} | {:>12} {:>9} {:>9} | {:>6}", "conns", "bare req/s", "p50 ms", "p99 ms", "crmhook/s", "p50 ms", "p99 ms", "ratio");
+    println!(
+        "{:>5} | {:>12} {:>9} {:>9} | {:>12} {:>9} {:>9} | {:>6}",
+        "conns", "bare req/s", "p50 ms", "p99 ms", "crmhook/s", "p50 ms", "p99 ms", "ratio"
+    );
     let mut rows = Vec::new();
     for &c in connections {
         let bare = load(bare_addr, "", &body, c, duration)?;
@@ -259,7 +276,13 @@ fn ingest(seconds: u64, connections: &[usize], json_out: Option<PathBuf>) -> any
         let ratio = ours.rps / bare.rps;
         println!(
             "{c:>5} | {:>12.0} {:>9.2} {:>9.2} | {:>12.0} {:>9.2} {:>9.2} | {:>5.0}%",
-            bare.rps, bare.p50_ms, bare.p99_ms, ours.rps, ours.p50_ms, ours.p99_ms, ratio * 100.0
+            bare.rps,
+            bare.p50_ms,
+            bare.p99_ms,
+            ours.rps,
+            ours.p50_ms,
+            ours.p99_ms,
+            ratio * 100.0
         );
         if bare.errors + ours.errors > 0 {
             println!("      (non-202 answers: bare {}, crmhook {})", bare.errors, ours.errors);

@@ -200,11 +200,10 @@ fn receive(bind: &str, secret: Option<String>, status: u16) -> anyhow::Result<Ex
         HttpResponse::build(status).finish()
     };
     actix_rt::System::new().block_on(async move {
-        let server =
-            HttpServer::new(move || App::new().app_data(secret.clone()).default_service(web::to(handler.clone())))
-                .workers(1)
-                .bind(bind)
-                .with_context(|| format!("cannot listen on {bind}"))?;
+        let server = HttpServer::new(move || App::new().app_data(secret.clone()).default_service(web::to(handler)))
+            .workers(1)
+            .bind(bind)
+            .with_context(|| format!("cannot listen on {bind}"))?;
         println!("receiving on http://{bind}/ (answering {status})");
         server.run().await?;
         Ok(ExitCode::SUCCESS)
