@@ -2,6 +2,7 @@
 //! of targets, subscriptions and events.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use actix_web::http::header;
 use actix_web::web::BytesMut;
@@ -12,9 +13,10 @@ use crmhook_core::sign::{constant_time_eq, generate_secret};
 use crmhook_core::subscription::any_matches;
 use crmhook_core::time::{now_ms, parse_rfc3339, rfc3339};
 use crmhook_core::{Event, EventId, Subscription, SubscriptionId, Target, TargetId};
-use crmhook_store::{Attempt, AttemptResult, Store};
+use crmhook_store::{Attempt, AttemptResult, Disabled, Store};
 use futures_util::StreamExt;
 use serde_json::{json, Map, Value};
+use tokio::sync::Semaphore;
 
 use crate::error::ApiError;
 use crate::router::{RouterError, RouterHandle};
@@ -41,6 +43,8 @@ pub struct AppState {
     pub tokens: Tokens,
     pub allow_private_targets: bool,
     pub max_body_bytes: usize,
+    /// Bytes of ingest bodies that may be in memory at once (read, queued or being written).
+    pub ingest_budget: Arc<Semaphore>,
 }
 
 type State = web::Data<AppState>;
@@ -117,6 +121,10 @@ fn require_json(req: &HttpRequest) -> Result<(), ApiError> {
     }
 }
 
+fn declared_length(req: &HttpRequest) -> Option<usize> {
+    req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok())
+}
+
 /// Reads the whole body, refusing with 413 as soon as it is known to exceed `limit`.
 async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<BytesMut, ApiError> {
     let too_large = || ApiError::PayloadTooLarge(format!("the body is larger than {limit} bytes"));
@@ -187,6 +195,13 @@ async fn ingest(req: HttpRequest, payload: web::Payload, state: State) -> Result
     authorize(&req, &state.tokens, Role::Ingest)?;
     require_json(&req)?;
     let key = idempotency_key(&req)?;
+    // Memory for ingest is bounded: a request holds its share of the budget until its events
+    // are durable; when the log writer falls behind, the budget runs out and ingest says 503.
+    let share = declared_length(&req).unwrap_or(state.max_body_bytes).clamp(1, state.max_body_bytes);
+    let _share =
+        state.ingest_budget.clone().try_acquire_many_owned(u32::try_from(share).unwrap_or(u32::MAX)).map_err(|_| {
+            ApiError::Unavailable { detail: "too many events are waiting to be written".into(), retry_after_s: 1 }
+        })?;
     let body = read_body(&req, payload, state.max_body_bytes).await?;
     let events = parse_ingest(&body)?;
     let acks = state.router.ingest(events, key).await.map_err(router_error)?;
@@ -198,7 +213,7 @@ async fn ingest(req: HttpRequest, payload: web::Payload, state: State) -> Result
 
 // ---- targets -------------------------------------------------------------------------------
 
-fn target_view(t: &Target, show_secret: bool) -> Value {
+fn target_view(t: &Target, disabled: Option<&Disabled>, show_secret: bool) -> Value {
     let headers: Map<String, Value> = t.headers.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
     let mut view = json!({
         "id": t.id,
@@ -215,10 +230,20 @@ fn target_view(t: &Target, show_secret: bool) -> Value {
     if let Some((_, until)) = t.previous_secret.as_ref().filter(|(_, until)| *until > now_ms()) {
         view["previous_secret_expires_at"] = json!(rfc3339(*until));
     }
+    view["enabled"] = json!(disabled.is_none());
+    if let Some(d) = disabled {
+        view["disabled_at"] = json!(rfc3339(d.at_ms));
+        view["disabled_reason"] = json!(d.reason);
+    }
     if show_secret {
         view["secret"] = json!(t.secret);
     }
     view
+}
+
+/// A target's view with its enabled state from the store.
+fn stored_target_view(store: &Store, t: &Target, show_secret: bool) -> Result<Value, ApiError> {
+    Ok(target_view(t, store.disabled(&t.id)?.as_ref(), show_secret))
 }
 
 fn target_id(raw: &str) -> Result<TargetId, ApiError> {
@@ -231,7 +256,12 @@ fn load_target(state: &AppState, raw: &str) -> Result<Target, ApiError> {
 
 async fn list_targets(req: HttpRequest, state: State) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state.tokens, Role::Admin)?;
-    let targets: Vec<Value> = state.store.targets()?.iter().map(|t| target_view(t, false)).collect();
+    let targets = state
+        .store
+        .targets()?
+        .iter()
+        .map(|t| stored_target_view(&state.store, t, false))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(HttpResponse::Ok().json(json!({ "targets": targets })))
 }
 
@@ -242,12 +272,12 @@ async fn create_target(req: HttpRequest, payload: web::Payload, state: State) ->
     state.router.create_target(target.clone()).await.map_err(router_error)?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/v1/targets/{}", target.id)))
-        .json(target_view(&target, true)))
+        .json(target_view(&target, None, true)))
 }
 
 async fn get_target(req: HttpRequest, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state.tokens, Role::Admin)?;
-    Ok(HttpResponse::Ok().json(target_view(&load_target(&state, &id)?, false)))
+    Ok(HttpResponse::Ok().json(stored_target_view(&state.store, &load_target(&state, &id)?, false)?))
 }
 
 async fn patch_target(
@@ -258,10 +288,21 @@ async fn patch_target(
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state.tokens, Role::Admin)?;
     let current = load_target(&state, &id)?;
-    let body = read_object(&req, payload).await?;
+    let mut body = read_object(&req, payload).await?;
+    let enabled = match body.remove("enabled") {
+        None => None,
+        Some(Value::Bool(b)) => Some(b),
+        Some(_) => return Err(ApiError::unprocessable("enabled", "`enabled` must be true or false")),
+    };
     let target = current.patched(&body, state.allow_private_targets, now_ms())?;
-    state.router.update_target(target.clone()).await.map_err(router_error)?;
-    Ok(HttpResponse::Ok().json(target_view(&target, false)))
+    if target != current {
+        state.router.update_target(target.clone()).await.map_err(router_error)?;
+    }
+    if let Some(enabled) = enabled {
+        let disabled = (!enabled).then(|| Disabled { at_ms: now_ms(), reason: "disabled by an operator".into() });
+        state.router.set_enabled(target.id.clone(), disabled).await.map_err(router_error)?;
+    }
+    Ok(HttpResponse::Ok().json(stored_target_view(&state.store, &target, false)?))
 }
 
 async fn delete_target(req: HttpRequest, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
@@ -278,7 +319,7 @@ async fn rotate_secret(req: HttpRequest, id: web::Path<String>, state: State) ->
     target.previous_secret = Some((old, now + ROTATION_OVERLAP_MS));
     target.updated_at_ms = now;
     state.router.update_target(target.clone()).await.map_err(router_error)?;
-    Ok(HttpResponse::Ok().json(target_view(&target, true)))
+    Ok(HttpResponse::Ok().json(stored_target_view(&state.store, &target, true)?))
 }
 
 // ---- subscriptions -------------------------------------------------------------------------
@@ -390,6 +431,7 @@ fn attempt_view(a: &Attempt) -> Value {
             view["next_attempt_at"] = json!(rfc3339(next_at_ms));
         }
         AttemptResult::Dead => view["result"] = json!("dead"),
+        AttemptResult::TargetDisabled => view["result"] = json!("target_disabled"),
     }
     view
 }
@@ -427,7 +469,7 @@ fn delivery_view(id: &TargetId, name: Option<&str>, pending: bool, attempts: &[A
         _ if pending => "pending",
         Some(AttemptResult::Delivered) => "delivered",
         Some(AttemptResult::Dead) => "dead",
-        Some(AttemptResult::Retrying { .. }) | None => "pending",
+        Some(AttemptResult::Retrying { .. } | AttemptResult::TargetDisabled) | None => "pending",
     };
     let mut view = json!({
         "target_id": id,

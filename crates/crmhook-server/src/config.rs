@@ -20,6 +20,12 @@ pub struct Config {
     pub workers: usize,
     /// Write requests that may wait for the log writer; past it ingest answers 503.
     pub ingest_queue: usize,
+    /// Bytes of ingest bodies in memory at once; past it ingest answers 503.
+    pub ingest_buffer_bytes: usize,
+    /// Events older than this whose deliveries are all finished are compacted away.
+    pub retention_days: u64,
+    /// How often compaction runs.
+    pub compaction_interval_s: u64,
 }
 
 impl Default for Config {
@@ -34,6 +40,9 @@ impl Default for Config {
             max_body_bytes: 1_048_576,
             workers: std::thread::available_parallelism().map(usize::from).unwrap_or(2),
             ingest_queue: crmhook_store::QUEUE,
+            ingest_buffer_bytes: 64 * 1024 * 1024,
+            retention_days: 30,
+            compaction_interval_s: 300,
         }
     }
 }
@@ -57,7 +66,7 @@ pub struct Flags {
 }
 
 /// The keys, in the order the contract lists them.
-pub const KEYS: [&str; 9] = [
+pub const KEYS: [&str; 12] = [
     "bind",
     "data_dir",
     "admin_token",
@@ -67,6 +76,9 @@ pub const KEYS: [&str; 9] = [
     "max_body_bytes",
     "workers",
     "ingest_queue",
+    "ingest_buffer_bytes",
+    "retention_days",
+    "compaction_interval_s",
 ];
 
 impl Config {
@@ -166,6 +178,9 @@ impl Config {
             "max_body_bytes" => self.max_body_bytes = int(64)?,
             "workers" => self.workers = int(1)?,
             "ingest_queue" => self.ingest_queue = int(1)?,
+            "ingest_buffer_bytes" => self.ingest_buffer_bytes = int(1024)?,
+            "retention_days" => self.retention_days = int(0)? as u64,
+            "compaction_interval_s" => self.compaction_interval_s = int(1)? as u64,
             other => return Err(err(format!("unknown key `{other}`; the keys are {}", KEYS.join(", ")))),
         }
         Ok(())

@@ -64,6 +64,19 @@ pub struct AttemptReport {
     pub at_ms: u64,
     pub duration_ms: u64,
     pub outcome: Outcome,
+    /// The answer's `Retry-After`, in ms from now, when it had one.
+    pub retry_after_ms: Option<u64>,
+}
+
+/// `Retry-After` as delay-seconds or an HTTP date.
+fn retry_after(value: &str, now_ms: u64) -> Option<u64> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(seconds.saturating_mul(1000));
+    }
+    let date: header::HttpDate = value.parse().ok()?;
+    let at = std::time::SystemTime::from(date).duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as u64;
+    Some(at.saturating_sub(now_ms))
 }
 
 /// Delivers `event` to `target` as attempt number `attempt`.
@@ -90,17 +103,23 @@ pub async fn attempt(target: &Target, event: &Event, attempt: u32) -> AttemptRep
         .insert_header(("webhook-signature", signatures.standard.as_str()))
         .insert_header(("X-Crmhook-Attempt", attempt.to_string()));
 
+    let mut retry_after_ms = None;
     let outcome = match actix_rt::time::timeout(timeout, request.send_body(body)).await {
         Err(_) | Ok(Err(SendRequestError::Timeout)) => Outcome::Timeout,
         Ok(Err(e)) => Outcome::Error(e.to_string()),
         Ok(Ok(mut response)) => {
             let status = response.status().as_u16();
+            retry_after_ms = response
+                .headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| retry_after(v, now_ms()));
             let left = timeout.saturating_sub(started.elapsed()).min(Duration::from_secs(1));
             let _ = actix_rt::time::timeout(left, response.body().limit(RESPONSE_BODY_LIMIT)).await;
             Outcome::Status(status)
         }
     };
-    AttemptReport { at_ms, duration_ms: started.elapsed().as_millis() as u64, outcome }
+    AttemptReport { at_ms, duration_ms: started.elapsed().as_millis() as u64, outcome, retry_after_ms }
 }
 
 #[cfg(test)]
@@ -119,6 +138,13 @@ mod tests {
         let mut t = Target::create(body.as_object().unwrap(), false, sign::generate_secret(), 0).unwrap();
         t.format = format;
         t
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_or_a_date() {
+        assert_eq!(retry_after("30", 0), Some(30_000));
+        assert_eq!(retry_after("Wed, 21 Oct 2015 07:28:00 GMT", 1_445_412_470_000), Some(10_000));
+        assert_eq!(retry_after("soon", 0), None);
     }
 
     #[test]

@@ -48,6 +48,9 @@ pub enum ServerError {
     Http(#[from] std::io::Error),
 }
 
+/// How long a graceful stop waits for attempts in flight.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
 /// Arbiters (threads) that run target actors.
 const DELIVERY_ARBITERS: usize = 2;
 
@@ -59,6 +62,7 @@ pub struct Server {
     store: Store,
     router: RouterHandle,
     arbiters: Vec<actix::Arbiter>,
+    compactor: Compactor,
 }
 
 impl Server {
@@ -84,6 +88,9 @@ impl Server {
             tokens: Tokens { admin, ingest },
             allow_private_targets: config.allow_private_targets,
             max_body_bytes: config.max_body_bytes,
+            ingest_budget: std::sync::Arc::new(tokio::sync::Semaphore::new(
+                config.ingest_buffer_bytes.max(config.max_body_bytes).min(u32::MAX as usize),
+            )),
         });
         let addr = listener.local_addr()?;
         let http = HttpServer::new(move || {
@@ -98,7 +105,9 @@ impl Server {
         .shutdown_timeout(10)
         .listen(listener)?
         .run();
-        Ok(Server { addr, generated, http, store, router, arbiters })
+        let compactor =
+            Compactor::start(store.clone(), config.retention_days, Duration::from_secs(config.compaction_interval_s))?;
+        Ok(Server { addr, generated, http, store, router, arbiters, compactor })
     }
 
     /// The address the server listens on (with the real port when bound to port 0).
@@ -129,10 +138,11 @@ impl Server {
             }
         };
         let _ = tokio::time::timeout(Duration::from_secs(10), http).await;
-        self.router.shutdown().await;
+        self.router.shutdown(SHUTDOWN_GRACE).await;
         for arbiter in self.arbiters {
             arbiter.stop();
         }
+        self.compactor.stop();
         self.store.close().await;
         tracing::info!("stopped");
         result
@@ -157,4 +167,38 @@ async fn resolve_token(
     store.put_meta(name, &token).await?;
     generated.push((name, token.clone()));
     Ok(token)
+}
+
+/// The retention thread: every interval, removes events older than the retention whose
+/// deliveries are all finished.
+struct Compactor {
+    stop: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Compactor {
+    fn start(store: Store, retention_days: u64, every: Duration) -> std::io::Result<Compactor> {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new().name("crmhook-compactor".into()).spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                let cutoff = crmhook_core::time::now_ms().saturating_sub(retention_days.saturating_mul(86_400_000));
+                loop {
+                    match store.compact(cutoff, 10_000) {
+                        Ok(0) => break,
+                        Ok(n) => tracing::info!(events = n, "compacted events past their retention"),
+                        Err(e) => {
+                            tracing::error!(error = %e, "compaction failed");
+                            break;
+                        }
+                    }
+                }
+            }
+        })?;
+        Ok(Compactor { stop, thread })
+    }
+
+    fn stop(self) {
+        drop(self.stop);
+        let _ = self.thread.join();
+    }
 }

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use actix::prelude::*;
 use crmhook_core::subscription::any_matches;
 use crmhook_core::{NewEvent, Subscription, SubscriptionId, Target, TargetId};
-use crmhook_store::{AckEntry, Store, StoreError};
+use std::time::Duration;
+
+use crmhook_store::{AckEntry, DeliveryBatch, Disabled, Store, StoreError};
 
 use crate::target::{TargetConfig, TargetHandle};
 
@@ -81,8 +83,20 @@ impl RouterHandle {
         self.admin(AdminChange::DeleteSubscription(id)).await
     }
 
-    /// Stops every target actor (their pending deliveries stay on disk) and the router.
-    pub async fn shutdown(&self) {
+    /// Enables a target (`None`) or disables it for the given reason.
+    pub async fn set_enabled(&self, id: TargetId, disabled: Option<Disabled>) -> Result<(), RouterError> {
+        self.admin(AdminChange::SetEnabled(id, disabled)).await
+    }
+
+    /// Lets every target actor finish the attempts it has in flight (at most `grace`), then
+    /// stops them and the router. Undelivered events stay pending on disk.
+    pub async fn shutdown(&self, grace: Duration) {
+        if let Ok(handles) = self.addr.send(Handles).await {
+            let drains = futures_util::future::join_all(handles.iter().map(TargetHandle::drain));
+            if actix_rt::time::timeout(grace, drains).await.is_err() {
+                tracing::warn!("attempts still in flight after {grace:?}; they stay pending on disk");
+            }
+        }
         let _ = self.addr.send(Shutdown).await;
     }
 
@@ -169,6 +183,7 @@ enum AdminChange {
     DeleteTarget(TargetId),
     CreateSubscription(Subscription),
     DeleteSubscription(SubscriptionId),
+    SetEnabled(TargetId, Option<Disabled>),
 }
 
 impl Handler<AdminChange> for Router {
@@ -252,6 +267,29 @@ impl Handler<AdminChange> for Router {
                     ),
                 ))
             }
+            AdminChange::SetEnabled(id, disabled) => {
+                let handle = match self.running(&id) {
+                    Ok(r) => r.handle.clone(),
+                    Err(e) => return AtomicResponse::new(Box::pin(fut::ready(Err(e)))),
+                };
+                let mut batch = DeliveryBatch::default();
+                let encoded = match &disabled {
+                    Some(d) => batch.disable(&id, d),
+                    None => {
+                        batch.enable(&id);
+                        Ok(())
+                    }
+                };
+                AtomicResponse::new(Box::pin(
+                    async move {
+                        encoded?;
+                        store.write_deliveries(batch).await?;
+                        handle.set_enabled(disabled.is_none()).await;
+                        Ok(())
+                    }
+                    .into_actor(self),
+                ))
+            }
             AdminChange::DeleteSubscription(id) => {
                 let owner = self
                     .targets
@@ -300,6 +338,18 @@ impl Router {
             Ok(())
         }
         .into_actor(self)
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Vec<TargetHandle>")]
+struct Handles;
+
+impl Handler<Handles> for Router {
+    type Result = MessageResult<Handles>;
+
+    fn handle(&mut self, _: Handles, _: &mut Context<Self>) -> MessageResult<Handles> {
+        MessageResult(self.targets.values().map(|r| r.handle.clone()).collect())
     }
 }
 

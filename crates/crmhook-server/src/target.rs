@@ -20,14 +20,16 @@ use crmhook_core::retry::{self, Next};
 use crmhook_core::subscription::any_matches;
 use crmhook_core::time::now_ms;
 use crmhook_core::{Subscription, Target, TargetId};
-use crmhook_store::{Attempt, AttemptResult, DeliveryBatch, Pending, Store};
+use crmhook_store::{Attempt, AttemptResult, DeliveryBatch, Disabled, Pending, Store};
+use rand::Rng;
+use tokio::sync::oneshot;
 
 use crate::delivery;
 
 /// Most deliveries a target holds in memory (pending, retrying or in flight).
 pub const WINDOW: usize = 1024;
-/// Most log events one fill step reads.
-const SCAN_STEP: usize = 4096;
+/// Most log events one fill step reads (a step runs on the arbiter thread, so it stays short).
+const SCAN_STEP: usize = 1024;
 /// Concurrent attempts per target (1 when `ordered`).
 pub const IN_FLIGHT: usize = 16;
 /// The mailbox bound: only small messages travel here.
@@ -71,6 +73,19 @@ impl TargetHandle {
     pub async fn stop(&self) {
         let _ = self.addr.send(Stop).await;
     }
+
+    /// Starts no new attempt, and answers once the attempts in flight have finished and been
+    /// recorded (each is bounded by the target's `timeout_ms`).
+    pub async fn drain(&self) {
+        if let Ok(idle) = self.addr.send(Drain).await {
+            let _ = idle.await;
+        }
+    }
+
+    /// Enables or disables delivery (the store is written by the caller).
+    pub async fn set_enabled(&self, enabled: bool) {
+        let _ = self.addr.send(SetEnabled(enabled)).await;
+    }
 }
 
 #[derive(Message)]
@@ -85,6 +100,14 @@ struct Configure(TargetConfig);
 #[rtype(result = "()")]
 struct Stop;
 
+#[derive(Message)]
+#[rtype(result = "oneshot::Receiver<()>")]
+struct Drain;
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct SetEnabled(bool);
+
 struct TargetActor {
     store: Store,
     config: TargetConfig,
@@ -96,6 +119,11 @@ struct TargetActor {
     in_flight: HashSet<u64>,
     filling: bool,
     timer: Option<(u64, SpawnHandle)>,
+    /// 410 Gone or an operator: no attempts until enabled again.
+    disabled: bool,
+    /// Shutting down: no new work; `idle` is told when the last attempt is recorded.
+    draining: bool,
+    idle: Vec<oneshot::Sender<()>>,
 }
 
 impl TargetActor {
@@ -109,6 +137,9 @@ impl TargetActor {
             in_flight: HashSet::new(),
             filling: false,
             timer: None,
+            disabled: false,
+            draining: false,
+            idle: Vec::new(),
         }
     }
 
@@ -125,9 +156,19 @@ impl TargetActor {
     }
 
     fn pump(&mut self, ctx: &mut Context<Self>) {
+        if self.draining {
+            if self.in_flight.is_empty() && !self.filling {
+                for idle in self.idle.drain(..) {
+                    let _ = idle.send(());
+                }
+            }
+            return;
+        }
         self.fill(ctx);
-        self.dispatch(ctx);
-        self.arm_timer(ctx);
+        if !self.disabled {
+            self.dispatch(ctx);
+            self.arm_timer(ctx);
+        }
     }
 
     /// Reads the log past the cursor and takes what this target is owed, up to the window.
@@ -255,19 +296,29 @@ impl TargetActor {
     fn finished(&mut self, seq: u64, n: u32, report: delivery::AttemptReport, ctx: &mut Context<Self>) {
         let target = &self.config.target;
         let now = now_ms();
-        let next =
-            retry::next_attempt(retry::classify(&report.outcome), &target.retry_schedule_ms, n, n as usize - 1, now);
-        let result = match next {
-            Next::Delivered => AttemptResult::Delivered,
-            Next::RetryAt { at_ms, .. } => AttemptResult::Retrying { next_at_ms: at_ms },
-            Next::Dead => AttemptResult::Dead,
+        let step = retry::Step {
+            schedule: &target.retry_schedule_ms,
+            attempt: n,
+            now_ms: now,
+            jitter: rand::thread_rng().gen_range(-1.0..=1.0),
+            retry_after_ms: report.retry_after_ms.filter(|_| retry::honours_retry_after(&report.outcome)),
+        };
+        let next = retry::next_attempt(retry::classify(&report.outcome), step);
+        let (result, following) = match next {
+            Next::Delivered => (AttemptResult::Delivered, None),
+            Next::RetryAt { attempt, at_ms } => {
+                (AttemptResult::Retrying { next_at_ms: at_ms }, Some(Pending { attempt, due_at_ms: at_ms }))
+            }
+            Next::Disabled { attempt } => (AttemptResult::TargetDisabled, Some(Pending { attempt, due_at_ms: now })),
+            Next::Dead => (AttemptResult::Dead, None),
         };
         match result {
-            AttemptResult::Delivered => {
-                tracing::debug!(target_id = %target.id, seq, n, "delivered")
-            }
+            AttemptResult::Delivered => tracing::debug!(target_id = %target.id, seq, n, "delivered"),
             AttemptResult::Retrying { .. } => {
                 tracing::info!(target_id = %target.id, seq, n, outcome = ?report.outcome, "attempt failed; will retry")
+            }
+            AttemptResult::TargetDisabled => {
+                tracing::warn!(target_id = %target.id, seq, n, "receiver answered 410 Gone: target disabled")
             }
             AttemptResult::Dead => {
                 tracing::warn!(target_id = %target.id, seq, n, outcome = ?report.outcome, "delivery dead: retry schedule spent")
@@ -275,18 +326,19 @@ impl TargetActor {
         }
         let record =
             Attempt { n, at_ms: report.at_ms, duration_ms: report.duration_ms, outcome: report.outcome, result };
-        let following = match next {
-            Next::RetryAt { attempt, at_ms } => Some(Pending { attempt, due_at_ms: at_ms }),
-            Next::Delivered | Next::Dead => None,
-        };
         let mut batch = DeliveryBatch::default();
-        let encoded = batch.attempt(&target.id, seq, &record).and_then(|()| match following {
+        let mut encoded = batch.attempt(&target.id, seq, &record).and_then(|()| match following {
             Some(p) => batch.pending(&target.id, seq, p),
             None => {
                 batch.done(&target.id, seq);
                 Ok(())
             }
         });
+        let disable = result == AttemptResult::TargetDisabled;
+        if disable {
+            let reason = format!("the receiver answered 410 Gone to attempt {n} of event seq {seq}");
+            encoded = encoded.and_then(|()| batch.disable(&target.id, &Disabled { at_ms: now, reason }));
+        }
         if let Err(e) = encoded {
             tracing::error!(target_id = %target.id, error = %e, "encoding an attempt failed");
         }
@@ -307,6 +359,7 @@ impl TargetActor {
                     act.pending.remove(&seq);
                 }
             }
+            act.disabled |= disable;
             act.pump(ctx);
         }));
     }
@@ -342,9 +395,11 @@ impl Actor for TargetActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         let id = self.id().clone();
-        let loaded = self.store.cursor(&id).and_then(|c| Ok((c, self.store.pending(&id, WINDOW)?)));
+        let loaded =
+            self.store.cursor(&id).and_then(|c| Ok((c, self.store.pending(&id, WINDOW)?, self.store.disabled(&id)?)));
         match loaded {
-            Ok((cursor, pending)) => {
+            Ok((cursor, pending, disabled)) => {
+                self.disabled = disabled.is_some();
                 self.cursor = cursor.unwrap_or_else(|| self.store.head());
                 for (seq, p) in pending {
                     self.pending.insert(seq, p);
@@ -383,5 +438,32 @@ impl Handler<Stop> for TargetActor {
 
     fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
         ctx.stop();
+    }
+}
+
+impl Handler<Drain> for TargetActor {
+    type Result = MessageResult<Drain>;
+
+    fn handle(&mut self, _: Drain, ctx: &mut Context<Self>) -> MessageResult<Drain> {
+        let (tx, rx) = oneshot::channel();
+        self.draining = true;
+        if let Some((_, handle)) = self.timer.take() {
+            ctx.cancel_future(handle);
+        }
+        self.idle.push(tx);
+        self.pump(ctx);
+        MessageResult(rx)
+    }
+}
+
+impl Handler<SetEnabled> for TargetActor {
+    type Result = ();
+
+    fn handle(&mut self, SetEnabled(enabled): SetEnabled, ctx: &mut Context<Self>) {
+        self.disabled = !enabled;
+        if let Some((_, handle)) = self.timer.take() {
+            ctx.cancel_future(handle);
+        }
+        self.pump(ctx);
     }
 }

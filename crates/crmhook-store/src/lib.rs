@@ -18,7 +18,8 @@
 //! | `C` tgt_id | seq:u64 | a target's cursor: every event up to it has been matched for it |
 //! | `P` tgt_id seq:u64 | [`Pending`] | a delivery still owed: next attempt number and due time |
 //! | `A` seq:u64 tgt_id n:u32 | [`Attempt`] | one delivery attempt (append-only) |
-//! | `M` name | string | meta: generated tokens |
+//! | `D` tgt_id | [`Disabled`] | a target that is not delivered to (410 Gone, or an operator) |
+//! | `M` name | string | meta: generated tokens; `head`, the last seq ever given |
 //!
 //! Ids have a fixed length per kind (`tgt_` + 26 characters), so composite keys need no
 //! separator.
@@ -53,7 +54,7 @@ use crmhook_core::target::Target;
 use crmhook_core::{Event, EventId, NewEvent, Subscription, SubscriptionId, TargetId};
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub use records::{AckEntry, Attempt, AttemptResult, Pending};
+pub use records::{AckEntry, Attempt, AttemptResult, Disabled, Pending};
 
 /// Most requests one group commit takes.
 pub const MAX_GROUP: usize = 1024;
@@ -91,6 +92,7 @@ const C: u8 = b'C';
 const P: u8 = b'P';
 const A: u8 = b'A';
 const M: u8 = b'M';
+const D: u8 = b'D';
 
 fn key(tag: u8, parts: &[&[u8]]) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + parts.iter().map(|p| p.len()).sum::<usize>());
@@ -99,6 +101,10 @@ fn key(tag: u8, parts: &[&[u8]]) -> Vec<u8> {
         k.extend_from_slice(p);
     }
     k
+}
+
+fn head_key() -> Vec<u8> {
+    key(M, &[b"head"])
 }
 
 fn seq_key(seq: u64) -> Vec<u8> {
@@ -178,6 +184,17 @@ impl DeliveryBatch {
         self.batch.remove(key(P, &[target.as_str().as_bytes(), &seq.to_be_bytes()]));
     }
 
+    /// Marks a target disabled.
+    pub fn disable(&mut self, target: &TargetId, disabled: &Disabled) -> Result<()> {
+        self.batch.insert(key(D, &[target.as_str().as_bytes()]), codec::encode(disabled)?);
+        Ok(())
+    }
+
+    /// Enables a target again.
+    pub fn enable(&mut self, target: &TargetId) {
+        self.batch.remove(key(D, &[target.as_str().as_bytes()]));
+    }
+
     /// Appends an attempt record.
     pub fn attempt(&mut self, target: &TargetId, seq: u64, attempt: &Attempt) -> Result<()> {
         let k = key(A, &[&seq.to_be_bytes(), target.as_str().as_bytes(), &attempt.n.to_be_bytes()]);
@@ -201,7 +218,7 @@ impl Store {
             .flush_every_ms(Some(500))
             .open()?;
         let tree = db.open_tree("crmhook")?;
-        let head = match tree.scan_prefix([E]).next_back() {
+        let last_event = match tree.scan_prefix([E]).next_back() {
             Some(kv) => {
                 let (k, _) = kv?;
                 let bytes: [u8; 8] = k
@@ -212,6 +229,9 @@ impl Store {
             }
             None => 0,
         };
+        // Compaction may have removed the newest events too: seqs are never given twice.
+        let kept_head = tree.get(head_key())?.map(|v| read_u64(&v)).transpose()?.unwrap_or(0);
+        let head = last_event.max(kept_head);
         let head_atomic = Arc::new(AtomicU64::new(head));
         let (head_tx, head_rx) = watch::channel(head);
         let (tx, rx) = mpsc::channel(queue.max(1));
@@ -329,6 +349,7 @@ impl Store {
         let mut batch = Writes::default();
         batch.remove(key(T, &[id.as_str().as_bytes()]));
         batch.remove(key(C, &[id.as_str().as_bytes()]));
+        batch.remove(key(D, &[id.as_str().as_bytes()]));
         for sub in self.subscriptions()?.into_iter().filter(|s| &s.target_id == id) {
             batch.remove(key(S, &[sub.id.as_str().as_bytes()]));
         }
@@ -372,6 +393,11 @@ impl Store {
             .collect()
     }
 
+    /// Whether (and why) a target is disabled.
+    pub fn disabled(&self, target: &TargetId) -> Result<Option<Disabled>> {
+        self.one(D, target.as_str())
+    }
+
     pub fn is_pending(&self, target: &TargetId, seq: u64) -> Result<bool> {
         Ok(self.inner.tree.contains_key(key(P, &[target.as_str().as_bytes(), &seq.to_be_bytes()]))?)
     }
@@ -397,6 +423,59 @@ impl Store {
     /// Writes a batch of delivery state durably.
     pub async fn write_deliveries(&self, batch: DeliveryBatch) -> Result<()> {
         self.write(batch.batch).await
+    }
+
+    // ---- retention ------------------------------------------------------------------------
+
+    /// Removes up to `max` events received before `cutoff_ms` whose deliveries are all finished
+    /// (every target's cursor is past them and none has them pending), with their id index,
+    /// Maximizer id, attempt records and the idempotency keys that only named removed events.
+    /// Answers how many events were removed. Safe beside the writer: it only removes keys of
+    /// events the writer will never touch again, and a crash before sled's next flush merely
+    /// leaves them for the next run.
+    pub fn compact(&self, cutoff_ms: u64, max: usize) -> Result<u64> {
+        let targets: Vec<TargetId> = self.targets()?.into_iter().map(|t| t.id).collect();
+        let mut min_cursor = u64::MAX;
+        for t in &targets {
+            min_cursor = min_cursor.min(self.cursor(t)?.unwrap_or(0));
+        }
+        let tree = &self.inner.tree;
+        let mut batch = sled::Batch::default();
+        let mut removed = std::collections::HashSet::new();
+        for event in self.events_from(1) {
+            let event = event?;
+            if event.received_at_ms >= cutoff_ms || event.seq > min_cursor || removed.len() >= max {
+                break;
+            }
+            let mut owed = false;
+            for t in &targets {
+                owed |= self.is_pending(t, event.seq)?;
+            }
+            if owed {
+                continue;
+            }
+            batch.remove(seq_key(event.seq));
+            batch.remove(key(I, &[event.id.as_str().as_bytes()]));
+            if let Some(x) = &event.external_id {
+                batch.remove(key(X, &[x.as_bytes()]));
+            }
+            for kv in tree.scan_prefix(key(A, &[&event.seq.to_be_bytes()])) {
+                batch.remove(kv?.0);
+            }
+            removed.insert(event.seq);
+        }
+        if removed.is_empty() {
+            return Ok(0);
+        }
+        for kv in tree.scan_prefix([K]) {
+            let (k, v) = kv?;
+            let acks: Vec<AckEntry> = codec::decode(&v)?;
+            if acks.iter().all(|a| removed.contains(&a.seq) || !tree.contains_key(seq_key(a.seq)).unwrap_or(true)) {
+                batch.remove(k);
+            }
+        }
+        tree.apply_batch(batch)?;
+        Ok(removed.len() as u64)
     }
 
     // ---- meta -----------------------------------------------------------------------------
@@ -470,6 +549,12 @@ impl Writer {
                             }
                         }
                     }
+                }
+            }
+            if self.next_seq > first_seq {
+                match codec::encode(&(self.next_seq - 1)) {
+                    Ok(head) => batch.insert(head_key(), head),
+                    Err(e) => tracing::error!(error = %e, "encoding the head failed"),
                 }
             }
             let result = self.tree.apply_batch(batch).and_then(|()| self.db.flush().map(|_| ()));
@@ -644,6 +729,58 @@ mod tests {
             }
             seqs.sort_unstable();
             assert_eq!(seqs, (1..=200).collect::<Vec<_>>());
+            store.close().await;
+        });
+    }
+
+    #[test]
+    fn compaction_removes_finished_old_events_and_never_reuses_seqs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        rt().block_on(async {
+            let store = Store::open(dir.path()).expect("open");
+            store.append(events(3), Some("k".into())).await.expect("append");
+            let t = crmhook_core::Target::create(
+                serde_json::json!({"name": "t", "url": "https://a.example"}).as_object().expect("object"),
+                false,
+                "whsec_x".into(),
+                0,
+            )
+            .expect("target");
+            store.create_target(&t, 1).await.expect("target");
+            let mut b = DeliveryBatch::default();
+            b.cursor(&t.id, 3).expect("encode");
+            b.pending(&t.id, 2, Pending { attempt: 1, due_at_ms: 0 }).expect("encode");
+            store.write_deliveries(b).await.expect("write");
+            // Too recent: nothing goes.
+            assert_eq!(store.compact(0, 100).expect("compact"), 0);
+            // Event 2 is still owed: 1 and 3 go.
+            assert_eq!(store.compact(u64::MAX, 100).expect("compact"), 2);
+            assert_eq!(store.events_from(1).map(|e| e.expect("event").seq).collect::<Vec<_>>(), [2]);
+            assert!(store.event_by_id(&store.event(2).expect("read").expect("kept").id).expect("read").is_some());
+            let mut b = DeliveryBatch::default();
+            b.done(&t.id, 2);
+            store.write_deliveries(b).await.expect("write");
+            assert_eq!(store.compact(u64::MAX, 100).expect("compact"), 1);
+            // The idempotency key named only removed events: a retry is a new request now.
+            let again = store.append(events(1), Some("k".into())).await.expect("append");
+            assert_eq!((again[0].seq, again[0].duplicate), (4, false));
+            store.close().await;
+        });
+        rt().block_on(async {
+            let store = Store::open(dir.path()).expect("reopen");
+            let t = store.targets().expect("targets").remove(0).id;
+            let mut b = DeliveryBatch::default();
+            b.cursor(&t, 4).expect("encode");
+            store.write_deliveries(b).await.expect("write");
+            assert_eq!(store.compact(u64::MAX, 100).expect("compact"), 1);
+            assert_eq!(store.events_from(1).count(), 0, "the log is empty");
+            store.close().await;
+        });
+        rt().block_on(async {
+            let store = Store::open(dir.path()).expect("reopen");
+            assert_eq!(store.head(), 4);
+            let next = store.append(events(1), None).await.expect("append");
+            assert_eq!(next[0].seq, 5, "seqs are never given twice");
             store.close().await;
         });
     }

@@ -16,8 +16,19 @@ pub struct Pending {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AttemptResult {
     Delivered,
-    Retrying { next_at_ms: u64 },
+    Retrying {
+        next_at_ms: u64,
+    },
     Dead,
+    /// The receiver answered 410 Gone: the target was disabled; the delivery waits for it.
+    TargetDisabled,
+}
+
+/// Why a target is not being delivered to, and since when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disabled {
+    pub at_ms: u64,
+    pub reason: String,
 }
 
 /// One delivery attempt, appended once and never changed.
