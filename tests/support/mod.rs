@@ -191,6 +191,34 @@ impl Server {
         self.spawn();
     }
 
+    /// SIGKILL: the process dies at once, wherever it is.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Starts the binary again on the same data dir (after `kill9` or `stop`).
+    pub fn respawn(&mut self) {
+        assert!(self.child.is_none(), "still running");
+        self.spawn();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Resident memory of the server process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("VmRSS")
+    }
+
     /// SIGTERM and wait; answers the exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
@@ -284,6 +312,11 @@ pub struct Received {
     pub headers: HashMap<String, String>,
     pub body: Vec<u8>,
     pub at: Instant,
+    pub wall_ms: u64,
+    /// The recordId / sessionId / Id that tells deliveries apart.
+    pub tag: String,
+    /// What the receiver answered.
+    pub status: u16,
 }
 
 impl Received {
@@ -295,12 +328,16 @@ impl Received {
         serde_json::from_slice(&self.body).unwrap_or(Value::Null)
     }
 
-    /// The recordId / sessionId / Id that tells deliveries apart.
     pub fn tag(&self) -> String {
-        let v = self.json();
-        let v = if v.is_array() { v[0].clone() } else { v };
-        ["recordId", "sessionId", "Id"].iter().find_map(|k| v[k].as_str().map(str::to_owned)).unwrap_or_default()
+        self.tag.clone()
     }
+}
+
+/// The recordId / sessionId / Id of a delivered body.
+fn tag_of(body: &[u8]) -> String {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let v = if v.is_array() { v[0].clone() } else { v };
+    ["recordId", "sessionId", "Id"].iter().find_map(|k| v[k].as_str().map(str::to_owned)).unwrap_or_default()
 }
 
 #[derive(Default)]
@@ -320,7 +357,12 @@ pub struct Receiver {
 
 impl Receiver {
     pub fn start() -> Receiver {
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("receiver binds"));
+        Receiver::start_on(0)
+    }
+
+    /// On a given port (0: any).
+    pub fn start_on(port: u16) -> Receiver {
+        let server = Arc::new(tiny_http::Server::http(("127.0.0.1", port)).expect("receiver binds"));
         let port = server.server_addr().to_ip().expect("ip listener").port();
         let received = Arc::new(Mutex::new(Vec::new()));
         let program = Arc::new(Mutex::new(Program::default()));
@@ -340,7 +382,20 @@ impl Receiver {
                     let default = p.defaults.get(&path).copied().unwrap_or(status(200));
                     p.replies.get_mut(&path).and_then(VecDeque::pop_front).unwrap_or(default)
                 };
-                rec.lock().expect("lock").push(Received { path, headers, body, at: Instant::now() });
+                let wall_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0);
+                let tag = tag_of(&body);
+                rec.lock().expect("lock").push(Received {
+                    path,
+                    headers,
+                    body,
+                    at: Instant::now(),
+                    wall_ms,
+                    tag,
+                    status: reply.status,
+                });
                 std::thread::spawn(move || {
                     if !reply.delay.is_zero() {
                         std::thread::sleep(reply.delay);
@@ -363,12 +418,34 @@ impl Receiver {
         p.defaults.insert(path.to_owned(), default);
     }
 
+    /// Changes what `path` answers from now on.
+    pub fn set_default(&self, path: &str, default: Reply) {
+        let mut p = self.program.lock().expect("lock");
+        p.replies.remove(path);
+        p.defaults.insert(path.to_owned(), default);
+    }
+
+    /// How many requests `path` got.
+    pub fn count(&self, path: &str) -> usize {
+        self.received.lock().expect("lock").iter().filter(|r| r.path == path).count()
+    }
+
     pub fn requests(&self, path: &str) -> Vec<Received> {
         self.received.lock().expect("lock").iter().filter(|r| r.path == path).cloned().collect()
     }
 
     pub fn tags(&self, path: &str) -> Vec<String> {
-        self.requests(path).iter().map(Received::tag).collect()
+        self.received.lock().expect("lock").iter().filter(|r| r.path == path).map(|r| r.tag.clone()).collect()
+    }
+
+    /// Answered deliveries per tag on `path` (only those answered 2xx count as received).
+    pub fn tag_counts(&self, path: &str) -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        for r in self.received.lock().expect("lock").iter().filter(|r| r.path == path && (200..300).contains(&r.status))
+        {
+            *counts.entry(r.tag.clone()).or_insert(0) += 1;
+        }
+        counts
     }
 
     /// Waits until `path` got at least `n` requests.

@@ -1,0 +1,191 @@
+//! Crash tests: the real binary, killed with SIGKILL, restarted on the same data dir.
+
+mod support;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::*;
+
+/// A small xorshift generator: the test prints its seed so a failing run can be repeated.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+fn seed() -> u64 {
+    std::env::var("CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(7) | 1
+    })
+}
+
+/// Concurrent clients post events; the server is killed at a random moment, several times in
+/// a row, and restarted on the same data dir each time. Every acknowledged event must be in the
+/// log and reach the receiver; duplicates are counted and reported.
+#[test]
+fn kill_9_at_random_moments_loses_no_acknowledged_event() {
+    const KILLS: usize = 5;
+    const CLIENTS: usize = 6;
+    let seed = seed();
+    let mut rng = Rng(seed);
+    let mut server = Server::start();
+    let rcv = Receiver::start();
+    server.wire(&rcv.url("/crash"), Some(json!({})), json!({"retry_schedule_ms": [100, 200, 400, 800, 1600]}));
+    let acked: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let mut attempted = 0usize;
+    for round in 0..KILLS {
+        let stop = Arc::new(AtomicBool::new(false));
+        let url = server.url("/v1/events");
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|c| {
+                let (stop, acked, url) = (stop.clone(), acked.clone(), url.clone());
+                std::thread::spawn(move || {
+                    let bearer = format!("Bearer {INGEST}");
+                    let mut sent = 0usize;
+                    let mut i = 0usize;
+                    while !stop.load(Ordering::Relaxed) {
+                        // Alternate single events and arrays of three.
+                        let events: Vec<Value> =
+                            (0..if i % 2 == 0 { 1 } else { 3 }).map(|_| maia("crm_field_update", json!({}))).collect();
+                        let tags: Vec<String> =
+                            events.iter().map(|e| e["recordId"].as_str().unwrap_or_default().to_owned()).collect();
+                        let body =
+                            if events.len() == 1 { events[0].to_string() } else { Value::Array(events).to_string() };
+                        i += 1;
+                        sent += tags.len();
+                        let answer = ureq::post(&url)
+                            .set("Authorization", &bearer)
+                            .set("Content-Type", "application/json")
+                            .timeout(Duration::from_secs(5))
+                            .send_string(&body);
+                        match answer {
+                            Ok(r) if r.status() == 202 => acked.lock().expect("lock").extend(tags),
+                            Ok(_) | Err(ureq::Error::Status(..)) => {}
+                            Err(_) => break, // the server is gone
+                        }
+                        let _ = c;
+                    }
+                    sent
+                })
+            })
+            .collect();
+        // Let acknowledged events pile up, then kill at a random moment.
+        let before = acked.lock().expect("lock").len();
+        wait_for(Duration::from_secs(20), "some acknowledgements", || {
+            (acked.lock().expect("lock").len() > before).then_some(())
+        });
+        std::thread::sleep(Duration::from_millis(50 + rng.below(400)));
+        server.kill9();
+        stop.store(true, Ordering::Relaxed);
+        for c in clients {
+            attempted += c.join().expect("client");
+        }
+        eprintln!("round {round}: killed with {} events acknowledged so far", acked.lock().expect("lock").len());
+        server.respawn();
+    }
+    let acked = acked.lock().expect("lock").clone();
+    // Every acknowledged event reaches the receiver...
+    let deadline = Duration::from_secs(90);
+    wait_for(deadline, "every acknowledged event delivered", || {
+        let got = rcv.tag_counts("/crash");
+        acked.iter().all(|t| got.contains_key(t)).then_some(())
+    });
+    let counts = rcv.tag_counts("/crash");
+    let lost: Vec<&String> = acked.iter().filter(|t| !counts.contains_key(*t)).collect();
+    let duplicates: usize = counts.values().map(|n| n - 1).sum();
+    // ...and is in the log.
+    let mut logged = HashSet::new();
+    let mut after = 0u64;
+    loop {
+        let page = server.admin("GET", &format!("/v1/events?after={after}&limit=1000"), None).json();
+        for e in page["events"].as_array().expect("events") {
+            logged.insert(e["payload"]["recordId"].as_str().unwrap_or_default().to_owned());
+        }
+        match page["next_after"].as_u64() {
+            Some(n) => after = n,
+            None => break,
+        }
+    }
+    let missing_from_log = acked.iter().filter(|t| !logged.contains(*t)).count();
+    eprintln!(
+        "crash test (seed {seed}): {KILLS} kills survived, {attempted} events sent, {} acknowledged, lost {}, \
+         missing from the log {missing_from_log}, duplicate deliveries {duplicates}",
+        acked.len(),
+        lost.len()
+    );
+    assert!(acked.len() > 100, "too few acknowledged events to mean anything: {}", acked.len());
+    assert!(lost.is_empty(), "lost {} acknowledged events, e.g. {:?}", lost.len(), &lost[..lost.len().min(3)]);
+    assert_eq!(missing_from_log, 0);
+}
+
+/// The receiver is down; a retry is scheduled; the server is killed and restarted; the
+/// receiver comes back: every delivery arrives, as attempt 2, on its schedule.
+#[test]
+fn retries_pending_at_a_kill_arrive_on_schedule() {
+    let mut server = Server::start();
+    // A port with nothing listening: connections are refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let url = format!("http://127.0.0.1:{port}/back");
+    server.wire(&url, Some(json!({})), json!({"retry_schedule_ms": [3000, 3000]}));
+    let ids: Vec<String> = (0..5)
+        .map(|_| {
+            server.post_ok(&maia("crm_field_update", json!({})))["events"][0]["id"].as_str().expect("id").to_owned()
+        })
+        .collect();
+    // Wait until every first attempt has failed and its retry is on disk.
+    let first_at: Vec<u64> = ids
+        .iter()
+        .map(|id| {
+            wait_for(Duration::from_secs(10), "a failed first attempt", || {
+                let e = server.admin("GET", &format!("/v1/events/{id}"), None).json();
+                let a = &e["deliveries"][0]["attempts"][0];
+                (a["result"] == "retrying").then(|| a["at"].as_str().map(parse_ms)).flatten()
+            })
+        })
+        .collect();
+    server.kill9();
+    server.respawn();
+    let rcv = Receiver::start_on(port);
+    let got = rcv.wait_count("/back", 5, Duration::from_secs(20));
+    assert!(got.iter().all(|r| r.header("x-crmhook-attempt") == "2"), "attempt numbers resumed");
+    let by_id: std::collections::HashMap<&str, u64> = got.iter().map(|r| (r.header("webhook-id"), r.wall_ms)).collect();
+    for (id, at1) in ids.iter().zip(&first_at) {
+        let at2 = by_id[id.as_str()];
+        let gap = at2.saturating_sub(*at1);
+        // 3000 ms with ±20% jitter; the restart may only add a little.
+        assert!((2300..=6000).contains(&gap), "attempt 2 of {id} came {gap} ms after attempt 1");
+    }
+    assert!(holds_for(Duration::from_millis(500), || rcv.count("/back") == 5), "delivered twice");
+}
+
+fn parse_ms(rfc3339: &str) -> u64 {
+    // 2026-11-25T11:31:29.888Z
+    let (date, time) = rfc3339.trim_end_matches('Z').split_once('T').expect("T");
+    let d: Vec<i64> = date.split('-').map(|x| x.parse().expect("date")).collect();
+    let (hms, ms) = time.split_once('.').unwrap_or((time, "0"));
+    let t: Vec<i64> = hms.split(':').map(|x| x.parse().expect("time")).collect();
+    // Days from civil (Howard Hinnant's algorithm).
+    let (y, m) = if d[1] <= 2 { (d[0] - 1, d[1] + 9) } else { (d[0], d[1] - 3) };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + d[2] - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    ((days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2]) * 1000 + ms.parse::<i64>().expect("ms")) as u64
+}
+
+#[test]
+fn parse_ms_reads_rfc3339() {
+    assert_eq!(parse_ms("1970-01-01T00:00:00.000Z"), 0);
+    assert_eq!(parse_ms("2024-01-15T10:30:00.123Z"), 1_705_314_600_123);
+    let _ = Instant::now();
+}
