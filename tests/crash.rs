@@ -54,8 +54,9 @@ fn kill_9_at_random_moments_loses_no_acknowledged_event() {
                     let mut i = 0usize;
                     while !stop.load(Ordering::Relaxed) {
                         // Alternate single events and arrays of three.
-                        let events: Vec<Value> =
-                            (0..if i.is_multiple_of(2) { 1 } else { 3 }).map(|_| maia("crm_field_update", json!({}))).collect();
+                        let events: Vec<Value> = (0..if i.is_multiple_of(2) { 1 } else { 3 })
+                            .map(|_| maia("crm_field_update", json!({})))
+                            .collect();
                         let tags: Vec<String> =
                             events.iter().map(|e| e["recordId"].as_str().unwrap_or_default().to_owned()).collect();
                         let body =

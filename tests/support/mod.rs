@@ -344,6 +344,8 @@ fn tag_of(body: &[u8]) -> String {
 struct Program {
     replies: HashMap<String, VecDeque<Reply>>,
     defaults: HashMap<String, Reply>,
+    /// Distinct tags answered 2xx, per path, kept as requests come.
+    delivered: HashMap<String, std::collections::HashSet<String>>,
 }
 
 /// A real HTTP server on 127.0.0.1:0 that records every request and answers as programmed
@@ -387,6 +389,9 @@ impl Receiver {
                     .map(|d| d.as_millis() as u64)
                     .unwrap_or(0);
                 let tag = tag_of(&body);
+                if (200..300).contains(&reply.status) {
+                    prog.lock().expect("lock").delivered.entry(path.clone()).or_default().insert(tag.clone());
+                }
                 rec.lock().expect("lock").push(Received {
                     path,
                     headers,
@@ -423,6 +428,11 @@ impl Receiver {
         let mut p = self.program.lock().expect("lock");
         p.replies.remove(path);
         p.defaults.insert(path.to_owned(), default);
+    }
+
+    /// How many distinct events `path` answered with a 2xx.
+    pub fn distinct_delivered(&self, path: &str) -> usize {
+        self.program.lock().expect("lock").delivered.get(path).map_or(0, |s| s.len())
     }
 
     /// How many requests `path` got.
