@@ -22,3 +22,8 @@ conformance:
 bench seconds="5":
     cargo build --release -p crmhook -p crmhook-bench
     ./target/release/crmhook-bench ingest --seconds {{seconds}} --json target/bench-ingest.json
+
+# The long reliability runs (kills under load, a 1M-event backlog), with their figures.
+soak kills="20" backlog="1000000":
+    cargo build --release -p crmhook -p crmhook-bench
+    ./target/release/crmhook-bench soak --kills {{kills}} --backlog {{backlog}} --json target/soak.json

@@ -16,6 +16,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod soak;
+
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use serde_json::json;
@@ -38,6 +40,20 @@ enum Cmd {
         #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
         connections: Vec<usize>,
         /// Where to write the JSON report.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// The long reliability runs: kills under load, and a large backlog.
+    Soak {
+        /// How many times the server is killed.
+        #[arg(long, default_value_t = 20)]
+        kills: usize,
+        /// Concurrent ingest clients during the kills.
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Events piled up for a target that is down.
+        #[arg(long, default_value_t = 1_000_000)]
+        backlog: usize,
         #[arg(long)]
         json: Option<PathBuf>,
     },
@@ -78,6 +94,14 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Ingest { seconds, connections, json } => ingest(seconds, &connections, json),
+        Cmd::Soak { kills, clients, backlog, json } => {
+            let report = json!({"kills": soak::kills(kills, clients)?, "backlog": soak::backlog(backlog)?});
+            match json {
+                Some(path) => std::fs::write(path, serde_json::to_vec_pretty(&report)?)?,
+                None => println!("{report}"),
+            }
+            Ok(())
+        }
     }
 }
 

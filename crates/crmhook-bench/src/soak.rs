@@ -1,0 +1,354 @@
+//! `crmhook-bench soak`: the long reliability runs behind `just soak`, on the release binary.
+//!
+//! 1. Kills: concurrent clients post events while the server is killed with SIGKILL at random
+//!    moments, many times, restarted each time on the same data dir; at the end every
+//!    acknowledged event must have reached the receiver. Reports kills, acknowledged, lost,
+//!    duplicates.
+//! 2. Backlog: a target is down (its receiver answers 503) while a million events pile up;
+//!    reports the server's peak RSS, the restart time with that log, and the drain time once
+//!    the receiver answers 200 again.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+
+const ADMIN: &str = "adm_soak_0123456789abcdef";
+const INGEST: &str = "ing_soak_0123456789abcdef";
+
+/// A keep-alive HTTP/1.1 connection.
+struct Conn {
+    addr: SocketAddr,
+    stream: Option<BufReader<TcpStream>>,
+}
+
+impl Conn {
+    fn new(addr: SocketAddr) -> Conn {
+        Conn { addr, stream: None }
+    }
+
+    fn request(&mut self, method: &str, path: &str, token: &str, body: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
+        if self.stream.is_none() {
+            let s = TcpStream::connect(self.addr)?;
+            s.set_nodelay(true)?;
+            s.set_read_timeout(Some(Duration::from_secs(30)))?;
+            self.stream = Some(BufReader::new(s));
+        }
+        let result = self.exchange(method, path, token, body);
+        if result.is_err() {
+            self.stream = None;
+        }
+        result
+    }
+
+    fn exchange(&mut self, method: &str, path: &str, token: &str, body: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
+        let stream = self.stream.as_mut().context("connected")?;
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            self.addr,
+            body.len()
+        );
+        stream.get_mut().write_all(head.as_bytes())?;
+        stream.get_mut().write_all(body)?;
+        let mut line = String::new();
+        stream.read_line(&mut line)?;
+        let status: u16 = line.split_whitespace().nth(1).context("status line")?.parse()?;
+        let mut length = 0;
+        loop {
+            line.clear();
+            stream.read_line(&mut line)?;
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    length = v.trim().parse()?;
+                }
+            }
+        }
+        let mut body = vec![0; length];
+        stream.read_exact(&mut body)?;
+        Ok((status, body))
+    }
+}
+
+/// The release `crmhook serve` on a data dir that outlives restarts.
+struct Server {
+    exe: std::path::PathBuf,
+    dir: std::path::PathBuf,
+    child: Option<Child>,
+    addr: SocketAddr,
+}
+
+impl Server {
+    fn start(dir: &std::path::Path) -> anyhow::Result<Server> {
+        let exe = std::env::current_exe()?.with_file_name("crmhook");
+        if !exe.exists() {
+            bail!("{} is missing: build it first (cargo build --release)", exe.display());
+        }
+        let mut s = Server { exe, dir: dir.to_path_buf(), child: None, addr: SocketAddr::from(([127, 0, 0, 1], 0)) };
+        s.spawn()?;
+        Ok(s)
+    }
+
+    /// Starts the process; answers how long it took to print `listening on`.
+    fn spawn(&mut self) -> anyhow::Result<Duration> {
+        let t0 = Instant::now();
+        let mut child = Command::new(&self.exe)
+            .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+            .arg(self.dir.join("db"))
+            .env("CRMHOOK_ADMIN_TOKEN", ADMIN)
+            .env("CRMHOOK_INGEST_TOKEN", INGEST)
+            .env("CRMHOOK_ALLOW_PRIVATE_TARGETS", "true")
+            .env("CRMHOOK_LOG", "error")
+            .current_dir(&self.dir)
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+        self.addr = loop {
+            let line = lines.next().context("crmhook exited before listening")??;
+            if let Some(a) = line.split("listening on ").nth(1) {
+                break a.trim().parse()?;
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        self.child = Some(child);
+        Ok(t0.elapsed())
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn rss_kib(&self) -> u64 {
+        let pid = self.child.as_ref().map(Child::id).unwrap_or(0);
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:").map(str::to_owned)))
+            .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
+            .unwrap_or(0)
+    }
+
+    fn admin(&self, method: &str, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let (status, body) = Conn::new(self.addr).request(method, path, ADMIN, &serde_json::to_vec(body)?)?;
+        if status >= 300 {
+            bail!("{method} {path}: {status} {}", String::from_utf8_lossy(&body));
+        }
+        Ok(serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    fn target(&self, url: &str, schedule: &[u64]) -> anyhow::Result<()> {
+        let t =
+            self.admin("POST", "/v1/targets", &json!({"name": "soak", "url": url, "retry_schedule_ms": schedule}))?;
+        self.admin("POST", "/v1/subscriptions", &json!({"target_id": t["id"]}))?;
+        Ok(())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A receiver counting deliveries per recordId; its answer can be switched.
+struct Receiver {
+    addr: SocketAddr,
+    counts: Arc<Mutex<HashMap<String, u32>>>,
+    answer: Arc<AtomicU16>,
+}
+
+impl Receiver {
+    fn start() -> anyhow::Result<Receiver> {
+        use actix_web::{web, App, HttpResponse, HttpServer};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let counts: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+        let answer = Arc::new(AtomicU16::new(200));
+        let (c, a) = (counts.clone(), answer.clone());
+        std::thread::spawn(move || {
+            let _ = actix_rt::System::new().block_on(async move {
+                HttpServer::new(move || {
+                    let (c, a) = (c.clone(), a.clone());
+                    App::new().default_service(web::to(move |body: web::Bytes| {
+                        let (c, a) = (c.clone(), a.clone());
+                        async move {
+                            let status = a.load(Ordering::Relaxed);
+                            if status == 200 {
+                                let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                                if let Some(tag) = v["recordId"].as_str() {
+                                    *c.lock().expect("lock").entry(tag.to_owned()).or_insert(0) += 1;
+                                }
+                            }
+                            HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap_or_default())
+                                .finish()
+                        }
+                    }))
+                })
+                .workers(1)
+                .listen(listener)?
+                .run()
+                .await
+            });
+        });
+        Ok(Receiver { addr, counts, answer })
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/soak", self.addr)
+    }
+}
+
+fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    f()
+}
+
+fn event(tag: &str) -> String {
+    format!(
+        r#"{{"eventType":"crm_field_update","recordId":"{tag}","kanbanId":"kanban_1","fieldName":"Email","newValue":"x@example.com"}}"#
+    )
+}
+
+/// Kill soak; answers its JSON report.
+pub fn kills(kills: usize, clients: usize) -> anyhow::Result<Value> {
+    let dir = tempfile::tempdir()?;
+    let rcv = Receiver::start()?;
+    let mut server = Server::start(dir.path())?;
+    server.target(&rcv.url(), &[100, 200, 400, 800, 1600, 3200])?;
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() as u64 | 1;
+    for round in 0..kills {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads: Vec<_> = (0..clients)
+            .map(|c| {
+                let (stop, acked, addr) = (stop.clone(), acked.clone(), server.addr);
+                std::thread::spawn(move || {
+                    let mut conn = Conn::new(addr);
+                    let mut i = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let tags: Vec<String> = (0..1 + i % 3).map(|k| format!("r{round}c{c}i{i}k{k}")).collect();
+                        let body = format!("[{}]", tags.iter().map(|t| event(t)).collect::<Vec<_>>().join(","));
+                        i += 1;
+                        match conn.request("POST", "/v1/events", INGEST, body.as_bytes()) {
+                            Ok((202, _)) => acked.lock().expect("lock").extend(tags),
+                            Ok(_) => {}
+                            Err(_) => break,
+                        }
+                    }
+                })
+            })
+            .collect();
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(200 + seed % 1500));
+        server.kill9();
+        stop.store(true, Ordering::Relaxed);
+        for t in threads {
+            let _ = t.join();
+        }
+        server.spawn()?;
+    }
+    let acked = acked.lock().expect("lock").clone();
+    let all_arrived = wait_until(Duration::from_secs(300), || {
+        let counts = rcv.counts.lock().expect("lock");
+        acked.iter().all(|t| counts.contains_key(t))
+    });
+    let counts = rcv.counts.lock().expect("lock");
+    let lost = acked.iter().filter(|t| !counts.contains_key(*t)).count();
+    let duplicates: u32 = counts.values().map(|n| n - 1).sum();
+    let report = json!({"kills": kills, "acknowledged": acked.len(), "lost": lost, "duplicates": duplicates, "all_arrived": all_arrived});
+    println!(
+        "kills: {kills} kills survived; {} events acknowledged; lost {lost}; duplicate deliveries {duplicates}",
+        acked.len()
+    );
+    Ok(report)
+}
+
+/// Backlog soak; answers its JSON report.
+pub fn backlog(events: usize) -> anyhow::Result<Value> {
+    const BATCH: usize = 1000;
+    let dir = tempfile::tempdir()?;
+    let rcv = Receiver::start()?;
+    rcv.answer.store(503, Ordering::Relaxed);
+    let mut server = Server::start(dir.path())?;
+    server.target(&rcv.url(), &[5_000; 50])?;
+    let rss_idle = server.rss_kib();
+    let mut rss_max = rss_idle;
+    let t0 = Instant::now();
+    let mut conn = Conn::new(server.addr);
+    for b in 0..events.div_ceil(BATCH) {
+        let body = format!("[{}]", (0..BATCH).map(|i| event(&format!("b{b}i{i}"))).collect::<Vec<_>>().join(","));
+        loop {
+            match conn.request("POST", "/v1/events", INGEST, body.as_bytes())? {
+                (202, _) => break,
+                (503, _) => std::thread::sleep(Duration::from_millis(50)),
+                (s, b) => bail!("ingest answered {s}: {}", String::from_utf8_lossy(&b)),
+            }
+        }
+        if b % 50 == 0 {
+            rss_max = rss_max.max(server.rss_kib());
+        }
+    }
+    let ingest_s = t0.elapsed().as_secs_f64();
+    rss_max = rss_max.max(server.rss_kib());
+    let disk = dir_size(&dir.path().join("db"));
+    server.kill9();
+    let listening = server.spawn()?;
+    let t1 = Instant::now();
+    let ready = wait_until(Duration::from_secs(60), || {
+        Conn::new(server.addr).request("GET", "/readyz", "", b"").map(|(s, _)| s == 200).unwrap_or(false)
+    });
+    let restart_ms = (listening + t1.elapsed()).as_millis();
+    let rss_after_restart = server.rss_kib();
+    rcv.answer.store(200, Ordering::Relaxed);
+    let t2 = Instant::now();
+    let drained = wait_until(Duration::from_secs(1800), || {
+        rss_max = rss_max.max(server.rss_kib());
+        rcv.counts.lock().expect("lock").len() >= events
+    });
+    let drain_s = t2.elapsed().as_secs_f64();
+    println!(
+        "backlog: {events} events ingested in {ingest_s:.1} s with the target down; peak RSS {} MiB (idle {} MiB); \
+         {:.0} MiB on disk; restart to ready {restart_ms} ms (ready: {ready}); RSS after restart {} MiB; drained in {drain_s:.1} s ({drained})",
+        rss_max / 1024,
+        rss_idle / 1024,
+        disk as f64 / 1_048_576.0,
+        rss_after_restart / 1024
+    );
+    Ok(json!({
+        "events": events, "ingest_s": ingest_s, "rss_idle_mib": rss_idle / 1024, "rss_peak_mib": rss_max / 1024,
+        "disk_mib": disk as f64 / 1_048_576.0, "restart_to_ready_ms": restart_ms, "drain_s": drain_s, "drained": drained,
+    }))
+}
+
+fn dir_size(path: &std::path::Path) -> u64 {
+    std::fs::read_dir(path)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_size(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
