@@ -206,7 +206,7 @@ fn a_spent_schedule_marks_the_delivery_dead() {
 fn a_receiver_slower_than_timeout_ms_is_a_failed_attempt() {
     let server = Server::start();
     let rcv = Receiver::start();
-    rcv.program("/slow", &[Reply { status: 200, delay: Duration::from_secs(3) }], status(200));
+    rcv.program("/slow", &[delayed(200, Duration::from_secs(3))], status(200));
     server.wire(&rcv.url("/slow"), Some(json!({})), json!({"timeout_ms": 500, "retry_schedule_ms": [100]}));
     let ack = server.post_ok(&maia("crm_field_update", json!({})));
     let event_id = ack["events"][0]["id"].as_str().expect("id").to_owned();
@@ -521,4 +521,161 @@ fn invalid_configuration_stops_start_up_naming_the_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("max_targets") && err.contains("CRMHOOK_MAX_TARGETS"), "{err}");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("listening on"));
+}
+
+#[test]
+fn retry_after_on_503_stretches_the_delay_up_to_twice_the_schedule() {
+    let server = Server::start();
+    let rcv = Receiver::start();
+    rcv.program("/busy", &[Reply { retry_after: Some(1), ..status(503) }], status(200));
+    server.wire(&rcv.url("/busy"), Some(json!({})), json!({"retry_schedule_ms": [600]}));
+    server.post_ok(&maia("crm_field_update", json!({})));
+    let reqs = rcv.wait_count("/busy", 2, DELIVERY);
+    let gap = reqs[1].at - reqs[0].at;
+    // Without Retry-After the gap is 600 ms ± 20% (at most 720 ms); with `Retry-After: 1` it is
+    // one second, or twice the jittered delay when that is shorter (at least 960 ms).
+    assert!(gap >= Duration::from_millis(940), "Retry-After was not honoured: {gap:?}");
+    assert!(gap <= Duration::from_millis(2500), "waited too long: {gap:?}");
+}
+
+#[test]
+fn a_410_disables_the_target_until_it_is_enabled_again() {
+    let server = Server::start();
+    let rcv = Receiver::start();
+    rcv.program("/gone", &[status(410)], status(200));
+    let (tid, _) = server.wire(&rcv.url("/gone"), Some(json!({})), json!({"retry_schedule_ms": [100]}));
+    let first = server.post_ok(&maia("crm_field_update", json!({})));
+    rcv.wait_count("/gone", 1, DELIVERY);
+    let target = wait_for(DELIVERY, "the target disabled", || {
+        let t = server.admin("GET", &format!("/v1/targets/{tid}"), None).json();
+        (t["enabled"] == false).then_some(t)
+    });
+    assert!(target["disabled_reason"].as_str().is_some_and(|r| r.contains("410")), "{target}");
+    server.post_ok(&maia("crm_field_update", json!({})));
+    assert!(holds_for(QUIET, || rcv.count("/gone") == 1), "a disabled target was delivered to");
+    let id = first["events"][0]["id"].as_str().expect("id");
+    let shown = server.admin("GET", &format!("/v1/events/{id}"), None).json();
+    assert_eq!(shown["deliveries"][0]["status"], "pending");
+    assert_eq!(shown["deliveries"][0]["attempts"][0]["result"], "target_disabled");
+
+    let r = server.admin("PATCH", &format!("/v1/targets/{tid}"), Some(&json!({"enabled": true})));
+    assert_eq!((r.status, r.json()["enabled"].as_bool()), (200, Some(true)), "{}", r.text);
+    let reqs = rcv.wait_count("/gone", 3, DELIVERY);
+    let first_retry = reqs.iter().skip(1).find(|r| r.header("webhook-id") == id).expect("the 410'd event again");
+    assert_eq!(first_retry.header("x-crmhook-attempt"), "2");
+    assert!(holds_for(QUIET, || rcv.count("/gone") == 3));
+}
+
+#[test]
+fn an_ordered_target_gets_its_events_one_at_a_time_in_log_order() {
+    let server = Server::start();
+    let rcv = Receiver::start();
+    rcv.program("/ordered", &[status(500), status(500)], delayed(200, Duration::from_millis(30)));
+    server.wire(&rcv.url("/ordered"), Some(json!({})), json!({"ordered": true, "retry_schedule_ms": [100, 100, 100]}));
+    let events: Vec<Value> = (0..6).map(|_| maia("crm_field_update", json!({}))).collect();
+    server.post_ok(&json!(events[..3]));
+    server.post_ok(&json!(events[3..]));
+    let reqs = rcv.wait_count("/ordered", 8, DELIVERY);
+    let tags: Vec<String> = reqs.iter().map(Received::tag).collect();
+    let want: Vec<String> = events.iter().map(|e| e["recordId"].as_str().expect("tag").to_owned()).collect();
+    let mut expected = vec![want[0].clone(), want[0].clone()];
+    expected.extend(want.iter().cloned());
+    assert_eq!(tags, expected, "not strictly in log order");
+    // One at a time: each request starts only after the previous one was answered (successes
+    // take 30 ms to answer; failures are retried after 100 ms ± 20%).
+    for w in reqs.windows(2) {
+        assert!(w[1].at - w[0].at >= Duration::from_millis(25), "two requests overlapped: {:?}", w[1].at - w[0].at);
+    }
+}
+
+#[test]
+fn sigterm_lets_an_attempt_in_flight_finish() {
+    let mut server = Server::start();
+    let rcv = Receiver::start();
+    rcv.program("/inflight", &[delayed(200, Duration::from_millis(1500))], status(200));
+    server.wire(&rcv.url("/inflight"), Some(json!({})), json!({"timeout_ms": 5000}));
+    let ack = server.post_ok(&maia("crm_field_update", json!({})));
+    rcv.wait_count("/inflight", 1, DELIVERY);
+    // The attempt is in flight now: stop gracefully.
+    let status = server.stop();
+    assert!(status.success(), "graceful stop exits 0: {status:?}");
+    server.respawn();
+    let id = ack["events"][0]["id"].as_str().expect("id");
+    let shown = server.admin("GET", &format!("/v1/events/{id}"), None).json();
+    assert_eq!(shown["deliveries"][0]["status"], "delivered", "the in-flight attempt was recorded: {shown}");
+    assert!(holds_for(QUIET, || rcv.count("/inflight") == 1), "delivered again after the restart");
+}
+
+#[test]
+fn an_idempotency_key_is_acknowledged_again_across_a_restart() {
+    let mut server = Server::start();
+    let rcv = Receiver::start();
+    server.wire(&rcv.url("/idem"), Some(json!({})), json!({}));
+    let body =
+        serde_json::to_vec(&json!([maia("crm_field_update", json!({})), maia("ai_pause", json!({}))])).expect("json");
+    let post = |server: &Server| {
+        let bearer = format!("Bearer {INGEST}");
+        let headers =
+            [("Content-Type", "application/json"), ("Authorization", bearer.as_str()), ("Idempotency-Key", "order-42")];
+        let r = http("POST", &server.url("/v1/events"), &headers, Some(&body));
+        assert_eq!(r.status, 202, "{}", r.text);
+        r.json()
+    };
+    let first = post(&server);
+    assert_eq!((first["accepted"].as_u64(), first["duplicates"].as_u64()), (Some(2), Some(0)));
+    server.restart();
+    let again = post(&server);
+    assert_eq!((again["accepted"].as_u64(), again["duplicates"].as_u64()), (Some(0), Some(2)));
+    assert_eq!(again["events"], first["events"], "the same ids and seqs");
+    rcv.wait_count("/idem", 2, DELIVERY);
+    assert!(holds_for(QUIET, || rcv.count("/idem") == 2), "delivered twice");
+}
+
+#[test]
+fn a_duplicate_maximizer_id_is_acknowledged_and_not_delivered_twice() {
+    let server = Server::start();
+    let rcv = Receiver::start();
+    server.wire(&rcv.url("/mx"), Some(json!({"event_types": ["Opportunity.*"]})), json!({}));
+    let envelope: Value = serde_json::from_str(&sample("opportunity_stage_change")).expect("json");
+    let first = server.post_ok(&envelope);
+    let again = server.post_ok(&envelope);
+    assert_eq!((first["accepted"].as_u64(), again["duplicates"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(first["events"][0]["type"], "Opportunity.Update");
+    assert_eq!(again["events"][0]["seq"], first["events"][0]["seq"]);
+    let got = rcv.wait_count("/mx", 1, DELIVERY);
+    let delivered = got[0].json();
+    assert!(delivered.is_array() && delivered[0]["ProcessedTimestamp"] != envelope[0]["ProcessedTimestamp"]);
+    assert!(holds_for(QUIET, || rcv.count("/mx") == 1));
+}
+
+#[test]
+fn retention_compacts_finished_events_and_keeps_numbering() {
+    let server = Server::start_with(&[
+        ("CRMHOOK_ADMIN_TOKEN", ADMIN),
+        ("CRMHOOK_INGEST_TOKEN", INGEST),
+        ("CRMHOOK_ALLOW_PRIVATE_TARGETS", "true"),
+        ("CRMHOOK_RETENTION_DAYS", "0"),
+        ("CRMHOOK_COMPACTION_INTERVAL_S", "1"),
+    ]);
+    let rcv = Receiver::start();
+    rcv.program("/ret", &[], status(503));
+    server.wire(
+        &rcv.url("/ret"),
+        Some(json!({"event_types": ["ai_pause"]})),
+        json!({"retry_schedule_ms": [300, 300, 300, 300, 300, 300, 300, 300, 300, 300]}),
+    );
+    server.post_ok(&json!([maia("crm_field_update", json!({})), maia("ai_pause", json!({}))]));
+    // The field update is owed to nobody: compacted. The pause is still owed: kept.
+    let listed = wait_for(Duration::from_secs(10), "compaction of the finished event", || {
+        let events = server.admin("GET", "/v1/events", None).json()["events"].clone();
+        (events.as_array().map(Vec::len) == Some(1)).then_some(events)
+    });
+    assert_eq!(listed[0]["type"], "ai_pause");
+    rcv.set_default("/ret", status(200));
+    rcv.wait_count("/ret", 1, DELIVERY);
+    wait_for(Duration::from_secs(10), "compaction of the delivered event", || {
+        (server.admin("GET", "/v1/events", None).json()["events"].as_array().map(Vec::len) == Some(0)).then_some(())
+    });
+    let next = server.post_ok(&maia("ai_pause", json!({})));
+    assert_eq!(next["events"][0]["seq"], 3, "seqs are never reused");
 }

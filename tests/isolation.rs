@@ -21,7 +21,7 @@ const FAST_P99_BOUND: Duration = Duration::from_millis(150);
 fn a_hanging_target_does_not_slow_a_fast_one() {
     let server = Server::start();
     let rcv = Receiver::start();
-    rcv.program("/hang", &[], Reply { status: 200, delay: Duration::from_secs(60) });
+    rcv.program("/hang", &[], delayed(200, Duration::from_secs(60)));
     server.wire(&rcv.url("/hang"), Some(json!({})), json!({"timeout_ms": 20000, "retry_schedule_ms": [1000]}));
     server.wire(&rcv.url("/fast"), Some(json!({})), json!({}));
     let mut acked_at = HashMap::new();

@@ -299,10 +299,17 @@ impl Drop for Server {
 pub struct Reply {
     pub status: u16,
     pub delay: Duration,
+    /// A `Retry-After` header, in seconds.
+    pub retry_after: Option<u32>,
 }
 
 pub fn status(code: u16) -> Reply {
-    Reply { status: code, delay: Duration::ZERO }
+    Reply { status: code, delay: Duration::ZERO, retry_after: None }
+}
+
+/// `status` after `delay`.
+pub fn delayed(code: u16, delay: Duration) -> Reply {
+    Reply { delay, ..status(code) }
 }
 
 /// A request the receiver got.
@@ -405,7 +412,15 @@ impl Receiver {
                     if !reply.delay.is_zero() {
                         std::thread::sleep(reply.delay);
                     }
-                    let _ = request.respond(tiny_http::Response::from_string("ok").with_status_code(reply.status));
+                    let mut response = tiny_http::Response::from_string("ok").with_status_code(reply.status);
+                    if let Some(seconds) = reply.retry_after {
+                        if let Ok(h) =
+                            tiny_http::Header::from_bytes(&b"Retry-After"[..], seconds.to_string().as_bytes())
+                        {
+                            response.add_header(h);
+                        }
+                    }
+                    let _ = request.respond(response);
                 });
             }
         });

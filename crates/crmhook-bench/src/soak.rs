@@ -307,7 +307,8 @@ pub fn backlog(events: usize) -> anyhow::Result<Value> {
         }
     }
     let ingest_s = t0.elapsed().as_secs_f64();
-    rss_max = rss_max.max(server.rss_kib());
+    let rss_after_ingest = server.rss_kib();
+    rss_max = rss_max.max(rss_after_ingest);
     let disk = dir_size(&dir.path().join("db"));
     server.kill9();
     let listening = server.spawn()?;
@@ -319,21 +320,27 @@ pub fn backlog(events: usize) -> anyhow::Result<Value> {
     let rss_after_restart = server.rss_kib();
     rcv.answer.store(200, Ordering::Relaxed);
     let t2 = Instant::now();
+    let mut rss_drain = rss_after_restart;
     let drained = wait_until(Duration::from_secs(1800), || {
-        rss_max = rss_max.max(server.rss_kib());
+        rss_drain = rss_drain.max(server.rss_kib());
         rcv.counts.lock().expect("lock").len() >= events
     });
     let drain_s = t2.elapsed().as_secs_f64();
     println!(
-        "backlog: {events} events ingested in {ingest_s:.1} s with the target down; peak RSS {} MiB (idle {} MiB); \
-         {:.0} MiB on disk; restart to ready {restart_ms} ms (ready: {ready}); RSS after restart {} MiB; drained in {drain_s:.1} s ({drained})",
-        rss_max / 1024,
+                "backlog: {events} events ingested in {ingest_s:.1} s with the target down; RSS idle {} MiB, peak while \
+         ingesting {} MiB, after ingesting {} MiB; {:.0} MiB on disk; restart to ready {restart_ms} ms (ready: {ready}); \
+         RSS after restart {} MiB, peak while draining {} MiB; drained in {drain_s:.1} s ({drained})",
         rss_idle / 1024,
+        rss_max / 1024,
+        rss_after_ingest / 1024,
         disk as f64 / 1_048_576.0,
-        rss_after_restart / 1024
+        rss_after_restart / 1024,
+        rss_drain / 1024
     );
     Ok(json!({
-        "events": events, "ingest_s": ingest_s, "rss_idle_mib": rss_idle / 1024, "rss_peak_mib": rss_max / 1024,
+                "events": events, "ingest_s": ingest_s, "rss_idle_mib": rss_idle / 1024, "rss_peak_ingest_mib": rss_max / 1024,
+        "rss_after_ingest_mib": rss_after_ingest / 1024, "rss_after_restart_mib": rss_after_restart / 1024,
+        "rss_peak_drain_mib": rss_drain / 1024,
         "disk_mib": disk as f64 / 1_048_576.0, "restart_to_ready_ms": restart_ms, "drain_s": drain_s, "drained": drained,
     }))
 }

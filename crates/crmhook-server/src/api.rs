@@ -186,6 +186,14 @@ async fn healthz() -> HttpResponse {
 }
 
 async fn readyz(state: State) -> HttpResponse {
+    if state.store.is_failing() {
+        return crate::error::problem(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Not ready",
+            "the last write to the event log failed (disk full or I/O error); see docs/RELIABILITY.md",
+        );
+    }
     HttpResponse::Ok().json(json!({"status": "ready", "head": state.store.head()}))
 }
 

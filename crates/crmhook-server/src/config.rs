@@ -26,6 +26,8 @@ pub struct Config {
     pub retention_days: u64,
     /// How often compaction runs.
     pub compaction_interval_s: u64,
+    /// sled's page cache, in bytes.
+    pub cache_bytes: usize,
 }
 
 impl Default for Config {
@@ -43,6 +45,7 @@ impl Default for Config {
             ingest_buffer_bytes: 64 * 1024 * 1024,
             retention_days: 30,
             compaction_interval_s: 300,
+            cache_bytes: crmhook_store::CACHE_BYTES,
         }
     }
 }
@@ -66,7 +69,7 @@ pub struct Flags {
 }
 
 /// The keys, in the order the contract lists them.
-pub const KEYS: [&str; 12] = [
+pub const KEYS: [&str; 13] = [
     "bind",
     "data_dir",
     "admin_token",
@@ -79,6 +82,7 @@ pub const KEYS: [&str; 12] = [
     "ingest_buffer_bytes",
     "retention_days",
     "compaction_interval_s",
+    "cache_bytes",
 ];
 
 impl Config {
@@ -181,6 +185,7 @@ impl Config {
             "ingest_buffer_bytes" => self.ingest_buffer_bytes = int(1024)?,
             "retention_days" => self.retention_days = int(0)? as u64,
             "compaction_interval_s" => self.compaction_interval_s = int(1)? as u64,
+            "cache_bytes" => self.cache_bytes = int(1024 * 1024)?,
             other => return Err(err(format!("unknown key `{other}`; the keys are {}", KEYS.join(", ")))),
         }
         Ok(())

@@ -74,8 +74,11 @@ impl Server {
             dir: config.data_dir.display().to_string(),
             source: StoreError::Io(e.to_string()),
         })?;
-        let store = Store::open_with_queue(&config.data_dir, config.ingest_queue)
-            .map_err(|source| ServerError::Open { dir: config.data_dir.display().to_string(), source })?;
+        let store = Store::open_with(
+            &config.data_dir,
+            crmhook_store::Options { queue: config.ingest_queue, cache_bytes: config.cache_bytes },
+        )
+        .map_err(|source| ServerError::Open { dir: config.data_dir.display().to_string(), source })?;
         let mut generated = Vec::new();
         let admin = resolve_token(&store, "admin_token", "adm_", config.admin_token.clone(), &mut generated).await?;
         let ingest = resolve_token(&store, "ingest_token", "ing_", config.ingest_token.clone(), &mut generated).await?;

@@ -122,6 +122,24 @@ enum Op {
     Stop(oneshot::Sender<()>),
 }
 
+/// Tuning of a store.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Write requests that may wait for the writer; past it appends fail with `Busy`.
+    pub queue: usize,
+    /// sled's page cache: the largest part of the process's memory under load.
+    pub cache_bytes: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { queue: QUEUE, cache_bytes: CACHE_BYTES }
+    }
+}
+
+/// Default size of sled's page cache.
+pub const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 /// A handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -135,6 +153,8 @@ struct Inner {
     head: Arc<AtomicU64>,
     head_rx: watch::Receiver<u64>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// The last group commit failed (disk full, I/O error); cleared by the next success.
+    failing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Key writes (`None`: remove) applied in order.
@@ -206,15 +226,16 @@ impl DeliveryBatch {
 impl Store {
     /// Opens (or creates) the store in `dir` and starts its writer thread.
     pub fn open(dir: &std::path::Path) -> Result<Store> {
-        Store::open_with_queue(dir, QUEUE)
+        Store::open_with(dir, Options::default())
     }
 
-    /// [`Store::open`] with `queue` write requests allowed to wait for the writer.
-    pub fn open_with_queue(dir: &std::path::Path, queue: usize) -> Result<Store> {
+    /// [`Store::open`] with tuning options.
+    pub fn open_with(dir: &std::path::Path, options: Options) -> Result<Store> {
+        let Options { queue, cache_bytes } = options;
         let db = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
-            .cache_capacity(256 * 1024 * 1024)
+            .cache_capacity(cache_bytes as u64)
             .flush_every_ms(Some(500))
             .open()?;
         let tree = db.open_tree("crmhook")?;
@@ -235,14 +256,29 @@ impl Store {
         let head_atomic = Arc::new(AtomicU64::new(head));
         let (head_tx, head_rx) = watch::channel(head);
         let (tx, rx) = mpsc::channel(queue.max(1));
-        let writer =
-            Writer { db: db.clone(), tree: tree.clone(), next_seq: head + 1, head: head_atomic.clone(), head_tx };
+        let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = Writer {
+            db: db.clone(),
+            tree: tree.clone(),
+            next_seq: head + 1,
+            head: head_atomic.clone(),
+            head_tx,
+            failing: failing.clone(),
+        };
         let handle = std::thread::Builder::new()
             .name("crmhook-log-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| StoreError::Io(e.to_string()))?;
         Ok(Store {
-            inner: Arc::new(Inner { db, tree, tx, head: head_atomic, head_rx, writer: Mutex::new(Some(handle)) }),
+            inner: Arc::new(Inner {
+                db,
+                tree,
+                tx,
+                head: head_atomic,
+                head_rx,
+                writer: Mutex::new(Some(handle)),
+                failing,
+            }),
         })
     }
 
@@ -272,6 +308,11 @@ impl Store {
             mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
         })?;
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Whether the last write to disk failed (the store cannot take events now).
+    pub fn is_failing(&self) -> bool {
+        self.inner.failing.load(Ordering::Acquire)
     }
 
     /// The seq of the last durable event (0 for an empty log).
@@ -509,6 +550,7 @@ struct Writer {
     next_seq: u64,
     head: Arc<AtomicU64>,
     head_tx: watch::Sender<u64>,
+    failing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 enum Reply {
@@ -558,6 +600,7 @@ impl Writer {
                 }
             }
             let result = self.tree.apply_batch(batch).and_then(|()| self.db.flush().map(|_| ()));
+            self.failing.store(result.is_err(), Ordering::Release);
             match &result {
                 Ok(()) => {
                     let head = self.next_seq - 1;
