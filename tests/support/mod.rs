@@ -124,6 +124,8 @@ pub fn http(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8
 pub struct Server {
     pub dir: tempfile::TempDir,
     pub env: Vec<(String, String)>,
+    /// Shell commands run before `exec crmhook` (e.g. `ulimit -f 4000`); none when empty.
+    pub wrapper: String,
     pub child: Option<Child>,
     pub base: String,
     /// Every stdout line of every start.
@@ -144,6 +146,21 @@ impl Server {
         let mut server = Server {
             dir: tempfile::tempdir().expect("tempdir"),
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            wrapper: String::new(),
+            child: None,
+            base: String::new(),
+            stdout: Arc::new(Mutex::new(Vec::new())),
+        };
+        server.spawn();
+        server
+    }
+
+    /// Starts the binary through `bash -c '<wrapper>; exec crmhook serve …'`.
+    pub fn start_wrapped(env: &[(&str, &str)], wrapper: &str) -> Server {
+        let mut server = Server {
+            dir: tempfile::tempdir().expect("tempdir"),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            wrapper: wrapper.to_owned(),
             child: None,
             base: String::new(),
             stdout: Arc::new(Mutex::new(Vec::new())),
@@ -157,7 +174,13 @@ impl Server {
     }
 
     fn spawn(&mut self) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_crmhook"));
+        let mut cmd = if self.wrapper.is_empty() {
+            Command::new(env!("CARGO_BIN_EXE_crmhook"))
+        } else {
+            let mut c = Command::new("bash");
+            c.arg("-c").arg(format!("{}; exec \"$0\" \"$@\"", self.wrapper)).arg(env!("CARGO_BIN_EXE_crmhook"));
+            c
+        };
         cmd.arg("serve").arg("--bind").arg("127.0.0.1:0").arg("--data-dir").arg(self.data_dir());
         cmd.current_dir(self.dir.path()).env("NO_COLOR", "1").env("CRMHOOK_LOG", "warn");
         for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("CRMHOOK_")) {
