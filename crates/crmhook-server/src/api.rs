@@ -19,6 +19,7 @@ use serde_json::{json, Map, Value};
 use tokio::sync::Semaphore;
 
 use crate::error::ApiError;
+use crate::guard;
 use crate::router::{RouterError, RouterHandle};
 
 /// How long the previous secret keeps signing after a rotation.
@@ -277,6 +278,7 @@ async fn create_target(req: HttpRequest, payload: web::Payload, state: State) ->
     authorize(&req, &state.tokens, Role::Admin)?;
     let body = read_object(&req, payload).await?;
     let target = Target::create(&body, state.allow_private_targets, generate_secret(), now_ms())?;
+    guard::check_url(&target.url, state.allow_private_targets).await.map_err(|e| ApiError::unprocessable("url", e))?;
     state.router.create_target(target.clone()).await.map_err(router_error)?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/v1/targets/{}", target.id)))
@@ -303,6 +305,11 @@ async fn patch_target(
         Some(_) => return Err(ApiError::unprocessable("enabled", "`enabled` must be true or false")),
     };
     let target = current.patched(&body, state.allow_private_targets, now_ms())?;
+    if target.url != current.url {
+        guard::check_url(&target.url, state.allow_private_targets)
+            .await
+            .map_err(|e| ApiError::unprocessable("url", e))?;
+    }
     if target != current {
         state.router.update_target(target.clone()).await.map_err(router_error)?;
     }

@@ -23,7 +23,15 @@ thread_local! {
     static CLIENT: awc::Client = awc::Client::builder()
         .disable_redirects()
         .add_default_header((header::USER_AGENT, concat!("crmhook/", env!("CARGO_PKG_VERSION"))))
-        .connector(awc::Connector::new().timeout(CONNECT_TIMEOUT).limit(1024))
+                .connector(
+            awc::Connector::new()
+                .connector(
+                    actix_tls::connect::Connector::new(actix_tls::connect::Resolver::custom(crate::guard::GuardResolver))
+                        .service(),
+                )
+                .timeout(CONNECT_TIMEOUT)
+                .limit(1024),
+        )
         .timeout(Duration::from_secs(600))
         .finish();
 }
@@ -104,6 +112,10 @@ pub async fn attempt(target: &Target, event: &Event, attempt: u32) -> AttemptRep
         .insert_header(("X-Crmhook-Attempt", attempt.to_string()));
 
     let mut retry_after_ms = None;
+    if let Err(refused) = crate::guard::check_literal(&target.url) {
+        let duration_ms = started.elapsed().as_millis() as u64;
+        return AttemptReport { at_ms, duration_ms, outcome: Outcome::Error(refused), retry_after_ms };
+    }
     let outcome = match actix_rt::time::timeout(timeout, request.send_body(body)).await {
         Err(_) | Ok(Err(SendRequestError::Timeout)) => Outcome::Timeout,
         Ok(Err(e)) => Outcome::Error(e.to_string()),

@@ -20,6 +20,7 @@ pub mod api;
 pub mod config;
 pub mod delivery;
 pub mod error;
+pub mod guard;
 pub mod router;
 pub mod target;
 
@@ -70,6 +71,7 @@ impl Server {
     pub async fn start(listener: TcpListener, config: Config) -> Result<Server, ServerError> {
         // Only one crypto provider is compiled in; make it the process default for rustls.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        guard::set_allow_private(config.allow_private_targets);
         std::fs::create_dir_all(&config.data_dir).map_err(|e| ServerError::Open {
             dir: config.data_dir.display().to_string(),
             source: StoreError::Io(e.to_string()),
