@@ -339,6 +339,8 @@ pub fn delayed(code: u16, delay: Duration) -> Reply {
 #[derive(Debug, Clone)]
 pub struct Received {
     pub path: String,
+    /// Path and query as requested.
+    pub uri: String,
     pub headers: HashMap<String, String>,
     pub body: Vec<u8>,
     pub at: Instant,
@@ -403,7 +405,8 @@ impl Receiver {
             for mut request in srv.incoming_requests() {
                 let mut body = Vec::new();
                 let _ = request.as_reader().read_to_end(&mut body);
-                let path = request.url().split('?').next().unwrap_or("").to_owned();
+                let uri = request.url().to_owned();
+                let path = uri.split('?').next().unwrap_or("").to_owned();
                 let headers = request
                     .headers()
                     .iter()
@@ -424,6 +427,7 @@ impl Receiver {
                 }
                 rec.lock().expect("lock").push(Received {
                     path,
+                    uri,
                     headers,
                     body,
                     at: Instant::now(),

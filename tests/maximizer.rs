@@ -1,0 +1,176 @@
+//! Maximizer envelopes and the filter language end to end, and secret rotation.
+
+mod support;
+
+use std::time::Duration;
+
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use support::*;
+
+const DELIVERY: Duration = Duration::from_secs(10);
+const QUIET: Duration = Duration::from_millis(800);
+
+fn envelope(id: &str, revenue: f64, version: &str) -> Value {
+    let mut e: Value = serde_json::from_str(&sample("opportunity_stage_change")).expect("json");
+    e[0]["Id"] = json!(id);
+    e[0]["Data"]["Original"]["Revenue"] = json!(revenue);
+    e[0]["Data"]["Version"] = json!(version);
+    e
+}
+
+#[test]
+fn the_maximizer_sample_is_typed_filtered_and_delivered_as_a_fresh_array() {
+    let server = Server::start();
+    let rcv = Receiver::start();
+    server.wire(
+        &rcv.url("/gt"),
+        Some(json!({"filters": [{"path": "/Data/Original/Revenue", "op": "gt", "value": 10000}]})),
+        json!({}),
+    );
+    server.wire(&rcv.url("/v1"), Some(json!({"version_major": 1})), json!({}));
+    server.wire(&rcv.url("/wild"), Some(json!({"event_types": ["Opportunity.*"]})), json!({}));
+    server.wire(
+        &rcv.url("/all"),
+        Some(json!({"event_types": ["Opportunity.Update"], "version_major": 1, "filters": [
+            {"path": "/Data/Original/Revenue", "op": "gte", "value": 12000},
+            {"path": "/Data/New/SalesStageSetupName", "op": "in", "value": ["Presentation", "Closed"]},
+            {"path": "/Data/New/Revenue", "op": "exists", "value": false}
+        ]})),
+        json!({}),
+    );
+    server.wire(
+        &rcv.url("/one-fails"),
+        Some(json!({"event_types": ["Opportunity.*"], "filters": [
+            {"path": "/Data/Original/Revenue", "op": "gt", "value": 10000},
+            {"path": "/Entity", "op": "eq", "value": "Contact"}
+        ]})),
+        json!({}),
+    );
+    server.wire(&rcv.url("/other-entity"), Some(json!({"event_types": ["Contact.*"]})), json!({}));
+
+    let big = envelope("11111111-0000-0000-0000-000000000001", 12000.0, "1.1");
+    let small = envelope("11111111-0000-0000-0000-000000000002", 500.0, "2.0");
+    let ack = server.post_ok(&big);
+    assert_eq!(ack["events"][0]["type"], "Opportunity.Update");
+    server.post_ok(&small);
+
+    let tag = |e: &Value| e[0]["Id"].as_str().expect("Id").to_owned();
+    for (path, want) in [
+        ("/gt", vec![tag(&big)]),
+        ("/v1", vec![tag(&big)]),
+        ("/wild", vec![tag(&big), tag(&small)]),
+        ("/all", vec![tag(&big)]),
+    ] {
+        let got = rcv.wait_count(path, want.len(), DELIVERY);
+        let mut tags: Vec<String> = got.iter().map(Received::tag).collect();
+        tags.sort();
+        assert_eq!(tags, want, "{path}");
+    }
+    assert!(holds_for(QUIET, || rcv.count("/one-fails") == 0
+        && rcv.count("/other-entity") == 0
+        && rcv.count("/gt") == 1));
+
+    let delivered = rcv.requests("/gt")[0].json();
+    let items = delivered.as_array().expect("a one-event array");
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["Data"], big[0]["Data"]);
+    let stamp = items[0]["ProcessedTimestamp"].as_str().expect("ProcessedTimestamp");
+    assert_ne!(
+        stamp,
+        big[0]["ProcessedTimestamp"].as_str().expect("sample stamp"),
+        "ProcessedTimestamp is set at dispatch"
+    );
+    assert!(stamp.starts_with("20") && stamp.ends_with('Z'), "RFC 3339 UTC: {stamp}");
+}
+
+#[test]
+fn a_malformed_envelope_names_the_index_and_the_field() {
+    let server = Server::start();
+    let mut two = envelope("a", 1.0, "1.0");
+    let mut second = two[0].clone();
+    second["Id"] = json!("b");
+    second["Data"].as_object_mut().expect("object").remove("Op");
+    two.as_array_mut().expect("array").push(second);
+    let r = server.request("POST", "/v1/events", Some(INGEST), Some(&two));
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert_eq!((r.json()["index"].as_u64(), r.json()["field"].as_str()), (Some(1), Some("Data.Op")));
+    assert_eq!(server.admin("GET", "/v1/events", None).json()["events"].as_array().map(Vec::len), Some(0));
+    let r = server.admin("POST", "/v1/subscriptions", Some(&json!({"target_id": "tgt_00000000000000000000000000", "filters": [{"path": "/x", "op": "like", "value": 1}]})));
+    assert_eq!((r.status, r.json()["field"].as_str()), (422, Some("filters[0]")), "{}", r.text);
+}
+
+fn hmac_sha256(key: &[u8], msg: &[u8]) -> Vec<u8> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
+    mac.update(msg);
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// A receiver that only knows `secret` verifies a delivery (either header).
+fn verifies(secret: &str, r: &Received) -> (bool, bool) {
+    let ts = r.header("x-maia-timestamp");
+    let maia =
+        format!("sha256={}", hex::encode(hmac_sha256(secret.as_bytes(), &[ts.as_bytes(), b".", &r.body].concat())));
+    let key = base64::engine::general_purpose::STANDARD.decode(secret.trim_start_matches("whsec_")).expect("base64");
+    let msg =
+        [r.header("webhook-id").as_bytes(), b".", r.header("webhook-timestamp").as_bytes(), b".", &r.body].concat();
+    let standard = format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(hmac_sha256(&key, &msg)));
+    (
+        r.header("x-maia-signature").split(' ').any(|s| s == maia),
+        r.header("webhook-signature").split(' ').any(|s| s == standard),
+    )
+}
+
+#[test]
+fn during_a_rotation_either_secret_verifies() {
+    let server = Server::start();
+    let rcv = Receiver::start();
+    let (tid, old) = server.wire(&rcv.url("/rot"), Some(json!({})), json!({}));
+    let r = server.admin("POST", &format!("/v1/targets/{tid}/rotate-secret"), None);
+    assert_eq!(r.status, 200, "{}", r.text);
+    let new = r.json()["secret"].as_str().expect("new secret").to_owned();
+    assert_ne!(new, old);
+    assert!(r.json()["previous_secret_expires_at"].is_string(), "{}", r.text);
+    assert!(
+        !server.admin("GET", &format!("/v1/targets/{tid}"), None).text.contains(&new[6..]),
+        "the new secret is shown again"
+    );
+    server.post_ok(&maia("crm_field_update", json!({})));
+    let got = rcv.wait_count("/rot", 1, DELIVERY);
+    let d = &got[0];
+    assert_eq!(d.header("x-maia-signature").split(' ').count(), 2, "two MAIA signatures, new first");
+    assert_eq!(d.header("webhook-signature").split(' ').count(), 2, "two v1 signatures, new first");
+    assert_eq!(verifies(&new, d), (true, true), "a receiver with the new secret");
+    assert_eq!(verifies(&old, d), (true, true), "a receiver with the old secret");
+    assert_eq!(verifies("whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", d), (false, false));
+    let first_new = d.header("x-maia-signature").split(' ').next().expect("first").to_owned();
+    let ts = d.header("x-maia-timestamp");
+    let want = format!("sha256={}", hex::encode(hmac_sha256(new.as_bytes(), &[ts.as_bytes(), b".", &d.body].concat())));
+    assert_eq!(first_new, want, "the new secret's signature comes first");
+}
+
+#[test]
+fn custom_headers_are_sent_and_query_strings_kept() {
+    let server = Server::start();
+    let rcv = Receiver::start();
+    let r = server.admin(
+        "POST",
+        "/v1/targets",
+        Some(&json!({"name": "h", "url": rcv.url("/hdr?tenant=42&x=y"), "headers": {"X-Api-Key": "k123", "X-Tenant": "acme"}})),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.json()["url"], rcv.url("/hdr?tenant=42&x=y"));
+    let id = r.json()["id"].as_str().expect("id").to_owned();
+    assert_eq!(server.admin("POST", "/v1/subscriptions", Some(&json!({"target_id": id}))).status, 201);
+    for reserved in ["Content-Type", "X-Maia-Signature", "webhook-id", "X-Crmhook-Attempt"] {
+        let r = server.admin("PATCH", &format!("/v1/targets/{id}"), Some(&json!({"headers": {reserved: "evil"}})));
+        assert_eq!(r.status, 422, "{reserved} must not be settable: {}", r.text);
+    }
+    server.post_ok(&maia("ai_pause", json!({})));
+    let got = rcv.wait_count("/hdr", 1, DELIVERY);
+    assert_eq!((got[0].header("x-api-key"), got[0].header("x-tenant")), ("k123", "acme"));
+    assert_eq!(got[0].header("content-type"), "application/json");
+    assert_eq!(got[0].uri, "/hdr?tenant=42&x=y", "the query string is kept");
+}
