@@ -4,6 +4,7 @@
 //! if any of its subscriptions matches (OR). See contract section 3 and `docs/SUBSCRIPTIONS.md`.
 
 use std::cmp::Ordering;
+use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -159,10 +160,149 @@ impl Subscription {
     }
 }
 
-/// Whether any of a target's subscriptions wants `event`.
+/// Whether any of a target's subscriptions wants `event` (compiles them first; hold a
+/// [`Compiled`] to match many events).
 pub fn any_matches(subscriptions: &[Subscription], event: &Event) -> bool {
-    let mut json = LazyJson::default();
-    subscriptions.iter().any(|s| s.matches(event, &mut json))
+    Compiled::new(subscriptions.to_vec()).matches(event)
+}
+
+/// A target's subscriptions compiled for matching: filter values parsed, JSON Pointers split,
+/// lists turned into sets, and subscriptions indexed by event type so that an event is only
+/// checked against the subscriptions that can want its type. The event's payload is parsed at
+/// most once, and only if a candidate has filters.
+#[derive(Debug, Clone, Default)]
+pub struct Compiled {
+    subscriptions: Vec<Subscription>,
+    compiled: Vec<CompiledSub>,
+    by_type: HashMap<String, Vec<usize>>,
+    by_entity: HashMap<String, Vec<usize>>,
+    any_type: Vec<usize>,
+}
+
+#[derive(Debug, Clone)]
+struct CompiledSub {
+    from_seq: u64,
+    kanban_ids: HashSet<String>,
+    field_names: HashSet<String>,
+    version_major: Option<u32>,
+    filters: Vec<CompiledFilter>,
+}
+
+#[derive(Debug, Clone)]
+struct CompiledFilter {
+    pointer: Vec<String>,
+    op: Op,
+    value: Value,
+}
+
+impl Compiled {
+    pub fn new(subscriptions: Vec<Subscription>) -> Compiled {
+        let mut c = Compiled { subscriptions, ..Compiled::default() };
+        for (i, s) in c.subscriptions.iter().enumerate() {
+            c.compiled.push(CompiledSub {
+                from_seq: s.from_seq,
+                kanban_ids: s.kanban_ids.iter().cloned().collect(),
+                field_names: s.field_names.iter().cloned().collect(),
+                version_major: s.version_major,
+                filters: s
+                    .filters
+                    .iter()
+                    .map(|f| CompiledFilter {
+                        pointer: pointer_tokens(&f.path),
+                        op: f.op,
+                        value: serde_json::from_str(&f.value_json).unwrap_or(Value::Null),
+                    })
+                    .collect(),
+            });
+            if s.event_types.is_empty() {
+                c.any_type.push(i);
+            }
+            for t in &s.event_types {
+                let list = match t.strip_suffix(".*") {
+                    Some(entity) => c.by_entity.entry(entity.to_owned()).or_default(),
+                    None => c.by_type.entry(t.clone()).or_default(),
+                };
+                if list.last() != Some(&i) {
+                    list.push(i);
+                }
+            }
+        }
+        c
+    }
+
+    /// The subscriptions this was compiled from.
+    pub fn subscriptions(&self) -> &[Subscription] {
+        &self.subscriptions
+    }
+
+    /// Indexes of the subscriptions whose `event_types` admit this event, ascending, unique.
+    fn candidates(&self, event: &Event) -> Vec<usize> {
+        let mut out: Vec<usize> = self.any_type.clone();
+        if let Some(list) = self.by_type.get(&event.event_type) {
+            out.extend(list);
+        }
+        if let Some((entity, _)) = event.event_type.split_once('.') {
+            if let Some(list) = self.by_entity.get(entity) {
+                out.extend(list);
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Whether any subscription wants `event`.
+    pub fn matches(&self, event: &Event) -> bool {
+        let mut json = LazyJson::default();
+        self.candidates(event).into_iter().any(|i| self.compiled[i].matches(event, &mut json))
+    }
+
+    /// Every subscription that wants `event`.
+    pub fn matching(&self, event: &Event) -> Vec<&SubscriptionId> {
+        let mut json = LazyJson::default();
+        self.candidates(event)
+            .into_iter()
+            .filter(|i| self.compiled[*i].matches(event, &mut json))
+            .map(|i| &self.subscriptions[i].id)
+            .collect()
+    }
+}
+
+impl CompiledSub {
+    fn matches(&self, event: &Event, json: &mut LazyJson<'_>) -> bool {
+        event.seq > self.from_seq
+            && (self.kanban_ids.is_empty() || event.kanban_id.as_ref().is_some_and(|k| self.kanban_ids.contains(k)))
+            && (self.field_names.is_empty()
+                || event.event_type != "crm_field_update"
+                || event.field_name.as_ref().is_some_and(|f| self.field_names.contains(f)))
+            && self.version_major.is_none_or(|m| event.version_major == Some(m))
+            && self.filters.iter().all(|f| eval(f.op, resolve(json.get(event), &f.pointer), &f.value))
+    }
+}
+
+/// The reference tokens of a JSON Pointer, unescaped (`~1` is `/`, `~0` is `~`).
+fn pointer_tokens(pointer: &str) -> Vec<String> {
+    if pointer.is_empty() {
+        return Vec::new();
+    }
+    pointer.split('/').skip(1).map(|t| t.replace("~1", "/").replace("~0", "~")).collect()
+}
+
+/// Follows pointer tokens into a value: object members by name, array items by index.
+fn resolve<'v>(mut value: &'v Value, tokens: &[String]) -> Option<&'v Value> {
+    for token in tokens {
+        value = match value {
+            Value::Object(map) => map.get(token)?,
+            Value::Array(items) => {
+                if token.len() > 1 && token.starts_with('0') {
+                    return None;
+                }
+                items.get(token.parse::<usize>().ok()?)?
+            }
+            _ => return None,
+        };
+    }
+    Some(value)
 }
 
 /// An event's payload, parsed once, on first use.

@@ -10,7 +10,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use crmhook_core::event::parse_ingest;
 use crmhook_core::retry::Outcome;
 use crmhook_core::sign::{constant_time_eq, generate_secret};
-use crmhook_core::subscription::any_matches;
+use crmhook_core::subscription::Compiled;
 use crmhook_core::time::{now_ms, parse_rfc3339, rfc3339};
 use crmhook_core::{Event, EventId, Subscription, SubscriptionId, Target, TargetId};
 use crmhook_store::{Attempt, AttemptResult, Disabled, Store};
@@ -465,7 +465,7 @@ fn deliveries(store: &Store, event: &Event) -> Result<Vec<Value>, ApiError> {
         let not_yet_matched = store.cursor(&target.id)?.is_some_and(|c| c < event.seq);
         let owed = list.is_empty() && !pending && not_yet_matched && {
             let subs: Vec<Subscription> = subscriptions.iter().filter(|s| s.target_id == target.id).cloned().collect();
-            any_matches(&subs, event)
+            Compiled::new(subs).matches(event)
         };
         if list.is_empty() && !pending && !owed {
             continue;

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix::prelude::*;
-use crmhook_core::subscription::any_matches;
+use crmhook_core::subscription::Compiled;
 use crmhook_core::{NewEvent, Subscription, SubscriptionId, Target, TargetId};
 use std::time::Duration;
 
@@ -120,7 +120,7 @@ struct Router {
 
 impl Router {
     fn spawn_target(&mut self, target: Target, subscriptions: Vec<Subscription>) {
-        let config = TargetConfig { target: Arc::new(target), subscriptions: Arc::new(subscriptions) };
+        let config = TargetConfig { target: Arc::new(target), subscriptions: Arc::new(Compiled::new(subscriptions)) };
         let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
         self.next_arbiter += 1;
         let handle = TargetHandle::start(arbiter, self.store.clone(), config.clone());
@@ -167,7 +167,7 @@ impl Router {
         }
         let events: Vec<_> = fresh.iter().filter_map(|a| self.store.event(a.seq).ok().flatten()).collect();
         for running in self.targets.values() {
-            if events.iter().any(|e| any_matches(&running.config.subscriptions, e)) {
+            if events.iter().any(|e| running.config.subscriptions.matches(e)) {
                 running.handle.wake();
             }
         }
@@ -294,7 +294,7 @@ impl Handler<AdminChange> for Router {
                 let owner = self
                     .targets
                     .values()
-                    .find(|r| r.config.subscriptions.iter().any(|s| s.id == id))
+                    .find(|r| r.config.subscriptions.subscriptions().iter().any(|s| s.id == id))
                     .map(|r| r.config.target.id.clone());
                 let Some(owner) = owner else {
                     return AtomicResponse::new(Box::pin(fut::ready(Err(RouterError::NotFound(id.to_string())))));
@@ -321,9 +321,9 @@ impl Router {
         change: impl FnOnce(&mut Vec<Subscription>),
     ) -> Option<(TargetHandle, TargetConfig)> {
         let running = self.targets.get_mut(id)?;
-        let mut subs = running.config.subscriptions.as_ref().clone();
+        let mut subs = running.config.subscriptions.subscriptions().to_vec();
         change(&mut subs);
-        running.config.subscriptions = Arc::new(subs);
+        running.config.subscriptions = Arc::new(Compiled::new(subs));
         Some((running.handle.clone(), running.config.clone()))
     }
 

@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use crmhook_core::retry::{self, Next};
-use crmhook_core::subscription::any_matches;
+use crmhook_core::subscription::Compiled;
 use crmhook_core::time::now_ms;
-use crmhook_core::{Subscription, Target, TargetId};
+use crmhook_core::{Target, TargetId};
 use crmhook_store::{Attempt, AttemptResult, DeliveryBatch, Disabled, Pending, Store};
 use rand::Rng;
 use tokio::sync::oneshot;
@@ -39,7 +39,7 @@ const MAILBOX: usize = 64;
 #[derive(Clone)]
 pub struct TargetConfig {
     pub target: Arc<Target>,
-    pub subscriptions: Arc<Vec<Subscription>>,
+    pub subscriptions: Arc<Compiled>,
 }
 
 /// Our handle on a target actor; the only way other code talks to one.
@@ -185,7 +185,7 @@ impl TargetActor {
             match event {
                 Ok(event) if event.seq <= head => {
                     last = event.seq;
-                    if any_matches(&self.config.subscriptions, &event) {
+                    if self.config.subscriptions.matches(&event) {
                         taken.push(event.seq);
                         if taken.len() >= room {
                             break;
