@@ -71,6 +71,9 @@ pub struct Step<'a> {
     pub schedule: &'a [u64],
     /// The attempt that just ended (1-based).
     pub attempt: u32,
+    /// The attempt that began this round of the schedule: 1, or the first attempt of a
+    /// redelivery or replay (which walks the schedule again while its numbers go on counting).
+    pub round_start: u32,
     /// When it ended, ms since the epoch.
     pub now_ms: u64,
     /// A random number in [-1, 1]: the delay moves by `jitter * JITTER` of itself.
@@ -92,7 +95,7 @@ pub fn next_attempt(verdict: Verdict, step: Step<'_>) -> Next {
     match verdict {
         Verdict::Delivered => Next::Delivered,
         Verdict::Disable => Next::Disabled { attempt: following },
-        Verdict::Retry => match step.schedule.get(step.attempt.saturating_sub(1) as usize) {
+        Verdict::Retry => match step.schedule.get(step.attempt.saturating_sub(step.round_start) as usize) {
             Some(&delay) => {
                 let base = jittered(delay, step.jitter);
                 let wait = step.retry_after_ms.map_or(base, |ra| ra.clamp(base, base.saturating_mul(2)));
@@ -108,7 +111,16 @@ mod tests {
     use super::*;
 
     fn step(schedule: &[u64], attempt: u32, now_ms: u64) -> Step<'_> {
-        Step { schedule, attempt, now_ms, jitter: 0.0, retry_after_ms: None }
+        Step { schedule, attempt, round_start: 1, now_ms, jitter: 0.0, retry_after_ms: None }
+    }
+
+    #[test]
+    fn a_redelivery_walks_the_schedule_again_and_goes_on_counting() {
+        let s = [200, 400];
+        let redo = |attempt| Step { round_start: 4, ..step(&s, attempt, 1000) };
+        assert_eq!(next_attempt(Verdict::Retry, redo(4)), Next::RetryAt { attempt: 5, at_ms: 1200 });
+        assert_eq!(next_attempt(Verdict::Retry, redo(5)), Next::RetryAt { attempt: 6, at_ms: 1400 });
+        assert_eq!(next_attempt(Verdict::Retry, redo(6)), Next::Dead);
     }
 
     #[test]

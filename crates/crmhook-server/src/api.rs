@@ -13,7 +13,7 @@ use crmhook_core::sign::{constant_time_eq, generate_secret};
 use crmhook_core::subscription::Compiled;
 use crmhook_core::time::{now_ms, parse_rfc3339, rfc3339};
 use crmhook_core::{Event, EventId, Subscription, SubscriptionId, Target, TargetId};
-use crmhook_store::{Attempt, AttemptResult, Disabled, Store};
+use crmhook_store::{Attempt, AttemptResult, DeliveryStatus, Disabled, EventFilter, Request, Store};
 use futures_util::StreamExt;
 use serde_json::{json, Map, Value};
 use tokio::sync::Semaphore;
@@ -56,6 +56,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/readyz", web::get().to(readyz))
         .service(web::resource("/v1/events").route(web::post().to(ingest)).route(web::get().to(list_events)))
         .service(web::resource("/v1/events/{id}").route(web::get().to(get_event)))
+        .service(web::resource("/v1/events/{id}/redeliver").route(web::post().to(redeliver)))
+        .service(web::resource("/v1/targets/{id}/deliveries").route(web::get().to(target_deliveries)))
+        .service(web::resource("/v1/targets/{id}/replay").route(web::post().to(replay)))
         .service(web::resource("/v1/targets").route(web::get().to(list_targets)).route(web::post().to(create_target)))
         .service(
             web::resource("/v1/targets/{id}")
@@ -428,7 +431,12 @@ fn event_view(e: &Event) -> Value {
 }
 
 fn attempt_view(a: &Attempt) -> Value {
-    let mut view = json!({"n": a.n, "at": rfc3339(a.at_ms), "duration_ms": a.duration_ms});
+    let trigger = match (a.n == a.round, a.round > 1) {
+        (true, false) => "first",
+        (true, true) => "redelivery",
+        (false, _) => "retry",
+    };
+    let mut view = json!({"n": a.n, "at": rfc3339(a.at_ms), "duration_ms": a.duration_ms, "trigger": trigger});
     match &a.outcome {
         Outcome::Status(code) => {
             view["status_code"] = json!(code);
@@ -512,59 +520,55 @@ async fn get_event(req: HttpRequest, id: web::Path<String>, state: State) -> Res
 struct EventQuery {
     after: u64,
     limit: usize,
-    event_type: Option<String>,
-    record_id: Option<String>,
-    kanban_id: Option<String>,
-    since_ms: Option<u64>,
-    until_ms: Option<u64>,
+    filter: EventFilter,
+}
+
+fn page_params(q: &HashMap<String, String>) -> Result<(u64, usize), ApiError> {
+    let after = match q.get("after").map(String::as_str) {
+        None | Some("") => 0,
+        Some(v) => v.parse().map_err(|_| {
+            ApiError::unprocessable("after", format!("`after` must be a seq (an integer ≥ 0), not {v:?}"))
+        })?,
+    };
+    let limit = match q.get("limit").map(String::as_str) {
+        None | Some("") => DEFAULT_PAGE,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
+            _ => {
+                return Err(ApiError::unprocessable(
+                    "limit",
+                    format!("`limit` must be an integer from 1 to {MAX_PAGE}, not {v:?}"),
+                ))
+            }
+        },
+    };
+    Ok((after, limit))
 }
 
 impl EventQuery {
     fn parse(q: &HashMap<String, String>) -> Result<EventQuery, ApiError> {
-        let after = match q.get("after").map(String::as_str) {
-            None | Some("") => 0,
-            Some(v) => v.parse().map_err(|_| {
-                ApiError::unprocessable("after", format!("`after` must be a seq (an integer ≥ 0), not {v:?}"))
-            })?,
-        };
-        let limit = match q.get("limit").map(String::as_str) {
-            None | Some("") => DEFAULT_PAGE,
-            Some(v) => match v.parse::<usize>() {
-                Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
-                _ => {
-                    return Err(ApiError::unprocessable(
-                        "limit",
-                        format!("`limit` must be an integer from 1 to {MAX_PAGE}, not {v:?}"),
-                    ))
-                }
-            },
-        };
-        let time = |name: &str| -> Result<Option<u64>, ApiError> {
-            match q.get(name).map(String::as_str) {
-                None | Some("") => Ok(None),
-                Some(v) => parse_rfc3339(v).map(Some).ok_or_else(|| {
-                    ApiError::unprocessable(name, format!("`{name}` must be an RFC 3339 time, not {v:?}"))
-                }),
-            }
-        };
+        let (after, limit) = page_params(q)?;
         let text = |name: &str| q.get(name).filter(|v| !v.is_empty()).cloned();
         Ok(EventQuery {
             after,
             limit,
-            event_type: text("type"),
-            record_id: text("record_id"),
-            kanban_id: text("kanban_id"),
-            since_ms: time("since")?,
-            until_ms: time("until")?,
+            filter: EventFilter {
+                event_type: text("type"),
+                record_id: text("record_id"),
+                kanban_id: text("kanban_id"),
+                since_ms: time_param(q, "since")?,
+                until_ms: time_param(q, "until")?,
+            },
         })
     }
+}
 
-    fn admits(&self, e: &Event) -> bool {
-        self.event_type.as_ref().is_none_or(|t| &e.event_type == t)
-            && self.record_id.as_ref().is_none_or(|r| e.record_id.as_ref() == Some(r))
-            && self.kanban_id.as_ref().is_none_or(|k| e.kanban_id.as_ref() == Some(k))
-            && self.since_ms.is_none_or(|s| e.received_at_ms >= s)
-            && self.until_ms.is_none_or(|u| e.received_at_ms < u)
+fn time_param(q: &HashMap<String, String>, name: &str) -> Result<Option<u64>, ApiError> {
+    match q.get(name).map(String::as_str) {
+        None | Some("") => Ok(None),
+        Some(v) => parse_rfc3339(v)
+            .map(Some)
+            .ok_or_else(|| ApiError::unprocessable(name, format!("`{name}` must be an RFC 3339 time, not {v:?}"))),
     }
 }
 
@@ -575,19 +579,158 @@ async fn list_events(
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state.tokens, Role::Admin)?;
     let q = EventQuery::parse(&query)?;
-    let mut page = Vec::with_capacity(q.limit.min(128));
-    let mut last = None;
-    for event in state.store.events_from(q.after.saturating_add(1)) {
-        let event = event?;
-        if q.admits(&event) {
-            last = Some(event.seq);
-            page.push(event_view(&event));
-            if page.len() == q.limit {
-                break;
+    let events = state.store.events_page(&q.filter, q.after, q.limit)?;
+    // A full page may have a next one; a short page is the end of the log.
+    let next_after = if events.len() == q.limit { events.last().map(|e| e.seq) } else { None };
+    let page: Vec<Value> = events.iter().map(event_view).collect();
+    Ok(HttpResponse::Ok().json(json!({"events": page, "next_after": next_after})))
+}
+
+/// Who asked, for the log of operators' requests.
+fn requester(req: &HttpRequest) -> String {
+    match req.peer_addr() {
+        Some(addr) => format!("admin token from {}", addr.ip()),
+        None => "admin token".to_owned(),
+    }
+}
+
+async fn target_deliveries(
+    req: HttpRequest,
+    id: web::Path<String>,
+    query: web::Query<HashMap<String, String>>,
+    state: State,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state.tokens, Role::Admin)?;
+    let target = load_target(&state, &id)?;
+    let (after, limit) = page_params(&query)?;
+    let status = match query.get("status").map(String::as_str) {
+        None | Some("") => None,
+        Some("pending") => Some(DeliveryStatus::Pending),
+        Some("delivered") => Some(DeliveryStatus::Delivered),
+        Some("dead") => Some(DeliveryStatus::Dead),
+        Some(other) => {
+            return Err(ApiError::unprocessable(
+                "status",
+                format!("`status` must be pending, delivered or dead, not {other:?}"),
+            ))
+        }
+    };
+    let rows = state.store.target_deliveries(&target.id, status, after, limit)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (seq, status) in &rows {
+        let Some(event) = state.store.event(*seq)? else { continue };
+        let attempts: Vec<Value> =
+            state.store.attempts(*seq)?.iter().filter(|(t, _)| t == &target.id).map(|(_, a)| attempt_view(a)).collect();
+        let status = match status {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Dead => "dead",
+        };
+        out.push(json!({
+            "event_id": event.id, "seq": seq, "type": event.event_type,
+            "received_at": rfc3339(event.received_at_ms), "status": status, "attempts": attempts,
+        }));
+    }
+    let next_after = if rows.len() == limit { rows.last().map(|(seq, _)| *seq) } else { None };
+    Ok(HttpResponse::Ok().json(json!({"target_id": target.id, "deliveries": out, "next_after": next_after})))
+}
+
+async fn redeliver(
+    req: HttpRequest,
+    id: web::Path<String>,
+    payload: web::Payload,
+    state: State,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state.tokens, Role::Admin)?;
+    let not_found = || ApiError::NotFound(format!("event {id} not found"));
+    let event = state.store.event_by_id(&EventId::parse(&id).ok_or_else(not_found)?)?.ok_or_else(not_found)?;
+    let body = optional_object(&req, payload).await?;
+    let targets: Vec<TargetId> = match body.get("target_id") {
+        Some(Value::String(t)) => vec![load_target(&state, t)?.id],
+        Some(_) => return Err(ApiError::unprocessable("target_id", "`target_id` must be a target id")),
+        // Every target that was, is or would be delivered this event.
+        None => deliveries(&state.store, &event)?
+            .iter()
+            .filter(|d| d.get("target_deleted").is_none())
+            .filter_map(|d| d["target_id"].as_str().and_then(TargetId::parse))
+            .collect(),
+    };
+    let mut queued = 0;
+    for target in targets {
+        let request = Request {
+            at_ms: now_ms(),
+            by: requester(&req),
+            action: "redeliver".into(),
+            target: target.to_string(),
+            detail: format!("event {}", event.id),
+            queued: 0,
+        };
+        queued += state.router.requeue(target, vec![event.seq], request).await.map_err(router_error)?;
+    }
+    Ok(HttpResponse::Accepted().json(json!({ "queued": queued })))
+}
+
+async fn replay(
+    req: HttpRequest,
+    id: web::Path<String>,
+    payload: web::Payload,
+    state: State,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state.tokens, Role::Admin)?;
+    let target = load_target(&state, &id)?;
+    let body = optional_object(&req, payload).await?;
+    let status = match body.get("status").and_then(Value::as_str) {
+        None | Some("dead") => DeliveryStatus::Dead,
+        Some("delivered") => DeliveryStatus::Delivered,
+        Some(other) => {
+            return Err(ApiError::unprocessable("status", format!("`status` must be dead or delivered, not {other:?}")))
+        }
+    };
+    let since =
+        match body.get("since") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(parse_rfc3339(s).ok_or_else(|| {
+                ApiError::unprocessable("since", format!("`since` must be an RFC 3339 time, not {s:?}"))
+            })?),
+            Some(_) => return Err(ApiError::unprocessable("since", "`since` must be an RFC 3339 time")),
+        };
+    let mut queued = 0;
+    let mut after = 0;
+    loop {
+        let rows = state.store.target_deliveries(&target.id, Some(status), after, 10_000)?;
+        let Some((last, _)) = rows.last().copied() else { break };
+        after = last;
+        let mut seqs = Vec::with_capacity(rows.len());
+        for (seq, _) in rows {
+            let recent = match since {
+                Some(since) => state.store.event(seq)?.is_some_and(|e| e.received_at_ms >= since),
+                None => true,
+            };
+            if recent {
+                seqs.push(seq);
             }
         }
+        let request = Request {
+            at_ms: now_ms(),
+            by: requester(&req),
+            action: "replay".into(),
+            target: target.id.to_string(),
+            detail: format!(
+                "status {}{}",
+                body.get("status").and_then(Value::as_str).unwrap_or("dead"),
+                since.map(|s| format!(", since {}", rfc3339(s))).unwrap_or_default()
+            ),
+            queued: 0,
+        };
+        queued += state.router.requeue(target.id.clone(), seqs, request).await.map_err(router_error)?;
     }
-    // A full page may have a next one; a short page is the end of the log.
-    let next_after = if page.len() == q.limit { last } else { None };
-    Ok(HttpResponse::Ok().json(json!({"events": page, "next_after": next_after})))
+    Ok(HttpResponse::Accepted().json(json!({ "queued": queued })))
+}
+
+/// An optional JSON object body (an empty body is `{}`).
+async fn optional_object(req: &HttpRequest, payload: web::Payload) -> Result<Map<String, Value>, ApiError> {
+    if declared_length(req) == Some(0) || req.headers().get(header::CONTENT_TYPE).is_none() {
+        return Ok(Map::new());
+    }
+    read_object(req, payload).await
 }

@@ -14,7 +14,7 @@ use crmhook_core::subscription::Compiled;
 use crmhook_core::{NewEvent, Subscription, SubscriptionId, Target, TargetId};
 use std::time::Duration;
 
-use crmhook_store::{AckEntry, DeliveryBatch, Disabled, Store, StoreError};
+use crmhook_store::{AckEntry, DeliveryBatch, Disabled, Request, Store, StoreError};
 
 use crate::target::{TargetConfig, TargetHandle};
 
@@ -81,6 +81,13 @@ impl RouterHandle {
 
     pub async fn delete_subscription(&self, id: SubscriptionId) -> Result<(), RouterError> {
         self.admin(AdminChange::DeleteSubscription(id)).await
+    }
+
+    /// Queues deliveries of these events to a target again; answers how many were queued.
+    pub async fn requeue(&self, target: TargetId, seqs: Vec<u64>, request: Request) -> Result<u64, RouterError> {
+        let handle = self.addr.send(HandleOf(target.clone())).await.map_err(|_| RouterError::Stopped)?;
+        let handle = handle.ok_or_else(|| RouterError::NotFound(target.to_string()))?;
+        Ok(handle.requeue(seqs, request).await)
     }
 
     /// Enables a target (`None`) or disables it for the given reason.
@@ -338,6 +345,18 @@ impl Router {
             Ok(())
         }
         .into_actor(self)
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Option<TargetHandle>")]
+struct HandleOf(TargetId);
+
+impl Handler<HandleOf> for Router {
+    type Result = MessageResult<HandleOf>;
+
+    fn handle(&mut self, HandleOf(id): HandleOf, _: &mut Context<Self>) -> MessageResult<HandleOf> {
+        MessageResult(self.targets.get(&id).map(|r| r.handle.clone()))
     }
 }
 

@@ -20,7 +20,7 @@ use crmhook_core::retry::{self, Next};
 use crmhook_core::subscription::Compiled;
 use crmhook_core::time::now_ms;
 use crmhook_core::{Target, TargetId};
-use crmhook_store::{Attempt, AttemptResult, DeliveryBatch, Disabled, Pending, Store};
+use crmhook_store::{Attempt, AttemptResult, DeliveryBatch, Disabled, Pending, Request, Store};
 use rand::Rng;
 use tokio::sync::oneshot;
 
@@ -82,6 +82,12 @@ impl TargetHandle {
         }
     }
 
+    /// Queues deliveries again (redeliver, replay), recording the request; answers how many
+    /// were queued (deliveries already pending, or of events no longer in the log, are skipped).
+    pub async fn requeue(&self, seqs: Vec<u64>, request: Request) -> u64 {
+        self.addr.send(Requeue { seqs, request }).await.unwrap_or(0)
+    }
+
     /// Enables or disables delivery (the store is written by the caller).
     pub async fn set_enabled(&self, enabled: bool) {
         let _ = self.addr.send(SetEnabled(enabled)).await;
@@ -108,6 +114,13 @@ struct Drain;
 #[rtype(result = "()")]
 struct SetEnabled(bool);
 
+#[derive(Message)]
+#[rtype(result = "u64")]
+struct Requeue {
+    seqs: Vec<u64>,
+    request: Request,
+}
+
 struct TargetActor {
     store: Store,
     config: TargetConfig,
@@ -124,6 +137,8 @@ struct TargetActor {
     /// Shutting down: no new work; `idle` is told when the last attempt is recorded.
     draining: bool,
     idle: Vec<oneshot::Sender<()>>,
+    /// Pending records on disk that did not fit the window (a large replay).
+    more_on_disk: bool,
 }
 
 impl TargetActor {
@@ -140,6 +155,7 @@ impl TargetActor {
             disabled: false,
             draining: false,
             idle: Vec::new(),
+            more_on_disk: false,
         }
     }
 
@@ -164,10 +180,34 @@ impl TargetActor {
             }
             return;
         }
+        self.reload();
         self.fill(ctx);
         if !self.disabled {
             self.dispatch(ctx);
             self.arm_timer(ctx);
+        }
+    }
+
+    /// Takes pending records from disk that did not fit the window before, once there is room.
+    fn reload(&mut self) {
+        if !self.more_on_disk || self.pending.len() > WINDOW / 2 {
+            return;
+        }
+        match self.store.pending(self.id(), WINDOW) {
+            Ok(on_disk) => {
+                self.more_on_disk = on_disk.len() >= WINDOW;
+                for (seq, p) in on_disk {
+                    if self.pending.len() >= WINDOW {
+                        self.more_on_disk = true;
+                        break;
+                    }
+                    if !self.pending.contains_key(&seq) {
+                        self.pending.insert(seq, p);
+                        self.due.insert((p.due_at_ms, seq));
+                    }
+                }
+            }
+            Err(e) => tracing::error!(target_id = %self.id(), error = %e, "reloading pending deliveries failed"),
         }
     }
 
@@ -203,7 +243,7 @@ impl TargetActor {
             return;
         }
         let mut batch = DeliveryBatch::default();
-        let first = Pending { attempt: 1, due_at_ms: now };
+        let first = Pending::first(now);
         let encoded = batch
             .cursor(self.id(), last)
             .and_then(|()| taken.iter().try_for_each(|seq| batch.pending(self.id(), *seq, first)));
@@ -279,6 +319,7 @@ impl TargetActor {
         self.in_flight.insert(seq);
         let target = self.config.target.clone();
         let n = pending.attempt;
+        let round = pending.round;
         let span = tracing::info_span!("attempt", event_id = %event.id, target_id = %target.id, attempt = n);
         let fut = async move {
             let report = delivery::attempt(&target, &event, n).await;
@@ -288,17 +329,18 @@ impl TargetActor {
         ctx.spawn(
             tracing::Instrument::instrument(fut, span)
                 .into_actor(self)
-                .map(move |report, act, ctx| act.finished(seq, n, report, ctx)),
+                .map(move |report, act, ctx| act.finished(seq, n, round, report, ctx)),
         );
     }
 
     /// Records an attempt and what follows it, then updates memory once it is durable.
-    fn finished(&mut self, seq: u64, n: u32, report: delivery::AttemptReport, ctx: &mut Context<Self>) {
+    fn finished(&mut self, seq: u64, n: u32, round: u32, report: delivery::AttemptReport, ctx: &mut Context<Self>) {
         let target = &self.config.target;
         let now = now_ms();
         let step = retry::Step {
             schedule: &target.retry_schedule_ms,
             attempt: n,
+            round_start: round,
             now_ms: now,
             jitter: rand::thread_rng().gen_range(-1.0..=1.0),
             retry_after_ms: report.retry_after_ms.filter(|_| retry::honours_retry_after(&report.outcome)),
@@ -307,9 +349,11 @@ impl TargetActor {
         let (result, following) = match next {
             Next::Delivered => (AttemptResult::Delivered, None),
             Next::RetryAt { attempt, at_ms } => {
-                (AttemptResult::Retrying { next_at_ms: at_ms }, Some(Pending { attempt, due_at_ms: at_ms }))
+                (AttemptResult::Retrying { next_at_ms: at_ms }, Some(Pending { attempt, due_at_ms: at_ms, round }))
             }
-            Next::Disabled { attempt } => (AttemptResult::TargetDisabled, Some(Pending { attempt, due_at_ms: now })),
+            Next::Disabled { attempt } => {
+                (AttemptResult::TargetDisabled, Some(Pending { attempt, due_at_ms: now, round }))
+            }
             Next::Dead => (AttemptResult::Dead, None),
         };
         match result {
@@ -325,7 +369,7 @@ impl TargetActor {
             }
         }
         let record =
-            Attempt { n, at_ms: report.at_ms, duration_ms: report.duration_ms, outcome: report.outcome, result };
+            Attempt { n, at_ms: report.at_ms, duration_ms: report.duration_ms, outcome: report.outcome, result, round };
         let mut batch = DeliveryBatch::default();
         let mut encoded = batch.attempt(&target.id, seq, &record).and_then(|()| match following {
             Some(p) => batch.pending(&target.id, seq, p),
@@ -400,6 +444,7 @@ impl Actor for TargetActor {
         match loaded {
             Ok((cursor, pending, disabled)) => {
                 self.disabled = disabled.is_some();
+                self.more_on_disk = pending.len() >= WINDOW;
                 self.cursor = cursor.unwrap_or_else(|| self.store.head());
                 for (seq, p) in pending {
                     self.pending.insert(seq, p);
@@ -465,5 +510,52 @@ impl Handler<SetEnabled> for TargetActor {
             ctx.cancel_future(handle);
         }
         self.pump(ctx);
+    }
+}
+
+impl Handler<Requeue> for TargetActor {
+    type Result = ResponseActFuture<Self, u64>;
+
+    fn handle(&mut self, Requeue { seqs, mut request }: Requeue, _: &mut Context<Self>) -> Self::Result {
+        let now = now_ms();
+        let mut batch = DeliveryBatch::default();
+        let mut queued = Vec::new();
+        for seq in seqs {
+            let owed = self.pending.contains_key(&seq) || self.store.is_pending(self.id(), seq).unwrap_or(true);
+            if owed || !matches!(self.store.event(seq), Ok(Some(_))) {
+                continue;
+            }
+            let next = match self.store.last_attempt(self.id(), seq) {
+                Ok(last) => last.map_or(1, |a| a.n + 1),
+                Err(_) => continue,
+            };
+            let p = Pending { attempt: next, due_at_ms: now, round: next };
+            if batch.requeue(self.id(), seq, p).is_ok() {
+                queued.push((seq, p));
+            }
+        }
+        request.queued = queued.len() as u64;
+        if let Err(e) = batch.request(&request) {
+            tracing::error!(error = %e, "encoding an operator request failed");
+        }
+        let store = self.store.clone();
+        Box::pin(async move { store.write_deliveries(batch).await }.into_actor(self).map(move |written, act, ctx| {
+            if let Err(e) = written {
+                tracing::error!(target_id = %act.id(), error = %e, "queuing deliveries again failed");
+                return 0;
+            }
+            tracing::info!(target_id = %act.id(), queued = queued.len(), by = %request.by, action = %request.action, "deliveries queued again");
+            let count = queued.len() as u64;
+            for (seq, p) in queued {
+                if act.pending.len() >= WINDOW {
+                    act.more_on_disk = true;
+                    continue;
+                }
+                act.pending.insert(seq, p);
+                act.due.insert((p.due_at_ms, seq));
+            }
+            act.pump(ctx);
+            count
+        }))
     }
 }

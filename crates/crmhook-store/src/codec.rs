@@ -86,9 +86,9 @@ mod tests {
         fn attempts_round_trip(n in any::<u32>(), at in any::<u64>(), d in any::<u64>(), code in any::<u16>(), err in ".{0,30}", which in 0u8..3, next in any::<u64>()) {
             let outcome = match which { 0 => Outcome::Status(code), 1 => Outcome::Timeout, _ => Outcome::Error(err) };
             let result = match which { 0 => AttemptResult::Delivered, 1 => AttemptResult::Retrying { next_at_ms: next }, _ => AttemptResult::Dead };
-            let a = Attempt { n, at_ms: at, duration_ms: d, outcome, result };
+            let a = Attempt { n, at_ms: at, duration_ms: d, outcome, result, round: 1 };
             prop_assert_eq!(decode::<Attempt>(&encode(&a).unwrap()).unwrap(), a);
-            let p = Pending { attempt: n, due_at_ms: at };
+            let p = Pending { attempt: n, due_at_ms: at, round: 1 };
             prop_assert_eq!(decode::<Pending>(&encode(&p).unwrap()).unwrap(), p);
         }
 
@@ -101,7 +101,7 @@ mod tests {
 
     #[test]
     fn other_versions_and_trailing_bytes_are_refused() {
-        let mut bytes = encode(&Pending { attempt: 1, due_at_ms: 2 }).unwrap();
+        let mut bytes = encode(&Pending { attempt: 1, due_at_ms: 2, round: 1 }).unwrap();
         bytes.push(0);
         assert!(decode::<Pending>(&bytes).is_err());
         bytes.pop();

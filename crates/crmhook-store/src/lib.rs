@@ -19,6 +19,15 @@
 //! | `P` tgt_id seq:u64 | [`Pending`] | a delivery still owed: next attempt number and due time |
 //! | `A` seq:u64 tgt_id n:u32 | [`Attempt`] | one delivery attempt (append-only) |
 //! | `D` tgt_id | [`Disabled`] | a target that is not delivered to (410 Gone, or an operator) |
+//! | `F` tgt_id seq:u64 | [`Final`] | a delivery that is finished: delivered or dead |
+//! | `O` at_ms:u64 n:u64 | [`Request`] | an operator's redeliver or replay, with who asked |
+//! | `Y` len:u16 type seq:u64 | — | index: events by type |
+//! | `R` len:u16 record_id seq:u64 | — | index: events by record id (MAIA `recordId`, Maximizer `Key`) |
+//! | `G` len:u16 kanban_id seq:u64 | — | index: events by kanban |
+//! | `W` received_at_ms:u64 seq:u64 | — | index: events by time |
+//!
+//! Index values are the version byte alone; `GET /v1/events` filters walk an index, never the
+//! whole log.
 //! | `M` name | string | meta: generated tokens; `head`, the last seq ever given |
 //!
 //! Ids have a fixed length per kind (`tgt_` + 26 characters), so composite keys need no
@@ -54,7 +63,7 @@ use crmhook_core::target::Target;
 use crmhook_core::{Event, EventId, NewEvent, Subscription, SubscriptionId, TargetId};
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub use records::{AckEntry, Attempt, AttemptResult, Disabled, Pending};
+pub use records::{AckEntry, Attempt, AttemptResult, Disabled, Final, Pending, Request};
 
 /// Most requests one group commit takes.
 pub const MAX_GROUP: usize = 1024;
@@ -93,6 +102,64 @@ const P: u8 = b'P';
 const A: u8 = b'A';
 const M: u8 = b'M';
 const D: u8 = b'D';
+const F: u8 = b'F';
+const O: u8 = b'O';
+const Y: u8 = b'Y';
+const R: u8 = b'R';
+const G: u8 = b'G';
+const W: u8 = b'W';
+
+/// `tag` len:u16 text: the prefix of an index on a text field.
+fn text_prefix(tag: u8, text: &str) -> Vec<u8> {
+    let len = u16::try_from(text.len()).unwrap_or(u16::MAX);
+    key(tag, &[&len.to_be_bytes(), text.as_bytes()])
+}
+
+/// The index keys of an event.
+fn index_keys(event: &Event) -> Vec<Vec<u8>> {
+    let seq = event.seq.to_be_bytes();
+    let mut keys = vec![
+        key(Y, &[&text_prefix(Y, &event.event_type)[1..], &seq]),
+        key(W, &[&event.received_at_ms.to_be_bytes(), &seq]),
+    ];
+    if let Some(r) = &event.record_id {
+        keys.push(key(R, &[&text_prefix(R, r)[1..], &seq]));
+    }
+    if let Some(k) = &event.kanban_id {
+        keys.push(key(G, &[&text_prefix(G, k)[1..], &seq]));
+    }
+    keys
+}
+
+/// The filters of an event listing.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub event_type: Option<String>,
+    pub record_id: Option<String>,
+    pub kanban_id: Option<String>,
+    /// Received at or after (ms).
+    pub since_ms: Option<u64>,
+    /// Received before (ms).
+    pub until_ms: Option<u64>,
+}
+
+impl EventFilter {
+    fn admits(&self, e: &Event) -> bool {
+        self.event_type.as_ref().is_none_or(|t| &e.event_type == t)
+            && self.record_id.as_ref().is_none_or(|r| e.record_id.as_ref() == Some(r))
+            && self.kanban_id.as_ref().is_none_or(|k| e.kanban_id.as_ref() == Some(k))
+            && self.since_ms.is_none_or(|s| e.received_at_ms >= s)
+            && self.until_ms.is_none_or(|u| e.received_at_ms < u)
+    }
+}
+
+/// Which deliveries of a target to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryStatus {
+    Pending,
+    Delivered,
+    Dead,
+}
 
 fn key(tag: u8, parts: &[&[u8]]) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + parts.iter().map(|p| p.len()).sum::<usize>());
@@ -215,10 +282,33 @@ impl DeliveryBatch {
         self.batch.remove(key(D, &[target.as_str().as_bytes()]));
     }
 
-    /// Appends an attempt record.
+    /// Appends an attempt record (and, when it finished the delivery, the final state).
     pub fn attempt(&mut self, target: &TargetId, seq: u64, attempt: &Attempt) -> Result<()> {
         let k = key(A, &[&seq.to_be_bytes(), target.as_str().as_bytes(), &attempt.n.to_be_bytes()]);
         self.batch.insert(k, codec::encode(attempt)?);
+        let done = match attempt.result {
+            AttemptResult::Delivered => Some(Final::Delivered),
+            AttemptResult::Dead => Some(Final::Dead),
+            AttemptResult::Retrying { .. } | AttemptResult::TargetDisabled => None,
+        };
+        if let Some(done) = done {
+            self.batch.insert(key(F, &[target.as_str().as_bytes(), &seq.to_be_bytes()]), codec::encode(&done)?);
+        }
+        Ok(())
+    }
+
+    /// Queues a finished delivery again (redeliver, replay): pending again, no longer final.
+    pub fn requeue(&mut self, target: &TargetId, seq: u64, pending: Pending) -> Result<()> {
+        self.batch.remove(key(F, &[target.as_str().as_bytes(), &seq.to_be_bytes()]));
+        self.pending(target, seq, pending)
+    }
+
+    /// Records an operator's request.
+    pub fn request(&mut self, request: &Request) -> Result<()> {
+        use std::sync::atomic::AtomicU64;
+        static N: AtomicU64 = AtomicU64::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        self.batch.insert(key(O, &[&request.at_ms.to_be_bytes(), &n.to_be_bytes()]), codec::encode(request)?);
         Ok(())
     }
 }
@@ -232,12 +322,23 @@ impl Store {
     /// [`Store::open`] with tuning options.
     pub fn open_with(dir: &std::path::Path, options: Options) -> Result<Store> {
         let Options { queue, cache_bytes } = options;
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
             .cache_capacity(cache_bytes as u64)
-            .flush_every_ms(Some(500))
-            .open()?;
+            .flush_every_ms(Some(500));
+        // The file lock of a store that was just closed in this process is released when sled's
+        // background threads let go of it; wait a little for that rather than fail.
+        let mut tries = 0;
+        let db = loop {
+            match config.open() {
+                Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other?,
+            }
+        };
         let tree = db.open_tree("crmhook")?;
         let last_event = match tree.scan_prefix([E]).next_back() {
             Some(kv) => {
@@ -394,8 +495,10 @@ impl Store {
         for sub in self.subscriptions()?.into_iter().filter(|s| &s.target_id == id) {
             batch.remove(key(S, &[sub.id.as_str().as_bytes()]));
         }
-        for kv in self.inner.tree.scan_prefix(key(P, &[id.as_str().as_bytes()])) {
-            batch.remove(kv?.0.to_vec());
+        for tag in [P, F] {
+            for kv in self.inner.tree.scan_prefix(key(tag, &[id.as_str().as_bytes()])) {
+                batch.remove(kv?.0.to_vec());
+            }
         }
         self.write(batch).await
     }
@@ -466,6 +569,124 @@ impl Store {
         self.write(batch.batch).await
     }
 
+    // ---- operators' reads -----------------------------------------------------------------
+
+    /// Events after `after` that pass `filter`, in log order, at most `limit`. Walks the most
+    /// selective index the filter names (record id, kanban, type), else the log from the first
+    /// event at or after `since`; never the whole log for a filtered read.
+    pub fn events_page(&self, filter: &EventFilter, after: u64, limit: usize) -> Result<Vec<Event>> {
+        let tree = &self.inner.tree;
+        let from = after.saturating_add(1);
+        let indexed = [(R, &filter.record_id), (G, &filter.kanban_id), (Y, &filter.event_type)]
+            .into_iter()
+            .find_map(|(tag, v)| v.as_ref().map(|v| text_prefix(tag, v)));
+        let mut out = Vec::new();
+        if let Some(prefix) = indexed {
+            let start = [prefix.as_slice(), &from.to_be_bytes()].concat();
+            let mut end = prefix.clone();
+            end.extend_from_slice(&[0xff; 9]);
+            for kv in tree.range(start..end) {
+                let (k, _) = kv?;
+                let seq = k.get(k.len() - 8..).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
+                if let Some(e) = self.event(seq)? {
+                    if filter.until_ms.is_some_and(|u| e.received_at_ms >= u) {
+                        break;
+                    }
+                    if filter.admits(&e) {
+                        out.push(e);
+                        if out.len() >= limit {
+                            break;
+                        }
+                    }
+                }
+            }
+            return Ok(out);
+        }
+        // Time only (or nothing): seqs and receive times grow together, so start at the first
+        // event received at `since` and stop at `until`.
+        let mut start = from;
+        if let Some(since) = filter.since_ms {
+            if let Some(kv) = tree.range(key(W, &[&since.to_be_bytes()])..key(W + 1, &[])).next() {
+                let (k, _) = kv?;
+                let seq = k.get(9..17).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
+                start = start.max(seq);
+            } else {
+                return Ok(out);
+            }
+        }
+        for e in self.events_from(start) {
+            let e = e?;
+            if filter.until_ms.is_some_and(|u| e.received_at_ms >= u) {
+                break;
+            }
+            if filter.admits(&e) {
+                out.push(e);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// A target's deliveries after seq `after`, in seq order, at most `limit`: pending ones
+    /// from the pending records, finished ones from their final records.
+    pub fn target_deliveries(
+        &self,
+        target: &TargetId,
+        status: Option<DeliveryStatus>,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, DeliveryStatus)>> {
+        let tree = &self.inner.tree;
+        let range = |tag: u8| {
+            let start = key(tag, &[target.as_str().as_bytes(), &after.saturating_add(1).to_be_bytes()]);
+            let end = key(tag, &[target.as_str().as_bytes(), &[0xff; 9]]);
+            tree.range(start..end).map(|kv| -> Result<(u64, Vec<u8>)> {
+                let (k, v) = kv?;
+                let seq = k.get(k.len() - 8..).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
+                Ok((seq, v.to_vec()))
+            })
+        };
+        let mut out = Vec::new();
+        if status.is_none_or(|s| s == DeliveryStatus::Pending) {
+            for kv in range(P).take(limit) {
+                out.push((kv?.0, DeliveryStatus::Pending));
+            }
+        }
+        if status != Some(DeliveryStatus::Pending) {
+            let mut taken = 0;
+            for kv in range(F) {
+                let (seq, v) = kv?;
+                let s = match codec::decode::<Final>(&v)? {
+                    Final::Delivered => DeliveryStatus::Delivered,
+                    Final::Dead => DeliveryStatus::Dead,
+                };
+                if status.is_none_or(|want| want == s) {
+                    out.push((seq, s));
+                    taken += 1;
+                    if taken >= limit {
+                        break;
+                    }
+                }
+            }
+        }
+        out.sort_by_key(|(seq, _)| *seq);
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    /// The last attempt at delivering event `seq` to `target`.
+    pub fn last_attempt(&self, target: &TargetId, seq: u64) -> Result<Option<Attempt>> {
+        let prefix = key(A, &[&seq.to_be_bytes(), target.as_str().as_bytes()]);
+        self.inner.tree.scan_prefix(prefix).next_back().map(|kv| codec::decode(&kv?.1)).transpose()
+    }
+
+    /// Operators' requests, oldest first.
+    pub fn requests(&self) -> Result<Vec<Request>> {
+        self.all(O)
+    }
+
     // ---- retention ------------------------------------------------------------------------
 
     /// Removes up to `max` events received before `cutoff_ms` whose deliveries are all finished
@@ -497,6 +718,12 @@ impl Store {
             }
             batch.remove(seq_key(event.seq));
             batch.remove(key(I, &[event.id.as_str().as_bytes()]));
+            for k in index_keys(&event) {
+                batch.remove(k);
+            }
+            for t in &targets {
+                batch.remove(key(F, &[t.as_str().as_bytes(), &event.seq.to_be_bytes()]));
+            }
             if let Some(x) = &event.external_id {
                 batch.remove(key(X, &[x.as_bytes()]));
             }
@@ -677,6 +904,9 @@ impl Writer {
             let id = EventId::generate();
             let event = Event::from_new(new, seq, id.clone(), now);
             local.insert(seq_key(seq), codec::encode(&event)?);
+            for k in index_keys(&event) {
+                local.insert(k, vec![codec::VERSION]);
+            }
             local.insert(key(I, &[id.as_str().as_bytes()]), codec::encode(&seq)?);
             let ack = AckEntry { id, seq, event_type: event.event_type.clone(), duplicate: false };
             if let Some(k) = ext_key {
@@ -792,7 +1022,7 @@ mod tests {
             store.create_target(&t, 1).await.expect("target");
             let mut b = DeliveryBatch::default();
             b.cursor(&t.id, 3).expect("encode");
-            b.pending(&t.id, 2, Pending { attempt: 1, due_at_ms: 0 }).expect("encode");
+            b.pending(&t.id, 2, Pending::first(0)).expect("encode");
             store.write_deliveries(b).await.expect("write");
             // Too recent: nothing goes.
             assert_eq!(store.compact(0, 100).expect("compact"), 0);
@@ -836,8 +1066,8 @@ mod tests {
             let t = TargetId::generate();
             let mut b = DeliveryBatch::default();
             b.cursor(&t, 7).expect("encode");
-            b.pending(&t, 5, Pending { attempt: 1, due_at_ms: 10 }).expect("encode");
-            b.pending(&t, 7, Pending { attempt: 2, due_at_ms: 20 }).expect("encode");
+            b.pending(&t, 5, Pending::first(10)).expect("encode");
+            b.pending(&t, 7, Pending { attempt: 2, due_at_ms: 20, round: 1 }).expect("encode");
             store.write_deliveries(b).await.expect("write");
             assert_eq!(store.cursor(&t).expect("read"), Some(7));
             assert_eq!(store.pending(&t, 10).expect("read").len(), 2);
@@ -849,10 +1079,14 @@ mod tests {
                 duration_ms: 2,
                 outcome: crmhook_core::retry::Outcome::Status(200),
                 result: AttemptResult::Delivered,
+                round: 1,
             };
             b.attempt(&t, 5, &attempt).expect("encode");
             store.write_deliveries(b).await.expect("write");
-            assert_eq!(store.pending(&t, 10).expect("read"), vec![(7, Pending { attempt: 2, due_at_ms: 20 })]);
+            assert_eq!(
+                store.pending(&t, 10).expect("read"),
+                vec![(7, Pending { attempt: 2, due_at_ms: 20, round: 1 })]
+            );
             assert_eq!(store.attempts(5).expect("read"), vec![(t.clone(), attempt)]);
             assert!(!store.is_pending(&t, 5).expect("read"));
             store.close().await;

@@ -10,6 +10,38 @@ use crmhook_core::EventId;
 pub struct Pending {
     pub attempt: u32,
     pub due_at_ms: u64,
+    /// The attempt that began this round of the retry schedule: 1, or the first attempt of a
+    /// redelivery or replay.
+    pub round: u32,
+}
+
+impl Pending {
+    /// The first attempt of a new delivery, due now.
+    pub fn first(now_ms: u64) -> Pending {
+        Pending { attempt: 1, due_at_ms: now_ms, round: 1 }
+    }
+}
+
+/// An operator's request, kept in the log as what it was and who asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub at_ms: u64,
+    /// Who asked: the token's role and the client's address.
+    pub by: String,
+    /// `redeliver` or `replay`.
+    pub action: String,
+    pub target: String,
+    /// What was asked for, e.g. the event id or the replay's filter.
+    pub detail: String,
+    /// How many deliveries it queued.
+    pub queued: u64,
+}
+
+/// The final state of a delivery that is no longer pending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Final {
+    Delivered,
+    Dead,
 }
 
 /// What an attempt led to.
@@ -41,6 +73,8 @@ pub struct Attempt {
     pub duration_ms: u64,
     pub outcome: Outcome,
     pub result: AttemptResult,
+    /// The attempt that began its round: `n == round > 1` is a redelivery's first attempt.
+    pub round: u32,
 }
 
 /// One event of an ingest acknowledgement.
