@@ -201,8 +201,8 @@ impl TargetActor {
                         self.more_on_disk = true;
                         break;
                     }
-                    if !self.pending.contains_key(&seq) {
-                        self.pending.insert(seq, p);
+                                        if let std::collections::btree_map::Entry::Vacant(slot) = self.pending.entry(seq) {
+                        slot.insert(p);
                         self.due.insert((p.due_at_ms, seq));
                     }
                 }
