@@ -154,8 +154,12 @@ async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -
 /// Reads an admin request's body as a JSON object.
 async fn read_object(req: &HttpRequest, payload: web::Payload) -> Result<Map<String, Value>, ApiError> {
     require_json(req)?;
-    let body = read_body(req, payload, ADMIN_BODY_LIMIT).await?;
-    match serde_json::from_slice::<Value>(&body) {
+        let body = read_body(req, payload, ADMIN_BODY_LIMIT).await?;
+    parse_object(&body)
+}
+
+fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(obj)) => Ok(obj),
         Ok(_) => Err(ApiError::BadRequest("the body must be a JSON object".into())),
         Err(e) => Err(ApiError::BadRequest(format!("malformed JSON: {e}"))),
@@ -729,8 +733,10 @@ async fn replay(
 
 /// An optional JSON object body (an empty body is `{}`).
 async fn optional_object(req: &HttpRequest, payload: web::Payload) -> Result<Map<String, Value>, ApiError> {
-    if declared_length(req) == Some(0) || req.headers().get(header::CONTENT_TYPE).is_none() {
+    let body = read_body(req, payload, ADMIN_BODY_LIMIT).await?;
+    if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
-    read_object(req, payload).await
+    require_json(req)?;
+    parse_object(&body)
 }

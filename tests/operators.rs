@@ -1,0 +1,121 @@
+//! The operators' API (contract section 5): reading the log, a target's deliveries, redeliver
+//! and replay.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::*;
+
+const DELIVERY: Duration = Duration::from_secs(10);
+const QUIET: Duration = Duration::from_millis(600);
+
+fn ids(page: &Value) -> Vec<String> {
+    page["events"].as_array().expect("events").iter().map(|e| e["id"].as_str().expect("id").to_owned()).collect()
+}
+
+#[test]
+fn paging_edges() {
+    let server = Server::start();
+    let empty = server.admin("GET", "/v1/events", None);
+    assert_eq!(empty.status, 200);
+    assert_eq!(empty.json(), json!({"events": [], "next_after": null}));
+    for bad in ["limit=1001", "limit=0", "limit=x", "after=-1", "after=x", "since=yesterday", "until=2024-13-01"] {
+        let r = server.admin("GET", &format!("/v1/events?{bad}"), None);
+        assert_eq!(r.status, 422, "{bad}: {}", r.text);
+        assert!(r.content_type().starts_with("application/problem+json"));
+    }
+    for _ in 0..3 {
+        server.post_ok(&maia("ai_pause", json!({})));
+    }
+    let past = server.admin("GET", "/v1/events?after=99", None).json();
+    assert_eq!(past, json!({"events": [], "next_after": null}));
+    let full = server.admin("GET", "/v1/events?limit=3", None).json();
+    assert_eq!((ids(&full).len(), full["next_after"].as_u64()), (3, Some(3)), "a full page names its last seq");
+    let after_full = server.admin("GET", "/v1/events?after=3&limit=3", None).json();
+    assert_eq!(after_full, json!({"events": [], "next_after": null}));
+    assert_eq!(ids(&server.admin("GET", "/v1/events?limit=1000", None).json()).len(), 3);
+}
+
+#[test]
+fn filters_by_type_record_kanban_and_time() {
+    let server = Server::start();
+    let a1 = maia("crm_field_update", json!({"kanbanId": "kanban_A"}));
+    let a2 = maia("crm_record_created", json!({"kanbanId": "kanban_A"}));
+    let b1 = maia("crm_field_update", json!({"kanbanId": "kanban_B"}));
+    let pause = maia("ai_pause", json!({}));
+    let acks: Vec<Value> = [&a1, &a2, &b1, &pause].iter().map(|e| server.post_ok(e)["events"][0].clone()).collect();
+    let id = |i: usize| acks[i]["id"].as_str().expect("id").to_owned();
+    let get = |q: &str| server.admin("GET", &format!("/v1/events?{q}"), None).json();
+
+    assert_eq!(ids(&get("type=crm_field_update")), [id(0), id(2)]);
+    assert_eq!(ids(&get("kanban_id=kanban_A")), [id(0), id(1)]);
+    assert_eq!(ids(&get(&format!("record_id={}", a2["recordId"].as_str().expect("r")))), [id(1)]);
+    assert_eq!(ids(&get("type=crm_field_update&kanban_id=kanban_B")), [id(2)]);
+    assert_eq!(ids(&get("type=Opportunity.Update")), Vec::<String>::new());
+    // Paging within a filter.
+    let first = get("type=crm_field_update&limit=1");
+    assert_eq!((ids(&first), first["next_after"].as_u64()), (vec![id(0)], Some(1)));
+    assert_eq!(ids(&get("type=crm_field_update&limit=1&after=1")), [id(2)]);
+    // Time ranges.
+    assert_eq!(ids(&get("since=2000-01-01T00:00:00Z")).len(), 4);
+    assert_eq!(ids(&get("until=2000-01-01T00:00:00Z")).len(), 0);
+    assert_eq!(ids(&get("since=2000-01-01T00:00:00Z&until=2999-01-01T00:00:00Z&kanban_id=kanban_A")), [id(0), id(1)]);
+    let at3 = server.admin("GET", &format!("/v1/events/{}", id(3)), None).json()["received_at"].as_str().expect("at").to_owned();
+    assert!(ids(&get(&format!("since={at3}"))).contains(&id(3)));
+    assert!(!ids(&get(&format!("until={at3}"))).contains(&id(3)), "until is exclusive");
+}
+
+#[test]
+fn a_targets_deliveries_by_status_then_redeliver_and_replay() {
+    let server = Server::start();
+    let rcv = Receiver::start();
+    rcv.program("/ops", &[status(200)], status(503));
+    let (tid, _) = server.wire(&rcv.url("/ops"), Some(json!({})), json!({"retry_schedule_ms": []}));
+    let delivered = server.post_ok(&maia("crm_field_update", json!({})))["events"][0]["id"].as_str().expect("id").to_owned();
+    rcv.wait_count("/ops", 1, DELIVERY);
+    let dead: Vec<String> = (0..3)
+        .map(|_| server.post_ok(&maia("crm_record_created", json!({})))["events"][0]["id"].as_str().expect("id").to_owned())
+        .collect();
+    let list = |status: &str| {
+        let r = server.admin("GET", &format!("/v1/targets/{tid}/deliveries?status={status}"), None);
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.json()["deliveries"].as_array().expect("deliveries").iter().map(|d| d["event_id"].as_str().expect("id").to_owned()).collect::<Vec<_>>()
+    };
+    wait_for(DELIVERY, "three dead deliveries", || (list("dead").len() == 3).then_some(()));
+    assert_eq!(list("dead"), dead);
+    assert_eq!(list("delivered"), [delivered.clone()]);
+    assert_eq!(list("pending"), Vec::<String>::new());
+    assert_eq!(server.admin("GET", &format!("/v1/targets/{tid}/deliveries?status=lost"), None).status, 422);
+    assert_eq!(server.admin("GET", "/v1/targets/tgt_00000000000000000000000000/deliveries", None).status, 404);
+
+    // Redeliver the delivered event: a new attempt, numbered on, same webhook-id.
+    rcv.set_default("/ops", status(200));
+    let r = server.admin("POST", &format!("/v1/events/{delivered}/redeliver"), Some(&json!({"target_id": tid})));
+    assert_eq!((r.status, r.json()["queued"].as_u64()), (202, Some(1)), "{}", r.text);
+    let again = rcv.wait_count("/ops", 5, DELIVERY);
+    let redelivery = again.iter().rev().find(|r| r.header("webhook-id") == delivered).expect("redelivered");
+    assert_eq!(redelivery.header("x-crmhook-attempt"), "2");
+    let shown = wait_for(DELIVERY, "the redelivery recorded", || {
+        let e = server.admin("GET", &format!("/v1/events/{delivered}"), None).json();
+        (e["deliveries"][0]["attempts"].as_array().map(Vec::len) == Some(2)).then_some(e)
+    });
+    assert_eq!(shown["deliveries"][0]["attempts"][1]["trigger"], "redelivery");
+    assert_eq!(shown["deliveries"][0]["status"], "delivered");
+
+    // Replay the dead ones.
+    let r = server.admin("POST", &format!("/v1/targets/{tid}/replay"), Some(&json!({"status": "dead"})));
+    assert_eq!((r.status, r.json()["queued"].as_u64()), (202, Some(3)), "{}", r.text);
+    wait_for(DELIVERY, "the dead deliveries replayed", || (list("delivered").len() == 4).then_some(()));
+    assert_eq!(list("dead"), Vec::<String>::new());
+    for id in &dead {
+        let reqs = rcv.requests("/ops");
+        let got: Vec<&str> = reqs.iter().filter(|r| r.header("webhook-id") == id).map(|r| r.header("x-crmhook-attempt")).collect();
+        assert_eq!(got, ["1", "2"], "{id}");
+    }
+    // A second replay finds nothing dead; redelivering an unknown event is 404.
+    assert_eq!(server.admin("POST", &format!("/v1/targets/{tid}/replay"), None).json()["queued"], 0);
+    assert_eq!(server.admin("POST", "/v1/events/evt_00000000000000000000000000/redeliver", None).status, 404);
+    assert!(holds_for(QUIET, || rcv.count("/ops") == 8));
+}
