@@ -62,7 +62,10 @@ fn filters_by_type_record_kanban_and_time() {
     assert_eq!(ids(&get("since=2000-01-01T00:00:00Z")).len(), 4);
     assert_eq!(ids(&get("until=2000-01-01T00:00:00Z")).len(), 0);
     assert_eq!(ids(&get("since=2000-01-01T00:00:00Z&until=2999-01-01T00:00:00Z&kanban_id=kanban_A")), [id(0), id(1)]);
-    let at3 = server.admin("GET", &format!("/v1/events/{}", id(3)), None).json()["received_at"].as_str().expect("at").to_owned();
+    let at3 = server.admin("GET", &format!("/v1/events/{}", id(3)), None).json()["received_at"]
+        .as_str()
+        .expect("at")
+        .to_owned();
     assert!(ids(&get(&format!("since={at3}"))).contains(&id(3)));
     assert!(!ids(&get(&format!("until={at3}"))).contains(&id(3)), "until is exclusive");
 }
@@ -73,15 +76,23 @@ fn a_targets_deliveries_by_status_then_redeliver_and_replay() {
     let rcv = Receiver::start();
     rcv.program("/ops", &[status(200)], status(503));
     let (tid, _) = server.wire(&rcv.url("/ops"), Some(json!({})), json!({"retry_schedule_ms": []}));
-    let delivered = server.post_ok(&maia("crm_field_update", json!({})))["events"][0]["id"].as_str().expect("id").to_owned();
+    let delivered =
+        server.post_ok(&maia("crm_field_update", json!({})))["events"][0]["id"].as_str().expect("id").to_owned();
     rcv.wait_count("/ops", 1, DELIVERY);
     let dead: Vec<String> = (0..3)
-        .map(|_| server.post_ok(&maia("crm_record_created", json!({})))["events"][0]["id"].as_str().expect("id").to_owned())
+        .map(|_| {
+            server.post_ok(&maia("crm_record_created", json!({})))["events"][0]["id"].as_str().expect("id").to_owned()
+        })
         .collect();
     let list = |status: &str| {
         let r = server.admin("GET", &format!("/v1/targets/{tid}/deliveries?status={status}"), None);
         assert_eq!(r.status, 200, "{}", r.text);
-        r.json()["deliveries"].as_array().expect("deliveries").iter().map(|d| d["event_id"].as_str().expect("id").to_owned()).collect::<Vec<_>>()
+        r.json()["deliveries"]
+            .as_array()
+            .expect("deliveries")
+            .iter()
+            .map(|d| d["event_id"].as_str().expect("id").to_owned())
+            .collect::<Vec<_>>()
     };
     wait_for(DELIVERY, "three dead deliveries", || (list("dead").len() == 3).then_some(()));
     assert_eq!(list("dead"), dead);
@@ -111,11 +122,46 @@ fn a_targets_deliveries_by_status_then_redeliver_and_replay() {
     assert_eq!(list("dead"), Vec::<String>::new());
     for id in &dead {
         let reqs = rcv.requests("/ops");
-        let got: Vec<&str> = reqs.iter().filter(|r| r.header("webhook-id") == id).map(|r| r.header("x-crmhook-attempt")).collect();
+        let got: Vec<&str> =
+            reqs.iter().filter(|r| r.header("webhook-id") == id).map(|r| r.header("x-crmhook-attempt")).collect();
         assert_eq!(got, ["1", "2"], "{id}");
     }
     // A second replay finds nothing dead; redelivering an unknown event is 404.
     assert_eq!(server.admin("POST", &format!("/v1/targets/{tid}/replay"), None).json()["queued"], 0);
     assert_eq!(server.admin("POST", "/v1/events/evt_00000000000000000000000000/redeliver", None).status, 404);
     assert!(holds_for(QUIET, || rcv.count("/ops") == 8));
+}
+
+fn metric(text: &str, name_and_labels: &str) -> f64 {
+    text.lines().find_map(|l| l.strip_prefix(name_and_labels).and_then(|rest| rest.trim().parse().ok())).unwrap_or(0.0)
+}
+
+#[test]
+fn metrics_move_with_ingest_and_delivery() {
+    let server = Server::start();
+    let rcv = Receiver::start();
+    rcv.program("/m", &[status(200)], status(500));
+    let (tid, _) = server.wire(&rcv.url("/m"), Some(json!({})), json!({"retry_schedule_ms": []}));
+    let scrape = || {
+        let r = http("GET", &server.url("/metrics"), &[], None);
+        assert_eq!(r.status, 200);
+        assert!(r.content_type().starts_with("text/plain"), "{}", r.content_type());
+        r.text
+    };
+    let before = scrape();
+    assert_eq!(metric(&before, "crmhook_events_ingested_total{type=\"crm_field_update\"}"), 0.0);
+    server.post_ok(&maia("crm_field_update", json!({})));
+    server.post_ok(&maia("crm_field_update", json!({})));
+    rcv.wait_count("/m", 2, DELIVERY);
+    let after = wait_for(DELIVERY, "both attempts counted", || {
+        let t = scrape();
+        (metric(&t, "crmhook_attempt_duration_seconds_count") >= 2.0).then_some(t)
+    });
+    assert_eq!(metric(&after, "crmhook_events_ingested_total{type=\"crm_field_update\"}"), 2.0);
+    assert_eq!(metric(&after, &format!("crmhook_deliveries_total{{target=\"{tid}\",outcome=\"delivered\"}}")), 1.0);
+    assert_eq!(metric(&after, &format!("crmhook_deliveries_total{{target=\"{tid}\",outcome=\"dead\"}}")), 1.0);
+    assert_eq!(metric(&after, &format!("crmhook_dead_deliveries{{target=\"{tid}\"}}")), 1.0);
+    assert_eq!(metric(&after, &format!("crmhook_pending_deliveries{{target=\"{tid}\"}}")), 0.0);
+    assert_eq!(metric(&after, "crmhook_attempt_duration_seconds_bucket{le=\"+Inf\"}"), 2.0);
+    assert!(metric(&after, "crmhook_log_bytes") > 0.0);
 }

@@ -54,6 +54,7 @@ type State = web::Data<AppState>;
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics))
         .service(web::resource("/v1/events").route(web::post().to(ingest)).route(web::get().to(list_events)))
         .service(web::resource("/v1/events/{id}").route(web::get().to(get_event)))
         .service(web::resource("/v1/events/{id}/redeliver").route(web::post().to(redeliver)))
@@ -154,7 +155,7 @@ async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -
 /// Reads an admin request's body as a JSON object.
 async fn read_object(req: &HttpRequest, payload: web::Payload) -> Result<Map<String, Value>, ApiError> {
     require_json(req)?;
-        let body = read_body(req, payload, ADMIN_BODY_LIMIT).await?;
+    let body = read_body(req, payload, ADMIN_BODY_LIMIT).await?;
     parse_object(&body)
 }
 
@@ -193,6 +194,12 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
+async fn metrics(state: State) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(crate::metrics::metrics().render(&state.store))
+}
+
 async fn readyz(state: State) -> HttpResponse {
     if state.store.is_failing() {
         return crate::error::problem(
@@ -221,6 +228,9 @@ async fn ingest(req: HttpRequest, payload: web::Payload, state: State) -> Result
     let body = read_body(&req, payload, state.max_body_bytes).await?;
     let events = parse_ingest(&body)?;
     let acks = state.router.ingest(events, key).await.map_err(router_error)?;
+    for ack in acks.iter().filter(|a| !a.duplicate) {
+        crate::metrics::metrics().ingested(&ack.event_type);
+    }
     let duplicates = acks.iter().filter(|a| a.duplicate).count();
     let events: Vec<Value> = acks.iter().map(|a| json!({"id": a.id, "seq": a.seq, "type": a.event_type})).collect();
     Ok(HttpResponse::Accepted()

@@ -21,6 +21,7 @@ pub mod config;
 pub mod delivery;
 pub mod error;
 pub mod guard;
+pub mod metrics;
 pub mod router;
 pub mod target;
 

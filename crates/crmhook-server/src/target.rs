@@ -201,7 +201,7 @@ impl TargetActor {
                         self.more_on_disk = true;
                         break;
                     }
-                                        if let std::collections::btree_map::Entry::Vacant(slot) = self.pending.entry(seq) {
+                    if let std::collections::btree_map::Entry::Vacant(slot) = self.pending.entry(seq) {
                         slot.insert(p);
                         self.due.insert((p.due_at_ms, seq));
                     }
@@ -368,6 +368,13 @@ impl TargetActor {
                 tracing::warn!(target_id = %target.id, seq, n, outcome = ?report.outcome, "delivery dead: retry schedule spent")
             }
         }
+        let outcome_label = match result {
+            AttemptResult::Delivered => "delivered",
+            AttemptResult::Retrying { .. } => "retry",
+            AttemptResult::Dead => "dead",
+            AttemptResult::TargetDisabled => "disabled",
+        };
+        crate::metrics::metrics().attempt(target.id.as_str(), outcome_label, report.duration_ms);
         let record =
             Attempt { n, at_ms: report.at_ms, duration_ms: report.duration_ms, outcome: report.outcome, result, round };
         let mut batch = DeliveryBatch::default();

@@ -19,7 +19,7 @@
 //! | `P` tgt_id seq:u64 | [`Pending`] | a delivery still owed: next attempt number and due time |
 //! | `A` seq:u64 tgt_id n:u32 | [`Attempt`] | one delivery attempt (append-only) |
 //! | `D` tgt_id | [`Disabled`] | a target that is not delivered to (410 Gone, or an operator) |
-//! | `F` tgt_id seq:u64 | [`Final`] | a delivery that is finished: delivered or dead |
+//! | `F` tgt_id state:u8 seq:u64 | — | a finished delivery: state `d` delivered, `x` dead |
 //! | `O` at_ms:u64 n:u64 | [`Request`] | an operator's redeliver or replay, with who asked |
 //! | `Y` len:u16 type seq:u64 | — | index: events by type |
 //! | `R` len:u16 record_id seq:u64 | — | index: events by record id (MAIA `recordId`, Maximizer `Key`) |
@@ -108,6 +108,18 @@ const Y: u8 = b'Y';
 const R: u8 = b'R';
 const G: u8 = b'G';
 const W: u8 = b'W';
+
+fn final_prefix(target: &TargetId, done: Final) -> Vec<u8> {
+    let state = match done {
+        Final::Delivered => b'd',
+        Final::Dead => b'x',
+    };
+    key(F, &[target.as_str().as_bytes(), &[state]])
+}
+
+fn final_key(target: &TargetId, done: Final, seq: u64) -> Vec<u8> {
+    [final_prefix(target, done), seq.to_be_bytes().to_vec()].concat()
+}
 
 /// `tag` len:u16 text: the prefix of an index on a text field.
 fn text_prefix(tag: u8, text: &str) -> Vec<u8> {
@@ -292,14 +304,16 @@ impl DeliveryBatch {
             AttemptResult::Retrying { .. } | AttemptResult::TargetDisabled => None,
         };
         if let Some(done) = done {
-            self.batch.insert(key(F, &[target.as_str().as_bytes(), &seq.to_be_bytes()]), codec::encode(&done)?);
+            self.batch.insert(final_key(target, done, seq), vec![codec::VERSION]);
         }
         Ok(())
     }
 
     /// Queues a finished delivery again (redeliver, replay): pending again, no longer final.
     pub fn requeue(&mut self, target: &TargetId, seq: u64, pending: Pending) -> Result<()> {
-        self.batch.remove(key(F, &[target.as_str().as_bytes(), &seq.to_be_bytes()]));
+        for done in [Final::Delivered, Final::Dead] {
+            self.batch.remove(final_key(target, done, seq));
+        }
         self.pending(target, seq, pending)
     }
 
@@ -639,41 +653,35 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<(u64, DeliveryStatus)>> {
         let tree = &self.inner.tree;
-        let range = |tag: u8| {
-            let start = key(tag, &[target.as_str().as_bytes(), &after.saturating_add(1).to_be_bytes()]);
-            let end = key(tag, &[target.as_str().as_bytes(), &[0xff; 9]]);
-            tree.range(start..end).map(|kv| -> Result<(u64, Vec<u8>)> {
-                let (k, v) = kv?;
-                let seq = k.get(k.len() - 8..).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
-                Ok((seq, v.to_vec()))
-            })
-        };
+        let from = after.saturating_add(1).to_be_bytes();
         let mut out = Vec::new();
-        if status.is_none_or(|s| s == DeliveryStatus::Pending) {
-            for kv in range(P).take(limit) {
-                out.push((kv?.0, DeliveryStatus::Pending));
+        let sources = [
+            (DeliveryStatus::Pending, key(P, &[target.as_str().as_bytes()])),
+            (DeliveryStatus::Delivered, final_prefix(target, Final::Delivered)),
+            (DeliveryStatus::Dead, final_prefix(target, Final::Dead)),
+        ];
+        for (state, prefix) in sources {
+            if status.is_some_and(|s| s != state) {
+                continue;
             }
-        }
-        if status != Some(DeliveryStatus::Pending) {
-            let mut taken = 0;
-            for kv in range(F) {
-                let (seq, v) = kv?;
-                let s = match codec::decode::<Final>(&v)? {
-                    Final::Delivered => DeliveryStatus::Delivered,
-                    Final::Dead => DeliveryStatus::Dead,
-                };
-                if status.is_none_or(|want| want == s) {
-                    out.push((seq, s));
-                    taken += 1;
-                    if taken >= limit {
-                        break;
-                    }
-                }
+            let start = [prefix.as_slice(), &from].concat();
+            let end = [prefix.as_slice(), &[0xff; 9]].concat();
+            for kv in tree.range(start..end).take(limit) {
+                let (k, _) = kv?;
+                let seq = k.get(k.len() - 8..).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
+                out.push((seq, state));
             }
         }
         out.sort_by_key(|(seq, _)| *seq);
         out.truncate(limit);
         Ok(out)
+    }
+
+    /// How many deliveries a target has pending, and dead.
+    pub fn delivery_counts(&self, target: &TargetId) -> Result<(u64, u64)> {
+        let count =
+            |prefix: Vec<u8>| self.inner.tree.scan_prefix(prefix).keys().try_fold(0u64, |n, k| k.map(|_| n + 1));
+        Ok((count(key(P, &[target.as_str().as_bytes()]))?, count(final_prefix(target, Final::Dead))?))
     }
 
     /// The last attempt at delivering event `seq` to `target`.
@@ -722,7 +730,9 @@ impl Store {
                 batch.remove(k);
             }
             for t in &targets {
-                batch.remove(key(F, &[t.as_str().as_bytes(), &event.seq.to_be_bytes()]));
+                for done in [Final::Delivered, Final::Dead] {
+                    batch.remove(final_key(t, done, event.seq));
+                }
             }
             if let Some(x) = &event.external_id {
                 batch.remove(key(X, &[x.as_bytes()]));
