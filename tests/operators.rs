@@ -96,7 +96,7 @@ fn a_targets_deliveries_by_status_then_redeliver_and_replay() {
     };
     wait_for(DELIVERY, "three dead deliveries", || (list("dead").len() == 3).then_some(()));
     assert_eq!(list("dead"), dead);
-    assert_eq!(list("delivered"), [delivered.clone()]);
+    assert_eq!(list("delivered"), std::slice::from_ref(&delivered));
     assert_eq!(list("pending"), Vec::<String>::new());
     assert_eq!(server.admin("GET", &format!("/v1/targets/{tid}/deliveries?status=lost"), None).status, 422);
     assert_eq!(server.admin("GET", "/v1/targets/tgt_00000000000000000000000000/deliveries", None).status, 404);
