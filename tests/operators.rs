@@ -165,3 +165,51 @@ fn metrics_move_with_ingest_and_delivery() {
     assert_eq!(metric(&after, "crmhook_attempt_duration_seconds_bucket{le=\"+Inf\"}"), 2.0);
     assert!(metric(&after, "crmhook_log_bytes") > 0.0);
 }
+
+/// Reads an SSE stream on a thread; the lines seen so far are shared.
+fn open_stream(server: &Server, last_event_id: Option<&str>) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    use std::io::BufRead;
+    let mut req = ureq::get(&server.url("/v1/stream")).set("Authorization", &format!("Bearer {ADMIN}"));
+    if let Some(id) = last_event_id {
+        req = req.set("Last-Event-ID", id);
+    }
+    let resp = req.call().expect("stream opens");
+    assert_eq!(resp.header("content-type"), Some("text/event-stream"));
+    let lines: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(resp.into_reader()).lines().map_while(Result::ok) {
+            sink.lock().expect("lock").push(line);
+        }
+    });
+    lines
+}
+
+#[test]
+fn the_stream_carries_new_events_and_attempts_and_resumes() {
+    let server = Server::start();
+    let rcv = Receiver::start();
+    server.wire(&rcv.url("/s"), Some(json!({})), json!({}));
+    assert_eq!(server.request("GET", "/v1/stream", Some(INGEST), None).status, 403);
+    let lines = open_stream(&server, None);
+    let first = server.post_ok(&maia("crm_field_update", json!({})));
+    server.post_ok(&maia("ai_pause", json!({})));
+    let seen = wait_for(DELIVERY, "two events and an attempt on the stream", || {
+        let l = lines.lock().expect("lock").clone();
+        (l.contains(&"id: 2".to_owned()) && l.iter().any(|x| x == "event: attempt")).then_some(l)
+    });
+    assert!(seen.contains(&"id: 1".to_owned()) && seen.contains(&"event: event".to_owned()));
+    let data: Vec<Value> =
+        seen.iter().filter_map(|l| l.strip_prefix("data: ")).filter_map(|d| serde_json::from_str(d).ok()).collect();
+    assert!(data
+        .iter()
+        .any(|d| d["id"] == first["events"][0]["id"] && d["payload"]["eventType"] == "crm_field_update"));
+    assert!(data.iter().any(|d| d["result"] == "delivered" && d["n"] == 1));
+    // Resuming after seq 1 replays seq 2 only.
+    let resumed = open_stream(&server, Some("1"));
+    let again = wait_for(DELIVERY, "the resumed stream", || {
+        let l = resumed.lock().expect("lock").clone();
+        l.contains(&"id: 2".to_owned()).then_some(l)
+    });
+    assert!(!again.contains(&"id: 1".to_owned()));
+}

@@ -55,6 +55,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics))
+        .route("/v1/stream", web::get().to(stream))
         .service(web::resource("/v1/events").route(web::post().to(ingest)).route(web::get().to(list_events)))
         .service(web::resource("/v1/events/{id}").route(web::get().to(get_event)))
         .service(web::resource("/v1/events/{id}/redeliver").route(web::post().to(redeliver)))
@@ -192,6 +193,27 @@ fn router_error(e: RouterError) -> ApiError {
 
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+async fn stream(
+    req: HttpRequest,
+    query: web::Query<HashMap<String, String>>,
+    state: State,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state.tokens, Role::Admin)?;
+    let resume = req.headers().get("last-event-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let after = match resume.or_else(|| query.get("after").cloned()) {
+        None => None,
+        Some(v) if v.trim().is_empty() => None,
+        Some(v) => Some(v.trim().parse::<u64>().map_err(|_| {
+            ApiError::unprocessable("Last-Event-ID", format!("a stream resumes after a seq, not {v:?}"))
+        })?),
+    };
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(crate::stream::sse(state.store.clone(), after, event_view)))
 }
 
 async fn metrics(state: State) -> HttpResponse {

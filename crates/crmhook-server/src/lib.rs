@@ -23,6 +23,7 @@ pub mod error;
 pub mod guard;
 pub mod metrics;
 pub mod router;
+pub mod stream;
 pub mod target;
 
 use std::future::Future;

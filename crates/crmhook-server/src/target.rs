@@ -375,6 +375,16 @@ impl TargetActor {
             AttemptResult::TargetDisabled => "disabled",
         };
         crate::metrics::metrics().attempt(target.id.as_str(), outcome_label, report.duration_ms);
+        let code = match &report.outcome {
+            crmhook_core::retry::Outcome::Status(code) => Some(*code),
+            _ => None,
+        };
+        let event_id = self.store.event(seq).ok().flatten().map(|e| e.id.to_string());
+        crate::stream::publish_attempt(serde_json::json!({
+            "event_id": event_id, "seq": seq, "target_id": target.id, "n": n, "status_code": code,
+            "result": outcome_label, "duration_ms": report.duration_ms,
+            "at": crmhook_core::time::rfc3339(report.at_ms),
+        }));
         let record =
             Attempt { n, at_ms: report.at_ms, duration_ms: report.duration_ms, outcome: report.outcome, result, round };
         let mut batch = DeliveryBatch::default();

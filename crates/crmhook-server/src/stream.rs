@@ -1,0 +1,95 @@
+//! `GET /v1/stream`: Server-Sent Events of new log records.
+//!
+//! - `event: event` — each new event of the log, with `id:` its seq, so a client that
+//!   reconnects with `Last-Event-ID: <seq>` (or `?after=<seq>`) resumes exactly after it; the
+//!   backlog since then is read from the log.
+//! - `event: attempt` — each delivery attempt as it is recorded (live only, no `id:`: the
+//!   attempts of an event are in `GET /v1/events/{id}`).
+//! - a `: keep-alive` comment every 15 s.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use actix_web::web::Bytes;
+use crmhook_store::Store;
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+/// Attempts waiting for slow stream readers; a reader that falls further behind skips some
+/// (and is told so with a comment).
+const ATTEMPT_BUFFER: usize = 1024;
+/// Events read from the log per chunk when catching up.
+const CATCH_UP: usize = 200;
+
+fn attempts() -> &'static broadcast::Sender<Value> {
+    static HUB: OnceLock<broadcast::Sender<Value>> = OnceLock::new();
+    HUB.get_or_init(|| broadcast::channel(ATTEMPT_BUFFER).0)
+}
+
+/// Publishes a recorded attempt to every open stream (dropped when no one listens).
+pub fn publish_attempt(attempt: Value) {
+    let _ = attempts().send(attempt);
+}
+
+struct State {
+    store: Store,
+    next_seq: u64,
+    head: tokio::sync::watch::Receiver<u64>,
+    attempts: broadcast::Receiver<Value>,
+    render: fn(&crmhook_core::Event) -> Value,
+}
+
+/// The SSE body, starting after seq `after` (`None`: only what comes next).
+pub fn sse(
+    store: Store,
+    after: Option<u64>,
+    render: fn(&crmhook_core::Event) -> Value,
+) -> impl futures_util::Stream<Item = Result<Bytes, actix_web::Error>> {
+    let next_seq = after.unwrap_or_else(|| store.head()).saturating_add(1);
+    let state = State { head: store.watch_head(), store, next_seq, attempts: attempts().subscribe(), render };
+    let hello = futures_util::stream::once(async { Ok(Bytes::from_static(b": crmhook stream\nretry: 2000\n\n")) });
+    futures_util::StreamExt::chain(
+        hello,
+        futures_util::stream::unfold(state, |mut s| async move {
+            let chunk = next_chunk(&mut s).await;
+            Some((Ok(Bytes::from(chunk)), s))
+        }),
+    )
+}
+
+async fn next_chunk(s: &mut State) -> String {
+    loop {
+        if s.next_seq <= s.store.head() {
+            let mut out = String::new();
+            for event in s.store.events_from(s.next_seq).take(CATCH_UP) {
+                match event {
+                    Ok(e) => {
+                        s.next_seq = e.seq + 1;
+                        out.push_str(&format!("id: {}\nevent: event\ndata: {}\n\n", e.seq, (s.render)(&e)));
+                    }
+                    Err(_) => break,
+                }
+            }
+            if s.next_seq <= s.store.head() && out.is_empty() {
+                // Compacted away: skip to what is there.
+                s.next_seq = s.store.head() + 1;
+            }
+            if !out.is_empty() {
+                return out;
+            }
+        }
+        tokio::select! {
+            changed = s.head.changed() => {
+                if changed.is_err() {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            attempt = s.attempts.recv() => match attempt {
+                Ok(a) => return format!("event: attempt\ndata: {a}\n\n"),
+                Err(broadcast::error::RecvError::Lagged(n)) => return format!(": skipped {n} attempts\n\n"),
+                Err(broadcast::error::RecvError::Closed) => tokio::time::sleep(Duration::from_secs(1)).await,
+            },
+            () = tokio::time::sleep(Duration::from_secs(15)) => return ": keep-alive\n\n".to_owned(),
+        }
+    }
+}
