@@ -7,6 +7,8 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod cli;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use crmhook_core::sign;
@@ -15,6 +17,8 @@ use crmhook_server::{Config, Flags, Server};
 #[derive(Parser)]
 #[command(name = "crmhook", version, about = "A self-hosted CRM webhook dispatcher")]
 struct Cli {
+    #[command(flatten)]
+    conn: cli::Conn,
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "CRMHOOK_LOG_FORMAT")]
     log_format: LogFormat,
@@ -73,6 +77,33 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         status: u16,
     },
+    /// Read the event log: list, show, follow, redeliver.
+    #[command(subcommand)]
+    Events(cli::Events),
+    /// Targets: list, show, create, delete, rotate-secret, enable, disable.
+    #[command(subcommand)]
+    Targets(cli::Targets),
+    /// Subscriptions: list, show, create, delete.
+    #[command(subcommand)]
+    Subscriptions(cli::Subscriptions),
+    /// A target's deliveries.
+    #[command(subcommand)]
+    Deliveries(cli::Deliveries),
+    /// Queue a target's dead (or delivered) deliveries again.
+    Replay {
+        /// The target.
+        #[arg(long)]
+        target: String,
+        /// dead or delivered.
+        #[arg(long, default_value = "dead")]
+        status: String,
+        /// Only events received since this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+    },
+    /// Offline access to a stopped server's data dir.
+    #[command(subcommand)]
+    Log(cli::Log),
 }
 
 fn main() -> ExitCode {
@@ -84,6 +115,12 @@ fn main() -> ExitCode {
             verify(&secret, &body, &timestamp, &signature, id.as_deref())
         }
         Command::Receive { bind, secret, status } => receive(&bind, secret, status),
+        Command::Events(cmd) => cli::events(&cli.conn, cmd),
+        Command::Targets(cmd) => cli::targets(&cli.conn, cmd),
+        Command::Subscriptions(cmd) => cli::subscriptions(&cli.conn, cmd),
+        Command::Deliveries(cmd) => cli::deliveries(&cli.conn, cmd),
+        Command::Replay { target, status, since } => cli::replay(&cli.conn, &target, &status, since),
+        Command::Log(cli::Log::Export { data_dir }) => cli::export(&data_dir),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,559 @@
+//! The operators' commands: they talk to a running server over its HTTP API (`--url`,
+//! `--token`, or `CRMHOOK_URL`, `CRMHOOK_ADMIN_TOKEN`), print tables for people and JSON with
+//! `--json`; `log export` reads a stopped server's data dir directly.
+
+use std::io::{BufRead, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+
+#[derive(Args, Clone)]
+pub struct Conn {
+    /// The server's base URL.
+    #[arg(long, global = true, env = "CRMHOOK_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// The admin token.
+    #[arg(long, global = true, env = "CRMHOOK_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum Events {
+    /// List events in log order.
+    List {
+        #[arg(long = "type")]
+        event_type: Option<String>,
+        #[arg(long)]
+        record_id: Option<String>,
+        #[arg(long)]
+        kanban_id: Option<String>,
+        /// RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// One event with its deliveries and attempts.
+    Show { id: String },
+    /// Follow new events and attempts as they happen.
+    Tail {
+        /// Start after this seq (default: only what comes next).
+        #[arg(long)]
+        after: Option<u64>,
+    },
+    /// Queue the event again for its targets (or one).
+    Redeliver {
+        id: String,
+        #[arg(long)]
+        target: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum Targets {
+    List,
+    Show {
+        id: String,
+    },
+    /// Create a target; its secret is printed this once.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Where deliveries go (`--url` is the crmhook server).
+        #[arg(long = "target-url")]
+        target_url: String,
+        /// `Name: value`, repeatable.
+        #[arg(long = "header")]
+        headers: Vec<String>,
+        #[arg(long)]
+        timeout_ms: Option<u64>,
+        /// Comma-separated delays in ms.
+        #[arg(long, value_delimiter = ',')]
+        retry_schedule_ms: Option<Vec<u64>>,
+        #[arg(long)]
+        ordered: bool,
+        #[arg(long)]
+        format: Option<String>,
+    },
+    Delete {
+        id: String,
+    },
+    /// A new secret (printed once); the old one keeps signing for 24 h.
+    RotateSecret {
+        id: String,
+    },
+    Enable {
+        id: String,
+    },
+    Disable {
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum Subscriptions {
+    List {
+        #[arg(long)]
+        target: Option<String>,
+    },
+    Show {
+        id: String,
+    },
+    Create {
+        #[arg(long)]
+        target: String,
+        #[arg(long = "event-type")]
+        event_types: Vec<String>,
+        #[arg(long = "kanban-id")]
+        kanban_ids: Vec<String>,
+        #[arg(long = "field-name")]
+        field_names: Vec<String>,
+        /// A filter as JSON, e.g. '{"path": "/Data/New/Revenue", "op": "gt", "value": 1000}'.
+        #[arg(long = "filter")]
+        filters: Vec<String>,
+        #[arg(long)]
+        version_major: Option<u32>,
+    },
+    Delete {
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum Deliveries {
+    /// A target's deliveries.
+    List {
+        #[arg(long)]
+        target: String,
+        /// pending, delivered or dead.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum Log {
+    /// Dump the event log of a stopped server as JSON lines.
+    Export {
+        #[arg(long, default_value = "./data/db")]
+        data_dir: std::path::PathBuf,
+    },
+}
+
+/// A failure to talk to the server, said plainly.
+fn request(conn: &Conn, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
+    let token = conn.token.as_deref().context("no admin token: pass --token or set CRMHOOK_ADMIN_TOKEN")?;
+    let url = format!("{}{path}", conn.url.trim_end_matches('/'));
+    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).redirects(0).build();
+    let req = agent.request(method, &url).set("Authorization", &format!("Bearer {token}"));
+    let result = match body {
+        Some(b) => req.set("Content-Type", "application/json").send_string(&b.to_string()),
+        None => req.call(),
+    };
+    match result {
+        Ok(r) => {
+            let text = r.into_string().unwrap_or_default();
+            Ok(if text.trim().is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_str(&text).unwrap_or(Value::String(text))
+            })
+        }
+        Err(ureq::Error::Status(code, r)) => {
+            let problem: Value = r.into_json().unwrap_or(Value::Null);
+            let detail = problem["detail"].as_str().unwrap_or("").to_owned();
+            match code {
+                401 | 403 => bail!("the server refused the token ({code}: {detail}); use the admin token (--token or CRMHOOK_ADMIN_TOKEN)"),
+                _ => bail!("{method} {path}: {code} {}: {detail}", problem["title"].as_str().unwrap_or("error")),
+            }
+        }
+        Err(e) => bail!("cannot reach crmhook at {}: {e} (is it running? set --url or CRMHOOK_URL)", conn.url),
+    }
+}
+
+fn print_json(v: &Value) -> anyhow::Result<ExitCode> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints rows as aligned columns.
+fn table(headers: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(headers.iter().map(|h| h.to_uppercase()).collect());
+    if rows.is_empty() {
+        println!("(none)");
+    }
+    for row in rows {
+        line(row);
+    }
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        Value::Array(a) if a.is_empty() => "-".into(),
+        Value::Array(a) => a.iter().map(s).collect::<Vec<_>>().join(","),
+        other => other.to_string(),
+    }
+}
+
+fn query(pairs: &[(&str, Option<String>)]) -> String {
+    let parts: Vec<String> = pairs
+        .iter()
+        .filter_map(|(k, v)| {
+            v.as_ref().map(|v| {
+                format!("{k}={}", v.replace('%', "%25").replace('&', "%26").replace('+', "%2B").replace(' ', "%20"))
+            })
+        })
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
+}
+
+pub fn events(conn: &Conn, cmd: Events) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Events::List { event_type, record_id, kanban_id, since, until, after, limit } => {
+            let q = query(&[
+                ("type", event_type),
+                ("record_id", record_id),
+                ("kanban_id", kanban_id),
+                ("since", since),
+                ("until", until),
+                ("after", Some(after.to_string())),
+                ("limit", Some(limit.to_string())),
+            ]);
+            let page = request(conn, "GET", &format!("/v1/events{q}"), None)?;
+            if conn.json {
+                return print_json(&page);
+            }
+            let rows = page["events"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|e| {
+                            let p = &e["payload"];
+                            let p = if p.is_array() { &p[0] } else { p };
+                            let record = p["recordId"].as_str().or(p["sessionId"].as_str()).or(p["Id"].as_str());
+                            vec![
+                                s(&e["seq"]),
+                                s(&e["id"]),
+                                s(&e["type"]),
+                                record.unwrap_or("-").to_owned(),
+                                s(&e["received_at"]),
+                            ]
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            table(&["seq", "id", "type", "record", "received_at"], rows);
+            if let Some(next) = page["next_after"].as_u64() {
+                println!("more: --after {next}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Events::Show { id } => {
+            let e = request(conn, "GET", &format!("/v1/events/{id}"), None)?;
+            if conn.json {
+                return print_json(&e);
+            }
+            println!("{}  seq {}  {}  received {}", s(&e["id"]), s(&e["seq"]), s(&e["type"]), s(&e["received_at"]));
+            println!("{}", serde_json::to_string_pretty(&e["payload"])?);
+            for d in e["deliveries"].as_array().cloned().unwrap_or_default() {
+                println!("\n{} {}: {}", s(&d["target_id"]), d["target_name"].as_str().unwrap_or(""), s(&d["status"]));
+                for a in d["attempts"].as_array().cloned().unwrap_or_default() {
+                    let what = a["status_code"].as_u64().map(|c| format!("HTTP {c}")).unwrap_or_else(|| s(&a["error"]));
+                    println!(
+                        "  #{} {} {} {} ms  {}",
+                        s(&a["n"]),
+                        s(&a["at"]),
+                        what,
+                        s(&a["duration_ms"]),
+                        s(&a["result"])
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Events::Redeliver { id, target } => {
+            let body = target.map(|t| json!({"target_id": t})).unwrap_or(json!({}));
+            let r = request(conn, "POST", &format!("/v1/events/{id}/redeliver"), Some(&body))?;
+            if conn.json {
+                return print_json(&r);
+            }
+            println!("queued {}", s(&r["queued"]));
+            Ok(ExitCode::SUCCESS)
+        }
+        Events::Tail { after } => tail(conn, after),
+    }
+}
+
+fn tail(conn: &Conn, after: Option<u64>) -> anyhow::Result<ExitCode> {
+    let token = conn.token.as_deref().context("no admin token: pass --token or set CRMHOOK_ADMIN_TOKEN")?;
+    let url = format!("{}/v1/stream", conn.url.trim_end_matches('/'));
+    let mut req = ureq::get(&url).set("Authorization", &format!("Bearer {token}"));
+    if let Some(a) = after {
+        req = req.set("Last-Event-ID", &a.to_string());
+    }
+    let resp = match req.call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(code @ (401 | 403), _)) => {
+            bail!("the server refused the token ({code}); use the admin token (--token or CRMHOOK_ADMIN_TOKEN)")
+        }
+        Err(ureq::Error::Status(code, _)) => bail!("GET /v1/stream: {code}"),
+        Err(e) => bail!("cannot reach crmhook at {}: {e} (is it running? set --url or CRMHOOK_URL)", conn.url),
+    };
+    let mut kind = String::new();
+    let stdout = std::io::stdout();
+    for line in std::io::BufReader::new(resp.into_reader()).lines() {
+        let line = line?;
+        if let Some(k) = line.strip_prefix("event: ") {
+            kind = k.to_owned();
+        } else if let Some(data) = line.strip_prefix("data: ") {
+            let v: Value = serde_json::from_str(data).unwrap_or(Value::Null);
+            let mut out = stdout.lock();
+            if conn.json {
+                writeln!(out, "{}", json!({"kind": kind, "record": v}))?;
+            } else if kind == "event" {
+                writeln!(out, "event    seq {}  {}  {}", s(&v["seq"]), s(&v["id"]), s(&v["type"]))?;
+            } else {
+                let code = v["status_code"].as_u64().map(|c| format!("HTTP {c}")).unwrap_or_else(|| "no answer".into());
+                writeln!(
+                    out,
+                    "attempt  {} -> {}  #{}  {}  {}",
+                    s(&v["event_id"]),
+                    s(&v["target_id"]),
+                    s(&v["n"]),
+                    code,
+                    s(&v["result"])
+                )?;
+            }
+            out.flush()?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn target_rows(list: &[Value]) -> Vec<Vec<String>> {
+    list.iter()
+        .map(|t| {
+            let state = if t["enabled"] == false { "disabled" } else { "enabled" };
+            vec![s(&t["id"]), s(&t["name"]), s(&t["url"]), state.to_owned(), s(&t["ordered"])]
+        })
+        .collect()
+}
+
+pub fn targets(conn: &Conn, cmd: Targets) -> anyhow::Result<ExitCode> {
+    let shown = |v: Value| -> anyhow::Result<ExitCode> {
+        if conn.json {
+            return print_json(&v);
+        }
+        table(&["id", "name", "url", "state", "ordered"], target_rows(std::slice::from_ref(&v)));
+        if let Some(secret) = v["secret"].as_str() {
+            println!("secret: {secret}  (shown only this once)");
+        }
+        if let Some(reason) = v["disabled_reason"].as_str() {
+            println!("disabled: {reason}");
+        }
+        Ok(ExitCode::SUCCESS)
+    };
+    match cmd {
+        Targets::List => {
+            let v = request(conn, "GET", "/v1/targets", None)?;
+            if conn.json {
+                return print_json(&v);
+            }
+            table(
+                &["id", "name", "url", "state", "ordered"],
+                target_rows(v["targets"].as_array().map(Vec::as_slice).unwrap_or(&[])),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Targets::Show { id } => shown(request(conn, "GET", &format!("/v1/targets/{id}"), None)?),
+        Targets::Create { name, target_url, headers, timeout_ms, retry_schedule_ms, ordered, format } => {
+            let mut body = json!({"name": name, "url": target_url, "ordered": ordered});
+            if !headers.is_empty() {
+                let mut map = serde_json::Map::new();
+                for h in headers {
+                    let (k, v) = h.split_once(':').context("a header is `Name: value`")?;
+                    map.insert(k.trim().to_owned(), json!(v.trim()));
+                }
+                body["headers"] = Value::Object(map);
+            }
+            if let Some(t) = timeout_ms {
+                body["timeout_ms"] = json!(t);
+            }
+            if let Some(r) = retry_schedule_ms {
+                body["retry_schedule_ms"] = json!(r);
+            }
+            if let Some(f) = format {
+                body["format"] = json!(f);
+            }
+            shown(request(conn, "POST", "/v1/targets", Some(&body))?)
+        }
+        Targets::Delete { id } => {
+            request(conn, "DELETE", &format!("/v1/targets/{id}"), None)?;
+            println!("deleted {id}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Targets::RotateSecret { id } => shown(request(conn, "POST", &format!("/v1/targets/{id}/rotate-secret"), None)?),
+        Targets::Enable { id } => {
+            shown(request(conn, "PATCH", &format!("/v1/targets/{id}"), Some(&json!({"enabled": true})))?)
+        }
+        Targets::Disable { id } => {
+            shown(request(conn, "PATCH", &format!("/v1/targets/{id}"), Some(&json!({"enabled": false})))?)
+        }
+    }
+}
+
+fn subscription_rows(list: &[Value]) -> Vec<Vec<String>> {
+    list.iter()
+        .map(|x| {
+            let filters = x["filters"].as_array().map_or(0, Vec::len);
+            vec![
+                s(&x["id"]),
+                s(&x["target_id"]),
+                s(&x["event_types"]),
+                s(&x["kanban_ids"]),
+                s(&x["field_names"]),
+                filters.to_string(),
+            ]
+        })
+        .collect()
+}
+
+pub fn subscriptions(conn: &Conn, cmd: Subscriptions) -> anyhow::Result<ExitCode> {
+    let headers = ["id", "target", "event_types", "kanban_ids", "field_names", "filters"];
+    let v = match cmd {
+        Subscriptions::List { target } => {
+            let v = request(conn, "GET", &format!("/v1/subscriptions{}", query(&[("target_id", target)])), None)?;
+            if conn.json {
+                return print_json(&v);
+            }
+            table(&headers, subscription_rows(v["subscriptions"].as_array().map(Vec::as_slice).unwrap_or(&[])));
+            return Ok(ExitCode::SUCCESS);
+        }
+        Subscriptions::Show { id } => request(conn, "GET", &format!("/v1/subscriptions/{id}"), None)?,
+        Subscriptions::Create { target, event_types, kanban_ids, field_names, filters, version_major } => {
+            let filters: Vec<Value> = filters
+                .iter()
+                .map(|f| serde_json::from_str(f).with_context(|| format!("--filter {f:?} is not JSON")))
+                .collect::<anyhow::Result<_>>()?;
+            let mut body = json!({"target_id": target, "event_types": event_types, "kanban_ids": kanban_ids,
+                                  "field_names": field_names, "filters": filters});
+            if let Some(m) = version_major {
+                body["version_major"] = json!(m);
+            }
+            request(conn, "POST", "/v1/subscriptions", Some(&body))?
+        }
+        Subscriptions::Delete { id } => {
+            request(conn, "DELETE", &format!("/v1/subscriptions/{id}"), None)?;
+            println!("deleted {id}");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    if conn.json {
+        return print_json(&v);
+    }
+    table(&headers, subscription_rows(std::slice::from_ref(&v)));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn deliveries(conn: &Conn, cmd: Deliveries) -> anyhow::Result<ExitCode> {
+    let Deliveries::List { target, status, after, limit } = cmd;
+    let q = query(&[("status", status), ("after", Some(after.to_string())), ("limit", Some(limit.to_string()))]);
+    let v = request(conn, "GET", &format!("/v1/targets/{target}/deliveries{q}"), None)?;
+    if conn.json {
+        return print_json(&v);
+    }
+    let rows = v["deliveries"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|d| {
+                    let attempts = d["attempts"].as_array().cloned().unwrap_or_default();
+                    let last = attempts.last().cloned().unwrap_or(Value::Null);
+                    let what =
+                        last["status_code"].as_u64().map(|c| format!("HTTP {c}")).unwrap_or_else(|| s(&last["error"]));
+                    vec![
+                        s(&d["seq"]),
+                        s(&d["event_id"]),
+                        s(&d["type"]),
+                        s(&d["status"]),
+                        attempts.len().to_string(),
+                        what,
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    table(&["seq", "event", "type", "status", "attempts", "last"], rows);
+    if let Some(next) = v["next_after"].as_u64() {
+        println!("more: --after {next}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn replay(conn: &Conn, target: &str, status: &str, since: Option<String>) -> anyhow::Result<ExitCode> {
+    let mut body = json!({"status": status});
+    if let Some(s) = since {
+        body["since"] = json!(s);
+    }
+    let v = request(conn, "POST", &format!("/v1/targets/{target}/replay"), Some(&body))?;
+    if conn.json {
+        return print_json(&v);
+    }
+    println!("queued {}", s(&v["queued"]));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Offline: the event log as JSON lines, one event per line with its deliveries' attempts.
+pub fn export(data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    if !data_dir.exists() {
+        bail!("no data dir at {}", data_dir.display());
+    }
+    let store = crmhook_store::Store::open(data_dir).map_err(|e| {
+        anyhow::anyhow!("cannot open {}: {e} (is the server still running? stop it first)", data_dir.display())
+    })?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    for event in store.events_from(1) {
+        let e = event?;
+        let payload: Value = serde_json::from_slice(&e.payload).unwrap_or(Value::Null);
+        let attempts: Vec<Value> = store
+            .attempts(e.seq)?
+            .into_iter()
+            .map(|(t, a)| json!({"target_id": t, "n": a.n, "at": crmhook_core::time::rfc3339(a.at_ms), "duration_ms": a.duration_ms, "outcome": format!("{:?}", a.outcome), "result": format!("{:?}", a.result)}))
+            .collect();
+        let line = json!({"id": e.id, "seq": e.seq, "type": e.event_type, "received_at": crmhook_core::time::rfc3339(e.received_at_ms), "payload": payload, "attempts": attempts});
+        writeln!(out, "{line}")?;
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
