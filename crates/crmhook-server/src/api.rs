@@ -56,6 +56,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics))
         .route("/v1/stream", web::get().to(stream))
+        .route("/console", web::get().to(console))
         .service(web::resource("/v1/events").route(web::post().to(ingest)).route(web::get().to(list_events)))
         .service(web::resource("/v1/events/{id}").route(web::get().to(get_event)))
         .service(web::resource("/v1/events/{id}/redeliver").route(web::post().to(redeliver)))
@@ -216,6 +217,18 @@ async fn stream(
         .streaming(crate::stream::sse(state.store.clone(), after, event_view)))
 }
 
+/// The web console: one self-contained page (no build step, nothing fetched from elsewhere).
+async fn console() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((
+            "Content-Security-Policy",
+            "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
+        ))
+        .insert_header(("X-Frame-Options", "DENY"))
+        .body(include_str!("../assets/console.html"))
+}
+
 async fn metrics(state: State) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
@@ -289,9 +302,18 @@ fn target_view(t: &Target, disabled: Option<&Disabled>, show_secret: bool) -> Va
     view
 }
 
-/// A target's view with its enabled state from the store.
+/// A target's view with its enabled state and health from the store.
 fn stored_target_view(store: &Store, t: &Target, show_secret: bool) -> Result<Value, ApiError> {
-    Ok(target_view(t, store.disabled(&t.id)?.as_ref(), show_secret))
+    let mut view = target_view(t, store.disabled(&t.id)?.as_ref(), show_secret);
+    let (pending, dead) = store.delivery_counts(&t.id)?;
+    let health = crate::metrics::metrics().health(t.id.as_str());
+    view["health"] = json!({
+        "pending": pending,
+        "dead": dead,
+        "last_success_at": health.last_success_ms.map(rfc3339),
+        "failures_in_a_row": health.failures_in_a_row,
+    });
+    Ok(view)
 }
 
 fn target_id(raw: &str) -> Result<TargetId, ApiError> {

@@ -12,8 +12,16 @@ use crmhook_store::Store;
 /// Upper bounds (seconds) of the attempt-duration histogram buckets.
 const BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
+/// A target's recent health, as seen since the process started.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Health {
+    pub last_success_ms: Option<u64>,
+    pub failures_in_a_row: u64,
+}
+
 #[derive(Default)]
 pub struct Metrics {
+    health: Mutex<BTreeMap<String, Health>>,
     ingested: Mutex<BTreeMap<String, u64>>,
     deliveries: Mutex<BTreeMap<(String, &'static str), u64>>,
     buckets: [AtomicU64; BUCKETS.len()],
@@ -41,6 +49,15 @@ impl Metrics {
         if let Ok(mut m) = self.deliveries.lock() {
             *m.entry((target.to_owned(), outcome)).or_insert(0) += 1;
         }
+        if let Ok(mut h) = self.health.lock() {
+            let h = h.entry(target.to_owned()).or_default();
+            if outcome == "delivered" {
+                h.last_success_ms = Some(crmhook_core::time::now_ms());
+                h.failures_in_a_row = 0;
+            } else {
+                h.failures_in_a_row += 1;
+            }
+        }
         let seconds = duration_ms as f64 / 1000.0;
         for (bound, bucket) in BUCKETS.iter().zip(&self.buckets) {
             if seconds <= *bound {
@@ -49,6 +66,11 @@ impl Metrics {
         }
         self.attempts.fetch_add(1, Ordering::Relaxed);
         self.attempt_ms_sum.fetch_add(duration_ms, Ordering::Relaxed);
+    }
+
+    /// A target's health since the process started.
+    pub fn health(&self, target: &str) -> Health {
+        self.health.lock().ok().and_then(|h| h.get(target).copied()).unwrap_or_default()
     }
 
     /// The text exposition.
