@@ -52,11 +52,12 @@ type State = web::Data<AppState>;
 
 /// Mounts the API on an actix `ServiceConfig`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(metrics))
-        .route("/v1/stream", web::get().to(stream))
-        .route("/console", web::get().to(console))
+    cfg.service(web::resource("/healthz").route(web::get().to(healthz)))
+        .service(web::resource("/readyz").route(web::get().to(readyz)))
+        .service(web::resource("/metrics").route(web::get().to(metrics)))
+        .service(web::resource("/v1/stream").route(web::get().to(stream)))
+        .service(web::resource("/console").route(web::get().to(console)))
+        .service(web::resource("/openapi.json").route(web::get().to(openapi)))
         .service(web::resource("/v1/events").route(web::post().to(ingest)).route(web::get().to(list_events)))
         .service(web::resource("/v1/events/{id}").route(web::get().to(get_event)))
         .service(web::resource("/v1/events/{id}/redeliver").route(web::post().to(redeliver)))
@@ -215,6 +216,13 @@ async fn stream(
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .insert_header(("X-Accel-Buffering", "no"))
         .streaming(crate::stream::sse(state.store.clone(), after, event_view)))
+}
+
+/// The OpenAPI document of this API, the one checked in at `docs/openapi.json`.
+pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
+
+async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().content_type("application/json").body(OPENAPI)
 }
 
 /// The web console: one self-contained page (no build step, nothing fetched from elsewhere).
