@@ -318,6 +318,31 @@ pub fn backlog(events: usize) -> anyhow::Result<Value> {
     });
     let restart_ms = (listening + t1.elapsed()).as_millis();
     let rss_after_restart = server.rss_kib();
+    // Reading the log's newest page, plain and through each index, with `events` in it.
+    let newest = events.saturating_sub(100);
+    let last_batch = events.div_ceil(BATCH) - 1;
+    let mut reads = serde_json::Map::new();
+    for (name, path) in [
+        ("newest_page", format!("/v1/events?after={newest}&limit=100")),
+        ("newest_page_by_type", format!("/v1/events?type=crm_field_update&after={newest}&limit=100")),
+        ("by_record_id", format!("/v1/events?record_id=b{last_batch}i999")),
+        ("by_kanban_newest", format!("/v1/events?kanban_id=kanban_1&after={newest}&limit=100")),
+        ("since_a_minute_ago", format!("/v1/events?since={}&limit=100", rfc3339_minus(60))),
+    ] {
+        let mut conn = Conn::new(server.addr);
+        conn.request("GET", &path, ADMIN, b"")?; // warm the connection and the cache once
+        let t = Instant::now();
+        let runs = 20;
+        for _ in 0..runs {
+            let (status, _) = conn.request("GET", &path, ADMIN, b"")?;
+            if status != 200 {
+                bail!("GET {path}: {status}");
+            }
+        }
+        let ms = t.elapsed().as_secs_f64() * 1000.0 / runs as f64;
+        println!("read {name}: {ms:.2} ms ({path})");
+        reads.insert(name.to_owned(), json!(ms));
+    }
     rcv.answer.store(200, Ordering::Relaxed);
     let t2 = Instant::now();
     let mut rss_drain = rss_after_restart;
@@ -340,9 +365,27 @@ pub fn backlog(events: usize) -> anyhow::Result<Value> {
     Ok(json!({
                 "events": events, "ingest_s": ingest_s, "rss_idle_mib": rss_idle / 1024, "rss_peak_ingest_mib": rss_max / 1024,
         "rss_after_ingest_mib": rss_after_ingest / 1024, "rss_after_restart_mib": rss_after_restart / 1024,
-        "rss_peak_drain_mib": rss_drain / 1024,
+                "rss_peak_drain_mib": rss_drain / 1024, "read_ms": reads,
         "disk_mib": disk as f64 / 1_048_576.0, "restart_to_ready_ms": restart_ms, "drain_s": drain_s, "drained": drained,
     }))
+}
+
+/// Now minus `seconds`, as RFC 3339 UTC (for the `since` filter).
+fn rfc3339_minus(seconds: u64) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let t = now.saturating_sub(seconds);
+    let (days, rem) = (t / 86_400, t % 86_400);
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 fn dir_size(path: &std::path::Path) -> u64 {

@@ -494,8 +494,13 @@ impl Store {
     }
 
     pub async fn put_target(&self, target: &Target) -> Result<()> {
+        self.put_record(T, target.id.as_str(), target).await
+    }
+
+    /// Writes one record under `tag` + `id`, durably.
+    async fn put_record<R: serde::Serialize>(&self, tag: u8, id: &str, record: &R) -> Result<()> {
         let mut batch = Writes::default();
-        batch.insert(key(T, &[target.id.as_str().as_bytes()]), codec::encode(target)?);
+        batch.insert(key(tag, &[id.as_bytes()]), codec::encode(record)?);
         self.write(batch).await
     }
 
@@ -518,9 +523,7 @@ impl Store {
     }
 
     pub async fn put_subscription(&self, sub: &Subscription) -> Result<()> {
-        let mut batch = Writes::default();
-        batch.insert(key(S, &[sub.id.as_str().as_bytes()]), codec::encode(sub)?);
-        self.write(batch).await
+        self.put_record(S, sub.id.as_str(), sub).await
     }
 
     pub async fn delete_subscription(&self, id: &SubscriptionId) -> Result<()> {
@@ -763,9 +766,7 @@ impl Store {
     }
 
     pub async fn put_meta(&self, name: &str, value: &str) -> Result<()> {
-        let mut batch = Writes::default();
-        batch.insert(key(M, &[name.as_bytes()]), codec::encode(&value)?);
-        self.write(batch).await
+        self.put_record(M, name, &value).await
     }
 
     /// Bytes the database takes on disk.
