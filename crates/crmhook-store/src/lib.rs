@@ -24,7 +24,6 @@
 //! | `Y` len:u16 type seq:u64 | — | index: events by type |
 //! | `R` len:u16 record_id seq:u64 | — | index: events by record id (MAIA `recordId`, Maximizer `Key`) |
 //! | `G` len:u16 kanban_id seq:u64 | — | index: events by kanban |
-//! | `W` received_at_ms:u64 seq:u64 | — | index: events by time |
 //!
 //! Index values are the version byte alone; `GET /v1/events` filters walk an index, never the
 //! whole log.
@@ -107,7 +106,6 @@ const O: u8 = b'O';
 const Y: u8 = b'Y';
 const R: u8 = b'R';
 const G: u8 = b'G';
-const W: u8 = b'W';
 
 fn final_prefix(target: &TargetId, done: Final) -> Vec<u8> {
     let state = match done {
@@ -130,10 +128,7 @@ fn text_prefix(tag: u8, text: &str) -> Vec<u8> {
 /// The index keys of an event.
 fn index_keys(event: &Event) -> Vec<Vec<u8>> {
     let seq = event.seq.to_be_bytes();
-    let mut keys = vec![
-        key(Y, &[&text_prefix(Y, &event.event_type)[1..], &seq]),
-        key(W, &[&event.received_at_ms.to_be_bytes(), &seq]),
-    ];
+    let mut keys = vec![key(Y, &[&text_prefix(Y, &event.event_type)[1..], &seq])];
     if let Some(r) = &event.record_id {
         keys.push(key(R, &[&text_prefix(R, r)[1..], &seq]));
     }
@@ -217,7 +212,7 @@ impl Default for Options {
 }
 
 /// Default size of sled's page cache.
-pub const CACHE_BYTES: usize = 64 * 1024 * 1024;
+pub const CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 /// A handle to the store; cheap to clone.
 #[derive(Clone)]
@@ -623,13 +618,7 @@ impl Store {
         // event received at `since` and stop at `until`.
         let mut start = from;
         if let Some(since) = filter.since_ms {
-            if let Some(kv) = tree.range(key(W, &[&since.to_be_bytes()])..key(W + 1, &[])).next() {
-                let (k, _) = kv?;
-                let seq = k.get(9..17).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
-                start = start.max(seq);
-            } else {
-                return Ok(out);
-            }
+            start = start.max(self.first_received_at(since)?);
         }
         for e in self.events_from(start) {
             let e = e?;
@@ -644,6 +633,29 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// The seq of the first event received at or after `since_ms` (one past the head if none):
+    /// a binary search over seqs, since the writer gives seqs and receive times in step.
+    fn first_received_at(&self, since_ms: u64) -> Result<u64> {
+        let tree = &self.inner.tree;
+        // The first event stored at or after a seq (compaction leaves gaps).
+        let at_or_after = |seq: u64| -> Result<Option<Event>> {
+            match tree.range(seq_key(seq)..key(E + 1, &[])).next() {
+                Some(kv) => Ok(Some(codec::decode(&kv?.1)?)),
+                None => Ok(None),
+            }
+        };
+        let (mut lo, mut hi) = (1u64, self.head().saturating_add(1));
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match at_or_after(mid)? {
+                Some(e) if e.received_at_ms >= since_ms => hi = mid,
+                Some(e) => lo = e.seq + 1,
+                None => hi = mid,
+            }
+        }
+        Ok(lo)
     }
 
     /// A target's deliveries after seq `after`, in seq order, at most `limit`: pending ones
