@@ -51,7 +51,9 @@
 //!   metadata of newly created segment files. After a power loss (not a process crash) the
 //!   most recent writes may therefore be lost on some file systems; see `docs/RELIABILITY.md`.
 
-mod codec;
+/// Public for the benchmarks; the store's callers never need it.
+#[doc(hidden)]
+pub mod codec;
 pub mod records;
 
 use std::sync::atomic::{AtomicU64, Ordering};
