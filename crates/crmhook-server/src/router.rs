@@ -14,7 +14,7 @@ use crmhook_core::subscription::Compiled;
 use crmhook_core::{NewEvent, Subscription, SubscriptionId, Target, TargetId};
 use std::time::Duration;
 
-use crmhook_store::{AckEntry, DeliveryBatch, Disabled, Request, Store, StoreError};
+use crmhook_store::{AckEntry, DeliveryBatch, Disabled, PendingAppend, Request, Store, StoreError};
 
 use crate::target::{TargetConfig, TargetHandle};
 
@@ -44,7 +44,8 @@ impl RouterHandle {
         let subscriptions = store.subscriptions()?;
         let addr = Router::create(move |ctx| {
             ctx.set_mailbox_capacity(1024);
-            let mut router = Router { store, arbiters, next_arbiter: 0, targets: HashMap::new(), max_targets };
+            let routed = store.head();
+            let mut router = Router { store, arbiters, next_arbiter: 0, targets: HashMap::new(), max_targets, routed };
             for target in targets {
                 let subs = subscriptions.iter().filter(|s| s.target_id == target.id).cloned().collect();
                 router.spawn_target(target, subs);
@@ -60,7 +61,8 @@ impl RouterHandle {
         events: Vec<NewEvent>,
         idempotency_key: Option<String>,
     ) -> Result<Vec<AckEntry>, RouterError> {
-        self.addr.send(Ingest { events, idempotency_key }).await.map_err(|_| RouterError::Stopped)?
+        let queued = self.addr.send(Ingest { events, idempotency_key }).await.map_err(|_| RouterError::Stopped)??;
+        Ok(queued.wait().await?)
     }
 
     pub async fn create_target(&self, target: Target) -> Result<(), RouterError> {
@@ -123,6 +125,8 @@ struct Router {
     next_arbiter: usize,
     targets: HashMap<TargetId, Running>,
     max_targets: usize,
+    /// Events up to here have been routed (targets woken).
+    routed: u64,
 }
 
 impl Router {
@@ -141,38 +145,63 @@ impl Router {
 
 impl Actor for Router {
     type Context = Context<Self>;
+
+    /// Follows the log's head: each move is a `HeadMoved` in the mailbox (`try_send`: when the
+    /// mailbox is full one is already queued, and each routes up to the current head).
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let mut head = self.store.watch_head();
+        let me = ctx.address();
+        ctx.spawn(
+            async move {
+                while head.changed().await.is_ok() {
+                    let _ = me.try_send(HeadMoved);
+                }
+            }
+            .into_actor(self),
+        );
+    }
 }
 
 #[derive(Message)]
-#[rtype(result = "Result<Vec<AckEntry>, RouterError>")]
+#[rtype(result = "Result<PendingAppend, RouterError>")]
 struct Ingest {
     events: Vec<NewEvent>,
     idempotency_key: Option<String>,
 }
 
+/// The router queues the append for the log writer and hands the caller what to await, so the
+/// acknowledgement goes from the writer straight back to the HTTP worker; the router learns of
+/// the new events from the log's head (see `HeadMoved`) and routes them then.
 impl Handler<Ingest> for Router {
-    type Result = ResponseActFuture<Self, Result<Vec<AckEntry>, RouterError>>;
+    type Result = Result<PendingAppend, RouterError>;
 
     fn handle(&mut self, msg: Ingest, _: &mut Context<Self>) -> Self::Result {
-        let store = self.store.clone();
-        Box::pin(async move { store.append(msg.events, msg.idempotency_key).await }.into_actor(self).map(
-            |result, act, _| {
-                let acks = result?;
-                act.wake_interested(&acks);
-                Ok(acks)
-            },
-        ))
+        Ok(self.store.queue_append(msg.events, msg.idempotency_key)?)
+    }
+}
+
+/// The log's head moved: route the new events.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct HeadMoved;
+
+impl Handler<HeadMoved> for Router {
+    type Result = ();
+
+    fn handle(&mut self, _: HeadMoved, _: &mut Context<Self>) {
+        let head = self.store.head();
+        if head > self.routed {
+            let from = self.routed + 1;
+            self.routed = head;
+            self.wake_interested(from, head);
+        }
     }
 }
 
 impl Router {
-    /// Wakes each target that has a subscription matching one of the new events.
-    fn wake_interested(&self, acks: &[AckEntry]) {
-        let fresh: Vec<_> = acks.iter().filter(|a| !a.duplicate).collect();
-        if fresh.is_empty() {
-            return;
-        }
-        let events: Vec<_> = fresh.iter().filter_map(|a| self.store.event(a.seq).ok().flatten()).collect();
+    /// Wakes each target that has a subscription matching one of the events `from..=to`.
+    fn wake_interested(&self, from: u64, to: u64) {
+        let events: Vec<_> = self.store.events_from(from).take_while(|e| e.as_ref().is_ok_and(|e| e.seq <= to)).flatten().collect();
         for running in self.targets.values() {
             if events.iter().any(|e| running.config.subscriptions.matches(e)) {
                 running.handle.wake();

@@ -256,6 +256,15 @@ impl Writes {
     }
 }
 
+/// An append queued for the writer; [`PendingAppend::wait`] answers once it is durable.
+pub struct PendingAppend(oneshot::Receiver<Result<Vec<AckEntry>>>);
+
+impl PendingAppend {
+    pub async fn wait(self) -> Result<Vec<AckEntry>> {
+        self.0.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
 /// Changes to delivery state, written as one atomic batch.
 #[derive(Default)]
 pub struct DeliveryBatch {
@@ -414,12 +423,18 @@ impl Store {
     /// Appends a request's events durably and answers their acknowledgement. Refuses at once
     /// with [`StoreError::Busy`] when the writer's queue is full.
     pub async fn append(&self, events: Vec<NewEvent>, idempotency_key: Option<String>) -> Result<Vec<AckEntry>> {
+        self.queue_append(events, idempotency_key)?.wait().await
+    }
+
+    /// Queues an append for the writer and answers at once with what to await: the caller
+    /// that queues need not be the one that waits for the flush.
+    pub fn queue_append(&self, events: Vec<NewEvent>, idempotency_key: Option<String>) -> Result<PendingAppend> {
         let (reply, rx) = oneshot::channel();
         self.inner.tx.try_send(Op::Append { events, idempotency_key, reply }).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => StoreError::Busy,
             mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
         })?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        Ok(PendingAppend(rx))
     }
 
     /// Whether the last write to disk failed (the store cannot take events now).
