@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod deliver;
 mod soak;
 
 use anyhow::{bail, Context};
@@ -57,6 +58,14 @@ enum Cmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Delivery throughput and end-to-end latency against raw awc POSTs.
+    Deliver {
+        /// Events for the one-target run (a tenth of them fan out to 10 targets).
+        #[arg(long, default_value_t = 20_000)]
+        events: usize,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Only the bare handler, for use with an outside load tool.
     Bare {
         #[arg(long, default_value = "127.0.0.1:8090")]
@@ -94,6 +103,13 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Ingest { seconds, connections, json } => ingest(seconds, &connections, json),
+        Cmd::Deliver { events, json } => {
+            let report = deliver::run(events)?;
+            if let Some(path) = json {
+                std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
+            }
+            Ok(())
+        }
         Cmd::Soak { kills, clients, backlog, json } => {
             let report = json!({"kills": soak::kills(kills, clients)?, "backlog": soak::backlog(backlog)?});
             match json {

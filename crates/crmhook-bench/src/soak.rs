@@ -19,21 +19,21 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
-const ADMIN: &str = "adm_soak_0123456789abcdef";
-const INGEST: &str = "ing_soak_0123456789abcdef";
+pub const ADMIN: &str = "adm_soak_0123456789abcdef";
+pub const INGEST: &str = "ing_soak_0123456789abcdef";
 
 /// A keep-alive HTTP/1.1 connection.
-struct Conn {
+pub struct Conn {
     addr: SocketAddr,
     stream: Option<BufReader<TcpStream>>,
 }
 
 impl Conn {
-    fn new(addr: SocketAddr) -> Conn {
+    pub fn new(addr: SocketAddr) -> Conn {
         Conn { addr, stream: None }
     }
 
-    fn request(&mut self, method: &str, path: &str, token: &str, body: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
+    pub fn request(&mut self, method: &str, path: &str, token: &str, body: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
         if self.stream.is_none() {
             let s = TcpStream::connect(self.addr)?;
             s.set_nodelay(true)?;
@@ -79,15 +79,15 @@ impl Conn {
 }
 
 /// The release `crmhook serve` on a data dir that outlives restarts.
-struct Server {
+pub struct Server {
     exe: std::path::PathBuf,
     dir: std::path::PathBuf,
     child: Option<Child>,
-    addr: SocketAddr,
+    pub addr: SocketAddr,
 }
 
 impl Server {
-    fn start(dir: &std::path::Path) -> anyhow::Result<Server> {
+    pub fn start(dir: &std::path::Path) -> anyhow::Result<Server> {
         let exe = std::env::current_exe()?.with_file_name("crmhook");
         if !exe.exists() {
             bail!("{} is missing: build it first (cargo build --release)", exe.display());
@@ -138,7 +138,7 @@ impl Server {
             .unwrap_or(0)
     }
 
-    fn admin(&self, method: &str, path: &str, body: &Value) -> anyhow::Result<Value> {
+    pub fn admin(&self, method: &str, path: &str, body: &Value) -> anyhow::Result<Value> {
         let (status, body) = Conn::new(self.addr).request(method, path, ADMIN, &serde_json::to_vec(body)?)?;
         if status >= 300 {
             bail!("{method} {path}: {status} {}", String::from_utf8_lossy(&body));

@@ -22,7 +22,9 @@ fn signing(c: &mut Criterion) {
     let body = include_bytes!("../../../data/samples/maia/crm_field_update.json");
     let (new, old) = (generate_secret(), generate_secret());
     let mut g = c.benchmark_group("sign");
-    g.bench_function("both schemes, one secret", |b| b.iter(|| sign(&[&new], "evt_01m89atn959wynbgadg53z6h81", "1764000000", body)));
+    g.bench_function("both schemes, one secret", |b| {
+        b.iter(|| sign(&[&new], "evt_01m89atn959wynbgadg53z6h81", "1764000000", body))
+    });
     g.bench_function("both schemes, rotation (two secrets)", |b| {
         b.iter(|| sign(&[&new, &old], "evt_01m89atn959wynbgadg53z6h81", "1764000000", body))
     });

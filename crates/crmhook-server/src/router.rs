@@ -201,7 +201,8 @@ impl Handler<HeadMoved> for Router {
 impl Router {
     /// Wakes each target that has a subscription matching one of the events `from..=to`.
     fn wake_interested(&self, from: u64, to: u64) {
-        let events: Vec<_> = self.store.events_from(from).take_while(|e| e.as_ref().is_ok_and(|e| e.seq <= to)).flatten().collect();
+        let events: Vec<_> =
+            self.store.events_from(from).take_while(|e| e.as_ref().is_ok_and(|e| e.seq <= to)).flatten().collect();
         for running in self.targets.values() {
             if events.iter().any(|e| running.config.subscriptions.matches(e)) {
                 running.handle.wake();

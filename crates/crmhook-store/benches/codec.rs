@@ -7,7 +7,8 @@ use crmhook_core::{Event, EventId};
 use crmhook_store::codec::{decode, encode};
 
 fn codec(c: &mut Criterion) {
-    let new = parse_ingest(include_bytes!("../../../data/samples/maia/crm_field_update.json")).expect("valid").remove(0);
+    let new =
+        parse_ingest(include_bytes!("../../../data/samples/maia/crm_field_update.json")).expect("valid").remove(0);
     let event = Event::from_new(new, 42, EventId::generate(), 1_764_000_000_000);
     let bytes = encode(&event).expect("encodes");
     let mut g = c.benchmark_group("record");
