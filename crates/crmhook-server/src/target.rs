@@ -253,7 +253,9 @@ impl TargetActor {
         }
         self.filling = true;
         let store = self.store.clone();
-        ctx.spawn(async move { store.write_deliveries(batch).await }.into_actor(self).map(move |result, act, ctx| {
+        // Lazily durable: a crash can only move the cursor back, and the events it passes are
+        // in the log, so they are matched again (never lost).
+        ctx.spawn(async move { store.write_deliveries_lazily(batch).await }.into_actor(self).map(move |result, act, ctx| {
             act.filling = false;
             match result {
                 Ok(()) => {
@@ -404,7 +406,17 @@ impl TargetActor {
             tracing::error!(target_id = %target.id, error = %e, "encoding an attempt failed");
         }
         let store = self.store.clone();
-        ctx.spawn(async move { store.write_deliveries(batch).await }.into_actor(self).map(move |written, act, ctx| {
+        // A retry's schedule (and a 410's disabling) is flushed before anything else happens; a
+        // finished delivery's record may be lost in a crash only into one more attempt.
+        let durable = following.is_some();
+        let write = async move {
+            if durable {
+                store.write_deliveries(batch).await
+            } else {
+                store.write_deliveries_lazily(batch).await
+            }
+        };
+        ctx.spawn(write.into_actor(self).map(move |written, act, ctx| {
             if let Err(e) = written {
                 // Memory moves on; the store still holds the older pending entry, so after a
                 // restart this delivery is attempted again (at least once).

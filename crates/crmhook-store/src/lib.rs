@@ -36,7 +36,9 @@
 //!
 //! Every write goes through one writer thread. It takes whatever requests are queued (up to
 //! [`MAX_GROUP`]), applies them as one atomic sled batch, calls `flush` once, and only then
-//! answers each request. So many concurrent ingest requests share one flush (group commit), and
+//! answers each request. A group holding only lazy delivery-state writes (a cursor move, a
+//! successful or dead delivery: states a crash can only roll back into a repetition) is applied
+//! without a flush; sled writes it within 500 ms, or with the next flush. So many concurrent ingest requests share one flush (group commit), and
 //! no actix arbiter thread ever waits on a flush: callers await a oneshot answer.
 //!
 //! # Recovery rules
@@ -193,8 +195,18 @@ fn read_u64(bytes: &[u8]) -> Result<u64> {
 
 /// A request to the writer thread.
 enum Op {
-    Append { events: Vec<NewEvent>, idempotency_key: Option<String>, reply: oneshot::Sender<Result<Vec<AckEntry>>> },
-    Write { writes: Writes, reply: oneshot::Sender<Result<()>> },
+    Append {
+        events: Vec<NewEvent>,
+        idempotency_key: Option<String>,
+        reply: oneshot::Sender<Result<Vec<AckEntry>>>,
+    },
+    /// `durable`: answer only after a flush; otherwise after the batch is applied (sled
+    /// flushes it within `flush_every_ms`).
+    Write {
+        writes: Writes,
+        durable: bool,
+        reply: oneshot::Sender<Result<()>>,
+    },
     Stop(oneshot::Sender<()>),
 }
 
@@ -598,6 +610,14 @@ impl Store {
         self.write(batch.batch).await
     }
 
+    /// Writes a batch of delivery state that may be lost in a crash without losing anything
+    /// but work: answers once applied, and is on disk within sled's `flush_every_ms` (500 ms)
+    /// or the next durable write. For states a crash may only roll back into a repetition (a
+    /// delivery made again), never into a loss.
+    pub async fn write_deliveries_lazily(&self, batch: DeliveryBatch) -> Result<()> {
+        self.write_with(batch.batch, false).await
+    }
+
     // ---- operators' reads -----------------------------------------------------------------
 
     /// Events after `after` that pass `filter`, in log order, at most `limit`. Walks the most
@@ -804,8 +824,12 @@ impl Store {
     }
 
     async fn write(&self, writes: Writes) -> Result<()> {
+        self.write_with(writes, true).await
+    }
+
+    async fn write_with(&self, writes: Writes, durable: bool) -> Result<()> {
         let (reply, rx) = oneshot::channel();
-        self.inner.tx.send(Op::Write { writes, reply }).await.map_err(|_| StoreError::Closed)?;
+        self.inner.tx.send(Op::Write { writes, durable, reply }).await.map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 }
@@ -843,10 +867,12 @@ impl Writer {
             let mut replies = Vec::with_capacity(ops.len());
             let mut seen: std::collections::HashMap<Vec<u8>, Vec<AckEntry>> = std::collections::HashMap::new();
             let first_seq = self.next_seq;
+            let mut flush = false;
             for op in ops {
                 match op {
                     Op::Stop(done) => stop = Some(done),
-                    Op::Write { writes, reply } => {
+                    Op::Write { writes, durable, reply } => {
+                        flush |= durable;
                         writes.into_batch(&mut batch);
                         replies.push(Reply::Write(reply));
                     }
@@ -866,7 +892,9 @@ impl Writer {
                     Err(e) => tracing::error!(error = %e, "encoding the head failed"),
                 }
             }
-            let result = self.tree.apply_batch(batch).and_then(|()| self.db.flush().map(|_| ()));
+            flush |= self.next_seq > first_seq || stop.is_some();
+            let result =
+                self.tree.apply_batch(batch).and_then(|()| if flush { self.db.flush().map(|_| ()) } else { Ok(()) });
             self.failing.store(result.is_err(), Ordering::Release);
             match &result {
                 Ok(()) => {
