@@ -249,7 +249,7 @@ fn load(
                 while Instant::now() < deadline {
                     let t0 = Instant::now();
                     stream.get_mut().write_all(&request)?;
-                    let status = read_response(&mut stream)?;
+                    let (status, _) = read_response(&mut stream)?;
                     if status == 202 {
                         latencies.push(t0.elapsed().as_micros() as u32);
                     } else {
@@ -277,7 +277,7 @@ fn load(
 }
 
 /// Reads one HTTP/1.1 response with a Content-Length body; answers its status.
-fn read_response(stream: &mut BufReader<TcpStream>) -> anyhow::Result<u16> {
+pub(crate) fn read_response(stream: &mut BufReader<TcpStream>) -> anyhow::Result<(u16, Vec<u8>)> {
     let mut line = String::new();
     stream.read_line(&mut line)?;
     let status: u16 = line.split_whitespace().nth(1).context("no status line")?.parse()?;
@@ -296,7 +296,7 @@ fn read_response(stream: &mut BufReader<TcpStream>) -> anyhow::Result<u16> {
     }
     let mut body = vec![0; length];
     stream.read_exact(&mut body)?;
-    Ok(status)
+    Ok((status, body))
 }
 
 fn ingest(seconds: u64, connections: &[usize], json_out: Option<PathBuf>) -> anyhow::Result<()> {

@@ -9,7 +9,7 @@
 //!    the receiver answers 200 again.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
@@ -56,25 +56,7 @@ impl Conn {
         );
         stream.get_mut().write_all(head.as_bytes())?;
         stream.get_mut().write_all(body)?;
-        let mut line = String::new();
-        stream.read_line(&mut line)?;
-        let status: u16 = line.split_whitespace().nth(1).context("status line")?.parse()?;
-        let mut length = 0;
-        loop {
-            line.clear();
-            stream.read_line(&mut line)?;
-            if line == "\r\n" || line.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = line.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    length = v.trim().parse()?;
-                }
-            }
-        }
-        let mut body = vec![0; length];
-        stream.read_exact(&mut body)?;
-        Ok((status, body))
+        crate::read_response(stream)
     }
 }
 
