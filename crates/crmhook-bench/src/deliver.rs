@@ -219,14 +219,32 @@ pub fn run(events: usize) -> anyhow::Result<Value> {
     latency.sort_by(f64::total_cmp);
     let (p50, p99) = (percentile(&latency, 0.50), percentile(&latency, 0.99));
 
+    drop(arrivals);
+
+    // 1,000 idle targets: one actor each, subscribed, owed nothing.
+    let idle_dir = tempfile::tempdir()?;
+    let idle = Server::start(idle_dir.path())?;
+    let rss_empty = idle.rss_kib();
+    for i in 0..1000 {
+        let t = idle.admin(
+            "POST",
+            "/v1/targets",
+            &json!({"name": format!("idle{i}"), "url": format!("http://{}/idle{i}", rcv.addr)}),
+        )?;
+        idle.admin("POST", "/v1/subscriptions", &json!({"target_id": t["id"], "event_types": ["ai_pause"]}))?;
+    }
+    let rss_idle = idle.rss_kib();
+
     println!("deliveries, crmhook vs raw awc POSTs to the same receiver (same machine, same run)");
     println!("  1 target:    {ours_one:>8.0}/s vs {raw:>8.0}/s  ({:.0}%)", ours_one / raw * 100.0);
     println!("  10 targets:  {ours_fan:>8.0}/s vs {raw_fan:>8.0}/s  ({:.0}%)", ours_fan / raw_fan * 100.0);
     println!("  end to end at 1,000 events/s: p50 {p50:.2} ms, p99 {p99:.2} ms ({} of {} measured)", latency.len(), n);
+    println!("  1,000 idle targets: RSS {} MiB (empty server {} MiB)", rss_idle / 1024, rss_empty / 1024);
     Ok(json!({
         "events": events,
         "one_target": {"crmhook_per_s": ours_one, "raw_awc_per_s": raw, "ratio": ours_one / raw},
         "ten_targets": {"crmhook_per_s": ours_fan, "raw_awc_per_s": raw_fan, "ratio": ours_fan / raw_fan},
         "end_to_end_ms": {"p50": p50, "p99": p99, "measured": latency.len()},
+        "idle_targets_1000_rss_mib": rss_idle / 1024,
     }))
 }

@@ -89,6 +89,7 @@ impl Server {
             .env("CRMHOOK_INGEST_TOKEN", INGEST)
             .env("CRMHOOK_ALLOW_PRIVATE_TARGETS", "true")
             .env("CRMHOOK_LOG", "error")
+            .env("CRMHOOK_MAX_TARGETS", "1000")
             .current_dir(&self.dir)
             .stdout(Stdio::piped())
             .spawn()?;
@@ -111,7 +112,7 @@ impl Server {
         }
     }
 
-    fn rss_kib(&self) -> u64 {
+    pub fn rss_kib(&self) -> u64 {
         let pid = self.child.as_ref().map(Child::id).unwrap_or(0);
         std::fs::read_to_string(format!("/proc/{pid}/status"))
             .ok()
