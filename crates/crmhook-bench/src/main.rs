@@ -334,6 +334,28 @@ fn ingest(seconds: u64, connections: &[usize], json_out: Option<PathBuf>) -> any
             "ratio": ratio,
         }));
     }
+    // 100-event requests against raw sled appends with the same flush grouping.
+    let batch_body = {
+        let one = String::from_utf8(body.clone()).unwrap_or_default();
+        format!("[{}]", vec![one; 100].join(",")).into_bytes()
+    };
+    let ours = load(crmhook.addr, "ing_bench_0123456789abcdef", &batch_body, 16, duration)?;
+    let raw_dir = tempfile::tempdir()?;
+    let raw = crmhook_store::baseline::raw_appends(raw_dir.path(), 16, 100, body.len() + 120, duration)
+        .map_err(|e| anyhow::anyhow!("raw sled appends: {e}"))?;
+    let ratio = ours.rps * 100.0 / raw;
+    println!(
+        "batches of 100 events, 16 connections: crmhook {:.0} events/s (p50 {:.2} ms, p99 {:.2} ms per request)          vs raw sled appends with the same flush grouping {raw:.0} records/s: {:.0}%",
+        ours.rps * 100.0,
+        ours.p50_ms,
+        ours.p99_ms,
+        ratio * 100.0
+    );
+    rows.push(json!({
+        "batch": 100, "connections": 16,
+        "crmhook": {"events_per_s": ours.rps * 100.0, "p50_ms": ours.p50_ms, "p99_ms": ours.p99_ms},
+        "raw_sled": {"records_per_s": raw}, "ratio": ratio,
+    }));
     let report = json!({"benchmark": "ingest", "seconds": seconds, "rows": rows});
     match json_out {
         Some(path) => std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?,

@@ -53,6 +53,9 @@
 //!   metadata of newly created segment files. After a power loss (not a process crash) the
 //!   most recent writes may therefore be lost on some file systems; see `docs/RELIABILITY.md`.
 
+/// Public for the benchmarks: the bare limit of the log.
+#[doc(hidden)]
+pub mod baseline;
 /// Public for the benchmarks; the store's callers never need it.
 #[doc(hidden)]
 pub mod codec;
