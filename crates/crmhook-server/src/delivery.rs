@@ -69,6 +69,8 @@ pub fn body_for(target: &Target, event: &Event, now_ms: u64) -> Vec<u8> {
 /// What was attempted and how it went.
 #[derive(Debug, Clone)]
 pub struct AttemptReport {
+    /// The event attempted.
+    pub event_id: crmhook_core::EventId,
     pub at_ms: u64,
     pub duration_ms: u64,
     pub outcome: Outcome,
@@ -114,7 +116,13 @@ pub async fn attempt(target: &Target, event: &Event, attempt: u32) -> AttemptRep
     let mut retry_after_ms = None;
     if let Err(refused) = crate::guard::check_literal(&target.url) {
         let duration_ms = started.elapsed().as_millis() as u64;
-        return AttemptReport { at_ms, duration_ms, outcome: Outcome::Error(refused), retry_after_ms };
+        return AttemptReport {
+            event_id: event.id.clone(),
+            at_ms,
+            duration_ms,
+            outcome: Outcome::Error(refused),
+            retry_after_ms,
+        };
     }
     let outcome = match actix_rt::time::timeout(timeout, request.send_body(body)).await {
         Err(_) | Ok(Err(SendRequestError::Timeout)) => Outcome::Timeout,
@@ -131,7 +139,13 @@ pub async fn attempt(target: &Target, event: &Event, attempt: u32) -> AttemptRep
             Outcome::Status(status)
         }
     };
-    AttemptReport { at_ms, duration_ms: started.elapsed().as_millis() as u64, outcome, retry_after_ms }
+    AttemptReport {
+        event_id: event.id.clone(),
+        at_ms,
+        duration_ms: started.elapsed().as_millis() as u64,
+        outcome,
+        retry_after_ms,
+    }
 }
 
 #[cfg(test)]

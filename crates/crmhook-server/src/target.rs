@@ -381,9 +381,8 @@ impl TargetActor {
             crmhook_core::retry::Outcome::Status(code) => Some(*code),
             _ => None,
         };
-        let event_id = self.store.event(seq).ok().flatten().map(|e| e.id.to_string());
         crate::stream::publish_attempt(serde_json::json!({
-            "event_id": event_id, "seq": seq, "target_id": target.id, "n": n, "status_code": code,
+            "event_id": report.event_id, "seq": seq, "target_id": target.id, "n": n, "status_code": code,
             "result": outcome_label, "duration_ms": report.duration_ms,
             "at": crmhook_core::time::rfc3339(report.at_ms),
         }));
