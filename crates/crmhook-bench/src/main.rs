@@ -81,6 +81,9 @@ enum Cmd {
         connections: usize,
         #[arg(long, default_value_t = 5)]
         seconds: u64,
+        /// Events per request (1 sends one object, more an array).
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
     },
 }
 
@@ -93,9 +96,9 @@ fn main() -> anyhow::Result<()> {
                 std::thread::park();
             }
         }
-        Cmd::Load { url, token, connections, seconds } => {
+        Cmd::Load { url, token, connections, seconds, batch } => {
             let addr = url.trim_start_matches("http://").split('/').next().unwrap_or("").parse()?;
-            let r = load(addr, &token, &event_body(), connections, Duration::from_secs(seconds))?;
+            let r = load(addr, &token, &bodies(batch), connections, Duration::from_secs(seconds))?;
             println!(
                 "{connections} connections: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
                 r.rps, r.p50_ms, r.p99_ms, r.errors
@@ -121,16 +124,33 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-/// One event, the MAIA crm_field_update sample.
-fn event_body() -> Vec<u8> {
+/// Distinct request bodies the load cycles through.
+const BODIES: usize = 512;
+
+/// [`BODIES`] request bodies of `batch` events each (one object for 1, else an array): every
+/// event names its own record, on one of 8 kanbans, as a CRM's stream of field updates does.
+fn bodies(batch: usize) -> Vec<Vec<u8>> {
+    (0..BODIES)
+        .map(|b| {
+            let events: Vec<String> = (0..batch).map(|i| event_json(b * batch + i)).collect();
+            match batch {
+                1 => events.concat().into_bytes(),
+                _ => format!("[{}]", events.join(",")).into_bytes(),
+            }
+        })
+        .collect()
+}
+
+/// The MAIA crm_field_update sample for record `n`.
+fn event_json(n: usize) -> String {
     let ev = json!({
-        "eventType": "crm_field_update", "recordId": "record_1704067200000_abc123",
-        "kanbanId": "kanban_1704067200000_abc123def", "kanbanName": "Sales Pipeline",
+        "eventType": "crm_field_update", "recordId": format!("record_1704067200000_{n:06}"),
+        "kanbanId": format!("kanban_1704067200000_{}", n % 8), "kanbanName": "Sales Pipeline",
         "externalUserId": "user-123", "fieldName": "Email", "fieldType": "email",
         "previousValue": "old@example.com", "newValue": "new@example.com",
         "updatedBy": "user_abc123", "updatedAt": "2024-01-15T10:30:00.000Z", "sessionId": "session_xyz789"
     });
-    serde_json::to_vec(&ev).unwrap_or_default()
+    ev.to_string()
 }
 
 /// The bare limit: parse the JSON, answer 202, store nothing. Same worker count as crmhook.
@@ -215,15 +235,16 @@ struct LoadResult {
     errors: u64,
 }
 
-/// Keep-alive POSTs of `body` to /v1/events on `connections` connections for `duration`.
+/// Keep-alive POSTs of `bodies` (in turn) to /v1/events on `connections` connections for
+/// `duration`.
 fn load(
     addr: SocketAddr,
     token: &str,
-    body: &[u8],
+    bodies: &[Vec<u8>],
     connections: usize,
     duration: Duration,
 ) -> anyhow::Result<LoadResult> {
-    let request = {
+    let request = |body: &[u8]| {
         let mut r = format!(
             "POST /v1/events HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
             body.len()
@@ -236,11 +257,13 @@ fn load(
         bytes.extend_from_slice(body);
         bytes
     };
+    let requests: std::sync::Arc<Vec<Vec<u8>>> = std::sync::Arc::new(bodies.iter().map(|b| request(b)).collect());
     let deadline = Instant::now() + duration;
     let started = Instant::now();
     let threads: Vec<_> = (0..connections)
-        .map(|_| {
-            let request = request.clone();
+        .map(|c| {
+            let requests = requests.clone();
+            let mut next = c * requests.len() / connections.max(1);
             std::thread::spawn(move || -> anyhow::Result<(Vec<u32>, u64)> {
                 let mut latencies = Vec::with_capacity(100_000);
                 let mut errors = 0;
@@ -248,7 +271,8 @@ fn load(
                 stream.get_ref().set_nodelay(true)?;
                 while Instant::now() < deadline {
                     let t0 = Instant::now();
-                    stream.get_mut().write_all(&request)?;
+                    next = (next + 1) % requests.len();
+                    stream.get_mut().write_all(&requests[next])?;
                     let (status, _) = read_response(&mut stream)?;
                     if status == 202 {
                         latencies.push(t0.elapsed().as_micros() as u32);
@@ -300,7 +324,7 @@ pub(crate) fn read_response(stream: &mut BufReader<TcpStream>) -> anyhow::Result
 }
 
 fn ingest(seconds: u64, connections: &[usize], json_out: Option<PathBuf>) -> anyhow::Result<()> {
-    let body = event_body();
+    let body = bodies(1);
     let duration = Duration::from_secs(seconds);
     let (bare_addr, _bare) = start_bare("127.0.0.1:0")?;
     let crmhook = Crmhook::start()?;
@@ -335,13 +359,9 @@ fn ingest(seconds: u64, connections: &[usize], json_out: Option<PathBuf>) -> any
         }));
     }
     // 100-event requests against raw sled appends with the same flush grouping.
-    let batch_body = {
-        let one = String::from_utf8(body.clone()).unwrap_or_default();
-        format!("[{}]", vec![one; 100].join(",")).into_bytes()
-    };
-    let ours = load(crmhook.addr, "ing_bench_0123456789abcdef", &batch_body, 16, duration)?;
+    let ours = load(crmhook.addr, "ing_bench_0123456789abcdef", &bodies(100), 16, duration)?;
     let raw_dir = tempfile::tempdir()?;
-    let raw = crmhook_store::baseline::raw_appends(raw_dir.path(), 16, 100, body.len() + 120, duration)
+    let raw = crmhook_store::baseline::raw_appends(raw_dir.path(), 16, 100, body[0].len() + 120, duration)
         .map_err(|e| anyhow::anyhow!("raw sled appends: {e}"))?;
     let ratio = ours.rps * 100.0 / raw;
     println!(

@@ -18,12 +18,23 @@ fn suffix(ms: u64) -> String {
     for (i, b) in random.iter().enumerate() {
         value |= u128::from(*b) << (8 * (9 - i));
     }
+    encode(value)
+}
+
+fn encode(mut value: u128) -> String {
     let mut out = [0u8; SUFFIX_LEN];
     for i in (0..SUFFIX_LEN).rev() {
         out[i] = ALPHABET[(value & 31) as usize];
         value >>= 5;
     }
     out.iter().map(|&c| c as char).collect()
+}
+
+fn decode(s: &str) -> Option<u128> {
+    s.bytes().try_fold(0u128, |v, c| {
+        let digit = ALPHABET.iter().position(|&a| a == c)?;
+        Some((v << 5) | digit as u128)
+    })
 }
 
 fn valid_suffix(s: &str) -> bool {
@@ -66,6 +77,23 @@ macro_rules! typed_id {
 }
 
 typed_id!(EventId, "evt_", "an event");
+
+impl EventId {
+    /// The id of the event at `seq` in the log, received at `ms`: 48 bits of milliseconds, 16
+    /// random bits, then the seq in the low 64 bits, so the store finds an event from its id
+    /// without an index (and checks the whole id against the event it finds there).
+    pub fn with_seq(ms: u64, seq: u64) -> Self {
+        let random = u128::from(rand::thread_rng().next_u32() & 0xFFFF);
+        let value = (u128::from(ms & 0xFFFF_FFFF_FFFF) << 80) | (random << 64) | u128::from(seq);
+        Self(format!("{}{}", Self::PREFIX, encode(value)))
+    }
+
+    /// The seq this id names if it was made by [`EventId::with_seq`] (any other id of the
+    /// right shape names some seq too; the store compares the whole id).
+    pub fn seq(&self) -> u64 {
+        decode(&self.0[Self::PREFIX.len()..]).map_or(0, |v| v as u64)
+    }
+}
 typed_id!(TargetId, "tgt_", "a target");
 typed_id!(SubscriptionId, "sub_", "a subscription");
 
@@ -82,6 +110,16 @@ mod tests {
         assert_eq!(TargetId::parse(e.as_str()), None);
         assert_eq!(EventId::parse("evt_short"), None);
         assert_ne!(EventId::generate(), EventId::generate());
+    }
+
+    #[test]
+    fn event_ids_carry_their_seq() {
+        for seq in [0, 1, 42, u64::MAX / 3, u64::MAX] {
+            let id = EventId::with_seq(1_764_000_000_000, seq);
+            assert_eq!(EventId::parse(id.as_str()), Some(id.clone()));
+            assert_eq!(id.seq(), seq);
+        }
+        assert!(EventId::with_seq(1_000, 9) < EventId::with_seq(2_000, 1));
     }
 
     #[test]

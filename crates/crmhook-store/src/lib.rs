@@ -9,8 +9,7 @@
 //!
 //! | key | value | what |
 //! | --- | --- | --- |
-//! | `E` seq:u64 | [`Event`] | the event log, seq 1, 2, 3… with no gaps |
-//! | `I` evt_id | seq:u64 | event id → seq |
+//! | `E` seq:u64 | `Vec<Event>` | the event log in chunks: the events from seq on, in seq order (see below) |
 //! | `K` idempotency-key | `Vec<AckEntry>` | the acknowledgement of a request with an `Idempotency-Key` |
 //! | `X` maximizer-id | [`AckEntry`] | a Maximizer event's `Id` → its acknowledgement |
 //! | `T` tgt_id | [`Target`] | targets |
@@ -21,13 +20,30 @@
 //! | `D` tgt_id | [`Disabled`] | a target that is not delivered to (410 Gone, or an operator) |
 //! | `F` tgt_id state:u8 seq:u64 | — | a finished delivery: state `d` delivered, `x` dead |
 //! | `O` at_ms:u64 n:u64 | [`Request`] | an operator's redeliver or replay, with who asked |
-//! | `Y` len:u16 type seq:u64 | — | index: events by type |
-//! | `R` len:u16 record_id seq:u64 | — | index: events by record id (MAIA `recordId`, Maximizer `Key`) |
-//! | `G` len:u16 kanban_id seq:u64 | — | index: events by kanban |
+//! | `Y` len:u16 type seq:u64 | `Vec<u64>` | index: seqs of events by type, from seq on |
+//! | `R` len:u16 record_id seq:u64 | `Vec<u64>` | index: by record id (MAIA `recordId`, Maximizer `Key`) |
+//! | `G` len:u16 kanban_id seq:u64 | `Vec<u64>` | index: by kanban |
+//! | `M` name | string | meta: generated tokens; `head`, the last seq ever given; `format` |
 //!
-//! Index values are the version byte alone; `GET /v1/events` filters walk an index, never the
-//! whole log.
-//! | `M` name | string | meta: generated tokens; `head`, the last seq ever given |
+//! **Chunks.** The events are numbered 1, 2, 3… with no gaps, but stored a few at a time: the
+//! writer cuts the events of one group commit into chunks of at most [`CHUNK_EVENTS`] events or
+//! about [`CHUNK_BYTES`] bytes, each stored under the seq of its first event. The event at a seq
+//! is in the last chunk keyed at or before it. sled's cost is per key (each insert copies a
+//! B-tree leaf), so a chunk of 16 costs about what one event did; chunks stay small because sled
+//! writes a leaf of 16 keys as one log item and moves items past ~128 KiB to blob files.
+//!
+//! **Index postings.** Each index entry lists the seqs of one group commit that share a type,
+//! record id or kanban, under the first of them, so a group of events of a few types and kanbans
+//! writes a few index keys, not three per event. The postings of one index value hold disjoint,
+//! increasing seq ranges, so the one that may hold a seq is the last keyed at or before it.
+//! `GET /v1/events` filters walk an index, never the whole log.
+//!
+//! **Event ids carry their seq** (the low 64 bits of the id, see
+//! [`crmhook_core::EventId::with_seq`]): an event is found from its id by reading its chunk and
+//! comparing the whole id; there is no id index.
+//!
+//! **Format.** `M format` is `2` (chunks); a data dir of the first format (one event per key, an
+//! id index) is refused at open with a clear error rather than misread.
 //!
 //! Ids have a fixed length per kind (`tgt_` + 26 characters), so composite keys need no
 //! separator.
@@ -98,7 +114,6 @@ impl From<sled::Error> for StoreError {
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 const E: u8 = b'E';
-const I: u8 = b'I';
 const K: u8 = b'K';
 const X: u8 = b'X';
 const T: u8 = b'T';
@@ -132,18 +147,43 @@ fn text_prefix(tag: u8, text: &str) -> Vec<u8> {
     key(tag, &[&len.to_be_bytes(), text.as_bytes()])
 }
 
-/// The index keys of an event.
-fn index_keys(event: &Event) -> Vec<Vec<u8>> {
-    let seq = event.seq.to_be_bytes();
-    let mut keys = vec![key(Y, &[&text_prefix(Y, &event.event_type)[1..], &seq])];
+/// The prefixes of the index postings an event belongs to.
+fn index_prefixes(event: &Event) -> Vec<Vec<u8>> {
+    let mut prefixes = vec![text_prefix(Y, &event.event_type)];
     if let Some(r) = &event.record_id {
-        keys.push(key(R, &[&text_prefix(R, r)[1..], &seq]));
+        prefixes.push(text_prefix(R, r));
     }
     if let Some(k) = &event.kanban_id {
-        keys.push(key(G, &[&text_prefix(G, k)[1..], &seq]));
+        prefixes.push(text_prefix(G, k));
     }
-    keys
+    prefixes
 }
+
+/// Most events in one chunk of the log.
+pub const CHUNK_EVENTS: usize = 16;
+/// A chunk takes no more events once its payloads reach this many bytes.
+pub const CHUNK_BYTES: usize = 4096;
+/// The log format this build writes and reads (`M format`).
+const FORMAT: &str = "2";
+
+/// The key of the last entry in `[lo, hi]` (a chunk or posting that may hold `hi`).
+fn last_at_or_before(tree: &sled::Tree, lo: &[u8], hi: &[u8]) -> Result<Option<sled::IVec>> {
+    Ok(tree.range(lo..=hi).next_back().transpose()?.map(|(k, _)| k))
+}
+
+/// Decoded chunks recently read, shared by every reader: a target delivering what was just
+/// ingested reads the same few chunks many times.
+#[derive(Default)]
+struct ChunkCache {
+    slots: Vec<(ChunkId, Arc<Vec<Event>>)>,
+    next: usize,
+}
+
+/// A chunk's key and the length of its bytes.
+type ChunkId = (sled::IVec, usize);
+
+/// How many decoded chunks the store keeps.
+const CACHED_CHUNKS: usize = 32;
 
 /// The filters of an event listing.
 #[derive(Debug, Clone, Default)]
@@ -246,6 +286,7 @@ struct Inner {
     writer: Mutex<Option<JoinHandle<()>>>,
     /// The last group commit failed (disk full, I/O error); cleared by the next success.
     failing: Arc<std::sync::atomic::AtomicBool>,
+    chunks: Mutex<ChunkCache>,
 }
 
 /// Key writes (`None`: remove) applied in order.
@@ -375,14 +416,28 @@ impl Store {
             }
         };
         let tree = db.open_tree("crmhook")?;
+        let format_key = key(M, &[b"format"]);
+        match tree.get(&format_key)? {
+            Some(v) if codec::decode::<String>(&v)? == FORMAT => {}
+            Some(v) => {
+                let found: String = codec::decode(&v)?;
+                return Err(StoreError::Codec(format!("log format {found}; this build reads format {FORMAT}")));
+            }
+            None if tree.first()?.is_some() => {
+                return Err(StoreError::Codec(format!(
+                    "this data dir was written by an earlier crmhook (log format 1); this build reads format {FORMAT}: \
+                     export it with `crmhook log export` of that version"
+                )));
+            }
+            None => {
+                tree.insert(&format_key, codec::encode(&FORMAT.to_owned())?)?;
+            }
+        }
         let last_event = match tree.scan_prefix([E]).next_back() {
             Some(kv) => {
-                let (k, _) = kv?;
-                let bytes: [u8; 8] = k
-                    .get(1..9)
-                    .and_then(|b| b.try_into().ok())
-                    .ok_or_else(|| StoreError::Codec("bad event key".into()))?;
-                u64::from_be_bytes(bytes)
+                let (_, v) = kv?;
+                let chunk: Vec<Event> = codec::decode(&v)?;
+                chunk.last().map_or(0, |e| e.seq)
             }
             None => 0,
         };
@@ -414,6 +469,7 @@ impl Store {
                 head_rx,
                 writer: Mutex::new(Some(handle)),
                 failing,
+                chunks: Mutex::default(),
             }),
         })
     }
@@ -467,23 +523,57 @@ impl Store {
         self.inner.head_rx.clone()
     }
 
-    pub fn event(&self, seq: u64) -> Result<Option<Event>> {
-        self.inner.tree.get(seq_key(seq))?.map(|v| codec::decode(&v)).transpose()
+    /// The chunk that would hold `seq`, decoded (from the cache when it was read lately).
+    fn chunk_at(&self, seq: u64) -> Result<Option<Arc<Vec<Event>>>> {
+        let tree = &self.inner.tree;
+        let Some((k, v)) = tree.range(key(E, &[])..=seq_key(seq)).next_back().transpose()? else {
+            return Ok(None);
+        };
+        // Seqs are never given twice, and a compaction that rewrites a chunk under its key only
+        // removes events from it: the key and the length of the bytes name one content.
+        let id = (k, v.len());
+        if let Ok(cache) = self.inner.chunks.lock() {
+            if let Some((_, chunk)) = cache.slots.iter().find(|(ck, _)| ck == &id) {
+                return Ok(Some(chunk.clone()));
+            }
+        }
+        let chunk: Arc<Vec<Event>> = Arc::new(codec::decode(&v)?);
+        if let Ok(mut cache) = self.inner.chunks.lock() {
+            let slot = cache.next;
+            cache.next = (slot + 1) % CACHED_CHUNKS;
+            if cache.slots.len() < CACHED_CHUNKS {
+                cache.slots.push((id, chunk.clone()));
+            } else {
+                cache.slots[slot] = (id, chunk.clone());
+            }
+        }
+        Ok(Some(chunk))
     }
 
+    pub fn event(&self, seq: u64) -> Result<Option<Event>> {
+        Ok(self.chunk_at(seq)?.and_then(|chunk| chunk.iter().find(|e| e.seq == seq).cloned()))
+    }
+
+    /// The event with this id: the id names its seq, and the whole id must match.
     pub fn event_by_id(&self, id: &EventId) -> Result<Option<Event>> {
-        match self.inner.tree.get(key(I, &[id.as_str().as_bytes()]))? {
-            Some(seq) => self.event(read_u64(&seq)?),
-            None => Ok(None),
-        }
+        Ok(self.event(id.seq())?.filter(|e| &e.id == id))
     }
 
     /// Events with seq ≥ `from`, in log order.
-    pub fn events_from(&self, from: u64) -> impl Iterator<Item = Result<Event>> + '_ {
-        self.inner
-            .tree
-            .range(seq_key(from)..key(E + 1, &[]))
-            .map(|kv| kv.map_err(StoreError::from).and_then(|(_, v)| codec::decode(&v)))
+    pub fn events_from(&self, from: u64) -> Box<dyn Iterator<Item = Result<Event>> + '_> {
+        let tree = &self.inner.tree;
+        let start = match last_at_or_before(tree, &key(E, &[]), &seq_key(from)) {
+            Ok(found) => found.map_or_else(|| seq_key(from), |k| k.to_vec()),
+            Err(e) => return Box::new(std::iter::once(Err(e))),
+        };
+        Box::new(tree.range(start..key(E + 1, &[])).flat_map(move |kv| {
+            let chunk = kv.map_err(StoreError::from).and_then(|(_, v)| codec::decode::<Vec<Event>>(&v));
+            let items: Vec<Result<Event>> = match chunk {
+                Ok(events) => events.into_iter().filter(|e| e.seq >= from).map(Ok).collect(),
+                Err(e) => vec![Err(e)],
+            };
+            items
+        }))
     }
 
     // ---- targets and subscriptions --------------------------------------------------------
@@ -634,20 +724,21 @@ impl Store {
             .find_map(|(tag, v)| v.as_ref().map(|v| text_prefix(tag, v)));
         let mut out = Vec::new();
         if let Some(prefix) = indexed {
-            let start = [prefix.as_slice(), &from.to_be_bytes()].concat();
-            let mut end = prefix.clone();
-            end.extend_from_slice(&[0xff; 9]);
-            for kv in tree.range(start..end) {
-                let (k, _) = kv?;
-                let seq = k.get(k.len() - 8..).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
-                if let Some(e) = self.event(seq)? {
+            // The posting keyed at or before `from` may hold later seqs too.
+            let from_key = [prefix.as_slice(), &from.to_be_bytes()].concat();
+            let start = last_at_or_before(tree, &prefix, &from_key)?.map_or(from_key, |k| k.to_vec());
+            let end = [prefix.as_slice(), &[0xff; 9]].concat();
+            'postings: for kv in tree.range(start..end) {
+                let seqs: Vec<u64> = codec::decode(&kv?.1)?;
+                for seq in seqs.into_iter().filter(|s| *s >= from) {
+                    let Some(e) = self.event(seq)? else { continue };
                     if filter.until_ms.is_some_and(|u| e.received_at_ms >= u) {
-                        break;
+                        break 'postings;
                     }
                     if filter.admits(&e) {
                         out.push(e);
                         if out.len() >= limit {
-                            break;
+                            break 'postings;
                         }
                     }
                 }
@@ -678,14 +769,8 @@ impl Store {
     /// The seq of the first event received at or after `since_ms` (one past the head if none):
     /// a binary search over seqs, since the writer gives seqs and receive times in step.
     fn first_received_at(&self, since_ms: u64) -> Result<u64> {
-        let tree = &self.inner.tree;
         // The first event stored at or after a seq (compaction leaves gaps).
-        let at_or_after = |seq: u64| -> Result<Option<Event>> {
-            match tree.range(seq_key(seq)..key(E + 1, &[])).next() {
-                Some(kv) => Ok(Some(codec::decode(&kv?.1)?)),
-                None => Ok(None),
-            }
-        };
+        let at_or_after = |seq: u64| -> Result<Option<Event>> { self.events_from(seq).next().transpose() };
         let (mut lo, mut hi) = (1u64, self.head().saturating_add(1));
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
@@ -767,48 +852,94 @@ impl Store {
         let tree = &self.inner.tree;
         let mut batch = sled::Batch::default();
         let mut removed = std::collections::HashSet::new();
-        for event in self.events_from(1) {
-            let event = event?;
-            if event.received_at_ms >= cutoff_ms || event.seq > min_cursor || removed.len() >= max {
+        // Postings that lose seqs: key → the seqs they keep.
+        let mut postings: std::collections::BTreeMap<Vec<u8>, Vec<u64>> = std::collections::BTreeMap::new();
+        let mut done = false;
+        for kv in tree.range(key(E, &[])..key(E + 1, &[])) {
+            let (chunk_key, v) = kv?;
+            let chunk: Vec<Event> = codec::decode(&v)?;
+            let before = chunk.len();
+            let mut kept = Vec::with_capacity(before);
+            for event in chunk {
+                done |= event.received_at_ms >= cutoff_ms || event.seq > min_cursor || removed.len() >= max;
+                let mut owed = done;
+                for t in &targets {
+                    if owed {
+                        break;
+                    }
+                    owed = self.is_pending(t, event.seq)?;
+                }
+                if owed {
+                    kept.push(event);
+                    continue;
+                }
+                self.compact_event(&event, &targets, &mut postings, &mut batch)?;
+                removed.insert(event.seq);
+            }
+            if kept.is_empty() {
+                batch.remove(chunk_key);
+            } else if kept.len() < before {
+                batch.insert(chunk_key, codec::encode(&kept)?);
+            }
+            if done {
                 break;
             }
-            let mut owed = false;
-            for t in &targets {
-                owed |= self.is_pending(t, event.seq)?;
-            }
-            if owed {
-                continue;
-            }
-            batch.remove(seq_key(event.seq));
-            batch.remove(key(I, &[event.id.as_str().as_bytes()]));
-            for k in index_keys(&event) {
-                batch.remove(k);
-            }
-            for t in &targets {
-                for done in [Final::Delivered, Final::Dead] {
-                    batch.remove(final_key(t, done, event.seq));
-                }
-            }
-            if let Some(x) = &event.external_id {
-                batch.remove(key(X, &[x.as_bytes()]));
-            }
-            for kv in tree.scan_prefix(key(A, &[&event.seq.to_be_bytes()])) {
-                batch.remove(kv?.0);
-            }
-            removed.insert(event.seq);
         }
         if removed.is_empty() {
             return Ok(0);
         }
+        for (k, seqs) in postings {
+            if seqs.is_empty() {
+                batch.remove(k);
+            } else {
+                batch.insert(k, codec::encode(&seqs)?);
+            }
+        }
         for kv in tree.scan_prefix([K]) {
             let (k, v) = kv?;
             let acks: Vec<AckEntry> = codec::decode(&v)?;
-            if acks.iter().all(|a| removed.contains(&a.seq) || !tree.contains_key(seq_key(a.seq)).unwrap_or(true)) {
+            if acks.iter().all(|a| removed.contains(&a.seq) || self.event(a.seq).map_or(true, |e| e.is_none())) {
                 batch.remove(k);
             }
         }
         tree.apply_batch(batch)?;
         Ok(removed.len() as u64)
+    }
+
+    /// Queues the removal of one event's index entries, final states, Maximizer id and
+    /// attempts (its chunk is rewritten by the caller).
+    fn compact_event(
+        &self,
+        event: &Event,
+        targets: &[TargetId],
+        postings: &mut std::collections::BTreeMap<Vec<u8>, Vec<u64>>,
+        batch: &mut sled::Batch,
+    ) -> Result<()> {
+        let tree = &self.inner.tree;
+        for prefix in index_prefixes(event) {
+            let at = [prefix.as_slice(), &event.seq.to_be_bytes()].concat();
+            let Some(k) = last_at_or_before(tree, &prefix, &at)? else { continue };
+            let seqs = match postings.entry(k.to_vec()) {
+                std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    let v = tree.get(&k)?.ok_or_else(|| StoreError::Codec("posting vanished".into()))?;
+                    slot.insert(codec::decode(&v)?)
+                }
+            };
+            seqs.retain(|s| *s != event.seq);
+        }
+        for t in targets {
+            for done in [Final::Delivered, Final::Dead] {
+                batch.remove(final_key(t, done, event.seq));
+            }
+        }
+        if let Some(x) = &event.external_id {
+            batch.remove(key(X, &[x.as_bytes()]));
+        }
+        for kv in tree.scan_prefix(key(A, &[&event.seq.to_be_bytes()])) {
+            batch.remove(kv?.0);
+        }
+        Ok(())
     }
 
     // ---- meta -----------------------------------------------------------------------------
@@ -869,6 +1000,7 @@ impl Writer {
             let mut batch = sled::Batch::default();
             let mut replies = Vec::with_capacity(ops.len());
             let mut seen: std::collections::HashMap<Vec<u8>, Vec<AckEntry>> = std::collections::HashMap::new();
+            let mut fresh = Vec::new();
             let first_seq = self.next_seq;
             let mut flush = false;
             for op in ops {
@@ -880,7 +1012,7 @@ impl Writer {
                         replies.push(Reply::Write(reply));
                     }
                     Op::Append { events, idempotency_key, reply } => {
-                        match self.prepare_append(&mut batch, &mut seen, events, idempotency_key) {
+                        match self.prepare_append(&mut batch, &mut seen, &mut fresh, events, idempotency_key) {
                             Ok(acks) => replies.push(Reply::Append(reply, acks)),
                             Err(e) => {
                                 let _ = reply.send(Err(e));
@@ -889,15 +1021,22 @@ impl Writer {
                     }
                 }
             }
-            if self.next_seq > first_seq {
-                match codec::encode(&(self.next_seq - 1)) {
-                    Ok(head) => batch.insert(head_key(), head),
-                    Err(e) => tracing::error!(error = %e, "encoding the head failed"),
-                }
-            }
+            let logged = if fresh.is_empty() {
+                Ok(())
+            } else {
+                write_log(&mut batch, &fresh).and_then(|()| {
+                    batch.insert(head_key(), codec::encode(&(self.next_seq - 1))?);
+                    Ok(())
+                })
+            };
             flush |= self.next_seq > first_seq || stop.is_some();
-            let result =
-                self.tree.apply_batch(batch).and_then(|()| if flush { self.db.flush().map(|_| ()) } else { Ok(()) });
+            let result = logged.and_then(|()| {
+                self.tree.apply_batch(batch)?;
+                if flush {
+                    self.db.flush()?;
+                }
+                Ok(())
+            });
             self.failing.store(result.is_err(), Ordering::Release);
             match &result {
                 Ok(()) => {
@@ -916,7 +1055,10 @@ impl Writer {
                     }
                 }
             }
-            let failure = |e: &sled::Error| StoreError::Io(e.to_string());
+            let failure = |e: &StoreError| match e {
+                StoreError::Io(e) => StoreError::Io(e.clone()),
+                other => StoreError::Io(other.to_string()),
+            };
             for r in replies {
                 match r {
                     Reply::Append(tx, acks) => {
@@ -934,10 +1076,13 @@ impl Writer {
         }
     }
 
+    /// Numbers a request's new events into `fresh` (written by [`write_log`] once the group is
+    /// complete) and queues its deduplication records; answers its acknowledgement.
     fn prepare_append(
         &mut self,
         batch: &mut sled::Batch,
         seen: &mut std::collections::HashMap<Vec<u8>, Vec<AckEntry>>,
+        fresh: &mut Vec<Event>,
         events: Vec<NewEvent>,
         idempotency_key: Option<String>,
     ) -> Result<Vec<AckEntry>> {
@@ -961,6 +1106,7 @@ impl Writer {
         let now = crmhook_core::time::now_ms();
         let mut acks = Vec::with_capacity(events.len());
         let mut local = Writes::default();
+        let mut new_events = Vec::with_capacity(events.len());
         for new in events {
             let ext_key = new.external_id.as_ref().map(|x| key(X, &[x.as_bytes()]));
             if let Some(k) = &ext_key {
@@ -972,19 +1118,15 @@ impl Writer {
                 }
             }
             let seq = self.next_seq;
-            let id = EventId::generate();
+            let id = EventId::with_seq(now, seq);
             let event = Event::from_new(new, seq, id.clone(), now);
-            local.insert(seq_key(seq), codec::encode(&event)?);
-            for k in index_keys(&event) {
-                local.insert(k, vec![codec::VERSION]);
-            }
-            local.insert(key(I, &[id.as_str().as_bytes()]), codec::encode(&seq)?);
             let ack = AckEntry { id, seq, event_type: event.event_type.clone(), duplicate: false };
             if let Some(k) = ext_key {
                 local.insert(k.clone(), codec::encode(&ack)?);
                 seen.insert(k, vec![ack.clone()]);
             }
             acks.push(ack);
+            new_events.push(event);
             self.next_seq += 1;
         }
         if let Some(k) = idem_key {
@@ -992,8 +1134,36 @@ impl Writer {
             seen.insert(k, acks.clone());
         }
         local.into_batch(batch);
+        fresh.append(&mut new_events);
         Ok(acks)
     }
+}
+
+/// Writes the events of one group commit (consecutive seqs) as chunks, and their index
+/// postings.
+fn write_log(batch: &mut sled::Batch, events: &[Event]) -> Result<()> {
+    let mut start = 0;
+    while start < events.len() {
+        let mut end = start;
+        let mut bytes = 0;
+        while end < events.len() && end - start < CHUNK_EVENTS && (end == start || bytes < CHUNK_BYTES) {
+            bytes += events[end].payload.len();
+            end += 1;
+        }
+        batch.insert(seq_key(events[start].seq), codec::encode(&&events[start..end])?);
+        start = end;
+    }
+    let mut postings: std::collections::HashMap<Vec<u8>, Vec<u64>> = std::collections::HashMap::new();
+    for event in events {
+        for prefix in index_prefixes(event) {
+            postings.entry(prefix).or_default().push(event.seq);
+        }
+    }
+    for (prefix, seqs) in postings {
+        let first = seqs.first().copied().unwrap_or(0);
+        batch.insert([prefix.as_slice(), &first.to_be_bytes()].concat(), codec::encode(&seqs)?);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1127,6 +1297,129 @@ mod tests {
             assert_eq!(next[0].seq, 5, "seqs are never given twice");
             store.close().await;
         });
+    }
+
+    const TYPES: [&str; 3] = ["crm_field_update", "crm_record_created", "crm_record_deleted"];
+
+    /// `n` events of the three `TYPES` in round robin, record ids `r<i>` and kanbans `k<i % 2>`.
+    fn mixed(from: usize, n: usize) -> Vec<NewEvent> {
+        let body: Vec<String> = (from..from + n)
+            .map(|i| format!(r#"{{"eventType":"{}","recordId":"r{i}","kanbanId":"k{}"}}"#, TYPES[i % 3], i % 2))
+            .collect();
+        parse_ingest(format!("[{}]", body.join(",")).as_bytes()).expect("valid")
+    }
+
+    #[test]
+    fn chunks_and_postings_read_back_like_one_key_per_event() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        rt().block_on(async {
+            let store = Store::open(dir.path()).expect("open");
+            // Groups of 1, 40 (three chunks) and 7 events, then 20 one-event requests at once.
+            let mut acks = Vec::new();
+            for (from, n) in [(0, 1), (1, 40), (41, 7)] {
+                acks.extend(store.append(mixed(from, n), None).await.expect("append"));
+            }
+            let tasks: Vec<_> = (48..68)
+                .map(|i| {
+                    let s = store.clone();
+                    tokio::spawn(async move { s.append(mixed(i, 1), None).await })
+                })
+                .collect();
+            for t in tasks {
+                acks.extend(t.await.expect("join").expect("append"));
+            }
+            acks.sort_by_key(|a| a.seq);
+            assert_eq!(acks.iter().map(|a| a.seq).collect::<Vec<_>>(), (1..=68).collect::<Vec<_>>());
+            for a in &acks {
+                let e = store.event_by_id(&a.id).expect("read").expect("found");
+                assert_eq!((e.seq, &e.id), (a.seq, &a.id));
+            }
+            // An id of the right shape naming a stored seq, but not that event's id.
+            let forged = EventId::with_seq(0, 5);
+            assert_eq!(store.event_by_id(&forged).expect("read"), None);
+            assert_eq!(store.event_by_id(&EventId::with_seq(0, 999)).expect("read"), None);
+            for from in [1, 2, 17, 40, 41, 42, 68, 69] {
+                let seqs: Vec<u64> = store.events_from(from).map(|e| e.expect("event").seq).collect();
+                assert_eq!(seqs, (from..=68).collect::<Vec<_>>(), "events_from({from})");
+            }
+            // Every filter, from every starting point, answers what a scan of the log answers.
+            let all: Vec<Event> = store.events_from(1).map(|e| e.expect("event")).collect();
+            let filters = [
+                EventFilter { event_type: Some(TYPES[1].into()), ..Default::default() },
+                EventFilter { kanban_id: Some("k0".into()), ..Default::default() },
+                EventFilter { record_id: Some("r30".into()), ..Default::default() },
+                EventFilter { event_type: Some(TYPES[2].into()), kanban_id: Some("k1".into()), ..Default::default() },
+                EventFilter { event_type: Some("nope".into()), ..Default::default() },
+            ];
+            for f in &filters {
+                for after in [0, 1, 5, 20, 41, 47, 60, 68] {
+                    for limit in [1, 3, 100] {
+                        let got: Vec<u64> =
+                            store.events_page(f, after, limit).expect("page").iter().map(|e| e.seq).collect();
+                        let want: Vec<u64> =
+                            all.iter().filter(|e| e.seq > after && f.admits(e)).map(|e| e.seq).take(limit).collect();
+                        assert_eq!(got, want, "{f:?} after {after} limit {limit}");
+                    }
+                }
+            }
+            store.close().await;
+        });
+    }
+
+    #[test]
+    fn compaction_inside_a_chunk_keeps_its_other_events_and_their_postings() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        rt().block_on(async {
+            let store = Store::open(dir.path()).expect("open");
+            store.append(mixed(0, 10), None).await.expect("append");
+            let t = crmhook_core::Target::create(
+                serde_json::json!({"name": "t", "url": "https://a.example"}).as_object().expect("object"),
+                false,
+                "whsec_x".into(),
+                0,
+            )
+            .expect("target");
+            store.create_target(&t, 10).await.expect("target");
+            let mut b = DeliveryBatch::default();
+            for seq in [4, 7] {
+                b.pending(&t.id, seq, Pending::first(0)).expect("encode");
+            }
+            store.write_deliveries(b).await.expect("write");
+            assert_eq!(store.compact(u64::MAX, 100).expect("compact"), 8);
+            assert_eq!(store.events_from(1).map(|e| e.expect("event").seq).collect::<Vec<_>>(), [4, 7]);
+            assert_eq!(store.event(5).expect("read"), None);
+            let by_kanban = EventFilter { kanban_id: Some("k1".into()), ..Default::default() };
+            // Events 4 and 7 are r3 (k1) and r6 (k0).
+            assert_eq!(
+                store.events_page(&by_kanban, 0, 10).expect("page").iter().map(|e| e.seq).collect::<Vec<_>>(),
+                [4]
+            );
+            let by_type = EventFilter { event_type: Some(TYPES[0].into()), ..Default::default() };
+            assert_eq!(
+                store.events_page(&by_type, 0, 10).expect("page").iter().map(|e| e.seq).collect::<Vec<_>>(),
+                [4, 7]
+            );
+            store.close().await;
+        });
+        rt().block_on(async {
+            let store = Store::open(dir.path()).expect("reopen");
+            assert_eq!(store.head(), 10);
+            assert_eq!(store.append(mixed(10, 1), None).await.expect("append")[0].seq, 11);
+            store.close().await;
+        });
+    }
+
+    #[test]
+    fn a_data_dir_of_the_first_format_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let db = sled::open(dir.path()).expect("sled");
+            let tree = db.open_tree("crmhook").expect("tree");
+            tree.insert(seq_key(1), codec::encode(&1u64).expect("encode")).expect("insert");
+            db.flush().expect("flush");
+        }
+        let err = Store::open(dir.path()).err().expect("refused");
+        assert!(err.to_string().contains("log format 1"), "{err}");
     }
 
     #[test]
