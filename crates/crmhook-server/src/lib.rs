@@ -80,7 +80,11 @@ impl Server {
         })?;
         let store = Store::open_with(
             &config.data_dir,
-            crmhook_store::Options { queue: config.ingest_queue, cache_bytes: config.cache_bytes },
+            crmhook_store::Options {
+                queue: config.ingest_queue,
+                cache_bytes: config.cache_bytes,
+                ..crmhook_store::Options::default()
+            },
         )
         .map_err(|source| ServerError::Open { dir: config.data_dir.display().to_string(), source })?;
         let mut generated = Vec::new();
