@@ -1,8 +1,9 @@
 //! The router actor: the write path of the event log and the registry of target actors.
 //!
-//! Ingest hands it validated events; it appends them through the store's group commit and,
-//! once they are durable, wakes every target actor that has a subscription matching one of
-//! them. A wake-up carries no payload: the target reads what it is owed from the log by its own
+//! Its handle appends validated events through the store's group commit (queued from the
+//! HTTP worker's thread, so the acknowledgement does not cross the router's arbiter); once they
+//! are durable, the router sees the log's head move and wakes every target actor that has a
+//! subscription matching one of them. A wake-up carries no payload: the target reads what it is owed from the log by its own
 //! cursor, so nothing here can grow without bound. Admin changes (targets, subscriptions) also
 //! go through the router, one at a time, so that the store and the running actors agree.
 
@@ -14,7 +15,7 @@ use crmhook_core::subscription::Compiled;
 use crmhook_core::{NewEvent, Subscription, SubscriptionId, Target, TargetId};
 use std::time::Duration;
 
-use crmhook_store::{AckEntry, DeliveryBatch, Disabled, PendingAppend, Request, Store, StoreError};
+use crmhook_store::{AckEntry, DeliveryBatch, Disabled, Request, Store, StoreError};
 
 use crate::target::{TargetConfig, TargetHandle};
 
@@ -35,6 +36,7 @@ pub enum RouterError {
 #[derive(Clone)]
 pub struct RouterHandle {
     addr: Addr<Router>,
+    store: Store,
 }
 
 impl RouterHandle {
@@ -42,6 +44,7 @@ impl RouterHandle {
     pub fn start(store: Store, arbiters: Vec<ArbiterHandle>, max_targets: usize) -> Result<RouterHandle, StoreError> {
         let targets = store.targets()?;
         let subscriptions = store.subscriptions()?;
+        let handle_store = store.clone();
         let addr = Router::create(move |ctx| {
             ctx.set_mailbox_capacity(1024);
             let routed = store.head();
@@ -52,7 +55,7 @@ impl RouterHandle {
             }
             router
         });
-        Ok(RouterHandle { addr })
+        Ok(RouterHandle { addr, store: handle_store })
     }
 
     /// Appends a request's events durably; answers their acknowledgement.
@@ -61,7 +64,10 @@ impl RouterHandle {
         events: Vec<NewEvent>,
         idempotency_key: Option<String>,
     ) -> Result<Vec<AckEntry>, RouterError> {
-        let queued = self.addr.send(Ingest { events, idempotency_key }).await.map_err(|_| RouterError::Stopped)??;
+        // Straight to the log writer's queue, from the HTTP worker's thread: the writer gives the
+        // order, and the answer comes back to this worker without a hop through the router's
+        // arbiter. The router learns of the new events from the log's head (see `HeadMoved`).
+        let queued = self.store.queue_append(events, idempotency_key)?;
         Ok(queued.wait().await?)
     }
 
@@ -159,24 +165,6 @@ impl Actor for Router {
             }
             .into_actor(self),
         );
-    }
-}
-
-#[derive(Message)]
-#[rtype(result = "Result<PendingAppend, RouterError>")]
-struct Ingest {
-    events: Vec<NewEvent>,
-    idempotency_key: Option<String>,
-}
-
-/// The router queues the append for the log writer and hands the caller what to await, so the
-/// acknowledgement goes from the writer straight back to the HTTP worker; the router learns of
-/// the new events from the log's head (see `HeadMoved`) and routes them then.
-impl Handler<Ingest> for Router {
-    type Result = Result<PendingAppend, RouterError>;
-
-    fn handle(&mut self, msg: Ingest, _: &mut Context<Self>) -> Self::Result {
-        Ok(self.store.queue_append(msg.events, msg.idempotency_key)?)
     }
 }
 
