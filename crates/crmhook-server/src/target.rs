@@ -5,7 +5,10 @@
 //! matches each event against the target's subscriptions, and takes at most [`WINDOW`] owed
 //! deliveries at a time; the cursor and the new pending entries are written to the store in one
 //! batch before anything is attempted. Each attempt's record, and the pending entry it replaces
-//! or removes, are written in one batch too. So the actor's memory can always be rebuilt from
+//! or removes, are written in one batch too. A retry is flushed before the actor goes on; a
+//! finished delivery (delivered or dead) frees its slot at once, and its records join the
+//! target's next lazy write (one write in progress at a time, at most [`RECORDING`] finished
+//! deliveries waiting for it): a crash can only turn such a delivery into one more attempt. So the actor's memory can always be rebuilt from
 //! the store: on start it loads its cursor and pending entries and carries on.
 //!
 //! Its mailbox is small and carries only small messages (wake-ups, configuration); payloads are
@@ -32,6 +35,9 @@ pub const WINDOW: usize = 1024;
 const SCAN_STEP: usize = 1024;
 /// Concurrent attempts per target (1 when `ordered`).
 pub const IN_FLIGHT: usize = 16;
+/// Most finished deliveries whose records are still on their way to the store; past it no new
+/// attempt starts (the store sets the pace).
+const RECORDING: usize = 4 * IN_FLIGHT;
 /// The mailbox bound: only small messages travel here.
 const MAILBOX: usize = 64;
 
@@ -139,6 +145,12 @@ struct TargetActor {
     idle: Vec<oneshot::Sender<()>>,
     /// Pending records on disk that did not fit the window (a large replay).
     more_on_disk: bool,
+    /// Finished deliveries (delivered or dead) whose records are not yet in the store: they
+    /// are no longer pending in memory, but their pending entries on disk are.
+    recording: HashSet<u64>,
+    /// The records of finished deliveries waiting for the write in progress.
+    unwritten: DeliveryBatch,
+    writing: bool,
 }
 
 impl TargetActor {
@@ -156,6 +168,9 @@ impl TargetActor {
             draining: false,
             idle: Vec::new(),
             more_on_disk: false,
+            recording: HashSet::new(),
+            unwritten: DeliveryBatch::default(),
+            writing: false,
         }
     }
 
@@ -173,7 +188,7 @@ impl TargetActor {
 
     fn pump(&mut self, ctx: &mut Context<Self>) {
         if self.draining {
-            if self.in_flight.is_empty() && !self.filling {
+            if self.in_flight.is_empty() && !self.filling && self.recording.is_empty() {
                 for idle in self.idle.drain(..) {
                     let _ = idle.send(());
                 }
@@ -200,6 +215,9 @@ impl TargetActor {
                     if self.pending.len() >= WINDOW {
                         self.more_on_disk = true;
                         break;
+                    }
+                    if self.recording.contains(&seq) {
+                        continue;
                     }
                     if let std::collections::btree_map::Entry::Vacant(slot) = self.pending.entry(seq) {
                         slot.insert(p);
@@ -277,7 +295,7 @@ impl TargetActor {
     /// Starts the attempts that are due, within the in-flight limit.
     fn dispatch(&mut self, ctx: &mut Context<Self>) {
         let now = now_ms();
-        while self.in_flight.len() < self.limit() {
+        while self.in_flight.len() < self.limit() && self.recording.len() < RECORDING {
             let next = if self.config.target.ordered {
                 // Strictly in log order: only the oldest owed delivery may go.
                 self.pending
@@ -404,17 +422,20 @@ impl TargetActor {
         if let Err(e) = encoded {
             tracing::error!(target_id = %target.id, error = %e, "encoding an attempt failed");
         }
-        let store = self.store.clone();
-        // A retry's schedule (and a 410's disabling) is flushed before anything else happens; a
-        // finished delivery's record may be lost in a crash only into one more attempt.
-        let durable = following.is_some();
-        let write = async move {
-            if durable {
-                store.write_deliveries(batch).await
-            } else {
-                store.write_deliveries_lazily(batch).await
-            }
+        // A finished delivery's record may be lost in a crash only into one more attempt: the
+        // slot is free at once, and the record joins the target's next lazy write.
+        let Some(following) = following else {
+            self.in_flight.remove(&seq);
+            self.pending.remove(&seq);
+            self.recording.insert(seq);
+            self.unwritten.append(batch);
+            self.write_records(ctx);
+            self.pump(ctx);
+            return;
         };
+        // A retry's schedule (and a 410's disabling) is flushed before anything else happens.
+        let store = self.store.clone();
+        let write = async move { store.write_deliveries(batch).await };
         ctx.spawn(write.into_actor(self).map(move |written, act, ctx| {
             if let Err(e) = written {
                 // Memory moves on; the store still holds the older pending entry, so after a
@@ -422,18 +443,38 @@ impl TargetActor {
                 tracing::error!(target_id = %act.id(), seq, error = %e, "recording an attempt failed");
             }
             act.in_flight.remove(&seq);
-            match following {
-                Some(p) => {
-                    act.pending.insert(seq, p);
-                    act.due.insert((p.due_at_ms, seq));
-                }
-                None => {
-                    act.pending.remove(&seq);
-                }
-            }
+            act.pending.insert(seq, following);
+            act.due.insert((following.due_at_ms, seq));
             act.disabled |= disable;
             act.pump(ctx);
         }));
+    }
+
+    /// Writes the finished deliveries' records gathered so far, one write at a time: those that
+    /// finish meanwhile go together in the next.
+    fn write_records(&mut self, ctx: &mut Context<Self>) {
+        if self.writing || self.unwritten.is_empty() {
+            return;
+        }
+        self.writing = true;
+        let batch = std::mem::take(&mut self.unwritten);
+        let written: Vec<u64> = self.recording.iter().copied().collect();
+        let store = self.store.clone();
+        ctx.spawn(async move { store.write_deliveries_lazily(batch).await }.into_actor(self).map(
+            move |result, act, ctx| {
+                act.writing = false;
+                if let Err(e) = result {
+                    // The pending entries stay on disk: after a restart these deliveries are
+                    // attempted again (at least once).
+                    tracing::error!(target_id = %act.id(), error = %e, "recording finished deliveries failed");
+                }
+                for seq in written {
+                    act.recording.remove(&seq);
+                }
+                act.write_records(ctx);
+                act.pump(ctx);
+            },
+        ));
     }
 
     /// Sets the timer for the next due delivery that is waiting.

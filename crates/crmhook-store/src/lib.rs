@@ -438,6 +438,15 @@ pub struct DeliveryBatch {
 }
 
 impl DeliveryBatch {
+    /// Adds `other`'s writes after these.
+    pub fn append(&mut self, other: DeliveryBatch) {
+        self.batch.0.extend(other.batch.0);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.batch.0.is_empty()
+    }
+
     /// Sets a target's cursor.
     pub fn cursor(&mut self, target: &TargetId, seq: u64) -> Result<()> {
         self.batch.insert(key(C, &[target.as_str().as_bytes()]), codec::encode(&seq)?);
