@@ -7,7 +7,7 @@
 //! batch before anything is attempted. Each attempt's record, and the pending entry it replaces
 //! or removes, are written in one batch too. A retry is flushed before the actor goes on; a
 //! finished delivery (delivered or dead) frees its slot at once, and its records join the
-//! target's next lazy write (one write in progress at a time, at most [`RECORDING`] finished
+//! target's next lazy write (one write in progress at a time, at most `RECORDING` finished
 //! deliveries waiting for it): a crash can only turn such a delivery into one more attempt. So the actor's memory can always be rebuilt from
 //! the store: on start it loads its cursor and pending entries and carries on.
 //!

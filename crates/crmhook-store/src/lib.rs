@@ -40,7 +40,7 @@
 //!
 //! **The record-id index by window.** Record ids are mostly distinct, so postings per group
 //! would still cost a key per event. Instead the writer gathers the record ids of the events
-//! after `M indexed` in memory ([`RecordWindow`], shared with readers) and, once they number
+//! after `M indexed` in memory (`RecordWindow`, shared with readers) and, once they number
 //! [`RECORD_WINDOW`], writes them out in the batch of the group that fills the window: one key
 //! per bucket (FNV-1a of the record id, [`RECORD_BUCKETS`] buckets) under the window's first
 //! seq, holding that bucket's record ids, sorted, with their seqs; `M indexed` moves in the same
