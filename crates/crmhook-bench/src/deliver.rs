@@ -218,6 +218,7 @@ pub fn run(events: usize) -> anyhow::Result<Value> {
         .collect();
     latency.sort_by(f64::total_cmp);
     let (p50, p99) = (percentile(&latency, 0.50), percentile(&latency, 0.99));
+    let peak_rss = server.peak_rss_kib();
 
     drop(arrivals);
 
@@ -240,11 +241,13 @@ pub fn run(events: usize) -> anyhow::Result<Value> {
     println!("  10 targets:  {ours_fan:>8.0}/s vs {raw_fan:>8.0}/s  ({:.0}%)", ours_fan / raw_fan * 100.0);
     println!("  end to end at 1,000 events/s: p50 {p50:.2} ms, p99 {p99:.2} ms ({} of {} measured)", latency.len(), n);
     println!("  1,000 idle targets: RSS {} MiB (empty server {} MiB)", rss_idle / 1024, rss_empty / 1024);
+    println!("  peak RSS of the server over the delivery runs: {} MiB", peak_rss / 1024);
     Ok(json!({
         "events": events,
         "one_target": {"crmhook_per_s": ours_one, "raw_awc_per_s": raw, "ratio": ours_one / raw},
         "ten_targets": {"crmhook_per_s": ours_fan, "raw_awc_per_s": raw_fan, "ratio": ours_fan / raw_fan},
         "end_to_end_ms": {"p50": p50, "p99": p99, "measured": latency.len()},
         "idle_targets_1000_rss_mib": rss_idle / 1024,
+        "peak_rss_mib": peak_rss / 1024,
     }))
 }

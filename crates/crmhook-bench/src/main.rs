@@ -184,6 +184,15 @@ fn start_bare(bind: &str) -> anyhow::Result<(SocketAddr, std::thread::JoinHandle
 }
 
 /// `crmhook serve` on a fresh data dir, with known tokens.
+/// A `kB` figure of `/proc/<pid>/status` (`VmRSS:`, `VmHWM:`), 0 if unreadable.
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix(field).map(str::to_owned)))
+        .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
+}
+
 struct Crmhook {
     child: Child,
     addr: SocketAddr,
@@ -365,7 +374,8 @@ fn ingest(seconds: u64, connections: &[usize], json_out: Option<PathBuf>) -> any
         .map_err(|e| anyhow::anyhow!("raw sled appends: {e}"))?;
     let ratio = ours.rps * 100.0 / raw;
     println!(
-        "batches of 100 events, 16 connections: crmhook {:.0} events/s (p50 {:.2} ms, p99 {:.2} ms per request)          vs raw sled appends with the same flush grouping {raw:.0} records/s: {:.0}%",
+        "batches of 100 events, 16 connections: crmhook {:.0} events/s (p50 {:.2} ms, p99 {:.2} ms per request) \
+         vs raw sled appends with the same flush grouping {raw:.0} records/s: {:.0}%",
         ours.rps * 100.0,
         ours.p50_ms,
         ours.p99_ms,
@@ -376,7 +386,9 @@ fn ingest(seconds: u64, connections: &[usize], json_out: Option<PathBuf>) -> any
         "crmhook": {"events_per_s": ours.rps * 100.0, "p50_ms": ours.p50_ms, "p99_ms": ours.p99_ms},
         "raw_sled": {"records_per_s": raw}, "ratio": ratio,
     }));
-    let report = json!({"benchmark": "ingest", "seconds": seconds, "rows": rows});
+    let peak_rss_kib = proc_status_kib(crmhook.child.id(), "VmHWM:");
+    println!("crmhook peak RSS over the ingest rows: {} MiB", peak_rss_kib / 1024);
+    let report = json!({"benchmark": "ingest", "seconds": seconds, "rows": rows, "peak_rss_mib": peak_rss_kib / 1024});
     match json_out {
         Some(path) => std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?,
         None => println!("{}", serde_json::to_string(&report)?),

@@ -113,12 +113,12 @@ impl Server {
     }
 
     pub fn rss_kib(&self) -> u64 {
-        let pid = self.child.as_ref().map(Child::id).unwrap_or(0);
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:").map(str::to_owned)))
-            .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
-            .unwrap_or(0)
+        crate::proc_status_kib(self.child.as_ref().map(Child::id).unwrap_or(0), "VmRSS:")
+    }
+
+    /// The most resident memory the server has had so far.
+    pub fn peak_rss_kib(&self) -> u64 {
+        crate::proc_status_kib(self.child.as_ref().map(Child::id).unwrap_or(0), "VmHWM:")
     }
 
     pub fn admin(&self, method: &str, path: &str, body: &Value) -> anyhow::Result<Value> {
