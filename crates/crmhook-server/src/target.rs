@@ -37,7 +37,7 @@ const SCAN_STEP: usize = 1024;
 pub const IN_FLIGHT: usize = 16;
 /// Most finished deliveries whose records are still on their way to the store; past it no new
 /// attempt starts (the store sets the pace).
-const RECORDING: usize = 4 * IN_FLIGHT;
+const RECORDING: usize = 16 * IN_FLIGHT;
 /// The mailbox bound: only small messages travel here.
 const MAILBOX: usize = 64;
 
@@ -460,7 +460,7 @@ impl TargetActor {
         let batch = std::mem::take(&mut self.unwritten);
         let written: Vec<u64> = self.recording.iter().copied().collect();
         let store = self.store.clone();
-        ctx.spawn(async move { store.write_deliveries_lazily(batch).await }.into_actor(self).map(
+        ctx.spawn(async move { store.write_deliveries_held(batch).await }.into_actor(self).map(
             move |result, act, ctx| {
                 act.writing = false;
                 if let Err(e) = result {

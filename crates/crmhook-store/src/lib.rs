@@ -62,10 +62,15 @@
 //!
 //! Every write goes through one writer thread. It takes whatever requests are queued (up to
 //! [`MAX_GROUP`]), applies them as one atomic sled batch, calls `flush` once, and only then
-//! answers each request. A group holding only lazy delivery-state writes (a cursor move, a
-//! successful or dead delivery: states a crash can only roll back into a repetition) is applied
-//! without a flush; sled writes it within 500 ms, or with the next flush. So many concurrent ingest requests share one flush (group commit), and
+//! answers each request. So many concurrent ingest requests share one flush (group commit), and
 //! no actix arbiter thread ever waits on a flush: callers await a oneshot answer.
+//!
+//! A group holding only lazy delivery-state writes (a cursor move, a successful or dead
+//! delivery: states a crash can only roll back into a repetition) is applied without a flush;
+//! sled writes it within 500 ms, or with the next flush. The records of finished deliveries
+//! may also wait up to [`LAZY_HOLD`] (2 ms) for other writes: every sled batch costs two writes
+//! of its log buffer on sled's thread pool (which wakes all seven of its idle threads), whatever
+//! the batch's size, so fewer, larger batches save a good part of the delivery path's CPU.
 //!
 //! # Recovery rules
 //!
@@ -99,6 +104,9 @@ pub use records::{AckEntry, Attempt, AttemptResult, Disabled, Final, Pending, Re
 
 /// Most requests one group commit takes.
 pub const MAX_GROUP: usize = 1024;
+/// How long lazy writes (delivery state a crash can only roll back into a repetition) wait for
+/// other writes to share their sled batch.
+pub const LAZY_HOLD: std::time::Duration = std::time::Duration::from_millis(2);
 /// How many write requests may wait for the writer by default; past it ingest is refused (503).
 pub const QUEUE: usize = 4096;
 
@@ -279,15 +287,22 @@ fn decoded<'c, V: serde::de::DeserializeOwned>(
 }
 
 /// Decoded chunks recently read, shared by every reader: a target delivering what was just
-/// ingested reads the same few chunks many times.
+/// ingested reads the same few chunks many times, and a hit does not touch sled at all.
+/// Chunks change only when a compaction removes events from them: it clears the cache and
+/// moves `generation` on, and a chunk read before that is not cached after it.
 #[derive(Default)]
 struct ChunkCache {
-    slots: Vec<(ChunkId, Arc<Vec<Event>>)>,
+    slots: Vec<CachedChunk>,
     next: usize,
+    generation: u64,
 }
 
-/// A chunk's key and the length of its bytes.
-type ChunkId = (sled::IVec, usize);
+struct CachedChunk {
+    /// The seq in the chunk's key, and its last event's.
+    first: u64,
+    last: u64,
+    events: Arc<Vec<Event>>,
+}
 
 /// How many decoded chunks the store keeps.
 const CACHED_CHUNKS: usize = 32;
@@ -345,19 +360,21 @@ fn read_u64(bytes: &[u8]) -> Result<u64> {
 
 /// A request to the writer thread.
 enum Op {
-    Append {
-        events: Vec<NewEvent>,
-        idempotency_key: Option<String>,
-        reply: oneshot::Sender<Result<Vec<AckEntry>>>,
-    },
-    /// `durable`: answer only after a flush; otherwise after the batch is applied (sled
-    /// flushes it within `flush_every_ms`).
-    Write {
-        writes: Writes,
-        durable: bool,
-        reply: oneshot::Sender<Result<()>>,
-    },
+    Append { events: Vec<NewEvent>, idempotency_key: Option<String>, reply: oneshot::Sender<Result<Vec<AckEntry>>> },
+    Write { writes: Writes, when: When, reply: oneshot::Sender<Result<()>> },
     Stop(oneshot::Sender<()>),
+}
+
+/// When a write is answered.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum When {
+    /// After a flush.
+    Flushed,
+    /// After the batch is applied (sled flushes it within `flush_every_ms`, or with the next
+    /// flush).
+    Applied,
+    /// Like `Applied`, but the batch may wait up to [`LAZY_HOLD`] for other writes to share.
+    Held,
 }
 
 /// Tuning of a store.
@@ -686,29 +703,51 @@ impl Store {
 
     /// The chunk that would hold `seq`, decoded (from the cache when it was read lately).
     fn chunk_at(&self, seq: u64) -> Result<Option<Arc<Vec<Event>>>> {
+        let generation = match self.inner.chunks.lock() {
+            Ok(cache) => {
+                if let Some(hit) = cache.slots.iter().find(|c| c.first <= seq && seq <= c.last) {
+                    return Ok(Some(hit.events.clone()));
+                }
+                cache.generation
+            }
+            Err(_) => u64::MAX,
+        };
         let tree = &self.inner.tree;
         let Some((k, v)) = tree.range(key(E, &[])..=seq_key(seq)).next_back().transpose()? else {
             return Ok(None);
         };
-        // Seqs are never given twice, and a compaction that rewrites a chunk under its key only
-        // removes events from it: the key and the length of the bytes name one content.
-        let id = (k, v.len());
-        if let Ok(cache) = self.inner.chunks.lock() {
-            if let Some((_, chunk)) = cache.slots.iter().find(|(ck, _)| ck == &id) {
-                return Ok(Some(chunk.clone()));
+        self.decode_chunk(&k, &v, generation).map(Some)
+    }
+
+    /// A chunk read from sled, from the cache when it holds it, else decoded and cached (if no
+    /// compaction happened since `generation` was read).
+    fn decode_chunk(&self, k: &[u8], v: &[u8], generation: u64) -> Result<Arc<Vec<Event>>> {
+        let first = k.get(1..9).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
+        if let (Some(first), Ok(cache)) = (first, self.inner.chunks.lock()) {
+            if let Some(hit) = cache.slots.iter().find(|c| c.first == first && cache.generation == generation) {
+                return Ok(hit.events.clone());
             }
         }
-        let chunk: Arc<Vec<Event>> = Arc::new(codec::decode(&v)?);
-        if let Ok(mut cache) = self.inner.chunks.lock() {
-            let slot = cache.next;
-            cache.next = (slot + 1) % CACHED_CHUNKS;
-            if cache.slots.len() < CACHED_CHUNKS {
-                cache.slots.push((id, chunk.clone()));
-            } else {
-                cache.slots[slot] = (id, chunk.clone());
+        let events: Arc<Vec<Event>> = Arc::new(codec::decode(v)?);
+        if let (Some(first), Some(last), Ok(mut cache)) =
+            (first, events.last().map(|e| e.seq), self.inner.chunks.lock())
+        {
+            if cache.generation == generation {
+                let slot = cache.next;
+                cache.next = (slot + 1) % CACHED_CHUNKS;
+                let chunk = CachedChunk { first, last, events: events.clone() };
+                if cache.slots.len() < CACHED_CHUNKS {
+                    cache.slots.push(chunk);
+                } else {
+                    cache.slots[slot] = chunk;
+                }
             }
         }
-        Ok(Some(chunk))
+        Ok(events)
+    }
+
+    fn chunk_generation(&self) -> u64 {
+        self.inner.chunks.lock().map_or(u64::MAX, |c| c.generation)
     }
 
     pub fn event(&self, seq: u64) -> Result<Option<Event>> {
@@ -727,10 +766,11 @@ impl Store {
             Ok(found) => found.map_or_else(|| seq_key(from), |k| k.to_vec()),
             Err(e) => return Box::new(std::iter::once(Err(e))),
         };
+        let generation = self.chunk_generation();
         Box::new(tree.range(start..key(E + 1, &[])).flat_map(move |kv| {
-            let chunk = kv.map_err(StoreError::from).and_then(|(_, v)| codec::decode::<Vec<Event>>(&v));
+            let chunk = kv.map_err(StoreError::from).and_then(|(k, v)| self.decode_chunk(&k, &v, generation));
             let items: Vec<Result<Event>> = match chunk {
-                Ok(events) => events.into_iter().filter(|e| e.seq >= from).map(Ok).collect(),
+                Ok(events) => events.iter().filter(|e| e.seq >= from).cloned().map(Ok).collect(),
                 Err(e) => vec![Err(e)],
             };
             items
@@ -869,7 +909,14 @@ impl Store {
     /// or the next durable write. For states a crash may only roll back into a repetition (a
     /// delivery made again), never into a loss.
     pub async fn write_deliveries_lazily(&self, batch: DeliveryBatch) -> Result<()> {
-        self.write_with(batch.batch, false).await
+        self.write_with(batch.batch, When::Applied).await
+    }
+
+    /// [`Store::write_deliveries_lazily`] for records nobody waits on (finished deliveries):
+    /// the write may wait up to 2 ms for others to share its sled batch (each batch costs sled
+    /// two log-buffer writes on its thread pool, whatever its size).
+    pub async fn write_deliveries_held(&self, batch: DeliveryBatch) -> Result<()> {
+        self.write_with(batch.batch, When::Held).await
     }
 
     // ---- operators' reads -----------------------------------------------------------------
@@ -1078,6 +1125,10 @@ impl Store {
             }
         }
         tree.apply_batch(batch)?;
+        if let Ok(mut cache) = self.inner.chunks.lock() {
+            cache.generation += 1;
+            cache.slots.clear();
+        }
         Ok(removed.len() as u64)
     }
 
@@ -1137,12 +1188,12 @@ impl Store {
     }
 
     async fn write(&self, writes: Writes) -> Result<()> {
-        self.write_with(writes, true).await
+        self.write_with(writes, When::Flushed).await
     }
 
-    async fn write_with(&self, writes: Writes, durable: bool) -> Result<()> {
+    async fn write_with(&self, writes: Writes, when: When) -> Result<()> {
         let (reply, rx) = oneshot::channel();
-        self.inner.tx.send(Op::Write { writes, durable, reply }).await.map_err(|_| StoreError::Closed)?;
+        self.inner.tx.send(Op::Write { writes, when, reply }).await.map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 }
@@ -1165,17 +1216,47 @@ enum Reply {
 
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Op>) {
+        // Only to wait for the queue with a timeout while lazy writes are held.
+        let timer = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "the log writer could not start");
+                return;
+            }
+        };
         let mut stop = None;
+        let mut held: Vec<Op> = Vec::new();
+        let mut held_since = std::time::Instant::now();
         while stop.is_none() {
-            let Some(first) = rx.blocking_recv() else {
-                break;
+            let next = if held.is_empty() {
+                match rx.blocking_recv() {
+                    Some(op) => Some(op),
+                    None => break,
+                }
+            } else {
+                let left = LAZY_HOLD.saturating_sub(held_since.elapsed());
+                // `None`: the hold is over (or the queue closed: apply what is held first).
+                timer.block_on(async { tokio::time::timeout(left, rx.recv()).await.ok().flatten() })
             };
-            let mut ops = vec![first];
+            let timed_out = next.is_none();
+            let was_holding = !held.is_empty();
+            let mut ops = std::mem::take(&mut held);
+            ops.extend(next);
             while ops.len() < MAX_GROUP {
                 match rx.try_recv() {
                     Ok(op) => ops.push(op),
                     Err(_) => break,
                 }
+            }
+            // A group of lazy writes only waits a little for company: each sled batch costs
+            // two log-buffer writes on sled's thread pool, whatever its size.
+            let lazy_only = ops.iter().all(|op| matches!(op, Op::Write { when: When::Held, .. }));
+            if lazy_only && !timed_out && ops.len() < MAX_GROUP {
+                if !was_holding {
+                    held_since = std::time::Instant::now();
+                }
+                held = ops;
+                continue;
             }
             let mut batch = sled::Batch::default();
             let mut replies = Vec::with_capacity(ops.len());
@@ -1186,8 +1267,8 @@ impl Writer {
             for op in ops {
                 match op {
                     Op::Stop(done) => stop = Some(done),
-                    Op::Write { writes, durable, reply } => {
-                        flush |= durable;
+                    Op::Write { writes, when, reply } => {
+                        flush |= when == When::Flushed;
                         writes.into_batch(&mut batch);
                         replies.push(Reply::Write(reply));
                     }
