@@ -33,6 +33,8 @@ use crate::delivery;
 pub const WINDOW: usize = 1024;
 /// Most log events one fill step reads (a step runs on the arbiter thread, so it stays short).
 const SCAN_STEP: usize = 1024;
+/// A fill waits for at least this much room in the window.
+const FILL_STEP: usize = WINDOW / 4;
 /// Concurrent attempts per target (1 when `ordered`).
 pub const IN_FLIGHT: usize = 16;
 /// Most finished deliveries whose records are still on their way to the store; past it no new
@@ -119,6 +121,16 @@ struct Drain;
 #[derive(Message)]
 #[rtype(result = "()")]
 struct SetEnabled(bool);
+
+/// An attempt is over.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Finished {
+    seq: u64,
+    n: u32,
+    round: u32,
+    report: delivery::AttemptReport,
+}
 
 #[derive(Message)]
 #[rtype(result = "u64")]
@@ -232,7 +244,9 @@ impl TargetActor {
     /// Reads the log past the cursor and takes what this target is owed, up to the window.
     fn fill(&mut self, ctx: &mut Context<Self>) {
         let head = self.store.head();
-        if self.filling || self.pending.len() >= WINDOW || self.cursor >= head {
+        // Each fill is a sled batch, and sled's cost per batch is high: with a full window, wait
+        // until a quarter of it is free rather than refill after every delivery.
+        if self.filling || self.pending.len() + FILL_STEP > WINDOW || self.cursor >= head {
             return;
         }
         let room = WINDOW - self.pending.len();
@@ -346,11 +360,14 @@ impl TargetActor {
             tracing::debug!(outcome = ?report.outcome, duration_ms = report.duration_ms, "attempt finished");
             report
         };
-        ctx.spawn(
-            tracing::Instrument::instrument(fut, span)
-                .into_actor(self)
-                .map(move |report, act, ctx| act.finished(seq, n, round, report, ctx)),
-        );
+        // Its own task on this arbiter, not a future of the actor's context: actix polls every
+        // future an actor spawned whenever any of them is woken, so 16 attempts in flight cost
+        // 16 polls per answer. The report comes back through the bounded mailbox.
+        let addr = ctx.address();
+        actix_rt::spawn(async move {
+            let report = tracing::Instrument::instrument(fut, span).await;
+            let _ = addr.send(Finished { seq, n, round, report }).await;
+        });
     }
 
     /// Records an attempt and what follows it, then updates memory once it is durable.
@@ -567,6 +584,14 @@ impl Handler<Drain> for TargetActor {
         self.idle.push(tx);
         self.pump(ctx);
         MessageResult(rx)
+    }
+}
+
+impl Handler<Finished> for TargetActor {
+    type Result = ();
+
+    fn handle(&mut self, Finished { seq, n, round, report }: Finished, ctx: &mut Context<Self>) {
+        self.finished(seq, n, round, report, ctx);
     }
 }
 
