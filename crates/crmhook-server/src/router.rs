@@ -189,6 +189,9 @@ impl Handler<HeadMoved> for Router {
 impl Router {
     /// Wakes each target that has a subscription matching one of the events `from..=to`.
     fn wake_interested(&self, from: u64, to: u64) {
+        if self.targets.is_empty() {
+            return;
+        }
         let events: Vec<_> =
             self.store.events_from(from).take_while(|e| e.as_ref().is_ok_and(|e| e.seq <= to)).flatten().collect();
         for running in self.targets.values() {
