@@ -24,12 +24,29 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     Ok(out)
 }
 
+/// bincode decodes a string or byte buffer by allocating the length its prefix claims, so a
+/// corrupt record could ask for exabytes (and allocation failure aborts the process). Decoding
+/// runs under a limit on what the record may claim: 8 bytes of memory per encoded byte covers
+/// any record we wrote (a 1-byte varint becomes a `u64`), rounded up to a few fixed sizes
+/// because bincode takes the limit as a constant.
+fn decode_limited<T: DeserializeOwned>(rest: &[u8]) -> Result<(T, usize), bincode::error::DecodeError> {
+    fn with<T: DeserializeOwned, const N: usize>(rest: &[u8]) -> Result<(T, usize), bincode::error::DecodeError> {
+        bincode::serde::decode_from_slice(rest, config().with_limit::<N>())
+    }
+    match rest.len() {
+        n if n <= 1 << 16 => with::<T, { 1 << 19 }>(rest),
+        n if n <= 1 << 20 => with::<T, { 1 << 23 }>(rest),
+        n if n <= 1 << 24 => with::<T, { 1 << 27 }>(rest),
+        n if n <= 1 << 27 => with::<T, { 1 << 30 }>(rest),
+        _ => with::<T, { usize::MAX }>(rest),
+    }
+}
+
 /// Decodes a record written by [`encode`], refusing other versions and trailing bytes.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     match bytes.split_first() {
         Some((&VERSION, rest)) => {
-            let (value, used) =
-                bincode::serde::decode_from_slice(rest, config()).map_err(|e| StoreError::Codec(e.to_string()))?;
+            let (value, used) = decode_limited(rest).map_err(|e| StoreError::Codec(e.to_string()))?;
             if used != rest.len() {
                 return Err(StoreError::Codec(format!("{} trailing bytes after the record", rest.len() - used)));
             }
@@ -95,8 +112,20 @@ mod tests {
         #[test]
         fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
             let _ = decode::<Event>(&bytes);
+            let _ = decode::<Vec<Event>>(&bytes);
+            let _ = decode::<Vec<(String, Vec<u64>)>>(&bytes);
             let _ = decode::<Attempt>(&bytes);
         }
+    }
+
+    #[test]
+    fn a_length_prefix_past_the_record_is_refused_without_allocating_it() {
+        // Version, then an event whose first string claims 2^62 bytes (bincode varint: 0xfd
+        // and a little-endian u64).
+        let mut bytes = vec![VERSION, 0xfd];
+        bytes.extend_from_slice(&(1u64 << 62).to_le_bytes());
+        assert!(decode::<String>(&bytes).is_err());
+        assert!(decode::<Event>(&bytes).is_err());
     }
 
     #[test]
