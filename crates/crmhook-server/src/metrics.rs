@@ -23,7 +23,8 @@ pub struct Health {
 pub struct Metrics {
     health: Mutex<BTreeMap<String, Health>>,
     ingested: Mutex<BTreeMap<String, u64>>,
-    deliveries: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// target → outcome → count (keyed by target first, so counting needs no allocation).
+    deliveries: Mutex<BTreeMap<String, BTreeMap<&'static str, u64>>>,
     buckets: [AtomicU64; BUCKETS.len()],
     attempts: AtomicU64,
     attempt_ms_sum: AtomicU64,
@@ -47,10 +48,18 @@ impl Metrics {
     /// after `duration_ms`.
     pub fn attempt(&self, target: &str, outcome: &'static str, duration_ms: u64) {
         if let Ok(mut m) = self.deliveries.lock() {
-            *m.entry((target.to_owned(), outcome)).or_insert(0) += 1;
+            if !m.contains_key(target) {
+                m.insert(target.to_owned(), BTreeMap::new());
+            }
+            if let Some(counts) = m.get_mut(target) {
+                *counts.entry(outcome).or_insert(0) += 1;
+            }
         }
         if let Ok(mut h) = self.health.lock() {
-            let h = h.entry(target.to_owned()).or_default();
+            if !h.contains_key(target) {
+                h.insert(target.to_owned(), Health::default());
+            }
+            let Some(h) = h.get_mut(target) else { return };
             if outcome == "delivered" {
                 h.last_success_ms = Some(crmhook_core::time::now_ms());
                 h.failures_in_a_row = 0;
@@ -86,12 +95,14 @@ impl Metrics {
         let _ = writeln!(out, "# HELP crmhook_deliveries_total Delivery attempts, by target and outcome.");
         let _ = writeln!(out, "# TYPE crmhook_deliveries_total counter");
         if let Ok(m) = self.deliveries.lock() {
-            for ((target, outcome), n) in m.iter() {
-                let _ = writeln!(
-                    out,
-                    "crmhook_deliveries_total{{target=\"{}\",outcome=\"{outcome}\"}} {n}",
-                    escape(target)
-                );
+            for (target, counts) in m.iter() {
+                for (outcome, n) in counts {
+                    let _ = writeln!(
+                        out,
+                        "crmhook_deliveries_total{{target=\"{}\",outcome=\"{outcome}\"}} {n}",
+                        escape(target)
+                    );
+                }
             }
         }
         let _ = writeln!(out, "# HELP crmhook_attempt_duration_seconds How long delivery attempts took.");

@@ -26,9 +26,12 @@ fn attempts() -> &'static broadcast::Sender<Value> {
     HUB.get_or_init(|| broadcast::channel(ATTEMPT_BUFFER).0)
 }
 
-/// Publishes a recorded attempt to every open stream (dropped when no one listens).
-pub fn publish_attempt(attempt: Value) {
-    let _ = attempts().send(attempt);
+/// Publishes a recorded attempt to every open stream; built only when someone listens.
+pub fn publish_attempt(attempt: impl FnOnce() -> Value) {
+    let hub = attempts();
+    if hub.receiver_count() > 0 {
+        let _ = hub.send(attempt());
+    }
 }
 
 struct State {

@@ -416,11 +416,13 @@ impl TargetActor {
             crmhook_core::retry::Outcome::Status(code) => Some(*code),
             _ => None,
         };
-        crate::stream::publish_attempt(serde_json::json!({
-            "event_id": report.event_id, "seq": seq, "target_id": target.id, "n": n, "status_code": code,
-            "result": outcome_label, "duration_ms": report.duration_ms,
-            "at": crmhook_core::time::rfc3339(report.at_ms),
-        }));
+        crate::stream::publish_attempt(|| {
+            serde_json::json!({
+                "event_id": report.event_id, "seq": seq, "target_id": target.id, "n": n, "status_code": code,
+                "result": outcome_label, "duration_ms": report.duration_ms,
+                "at": crmhook_core::time::rfc3339(report.at_ms),
+            })
+        });
         let record =
             Attempt { n, at_ms: report.at_ms, duration_ms: report.duration_ms, outcome: report.outcome, result, round };
         let mut batch = DeliveryBatch::default();
