@@ -3,9 +3,10 @@
 //! Its handle appends validated events through the store's group commit (queued from the
 //! HTTP worker's thread, so the acknowledgement does not cross the router's arbiter); once they
 //! are durable, the router sees the log's head move and wakes every target actor that has a
-//! subscription matching one of them. A wake-up carries no payload: the target reads what it is owed from the log by its own
-//! cursor, so nothing here can grow without bound. Admin changes (targets, subscriptions) also
-//! go through the router, one at a time, so that the store and the running actors agree.
+//! subscription matching one of them. A wake-up carries no payload: the target reads what it
+//! is owed from the log by its own cursor, so nothing here can grow without bound. Admin
+//! changes (targets, subscriptions) also go through the router, one at a time, so that the
+//! store and the running actors agree.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -8,11 +8,12 @@
 //! or removes, are written in one batch too. A retry is flushed before the actor goes on; a
 //! finished delivery (delivered or dead) frees its slot at once, and its records join the
 //! target's next lazy write (one write in progress at a time, at most `RECORDING` finished
-//! deliveries waiting for it): a crash can only turn such a delivery into one more attempt. So the actor's memory can always be rebuilt from
-//! the store: on start it loads its cursor and pending entries and carries on.
+//! deliveries waiting for it): a crash can only turn such a delivery into one more attempt.
+//! So the actor's memory can always be rebuilt from the store: on start it loads its cursor
+//! and pending entries and carries on.
 //!
-//! Its mailbox is small and carries only small messages (wake-ups, configuration); payloads are
-//! read from the store when an attempt starts.
+//! Its mailbox is small and carries only small messages (wake-ups, configuration, attempt
+//! reports); payloads are read from the store when an attempt starts.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
