@@ -23,6 +23,7 @@
 //! | `Y` len:u16 type seq:u64 | `Vec<u64>` | index: seqs of events by type, from seq on |
 //! | `R` bucket:u8 seq:u64 | `Vec<(String, Vec<u64>)>` | index: by record id (MAIA `recordId`, Maximizer `Key`), one window |
 //! | `G` len:u16 kanban_id seq:u64 | `Vec<u64>` | index: by kanban |
+//! | `I` evt_id | seq:u64 | legacy: the id index of events written by format 1 (see below) |
 //! | `M` name | string | meta: generated tokens; `format`; `head`, the last seq ever given (u64); `indexed`, the last seq in the `R` index (u64) |
 //!
 //! **Chunks.** The events are numbered 1, 2, 3… with no gaps, but stored a few at a time: the
@@ -52,8 +53,12 @@
 //! [`crmhook_core::EventId::with_seq`]): an event is found from its id by reading its chunk and
 //! comparing the whole id; there is no id index.
 //!
-//! **Format.** `M format` is `2` (chunks); a data dir of the first format (one event per key, an
-//! id index) is refused at open with a clear error rather than misread.
+//! **Format.** `M format` is `2` (chunks). A data dir of the first format (one event per `E` key,
+//! an `I` id index, one valueless `Y`/`R`/`G` key per event and index; no `M format`) is
+//! migrated at open: events are regrouped into chunks and the type and kanban keys become
+//! one-seq postings, in batches that each record their progress (`M migrated_through`), so a
+//! crash resumes the migration; then the record-id windows are written from the chunks. The
+//! `I` keys of those events stay, since their ids do not carry their seq.
 //!
 //! Ids have a fixed length per kind (`tgt_` + 26 characters), so composite keys need no
 //! separator.
@@ -146,6 +151,8 @@ const O: u8 = b'O';
 const Y: u8 = b'Y';
 const R: u8 = b'R';
 const G: u8 = b'G';
+/// Legacy (format 1): event id → seq, kept for the events of a migrated log.
+const I: u8 = b'I';
 
 fn final_prefix(target: &TargetId, done: Final) -> Vec<u8> {
     let state = match done {
@@ -244,17 +251,22 @@ impl RecordWindow {
                 all.entry(r.clone()).or_default().push(e.seq);
             }
         }
-        let mut buckets: std::collections::BTreeMap<u8, RecordPostings> = std::collections::BTreeMap::new();
-        for (record, seqs) in all {
-            buckets.entry(record_bucket(&record)).or_default().push((record, seqs));
-        }
-        let mut writes = Writes::default();
-        for (bucket, postings) in buckets {
-            writes.insert(record_key(bucket, self.through + 1), codec::encode(&postings)?);
-        }
-        writes.insert(indexed_key(), codec::encode(&last)?);
-        Ok(Some((writes, last)))
+        Ok(Some((record_window_writes(self.through + 1, last, all)?, last)))
     }
+}
+
+/// The keys of one window of the record-id index (the events `first..=last`), and `M indexed`.
+fn record_window_writes(first: u64, last: u64, seqs: std::collections::BTreeMap<String, Vec<u64>>) -> Result<Writes> {
+    let mut buckets: std::collections::BTreeMap<u8, RecordPostings> = std::collections::BTreeMap::new();
+    for (record, seqs) in seqs {
+        buckets.entry(record_bucket(&record)).or_default().push((record, seqs));
+    }
+    let mut writes = Writes::default();
+    for (bucket, postings) in buckets {
+        writes.insert(record_key(bucket, first), codec::encode(&postings)?);
+    }
+    writes.insert(indexed_key(), codec::encode(&last)?);
+    Ok(writes)
 }
 
 /// The key of the last entry in `[lo, hi]` (a chunk or posting that may hold `hi`).
@@ -560,10 +572,8 @@ impl Store {
                 return Err(StoreError::Codec(format!("log format {found}; this build reads format {FORMAT}")));
             }
             None if tree.first()?.is_some() => {
-                return Err(StoreError::Codec(format!(
-                    "this data dir was written by an earlier crmhook (log format 1); this build reads format {FORMAT}: \
-                     export it with `crmhook log export` of that version"
-                )));
+                migrate_from_format_1(&tree)?;
+                db.flush()?;
             }
             None => {
                 tree.insert(&format_key, codec::encode(&FORMAT.to_owned())?)?;
@@ -617,10 +627,33 @@ impl Store {
                 records,
             }),
         };
-        // The window of the record-id index lived in memory: read it back from the log. Nobody
-        // holds the store yet, so the writer adds nothing meanwhile.
-        let events: Vec<Event> = store.events_from(through + 1).collect::<Result<_>>()?;
-        store.records()?.add(&events);
+        // The window of the record-id index lived in memory: read it back from the log (after
+        // writing out whole windows, if a migration left the index behind). Nobody holds the
+        // store yet, so the writer adds nothing meanwhile.
+        let mut through = through;
+        loop {
+            let events: Vec<Event> =
+                store.events_from(through + 1).take(record_window.max(1)).collect::<Result<_>>()?;
+            match events.last().map(|e| e.seq) {
+                Some(last) if events.len() >= record_window.max(1) => {
+                    let mut seqs: std::collections::BTreeMap<String, Vec<u64>> = std::collections::BTreeMap::new();
+                    for e in &events {
+                        if let Some(r) = &e.record_id {
+                            seqs.entry(r.clone()).or_default().push(e.seq);
+                        }
+                    }
+                    let mut batch = sled::Batch::default();
+                    record_window_writes(through + 1, last, seqs)?.into_batch(&mut batch);
+                    store.inner.tree.apply_batch(batch)?;
+                    through = last;
+                    store.records()?.through = last;
+                }
+                _ => {
+                    store.records()?.add(&events);
+                    break;
+                }
+            }
+        }
         Ok(store)
     }
 
@@ -754,9 +787,16 @@ impl Store {
         Ok(self.chunk_at(seq)?.and_then(|chunk| chunk.iter().find(|e| e.seq == seq).cloned()))
     }
 
-    /// The event with this id: the id names its seq, and the whole id must match.
+    /// The event with this id: the id names its seq, and the whole id must match. Events
+    /// written before ids carried their seq are found through the legacy `I` index.
     pub fn event_by_id(&self, id: &EventId) -> Result<Option<Event>> {
-        Ok(self.event(id.seq())?.filter(|e| &e.id == id))
+        if let Some(e) = self.event(id.seq())?.filter(|e| &e.id == id) {
+            return Ok(Some(e));
+        }
+        match self.inner.tree.get(key(I, &[id.as_str().as_bytes()]))? {
+            Some(seq) => Ok(self.event(read_u64(&seq)?)?.filter(|e| &e.id == id)),
+            None => Ok(None),
+        }
     }
 
     /// Events with seq ≥ `from`, in log order.
@@ -1166,6 +1206,7 @@ impl Store {
         if let Some(x) = &event.external_id {
             batch.remove(key(X, &[x.as_bytes()]));
         }
+        batch.remove(key(I, &[event.id.as_str().as_bytes()]));
         for kv in tree.scan_prefix(key(A, &[&event.seq.to_be_bytes()])) {
             batch.remove(kv?.0);
         }
@@ -1420,6 +1461,59 @@ impl Writer {
         fresh.append(&mut new_events);
         Ok(acks)
     }
+}
+
+/// Rewrites a log of format 1 (one event per `E` key, an `I` id index, one valueless `Y`/`R`/`G`
+/// key per event and index) as format 2, in batches of whole chunks that each move
+/// `M migrated_through`, so a crash in the middle resumes where it stopped. The `I` keys stay
+/// (the ids of those events do not carry their seq); the record-id windows are written by
+/// [`Store::open_with`] afterwards, from the chunks.
+fn migrate_from_format_1(tree: &sled::Tree) -> Result<()> {
+    let progress_key = key(M, &[b"migrated_through"]);
+    let done = tree.get(&progress_key)?.map(|v| read_u64(&v)).transpose()?.unwrap_or(0);
+    tracing::info!(from_seq = done + 1, "migrating the event log from format 1 to format {FORMAT}");
+    let mut chunk: Vec<Event> = Vec::new();
+    let mut batch = sled::Batch::default();
+    let mut in_batch = 0usize;
+    let flush_chunk = |chunk: &mut Vec<Event>, batch: &mut sled::Batch| -> Result<()> {
+        let Some(first) = chunk.first().map(|e| e.seq) else { return Ok(()) };
+        for e in chunk.iter() {
+            let seq = e.seq.to_be_bytes();
+            if e.seq != first {
+                batch.remove(seq_key(e.seq));
+            }
+            // Type and kanban entries become one-seq postings under the same key.
+            for prefix in index_prefixes(e) {
+                batch.insert([prefix.as_slice(), &seq].concat(), codec::encode(&vec![e.seq])?);
+            }
+            if let Some(r) = &e.record_id {
+                batch.remove([text_prefix(R, r).as_slice(), &seq].concat());
+            }
+        }
+        batch.insert(seq_key(first), codec::encode(&*chunk)?);
+        let last = chunk.last().map_or(first, |e| e.seq);
+        batch.insert(key(M, &[b"migrated_through"]), codec::encode(&last)?);
+        chunk.clear();
+        Ok(())
+    };
+    for kv in tree.range(seq_key(done + 1)..key(E + 1, &[])) {
+        let (_, v) = kv?;
+        chunk.push(codec::decode::<Event>(&v)?);
+        let bytes: usize = chunk.iter().map(|e| e.payload.len()).sum();
+        if chunk.len() >= CHUNK_EVENTS || bytes >= CHUNK_BYTES {
+            flush_chunk(&mut chunk, &mut batch)?;
+            in_batch += 1;
+            if in_batch >= 256 {
+                tree.apply_batch(std::mem::take(&mut batch))?;
+                in_batch = 0;
+            }
+        }
+    }
+    flush_chunk(&mut chunk, &mut batch)?;
+    batch.remove(progress_key);
+    batch.insert(key(M, &[b"format"]), codec::encode(&FORMAT.to_owned())?);
+    tree.apply_batch(batch)?;
+    Ok(())
 }
 
 /// Writes the events of one group commit (consecutive seqs) as chunks, and their index
@@ -1727,17 +1821,87 @@ mod tests {
         });
     }
 
+    /// Writes events `from..from + n` (seq = i + 1, seq 7 missing as if compacted) the way
+    /// format 1 did: one `E` key each, an `I` id index, valueless `Y`/`R`/`G` keys.
+    fn write_format_1(tree: &sled::Tree, from: usize, n: usize) -> Vec<Event> {
+        let mut written = Vec::new();
+        for (i, new) in (from..from + n).zip(mixed(from, n)) {
+            let seq = i as u64 + 1;
+            if seq == 7 {
+                continue;
+            }
+            let e = Event::from_new(new, seq, EventId::generate(), 1_000 + seq);
+            tree.insert(seq_key(seq), codec::encode(&e).expect("encode")).expect("insert");
+            tree.insert(key(I, &[e.id.as_str().as_bytes()]), codec::encode(&seq).expect("encode")).expect("insert");
+            let mut prefixes = index_prefixes(&e);
+            prefixes.extend(e.record_id.as_ref().map(|r| text_prefix(R, r)));
+            for prefix in prefixes {
+                tree.insert([prefix.as_slice(), &seq.to_be_bytes()].concat(), vec![codec::VERSION]).expect("insert");
+            }
+            written.push(e);
+        }
+        tree.insert(head_key(), codec::encode(&((from + n) as u64)).expect("encode")).expect("insert");
+        written
+    }
+
+    fn assert_migrated(dir: &std::path::Path, old: &[Event]) {
+        let options = Options { record_window: 16, ..Default::default() };
+        rt().block_on(async {
+            let store = Store::open_with(dir, options).expect("open migrates");
+            assert_eq!(store.meta("format").expect("meta").as_deref(), Some(FORMAT));
+            assert_eq!(store.inner.tree.get(key(M, &[b"migrated_through"])).expect("get"), None);
+            assert_eq!(store.head(), 40);
+            let seqs: Vec<u64> = store.events_from(1).map(|e| e.expect("event").seq).collect();
+            assert_eq!(seqs, old.iter().map(|e| e.seq).collect::<Vec<_>>());
+            for e in old {
+                assert_eq!(store.event_by_id(&e.id).expect("read").as_ref(), Some(e));
+            }
+            // No key of the old record-id index is left (format 2's are 10 bytes long).
+            assert!(store.inner.tree.scan_prefix([R]).keys().all(|k| k.expect("key").len() == 10));
+            assert_filters_match_a_scan(&store);
+            let acks = store.append(mixed(40, 3), None).await.expect("append");
+            assert_eq!(acks.iter().map(|a| a.seq).collect::<Vec<_>>(), [41, 42, 43]);
+            assert_filters_match_a_scan(&store);
+            store.close().await;
+        });
+        rt().block_on(async {
+            let store = Store::open_with(dir, options).expect("reopen");
+            assert_eq!(store.head(), 43);
+            assert_filters_match_a_scan(&store);
+            store.close().await;
+        });
+    }
+
     #[test]
-    fn a_data_dir_of_the_first_format_is_refused() {
+    fn a_log_of_the_first_format_is_migrated_at_open() {
         let dir = tempfile::tempdir().expect("tempdir");
-        {
+        let old = {
             let db = sled::open(dir.path()).expect("sled");
             let tree = db.open_tree("crmhook").expect("tree");
-            tree.insert(seq_key(1), codec::encode(&1u64).expect("encode")).expect("insert");
+            let old = write_format_1(&tree, 0, 40);
             db.flush().expect("flush");
-        }
-        let err = Store::open(dir.path()).err().expect("refused");
-        assert!(err.to_string().contains("log format 1"), "{err}");
+            old
+        };
+        assert_migrated(dir.path(), &old);
+    }
+
+    #[test]
+    fn a_migration_cut_off_resumes_where_it_stopped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let old = {
+            let db = sled::open(dir.path()).expect("sled");
+            let tree = db.open_tree("crmhook").expect("tree");
+            // The state a crash leaves after a batch of whole chunks: events 1–16 migrated
+            // (with their progress mark), 17–40 still one per key.
+            let mut old = write_format_1(&tree, 0, 16);
+            migrate_from_format_1(&tree).expect("migrate");
+            tree.remove(key(M, &[b"format"])).expect("remove");
+            tree.insert(key(M, &[b"migrated_through"]), codec::encode(&16u64).expect("encode")).expect("insert");
+            old.extend(write_format_1(&tree, 16, 24));
+            db.flush().expect("flush");
+            old
+        };
+        assert_migrated(dir.path(), &old);
     }
 
     #[test]
