@@ -158,13 +158,7 @@ fn drain(server: &Server, rcv: &Receiver, targets: &[String], total: u64) -> any
     Ok(total as f64 / t0.elapsed().as_secs_f64())
 }
 
-/// Rounds of each throughput figure.
-const ROUNDS: usize = 3;
-
-fn median(mut runs: Vec<f64>) -> f64 {
-    runs.sort_by(f64::total_cmp);
-    runs.get(runs.len() / 2).copied().unwrap_or(0.0)
-}
+use crate::{median, ROUNDS};
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted.get(((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len().max(1)) - 1).copied().unwrap_or(0.0)

@@ -244,6 +244,25 @@ struct LoadResult {
     errors: u64,
 }
 
+/// Rounds of each throughput figure: a small machine's figures vary from run to run, so each
+/// is the median of `ROUNDS`, crmhook and its baseline taking turns.
+pub const ROUNDS: usize = 3;
+
+pub fn median(mut runs: Vec<f64>) -> f64 {
+    runs.sort_by(f64::total_cmp);
+    runs.get(runs.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// The median of each figure of `rounds`; errors summed.
+fn median_load(rounds: &[LoadResult]) -> LoadResult {
+    LoadResult {
+        rps: median(rounds.iter().map(|r| r.rps).collect()),
+        p50_ms: median(rounds.iter().map(|r| r.p50_ms).collect()),
+        p99_ms: median(rounds.iter().map(|r| r.p99_ms).collect()),
+        errors: rounds.iter().map(|r| r.errors).sum(),
+    }
+}
+
 /// Keep-alive POSTs of `bodies` (in turn) to /v1/events on `connections` connections for
 /// `duration`.
 fn load(
@@ -337,15 +356,24 @@ fn ingest(seconds: u64, connections: &[usize], json_out: Option<PathBuf>) -> any
     let duration = Duration::from_secs(seconds);
     let (bare_addr, _bare) = start_bare("127.0.0.1:0")?;
     let crmhook = Crmhook::start()?;
-    println!("durable single-event ingest, {seconds} s per row, crmhook vs a bare actix-web handler (same machine, same run)");
+    println!(
+        "durable single-event ingest, median of {ROUNDS} rounds of {seconds} s, crmhook vs a bare actix-web handler \
+         (same machine, same run, taking turns)"
+    );
     println!(
         "{:>5} | {:>12} {:>9} {:>9} | {:>12} {:>9} {:>9} | {:>6}",
         "conns", "bare req/s", "p50 ms", "p99 ms", "crmhook/s", "p50 ms", "p99 ms", "ratio"
     );
     let mut rows = Vec::new();
     for &c in connections {
-        let bare = load(bare_addr, "", &body, c, duration)?;
-        let ours = load(crmhook.addr, "ing_bench_0123456789abcdef", &body, c, duration)?;
+        let (mut bare, mut ours) = (Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            bare.push(load(bare_addr, "", &body, c, duration)?);
+            ours.push(load(crmhook.addr, "ing_bench_0123456789abcdef", &body, c, duration)?);
+        }
+        let runs = json!({"bare_rps": bare.iter().map(|r| r.rps).collect::<Vec<_>>(),
+                          "crmhook_rps": ours.iter().map(|r| r.rps).collect::<Vec<_>>()});
+        let (bare, ours) = (median_load(&bare), median_load(&ours));
         let ratio = ours.rps / bare.rps;
         println!(
             "{c:>5} | {:>12.0} {:>9.2} {:>9.2} | {:>12.0} {:>9.2} {:>9.2} | {:>5.0}%",
@@ -365,13 +393,22 @@ fn ingest(seconds: u64, connections: &[usize], json_out: Option<PathBuf>) -> any
             "bare": {"rps": bare.rps, "p50_ms": bare.p50_ms, "p99_ms": bare.p99_ms, "errors": bare.errors},
             "crmhook": {"rps": ours.rps, "p50_ms": ours.p50_ms, "p99_ms": ours.p99_ms, "errors": ours.errors},
             "ratio": ratio,
+            "runs": runs,
         }));
     }
     // 100-event requests against raw sled appends with the same flush grouping.
-    let ours = load(crmhook.addr, "ing_bench_0123456789abcdef", &bodies(100), 16, duration)?;
-    let raw_dir = tempfile::tempdir()?;
-    let raw = crmhook_store::baseline::raw_appends(raw_dir.path(), 16, 100, body[0].len() + 120, duration)
-        .map_err(|e| anyhow::anyhow!("raw sled appends: {e}"))?;
+    let (mut ours, mut raws) = (Vec::new(), Vec::new());
+    let batches = bodies(100);
+    for _ in 0..ROUNDS {
+        ours.push(load(crmhook.addr, "ing_bench_0123456789abcdef", &batches, 16, duration)?);
+        let raw_dir = tempfile::tempdir()?;
+        raws.push(
+            crmhook_store::baseline::raw_appends(raw_dir.path(), 16, 100, body[0].len() + 120, duration)
+                .map_err(|e| anyhow::anyhow!("raw sled appends: {e}"))?,
+        );
+    }
+    let batch_runs = json!({"crmhook_events_per_s": ours.iter().map(|r| r.rps * 100.0).collect::<Vec<_>>(), "raw_sled_records_per_s": raws});
+    let (ours, raw) = (median_load(&ours), median(raws));
     let ratio = ours.rps * 100.0 / raw;
     println!(
         "batches of 100 events, 16 connections: crmhook {:.0} events/s (p50 {:.2} ms, p99 {:.2} ms per request) \
@@ -384,7 +421,7 @@ fn ingest(seconds: u64, connections: &[usize], json_out: Option<PathBuf>) -> any
     rows.push(json!({
         "batch": 100, "connections": 16,
         "crmhook": {"events_per_s": ours.rps * 100.0, "p50_ms": ours.p50_ms, "p99_ms": ours.p99_ms},
-        "raw_sled": {"records_per_s": raw}, "ratio": ratio,
+        "raw_sled": {"records_per_s": raw}, "ratio": ratio, "runs": batch_runs,
     }));
     let peak_rss_kib = proc_status_kib(crmhook.child.id(), "VmHWM:");
     println!("crmhook peak RSS over the ingest rows: {} MiB", peak_rss_kib / 1024);
