@@ -20,11 +20,11 @@
 //! | `D` tgt_id | [`Disabled`] | a target that is not delivered to (410 Gone, or an operator) |
 //! | `F` tgt_id state:u8 seq:u64 | — | a finished delivery: state `d` delivered, `x` dead |
 //! | `O` at_ms:u64 n:u64 | [`Request`] | an operator's redeliver or replay, with who asked |
-//! | `Y` len:u16 type seq:u64 | `Vec<u64>` | index: seqs of events by type, from seq on |
+//! | `Y` len:u16 type seq:u64 | `Vec<u64>` | index: seqs of one window's events of a type, from seq on |
 //! | `R` bucket:u8 seq:u64 | `Vec<(String, Vec<u64>)>` | index: by record id (MAIA `recordId`, Maximizer `Key`), one window |
-//! | `G` len:u16 kanban_id seq:u64 | `Vec<u64>` | index: by kanban |
+//! | `G` len:u16 kanban_id seq:u64 | `Vec<u64>` | index: the same by kanban |
 //! | `I` evt_id | seq:u64 | legacy: the id index of events written by format 1 (see below) |
-//! | `M` name | string | meta: generated tokens; `format`; `head`, the last seq ever given (u64); `indexed`, the last seq in the `R` index (u64) |
+//! | `M` name | string | meta: generated tokens; `format`; `head`, the last seq ever given (u64); `indexed`, the last seq in the on-disk indexes (u64) |
 //!
 //! **Chunks.** The events are numbered 1, 2, 3… with no gaps, but stored a few at a time: the
 //! writer cuts the events of one group commit into chunks of at most [`CHUNK_EVENTS`] events or
@@ -33,21 +33,20 @@
 //! B-tree leaf), so a chunk of 16 costs about what one event did; chunks stay small because sled
 //! writes a leaf of 16 keys as one log item and moves items past ~128 KiB to blob files.
 //!
-//! **Index postings.** Each index entry lists the seqs of one group commit that share a type,
-//! record id or kanban, under the first of them, so a group of events of a few types and kanbans
-//! writes a few index keys, not three per event. The postings of one index value hold disjoint,
-//! increasing seq ranges, so the one that may hold a seq is the last keyed at or before it.
-//! `GET /v1/events` filters walk an index, never the whole log.
-//!
-//! **The record-id index by window.** Record ids are mostly distinct, so postings per group
-//! would still cost a key per event. Instead the writer gathers the record ids of the events
-//! after `M indexed` in memory (`RecordWindow`, shared with readers) and, once they number
-//! [`RECORD_WINDOW`], writes them out in the batch of the group that fills the window: one key
-//! per bucket (FNV-1a of the record id, [`RECORD_BUCKETS`] buckets) under the window's first
-//! seq, holding that bucket's record ids, sorted, with their seqs; `M indexed` moves in the same
-//! batch. A reader takes the window's memory first, then the windows on disk up to `indexed`.
-//! At start-up the memory window is read back from the log after `indexed` (at most one
-//! window of events), so a crash loses nothing of the index.
+//! **Index postings, by window.** The indexes are not written with each group commit: the
+//! writer gathers the postings of the events after `M indexed` in memory (`IndexWindow`, shared
+//! with readers) and, once they number [`RECORD_WINDOW`] events, writes them out in the batch of
+//! the group that fills the window, `M indexed` moving in the same batch. A window writes one
+//! `Y`/`G` posting per type and kanban (the seqs of its events with that value, under the first
+//! of them), and one `R` key per record-id bucket used (FNV-1a of the record id,
+//! [`RECORD_BUCKETS`] buckets; record ids are mostly distinct, so a key per record id would be a
+//! key per event), under the window's first seq, holding that bucket's record ids, sorted, with
+//! their seqs. The postings of one index value hold disjoint, increasing seq ranges, so the one
+//! that may hold a seq is the last keyed at or before it. A reader takes the window's memory
+//! first, then the postings on disk up to `indexed`: `GET /v1/events` filters walk an index,
+//! never the whole log. At start-up the memory window is read back from the log after
+//! `indexed` (at most one window of events; whole windows are written out first if there are
+//! more), so a crash loses nothing of the indexes.
 //!
 //! **Event ids carry their seq** (the low 64 bits of the id, see
 //! [`crmhook_core::EventId::with_seq`]): an event is found from its id by reading its chunk and
@@ -173,7 +172,7 @@ fn text_prefix(tag: u8, text: &str) -> Vec<u8> {
 }
 
 /// The prefixes of the type and kanban postings an event belongs to (record ids are indexed
-/// by window, see [`RecordWindow`]).
+/// by window, see [`IndexWindow`]).
 fn index_prefixes(event: &Event) -> Vec<Vec<u8>> {
     let mut prefixes = vec![text_prefix(Y, &event.event_type)];
     if let Some(k) = &event.kanban_id {
@@ -216,57 +215,75 @@ fn indexed_key() -> Vec<u8> {
 /// One bucket of one window of the record-id index: record ids (sorted) and their seqs.
 type RecordPostings = Vec<(String, Vec<u64>)>;
 
-/// The record-id postings not yet written out: those of every event after `through`. Shared
-/// by the writer (which adds each group's events once applied, and writes the window out when
-/// it holds `limit` events) and the readers.
-struct RecordWindow {
-    /// Every event up to this seq is in the on-disk index (`M indexed`).
-    through: u64,
-    events: usize,
-    limit: usize,
-    seqs: std::collections::BTreeMap<String, Vec<u64>>,
+/// The index postings of a run of events: record id → seqs, and type or kanban posting
+/// prefix → seqs.
+#[derive(Default, Clone)]
+struct WindowPostings {
+    records: std::collections::BTreeMap<String, Vec<u64>>,
+    terms: std::collections::BTreeMap<Vec<u8>, Vec<u64>>,
 }
 
-impl RecordWindow {
+impl WindowPostings {
     fn add(&mut self, events: &[Event]) {
         for e in events {
             if let Some(r) = &e.record_id {
-                self.seqs.entry(r.clone()).or_default().push(e.seq);
-                self.events += 1;
+                self.records.entry(r.clone()).or_default().push(e.seq);
+            }
+            for prefix in index_prefixes(e) {
+                self.terms.entry(prefix).or_default().push(e.seq);
             }
         }
+    }
+
+    /// The keys of one window of the indexes (events `first..=last`), and `M indexed`: a
+    /// record-id bucket per bucket used, under `first`; a type or kanban posting per value,
+    /// under its first seq.
+    fn writes(self, first: u64, last: u64) -> Result<Writes> {
+        let mut buckets: std::collections::BTreeMap<u8, RecordPostings> = std::collections::BTreeMap::new();
+        for (record, seqs) in self.records {
+            buckets.entry(record_bucket(&record)).or_default().push((record, seqs));
+        }
+        let mut writes = Writes::default();
+        for (bucket, postings) in buckets {
+            writes.insert(record_key(bucket, first), codec::encode(&postings)?);
+        }
+        for (prefix, seqs) in self.terms {
+            let at = seqs.first().copied().unwrap_or(first);
+            writes.insert([prefix.as_slice(), &at.to_be_bytes()].concat(), codec::encode(&seqs)?);
+        }
+        writes.insert(indexed_key(), codec::encode(&last)?);
+        Ok(writes)
+    }
+}
+
+/// The index postings not yet written out: those of every event after `through`. Shared by the
+/// writer (which adds each group's events once applied, and writes the window out when it
+/// holds `limit` events) and the readers.
+struct IndexWindow {
+    /// Every event up to this seq is in the on-disk indexes (`M indexed`).
+    through: u64,
+    events: usize,
+    limit: usize,
+    postings: WindowPostings,
+}
+
+impl IndexWindow {
+    fn add(&mut self, events: &[Event]) {
+        self.postings.add(events);
+        self.events += events.len();
     }
 
     /// If this window and `fresh` reach the limit: the batch writes holding both, and the last
     /// seq they cover.
     fn write_out(&self, fresh: &[Event]) -> Result<Option<(Writes, u64)>> {
-        let adding = fresh.iter().filter(|e| e.record_id.is_some()).count();
         let Some(last) = fresh.last().map(|e| e.seq) else { return Ok(None) };
-        if self.events + adding < self.limit {
+        if self.events + fresh.len() < self.limit {
             return Ok(None);
         }
-        let mut all = self.seqs.clone();
-        for e in fresh {
-            if let Some(r) = &e.record_id {
-                all.entry(r.clone()).or_default().push(e.seq);
-            }
-        }
-        Ok(Some((record_window_writes(self.through + 1, last, all)?, last)))
+        let mut all = self.postings.clone();
+        all.add(fresh);
+        Ok(Some((all.writes(self.through + 1, last)?, last)))
     }
-}
-
-/// The keys of one window of the record-id index (the events `first..=last`), and `M indexed`.
-fn record_window_writes(first: u64, last: u64, seqs: std::collections::BTreeMap<String, Vec<u64>>) -> Result<Writes> {
-    let mut buckets: std::collections::BTreeMap<u8, RecordPostings> = std::collections::BTreeMap::new();
-    for (record, seqs) in seqs {
-        buckets.entry(record_bucket(&record)).or_default().push((record, seqs));
-    }
-    let mut writes = Writes::default();
-    for (bucket, postings) in buckets {
-        writes.insert(record_key(bucket, first), codec::encode(&postings)?);
-    }
-    writes.insert(indexed_key(), codec::encode(&last)?);
-    Ok(writes)
 }
 
 /// The key of the last entry in `[lo, hi]` (a chunk or posting that may hold `hi`).
@@ -425,7 +442,7 @@ struct Inner {
     /// The last group commit failed (disk full, I/O error); cleared by the next success.
     failing: Arc<std::sync::atomic::AtomicBool>,
     chunks: Mutex<ChunkCache>,
-    records: Arc<Mutex<RecordWindow>>,
+    records: Arc<Mutex<IndexWindow>>,
 }
 
 /// Key writes (`None`: remove) applied in order.
@@ -595,11 +612,11 @@ impl Store {
         let (tx, rx) = mpsc::channel(queue.max(1));
         let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let through = tree.get(indexed_key())?.map(|v| read_u64(&v)).transpose()?.unwrap_or(0);
-        let records = Arc::new(Mutex::new(RecordWindow {
+        let records = Arc::new(Mutex::new(IndexWindow {
             through,
             events: 0,
             limit: record_window.max(1),
-            seqs: Default::default(),
+            postings: WindowPostings::default(),
         }));
         let writer = Writer {
             db: db.clone(),
@@ -636,14 +653,10 @@ impl Store {
                 store.events_from(through + 1).take(record_window.max(1)).collect::<Result<_>>()?;
             match events.last().map(|e| e.seq) {
                 Some(last) if events.len() >= record_window.max(1) => {
-                    let mut seqs: std::collections::BTreeMap<String, Vec<u64>> = std::collections::BTreeMap::new();
-                    for e in &events {
-                        if let Some(r) = &e.record_id {
-                            seqs.entry(r.clone()).or_default().push(e.seq);
-                        }
-                    }
+                    let mut postings = WindowPostings::default();
+                    postings.add(&events);
                     let mut batch = sled::Batch::default();
-                    record_window_writes(through + 1, last, seqs)?.into_batch(&mut batch);
+                    postings.writes(through + 1, last)?.into_batch(&mut batch);
                     store.inner.tree.apply_batch(batch)?;
                     through = last;
                     store.records()?.through = last;
@@ -657,7 +670,7 @@ impl Store {
         Ok(store)
     }
 
-    fn records(&self) -> Result<std::sync::MutexGuard<'_, RecordWindow>> {
+    fn records(&self) -> Result<std::sync::MutexGuard<'_, IndexWindow>> {
         self.inner.records.lock().map_err(|_| StoreError::Io("the record index lock is poisoned".into()))
     }
 
@@ -668,7 +681,7 @@ impl Store {
         // its seqs past `through` are taken from the snapshot only.
         let (through, recent) = {
             let w = self.records()?;
-            (w.through, w.seqs.get(record_id).cloned().unwrap_or_default())
+            (w.through, w.postings.records.get(record_id).cloned().unwrap_or_default())
         };
         let prefix = key(R, &[&[record_bucket(record_id)]]);
         let from_key = [prefix.as_slice(), &from.to_be_bytes()].concat();
@@ -681,6 +694,23 @@ impl Store {
                 Ok(i) => postings[i].1.iter().copied().filter(|s| *s <= through).collect(),
                 Err(_) => Vec::new(),
             })
+        });
+        Ok(Box::new(on_disk.chain(std::iter::once(Ok(recent)))))
+    }
+
+    /// [`Store::record_seqs`] for a type or kanban posting prefix.
+    fn term_seqs(&self, prefix: Vec<u8>, from: u64) -> Result<Box<dyn Iterator<Item = Result<Vec<u64>>> + '_>> {
+        let (through, recent) = {
+            let w = self.records()?;
+            (w.through, w.postings.terms.get(&prefix).cloned().unwrap_or_default())
+        };
+        // The posting keyed at or before `from` may hold later seqs too.
+        let from_key = [prefix.as_slice(), &from.to_be_bytes()].concat();
+        let start = last_at_or_before(&self.inner.tree, &prefix, &from_key)?.map_or(from_key, |k| k.to_vec());
+        let end = [prefix.as_slice(), &[0xff; 9]].concat();
+        let on_disk = self.inner.tree.range(start..end).map(move |kv| {
+            let seqs: Vec<u64> = codec::decode(&kv?.1)?;
+            Ok(seqs.into_iter().filter(|s| *s <= through).collect())
         });
         Ok(Box::new(on_disk.chain(std::iter::once(Ok(recent)))))
     }
@@ -965,7 +995,6 @@ impl Store {
     /// selective index the filter names (record id, kanban, type), else the log from the first
     /// event at or after `since`; never the whole log for a filtered read.
     pub fn events_page(&self, filter: &EventFilter, after: u64, limit: usize) -> Result<Vec<Event>> {
-        let tree = &self.inner.tree;
         let from = after.saturating_add(1);
         let postings: Option<Box<dyn Iterator<Item = Result<Vec<u64>>>>> = if let Some(r) = &filter.record_id {
             Some(self.record_seqs(r, from)?)
@@ -973,11 +1002,7 @@ impl Store {
             .into_iter()
             .find_map(|(tag, v)| v.as_ref().map(|v| text_prefix(tag, v)))
         {
-            // The posting keyed at or before `from` may hold later seqs too.
-            let from_key = [prefix.as_slice(), &from.to_be_bytes()].concat();
-            let start = last_at_or_before(tree, &prefix, &from_key)?.map_or(from_key, |k| k.to_vec());
-            let end = [prefix.as_slice(), &[0xff; 9]].concat();
-            Some(Box::new(tree.range(start..end).map(|kv| codec::decode(&kv?.1))))
+            Some(self.term_seqs(prefix, from)?)
         } else {
             None
         };
@@ -1182,13 +1207,13 @@ impl Store {
         batch: &mut sled::Batch,
     ) -> Result<()> {
         let tree = &self.inner.tree;
-        for prefix in index_prefixes(event) {
+        // An event still in the memory window has no posting on disk (one written out later
+        // names a removed event, which readers skip).
+        for prefix in index_prefixes(event).into_iter().filter(|_| event.seq <= postings.through) {
             let at = [prefix.as_slice(), &event.seq.to_be_bytes()].concat();
             let Some(k) = last_at_or_before(tree, &prefix, &at)? else { continue };
             decoded(tree, &mut postings.terms, k)?.retain(|s| *s != event.seq);
         }
-        // An event still in the memory window has no record posting on disk (one written out
-        // later names a removed event, which readers skip).
         if let Some(r) = event.record_id.as_ref().filter(|_| event.seq <= postings.through) {
             let prefix = key(R, &[&[record_bucket(r)]]);
             if let Some(k) = last_at_or_before(tree, &prefix, &record_key(record_bucket(r), event.seq))? {
@@ -1247,7 +1272,7 @@ struct Writer {
     head: Arc<AtomicU64>,
     head_tx: watch::Sender<u64>,
     failing: Arc<std::sync::atomic::AtomicBool>,
-    records: Arc<Mutex<RecordWindow>>,
+    records: Arc<Mutex<IndexWindow>>,
 }
 
 enum Reply {
@@ -1356,7 +1381,7 @@ impl Writer {
                         Some(last) => {
                             window.through = last;
                             window.events = 0;
-                            window.seqs.clear();
+                            window.postings = WindowPostings::default();
                         }
                         None => window.add(&fresh),
                     }
@@ -1482,12 +1507,11 @@ fn migrate_from_format_1(tree: &sled::Tree) -> Result<()> {
             if e.seq != first {
                 batch.remove(seq_key(e.seq));
             }
-            // Type and kanban entries become one-seq postings under the same key.
-            for prefix in index_prefixes(e) {
-                batch.insert([prefix.as_slice(), &seq].concat(), codec::encode(&vec![e.seq])?);
-            }
-            if let Some(r) = &e.record_id {
-                batch.remove([text_prefix(R, r).as_slice(), &seq].concat());
+            // The old index keys go; the windows are written from the chunks at open.
+            let mut prefixes = index_prefixes(e);
+            prefixes.extend(e.record_id.as_ref().map(|r| text_prefix(R, r)));
+            for prefix in prefixes {
+                batch.remove([prefix.as_slice(), &seq].concat());
             }
         }
         batch.insert(seq_key(first), codec::encode(&*chunk)?);
@@ -1529,16 +1553,6 @@ fn write_log(batch: &mut sled::Batch, events: &[Event]) -> Result<()> {
         }
         batch.insert(seq_key(events[start].seq), codec::encode(&&events[start..end])?);
         start = end;
-    }
-    let mut postings: std::collections::HashMap<Vec<u8>, Vec<u64>> = std::collections::HashMap::new();
-    for event in events {
-        for prefix in index_prefixes(event) {
-            postings.entry(prefix).or_default().push(event.seq);
-        }
-    }
-    for (prefix, seqs) in postings {
-        let first = seqs.first().copied().unwrap_or(0);
-        batch.insert([prefix.as_slice(), &first.to_be_bytes()].concat(), codec::encode(&seqs)?);
     }
     Ok(())
 }
