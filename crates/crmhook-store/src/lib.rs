@@ -50,14 +50,14 @@
 //!
 //! **Event ids carry their seq** (the low 64 bits of the id, see
 //! [`crmhook_core::EventId::with_seq`]): an event is found from its id by reading its chunk and
-//! comparing the whole id; there is no id index.
+//! comparing the whole id; there is no id index (but the legacy `I` keys of a migrated log).
 //!
 //! **Format.** `M format` is `2` (chunks). A data dir of the first format (one event per `E` key,
 //! an `I` id index, one valueless `Y`/`R`/`G` key per event and index; no `M format`) is
-//! migrated at open: events are regrouped into chunks and the type and kanban keys become
-//! one-seq postings, in batches that each record their progress (`M migrated_through`), so a
-//! crash resumes the migration; then the record-id windows are written from the chunks. The
-//! `I` keys of those events stay, since their ids do not carry their seq.
+//! migrated at open: events are regrouped into chunks and the old index keys removed, in batches
+//! that each record their progress (`M migrated_through`), so a crash resumes the migration;
+//! then the index windows are written from the chunks. The `I` keys of those events stay,
+//! since their ids do not carry their seq.
 //!
 //! Ids have a fixed length per kind (`tgt_` + 26 characters), so composite keys need no
 //! separator.
@@ -171,8 +171,8 @@ fn text_prefix(tag: u8, text: &str) -> Vec<u8> {
     key(tag, &[&len.to_be_bytes(), text.as_bytes()])
 }
 
-/// The prefixes of the type and kanban postings an event belongs to (record ids are indexed
-/// by window, see [`IndexWindow`]).
+/// The prefixes of the type and kanban postings an event belongs to (record ids go to
+/// buckets, see [`WindowPostings`]).
 fn index_prefixes(event: &Event) -> Vec<Vec<u8>> {
     let mut prefixes = vec![text_prefix(Y, &event.event_type)];
     if let Some(k) = &event.kanban_id {
@@ -291,12 +291,19 @@ fn last_at_or_before(tree: &sled::Tree, lo: &[u8], hi: &[u8]) -> Result<Option<s
     Ok(tree.range(lo..=hi).next_back().transpose()?.map(|(k, _)| k))
 }
 
+/// Where a walk of the postings under `prefix` (keyed by seq) starts to find seqs from `from`
+/// on: the posting keyed at or before `from` may hold later seqs too.
+fn postings_start(tree: &sled::Tree, prefix: &[u8], from: u64) -> Result<Vec<u8>> {
+    let from_key = [prefix, &from.to_be_bytes()].concat();
+    Ok(last_at_or_before(tree, prefix, &from_key)?.map_or(from_key, |k| k.to_vec()))
+}
+
 /// Index values a compaction rewrites: key → what they keep.
 #[derive(Default)]
 struct Postings {
     terms: std::collections::BTreeMap<Vec<u8>, Vec<u64>>,
     records: std::collections::BTreeMap<Vec<u8>, RecordPostings>,
-    /// The record-id index on disk covers events up to this seq.
+    /// The indexes on disk cover events up to this seq.
     through: u64,
 }
 
@@ -413,7 +420,7 @@ pub struct Options {
     pub queue: usize,
     /// sled's page cache: the largest part of the process's memory under load.
     pub cache_bytes: usize,
-    /// Events whose record-id postings are gathered in memory before they are written out.
+    /// Events whose index postings are gathered in memory before they are written out.
     pub record_window: usize,
 }
 
@@ -442,7 +449,7 @@ struct Inner {
     /// The last group commit failed (disk full, I/O error); cleared by the next success.
     failing: Arc<std::sync::atomic::AtomicBool>,
     chunks: Mutex<ChunkCache>,
-    records: Arc<Mutex<IndexWindow>>,
+    window: Arc<Mutex<IndexWindow>>,
 }
 
 /// Key writes (`None`: remove) applied in order.
@@ -612,7 +619,7 @@ impl Store {
         let (tx, rx) = mpsc::channel(queue.max(1));
         let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let through = tree.get(indexed_key())?.map(|v| read_u64(&v)).transpose()?.unwrap_or(0);
-        let records = Arc::new(Mutex::new(IndexWindow {
+        let window = Arc::new(Mutex::new(IndexWindow {
             through,
             events: 0,
             limit: record_window.max(1),
@@ -625,7 +632,7 @@ impl Store {
             head: head_atomic.clone(),
             head_tx,
             failing: failing.clone(),
-            records: records.clone(),
+            window: window.clone(),
         };
         let handle = std::thread::Builder::new()
             .name("crmhook-log-writer".into())
@@ -641,10 +648,10 @@ impl Store {
                 writer: Mutex::new(Some(handle)),
                 failing,
                 chunks: Mutex::default(),
-                records,
+                window,
             }),
         };
-        // The window of the record-id index lived in memory: read it back from the log (after
+        // The window of the indexes lived in memory: read it back from the log (after
         // writing out whole windows, if a migration left the index behind). Nobody holds the
         // store yet, so the writer adds nothing meanwhile.
         let mut through = through;
@@ -659,10 +666,10 @@ impl Store {
                     postings.writes(through + 1, last)?.into_batch(&mut batch);
                     store.inner.tree.apply_batch(batch)?;
                     through = last;
-                    store.records()?.through = last;
+                    store.index_window()?.through = last;
                 }
                 _ => {
-                    store.records()?.add(&events);
+                    store.index_window()?.add(&events);
                     break;
                 }
             }
@@ -670,8 +677,8 @@ impl Store {
         Ok(store)
     }
 
-    fn records(&self) -> Result<std::sync::MutexGuard<'_, IndexWindow>> {
-        self.inner.records.lock().map_err(|_| StoreError::Io("the record index lock is poisoned".into()))
+    fn index_window(&self) -> Result<std::sync::MutexGuard<'_, IndexWindow>> {
+        self.inner.window.lock().map_err(|_| StoreError::Io("the index window's lock is poisoned".into()))
     }
 
     /// Batches of seqs, in increasing order, of the events with this record id from `from` on
@@ -680,12 +687,11 @@ impl Store {
         // Snapshot the memory first: a window written out meanwhile is on disk by then, and
         // its seqs past `through` are taken from the snapshot only.
         let (through, recent) = {
-            let w = self.records()?;
+            let w = self.index_window()?;
             (w.through, w.postings.records.get(record_id).cloned().unwrap_or_default())
         };
         let prefix = key(R, &[&[record_bucket(record_id)]]);
-        let from_key = [prefix.as_slice(), &from.to_be_bytes()].concat();
-        let start = last_at_or_before(&self.inner.tree, &prefix, &from_key)?.map_or(from_key, |k| k.to_vec());
+        let start = postings_start(&self.inner.tree, &prefix, from)?;
         let end = [prefix.as_slice(), &[0xff; 8]].concat();
         let record_id = record_id.to_owned();
         let on_disk = self.inner.tree.range(start..=end).map(move |kv| {
@@ -701,12 +707,10 @@ impl Store {
     /// [`Store::record_seqs`] for a type or kanban posting prefix.
     fn term_seqs(&self, prefix: Vec<u8>, from: u64) -> Result<Box<dyn Iterator<Item = Result<Vec<u64>>> + '_>> {
         let (through, recent) = {
-            let w = self.records()?;
+            let w = self.index_window()?;
             (w.through, w.postings.terms.get(&prefix).cloned().unwrap_or_default())
         };
-        // The posting keyed at or before `from` may hold later seqs too.
-        let from_key = [prefix.as_slice(), &from.to_be_bytes()].concat();
-        let start = last_at_or_before(&self.inner.tree, &prefix, &from_key)?.map_or(from_key, |k| k.to_vec());
+        let start = postings_start(&self.inner.tree, &prefix, from)?;
         let end = [prefix.as_slice(), &[0xff; 9]].concat();
         let on_disk = self.inner.tree.range(start..end).map(move |kv| {
             let seqs: Vec<u64> = codec::decode(&kv?.1)?;
@@ -1132,7 +1136,7 @@ impl Store {
         let mut batch = sled::Batch::default();
         let mut removed = std::collections::HashSet::new();
         // Postings that lose seqs: key → the seqs they keep.
-        let mut postings = Postings { through: self.records()?.through, ..Default::default() };
+        let mut postings = Postings { through: self.index_window()?.through, ..Default::default() };
         let mut done = false;
         for kv in tree.range(key(E, &[])..key(E + 1, &[])) {
             let (chunk_key, v) = kv?;
@@ -1272,7 +1276,7 @@ struct Writer {
     head: Arc<AtomicU64>,
     head_tx: watch::Sender<u64>,
     failing: Arc<std::sync::atomic::AtomicBool>,
-    records: Arc<Mutex<IndexWindow>>,
+    window: Arc<Mutex<IndexWindow>>,
 }
 
 enum Reply {
@@ -1354,8 +1358,7 @@ impl Writer {
             } else {
                 write_log(&mut batch, &fresh).and_then(|()| {
                     batch.insert(head_key(), codec::encode(&(self.next_seq - 1))?);
-                    let window =
-                        self.records.lock().map_err(|_| StoreError::Io("record index lock poisoned".into()))?;
+                    let window = self.window.lock().map_err(|_| StoreError::Io("index window lock poisoned".into()))?;
                     if let Some((writes, last)) = window.write_out(&fresh)? {
                         writes.into_batch(&mut batch);
                         written_out = Some(last);
@@ -1376,7 +1379,7 @@ impl Writer {
             let applied =
                 !fresh.is_empty() && (result.is_ok() || self.tree.get(seq_key(first_seq)).ok().flatten().is_some());
             if applied {
-                if let Ok(mut window) = self.records.lock() {
+                if let Ok(mut window) = self.window.lock() {
                     match written_out {
                         Some(last) => {
                             window.through = last;
@@ -1763,11 +1766,11 @@ mod tests {
             }
             assert_filters_match_a_scan(&store);
             // One more event (fewer than the window) if the last group happened to fill it.
-            if store.records().expect("lock").through == store.head() {
+            if store.index_window().expect("lock").through == store.head() {
                 store.append(mixed(68, 1), None).await.expect("append");
                 assert_filters_match_a_scan(&store);
             }
-            let through = store.records().expect("lock").through;
+            let through = store.index_window().expect("lock").through;
             assert!(through > 0 && through < store.head(), "windows written out, the last one in memory: {through}");
             store.close().await;
         });
