@@ -685,8 +685,7 @@ async fn target_deliveries(
     let mut out = Vec::with_capacity(rows.len());
     for (seq, status) in &rows {
         let Some(event) = state.store.event(*seq)? else { continue };
-        let attempts: Vec<Value> =
-            state.store.attempts(*seq)?.iter().filter(|(t, _)| t == &target.id).map(|(_, a)| attempt_view(a)).collect();
+        let attempts: Vec<Value> = state.store.attempts_to(&target.id, *seq)?.iter().map(attempt_view).collect();
         let status = match status {
             DeliveryStatus::Pending => "pending",
             DeliveryStatus::Delivered => "delivered",

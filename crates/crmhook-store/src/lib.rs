@@ -16,9 +16,9 @@
 //! | `S` sub_id | [`Subscription`] | subscriptions |
 //! | `C` tgt_id | seq:u64 | a target's cursor: every event up to it has been matched for it |
 //! | `P` tgt_id seq:u64 | [`Pending`] | a delivery still owed: next attempt number and due time |
-//! | `A` seq:u64 tgt_id n:u32 | [`Attempt`] | one delivery attempt (append-only) |
+//! | `A` seq:u64 tgt_id n:u32 | [`Attempt`] | one delivery attempt that did not finish the delivery (append-only) |
 //! | `D` tgt_id | [`Disabled`] | a target that is not delivered to (410 Gone, or an operator) |
-//! | `F` tgt_id state:u8 seq:u64 | — | a finished delivery: state `d` delivered, `x` dead |
+//! | `F` tgt_id state:u8 seq:u64 | [`Attempt`] | a finished delivery (state `d` delivered, `x` dead) and its last attempt (see below) |
 //! | `O` at_ms:u64 n:u64 | [`Request`] | an operator's redeliver or replay, with who asked |
 //! | `Y` len:u16 type seq:u64 | `Vec<u64>` | index: seqs of one window's events of a type, from seq on |
 //! | `R` bucket:u8 seq:u64 | `Vec<(String, Vec<u64>)>` | index: by record id (MAIA `recordId`, Maximizer `Key`), one window |
@@ -47,6 +47,14 @@
 //! never the whole log. At start-up the memory window is read back from the log after
 //! `indexed` (at most one window of events; whole windows are written out first if there are
 //! more), so a crash loses nothing of the indexes.
+//!
+//! **A finished delivery is one key.** The attempt that finished a delivery (delivered, or
+//! dead) is stored as the value of its `F` key, not under `A`: most deliveries succeed on
+//! their first attempt, and sled's cost is per key. The earlier attempts of the delivery stay
+//! under `A`. When a finished delivery is queued again (redeliver, replay) or its target is
+//! deleted, the attempt moves from its `F` key to an `A` key in the same batch, so attempt
+//! history is never lost. An `F` value of the version byte alone (written before this rule)
+//! holds no attempt; that delivery's attempts are all under `A`.
 //!
 //! **Event ids carry their seq** (the low 64 bits of the id, see
 //! [`crmhook_core::EventId::with_seq`]): an event is found from its id by reading its chunk and
@@ -165,6 +173,19 @@ fn final_key(target: &TargetId, done: Final, seq: u64) -> Vec<u8> {
     [final_prefix(target, done), seq.to_be_bytes().to_vec()].concat()
 }
 
+fn attempt_key(target: &TargetId, seq: u64, n: u32) -> Vec<u8> {
+    key(A, &[&seq.to_be_bytes(), target.as_str().as_bytes(), &n.to_be_bytes()])
+}
+
+/// The attempt a final-state value holds (none in a value written before finished deliveries
+/// kept their last attempt there).
+fn held_attempt(value: &[u8]) -> Result<Option<Attempt>> {
+    if value.len() <= 1 {
+        return Ok(None);
+    }
+    codec::decode(value).map(Some)
+}
+
 /// `tag` len:u16 text: the prefix of an index on a text field.
 fn text_prefix(tag: u8, text: &str) -> Vec<u8> {
     let len = u16::try_from(text.len()).unwrap_or(u16::MAX);
@@ -187,6 +208,9 @@ pub const CHUNK_EVENTS: usize = 16;
 pub const CHUNK_BYTES: usize = 4096;
 /// The log format this build writes and reads (`M format`).
 const FORMAT: &str = "2";
+
+/// Most finished deliveries one batch of a target's deletion moves.
+const DELETE_STEP: usize = 1024;
 
 /// Buckets of the record-id index.
 pub const RECORD_BUCKETS: u64 = 64;
@@ -341,7 +365,7 @@ struct CachedChunk {
 }
 
 /// How many decoded chunks the store keeps.
-const CACHED_CHUNKS: usize = 32;
+const CACHED_CHUNKS: usize = 256;
 
 /// The filters of an event listing.
 #[derive(Debug, Clone, Default)]
@@ -528,25 +552,30 @@ impl DeliveryBatch {
         self.batch.remove(key(D, &[target.as_str().as_bytes()]));
     }
 
-    /// Appends an attempt record (and, when it finished the delivery, the final state).
+    /// Appends an attempt record: under its final state's key when it finished the delivery,
+    /// else as an `A` record.
     pub fn attempt(&mut self, target: &TargetId, seq: u64, attempt: &Attempt) -> Result<()> {
-        let k = key(A, &[&seq.to_be_bytes(), target.as_str().as_bytes(), &attempt.n.to_be_bytes()]);
-        self.batch.insert(k, codec::encode(attempt)?);
         let done = match attempt.result {
-            AttemptResult::Delivered => Some(Final::Delivered),
-            AttemptResult::Dead => Some(Final::Dead),
-            AttemptResult::Retrying { .. } | AttemptResult::TargetDisabled => None,
+            AttemptResult::Delivered => Final::Delivered,
+            AttemptResult::Dead => Final::Dead,
+            AttemptResult::Retrying { .. } | AttemptResult::TargetDisabled => {
+                self.batch.insert(attempt_key(target, seq, attempt.n), codec::encode(attempt)?);
+                return Ok(());
+            }
         };
-        if let Some(done) = done {
-            self.batch.insert(final_key(target, done, seq), vec![codec::VERSION]);
-        }
+        self.batch.insert(final_key(target, done, seq), codec::encode(attempt)?);
         Ok(())
     }
 
     /// Queues a finished delivery again (redeliver, replay): pending again, no longer final.
-    pub fn requeue(&mut self, target: &TargetId, seq: u64, pending: Pending) -> Result<()> {
+    /// `last` is the attempt its final-state key held ([`Store::final_attempt`]): it is kept as
+    /// an `A` record.
+    pub fn requeue(&mut self, target: &TargetId, seq: u64, pending: Pending, last: Option<&Attempt>) -> Result<()> {
         for done in [Final::Delivered, Final::Dead] {
             self.batch.remove(final_key(target, done, seq));
+        }
+        if let Some(a) = last {
+            self.batch.insert(attempt_key(target, seq, a.n), codec::encode(a)?);
         }
         self.pending(target, seq, pending)
     }
@@ -897,8 +926,25 @@ impl Store {
     }
 
     /// Deletes a target with its subscriptions, cursor and pending deliveries. Its attempt
-    /// records stay: they are history.
+    /// records stay: they are history. A target may have millions of finished deliveries:
+    /// their last attempts first move from the `F` keys to `A` keys a bounded batch at a time,
+    /// then one batch removes the target (a crash in between leaves the target in place, with
+    /// some of its finished deliveries known only by their attempts).
     pub async fn delete_target(&self, id: &TargetId) -> Result<()> {
+        loop {
+            let mut batch = Writes::default();
+            let mut moved = 0;
+            for kv in self.inner.tree.scan_prefix(key(F, &[id.as_str().as_bytes()])).take(DELETE_STEP) {
+                let (k, v) = kv?;
+                self.keep_final_attempt(id, &k, &v, &mut batch)?;
+                batch.remove(k.to_vec());
+                moved += 1;
+            }
+            self.write(batch).await?;
+            if moved < DELETE_STEP {
+                break;
+            }
+        }
         let mut batch = Writes::default();
         batch.remove(key(T, &[id.as_str().as_bytes()]));
         batch.remove(key(C, &[id.as_str().as_bytes()]));
@@ -908,10 +954,23 @@ impl Store {
         }
         for tag in [P, F] {
             for kv in self.inner.tree.scan_prefix(key(tag, &[id.as_str().as_bytes()])) {
-                batch.remove(kv?.0.to_vec());
+                let (k, v) = kv?;
+                if tag == F {
+                    self.keep_final_attempt(id, &k, &v, &mut batch)?;
+                }
+                batch.remove(k.to_vec());
             }
         }
         self.write(batch).await
+    }
+
+    /// Queues the move of the attempt a final-state key `k` (value `v`) holds to an `A` key.
+    fn keep_final_attempt(&self, target: &TargetId, k: &[u8], v: &[u8], batch: &mut Writes) -> Result<()> {
+        let seq = k.get(k.len() - 8..).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
+        if let (Some(seq), Some(a)) = (seq, held_attempt(v)?) {
+            batch.insert(attempt_key(target, seq, a.n), codec::encode(&a)?);
+        }
+        Ok(())
     }
 
     pub async fn put_subscription(&self, sub: &Subscription) -> Result<()> {
@@ -957,20 +1016,56 @@ impl Store {
 
     /// Every attempt at delivering event `seq`, by target, in attempt order.
     pub fn attempts(&self, seq: u64) -> Result<Vec<(TargetId, Attempt)>> {
-        let prefix = key(A, &[&seq.to_be_bytes()]);
+        let mut out = self.attempt_records(&key(A, &[&seq.to_be_bytes()]))?;
+        for kv in self.inner.tree.scan_prefix([T]).keys() {
+            let k = kv?;
+            let Some(t) = std::str::from_utf8(&k[1..]).ok().and_then(TargetId::parse) else { continue };
+            if let Some(a) = self.final_attempt(&t, seq)? {
+                out.push((t, a));
+            }
+        }
+        out.sort_by(|(t, a), (u, b)| t.cmp(u).then(a.n.cmp(&b.n)));
+        Ok(out)
+    }
+
+    /// Every attempt at delivering event `seq` to `target`, in attempt order.
+    pub fn attempts_to(&self, target: &TargetId, seq: u64) -> Result<Vec<Attempt>> {
+        let mut out: Vec<Attempt> = self
+            .attempt_records(&key(A, &[&seq.to_be_bytes(), target.as_str().as_bytes()]))?
+            .into_iter()
+            .map(|(_, a)| a)
+            .collect();
+        out.extend(self.final_attempt(target, seq)?);
+        Ok(out)
+    }
+
+    /// The `A` records under `prefix` (at least seq), with their targets.
+    fn attempt_records(&self, prefix: &[u8]) -> Result<Vec<(TargetId, Attempt)>> {
+        let at = 1 + 8;
         self.inner
             .tree
-            .scan_prefix(&prefix)
+            .scan_prefix(prefix)
             .map(|kv| {
                 let (k, v) = kv?;
                 let id = k
-                    .get(prefix.len()..prefix.len() + TargetId::LEN)
+                    .get(at..at + TargetId::LEN)
                     .and_then(|b| std::str::from_utf8(b).ok())
                     .and_then(TargetId::parse)
                     .ok_or_else(|| StoreError::Codec("bad attempt key".into()))?;
                 Ok((id, codec::decode(&v)?))
             })
             .collect()
+    }
+
+    /// The attempt that finished the delivery of `seq` to `target`, if it is finished (and was
+    /// recorded with its attempt).
+    pub fn final_attempt(&self, target: &TargetId, seq: u64) -> Result<Option<Attempt>> {
+        for done in [Final::Delivered, Final::Dead] {
+            if let Some(v) = self.inner.tree.get(final_key(target, done, seq))? {
+                return held_attempt(&v);
+            }
+        }
+        Ok(None)
     }
 
     /// Writes a batch of delivery state durably.
@@ -1109,6 +1204,9 @@ impl Store {
 
     /// The last attempt at delivering event `seq` to `target`.
     pub fn last_attempt(&self, target: &TargetId, seq: u64) -> Result<Option<Attempt>> {
+        if let Some(last) = self.final_attempt(target, seq)? {
+            return Ok(Some(last));
+        }
         let prefix = key(A, &[&seq.to_be_bytes(), target.as_str().as_bytes()]);
         self.inner.tree.scan_prefix(prefix).next_back().map(|kv| codec::decode(&kv?.1)).transpose()
     }
@@ -1921,12 +2019,82 @@ mod tests {
         assert_migrated(dir.path(), &old);
     }
 
+    fn target() -> crmhook_core::Target {
+        crmhook_core::Target::create(
+            serde_json::json!({"name": "t", "url": "https://a.example"}).as_object().expect("object"),
+            false,
+            "whsec_x".into(),
+            0,
+        )
+        .expect("target")
+    }
+
+    fn attempt(n: u32, result: AttemptResult) -> Attempt {
+        Attempt {
+            n,
+            at_ms: u64::from(n),
+            duration_ms: 2,
+            outcome: crmhook_core::retry::Outcome::Status(200),
+            result,
+            round: 1,
+        }
+    }
+
+    #[test]
+    fn a_finished_deliverys_last_attempt_survives_requeue_and_target_deletion() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        rt().block_on(async {
+            let store = Store::open(dir.path()).expect("open");
+            let t = target();
+            store.create_target(&t, 0).await.expect("target");
+            let id = &t.id;
+            let retrying = attempt(1, AttemptResult::Retrying { next_at_ms: 5 });
+            let delivered = attempt(2, AttemptResult::Delivered);
+            // 3 deliveries (seqs 1–3), each finished on its second attempt.
+            let mut b = DeliveryBatch::default();
+            for seq in 1..=3 {
+                b.attempt(id, seq, &retrying).expect("encode");
+                b.attempt(id, seq, &delivered).expect("encode");
+            }
+            store.write_deliveries(b).await.expect("write");
+            assert_eq!(
+                store.attempts(2).expect("read"),
+                vec![(id.clone(), retrying.clone()), (id.clone(), delivered.clone())]
+            );
+            assert_eq!(store.final_attempt(id, 2).expect("read"), Some(delivered.clone()));
+            assert_eq!(store.last_attempt(id, 2).expect("read"), Some(delivered.clone()));
+            let listed = store.target_deliveries(id, Some(DeliveryStatus::Delivered), 0, 10).expect("read");
+            assert_eq!(listed.len(), 3);
+
+            // Queued again: pending, no longer final, and both attempts still listed.
+            let mut b = DeliveryBatch::default();
+            b.requeue(id, 2, Pending { attempt: 3, due_at_ms: 0, round: 3 }, Some(&delivered)).expect("encode");
+            store.write_deliveries(b).await.expect("write");
+            assert_eq!(store.final_attempt(id, 2).expect("read"), None);
+            assert_eq!(store.last_attempt(id, 2).expect("read"), Some(delivered.clone()));
+            assert_eq!(store.attempts_to(id, 2).expect("read"), vec![retrying.clone(), delivered.clone()]);
+            assert!(store.is_pending(id, 2).expect("read"));
+
+            // Deleted: every attempt stays, as history.
+            store.delete_target(id).await.expect("delete");
+            for seq in 1..=3 {
+                assert_eq!(
+                    store.attempts(seq).expect("read"),
+                    vec![(id.clone(), retrying.clone()), (id.clone(), delivered.clone())]
+                );
+            }
+            store.close().await;
+        });
+    }
+
     #[test]
     fn delivery_state_round_trips() {
         let dir = tempfile::tempdir().expect("tempdir");
         rt().block_on(async {
             let store = Store::open(dir.path()).expect("open");
-            let t = TargetId::generate();
+            let target = target();
+            store.create_target(&target, 0).await.expect("target");
+            let t = target.id;
             let mut b = DeliveryBatch::default();
             b.cursor(&t, 7).expect("encode");
             b.pending(&t, 5, Pending::first(10)).expect("encode");
