@@ -144,6 +144,8 @@ fn ingest_batches(server: &Server, prefix: &str, n: usize) -> anyhow::Result<()>
 /// Resumes the targets and answers deliveries/s until the receiver has `total` more requests.
 fn drain(server: &Server, rcv: &Receiver, targets: &[String], total: u64) -> anyhow::Result<f64> {
     let start_count = rcv.count();
+    let ticks = server.thread_ticks();
+    let own = crate::soak::thread_ticks(std::process::id());
     let t0 = Instant::now();
     for id in targets {
         server.admin("PATCH", &format!("/v1/targets/{id}"), &json!({"enabled": true}))?;
@@ -155,7 +157,30 @@ fn drain(server: &Server, rcv: &Receiver, targets: &[String], total: u64) -> any
         }
         std::thread::sleep(Duration::from_millis(2));
     }
-    Ok(total as f64 / t0.elapsed().as_secs_f64())
+    let elapsed = t0.elapsed().as_secs_f64();
+    if std::env::var_os("CRMHOOK_BENCH_CPU").is_some() {
+        // Where the server's CPU went during the drain, by thread name (% of one core).
+        let after = server.thread_ticks();
+        let mut line = format!("    cpu during drain of {total} ({:.0}/s):", total as f64 / elapsed);
+        let mut sum = 0;
+        for (name, t) in &after {
+            let d = t - ticks.get(name).copied().unwrap_or(0);
+            sum += d;
+            if d > 0 {
+                line += &format!(" {name} {:.0}%", d as f64 / elapsed);
+            }
+        }
+        line += &format!(" | total {:.0}%, {:.1} us/delivery", sum as f64 / elapsed, sum as f64 * 1e4 / total as f64);
+        line += " | bench:";
+        for (name, t) in &crate::soak::thread_ticks(std::process::id()) {
+            let d = t - own.get(name).copied().unwrap_or(0);
+            if d > 0 {
+                line += &format!(" {name} {:.0}%", d as f64 / elapsed);
+            }
+        }
+        println!("{line}");
+    }
+    Ok(total as f64 / elapsed)
 }
 
 use crate::{median, ROUNDS};

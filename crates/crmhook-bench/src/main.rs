@@ -23,6 +23,11 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use serde_json::json;
 
+/// The same allocator as the server, so that the bare limits measured in this process (raw
+/// sled, raw awc, the bare handler) are not handicapped by glibc's malloc.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(about = "crmhook benchmarks: crmhook against bare baselines, in one run")]
 struct Cli {

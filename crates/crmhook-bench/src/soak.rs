@@ -88,7 +88,7 @@ impl Server {
             .env("CRMHOOK_ADMIN_TOKEN", ADMIN)
             .env("CRMHOOK_INGEST_TOKEN", INGEST)
             .env("CRMHOOK_ALLOW_PRIVATE_TARGETS", "true")
-            .env("CRMHOOK_LOG", "error")
+            .env("CRMHOOK_LOG", std::env::var("CRMHOOK_BENCH_LOG").unwrap_or_else(|_| "error".into()))
             .env("CRMHOOK_MAX_TARGETS", "1000")
             .current_dir(&self.dir)
             .stdout(Stdio::piped())
@@ -114,6 +114,11 @@ impl Server {
 
     pub fn rss_kib(&self) -> u64 {
         crate::proc_status_kib(self.child.as_ref().map(Child::id).unwrap_or(0), "VmRSS:")
+    }
+
+    /// CPU time (clock ticks) of the server's threads so far, summed by thread name.
+    pub fn thread_ticks(&self) -> std::collections::BTreeMap<String, u64> {
+        thread_ticks(self.child.as_ref().map(Child::id).unwrap_or(0))
     }
 
     /// The most resident memory the server has had so far.
@@ -384,4 +389,20 @@ fn dir_size(path: &std::path::Path) -> u64 {
                 .sum()
         })
         .unwrap_or(0)
+}
+
+/// CPU time (clock ticks) of a process's threads so far, summed by thread name.
+pub fn thread_ticks(pid: u32) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return out };
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
+        // pid (comm) state ... utime stime: fields 14 and 15; comm may hold spaces.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        let name = stat[open + 1..close].trim_end_matches(|c: char| c.is_ascii_digit()).to_owned();
+        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        let ticks: u64 = fields.get(11..13).map_or(0, |f| f.iter().filter_map(|t| t.parse::<u64>().ok()).sum());
+        *out.entry(name).or_default() += ticks;
+    }
+    out
 }

@@ -40,7 +40,7 @@ const FILL_STEP: usize = WINDOW / 4;
 pub const IN_FLIGHT: usize = 16;
 /// Most finished deliveries whose records are still on their way to the store; past it no new
 /// attempt starts (the store sets the pace).
-const RECORDING: usize = 16 * IN_FLIGHT;
+const RECORDING: usize = 64 * IN_FLIGHT;
 /// The mailbox bound: only small messages travel here.
 const MAILBOX: usize = 64;
 
@@ -622,12 +622,13 @@ impl Handler<Requeue> for TargetActor {
             if owed || !matches!(self.store.event(seq), Ok(Some(_))) {
                 continue;
             }
-            let next = match self.store.last_attempt(self.id(), seq) {
-                Ok(last) => last.map_or(1, |a| a.n + 1),
-                Err(_) => continue,
+            let read = self.store.final_attempt(self.id(), seq);
+            let Ok((held, last)) = read.and_then(|held| Ok((held, self.store.last_attempt(self.id(), seq)?))) else {
+                continue;
             };
+            let next = last.map_or(1, |a| a.n + 1);
             let p = Pending { attempt: next, due_at_ms: now, round: next };
-            if batch.requeue(self.id(), seq, p).is_ok() {
+            if batch.requeue(self.id(), seq, p, held.as_ref()).is_ok() {
                 queued.push((seq, p));
             }
         }

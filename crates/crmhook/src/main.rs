@@ -14,6 +14,13 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crmhook_core::sign;
 use crmhook_server::{Config, Flags, Server};
 
+/// glibc's malloc serialises threads that free memory another thread allocated (sled frees its
+/// pages on whichever thread retires them, the log writer allocates them): under load the
+/// writer, sled's I/O threads and the arbiters waited on one arena lock. See
+/// docs/PERFORMANCE.md.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(name = "crmhook", version, about = "A self-hosted CRM webhook dispatcher")]
 struct Cli {
