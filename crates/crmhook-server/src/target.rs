@@ -1,16 +1,18 @@
 //! One actor per target: it owns the target's delivery window, its in-flight attempts and its
 //! retry timer.
 //!
-//! The actor never holds a target's whole backlog. It reads the event log from its cursor,
-//! matches each event against the target's subscriptions, and takes at most [`WINDOW`] owed
-//! deliveries at a time; the cursor and the new pending entries are written to the store in one
-//! batch before anything is attempted. Each attempt's record, and the pending entry it replaces
-//! or removes, are written in one batch too. A retry is flushed before the actor goes on; a
-//! finished delivery (delivered or dead) frees its slot at once, and its records join the
-//! target's next lazy write (one write in progress at a time, at most `RECORDING` finished
-//! deliveries waiting for it): a crash can only turn such a delivery into one more attempt.
-//! So the actor's memory can always be rebuilt from the store: on start it loads its cursor
-//! and pending entries and carries on.
+//! The actor never holds a target's whole backlog. It reads the event log from where it has
+//! matched (`scanned`), matches each event against the target's subscriptions, and takes at
+//! most [`WINDOW`] owed deliveries at a time. A first attempt is not written down before it is
+//! made (`fresh`; readers see these through the store's [`Unrecorded`]): a failed attempt
+//! writes its retry's pending entry, flushed before the actor goes on; a finished delivery
+//! (delivered or dead) frees its slot at once, and its record joins the target's next lazy
+//! write (one write in progress at a time, at most `RECORDING` finished deliveries waiting for
+//! it). Each of these writes also carries the cursor, the low-water mark below every first
+//! attempt still in memory, and how far the actor has matched. A crash can only turn a
+//! delivery into one more attempt. So the actor's memory can always be rebuilt from the store:
+//! on start it loads its cursor and pending entries, matches again from the cursor (skipping
+//! deliveries already recorded), and carries on.
 //!
 //! Its mailbox is small and carries only small messages (wake-ups, configuration, attempt
 //! reports); payloads are read from the store when an attempt starts.
@@ -24,7 +26,7 @@ use crmhook_core::retry::{self, Next};
 use crmhook_core::subscription::Compiled;
 use crmhook_core::time::now_ms;
 use crmhook_core::{Target, TargetId};
-use crmhook_store::{Attempt, AttemptResult, DeliveryBatch, Disabled, Pending, Request, Store};
+use crmhook_store::{Attempt, AttemptResult, DeliveryBatch, Disabled, Pending, Request, Store, Unrecorded};
 use rand::Rng;
 use tokio::sync::oneshot;
 
@@ -144,12 +146,21 @@ struct TargetActor {
     store: Store,
     config: TargetConfig,
     /// Every event up to here has been matched for this target.
-    cursor: u64,
+    scanned: u64,
+    /// Deliveries up to here may have been recorded by an earlier run: each is checked before
+    /// it is taken again.
+    checked_until: u64,
+    /// The cursor and `scanned` as last written.
+    saved: (u64, u64),
     pending: BTreeMap<u64, Pending>,
     /// (due time, seq) of the pending deliveries not in flight.
     due: BTreeSet<(u64, u64)>,
     in_flight: HashSet<u64>,
-    filling: bool,
+    /// Owed first attempts (pending or in flight) with nothing on disk yet; the cursor stays
+    /// below the first of them.
+    fresh: BTreeSet<u64>,
+    /// What readers of the store see of `fresh` (and of finished ones not yet written).
+    unrecorded: Unrecorded,
     timer: Option<(u64, SpawnHandle)>,
     /// 410 Gone or an operator: no attempts until enabled again.
     disabled: bool,
@@ -168,14 +179,18 @@ struct TargetActor {
 
 impl TargetActor {
     fn new(store: Store, config: TargetConfig) -> Self {
+        let unrecorded = store.unrecorded(&config.target.id);
         TargetActor {
             store,
             config,
-            cursor: 0,
+            scanned: 0,
+            checked_until: 0,
+            saved: (0, 0),
             pending: BTreeMap::new(),
             due: BTreeSet::new(),
             in_flight: HashSet::new(),
-            filling: false,
+            fresh: BTreeSet::new(),
+            unrecorded,
             timer: None,
             disabled: false,
             draining: false,
@@ -201,7 +216,7 @@ impl TargetActor {
 
     fn pump(&mut self, ctx: &mut Context<Self>) {
         if self.draining {
-            if self.in_flight.is_empty() && !self.filling && self.recording.is_empty() {
+            if self.in_flight.is_empty() && self.recording.is_empty() {
                 for idle in self.idle.drain(..) {
                     let _ = idle.send(());
                 }
@@ -242,23 +257,22 @@ impl TargetActor {
         }
     }
 
-    /// Reads the log past the cursor and takes what this target is owed, up to the window.
+    /// Reads the log past `scanned` and takes what this target is owed, up to the window. Nothing
+    /// is written: the new marks go with the next write of the target's state.
     fn fill(&mut self, ctx: &mut Context<Self>) {
         let head = self.store.head();
-        // Each fill is a sled batch, and sled's cost per batch is high: with a full window, wait
-        // until a quarter of it is free rather than refill after every delivery.
-        if self.filling || self.pending.len() + FILL_STEP > WINDOW || self.cursor >= head {
+        // Wait until a quarter of a full window is free rather than refill after every delivery.
+        if self.pending.len() + FILL_STEP > WINDOW || self.scanned >= head {
             return;
         }
         let room = WINDOW - self.pending.len();
-        let now = now_ms();
-        let mut last = self.cursor;
+        let mut last = self.scanned;
         let mut taken = Vec::new();
-        for event in self.store.events_from(self.cursor + 1).take(SCAN_STEP) {
+        for event in self.store.events_from(self.scanned + 1).take(SCAN_STEP) {
             match event {
                 Ok(event) if event.seq <= head => {
                     last = event.seq;
-                    if self.config.subscriptions.matches(&event) {
+                    if self.config.subscriptions.matches(&event) && self.owes(event.seq) {
                         taken.push(event.seq);
                         if taken.len() >= room {
                             break;
@@ -272,39 +286,35 @@ impl TargetActor {
                 }
             }
         }
-        if last == self.cursor {
+        if last == self.scanned {
             return;
         }
-        let mut batch = DeliveryBatch::default();
-        let first = Pending::first(now);
-        let encoded = batch
-            .cursor(self.id(), last)
-            .and_then(|()| taken.iter().try_for_each(|seq| batch.pending(self.id(), *seq, first)));
-        if let Err(e) = encoded {
-            tracing::error!(target_id = %self.id(), error = %e, "encoding delivery state failed");
-            return;
+        self.scanned = last;
+        let first = Pending::first(now_ms());
+        for seq in &taken {
+            self.pending.insert(*seq, first);
+            self.due.insert((first.due_at_ms, *seq));
+            self.fresh.insert(*seq);
         }
-        self.filling = true;
-        let store = self.store.clone();
-        // Lazily durable: a crash can only move the cursor back, and the events it passes are
-        // in the log, so they are matched again (never lost).
-        ctx.spawn(async move { store.write_deliveries_lazily(batch).await }.into_actor(self).map(move |result, act, ctx| {
-            act.filling = false;
-            match result {
-                Ok(()) => {
-                    act.cursor = last;
-                    for seq in taken {
-                        act.pending.insert(seq, first);
-                        act.due.insert((first.due_at_ms, seq));
-                    }
-                    act.pump(ctx);
-                }
-                Err(e) => {
-                    tracing::error!(target_id = %act.id(), error = %e, "writing delivery state failed; retrying in 1 s");
-                    ctx.run_later(Duration::from_secs(1), |act, ctx| act.pump(ctx));
-                }
-            }
-        }));
+        self.unrecorded.add(&taken);
+        self.write_state(ctx);
+    }
+
+    /// Whether a matched event's delivery is still owed: not in the window already and, if an
+    /// earlier run may have recorded it, neither pending on disk nor attempted.
+    fn owes(&self, seq: u64) -> bool {
+        if self.pending.contains_key(&seq) || self.recording.contains(&seq) {
+            return false;
+        }
+        if seq > self.checked_until {
+            return true;
+        }
+        match (self.store.is_pending_on_disk(self.id(), seq), self.store.last_attempt(self.id(), seq)) {
+            (Ok(false), Ok(None)) => true,
+            (Ok(_), Ok(_)) => false,
+            // Unreadable: deliver again rather than maybe never.
+            _ => true,
+        }
     }
 
     /// Starts the attempts that are due, within the in-flight limit.
@@ -338,6 +348,8 @@ impl TargetActor {
             Ok(None) => {
                 tracing::warn!(target_id = %self.id(), seq, "owed event is no longer in the log; dropping the delivery");
                 self.pending.remove(&seq);
+                self.fresh.remove(&seq);
+                self.unrecorded.remove(seq);
                 let mut batch = DeliveryBatch::default();
                 batch.done(self.id(), seq);
                 let store = self.store.clone();
@@ -426,11 +438,16 @@ impl TargetActor {
         });
         let record =
             Attempt { n, at_ms: report.at_ms, duration_ms: report.duration_ms, outcome: report.outcome, result, round };
+        let fresh = self.fresh.contains(&seq);
         let mut batch = DeliveryBatch::default();
         let mut encoded = batch.attempt(&target.id, seq, &record).and_then(|()| match following {
-            Some(p) => batch.pending(&target.id, seq, p),
+            // With how far the actor has matched: after a crash, the check for recorded
+            // deliveries then covers this one.
+            Some(p) => batch.pending(&target.id, seq, p).and_then(|()| batch.scanned(&target.id, self.scanned)),
             None => {
-                batch.done(&target.id, seq);
+                if !fresh {
+                    batch.done(&target.id, seq);
+                }
                 Ok(())
             }
         });
@@ -447,9 +464,11 @@ impl TargetActor {
         let Some(following) = following else {
             self.in_flight.remove(&seq);
             self.pending.remove(&seq);
+            // The cursor may pass it in the write that carries its record.
+            self.fresh.remove(&seq);
             self.recording.insert(seq);
             self.unwritten.append(batch);
-            self.write_records(ctx);
+            self.write_state(ctx);
             self.pump(ctx);
             return;
         };
@@ -457,10 +476,18 @@ impl TargetActor {
         let store = self.store.clone();
         let write = async move { store.write_deliveries(batch).await };
         ctx.spawn(write.into_actor(self).map(move |written, act, ctx| {
-            if let Err(e) = written {
-                // Memory moves on; the store still holds the older pending entry, so after a
-                // restart this delivery is attempted again (at least once).
-                tracing::error!(target_id = %act.id(), seq, error = %e, "recording an attempt failed");
+            match written {
+                // Now on disk: the cursor may pass it.
+                Ok(()) if fresh => {
+                    act.fresh.remove(&seq);
+                    act.unrecorded.remove(seq);
+                    act.write_state(ctx);
+                }
+                Ok(()) => {}
+                // Memory moves on; the store still holds the older pending entry (or, for a
+                // first attempt, the cursor stays below it), so after a restart this delivery
+                // is attempted again (at least once).
+                Err(e) => tracing::error!(target_id = %act.id(), seq, error = %e, "recording an attempt failed"),
             }
             act.in_flight.remove(&seq);
             act.pending.insert(seq, following);
@@ -470,28 +497,48 @@ impl TargetActor {
         }));
     }
 
-    /// Writes the finished deliveries' records gathered so far, one write at a time: those that
-    /// finish meanwhile go together in the next.
-    fn write_records(&mut self, ctx: &mut Context<Self>) {
-        if self.writing || self.unwritten.is_empty() {
+    /// Writes the finished deliveries' records gathered so far and the marks (cursor, scanned)
+    /// if they moved, one write at a time: what changes meanwhile goes in the next.
+    fn write_state(&mut self, ctx: &mut Context<Self>) {
+        if self.writing {
             return;
         }
+        let low = self.fresh.first().map_or(self.scanned, |first| first - 1);
+        let marks = (low, self.scanned);
+        if self.unwritten.is_empty() && marks == self.saved {
+            return;
+        }
+        let mut batch = std::mem::take(&mut self.unwritten);
+        if marks != self.saved {
+            let encoded = batch.cursor(self.id(), low).and_then(|()| batch.scanned(self.id(), self.scanned));
+            if let Err(e) = encoded {
+                tracing::error!(target_id = %self.id(), error = %e, "encoding delivery state failed");
+            }
+        }
         self.writing = true;
-        let batch = std::mem::take(&mut self.unwritten);
         let written: Vec<u64> = self.recording.iter().copied().collect();
         let store = self.store.clone();
         ctx.spawn(async move { store.write_deliveries_held(batch).await }.into_actor(self).map(
             move |result, act, ctx| {
                 act.writing = false;
-                if let Err(e) = result {
-                    // The pending entries stay on disk: after a restart these deliveries are
-                    // attempted again (at least once).
-                    tracing::error!(target_id = %act.id(), error = %e, "recording finished deliveries failed");
+                match result {
+                    Ok(()) => {
+                        act.saved = marks;
+                        for seq in &written {
+                            act.unrecorded.remove(*seq);
+                        }
+                    }
+                    Err(e) => {
+                        // Not recorded: the cursor stays below these deliveries, so after a
+                        // restart they are attempted again (at least once).
+                        tracing::error!(target_id = %act.id(), error = %e, "recording finished deliveries failed");
+                        act.fresh.extend(&written);
+                    }
                 }
                 for seq in written {
                     act.recording.remove(&seq);
                 }
-                act.write_records(ctx);
+                act.write_state(ctx);
                 act.pump(ctx);
             },
         ));
@@ -528,18 +575,22 @@ impl Actor for TargetActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         let id = self.id().clone();
-        let loaded =
-            self.store.cursor(&id).and_then(|c| Ok((c, self.store.pending(&id, WINDOW)?, self.store.disabled(&id)?)));
+        let loaded = self.store.cursor(&id).and_then(|c| {
+            Ok((c, self.store.scanned(&id)?, self.store.pending(&id, WINDOW)?, self.store.disabled(&id)?))
+        });
+        self.unrecorded.clear();
         match loaded {
-            Ok((cursor, pending, disabled)) => {
+            Ok((cursor, scanned, pending, disabled)) => {
                 self.disabled = disabled.is_some();
                 self.more_on_disk = pending.len() >= WINDOW;
-                self.cursor = cursor.unwrap_or_else(|| self.store.head());
+                self.scanned = cursor.unwrap_or_else(|| self.store.head());
+                self.checked_until = scanned.unwrap_or(0).max(self.scanned);
+                self.saved = (cursor.unwrap_or(0), scanned.unwrap_or(0));
                 for (seq, p) in pending {
                     self.pending.insert(seq, p);
                     self.due.insert((p.due_at_ms, seq));
                 }
-                tracing::debug!(target_id = %id, cursor = self.cursor, pending = self.pending.len(), "target resumed");
+                tracing::debug!(target_id = %id, cursor = self.scanned, pending = self.pending.len(), "target resumed");
             }
             Err(e) => tracing::error!(target_id = %id, error = %e, "loading delivery state failed"),
         }
@@ -618,8 +669,12 @@ impl Handler<Requeue> for TargetActor {
         let mut batch = DeliveryBatch::default();
         let mut queued = Vec::new();
         for seq in seqs {
-            let owed = self.pending.contains_key(&seq) || self.store.is_pending(self.id(), seq).unwrap_or(true);
-            if owed || !matches!(self.store.event(seq), Ok(Some(_))) {
+            let owed = self.pending.contains_key(&seq)
+                || self.recording.contains(&seq)
+                || self.store.is_pending(self.id(), seq).unwrap_or(true);
+            let Ok(Some(event)) = self.store.event(seq) else { continue };
+            // Not matched yet, and owed: it will be delivered anyway.
+            if owed || (seq > self.scanned && self.config.subscriptions.matches(&event)) {
                 continue;
             }
             let read = self.store.final_attempt(self.id(), seq);

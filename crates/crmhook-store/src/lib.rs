@@ -14,8 +14,9 @@
 //! | `X` maximizer-id | [`AckEntry`] | a Maximizer event's `Id` → its acknowledgement |
 //! | `T` tgt_id | [`Target`] | targets |
 //! | `S` sub_id | [`Subscription`] | subscriptions |
-//! | `C` tgt_id | seq:u64 | a target's cursor: every event up to it has been matched for it |
-//! | `P` tgt_id seq:u64 | [`Pending`] | a delivery still owed: next attempt number and due time |
+//! | `C` tgt_id | seq:u64 | a target's cursor: every event up to it has been matched for it, and each delivery it owed is finished (`F`) or pending (`P`) |
+//! | `W` tgt_id | seq:u64 | how far a target had matched: deliveries after `C` and up to here may already have records |
+//! | `P` tgt_id seq:u64 | [`Pending`] | a delivery still owed that has been attempted (a retry) or queued again |
 //! | `A` seq:u64 tgt_id n:u32 | [`Attempt`] | one delivery attempt that did not finish the delivery (append-only) |
 //! | `D` tgt_id | [`Disabled`] | a target that is not delivered to (410 Gone, or an operator) |
 //! | `F` tgt_id state:u8 seq:u64 | [`Attempt`] | a finished delivery (state `d` delivered, `x` dead) and its last attempt (see below) |
@@ -56,6 +57,15 @@
 //! history is never lost. An `F` value of the version byte alone (written before this rule)
 //! holds no attempt; that delivery's attempts are all under `A`.
 //!
+//! **First attempts are not written down.** A target matches the log from its cursor and
+//! keeps the deliveries it is owed in memory; one becomes a `P` entry only when an attempt
+//! fails (the retry's schedule must survive a restart) and an `F` entry when it finishes. The
+//! cursor `C` is the low-water mark (everything up to it is recorded), and `W` bounds the
+//! range after it whose deliveries may already be recorded; at start-up a target matches from
+//! `C` again and skips the deliveries in `(C, W]` that have records. So a first delivery that
+//! succeeds costs one key. The first attempts in memory are shown to readers (pending
+//! listings and counts) through [`Unrecorded`], which each target actor keeps up to date.
+//!
 //! **Event ids carry their seq** (the low 64 bits of the id, see
 //! [`crmhook_core::EventId::with_seq`]): an event is found from its id by reading its chunk and
 //! comparing the whole id; there is no id index (but the legacy `I` keys of a migrated log).
@@ -88,10 +98,11 @@
 //!
 //! - An event is acknowledged only after the flush that contains it returned: it survives a
 //!   `kill -9` of the process at any later moment.
-//! - A cursor moves forward in the same batch as the pending deliveries it creates; an attempt
-//!   record and the pending entry it replaces or removes are written in one batch too. After a
-//!   crash the store is at a batch boundary, so a target resumes from its cursor and pending
-//!   entries: deliveries in flight at the crash are attempted again (at least once).
+//! - A cursor moves only past deliveries that are finished or pending on disk, in the same
+//!   batch as (or after) the records that make them so; an attempt record and the pending entry
+//!   it replaces or removes are written in one batch too. After a crash the store is at a batch
+//!   boundary, so a target resumes from its cursor and pending entries: deliveries in flight at
+//!   the crash are attempted again (at least once).
 //! - sled 0.34's `flush` writes and fsyncs its log file, but does not fsync the directory or
 //!   metadata of newly created segment files. After a power loss (not a process crash) the
 //!   most recent writes may therefore be lost on some file systems; see `docs/RELIABILITY.md`.
@@ -149,6 +160,7 @@ const X: u8 = b'X';
 const T: u8 = b'T';
 const S: u8 = b'S';
 const C: u8 = b'C';
+const W: u8 = b'W';
 const P: u8 = b'P';
 const A: u8 = b'A';
 const M: u8 = b'M';
@@ -474,6 +486,46 @@ struct Inner {
     failing: Arc<std::sync::atomic::AtomicBool>,
     chunks: Mutex<ChunkCache>,
     window: Arc<Mutex<IndexWindow>>,
+    unrecorded: Mutex<std::collections::HashMap<TargetId, Unrecorded>>,
+}
+
+/// A target's first attempts that are owed and not written down: kept by its actor, read by
+/// the store's readers (see the module docs). Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Unrecorded(Arc<Mutex<std::collections::BTreeSet<u64>>>);
+
+impl Unrecorded {
+    pub fn add(&self, seqs: &[u64]) {
+        if let Ok(mut set) = self.0.lock() {
+            set.extend(seqs);
+        }
+    }
+
+    pub fn remove(&self, seq: u64) {
+        if let Ok(mut set) = self.0.lock() {
+            set.remove(&seq);
+        }
+    }
+
+    pub fn clear(&self) {
+        if let Ok(mut set) = self.0.lock() {
+            set.clear();
+        }
+    }
+
+    fn contains(&self, seq: u64) -> bool {
+        self.0.lock().is_ok_and(|set| set.contains(&seq))
+    }
+
+    fn len(&self) -> usize {
+        self.0.lock().map_or(0, |set| set.len())
+    }
+
+    fn after(&self, after: u64, limit: usize) -> Vec<u64> {
+        self.0
+            .lock()
+            .map_or_else(|_| Vec::new(), |set| set.range(after.saturating_add(1)..).take(limit).copied().collect())
+    }
 }
 
 /// Key writes (`None`: remove) applied in order.
@@ -527,6 +579,12 @@ impl DeliveryBatch {
     /// Sets a target's cursor.
     pub fn cursor(&mut self, target: &TargetId, seq: u64) -> Result<()> {
         self.batch.insert(key(C, &[target.as_str().as_bytes()]), codec::encode(&seq)?);
+        Ok(())
+    }
+
+    /// Sets how far a target has matched (see the module docs).
+    pub fn scanned(&mut self, target: &TargetId, seq: u64) -> Result<()> {
+        self.batch.insert(key(W, &[target.as_str().as_bytes()]), codec::encode(&seq)?);
         Ok(())
     }
 
@@ -678,6 +736,7 @@ impl Store {
                 failing,
                 chunks: Mutex::default(),
                 window,
+                unrecorded: Mutex::default(),
             }),
         };
         // The window of the indexes lived in memory: read it back from the log (after
@@ -948,6 +1007,7 @@ impl Store {
         let mut batch = Writes::default();
         batch.remove(key(T, &[id.as_str().as_bytes()]));
         batch.remove(key(C, &[id.as_str().as_bytes()]));
+        batch.remove(key(W, &[id.as_str().as_bytes()]));
         batch.remove(key(D, &[id.as_str().as_bytes()]));
         for sub in self.subscriptions()?.into_iter().filter(|s| &s.target_id == id) {
             batch.remove(key(S, &[sub.id.as_str().as_bytes()]));
@@ -961,7 +1021,11 @@ impl Store {
                 batch.remove(k.to_vec());
             }
         }
-        self.write(batch).await
+        self.write(batch).await?;
+        if let Ok(mut all) = self.inner.unrecorded.lock() {
+            all.remove(id);
+        }
+        Ok(())
     }
 
     /// Queues the move of the attempt a final-state key `k` (value `v`) holds to an `A` key.
@@ -990,7 +1054,26 @@ impl Store {
         self.inner.tree.get(key(C, &[target.as_str().as_bytes()]))?.map(|v| read_u64(&v)).transpose()
     }
 
-    /// A target's pending deliveries in seq order, at most `limit`.
+    /// How far a target had matched when its state was last written (see the module docs).
+    pub fn scanned(&self, target: &TargetId) -> Result<Option<u64>> {
+        self.inner.tree.get(key(W, &[target.as_str().as_bytes()]))?.map(|v| read_u64(&v)).transpose()
+    }
+
+    /// The first attempts a target owes and has not written down (the target actor keeps them
+    /// up to date); readers count them as pending.
+    pub fn unrecorded(&self, target: &TargetId) -> Unrecorded {
+        match self.inner.unrecorded.lock() {
+            Ok(mut all) => all.entry(target.clone()).or_default().clone(),
+            Err(_) => Unrecorded::default(),
+        }
+    }
+
+    fn unrecorded_seqs(&self, target: &TargetId) -> Option<Unrecorded> {
+        self.inner.unrecorded.lock().ok().and_then(|all| all.get(target).cloned())
+    }
+
+    /// A target's pending deliveries on disk (retries and deliveries queued again) in seq
+    /// order, at most `limit`.
     pub fn pending(&self, target: &TargetId, limit: usize) -> Result<Vec<(u64, Pending)>> {
         let prefix = key(P, &[target.as_str().as_bytes()]);
         self.inner
@@ -1010,7 +1093,16 @@ impl Store {
         self.one(D, target.as_str())
     }
 
+    /// Whether a delivery is owed: pending on disk, or a first attempt not yet made.
     pub fn is_pending(&self, target: &TargetId, seq: u64) -> Result<bool> {
+        if self.unrecorded_seqs(target).is_some_and(|u| u.contains(seq)) {
+            return Ok(true);
+        }
+        self.is_pending_on_disk(target, seq)
+    }
+
+    /// Whether a delivery has a pending entry on disk.
+    pub fn is_pending_on_disk(&self, target: &TargetId, seq: u64) -> Result<bool> {
         Ok(self.inner.tree.contains_key(key(P, &[target.as_str().as_bytes(), &seq.to_be_bytes()]))?)
     }
 
@@ -1190,7 +1282,14 @@ impl Store {
                 out.push((seq, state));
             }
         }
+        if status.is_none_or(|s| s == DeliveryStatus::Pending) {
+            if let Some(unrecorded) = self.unrecorded_seqs(target) {
+                out.extend(unrecorded.after(after, limit).into_iter().map(|seq| (seq, DeliveryStatus::Pending)));
+            }
+        }
         out.sort_by_key(|(seq, _)| *seq);
+        // A first attempt whose retry is being recorded is briefly in both.
+        out.dedup_by_key(|(seq, _)| *seq);
         out.truncate(limit);
         Ok(out)
     }
@@ -1199,7 +1298,8 @@ impl Store {
     pub fn delivery_counts(&self, target: &TargetId) -> Result<(u64, u64)> {
         let count =
             |prefix: Vec<u8>| self.inner.tree.scan_prefix(prefix).keys().try_fold(0u64, |n, k| k.map(|_| n + 1));
-        Ok((count(key(P, &[target.as_str().as_bytes()]))?, count(final_prefix(target, Final::Dead))?))
+        let unrecorded = self.unrecorded_seqs(target).map_or(0, |u| u.len() as u64);
+        Ok((count(key(P, &[target.as_str().as_bytes()]))? + unrecorded, count(final_prefix(target, Final::Dead))?))
     }
 
     /// The last attempt at delivering event `seq` to `target`.
