@@ -679,3 +679,84 @@ fn retention_compacts_finished_events_and_keeps_numbering() {
     let next = server.post_ok(&maia("ai_pause", json!({})));
     assert_eq!(next["events"][0]["seq"], 3, "seqs are never reused");
 }
+
+#[test]
+fn first_attempts_in_memory_count_as_pending_and_are_not_repeated_after_a_restart() {
+    let mut server = Server::start();
+    let rcv = Receiver::start();
+    // Every answer takes 600 ms: 16 attempts are in flight, the others wait in memory (a first
+    // attempt is not written down before it is made).
+    rcv.program("/slow", &[], delayed(200, Duration::from_millis(600)));
+    let (tid, _) = server.wire(&rcv.url("/slow"), Some(json!({})), json!({"timeout_ms": 5000}));
+    let tags: Vec<String> = (0..40)
+        .map(|_| {
+            let event = maia("crm_field_update", json!({}));
+            server.post_ok(&event);
+            event["recordId"].as_str().expect("tag").to_owned()
+        })
+        .collect();
+    let pending = || {
+        let listed = server.admin("GET", &format!("/v1/targets/{tid}/deliveries?status=pending&limit=1000"), None);
+        let health = server.admin("GET", &format!("/v1/targets/{tid}"), None).json()["health"]["pending"].clone();
+        (listed.json()["deliveries"].as_array().map_or(0, Vec::len), health.as_u64().unwrap_or(0))
+    };
+    wait_for(DELIVERY, "all 40 pending", || (pending() == (40, 40)).then_some(()));
+    let metrics = server.request("GET", "/metrics", None, None).text;
+    assert!(metrics.contains(&format!("crmhook_pending_deliveries{{target=\"{tid}\"}} 40")), "{metrics}");
+
+    rcv.wait_count("/slow", 40, Duration::from_secs(20));
+    wait_for(DELIVERY, "nothing pending", || (pending() == (0, 0)).then_some(()));
+    let delivered = server.admin("GET", &format!("/v1/targets/{tid}/deliveries?status=delivered&limit=1000"), None);
+    assert_eq!(delivered.json()["deliveries"].as_array().map(Vec::len), Some(40));
+
+    // After a restart the target matches again from its cursor: what was delivered is skipped.
+    server.restart();
+    rcv.set_default("/slow", status(200));
+    let last = maia("crm_field_update", json!({}));
+    server.post_ok(&last);
+    rcv.wait_count("/slow", 41, DELIVERY);
+    assert!(holds_for(QUIET, || rcv.count("/slow") == 41));
+    let counts = rcv.tag_counts("/slow");
+    assert!(tags.iter().all(|t| counts.get(t) == Some(&1)), "{counts:?}");
+}
+
+#[test]
+fn after_a_crash_deliveries_recorded_past_the_cursor_are_skipped_and_the_one_in_flight_is_made_again() {
+    let mut server = Server::start();
+    let rcv = Receiver::start();
+    // The first request hangs: the cursor stays below it while the 39 others are delivered
+    // and recorded past it.
+    rcv.program("/crash", &[delayed(200, Duration::from_secs(30))], status(200));
+    let (tid, _) = server.wire(
+        &rcv.url("/crash"),
+        Some(json!({"event_types": ["crm_field_update"]})),
+        json!({"timeout_ms": 60_000}),
+    );
+    let tags: Vec<String> = (0..40)
+        .map(|_| {
+            let event = maia("crm_field_update", json!({}));
+            server.post_ok(&event);
+            event["recordId"].as_str().expect("tag").to_owned()
+        })
+        .collect();
+    let delivered = || {
+        let r = server.admin("GET", &format!("/v1/targets/{tid}/deliveries?status=delivered&limit=1000"), None);
+        r.json()["deliveries"].as_array().map_or(0, Vec::len)
+    };
+    wait_for(DELIVERY, "39 delivered, one hanging", || (delivered() == 39 && rcv.count("/crash") == 40).then_some(()));
+    let hanging = rcv.requests("/crash")[0].tag();
+    // An acknowledged event is flushed, and with it every write before it.
+    server.post_ok(&maia("crm_record_created", json!({})));
+    server.kill9();
+    server.respawn();
+
+    // The hanging delivery is made again; the 39 recorded ones are not.
+    let last = maia("crm_field_update", json!({}));
+    server.post_ok(&last);
+    rcv.wait_count("/crash", 42, DELIVERY);
+    assert!(holds_for(QUIET, || rcv.count("/crash") == 42));
+    let counts = rcv.tag_counts("/crash");
+    for tag in tags.iter().chain([&last["recordId"].as_str().expect("tag").to_owned()]) {
+        assert_eq!(counts.get(tag), Some(&if *tag == hanging { 2 } else { 1 }), "{tag}: {counts:?}");
+    }
+}
