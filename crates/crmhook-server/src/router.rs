@@ -194,7 +194,7 @@ impl Router {
             return;
         }
         let events: Vec<_> =
-            self.store.events_from(from).take_while(|e| e.as_ref().is_ok_and(|e| e.seq <= to)).flatten().collect();
+            self.store.event_refs_from(from).take_while(|e| e.as_ref().is_ok_and(|e| e.seq <= to)).flatten().collect();
         for running in self.targets.values() {
             if events.iter().any(|e| running.config.subscriptions.matches(e)) {
                 running.handle.wake();

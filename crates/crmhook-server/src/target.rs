@@ -268,7 +268,7 @@ impl TargetActor {
         let room = WINDOW - self.pending.len();
         let mut last = self.scanned;
         let mut taken = Vec::new();
-        for event in self.store.events_from(self.scanned + 1).take(SCAN_STEP) {
+        for event in self.store.event_refs_from(self.scanned + 1).take(SCAN_STEP) {
             match event {
                 Ok(event) if event.seq <= head => {
                     last = event.seq;
@@ -343,7 +343,7 @@ impl TargetActor {
         let Some(pending) = self.pending.get(&seq).copied() else {
             return;
         };
-        let event = match self.store.event(seq) {
+        let event = match self.store.event_ref(seq) {
             Ok(Some(event)) => event,
             Ok(None) => {
                 tracing::warn!(target_id = %self.id(), seq, "owed event is no longer in the log; dropping the delivery");

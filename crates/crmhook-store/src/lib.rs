@@ -376,6 +376,22 @@ struct CachedChunk {
     events: Arc<Vec<Event>>,
 }
 
+/// An event shared with the store's cache of decoded chunks (no copy of its payload); derefs
+/// to the [`Event`].
+#[derive(Clone)]
+pub struct EventRef {
+    chunk: Arc<Vec<Event>>,
+    index: usize,
+}
+
+impl std::ops::Deref for EventRef {
+    type Target = Event;
+
+    fn deref(&self) -> &Event {
+        &self.chunk[self.index]
+    }
+}
+
 /// How many decoded chunks the store keeps.
 const CACHED_CHUNKS: usize = 256;
 
@@ -906,7 +922,13 @@ impl Store {
     }
 
     pub fn event(&self, seq: u64) -> Result<Option<Event>> {
-        Ok(self.chunk_at(seq)?.and_then(|chunk| chunk.iter().find(|e| e.seq == seq).cloned()))
+        Ok(self.event_ref(seq)?.map(|e| Event::clone(&e)))
+    }
+
+    /// The event at `seq`, shared with the store's cache rather than copied.
+    pub fn event_ref(&self, seq: u64) -> Result<Option<EventRef>> {
+        let Some(chunk) = self.chunk_at(seq)? else { return Ok(None) };
+        Ok(chunk.iter().position(|e| e.seq == seq).map(|index| EventRef { chunk, index }))
     }
 
     /// The event with this id: the id names its seq, and the whole id must match. Events
@@ -922,7 +944,12 @@ impl Store {
     }
 
     /// Events with seq ≥ `from`, in log order.
-    pub fn events_from(&self, from: u64) -> Box<dyn Iterator<Item = Result<Event>> + '_> {
+    pub fn events_from(&self, from: u64) -> impl Iterator<Item = Result<Event>> + '_ {
+        self.event_refs_from(from).map(|e| e.map(|e| Event::clone(&e)))
+    }
+
+    /// [`Store::events_from`] without copying the events out of the store's cache.
+    pub fn event_refs_from(&self, from: u64) -> Box<dyn Iterator<Item = Result<EventRef>> + '_> {
         let tree = &self.inner.tree;
         let start = match last_at_or_before(tree, &key(E, &[]), &seq_key(from)) {
             Ok(found) => found.map_or_else(|| seq_key(from), |k| k.to_vec()),
@@ -931,9 +958,12 @@ impl Store {
         let generation = self.chunk_generation();
         Box::new(tree.range(start..key(E + 1, &[])).flat_map(move |kv| {
             let chunk = kv.map_err(StoreError::from).and_then(|(k, v)| self.decode_chunk(&k, &v, generation));
-            let items: Vec<Result<Event>> = match chunk {
-                Ok(events) => events.iter().filter(|e| e.seq >= from).cloned().map(Ok).collect(),
-                Err(e) => vec![Err(e)],
+            let items: Box<dyn Iterator<Item = Result<EventRef>>> = match chunk {
+                Ok(chunk) => {
+                    let first = chunk.iter().position(|e| e.seq >= from).unwrap_or(chunk.len());
+                    Box::new((first..chunk.len()).map(move |index| Ok(EventRef { chunk: chunk.clone(), index })))
+                }
+                Err(e) => Box::new(std::iter::once(Err(e))),
             };
             items
         }))
