@@ -297,7 +297,11 @@ impl TargetActor {
             self.fresh.insert(*seq);
         }
         self.unrecorded.add(&taken);
-        self.write_state(ctx);
+        // The new marks go with the records of these deliveries; a stretch of events that
+        // matched nothing is written down at once, so the cursor keeps up on disk.
+        if taken.is_empty() {
+            self.write_state(ctx);
+        }
     }
 
     /// Whether a matched event's delivery is still owed: not in the window already and, if an
