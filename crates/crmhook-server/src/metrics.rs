@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use crmhook_store::Store;
 
@@ -19,15 +19,52 @@ pub struct Health {
     pub failures_in_a_row: u64,
 }
 
+/// The outcomes an attempt is counted under, in `crmhook_deliveries_total`.
+pub const OUTCOMES: [&str; 4] = ["delivered", "retry", "dead", "disabled"];
+
 #[derive(Default)]
 pub struct Metrics {
-    health: Mutex<BTreeMap<String, Health>>,
-    ingested: Mutex<BTreeMap<String, u64>>,
-    /// target → outcome → count (keyed by target first, so counting needs no allocation).
-    deliveries: Mutex<BTreeMap<String, BTreeMap<&'static str, u64>>>,
+    /// Counters by event type; a new type takes the write lock once.
+    ingested: RwLock<BTreeMap<String, Arc<AtomicU64>>>,
+    /// Each target's counters; its actor holds them, so counting an attempt takes no lock.
+    targets: RwLock<BTreeMap<String, Arc<TargetMetrics>>>,
     buckets: [AtomicU64; BUCKETS.len()],
     attempts: AtomicU64,
     attempt_ms_sum: AtomicU64,
+}
+
+/// One target's counters and health (atomics: its actor counts, scrapes read).
+#[derive(Default)]
+pub struct TargetMetrics {
+    /// By outcome, in the order of [`OUTCOMES`].
+    outcomes: [AtomicU64; OUTCOMES.len()],
+    /// 0 until the first success.
+    last_success_ms: AtomicU64,
+    failures_in_a_row: AtomicU64,
+}
+
+impl TargetMetrics {
+    /// An attempt ended with `outcome` (one of [`OUTCOMES`]) after `duration_ms`.
+    pub fn attempt(&self, outcome: &'static str, duration_ms: u64) {
+        if let Some(i) = OUTCOMES.iter().position(|o| *o == outcome) {
+            self.outcomes[i].fetch_add(1, Ordering::Relaxed);
+        }
+        if outcome == "delivered" {
+            self.last_success_ms.store(crmhook_core::time::now_ms(), Ordering::Relaxed);
+            self.failures_in_a_row.store(0, Ordering::Relaxed);
+        } else {
+            self.failures_in_a_row.fetch_add(1, Ordering::Relaxed);
+        }
+        metrics().duration(duration_ms);
+    }
+
+    fn health(&self) -> Health {
+        let last = self.last_success_ms.load(Ordering::Relaxed);
+        Health {
+            last_success_ms: (last > 0).then_some(last),
+            failures_in_a_row: self.failures_in_a_row.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// The process's metrics.
@@ -39,34 +76,27 @@ pub fn metrics() -> &'static Metrics {
 impl Metrics {
     /// An event of this type was accepted (not a duplicate).
     pub fn ingested(&self, event_type: &str) {
-        if let Ok(mut m) = self.ingested.lock() {
-            *m.entry(event_type.to_owned()).or_insert(0) += 1;
+        let counted =
+            self.ingested.read().ok().and_then(|m| m.get(event_type).map(|n| n.fetch_add(1, Ordering::Relaxed)));
+        if counted.is_none() {
+            if let Ok(mut m) = self.ingested.write() {
+                m.entry(event_type.to_owned()).or_default().fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
-    /// An attempt to `target` ended with `outcome` (`delivered`, `retry`, `dead`, `disabled`)
-    /// after `duration_ms`.
-    pub fn attempt(&self, target: &str, outcome: &'static str, duration_ms: u64) {
-        if let Ok(mut m) = self.deliveries.lock() {
-            if !m.contains_key(target) {
-                m.insert(target.to_owned(), BTreeMap::new());
-            }
-            if let Some(counts) = m.get_mut(target) {
-                *counts.entry(outcome).or_insert(0) += 1;
-            }
+    /// A target's counters, created on first use.
+    pub fn target(&self, target: &str) -> Arc<TargetMetrics> {
+        if let Some(t) = self.targets.read().ok().and_then(|m| m.get(target).cloned()) {
+            return t;
         }
-        if let Ok(mut h) = self.health.lock() {
-            if !h.contains_key(target) {
-                h.insert(target.to_owned(), Health::default());
-            }
-            let Some(h) = h.get_mut(target) else { return };
-            if outcome == "delivered" {
-                h.last_success_ms = Some(crmhook_core::time::now_ms());
-                h.failures_in_a_row = 0;
-            } else {
-                h.failures_in_a_row += 1;
-            }
+        match self.targets.write() {
+            Ok(mut m) => m.entry(target.to_owned()).or_default().clone(),
+            Err(_) => Arc::default(),
         }
+    }
+
+    fn duration(&self, duration_ms: u64) {
         let seconds = duration_ms as f64 / 1000.0;
         for (bound, bucket) in BUCKETS.iter().zip(&self.buckets) {
             if seconds <= *bound {
@@ -79,7 +109,7 @@ impl Metrics {
 
     /// A target's health since the process started.
     pub fn health(&self, target: &str) -> Health {
-        self.health.lock().ok().and_then(|h| h.get(target).copied()).unwrap_or_default()
+        self.targets.read().ok().and_then(|m| m.get(target).map(|t| t.health())).unwrap_or_default()
     }
 
     /// The text exposition.
@@ -87,16 +117,18 @@ impl Metrics {
         let mut out = String::new();
         let _ = writeln!(out, "# HELP crmhook_events_ingested_total Events accepted into the log, by type.");
         let _ = writeln!(out, "# TYPE crmhook_events_ingested_total counter");
-        if let Ok(m) = self.ingested.lock() {
+        if let Ok(m) = self.ingested.read() {
             for (t, n) in m.iter() {
+                let n = n.load(Ordering::Relaxed);
                 let _ = writeln!(out, "crmhook_events_ingested_total{{type=\"{}\"}} {n}", escape(t));
             }
         }
         let _ = writeln!(out, "# HELP crmhook_deliveries_total Delivery attempts, by target and outcome.");
         let _ = writeln!(out, "# TYPE crmhook_deliveries_total counter");
-        if let Ok(m) = self.deliveries.lock() {
+        if let Ok(m) = self.targets.read() {
             for (target, counts) in m.iter() {
-                for (outcome, n) in counts {
+                let counts = OUTCOMES.iter().zip(&counts.outcomes).map(|(o, n)| (o, n.load(Ordering::Relaxed)));
+                for (outcome, n) in counts.filter(|(_, n)| *n > 0) {
                     let _ = writeln!(
                         out,
                         "crmhook_deliveries_total{{target=\"{}\",outcome=\"{outcome}\"}} {n}",

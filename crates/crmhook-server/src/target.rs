@@ -161,6 +161,7 @@ struct TargetActor {
     fresh: BTreeSet<u64>,
     /// What readers of the store see of `fresh` (and of finished ones not yet written).
     unrecorded: Unrecorded,
+    metrics: Arc<crate::metrics::TargetMetrics>,
     timer: Option<(u64, SpawnHandle)>,
     /// 410 Gone or an operator: no attempts until enabled again.
     disabled: bool,
@@ -180,6 +181,7 @@ struct TargetActor {
 impl TargetActor {
     fn new(store: Store, config: TargetConfig) -> Self {
         let unrecorded = store.unrecorded(&config.target.id);
+        let metrics = crate::metrics::metrics().target(config.target.id.as_str());
         TargetActor {
             store,
             config,
@@ -191,6 +193,7 @@ impl TargetActor {
             in_flight: HashSet::new(),
             fresh: BTreeSet::new(),
             unrecorded,
+            metrics,
             timer: None,
             disabled: false,
             draining: false,
@@ -428,7 +431,7 @@ impl TargetActor {
             AttemptResult::Dead => "dead",
             AttemptResult::TargetDisabled => "disabled",
         };
-        crate::metrics::metrics().attempt(target.id.as_str(), outcome_label, report.duration_ms);
+        self.metrics.attempt(outcome_label, report.duration_ms);
         let code = match &report.outcome {
             crmhook_core::retry::Outcome::Status(code) => Some(*code),
             _ => None,
