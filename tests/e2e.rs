@@ -680,6 +680,24 @@ fn retention_compacts_finished_events_and_keeps_numbering() {
     assert_eq!(next["events"][0]["seq"], 3, "seqs are never reused");
 }
 
+/// Posts `n` MAIA events one by one; answers their recordIds.
+fn post_tagged(server: &Server, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|_| {
+            let event = maia("crm_field_update", json!({}));
+            server.post_ok(&event);
+            event["recordId"].as_str().expect("tag").to_owned()
+        })
+        .collect()
+}
+
+/// How many of a target's deliveries `GET /v1/targets/{id}/deliveries?status=` lists (up to
+/// 1,000).
+fn listed(server: &Server, tid: &str, status: &str) -> usize {
+    let r = server.admin("GET", &format!("/v1/targets/{tid}/deliveries?status={status}&limit=1000"), None);
+    r.json()["deliveries"].as_array().map_or(0, Vec::len)
+}
+
 #[test]
 fn first_attempts_in_memory_count_as_pending_and_are_not_repeated_after_a_restart() {
     let mut server = Server::start();
@@ -688,17 +706,10 @@ fn first_attempts_in_memory_count_as_pending_and_are_not_repeated_after_a_restar
     // attempt is not written down before it is made).
     rcv.program("/slow", &[], delayed(200, Duration::from_millis(600)));
     let (tid, _) = server.wire(&rcv.url("/slow"), Some(json!({})), json!({"timeout_ms": 5000}));
-    let tags: Vec<String> = (0..40)
-        .map(|_| {
-            let event = maia("crm_field_update", json!({}));
-            server.post_ok(&event);
-            event["recordId"].as_str().expect("tag").to_owned()
-        })
-        .collect();
+    let tags = post_tagged(&server, 40);
     let pending = || {
-        let listed = server.admin("GET", &format!("/v1/targets/{tid}/deliveries?status=pending&limit=1000"), None);
         let health = server.admin("GET", &format!("/v1/targets/{tid}"), None).json()["health"]["pending"].clone();
-        (listed.json()["deliveries"].as_array().map_or(0, Vec::len), health.as_u64().unwrap_or(0))
+        (listed(&server, &tid, "pending"), health.as_u64().unwrap_or(0))
     };
     wait_for(DELIVERY, "all 40 pending", || (pending() == (40, 40)).then_some(()));
     let metrics = server.request("GET", "/metrics", None, None).text;
@@ -706,8 +717,7 @@ fn first_attempts_in_memory_count_as_pending_and_are_not_repeated_after_a_restar
 
     rcv.wait_count("/slow", 40, Duration::from_secs(20));
     wait_for(DELIVERY, "nothing pending", || (pending() == (0, 0)).then_some(()));
-    let delivered = server.admin("GET", &format!("/v1/targets/{tid}/deliveries?status=delivered&limit=1000"), None);
-    assert_eq!(delivered.json()["deliveries"].as_array().map(Vec::len), Some(40));
+    assert_eq!(listed(&server, &tid, "delivered"), 40);
 
     // After a restart the target matches again from its cursor: what was delivered is skipped.
     server.restart();
@@ -732,18 +742,10 @@ fn after_a_crash_deliveries_recorded_past_the_cursor_are_skipped_and_the_one_in_
         Some(json!({"event_types": ["crm_field_update"]})),
         json!({"timeout_ms": 60_000}),
     );
-    let tags: Vec<String> = (0..40)
-        .map(|_| {
-            let event = maia("crm_field_update", json!({}));
-            server.post_ok(&event);
-            event["recordId"].as_str().expect("tag").to_owned()
-        })
-        .collect();
-    let delivered = || {
-        let r = server.admin("GET", &format!("/v1/targets/{tid}/deliveries?status=delivered&limit=1000"), None);
-        r.json()["deliveries"].as_array().map_or(0, Vec::len)
-    };
-    wait_for(DELIVERY, "39 delivered, one hanging", || (delivered() == 39 && rcv.count("/crash") == 40).then_some(()));
+    let tags = post_tagged(&server, 40);
+    wait_for(DELIVERY, "39 delivered, one hanging", || {
+        (listed(&server, &tid, "delivered") == 39 && rcv.count("/crash") == 40).then_some(())
+    });
     let hanging = rcv.requests("/crash")[0].tag();
     // An acknowledged event is flushed, and with it every write before it.
     server.post_ok(&maia("crm_record_created", json!({})));

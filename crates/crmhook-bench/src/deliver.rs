@@ -160,27 +160,35 @@ fn drain(server: &Server, rcv: &Receiver, targets: &[String], total: u64) -> any
     let elapsed = t0.elapsed().as_secs_f64();
     if std::env::var_os("CRMHOOK_BENCH_CPU").is_some() {
         // Where the server's CPU went during the drain, by thread name (% of one core).
-        let after = server.thread_ticks();
-        let mut line = format!("    cpu during drain of {total} ({:.0}/s):", total as f64 / elapsed);
-        let mut sum = 0;
-        for (name, t) in &after {
-            let d = t - ticks.get(name).copied().unwrap_or(0);
-            sum += d;
-            if d > 0 {
-                line += &format!(" {name} {:.0}%", d as f64 / elapsed);
-            }
-        }
-        line += &format!(" | total {:.0}%, {:.1} us/delivery", sum as f64 / elapsed, sum as f64 * 1e4 / total as f64);
-        line += " | bench:";
-        for (name, t) in &crate::soak::thread_ticks(std::process::id()) {
-            let d = t - own.get(name).copied().unwrap_or(0);
-            if d > 0 {
-                line += &format!(" {name} {:.0}%", d as f64 / elapsed);
-            }
-        }
-        println!("{line}");
+        let (threads, sum) = cpu_by_thread(&ticks, &server.thread_ticks(), elapsed);
+        let (bench, _) = cpu_by_thread(&own, &crate::soak::thread_ticks(std::process::id()), elapsed);
+        println!(
+            "    cpu during drain of {total} ({:.0}/s):{threads} | total {:.0}%, {:.1} us/delivery | bench:{bench}",
+            total as f64 / elapsed,
+            sum as f64 / elapsed,
+            sum as f64 * 1e4 / total as f64
+        );
     }
     Ok(total as f64 / elapsed)
+}
+
+/// Each thread's CPU between two readings of [`crate::soak::thread_ticks`], as " name N%" (of
+/// one core), and the ticks in all.
+fn cpu_by_thread(
+    before: &std::collections::BTreeMap<String, u64>,
+    after: &std::collections::BTreeMap<String, u64>,
+    elapsed: f64,
+) -> (String, u64) {
+    let mut line = String::new();
+    let mut sum = 0;
+    for (name, t) in after {
+        let d = t - before.get(name).copied().unwrap_or(0);
+        sum += d;
+        if d > 0 {
+            line += &format!(" {name} {:.0}%", d as f64 / elapsed);
+        }
+    }
+    (line, sum)
 }
 
 use crate::{median, ROUNDS};

@@ -76,24 +76,12 @@ pub fn metrics() -> &'static Metrics {
 impl Metrics {
     /// An event of this type was accepted (not a duplicate).
     pub fn ingested(&self, event_type: &str) {
-        let counted =
-            self.ingested.read().ok().and_then(|m| m.get(event_type).map(|n| n.fetch_add(1, Ordering::Relaxed)));
-        if counted.is_none() {
-            if let Ok(mut m) = self.ingested.write() {
-                m.entry(event_type.to_owned()).or_default().fetch_add(1, Ordering::Relaxed);
-            }
-        }
+        entry(&self.ingested, event_type).fetch_add(1, Ordering::Relaxed);
     }
 
     /// A target's counters, created on first use.
     pub fn target(&self, target: &str) -> Arc<TargetMetrics> {
-        if let Some(t) = self.targets.read().ok().and_then(|m| m.get(target).cloned()) {
-            return t;
-        }
-        match self.targets.write() {
-            Ok(mut m) => m.entry(target.to_owned()).or_default().clone(),
-            Err(_) => Arc::default(),
-        }
+        entry(&self.targets, target)
     }
 
     fn duration(&self, duration_ms: u64) {
@@ -170,6 +158,18 @@ impl Metrics {
         let _ = writeln!(out, "# TYPE crmhook_log_head_seq gauge");
         let _ = writeln!(out, "crmhook_log_head_seq {}", store.head());
         out
+    }
+}
+
+/// The value under `key`, created on first use: a shared lock for the lookup, the exclusive
+/// one only to add a key.
+fn entry<T: Default>(map: &RwLock<BTreeMap<String, Arc<T>>>, key: &str) -> Arc<T> {
+    if let Some(found) = map.read().ok().and_then(|m| m.get(key).cloned()) {
+        return found;
+    }
+    match map.write() {
+        Ok(mut m) => m.entry(key.to_owned()).or_default().clone(),
+        Err(_) => Arc::default(),
     }
 }
 

@@ -679,16 +679,19 @@ impl Handler<Requeue> for TargetActor {
             let owed = self.pending.contains_key(&seq)
                 || self.recording.contains(&seq)
                 || self.store.is_pending(self.id(), seq).unwrap_or(true);
-            let Ok(Some(event)) = self.store.event(seq) else { continue };
+            let Ok(Some(event)) = self.store.event_ref(seq) else { continue };
             // Not matched yet, and owed: it will be delivered anyway.
             if owed || (seq > self.scanned && self.config.subscriptions.matches(&event)) {
                 continue;
             }
-            let read = self.store.final_attempt(self.id(), seq);
-            let Ok((held, last)) = read.and_then(|held| Ok((held, self.store.last_attempt(self.id(), seq)?))) else {
-                continue;
+            // The attempt a finished delivery's final state holds is its last one.
+            let Ok(held) = self.store.final_attempt(self.id(), seq) else { continue };
+            let last = match &held {
+                Some(a) => Ok(Some(a.n)),
+                None => self.store.last_attempt(self.id(), seq).map(|a| a.map(|a| a.n)),
             };
-            let next = last.map_or(1, |a| a.n + 1);
+            let Ok(last) = last else { continue };
+            let next = last.map_or(1, |n| n + 1);
             let p = Pending { attempt: next, due_at_ms: now, round: next };
             if batch.requeue(self.id(), seq, p, held.as_ref()).is_ok() {
                 queued.push((seq, p));

@@ -2234,14 +2234,7 @@ mod tests {
             assert_eq!(store.pending(&t, 10).expect("read").len(), 2);
             let mut b = DeliveryBatch::default();
             b.done(&t, 5);
-            let attempt = Attempt {
-                n: 1,
-                at_ms: 1,
-                duration_ms: 2,
-                outcome: crmhook_core::retry::Outcome::Status(200),
-                result: AttemptResult::Delivered,
-                round: 1,
-            };
+            let attempt = attempt(1, AttemptResult::Delivered);
             b.attempt(&t, 5, &attempt).expect("encode");
             store.write_deliveries(b).await.expect("write");
             assert_eq!(
