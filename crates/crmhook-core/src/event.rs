@@ -57,12 +57,54 @@ pub struct Event {
     pub received_at_ms: u64,
     pub kind: EventKind,
     pub event_type: String,
+    /// Written as bytes, not as a sequence of numbers: the same bytes in the log (a length,
+    /// then the bytes), read in one copy instead of one call per byte.
+    #[serde(with = "bytes")]
     pub payload: Vec<u8>,
     pub record_id: Option<String>,
     pub kanban_id: Option<String>,
     pub field_name: Option<String>,
     pub external_id: Option<String>,
     pub version_major: Option<u32>,
+}
+
+/// `Vec<u8>` through serde's byte methods. A format that has no bytes of its own (JSON) writes
+/// a sequence, as it does for a plain `Vec<u8>`, and either is read back.
+mod bytes {
+    use serde::de::{Deserializer, SeqAccess, Visitor};
+    use serde::Serializer;
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(bytes)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        struct Bytes;
+        impl<'de> Visitor<'de> for Bytes {
+            type Value = Vec<u8>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+
+            fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+                while let Some(b) = seq.next_element()? {
+                    out.push(b);
+                }
+                Ok(out)
+            }
+        }
+        deserializer.deserialize_byte_buf(Bytes)
+    }
 }
 
 impl Event {

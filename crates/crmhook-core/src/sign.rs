@@ -34,21 +34,45 @@ pub fn generate_token(prefix: &str) -> String {
     format!("{prefix}{}", hex::encode(key))
 }
 
-fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+fn keyed(key: &[u8]) -> HmacSha256 {
     // HMAC takes keys of any length; new_from_slice cannot fail for it.
-    let mut mac = match HmacSha256::new_from_slice(key) {
+    match HmacSha256::new_from_slice(key) {
         Ok(mac) => mac,
         Err(_) => unreachable!("HMAC accepts keys of every length"),
-    };
+    }
+}
+
+/// The MAC of `parts` under a keyed HMAC (cloned: the key's two blocks are hashed once).
+fn mac_of(keyed: &HmacSha256, parts: &[&[u8]]) -> [u8; 32] {
+    let mut mac = keyed.clone();
     for part in parts {
         mac.update(part);
     }
     mac.finalize().into_bytes().into()
 }
 
+fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    mac_of(&keyed(key), parts)
+}
+
+fn push_maia(out: &mut String, mac: &[u8; 32]) {
+    let mut hex = [0u8; 64];
+    if hex::encode_to_slice(mac, &mut hex).is_ok() {
+        out.push_str("sha256=");
+        out.extend(hex.iter().map(|b| *b as char));
+    }
+}
+
+fn push_standard(out: &mut String, mac: &[u8; 32]) {
+    out.push_str("v1,");
+    STANDARD.encode_string(mac, out);
+}
+
 /// `sha256=<hex>` over `<timestamp>.<body>` with the secret string as key.
 pub fn maia_signature(secret: &str, timestamp: &str, body: &[u8]) -> String {
-    format!("sha256={}", hex::encode(hmac(secret.as_bytes(), &[timestamp.as_bytes(), b".", body])))
+    let mut out = String::with_capacity(71);
+    push_maia(&mut out, &hmac(secret.as_bytes(), &[timestamp.as_bytes(), b".", body]));
+    out
 }
 
 /// The Standard Webhooks key: base64-decode of what follows `whsec_`.
@@ -61,7 +85,9 @@ pub fn standard_key(secret: &str) -> Option<Vec<u8>> {
 pub fn standard_signature(secret: &str, msg_id: &str, timestamp: &str, body: &[u8]) -> Option<String> {
     let key = standard_key(secret)?;
     let mac = hmac(&key, &[msg_id.as_bytes(), b".", timestamp.as_bytes(), b".", body]);
-    Some(format!("v1,{}", STANDARD.encode(mac)))
+    let mut out = String::with_capacity(47);
+    push_standard(&mut out, &mac);
+    Some(out)
 }
 
 /// The signature headers of one delivery attempt.
@@ -75,9 +101,58 @@ pub struct Signatures {
 
 /// Signs a delivery with every secret in `secrets` (new first).
 pub fn sign(secrets: &[&str], msg_id: &str, timestamp: &str, body: &[u8]) -> Signatures {
-    let maia: Vec<String> = secrets.iter().map(|s| maia_signature(s, timestamp, body)).collect();
-    let standard: Vec<String> = secrets.iter().filter_map(|s| standard_signature(s, msg_id, timestamp, body)).collect();
-    Signatures { maia: maia.join(" "), standard: standard.join(" ") }
+    Signer::new(secrets.iter().map(|s| (*s, None))).sign(0, msg_id, timestamp, body)
+}
+
+/// One secret, keyed for both schemes.
+#[derive(Clone)]
+struct Key {
+    maia: HmacSha256,
+    /// `None` when the secret is not `whsec_<base64>`.
+    standard: Option<HmacSha256>,
+    /// Signs only before this time (a rotated-out secret).
+    until_ms: Option<u64>,
+}
+
+/// A target's secrets made ready to sign: each key is decoded and its HMAC keyed once, not per
+/// delivery. Signs exactly as [`sign`] does.
+#[derive(Clone)]
+pub struct Signer {
+    keys: Vec<Key>,
+}
+
+impl Signer {
+    /// `secrets` new first, each with the time it stops signing, if any.
+    pub fn new<'a>(secrets: impl IntoIterator<Item = (&'a str, Option<u64>)>) -> Signer {
+        let keys = secrets
+            .into_iter()
+            .map(|(secret, until_ms)| Key {
+                maia: keyed(secret.as_bytes()),
+                standard: standard_key(secret).map(|k| keyed(&k)),
+                until_ms,
+            })
+            .collect();
+        Signer { keys }
+    }
+
+    /// The signature headers of a delivery at `now_ms`, by every secret still signing then.
+    pub fn sign(&self, now_ms: u64, msg_id: &str, timestamp: &str, body: &[u8]) -> Signatures {
+        let mut sigs = Signatures { maia: String::with_capacity(72), standard: String::with_capacity(48) };
+        for key in self.keys.iter().filter(|k| k.until_ms.is_none_or(|until| now_ms < until)) {
+            if !sigs.maia.is_empty() {
+                sigs.maia.push(' ');
+            }
+            push_maia(&mut sigs.maia, &mac_of(&key.maia, &[timestamp.as_bytes(), b".", body]));
+            if let Some(standard) = &key.standard {
+                if !sigs.standard.is_empty() {
+                    sigs.standard.push(' ');
+                }
+                let mac = mac_of(standard, &[msg_id.as_bytes(), b".", timestamp.as_bytes(), b".", body]);
+                push_standard(&mut sigs.standard, &mac);
+            }
+        }
+        sigs
+    }
 }
 
 /// Compares two byte strings in constant time (for their common length).
@@ -140,6 +215,21 @@ mod tests {
         assert!(verify(&old, Some(ID), TS, BODY, &sigs.standard));
         assert!(!verify(&generate_secret(), Some(ID), TS, BODY, &sigs.standard));
         assert!(!verify(SECRET, Some(ID), TS, b"{}", &sigs.standard));
+    }
+
+    #[test]
+    fn a_signer_drops_a_secret_once_it_expires() {
+        let old = generate_secret();
+        let signer = Signer::new([(SECRET, None), (old.as_str(), Some(100))]);
+        assert_eq!(signer.sign(99, ID, TS, BODY), sign(&[SECRET, &old], ID, TS, BODY));
+        let after = signer.sign(100, ID, TS, BODY);
+        assert_eq!(after, sign(&[SECRET], ID, TS, BODY));
+        assert_eq!(after.standard, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+        assert_eq!(after.maia, maia_signature(SECRET, TS, BODY));
+        // A secret that is not `whsec_<base64>` signs the MAIA scheme only.
+        let plain = Signer::new([("not-base64!", None)]).sign(0, ID, TS, BODY);
+        assert_eq!(plain.maia, maia_signature("not-base64!", TS, BODY));
+        assert_eq!(plain.standard, "");
     }
 
     #[test]

@@ -113,16 +113,11 @@ impl Target {
         Ok(target)
     }
 
-    /// The secrets to sign with at `now_ms`: the current one, and the previous one while its
+    /// The target's secrets ready to sign: the current one, and the previous one while its
     /// overlap lasts.
-    pub fn signing_secrets(&self, now_ms: u64) -> Vec<&str> {
-        let mut secrets = vec![self.secret.as_str()];
-        if let Some((old, until)) = &self.previous_secret {
-            if now_ms < *until {
-                secrets.push(old);
-            }
-        }
-        secrets
+    pub fn signer(&self) -> crate::sign::Signer {
+        let previous = self.previous_secret.as_ref().map(|(old, until)| (old.as_str(), Some(*until)));
+        crate::sign::Signer::new(std::iter::once((self.secret.as_str(), None)).chain(previous))
     }
 
     fn apply(&mut self, body: &Map<String, Value>, allow_private: bool) -> Result<(), CoreError> {
@@ -314,7 +309,9 @@ mod tests {
             Target::create(&obj(json!({"name": "a", "url": "https://a.example"})), false, "whsec_new".into(), 1)
                 .expect("valid");
         t.previous_secret = Some(("whsec_old".into(), 100));
-        assert_eq!(t.signing_secrets(99), ["whsec_new", "whsec_old"]);
-        assert_eq!(t.signing_secrets(100), ["whsec_new"]);
+        let both = crate::sign::sign(&["whsec_new", "whsec_old"], "evt_1", "1", b"{}");
+        assert_eq!(t.signer().sign(99, "evt_1", "1", b"{}"), both);
+        assert_eq!(t.signer().sign(100, "evt_1", "1", b"{}"), crate::sign::sign(&["whsec_new"], "evt_1", "1", b"{}"));
+        assert_eq!(both.maia.split(' ').count(), 2);
     }
 }

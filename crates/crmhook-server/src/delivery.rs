@@ -4,12 +4,14 @@
 //! Each arbiter thread has one awc client (`thread_local!`), with redirects off (a 3xx is a
 //! failed attempt), a connect timeout, and the target's `timeout_ms` around the whole exchange.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::http::header;
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::http::Uri;
 use awc::error::SendRequestError;
 use crmhook_core::retry::Outcome;
-use crmhook_core::sign;
+use crmhook_core::sign::Signer;
 use crmhook_core::target::Format;
 use crmhook_core::time::{now_ms, rfc3339};
 use crmhook_core::{Event, EventKind, Target};
@@ -89,69 +91,123 @@ fn retry_after(value: &str, now_ms: u64) -> Option<u64> {
     Some(at.saturating_sub(now_ms))
 }
 
-/// Delivers `event` to `target` as attempt number `attempt`.
-pub async fn attempt(target: &Target, event: &Event, attempt: u32) -> AttemptReport {
+/// A target as its attempts need it, prepared once per configuration rather than per
+/// delivery: the URL parsed, its own headers parsed, its secrets keyed for signing, and whether
+/// its literal address is refused.
+pub struct Endpoint {
+    target: Arc<Target>,
+    uri: Uri,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    signer: Signer,
+    /// Why no attempt can be made (a refused address, a URL or header that does not parse).
+    unusable: Option<String>,
+    timeout: Duration,
+}
+
+impl Endpoint {
+    pub fn new(target: Arc<Target>) -> Endpoint {
+        let mut unusable = crate::guard::check_literal(&target.url).err();
+        let uri = target.url.parse::<Uri>().unwrap_or_else(|e| {
+            unusable.get_or_insert_with(|| format!("the target URL does not parse: {e}"));
+            Uri::default()
+        });
+        let mut headers = Vec::with_capacity(target.headers.len());
+        for (name, value) in &target.headers {
+            match (HeaderName::try_from(name.as_str()), HeaderValue::try_from(value.as_str())) {
+                (Ok(name), Ok(value)) => headers.push((name, value)),
+                _ => {
+                    unusable.get_or_insert_with(|| format!("the target's header {name} is not a valid header"));
+                }
+            }
+        }
+        Endpoint {
+            signer: target.signer(),
+            timeout: Duration::from_millis(target.timeout_ms),
+            target,
+            uri,
+            headers,
+            unusable,
+        }
+    }
+
+    pub fn target(&self) -> &Arc<Target> {
+        &self.target
+    }
+}
+
+// Our headers' names, parsed once (HTTP/1 sends names in lower case either way).
+const X_MAIA_TIMESTAMP: HeaderName = HeaderName::from_static("x-maia-timestamp");
+const X_MAIA_SIGNATURE: HeaderName = HeaderName::from_static("x-maia-signature");
+const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
+const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
+const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
+const X_CRMHOOK_ATTEMPT: HeaderName = HeaderName::from_static("x-crmhook-attempt");
+
+/// A header value we built (ids, digits, base64, hex): always valid; empty if it were not.
+fn value(text: String) -> HeaderValue {
+    HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Delivers `event` to `endpoint` as attempt number `attempt`.
+pub async fn attempt(endpoint: &Endpoint, event: &Event, attempt: u32) -> AttemptReport {
     let at_ms = now_ms();
     let started = Instant::now();
-    let body = body_for(target, event, at_ms);
+    let report = |outcome, retry_after_ms| AttemptReport {
+        event_id: event.id.clone(),
+        at_ms,
+        duration_ms: started.elapsed().as_millis() as u64,
+        outcome,
+        retry_after_ms,
+    };
+    if let Some(refused) = &endpoint.unusable {
+        return report(Outcome::Error(refused.clone()), None);
+    }
+    let body = body_for(&endpoint.target, event, at_ms);
     let timestamp = (at_ms / 1000).to_string();
-    let signatures = sign::sign(&target.signing_secrets(at_ms), event.id.as_str(), &timestamp, &body);
-    let timeout = Duration::from_millis(target.timeout_ms);
+    let signatures = endpoint.signer.sign(at_ms, event.id.as_str(), &timestamp, &body);
+    let timestamp = value(timestamp);
 
-    let mut request = CLIENT.with(|c| c.post(target.url.as_str())).timeout(timeout);
+    // awc's own timeout bounds connecting, sending and the response's head; the body below.
+    let mut request = CLIENT.with(|c| c.post(endpoint.uri.clone())).timeout(endpoint.timeout);
     // The target's own headers first: ours are inserted after them and cannot be replaced
     // (validation also refuses reserved names).
-    for (name, value) in &target.headers {
-        request = request.insert_header((name.as_str(), value.as_str()));
+    for header in &endpoint.headers {
+        request = request.insert_header(header.clone());
     }
     let request = request
-        .insert_header((header::CONTENT_TYPE, "application/json"))
-        .insert_header(("X-Maia-Timestamp", timestamp.as_str()))
-        .insert_header(("X-Maia-Signature", signatures.maia.as_str()))
-        .insert_header(("webhook-id", event.id.as_str()))
-        .insert_header(("webhook-timestamp", timestamp.as_str()))
-        .insert_header(("webhook-signature", signatures.standard.as_str()))
-        .insert_header(("X-Crmhook-Attempt", attempt.to_string()));
+        .insert_header((header::CONTENT_TYPE, HeaderValue::from_static("application/json")))
+        .insert_header((X_MAIA_TIMESTAMP, timestamp.clone()))
+        .insert_header((X_MAIA_SIGNATURE, value(signatures.maia)))
+        .insert_header((WEBHOOK_ID, value(event.id.as_str().to_owned())))
+        .insert_header((WEBHOOK_TIMESTAMP, timestamp))
+        .insert_header((WEBHOOK_SIGNATURE, value(signatures.standard)))
+        .insert_header((X_CRMHOOK_ATTEMPT, HeaderValue::from(attempt)));
 
     let mut retry_after_ms = None;
-    if let Err(refused) = crate::guard::check_literal(&target.url) {
-        let duration_ms = started.elapsed().as_millis() as u64;
-        return AttemptReport {
-            event_id: event.id.clone(),
-            at_ms,
-            duration_ms,
-            outcome: Outcome::Error(refused),
-            retry_after_ms,
-        };
-    }
-    let outcome = match actix_rt::time::timeout(timeout, request.send_body(body)).await {
-        Err(_) | Ok(Err(SendRequestError::Timeout)) => Outcome::Timeout,
-        Ok(Err(e)) => Outcome::Error(e.to_string()),
-        Ok(Ok(mut response)) => {
+    let outcome = match request.send_body(body).await {
+        Err(SendRequestError::Timeout) => Outcome::Timeout,
+        Err(e) => Outcome::Error(e.to_string()),
+        Ok(response) => {
             let status = response.status().as_u16();
             retry_after_ms = response
                 .headers()
                 .get(header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| retry_after(v, now_ms()));
-            let left = timeout.saturating_sub(started.elapsed()).min(Duration::from_secs(1));
-            let _ = actix_rt::time::timeout(left, response.body().limit(RESPONSE_BODY_LIMIT)).await;
+            // Read (and drop) the body so the connection can be reused, within the time left.
+            let left = endpoint.timeout.saturating_sub(started.elapsed()).min(Duration::from_secs(1));
+            let _ = response.timeout(left).body().limit(RESPONSE_BODY_LIMIT).await;
             Outcome::Status(status)
         }
     };
-    AttemptReport {
-        event_id: event.id.clone(),
-        at_ms,
-        duration_ms: started.elapsed().as_millis() as u64,
-        outcome,
-        retry_after_ms,
-    }
+    report(outcome, retry_after_ms)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crmhook_core::event::parse_ingest;
+    use crmhook_core::sign;
     use crmhook_core::EventId;
 
     fn stored(body: &str) -> Event {

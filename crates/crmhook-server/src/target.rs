@@ -145,6 +145,8 @@ struct Requeue {
 struct TargetActor {
     store: Store,
     config: TargetConfig,
+    /// The target prepared for attempts; rebuilt with each configuration.
+    endpoint: Arc<delivery::Endpoint>,
     /// Every event up to here has been matched for this target.
     scanned: u64,
     /// Deliveries up to here may have been recorded by an earlier run: each is checked before
@@ -184,6 +186,7 @@ impl TargetActor {
         let metrics = crate::metrics::metrics().target(config.target.id.as_str());
         TargetActor {
             store,
+            endpoint: Arc::new(delivery::Endpoint::new(config.target.clone())),
             config,
             scanned: 0,
             checked_until: 0,
@@ -371,12 +374,12 @@ impl TargetActor {
             }
         };
         self.in_flight.insert(seq);
-        let target = self.config.target.clone();
+        let endpoint = self.endpoint.clone();
         let n = pending.attempt;
         let round = pending.round;
-        let span = tracing::info_span!("attempt", event_id = %event.id, target_id = %target.id, attempt = n);
+        let span = tracing::info_span!("attempt", event_id = %event.id, target_id = %self.id(), attempt = n);
         let fut = async move {
-            let report = delivery::attempt(&target, &event, n).await;
+            let report = delivery::attempt(&endpoint, &event, n).await;
             tracing::debug!(outcome = ?report.outcome, duration_ms = report.duration_ms, "attempt finished");
             report
         };
@@ -617,6 +620,7 @@ impl Handler<Configure> for TargetActor {
     type Result = ();
 
     fn handle(&mut self, Configure(config): Configure, ctx: &mut Context<Self>) {
+        self.endpoint = Arc::new(delivery::Endpoint::new(config.target.clone()));
         self.config = config;
         if let Some((_, handle)) = self.timer.take() {
             ctx.cancel_future(handle);

@@ -91,12 +91,35 @@ mod tests {
             })
     }
 
+    /// An event as logs before 2026-11-26 encoded it: the payload as a sequence of `u8`.
+    #[derive(serde::Serialize)]
+    struct SeqPayloadEvent<'a> {
+        seq: u64,
+        id: &'a EventId,
+        received_at_ms: u64,
+        kind: EventKind,
+        event_type: &'a str,
+        payload: &'a Vec<u8>,
+        record_id: &'a Option<String>,
+        kanban_id: &'a Option<String>,
+        field_name: &'a Option<String>,
+        external_id: &'a Option<String>,
+        version_major: Option<u32>,
+    }
+
     proptest! {
         #[test]
         fn events_round_trip(e in event_strategy()) {
             let bytes = encode(&e).unwrap();
             prop_assert_eq!(bytes[0], VERSION);
-            prop_assert_eq!(decode::<Event>(&bytes).unwrap(), e);
+            prop_assert_eq!(&decode::<Event>(&bytes).unwrap(), &e);
+            // The payload written as bytes is the same record as the older sequence of u8.
+            let older = SeqPayloadEvent {
+                seq: e.seq, id: &e.id, received_at_ms: e.received_at_ms, kind: e.kind, event_type: &e.event_type,
+                payload: &e.payload, record_id: &e.record_id, kanban_id: &e.kanban_id, field_name: &e.field_name,
+                external_id: &e.external_id, version_major: e.version_major,
+            };
+            prop_assert_eq!(encode(&older).unwrap(), bytes);
         }
 
         #[test]
