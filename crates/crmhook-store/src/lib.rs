@@ -14,12 +14,13 @@
 //! | `X` maximizer-id | [`AckEntry`] | a Maximizer event's `Id` → its acknowledgement |
 //! | `T` tgt_id | [`Target`] | targets |
 //! | `S` sub_id | [`Subscription`] | subscriptions |
-//! | `C` tgt_id | seq:u64 | a target's cursor: every event up to it has been matched for it, and each delivery it owed is finished (`F`) or pending (`P`) |
+//! | `C` tgt_id | seq:u64 | a target's cursor: every event up to it has been matched for it, and each delivery it owed is finished (`L`, `F`) or pending (`P`) |
 //! | `W` tgt_id | seq:u64 | how far a target had matched: deliveries after `C` and up to here may already have records |
 //! | `P` tgt_id seq:u64 | [`Pending`] | a delivery still owed that has been attempted (a retry) or queued again |
 //! | `A` seq:u64 tgt_id n:u32 | [`Attempt`] | one delivery attempt that did not finish the delivery (append-only) |
 //! | `D` tgt_id | [`Disabled`] | a target that is not delivered to (410 Gone, or an operator) |
-//! | `F` tgt_id state:u8 seq:u64 | [`Attempt`] | a finished delivery (state `d` delivered, `x` dead) and its last attempt (see below) |
+//! | `L` tgt_id state:u8 block:u64 | `Vec<(u64, Attempt)>` | finished deliveries (state `d` delivered, `x` dead) of the seqs `block * 64 ..= block * 64 + 63`, each with its last attempt, in seq order (see below) |
+//! | `F` tgt_id state:u8 seq:u64 | [`Attempt`] | legacy: one finished delivery, as written before the `L` blocks; still read |
 //! | `O` at_ms:u64 n:u64 | [`Request`] | an operator's redeliver or replay, with who asked |
 //! | `Y` len:u16 type seq:u64 | `Vec<u64>` | index: seqs of one window's events of a type, from seq on |
 //! | `R` bucket:u8 seq:u64 | `Vec<(String, Vec<u64>)>` | index: by record id (MAIA `recordId`, Maximizer `Key`), one window |
@@ -49,21 +50,34 @@
 //! `indexed` (at most one window of events; whole windows are written out first if there are
 //! more), so a crash loses nothing of the indexes.
 //!
-//! **A finished delivery is one key.** The attempt that finished a delivery (delivered, or
-//! dead) is stored as the value of its `F` key, not under `A`: most deliveries succeed on
-//! their first attempt, and sled's cost is per key. The earlier attempts of the delivery stay
-//! under `A`. When a finished delivery is queued again (redeliver, replay) or its target is
-//! deleted, the attempt moves from its `F` key to an `A` key in the same batch, so attempt
-//! history is never lost. An `F` value of the version byte alone (written before this rule)
-//! holds no attempt; that delivery's attempts are all under `A`.
+//! **Finished deliveries in blocks.** The attempt that finished a delivery (delivered, or
+//! dead) is stored in its target's `L` block for its state and its seq's block of
+//! [`FINISHED_BLOCK`] (64) seqs, not under `A`: most deliveries succeed on their first attempt,
+//! and sled's cost is per key; worse, sled 0.34 splits a B-tree leaf as soon as it holds more
+//! than 16 keys, so a key per delivery, appended in seq order, split a leaf every ~8
+//! deliveries. The earlier attempts of a delivery stay under `A`. Only the writer thread
+//! changes a block: a batch carries "set this delivery" and "take this delivery out" (`Write`),
+//! and the writer reads the block, changes it (one copy per group commit, so the writes of a
+//! group see each other's changes) and writes it whole. Compaction, which does not go through
+//! the writer, only removes the blocks wholly before the first event left in the log: no
+//! delivery in them can be owed, finished or queued again, since their events are gone (a
+//! block that also covers events still in the log keeps its entries, those of removed events
+//! included, until the rest go: the dead count may include up to 63 of them). When a finished
+//! delivery is queued again (redeliver, replay) or its target is deleted, its attempt moves to
+//! an `A` key in the same batch, so attempt history is never lost.
+//!
+//! Deliveries finished before the blocks (2026-11-26) have an `F` key each. They are read,
+//! listed, counted, queued again and deleted as before, next to the blocks; nothing is
+//! rewritten at open. An `F` value of the version byte alone (written before finished
+//! deliveries kept their attempt) holds no attempt; that delivery's attempts are all under `A`.
 //!
 //! **First attempts are not written down.** A target matches the log from its cursor and
 //! keeps the deliveries it is owed in memory; one becomes a `P` entry only when an attempt
-//! fails (the retry's schedule must survive a restart) and an `F` entry when it finishes. The
+//! fails (the retry's schedule must survive a restart) and an `L` entry when it finishes. The
 //! cursor `C` is the low-water mark (everything up to it is recorded), and `W` bounds the
 //! range after it whose deliveries may already be recorded; at start-up a target matches from
 //! `C` again and skips the deliveries in `(C, W]` that have records. So a first delivery that
-//! succeeds costs one key. The first attempts in memory are shown to readers (pending
+//! succeeds costs one entry in a block. The first attempts in memory are shown to readers (pending
 //! listings and counts) through [`Unrecorded`], which each target actor keeps up to date.
 //!
 //! **Event ids carry their seq** (the low 64 bits of the id, see
@@ -170,6 +184,7 @@ const O: u8 = b'O';
 const Y: u8 = b'Y';
 const R: u8 = b'R';
 const G: u8 = b'G';
+const L: u8 = b'L';
 /// Legacy (format 1): event id → seq, kept for the events of a migrated log.
 const I: u8 = b'I';
 
@@ -183,6 +198,23 @@ fn final_prefix(target: &TargetId, done: Final) -> Vec<u8> {
 
 fn final_key(target: &TargetId, done: Final, seq: u64) -> Vec<u8> {
     [final_prefix(target, done), seq.to_be_bytes().to_vec()].concat()
+}
+
+/// Finished deliveries are kept in blocks of this many consecutive seqs.
+pub const FINISHED_BLOCK: u64 = 64;
+
+fn block_prefix(target: &TargetId, done: Final) -> Vec<u8> {
+    let mut k = final_prefix(target, done);
+    k[0] = L;
+    k
+}
+
+fn block_key(target: &TargetId, done: Final, seq: u64) -> Vec<u8> {
+    [block_prefix(target, done), (seq / FINISHED_BLOCK).to_be_bytes().to_vec()].concat()
+}
+
+fn decode_block(v: &[u8]) -> Result<Vec<(u64, Attempt)>> {
+    codec::decode(v)
 }
 
 fn attempt_key(target: &TargetId, seq: u64, n: u32) -> Vec<u8> {
@@ -544,26 +576,88 @@ impl Unrecorded {
     }
 }
 
-/// Key writes (`None`: remove) applied in order.
+/// One write of a batch.
+enum Write {
+    Put(Vec<u8>, Vec<u8>),
+    Remove(Vec<u8>),
+    /// Sets a finished delivery (its seq and last attempt) in an `L` block.
+    Finish(Vec<u8>, u64, Attempt),
+    /// Takes a delivery out of an `L` block.
+    Unfinish(Vec<u8>, u64),
+}
+
+/// Writes applied in order.
 #[derive(Default)]
-struct Writes(Vec<(Vec<u8>, Option<Vec<u8>>)>);
+struct Writes(Vec<Write>);
 
 impl Writes {
     fn insert(&mut self, k: Vec<u8>, v: Vec<u8>) {
-        self.0.push((k, Some(v)));
+        self.0.push(Write::Put(k, v));
     }
 
     fn remove(&mut self, k: impl Into<Vec<u8>>) {
-        self.0.push((k.into(), None));
+        self.0.push(Write::Remove(k.into()));
     }
 
-    fn into_batch(self, batch: &mut sled::Batch) {
-        for (k, v) in self.0 {
-            match v {
-                Some(v) => batch.insert(k, v),
-                None => batch.remove(k),
+    /// Adds these writes to `batch`; the changes to `L` blocks go to `blocks`, which the caller
+    /// adds to the batch once the whole group is in it ([`Blocks::into_batch`]).
+    fn into_batch(self, batch: &mut sled::Batch, blocks: &mut Blocks, tree: &sled::Tree) {
+        for write in self.0 {
+            match write {
+                Write::Put(k, v) => batch.insert(k, v),
+                Write::Remove(k) if k.first() == Some(&L) => blocks.entries(tree, k).clear(),
+                Write::Remove(k) => batch.remove(k),
+                Write::Finish(k, seq, attempt) => {
+                    let entries = blocks.entries(tree, k);
+                    match entries.binary_search_by_key(&seq, |(s, _)| *s) {
+                        Ok(i) => entries[i].1 = attempt,
+                        Err(i) => entries.insert(i, (seq, attempt)),
+                    }
+                }
+                Write::Unfinish(k, seq) => {
+                    let entries = blocks.entries(tree, k);
+                    if let Ok(i) = entries.binary_search_by_key(&seq, |(s, _)| *s) {
+                        entries.remove(i);
+                    }
+                }
             }
         }
+    }
+}
+
+/// The `L` blocks one group of writes changes, as it leaves them. Every change to a block goes
+/// through the writer thread (the only writer of `L` keys but compaction, which only removes
+/// blocks nothing can write to again), which reads a block, changes it and writes it whole.
+#[derive(Default)]
+struct Blocks(std::collections::HashMap<Vec<u8>, Vec<(u64, Attempt)>>);
+
+impl Blocks {
+    fn entries(&mut self, tree: &sled::Tree, k: Vec<u8>) -> &mut Vec<(u64, Attempt)> {
+        self.0.entry(k).or_insert_with_key(|k| {
+            match tree
+                .get(k)
+                .map_err(StoreError::from)
+                .and_then(|v| v.map(|v| codec::decode::<Vec<(u64, Attempt)>>(&v)).transpose())
+            {
+                Ok(entries) => entries.unwrap_or_default(),
+                Err(e) => {
+                    // Only history is lost: the block is written again with what this group sets.
+                    tracing::error!(error = %e, "a block of finished deliveries is unreadable; writing it anew");
+                    Vec::new()
+                }
+            }
+        })
+    }
+
+    fn into_batch(self, batch: &mut sled::Batch) -> Result<()> {
+        for (k, entries) in self.0 {
+            if entries.is_empty() {
+                batch.remove(k);
+            } else {
+                batch.insert(k, codec::encode(&entries)?);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -637,7 +731,7 @@ impl DeliveryBatch {
                 return Ok(());
             }
         };
-        self.batch.insert(final_key(target, done, seq), codec::encode(attempt)?);
+        self.batch.0.push(Write::Finish(block_key(target, done, seq), seq, attempt.clone()));
         Ok(())
     }
 
@@ -647,6 +741,7 @@ impl DeliveryBatch {
     pub fn requeue(&mut self, target: &TargetId, seq: u64, pending: Pending, last: Option<&Attempt>) -> Result<()> {
         for done in [Final::Delivered, Final::Dead] {
             self.batch.remove(final_key(target, done, seq));
+            self.batch.0.push(Write::Unfinish(block_key(target, done, seq), seq));
         }
         if let Some(a) = last {
             self.batch.insert(attempt_key(target, seq, a.n), codec::encode(a)?);
@@ -767,7 +862,11 @@ impl Store {
                     let mut postings = WindowPostings::default();
                     postings.add(&events);
                     let mut batch = sled::Batch::default();
-                    postings.writes(through + 1, last)?.into_batch(&mut batch);
+                    postings.writes(through + 1, last)?.into_batch(
+                        &mut batch,
+                        &mut Blocks::default(),
+                        &store.inner.tree,
+                    );
                     store.inner.tree.apply_batch(batch)?;
                     through = last;
                     store.index_window()?.through = last;
@@ -1029,6 +1128,14 @@ impl Store {
                 batch.remove(k.to_vec());
                 moved += 1;
             }
+            for kv in self.inner.tree.scan_prefix(key(L, &[id.as_str().as_bytes()])) {
+                if moved >= DELETE_STEP {
+                    break;
+                }
+                let (k, v) = kv?;
+                moved += self.keep_block_attempts(id, &v, &mut batch)?;
+                batch.remove(k.to_vec());
+            }
             self.write(batch).await?;
             if moved < DELETE_STEP {
                 break;
@@ -1042,11 +1149,13 @@ impl Store {
         for sub in self.subscriptions()?.into_iter().filter(|s| &s.target_id == id) {
             batch.remove(key(S, &[sub.id.as_str().as_bytes()]));
         }
-        for tag in [P, F] {
+        for tag in [P, F, L] {
             for kv in self.inner.tree.scan_prefix(key(tag, &[id.as_str().as_bytes()])) {
                 let (k, v) = kv?;
-                if tag == F {
-                    self.keep_final_attempt(id, &k, &v, &mut batch)?;
+                match tag {
+                    F => self.keep_final_attempt(id, &k, &v, &mut batch)?,
+                    L => _ = self.keep_block_attempts(id, &v, &mut batch)?,
+                    _ => {}
                 }
                 batch.remove(k.to_vec());
             }
@@ -1065,6 +1174,16 @@ impl Store {
             batch.insert(attempt_key(target, seq, a.n), codec::encode(&a)?);
         }
         Ok(())
+    }
+
+    /// Queues the move of the attempts an `L` block (value `v`) holds to `A` keys; answers how
+    /// many.
+    fn keep_block_attempts(&self, target: &TargetId, v: &[u8], batch: &mut Writes) -> Result<usize> {
+        let entries = decode_block(v)?;
+        for (seq, a) in &entries {
+            batch.insert(attempt_key(target, *seq, a.n), codec::encode(a)?);
+        }
+        Ok(entries.len())
     }
 
     pub async fn put_subscription(&self, sub: &Subscription) -> Result<()> {
@@ -1183,6 +1302,13 @@ impl Store {
     /// recorded with its attempt).
     pub fn final_attempt(&self, target: &TargetId, seq: u64) -> Result<Option<Attempt>> {
         for done in [Final::Delivered, Final::Dead] {
+            if let Some(v) = self.inner.tree.get(block_key(target, done, seq))? {
+                let entries = decode_block(&v)?;
+                if let Ok(i) = entries.binary_search_by_key(&seq, |(s, _)| *s) {
+                    return Ok(Some(entries[i].1.clone()));
+                }
+            }
+            // A delivery finished before blocks: one `F` key.
             if let Some(v) = self.inner.tree.get(final_key(target, done, seq))? {
                 return held_attempt(&v);
             }
@@ -1311,6 +1437,25 @@ impl Store {
                 let seq = k.get(k.len() - 8..).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
                 out.push((seq, state));
             }
+            let done = match state {
+                DeliveryStatus::Pending => continue,
+                DeliveryStatus::Delivered => Final::Delivered,
+                DeliveryStatus::Dead => Final::Dead,
+            };
+            let prefix = block_prefix(target, done);
+            let (start, end) =
+                (block_key(target, done, after.saturating_add(1)), [prefix.as_slice(), &[0xff; 9]].concat());
+            let mut taken = 0;
+            for kv in tree.range(start..end) {
+                let (_, v) = kv?;
+                for (seq, _) in decode_block(&v)?.into_iter().filter(|(seq, _)| *seq > after) {
+                    out.push((seq, state));
+                    taken += 1;
+                }
+                if taken >= limit {
+                    break;
+                }
+            }
         }
         if status.is_none_or(|s| s == DeliveryStatus::Pending) {
             if let Some(unrecorded) = self.unrecorded_seqs(target) {
@@ -1329,7 +1474,11 @@ impl Store {
         let count =
             |prefix: Vec<u8>| self.inner.tree.scan_prefix(prefix).keys().try_fold(0u64, |n, k| k.map(|_| n + 1));
         let unrecorded = self.unrecorded_seqs(target).map_or(0, |u| u.len() as u64);
-        Ok((count(key(P, &[target.as_str().as_bytes()]))? + unrecorded, count(final_prefix(target, Final::Dead))?))
+        let mut dead = count(final_prefix(target, Final::Dead))?;
+        for kv in self.inner.tree.scan_prefix(block_prefix(target, Final::Dead)) {
+            dead += decode_block(&kv?.1)?.len() as u64;
+        }
+        Ok((count(key(P, &[target.as_str().as_bytes()]))? + unrecorded, dead))
     }
 
     /// The last attempt at delivering event `seq` to `target`.
@@ -1426,6 +1575,22 @@ impl Store {
             cache.generation += 1;
             cache.slots.clear();
         }
+        // The blocks of finished deliveries wholly before the first event left go: nothing can
+        // write to them again (no event, so no delivery owed or queued again). A block that
+        // also covers events still in the log keeps its entries until those go too.
+        let first_left = match self.event_refs_from(0).next() {
+            Some(event) => event?.seq,
+            None => self.head() + 1,
+        };
+        let mut blocks = sled::Batch::default();
+        for t in &targets {
+            for done in [Final::Delivered, Final::Dead] {
+                for k in tree.range(block_prefix(t, done)..block_key(t, done, first_left)).keys() {
+                    blocks.remove(k?);
+                }
+            }
+        }
+        tree.apply_batch(blocks)?;
         Ok(removed.len() as u64)
     }
 
@@ -1562,12 +1727,13 @@ impl Writer {
             let mut fresh = Vec::new();
             let first_seq = self.next_seq;
             let mut flush = false;
+            let mut blocks = Blocks::default();
             for op in ops {
                 match op {
                     Op::Stop(done) => stop = Some(done),
                     Op::Write { writes, when, reply } => {
                         flush |= when == When::Flushed;
-                        writes.into_batch(&mut batch);
+                        writes.into_batch(&mut batch, &mut blocks, &self.tree);
                         replies.push(Reply::Write(reply));
                     }
                     Op::Append { events, idempotency_key, reply } => {
@@ -1582,13 +1748,13 @@ impl Writer {
             }
             let mut written_out = None;
             let logged = if fresh.is_empty() {
-                Ok(())
+                blocks.into_batch(&mut batch)
             } else {
-                write_log(&mut batch, &fresh).and_then(|()| {
+                blocks.into_batch(&mut batch).and_then(|()| write_log(&mut batch, &fresh)).and_then(|()| {
                     batch.insert(head_key(), codec::encode(&(self.next_seq - 1))?);
                     let window = self.window.lock().map_err(|_| StoreError::Io("index window lock poisoned".into()))?;
                     if let Some((writes, last)) = window.write_out(&fresh)? {
-                        writes.into_batch(&mut batch);
+                        writes.into_batch(&mut batch, &mut Blocks::default(), &self.tree);
                         written_out = Some(last);
                     }
                     Ok(())
@@ -1713,7 +1879,7 @@ impl Writer {
             local.insert(k.clone(), codec::encode(&acks)?);
             seen.insert(k, acks.clone());
         }
-        local.into_batch(batch);
+        local.into_batch(batch, &mut Blocks::default(), &self.tree);
         fresh.append(&mut new_events);
         Ok(acks)
     }
@@ -2213,6 +2379,92 @@ mod tests {
                     vec![(id.clone(), retrying.clone()), (id.clone(), delivered.clone())]
                 );
             }
+            store.close().await;
+        });
+    }
+
+    #[test]
+    fn finished_deliveries_live_in_blocks_and_older_final_keys_still_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        rt().block_on(async {
+            let store = Store::open(dir.path()).expect("open");
+            store.append(events(200), None).await.expect("append");
+            let t = target();
+            store.create_target(&t, 0).await.expect("target");
+            let id = &t.id;
+            let (delivered, dead) = (attempt(1, AttemptResult::Delivered), attempt(3, AttemptResult::Dead));
+            // 200 deliveries over four blocks, in lazy writes sent at once: a group may change
+            // one block several times.
+            let mut writes = Vec::new();
+            for seqs in (1..=200u64).collect::<Vec<_>>().chunks(7) {
+                let mut b = DeliveryBatch::default();
+                for &seq in seqs {
+                    b.attempt(id, seq, if seq % 10 == 0 { &dead } else { &delivered }).expect("encode");
+                }
+                let store = store.clone();
+                writes.push(tokio::spawn(async move { store.write_deliveries_held(b).await }));
+            }
+            for w in writes {
+                w.await.expect("join").expect("write");
+            }
+            assert!(store.inner.tree.scan_prefix([L]).count() <= 8, "one key per block and state");
+            // A delivery finished before blocks: its own `F` key.
+            let older = final_key(id, Final::Delivered, 300);
+            store.inner.tree.insert(older, codec::encode(&delivered).expect("encode")).expect("insert");
+            assert_eq!(store.final_attempt(id, 10).expect("read"), Some(dead.clone()));
+            assert_eq!(store.final_attempt(id, 11).expect("read"), Some(delivered.clone()));
+            assert_eq!(store.final_attempt(id, 300).expect("read"), Some(delivered.clone()));
+            assert_eq!(store.final_attempt(id, 201).expect("read"), None);
+            assert_eq!(store.delivery_counts(id).expect("read"), (0, 20));
+            let pages = |status| {
+                let (mut after, mut all) = (0, Vec::new());
+                loop {
+                    let page = store.target_deliveries(id, Some(status), after, 50).expect("read");
+                    all.extend(page.iter().map(|(seq, _)| *seq));
+                    match page.last() {
+                        Some((seq, _)) if page.len() == 50 => after = *seq,
+                        _ => return all,
+                    }
+                }
+            };
+            let mut want: Vec<u64> = (1..=200).filter(|s| s % 10 != 0).collect();
+            want.push(300);
+            assert_eq!(pages(DeliveryStatus::Delivered), want);
+            assert_eq!(pages(DeliveryStatus::Dead), (1..=20).map(|i| i * 10).collect::<Vec<u64>>());
+
+            // Queued again, from a block and from an older key: no longer final.
+            let mut b = DeliveryBatch::default();
+            for seq in [11, 300] {
+                b.requeue(id, seq, Pending { attempt: 2, due_at_ms: 0, round: 2 }, Some(&delivered)).expect("encode");
+            }
+            b.requeue(id, 20, Pending { attempt: 4, due_at_ms: 0, round: 4 }, Some(&dead)).expect("encode");
+            store.write_deliveries(b).await.expect("write");
+            for seq in [11, 20, 300] {
+                assert_eq!(store.final_attempt(id, seq).expect("read"), None);
+                assert!(store.is_pending(id, seq).expect("read"));
+            }
+            assert_eq!(store.final_attempt(id, 12).expect("read"), Some(delivered.clone()));
+            assert_eq!(store.delivery_counts(id).expect("read"), (3, 19));
+            let mut b = DeliveryBatch::default();
+            for seq in [11, 20, 300] {
+                b.done(id, seq);
+            }
+            b.cursor(id, 200).expect("encode");
+            store.write_deliveries(b).await.expect("write");
+
+            // Compaction of the first 130 events: the blocks wholly before the first event left
+            // (seqs 1–127) go; the block of 128–191 stays with all its entries.
+            assert_eq!(store.compact(u64::MAX, 130).expect("compact"), 130);
+            assert_eq!(store.final_attempt(id, 5).expect("read"), None);
+            assert_eq!(store.final_attempt(id, 127).expect("read"), None);
+            assert_eq!(store.final_attempt(id, 129).expect("read"), Some(delivered.clone()));
+            assert_eq!(store.final_attempt(id, 150).expect("read"), Some(dead.clone()));
+
+            // Deletion keeps every finished delivery's attempt under `A`.
+            store.delete_target(id).await.expect("delete");
+            assert_eq!(store.inner.tree.scan_prefix([L]).count(), 0);
+            assert_eq!(store.attempts(150).expect("read"), vec![(id.clone(), dead.clone())]);
+            assert_eq!(store.attempts(199).expect("read"), vec![(id.clone(), delivered.clone())]);
             store.close().await;
         });
     }
