@@ -2470,6 +2470,35 @@ mod tests {
     }
 
     #[test]
+    fn deleting_a_target_moves_its_blocks_in_bounded_steps() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        rt().block_on(async {
+            let store = Store::open(dir.path()).expect("open");
+            let t = target();
+            store.create_target(&t, 0).await.expect("target");
+            let id = &t.id;
+            let delivered = attempt(1, AttemptResult::Delivered);
+            // More finished deliveries than one deletion step moves, and an older `F` key.
+            let n = 3 * DELETE_STEP as u64 + 10;
+            let mut b = DeliveryBatch::default();
+            for seq in 1..=n {
+                b.attempt(id, seq, &delivered).expect("encode");
+            }
+            store.write_deliveries(b).await.expect("write");
+            let older = final_key(id, Final::Delivered, n + 1);
+            store.inner.tree.insert(older, codec::encode(&delivered).expect("encode")).expect("insert");
+            assert_eq!(store.target_deliveries(id, None, n - 2, 10).expect("read").len(), 3);
+            store.delete_target(id).await.expect("delete");
+            assert_eq!(store.inner.tree.scan_prefix([L]).count() + store.inner.tree.scan_prefix([F]).count(), 0);
+            for seq in [1, DELETE_STEP as u64, n, n + 1] {
+                assert_eq!(store.attempts(seq).expect("read"), vec![(id.clone(), delivered.clone())], "seq {seq}");
+            }
+            assert_eq!(store.inner.tree.scan_prefix([A]).count() as u64, n + 1);
+            store.close().await;
+        });
+    }
+
+    #[test]
     fn delivery_state_round_trips() {
         let dir = tempfile::tempdir().expect("tempdir");
         rt().block_on(async {
