@@ -3,7 +3,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use crmhook_core::event::parse_ingest;
-use crmhook_core::sign::{generate_secret, sign};
+use crmhook_core::sign::{generate_secret, sign, Signer};
 
 fn validation(c: &mut Criterion) {
     let maia = include_str!("../../../data/samples/maia/crm_field_update.json");
@@ -27,6 +27,11 @@ fn signing(c: &mut Criterion) {
     });
     g.bench_function("both schemes, rotation (two secrets)", |b| {
         b.iter(|| sign(&[&new, &old], "evt_01m89atn959wynbgadg53z6h81", "1764000000", body))
+    });
+    // What a delivery does: the target's keys are prepared once per configuration.
+    let signer = Signer::new([(new.as_str(), None)]);
+    g.bench_function("both schemes, one secret, prepared signer", |b| {
+        b.iter(|| signer.sign(0, "evt_01m89atn959wynbgadg53z6h81", "1764000000", body))
     });
     g.finish();
 }
