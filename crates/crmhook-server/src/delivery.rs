@@ -129,10 +129,6 @@ impl Endpoint {
             unusable,
         }
     }
-
-    pub fn target(&self) -> &Arc<Target> {
-        &self.target
-    }
 }
 
 // Our headers' names, parsed once (HTTP/1 sends names in lower case either way).

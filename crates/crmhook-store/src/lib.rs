@@ -634,11 +634,7 @@ struct Blocks(std::collections::HashMap<Vec<u8>, Vec<(u64, Attempt)>>);
 impl Blocks {
     fn entries(&mut self, tree: &sled::Tree, k: Vec<u8>) -> &mut Vec<(u64, Attempt)> {
         self.0.entry(k).or_insert_with_key(|k| {
-            match tree
-                .get(k)
-                .map_err(StoreError::from)
-                .and_then(|v| v.map(|v| codec::decode::<Vec<(u64, Attempt)>>(&v)).transpose())
-            {
+            match tree.get(k).map_err(StoreError::from).and_then(|v| v.map(|v| decode_block(&v)).transpose()) {
                 Ok(entries) => entries.unwrap_or_default(),
                 Err(e) => {
                     // Only history is lost: the block is written again with what this group sets.
@@ -2325,6 +2321,19 @@ mod tests {
         .expect("target")
     }
 
+    /// A new target, stored.
+    async fn stored_target(store: &Store) -> crmhook_core::Target {
+        let t = target();
+        store.create_target(&t, 0).await.expect("target");
+        t
+    }
+
+    /// A finished delivery as builds before the `L` blocks wrote it: an `F` key of its own.
+    fn put_older_final(store: &Store, target: &TargetId, seq: u64, attempt: &Attempt) {
+        let value = codec::encode(attempt).expect("encode");
+        store.inner.tree.insert(final_key(target, Final::Delivered, seq), value).expect("insert");
+    }
+
     fn attempt(n: u32, result: AttemptResult) -> Attempt {
         Attempt {
             n,
@@ -2341,8 +2350,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         rt().block_on(async {
             let store = Store::open(dir.path()).expect("open");
-            let t = target();
-            store.create_target(&t, 0).await.expect("target");
+            let t = stored_target(&store).await;
             let id = &t.id;
             let retrying = attempt(1, AttemptResult::Retrying { next_at_ms: 5 });
             let delivered = attempt(2, AttemptResult::Delivered);
@@ -2389,8 +2397,7 @@ mod tests {
         rt().block_on(async {
             let store = Store::open(dir.path()).expect("open");
             store.append(events(200), None).await.expect("append");
-            let t = target();
-            store.create_target(&t, 0).await.expect("target");
+            let t = stored_target(&store).await;
             let id = &t.id;
             let (delivered, dead) = (attempt(1, AttemptResult::Delivered), attempt(3, AttemptResult::Dead));
             // 200 deliveries over four blocks, in lazy writes sent at once: a group may change
@@ -2409,8 +2416,7 @@ mod tests {
             }
             assert!(store.inner.tree.scan_prefix([L]).count() <= 8, "one key per block and state");
             // A delivery finished before blocks: its own `F` key.
-            let older = final_key(id, Final::Delivered, 300);
-            store.inner.tree.insert(older, codec::encode(&delivered).expect("encode")).expect("insert");
+            put_older_final(&store, id, 300, &delivered);
             assert_eq!(store.final_attempt(id, 10).expect("read"), Some(dead.clone()));
             assert_eq!(store.final_attempt(id, 11).expect("read"), Some(delivered.clone()));
             assert_eq!(store.final_attempt(id, 300).expect("read"), Some(delivered.clone()));
@@ -2474,8 +2480,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         rt().block_on(async {
             let store = Store::open(dir.path()).expect("open");
-            let t = target();
-            store.create_target(&t, 0).await.expect("target");
+            let t = stored_target(&store).await;
             let id = &t.id;
             let delivered = attempt(1, AttemptResult::Delivered);
             // More finished deliveries than one deletion step moves, and an older `F` key.
@@ -2485,8 +2490,7 @@ mod tests {
                 b.attempt(id, seq, &delivered).expect("encode");
             }
             store.write_deliveries(b).await.expect("write");
-            let older = final_key(id, Final::Delivered, n + 1);
-            store.inner.tree.insert(older, codec::encode(&delivered).expect("encode")).expect("insert");
+            put_older_final(&store, id, n + 1, &delivered);
             assert_eq!(store.target_deliveries(id, None, n - 2, 10).expect("read").len(), 3);
             store.delete_target(id).await.expect("delete");
             assert_eq!(store.inner.tree.scan_prefix([L]).count() + store.inner.tree.scan_prefix([F]).count(), 0);
@@ -2503,8 +2507,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         rt().block_on(async {
             let store = Store::open(dir.path()).expect("open");
-            let target = target();
-            store.create_target(&target, 0).await.expect("target");
+            let target = stored_target(&store).await;
             let t = target.id;
             let mut b = DeliveryBatch::default();
             b.cursor(&t, 7).expect("encode");
