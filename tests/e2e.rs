@@ -20,11 +20,10 @@ fn hmac_sha256(key: &[u8], msg: &[u8]) -> Vec<u8> {
     mac.finalize().into_bytes().to_vec()
 }
 
+/// As MAIA documents it: the header equals the lowercase hex HMAC-SHA256 of the raw body, keyed
+/// with the secret string.
 fn verify_maia(secret: &str, r: &Received) -> bool {
-    let ts = r.header("x-maia-timestamp");
-    let want =
-        format!("sha256={}", hex::encode(hmac_sha256(secret.as_bytes(), &[ts.as_bytes(), b".", &r.body].concat())));
-    r.header("x-maia-signature").split(' ').any(|s| s == want)
+    r.header("x-maia-signature") == hex::encode(hmac_sha256(secret.as_bytes(), &r.body))
 }
 
 fn verify_standard(secret: &str, r: &Received) -> bool {
@@ -117,7 +116,8 @@ fn subscriptions_include_and_exclude() {
     let tag = |v: &Value| v["recordId"].as_str().or(v["sessionId"].as_str()).expect("tag").to_owned();
     let expect = [
         ("/types", vec![&email_a, &phone_b]),
-        ("/kanban", vec![&email_a, &created_a]),
+        // A kanban filter applies to events that carry a kanban: `ai_pause` passes.
+        ("/kanban", vec![&email_a, &created_a, &pause]),
         ("/fields", vec![&email_a, &created_a, &pause]),
         ("/and", vec![&email_a]),
         ("/or", vec![&email_a, &created_a, &pause]),
@@ -503,8 +503,9 @@ fn verify_checks_a_signature_by_hand() {
         cmd.output().expect("runs").status.code()
     };
     assert_eq!(run("v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=", Some("msg_p5jXN8AQM9LWM0D4loKWxJek")), Some(0));
-    assert_eq!(run("sha256=2e37df5d4a028c51a7f3133d64ae1e300d2c2c900f1b1d49d4369ad2530f8964", None), Some(0));
-    assert_eq!(run("sha256=00", None), Some(1));
+    // printf '%s' '{"test": 2432232314}' | openssl dgst -sha256 -hmac "$secret"
+    assert_eq!(run("80ec8a89ce3cd22133a1066caecb4d04fea7467657c8514d717ec42c38a5c94c", None), Some(0));
+    assert_eq!(run("00", None), Some(1));
     assert_eq!(run("v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=", Some("msg_other")), Some(1));
 }
 
@@ -644,7 +645,7 @@ fn a_duplicate_maximizer_id_is_acknowledged_and_not_delivered_twice() {
     assert_eq!(again["events"][0]["seq"], first["events"][0]["seq"]);
     let got = rcv.wait_count("/mx", 1, DELIVERY);
     let delivered = got[0].json();
-    assert!(delivered.is_array() && delivered[0]["ProcessedTimestamp"] != envelope[0]["ProcessedTimestamp"]);
+    assert!(delivered.is_array() && delivered[0] == envelope[0], "the element as posted");
     assert!(holds_for(QUIET, || rcv.count("/mx") == 1));
 }
 

@@ -11,7 +11,8 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::error::CoreError;
-use crate::id::EventId;
+use crate::id::{EventId, SourceId};
+use crate::source::SourceKind;
 
 /// The four MAIA event types.
 pub const MAIA_TYPES: [&str; 4] = ["crm_field_update", "crm_record_created", "crm_record_deleted", "ai_pause"];
@@ -43,10 +44,13 @@ pub struct NewEvent {
     pub record_id: Option<String>,
     pub kanban_id: Option<String>,
     pub field_name: Option<String>,
-    /// Maximizer's `Id`: the event's own idempotency key.
+    /// The event's own idempotency key: Maximizer's `Id`; for a MAIA event posted by a source
+    /// (MAIA events carry no id), the source and the SHA-256 of the event's exact bytes.
     pub external_id: Option<String>,
     /// The major number of Maximizer's `Data.Version`.
     pub version_major: Option<u32>,
+    /// The source that posted it (`None`: `POST /v1/events`).
+    pub source_id: Option<SourceId>,
 }
 
 /// An event in the log.
@@ -66,11 +70,14 @@ pub struct Event {
     pub field_name: Option<String>,
     pub external_id: Option<String>,
     pub version_major: Option<u32>,
+    pub source_id: Option<SourceId>,
 }
 
 /// `Vec<u8>` through serde's byte methods. A format that has no bytes of its own (JSON) writes
-/// a sequence, as it does for a plain `Vec<u8>`, and either is read back.
-mod bytes {
+/// a sequence, as it does for a plain `Vec<u8>`, and either is read back. Public for the
+/// store's older record layouts.
+#[doc(hidden)]
+pub mod bytes {
     use serde::de::{Deserializer, SeqAccess, Visitor};
     use serde::Serializer;
 
@@ -121,6 +128,7 @@ impl Event {
             field_name: new.field_name,
             external_id: new.external_id,
             version_major: new.version_major,
+            source_id: new.source_id,
         }
     }
 
@@ -167,6 +175,108 @@ pub fn parse_ingest(body: &[u8]) -> Result<Vec<NewEvent>, CoreError> {
                 kind_of(&value)
             )))
         }
+    }
+}
+
+/// What a source's request holds: the events that keep the rules, and the pieces that do not,
+/// each with its exact bytes and why (they go to the quarantine, nothing is lost).
+#[derive(Debug, Default)]
+pub struct SourceBatch {
+    pub events: Vec<NewEvent>,
+    pub rejected: Vec<Rejection>,
+}
+
+/// A piece of a source's request that is not an event: one element of its array, or the whole
+/// body when it does not parse at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The element's index in the posted array; `None` for the whole body.
+    pub index: Option<usize>,
+    /// Its exact bytes, as posted.
+    pub bytes: Vec<u8>,
+    pub reason: String,
+}
+
+/// Reads what a source posted, element by element: a JSON object is one event, an array holds
+/// one event per element (MAIA posts one object per request, Maximizer an array). Each element
+/// is validated as an event of the source's kind on its own; one that breaks the rules, or a
+/// body that does not parse, is a [`Rejection`] and the others are still events. Each event is
+/// marked with `source`; a MAIA event's idempotency key is its source and the SHA-256 of its
+/// exact bytes (a CRM's retry of the same body is a duplicate).
+pub fn parse_source(kind: SourceKind, source: &SourceId, body: &[u8]) -> SourceBatch {
+    let mut batch = SourceBatch::default();
+    let whole = |reason: String| Rejection { index: None, bytes: body.to_vec(), reason };
+    let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
+    let items: Vec<(Option<usize>, &RawValue)> = match first {
+        Some(b'[') => match serde_json::from_slice::<Vec<&RawValue>>(body) {
+            Ok(items) => items.into_iter().enumerate().map(|(i, raw)| (Some(i), raw)).collect(),
+            Err(e) => {
+                batch.rejected.push(whole(format!("malformed JSON: {e}")));
+                return batch;
+            }
+        },
+        Some(b'{') => match serde_json::from_slice::<&RawValue>(body) {
+            Ok(raw) => vec![(None, raw)],
+            Err(e) => {
+                batch.rejected.push(whole(format!("malformed JSON: {e}")));
+                return batch;
+            }
+        },
+        _ => {
+            let reason = match serde_json::from_slice::<Value>(body) {
+                Ok(v) => format!("the body must be a JSON object or an array of events, not {}", kind_of(&v)),
+                Err(e) => format!("malformed JSON: {e}"),
+            };
+            batch.rejected.push(whole(reason));
+            return batch;
+        }
+    };
+    for (index, raw) in items {
+        match source_event(kind, raw) {
+            Ok(mut event) => {
+                event.source_id = Some(source.clone());
+                if kind == SourceKind::Maia {
+                    event.external_id = Some(maia_key(source, &event.payload));
+                }
+                batch.events.push(event)
+            }
+            Err(e) => {
+                batch.rejected.push(Rejection { index, bytes: raw.get().as_bytes().to_vec(), reason: e.to_string() })
+            }
+        }
+    }
+    batch
+}
+
+/// One element posted by a source of `kind`, validated as an event of that kind.
+fn source_event(kind: SourceKind, raw: &RawValue) -> Result<NewEvent, CoreError> {
+    let obj: Map<String, Value> = match serde_json::from_str::<Value>(raw.get()) {
+        Ok(Value::Object(obj)) => obj,
+        Ok(other) => {
+            return Err(CoreError::field("body", format!("an event must be a JSON object, not {}", kind_of(&other))))
+        }
+        Err(e) => return Err(malformed(e)),
+    };
+    match kind {
+        SourceKind::Maia => maia(&obj, raw),
+        SourceKind::Maximizer => maximizer_event(&obj, raw),
+    }
+}
+
+/// A MAIA event's idempotency key: its source and the SHA-256 of its exact bytes.
+fn maia_key(source: &SourceId, payload: &[u8]) -> String {
+    use sha2::Digest;
+    format!("{source}:sha256:{}", hex::encode(sha2::Sha256::digest(payload)))
+}
+
+/// Validates one element a source posted again (a quarantined element retried): the same
+/// rules and marks as [`parse_source`], for exactly one event.
+pub fn parse_source_element(kind: SourceKind, source: &SourceId, bytes: &[u8]) -> Result<NewEvent, String> {
+    let mut batch = parse_source(kind, source, bytes);
+    match (batch.events.pop(), batch.rejected.pop()) {
+        (Some(event), None) if batch.events.is_empty() => Ok(event),
+        (_, Some(rejection)) => Err(rejection.reason),
+        _ => Err("the element must be one event, not an array".into()),
     }
 }
 
@@ -313,6 +423,7 @@ fn maia(obj: &Map<String, Value>, raw: &RawValue) -> Result<NewEvent, CoreError>
         field_name: if event_type == "crm_field_update" { opt_str(obj, "fieldName") } else { None },
         external_id: None,
         version_major: None,
+        source_id: None,
     })
 }
 
@@ -368,6 +479,7 @@ fn maximizer_event(obj: &Map<String, Value>, raw: &RawValue) -> Result<NewEvent,
         field_name: None,
         external_id: Some(id.to_owned()),
         version_major,
+        source_id: None,
     })
 }
 
@@ -457,5 +569,48 @@ mod tests {
         ] {
             parse_ingest(body.as_bytes()).expect("sample is valid");
         }
+    }
+
+    #[test]
+    fn a_source_batch_keeps_good_elements_and_rejects_bad_ones_with_their_bytes() {
+        let source = SourceId::generate();
+        let good = r#"{"Id":"a1","Timestamp":"t","WorkspaceId":"w","Entity":"Opportunity","Data":{"Op":"Update","Original":{"Revenue":12000.00},"New":{},"Version":"1.0"}}"#;
+        let bad = r#"{"Id":"a2","Timestamp":"t" , "Entity":"Opportunity"}"#;
+        let body = format!("[{good},\n {bad}, 7]");
+        let batch = parse_source(SourceKind::Maximizer, &source, body.as_bytes());
+        assert_eq!(batch.events.len(), 1);
+        assert_eq!(batch.events[0].payload, good.as_bytes(), "the element's exact bytes");
+        assert_eq!(batch.events[0].source_id.as_ref(), Some(&source));
+        assert_eq!(batch.events[0].external_id.as_deref(), Some("a1"));
+        let reasons: Vec<_> = batch.rejected.iter().map(|r| (r.index, r.bytes.clone())).collect();
+        assert_eq!(reasons, [(Some(1), bad.as_bytes().to_vec()), (Some(2), b"7".to_vec())]);
+        assert!(batch.rejected[0].reason.contains("WorkspaceId"), "{}", batch.rejected[0].reason);
+
+        // A body that does not parse is kept whole.
+        let batch = parse_source(SourceKind::Maximizer, &source, b"[{\"Id\": ");
+        assert!(batch.events.is_empty());
+        assert_eq!(batch.rejected[0].index, None);
+        assert_eq!(batch.rejected[0].bytes, b"[{\"Id\": ");
+        let batch = parse_source(SourceKind::Maia, &source, b"\"text\"");
+        assert_eq!(batch.rejected.len(), 1);
+        assert!(parse_source(SourceKind::Maximizer, &source, b"[]").rejected.is_empty());
+    }
+
+    #[test]
+    fn a_maia_sources_events_are_keyed_by_their_exact_bytes() {
+        let source = SourceId::generate();
+        let batch = parse_source(SourceKind::Maia, &source, FIELD_UPDATE.as_bytes());
+        let again = parse_source(SourceKind::Maia, &source, format!(" {FIELD_UPDATE} ").as_bytes());
+        let other = parse_source(SourceKind::Maia, &SourceId::generate(), FIELD_UPDATE.as_bytes());
+        let key = |b: &SourceBatch| b.events[0].external_id.clone().expect("a key");
+        assert_eq!(key(&batch), key(&again));
+        assert_ne!(key(&batch), key(&other));
+        // A Maximizer envelope is not a MAIA event.
+        let mx = include_str!("../../../data/samples/maximizer/opportunity_stage_change.json");
+        let batch = parse_source(SourceKind::Maia, &source, mx.as_bytes());
+        assert!(batch.events.is_empty());
+        assert!(batch.rejected[0].reason.contains("eventType"), "{}", batch.rejected[0].reason);
+        assert!(parse_source_element(SourceKind::Maia, &source, FIELD_UPDATE.as_bytes()).is_ok());
+        assert!(parse_source_element(SourceKind::Maia, &source, b"{}").is_err());
     }
 }

@@ -1,4 +1,4 @@
-//! Typed, prefixed ids: `evt_…`, `tgt_…`, `sub_…`.
+//! Typed, prefixed ids: `evt_…`, `tgt_…`, `sub_…`, `src_…`, `rej_…`.
 //!
 //! The suffix is 26 characters of Crockford base32: 48 bits of milliseconds then 80 random bits
 //! (the ULID layout), so ids of one kind sort roughly by creation time and never collide in
@@ -96,6 +96,8 @@ impl EventId {
 }
 typed_id!(TargetId, "tgt_", "a target");
 typed_id!(SubscriptionId, "sub_", "a subscription");
+typed_id!(SourceId, "src_", "a source (one CRM sending to crmhook)");
+typed_id!(RejectedId, "rej_", "a quarantined (rejected) piece of a source's request");
 
 #[cfg(test)]
 mod tests {

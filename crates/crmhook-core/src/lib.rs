@@ -11,12 +11,14 @@ pub mod event;
 pub mod id;
 pub mod retry;
 pub mod sign;
+pub mod source;
 pub mod subscription;
 pub mod target;
 pub mod time;
 
 pub use error::{CoreError, FieldError};
 pub use event::{Event, EventKind, NewEvent};
-pub use id::{EventId, SubscriptionId, TargetId};
+pub use id::{EventId, RejectedId, SourceId, SubscriptionId, TargetId};
+pub use source::{Source, SourceKind};
 pub use subscription::Subscription;
 pub use target::Target;

@@ -1,12 +1,19 @@
 //! Delivery signatures (contract section 4) and the secrets they use.
 //!
 //! Two schemes are sent on every delivery:
-//! - MAIA: `X-Maia-Signature: sha256=<hex HMAC-SHA256>`, key = the secret string exactly as
-//!   shown, message = `<timestamp>.<body>`;
+//! - MAIA, exactly as MAIA documents it: `X-Maia-Signature: <lowercase hex HMAC-SHA256>`
+//!   (64 characters, no prefix), key = the UTF-8 bytes of the secret string exactly as shown
+//!   (`whsec_…` included), message = the raw body and nothing else (the timestamp is not
+//!   signed);
 //! - Standard Webhooks: `webhook-signature: v1,<base64 HMAC-SHA256>`, key = base64-decode of the
 //!   secret after `whsec_`, message = `<webhook-id>.<timestamp>.<body>`.
 //!
-//! During a rotation each header carries one value per secret, new first, space-separated.
+//! During a rotation `webhook-signature` carries one value per secret, new first,
+//! space-separated; `X-Maia-Signature` carries one value, by the new secret only, because MAIA's
+//! receivers compare the whole header (they check both secrets during the overlap).
+//!
+//! The same MAIA scheme authenticates what a MAIA source posts to crmhook ([`maia_signature`]
+//! keyed with the source's `maia_secret`).
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -58,7 +65,6 @@ fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
 fn push_maia(out: &mut String, mac: &[u8; 32]) {
     let mut hex = [0u8; 64];
     if hex::encode_to_slice(mac, &mut hex).is_ok() {
-        out.push_str("sha256=");
         out.extend(hex.iter().map(|b| *b as char));
     }
 }
@@ -68,11 +74,19 @@ fn push_standard(out: &mut String, mac: &[u8; 32]) {
     STANDARD.encode_string(mac, out);
 }
 
-/// `sha256=<hex>` over `<timestamp>.<body>` with the secret string as key.
-pub fn maia_signature(secret: &str, timestamp: &str, body: &[u8]) -> String {
-    let mut out = String::with_capacity(71);
-    push_maia(&mut out, &hmac(secret.as_bytes(), &[timestamp.as_bytes(), b".", body]));
+/// MAIA's signature: lowercase hex of HMAC-SHA256 over the raw body, keyed with the UTF-8 bytes
+/// of the secret string.
+pub fn maia_signature(secret: &str, body: &[u8]) -> String {
+    let mut out = String::with_capacity(64);
+    push_maia(&mut out, &hmac(secret.as_bytes(), &[body]));
     out
+}
+
+/// Whether `header` is MAIA's signature of `body` under `secret` (constant time; surrounding
+/// spaces and the case of the hex digits do not matter).
+pub fn maia_verify(secret: &str, body: &[u8], header: &str) -> bool {
+    let got = header.trim().to_ascii_lowercase();
+    constant_time_eq(got.as_bytes(), maia_signature(secret, body).as_bytes())
 }
 
 /// The Standard Webhooks key: base64-decode of what follows `whsec_`.
@@ -93,7 +107,7 @@ pub fn standard_signature(secret: &str, msg_id: &str, timestamp: &str, body: &[u
 /// The signature headers of one delivery attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Signatures {
-    /// `X-Maia-Signature`.
+    /// `X-Maia-Signature`: by the current secret only.
     pub maia: String,
     /// `webhook-signature`.
     pub standard: String,
@@ -135,14 +149,14 @@ impl Signer {
         Signer { keys }
     }
 
-    /// The signature headers of a delivery at `now_ms`, by every secret still signing then.
+    /// The signature headers of a delivery at `now_ms`: MAIA's by the first (current) secret,
+    /// Standard Webhooks' by every secret still signing then.
     pub fn sign(&self, now_ms: u64, msg_id: &str, timestamp: &str, body: &[u8]) -> Signatures {
-        let mut sigs = Signatures { maia: String::with_capacity(72), standard: String::with_capacity(48) };
-        for key in self.keys.iter().filter(|k| k.until_ms.is_none_or(|until| now_ms < until)) {
-            if !sigs.maia.is_empty() {
-                sigs.maia.push(' ');
+        let mut sigs = Signatures { maia: String::with_capacity(64), standard: String::with_capacity(48) };
+        for (i, key) in self.keys.iter().enumerate().filter(|(_, k)| k.until_ms.is_none_or(|until| now_ms < until)) {
+            if i == 0 {
+                push_maia(&mut sigs.maia, &mac_of(&key.maia, &[body]));
             }
-            push_maia(&mut sigs.maia, &mac_of(&key.maia, &[timestamp.as_bytes(), b".", body]));
             if let Some(standard) = &key.standard {
                 if !sigs.standard.is_empty() {
                     sigs.standard.push(' ');
@@ -160,18 +174,20 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.ct_eq(b).into()
 }
 
-/// Checks a signature header value (one or more space- or comma-separated entries; MAIA
-/// `sha256=` or Standard Webhooks `v1,`) against a secret. `msg_id` is needed for `v1,` entries.
+/// Checks a signature header value against a secret: MAIA's (64 hex digits over the body) or
+/// Standard Webhooks' (one or more space-separated `v1,` entries over `<id>.<timestamp>.<body>`;
+/// `msg_id` and `timestamp` are needed for those).
 pub fn verify(secret: &str, msg_id: Option<&str>, timestamp: &str, body: &[u8], header: &str) -> bool {
-    let maia = maia_signature(secret, timestamp, body);
-    let standard = msg_id.and_then(|id| standard_signature(secret, id, timestamp, body));
+    let mut entries = header.split(' ').map(str::trim).filter(|e| !e.is_empty()).peekable();
+    if entries.peek().is_some_and(|e| !e.starts_with("v1,")) {
+        return maia_verify(secret, body, header);
+    }
+    let Some(want) = msg_id.and_then(|id| standard_signature(secret, id, timestamp, body)) else {
+        return false;
+    };
     let mut ok = false;
-    for entry in header.split(' ').map(str::trim).filter(|e| !e.is_empty()) {
-        if entry.starts_with("sha256=") {
-            ok |= constant_time_eq(entry.as_bytes(), maia.as_bytes());
-        } else if let Some(want) = &standard {
-            ok |= constant_time_eq(entry.as_bytes(), want.as_bytes());
-        }
+    for entry in entries {
+        ok |= constant_time_eq(entry.as_bytes(), want.as_bytes());
     }
     ok
 }
@@ -196,21 +212,27 @@ mod tests {
 
     #[test]
     fn maia_vector() {
-        // printf '%s' '1614265330.{"test": 2432232314}' | openssl dgst -sha256 -hmac "$SECRET"
-        assert_eq!(
-            maia_signature(SECRET, TS, BODY),
-            "sha256=2e37df5d4a028c51a7f3133d64ae1e300d2c2c900f1b1d49d4369ad2530f8964"
-        );
+        // printf '%s' '{"test": 2432232314}' | openssl dgst -sha256 -hmac "$SECRET"
+        assert_eq!(maia_signature(SECRET, BODY), "80ec8a89ce3cd22133a1066caecb4d04fea7467657c8514d717ec42c38a5c94c");
+        assert!(maia_verify(SECRET, BODY, "80ec8a89ce3cd22133a1066caecb4d04fea7467657c8514d717ec42c38a5c94c"));
+        assert!(maia_verify(
+            SECRET,
+            BODY,
+            &" 80ec8a89ce3cd22133a1066caecb4d04fea7467657c8514d717ec42c38a5c94c ".to_ascii_uppercase()
+        ));
+        assert!(!maia_verify(SECRET, b"{}", "80ec8a89ce3cd22133a1066caecb4d04fea7467657c8514d717ec42c38a5c94c"));
+        assert!(!maia_verify(SECRET, BODY, "sha256=80ec8a89ce3cd22133a1066caecb4d04fea7467657c8514d717ec42c38a5c94c"));
+        assert!(!maia_verify(SECRET, BODY, ""));
     }
 
     #[test]
     fn two_secrets_sign_new_first_and_either_verifies() {
         let old = generate_secret();
         let sigs = sign(&[SECRET, &old], ID, TS, BODY);
-        let parts: Vec<&str> = sigs.maia.split(' ').collect();
-        assert_eq!(parts.len(), 2);
-        assert_eq!(parts[0], maia_signature(SECRET, TS, BODY));
-        assert!(verify(&old, None, TS, BODY, &sigs.maia));
+        // MAIA's header holds one signature, by the new secret: its receivers compare it whole.
+        assert_eq!(sigs.maia, maia_signature(SECRET, BODY));
+        assert!(verify(SECRET, None, TS, BODY, &sigs.maia));
+        assert!(!verify(&old, None, TS, BODY, &sigs.maia));
         assert!(verify(SECRET, Some(ID), TS, BODY, &sigs.standard));
         assert!(verify(&old, Some(ID), TS, BODY, &sigs.standard));
         assert!(!verify(&generate_secret(), Some(ID), TS, BODY, &sigs.standard));
@@ -225,10 +247,10 @@ mod tests {
         let after = signer.sign(100, ID, TS, BODY);
         assert_eq!(after, sign(&[SECRET], ID, TS, BODY));
         assert_eq!(after.standard, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
-        assert_eq!(after.maia, maia_signature(SECRET, TS, BODY));
+        assert_eq!(after.maia, maia_signature(SECRET, BODY));
         // A secret that is not `whsec_<base64>` signs the MAIA scheme only.
         let plain = Signer::new([("not-base64!", None)]).sign(0, ID, TS, BODY);
-        assert_eq!(plain.maia, maia_signature("not-base64!", TS, BODY));
+        assert_eq!(plain.maia, maia_signature("not-base64!", BODY));
         assert_eq!(plain.standard, "");
     }
 

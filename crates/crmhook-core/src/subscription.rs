@@ -139,7 +139,7 @@ impl Subscription {
         if !self.event_types.is_empty() && !self.event_types.iter().any(|t| type_matches(t, &event.event_type)) {
             return false;
         }
-        if !self.kanban_ids.is_empty() && !event.kanban_id.as_ref().is_some_and(|k| self.kanban_ids.contains(k)) {
+        if !self.kanban_ids.is_empty() && !event.kanban_id.as_ref().is_none_or(|k| self.kanban_ids.contains(k)) {
             return false;
         }
         if !self.field_names.is_empty()
@@ -218,6 +218,7 @@ impl Compiled {
                 c.any_type.push(i);
             }
             for t in &s.event_types {
+                let t = t.to_ascii_lowercase();
                 let list = match t.strip_suffix(".*") {
                     Some(entity) => c.by_entity.entry(entity.to_owned()).or_default(),
                     None => c.by_type.entry(t.clone()).or_default(),
@@ -235,13 +236,24 @@ impl Compiled {
         &self.subscriptions
     }
 
-    /// Indexes of the subscriptions whose `event_types` admit this event, ascending, unique.
+    /// Indexes of the subscriptions whose `event_types` admit this event (ignoring case),
+    /// ascending, unique.
     fn candidates(&self, event: &Event) -> Vec<usize> {
         let mut out: Vec<usize> = self.any_type.clone();
-        if let Some(list) = self.by_type.get(&event.event_type) {
+        if self.by_type.is_empty() && self.by_entity.is_empty() {
+            return out;
+        }
+        let lower;
+        let event_type = if event.event_type.bytes().any(|b| b.is_ascii_uppercase()) {
+            lower = event.event_type.to_ascii_lowercase();
+            lower.as_str()
+        } else {
+            event.event_type.as_str()
+        };
+        if let Some(list) = self.by_type.get(event_type) {
             out.extend(list);
         }
-        if let Some((entity, _)) = event.event_type.split_once('.') {
+        if let Some((entity, _)) = event_type.split_once('.') {
             if let Some(list) = self.by_entity.get(entity) {
                 out.extend(list);
             }
@@ -271,7 +283,7 @@ impl Compiled {
 impl CompiledSub {
     fn matches(&self, event: &Event, json: &mut LazyJson<'_>) -> bool {
         event.seq > self.from_seq
-            && (self.kanban_ids.is_empty() || event.kanban_id.as_ref().is_some_and(|k| self.kanban_ids.contains(k)))
+            && (self.kanban_ids.is_empty() || event.kanban_id.as_ref().is_none_or(|k| self.kanban_ids.contains(k)))
             && (self.field_names.is_empty()
                 || event.event_type != "crm_field_update"
                 || event.field_name.as_ref().is_some_and(|f| self.field_names.contains(f)))
@@ -318,15 +330,19 @@ impl LazyJson<'_> {
     }
 }
 
+/// Whether a pattern of `event_types` admits an event type, ignoring case.
 fn type_matches(pattern: &str, event_type: &str) -> bool {
     match pattern.strip_suffix(".*") {
-        Some(entity) => event_type.strip_prefix(entity).is_some_and(|rest| rest.starts_with('.')),
-        None => pattern == event_type,
+        Some(entity) => {
+            event_type.as_bytes().get(entity.len()) == Some(&b'.')
+                && event_type.get(..entity.len()).is_some_and(|e| e.eq_ignore_ascii_case(entity))
+        }
+        None => pattern.eq_ignore_ascii_case(event_type),
     }
 }
 
 fn valid_event_type(t: &str) -> bool {
-    if MAIA_TYPES.contains(&t) {
+    if MAIA_TYPES.iter().any(|m| m.eq_ignore_ascii_case(t)) {
         return true;
     }
     let ident = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
@@ -394,11 +410,60 @@ fn filter(i: usize, f: &Value) -> Result<Filter, CoreError> {
     Ok(Filter { path: path.to_owned(), op, value_json: value.to_string() })
 }
 
-/// Orders two values of the same kind: numbers as numbers, strings as strings; `None` for a
-/// type mismatch or a kind without order.
+/// A JSON number's exact value as decimal digits: negative, the significant digits (no leading
+/// or trailing zeros; empty for zero), and where the decimal point goes (value = 0.digits ×
+/// 10^point). `None` for text that is not a JSON number or an exponent past `i64`.
+fn decimal(text: &str) -> Option<(bool, Vec<u8>, i64)> {
+    let (negative, text) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (mantissa, exponent) = match text.find(['e', 'E']) {
+        Some(i) => (&text[..i], text[i + 1..].trim_start_matches('+').parse::<i64>().ok()?),
+        None => (text, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if int.is_empty() || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut digits: Vec<u8> = int.bytes().chain(frac.bytes()).collect();
+    let mut point = i64::try_from(int.len()).ok()?.checked_add(exponent)?;
+    let leading = digits.iter().take_while(|d| **d == b'0').count();
+    digits.drain(..leading);
+    point = point.checked_sub(i64::try_from(leading).ok()?)?;
+    while digits.last() == Some(&b'0') {
+        digits.pop();
+    }
+    Some((negative && !digits.is_empty(), digits, point))
+}
+
+/// Compares two JSON numbers exactly, from their text: `12000.00` equals `12000`, and an integer
+/// past 2^53 differs from its neighbour (with serde_json's `arbitrary_precision`, which keeps
+/// each number's text, this holds for any number; f64 is the fallback for unreadable text).
+fn compare_numbers(x: &serde_json::Number, y: &serde_json::Number) -> Option<Ordering> {
+    let (Some(a), Some(b)) = (decimal(&x.to_string()), decimal(&y.to_string())) else {
+        return x.as_f64()?.partial_cmp(&y.as_f64()?);
+    };
+    let magnitude =
+        |(_, da, pa): &(bool, Vec<u8>, i64), (_, db, pb): &(bool, Vec<u8>, i64)| match (da.is_empty(), db.is_empty()) {
+            (true, true) => Ordering::Equal,
+            (true, false) => Ordering::Less,
+            (false, true) => Ordering::Greater,
+            (false, false) => pa.cmp(pb).then_with(|| da.cmp(db)),
+        };
+    Some(match (a.0, b.0) {
+        (false, true) => Ordering::Greater,
+        (true, false) => Ordering::Less,
+        (false, false) => magnitude(&a, &b),
+        (true, true) => magnitude(&b, &a),
+    })
+}
+
+/// Orders two values of the same kind: numbers as numbers (exactly), strings as strings;
+/// `None` for a type mismatch or a kind without order.
 fn order(a: &Value, b: &Value) -> Option<Ordering> {
     match (a, b) {
-        (Value::Number(x), Value::Number(y)) => x.as_f64()?.partial_cmp(&y.as_f64()?),
+        (Value::Number(x), Value::Number(y)) => compare_numbers(x, y),
         (Value::String(x), Value::String(y)) => Some(x.cmp(y)),
         _ => None,
     }
@@ -464,6 +529,7 @@ mod tests {
             field_name: field.map(Into::into),
             external_id: None,
             version_major: None,
+            source_id: None,
         }
     }
 
@@ -492,11 +558,11 @@ mod tests {
     }
 
     #[test]
-    fn kanban_ids_exclude_events_without_a_kanban() {
+    fn kanban_ids_apply_to_events_with_a_kanban() {
         let s = sub(json!({"kanban_ids": ["k1"]}));
         assert!(matches(&s, &event("crm_record_created", Some("k1"), None, json!({}))));
         assert!(!matches(&s, &event("crm_record_created", Some("k2"), None, json!({}))));
-        assert!(!matches(&s, &event("ai_pause", None, None, json!({}))));
+        assert!(matches(&s, &event("ai_pause", None, None, json!({}))));
     }
 
     #[test]
@@ -530,6 +596,41 @@ mod tests {
         assert!(matches(&f("/Data/Tags", "contains", json!("a")), &e));
         assert!(matches(&f("/Data/Missing", "exists", json!(false)), &e));
         assert!(matches(&f("/Data/N", "exists", json!(true)), &e));
+    }
+
+    #[test]
+    fn numbers_compare_exactly() {
+        let n = |t: &str| serde_json::from_str::<Value>(t).expect("number");
+        let cmp = |a: &str, b: &str| order(&n(a), &n(b));
+        assert_eq!(cmp("12000.00", "12000"), Some(Ordering::Equal));
+        assert_eq!(cmp("1.2e4", "12000.0"), Some(Ordering::Equal));
+        assert_eq!(cmp("9007199254740993", "9007199254740992"), Some(Ordering::Greater));
+        assert_eq!(cmp("18446744073709551617", "18446744073709551616"), Some(Ordering::Greater));
+        assert_eq!(cmp("0.30000000000000001", "0.3"), Some(Ordering::Greater));
+        assert_eq!(cmp("-1", "0"), Some(Ordering::Less));
+        assert_eq!(cmp("-2.5", "-2.25"), Some(Ordering::Less));
+        assert_eq!(cmp("0", "-0.0"), Some(Ordering::Equal));
+        assert_eq!(cmp("0.001", "1e-3"), Some(Ordering::Equal));
+        assert_eq!(cmp("10", "9.99"), Some(Ordering::Greater));
+        let e = event("x.y", None, None, Value::Null);
+        let e = Event { payload: br#"{"Big": 9007199254740993}"#.to_vec(), ..e };
+        let f = |op: &str, value: &str| sub(json!({"filters": [{"path": "/Big", "op": op, "value": n(value)}]}));
+        assert!(!matches(&f("eq", "9007199254740992"), &e));
+        assert!(matches(&f("eq", "9007199254740993"), &e));
+        assert!(matches(&f("gt", "9007199254740992"), &e));
+    }
+
+    #[test]
+    fn event_types_ignore_case_and_kanban_filters_pass_events_without_a_kanban() {
+        let s = sub(json!({"event_types": ["opportunity.update", "Contact.*", "CRM_FIELD_UPDATE"]}));
+        assert!(matches(&s, &event("Opportunity.Update", None, None, json!({}))));
+        assert!(matches(&s, &event("contact.Delete", None, None, json!({}))));
+        assert!(matches(&s, &event("crm_field_update", None, None, json!({}))));
+        assert!(!matches(&s, &event("Opportunity.Delete", None, None, json!({}))));
+        let s = sub(json!({"kanban_ids": ["k1"]}));
+        assert!(matches(&s, &event("ai_pause", None, None, json!({}))));
+        assert!(matches(&s, &event("Opportunity.Update", None, None, json!({}))));
+        assert!(!matches(&s, &event("crm_record_created", Some("k2"), None, json!({}))));
     }
 
     #[test]

@@ -86,6 +86,7 @@ fn event_with(payload: &str) -> Event {
         field_name: None,
         external_id: None,
         version_major: Some(1),
+        source_id: None,
     }
 }
 

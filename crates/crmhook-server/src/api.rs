@@ -46,9 +46,11 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Bytes of ingest bodies that may be in memory at once (read, queued or being written).
     pub ingest_budget: Arc<Semaphore>,
+    /// Where CRMs reach this server: sources' `ingest_url` is `<public_url>/in/<id>`.
+    pub public_url: String,
 }
 
-type State = web::Data<AppState>;
+pub(crate) type State = web::Data<AppState>;
 
 /// Mounts the API on an actix `ServiceConfig`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -80,20 +82,21 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::resource("/v1/subscriptions/{id}")
                 .route(web::get().to(get_subscription))
                 .route(web::delete().to(delete_subscription)),
-        );
+        )
+        .configure(crate::sources::routes);
 }
 
 // ---- authentication and bodies -----------------------------------------------------------
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Role {
+pub(crate) enum Role {
     Admin,
     Ingest,
 }
 
 /// Checks the bearer token: 401 when missing or unknown, 403 when it is the other role's.
 /// Both tokens are compared, in constant time, whatever the first comparison says.
-fn authorize(req: &HttpRequest, tokens: &Tokens, need: Role) -> Result<(), ApiError> {
+pub(crate) fn authorize(req: &HttpRequest, tokens: &Tokens, need: Role) -> Result<(), ApiError> {
     let value = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -117,7 +120,7 @@ fn authorize(req: &HttpRequest, tokens: &Tokens, need: Role) -> Result<(), ApiEr
 }
 
 /// 415 unless the body is declared JSON (`application/json` or `application/*+json`).
-fn require_json(req: &HttpRequest) -> Result<(), ApiError> {
+pub(crate) fn require_json(req: &HttpRequest) -> Result<(), ApiError> {
     let declared = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let essence = declared.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     if essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json")) {
@@ -129,12 +132,16 @@ fn require_json(req: &HttpRequest) -> Result<(), ApiError> {
     }
 }
 
-fn declared_length(req: &HttpRequest) -> Option<usize> {
+pub(crate) fn declared_length(req: &HttpRequest) -> Option<usize> {
     req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok())
 }
 
 /// Reads the whole body, refusing with 413 as soon as it is known to exceed `limit`.
-async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<BytesMut, ApiError> {
+pub(crate) async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<BytesMut, ApiError> {
     let too_large = || ApiError::PayloadTooLarge(format!("the body is larger than {limit} bytes"));
     let declared =
         req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
@@ -156,7 +163,7 @@ async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -
 }
 
 /// Reads an admin request's body as a JSON object.
-async fn read_object(req: &HttpRequest, payload: web::Payload) -> Result<Map<String, Value>, ApiError> {
+pub(crate) async fn read_object(req: &HttpRequest, payload: web::Payload) -> Result<Map<String, Value>, ApiError> {
     require_json(req)?;
     let body = read_body(req, payload, ADMIN_BODY_LIMIT).await?;
     parse_object(&body)
@@ -170,7 +177,7 @@ fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     }
 }
 
-fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+pub(crate) fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     let Some(value) = req.headers().get("idempotency-key") else {
         return Ok(None);
     };
@@ -180,7 +187,7 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     }
 }
 
-fn router_error(e: RouterError) -> ApiError {
+pub(crate) fn router_error(e: RouterError) -> ApiError {
     match e {
         RouterError::Store(e) => e.into(),
         RouterError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
@@ -261,23 +268,31 @@ async fn ingest(req: HttpRequest, payload: web::Payload, state: State) -> Result
     authorize(&req, &state.tokens, Role::Ingest)?;
     require_json(&req)?;
     let key = idempotency_key(&req)?;
-    // Memory for ingest is bounded: a request holds its share of the budget until its events
-    // are durable; when the log writer falls behind, the budget runs out and ingest says 503.
-    let share = declared_length(&req).unwrap_or(state.max_body_bytes).clamp(1, state.max_body_bytes);
-    let _share =
-        state.ingest_budget.clone().try_acquire_many_owned(u32::try_from(share).unwrap_or(u32::MAX)).map_err(|_| {
-            ApiError::Unavailable { detail: "too many events are waiting to be written".into(), retry_after_s: 1 }
-        })?;
+    let _share = ingest_share(&req, &state)?;
     let body = read_body(&req, payload, state.max_body_bytes).await?;
     let events = parse_ingest(&body)?;
     let acks = state.router.ingest(events, key).await.map_err(router_error)?;
+    let (events, duplicates) = ack_view(&acks);
+    Ok(HttpResponse::Accepted()
+        .json(json!({"accepted": acks.len() - duplicates, "duplicates": duplicates, "events": events})))
+}
+
+/// Memory for ingest is bounded: a request holds its share of the budget until its events are
+/// durable; when the log writer falls behind, the budget runs out and ingest says 503.
+pub(crate) fn ingest_share(req: &HttpRequest, state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    let share = declared_length(req).unwrap_or(state.max_body_bytes).clamp(1, state.max_body_bytes);
+    state.ingest_budget.clone().try_acquire_many_owned(u32::try_from(share).unwrap_or(u32::MAX)).map_err(|_| {
+        ApiError::Unavailable { detail: "too many events are waiting to be written".into(), retry_after_s: 1 }
+    })
+}
+
+/// The `events` member of an ingest answer, and how many of them were duplicates.
+pub(crate) fn ack_view(acks: &[crmhook_store::AckEntry]) -> (Vec<Value>, usize) {
     for ack in acks.iter().filter(|a| !a.duplicate) {
         crate::metrics::metrics().ingested(&ack.event_type);
     }
     let duplicates = acks.iter().filter(|a| a.duplicate).count();
-    let events: Vec<Value> = acks.iter().map(|a| json!({"id": a.id, "seq": a.seq, "type": a.event_type})).collect();
-    Ok(HttpResponse::Accepted()
-        .json(json!({"accepted": acks.len() - duplicates, "duplicates": duplicates, "events": events})))
+    (acks.iter().map(|a| json!({"id": a.id, "seq": a.seq, "type": a.event_type})).collect(), duplicates)
 }
 
 // ---- targets -------------------------------------------------------------------------------
@@ -486,14 +501,19 @@ async fn delete_subscription(req: HttpRequest, id: web::Path<String>, state: Sta
 // ---- events --------------------------------------------------------------------------------
 
 fn event_view(e: &Event) -> Value {
+    // serde_json keeps each number's text (`arbitrary_precision`): `12000.00` is shown as sent.
     let payload: Value = e.payload_json();
-    json!({
+    let mut view = json!({
         "id": e.id,
         "seq": e.seq,
         "type": e.event_type,
         "received_at": rfc3339(e.received_at_ms),
         "payload": payload,
-    })
+    });
+    if let Some(source) = &e.source_id {
+        view["source_id"] = json!(source);
+    }
+    view
 }
 
 fn attempt_view(a: &Attempt) -> Value {
@@ -589,7 +609,7 @@ struct EventQuery {
     filter: EventFilter,
 }
 
-fn page_params(q: &HashMap<String, String>) -> Result<(u64, usize), ApiError> {
+pub(crate) fn page_params(q: &HashMap<String, String>) -> Result<(u64, usize), ApiError> {
     let after = match q.get("after").map(String::as_str) {
         None | Some("") => 0,
         Some(v) => v.parse().map_err(|_| {
@@ -622,6 +642,15 @@ impl EventQuery {
                 event_type: text("type"),
                 record_id: text("record_id"),
                 kanban_id: text("kanban_id"),
+                source_id: match text("source_id") {
+                    None => None,
+                    Some(s) => Some(crmhook_core::SourceId::parse(&s).ok_or_else(|| {
+                        ApiError::unprocessable(
+                            "source_id",
+                            format!("`source_id` must be a source id (src_…), not {s:?}"),
+                        )
+                    })?),
+                },
                 since_ms: time_param(q, "since")?,
                 until_ms: time_param(q, "until")?,
             },
@@ -653,7 +682,7 @@ async fn list_events(
 }
 
 /// Who asked, for the log of operators' requests.
-fn requester(req: &HttpRequest) -> String {
+pub(crate) fn requester(req: &HttpRequest) -> String {
     match req.peer_addr() {
         Some(addr) => format!("admin token from {}", addr.ip()),
         None => "admin token".to_owned(),
@@ -793,7 +822,7 @@ async fn replay(
 }
 
 /// An optional JSON object body (an empty body is `{}`).
-async fn optional_object(req: &HttpRequest, payload: web::Payload) -> Result<Map<String, Value>, ApiError> {
+pub(crate) async fn optional_object(req: &HttpRequest, payload: web::Payload) -> Result<Map<String, Value>, ApiError> {
     let body = read_body(req, payload, ADMIN_BODY_LIMIT).await?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());

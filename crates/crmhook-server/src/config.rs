@@ -28,6 +28,8 @@ pub struct Config {
     pub compaction_interval_s: u64,
     /// sled's page cache, in bytes.
     pub cache_bytes: usize,
+    /// The URL at which CRMs reach this server (sources' `ingest_url`); default `http://<bind>`.
+    pub public_url: Option<String>,
 }
 
 impl Default for Config {
@@ -46,6 +48,7 @@ impl Default for Config {
             retention_days: 30,
             compaction_interval_s: 300,
             cache_bytes: crmhook_store::CACHE_BYTES,
+            public_url: None,
         }
     }
 }
@@ -69,7 +72,7 @@ pub struct Flags {
 }
 
 /// The keys, in the order the contract lists them.
-pub const KEYS: [&str; 13] = [
+pub const KEYS: [&str; 14] = [
     "bind",
     "data_dir",
     "admin_token",
@@ -83,6 +86,7 @@ pub const KEYS: [&str; 13] = [
     "retention_days",
     "compaction_interval_s",
     "cache_bytes",
+    "public_url",
 ];
 
 impl Config {
@@ -186,6 +190,16 @@ impl Config {
             "retention_days" => self.retention_days = int(0)? as u64,
             "compaction_interval_s" => self.compaction_interval_s = int(1)? as u64,
             "cache_bytes" => self.cache_bytes = int(1024 * 1024)?,
+            "public_url" => {
+                let url = value.trim().trim_end_matches('/');
+                let parsed = url::Url::parse(url)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some() && u.query().is_none());
+                if parsed.is_none() {
+                    return Err(err(format!("{value:?} is not a URL like https://crmhook.example.com")));
+                }
+                self.public_url = Some(url.to_owned());
+            }
             other => return Err(err(format!("unknown key `{other}`; the keys are {}", KEYS.join(", ")))),
         }
         Ok(())

@@ -13,7 +13,7 @@ use awc::error::SendRequestError;
 use crmhook_core::retry::Outcome;
 use crmhook_core::sign::Signer;
 use crmhook_core::target::Format;
-use crmhook_core::time::{now_ms, rfc3339};
+use crmhook_core::time::now_ms;
 use crmhook_core::{Event, EventKind, Target};
 
 /// How long connecting may take at most (the target's timeout still bounds the whole attempt).
@@ -38,30 +38,22 @@ thread_local! {
         .finish();
 }
 
-/// The body a target receives for an event at `now_ms`: a MAIA event as the object that was
-/// ingested; a Maximizer event as a one-event array with `ProcessedTimestamp` set to now. A
-/// target's `format` overrides the wrapping: `maia` sends a bare object, `maximizer` an array.
-pub fn body_for(target: &Target, event: &Event, now_ms: u64) -> Vec<u8> {
+/// The body a target receives for an event: the event's bytes exactly as the CRM sent them
+/// (nothing is parsed or rewritten: `12000.00` stays `12000.00`, `ProcessedTimestamp` stays as
+/// Maximizer set it; crmhook's dispatch time is `webhook-timestamp`). A MAIA event is the object
+/// that was ingested; a Maximizer event is a one-element array, `[` element `]`. A target's
+/// `format` overrides the wrapping: `maia` sends the bare object, `maximizer` the array.
+pub fn body_for(target: &Target, event: &Event) -> Vec<u8> {
     let format = target.format.unwrap_or(match event.kind {
         EventKind::Maia => Format::Maia,
         EventKind::Maximizer => Format::Maximizer,
     });
-    let object = match event.kind {
-        EventKind::Maia => event.payload.clone(),
-        EventKind::Maximizer => {
-            let mut value = event.payload_json();
-            if let Some(obj) = value.as_object_mut() {
-                obj.insert("ProcessedTimestamp".into(), serde_json::Value::String(rfc3339(now_ms)));
-            }
-            serde_json::to_vec(&value).unwrap_or_else(|_| event.payload.clone())
-        }
-    };
     match format {
-        Format::Maia => object,
+        Format::Maia => event.payload.clone(),
         Format::Maximizer => {
-            let mut out = Vec::with_capacity(object.len() + 2);
+            let mut out = Vec::with_capacity(event.payload.len() + 2);
             out.push(b'[');
-            out.extend_from_slice(&object);
+            out.extend_from_slice(&event.payload);
             out.push(b']');
             out
         }
@@ -158,7 +150,7 @@ pub async fn attempt(endpoint: &Endpoint, event: &Event, attempt: u32) -> Attemp
     if let Some(refused) = &endpoint.unusable {
         return report(Outcome::Error(refused.clone()), None);
     }
-    let body = body_for(&endpoint.target, event, at_ms);
+    let body = body_for(&endpoint.target, event);
     let timestamp = (at_ms / 1000).to_string();
     let signatures = endpoint.signer.sign(at_ms, event.id.as_str(), &timestamp, &body);
     let timestamp = value(timestamp);
@@ -228,21 +220,21 @@ mod tests {
     #[test]
     fn maia_events_are_delivered_as_ingested() {
         let text = r#"{"eventType":"ai_pause","sessionId":"s", "z": 1, "a": 2}"#;
-        assert_eq!(body_for(&target(None), &stored(text), 0), text.as_bytes());
+        assert_eq!(body_for(&target(None), &stored(text)), text.as_bytes());
+        let wrapped = body_for(&target(Some(Format::Maximizer)), &stored(text));
+        assert_eq!(wrapped, format!("[{text}]").as_bytes());
     }
 
     #[test]
-    fn maximizer_events_are_a_one_event_array_with_processed_timestamp() {
+    fn maximizer_events_are_their_exact_element_in_an_array() {
         let text = include_str!("../../../data/samples/maximizer/opportunity_stage_change.json");
-        let body = body_for(&target(None), &stored(text), 1_700_000_000_000);
-        let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        let items = value.as_array().unwrap();
-        assert_eq!(items.len(), 1);
-        assert_eq!(items[0]["ProcessedTimestamp"], "2023-11-14T22:13:20.000Z");
-        assert_eq!(items[0]["Data"]["Original"]["Revenue"], 12000.0);
-        let keys: Vec<&String> = items[0].as_object().unwrap().keys().collect();
-        assert_eq!(keys[0], "Id", "key order is kept");
-        let bare = body_for(&target(Some(Format::Maia)), &stored(text), 0);
-        assert!(serde_json::from_slice::<serde_json::Value>(&bare).unwrap().is_object());
+        let event = stored(text);
+        let body = body_for(&target(None), &event);
+        assert_eq!(body, [b"[".as_slice(), &event.payload, b"]"].concat());
+        let body = String::from_utf8(body).unwrap();
+        assert!(body.contains("12000.00"), "numbers keep their text: {body}");
+        assert!(body.contains(r#""ProcessedTimestamp": "2024-09-20T00:02:45.8974002Z""#), "{body}");
+        let bare = body_for(&target(Some(Format::Maia)), &event);
+        assert_eq!(bare, event.payload);
     }
 }

@@ -23,6 +23,7 @@ pub mod error;
 pub mod guard;
 pub mod metrics;
 pub mod router;
+pub mod sources;
 pub mod stream;
 pub mod target;
 
@@ -93,6 +94,8 @@ impl Server {
         let arbiters: Vec<actix::Arbiter> = (0..DELIVERY_ARBITERS).map(|_| actix::Arbiter::new()).collect();
         let router =
             RouterHandle::start(store.clone(), arbiters.iter().map(|a| a.handle()).collect(), config.max_targets)?;
+        let addr = listener.local_addr()?;
+        let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
         let state = web::Data::new(AppState {
             store: store.clone(),
             router: router.clone(),
@@ -102,8 +105,8 @@ impl Server {
             ingest_budget: std::sync::Arc::new(tokio::sync::Semaphore::new(
                 config.ingest_buffer_bytes.max(config.max_body_bytes).min(u32::MAX as usize),
             )),
+            public_url,
         });
-        let addr = listener.local_addr()?;
         let http = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -199,6 +202,16 @@ impl Compactor {
                         Ok(n) => tracing::info!(events = n, "compacted events past their retention"),
                         Err(e) => {
                             tracing::error!(error = %e, "compaction failed");
+                            break;
+                        }
+                    }
+                }
+                loop {
+                    match store.compact_quarantine(cutoff, 10_000) {
+                        Ok(0) => break,
+                        Ok(n) => tracing::info!(rejected = n, "removed quarantined pieces past their retention"),
+                        Err(e) => {
+                            tracing::error!(error = %e, "compaction of the quarantine failed");
                             break;
                         }
                     }

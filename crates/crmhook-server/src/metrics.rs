@@ -26,6 +26,8 @@ pub const OUTCOMES: [&str; 4] = ["delivered", "retry", "dead", "disabled"];
 pub struct Metrics {
     /// Counters by event type; a new type takes the write lock once.
     ingested: RwLock<BTreeMap<String, Arc<AtomicU64>>>,
+    /// Pieces of sources' requests kept in the quarantine, by source.
+    rejected: RwLock<BTreeMap<String, Arc<AtomicU64>>>,
     /// Each target's counters; its actor holds them, so counting an attempt takes no lock.
     targets: RwLock<BTreeMap<String, Arc<TargetMetrics>>>,
     buckets: [AtomicU64; BUCKETS.len()],
@@ -79,6 +81,11 @@ impl Metrics {
         entry(&self.ingested, event_type).fetch_add(1, Ordering::Relaxed);
     }
 
+    /// `n` pieces of a source's request went to the quarantine.
+    pub fn rejected(&self, source: &str, n: u64) {
+        entry(&self.rejected, source).fetch_add(n, Ordering::Relaxed);
+    }
+
     /// A target's counters, created on first use.
     pub fn target(&self, target: &str) -> Arc<TargetMetrics> {
         entry(&self.targets, target)
@@ -109,6 +116,17 @@ impl Metrics {
             for (t, n) in m.iter() {
                 let n = n.load(Ordering::Relaxed);
                 let _ = writeln!(out, "crmhook_events_ingested_total{{type=\"{}\"}} {n}", escape(t));
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP crmhook_events_rejected_total Pieces of sources' requests kept in the quarantine, by source."
+        );
+        let _ = writeln!(out, "# TYPE crmhook_events_rejected_total counter");
+        if let Ok(m) = self.rejected.read() {
+            for (source, n) in m.iter() {
+                let n = n.load(Ordering::Relaxed);
+                let _ = writeln!(out, "crmhook_events_rejected_total{{source=\"{}\"}} {n}", escape(source));
             }
         }
         let _ = writeln!(out, "# HELP crmhook_deliveries_total Delivery attempts, by target and outcome.");

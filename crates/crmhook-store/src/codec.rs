@@ -1,6 +1,9 @@
 //! The one place that knows bincode. Every value the store writes is one version byte followed
 //! by the bincode (2.0.1, standard configuration, via serde) encoding of the record.
 //!
+//! Records are version 1, except event chunks: version 2 added the event's `source_id`; a chunk
+//! of version 1 is still read ([`decode_events`]), and an event gets `source_id: None`.
+//!
 //! bincode is unmaintained (RUSTSEC-2025-0141) and pinned to `=2.0.1`; keeping it behind these
 //! two functions means a replacement touches one file, and the version byte lets a future
 //! format live beside this one.
@@ -8,10 +11,15 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crmhook_core::Event;
+
+use crate::records::EventV1;
 use crate::StoreError;
 
-/// The format version written as the first byte of every record.
+/// The format version written as the first byte of every record but event chunks.
 pub const VERSION: u8 = 1;
+/// The format version of event chunks (`Vec<Event>`).
+pub const EVENTS_VERSION: u8 = 2;
 
 fn config() -> bincode::config::Configuration {
     bincode::config::standard()
@@ -19,9 +27,37 @@ fn config() -> bincode::config::Configuration {
 
 /// `VERSION` followed by the bincode encoding of `value`.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    let mut out = vec![VERSION];
+    encode_as(VERSION, value)
+}
+
+fn encode_as<T: Serialize + ?Sized>(version: u8, value: &T) -> Result<Vec<u8>, StoreError> {
+    let mut out = vec![version];
     bincode::serde::encode_into_std_write(value, &mut out, config()).map_err(|e| StoreError::Codec(e.to_string()))?;
     Ok(out)
+}
+
+/// A chunk of events, as version [`EVENTS_VERSION`].
+pub fn encode_events(events: &[Event]) -> Result<Vec<u8>, StoreError> {
+    encode_as(EVENTS_VERSION, events)
+}
+
+/// A chunk of events of either version.
+pub fn decode_events(bytes: &[u8]) -> Result<Vec<Event>, StoreError> {
+    match bytes.first() {
+        Some(&VERSION) => Ok(decode_as::<Vec<EventV1>>(VERSION, bytes)?.into_iter().map(Event::from).collect()),
+        _ => decode_as(EVENTS_VERSION, bytes),
+    }
+}
+
+/// One event of the first log format (one event per key, version 1).
+pub fn decode_event_v1(bytes: &[u8]) -> Result<Event, StoreError> {
+    decode_as::<EventV1>(VERSION, bytes).map(Event::from)
+}
+
+/// One event in the first log format's layout, for tests that write such a log.
+#[doc(hidden)]
+pub fn encode_event_v1(event: &Event) -> Result<Vec<u8>, StoreError> {
+    encode(&EventV1::from(event))
 }
 
 /// bincode decodes a string or byte buffer by allocating the length its prefix claims, so a
@@ -44,15 +80,19 @@ fn decode_limited<T: DeserializeOwned>(rest: &[u8]) -> Result<(T, usize), bincod
 
 /// Decodes a record written by [`encode`], refusing other versions and trailing bytes.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    decode_as(VERSION, bytes)
+}
+
+fn decode_as<T: DeserializeOwned>(version: u8, bytes: &[u8]) -> Result<T, StoreError> {
     match bytes.split_first() {
-        Some((&VERSION, rest)) => {
+        Some((v, rest)) if *v == version => {
             let (value, used) = decode_limited(rest).map_err(|e| StoreError::Codec(e.to_string()))?;
             if used != rest.len() {
                 return Err(StoreError::Codec(format!("{} trailing bytes after the record", rest.len() - used)));
             }
             Ok(value)
         }
-        Some((v, _)) => Err(StoreError::Codec(format!("record format version {v}, this build reads {VERSION}"))),
+        Some((v, _)) => Err(StoreError::Codec(format!("record format version {v}, this build reads {version}"))),
         None => Err(StoreError::Codec("empty record".into())),
     }
 }
@@ -75,8 +115,9 @@ mod tests {
             prop::option::of(".{0,10}"),
             prop::option::of(".{0,10}"),
             prop::option::of(any::<u32>()),
+            prop::bool::ANY,
         )
-            .prop_map(|(seq, at, maia, ty, payload, rec, ext, major)| Event {
+            .prop_map(|(seq, at, maia, ty, payload, rec, ext, major, sourced)| Event {
                 seq,
                 id: EventId::generate(),
                 received_at_ms: at,
@@ -88,6 +129,7 @@ mod tests {
                 field_name: None,
                 external_id: ext,
                 version_major: major,
+                source_id: sourced.then(crmhook_core::SourceId::generate),
             })
     }
 
@@ -109,17 +151,24 @@ mod tests {
 
     proptest! {
         #[test]
-        fn events_round_trip(e in event_strategy()) {
-            let bytes = encode(&e).unwrap();
-            prop_assert_eq!(bytes[0], VERSION);
-            prop_assert_eq!(&decode::<Event>(&bytes).unwrap(), &e);
+        fn events_round_trip(e in event_strategy(), f in event_strategy()) {
+            let chunk = vec![e.clone(), f];
+            let bytes = encode_events(&chunk).unwrap();
+            prop_assert_eq!(bytes[0], EVENTS_VERSION);
+            prop_assert_eq!(&decode_events(&bytes).unwrap(), &chunk);
+            // A chunk of version 1 (no source) is still read, its events without a source.
+            let v1 = encode(&chunk.iter().map(EventV1::from).collect::<Vec<_>>()).unwrap();
+            let read = decode_events(&v1).unwrap();
+            prop_assert_eq!(read.len(), 2);
+            prop_assert_eq!(&read[0], &Event { source_id: None, ..e.clone() });
+            prop_assert_eq!(&decode_event_v1(&encode_event_v1(&e).unwrap()).unwrap(), &Event { source_id: None, ..e.clone() });
             // The payload written as bytes is the same record as the older sequence of u8.
             let older = SeqPayloadEvent {
                 seq: e.seq, id: &e.id, received_at_ms: e.received_at_ms, kind: e.kind, event_type: &e.event_type,
                 payload: &e.payload, record_id: &e.record_id, kanban_id: &e.kanban_id, field_name: &e.field_name,
                 external_id: &e.external_id, version_major: e.version_major,
             };
-            prop_assert_eq!(encode(&older).unwrap(), bytes);
+            prop_assert_eq!(encode(&older).unwrap(), encode_event_v1(&e).unwrap());
         }
 
         #[test]
@@ -135,7 +184,7 @@ mod tests {
         #[test]
         fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
             let _ = decode::<Event>(&bytes);
-            let _ = decode::<Vec<Event>>(&bytes);
+            let _ = decode_events(&bytes);
             let _ = decode::<Vec<(String, Vec<u64>)>>(&bytes);
             let _ = decode::<Attempt>(&bytes);
         }
@@ -149,6 +198,7 @@ mod tests {
         bytes.extend_from_slice(&(1u64 << 62).to_le_bytes());
         assert!(decode::<String>(&bytes).is_err());
         assert!(decode::<Event>(&bytes).is_err());
+        assert!(decode_events(&bytes).is_err());
     }
 
     #[test]

@@ -134,10 +134,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crmhook_core::target::Target;
-use crmhook_core::{Event, EventId, NewEvent, Subscription, SubscriptionId, TargetId};
+use crmhook_core::{Event, EventId, NewEvent, RejectedId, Source, SourceId, Subscription, SubscriptionId, TargetId};
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub use records::{AckEntry, Attempt, AttemptResult, Disabled, Final, Pending, Request};
+pub use records::{AckEntry, Attempt, AttemptResult, Disabled, Final, Pending, Rejected, Request, Retried};
 
 /// Most requests one group commit takes.
 pub const MAX_GROUP: usize = 1024;
@@ -185,6 +185,9 @@ const Y: u8 = b'Y';
 const R: u8 = b'R';
 const G: u8 = b'G';
 const L: u8 = b'L';
+const Z: u8 = b'Z';
+const N: u8 = b'N';
+const Q: u8 = b'Q';
 /// Legacy (format 1): event id → seq, kept for the events of a migrated log.
 const I: u8 = b'I';
 
@@ -236,12 +239,15 @@ fn text_prefix(tag: u8, text: &str) -> Vec<u8> {
     key(tag, &[&len.to_be_bytes(), text.as_bytes()])
 }
 
-/// The prefixes of the type and kanban postings an event belongs to (record ids go to
+/// The prefixes of the type, kanban and source postings an event belongs to (record ids go to
 /// buckets, see [`WindowPostings`]).
 fn index_prefixes(event: &Event) -> Vec<Vec<u8>> {
     let mut prefixes = vec![text_prefix(Y, &event.event_type)];
     if let Some(k) = &event.kanban_id {
         prefixes.push(text_prefix(G, k));
+    }
+    if let Some(source) = &event.source_id {
+        prefixes.push(text_prefix(N, source.as_str()));
     }
     prefixes
 }
@@ -433,6 +439,8 @@ pub struct EventFilter {
     pub event_type: Option<String>,
     pub record_id: Option<String>,
     pub kanban_id: Option<String>,
+    /// Posted by this source.
+    pub source_id: Option<SourceId>,
     /// Received at or after (ms).
     pub since_ms: Option<u64>,
     /// Received before (ms).
@@ -444,6 +452,7 @@ impl EventFilter {
         self.event_type.as_ref().is_none_or(|t| &e.event_type == t)
             && self.record_id.as_ref().is_none_or(|r| e.record_id.as_ref() == Some(r))
             && self.kanban_id.as_ref().is_none_or(|k| e.kanban_id.as_ref() == Some(k))
+            && self.source_id.as_ref().is_none_or(|s| e.source_id.as_ref() == Some(s))
             && self.since_ms.is_none_or(|s| e.received_at_ms >= s)
             && self.until_ms.is_none_or(|u| e.received_at_ms < u)
     }
@@ -800,7 +809,7 @@ impl Store {
         let last_event = match tree.scan_prefix([E]).next_back() {
             Some(kv) => {
                 let (_, v) = kv?;
-                let chunk: Vec<Event> = codec::decode(&v)?;
+                let chunk: Vec<Event> = codec::decode_events(&v)?;
                 chunk.last().map_or(0, |e| e.seq)
             }
             None => 0,
@@ -994,7 +1003,7 @@ impl Store {
                 return Ok(hit.events.clone());
             }
         }
-        let events: Arc<Vec<Event>> = Arc::new(codec::decode(v)?);
+        let events: Arc<Vec<Event>> = Arc::new(codec::decode_events(v)?);
         if let (Some(first), Some(last), Ok(mut cache)) =
             (first, events.last().map(|e| e.seq), self.inner.chunks.lock())
         {
@@ -1192,6 +1201,88 @@ impl Store {
         self.write(batch).await
     }
 
+    // ---- sources and the quarantine ---------------------------------------------------------
+
+    pub fn sources(&self) -> Result<Vec<Source>> {
+        self.all(Z)
+    }
+
+    pub fn source(&self, id: &SourceId) -> Result<Option<Source>> {
+        self.one(Z, id.as_str())
+    }
+
+    pub async fn put_source(&self, source: &Source) -> Result<()> {
+        self.put_record(Z, source.id.as_str(), source).await
+    }
+
+    /// Deletes a source. Its events and quarantined pieces stay: they are history.
+    pub async fn delete_source(&self, id: &SourceId) -> Result<()> {
+        let mut batch = Writes::default();
+        batch.remove(key(Z, &[id.as_str().as_bytes()]));
+        self.write(batch).await
+    }
+
+    /// Keeps pieces of sources' requests in the quarantine, durably (answers once flushed).
+    pub async fn quarantine(&self, items: &[Rejected]) -> Result<()> {
+        let mut batch = Writes::default();
+        for item in items {
+            batch.insert(key(Q, &[item.id.as_str().as_bytes()]), codec::encode(item)?);
+        }
+        self.write(batch).await
+    }
+
+    pub fn rejected(&self, id: &RejectedId) -> Result<Option<Rejected>> {
+        self.one(Q, id.as_str())
+    }
+
+    /// Quarantined pieces after `after` (ids sort by time), oldest first, at most `limit`,
+    /// only those of `source` when given.
+    pub fn rejected_page(
+        &self,
+        source: Option<&SourceId>,
+        after: Option<&RejectedId>,
+        limit: usize,
+    ) -> Result<Vec<Rejected>> {
+        let start = match after {
+            Some(id) => [key(Q, &[id.as_str().as_bytes()]), vec![0]].concat(),
+            None => key(Q, &[]),
+        };
+        let mut out = Vec::new();
+        for kv in self.inner.tree.range(start..key(Q + 1, &[])) {
+            let item: Rejected = codec::decode(&kv?.1)?;
+            if source.is_none_or(|s| &item.source_id == s) {
+                out.push(item);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes up to `max` quarantined pieces kept before `cutoff_ms` (retention); answers how
+    /// many. Their ids sort by time, so the walk stops at the first one to keep.
+    pub fn compact_quarantine(&self, cutoff_ms: u64, max: usize) -> Result<u64> {
+        let mut batch = sled::Batch::default();
+        let mut removed = 0;
+        for kv in self.inner.tree.scan_prefix([Q]) {
+            let (k, v) = kv?;
+            let item: Rejected = codec::decode(&v)?;
+            if item.at_ms >= cutoff_ms || removed >= max {
+                break;
+            }
+            batch.remove(k);
+            removed += 1;
+        }
+        self.inner.tree.apply_batch(batch)?;
+        Ok(removed as u64)
+    }
+
+    /// How many pieces are in the quarantine, in all.
+    pub fn rejected_count(&self) -> usize {
+        self.inner.tree.scan_prefix([Q]).count()
+    }
+
     // ---- delivery state -------------------------------------------------------------------
 
     /// A target's cursor (0: nothing matched yet). A new target starts at the head.
@@ -1341,9 +1432,13 @@ impl Store {
         let from = after.saturating_add(1);
         let postings: Option<Box<dyn Iterator<Item = Result<Vec<u64>>>>> = if let Some(r) = &filter.record_id {
             Some(self.record_seqs(r, from)?)
-        } else if let Some(prefix) = [(G, &filter.kanban_id), (Y, &filter.event_type)]
-            .into_iter()
-            .find_map(|(tag, v)| v.as_ref().map(|v| text_prefix(tag, v)))
+        } else if let Some(prefix) = [
+            (G, filter.kanban_id.as_deref()),
+            (N, filter.source_id.as_ref().map(SourceId::as_str)),
+            (Y, filter.event_type.as_deref()),
+        ]
+        .into_iter()
+        .find_map(|(tag, v)| v.map(|v| text_prefix(tag, v)))
         {
             Some(self.term_seqs(prefix, from)?)
         } else {
@@ -1513,7 +1608,7 @@ impl Store {
         let mut done = false;
         for kv in tree.range(key(E, &[])..key(E + 1, &[])) {
             let (chunk_key, v) = kv?;
-            let chunk: Vec<Event> = codec::decode(&v)?;
+            let chunk: Vec<Event> = codec::decode_events(&v)?;
             let before = chunk.len();
             let mut kept = Vec::with_capacity(before);
             for event in chunk {
@@ -1535,7 +1630,7 @@ impl Store {
             if kept.is_empty() {
                 batch.remove(chunk_key);
             } else if kept.len() < before {
-                batch.insert(chunk_key, codec::encode(&kept)?);
+                batch.insert(chunk_key, codec::encode_events(&kept)?);
             }
             if done {
                 break;
@@ -1907,7 +2002,7 @@ fn migrate_from_format_1(tree: &sled::Tree) -> Result<()> {
                 batch.remove([prefix.as_slice(), &seq].concat());
             }
         }
-        batch.insert(seq_key(first), codec::encode(&*chunk)?);
+        batch.insert(seq_key(first), codec::encode_events(chunk)?);
         let last = chunk.last().map_or(first, |e| e.seq);
         batch.insert(key(M, &[b"migrated_through"]), codec::encode(&last)?);
         chunk.clear();
@@ -1915,7 +2010,7 @@ fn migrate_from_format_1(tree: &sled::Tree) -> Result<()> {
     };
     for kv in tree.range(seq_key(done + 1)..key(E + 1, &[])) {
         let (_, v) = kv?;
-        chunk.push(codec::decode::<Event>(&v)?);
+        chunk.push(codec::decode_event_v1(&v)?);
         let bytes: usize = chunk.iter().map(|e| e.payload.len()).sum();
         if chunk.len() >= CHUNK_EVENTS || bytes >= CHUNK_BYTES {
             flush_chunk(&mut chunk, &mut batch)?;
@@ -1944,7 +2039,7 @@ fn write_log(batch: &mut sled::Batch, events: &[Event]) -> Result<()> {
             bytes += events[end].payload.len();
             end += 1;
         }
-        batch.insert(seq_key(events[start].seq), codec::encode(&&events[start..end])?);
+        batch.insert(seq_key(events[start].seq), codec::encode_events(&events[start..end])?);
         start = end;
     }
     Ok(())
@@ -2238,7 +2333,7 @@ mod tests {
                 continue;
             }
             let e = Event::from_new(new, seq, EventId::generate(), 1_000 + seq);
-            tree.insert(seq_key(seq), codec::encode(&e).expect("encode")).expect("insert");
+            tree.insert(seq_key(seq), codec::encode_event_v1(&e).expect("encode")).expect("insert");
             tree.insert(key(I, &[e.id.as_str().as_bytes()]), codec::encode(&seq).expect("encode")).expect("insert");
             let mut prefixes = index_prefixes(&e);
             prefixes.extend(e.record_id.as_ref().map(|r| text_prefix(R, r)));

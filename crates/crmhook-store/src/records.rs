@@ -1,9 +1,10 @@
-//! The records of delivery state, as kept in the store.
+//! The records the store keeps beside the core types: delivery state, operators' requests,
+//! the quarantine, and older layouts of the event record.
 
 use serde::{Deserialize, Serialize};
 
 use crmhook_core::retry::Outcome;
-use crmhook_core::EventId;
+use crmhook_core::{Event, EventId, EventKind, RejectedId, SourceId, SourceKind};
 
 /// A delivery a target still owes: the number of its next attempt and when it is due.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,4 +86,84 @@ pub struct AckEntry {
     pub event_type: String,
     /// Already accepted by an earlier request.
     pub duplicate: bool,
+}
+
+/// An event as chunks of record version 1 held it (before events recorded their source).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventV1 {
+    pub seq: u64,
+    pub id: EventId,
+    pub received_at_ms: u64,
+    pub kind: EventKind,
+    pub event_type: String,
+    #[serde(with = "crmhook_core::event::bytes")]
+    pub payload: Vec<u8>,
+    pub record_id: Option<String>,
+    pub kanban_id: Option<String>,
+    pub field_name: Option<String>,
+    pub external_id: Option<String>,
+    pub version_major: Option<u32>,
+}
+
+impl From<EventV1> for Event {
+    fn from(e: EventV1) -> Event {
+        Event {
+            seq: e.seq,
+            id: e.id,
+            received_at_ms: e.received_at_ms,
+            kind: e.kind,
+            event_type: e.event_type,
+            payload: e.payload,
+            record_id: e.record_id,
+            kanban_id: e.kanban_id,
+            field_name: e.field_name,
+            external_id: e.external_id,
+            version_major: e.version_major,
+            source_id: None,
+        }
+    }
+}
+
+impl From<&Event> for EventV1 {
+    fn from(e: &Event) -> EventV1 {
+        EventV1 {
+            seq: e.seq,
+            id: e.id.clone(),
+            received_at_ms: e.received_at_ms,
+            kind: e.kind,
+            event_type: e.event_type.clone(),
+            payload: e.payload.clone(),
+            record_id: e.record_id.clone(),
+            kanban_id: e.kanban_id.clone(),
+            field_name: e.field_name.clone(),
+            external_id: e.external_id.clone(),
+            version_major: e.version_major,
+        }
+    }
+}
+
+/// A piece of a source's request that was not an event, kept in the quarantine with its exact
+/// bytes until retention removes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejected {
+    pub id: RejectedId,
+    pub source_id: SourceId,
+    /// The source's kind when it was posted: how a retry reads it.
+    pub kind: SourceKind,
+    pub at_ms: u64,
+    /// Its index in the posted array; `None` for the whole body.
+    pub index: Option<u32>,
+    pub reason: String,
+    /// Exactly as posted.
+    pub bytes: Vec<u8>,
+    /// Set once a retry logged it as an event.
+    pub retried: Option<Retried>,
+}
+
+/// A quarantined element that a retry logged as an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retried {
+    pub at_ms: u64,
+    pub event_id: EventId,
+    pub seq: u64,
 }

@@ -1,0 +1,323 @@
+//! Sources and the quarantine (contract section 2b): the CRUD of sources, the ingest URL each
+//! CRM posts to as it really posts (`POST /in/{source_id}`), and the pieces of those requests
+//! that were not events (`/v1/rejected`).
+//!
+//! A source's ingest never refuses what it cannot read: an element that breaks the rules, or a
+//! body that does not parse, is kept in the quarantine with its exact bytes and the request
+//! still answers 200 once everything is durable, so a CRM that discards failed batches
+//! (Maximizer) loses none of the good events beside it. Only an unauthenticated request (401),
+//! a body over `max_body_bytes` (413) or a server that cannot write (503) is refused, and then
+//! nothing is stored.
+
+use std::collections::HashMap;
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use base64::Engine;
+use crmhook_core::event::{parse_source, parse_source_element};
+use crmhook_core::time::{now_ms, rfc3339};
+use crmhook_core::{RejectedId, Source, SourceId, SourceKind};
+use crmhook_store::{Rejected, Retried};
+use serde_json::{json, Value};
+
+use crate::api::{
+    ack_view, authorize, ingest_share, read_body, read_object, router_error, AppState, Role, State, MAX_PAGE,
+};
+use crate::error::ApiError;
+
+/// The header MAIA signs its webhooks with.
+const MAIA_SIGNATURE: &str = "x-maia-signature";
+
+pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/in/{id}").route(web::post().to(source_ingest)))
+        .service(web::resource("/v1/sources").route(web::get().to(list_sources)).route(web::post().to(create_source)))
+        .service(
+            web::resource("/v1/sources/{id}")
+                .route(web::get().to(get_source))
+                .route(web::patch().to(patch_source))
+                .route(web::delete().to(delete_source)),
+        )
+        .service(web::resource("/v1/sources/{id}/rotate-key").route(web::post().to(rotate_key)))
+        .service(web::resource("/v1/rejected").route(web::get().to(list_rejected)))
+        .service(web::resource("/v1/rejected/{id}").route(web::get().to(get_rejected)))
+        .service(web::resource("/v1/rejected/{id}/retry").route(web::post().to(retry_rejected)));
+}
+
+// ---- sources -------------------------------------------------------------------------------
+
+fn source_view(state: &AppState, s: &Source, key: Option<&str>) -> Value {
+    let mut view = json!({
+        "id": s.id,
+        "name": s.name,
+        "kind": s.kind.as_str(),
+        "enabled": s.enabled,
+        "ingest_url": format!("{}/in/{}", state.public_url, s.id),
+        "created_at": rfc3339(s.created_at_ms),
+        "updated_at": rfc3339(s.updated_at_ms),
+    });
+    if s.kind == SourceKind::Maia {
+        // Whether posts can be authenticated yet; the secret itself is never shown.
+        view["maia_secret_set"] = json!(s.maia_secret.is_some());
+    }
+    if let Some(key) = key {
+        view["key"] = json!(key);
+    }
+    view
+}
+
+fn load_source(state: &AppState, raw: &str) -> Result<Source, ApiError> {
+    let not_found = || ApiError::NotFound(format!("source {raw} not found"));
+    state.store.source(&SourceId::parse(raw).ok_or_else(not_found)?)?.ok_or_else(not_found)
+}
+
+async fn list_sources(req: HttpRequest, state: State) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state.tokens, Role::Admin)?;
+    let sources: Vec<Value> = state.store.sources()?.iter().map(|s| source_view(&state, s, None)).collect();
+    Ok(HttpResponse::Ok().json(json!({ "sources": sources })))
+}
+
+async fn create_source(req: HttpRequest, payload: web::Payload, state: State) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state.tokens, Role::Admin)?;
+    let body = read_object(&req, payload).await?;
+    let (source, key) = Source::create(&body, now_ms())?;
+    state.store.put_source(&source).await?;
+    tracing::info!(source_id = %source.id, kind = source.kind.as_str(), "source created");
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/v1/sources/{}", source.id)))
+        .json(source_view(&state, &source, key.as_deref())))
+}
+
+async fn get_source(req: HttpRequest, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state.tokens, Role::Admin)?;
+    Ok(HttpResponse::Ok().json(source_view(&state, &load_source(&state, &id)?, None)))
+}
+
+async fn patch_source(
+    req: HttpRequest,
+    id: web::Path<String>,
+    payload: web::Payload,
+    state: State,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state.tokens, Role::Admin)?;
+    let current = load_source(&state, &id)?;
+    let body = read_object(&req, payload).await?;
+    let source = current.patched(&body, now_ms())?;
+    state.store.put_source(&source).await?;
+    Ok(HttpResponse::Ok().json(source_view(&state, &source, None)))
+}
+
+async fn delete_source(req: HttpRequest, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state.tokens, Role::Admin)?;
+    let source = load_source(&state, &id)?;
+    state.store.delete_source(&source.id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn rotate_key(req: HttpRequest, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state.tokens, Role::Admin)?;
+    let mut source = load_source(&state, &id)?;
+    if source.kind != SourceKind::Maximizer {
+        return Err(ApiError::Conflict(format!(
+            "source {} is a maia source: it is authenticated by MAIA's own secret; set a new one with PATCH {{\"maia_secret\"}}",
+            source.id
+        )));
+    }
+    let key = source.new_key();
+    source.updated_at_ms = now_ms();
+    state.store.put_source(&source).await?;
+    Ok(HttpResponse::Ok().json(source_view(&state, &source, Some(&key))))
+}
+
+// ---- ingest from a source ------------------------------------------------------------------
+
+/// The key a Maximizer source was given: `?key=` in the URL, or `Authorization: Bearer`.
+fn maximizer_key(req: &HttpRequest) -> Option<String> {
+    let from_query = url::form_urlencoded::parse(req.query_string().as_bytes())
+        .find(|(k, _)| k == "key")
+        .map(|(_, v)| v.into_owned());
+    from_query.or_else(|| {
+        let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+        value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).map(|t| t.trim().to_owned())
+    })
+}
+
+/// 401 with a detail that names what is missing and never echoes a key or signature.
+fn unauthenticated(detail: &str) -> ApiError {
+    ApiError::Unauthorized(detail.to_owned())
+}
+
+async fn source_ingest(
+    req: HttpRequest,
+    id: web::Path<String>,
+    payload: web::Payload,
+    state: State,
+) -> Result<HttpResponse, ApiError> {
+    let unknown = "no enabled source has this ingest URL; check the URL (POST /v1/sources answers it)";
+    let source = match SourceId::parse(&id) {
+        Some(id) => state.store.source(&id)?.filter(|s| s.enabled).ok_or_else(|| unauthenticated(unknown))?,
+        None => return Err(unauthenticated(unknown)),
+    };
+    // Maximizer's key is checked before the body is read; MAIA's signature needs the body.
+    let signature =
+        match source.kind {
+            SourceKind::Maximizer => {
+                let key = maximizer_key(&req).ok_or_else(|| {
+                    unauthenticated(
+                        "a maximizer source needs its key: `?key=<key>` in the URL or `Authorization: Bearer <key>`",
+                    )
+                })?;
+                if !source.key_matches(&key) {
+                    return Err(unauthenticated("the key is not this source's key"));
+                }
+                None
+            }
+            SourceKind::Maia => {
+                Some(req.headers().get(MAIA_SIGNATURE).and_then(|v| v.to_str().ok()).map(str::to_owned).ok_or_else(
+                    || unauthenticated("a maia source needs `X-Maia-Signature` (MAIA signs every webhook)"),
+                )?)
+            }
+        };
+    let key = crate::api::idempotency_key(&req)?;
+    let _share = ingest_share(&req, &state)?;
+    let body = read_body(&req, payload, state.max_body_bytes).await?;
+    if let Some(signature) = signature {
+        if !source.maia_signature_matches(&body, &signature) {
+            let detail = match source.maia_secret {
+                None => "this source has no `maia_secret` yet: set the secret MAIA's Webhook Center shows",
+                Some(_) => "`X-Maia-Signature` is not the HMAC-SHA256 of this body with the source's `maia_secret`",
+            };
+            return Err(unauthenticated(detail));
+        }
+    }
+    let batch = parse_source(source.kind, &source.id, &body);
+    let at_ms = now_ms();
+    let rejected: Vec<Rejected> = batch
+        .rejected
+        .into_iter()
+        .map(|r| Rejected {
+            id: RejectedId::generate(),
+            source_id: source.id.clone(),
+            kind: source.kind,
+            at_ms,
+            index: r.index.and_then(|i| u32::try_from(i).ok()),
+            reason: r.reason,
+            bytes: r.bytes,
+            retried: None,
+        })
+        .collect();
+    // The events and the quarantine are written side by side; both are durable before the 200.
+    let append = async {
+        if batch.events.is_empty() {
+            return Ok(Vec::new());
+        }
+        state.router.ingest(batch.events, key).await.map_err(router_error)
+    };
+    let quarantine = async {
+        if rejected.is_empty() {
+            return Ok(());
+        }
+        state.store.quarantine(&rejected).await.map_err(ApiError::from)
+    };
+    let (acks, kept) = futures_util::future::join(append, quarantine).await;
+    let acks = acks?;
+    kept?;
+    if !rejected.is_empty() {
+        crate::metrics::metrics().rejected(source.id.as_str(), rejected.len() as u64);
+        tracing::warn!(source_id = %source.id, rejected = rejected.len(), "kept pieces of a source's request in the quarantine");
+    }
+    let (events, duplicates) = ack_view(&acks);
+    let rejections: Vec<Value> =
+        rejected.iter().map(|r| json!({"id": r.id, "index": r.index, "reason": r.reason})).collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "accepted": acks.len() - duplicates,
+        "duplicates": duplicates,
+        "rejected": rejected.len(),
+        "events": events,
+        "rejections": rejections,
+    })))
+}
+
+// ---- the quarantine ------------------------------------------------------------------------
+
+fn rejected_view(r: &Rejected) -> Value {
+    let mut view = json!({
+        "id": r.id,
+        "source_id": r.source_id,
+        "kind": r.kind.as_str(),
+        "received_at": rfc3339(r.at_ms),
+        "index": r.index,
+        "reason": r.reason,
+        // The exact bytes, and the same as text for reading (invalid UTF-8 replaced).
+        "body": String::from_utf8_lossy(&r.bytes),
+        "body_base64": base64::engine::general_purpose::STANDARD.encode(&r.bytes),
+        "retried": Value::Null,
+    });
+    if let Some(retried) = &r.retried {
+        view["retried"] = json!({"at": rfc3339(retried.at_ms), "event_id": retried.event_id, "seq": retried.seq});
+    }
+    view
+}
+
+fn load_rejected(state: &AppState, raw: &str) -> Result<Rejected, ApiError> {
+    let not_found = || ApiError::NotFound(format!("rejected piece {raw} not found"));
+    state.store.rejected(&RejectedId::parse(raw).ok_or_else(not_found)?)?.ok_or_else(not_found)
+}
+
+async fn list_rejected(
+    req: HttpRequest,
+    query: web::Query<HashMap<String, String>>,
+    state: State,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state.tokens, Role::Admin)?;
+    let text = |name: &str| query.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
+    let source = match text("source_id") {
+        None => None,
+        Some(s) => Some(SourceId::parse(s).ok_or_else(|| {
+            ApiError::unprocessable("source_id", format!("`source_id` must be a source id (src_…), not {s:?}"))
+        })?),
+    };
+    let after = match text("after") {
+        None => None,
+        Some(a) => Some(RejectedId::parse(a).ok_or_else(|| {
+            ApiError::unprocessable("after", format!("`after` must be the id of a rejected piece (rej_…), not {a:?}"))
+        })?),
+    };
+    let limit = match text("limit") {
+        None => 100,
+        Some(v) => v.parse::<usize>().ok().filter(|n| (1..=MAX_PAGE).contains(n)).ok_or_else(|| {
+            ApiError::unprocessable("limit", format!("`limit` must be an integer from 1 to {MAX_PAGE}, not {v:?}"))
+        })?,
+    };
+    let page = state.store.rejected_page(source.as_ref(), after.as_ref(), limit)?;
+    let next_after = if page.len() == limit { page.last().map(|r| r.id.clone()) } else { None };
+    Ok(HttpResponse::Ok()
+        .json(json!({"rejected": page.iter().map(rejected_view).collect::<Vec<_>>(), "next_after": next_after})))
+}
+
+async fn get_rejected(req: HttpRequest, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state.tokens, Role::Admin)?;
+    Ok(HttpResponse::Ok().json(rejected_view(&load_rejected(&state, &id)?)))
+}
+
+/// Reads a quarantined piece again with today's rules: if it is an event now, it is logged
+/// (as if its source had just posted it, deduplicated the same way) and the piece is marked
+/// retried; if not, 422 says why and nothing changes.
+async fn retry_rejected(req: HttpRequest, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state.tokens, Role::Admin)?;
+    let mut item = load_rejected(&state, &id)?;
+    let event = parse_source_element(item.kind, &item.source_id, &item.bytes).map_err(|reason| {
+        ApiError::Unprocessable { detail: format!("still not an event: {reason}"), field: None, index: None }
+    })?;
+    let acks = state.router.ingest(vec![event], None).await.map_err(router_error)?;
+    let (events, duplicates) = ack_view(&acks);
+    if let Some(ack) = acks.first() {
+        item.retried = Some(Retried { at_ms: now_ms(), event_id: ack.id.clone(), seq: ack.seq });
+        state.store.quarantine(std::slice::from_ref(&item)).await?;
+    }
+    Ok(HttpResponse::Ok().json(json!({
+        "accepted": acks.len() - duplicates,
+        "duplicates": duplicates,
+        "events": events,
+        "rejected": rejected_view(&item),
+    })))
+}

@@ -1,0 +1,328 @@
+//! The real CRMs plug in unchanged (contract section 2b): the CRM simulator posts to a source's
+//! ingest URL exactly as MAIA and Maximizer do, against the real binary, and a real receiver
+//! checks every delivery the way MAIA's documentation describes (and Standard Webhooks').
+
+mod support;
+
+use std::time::Duration;
+
+use base64::Engine;
+use crmhook_crmsim::{maia as maia_crm, maximizer, Options};
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use support::*;
+
+const DELIVERY: Duration = Duration::from_secs(10);
+const QUIET: Duration = Duration::from_millis(800);
+const MAIA_SECRET: &str = "maia-webhook-center-secret-7f3a";
+
+fn hmac_sha256(key: &[u8], msg: &[u8]) -> Vec<u8> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
+    mac.update(msg);
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// MAIA's documented check: HMAC-SHA256 of the raw body with the secret, hex-encoded, compared
+/// with the header.
+fn maia_documented_verifier(secret: &str, r: &Received) -> bool {
+    r.header("x-maia-signature") == hex::encode(hmac_sha256(secret.as_bytes(), &r.body))
+}
+
+/// Standard Webhooks: `v1,<base64 HMAC>` of `<id>.<timestamp>.<body>`, key = base64 after `whsec_`.
+fn standard_verifier(secret: &str, r: &Received) -> bool {
+    let key =
+        base64::engine::general_purpose::STANDARD.decode(secret.trim_start_matches("whsec_")).expect("whsec_ base64");
+    let msg =
+        [r.header("webhook-id").as_bytes(), b".", r.header("webhook-timestamp").as_bytes(), b".", &r.body].concat();
+    let want = format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(hmac_sha256(&key, &msg)));
+    r.header("webhook-signature").split(' ').any(|s| s == want)
+}
+
+/// Creates a source; answers its view (with `key` for Maximizer).
+fn source(server: &Server, body: Value) -> Value {
+    let r = server.admin("POST", "/v1/sources", Some(&body));
+    assert_eq!(r.status, 201, "POST /v1/sources: {}", r.text);
+    let v = r.json();
+    assert!(v["id"].as_str().is_some_and(|id| id.starts_with("src_")), "{v}");
+    assert_eq!(v["ingest_url"], server.url(&format!("/in/{}", v["id"].as_str().expect("id"))));
+    v
+}
+
+fn maia_source(server: &Server) -> Value {
+    source(server, json!({"name": "MAIA", "kind": "maia", "maia_secret": MAIA_SECRET}))
+}
+
+/// The Maximizer source's target URL, as registered in Maximizer: the key in the query string.
+fn maximizer_url(src: &Value) -> String {
+    format!("{}?key={}", src["ingest_url"].as_str().expect("url"), src["key"].as_str().expect("key"))
+}
+
+fn events(server: &Server, query: &str) -> Vec<Value> {
+    server.admin("GET", &format!("/v1/events?{query}"), None).json()["events"].as_array().cloned().unwrap_or_default()
+}
+
+fn rejected(server: &Server) -> Vec<Value> {
+    server.admin("GET", "/v1/rejected", None).json()["rejected"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn maia_posts_as_maia_does_and_every_delivery_passes_both_verifiers() {
+    let server = Server::start();
+    let rcv = Receiver::start();
+    let (_, secret) = server.wire(&rcv.url("/hook"), Some(json!({})), json!({}));
+    let src = maia_source(&server);
+    let url = src["ingest_url"].as_str().expect("url");
+
+    let names = ["crm_field_update", "crm_record_created", "crm_record_deleted", "ai_pause"];
+    for name in names {
+        // The sample file's exact bytes, one event per POST, signed, no other header.
+        let body = sample(name);
+        let report = maia_crm::post(url, MAIA_SECRET, body.as_bytes());
+        assert!(report.delivered, "{name}: {report}");
+        assert_eq!((report.tries.len(), report.last_status()), (1, Some(200)), "{name}: {report}");
+        let ack = report.last_body_json().expect("json answer");
+        assert_eq!((ack["accepted"].as_u64(), ack["rejected"].as_u64()), (Some(1), Some(0)), "{ack}");
+    }
+    let got = rcv.wait_count("/hook", names.len(), DELIVERY);
+    for d in &got {
+        assert!(maia_documented_verifier(&secret, d), "X-Maia-Signature as MAIA documents it: {:?}", d.headers);
+        assert!(standard_verifier(&secret, d), "webhook-signature: {:?}", d.headers);
+        assert!(d.header("x-maia-timestamp").parse::<u64>().is_ok());
+        let sent = names.iter().map(|n| sample(n)).find(|s| s.trim_end().as_bytes() == d.body.as_slice());
+        assert!(sent.is_some(), "the body is one of the posted events, byte for byte");
+    }
+    // Each event records its source, and the log filters on it.
+    let listed = events(&server, &format!("source_id={}", src["id"].as_str().expect("id")));
+    assert_eq!(listed.len(), names.len());
+    assert!(listed.iter().all(|e| e["source_id"] == src["id"]));
+    assert_eq!(events(&server, "source_id=src_00000000000000000000000000").len(), 0);
+}
+
+#[test]
+fn an_unauthenticated_post_is_401_and_stores_nothing() {
+    let server = Server::start();
+    let src = maia_source(&server);
+    let url = src["ingest_url"].as_str().expect("url").to_owned();
+    let body = sample("crm_field_update");
+    let once = Options { tries: 1, ..Options::maia() };
+
+    // A wrong secret, a signature of another body, no signature at all.
+    let wrong = maia_crm::post_with(&url, "not-the-secret", body.as_bytes(), &once);
+    assert_eq!(wrong.last_status(), Some(401), "{wrong}");
+    let other = crmhook_crmsim::maia_signature(MAIA_SECRET, b"{}");
+    let r = http("POST", &url, &[("X-Maia-Signature", &other)], Some(body.as_bytes()));
+    assert_eq!(r.status, 401, "{}", r.text);
+    assert!(r.content_type().starts_with("application/problem+json"));
+    let r = http("POST", &url, &[("Content-Type", "application/json")], Some(body.as_bytes()));
+    assert_eq!(r.status, 401, "{}", r.text);
+    // An unknown source; a disabled one.
+    let r = maia_crm::post_with(&server.url("/in/src_00000000000000000000000000"), MAIA_SECRET, body.as_bytes(), &once);
+    assert_eq!(r.last_status(), Some(401));
+    let id = src["id"].as_str().expect("id");
+    let off = server.admin("PATCH", &format!("/v1/sources/{id}"), Some(&json!({"enabled": false})));
+    assert_eq!((off.status, off.json()["enabled"].as_bool()), (200, Some(false)), "{}", off.text);
+    assert_eq!(maia_crm::post_with(&url, MAIA_SECRET, body.as_bytes(), &once).last_status(), Some(401));
+    // A Maximizer source without its key, or with a wrong one.
+    let mx = source(&server, json!({"name": "mx", "kind": "maximizer"}));
+    let batch = maximizer::batch(&[maximizer::envelope("k-1", "Opportunity", "Update", "1")]);
+    let mx_once = Options { tries: 1, ..Options::maximizer() };
+    let no_key = mx["ingest_url"].as_str().expect("url");
+    assert_eq!(maximizer::post_with(no_key, batch.as_bytes(), &mx_once).last_status(), Some(401));
+    assert_eq!(
+        maximizer::post_with(&format!("{no_key}?key=mxk_wrong"), batch.as_bytes(), &mx_once).last_status(),
+        Some(401)
+    );
+
+    assert!(events(&server, "").is_empty(), "nothing was logged");
+    assert!(rejected(&server).is_empty(), "nothing was quarantined");
+    // Enabled again, the real CRM gets through.
+    server.admin("PATCH", &format!("/v1/sources/{id}"), Some(&json!({"enabled": true})));
+    assert!(maia_crm::post_with(&url, MAIA_SECRET, body.as_bytes(), &once).delivered);
+}
+
+#[test]
+fn a_maia_retry_of_the_same_body_is_a_duplicate_and_delivered_once() {
+    let server = Server::start();
+    let rcv = Receiver::start();
+    server.wire(&rcv.url("/once"), Some(json!({})), json!({}));
+    let src = maia_source(&server);
+    let url = src["ingest_url"].as_str().expect("url");
+    let body = serde_json::to_vec(&maia("crm_field_update", json!({}))).expect("json");
+    let first = maia_crm::post(url, MAIA_SECRET, &body).last_body_json().expect("answer");
+    let again = maia_crm::post(url, MAIA_SECRET, &body).last_body_json().expect("answer");
+    assert_eq!((again["accepted"].as_u64(), again["duplicates"].as_u64()), (Some(0), Some(1)), "{again}");
+    assert_eq!(again["events"][0]["id"], first["events"][0]["id"]);
+    rcv.wait_count("/once", 1, DELIVERY);
+    assert!(holds_for(QUIET, || rcv.count("/once") == 1), "delivered twice");
+    // Another source posting the same bytes is another event.
+    let other = source(&server, json!({"name": "MAIA 2", "kind": "maia", "maia_secret": MAIA_SECRET}));
+    let ack = maia_crm::post(other["ingest_url"].as_str().expect("url"), MAIA_SECRET, &body).last_body_json();
+    assert_eq!(ack.expect("answer")["accepted"], 1);
+}
+
+#[test]
+fn maximizer_gets_exactly_200_and_receivers_get_each_element_byte_for_byte() {
+    let server = Server::start();
+    let rcv = Receiver::start();
+    let (_, secret) = server.wire(&rcv.url("/mx"), Some(json!({"event_types": ["opportunity.update"]})), json!({}));
+    let src = source(&server, json!({"name": "Maximizer", "kind": "maximizer"}));
+    assert!(src["key"].as_str().is_some_and(|k| k.starts_with("mxk_")), "{src}");
+    let elements = [
+        maximizer::envelope("mx-1", "Opportunity", "Update", "12000.00"),
+        maximizer::envelope("mx-2", "Opportunity", "Update", "9007199254740993"),
+        maximizer::envelope("mx-3", "Opportunity", "Update", "0.1000000000000000055511151231257827"),
+    ];
+    let report = maximizer::post(&maximizer_url(&src), maximizer::batch(&elements).as_bytes());
+    assert!(report.delivered, "{report}");
+    assert_eq!((report.tries.len(), report.last_status()), (1, Some(200)), "exactly 200, first try: {report}");
+    assert_eq!(report.last_body_json().expect("json")["accepted"], 3);
+
+    let got = rcv.wait_count("/mx", 3, DELIVERY);
+    for element in &elements {
+        let want = format!("[{element}]");
+        let d = got.iter().find(|d| d.body == want.as_bytes());
+        let d = d.unwrap_or_else(|| panic!("no delivery is byte-identical to {want}"));
+        assert!(maia_documented_verifier(&secret, d) && standard_verifier(&secret, d));
+    }
+    // The key is not kept in clear: the source's views never show it again.
+    let id = src["id"].as_str().expect("id");
+    let shown = server.admin("GET", &format!("/v1/sources/{id}"), None).text;
+    assert!(!shown.contains(src["key"].as_str().expect("key")), "{shown}");
+    // A rotated key replaces the old one at once.
+    let rotated = server.admin("POST", &format!("/v1/sources/{id}/rotate-key"), None).json();
+    let once = Options { tries: 1, ..Options::maximizer() };
+    let more = maximizer::batch(&[maximizer::envelope("mx-4", "Opportunity", "Update", "1")]);
+    assert_eq!(maximizer::post_with(&maximizer_url(&src), more.as_bytes(), &once).last_status(), Some(401));
+    let bearer = http(
+        "POST",
+        src["ingest_url"].as_str().expect("url"),
+        &[("Authorization", &format!("Bearer {}", rotated["key"].as_str().expect("new key")))],
+        Some(more.as_bytes()),
+    );
+    assert_eq!(bearer.status, 200, "the key as a bearer token: {}", bearer.text);
+}
+
+#[test]
+fn filters_compare_large_integers_exactly() {
+    let server = Server::start();
+    let rcv = Receiver::start();
+    let filter = |value: u64| json!({"filters": [{"path": "/Data/Original/Revenue", "op": "eq", "value": value}]});
+    server.wire(&rcv.url("/exact"), Some(filter(9_007_199_254_740_993)), json!({}));
+    server.wire(&rcv.url("/neighbour"), Some(filter(9_007_199_254_740_992)), json!({}));
+    let src = source(&server, json!({"name": "Maximizer", "kind": "maximizer"}));
+    let body = maximizer::batch(&[maximizer::envelope("big-1", "Opportunity", "Update", "9007199254740993")]);
+    assert!(maximizer::post(&maximizer_url(&src), body.as_bytes()).delivered);
+    rcv.wait_count("/exact", 1, DELIVERY);
+    assert!(holds_for(QUIET, || rcv.count("/neighbour") == 0), "eq matched 2^53 for 2^53 + 1");
+}
+
+#[test]
+fn a_bad_element_is_quarantined_with_its_bytes_and_the_rest_of_the_batch_delivered() {
+    let server = Server::start();
+    let rcv = Receiver::start();
+    server.wire(&rcv.url("/batch"), Some(json!({})), json!({}));
+    let src = source(&server, json!({"name": "Maximizer", "kind": "maximizer"}));
+    let good_1 = maximizer::envelope("b-1", "Opportunity", "Update", "1.50");
+    let good_2 = maximizer::envelope("b-2", "Contact", "Insert", "2");
+    let bad = r#"{"Id": "b-bad", "Entity": "Opportunity",  "Data": {"Op": "Update"}}"#;
+    let body = format!("[{good_1},{bad},\n{good_2}]");
+    let report = maximizer::post(&maximizer_url(&src), body.as_bytes());
+    assert_eq!((report.tries.len(), report.last_status()), (1, Some(200)), "{report}");
+    let ack = report.last_body_json().expect("json");
+    assert_eq!((ack["accepted"].as_u64(), ack["rejected"].as_u64()), (Some(2), Some(1)), "{ack}");
+    assert_eq!(ack["rejections"][0]["index"], 1);
+
+    let got = rcv.wait_count("/batch", 2, DELIVERY);
+    let mut bodies: Vec<Vec<u8>> = got.iter().map(|d| d.body.clone()).collect();
+    bodies.sort();
+    let mut want = vec![format!("[{good_1}]").into_bytes(), format!("[{good_2}]").into_bytes()];
+    want.sort();
+    assert_eq!(bodies, want);
+
+    let kept = rejected(&server);
+    assert_eq!(kept.len(), 1);
+    let item = &kept[0];
+    assert_eq!((item["source_id"].clone(), item["index"].as_u64()), (src["id"].clone(), Some(1)));
+    assert!(item["reason"].as_str().is_some_and(|r| r.contains("Timestamp")), "{item}");
+    let exact = base64::engine::general_purpose::STANDARD.decode(item["body_base64"].as_str().expect("b64"));
+    assert_eq!(exact.expect("base64"), bad.as_bytes(), "the element's exact bytes");
+    assert_eq!(item["body"], bad);
+    let id = item["id"].as_str().expect("id");
+    assert_eq!(server.admin("GET", &format!("/v1/rejected/{id}"), None).json()["id"], id);
+    // Retried with today's rules it is still not an event: 422, and it stays.
+    let retry = server.admin("POST", &format!("/v1/rejected/{id}/retry"), None);
+    assert_eq!(retry.status, 422, "{}", retry.text);
+    assert!(retry.json()["detail"].as_str().is_some_and(|d| d.contains("Timestamp")), "{}", retry.text);
+    assert_eq!(rejected(&server).len(), 1);
+
+    // A body that does not parse at all is kept whole, and still answered 200.
+    let torn = b"[{\"Id\": \"b-3\", \"Entity\": ";
+    let report = maximizer::post(&maximizer_url(&src), torn);
+    assert_eq!(report.last_status(), Some(200), "{report}");
+    let kept = rejected(&server);
+    assert_eq!(kept.len(), 2);
+    assert!(kept[1]["index"].is_null());
+    assert_eq!(kept[1]["body"], String::from_utf8_lossy(torn).as_ref());
+    let metrics = http("GET", &server.url("/metrics"), &[], None).text;
+    assert!(
+        metrics.contains(&format!("crmhook_events_rejected_total{{source=\"{}\"}} 2", src["id"].as_str().expect("id")))
+    );
+    // POST /v1/events stays all or nothing for API clients.
+    let r = server.request(
+        "POST",
+        "/v1/events",
+        Some(INGEST),
+        Some(&serde_json::from_str::<Value>(&format!("[{good_1},{bad}]")).expect("json")),
+    );
+    assert_eq!(r.status, 422, "{}", r.text);
+}
+
+#[test]
+fn ai_pause_passes_a_kanban_filtered_subscription() {
+    let server = Server::start();
+    let rcv = Receiver::start();
+    server.wire(&rcv.url("/kanban"), Some(json!({"kanban_ids": ["kanban_A"]})), json!({}));
+    let src = maia_source(&server);
+    let url = src["ingest_url"].as_str().expect("url");
+    let pause = serde_json::to_vec(&maia("ai_pause", json!({}))).expect("json");
+    let other_kanban = serde_json::to_vec(&maia("crm_record_created", json!({"kanbanId": "kanban_B"}))).expect("json");
+    let this_kanban = serde_json::to_vec(&maia("crm_record_created", json!({"kanbanId": "kanban_A"}))).expect("json");
+    for body in [&pause, &other_kanban, &this_kanban] {
+        assert!(maia_crm::post(url, MAIA_SECRET, body).delivered);
+    }
+    let got = rcv.wait_count("/kanban", 2, DELIVERY);
+    let mut bodies: Vec<&[u8]> = got.iter().map(|d| d.body.as_slice()).collect();
+    bodies.sort();
+    let mut want = vec![pause.as_slice(), this_kanban.as_slice()];
+    want.sort();
+    assert_eq!(bodies, want);
+    assert!(holds_for(QUIET, || rcv.count("/kanban") == 2));
+}
+
+#[test]
+fn sources_are_managed_like_targets() {
+    let server = Server::start();
+    let src = source(&server, json!({"name": "MAIA", "kind": "maia"}));
+    assert_eq!(src["maia_secret_set"], false);
+    assert!(src.get("key").is_none(), "a maia source has no key of ours");
+    let id = src["id"].as_str().expect("id");
+    let set = server.admin("PATCH", &format!("/v1/sources/{id}"), Some(&json!({"maia_secret": "s3cret-value"})));
+    assert_eq!((set.status, set.json()["maia_secret_set"].as_bool()), (200, Some(true)), "{}", set.text);
+    assert!(!set.text.contains("s3cret-value"), "the MAIA secret is never shown back");
+    let list = server.admin("GET", "/v1/sources", None);
+    assert_eq!(list.json()["sources"].as_array().map(Vec::len), Some(1));
+    assert!(!list.text.contains("s3cret-value"));
+    for (body, field) in [
+        (json!({"name": "x", "kind": "hubspot"}), "kind"),
+        (json!({"kind": "maia"}), "name"),
+        (json!({"name": "x", "kind": "maximizer", "maia_secret": "s"}), "maia_secret"),
+    ] {
+        let r = server.admin("POST", "/v1/sources", Some(&body));
+        assert_eq!((r.status, r.json()["field"].as_str()), (422, Some(field)), "{}", r.text);
+    }
+    assert_eq!(server.admin("POST", &format!("/v1/sources/{id}/rotate-key"), None).status, 409);
+    assert_eq!(server.request("GET", "/v1/sources", Some(INGEST), None).status, 403);
+    assert_eq!(server.admin("DELETE", &format!("/v1/sources/{id}"), None).status, 204);
+    assert_eq!(server.admin("GET", &format!("/v1/sources/{id}"), None).status, 404);
+}
