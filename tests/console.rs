@@ -1,6 +1,7 @@
 //! The web console in headless Chromium, driven over WebDriver (chromedriver): load the page,
 //! enter the token, see a posted event appear live, open it, press redeliver, see the new
-//! attempt. `.ci/run` installs Debian's `chromium` and `chromium-driver` when they are missing.
+//! attempt; and the sources, the quarantine of a source's rejected pieces and the event list's
+//! source filter. `.ci/run` installs Debian's `chromium` and `chromium-driver` when they are missing.
 //! With `CRMHOOK_SCREENSHOT=<file.png>` the test also saves a screenshot of the console.
 
 mod support;
@@ -94,6 +95,15 @@ impl Driver {
     fn text(&self, element: &str) -> String {
         self.call("GET", &format!("/element/{element}/text"), None).as_str().unwrap_or("").to_owned()
     }
+
+    fn property(&self, element: &str, name: &str) -> String {
+        self.call("GET", &format!("/element/{element}/property/{name}"), None).as_str().unwrap_or("").to_owned()
+    }
+
+    /// Waits until an element matching `css` has a text for which `f` holds; answers it.
+    fn wait_text(&self, css: &str, what: &str, f: impl Fn(&str) -> bool) -> String {
+        wait_for(Duration::from_secs(15), what, || self.find(css).filter(|e| f(&self.text(e))))
+    }
 }
 
 impl Drop for Driver {
@@ -153,4 +163,95 @@ fn the_console_shows_events_live_and_redelivers() {
         let bytes = base64::engine::general_purpose::STANDARD.decode(png.as_str().expect("base64")).expect("png");
         std::fs::write(path, bytes).expect("screenshot written");
     }
+}
+
+/// Opens the console and signs in with the admin token; answers once it follows the stream.
+fn signed_in(server: &Server) -> Driver {
+    let browser = Driver::start();
+    browser.call("POST", "/url", Some(json!({"url": server.url("/console")})));
+    let token = browser.wait("#token");
+    browser.type_into(&token, ADMIN);
+    browser.click(&browser.wait("#signin"));
+    browser.wait_text("#conn", "the live stream", |t| t == "live");
+    browser
+}
+
+#[test]
+fn the_console_shows_sources_the_quarantine_and_filters_events_by_source() {
+    let server = Server::start();
+    let browser = signed_in(&server);
+
+    // An event from no source, then a Maximizer source (made after the page loaded) posting a
+    // batch with one good and one bad element: 200, the bad one kept in the quarantine.
+    let other = server.post_ok(&maia("crm_field_update", json!({})));
+    let other_id = other["events"][0]["id"].as_str().expect("id").to_owned();
+    let r = server.admin("POST", "/v1/sources", Some(&json!({"name": "Maximizer <EU>", "kind": "maximizer"})));
+    assert_eq!(r.status, 201, "POST /v1/sources: {}", r.text);
+    let src = r.json();
+    let (src_id, ingest_url) = (src["id"].as_str().expect("id"), src["ingest_url"].as_str().expect("ingest_url"));
+    let good =
+        crmhook_crmsim::maximizer::envelope(&format!("console-{}", unique()), "Opportunity", "Update", "12000.00");
+    // No Timestamp, and markup that must show as text.
+    let bad = r#"{"Id": "console-bad", "Entity": "Opportunity", "Data": {"Op": "Update", "Note": "<b>not bold</b> & <script>x</script>"}}"#;
+    let body = format!("[{good},\n{bad}]");
+    let key = src["key"].as_str().expect("key");
+    let r = http(
+        "POST",
+        &format!("{ingest_url}?key={key}"),
+        &[("Content-Type", "application/json")],
+        Some(body.as_bytes()),
+    );
+    assert_eq!(r.status, 200, "POST {ingest_url}: {}", r.text);
+    let ack = r.json();
+    assert_eq!((ack["accepted"].as_u64(), ack["rejected"].as_u64()), (Some(1), Some(1)), "{ack}");
+    let good_id = ack["events"][0]["id"].as_str().expect("event id").to_owned();
+    let rej_id = ack["rejections"][0]["id"].as_str().expect("rejection id").to_owned();
+    let reason = ack["rejections"][0]["reason"].as_str().expect("reason").to_owned();
+
+    // The Rejected view lists the piece with its source and reason; opened, it shows the exact
+    // body as text, and a retry says why it is still not an event.
+    browser.click(&browser.wait("#tabs button[data-view='rejected']"));
+    let row = format!("#rejected tr.reject[data-id='{rej_id}']");
+    browser.wait_text(&row, "the rejected row with its source and reason", |t| {
+        t.contains(&reason) && t.contains("Maximizer <EU>")
+    });
+    browser.click(&browser.wait(&row));
+    browser.wait_text("#rejected-body", "the rejected body", |t| t == bad);
+    assert!(browser.find_all("#rejected-body b, #rejected-body script").is_empty(), "the body is shown as text");
+    browser.click(&browser.wait("#r-retry"));
+    browser.wait_text("#r-result", "the retry's answer", |t| t.contains("still not an event"));
+
+    // The Sources view lists the source with its ingest URL in a copyable field.
+    browser.click(&browser.wait("#tabs button[data-view='sources']"));
+    // (Each view reloads the sources when shown, so elements are looked up again while waiting.)
+    browser.wait_text(&format!("#sources tr[data-id='{src_id}']"), "the source row", |t| {
+        t.contains("Maximizer <EU>") && t.contains("maximizer") && t.contains("enabled")
+    });
+    wait_for(Duration::from_secs(10), "the ingest URL field", || {
+        let field = browser.find(&format!("#sources tr[data-id='{src_id}'] input.url"))?;
+        (browser.property(&field, "value") == ingest_url).then_some(())
+    });
+
+    // The event list filtered by the source shows the good event only, named by its source.
+    browser.click(&browser.wait("#tabs button[data-view='events']"));
+    browser.wait(&format!("#live tr[data-id='{other_id}']"));
+    wait_for(Duration::from_secs(10), "the source chosen in the filter", || {
+        let select = browser.find("#q-source")?;
+        if browser.property(&select, "value") == src_id {
+            return Some(());
+        }
+        if let Some(option) = browser.find(&format!("#q-source option[value='{src_id}']")) {
+            browser.click(&option);
+        }
+        None
+    });
+    wait_for(Duration::from_secs(10), "only the source's event in the list", || {
+        let rows = browser.find_all("#live tr");
+        let only = rows.len() == 1 && browser.find(&format!("#live tr[data-id='{good_id}']")).is_some();
+        only.then_some(())
+    });
+    let row = browser.wait(&format!("#live tr[data-id='{good_id}']"));
+    assert!(browser.text(&row).contains("Maximizer <EU>"), "{}", browser.text(&row));
+    browser.click(&row);
+    browser.wait_text("#detail .source", "the event's source", |t| t.contains("Maximizer <EU>") && t.contains(src_id));
 }

@@ -15,13 +15,19 @@ fn doc() -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).expect("docs/openapi.json")).expect("valid JSON")
 }
 
-/// Paths registered in the API's source (`web::resource("…")` and `.route("…", …)`).
+/// Paths registered in the API's source (`web::resource("…")` and `.route("…", …)`): the
+/// `routes` functions of `api.rs` and of `sources.rs` (which `api.rs` mounts).
 fn source_paths() -> BTreeSet<String> {
-    let src = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../crmhook-server/src/api.rs"))
-        .expect("api.rs");
-    let start = src.find("pub fn routes").expect("routes()");
-    let body = &src[start..start + src[start..].find("\n}\n").expect("end of routes()")];
-    body.split('"').skip(1).step_by(2).filter(|s| s.starts_with('/')).map(str::to_owned).collect()
+    let mut paths = BTreeSet::new();
+    for file in ["api.rs", "sources.rs"] {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crmhook-server/src");
+        let src = std::fs::read_to_string(dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let start = src.find("fn routes(").unwrap_or_else(|| panic!("routes() in {file}"));
+        let end = src[start..].find("\n}\n").unwrap_or_else(|| panic!("end of routes() in {file}"));
+        let body = &src[start..start + end];
+        paths.extend(body.split('"').skip(1).step_by(2).filter(|s| s.starts_with('/')).map(str::to_owned));
+    }
+    paths
 }
 
 #[test]
@@ -44,13 +50,16 @@ fn the_document_and_the_routes_agree() {
         .collect();
     let in_source = source_paths();
     let documented_paths: BTreeSet<String> = documented.keys().cloned().collect();
-    assert_eq!(in_source, documented_paths, "routes in api.rs and paths in docs/openapi.json differ");
+    assert_eq!(in_source, documented_paths, "routes in api.rs and sources.rs and paths in docs/openapi.json differ");
 
     let server = Server::start();
     let concrete = |p: &str| {
         p.replace("/v1/events/{id}", "/v1/events/evt_00000000000000000000000000")
             .replace("/v1/targets/{id}", "/v1/targets/tgt_00000000000000000000000000")
             .replace("/v1/subscriptions/{id}", "/v1/subscriptions/sub_00000000000000000000000000")
+            .replace("/v1/sources/{id}", "/v1/sources/src_00000000000000000000000000")
+            .replace("/v1/rejected/{id}", "/v1/rejected/rej_00000000000000000000000000")
+            .replace("/in/{id}", "/in/src_00000000000000000000000000")
     };
     for (path, methods) in &documented {
         let url = server.url(&concrete(path));

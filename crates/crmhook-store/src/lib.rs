@@ -5,15 +5,19 @@
 //!
 //! One sled database in the data dir, one tree (`crmhook`) whose keys start with a one-byte
 //! keyspace tag. Integers in keys are big-endian so that sled's order is their order. Every
-//! value is a record written by [`codec::encode`]: a version byte (`1`) and the bincode body.
+//! value is a record written by [`codec::encode`]: a version byte (`1`) and the bincode body;
+//! event chunks are version `2` (which added `source_id`), and version `1` chunks are still
+//! read (see [`codec::decode_events`]).
 //!
 //! | key | value | what |
 //! | --- | --- | --- |
 //! | `E` seq:u64 | `Vec<Event>` | the event log in chunks: the events from seq on, in seq order (see below) |
 //! | `K` idempotency-key | `Vec<AckEntry>` | the acknowledgement of a request with an `Idempotency-Key` |
-//! | `X` maximizer-id | [`AckEntry`] | a Maximizer event's `Id` → its acknowledgement |
+//! | `X` event key | [`AckEntry`] | an event's own idempotency key (a Maximizer `Id`; for a MAIA source's event `<src_id>:sha256:<hex of its bytes>`) → its acknowledgement |
 //! | `T` tgt_id | [`Target`] | targets |
 //! | `S` sub_id | [`Subscription`] | subscriptions |
+//! | `Z` src_id | [`Source`] | sources (a Maximizer source's key only as its SHA-256) |
+//! | `Q` rej_id | [`Rejected`] | the quarantine: a piece of a source's request that was not an event, with its exact bytes; removed by retention ([`Store::compact_quarantine`]) |
 //! | `C` tgt_id | seq:u64 | a target's cursor: every event up to it has been matched for it, and each delivery it owed is finished (`L`, `F`) or pending (`P`) |
 //! | `W` tgt_id | seq:u64 | how far a target had matched: deliveries after `C` and up to here may already have records |
 //! | `P` tgt_id seq:u64 | [`Pending`] | a delivery still owed that has been attempted (a retry) or queued again |
@@ -25,6 +29,7 @@
 //! | `Y` len:u16 type seq:u64 | `Vec<u64>` | index: seqs of one window's events of a type, from seq on |
 //! | `R` bucket:u8 seq:u64 | `Vec<(String, Vec<u64>)>` | index: by record id (MAIA `recordId`, Maximizer `Key`), one window |
 //! | `G` len:u16 kanban_id seq:u64 | `Vec<u64>` | index: the same by kanban |
+//! | `N` len:u16 src_id seq:u64 | `Vec<u64>` | index: the same by source (events posted to `/in/{id}`) |
 //! | `I` evt_id | seq:u64 | legacy: the id index of events written by format 1 (see below) |
 //! | `M` name | string | meta: generated tokens; `format`; `head`, the last seq ever given (u64); `indexed`, the last seq in the on-disk indexes (u64) |
 //!

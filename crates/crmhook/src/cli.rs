@@ -20,7 +20,7 @@ pub struct Conn {
     token: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Subcommand)]
@@ -33,6 +33,9 @@ pub enum Events {
         record_id: Option<String>,
         #[arg(long)]
         kanban_id: Option<String>,
+        /// Only events posted by this source (`src_…`).
+        #[arg(long)]
+        source: Option<String>,
         /// RFC 3339 time.
         #[arg(long)]
         since: Option<String>,
@@ -154,8 +157,9 @@ pub enum Log {
     },
 }
 
-/// A failure to talk to the server, said plainly.
-fn request(conn: &Conn, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
+/// One request to the server: answers the status and the JSON body (`Null` when empty) for
+/// any HTTP status but 401/403; a refused token or an unreachable server is said plainly.
+pub(crate) fn call(conn: &Conn, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<(u16, Value)> {
     let token = conn.token.as_deref().context("no admin token: pass --token or set CRMHOOK_ADMIN_TOKEN")?;
     let url = format!("{}{path}", conn.url.trim_end_matches('/'));
     let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).redirects(0).build();
@@ -164,34 +168,42 @@ fn request(conn: &Conn, method: &str, path: &str, body: Option<&Value>) -> anyho
         Some(b) => req.set("Content-Type", "application/json").send_string(&b.to_string()),
         None => req.call(),
     };
-    match result {
-        Ok(r) => {
-            let text = r.into_string().unwrap_or_default();
-            Ok(if text.trim().is_empty() {
-                Value::Null
-            } else {
-                serde_json::from_str(&text).unwrap_or(Value::String(text))
-            })
-        }
-        Err(ureq::Error::Status(code, r)) => {
+    let response = match result {
+        Ok(r) => r,
+        Err(ureq::Error::Status(code @ (401 | 403), r)) => {
             let problem: Value = r.into_json().unwrap_or(Value::Null);
-            let detail = problem["detail"].as_str().unwrap_or("").to_owned();
-            match code {
-                401 | 403 => bail!("the server refused the token ({code}: {detail}); use the admin token (--token or CRMHOOK_ADMIN_TOKEN)"),
-                _ => bail!("{method} {path}: {code} {}: {detail}", problem["title"].as_str().unwrap_or("error")),
-            }
+            let detail = problem["detail"].as_str().unwrap_or("");
+            bail!(
+                "the server refused the token ({code}: {detail}); use the admin token (--token or CRMHOOK_ADMIN_TOKEN)"
+            )
         }
+        Err(ureq::Error::Status(_, r)) => r,
         Err(e) => bail!("cannot reach crmhook at {}: {e} (is it running? set --url or CRMHOOK_URL)", conn.url),
-    }
+    };
+    let status = response.status();
+    let text = response.into_string().unwrap_or_default();
+    let value =
+        if text.trim().is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+    Ok((status, value))
 }
 
-fn print_json(v: &Value) -> anyhow::Result<ExitCode> {
+/// A request that must succeed: an error status becomes an error naming it.
+pub(crate) fn request(conn: &Conn, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
+    let (code, value) = call(conn, method, path, body)?;
+    if code >= 400 {
+        let detail = value["detail"].as_str().unwrap_or("");
+        bail!("{method} {path}: {code} {}: {detail}", value["title"].as_str().unwrap_or("error"));
+    }
+    Ok(value)
+}
+
+pub(crate) fn print_json(v: &Value) -> anyhow::Result<ExitCode> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(ExitCode::SUCCESS)
 }
 
 /// Prints rows as aligned columns.
-fn table(headers: &[&str], rows: Vec<Vec<String>>) {
+pub(crate) fn table(headers: &[&str], rows: Vec<Vec<String>>) {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -211,7 +223,7 @@ fn table(headers: &[&str], rows: Vec<Vec<String>>) {
     }
 }
 
-fn s(v: &Value) -> String {
+pub(crate) fn s(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
         Value::String(s) => s.clone(),
@@ -221,7 +233,7 @@ fn s(v: &Value) -> String {
     }
 }
 
-fn query(pairs: &[(&str, Option<String>)]) -> String {
+pub(crate) fn query(pairs: &[(&str, Option<String>)]) -> String {
     let parts: Vec<String> = pairs
         .iter()
         .filter_map(|(k, v)| {
@@ -239,11 +251,12 @@ fn query(pairs: &[(&str, Option<String>)]) -> String {
 
 pub fn events(conn: &Conn, cmd: Events) -> anyhow::Result<ExitCode> {
     match cmd {
-        Events::List { event_type, record_id, kanban_id, since, until, after, limit } => {
+        Events::List { event_type, record_id, kanban_id, source, since, until, after, limit } => {
             let q = query(&[
                 ("type", event_type),
                 ("record_id", record_id),
                 ("kanban_id", kanban_id),
+                ("source_id", source),
                 ("since", since),
                 ("until", until),
                 ("after", Some(after.to_string())),
@@ -284,6 +297,9 @@ pub fn events(conn: &Conn, cmd: Events) -> anyhow::Result<ExitCode> {
                 return print_json(&e);
             }
             println!("{}  seq {}  {}  received {}", s(&e["id"]), s(&e["seq"]), s(&e["type"]), s(&e["received_at"]));
+            if let Some(source) = e["source_id"].as_str() {
+                println!("source {source}");
+            }
             println!("{}", serde_json::to_string_pretty(&e["payload"])?);
             for d in e["deliveries"].as_array().cloned().unwrap_or_default() {
                 println!("\n{} {}: {}", s(&d["target_id"]), d["target_name"].as_str().unwrap_or(""), s(&d["status"]));

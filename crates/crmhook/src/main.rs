@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod cli;
+mod cli_sources;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -53,7 +54,8 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Check a delivery's signature, as a receiver would.
+    /// Check a delivery's signature, as a receiver would: `X-Maia-Signature` (MAIA's scheme:
+    /// HMAC-SHA256 of the body only) or `webhook-signature` (Standard Webhooks, `v1,…`).
     Verify {
         /// The target's secret (`whsec_…`).
         #[arg(long)]
@@ -61,20 +63,21 @@ enum Command {
         /// A file holding the exact body that was received.
         #[arg(long)]
         body: PathBuf,
-        /// The `X-Maia-Timestamp` (or `webhook-timestamp`) header.
+        /// The `webhook-timestamp` header, needed for a `webhook-signature`. The
+        /// `X-Maia-Timestamp` may be given with an `X-Maia-Signature`, but MAIA does not sign it.
         #[arg(long)]
-        timestamp: String,
-        /// The `X-Maia-Signature` (`sha256=…`) or `webhook-signature` (`v1,…`) header.
+        timestamp: Option<String>,
+        /// The `X-Maia-Signature` (64 hex digits) or `webhook-signature` (`v1,…`) header.
         #[arg(long)]
         signature: String,
-        /// The `webhook-id` header; needed for `v1,` signatures.
+        /// The `webhook-id` header; needed for a `webhook-signature`.
         #[arg(long)]
         id: Option<String>,
     },
-    /// A receiver for trying crmhook out: prints each delivery it gets and whether its
-    /// signatures verify, and answers it.
+    /// A receiver for trying crmhook out: prints each delivery it gets, its signature headers
+    /// and whether they verify, saves the body for `crmhook verify`, and answers it.
     Receive {
-        /// Address to listen on.
+        /// Address to listen on (port 0 picks a free port).
         #[arg(long, default_value = "127.0.0.1:9000")]
         bind: String,
         /// The target's secret, to check signatures.
@@ -83,6 +86,9 @@ enum Command {
         /// The HTTP status to answer with.
         #[arg(long, default_value_t = 200)]
         status: u16,
+        /// Where the last body received is saved (overwritten by each request).
+        #[arg(long, default_value = "./crmhook-last-body.json")]
+        save: PathBuf,
     },
     /// Read the event log: list, show, follow, redeliver.
     #[command(subcommand)]
@@ -108,6 +114,13 @@ enum Command {
         #[arg(long)]
         since: Option<String>,
     },
+    /// Sources, where the CRMs post: list, show, create, update, enable, disable, delete,
+    /// rotate-key.
+    #[command(subcommand)]
+    Sources(cli_sources::Sources),
+    /// What sources posted that was not an event: list, show, retry.
+    #[command(subcommand)]
+    Rejected(cli_sources::Rejected),
     /// Offline access to a stopped server's data dir.
     #[command(subcommand)]
     Log(cli::Log),
@@ -119,13 +132,15 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { bind, data_dir, config } => serve(Flags { bind, data_dir, config_file: config }),
         Command::Verify { secret, body, timestamp, signature, id } => {
-            verify(&secret, &body, &timestamp, &signature, id.as_deref())
+            verify(&secret, &body, timestamp.as_deref(), &signature, id.as_deref())
         }
-        Command::Receive { bind, secret, status } => receive(&bind, secret, status),
+        Command::Receive { bind, secret, status, save } => receive(&bind, secret, status, save),
         Command::Events(cmd) => cli::events(&cli.conn, cmd),
         Command::Targets(cmd) => cli::targets(&cli.conn, cmd),
         Command::Subscriptions(cmd) => cli::subscriptions(&cli.conn, cmd),
         Command::Deliveries(cmd) => cli::deliveries(&cli.conn, cmd),
+        Command::Sources(cmd) => cli_sources::sources(&cli.conn, cmd),
+        Command::Rejected(cmd) => cli_sources::rejected(&cli.conn, cmd),
         Command::Replay { target, status, since } => cli::replay(&cli.conn, &target, &status, since),
         Command::Log(cli::Log::Export { data_dir }) => cli::export(&data_dir),
     };
@@ -184,19 +199,50 @@ async fn shutdown_signal() {
     }
 }
 
+/// Whether a signature header is Standard Webhooks' (`v1,…` entries) rather than MAIA's, as
+/// `sign::verify` decides it.
+fn is_standard(signature: &str) -> bool {
+    signature.split(' ').map(str::trim).find(|e| !e.is_empty()).is_some_and(|e| e.starts_with("v1,"))
+}
+
 fn verify(
     secret: &str,
     body: &PathBuf,
-    timestamp: &str,
+    timestamp: Option<&str>,
     signature: &str,
     id: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
     let body = std::fs::read(body).with_context(|| format!("cannot read {}", body.display()))?;
-    if signature.contains("v1,") && id.is_none() && !signature.contains("sha256=") {
-        anyhow::bail!("a v1 (Standard Webhooks) signature also needs --id, the webhook-id header");
+    let signature = signature.trim();
+    if !is_standard(signature) {
+        // MAIA's scheme: the body alone is signed.
+        if signature.starts_with("sha256=") {
+            eprintln!("note: MAIA sends X-Maia-Signature as the bare hex digits, without a `sha256=` prefix");
+        }
+        if timestamp.is_some() {
+            eprintln!("note: MAIA's scheme signs the body only: the timestamp is not part of X-Maia-Signature");
+        }
+        return Ok(if sign::verify(secret, None, "", &body, signature) {
+            println!("valid: X-Maia-Signature (MAIA: HMAC-SHA256 of the body) matches this secret and body");
+            ExitCode::SUCCESS
+        } else {
+            println!("invalid: X-Maia-Signature (MAIA: HMAC-SHA256 of the body) does not match this secret and body");
+            ExitCode::from(1)
+        });
+    }
+    let Some(id) = id else {
+        anyhow::bail!("a webhook-signature (Standard Webhooks, `v1,…`) also needs --id, the webhook-id header");
+    };
+    let Some(timestamp) = timestamp.map(str::trim) else {
+        anyhow::bail!(
+            "a webhook-signature (Standard Webhooks, `v1,…`) also needs --timestamp, the webhook-timestamp header"
+        );
+    };
+    if sign::standard_key(secret).is_none() {
+        eprintln!("note: the secret is not `whsec_<base64>`: Standard Webhooks' scheme cannot use it");
     }
     if let (Ok(ts), Ok(now)) =
-        (timestamp.trim().parse::<i64>(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH))
+        (timestamp.parse::<i64>(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH))
     {
         let age = now.as_secs() as i64 - ts;
         if age.abs() > 300 {
@@ -205,50 +251,124 @@ fn verify(
             );
         }
     }
-    if sign::verify(secret, id, timestamp.trim(), &body, signature) {
-        println!("valid: the signature matches this secret, timestamp and body");
+    if sign::verify(secret, Some(id), timestamp, &body, signature) {
+        println!(
+            "valid: webhook-signature (Standard Webhooks: <webhook-id>.<timestamp>.<body>) matches this secret, id, timestamp and body"
+        );
         Ok(ExitCode::SUCCESS)
     } else {
-        println!("invalid: the signature does not match this secret, timestamp and body");
+        println!(
+            "invalid: webhook-signature (Standard Webhooks: <webhook-id>.<timestamp>.<body>) does not match this secret, id, timestamp and body"
+        );
         Ok(ExitCode::from(1))
     }
 }
 
-fn receive(bind: &str, secret: Option<String>, status: u16) -> anyhow::Result<ExitCode> {
+/// `value` as one shell word (single-quoted unless it is plainly safe).
+fn shell_word(value: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "_-./:=,+@%".contains(c);
+    if !value.is_empty() && value.chars().all(safe) {
+        value.to_owned()
+    } else {
+        format!("'{}'", value.replace('\'', "'\\''"))
+    }
+}
+
+/// What `crmhook receive` was told.
+struct Receiving {
+    secret: Option<String>,
+    save: PathBuf,
+}
+
+/// What `crmhook receive` prints about one request.
+fn describe(req: &actix_web::HttpRequest, body: &[u8], receiving: &Receiving) -> String {
+    use std::fmt::Write as _;
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let shown = |v: &Option<String>| v.clone().unwrap_or_else(|| "(absent)".to_owned());
+    let (maia_ts, maia_sig) = (header("x-maia-timestamp"), header("x-maia-signature"));
+    let (std_id, std_ts, std_sig) = (header("webhook-id"), header("webhook-timestamp"), header("webhook-signature"));
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} {}  attempt {}  webhook-id {}",
+        req.method(),
+        req.uri(),
+        header("x-crmhook-attempt").unwrap_or_else(|| "-".to_owned()),
+        std_id.as_deref().unwrap_or("-")
+    );
+    let verdict = |sig: &Option<String>, ok: &dyn Fn(&str, &str) -> bool| match (sig, &receiving.secret) {
+        (None, _) => String::new(),
+        (Some(_), None) => "  (give --secret to check it)".to_owned(),
+        (Some(sig), Some(secret)) => if ok(secret, sig) { "  valid" } else { "  INVALID" }.to_owned(),
+    };
+    let maia_ok = |secret: &str, sig: &str| sign::verify(secret, None, maia_ts.as_deref().unwrap_or(""), body, sig);
+    let std_ok =
+        |secret: &str, sig: &str| sign::verify(secret, std_id.as_deref(), std_ts.as_deref().unwrap_or(""), body, sig);
+    let _ = writeln!(out, "  X-Maia-Timestamp: {}", shown(&maia_ts));
+    let _ = writeln!(out, "  X-Maia-Signature: {}{}", shown(&maia_sig), verdict(&maia_sig, &maia_ok));
+    let _ = writeln!(out, "  webhook-timestamp: {}", shown(&std_ts));
+    let _ = writeln!(out, "  webhook-signature: {}{}", shown(&std_sig), verdict(&std_sig, &std_ok));
+    let saved = match std::fs::write(&receiving.save, body) {
+        Ok(()) => {
+            let path = std::fs::canonicalize(&receiving.save).unwrap_or_else(|_| receiving.save.clone());
+            let _ = writeln!(out, "  body ({} bytes) saved to {}", body.len(), path.display());
+            Some(path)
+        }
+        Err(e) => {
+            let _ = writeln!(out, "  body ({} bytes) not saved: {}: {e}", body.len(), receiving.save.display());
+            None
+        }
+    };
+    let _ = writeln!(out, "  {}", String::from_utf8_lossy(body));
+    if let Some(path) = saved {
+        let secret = shell_word(receiving.secret.as_deref().unwrap_or("whsec_…"));
+        let file = shell_word(&path.to_string_lossy());
+        let mut lines = Vec::new();
+        if let Some(sig) = &maia_sig {
+            let mut line = format!("crmhook verify --secret {secret} --body {file}");
+            if let Some(ts) = &maia_ts {
+                line.push_str(&format!(" --timestamp {}", shell_word(ts)));
+            }
+            line.push_str(&format!(" --signature {}", shell_word(sig)));
+            lines.push(line);
+        }
+        if let (Some(sig), Some(ts), Some(id)) = (&std_sig, &std_ts, &std_id) {
+            lines.push(format!(
+                "crmhook verify --secret {secret} --body {file} --timestamp {} --signature {} --id {}",
+                shell_word(ts),
+                shell_word(sig),
+                shell_word(id)
+            ));
+        }
+        if !lines.is_empty() {
+            let _ = writeln!(out, "  check it by hand:");
+            for line in lines {
+                let _ = writeln!(out, "    {line}");
+            }
+        }
+    }
+    out
+}
+
+fn receive(bind: &str, secret: Option<String>, status: u16, save: PathBuf) -> anyhow::Result<ExitCode> {
     use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
     let status = actix_web::http::StatusCode::from_u16(status).context("--status is not an HTTP status")?;
-    let secret = web::Data::new(secret);
-    let handler = move |req: HttpRequest, body: web::Bytes, secret: web::Data<Option<String>>| async move {
-        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-        let mut out = format!(
-            "{} {}  attempt {}  webhook-id {}\n",
-            req.method(),
-            req.uri(),
-            header("x-crmhook-attempt"),
-            header("webhook-id")
-        );
-        match secret.as_ref() {
-            Some(secret) => {
-                let ts = header("x-maia-timestamp");
-                let maia = sign::verify(secret, None, &ts, &body, &header("x-maia-signature"));
-                let id = header("webhook-id");
-                let standard =
-                    sign::verify(secret, Some(&id), &header("webhook-timestamp"), &body, &header("webhook-signature"));
-                let word = |ok: bool| if ok { "valid" } else { "INVALID" };
-                out.push_str(&format!("  X-Maia-Signature: {}  webhook-signature: {}\n", word(maia), word(standard)));
-            }
-            None => out.push_str("  (give --secret to check the signatures)\n"),
-        }
-        out.push_str(&format!("  {}\n", String::from_utf8_lossy(&body)));
-        println!("{out}");
+    let receiving = web::Data::new(Receiving { secret, save });
+    let handler = move |req: HttpRequest, body: web::Bytes, receiving: web::Data<Receiving>| async move {
+        let out = describe(&req, &body, &receiving);
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "{out}");
+        let _ = stdout.flush();
         HttpResponse::build(status).finish()
     };
     actix_rt::System::new().block_on(async move {
-        let server = HttpServer::new(move || App::new().app_data(secret.clone()).default_service(web::to(handler)))
+        let server = HttpServer::new(move || App::new().app_data(receiving.clone()).default_service(web::to(handler)))
             .workers(1)
             .bind(bind)
             .with_context(|| format!("cannot listen on {bind}"))?;
-        println!("receiving on http://{bind}/ (answering {status})");
+        for addr in server.addrs() {
+            println!("receiving on http://{addr}/ (answering {status})");
+        }
         server.run().await?;
         Ok(ExitCode::SUCCESS)
     })
