@@ -326,3 +326,20 @@ fn sources_are_managed_like_targets() {
     assert_eq!(server.admin("DELETE", &format!("/v1/sources/{id}"), None).status, 204);
     assert_eq!(server.admin("GET", &format!("/v1/sources/{id}"), None).status, 404);
 }
+
+#[test]
+fn quarantined_pieces_are_covered_by_retention() {
+    let server = Server::start_with(&[
+        ("CRMHOOK_ADMIN_TOKEN", ADMIN),
+        ("CRMHOOK_INGEST_TOKEN", INGEST),
+        ("CRMHOOK_RETENTION_DAYS", "0"),
+        ("CRMHOOK_COMPACTION_INTERVAL_S", "1"),
+    ]);
+    let src = source(&server, json!({"name": "Maximizer", "kind": "maximizer"}));
+    let report = maximizer::post(&maximizer_url(&src), b"[{\"Id\": 1}]");
+    assert_eq!(report.last_body_json().expect("json")["rejected"], 1, "{report}");
+    // Kept until the next compaction, then gone with the retention of 0 days.
+    wait_for(Duration::from_secs(15), "the quarantine emptied by retention", || {
+        rejected(&server).is_empty().then_some(())
+    });
+}

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 mod deliver;
 mod soak;
+mod sources;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
@@ -71,6 +72,13 @@ enum Cmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Only the sources' rows of `ingest` (a CRM posting to its source against `/v1/events`).
+    Sources {
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+    },
     /// Only the bare handler, for use with an outside load tool.
     Bare {
         #[arg(long, default_value = "127.0.0.1:8090")]
@@ -111,6 +119,12 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Ingest { seconds, connections, json } => ingest(seconds, &connections, json),
+        Cmd::Sources { seconds, connections } => {
+            let (bare_addr, _bare) = start_bare("127.0.0.1:0")?;
+            let crmhook = Crmhook::start()?;
+            sources::rows(&crmhook, bare_addr, connections, Duration::from_secs(seconds))?;
+            Ok(())
+        }
         Cmd::Deliver { events, json } => {
             let report = deliver::run(events)?;
             if let Some(path) = json {
@@ -167,17 +181,13 @@ fn start_bare(bind: &str) -> anyhow::Result<(SocketAddr, std::thread::JoinHandle
     let handle = std::thread::spawn(move || {
         let _ = actix_rt::System::new().block_on(async move {
             HttpServer::new(|| {
-                App::new().route(
-                    "/v1/events",
-                    web::post().to(|body: web::Bytes| async move {
-                        match serde_json::from_slice::<serde_json::Value>(&body) {
-                            Ok(_) => {
-                                HttpResponse::Accepted().json(json!({"accepted": 1, "duplicates": 0, "events": []}))
-                            }
-                            Err(_) => HttpResponse::BadRequest().finish(),
-                        }
-                    }),
-                )
+                // Any path: the sources' rows post to `/in/…`.
+                App::new().default_service(web::post().to(|body: web::Bytes| async move {
+                    match serde_json::from_slice::<serde_json::Value>(&body) {
+                        Ok(_) => HttpResponse::Accepted().json(json!({"accepted": 1, "duplicates": 0, "events": []})),
+                        Err(_) => HttpResponse::BadRequest().finish(),
+                    }
+                }))
             })
             .workers(workers)
             .listen(listener)?
@@ -198,9 +208,9 @@ pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-struct Crmhook {
+pub(crate) struct Crmhook {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     _dir: tempfile::TempDir,
 }
 
@@ -242,7 +252,7 @@ impl Drop for Crmhook {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct LoadResult {
+pub(crate) struct LoadResult {
     rps: f64,
     p50_ms: f64,
     p99_ms: f64,
@@ -259,7 +269,7 @@ pub fn median(mut runs: Vec<f64>) -> f64 {
 }
 
 /// The median of each figure of `rounds`; errors summed.
-fn median_load(rounds: &[LoadResult]) -> LoadResult {
+pub(crate) fn median_load(rounds: &[LoadResult]) -> LoadResult {
     LoadResult {
         rps: median(rounds.iter().map(|r| r.rps).collect()),
         p50_ms: median(rounds.iter().map(|r| r.p50_ms).collect()),
@@ -270,7 +280,7 @@ fn median_load(rounds: &[LoadResult]) -> LoadResult {
 
 /// Keep-alive POSTs of `bodies` (in turn) to /v1/events on `connections` connections for
 /// `duration`.
-fn load(
+pub(crate) fn load(
     addr: SocketAddr,
     token: &str,
     bodies: &[Vec<u8>],
@@ -307,7 +317,7 @@ fn load(
                     next = (next + 1) % requests.len();
                     stream.get_mut().write_all(&requests[next])?;
                     let (status, _) = read_response(&mut stream)?;
-                    if status == 202 {
+                    if status == 202 || status == 200 {
                         latencies.push(t0.elapsed().as_micros() as u32);
                     } else {
                         errors += 1;
@@ -317,6 +327,14 @@ fn load(
             })
         })
         .collect();
+    summarize(threads, started)
+}
+
+/// A load thread: it answers its latencies in µs and its error count.
+pub(crate) type LoadThread = std::thread::JoinHandle<anyhow::Result<(Vec<u32>, u64)>>;
+
+/// Joins load threads into one result.
+pub(crate) fn summarize(threads: Vec<LoadThread>, started: Instant) -> anyhow::Result<LoadResult> {
     let mut all = Vec::new();
     let mut errors = 0;
     for t in threads {
@@ -428,6 +446,8 @@ fn ingest(seconds: u64, connections: &[usize], json_out: Option<PathBuf>) -> any
         "crmhook": {"events_per_s": ours.rps * 100.0, "p50_ms": ours.p50_ms, "p99_ms": ours.p99_ms},
         "raw_sled": {"records_per_s": raw}, "ratio": ratio, "runs": batch_runs,
     }));
+    let top = connections.iter().copied().max().unwrap_or(64);
+    rows.push(sources::rows(&crmhook, bare_addr, top, duration)?);
     let peak_rss_kib = proc_status_kib(crmhook.child.id(), "VmHWM:");
     println!("crmhook peak RSS over the ingest rows: {} MiB", peak_rss_kib / 1024);
     let report = json!({"benchmark": "ingest", "seconds": seconds, "rows": rows, "peak_rss_mib": peak_rss_kib / 1024});

@@ -263,10 +263,12 @@ fn source_event(kind: SourceKind, raw: &RawValue) -> Result<NewEvent, CoreError>
     }
 }
 
-/// A MAIA event's idempotency key: its source and the SHA-256 of its exact bytes.
+/// A MAIA event's idempotency key: `maia:` and the first 128 bits of the SHA-256 of its source
+/// id and its exact bytes, in hex (short: it is a key of the store's, one per event).
 fn maia_key(source: &SourceId, payload: &[u8]) -> String {
     use sha2::Digest;
-    format!("{source}:sha256:{}", hex::encode(sha2::Sha256::digest(payload)))
+    let digest = sha2::Sha256::new().chain_update(source.as_str()).chain_update(b"\n").chain_update(payload).finalize();
+    format!("maia:{}", hex::encode(&digest[..16]))
 }
 
 /// Validates one element a source posted again (a quarantined element retried): the same

@@ -13,7 +13,7 @@
 //! | --- | --- | --- |
 //! | `E` seq:u64 | `Vec<Event>` | the event log in chunks: the events from seq on, in seq order (see below) |
 //! | `K` idempotency-key | `Vec<AckEntry>` | the acknowledgement of a request with an `Idempotency-Key` |
-//! | `X` event key | [`AckEntry`] | an event's own idempotency key (a Maximizer `Id`; for a MAIA source's event `<src_id>:sha256:<hex of its bytes>`) → its acknowledgement |
+//! | `X` event key | [`AckEntry`] | an event's own idempotency key (a Maximizer `Id`; for a MAIA source's event `maia:` and 128 bits of the SHA-256 of its source id and exact bytes, in hex) → its acknowledgement |
 //! | `T` tgt_id | [`Target`] | targets |
 //! | `S` sub_id | [`Subscription`] | subscriptions |
 //! | `Z` src_id | [`Source`] | sources (a Maximizer source's key only as its SHA-256) |
