@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use base64::Engine;
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 use support::*;
@@ -453,6 +453,14 @@ fn a_restart_keeps_targets_subscriptions_events_and_tokens() {
     server.restart();
     let lines = server.stdout.lock().expect("lock").clone();
     assert_eq!(lines.iter().filter(|l| l.starts_with("generated ")).count(), 2, "tokens are printed only once");
+    // ... and can be found again: every start names the file that holds them (0600).
+    let file = server.data_dir().join("crmhook-tokens");
+    let named = format!("the generated tokens are in {}", file.display());
+    assert_eq!(lines.iter().filter(|l| l.starts_with(&named)).count(), 2, "{lines:?}");
+    let kept = std::fs::read_to_string(&file).expect("tokens file");
+    assert!(kept.contains(&format!("admin_token={admin}\n")) && kept.contains(&format!("ingest_token={ingest}\n")));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&file).expect("metadata").permissions().mode() & 0o777, 0o600);
     assert_eq!(server.request("GET", "/v1/targets", Some(&admin), None).json()["targets"][0]["id"], tid.as_str());
     let subs = server.request("GET", "/v1/subscriptions", Some(&admin), None).json();
     assert_eq!(subs["subscriptions"][0]["event_types"], json!(["crm_record_created"]));

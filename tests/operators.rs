@@ -216,3 +216,30 @@ fn the_stream_carries_new_events_and_attempts_and_resumes() {
     });
     assert!(!again.contains(&"id: 1".to_owned()));
 }
+
+#[test]
+fn a_targets_last_success_survives_a_restart() {
+    let mut server = Server::start();
+    let rcv = Receiver::start();
+    let (tid, _) = server.wire(&rcv.url("/last"), Some(json!({})), json!({}));
+    let health = |server: &Server| {
+        let r = server.admin("GET", &format!("/v1/targets/{tid}"), None);
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.json()["health"].clone()
+    };
+    assert_eq!(health(&server)["last_success_at"], Value::Null, "nothing delivered yet");
+    let before = std::time::SystemTime::now();
+    server.post_ok(&maia("crm_field_update", json!({})));
+    rcv.wait_count("/last", 1, DELIVERY);
+    wait_for(DELIVERY, "the delivery recorded", || {
+        let r = server.admin("GET", &format!("/v1/targets/{tid}/deliveries?status=delivered"), None);
+        (r.json()["deliveries"].as_array().map(Vec::len) == Some(1)).then_some(())
+    });
+    server.restart();
+    let shown = health(&server);
+    let at = shown["last_success_at"].as_str().unwrap_or_else(|| panic!("a last success after restart: {shown}"));
+    let at_ms = crmhook_core::time::parse_rfc3339(at).unwrap_or_else(|| panic!("RFC 3339: {at}"));
+    let before_ms = before.duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as u64;
+    assert!(at_ms + 1000 >= before_ms, "{at} is the delivery's time");
+    assert_eq!(shown["pending"], 0);
+}

@@ -208,6 +208,7 @@ async fn stream(
     req: HttpRequest,
     query: web::Query<HashMap<String, String>>,
     state: State,
+    streams: web::Data<crate::stream::Streams>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state.tokens, Role::Admin)?;
     let resume = req.headers().get("last-event-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
@@ -218,11 +219,14 @@ async fn stream(
             ApiError::unprocessable("Last-Event-ID", format!("a stream resumes after a seq, not {v:?}"))
         })?),
     };
+    // `Connection: close`: when the server stops it ends the stream, and the connection must
+    // end with it rather than wait idle for a next request (a graceful stop waits for it).
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(crate::stream::sse(state.store.clone(), after, event_view)))
+        .force_close()
+        .streaming(crate::stream::sse(state.store.clone(), after, event_view, streams.subscribe())))
 }
 
 /// The OpenAPI document of this API, the one checked in at `docs/openapi.json`.
@@ -329,7 +333,7 @@ fn target_view(t: &Target, disabled: Option<&Disabled>, show_secret: bool) -> Va
 fn stored_target_view(store: &Store, t: &Target, show_secret: bool) -> Result<Value, ApiError> {
     let mut view = target_view(t, store.disabled(&t.id)?.as_ref(), show_secret);
     let (pending, dead) = store.delivery_counts(&t.id)?;
-    let health = crate::metrics::metrics().health(t.id.as_str());
+    let health = crate::metrics::metrics().stored_health(store, &t.id)?;
     view["health"] = json!({
         "pending": pending,
         "dead": dead,

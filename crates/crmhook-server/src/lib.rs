@@ -55,18 +55,29 @@ pub enum ServerError {
 /// How long a graceful stop waits for attempts in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
+/// How long a graceful stop waits for the open streams to end before it stops the HTTP server
+/// (which then waits for their connections, up to its own timeout).
+const STREAMS_GRACE: Duration = Duration::from_secs(1);
+
 /// Arbiters (threads) that run target actors.
 const DELIVERY_ARBITERS: usize = 2;
+
+/// The file, in the data dir, where the tokens generated on the first start are written (mode
+/// 0600), so that a person who missed the first start's output can find them again.
+pub const TOKENS_FILE: &str = "crmhook-tokens";
 
 /// A started server.
 pub struct Server {
     addr: SocketAddr,
     generated: Vec<(&'static str, String)>,
+    tokens_file: Option<std::path::PathBuf>,
     http: actix_web::dev::Server,
     store: Store,
     router: RouterHandle,
     arbiters: Vec<actix::Arbiter>,
     compactor: Compactor,
+    /// Ends the open `GET /v1/stream` responses when the server stops.
+    streams: stream::Streams,
 }
 
 impl Server {
@@ -91,6 +102,14 @@ impl Server {
         let mut generated = Vec::new();
         let admin = resolve_token(&store, "admin_token", "adm_", config.admin_token.clone(), &mut generated).await?;
         let ingest = resolve_token(&store, "ingest_token", "ing_", config.ingest_token.clone(), &mut generated).await?;
+        let tokens_file = config.data_dir.join(TOKENS_FILE);
+        if !generated.is_empty() {
+            write_tokens_file(&tokens_file, &generated).map_err(|e| ServerError::Open {
+                dir: config.data_dir.display().to_string(),
+                source: StoreError::Io(format!("cannot write {}: {e}", tokens_file.display())),
+            })?;
+        }
+        let tokens_file = tokens_file.exists().then_some(tokens_file);
         let arbiters: Vec<actix::Arbiter> = (0..DELIVERY_ARBITERS).map(|_| actix::Arbiter::new()).collect();
         let router =
             RouterHandle::start(store.clone(), arbiters.iter().map(|a| a.handle()).collect(), config.max_targets)?;
@@ -107,9 +126,12 @@ impl Server {
             )),
             public_url,
         });
+        let streams = stream::Streams::new();
+        let streams_data = web::Data::new(streams.clone());
         let http = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .app_data(streams_data.clone())
                 .wrap(ErrorHandlers::new().default_handler(error::to_problem))
                 .configure(api::routes)
                 .default_service(web::to(|| async { actix_web::HttpResponse::NotFound().finish() }))
@@ -121,7 +143,7 @@ impl Server {
         .run();
         let compactor =
             Compactor::start(store.clone(), config.retention_days, Duration::from_secs(config.compaction_interval_s))?;
-        Ok(Server { addr, generated, http, store, router, arbiters, compactor })
+        Ok(Server { addr, generated, tokens_file, http, store, router, arbiters, compactor, streams })
     }
 
     /// The address the server listens on (with the real port when bound to port 0).
@@ -134,15 +156,25 @@ impl Server {
         &self.generated
     }
 
-    /// Serves until `shutdown` completes, then stops gracefully: no new requests, requests in
-    /// progress answered, target actors stopped (undelivered events stay pending on disk), the
-    /// store flushed.
+    /// The file holding the tokens generated on the first start, when there is one.
+    pub fn tokens_file(&self) -> Option<&std::path::Path> {
+        self.tokens_file.as_deref()
+    }
+
+    /// Serves until `shutdown` completes, then stops gracefully: open streams ended, no new
+    /// requests, requests in progress answered, target actors stopped (undelivered events stay
+    /// pending on disk), the store flushed.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
         let handle = self.http.handle();
         let mut http = actix_rt::spawn(self.http);
         let result = tokio::select! {
             () = shutdown => {
                 tracing::info!("shutting down");
+                // Streams never end on their own: end them first, or the graceful stop waits for
+                // their connections until its timeout (actix checks once a second).
+                if !self.streams.close(STREAMS_GRACE).await {
+                    tracing::warn!(open = self.streams.open(), "streams still open at shutdown");
+                }
                 handle.stop(true).await;
                 Ok(())
             }
@@ -181,6 +213,22 @@ async fn resolve_token(
     store.put_meta(name, &token).await?;
     generated.push((name, token.clone()));
     Ok(token)
+}
+
+/// Writes `name=token` lines, readable and writable by this user only (created with mode 0600;
+/// an existing file is replaced).
+fn write_tokens_file(path: &std::path::Path, tokens: &[(&'static str, String)]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut text = String::from(
+        "# Tokens crmhook generated on its first start (kept in its store too). Readable by this user only.\n",
+    );
+    for (name, token) in tokens {
+        text.push_str(&format!("{name}={token}\n"));
+    }
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
 }
 
 /// The retention thread: every interval, removes events older than the retention whose

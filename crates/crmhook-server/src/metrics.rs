@@ -1,13 +1,15 @@
 //! Prometheus metrics (`GET /metrics`, text format 0.0.4). Counters live in process memory
 //! (they restart at zero, as Prometheus expects of counters); the pending and dead gauges and
-//! the log size are read from the store at scrape time.
+//! the log size are read from the store at scrape time. A target's last success is read from
+//! the log when the process has seen none ([`Metrics::stored_health`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
-use crmhook_store::Store;
+use crmhook_core::TargetId;
+use crmhook_store::{Store, StoreError};
 
 /// Upper bounds (seconds) of the attempt-duration histogram buckets.
 const BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
@@ -15,6 +17,8 @@ const BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 
 /// A target's recent health, as seen since the process started.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Health {
+    /// The last success this process saw (when its attempt ended); before the first, the one
+    /// the log shows, with [`Metrics::stored_health`].
     pub last_success_ms: Option<u64>,
     pub failures_in_a_row: u64,
 }
@@ -58,6 +62,11 @@ impl TargetMetrics {
             self.failures_in_a_row.fetch_add(1, Ordering::Relaxed);
         }
         metrics().duration(duration_ms);
+    }
+
+    /// A success known from the store, kept unless this process has seen one.
+    fn seed_last_success(&self, at_ms: u64) {
+        let _ = self.last_success_ms.compare_exchange(0, at_ms, Ordering::Relaxed, Ordering::Relaxed);
     }
 
     fn health(&self) -> Health {
@@ -105,6 +114,19 @@ impl Metrics {
     /// A target's health since the process started.
     pub fn health(&self, target: &str) -> Health {
         self.targets.read().ok().and_then(|m| m.get(target).map(|t| t.health())).unwrap_or_default()
+    }
+
+    /// A target's health, its last success read from the store's finished deliveries when this
+    /// process has seen none (after a restart), and then kept: a restart does not lose it.
+    pub fn stored_health(&self, store: &Store, target: &TargetId) -> Result<Health, StoreError> {
+        let mut health = self.health(target.as_str());
+        if health.last_success_ms.is_none() {
+            if let Some(at_ms) = store.last_delivered_at(target)? {
+                self.target(target.as_str()).seed_last_success(at_ms);
+                health.last_success_ms = Some(at_ms);
+            }
+        }
+        Ok(health)
     }
 
     /// The text exposition.

@@ -6,8 +6,12 @@
 //! - `event: attempt` — each delivery attempt as it is recorded (live only, no `id:`: the
 //!   attempts of an event are in `GET /v1/events/{id}`).
 //! - a `: keep-alive` comment every 15 s.
+//!
+//! A stream never ends on its own, so the server ends them all when it stops ([`Streams`]):
+//! each body finishes, its connection closes (stream responses are `Connection: close`), and
+//! the graceful stop of the HTTP server does not wait for them.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use actix_web::web::Bytes;
@@ -34,34 +38,81 @@ pub fn publish_attempt(attempt: impl FnOnce() -> Value) {
     }
 }
 
+/// The streams' shutdown signal, passed as a handle: the server keeps one and the stream handler
+/// gets one from the app's data. Every open stream holds a receiver; [`Streams::close`] ends
+/// them all (and any opened later).
+#[derive(Clone)]
+pub struct Streams {
+    closing: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Default for Streams {
+    fn default() -> Self {
+        // The first receiver is dropped at once: only streams hold receivers.
+        Streams { closing: Arc::new(tokio::sync::watch::channel(false).0) }
+    }
+}
+
+impl Streams {
+    pub fn new() -> Streams {
+        Streams::default()
+    }
+
+    /// What a new stream watches to know when to end.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
+    /// How many streams are open.
+    pub fn open(&self) -> usize {
+        self.closing.receiver_count()
+    }
+
+    /// Ends every open stream, and every one opened from now on; answers whether they had all
+    /// ended (their bodies dropped) within `wait`. A stream whose client does not read (its
+    /// socket buffer full) is not polled, so it may outlast `wait`.
+    pub async fn close(&self, wait: Duration) -> bool {
+        self.closing.send_replace(true);
+        tokio::time::timeout(wait, self.closing.closed()).await.is_ok()
+    }
+}
+
 struct State {
     store: Store,
     next_seq: u64,
     head: tokio::sync::watch::Receiver<u64>,
     attempts: broadcast::Receiver<Value>,
     render: fn(&crmhook_core::Event) -> Value,
+    /// True once the server stops ([`Streams::subscribe`]).
+    closing: tokio::sync::watch::Receiver<bool>,
 }
 
-/// The SSE body, starting after seq `after` (`None`: only what comes next).
+/// The SSE body, starting after seq `after` (`None`: only what comes next); it ends when
+/// `closing` turns true (or its sender is gone).
 pub fn sse(
     store: Store,
     after: Option<u64>,
     render: fn(&crmhook_core::Event) -> Value,
+    closing: tokio::sync::watch::Receiver<bool>,
 ) -> impl futures_util::Stream<Item = Result<Bytes, actix_web::Error>> {
     let next_seq = after.unwrap_or_else(|| store.head()).saturating_add(1);
-    let state = State { head: store.watch_head(), store, next_seq, attempts: attempts().subscribe(), render };
+    let state = State { head: store.watch_head(), store, next_seq, attempts: attempts().subscribe(), render, closing };
     let hello = futures_util::stream::once(async { Ok(Bytes::from_static(b": crmhook stream\nretry: 2000\n\n")) });
     futures_util::StreamExt::chain(
         hello,
         futures_util::stream::unfold(state, |mut s| async move {
-            let chunk = next_chunk(&mut s).await;
+            let chunk = next_chunk(&mut s).await?;
             Some((Ok(Bytes::from(chunk)), s))
         }),
     )
 }
 
-async fn next_chunk(s: &mut State) -> String {
+/// The next piece of the stream; `None` once the server stops.
+async fn next_chunk(s: &mut State) -> Option<String> {
     loop {
+        if *s.closing.borrow() {
+            return None;
+        }
         if s.next_seq <= s.store.head() {
             let mut out = String::new();
             for event in s.store.events_from(s.next_seq).take(CATCH_UP) {
@@ -78,21 +129,23 @@ async fn next_chunk(s: &mut State) -> String {
                 s.next_seq = s.store.head() + 1;
             }
             if !out.is_empty() {
-                return out;
+                return Some(out);
             }
         }
         tokio::select! {
+            // Resolves at once if already closing; an error means the server is gone.
+            _ = s.closing.wait_for(|closing| *closing) => return None,
             changed = s.head.changed() => {
                 if changed.is_err() {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
             attempt = s.attempts.recv() => match attempt {
-                Ok(a) => return format!("event: attempt\ndata: {a}\n\n"),
-                Err(broadcast::error::RecvError::Lagged(n)) => return format!(": skipped {n} attempts\n\n"),
+                Ok(a) => return Some(format!("event: attempt\ndata: {a}\n\n")),
+                Err(broadcast::error::RecvError::Lagged(n)) => return Some(format!(": skipped {n} attempts\n\n")),
                 Err(broadcast::error::RecvError::Closed) => tokio::time::sleep(Duration::from_secs(1)).await,
             },
-            () = tokio::time::sleep(Duration::from_secs(15)) => return ": keep-alive\n\n".to_owned(),
+            () = tokio::time::sleep(Duration::from_secs(15)) => return Some(": keep-alive\n\n".to_owned()),
         }
     }
 }

@@ -1408,6 +1408,27 @@ impl Store {
         Ok(None)
     }
 
+    /// When a delivery to `target` last succeeded, as the log shows it (ms since the epoch, when
+    /// that attempt started): the newest `at_ms` of the deliveries in the target's last block of
+    /// delivered deliveries (`L` … `d`, the highest seqs), and of its last legacy `F` delivered
+    /// key (one that holds its attempt). So it is the last success of the newest delivered
+    /// block: a retry that finished an older seq later (in an earlier block) may be newer, and
+    /// is not looked for. Two reads, whatever the history's length; `None` if nothing was ever
+    /// delivered (or only before finished deliveries kept their attempt).
+    pub fn last_delivered_at(&self, target: &TargetId) -> Result<Option<u64>> {
+        let mut newest = None;
+        // A block left empty is removed, so the last one holds an entry.
+        if let Some(kv) = self.inner.tree.scan_prefix(block_prefix(target, Final::Delivered)).next_back() {
+            newest = decode_block(&kv?.1)?.iter().map(|(_, a)| a.at_ms).max();
+        }
+        if let Some(kv) = self.inner.tree.scan_prefix(final_prefix(target, Final::Delivered)).next_back() {
+            if let Some(a) = held_attempt(&kv?.1)? {
+                newest = newest.max(Some(a.at_ms));
+            }
+        }
+        Ok(newest)
+    }
+
     /// Writes a batch of delivery state durably.
     pub async fn write_deliveries(&self, batch: DeliveryBatch) -> Result<()> {
         self.write(batch.batch).await
@@ -2571,6 +2592,41 @@ mod tests {
             assert_eq!(store.inner.tree.scan_prefix([L]).count(), 0);
             assert_eq!(store.attempts(150).expect("read"), vec![(id.clone(), dead.clone())]);
             assert_eq!(store.attempts(199).expect("read"), vec![(id.clone(), delivered.clone())]);
+            store.close().await;
+        });
+    }
+
+    #[test]
+    fn the_last_delivery_is_read_from_the_newest_block_and_older_final_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        rt().block_on(async {
+            let store = Store::open(dir.path()).expect("open");
+            let t = stored_target(&store).await;
+            let id = &t.id;
+            assert_eq!(store.last_delivered_at(id).expect("read"), None);
+            let at = |n: u32, at_ms: u64, result| Attempt { at_ms, ..attempt(n, result) };
+            // Only a dead delivery: no success.
+            let mut b = DeliveryBatch::default();
+            b.attempt(id, 1, &at(3, 50, AttemptResult::Dead)).expect("encode");
+            store.write_deliveries(b).await.expect("write");
+            assert_eq!(store.last_delivered_at(id).expect("read"), None);
+            // An older `F` key alone, then blocks: the newest of the last block, and of `F`.
+            put_older_final(&store, id, 2, &at(1, 70, AttemptResult::Delivered));
+            assert_eq!(store.last_delivered_at(id).expect("read"), Some(70));
+            let mut b = DeliveryBatch::default();
+            b.attempt(id, 3, &at(1, 500, AttemptResult::Delivered)).expect("encode");
+            b.attempt(id, 70, &at(1, 100, AttemptResult::Delivered)).expect("encode");
+            b.attempt(id, 71, &at(2, 300, AttemptResult::Delivered)).expect("encode");
+            b.attempt(id, 72, &at(1, 200, AttemptResult::Delivered)).expect("encode");
+            store.write_deliveries(b).await.expect("write");
+            assert_eq!(store.last_delivered_at(id).expect("read"), Some(300), "the last block's newest");
+            // Its entries queued again: the block goes, the one before is the last.
+            let mut b = DeliveryBatch::default();
+            for seq in 70..=72 {
+                b.requeue(id, seq, Pending { attempt: 2, due_at_ms: 0, round: 2 }, None).expect("encode");
+            }
+            store.write_deliveries(b).await.expect("write");
+            assert_eq!(store.last_delivered_at(id).expect("read"), Some(500));
             store.close().await;
         });
     }

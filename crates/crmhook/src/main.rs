@@ -175,6 +175,9 @@ fn serve(flags: Flags) -> anyhow::Result<ExitCode> {
         for (name, token) in server.generated_tokens() {
             writeln!(out, "generated {name}: {token}  (kept in the data dir; shown only this once)")?;
         }
+        if let Some(file) = server.tokens_file() {
+            writeln!(out, "the generated tokens are in {} (readable by this user only)", file.display())?;
+        }
         writeln!(out, "crmhook {} listening on {}", env!("CARGO_PKG_VERSION"), server.local_addr())?;
         out.flush()?;
         drop(out);

@@ -1,0 +1,63 @@
+//! Stopping the server: SIGTERM ends the open streams at once, and the graceful stop does not
+//! wait for them.
+
+mod support;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// `GET /v1/stream` on a raw connection, read until its headers arrived; answers the connection
+/// and what was read so far.
+fn open_stream(server: &Server) -> (TcpStream, Vec<u8>) {
+    let addr = server.base.trim_start_matches("http://");
+    let mut conn = TcpStream::connect(addr).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
+    write!(conn, "GET /v1/stream HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {ADMIN}\r\n\r\n").expect("send");
+    let mut got = Vec::new();
+    wait_for(Duration::from_secs(10), "the stream's headers", || {
+        read_some(&mut conn, &mut got);
+        got.windows(4).any(|w| w == b"\r\n\r\n").then_some(())
+    });
+    let head = String::from_utf8_lossy(&got).to_string();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("content-type: text/event-stream"), "{head}");
+    (conn, got)
+}
+
+/// Reads what is there (up to the read timeout); answers true at end of stream.
+fn read_some(conn: &mut TcpStream, into: &mut Vec<u8>) -> bool {
+    let mut buf = [0u8; 4096];
+    match conn.read(&mut buf) {
+        Ok(0) => true,
+        Ok(n) => {
+            into.extend_from_slice(&buf[..n]);
+            false
+        }
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => false,
+        Err(e) => panic!("the stream's connection failed instead of closing: {e}"),
+    }
+}
+
+#[test]
+fn sigterm_ends_open_streams_and_stops_at_once() {
+    let mut server = Server::start();
+    let (mut first, mut got) = open_stream(&server);
+    let (mut second, _) = open_stream(&server);
+
+    let started = Instant::now();
+    let status = server.stop();
+    let took = started.elapsed();
+    assert!(status.success(), "graceful stop exits 0, got {status:?}");
+    assert!(took < Duration::from_secs(2), "stopped in {took:?} with two streams open");
+
+    // The server ended the body (the last chunk of a chunked body), then closed the connection.
+    wait_for(Duration::from_secs(5), "the stream's connection to close", || {
+        read_some(&mut first, &mut got).then_some(())
+    });
+    assert!(got.ends_with(b"0\r\n\r\n"), "the body ends with its last chunk: {:?}", String::from_utf8_lossy(&got));
+    let mut rest = Vec::new();
+    wait_for(Duration::from_secs(5), "the second stream to close", || read_some(&mut second, &mut rest).then_some(()));
+}
