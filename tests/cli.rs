@@ -182,7 +182,7 @@ fn json_of(out: &Output) -> Value {
 /// MAIA's signature computed here, independently of crmhook: lowercase hex of HMAC-SHA256 over
 /// the body, keyed with the secret string's bytes.
 fn maia_hex(secret: &str, body: &[u8]) -> String {
-    use hmac::Mac;
+    use hmac::{KeyInit, Mac};
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
     mac.update(body);
     hex::encode(mac.finalize().into_bytes())

@@ -1,7 +1,9 @@
 //! The web console in headless Chromium, driven over WebDriver (chromedriver): load the page,
 //! enter the token, see a posted event appear live, open it, press redeliver, see the new
 //! attempt; and the sources, the quarantine of a source's rejected pieces and the event list's
-//! source filter. `.ci/run` installs Debian's `chromium` and `chromium-driver` when they are missing.
+//! source filter. The browser is found where Debian puts it, or installed (Debian's `chromium`
+//! and `chromium-driver`, with apt-get as root or through passwordless sudo) the first time a
+//! test here needs it, so that `cargo test --workspace` runs on a machine that never had it.
 //! With `CRMHOOK_SCREENSHOT=<file.png>` the test also saves a screenshot of the console.
 
 mod support;
@@ -21,12 +23,58 @@ struct Driver {
     _profile: tempfile::TempDir,
 }
 
+/// Where Debian puts chromedriver.
+const DRIVERS: [&str; 2] = ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"];
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+fn found_driver() -> Option<&'static str> {
+    DRIVERS.into_iter().find(|p| std::path::Path::new(p).exists()).filter(|_| std::path::Path::new(CHROMIUM).exists())
+}
+
+/// chromedriver, installed first if this machine has none (once per test process: the tests
+/// of this file share it).
+fn driver_path() -> &'static str {
+    static INSTALLED: std::sync::OnceLock<Result<&'static str, String>> = std::sync::OnceLock::new();
+    let found = INSTALLED.get_or_init(|| {
+        if let Some(found) = found_driver() {
+            return Ok(found);
+        }
+        install_browser()?;
+        found_driver().ok_or_else(|| "apt-get ran, but chromium or chromedriver is still missing".to_owned())
+    });
+    match found {
+        Ok(path) => path,
+        Err(why) => panic!(
+            "the console tests need Debian's chromium and chromium-driver, and they could not be installed: {why}\n\
+             install them (apt-get install chromium chromium-driver) and run the tests again"
+        ),
+    }
+}
+
+/// `apt-get install chromium chromium-driver`, as root or with passwordless sudo.
+fn install_browser() -> Result<(), String> {
+    let root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
+    let sudo = !root && Command::new("sudo").args(["-n", "true"]).status().is_ok_and(|s| s.success());
+    if !root && !sudo {
+        return Err("not root, and sudo asks for a password".into());
+    }
+    eprintln!("console tests: installing Debian's chromium and chromium-driver (once; about a minute)");
+    let script = "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver";
+    let mut cmd = if root { Command::new("sh") } else { Command::new("sudo") };
+    if !root {
+        cmd.arg("sh");
+    }
+    let out = cmd.args(["-c", script]).stdout(Stdio::null()).output().map_err(|e| format!("apt-get: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("apt-get failed: {}", String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
 impl Driver {
     fn start() -> Driver {
-        let driver = ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
-            .into_iter()
-            .find(|p| std::path::Path::new(p).exists())
-            .expect("chromedriver is missing: install Debian's chromium and chromium-driver (.ci/run does)");
+        let driver = driver_path();
         let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
         let child = Command::new(driver)
             .arg(format!("--port={port}"))
@@ -40,7 +88,7 @@ impl Driver {
         });
         let profile = tempfile::tempdir().expect("tempdir");
         let caps = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
-            "binary": "/usr/bin/chromium",
+            "binary": CHROMIUM,
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
                      "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
                      "--window-size=1400,900", format!("--user-data-dir={}", profile.path().display())]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use crmhook_crmsim::{maia as maia_crm, maximizer, Options};
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 use support::*;

@@ -4,7 +4,7 @@
 //! (the ULID layout), so ids of one kind sort roughly by creation time and never collide in
 //! practice. Every id of one kind has the same length, which the store relies on for its keys.
 
-use rand::RngCore;
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
@@ -13,7 +13,7 @@ pub const SUFFIX_LEN: usize = 26;
 
 fn suffix(ms: u64) -> String {
     let mut random = [0u8; 10];
-    rand::thread_rng().fill_bytes(&mut random);
+    rand::rng().fill_bytes(&mut random);
     let mut value: u128 = u128::from(ms & 0xFFFF_FFFF_FFFF) << 80;
     for (i, b) in random.iter().enumerate() {
         value |= u128::from(*b) << (8 * (9 - i));
@@ -83,7 +83,7 @@ impl EventId {
     /// random bits, then the seq in the low 64 bits, so the store finds an event from its id
     /// without an index (and checks the whole id against the event it finds there).
     pub fn with_seq(ms: u64, seq: u64) -> Self {
-        let random = u128::from(rand::thread_rng().next_u32() & 0xFFFF);
+        let random = u128::from(rand::rng().next_u32() & 0xFFFF);
         let value = (u128::from(ms & 0xFFFF_FFFF_FFFF) << 80) | (random << 64) | u128::from(seq);
         Self(format!("{}{}", Self::PREFIX, encode(value)))
     }

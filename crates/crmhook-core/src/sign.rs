@@ -17,8 +17,8 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use hmac::{Hmac, Mac};
-use rand::RngCore;
+use hmac::{Hmac, KeyInit, Mac};
+use rand::Rng;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
@@ -30,14 +30,14 @@ pub const SECRET_PREFIX: &str = "whsec_";
 /// A fresh secret: `whsec_` and 24 random bytes in base64.
 pub fn generate_secret() -> String {
     let mut key = [0u8; 24];
-    rand::thread_rng().fill_bytes(&mut key);
+    rand::rng().fill_bytes(&mut key);
     format!("{SECRET_PREFIX}{}", STANDARD.encode(key))
 }
 
 /// A fresh random token with a prefix (`adm_`, `ing_`): 32 hex digits of randomness.
 pub fn generate_token(prefix: &str) -> String {
     let mut key = [0u8; 16];
-    rand::thread_rng().fill_bytes(&mut key);
+    rand::rng().fill_bytes(&mut key);
     format!("{prefix}{}", hex::encode(key))
 }
 

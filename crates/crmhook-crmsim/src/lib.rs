@@ -16,7 +16,7 @@ use std::fmt;
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 pub mod maia;

@@ -27,7 +27,7 @@ use crmhook_core::subscription::Compiled;
 use crmhook_core::time::now_ms;
 use crmhook_core::{Target, TargetId};
 use crmhook_store::{Attempt, AttemptResult, DeliveryBatch, Disabled, Pending, Request, Store, Unrecorded};
-use rand::Rng;
+use rand::RngExt;
 use tokio::sync::oneshot;
 
 use crate::delivery;
@@ -402,7 +402,7 @@ impl TargetActor {
             attempt: n,
             round_start: round,
             now_ms: now,
-            jitter: rand::thread_rng().gen_range(-1.0..=1.0),
+            jitter: rand::rng().random_range(-1.0..=1.0),
             retry_after_ms: report.retry_after_ms.filter(|_| retry::honours_retry_after(&report.outcome)),
         };
         let next = retry::next_attempt(retry::classify(&report.outcome), step);
