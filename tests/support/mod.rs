@@ -315,6 +315,34 @@ impl Drop for Server {
     }
 }
 
+// ---- the receivers' checks ------------------------------------------------------------------
+// Independent of crmhook-core: the contract's two schemes written out again here.
+
+pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> Vec<u8> {
+    use hmac::{KeyInit, Mac};
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("any key length");
+    mac.update(msg);
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// MAIA's documented check: the header equals the lowercase hex HMAC-SHA256 of the raw body,
+/// keyed with the secret string.
+pub fn maia_signature_valid(secret: &str, r: &Received) -> bool {
+    r.header("x-maia-signature") == hex::encode(hmac_sha256(secret.as_bytes(), &r.body))
+}
+
+/// Standard Webhooks: one of the header's `v1,<base64 HMAC>` entries signs
+/// `<id>.<timestamp>.<body>` with the base64-decoded key after `whsec_`.
+pub fn standard_signature_valid(secret: &str, r: &Received) -> bool {
+    use base64::Engine;
+    let key =
+        base64::engine::general_purpose::STANDARD.decode(secret.trim_start_matches("whsec_")).expect("whsec_ base64");
+    let msg =
+        [r.header("webhook-id").as_bytes(), b".", r.header("webhook-timestamp").as_bytes(), b".", &r.body].concat();
+    let want = format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(hmac_sha256(&key, &msg)));
+    r.header("webhook-signature").split(' ').any(|s| s == want)
+}
+
 // ---- the receiver -------------------------------------------------------------------------
 
 /// One programmed answer.

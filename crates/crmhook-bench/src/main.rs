@@ -307,27 +307,39 @@ pub(crate) fn load(
         .map(|c| {
             let requests = requests.clone();
             let mut next = c * requests.len() / connections.max(1);
-            std::thread::spawn(move || -> anyhow::Result<(Vec<u32>, u64)> {
-                let mut latencies = Vec::with_capacity(100_000);
-                let mut errors = 0;
-                let mut stream = BufReader::new(TcpStream::connect(addr)?);
-                stream.get_ref().set_nodelay(true)?;
-                while Instant::now() < deadline {
-                    let t0 = Instant::now();
+            std::thread::spawn(move || {
+                drive(addr, deadline, |stream| {
                     next = (next + 1) % requests.len();
-                    stream.get_mut().write_all(&requests[next])?;
-                    let (status, _) = read_response(&mut stream)?;
-                    if status == 202 || status == 200 {
-                        latencies.push(t0.elapsed().as_micros() as u32);
-                    } else {
-                        errors += 1;
-                    }
-                }
-                Ok((latencies, errors))
+                    stream.write_all(&requests[next])
+                })
             })
         })
         .collect();
     summarize(threads, started)
+}
+
+/// One keep-alive connection until `deadline`, one request in flight: `send` writes the next
+/// request; answers the latencies (µs) of the 200 and 202 answers and how many others came.
+pub(crate) fn drive(
+    addr: SocketAddr,
+    deadline: Instant,
+    mut send: impl FnMut(&mut TcpStream) -> std::io::Result<()>,
+) -> anyhow::Result<(Vec<u32>, u64)> {
+    let mut latencies = Vec::with_capacity(100_000);
+    let mut errors = 0;
+    let mut stream = BufReader::new(TcpStream::connect(addr)?);
+    stream.get_ref().set_nodelay(true)?;
+    while Instant::now() < deadline {
+        let t0 = Instant::now();
+        send(stream.get_mut())?;
+        let (status, _) = read_response(&mut stream)?;
+        if status == 202 || status == 200 {
+            latencies.push(t0.elapsed().as_micros() as u32);
+        } else {
+            errors += 1;
+        }
+    }
+    Ok((latencies, errors))
 }
 
 /// A load thread: it answers its latencies in µs and its error count.

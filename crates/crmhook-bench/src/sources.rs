@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde_json::{json, Value};
 
-use crate::{median_load, read_response, summarize, Crmhook, LoadResult, ROUNDS};
+use crate::{drive, median_load, read_response, summarize, Crmhook, LoadResult, ROUNDS};
 
 const ADMIN: &str = "adm_bench_0123456789abcdef";
 const INGEST: &str = "ing_bench_0123456789abcdef";
@@ -89,24 +89,12 @@ fn load_made(
     let threads: Vec<_> = (0..connections as u64)
         .map(|c| {
             let make = make.clone();
-            std::thread::spawn(move || -> anyhow::Result<(Vec<u32>, u64)> {
-                let mut latencies = Vec::with_capacity(100_000);
-                let mut errors = 0;
-                let mut stream = BufReader::new(TcpStream::connect(addr)?);
-                stream.get_ref().set_nodelay(true)?;
-                let mut n = (round << 40) | (c << 28);
-                while Instant::now() < deadline {
+            let mut n = (round << 40) | (c << 28);
+            std::thread::spawn(move || {
+                drive(addr, deadline, |stream| {
                     n += 1;
-                    let t0 = Instant::now();
-                    stream.get_mut().write_all(&make(n))?;
-                    let (status, _) = read_response(&mut stream)?;
-                    if status == 200 || status == 202 {
-                        latencies.push(t0.elapsed().as_micros() as u32);
-                    } else {
-                        errors += 1;
-                    }
-                }
-                Ok((latencies, errors))
+                    stream.write_all(&make(n))
+                })
             })
         })
         .collect();
