@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crmhook_core::Event;
 
-use crate::records::EventV1;
+use crate::stored::{EventV1, EventV2, EventV2Ref};
 use crate::StoreError;
 
 /// The format version written as the first byte of every record but event chunks.
@@ -38,14 +38,31 @@ fn encode_as<T: Serialize + ?Sized>(version: u8, value: &T) -> Result<Vec<u8>, S
 
 /// A chunk of events, as version [`EVENTS_VERSION`].
 pub fn encode_events(events: &[Event]) -> Result<Vec<u8>, StoreError> {
-    encode_as(EVENTS_VERSION, events)
+    encode_as(EVENTS_VERSION, &events.iter().map(EventV2Ref::from).collect::<Vec<_>>())
 }
 
 /// A chunk of events of either version.
 pub fn decode_events(bytes: &[u8]) -> Result<Vec<Event>, StoreError> {
     match bytes.first() {
         Some(&VERSION) => Ok(decode_as::<Vec<EventV1>>(VERSION, bytes)?.into_iter().map(Event::from).collect()),
-        _ => decode_as(EVENTS_VERSION, bytes),
+        _ => Ok(decode_as::<Vec<EventV2>>(EVENTS_VERSION, bytes)?.into_iter().map(Event::from).collect()),
+    }
+}
+
+/// Core's `Event` encoded directly, as the store did before it had its own layouts (the same
+/// bytes): the reference of the codec benchmark.
+#[doc(hidden)]
+pub mod reference {
+    use crmhook_core::Event;
+
+    use crate::StoreError;
+
+    pub fn encode_events(events: &[Event]) -> Result<Vec<u8>, StoreError> {
+        super::encode_as(super::EVENTS_VERSION, events)
+    }
+
+    pub fn decode_events(bytes: &[u8]) -> Result<Vec<Event>, StoreError> {
+        super::decode_as(super::EVENTS_VERSION, bytes)
     }
 }
 
@@ -156,6 +173,8 @@ mod tests {
             let bytes = encode_events(&chunk).unwrap();
             prop_assert_eq!(bytes[0], EVENTS_VERSION);
             prop_assert_eq!(&decode_events(&bytes).unwrap(), &chunk);
+            // The store's own layout is the one written when core's `Event` was encoded itself.
+            prop_assert_eq!(&encode_as(EVENTS_VERSION, &chunk).unwrap(), &bytes);
             // A chunk of version 1 (no source) is still read, its events without a source.
             let v1 = encode(&chunk.iter().map(EventV1::from).collect::<Vec<_>>()).unwrap();
             let read = decode_events(&v1).unwrap();

@@ -7,7 +7,9 @@
 //! keyspace tag. Integers in keys are big-endian so that sled's order is their order. Every
 //! value is a record written by [`codec::encode`]: a version byte (`1`) and the bincode body;
 //! event chunks are version `2` (which added `source_id`), and version `1` chunks are still
-//! read (see [`codec::decode_events`]).
+//! read (see [`codec::decode_events`]). The records are the store's own layouts (`stored`:
+//! `EventV2`, `TargetV1`, `SubscriptionV1`, `SourceV1`; and `records`), converted explicitly
+//! to and from the core types: bincode is positional, so a core type is never encoded as it is.
 //!
 //! | key | value | what |
 //! | --- | --- | --- |
@@ -133,6 +135,7 @@ pub mod baseline;
 #[doc(hidden)]
 pub mod codec;
 pub mod records;
+mod stored;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -1089,31 +1092,31 @@ impl Store {
     }
 
     pub fn targets(&self) -> Result<Vec<Target>> {
-        self.all(T)
+        Ok(self.all::<stored::TargetV1>(T)?.into_iter().map(Target::from).collect())
     }
 
     pub fn target(&self, id: &TargetId) -> Result<Option<Target>> {
-        self.one(T, id.as_str())
+        Ok(self.one::<stored::TargetV1>(T, id.as_str())?.map(Target::from))
     }
 
     pub fn subscriptions(&self) -> Result<Vec<Subscription>> {
-        self.all(S)
+        Ok(self.all::<stored::SubscriptionV1>(S)?.into_iter().map(Subscription::from).collect())
     }
 
     pub fn subscription(&self, id: &SubscriptionId) -> Result<Option<Subscription>> {
-        self.one(S, id.as_str())
+        Ok(self.one::<stored::SubscriptionV1>(S, id.as_str())?.map(Subscription::from))
     }
 
     /// Stores a new target with its cursor: it is owed the events after `cursor`.
     pub async fn create_target(&self, target: &Target, cursor: u64) -> Result<()> {
         let mut batch = Writes::default();
-        batch.insert(key(T, &[target.id.as_str().as_bytes()]), codec::encode(target)?);
+        batch.insert(key(T, &[target.id.as_str().as_bytes()]), codec::encode(&stored::TargetV1::from(target))?);
         batch.insert(key(C, &[target.id.as_str().as_bytes()]), codec::encode(&cursor)?);
         self.write(batch).await
     }
 
     pub async fn put_target(&self, target: &Target) -> Result<()> {
-        self.put_record(T, target.id.as_str(), target).await
+        self.put_record(T, target.id.as_str(), &stored::TargetV1::from(target)).await
     }
 
     /// Writes one record under `tag` + `id`, durably.
@@ -1197,7 +1200,7 @@ impl Store {
     }
 
     pub async fn put_subscription(&self, sub: &Subscription) -> Result<()> {
-        self.put_record(S, sub.id.as_str(), sub).await
+        self.put_record(S, sub.id.as_str(), &stored::SubscriptionV1::from(sub)).await
     }
 
     pub async fn delete_subscription(&self, id: &SubscriptionId) -> Result<()> {
@@ -1209,15 +1212,15 @@ impl Store {
     // ---- sources and the quarantine ---------------------------------------------------------
 
     pub fn sources(&self) -> Result<Vec<Source>> {
-        self.all(Z)
+        Ok(self.all::<stored::SourceV1>(Z)?.into_iter().map(Source::from).collect())
     }
 
     pub fn source(&self, id: &SourceId) -> Result<Option<Source>> {
-        self.one(Z, id.as_str())
+        Ok(self.one::<stored::SourceV1>(Z, id.as_str())?.map(Source::from))
     }
 
     pub async fn put_source(&self, source: &Source) -> Result<()> {
-        self.put_record(Z, source.id.as_str(), source).await
+        self.put_record(Z, source.id.as_str(), &stored::SourceV1::from(source)).await
     }
 
     /// Deletes a source. Its events and quarantined pieces stay: they are history.

@@ -1,10 +1,10 @@
-//! The records the store keeps beside the core types: delivery state, operators' requests,
-//! the quarantine, and older layouts of the event record.
+//! The records the store keeps beside the core types: delivery state, operators' requests and
+//! the quarantine (their fields that are core types go through `stored`'s layouts).
 
 use serde::{Deserialize, Serialize};
 
 use crmhook_core::retry::Outcome;
-use crmhook_core::{Event, EventId, EventKind, RejectedId, SourceId, SourceKind};
+use crmhook_core::{EventId, RejectedId, SourceId, SourceKind};
 
 /// A delivery a target still owes: the number of its next attempt and when it is due.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +72,7 @@ pub struct Attempt {
     /// When it started, ms since the epoch.
     pub at_ms: u64,
     pub duration_ms: u64,
+    #[serde(with = "crate::stored::outcome_v1")]
     pub outcome: Outcome,
     pub result: AttemptResult,
     /// The attempt that began its round: `n == round > 1` is a redelivery's first attempt.
@@ -88,60 +89,6 @@ pub struct AckEntry {
     pub duplicate: bool,
 }
 
-/// An event as chunks of record version 1 held it (before events recorded their source).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EventV1 {
-    pub seq: u64,
-    pub id: EventId,
-    pub received_at_ms: u64,
-    pub kind: EventKind,
-    pub event_type: String,
-    #[serde(with = "crmhook_core::event::bytes")]
-    pub payload: Vec<u8>,
-    pub record_id: Option<String>,
-    pub kanban_id: Option<String>,
-    pub field_name: Option<String>,
-    pub external_id: Option<String>,
-    pub version_major: Option<u32>,
-}
-
-impl From<EventV1> for Event {
-    fn from(e: EventV1) -> Event {
-        Event {
-            seq: e.seq,
-            id: e.id,
-            received_at_ms: e.received_at_ms,
-            kind: e.kind,
-            event_type: e.event_type,
-            payload: e.payload,
-            record_id: e.record_id,
-            kanban_id: e.kanban_id,
-            field_name: e.field_name,
-            external_id: e.external_id,
-            version_major: e.version_major,
-            source_id: None,
-        }
-    }
-}
-
-impl From<&Event> for EventV1 {
-    fn from(e: &Event) -> EventV1 {
-        EventV1 {
-            seq: e.seq,
-            id: e.id.clone(),
-            received_at_ms: e.received_at_ms,
-            kind: e.kind,
-            event_type: e.event_type.clone(),
-            payload: e.payload.clone(),
-            record_id: e.record_id.clone(),
-            kanban_id: e.kanban_id.clone(),
-            field_name: e.field_name.clone(),
-            external_id: e.external_id.clone(),
-            version_major: e.version_major,
-        }
-    }
-}
-
 /// A piece of a source's request that was not an event, kept in the quarantine with its exact
 /// bytes until retention removes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,6 +96,7 @@ pub struct Rejected {
     pub id: RejectedId,
     pub source_id: SourceId,
     /// The source's kind when it was posted: how a retry reads it.
+    #[serde(with = "crate::stored::source_kind_v1")]
     pub kind: SourceKind,
     pub at_ms: u64,
     /// Its index in the posted array; `None` for the whole body.
