@@ -36,7 +36,7 @@ use actix_web::{web, App, HttpServer};
 use crmhook_core::sign::generate_token;
 use crmhook_store::{Store, StoreError};
 
-pub use config::{Config, ConfigError, Flags};
+pub use config::Config;
 
 use crate::api::{AppState, Tokens};
 use crate::router::RouterHandle;

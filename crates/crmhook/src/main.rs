@@ -9,11 +9,14 @@ use std::process::ExitCode;
 
 mod cli;
 mod cli_sources;
+mod config;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use crmhook_core::sign;
-use crmhook_server::{Config, Flags, Server};
+use crmhook_server::Server;
+
+use crate::config::Flags;
 
 /// glibc's malloc serialises threads that free memory another thread allocated (sled frees its
 /// pages on whichever thread retires them, the log writer allocates them): under load the
@@ -167,7 +170,7 @@ fn init_tracing(format: LogFormat) {
 
 fn serve(flags: Flags) -> anyhow::Result<ExitCode> {
     let env: HashMap<String, String> = std::env::vars().collect();
-    let config = Config::load(&flags, &env)?;
+    let config = config::load(&flags, &env)?;
     let listener = TcpListener::bind(config.bind).with_context(|| format!("cannot listen on {}", config.bind))?;
     actix_rt::System::new().block_on(async move {
         let server = Server::start(listener, config).await?;

@@ -1,0 +1,199 @@
+//! Configuration, layered: built-in defaults < `crmhook.toml` (or `--config FILE`) < environment
+//! `CRMHOOK_*` < command-line flags. An invalid value stops start-up with an error naming the
+//! key, where it came from, and why. The result is the server's plain [`Config`].
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use crmhook_server::Config;
+
+/// A configuration value that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: key `{key}` (from {origin}): {reason}")]
+pub struct ConfigError {
+    pub key: String,
+    pub origin: String,
+    pub reason: String,
+}
+
+/// Values given on the command line.
+#[derive(Debug, Clone, Default)]
+pub struct Flags {
+    pub bind: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    /// `--config FILE`; without it `crmhook.toml` in the working directory is read if present.
+    pub config_file: Option<PathBuf>,
+}
+
+/// The keys, in the order the contract lists them.
+pub const KEYS: [&str; 14] = [
+    "bind",
+    "data_dir",
+    "admin_token",
+    "ingest_token",
+    "allow_private_targets",
+    "max_targets",
+    "max_body_bytes",
+    "workers",
+    "ingest_queue",
+    "ingest_buffer_bytes",
+    "retention_days",
+    "compaction_interval_s",
+    "cache_bytes",
+    "public_url",
+];
+
+/// Loads the layers. `env` is the process environment (passed in for tests).
+pub fn load(flags: &Flags, env: &HashMap<String, String>) -> Result<Config, ConfigError> {
+    let mut config = Config::default();
+    let (file, required) = match &flags.config_file {
+        Some(f) => (f.clone(), true),
+        None => (PathBuf::from("crmhook.toml"), false),
+    };
+    if required || file.exists() {
+        apply_file(&mut config, &file)?;
+    }
+    for key in KEYS {
+        let var = format!("CRMHOOK_{}", key.to_ascii_uppercase());
+        if let Some(value) = env.get(&var) {
+            set(&mut config, key, value, &format!("environment {var}"))?;
+        }
+    }
+    if let Some(bind) = &flags.bind {
+        set(&mut config, "bind", bind, "--bind")?;
+    }
+    if let Some(dir) = &flags.data_dir {
+        set(&mut config, "data_dir", &dir.to_string_lossy(), "--data-dir")?;
+    }
+    if config.admin_token.is_some() && config.admin_token == config.ingest_token {
+        return Err(ConfigError {
+            key: "ingest_token".into(),
+            origin: "configuration".into(),
+            reason: "must differ from admin_token".into(),
+        });
+    }
+    Ok(config)
+}
+
+fn apply_file(config: &mut Config, path: &Path) -> Result<(), ConfigError> {
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        key: "config".into(),
+        origin: origin.clone(),
+        reason: e.to_string(),
+    })?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError {
+        key: "config".into(),
+        origin: origin.clone(),
+        reason: e.message().to_owned(),
+    })?;
+    for (key, value) in table {
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => {
+                return Err(ConfigError {
+                    key,
+                    origin,
+                    reason: format!("a {} is not a value for it", other.type_str()),
+                })
+            }
+        };
+        set(config, &key, &text, &origin)?;
+    }
+    Ok(())
+}
+
+fn set(config: &mut Config, key: &str, value: &str, origin: &str) -> Result<(), ConfigError> {
+    let err = |reason: String| ConfigError { key: key.into(), origin: origin.into(), reason };
+    let int = |min: usize| match value.trim().parse::<usize>() {
+        Ok(n) if n >= min => Ok(n),
+        _ => Err(err(format!("{value:?} is not an integer of at least {min}"))),
+    };
+    let token = || {
+        let v = value.trim();
+        if v.len() < 16 || !v.bytes().all(|b| b.is_ascii_graphic()) {
+            Err(err("a token needs at least 16 printable characters and no spaces".into()))
+        } else {
+            Ok(Some(v.to_owned()))
+        }
+    };
+    match key {
+        "bind" => {
+            config.bind =
+                value.trim().parse().map_err(|_| err(format!("{value:?} is not an address like 127.0.0.1:8080")))?
+        }
+        "data_dir" if value.trim().is_empty() => return Err(err("must not be empty".into())),
+        "data_dir" => config.data_dir = PathBuf::from(value.trim()),
+        "admin_token" => config.admin_token = token()?,
+        "ingest_token" => config.ingest_token = token()?,
+        "allow_private_targets" => {
+            config.allow_private_targets = match value.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => true,
+                "false" | "0" | "no" | "off" => false,
+                _ => return Err(err(format!("{value:?} is not true or false"))),
+            }
+        }
+        "max_targets" => config.max_targets = int(1)?,
+        "max_body_bytes" => config.max_body_bytes = int(64)?,
+        "workers" => config.workers = int(1)?,
+        "ingest_queue" => config.ingest_queue = int(1)?,
+        "ingest_buffer_bytes" => config.ingest_buffer_bytes = int(1024)?,
+        "retention_days" => config.retention_days = int(0)? as u64,
+        "compaction_interval_s" => config.compaction_interval_s = int(1)? as u64,
+        "cache_bytes" => config.cache_bytes = int(1024 * 1024)?,
+        "public_url" => {
+            let url = value.trim().trim_end_matches('/');
+            let parsed = url::Url::parse(url)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some() && u.query().is_none());
+            if parsed.is_none() {
+                return Err(err(format!("{value:?} is not a URL like https://crmhook.example.com")));
+            }
+            config.public_url = Some(url.to_owned());
+        }
+        other => return Err(err(format!("unknown key `{other}`; the keys are {}", KEYS.join(", ")))),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn layers_later_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "bind = \"127.0.0.1:9000\"\nmax_targets = 3\nmax_body_bytes = 2048\n").unwrap();
+        let flags = Flags { config_file: Some(file), bind: Some("127.0.0.1:0".into()), data_dir: None };
+        let c = load(&flags, &env(&[("CRMHOOK_MAX_TARGETS", "5"), ("CRMHOOK_BIND", "127.0.0.1:9001")])).unwrap();
+        assert_eq!(c.bind.port(), 0);
+        assert_eq!((c.max_targets, c.max_body_bytes), (5, 2048));
+        assert_eq!(c.data_dir, PathBuf::from("./data/db"));
+    }
+
+    #[test]
+    fn errors_name_the_key_and_origin() {
+        let e = load(&Flags::default(), &env(&[("CRMHOOK_BIND", "nowhere")])).unwrap_err();
+        assert_eq!((e.key.as_str(), e.origin.as_str()), ("bind", "environment CRMHOOK_BIND"));
+        let e = load(&Flags::default(), &env(&[("CRMHOOK_ALLOW_PRIVATE_TARGETS", "maybe")])).unwrap_err();
+        assert_eq!(e.key, "allow_private_targets");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "colour = \"red\"\n").unwrap();
+        let e = load(&Flags { config_file: Some(file.clone()), ..Flags::default() }, &env(&[])).unwrap_err();
+        assert_eq!(e.key, "colour");
+        assert!(e.to_string().contains("unknown key `colour`"), "{e}");
+        let missing = Flags { config_file: Some(dir.path().join("none.toml")), ..Flags::default() };
+        assert!(load(&missing, &env(&[])).is_err());
+        let same =
+            env(&[("CRMHOOK_ADMIN_TOKEN", "tok_0123456789abcdef"), ("CRMHOOK_INGEST_TOKEN", "tok_0123456789abcdef")]);
+        assert_eq!(load(&Flags::default(), &same).unwrap_err().key, "ingest_token");
+    }
+}
