@@ -19,7 +19,8 @@ use serde_json::{json, Map, Value};
 use tokio::sync::Semaphore;
 
 use crate::error::ApiError;
-use crate::guard;
+use crate::guard::Guard;
+use crate::metrics::Metrics;
 use crate::router::{RouterError, RouterHandle};
 
 /// How long the previous secret keeps signing after a rotation.
@@ -42,7 +43,10 @@ pub struct AppState {
     pub store: Store,
     pub router: RouterHandle,
     pub tokens: Tokens,
-    pub allow_private_targets: bool,
+    /// `allow_private_targets`: the same guard the delivery clients check with.
+    pub guard: Guard,
+    /// The counters `GET /metrics` shows.
+    pub metrics: Arc<Metrics>,
     pub max_body_bytes: usize,
     /// Bytes of ingest bodies that may be in memory at once (read, queued or being written).
     pub ingest_budget: Arc<Semaphore>,
@@ -251,7 +255,7 @@ async fn console() -> HttpResponse {
 async fn metrics(state: State) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(crate::metrics::metrics().render(&state.store))
+        .body(crate::prometheus::render(&state.metrics, &state.store))
 }
 
 async fn readyz(state: State) -> HttpResponse {
@@ -276,7 +280,7 @@ async fn ingest(req: HttpRequest, payload: web::Payload, state: State) -> Result
     let body = read_body(&req, payload, state.max_body_bytes).await?;
     let events = parse_ingest(&body)?;
     let acks = state.router.ingest(events, key).await.map_err(router_error)?;
-    let (events, duplicates) = ack_view(&acks);
+    let (events, duplicates) = ack_view(&state.metrics, &acks);
     Ok(HttpResponse::Accepted()
         .json(json!({"accepted": acks.len() - duplicates, "duplicates": duplicates, "events": events})))
 }
@@ -291,9 +295,9 @@ pub(crate) fn ingest_share(req: &HttpRequest, state: &AppState) -> Result<tokio:
 }
 
 /// The `events` member of an ingest answer, and how many of them were duplicates.
-pub(crate) fn ack_view(acks: &[crmhook_store::AckEntry]) -> (Vec<Value>, usize) {
+pub(crate) fn ack_view(metrics: &Metrics, acks: &[crmhook_store::AckEntry]) -> (Vec<Value>, usize) {
     for ack in acks.iter().filter(|a| !a.duplicate) {
-        crate::metrics::metrics().ingested(&ack.event_type);
+        metrics.ingested(&ack.event_type);
     }
     let duplicates = acks.iter().filter(|a| a.duplicate).count();
     (acks.iter().map(|a| json!({"id": a.id, "seq": a.seq, "type": a.event_type})).collect(), duplicates)
@@ -330,10 +334,10 @@ fn target_view(t: &Target, disabled: Option<&Disabled>, show_secret: bool) -> Va
 }
 
 /// A target's view with its enabled state and health from the store.
-fn stored_target_view(store: &Store, t: &Target, show_secret: bool) -> Result<Value, ApiError> {
+fn stored_target_view(store: &Store, metrics: &Metrics, t: &Target, show_secret: bool) -> Result<Value, ApiError> {
     let mut view = target_view(t, store.disabled(&t.id)?.as_ref(), show_secret);
     let (pending, dead) = store.delivery_counts(&t.id)?;
-    let health = crate::metrics::metrics().stored_health(store, &t.id)?;
+    let health = metrics.stored_health(store, &t.id)?;
     view["health"] = json!({
         "pending": pending,
         "dead": dead,
@@ -357,7 +361,7 @@ async fn list_targets(req: HttpRequest, state: State) -> Result<HttpResponse, Ap
         .store
         .targets()?
         .iter()
-        .map(|t| stored_target_view(&state.store, t, false))
+        .map(|t| stored_target_view(&state.store, &state.metrics, t, false))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(HttpResponse::Ok().json(json!({ "targets": targets })))
 }
@@ -365,8 +369,8 @@ async fn list_targets(req: HttpRequest, state: State) -> Result<HttpResponse, Ap
 async fn create_target(req: HttpRequest, payload: web::Payload, state: State) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state.tokens, Role::Admin)?;
     let body = read_object(&req, payload).await?;
-    let target = Target::create(&body, state.allow_private_targets, generate_secret(), now_ms())?;
-    guard::check_url(&target.url, state.allow_private_targets).await.map_err(|e| ApiError::unprocessable("url", e))?;
+    let target = Target::create(&body, state.guard.allow_private, generate_secret(), now_ms())?;
+    state.guard.check_url(&target.url).await.map_err(|e| ApiError::unprocessable("url", e))?;
     state.router.create_target(target.clone()).await.map_err(router_error)?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/v1/targets/{}", target.id)))
@@ -375,7 +379,7 @@ async fn create_target(req: HttpRequest, payload: web::Payload, state: State) ->
 
 async fn get_target(req: HttpRequest, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state.tokens, Role::Admin)?;
-    Ok(HttpResponse::Ok().json(stored_target_view(&state.store, &load_target(&state, &id)?, false)?))
+    Ok(HttpResponse::Ok().json(stored_target_view(&state.store, &state.metrics, &load_target(&state, &id)?, false)?))
 }
 
 async fn patch_target(
@@ -392,11 +396,9 @@ async fn patch_target(
         Some(Value::Bool(b)) => Some(b),
         Some(_) => return Err(ApiError::unprocessable("enabled", "`enabled` must be true or false")),
     };
-    let target = current.patched(&body, state.allow_private_targets, now_ms())?;
+    let target = current.patched(&body, state.guard.allow_private, now_ms())?;
     if target.url != current.url {
-        guard::check_url(&target.url, state.allow_private_targets)
-            .await
-            .map_err(|e| ApiError::unprocessable("url", e))?;
+        state.guard.check_url(&target.url).await.map_err(|e| ApiError::unprocessable("url", e))?;
     }
     if target != current {
         state.router.update_target(target.clone()).await.map_err(router_error)?;
@@ -405,7 +407,7 @@ async fn patch_target(
         let disabled = (!enabled).then(|| Disabled { at_ms: now_ms(), reason: "disabled by an operator".into() });
         state.router.set_enabled(target.id.clone(), disabled).await.map_err(router_error)?;
     }
-    Ok(HttpResponse::Ok().json(stored_target_view(&state.store, &target, false)?))
+    Ok(HttpResponse::Ok().json(stored_target_view(&state.store, &state.metrics, &target, false)?))
 }
 
 async fn delete_target(req: HttpRequest, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
@@ -422,7 +424,7 @@ async fn rotate_secret(req: HttpRequest, id: web::Path<String>, state: State) ->
     target.previous_secret = Some((old, now + ROTATION_OVERLAP_MS));
     target.updated_at_ms = now;
     state.router.update_target(target.clone()).await.map_err(router_error)?;
-    Ok(HttpResponse::Ok().json(stored_target_view(&state.store, &target, true)?))
+    Ok(HttpResponse::Ok().json(stored_target_view(&state.store, &state.metrics, &target, true)?))
 }
 
 // ---- subscriptions -------------------------------------------------------------------------

@@ -1,41 +1,95 @@
 //! One delivery attempt over HTTP: the body a target gets, the signature headers, and the POST
 //! itself with awc.
 //!
-//! Each arbiter thread has one awc client (`thread_local!`), with redirects off (a 3xx is a
-//! failed attempt), a connect timeout, and the target's `timeout_ms` around the whole exchange.
+//! Each delivery arbiter has one awc client ([`Client`], created on that arbiter's thread by
+//! its [`Lane`] and cloned into the target actors started there), with redirects off (a 3xx is
+//! a failed attempt), a connect timeout, the address guard as its DNS resolver, and the
+//! target's `timeout_ms` around the whole exchange.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::http::header::{self, HeaderName, HeaderValue};
-use actix_web::http::Uri;
 use awc::error::SendRequestError;
+use awc::http::header::{self, HeaderName, HeaderValue};
+use awc::http::Uri;
 use crmhook_core::retry::Outcome;
 use crmhook_core::sign::Signer;
 use crmhook_core::target::Format;
 use crmhook_core::time::now_ms;
 use crmhook_core::{Event, EventKind, Target};
 
+use crate::guard::{Guard, GuardResolver};
+
 /// How long connecting may take at most (the target's timeout still bounds the whole attempt).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How much of a response body is read (and dropped) so the connection can be reused.
 const RESPONSE_BODY_LIMIT: usize = 64 * 1024;
 
-thread_local! {
-    static CLIENT: awc::Client = awc::Client::builder()
-        .disable_redirects()
-        .add_default_header((header::USER_AGENT, concat!("crmhook/", env!("CARGO_PKG_VERSION"))))
-                .connector(
-            awc::Connector::new()
-                .connector(
-                    actix_tls::connect::Connector::new(actix_tls::connect::Resolver::custom(crate::guard::GuardResolver))
-                        .service(),
-                )
-                .timeout(CONNECT_TIMEOUT)
-                .limit(1024),
-        )
-        .timeout(Duration::from_secs(600))
-        .finish();
+/// One arbiter's delivery client: awc's client (not `Send`: it is built on the thread that
+/// uses it, and cheap to clone) and the guard it checks addresses with.
+#[derive(Clone)]
+pub struct Client {
+    http: awc::Client,
+    guard: Guard,
+}
+
+impl Client {
+    /// Builds a client on the current thread.
+    pub fn new(guard: Guard) -> Client {
+        let http = awc::Client::builder()
+            .disable_redirects()
+            .add_default_header((header::USER_AGENT, concat!("crmhook/", env!("CARGO_PKG_VERSION"))))
+            .connector(
+                awc::Connector::new()
+                    .connector(
+                        actix_tls::connect::Connector::new(actix_tls::connect::Resolver::custom(GuardResolver(guard)))
+                            .service(),
+                    )
+                    .timeout(CONNECT_TIMEOUT)
+                    .limit(1024),
+            )
+            .timeout(Duration::from_secs(600))
+            .finish();
+        Client { http, guard }
+    }
+
+    /// The guard this client's connections are checked with.
+    pub fn guard(&self) -> Guard {
+        self.guard
+    }
+}
+
+/// What a delivery arbiter is asked to run with its client (a target actor's start).
+type Start = Box<dyn FnOnce(&Client) + Send>;
+
+/// A delivery arbiter, as the router sees it: a task on that arbiter owns the arbiter's
+/// [`Client`] (created there when the lane starts) and runs each start it is handed with it, so
+/// every target actor on the arbiter shares the one client.
+#[derive(Clone)]
+pub struct Lane {
+    starts: tokio::sync::mpsc::UnboundedSender<Start>,
+}
+
+impl Lane {
+    /// Starts the lane's task on `arbiter`.
+    pub fn start(arbiter: &actix_rt::ArbiterHandle, guard: Guard) -> Lane {
+        let (starts, mut started) = tokio::sync::mpsc::unbounded_channel::<Start>();
+        // The client is not `Send`: it is built on the arbiter's thread, in a task of its own.
+        arbiter.spawn_fn(move || {
+            actix_rt::spawn(async move {
+                let client = Client::new(guard);
+                while let Some(start) = started.recv().await {
+                    start(&client);
+                }
+            });
+        });
+        Lane { starts }
+    }
+
+    /// Runs `start` on the lane's arbiter with its client (dropped if the arbiter has stopped).
+    pub fn run(&self, start: impl FnOnce(&Client) + Send + 'static) {
+        let _ = self.starts.send(Box::new(start));
+    }
 }
 
 /// The body a target receives for an event: the event's bytes exactly as the CRM sent them
@@ -97,8 +151,8 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    pub fn new(target: Arc<Target>) -> Endpoint {
-        let mut unusable = crate::guard::check_literal(&target.url).err();
+    pub fn new(target: Arc<Target>, guard: Guard) -> Endpoint {
+        let mut unusable = guard.check_literal(&target.url).err();
         let uri = target.url.parse::<Uri>().unwrap_or_else(|e| {
             unusable.get_or_insert_with(|| format!("the target URL does not parse: {e}"));
             Uri::default()
@@ -136,8 +190,8 @@ fn value(text: String) -> HeaderValue {
     HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// Delivers `event` to `endpoint` as attempt number `attempt`.
-pub async fn attempt(endpoint: &Endpoint, event: &Event, attempt: u32) -> AttemptReport {
+/// Delivers `event` to `endpoint` as attempt number `attempt`, with `client`.
+pub async fn attempt(client: &Client, endpoint: &Endpoint, event: &Event, attempt: u32) -> AttemptReport {
     let at_ms = now_ms();
     let started = Instant::now();
     let report = |outcome, retry_after_ms| AttemptReport {
@@ -156,7 +210,7 @@ pub async fn attempt(endpoint: &Endpoint, event: &Event, attempt: u32) -> Attemp
     let timestamp = value(timestamp);
 
     // awc's own timeout bounds connecting, sending and the response's head; the body below.
-    let mut request = CLIENT.with(|c| c.post(endpoint.uri.clone())).timeout(endpoint.timeout);
+    let mut request = client.http.post(endpoint.uri.clone()).timeout(endpoint.timeout);
     // The target's own headers first: ours are inserted after them and cannot be replaced
     // (validation also refuses reserved names).
     for header in &endpoint.headers {

@@ -9,20 +9,17 @@
 //! normalised to their address by the URL parser before the check.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::future::LocalBoxFuture;
 
-static ALLOW_PRIVATE: AtomicBool = AtomicBool::new(false);
-
-/// Sets, for the whole process, whether non-public addresses are allowed.
-pub fn set_allow_private(allow: bool) {
-    ALLOW_PRIVATE.store(allow, Ordering::Relaxed);
-}
-
-fn allow_private() -> bool {
-    ALLOW_PRIVATE.load(Ordering::Relaxed)
+/// The guard's one setting, `allow_private_targets`, passed as data: the server builds it from
+/// its configuration and hands copies to the API (the check at creation) and to each delivery
+/// client (the checks before an attempt and at connect time).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Guard {
+    /// Whether non-public addresses are allowed (`allow_private_targets`).
+    pub allow_private: bool,
 }
 
 /// Whether an IPv4 address is a public unicast address.
@@ -76,56 +73,58 @@ fn refuse(host: &str, ip: IpAddr) -> String {
     }
 }
 
-/// The check at creation: a literal address must be public; a name must not be `localhost`
-/// and must not resolve to a non-public address now. A name that does not resolve is let
-/// through: the check at connect time still applies.
-pub async fn check_url(url: &str, allow_private: bool) -> Result<(), String> {
-    if allow_private {
-        return Ok(());
-    }
-    let parsed = url::Url::parse(url).map_err(|e| e.to_string())?;
-    let port = parsed.port_or_known_default().unwrap_or(443);
-    match parsed.host() {
-        Some(url::Host::Ipv4(ip)) if !public_v4(ip) => Err(refuse(&ip.to_string(), IpAddr::V4(ip))),
-        Some(url::Host::Ipv6(ip)) if !public_v6(ip) => Err(refuse(&format!("[{ip}]"), IpAddr::V6(ip))),
-        Some(url::Host::Domain(name)) => {
-            let name = name.trim_end_matches('.').to_ascii_lowercase();
-            if name == "localhost" || name.ends_with(".localhost") {
-                return Err(format!("{name} is a loopback name (allow_private_targets is off)"));
-            }
-            let lookup = tokio::net::lookup_host((name.as_str(), port));
-            if let Ok(Ok(addrs)) = tokio::time::timeout(Duration::from_secs(3), lookup).await {
-                for addr in addrs {
-                    if !is_public(addr.ip()) {
-                        return Err(format!(
-                            "{name} resolves to {}, not a public address (allow_private_targets is off)",
-                            addr.ip()
-                        ));
+impl Guard {
+    /// The check at creation: a literal address must be public; a name must not be `localhost`
+    /// and must not resolve to a non-public address now. A name that does not resolve is let
+    /// through: the check at connect time still applies.
+    pub async fn check_url(&self, url: &str) -> Result<(), String> {
+        if self.allow_private {
+            return Ok(());
+        }
+        let parsed = url::Url::parse(url).map_err(|e| e.to_string())?;
+        let port = parsed.port_or_known_default().unwrap_or(443);
+        match parsed.host() {
+            Some(url::Host::Ipv4(ip)) if !public_v4(ip) => Err(refuse(&ip.to_string(), IpAddr::V4(ip))),
+            Some(url::Host::Ipv6(ip)) if !public_v6(ip) => Err(refuse(&format!("[{ip}]"), IpAddr::V6(ip))),
+            Some(url::Host::Domain(name)) => {
+                let name = name.trim_end_matches('.').to_ascii_lowercase();
+                if name == "localhost" || name.ends_with(".localhost") {
+                    return Err(format!("{name} is a loopback name (allow_private_targets is off)"));
+                }
+                let lookup = tokio::net::lookup_host((name.as_str(), port));
+                if let Ok(Ok(addrs)) = tokio::time::timeout(Duration::from_secs(3), lookup).await {
+                    for addr in addrs {
+                        if !is_public(addr.ip()) {
+                            return Err(format!(
+                                "{name} resolves to {}, not a public address (allow_private_targets is off)",
+                                addr.ip()
+                            ));
+                        }
                     }
                 }
+                Ok(())
             }
-            Ok(())
+            _ => Ok(()),
         }
-        _ => Ok(()),
     }
-}
 
-/// The check before each attempt, for a URL whose host is a literal address (names are
-/// checked by [`GuardResolver`] when the connection is made).
-pub fn check_literal(url: &str) -> Result<(), String> {
-    if allow_private() {
-        return Ok(());
-    }
-    match url::Url::parse(url).ok().and_then(|u| u.host().map(|h| h.to_owned())) {
-        Some(url::Host::Ipv4(ip)) if !public_v4(ip) => Err(refuse(&ip.to_string(), IpAddr::V4(ip))),
-        Some(url::Host::Ipv6(ip)) if !public_v6(ip) => Err(refuse(&format!("[{ip}]"), IpAddr::V6(ip))),
-        _ => Ok(()),
+    /// The check before each attempt, for a URL whose host is a literal address (names are
+    /// checked by [`GuardResolver`] when the connection is made).
+    pub fn check_literal(&self, url: &str) -> Result<(), String> {
+        if self.allow_private {
+            return Ok(());
+        }
+        match url::Url::parse(url).ok().and_then(|u| u.host().map(|h| h.to_owned())) {
+            Some(url::Host::Ipv4(ip)) if !public_v4(ip) => Err(refuse(&ip.to_string(), IpAddr::V4(ip))),
+            Some(url::Host::Ipv6(ip)) if !public_v6(ip) => Err(refuse(&format!("[{ip}]"), IpAddr::V6(ip))),
+            _ => Ok(()),
+        }
     }
 }
 
 /// The DNS resolver of the delivery client: resolves, then refuses the connection if any
-/// address is not public (unless private targets are allowed).
-pub struct GuardResolver;
+/// address is not public (unless its guard allows private targets).
+pub struct GuardResolver(pub Guard);
 
 impl actix_tls::connect::Resolve for GuardResolver {
     fn lookup<'a>(
@@ -135,7 +134,7 @@ impl actix_tls::connect::Resolve for GuardResolver {
     ) -> LocalBoxFuture<'a, Result<Vec<SocketAddr>, Box<dyn std::error::Error>>> {
         Box::pin(async move {
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
-            if !allow_private() {
+            if !self.0.allow_private {
                 if let Some(bad) = addrs.iter().find(|a| !is_public(a.ip())) {
                     return Err(refuse(host, bad.ip()).into());
                 }
@@ -223,9 +222,10 @@ mod tests {
             "https://[fe80::1]/",
             "https://169.254.169.254/latest/meta-data",
         ] {
-            assert!(check_url(url, false).await.is_err(), "{url} should be refused");
-            assert!(check_url(url, true).await.is_ok(), "{url} is allowed with allow_private_targets");
+            assert!(Guard { allow_private: false }.check_url(url).await.is_err(), "{url} should be refused");
+            let allowed = Guard { allow_private: true }.check_url(url).await;
+            assert!(allowed.is_ok(), "{url} is allowed with allow_private_targets");
         }
-        assert!(check_url("https://93.184.215.14/hook", false).await.is_ok());
+        assert!(Guard::default().check_url("https://93.184.215.14/hook").await.is_ok());
     }
 }

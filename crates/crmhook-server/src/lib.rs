@@ -20,8 +20,10 @@ pub mod api;
 pub mod config;
 pub mod delivery;
 pub mod error;
+pub mod feed;
 pub mod guard;
 pub mod metrics;
+pub mod prometheus;
 pub mod router;
 pub mod sources;
 pub mod stream;
@@ -39,7 +41,10 @@ use crmhook_store::{Store, StoreError};
 pub use config::Config;
 
 use crate::api::{AppState, Tokens};
-use crate::router::RouterHandle;
+use crate::feed::Feed;
+use crate::guard::Guard;
+use crate::metrics::Metrics;
+use crate::router::{RouterConfig, RouterHandle};
 
 /// Why the server could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -85,7 +90,6 @@ impl Server {
     pub async fn start(listener: TcpListener, config: Config) -> Result<Server, ServerError> {
         // Only one crypto provider is compiled in; make it the process default for rustls.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        guard::set_allow_private(config.allow_private_targets);
         std::fs::create_dir_all(&config.data_dir).map_err(|e| ServerError::Open {
             dir: config.data_dir.display().to_string(),
             source: StoreError::Io(e.to_string()),
@@ -111,22 +115,30 @@ impl Server {
         }
         let tokens_file = tokens_file.exists().then_some(tokens_file);
         let arbiters: Vec<actix::Arbiter> = (0..DELIVERY_ARBITERS).map(|_| actix::Arbiter::new()).collect();
-        let router =
-            RouterHandle::start(store.clone(), arbiters.iter().map(|a| a.handle()).collect(), config.max_targets)?;
+        // The handles dispatch and the edge share, made once here and passed to both.
+        let guard = Guard { allow_private: config.allow_private_targets };
+        let metrics = Metrics::new();
+        let feed = Feed::new();
+        let router = RouterHandle::start(
+            store.clone(),
+            &arbiters.iter().map(|a| a.handle()).collect::<Vec<_>>(),
+            RouterConfig { max_targets: config.max_targets, guard, metrics: metrics.clone(), feed: feed.clone() },
+        )?;
         let addr = listener.local_addr()?;
         let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
         let state = web::Data::new(AppState {
             store: store.clone(),
             router: router.clone(),
             tokens: Tokens { admin, ingest },
-            allow_private_targets: config.allow_private_targets,
+            guard,
+            metrics,
             max_body_bytes: config.max_body_bytes,
             ingest_budget: std::sync::Arc::new(tokio::sync::Semaphore::new(
                 config.ingest_buffer_bytes.max(config.max_body_bytes).min(u32::MAX as usize),
             )),
             public_url,
         });
-        let streams = stream::Streams::new();
+        let streams = stream::Streams::new(feed);
         let streams_data = web::Data::new(streams.clone());
         let http = HttpServer::new(move || {
             App::new()

@@ -1,18 +1,19 @@
-//! Prometheus metrics (`GET /metrics`, text format 0.0.4). Counters live in process memory
-//! (they restart at zero, as Prometheus expects of counters); the pending and dead gauges and
-//! the log size are read from the store at scrape time. A target's last success is read from
-//! the log when the process has seen none ([`Metrics::stored_health`]).
+//! The process's counters, behind one [`Metrics`] handle: the server creates it at start and
+//! passes it (an `Arc`) to the router, which gives each target actor its own
+//! [`TargetMetrics`], and to the API, which counts ingest and the quarantine and renders them
+//! all at `GET /metrics`. Counters live in process memory (they restart at zero, as Prometheus
+//! expects of counters). A target's last success is read from the log when the process has
+//! seen none ([`Metrics::stored_health`]).
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, RwLock};
 
 use crmhook_core::TargetId;
-use crmhook_store::{Store, StoreError};
+use crmhook_store::{AttemptResult, Store, StoreError};
 
 /// Upper bounds (seconds) of the attempt-duration histogram buckets.
-const BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+pub const BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 /// A target's recent health, as seen since the process started.
 #[derive(Debug, Clone, Copy, Default)]
@@ -26,6 +27,17 @@ pub struct Health {
 /// The outcomes an attempt is counted under, in `crmhook_deliveries_total`.
 pub const OUTCOMES: [&str; 4] = ["delivered", "retry", "dead", "disabled"];
 
+/// The outcome an attempt that led to `result` is counted under (one of [`OUTCOMES`]).
+pub fn outcome(result: &AttemptResult) -> &'static str {
+    match result {
+        AttemptResult::Delivered => "delivered",
+        AttemptResult::Retrying { .. } => "retry",
+        AttemptResult::Dead => "dead",
+        AttemptResult::TargetDisabled => "disabled",
+    }
+}
+
+/// The process's counters (a handle: share it as `Arc<Metrics>`).
 #[derive(Default)]
 pub struct Metrics {
     /// Counters by event type; a new type takes the write lock once.
@@ -34,19 +46,39 @@ pub struct Metrics {
     rejected: RwLock<BTreeMap<String, Arc<AtomicU64>>>,
     /// Each target's counters; its actor holds them, so counting an attempt takes no lock.
     targets: RwLock<BTreeMap<String, Arc<TargetMetrics>>>,
+    /// The attempt-duration histogram, shared with every target's counters.
+    durations: Arc<Durations>,
+}
+
+/// How long attempts took, over all targets.
+#[derive(Default)]
+struct Durations {
     buckets: [AtomicU64; BUCKETS.len()],
     attempts: AtomicU64,
     attempt_ms_sum: AtomicU64,
 }
 
+impl Durations {
+    fn add(&self, duration_ms: u64) {
+        let seconds = duration_ms as f64 / 1000.0;
+        for (bound, bucket) in BUCKETS.iter().zip(&self.buckets) {
+            if seconds <= *bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.attempts.fetch_add(1, Ordering::Relaxed);
+        self.attempt_ms_sum.fetch_add(duration_ms, Ordering::Relaxed);
+    }
+}
+
 /// One target's counters and health (atomics: its actor counts, scrapes read).
-#[derive(Default)]
 pub struct TargetMetrics {
     /// By outcome, in the order of [`OUTCOMES`].
     outcomes: [AtomicU64; OUTCOMES.len()],
     /// 0 until the first success.
     last_success_ms: AtomicU64,
     failures_in_a_row: AtomicU64,
+    durations: Arc<Durations>,
 }
 
 impl TargetMetrics {
@@ -61,7 +93,7 @@ impl TargetMetrics {
         } else {
             self.failures_in_a_row.fetch_add(1, Ordering::Relaxed);
         }
-        metrics().duration(duration_ms);
+        self.durations.add(duration_ms);
     }
 
     /// A success known from the store, kept unless this process has seen one.
@@ -78,37 +110,30 @@ impl TargetMetrics {
     }
 }
 
-/// The process's metrics.
-pub fn metrics() -> &'static Metrics {
-    static METRICS: OnceLock<Metrics> = OnceLock::new();
-    METRICS.get_or_init(Metrics::default)
-}
-
 impl Metrics {
+    /// A new set of counters, all at zero.
+    pub fn new() -> Arc<Metrics> {
+        Arc::new(Metrics::default())
+    }
+
     /// An event of this type was accepted (not a duplicate).
     pub fn ingested(&self, event_type: &str) {
-        entry(&self.ingested, event_type).fetch_add(1, Ordering::Relaxed);
+        entry(&self.ingested, event_type, AtomicU64::default).fetch_add(1, Ordering::Relaxed);
     }
 
     /// `n` pieces of a source's request went to the quarantine.
     pub fn rejected(&self, source: &str, n: u64) {
-        entry(&self.rejected, source).fetch_add(n, Ordering::Relaxed);
+        entry(&self.rejected, source, AtomicU64::default).fetch_add(n, Ordering::Relaxed);
     }
 
     /// A target's counters, created on first use.
     pub fn target(&self, target: &str) -> Arc<TargetMetrics> {
-        entry(&self.targets, target)
-    }
-
-    fn duration(&self, duration_ms: u64) {
-        let seconds = duration_ms as f64 / 1000.0;
-        for (bound, bucket) in BUCKETS.iter().zip(&self.buckets) {
-            if seconds <= *bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.attempts.fetch_add(1, Ordering::Relaxed);
-        self.attempt_ms_sum.fetch_add(duration_ms, Ordering::Relaxed);
+        entry(&self.targets, target, || TargetMetrics {
+            outcomes: Default::default(),
+            last_success_ms: AtomicU64::new(0),
+            failures_in_a_row: AtomicU64::new(0),
+            durations: self.durations.clone(),
+        })
     }
 
     /// A target's health since the process started.
@@ -129,90 +154,60 @@ impl Metrics {
         Ok(health)
     }
 
-    /// The text exposition.
-    pub fn render(&self, store: &Store) -> String {
-        let mut out = String::new();
-        let _ = writeln!(out, "# HELP crmhook_events_ingested_total Events accepted into the log, by type.");
-        let _ = writeln!(out, "# TYPE crmhook_events_ingested_total counter");
-        if let Ok(m) = self.ingested.read() {
-            for (t, n) in m.iter() {
-                let n = n.load(Ordering::Relaxed);
-                let _ = writeln!(out, "crmhook_events_ingested_total{{type=\"{}\"}} {n}", escape(t));
-            }
+    /// The counters as they are now, for the exposition (the edge's `GET /metrics`).
+    pub fn snapshot(&self) -> Snapshot {
+        let counts = |map: &RwLock<BTreeMap<String, Arc<AtomicU64>>>| {
+            map.read()
+                .map(|m| m.iter().map(|(k, n)| (k.clone(), n.load(Ordering::Relaxed))).collect())
+                .unwrap_or_default()
+        };
+        let deliveries = self
+            .targets
+            .read()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, t)| (k.clone(), std::array::from_fn(|i| t.outcomes[i].load(Ordering::Relaxed))))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Snapshot {
+            ingested: counts(&self.ingested),
+            rejected: counts(&self.rejected),
+            deliveries,
+            buckets: BUCKETS
+                .iter()
+                .zip(&self.durations.buckets)
+                .map(|(b, n)| (*b, n.load(Ordering::Relaxed)))
+                .collect(),
+            attempts: self.durations.attempts.load(Ordering::Relaxed),
+            attempt_ms_sum: self.durations.attempt_ms_sum.load(Ordering::Relaxed),
         }
-        let _ = writeln!(
-            out,
-            "# HELP crmhook_events_rejected_total Pieces of sources' requests kept in the quarantine, by source."
-        );
-        let _ = writeln!(out, "# TYPE crmhook_events_rejected_total counter");
-        if let Ok(m) = self.rejected.read() {
-            for (source, n) in m.iter() {
-                let n = n.load(Ordering::Relaxed);
-                let _ = writeln!(out, "crmhook_events_rejected_total{{source=\"{}\"}} {n}", escape(source));
-            }
-        }
-        let _ = writeln!(out, "# HELP crmhook_deliveries_total Delivery attempts, by target and outcome.");
-        let _ = writeln!(out, "# TYPE crmhook_deliveries_total counter");
-        if let Ok(m) = self.targets.read() {
-            for (target, counts) in m.iter() {
-                let counts = OUTCOMES.iter().zip(&counts.outcomes).map(|(o, n)| (o, n.load(Ordering::Relaxed)));
-                for (outcome, n) in counts.filter(|(_, n)| *n > 0) {
-                    let _ = writeln!(
-                        out,
-                        "crmhook_deliveries_total{{target=\"{}\",outcome=\"{outcome}\"}} {n}",
-                        escape(target)
-                    );
-                }
-            }
-        }
-        let _ = writeln!(out, "# HELP crmhook_attempt_duration_seconds How long delivery attempts took.");
-        let _ = writeln!(out, "# TYPE crmhook_attempt_duration_seconds histogram");
-        for (bound, bucket) in BUCKETS.iter().zip(&self.buckets) {
-            let _ = writeln!(
-                out,
-                "crmhook_attempt_duration_seconds_bucket{{le=\"{bound}\"}} {}",
-                bucket.load(Ordering::Relaxed)
-            );
-        }
-        let count = self.attempts.load(Ordering::Relaxed);
-        let _ = writeln!(out, "crmhook_attempt_duration_seconds_bucket{{le=\"+Inf\"}} {count}");
-        let sum = self.attempt_ms_sum.load(Ordering::Relaxed) as f64 / 1000.0;
-        let _ = writeln!(out, "crmhook_attempt_duration_seconds_sum {sum}");
-        let _ = writeln!(out, "crmhook_attempt_duration_seconds_count {count}");
-        let _ = writeln!(out, "# HELP crmhook_pending_deliveries Deliveries owed and not yet finished, by target.");
-        let _ = writeln!(out, "# TYPE crmhook_pending_deliveries gauge");
-        let mut dead = String::new();
-        for target in store.targets().unwrap_or_default() {
-            if let Ok((p, d)) = store.delivery_counts(&target.id) {
-                let _ = writeln!(out, "crmhook_pending_deliveries{{target=\"{}\"}} {p}", target.id);
-                let _ = writeln!(dead, "crmhook_dead_deliveries{{target=\"{}\"}} {d}", target.id);
-            }
-        }
-        let _ = writeln!(out, "# HELP crmhook_dead_deliveries Deliveries whose retry schedule is spent, by target.");
-        let _ = writeln!(out, "# TYPE crmhook_dead_deliveries gauge");
-        out.push_str(&dead);
-        let _ = writeln!(out, "# HELP crmhook_log_bytes Bytes the event log takes on disk.");
-        let _ = writeln!(out, "# TYPE crmhook_log_bytes gauge");
-        let _ = writeln!(out, "crmhook_log_bytes {}", store.size_on_disk());
-        let _ = writeln!(out, "# HELP crmhook_log_head_seq The seq of the newest event.");
-        let _ = writeln!(out, "# TYPE crmhook_log_head_seq gauge");
-        let _ = writeln!(out, "crmhook_log_head_seq {}", store.head());
-        out
     }
+}
+
+/// The counters at one moment, sorted by key.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Events accepted, by type.
+    pub ingested: Vec<(String, u64)>,
+    /// Pieces of sources' requests quarantined, by source.
+    pub rejected: Vec<(String, u64)>,
+    /// Attempts by target, counted by outcome in the order of [`OUTCOMES`].
+    pub deliveries: Vec<(String, [u64; OUTCOMES.len()])>,
+    /// The attempt-duration histogram: (upper bound in seconds, attempts at most that long).
+    pub buckets: Vec<(f64, u64)>,
+    pub attempts: u64,
+    pub attempt_ms_sum: u64,
 }
 
 /// The value under `key`, created on first use: a shared lock for the lookup, the exclusive
 /// one only to add a key.
-fn entry<T: Default>(map: &RwLock<BTreeMap<String, Arc<T>>>, key: &str) -> Arc<T> {
+fn entry<T>(map: &RwLock<BTreeMap<String, Arc<T>>>, key: &str, new: impl FnOnce() -> T) -> Arc<T> {
     if let Some(found) = map.read().ok().and_then(|m| m.get(key).cloned()) {
         return found;
     }
     match map.write() {
-        Ok(mut m) => m.entry(key.to_owned()).or_default().clone(),
-        Err(_) => Arc::default(),
+        Ok(mut m) => m.entry(key.to_owned()).or_insert_with(|| Arc::new(new())).clone(),
+        Err(_) => Arc::new(new()),
     }
-}
-
-fn escape(label: &str) -> String {
-    label.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }

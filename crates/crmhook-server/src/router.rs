@@ -7,6 +7,9 @@
 //! is owed from the log by its own cursor, so nothing here can grow without bound. Admin
 //! changes (targets, subscriptions) also go through the router, one at a time, so that the
 //! store and the running actors agree.
+//!
+//! The router spreads the target actors over the delivery arbiters' [`Lane`]s (each owns its
+//! arbiter's awc client), and hands each actor its counters and the attempt feed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,7 +21,23 @@ use std::time::Duration;
 
 use crmhook_store::{AckEntry, DeliveryBatch, Disabled, Request, Store, StoreError};
 
+use crate::delivery::Lane;
+use crate::feed::Feed;
+use crate::guard::Guard;
+use crate::metrics::Metrics;
 use crate::target::{TargetConfig, TargetHandle};
+
+/// What the router starts with, besides the store and the delivery arbiters.
+pub struct RouterConfig {
+    /// At most this many targets may exist (`max_targets`).
+    pub max_targets: usize,
+    /// The address guard every delivery client checks with.
+    pub guard: Guard,
+    /// The counters: each target actor gets its own [`crate::metrics::TargetMetrics`].
+    pub metrics: Arc<Metrics>,
+    /// Where the target actors publish the attempts they have recorded.
+    pub feed: Feed,
+}
 
 /// Why an admin change was refused.
 #[derive(Debug, thiserror::Error)]
@@ -41,15 +60,19 @@ pub struct RouterHandle {
 }
 
 impl RouterHandle {
-    /// Starts the router and one actor per stored target, spread over `arbiters`.
-    pub fn start(store: Store, arbiters: Vec<ArbiterHandle>, max_targets: usize) -> Result<RouterHandle, StoreError> {
+    /// Starts the router, a [`Lane`] on each of `arbiters`, and one actor per stored target,
+    /// spread over the lanes.
+    pub fn start(store: Store, arbiters: &[ArbiterHandle], config: RouterConfig) -> Result<RouterHandle, StoreError> {
         let targets = store.targets()?;
         let subscriptions = store.subscriptions()?;
         let handle_store = store.clone();
+        let lanes = arbiters.iter().map(|arbiter| Lane::start(arbiter, config.guard)).collect();
+        let RouterConfig { max_targets, metrics, feed, .. } = config;
         let addr = Router::create(move |ctx| {
             ctx.set_mailbox_capacity(1024);
             let routed = store.head();
-            let mut router = Router { store, arbiters, next_arbiter: 0, targets: HashMap::new(), max_targets, routed };
+            let mut router =
+                Router { store, lanes, next_lane: 0, targets: HashMap::new(), max_targets, metrics, feed, routed };
             for target in targets {
                 let subs = subscriptions.iter().filter(|s| s.target_id == target.id).cloned().collect();
                 router.spawn_target(target, subs);
@@ -128,10 +151,12 @@ struct Running {
 
 struct Router {
     store: Store,
-    arbiters: Vec<ArbiterHandle>,
-    next_arbiter: usize,
+    lanes: Vec<Lane>,
+    next_lane: usize,
     targets: HashMap<TargetId, Running>,
     max_targets: usize,
+    metrics: Arc<Metrics>,
+    feed: Feed,
     /// Events up to here have been routed (targets woken).
     routed: u64,
 }
@@ -139,9 +164,10 @@ struct Router {
 impl Router {
     fn spawn_target(&mut self, target: Target, subscriptions: Vec<Subscription>) {
         let config = TargetConfig { target: Arc::new(target), subscriptions: Arc::new(Compiled::new(subscriptions)) };
-        let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
-        self.next_arbiter += 1;
-        let handle = TargetHandle::start(arbiter, self.store.clone(), config.clone());
+        let lane = &self.lanes[self.next_lane % self.lanes.len()];
+        self.next_lane += 1;
+        let metrics = self.metrics.target(config.target.id.as_str());
+        let handle = TargetHandle::start(lane, self.store.clone(), config.clone(), metrics, self.feed.clone());
         self.targets.insert(config.target.id.clone(), Running { config, handle });
     }
 

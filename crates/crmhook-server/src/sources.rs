@@ -222,10 +222,10 @@ async fn source_ingest(
     let acks = acks?;
     kept?;
     if !rejected.is_empty() {
-        crate::metrics::metrics().rejected(source.id.as_str(), rejected.len() as u64);
+        state.metrics.rejected(source.id.as_str(), rejected.len() as u64);
         tracing::warn!(source_id = %source.id, rejected = rejected.len(), "kept pieces of a source's request in the quarantine");
     }
-    let (events, duplicates) = ack_view(&acks);
+    let (events, duplicates) = ack_view(&state.metrics, &acks);
     let rejections: Vec<Value> =
         rejected.iter().map(|r| json!({"id": r.id, "index": r.index, "reason": r.reason})).collect();
     Ok(HttpResponse::Ok().json(json!({
@@ -309,7 +309,7 @@ async fn retry_rejected(req: HttpRequest, id: web::Path<String>, state: State) -
         ApiError::Unprocessable { detail: format!("still not an event: {reason}"), field: None, index: None }
     })?;
     let acks = state.router.ingest(vec![event], None).await.map_err(router_error)?;
-    let (events, duplicates) = ack_view(&acks);
+    let (events, duplicates) = ack_view(&state.metrics, &acks);
     if let Some(ack) = acks.first() {
         item.retried = Some(Retried { at_ms: now_ms(), event_id: ack.id.clone(), seq: ack.seq });
         state.store.quarantine(std::slice::from_ref(&item)).await?;

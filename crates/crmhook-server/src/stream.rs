@@ -3,64 +3,51 @@
 //! - `event: event` — each new event of the log, with `id:` its seq, so a client that
 //!   reconnects with `Last-Event-ID: <seq>` (or `?after=<seq>`) resumes exactly after it; the
 //!   backlog since then is read from the log.
-//! - `event: attempt` — each delivery attempt as it is recorded (live only, no `id:`: the
-//!   attempts of an event are in `GET /v1/events/{id}`).
+//! - `event: attempt` — each delivery attempt once it is recorded (dispatch's attempt
+//!   [`Feed`]; live only, no `id:`: the attempts of an event are in `GET /v1/events/{id}`).
 //! - a `: keep-alive` comment every 15 s.
 //!
 //! A stream never ends on its own, so the server ends them all when it stops ([`Streams`]):
 //! each body finishes, its connection closes (stream responses are `Connection: close`), and
 //! the graceful stop of the HTTP server does not wait for them.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web::Bytes;
 use crmhook_store::Store;
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
-/// Attempts waiting for slow stream readers; a reader that falls further behind skips some
-/// (and is told so with a comment).
-const ATTEMPT_BUFFER: usize = 1024;
+use crate::feed::{AttemptRecorded, Feed};
+
 /// Events read from the log per chunk when catching up.
 const CATCH_UP: usize = 200;
 
-fn attempts() -> &'static broadcast::Sender<Value> {
-    static HUB: OnceLock<broadcast::Sender<Value>> = OnceLock::new();
-    HUB.get_or_init(|| broadcast::channel(ATTEMPT_BUFFER).0)
-}
-
-/// Publishes a recorded attempt to every open stream; built only when someone listens.
-pub fn publish_attempt(attempt: impl FnOnce() -> Value) {
-    let hub = attempts();
-    if hub.receiver_count() > 0 {
-        let _ = hub.send(attempt());
-    }
-}
-
-/// The streams' shutdown signal, passed as a handle: the server keeps one and the stream handler
-/// gets one from the app's data. Every open stream holds a receiver; [`Streams::close`] ends
-/// them all (and any opened later).
+/// The streams' handle: the attempt feed they follow and their shutdown signal. The server keeps
+/// one and the stream handler gets one from the app's data. Every open stream holds a receiver
+/// of each; [`Streams::close`] ends them all (and any opened later).
 #[derive(Clone)]
 pub struct Streams {
+    feed: Feed,
     closing: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
-impl Default for Streams {
-    fn default() -> Self {
-        // The first receiver is dropped at once: only streams hold receivers.
-        Streams { closing: Arc::new(tokio::sync::watch::channel(false).0) }
-    }
+/// What one open stream listens to: the attempts, and whether the server is stopping.
+pub struct Listener {
+    attempts: broadcast::Receiver<AttemptRecorded>,
+    closing: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Streams {
-    pub fn new() -> Streams {
-        Streams::default()
+    pub fn new(feed: Feed) -> Streams {
+        // The first receiver is dropped at once: only streams hold receivers.
+        Streams { feed, closing: Arc::new(tokio::sync::watch::channel(false).0) }
     }
 
-    /// What a new stream watches to know when to end.
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<bool> {
-        self.closing.subscribe()
+    /// What a new stream listens to (the attempts from now on) and watches to know when to end.
+    pub fn subscribe(&self) -> Listener {
+        Listener { attempts: self.feed.subscribe(), closing: self.closing.subscribe() }
     }
 
     /// How many streams are open.
@@ -81,22 +68,23 @@ struct State {
     store: Store,
     next_seq: u64,
     head: tokio::sync::watch::Receiver<u64>,
-    attempts: broadcast::Receiver<Value>,
+    attempts: broadcast::Receiver<AttemptRecorded>,
     render: fn(&crmhook_core::Event) -> Value,
     /// True once the server stops ([`Streams::subscribe`]).
     closing: tokio::sync::watch::Receiver<bool>,
 }
 
-/// The SSE body, starting after seq `after` (`None`: only what comes next); it ends when
-/// `closing` turns true (or its sender is gone).
+/// The SSE body, starting after seq `after` (`None`: only what comes next); it ends when the
+/// server stops ([`Streams::close`], or the streams' handle is gone).
 pub fn sse(
     store: Store,
     after: Option<u64>,
     render: fn(&crmhook_core::Event) -> Value,
-    closing: tokio::sync::watch::Receiver<bool>,
+    listener: Listener,
 ) -> impl futures_util::Stream<Item = Result<Bytes, actix_web::Error>> {
     let next_seq = after.unwrap_or_else(|| store.head()).saturating_add(1);
-    let state = State { head: store.watch_head(), store, next_seq, attempts: attempts().subscribe(), render, closing };
+    let Listener { attempts, closing } = listener;
+    let state = State { head: store.watch_head(), store, next_seq, attempts, render, closing };
     let hello = futures_util::stream::once(async { Ok(Bytes::from_static(b": crmhook stream\nretry: 2000\n\n")) });
     futures_util::StreamExt::chain(
         hello,
@@ -141,11 +129,19 @@ async fn next_chunk(s: &mut State) -> Option<String> {
                 }
             }
             attempt = s.attempts.recv() => match attempt {
-                Ok(a) => return Some(format!("event: attempt\ndata: {a}\n\n")),
+                Ok(a) => return Some(format!("event: attempt\ndata: {}\n\n", attempt_view(&a))),
                 Err(broadcast::error::RecvError::Lagged(n)) => return Some(format!(": skipped {n} attempts\n\n")),
                 Err(broadcast::error::RecvError::Closed) => tokio::time::sleep(Duration::from_secs(1)).await,
             },
             () = tokio::time::sleep(Duration::from_secs(15)) => return Some(": keep-alive\n\n".to_owned()),
         }
     }
+}
+
+/// The JSON of an attempt on the stream.
+fn attempt_view(a: &AttemptRecorded) -> Value {
+    json!({
+        "event_id": a.event_id, "seq": a.seq, "target_id": a.target_id, "n": a.n, "status_code": a.status_code,
+        "result": a.outcome(), "duration_ms": a.duration_ms, "at": crmhook_core::time::rfc3339(a.at_ms),
+    })
 }

@@ -16,6 +16,10 @@
 //!
 //! Its mailbox is small and carries only small messages (wake-ups, configuration, attempt
 //! reports); payloads are read from the store when an attempt starts.
+//!
+//! An attempt is counted (its [`TargetMetrics`]) and published on the attempt [`Feed`] once its
+//! record is written; one whose record cannot be written is neither (it will be made again).
+//! The actor delivers with the awc client of the arbiter it runs on ([`delivery::Lane`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
@@ -31,6 +35,8 @@ use rand::RngExt;
 use tokio::sync::oneshot;
 
 use crate::delivery;
+use crate::feed::{AttemptRecorded, Feed};
+use crate::metrics::TargetMetrics;
 
 /// Most deliveries a target holds in memory (pending, retrying or in flight).
 pub const WINDOW: usize = 1024;
@@ -60,13 +66,21 @@ pub struct TargetHandle {
 }
 
 impl TargetHandle {
-    /// Starts the actor for `config` on `arbiter`.
-    pub fn start(arbiter: &actix::ArbiterHandle, store: Store, config: TargetConfig) -> TargetHandle {
-        let addr = TargetActor::start_in_arbiter(arbiter, move |ctx| {
-            ctx.set_mailbox_capacity(MAILBOX);
-            TargetActor::new(store, config)
+    /// Starts the actor for `config` on `lane`'s arbiter, with that arbiter's client; it counts
+    /// into `metrics` and publishes on `feed`.
+    pub fn start(
+        lane: &delivery::Lane,
+        store: Store,
+        config: TargetConfig,
+        metrics: Arc<TargetMetrics>,
+        feed: Feed,
+    ) -> TargetHandle {
+        // The mailbox exists at once (messages wait in it); the actor starts on the arbiter.
+        let (tx, rx) = actix::dev::channel::channel(MAILBOX);
+        lane.run(move |client| {
+            Context::with_receiver(rx).run(TargetActor::new(store, config, client.clone(), metrics, feed));
         });
-        TargetHandle { addr }
+        TargetHandle { addr: Addr::new(tx) }
     }
 
     /// Tells the actor the log may have grown. Dropped when the mailbox is full: a full mailbox
@@ -163,7 +177,10 @@ struct TargetActor {
     fresh: BTreeSet<u64>,
     /// What readers of the store see of `fresh` (and of finished ones not yet written).
     unrecorded: Unrecorded,
-    metrics: Arc<crate::metrics::TargetMetrics>,
+    /// This arbiter's delivery client.
+    client: delivery::Client,
+    metrics: Arc<TargetMetrics>,
+    feed: Feed,
     timer: Option<(u64, SpawnHandle)>,
     /// 410 Gone or an operator: no attempts until enabled again.
     disabled: bool,
@@ -177,16 +194,23 @@ struct TargetActor {
     recording: HashSet<u64>,
     /// The records of finished deliveries waiting for the write in progress.
     unwritten: DeliveryBatch,
+    /// Their attempts, counted and published once that write is done.
+    unpublished: Vec<AttemptRecorded>,
     writing: bool,
 }
 
 impl TargetActor {
-    fn new(store: Store, config: TargetConfig) -> Self {
+    fn new(
+        store: Store,
+        config: TargetConfig,
+        client: delivery::Client,
+        metrics: Arc<TargetMetrics>,
+        feed: Feed,
+    ) -> Self {
         let unrecorded = store.unrecorded(&config.target.id);
-        let metrics = crate::metrics::metrics().target(config.target.id.as_str());
         TargetActor {
             store,
-            endpoint: Arc::new(delivery::Endpoint::new(config.target.clone())),
+            endpoint: Arc::new(delivery::Endpoint::new(config.target.clone(), client.guard())),
             config,
             scanned: 0,
             checked_until: 0,
@@ -196,7 +220,9 @@ impl TargetActor {
             in_flight: HashSet::new(),
             fresh: BTreeSet::new(),
             unrecorded,
+            client,
             metrics,
+            feed,
             timer: None,
             disabled: false,
             draining: false,
@@ -204,6 +230,7 @@ impl TargetActor {
             more_on_disk: false,
             recording: HashSet::new(),
             unwritten: DeliveryBatch::default(),
+            unpublished: Vec::new(),
             writing: false,
         }
     }
@@ -375,11 +402,12 @@ impl TargetActor {
         };
         self.in_flight.insert(seq);
         let endpoint = self.endpoint.clone();
+        let client = self.client.clone();
         let n = pending.attempt;
         let round = pending.round;
         let span = tracing::info_span!("attempt", event_id = %event.id, target_id = %self.id(), attempt = n);
         let fut = async move {
-            let report = delivery::attempt(&endpoint, &event, n).await;
+            let report = delivery::attempt(&client, &endpoint, &event, n).await;
             tracing::debug!(outcome = ?report.outcome, duration_ms = report.duration_ms, "attempt finished");
             report
         };
@@ -428,24 +456,21 @@ impl TargetActor {
                 tracing::warn!(target_id = %target.id, seq, n, outcome = ?report.outcome, "delivery dead: retry schedule spent")
             }
         }
-        let outcome_label = match result {
-            AttemptResult::Delivered => "delivered",
-            AttemptResult::Retrying { .. } => "retry",
-            AttemptResult::Dead => "dead",
-            AttemptResult::TargetDisabled => "disabled",
-        };
-        self.metrics.attempt(outcome_label, report.duration_ms);
         let code = match &report.outcome {
             crmhook_core::retry::Outcome::Status(code) => Some(*code),
             _ => None,
         };
-        crate::stream::publish_attempt(|| {
-            serde_json::json!({
-                "event_id": report.event_id, "seq": seq, "target_id": target.id, "n": n, "status_code": code,
-                "result": outcome_label, "duration_ms": report.duration_ms,
-                "at": crmhook_core::time::rfc3339(report.at_ms),
-            })
-        });
+        // Counted and published once the record below is written.
+        let recorded = AttemptRecorded {
+            event_id: report.event_id,
+            seq,
+            target_id: target.id.clone(),
+            n,
+            status_code: code,
+            result,
+            duration_ms: report.duration_ms,
+            at_ms: report.at_ms,
+        };
         let record =
             Attempt { n, at_ms: report.at_ms, duration_ms: report.duration_ms, outcome: report.outcome, result, round };
         let fresh = self.fresh.contains(&seq);
@@ -478,6 +503,7 @@ impl TargetActor {
             self.fresh.remove(&seq);
             self.recording.insert(seq);
             self.unwritten.append(batch);
+            self.unpublished.push(recorded);
             self.write_state(ctx);
             self.pump(ctx);
             return;
@@ -489,11 +515,12 @@ impl TargetActor {
             match written {
                 // Now on disk: the cursor may pass it.
                 Ok(()) if fresh => {
+                    act.recorded(recorded);
                     act.fresh.remove(&seq);
                     act.unrecorded.remove(seq);
                     act.write_state(ctx);
                 }
-                Ok(()) => {}
+                Ok(()) => act.recorded(recorded),
                 // Memory moves on; the store still holds the older pending entry (or, for a
                 // first attempt, the cursor stays below it), so after a restart this delivery
                 // is attempted again (at least once).
@@ -527,6 +554,7 @@ impl TargetActor {
         }
         self.writing = true;
         let written: Vec<u64> = self.recording.iter().copied().collect();
+        let attempts = std::mem::take(&mut self.unpublished);
         let store = self.store.clone();
         ctx.spawn(async move { store.write_deliveries_held(batch).await }.into_actor(self).map(
             move |result, act, ctx| {
@@ -536,6 +564,9 @@ impl TargetActor {
                         act.saved = marks;
                         for seq in &written {
                             act.unrecorded.remove(*seq);
+                        }
+                        for attempt in attempts {
+                            act.recorded(attempt);
                         }
                     }
                     Err(e) => {
@@ -552,6 +583,12 @@ impl TargetActor {
                 act.pump(ctx);
             },
         ));
+    }
+
+    /// An attempt's record is written: count it, and publish it to whoever listens.
+    fn recorded(&self, attempt: AttemptRecorded) {
+        self.metrics.attempt(attempt.outcome(), attempt.duration_ms);
+        self.feed.publish(|| attempt);
     }
 
     /// Sets the timer for the next due delivery that is waiting.
@@ -620,7 +657,7 @@ impl Handler<Configure> for TargetActor {
     type Result = ();
 
     fn handle(&mut self, Configure(config): Configure, ctx: &mut Context<Self>) {
-        self.endpoint = Arc::new(delivery::Endpoint::new(config.target.clone()));
+        self.endpoint = Arc::new(delivery::Endpoint::new(config.target.clone(), self.client.guard()));
         self.config = config;
         if let Some((_, handle)) = self.timer.take() {
             ctx.cancel_future(handle);

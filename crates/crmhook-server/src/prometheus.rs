@@ -1,0 +1,68 @@
+//! Prometheus metrics (`GET /metrics`, text format 0.0.4): the counters of the [`Metrics`]
+//! handle (process memory: they restart at zero, as Prometheus expects of counters), and the
+//! pending and dead gauges and the log's size, read from the store at scrape time.
+
+use std::fmt::Write;
+
+use crate::metrics::{Metrics, OUTCOMES};
+use crmhook_store::Store;
+
+/// The text exposition.
+pub fn render(metrics: &Metrics, store: &Store) -> String {
+    let snapshot = metrics.snapshot();
+    let mut out = String::new();
+    let _ = writeln!(out, "# HELP crmhook_events_ingested_total Events accepted into the log, by type.");
+    let _ = writeln!(out, "# TYPE crmhook_events_ingested_total counter");
+    for (t, n) in &snapshot.ingested {
+        let _ = writeln!(out, "crmhook_events_ingested_total{{type=\"{}\"}} {n}", escape(t));
+    }
+    let _ = writeln!(
+        out,
+        "# HELP crmhook_events_rejected_total Pieces of sources' requests kept in the quarantine, by source."
+    );
+    let _ = writeln!(out, "# TYPE crmhook_events_rejected_total counter");
+    for (source, n) in &snapshot.rejected {
+        let _ = writeln!(out, "crmhook_events_rejected_total{{source=\"{}\"}} {n}", escape(source));
+    }
+    let _ = writeln!(out, "# HELP crmhook_deliveries_total Delivery attempts, by target and outcome.");
+    let _ = writeln!(out, "# TYPE crmhook_deliveries_total counter");
+    for (target, counts) in &snapshot.deliveries {
+        for (outcome, n) in OUTCOMES.iter().zip(counts).filter(|(_, n)| **n > 0) {
+            let _ =
+                writeln!(out, "crmhook_deliveries_total{{target=\"{}\",outcome=\"{outcome}\"}} {n}", escape(target));
+        }
+    }
+    let _ = writeln!(out, "# HELP crmhook_attempt_duration_seconds How long delivery attempts took.");
+    let _ = writeln!(out, "# TYPE crmhook_attempt_duration_seconds histogram");
+    for (bound, n) in &snapshot.buckets {
+        let _ = writeln!(out, "crmhook_attempt_duration_seconds_bucket{{le=\"{bound}\"}} {n}");
+    }
+    let count = snapshot.attempts;
+    let _ = writeln!(out, "crmhook_attempt_duration_seconds_bucket{{le=\"+Inf\"}} {count}");
+    let sum = snapshot.attempt_ms_sum as f64 / 1000.0;
+    let _ = writeln!(out, "crmhook_attempt_duration_seconds_sum {sum}");
+    let _ = writeln!(out, "crmhook_attempt_duration_seconds_count {count}");
+    let _ = writeln!(out, "# HELP crmhook_pending_deliveries Deliveries owed and not yet finished, by target.");
+    let _ = writeln!(out, "# TYPE crmhook_pending_deliveries gauge");
+    let mut dead = String::new();
+    for target in store.targets().unwrap_or_default() {
+        if let Ok((p, d)) = store.delivery_counts(&target.id) {
+            let _ = writeln!(out, "crmhook_pending_deliveries{{target=\"{}\"}} {p}", target.id);
+            let _ = writeln!(dead, "crmhook_dead_deliveries{{target=\"{}\"}} {d}", target.id);
+        }
+    }
+    let _ = writeln!(out, "# HELP crmhook_dead_deliveries Deliveries whose retry schedule is spent, by target.");
+    let _ = writeln!(out, "# TYPE crmhook_dead_deliveries gauge");
+    out.push_str(&dead);
+    let _ = writeln!(out, "# HELP crmhook_log_bytes Bytes the event log takes on disk.");
+    let _ = writeln!(out, "# TYPE crmhook_log_bytes gauge");
+    let _ = writeln!(out, "crmhook_log_bytes {}", store.size_on_disk());
+    let _ = writeln!(out, "# HELP crmhook_log_head_seq The seq of the newest event.");
+    let _ = writeln!(out, "# TYPE crmhook_log_head_seq gauge");
+    let _ = writeln!(out, "crmhook_log_head_seq {}", store.head());
+    out
+}
+
+fn escape(label: &str) -> String {
+    label.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
