@@ -19,9 +19,9 @@ use serde_json::{json, Map, Value};
 use tokio::sync::Semaphore;
 
 use crate::error::ApiError;
-use crate::guard::Guard;
-use crate::metrics::Metrics;
-use crate::router::{RouterError, RouterHandle};
+use crmhook_dispatch::guard::Guard;
+use crmhook_dispatch::metrics::Metrics;
+use crmhook_dispatch::router::{RouterError, RouterHandle};
 
 /// How long the previous secret keeps signing after a rotation.
 pub const ROTATION_OVERLAP_MS: u64 = 24 * 3_600_000;

@@ -1,5 +1,8 @@
-//! crmhook's server: the HTTP API (actix-web), the router actor and one delivery actor per
-//! target (actix), wired to the store.
+//! crmhook's server, the edge: the HTTP API (actix-web) with its authentication and its one
+//! mapping of errors to problem+json, the sources' ingest URLs, the SSE stream, the console and
+//! the `/metrics` exposition. Dispatch (the router, the target actors, delivery, the address
+//! guard) is `crmhook-dispatch`; [`Server::start`] opens the store, makes the handles the two
+//! share (the counters, the attempt feed, the guard), starts dispatch and then the HTTP server.
 //!
 //! The entry point takes its listener and its shutdown signal as arguments, so tests start the
 //! real server on port 0 and stop it when they like:
@@ -18,16 +21,10 @@
 
 pub mod api;
 pub mod config;
-pub mod delivery;
 pub mod error;
-pub mod feed;
-pub mod guard;
-pub mod metrics;
 pub mod prometheus;
-pub mod router;
 pub mod sources;
 pub mod stream;
-pub mod target;
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
@@ -36,15 +33,15 @@ use std::time::Duration;
 use actix_web::middleware::ErrorHandlers;
 use actix_web::{web, App, HttpServer};
 use crmhook_core::sign::generate_token;
+use crmhook_dispatch::feed::Feed;
+use crmhook_dispatch::guard::Guard;
+use crmhook_dispatch::metrics::Metrics;
+use crmhook_dispatch::router::{RouterConfig, RouterHandle};
 use crmhook_store::{Store, StoreError};
 
 pub use config::Config;
 
 use crate::api::{AppState, Tokens};
-use crate::feed::Feed;
-use crate::guard::Guard;
-use crate::metrics::Metrics;
-use crate::router::{RouterConfig, RouterHandle};
 
 /// Why the server could not start or run.
 #[derive(Debug, thiserror::Error)]

@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use crate::metrics::{Metrics, OUTCOMES};
+use crmhook_dispatch::metrics::{Metrics, OUTCOMES};
 use crmhook_store::Store;
 
 /// The text exposition.

@@ -15,11 +15,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web::Bytes;
+use crmhook_dispatch::feed::{AttemptRecorded, Feed};
 use crmhook_store::Store;
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
-
-use crate::feed::{AttemptRecorded, Feed};
 
 /// Events read from the log per chunk when catching up.
 const CATCH_UP: usize = 200;

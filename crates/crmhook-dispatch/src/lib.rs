@@ -1,0 +1,29 @@
+//! crmhook's dispatch: what happens to an event once the edge has validated it. It owns
+//!
+//! - the router actor ([`router`]): the write path of the event log (through the store's
+//!   group commit), the registry of target actors, and the admin changes that must agree with
+//!   them;
+//! - one actor per target ([`target`]): its delivery window, its attempts in flight (at most 16,
+//!   1 when `ordered`), its retry timer, and the records of its attempts;
+//! - HTTP delivery ([`delivery`]): the body and signature headers of an attempt, sent with awc,
+//!   one client per delivery arbiter (redirects off, explicit timeouts), owned by that arbiter's
+//!   [`delivery::Lane`];
+//! - the address guard ([`guard`]): non-public targets refused at creation and at every
+//!   connection (the client's DNS resolver);
+//! - the counters ([`metrics`]) and the attempt feed ([`feed`]): what the edge shows of
+//!   dispatch, published once each attempt's record is written.
+//!
+//! Nothing here is process-wide: the [`metrics::Metrics`], [`feed::Feed`] and [`guard::Guard`]
+//! handles are made by whoever starts dispatch (`crmhook-server`'s `Server::start`) and passed
+//! in ([`router::RouterConfig`]); it shares them with the edge.
+//!
+//! **Architecture invariant:** dispatch never sees actix-web (its HTTP is awc's client, with
+//! awc's `http` types); it never touches sled or bincode directly — only through
+//! crmhook-store. Everything here runs inside an actix `System`.
+
+pub mod delivery;
+pub mod feed;
+pub mod guard;
+pub mod metrics;
+pub mod router;
+pub mod target;
