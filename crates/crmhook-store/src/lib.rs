@@ -145,6 +145,10 @@ use crmhook_core::target::Target;
 use crmhook_core::{Event, EventId, NewEvent, RejectedId, Source, SourceId, Subscription, SubscriptionId, TargetId};
 use tokio::sync::{mpsc, oneshot, watch};
 
+mod keys;
+
+use keys::{Key, Tag};
+
 pub use records::{AckEntry, Attempt, AttemptResult, Disabled, Final, Pending, Rejected, Request, Retried};
 
 /// Most requests one group commit takes.
@@ -176,60 +180,11 @@ impl From<sled::Error> for StoreError {
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-const E: u8 = b'E';
-const K: u8 = b'K';
-const X: u8 = b'X';
-const T: u8 = b'T';
-const S: u8 = b'S';
-const C: u8 = b'C';
-const W: u8 = b'W';
-const P: u8 = b'P';
-const A: u8 = b'A';
-const M: u8 = b'M';
-const D: u8 = b'D';
-const F: u8 = b'F';
-const O: u8 = b'O';
-const Y: u8 = b'Y';
-const R: u8 = b'R';
-const G: u8 = b'G';
-const L: u8 = b'L';
-const Z: u8 = b'Z';
-const N: u8 = b'N';
-const Q: u8 = b'Q';
-/// Legacy (format 1): event id → seq, kept for the events of a migrated log.
-const I: u8 = b'I';
-
-fn final_prefix(target: &TargetId, done: Final) -> Vec<u8> {
-    let state = match done {
-        Final::Delivered => b'd',
-        Final::Dead => b'x',
-    };
-    key(F, &[target.as_str().as_bytes(), &[state]])
-}
-
-fn final_key(target: &TargetId, done: Final, seq: u64) -> Vec<u8> {
-    [final_prefix(target, done), seq.to_be_bytes().to_vec()].concat()
-}
-
 /// Finished deliveries are kept in blocks of this many consecutive seqs.
 pub const FINISHED_BLOCK: u64 = 64;
 
-fn block_prefix(target: &TargetId, done: Final) -> Vec<u8> {
-    let mut k = final_prefix(target, done);
-    k[0] = L;
-    k
-}
-
-fn block_key(target: &TargetId, done: Final, seq: u64) -> Vec<u8> {
-    [block_prefix(target, done), (seq / FINISHED_BLOCK).to_be_bytes().to_vec()].concat()
-}
-
 fn decode_block(v: &[u8]) -> Result<Vec<(u64, Attempt)>> {
     codec::decode(v)
-}
-
-fn attempt_key(target: &TargetId, seq: u64, n: u32) -> Vec<u8> {
-    key(A, &[&seq.to_be_bytes(), target.as_str().as_bytes(), &n.to_be_bytes()])
 }
 
 /// The attempt a final-state value holds (none in a value written before finished deliveries
@@ -241,21 +196,15 @@ fn held_attempt(value: &[u8]) -> Result<Option<Attempt>> {
     codec::decode(value).map(Some)
 }
 
-/// `tag` len:u16 text: the prefix of an index on a text field.
-fn text_prefix(tag: u8, text: &str) -> Vec<u8> {
-    let len = u16::try_from(text.len()).unwrap_or(u16::MAX);
-    key(tag, &[&len.to_be_bytes(), text.as_bytes()])
-}
-
 /// The prefixes of the type, kanban and source postings an event belongs to (record ids go to
 /// buckets, see [`WindowPostings`]).
 fn index_prefixes(event: &Event) -> Vec<Vec<u8>> {
-    let mut prefixes = vec![text_prefix(Y, &event.event_type)];
+    let mut prefixes = vec![keys::text_prefix(Tag::TypeIndex, &event.event_type)];
     if let Some(k) = &event.kanban_id {
-        prefixes.push(text_prefix(G, k));
+        prefixes.push(keys::text_prefix(Tag::KanbanIndex, k));
     }
     if let Some(source) = &event.source_id {
-        prefixes.push(text_prefix(N, source.as_str()));
+        prefixes.push(keys::text_prefix(Tag::SourceIndex, source.as_str()));
     }
     prefixes
 }
@@ -284,14 +233,6 @@ fn record_bucket(record_id: &str) -> u8 {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     (h % RECORD_BUCKETS) as u8
-}
-
-fn record_key(bucket: u8, seq: u64) -> Vec<u8> {
-    key(R, &[&[bucket], &seq.to_be_bytes()])
-}
-
-fn indexed_key() -> Vec<u8> {
-    key(M, &[b"indexed"])
 }
 
 /// One bucket of one window of the record-id index: record ids (sorted) and their seqs.
@@ -327,13 +268,13 @@ impl WindowPostings {
         }
         let mut writes = Writes::default();
         for (bucket, postings) in buckets {
-            writes.insert(record_key(bucket, first), codec::encode(&postings)?);
+            writes.insert(keys::record_key(bucket, first), codec::encode(&postings)?);
         }
         for (prefix, seqs) in self.terms {
             let at = seqs.first().copied().unwrap_or(first);
-            writes.insert([prefix.as_slice(), &at.to_be_bytes()].concat(), codec::encode(&seqs)?);
+            writes.insert(keys::at_seq(&prefix, at), codec::encode(&seqs)?);
         }
-        writes.insert(indexed_key(), codec::encode(&last)?);
+        writes.insert(keys::indexed(), codec::encode(&last)?);
         Ok(writes)
     }
 }
@@ -376,7 +317,7 @@ fn last_at_or_before(tree: &sled::Tree, lo: &[u8], hi: &[u8]) -> Result<Option<s
 /// Where a walk of the postings under `prefix` (keyed by seq) starts to find seqs from `from`
 /// on: the posting keyed at or before `from` may hold later seqs too.
 fn postings_start(tree: &sled::Tree, prefix: &[u8], from: u64) -> Result<Vec<u8>> {
-    let from_key = [prefix, &from.to_be_bytes()].concat();
+    let from_key = keys::at_seq(prefix, from);
     Ok(last_at_or_before(tree, prefix, &from_key)?.map_or(from_key, |k| k.to_vec()))
 }
 
@@ -472,23 +413,6 @@ pub enum DeliveryStatus {
     Pending,
     Delivered,
     Dead,
-}
-
-fn key(tag: u8, parts: &[&[u8]]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(1 + parts.iter().map(|p| p.len()).sum::<usize>());
-    k.push(tag);
-    for p in parts {
-        k.extend_from_slice(p);
-    }
-    k
-}
-
-fn head_key() -> Vec<u8> {
-    key(M, &[b"head"])
-}
-
-fn seq_key(seq: u64) -> Vec<u8> {
-    key(E, &[&seq.to_be_bytes()])
 }
 
 fn read_u64(bytes: &[u8]) -> Result<u64> {
@@ -622,7 +546,7 @@ impl Writes {
         for write in self.0 {
             match write {
                 Write::Put(k, v) => batch.insert(k, v),
-                Write::Remove(k) if k.first() == Some(&L) => blocks.entries(tree, k).clear(),
+                Write::Remove(k) if k.first() == Some(&Tag::Block.byte()) => blocks.entries(tree, k).clear(),
                 Write::Remove(k) => batch.remove(k),
                 Write::Finish(k, seq, attempt) => {
                     let entries = blocks.entries(tree, k);
@@ -701,36 +625,36 @@ impl DeliveryBatch {
 
     /// Sets a target's cursor.
     pub fn cursor(&mut self, target: &TargetId, seq: u64) -> Result<()> {
-        self.batch.insert(key(C, &[target.as_str().as_bytes()]), codec::encode(&seq)?);
+        self.batch.insert(keys::id_key(Tag::Cursor, target.as_str()), codec::encode(&seq)?);
         Ok(())
     }
 
     /// Sets how far a target has matched (see the module docs).
     pub fn scanned(&mut self, target: &TargetId, seq: u64) -> Result<()> {
-        self.batch.insert(key(W, &[target.as_str().as_bytes()]), codec::encode(&seq)?);
+        self.batch.insert(keys::id_key(Tag::Scanned, target.as_str()), codec::encode(&seq)?);
         Ok(())
     }
 
     /// Sets (or replaces) a pending delivery.
     pub fn pending(&mut self, target: &TargetId, seq: u64, pending: Pending) -> Result<()> {
-        self.batch.insert(key(P, &[target.as_str().as_bytes(), &seq.to_be_bytes()]), codec::encode(&pending)?);
+        self.batch.insert(keys::pending(target, seq), codec::encode(&pending)?);
         Ok(())
     }
 
     /// Removes a pending delivery.
     pub fn done(&mut self, target: &TargetId, seq: u64) {
-        self.batch.remove(key(P, &[target.as_str().as_bytes(), &seq.to_be_bytes()]));
+        self.batch.remove(keys::pending(target, seq));
     }
 
     /// Marks a target disabled.
     pub fn disable(&mut self, target: &TargetId, disabled: &Disabled) -> Result<()> {
-        self.batch.insert(key(D, &[target.as_str().as_bytes()]), codec::encode(disabled)?);
+        self.batch.insert(keys::id_key(Tag::Disabled, target.as_str()), codec::encode(disabled)?);
         Ok(())
     }
 
     /// Enables a target again.
     pub fn enable(&mut self, target: &TargetId) {
-        self.batch.remove(key(D, &[target.as_str().as_bytes()]));
+        self.batch.remove(keys::id_key(Tag::Disabled, target.as_str()));
     }
 
     /// Appends an attempt record: under its final state's key when it finished the delivery,
@@ -740,11 +664,11 @@ impl DeliveryBatch {
             AttemptResult::Delivered => Final::Delivered,
             AttemptResult::Dead => Final::Dead,
             AttemptResult::Retrying { .. } | AttemptResult::TargetDisabled => {
-                self.batch.insert(attempt_key(target, seq, attempt.n), codec::encode(attempt)?);
+                self.batch.insert(keys::attempt(target, seq, attempt.n), codec::encode(attempt)?);
                 return Ok(());
             }
         };
-        self.batch.0.push(Write::Finish(block_key(target, done, seq), seq, attempt.clone()));
+        self.batch.0.push(Write::Finish(keys::block_key(target, done, seq), seq, attempt.clone()));
         Ok(())
     }
 
@@ -753,11 +677,11 @@ impl DeliveryBatch {
     /// an `A` record.
     pub fn requeue(&mut self, target: &TargetId, seq: u64, pending: Pending, last: Option<&Attempt>) -> Result<()> {
         for done in [Final::Delivered, Final::Dead] {
-            self.batch.remove(final_key(target, done, seq));
-            self.batch.0.push(Write::Unfinish(block_key(target, done, seq), seq));
+            self.batch.remove(keys::final_key(target, done, seq));
+            self.batch.0.push(Write::Unfinish(keys::block_key(target, done, seq), seq));
         }
         if let Some(a) = last {
-            self.batch.insert(attempt_key(target, seq, a.n), codec::encode(a)?);
+            self.batch.insert(keys::attempt(target, seq, a.n), codec::encode(a)?);
         }
         self.pending(target, seq, pending)
     }
@@ -767,7 +691,7 @@ impl DeliveryBatch {
         use std::sync::atomic::AtomicU64;
         static N: AtomicU64 = AtomicU64::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
-        self.batch.insert(key(O, &[&request.at_ms.to_be_bytes(), &n.to_be_bytes()]), codec::encode(request)?);
+        self.batch.insert(keys::request(request.at_ms, n), codec::encode(request)?);
         Ok(())
     }
 }
@@ -799,7 +723,7 @@ impl Store {
             }
         };
         let tree = db.open_tree("crmhook")?;
-        let format_key = key(M, &[b"format"]);
+        let format_key = keys::format();
         match tree.get(&format_key)? {
             Some(v) if codec::decode::<String>(&v)? == FORMAT => {}
             Some(v) => {
@@ -814,7 +738,7 @@ impl Store {
                 tree.insert(&format_key, codec::encode(&FORMAT.to_owned())?)?;
             }
         }
-        let last_event = match tree.scan_prefix([E]).next_back() {
+        let last_event = match tree.scan_prefix(Tag::Event.prefix()).next_back() {
             Some(kv) => {
                 let (_, v) = kv?;
                 let chunk: Vec<Event> = codec::decode_events(&v)?;
@@ -823,13 +747,13 @@ impl Store {
             None => 0,
         };
         // Compaction may have removed the newest events too: seqs are never given twice.
-        let kept_head = tree.get(head_key())?.map(|v| read_u64(&v)).transpose()?.unwrap_or(0);
+        let kept_head = tree.get(keys::head())?.map(|v| read_u64(&v)).transpose()?.unwrap_or(0);
         let head = last_event.max(kept_head);
         let head_atomic = Arc::new(AtomicU64::new(head));
         let (head_tx, head_rx) = watch::channel(head);
         let (tx, rx) = mpsc::channel(queue.max(1));
         let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let through = tree.get(indexed_key())?.map(|v| read_u64(&v)).transpose()?.unwrap_or(0);
+        let through = tree.get(keys::indexed())?.map(|v| read_u64(&v)).transpose()?.unwrap_or(0);
         let window = Arc::new(Mutex::new(IndexWindow {
             through,
             events: 0,
@@ -906,7 +830,7 @@ impl Store {
             let w = self.index_window()?;
             (w.through, w.postings.records.get(record_id).cloned().unwrap_or_default())
         };
-        let prefix = key(R, &[&[record_bucket(record_id)]]);
+        let prefix = keys::record_prefix(record_bucket(record_id));
         let start = postings_start(&self.inner.tree, &prefix, from)?;
         let end = [prefix.as_slice(), &[0xff; 8]].concat();
         let record_id = record_id.to_owned();
@@ -996,7 +920,7 @@ impl Store {
             Err(_) => u64::MAX,
         };
         let tree = &self.inner.tree;
-        let Some((k, v)) = tree.range(key(E, &[])..=seq_key(seq)).next_back().transpose()? else {
+        let Some((k, v)) = tree.range(Tag::Event.prefix()..=keys::chunk(seq)).next_back().transpose()? else {
             return Ok(None);
         };
         self.decode_chunk(&k, &v, generation).map(Some)
@@ -1005,7 +929,10 @@ impl Store {
     /// A chunk read from sled, from the cache when it holds it, else decoded and cached (if no
     /// compaction happened since `generation` was read).
     fn decode_chunk(&self, k: &[u8], v: &[u8], generation: u64) -> Result<Arc<Vec<Event>>> {
-        let first = k.get(1..9).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
+        let first = match Key::parse(k) {
+            Some(Key::Chunk { first }) => Some(first),
+            _ => None,
+        };
         if let (Some(first), Ok(cache)) = (first, self.inner.chunks.lock()) {
             if let Some(hit) = cache.slots.iter().find(|c| c.first == first && cache.generation == generation) {
                 return Ok(hit.events.clone());
@@ -1049,7 +976,7 @@ impl Store {
         if let Some(e) = self.event(id.seq())?.filter(|e| &e.id == id) {
             return Ok(Some(e));
         }
-        match self.inner.tree.get(key(I, &[id.as_str().as_bytes()]))? {
+        match self.inner.tree.get(keys::legacy_id(id))? {
             Some(seq) => Ok(self.event(read_u64(&seq)?)?.filter(|e| &e.id == id)),
             None => Ok(None),
         }
@@ -1063,12 +990,12 @@ impl Store {
     /// [`Store::events_from`] without copying the events out of the store's cache.
     pub fn event_refs_from(&self, from: u64) -> Box<dyn Iterator<Item = Result<EventRef>> + '_> {
         let tree = &self.inner.tree;
-        let start = match last_at_or_before(tree, &key(E, &[]), &seq_key(from)) {
-            Ok(found) => found.map_or_else(|| seq_key(from), |k| k.to_vec()),
+        let start = match last_at_or_before(tree, &Tag::Event.prefix(), &keys::chunk(from)) {
+            Ok(found) => found.map_or_else(|| keys::chunk(from), |k| k.to_vec()),
             Err(e) => return Box::new(std::iter::once(Err(e))),
         };
         let generation = self.chunk_generation();
-        Box::new(tree.range(start..key(E + 1, &[])).flat_map(move |kv| {
+        Box::new(tree.range(start..Tag::Event.end()).flat_map(move |kv| {
             let chunk = kv.map_err(StoreError::from).and_then(|(k, v)| self.decode_chunk(&k, &v, generation));
             let items: Box<dyn Iterator<Item = Result<EventRef>>> = match chunk {
                 Ok(chunk) => {
@@ -1083,46 +1010,46 @@ impl Store {
 
     // ---- targets and subscriptions --------------------------------------------------------
 
-    fn all<R: serde::de::DeserializeOwned>(&self, tag: u8) -> Result<Vec<R>> {
-        self.inner.tree.scan_prefix([tag]).map(|kv| codec::decode(&kv?.1)).collect()
+    fn all<R: serde::de::DeserializeOwned>(&self, tag: Tag) -> Result<Vec<R>> {
+        self.inner.tree.scan_prefix(tag.prefix()).map(|kv| codec::decode(&kv?.1)).collect()
     }
 
-    fn one<R: serde::de::DeserializeOwned>(&self, tag: u8, id: &str) -> Result<Option<R>> {
-        self.inner.tree.get(key(tag, &[id.as_bytes()]))?.map(|v| codec::decode(&v)).transpose()
+    fn one<R: serde::de::DeserializeOwned>(&self, tag: Tag, id: &str) -> Result<Option<R>> {
+        self.inner.tree.get(keys::id_key(tag, id))?.map(|v| codec::decode(&v)).transpose()
     }
 
     pub fn targets(&self) -> Result<Vec<Target>> {
-        Ok(self.all::<stored::TargetV1>(T)?.into_iter().map(Target::from).collect())
+        Ok(self.all::<stored::TargetV1>(Tag::Target)?.into_iter().map(Target::from).collect())
     }
 
     pub fn target(&self, id: &TargetId) -> Result<Option<Target>> {
-        Ok(self.one::<stored::TargetV1>(T, id.as_str())?.map(Target::from))
+        Ok(self.one::<stored::TargetV1>(Tag::Target, id.as_str())?.map(Target::from))
     }
 
     pub fn subscriptions(&self) -> Result<Vec<Subscription>> {
-        Ok(self.all::<stored::SubscriptionV1>(S)?.into_iter().map(Subscription::from).collect())
+        Ok(self.all::<stored::SubscriptionV1>(Tag::Subscription)?.into_iter().map(Subscription::from).collect())
     }
 
     pub fn subscription(&self, id: &SubscriptionId) -> Result<Option<Subscription>> {
-        Ok(self.one::<stored::SubscriptionV1>(S, id.as_str())?.map(Subscription::from))
+        Ok(self.one::<stored::SubscriptionV1>(Tag::Subscription, id.as_str())?.map(Subscription::from))
     }
 
     /// Stores a new target with its cursor: it is owed the events after `cursor`.
     pub async fn create_target(&self, target: &Target, cursor: u64) -> Result<()> {
         let mut batch = Writes::default();
-        batch.insert(key(T, &[target.id.as_str().as_bytes()]), codec::encode(&stored::TargetV1::from(target))?);
-        batch.insert(key(C, &[target.id.as_str().as_bytes()]), codec::encode(&cursor)?);
+        batch.insert(keys::id_key(Tag::Target, target.id.as_str()), codec::encode(&stored::TargetV1::from(target))?);
+        batch.insert(keys::id_key(Tag::Cursor, target.id.as_str()), codec::encode(&cursor)?);
         self.write(batch).await
     }
 
     pub async fn put_target(&self, target: &Target) -> Result<()> {
-        self.put_record(T, target.id.as_str(), &stored::TargetV1::from(target)).await
+        self.put_record(Tag::Target, target.id.as_str(), &stored::TargetV1::from(target)).await
     }
 
     /// Writes one record under `tag` + `id`, durably.
-    async fn put_record<R: serde::Serialize>(&self, tag: u8, id: &str, record: &R) -> Result<()> {
+    async fn put_record<R: serde::Serialize>(&self, tag: Tag, id: &str, record: &R) -> Result<()> {
         let mut batch = Writes::default();
-        batch.insert(key(tag, &[id.as_bytes()]), codec::encode(record)?);
+        batch.insert(keys::id_key(tag, id), codec::encode(record)?);
         self.write(batch).await
     }
 
@@ -1135,13 +1062,13 @@ impl Store {
         loop {
             let mut batch = Writes::default();
             let mut moved = 0;
-            for kv in self.inner.tree.scan_prefix(key(F, &[id.as_str().as_bytes()])).take(DELETE_STEP) {
+            for kv in self.inner.tree.scan_prefix(keys::id_key(Tag::Final, id.as_str())).take(DELETE_STEP) {
                 let (k, v) = kv?;
                 self.keep_final_attempt(id, &k, &v, &mut batch)?;
                 batch.remove(k.to_vec());
                 moved += 1;
             }
-            for kv in self.inner.tree.scan_prefix(key(L, &[id.as_str().as_bytes()])) {
+            for kv in self.inner.tree.scan_prefix(keys::id_key(Tag::Block, id.as_str())) {
                 if moved >= DELETE_STEP {
                     break;
                 }
@@ -1155,19 +1082,19 @@ impl Store {
             }
         }
         let mut batch = Writes::default();
-        batch.remove(key(T, &[id.as_str().as_bytes()]));
-        batch.remove(key(C, &[id.as_str().as_bytes()]));
-        batch.remove(key(W, &[id.as_str().as_bytes()]));
-        batch.remove(key(D, &[id.as_str().as_bytes()]));
+        batch.remove(keys::id_key(Tag::Target, id.as_str()));
+        batch.remove(keys::id_key(Tag::Cursor, id.as_str()));
+        batch.remove(keys::id_key(Tag::Scanned, id.as_str()));
+        batch.remove(keys::id_key(Tag::Disabled, id.as_str()));
         for sub in self.subscriptions()?.into_iter().filter(|s| &s.target_id == id) {
-            batch.remove(key(S, &[sub.id.as_str().as_bytes()]));
+            batch.remove(keys::id_key(Tag::Subscription, sub.id.as_str()));
         }
-        for tag in [P, F, L] {
-            for kv in self.inner.tree.scan_prefix(key(tag, &[id.as_str().as_bytes()])) {
+        for tag in [Tag::Pending, Tag::Final, Tag::Block] {
+            for kv in self.inner.tree.scan_prefix(keys::id_key(tag, id.as_str())) {
                 let (k, v) = kv?;
                 match tag {
-                    F => self.keep_final_attempt(id, &k, &v, &mut batch)?,
-                    L => _ = self.keep_block_attempts(id, &v, &mut batch)?,
+                    Tag::Final => self.keep_final_attempt(id, &k, &v, &mut batch)?,
+                    Tag::Block => _ = self.keep_block_attempts(id, &v, &mut batch)?,
                     _ => {}
                 }
                 batch.remove(k.to_vec());
@@ -1182,9 +1109,12 @@ impl Store {
 
     /// Queues the move of the attempt a final-state key `k` (value `v`) holds to an `A` key.
     fn keep_final_attempt(&self, target: &TargetId, k: &[u8], v: &[u8], batch: &mut Writes) -> Result<()> {
-        let seq = k.get(k.len() - 8..).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
+        let seq = match Key::parse(k) {
+            Some(Key::Final { seq, .. }) => Some(seq),
+            _ => None,
+        };
         if let (Some(seq), Some(a)) = (seq, held_attempt(v)?) {
-            batch.insert(attempt_key(target, seq, a.n), codec::encode(&a)?);
+            batch.insert(keys::attempt(target, seq, a.n), codec::encode(&a)?);
         }
         Ok(())
     }
@@ -1194,39 +1124,39 @@ impl Store {
     fn keep_block_attempts(&self, target: &TargetId, v: &[u8], batch: &mut Writes) -> Result<usize> {
         let entries = decode_block(v)?;
         for (seq, a) in &entries {
-            batch.insert(attempt_key(target, *seq, a.n), codec::encode(a)?);
+            batch.insert(keys::attempt(target, *seq, a.n), codec::encode(a)?);
         }
         Ok(entries.len())
     }
 
     pub async fn put_subscription(&self, sub: &Subscription) -> Result<()> {
-        self.put_record(S, sub.id.as_str(), &stored::SubscriptionV1::from(sub)).await
+        self.put_record(Tag::Subscription, sub.id.as_str(), &stored::SubscriptionV1::from(sub)).await
     }
 
     pub async fn delete_subscription(&self, id: &SubscriptionId) -> Result<()> {
         let mut batch = Writes::default();
-        batch.remove(key(S, &[id.as_str().as_bytes()]));
+        batch.remove(keys::id_key(Tag::Subscription, id.as_str()));
         self.write(batch).await
     }
 
     // ---- sources and the quarantine ---------------------------------------------------------
 
     pub fn sources(&self) -> Result<Vec<Source>> {
-        Ok(self.all::<stored::SourceV1>(Z)?.into_iter().map(Source::from).collect())
+        Ok(self.all::<stored::SourceV1>(Tag::Source)?.into_iter().map(Source::from).collect())
     }
 
     pub fn source(&self, id: &SourceId) -> Result<Option<Source>> {
-        Ok(self.one::<stored::SourceV1>(Z, id.as_str())?.map(Source::from))
+        Ok(self.one::<stored::SourceV1>(Tag::Source, id.as_str())?.map(Source::from))
     }
 
     pub async fn put_source(&self, source: &Source) -> Result<()> {
-        self.put_record(Z, source.id.as_str(), &stored::SourceV1::from(source)).await
+        self.put_record(Tag::Source, source.id.as_str(), &stored::SourceV1::from(source)).await
     }
 
     /// Deletes a source. Its events and quarantined pieces stay: they are history.
     pub async fn delete_source(&self, id: &SourceId) -> Result<()> {
         let mut batch = Writes::default();
-        batch.remove(key(Z, &[id.as_str().as_bytes()]));
+        batch.remove(keys::id_key(Tag::Source, id.as_str()));
         self.write(batch).await
     }
 
@@ -1234,13 +1164,13 @@ impl Store {
     pub async fn quarantine(&self, items: &[Rejected]) -> Result<()> {
         let mut batch = Writes::default();
         for item in items {
-            batch.insert(key(Q, &[item.id.as_str().as_bytes()]), codec::encode(item)?);
+            batch.insert(keys::id_key(Tag::Rejected, item.id.as_str()), codec::encode(item)?);
         }
         self.write(batch).await
     }
 
     pub fn rejected(&self, id: &RejectedId) -> Result<Option<Rejected>> {
-        self.one(Q, id.as_str())
+        self.one(Tag::Rejected, id.as_str())
     }
 
     /// Quarantined pieces after `after` (ids sort by time), oldest first, at most `limit`,
@@ -1252,11 +1182,11 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<Rejected>> {
         let start = match after {
-            Some(id) => [key(Q, &[id.as_str().as_bytes()]), vec![0]].concat(),
-            None => key(Q, &[]),
+            Some(id) => [keys::id_key(Tag::Rejected, id.as_str()), vec![0]].concat(),
+            None => Tag::Rejected.prefix(),
         };
         let mut out = Vec::new();
-        for kv in self.inner.tree.range(start..key(Q + 1, &[])) {
+        for kv in self.inner.tree.range(start..Tag::Rejected.end()) {
             let item: Rejected = codec::decode(&kv?.1)?;
             if source.is_none_or(|s| &item.source_id == s) {
                 out.push(item);
@@ -1273,7 +1203,7 @@ impl Store {
     pub fn compact_quarantine(&self, cutoff_ms: u64, max: usize) -> Result<u64> {
         let mut batch = sled::Batch::default();
         let mut removed = 0;
-        for kv in self.inner.tree.scan_prefix([Q]) {
+        for kv in self.inner.tree.scan_prefix(Tag::Rejected.prefix()) {
             let (k, v) = kv?;
             let item: Rejected = codec::decode(&v)?;
             if item.at_ms >= cutoff_ms || removed >= max {
@@ -1288,19 +1218,19 @@ impl Store {
 
     /// How many pieces are in the quarantine, in all.
     pub fn rejected_count(&self) -> usize {
-        self.inner.tree.scan_prefix([Q]).count()
+        self.inner.tree.scan_prefix(Tag::Rejected.prefix()).count()
     }
 
     // ---- delivery state -------------------------------------------------------------------
 
     /// A target's cursor (0: nothing matched yet). A new target starts at the head.
     pub fn cursor(&self, target: &TargetId) -> Result<Option<u64>> {
-        self.inner.tree.get(key(C, &[target.as_str().as_bytes()]))?.map(|v| read_u64(&v)).transpose()
+        self.inner.tree.get(keys::id_key(Tag::Cursor, target.as_str()))?.map(|v| read_u64(&v)).transpose()
     }
 
     /// How far a target had matched when its state was last written (see the module docs).
     pub fn scanned(&self, target: &TargetId) -> Result<Option<u64>> {
-        self.inner.tree.get(key(W, &[target.as_str().as_bytes()]))?.map(|v| read_u64(&v)).transpose()
+        self.inner.tree.get(keys::id_key(Tag::Scanned, target.as_str()))?.map(|v| read_u64(&v)).transpose()
     }
 
     /// The first attempts a target owes and has not written down (the target actor keeps them
@@ -1319,22 +1249,24 @@ impl Store {
     /// A target's pending deliveries on disk (retries and deliveries queued again) in seq
     /// order, at most `limit`.
     pub fn pending(&self, target: &TargetId, limit: usize) -> Result<Vec<(u64, Pending)>> {
-        let prefix = key(P, &[target.as_str().as_bytes()]);
+        let prefix = keys::id_key(Tag::Pending, target.as_str());
         self.inner
             .tree
             .scan_prefix(&prefix)
             .take(limit)
             .map(|kv| {
                 let (k, v) = kv?;
-                let seq = k.get(prefix.len()..).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
-                Ok((seq.ok_or_else(|| StoreError::Codec("bad pending key".into()))?, codec::decode(&v)?))
+                let Some(Key::Pending { seq, .. }) = Key::parse(&k) else {
+                    return Err(StoreError::Codec("bad pending key".into()));
+                };
+                Ok((seq, codec::decode(&v)?))
             })
             .collect()
     }
 
     /// Whether (and why) a target is disabled.
     pub fn disabled(&self, target: &TargetId) -> Result<Option<Disabled>> {
-        self.one(D, target.as_str())
+        self.one(Tag::Disabled, target.as_str())
     }
 
     /// Whether a delivery is owed: pending on disk, or a first attempt not yet made.
@@ -1347,15 +1279,15 @@ impl Store {
 
     /// Whether a delivery has a pending entry on disk.
     pub fn is_pending_on_disk(&self, target: &TargetId, seq: u64) -> Result<bool> {
-        Ok(self.inner.tree.contains_key(key(P, &[target.as_str().as_bytes(), &seq.to_be_bytes()]))?)
+        Ok(self.inner.tree.contains_key(keys::pending(target, seq))?)
     }
 
     /// Every attempt at delivering event `seq`, by target, in attempt order.
     pub fn attempts(&self, seq: u64) -> Result<Vec<(TargetId, Attempt)>> {
-        let mut out = self.attempt_records(&key(A, &[&seq.to_be_bytes()]))?;
-        for kv in self.inner.tree.scan_prefix([T]).keys() {
+        let mut out = self.attempt_records(&keys::attempts_of(seq))?;
+        for kv in self.inner.tree.scan_prefix(Tag::Target.prefix()).keys() {
             let k = kv?;
-            let Some(t) = std::str::from_utf8(&k[1..]).ok().and_then(TargetId::parse) else { continue };
+            let Some(Key::Target(t)) = Key::parse(&k) else { continue };
             if let Some(a) = self.final_attempt(&t, seq)? {
                 out.push((t, a));
             }
@@ -1366,29 +1298,23 @@ impl Store {
 
     /// Every attempt at delivering event `seq` to `target`, in attempt order.
     pub fn attempts_to(&self, target: &TargetId, seq: u64) -> Result<Vec<Attempt>> {
-        let mut out: Vec<Attempt> = self
-            .attempt_records(&key(A, &[&seq.to_be_bytes(), target.as_str().as_bytes()]))?
-            .into_iter()
-            .map(|(_, a)| a)
-            .collect();
+        let mut out: Vec<Attempt> =
+            self.attempt_records(&keys::attempts_to(target, seq))?.into_iter().map(|(_, a)| a).collect();
         out.extend(self.final_attempt(target, seq)?);
         Ok(out)
     }
 
     /// The `A` records under `prefix` (at least seq), with their targets.
     fn attempt_records(&self, prefix: &[u8]) -> Result<Vec<(TargetId, Attempt)>> {
-        let at = 1 + 8;
         self.inner
             .tree
             .scan_prefix(prefix)
             .map(|kv| {
                 let (k, v) = kv?;
-                let id = k
-                    .get(at..at + TargetId::LEN)
-                    .and_then(|b| std::str::from_utf8(b).ok())
-                    .and_then(TargetId::parse)
-                    .ok_or_else(|| StoreError::Codec("bad attempt key".into()))?;
-                Ok((id, codec::decode(&v)?))
+                let Some(Key::Attempt { target, .. }) = Key::parse(&k) else {
+                    return Err(StoreError::Codec("bad attempt key".into()));
+                };
+                Ok((target, codec::decode(&v)?))
             })
             .collect()
     }
@@ -1397,14 +1323,14 @@ impl Store {
     /// recorded with its attempt).
     pub fn final_attempt(&self, target: &TargetId, seq: u64) -> Result<Option<Attempt>> {
         for done in [Final::Delivered, Final::Dead] {
-            if let Some(v) = self.inner.tree.get(block_key(target, done, seq))? {
+            if let Some(v) = self.inner.tree.get(keys::block_key(target, done, seq))? {
                 let entries = decode_block(&v)?;
                 if let Ok(i) = entries.binary_search_by_key(&seq, |(s, _)| *s) {
                     return Ok(Some(entries[i].1.clone()));
                 }
             }
             // A delivery finished before blocks: one `F` key.
-            if let Some(v) = self.inner.tree.get(final_key(target, done, seq))? {
+            if let Some(v) = self.inner.tree.get(keys::final_key(target, done, seq))? {
                 return held_attempt(&v);
             }
         }
@@ -1421,10 +1347,10 @@ impl Store {
     pub fn last_delivered_at(&self, target: &TargetId) -> Result<Option<u64>> {
         let mut newest = None;
         // A block left empty is removed, so the last one holds an entry.
-        if let Some(kv) = self.inner.tree.scan_prefix(block_prefix(target, Final::Delivered)).next_back() {
+        if let Some(kv) = self.inner.tree.scan_prefix(keys::block_prefix(target, Final::Delivered)).next_back() {
             newest = decode_block(&kv?.1)?.iter().map(|(_, a)| a.at_ms).max();
         }
-        if let Some(kv) = self.inner.tree.scan_prefix(final_prefix(target, Final::Delivered)).next_back() {
+        if let Some(kv) = self.inner.tree.scan_prefix(keys::final_prefix(target, Final::Delivered)).next_back() {
             if let Some(a) = held_attempt(&kv?.1)? {
                 newest = newest.max(Some(a.at_ms));
             }
@@ -1462,12 +1388,12 @@ impl Store {
         let postings: Option<Box<dyn Iterator<Item = Result<Vec<u64>>>>> = if let Some(r) = &filter.record_id {
             Some(self.record_seqs(r, from)?)
         } else if let Some(prefix) = [
-            (G, filter.kanban_id.as_deref()),
-            (N, filter.source_id.as_ref().map(SourceId::as_str)),
-            (Y, filter.event_type.as_deref()),
+            (Tag::KanbanIndex, filter.kanban_id.as_deref()),
+            (Tag::SourceIndex, filter.source_id.as_ref().map(SourceId::as_str)),
+            (Tag::TypeIndex, filter.event_type.as_deref()),
         ]
         .into_iter()
-        .find_map(|(tag, v)| v.map(|v| text_prefix(tag, v)))
+        .find_map(|(tag, v)| v.map(|v| keys::text_prefix(tag, v)))
         {
             Some(self.term_seqs(prefix, from)?)
         } else {
@@ -1539,22 +1465,21 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<(u64, DeliveryStatus)>> {
         let tree = &self.inner.tree;
-        let from = after.saturating_add(1).to_be_bytes();
         let mut out = Vec::new();
         let sources = [
-            (DeliveryStatus::Pending, key(P, &[target.as_str().as_bytes()])),
-            (DeliveryStatus::Delivered, final_prefix(target, Final::Delivered)),
-            (DeliveryStatus::Dead, final_prefix(target, Final::Dead)),
+            (DeliveryStatus::Pending, keys::id_key(Tag::Pending, target.as_str())),
+            (DeliveryStatus::Delivered, keys::final_prefix(target, Final::Delivered)),
+            (DeliveryStatus::Dead, keys::final_prefix(target, Final::Dead)),
         ];
         for (state, prefix) in sources {
             if status.is_some_and(|s| s != state) {
                 continue;
             }
-            let start = [prefix.as_slice(), &from].concat();
+            let start = keys::at_seq(&prefix, after.saturating_add(1));
             let end = [prefix.as_slice(), &[0xff; 9]].concat();
             for kv in tree.range(start..end).take(limit) {
                 let (k, _) = kv?;
-                let seq = k.get(k.len() - 8..).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
+                let seq = Key::parse(&k).and_then(|k| k.seq()).unwrap_or(0);
                 out.push((seq, state));
             }
             let done = match state {
@@ -1562,9 +1487,9 @@ impl Store {
                 DeliveryStatus::Delivered => Final::Delivered,
                 DeliveryStatus::Dead => Final::Dead,
             };
-            let prefix = block_prefix(target, done);
+            let prefix = keys::block_prefix(target, done);
             let (start, end) =
-                (block_key(target, done, after.saturating_add(1)), [prefix.as_slice(), &[0xff; 9]].concat());
+                (keys::block_key(target, done, after.saturating_add(1)), [prefix.as_slice(), &[0xff; 9]].concat());
             let mut taken = 0;
             for kv in tree.range(start..end) {
                 let (_, v) = kv?;
@@ -1594,11 +1519,11 @@ impl Store {
         let count =
             |prefix: Vec<u8>| self.inner.tree.scan_prefix(prefix).keys().try_fold(0u64, |n, k| k.map(|_| n + 1));
         let unrecorded = self.unrecorded_seqs(target).map_or(0, |u| u.len() as u64);
-        let mut dead = count(final_prefix(target, Final::Dead))?;
-        for kv in self.inner.tree.scan_prefix(block_prefix(target, Final::Dead)) {
+        let mut dead = count(keys::final_prefix(target, Final::Dead))?;
+        for kv in self.inner.tree.scan_prefix(keys::block_prefix(target, Final::Dead)) {
             dead += decode_block(&kv?.1)?.len() as u64;
         }
-        Ok((count(key(P, &[target.as_str().as_bytes()]))? + unrecorded, dead))
+        Ok((count(keys::id_key(Tag::Pending, target.as_str()))? + unrecorded, dead))
     }
 
     /// The last attempt at delivering event `seq` to `target`.
@@ -1606,13 +1531,13 @@ impl Store {
         if let Some(last) = self.final_attempt(target, seq)? {
             return Ok(Some(last));
         }
-        let prefix = key(A, &[&seq.to_be_bytes(), target.as_str().as_bytes()]);
+        let prefix = keys::attempts_to(target, seq);
         self.inner.tree.scan_prefix(prefix).next_back().map(|kv| codec::decode(&kv?.1)).transpose()
     }
 
     /// Operators' requests, oldest first.
     pub fn requests(&self) -> Result<Vec<Request>> {
-        self.all(O)
+        self.all(Tag::Request)
     }
 
     // ---- retention ------------------------------------------------------------------------
@@ -1635,7 +1560,7 @@ impl Store {
         // Postings that lose seqs: key → the seqs they keep.
         let mut postings = Postings { through: self.index_window()?.through, ..Default::default() };
         let mut done = false;
-        for kv in tree.range(key(E, &[])..key(E + 1, &[])) {
+        for kv in tree.range(Tag::Event.prefix()..Tag::Event.end()) {
             let (chunk_key, v) = kv?;
             let chunk: Vec<Event> = codec::decode_events(&v)?;
             let before = chunk.len();
@@ -1683,7 +1608,7 @@ impl Store {
                 batch.insert(k, codec::encode(&records)?);
             }
         }
-        for kv in tree.scan_prefix([K]) {
+        for kv in tree.scan_prefix(Tag::Idempotency.prefix()) {
             let (k, v) = kv?;
             let acks: Vec<AckEntry> = codec::decode(&v)?;
             if acks.iter().all(|a| removed.contains(&a.seq) || self.event(a.seq).map_or(true, |e| e.is_none())) {
@@ -1705,7 +1630,7 @@ impl Store {
         let mut blocks = sled::Batch::default();
         for t in &targets {
             for done in [Final::Delivered, Final::Dead] {
-                for k in tree.range(block_prefix(t, done)..block_key(t, done, first_left)).keys() {
+                for k in tree.range(keys::block_prefix(t, done)..keys::block_key(t, done, first_left)).keys() {
                     blocks.remove(k?);
                 }
             }
@@ -1727,13 +1652,13 @@ impl Store {
         // An event still in the memory window has no posting on disk (one written out later
         // names a removed event, which readers skip).
         for prefix in index_prefixes(event).into_iter().filter(|_| event.seq <= postings.through) {
-            let at = [prefix.as_slice(), &event.seq.to_be_bytes()].concat();
+            let at = keys::at_seq(&prefix, event.seq);
             let Some(k) = last_at_or_before(tree, &prefix, &at)? else { continue };
             decoded(tree, &mut postings.terms, k)?.retain(|s| *s != event.seq);
         }
         if let Some(r) = event.record_id.as_ref().filter(|_| event.seq <= postings.through) {
-            let prefix = key(R, &[&[record_bucket(r)]]);
-            if let Some(k) = last_at_or_before(tree, &prefix, &record_key(record_bucket(r), event.seq))? {
+            let prefix = keys::record_prefix(record_bucket(r));
+            if let Some(k) = last_at_or_before(tree, &prefix, &keys::record_key(record_bucket(r), event.seq))? {
                 let records = decoded(tree, &mut postings.records, k)?;
                 if let Ok(i) = records.binary_search_by(|(x, _)| x.cmp(r)) {
                     records[i].1.retain(|s| *s != event.seq);
@@ -1742,14 +1667,14 @@ impl Store {
         }
         for t in targets {
             for done in [Final::Delivered, Final::Dead] {
-                batch.remove(final_key(t, done, event.seq));
+                batch.remove(keys::final_key(t, done, event.seq));
             }
         }
         if let Some(x) = &event.external_id {
-            batch.remove(key(X, &[x.as_bytes()]));
+            batch.remove(keys::id_key(Tag::External, x));
         }
-        batch.remove(key(I, &[event.id.as_str().as_bytes()]));
-        for kv in tree.scan_prefix(key(A, &[&event.seq.to_be_bytes()])) {
+        batch.remove(keys::legacy_id(&event.id));
+        for kv in tree.scan_prefix(keys::attempts_of(event.seq)) {
             batch.remove(kv?.0);
         }
         Ok(())
@@ -1758,11 +1683,11 @@ impl Store {
     // ---- meta -----------------------------------------------------------------------------
 
     pub fn meta(&self, name: &str) -> Result<Option<String>> {
-        self.one(M, name)
+        self.one(Tag::Meta, name)
     }
 
     pub async fn put_meta(&self, name: &str, value: &str) -> Result<()> {
-        self.put_record(M, name, &value).await
+        self.put_record(Tag::Meta, name, &value).await
     }
 
     /// Bytes the database takes on disk.
@@ -1871,7 +1796,7 @@ impl Writer {
                 blocks.into_batch(&mut batch)
             } else {
                 blocks.into_batch(&mut batch).and_then(|()| write_log(&mut batch, &fresh)).and_then(|()| {
-                    batch.insert(head_key(), codec::encode(&(self.next_seq - 1))?);
+                    batch.insert(keys::head(), codec::encode(&(self.next_seq - 1))?);
                     let window = self.window.lock().map_err(|_| StoreError::Io("index window lock poisoned".into()))?;
                     if let Some((writes, last)) = window.write_out(&fresh)? {
                         writes.into_batch(&mut batch, &mut Blocks::default(), &self.tree);
@@ -1891,7 +1816,7 @@ impl Writer {
             self.failing.store(result.is_err(), Ordering::Release);
             // sled applies a batch whole or not at all: its first chunk tells.
             let applied =
-                !fresh.is_empty() && (result.is_ok() || self.tree.get(seq_key(first_seq)).ok().flatten().is_some());
+                !fresh.is_empty() && (result.is_ok() || self.tree.get(keys::chunk(first_seq)).ok().flatten().is_some());
             if applied {
                 if let Ok(mut window) = self.window.lock() {
                     match written_out {
@@ -1958,12 +1883,12 @@ impl Writer {
                     return Ok(Some(found.clone()));
                 }
                 Ok(match self.tree.get(k)? {
-                    Some(v) if k[0] == K => Some(codec::decode(&v)?),
+                    Some(v) if k.first() == Some(&Tag::Idempotency.byte()) => Some(codec::decode(&v)?),
                     Some(v) => Some(vec![codec::decode(&v)?]),
                     None => None,
                 })
             };
-        let idem_key = idempotency_key.map(|k| key(K, &[k.as_bytes()]));
+        let idem_key = idempotency_key.map(|k| keys::id_key(Tag::Idempotency, &k));
         if let Some(k) = &idem_key {
             if let Some(acks) = lookup(seen, k)? {
                 return Ok(acks.into_iter().map(|a| AckEntry { duplicate: true, ..a }).collect());
@@ -1974,7 +1899,7 @@ impl Writer {
         let mut local = Writes::default();
         let mut new_events = Vec::with_capacity(events.len());
         for new in events {
-            let ext_key = new.external_id.as_ref().map(|x| key(X, &[x.as_bytes()]));
+            let ext_key = new.external_id.as_ref().map(|x| keys::id_key(Tag::External, x));
             if let Some(k) = &ext_key {
                 if let Some(mut found) = lookup(seen, k)? {
                     if let Some(a) = found.pop() {
@@ -2011,7 +1936,7 @@ impl Writer {
 /// (the ids of those events do not carry their seq); the record-id windows are written by
 /// [`Store::open_with`] afterwards, from the chunks.
 fn migrate_from_format_1(tree: &sled::Tree) -> Result<()> {
-    let progress_key = key(M, &[b"migrated_through"]);
+    let progress_key = keys::migrated_through();
     let done = tree.get(&progress_key)?.map(|v| read_u64(&v)).transpose()?.unwrap_or(0);
     tracing::info!(from_seq = done + 1, "migrating the event log from format 1 to format {FORMAT}");
     let mut chunk: Vec<Event> = Vec::new();
@@ -2020,24 +1945,23 @@ fn migrate_from_format_1(tree: &sled::Tree) -> Result<()> {
     let flush_chunk = |chunk: &mut Vec<Event>, batch: &mut sled::Batch| -> Result<()> {
         let Some(first) = chunk.first().map(|e| e.seq) else { return Ok(()) };
         for e in chunk.iter() {
-            let seq = e.seq.to_be_bytes();
             if e.seq != first {
-                batch.remove(seq_key(e.seq));
+                batch.remove(keys::chunk(e.seq));
             }
             // The old index keys go; the windows are written from the chunks at open.
             let mut prefixes = index_prefixes(e);
-            prefixes.extend(e.record_id.as_ref().map(|r| text_prefix(R, r)));
+            prefixes.extend(e.record_id.as_ref().map(|r| keys::text_prefix(Tag::RecordIndex, r)));
             for prefix in prefixes {
-                batch.remove([prefix.as_slice(), &seq].concat());
+                batch.remove(keys::at_seq(&prefix, e.seq));
             }
         }
-        batch.insert(seq_key(first), codec::encode_events(chunk)?);
+        batch.insert(keys::chunk(first), codec::encode_events(chunk)?);
         let last = chunk.last().map_or(first, |e| e.seq);
-        batch.insert(key(M, &[b"migrated_through"]), codec::encode(&last)?);
+        batch.insert(keys::migrated_through(), codec::encode(&last)?);
         chunk.clear();
         Ok(())
     };
-    for kv in tree.range(seq_key(done + 1)..key(E + 1, &[])) {
+    for kv in tree.range(keys::chunk(done + 1)..Tag::Event.end()) {
         let (_, v) = kv?;
         chunk.push(codec::decode_event_v1(&v)?);
         let bytes: usize = chunk.iter().map(|e| e.payload.len()).sum();
@@ -2052,7 +1976,7 @@ fn migrate_from_format_1(tree: &sled::Tree) -> Result<()> {
     }
     flush_chunk(&mut chunk, &mut batch)?;
     batch.remove(progress_key);
-    batch.insert(key(M, &[b"format"]), codec::encode(&FORMAT.to_owned())?);
+    batch.insert(keys::format(), codec::encode(&FORMAT.to_owned())?);
     tree.apply_batch(batch)?;
     Ok(())
 }
@@ -2068,7 +1992,7 @@ fn write_log(batch: &mut sled::Batch, events: &[Event]) -> Result<()> {
             bytes += events[end].payload.len();
             end += 1;
         }
-        batch.insert(seq_key(events[start].seq), codec::encode_events(&events[start..end])?);
+        batch.insert(keys::chunk(events[start].seq), codec::encode_events(&events[start..end])?);
         start = end;
     }
     Ok(())
@@ -2337,7 +2261,7 @@ mod tests {
             }
             // The window holding events 1–10 was written out, and compaction emptied its
             // buckets but those of r3 and r6.
-            let buckets = store.inner.tree.scan_prefix([R]).count();
+            let buckets = store.inner.tree.scan_prefix(Tag::RecordIndex.prefix()).count();
             assert_eq!(
                 buckets,
                 [record_bucket("r3"), record_bucket("r6")].into_iter().collect::<std::collections::HashSet<_>>().len()
@@ -2362,16 +2286,16 @@ mod tests {
                 continue;
             }
             let e = Event::from_new(new, seq, EventId::generate(), 1_000 + seq);
-            tree.insert(seq_key(seq), codec::encode_event_v1(&e).expect("encode")).expect("insert");
-            tree.insert(key(I, &[e.id.as_str().as_bytes()]), codec::encode(&seq).expect("encode")).expect("insert");
+            tree.insert(keys::chunk(seq), codec::encode_event_v1(&e).expect("encode")).expect("insert");
+            tree.insert(keys::legacy_id(&e.id), codec::encode(&seq).expect("encode")).expect("insert");
             let mut prefixes = index_prefixes(&e);
-            prefixes.extend(e.record_id.as_ref().map(|r| text_prefix(R, r)));
+            prefixes.extend(e.record_id.as_ref().map(|r| keys::text_prefix(Tag::RecordIndex, r)));
             for prefix in prefixes {
-                tree.insert([prefix.as_slice(), &seq.to_be_bytes()].concat(), vec![codec::VERSION]).expect("insert");
+                tree.insert(keys::at_seq(&prefix, seq), vec![codec::VERSION]).expect("insert");
             }
             written.push(e);
         }
-        tree.insert(head_key(), codec::encode(&((from + n) as u64)).expect("encode")).expect("insert");
+        tree.insert(keys::head(), codec::encode(&((from + n) as u64)).expect("encode")).expect("insert");
         written
     }
 
@@ -2380,7 +2304,7 @@ mod tests {
         rt().block_on(async {
             let store = Store::open_with(dir, options).expect("open migrates");
             assert_eq!(store.meta("format").expect("meta").as_deref(), Some(FORMAT));
-            assert_eq!(store.inner.tree.get(key(M, &[b"migrated_through"])).expect("get"), None);
+            assert_eq!(store.inner.tree.get(keys::migrated_through()).expect("get"), None);
             assert_eq!(store.head(), 40);
             let seqs: Vec<u64> = store.events_from(1).map(|e| e.expect("event").seq).collect();
             assert_eq!(seqs, old.iter().map(|e| e.seq).collect::<Vec<_>>());
@@ -2388,7 +2312,12 @@ mod tests {
                 assert_eq!(store.event_by_id(&e.id).expect("read").as_ref(), Some(e));
             }
             // No key of the old record-id index is left (format 2's are 10 bytes long).
-            assert!(store.inner.tree.scan_prefix([R]).keys().all(|k| k.expect("key").len() == 10));
+            assert!(store
+                .inner
+                .tree
+                .scan_prefix(Tag::RecordIndex.prefix())
+                .keys()
+                .all(|k| k.expect("key").len() == 10));
             assert_filters_match_a_scan(&store);
             let acks = store.append(mixed(40, 3), None).await.expect("append");
             assert_eq!(acks.iter().map(|a| a.seq).collect::<Vec<_>>(), [41, 42, 43]);
@@ -2426,8 +2355,8 @@ mod tests {
             // (with their progress mark), 17–40 still one per key.
             let mut old = write_format_1(&tree, 0, 16);
             migrate_from_format_1(&tree).expect("migrate");
-            tree.remove(key(M, &[b"format"])).expect("remove");
-            tree.insert(key(M, &[b"migrated_through"]), codec::encode(&16u64).expect("encode")).expect("insert");
+            tree.remove(keys::format()).expect("remove");
+            tree.insert(keys::migrated_through(), codec::encode(&16u64).expect("encode")).expect("insert");
             old.extend(write_format_1(&tree, 16, 24));
             db.flush().expect("flush");
             old
@@ -2455,7 +2384,7 @@ mod tests {
     /// A finished delivery as builds before the `L` blocks wrote it: an `F` key of its own.
     fn put_older_final(store: &Store, target: &TargetId, seq: u64, attempt: &Attempt) {
         let value = codec::encode(attempt).expect("encode");
-        store.inner.tree.insert(final_key(target, Final::Delivered, seq), value).expect("insert");
+        store.inner.tree.insert(keys::final_key(target, Final::Delivered, seq), value).expect("insert");
     }
 
     fn attempt(n: u32, result: AttemptResult) -> Attempt {
@@ -2538,7 +2467,7 @@ mod tests {
             for w in writes {
                 w.await.expect("join").expect("write");
             }
-            assert!(store.inner.tree.scan_prefix([L]).count() <= 8, "one key per block and state");
+            assert!(store.inner.tree.scan_prefix(Tag::Block.prefix()).count() <= 8, "one key per block and state");
             // A delivery finished before blocks: its own `F` key.
             put_older_final(&store, id, 300, &delivered);
             assert_eq!(store.final_attempt(id, 10).expect("read"), Some(dead.clone()));
@@ -2592,7 +2521,7 @@ mod tests {
 
             // Deletion keeps every finished delivery's attempt under `A`.
             store.delete_target(id).await.expect("delete");
-            assert_eq!(store.inner.tree.scan_prefix([L]).count(), 0);
+            assert_eq!(store.inner.tree.scan_prefix(Tag::Block.prefix()).count(), 0);
             assert_eq!(store.attempts(150).expect("read"), vec![(id.clone(), dead.clone())]);
             assert_eq!(store.attempts(199).expect("read"), vec![(id.clone(), delivered.clone())]);
             store.close().await;
@@ -2652,11 +2581,15 @@ mod tests {
             put_older_final(&store, id, n + 1, &delivered);
             assert_eq!(store.target_deliveries(id, None, n - 2, 10).expect("read").len(), 3);
             store.delete_target(id).await.expect("delete");
-            assert_eq!(store.inner.tree.scan_prefix([L]).count() + store.inner.tree.scan_prefix([F]).count(), 0);
+            assert_eq!(
+                store.inner.tree.scan_prefix(Tag::Block.prefix()).count()
+                    + store.inner.tree.scan_prefix(Tag::Final.prefix()).count(),
+                0
+            );
             for seq in [1, DELETE_STEP as u64, n, n + 1] {
                 assert_eq!(store.attempts(seq).expect("read"), vec![(id.clone(), delivered.clone())], "seq {seq}");
             }
-            assert_eq!(store.inner.tree.scan_prefix([A]).count() as u64, n + 1);
+            assert_eq!(store.inner.tree.scan_prefix(Tag::Attempt.prefix()).count() as u64, n + 1);
             store.close().await;
         });
     }
