@@ -145,9 +145,16 @@ use crmhook_core::target::Target;
 use crmhook_core::{Event, EventId, NewEvent, RejectedId, Source, SourceId, Subscription, SubscriptionId, TargetId};
 use tokio::sync::{mpsc, oneshot, watch};
 
+mod batch;
+mod finished;
 mod keys;
 
+use batch::Writes;
+use finished::{decode_block, Blocks};
 use keys::{Key, Tag};
+
+pub use batch::DeliveryBatch;
+pub use finished::FINISHED_BLOCK;
 
 pub use records::{AckEntry, Attempt, AttemptResult, Disabled, Final, Pending, Rejected, Request, Retried};
 
@@ -179,22 +186,6 @@ impl From<sled::Error> for StoreError {
 }
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
-
-/// Finished deliveries are kept in blocks of this many consecutive seqs.
-pub const FINISHED_BLOCK: u64 = 64;
-
-fn decode_block(v: &[u8]) -> Result<Vec<(u64, Attempt)>> {
-    codec::decode(v)
-}
-
-/// The attempt a final-state value holds (none in a value written before finished deliveries
-/// kept their last attempt there).
-fn held_attempt(value: &[u8]) -> Result<Option<Attempt>> {
-    if value.len() <= 1 {
-        return Ok(None);
-    }
-    codec::decode(value).map(Some)
-}
 
 /// The prefixes of the type, kanban and source postings an event belongs to (record ids go to
 /// buckets, see [`WindowPostings`]).
@@ -517,182 +508,12 @@ impl Unrecorded {
     }
 }
 
-/// One write of a batch.
-enum Write {
-    Put(Vec<u8>, Vec<u8>),
-    Remove(Vec<u8>),
-    /// Sets a finished delivery (its seq and last attempt) in an `L` block.
-    Finish(Vec<u8>, u64, Attempt),
-    /// Takes a delivery out of an `L` block.
-    Unfinish(Vec<u8>, u64),
-}
-
-/// Writes applied in order.
-#[derive(Default)]
-struct Writes(Vec<Write>);
-
-impl Writes {
-    fn insert(&mut self, k: Vec<u8>, v: Vec<u8>) {
-        self.0.push(Write::Put(k, v));
-    }
-
-    fn remove(&mut self, k: impl Into<Vec<u8>>) {
-        self.0.push(Write::Remove(k.into()));
-    }
-
-    /// Adds these writes to `batch`; the changes to `L` blocks go to `blocks`, which the caller
-    /// adds to the batch once the whole group is in it ([`Blocks::into_batch`]).
-    fn into_batch(self, batch: &mut sled::Batch, blocks: &mut Blocks, tree: &sled::Tree) {
-        for write in self.0 {
-            match write {
-                Write::Put(k, v) => batch.insert(k, v),
-                Write::Remove(k) if k.first() == Some(&Tag::Block.byte()) => blocks.entries(tree, k).clear(),
-                Write::Remove(k) => batch.remove(k),
-                Write::Finish(k, seq, attempt) => {
-                    let entries = blocks.entries(tree, k);
-                    match entries.binary_search_by_key(&seq, |(s, _)| *s) {
-                        Ok(i) => entries[i].1 = attempt,
-                        Err(i) => entries.insert(i, (seq, attempt)),
-                    }
-                }
-                Write::Unfinish(k, seq) => {
-                    let entries = blocks.entries(tree, k);
-                    if let Ok(i) = entries.binary_search_by_key(&seq, |(s, _)| *s) {
-                        entries.remove(i);
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// The `L` blocks one group of writes changes, as it leaves them. Every change to a block goes
-/// through the writer thread (the only writer of `L` keys but compaction, which only removes
-/// blocks nothing can write to again), which reads a block, changes it and writes it whole.
-#[derive(Default)]
-struct Blocks(std::collections::HashMap<Vec<u8>, Vec<(u64, Attempt)>>);
-
-impl Blocks {
-    fn entries(&mut self, tree: &sled::Tree, k: Vec<u8>) -> &mut Vec<(u64, Attempt)> {
-        self.0.entry(k).or_insert_with_key(|k| {
-            match tree.get(k).map_err(StoreError::from).and_then(|v| v.map(|v| decode_block(&v)).transpose()) {
-                Ok(entries) => entries.unwrap_or_default(),
-                Err(e) => {
-                    // Only history is lost: the block is written again with what this group sets.
-                    tracing::error!(error = %e, "a block of finished deliveries is unreadable; writing it anew");
-                    Vec::new()
-                }
-            }
-        })
-    }
-
-    fn into_batch(self, batch: &mut sled::Batch) -> Result<()> {
-        for (k, entries) in self.0 {
-            if entries.is_empty() {
-                batch.remove(k);
-            } else {
-                batch.insert(k, codec::encode(&entries)?);
-            }
-        }
-        Ok(())
-    }
-}
-
 /// An append queued for the writer; [`PendingAppend::wait`] answers once it is durable.
 pub struct PendingAppend(oneshot::Receiver<Result<Vec<AckEntry>>>);
 
 impl PendingAppend {
     pub async fn wait(self) -> Result<Vec<AckEntry>> {
         self.0.await.map_err(|_| StoreError::Closed)?
-    }
-}
-
-/// Changes to delivery state, written as one atomic batch.
-#[derive(Default)]
-pub struct DeliveryBatch {
-    batch: Writes,
-}
-
-impl DeliveryBatch {
-    /// Adds `other`'s writes after these.
-    pub fn append(&mut self, other: DeliveryBatch) {
-        self.batch.0.extend(other.batch.0);
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.batch.0.is_empty()
-    }
-
-    /// Sets a target's cursor.
-    pub fn cursor(&mut self, target: &TargetId, seq: u64) -> Result<()> {
-        self.batch.insert(keys::id_key(Tag::Cursor, target.as_str()), codec::encode(&seq)?);
-        Ok(())
-    }
-
-    /// Sets how far a target has matched (see the module docs).
-    pub fn scanned(&mut self, target: &TargetId, seq: u64) -> Result<()> {
-        self.batch.insert(keys::id_key(Tag::Scanned, target.as_str()), codec::encode(&seq)?);
-        Ok(())
-    }
-
-    /// Sets (or replaces) a pending delivery.
-    pub fn pending(&mut self, target: &TargetId, seq: u64, pending: Pending) -> Result<()> {
-        self.batch.insert(keys::pending(target, seq), codec::encode(&pending)?);
-        Ok(())
-    }
-
-    /// Removes a pending delivery.
-    pub fn done(&mut self, target: &TargetId, seq: u64) {
-        self.batch.remove(keys::pending(target, seq));
-    }
-
-    /// Marks a target disabled.
-    pub fn disable(&mut self, target: &TargetId, disabled: &Disabled) -> Result<()> {
-        self.batch.insert(keys::id_key(Tag::Disabled, target.as_str()), codec::encode(disabled)?);
-        Ok(())
-    }
-
-    /// Enables a target again.
-    pub fn enable(&mut self, target: &TargetId) {
-        self.batch.remove(keys::id_key(Tag::Disabled, target.as_str()));
-    }
-
-    /// Appends an attempt record: under its final state's key when it finished the delivery,
-    /// else as an `A` record.
-    pub fn attempt(&mut self, target: &TargetId, seq: u64, attempt: &Attempt) -> Result<()> {
-        let done = match attempt.result {
-            AttemptResult::Delivered => Final::Delivered,
-            AttemptResult::Dead => Final::Dead,
-            AttemptResult::Retrying { .. } | AttemptResult::TargetDisabled => {
-                self.batch.insert(keys::attempt(target, seq, attempt.n), codec::encode(attempt)?);
-                return Ok(());
-            }
-        };
-        self.batch.0.push(Write::Finish(keys::block_key(target, done, seq), seq, attempt.clone()));
-        Ok(())
-    }
-
-    /// Queues a finished delivery again (redeliver, replay): pending again, no longer final.
-    /// `last` is the attempt its final-state key held ([`Store::final_attempt`]): it is kept as
-    /// an `A` record.
-    pub fn requeue(&mut self, target: &TargetId, seq: u64, pending: Pending, last: Option<&Attempt>) -> Result<()> {
-        for done in [Final::Delivered, Final::Dead] {
-            self.batch.remove(keys::final_key(target, done, seq));
-            self.batch.0.push(Write::Unfinish(keys::block_key(target, done, seq), seq));
-        }
-        if let Some(a) = last {
-            self.batch.insert(keys::attempt(target, seq, a.n), codec::encode(a)?);
-        }
-        self.pending(target, seq, pending)
-    }
-
-    /// Records an operator's request.
-    pub fn request(&mut self, request: &Request) -> Result<()> {
-        use std::sync::atomic::AtomicU64;
-        static N: AtomicU64 = AtomicU64::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        self.batch.insert(keys::request(request.at_ms, n), codec::encode(request)?);
-        Ok(())
     }
 }
 
@@ -1107,28 +928,6 @@ impl Store {
         Ok(())
     }
 
-    /// Queues the move of the attempt a final-state key `k` (value `v`) holds to an `A` key.
-    fn keep_final_attempt(&self, target: &TargetId, k: &[u8], v: &[u8], batch: &mut Writes) -> Result<()> {
-        let seq = match Key::parse(k) {
-            Some(Key::Final { seq, .. }) => Some(seq),
-            _ => None,
-        };
-        if let (Some(seq), Some(a)) = (seq, held_attempt(v)?) {
-            batch.insert(keys::attempt(target, seq, a.n), codec::encode(&a)?);
-        }
-        Ok(())
-    }
-
-    /// Queues the move of the attempts an `L` block (value `v`) holds to `A` keys; answers how
-    /// many.
-    fn keep_block_attempts(&self, target: &TargetId, v: &[u8], batch: &mut Writes) -> Result<usize> {
-        let entries = decode_block(v)?;
-        for (seq, a) in &entries {
-            batch.insert(keys::attempt(target, *seq, a.n), codec::encode(a)?);
-        }
-        Ok(entries.len())
-    }
-
     pub async fn put_subscription(&self, sub: &Subscription) -> Result<()> {
         self.put_record(Tag::Subscription, sub.id.as_str(), &stored::SubscriptionV1::from(sub)).await
     }
@@ -1317,45 +1116,6 @@ impl Store {
                 Ok((target, codec::decode(&v)?))
             })
             .collect()
-    }
-
-    /// The attempt that finished the delivery of `seq` to `target`, if it is finished (and was
-    /// recorded with its attempt).
-    pub fn final_attempt(&self, target: &TargetId, seq: u64) -> Result<Option<Attempt>> {
-        for done in [Final::Delivered, Final::Dead] {
-            if let Some(v) = self.inner.tree.get(keys::block_key(target, done, seq))? {
-                let entries = decode_block(&v)?;
-                if let Ok(i) = entries.binary_search_by_key(&seq, |(s, _)| *s) {
-                    return Ok(Some(entries[i].1.clone()));
-                }
-            }
-            // A delivery finished before blocks: one `F` key.
-            if let Some(v) = self.inner.tree.get(keys::final_key(target, done, seq))? {
-                return held_attempt(&v);
-            }
-        }
-        Ok(None)
-    }
-
-    /// When a delivery to `target` last succeeded, as the log shows it (ms since the epoch, when
-    /// that attempt started): the newest `at_ms` of the deliveries in the target's last block of
-    /// delivered deliveries (`L` … `d`, the highest seqs), and of its last legacy `F` delivered
-    /// key (one that holds its attempt). So it is the last success of the newest delivered
-    /// block: a retry that finished an older seq later (in an earlier block) may be newer, and
-    /// is not looked for. Two reads, whatever the history's length; `None` if nothing was ever
-    /// delivered (or only before finished deliveries kept their attempt).
-    pub fn last_delivered_at(&self, target: &TargetId) -> Result<Option<u64>> {
-        let mut newest = None;
-        // A block left empty is removed, so the last one holds an entry.
-        if let Some(kv) = self.inner.tree.scan_prefix(keys::block_prefix(target, Final::Delivered)).next_back() {
-            newest = decode_block(&kv?.1)?.iter().map(|(_, a)| a.at_ms).max();
-        }
-        if let Some(kv) = self.inner.tree.scan_prefix(keys::final_prefix(target, Final::Delivered)).next_back() {
-            if let Some(a) = held_attempt(&kv?.1)? {
-                newest = newest.max(Some(a.at_ms));
-            }
-        }
-        Ok(newest)
     }
 
     /// Writes a batch of delivery state durably.
