@@ -146,15 +146,21 @@ use crmhook_core::{Event, EventId, NewEvent, RejectedId, Source, SourceId, Subsc
 use tokio::sync::{mpsc, oneshot, watch};
 
 mod batch;
+mod cache;
 mod finished;
+mod index;
 mod keys;
 
 use batch::Writes;
+use cache::ChunkCache;
 use finished::{decode_block, Blocks};
+use index::{index_prefixes, last_at_or_before, record_bucket, IndexWindow, RecordPostings, WindowPostings};
 use keys::{Key, Tag};
 
 pub use batch::DeliveryBatch;
+pub use cache::EventRef;
 pub use finished::FINISHED_BLOCK;
+pub use index::{RECORD_BUCKETS, RECORD_WINDOW};
 
 pub use records::{AckEntry, Attempt, AttemptResult, Disabled, Final, Pending, Rejected, Request, Retried};
 
@@ -187,19 +193,6 @@ impl From<sled::Error> for StoreError {
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// The prefixes of the type, kanban and source postings an event belongs to (record ids go to
-/// buckets, see [`WindowPostings`]).
-fn index_prefixes(event: &Event) -> Vec<Vec<u8>> {
-    let mut prefixes = vec![keys::text_prefix(Tag::TypeIndex, &event.event_type)];
-    if let Some(k) = &event.kanban_id {
-        prefixes.push(keys::text_prefix(Tag::KanbanIndex, k));
-    }
-    if let Some(source) = &event.source_id {
-        prefixes.push(keys::text_prefix(Tag::SourceIndex, source.as_str()));
-    }
-    prefixes
-}
-
 /// Most events in one chunk of the log.
 pub const CHUNK_EVENTS: usize = 16;
 /// A chunk takes no more events once its payloads reach this many bytes.
@@ -209,108 +202,6 @@ const FORMAT: &str = "2";
 
 /// Most finished deliveries one batch of a target's deletion moves.
 const DELETE_STEP: usize = 1024;
-
-/// Buckets of the record-id index.
-pub const RECORD_BUCKETS: u64 = 64;
-/// Default of [`Options::record_window`].
-pub const RECORD_WINDOW: usize = 4096;
-
-/// The bucket of a record id: FNV-1a, a hash that never changes between builds (it names
-/// keys on disk).
-fn record_bucket(record_id: &str) -> u8 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in record_id.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    (h % RECORD_BUCKETS) as u8
-}
-
-/// One bucket of one window of the record-id index: record ids (sorted) and their seqs.
-type RecordPostings = Vec<(String, Vec<u64>)>;
-
-/// The index postings of a run of events: record id → seqs, and type or kanban posting
-/// prefix → seqs.
-#[derive(Default, Clone)]
-struct WindowPostings {
-    records: std::collections::BTreeMap<String, Vec<u64>>,
-    terms: std::collections::BTreeMap<Vec<u8>, Vec<u64>>,
-}
-
-impl WindowPostings {
-    fn add(&mut self, events: &[Event]) {
-        for e in events {
-            if let Some(r) = &e.record_id {
-                self.records.entry(r.clone()).or_default().push(e.seq);
-            }
-            for prefix in index_prefixes(e) {
-                self.terms.entry(prefix).or_default().push(e.seq);
-            }
-        }
-    }
-
-    /// The keys of one window of the indexes (events `first..=last`), and `M indexed`: a
-    /// record-id bucket per bucket used, under `first`; a type or kanban posting per value,
-    /// under its first seq.
-    fn writes(self, first: u64, last: u64) -> Result<Writes> {
-        let mut buckets: std::collections::BTreeMap<u8, RecordPostings> = std::collections::BTreeMap::new();
-        for (record, seqs) in self.records {
-            buckets.entry(record_bucket(&record)).or_default().push((record, seqs));
-        }
-        let mut writes = Writes::default();
-        for (bucket, postings) in buckets {
-            writes.insert(keys::record_key(bucket, first), codec::encode(&postings)?);
-        }
-        for (prefix, seqs) in self.terms {
-            let at = seqs.first().copied().unwrap_or(first);
-            writes.insert(keys::at_seq(&prefix, at), codec::encode(&seqs)?);
-        }
-        writes.insert(keys::indexed(), codec::encode(&last)?);
-        Ok(writes)
-    }
-}
-
-/// The index postings not yet written out: those of every event after `through`. Shared by the
-/// writer (which adds each group's events once applied, and writes the window out when it
-/// holds `limit` events) and the readers.
-struct IndexWindow {
-    /// Every event up to this seq is in the on-disk indexes (`M indexed`).
-    through: u64,
-    events: usize,
-    limit: usize,
-    postings: WindowPostings,
-}
-
-impl IndexWindow {
-    fn add(&mut self, events: &[Event]) {
-        self.postings.add(events);
-        self.events += events.len();
-    }
-
-    /// If this window and `fresh` reach the limit: the batch writes holding both, and the last
-    /// seq they cover.
-    fn write_out(&self, fresh: &[Event]) -> Result<Option<(Writes, u64)>> {
-        let Some(last) = fresh.last().map(|e| e.seq) else { return Ok(None) };
-        if self.events + fresh.len() < self.limit {
-            return Ok(None);
-        }
-        let mut all = self.postings.clone();
-        all.add(fresh);
-        Ok(Some((all.writes(self.through + 1, last)?, last)))
-    }
-}
-
-/// The key of the last entry in `[lo, hi]` (a chunk or posting that may hold `hi`).
-fn last_at_or_before(tree: &sled::Tree, lo: &[u8], hi: &[u8]) -> Result<Option<sled::IVec>> {
-    Ok(tree.range(lo..=hi).next_back().transpose()?.map(|(k, _)| k))
-}
-
-/// Where a walk of the postings under `prefix` (keyed by seq) starts to find seqs from `from`
-/// on: the posting keyed at or before `from` may hold later seqs too.
-fn postings_start(tree: &sled::Tree, prefix: &[u8], from: u64) -> Result<Vec<u8>> {
-    let from_key = keys::at_seq(prefix, from);
-    Ok(last_at_or_before(tree, prefix, &from_key)?.map_or(from_key, |k| k.to_vec()))
-}
 
 /// Index values a compaction rewrites: key → what they keep.
 #[derive(Default)]
@@ -335,43 +226,6 @@ fn decoded<'c, V: serde::de::DeserializeOwned>(
         }
     })
 }
-
-/// Decoded chunks recently read, shared by every reader: a target delivering what was just
-/// ingested reads the same few chunks many times, and a hit does not touch sled at all.
-/// Chunks change only when a compaction removes events from them: it clears the cache and
-/// moves `generation` on, and a chunk read before that is not cached after it.
-#[derive(Default)]
-struct ChunkCache {
-    slots: Vec<CachedChunk>,
-    next: usize,
-    generation: u64,
-}
-
-struct CachedChunk {
-    /// The seq in the chunk's key, and its last event's.
-    first: u64,
-    last: u64,
-    events: Arc<Vec<Event>>,
-}
-
-/// An event shared with the store's cache of decoded chunks (no copy of its payload); derefs
-/// to the [`Event`].
-#[derive(Clone)]
-pub struct EventRef {
-    chunk: Arc<Vec<Event>>,
-    index: usize,
-}
-
-impl std::ops::Deref for EventRef {
-    type Target = Event;
-
-    fn deref(&self) -> &Event {
-        &self.chunk[self.index]
-    }
-}
-
-/// How many decoded chunks the store keeps.
-const CACHED_CHUNKS: usize = 256;
 
 /// The filters of an event listing.
 #[derive(Debug, Clone, Default)]
@@ -638,48 +492,6 @@ impl Store {
         Ok(store)
     }
 
-    fn index_window(&self) -> Result<std::sync::MutexGuard<'_, IndexWindow>> {
-        self.inner.window.lock().map_err(|_| StoreError::Io("the index window's lock is poisoned".into()))
-    }
-
-    /// Batches of seqs, in increasing order, of the events with this record id from `from` on
-    /// (with some before it): the windows on disk, then the one in memory.
-    fn record_seqs(&self, record_id: &str, from: u64) -> Result<Box<dyn Iterator<Item = Result<Vec<u64>>> + '_>> {
-        // Snapshot the memory first: a window written out meanwhile is on disk by then, and
-        // its seqs past `through` are taken from the snapshot only.
-        let (through, recent) = {
-            let w = self.index_window()?;
-            (w.through, w.postings.records.get(record_id).cloned().unwrap_or_default())
-        };
-        let prefix = keys::record_prefix(record_bucket(record_id));
-        let start = postings_start(&self.inner.tree, &prefix, from)?;
-        let end = [prefix.as_slice(), &[0xff; 8]].concat();
-        let record_id = record_id.to_owned();
-        let on_disk = self.inner.tree.range(start..=end).map(move |kv| {
-            let postings: RecordPostings = codec::decode(&kv?.1)?;
-            Ok(match postings.binary_search_by(|(r, _)| r.as_str().cmp(&record_id)) {
-                Ok(i) => postings[i].1.iter().copied().filter(|s| *s <= through).collect(),
-                Err(_) => Vec::new(),
-            })
-        });
-        Ok(Box::new(on_disk.chain(std::iter::once(Ok(recent)))))
-    }
-
-    /// [`Store::record_seqs`] for a type or kanban posting prefix.
-    fn term_seqs(&self, prefix: Vec<u8>, from: u64) -> Result<Box<dyn Iterator<Item = Result<Vec<u64>>> + '_>> {
-        let (through, recent) = {
-            let w = self.index_window()?;
-            (w.through, w.postings.terms.get(&prefix).cloned().unwrap_or_default())
-        };
-        let start = postings_start(&self.inner.tree, &prefix, from)?;
-        let end = [prefix.as_slice(), &[0xff; 9]].concat();
-        let on_disk = self.inner.tree.range(start..end).map(move |kv| {
-            let seqs: Vec<u64> = codec::decode(&kv?.1)?;
-            Ok(seqs.into_iter().filter(|s| *s <= through).collect())
-        });
-        Ok(Box::new(on_disk.chain(std::iter::once(Ok(recent)))))
-    }
-
     /// Stops the writer after the requests already queued, and flushes. Later writes fail with
     /// [`StoreError::Closed`].
     pub async fn close(&self) {
@@ -727,58 +539,6 @@ impl Store {
     /// A receiver that sees the head move.
     pub fn watch_head(&self) -> watch::Receiver<u64> {
         self.inner.head_rx.clone()
-    }
-
-    /// The chunk that would hold `seq`, decoded (from the cache when it was read lately).
-    fn chunk_at(&self, seq: u64) -> Result<Option<Arc<Vec<Event>>>> {
-        let generation = match self.inner.chunks.lock() {
-            Ok(cache) => {
-                if let Some(hit) = cache.slots.iter().find(|c| c.first <= seq && seq <= c.last) {
-                    return Ok(Some(hit.events.clone()));
-                }
-                cache.generation
-            }
-            Err(_) => u64::MAX,
-        };
-        let tree = &self.inner.tree;
-        let Some((k, v)) = tree.range(Tag::Event.prefix()..=keys::chunk(seq)).next_back().transpose()? else {
-            return Ok(None);
-        };
-        self.decode_chunk(&k, &v, generation).map(Some)
-    }
-
-    /// A chunk read from sled, from the cache when it holds it, else decoded and cached (if no
-    /// compaction happened since `generation` was read).
-    fn decode_chunk(&self, k: &[u8], v: &[u8], generation: u64) -> Result<Arc<Vec<Event>>> {
-        let first = match Key::parse(k) {
-            Some(Key::Chunk { first }) => Some(first),
-            _ => None,
-        };
-        if let (Some(first), Ok(cache)) = (first, self.inner.chunks.lock()) {
-            if let Some(hit) = cache.slots.iter().find(|c| c.first == first && cache.generation == generation) {
-                return Ok(hit.events.clone());
-            }
-        }
-        let events: Arc<Vec<Event>> = Arc::new(codec::decode_events(v)?);
-        if let (Some(first), Some(last), Ok(mut cache)) =
-            (first, events.last().map(|e| e.seq), self.inner.chunks.lock())
-        {
-            if cache.generation == generation {
-                let slot = cache.next;
-                cache.next = (slot + 1) % CACHED_CHUNKS;
-                let chunk = CachedChunk { first, last, events: events.clone() };
-                if cache.slots.len() < CACHED_CHUNKS {
-                    cache.slots.push(chunk);
-                } else {
-                    cache.slots[slot] = chunk;
-                }
-            }
-        }
-        Ok(events)
-    }
-
-    fn chunk_generation(&self) -> u64 {
-        self.inner.chunks.lock().map_or(u64::MAX, |c| c.generation)
     }
 
     pub fn event(&self, seq: u64) -> Result<Option<Event>> {
