@@ -95,6 +95,13 @@ pub(crate) struct IndexWindow {
 }
 
 impl IndexWindow {
+    /// The window was written out through `last`: it starts anew after it.
+    pub(crate) fn written_out(&mut self, last: u64) {
+        self.through = last;
+        self.events = 0;
+        self.postings = WindowPostings::default();
+    }
+
     pub(crate) fn add(&mut self, events: &[Event]) {
         self.postings.add(events);
         self.events += events.len();

@@ -150,12 +150,14 @@ mod cache;
 mod finished;
 mod index;
 mod keys;
+mod writer;
 
 use batch::Writes;
 use cache::ChunkCache;
 use finished::{decode_block, Blocks};
 use index::{index_prefixes, last_at_or_before, record_bucket, IndexWindow, RecordPostings, WindowPostings};
 use keys::{Key, Tag};
+use writer::{Op, When, Writer};
 
 pub use batch::DeliveryBatch;
 pub use cache::EventRef;
@@ -262,25 +264,6 @@ pub enum DeliveryStatus {
 
 fn read_u64(bytes: &[u8]) -> Result<u64> {
     codec::decode(bytes)
-}
-
-/// A request to the writer thread.
-enum Op {
-    Append { events: Vec<NewEvent>, idempotency_key: Option<String>, reply: oneshot::Sender<Result<Vec<AckEntry>>> },
-    Write { writes: Writes, when: When, reply: oneshot::Sender<Result<()>> },
-    Stop(oneshot::Sender<()>),
-}
-
-/// When a write is answered.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum When {
-    /// After a flush.
-    Flushed,
-    /// After the batch is applied (sled flushes it within `flush_every_ms`, or with the next
-    /// flush).
-    Applied,
-    /// Like `Applied`, but the batch may wait up to [`LAZY_HOLD`] for other writes to share.
-    Held,
 }
 
 /// Tuning of a store.
@@ -444,10 +427,7 @@ impl Store {
             failing: failing.clone(),
             window: window.clone(),
         };
-        let handle = std::thread::Builder::new()
-            .name("crmhook-log-writer".into())
-            .spawn(move || writer.run(rx))
-            .map_err(|e| StoreError::Io(e.to_string()))?;
+        let handle = writer.spawn(rx)?;
         let store = Store {
             inner: Arc::new(Inner {
                 db,
@@ -1214,240 +1194,6 @@ impl Store {
     pub fn size_on_disk(&self) -> u64 {
         self.inner.db.size_on_disk().unwrap_or(0)
     }
-
-    async fn write(&self, writes: Writes) -> Result<()> {
-        self.write_with(writes, When::Flushed).await
-    }
-
-    async fn write_with(&self, writes: Writes, when: When) -> Result<()> {
-        let (reply, rx) = oneshot::channel();
-        self.inner.tx.send(Op::Write { writes, when, reply }).await.map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
-    }
-}
-
-/// The writer thread: group commit.
-struct Writer {
-    db: sled::Db,
-    tree: sled::Tree,
-    next_seq: u64,
-    head: Arc<AtomicU64>,
-    head_tx: watch::Sender<u64>,
-    failing: Arc<std::sync::atomic::AtomicBool>,
-    window: Arc<Mutex<IndexWindow>>,
-}
-
-enum Reply {
-    Append(oneshot::Sender<Result<Vec<AckEntry>>>, Vec<AckEntry>),
-    Write(oneshot::Sender<Result<()>>),
-}
-
-impl Writer {
-    fn run(mut self, mut rx: mpsc::Receiver<Op>) {
-        // Only to wait for the queue with a timeout while lazy writes are held.
-        let timer = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
-            Ok(rt) => rt,
-            Err(e) => {
-                tracing::error!(error = %e, "the log writer could not start");
-                return;
-            }
-        };
-        let mut stop = None;
-        let mut held: Vec<Op> = Vec::new();
-        let mut held_since = std::time::Instant::now();
-        while stop.is_none() {
-            let next = if held.is_empty() {
-                match rx.blocking_recv() {
-                    Some(op) => Some(op),
-                    None => break,
-                }
-            } else {
-                let left = LAZY_HOLD.saturating_sub(held_since.elapsed());
-                // `None`: the hold is over (or the queue closed: apply what is held first).
-                timer.block_on(async { tokio::time::timeout(left, rx.recv()).await.ok().flatten() })
-            };
-            let timed_out = next.is_none();
-            let was_holding = !held.is_empty();
-            let mut ops = std::mem::take(&mut held);
-            ops.extend(next);
-            while ops.len() < MAX_GROUP {
-                match rx.try_recv() {
-                    Ok(op) => ops.push(op),
-                    Err(_) => break,
-                }
-            }
-            // A group of lazy writes only waits a little for company: each sled batch costs
-            // two log-buffer writes on sled's thread pool, whatever its size.
-            let lazy_only = ops.iter().all(|op| matches!(op, Op::Write { when: When::Held, .. }));
-            if lazy_only && !timed_out && ops.len() < MAX_GROUP {
-                if !was_holding {
-                    held_since = std::time::Instant::now();
-                }
-                held = ops;
-                continue;
-            }
-            let mut batch = sled::Batch::default();
-            let mut replies = Vec::with_capacity(ops.len());
-            let mut seen: std::collections::HashMap<Vec<u8>, Vec<AckEntry>> = std::collections::HashMap::new();
-            let mut fresh = Vec::new();
-            let first_seq = self.next_seq;
-            let mut flush = false;
-            let mut blocks = Blocks::default();
-            for op in ops {
-                match op {
-                    Op::Stop(done) => stop = Some(done),
-                    Op::Write { writes, when, reply } => {
-                        flush |= when == When::Flushed;
-                        writes.into_batch(&mut batch, &mut blocks, &self.tree);
-                        replies.push(Reply::Write(reply));
-                    }
-                    Op::Append { events, idempotency_key, reply } => {
-                        match self.prepare_append(&mut batch, &mut seen, &mut fresh, events, idempotency_key) {
-                            Ok(acks) => replies.push(Reply::Append(reply, acks)),
-                            Err(e) => {
-                                let _ = reply.send(Err(e));
-                            }
-                        }
-                    }
-                }
-            }
-            let mut written_out = None;
-            let logged = if fresh.is_empty() {
-                blocks.into_batch(&mut batch)
-            } else {
-                blocks.into_batch(&mut batch).and_then(|()| write_log(&mut batch, &fresh)).and_then(|()| {
-                    batch.insert(keys::head(), codec::encode(&(self.next_seq - 1))?);
-                    let window = self.window.lock().map_err(|_| StoreError::Io("index window lock poisoned".into()))?;
-                    if let Some((writes, last)) = window.write_out(&fresh)? {
-                        writes.into_batch(&mut batch, &mut Blocks::default(), &self.tree);
-                        written_out = Some(last);
-                    }
-                    Ok(())
-                })
-            };
-            flush |= self.next_seq > first_seq || stop.is_some();
-            let result = logged.and_then(|()| {
-                self.tree.apply_batch(batch)?;
-                if flush {
-                    self.db.flush()?;
-                }
-                Ok(())
-            });
-            self.failing.store(result.is_err(), Ordering::Release);
-            // sled applies a batch whole or not at all: its first chunk tells.
-            let applied =
-                !fresh.is_empty() && (result.is_ok() || self.tree.get(keys::chunk(first_seq)).ok().flatten().is_some());
-            if applied {
-                if let Ok(mut window) = self.window.lock() {
-                    match written_out {
-                        Some(last) => {
-                            window.through = last;
-                            window.events = 0;
-                            window.postings = WindowPostings::default();
-                        }
-                        None => window.add(&fresh),
-                    }
-                }
-            }
-            match &result {
-                Ok(()) => {
-                    let head = self.next_seq - 1;
-                    if head >= first_seq {
-                        self.head.store(head, Ordering::Release);
-                        self.head_tx.send_replace(head);
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "group commit failed");
-                    // Nothing of this group is acknowledged. If the batch reached the tree but
-                    // the flush failed, those events may still appear later; see RELIABILITY.md.
-                    if !applied {
-                        self.next_seq = first_seq;
-                    }
-                }
-            }
-            let failure = |e: &StoreError| match e {
-                StoreError::Io(e) => StoreError::Io(e.clone()),
-                other => StoreError::Io(other.to_string()),
-            };
-            for r in replies {
-                match r {
-                    Reply::Append(tx, acks) => {
-                        let _ = tx.send(result.as_ref().map(|()| acks).map_err(failure));
-                    }
-                    Reply::Write(tx) => {
-                        let _ = tx.send(result.as_ref().copied().map_err(failure));
-                    }
-                }
-            }
-        }
-        let _ = self.db.flush();
-        if let Some(done) = stop {
-            let _ = done.send(());
-        }
-    }
-
-    /// Numbers a request's new events into `fresh` (written by [`write_log`] once the group is
-    /// complete) and queues its deduplication records; answers its acknowledgement.
-    fn prepare_append(
-        &mut self,
-        batch: &mut sled::Batch,
-        seen: &mut std::collections::HashMap<Vec<u8>, Vec<AckEntry>>,
-        fresh: &mut Vec<Event>,
-        events: Vec<NewEvent>,
-        idempotency_key: Option<String>,
-    ) -> Result<Vec<AckEntry>> {
-        let lookup =
-            |seen: &std::collections::HashMap<Vec<u8>, Vec<AckEntry>>, k: &[u8]| -> Result<Option<Vec<AckEntry>>> {
-                if let Some(found) = seen.get(k) {
-                    return Ok(Some(found.clone()));
-                }
-                Ok(match self.tree.get(k)? {
-                    Some(v) if k.first() == Some(&Tag::Idempotency.byte()) => Some(codec::decode(&v)?),
-                    Some(v) => Some(vec![codec::decode(&v)?]),
-                    None => None,
-                })
-            };
-        let idem_key = idempotency_key.map(|k| keys::id_key(Tag::Idempotency, &k));
-        if let Some(k) = &idem_key {
-            if let Some(acks) = lookup(seen, k)? {
-                return Ok(acks.into_iter().map(|a| AckEntry { duplicate: true, ..a }).collect());
-            }
-        }
-        let now = crmhook_core::time::now_ms();
-        let mut acks = Vec::with_capacity(events.len());
-        let mut local = Writes::default();
-        let mut new_events = Vec::with_capacity(events.len());
-        for new in events {
-            let ext_key = new.external_id.as_ref().map(|x| keys::id_key(Tag::External, x));
-            if let Some(k) = &ext_key {
-                if let Some(mut found) = lookup(seen, k)? {
-                    if let Some(a) = found.pop() {
-                        acks.push(AckEntry { duplicate: true, ..a });
-                        continue;
-                    }
-                }
-            }
-            let seq = self.next_seq;
-            let id = EventId::with_seq(now, seq);
-            let event = Event::from_new(new, seq, id.clone(), now);
-            let ack = AckEntry { id, seq, event_type: event.event_type.clone(), duplicate: false };
-            if let Some(k) = ext_key {
-                local.insert(k.clone(), codec::encode(&ack)?);
-                seen.insert(k, vec![ack.clone()]);
-            }
-            acks.push(ack);
-            new_events.push(event);
-            self.next_seq += 1;
-        }
-        if let Some(k) = idem_key {
-            local.insert(k.clone(), codec::encode(&acks)?);
-            seen.insert(k, acks.clone());
-        }
-        local.into_batch(batch, &mut Blocks::default(), &self.tree);
-        fresh.append(&mut new_events);
-        Ok(acks)
-    }
 }
 
 /// Rewrites a log of format 1 (one event per `E` key, an `I` id index, one valueless `Y`/`R`/`G`
@@ -1498,23 +1244,6 @@ fn migrate_from_format_1(tree: &sled::Tree) -> Result<()> {
     batch.remove(progress_key);
     batch.insert(keys::format(), codec::encode(&FORMAT.to_owned())?);
     tree.apply_batch(batch)?;
-    Ok(())
-}
-
-/// Writes the events of one group commit (consecutive seqs) as chunks, and their index
-/// postings.
-fn write_log(batch: &mut sled::Batch, events: &[Event]) -> Result<()> {
-    let mut start = 0;
-    while start < events.len() {
-        let mut end = start;
-        let mut bytes = 0;
-        while end < events.len() && end - start < CHUNK_EVENTS && (end == start || bytes < CHUNK_BYTES) {
-            bytes += events[end].payload.len();
-            end += 1;
-        }
-        batch.insert(keys::chunk(events[start].seq), codec::encode_events(&events[start..end])?);
-        start = end;
-    }
     Ok(())
 }
 
