@@ -97,4 +97,13 @@ impl Store {
     pub(crate) fn chunk_generation(&self) -> u64 {
         self.inner.chunks.lock().map_or(u64::MAX, |c| c.generation)
     }
+
+    /// Forgets every cached chunk: some changed (compaction). A chunk read before this is not
+    /// cached after it.
+    pub(crate) fn forget_chunks(&self) {
+        if let Ok(mut cache) = self.inner.chunks.lock() {
+            cache.generation += 1;
+            cache.slots.clear();
+        }
+    }
 }

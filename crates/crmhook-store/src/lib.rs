@@ -147,17 +147,20 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 mod batch;
 mod cache;
+mod compact;
 mod finished;
 mod index;
 mod keys;
+mod migrate;
+mod open;
 mod writer;
 
 use batch::Writes;
 use cache::ChunkCache;
-use finished::{decode_block, Blocks};
-use index::{index_prefixes, last_at_or_before, record_bucket, IndexWindow, RecordPostings, WindowPostings};
+use finished::decode_block;
+use index::{last_at_or_before, IndexWindow};
 use keys::{Key, Tag};
-use writer::{Op, When, Writer};
+use writer::{Op, When};
 
 pub use batch::DeliveryBatch;
 pub use cache::EventRef;
@@ -204,30 +207,6 @@ const FORMAT: &str = "2";
 
 /// Most finished deliveries one batch of a target's deletion moves.
 const DELETE_STEP: usize = 1024;
-
-/// Index values a compaction rewrites: key → what they keep.
-#[derive(Default)]
-struct Postings {
-    terms: std::collections::BTreeMap<Vec<u8>, Vec<u64>>,
-    records: std::collections::BTreeMap<Vec<u8>, RecordPostings>,
-    /// The indexes on disk cover events up to this seq.
-    through: u64,
-}
-
-/// The value at `k`, decoded once into `cache`.
-fn decoded<'c, V: serde::de::DeserializeOwned>(
-    tree: &sled::Tree,
-    cache: &'c mut std::collections::BTreeMap<Vec<u8>, V>,
-    k: sled::IVec,
-) -> Result<&'c mut V> {
-    Ok(match cache.entry(k.to_vec()) {
-        std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
-        std::collections::btree_map::Entry::Vacant(slot) => {
-            let v = tree.get(&k)?.ok_or_else(|| StoreError::Codec("posting vanished".into()))?;
-            slot.insert(codec::decode(&v)?)
-        }
-    })
-}
 
 /// The filters of an event listing.
 #[derive(Debug, Clone, Default)]
@@ -355,138 +334,6 @@ impl PendingAppend {
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir` and starts its writer thread.
-    pub fn open(dir: &std::path::Path) -> Result<Store> {
-        Store::open_with(dir, Options::default())
-    }
-
-    /// [`Store::open`] with tuning options.
-    pub fn open_with(dir: &std::path::Path, options: Options) -> Result<Store> {
-        let Options { queue, cache_bytes, record_window } = options;
-        let config = sled::Config::new()
-            .path(dir)
-            .mode(sled::Mode::HighThroughput)
-            .cache_capacity(cache_bytes as u64)
-            .flush_every_ms(Some(500));
-        // The file lock of a store that was just closed in this process is released when sled's
-        // background threads let go of it; wait a little for that rather than fail.
-        let mut tries = 0;
-        let db = loop {
-            match config.open() {
-                Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") && tries < 100 => {
-                    tries += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                other => break other?,
-            }
-        };
-        let tree = db.open_tree("crmhook")?;
-        let format_key = keys::format();
-        match tree.get(&format_key)? {
-            Some(v) if codec::decode::<String>(&v)? == FORMAT => {}
-            Some(v) => {
-                let found: String = codec::decode(&v)?;
-                return Err(StoreError::Codec(format!("log format {found}; this build reads format {FORMAT}")));
-            }
-            None if tree.first()?.is_some() => {
-                migrate_from_format_1(&tree)?;
-                db.flush()?;
-            }
-            None => {
-                tree.insert(&format_key, codec::encode(&FORMAT.to_owned())?)?;
-            }
-        }
-        let last_event = match tree.scan_prefix(Tag::Event.prefix()).next_back() {
-            Some(kv) => {
-                let (_, v) = kv?;
-                let chunk: Vec<Event> = codec::decode_events(&v)?;
-                chunk.last().map_or(0, |e| e.seq)
-            }
-            None => 0,
-        };
-        // Compaction may have removed the newest events too: seqs are never given twice.
-        let kept_head = tree.get(keys::head())?.map(|v| read_u64(&v)).transpose()?.unwrap_or(0);
-        let head = last_event.max(kept_head);
-        let head_atomic = Arc::new(AtomicU64::new(head));
-        let (head_tx, head_rx) = watch::channel(head);
-        let (tx, rx) = mpsc::channel(queue.max(1));
-        let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let through = tree.get(keys::indexed())?.map(|v| read_u64(&v)).transpose()?.unwrap_or(0);
-        let window = Arc::new(Mutex::new(IndexWindow {
-            through,
-            events: 0,
-            limit: record_window.max(1),
-            postings: WindowPostings::default(),
-        }));
-        let writer = Writer {
-            db: db.clone(),
-            tree: tree.clone(),
-            next_seq: head + 1,
-            head: head_atomic.clone(),
-            head_tx,
-            failing: failing.clone(),
-            window: window.clone(),
-        };
-        let handle = writer.spawn(rx)?;
-        let store = Store {
-            inner: Arc::new(Inner {
-                db,
-                tree,
-                tx,
-                head: head_atomic,
-                head_rx,
-                writer: Mutex::new(Some(handle)),
-                failing,
-                chunks: Mutex::default(),
-                window,
-                unrecorded: Mutex::default(),
-            }),
-        };
-        // The window of the indexes lived in memory: read it back from the log (after
-        // writing out whole windows, if a migration left the index behind). Nobody holds the
-        // store yet, so the writer adds nothing meanwhile.
-        let mut through = through;
-        loop {
-            let events: Vec<Event> =
-                store.events_from(through + 1).take(record_window.max(1)).collect::<Result<_>>()?;
-            match events.last().map(|e| e.seq) {
-                Some(last) if events.len() >= record_window.max(1) => {
-                    let mut postings = WindowPostings::default();
-                    postings.add(&events);
-                    let mut batch = sled::Batch::default();
-                    postings.writes(through + 1, last)?.into_batch(
-                        &mut batch,
-                        &mut Blocks::default(),
-                        &store.inner.tree,
-                    );
-                    store.inner.tree.apply_batch(batch)?;
-                    through = last;
-                    store.index_window()?.through = last;
-                }
-                _ => {
-                    store.index_window()?.add(&events);
-                    break;
-                }
-            }
-        }
-        Ok(store)
-    }
-
-    /// Stops the writer after the requests already queued, and flushes. Later writes fail with
-    /// [`StoreError::Closed`].
-    pub async fn close(&self) {
-        let (done, stopped) = oneshot::channel();
-        if self.inner.tx.send(Op::Stop(done)).await.is_ok() {
-            // The writer answers after its last flush, so the join below does not wait.
-            let _ = stopped.await;
-        }
-        let handle = self.inner.writer.lock().ok().and_then(|mut h| h.take());
-        if let Some(handle) = handle {
-            let _ = handle.join();
-        }
-        let _ = self.inner.db.flush();
-    }
-
     // ---- events ---------------------------------------------------------------------------
 
     /// Appends a request's events durably and answers their acknowledgement. Refuses at once
@@ -735,24 +582,6 @@ impl Store {
             }
         }
         Ok(out)
-    }
-
-    /// Removes up to `max` quarantined pieces kept before `cutoff_ms` (retention); answers how
-    /// many. Their ids sort by time, so the walk stops at the first one to keep.
-    pub fn compact_quarantine(&self, cutoff_ms: u64, max: usize) -> Result<u64> {
-        let mut batch = sled::Batch::default();
-        let mut removed = 0;
-        for kv in self.inner.tree.scan_prefix(Tag::Rejected.prefix()) {
-            let (k, v) = kv?;
-            let item: Rejected = codec::decode(&v)?;
-            if item.at_ms >= cutoff_ms || removed >= max {
-                break;
-            }
-            batch.remove(k);
-            removed += 1;
-        }
-        self.inner.tree.apply_batch(batch)?;
-        Ok(removed as u64)
     }
 
     /// How many pieces are in the quarantine, in all.
@@ -1042,144 +871,6 @@ impl Store {
 
     // ---- retention ------------------------------------------------------------------------
 
-    /// Removes up to `max` events received before `cutoff_ms` whose deliveries are all finished
-    /// (every target's cursor is past them and none has them pending), with their id index,
-    /// Maximizer id, attempt records and the idempotency keys that only named removed events.
-    /// Answers how many events were removed. Safe beside the writer: it only removes keys of
-    /// events the writer will never touch again, and a crash before sled's next flush merely
-    /// leaves them for the next run.
-    pub fn compact(&self, cutoff_ms: u64, max: usize) -> Result<u64> {
-        let targets: Vec<TargetId> = self.targets()?.into_iter().map(|t| t.id).collect();
-        let mut min_cursor = u64::MAX;
-        for t in &targets {
-            min_cursor = min_cursor.min(self.cursor(t)?.unwrap_or(0));
-        }
-        let tree = &self.inner.tree;
-        let mut batch = sled::Batch::default();
-        let mut removed = std::collections::HashSet::new();
-        // Postings that lose seqs: key → the seqs they keep.
-        let mut postings = Postings { through: self.index_window()?.through, ..Default::default() };
-        let mut done = false;
-        for kv in tree.range(Tag::Event.prefix()..Tag::Event.end()) {
-            let (chunk_key, v) = kv?;
-            let chunk: Vec<Event> = codec::decode_events(&v)?;
-            let before = chunk.len();
-            let mut kept = Vec::with_capacity(before);
-            for event in chunk {
-                done |= event.received_at_ms >= cutoff_ms || event.seq > min_cursor || removed.len() >= max;
-                let mut owed = done;
-                for t in &targets {
-                    if owed {
-                        break;
-                    }
-                    owed = self.is_pending(t, event.seq)?;
-                }
-                if owed {
-                    kept.push(event);
-                    continue;
-                }
-                self.compact_event(&event, &targets, &mut postings, &mut batch)?;
-                removed.insert(event.seq);
-            }
-            if kept.is_empty() {
-                batch.remove(chunk_key);
-            } else if kept.len() < before {
-                batch.insert(chunk_key, codec::encode_events(&kept)?);
-            }
-            if done {
-                break;
-            }
-        }
-        if removed.is_empty() {
-            return Ok(0);
-        }
-        for (k, seqs) in postings.terms {
-            if seqs.is_empty() {
-                batch.remove(k);
-            } else {
-                batch.insert(k, codec::encode(&seqs)?);
-            }
-        }
-        for (k, mut records) in postings.records {
-            records.retain(|(_, seqs)| !seqs.is_empty());
-            if records.is_empty() {
-                batch.remove(k);
-            } else {
-                batch.insert(k, codec::encode(&records)?);
-            }
-        }
-        for kv in tree.scan_prefix(Tag::Idempotency.prefix()) {
-            let (k, v) = kv?;
-            let acks: Vec<AckEntry> = codec::decode(&v)?;
-            if acks.iter().all(|a| removed.contains(&a.seq) || self.event(a.seq).map_or(true, |e| e.is_none())) {
-                batch.remove(k);
-            }
-        }
-        tree.apply_batch(batch)?;
-        if let Ok(mut cache) = self.inner.chunks.lock() {
-            cache.generation += 1;
-            cache.slots.clear();
-        }
-        // The blocks of finished deliveries wholly before the first event left go: nothing can
-        // write to them again (no event, so no delivery owed or queued again). A block that
-        // also covers events still in the log keeps its entries until those go too.
-        let first_left = match self.event_refs_from(0).next() {
-            Some(event) => event?.seq,
-            None => self.head() + 1,
-        };
-        let mut blocks = sled::Batch::default();
-        for t in &targets {
-            for done in [Final::Delivered, Final::Dead] {
-                for k in tree.range(keys::block_prefix(t, done)..keys::block_key(t, done, first_left)).keys() {
-                    blocks.remove(k?);
-                }
-            }
-        }
-        tree.apply_batch(blocks)?;
-        Ok(removed.len() as u64)
-    }
-
-    /// Queues the removal of one event's index entries, final states, Maximizer id and
-    /// attempts (its chunk is rewritten by the caller).
-    fn compact_event(
-        &self,
-        event: &Event,
-        targets: &[TargetId],
-        postings: &mut Postings,
-        batch: &mut sled::Batch,
-    ) -> Result<()> {
-        let tree = &self.inner.tree;
-        // An event still in the memory window has no posting on disk (one written out later
-        // names a removed event, which readers skip).
-        for prefix in index_prefixes(event).into_iter().filter(|_| event.seq <= postings.through) {
-            let at = keys::at_seq(&prefix, event.seq);
-            let Some(k) = last_at_or_before(tree, &prefix, &at)? else { continue };
-            decoded(tree, &mut postings.terms, k)?.retain(|s| *s != event.seq);
-        }
-        if let Some(r) = event.record_id.as_ref().filter(|_| event.seq <= postings.through) {
-            let prefix = keys::record_prefix(record_bucket(r));
-            if let Some(k) = last_at_or_before(tree, &prefix, &keys::record_key(record_bucket(r), event.seq))? {
-                let records = decoded(tree, &mut postings.records, k)?;
-                if let Ok(i) = records.binary_search_by(|(x, _)| x.cmp(r)) {
-                    records[i].1.retain(|s| *s != event.seq);
-                }
-            }
-        }
-        for t in targets {
-            for done in [Final::Delivered, Final::Dead] {
-                batch.remove(keys::final_key(t, done, event.seq));
-            }
-        }
-        if let Some(x) = &event.external_id {
-            batch.remove(keys::id_key(Tag::External, x));
-        }
-        batch.remove(keys::legacy_id(&event.id));
-        for kv in tree.scan_prefix(keys::attempts_of(event.seq)) {
-            batch.remove(kv?.0);
-        }
-        Ok(())
-    }
-
     // ---- meta -----------------------------------------------------------------------------
 
     pub fn meta(&self, name: &str) -> Result<Option<String>> {
@@ -1196,60 +887,11 @@ impl Store {
     }
 }
 
-/// Rewrites a log of format 1 (one event per `E` key, an `I` id index, one valueless `Y`/`R`/`G`
-/// key per event and index) as format 2, in batches of whole chunks that each move
-/// `M migrated_through`, so a crash in the middle resumes where it stopped. The `I` keys stay
-/// (the ids of those events do not carry their seq); the record-id windows are written by
-/// [`Store::open_with`] afterwards, from the chunks.
-fn migrate_from_format_1(tree: &sled::Tree) -> Result<()> {
-    let progress_key = keys::migrated_through();
-    let done = tree.get(&progress_key)?.map(|v| read_u64(&v)).transpose()?.unwrap_or(0);
-    tracing::info!(from_seq = done + 1, "migrating the event log from format 1 to format {FORMAT}");
-    let mut chunk: Vec<Event> = Vec::new();
-    let mut batch = sled::Batch::default();
-    let mut in_batch = 0usize;
-    let flush_chunk = |chunk: &mut Vec<Event>, batch: &mut sled::Batch| -> Result<()> {
-        let Some(first) = chunk.first().map(|e| e.seq) else { return Ok(()) };
-        for e in chunk.iter() {
-            if e.seq != first {
-                batch.remove(keys::chunk(e.seq));
-            }
-            // The old index keys go; the windows are written from the chunks at open.
-            let mut prefixes = index_prefixes(e);
-            prefixes.extend(e.record_id.as_ref().map(|r| keys::text_prefix(Tag::RecordIndex, r)));
-            for prefix in prefixes {
-                batch.remove(keys::at_seq(&prefix, e.seq));
-            }
-        }
-        batch.insert(keys::chunk(first), codec::encode_events(chunk)?);
-        let last = chunk.last().map_or(first, |e| e.seq);
-        batch.insert(keys::migrated_through(), codec::encode(&last)?);
-        chunk.clear();
-        Ok(())
-    };
-    for kv in tree.range(keys::chunk(done + 1)..Tag::Event.end()) {
-        let (_, v) = kv?;
-        chunk.push(codec::decode_event_v1(&v)?);
-        let bytes: usize = chunk.iter().map(|e| e.payload.len()).sum();
-        if chunk.len() >= CHUNK_EVENTS || bytes >= CHUNK_BYTES {
-            flush_chunk(&mut chunk, &mut batch)?;
-            in_batch += 1;
-            if in_batch >= 256 {
-                tree.apply_batch(std::mem::take(&mut batch))?;
-                in_batch = 0;
-            }
-        }
-    }
-    flush_chunk(&mut chunk, &mut batch)?;
-    batch.remove(progress_key);
-    batch.insert(keys::format(), codec::encode(&FORMAT.to_owned())?);
-    tree.apply_batch(batch)?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::index::{index_prefixes, record_bucket};
+    use crate::migrate::migrate_from_format_1;
     use crmhook_core::event::parse_ingest;
 
     fn events(n: usize) -> Vec<NewEvent> {
