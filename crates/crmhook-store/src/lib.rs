@@ -137,35 +137,38 @@ pub mod codec;
 pub mod records;
 mod stored;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use crmhook_core::target::Target;
-use crmhook_core::{Event, EventId, NewEvent, RejectedId, Source, SourceId, Subscription, SubscriptionId, TargetId};
-use tokio::sync::{mpsc, oneshot, watch};
+use crmhook_core::TargetId;
+use tokio::sync::{mpsc, watch};
 
 mod batch;
 mod cache;
 mod compact;
+mod config;
+mod deliveries;
+mod events;
 mod finished;
 mod index;
 mod keys;
 mod migrate;
 mod open;
+mod queries;
 mod writer;
 
-use batch::Writes;
 use cache::ChunkCache;
-use finished::decode_block;
 use index::{last_at_or_before, IndexWindow};
-use keys::{Key, Tag};
-use writer::{Op, When};
+use writer::Op;
 
 pub use batch::DeliveryBatch;
 pub use cache::EventRef;
+pub use deliveries::{DeliveryStatus, Unrecorded};
+pub use events::PendingAppend;
 pub use finished::FINISHED_BLOCK;
 pub use index::{RECORD_BUCKETS, RECORD_WINDOW};
+pub use queries::EventFilter;
 
 pub use records::{AckEntry, Attempt, AttemptResult, Disabled, Final, Pending, Rejected, Request, Retried};
 
@@ -205,42 +208,6 @@ pub const CHUNK_BYTES: usize = 4096;
 /// The log format this build writes and reads (`M format`).
 const FORMAT: &str = "2";
 
-/// Most finished deliveries one batch of a target's deletion moves.
-const DELETE_STEP: usize = 1024;
-
-/// The filters of an event listing.
-#[derive(Debug, Clone, Default)]
-pub struct EventFilter {
-    pub event_type: Option<String>,
-    pub record_id: Option<String>,
-    pub kanban_id: Option<String>,
-    /// Posted by this source.
-    pub source_id: Option<SourceId>,
-    /// Received at or after (ms).
-    pub since_ms: Option<u64>,
-    /// Received before (ms).
-    pub until_ms: Option<u64>,
-}
-
-impl EventFilter {
-    fn admits(&self, e: &Event) -> bool {
-        self.event_type.as_ref().is_none_or(|t| &e.event_type == t)
-            && self.record_id.as_ref().is_none_or(|r| e.record_id.as_ref() == Some(r))
-            && self.kanban_id.as_ref().is_none_or(|k| e.kanban_id.as_ref() == Some(k))
-            && self.source_id.as_ref().is_none_or(|s| e.source_id.as_ref() == Some(s))
-            && self.since_ms.is_none_or(|s| e.received_at_ms >= s)
-            && self.until_ms.is_none_or(|u| e.received_at_ms < u)
-    }
-}
-
-/// Which deliveries of a target to list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeliveryStatus {
-    Pending,
-    Delivered,
-    Dead,
-}
-
 fn read_u64(bytes: &[u8]) -> Result<u64> {
     codec::decode(bytes)
 }
@@ -279,608 +246,13 @@ struct Inner {
     head_rx: watch::Receiver<u64>,
     writer: Mutex<Option<JoinHandle<()>>>,
     /// The last group commit failed (disk full, I/O error); cleared by the next success.
-    failing: Arc<std::sync::atomic::AtomicBool>,
+    failing: Arc<AtomicBool>,
     chunks: Mutex<ChunkCache>,
     window: Arc<Mutex<IndexWindow>>,
     unrecorded: Mutex<std::collections::HashMap<TargetId, Unrecorded>>,
 }
 
-/// A target's first attempts that are owed and not written down: kept by its actor, read by
-/// the store's readers (see the module docs). Cheap to clone.
-#[derive(Clone, Default)]
-pub struct Unrecorded(Arc<Mutex<std::collections::BTreeSet<u64>>>);
-
-impl Unrecorded {
-    pub fn add(&self, seqs: &[u64]) {
-        if let Ok(mut set) = self.0.lock() {
-            set.extend(seqs);
-        }
-    }
-
-    pub fn remove(&self, seq: u64) {
-        if let Ok(mut set) = self.0.lock() {
-            set.remove(&seq);
-        }
-    }
-
-    pub fn clear(&self) {
-        if let Ok(mut set) = self.0.lock() {
-            set.clear();
-        }
-    }
-
-    fn contains(&self, seq: u64) -> bool {
-        self.0.lock().is_ok_and(|set| set.contains(&seq))
-    }
-
-    fn len(&self) -> usize {
-        self.0.lock().map_or(0, |set| set.len())
-    }
-
-    fn after(&self, after: u64, limit: usize) -> Vec<u64> {
-        self.0
-            .lock()
-            .map_or_else(|_| Vec::new(), |set| set.range(after.saturating_add(1)..).take(limit).copied().collect())
-    }
-}
-
-/// An append queued for the writer; [`PendingAppend::wait`] answers once it is durable.
-pub struct PendingAppend(oneshot::Receiver<Result<Vec<AckEntry>>>);
-
-impl PendingAppend {
-    pub async fn wait(self) -> Result<Vec<AckEntry>> {
-        self.0.await.map_err(|_| StoreError::Closed)?
-    }
-}
-
 impl Store {
-    // ---- events ---------------------------------------------------------------------------
-
-    /// Appends a request's events durably and answers their acknowledgement. Refuses at once
-    /// with [`StoreError::Busy`] when the writer's queue is full.
-    pub async fn append(&self, events: Vec<NewEvent>, idempotency_key: Option<String>) -> Result<Vec<AckEntry>> {
-        self.queue_append(events, idempotency_key)?.wait().await
-    }
-
-    /// Queues an append for the writer and answers at once with what to await: the caller
-    /// that queues need not be the one that waits for the flush.
-    pub fn queue_append(&self, events: Vec<NewEvent>, idempotency_key: Option<String>) -> Result<PendingAppend> {
-        let (reply, rx) = oneshot::channel();
-        self.inner.tx.try_send(Op::Append { events, idempotency_key, reply }).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => StoreError::Busy,
-            mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
-        })?;
-        Ok(PendingAppend(rx))
-    }
-
-    /// Whether the last write to disk failed (the store cannot take events now).
-    pub fn is_failing(&self) -> bool {
-        self.inner.failing.load(Ordering::Acquire)
-    }
-
-    /// The seq of the last durable event (0 for an empty log).
-    pub fn head(&self) -> u64 {
-        self.inner.head.load(Ordering::Acquire)
-    }
-
-    /// A receiver that sees the head move.
-    pub fn watch_head(&self) -> watch::Receiver<u64> {
-        self.inner.head_rx.clone()
-    }
-
-    pub fn event(&self, seq: u64) -> Result<Option<Event>> {
-        Ok(self.event_ref(seq)?.map(|e| Event::clone(&e)))
-    }
-
-    /// The event at `seq`, shared with the store's cache rather than copied.
-    pub fn event_ref(&self, seq: u64) -> Result<Option<EventRef>> {
-        let Some(chunk) = self.chunk_at(seq)? else { return Ok(None) };
-        Ok(chunk.iter().position(|e| e.seq == seq).map(|index| EventRef { chunk, index }))
-    }
-
-    /// The event with this id: the id names its seq, and the whole id must match. Events
-    /// written before ids carried their seq are found through the legacy `I` index.
-    pub fn event_by_id(&self, id: &EventId) -> Result<Option<Event>> {
-        if let Some(e) = self.event(id.seq())?.filter(|e| &e.id == id) {
-            return Ok(Some(e));
-        }
-        match self.inner.tree.get(keys::legacy_id(id))? {
-            Some(seq) => Ok(self.event(read_u64(&seq)?)?.filter(|e| &e.id == id)),
-            None => Ok(None),
-        }
-    }
-
-    /// Events with seq ≥ `from`, in log order.
-    pub fn events_from(&self, from: u64) -> impl Iterator<Item = Result<Event>> + '_ {
-        self.event_refs_from(from).map(|e| e.map(|e| Event::clone(&e)))
-    }
-
-    /// [`Store::events_from`] without copying the events out of the store's cache.
-    pub fn event_refs_from(&self, from: u64) -> Box<dyn Iterator<Item = Result<EventRef>> + '_> {
-        let tree = &self.inner.tree;
-        let start = match last_at_or_before(tree, &Tag::Event.prefix(), &keys::chunk(from)) {
-            Ok(found) => found.map_or_else(|| keys::chunk(from), |k| k.to_vec()),
-            Err(e) => return Box::new(std::iter::once(Err(e))),
-        };
-        let generation = self.chunk_generation();
-        Box::new(tree.range(start..Tag::Event.end()).flat_map(move |kv| {
-            let chunk = kv.map_err(StoreError::from).and_then(|(k, v)| self.decode_chunk(&k, &v, generation));
-            let items: Box<dyn Iterator<Item = Result<EventRef>>> = match chunk {
-                Ok(chunk) => {
-                    let first = chunk.iter().position(|e| e.seq >= from).unwrap_or(chunk.len());
-                    Box::new((first..chunk.len()).map(move |index| Ok(EventRef { chunk: chunk.clone(), index })))
-                }
-                Err(e) => Box::new(std::iter::once(Err(e))),
-            };
-            items
-        }))
-    }
-
-    // ---- targets and subscriptions --------------------------------------------------------
-
-    fn all<R: serde::de::DeserializeOwned>(&self, tag: Tag) -> Result<Vec<R>> {
-        self.inner.tree.scan_prefix(tag.prefix()).map(|kv| codec::decode(&kv?.1)).collect()
-    }
-
-    fn one<R: serde::de::DeserializeOwned>(&self, tag: Tag, id: &str) -> Result<Option<R>> {
-        self.inner.tree.get(keys::id_key(tag, id))?.map(|v| codec::decode(&v)).transpose()
-    }
-
-    pub fn targets(&self) -> Result<Vec<Target>> {
-        Ok(self.all::<stored::TargetV1>(Tag::Target)?.into_iter().map(Target::from).collect())
-    }
-
-    pub fn target(&self, id: &TargetId) -> Result<Option<Target>> {
-        Ok(self.one::<stored::TargetV1>(Tag::Target, id.as_str())?.map(Target::from))
-    }
-
-    pub fn subscriptions(&self) -> Result<Vec<Subscription>> {
-        Ok(self.all::<stored::SubscriptionV1>(Tag::Subscription)?.into_iter().map(Subscription::from).collect())
-    }
-
-    pub fn subscription(&self, id: &SubscriptionId) -> Result<Option<Subscription>> {
-        Ok(self.one::<stored::SubscriptionV1>(Tag::Subscription, id.as_str())?.map(Subscription::from))
-    }
-
-    /// Stores a new target with its cursor: it is owed the events after `cursor`.
-    pub async fn create_target(&self, target: &Target, cursor: u64) -> Result<()> {
-        let mut batch = Writes::default();
-        batch.insert(keys::id_key(Tag::Target, target.id.as_str()), codec::encode(&stored::TargetV1::from(target))?);
-        batch.insert(keys::id_key(Tag::Cursor, target.id.as_str()), codec::encode(&cursor)?);
-        self.write(batch).await
-    }
-
-    pub async fn put_target(&self, target: &Target) -> Result<()> {
-        self.put_record(Tag::Target, target.id.as_str(), &stored::TargetV1::from(target)).await
-    }
-
-    /// Writes one record under `tag` + `id`, durably.
-    async fn put_record<R: serde::Serialize>(&self, tag: Tag, id: &str, record: &R) -> Result<()> {
-        let mut batch = Writes::default();
-        batch.insert(keys::id_key(tag, id), codec::encode(record)?);
-        self.write(batch).await
-    }
-
-    /// Deletes a target with its subscriptions, cursor and pending deliveries. Its attempt
-    /// records stay: they are history. A target may have millions of finished deliveries:
-    /// their last attempts first move from the `F` keys to `A` keys a bounded batch at a time,
-    /// then one batch removes the target (a crash in between leaves the target in place, with
-    /// some of its finished deliveries known only by their attempts).
-    pub async fn delete_target(&self, id: &TargetId) -> Result<()> {
-        loop {
-            let mut batch = Writes::default();
-            let mut moved = 0;
-            for kv in self.inner.tree.scan_prefix(keys::id_key(Tag::Final, id.as_str())).take(DELETE_STEP) {
-                let (k, v) = kv?;
-                self.keep_final_attempt(id, &k, &v, &mut batch)?;
-                batch.remove(k.to_vec());
-                moved += 1;
-            }
-            for kv in self.inner.tree.scan_prefix(keys::id_key(Tag::Block, id.as_str())) {
-                if moved >= DELETE_STEP {
-                    break;
-                }
-                let (k, v) = kv?;
-                moved += self.keep_block_attempts(id, &v, &mut batch)?;
-                batch.remove(k.to_vec());
-            }
-            self.write(batch).await?;
-            if moved < DELETE_STEP {
-                break;
-            }
-        }
-        let mut batch = Writes::default();
-        batch.remove(keys::id_key(Tag::Target, id.as_str()));
-        batch.remove(keys::id_key(Tag::Cursor, id.as_str()));
-        batch.remove(keys::id_key(Tag::Scanned, id.as_str()));
-        batch.remove(keys::id_key(Tag::Disabled, id.as_str()));
-        for sub in self.subscriptions()?.into_iter().filter(|s| &s.target_id == id) {
-            batch.remove(keys::id_key(Tag::Subscription, sub.id.as_str()));
-        }
-        for tag in [Tag::Pending, Tag::Final, Tag::Block] {
-            for kv in self.inner.tree.scan_prefix(keys::id_key(tag, id.as_str())) {
-                let (k, v) = kv?;
-                match tag {
-                    Tag::Final => self.keep_final_attempt(id, &k, &v, &mut batch)?,
-                    Tag::Block => _ = self.keep_block_attempts(id, &v, &mut batch)?,
-                    _ => {}
-                }
-                batch.remove(k.to_vec());
-            }
-        }
-        self.write(batch).await?;
-        if let Ok(mut all) = self.inner.unrecorded.lock() {
-            all.remove(id);
-        }
-        Ok(())
-    }
-
-    pub async fn put_subscription(&self, sub: &Subscription) -> Result<()> {
-        self.put_record(Tag::Subscription, sub.id.as_str(), &stored::SubscriptionV1::from(sub)).await
-    }
-
-    pub async fn delete_subscription(&self, id: &SubscriptionId) -> Result<()> {
-        let mut batch = Writes::default();
-        batch.remove(keys::id_key(Tag::Subscription, id.as_str()));
-        self.write(batch).await
-    }
-
-    // ---- sources and the quarantine ---------------------------------------------------------
-
-    pub fn sources(&self) -> Result<Vec<Source>> {
-        Ok(self.all::<stored::SourceV1>(Tag::Source)?.into_iter().map(Source::from).collect())
-    }
-
-    pub fn source(&self, id: &SourceId) -> Result<Option<Source>> {
-        Ok(self.one::<stored::SourceV1>(Tag::Source, id.as_str())?.map(Source::from))
-    }
-
-    pub async fn put_source(&self, source: &Source) -> Result<()> {
-        self.put_record(Tag::Source, source.id.as_str(), &stored::SourceV1::from(source)).await
-    }
-
-    /// Deletes a source. Its events and quarantined pieces stay: they are history.
-    pub async fn delete_source(&self, id: &SourceId) -> Result<()> {
-        let mut batch = Writes::default();
-        batch.remove(keys::id_key(Tag::Source, id.as_str()));
-        self.write(batch).await
-    }
-
-    /// Keeps pieces of sources' requests in the quarantine, durably (answers once flushed).
-    pub async fn quarantine(&self, items: &[Rejected]) -> Result<()> {
-        let mut batch = Writes::default();
-        for item in items {
-            batch.insert(keys::id_key(Tag::Rejected, item.id.as_str()), codec::encode(item)?);
-        }
-        self.write(batch).await
-    }
-
-    pub fn rejected(&self, id: &RejectedId) -> Result<Option<Rejected>> {
-        self.one(Tag::Rejected, id.as_str())
-    }
-
-    /// Quarantined pieces after `after` (ids sort by time), oldest first, at most `limit`,
-    /// only those of `source` when given.
-    pub fn rejected_page(
-        &self,
-        source: Option<&SourceId>,
-        after: Option<&RejectedId>,
-        limit: usize,
-    ) -> Result<Vec<Rejected>> {
-        let start = match after {
-            Some(id) => [keys::id_key(Tag::Rejected, id.as_str()), vec![0]].concat(),
-            None => Tag::Rejected.prefix(),
-        };
-        let mut out = Vec::new();
-        for kv in self.inner.tree.range(start..Tag::Rejected.end()) {
-            let item: Rejected = codec::decode(&kv?.1)?;
-            if source.is_none_or(|s| &item.source_id == s) {
-                out.push(item);
-                if out.len() >= limit {
-                    break;
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// How many pieces are in the quarantine, in all.
-    pub fn rejected_count(&self) -> usize {
-        self.inner.tree.scan_prefix(Tag::Rejected.prefix()).count()
-    }
-
-    // ---- delivery state -------------------------------------------------------------------
-
-    /// A target's cursor (0: nothing matched yet). A new target starts at the head.
-    pub fn cursor(&self, target: &TargetId) -> Result<Option<u64>> {
-        self.inner.tree.get(keys::id_key(Tag::Cursor, target.as_str()))?.map(|v| read_u64(&v)).transpose()
-    }
-
-    /// How far a target had matched when its state was last written (see the module docs).
-    pub fn scanned(&self, target: &TargetId) -> Result<Option<u64>> {
-        self.inner.tree.get(keys::id_key(Tag::Scanned, target.as_str()))?.map(|v| read_u64(&v)).transpose()
-    }
-
-    /// The first attempts a target owes and has not written down (the target actor keeps them
-    /// up to date); readers count them as pending.
-    pub fn unrecorded(&self, target: &TargetId) -> Unrecorded {
-        match self.inner.unrecorded.lock() {
-            Ok(mut all) => all.entry(target.clone()).or_default().clone(),
-            Err(_) => Unrecorded::default(),
-        }
-    }
-
-    fn unrecorded_seqs(&self, target: &TargetId) -> Option<Unrecorded> {
-        self.inner.unrecorded.lock().ok().and_then(|all| all.get(target).cloned())
-    }
-
-    /// A target's pending deliveries on disk (retries and deliveries queued again) in seq
-    /// order, at most `limit`.
-    pub fn pending(&self, target: &TargetId, limit: usize) -> Result<Vec<(u64, Pending)>> {
-        let prefix = keys::id_key(Tag::Pending, target.as_str());
-        self.inner
-            .tree
-            .scan_prefix(&prefix)
-            .take(limit)
-            .map(|kv| {
-                let (k, v) = kv?;
-                let Some(Key::Pending { seq, .. }) = Key::parse(&k) else {
-                    return Err(StoreError::Codec("bad pending key".into()));
-                };
-                Ok((seq, codec::decode(&v)?))
-            })
-            .collect()
-    }
-
-    /// Whether (and why) a target is disabled.
-    pub fn disabled(&self, target: &TargetId) -> Result<Option<Disabled>> {
-        self.one(Tag::Disabled, target.as_str())
-    }
-
-    /// Whether a delivery is owed: pending on disk, or a first attempt not yet made.
-    pub fn is_pending(&self, target: &TargetId, seq: u64) -> Result<bool> {
-        if self.unrecorded_seqs(target).is_some_and(|u| u.contains(seq)) {
-            return Ok(true);
-        }
-        self.is_pending_on_disk(target, seq)
-    }
-
-    /// Whether a delivery has a pending entry on disk.
-    pub fn is_pending_on_disk(&self, target: &TargetId, seq: u64) -> Result<bool> {
-        Ok(self.inner.tree.contains_key(keys::pending(target, seq))?)
-    }
-
-    /// Every attempt at delivering event `seq`, by target, in attempt order.
-    pub fn attempts(&self, seq: u64) -> Result<Vec<(TargetId, Attempt)>> {
-        let mut out = self.attempt_records(&keys::attempts_of(seq))?;
-        for kv in self.inner.tree.scan_prefix(Tag::Target.prefix()).keys() {
-            let k = kv?;
-            let Some(Key::Target(t)) = Key::parse(&k) else { continue };
-            if let Some(a) = self.final_attempt(&t, seq)? {
-                out.push((t, a));
-            }
-        }
-        out.sort_by(|(t, a), (u, b)| t.cmp(u).then(a.n.cmp(&b.n)));
-        Ok(out)
-    }
-
-    /// Every attempt at delivering event `seq` to `target`, in attempt order.
-    pub fn attempts_to(&self, target: &TargetId, seq: u64) -> Result<Vec<Attempt>> {
-        let mut out: Vec<Attempt> =
-            self.attempt_records(&keys::attempts_to(target, seq))?.into_iter().map(|(_, a)| a).collect();
-        out.extend(self.final_attempt(target, seq)?);
-        Ok(out)
-    }
-
-    /// The `A` records under `prefix` (at least seq), with their targets.
-    fn attempt_records(&self, prefix: &[u8]) -> Result<Vec<(TargetId, Attempt)>> {
-        self.inner
-            .tree
-            .scan_prefix(prefix)
-            .map(|kv| {
-                let (k, v) = kv?;
-                let Some(Key::Attempt { target, .. }) = Key::parse(&k) else {
-                    return Err(StoreError::Codec("bad attempt key".into()));
-                };
-                Ok((target, codec::decode(&v)?))
-            })
-            .collect()
-    }
-
-    /// Writes a batch of delivery state durably.
-    pub async fn write_deliveries(&self, batch: DeliveryBatch) -> Result<()> {
-        self.write(batch.batch).await
-    }
-
-    /// Writes a batch of delivery state that may be lost in a crash without losing anything
-    /// but work: answers once applied, and is on disk within sled's `flush_every_ms` (500 ms)
-    /// or the next durable write. For states a crash may only roll back into a repetition (a
-    /// delivery made again), never into a loss.
-    pub async fn write_deliveries_lazily(&self, batch: DeliveryBatch) -> Result<()> {
-        self.write_with(batch.batch, When::Applied).await
-    }
-
-    /// [`Store::write_deliveries_lazily`] for records nobody waits on (finished deliveries):
-    /// the write may wait up to 2 ms for others to share its sled batch (each batch costs sled
-    /// two log-buffer writes on its thread pool, whatever its size).
-    pub async fn write_deliveries_held(&self, batch: DeliveryBatch) -> Result<()> {
-        self.write_with(batch.batch, When::Held).await
-    }
-
-    // ---- operators' reads -----------------------------------------------------------------
-
-    /// Events after `after` that pass `filter`, in log order, at most `limit`. Walks the most
-    /// selective index the filter names (record id, kanban, type), else the log from the first
-    /// event at or after `since`; never the whole log for a filtered read.
-    pub fn events_page(&self, filter: &EventFilter, after: u64, limit: usize) -> Result<Vec<Event>> {
-        let from = after.saturating_add(1);
-        let postings: Option<Box<dyn Iterator<Item = Result<Vec<u64>>>>> = if let Some(r) = &filter.record_id {
-            Some(self.record_seqs(r, from)?)
-        } else if let Some(prefix) = [
-            (Tag::KanbanIndex, filter.kanban_id.as_deref()),
-            (Tag::SourceIndex, filter.source_id.as_ref().map(SourceId::as_str)),
-            (Tag::TypeIndex, filter.event_type.as_deref()),
-        ]
-        .into_iter()
-        .find_map(|(tag, v)| v.map(|v| keys::text_prefix(tag, v)))
-        {
-            Some(self.term_seqs(prefix, from)?)
-        } else {
-            None
-        };
-        let mut out = Vec::new();
-        if let Some(postings) = postings {
-            'postings: for seqs in postings {
-                for seq in seqs?.into_iter().filter(|s| *s >= from) {
-                    let Some(e) = self.event(seq)? else { continue };
-                    if filter.until_ms.is_some_and(|u| e.received_at_ms >= u) {
-                        break 'postings;
-                    }
-                    if filter.admits(&e) {
-                        out.push(e);
-                        if out.len() >= limit {
-                            break 'postings;
-                        }
-                    }
-                }
-            }
-            return Ok(out);
-        }
-        // Time only (or nothing): seqs and receive times grow together, so start at the first
-        // event received at `since` and stop at `until`.
-        let mut start = from;
-        if let Some(since) = filter.since_ms {
-            start = start.max(self.first_received_at(since)?);
-        }
-        for e in self.events_from(start) {
-            let e = e?;
-            if filter.until_ms.is_some_and(|u| e.received_at_ms >= u) {
-                break;
-            }
-            if filter.admits(&e) {
-                out.push(e);
-                if out.len() >= limit {
-                    break;
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// The seq of the first event received at or after `since_ms` (one past the head if none):
-    /// a binary search over seqs, since the writer gives seqs and receive times in step.
-    fn first_received_at(&self, since_ms: u64) -> Result<u64> {
-        // The first event stored at or after a seq (compaction leaves gaps).
-        let at_or_after = |seq: u64| -> Result<Option<Event>> { self.events_from(seq).next().transpose() };
-        let (mut lo, mut hi) = (1u64, self.head().saturating_add(1));
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            match at_or_after(mid)? {
-                Some(e) if e.received_at_ms >= since_ms => hi = mid,
-                Some(e) => lo = e.seq + 1,
-                None => hi = mid,
-            }
-        }
-        Ok(lo)
-    }
-
-    /// A target's deliveries after seq `after`, in seq order, at most `limit`: pending ones
-    /// from the pending records, finished ones from their final records.
-    pub fn target_deliveries(
-        &self,
-        target: &TargetId,
-        status: Option<DeliveryStatus>,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<(u64, DeliveryStatus)>> {
-        let tree = &self.inner.tree;
-        let mut out = Vec::new();
-        let sources = [
-            (DeliveryStatus::Pending, keys::id_key(Tag::Pending, target.as_str())),
-            (DeliveryStatus::Delivered, keys::final_prefix(target, Final::Delivered)),
-            (DeliveryStatus::Dead, keys::final_prefix(target, Final::Dead)),
-        ];
-        for (state, prefix) in sources {
-            if status.is_some_and(|s| s != state) {
-                continue;
-            }
-            let start = keys::at_seq(&prefix, after.saturating_add(1));
-            let end = [prefix.as_slice(), &[0xff; 9]].concat();
-            for kv in tree.range(start..end).take(limit) {
-                let (k, _) = kv?;
-                let seq = Key::parse(&k).and_then(|k| k.seq()).unwrap_or(0);
-                out.push((seq, state));
-            }
-            let done = match state {
-                DeliveryStatus::Pending => continue,
-                DeliveryStatus::Delivered => Final::Delivered,
-                DeliveryStatus::Dead => Final::Dead,
-            };
-            let prefix = keys::block_prefix(target, done);
-            let (start, end) =
-                (keys::block_key(target, done, after.saturating_add(1)), [prefix.as_slice(), &[0xff; 9]].concat());
-            let mut taken = 0;
-            for kv in tree.range(start..end) {
-                let (_, v) = kv?;
-                for (seq, _) in decode_block(&v)?.into_iter().filter(|(seq, _)| *seq > after) {
-                    out.push((seq, state));
-                    taken += 1;
-                }
-                if taken >= limit {
-                    break;
-                }
-            }
-        }
-        if status.is_none_or(|s| s == DeliveryStatus::Pending) {
-            if let Some(unrecorded) = self.unrecorded_seqs(target) {
-                out.extend(unrecorded.after(after, limit).into_iter().map(|seq| (seq, DeliveryStatus::Pending)));
-            }
-        }
-        out.sort_by_key(|(seq, _)| *seq);
-        // A first attempt whose retry is being recorded is briefly in both.
-        out.dedup_by_key(|(seq, _)| *seq);
-        out.truncate(limit);
-        Ok(out)
-    }
-
-    /// How many deliveries a target has pending, and dead.
-    pub fn delivery_counts(&self, target: &TargetId) -> Result<(u64, u64)> {
-        let count =
-            |prefix: Vec<u8>| self.inner.tree.scan_prefix(prefix).keys().try_fold(0u64, |n, k| k.map(|_| n + 1));
-        let unrecorded = self.unrecorded_seqs(target).map_or(0, |u| u.len() as u64);
-        let mut dead = count(keys::final_prefix(target, Final::Dead))?;
-        for kv in self.inner.tree.scan_prefix(keys::block_prefix(target, Final::Dead)) {
-            dead += decode_block(&kv?.1)?.len() as u64;
-        }
-        Ok((count(keys::id_key(Tag::Pending, target.as_str()))? + unrecorded, dead))
-    }
-
-    /// The last attempt at delivering event `seq` to `target`.
-    pub fn last_attempt(&self, target: &TargetId, seq: u64) -> Result<Option<Attempt>> {
-        if let Some(last) = self.final_attempt(target, seq)? {
-            return Ok(Some(last));
-        }
-        let prefix = keys::attempts_to(target, seq);
-        self.inner.tree.scan_prefix(prefix).next_back().map(|kv| codec::decode(&kv?.1)).transpose()
-    }
-
-    /// Operators' requests, oldest first.
-    pub fn requests(&self) -> Result<Vec<Request>> {
-        self.all(Tag::Request)
-    }
-
-    // ---- retention ------------------------------------------------------------------------
-
-    // ---- meta -----------------------------------------------------------------------------
-
-    pub fn meta(&self, name: &str) -> Result<Option<String>> {
-        self.one(Tag::Meta, name)
-    }
-
-    pub async fn put_meta(&self, name: &str, value: &str) -> Result<()> {
-        self.put_record(Tag::Meta, name, &value).await
-    }
-
     /// Bytes the database takes on disk.
     pub fn size_on_disk(&self) -> u64 {
         self.inner.db.size_on_disk().unwrap_or(0)
@@ -890,9 +262,12 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::DELETE_STEP;
     use crate::index::{index_prefixes, record_bucket};
+    use crate::keys::{self, Tag};
     use crate::migrate::migrate_from_format_1;
     use crmhook_core::event::parse_ingest;
+    use crmhook_core::{Event, EventId, NewEvent};
 
     fn events(n: usize) -> Vec<NewEvent> {
         let body: Vec<String> =
