@@ -188,3 +188,118 @@ impl Store {
         Ok(removed as u64)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::*;
+    use crate::{DeliveryBatch, EventFilter, Options, Pending};
+
+    #[test]
+    fn compaction_removes_finished_old_events_and_never_reuses_seqs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        rt().block_on(async {
+            let store = Store::open(dir.path()).expect("open");
+            store.append(events(3), Some("k".into())).await.expect("append");
+            let t = crmhook_core::Target::create(
+                serde_json::json!({"name": "t", "url": "https://a.example"}).as_object().expect("object"),
+                false,
+                "whsec_x".into(),
+                0,
+            )
+            .expect("target");
+            store.create_target(&t, 1).await.expect("target");
+            let mut b = DeliveryBatch::default();
+            b.cursor(&t.id, 3).expect("encode");
+            b.pending(&t.id, 2, Pending::first(0)).expect("encode");
+            store.write_deliveries(b).await.expect("write");
+            // Too recent: nothing goes.
+            assert_eq!(store.compact(0, 100).expect("compact"), 0);
+            // Event 2 is still owed: 1 and 3 go.
+            assert_eq!(store.compact(u64::MAX, 100).expect("compact"), 2);
+            assert_eq!(store.events_from(1).map(|e| e.expect("event").seq).collect::<Vec<_>>(), [2]);
+            assert!(store.event_by_id(&store.event(2).expect("read").expect("kept").id).expect("read").is_some());
+            let mut b = DeliveryBatch::default();
+            b.done(&t.id, 2);
+            store.write_deliveries(b).await.expect("write");
+            assert_eq!(store.compact(u64::MAX, 100).expect("compact"), 1);
+            // The idempotency key named only removed events: a retry is a new request now.
+            let again = store.append(events(1), Some("k".into())).await.expect("append");
+            assert_eq!((again[0].seq, again[0].duplicate), (4, false));
+            store.close().await;
+        });
+        rt().block_on(async {
+            let store = Store::open(dir.path()).expect("reopen");
+            let t = store.targets().expect("targets").remove(0).id;
+            let mut b = DeliveryBatch::default();
+            b.cursor(&t, 4).expect("encode");
+            store.write_deliveries(b).await.expect("write");
+            assert_eq!(store.compact(u64::MAX, 100).expect("compact"), 1);
+            assert_eq!(store.events_from(1).count(), 0, "the log is empty");
+            store.close().await;
+        });
+        rt().block_on(async {
+            let store = Store::open(dir.path()).expect("reopen");
+            assert_eq!(store.head(), 4);
+            let next = store.append(events(1), None).await.expect("append");
+            assert_eq!(next[0].seq, 5, "seqs are never given twice");
+            store.close().await;
+        });
+    }
+
+    #[test]
+    fn compaction_inside_a_chunk_keeps_its_other_events_and_their_postings() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        rt().block_on(async {
+            let store = Store::open_with(dir.path(), Options { record_window: 6, ..Default::default() }).expect("open");
+            store.append(mixed(0, 4), None).await.expect("append");
+            store.append(mixed(4, 6), None).await.expect("append");
+            let t = crmhook_core::Target::create(
+                serde_json::json!({"name": "t", "url": "https://a.example"}).as_object().expect("object"),
+                false,
+                "whsec_x".into(),
+                0,
+            )
+            .expect("target");
+            store.create_target(&t, 10).await.expect("target");
+            let mut b = DeliveryBatch::default();
+            for seq in [4, 7] {
+                b.pending(&t.id, seq, Pending::first(0)).expect("encode");
+            }
+            store.write_deliveries(b).await.expect("write");
+            assert_eq!(store.compact(u64::MAX, 100).expect("compact"), 8);
+            assert_eq!(store.events_from(1).map(|e| e.expect("event").seq).collect::<Vec<_>>(), [4, 7]);
+            assert_eq!(store.event(5).expect("read"), None);
+            let by_kanban = EventFilter { kanban_id: Some("k1".into()), ..Default::default() };
+            // Events 4 and 7 are r3 (k1) and r6 (k0).
+            assert_eq!(
+                store.events_page(&by_kanban, 0, 10).expect("page").iter().map(|e| e.seq).collect::<Vec<_>>(),
+                [4]
+            );
+            let by_type = EventFilter { event_type: Some(TYPES[0].into()), ..Default::default() };
+            assert_eq!(
+                store.events_page(&by_type, 0, 10).expect("page").iter().map(|e| e.seq).collect::<Vec<_>>(),
+                [4, 7]
+            );
+            for (record, want) in [("r3", vec![4]), ("r6", vec![7]), ("r0", vec![])] {
+                let by_record = EventFilter { record_id: Some(record.into()), ..Default::default() };
+                let got: Vec<u64> = store.events_page(&by_record, 0, 10).expect("page").iter().map(|e| e.seq).collect();
+                assert_eq!(got, want, "{record}");
+            }
+            // The window holding events 1–10 was written out, and compaction emptied its
+            // buckets but those of r3 and r6.
+            let buckets = store.inner.tree.scan_prefix(Tag::RecordIndex.prefix()).count();
+            assert_eq!(
+                buckets,
+                [record_bucket("r3"), record_bucket("r6")].into_iter().collect::<std::collections::HashSet<_>>().len()
+            );
+            store.close().await;
+        });
+        rt().block_on(async {
+            let store = Store::open(dir.path()).expect("reopen");
+            assert_eq!(store.head(), 10);
+            assert_eq!(store.append(mixed(10, 1), None).await.expect("append")[0].seq, 11);
+            store.close().await;
+        });
+    }
+}

@@ -262,3 +262,39 @@ impl Store {
         self.write_with(batch.batch, When::Held).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::*;
+    use crate::AttemptResult;
+
+    #[test]
+    fn delivery_state_round_trips() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        rt().block_on(async {
+            let store = Store::open(dir.path()).expect("open");
+            let target = stored_target(&store).await;
+            let t = target.id;
+            let mut b = DeliveryBatch::default();
+            b.cursor(&t, 7).expect("encode");
+            b.pending(&t, 5, Pending::first(10)).expect("encode");
+            b.pending(&t, 7, Pending { attempt: 2, due_at_ms: 20, round: 1 }).expect("encode");
+            store.write_deliveries(b).await.expect("write");
+            assert_eq!(store.cursor(&t).expect("read"), Some(7));
+            assert_eq!(store.pending(&t, 10).expect("read").len(), 2);
+            let mut b = DeliveryBatch::default();
+            b.done(&t, 5);
+            let attempt = attempt(1, AttemptResult::Delivered);
+            b.attempt(&t, 5, &attempt).expect("encode");
+            store.write_deliveries(b).await.expect("write");
+            assert_eq!(
+                store.pending(&t, 10).expect("read"),
+                vec![(7, Pending { attempt: 2, due_at_ms: 20, round: 1 })]
+            );
+            assert_eq!(store.attempts(5).expect("read"), vec![(t.clone(), attempt)]);
+            assert!(!store.is_pending(&t, 5).expect("read"));
+            store.close().await;
+        });
+    }
+}

@@ -121,3 +121,208 @@ impl Store {
         Ok(newest)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DELETE_STEP;
+    use crate::keys::Tag;
+    use crate::test_support::*;
+    use crate::{AttemptResult, DeliveryBatch, DeliveryStatus, Pending};
+
+    #[test]
+    fn a_finished_deliverys_last_attempt_survives_requeue_and_target_deletion() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        rt().block_on(async {
+            let store = Store::open(dir.path()).expect("open");
+            let t = stored_target(&store).await;
+            let id = &t.id;
+            let retrying = attempt(1, AttemptResult::Retrying { next_at_ms: 5 });
+            let delivered = attempt(2, AttemptResult::Delivered);
+            // 3 deliveries (seqs 1–3), each finished on its second attempt.
+            let mut b = DeliveryBatch::default();
+            for seq in 1..=3 {
+                b.attempt(id, seq, &retrying).expect("encode");
+                b.attempt(id, seq, &delivered).expect("encode");
+            }
+            store.write_deliveries(b).await.expect("write");
+            assert_eq!(
+                store.attempts(2).expect("read"),
+                vec![(id.clone(), retrying.clone()), (id.clone(), delivered.clone())]
+            );
+            assert_eq!(store.final_attempt(id, 2).expect("read"), Some(delivered.clone()));
+            assert_eq!(store.last_attempt(id, 2).expect("read"), Some(delivered.clone()));
+            let listed = store.target_deliveries(id, Some(DeliveryStatus::Delivered), 0, 10).expect("read");
+            assert_eq!(listed.len(), 3);
+
+            // Queued again: pending, no longer final, and both attempts still listed.
+            let mut b = DeliveryBatch::default();
+            b.requeue(id, 2, Pending { attempt: 3, due_at_ms: 0, round: 3 }, Some(&delivered)).expect("encode");
+            store.write_deliveries(b).await.expect("write");
+            assert_eq!(store.final_attempt(id, 2).expect("read"), None);
+            assert_eq!(store.last_attempt(id, 2).expect("read"), Some(delivered.clone()));
+            assert_eq!(store.attempts_to(id, 2).expect("read"), vec![retrying.clone(), delivered.clone()]);
+            assert!(store.is_pending(id, 2).expect("read"));
+
+            // Deleted: every attempt stays, as history.
+            store.delete_target(id).await.expect("delete");
+            for seq in 1..=3 {
+                assert_eq!(
+                    store.attempts(seq).expect("read"),
+                    vec![(id.clone(), retrying.clone()), (id.clone(), delivered.clone())]
+                );
+            }
+            store.close().await;
+        });
+    }
+
+    #[test]
+    fn finished_deliveries_live_in_blocks_and_older_final_keys_still_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        rt().block_on(async {
+            let store = Store::open(dir.path()).expect("open");
+            store.append(events(200), None).await.expect("append");
+            let t = stored_target(&store).await;
+            let id = &t.id;
+            let (delivered, dead) = (attempt(1, AttemptResult::Delivered), attempt(3, AttemptResult::Dead));
+            // 200 deliveries over four blocks, in lazy writes sent at once: a group may change
+            // one block several times.
+            let mut writes = Vec::new();
+            for seqs in (1..=200u64).collect::<Vec<_>>().chunks(7) {
+                let mut b = DeliveryBatch::default();
+                for &seq in seqs {
+                    b.attempt(id, seq, if seq % 10 == 0 { &dead } else { &delivered }).expect("encode");
+                }
+                let store = store.clone();
+                writes.push(tokio::spawn(async move { store.write_deliveries_held(b).await }));
+            }
+            for w in writes {
+                w.await.expect("join").expect("write");
+            }
+            assert!(store.inner.tree.scan_prefix(Tag::Block.prefix()).count() <= 8, "one key per block and state");
+            // A delivery finished before blocks: its own `F` key.
+            put_older_final(&store, id, 300, &delivered);
+            assert_eq!(store.final_attempt(id, 10).expect("read"), Some(dead.clone()));
+            assert_eq!(store.final_attempt(id, 11).expect("read"), Some(delivered.clone()));
+            assert_eq!(store.final_attempt(id, 300).expect("read"), Some(delivered.clone()));
+            assert_eq!(store.final_attempt(id, 201).expect("read"), None);
+            assert_eq!(store.delivery_counts(id).expect("read"), (0, 20));
+            let pages = |status| {
+                let (mut after, mut all) = (0, Vec::new());
+                loop {
+                    let page = store.target_deliveries(id, Some(status), after, 50).expect("read");
+                    all.extend(page.iter().map(|(seq, _)| *seq));
+                    match page.last() {
+                        Some((seq, _)) if page.len() == 50 => after = *seq,
+                        _ => return all,
+                    }
+                }
+            };
+            let mut want: Vec<u64> = (1..=200).filter(|s| s % 10 != 0).collect();
+            want.push(300);
+            assert_eq!(pages(DeliveryStatus::Delivered), want);
+            assert_eq!(pages(DeliveryStatus::Dead), (1..=20).map(|i| i * 10).collect::<Vec<u64>>());
+
+            // Queued again, from a block and from an older key: no longer final.
+            let mut b = DeliveryBatch::default();
+            for seq in [11, 300] {
+                b.requeue(id, seq, Pending { attempt: 2, due_at_ms: 0, round: 2 }, Some(&delivered)).expect("encode");
+            }
+            b.requeue(id, 20, Pending { attempt: 4, due_at_ms: 0, round: 4 }, Some(&dead)).expect("encode");
+            store.write_deliveries(b).await.expect("write");
+            for seq in [11, 20, 300] {
+                assert_eq!(store.final_attempt(id, seq).expect("read"), None);
+                assert!(store.is_pending(id, seq).expect("read"));
+            }
+            assert_eq!(store.final_attempt(id, 12).expect("read"), Some(delivered.clone()));
+            assert_eq!(store.delivery_counts(id).expect("read"), (3, 19));
+            let mut b = DeliveryBatch::default();
+            for seq in [11, 20, 300] {
+                b.done(id, seq);
+            }
+            b.cursor(id, 200).expect("encode");
+            store.write_deliveries(b).await.expect("write");
+
+            // Compaction of the first 130 events: the blocks wholly before the first event left
+            // (seqs 1–127) go; the block of 128–191 stays with all its entries.
+            assert_eq!(store.compact(u64::MAX, 130).expect("compact"), 130);
+            assert_eq!(store.final_attempt(id, 5).expect("read"), None);
+            assert_eq!(store.final_attempt(id, 127).expect("read"), None);
+            assert_eq!(store.final_attempt(id, 129).expect("read"), Some(delivered.clone()));
+            assert_eq!(store.final_attempt(id, 150).expect("read"), Some(dead.clone()));
+
+            // Deletion keeps every finished delivery's attempt under `A`.
+            store.delete_target(id).await.expect("delete");
+            assert_eq!(store.inner.tree.scan_prefix(Tag::Block.prefix()).count(), 0);
+            assert_eq!(store.attempts(150).expect("read"), vec![(id.clone(), dead.clone())]);
+            assert_eq!(store.attempts(199).expect("read"), vec![(id.clone(), delivered.clone())]);
+            store.close().await;
+        });
+    }
+
+    #[test]
+    fn the_last_delivery_is_read_from_the_newest_block_and_older_final_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        rt().block_on(async {
+            let store = Store::open(dir.path()).expect("open");
+            let t = stored_target(&store).await;
+            let id = &t.id;
+            assert_eq!(store.last_delivered_at(id).expect("read"), None);
+            let at = |n: u32, at_ms: u64, result| Attempt { at_ms, ..attempt(n, result) };
+            // Only a dead delivery: no success.
+            let mut b = DeliveryBatch::default();
+            b.attempt(id, 1, &at(3, 50, AttemptResult::Dead)).expect("encode");
+            store.write_deliveries(b).await.expect("write");
+            assert_eq!(store.last_delivered_at(id).expect("read"), None);
+            // An older `F` key alone, then blocks: the newest of the last block, and of `F`.
+            put_older_final(&store, id, 2, &at(1, 70, AttemptResult::Delivered));
+            assert_eq!(store.last_delivered_at(id).expect("read"), Some(70));
+            let mut b = DeliveryBatch::default();
+            b.attempt(id, 3, &at(1, 500, AttemptResult::Delivered)).expect("encode");
+            b.attempt(id, 70, &at(1, 100, AttemptResult::Delivered)).expect("encode");
+            b.attempt(id, 71, &at(2, 300, AttemptResult::Delivered)).expect("encode");
+            b.attempt(id, 72, &at(1, 200, AttemptResult::Delivered)).expect("encode");
+            store.write_deliveries(b).await.expect("write");
+            assert_eq!(store.last_delivered_at(id).expect("read"), Some(300), "the last block's newest");
+            // Its entries queued again: the block goes, the one before is the last.
+            let mut b = DeliveryBatch::default();
+            for seq in 70..=72 {
+                b.requeue(id, seq, Pending { attempt: 2, due_at_ms: 0, round: 2 }, None).expect("encode");
+            }
+            store.write_deliveries(b).await.expect("write");
+            assert_eq!(store.last_delivered_at(id).expect("read"), Some(500));
+            store.close().await;
+        });
+    }
+
+    #[test]
+    fn deleting_a_target_moves_its_blocks_in_bounded_steps() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        rt().block_on(async {
+            let store = Store::open(dir.path()).expect("open");
+            let t = stored_target(&store).await;
+            let id = &t.id;
+            let delivered = attempt(1, AttemptResult::Delivered);
+            // More finished deliveries than one deletion step moves, and an older `F` key.
+            let n = 3 * DELETE_STEP as u64 + 10;
+            let mut b = DeliveryBatch::default();
+            for seq in 1..=n {
+                b.attempt(id, seq, &delivered).expect("encode");
+            }
+            store.write_deliveries(b).await.expect("write");
+            put_older_final(&store, id, n + 1, &delivered);
+            assert_eq!(store.target_deliveries(id, None, n - 2, 10).expect("read").len(), 3);
+            store.delete_target(id).await.expect("delete");
+            assert_eq!(
+                store.inner.tree.scan_prefix(Tag::Block.prefix()).count()
+                    + store.inner.tree.scan_prefix(Tag::Final.prefix()).count(),
+                0
+            );
+            for seq in [1, DELETE_STEP as u64, n, n + 1] {
+                assert_eq!(store.attempts(seq).expect("read"), vec![(id.clone(), delivered.clone())], "seq {seq}");
+            }
+            assert_eq!(store.inner.tree.scan_prefix(Tag::Attempt.prefix()).count() as u64, n + 1);
+            store.close().await;
+        });
+    }
+}

@@ -183,3 +183,65 @@ impl Store {
         Ok(Box::new(on_disk.chain(std::iter::once(Ok(recent)))))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::*;
+    use crmhook_core::EventId;
+
+    use crate::Options;
+
+    #[test]
+    fn chunks_and_postings_read_back_like_one_key_per_event() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A small window: some record-id postings are written out, the last ones stay in memory.
+        let options = Options { record_window: 9, ..Default::default() };
+        rt().block_on(async {
+            let store = Store::open_with(dir.path(), options).expect("open");
+            // Groups of 1, 40 (three chunks) and 7 events, then 20 one-event requests at once.
+            let mut acks = Vec::new();
+            for (from, n) in [(0, 1), (1, 40), (41, 7)] {
+                acks.extend(store.append(mixed(from, n), None).await.expect("append"));
+            }
+            let tasks: Vec<_> = (48..68)
+                .map(|i| {
+                    let s = store.clone();
+                    tokio::spawn(async move { s.append(mixed(i, 1), None).await })
+                })
+                .collect();
+            for t in tasks {
+                acks.extend(t.await.expect("join").expect("append"));
+            }
+            acks.sort_by_key(|a| a.seq);
+            assert_eq!(acks.iter().map(|a| a.seq).collect::<Vec<_>>(), (1..=68).collect::<Vec<_>>());
+            for a in &acks {
+                let e = store.event_by_id(&a.id).expect("read").expect("found");
+                assert_eq!((e.seq, &e.id), (a.seq, &a.id));
+            }
+            // An id of the right shape naming a stored seq, but not that event's id.
+            let forged = EventId::with_seq(0, 5);
+            assert_eq!(store.event_by_id(&forged).expect("read"), None);
+            assert_eq!(store.event_by_id(&EventId::with_seq(0, 999)).expect("read"), None);
+            for from in [1, 2, 17, 40, 41, 42, 68, 69] {
+                let seqs: Vec<u64> = store.events_from(from).map(|e| e.expect("event").seq).collect();
+                assert_eq!(seqs, (from..=68).collect::<Vec<_>>(), "events_from({from})");
+            }
+            assert_filters_match_a_scan(&store);
+            // One more event (fewer than the window) if the last group happened to fill it.
+            if store.index_window().expect("lock").through == store.head() {
+                store.append(mixed(68, 1), None).await.expect("append");
+                assert_filters_match_a_scan(&store);
+            }
+            let through = store.index_window().expect("lock").through;
+            assert!(through > 0 && through < store.head(), "windows written out, the last one in memory: {through}");
+            store.close().await;
+        });
+        // The memory window is read back from the log at start-up.
+        rt().block_on(async {
+            let store = Store::open_with(dir.path(), options).expect("reopen");
+            assert_filters_match_a_scan(&store);
+            store.close().await;
+        });
+    }
+}

@@ -58,3 +58,100 @@ pub(crate) fn migrate_from_format_1(tree: &sled::Tree) -> Result<()> {
     tree.apply_batch(batch)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::*;
+    use crmhook_core::EventId;
+
+    use crate::{Options, Store};
+
+    /// Writes events `from..from + n` (seq = i + 1, seq 7 missing as if compacted) the way
+    /// format 1 did: one `E` key each, an `I` id index, valueless `Y`/`R`/`G` keys.
+    fn write_format_1(tree: &sled::Tree, from: usize, n: usize) -> Vec<Event> {
+        let mut written = Vec::new();
+        for (i, new) in (from..from + n).zip(mixed(from, n)) {
+            let seq = i as u64 + 1;
+            if seq == 7 {
+                continue;
+            }
+            let e = Event::from_new(new, seq, EventId::generate(), 1_000 + seq);
+            tree.insert(keys::chunk(seq), codec::encode_event_v1(&e).expect("encode")).expect("insert");
+            tree.insert(keys::legacy_id(&e.id), codec::encode(&seq).expect("encode")).expect("insert");
+            let mut prefixes = index_prefixes(&e);
+            prefixes.extend(e.record_id.as_ref().map(|r| keys::text_prefix(Tag::RecordIndex, r)));
+            for prefix in prefixes {
+                tree.insert(keys::at_seq(&prefix, seq), vec![codec::VERSION]).expect("insert");
+            }
+            written.push(e);
+        }
+        tree.insert(keys::head(), codec::encode(&((from + n) as u64)).expect("encode")).expect("insert");
+        written
+    }
+
+    fn assert_migrated(dir: &std::path::Path, old: &[Event]) {
+        let options = Options { record_window: 16, ..Default::default() };
+        rt().block_on(async {
+            let store = Store::open_with(dir, options).expect("open migrates");
+            assert_eq!(store.meta("format").expect("meta").as_deref(), Some(FORMAT));
+            assert_eq!(store.inner.tree.get(keys::migrated_through()).expect("get"), None);
+            assert_eq!(store.head(), 40);
+            let seqs: Vec<u64> = store.events_from(1).map(|e| e.expect("event").seq).collect();
+            assert_eq!(seqs, old.iter().map(|e| e.seq).collect::<Vec<_>>());
+            for e in old {
+                assert_eq!(store.event_by_id(&e.id).expect("read").as_ref(), Some(e));
+            }
+            // No key of the old record-id index is left (format 2's are 10 bytes long).
+            assert!(store
+                .inner
+                .tree
+                .scan_prefix(Tag::RecordIndex.prefix())
+                .keys()
+                .all(|k| k.expect("key").len() == 10));
+            assert_filters_match_a_scan(&store);
+            let acks = store.append(mixed(40, 3), None).await.expect("append");
+            assert_eq!(acks.iter().map(|a| a.seq).collect::<Vec<_>>(), [41, 42, 43]);
+            assert_filters_match_a_scan(&store);
+            store.close().await;
+        });
+        rt().block_on(async {
+            let store = Store::open_with(dir, options).expect("reopen");
+            assert_eq!(store.head(), 43);
+            assert_filters_match_a_scan(&store);
+            store.close().await;
+        });
+    }
+
+    #[test]
+    fn a_log_of_the_first_format_is_migrated_at_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let old = {
+            let db = sled::open(dir.path()).expect("sled");
+            let tree = db.open_tree("crmhook").expect("tree");
+            let old = write_format_1(&tree, 0, 40);
+            db.flush().expect("flush");
+            old
+        };
+        assert_migrated(dir.path(), &old);
+    }
+
+    #[test]
+    fn a_migration_cut_off_resumes_where_it_stopped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let old = {
+            let db = sled::open(dir.path()).expect("sled");
+            let tree = db.open_tree("crmhook").expect("tree");
+            // The state a crash leaves after a batch of whole chunks: events 1–16 migrated
+            // (with their progress mark), 17–40 still one per key.
+            let mut old = write_format_1(&tree, 0, 16);
+            migrate_from_format_1(&tree).expect("migrate");
+            tree.remove(keys::format()).expect("remove");
+            tree.insert(keys::migrated_through(), codec::encode(&16u64).expect("encode")).expect("insert");
+            old.extend(write_format_1(&tree, 16, 24));
+            db.flush().expect("flush");
+            old
+        };
+        assert_migrated(dir.path(), &old);
+    }
+}
