@@ -83,7 +83,7 @@ impl DeliveryBatch {
         Ok(())
     }
 
-    /// Sets how far a target has matched (see the module docs).
+    /// Sets how far a target has matched (see the crate docs).
     pub fn scanned(&mut self, target: &TargetId, seq: u64) -> Result<()> {
         self.batch.insert(keys::id_key(Tag::Scanned, target.as_str()), codec::encode(&seq)?);
         Ok(())

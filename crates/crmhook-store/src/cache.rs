@@ -14,16 +14,16 @@ use crate::{codec, Result, Store};
 /// moves `generation` on, and a chunk read before that is not cached after it.
 #[derive(Default)]
 pub(crate) struct ChunkCache {
-    pub(crate) slots: Vec<CachedChunk>,
-    pub(crate) next: usize,
-    pub(crate) generation: u64,
+    slots: Vec<CachedChunk>,
+    next: usize,
+    generation: u64,
 }
 
 pub(crate) struct CachedChunk {
     /// The seq in the chunk's key, and its last event's.
-    pub(crate) first: u64,
-    pub(crate) last: u64,
-    pub(crate) events: Arc<Vec<Event>>,
+    first: u64,
+    last: u64,
+    events: Arc<Vec<Event>>,
 }
 
 /// An event shared with the store's cache of decoded chunks (no copy of its payload); derefs

@@ -22,7 +22,7 @@ pub enum DeliveryStatus {
 }
 
 /// A target's first attempts that are owed and not written down: kept by its actor, read by
-/// the store's readers (see the module docs). Cheap to clone.
+/// the store's readers (see the crate docs). Cheap to clone.
 #[derive(Clone, Default)]
 pub struct Unrecorded(Arc<Mutex<std::collections::BTreeSet<u64>>>);
 
@@ -66,7 +66,7 @@ impl Store {
         self.inner.tree.get(keys::id_key(Tag::Cursor, target.as_str()))?.map(|v| read_u64(&v)).transpose()
     }
 
-    /// How far a target had matched when its state was last written (see the module docs).
+    /// How far a target had matched when its state was last written (see the crate docs).
     pub fn scanned(&self, target: &TargetId) -> Result<Option<u64>> {
         self.inner.tree.get(keys::id_key(Tag::Scanned, target.as_str()))?.map(|v| read_u64(&v)).transpose()
     }

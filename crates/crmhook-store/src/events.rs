@@ -7,10 +7,11 @@ use crmhook_core::{Event, EventId, NewEvent};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::cache::EventRef;
+use crate::index::last_at_or_before;
 use crate::keys::{self, Tag};
 use crate::records::AckEntry;
 use crate::writer::Op;
-use crate::{last_at_or_before, read_u64, Result, Store, StoreError};
+use crate::{read_u64, Result, Store, StoreError};
 
 /// An append queued for the writer; [`PendingAppend::wait`] answers once it is durable.
 pub struct PendingAppend(oneshot::Receiver<Result<Vec<AckEntry>>>);

@@ -1,6 +1,6 @@
-//! Finished deliveries: the `L` blocks (a target's finished deliveries of one state, [`FINISHED_BLOCK`]
-//! seqs to a block, each with its last attempt) and the legacy `F` keys (one per delivery,
-//! written before the blocks, still read). [`Blocks`] is how the writer thread changes a block;
+//! Finished deliveries: the `L` blocks (a target's finished deliveries of one state,
+//! [`FINISHED_BLOCK`] seqs to a block, each with its last attempt) and the legacy `F` keys (one
+//! per delivery, written before the blocks, still read). [`Blocks`] is how the writer thread changes a block;
 //! the reads here answer a delivery's final attempt and a target's last success, and move a
 //! target's finished attempts to `A` keys when it is deleted.
 

@@ -1,6 +1,25 @@
 //! crmhook's store: the event log and every other record, on sled. Only this crate touches
 //! sled, and only its `codec` module touches bincode.
 //!
+//! # Modules
+//!
+//! This file holds the format and recovery rules below, [`Store`], [`Options`] and
+//! [`StoreError`]; `Store`'s methods are spread over the modules that own what they touch:
+//!
+//! - `keys`: the keyspace tags, the key builders and the one key parser.
+//! - `codec`, `stored`, `records`: the records' bytes, the store's layouts of the core types,
+//!   and the store's own record types.
+//! - `open`: opening a data dir (the format, the head, the writer, the index window read back)
+//!   and closing it; `migrate`: format 1 to format 2.
+//! - `writer`: the writer thread and group commit; `batch`: the writes it applies
+//!   ([`DeliveryBatch`] among them).
+//! - `events`: appends and the log's reads; `cache`: the decoded chunks shared by readers.
+//! - `index`: the index postings and the window in memory; `queries`: event listings.
+//! - `finished`: the finished-delivery blocks (`L`) and legacy `F` keys; `deliveries`: the
+//!   rest of delivery state and its reads.
+//! - `config`: targets, subscriptions, sources, meta and the quarantine.
+//! - `compact`: retention of the log and of the quarantine.
+//!
 //! # On-disk format
 //!
 //! One sled database in the data dir, one tree (`crmhook`) whose keys start with a one-byte
@@ -11,29 +30,33 @@
 //! `EventV2`, `TargetV1`, `SubscriptionV1`, `SourceV1`; and `records`), converted explicitly
 //! to and from the core types: bincode is positional, so a core type is never encoded as it is.
 //!
+//! The value column names the layout on disk (`stored`'s structs are the core types' layouts;
+//! the others are `records`' types, whose fields that are core types also go through `stored`).
+//! Key layouts are built and parsed in one place, `keys` (`keys::Tag`, `keys::Key`).
+//!
 //! | key | value | what |
 //! | --- | --- | --- |
-//! | `E` seq:u64 | `Vec<Event>` | the event log in chunks: the events from seq on, in seq order (see below) |
+//! | `E` seq:u64 | `Vec<EventV2>` (record version 2; `Vec<EventV1>` in version 1) | the event log in chunks: the events from seq on, in seq order (see below) |
 //! | `K` idempotency-key | `Vec<AckEntry>` | the acknowledgement of a request with an `Idempotency-Key` |
 //! | `X` event key | [`AckEntry`] | an event's own idempotency key (a Maximizer `Id`; for a MAIA source's event `maia:` and 128 bits of the SHA-256 of its source id and exact bytes, in hex) → its acknowledgement |
-//! | `T` tgt_id | [`Target`] | targets |
-//! | `S` sub_id | [`Subscription`] | subscriptions |
-//! | `Z` src_id | [`Source`] | sources (a Maximizer source's key only as its SHA-256) |
-//! | `Q` rej_id | [`Rejected`] | the quarantine: a piece of a source's request that was not an event, with its exact bytes; removed by retention ([`Store::compact_quarantine`]) |
+//! | `T` tgt_id | `TargetV1` ([`Target`](crmhook_core::Target)) | targets |
+//! | `S` sub_id | `SubscriptionV1` ([`Subscription`](crmhook_core::Subscription)) | subscriptions |
+//! | `Z` src_id | `SourceV1` ([`Source`](crmhook_core::Source)) | sources (a Maximizer source's key only as its SHA-256) |
+//! | `Q` rej_id | [`Rejected`] | the quarantine: a piece of a source's request that was not an event, with its exact bytes; rewritten with `retried` set once a retry logged it as an event; removed by retention ([`Store::compact_quarantine`]) |
 //! | `C` tgt_id | seq:u64 | a target's cursor: every event up to it has been matched for it, and each delivery it owed is finished (`L`, `F`) or pending (`P`) |
 //! | `W` tgt_id | seq:u64 | how far a target had matched: deliveries after `C` and up to here may already have records |
-//! | `P` tgt_id seq:u64 | [`Pending`] | a delivery still owed that has been attempted (a retry) or queued again |
-//! | `A` seq:u64 tgt_id n:u32 | [`Attempt`] | one delivery attempt that did not finish the delivery (append-only) |
+//! | `P` tgt_id seq:u64 | [`Pending`] | a delivery still owed that has been attempted (a retry) or queued again: the number of its next attempt, when it is due, and `round`, the attempt that began its round of the retry schedule (1, or a redelivery's or replay's first attempt) |
+//! | `A` seq:u64 tgt_id n:u32 | [`Attempt`] | one delivery attempt that did not finish the delivery (append-only); `n` is [`Attempt::n`]; its `round` is as in `P` (`n == round > 1`: a redelivery's first attempt) |
 //! | `D` tgt_id | [`Disabled`] | a target that is not delivered to (410 Gone, or an operator) |
 //! | `L` tgt_id state:u8 block:u64 | `Vec<(u64, Attempt)>` | finished deliveries (state `d` delivered, `x` dead) of the seqs `block * 64 ..= block * 64 + 63`, each with its last attempt, in seq order (see below) |
-//! | `F` tgt_id state:u8 seq:u64 | [`Attempt`] | legacy: one finished delivery, as written before the `L` blocks; still read |
-//! | `O` at_ms:u64 n:u64 | [`Request`] | an operator's redeliver or replay, with who asked |
+//! | `F` tgt_id state:u8 seq:u64 | [`Attempt`], or the version byte alone | legacy: one finished delivery, as written before the `L` blocks; still read |
+//! | `O` at_ms:u64 n:u64 | [`Request`] | an operator's redeliver or replay, with who asked; `n` counts the requests of this process, so two in one ms keep a key each |
 //! | `Y` len:u16 type seq:u64 | `Vec<u64>` | index: seqs of one window's events of a type, from seq on |
 //! | `R` bucket:u8 seq:u64 | `Vec<(String, Vec<u64>)>` | index: by record id (MAIA `recordId`, Maximizer `Key`), one window |
 //! | `G` len:u16 kanban_id seq:u64 | `Vec<u64>` | index: the same by kanban |
 //! | `N` len:u16 src_id seq:u64 | `Vec<u64>` | index: the same by source (events posted to `/in/{id}`) |
 //! | `I` evt_id | seq:u64 | legacy: the id index of events written by format 1 (see below) |
-//! | `M` name | string | meta: generated tokens; `format`; `head`, the last seq ever given (u64); `indexed`, the last seq in the on-disk indexes (u64) |
+//! | `M` name | string, or u64 | meta: generated tokens (string, by token name); `format` (string); `head`, the last seq ever given (u64); `indexed`, the last seq in the on-disk indexes (u64); `migrated_through`, how far a migration from format 1 got (u64, only while it runs) |
 //!
 //! **Chunks.** The events are numbered 1, 2, 3… with no gaps, but stored a few at a time: the
 //! writer cuts the events of one group commit into chunks of at most [`CHUNK_EVENTS`] events or
@@ -43,8 +66,8 @@
 //! writes a leaf of 16 keys as one log item and moves items past ~128 KiB to blob files.
 //!
 //! **Index postings, by window.** The indexes are not written with each group commit: the
-//! writer gathers the postings of the events after `M indexed` in memory (`IndexWindow`, shared
-//! with readers) and, once they number [`RECORD_WINDOW`] events, writes them out in the batch of
+//! writer gathers the postings of the events after `M indexed` in memory (`index::IndexWindow`,
+//! shared with readers) and, once they number [`RECORD_WINDOW`] events, writes them out in the batch of
 //! the group that fills the window, `M indexed` moving in the same batch. A window writes one
 //! `Y`/`G` posting per type and kanban (the seqs of its events with that value, under the first
 //! of them), and one `R` key per record-id bucket used (FNV-1a of the record id,
@@ -63,8 +86,8 @@
 //! and sled's cost is per key; worse, sled 0.34 splits a B-tree leaf as soon as it holds more
 //! than 16 keys, so a key per delivery, appended in seq order, split a leaf every ~8
 //! deliveries. The earlier attempts of a delivery stay under `A`. Only the writer thread
-//! changes a block: a batch carries "set this delivery" and "take this delivery out" (`Write`),
-//! and the writer reads the block, changes it (one copy per group commit, so the writes of a
+//! changes a block: a batch carries "set this delivery" and "take this delivery out"
+//! (`batch::Write`), and the writer reads the block, changes it (one copy per group commit, so the writes of a
 //! group see each other's changes) and writes it whole. Compaction, which does not go through
 //! the writer, only removes the blocks wholly before the first event left in the log: no
 //! delivery in them can be owed, finished or queued again, since their events are gone (a
@@ -161,7 +184,7 @@ mod queries;
 mod writer;
 
 use cache::ChunkCache;
-use index::{last_at_or_before, IndexWindow};
+use index::IndexWindow;
 use writer::Op;
 
 pub use batch::DeliveryBatch;
@@ -237,21 +260,22 @@ pub const CACHE_BYTES: usize = 16 * 1024 * 1024;
 /// A handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    db: sled::Db,
-    tree: sled::Tree,
-    tx: mpsc::Sender<Op>,
-    head: Arc<AtomicU64>,
-    head_rx: watch::Receiver<u64>,
-    writer: Mutex<Option<JoinHandle<()>>>,
+/// What every handle shares.
+pub(crate) struct Inner {
+    pub(crate) db: sled::Db,
+    pub(crate) tree: sled::Tree,
+    pub(crate) tx: mpsc::Sender<Op>,
+    pub(crate) head: Arc<AtomicU64>,
+    pub(crate) head_rx: watch::Receiver<u64>,
+    pub(crate) writer: Mutex<Option<JoinHandle<()>>>,
     /// The last group commit failed (disk full, I/O error); cleared by the next success.
-    failing: Arc<AtomicBool>,
-    chunks: Mutex<ChunkCache>,
-    window: Arc<Mutex<IndexWindow>>,
-    unrecorded: Mutex<std::collections::HashMap<TargetId, Unrecorded>>,
+    pub(crate) failing: Arc<AtomicBool>,
+    pub(crate) chunks: Mutex<ChunkCache>,
+    pub(crate) window: Arc<Mutex<IndexWindow>>,
+    pub(crate) unrecorded: Mutex<std::collections::HashMap<TargetId, Unrecorded>>,
 }
 
 impl Store {
