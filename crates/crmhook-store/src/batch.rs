@@ -1,0 +1,151 @@
+//! Batches of writes: [`Writes`], the writes one request hands the writer thread (puts,
+//! removals, and the changes to finished-delivery blocks that the writer applies, see
+//! `finished`), and [`DeliveryBatch`], the delivery state a target actor writes in one atomic
+//! batch (cursor, pending entries, attempts, finished deliveries, operators' requests).
+
+use std::sync::atomic::Ordering;
+
+use crmhook_core::TargetId;
+
+use crate::finished::Blocks;
+use crate::keys::{self, Tag};
+use crate::records::{Attempt, AttemptResult, Disabled, Final, Pending, Request};
+use crate::{codec, Result};
+
+/// One write of a batch.
+pub(crate) enum Write {
+    Put(Vec<u8>, Vec<u8>),
+    Remove(Vec<u8>),
+    /// Sets a finished delivery (its seq and last attempt) in an `L` block.
+    Finish(Vec<u8>, u64, Attempt),
+    /// Takes a delivery out of an `L` block.
+    Unfinish(Vec<u8>, u64),
+}
+
+/// Writes applied in order.
+#[derive(Default)]
+pub(crate) struct Writes(pub(crate) Vec<Write>);
+
+impl Writes {
+    pub(crate) fn insert(&mut self, k: Vec<u8>, v: Vec<u8>) {
+        self.0.push(Write::Put(k, v));
+    }
+
+    pub(crate) fn remove(&mut self, k: impl Into<Vec<u8>>) {
+        self.0.push(Write::Remove(k.into()));
+    }
+
+    /// Adds these writes to `batch`; the changes to `L` blocks go to `blocks`, which the caller
+    /// adds to the batch once the whole group is in it ([`Blocks::into_batch`]).
+    pub(crate) fn into_batch(self, batch: &mut sled::Batch, blocks: &mut Blocks, tree: &sled::Tree) {
+        for write in self.0 {
+            match write {
+                Write::Put(k, v) => batch.insert(k, v),
+                Write::Remove(k) if k.first() == Some(&Tag::Block.byte()) => blocks.entries(tree, k).clear(),
+                Write::Remove(k) => batch.remove(k),
+                Write::Finish(k, seq, attempt) => {
+                    let entries = blocks.entries(tree, k);
+                    match entries.binary_search_by_key(&seq, |(s, _)| *s) {
+                        Ok(i) => entries[i].1 = attempt,
+                        Err(i) => entries.insert(i, (seq, attempt)),
+                    }
+                }
+                Write::Unfinish(k, seq) => {
+                    let entries = blocks.entries(tree, k);
+                    if let Ok(i) = entries.binary_search_by_key(&seq, |(s, _)| *s) {
+                        entries.remove(i);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Changes to delivery state, written as one atomic batch.
+#[derive(Default)]
+pub struct DeliveryBatch {
+    pub(crate) batch: Writes,
+}
+
+impl DeliveryBatch {
+    /// Adds `other`'s writes after these.
+    pub fn append(&mut self, other: DeliveryBatch) {
+        self.batch.0.extend(other.batch.0);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.batch.0.is_empty()
+    }
+
+    /// Sets a target's cursor.
+    pub fn cursor(&mut self, target: &TargetId, seq: u64) -> Result<()> {
+        self.batch.insert(keys::id_key(Tag::Cursor, target.as_str()), codec::encode(&seq)?);
+        Ok(())
+    }
+
+    /// Sets how far a target has matched (see the crate docs).
+    pub fn scanned(&mut self, target: &TargetId, seq: u64) -> Result<()> {
+        self.batch.insert(keys::id_key(Tag::Scanned, target.as_str()), codec::encode(&seq)?);
+        Ok(())
+    }
+
+    /// Sets (or replaces) a pending delivery.
+    pub fn pending(&mut self, target: &TargetId, seq: u64, pending: Pending) -> Result<()> {
+        self.batch.insert(keys::pending(target, seq), codec::encode(&pending)?);
+        Ok(())
+    }
+
+    /// Removes a pending delivery.
+    pub fn done(&mut self, target: &TargetId, seq: u64) {
+        self.batch.remove(keys::pending(target, seq));
+    }
+
+    /// Marks a target disabled.
+    pub fn disable(&mut self, target: &TargetId, disabled: &Disabled) -> Result<()> {
+        self.batch.insert(keys::id_key(Tag::Disabled, target.as_str()), codec::encode(disabled)?);
+        Ok(())
+    }
+
+    /// Enables a target again.
+    pub fn enable(&mut self, target: &TargetId) {
+        self.batch.remove(keys::id_key(Tag::Disabled, target.as_str()));
+    }
+
+    /// Appends an attempt record: under its final state's key when it finished the delivery,
+    /// else as an `A` record.
+    pub fn attempt(&mut self, target: &TargetId, seq: u64, attempt: &Attempt) -> Result<()> {
+        let done = match attempt.result {
+            AttemptResult::Delivered => Final::Delivered,
+            AttemptResult::Dead => Final::Dead,
+            AttemptResult::Retrying { .. } | AttemptResult::TargetDisabled => {
+                self.batch.insert(keys::attempt(target, seq, attempt.n), codec::encode(attempt)?);
+                return Ok(());
+            }
+        };
+        self.batch.0.push(Write::Finish(keys::block_key(target, done, seq), seq, attempt.clone()));
+        Ok(())
+    }
+
+    /// Queues a finished delivery again (redeliver, replay): pending again, no longer final.
+    /// `last` is the attempt its final-state key held ([`Store::final_attempt`]): it is kept as
+    /// an `A` record.
+    pub fn requeue(&mut self, target: &TargetId, seq: u64, pending: Pending, last: Option<&Attempt>) -> Result<()> {
+        for done in [Final::Delivered, Final::Dead] {
+            self.batch.remove(keys::final_key(target, done, seq));
+            self.batch.0.push(Write::Unfinish(keys::block_key(target, done, seq), seq));
+        }
+        if let Some(a) = last {
+            self.batch.insert(keys::attempt(target, seq, a.n), codec::encode(a)?);
+        }
+        self.pending(target, seq, pending)
+    }
+
+    /// Records an operator's request.
+    pub fn request(&mut self, request: &Request) -> Result<()> {
+        use std::sync::atomic::AtomicU64;
+        static N: AtomicU64 = AtomicU64::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        self.batch.insert(keys::request(request.at_ms, n), codec::encode(request)?);
+        Ok(())
+    }
+}

@@ -1,0 +1,305 @@
+//! Retention: compaction of the log (the events whose deliveries are all finished, with what
+//! only they name: index postings, final states, ids, attempts, idempotency keys, and the
+//! finished-delivery blocks wholly before the first event left) and of the quarantine. Neither
+//! goes through the writer thread: they only remove keys the writer will never touch again.
+
+use crmhook_core::{Event, TargetId};
+
+use crate::index::{index_prefixes, last_at_or_before, record_bucket, RecordPostings};
+use crate::keys::{self, Tag};
+use crate::records::{AckEntry, Final, Rejected};
+use crate::{codec, Result, Store, StoreError};
+
+/// Index values a compaction rewrites: key → what they keep.
+#[derive(Default)]
+pub(crate) struct Postings {
+    terms: std::collections::BTreeMap<Vec<u8>, Vec<u64>>,
+    records: std::collections::BTreeMap<Vec<u8>, RecordPostings>,
+    /// The indexes on disk cover events up to this seq.
+    through: u64,
+}
+
+/// The value at `k`, decoded once into `cache`.
+pub(crate) fn decoded<'c, V: serde::de::DeserializeOwned>(
+    tree: &sled::Tree,
+    cache: &'c mut std::collections::BTreeMap<Vec<u8>, V>,
+    k: sled::IVec,
+) -> Result<&'c mut V> {
+    Ok(match cache.entry(k.to_vec()) {
+        std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+        std::collections::btree_map::Entry::Vacant(slot) => {
+            let v = tree.get(&k)?.ok_or_else(|| StoreError::Codec("posting vanished".into()))?;
+            slot.insert(codec::decode(&v)?)
+        }
+    })
+}
+
+impl Store {
+    /// Removes up to `max` events received before `cutoff_ms` whose deliveries are all finished
+    /// (every target's cursor is past them and none has them pending), with their id index,
+    /// Maximizer id, attempt records and the idempotency keys that only named removed events.
+    /// Answers how many events were removed. Safe beside the writer: it only removes keys of
+    /// events the writer will never touch again, and a crash before sled's next flush merely
+    /// leaves them for the next run.
+    pub fn compact(&self, cutoff_ms: u64, max: usize) -> Result<u64> {
+        let targets: Vec<TargetId> = self.targets()?.into_iter().map(|t| t.id).collect();
+        let mut min_cursor = u64::MAX;
+        for t in &targets {
+            min_cursor = min_cursor.min(self.cursor(t)?.unwrap_or(0));
+        }
+        let tree = &self.inner.tree;
+        let mut batch = sled::Batch::default();
+        let mut removed = std::collections::HashSet::new();
+        // Postings that lose seqs: key → the seqs they keep.
+        let mut postings = Postings { through: self.index_window()?.through, ..Default::default() };
+        let mut done = false;
+        for kv in tree.range(Tag::Event.prefix()..Tag::Event.end()) {
+            let (chunk_key, v) = kv?;
+            let chunk: Vec<Event> = codec::decode_events(&v)?;
+            let before = chunk.len();
+            let mut kept = Vec::with_capacity(before);
+            for event in chunk {
+                done |= event.received_at_ms >= cutoff_ms || event.seq > min_cursor || removed.len() >= max;
+                let mut owed = done;
+                for t in &targets {
+                    if owed {
+                        break;
+                    }
+                    owed = self.is_pending(t, event.seq)?;
+                }
+                if owed {
+                    kept.push(event);
+                    continue;
+                }
+                self.compact_event(&event, &targets, &mut postings, &mut batch)?;
+                removed.insert(event.seq);
+            }
+            if kept.is_empty() {
+                batch.remove(chunk_key);
+            } else if kept.len() < before {
+                batch.insert(chunk_key, codec::encode_events(&kept)?);
+            }
+            if done {
+                break;
+            }
+        }
+        if removed.is_empty() {
+            return Ok(0);
+        }
+        for (k, seqs) in postings.terms {
+            if seqs.is_empty() {
+                batch.remove(k);
+            } else {
+                batch.insert(k, codec::encode(&seqs)?);
+            }
+        }
+        for (k, mut records) in postings.records {
+            records.retain(|(_, seqs)| !seqs.is_empty());
+            if records.is_empty() {
+                batch.remove(k);
+            } else {
+                batch.insert(k, codec::encode(&records)?);
+            }
+        }
+        for kv in tree.scan_prefix(Tag::Idempotency.prefix()) {
+            let (k, v) = kv?;
+            let acks: Vec<AckEntry> = codec::decode(&v)?;
+            if acks.iter().all(|a| removed.contains(&a.seq) || self.event(a.seq).map_or(true, |e| e.is_none())) {
+                batch.remove(k);
+            }
+        }
+        tree.apply_batch(batch)?;
+        self.forget_chunks();
+        // The blocks of finished deliveries wholly before the first event left go: nothing can
+        // write to them again (no event, so no delivery owed or queued again). A block that
+        // also covers events still in the log keeps its entries until those go too.
+        let first_left = match self.event_refs_from(0).next() {
+            Some(event) => event?.seq,
+            None => self.head() + 1,
+        };
+        let mut blocks = sled::Batch::default();
+        for t in &targets {
+            for done in [Final::Delivered, Final::Dead] {
+                for k in tree.range(keys::block_prefix(t, done)..keys::block_key(t, done, first_left)).keys() {
+                    blocks.remove(k?);
+                }
+            }
+        }
+        tree.apply_batch(blocks)?;
+        Ok(removed.len() as u64)
+    }
+
+    /// Queues the removal of one event's index entries, final states, Maximizer id and
+    /// attempts (its chunk is rewritten by the caller).
+    pub(crate) fn compact_event(
+        &self,
+        event: &Event,
+        targets: &[TargetId],
+        postings: &mut Postings,
+        batch: &mut sled::Batch,
+    ) -> Result<()> {
+        let tree = &self.inner.tree;
+        // An event still in the memory window has no posting on disk (one written out later
+        // names a removed event, which readers skip).
+        for prefix in index_prefixes(event).into_iter().filter(|_| event.seq <= postings.through) {
+            let at = keys::at_seq(&prefix, event.seq);
+            let Some(k) = last_at_or_before(tree, &prefix, &at)? else { continue };
+            decoded(tree, &mut postings.terms, k)?.retain(|s| *s != event.seq);
+        }
+        if let Some(r) = event.record_id.as_ref().filter(|_| event.seq <= postings.through) {
+            let prefix = keys::record_prefix(record_bucket(r));
+            if let Some(k) = last_at_or_before(tree, &prefix, &keys::record_key(record_bucket(r), event.seq))? {
+                let records = decoded(tree, &mut postings.records, k)?;
+                if let Ok(i) = records.binary_search_by(|(x, _)| x.cmp(r)) {
+                    records[i].1.retain(|s| *s != event.seq);
+                }
+            }
+        }
+        for t in targets {
+            for done in [Final::Delivered, Final::Dead] {
+                batch.remove(keys::final_key(t, done, event.seq));
+            }
+        }
+        if let Some(x) = &event.external_id {
+            batch.remove(keys::id_key(Tag::External, x));
+        }
+        batch.remove(keys::legacy_id(&event.id));
+        for kv in tree.scan_prefix(keys::attempts_of(event.seq)) {
+            batch.remove(kv?.0);
+        }
+        Ok(())
+    }
+
+    /// Removes up to `max` quarantined pieces kept before `cutoff_ms` (retention); answers how
+    /// many. Their ids sort by time, so the walk stops at the first one to keep.
+    pub fn compact_quarantine(&self, cutoff_ms: u64, max: usize) -> Result<u64> {
+        let mut batch = sled::Batch::default();
+        let mut removed = 0;
+        for kv in self.inner.tree.scan_prefix(Tag::Rejected.prefix()) {
+            let (k, v) = kv?;
+            let item: Rejected = codec::decode(&v)?;
+            if item.at_ms >= cutoff_ms || removed >= max {
+                break;
+            }
+            batch.remove(k);
+            removed += 1;
+        }
+        self.inner.tree.apply_batch(batch)?;
+        Ok(removed as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::*;
+    use crate::{DeliveryBatch, EventFilter, Options, Pending};
+
+    #[test]
+    fn compaction_removes_finished_old_events_and_never_reuses_seqs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        rt().block_on(async {
+            let store = Store::open(dir.path()).expect("open");
+            store.append(events(3), Some("k".into())).await.expect("append");
+            let t = crmhook_core::Target::create(
+                serde_json::json!({"name": "t", "url": "https://a.example"}).as_object().expect("object"),
+                false,
+                "whsec_x".into(),
+                0,
+            )
+            .expect("target");
+            store.create_target(&t, 1).await.expect("target");
+            let mut b = DeliveryBatch::default();
+            b.cursor(&t.id, 3).expect("encode");
+            b.pending(&t.id, 2, Pending::first(0)).expect("encode");
+            store.write_deliveries(b).await.expect("write");
+            // Too recent: nothing goes.
+            assert_eq!(store.compact(0, 100).expect("compact"), 0);
+            // Event 2 is still owed: 1 and 3 go.
+            assert_eq!(store.compact(u64::MAX, 100).expect("compact"), 2);
+            assert_eq!(store.events_from(1).map(|e| e.expect("event").seq).collect::<Vec<_>>(), [2]);
+            assert!(store.event_by_id(&store.event(2).expect("read").expect("kept").id).expect("read").is_some());
+            let mut b = DeliveryBatch::default();
+            b.done(&t.id, 2);
+            store.write_deliveries(b).await.expect("write");
+            assert_eq!(store.compact(u64::MAX, 100).expect("compact"), 1);
+            // The idempotency key named only removed events: a retry is a new request now.
+            let again = store.append(events(1), Some("k".into())).await.expect("append");
+            assert_eq!((again[0].seq, again[0].duplicate), (4, false));
+            store.close().await;
+        });
+        rt().block_on(async {
+            let store = Store::open(dir.path()).expect("reopen");
+            let t = store.targets().expect("targets").remove(0).id;
+            let mut b = DeliveryBatch::default();
+            b.cursor(&t, 4).expect("encode");
+            store.write_deliveries(b).await.expect("write");
+            assert_eq!(store.compact(u64::MAX, 100).expect("compact"), 1);
+            assert_eq!(store.events_from(1).count(), 0, "the log is empty");
+            store.close().await;
+        });
+        rt().block_on(async {
+            let store = Store::open(dir.path()).expect("reopen");
+            assert_eq!(store.head(), 4);
+            let next = store.append(events(1), None).await.expect("append");
+            assert_eq!(next[0].seq, 5, "seqs are never given twice");
+            store.close().await;
+        });
+    }
+
+    #[test]
+    fn compaction_inside_a_chunk_keeps_its_other_events_and_their_postings() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        rt().block_on(async {
+            let store = Store::open_with(dir.path(), Options { record_window: 6, ..Default::default() }).expect("open");
+            store.append(mixed(0, 4), None).await.expect("append");
+            store.append(mixed(4, 6), None).await.expect("append");
+            let t = crmhook_core::Target::create(
+                serde_json::json!({"name": "t", "url": "https://a.example"}).as_object().expect("object"),
+                false,
+                "whsec_x".into(),
+                0,
+            )
+            .expect("target");
+            store.create_target(&t, 10).await.expect("target");
+            let mut b = DeliveryBatch::default();
+            for seq in [4, 7] {
+                b.pending(&t.id, seq, Pending::first(0)).expect("encode");
+            }
+            store.write_deliveries(b).await.expect("write");
+            assert_eq!(store.compact(u64::MAX, 100).expect("compact"), 8);
+            assert_eq!(store.events_from(1).map(|e| e.expect("event").seq).collect::<Vec<_>>(), [4, 7]);
+            assert_eq!(store.event(5).expect("read"), None);
+            let by_kanban = EventFilter { kanban_id: Some("k1".into()), ..Default::default() };
+            // Events 4 and 7 are r3 (k1) and r6 (k0).
+            assert_eq!(
+                store.events_page(&by_kanban, 0, 10).expect("page").iter().map(|e| e.seq).collect::<Vec<_>>(),
+                [4]
+            );
+            let by_type = EventFilter { event_type: Some(TYPES[0].into()), ..Default::default() };
+            assert_eq!(
+                store.events_page(&by_type, 0, 10).expect("page").iter().map(|e| e.seq).collect::<Vec<_>>(),
+                [4, 7]
+            );
+            for (record, want) in [("r3", vec![4]), ("r6", vec![7]), ("r0", vec![])] {
+                let by_record = EventFilter { record_id: Some(record.into()), ..Default::default() };
+                let got: Vec<u64> = store.events_page(&by_record, 0, 10).expect("page").iter().map(|e| e.seq).collect();
+                assert_eq!(got, want, "{record}");
+            }
+            // The window holding events 1–10 was written out, and compaction emptied its
+            // buckets but those of r3 and r6.
+            let buckets = store.inner.tree.scan_prefix(Tag::RecordIndex.prefix()).count();
+            assert_eq!(
+                buckets,
+                [record_bucket("r3"), record_bucket("r6")].into_iter().collect::<std::collections::HashSet<_>>().len()
+            );
+            store.close().await;
+        });
+        rt().block_on(async {
+            let store = Store::open(dir.path()).expect("reopen");
+            assert_eq!(store.head(), 10);
+            assert_eq!(store.append(mixed(10, 1), None).await.expect("append")[0].seq, 11);
+            store.close().await;
+        });
+    }
+}

@@ -1,0 +1,193 @@
+//! The records operators configure and the quarantine: targets (with their deletion, which
+//! keeps a target's attempts as history), subscriptions, sources, meta, and the pieces of
+//! sources' requests that were not events.
+
+use crmhook_core::target::Target;
+use crmhook_core::{RejectedId, Source, SourceId, Subscription, SubscriptionId, TargetId};
+
+use crate::batch::Writes;
+use crate::keys::{self, Tag};
+use crate::records::Rejected;
+use crate::{codec, stored, Result, Store};
+
+/// Most finished deliveries one batch of a target's deletion moves.
+pub(crate) const DELETE_STEP: usize = 1024;
+
+impl Store {
+    pub(crate) fn all<R: serde::de::DeserializeOwned>(&self, tag: Tag) -> Result<Vec<R>> {
+        self.inner.tree.scan_prefix(tag.prefix()).map(|kv| codec::decode(&kv?.1)).collect()
+    }
+
+    pub(crate) fn one<R: serde::de::DeserializeOwned>(&self, tag: Tag, id: &str) -> Result<Option<R>> {
+        self.inner.tree.get(keys::id_key(tag, id))?.map(|v| codec::decode(&v)).transpose()
+    }
+
+    pub fn targets(&self) -> Result<Vec<Target>> {
+        Ok(self.all::<stored::TargetV1>(Tag::Target)?.into_iter().map(Target::from).collect())
+    }
+
+    pub fn target(&self, id: &TargetId) -> Result<Option<Target>> {
+        Ok(self.one::<stored::TargetV1>(Tag::Target, id.as_str())?.map(Target::from))
+    }
+
+    pub fn subscriptions(&self) -> Result<Vec<Subscription>> {
+        Ok(self.all::<stored::SubscriptionV1>(Tag::Subscription)?.into_iter().map(Subscription::from).collect())
+    }
+
+    pub fn subscription(&self, id: &SubscriptionId) -> Result<Option<Subscription>> {
+        Ok(self.one::<stored::SubscriptionV1>(Tag::Subscription, id.as_str())?.map(Subscription::from))
+    }
+
+    /// Stores a new target with its cursor: it is owed the events after `cursor`.
+    pub async fn create_target(&self, target: &Target, cursor: u64) -> Result<()> {
+        let mut batch = Writes::default();
+        batch.insert(keys::id_key(Tag::Target, target.id.as_str()), codec::encode(&stored::TargetV1::from(target))?);
+        batch.insert(keys::id_key(Tag::Cursor, target.id.as_str()), codec::encode(&cursor)?);
+        self.write(batch).await
+    }
+
+    pub async fn put_target(&self, target: &Target) -> Result<()> {
+        self.put_record(Tag::Target, target.id.as_str(), &stored::TargetV1::from(target)).await
+    }
+
+    /// Writes one record under `tag` + `id`, durably.
+    pub(crate) async fn put_record<R: serde::Serialize>(&self, tag: Tag, id: &str, record: &R) -> Result<()> {
+        let mut batch = Writes::default();
+        batch.insert(keys::id_key(tag, id), codec::encode(record)?);
+        self.write(batch).await
+    }
+
+    /// Deletes a target with its subscriptions, cursor and pending deliveries. Its attempt
+    /// records stay: they are history. A target may have millions of finished deliveries:
+    /// their last attempts first move from the `F` keys to `A` keys a bounded batch at a time,
+    /// then one batch removes the target (a crash in between leaves the target in place, with
+    /// some of its finished deliveries known only by their attempts).
+    pub async fn delete_target(&self, id: &TargetId) -> Result<()> {
+        loop {
+            let mut batch = Writes::default();
+            let mut moved = 0;
+            for kv in self.inner.tree.scan_prefix(keys::id_key(Tag::Final, id.as_str())).take(DELETE_STEP) {
+                let (k, v) = kv?;
+                self.keep_final_attempt(id, &k, &v, &mut batch)?;
+                batch.remove(k.to_vec());
+                moved += 1;
+            }
+            for kv in self.inner.tree.scan_prefix(keys::id_key(Tag::Block, id.as_str())) {
+                if moved >= DELETE_STEP {
+                    break;
+                }
+                let (k, v) = kv?;
+                moved += self.keep_block_attempts(id, &v, &mut batch)?;
+                batch.remove(k.to_vec());
+            }
+            self.write(batch).await?;
+            if moved < DELETE_STEP {
+                break;
+            }
+        }
+        let mut batch = Writes::default();
+        batch.remove(keys::id_key(Tag::Target, id.as_str()));
+        batch.remove(keys::id_key(Tag::Cursor, id.as_str()));
+        batch.remove(keys::id_key(Tag::Scanned, id.as_str()));
+        batch.remove(keys::id_key(Tag::Disabled, id.as_str()));
+        for sub in self.subscriptions()?.into_iter().filter(|s| &s.target_id == id) {
+            batch.remove(keys::id_key(Tag::Subscription, sub.id.as_str()));
+        }
+        for tag in [Tag::Pending, Tag::Final, Tag::Block] {
+            for kv in self.inner.tree.scan_prefix(keys::id_key(tag, id.as_str())) {
+                let (k, v) = kv?;
+                match tag {
+                    Tag::Final => self.keep_final_attempt(id, &k, &v, &mut batch)?,
+                    Tag::Block => _ = self.keep_block_attempts(id, &v, &mut batch)?,
+                    _ => {}
+                }
+                batch.remove(k.to_vec());
+            }
+        }
+        self.write(batch).await?;
+        if let Ok(mut all) = self.inner.unrecorded.lock() {
+            all.remove(id);
+        }
+        Ok(())
+    }
+
+    pub async fn put_subscription(&self, sub: &Subscription) -> Result<()> {
+        self.put_record(Tag::Subscription, sub.id.as_str(), &stored::SubscriptionV1::from(sub)).await
+    }
+
+    pub async fn delete_subscription(&self, id: &SubscriptionId) -> Result<()> {
+        let mut batch = Writes::default();
+        batch.remove(keys::id_key(Tag::Subscription, id.as_str()));
+        self.write(batch).await
+    }
+
+    pub fn sources(&self) -> Result<Vec<Source>> {
+        Ok(self.all::<stored::SourceV1>(Tag::Source)?.into_iter().map(Source::from).collect())
+    }
+
+    pub fn source(&self, id: &SourceId) -> Result<Option<Source>> {
+        Ok(self.one::<stored::SourceV1>(Tag::Source, id.as_str())?.map(Source::from))
+    }
+
+    pub async fn put_source(&self, source: &Source) -> Result<()> {
+        self.put_record(Tag::Source, source.id.as_str(), &stored::SourceV1::from(source)).await
+    }
+
+    /// Deletes a source. Its events and quarantined pieces stay: they are history.
+    pub async fn delete_source(&self, id: &SourceId) -> Result<()> {
+        let mut batch = Writes::default();
+        batch.remove(keys::id_key(Tag::Source, id.as_str()));
+        self.write(batch).await
+    }
+
+    /// Keeps pieces of sources' requests in the quarantine, durably (answers once flushed).
+    pub async fn quarantine(&self, items: &[Rejected]) -> Result<()> {
+        let mut batch = Writes::default();
+        for item in items {
+            batch.insert(keys::id_key(Tag::Rejected, item.id.as_str()), codec::encode(item)?);
+        }
+        self.write(batch).await
+    }
+
+    pub fn rejected(&self, id: &RejectedId) -> Result<Option<Rejected>> {
+        self.one(Tag::Rejected, id.as_str())
+    }
+
+    /// Quarantined pieces after `after` (ids sort by time), oldest first, at most `limit`,
+    /// only those of `source` when given.
+    pub fn rejected_page(
+        &self,
+        source: Option<&SourceId>,
+        after: Option<&RejectedId>,
+        limit: usize,
+    ) -> Result<Vec<Rejected>> {
+        let start = match after {
+            Some(id) => [keys::id_key(Tag::Rejected, id.as_str()), vec![0]].concat(),
+            None => Tag::Rejected.prefix(),
+        };
+        let mut out = Vec::new();
+        for kv in self.inner.tree.range(start..Tag::Rejected.end()) {
+            let item: Rejected = codec::decode(&kv?.1)?;
+            if source.is_none_or(|s| &item.source_id == s) {
+                out.push(item);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many pieces are in the quarantine, in all.
+    pub fn rejected_count(&self) -> usize {
+        self.inner.tree.scan_prefix(Tag::Rejected.prefix()).count()
+    }
+
+    pub fn meta(&self, name: &str) -> Result<Option<String>> {
+        self.one(Tag::Meta, name)
+    }
+
+    pub async fn put_meta(&self, name: &str, value: &str) -> Result<()> {
+        self.put_record(Tag::Meta, name, &value).await
+    }
+}

@@ -1,0 +1,105 @@
+//! The event log's reads and appends: appends queued for the writer thread, the head, and the
+//! events read back from their chunks (through the chunk cache, `cache`).
+
+use std::sync::atomic::Ordering;
+
+use crmhook_core::{Event, EventId, NewEvent};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::cache::EventRef;
+use crate::index::last_at_or_before;
+use crate::keys::{self, Tag};
+use crate::records::AckEntry;
+use crate::writer::Op;
+use crate::{read_u64, Result, Store, StoreError};
+
+/// An append queued for the writer; [`PendingAppend::wait`] answers once it is durable.
+pub struct PendingAppend(oneshot::Receiver<Result<Vec<AckEntry>>>);
+
+impl PendingAppend {
+    pub async fn wait(self) -> Result<Vec<AckEntry>> {
+        self.0.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+impl Store {
+    /// Appends a request's events durably and answers their acknowledgement. Refuses at once
+    /// with [`StoreError::Busy`] when the writer's queue is full.
+    pub async fn append(&self, events: Vec<NewEvent>, idempotency_key: Option<String>) -> Result<Vec<AckEntry>> {
+        self.queue_append(events, idempotency_key)?.wait().await
+    }
+
+    /// Queues an append for the writer and answers at once with what to await: the caller
+    /// that queues need not be the one that waits for the flush.
+    pub fn queue_append(&self, events: Vec<NewEvent>, idempotency_key: Option<String>) -> Result<PendingAppend> {
+        let (reply, rx) = oneshot::channel();
+        self.inner.tx.try_send(Op::Append { events, idempotency_key, reply }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => StoreError::Busy,
+            mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+        })?;
+        Ok(PendingAppend(rx))
+    }
+
+    /// Whether the last write to disk failed (the store cannot take events now).
+    pub fn is_failing(&self) -> bool {
+        self.inner.failing.load(Ordering::Acquire)
+    }
+
+    /// The seq of the last durable event (0 for an empty log).
+    pub fn head(&self) -> u64 {
+        self.inner.head.load(Ordering::Acquire)
+    }
+
+    /// A receiver that sees the head move.
+    pub fn watch_head(&self) -> watch::Receiver<u64> {
+        self.inner.head_rx.clone()
+    }
+
+    pub fn event(&self, seq: u64) -> Result<Option<Event>> {
+        Ok(self.event_ref(seq)?.map(|e| Event::clone(&e)))
+    }
+
+    /// The event at `seq`, shared with the store's cache rather than copied.
+    pub fn event_ref(&self, seq: u64) -> Result<Option<EventRef>> {
+        let Some(chunk) = self.chunk_at(seq)? else { return Ok(None) };
+        Ok(chunk.iter().position(|e| e.seq == seq).map(|index| EventRef { chunk, index }))
+    }
+
+    /// The event with this id: the id names its seq, and the whole id must match. Events
+    /// written before ids carried their seq are found through the legacy `I` index.
+    pub fn event_by_id(&self, id: &EventId) -> Result<Option<Event>> {
+        if let Some(e) = self.event(id.seq())?.filter(|e| &e.id == id) {
+            return Ok(Some(e));
+        }
+        match self.inner.tree.get(keys::legacy_id(id))? {
+            Some(seq) => Ok(self.event(read_u64(&seq)?)?.filter(|e| &e.id == id)),
+            None => Ok(None),
+        }
+    }
+
+    /// Events with seq ≥ `from`, in log order.
+    pub fn events_from(&self, from: u64) -> impl Iterator<Item = Result<Event>> + '_ {
+        self.event_refs_from(from).map(|e| e.map(|e| Event::clone(&e)))
+    }
+
+    /// [`Store::events_from`] without copying the events out of the store's cache.
+    pub fn event_refs_from(&self, from: u64) -> Box<dyn Iterator<Item = Result<EventRef>> + '_> {
+        let tree = &self.inner.tree;
+        let start = match last_at_or_before(tree, &Tag::Event.prefix(), &keys::chunk(from)) {
+            Ok(found) => found.map_or_else(|| keys::chunk(from), |k| k.to_vec()),
+            Err(e) => return Box::new(std::iter::once(Err(e))),
+        };
+        let generation = self.chunk_generation();
+        Box::new(tree.range(start..Tag::Event.end()).flat_map(move |kv| {
+            let chunk = kv.map_err(StoreError::from).and_then(|(k, v)| self.decode_chunk(&k, &v, generation));
+            let items: Box<dyn Iterator<Item = Result<EventRef>>> = match chunk {
+                Ok(chunk) => {
+                    let first = chunk.iter().position(|e| e.seq >= from).unwrap_or(chunk.len());
+                    Box::new((first..chunk.len()).map(move |index| Ok(EventRef { chunk: chunk.clone(), index })))
+                }
+                Err(e) => Box::new(std::iter::once(Err(e))),
+            };
+            items
+        }))
+    }
+}

@@ -1,0 +1,328 @@
+//! Finished deliveries: the `L` blocks (a target's finished deliveries of one state,
+//! [`FINISHED_BLOCK`] seqs to a block, each with its last attempt) and the legacy `F` keys (one
+//! per delivery, written before the blocks, still read). [`Blocks`] is how the writer thread changes a block;
+//! the reads here answer a delivery's final attempt and a target's last success, and move a
+//! target's finished attempts to `A` keys when it is deleted.
+
+use crmhook_core::TargetId;
+
+use crate::batch::Writes;
+use crate::keys::{self, Key};
+use crate::records::{Attempt, Final};
+use crate::{codec, Result, Store, StoreError};
+
+/// Finished deliveries are kept in blocks of this many consecutive seqs.
+pub const FINISHED_BLOCK: u64 = 64;
+
+pub(crate) fn decode_block(v: &[u8]) -> Result<Vec<(u64, Attempt)>> {
+    codec::decode(v)
+}
+
+/// The attempt a final-state value holds (none in a value written before finished deliveries
+/// kept their last attempt there).
+pub(crate) fn held_attempt(value: &[u8]) -> Result<Option<Attempt>> {
+    if value.len() <= 1 {
+        return Ok(None);
+    }
+    codec::decode(value).map(Some)
+}
+
+/// The `L` blocks one group of writes changes, as it leaves them. Every change to a block goes
+/// through the writer thread (the only writer of `L` keys but compaction, which only removes
+/// blocks nothing can write to again), which reads a block, changes it and writes it whole.
+#[derive(Default)]
+pub(crate) struct Blocks(std::collections::HashMap<Vec<u8>, Vec<(u64, Attempt)>>);
+
+impl Blocks {
+    pub(crate) fn entries(&mut self, tree: &sled::Tree, k: Vec<u8>) -> &mut Vec<(u64, Attempt)> {
+        self.0.entry(k).or_insert_with_key(|k| {
+            match tree.get(k).map_err(StoreError::from).and_then(|v| v.map(|v| decode_block(&v)).transpose()) {
+                Ok(entries) => entries.unwrap_or_default(),
+                Err(e) => {
+                    // Only history is lost: the block is written again with what this group sets.
+                    tracing::error!(error = %e, "a block of finished deliveries is unreadable; writing it anew");
+                    Vec::new()
+                }
+            }
+        })
+    }
+
+    pub(crate) fn into_batch(self, batch: &mut sled::Batch) -> Result<()> {
+        for (k, entries) in self.0 {
+            if entries.is_empty() {
+                batch.remove(k);
+            } else {
+                batch.insert(k, codec::encode(&entries)?);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Queues the move of the attempt a final-state key `k` (value `v`) holds to an `A` key.
+    pub(crate) fn keep_final_attempt(&self, target: &TargetId, k: &[u8], v: &[u8], batch: &mut Writes) -> Result<()> {
+        let seq = match Key::parse(k) {
+            Some(Key::Final { seq, .. }) => Some(seq),
+            _ => None,
+        };
+        if let (Some(seq), Some(a)) = (seq, held_attempt(v)?) {
+            batch.insert(keys::attempt(target, seq, a.n), codec::encode(&a)?);
+        }
+        Ok(())
+    }
+
+    /// Queues the move of the attempts an `L` block (value `v`) holds to `A` keys; answers how
+    /// many.
+    pub(crate) fn keep_block_attempts(&self, target: &TargetId, v: &[u8], batch: &mut Writes) -> Result<usize> {
+        let entries = decode_block(v)?;
+        for (seq, a) in &entries {
+            batch.insert(keys::attempt(target, *seq, a.n), codec::encode(a)?);
+        }
+        Ok(entries.len())
+    }
+
+    /// The attempt that finished the delivery of `seq` to `target`, if it is finished (and was
+    /// recorded with its attempt).
+    pub fn final_attempt(&self, target: &TargetId, seq: u64) -> Result<Option<Attempt>> {
+        for done in [Final::Delivered, Final::Dead] {
+            if let Some(v) = self.inner.tree.get(keys::block_key(target, done, seq))? {
+                let entries = decode_block(&v)?;
+                if let Ok(i) = entries.binary_search_by_key(&seq, |(s, _)| *s) {
+                    return Ok(Some(entries[i].1.clone()));
+                }
+            }
+            // A delivery finished before blocks: one `F` key.
+            if let Some(v) = self.inner.tree.get(keys::final_key(target, done, seq))? {
+                return held_attempt(&v);
+            }
+        }
+        Ok(None)
+    }
+
+    /// When a delivery to `target` last succeeded, as the log shows it (ms since the epoch, when
+    /// that attempt started): the newest `at_ms` of the deliveries in the target's last block of
+    /// delivered deliveries (`L` … `d`, the highest seqs), and of its last legacy `F` delivered
+    /// key (one that holds its attempt). So it is the last success of the newest delivered
+    /// block: a retry that finished an older seq later (in an earlier block) may be newer, and
+    /// is not looked for. Two reads, whatever the history's length; `None` if nothing was ever
+    /// delivered (or only before finished deliveries kept their attempt).
+    pub fn last_delivered_at(&self, target: &TargetId) -> Result<Option<u64>> {
+        let mut newest = None;
+        // A block left empty is removed, so the last one holds an entry.
+        if let Some(kv) = self.inner.tree.scan_prefix(keys::block_prefix(target, Final::Delivered)).next_back() {
+            newest = decode_block(&kv?.1)?.iter().map(|(_, a)| a.at_ms).max();
+        }
+        if let Some(kv) = self.inner.tree.scan_prefix(keys::final_prefix(target, Final::Delivered)).next_back() {
+            if let Some(a) = held_attempt(&kv?.1)? {
+                newest = newest.max(Some(a.at_ms));
+            }
+        }
+        Ok(newest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DELETE_STEP;
+    use crate::keys::Tag;
+    use crate::test_support::*;
+    use crate::{AttemptResult, DeliveryBatch, DeliveryStatus, Pending};
+
+    #[test]
+    fn a_finished_deliverys_last_attempt_survives_requeue_and_target_deletion() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        rt().block_on(async {
+            let store = Store::open(dir.path()).expect("open");
+            let t = stored_target(&store).await;
+            let id = &t.id;
+            let retrying = attempt(1, AttemptResult::Retrying { next_at_ms: 5 });
+            let delivered = attempt(2, AttemptResult::Delivered);
+            // 3 deliveries (seqs 1–3), each finished on its second attempt.
+            let mut b = DeliveryBatch::default();
+            for seq in 1..=3 {
+                b.attempt(id, seq, &retrying).expect("encode");
+                b.attempt(id, seq, &delivered).expect("encode");
+            }
+            store.write_deliveries(b).await.expect("write");
+            assert_eq!(
+                store.attempts(2).expect("read"),
+                vec![(id.clone(), retrying.clone()), (id.clone(), delivered.clone())]
+            );
+            assert_eq!(store.final_attempt(id, 2).expect("read"), Some(delivered.clone()));
+            assert_eq!(store.last_attempt(id, 2).expect("read"), Some(delivered.clone()));
+            let listed = store.target_deliveries(id, Some(DeliveryStatus::Delivered), 0, 10).expect("read");
+            assert_eq!(listed.len(), 3);
+
+            // Queued again: pending, no longer final, and both attempts still listed.
+            let mut b = DeliveryBatch::default();
+            b.requeue(id, 2, Pending { attempt: 3, due_at_ms: 0, round: 3 }, Some(&delivered)).expect("encode");
+            store.write_deliveries(b).await.expect("write");
+            assert_eq!(store.final_attempt(id, 2).expect("read"), None);
+            assert_eq!(store.last_attempt(id, 2).expect("read"), Some(delivered.clone()));
+            assert_eq!(store.attempts_to(id, 2).expect("read"), vec![retrying.clone(), delivered.clone()]);
+            assert!(store.is_pending(id, 2).expect("read"));
+
+            // Deleted: every attempt stays, as history.
+            store.delete_target(id).await.expect("delete");
+            for seq in 1..=3 {
+                assert_eq!(
+                    store.attempts(seq).expect("read"),
+                    vec![(id.clone(), retrying.clone()), (id.clone(), delivered.clone())]
+                );
+            }
+            store.close().await;
+        });
+    }
+
+    #[test]
+    fn finished_deliveries_live_in_blocks_and_older_final_keys_still_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        rt().block_on(async {
+            let store = Store::open(dir.path()).expect("open");
+            store.append(events(200), None).await.expect("append");
+            let t = stored_target(&store).await;
+            let id = &t.id;
+            let (delivered, dead) = (attempt(1, AttemptResult::Delivered), attempt(3, AttemptResult::Dead));
+            // 200 deliveries over four blocks, in lazy writes sent at once: a group may change
+            // one block several times.
+            let mut writes = Vec::new();
+            for seqs in (1..=200u64).collect::<Vec<_>>().chunks(7) {
+                let mut b = DeliveryBatch::default();
+                for &seq in seqs {
+                    b.attempt(id, seq, if seq % 10 == 0 { &dead } else { &delivered }).expect("encode");
+                }
+                let store = store.clone();
+                writes.push(tokio::spawn(async move { store.write_deliveries_held(b).await }));
+            }
+            for w in writes {
+                w.await.expect("join").expect("write");
+            }
+            assert!(store.inner.tree.scan_prefix(Tag::Block.prefix()).count() <= 8, "one key per block and state");
+            // A delivery finished before blocks: its own `F` key.
+            put_older_final(&store, id, 300, &delivered);
+            assert_eq!(store.final_attempt(id, 10).expect("read"), Some(dead.clone()));
+            assert_eq!(store.final_attempt(id, 11).expect("read"), Some(delivered.clone()));
+            assert_eq!(store.final_attempt(id, 300).expect("read"), Some(delivered.clone()));
+            assert_eq!(store.final_attempt(id, 201).expect("read"), None);
+            assert_eq!(store.delivery_counts(id).expect("read"), (0, 20));
+            let pages = |status| {
+                let (mut after, mut all) = (0, Vec::new());
+                loop {
+                    let page = store.target_deliveries(id, Some(status), after, 50).expect("read");
+                    all.extend(page.iter().map(|(seq, _)| *seq));
+                    match page.last() {
+                        Some((seq, _)) if page.len() == 50 => after = *seq,
+                        _ => return all,
+                    }
+                }
+            };
+            let mut want: Vec<u64> = (1..=200).filter(|s| s % 10 != 0).collect();
+            want.push(300);
+            assert_eq!(pages(DeliveryStatus::Delivered), want);
+            assert_eq!(pages(DeliveryStatus::Dead), (1..=20).map(|i| i * 10).collect::<Vec<u64>>());
+
+            // Queued again, from a block and from an older key: no longer final.
+            let mut b = DeliveryBatch::default();
+            for seq in [11, 300] {
+                b.requeue(id, seq, Pending { attempt: 2, due_at_ms: 0, round: 2 }, Some(&delivered)).expect("encode");
+            }
+            b.requeue(id, 20, Pending { attempt: 4, due_at_ms: 0, round: 4 }, Some(&dead)).expect("encode");
+            store.write_deliveries(b).await.expect("write");
+            for seq in [11, 20, 300] {
+                assert_eq!(store.final_attempt(id, seq).expect("read"), None);
+                assert!(store.is_pending(id, seq).expect("read"));
+            }
+            assert_eq!(store.final_attempt(id, 12).expect("read"), Some(delivered.clone()));
+            assert_eq!(store.delivery_counts(id).expect("read"), (3, 19));
+            let mut b = DeliveryBatch::default();
+            for seq in [11, 20, 300] {
+                b.done(id, seq);
+            }
+            b.cursor(id, 200).expect("encode");
+            store.write_deliveries(b).await.expect("write");
+
+            // Compaction of the first 130 events: the blocks wholly before the first event left
+            // (seqs 1–127) go; the block of 128–191 stays with all its entries.
+            assert_eq!(store.compact(u64::MAX, 130).expect("compact"), 130);
+            assert_eq!(store.final_attempt(id, 5).expect("read"), None);
+            assert_eq!(store.final_attempt(id, 127).expect("read"), None);
+            assert_eq!(store.final_attempt(id, 129).expect("read"), Some(delivered.clone()));
+            assert_eq!(store.final_attempt(id, 150).expect("read"), Some(dead.clone()));
+
+            // Deletion keeps every finished delivery's attempt under `A`.
+            store.delete_target(id).await.expect("delete");
+            assert_eq!(store.inner.tree.scan_prefix(Tag::Block.prefix()).count(), 0);
+            assert_eq!(store.attempts(150).expect("read"), vec![(id.clone(), dead.clone())]);
+            assert_eq!(store.attempts(199).expect("read"), vec![(id.clone(), delivered.clone())]);
+            store.close().await;
+        });
+    }
+
+    #[test]
+    fn the_last_delivery_is_read_from_the_newest_block_and_older_final_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        rt().block_on(async {
+            let store = Store::open(dir.path()).expect("open");
+            let t = stored_target(&store).await;
+            let id = &t.id;
+            assert_eq!(store.last_delivered_at(id).expect("read"), None);
+            let at = |n: u32, at_ms: u64, result| Attempt { at_ms, ..attempt(n, result) };
+            // Only a dead delivery: no success.
+            let mut b = DeliveryBatch::default();
+            b.attempt(id, 1, &at(3, 50, AttemptResult::Dead)).expect("encode");
+            store.write_deliveries(b).await.expect("write");
+            assert_eq!(store.last_delivered_at(id).expect("read"), None);
+            // An older `F` key alone, then blocks: the newest of the last block, and of `F`.
+            put_older_final(&store, id, 2, &at(1, 70, AttemptResult::Delivered));
+            assert_eq!(store.last_delivered_at(id).expect("read"), Some(70));
+            let mut b = DeliveryBatch::default();
+            b.attempt(id, 3, &at(1, 500, AttemptResult::Delivered)).expect("encode");
+            b.attempt(id, 70, &at(1, 100, AttemptResult::Delivered)).expect("encode");
+            b.attempt(id, 71, &at(2, 300, AttemptResult::Delivered)).expect("encode");
+            b.attempt(id, 72, &at(1, 200, AttemptResult::Delivered)).expect("encode");
+            store.write_deliveries(b).await.expect("write");
+            assert_eq!(store.last_delivered_at(id).expect("read"), Some(300), "the last block's newest");
+            // Its entries queued again: the block goes, the one before is the last.
+            let mut b = DeliveryBatch::default();
+            for seq in 70..=72 {
+                b.requeue(id, seq, Pending { attempt: 2, due_at_ms: 0, round: 2 }, None).expect("encode");
+            }
+            store.write_deliveries(b).await.expect("write");
+            assert_eq!(store.last_delivered_at(id).expect("read"), Some(500));
+            store.close().await;
+        });
+    }
+
+    #[test]
+    fn deleting_a_target_moves_its_blocks_in_bounded_steps() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        rt().block_on(async {
+            let store = Store::open(dir.path()).expect("open");
+            let t = stored_target(&store).await;
+            let id = &t.id;
+            let delivered = attempt(1, AttemptResult::Delivered);
+            // More finished deliveries than one deletion step moves, and an older `F` key.
+            let n = 3 * DELETE_STEP as u64 + 10;
+            let mut b = DeliveryBatch::default();
+            for seq in 1..=n {
+                b.attempt(id, seq, &delivered).expect("encode");
+            }
+            store.write_deliveries(b).await.expect("write");
+            put_older_final(&store, id, n + 1, &delivered);
+            assert_eq!(store.target_deliveries(id, None, n - 2, 10).expect("read").len(), 3);
+            store.delete_target(id).await.expect("delete");
+            assert_eq!(
+                store.inner.tree.scan_prefix(Tag::Block.prefix()).count()
+                    + store.inner.tree.scan_prefix(Tag::Final.prefix()).count(),
+                0
+            );
+            for seq in [1, DELETE_STEP as u64, n, n + 1] {
+                assert_eq!(store.attempts(seq).expect("read"), vec![(id.clone(), delivered.clone())], "seq {seq}");
+            }
+            assert_eq!(store.inner.tree.scan_prefix(Tag::Attempt.prefix()).count() as u64, n + 1);
+            store.close().await;
+        });
+    }
+}

@@ -1,0 +1,168 @@
+//! Opening and closing a store: sled's database, the log format (a log of format 1 is migrated,
+//! see `migrate`), the head, the writer thread, and the index window read back from the log.
+
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex};
+
+use crmhook_core::Event;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::finished::Blocks;
+use crate::index::{IndexWindow, WindowPostings};
+use crate::keys::{self, Tag};
+use crate::migrate::migrate_from_format_1;
+use crate::writer::{Op, Writer};
+use crate::{codec, read_u64, Inner, Options, Result, Store, StoreError, FORMAT};
+
+impl Store {
+    /// Opens (or creates) the store in `dir` and starts its writer thread.
+    pub fn open(dir: &std::path::Path) -> Result<Store> {
+        Store::open_with(dir, Options::default())
+    }
+
+    /// [`Store::open`] with tuning options.
+    pub fn open_with(dir: &std::path::Path, options: Options) -> Result<Store> {
+        let Options { queue, cache_bytes, record_window } = options;
+        let db = open_db(dir, cache_bytes)?;
+        let tree = db.open_tree("crmhook")?;
+        check_format(&db, &tree)?;
+        let head = last_seq_given(&tree)?;
+        let head_atomic = Arc::new(AtomicU64::new(head));
+        let (head_tx, head_rx) = watch::channel(head);
+        let (tx, rx) = mpsc::channel(queue.max(1));
+        let failing = Arc::new(AtomicBool::new(false));
+        let through = tree.get(keys::indexed())?.map(|v| read_u64(&v)).transpose()?.unwrap_or(0);
+        let window = Arc::new(Mutex::new(IndexWindow {
+            through,
+            events: 0,
+            limit: record_window.max(1),
+            postings: WindowPostings::default(),
+        }));
+        let writer = Writer {
+            db: db.clone(),
+            tree: tree.clone(),
+            next_seq: head + 1,
+            head: head_atomic.clone(),
+            head_tx,
+            failing: failing.clone(),
+            window: window.clone(),
+        };
+        let handle = writer.spawn(rx)?;
+        let store = Store {
+            inner: Arc::new(Inner {
+                db,
+                tree,
+                tx,
+                head: head_atomic,
+                head_rx,
+                writer: Mutex::new(Some(handle)),
+                failing,
+                chunks: Mutex::default(),
+                window,
+                unrecorded: Mutex::default(),
+            }),
+        };
+        store.read_back_index_window(through, record_window.max(1))?;
+        Ok(store)
+    }
+
+    /// The window of the indexes lived in memory: reads it back from the log after `through`
+    /// (after writing out whole windows of `window` events, if a migration left the index
+    /// behind). Nobody holds the store yet, so the writer adds nothing meanwhile.
+    fn read_back_index_window(&self, mut through: u64, window: usize) -> Result<()> {
+        loop {
+            let events: Vec<Event> = self.events_from(through + 1).take(window).collect::<Result<_>>()?;
+            match events.last().map(|e| e.seq) {
+                Some(last) if events.len() >= window => {
+                    let mut postings = WindowPostings::default();
+                    postings.add(&events);
+                    let mut batch = sled::Batch::default();
+                    postings.writes(through + 1, last)?.into_batch(
+                        &mut batch,
+                        &mut Blocks::default(),
+                        &self.inner.tree,
+                    );
+                    self.inner.tree.apply_batch(batch)?;
+                    through = last;
+                    self.index_window()?.through = last;
+                }
+                _ => {
+                    self.index_window()?.add(&events);
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Stops the writer after the requests already queued, and flushes. Later writes fail with
+    /// [`StoreError::Closed`].
+    pub async fn close(&self) {
+        let (done, stopped) = oneshot::channel();
+        if self.inner.tx.send(Op::Stop(done)).await.is_ok() {
+            // The writer answers after its last flush, so the join below does not wait.
+            let _ = stopped.await;
+        }
+        let handle = self.inner.writer.lock().ok().and_then(|mut h| h.take());
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+        let _ = self.inner.db.flush();
+    }
+}
+
+/// sled's database in `dir`.
+fn open_db(dir: &std::path::Path, cache_bytes: usize) -> Result<sled::Db> {
+    let config = sled::Config::new()
+        .path(dir)
+        .mode(sled::Mode::HighThroughput)
+        .cache_capacity(cache_bytes as u64)
+        .flush_every_ms(Some(500));
+    // The file lock of a store that was just closed in this process is released when sled's
+    // background threads let go of it; wait a little for that rather than fail.
+    let mut tries = 0;
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
+/// Checks `M format`: a new tree is given this build's, a log of the first format (no
+/// `M format`) is migrated, any other format is refused.
+fn check_format(db: &sled::Db, tree: &sled::Tree) -> Result<()> {
+    let format_key = keys::format();
+    match tree.get(&format_key)? {
+        Some(v) if codec::decode::<String>(&v)? == FORMAT => {}
+        Some(v) => {
+            let found: String = codec::decode(&v)?;
+            return Err(StoreError::Codec(format!("log format {found}; this build reads format {FORMAT}")));
+        }
+        None if tree.first()?.is_some() => {
+            migrate_from_format_1(tree)?;
+            db.flush()?;
+        }
+        None => {
+            tree.insert(&format_key, codec::encode(&FORMAT.to_owned())?)?;
+        }
+    }
+    Ok(())
+}
+
+/// The last seq ever given: the last event's in the log, or `M head` if compaction removed the
+/// newest events too (seqs are never given twice).
+fn last_seq_given(tree: &sled::Tree) -> Result<u64> {
+    let last_event = match tree.scan_prefix(Tag::Event.prefix()).next_back() {
+        Some(kv) => {
+            let (_, v) = kv?;
+            let chunk: Vec<Event> = codec::decode_events(&v)?;
+            chunk.last().map_or(0, |e| e.seq)
+        }
+        None => 0,
+    };
+    let kept_head = tree.get(keys::head())?.map(|v| read_u64(&v)).transpose()?.unwrap_or(0);
+    Ok(last_event.max(kept_head))
+}

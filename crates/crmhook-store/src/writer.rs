@@ -1,0 +1,431 @@
+//! The writer thread: group commit. Every write goes through it (see the crate docs): it takes
+//! the requests queued (up to [`MAX_GROUP`]), holds a group of lazy writes only for up to
+//! [`LAZY_HOLD`], applies the group as one sled batch (new events numbered and cut into chunks,
+//! the changes to finished-delivery blocks, the index window when it fills), flushes if any of
+//! it must be durable, and then answers each request.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crmhook_core::{Event, EventId, NewEvent};
+use tokio::runtime::Runtime;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::batch::Writes;
+use crate::finished::Blocks;
+use crate::index::IndexWindow;
+use crate::keys::{self, Tag};
+use crate::records::AckEntry;
+use crate::{codec, Result, Store, StoreError, CHUNK_BYTES, CHUNK_EVENTS, LAZY_HOLD, MAX_GROUP};
+
+/// A request to the writer thread.
+pub(crate) enum Op {
+    Append { events: Vec<NewEvent>, idempotency_key: Option<String>, reply: oneshot::Sender<Result<Vec<AckEntry>>> },
+    Write { writes: Writes, when: When, reply: oneshot::Sender<Result<()>> },
+    Stop(oneshot::Sender<()>),
+}
+
+/// When a write is answered.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum When {
+    /// After a flush.
+    Flushed,
+    /// After the batch is applied (sled flushes it within `flush_every_ms`, or with the next
+    /// flush).
+    Applied,
+    /// Like `Applied`, but the batch may wait up to [`LAZY_HOLD`] for other writes to share.
+    Held,
+}
+
+/// The writer thread: group commit.
+pub(crate) struct Writer {
+    pub(crate) db: sled::Db,
+    pub(crate) tree: sled::Tree,
+    pub(crate) next_seq: u64,
+    pub(crate) head: Arc<AtomicU64>,
+    pub(crate) head_tx: watch::Sender<u64>,
+    pub(crate) failing: Arc<std::sync::atomic::AtomicBool>,
+    pub(crate) window: Arc<Mutex<IndexWindow>>,
+}
+
+enum Reply {
+    Append(oneshot::Sender<Result<Vec<AckEntry>>>, Vec<AckEntry>),
+    Write(oneshot::Sender<Result<()>>),
+}
+
+/// Lazy writes held for company, and since when.
+struct Hold {
+    ops: Vec<Op>,
+    since: Instant,
+}
+
+/// One group commit, as it is put together.
+struct Group {
+    batch: sled::Batch,
+    replies: Vec<Reply>,
+    /// The group's new events, numbered from `first_seq`.
+    fresh: Vec<Event>,
+    first_seq: u64,
+    /// Whether the group is answered only after a flush.
+    flush: bool,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Writer {
+    /// Starts the writer thread on the requests of `rx`.
+    pub(crate) fn spawn(self, rx: mpsc::Receiver<Op>) -> Result<JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name("crmhook-log-writer".into())
+            .spawn(move || self.run(rx))
+            .map_err(|e| StoreError::Io(e.to_string()))
+    }
+
+    fn run(mut self, mut rx: mpsc::Receiver<Op>) {
+        // Only to wait for the queue with a timeout while lazy writes are held.
+        let timer = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "the log writer could not start");
+                return;
+            }
+        };
+        let mut hold = Hold { ops: Vec::new(), since: Instant::now() };
+        let mut stop = None;
+        while stop.is_none() {
+            let Some(ops) = next_group(&mut rx, &timer, &mut hold) else { break };
+            stop = self.commit(ops);
+        }
+        let _ = self.db.flush();
+        if let Some(done) = stop {
+            let _ = done.send(());
+        }
+    }
+
+    /// Commits one group: one sled batch, flushed if any of it must be durable; then the index
+    /// window and the head move, and every request is answered. Answers the group's stop
+    /// request, if it holds one.
+    fn commit(&mut self, ops: Vec<Op>) -> Option<oneshot::Sender<()>> {
+        let (group, blocks) = self.gather(ops);
+        let Group { mut batch, replies, fresh, first_seq, mut flush, stop } = group;
+        let mut written_out = None;
+        let logged = blocks.into_batch(&mut batch).and_then(|()| {
+            if !fresh.is_empty() {
+                written_out = self.log_events(&mut batch, &fresh)?;
+            }
+            Ok(())
+        });
+        flush |= self.next_seq > first_seq || stop.is_some();
+        let result = logged.and_then(|()| {
+            self.tree.apply_batch(batch)?;
+            if flush {
+                self.db.flush()?;
+            }
+            Ok(())
+        });
+        self.failing.store(result.is_err(), Ordering::Release);
+        self.settle(&fresh, first_seq, written_out, &result);
+        answer(replies, &result);
+        stop
+    }
+
+    /// Puts a group's requests into one batch: writes as they are (their changes to `L` blocks
+    /// into the [`Blocks`], added to the batch last), appends numbered and deduplicated.
+    fn gather(&mut self, ops: Vec<Op>) -> (Group, Blocks) {
+        let mut group = Group {
+            batch: sled::Batch::default(),
+            replies: Vec::with_capacity(ops.len()),
+            fresh: Vec::new(),
+            first_seq: self.next_seq,
+            flush: false,
+            stop: None,
+        };
+        let mut seen: HashMap<Vec<u8>, Vec<AckEntry>> = HashMap::new();
+        let mut blocks = Blocks::default();
+        for op in ops {
+            match op {
+                Op::Stop(done) => group.stop = Some(done),
+                Op::Write { writes, when, reply } => {
+                    group.flush |= when == When::Flushed;
+                    writes.into_batch(&mut group.batch, &mut blocks, &self.tree);
+                    group.replies.push(Reply::Write(reply));
+                }
+                Op::Append { events, idempotency_key, reply } => {
+                    match self.prepare_append(&mut group.batch, &mut seen, &mut group.fresh, events, idempotency_key) {
+                        Ok(acks) => group.replies.push(Reply::Append(reply, acks)),
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                        }
+                    }
+                }
+            }
+        }
+        (group, blocks)
+    }
+
+    /// Adds a group's new events to its batch: their chunks, the head, and the index window
+    /// if they fill it; answers the last seq written out then.
+    fn log_events(&self, batch: &mut sled::Batch, fresh: &[Event]) -> Result<Option<u64>> {
+        write_log(batch, fresh)?;
+        batch.insert(keys::head(), codec::encode(&(self.next_seq - 1))?);
+        let window = self.window.lock().map_err(|_| StoreError::Io("index window lock poisoned".into()))?;
+        if let Some((writes, last)) = window.write_out(fresh)? {
+            writes.into_batch(batch, &mut Blocks::default(), &self.tree);
+            return Ok(Some(last));
+        }
+        Ok(None)
+    }
+
+    /// After a group's batch: the index window takes its events (or starts anew after the ones
+    /// written out) and the head moves. After a failure, the seqs of a group that never reached
+    /// the tree are given again.
+    fn settle(&mut self, fresh: &[Event], first_seq: u64, written_out: Option<u64>, result: &Result<()>) {
+        // sled applies a batch whole or not at all: its first chunk tells.
+        let applied =
+            !fresh.is_empty() && (result.is_ok() || self.tree.get(keys::chunk(first_seq)).ok().flatten().is_some());
+        if applied {
+            if let Ok(mut window) = self.window.lock() {
+                match written_out {
+                    Some(last) => window.written_out(last),
+                    None => window.add(fresh),
+                }
+            }
+        }
+        match result {
+            Ok(()) => {
+                let head = self.next_seq - 1;
+                if head >= first_seq {
+                    self.head.store(head, Ordering::Release);
+                    self.head_tx.send_replace(head);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "group commit failed");
+                // Nothing of this group is acknowledged. If the batch reached the tree but
+                // the flush failed, those events may still appear later; see RELIABILITY.md.
+                if !applied {
+                    self.next_seq = first_seq;
+                }
+            }
+        }
+    }
+
+    /// Numbers a request's new events into `fresh` (written by [`write_log`] once the group is
+    /// complete) and queues its deduplication records; answers its acknowledgement.
+    fn prepare_append(
+        &mut self,
+        batch: &mut sled::Batch,
+        seen: &mut std::collections::HashMap<Vec<u8>, Vec<AckEntry>>,
+        fresh: &mut Vec<Event>,
+        events: Vec<NewEvent>,
+        idempotency_key: Option<String>,
+    ) -> Result<Vec<AckEntry>> {
+        let lookup =
+            |seen: &std::collections::HashMap<Vec<u8>, Vec<AckEntry>>, k: &[u8]| -> Result<Option<Vec<AckEntry>>> {
+                if let Some(found) = seen.get(k) {
+                    return Ok(Some(found.clone()));
+                }
+                Ok(match self.tree.get(k)? {
+                    Some(v) if k.first() == Some(&Tag::Idempotency.byte()) => Some(codec::decode(&v)?),
+                    Some(v) => Some(vec![codec::decode(&v)?]),
+                    None => None,
+                })
+            };
+        let idem_key = idempotency_key.map(|k| keys::id_key(Tag::Idempotency, &k));
+        if let Some(k) = &idem_key {
+            if let Some(acks) = lookup(seen, k)? {
+                return Ok(acks.into_iter().map(|a| AckEntry { duplicate: true, ..a }).collect());
+            }
+        }
+        let now = crmhook_core::time::now_ms();
+        let mut acks = Vec::with_capacity(events.len());
+        let mut local = Writes::default();
+        let mut new_events = Vec::with_capacity(events.len());
+        for new in events {
+            let ext_key = new.external_id.as_ref().map(|x| keys::id_key(Tag::External, x));
+            if let Some(k) = &ext_key {
+                if let Some(mut found) = lookup(seen, k)? {
+                    if let Some(a) = found.pop() {
+                        acks.push(AckEntry { duplicate: true, ..a });
+                        continue;
+                    }
+                }
+            }
+            let seq = self.next_seq;
+            let id = EventId::with_seq(now, seq);
+            let event = Event::from_new(new, seq, id.clone(), now);
+            let ack = AckEntry { id, seq, event_type: event.event_type.clone(), duplicate: false };
+            if let Some(k) = ext_key {
+                local.insert(k.clone(), codec::encode(&ack)?);
+                seen.insert(k, vec![ack.clone()]);
+            }
+            acks.push(ack);
+            new_events.push(event);
+            self.next_seq += 1;
+        }
+        if let Some(k) = idem_key {
+            local.insert(k.clone(), codec::encode(&acks)?);
+            seen.insert(k, acks.clone());
+        }
+        local.into_batch(batch, &mut Blocks::default(), &self.tree);
+        fresh.append(&mut new_events);
+        Ok(acks)
+    }
+}
+
+/// The next group to commit: what is held and what is queued, up to [`MAX_GROUP`]. A group of
+/// lazy writes only waits (up to [`LAZY_HOLD`]) for company: each sled batch costs two
+/// log-buffer writes on sled's thread pool, whatever its size. `None` once the queue is closed
+/// and nothing is held.
+fn next_group(rx: &mut mpsc::Receiver<Op>, timer: &Runtime, hold: &mut Hold) -> Option<Vec<Op>> {
+    loop {
+        let next = if hold.ops.is_empty() {
+            Some(rx.blocking_recv()?)
+        } else {
+            let left = LAZY_HOLD.saturating_sub(hold.since.elapsed());
+            // `None`: the hold is over (or the queue closed: apply what is held first).
+            timer.block_on(async { tokio::time::timeout(left, rx.recv()).await.ok().flatten() })
+        };
+        let timed_out = next.is_none();
+        let was_holding = !hold.ops.is_empty();
+        let mut ops = std::mem::take(&mut hold.ops);
+        ops.extend(next);
+        while ops.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
+            }
+        }
+        let lazy_only = ops.iter().all(|op| matches!(op, Op::Write { when: When::Held, .. }));
+        if lazy_only && !timed_out && ops.len() < MAX_GROUP {
+            if !was_holding {
+                hold.since = Instant::now();
+            }
+            hold.ops = ops;
+            continue;
+        }
+        return Some(ops);
+    }
+}
+
+/// Answers a group's requests with its result.
+fn answer(replies: Vec<Reply>, result: &Result<()>) {
+    let failure = |e: &StoreError| match e {
+        StoreError::Io(e) => StoreError::Io(e.clone()),
+        other => StoreError::Io(other.to_string()),
+    };
+    for r in replies {
+        match r {
+            Reply::Append(tx, acks) => {
+                let _ = tx.send(result.as_ref().map(|()| acks).map_err(failure));
+            }
+            Reply::Write(tx) => {
+                let _ = tx.send(result.as_ref().copied().map_err(failure));
+            }
+        }
+    }
+}
+
+/// Writes the events of one group commit (consecutive seqs) as chunks, and their index
+/// postings.
+pub(crate) fn write_log(batch: &mut sled::Batch, events: &[Event]) -> Result<()> {
+    let mut start = 0;
+    while start < events.len() {
+        let mut end = start;
+        let mut bytes = 0;
+        while end < events.len() && end - start < CHUNK_EVENTS && (end == start || bytes < CHUNK_BYTES) {
+            bytes += events[end].payload.len();
+            end += 1;
+        }
+        batch.insert(keys::chunk(events[start].seq), codec::encode_events(&events[start..end])?);
+        start = end;
+    }
+    Ok(())
+}
+
+impl Store {
+    pub(crate) async fn write(&self, writes: Writes) -> Result<()> {
+        self.write_with(writes, When::Flushed).await
+    }
+
+    pub(crate) async fn write_with(&self, writes: Writes, when: When) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.inner.tx.send(Op::Write { writes, when, reply }).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::*;
+    use crmhook_core::event::parse_ingest;
+
+    #[test]
+    fn appends_number_the_log_and_survive_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        rt().block_on(async {
+            let store = Store::open(dir.path()).expect("open");
+            let a = store.append(events(2), None).await.expect("append");
+            let b = store.append(events(1), None).await.expect("append");
+            assert_eq!(a.iter().chain(&b).map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
+            assert_eq!(store.head(), 3);
+            let e2 = store.event_by_id(&a[1].id).expect("read").expect("found");
+            assert_eq!(e2.seq, 2);
+            assert_eq!(e2.record_id.as_deref(), Some("r1"));
+            store.close().await;
+        });
+        drop(rt());
+        rt().block_on(async {
+            let store = Store::open(dir.path()).expect("reopen");
+            assert_eq!(store.head(), 3);
+            assert_eq!(store.events_from(2).count(), 2);
+            let c = store.append(events(1), None).await.expect("append");
+            assert_eq!(c[0].seq, 4);
+            store.close().await;
+        });
+    }
+
+    #[test]
+    fn idempotency_keys_and_maximizer_ids_answer_the_first_ack() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        rt().block_on(async {
+            let store = Store::open(dir.path()).expect("open");
+            let first = store.append(events(2), Some("key-1".into())).await.expect("append");
+            let again = store.append(events(2), Some("key-1".into())).await.expect("append");
+            assert_eq!(
+                again.iter().map(|a| (&a.id, a.seq, a.duplicate)).collect::<Vec<_>>(),
+                first.iter().map(|a| (&a.id, a.seq, true)).collect::<Vec<_>>()
+            );
+            let mx = include_str!("../../../data/samples/maximizer/opportunity_stage_change.json");
+            let m1 = store.append(parse_ingest(mx.as_bytes()).expect("valid"), None).await.expect("append");
+            let m2 = store.append(parse_ingest(mx.as_bytes()).expect("valid"), None).await.expect("append");
+            assert!(!m1[0].duplicate && m2[0].duplicate && m1[0].seq == m2[0].seq);
+            assert_eq!(store.head(), 3);
+            store.close().await;
+        });
+    }
+
+    #[test]
+    fn concurrent_appends_share_flushes_and_get_distinct_seqs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        rt().block_on(async {
+            let store = Store::open(dir.path()).expect("open");
+            let tasks: Vec<_> = (0..200)
+                .map(|_| {
+                    let s = store.clone();
+                    tokio::spawn(async move { s.append(events(1), None).await })
+                })
+                .collect();
+            let mut seqs = Vec::new();
+            for t in tasks {
+                seqs.push(t.await.expect("join").expect("append")[0].seq);
+            }
+            seqs.sort_unstable();
+            assert_eq!(seqs, (1..=200).collect::<Vec<_>>());
+            store.close().await;
+        });
+    }
+}
