@@ -3,8 +3,6 @@
 //! `finished`), and [`DeliveryBatch`], the delivery state a target actor writes in one atomic
 //! batch (cursor, pending entries, attempts, finished deliveries, operators' requests).
 
-use std::sync::atomic::Ordering;
-
 use crmhook_core::TargetId;
 
 use crate::finished::Blocks;
@@ -20,6 +18,8 @@ pub(crate) enum Write {
     Finish(Vec<u8>, u64, Attempt),
     /// Takes a delivery out of an `L` block.
     Unfinish(Vec<u8>, u64),
+    /// An operator's request made at `at_ms`: the writer gives it its key's `n`.
+    Request(u64, Vec<u8>),
 }
 
 /// Writes applied in order.
@@ -36,11 +36,22 @@ impl Writes {
     }
 
     /// Adds these writes to `batch`; the changes to `L` blocks go to `blocks`, which the caller
-    /// adds to the batch once the whole group is in it ([`Blocks::into_batch`]).
-    pub(crate) fn into_batch(self, batch: &mut sled::Batch, blocks: &mut Blocks, tree: &sled::Tree) {
+    /// adds to the batch once the whole group is in it ([`Blocks::into_batch`]). `requests`
+    /// numbers operators' requests (the `n` of their `O` keys).
+    pub(crate) fn into_batch(
+        self,
+        batch: &mut sled::Batch,
+        blocks: &mut Blocks,
+        tree: &sled::Tree,
+        requests: &mut u64,
+    ) {
         for write in self.0 {
             match write {
                 Write::Put(k, v) => batch.insert(k, v),
+                Write::Request(at_ms, v) => {
+                    *requests += 1;
+                    batch.insert(keys::request(at_ms, *requests), v)
+                }
                 Write::Remove(k) if k.first() == Some(&Tag::Block.byte()) => blocks.entries(tree, k).clear(),
                 Write::Remove(k) => batch.remove(k),
                 Write::Finish(k, seq, attempt) => {
@@ -142,10 +153,7 @@ impl DeliveryBatch {
 
     /// Records an operator's request.
     pub fn request(&mut self, request: &Request) -> Result<()> {
-        use std::sync::atomic::AtomicU64;
-        static N: AtomicU64 = AtomicU64::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        self.batch.insert(keys::request(request.at_ms, n), codec::encode(request)?);
+        self.batch.0.push(Write::Request(request.at_ms, codec::encode(request)?));
         Ok(())
     }
 }

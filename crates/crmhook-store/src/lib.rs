@@ -50,7 +50,7 @@
 //! | `D` tgt_id | [`Disabled`] | a target that is not delivered to (410 Gone, or an operator) |
 //! | `L` tgt_id state:u8 block:u64 | `Vec<(u64, Attempt)>` | finished deliveries (state `d` delivered, `x` dead) of the seqs `block * 64 ..= block * 64 + 63`, each with its last attempt, in seq order (see below) |
 //! | `F` tgt_id state:u8 seq:u64 | [`Attempt`], or the version byte alone | legacy: one finished delivery, as written before the `L` blocks; still read |
-//! | `O` at_ms:u64 n:u64 | [`Request`] | an operator's redeliver or replay, with who asked; `n` counts the requests of this process, so two in one ms keep a key each |
+//! | `O` at_ms:u64 n:u64 | [`Request`] | an operator's redeliver or replay, with who asked; `n` is given by the writer thread, counting from the process start time (ms) × 65,536, so two requests in one ms keep a key each, across restarts too |
 //! | `Y` len:u16 type seq:u64 | `Vec<u64>` | index: seqs of one window's events of a type, from seq on |
 //! | `R` bucket:u8 seq:u64 | `Vec<(String, Vec<u64>)>` | index: by record id (MAIA `recordId`, Maximizer `Key`), one window |
 //! | `G` len:u16 kanban_id seq:u64 | `Vec<u64>` | index: the same by kanban |

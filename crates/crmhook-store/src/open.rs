@@ -46,6 +46,9 @@ impl Store {
             head_tx,
             failing: failing.clone(),
             window: window.clone(),
+            // Distinct from every earlier process's numbers, unless one made 65,536 requests
+            // and the next started within the same millisecond.
+            requests: crmhook_core::time::now_ms() << 16,
         };
         let handle = writer.spawn(rx)?;
         let store = Store {
@@ -81,6 +84,7 @@ impl Store {
                         &mut batch,
                         &mut Blocks::default(),
                         &self.inner.tree,
+                        &mut 0,
                     );
                     self.inner.tree.apply_batch(batch)?;
                     through = last;

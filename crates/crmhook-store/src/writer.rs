@@ -49,6 +49,8 @@ pub(crate) struct Writer {
     pub(crate) head_tx: watch::Sender<u64>,
     pub(crate) failing: Arc<std::sync::atomic::AtomicBool>,
     pub(crate) window: Arc<Mutex<IndexWindow>>,
+    /// The last `n` given to an operator's request's `O` key.
+    pub(crate) requests: u64,
 }
 
 enum Reply {
@@ -149,7 +151,7 @@ impl Writer {
                 Op::Stop(done) => group.stop = Some(done),
                 Op::Write { writes, when, reply } => {
                     group.flush |= when == When::Flushed;
-                    writes.into_batch(&mut group.batch, &mut blocks, &self.tree);
+                    writes.into_batch(&mut group.batch, &mut blocks, &self.tree, &mut self.requests);
                     group.replies.push(Reply::Write(reply));
                 }
                 Op::Append { events, idempotency_key, reply } => {
@@ -172,7 +174,7 @@ impl Writer {
         batch.insert(keys::head(), codec::encode(&(self.next_seq - 1))?);
         let window = self.window.lock().map_err(|_| StoreError::Io("index window lock poisoned".into()))?;
         if let Some((writes, last)) = window.write_out(fresh)? {
-            writes.into_batch(batch, &mut Blocks::default(), &self.tree);
+            writes.into_batch(batch, &mut Blocks::default(), &self.tree, &mut 0); // postings only: no requests
             return Ok(Some(last));
         }
         Ok(None)
@@ -269,7 +271,7 @@ impl Writer {
             local.insert(k.clone(), codec::encode(&acks)?);
             seen.insert(k, acks.clone());
         }
-        local.into_batch(batch, &mut Blocks::default(), &self.tree);
+        local.into_batch(batch, &mut Blocks::default(), &self.tree, &mut 0); // events and acks only: no requests
         fresh.append(&mut new_events);
         Ok(acks)
     }
