@@ -26,6 +26,9 @@ pub mod router;
 pub mod sources;
 pub mod stream;
 pub mod target;
+// wired into TargetActor in the next step
+#[allow(dead_code)]
+mod window;
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
