@@ -10,6 +10,8 @@
 //!   [`delivery::Lane`];
 //! - the address guard ([`guard`]): non-public targets refused at creation and at every
 //!   connection (the client's DNS resolver);
+//! - a target's window ([`window`]): the pure state machine of what a target owes, has in
+//!   flight, has due and has finished, with the cursor and marks; the target actor is its shell;
 //! - the counters ([`metrics`]) and the attempt feed ([`feed`]): what the edge shows of
 //!   dispatch, published once each attempt's record is written.
 //!
@@ -27,3 +29,4 @@ pub mod guard;
 pub mod metrics;
 pub mod router;
 pub mod target;
+pub mod window;

@@ -1,0 +1,593 @@
+//! A target's delivery window as a pure state machine: what the target owes in memory, what is
+//! in flight, what is due, what is finished and waiting for its record; the cursor and the
+//! marks written with it. No I/O: no store, no actix, no clock (`now_ms` is an argument), no
+//! randomness (the retry's jitter is an argument). The target actor is the shell around it: it
+//! reads the store and the log where a method asks for facts, and carries out what a method
+//! answers (writes, attempts, the timer, the store's [`Unrecorded`](crmhook_store::Unrecorded)).
+//!
+//! The rules, as the actor has kept them:
+//!
+//! - The window holds at most [`WINDOW`] owed deliveries (pending, retrying or in flight). It is
+//!   filled from the log past `scanned`, at most [`SCAN_STEP`] events a step, once a
+//!   [`FILL_STEP`] of it is free; pending entries on disk that did not fit (a large replay) are
+//!   taken again once it is half empty.
+//! - An ordered target sends only its oldest owed delivery, one at a time; an unordered one sends
+//!   by due time, [`IN_FLIGHT`] at a time. No attempt starts while [`RECORDING`] finished
+//!   deliveries wait for their records.
+//! - A first attempt is not written down before it is made (`fresh`): the cursor (the low mark)
+//!   stays below the first fresh delivery. A finished delivery (delivered or dead) frees its
+//!   slot at once and its record joins the next lazy write of the target's state (one write at
+//!   a time, carrying the marks when they moved); a retry's schedule, or a 410's disabling, is
+//!   flushed before the window moves on. If a lazy write fails, its deliveries are fresh again:
+//!   the cursor stays below them, and a restart attempts them again (at least once).
+//! - On start the window is rebuilt from the cursor, how far the last run had matched
+//!   (`checked_until`) and the pending entries on disk; a delivery up to `checked_until` is
+//!   taken again only if nothing was recorded of it ([`Window::owes`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crmhook_core::retry::{self, Next, Outcome};
+use crmhook_store::{AttemptResult, Pending};
+
+/// Most deliveries a target holds in memory (pending, retrying or in flight).
+pub const WINDOW: usize = 1024;
+/// Most log events one fill step reads (a step runs on the arbiter thread, so it stays short).
+pub const SCAN_STEP: usize = 1024;
+/// A fill waits for at least this much room in the window.
+pub const FILL_STEP: usize = WINDOW / 4;
+/// Concurrent attempts per target (1 when `ordered`).
+pub const IN_FLIGHT: usize = 16;
+/// Most finished deliveries whose records are still on their way to the store; past it no new
+/// attempt starts (the store sets the pace).
+pub const RECORDING: usize = 64 * IN_FLIGHT;
+
+/// What the store holds of a target when its actor starts.
+#[derive(Debug, Clone, Default)]
+pub struct Recovered {
+    /// The cursor (`Store::cursor`); `None` for a target that never had one.
+    pub cursor: Option<u64>,
+    /// How far the last run had matched (`Store::scanned`).
+    pub scanned: Option<u64>,
+    /// The pending entries on disk, in seq order (`Store::pending(id, WINDOW)`).
+    pub pending: Vec<(u64, Pending)>,
+    /// Whether the target is disabled (`Store::disabled(id)?.is_some()`).
+    pub disabled: bool,
+    /// The log's head (`Store::head`): where a target without a cursor starts.
+    pub head: u64,
+}
+
+/// What an earlier run may have recorded of a delivery: the facts [`Window::owes`] needs for a
+/// delivery it may have taken before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDisk {
+    /// No pending entry and no attempt.
+    Nothing,
+    /// A pending entry or an attempt (it is pending, or finished).
+    Recorded,
+    /// Either could not be read.
+    Unreadable,
+}
+
+impl OnDisk {
+    /// From the two reads: `Store::is_pending_on_disk` and whether `Store::last_attempt` found
+    /// one.
+    pub fn of<E, F>(pending_on_disk: Result<bool, E>, attempted: Result<bool, F>) -> OnDisk {
+        match (pending_on_disk, attempted) {
+            (Ok(false), Ok(false)) => OnDisk::Nothing,
+            (Ok(_), Ok(_)) => OnDisk::Recorded,
+            _ => OnDisk::Unreadable,
+        }
+    }
+
+    /// Whether a delivery with these records is owed: nothing recorded, or unreadable (deliver
+    /// again rather than maybe never).
+    pub fn owed(self) -> bool {
+        self != OnDisk::Recorded
+    }
+}
+
+/// A fill the window wants: the shell reads the log from `from`, at most [`SCAN_STEP`] events
+/// and none past `head`, matches each against the subscriptions and [`Window::owes`], and stops
+/// once it has taken `room`; then it calls [`Window::took`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fill {
+    pub from: u64,
+    pub head: u64,
+    pub room: usize,
+}
+
+/// An attempt to start: read event `seq` and attempt it as number `attempt` of its round
+/// `round`. The window counts it in flight already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Start {
+    pub seq: u64,
+    pub attempt: u32,
+    pub round: u32,
+}
+
+/// An attempt that is over, as its report tells it.
+#[derive(Debug, Clone, Copy)]
+pub struct Ended<'a> {
+    pub seq: u64,
+    pub n: u32,
+    pub round: u32,
+    pub outcome: &'a Outcome,
+    /// The receiver's `Retry-After`, whatever the status (the window honours it on 429 and 503
+    /// only).
+    pub retry_after_ms: Option<u64>,
+}
+
+/// What an ended attempt means, and what to record.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Finish {
+    /// The attempt's record's result.
+    pub result: AttemptResult,
+    pub then: Then,
+}
+
+/// What the shell does with an ended attempt's record (the `Attempt` itself always goes in).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Then {
+    /// Delivered or dead: the slot is free already. The record (and the removal of the pending
+    /// entry on disk when `done`) joins the next lazy write: append it to the unwritten batch,
+    /// then write the state and pump.
+    Finished { done: bool },
+    /// A retry, or a 410's wait: write the pending entry `following` and `scanned` (and the
+    /// target's disabling when `disable`) durably, then call [`Window::retry_recorded`].
+    Flush { following: Pending, scanned: u64, disable: bool },
+}
+
+impl Finish {
+    /// The attempt's write must be flushed before the window moves on.
+    pub fn flushes(&self) -> bool {
+        matches!(self.then, Then::Flush { .. })
+    }
+}
+
+/// A write of the target's state to start: the finished deliveries' records gathered since the
+/// last one (the shell's unwritten batch) and, when they moved, the marks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateWrite {
+    /// `(cursor, scanned)` to write, if they differ from the last written.
+    pub marks: Option<(u64, u64)>,
+    /// The finished deliveries whose records the write carries.
+    pub finished: Vec<u64>,
+}
+
+/// A retry being flushed: what the window does once it is written.
+#[derive(Debug, Clone, Copy)]
+struct Flushing {
+    following: Pending,
+    fresh: bool,
+    disable: bool,
+}
+
+/// The write of the target's state in progress.
+#[derive(Debug, Clone)]
+struct Writing {
+    marks: (u64, u64),
+    seqs: Vec<u64>,
+}
+
+/// A target's delivery window. See the module docs.
+#[derive(Debug, Clone)]
+pub struct Window {
+    ordered: bool,
+    /// Every event up to here has been matched for this target.
+    scanned: u64,
+    /// Deliveries up to here may have been recorded by an earlier run: each is checked before
+    /// it is taken again.
+    checked_until: u64,
+    /// The cursor and `scanned` as last written.
+    saved: (u64, u64),
+    pending: BTreeMap<u64, Pending>,
+    /// (due time, seq) of the pending deliveries not in flight.
+    due: BTreeSet<(u64, u64)>,
+    /// Attempts started and not yet over, retries being flushed included.
+    in_flight: BTreeSet<u64>,
+    /// The retries of `in_flight` whose records are being written.
+    flushing: BTreeMap<u64, Flushing>,
+    /// Owed first attempts (pending or in flight) with nothing on disk yet; the cursor stays
+    /// below the first of them.
+    fresh: BTreeSet<u64>,
+    /// Finished deliveries (delivered or dead) whose records are not yet in the store: they are
+    /// no longer pending in memory, but their pending entries on disk are.
+    recording: BTreeSet<u64>,
+    writing: Option<Writing>,
+    /// 410 Gone or an operator: no attempts until enabled again.
+    disabled: bool,
+    /// Shutting down: no new work.
+    draining: bool,
+    /// Pending records on disk that did not fit the window (a large replay).
+    more_on_disk: bool,
+    /// When the armed timer fires.
+    timer: Option<u64>,
+}
+
+impl Window {
+    /// An empty window, nothing matched (what the actor has until its state is loaded, and
+    /// keeps if loading fails).
+    pub fn new(ordered: bool) -> Window {
+        Window {
+            ordered,
+            scanned: 0,
+            checked_until: 0,
+            saved: (0, 0),
+            pending: BTreeMap::new(),
+            due: BTreeSet::new(),
+            in_flight: BTreeSet::new(),
+            flushing: BTreeMap::new(),
+            fresh: BTreeSet::new(),
+            recording: BTreeSet::new(),
+            writing: None,
+            disabled: false,
+            draining: false,
+            more_on_disk: false,
+            timer: None,
+        }
+    }
+
+    /// The window rebuilt from the store: it matches again from the cursor (from the head for a
+    /// target without one), checking the deliveries up to how far the last run had matched,
+    /// with the pending entries on disk (at most [`WINDOW`]; more are taken later).
+    pub fn recover(ordered: bool, recovered: Recovered) -> Window {
+        let Recovered { cursor, scanned, pending, disabled, head } = recovered;
+        let mut window = Window::new(ordered);
+        window.disabled = disabled;
+        window.more_on_disk = pending.len() >= WINDOW;
+        window.scanned = cursor.unwrap_or(head);
+        window.checked_until = scanned.unwrap_or(0).max(window.scanned);
+        window.saved = (cursor.unwrap_or(0), scanned.unwrap_or(0));
+        for (seq, p) in pending.into_iter().take(WINDOW) {
+            window.pending.insert(seq, p);
+            window.due.insert((p.due_at_ms, seq));
+        }
+        window
+    }
+
+    /// A new configuration: whether the target is ordered. The timer is forgotten (the shell
+    /// cancels its own), then the shell pumps.
+    pub fn configure(&mut self, ordered: bool) {
+        self.ordered = ordered;
+        self.timer = None;
+    }
+
+    /// Attempts in flight at once.
+    pub fn limit(&self) -> usize {
+        if self.ordered {
+            1
+        } else {
+            IN_FLIGHT
+        }
+    }
+
+    // ---- filling ----------------------------------------------------------------------------
+
+    /// Whether to take pending entries on disk that did not fit before: the shell reads
+    /// `Store::pending(id, WINDOW)` and calls [`Window::reloaded`] (on a read error, nothing).
+    pub fn wants_reload(&self) -> bool {
+        !self.draining && self.more_on_disk && self.pending.len() <= WINDOW / 2
+    }
+
+    /// Takes the pending entries read from disk that are not in the window, up to its size.
+    pub fn reloaded(&mut self, on_disk: Vec<(u64, Pending)>) {
+        self.more_on_disk = on_disk.len() >= WINDOW;
+        for (seq, p) in on_disk {
+            if self.pending.len() >= WINDOW {
+                self.more_on_disk = true;
+                break;
+            }
+            if self.recording.contains(&seq) {
+                continue;
+            }
+            if let std::collections::btree_map::Entry::Vacant(slot) = self.pending.entry(seq) {
+                slot.insert(p);
+                self.due.insert((p.due_at_ms, seq));
+            }
+        }
+    }
+
+    /// The fill to make, if any: the log has grown past `scanned` and a [`FILL_STEP`] of the
+    /// window is free (rather than refill after every delivery).
+    pub fn wants_fill(&self, head: u64) -> Option<Fill> {
+        if self.draining || self.pending.len() + FILL_STEP > WINDOW || self.scanned >= head {
+            return None;
+        }
+        Some(Fill { from: self.scanned + 1, head, room: WINDOW - self.pending.len() })
+    }
+
+    /// Whether a matched event's delivery is still owed: not in the window already and, if an
+    /// earlier run may have recorded it (up to `checked_until`), nothing recorded of it.
+    /// `on_disk` is read only then.
+    pub fn owes(&self, seq: u64, on_disk: impl FnOnce() -> OnDisk) -> bool {
+        if self.pending.contains_key(&seq) || self.recording.contains(&seq) {
+            return false;
+        }
+        if seq > self.checked_until {
+            return true;
+        }
+        on_disk().owed()
+    }
+
+    /// The fill read the log up to `last` (the last event it read; `scanned` if none) and took
+    /// the deliveries `taken`, first attempts due at `now_ms`. Nothing is written: the new marks
+    /// go with the next write of the target's state, except that a stretch of events that
+    /// matched nothing is written down at once, so the cursor keeps up on disk: when this
+    /// answers true the shell writes the state. The shell adds `taken` to the store's
+    /// `Unrecorded`.
+    pub fn took(&mut self, last: u64, taken: &[u64], now_ms: u64) -> bool {
+        if last <= self.scanned {
+            return false;
+        }
+        self.scanned = last;
+        let first = Pending::first(now_ms);
+        for seq in taken {
+            self.pending.insert(*seq, first);
+            self.due.insert((first.due_at_ms, *seq));
+            self.fresh.insert(*seq);
+        }
+        taken.is_empty()
+    }
+
+    // ---- attempts ---------------------------------------------------------------------------
+
+    /// The next attempt to start at `now_ms`, counted in flight at once; `None` when none may
+    /// start (disabled, draining, the in-flight limit, [`RECORDING`], nothing due). An ordered
+    /// target starts only its oldest owed delivery; an unordered one the first due. The shell
+    /// calls it until `None`, reading each one's event: if the event is no longer in the log it
+    /// calls [`Window::gone`], if it cannot be read [`Window::unstarted`].
+    pub fn next_start(&mut self, now_ms: u64) -> Option<Start> {
+        if self.disabled || self.draining {
+            return None;
+        }
+        while self.in_flight.len() < self.limit() && self.recording.len() < RECORDING {
+            let (due, seq) = self.next_due()?;
+            if due > now_ms {
+                return None;
+            }
+            self.due.remove(&(due, seq));
+            let Some(p) = self.pending.get(&seq).copied() else { continue };
+            self.in_flight.insert(seq);
+            return Some(Start { seq, attempt: p.attempt, round: p.round });
+        }
+        None
+    }
+
+    /// (due time, seq) of the delivery that goes next.
+    fn next_due(&self) -> Option<(u64, u64)> {
+        if self.ordered {
+            // Strictly in log order: only the oldest owed delivery may go.
+            self.pending
+                .first_key_value()
+                .map(|(seq, p)| (p.due_at_ms, *seq))
+                .filter(|(_, seq)| !self.in_flight.contains(seq))
+        } else {
+            self.due.first().copied()
+        }
+    }
+
+    /// A started delivery's event is no longer in the log: the delivery is dropped. The shell
+    /// removes `seq` from the store's `Unrecorded` and writes its `done` (without waiting).
+    pub fn gone(&mut self, seq: u64) {
+        self.in_flight.remove(&seq);
+        self.pending.remove(&seq);
+        self.fresh.remove(&seq);
+    }
+
+    /// A started delivery's event could not be read: it is not in flight, and no longer due
+    /// (it stays pending; as today, see the module's tests).
+    pub fn unstarted(&mut self, seq: u64) {
+        self.in_flight.remove(&seq);
+    }
+
+    /// An attempt is over at `now_ms`: what follows it (the retry schedule, `Retry-After` on 429
+    /// and 503, 410 disabling, with `jitter` in [-1, 1]) and what to record. A finished delivery
+    /// frees its slot at once; a retry stays in flight until [`Window::retry_recorded`].
+    pub fn attempt_finished(&mut self, ended: Ended<'_>, now_ms: u64, jitter: f64, schedule: &[u64]) -> Finish {
+        let Ended { seq, n, round, outcome, retry_after_ms } = ended;
+        let step = retry::Step {
+            schedule,
+            attempt: n,
+            round_start: round,
+            now_ms,
+            jitter,
+            retry_after_ms: retry_after_ms.filter(|_| retry::honours_retry_after(outcome)),
+        };
+        let (result, following) = match retry::next_attempt(retry::classify(outcome), step) {
+            Next::Delivered => (AttemptResult::Delivered, None),
+            Next::RetryAt { attempt, at_ms } => {
+                (AttemptResult::Retrying { next_at_ms: at_ms }, Some(Pending { attempt, due_at_ms: at_ms, round }))
+            }
+            Next::Disabled { attempt } => {
+                (AttemptResult::TargetDisabled, Some(Pending { attempt, due_at_ms: now_ms, round }))
+            }
+            Next::Dead => (AttemptResult::Dead, None),
+        };
+        let fresh = self.fresh.contains(&seq);
+        let Some(following) = following else {
+            self.in_flight.remove(&seq);
+            self.pending.remove(&seq);
+            // The cursor may pass it in the write that carries its record.
+            self.fresh.remove(&seq);
+            self.recording.insert(seq);
+            // A first attempt has no pending entry on disk to remove.
+            return Finish { result, then: Then::Finished { done: !fresh } };
+        };
+        let disable = result == AttemptResult::TargetDisabled;
+        self.flushing.insert(seq, Flushing { following, fresh, disable });
+        // With how far the window has matched: after a crash, the check for recorded
+        // deliveries then covers this one.
+        Finish { result, then: Then::Flush { following, scanned: self.scanned, disable } }
+    }
+
+    /// A retry's record was written (`ok`) or not. Memory moves on either way: if the write
+    /// failed the store still holds the older pending entry (or, for a first attempt, the cursor
+    /// stays below it), so after a restart the delivery is attempted again. Answers true when a
+    /// first attempt is now on disk: the shell removes `seq` from the store's `Unrecorded` and
+    /// writes the state (the cursor may pass it). Then the shell pumps.
+    pub fn retry_recorded(&mut self, seq: u64, ok: bool) -> bool {
+        let Some(Flushing { following, fresh, disable }) = self.flushing.remove(&seq) else {
+            return false;
+        };
+        let recorded = ok && fresh;
+        if recorded {
+            self.fresh.remove(&seq);
+        }
+        self.in_flight.remove(&seq);
+        self.pending.insert(seq, following);
+        self.due.insert((following.due_at_ms, seq));
+        self.disabled |= disable;
+        recorded
+    }
+
+    // ---- writing the state ------------------------------------------------------------------
+
+    /// The marks to write: the cursor (below the first fresh delivery, else `scanned`) and
+    /// `scanned`.
+    pub fn marks(&self) -> (u64, u64) {
+        let low = self.fresh.first().map_or(self.scanned, |first| first.saturating_sub(1));
+        (low, self.scanned)
+    }
+
+    /// Starts a write of the target's state if none is in progress and there is something to
+    /// write (finished deliveries' records, or marks that moved); what changes meanwhile goes in
+    /// the next. The shell writes its unwritten batch with the marks (`Store::
+    /// write_deliveries_held`), then calls [`Window::write_done`].
+    pub fn start_write(&mut self) -> Option<StateWrite> {
+        if self.writing.is_some() {
+            return None;
+        }
+        let marks = self.marks();
+        if self.recording.is_empty() && marks == self.saved {
+            return None;
+        }
+        let seqs: Vec<u64> = self.recording.iter().copied().collect();
+        self.writing = Some(Writing { marks, seqs: seqs.clone() });
+        Some(StateWrite { marks: (marks != self.saved).then_some(marks), finished: seqs })
+    }
+
+    /// The write of the state is over. If it failed, its deliveries are not recorded: they are
+    /// fresh again, so the cursor stays below them and a restart attempts them again (at least
+    /// once). Answers the deliveries now on disk, which the shell removes from the store's
+    /// `Unrecorded`; then the shell writes the state again and pumps.
+    pub fn write_done(&mut self, ok: bool) -> Vec<u64> {
+        let Some(Writing { marks, seqs }) = self.writing.take() else { return Vec::new() };
+        for seq in &seqs {
+            self.recording.remove(seq);
+        }
+        if ok {
+            self.saved = marks;
+            seqs
+        } else {
+            self.fresh.extend(&seqs);
+            Vec::new()
+        }
+    }
+
+    // ---- the timer --------------------------------------------------------------------------
+
+    /// When the next waiting delivery is due, if the timer must be (re)armed for it: the shell
+    /// cancels the timer it holds, if any, and arms one for then. `None`: leave it as it is.
+    pub fn arm_timer(&mut self) -> Option<u64> {
+        if self.disabled || self.draining || self.in_flight.len() >= self.limit() {
+            return None;
+        }
+        let (due, _) = self.next_due()?;
+        if self.timer.is_some_and(|at| at <= due) {
+            return None;
+        }
+        self.timer = Some(due);
+        Some(due)
+    }
+
+    /// The timer fired; the shell pumps.
+    pub fn timer_fired(&mut self) {
+        self.timer = None;
+    }
+
+    // ---- operators --------------------------------------------------------------------------
+
+    /// Enables or disables attempts. The timer is forgotten (the shell cancels its own); the
+    /// shell pumps.
+    pub fn set_enabled(&mut self, enabled: bool) {
+        self.disabled = !enabled;
+        self.timer = None;
+    }
+
+    /// Starts no new work from now on. The timer is forgotten (the shell cancels its own); the
+    /// shell pumps, and answers its waiters once [`Window::is_idle`].
+    pub fn drain(&mut self) {
+        self.draining = true;
+        self.timer = None;
+    }
+
+    /// Whether a delivery to queue again (redeliver, replay) is skipped: the window holds it,
+    /// it is pending elsewhere (`Store::is_pending`; true if unreadable), or it is not matched
+    /// yet and matches (it will be delivered anyway). The shell skips, before this, an event no
+    /// longer in the log.
+    pub fn requeue_skips(
+        &self,
+        seq: u64,
+        pending_elsewhere: impl FnOnce() -> bool,
+        matches: impl FnOnce() -> bool,
+    ) -> bool {
+        self.holds(seq) || pending_elsewhere() || (seq > self.scanned && matches())
+    }
+
+    /// Deliveries queued again and written: taken into the window while it has room, the rest
+    /// later from disk. One the window took meanwhile (from disk) is left as it is.
+    pub fn requeued(&mut self, queued: &[(u64, Pending)]) {
+        for &(seq, p) in queued {
+            if self.pending.len() >= WINDOW {
+                self.more_on_disk = true;
+                continue;
+            }
+            if self.pending.contains_key(&seq) {
+                continue;
+            }
+            self.pending.insert(seq, p);
+            self.due.insert((p.due_at_ms, seq));
+        }
+    }
+
+    // ---- reading ----------------------------------------------------------------------------
+
+    /// Whether the window holds this delivery (owed in memory, or finished and being recorded).
+    pub fn holds(&self, seq: u64) -> bool {
+        self.pending.contains_key(&seq) || self.recording.contains(&seq)
+    }
+
+    /// Every event up to here has been matched.
+    pub fn scanned(&self) -> u64 {
+        self.scanned
+    }
+
+    /// Deliveries owed in memory (pending, retrying or in flight).
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    pub fn is_disabled(&self) -> bool {
+        self.disabled
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining
+    }
+
+    /// No attempt in flight and no finished delivery waiting for its record.
+    pub fn is_idle(&self) -> bool {
+        self.in_flight.is_empty() && self.recording.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests;
