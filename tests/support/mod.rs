@@ -5,8 +5,8 @@
 //! Tests wait on events, not time: the receiver signals every arrival ([`Receiver::wait_until`]
 //! blocks on it), and a negative ("this is never delivered") is proven by a positive marker: a
 //! later delivery the same target must make arrives, then [`Server::wait_settled`] sees the
-//! target owe nothing more, so the receiver's record is final. [`holds_for`], a quiet period, is
-//! left only where no event can prove the negative.
+//! target owe nothing more, so the receiver's record is final. [`Receiver::holds_for`], a quiet
+//! period, is left only where no event can prove the negative.
 
 #![allow(dead_code)]
 
@@ -36,19 +36,6 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-}
-
-/// True if `f` holds at every check for `period`: a quiet period, the last resort for a negative
-/// that no later event can prove (each use says why).
-pub fn holds_for(period: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + period;
-    while Instant::now() < deadline {
-        if !f() {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    f()
 }
 
 pub fn sample(name: &str) -> String {
@@ -465,16 +452,22 @@ struct Arrivals {
 
 impl Arrivals {
     fn lock(&self) -> MutexGuard<'_, Got> {
-        self.got.lock().expect("lock")
+        // A test that panicked while waiting leaves it poisoned; the others go on.
+        self.got.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
-/// A real HTTP server on 127.0.0.1:0 that records every request and answers as programmed
-/// (default 200). Each request is answered on its own thread, so delays do not queue. A request
-/// is recorded (and waiters woken) before it is answered.
+/// A real HTTP/1.1 server on 127.0.0.1:0 that records every request and answers as programmed
+/// (default 200). Each connection has a thread of its own (keep-alive as the client asks), so
+/// delays on one connection hold up no other. A request is recorded (and waiters woken) before
+/// it is answered.
+///
+/// Written out here rather than tiny_http: its worker pool can leave a new connection queued
+/// behind kept-alive ones (two connections handed to one idle worker), so a burst of
+/// deliveries could stall for as long as the client keeps its connections.
 pub struct Receiver {
     pub port: u16,
-    server: Arc<tiny_http::Server>,
+    stopped: Arc<std::sync::atomic::AtomicBool>,
     arrivals: Arc<Arrivals>,
     program: Arc<Mutex<Program>>,
 }
@@ -486,66 +479,22 @@ impl Receiver {
 
     /// On a given port (0: any).
     pub fn start_on(port: u16) -> Receiver {
-        let server = Arc::new(tiny_http::Server::http(("127.0.0.1", port)).expect("receiver binds"));
-        let port = server.server_addr().to_ip().expect("ip listener").port();
-        let arrivals = Arc::new(Arrivals::default());
-        let program = Arc::new(Mutex::new(Program::default()));
-        let (srv, arr, prog) = (server.clone(), arrivals.clone(), program.clone());
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("receiver binds");
+        let port = listener.local_addr().expect("local address").port();
+        let receiver = Receiver { port, stopped: Arc::default(), arrivals: Arc::default(), program: Arc::default() };
+        let (stopped, arrivals, program) =
+            (receiver.stopped.clone(), receiver.arrivals.clone(), receiver.program.clone());
         std::thread::spawn(move || {
-            for mut request in srv.incoming_requests() {
-                let mut body = Vec::new();
-                let _ = request.as_reader().read_to_end(&mut body);
-                let uri = request.url().to_owned();
-                let path = uri.split('?').next().unwrap_or("").to_owned();
-                let headers = request
-                    .headers()
-                    .iter()
-                    .map(|h| (h.field.as_str().as_str().to_ascii_lowercase(), h.value.as_str().to_owned()))
-                    .collect();
-                let reply = {
-                    let mut p = prog.lock().expect("lock");
-                    let default = p.defaults.get(&path).copied().unwrap_or(status(200));
-                    p.replies.get_mut(&path).and_then(VecDeque::pop_front).unwrap_or(default)
-                };
-                let wall_ms = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_millis() as u64)
-                    .unwrap_or(0);
-                let tag = tag_of(&body);
-                {
-                    let mut got = arr.lock();
-                    if (200..300).contains(&reply.status) {
-                        got.delivered.entry(path.clone()).or_default().insert(tag.clone());
-                    }
-                    got.requests.push(Received {
-                        path,
-                        uri,
-                        headers,
-                        body,
-                        at: Instant::now(),
-                        wall_ms,
-                        tag,
-                        status: reply.status,
-                    });
+            for stream in listener.incoming() {
+                if stopped.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
                 }
-                arr.arrived.notify_all();
-                std::thread::spawn(move || {
-                    if !reply.delay.is_zero() {
-                        std::thread::sleep(reply.delay);
-                    }
-                    let mut response = tiny_http::Response::from_string("ok").with_status_code(reply.status);
-                    if let Some(seconds) = reply.retry_after {
-                        if let Ok(h) =
-                            tiny_http::Header::from_bytes(&b"Retry-After"[..], seconds.to_string().as_bytes())
-                        {
-                            response.add_header(h);
-                        }
-                    }
-                    let _ = request.respond(response);
-                });
+                let Ok(stream) = stream else { continue };
+                let (arrivals, program) = (arrivals.clone(), program.clone());
+                std::thread::spawn(move || serve_connection(stream, &arrivals, &program));
             }
         });
-        Receiver { port, server, arrivals, program }
+        receiver
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -582,11 +531,30 @@ impl Receiver {
             }
             let now = Instant::now();
             if now >= deadline {
-                let mut by_path: std::collections::BTreeMap<&str, usize> = Default::default();
+                let mut by_path: std::collections::BTreeMap<String, usize> = Default::default();
                 for r in &got.requests {
-                    *by_path.entry(r.path.as_str()).or_default() += 1;
+                    *by_path.entry(r.path.clone()).or_default() += 1;
                 }
+                drop(got);
                 panic!("timed out after {timeout:?} waiting for {what}; requests so far by path: {by_path:?}");
+            }
+            got = self.arrivals.arrived.wait_timeout(got, deadline - now).expect("lock").0;
+        }
+    }
+
+    /// Whether `f` holds for what the receiver got, checked at each arrival for `period`: a quiet
+    /// period, the last resort for a negative that no later event can prove (each use says why).
+    /// Answers `false` as soon as an arrival breaks it.
+    pub fn holds_for(&self, period: Duration, mut f: impl FnMut(&[Received]) -> bool) -> bool {
+        let deadline = Instant::now() + period;
+        let mut got = self.arrivals.lock();
+        loop {
+            if !f(&got.requests) {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return true;
             }
             got = self.arrivals.arrived.wait_timeout(got, deadline - now).expect("lock").0;
         }
@@ -661,6 +629,100 @@ pub fn tag_counts(got: &[Received], path: &str) -> HashMap<String, usize> {
 
 impl Drop for Receiver {
     fn drop(&mut self) {
-        self.server.unblock();
+        // The accepting thread sees the flag at its next connection: this one.
+        self.stopped.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// One request read off a connection: method aside, its target, headers (names lowercase) and
+/// body. `None` at the end of the connection or on anything that is not HTTP/1.1 we can read.
+fn read_request(conn: &mut BufReader<std::net::TcpStream>) -> Option<(String, HashMap<String, String>, Vec<u8>)> {
+    use std::io::Read;
+    let mut line = String::new();
+    if conn.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let uri = line.split_whitespace().nth(1)?.to_owned();
+    let mut headers = HashMap::new();
+    loop {
+        let mut h = String::new();
+        if conn.read_line(&mut h).ok()? == 0 {
+            return None;
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (name, value) = h.split_once(':')?;
+        headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
+    }
+    let mut body = Vec::new();
+    if headers.get("transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
+        loop {
+            let mut size = String::new();
+            conn.read_line(&mut size).ok()?;
+            let size = usize::from_str_radix(size.trim().split(';').next()?, 16).ok()?;
+            let mut chunk = vec![0; size + 2];
+            conn.read_exact(&mut chunk).ok()?;
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
+    } else {
+        let length = headers.get("content-length").map_or(Some(0), |l| l.parse().ok())?;
+        body.resize(length, 0);
+        conn.read_exact(&mut body).ok()?;
+    }
+    Some((uri, headers, body))
+}
+
+/// Reads requests off one connection, records each, and answers it as programmed.
+fn serve_connection(stream: std::net::TcpStream, arrivals: &Arrivals, program: &Mutex<Program>) {
+    use std::io::Write;
+    let Ok(mut out) = stream.try_clone() else { return };
+    let mut conn = BufReader::new(stream);
+    while let Some((uri, headers, body)) = read_request(&mut conn) {
+        let path = uri.split('?').next().unwrap_or("").to_owned();
+        let close = headers.get("connection").is_some_and(|c| c.eq_ignore_ascii_case("close"));
+        let reply = {
+            let mut p = program.lock().expect("lock");
+            let default = p.defaults.get(&path).copied().unwrap_or(status(200));
+            p.replies.get_mut(&path).and_then(VecDeque::pop_front).unwrap_or(default)
+        };
+        let wall_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let tag = tag_of(&body);
+        {
+            let mut got = arrivals.lock();
+            if (200..300).contains(&reply.status) {
+                got.delivered.entry(path.clone()).or_default().insert(tag.clone());
+            }
+            got.requests.push(Received {
+                path,
+                uri,
+                headers,
+                body,
+                at: Instant::now(),
+                wall_ms,
+                tag,
+                status: reply.status,
+            });
+        }
+        arrivals.arrived.notify_all();
+        if !reply.delay.is_zero() {
+            // Not a wait for anything: the programmed slow answer.
+            std::thread::sleep(reply.delay);
+        }
+        let retry_after = reply.retry_after.map(|s| format!("Retry-After: {s}\r\n")).unwrap_or_default();
+        let connection = if close { "Connection: close\r\n" } else { "" };
+        let response =
+            format!("HTTP/1.1 {} Answer\r\nContent-Length: 2\r\n{retry_after}{connection}\r\nok", reply.status);
+        if out.write_all(response.as_bytes()).is_err() || close {
+            return;
+        }
     }
 }
