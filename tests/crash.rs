@@ -84,6 +84,7 @@ fn kill_9_at_random_moments_loses_no_acknowledged_event() {
         wait_for(Duration::from_secs(20), "some acknowledgements", || {
             (acked.lock().expect("lock").len() > before).then_some(())
         });
+        // Not a wait for anything: the kill's random moment.
         std::thread::sleep(Duration::from_millis(50 + rng.below(400)));
         server.kill9();
         stop.store(true, Ordering::Relaxed);
