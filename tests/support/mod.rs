@@ -1,6 +1,12 @@
 //! Test support: the real `crmhook` binary as a child process, a real HTTP receiver on
 //! 127.0.0.1, an HTTP client, and waiting for a condition with a deadline (never a sleep as
 //! synchronisation).
+//!
+//! Tests wait on events, not time: the receiver signals every arrival ([`Receiver::wait_until`]
+//! blocks on it), and a negative ("this is never delivered") is proven by a positive marker: a
+//! later delivery the same target must make arrives, then [`Server::wait_settled`] sees the
+//! target owe nothing more, so the receiver's record is final. [`Receiver::holds_for`], a quiet
+//! period, is left only where no event can prove the negative.
 
 #![allow(dead_code)]
 
@@ -8,7 +14,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -16,7 +22,9 @@ use serde_json::Value;
 pub const ADMIN: &str = "adm_test_0123456789abcdef0123456789";
 pub const INGEST: &str = "ing_test_0123456789abcdef0123456789";
 
-/// Polls `f` until it returns `Some`, or panics with `what` after `timeout`.
+/// Polls `f` until it returns `Some`, or panics with `what` after `timeout`: for state that
+/// signals nothing (the server's API). The receiver's state is waited on with
+/// [`Receiver::wait_until`].
 pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
     loop {
@@ -28,18 +36,6 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-}
-
-/// True if `f` holds at every check for `period` (used to see that nothing more arrives).
-pub fn holds_for(period: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + period;
-    while Instant::now() < deadline {
-        if !f() {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    f()
 }
 
 pub fn sample(name: &str) -> String {
@@ -245,18 +241,17 @@ impl Server {
     /// SIGTERM and wait; answers the exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("crmhook did not stop within 20 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let pid = child.id().to_string();
+        let _ = Command::new("kill").arg("-TERM").arg(&pid).status();
+        // The exit is waited on by a thread of its own, which reports it.
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait().expect("wait"));
+        });
+        rx.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|_| {
+            let _ = Command::new("kill").arg("-KILL").arg(&pid).status();
+            panic!("crmhook did not stop within 20 s of SIGTERM");
+        })
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -303,6 +298,40 @@ impl Server {
             assert_eq!(r.status, 201, "POST /v1/subscriptions: {}", r.text);
         }
         (id, t["secret"].as_str().expect("secret").to_owned())
+    }
+
+    /// `GET /v1/events/{id}`.
+    pub fn event(&self, id: &str) -> Value {
+        let r = self.admin("GET", &format!("/v1/events/{id}"), None);
+        assert_eq!(r.status, 200, "GET /v1/events/{id}: {}", r.text);
+        r.json()
+    }
+
+    /// The targets an event's view lists a delivery for (owed, pending, or attempted): the
+    /// server's own word on whom the event goes to.
+    pub fn delivered_to(&self, event_id: &str) -> Vec<String> {
+        let e = self.event(event_id);
+        let deliveries = e["deliveries"].as_array().cloned().unwrap_or_default();
+        deliveries.iter().filter_map(|d| d["target_id"].as_str().map(str::to_owned)).collect()
+    }
+
+    /// Waits until target `tid` lists no pending delivery: every attempt it has taken on is
+    /// over, answered, and recorded. After a delivery it had to make (a marker) arrived, it has
+    /// also matched every event logged before that one, so what a receiver got from it is final
+    /// (an attempt is recorded only once it is answered, and the receiver records a request
+    /// before answering it).
+    pub fn wait_settled(&self, tid: &str, timeout: Duration) {
+        self.wait_settled_as(ADMIN, tid, timeout);
+    }
+
+    /// [`Server::wait_settled`] with another admin token.
+    pub fn wait_settled_as(&self, admin: &str, tid: &str, timeout: Duration) {
+        wait_for(timeout, &format!("nothing pending for {tid}"), || {
+            let path = format!("/v1/targets/{tid}/deliveries?status=pending&limit=1");
+            let r = self.request("GET", &path, Some(admin), None);
+            assert_eq!(r.status, 200, "{}", r.text);
+            r.json()["deliveries"].as_array().is_some_and(Vec::is_empty).then_some(())
+        });
     }
 }
 
@@ -404,16 +433,42 @@ fn tag_of(body: &[u8]) -> String {
 struct Program {
     replies: HashMap<String, VecDeque<Reply>>,
     defaults: HashMap<String, Reply>,
+}
+
+/// What the receiver got, in arrival order.
+#[derive(Default)]
+struct Got {
+    requests: Vec<Received>,
     /// Distinct tags answered 2xx, per path, kept as requests come.
     delivered: HashMap<String, std::collections::HashSet<String>>,
 }
 
-/// A real HTTP server on 127.0.0.1:0 that records every request and answers as programmed
-/// (default 200). Each request is answered on its own thread, so delays do not queue.
+/// `Got` behind a lock, and a condvar notified on every arrival.
+#[derive(Default)]
+struct Arrivals {
+    got: Mutex<Got>,
+    arrived: Condvar,
+}
+
+impl Arrivals {
+    fn lock(&self) -> MutexGuard<'_, Got> {
+        // A test that panicked while waiting leaves it poisoned; the others go on.
+        self.got.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A real HTTP/1.1 server on 127.0.0.1:0 that records every request and answers as programmed
+/// (default 200). Each connection has a thread of its own (keep-alive as the client asks), so
+/// delays on one connection hold up no other. A request is recorded (and waiters woken) before
+/// it is answered.
+///
+/// Written out here rather than tiny_http: its worker pool can leave a new connection queued
+/// behind kept-alive ones (two connections handed to one idle worker), so a burst of
+/// deliveries could stall for as long as the client keeps its connections.
 pub struct Receiver {
     pub port: u16,
-    server: Arc<tiny_http::Server>,
-    received: Arc<Mutex<Vec<Received>>>,
+    stopped: Arc<std::sync::atomic::AtomicBool>,
+    arrivals: Arc<Arrivals>,
     program: Arc<Mutex<Program>>,
 }
 
@@ -424,62 +479,22 @@ impl Receiver {
 
     /// On a given port (0: any).
     pub fn start_on(port: u16) -> Receiver {
-        let server = Arc::new(tiny_http::Server::http(("127.0.0.1", port)).expect("receiver binds"));
-        let port = server.server_addr().to_ip().expect("ip listener").port();
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let program = Arc::new(Mutex::new(Program::default()));
-        let (srv, rec, prog) = (server.clone(), received.clone(), program.clone());
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("receiver binds");
+        let port = listener.local_addr().expect("local address").port();
+        let receiver = Receiver { port, stopped: Arc::default(), arrivals: Arc::default(), program: Arc::default() };
+        let (stopped, arrivals, program) =
+            (receiver.stopped.clone(), receiver.arrivals.clone(), receiver.program.clone());
         std::thread::spawn(move || {
-            for mut request in srv.incoming_requests() {
-                let mut body = Vec::new();
-                let _ = request.as_reader().read_to_end(&mut body);
-                let uri = request.url().to_owned();
-                let path = uri.split('?').next().unwrap_or("").to_owned();
-                let headers = request
-                    .headers()
-                    .iter()
-                    .map(|h| (h.field.as_str().as_str().to_ascii_lowercase(), h.value.as_str().to_owned()))
-                    .collect();
-                let reply = {
-                    let mut p = prog.lock().expect("lock");
-                    let default = p.defaults.get(&path).copied().unwrap_or(status(200));
-                    p.replies.get_mut(&path).and_then(VecDeque::pop_front).unwrap_or(default)
-                };
-                let wall_ms = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_millis() as u64)
-                    .unwrap_or(0);
-                let tag = tag_of(&body);
-                if (200..300).contains(&reply.status) {
-                    prog.lock().expect("lock").delivered.entry(path.clone()).or_default().insert(tag.clone());
+            for stream in listener.incoming() {
+                if stopped.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
                 }
-                rec.lock().expect("lock").push(Received {
-                    path,
-                    uri,
-                    headers,
-                    body,
-                    at: Instant::now(),
-                    wall_ms,
-                    tag,
-                    status: reply.status,
-                });
-                std::thread::spawn(move || {
-                    if !reply.delay.is_zero() {
-                        std::thread::sleep(reply.delay);
-                    }
-                    let mut response = tiny_http::Response::from_string("ok").with_status_code(reply.status);
-                    if let Some(seconds) = reply.retry_after {
-                        if let Ok(h) =
-                            tiny_http::Header::from_bytes(&b"Retry-After"[..], seconds.to_string().as_bytes())
-                        {
-                            response.add_header(h);
-                        }
-                    }
-                    let _ = request.respond(response);
-                });
+                let Ok(stream) = stream else { continue };
+                let (arrivals, program) = (arrivals.clone(), program.clone());
+                std::thread::spawn(move || serve_connection(stream, &arrivals, &program));
             }
         });
-        Receiver { port, server, received, program }
+        receiver
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -500,45 +515,214 @@ impl Receiver {
         p.defaults.insert(path.to_owned(), default);
     }
 
+    /// Blocks until `f`, shown every request received so far (in arrival order), answers
+    /// `Some`; woken by each arrival, never polling. Panics with `what` after `timeout`. `f`
+    /// runs under the receiver's lock: it must not call the receiver.
+    pub fn wait_until<T>(&self, timeout: Duration, what: &str, mut f: impl FnMut(&[Received]) -> Option<T>) -> T {
+        self.wait_on(timeout, what, |got| f(&got.requests))
+    }
+
+    fn wait_on<T>(&self, timeout: Duration, what: &str, mut f: impl FnMut(&Got) -> Option<T>) -> T {
+        let deadline = Instant::now() + timeout;
+        let mut got = self.arrivals.lock();
+        loop {
+            if let Some(v) = f(&got) {
+                return v;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let mut by_path: std::collections::BTreeMap<String, usize> = Default::default();
+                for r in &got.requests {
+                    *by_path.entry(r.path.clone()).or_default() += 1;
+                }
+                drop(got);
+                panic!("timed out after {timeout:?} waiting for {what}; requests so far by path: {by_path:?}");
+            }
+            got = self.arrivals.arrived.wait_timeout(got, deadline - now).expect("lock").0;
+        }
+    }
+
+    /// Whether `f` holds for what the receiver got, checked at each arrival for `period`: a quiet
+    /// period, the last resort for a negative that no later event can prove (each use says why).
+    /// Answers `false` as soon as an arrival breaks it.
+    pub fn holds_for(&self, period: Duration, mut f: impl FnMut(&[Received]) -> bool) -> bool {
+        let deadline = Instant::now() + period;
+        let mut got = self.arrivals.lock();
+        loop {
+            if !f(&got.requests) {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return true;
+            }
+            got = self.arrivals.arrived.wait_timeout(got, deadline - now).expect("lock").0;
+        }
+    }
+
+    /// Waits until `path` got at least `n` requests; answers them.
+    pub fn wait_count(&self, path: &str, n: usize, timeout: Duration) -> Vec<Received> {
+        self.wait_until(timeout, &format!("{n} requests on {path}"), |got| {
+            let on: Vec<Received> = got.iter().filter(|r| r.path == path).cloned().collect();
+            (on.len() >= n).then_some(on)
+        })
+    }
+
+    /// Waits until `path` got a request carrying `tag` (a recordId, sessionId or Id); answers
+    /// every request on `path` so far.
+    pub fn wait_tag(&self, path: &str, tag: &str, timeout: Duration) -> Vec<Received> {
+        self.wait_until(timeout, &format!("{tag} on {path}"), |got| {
+            let on: Vec<Received> = got.iter().filter(|r| r.path == path).cloned().collect();
+            on.iter().any(|r| r.tag == tag).then_some(on)
+        })
+    }
+
+    /// Waits until `path` answered at least `n` distinct events with a 2xx.
+    pub fn wait_distinct_delivered(&self, path: &str, n: usize, timeout: Duration) {
+        self.wait_on(timeout, &format!("{n} distinct events delivered on {path}"), |got| {
+            (got.delivered.get(path).map_or(0, |s| s.len()) >= n).then_some(())
+        })
+    }
+
+    /// Waits until `path` answered each of `tags` with a 2xx at least once.
+    pub fn wait_delivered<'a>(&self, path: &str, tags: impl IntoIterator<Item = &'a String>, timeout: Duration) {
+        let mut missing: Vec<&String> = tags.into_iter().collect();
+        self.wait_on(timeout, &format!("{} more events delivered on {path}", missing.len()), |got| {
+            let delivered = got.delivered.get(path);
+            missing.retain(|t| !delivered.is_some_and(|d| d.contains(*t)));
+            missing.is_empty().then_some(())
+        })
+    }
+
     /// How many distinct events `path` answered with a 2xx.
     pub fn distinct_delivered(&self, path: &str) -> usize {
-        self.program.lock().expect("lock").delivered.get(path).map_or(0, |s| s.len())
+        self.arrivals.lock().delivered.get(path).map_or(0, |s| s.len())
     }
 
     /// How many requests `path` got.
     pub fn count(&self, path: &str) -> usize {
-        self.received.lock().expect("lock").iter().filter(|r| r.path == path).count()
+        self.arrivals.lock().requests.iter().filter(|r| r.path == path).count()
     }
 
     pub fn requests(&self, path: &str) -> Vec<Received> {
-        self.received.lock().expect("lock").iter().filter(|r| r.path == path).cloned().collect()
+        self.arrivals.lock().requests.iter().filter(|r| r.path == path).cloned().collect()
     }
 
     pub fn tags(&self, path: &str) -> Vec<String> {
-        self.received.lock().expect("lock").iter().filter(|r| r.path == path).map(|r| r.tag.clone()).collect()
+        self.arrivals.lock().requests.iter().filter(|r| r.path == path).map(|r| r.tag.clone()).collect()
     }
 
     /// Answered deliveries per tag on `path` (only those answered 2xx count as received).
     pub fn tag_counts(&self, path: &str) -> HashMap<String, usize> {
-        let mut counts = HashMap::new();
-        for r in self.received.lock().expect("lock").iter().filter(|r| r.path == path && (200..300).contains(&r.status))
-        {
-            *counts.entry(r.tag.clone()).or_insert(0) += 1;
-        }
-        counts
+        tag_counts(&self.arrivals.lock().requests, path)
     }
+}
 
-    /// Waits until `path` got at least `n` requests.
-    pub fn wait_count(&self, path: &str, n: usize, timeout: Duration) -> Vec<Received> {
-        wait_for(timeout, &format!("{n} requests on {path}"), || {
-            let got = self.requests(path);
-            (got.len() >= n).then_some(got)
-        })
+/// Deliveries answered 2xx per tag on `path`, in `got`.
+pub fn tag_counts(got: &[Received], path: &str) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for r in got.iter().filter(|r| r.path == path && (200..300).contains(&r.status)) {
+        *counts.entry(r.tag.clone()).or_insert(0) += 1;
     }
+    counts
 }
 
 impl Drop for Receiver {
     fn drop(&mut self) {
-        self.server.unblock();
+        // The accepting thread sees the flag at its next connection: this one.
+        self.stopped.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// One request read off a connection: method aside, its target, headers (names lowercase) and
+/// body. `None` at the end of the connection or on anything that is not HTTP/1.1 we can read.
+fn read_request(conn: &mut BufReader<std::net::TcpStream>) -> Option<(String, HashMap<String, String>, Vec<u8>)> {
+    use std::io::Read;
+    let mut line = String::new();
+    if conn.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let uri = line.split_whitespace().nth(1)?.to_owned();
+    let mut headers = HashMap::new();
+    loop {
+        let mut h = String::new();
+        if conn.read_line(&mut h).ok()? == 0 {
+            return None;
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (name, value) = h.split_once(':')?;
+        headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
+    }
+    let mut body = Vec::new();
+    if headers.get("transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
+        loop {
+            let mut size = String::new();
+            conn.read_line(&mut size).ok()?;
+            let size = usize::from_str_radix(size.trim().split(';').next()?, 16).ok()?;
+            let mut chunk = vec![0; size + 2];
+            conn.read_exact(&mut chunk).ok()?;
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
+    } else {
+        let length = headers.get("content-length").map_or(Some(0), |l| l.parse().ok())?;
+        body.resize(length, 0);
+        conn.read_exact(&mut body).ok()?;
+    }
+    Some((uri, headers, body))
+}
+
+/// Reads requests off one connection, records each, and answers it as programmed.
+fn serve_connection(stream: std::net::TcpStream, arrivals: &Arrivals, program: &Mutex<Program>) {
+    use std::io::Write;
+    let Ok(mut out) = stream.try_clone() else { return };
+    let mut conn = BufReader::new(stream);
+    while let Some((uri, headers, body)) = read_request(&mut conn) {
+        let path = uri.split('?').next().unwrap_or("").to_owned();
+        let close = headers.get("connection").is_some_and(|c| c.eq_ignore_ascii_case("close"));
+        let reply = {
+            let mut p = program.lock().expect("lock");
+            let default = p.defaults.get(&path).copied().unwrap_or(status(200));
+            p.replies.get_mut(&path).and_then(VecDeque::pop_front).unwrap_or(default)
+        };
+        let wall_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let tag = tag_of(&body);
+        {
+            let mut got = arrivals.lock();
+            if (200..300).contains(&reply.status) {
+                got.delivered.entry(path.clone()).or_default().insert(tag.clone());
+            }
+            got.requests.push(Received {
+                path,
+                uri,
+                headers,
+                body,
+                at: Instant::now(),
+                wall_ms,
+                tag,
+                status: reply.status,
+            });
+        }
+        arrivals.arrived.notify_all();
+        if !reply.delay.is_zero() {
+            // Not a wait for anything: the programmed slow answer.
+            std::thread::sleep(reply.delay);
+        }
+        let retry_after = reply.retry_after.map(|s| format!("Retry-After: {s}\r\n")).unwrap_or_default();
+        let connection = if close { "Connection: close\r\n" } else { "" };
+        let response =
+            format!("HTTP/1.1 {} Answer\r\nContent-Length: 2\r\n{retry_after}{connection}\r\nok", reply.status);
+        if out.write_all(response.as_bytes()).is_err() || close {
+            return;
+        }
     }
 }
