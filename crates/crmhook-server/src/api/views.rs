@@ -552,3 +552,7 @@ pub struct RejectedPage<'a> {
     /// The last id of a full page; `null` after a short one.
     pub next_after: Option<&'a RejectedId>,
 }
+
+#[cfg(test)]
+#[path = "views_tests.rs"]
+mod tests;
