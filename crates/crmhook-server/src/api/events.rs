@@ -19,15 +19,14 @@ use crate::api::targets::load_target;
 use crate::api::views::{Accepted, Ack, DeliveryView, EventDetail, EventPage, EventView, Queued};
 use crate::error::ApiError;
 
-pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/v1/events").route(web::post().to(ingest)).route(web::get().to(list_events)))
-        .service(web::resource("/v1/events/{id}").route(web::get().to(get_event)))
-        .service(web::resource("/v1/events/{id}/redeliver").route(web::post().to(redeliver)));
-}
-
 // ---- ingest --------------------------------------------------------------------------------
 
-async fn ingest(_: Ingest, req: HttpRequest, payload: web::Payload, state: State) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn ingest(
+    _: Ingest,
+    req: HttpRequest,
+    payload: web::Payload,
+    state: State,
+) -> Result<HttpResponse, ApiError> {
     require_json(&req)?;
     let key = idempotency_key(&req)?;
     let _share = ingest_share(&req, &state)?;
@@ -84,7 +83,7 @@ fn load_event(state: &State, raw: &str) -> Result<Event, ApiError> {
     state.store.event_by_id(&EventId::parse(raw).ok_or_else(not_found)?)?.ok_or_else(not_found)
 }
 
-async fn get_event(_: Admin, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn get_event(_: Admin, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
     let event = load_event(&state, &id)?;
     let deliveries = deliveries(&state.store, &event)?;
     Ok(HttpResponse::Ok().json(EventDetail { event: EventView::from(&event), deliveries }))
@@ -124,7 +123,7 @@ impl EventQuery {
     }
 }
 
-async fn list_events(
+pub(crate) async fn list_events(
     _: Admin,
     query: web::Query<HashMap<String, String>>,
     state: State,
@@ -138,7 +137,7 @@ async fn list_events(
 
 // ---- redelivery ----------------------------------------------------------------------------
 
-async fn redeliver(
+pub(crate) async fn redeliver(
     _: Admin,
     req: HttpRequest,
     id: web::Path<String>,

@@ -10,20 +10,11 @@ use crate::api::state::State;
 use crate::api::views::{event_json, Alive, Ready};
 use crate::error::ApiError;
 
-pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/healthz").route(web::get().to(healthz)))
-        .service(web::resource("/readyz").route(web::get().to(readyz)))
-        .service(web::resource("/metrics").route(web::get().to(metrics)))
-        .service(web::resource("/v1/stream").route(web::get().to(stream)))
-        .service(web::resource("/console").route(web::get().to(console)))
-        .service(web::resource("/openapi.json").route(web::get().to(openapi)));
-}
-
-async fn healthz() -> HttpResponse {
+pub(crate) async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(Alive { status: "ok" })
 }
 
-async fn stream(
+pub(crate) async fn stream(
     _: Admin,
     req: HttpRequest,
     query: web::Query<HashMap<String, String>>,
@@ -51,12 +42,12 @@ async fn stream(
 /// The OpenAPI document of this API, the one checked in at `docs/openapi.json`.
 pub const OPENAPI: &str = include_str!("../../../../docs/openapi.json");
 
-async fn openapi() -> HttpResponse {
+pub(crate) async fn openapi() -> HttpResponse {
     HttpResponse::Ok().content_type("application/json").body(OPENAPI)
 }
 
 /// The web console: one self-contained page (no build step, nothing fetched from elsewhere).
-async fn console() -> HttpResponse {
+pub(crate) async fn console() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .insert_header((
@@ -67,13 +58,13 @@ async fn console() -> HttpResponse {
         .body(include_str!("../../assets/console.html"))
 }
 
-async fn metrics(state: State) -> HttpResponse {
+pub(crate) async fn metrics(state: State) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(crate::metrics::metrics().render(&state.store))
 }
 
-async fn readyz(state: State) -> HttpResponse {
+pub(crate) async fn readyz(state: State) -> HttpResponse {
     if state.store.is_failing() {
         return crate::error::problem(
             actix_web::http::StatusCode::SERVICE_UNAVAILABLE,

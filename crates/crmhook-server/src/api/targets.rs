@@ -23,29 +23,6 @@ use crate::router::RouterError;
 /// How long the previous secret keeps signing after a rotation.
 pub const ROTATION_OVERLAP_MS: u64 = 24 * 3_600_000;
 
-pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/v1/targets/{id}/deliveries").route(web::get().to(target_deliveries)))
-        .service(web::resource("/v1/targets/{id}/replay").route(web::post().to(replay)))
-        .service(web::resource("/v1/targets").route(web::get().to(list_targets)).route(web::post().to(create_target)))
-        .service(
-            web::resource("/v1/targets/{id}")
-                .route(web::get().to(get_target))
-                .route(web::patch().to(patch_target))
-                .route(web::delete().to(delete_target)),
-        )
-        .service(web::resource("/v1/targets/{id}/rotate-secret").route(web::post().to(rotate_secret)))
-        .service(
-            web::resource("/v1/subscriptions")
-                .route(web::get().to(list_subscriptions))
-                .route(web::post().to(create_subscription)),
-        )
-        .service(
-            web::resource("/v1/subscriptions/{id}")
-                .route(web::get().to(get_subscription))
-                .route(web::delete().to(delete_subscription)),
-        );
-}
-
 // ---- targets -------------------------------------------------------------------------------
 
 /// A target's health from the store and this process's counters.
@@ -70,7 +47,7 @@ pub(crate) fn load_target(state: &AppState, raw: &str) -> Result<Target, ApiErro
     state.store.target(&target_id(raw)?)?.ok_or_else(|| ApiError::NotFound(format!("target {raw} not found")))
 }
 
-async fn list_targets(_: Admin, state: State) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn list_targets(_: Admin, state: State) -> Result<HttpResponse, ApiError> {
     let targets = state.store.targets()?;
     let (disabled, healths): (Vec<_>, Vec<_>) = targets
         .iter()
@@ -87,7 +64,7 @@ async fn list_targets(_: Admin, state: State) -> Result<HttpResponse, ApiError> 
     Ok(HttpResponse::Ok().json(Targets { targets: views }))
 }
 
-async fn create_target(
+pub(crate) async fn create_target(
     _: Admin,
     req: HttpRequest,
     payload: web::Payload,
@@ -102,11 +79,11 @@ async fn create_target(
         .json(TargetView::new(&target, None, true)))
 }
 
-async fn get_target(_: Admin, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn get_target(_: Admin, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
     stored_target(&state.store, &load_target(&state, &id)?, false)
 }
 
-async fn patch_target(
+pub(crate) async fn patch_target(
     _: Admin,
     req: HttpRequest,
     id: web::Path<String>,
@@ -131,12 +108,12 @@ async fn patch_target(
     stored_target(&state.store, &target, false)
 }
 
-async fn delete_target(_: Admin, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn delete_target(_: Admin, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
     state.router.delete_target(target_id(&id)?).await.map_err(router_error)?;
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn rotate_secret(_: Admin, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn rotate_secret(_: Admin, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
     let mut target = load_target(&state, &id)?;
     let now = now_ms();
     let old = std::mem::replace(&mut target.secret, generate_secret());
@@ -148,7 +125,7 @@ async fn rotate_secret(_: Admin, id: web::Path<String>, state: State) -> Result<
 
 // ---- a target's deliveries -----------------------------------------------------------------
 
-async fn target_deliveries(
+pub(crate) async fn target_deliveries(
     _: Admin,
     id: web::Path<String>,
     query: web::Query<HashMap<String, String>>,
@@ -189,7 +166,7 @@ async fn target_deliveries(
     Ok(HttpResponse::Ok().json(TargetDeliveries { target_id: &target.id, deliveries, next_after }))
 }
 
-async fn replay(
+pub(crate) async fn replay(
     _: Admin,
     req: HttpRequest,
     id: web::Path<String>,
@@ -237,7 +214,7 @@ fn subscription_id(raw: &str) -> Result<SubscriptionId, ApiError> {
     SubscriptionId::parse(raw).ok_or_else(|| ApiError::NotFound(format!("subscription {raw} not found")))
 }
 
-async fn list_subscriptions(
+pub(crate) async fn list_subscriptions(
     _: Admin,
     query: web::Query<HashMap<String, String>>,
     state: State,
@@ -249,7 +226,7 @@ async fn list_subscriptions(
     Ok(HttpResponse::Ok().json(Subscriptions { subscriptions }))
 }
 
-async fn create_subscription(
+pub(crate) async fn create_subscription(
     _: Admin,
     req: HttpRequest,
     payload: web::Payload,
@@ -271,7 +248,7 @@ async fn create_subscription(
         .json(SubscriptionView::from(&sub)))
 }
 
-async fn get_subscription(_: Admin, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn get_subscription(_: Admin, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
     let sub = state
         .store
         .subscription(&subscription_id(&id)?)?
@@ -279,7 +256,11 @@ async fn get_subscription(_: Admin, id: web::Path<String>, state: State) -> Resu
     Ok(HttpResponse::Ok().json(SubscriptionView::from(&sub)))
 }
 
-async fn delete_subscription(_: Admin, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn delete_subscription(
+    _: Admin,
+    id: web::Path<String>,
+    state: State,
+) -> Result<HttpResponse, ApiError> {
     state.router.delete_subscription(subscription_id(&id)?).await.map_err(router_error)?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -1,0 +1,71 @@
+//! The HTTP API (contract sections 2, 3 and 5), one module per part:
+//!
+//! - [`state`]: what every handler shares ([`AppState`]); [`auth`]: the tokens, as extractors
+//!   ([`auth::Admin`], [`auth::Ingest`]); [`request`]: reading bodies, headers and query
+//!   parameters; [`views`]: the answers, as types. These know no handler.
+//! - [`system`] (health, metrics, the console, the OpenAPI document, the stream), [`events`]
+//!   (ingest with the ingest token, the log, redelivery), [`targets`] (targets, their
+//!   deliveries and replays, subscriptions), and `crate::sources` (sources, their ingest URL,
+//!   the quarantine): the handlers, which take their role as an argument.
+//!
+//! Dependencies point one way: [`routes`], here, is the one table of the API's routes (but the
+//! sources', which it mounts from `crate::sources`); the parts use the shared modules, never
+//! this file (the sources use `events::ack_view`; nothing of the sources is used here but
+//! their routes).
+
+pub mod auth;
+pub mod events;
+pub mod request;
+pub mod state;
+pub mod system;
+pub mod targets;
+pub mod views;
+
+use actix_web::web;
+
+pub use request::MAX_PAGE;
+pub use state::{AppState, Tokens};
+pub use system::OPENAPI;
+pub use targets::ROTATION_OVERLAP_MS;
+
+/// Mounts the API on an actix `ServiceConfig`: every route but the sources' (and the
+/// quarantine's), which `crate::sources` mounts. The role a route needs is its handler's first
+/// argument.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    use events::{get_event, ingest, list_events, redeliver};
+    use system::{console, healthz, metrics, openapi, readyz, stream};
+    use targets::{
+        create_subscription, create_target, delete_subscription, delete_target, get_subscription, get_target,
+        list_subscriptions, list_targets, patch_target, replay, rotate_secret, target_deliveries,
+    };
+    cfg.service(web::resource("/healthz").route(web::get().to(healthz)))
+        .service(web::resource("/readyz").route(web::get().to(readyz)))
+        .service(web::resource("/metrics").route(web::get().to(metrics)))
+        .service(web::resource("/v1/stream").route(web::get().to(stream)))
+        .service(web::resource("/console").route(web::get().to(console)))
+        .service(web::resource("/openapi.json").route(web::get().to(openapi)))
+        .service(web::resource("/v1/events").route(web::post().to(ingest)).route(web::get().to(list_events)))
+        .service(web::resource("/v1/events/{id}").route(web::get().to(get_event)))
+        .service(web::resource("/v1/events/{id}/redeliver").route(web::post().to(redeliver)))
+        .service(web::resource("/v1/targets/{id}/deliveries").route(web::get().to(target_deliveries)))
+        .service(web::resource("/v1/targets/{id}/replay").route(web::post().to(replay)))
+        .service(web::resource("/v1/targets").route(web::get().to(list_targets)).route(web::post().to(create_target)))
+        .service(
+            web::resource("/v1/targets/{id}")
+                .route(web::get().to(get_target))
+                .route(web::patch().to(patch_target))
+                .route(web::delete().to(delete_target)),
+        )
+        .service(web::resource("/v1/targets/{id}/rotate-secret").route(web::post().to(rotate_secret)))
+        .service(
+            web::resource("/v1/subscriptions")
+                .route(web::get().to(list_subscriptions))
+                .route(web::post().to(create_subscription)),
+        )
+        .service(
+            web::resource("/v1/subscriptions/{id}")
+                .route(web::get().to(get_subscription))
+                .route(web::delete().to(delete_subscription)),
+        )
+        .configure(crate::sources::routes);
+}
