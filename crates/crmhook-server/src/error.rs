@@ -9,7 +9,7 @@ use actix_web::middleware::ErrorHandlerResponse;
 use actix_web::{HttpResponse, ResponseError};
 use crmhook_core::CoreError;
 use crmhook_store::StoreError;
-use serde_json::json;
+use serde::Serialize;
 
 /// An error answered to a client.
 #[derive(Debug, thiserror::Error)]
@@ -57,14 +57,43 @@ impl ApiError {
     }
 }
 
+/// The body of every error answer (RFC 9457).
+#[derive(Debug, Serialize)]
+pub struct Problem<'a> {
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    pub title: &'a str,
+    pub status: u16,
+    pub detail: String,
+    /// The field to blame, for a 422.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<&'a str>,
+    /// The event to blame (its index in the body), for a 422.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+}
+
+impl<'a> Problem<'a> {
+    fn new(status: StatusCode, slug: &str, title: &'a str, detail: String) -> Self {
+        Problem {
+            problem_type: format!("urn:crmhook:problem:{slug}"),
+            title,
+            status: status.as_u16(),
+            detail,
+            field: None,
+            index: None,
+        }
+    }
+}
+
 /// A problem+json response with the given status, type slug, title and detail.
 pub fn problem(status: StatusCode, slug: &str, title: &str, detail: &str) -> HttpResponse {
-    HttpResponse::build(status).content_type("application/problem+json").json(json!({
-        "type": format!("urn:crmhook:problem:{slug}"),
-        "title": title,
-        "status": status.as_u16(),
-        "detail": detail,
-    }))
+    HttpResponse::build(status).content_type("application/problem+json").json(Problem::new(
+        status,
+        slug,
+        title,
+        detail.to_owned(),
+    ))
 }
 
 impl ResponseError for ApiError {
@@ -86,22 +115,13 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
         let (slug, title) = self.slug_and_title();
-        let mut body = json!({
-            "type": format!("urn:crmhook:problem:{slug}"),
-            "title": title,
-            "status": status.as_u16(),
-            "detail": self.to_string(),
-        });
+        let mut body = Problem::new(status, slug, title, self.to_string());
         let mut builder = HttpResponse::build(status);
         builder.content_type("application/problem+json");
         match self {
             ApiError::Unprocessable { field, index, .. } => {
-                if let Some(f) = field {
-                    body["field"] = json!(f);
-                }
-                if let Some(i) = index {
-                    body["index"] = json!(i);
-                }
+                body.field = field.as_deref();
+                body.index = *index;
             }
             ApiError::Unauthorized(_) => {
                 builder.insert_header((header::WWW_AUTHENTICATE, "Bearer"));

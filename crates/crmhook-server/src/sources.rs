@@ -13,16 +13,16 @@ use std::collections::HashMap;
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use base64::Engine;
 use crmhook_core::event::{parse_source, parse_source_element};
-use crmhook_core::time::{now_ms, rfc3339};
+use crmhook_core::time::now_ms;
 use crmhook_core::{RejectedId, Source, SourceId, SourceKind};
 use crmhook_store::{Rejected, Retried};
-use serde_json::{json, Value};
 
-use crate::api::{
-    ack_view, authorize, ingest_share, read_body, read_object, router_error, AppState, Role, State, MAX_PAGE,
-};
+use crate::api::auth::Admin;
+use crate::api::events::ack_view;
+use crate::api::request::{idempotency_key, ingest_share, read_body, read_object, MAX_PAGE};
+use crate::api::state::{router_error, AppState, State};
+use crate::api::views::{RejectedPage, RejectedView, Rejection, Retry, SourceAccepted, SourceView, Sources};
 use crate::error::ApiError;
 
 /// The header MAIA signs its webhooks with.
@@ -45,24 +45,8 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
 
 // ---- sources -------------------------------------------------------------------------------
 
-fn source_view(state: &AppState, s: &Source, key: Option<&str>) -> Value {
-    let mut view = json!({
-        "id": s.id,
-        "name": s.name,
-        "kind": s.kind.as_str(),
-        "enabled": s.enabled,
-        "ingest_url": format!("{}/in/{}", state.public_url, s.id),
-        "created_at": rfc3339(s.created_at_ms),
-        "updated_at": rfc3339(s.updated_at_ms),
-    });
-    if s.kind == SourceKind::Maia {
-        // Whether posts can be authenticated yet; the secret itself is never shown.
-        view["maia_secret_set"] = json!(s.maia_secret.is_some());
-    }
-    if let Some(key) = key {
-        view["key"] = json!(key);
-    }
-    view
+fn source_view<'a>(state: &AppState, s: &'a Source, key: Option<&'a str>) -> SourceView<'a> {
+    SourceView::new(&state.public_url, s, key)
 }
 
 fn load_source(state: &AppState, raw: &str) -> Result<Source, ApiError> {
@@ -70,14 +54,17 @@ fn load_source(state: &AppState, raw: &str) -> Result<Source, ApiError> {
     state.store.source(&SourceId::parse(raw).ok_or_else(not_found)?)?.ok_or_else(not_found)
 }
 
-async fn list_sources(req: HttpRequest, state: State) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state.tokens, Role::Admin)?;
-    let sources: Vec<Value> = state.store.sources()?.iter().map(|s| source_view(&state, s, None)).collect();
-    Ok(HttpResponse::Ok().json(json!({ "sources": sources })))
+async fn list_sources(_: Admin, state: State) -> Result<HttpResponse, ApiError> {
+    let sources = state.store.sources()?;
+    Ok(HttpResponse::Ok().json(Sources { sources: sources.iter().map(|s| source_view(&state, s, None)).collect() }))
 }
 
-async fn create_source(req: HttpRequest, payload: web::Payload, state: State) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state.tokens, Role::Admin)?;
+async fn create_source(
+    _: Admin,
+    req: HttpRequest,
+    payload: web::Payload,
+    state: State,
+) -> Result<HttpResponse, ApiError> {
     let body = read_object(&req, payload).await?;
     let (source, key) = Source::create(&body, now_ms())?;
     state.store.put_source(&source).await?;
@@ -87,18 +74,18 @@ async fn create_source(req: HttpRequest, payload: web::Payload, state: State) ->
         .json(source_view(&state, &source, key.as_deref())))
 }
 
-async fn get_source(req: HttpRequest, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state.tokens, Role::Admin)?;
-    Ok(HttpResponse::Ok().json(source_view(&state, &load_source(&state, &id)?, None)))
+async fn get_source(_: Admin, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
+    let source = load_source(&state, &id)?;
+    Ok(HttpResponse::Ok().json(source_view(&state, &source, None)))
 }
 
 async fn patch_source(
+    _: Admin,
     req: HttpRequest,
     id: web::Path<String>,
     payload: web::Payload,
     state: State,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state.tokens, Role::Admin)?;
     let current = load_source(&state, &id)?;
     let body = read_object(&req, payload).await?;
     let source = current.patched(&body, now_ms())?;
@@ -106,15 +93,13 @@ async fn patch_source(
     Ok(HttpResponse::Ok().json(source_view(&state, &source, None)))
 }
 
-async fn delete_source(req: HttpRequest, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state.tokens, Role::Admin)?;
+async fn delete_source(_: Admin, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
     let source = load_source(&state, &id)?;
     state.store.delete_source(&source.id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn rotate_key(req: HttpRequest, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state.tokens, Role::Admin)?;
+async fn rotate_key(_: Admin, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
     let mut source = load_source(&state, &id)?;
     if source.kind != SourceKind::Maximizer {
         return Err(ApiError::Conflict(format!(
@@ -177,7 +162,7 @@ async fn source_ingest(
                 )?)
             }
         };
-    let key = crate::api::idempotency_key(&req)?;
+    let key = idempotency_key(&req)?;
     let _share = ingest_share(&req, &state)?;
     let body = read_body(&req, payload, state.max_body_bytes).await?;
     if let Some(signature) = signature {
@@ -226,37 +211,16 @@ async fn source_ingest(
         tracing::warn!(source_id = %source.id, rejected = rejected.len(), "kept pieces of a source's request in the quarantine");
     }
     let (events, duplicates) = ack_view(&state.metrics, &acks);
-    let rejections: Vec<Value> =
-        rejected.iter().map(|r| json!({"id": r.id, "index": r.index, "reason": r.reason})).collect();
-    Ok(HttpResponse::Ok().json(json!({
-        "accepted": acks.len() - duplicates,
-        "duplicates": duplicates,
-        "rejected": rejected.len(),
-        "events": events,
-        "rejections": rejections,
-    })))
+    Ok(HttpResponse::Ok().json(SourceAccepted {
+        accepted: acks.len() - duplicates,
+        duplicates,
+        rejected: rejected.len(),
+        events,
+        rejections: rejected.iter().map(Rejection::from).collect(),
+    }))
 }
 
 // ---- the quarantine ------------------------------------------------------------------------
-
-fn rejected_view(r: &Rejected) -> Value {
-    let mut view = json!({
-        "id": r.id,
-        "source_id": r.source_id,
-        "kind": r.kind.as_str(),
-        "received_at": rfc3339(r.at_ms),
-        "index": r.index,
-        "reason": r.reason,
-        // The exact bytes, and the same as text for reading (invalid UTF-8 replaced).
-        "body": String::from_utf8_lossy(&r.bytes),
-        "body_base64": base64::engine::general_purpose::STANDARD.encode(&r.bytes),
-        "retried": Value::Null,
-    });
-    if let Some(retried) = &r.retried {
-        view["retried"] = json!({"at": rfc3339(retried.at_ms), "event_id": retried.event_id, "seq": retried.seq});
-    }
-    view
-}
 
 fn load_rejected(state: &AppState, raw: &str) -> Result<Rejected, ApiError> {
     let not_found = || ApiError::NotFound(format!("rejected piece {raw} not found"));
@@ -264,11 +228,10 @@ fn load_rejected(state: &AppState, raw: &str) -> Result<Rejected, ApiError> {
 }
 
 async fn list_rejected(
-    req: HttpRequest,
+    _: Admin,
     query: web::Query<HashMap<String, String>>,
     state: State,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state.tokens, Role::Admin)?;
     let text = |name: &str| query.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
     let source = match text("source_id") {
         None => None,
@@ -289,21 +252,19 @@ async fn list_rejected(
         })?,
     };
     let page = state.store.rejected_page(source.as_ref(), after.as_ref(), limit)?;
-    let next_after = if page.len() == limit { page.last().map(|r| r.id.clone()) } else { None };
-    Ok(HttpResponse::Ok()
-        .json(json!({"rejected": page.iter().map(rejected_view).collect::<Vec<_>>(), "next_after": next_after})))
+    let next_after = if page.len() == limit { page.last().map(|r| &r.id) } else { None };
+    Ok(HttpResponse::Ok().json(RejectedPage { rejected: page.iter().map(RejectedView::from).collect(), next_after }))
 }
 
-async fn get_rejected(req: HttpRequest, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state.tokens, Role::Admin)?;
-    Ok(HttpResponse::Ok().json(rejected_view(&load_rejected(&state, &id)?)))
+async fn get_rejected(_: Admin, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
+    let item = load_rejected(&state, &id)?;
+    Ok(HttpResponse::Ok().json(RejectedView::from(&item)))
 }
 
 /// Reads a quarantined piece again with today's rules: if it is an event now, it is logged
 /// (as if its source had just posted it, deduplicated the same way) and the piece is marked
 /// retried; if not, 422 says why and nothing changes.
-async fn retry_rejected(req: HttpRequest, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state.tokens, Role::Admin)?;
+async fn retry_rejected(_: Admin, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
     let mut item = load_rejected(&state, &id)?;
     let event = parse_source_element(item.kind, &item.source_id, &item.bytes).map_err(|reason| {
         ApiError::Unprocessable { detail: format!("still not an event: {reason}"), field: None, index: None }
@@ -314,10 +275,10 @@ async fn retry_rejected(req: HttpRequest, id: web::Path<String>, state: State) -
         item.retried = Some(Retried { at_ms: now_ms(), event_id: ack.id.clone(), seq: ack.seq });
         state.store.quarantine(std::slice::from_ref(&item)).await?;
     }
-    Ok(HttpResponse::Ok().json(json!({
-        "accepted": acks.len() - duplicates,
-        "duplicates": duplicates,
-        "events": events,
-        "rejected": rejected_view(&item),
-    })))
+    Ok(HttpResponse::Ok().json(Retry {
+        accepted: acks.len() - duplicates,
+        duplicates,
+        events,
+        rejected: RejectedView::from(&item),
+    }))
 }

@@ -1,0 +1,170 @@
+//! Events: ingest with the ingest token (`POST /v1/events`), the log (`GET /v1/events`, one
+//! event with its deliveries), and redelivery of one event.
+
+use std::collections::{BTreeMap, HashMap};
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use crmhook_core::event::parse_ingest;
+use crmhook_core::subscription::Compiled;
+use crmhook_core::time::now_ms;
+use crmhook_core::{Event, EventId, Subscription, TargetId};
+use crmhook_dispatch::metrics::Metrics;
+use crmhook_store::{Attempt, EventFilter, Request, Store};
+
+use crate::api::auth::{Admin, Ingest};
+use crate::api::request::{
+    idempotency_key, ingest_share, optional_object, page_params, read_body, require_json, time_param, Redeliver,
+};
+use crate::api::state::{requester, router_error, State};
+use crate::api::targets::load_target;
+use crate::api::views::{Accepted, Ack, DeliveryView, EventDetail, EventPage, EventView, Queued};
+use crate::error::ApiError;
+
+// ---- ingest --------------------------------------------------------------------------------
+
+pub(crate) async fn ingest(
+    _: Ingest,
+    req: HttpRequest,
+    payload: web::Payload,
+    state: State,
+) -> Result<HttpResponse, ApiError> {
+    require_json(&req)?;
+    let key = idempotency_key(&req)?;
+    let _share = ingest_share(&req, &state)?;
+    let body = read_body(&req, payload, state.max_body_bytes).await?;
+    let events = parse_ingest(&body)?;
+    let acks = state.router.ingest(events, key).await.map_err(router_error)?;
+    let (events, duplicates) = ack_view(&state.metrics, &acks);
+    Ok(HttpResponse::Accepted().json(Accepted { accepted: acks.len() - duplicates, duplicates, events }))
+}
+
+/// The `events` member of an ingest answer, and how many of them were duplicates. Counts the
+/// new ones in the metrics.
+pub(crate) fn ack_view<'a>(metrics: &Metrics, acks: &'a [crmhook_store::AckEntry]) -> (Vec<Ack<'a>>, usize) {
+    for ack in acks.iter().filter(|a| !a.duplicate) {
+        metrics.ingested(&ack.event_type);
+    }
+    let duplicates = acks.iter().filter(|a| a.duplicate).count();
+    (acks.iter().map(Ack::from).collect(), duplicates)
+}
+
+// ---- the log -------------------------------------------------------------------------------
+
+/// One entry per target that was, is or will be delivered this event.
+// TODO(issue 13): one place for what a target owes (this repeats the target actor's `owes`).
+fn deliveries(store: &Store, event: &Event) -> Result<Vec<DeliveryView>, ApiError> {
+    let mut attempts: BTreeMap<TargetId, Vec<Attempt>> = BTreeMap::new();
+    for (target, attempt) in store.attempts(event.seq)? {
+        attempts.entry(target).or_default().push(attempt);
+    }
+    let subscriptions = store.subscriptions()?;
+    let mut out = Vec::new();
+    for target in store.targets()? {
+        let list = attempts.remove(&target.id).unwrap_or_default();
+        let pending = store.is_pending(&target.id, event.seq)?;
+        let not_yet_matched = store.cursor(&target.id)?.is_some_and(|c| c < event.seq);
+        let owed = list.is_empty() && !pending && not_yet_matched && {
+            let subs: Vec<Subscription> = subscriptions.iter().filter(|s| s.target_id == target.id).cloned().collect();
+            Compiled::new(subs).matches(event)
+        };
+        if list.is_empty() && !pending && !owed {
+            continue;
+        }
+        out.push(DeliveryView::new(target.id, Some(target.name), pending || owed, &list));
+    }
+    for (id, list) in attempts {
+        // Attempts of targets deleted since.
+        out.push(DeliveryView::new(id, None, false, &list));
+    }
+    Ok(out)
+}
+
+fn load_event(state: &State, raw: &str) -> Result<Event, ApiError> {
+    let not_found = || ApiError::NotFound(format!("event {raw} not found"));
+    state.store.event_by_id(&EventId::parse(raw).ok_or_else(not_found)?)?.ok_or_else(not_found)
+}
+
+pub(crate) async fn get_event(_: Admin, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
+    let event = load_event(&state, &id)?;
+    let deliveries = deliveries(&state.store, &event)?;
+    Ok(HttpResponse::Ok().json(EventDetail { event: EventView::from(&event), deliveries }))
+}
+
+/// The filters of `GET /v1/events`.
+struct EventQuery {
+    after: u64,
+    limit: usize,
+    filter: EventFilter,
+}
+
+impl EventQuery {
+    fn parse(q: &HashMap<String, String>) -> Result<EventQuery, ApiError> {
+        let (after, limit) = page_params(q)?;
+        let text = |name: &str| q.get(name).filter(|v| !v.is_empty()).cloned();
+        Ok(EventQuery {
+            after,
+            limit,
+            filter: EventFilter {
+                event_type: text("type"),
+                record_id: text("record_id"),
+                kanban_id: text("kanban_id"),
+                source_id: match text("source_id") {
+                    None => None,
+                    Some(s) => Some(crmhook_core::SourceId::parse(&s).ok_or_else(|| {
+                        ApiError::unprocessable(
+                            "source_id",
+                            format!("`source_id` must be a source id (src_…), not {s:?}"),
+                        )
+                    })?),
+                },
+                since_ms: time_param(q, "since")?,
+                until_ms: time_param(q, "until")?,
+            },
+        })
+    }
+}
+
+pub(crate) async fn list_events(
+    _: Admin,
+    query: web::Query<HashMap<String, String>>,
+    state: State,
+) -> Result<HttpResponse, ApiError> {
+    let q = EventQuery::parse(&query)?;
+    let events = state.store.events_page(&q.filter, q.after, q.limit)?;
+    // A full page may have a next one; a short page is the end of the log.
+    let next_after = if events.len() == q.limit { events.last().map(|e| e.seq) } else { None };
+    Ok(HttpResponse::Ok().json(EventPage { events: events.iter().map(EventView::from).collect(), next_after }))
+}
+
+// ---- redelivery ----------------------------------------------------------------------------
+
+pub(crate) async fn redeliver(
+    _: Admin,
+    req: HttpRequest,
+    id: web::Path<String>,
+    payload: web::Payload,
+    state: State,
+) -> Result<HttpResponse, ApiError> {
+    let event = load_event(&state, &id)?;
+    let body = Redeliver::try_from(optional_object(&req, payload).await?)?;
+    let targets: Vec<TargetId> = match body.target_id {
+        Some(t) => vec![load_target(&state, &t)?.id],
+        // Every target that was, is or would be delivered this event.
+        None => {
+            deliveries(&state.store, &event)?.into_iter().filter(|d| !d.target_deleted).map(|d| d.target_id).collect()
+        }
+    };
+    let mut queued = 0;
+    for target in targets {
+        let request = Request {
+            at_ms: now_ms(),
+            by: requester(&req),
+            action: "redeliver".into(),
+            target: target.to_string(),
+            detail: format!("event {}", event.id),
+            queued: 0,
+        };
+        queued += state.router.requeue(target, vec![event.seq], request).await.map_err(router_error)?;
+    }
+    Ok(HttpResponse::Accepted().json(Queued { queued }))
+}

@@ -1,0 +1,282 @@
+//! Reading requests: bodies (content type, size, JSON), `Idempotency-Key`, the ingest memory
+//! budget, paging parameters, and the typed bodies of the requests the API reads itself.
+//!
+//! The bodies that create or change targets, subscriptions and sources are read as a JSON
+//! object and given to crmhook-core, whose rules name the field at fault (and refuse unknown
+//! ones); the API does not read them twice.
+
+use std::collections::HashMap;
+
+use actix_web::http::header;
+use actix_web::web::BytesMut;
+use actix_web::{web, HttpRequest};
+use crmhook_core::time::parse_rfc3339;
+use crmhook_store::DeliveryStatus;
+use futures_util::StreamExt;
+use serde_json::{Map, Value};
+
+use crate::api::state::AppState;
+use crate::error::ApiError;
+
+/// Largest body of an admin request.
+const ADMIN_BODY_LIMIT: usize = 256 * 1024;
+/// Largest and default page of `GET /v1/events`.
+pub const MAX_PAGE: usize = 1000;
+const DEFAULT_PAGE: usize = 100;
+
+// ---- bodies --------------------------------------------------------------------------------
+
+/// 415 unless the body is declared JSON (`application/json` or `application/*+json`).
+pub(crate) fn require_json(req: &HttpRequest) -> Result<(), ApiError> {
+    let declared = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let essence = declared.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json")) {
+        Ok(())
+    } else if declared.is_empty() {
+        Err(ApiError::UnsupportedMediaType("`Content-Type: application/json` is required".into()))
+    } else {
+        Err(ApiError::UnsupportedMediaType(format!("`Content-Type` must be application/json, not {declared:?}")))
+    }
+}
+
+pub(crate) fn declared_length(req: &HttpRequest) -> Option<usize> {
+    req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok())
+}
+
+/// Reads the whole body, refusing with 413 as soon as it is known to exceed `limit`.
+pub(crate) async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<BytesMut, ApiError> {
+    let too_large = || ApiError::PayloadTooLarge(format!("the body is larger than {limit} bytes"));
+    let declared = declared_length(req);
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut body = BytesMut::with_capacity(declared.unwrap_or(0));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| match e {
+            actix_web::error::PayloadError::Overflow => too_large(),
+            other => ApiError::BadRequest(format!("the body could not be read: {other}")),
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Reads an admin request's body as a JSON object.
+pub(crate) async fn read_object(req: &HttpRequest, payload: web::Payload) -> Result<Map<String, Value>, ApiError> {
+    require_json(req)?;
+    let body = read_body(req, payload, ADMIN_BODY_LIMIT).await?;
+    parse_object(&body)
+}
+
+/// An optional JSON object body (an empty body is `{}`).
+pub(crate) async fn optional_object(req: &HttpRequest, payload: web::Payload) -> Result<Map<String, Value>, ApiError> {
+    let body = read_body(req, payload, ADMIN_BODY_LIMIT).await?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    require_json(req)?;
+    parse_object(&body)
+}
+
+fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(obj)) => Ok(obj),
+        Ok(_) => Err(ApiError::BadRequest("the body must be a JSON object".into())),
+        Err(e) => Err(ApiError::BadRequest(format!("malformed JSON: {e}"))),
+    }
+}
+
+pub(crate) fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let Some(value) = req.headers().get("idempotency-key") else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(v) if !v.trim().is_empty() && v.len() <= 255 => Ok(Some(v.trim().to_owned())),
+        _ => Err(ApiError::BadRequest("`Idempotency-Key` must be 1 to 255 printable ASCII characters".into())),
+    }
+}
+
+/// Memory for ingest is bounded: a request holds its share of the budget until its events are
+/// durable; when the log writer falls behind, the budget runs out and ingest says 503.
+pub(crate) fn ingest_share(req: &HttpRequest, state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    let share = declared_length(req).unwrap_or(state.max_body_bytes).clamp(1, state.max_body_bytes);
+    state.ingest_budget.clone().try_acquire_many_owned(u32::try_from(share).unwrap_or(u32::MAX)).map_err(|_| {
+        ApiError::Unavailable { detail: "too many events are waiting to be written".into(), retry_after_s: 1 }
+    })
+}
+
+// ---- query parameters ----------------------------------------------------------------------
+
+/// `after` (a seq) and `limit` (1 to [`MAX_PAGE`]) of a page of events or deliveries.
+pub(crate) fn page_params(q: &HashMap<String, String>) -> Result<(u64, usize), ApiError> {
+    let after = match q.get("after").map(String::as_str) {
+        None | Some("") => 0,
+        Some(v) => v.parse().map_err(|_| {
+            ApiError::unprocessable("after", format!("`after` must be a seq (an integer ≥ 0), not {v:?}"))
+        })?,
+    };
+    let limit = match q.get("limit").map(String::as_str) {
+        None | Some("") => DEFAULT_PAGE,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
+            _ => {
+                return Err(ApiError::unprocessable(
+                    "limit",
+                    format!("`limit` must be an integer from 1 to {MAX_PAGE}, not {v:?}"),
+                ))
+            }
+        },
+    };
+    Ok((after, limit))
+}
+
+pub(crate) fn time_param(q: &HashMap<String, String>, name: &str) -> Result<Option<u64>, ApiError> {
+    match q.get(name).map(String::as_str) {
+        None | Some("") => Ok(None),
+        Some(v) => parse_rfc3339(v)
+            .map(Some)
+            .ok_or_else(|| ApiError::unprocessable(name, format!("`{name}` must be an RFC 3339 time, not {v:?}"))),
+    }
+}
+
+// ---- typed bodies --------------------------------------------------------------------------
+
+/// The body of `POST /v1/events/{id}/redeliver` (optional; other members are ignored).
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Redeliver {
+    /// One target; without it, every target that was, is or would be delivered the event.
+    pub target_id: Option<String>,
+}
+
+impl TryFrom<Map<String, Value>> for Redeliver {
+    type Error = ApiError;
+
+    fn try_from(body: Map<String, Value>) -> Result<Self, ApiError> {
+        match body.get("target_id") {
+            None => Ok(Redeliver { target_id: None }),
+            Some(Value::String(t)) => Ok(Redeliver { target_id: Some(t.clone()) }),
+            Some(_) => Err(ApiError::unprocessable("target_id", "`target_id` must be a target id")),
+        }
+    }
+}
+
+/// The body of `POST /v1/targets/{id}/replay` (optional; other members are ignored).
+#[derive(Debug, PartialEq)]
+pub(crate) struct Replay {
+    /// The deliveries to send again: dead (the default) or delivered.
+    pub status: DeliveryStatus,
+    /// Only events received at or after this time (ms).
+    pub since_ms: Option<u64>,
+}
+
+impl TryFrom<Map<String, Value>> for Replay {
+    type Error = ApiError;
+
+    fn try_from(body: Map<String, Value>) -> Result<Self, ApiError> {
+        // A `status` that is not a string counts as absent, as it always has.
+        let status = match body.get("status").and_then(Value::as_str) {
+            None | Some("dead") => DeliveryStatus::Dead,
+            Some("delivered") => DeliveryStatus::Delivered,
+            Some(other) => {
+                return Err(ApiError::unprocessable(
+                    "status",
+                    format!("`status` must be dead or delivered, not {other:?}"),
+                ))
+            }
+        };
+        let since_ms = match body.get("since") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(parse_rfc3339(s).ok_or_else(|| {
+                ApiError::unprocessable("since", format!("`since` must be an RFC 3339 time, not {s:?}"))
+            })?),
+            Some(_) => return Err(ApiError::unprocessable("since", "`since` must be an RFC 3339 time")),
+        };
+        Ok(Replay { status, since_ms })
+    }
+}
+
+impl Replay {
+    /// How the operators' log names the request.
+    pub fn status_name(&self) -> &'static str {
+        match self.status {
+            DeliveryStatus::Delivered => "delivered",
+            _ => "dead",
+        }
+    }
+}
+
+/// `PATCH /v1/targets/{id}`: `enabled`, and the target's own fields (read by crmhook-core).
+#[derive(Debug, PartialEq)]
+pub(crate) struct TargetPatch {
+    pub enabled: Option<bool>,
+    pub fields: Map<String, Value>,
+}
+
+impl TryFrom<Map<String, Value>> for TargetPatch {
+    type Error = ApiError;
+
+    fn try_from(mut fields: Map<String, Value>) -> Result<Self, ApiError> {
+        let enabled = match fields.remove("enabled") {
+            None => None,
+            Some(Value::Bool(b)) => Some(b),
+            Some(_) => return Err(ApiError::unprocessable("enabled", "`enabled` must be true or false")),
+        };
+        Ok(TargetPatch { enabled, fields })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn object(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        }
+    }
+
+    fn field(e: ApiError) -> Option<String> {
+        match e {
+            ApiError::Unprocessable { field, .. } => field,
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn replay_reads_status_and_since_as_before() {
+        let r = |v| Replay::try_from(object(v));
+        assert_eq!(r(json!({})).ok(), Some(Replay { status: DeliveryStatus::Dead, since_ms: None }));
+        assert_eq!(r(json!({"status": 5})).ok().map(|r| r.status_name()), Some("dead"));
+        assert_eq!(r(json!({"status": "delivered", "since": null})).ok().map(|r| r.status_name()), Some("delivered"));
+        assert_eq!(r(json!({"status": "pending"})).err().and_then(field).as_deref(), Some("status"));
+        assert_eq!(r(json!({"since": 5})).err().and_then(field).as_deref(), Some("since"));
+        assert_eq!(r(json!({"since": "x"})).err().and_then(field).as_deref(), Some("since"));
+        assert!(r(json!({"since": "2026-01-05T10:00:00Z"})).is_ok_and(|r| r.since_ms.is_some()));
+    }
+
+    #[test]
+    fn redeliver_and_target_patch_read_their_one_field() {
+        assert_eq!(Redeliver::try_from(object(json!({"x": 1}))).ok(), Some(Redeliver { target_id: None }));
+        assert_eq!(
+            Redeliver::try_from(object(json!({"target_id": 1}))).err().and_then(field).as_deref(),
+            Some("target_id")
+        );
+        let patch = TargetPatch::try_from(object(json!({"enabled": false, "name": "n"}))).ok();
+        assert_eq!(patch.as_ref().and_then(|p| p.enabled), Some(false));
+        assert_eq!(patch.map(|p| p.fields.len()), Some(1));
+        assert_eq!(
+            TargetPatch::try_from(object(json!({"enabled": 1}))).err().and_then(field).as_deref(),
+            Some("enabled")
+        );
+    }
+}

@@ -1,0 +1,57 @@
+//! What every handler shares: the app state, and how the router's errors and the requester are
+//! told.
+
+use std::sync::Arc;
+
+use actix_web::{web, HttpRequest};
+use crmhook_store::Store;
+use tokio::sync::Semaphore;
+
+use crate::error::ApiError;
+use crmhook_dispatch::guard::Guard;
+use crmhook_dispatch::metrics::Metrics;
+use crmhook_dispatch::router::{RouterError, RouterHandle};
+
+/// The two tokens.
+#[derive(Clone)]
+pub struct Tokens {
+    pub admin: String,
+    pub ingest: String,
+}
+
+/// What every handler shares.
+pub struct AppState {
+    pub store: Store,
+    pub router: RouterHandle,
+    pub tokens: Tokens,
+    /// `allow_private_targets`: the same guard the delivery clients check with.
+    pub guard: Guard,
+    /// The counters `GET /metrics` shows.
+    pub metrics: Arc<Metrics>,
+    pub max_body_bytes: usize,
+    /// Bytes of ingest bodies that may be in memory at once (read, queued or being written).
+    pub ingest_budget: Arc<Semaphore>,
+    /// Where CRMs reach this server: sources' `ingest_url` is `<public_url>/in/<id>`.
+    pub public_url: String,
+}
+
+pub(crate) type State = web::Data<AppState>;
+
+pub(crate) fn router_error(e: RouterError) -> ApiError {
+    match e {
+        RouterError::Store(e) => e.into(),
+        RouterError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
+        RouterError::TooManyTargets(_) => ApiError::Conflict(e.to_string()),
+        RouterError::Stopped => {
+            ApiError::Unavailable { detail: "the server is shutting down".into(), retry_after_s: 1 }
+        }
+    }
+}
+
+/// Who asked, for the log of operators' requests.
+pub(crate) fn requester(req: &HttpRequest) -> String {
+    match req.peer_addr() {
+        Some(addr) => format!("admin token from {}", addr.ip()),
+        None => "admin token".to_owned(),
+    }
+}

@@ -1,0 +1,264 @@
+//! Targets (with their deliveries, replays and secret rotation) and subscriptions.
+
+use std::collections::HashMap;
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use crmhook_core::sign::generate_secret;
+use crmhook_core::time::{now_ms, rfc3339};
+use crmhook_core::{Subscription, SubscriptionId, Target, TargetId};
+use crmhook_store::{DeliveryStatus, Disabled, Request, Store};
+
+use crate::api::auth::Admin;
+use crate::api::request::{optional_object, page_params, read_object, Replay, TargetPatch};
+use crate::api::state::{requester, router_error, AppState, State};
+use crate::api::views::{
+    AttemptView, Queued, Status, SubscriptionView, Subscriptions, TargetDeliveries, TargetDelivery, TargetHealth,
+    TargetView, Targets,
+};
+use crate::error::ApiError;
+use crmhook_dispatch::metrics::Metrics;
+use crmhook_dispatch::router::RouterError;
+
+/// How long the previous secret keeps signing after a rotation.
+pub const ROTATION_OVERLAP_MS: u64 = 24 * 3_600_000;
+
+// ---- targets -------------------------------------------------------------------------------
+
+/// A target's health from the store and this process's counters.
+fn health(store: &Store, metrics: &Metrics, t: &Target) -> Result<TargetHealth, ApiError> {
+    let counts = store.delivery_counts(&t.id)?;
+    let health = metrics.stored_health(store, &t.id)?;
+    Ok(TargetHealth::new(counts, &health))
+}
+
+/// Answers a target's view with its enabled state and health from the store.
+fn stored_target(store: &Store, metrics: &Metrics, t: &Target, show_secret: bool) -> Result<HttpResponse, ApiError> {
+    let disabled = store.disabled(&t.id)?;
+    let view = TargetView::new(t, disabled.as_ref(), show_secret).with_health(health(store, metrics, t)?);
+    Ok(HttpResponse::Ok().json(view))
+}
+
+fn target_id(raw: &str) -> Result<TargetId, ApiError> {
+    TargetId::parse(raw).ok_or_else(|| ApiError::NotFound(format!("target {raw} not found")))
+}
+
+pub(crate) fn load_target(state: &AppState, raw: &str) -> Result<Target, ApiError> {
+    state.store.target(&target_id(raw)?)?.ok_or_else(|| ApiError::NotFound(format!("target {raw} not found")))
+}
+
+pub(crate) async fn list_targets(_: Admin, state: State) -> Result<HttpResponse, ApiError> {
+    let targets = state.store.targets()?;
+    let (disabled, healths): (Vec<_>, Vec<_>) = targets
+        .iter()
+        .map(|t| Ok((state.store.disabled(&t.id)?, health(&state.store, &state.metrics, t)?)))
+        .collect::<Result<Vec<_>, ApiError>>()?
+        .into_iter()
+        .unzip();
+    let views = targets
+        .iter()
+        .zip(&disabled)
+        .zip(healths)
+        .map(|((t, d), h)| TargetView::new(t, d.as_ref(), false).with_health(h))
+        .collect();
+    Ok(HttpResponse::Ok().json(Targets { targets: views }))
+}
+
+pub(crate) async fn create_target(
+    _: Admin,
+    req: HttpRequest,
+    payload: web::Payload,
+    state: State,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_object(&req, payload).await?;
+    let target = Target::create(&body, state.guard.allow_private, generate_secret(), now_ms())?;
+    state.guard.check_url(&target.url).await.map_err(|e| ApiError::unprocessable("url", e))?;
+    state.router.create_target(target.clone()).await.map_err(router_error)?;
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/v1/targets/{}", target.id)))
+        .json(TargetView::new(&target, None, true)))
+}
+
+pub(crate) async fn get_target(_: Admin, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
+    stored_target(&state.store, &state.metrics, &load_target(&state, &id)?, false)
+}
+
+pub(crate) async fn patch_target(
+    _: Admin,
+    req: HttpRequest,
+    id: web::Path<String>,
+    payload: web::Payload,
+    state: State,
+) -> Result<HttpResponse, ApiError> {
+    let current = load_target(&state, &id)?;
+    let patch = TargetPatch::try_from(read_object(&req, payload).await?)?;
+    let target = current.patched(&patch.fields, state.guard.allow_private, now_ms())?;
+    if target.url != current.url {
+        state.guard.check_url(&target.url).await.map_err(|e| ApiError::unprocessable("url", e))?;
+    }
+    if target != current {
+        state.router.update_target(target.clone()).await.map_err(router_error)?;
+    }
+    if let Some(enabled) = patch.enabled {
+        let disabled = (!enabled).then(|| Disabled { at_ms: now_ms(), reason: "disabled by an operator".into() });
+        state.router.set_enabled(target.id.clone(), disabled).await.map_err(router_error)?;
+    }
+    stored_target(&state.store, &state.metrics, &target, false)
+}
+
+pub(crate) async fn delete_target(_: Admin, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
+    state.router.delete_target(target_id(&id)?).await.map_err(router_error)?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+pub(crate) async fn rotate_secret(_: Admin, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
+    let mut target = load_target(&state, &id)?;
+    let now = now_ms();
+    let old = std::mem::replace(&mut target.secret, generate_secret());
+    target.previous_secret = Some((old, now + ROTATION_OVERLAP_MS));
+    target.updated_at_ms = now;
+    state.router.update_target(target.clone()).await.map_err(router_error)?;
+    stored_target(&state.store, &state.metrics, &target, true)
+}
+
+// ---- a target's deliveries -----------------------------------------------------------------
+
+pub(crate) async fn target_deliveries(
+    _: Admin,
+    id: web::Path<String>,
+    query: web::Query<HashMap<String, String>>,
+    state: State,
+) -> Result<HttpResponse, ApiError> {
+    let target = load_target(&state, &id)?;
+    let (after, limit) = page_params(&query)?;
+    let status = match query.get("status").map(String::as_str) {
+        None | Some("") => None,
+        Some("pending") => Some(DeliveryStatus::Pending),
+        Some("delivered") => Some(DeliveryStatus::Delivered),
+        Some("dead") => Some(DeliveryStatus::Dead),
+        Some(other) => {
+            return Err(ApiError::unprocessable(
+                "status",
+                format!("`status` must be pending, delivered or dead, not {other:?}"),
+            ))
+        }
+    };
+    let rows = state.store.target_deliveries(&target.id, status, after, limit)?;
+    let mut found = Vec::with_capacity(rows.len());
+    for (seq, status) in &rows {
+        let Some(event) = state.store.event(*seq)? else { continue };
+        found.push((event, Status::from(*status), state.store.attempts_to(&target.id, *seq)?));
+    }
+    let deliveries = found
+        .iter()
+        .map(|(event, status, attempts)| TargetDelivery {
+            event_id: &event.id,
+            seq: event.seq,
+            event_type: &event.event_type,
+            received_at: rfc3339(event.received_at_ms),
+            status: *status,
+            attempts: attempts.iter().map(AttemptView::from).collect(),
+        })
+        .collect();
+    let next_after = if rows.len() == limit { rows.last().map(|(seq, _)| *seq) } else { None };
+    Ok(HttpResponse::Ok().json(TargetDeliveries { target_id: &target.id, deliveries, next_after }))
+}
+
+pub(crate) async fn replay(
+    _: Admin,
+    req: HttpRequest,
+    id: web::Path<String>,
+    payload: web::Payload,
+    state: State,
+) -> Result<HttpResponse, ApiError> {
+    let target = load_target(&state, &id)?;
+    let body = Replay::try_from(optional_object(&req, payload).await?)?;
+    let mut queued = 0;
+    let mut after = 0;
+    loop {
+        let rows = state.store.target_deliveries(&target.id, Some(body.status), after, 10_000)?;
+        let Some((last, _)) = rows.last().copied() else { break };
+        after = last;
+        let mut seqs = Vec::with_capacity(rows.len());
+        for (seq, _) in rows {
+            let recent = match body.since_ms {
+                Some(since) => state.store.event(seq)?.is_some_and(|e| e.received_at_ms >= since),
+                None => true,
+            };
+            if recent {
+                seqs.push(seq);
+            }
+        }
+        let request = Request {
+            at_ms: now_ms(),
+            by: requester(&req),
+            action: "replay".into(),
+            target: target.id.to_string(),
+            detail: format!(
+                "status {}{}",
+                body.status_name(),
+                body.since_ms.map(|s| format!(", since {}", rfc3339(s))).unwrap_or_default()
+            ),
+            queued: 0,
+        };
+        queued += state.router.requeue(target.id.clone(), seqs, request).await.map_err(router_error)?;
+    }
+    Ok(HttpResponse::Accepted().json(Queued { queued }))
+}
+
+// ---- subscriptions -------------------------------------------------------------------------
+
+fn subscription_id(raw: &str) -> Result<SubscriptionId, ApiError> {
+    SubscriptionId::parse(raw).ok_or_else(|| ApiError::NotFound(format!("subscription {raw} not found")))
+}
+
+pub(crate) async fn list_subscriptions(
+    _: Admin,
+    query: web::Query<HashMap<String, String>>,
+    state: State,
+) -> Result<HttpResponse, ApiError> {
+    let only = query.get("target_id");
+    let subs = state.store.subscriptions()?;
+    let subscriptions =
+        subs.iter().filter(|s| only.is_none_or(|t| s.target_id.as_str() == t)).map(SubscriptionView::from).collect();
+    Ok(HttpResponse::Ok().json(Subscriptions { subscriptions }))
+}
+
+pub(crate) async fn create_subscription(
+    _: Admin,
+    req: HttpRequest,
+    payload: web::Payload,
+    state: State,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_object(&req, payload).await?;
+    let mut sub = Subscription::create(&body, now_ms())?;
+    if state.store.target(&sub.target_id)?.is_none() {
+        return Err(ApiError::unprocessable("target_id", format!("no target {} exists", sub.target_id)));
+    }
+    // It applies to the events after this moment, never to older ones.
+    sub.from_seq = state.store.head();
+    state.router.create_subscription(sub.clone()).await.map_err(|e| match e {
+        RouterError::NotFound(_) => ApiError::unprocessable("target_id", format!("no target {} exists", sub.target_id)),
+        other => router_error(other),
+    })?;
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/v1/subscriptions/{}", sub.id)))
+        .json(SubscriptionView::from(&sub)))
+}
+
+pub(crate) async fn get_subscription(_: Admin, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
+    let sub = state
+        .store
+        .subscription(&subscription_id(&id)?)?
+        .ok_or_else(|| ApiError::NotFound(format!("subscription {id} not found")))?;
+    Ok(HttpResponse::Ok().json(SubscriptionView::from(&sub)))
+}
+
+pub(crate) async fn delete_subscription(
+    _: Admin,
+    id: web::Path<String>,
+    state: State,
+) -> Result<HttpResponse, ApiError> {
+    state.router.delete_subscription(subscription_id(&id)?).await.map_err(router_error)?;
+    Ok(HttpResponse::NoContent().finish())
+}
