@@ -178,6 +178,7 @@ mod events;
 mod finished;
 mod index;
 mod keys;
+pub mod log;
 mod migrate;
 mod open;
 mod queries;
@@ -193,6 +194,7 @@ pub use deliveries::{DeliveryStatus, Unrecorded};
 pub use events::PendingAppend;
 pub use finished::FINISHED_BLOCK;
 pub use index::{RECORD_BUCKETS, RECORD_WINDOW};
+pub use log::{Log, LogFuture, LogHandle};
 pub use queries::EventFilter;
 
 pub use records::{AckEntry, Attempt, AttemptResult, Disabled, Final, Pending, Rejected, Request, Retried};
