@@ -22,7 +22,8 @@
 //!   the cursor stays below them, and a restart attempts them again (at least once).
 //! - On start the window is rebuilt from the cursor, how far the last run had matched
 //!   (`checked_until`) and the pending entries on disk; a delivery up to `checked_until` is
-//!   taken again only if nothing was recorded of it ([`Window::owes`]).
+//!   taken again only if nothing was recorded of it ([`Window::owes`]). How far it had matched
+//!   is written no lower meanwhile ([`Window::scanned_mark`]), so a later crash checks them too.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -417,7 +418,7 @@ impl Window {
         self.flushing.insert(seq, Flushing { following, fresh, disable });
         // With how far the window has matched: after a crash, the check for recorded
         // deliveries then covers this one.
-        Finish { result, then: Then::Flush { following, scanned: self.scanned, disable } }
+        Finish { result, then: Then::Flush { following, scanned: self.scanned_mark(), disable } }
     }
 
     /// A retry's record was written (`ok`) or not. Memory moves on either way: if the write
@@ -443,10 +444,18 @@ impl Window {
     // ---- writing the state ------------------------------------------------------------------
 
     /// The marks to write: the cursor (below the first fresh delivery, else `scanned`) and
-    /// `scanned`.
+    /// how far the window has matched ([`Window::scanned_mark`]).
     pub fn marks(&self) -> (u64, u64) {
         let low = self.fresh.first().map_or(self.scanned, |first| first.saturating_sub(1));
-        (low, self.scanned)
+        (low, self.scanned_mark())
+    }
+
+    /// How far matching may have recorded deliveries, as written down (`W`): `scanned`, or
+    /// after a restart the earlier run's mark while matching again below it. `W` never moves
+    /// back, so a crash after a restart still checks every delivery the earlier runs may have
+    /// recorded rather than make it again.
+    pub fn scanned_mark(&self) -> u64 {
+        self.scanned.max(self.checked_until)
     }
 
     /// Starts a write of the target's state if none is in progress and there is something to

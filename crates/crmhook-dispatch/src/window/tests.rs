@@ -305,6 +305,23 @@ fn recovery_resumes_every_unfinished_delivery_and_checks_what_may_be_recorded() 
 }
 
 #[test]
+fn after_a_restart_scanned_is_written_no_lower_than_the_last_run_had_it() {
+    // The last run matched up to 20; this one matches again from its cursor, 10.
+    let mut w = Window::recover(false, Recovered { cursor: Some(10), scanned: Some(20), ..Recovered::default() });
+    assert_eq!(w.start_write(), None, "nothing moved: no write (it wrote (10, 10) before)");
+    assert!(w.took(12, &[], 0));
+    assert_eq!(w.start_write(), Some(StateWrite { marks: Some((12, 20)), finished: vec![] }), "not (12, 12)");
+    w.write_done(true);
+    take(&mut w, &[13, 14], 0);
+    assert_eq!(starts(&mut w, 0), vec![13, 14]);
+    let f = end(&mut w, 13, 1, Outcome::Status(500), None, 0);
+    assert_eq!(f.then, Then::Flush { following: retry(2, 1_000), scanned: 20, disable: false }, "nor 14");
+    // Past it, the run's own.
+    assert!(w.took(25, &[], 0));
+    assert_eq!(w.marks(), (12, 25));
+}
+
+#[test]
 fn requeued_deliveries_join_the_window_or_wait_on_disk() {
     let mut w = new_target(false);
     take(&mut w, &[1, 2, 3], 0);
@@ -431,7 +448,10 @@ impl Disk {
         for put in puts {
             match *put {
                 Put::Cursor(c) => self.cursor = Some(c),
-                Put::Scanned(s) => self.scanned = Some(s),
+                Put::Scanned(s) => {
+                    assert!(Some(s) >= self.scanned, "scanned moves back from {:?} to {s}", self.scanned);
+                    self.scanned = Some(s);
+                }
                 Put::Pending(seq, p) => {
                     self.pending.insert(seq, p);
                 }
@@ -583,6 +603,7 @@ impl Sim {
         }
         while let Some(start) = self.window.next_start(self.now) {
             assert!(!self.attempts.contains_key(&start.seq), "{} started twice", start.seq);
+            assert!(!self.disk.finished.contains(&start.seq), "{} started again, finished on disk", start.seq);
             if self.ordered {
                 assert_eq!(self.window.pending.keys().next(), Some(&start.seq), "ordered: the oldest owed goes");
             }
