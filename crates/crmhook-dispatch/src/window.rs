@@ -497,8 +497,11 @@ impl Window {
 
     /// When the next waiting delivery is due, if the timer must be (re)armed for it: the shell
     /// cancels the timer it holds, if any, and arms one for then. `None`: leave it as it is.
+    /// No timer while nothing may start: disabled, draining, at the in-flight limit, or while
+    /// [`RECORDING`] records wait (the write in progress pumps when it completes; a timer would
+    /// only fire again and again until then).
     pub fn arm_timer(&mut self) -> Option<u64> {
-        if self.disabled || self.draining || self.in_flight.len() >= self.limit() {
+        if self.disabled || self.draining || self.in_flight.len() >= self.limit() || self.recording.len() >= RECORDING {
             return None;
         }
         let (due, _) = self.next_due()?;

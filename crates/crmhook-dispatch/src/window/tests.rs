@@ -376,8 +376,10 @@ fn no_attempt_starts_while_too_many_records_wait() {
     let more: Vec<u64> = (WINDOW as u64 + 1..=WINDOW as u64 + 10).collect();
     take(&mut w, &more, 0);
     assert_eq!(w.next_start(0), None, "{RECORDING} records wait");
+    assert_eq!(w.arm_timer(), None, "no timer either: the write's completion pumps");
     w.start_write();
     w.write_done(true);
+    assert_eq!(w.arm_timer(), Some(0));
     assert!(w.next_start(0).is_some());
 }
 
