@@ -278,7 +278,7 @@ impl TargetActor {
             }
             Err(e) => {
                 tracing::error!(target_id = %self.id(), seq, error = %e, "reading an owed event failed");
-                self.window.unstarted(seq);
+                self.window.unstarted(seq, now_ms());
                 return;
             }
         };

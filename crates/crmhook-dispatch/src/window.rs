@@ -38,6 +38,8 @@ pub const SCAN_STEP: usize = 1024;
 pub const FILL_STEP: usize = WINDOW / 4;
 /// Concurrent attempts per target (1 when `ordered`).
 pub const IN_FLIGHT: usize = 16;
+/// How long a delivery whose event could not be read waits before it is tried again.
+pub const UNREADABLE_WAIT_MS: u64 = 1_000;
 /// Most finished deliveries whose records are still on their way to the store; past it no new
 /// attempt starts (the store sets the pace).
 pub const RECORDING: usize = 64 * IN_FLIGHT;
@@ -375,10 +377,16 @@ impl Window {
         self.fresh.remove(&seq);
     }
 
-    /// A started delivery's event could not be read: it is not in flight, and no longer due
-    /// (it stays pending; as today, see the module's tests).
-    pub fn unstarted(&mut self, seq: u64) {
+    /// A started delivery's event could not be read at `now_ms`: it is not in flight, stays
+    /// owed, and is due again [`UNREADABLE_WAIT_MS`] later (in memory only), so the shell's start
+    /// loop moves on (an ordered target's oldest delivery would otherwise be due at once again,
+    /// for ever) and the timer tries it again.
+    pub fn unstarted(&mut self, seq: u64, now_ms: u64) {
         self.in_flight.remove(&seq);
+        if let Some(p) = self.pending.get_mut(&seq) {
+            p.due_at_ms = now_ms.saturating_add(UNREADABLE_WAIT_MS);
+            self.due.insert((p.due_at_ms, seq));
+        }
     }
 
     /// An attempt is over at `now_ms`: what follows it (the retry schedule, `Retry-After` on 429

@@ -412,9 +412,22 @@ fn a_delivery_whose_event_is_gone_is_dropped_and_one_unreadable_waits() {
     w.gone(1);
     assert_eq!((w.len(), w.in_flight(), w.marks()), (1, 0, (1, 2)));
     assert_eq!(w.next_start(0).map(|s| s.seq), Some(2));
-    // As today: an unreadable event stays owed but is no longer due (until a restart).
-    w.unstarted(2);
-    assert_eq!((w.len(), w.in_flight(), w.next_start(10_000)), (1, 0, None));
+    // An unreadable event stays owed, and is tried again a little later.
+    w.unstarted(2, 0);
+    assert_eq!((w.len(), w.in_flight(), w.next_start(0)), (1, 0, None));
+    assert_eq!(w.arm_timer(), Some(UNREADABLE_WAIT_MS));
+    assert_eq!(w.next_start(UNREADABLE_WAIT_MS), Some(Start { seq: 2, attempt: 1, round: 1 }));
+}
+
+#[test]
+fn an_ordered_target_waits_on_an_unreadable_event_without_spinning() {
+    let mut w = new_target(true);
+    take(&mut w, &[1, 2], 0);
+    assert_eq!(w.next_start(100).map(|s| s.seq), Some(1));
+    w.unstarted(1, 100);
+    assert_eq!(w.next_start(100), None, "1 is not due again at once, and 2 waits for it");
+    assert_eq!(w.arm_timer(), Some(100 + UNREADABLE_WAIT_MS));
+    assert_eq!(starts(&mut w, 100 + UNREADABLE_WAIT_MS), vec![1]);
 }
 
 // ---- properties -----------------------------------------------------------------------------
@@ -538,6 +551,8 @@ struct Sim {
     flushing: BTreeSet<u64>,
     /// The store's `Unrecorded`, as the shell keeps it.
     unrecorded: BTreeSet<u64>,
+    /// Events that cannot be read (a start of theirs fails).
+    unreadable: BTreeSet<u64>,
 }
 
 impl Sim {
@@ -556,6 +571,7 @@ impl Sim {
             attempts: BTreeMap::new(),
             flushing: BTreeSet::new(),
             unrecorded: BTreeSet::new(),
+            unreadable: BTreeSet::new(),
         };
         sim.pump();
         sim
@@ -603,11 +619,19 @@ impl Sim {
                 self.write_state();
             }
         }
+        let mut started = 0;
         while let Some(start) = self.window.next_start(self.now) {
+            // Each owed delivery starts, or fails to and waits: no busy loop.
+            started += 1;
+            assert!(started <= WINDOW + IN_FLIGHT, "the start loop spins: {:?}", self.window);
             assert!(!self.attempts.contains_key(&start.seq), "{} started twice", start.seq);
             assert!(!self.disk.finished.contains(&start.seq), "{} started again, finished on disk", start.seq);
             if self.ordered {
                 assert_eq!(self.window.pending.keys().next(), Some(&start.seq), "ordered: the oldest owed goes");
+            }
+            if self.unreadable.contains(&start.seq) {
+                self.window.unstarted(start.seq, self.now);
+                continue;
             }
             self.attempts.insert(start.seq, start);
         }
@@ -766,6 +790,18 @@ impl Sim {
         self.submit(vec![Put::Unfinish(seq), Put::Pending(seq, p)], true, Kind::Requeue(seq, p));
     }
 
+    /// An event becomes unreadable, or readable again (then the actor is woken).
+    fn toggle_unreadable(&mut self, pick: usize) {
+        if self.head() == 0 {
+            return;
+        }
+        let seq = 1 + pick as u64 % self.head();
+        if !self.unreadable.remove(&seq) {
+            self.unreadable.insert(seq);
+        }
+        self.pump();
+    }
+
     /// What the store must hold of `seqs`, whatever it keeps of a crash: the cursor passes only
     /// deliveries finished or pending, and one attempted is finished or pending.
     fn check_disk(&self, disk: &Disk, seqs: impl IntoIterator<Item = u64>) {
@@ -808,6 +844,7 @@ impl Sim {
     /// delivery owed is made, driven only by what the actor gets (attempt reports, written
     /// records, its timer).
     fn settle(&mut self) {
+        self.unreadable.clear();
         self.crash(usize::MAX);
         self.enable();
         for step in 0..1_000_000 {
@@ -854,6 +891,8 @@ enum Op {
     Crash(usize),
     Enable,
     Requeue(usize),
+    /// An event becomes unreadable, or readable again.
+    Unreadable(usize),
 }
 
 fn op(most_events: usize) -> impl Strategy<Value = Op> {
@@ -867,6 +906,7 @@ fn op(most_events: usize) -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(Op::Crash),
         1 => Just(Op::Enable),
         1 => any::<usize>().prop_map(Op::Requeue),
+        1 => any::<usize>().prop_map(Op::Unreadable),
     ]
 }
 
@@ -894,6 +934,7 @@ fn run(ordered: bool, ops: Vec<Op>) {
             Op::Crash(keep) => sim.crash(keep),
             Op::Enable => sim.enable(),
             Op::Requeue(pick) => sim.requeue(pick),
+            Op::Unreadable(pick) => sim.toggle_unreadable(pick),
         }
         sim.check();
     }
