@@ -18,8 +18,9 @@
 //!   stays below the first fresh delivery. A finished delivery (delivered or dead) frees its
 //!   slot at once and its record joins the next lazy write of the target's state (one write at
 //!   a time, carrying the marks when they moved); a retry's schedule, or a 410's disabling, is
-//!   flushed before the window moves on. If a lazy write fails, its deliveries are fresh again:
-//!   the cursor stays below them, and a restart attempts them again (at least once).
+//!   flushed before the window moves on (a 410 stops new attempts at once, in memory). If a lazy
+//!   write fails, its deliveries are fresh again: the cursor stays below them, and a restart
+//!   attempts them again (at least once).
 //! - On start the window is rebuilt from the cursor, how far the last run had matched
 //!   (`checked_until`) and the pending entries on disk; a delivery up to `checked_until` is
 //!   taken again only if nothing was recorded of it ([`Window::owes`]). How far it had matched
@@ -423,6 +424,8 @@ impl Window {
             return Finish { result, then: Then::Finished { done: !fresh } };
         };
         let disable = result == AttemptResult::TargetDisabled;
+        // A 410: nothing more starts from now on, in memory; on disk once the write is done.
+        self.disabled |= disable;
         self.flushing.insert(seq, Flushing { following, fresh, disable });
         // With how far the window has matched: after a crash, the check for recorded
         // deliveries then covers this one.
@@ -528,9 +531,10 @@ impl Window {
     // ---- operators --------------------------------------------------------------------------
 
     /// Enables or disables attempts. The timer is forgotten (the shell cancels its own); the
-    /// shell pumps.
+    /// shell pumps. While a 410's disabling is being written the target stays disabled: that
+    /// write disables it once done anyway, and meanwhile nothing may reach the receiver.
     pub fn set_enabled(&mut self, enabled: bool) {
-        self.disabled = !enabled;
+        self.disabled = !enabled || self.flushing.values().any(|f| f.disable);
         self.timer = None;
     }
 

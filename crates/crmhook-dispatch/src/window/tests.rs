@@ -142,7 +142,12 @@ fn gone_410_disables_the_target_and_the_delivery_waits_for_it() {
     assert_eq!(f.result, AttemptResult::TargetDisabled);
     assert_eq!(f.then, Then::Flush { following: retry(2, 300), scanned: 2, disable: true });
     assert!(f.flushes());
-    assert!(!w.is_disabled(), "disabled once written");
+    assert!(w.is_disabled(), "at once in memory, while the disabling is written");
+    take(&mut w, &[3], 300);
+    assert_eq!((w.next_start(300), w.arm_timer()), (None, None), "nothing starts meanwhile");
+    w.set_enabled(true);
+    assert!(w.is_disabled(), "nor after an enable asked before the 410 came back");
+    assert_eq!(w.next_start(300), None);
     assert!(w.retry_recorded(1, true), "a first attempt now on disk");
     assert!(w.is_disabled());
     assert_eq!(starts(&mut w, 1_000), Vec::<u64>::new());
@@ -511,7 +516,8 @@ enum Kind {
     State,
     Retry(u64),
     Requeue(u64, Pending),
-    Enable,
+    /// Enabling, with how many 410s had come back when the operator asked.
+    Enable(u64),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -553,6 +559,10 @@ struct Sim {
     unrecorded: BTreeSet<u64>,
     /// Events that cannot be read (a start of theirs fails).
     unreadable: BTreeSet<u64>,
+    /// 410s reported so far; whether one was reported since an operator last asked to enable
+    /// the target (nothing may start then).
+    gone: u64,
+    silenced: bool,
 }
 
 impl Sim {
@@ -572,6 +582,8 @@ impl Sim {
             flushing: BTreeSet::new(),
             unrecorded: BTreeSet::new(),
             unreadable: BTreeSet::new(),
+            gone: 0,
+            silenced: false,
         };
         sim.pump();
         sim
@@ -626,6 +638,7 @@ impl Sim {
             assert!(started <= WINDOW + IN_FLIGHT, "the start loop spins: {:?}", self.window);
             assert!(!self.attempts.contains_key(&start.seq), "{} started twice", start.seq);
             assert!(!self.disk.finished.contains(&start.seq), "{} started again, finished on disk", start.seq);
+            assert!(!self.silenced, "{} started after a 410, before an operator enabled the target", start.seq);
             if self.ordered {
                 assert_eq!(self.window.pending.keys().next(), Some(&start.seq), "ordered: the oldest owed goes");
             }
@@ -656,6 +669,10 @@ impl Sim {
         let start = self.attempts[&seq];
         let ended = Ended { seq, n: start.attempt, round: start.round, outcome: &outcome, retry_after_ms };
         let finish = self.window.attempt_finished(ended, self.now, jitter, &SCHEDULE);
+        if finish.result == AttemptResult::TargetDisabled {
+            self.gone += 1;
+            self.silenced = true;
+        }
         let record = match finish.result {
             AttemptResult::Delivered | AttemptResult::Dead => Put::Finished(seq),
             AttemptResult::Retrying { .. } | AttemptResult::TargetDisabled => Put::Attempt(seq),
@@ -725,11 +742,14 @@ impl Sim {
                 self.window.requeued(&[(seq, p)]);
                 self.pump();
             }
-            Kind::Enable if ok => {
+            Kind::Enable(gone) if ok => {
+                if gone == self.gone {
+                    self.silenced = false;
+                }
                 self.window.set_enabled(true);
                 self.pump();
             }
-            Kind::Requeue(..) | Kind::Enable => {}
+            Kind::Requeue(..) | Kind::Enable(_) => {}
         }
     }
 
@@ -760,6 +780,8 @@ impl Sim {
         self.attempts.clear();
         self.flushing.clear();
         self.unrecorded.clear();
+        // What the store kept of a 410 decides now.
+        self.silenced = false;
         self.window = Window::recover(self.ordered, self.disk.recovered(self.head()));
         // At least once: every delivery owed and not recorded as finished is owed again.
         for seq in (1..=self.head()).filter(|s| self.matches(*s) && !self.disk.finished.contains(s)) {
@@ -773,7 +795,7 @@ impl Sim {
 
     /// An operator enables the target (the API writes the store, then tells the actor).
     fn enable(&mut self) {
-        self.submit(vec![Put::Enable], true, Kind::Enable);
+        self.submit(vec![Put::Enable], true, Kind::Enable(self.gone));
     }
 
     /// An operator queues a delivery again (the actor's `Requeue` handler).
