@@ -1,18 +1,18 @@
-//! One actor per target: it owns the target's delivery window, its in-flight attempts and its
-//! retry timer.
+//! One actor per target: the shell around its [`Window`], the pure state machine of the
+//! target's delivery window (see [`crate::window`] for its rules). The window decides: what the
+//! target owes, which attempt starts when, what is written when, when the timer is due. The
+//! actor feeds it its inputs (the store's facts, attempt reports, completed writes, its timer,
+//! its messages) and carries out its decisions: it reads the log and the store, makes the
+//! attempts, writes the records and marks, arms the timer, and keeps the store's
+//! [`Unrecorded`] (what readers see of first attempts not written down yet).
 //!
-//! The actor never holds a target's whole backlog. It reads the event log from where it has
-//! matched (`scanned`), matches each event against the target's subscriptions, and takes at
-//! most [`WINDOW`] owed deliveries at a time. A first attempt is not written down before it is
-//! made (`fresh`; readers see these through the store's [`Unrecorded`]): a failed attempt
-//! writes its retry's pending entry, flushed before the actor goes on; a finished delivery
-//! (delivered or dead) frees its slot at once, and its record joins the target's next lazy
-//! write (one write in progress at a time, at most `RECORDING` finished deliveries waiting for
-//! it). Each of these writes also carries the cursor, the low-water mark below every first
-//! attempt still in memory, and how far the actor has matched. A crash can only turn a
-//! delivery into one more attempt. So the actor's memory can always be rebuilt from the store:
-//! on start it loads its cursor and pending entries, matches again from the cursor (skipping
-//! deliveries already recorded), and carries on.
+//! The actor never holds a target's whole backlog: the window takes at most [`WINDOW`] owed
+//! deliveries at a time from the log, matched against the target's subscriptions. A retry's
+//! schedule (and a 410's disabling) is flushed before the window moves on; a finished
+//! delivery's record joins the target's next lazy write, which also carries the cursor and how
+//! far the window has matched. A crash can only turn a delivery into one more attempt: on start
+//! the actor loads its cursor and pending entries and rebuilds the window from them
+//! ([`Window::recover`]).
 //!
 //! Its mailbox is small and carries only small messages (wake-ups, configuration, attempt
 //! reports); payloads are read from the store when an attempt starts.
@@ -21,12 +21,10 @@
 //! record is written; one whose record cannot be written is neither (it will be made again).
 //! The actor delivers with the awc client of the arbiter it runs on ([`delivery::Lane`]).
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use crmhook_core::retry::{self, Next};
 use crmhook_core::subscription::Compiled;
 use crmhook_core::time::now_ms;
 use crmhook_core::{Target, TargetId};
@@ -37,18 +35,9 @@ use tokio::sync::oneshot;
 use crate::delivery;
 use crate::feed::{AttemptRecorded, Feed};
 use crate::metrics::TargetMetrics;
+use crate::window::{Ended, Fill, Finish, OnDisk, Recovered, Start, StateWrite, Then, Window, SCAN_STEP};
+pub use crate::window::{IN_FLIGHT, WINDOW};
 
-/// Most deliveries a target holds in memory (pending, retrying or in flight).
-pub const WINDOW: usize = 1024;
-/// Most log events one fill step reads (a step runs on the arbiter thread, so it stays short).
-const SCAN_STEP: usize = 1024;
-/// A fill waits for at least this much room in the window.
-const FILL_STEP: usize = WINDOW / 4;
-/// Concurrent attempts per target (1 when `ordered`).
-pub const IN_FLIGHT: usize = 16;
-/// Most finished deliveries whose records are still on their way to the store; past it no new
-/// attempt starts (the store sets the pace).
-const RECORDING: usize = 64 * IN_FLIGHT;
 /// The mailbox bound: only small messages travel here.
 const MAILBOX: usize = 64;
 
@@ -161,42 +150,22 @@ struct TargetActor {
     config: TargetConfig,
     /// The target prepared for attempts; rebuilt with each configuration.
     endpoint: Arc<delivery::Endpoint>,
-    /// Every event up to here has been matched for this target.
-    scanned: u64,
-    /// Deliveries up to here may have been recorded by an earlier run: each is checked before
-    /// it is taken again.
-    checked_until: u64,
-    /// The cursor and `scanned` as last written.
-    saved: (u64, u64),
-    pending: BTreeMap<u64, Pending>,
-    /// (due time, seq) of the pending deliveries not in flight.
-    due: BTreeSet<(u64, u64)>,
-    in_flight: HashSet<u64>,
-    /// Owed first attempts (pending or in flight) with nothing on disk yet; the cursor stays
-    /// below the first of them.
-    fresh: BTreeSet<u64>,
-    /// What readers of the store see of `fresh` (and of finished ones not yet written).
+    /// What readers of the store see of the window's first attempts with nothing on disk yet
+    /// (and of finished ones not yet written).
     unrecorded: Unrecorded,
     /// This arbiter's delivery client.
     client: delivery::Client,
     metrics: Arc<TargetMetrics>,
     feed: Feed,
-    timer: Option<(u64, SpawnHandle)>,
-    /// 410 Gone or an operator: no attempts until enabled again.
-    disabled: bool,
-    /// Shutting down: no new work; `idle` is told when the last attempt is recorded.
-    draining: bool,
+    /// Told when the last attempt is recorded, once draining.
     idle: Vec<oneshot::Sender<()>>,
-    /// Pending records on disk that did not fit the window (a large replay).
-    more_on_disk: bool,
-    /// Finished deliveries (delivered or dead) whose records are not yet in the store: they
-    /// are no longer pending in memory, but their pending entries on disk are.
-    recording: HashSet<u64>,
-    /// The records of finished deliveries waiting for the write in progress.
+    /// The records of finished deliveries waiting for the next write of the target's state.
     unwritten: DeliveryBatch,
     /// Their attempts, counted and published once that write is done.
     unpublished: Vec<AttemptRecorded>,
-    writing: bool,
+    /// The armed timer (the window knows when it fires).
+    timer: Option<SpawnHandle>,
+    window: Window,
 }
 
 impl TargetActor {
@@ -211,27 +180,16 @@ impl TargetActor {
         TargetActor {
             store,
             endpoint: Arc::new(delivery::Endpoint::new(config.target.clone(), client.guard())),
+            window: Window::new(config.target.ordered),
             config,
-            scanned: 0,
-            checked_until: 0,
-            saved: (0, 0),
-            pending: BTreeMap::new(),
-            due: BTreeSet::new(),
-            in_flight: HashSet::new(),
-            fresh: BTreeSet::new(),
             unrecorded,
             client,
             metrics,
             feed,
-            timer: None,
-            disabled: false,
-            draining: false,
             idle: Vec::new(),
-            more_on_disk: false,
-            recording: HashSet::new(),
             unwritten: DeliveryBatch::default(),
             unpublished: Vec::new(),
-            writing: false,
+            timer: None,
         }
     }
 
@@ -239,74 +197,50 @@ impl TargetActor {
         &self.config.target.id
     }
 
-    fn limit(&self) -> usize {
-        if self.config.target.ordered {
-            1
-        } else {
-            IN_FLIGHT
-        }
-    }
-
     fn pump(&mut self, ctx: &mut Context<Self>) {
-        if self.draining {
-            if self.in_flight.is_empty() && self.recording.is_empty() {
+        if self.window.is_draining() {
+            if self.window.is_idle() {
                 for idle in self.idle.drain(..) {
                     let _ = idle.send(());
                 }
             }
             return;
         }
-        self.reload();
-        self.fill(ctx);
-        if !self.disabled {
-            self.dispatch(ctx);
-            self.arm_timer(ctx);
-        }
-    }
-
-    /// Takes pending records from disk that did not fit the window before, once there is room.
-    fn reload(&mut self) {
-        if !self.more_on_disk || self.pending.len() > WINDOW / 2 {
-            return;
-        }
-        match self.store.pending(self.id(), WINDOW) {
-            Ok(on_disk) => {
-                self.more_on_disk = on_disk.len() >= WINDOW;
-                for (seq, p) in on_disk {
-                    if self.pending.len() >= WINDOW {
-                        self.more_on_disk = true;
-                        break;
-                    }
-                    if self.recording.contains(&seq) {
-                        continue;
-                    }
-                    if let std::collections::btree_map::Entry::Vacant(slot) = self.pending.entry(seq) {
-                        slot.insert(p);
-                        self.due.insert((p.due_at_ms, seq));
-                    }
-                }
+        if self.window.wants_reload() {
+            // Pending records on disk that did not fit the window before, now that it has room.
+            match self.store.pending(self.id(), WINDOW) {
+                Ok(on_disk) => self.window.reloaded(on_disk),
+                Err(e) => tracing::error!(target_id = %self.id(), error = %e, "reloading pending deliveries failed"),
             }
-            Err(e) => tracing::error!(target_id = %self.id(), error = %e, "reloading pending deliveries failed"),
         }
+        self.fill(ctx);
+        let now = now_ms();
+        while let Some(start) = self.window.next_start(now) {
+            self.start_attempt(start, ctx);
+        }
+        self.arm_timer(ctx);
     }
 
-    /// Reads the log past `scanned` and takes what this target is owed, up to the window. Nothing
-    /// is written: the new marks go with the next write of the target's state.
+    /// Reads the log past how far the window has matched and takes what this target is owed,
+    /// up to the window's room. Nothing is written but a stretch that matched nothing: the new
+    /// marks go with the next write of the target's state.
     fn fill(&mut self, ctx: &mut Context<Self>) {
-        let head = self.store.head();
-        // Wait until a quarter of a full window is free rather than refill after every delivery.
-        if self.pending.len() + FILL_STEP > WINDOW || self.scanned >= head {
-            return;
-        }
-        let room = WINDOW - self.pending.len();
-        let mut last = self.scanned;
+        let Some(Fill { from, head, room }) = self.window.wants_fill(self.store.head()) else { return };
+        let mut last = self.window.scanned();
         let mut taken = Vec::new();
-        for event in self.store.event_refs_from(self.scanned + 1).take(SCAN_STEP) {
+        for event in self.store.event_refs_from(from).take(SCAN_STEP) {
             match event {
                 Ok(event) if event.seq <= head => {
                     last = event.seq;
-                    if self.config.subscriptions.matches(&event) && self.owes(event.seq) {
-                        taken.push(event.seq);
+                    let seq = event.seq;
+                    let owed = self.config.subscriptions.matches(&event)
+                        && self.window.owes(seq, || {
+                            let id = &self.config.target.id;
+                            let attempted = self.store.last_attempt(id, seq).map(|a| a.is_some());
+                            OnDisk::of(self.store.is_pending_on_disk(id, seq), attempted)
+                        });
+                    if owed {
+                        taken.push(seq);
                         if taken.len() >= room {
                             break;
                         }
@@ -319,73 +253,20 @@ impl TargetActor {
                 }
             }
         }
-        if last == self.scanned {
-            return;
-        }
-        self.scanned = last;
-        let first = Pending::first(now_ms());
-        for seq in &taken {
-            self.pending.insert(*seq, first);
-            self.due.insert((first.due_at_ms, *seq));
-            self.fresh.insert(*seq);
-        }
+        let write_now = self.window.took(last, &taken, now_ms());
         self.unrecorded.add(&taken);
-        // The new marks go with the records of these deliveries; a stretch of events that
-        // matched nothing is written down at once, so the cursor keeps up on disk.
-        if taken.is_empty() {
+        if write_now {
             self.write_state(ctx);
         }
     }
 
-    /// Whether a matched event's delivery is still owed: not in the window already and, if an
-    /// earlier run may have recorded it, neither pending on disk nor attempted.
-    fn owes(&self, seq: u64) -> bool {
-        if self.pending.contains_key(&seq) || self.recording.contains(&seq) {
-            return false;
-        }
-        if seq > self.checked_until {
-            return true;
-        }
-        match (self.store.is_pending_on_disk(self.id(), seq), self.store.last_attempt(self.id(), seq)) {
-            (Ok(false), Ok(None)) => true,
-            (Ok(_), Ok(_)) => false,
-            // Unreadable: deliver again rather than maybe never.
-            _ => true,
-        }
-    }
-
-    /// Starts the attempts that are due, within the in-flight limit.
-    fn dispatch(&mut self, ctx: &mut Context<Self>) {
-        let now = now_ms();
-        while self.in_flight.len() < self.limit() && self.recording.len() < RECORDING {
-            let next = if self.config.target.ordered {
-                // Strictly in log order: only the oldest owed delivery may go.
-                self.pending
-                    .first_key_value()
-                    .map(|(seq, p)| (p.due_at_ms, *seq))
-                    .filter(|(_, seq)| !self.in_flight.contains(seq))
-            } else {
-                self.due.first().copied()
-            };
-            let Some((due, seq)) = next else { break };
-            if due > now {
-                break;
-            }
-            self.due.remove(&(due, seq));
-            self.start_attempt(seq, ctx);
-        }
-    }
-
-    fn start_attempt(&mut self, seq: u64, ctx: &mut Context<Self>) {
-        let Some(pending) = self.pending.get(&seq).copied() else {
-            return;
-        };
+    /// Reads a started delivery's event and makes the attempt (the window counts it in flight).
+    fn start_attempt(&mut self, Start { seq, attempt: n, round }: Start, ctx: &mut Context<Self>) {
         let event = match self.store.event_ref(seq) {
             Ok(Some(event)) => event,
             Ok(None) => {
                 tracing::warn!(target_id = %self.id(), seq, "owed event is no longer in the log; dropping the delivery");
-                self.pending.remove(&seq);
-                self.fresh.remove(&seq);
+                self.window.gone(seq);
                 self.unrecorded.remove(seq);
                 let mut batch = DeliveryBatch::default();
                 batch.done(self.id(), seq);
@@ -397,14 +278,12 @@ impl TargetActor {
             }
             Err(e) => {
                 tracing::error!(target_id = %self.id(), seq, error = %e, "reading an owed event failed");
+                self.window.unstarted(seq, now_ms());
                 return;
             }
         };
-        self.in_flight.insert(seq);
         let endpoint = self.endpoint.clone();
         let client = self.client.clone();
-        let n = pending.attempt;
-        let round = pending.round;
         let span = tracing::info_span!("attempt", event_id = %event.id, target_id = %self.id(), attempt = n);
         let fut = async move {
             let report = delivery::attempt(&client, &endpoint, &event, n).await;
@@ -421,29 +300,13 @@ impl TargetActor {
         });
     }
 
-    /// Records an attempt and what follows it, then updates memory once it is durable.
+    /// Records an attempt and what follows it, as the window decides.
     fn finished(&mut self, seq: u64, n: u32, round: u32, report: delivery::AttemptReport, ctx: &mut Context<Self>) {
         let target = &self.config.target;
         let now = now_ms();
-        let step = retry::Step {
-            schedule: &target.retry_schedule_ms,
-            attempt: n,
-            round_start: round,
-            now_ms: now,
-            jitter: rand::rng().random_range(-1.0..=1.0),
-            retry_after_ms: report.retry_after_ms.filter(|_| retry::honours_retry_after(&report.outcome)),
-        };
-        let next = retry::next_attempt(retry::classify(&report.outcome), step);
-        let (result, following) = match next {
-            Next::Delivered => (AttemptResult::Delivered, None),
-            Next::RetryAt { attempt, at_ms } => {
-                (AttemptResult::Retrying { next_at_ms: at_ms }, Some(Pending { attempt, due_at_ms: at_ms, round }))
-            }
-            Next::Disabled { attempt } => {
-                (AttemptResult::TargetDisabled, Some(Pending { attempt, due_at_ms: now, round }))
-            }
-            Next::Dead => (AttemptResult::Dead, None),
-        };
+        let ended = Ended { seq, n, round, outcome: &report.outcome, retry_after_ms: report.retry_after_ms };
+        let jitter = rand::rng().random_range(-1.0..=1.0);
+        let Finish { result, then } = self.window.attempt_finished(ended, now, jitter, &target.retry_schedule_ms);
         match result {
             AttemptResult::Delivered => tracing::debug!(target_id = %target.id, seq, n, "delivered"),
             AttemptResult::Retrying { .. } => {
@@ -473,20 +336,32 @@ impl TargetActor {
         };
         let record =
             Attempt { n, at_ms: report.at_ms, duration_ms: report.duration_ms, outcome: report.outcome, result, round };
-        let fresh = self.fresh.contains(&seq);
         let mut batch = DeliveryBatch::default();
-        let mut encoded = batch.attempt(&target.id, seq, &record).and_then(|()| match following {
-            // With how far the actor has matched: after a crash, the check for recorded
-            // deliveries then covers this one.
-            Some(p) => batch.pending(&target.id, seq, p).and_then(|()| batch.scanned(&target.id, self.scanned)),
-            None => {
-                if !fresh {
+        let encoded = batch.attempt(&target.id, seq, &record);
+        let (following, scanned, disable) = match then {
+            // A finished delivery's record may be lost in a crash only into one more attempt: the
+            // slot is free already, and the record joins the target's next lazy write.
+            Then::Finished { done } => {
+                if let Err(e) = encoded {
+                    tracing::error!(target_id = %target.id, error = %e, "encoding an attempt failed");
+                }
+                if done {
                     batch.done(&target.id, seq);
                 }
-                Ok(())
+                self.unwritten.append(batch);
+                self.unpublished.push(recorded);
+                self.write_state(ctx);
+                self.pump(ctx);
+                return;
             }
-        });
-        let disable = result == AttemptResult::TargetDisabled;
+            Then::Flush { following, scanned, disable } => (following, scanned, disable),
+        };
+        // A retry's schedule (and a 410's disabling) is flushed before the window moves on, with
+        // how far the window has matched: after a crash, the check for recorded deliveries then
+        // covers this one.
+        let mut encoded = encoded
+            .and_then(|()| batch.pending(&target.id, seq, following))
+            .and_then(|()| batch.scanned(&target.id, scanned));
         if disable {
             let reason = format!("the receiver answered 410 Gone to attempt {n} of event seq {seq}");
             encoded = encoded.and_then(|()| batch.disable(&target.id, &Disabled { at_ms: now, reason }));
@@ -494,42 +369,21 @@ impl TargetActor {
         if let Err(e) = encoded {
             tracing::error!(target_id = %target.id, error = %e, "encoding an attempt failed");
         }
-        // A finished delivery's record may be lost in a crash only into one more attempt: the
-        // slot is free at once, and the record joins the target's next lazy write.
-        let Some(following) = following else {
-            self.in_flight.remove(&seq);
-            self.pending.remove(&seq);
-            // The cursor may pass it in the write that carries its record.
-            self.fresh.remove(&seq);
-            self.recording.insert(seq);
-            self.unwritten.append(batch);
-            self.unpublished.push(recorded);
-            self.write_state(ctx);
-            self.pump(ctx);
-            return;
-        };
-        // A retry's schedule (and a 410's disabling) is flushed before anything else happens.
         let store = self.store.clone();
         let write = async move { store.write_deliveries(batch).await };
         ctx.spawn(write.into_actor(self).map(move |written, act, ctx| {
-            match written {
-                // Now on disk: the cursor may pass it.
-                Ok(()) if fresh => {
-                    act.recorded(recorded);
-                    act.fresh.remove(&seq);
-                    act.unrecorded.remove(seq);
-                    act.write_state(ctx);
-                }
+            // Memory moves on either way: if the write failed the store still holds the older
+            // pending entry (or, for a first attempt, the cursor stays below it), so after a
+            // restart this delivery is attempted again (at least once).
+            match &written {
                 Ok(()) => act.recorded(recorded),
-                // Memory moves on; the store still holds the older pending entry (or, for a
-                // first attempt, the cursor stays below it), so after a restart this delivery
-                // is attempted again (at least once).
                 Err(e) => tracing::error!(target_id = %act.id(), seq, error = %e, "recording an attempt failed"),
             }
-            act.in_flight.remove(&seq);
-            act.pending.insert(seq, following);
-            act.due.insert((following.due_at_ms, seq));
-            act.disabled |= disable;
+            // A first attempt now on disk: the cursor may pass it.
+            if act.window.retry_recorded(seq, written.is_ok()) {
+                act.unrecorded.remove(seq);
+                act.write_state(ctx);
+            }
             act.pump(ctx);
         }));
     }
@@ -537,47 +391,32 @@ impl TargetActor {
     /// Writes the finished deliveries' records gathered so far and the marks (cursor, scanned)
     /// if they moved, one write at a time: what changes meanwhile goes in the next.
     fn write_state(&mut self, ctx: &mut Context<Self>) {
-        if self.writing {
-            return;
-        }
-        let low = self.fresh.first().map_or(self.scanned, |first| first - 1);
-        let marks = (low, self.scanned);
-        if self.unwritten.is_empty() && marks == self.saved {
-            return;
-        }
+        let Some(StateWrite { marks, .. }) = self.window.start_write() else { return };
         let mut batch = std::mem::take(&mut self.unwritten);
-        if marks != self.saved {
-            let encoded = batch.cursor(self.id(), low).and_then(|()| batch.scanned(self.id(), self.scanned));
+        if let Some((low, scanned)) = marks {
+            let encoded = batch.cursor(self.id(), low).and_then(|()| batch.scanned(self.id(), scanned));
             if let Err(e) = encoded {
                 tracing::error!(target_id = %self.id(), error = %e, "encoding delivery state failed");
             }
         }
-        self.writing = true;
-        let written: Vec<u64> = self.recording.iter().copied().collect();
         let attempts = std::mem::take(&mut self.unpublished);
         let store = self.store.clone();
         ctx.spawn(async move { store.write_deliveries_held(batch).await }.into_actor(self).map(
             move |result, act, ctx| {
-                act.writing = false;
+                for seq in act.window.write_done(result.is_ok()) {
+                    act.unrecorded.remove(seq);
+                }
                 match result {
                     Ok(()) => {
-                        act.saved = marks;
-                        for seq in &written {
-                            act.unrecorded.remove(*seq);
-                        }
                         for attempt in attempts {
                             act.recorded(attempt);
                         }
                     }
+                    // Not recorded: the window keeps the cursor below these deliveries, so after
+                    // a restart they are attempted again (at least once).
                     Err(e) => {
-                        // Not recorded: the cursor stays below these deliveries, so after a
-                        // restart they are attempted again (at least once).
-                        tracing::error!(target_id = %act.id(), error = %e, "recording finished deliveries failed");
-                        act.fresh.extend(&written);
+                        tracing::error!(target_id = %act.id(), error = %e, "recording finished deliveries failed")
                     }
-                }
-                for seq in written {
-                    act.recording.remove(&seq);
                 }
                 act.write_state(ctx);
                 act.pump(ctx);
@@ -591,29 +430,22 @@ impl TargetActor {
         self.feed.publish(|| attempt);
     }
 
-    /// Sets the timer for the next due delivery that is waiting.
+    /// Sets the timer for the next due delivery that is waiting, if the window asks.
     fn arm_timer(&mut self, ctx: &mut Context<Self>) {
-        if self.in_flight.len() >= self.limit() {
-            return;
-        }
-        let next_due = if self.config.target.ordered {
-            self.pending.first_key_value().filter(|(seq, _)| !self.in_flight.contains(seq)).map(|(_, p)| p.due_at_ms)
-        } else {
-            self.due.first().map(|(due, _)| *due)
-        };
-        let Some(due) = next_due else { return };
-        if let Some((at, handle)) = self.timer {
-            if at <= due {
-                return;
-            }
+        let Some(due) = self.window.arm_timer() else { return };
+        self.cancel_timer(ctx);
+        let wait = Duration::from_millis(due.saturating_sub(now_ms()));
+        self.timer = Some(ctx.run_later(wait, |act, ctx| {
+            act.timer = None;
+            act.window.timer_fired();
+            act.pump(ctx);
+        }));
+    }
+
+    fn cancel_timer(&mut self, ctx: &mut Context<Self>) {
+        if let Some(handle) = self.timer.take() {
             ctx.cancel_future(handle);
         }
-        let wait = Duration::from_millis(due.saturating_sub(now_ms()));
-        let handle = ctx.run_later(wait, |act, ctx| {
-            act.timer = None;
-            act.pump(ctx);
-        });
-        self.timer = Some((due, handle));
     }
 }
 
@@ -628,16 +460,10 @@ impl Actor for TargetActor {
         self.unrecorded.clear();
         match loaded {
             Ok((cursor, scanned, pending, disabled)) => {
-                self.disabled = disabled.is_some();
-                self.more_on_disk = pending.len() >= WINDOW;
-                self.scanned = cursor.unwrap_or_else(|| self.store.head());
-                self.checked_until = scanned.unwrap_or(0).max(self.scanned);
-                self.saved = (cursor.unwrap_or(0), scanned.unwrap_or(0));
-                for (seq, p) in pending {
-                    self.pending.insert(seq, p);
-                    self.due.insert((p.due_at_ms, seq));
-                }
-                tracing::debug!(target_id = %id, cursor = self.scanned, pending = self.pending.len(), "target resumed");
+                let recovered =
+                    Recovered { cursor, scanned, pending, disabled: disabled.is_some(), head: self.store.head() };
+                self.window = Window::recover(self.config.target.ordered, recovered);
+                tracing::debug!(target_id = %id, cursor = self.window.scanned(), pending = self.window.len(), "target resumed");
             }
             Err(e) => tracing::error!(target_id = %id, error = %e, "loading delivery state failed"),
         }
@@ -658,10 +484,9 @@ impl Handler<Configure> for TargetActor {
 
     fn handle(&mut self, Configure(config): Configure, ctx: &mut Context<Self>) {
         self.endpoint = Arc::new(delivery::Endpoint::new(config.target.clone(), self.client.guard()));
+        self.window.configure(config.target.ordered);
         self.config = config;
-        if let Some((_, handle)) = self.timer.take() {
-            ctx.cancel_future(handle);
-        }
+        self.cancel_timer(ctx);
         self.pump(ctx);
     }
 }
@@ -679,10 +504,8 @@ impl Handler<Drain> for TargetActor {
 
     fn handle(&mut self, _: Drain, ctx: &mut Context<Self>) -> MessageResult<Drain> {
         let (tx, rx) = oneshot::channel();
-        self.draining = true;
-        if let Some((_, handle)) = self.timer.take() {
-            ctx.cancel_future(handle);
-        }
+        self.window.drain();
+        self.cancel_timer(ctx);
         self.idle.push(tx);
         self.pump(ctx);
         MessageResult(rx)
@@ -701,10 +524,8 @@ impl Handler<SetEnabled> for TargetActor {
     type Result = ();
 
     fn handle(&mut self, SetEnabled(enabled): SetEnabled, ctx: &mut Context<Self>) {
-        self.disabled = !enabled;
-        if let Some((_, handle)) = self.timer.take() {
-            ctx.cancel_future(handle);
-        }
+        self.window.set_enabled(enabled);
+        self.cancel_timer(ctx);
         self.pump(ctx);
     }
 }
@@ -717,12 +538,10 @@ impl Handler<Requeue> for TargetActor {
         let mut batch = DeliveryBatch::default();
         let mut queued = Vec::new();
         for seq in seqs {
-            let owed = self.pending.contains_key(&seq)
-                || self.recording.contains(&seq)
-                || self.store.is_pending(self.id(), seq).unwrap_or(true);
             let Ok(Some(event)) = self.store.event_ref(seq) else { continue };
-            // Not matched yet, and owed: it will be delivered anyway.
-            if owed || (seq > self.scanned && self.config.subscriptions.matches(&event)) {
+            // Held already, pending, or not matched yet and owed: it will be delivered anyway.
+            let pending_elsewhere = || self.store.is_pending(self.id(), seq).unwrap_or(true);
+            if self.window.requeue_skips(seq, pending_elsewhere, || self.config.subscriptions.matches(&event)) {
                 continue;
             }
             // The attempt a finished delivery's final state holds is its last one.
@@ -749,17 +568,9 @@ impl Handler<Requeue> for TargetActor {
                 return 0;
             }
             tracing::info!(target_id = %act.id(), queued = queued.len(), by = %request.by, action = %request.action, "deliveries queued again");
-            let count = queued.len() as u64;
-            for (seq, p) in queued {
-                if act.pending.len() >= WINDOW {
-                    act.more_on_disk = true;
-                    continue;
-                }
-                act.pending.insert(seq, p);
-                act.due.insert((p.due_at_ms, seq));
-            }
+            act.window.requeued(&queued);
             act.pump(ctx);
-            count
+            queued.len() as u64
         }))
     }
 }

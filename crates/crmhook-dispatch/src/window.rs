@@ -18,11 +18,13 @@
 //!   stays below the first fresh delivery. A finished delivery (delivered or dead) frees its
 //!   slot at once and its record joins the next lazy write of the target's state (one write at
 //!   a time, carrying the marks when they moved); a retry's schedule, or a 410's disabling, is
-//!   flushed before the window moves on. If a lazy write fails, its deliveries are fresh again:
-//!   the cursor stays below them, and a restart attempts them again (at least once).
+//!   flushed before the window moves on (a 410 stops new attempts at once, in memory). If a lazy
+//!   write fails, its deliveries are fresh again: the cursor stays below them, and a restart
+//!   attempts them again (at least once).
 //! - On start the window is rebuilt from the cursor, how far the last run had matched
 //!   (`checked_until`) and the pending entries on disk; a delivery up to `checked_until` is
-//!   taken again only if nothing was recorded of it ([`Window::owes`]).
+//!   taken again only if nothing was recorded of it ([`Window::owes`]). How far it had matched
+//!   is written no lower meanwhile ([`Window::scanned_mark`]), so a later crash checks them too.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -37,6 +39,8 @@ pub const SCAN_STEP: usize = 1024;
 pub const FILL_STEP: usize = WINDOW / 4;
 /// Concurrent attempts per target (1 when `ordered`).
 pub const IN_FLIGHT: usize = 16;
+/// How long a delivery whose event could not be read waits before it is tried again.
+pub const UNREADABLE_WAIT_MS: u64 = 1_000;
 /// Most finished deliveries whose records are still on their way to the store; past it no new
 /// attempt starts (the store sets the pace).
 pub const RECORDING: usize = 64 * IN_FLIGHT;
@@ -374,10 +378,16 @@ impl Window {
         self.fresh.remove(&seq);
     }
 
-    /// A started delivery's event could not be read: it is not in flight, and no longer due
-    /// (it stays pending; as today, see the module's tests).
-    pub fn unstarted(&mut self, seq: u64) {
+    /// A started delivery's event could not be read at `now_ms`: it is not in flight, stays
+    /// owed, and is due again [`UNREADABLE_WAIT_MS`] later (in memory only), so the shell's start
+    /// loop moves on (an ordered target's oldest delivery would otherwise be due at once again,
+    /// for ever) and the timer tries it again.
+    pub fn unstarted(&mut self, seq: u64, now_ms: u64) {
         self.in_flight.remove(&seq);
+        if let Some(p) = self.pending.get_mut(&seq) {
+            p.due_at_ms = now_ms.saturating_add(UNREADABLE_WAIT_MS);
+            self.due.insert((p.due_at_ms, seq));
+        }
     }
 
     /// An attempt is over at `now_ms`: what follows it (the retry schedule, `Retry-After` on 429
@@ -414,10 +424,12 @@ impl Window {
             return Finish { result, then: Then::Finished { done: !fresh } };
         };
         let disable = result == AttemptResult::TargetDisabled;
+        // A 410: nothing more starts from now on, in memory; on disk once the write is done.
+        self.disabled |= disable;
         self.flushing.insert(seq, Flushing { following, fresh, disable });
         // With how far the window has matched: after a crash, the check for recorded
         // deliveries then covers this one.
-        Finish { result, then: Then::Flush { following, scanned: self.scanned, disable } }
+        Finish { result, then: Then::Flush { following, scanned: self.scanned_mark(), disable } }
     }
 
     /// A retry's record was written (`ok`) or not. Memory moves on either way: if the write
@@ -443,10 +455,18 @@ impl Window {
     // ---- writing the state ------------------------------------------------------------------
 
     /// The marks to write: the cursor (below the first fresh delivery, else `scanned`) and
-    /// `scanned`.
+    /// how far the window has matched ([`Window::scanned_mark`]).
     pub fn marks(&self) -> (u64, u64) {
         let low = self.fresh.first().map_or(self.scanned, |first| first.saturating_sub(1));
-        (low, self.scanned)
+        (low, self.scanned_mark())
+    }
+
+    /// How far matching may have recorded deliveries, as written down (`W`): `scanned`, or
+    /// after a restart the earlier run's mark while matching again below it. `W` never moves
+    /// back, so a crash after a restart still checks every delivery the earlier runs may have
+    /// recorded rather than make it again.
+    pub fn scanned_mark(&self) -> u64 {
+        self.scanned.max(self.checked_until)
     }
 
     /// Starts a write of the target's state if none is in progress and there is something to
@@ -488,8 +508,11 @@ impl Window {
 
     /// When the next waiting delivery is due, if the timer must be (re)armed for it: the shell
     /// cancels the timer it holds, if any, and arms one for then. `None`: leave it as it is.
+    /// No timer while nothing may start: disabled, draining, at the in-flight limit, or while
+    /// [`RECORDING`] records wait (the write in progress pumps when it completes; a timer would
+    /// only fire again and again until then).
     pub fn arm_timer(&mut self) -> Option<u64> {
-        if self.disabled || self.draining || self.in_flight.len() >= self.limit() {
+        if self.disabled || self.draining || self.in_flight.len() >= self.limit() || self.recording.len() >= RECORDING {
             return None;
         }
         let (due, _) = self.next_due()?;
@@ -508,9 +531,10 @@ impl Window {
     // ---- operators --------------------------------------------------------------------------
 
     /// Enables or disables attempts. The timer is forgotten (the shell cancels its own); the
-    /// shell pumps.
+    /// shell pumps. While a 410's disabling is being written the target stays disabled: that
+    /// write disables it once done anyway, and meanwhile nothing may reach the receiver.
     pub fn set_enabled(&mut self, enabled: bool) {
-        self.disabled = !enabled;
+        self.disabled = !enabled || self.flushing.values().any(|f| f.disable);
         self.timer = None;
     }
 

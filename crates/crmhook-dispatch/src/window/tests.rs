@@ -142,7 +142,12 @@ fn gone_410_disables_the_target_and_the_delivery_waits_for_it() {
     assert_eq!(f.result, AttemptResult::TargetDisabled);
     assert_eq!(f.then, Then::Flush { following: retry(2, 300), scanned: 2, disable: true });
     assert!(f.flushes());
-    assert!(!w.is_disabled(), "disabled once written");
+    assert!(w.is_disabled(), "at once in memory, while the disabling is written");
+    take(&mut w, &[3], 300);
+    assert_eq!((w.next_start(300), w.arm_timer()), (None, None), "nothing starts meanwhile");
+    w.set_enabled(true);
+    assert!(w.is_disabled(), "nor after an enable asked before the 410 came back");
+    assert_eq!(w.next_start(300), None);
     assert!(w.retry_recorded(1, true), "a first attempt now on disk");
     assert!(w.is_disabled());
     assert_eq!(starts(&mut w, 1_000), Vec::<u64>::new());
@@ -305,6 +310,23 @@ fn recovery_resumes_every_unfinished_delivery_and_checks_what_may_be_recorded() 
 }
 
 #[test]
+fn after_a_restart_scanned_is_written_no_lower_than_the_last_run_had_it() {
+    // The last run matched up to 20; this one matches again from its cursor, 10.
+    let mut w = Window::recover(false, Recovered { cursor: Some(10), scanned: Some(20), ..Recovered::default() });
+    assert_eq!(w.start_write(), None, "nothing moved: no write (it wrote (10, 10) before)");
+    assert!(w.took(12, &[], 0));
+    assert_eq!(w.start_write(), Some(StateWrite { marks: Some((12, 20)), finished: vec![] }), "not (12, 12)");
+    w.write_done(true);
+    take(&mut w, &[13, 14], 0);
+    assert_eq!(starts(&mut w, 0), vec![13, 14]);
+    let f = end(&mut w, 13, 1, Outcome::Status(500), None, 0);
+    assert_eq!(f.then, Then::Flush { following: retry(2, 1_000), scanned: 20, disable: false }, "nor 14");
+    // Past it, the run's own.
+    assert!(w.took(25, &[], 0));
+    assert_eq!(w.marks(), (12, 25));
+}
+
+#[test]
 fn requeued_deliveries_join_the_window_or_wait_on_disk() {
     let mut w = new_target(false);
     take(&mut w, &[1, 2, 3], 0);
@@ -359,8 +381,10 @@ fn no_attempt_starts_while_too_many_records_wait() {
     let more: Vec<u64> = (WINDOW as u64 + 1..=WINDOW as u64 + 10).collect();
     take(&mut w, &more, 0);
     assert_eq!(w.next_start(0), None, "{RECORDING} records wait");
+    assert_eq!(w.arm_timer(), None, "no timer either: the write's completion pumps");
     w.start_write();
     w.write_done(true);
+    assert_eq!(w.arm_timer(), Some(0));
     assert!(w.next_start(0).is_some());
 }
 
@@ -393,9 +417,22 @@ fn a_delivery_whose_event_is_gone_is_dropped_and_one_unreadable_waits() {
     w.gone(1);
     assert_eq!((w.len(), w.in_flight(), w.marks()), (1, 0, (1, 2)));
     assert_eq!(w.next_start(0).map(|s| s.seq), Some(2));
-    // As today: an unreadable event stays owed but is no longer due (until a restart).
-    w.unstarted(2);
-    assert_eq!((w.len(), w.in_flight(), w.next_start(10_000)), (1, 0, None));
+    // An unreadable event stays owed, and is tried again a little later.
+    w.unstarted(2, 0);
+    assert_eq!((w.len(), w.in_flight(), w.next_start(0)), (1, 0, None));
+    assert_eq!(w.arm_timer(), Some(UNREADABLE_WAIT_MS));
+    assert_eq!(w.next_start(UNREADABLE_WAIT_MS), Some(Start { seq: 2, attempt: 1, round: 1 }));
+}
+
+#[test]
+fn an_ordered_target_waits_on_an_unreadable_event_without_spinning() {
+    let mut w = new_target(true);
+    take(&mut w, &[1, 2], 0);
+    assert_eq!(w.next_start(100).map(|s| s.seq), Some(1));
+    w.unstarted(1, 100);
+    assert_eq!(w.next_start(100), None, "1 is not due again at once, and 2 waits for it");
+    assert_eq!(w.arm_timer(), Some(100 + UNREADABLE_WAIT_MS));
+    assert_eq!(starts(&mut w, 100 + UNREADABLE_WAIT_MS), vec![1]);
 }
 
 // ---- properties -----------------------------------------------------------------------------
@@ -431,7 +468,10 @@ impl Disk {
         for put in puts {
             match *put {
                 Put::Cursor(c) => self.cursor = Some(c),
-                Put::Scanned(s) => self.scanned = Some(s),
+                Put::Scanned(s) => {
+                    assert!(Some(s) >= self.scanned, "scanned moves back from {:?} to {s}", self.scanned);
+                    self.scanned = Some(s);
+                }
                 Put::Pending(seq, p) => {
                     self.pending.insert(seq, p);
                 }
@@ -476,7 +516,8 @@ enum Kind {
     State,
     Retry(u64),
     Requeue(u64, Pending),
-    Enable,
+    /// Enabling, with how many 410s had come back when the operator asked.
+    Enable(u64),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -516,6 +557,12 @@ struct Sim {
     flushing: BTreeSet<u64>,
     /// The store's `Unrecorded`, as the shell keeps it.
     unrecorded: BTreeSet<u64>,
+    /// Events that cannot be read (a start of theirs fails).
+    unreadable: BTreeSet<u64>,
+    /// 410s reported so far; whether one was reported since an operator last asked to enable
+    /// the target (nothing may start then).
+    gone: u64,
+    silenced: bool,
 }
 
 impl Sim {
@@ -534,6 +581,9 @@ impl Sim {
             attempts: BTreeMap::new(),
             flushing: BTreeSet::new(),
             unrecorded: BTreeSet::new(),
+            unreadable: BTreeSet::new(),
+            gone: 0,
+            silenced: false,
         };
         sim.pump();
         sim
@@ -581,10 +631,20 @@ impl Sim {
                 self.write_state();
             }
         }
+        let mut started = 0;
         while let Some(start) = self.window.next_start(self.now) {
+            // Each owed delivery starts, or fails to and waits: no busy loop.
+            started += 1;
+            assert!(started <= WINDOW + IN_FLIGHT, "the start loop spins: {:?}", self.window);
             assert!(!self.attempts.contains_key(&start.seq), "{} started twice", start.seq);
+            assert!(!self.disk.finished.contains(&start.seq), "{} started again, finished on disk", start.seq);
+            assert!(!self.silenced, "{} started after a 410, before an operator enabled the target", start.seq);
             if self.ordered {
                 assert_eq!(self.window.pending.keys().next(), Some(&start.seq), "ordered: the oldest owed goes");
+            }
+            if self.unreadable.contains(&start.seq) {
+                self.window.unstarted(start.seq, self.now);
+                continue;
             }
             self.attempts.insert(start.seq, start);
         }
@@ -609,6 +669,10 @@ impl Sim {
         let start = self.attempts[&seq];
         let ended = Ended { seq, n: start.attempt, round: start.round, outcome: &outcome, retry_after_ms };
         let finish = self.window.attempt_finished(ended, self.now, jitter, &SCHEDULE);
+        if finish.result == AttemptResult::TargetDisabled {
+            self.gone += 1;
+            self.silenced = true;
+        }
         let record = match finish.result {
             AttemptResult::Delivered | AttemptResult::Dead => Put::Finished(seq),
             AttemptResult::Retrying { .. } | AttemptResult::TargetDisabled => Put::Attempt(seq),
@@ -678,11 +742,14 @@ impl Sim {
                 self.window.requeued(&[(seq, p)]);
                 self.pump();
             }
-            Kind::Enable if ok => {
+            Kind::Enable(gone) if ok => {
+                if gone == self.gone {
+                    self.silenced = false;
+                }
                 self.window.set_enabled(true);
                 self.pump();
             }
-            Kind::Requeue(..) | Kind::Enable => {}
+            Kind::Requeue(..) | Kind::Enable(_) => {}
         }
     }
 
@@ -713,6 +780,8 @@ impl Sim {
         self.attempts.clear();
         self.flushing.clear();
         self.unrecorded.clear();
+        // What the store kept of a 410 decides now.
+        self.silenced = false;
         self.window = Window::recover(self.ordered, self.disk.recovered(self.head()));
         // At least once: every delivery owed and not recorded as finished is owed again.
         for seq in (1..=self.head()).filter(|s| self.matches(*s) && !self.disk.finished.contains(s)) {
@@ -726,7 +795,7 @@ impl Sim {
 
     /// An operator enables the target (the API writes the store, then tells the actor).
     fn enable(&mut self) {
-        self.submit(vec![Put::Enable], true, Kind::Enable);
+        self.submit(vec![Put::Enable], true, Kind::Enable(self.gone));
     }
 
     /// An operator queues a delivery again (the actor's `Requeue` handler).
@@ -741,6 +810,18 @@ impl Sim {
         }
         let p = Pending { attempt: 9, due_at_ms: self.now, round: 9 };
         self.submit(vec![Put::Unfinish(seq), Put::Pending(seq, p)], true, Kind::Requeue(seq, p));
+    }
+
+    /// An event becomes unreadable, or readable again (then the actor is woken).
+    fn toggle_unreadable(&mut self, pick: usize) {
+        if self.head() == 0 {
+            return;
+        }
+        let seq = 1 + pick as u64 % self.head();
+        if !self.unreadable.remove(&seq) {
+            self.unreadable.insert(seq);
+        }
+        self.pump();
     }
 
     /// What the store must hold of `seqs`, whatever it keeps of a crash: the cursor passes only
@@ -785,6 +866,7 @@ impl Sim {
     /// delivery owed is made, driven only by what the actor gets (attempt reports, written
     /// records, its timer).
     fn settle(&mut self) {
+        self.unreadable.clear();
         self.crash(usize::MAX);
         self.enable();
         for step in 0..1_000_000 {
@@ -831,6 +913,8 @@ enum Op {
     Crash(usize),
     Enable,
     Requeue(usize),
+    /// An event becomes unreadable, or readable again.
+    Unreadable(usize),
 }
 
 fn op(most_events: usize) -> impl Strategy<Value = Op> {
@@ -844,6 +928,7 @@ fn op(most_events: usize) -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(Op::Crash),
         1 => Just(Op::Enable),
         1 => any::<usize>().prop_map(Op::Requeue),
+        1 => any::<usize>().prop_map(Op::Unreadable),
     ]
 }
 
@@ -871,6 +956,7 @@ fn run(ordered: bool, ops: Vec<Op>) {
             Op::Crash(keep) => sim.crash(keep),
             Op::Enable => sim.enable(),
             Op::Requeue(pick) => sim.requeue(pick),
+            Op::Unreadable(pick) => sim.toggle_unreadable(pick),
         }
         sim.check();
     }
