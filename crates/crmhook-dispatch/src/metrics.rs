@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crmhook_core::TargetId;
-use crmhook_store::{AttemptResult, Store, StoreError};
+use crmhook_store::{AttemptResult, Log, StoreError};
 
 /// Upper bounds (seconds) of the attempt-duration histogram buckets.
 pub const BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
@@ -143,7 +143,7 @@ impl Metrics {
 
     /// A target's health, its last success read from the store's finished deliveries when this
     /// process has seen none (after a restart), and then kept: a restart does not lose it.
-    pub fn stored_health(&self, store: &Store, target: &TargetId) -> Result<Health, StoreError> {
+    pub fn stored_health(&self, store: &dyn Log, target: &TargetId) -> Result<Health, StoreError> {
         let mut health = self.health(target.as_str());
         if health.last_success_ms.is_none() {
             if let Some(at_ms) = store.last_delivered_at(target)? {

@@ -19,7 +19,7 @@ use crmhook_core::subscription::Compiled;
 use crmhook_core::{NewEvent, Subscription, SubscriptionId, Target, TargetId};
 use std::time::Duration;
 
-use crmhook_store::{AckEntry, DeliveryBatch, Disabled, Request, Store, StoreError};
+use crmhook_store::{AckEntry, DeliveryBatch, Disabled, LogHandle, Request, StoreError};
 
 use crate::delivery::Lane;
 use crate::feed::Feed;
@@ -56,13 +56,17 @@ pub enum RouterError {
 #[derive(Clone)]
 pub struct RouterHandle {
     addr: Addr<Router>,
-    store: Store,
+    store: LogHandle,
 }
 
 impl RouterHandle {
     /// Starts the router, a [`Lane`] on each of `arbiters`, and one actor per stored target,
     /// spread over the lanes.
-    pub fn start(store: Store, arbiters: &[ArbiterHandle], config: RouterConfig) -> Result<RouterHandle, StoreError> {
+    pub fn start(
+        store: LogHandle,
+        arbiters: &[ArbiterHandle],
+        config: RouterConfig,
+    ) -> Result<RouterHandle, StoreError> {
         let targets = store.targets()?;
         let subscriptions = store.subscriptions()?;
         let handle_store = store.clone();
@@ -150,7 +154,7 @@ struct Running {
 }
 
 struct Router {
-    store: Store,
+    store: LogHandle,
     lanes: Vec<Lane>,
     next_lane: usize,
     targets: HashMap<TargetId, Running>,

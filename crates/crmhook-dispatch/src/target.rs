@@ -28,7 +28,7 @@ use actix::prelude::*;
 use crmhook_core::subscription::Compiled;
 use crmhook_core::time::now_ms;
 use crmhook_core::{Target, TargetId};
-use crmhook_store::{Attempt, AttemptResult, DeliveryBatch, Disabled, Pending, Request, Store, Unrecorded};
+use crmhook_store::{Attempt, AttemptResult, DeliveryBatch, Disabled, LogHandle, Pending, Request, Unrecorded};
 use rand::RngExt;
 use tokio::sync::oneshot;
 
@@ -59,7 +59,7 @@ impl TargetHandle {
     /// into `metrics` and publishes on `feed`.
     pub fn start(
         lane: &delivery::Lane,
-        store: Store,
+        store: LogHandle,
         config: TargetConfig,
         metrics: Arc<TargetMetrics>,
         feed: Feed,
@@ -146,7 +146,7 @@ struct Requeue {
 }
 
 struct TargetActor {
-    store: Store,
+    store: LogHandle,
     config: TargetConfig,
     /// The target prepared for attempts; rebuilt with each configuration.
     endpoint: Arc<delivery::Endpoint>,
@@ -170,7 +170,7 @@ struct TargetActor {
 
 impl TargetActor {
     fn new(
-        store: Store,
+        store: LogHandle,
         config: TargetConfig,
         client: delivery::Client,
         metrics: Arc<TargetMetrics>,

@@ -90,6 +90,16 @@ impl OnDisk {
     }
 }
 
+/// What a target owes of one event, from what the log holds: the one rule that the window
+/// applies to the deliveries an earlier run may have recorded ([`Window::owes`]) and that the
+/// API applies to every target when it shows an event's deliveries. A delivery is owed when
+/// the event is past the target's cursor (at or below it, every delivery owed has a record),
+/// nothing is recorded of it (or the records cannot be read: deliver again rather than maybe
+/// never), and the event matches the target's subscriptions (asked last, as it costs most).
+pub fn owed(past_cursor: bool, on_disk: OnDisk, matches: impl FnOnce() -> bool) -> bool {
+    past_cursor && on_disk.owed() && matches()
+}
+
 /// A fill the window wants: the shell reads the log from `from`, at most [`SCAN_STEP`] events
 /// and none past `head`, matches each against the subscriptions and [`Window::owes`], and stops
 /// once it has taken `room`; then it calls [`Window::took`].
@@ -310,7 +320,8 @@ impl Window {
         if seq > self.checked_until {
             return true;
         }
-        on_disk().owed()
+        // The window reads the log past its cursor only, and asks only of matched events.
+        owed(true, on_disk(), || true)
     }
 
     /// The fill read the log up to `last` (the last event it read; `scanned` if none) and took

@@ -37,7 +37,7 @@ use crmhook_dispatch::feed::Feed;
 use crmhook_dispatch::guard::Guard;
 use crmhook_dispatch::metrics::Metrics;
 use crmhook_dispatch::router::{RouterConfig, RouterHandle};
-use crmhook_store::{Store, StoreError};
+use crmhook_store::{Log, LogHandle, Store, StoreError};
 
 pub use config::Config;
 
@@ -74,7 +74,7 @@ pub struct Server {
     generated: Vec<(&'static str, String)>,
     tokens_file: Option<std::path::PathBuf>,
     http: actix_web::dev::Server,
-    store: Store,
+    store: LogHandle,
     router: RouterHandle,
     arbiters: Vec<actix::Arbiter>,
     compactor: Compactor,
@@ -100,9 +100,12 @@ impl Server {
             },
         )
         .map_err(|source| ServerError::Open { dir: config.data_dir.display().to_string(), source })?;
+        // From here on the log is reached only through the seam (`crmhook_store::Log`).
+        let store: LogHandle = std::sync::Arc::new(store);
         let mut generated = Vec::new();
-        let admin = resolve_token(&store, "admin_token", "adm_", config.admin_token.clone(), &mut generated).await?;
-        let ingest = resolve_token(&store, "ingest_token", "ing_", config.ingest_token.clone(), &mut generated).await?;
+        let admin = resolve_token(&*store, "admin_token", "adm_", config.admin_token.clone(), &mut generated).await?;
+        let ingest =
+            resolve_token(&*store, "ingest_token", "ing_", config.ingest_token.clone(), &mut generated).await?;
         let tokens_file = config.data_dir.join(TOKENS_FILE);
         if !generated.is_empty() {
             write_tokens_file(&tokens_file, &generated).map_err(|e| ServerError::Open {
@@ -206,7 +209,7 @@ impl Server {
 
 /// The configured token, else the one kept in the data dir, else a new one (kept, and shown).
 async fn resolve_token(
-    store: &Store,
+    store: &dyn Log,
     name: &'static str,
     prefix: &str,
     configured: Option<String>,
@@ -248,7 +251,7 @@ struct Compactor {
 }
 
 impl Compactor {
-    fn start(store: Store, retention_days: u64, every: Duration) -> std::io::Result<Compactor> {
+    fn start(store: LogHandle, retention_days: u64, every: Duration) -> std::io::Result<Compactor> {
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::Builder::new().name("crmhook-compactor".into()).spawn(move || {
             while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {

@@ -5,10 +5,10 @@
 use std::fmt::Write;
 
 use crmhook_dispatch::metrics::{Metrics, OUTCOMES};
-use crmhook_store::Store;
+use crmhook_store::Log;
 
 /// The text exposition.
-pub fn render(metrics: &Metrics, store: &Store) -> String {
+pub fn render(metrics: &Metrics, store: &dyn Log) -> String {
     let snapshot = metrics.snapshot();
     let mut out = String::new();
     let _ = writeln!(out, "# HELP crmhook_events_ingested_total Events accepted into the log, by type.");

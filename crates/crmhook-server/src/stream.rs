@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use actix_web::web::Bytes;
 use crmhook_dispatch::feed::{AttemptRecorded, Feed};
-use crmhook_store::Store;
+use crmhook_store::LogHandle;
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
@@ -64,7 +64,7 @@ impl Streams {
 }
 
 struct State {
-    store: Store,
+    store: LogHandle,
     next_seq: u64,
     head: tokio::sync::watch::Receiver<u64>,
     attempts: broadcast::Receiver<AttemptRecorded>,
@@ -76,7 +76,7 @@ struct State {
 /// The SSE body, starting after seq `after` (`None`: only what comes next); it ends when the
 /// server stops ([`Streams::close`], or the streams' handle is gone).
 pub fn sse(
-    store: Store,
+    store: LogHandle,
     after: Option<u64>,
     render: fn(&crmhook_core::Event) -> Value,
     listener: Listener,

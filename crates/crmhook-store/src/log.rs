@@ -103,6 +103,7 @@ pub trait Log: Send + Sync + 'static {
     /// Deletes a target and its delivery state (its attempts are kept).
     fn delete_target<'a>(&'a self, id: &'a TargetId) -> LogFuture<'a, ()>;
     fn subscriptions(&self) -> Result<Vec<Subscription>>;
+    fn subscription(&self, id: &SubscriptionId) -> Result<Option<Subscription>>;
     fn put_subscription<'a>(&'a self, sub: &'a Subscription) -> LogFuture<'a, ()>;
     fn delete_subscription<'a>(&'a self, id: &'a SubscriptionId) -> LogFuture<'a, ()>;
     fn sources(&self) -> Result<Vec<Source>>;
@@ -240,6 +241,9 @@ impl Log for Store {
     }
     fn subscriptions(&self) -> Result<Vec<Subscription>> {
         Store::subscriptions(self)
+    }
+    fn subscription(&self, id: &SubscriptionId) -> Result<Option<Subscription>> {
+        Store::subscription(self, id)
     }
     fn put_subscription<'a>(&'a self, sub: &'a Subscription) -> LogFuture<'a, ()> {
         Box::pin(Store::put_subscription(self, sub))

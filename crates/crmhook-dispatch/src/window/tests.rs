@@ -983,3 +983,17 @@ proptest! {
         run(ordered, ops);
     }
 }
+
+#[test]
+fn what_a_target_owes_by_the_log_alone() {
+    // Past the cursor, nothing recorded, matching: owed.
+    assert!(owed(true, OnDisk::Nothing, || true));
+    // Unreadable records: delivered again rather than maybe never.
+    assert!(owed(true, OnDisk::Unreadable, || true));
+    // Recorded (pending or finished), at or below the cursor, or not matching: not owed.
+    assert!(!owed(true, OnDisk::Recorded, || true));
+    assert!(!owed(false, OnDisk::Nothing, || true));
+    assert!(!owed(true, OnDisk::Nothing, || false));
+    // Matching is asked last, and only when the rest says owed.
+    assert!(!owed(false, OnDisk::Nothing, || panic!("matched though not past the cursor")));
+}

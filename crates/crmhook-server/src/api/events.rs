@@ -9,7 +9,8 @@ use crmhook_core::subscription::Compiled;
 use crmhook_core::time::now_ms;
 use crmhook_core::{Event, EventId, Subscription, TargetId};
 use crmhook_dispatch::metrics::Metrics;
-use crmhook_store::{Attempt, EventFilter, Request, Store};
+use crmhook_dispatch::window::{self, OnDisk};
+use crmhook_store::{Attempt, EventFilter, Log, Request};
 
 use crate::api::auth::{Admin, Ingest};
 use crate::api::request::{
@@ -50,9 +51,9 @@ pub(crate) fn ack_view<'a>(metrics: &Metrics, acks: &'a [crmhook_store::AckEntry
 
 // ---- the log -------------------------------------------------------------------------------
 
-/// One entry per target that was, is or will be delivered this event.
-// TODO(issue 13): one place for what a target owes (this repeats the target actor's `owes`).
-fn deliveries(store: &Store, event: &Event) -> Result<Vec<DeliveryView>, ApiError> {
+/// One entry per target that was, is or will be delivered this event (what a target owes, by
+/// dispatch's one rule, [`window::owed`]).
+fn deliveries(store: &dyn Log, event: &Event) -> Result<Vec<DeliveryView>, ApiError> {
     let mut attempts: BTreeMap<TargetId, Vec<Attempt>> = BTreeMap::new();
     for (target, attempt) in store.attempts(event.seq)? {
         attempts.entry(target).or_default().push(attempt);
@@ -62,11 +63,12 @@ fn deliveries(store: &Store, event: &Event) -> Result<Vec<DeliveryView>, ApiErro
     for target in store.targets()? {
         let list = attempts.remove(&target.id).unwrap_or_default();
         let pending = store.is_pending(&target.id, event.seq)?;
-        let not_yet_matched = store.cursor(&target.id)?.is_some_and(|c| c < event.seq);
-        let owed = list.is_empty() && !pending && not_yet_matched && {
+        let past_cursor = store.cursor(&target.id)?.is_some_and(|c| c < event.seq);
+        let on_disk = if pending || !list.is_empty() { OnDisk::Recorded } else { OnDisk::Nothing };
+        let owed = window::owed(past_cursor, on_disk, || {
             let subs: Vec<Subscription> = subscriptions.iter().filter(|s| s.target_id == target.id).cloned().collect();
             Compiled::new(subs).matches(event)
-        };
+        });
         if list.is_empty() && !pending && !owed {
             continue;
         }
@@ -86,7 +88,7 @@ fn load_event(state: &State, raw: &str) -> Result<Event, ApiError> {
 
 pub(crate) async fn get_event(_: Admin, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
     let event = load_event(&state, &id)?;
-    let deliveries = deliveries(&state.store, &event)?;
+    let deliveries = deliveries(&*state.store, &event)?;
     Ok(HttpResponse::Ok().json(EventDetail { event: EventView::from(&event), deliveries }))
 }
 
@@ -151,7 +153,7 @@ pub(crate) async fn redeliver(
         Some(t) => vec![load_target(&state, &t)?.id],
         // Every target that was, is or would be delivered this event.
         None => {
-            deliveries(&state.store, &event)?.into_iter().filter(|d| !d.target_deleted).map(|d| d.target_id).collect()
+            deliveries(&*state.store, &event)?.into_iter().filter(|d| !d.target_deleted).map(|d| d.target_id).collect()
         }
     };
     let mut queued = 0;

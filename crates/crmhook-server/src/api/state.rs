@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use actix_web::{web, HttpRequest};
-use crmhook_store::Store;
+use crmhook_store::LogHandle;
 use tokio::sync::Semaphore;
 
 use crate::error::ApiError;
@@ -21,7 +21,7 @@ pub struct Tokens {
 
 /// What every handler shares.
 pub struct AppState {
-    pub store: Store,
+    pub store: LogHandle,
     pub router: RouterHandle,
     pub tokens: Tokens,
     /// `allow_private_targets`: the same guard the delivery clients check with.

@@ -61,7 +61,7 @@ pub(crate) async fn console() -> HttpResponse {
 pub(crate) async fn metrics(state: State) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(crate::prometheus::render(&state.metrics, &state.store))
+        .body(crate::prometheus::render(&state.metrics, &*state.store))
 }
 
 pub(crate) async fn readyz(state: State) -> HttpResponse {

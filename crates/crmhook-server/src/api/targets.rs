@@ -7,7 +7,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use crmhook_core::sign::generate_secret;
 use crmhook_core::time::{now_ms, rfc3339};
 use crmhook_core::{Subscription, SubscriptionId, Target, TargetId};
-use crmhook_store::{DeliveryStatus, Disabled, Request, Store};
+use crmhook_store::{DeliveryStatus, Disabled, Log, Request};
 
 use crate::api::auth::Admin;
 use crate::api::request::{optional_object, page_params, read_object, Replay, TargetPatch};
@@ -26,14 +26,14 @@ pub const ROTATION_OVERLAP_MS: u64 = 24 * 3_600_000;
 // ---- targets -------------------------------------------------------------------------------
 
 /// A target's health from the store and this process's counters.
-fn health(store: &Store, metrics: &Metrics, t: &Target) -> Result<TargetHealth, ApiError> {
+fn health(store: &dyn Log, metrics: &Metrics, t: &Target) -> Result<TargetHealth, ApiError> {
     let counts = store.delivery_counts(&t.id)?;
     let health = metrics.stored_health(store, &t.id)?;
     Ok(TargetHealth::new(counts, &health))
 }
 
 /// Answers a target's view with its enabled state and health from the store.
-fn stored_target(store: &Store, metrics: &Metrics, t: &Target, show_secret: bool) -> Result<HttpResponse, ApiError> {
+fn stored_target(store: &dyn Log, metrics: &Metrics, t: &Target, show_secret: bool) -> Result<HttpResponse, ApiError> {
     let disabled = store.disabled(&t.id)?;
     let view = TargetView::new(t, disabled.as_ref(), show_secret).with_health(health(store, metrics, t)?);
     Ok(HttpResponse::Ok().json(view))
@@ -51,7 +51,7 @@ pub(crate) async fn list_targets(_: Admin, state: State) -> Result<HttpResponse,
     let targets = state.store.targets()?;
     let (disabled, healths): (Vec<_>, Vec<_>) = targets
         .iter()
-        .map(|t| Ok((state.store.disabled(&t.id)?, health(&state.store, &state.metrics, t)?)))
+        .map(|t| Ok((state.store.disabled(&t.id)?, health(&*state.store, &state.metrics, t)?)))
         .collect::<Result<Vec<_>, ApiError>>()?
         .into_iter()
         .unzip();
@@ -80,7 +80,7 @@ pub(crate) async fn create_target(
 }
 
 pub(crate) async fn get_target(_: Admin, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
-    stored_target(&state.store, &state.metrics, &load_target(&state, &id)?, false)
+    stored_target(&*state.store, &state.metrics, &load_target(&state, &id)?, false)
 }
 
 pub(crate) async fn patch_target(
@@ -103,7 +103,7 @@ pub(crate) async fn patch_target(
         let disabled = (!enabled).then(|| Disabled { at_ms: now_ms(), reason: "disabled by an operator".into() });
         state.router.set_enabled(target.id.clone(), disabled).await.map_err(router_error)?;
     }
-    stored_target(&state.store, &state.metrics, &target, false)
+    stored_target(&*state.store, &state.metrics, &target, false)
 }
 
 pub(crate) async fn delete_target(_: Admin, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
@@ -118,7 +118,7 @@ pub(crate) async fn rotate_secret(_: Admin, id: web::Path<String>, state: State)
     target.previous_secret = Some((old, now + ROTATION_OVERLAP_MS));
     target.updated_at_ms = now;
     state.router.update_target(target.clone()).await.map_err(router_error)?;
-    stored_target(&state.store, &state.metrics, &target, true)
+    stored_target(&*state.store, &state.metrics, &target, true)
 }
 
 // ---- a target's deliveries -----------------------------------------------------------------
