@@ -116,6 +116,19 @@ pub fn http(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8
 
 // ---- the server ---------------------------------------------------------------------------
 
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("create the copy");
+    for entry in std::fs::read_dir(from).expect("read the fixture") {
+        let entry = entry.expect("fixture entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy a fixture file");
+        }
+    }
+}
+
 /// `crmhook serve` on 127.0.0.1:0 in a temporary data dir.
 pub struct Server {
     pub dir: tempfile::TempDir,
@@ -147,6 +160,21 @@ impl Server {
             base: String::new(),
             stdout: Arc::new(Mutex::new(Vec::new())),
         };
+        server.spawn();
+        server
+    }
+
+    /// On a copy of the data dir `from` (a fixture written by an earlier binary).
+    pub fn start_on_copy(from: &std::path::Path, env: &[(&str, &str)]) -> Server {
+        let mut server = Server {
+            dir: tempfile::tempdir().expect("tempdir"),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            wrapper: String::new(),
+            child: None,
+            base: String::new(),
+            stdout: Arc::new(Mutex::new(Vec::new())),
+        };
+        copy_dir(from, &server.data_dir());
         server.spawn();
         server
     }
