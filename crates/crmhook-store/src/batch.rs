@@ -5,7 +5,6 @@
 
 use crmhook_core::TargetId;
 
-use crate::finished::Blocks;
 use crate::keys::{self, Tag};
 use crate::records::{Attempt, AttemptResult, Disabled, Final, Pending, Request};
 use crate::{codec, Result};
@@ -33,42 +32,6 @@ impl Writes {
 
     pub(crate) fn remove(&mut self, k: impl Into<Vec<u8>>) {
         self.0.push(Write::Remove(k.into()));
-    }
-
-    /// Adds these writes to `batch`; the changes to `L` blocks go to `blocks`, which the caller
-    /// adds to the batch once the whole group is in it ([`Blocks::into_batch`]). `requests`
-    /// numbers operators' requests (the `n` of their `O` keys).
-    pub(crate) fn into_batch(
-        self,
-        batch: &mut sled::Batch,
-        blocks: &mut Blocks,
-        tree: &sled::Tree,
-        requests: &mut u64,
-    ) {
-        for write in self.0 {
-            match write {
-                Write::Put(k, v) => batch.insert(k, v),
-                Write::Request(at_ms, v) => {
-                    *requests += 1;
-                    batch.insert(keys::request(at_ms, *requests), v)
-                }
-                Write::Remove(k) if k.first() == Some(&Tag::Block.byte()) => blocks.entries(tree, k).clear(),
-                Write::Remove(k) => batch.remove(k),
-                Write::Finish(k, seq, attempt) => {
-                    let entries = blocks.entries(tree, k);
-                    match entries.binary_search_by_key(&seq, |(s, _)| *s) {
-                        Ok(i) => entries[i].1 = attempt,
-                        Err(i) => entries.insert(i, (seq, attempt)),
-                    }
-                }
-                Write::Unfinish(k, seq) => {
-                    let entries = blocks.entries(tree, k);
-                    if let Ok(i) = entries.binary_search_by_key(&seq, |(s, _)| *s) {
-                        entries.remove(i);
-                    }
-                }
-            }
-        }
     }
 }
 

@@ -14,7 +14,7 @@ use crmhook_core::{Event, EventId, NewEvent};
 use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::batch::Writes;
+use crate::batch::{Write, Writes};
 use crate::finished::Blocks;
 use crate::index::IndexWindow;
 use crate::keys::{self, Tag};
@@ -356,6 +356,45 @@ impl Store {
         let (reply, rx) = oneshot::channel();
         self.inner.tx.send(Op::Write { writes, when, reply }).await.map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+/// How the writer thread applies a request's writes to its group's sled batch.
+impl Writes {
+    /// Adds these writes to `batch`; the changes to `L` blocks go to `blocks`, which the caller
+    /// adds to the batch once the whole group is in it ([`Blocks::into_batch`]). `requests`
+    /// numbers operators' requests (the `n` of their `O` keys).
+    pub(crate) fn into_batch(
+        self,
+        batch: &mut sled::Batch,
+        blocks: &mut Blocks,
+        tree: &sled::Tree,
+        requests: &mut u64,
+    ) {
+        for write in self.0 {
+            match write {
+                Write::Put(k, v) => batch.insert(k, v),
+                Write::Request(at_ms, v) => {
+                    *requests += 1;
+                    batch.insert(keys::request(at_ms, *requests), v)
+                }
+                Write::Remove(k) if k.first() == Some(&Tag::Block.byte()) => blocks.entries(tree, k).clear(),
+                Write::Remove(k) => batch.remove(k),
+                Write::Finish(k, seq, attempt) => {
+                    let entries = blocks.entries(tree, k);
+                    match entries.binary_search_by_key(&seq, |(s, _)| *s) {
+                        Ok(i) => entries[i].1 = attempt,
+                        Err(i) => entries.insert(i, (seq, attempt)),
+                    }
+                }
+                Write::Unfinish(k, seq) => {
+                    let entries = blocks.entries(tree, k);
+                    if let Ok(i) = entries.binary_search_by_key(&seq, |(s, _)| *s) {
+                        entries.remove(i);
+                    }
+                }
+            }
+        }
     }
 }
 
