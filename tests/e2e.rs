@@ -415,17 +415,23 @@ fn events_page_by_seq() {
 
 #[test]
 fn a_restart_keeps_targets_subscriptions_events_and_tokens() {
-    // No tokens configured: they are generated on the first start, printed once, kept.
+    // No tokens configured: they are generated on the first start, kept in the 0600 tokens file,
+    // and never printed where a journal would keep them (stdout here is a pipe).
     let mut server = Server::start_with(&[("CRMHOOK_ALLOW_PRIVATE_TARGETS", "true")]);
     let printed = server.stdout.lock().expect("lock").clone();
-    let token = |name: &str| {
-        printed
-            .iter()
-            .find_map(|l| l.strip_prefix(&format!("generated {name}: ")))
-            .map(|rest| rest.split_whitespace().next().unwrap_or("").to_owned())
-    };
-    let admin = token("admin_token").expect("admin token printed on first start");
-    let ingest = token("ingest_token").expect("ingest token printed on first start");
+    let file = server.data_dir().join("crmhook-tokens");
+    let kept = std::fs::read_to_string(&file).expect("tokens file");
+    let token = |name: &str| kept.lines().find_map(|l| l.strip_prefix(&format!("{name}="))).map(str::to_owned);
+    let admin = token("admin_token").expect("admin token in the tokens file");
+    let ingest = token("ingest_token").expect("ingest token in the tokens file");
+    for name in ["admin_token", "ingest_token"] {
+        let line = format!("generated {name} (not shown: the output is not a terminal)");
+        assert!(printed.contains(&line), "{printed:?}");
+    }
+    assert!(
+        !printed.iter().any(|l| l.contains(&admin) || l.contains(&ingest)),
+        "a token reached the output: {printed:?}"
+    );
     assert_ne!(admin, ingest);
 
     let rcv = Receiver::start();
@@ -449,7 +455,6 @@ fn a_restart_keeps_targets_subscriptions_events_and_tokens() {
     let lines = server.stdout.lock().expect("lock").clone();
     assert_eq!(lines.iter().filter(|l| l.starts_with("generated ")).count(), 2, "tokens are printed only once");
     // ... and can be found again: every start names the file that holds them (0600).
-    let file = server.data_dir().join("crmhook-tokens");
     let named = format!("the generated tokens are in {}", file.display());
     assert_eq!(lines.iter().filter(|l| l.starts_with(&named)).count(), 2, "{lines:?}");
     let kept = std::fs::read_to_string(&file).expect("tokens file");

@@ -175,8 +175,15 @@ fn serve(flags: Flags) -> anyhow::Result<ExitCode> {
     actix_rt::System::new().block_on(async move {
         let server = Server::start(listener, config).await?;
         let mut out = std::io::stdout().lock();
+        // Tokens are shown to a person at a terminal only: a service's output goes to a journal
+        // or a log file, which must never hold them (the tokens file, 0600, does).
+        let at_terminal = std::io::IsTerminal::is_terminal(&out);
         for (name, token) in server.generated_tokens() {
-            writeln!(out, "generated {name}: {token}  (kept in the data dir; shown only this once)")?;
+            if at_terminal {
+                writeln!(out, "generated {name}: {token}  (kept in the data dir; shown only this once)")?;
+            } else {
+                writeln!(out, "generated {name} (not shown: the output is not a terminal)")?;
+            }
         }
         if let Some(file) = server.tokens_file() {
             writeln!(out, "the generated tokens are in {} (readable by this user only)", file.display())?;
