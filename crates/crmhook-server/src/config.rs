@@ -29,6 +29,10 @@ pub struct Config {
     pub cache_bytes: usize,
     /// The URL at which CRMs reach this server (sources' `ingest_url`); default `http://<bind>`.
     pub public_url: Option<String>,
+    /// TLS on the listener: the certificate chain and the private key (PEM files), both or
+    /// neither; reloaded on [`crate::tls::TlsReload::reload`].
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -48,6 +52,8 @@ impl Default for Config {
             compaction_interval_s: 300,
             cache_bytes: crmhook_store::CACHE_BYTES,
             public_url: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }

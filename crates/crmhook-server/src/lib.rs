@@ -25,6 +25,7 @@ pub mod error;
 pub mod prometheus;
 pub mod sources;
 pub mod stream;
+pub mod tls;
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
@@ -50,6 +51,8 @@ pub enum ServerError {
     Open { dir: String, source: StoreError },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     #[error("HTTP server: {0}")]
     Http(#[from] std::io::Error),
 }
@@ -80,6 +83,8 @@ pub struct Server {
     compactor: Compactor,
     /// Ends the open `GET /v1/stream` responses when the server stops.
     streams: stream::Streams,
+    /// Reloads the listener's certificate, when it serves TLS.
+    tls_reload: Option<tls::TlsReload>,
 }
 
 impl Server {
@@ -125,7 +130,12 @@ impl Server {
             RouterConfig { max_targets: config.max_targets, guard, metrics: metrics.clone(), feed: feed.clone() },
         )?;
         let addr = listener.local_addr()?;
-        let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+            _ => None,
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let public_url = config.public_url.clone().unwrap_or_else(|| format!("{scheme}://{addr}"));
         let state = web::Data::new(AppState {
             store: store.clone(),
             router: router.clone(),
@@ -150,12 +160,20 @@ impl Server {
         })
         .workers(config.workers)
         .disable_signals()
-        .shutdown_timeout(10)
-        .listen(listener)?
-        .run();
+        .shutdown_timeout(10);
+        let (http, tls_reload) = match tls {
+            Some((tls_config, reload)) => (http.listen_rustls_0_23(listener, tls_config)?, Some(reload)),
+            None => (http.listen(listener)?, None),
+        };
+        let http = http.run();
         let compactor =
             Compactor::start(store.clone(), config.retention_days, Duration::from_secs(config.compaction_interval_s))?;
-        Ok(Server { addr, generated, tokens_file, http, store, router, arbiters, compactor, streams })
+        Ok(Server { addr, generated, tokens_file, http, store, router, arbiters, compactor, streams, tls_reload })
+    }
+
+    /// Reloads the listener's certificate from its files (on SIGHUP), when it serves TLS.
+    pub fn tls_reload(&self) -> Option<tls::TlsReload> {
+        self.tls_reload.clone()
     }
 
     /// The address the server listens on (with the real port when bound to port 0).

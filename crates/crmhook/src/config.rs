@@ -26,7 +26,7 @@ pub struct Flags {
 }
 
 /// The keys, in the order the contract lists them.
-pub const KEYS: [&str; 14] = [
+pub const KEYS: [&str; 16] = [
     "bind",
     "data_dir",
     "admin_token",
@@ -41,6 +41,8 @@ pub const KEYS: [&str; 14] = [
     "compaction_interval_s",
     "cache_bytes",
     "public_url",
+    "tls_cert",
+    "tls_key",
 ];
 
 /// Loads the layers. `env` is the process environment (passed in for tests).
@@ -64,6 +66,14 @@ pub fn load(flags: &Flags, env: &HashMap<String, String>) -> Result<Config, Conf
     }
     if let Some(dir) = &flags.data_dir {
         set(&mut config, "data_dir", &dir.to_string_lossy(), "--data-dir")?;
+    }
+    if config.tls_cert.is_some() != config.tls_key.is_some() {
+        let missing = if config.tls_cert.is_none() { "tls_cert" } else { "tls_key" };
+        return Err(ConfigError {
+            key: missing.into(),
+            origin: "configuration".into(),
+            reason: "TLS needs both tls_cert and tls_key".into(),
+        });
     }
     if config.admin_token.is_some() && config.admin_token == config.ingest_token {
         return Err(ConfigError {
@@ -153,6 +163,9 @@ fn set(config: &mut Config, key: &str, value: &str, origin: &str) -> Result<(), 
             }
             config.public_url = Some(url.to_owned());
         }
+        "tls_cert" | "tls_key" if value.trim().is_empty() => return Err(err("must not be empty".into())),
+        "tls_cert" => config.tls_cert = Some(PathBuf::from(value.trim())),
+        "tls_key" => config.tls_key = Some(PathBuf::from(value.trim())),
         other => return Err(err(format!("unknown key `{other}`; the keys are {}", KEYS.join(", ")))),
     }
     Ok(())

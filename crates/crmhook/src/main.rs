@@ -191,9 +191,31 @@ fn serve(flags: Flags) -> anyhow::Result<ExitCode> {
         writeln!(out, "crmhook {} listening on {}", env!("CARGO_PKG_VERSION"), server.local_addr())?;
         out.flush()?;
         drop(out);
+        if let Some(reload) = server.tls_reload() {
+            actix_rt::spawn(reload_on_sighup(reload));
+        }
         server.run_until(shutdown_signal()).await?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Reloads the listener's certificate and key from their files on every SIGHUP.
+async fn reload_on_sighup(reload: crmhook_server::tls::TlsReload) {
+    let mut hup = match actix_rt::signal::unix::signal(actix_rt::signal::unix::SignalKind::hangup()) {
+        Ok(hup) => hup,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGHUP: the certificate is not reloaded");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        match reload.reload() {
+            Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: the TLS certificate was not reloaded; the old one is served")
+            }
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

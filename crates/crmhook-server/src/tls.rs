@@ -1,0 +1,78 @@
+//! TLS on the listener (rustls): the certificate chain and private key are read from PEM files
+//! (`tls_cert`, `tls_key`) at start, and again whenever [`TlsReload::reload`] is called (the
+//! binary calls it on SIGHUP), so a renewed certificate is served to new connections without a
+//! restart. A reload that fails (a missing file, a key that does not match) keeps the
+//! certificate being served and says why.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+/// Why a certificate or key could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("TLS: {0}")]
+pub struct TlsError(String);
+
+/// The certificate served now; replaced whole on reload.
+#[derive(Debug)]
+struct Current(RwLock<Arc<CertifiedKey>>);
+
+impl ResolvesServerCert for Current {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.0.read().ok().map(|key| key.clone())
+    }
+}
+
+/// Reloads the served certificate from its files; a handle (clone it freely).
+#[derive(Clone, Debug)]
+pub struct TlsReload {
+    current: Arc<Current>,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl TlsReload {
+    /// Reads the files again and serves the new certificate to new connections.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let key = load(&self.cert, &self.key)?;
+        let mut current = self.current.0.write().map_err(|_| TlsError("certificate lock poisoned".into()))?;
+        *current = key;
+        Ok(())
+    }
+}
+
+/// The rustls configuration of the listener, and its reload handle.
+pub(crate) fn server_config(cert: &Path, key: &Path) -> Result<(rustls::ServerConfig, TlsReload), TlsError> {
+    let current = Arc::new(Current(RwLock::new(load(cert, key)?)));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError(e.to_string()))?
+        .with_no_client_auth()
+        .with_cert_resolver(current.clone());
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok((config, TlsReload { current, cert: cert.to_owned(), key: key.to_owned() }))
+}
+
+fn load(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| TlsError(format!("cannot read the certificate {}: {e}", cert.display())))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError(format!("cannot read the certificate {}: {e}", cert.display())))?;
+    if chain.is_empty() {
+        return Err(TlsError(format!("{} holds no certificate", cert.display())));
+    }
+    let private = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| TlsError(format!("cannot read the private key {}: {e}", key.display())))?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&private)
+        .map_err(|e| TlsError(format!("the private key {} cannot be used: {e}", key.display())))?;
+    let certified = CertifiedKey::new(chain, signing);
+    certified.keys_match().map_err(|e| {
+        TlsError(format!("the private key {} does not match the certificate {}: {e}", key.display(), cert.display()))
+    })?;
+    Ok(Arc::new(certified))
+}

@@ -1,0 +1,113 @@
+//! TLS on the listener: with `tls_cert` and `tls_key` the server answers HTTPS only, with that
+//! certificate; after the files change, SIGHUP makes new connections get the new certificate
+//! (no restart), and a reload from broken files keeps the old one.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+use support::{wait_for, Server, ADMIN, INGEST};
+
+/// A CA, and a certificate for 127.0.0.1 it signed, written to `dir` as cert.pem and key.pem;
+/// answers the CA's certificate (DER), which a client trusts.
+fn issue(dir: &Path) -> Vec<u8> {
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
+    let key = KeyPair::generate().expect("key");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.subject_alt_names = vec![SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST))];
+    let cert = params.signed_by(&key, &ca_cert, &ca_key).expect("certificate");
+    std::fs::write(dir.join("cert.pem"), cert.pem()).expect("write cert");
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).expect("write key");
+    ca_cert.der().to_vec()
+}
+
+/// `GET path` over TLS, trusting only `ca`; the status line, or why the handshake failed.
+fn get(addr: &str, ca: &[u8], path: &str) -> Result<String, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls::pki_types::CertificateDer::from(ca.to_vec())).map_err(|e| e.to_string())?;
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::IpAddress(Ipv4Addr::LOCALHOST.into());
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
+    let tcp = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    write!(tls, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    tls.read_to_string(&mut answer)
+        .or_else(|e| if answer.is_empty() { Err(e) } else { Ok(0) })
+        .map_err(|e| e.to_string())?;
+    Ok(answer.lines().next().unwrap_or("").to_owned())
+}
+
+#[test]
+fn the_listener_serves_tls_and_reloads_its_certificate_on_sighup() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let first = issue(certs.path());
+    let cert = certs.path().join("cert.pem").display().to_string();
+    let key = certs.path().join("key.pem").display().to_string();
+    let mut server = Server::start_with(&[
+        ("CRMHOOK_ADMIN_TOKEN", ADMIN),
+        ("CRMHOOK_INGEST_TOKEN", INGEST),
+        ("CRMHOOK_TLS_CERT", &cert),
+        ("CRMHOOK_TLS_KEY", &key),
+    ]);
+    let addr = server.base.trim_start_matches("http://").to_owned();
+
+    assert_eq!(get(&addr, &first, "/healthz").as_deref(), Ok("HTTP/1.1 200 OK"));
+    // Plain HTTP gets no answer a client could take for one.
+    let mut tcp = TcpStream::connect(&addr).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").expect("write");
+    let mut plain = Vec::new();
+    let _ = tcp.read_to_end(&mut plain);
+    assert!(!plain.starts_with(b"HTTP/1.1 200"), "plain HTTP answered {:?}", String::from_utf8_lossy(&plain));
+
+    // New files: until SIGHUP the old certificate is served; after it, the new one.
+    let second = issue(certs.path());
+    assert!(get(&addr, &second, "/healthz").is_err(), "the new certificate before SIGHUP");
+    let pid = server.pid().to_string();
+    let hup = std::process::Command::new("kill").args(["-HUP", &pid]).status().expect("kill -HUP");
+    assert!(hup.success());
+    wait_for(Duration::from_secs(10), "the new certificate after SIGHUP", || get(&addr, &second, "/healthz").ok());
+    assert!(get(&addr, &first, "/healthz").is_err(), "the old certificate after the reload");
+
+    // Broken files: the reload fails, the certificate being served stays.
+    std::fs::write(certs.path().join("key.pem"), "not a key").expect("break the key");
+    let hup = std::process::Command::new("kill").args(["-HUP", &pid]).status().expect("kill -HUP");
+    assert!(hup.success());
+    // The server is still up, still with the second certificate, for every new connection.
+    for _ in 0..20 {
+        assert_eq!(get(&addr, &second, "/healthz").as_deref(), Ok("HTTP/1.1 200 OK"));
+    }
+    // And the next good files are taken on the next SIGHUP: the failed reload was handled (the
+    // signals are handled in order) and did not stop the reloading.
+    let third = issue(certs.path());
+    let hup = std::process::Command::new("kill").args(["-HUP", &pid]).status().expect("kill -HUP");
+    assert!(hup.success());
+    wait_for(Duration::from_secs(10), "the third certificate", || get(&addr, &third, "/healthz").ok());
+    assert!(server.stop().success());
+}
+
+#[test]
+fn tls_needs_both_files() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_crmhook"))
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .env("CRMHOOK_TLS_CERT", "/nonexistent/cert.pem")
+        .output()
+        .expect("crmhook runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tls_key") && err.contains("both"), "{err}");
+}
