@@ -13,6 +13,7 @@
 //! this file (the sources use `events::ack_view`; nothing of the sources is used here but
 //! their routes).
 
+pub mod audit;
 pub mod auth;
 pub mod events;
 pub mod request;
@@ -32,6 +33,7 @@ pub use targets::ROTATION_OVERLAP_MS;
 /// quarantine's), which `crate::sources` mounts. The role a route needs is its handler's first
 /// argument.
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    use audit::list_audit;
     use events::{get_event, ingest, list_events, redeliver};
     use system::{console, healthz, metrics, openapi, readyz, stream};
     use targets::{
@@ -44,6 +46,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/v1/stream").route(web::get().to(stream)))
         .service(web::resource("/console").route(web::get().to(console)))
         .service(web::resource("/openapi.json").route(web::get().to(openapi)))
+        .service(web::resource("/v1/audit").route(web::get().to(list_audit)))
         .service(web::resource("/v1/events").route(web::post().to(ingest)).route(web::get().to(list_events)))
         .service(web::resource("/v1/events/{id}").route(web::get().to(get_event)))
         .service(web::resource("/v1/events/{id}/redeliver").route(web::post().to(redeliver)))

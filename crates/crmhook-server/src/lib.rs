@@ -294,6 +294,16 @@ impl Compactor {
                         }
                     }
                 }
+                loop {
+                    match store.compact_audit(cutoff, 10_000) {
+                        Ok(0) => break,
+                        Ok(n) => tracing::info!(entries = n, "removed audit entries past their retention"),
+                        Err(e) => {
+                            tracing::error!(error = %e, "compaction of the audit trail failed");
+                            break;
+                        }
+                    }
+                }
             }
         })?;
         Ok(Compactor { stop, thread })

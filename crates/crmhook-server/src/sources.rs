@@ -18,6 +18,7 @@ use crmhook_core::time::now_ms;
 use crmhook_core::{RejectedId, Source, SourceId, SourceKind};
 use crmhook_store::{Rejected, Retried};
 
+use crate::api::audit::{record, scrubbed};
 use crate::api::auth::Admin;
 use crate::api::events::ack_view;
 use crate::api::request::{idempotency_key, ingest_share, read_body, read_object, MAX_PAGE};
@@ -69,6 +70,8 @@ async fn create_source(
     let (source, key) = Source::create(&body, now_ms())?;
     state.store.put_source(&source).await?;
     tracing::info!(source_id = %source.id, kind = source.kind.as_str(), "source created");
+    record(&state, &req, "source.create", source.id.as_str(), None, scrubbed(&source_view(&state, &source, None)))
+        .await;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/v1/sources/{}", source.id)))
         .json(source_view(&state, &source, key.as_deref())))
@@ -90,16 +93,27 @@ async fn patch_source(
     let body = read_object(&req, payload).await?;
     let source = current.patched(&body, now_ms())?;
     state.store.put_source(&source).await?;
+    let secret = if source.maia_secret != current.maia_secret { " (new maia_secret)" } else { "" };
+    let (before, after) =
+        (scrubbed(&source_view(&state, &current, None)), scrubbed(&source_view(&state, &source, None)));
+    record(&state, &req, &format!("source.update{secret}"), source.id.as_str(), before, after).await;
     Ok(HttpResponse::Ok().json(source_view(&state, &source, None)))
 }
 
-async fn delete_source(_: Admin, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
+async fn delete_source(
+    _: Admin,
+    req: HttpRequest,
+    id: web::Path<String>,
+    state: State,
+) -> Result<HttpResponse, ApiError> {
     let source = load_source(&state, &id)?;
     state.store.delete_source(&source.id).await?;
+    record(&state, &req, "source.delete", source.id.as_str(), scrubbed(&source_view(&state, &source, None)), None)
+        .await;
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn rotate_key(_: Admin, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
+async fn rotate_key(_: Admin, req: HttpRequest, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
     let mut source = load_source(&state, &id)?;
     if source.kind != SourceKind::Maximizer {
         return Err(ApiError::Conflict(format!(
@@ -110,6 +124,7 @@ async fn rotate_key(_: Admin, id: web::Path<String>, state: State) -> Result<Htt
     let key = source.new_key();
     source.updated_at_ms = now_ms();
     state.store.put_source(&source).await?;
+    record(&state, &req, "source.rotate_key", source.id.as_str(), None, None).await;
     Ok(HttpResponse::Ok().json(source_view(&state, &source, Some(&key))))
 }
 
@@ -264,7 +279,12 @@ async fn get_rejected(_: Admin, id: web::Path<String>, state: State) -> Result<H
 /// Reads a quarantined piece again with today's rules: if it is an event now, it is logged
 /// (as if its source had just posted it, deduplicated the same way) and the piece is marked
 /// retried; if not, 422 says why and nothing changes.
-async fn retry_rejected(_: Admin, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
+async fn retry_rejected(
+    _: Admin,
+    req: HttpRequest,
+    id: web::Path<String>,
+    state: State,
+) -> Result<HttpResponse, ApiError> {
     let mut item = load_rejected(&state, &id)?;
     let event = parse_source_element(item.kind, &item.source_id, &item.bytes).map_err(|reason| {
         ApiError::Unprocessable { detail: format!("still not an event: {reason}"), field: None, index: None }
@@ -274,6 +294,15 @@ async fn retry_rejected(_: Admin, id: web::Path<String>, state: State) -> Result
     if let Some(ack) = acks.first() {
         item.retried = Some(Retried { at_ms: now_ms(), event_id: ack.id.clone(), seq: ack.seq });
         state.store.quarantine(std::slice::from_ref(&item)).await?;
+        record(
+            &state,
+            &req,
+            "rejected.retry",
+            item.id.as_str(),
+            None,
+            Some(format!("{{\"event_id\":\"{}\"}}", ack.id)),
+        )
+        .await;
     }
     Ok(HttpResponse::Ok().json(Retry {
         accepted: acks.len() - duplicates,

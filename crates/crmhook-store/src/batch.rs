@@ -17,8 +17,9 @@ pub(crate) enum Write {
     Finish(Vec<u8>, u64, Attempt),
     /// Takes a delivery out of an `L` block.
     Unfinish(Vec<u8>, u64),
-    /// An operator's request made at `at_ms`: the writer gives it its key's `n`.
-    Request(u64, Vec<u8>),
+    /// A record of the keyspace `Tag` (`O`, `U`) made at `at_ms`: the writer gives it its
+    /// key's `n`.
+    Numbered(Tag, u64, Vec<u8>),
 }
 
 /// Writes applied in order.
@@ -116,7 +117,7 @@ impl DeliveryBatch {
 
     /// Records an operator's request.
     pub fn request(&mut self, request: &Request) -> Result<()> {
-        self.batch.0.push(Write::Request(request.at_ms, codec::encode(request)?));
+        self.batch.0.push(Write::Numbered(Tag::Request, request.at_ms, codec::encode(request)?));
         Ok(())
     }
 }

@@ -44,6 +44,8 @@ pub(crate) enum Tag {
     Final = b'F',
     /// `O` at_ms n: an operator's request.
     Request = b'O',
+    /// `U` at_ms n: an audit entry (an admin change, a failed authentication).
+    Audit = b'U',
     /// `Y` len type seq: the type index.
     TypeIndex = b'Y',
     /// `R` bucket seq: the record-id index.
@@ -60,7 +62,7 @@ pub(crate) enum Tag {
 
 impl Tag {
     /// Every keyspace.
-    pub(crate) const ALL: [Tag; 21] = [
+    pub(crate) const ALL: [Tag; 22] = [
         Tag::Event,
         Tag::Idempotency,
         Tag::External,
@@ -76,6 +78,7 @@ impl Tag {
         Tag::Block,
         Tag::Final,
         Tag::Request,
+        Tag::Audit,
         Tag::TypeIndex,
         Tag::RecordIndex,
         Tag::KanbanIndex,
@@ -207,9 +210,9 @@ pub(crate) fn block_key(target: &TargetId, done: Final, seq: u64) -> Vec<u8> {
     key(Tag::Block, &[target.as_str().as_bytes(), &[state_byte(done)], &block.to_be_bytes()])
 }
 
-/// `O` at_ms n.
-pub(crate) fn request(at_ms: u64, n: u64) -> Vec<u8> {
-    key(Tag::Request, &[&at_ms.to_be_bytes(), &n.to_be_bytes()])
+/// `tag` at_ms n: a record numbered by the writer thread (`O`, `U`).
+pub(crate) fn numbered(tag: Tag, at_ms: u64, n: u64) -> Vec<u8> {
+    key(tag, &[&at_ms.to_be_bytes(), &n.to_be_bytes()])
 }
 
 /// `tag` len:u16 text: the prefix of a posting on a text field (`Y`, `G`, `N`; and format 1's
@@ -278,6 +281,10 @@ pub(crate) enum Key {
         at_ms: u64,
         n: u64,
     },
+    Audit {
+        at_ms: u64,
+        n: u64,
+    },
     /// A `Y`, `G` or `N` posting: the value it indexes, and its first seq.
     Term {
         tag: Tag,
@@ -315,6 +322,7 @@ impl Key {
             Tag::Block => Key::Block { target: r.target()?, done: state_of(r.u8()?)?, block: r.u64()? },
             Tag::Final => Key::Final { target: r.target()?, done: state_of(r.u8()?)?, seq: r.u64()? },
             Tag::Request => Key::Request { at_ms: r.u64()?, n: r.u64()? },
+            Tag::Audit => Key::Audit { at_ms: r.u64()?, n: r.u64()? },
             tag @ (Tag::TypeIndex | Tag::KanbanIndex | Tag::SourceIndex) => {
                 let len = r.u16()?;
                 let value = std::str::from_utf8(r.bytes(usize::from(len))?).ok()?.to_owned();
@@ -409,7 +417,8 @@ mod tests {
             (attempt(&t, 5, 3), Key::Attempt { seq: 5, target: t.clone(), n: 3 }),
             (final_key(&t, Final::Dead, 70), Key::Final { target: t.clone(), done: Final::Dead, seq: 70 }),
             (block_key(&t, Final::Delivered, 130), Key::Block { target: t.clone(), done: Final::Delivered, block: 2 }),
-            (request(100, 2), Key::Request { at_ms: 100, n: 2 }),
+            (numbered(Tag::Request, 100, 2), Key::Request { at_ms: 100, n: 2 }),
+            (numbered(Tag::Audit, 100, 3), Key::Audit { at_ms: 100, n: 3 }),
             (
                 at_seq(&text_prefix(Tag::TypeIndex, "crm_field_update"), 4),
                 Key::Term { tag: Tag::TypeIndex, value: "crm_field_update".into(), first: 4 },

@@ -51,6 +51,7 @@
 //! | `L` tgt_id state:u8 block:u64 | `Vec<(u64, Attempt)>` | finished deliveries (state `d` delivered, `x` dead) of the seqs `block * 64 ..= block * 64 + 63`, each with its last attempt, in seq order (see below) |
 //! | `F` tgt_id state:u8 seq:u64 | [`Attempt`], or the version byte alone | legacy: one finished delivery, as written before the `L` blocks; still read |
 //! | `O` at_ms:u64 n:u64 | [`Request`] | an operator's redeliver or replay, with who asked; `n` is given by the writer thread, counting from the process start time (ms) × 65,536, so two requests in one ms keep a key each, across restarts too |
+//! | `U` at_ms:u64 n:u64 | [`AuditEntry`] | the audit trail: an admin change (who, from where, what, before and after without secrets) or a failed authentication; `n` as for `O`; removed by retention ([`Store::compact_audit`]) |
 //! | `Y` len:u16 type seq:u64 | `Vec<u64>` | index: seqs of one window's events of a type, from seq on |
 //! | `R` bucket:u8 seq:u64 | `Vec<(String, Vec<u64>)>` | index: by record id (MAIA `recordId`, Maximizer `Key`), one window |
 //! | `G` len:u16 kanban_id seq:u64 | `Vec<u64>` | index: the same by kanban |
@@ -169,6 +170,7 @@ use std::thread::JoinHandle;
 use crmhook_core::TargetId;
 use tokio::sync::{mpsc, watch};
 
+mod audit;
 mod batch;
 mod cache;
 mod compact;
@@ -188,6 +190,7 @@ use cache::ChunkCache;
 use index::IndexWindow;
 use writer::Op;
 
+pub use audit::AuditCursor;
 pub use batch::DeliveryBatch;
 pub use cache::EventRef;
 pub use deliveries::{DeliveryStatus, Unrecorded};
@@ -197,7 +200,7 @@ pub use index::{RECORD_BUCKETS, RECORD_WINDOW};
 pub use log::{Log, LogFuture, LogHandle};
 pub use queries::EventFilter;
 
-pub use records::{AckEntry, Attempt, AttemptResult, Disabled, Final, Pending, Rejected, Request, Retried};
+pub use records::{AckEntry, Attempt, AttemptResult, AuditEntry, Disabled, Final, Pending, Rejected, Request, Retried};
 
 /// Most requests one group commit takes.
 pub const MAX_GROUP: usize = 1024;

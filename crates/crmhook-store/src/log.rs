@@ -12,7 +12,7 @@
 //!   attempts, finished deliveries, disabled targets, written in atomic batches
 //!   ([`DeliveryBatch`]);
 //! - **configuration records**: targets, subscriptions, sources, meta;
-//! - **the quarantine**, **operators' queries** and **retention**.
+//! - **the quarantine**, **the audit trail**, **operators' queries** and **retention**.
 //!
 //! The cost of the seam on the sled path is one indirect call per operation, and one boxed
 //! future per asynchronous one (a delivery batch, an admin change); appends are not boxed
@@ -34,8 +34,8 @@ use crmhook_core::{
 use tokio::sync::watch;
 
 use crate::{
-    Attempt, DeliveryBatch, DeliveryStatus, Disabled, EventFilter, EventRef, Pending, PendingAppend, Rejected, Result,
-    Store, Unrecorded,
+    Attempt, AuditCursor, AuditEntry, DeliveryBatch, DeliveryStatus, Disabled, EventFilter, EventRef, Pending,
+    PendingAppend, Rejected, Result, Store, Unrecorded,
 };
 
 /// The future of an asynchronous log operation.
@@ -124,6 +124,11 @@ pub trait Log: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<Rejected>>;
 
+    // ---- the audit trail ----
+
+    fn audit<'a>(&'a self, entries: &'a [AuditEntry]) -> LogFuture<'a, ()>;
+    fn audit_page(&self, after: Option<AuditCursor>, limit: usize) -> Result<Vec<(AuditCursor, AuditEntry)>>;
+
     // ---- operators' queries ----
 
     fn events_page(&self, filter: &EventFilter, after: u64, limit: usize) -> Result<Vec<Event>>;
@@ -133,6 +138,7 @@ pub trait Log: Send + Sync + 'static {
     /// Removes up to `max` events older than `cutoff_ms` whose deliveries are all finished.
     fn compact(&self, cutoff_ms: u64, max: usize) -> Result<u64>;
     fn compact_quarantine(&self, cutoff_ms: u64, max: usize) -> Result<u64>;
+    fn compact_audit(&self, cutoff_ms: u64, max: usize) -> Result<u64>;
     /// Writes what is queued and stops the writer.
     fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
 }
@@ -285,6 +291,13 @@ impl Log for Store {
         Store::rejected_page(self, source, after, limit)
     }
 
+    fn audit<'a>(&'a self, entries: &'a [AuditEntry]) -> LogFuture<'a, ()> {
+        Box::pin(Store::audit(self, entries))
+    }
+    fn audit_page(&self, after: Option<AuditCursor>, limit: usize) -> Result<Vec<(AuditCursor, AuditEntry)>> {
+        Store::audit_page(self, after, limit)
+    }
+
     fn events_page(&self, filter: &EventFilter, after: u64, limit: usize) -> Result<Vec<Event>> {
         Store::events_page(self, filter, after, limit)
     }
@@ -294,6 +307,9 @@ impl Log for Store {
     }
     fn compact_quarantine(&self, cutoff_ms: u64, max: usize) -> Result<u64> {
         Store::compact_quarantine(self, cutoff_ms, max)
+    }
+    fn compact_audit(&self, cutoff_ms: u64, max: usize) -> Result<u64> {
+        Store::compact_audit(self, cutoff_ms, max)
     }
     fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(Store::close(self))

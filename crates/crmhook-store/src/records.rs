@@ -108,6 +108,25 @@ pub struct Rejected {
     pub retried: Option<Retried>,
 }
 
+/// One entry of the audit trail: an admin change (who made it, from where, what it changed,
+/// before and after, secrets left out) or a failed authentication. Written by the edge,
+/// removed by retention like the quarantine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub at_ms: u64,
+    /// Who: the key's name or role (`admin token`), or `unauthenticated`.
+    pub who: String,
+    /// The client's address, when known.
+    pub from: Option<String>,
+    /// What: `target.create`, `subscription.delete`, `auth.failed`…
+    pub action: String,
+    /// What it was done to (an id, or the request's method and path).
+    pub subject: String,
+    /// The record before and after, as JSON without secrets; `None` where there is none.
+    pub before: Option<String>,
+    pub after: Option<String>,
+}
+
 /// A quarantined element that a retry logged as an event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Retried {

@@ -374,9 +374,9 @@ impl Writes {
         for write in self.0 {
             match write {
                 Write::Put(k, v) => batch.insert(k, v),
-                Write::Request(at_ms, v) => {
+                Write::Numbered(tag, at_ms, v) => {
                     *requests += 1;
-                    batch.insert(keys::request(at_ms, *requests), v)
+                    batch.insert(keys::numbered(tag, at_ms, *requests), v)
                 }
                 Write::Remove(k) if k.first() == Some(&Tag::Block.byte()) => blocks.entries(tree, k).clear(),
                 Write::Remove(k) => batch.remove(k),

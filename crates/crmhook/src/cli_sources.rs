@@ -1,6 +1,7 @@
-//! The operators' commands for sources (where the CRMs post: `crmhook sources …`) and the
-//! quarantine of what they posted that was not an event (`crmhook rejected …`). Same style as
-//! the other commands: tables for people, JSON with `--json`.
+//! The operators' commands for sources (where the CRMs post: `crmhook sources …`), the
+//! quarantine of what they posted that was not an event (`crmhook rejected …`), and the audit
+//! trail of admin changes (`crmhook audit`). Same style as the other commands: tables for
+//! people, JSON with `--json`.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -308,4 +309,26 @@ pub fn rejected(conn: &Conn, cmd: Rejected) -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+/// `crmhook audit`: a page of the audit trail.
+pub fn audit(conn: &Conn, after: Option<String>, limit: Option<u32>) -> anyhow::Result<ExitCode> {
+    let q = query(&[("after", after), ("limit", limit.map(|l| l.to_string()))]);
+    let v = request(conn, "GET", &format!("/v1/audit{q}"), None)?;
+    if conn.json {
+        return print_json(&v);
+    }
+    let rows = v["entries"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|e| vec![s(&e["at"]), s(&e["who"]), s(&e["from"]), s(&e["action"]), s(&e["subject"])])
+                .collect()
+        })
+        .unwrap_or_default();
+    table(&["at", "who", "from", "action", "subject"], rows);
+    if let Some(next) = v["next_after"].as_str() {
+        println!("more: --after {next}");
+    }
+    Ok(ExitCode::SUCCESS)
 }

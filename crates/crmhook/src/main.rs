@@ -124,6 +124,15 @@ enum Command {
     /// What sources posted that was not an event: list, show, retry.
     #[command(subcommand)]
     Rejected(cli_sources::Rejected),
+    /// The audit trail: admin changes (who, from where, what), oldest first.
+    Audit {
+        /// Start after this cursor (the `more: --after …` of the previous page).
+        #[arg(long)]
+        after: Option<String>,
+        /// At most this many (1 to 1000; the server's default is 100).
+        #[arg(long)]
+        limit: Option<u32>,
+    },
     /// Offline access to a stopped server's data dir.
     #[command(subcommand)]
     Log(cli::Log),
@@ -145,6 +154,7 @@ fn main() -> ExitCode {
         Command::Sources(cmd) => cli_sources::sources(&cli.conn, cmd),
         Command::Rejected(cmd) => cli_sources::rejected(&cli.conn, cmd),
         Command::Replay { target, status, since } => cli::replay(&cli.conn, &target, &status, since),
+        Command::Audit { after, limit } => cli_sources::audit(&cli.conn, after, limit),
         Command::Log(cli::Log::Export { data_dir }) => cli::export(&data_dir),
     };
     match result {

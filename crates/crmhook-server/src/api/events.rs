@@ -168,5 +168,7 @@ pub(crate) async fn redeliver(
         };
         queued += state.router.requeue(target, vec![event.seq], request).await.map_err(router_error)?;
     }
+    let after = Some(format!("{{\"queued\":{queued}}}"));
+    crate::api::audit::record(&state, &req, "event.redeliver", event.id.as_str(), None, after).await;
     Ok(HttpResponse::Accepted().json(Queued { queued }))
 }

@@ -9,6 +9,7 @@ use crmhook_core::time::{now_ms, rfc3339};
 use crmhook_core::{Subscription, SubscriptionId, Target, TargetId};
 use crmhook_store::{DeliveryStatus, Disabled, Log, Request};
 
+use crate::api::audit::{record, scrubbed};
 use crate::api::auth::Admin;
 use crate::api::request::{optional_object, page_params, read_object, Replay, TargetPatch};
 use crate::api::state::{requester, router_error, AppState, State};
@@ -74,6 +75,8 @@ pub(crate) async fn create_target(
     let target = Target::create(&body, state.guard.allow_private, generate_secret(), now_ms())?;
     state.guard.check_url(&target.url).await.map_err(|e| ApiError::unprocessable("url", e))?;
     state.router.create_target(target.clone()).await.map_err(router_error)?;
+    let after = scrubbed(&TargetView::new(&target, None, false));
+    record(&state, &req, "target.create", target.id.as_str(), None, after).await;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/v1/targets/{}", target.id)))
         .json(TargetView::new(&target, None, true)))
@@ -103,21 +106,39 @@ pub(crate) async fn patch_target(
         let disabled = (!enabled).then(|| Disabled { at_ms: now_ms(), reason: "disabled by an operator".into() });
         state.router.set_enabled(target.id.clone(), disabled).await.map_err(router_error)?;
     }
+    let before = scrubbed(&TargetView::new(&current, None, false));
+    let after = scrubbed(&TargetView::new(&target, None, false));
+    let enabled = patch.enabled.map_or(String::new(), |e| format!(" (enabled: {e})"));
+    record(&state, &req, &format!("target.update{enabled}"), target.id.as_str(), before, after).await;
     stored_target(&*state.store, &state.metrics, &target, false)
 }
 
-pub(crate) async fn delete_target(_: Admin, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
-    state.router.delete_target(target_id(&id)?).await.map_err(router_error)?;
+pub(crate) async fn delete_target(
+    _: Admin,
+    req: HttpRequest,
+    id: web::Path<String>,
+    state: State,
+) -> Result<HttpResponse, ApiError> {
+    let id = target_id(&id)?;
+    let before = state.store.target(&id)?.and_then(|t| scrubbed(&TargetView::new(&t, None, false)));
+    state.router.delete_target(id.clone()).await.map_err(router_error)?;
+    record(&state, &req, "target.delete", id.as_str(), before, None).await;
     Ok(HttpResponse::NoContent().finish())
 }
 
-pub(crate) async fn rotate_secret(_: Admin, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn rotate_secret(
+    _: Admin,
+    req: HttpRequest,
+    id: web::Path<String>,
+    state: State,
+) -> Result<HttpResponse, ApiError> {
     let mut target = load_target(&state, &id)?;
     let now = now_ms();
     let old = std::mem::replace(&mut target.secret, generate_secret());
     target.previous_secret = Some((old, now + ROTATION_OVERLAP_MS));
     target.updated_at_ms = now;
     state.router.update_target(target.clone()).await.map_err(router_error)?;
+    record(&state, &req, "target.rotate_secret", target.id.as_str(), None, None).await;
     stored_target(&*state.store, &state.metrics, &target, true)
 }
 
@@ -203,6 +224,8 @@ pub(crate) async fn replay(
         };
         queued += state.router.requeue(target.id.clone(), seqs, request).await.map_err(router_error)?;
     }
+    let after = Some(format!("{{\"status\":\"{}\",\"queued\":{queued}}}", body.status_name()));
+    record(&state, &req, "target.replay", target.id.as_str(), None, after).await;
     Ok(HttpResponse::Accepted().json(Queued { queued }))
 }
 
@@ -241,6 +264,7 @@ pub(crate) async fn create_subscription(
         RouterError::NotFound(_) => ApiError::unprocessable("target_id", format!("no target {} exists", sub.target_id)),
         other => router_error(other),
     })?;
+    record(&state, &req, "subscription.create", sub.id.as_str(), None, scrubbed(&SubscriptionView::from(&sub))).await;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/v1/subscriptions/{}", sub.id)))
         .json(SubscriptionView::from(&sub)))
@@ -256,9 +280,13 @@ pub(crate) async fn get_subscription(_: Admin, id: web::Path<String>, state: Sta
 
 pub(crate) async fn delete_subscription(
     _: Admin,
+    req: HttpRequest,
     id: web::Path<String>,
     state: State,
 ) -> Result<HttpResponse, ApiError> {
-    state.router.delete_subscription(subscription_id(&id)?).await.map_err(router_error)?;
+    let id = subscription_id(&id)?;
+    let before = state.store.subscription(&id)?.and_then(|s| scrubbed(&SubscriptionView::from(&s)));
+    state.router.delete_subscription(id.clone()).await.map_err(router_error)?;
+    record(&state, &req, "subscription.delete", id.as_str(), before, None).await;
     Ok(HttpResponse::NoContent().finish())
 }

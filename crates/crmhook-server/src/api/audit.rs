@@ -1,0 +1,120 @@
+//! The audit trail at the edge: every admin change is recorded after it is made (who, from
+//! where, what, the record before and after with its secrets left out), and `GET /v1/audit`
+//! reads it back by page. The entries are the store's `U` records; retention removes them
+//! with the events.
+//!
+//! An entry is written once its change is durable, in a write of its own: a crash between the
+//! two can lose that one entry, never record a change that was not made. A failed audit write
+//! is logged as an error and does not undo the change.
+
+use std::collections::HashMap;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use crmhook_core::time::{now_ms, rfc3339};
+use crmhook_store::{AuditCursor, AuditEntry};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::api::auth::Admin;
+use crate::api::request::MAX_PAGE;
+use crate::api::state::{AppState, State};
+use crate::error::ApiError;
+
+/// Members that hold secrets, left out of an entry's before and after.
+const SECRET_MEMBERS: [&str; 4] = ["secret", "maia_secret", "key", "previous_secret"];
+
+/// What is written of a record: its JSON view without secrets and with header values redacted.
+pub(crate) fn scrubbed(view: &impl Serialize) -> Option<String> {
+    let mut value = serde_json::to_value(view).ok()?;
+    if let Value::Object(members) = &mut value {
+        for name in SECRET_MEMBERS {
+            members.remove(name);
+        }
+        if let Some(Value::Object(headers)) = members.get_mut("headers") {
+            for v in headers.values_mut() {
+                *v = Value::String("(redacted)".into());
+            }
+        }
+    }
+    Some(value.to_string())
+}
+
+/// Records one admin change made by the holder of the admin token.
+pub(crate) async fn record(
+    state: &AppState,
+    req: &HttpRequest,
+    action: &str,
+    subject: &str,
+    before: Option<String>,
+    after: Option<String>,
+) {
+    let entry = AuditEntry {
+        at_ms: now_ms(),
+        who: "admin token".into(),
+        from: req.peer_addr().map(|a| a.ip().to_string()),
+        action: action.into(),
+        subject: subject.into(),
+        before,
+        after,
+    };
+    if let Err(e) = state.store.audit(std::slice::from_ref(&entry)).await {
+        tracing::error!(error = %e, action, subject, "writing an audit entry failed (the change itself was made)");
+    }
+}
+
+#[derive(Serialize)]
+struct EntryView<'a> {
+    cursor: String,
+    at: String,
+    who: &'a str,
+    from: Option<&'a str>,
+    action: &'a str,
+    subject: &'a str,
+    before: Option<Value>,
+    after: Option<Value>,
+}
+
+#[derive(Serialize)]
+struct Page<'a> {
+    entries: Vec<EntryView<'a>>,
+    /// Where the next page starts (`?after=`), when this one is full.
+    next_after: Option<String>,
+}
+
+/// `GET /v1/audit?after=<cursor>&limit=<n>`: the audit trail, oldest first.
+pub(crate) async fn list_audit(
+    _: Admin,
+    query: web::Query<HashMap<String, String>>,
+    state: State,
+) -> Result<HttpResponse, ApiError> {
+    let text = |name: &str| query.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
+    let after = match text("after") {
+        None => None,
+        Some(a) => Some(AuditCursor::parse(a).ok_or_else(|| {
+            ApiError::unprocessable("after", format!("`after` must be a cursor from an earlier page, not {a:?}"))
+        })?),
+    };
+    let limit = match text("limit") {
+        None => 100,
+        Some(v) => v.parse::<usize>().ok().filter(|n| (1..=MAX_PAGE).contains(n)).ok_or_else(|| {
+            ApiError::unprocessable("limit", format!("`limit` must be an integer from 1 to {MAX_PAGE}, not {v:?}"))
+        })?,
+    };
+    let page = state.store.audit_page(after, limit)?;
+    let json = |s: &Option<String>| s.as_deref().and_then(|s| serde_json::from_str(s).ok());
+    let entries: Vec<EntryView<'_>> = page
+        .iter()
+        .map(|(cursor, e)| EntryView {
+            cursor: cursor.to_text(),
+            at: rfc3339(e.at_ms),
+            who: &e.who,
+            from: e.from.as_deref(),
+            action: &e.action,
+            subject: &e.subject,
+            before: json(&e.before),
+            after: json(&e.after),
+        })
+        .collect();
+    let next_after = (entries.len() == limit).then(|| entries.last().map(|e| e.cursor.clone())).flatten();
+    Ok(HttpResponse::Ok().json(Page { entries, next_after }))
+}
