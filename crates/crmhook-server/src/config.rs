@@ -29,6 +29,9 @@ pub struct Config {
     pub cache_bytes: usize,
     /// The URL at which CRMs reach this server (sources' `ingest_url`); default `http://<bind>`.
     pub public_url: Option<String>,
+    /// The key file that seals the store's secrets; default `<data_dir>.key`, beside the data
+    /// dir (`at_rest`).
+    pub key_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -48,6 +51,7 @@ impl Default for Config {
             compaction_interval_s: 300,
             cache_bytes: crmhook_store::CACHE_BYTES,
             public_url: None,
+            key_file: None,
         }
     }
 }
