@@ -270,3 +270,32 @@ fn an_old_readable_data_dir_is_tightened_and_its_clear_records_are_sealed() {
     let again = server.admin("GET", "/v1/targets", None).json();
     assert_eq!(again["targets"].as_array().map(Vec::len), Some(n));
 }
+
+#[test]
+fn tokens_an_earlier_build_kept_in_clear_keep_working_and_are_kept_hashed_from_then_on() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let old = root.path().join("old");
+    let (admin, ingest) = ("adm_kept_in_clear_0123456789abcdef", "ing_kept_in_clear_0123456789abcdef");
+    actix_rt::System::new().block_on(async {
+        let store = crmhook_store::Store::open(&old).expect("open without a key, as before sealing");
+        store.put_meta("admin_token", admin).await.expect("admin");
+        store.put_meta("ingest_token", ingest).await.expect("ingest");
+        store.close().await;
+    });
+    let mut server = Server::start_on_copy(&old, &[]);
+    assert_eq!(server.request("GET", "/v1/targets", Some(admin), None).status, 200, "the kept admin token");
+    assert_eq!(server.request("GET", "/v1/targets", Some(ingest), None).status, 403, "the kept ingest token");
+    assert!(server.stop().success());
+    let kept = actix_rt::System::new().block_on(async {
+        let store = crmhook_store::Store::open(&server.data_dir()).expect("open");
+        let kept = (store.meta("admin_token").expect("meta"), store.meta("ingest_token").expect("meta"));
+        store.close().await;
+        kept
+    });
+    for (name, value) in [("admin_token", kept.0), ("ingest_token", kept.1)] {
+        let value = value.unwrap_or_else(|| panic!("{name} is still kept"));
+        assert!(value.starts_with("sha256:") && value.len() == 7 + 64, "{name} kept as its hash: {value}");
+    }
+    server.respawn();
+    assert_eq!(server.request("GET", "/v1/targets", Some(admin), None).status, 200, "and still works from its hash");
+}
