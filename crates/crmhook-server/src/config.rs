@@ -33,6 +33,9 @@ pub struct Config {
     /// neither; reloaded on [`crate::tls::TlsReload::reload`].
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// The key file that seals the store's secrets; default `<data_dir>.key`, beside the data
+    /// dir (`at_rest`).
+    pub key_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -54,6 +57,7 @@ impl Default for Config {
             public_url: None,
             tls_cert: None,
             tls_key: None,
+            key_file: None,
         }
     }
 }

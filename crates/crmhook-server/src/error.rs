@@ -156,7 +156,7 @@ impl From<StoreError> for ApiError {
             StoreError::Closed => {
                 ApiError::Unavailable { detail: "the server is shutting down".into(), retry_after_s: 1 }
             }
-            StoreError::Codec(_) => {
+            StoreError::Codec(_) | StoreError::Key(_) => {
                 tracing::error!(error = %e, "undecodable record");
                 ApiError::Internal(e.to_string())
             }

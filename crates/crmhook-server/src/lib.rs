@@ -20,6 +20,7 @@
 //! Everything here must run inside an actix `System`.
 
 pub mod api;
+pub mod at_rest;
 pub mod config;
 pub mod error;
 pub mod prometheus;
@@ -55,6 +56,9 @@ pub enum ServerError {
     Tls(#[from] tls::TlsError),
     #[error("HTTP server: {0}")]
     Http(#[from] std::io::Error),
+    /// The data dir's permissions, or the key that seals its secrets (`at_rest`).
+    #[error("{0}")]
+    AtRest(String),
 }
 
 /// How long a graceful stop waits for attempts in flight.
@@ -92,19 +96,43 @@ impl Server {
     pub async fn start(listener: TcpListener, config: Config) -> Result<Server, ServerError> {
         // Only one crypto provider is compiled in; make it the process default for rustls.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| ServerError::Open {
-            dir: config.data_dir.display().to_string(),
-            source: StoreError::Io(e.to_string()),
-        })?;
-        let store = Store::open_with(
+        let existed = at_rest::prepare_data_dir(&config.data_dir).map_err(ServerError::AtRest)?;
+        let key_file =
+            config.key_file.clone().or_else(|| at_rest::default_key_file(&config.data_dir)).ok_or_else(|| {
+                ServerError::AtRest(format!(
+                    "no default key file for the data dir {}: set `key_file`",
+                    config.data_dir.display()
+                ))
+            })?;
+        let (key, created) = at_rest::load_or_create_key(&key_file).map_err(ServerError::AtRest)?;
+        let opened = Store::open_with(
             &config.data_dir,
             crmhook_store::Options {
                 queue: config.ingest_queue,
                 cache_bytes: config.cache_bytes,
+                key: Some(key),
                 ..crmhook_store::Options::default()
             },
-        )
-        .map_err(|source| ServerError::Open { dir: config.data_dir.display().to_string(), source })?;
+        );
+        let store = match opened {
+            Ok(store) => store,
+            Err(why @ StoreError::Key(_)) => {
+                if created {
+                    // The key made a moment ago seals nothing: leave no wrong key behind.
+                    let _ = std::fs::remove_file(&key_file);
+                }
+                return Err(ServerError::AtRest(at_rest::key_refused(&config.data_dir, &key_file, created, &why)));
+            }
+            Err(source) => return Err(ServerError::Open { dir: config.data_dir.display().to_string(), source }),
+        };
+        if created && existed {
+            tracing::info!(key_file = %key_file.display(), "created the key file that seals the data dir's secrets");
+        }
+        match at_rest::tighten(&config.data_dir) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(files = n, "took group and other permissions away in the data dir"),
+            Err(e) => tracing::warn!(error = %e, "cannot tighten the data dir's permissions"),
+        }
         // From here on the log is reached only through the seam (`crmhook_store::Log`).
         let store: LogHandle = std::sync::Arc::new(store);
         let mut generated = Vec::new();
@@ -225,24 +253,37 @@ impl Server {
     }
 }
 
-/// The configured token, else the one kept in the data dir, else a new one (kept, and shown).
+/// The hash of the configured token, else of the one kept in the data dir, else of a new one
+/// (kept as its hash, and shown). The store keeps only hashes (`at_rest`): a token an earlier
+/// build kept in clear is replaced by its hash here, whether or not a token is configured.
 async fn resolve_token(
     store: &dyn Log,
     name: &'static str,
     prefix: &str,
     configured: Option<String>,
     generated: &mut Vec<(&'static str, String)>,
-) -> Result<String, StoreError> {
+) -> Result<[u8; 32], StoreError> {
+    let kept = match store.meta(name)? {
+        Some(kept) => {
+            let (hash, hashed) = at_rest::read_kept(name, &kept)?;
+            if !hashed {
+                store.put_meta(name, &at_rest::kept_form(&hash)).await?;
+            }
+            Some(hash)
+        }
+        None => None,
+    };
     if let Some(token) = configured {
-        return Ok(token);
+        return Ok(at_rest::token_hash(&token));
     }
-    if let Some(token) = store.meta(name)? {
-        return Ok(token);
+    if let Some(hash) = kept {
+        return Ok(hash);
     }
     let token = generate_token(prefix);
-    store.put_meta(name, &token).await?;
-    generated.push((name, token.clone()));
-    Ok(token)
+    let hash = at_rest::token_hash(&token);
+    store.put_meta(name, &at_rest::kept_form(&hash)).await?;
+    generated.push((name, token));
+    Ok(hash)
 }
 
 /// Writes `name=token` lines, readable and writable by this user only (created with mode 0600;
@@ -251,7 +292,8 @@ fn write_tokens_file(path: &std::path::Path, tokens: &[(&'static str, String)]) 
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut text = String::from(
-        "# Tokens crmhook generated on its first start (kept in its store too). Readable by this user only.\n",
+        "# Tokens crmhook generated on its first start (its store keeps only their hashes). Readable by this user\n\
+         # only; crmhook never reads this file: once the tokens are kept elsewhere, it may be deleted.\n",
     );
     for (name, token) in tokens {
         text.push_str(&format!("{name}={token}\n"));

@@ -20,7 +20,8 @@ fn get(addr: std::net::SocketAddr, path: &str, token: &str) -> String {
 #[test]
 fn serves_on_port_0_and_stops_when_told() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let data_dir = dir.path().to_path_buf();
+    // A dir inside the temporary one: the key file sits beside the data dir.
+    let data_dir = dir.path().join("db");
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::spawn(move || {

@@ -30,7 +30,7 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     encode_as(VERSION, value)
 }
 
-fn encode_as<T: Serialize + ?Sized>(version: u8, value: &T) -> Result<Vec<u8>, StoreError> {
+pub(crate) fn encode_as<T: Serialize + ?Sized>(version: u8, value: &T) -> Result<Vec<u8>, StoreError> {
     let mut out = vec![version];
     bincode::serde::encode_into_std_write(value, &mut out, config()).map_err(|e| StoreError::Codec(e.to_string()))?;
     Ok(out)
@@ -100,7 +100,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     decode_as(VERSION, bytes)
 }
 
-fn decode_as<T: DeserializeOwned>(version: u8, bytes: &[u8]) -> Result<T, StoreError> {
+pub(crate) fn decode_as<T: DeserializeOwned>(version: u8, bytes: &[u8]) -> Result<T, StoreError> {
     match bytes.split_first() {
         Some((v, rest)) if *v == version => {
             let (value, used) = decode_limited(rest).map_err(|e| StoreError::Codec(e.to_string()))?;

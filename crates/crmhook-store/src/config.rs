@@ -1,6 +1,7 @@
 //! The records operators configure and the quarantine: targets (with their deletion, which
 //! keeps a target's attempts as history), subscriptions, sources, meta, and the pieces of
-//! sources' requests that were not events.
+//! sources' requests that were not events. Targets and sources are sealed here on the way in
+//! and opened on the way out (`seal`, `stored::TargetV2`, `stored::SourceV2`).
 
 use crmhook_core::target::Target;
 use crmhook_core::{RejectedId, Source, SourceId, Subscription, SubscriptionId, TargetId};
@@ -8,6 +9,7 @@ use crmhook_core::{RejectedId, Source, SourceId, Subscription, SubscriptionId, T
 use crate::batch::Writes;
 use crate::keys::{self, Tag};
 use crate::records::Rejected;
+use crate::seal::Seal;
 use crate::{codec, stored, Result, Store};
 
 /// Most finished deliveries one batch of a target's deletion moves.
@@ -23,11 +25,52 @@ impl Store {
     }
 
     pub fn targets(&self) -> Result<Vec<Target>> {
-        Ok(self.all::<stored::TargetV1>(Tag::Target)?.into_iter().map(Target::from).collect())
+        self.inner.tree.scan_prefix(Tag::Target.prefix()).map(|kv| self.decode_target(&kv?.1)).collect()
     }
 
     pub fn target(&self, id: &TargetId) -> Result<Option<Target>> {
-        Ok(self.one::<stored::TargetV1>(Tag::Target, id.as_str())?.map(Target::from))
+        self.inner.tree.get(keys::id_key(Tag::Target, id.as_str()))?.map(|v| self.decode_target(&v)).transpose()
+    }
+
+    /// A target's record: version 2 (sealed) with the store's key, version 1 (in clear) on a
+    /// store opened without one (`seal::Seal::Clear`); none on a locked store.
+    pub(crate) fn encode_target(&self, target: &Target) -> Result<Vec<u8>> {
+        let clear = stored::TargetV1::from(target);
+        match &self.inner.seal {
+            Seal::Clear => codec::encode(&clear),
+            seal => codec::encode_as(stored::SEALED_VERSION, &stored::TargetV2::seal(clear, seal.key()?)?),
+        }
+    }
+
+    /// A target's record of either version.
+    pub(crate) fn decode_target(&self, bytes: &[u8]) -> Result<Target> {
+        match bytes.first() {
+            Some(&stored::SEALED_VERSION) => {
+                let sealed: stored::TargetV2 = codec::decode_as(stored::SEALED_VERSION, bytes)?;
+                Ok(sealed.open(self.inner.seal.key()?)?.into())
+            }
+            _ => Ok(codec::decode::<stored::TargetV1>(bytes)?.into()),
+        }
+    }
+
+    /// A source's record: as [`Store::encode_target`].
+    pub(crate) fn encode_source(&self, source: &Source) -> Result<Vec<u8>> {
+        let clear = stored::SourceV1::from(source);
+        match &self.inner.seal {
+            Seal::Clear => codec::encode(&clear),
+            seal => codec::encode_as(stored::SEALED_VERSION, &stored::SourceV2::seal(clear, seal.key()?)?),
+        }
+    }
+
+    /// A source's record of either version.
+    pub(crate) fn decode_source(&self, bytes: &[u8]) -> Result<Source> {
+        match bytes.first() {
+            Some(&stored::SEALED_VERSION) => {
+                let sealed: stored::SourceV2 = codec::decode_as(stored::SEALED_VERSION, bytes)?;
+                Ok(sealed.open(self.inner.seal.key()?)?.into())
+            }
+            _ => Ok(codec::decode::<stored::SourceV1>(bytes)?.into()),
+        }
     }
 
     pub fn subscriptions(&self) -> Result<Vec<Subscription>> {
@@ -41,13 +84,15 @@ impl Store {
     /// Stores a new target with its cursor: it is owed the events after `cursor`.
     pub async fn create_target(&self, target: &Target, cursor: u64) -> Result<()> {
         let mut batch = Writes::default();
-        batch.insert(keys::id_key(Tag::Target, target.id.as_str()), codec::encode(&stored::TargetV1::from(target))?);
+        batch.insert(keys::id_key(Tag::Target, target.id.as_str()), self.encode_target(target)?);
         batch.insert(keys::id_key(Tag::Cursor, target.id.as_str()), codec::encode(&cursor)?);
         self.write(batch).await
     }
 
     pub async fn put_target(&self, target: &Target) -> Result<()> {
-        self.put_record(Tag::Target, target.id.as_str(), &stored::TargetV1::from(target)).await
+        let mut batch = Writes::default();
+        batch.insert(keys::id_key(Tag::Target, target.id.as_str()), self.encode_target(target)?);
+        self.write(batch).await
     }
 
     /// Writes one record under `tag` + `id`, durably.
@@ -122,15 +167,17 @@ impl Store {
     }
 
     pub fn sources(&self) -> Result<Vec<Source>> {
-        Ok(self.all::<stored::SourceV1>(Tag::Source)?.into_iter().map(Source::from).collect())
+        self.inner.tree.scan_prefix(Tag::Source.prefix()).map(|kv| self.decode_source(&kv?.1)).collect()
     }
 
     pub fn source(&self, id: &SourceId) -> Result<Option<Source>> {
-        Ok(self.one::<stored::SourceV1>(Tag::Source, id.as_str())?.map(Source::from))
+        self.inner.tree.get(keys::id_key(Tag::Source, id.as_str()))?.map(|v| self.decode_source(&v)).transpose()
     }
 
     pub async fn put_source(&self, source: &Source) -> Result<()> {
-        self.put_record(Tag::Source, source.id.as_str(), &stored::SourceV1::from(source)).await
+        let mut batch = Writes::default();
+        batch.insert(keys::id_key(Tag::Source, source.id.as_str()), self.encode_source(source)?);
+        self.write(batch).await
     }
 
     /// Deletes a source. Its events and quarantined pieces stay: they are history.

@@ -198,7 +198,7 @@ mod tests {
         // A small window: some record-id postings are written out, the last ones stay in memory.
         let options = Options { record_window: 9, ..Default::default() };
         rt().block_on(async {
-            let store = Store::open_with(dir.path(), options).expect("open");
+            let store = Store::open_with(dir.path(), options.clone()).expect("open");
             // Groups of 1, 40 (three chunks) and 7 events, then 20 one-event requests at once.
             let mut acks = Vec::new();
             for (from, n) in [(0, 1), (1, 40), (41, 7)] {

@@ -18,6 +18,7 @@
 //! - `finished`: the finished-delivery blocks (`L`) and legacy `F` keys; `deliveries`: the
 //!   rest of delivery state and its reads.
 //! - `config`: targets, subscriptions, sources, meta and the quarantine.
+//! - `seal`: the key ([`SealKey`]) that seals targets' and sources' secrets at rest.
 //! - `compact`: retention of the log and of the quarantine.
 //!
 //! # On-disk format
@@ -26,8 +27,9 @@
 //! keyspace tag. Integers in keys are big-endian so that sled's order is their order. Every
 //! value is a record written by [`codec::encode`]: a version byte (`1`) and the bincode body;
 //! event chunks are version `2` (which added `source_id`), and version `1` chunks are still
-//! read (see [`codec::decode_events`]). The records are the store's own layouts (`stored`:
-//! `EventV2`, `TargetV1`, `SubscriptionV1`, `SourceV1`; and `records`), converted explicitly
+//! read (see [`codec::decode_events`]); targets and sources are version `2` when sealed (see
+//! below). The records are the store's own layouts (`stored`:
+//! `EventV2`, `TargetV2`, `SubscriptionV1`, `SourceV2`; and `records`), converted explicitly
 //! to and from the core types: bincode is positional, so a core type is never encoded as it is.
 //!
 //! The value column names the layout on disk (`stored`'s structs are the core types' layouts;
@@ -39,9 +41,9 @@
 //! | `E` seq:u64 | `Vec<EventV2>` (record version 2; `Vec<EventV1>` in version 1) | the event log in chunks: the events from seq on, in seq order (see below) |
 //! | `K` idempotency-key | `Vec<AckEntry>` | the acknowledgement of a request with an `Idempotency-Key` |
 //! | `X` event key | [`AckEntry`] | an event's own idempotency key (a Maximizer `Id`; for a MAIA source's event `maia:` and 128 bits of the SHA-256 of its source id and exact bytes, in hex) → its acknowledgement |
-//! | `T` tgt_id | `TargetV1` ([`Target`](crmhook_core::Target)) | targets |
+//! | `T` tgt_id | `TargetV2` (record version 2: URL, header values, secret and previous secret sealed); `TargetV1` (version 1, all in clear) still read ([`Target`](crmhook_core::Target)) | targets |
 //! | `S` sub_id | `SubscriptionV1` ([`Subscription`](crmhook_core::Subscription)) | subscriptions |
-//! | `Z` src_id | `SourceV1` ([`Source`](crmhook_core::Source)) | sources (a Maximizer source's key only as its SHA-256) |
+//! | `Z` src_id | `SourceV2` (record version 2: the MAIA secret sealed); `SourceV1` (version 1, in clear) still read ([`Source`](crmhook_core::Source)) | sources (a Maximizer source's key only as its SHA-256) |
 //! | `Q` rej_id | [`Rejected`] | the quarantine: a piece of a source's request that was not an event, with its exact bytes; rewritten with `retried` set once a retry logged it as an event; removed by retention ([`Store::compact_quarantine`]) |
 //! | `C` tgt_id | seq:u64 | a target's cursor: every event up to it has been matched for it, and each delivery it owed is finished (`L`, `F`) or pending (`P`) |
 //! | `W` tgt_id | seq:u64 | how far a target had matched: deliveries after `C` and up to here may already have records |
@@ -57,7 +59,18 @@
 //! | `G` len:u16 kanban_id seq:u64 | `Vec<u64>` | index: the same by kanban |
 //! | `N` len:u16 src_id seq:u64 | `Vec<u64>` | index: the same by source (events posted to `/in/{id}`) |
 //! | `I` evt_id | seq:u64 | legacy: the id index of events written by format 1 (see below) |
-//! | `M` name | string, or u64 | meta: generated tokens (string, by token name); `format` (string); `head`, the last seq ever given (u64); `indexed`, the last seq in the on-disk indexes (u64); `migrated_through`, how far a migration from format 1 got (u64, only while it runs) |
+//! | `M` name | string, or u64, or bytes | meta: tokens, by token name, as `sha256:` and the hex SHA-256 of the token (the server's; a token kept in clear by an earlier build is rewritten so at start-up); `sealed`, a known value sealed by the key (bytes; see below); `format` (string); `head`, the last seq ever given (u64); `indexed`, the last seq in the on-disk indexes (u64); `migrated_through`, how far a migration from format 1 got (u64, only while it runs) |
+//!
+//! **Sealed secrets.** A store opened with a key ([`Options::key`]) writes targets and sources
+//! as record version 2, whose secrets (a target's URL, header values, secret and previous
+//! secret; a MAIA source's secret) are each sealed with XChaCha20-Poly1305 under that key,
+//! bound to their record and field (`seal`). The key is not in the data dir. `M sealed` tells
+//! that the data dir has sealed records and which key: opened with another key the store is
+//! refused ([`StoreError::Key`]); opened without one it is locked (the log reads, targets and
+//! sources do not). Records of version 1 (in clear) are sealed at the first open with a key,
+//! in one flushed batch (a data dir written before sealing, 2026-12-03, migrates then); a
+//! store opened without a key on a data dir that never had sealed records still writes
+//! version 1 (tests, tools).
 //!
 //! **Chunks.** The events are numbered 1, 2, 3… with no gaps, but stored a few at a time: the
 //! writer cuts the events of one group commit into chunks of at most [`CHUNK_EVENTS`] events or
@@ -159,6 +172,7 @@ pub mod baseline;
 #[doc(hidden)]
 pub mod codec;
 pub mod records;
+mod seal;
 mod stored;
 #[cfg(test)]
 mod test_support;
@@ -201,6 +215,7 @@ pub use log::{Log, LogFuture, LogHandle};
 pub use queries::EventFilter;
 
 pub use records::{AckEntry, Attempt, AttemptResult, AuditEntry, Disabled, Final, Pending, Rejected, Request, Retried};
+pub use seal::SealKey;
 
 /// Most requests one group commit takes.
 pub const MAX_GROUP: usize = 1024;
@@ -221,6 +236,9 @@ pub enum StoreError {
     Closed,
     #[error("a record could not be decoded: {0}")]
     Codec(String),
+    /// The sealed records and the key: a missing or wrong key, or a key file that is not one.
+    #[error("{0}")]
+    Key(String),
 }
 
 impl From<sled::Error> for StoreError {
@@ -242,8 +260,8 @@ fn read_u64(bytes: &[u8]) -> Result<u64> {
     codec::decode(bytes)
 }
 
-/// Tuning of a store.
-#[derive(Debug, Clone, Copy)]
+/// Tuning of a store, and its key.
+#[derive(Debug, Clone)]
 pub struct Options {
     /// Write requests that may wait for the writer; past it appends fail with `Busy`.
     pub queue: usize,
@@ -251,11 +269,15 @@ pub struct Options {
     pub cache_bytes: usize,
     /// Events whose index postings are gathered in memory before they are written out.
     pub record_window: usize,
+    /// The key that seals targets' and sources' secrets (`seal`). Without it a data dir with
+    /// no sealed records keeps them in clear (record version 1, as before sealing), and one
+    /// with sealed records opens locked: its log reads, its targets and sources do not.
+    pub key: Option<SealKey>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { queue: QUEUE, cache_bytes: CACHE_BYTES, record_window: RECORD_WINDOW }
+        Options { queue: QUEUE, cache_bytes: CACHE_BYTES, record_window: RECORD_WINDOW, key: None }
     }
 }
 
@@ -281,6 +303,8 @@ pub(crate) struct Inner {
     pub(crate) chunks: Mutex<ChunkCache>,
     pub(crate) window: Arc<Mutex<IndexWindow>>,
     pub(crate) unrecorded: Mutex<std::collections::HashMap<TargetId, Unrecorded>>,
+    /// How targets' and sources' secrets are kept (sealed with the key, or not).
+    pub(crate) seal: seal::Seal,
 }
 
 impl Store {

@@ -93,7 +93,7 @@ mod tests {
     fn assert_migrated(dir: &std::path::Path, old: &[Event]) {
         let options = Options { record_window: 16, ..Default::default() };
         rt().block_on(async {
-            let store = Store::open_with(dir, options).expect("open migrates");
+            let store = Store::open_with(dir, options.clone()).expect("open migrates");
             assert_eq!(store.meta("format").expect("meta").as_deref(), Some(FORMAT));
             assert_eq!(store.inner.tree.get(keys::migrated_through()).expect("get"), None);
             assert_eq!(store.head(), 40);

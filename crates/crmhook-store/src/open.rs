@@ -11,6 +11,8 @@ use crate::finished::Blocks;
 use crate::index::{IndexWindow, WindowPostings};
 use crate::keys::{self, Tag};
 use crate::migrate::migrate_from_format_1;
+use crate::seal::{Seal, SealKey};
+use crate::stored::{SourceV1, SourceV2, TargetV1, TargetV2, SEALED_VERSION};
 use crate::writer::{Op, Writer};
 use crate::{codec, read_u64, Inner, Options, Result, Store, StoreError, FORMAT};
 
@@ -22,10 +24,11 @@ impl Store {
 
     /// [`Store::open`] with tuning options.
     pub fn open_with(dir: &std::path::Path, options: Options) -> Result<Store> {
-        let Options { queue, cache_bytes, record_window } = options;
+        let Options { queue, cache_bytes, record_window, key } = options;
         let db = open_db(dir, cache_bytes)?;
         let tree = db.open_tree("crmhook")?;
         check_format(&db, &tree)?;
+        let seal = open_seal(&db, &tree, key)?;
         let head = last_seq_given(&tree)?;
         let head_atomic = Arc::new(AtomicU64::new(head));
         let (head_tx, head_rx) = watch::channel(head);
@@ -63,6 +66,7 @@ impl Store {
                 chunks: Mutex::default(),
                 window,
                 unrecorded: Mutex::default(),
+                seal,
             }),
         };
         store.read_back_index_window(through, record_window.max(1))?;
@@ -152,6 +156,65 @@ fn check_format(db: &sled::Db, tree: &sled::Tree) -> Result<()> {
         None => {
             tree.insert(&format_key, codec::encode(&FORMAT.to_owned())?)?;
         }
+    }
+    Ok(())
+}
+
+/// The meta key of the sealed check value (`seal`).
+const SEALED: &str = "sealed";
+
+/// How the store keeps secrets, from its key and `M sealed`: with no key, in clear (a data dir
+/// that never had sealed records) or locked (one that has); with a key, the key must open
+/// `M sealed` (else it is the wrong key: refused), and the records still in clear are sealed
+/// now. Runs before the writer starts.
+fn open_seal(db: &sled::Db, tree: &sled::Tree, key: Option<SealKey>) -> Result<Seal> {
+    let check = tree.get(keys::meta(SEALED))?;
+    let Some(key) = key else {
+        return Ok(if check.is_some() { Seal::Locked } else { Seal::Clear });
+    };
+    if let Some(v) = &check {
+        let sealed: Vec<u8> = codec::decode(v)?;
+        if !key.opens_check(&sealed) {
+            return Err(StoreError::Key(
+                "the key does not open this data dir's sealed records: they were sealed with another key".into(),
+            ));
+        }
+    }
+    seal_clear_records(db, tree, &key, check.is_none())?;
+    Ok(Seal::Key(key))
+}
+
+/// Seals the targets and sources still in clear (record version 1: written before sealing, or
+/// by a store opened without a key), and writes `M sealed` when `first`, in one batch, flushed.
+/// sled keeps the replaced values in its files until it rewrites their segments.
+fn seal_clear_records(db: &sled::Db, tree: &sled::Tree, key: &SealKey, first: bool) -> Result<()> {
+    let mut batch = sled::Batch::default();
+    let mut sealed = 0;
+    for kv in tree.scan_prefix(Tag::Target.prefix()) {
+        let (k, v) = kv?;
+        if v.first() != Some(&SEALED_VERSION) {
+            let clear: TargetV1 = codec::decode(&v)?;
+            batch.insert(k, codec::encode_as(SEALED_VERSION, &TargetV2::seal(clear, key)?)?);
+            sealed += 1;
+        }
+    }
+    for kv in tree.scan_prefix(Tag::Source.prefix()) {
+        let (k, v) = kv?;
+        if v.first() != Some(&SEALED_VERSION) {
+            let clear: SourceV1 = codec::decode(&v)?;
+            batch.insert(k, codec::encode_as(SEALED_VERSION, &SourceV2::seal(clear, key)?)?);
+            sealed += 1;
+        }
+    }
+    if first {
+        batch.insert(keys::meta(SEALED), codec::encode(&key.check()?)?);
+    }
+    if first || sealed > 0 {
+        tree.apply_batch(batch)?;
+        db.flush()?;
+    }
+    if sealed > 0 {
+        tracing::info!(records = sealed, "sealed the secrets of targets and sources kept in clear");
     }
     Ok(())
 }

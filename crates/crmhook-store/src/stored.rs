@@ -9,6 +9,10 @@
 //! corruption. Enums are encoded by variant index: a variant is only ever added at the end.
 //! Ids stay the core's typed ids: they are serialised as their plain string.
 //!
+//! Targets and sources have a second version whose secrets are sealed ([`TargetV2`],
+//! [`SourceV2`], record version [`SEALED_VERSION`]): they are converted to and from version 1
+//! with the store's key (`seal`), and version 1 records, in clear, are still read.
+//!
 //! `tests/fixture.rs` reads a data dir written on 2026-12-02 with these layouts.
 
 use serde::{Deserialize, Serialize};
@@ -18,6 +22,9 @@ use crmhook_core::source::SourceKind;
 use crmhook_core::subscription::{Filter, Op};
 use crmhook_core::target::Format;
 use crmhook_core::{Event, EventId, EventKind, Source, SourceId, Subscription, SubscriptionId, Target, TargetId};
+
+use crate::seal::SealKey;
+use crate::StoreError;
 
 /// An event in a chunk of record version 2.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -238,6 +245,99 @@ impl From<TargetV1> for Target {
     }
 }
 
+/// The record version of targets and sources whose secrets are sealed ([`TargetV2`],
+/// [`SourceV2`]); version 1 ([`TargetV1`], [`SourceV1`]) holds them in clear and is still read.
+pub(crate) const SEALED_VERSION: u8 = 2;
+
+/// Where a sealed field is kept: its record's tag and id, and the field, bound to the sealed
+/// bytes as associated data.
+fn place(tag: char, id: &str, field: &str) -> Vec<u8> {
+    format!("{tag}/{id}/{field}").into_bytes()
+}
+
+/// A target (`T` keys), record version 2: [`TargetV1`] with its URL, its header values and its
+/// secrets sealed by the store's key (`seal`); header names, the schedule and the rest stay
+/// in clear.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct TargetV2 {
+    pub id: TargetId,
+    pub name: String,
+    pub url: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub timeout_ms: u64,
+    pub retry_schedule_ms: Vec<u64>,
+    pub ordered: bool,
+    pub format: Option<FormatV1>,
+    pub secret: Vec<u8>,
+    pub previous_secret: Option<(Vec<u8>, u64)>,
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+}
+
+impl TargetV2 {
+    pub(crate) fn seal(t: TargetV1, key: &SealKey) -> Result<TargetV2, StoreError> {
+        let id = t.id.as_str();
+        let at = |field: &str| place('T', id, field);
+        let headers = t
+            .headers
+            .into_iter()
+            .map(|(name, value)| {
+                let sealed = key.seal(&at(&format!("header/{name}")), value.as_bytes())?;
+                Ok((name, sealed))
+            })
+            .collect::<Result<_, StoreError>>()?;
+        let previous_secret = match t.previous_secret {
+            Some((s, until)) => Some((key.seal(&at("previous_secret"), s.as_bytes())?, until)),
+            None => None,
+        };
+        Ok(TargetV2 {
+            url: key.seal(&at("url"), t.url.as_bytes())?,
+            headers,
+            secret: key.seal(&at("secret"), t.secret.as_bytes())?,
+            previous_secret,
+            id: t.id,
+            name: t.name,
+            timeout_ms: t.timeout_ms,
+            retry_schedule_ms: t.retry_schedule_ms,
+            ordered: t.ordered,
+            format: t.format,
+            created_at_ms: t.created_at_ms,
+            updated_at_ms: t.updated_at_ms,
+        })
+    }
+
+    pub(crate) fn open(self, key: &SealKey) -> Result<TargetV1, StoreError> {
+        let id = self.id.as_str();
+        let at = |field: &str| place('T', id, field);
+        let headers = self
+            .headers
+            .into_iter()
+            .map(|(name, sealed)| {
+                let value = key.open_string(&at(&format!("header/{name}")), &sealed)?;
+                Ok((name, value))
+            })
+            .collect::<Result<_, StoreError>>()?;
+        let previous_secret = match self.previous_secret {
+            Some((s, until)) => Some((key.open_string(&at("previous_secret"), &s)?, until)),
+            None => None,
+        };
+        Ok(TargetV1 {
+            url: key.open_string(&at("url"), &self.url)?,
+            headers,
+            secret: key.open_string(&at("secret"), &self.secret)?,
+            previous_secret,
+            id: self.id,
+            name: self.name,
+            timeout_ms: self.timeout_ms,
+            retry_schedule_ms: self.retry_schedule_ms,
+            ordered: self.ordered,
+            format: self.format,
+            created_at_ms: self.created_at_ms,
+            updated_at_ms: self.updated_at_ms,
+        })
+    }
+}
+
 /// A subscription (`S` keys), record version 1.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct SubscriptionV1 {
@@ -401,6 +501,56 @@ impl From<SourceV1> for Source {
             created_at_ms: s.created_at_ms,
             updated_at_ms: s.updated_at_ms,
         }
+    }
+}
+
+/// A source (`Z` keys), record version 2: [`SourceV1`] with a MAIA source's secret sealed by
+/// the store's key. A Maximizer source's key was only ever kept as its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SourceV2 {
+    pub id: SourceId,
+    pub name: String,
+    pub kind: SourceKindV1,
+    pub enabled: bool,
+    pub maia_secret: Option<Vec<u8>>,
+    pub key_sha256: Option<Vec<u8>>,
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+}
+
+impl SourceV2 {
+    pub(crate) fn seal(s: SourceV1, key: &SealKey) -> Result<SourceV2, StoreError> {
+        let maia_secret = match s.maia_secret {
+            Some(secret) => Some(key.seal(&place('Z', s.id.as_str(), "maia_secret"), secret.as_bytes())?),
+            None => None,
+        };
+        Ok(SourceV2 {
+            maia_secret,
+            id: s.id,
+            name: s.name,
+            kind: s.kind,
+            enabled: s.enabled,
+            key_sha256: s.key_sha256,
+            created_at_ms: s.created_at_ms,
+            updated_at_ms: s.updated_at_ms,
+        })
+    }
+
+    pub(crate) fn open(self, key: &SealKey) -> Result<SourceV1, StoreError> {
+        let maia_secret = match self.maia_secret {
+            Some(sealed) => Some(key.open_string(&place('Z', self.id.as_str(), "maia_secret"), &sealed)?),
+            None => None,
+        };
+        Ok(SourceV1 {
+            maia_secret,
+            id: self.id,
+            name: self.name,
+            kind: self.kind,
+            enabled: self.enabled,
+            key_sha256: self.key_sha256,
+            created_at_ms: self.created_at_ms,
+            updated_at_ms: self.updated_at_ms,
+        })
     }
 }
 

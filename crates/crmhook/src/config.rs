@@ -26,7 +26,7 @@ pub struct Flags {
 }
 
 /// The keys, in the order the contract lists them.
-pub const KEYS: [&str; 16] = [
+pub const KEYS: [&str; 17] = [
     "bind",
     "data_dir",
     "admin_token",
@@ -43,6 +43,7 @@ pub const KEYS: [&str; 16] = [
     "public_url",
     "tls_cert",
     "tls_key",
+    "key_file",
 ];
 
 /// Loads the layers. `env` is the process environment (passed in for tests).
@@ -166,6 +167,8 @@ fn set(config: &mut Config, key: &str, value: &str, origin: &str) -> Result<(), 
         "tls_cert" | "tls_key" if value.trim().is_empty() => return Err(err("must not be empty".into())),
         "tls_cert" => config.tls_cert = Some(PathBuf::from(value.trim())),
         "tls_key" => config.tls_key = Some(PathBuf::from(value.trim())),
+        "key_file" if value.trim().is_empty() => return Err(err("must not be empty".into())),
+        "key_file" => config.key_file = Some(PathBuf::from(value.trim())),
         other => return Err(err(format!("unknown key `{other}`; the keys are {}", KEYS.join(", ")))),
     }
     Ok(())
@@ -208,5 +211,13 @@ mod tests {
         let same =
             env(&[("CRMHOOK_ADMIN_TOKEN", "tok_0123456789abcdef"), ("CRMHOOK_INGEST_TOKEN", "tok_0123456789abcdef")]);
         assert_eq!(load(&Flags::default(), &same).unwrap_err().key, "ingest_token");
+    }
+
+    #[test]
+    fn the_key_file_is_set_by_file_or_environment() {
+        assert_eq!(load(&Flags::default(), &env(&[])).unwrap().key_file, None);
+        let c = load(&Flags::default(), &env(&[("CRMHOOK_KEY_FILE", "/etc/crmhook/db.key")])).unwrap();
+        assert_eq!(c.key_file, Some(PathBuf::from("/etc/crmhook/db.key")));
+        assert_eq!(load(&Flags::default(), &env(&[("CRMHOOK_KEY_FILE", " ")])).unwrap_err().key, "key_file");
     }
 }

@@ -179,6 +179,9 @@ fn init_tracing(format: LogFormat) {
 }
 
 fn serve(flags: Flags) -> anyhow::Result<ExitCode> {
+    // Everything the server creates (the data dir, sled's files, the key and tokens files) is
+    // this user's alone: 0700 directories, 0600 files (docs/SECURITY.md).
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let env: HashMap<String, String> = std::env::vars().collect();
     let config = config::load(&flags, &env)?;
     let listener = TcpListener::bind(config.bind).with_context(|| format!("cannot listen on {}", config.bind))?;

@@ -58,7 +58,8 @@ fn check(req: &HttpRequest, need: Role) -> Result<(), ApiError> {
 }
 
 /// Checks the bearer token: 401 when missing or unknown, 403 when it is the other role's.
-/// Both tokens are compared, in constant time, whatever the first comparison says.
+/// The token's SHA-256 is compared with both tokens' (only hashes are kept), in constant time,
+/// whatever the first comparison says.
 fn authorize(req: &HttpRequest, tokens: &Tokens, need: Role) -> Result<(), ApiError> {
     let value = req
         .headers()
@@ -70,8 +71,9 @@ fn authorize(req: &HttpRequest, tokens: &Tokens, need: Role) -> Result<(), ApiEr
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim)
         .ok_or_else(|| ApiError::Unauthorized("`Authorization` must be `Bearer <token>`".into()))?;
-    let is_admin = constant_time_eq(token.as_bytes(), tokens.admin.as_bytes());
-    let is_ingest = constant_time_eq(token.as_bytes(), tokens.ingest.as_bytes());
+    let presented = crate::at_rest::token_hash(token);
+    let is_admin = constant_time_eq(&presented, &tokens.admin);
+    let is_ingest = constant_time_eq(&presented, &tokens.ingest);
     match (need, is_admin, is_ingest) {
         (Role::Admin, true, _) | (Role::Ingest, _, true) => Ok(()),
         (Role::Admin, false, true) => Err(ApiError::Forbidden("the ingest token cannot use the admin API".into())),
@@ -89,7 +91,7 @@ mod tests {
     use super::*;
 
     fn tokens() -> Tokens {
-        Tokens { admin: "adm_a".into(), ingest: "ing_i".into() }
+        Tokens { admin: crate::at_rest::token_hash("adm_a"), ingest: crate::at_rest::token_hash("ing_i") }
     }
 
     fn answer(authorization: Option<&str>, need: Role) -> Result<(), String> {

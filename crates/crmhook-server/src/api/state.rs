@@ -12,11 +12,11 @@ use crmhook_dispatch::guard::Guard;
 use crmhook_dispatch::metrics::Metrics;
 use crmhook_dispatch::router::{RouterError, RouterHandle};
 
-/// The two tokens.
+/// The two tokens, as their SHA-256 ([`crate::at_rest::token_hash`]): only hashes are kept.
 #[derive(Clone)]
 pub struct Tokens {
-    pub admin: String,
-    pub ingest: String,
+    pub admin: [u8; 32],
+    pub ingest: [u8; 32],
 }
 
 /// What every handler shares.
