@@ -165,16 +165,17 @@ fn the_data_dir_read_byte_by_byte_holds_no_secret_in_clear() {
 #[test]
 fn generated_tokens_are_only_in_the_tokens_file_and_keep_working_from_their_hashes() {
     let mut server = Server::start_with(&[("CRMHOOK_ALLOW_PRIVATE_TARGETS", "true")]);
+    // Not printed (stdout is not a terminal here): read from the tokens file.
     let printed = server.stdout.lock().expect("lock").join("\n");
+    let kept = std::fs::read_to_string(server.data_dir().join("crmhook-tokens")).expect("tokens file");
     let token = |name: &str| {
-        printed
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("generated {name}: ")))
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("{name} printed: {printed}"))
+        kept.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("{name} in the tokens file: {kept}"))
             .to_owned()
     };
     let (admin, ingest) = (token("admin_token"), token("ingest_token"));
+    assert!(!printed.contains(&admin) && !printed.contains(&ingest), "a token was printed: {printed}");
     assert_eq!(server.request("GET", "/v1/targets", Some(&admin), None).status, 200);
     assert!(server.stop().success());
 

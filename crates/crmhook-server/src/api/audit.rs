@@ -30,6 +30,9 @@ pub(crate) fn scrubbed(view: &impl Serialize) -> Option<String> {
         for name in SECRET_MEMBERS {
             members.remove(name);
         }
+        if let Some(Value::String(url)) = members.get_mut("url") {
+            *url = url_without_credentials(url);
+        }
         if let Some(Value::Object(headers)) = members.get_mut("headers") {
             for v in headers.values_mut() {
                 *v = Value::String("(redacted)".into());
@@ -37,6 +40,21 @@ pub(crate) fn scrubbed(view: &impl Serialize) -> Option<String> {
         }
     }
     Some(value.to_string())
+}
+
+/// A URL with what may hold a credential redacted: its user info and its query string.
+fn url_without_credentials(url: &str) -> String {
+    let mut out = url.to_owned();
+    if let Some(q) = out.find('?') {
+        out.replace_range(q.., "?(redacted)");
+    }
+    if let Some(scheme_end) = out.find("://").map(|i| i + 3) {
+        let authority_end = out[scheme_end..].find(['/', '?']).map_or(out.len(), |i| scheme_end + i);
+        if let Some(at) = out[scheme_end..authority_end].rfind('@') {
+            out.replace_range(scheme_end..scheme_end + at, "(redacted)");
+        }
+    }
+    out
 }
 
 /// Records one admin change made by the holder of the admin token.
@@ -117,4 +135,20 @@ pub(crate) async fn list_audit(
         .collect();
     let next_after = (entries.len() == limit).then(|| entries.last().map(|e| e.cursor.clone())).flatten();
     Ok(HttpResponse::Ok().json(Page { entries, next_after }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_in_a_url_are_redacted() {
+        assert_eq!(url_without_credentials("https://r.example/hook"), "https://r.example/hook");
+        assert_eq!(url_without_credentials("https://r.example/hook?token=abc"), "https://r.example/hook?(redacted)");
+        assert_eq!(url_without_credentials("https://u:p@r.example/h?x=1"), "https://(redacted)@r.example/h?(redacted)");
+        let view =
+            serde_json::json!({"url": "http://127.0.0.1:9/a?k=s3cret", "secret": "whsec_x", "headers": {"A": "v"}});
+        let text = scrubbed(&view).unwrap_or_default();
+        assert!(!text.contains("s3cret") && !text.contains("whsec_x") && !text.contains("\"v\""), "{text}");
+    }
 }
