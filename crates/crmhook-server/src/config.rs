@@ -29,6 +29,14 @@ pub struct Config {
     pub cache_bytes: usize,
     /// The URL at which CRMs reach this server (sources' `ingest_url`); default `http://<bind>`.
     pub public_url: Option<String>,
+    /// A request body must arrive within this time, with no gap over `min(10 s, this)`; 408.
+    pub body_timeout_ms: u64,
+    /// Ingest requests in progress at once per ingest token and per source; past it 503.
+    pub ingest_concurrency: usize,
+    /// Open `GET /v1/stream` responses at once; past it 503.
+    pub max_streams: usize,
+    /// A page of `GET /v1/events` ends once its events' payloads reach this many bytes.
+    pub max_page_bytes: usize,
 }
 
 impl Default for Config {
@@ -48,6 +56,10 @@ impl Default for Config {
             compaction_interval_s: 300,
             cache_bytes: crmhook_store::CACHE_BYTES,
             public_url: None,
+            body_timeout_ms: 30_000,
+            ingest_concurrency: crate::api::request::INGEST_CONCURRENCY,
+            max_streams: crate::stream::MAX_STREAMS,
+            max_page_bytes: crate::api::request::PAGE_BYTES,
         }
     }
 }
