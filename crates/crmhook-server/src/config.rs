@@ -36,6 +36,14 @@ pub struct Config {
     /// The key file that seals the store's secrets; default `<data_dir>.key`, beside the data
     /// dir (`at_rest`).
     pub key_file: Option<std::path::PathBuf>,
+    /// A request body must arrive within this time, with no gap over `min(10 s, this)`; 408.
+    pub body_timeout_ms: u64,
+    /// Ingest requests in progress at once per ingest token and per source; past it 503.
+    pub ingest_concurrency: usize,
+    /// Open `GET /v1/stream` responses at once; past it 503.
+    pub max_streams: usize,
+    /// A page of `GET /v1/events` ends once its events' payloads reach this many bytes.
+    pub max_page_bytes: usize,
 }
 
 impl Default for Config {
@@ -58,6 +66,10 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
             key_file: None,
+            body_timeout_ms: 30_000,
+            ingest_concurrency: crate::api::request::INGEST_CONCURRENCY,
+            max_streams: crate::stream::MAX_STREAMS,
+            max_page_bytes: crate::api::request::PAGE_BYTES,
         }
     }
 }

@@ -28,6 +28,9 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// A body that stalled (408; the connection is closed).
+    #[error("{0}")]
+    RequestTimeout(String),
     #[error("{detail}")]
     Unprocessable { detail: String, field: Option<String>, index: Option<usize> },
     #[error("{detail}")]
@@ -50,6 +53,7 @@ impl ApiError {
             ApiError::Conflict(_) => ("conflict", "Conflict"),
             ApiError::PayloadTooLarge(_) => ("payload-too-large", "The body is too large"),
             ApiError::UnsupportedMediaType(_) => ("unsupported-media-type", "The content type is not accepted"),
+            ApiError::RequestTimeout(_) => ("request-timeout", "The body arrived too slowly"),
             ApiError::Unprocessable { .. } => ("invalid", "The request breaks a rule"),
             ApiError::Unavailable { .. } => ("unavailable", "Try again shortly"),
             ApiError::Internal(_) => ("internal", "Internal error"),
@@ -106,6 +110,7 @@ impl ResponseError for ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -128,6 +133,10 @@ impl ResponseError for ApiError {
             }
             ApiError::Unavailable { retry_after_s, .. } => {
                 builder.insert_header((header::RETRY_AFTER, retry_after_s.to_string()));
+            }
+            ApiError::RequestTimeout(_) => {
+                // The rest of the body is not read: the connection cannot carry another request.
+                builder.force_close();
             }
             _ => {}
         }

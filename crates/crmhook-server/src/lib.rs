@@ -176,12 +176,18 @@ impl Server {
             )),
             public_url,
         });
-        let streams = stream::Streams::new(feed);
+        let streams = stream::Streams::start(store.clone(), feed, api::views::event_json, config.max_streams);
         let streams_data = web::Data::new(streams.clone());
+        let intake = web::Data::new(api::request::Intake::new(
+            Duration::from_millis(config.body_timeout_ms),
+            config.ingest_concurrency,
+            config.max_page_bytes,
+        ));
         let http = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .app_data(streams_data.clone())
+                .app_data(intake.clone())
                 .wrap(ErrorHandlers::new().default_handler(error::to_problem))
                 .configure(api::routes)
                 .default_service(web::to(|| async { actix_web::HttpResponse::NotFound().finish() }))

@@ -6,6 +6,7 @@
 //! body that does not parse, is kept in the quarantine with its exact bytes and the request
 //! still answers 200 once everything is durable, so a CRM that discards failed batches
 //! (Maximizer) loses none of the good events beside it. Only an unauthenticated request (401),
+//! a body that stalls (408), too many requests of the source at once (503),
 //! a body over `max_body_bytes` (413) or a server that cannot write (503) is refused, and then
 //! nothing is stored.
 
@@ -21,7 +22,7 @@ use crmhook_store::{Rejected, Retried};
 use crate::api::audit::{record, scrubbed};
 use crate::api::auth::Admin;
 use crate::api::events::ack_view;
-use crate::api::request::{idempotency_key, ingest_share, read_body, read_object, MAX_PAGE};
+use crate::api::request::{idempotency_key, ingest_slot, read_ingest, read_object, MAX_PAGE};
 use crate::api::state::{router_error, AppState, State};
 use crate::api::views::{RejectedPage, RejectedView, Rejection, Retry, SourceAccepted, SourceView, Sources};
 use crate::error::ApiError;
@@ -178,8 +179,9 @@ async fn source_ingest(
             }
         };
     let key = idempotency_key(&req)?;
-    let _share = ingest_share(&req, &state)?;
-    let body = read_body(&req, payload, state.max_body_bytes).await?;
+    // Held until the events are durable: a slot of this source's, and the bytes read.
+    let _slot = ingest_slot(&req, format!("source:{}", source.id))?;
+    let (body, _share) = read_ingest(&req, payload, &state).await?;
     if let Some(signature) = signature {
         if !source.maia_signature_matches(&body, &signature) {
             let detail = match source.maia_secret {

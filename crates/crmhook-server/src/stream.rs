@@ -7,10 +7,22 @@
 //!   [`Feed`]; live only, no `id:`: the attempts of an event are in `GET /v1/events/{id}`).
 //! - a `: keep-alive` comment every 15 s.
 //!
+//! What streams cost is bounded whatever their number and their clients' speed:
+//!
+//! - One task, the **hub** ([`Streams::start`], on the arbiter that starts the server, not on
+//!   an HTTP worker), renders each new event and each attempt once into an SSE frame (`Bytes`)
+//!   and broadcasts it; every live stream sends that same frame. The hub keeps at most
+//!   [`FRAMES`] frames for streams that are behind, shared by all of them.
+//! - A stream that is behind (resumed with `after`, or too slow to keep up with the hub) reads
+//!   the log itself, at most [`CATCH_UP_BYTES`] (plus one event) per chunk; the next chunk is
+//!   read only once the client has taken the last one.
+//! - At most `max_streams` streams are open at once; past it `GET /v1/stream` answers 503.
+//!
 //! A stream never ends on its own, so the server ends them all when it stops ([`Streams`]):
 //! each body finishes, its connection closes (stream responses are `Connection: close`), and
 //! the graceful stop of the HTTP server does not wait for them.
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,123 +30,276 @@ use actix_web::web::Bytes;
 use crmhook_dispatch::feed::{AttemptRecorded, Feed};
 use crmhook_store::LogHandle;
 use serde_json::{json, Value};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
-/// Events read from the log per chunk when catching up.
-const CATCH_UP: usize = 200;
+/// Bytes of events a stream that is behind reads from the log per chunk (a chunk holds at
+/// least one event, so it may be up to one event larger).
+pub const CATCH_UP_BYTES: usize = 256 * 1024;
 
-/// The streams' handle: the attempt feed they follow and their shutdown signal. The server keeps
-/// one and the stream handler gets one from the app's data. Every open stream holds a receiver
-/// of each; [`Streams::close`] ends them all (and any opened later).
+/// Frames the hub keeps for streams that have not sent them yet; a stream further behind reads
+/// the events from the log (and is told it skipped attempts).
+pub const FRAMES: usize = 32;
+
+/// Events the hub renders before it lets the other tasks of its thread run.
+const HUB_BATCH: usize = 64;
+
+/// Default of `max_streams`.
+pub const MAX_STREAMS: usize = 100;
+
+/// A record as the streams send it, rendered once by the hub.
 #[derive(Clone)]
-pub struct Streams {
-    feed: Feed,
-    closing: Arc<tokio::sync::watch::Sender<bool>>,
+enum Frame {
+    Event { seq: u64, bytes: Bytes },
+    Attempt(Bytes),
 }
 
-/// What one open stream listens to: the attempts, and whether the server is stopping.
-pub struct Listener {
-    attempts: broadcast::Receiver<AttemptRecorded>,
-    closing: tokio::sync::watch::Receiver<bool>,
+/// How an event is shown on the stream (the API's view of it).
+pub type Render = fn(&crmhook_core::Event) -> Value;
+
+/// The streams' handle: the hub's broadcast, the count of open streams and the shutdown signal.
+/// The server keeps one and the stream handler gets one from the app's data; [`Streams::close`]
+/// ends every stream (and any opened later).
+#[derive(Clone)]
+pub struct Streams {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: LogHandle,
+    render: Render,
+    frames: broadcast::Sender<Frame>,
+    /// The last seq whose frame the hub has broadcast (or passed over, with no stream open).
+    published: AtomicU64,
+    closing: watch::Sender<bool>,
+    open: AtomicUsize,
+    max: usize,
+}
+
+/// One open stream's place among the `max_streams`; given back when the stream's body is
+/// dropped.
+struct Slot(Arc<Inner>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Streams {
-    pub fn new(feed: Feed) -> Streams {
-        // The first receiver is dropped at once: only streams hold receivers.
-        Streams { feed, closing: Arc::new(tokio::sync::watch::channel(false).0) }
-    }
-
-    /// What a new stream listens to (the attempts from now on) and watches to know when to end.
-    pub fn subscribe(&self) -> Listener {
-        Listener { attempts: self.feed.subscribe(), closing: self.closing.subscribe() }
+    /// Starts the hub (on the current arbiter) that renders what the log and the attempt feed
+    /// tell, for at most `max_streams` streams.
+    pub fn start(store: LogHandle, feed: Feed, render: Render, max_streams: usize) -> Streams {
+        let head = store.head();
+        let inner = Arc::new(Inner {
+            store,
+            render,
+            // The first receiver is dropped at once: only streams hold receivers.
+            frames: broadcast::channel(FRAMES).0,
+            published: AtomicU64::new(head),
+            closing: watch::channel(false).0,
+            open: AtomicUsize::new(0),
+            max: max_streams.max(1),
+        });
+        actix_rt::spawn(hub(inner.clone(), feed.subscribe(), inner.closing.subscribe()));
+        Streams { inner }
     }
 
     /// How many streams are open.
     pub fn open(&self) -> usize {
-        self.closing.receiver_count()
+        self.inner.open.load(Ordering::Acquire)
+    }
+
+    /// The SSE body of a new stream, starting after seq `after` (`None`: only what comes next);
+    /// it ends when the server stops ([`Streams::close`]). `None` when `max_streams` are open.
+    pub fn sse(
+        &self,
+        after: Option<u64>,
+    ) -> Option<impl futures_util::Stream<Item = Result<Bytes, actix_web::Error>> + 'static> {
+        let inner = &self.inner;
+        inner.open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < inner.max).then_some(n + 1)).ok()?;
+        let slot = Slot(inner.clone());
+        // Subscribed before the start is read: every event past what the hub has published
+        // comes as a frame; the ones before are read from the log.
+        let frames = inner.frames.subscribe();
+        let next_seq = after.unwrap_or_else(|| inner.store.head()).saturating_add(1);
+        let state = State { inner: inner.clone(), next_seq, frames, closing: inner.closing.subscribe(), _slot: slot };
+        let hello = futures_util::stream::once(async { Ok(Bytes::from_static(b": crmhook stream\nretry: 2000\n\n")) });
+        Some(futures_util::StreamExt::chain(
+            hello,
+            futures_util::stream::unfold(state, |mut s| async move {
+                let chunk = next_chunk(&mut s).await?;
+                Some((Ok(chunk), s))
+            }),
+        ))
     }
 
     /// Ends every open stream, and every one opened from now on; answers whether they had all
     /// ended (their bodies dropped) within `wait`. A stream whose client does not read (its
     /// socket buffer full) is not polled, so it may outlast `wait`.
     pub async fn close(&self, wait: Duration) -> bool {
-        self.closing.send_replace(true);
-        tokio::time::timeout(wait, self.closing.closed()).await.is_ok()
+        self.inner.closing.send_replace(true);
+        tokio::time::timeout(wait, self.inner.closing.closed()).await.is_ok()
+    }
+}
+
+/// The frame of one event.
+fn event_frame(render: Render, e: &crmhook_core::Event) -> String {
+    format!("id: {}\nevent: event\ndata: {}\n\n", e.seq, render(e))
+}
+
+/// The hub: renders each new event and attempt once and broadcasts it, while a stream is open.
+async fn hub(
+    inner: Arc<Inner>,
+    mut attempts: broadcast::Receiver<AttemptRecorded>,
+    mut closing: watch::Receiver<bool>,
+) {
+    let mut head = inner.store.watch_head();
+    let mut attempts_open = true;
+    loop {
+        let target = inner.store.head();
+        let mut next = inner.published.load(Ordering::Acquire).saturating_add(1);
+        while next <= target {
+            if inner.frames.receiver_count() == 0 {
+                // No stream to send to: a stream opened later reads these from the log.
+                inner.published.store(target, Ordering::Release);
+                break;
+            }
+            let batch: Vec<_> = inner
+                .store
+                .event_refs_from(next)
+                .map_while(Result::ok)
+                .take_while(|e| e.seq <= target)
+                .take(HUB_BATCH)
+                .collect();
+            if batch.is_empty() {
+                // Compacted away (or unreadable): a stream that wants them reads the log.
+                inner.published.store(target, Ordering::Release);
+                break;
+            }
+            for e in &batch {
+                let bytes = Bytes::from(event_frame(inner.render, e));
+                // Sent before `published` moves: a stream that sees `published` past its next
+                // seq reads the log, and skips the frame if it comes.
+                let _ = inner.frames.send(Frame::Event { seq: e.seq, bytes });
+                inner.published.store(e.seq, Ordering::Release);
+                next = e.seq + 1;
+            }
+            tokio::task::yield_now().await;
+        }
+        tokio::select! {
+            // Resolves at once if already closing; an error means the server is gone.
+            _ = closing.wait_for(|closing| *closing) => return,
+            changed = head.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            attempt = attempts.recv(), if attempts_open => match attempt {
+                Ok(a) if inner.frames.receiver_count() > 0 => {
+                    let bytes = Bytes::from(format!("event: attempt\ndata: {}\n\n", attempt_view(&a)));
+                    let _ = inner.frames.send(Frame::Attempt(bytes));
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => attempts_open = false,
+            },
+        }
     }
 }
 
 struct State {
-    store: LogHandle,
+    inner: Arc<Inner>,
     next_seq: u64,
-    head: tokio::sync::watch::Receiver<u64>,
-    attempts: broadcast::Receiver<AttemptRecorded>,
-    render: fn(&crmhook_core::Event) -> Value,
-    /// True once the server stops ([`Streams::subscribe`]).
-    closing: tokio::sync::watch::Receiver<bool>,
+    frames: broadcast::Receiver<Frame>,
+    /// True once the server stops.
+    closing: watch::Receiver<bool>,
+    _slot: Slot,
 }
 
-/// The SSE body, starting after seq `after` (`None`: only what comes next); it ends when the
-/// server stops ([`Streams::close`], or the streams' handle is gone).
-pub fn sse(
-    store: LogHandle,
-    after: Option<u64>,
-    render: fn(&crmhook_core::Event) -> Value,
-    listener: Listener,
-) -> impl futures_util::Stream<Item = Result<Bytes, actix_web::Error>> {
-    let next_seq = after.unwrap_or_else(|| store.head()).saturating_add(1);
-    let Listener { attempts, closing } = listener;
-    let state = State { head: store.watch_head(), store, next_seq, attempts, render, closing };
-    let hello = futures_util::stream::once(async { Ok(Bytes::from_static(b": crmhook stream\nretry: 2000\n\n")) });
-    futures_util::StreamExt::chain(
-        hello,
-        futures_util::stream::unfold(state, |mut s| async move {
-            let chunk = next_chunk(&mut s).await?;
-            Some((Ok(Bytes::from(chunk)), s))
-        }),
-    )
+impl State {
+    /// What of a frame this stream sends: an attempt; the event it is at (an earlier one it
+    /// has sent from the log; for a later one, the gap is read from the log first).
+    fn take(&mut self, frame: Frame) -> Option<Bytes> {
+        match frame {
+            Frame::Attempt(bytes) => Some(bytes),
+            Frame::Event { seq, bytes } if seq == self.next_seq => {
+                self.next_seq = seq + 1;
+                Some(bytes)
+            }
+            Frame::Event { .. } => None,
+        }
+    }
+
+    /// The next events from the log, at most [`CATCH_UP_BYTES`] (and at least one event).
+    fn catch_up(&mut self) -> Option<Bytes> {
+        let head = self.inner.store.head();
+        let mut out = String::new();
+        for event in self.inner.store.event_refs_from(self.next_seq) {
+            match event {
+                Ok(e) if e.seq <= head => {
+                    self.next_seq = e.seq + 1;
+                    out.push_str(&event_frame(self.inner.render, &e));
+                    if out.len() >= CATCH_UP_BYTES {
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
+        if out.is_empty() {
+            if self.next_seq <= head {
+                // Compacted away: skip to what is there.
+                self.next_seq = head + 1;
+            }
+            return None;
+        }
+        Some(Bytes::from(out))
+    }
 }
 
 /// The next piece of the stream; `None` once the server stops.
-async fn next_chunk(s: &mut State) -> Option<String> {
+async fn next_chunk(s: &mut State) -> Option<Bytes> {
     loop {
         if *s.closing.borrow() {
             return None;
         }
-        if s.next_seq <= s.store.head() {
-            let mut out = String::new();
-            for event in s.store.events_from(s.next_seq).take(CATCH_UP) {
-                match event {
-                    Ok(e) => {
-                        s.next_seq = e.seq + 1;
-                        out.push_str(&format!("id: {}\nevent: event\ndata: {}\n\n", e.seq, (s.render)(&e)));
-                    }
-                    Err(_) => break,
+        // Frames already broadcast first, then what the hub has passed (from the log).
+        match s.frames.try_recv() {
+            Ok(frame) => {
+                if let Some(bytes) = s.take(frame) {
+                    return Some(bytes);
                 }
+                continue;
             }
-            if s.next_seq <= s.store.head() && out.is_empty() {
-                // Compacted away: skip to what is there.
-                s.next_seq = s.store.head() + 1;
-            }
-            if !out.is_empty() {
-                return Some(out);
+            Err(broadcast::error::TryRecvError::Lagged(n)) => return Some(skipped(n)),
+            Err(_) => {}
+        }
+        if s.next_seq <= s.inner.published.load(Ordering::Acquire) {
+            if let Some(bytes) = s.catch_up() {
+                return Some(bytes);
             }
         }
-        tokio::select! {
+        let frame = tokio::select! {
             // Resolves at once if already closing; an error means the server is gone.
             _ = s.closing.wait_for(|closing| *closing) => return None,
-            changed = s.head.changed() => {
-                if changed.is_err() {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+            frame = s.frames.recv() => frame,
+            () = tokio::time::sleep(Duration::from_secs(15)) => return Some(Bytes::from_static(b": keep-alive\n\n")),
+        };
+        match frame {
+            Ok(frame) => {
+                if let Some(bytes) = s.take(frame) {
+                    return Some(bytes);
                 }
             }
-            attempt = s.attempts.recv() => match attempt {
-                Ok(a) => return Some(format!("event: attempt\ndata: {}\n\n", attempt_view(&a))),
-                Err(broadcast::error::RecvError::Lagged(n)) => return Some(format!(": skipped {n} attempts\n\n")),
-                Err(broadcast::error::RecvError::Closed) => tokio::time::sleep(Duration::from_secs(1)).await,
-            },
-            () = tokio::time::sleep(Duration::from_secs(15)) => return Some(": keep-alive\n\n".to_owned()),
+            Err(broadcast::error::RecvError::Lagged(n)) => return Some(skipped(n)),
+            Err(broadcast::error::RecvError::Closed) => return None,
         }
     }
+}
+
+/// A stream fell more than [`FRAMES`] behind the hub: its events are read from the log, but the
+/// attempts among what it missed are not sent.
+fn skipped(n: u64) -> Bytes {
+    Bytes::from(format!(": fell behind by {n} records; events are read from the log, attempts among them skipped\n\n"))
 }
 
 /// The JSON of an attempt on the stream.

@@ -26,7 +26,7 @@ pub struct Flags {
 }
 
 /// The keys, in the order the contract lists them.
-pub const KEYS: [&str; 17] = [
+pub const KEYS: [&str; 21] = [
     "bind",
     "data_dir",
     "admin_token",
@@ -44,6 +44,10 @@ pub const KEYS: [&str; 17] = [
     "tls_cert",
     "tls_key",
     "key_file",
+    "body_timeout_ms",
+    "ingest_concurrency",
+    "max_streams",
+    "max_page_bytes",
 ];
 
 /// Loads the layers. `env` is the process environment (passed in for tests).
@@ -154,6 +158,10 @@ fn set(config: &mut Config, key: &str, value: &str, origin: &str) -> Result<(), 
         "retention_days" => config.retention_days = int(0)? as u64,
         "compaction_interval_s" => config.compaction_interval_s = int(1)? as u64,
         "cache_bytes" => config.cache_bytes = int(1024 * 1024)?,
+        "body_timeout_ms" => config.body_timeout_ms = int(100)? as u64,
+        "ingest_concurrency" => config.ingest_concurrency = int(1)?,
+        "max_streams" => config.max_streams = int(1)?,
+        "max_page_bytes" => config.max_page_bytes = int(64 * 1024)?,
         "public_url" => {
             let url = value.trim().trim_end_matches('/');
             let parsed = url::Url::parse(url)

@@ -14,7 +14,8 @@ use crmhook_store::{Attempt, EventFilter, Log, Request};
 
 use crate::api::auth::{Admin, Ingest};
 use crate::api::request::{
-    idempotency_key, ingest_share, optional_object, page_params, read_body, require_json, time_param, Redeliver,
+    idempotency_key, ingest_slot, optional_object, page_params, read_ingest, require_json, time_param, token_key,
+    Intake, Redeliver,
 };
 use crate::api::state::{requester, router_error, State};
 use crate::api::targets::load_target;
@@ -31,8 +32,9 @@ pub(crate) async fn ingest(
 ) -> Result<HttpResponse, ApiError> {
     require_json(&req)?;
     let key = idempotency_key(&req)?;
-    let _share = ingest_share(&req, &state)?;
-    let body = read_body(&req, payload, state.max_body_bytes).await?;
+    // Held until the events are durable: a slot of this token's, and the bytes read.
+    let _slot = ingest_slot(&req, token_key(&req))?;
+    let (body, _share) = read_ingest(&req, payload, &state).await?;
     let events = parse_ingest(&body)?;
     let acks = state.router.ingest(events, key).await.map_err(router_error)?;
     let (events, duplicates) = ack_view(&state.metrics, &acks);
@@ -128,13 +130,35 @@ impl EventQuery {
 
 pub(crate) async fn list_events(
     _: Admin,
+    req: HttpRequest,
     query: web::Query<HashMap<String, String>>,
     state: State,
 ) -> Result<HttpResponse, ApiError> {
     let q = EventQuery::parse(&query)?;
-    let events = state.store.events_page(&q.filter, q.after, q.limit)?;
-    // A full page may have a next one; a short page is the end of the log.
-    let next_after = if events.len() == q.limit { events.last().map(|e| e.seq) } else { None };
+    let page_bytes = Intake::of(&req).page_bytes;
+    // A page ends at `limit` events or once its payloads reach `max_page_bytes`, whichever
+    // comes first (but holds at least one event). The log is read a few events at a time, no
+    // more than could fill the room left even if each were as large as a body may be.
+    let mut events: Vec<Event> = Vec::new();
+    let mut bytes = 0usize;
+    let mut after = q.after;
+    let mut end = false;
+    while events.len() < q.limit && bytes < page_bytes {
+        let room = page_bytes - bytes;
+        let n = (room / state.max_body_bytes.max(1)).clamp(1, q.limit - events.len());
+        let batch = state.store.events_page(&q.filter, after, n)?;
+        end = batch.len() < n;
+        for e in batch {
+            bytes = bytes.saturating_add(e.payload.len());
+            after = e.seq;
+            events.push(e);
+        }
+        if end {
+            break;
+        }
+    }
+    // A page cut by its limit or its bytes may have a next one; a short page is the end of the log.
+    let next_after = if end { None } else { events.last().map(|e| e.seq) };
     Ok(HttpResponse::Ok().json(EventPage { events: events.iter().map(EventView::from).collect(), next_after }))
 }
 

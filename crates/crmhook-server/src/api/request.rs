@@ -6,6 +6,8 @@
 //! ones); the API does not read them twice.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::web::BytesMut;
@@ -14,6 +16,7 @@ use crmhook_core::time::parse_rfc3339;
 use crmhook_store::DeliveryStatus;
 use futures_util::StreamExt;
 use serde_json::{Map, Value};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::api::state::AppState;
 use crate::error::ApiError;
@@ -43,19 +46,158 @@ pub(crate) fn declared_length(req: &HttpRequest) -> Option<usize> {
     req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok())
 }
 
-/// Reads the whole body, refusing with 413 as soon as it is known to exceed `limit`.
-pub(crate) async fn read_body(
+/// How request bodies are read (shared by every handler, from the app's data; see
+/// [`Intake::of`]): the deadlines of a body, the cap on concurrent ingest requests per ingest
+/// token and per source, and how many bytes of events a page of `GET /v1/events` holds.
+pub struct Intake {
+    /// The whole body must have arrived within this time of the handler starting to read it.
+    pub body_timeout: Duration,
+    /// The longest wait for the next piece of a body (`min(10 s, body_timeout)`).
+    pub body_gap: Duration,
+    /// Ingest requests that may be in progress at once for one ingest token, or one source.
+    pub concurrency: usize,
+    /// A page of `GET /v1/events` ends once its events' payloads reach this many bytes.
+    pub page_bytes: usize,
+    busy: Mutex<HashMap<String, usize>>,
+}
+
+/// The longest gap between two pieces of a body, unless `body_timeout` is shorter.
+pub const BODY_GAP: Duration = Duration::from_secs(10);
+/// Default of `body_timeout_ms`.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default of `ingest_concurrency`.
+pub const INGEST_CONCURRENCY: usize = 128;
+/// Default of `max_page_bytes`.
+pub const PAGE_BYTES: usize = 4 * 1024 * 1024;
+
+impl Default for Intake {
+    fn default() -> Self {
+        Intake::new(BODY_TIMEOUT, INGEST_CONCURRENCY, PAGE_BYTES)
+    }
+}
+
+impl Intake {
+    pub fn new(body_timeout: Duration, concurrency: usize, page_bytes: usize) -> Intake {
+        Intake {
+            body_timeout,
+            body_gap: BODY_GAP.min(body_timeout),
+            concurrency: concurrency.max(1),
+            page_bytes: page_bytes.max(1),
+            busy: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The app's intake rules (the defaults when the app has none).
+    pub(crate) fn of(req: &HttpRequest) -> web::Data<Intake> {
+        req.app_data::<web::Data<Intake>>().cloned().unwrap_or_else(|| web::Data::new(Intake::default()))
+    }
+
+    fn busy(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.busy.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// One ingest request in progress for a key (an ingest token, a source); the slot is given
+/// back when this is dropped.
+pub(crate) struct IngestSlot {
+    intake: web::Data<Intake>,
+    key: String,
+}
+
+impl Drop for IngestSlot {
+    fn drop(&mut self) {
+        let mut busy = self.intake.busy();
+        if let Some(n) = busy.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                busy.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// Takes one of the `ingest_concurrency` slots of `key`; 503 with `Retry-After` when all are
+/// taken (slow or stalled senders cannot hold more than their key's slots).
+pub(crate) fn ingest_slot(req: &HttpRequest, key: String) -> Result<IngestSlot, ApiError> {
+    let intake = Intake::of(req);
+    {
+        let mut busy = intake.busy();
+        let n = busy.entry(key.clone()).or_insert(0);
+        if *n >= intake.concurrency {
+            let limit = intake.concurrency;
+            return Err(ApiError::Unavailable {
+                detail: format!("{limit} ingest requests of this sender are already in progress (ingest_concurrency)"),
+                retry_after_s: 1,
+            });
+        }
+        *n += 1;
+    }
+    Ok(IngestSlot { intake, key })
+}
+
+/// The key of `POST /v1/events`' slots: the bearer token it was authenticated with (as a hash:
+/// the map keeps no token).
+pub(crate) fn token_key(req: &HttpRequest) -> String {
+    use std::hash::Hasher;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    h.write(req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes()).unwrap_or_default());
+    format!("token:{:016x}", h.finish())
+}
+
+/// Reads the whole body, refusing with 413 as soon as it is known to exceed `limit`, and with
+/// 408 when it stalls (see [`Intake`]).
+pub(crate) async fn read_body(req: &HttpRequest, payload: web::Payload, limit: usize) -> Result<BytesMut, ApiError> {
+    read_within(req, payload, limit, None).await.map(|(body, _)| body)
+}
+
+/// Reads an ingest body, taking its bytes from the ingest budget as they arrive (a slow sender
+/// holds only what it has sent): the returned share is held until the events are durable. 503
+/// when the budget runs out (the log writer is behind), 408 on a stalled body, 413 past
+/// `max_body_bytes`.
+pub(crate) async fn read_ingest(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<(BytesMut, Option<OwnedSemaphorePermit>), ApiError> {
+    read_within(req, payload, state.max_body_bytes, Some(&state.ingest_budget)).await
+}
+
+async fn read_within(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,
-) -> Result<BytesMut, ApiError> {
+    budget: Option<&Arc<Semaphore>>,
+) -> Result<(BytesMut, Option<OwnedSemaphorePermit>), ApiError> {
     let too_large = || ApiError::PayloadTooLarge(format!("the body is larger than {limit} bytes"));
     let declared = declared_length(req);
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
-    let mut body = BytesMut::with_capacity(declared.unwrap_or(0));
-    while let Some(chunk) = payload.next().await {
+    let intake = Intake::of(req);
+    let deadline = tokio::time::Instant::now() + intake.body_timeout;
+    // What a sender declares is not reserved up front: memory grows with what arrives.
+    let mut body = BytesMut::with_capacity(declared.unwrap_or(0).min(64 * 1024));
+    let mut share: Option<OwnedSemaphorePermit> = None;
+    loop {
+        let wait = intake.body_gap.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        let next = match tokio::time::timeout(wait, payload.next()).await {
+            Ok(next) => next,
+            Err(_) if tokio::time::Instant::now() >= deadline => {
+                return Err(ApiError::RequestTimeout(format!(
+                    "the body did not arrive within {} ms (body_timeout_ms); {} bytes came",
+                    intake.body_timeout.as_millis(),
+                    body.len()
+                )))
+            }
+            Err(_) => {
+                return Err(ApiError::RequestTimeout(format!(
+                    "no byte of the body came for {} ms; {} bytes came",
+                    intake.body_gap.as_millis(),
+                    body.len()
+                )))
+            }
+        };
+        let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|e| match e {
             actix_web::error::PayloadError::Overflow => too_large(),
             other => ApiError::BadRequest(format!("the body could not be read: {other}")),
@@ -63,9 +205,19 @@ pub(crate) async fn read_body(
         if body.len() + chunk.len() > limit {
             return Err(too_large());
         }
+        if let (Some(budget), Ok(n @ 1..)) = (budget, u32::try_from(chunk.len())) {
+            let more = budget.clone().try_acquire_many_owned(n).map_err(|_| ApiError::Unavailable {
+                detail: "too many events are waiting to be written".into(),
+                retry_after_s: 1,
+            })?;
+            match share.as_mut() {
+                Some(held) => held.merge(more),
+                None => share = Some(more),
+            }
+        }
         body.extend_from_slice(&chunk);
     }
-    Ok(body)
+    Ok((body, share))
 }
 
 /// Reads an admin request's body as a JSON object.
@@ -101,15 +253,6 @@ pub(crate) fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiEr
         Ok(v) if !v.trim().is_empty() && v.len() <= 255 => Ok(Some(v.trim().to_owned())),
         _ => Err(ApiError::BadRequest("`Idempotency-Key` must be 1 to 255 printable ASCII characters".into())),
     }
-}
-
-/// Memory for ingest is bounded: a request holds its share of the budget until its events are
-/// durable; when the log writer falls behind, the budget runs out and ingest says 503.
-pub(crate) fn ingest_share(req: &HttpRequest, state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
-    let share = declared_length(req).unwrap_or(state.max_body_bytes).clamp(1, state.max_body_bytes);
-    state.ingest_budget.clone().try_acquire_many_owned(u32::try_from(share).unwrap_or(u32::MAX)).map_err(|_| {
-        ApiError::Unavailable { detail: "too many events are waiting to be written".into(), retry_after_s: 1 }
-    })
 }
 
 // ---- query parameters ----------------------------------------------------------------------

@@ -7,7 +7,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 
 use crate::api::auth::Admin;
 use crate::api::state::State;
-use crate::api::views::{event_json, Alive, Ready};
+use crate::api::views::{Alive, Ready};
 use crate::error::ApiError;
 
 pub(crate) async fn healthz() -> HttpResponse {
@@ -18,7 +18,6 @@ pub(crate) async fn stream(
     _: Admin,
     req: HttpRequest,
     query: web::Query<HashMap<String, String>>,
-    state: State,
     streams: web::Data<crate::stream::Streams>,
 ) -> Result<HttpResponse, ApiError> {
     let resume = req.headers().get("last-event-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
@@ -29,6 +28,10 @@ pub(crate) async fn stream(
             ApiError::unprocessable("Last-Event-ID", format!("a stream resumes after a seq, not {v:?}"))
         })?),
     };
+    let body = streams.sse(after).ok_or_else(|| ApiError::Unavailable {
+        detail: format!("{} streams are open already (max_streams)", streams.open()),
+        retry_after_s: 5,
+    })?;
     // `Connection: close`: when the server stops it ends the stream, and the connection must
     // end with it rather than wait idle for a next request (a graceful stop waits for it).
     Ok(HttpResponse::Ok()
@@ -36,7 +39,7 @@ pub(crate) async fn stream(
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .insert_header(("X-Accel-Buffering", "no"))
         .force_close()
-        .streaming(crate::stream::sse(state.store.clone(), after, event_json, streams.subscribe())))
+        .streaming(body))
 }
 
 /// The OpenAPI document of this API, the one checked in at `docs/openapi.json`.
