@@ -29,6 +29,15 @@ pub struct Config {
     pub cache_bytes: usize,
     /// The URL at which CRMs reach this server (sources' `ingest_url`); default `http://<bind>`.
     pub public_url: Option<String>,
+    /// Host names requests may name besides `public_url`'s, IP literals and `localhost`; `*`
+    /// turns the `Host` check off (`crate::api::exposure`).
+    pub allowed_hosts: Vec<String>,
+    /// When set, `GET /metrics` and `GET /readyz`'s detail need it (or the admin token).
+    pub metrics_token: Option<String>,
+    /// Failed authentications a client address or a key may make at once (0: no limit).
+    pub auth_failure_burst: u32,
+    /// Failed authentications allowed again per minute.
+    pub auth_failure_refill_per_minute: u32,
 }
 
 impl Default for Config {
@@ -48,6 +57,10 @@ impl Default for Config {
             compaction_interval_s: 300,
             cache_bytes: crmhook_store::CACHE_BYTES,
             public_url: None,
+            allowed_hosts: Vec::new(),
+            metrics_token: None,
+            auth_failure_burst: crate::api::limits::Limits::default().burst,
+            auth_failure_refill_per_minute: crate::api::limits::Limits::default().refill_per_minute,
         }
     }
 }

@@ -34,6 +34,9 @@ pub enum ApiError {
     Unavailable { detail: String, retry_after_s: u32 },
     #[error("{0}")]
     Internal(String),
+    /// 429 with `Retry-After`: the client (or its key) failed authentication too often.
+    #[error("{detail}")]
+    TooManyRequests { detail: String, retry_after_s: u64 },
 }
 
 impl ApiError {
@@ -53,6 +56,7 @@ impl ApiError {
             ApiError::Unprocessable { .. } => ("invalid", "The request breaks a rule"),
             ApiError::Unavailable { .. } => ("unavailable", "Try again shortly"),
             ApiError::Internal(_) => ("internal", "Internal error"),
+            ApiError::TooManyRequests { .. } => ("too-many-requests", "Too many failed authentications"),
         }
     }
 }
@@ -109,6 +113,7 @@ impl ResponseError for ApiError {
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -127,6 +132,9 @@ impl ResponseError for ApiError {
                 builder.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
             }
             ApiError::Unavailable { retry_after_s, .. } => {
+                builder.insert_header((header::RETRY_AFTER, retry_after_s.to_string()));
+            }
+            ApiError::TooManyRequests { retry_after_s, .. } => {
                 builder.insert_header((header::RETRY_AFTER, retry_after_s.to_string()));
             }
             _ => {}
