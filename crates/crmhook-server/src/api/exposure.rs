@@ -2,9 +2,10 @@
 //!
 //! - the `Host` check ([`AllowedHosts`], [`check_host`]): a page on another site that makes its
 //!   name resolve to this server (DNS rebinding) sends its own name as `Host`; such a request is
-//!   answered 421 problem+json. An IP literal and `localhost` are always accepted (a browser
-//!   sends them only to a page served from that address), and so are the host of `public_url`
-//!   and the names in `allowed_hosts`. The check is on when the server is bound to a loopback
+//!   answered 421 problem+json. An IP literal is always accepted (a browser sends one only to a
+//!   page served from that address), and so is a name without a dot (`localhost`, a name of the
+//!   local network's search domain: no outside site controls one), `*.localhost`, the host of
+//!   `public_url` and the names in `allowed_hosts`. The check is on when the server is bound to a loopback
 //!   address, or when `public_url` or `allowed_hosts` is configured; `allowed_hosts = "*"` turns
 //!   it off. The `Host` header is read as sent (`X-Forwarded-Host` and `Forwarded` are ignored).
 //! - the headers every response carries ([`SECURITY_HEADERS`]), added in `lib.rs`;
@@ -73,7 +74,7 @@ impl AllowedHosts {
         }
         let name = normalise(host);
         name.parse::<IpAddr>().is_ok()
-            || name == "localhost"
+            || !name.contains('.')
             || name.ends_with(".localhost")
             || self.names.contains(&name)
     }
@@ -131,14 +132,20 @@ mod tests {
     #[test]
     fn a_loopback_bind_accepts_addresses_and_localhost_only() {
         let hosts = AllowedHosts::new(addr("127.0.0.1:8080"), None, &[]);
-        for ok in
-            ["127.0.0.1:8080", "127.0.0.1", "[::1]:8080", "localhost:8080", "LOCALHOST.", "10.1.2.3:1", "a.localhost"]
-        {
+        for ok in [
+            "127.0.0.1:8080",
+            "127.0.0.1",
+            "[::1]:8080",
+            "localhost:8080",
+            "LOCALHOST.",
+            "10.1.2.3:1",
+            "a.localhost",
+            "x",
+        ] {
             assert!(hosts.allows(Some(ok)), "{ok}");
         }
         assert!(hosts.allows(None));
-        for refused in ["attacker.example", "attacker.example:8080", "127.0.0.1.attacker.example", "localhost.evil", ""]
-        {
+        for refused in ["attacker.example", "attacker.example:8080", "127.0.0.1.attacker.example", "localhost.evil"] {
             assert!(!hosts.allows(Some(refused)), "{refused}");
         }
     }
