@@ -5,6 +5,7 @@
 mod support;
 
 use std::process::Command;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::*;
@@ -132,9 +133,21 @@ fn every_admin_change_is_audited_without_its_secrets() {
 }
 
 #[test]
-fn a_bad_cursor_is_a_problem() {
+fn failed_authentications_are_audited_without_the_token_and_a_bad_cursor_is_a_problem() {
     let server = Server::start();
     let r = server.admin("GET", "/v1/audit?after=yesterday", None);
     assert_eq!(r.status, 422, "{}", r.text);
+    // A wrong role is a valid token: answered 403, not a failed authentication.
     assert_eq!(server.request("GET", "/v1/audit", Some(INGEST), None).status, 403);
+    let wrong = "adm_guessed_0123456789abcdef0123";
+    assert_eq!(server.request("GET", "/v1/targets", Some(wrong), None).status, 401);
+    let failed = wait_for(Duration::from_secs(10), "the failed authentication's entry", || {
+        entries(&server).into_iter().find(|e| e["action"] == "auth.failed")
+    });
+    assert_eq!(failed["who"], "unauthenticated");
+    assert_eq!(failed["from"], "127.0.0.1");
+    assert_eq!(failed["subject"], "GET /v1/targets");
+    let all = serde_json::to_string(&entries(&server)).expect("JSON");
+    assert!(!all.contains(wrong), "the presented token is in the trail: {all}");
+    assert_eq!(all.matches("auth.failed").count(), 1, "only the 401 is an entry: {all}");
 }

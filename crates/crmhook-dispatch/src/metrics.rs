@@ -48,6 +48,10 @@ pub struct Metrics {
     targets: RwLock<BTreeMap<String, Arc<TargetMetrics>>>,
     /// The attempt-duration histogram, shared with every target's counters.
     durations: Arc<Durations>,
+    /// Requests to the API refused for a missing or wrong token (401).
+    auth_failures: AtomicU64,
+    /// Requests refused (429) because their client or key failed too often.
+    auth_rate_limited: AtomicU64,
 }
 
 /// How long attempts took, over all targets.
@@ -126,6 +130,16 @@ impl Metrics {
         entry(&self.rejected, source, AtomicU64::default).fetch_add(n, Ordering::Relaxed);
     }
 
+    /// A request to the API was refused for a missing or wrong token.
+    pub fn auth_failed(&self) {
+        self.auth_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request was refused because its client or key failed authentication too often.
+    pub fn auth_rate_limited(&self) {
+        self.auth_rate_limited.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// A target's counters, created on first use.
     pub fn target(&self, target: &str) -> Arc<TargetMetrics> {
         entry(&self.targets, target, || TargetMetrics {
@@ -181,6 +195,8 @@ impl Metrics {
                 .collect(),
             attempts: self.durations.attempts.load(Ordering::Relaxed),
             attempt_ms_sum: self.durations.attempt_ms_sum.load(Ordering::Relaxed),
+            auth_failures: self.auth_failures.load(Ordering::Relaxed),
+            auth_rate_limited: self.auth_rate_limited.load(Ordering::Relaxed),
         }
     }
 }
@@ -198,6 +214,10 @@ pub struct Snapshot {
     pub buckets: Vec<(f64, u64)>,
     pub attempts: u64,
     pub attempt_ms_sum: u64,
+    /// Requests refused for a missing or wrong token.
+    pub auth_failures: u64,
+    /// Requests refused because their client or key failed too often.
+    pub auth_rate_limited: u64,
 }
 
 /// The value under `key`, created on first use: a shared lock for the lookup, the exclusive

@@ -16,6 +16,8 @@
 pub mod audit;
 pub mod auth;
 pub mod events;
+pub mod exposure;
+pub mod limits;
 pub mod request;
 pub mod state;
 pub mod system;
@@ -35,7 +37,7 @@ pub use targets::ROTATION_OVERLAP_MS;
 pub fn routes(cfg: &mut web::ServiceConfig) {
     use audit::list_audit;
     use events::{get_event, ingest, list_events, redeliver};
-    use system::{console, healthz, metrics, openapi, readyz, stream};
+    use system::{console, console_css, console_js, healthz, metrics, openapi, readyz, stream};
     use targets::{
         create_subscription, create_target, delete_subscription, delete_target, get_subscription, get_target,
         list_subscriptions, list_targets, patch_target, replay, rotate_secret, target_deliveries,
@@ -45,6 +47,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/metrics").route(web::get().to(metrics)))
         .service(web::resource("/v1/stream").route(web::get().to(stream)))
         .service(web::resource("/console").route(web::get().to(console)))
+        .service(web::resource("/console.js").route(web::get().to(console_js)))
+        .service(web::resource("/console.css").route(web::get().to(console_css)))
         .service(web::resource("/openapi.json").route(web::get().to(openapi)))
         .service(web::resource("/v1/audit").route(web::get().to(list_audit)))
         .service(web::resource("/v1/events").route(web::post().to(ingest)).route(web::get().to(list_events)))

@@ -44,6 +44,15 @@ pub struct Config {
     pub max_streams: usize,
     /// A page of `GET /v1/events` ends once its events' payloads reach this many bytes.
     pub max_page_bytes: usize,
+    /// Host names requests may name besides `public_url`'s, IP literals and `localhost`; `*`
+    /// turns the `Host` check off (`crate::api::exposure`).
+    pub allowed_hosts: Vec<String>,
+    /// When set, `GET /metrics` and `GET /readyz`'s detail need it (or the admin token).
+    pub metrics_token: Option<String>,
+    /// Failed authentications a client address or a key may make at once (0: no limit).
+    pub auth_failure_burst: u32,
+    /// Failed authentications allowed again per minute.
+    pub auth_failure_refill_per_minute: u32,
 }
 
 impl Default for Config {
@@ -70,6 +79,10 @@ impl Default for Config {
             ingest_concurrency: crate::api::request::INGEST_CONCURRENCY,
             max_streams: crate::stream::MAX_STREAMS,
             max_page_bytes: crate::api::request::PAGE_BYTES,
+            allowed_hosts: Vec::new(),
+            metrics_token: None,
+            auth_failure_burst: crate::api::limits::Limits::default().burst,
+            auth_failure_refill_per_minute: crate::api::limits::Limits::default().refill_per_minute,
         }
     }
 }

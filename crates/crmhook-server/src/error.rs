@@ -37,6 +37,9 @@ pub enum ApiError {
     Unavailable { detail: String, retry_after_s: u32 },
     #[error("{0}")]
     Internal(String),
+    /// 429 with `Retry-After`: the client (or its key) failed authentication too often.
+    #[error("{detail}")]
+    TooManyRequests { detail: String, retry_after_s: u64 },
 }
 
 impl ApiError {
@@ -57,6 +60,7 @@ impl ApiError {
             ApiError::Unprocessable { .. } => ("invalid", "The request breaks a rule"),
             ApiError::Unavailable { .. } => ("unavailable", "Try again shortly"),
             ApiError::Internal(_) => ("internal", "Internal error"),
+            ApiError::TooManyRequests { .. } => ("too-many-requests", "Too many failed authentications"),
         }
     }
 }
@@ -114,6 +118,7 @@ impl ResponseError for ApiError {
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -137,6 +142,9 @@ impl ResponseError for ApiError {
             ApiError::RequestTimeout(_) => {
                 // The rest of the body is not read: the connection cannot carry another request.
                 builder.force_close();
+            }
+            ApiError::TooManyRequests { retry_after_s, .. } => {
+                builder.insert_header((header::RETRY_AFTER, retry_after_s.to_string()));
             }
             _ => {}
         }

@@ -32,7 +32,7 @@ use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
-use actix_web::middleware::ErrorHandlers;
+use actix_web::middleware::{DefaultHeaders, ErrorHandlers};
 use actix_web::{web, App, HttpServer};
 use crmhook_core::sign::generate_token;
 use crmhook_dispatch::feed::Feed;
@@ -174,7 +174,15 @@ impl Server {
             ingest_budget: std::sync::Arc::new(tokio::sync::Semaphore::new(
                 config.ingest_buffer_bytes.max(config.max_body_bytes).min(u32::MAX as usize),
             )),
+            exposure: api::exposure::Exposure {
+                hosts: api::exposure::AllowedHosts::new(addr, config.public_url.as_deref(), &config.allowed_hosts),
+                metrics_token: config.metrics_token.clone(),
+            },
             public_url,
+            limiter: api::limits::AuthLimiter::new(api::limits::Limits {
+                burst: config.auth_failure_burst,
+                refill_per_minute: config.auth_failure_refill_per_minute,
+            }),
         });
         let streams = stream::Streams::start(store.clone(), feed, api::views::event_json, config.max_streams);
         let streams_data = web::Data::new(streams.clone());
@@ -189,6 +197,8 @@ impl Server {
                 .app_data(streams_data.clone())
                 .app_data(intake.clone())
                 .wrap(ErrorHandlers::new().default_handler(error::to_problem))
+                .wrap(actix_web::middleware::from_fn(api::exposure::check_host))
+                .wrap(api::exposure::SECURITY_HEADERS.iter().fold(DefaultHeaders::new(), |h, kv| h.add(*kv)))
                 .configure(api::routes)
                 .default_service(web::to(|| async { actix_web::HttpResponse::NotFound().finish() }))
         })

@@ -54,6 +54,15 @@ pub fn render(metrics: &Metrics, store: &dyn Log) -> String {
     let _ = writeln!(out, "# HELP crmhook_dead_deliveries Deliveries whose retry schedule is spent, by target.");
     let _ = writeln!(out, "# TYPE crmhook_dead_deliveries gauge");
     out.push_str(&dead);
+    let _ = writeln!(out, "# HELP crmhook_auth_failures_total Requests refused for a missing or wrong token (401).");
+    let _ = writeln!(out, "# TYPE crmhook_auth_failures_total counter");
+    let _ = writeln!(out, "crmhook_auth_failures_total {}", snapshot.auth_failures);
+    let _ = writeln!(
+        out,
+        "# HELP crmhook_auth_rate_limited_total Requests refused (429) because their address or token failed too often."
+    );
+    let _ = writeln!(out, "# TYPE crmhook_auth_rate_limited_total counter");
+    let _ = writeln!(out, "crmhook_auth_rate_limited_total {}", snapshot.auth_rate_limited);
     let _ = writeln!(out, "# HELP crmhook_log_bytes Bytes the event log takes on disk.");
     let _ = writeln!(out, "# TYPE crmhook_log_bytes gauge");
     let _ = writeln!(out, "crmhook_log_bytes {}", store.size_on_disk());

@@ -26,7 +26,7 @@ pub struct Flags {
 }
 
 /// The keys, in the order the contract lists them.
-pub const KEYS: [&str; 21] = [
+pub const KEYS: [&str; 25] = [
     "bind",
     "data_dir",
     "admin_token",
@@ -48,6 +48,10 @@ pub const KEYS: [&str; 21] = [
     "ingest_concurrency",
     "max_streams",
     "max_page_bytes",
+    "allowed_hosts",
+    "metrics_token",
+    "auth_failure_burst",
+    "auth_failure_refill_per_minute",
 ];
 
 /// Loads the layers. `env` is the process environment (passed in for tests).
@@ -107,6 +111,10 @@ fn apply_file(config: &mut Config, path: &Path) -> Result<(), ConfigError> {
             toml::Value::String(s) => s,
             toml::Value::Integer(i) => i.to_string(),
             toml::Value::Boolean(b) => b.to_string(),
+            // `allowed_hosts = ["a.example", "b.example"]`, read as the comma-separated form.
+            toml::Value::Array(items) if key == "allowed_hosts" => {
+                items.iter().map(|v| v.as_str().unwrap_or("\u{0}")).collect::<Vec<_>>().join(",")
+            }
             other => {
                 return Err(ConfigError {
                     key,
@@ -177,6 +185,26 @@ fn set(config: &mut Config, key: &str, value: &str, origin: &str) -> Result<(), 
         "tls_key" => config.tls_key = Some(PathBuf::from(value.trim())),
         "key_file" if value.trim().is_empty() => return Err(err("must not be empty".into())),
         "key_file" => config.key_file = Some(PathBuf::from(value.trim())),
+        "allowed_hosts" => {
+            let hosts: Vec<String> = value.split(',').map(|h| h.trim().to_owned()).filter(|h| !h.is_empty()).collect();
+            if let Some(bad) = hosts
+                .iter()
+                .find(|h| *h != "*" && !h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)))
+            {
+                return Err(err(format!(
+                    "{bad:?} is not a host name; give names like crmhook.example.com, comma-separated, or *"
+                )));
+            }
+            config.allowed_hosts = hosts;
+        }
+        "metrics_token" => config.metrics_token = token()?,
+        "auth_failure_burst" => {
+            config.auth_failure_burst = u32::try_from(int(0)?).map_err(|_| err(format!("{value:?} is too large")))?
+        }
+        "auth_failure_refill_per_minute" => {
+            config.auth_failure_refill_per_minute =
+                u32::try_from(int(1)?).map_err(|_| err(format!("{value:?} is too large")))?
+        }
         other => return Err(err(format!("unknown key `{other}`; the keys are {}", KEYS.join(", ")))),
     }
     Ok(())
@@ -200,6 +228,33 @@ mod tests {
         assert_eq!(c.bind.port(), 0);
         assert_eq!((c.max_targets, c.max_body_bytes), (5, 2048));
         assert_eq!(c.data_dir, PathBuf::from("./data/db"));
+    }
+
+    #[test]
+    fn exposure_keys_load_and_are_checked() {
+        let c = load(&Flags::default(), &env(&[])).unwrap();
+        assert_eq!((c.allowed_hosts.len(), c.metrics_token.as_deref()), (0, None));
+        let c = load(
+            &Flags::default(),
+            &env(&[
+                ("CRMHOOK_ALLOWED_HOSTS", "crmhook.example.com, other.example:8443"),
+                ("CRMHOOK_METRICS_TOKEN", "met_0123456789abcdef"),
+                ("CRMHOOK_AUTH_FAILURE_BURST", "0"),
+                ("CRMHOOK_AUTH_FAILURE_REFILL_PER_MINUTE", "30"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.allowed_hosts, vec!["crmhook.example.com".to_owned(), "other.example:8443".to_owned()]);
+        assert_eq!(c.metrics_token.as_deref(), Some("met_0123456789abcdef"));
+        assert_eq!((c.auth_failure_burst, c.auth_failure_refill_per_minute), (0, 30));
+        for (var, value, key) in [
+            ("CRMHOOK_ALLOWED_HOSTS", "a b", "allowed_hosts"),
+            ("CRMHOOK_METRICS_TOKEN", "short", "metrics_token"),
+            ("CRMHOOK_AUTH_FAILURE_REFILL_PER_MINUTE", "0", "auth_failure_refill_per_minute"),
+            ("CRMHOOK_AUTH_FAILURE_BURST", "-1", "auth_failure_burst"),
+        ] {
+            assert_eq!(load(&Flags::default(), &env(&[(var, value)])).unwrap_err().key, key, "{var}={value}");
+        }
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The audit trail at the edge: every admin change is recorded after it is made (who, from
+//! The audit trail at the edge: every admin change is recorded after it is made, and every
+//! failed authentication (`auth.failed`, from `crate::api::auth`) as it is answered (who, from
 //! where, what, the record before and after with its secrets left out), and `GET /v1/audit`
 //! reads it back by page. The entries are the store's `U` records; retention removes them
 //! with the events.
@@ -78,6 +79,27 @@ pub(crate) async fn record(
     if let Err(e) = state.store.audit(std::slice::from_ref(&entry)).await {
         tracing::error!(error = %e, action, subject, "writing an audit entry failed (the change itself was made)");
     }
+}
+
+/// Records a failed authentication (`auth.failed`: who is `unauthenticated`, the subject the
+/// request's method and path, `after` the reason), written in the background: the 401 does
+/// not wait for it.
+pub(crate) fn auth_failed(state: &AppState, req: &HttpRequest, reason: &str) {
+    let entry = AuditEntry {
+        at_ms: now_ms(),
+        who: "unauthenticated".into(),
+        from: req.peer_addr().map(|a| a.ip().to_string()),
+        action: "auth.failed".into(),
+        subject: format!("{} {}", req.method(), req.path()),
+        before: None,
+        after: Some(serde_json::json!({ "reason": reason }).to_string()),
+    };
+    let store = state.store.clone();
+    actix_rt::spawn(async move {
+        if let Err(e) = store.audit(std::slice::from_ref(&entry)).await {
+            tracing::error!(error = %e, "writing the audit entry of a failed authentication failed");
+        }
+    });
 }
 
 #[derive(Serialize)]

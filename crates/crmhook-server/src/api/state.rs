@@ -33,6 +33,10 @@ pub struct AppState {
     pub ingest_budget: Arc<Semaphore>,
     /// Where CRMs reach this server: sources' `ingest_url` is `<public_url>/in/<id>`.
     pub public_url: String,
+    /// Failed authentication, limited per client address and per presented key.
+    pub limiter: crate::api::limits::AuthLimiter,
+    /// The `Host` check and the `metrics_token`.
+    pub exposure: crate::api::exposure::Exposure,
 }
 
 pub(crate) type State = web::Data<AppState>;

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use crate::api::auth::Admin;
+use crate::api::auth::{sees_detail, Admin, MetricsReader};
+use crate::api::exposure::CONSOLE_CSP;
 use crate::api::state::State;
 use crate::api::views::{Alive, Ready};
 use crate::error::ApiError;
@@ -49,25 +50,44 @@ pub(crate) async fn openapi() -> HttpResponse {
     HttpResponse::Ok().content_type("application/json").body(OPENAPI)
 }
 
-/// The web console: one self-contained page (no build step, nothing fetched from elsewhere).
+/// The web console: a page, its script and its style, all embedded in the binary (no build
+/// step, nothing fetched from elsewhere). No script or style is inline: the policy allows only
+/// these files.
 pub(crate) async fn console() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
-        .insert_header((
-            "Content-Security-Policy",
-            "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
-        ))
+        .insert_header(("Content-Security-Policy", CONSOLE_CSP))
         .insert_header(("X-Frame-Options", "DENY"))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
         .body(include_str!("../../assets/console.html"))
 }
 
-pub(crate) async fn metrics(state: State) -> HttpResponse {
+/// The console's script.
+pub(crate) async fn console_js() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/javascript; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(include_str!("../../assets/console.js"))
+}
+
+/// The console's style.
+pub(crate) async fn console_css() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/css; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(include_str!("../../assets/console.css"))
+}
+
+/// Open by default (the contract); with a `metrics_token`, only for it or the admin token.
+pub(crate) async fn metrics(_: MetricsReader, state: State) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(crate::prometheus::render(&state.metrics, &*state.store))
 }
 
-pub(crate) async fn readyz(state: State) -> HttpResponse {
+/// The probe is always open; its detail (the log's head) is shown to everyone without a
+/// `metrics_token`, and with one only to a request that presents it.
+pub(crate) async fn readyz(req: HttpRequest, state: State) -> HttpResponse {
     if state.store.is_failing() {
         return crate::error::problem(
             actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -76,5 +96,6 @@ pub(crate) async fn readyz(state: State) -> HttpResponse {
             "the last write to the event log failed (disk full or I/O error); see docs/RELIABILITY.md",
         );
     }
-    HttpResponse::Ok().json(Ready { status: "ready", head: state.store.head() })
+    let head = sees_detail(&req).then(|| state.store.head());
+    HttpResponse::Ok().json(Ready { status: "ready", head })
 }

@@ -72,7 +72,8 @@ pub(crate) async fn create_target(
     state: State,
 ) -> Result<HttpResponse, ApiError> {
     let body = read_object(&req, payload).await?;
-    let target = Target::create(&body, state.guard.allow_private, generate_secret(), now_ms())?;
+    let mut target = Target::create(&body, state.guard.allow_private, generate_secret(), now_ms())?;
+    crate::api::views::keep_redacted(None, &mut target.headers)?;
     state.guard.check_url(&target.url).await.map_err(|e| ApiError::unprocessable("url", e))?;
     state.router.create_target(target.clone()).await.map_err(router_error)?;
     let after = scrubbed(&TargetView::new(&target, None, false));
@@ -95,7 +96,8 @@ pub(crate) async fn patch_target(
 ) -> Result<HttpResponse, ApiError> {
     let current = load_target(&state, &id)?;
     let patch = TargetPatch::try_from(read_object(&req, payload).await?)?;
-    let target = current.patched(&patch.fields, state.guard.allow_private, now_ms())?;
+    let mut target = current.patched(&patch.fields, state.guard.allow_private, now_ms())?;
+    crate::api::views::keep_redacted(Some(&current), &mut target.headers)?;
     if target.url != current.url {
         state.guard.check_url(&target.url).await.map_err(|e| ApiError::unprocessable("url", e))?;
     }

@@ -36,8 +36,10 @@ pub struct Alive {
 #[derive(Debug, Serialize)]
 pub struct Ready {
     pub status: &'static str,
-    /// The seq of the last event in the log.
-    pub head: u64,
+    /// The seq of the last event in the log; absent when a `metrics_token` is configured and the
+    /// request did not present it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub head: Option<u64>,
 }
 
 // ---- ingest --------------------------------------------------------------------------------
@@ -303,18 +305,42 @@ pub struct TargetDeliveries<'a> {
 
 // ---- targets -------------------------------------------------------------------------------
 
-/// A target's `headers`, as an object in the order they were given.
+/// What every answer shows instead of a target's header value.
+pub const REDACTED: &str = "<redacted>";
+
+/// A target's `headers`, as an object in the order they were given, each value shown as
+/// [`REDACTED`]: header values often hold a receiver's credentials, so they are write-only
+/// (set by `POST` and `PATCH`, sent with each delivery, never shown again).
 #[derive(Debug)]
 pub struct Headers<'a>(pub &'a [(String, String)]);
 
 impl Serialize for Headers<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(Some(self.0.len()))?;
-        for (name, value) in self.0 {
-            map.serialize_entry(name, value)?;
+        for (name, _) in self.0 {
+            map.serialize_entry(name, REDACTED)?;
         }
         map.end()
     }
+}
+
+/// A `POST` or `PATCH` may send [`REDACTED`] back as a header's value (a client that edits what
+/// it read): that header keeps the value it has in `current` (the same name, in any case). A
+/// header that has no current value cannot take the placeholder: 422 on `headers.<name>`.
+pub fn keep_redacted(current: Option<&Target>, headers: &mut [(String, String)]) -> Result<(), crate::error::ApiError> {
+    for (name, value) in headers.iter_mut().filter(|(_, v)| v == REDACTED) {
+        let kept = current
+            .and_then(|t| t.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)))
+            .map(|(_, v)| v.clone())
+            .ok_or_else(|| {
+                crate::error::ApiError::unprocessable(
+                    &format!("headers.{name}"),
+                    format!("`{REDACTED}` keeps a header's current value, and `{name}` has none; send its value"),
+                )
+            })?;
+        *value = kept;
+    }
+    Ok(())
 }
 
 /// A target's health, from the store and this process's counters.

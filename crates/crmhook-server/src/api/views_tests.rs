@@ -73,7 +73,7 @@ fn a_target_shows_enabled_then_what_applies() {
     assert_eq!(
         plain,
         format!(
-            r#"{{"id":"{}","name":"crm","url":"https://crm.example/hook","headers":{{"X-B":"2","X-A":"1"}},"timeout_ms":2000,"retry_schedule_ms":[5000],"ordered":false,"format":null,"created_at":"{T0}","updated_at":"{T0}","enabled":true}}"#,
+            r#"{{"id":"{}","name":"crm","url":"https://crm.example/hook","headers":{{"X-B":"<redacted>","X-A":"<redacted>"}},"timeout_ms":2000,"retry_schedule_ms":[5000],"ordered":false,"format":null,"created_at":"{T0}","updated_at":"{T0}","enabled":true}}"#,
             target.id
         )
     );

@@ -1,0 +1,272 @@
+//! Issue 14, points 7 and 8, through the real binary: failed authentication is limited per
+//! client address and per presented key (429 with `Retry-After`, counted in `/metrics`); every
+//! answer carries `nosniff` and `Referrer-Policy`; the console's policy allows no inline script;
+//! the `Host` header is checked; target header values are write-only; `/metrics` and `/readyz`'s
+//! detail are behind a key when one is configured.
+
+mod support;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::*;
+
+const DELIVERY: Duration = Duration::from_secs(20);
+
+/// One HTTP/1.1 request from the local address `from` (any of 127.0.0.0/8 reaches the server),
+/// with exactly the headers given (no `Host` is added: pass one).
+struct Raw {
+    status: u16,
+    headers: HashMap<String, String>,
+    body: String,
+}
+
+fn raw(server: &Server, from: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> Raw {
+    let addr: SocketAddr = server.base.trim_start_matches("http://").parse().expect("server address");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_io().build().expect("runtime");
+    let stream = rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind(SocketAddr::new(from.parse::<IpAddr>().expect("from"), 0)).expect("bind the client address");
+        socket.connect(addr).await.expect("connect")
+    });
+    let mut stream = stream.into_std().expect("std stream");
+    stream.set_nonblocking(false).expect("blocking");
+    stream.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: 0\r\n");
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).expect("write");
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes).expect("read");
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a response head");
+    let mut lines = head.lines();
+    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).expect("status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Raw { status, headers, body: body.to_owned() }
+}
+
+fn host(server: &Server) -> String {
+    server.base.trim_start_matches("http://").to_owned()
+}
+
+fn metric(server: &Server, name: &str) -> u64 {
+    let text = http("GET", &server.url("/metrics"), &[], None).text;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} in /metrics:\n{text}"))
+}
+
+fn assert_problem(r: &Raw, status: u16) -> Value {
+    assert_eq!(r.status, status, "{}", r.body);
+    assert!(
+        r.headers.get("content-type").is_some_and(|c| c.starts_with("application/problem+json")),
+        "{:?}",
+        r.headers
+    );
+    let body: Value = serde_json::from_str(&r.body).expect("problem JSON");
+    assert_eq!(body["status"], status);
+    body
+}
+
+#[test]
+fn failed_tokens_are_limited_per_address_and_per_key_with_retry_after_and_counted() {
+    let server = Server::start_with(&[
+        ("CRMHOOK_ADMIN_TOKEN", ADMIN),
+        ("CRMHOOK_INGEST_TOKEN", INGEST),
+        ("CRMHOOK_AUTH_FAILURE_BURST", "5"),
+        ("CRMHOOK_AUTH_FAILURE_REFILL_PER_MINUTE", "1"),
+    ]);
+    let h = host(&server);
+    let wrong = "Bearer adm_wrong_0123456789abcdef";
+    let admin = format!("Bearer {ADMIN}");
+    assert_eq!(metric(&server, "crmhook_auth_failures_total"), 0);
+    for i in 0..5 {
+        let r = raw(&server, "127.0.0.1", "GET", "/v1/targets", &[("Host", &h), ("Authorization", wrong)]);
+        assert_problem(&r, 401);
+        assert!(!r.body.contains("adm_wrong"), "failure {i} echoes no token: {}", r.body);
+    }
+    // The allowance is spent: 429 with Retry-After, for a wrong token and, from the same address,
+    // for the right one too (a blocked client learns nothing of the tokens it tries).
+    let r = raw(&server, "127.0.0.1", "GET", "/v1/targets", &[("Host", &h), ("Authorization", wrong)]);
+    let problem = assert_problem(&r, 429);
+    assert_eq!(problem["type"], "urn:crmhook:problem:too-many-requests");
+    let retry: u64 = r.headers.get("retry-after").and_then(|v| v.parse().ok()).expect("Retry-After");
+    assert!((1..=60).contains(&retry), "one failure a minute comes back within 60 s: {retry}");
+    let r = raw(&server, "127.0.0.1", "GET", "/v1/targets", &[("Host", &h), ("Authorization", &admin)]);
+    assert_problem(&r, 429);
+    let r = raw(&server, "127.0.0.1", "POST", "/v1/events", &[("Host", &h), ("Authorization", wrong)]);
+    assert_problem(&r, 429);
+    // Another address with the right token is served...
+    let r = raw(&server, "127.0.0.2", "GET", "/v1/targets", &[("Host", &h), ("Authorization", &admin)]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    // ...but the key that failed is blocked from any address.
+    let r = raw(&server, "127.0.0.2", "GET", "/v1/targets", &[("Host", &h), ("Authorization", wrong)]);
+    assert_problem(&r, 429);
+    // The probes take no token and stay open.
+    assert_eq!(raw(&server, "127.0.0.1", "GET", "/healthz", &[("Host", &h)]).status, 200);
+    assert_eq!(metric(&server, "crmhook_auth_failures_total"), 5);
+    assert_eq!(metric(&server, "crmhook_auth_rate_limited_total"), 4);
+}
+
+#[test]
+fn every_answer_says_nosniff_and_no_referrer_and_the_console_runs_no_inline_script() {
+    let server = Server::start();
+    let h = host(&server);
+    let admin = format!("Bearer {ADMIN}");
+    let ingest = format!("Bearer {INGEST}");
+    let cases: [(&str, &str, Option<&str>, u16); 9] = [
+        ("GET", "/healthz", None, 200),
+        ("GET", "/readyz", None, 200),
+        ("GET", "/metrics", None, 200),
+        ("GET", "/console", None, 200),
+        ("GET", "/console.js", None, 200),
+        ("GET", "/v1/targets", None, 401),
+        ("GET", "/v1/targets", Some(admin.as_str()), 200),
+        ("POST", "/v1/events", Some(admin.as_str()), 403),
+        ("GET", "/nowhere", Some(ingest.as_str()), 404),
+    ];
+    for (method, path, auth, status) in cases {
+        let mut headers = vec![("Host", h.as_str())];
+        headers.extend(auth.map(|a| ("Authorization", a)));
+        let r = raw(&server, "127.0.0.1", method, path, &headers);
+        assert_eq!(r.status, status, "{method} {path}: {}", r.body);
+        assert_eq!(r.headers.get("x-content-type-options").map(String::as_str), Some("nosniff"), "{method} {path}");
+        assert_eq!(r.headers.get("referrer-policy").map(String::as_str), Some("no-referrer"), "{method} {path}");
+    }
+    let page = raw(&server, "127.0.0.1", "GET", "/console", &[("Host", &h)]);
+    let csp = page.headers.get("content-security-policy").expect("a CSP on the console");
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{csp}");
+    // Nothing inline that the policy would have to allow: the script and the style are files.
+    assert!(page.body.contains(r#"<script src="/console.js"></script>"#), "the page loads its script");
+    assert_eq!(page.body.matches("<script").count(), 1, "no other script element");
+    assert!(!page.body.contains("<style") && !page.body.contains(" style="), "no inline style");
+    let lower = page.body.to_ascii_lowercase();
+    assert!(!lower.contains(" onclick=") && !lower.contains(" onload=") && !lower.contains(" onsubmit="));
+    let js = raw(&server, "127.0.0.1", "GET", "/console.js", &[("Host", &h)]);
+    assert!(js.headers.get("content-type").is_some_and(|c| c.starts_with("text/javascript")), "{:?}", js.headers);
+    assert!(js.body.contains("/v1/stream"), "the console's script");
+    let css = raw(&server, "127.0.0.1", "GET", "/console.css", &[("Host", &h)]);
+    assert!(css.headers.get("content-type").is_some_and(|c| c.starts_with("text/css")), "{:?}", css.headers);
+}
+
+#[test]
+fn a_host_that_is_not_this_server_is_misdirected() {
+    // Bound to loopback, the check is on by default: a rebound name is refused, addresses and
+    // localhost are served.
+    let server = Server::start();
+    let h = host(&server);
+    let admin = format!("Bearer {ADMIN}");
+    let port = h.rsplit(':').next().expect("port").to_owned();
+    for ok in [h.clone(), format!("localhost:{port}"), format!("[::1]:{port}")] {
+        assert_eq!(raw(&server, "127.0.0.1", "GET", "/readyz", &[("Host", &ok)]).status, 200, "{ok}");
+    }
+    let rebound = format!("attacker.example:{port}");
+    for path in ["/metrics", "/readyz", "/console", "/v1/targets"] {
+        let r = raw(&server, "127.0.0.1", "GET", path, &[("Host", &rebound), ("Authorization", &admin)]);
+        let problem = assert_problem(&r, 421);
+        assert!(problem["detail"].as_str().is_some_and(|d| d.contains("allowed_hosts")), "{problem}");
+        assert!(!r.body.contains("crmhook_"), "{path} shows nothing");
+    }
+
+    // With a public_url, its host is served; other names are not.
+    let server = Server::start_with(&[
+        ("CRMHOOK_ADMIN_TOKEN", ADMIN),
+        ("CRMHOOK_INGEST_TOKEN", INGEST),
+        ("CRMHOOK_PUBLIC_URL", "https://crmhook.example.com"),
+        ("CRMHOOK_ALLOWED_HOSTS", "hooks.internal"),
+    ]);
+    let own = host(&server);
+    for ok in ["crmhook.example.com", "CRMHOOK.example.com:443", "hooks.internal:8080", own.as_str()] {
+        let r = raw(&server, "127.0.0.1", "GET", "/v1/targets", &[("Host", ok), ("Authorization", &admin)]);
+        assert_eq!(r.status, 200, "{ok}: {}", r.body);
+    }
+    let r = raw(&server, "127.0.0.1", "GET", "/v1/targets", &[("Host", "evil.example"), ("Authorization", &admin)]);
+    assert_problem(&r, 421);
+    assert_eq!(r.headers.get("x-content-type-options").map(String::as_str), Some("nosniff"));
+}
+
+#[test]
+fn target_header_values_are_write_only_and_patch_can_keep_or_replace_them() {
+    let server = Server::start();
+    let rcv = Receiver::start();
+    let secret = "sk_live_the_receivers_credential";
+    let r = server.admin(
+        "POST",
+        "/v1/targets",
+        Some(&json!({"name": "h", "url": rcv.url("/hdr"), "headers": {"X-Api-Key": secret, "X-Tenant": "acme"}})),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert!(!r.text.contains(secret), "{}", r.text);
+    assert_eq!(r.json()["headers"], json!({"X-Api-Key": "<redacted>", "X-Tenant": "<redacted>"}));
+    let id = r.json()["id"].as_str().expect("id").to_owned();
+    for path in [format!("/v1/targets/{id}"), "/v1/targets".to_owned()] {
+        let r = server.admin("GET", &path, None);
+        assert_eq!(r.status, 200);
+        assert!(
+            r.text.contains("X-Api-Key") && !r.text.contains(secret) && !r.text.contains("acme"),
+            "{path}: {}",
+            r.text
+        );
+    }
+    // A client that sends back what it read keeps the values; a new value replaces one.
+    let r = server.admin(
+        "PATCH",
+        &format!("/v1/targets/{id}"),
+        Some(&json!({"headers": {"X-Api-Key": "<redacted>", "x-tenant": "globex"}})),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(!r.text.contains(secret) && !r.text.contains("globex"), "{}", r.text);
+    // The placeholder for a header that has no value is refused.
+    let r = server.admin("PATCH", &format!("/v1/targets/{id}"), Some(&json!({"headers": {"X-New": "<redacted>"}})));
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert_eq!(r.json()["field"], "headers.X-New");
+    assert_eq!(server.admin("POST", "/v1/subscriptions", Some(&json!({"target_id": id}))).status, 201);
+    server.post_ok(&maia("ai_pause", json!({})));
+    let got = rcv.wait_count("/hdr", 1, DELIVERY);
+    assert_eq!((got[0].header("x-api-key"), got[0].header("x-tenant")), (secret, "globex"));
+}
+
+#[test]
+fn metrics_and_readyz_detail_need_the_metrics_token_when_one_is_configured() {
+    // By default (the contract) both are open, with their detail.
+    let open = Server::start();
+    assert!(http("GET", &open.url("/metrics"), &[], None).text.contains("crmhook_log_bytes"));
+    assert!(http("GET", &open.url("/readyz"), &[], None).json()["head"].is_u64());
+
+    let metrics_token = "met_test_0123456789abcdef0123";
+    let server = Server::start_with(&[
+        ("CRMHOOK_ADMIN_TOKEN", ADMIN),
+        ("CRMHOOK_INGEST_TOKEN", INGEST),
+        ("CRMHOOK_METRICS_TOKEN", metrics_token),
+    ]);
+    let url = server.url("/metrics");
+    let r = http("GET", &url, &[], None);
+    assert_eq!(r.status, 401, "{}", r.text);
+    assert!(r.content_type().starts_with("application/problem+json") && !r.text.contains("crmhook_"), "{}", r.text);
+    let ingest = format!("Bearer {INGEST}");
+    assert_eq!(http("GET", &url, &[("Authorization", &ingest)], None).status, 401, "the ingest token is not enough");
+    for token in [metrics_token, ADMIN] {
+        let bearer = format!("Bearer {token}");
+        let r = http("GET", &url, &[("Authorization", &bearer)], None);
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert!(r.text.contains("crmhook_log_bytes") && r.text.contains("crmhook_auth_failures_total 2"), "{}", r.text);
+    }
+    // The probe stays open; its detail is for the key.
+    let r = http("GET", &server.url("/readyz"), &[], None);
+    assert_eq!((r.status, r.json()), (200, json!({"status": "ready"})));
+    let bearer = format!("Bearer {metrics_token}");
+    assert!(http("GET", &server.url("/readyz"), &[("Authorization", &bearer)], None).json()["head"].is_u64());
+    assert_eq!(http("GET", &server.url("/healthz"), &[], None).status, 200);
+}
