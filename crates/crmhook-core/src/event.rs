@@ -282,6 +282,98 @@ pub fn parse_source_element(kind: SourceKind, source: &SourceId, bytes: &[u8]) -
     }
 }
 
+/// Refuses an event with a member name twice in one of its objects, at any depth (RFC 8259:
+/// names SHOULD be unique). Parsed, such an event keeps the last value only, so it would be
+/// filtered on one value and delivered with both: a receiver that keeps the first would see
+/// an event no subscription chose. `raw` has already parsed as JSON.
+fn unique_members(raw: &RawValue) -> Result<(), CoreError> {
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    UniqueMembers.deserialize(&mut de).map_err(|e| {
+        // The walk fails only where a name repeats (the text is JSON that already parsed).
+        let detail = e.to_string();
+        let detail = detail.split(" at line ").next().unwrap_or(&detail);
+        CoreError::field("body", format!("{detail}: every member name of an object must be unique"))
+    })
+}
+
+/// Walks JSON text without keeping it, failing on the first object that repeats a member name.
+struct UniqueMembers;
+
+/// A member name, borrowed from the text when it has no escapes.
+struct Name<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Name<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Name<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Name<'de>, E> {
+                Ok(Name(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Name<'de>, E> {
+                Ok(Name(std::borrow::Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for UniqueMembers {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for UniqueMembers {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_none<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(UniqueMembers)?.is_some() {}
+        Ok(())
+    }
+    // With serde_json's `arbitrary_precision` a number arrives as a one-member map: no repeat.
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(Name(name)) = map.next_key::<Name<'de>>()? {
+            map.next_value_seed(UniqueMembers)?;
+            if seen.contains(&name) {
+                let shown: String = name.chars().take(64).collect();
+                return Err(serde::de::Error::custom(format_args!("the member {shown:?} appears twice in one object")));
+            }
+            seen.insert(name);
+        }
+        Ok(())
+    }
+}
+
 fn malformed(e: serde_json::Error) -> CoreError {
     CoreError::Malformed(e.to_string())
 }
@@ -397,6 +489,7 @@ fn opt_str(obj: &Map<String, Value>, field: &str) -> Option<String> {
 }
 
 fn maia(obj: &Map<String, Value>, raw: &RawValue) -> Result<NewEvent, CoreError> {
+    unique_members(raw)?;
     let event_type = match obj.get("eventType") {
         None => return Err(CoreError::field("eventType", "a MAIA event needs `eventType`")),
         Some(Value::String(s)) => s.as_str(),
@@ -435,6 +528,7 @@ fn identifier(s: &str) -> bool {
 }
 
 fn maximizer_event(obj: &Map<String, Value>, raw: &RawValue) -> Result<NewEvent, CoreError> {
+    unique_members(raw)?;
     let id = required_str(obj, "Id", "")?;
     required_str(obj, "Timestamp", "")?;
     required_str(obj, "WorkspaceId", "")?;
@@ -596,6 +690,37 @@ mod tests {
         let batch = parse_source(SourceKind::Maia, &source, b"\"text\"");
         assert_eq!(batch.rejected.len(), 1);
         assert!(parse_source(SourceKind::Maximizer, &source, b"[]").rejected.is_empty());
+    }
+
+    #[test]
+    fn duplicate_member_names_are_refused_at_any_depth() {
+        let dup = r#"{"eventType":"crm_field_update","recordId":"r1","kanbanId":"k1","fieldName":"Email","fieldName":"Phone"}"#;
+        let e = invalid(dup);
+        assert_eq!(e.field.as_deref(), Some("body"));
+        assert!(e.detail.contains("\"fieldName\" appears twice"), "{}", e.detail);
+        // Nested, written with an escape, and in the second event of an array.
+        let nested = r#"{"eventType":"crm_record_created","recordId":"r","kanbanId":"k","customFields":{"a":1,"b":[{"x":1,"\u0078":2}]}}"#;
+        assert!(invalid(nested).detail.contains("\"x\" appears twice"));
+        let e = invalid(&format!("[{FIELD_UPDATE}, {nested}]"));
+        assert_eq!(e.index, Some(1));
+        let mx = r#"[{"Id":"a","Timestamp":"t","WorkspaceId":"w","Entity":"Opportunity","Data":{"Op":"Update","New":{"Stage":"Won","Stage":"Lost"},"Version":"1"}}]"#;
+        assert_eq!(invalid(mx).index, Some(0));
+        // The same name in different objects, and numbers of any size, are fine.
+        let ok = r#"{"eventType":"crm_record_created","recordId":"r","kanbanId":"k","customFields":{"recordId":{"recordId":1e400,"n":12000.00}}}"#;
+        assert!(parse_ingest(ok.as_bytes()).is_ok());
+        // A source's element with a repeated name goes to the quarantine; the others pass.
+        let source = SourceId::generate();
+        let good = r#"{"Id":"g","Timestamp":"t","WorkspaceId":"w","Entity":"Opportunity","Data":{"Op":"Update","Version":"1"}}"#;
+        let bad = r#"{"Id":"b","Id":"c","Timestamp":"t","WorkspaceId":"w","Entity":"Opportunity","Data":{"Op":"Update","Version":"1"}}"#;
+        let batch = parse_source(SourceKind::Maximizer, &source, format!("[{good},{bad}]").as_bytes());
+        assert_eq!(batch.events.len(), 1);
+        assert_eq!(batch.rejected.len(), 1);
+        assert_eq!(batch.rejected[0].index, Some(1));
+        assert_eq!(batch.rejected[0].bytes, bad.as_bytes());
+        assert!(batch.rejected[0].reason.contains("\"Id\" appears twice"), "{}", batch.rejected[0].reason);
+        let batch = parse_source(SourceKind::Maia, &source, dup.as_bytes());
+        assert!(batch.events.is_empty());
+        assert_eq!(batch.rejected[0].index, None);
     }
 
     #[test]

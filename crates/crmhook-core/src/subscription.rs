@@ -75,6 +75,34 @@ pub struct Subscription {
     pub from_seq: u64,
 }
 
+/// The most subscriptions one target may have (more answer 422).
+pub const MAX_PER_TARGET: usize = 100;
+/// The most values in one list: `event_types`, `kanban_ids`, `field_names`, or the array of
+/// an `in` / `nin` filter.
+pub const MAX_LIST_VALUES: usize = 1_000;
+/// The most values in all of one subscription's lists together (the three lists and every
+/// `in` / `nin` array).
+pub const MAX_VALUES: usize = 2_000;
+/// The most filters in one subscription.
+pub const MAX_FILTERS: usize = 50;
+/// The longest string in `event_types`, `kanban_ids` or `field_names`, in bytes.
+pub const MAX_STRING_BYTES: usize = 256;
+/// The longest filter `path`, in bytes.
+pub const MAX_PATH_BYTES: usize = 1_024;
+/// The most bytes of JSON that one subscription's lists and filter values may take together.
+pub const MAX_BYTES: usize = 128 * 1024;
+
+/// Refuses one more subscription for a target that has `existing` already.
+pub fn check_room(existing: usize) -> Result<(), CoreError> {
+    if existing >= MAX_PER_TARGET {
+        return Err(CoreError::field(
+            "target_id",
+            format!("the target has {existing} subscriptions, the most one target may have is {MAX_PER_TARGET}"),
+        ));
+    }
+    Ok(())
+}
+
 const FIELDS: [&str; 6] = ["target_id", "event_types", "kanban_ids", "field_names", "filters", "version_major"];
 
 impl Subscription {
@@ -105,10 +133,15 @@ impl Subscription {
         }
         let filters = match body.get("filters") {
             None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(items)) if items.len() <= 50 => {
+            Some(Value::Array(items)) if items.len() <= MAX_FILTERS => {
                 items.iter().enumerate().map(|(i, f)| filter(i, f)).collect::<Result<_, _>>()?
             }
-            Some(_) => return Err(CoreError::field("filters", "`filters` must be an array of at most 50 filters")),
+            Some(_) => {
+                return Err(CoreError::field(
+                    "filters",
+                    format!("`filters` must be an array of at most {MAX_FILTERS} filters"),
+                ))
+            }
         };
         let version_major =
             match body.get("version_major") {
@@ -117,12 +150,15 @@ impl Subscription {
                     CoreError::field("version_major", "`version_major` must be a non-negative integer")
                 })?),
             };
+        let kanban_ids = strings(body, "kanban_ids")?;
+        let field_names = strings(body, "field_names")?;
+        within_totals(&[&event_types, &kanban_ids, &field_names], &filters)?;
         Ok(Subscription {
             id: SubscriptionId::generate(),
             target_id,
             event_types,
-            kanban_ids: strings(body, "kanban_ids")?,
-            field_names: strings(body, "field_names")?,
+            kanban_ids,
+            field_names,
             filters,
             version_major,
             created_at_ms: now_ms,
@@ -355,15 +391,46 @@ fn valid_event_type(t: &str) -> bool {
 fn strings(body: &Map<String, Value>, field: &str) -> Result<Vec<String>, CoreError> {
     match body.get(field) {
         None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(items)) if items.len() <= 1000 => items
+        Some(Value::Array(items)) if items.len() <= MAX_LIST_VALUES => items
             .iter()
             .map(|v| match v.as_str() {
-                Some(s) if !s.is_empty() => Ok(s.to_owned()),
-                _ => Err(CoreError::field(field, format!("`{field}` must hold non-empty strings"))),
+                Some(s) if !s.is_empty() && s.len() <= MAX_STRING_BYTES => Ok(s.to_owned()),
+                _ => Err(CoreError::field(
+                    field,
+                    format!("`{field}` must hold non-empty strings of at most {MAX_STRING_BYTES} bytes"),
+                )),
             })
             .collect(),
-        Some(_) => Err(CoreError::field(field, format!("`{field}` must be an array of at most 1000 strings"))),
+        Some(_) => {
+            Err(CoreError::field(field, format!("`{field}` must be an array of at most {MAX_LIST_VALUES} strings")))
+        }
     }
+}
+
+/// The limits on a subscription as a whole: how many values its lists and `in` / `nin`
+/// filters hold together, and how many bytes they and the filter values take.
+fn within_totals(lists: &[&Vec<String>], filters: &[Filter]) -> Result<(), CoreError> {
+    let in_values = |f: &Filter| match f.op {
+        Op::In | Op::Nin => serde_json::from_str::<Value>(&f.value_json).ok().and_then(|v| v.as_array().map(Vec::len)),
+        _ => None,
+    };
+    let values: usize =
+        lists.iter().map(|l| l.len()).sum::<usize>() + filters.iter().filter_map(in_values).sum::<usize>();
+    if values > MAX_VALUES {
+        return Err(CoreError::field(
+            "body",
+            format!("the subscription holds {values} values in its lists and in/nin filters, at most {MAX_VALUES}"),
+        ));
+    }
+    let bytes: usize = lists.iter().flat_map(|l| l.iter()).map(|s| s.len() + 3).sum::<usize>()
+        + filters.iter().map(|f| f.path.len() + f.value_json.len()).sum::<usize>();
+    if bytes > MAX_BYTES {
+        return Err(CoreError::field(
+            "body",
+            format!("the subscription's lists and filters take {bytes} bytes of JSON, at most {MAX_BYTES}"),
+        ));
+    }
+    Ok(())
 }
 
 /// A JSON Pointer (RFC 6901): empty, or `/`-separated tokens where `~` is followed by 0 or 1.
@@ -387,6 +454,9 @@ fn filter(i: usize, f: &Value) -> Result<Filter, CoreError> {
     }
     let path =
         obj.get("path").and_then(Value::as_str).ok_or_else(|| bad("`path` must be a JSON Pointer string".into()))?;
+    if path.len() > MAX_PATH_BYTES {
+        return Err(bad(format!("`path` is longer than {MAX_PATH_BYTES} bytes")));
+    }
     if !valid_pointer(path) {
         return Err(bad(format!("`path` {path:?} is not a JSON Pointer (like /Data/New/Revenue)")));
     }
@@ -399,6 +469,9 @@ fn filter(i: usize, f: &Value) -> Result<Filter, CoreError> {
         (Op::Exists, Some(v @ Value::Bool(_))) => v,
         (Op::Exists, Some(_)) => return Err(bad("`exists` takes true or false".into())),
         (_, None) => return Err(bad("`value` is required".into())),
+        (Op::In | Op::Nin, Some(Value::Array(items))) if items.len() > MAX_LIST_VALUES => {
+            return Err(bad(format!("`{op_name}` takes an array of at most {MAX_LIST_VALUES} values")))
+        }
         (Op::In | Op::Nin, Some(v @ Value::Array(_))) => v,
         (Op::In | Op::Nin, Some(_)) => return Err(bad(format!("`{op_name}` takes an array"))),
         (Op::Gt | Op::Gte | Op::Lt | Op::Lte, Some(v @ (Value::Number(_) | Value::String(_)))) => v,
@@ -407,7 +480,11 @@ fn filter(i: usize, f: &Value) -> Result<Filter, CoreError> {
         }
         (_, Some(v)) => v,
     };
-    Ok(Filter { path: path.to_owned(), op, value_json: value.to_string() })
+    let value_json = value.to_string();
+    if value_json.len() > MAX_BYTES {
+        return Err(bad(format!("`value` takes more than {MAX_BYTES} bytes of JSON")));
+    }
+    Ok(Filter { path: path.to_owned(), op, value_json })
 }
 
 /// A JSON number's exact value as decimal digits: negative, the significant digits (no leading
@@ -650,5 +727,50 @@ mod tests {
         assert_eq!(field(json!({"filters": [{"path": "/Data", "op": "like", "value": 1}]})), "filters[0]");
         assert_eq!(field(json!({"version_major": -1})), "version_major");
         assert_eq!(field(json!({"colour": 1})), "colour");
+    }
+
+    #[test]
+    fn lists_and_subscriptions_are_bounded() {
+        let create = |v: Value| {
+            let mut body = v.as_object().cloned().unwrap_or_default();
+            body.insert("target_id".into(), json!(crate::id::TargetId::generate().as_str()));
+            Subscription::create(&body, 0)
+        };
+        let field = |v: Value| match create(v) {
+            Err(CoreError::Invalid(e)) => e.field.unwrap_or_default(),
+            other => panic!("expected an error, got {other:?}"),
+        };
+        let values = |n: usize| (0..n).map(|i| json!(format!("v{i}"))).collect::<Vec<_>>();
+        let in_filter = |n: usize| json!([{"path": "/a", "op": "in", "value": values(n)}]);
+        // At the limits: accepted.
+        assert!(create(json!({"kanban_ids": values(MAX_LIST_VALUES)})).is_ok());
+        assert!(create(json!({"filters": in_filter(MAX_LIST_VALUES)})).is_ok());
+        assert!(create(json!({"kanban_ids": values(1000), "filters": in_filter(1000)})).is_ok());
+        // Past them: refused, naming the field.
+        assert_eq!(field(json!({"kanban_ids": values(MAX_LIST_VALUES + 1)})), "kanban_ids");
+        assert_eq!(field(json!({"event_types": vec![json!("crm_field_update"); MAX_LIST_VALUES + 1]})), "event_types");
+        assert_eq!(field(json!({"filters": in_filter(MAX_LIST_VALUES + 1)})), "filters[0]");
+        let nin = json!([{"path": "/a", "op": "nin", "value": values(100_000)}]);
+        assert_eq!(field(json!({"filters": nin})), "filters[0]");
+        assert_eq!(
+            field(json!({"kanban_ids": values(1000), "field_names": values(1000), "filters": in_filter(1)})),
+            "body"
+        );
+        assert_eq!(field(json!({"field_names": ["x".repeat(MAX_STRING_BYTES + 1)]})), "field_names");
+        assert_eq!(
+            field(json!({"filters": [{"path": format!("/{}", "a".repeat(MAX_PATH_BYTES)), "op": "exists"}]})),
+            "filters[0]"
+        );
+        let big = json!([{"path": "/a", "op": "eq", "value": "x".repeat(MAX_BYTES + 1)}]);
+        assert_eq!(field(json!({"filters": big})), "filters[0]");
+        let halves = json!([{"path": "/a", "op": "eq", "value": "x".repeat(MAX_BYTES / 2)}, {"path": "/b", "op": "eq", "value": "y".repeat(MAX_BYTES / 2)}]);
+        assert_eq!(field(json!({"filters": halves})), "body");
+        assert_eq!(field(json!({"filters": vec![json!({"path": "/a", "op": "exists"}); MAX_FILTERS + 1]})), "filters");
+        // The number per target.
+        assert!(check_room(MAX_PER_TARGET - 1).is_ok());
+        match check_room(MAX_PER_TARGET) {
+            Err(CoreError::Invalid(e)) => assert_eq!(e.field.as_deref(), Some("target_id")),
+            other => panic!("expected a 422, got {other:?}"),
+        }
     }
 }

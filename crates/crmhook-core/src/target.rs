@@ -36,6 +36,41 @@ pub const RESERVED_HEADERS: [&str; 12] = [
     "authorization-crmhook",
 ];
 
+/// Headers of a connection rather than of a request (hop-by-hop, RFC 9110 section 7.6.1), and
+/// those that change how the request is framed, routed or read: a target may not set them.
+pub const HOP_BY_HOP_HEADERS: [&str; 14] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "expect",
+    "host",
+    "content-length",
+    "content-encoding",
+    "http2-settings",
+];
+
+/// The most headers a target may set.
+pub const MAX_HEADERS: usize = 50;
+/// The longest header name a target may set, in bytes.
+pub const MAX_HEADER_NAME_BYTES: usize = 128;
+/// The longest header value a target may set, in bytes.
+pub const MAX_HEADER_VALUE_BYTES: usize = 8_192;
+/// The most bytes a target's headers (names and values) may take together.
+pub const MAX_HEADERS_BYTES: usize = 16 * 1024;
+
+/// Whether a target may not set the header `name` (either case): crmhook's own headers and the
+/// hop-by-hop and framing ones.
+pub fn forbidden_header(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    RESERVED_HEADERS.contains(&lower.as_str()) || HOP_BY_HOP_HEADERS.contains(&lower.as_str())
+}
+
 /// How events are wrapped for a target; `None` on the target keeps each CRM's own shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Format {
@@ -190,15 +225,35 @@ fn headers(value: &Value) -> Result<Vec<(String, String)>, CoreError> {
         Value::Object(obj) => obj,
         _ => return Err(CoreError::field("headers", "`headers` must be an object of header names to strings")),
     };
-    if obj.len() > 50 {
-        return Err(CoreError::field("headers", "`headers` has more than 50 entries"));
+    if obj.len() > MAX_HEADERS {
+        return Err(CoreError::field("headers", format!("`headers` has more than {MAX_HEADERS} entries")));
+    }
+    let total: usize = obj.iter().map(|(k, v)| k.len() + v.as_str().map_or(0, str::len)).sum();
+    if total > MAX_HEADERS_BYTES {
+        return Err(CoreError::field(
+            "headers",
+            format!("`headers` take {total} bytes of names and values, at most {MAX_HEADERS_BYTES}"),
+        ));
     }
     let token = |c: u8| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c);
     obj.iter()
         .map(|(name, v)| {
+            if name.len() > MAX_HEADER_NAME_BYTES {
+                let shown: String = name.chars().take(32).collect();
+                return Err(CoreError::field(
+                    "headers",
+                    format!("header name {shown:?}… is longer than {MAX_HEADER_NAME_BYTES} bytes"),
+                ));
+            }
             let field = format!("headers.{name}");
             if name.is_empty() || !name.bytes().all(token) {
                 return Err(CoreError::field(&field, format!("{name:?} is not a valid header name")));
+            }
+            if HOP_BY_HOP_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+                return Err(CoreError::field(
+                    &field,
+                    format!("header {name:?} belongs to the connection (hop-by-hop or framing) and cannot be set"),
+                ));
             }
             if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
                 return Err(CoreError::field(
@@ -207,10 +262,10 @@ fn headers(value: &Value) -> Result<Vec<(String, String)>, CoreError> {
                 ));
             }
             let v = v.as_str().ok_or_else(|| CoreError::field(&field, format!("header {name:?} must be a string")))?;
-            if v.len() > 8192 || !v.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)) {
+            if v.len() > MAX_HEADER_VALUE_BYTES || !v.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)) {
                 return Err(CoreError::field(
                     &field,
-                    format!("header {name:?} must be printable ASCII, at most 8192 bytes"),
+                    format!("header {name:?} must be printable ASCII, at most {MAX_HEADER_VALUE_BYTES} bytes"),
                 ));
             }
             Ok((name.clone(), v.to_owned()))
@@ -292,6 +347,45 @@ mod tests {
         );
         assert_eq!(field_of(c(json!({"name": "n", "url": "https://a.example", "colour": "red"}), false)), "colour");
         assert!(c(json!({"name": "n", "url": "http://127.0.0.1:9/x", "headers": {"X-Key": "k"}}), true).is_ok());
+    }
+
+    #[test]
+    fn hop_by_hop_and_oversized_headers_are_refused() {
+        let c = |headers: Value| {
+            Target::create(
+                &obj(json!({"name": "n", "url": "https://a.example", "headers": headers})),
+                false,
+                "whsec_x".into(),
+                0,
+            )
+        };
+        for name in [
+            "Expect",
+            "Upgrade",
+            "TE",
+            "Proxy-Authorization",
+            "Connection",
+            "Keep-Alive",
+            "Transfer-Encoding",
+            "Host",
+            "content-length",
+            "Trailer",
+            "Proxy-Connection",
+            "Content-Encoding",
+        ] {
+            assert_eq!(field_of(c(json!({name: "x"}))), format!("headers.{name}"), "{name}");
+        }
+        assert_eq!(field_of(c(json!({"X".repeat(200 * 1024): "x"}))), "headers");
+        assert_eq!(field_of(c(json!({"X".repeat(MAX_HEADER_NAME_BYTES + 1): "x"}))), "headers");
+        assert!(c(json!({"X".repeat(MAX_HEADER_NAME_BYTES): "x"})).is_ok());
+        let name = "X-Big";
+        assert_eq!(field_of(c(json!({name: "v".repeat(MAX_HEADER_VALUE_BYTES + 1)}))), "headers.X-Big");
+        assert!(c(json!({name: "v".repeat(MAX_HEADER_VALUE_BYTES)})).is_ok());
+        let two = json!({"X-A": "v".repeat(MAX_HEADER_VALUE_BYTES), "X-B": "v".repeat(MAX_HEADER_VALUE_BYTES)});
+        assert_eq!(field_of(c(two)), "headers");
+        let many: Map<String, Value> = (0..=MAX_HEADERS).map(|i| (format!("X-{i}"), json!("v"))).collect();
+        assert_eq!(field_of(c(Value::Object(many))), "headers");
+        assert!(forbidden_header("UPGRADE") && forbidden_header("webhook-id") && !forbidden_header("X-Api-Key"));
     }
 
     #[test]

@@ -157,8 +157,22 @@ impl Endpoint {
             unusable.get_or_insert_with(|| format!("the target URL does not parse: {e}"));
             Uri::default()
         });
+        if uri.scheme_str() == Some("https") && uri.host().is_some_and(|h| h.starts_with('[')) {
+            // awc hands the TLS layer the bracketed host as the server name, which rustls
+            // cannot read: say so rather than fail each attempt with an obscure error.
+            unusable.get_or_insert_with(|| {
+                "https:// to an IPv6 literal address is not supported by the delivery client (TLS needs a \
+                 server name it can read); give the target a host name"
+                    .into()
+            });
+        }
         let mut headers = Vec::with_capacity(target.headers.len());
         for (name, value) in &target.headers {
+            // A target stored before hop-by-hop headers were refused keeps them on disk; they
+            // are never sent.
+            if crmhook_core::target::forbidden_header(name) {
+                continue;
+            }
             match (HeaderName::try_from(name.as_str()), HeaderValue::try_from(value.as_str())) {
                 (Ok(name), Ok(value)) => headers.push((name, value)),
                 _ => {

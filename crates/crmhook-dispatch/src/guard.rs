@@ -122,6 +122,12 @@ impl Guard {
     }
 }
 
+/// The address of a host written as an IPv6 literal, with or without its brackets.
+fn literal_v6(host: &str) -> Option<IpAddr> {
+    let inner = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    inner.parse::<Ipv6Addr>().ok().map(IpAddr::V6)
+}
+
 /// The DNS resolver of the delivery client: resolves, then refuses the connection if any
 /// address is not public (unless its guard allows private targets).
 pub struct GuardResolver(pub Guard);
@@ -133,6 +139,15 @@ impl actix_tls::connect::Resolve for GuardResolver {
         port: u16,
     ) -> LocalBoxFuture<'a, Result<Vec<SocketAddr>, Box<dyn std::error::Error>>> {
         Box::pin(async move {
+            // An IPv6 literal reaches the resolver in its URL form, `[::1]` (actix-tls takes
+            // the bracketed text for a name): it is an address, connected to as it is, and
+            // checked like every other.
+            if let Some(ip) = literal_v6(host) {
+                if !self.0.allow_private && !is_public(ip) {
+                    return Err(refuse(host, ip).into());
+                }
+                return Ok(vec![SocketAddr::new(ip, port)]);
+            }
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
             if !self.0.allow_private {
                 if let Some(bad) = addrs.iter().find(|a| !is_public(a.ip())) {
@@ -207,6 +222,26 @@ mod tests {
         ] {
             assert!(is_public(ip(s)), "{s} should pass");
         }
+    }
+
+    #[actix_rt::test]
+    async fn ipv6_literals_are_addresses_not_names() {
+        use actix_tls::connect::Resolve;
+        let open = GuardResolver(Guard { allow_private: true });
+        let addrs = open.lookup("[::1]", 8080).await.expect("an IPv6 literal resolves to itself");
+        assert_eq!(addrs, vec!["[::1]:8080".parse::<SocketAddr>().unwrap()]);
+        let public = open.lookup("[2606:4700::1111]", 443).await.expect("resolves to itself");
+        assert_eq!(public, vec!["[2606:4700::1111]:443".parse::<SocketAddr>().unwrap()]);
+        let guarded = GuardResolver(Guard { allow_private: false });
+        for host in ["[::1]", "[2001:db8::1]", "[fe80::1]", "[::ffff:127.0.0.1]"] {
+            let refused = guarded.lookup(host, 443).await.expect_err("non-public literal is refused");
+            assert!(refused.to_string().contains("not a public address"), "{host}: {refused}");
+        }
+        assert!(guarded.lookup("[2606:4700::1111]", 443).await.is_ok());
+        assert_eq!(literal_v6("[::1]"), Some(ip("::1")));
+        assert_eq!(literal_v6("::1"), Some(ip("::1")));
+        assert_eq!(literal_v6("example.com"), None);
+        assert_eq!(literal_v6("[example.com]"), None);
     }
 
     #[actix_rt::test]

@@ -549,11 +549,30 @@ pub fn replay(conn: &Conn, target: &str, status: &str, since: Option<String>) ->
     Ok(ExitCode::SUCCESS)
 }
 
+/// Refuses a directory that is not an existing crmhook data dir before the store is opened:
+/// opening one creates a database wherever it is pointed. A data dir is a directory holding
+/// sled's `conf` and `db` files (crmhook keeps its log in sled).
+fn check_data_dir(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let shown = data_dir.display();
+    match std::fs::metadata(data_dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!("no data dir at {shown}"),
+        Err(e) => bail!("cannot read {shown}: {e}"),
+        Ok(m) if !m.is_dir() => bail!("{shown} is not a directory, so not a crmhook data dir"),
+        Ok(_) => {}
+    }
+    let is_file = |name: &str| std::fs::metadata(data_dir.join(name)).is_ok_and(|m| m.is_file());
+    if !is_file("conf") || !is_file("db") {
+        bail!(
+            "{shown} is not a crmhook data dir (it has no event log: sled's `conf` and `db` files); \
+             nothing was written there. Pass the `data_dir` the server runs with"
+        );
+    }
+    Ok(())
+}
+
 /// Offline: the event log as JSON lines, one event per line with its deliveries' attempts.
 pub fn export(data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
-    if !data_dir.exists() {
-        bail!("no data dir at {}", data_dir.display());
-    }
+    check_data_dir(data_dir)?;
     let store = crmhook_store::Store::open(data_dir).map_err(|e| {
         anyhow::anyhow!("cannot open {}: {e} (is the server still running? stop it first)", data_dir.display())
     })?;

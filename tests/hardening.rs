@@ -1,0 +1,263 @@
+//! The smaller hardening of issue 14 (point 10), on the real binary: subscriptions and their
+//! lists are bounded, a target cannot set hop-by-hop or oversized headers, an event with a
+//! member name twice is refused (and quarantined when a source posts it), `log export` opens
+//! nothing but a data dir, and a target on an IPv6 literal address gets its deliveries.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::Command;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::*;
+
+fn assert_422(r: &Resp, field: &str) {
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(r.content_type().starts_with("application/problem+json"), "{}", r.content_type());
+    assert_eq!(r.json()["field"], field, "{}", r.text);
+}
+
+#[test]
+fn subscriptions_per_target_and_their_lists_are_bounded() {
+    let server = Server::start();
+    let (tid, _) = server.wire("http://127.0.0.1:9/none", None, json!({}));
+    let sub = |body: Value| server.admin("POST", "/v1/subscriptions", Some(&body));
+
+    // An `in` list past 1,000 values, or a subscription past 2,000 values in all, is refused
+    // at once (100k values once stalled admin changes for seconds).
+    let values = |n: usize| (0..n).map(|i| json!(format!("v{i}"))).collect::<Vec<_>>();
+    let huge = json!({"target_id": tid, "filters": [{"path": "/recordId", "op": "in", "value": values(10_000)}]});
+    assert_422(&sub(huge), "filters[0]");
+    // 100k values do not even fit in an admin request's body.
+    let r = sub(json!({"target_id": tid, "filters": [{"path": "/recordId", "op": "in", "value": values(100_000)}]}));
+    assert_eq!(r.status, 413, "{}", r.text);
+    let past = json!({"target_id": tid, "filters": [{"path": "/recordId", "op": "nin", "value": values(1_001)}]});
+    assert_422(&sub(past), "filters[0]");
+    assert_422(&sub(json!({"target_id": tid, "kanban_ids": values(1_001)})), "kanban_ids");
+    let total = json!({"target_id": tid, "kanban_ids": values(1_000), "field_names": values(1_000), "event_types": ["ai_pause"]});
+    assert_422(&sub(total), "body");
+    let listed = server.admin("GET", &format!("/v1/subscriptions?target_id={tid}"), None).json();
+    assert_eq!(listed["subscriptions"].as_array().map(Vec::len), Some(0), "nothing refused was kept");
+
+    // At the limits: accepted. Then up to 100 subscriptions for the target, and no more.
+    let at_limit = json!({"target_id": tid, "filters": [{"path": "/recordId", "op": "in", "value": values(1_000)}]});
+    assert_eq!(sub(at_limit).status, 201);
+    for i in 1..100 {
+        let r = sub(json!({"target_id": tid, "kanban_ids": [format!("k{i}")]}));
+        assert_eq!(r.status, 201, "subscription {i}: {}", r.text);
+    }
+    let r = sub(json!({"target_id": tid}));
+    assert_422(&r, "target_id");
+    assert!(r.json()["detail"].as_str().unwrap_or_default().contains("100"), "{}", r.text);
+    let listed = server.admin("GET", &format!("/v1/subscriptions?target_id={tid}"), None).json();
+    assert_eq!(listed["subscriptions"].as_array().map(Vec::len), Some(100));
+    // Another target has its own room.
+    let (other, _) = server.wire("http://127.0.0.1:9/other", Some(json!({})), json!({}));
+    assert_eq!(sub(json!({"target_id": other})).status, 201);
+}
+
+#[test]
+fn targets_cannot_set_hop_by_hop_or_oversized_headers() {
+    let server = Server::start();
+    let create = |headers: Value| {
+        let body = json!({"name": format!("h{}", unique()), "url": "http://127.0.0.1:9/h", "headers": headers});
+        server.admin("POST", "/v1/targets", Some(&body))
+    };
+    for name in [
+        "Expect",
+        "Upgrade",
+        "TE",
+        "Proxy-Authorization",
+        "Connection",
+        "Keep-Alive",
+        "Transfer-Encoding",
+        "Host",
+        "Content-Length",
+        "Trailer",
+    ] {
+        assert_422(&create(json!({name: "x"})), &format!("headers.{name}"));
+    }
+    assert_422(&create(json!({"X".repeat(200 * 1024): "x"})), "headers");
+    assert_422(&create(json!({"X".repeat(129): "x"})), "headers");
+    assert_422(&create(json!({"X-Big": "v".repeat(8_193)})), "headers.X-Big");
+    assert_422(&create(json!({"X-A": "v".repeat(8_192), "X-B": "v".repeat(8_192)})), "headers");
+    let many: serde_json::Map<String, Value> = (0..51).map(|i| (format!("X-{i}"), json!("v"))).collect();
+    assert_422(&create(Value::Object(many)), "headers");
+    // A PATCH is held to the same rules; ordinary headers still pass.
+    let r = create(json!({"X-Api-Key": "k", "Authorization": "Bearer abc"}));
+    assert_eq!(r.status, 201, "{}", r.text);
+    let id = r.json()["id"].as_str().expect("id").to_owned();
+    let r = server.admin("PATCH", &format!("/v1/targets/{id}"), Some(&json!({"headers": {"Upgrade": "h2c"}})));
+    assert_422(&r, "headers.Upgrade");
+}
+
+#[test]
+fn events_with_a_member_name_twice_are_refused_and_quarantined() {
+    let server = Server::start();
+    let rcv = Receiver::start();
+    let (tid, _) = server.wire(&rcv.url("/dup"), Some(json!({})), json!({}));
+
+    // POST /v1/events: 422, nothing stored, nothing delivered.
+    let dup =
+        br#"{"eventType":"crm_field_update","recordId":"r1","kanbanId":"k1","fieldName":"Email","fieldName":"Phone"}"#;
+    let nested = br#"[{"eventType":"ai_pause","sessionId":"s1"},{"eventType":"crm_record_created","recordId":"r","kanbanId":"k","customFields":{"a":1,"a":2}}]"#;
+    for body in [dup.as_slice(), nested.as_slice()] {
+        let r = http(
+            "POST",
+            &server.url("/v1/events"),
+            &[("Content-Type", "application/json"), ("Authorization", &format!("Bearer {INGEST}"))],
+            Some(body),
+        );
+        assert_eq!(r.status, 422, "{}", r.text);
+        assert!(r.content_type().starts_with("application/problem+json"));
+        assert!(r.json()["detail"].as_str().unwrap_or_default().contains("appears twice"), "{}", r.text);
+    }
+    assert_eq!(server.admin("GET", "/v1/events", None).json()["events"], json!([]));
+
+    // A MAIA source: the element goes to the quarantine, with its exact bytes.
+    let secret = "maia-secret-for-the-test";
+    let r = server.admin("POST", "/v1/sources", Some(&json!({"name": "maia", "kind": "maia", "maia_secret": secret})));
+    assert_eq!(r.status, 201, "{}", r.text);
+    let src = r.json()["id"].as_str().expect("id").to_owned();
+    let signature = hex(&hmac_sha256(secret.as_bytes(), dup));
+    let r = http(
+        "POST",
+        &server.url(&format!("/in/{src}")),
+        &[("Content-Type", "application/json"), ("X-Maia-Signature", &signature)],
+        Some(dup),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!((r.json()["accepted"].clone(), r.json()["rejected"].clone()), (json!(0), json!(1)), "{}", r.text);
+    let rejected = server.admin("GET", "/v1/rejected", None);
+    assert!(rejected.text.contains("appears twice"), "{}", rejected.text);
+
+    // A later good event is delivered, and it is the only delivery the target ever made.
+    let good = server.post_ok(&maia("crm_field_update", json!({})));
+    let eid = good["events"][0]["id"].as_str().expect("id").to_owned();
+    rcv.wait_count("/dup", 1, Duration::from_secs(20));
+    server.wait_settled(&tid, Duration::from_secs(20));
+    let got = rcv.requests("/dup");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].header("webhook-id"), eid);
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn export(dir: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_crmhook")).args(["log", "export", "--data-dir"]).arg(dir).output().expect("runs")
+}
+
+#[test]
+fn log_export_opens_nothing_but_a_data_dir() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    // An empty directory, a directory of other files, a file, a path that does not exist:
+    // each refused with a clear error, and nothing written.
+    let empty = scratch.path().join("empty");
+    std::fs::create_dir(&empty).expect("mkdir");
+    let other = scratch.path().join("other");
+    std::fs::create_dir(&other).expect("mkdir");
+    std::fs::write(other.join("notes.txt"), "mine").expect("write");
+    let file = scratch.path().join("file");
+    std::fs::write(&file, "x").expect("write");
+    let missing = scratch.path().join("missing");
+    for (dir, says) in [
+        (&empty, "not a crmhook data dir"),
+        (&other, "not a crmhook data dir"),
+        (&file, "not a directory"),
+        (&missing, "no data dir"),
+    ] {
+        let out = export(dir);
+        assert!(!out.status.success(), "{}", dir.display());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{}: {stderr}", dir.display());
+    }
+    assert_eq!(std::fs::read_dir(&empty).expect("read").count(), 0, "nothing written into the empty dir");
+    assert_eq!(std::fs::read_dir(&other).expect("read").count(), 1, "nothing written beside the notes");
+    assert!(!missing.exists());
+
+    // A real data dir (the server stopped) still exports.
+    let mut server = Server::start();
+    let posted = server.post_ok(&maia("ai_pause", json!({})));
+    assert!(server.stop().success());
+    let out = export(&server.data_dir());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let line: Value =
+        serde_json::from_slice(out.stdout.split(|b| *b == b'\n').next().unwrap_or_default()).expect("json");
+    assert_eq!(line["id"], posted["events"][0]["id"]);
+}
+
+/// A receiver on [::1]: answers 200 to every request and sends each body (with its
+/// `webhook-id`) down the channel.
+fn ipv6_receiver(listener: std::net::TcpListener) -> mpsc::Receiver<(String, Vec<u8>)> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let Ok(mut out) = stream.try_clone() else { return };
+                let mut conn = BufReader::new(stream);
+                loop {
+                    let (mut length, mut id) = (0usize, String::new());
+                    let mut line = String::new();
+                    if conn.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    loop {
+                        let mut h = String::new();
+                        if conn.read_line(&mut h).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let h = h.trim_end();
+                        if h.is_empty() {
+                            break;
+                        }
+                        if let Some((name, value)) = h.split_once(':') {
+                            match name.trim().to_ascii_lowercase().as_str() {
+                                "content-length" => length = value.trim().parse().unwrap_or(0),
+                                "webhook-id" => id = value.trim().to_owned(),
+                                _ => {}
+                            }
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    if conn.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let _ = tx.send((id, body));
+                    if out.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    rx
+}
+
+#[test]
+fn a_target_on_an_ipv6_literal_address_gets_its_deliveries() {
+    let listener = match std::net::TcpListener::bind("[::1]:0") {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("SKIPPED: this machine has no IPv6 loopback ([::1]): {e}");
+            return;
+        }
+    };
+    let port = listener.local_addr().expect("address").port();
+    let arrivals = ipv6_receiver(listener);
+    let server = Server::start();
+    let (tid, _) = server.wire(&format!("http://[::1]:{port}/v6"), Some(json!({})), json!({}));
+    let event = maia("crm_record_created", json!({}));
+    let posted = server.post_ok(&event);
+    let eid = posted["events"][0]["id"].as_str().expect("id").to_owned();
+    let (id, body) = arrivals.recv_timeout(Duration::from_secs(20)).expect("a delivery to [::1] within 20 s");
+    assert_eq!(id, eid);
+    assert_eq!(serde_json::from_slice::<Value>(&body).expect("json"), event);
+    server.wait_settled(&tid, Duration::from_secs(20));
+    assert_eq!(server.event(&eid)["deliveries"][0]["status"], "delivered");
+}
