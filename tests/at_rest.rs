@@ -300,3 +300,22 @@ fn tokens_an_earlier_build_kept_in_clear_keep_working_and_are_kept_hashed_from_t
     server.respawn();
     assert_eq!(server.request("GET", "/v1/targets", Some(admin), None).status, 200, "and still works from its hash");
 }
+
+#[test]
+fn a_token_rotated_in_the_configuration_never_comes_back() {
+    let (a, b) = ("adm_rotation_a_0123456789abcdef", "adm_rotation_b_0123456789abcdef");
+    let mut server = Server::start_with(&[("CRMHOOK_ADMIN_TOKEN", a), ("CRMHOOK_INGEST_TOKEN", INGEST)]);
+    assert_eq!(server.request("GET", "/v1/targets", Some(a), None).status, 200);
+    // Rotated: B configured instead of A.
+    server.env = vec![("CRMHOOK_ADMIN_TOKEN".into(), b.into()), ("CRMHOOK_INGEST_TOKEN".into(), INGEST.into())];
+    server.restart();
+    assert_eq!(server.request("GET", "/v1/targets", Some(b), None).status, 200);
+    assert_eq!(server.request("GET", "/v1/targets", Some(a), None).status, 401, "the old token after the rotation");
+    // The variable removed later: B stays the token; A does not come back, and none is generated.
+    server.env = vec![("CRMHOOK_INGEST_TOKEN".into(), INGEST.into())];
+    server.restart();
+    assert_eq!(server.request("GET", "/v1/targets", Some(b), None).status, 200, "the rotated token, kept");
+    assert_eq!(server.request("GET", "/v1/targets", Some(a), None).status, 401, "the old token came back");
+    let printed = server.stdout.lock().expect("lock").join("\n");
+    assert!(!printed.contains("generated admin_token"), "{printed}");
+}

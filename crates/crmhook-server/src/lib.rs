@@ -269,7 +269,8 @@ impl Server {
     }
 }
 
-/// The hash of the configured token, else of the one kept in the data dir, else of a new one
+/// The hash of the configured token (which then replaces the kept one: a rotation never undoes
+/// itself), else of the one kept in the data dir, else of a new one
 /// (kept as its hash, and shown). The store keeps only hashes (`at_rest`): a token an earlier
 /// build kept in clear is replaced by its hash here, whether or not a token is configured.
 async fn resolve_token(
@@ -290,7 +291,13 @@ async fn resolve_token(
         None => None,
     };
     if let Some(token) = configured {
-        return Ok(at_rest::token_hash(&token));
+        // The configured token replaces the kept one, so that removing it from the
+        // configuration later never brings an older token back.
+        let hash = at_rest::token_hash(&token);
+        if kept != Some(hash) {
+            store.put_meta(name, &at_rest::kept_form(&hash)).await?;
+        }
+        return Ok(hash);
     }
     if let Some(hash) = kept {
         return Ok(hash);
