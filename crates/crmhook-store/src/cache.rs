@@ -12,10 +12,13 @@ use crate::{codec, Result, Store};
 /// ingested reads the same few chunks many times, and a hit does not touch sled at all.
 /// Chunks change only when a compaction removes events from them: it clears the cache and
 /// moves `generation` on, and a chunk read before that is not cached after it.
+/// Bounded by count ([`CACHED_CHUNKS`]) and by bytes ([`CACHED_BYTES`]): the oldest chunk
+/// cached goes first.
 #[derive(Default)]
 pub(crate) struct ChunkCache {
-    slots: Vec<CachedChunk>,
-    next: usize,
+    slots: std::collections::VecDeque<CachedChunk>,
+    /// The encoded size of the chunks cached, the measure of their payloads.
+    bytes: usize,
     generation: u64,
 }
 
@@ -24,6 +27,8 @@ pub(crate) struct CachedChunk {
     first: u64,
     last: u64,
     events: Arc<Vec<Event>>,
+    /// Its encoded size.
+    bytes: usize,
 }
 
 /// An event shared with the store's cache of decoded chunks (no copy of its payload); derefs
@@ -44,6 +49,10 @@ impl std::ops::Deref for EventRef {
 
 /// How many decoded chunks the store keeps.
 pub(crate) const CACHED_CHUNKS: usize = 256;
+/// How many bytes of chunks (encoded size) the store keeps decoded: with events near the 1 MiB
+/// body limit, 256 chunks would be hundreds of MiB. A chunk larger than a quarter of it is
+/// not cached.
+pub(crate) const CACHED_BYTES: usize = 32 * 1024 * 1024;
 
 impl Store {
     /// The chunk that would hold `seq`, decoded (from the cache when it was read lately).
@@ -80,14 +89,12 @@ impl Store {
         if let (Some(first), Some(last), Ok(mut cache)) =
             (first, events.last().map(|e| e.seq), self.inner.chunks.lock())
         {
-            if cache.generation == generation {
-                let slot = cache.next;
-                cache.next = (slot + 1) % CACHED_CHUNKS;
-                let chunk = CachedChunk { first, last, events: events.clone() };
-                if cache.slots.len() < CACHED_CHUNKS {
-                    cache.slots.push(chunk);
-                } else {
-                    cache.slots[slot] = chunk;
+            if cache.generation == generation && v.len() <= CACHED_BYTES / 4 {
+                cache.slots.push_back(CachedChunk { first, last, events: events.clone(), bytes: v.len() });
+                cache.bytes += v.len();
+                while cache.slots.len() > CACHED_CHUNKS || cache.bytes > CACHED_BYTES {
+                    let Some(oldest) = cache.slots.pop_front() else { break };
+                    cache.bytes -= oldest.bytes;
                 }
             }
         }
@@ -104,6 +111,38 @@ impl Store {
         if let Ok(mut cache) = self.inner.chunks.lock() {
             cache.generation += 1;
             cache.slots.clear();
+            cache.bytes = 0;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::*;
+
+    #[test]
+    fn the_chunk_cache_is_bounded_in_bytes_as_well_as_in_chunks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        rt().block_on(async {
+            let store = Store::open(dir.path()).expect("open");
+            // Events of ~300 KB: each is a chunk of its own (chunks stop near CHUNK_BYTES).
+            let big = "x".repeat(300_000);
+            for _ in 0..300 {
+                let event = crmhook_core::event::parse_ingest(
+                    format!(r#"{{"eventType":"crm_field_update","recordId":"r","kanbanId":"k","big":"{big}"}}"#)
+                        .as_bytes(),
+                )
+                .expect("event");
+                store.append(event, None).await.expect("append");
+            }
+            for seq in 1..=300 {
+                assert_eq!(store.event_ref(seq).expect("read").map(|e| e.seq), Some(seq));
+            }
+            let cache = store.inner.chunks.lock().expect("lock");
+            assert!(cache.bytes <= CACHED_BYTES, "{} bytes cached", cache.bytes);
+            assert!(cache.slots.len() < 300 && !cache.slots.is_empty(), "{} chunks cached", cache.slots.len());
+            assert_eq!(cache.bytes, cache.slots.iter().map(|c| c.bytes).sum::<usize>());
+        });
     }
 }
