@@ -270,3 +270,44 @@ fn metrics_and_readyz_detail_need_the_metrics_token_when_one_is_configured() {
     assert!(http("GET", &server.url("/readyz"), &[("Authorization", &bearer)], None).json()["head"].is_u64());
     assert_eq!(http("GET", &server.url("/healthz"), &[], None).status, 200);
 }
+
+#[test]
+fn a_sources_wrong_keys_and_signatures_are_limited_counted_and_audited_like_tokens() {
+    let server = Server::start_with(&[
+        ("CRMHOOK_ADMIN_TOKEN", ADMIN),
+        ("CRMHOOK_INGEST_TOKEN", INGEST),
+        ("CRMHOOK_AUTH_FAILURE_BURST", "3"),
+        ("CRMHOOK_AUTH_FAILURE_REFILL_PER_MINUTE", "1"),
+    ]);
+    let h = host(&server);
+    let source = server.admin("POST", "/v1/sources", Some(&json!({"name": "mx", "kind": "maximizer"}))).json();
+    let path = format!("/in/{}", source["id"].as_str().expect("id"));
+    let guessed = "mxk_guessed_0123456789abcdef";
+    for _ in 0..3 {
+        let r = raw(&server, "127.0.0.1", "POST", &format!("{path}?key={guessed}"), &[("Host", &h)]);
+        assert_problem(&r, 401);
+    }
+    // Spent: 429 before any key is checked, for the right key too.
+    let key = source["key"].as_str().expect("key shown once");
+    let r = raw(&server, "127.0.0.1", "POST", &format!("{path}?key={key}"), &[("Host", &h)]);
+    let problem = assert_problem(&r, 429);
+    assert_eq!(problem["type"], "urn:crmhook:problem:too-many-requests");
+    assert!(r.headers.contains_key("retry-after"));
+    // Each 401 is an audit entry, without the key that was tried.
+    let audited = wait_for(Duration::from_secs(10), "three auth.failed entries", || {
+        // From another address: 127.0.0.1 is the one blocked.
+        let admin = format!("Bearer {ADMIN}");
+        let r = raw(&server, "127.0.0.2", "GET", "/v1/audit", &[("Host", &h), ("Authorization", &admin)]);
+        let entries = serde_json::from_str::<Value>(&r.body).ok()?["entries"].clone();
+        let failed: Vec<Value> = entries
+            .as_array()
+            .map(|a| a.iter().filter(|e| e["action"] == "auth.failed").cloned().collect())
+            .unwrap_or_default();
+        (failed.len() == 3).then_some(failed)
+    });
+    assert!(audited.iter().all(|e| e["subject"] == format!("POST {path}")), "{audited:?}");
+    let text = serde_json::to_string(&audited).expect("JSON");
+    assert!(!text.contains(guessed), "the tried key is in the trail: {text}");
+    assert_eq!(metric(&server, "crmhook_auth_failures_total"), 3);
+    assert_eq!(metric(&server, "crmhook_auth_rate_limited_total"), 1);
+}

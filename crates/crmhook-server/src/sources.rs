@@ -147,11 +147,41 @@ fn unauthenticated(detail: &str) -> ApiError {
     ApiError::Unauthorized(detail.to_owned())
 }
 
+/// `POST /in/{id}` under the failed-authentication limits of the API (`crate::api::limits`), by
+/// client address: an address past its allowance is answered 429 before anything is checked;
+/// each 401 (an unknown source, a wrong key or signature) is counted, logged without the key
+/// or signature, and audited (`auth.failed`).
 async fn source_ingest(
     req: HttpRequest,
     id: web::Path<String>,
     payload: web::Payload,
     state: State,
+) -> Result<HttpResponse, ApiError> {
+    let addr = req.peer_addr().map(|a| a.ip());
+    let client = state.limiter.client(addr, None);
+    if let Some(retry_after_s) = state.limiter.blocked(&client, std::time::Instant::now()) {
+        state.metrics.auth_rate_limited();
+        return Err(ApiError::TooManyRequests {
+            detail: format!("too many failed authentications from this address; try again in {retry_after_s} s"),
+            retry_after_s,
+        });
+    }
+    let answer = ingest_to_source(&req, id, payload, &state).await;
+    if let Err(ApiError::Unauthorized(reason)) = &answer {
+        state.metrics.auth_failed();
+        state.limiter.failed(&client, std::time::Instant::now());
+        let client = addr.map(|a| a.to_string()).unwrap_or_else(|| "unknown".into());
+        tracing::warn!(%client, path = req.path(), %reason, "a source's authentication failed");
+        crate::api::audit::auth_failed(&state, &req, reason);
+    }
+    answer
+}
+
+async fn ingest_to_source(
+    req: &HttpRequest,
+    id: web::Path<String>,
+    payload: web::Payload,
+    state: &State,
 ) -> Result<HttpResponse, ApiError> {
     let unknown = "no enabled source has this ingest URL; check the URL (POST /v1/sources answers it)";
     let source = match SourceId::parse(&id) {
@@ -162,7 +192,7 @@ async fn source_ingest(
     let signature =
         match source.kind {
             SourceKind::Maximizer => {
-                let key = maximizer_key(&req).ok_or_else(|| {
+                let key = maximizer_key(req).ok_or_else(|| {
                     unauthenticated(
                         "a maximizer source needs its key: `?key=<key>` in the URL or `Authorization: Bearer <key>`",
                     )
@@ -178,10 +208,10 @@ async fn source_ingest(
                 )?)
             }
         };
-    let key = idempotency_key(&req)?;
+    let key = idempotency_key(req)?;
     // Held until the events are durable: a slot of this source's, and the bytes read.
-    let _slot = ingest_slot(&req, format!("source:{}", source.id))?;
-    let (body, _share) = read_ingest(&req, payload, &state).await?;
+    let _slot = ingest_slot(req, format!("source:{}", source.id))?;
+    let (body, _share) = read_ingest(req, payload, state).await?;
     if let Some(signature) = signature {
         if !source.maia_signature_matches(&body, &signature) {
             let detail = match source.maia_secret {

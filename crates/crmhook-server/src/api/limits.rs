@@ -36,7 +36,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { burst: 20, refill_per_minute: 10 }
+        Limits { burst: 100, refill_per_minute: 10 }
     }
 }
 
