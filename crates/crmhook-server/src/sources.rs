@@ -22,7 +22,7 @@ use crmhook_store::{Rejected, Retried};
 use crate::api::audit::{record, scrubbed};
 use crate::api::auth::Admin;
 use crate::api::events::ack_view;
-use crate::api::request::{idempotency_key, ingest_slot, read_ingest, read_object, MAX_PAGE};
+use crate::api::request::{idempotency_key, ingest_slot, limit_param, read_ingest, read_object};
 use crate::api::state::{router_error, AppState, State};
 use crate::api::views::{RejectedPage, RejectedView, Rejection, Retry, SourceAccepted, SourceView, Sources};
 use crate::error::ApiError;
@@ -292,12 +292,7 @@ async fn list_rejected(
             ApiError::unprocessable("after", format!("`after` must be the id of a rejected piece (rej_…), not {a:?}"))
         })?),
     };
-    let limit = match text("limit") {
-        None => 100,
-        Some(v) => v.parse::<usize>().ok().filter(|n| (1..=MAX_PAGE).contains(n)).ok_or_else(|| {
-            ApiError::unprocessable("limit", format!("`limit` must be an integer from 1 to {MAX_PAGE}, not {v:?}"))
-        })?,
-    };
+    let limit = limit_param(&query)?;
     let page = state.store.rejected_page(source.as_ref(), after.as_ref(), limit)?;
     let next_after = if page.len() == limit { page.last().map(|r| &r.id) } else { None };
     Ok(HttpResponse::Ok().json(RejectedPage { rejected: page.iter().map(RejectedView::from).collect(), next_after }))

@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::api::auth::Admin;
-use crate::api::request::MAX_PAGE;
+use crate::api::request::limit_param;
 use crate::api::state::{AppState, State};
 use crate::error::ApiError;
 
@@ -134,12 +134,7 @@ pub(crate) async fn list_audit(
             ApiError::unprocessable("after", format!("`after` must be a cursor from an earlier page, not {a:?}"))
         })?),
     };
-    let limit = match text("limit") {
-        None => 100,
-        Some(v) => v.parse::<usize>().ok().filter(|n| (1..=MAX_PAGE).contains(n)).ok_or_else(|| {
-            ApiError::unprocessable("limit", format!("`limit` must be an integer from 1 to {MAX_PAGE}, not {v:?}"))
-        })?,
-    };
+    let limit = limit_param(&query)?;
     let page = state.store.audit_page(after, limit)?;
     let json = |s: &Option<String>| s.as_deref().and_then(|s| serde_json::from_str(s).ok());
     let entries: Vec<EntryView<'_>> = page

@@ -265,19 +265,17 @@ pub(crate) fn page_params(q: &HashMap<String, String>) -> Result<(u64, usize), A
             ApiError::unprocessable("after", format!("`after` must be a seq (an integer ≥ 0), not {v:?}"))
         })?,
     };
-    let limit = match q.get("limit").map(String::as_str) {
-        None | Some("") => DEFAULT_PAGE,
-        Some(v) => match v.parse::<usize>() {
-            Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
-            _ => {
-                return Err(ApiError::unprocessable(
-                    "limit",
-                    format!("`limit` must be an integer from 1 to {MAX_PAGE}, not {v:?}"),
-                ))
-            }
-        },
-    };
-    Ok((after, limit))
+    Ok((after, limit_param(q)?))
+}
+
+/// `limit`, 1 to [`MAX_PAGE`] ([`DEFAULT_PAGE`] when absent), of any page.
+pub(crate) fn limit_param(q: &HashMap<String, String>) -> Result<usize, ApiError> {
+    match q.get("limit").map(String::as_str) {
+        None | Some("") => Ok(DEFAULT_PAGE),
+        Some(v) => v.parse::<usize>().ok().filter(|n| (1..=MAX_PAGE).contains(n)).ok_or_else(|| {
+            ApiError::unprocessable("limit", format!("`limit` must be an integer from 1 to {MAX_PAGE}, not {v:?}"))
+        }),
+    }
 }
 
 pub(crate) fn time_param(q: &HashMap<String, String>, name: &str) -> Result<Option<u64>, ApiError> {
