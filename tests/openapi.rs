@@ -59,6 +59,7 @@ fn the_document_and_the_routes_agree() {
             .replace("/v1/subscriptions/{id}", "/v1/subscriptions/sub_00000000000000000000000000")
             .replace("/v1/sources/{id}", "/v1/sources/src_00000000000000000000000000")
             .replace("/v1/rejected/{id}", "/v1/rejected/rej_00000000000000000000000000")
+            .replace("/v1/keys/{id}", "/v1/keys/key_00000000000000000000000000")
             .replace("/in/{id}", "/in/src_00000000000000000000000000")
     };
     for (path, methods) in &documented {

@@ -1,4 +1,4 @@
-//! Typed, prefixed ids: `evt_…`, `tgt_…`, `sub_…`, `src_…`, `rej_…`.
+//! Typed, prefixed ids: `evt_…`, `tgt_…`, `sub_…`, `src_…`, `rej_…`, `key_…`.
 //!
 //! The suffix is 26 characters of Crockford base32: 48 bits of milliseconds then 80 random bits
 //! (the ULID layout), so ids of one kind sort roughly by creation time and never collide in
@@ -98,6 +98,7 @@ typed_id!(TargetId, "tgt_", "a target");
 typed_id!(SubscriptionId, "sub_", "a subscription");
 typed_id!(SourceId, "src_", "a source (one CRM sending to crmhook)");
 typed_id!(RejectedId, "rej_", "a quarantined (rejected) piece of a source's request");
+typed_id!(KeyId, "key_", "an API key (its name, role and hash; never the key itself)");
 
 #[cfg(test)]
 mod tests {

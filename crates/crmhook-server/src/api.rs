@@ -17,6 +17,7 @@ pub mod audit;
 pub mod auth;
 pub mod events;
 pub mod exposure;
+pub mod keys;
 pub mod limits;
 pub mod request;
 pub mod state;
@@ -27,7 +28,7 @@ pub mod views;
 use actix_web::web;
 
 pub use request::MAX_PAGE;
-pub use state::{AppState, Tokens};
+pub use state::AppState;
 pub use system::OPENAPI;
 pub use targets::ROTATION_OVERLAP_MS;
 
@@ -37,6 +38,7 @@ pub use targets::ROTATION_OVERLAP_MS;
 pub fn routes(cfg: &mut web::ServiceConfig) {
     use audit::list_audit;
     use events::{get_event, ingest, list_events, redeliver};
+    use keys::{create_key, get_key, list_keys, me, revoke_key, rotate_key};
     use system::{console, console_css, console_js, healthz, metrics, openapi, readyz, stream};
     use targets::{
         create_subscription, create_target, delete_subscription, delete_target, get_subscription, get_target,
@@ -51,6 +53,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/console.css").route(web::get().to(console_css)))
         .service(web::resource("/openapi.json").route(web::get().to(openapi)))
         .service(web::resource("/v1/audit").route(web::get().to(list_audit)))
+        .service(web::resource("/v1/me").route(web::get().to(me)))
+        .service(web::resource("/v1/keys").route(web::get().to(list_keys)).route(web::post().to(create_key)))
+        .service(web::resource("/v1/keys/{id}").route(web::get().to(get_key)).route(web::delete().to(revoke_key)))
+        .service(web::resource("/v1/keys/{id}/rotate").route(web::post().to(rotate_key)))
         .service(web::resource("/v1/events").route(web::post().to(ingest)).route(web::get().to(list_events)))
         .service(web::resource("/v1/events/{id}").route(web::get().to(get_event)))
         .service(web::resource("/v1/events/{id}/redeliver").route(web::post().to(redeliver)))

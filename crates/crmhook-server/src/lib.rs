@@ -23,6 +23,7 @@ pub mod api;
 pub mod at_rest;
 pub mod config;
 pub mod error;
+pub mod keys;
 pub mod prometheus;
 pub mod sources;
 pub mod stream;
@@ -34,16 +35,15 @@ use std::time::Duration;
 
 use actix_web::middleware::{DefaultHeaders, ErrorHandlers};
 use actix_web::{web, App, HttpServer};
-use crmhook_core::sign::generate_token;
 use crmhook_dispatch::feed::Feed;
 use crmhook_dispatch::guard::Guard;
 use crmhook_dispatch::metrics::Metrics;
 use crmhook_dispatch::router::{RouterConfig, RouterHandle};
-use crmhook_store::{Log, LogHandle, Store, StoreError};
+use crmhook_store::{LogHandle, Store, StoreError};
 
 pub use config::Config;
 
-use crate::api::{AppState, Tokens};
+use crate::api::AppState;
 
 /// Why the server could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +59,9 @@ pub enum ServerError {
     /// The data dir's permissions, or the key that seals its secrets (`at_rest`).
     #[error("{0}")]
     AtRest(String),
+    /// The API keys could not be loaded, or a configured token was retired (`keys`).
+    #[error(transparent)]
+    Keys(#[from] keys::KeysError),
 }
 
 /// How long a graceful stop waits for attempts in flight.
@@ -92,7 +95,7 @@ pub struct Server {
 }
 
 impl Server {
-    /// Opens the store, resolves the tokens, starts the actors and the HTTP server on `listener`.
+    /// Opens the store, loads the API keys, starts the actors and the HTTP server on `listener`.
     pub async fn start(listener: TcpListener, config: Config) -> Result<Server, ServerError> {
         // Only one crypto provider is compiled in; make it the process default for rustls.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -136,9 +139,9 @@ impl Server {
         // From here on the log is reached only through the seam (`crmhook_store::Log`).
         let store: LogHandle = std::sync::Arc::new(store);
         let mut generated = Vec::new();
-        let admin = resolve_token(&*store, "admin_token", "adm_", config.admin_token.clone(), &mut generated).await?;
-        let ingest =
-            resolve_token(&*store, "ingest_token", "ing_", config.ingest_token.clone(), &mut generated).await?;
+        let bootstrap =
+            keys::Bootstrap { admin_token: config.admin_token.clone(), ingest_token: config.ingest_token.clone() };
+        let keys = std::sync::Arc::new(keys::Keys::open(store.clone(), bootstrap, &mut generated).await?);
         let tokens_file = config.data_dir.join(TOKENS_FILE);
         if !generated.is_empty() {
             write_tokens_file(&tokens_file, &generated).map_err(|e| ServerError::Open {
@@ -167,7 +170,7 @@ impl Server {
         let state = web::Data::new(AppState {
             store: store.clone(),
             router: router.clone(),
-            tokens: Tokens { admin, ingest },
+            keys,
             guard,
             metrics,
             max_body_bytes: config.max_body_bytes,
@@ -267,46 +270,6 @@ impl Server {
         tracing::info!("stopped");
         result
     }
-}
-
-/// The hash of the configured token (which then replaces the kept one: a rotation never undoes
-/// itself), else of the one kept in the data dir, else of a new one
-/// (kept as its hash, and shown). The store keeps only hashes (`at_rest`): a token an earlier
-/// build kept in clear is replaced by its hash here, whether or not a token is configured.
-async fn resolve_token(
-    store: &dyn Log,
-    name: &'static str,
-    prefix: &str,
-    configured: Option<String>,
-    generated: &mut Vec<(&'static str, String)>,
-) -> Result<[u8; 32], StoreError> {
-    let kept = match store.meta(name)? {
-        Some(kept) => {
-            let (hash, hashed) = at_rest::read_kept(name, &kept)?;
-            if !hashed {
-                store.put_meta(name, &at_rest::kept_form(&hash)).await?;
-            }
-            Some(hash)
-        }
-        None => None,
-    };
-    if let Some(token) = configured {
-        // The configured token replaces the kept one, so that removing it from the
-        // configuration later never brings an older token back.
-        let hash = at_rest::token_hash(&token);
-        if kept != Some(hash) {
-            store.put_meta(name, &at_rest::kept_form(&hash)).await?;
-        }
-        return Ok(hash);
-    }
-    if let Some(hash) = kept {
-        return Ok(hash);
-    }
-    let token = generate_token(prefix);
-    let hash = at_rest::token_hash(&token);
-    store.put_meta(name, &at_rest::kept_form(&hash)).await?;
-    generated.push((name, token));
-    Ok(hash)
 }
 
 /// Writes `name=token` lines, readable and writable by this user only (created with mode 0600;

@@ -20,7 +20,7 @@ use crmhook_core::{RejectedId, Source, SourceId, SourceKind};
 use crmhook_store::{Rejected, Retried};
 
 use crate::api::audit::{record, scrubbed};
-use crate::api::auth::Admin;
+use crate::api::auth::{Admin, Operator};
 use crate::api::events::ack_view;
 use crate::api::request::{idempotency_key, ingest_slot, limit_param, read_ingest, read_object};
 use crate::api::state::{router_error, AppState, State};
@@ -56,7 +56,7 @@ fn load_source(state: &AppState, raw: &str) -> Result<Source, ApiError> {
     state.store.source(&SourceId::parse(raw).ok_or_else(not_found)?)?.ok_or_else(not_found)
 }
 
-async fn list_sources(_: Admin, state: State) -> Result<HttpResponse, ApiError> {
+async fn list_sources(_: Operator, state: State) -> Result<HttpResponse, ApiError> {
     let sources = state.store.sources()?;
     Ok(HttpResponse::Ok().json(Sources { sources: sources.iter().map(|s| source_view(&state, s, None)).collect() }))
 }
@@ -78,7 +78,7 @@ async fn create_source(
         .json(source_view(&state, &source, key.as_deref())))
 }
 
-async fn get_source(_: Admin, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
+async fn get_source(_: Operator, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
     let source = load_source(&state, &id)?;
     Ok(HttpResponse::Ok().json(source_view(&state, &source, None)))
 }
@@ -275,7 +275,7 @@ fn load_rejected(state: &AppState, raw: &str) -> Result<Rejected, ApiError> {
 }
 
 async fn list_rejected(
-    _: Admin,
+    _: Operator,
     query: web::Query<HashMap<String, String>>,
     state: State,
 ) -> Result<HttpResponse, ApiError> {
@@ -298,7 +298,7 @@ async fn list_rejected(
     Ok(HttpResponse::Ok().json(RejectedPage { rejected: page.iter().map(RejectedView::from).collect(), next_after }))
 }
 
-async fn get_rejected(_: Admin, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
+async fn get_rejected(_: Operator, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
     let item = load_rejected(&state, &id)?;
     Ok(HttpResponse::Ok().json(RejectedView::from(&item)))
 }
@@ -307,7 +307,7 @@ async fn get_rejected(_: Admin, id: web::Path<String>, state: State) -> Result<H
 /// (as if its source had just posted it, deduplicated the same way) and the piece is marked
 /// retried; if not, 422 says why and nothing changes.
 async fn retry_rejected(
-    _: Admin,
+    _: Operator,
     req: HttpRequest,
     id: web::Path<String>,
     state: State,

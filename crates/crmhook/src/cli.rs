@@ -15,7 +15,8 @@ pub struct Conn {
     /// The server's base URL.
     #[arg(long, global = true, env = "CRMHOOK_URL", default_value = "http://127.0.0.1:8080")]
     url: String,
-    /// The admin token.
+    /// An API key: the admin token, or an operator key for reading the log, redelivering and
+    /// replaying.
     #[arg(long, global = true, env = "CRMHOOK_ADMIN_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Print JSON instead of a table.
@@ -174,7 +175,7 @@ pub(crate) fn call(conn: &Conn, method: &str, path: &str, body: Option<&Value>) 
             let problem: Value = r.into_json().unwrap_or(Value::Null);
             let detail = problem["detail"].as_str().unwrap_or("");
             bail!(
-                "the server refused the token ({code}: {detail}); use the admin token (--token or CRMHOOK_ADMIN_TOKEN)"
+                "the server refused the token ({code}: {detail}); use an admin key such as the admin token, or an operator key for reading (--token or CRMHOOK_ADMIN_TOKEN)"
             )
         }
         Err(ureq::Error::Status(_, r)) => r,

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod cli;
+mod cli_keys;
 mod cli_sources;
 mod config;
 
@@ -133,6 +134,9 @@ enum Command {
         #[arg(long)]
         limit: Option<u32>,
     },
+    /// API keys and their roles (admin, operator, ingest): list, show, create, rotate, revoke.
+    #[command(subcommand)]
+    Keys(cli_keys::Keys),
     /// Offline access to a stopped server's data dir.
     #[command(subcommand)]
     Log(cli::Log),
@@ -155,6 +159,7 @@ fn main() -> ExitCode {
         Command::Rejected(cmd) => cli_sources::rejected(&cli.conn, cmd),
         Command::Replay { target, status, since } => cli::replay(&cli.conn, &target, &status, since),
         Command::Audit { after, limit } => cli_sources::audit(&cli.conn, after, limit),
+        Command::Keys(cmd) => cli_keys::keys(&cli.conn, cmd),
         Command::Log(cli::Log::Export { data_dir }) => cli::export(&data_dir),
     };
     match result {

@@ -44,7 +44,7 @@ pub(crate) fn scrubbed(view: &impl Serialize) -> Option<String> {
 }
 
 /// A URL with what may hold a credential redacted: its user info and its query string.
-fn url_without_credentials(url: &str) -> String {
+pub(crate) fn url_without_credentials(url: &str) -> String {
     let mut out = url.to_owned();
     if let Some(q) = out.find('?') {
         out.replace_range(q.., "?(redacted)");
@@ -58,7 +58,7 @@ fn url_without_credentials(url: &str) -> String {
     out
 }
 
-/// Records one admin change made by the holder of the admin token.
+/// Records one admin change, made by the key that called (`crate::api::auth::caller`).
 pub(crate) async fn record(
     state: &AppState,
     req: &HttpRequest,
@@ -69,7 +69,7 @@ pub(crate) async fn record(
 ) {
     let entry = AuditEntry {
         at_ms: now_ms(),
-        who: "admin token".into(),
+        who: crate::api::state::who(req),
         from: req.peer_addr().map(|a| a.ip().to_string()),
         action: action.into(),
         subject: subject.into(),

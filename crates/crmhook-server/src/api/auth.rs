@@ -1,9 +1,13 @@
-//! Who may call what: the API's two tokens as actix-web extractors. A handler that takes
-//! [`Admin`] runs only for the admin token, one that takes [`Ingest`] only for the ingest
-//! token; any other request is answered before the handler runs: 401 (with
-//! `WWW-Authenticate: Bearer`) without a token or with one that is neither, 403 with the other
-//! role's. The check comes first, before the body is read (docs/API.md: token, content type,
-//! size, JSON, rules), so a handler takes its role as its first argument.
+//! Who may call what: the API keys' roles as actix-web extractors. A handler that takes
+//! [`Admin`] runs only for an admin key, one that takes [`Operator`] for an admin or an operator
+//! key, one that takes [`Ingest`] only for an ingest key (`crate::keys`: the bootstrap
+//! `admin_token` and `ingest_token` are keys of those roles). Any other request is answered
+//! before the handler runs: 401 (with `WWW-Authenticate: Bearer`) without a token or with one
+//! that is no active key, 403 with a key of a role the route does not take. The check comes
+//! first, before the body is read (docs/API.md: token, content type, size, JSON, rules), so a
+//! handler takes its role as its first argument. The key that called ([`Caller`]) is put in
+//! the request's extensions, where the audit trail and the operators' request records find it
+//! ([`caller`]).
 //!
 //! `POST /in/{id}` takes no token: a source authenticates its own requests (`crate::sources`).
 //!
@@ -11,60 +15,77 @@
 //! (`crate::api::limits`): a missing or wrong token (401) is counted (`crmhook_auth_failures_total`)
 //! and logged at warn, with the address and the route, never the token; a client or key past its
 //! allowance is answered 429 with `Retry-After` before any token is compared
-//! (`crmhook_auth_rate_limited_total`). A wrong role (403) is a valid token and is not counted.
+//! (`crmhook_auth_rate_limited_total`). A wrong role (403) is a valid key and is not counted.
 //! Each counted failure is also an entry of the audit trail (`auth.failed`); the answers 429
 //! are only counted, so the limit bounds what one client can write there.
 //!
 //! [`MetricsReader`] guards `GET /metrics` when `metrics_token` is configured (the metrics token
-//! or the admin token); [`sees_detail`] tells `GET /readyz` whether to show its detail.
+//! or an admin key); [`sees_detail`] tells `GET /readyz` whether to show its detail.
 
 use std::future::{ready, Ready};
 use std::time::Instant;
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
-use actix_web::{web, FromRequest, HttpRequest};
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use crmhook_core::sign::constant_time_eq;
 
-use crate::api::state::{AppState, Tokens};
+use crate::api::state::AppState;
 use crate::error::ApiError;
+use crate::keys::{Caller, Keys, Role};
 
-/// The admin token: the admin API (targets, subscriptions, events, sources, the quarantine,
-/// the stream).
+/// An admin key: everything (the configuration, secrets, keys, the audit trail).
 #[derive(Debug, Clone, Copy)]
 pub struct Admin;
 
-/// The ingest token: `POST /v1/events`.
+/// An admin or an operator key: reading the log, the deliveries, the quarantine and the
+/// configuration (no secret is ever shown), redelivery, replay, retrying quarantined pieces.
+#[derive(Debug, Clone, Copy)]
+pub struct Operator;
+
+/// An ingest key: `POST /v1/events`.
 #[derive(Debug, Clone, Copy)]
 pub struct Ingest;
+
+/// Any active key, whatever its role: `GET /v1/me`.
+#[derive(Debug, Clone, Copy)]
+pub struct AnyKey;
 
 /// `GET /metrics`: anyone when no `metrics_token` is configured (the contract's default), else
 /// the metrics token or the admin token.
 #[derive(Debug, Clone, Copy)]
 pub struct MetricsReader;
 
+/// What a route takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
+enum Need {
     Admin,
+    Operator,
     Ingest,
+    Any,
 }
 
-impl FromRequest for Admin {
-    type Error = ApiError;
-    type Future = Ready<Result<Admin, ApiError>>;
+macro_rules! role_extractor {
+    ($name:ident, $need:expr) => {
+        impl FromRequest for $name {
+            type Error = ApiError;
+            type Future = Ready<Result<$name, ApiError>>;
 
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(check(req, Role::Admin).map(|()| Admin))
-    }
+            fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+                ready(check(req, $need).map(|()| $name))
+            }
+        }
+    };
 }
 
-impl FromRequest for Ingest {
-    type Error = ApiError;
-    type Future = Ready<Result<Ingest, ApiError>>;
+role_extractor!(Admin, Need::Admin);
+role_extractor!(Operator, Need::Operator);
+role_extractor!(Ingest, Need::Ingest);
+role_extractor!(AnyKey, Need::Any);
 
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(check(req, Role::Ingest).map(|()| Ingest))
-    }
+/// The key that called, once a role extractor let the request in.
+pub(crate) fn caller(req: &HttpRequest) -> Option<Caller> {
+    req.extensions().get::<Caller>().cloned()
 }
 
 impl FromRequest for MetricsReader {
@@ -81,15 +102,23 @@ fn app_state(req: &HttpRequest) -> Result<&web::Data<AppState>, ApiError> {
         .ok_or_else(|| ApiError::Internal("the API is mounted without its state".into()))
 }
 
-fn check(req: &HttpRequest, need: Role) -> Result<(), ApiError> {
+fn check(req: &HttpRequest, need: Need) -> Result<(), ApiError> {
     let state = app_state(req)?;
-    limited(req, state, |req| authorize(req, &state.tokens, need))
+    let mut caller = None;
+    limited(req, state, |req| {
+        caller = Some(authorize(req, &state.keys, need)?);
+        Ok(())
+    })?;
+    if let Some(caller) = caller {
+        req.extensions_mut().insert(caller);
+    }
+    Ok(())
 }
 
 fn check_metrics(req: &HttpRequest) -> Result<(), ApiError> {
     let state = app_state(req)?;
     let Some(metrics_token) = state.exposure.metrics_token.as_deref() else { return Ok(()) };
-    limited(req, state, |req| authorize_metrics(req, metrics_token, &state.tokens.admin))
+    limited(req, state, |req| authorize_metrics(req, metrics_token, &state.keys))
 }
 
 /// Whether `GET /readyz` shows its detail: always without a `metrics_token`; with one, only to a
@@ -101,7 +130,7 @@ pub(crate) fn sees_detail(req: &HttpRequest) -> bool {
     if req.headers().get(header::AUTHORIZATION).is_none() {
         return false;
     }
-    limited(req, state, |req| authorize_metrics(req, metrics_token, &state.tokens.admin)).is_ok()
+    limited(req, state, |req| authorize_metrics(req, metrics_token, &state.keys)).is_ok()
 }
 
 /// Runs `verify` under the failed-authentication limits: a blocked client or key is answered
@@ -145,15 +174,14 @@ fn bearer(req: &HttpRequest) -> Option<&str> {
     value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).map(str::trim)
 }
 
-/// The metrics token or the admin token, in constant time (both compared).
-/// `admin` is the admin token's SHA-256 (only hashes are kept).
-fn authorize_metrics(req: &HttpRequest, metrics_token: &str, admin: &[u8; 32]) -> Result<(), ApiError> {
+/// The metrics token or an admin key, in constant time (both compared).
+fn authorize_metrics(req: &HttpRequest, metrics_token: &str, keys: &Keys) -> Result<(), ApiError> {
     if req.headers().get(header::AUTHORIZATION).is_none() {
         return Err(ApiError::Unauthorized("missing `Authorization: Bearer <metrics_token>`".into()));
     }
     let token = bearer(req).ok_or_else(|| ApiError::Unauthorized("`Authorization` must be `Bearer <token>`".into()))?;
     let is_metrics = constant_time_eq(token.as_bytes(), metrics_token.as_bytes());
-    let is_admin = constant_time_eq(&crate::at_rest::token_hash(token), admin);
+    let is_admin = keys.find(token).is_some_and(|c| c.role == Role::Admin);
     if is_metrics | is_admin {
         Ok(())
     } else {
@@ -161,30 +189,29 @@ fn authorize_metrics(req: &HttpRequest, metrics_token: &str, admin: &[u8; 32]) -
     }
 }
 
-/// Checks the bearer token: 401 when missing or unknown, 403 when it is the other role's.
-/// The token's SHA-256 is compared with both tokens' (only hashes are kept), in constant time,
-/// whatever the first comparison says.
-fn authorize(req: &HttpRequest, tokens: &Tokens, need: Role) -> Result<(), ApiError> {
-    let value = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .ok_or_else(|| ApiError::Unauthorized("missing `Authorization: Bearer <token>`".into()))?;
-    let token = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim)
-        .ok_or_else(|| ApiError::Unauthorized("`Authorization` must be `Bearer <token>`".into()))?;
-    let presented = crate::at_rest::token_hash(token);
-    let is_admin = constant_time_eq(&presented, &tokens.admin);
-    let is_ingest = constant_time_eq(&presented, &tokens.ingest);
-    match (need, is_admin, is_ingest) {
-        (Role::Admin, true, _) | (Role::Ingest, _, true) => Ok(()),
-        (Role::Admin, false, true) => Err(ApiError::Forbidden("the ingest token cannot use the admin API".into())),
-        (Role::Ingest, true, false) => {
-            Err(ApiError::Forbidden("the admin token cannot post events; use the ingest token".into()))
+/// Checks the bearer token: 401 when missing or no active key's, 403 when its key's role does
+/// not take this route. Answers the key that called.
+fn authorize(req: &HttpRequest, keys: &Keys, need: Need) -> Result<Caller, ApiError> {
+    if req.headers().get(header::AUTHORIZATION).is_none() {
+        return Err(ApiError::Unauthorized("missing `Authorization: Bearer <token>`".into()));
+    }
+    let token = bearer(req).ok_or_else(|| ApiError::Unauthorized("`Authorization` must be `Bearer <token>`".into()))?;
+    let caller = keys.find(token).ok_or_else(|| ApiError::Unauthorized("the token is not valid".into()))?;
+    match (need, caller.role) {
+        (Need::Admin, Role::Admin)
+        | (Need::Operator, Role::Admin | Role::Operator)
+        | (Need::Ingest, Role::Ingest)
+        | (Need::Any, _) => Ok(caller),
+        (Need::Admin | Need::Operator, Role::Ingest) => {
+            Err(ApiError::Forbidden("an ingest key (the ingest token) cannot use the admin API".into()))
         }
-        _ => Err(ApiError::Unauthorized("the token is not valid".into())),
+        (Need::Admin, Role::Operator) => Err(ApiError::Forbidden(
+            "an operator key cannot change targets, subscriptions, sources or keys, see secrets or read the audit trail; use an admin key".into(),
+        )),
+        (Need::Ingest, role) => Err(ApiError::Forbidden(format!(
+            "an {} key cannot post events; use an ingest key (the ingest token)",
+            role.as_str()
+        ))),
     }
 }
 
@@ -193,49 +220,62 @@ mod tests {
     use actix_web::test::TestRequest;
 
     use super::*;
+    use crate::keys::tests::{configured, open};
 
-    fn tokens() -> Tokens {
-        Tokens { admin: crate::at_rest::token_hash("adm_a"), ingest: crate::at_rest::token_hash("ing_i") }
+    async fn keys() -> (Keys, String, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let (keys, _) = open(dir.path(), configured("adm_a", "ing_i")).await;
+        let (_, operator) =
+            keys.create(serde_json::json!({"name": "op", "role": "operator"}).as_object().unwrap()).await.unwrap();
+        (keys, operator, dir)
     }
 
-    fn answer(authorization: Option<&str>, need: Role) -> Result<(), String> {
+    fn answer(keys: &Keys, authorization: Option<&str>, need: Need) -> Result<String, String> {
         let mut req = TestRequest::default();
         if let Some(value) = authorization {
             req = req.insert_header((header::AUTHORIZATION, value));
         }
-        authorize(&req.to_http_request(), &tokens(), need).map_err(|e| match e {
+        authorize(&req.to_http_request(), keys, need).map(|c| c.name).map_err(|e| match e {
             ApiError::Unauthorized(d) => format!("401 {d}"),
             ApiError::Forbidden(d) => format!("403 {d}"),
             other => format!("other {other}"),
         })
     }
 
-    #[test]
-    fn each_role_takes_its_own_token_only() {
-        assert_eq!(answer(Some("Bearer adm_a"), Role::Admin), Ok(()));
-        assert_eq!(answer(Some("bearer  adm_a "), Role::Admin), Ok(()));
-        assert_eq!(answer(Some("Bearer ing_i"), Role::Ingest), Ok(()));
+    #[actix_rt::test]
+    async fn each_route_takes_its_roles_only() {
+        let (keys, operator, _dir) = keys().await;
+        let op = format!("Bearer {operator}");
+        assert_eq!(answer(&keys, Some("Bearer adm_a"), Need::Admin), Ok("admin_token".into()));
+        assert_eq!(answer(&keys, Some("bearer  adm_a "), Need::Operator), Ok("admin_token".into()));
+        assert_eq!(answer(&keys, Some(&op), Need::Operator), Ok("op".into()));
+        assert_eq!(answer(&keys, Some("Bearer ing_i"), Need::Ingest), Ok("ingest_token".into()));
+        let forbidden = |r: Result<String, String>| r.is_err_and(|e| e.starts_with("403 "));
+        assert!(forbidden(answer(&keys, Some(&op), Need::Admin)));
+        assert!(forbidden(answer(&keys, Some(&op), Need::Ingest)));
+        assert!(forbidden(answer(&keys, Some("Bearer ing_i"), Need::Admin)));
+        assert!(forbidden(answer(&keys, Some("Bearer ing_i"), Need::Operator)));
         assert_eq!(
-            answer(Some("Bearer ing_i"), Role::Admin),
-            Err("403 the ingest token cannot use the admin API".into())
-        );
-        assert_eq!(
-            answer(Some("Bearer adm_a"), Role::Ingest),
-            Err("403 the admin token cannot post events; use the ingest token".into())
+            answer(&keys, Some("Bearer adm_a"), Need::Ingest),
+            Err("403 an admin key cannot post events; use an ingest key (the ingest token)".into())
         );
     }
 
-    #[test]
-    fn no_token_or_an_unknown_one_is_401() {
-        assert_eq!(answer(None, Role::Admin), Err("401 missing `Authorization: Bearer <token>`".into()));
-        assert_eq!(answer(Some("Basic abc"), Role::Ingest), Err("401 `Authorization` must be `Bearer <token>`".into()));
-        assert_eq!(answer(Some("Bearer adm_"), Role::Admin), Err("401 the token is not valid".into()));
-        assert_eq!(answer(Some("Bearer nope"), Role::Ingest), Err("401 the token is not valid".into()));
+    #[actix_rt::test]
+    async fn no_token_or_an_unknown_one_is_401() {
+        let (keys, _, _dir) = keys().await;
+        assert_eq!(answer(&keys, None, Need::Admin), Err("401 missing `Authorization: Bearer <token>`".into()));
+        assert_eq!(
+            answer(&keys, Some("Basic abc"), Need::Ingest),
+            Err("401 `Authorization` must be `Bearer <token>`".into())
+        );
+        assert_eq!(answer(&keys, Some("Bearer adm_"), Need::Admin), Err("401 the token is not valid".into()));
+        assert_eq!(answer(&keys, Some("Bearer nope"), Need::Operator), Err("401 the token is not valid".into()));
     }
 
     #[test]
     fn without_the_app_state_the_extractor_fails_closed() {
         let req = TestRequest::default().insert_header((header::AUTHORIZATION, "Bearer adm_a")).to_http_request();
-        assert!(matches!(check(&req, Role::Admin), Err(ApiError::Internal(_))));
+        assert!(matches!(check(&req, Need::Admin), Err(ApiError::Internal(_))));
     }
 }

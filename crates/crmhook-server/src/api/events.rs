@@ -12,7 +12,7 @@ use crmhook_dispatch::metrics::Metrics;
 use crmhook_dispatch::window::{self, OnDisk};
 use crmhook_store::{Attempt, EventFilter, Log, Request};
 
-use crate::api::auth::{Admin, Ingest};
+use crate::api::auth::{Ingest, Operator};
 use crate::api::request::{
     idempotency_key, ingest_slot, optional_object, page_params, read_ingest, require_json, time_param, token_key,
     Intake, Redeliver,
@@ -88,7 +88,7 @@ fn load_event(state: &State, raw: &str) -> Result<Event, ApiError> {
     state.store.event_by_id(&EventId::parse(raw).ok_or_else(not_found)?)?.ok_or_else(not_found)
 }
 
-pub(crate) async fn get_event(_: Admin, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn get_event(_: Operator, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
     let event = load_event(&state, &id)?;
     let deliveries = deliveries(&*state.store, &event)?;
     Ok(HttpResponse::Ok().json(EventDetail { event: EventView::from(&event), deliveries }))
@@ -129,7 +129,7 @@ impl EventQuery {
 }
 
 pub(crate) async fn list_events(
-    _: Admin,
+    _: Operator,
     req: HttpRequest,
     query: web::Query<HashMap<String, String>>,
     state: State,
@@ -165,7 +165,7 @@ pub(crate) async fn list_events(
 // ---- redelivery ----------------------------------------------------------------------------
 
 pub(crate) async fn redeliver(
-    _: Admin,
+    _: Operator,
     req: HttpRequest,
     id: web::Path<String>,
     payload: web::Payload,

@@ -12,18 +12,12 @@ use crmhook_dispatch::guard::Guard;
 use crmhook_dispatch::metrics::Metrics;
 use crmhook_dispatch::router::{RouterError, RouterHandle};
 
-/// The two tokens, as their SHA-256 ([`crate::at_rest::token_hash`]): only hashes are kept.
-#[derive(Clone)]
-pub struct Tokens {
-    pub admin: [u8; 32],
-    pub ingest: [u8; 32],
-}
-
 /// What every handler shares.
 pub struct AppState {
     pub store: LogHandle,
     pub router: RouterHandle,
-    pub tokens: Tokens,
+    /// The API keys (`crate::keys`): who may call what.
+    pub keys: Arc<crate::keys::Keys>,
     /// `allow_private_targets`: the same guard the delivery clients check with.
     pub guard: Guard,
     /// The counters `GET /metrics` shows.
@@ -52,10 +46,15 @@ pub(crate) fn router_error(e: RouterError) -> ApiError {
     }
 }
 
-/// Who asked, for the log of operators' requests.
+/// Who asked (the key's name and id), for the audit trail.
+pub(crate) fn who(req: &HttpRequest) -> String {
+    crate::api::auth::caller(req).map_or_else(|| "unknown key".to_owned(), |c| c.who())
+}
+
+/// Who asked and from where, for the log of operators' requests.
 pub(crate) fn requester(req: &HttpRequest) -> String {
     match req.peer_addr() {
-        Some(addr) => format!("admin token from {}", addr.ip()),
-        None => "admin token".to_owned(),
+        Some(addr) => format!("{} from {}", who(req), addr.ip()),
+        None => who(req),
     }
 }

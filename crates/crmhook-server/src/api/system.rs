@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use crate::api::auth::{sees_detail, Admin, MetricsReader};
+use crate::api::auth::{sees_detail, MetricsReader, Operator};
 use crate::api::exposure::CONSOLE_CSP;
 use crate::api::state::State;
 use crate::api::views::{Alive, Ready};
@@ -16,7 +16,7 @@ pub(crate) async fn healthz() -> HttpResponse {
 }
 
 pub(crate) async fn stream(
-    _: Admin,
+    _: Operator,
     req: HttpRequest,
     query: web::Query<HashMap<String, String>>,
     streams: web::Data<crate::stream::Streams>,

@@ -10,7 +10,7 @@ use crmhook_core::{Subscription, SubscriptionId, Target, TargetId};
 use crmhook_store::{DeliveryStatus, Disabled, Log, Request};
 
 use crate::api::audit::{record, scrubbed};
-use crate::api::auth::Admin;
+use crate::api::auth::{Admin, Operator};
 use crate::api::request::{optional_object, page_params, read_object, Replay, TargetPatch};
 use crate::api::state::{requester, router_error, AppState, State};
 use crate::api::views::{
@@ -40,6 +40,16 @@ fn stored_target(store: &dyn Log, metrics: &Metrics, t: &Target, show_secret: bo
     Ok(HttpResponse::Ok().json(view))
 }
 
+/// A target's URL may hold a receiver's credential (user info, a token in the query): only an
+/// admin key sees it whole; an operator key sees it with those parts redacted.
+fn for_caller<'a>(req: &HttpRequest, view: TargetView<'a>) -> TargetView<'a> {
+    if crate::api::auth::caller(req).is_some_and(|c| c.role == crate::keys::Role::Admin) {
+        view
+    } else {
+        view.without_credentials()
+    }
+}
+
 fn target_id(raw: &str) -> Result<TargetId, ApiError> {
     TargetId::parse(raw).ok_or_else(|| ApiError::NotFound(format!("target {raw} not found")))
 }
@@ -48,7 +58,7 @@ pub(crate) fn load_target(state: &AppState, raw: &str) -> Result<Target, ApiErro
     state.store.target(&target_id(raw)?)?.ok_or_else(|| ApiError::NotFound(format!("target {raw} not found")))
 }
 
-pub(crate) async fn list_targets(_: Admin, state: State) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn list_targets(_: Operator, req: HttpRequest, state: State) -> Result<HttpResponse, ApiError> {
     let targets = state.store.targets()?;
     let (disabled, healths): (Vec<_>, Vec<_>) = targets
         .iter()
@@ -60,7 +70,7 @@ pub(crate) async fn list_targets(_: Admin, state: State) -> Result<HttpResponse,
         .iter()
         .zip(&disabled)
         .zip(healths)
-        .map(|((t, d), h)| TargetView::new(t, d.as_ref(), false).with_health(h))
+        .map(|((t, d), h)| for_caller(&req, TargetView::new(t, d.as_ref(), false).with_health(h)))
         .collect();
     Ok(HttpResponse::Ok().json(Targets { targets: views }))
 }
@@ -83,8 +93,17 @@ pub(crate) async fn create_target(
         .json(TargetView::new(&target, None, true)))
 }
 
-pub(crate) async fn get_target(_: Admin, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
-    stored_target(&*state.store, &state.metrics, &load_target(&state, &id)?, false)
+pub(crate) async fn get_target(
+    _: Operator,
+    req: HttpRequest,
+    id: web::Path<String>,
+    state: State,
+) -> Result<HttpResponse, ApiError> {
+    let target = load_target(&state, &id)?;
+    let disabled = state.store.disabled(&target.id)?;
+    let view =
+        TargetView::new(&target, disabled.as_ref(), false).with_health(health(&*state.store, &state.metrics, &target)?);
+    Ok(HttpResponse::Ok().json(for_caller(&req, view)))
 }
 
 pub(crate) async fn patch_target(
@@ -147,7 +166,7 @@ pub(crate) async fn rotate_secret(
 // ---- a target's deliveries -----------------------------------------------------------------
 
 pub(crate) async fn target_deliveries(
-    _: Admin,
+    _: Operator,
     id: web::Path<String>,
     query: web::Query<HashMap<String, String>>,
     state: State,
@@ -188,7 +207,7 @@ pub(crate) async fn target_deliveries(
 }
 
 pub(crate) async fn replay(
-    _: Admin,
+    _: Operator,
     req: HttpRequest,
     id: web::Path<String>,
     payload: web::Payload,
@@ -238,7 +257,7 @@ fn subscription_id(raw: &str) -> Result<SubscriptionId, ApiError> {
 }
 
 pub(crate) async fn list_subscriptions(
-    _: Admin,
+    _: Operator,
     query: web::Query<HashMap<String, String>>,
     state: State,
 ) -> Result<HttpResponse, ApiError> {
@@ -276,7 +295,11 @@ pub(crate) async fn create_subscription(
         .json(SubscriptionView::from(&sub)))
 }
 
-pub(crate) async fn get_subscription(_: Admin, id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn get_subscription(
+    _: Operator,
+    id: web::Path<String>,
+    state: State,
+) -> Result<HttpResponse, ApiError> {
     let sub = state
         .store
         .subscription(&subscription_id(&id)?)?

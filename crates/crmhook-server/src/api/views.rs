@@ -368,7 +368,7 @@ impl TargetHealth {
 pub struct TargetView<'a> {
     pub id: &'a TargetId,
     pub name: &'a str,
-    pub url: &'a str,
+    pub url: Cow<'a, str>,
     pub headers: Headers<'a>,
     pub timeout_ms: u64,
     pub retry_schedule_ms: &'a [u64],
@@ -397,7 +397,7 @@ impl<'a> TargetView<'a> {
         TargetView {
             id: &t.id,
             name: &t.name,
-            url: &t.url,
+            url: Cow::Borrowed(&t.url),
             headers: Headers(&t.headers),
             timeout_ms: t.timeout_ms,
             retry_schedule_ms: &t.retry_schedule_ms,
@@ -416,6 +416,12 @@ impl<'a> TargetView<'a> {
             secret: show_secret.then_some(t.secret.as_str()),
             health: None,
         }
+    }
+
+    /// The view with the URL's user info and query redacted (what may hold a credential).
+    pub fn without_credentials(mut self) -> Self {
+        self.url = Cow::Owned(crate::api::audit::url_without_credentials(&self.url));
+        self
     }
 
     pub fn with_health(self, health: TargetHealth) -> Self {
@@ -577,6 +583,56 @@ pub struct RejectedPage<'a> {
     pub rejected: Vec<RejectedView<'a>>,
     /// The last id of a full page; `null` after a short one.
     pub next_after: Option<&'a RejectedId>,
+}
+
+// ---- API keys ------------------------------------------------------------------------------
+
+/// An API key (`GET /v1/keys`): never its secret, but in the answer that made it (`key`).
+#[derive(Debug, Serialize)]
+pub struct KeyView<'a> {
+    pub id: &'a crmhook_core::id::KeyId,
+    pub name: &'a str,
+    pub role: &'static str,
+    /// `admin_token` or `ingest_token` for the keys the configuration sets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bootstrap: Option<&'a str>,
+    pub created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rotated_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<String>,
+    /// The secret, in the answer of a creation or a rotation only: shown this once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<&'a str>,
+}
+
+impl<'a> KeyView<'a> {
+    pub fn new(k: &'a crate::keys::ApiKey, secret: Option<&'a str>) -> Self {
+        KeyView {
+            id: &k.id,
+            name: &k.name,
+            role: k.role.as_str(),
+            bootstrap: k.bootstrap.as_deref(),
+            created_at: rfc3339(k.created_ms),
+            rotated_at: k.rotated_ms.map(rfc3339),
+            revoked_at: k.revoked_ms.map(rfc3339),
+            key: secret,
+        }
+    }
+}
+
+/// `GET /v1/keys`.
+#[derive(Debug, Serialize)]
+pub struct Keys<'a> {
+    pub keys: Vec<KeyView<'a>>,
+}
+
+/// `GET /v1/me`: the key that called.
+#[derive(Debug, Serialize)]
+pub struct Me<'a> {
+    pub id: &'a crmhook_core::id::KeyId,
+    pub name: &'a str,
+    pub role: &'static str,
 }
 
 #[cfg(test)]

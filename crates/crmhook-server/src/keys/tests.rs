@@ -1,0 +1,129 @@
+use std::sync::Arc;
+
+use crmhook_store::Store;
+use serde_json::json;
+
+use super::*;
+
+/// Keys over a store in `dir`, opened with `config`; answers them and what was generated.
+pub(crate) async fn open(dir: &std::path::Path, config: Bootstrap) -> (Keys, Vec<(&'static str, String)>) {
+    let store: LogHandle = Arc::new(Store::open(dir).expect("store"));
+    let mut generated = Vec::new();
+    let keys = Keys::open(store, config, &mut generated).await.expect("keys");
+    (keys, generated)
+}
+
+pub(crate) fn configured(admin: &str, ingest: &str) -> Bootstrap {
+    Bootstrap { admin_token: Some(admin.into()), ingest_token: Some(ingest.into()) }
+}
+
+fn role_of(keys: &Keys, token: &str) -> Option<Role> {
+    keys.find(token).map(|c| c.role)
+}
+
+#[actix_rt::test]
+async fn a_first_start_generates_both_bootstrap_keys_and_a_second_keeps_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (keys, generated) = open(dir.path(), Bootstrap::default()).await;
+    assert_eq!(generated.iter().map(|g| g.0).collect::<Vec<_>>(), ["admin_token", "ingest_token"]);
+    let admin = generated[0].1.clone();
+    let ingest = generated[1].1.clone();
+    assert!(admin.starts_with("adm_") && ingest.starts_with("ing_"));
+    assert_eq!(role_of(&keys, &admin), Some(Role::Admin));
+    assert_eq!(role_of(&keys, &ingest), Some(Role::Ingest));
+    assert_eq!(keys.list().len(), 2);
+    drop(keys);
+    let (keys, generated) = open(dir.path(), Bootstrap::default()).await;
+    assert!(generated.is_empty());
+    assert_eq!(role_of(&keys, &admin), Some(Role::Admin));
+}
+
+#[actix_rt::test]
+async fn created_keys_work_with_their_role_rotation_and_revocation_end_them_for_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let (keys, _) = open(dir.path(), configured("adm_boot", "ing_boot")).await;
+    let (op, op_secret) =
+        keys.create(json!({"name": "night shift", "role": "operator"}).as_object().unwrap()).await.unwrap();
+    assert!(op_secret.starts_with("opr_"));
+    assert_eq!(role_of(&keys, &op_secret), Some(Role::Operator));
+    assert_eq!(keys.find(&op_secret).map(|c| c.who()), Some(format!("night shift ({})", op.id)));
+    let (_, rotated) = keys.rotate(op.id.as_str()).await.unwrap();
+    assert_eq!(role_of(&keys, &op_secret), None, "the old secret stops at once");
+    assert_eq!(role_of(&keys, &rotated), Some(Role::Operator));
+    let revoked = keys.revoke(op.id.as_str()).await.unwrap();
+    assert!(revoked.revoked_ms.is_some());
+    assert_eq!(role_of(&keys, &rotated), None);
+    assert!(matches!(keys.rotate(op.id.as_str()).await, Err(ApiError::Conflict(_))));
+    // Kept across a restart, and no secret is in what is kept.
+    drop(keys);
+    let (keys, _) = open(dir.path(), configured("adm_boot", "ing_boot")).await;
+    assert_eq!(role_of(&keys, &rotated), None);
+    assert_eq!(role_of(&keys, "adm_boot"), Some(Role::Admin));
+    let listed = serde_json::to_string(&keys.list()).unwrap();
+    assert!(!listed.contains(&rotated) && !listed.contains(&op_secret) && !listed.contains("adm_boot"), "{listed}");
+}
+
+#[actix_rt::test]
+async fn the_last_admin_key_cannot_be_revoked_and_names_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (keys, _) = open(dir.path(), configured("adm_boot", "ing_boot")).await;
+    let boot = keys.find("adm_boot").unwrap();
+    assert!(matches!(keys.revoke(boot.id.as_str()).await, Err(ApiError::Conflict(_))));
+    let (second, _) = keys.create(json!({"name": "ops", "role": "admin"}).as_object().unwrap()).await.unwrap();
+    keys.revoke(boot.id.as_str()).await.unwrap();
+    assert!(matches!(keys.revoke(second.id.as_str()).await, Err(ApiError::Conflict(_))));
+    for bad in [
+        json!({"role": "admin"}),
+        json!({"name": "", "role": "admin"}),
+        json!({"name": "x", "role": "root"}),
+        json!({"name": "x", "role": "admin", "secret": "mine"}),
+        json!({"name": "a\u{7}b", "role": "admin"}),
+    ] {
+        assert!(matches!(keys.create(bad.as_object().unwrap()).await, Err(ApiError::Unprocessable { .. })), "{bad}");
+    }
+    assert!(matches!(
+        keys.create(json!({"name": "ops", "role": "ingest"}).as_object().unwrap()).await,
+        Err(ApiError::Conflict(_))
+    ));
+    assert!(matches!(keys.revoke("key_nope").await, Err(ApiError::NotFound(_))));
+}
+
+#[actix_rt::test]
+async fn a_configured_token_replaces_the_bootstrap_key_and_a_retired_one_refuses_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (keys, _) = open(dir.path(), configured("adm_one", "ing_one")).await;
+    let id = keys.find("adm_one").unwrap().id;
+    drop(keys);
+    // A new token in the configuration replaces the old one, which never comes back.
+    let (keys, generated) = open(dir.path(), configured("adm_two", "ing_one")).await;
+    assert!(generated.is_empty());
+    assert_eq!(keys.find("adm_two").map(|c| c.id), Some(id.clone()));
+    assert_eq!(role_of(&keys, "adm_one"), None);
+    drop(keys);
+    let (keys, _) = open(dir.path(), Bootstrap::default()).await;
+    assert_eq!(role_of(&keys, "adm_one"), None);
+    assert_eq!(role_of(&keys, "adm_two"), Some(Role::Admin));
+    // Rotated through the API: the configuration's old token is refused at start.
+    let (_, new) = keys.rotate(id.as_str()).await.unwrap();
+    drop(keys);
+    let store: LogHandle = Arc::new(Store::open(dir.path()).unwrap());
+    let refused = Keys::open(store, configured("adm_two", "ing_one"), &mut Vec::new()).await.err();
+    assert!(matches!(refused, Some(KeysError::Retired("admin_token"))), "{refused:?}");
+    let (keys, _) = open(dir.path(), configured(&new, "ing_one")).await;
+    assert_eq!(role_of(&keys, &new), Some(Role::Admin));
+}
+
+#[actix_rt::test]
+async fn tokens_kept_by_an_earlier_build_become_the_bootstrap_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store.put_meta("admin_token", &crate::at_rest::kept_form(&token_hash("adm_old"))).await.unwrap();
+        store.put_meta("ingest_token", "ing_clear").await.unwrap();
+    }
+    let (keys, generated) = open(dir.path(), Bootstrap::default()).await;
+    assert!(generated.is_empty(), "{generated:?}");
+    assert_eq!(role_of(&keys, "adm_old"), Some(Role::Admin));
+    assert_eq!(role_of(&keys, "ing_clear"), Some(Role::Ingest));
+    assert!(keys.list().iter().all(|k| k.bootstrap.is_some()));
+}

@@ -1,0 +1,128 @@
+//! `crmhook keys …`: the API keys (admin only): list, show, create, rotate, revoke. A new
+//! key's secret is printed once (or written to a file of this user's alone with `--output`);
+//! the server keeps only its hash.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Subcommand;
+use serde_json::{json, Value};
+
+use crate::cli::{print_json, request, s, table, Conn};
+
+#[derive(Subcommand)]
+pub enum Keys {
+    /// Every key, active and revoked.
+    List,
+    Show {
+        id: String,
+    },
+    /// A new key; its secret is printed this once.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// admin (everything), operator (read the log, redeliver, replay), or ingest (post
+        /// events).
+        #[arg(long)]
+        role: String,
+        /// Write the secret to this file (created, mode 0600) instead of printing it.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// A new secret for the key (printed this once); the old one stops working at once.
+    Rotate {
+        id: String,
+        /// Write the secret to this file (created, mode 0600) instead of printing it.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Revoke the key for good (the last admin key cannot be revoked).
+    Revoke {
+        id: String,
+    },
+}
+
+pub fn keys(conn: &Conn, cmd: Keys) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Keys::List => {
+            let v = request(conn, "GET", "/v1/keys", None)?;
+            if conn.json {
+                return print_json(&v);
+            }
+            let rows = v["keys"].as_array().map(|a| a.iter().map(|k| row(k).to_vec()).collect()).unwrap_or_default();
+            table(&["id", "name", "role", "created_at", "state"], rows);
+            Ok(ExitCode::SUCCESS)
+        }
+        Keys::Show { id } => {
+            let v = request(conn, "GET", &format!("/v1/keys/{id}"), None)?;
+            if conn.json {
+                return print_json(&v);
+            }
+            table(&["id", "name", "role", "created_at", "state"], vec![row(&v).to_vec()]);
+            Ok(ExitCode::SUCCESS)
+        }
+        Keys::Create { name, role, output } => {
+            let v = request(conn, "POST", "/v1/keys", Some(&json!({"name": name, "role": role})))?;
+            shown_once(conn, &v, output.as_deref())
+        }
+        Keys::Rotate { id, output } => {
+            let v = request(conn, "POST", &format!("/v1/keys/{id}/rotate"), None)?;
+            shown_once(conn, &v, output.as_deref())
+        }
+        Keys::Revoke { id } => {
+            let v = request(conn, "DELETE", &format!("/v1/keys/{id}"), None)?;
+            if conn.json {
+                return print_json(&v);
+            }
+            println!("revoked {} ({})", s(&v["id"]), s(&v["name"]));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn row(k: &Value) -> [String; 5] {
+    let state = match (k["revoked_at"].as_str(), k["rotated_at"].as_str()) {
+        (Some(at), _) => format!("revoked {at}"),
+        (None, Some(at)) => format!("active, rotated {at}"),
+        (None, None) => "active".into(),
+    };
+    let name = match k["bootstrap"].as_str() {
+        Some(_) => format!("{} (configuration)", s(&k["name"])),
+        None => s(&k["name"]),
+    };
+    [s(&k["id"]), name, s(&k["role"]), s(&k["created_at"]), state]
+}
+
+/// A key with its secret, from a creation or a rotation: the secret goes to `output` (0600)
+/// when given, else to stdout with the key's id.
+fn shown_once(conn: &Conn, v: &Value, output: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let secret = v["key"].as_str().context("the server's answer has no key")?;
+    if let Some(path) = output {
+        write_private(path, secret).with_context(|| format!("cannot write {}", path.display()))?;
+        let mut shown = v.clone();
+        if let Some(o) = shown.as_object_mut() {
+            o.remove("key");
+        }
+        if conn.json {
+            return print_json(&shown);
+        }
+        println!("{} {} ({}): secret written to {}", s(&v["id"]), s(&v["name"]), s(&v["role"]), path.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    if conn.json {
+        return print_json(v);
+    }
+    println!("{} {} ({})", s(&v["id"]), s(&v["name"]), s(&v["role"]));
+    println!("key: {secret}");
+    println!("(shown this once: the server keeps only its hash)");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_private(path: &Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    file.write_all(format!("{secret}\n").as_bytes())?;
+    file.sync_all()
+}
