@@ -1,13 +1,15 @@
 //! The smaller hardening of issue 14 (point 10), on the real binary: subscriptions and their
 //! lists are bounded, a target cannot set hop-by-hop or oversized headers, an event with a
 //! member name twice is refused (and quarantined when a source posts it), `log export` opens
-//! nothing but a data dir, and a target on an IPv6 literal address gets its deliveries.
+//! nothing but a data dir, and a target on an IPv6 literal address gets its deliveries (over
+//! `https://` too: the TLS server name is the address).
 
 mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, Ipv6Addr};
 use std::process::Command;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -260,4 +262,69 @@ fn a_target_on_an_ipv6_literal_address_gets_its_deliveries() {
     assert_eq!(serde_json::from_slice::<Value>(&body).expect("json"), event);
     server.wait_settled(&tid, Duration::from_secs(20));
     assert_eq!(server.event(&eid)["deliveries"][0]["status"], "delivered");
+}
+
+/// A TLS receiver on [::1] with a self-signed certificate for the address ::1: sends down the
+/// channel, for each connection it accepts, how the TLS handshake ended.
+fn ipv6_tls_receiver(listener: std::net::TcpListener) -> mpsc::Receiver<Result<(), String>> {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.subject_alt_names = vec![rcgen::SanType::IpAddress(IpAddr::V6(Ipv6Addr::LOCALHOST))];
+    let cert = params.self_signed(&key).expect("certificate");
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], key)
+        .expect("server configuration");
+    let config = Arc::new(config);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut tcp) = stream else { continue };
+            let Ok(mut conn) = rustls::ServerConnection::new(config.clone()) else { continue };
+            let mut handshake = Ok(());
+            while handshake.is_ok() && conn.is_handshaking() {
+                handshake = conn.complete_io(&mut tcp).map(|_| ()).map_err(|e| e.to_string());
+            }
+            if tx.send(handshake).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// `https://` to an IPv6 literal reaches the TLS handshake, with the address as the server name:
+/// the receiver's self-signed certificate (for ::1) is then refused as untrusted, as any
+/// certificate that does not chain to a public root is. (Before, awc named the server `[::1]`,
+/// which rustls cannot read, and no connection was made.)
+#[test]
+fn https_to_an_ipv6_literal_reaches_the_handshake_and_verifies_the_certificate() {
+    let listener = match std::net::TcpListener::bind("[::1]:0") {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("SKIPPED: this machine has no IPv6 loopback ([::1]): {e}");
+            return;
+        }
+    };
+    let port = listener.local_addr().expect("address").port();
+    let handshakes = ipv6_tls_receiver(listener);
+    let server = Server::start();
+    let url = format!("https://[::1]:{port}/v6tls");
+    let (tid, _) = server.wire(&url, Some(json!({})), json!({"retry_schedule_ms": []}));
+    let posted = server.post_ok(&maia("crm_record_created", json!({})));
+    let eid = posted["events"][0]["id"].as_str().expect("id").to_owned();
+
+    let handshake = handshakes.recv_timeout(Duration::from_secs(20)).expect("a TLS connection to [::1] within 20 s");
+    // crmhook refused the certificate (rustls answers an unknown issuer with this alert).
+    let refused = handshake.expect_err("a handshake with an untrusted certificate completed");
+    assert!(refused.contains("UnknownCA"), "{refused}");
+
+    server.wait_settled(&tid, Duration::from_secs(20));
+    let delivery = &server.event(&eid)["deliveries"][0];
+    assert_eq!(delivery["status"], "dead", "{delivery}");
+    let error = delivery["attempts"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("invalid peer certificate: UnknownIssuer"), "{delivery}");
 }

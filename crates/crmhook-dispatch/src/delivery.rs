@@ -4,11 +4,18 @@
 //! Each delivery arbiter has one awc client ([`Client`], created on that arbiter's thread by
 //! its [`Lane`] and cloned into the target actors started there), with redirects off (a 3xx is
 //! a failed attempt), a connect timeout, the address guard as its DNS resolver, and the
-//! target's `timeout_ms` around the whole exchange.
+//! target's `timeout_ms` around the whole exchange. (It holds a second awc client, alike but for
+//! its TCP step, for `https://` to IPv6 literals, which awc's own TLS step cannot name: see
+//! `tls.rs`.)
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use actix_rt::net::ActixStream;
+use actix_service::Service;
+use actix_tls::connect::rustls_0_23::reexports::ClientConfig;
+use actix_tls::connect::{ConnectError, ConnectInfo, Connection};
 use awc::error::SendRequestError;
 use awc::http::header::{self, HeaderName, HeaderValue};
 use awc::http::Uri;
@@ -19,6 +26,7 @@ use crmhook_core::time::now_ms;
 use crmhook_core::{Event, EventKind, Target};
 
 use crate::guard::{Guard, GuardResolver};
+use crate::tls;
 
 /// How long connecting may take at most (the target's timeout still bounds the whole attempt).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -26,31 +34,43 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const RESPONSE_BODY_LIMIT: usize = 64 * 1024;
 
 /// One arbiter's delivery client: awc's client (not `Send`: it is built on the thread that
-/// uses it, and cheap to clone) and the guard it checks addresses with.
+/// uses it, and cheap to clone), the one for `https://` to IPv6 literals (`tls.rs`), and
+/// the guard both check addresses with.
 #[derive(Clone)]
 pub struct Client {
     http: awc::Client,
+    ipv6_tls: awc::Client,
     guard: Guard,
+}
+
+/// The guarded TCP step: the address guard is the resolver.
+fn guarded_tcp(guard: Guard) -> actix_tls::connect::ConnectorService {
+    actix_tls::connect::Connector::new(actix_tls::connect::Resolver::custom(GuardResolver(guard))).service()
+}
+
+/// An awc client with crmhook's settings over the TCP step `tcp`.
+fn awc_client<S, Io>(tcp: S) -> awc::Client
+where
+    S: Service<ConnectInfo<Uri>, Response = Connection<Uri, Io>, Error = ConnectError> + Clone + 'static,
+    Io: ActixStream + fmt::Debug + 'static,
+{
+    awc::Client::builder()
+        .disable_redirects()
+        .add_default_header((header::USER_AGENT, concat!("crmhook/", env!("CARGO_PKG_VERSION"))))
+        .connector(awc::Connector::new().connector(tcp).timeout(CONNECT_TIMEOUT).limit(1024))
+        .timeout(Duration::from_secs(600))
+        .finish()
+}
+
+/// The client for `https://` to IPv6 literals, verifying certificates against `config`'s roots.
+fn ipv6_tls_client(guard: Guard, config: Arc<ClientConfig>) -> awc::Client {
+    awc_client(tls::LiteralTls::new(guarded_tcp(guard), config))
 }
 
 impl Client {
     /// Builds a client on the current thread.
     pub fn new(guard: Guard) -> Client {
-        let http = awc::Client::builder()
-            .disable_redirects()
-            .add_default_header((header::USER_AGENT, concat!("crmhook/", env!("CARGO_PKG_VERSION"))))
-            .connector(
-                awc::Connector::new()
-                    .connector(
-                        actix_tls::connect::Connector::new(actix_tls::connect::Resolver::custom(GuardResolver(guard)))
-                            .service(),
-                    )
-                    .timeout(CONNECT_TIMEOUT)
-                    .limit(1024),
-            )
-            .timeout(Duration::from_secs(600))
-            .finish();
-        Client { http, guard }
+        Client { http: awc_client(guarded_tcp(guard)), ipv6_tls: ipv6_tls_client(guard, tls::delivery_config()), guard }
     }
 
     /// The guard this client's connections are checked with.
@@ -142,7 +162,11 @@ fn retry_after(value: &str, now_ms: u64) -> Option<u64> {
 /// its literal address is refused.
 pub struct Endpoint {
     target: Arc<Target>,
+    /// Where requests go (for `https://` to an IPv6 literal, the `http://` form the client for
+    /// those takes: [`tls::over_tls_uri`]).
     uri: Uri,
+    /// Whether the attempts go through the client for `https://` to IPv6 literals.
+    ipv6_tls: bool,
     headers: Vec<(HeaderName, HeaderValue)>,
     signer: Signer,
     /// Why no attempt can be made (a refused address, a URL or header that does not parse).
@@ -157,15 +181,15 @@ impl Endpoint {
             unusable.get_or_insert_with(|| format!("the target URL does not parse: {e}"));
             Uri::default()
         });
-        if uri.scheme_str() == Some("https") && uri.host().is_some_and(|h| h.starts_with('[')) {
-            // awc hands the TLS layer the bracketed host as the server name, which rustls
-            // cannot read: say so rather than fail each attempt with an obscure error.
-            unusable.get_or_insert_with(|| {
-                "https:// to an IPv6 literal address is not supported by the delivery client (TLS needs a \
-                 server name it can read); give the target a host name"
-                    .into()
-            });
-        }
+        let ipv6_tls = tls::is_https_to_ipv6_literal(&uri);
+        let uri = match ipv6_tls.then(|| tls::over_tls_uri(&uri)) {
+            None => uri,
+            Some(Some(over_tls)) => over_tls,
+            Some(None) => {
+                unusable.get_or_insert_with(|| "the target URL does not parse".into());
+                Uri::default()
+            }
+        };
         let mut headers = Vec::with_capacity(target.headers.len());
         for (name, value) in &target.headers {
             // A target stored before hop-by-hop headers were refused keeps them on disk; they
@@ -185,6 +209,7 @@ impl Endpoint {
             timeout: Duration::from_millis(target.timeout_ms),
             target,
             uri,
+            ipv6_tls,
             headers,
             unusable,
         }
@@ -224,7 +249,8 @@ pub async fn attempt(client: &Client, endpoint: &Endpoint, event: &Event, attemp
     let timestamp = value(timestamp);
 
     // awc's own timeout bounds connecting, sending and the response's head; the body below.
-    let mut request = client.http.post(endpoint.uri.clone()).timeout(endpoint.timeout);
+    let http = if endpoint.ipv6_tls { &client.ipv6_tls } else { &client.http };
+    let mut request = http.post(endpoint.uri.clone()).timeout(endpoint.timeout);
     // The target's own headers first: ours are inserted after them and cannot be replaced
     // (validation also refuses reserved names).
     for header in &endpoint.headers {
@@ -265,6 +291,8 @@ mod tests {
     use crmhook_core::event::parse_ingest;
     use crmhook_core::sign;
     use crmhook_core::EventId;
+    use std::net::IpAddr;
+    use std::sync::mpsc;
 
     fn stored(body: &str) -> Event {
         let new = parse_ingest(body.as_bytes()).unwrap().remove(0);
@@ -276,6 +304,139 @@ mod tests {
         let mut t = Target::create(body.as_object().unwrap(), false, sign::generate_secret(), 0).unwrap();
         t.format = format;
         t
+    }
+
+    /// A TLS receiver on [::1] whose certificate names one address, signed by a CA of its own.
+    struct TlsReceiver {
+        port: u16,
+        /// A client configuration trusting that CA.
+        trusting: Arc<ClientConfig>,
+        /// For each connection it accepts, the request's head (answered 200) or why the
+        /// handshake failed.
+        heads: mpsc::Receiver<Result<String, String>>,
+    }
+
+    /// A [`TlsReceiver`] with a certificate for `san` (none when this machine has no IPv6
+    /// loopback).
+    fn tls_receiver(san: IpAddr) -> Option<TlsReceiver> {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+        let listener = match std::net::TcpListener::bind("[::1]:0") {
+            Ok(listener) => listener,
+            Err(e) => {
+                eprintln!("SKIPPED: this machine has no IPv6 loopback ([::1]): {e}");
+                return None;
+            }
+        };
+        let port = listener.local_addr().expect("address").port();
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca.self_signed(&ca_key).expect("CA certificate");
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.subject_alt_names = vec![SanType::IpAddress(san)];
+        let cert = params.signed_by(&key, &ca, &ca_key).expect("certificate");
+
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.der().clone()).expect("trust the CA");
+        let mut client = ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+        client.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+        let server = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], key)
+            .expect("server configuration");
+        let server = Arc::new(server);
+
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut tcp) = stream else { continue };
+                let Ok(mut conn) = rustls::ServerConnection::new(server.clone()) else { continue };
+                if tx.send(serve_one(&mut conn, &mut tcp)).is_err() {
+                    return;
+                }
+            }
+        });
+        Some(TlsReceiver { port, trusting: Arc::new(client), heads: rx })
+    }
+
+    /// One request over TLS: the handshake, the request's head and body, a 200.
+    fn serve_one(conn: &mut rustls::ServerConnection, tcp: &mut std::net::TcpStream) -> Result<String, String> {
+        use std::io::{Read, Write};
+        while conn.is_handshaking() {
+            conn.complete_io(tcp).map_err(|e| e.to_string())?;
+        }
+        let mut tls = rustls::Stream::new(conn, tcp);
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            tls.read_exact(&mut byte).map_err(|e| e.to_string())?;
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        let length = head
+            .lines()
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+            .unwrap_or(0);
+        let mut body = vec![0; length];
+        tls.read_exact(&mut body).map_err(|e| e.to_string())?;
+        tls.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").map_err(|e| e.to_string())?;
+        tls.flush().map_err(|e| e.to_string())?;
+        Ok(head)
+    }
+
+    fn target_at(url: &str) -> Arc<Target> {
+        let body = serde_json::json!({"name": "t", "url": url});
+        Arc::new(Target::create(body.as_object().unwrap(), true, sign::generate_secret(), 0).unwrap())
+    }
+
+    /// A client like [`Client::new`]'s, but whose client for `https://` to IPv6 literals trusts
+    /// `roots` (a test's own CA) instead of webpki's.
+    fn client_trusting(guard: Guard, roots: Arc<ClientConfig>) -> Client {
+        Client { http: awc_client(guarded_tcp(guard)), ipv6_tls: ipv6_tls_client(guard, roots), guard }
+    }
+
+    #[actix_rt::test]
+    async fn https_to_an_ipv6_literal_delivers_to_a_certificate_for_that_address() {
+        let loopback: IpAddr = "::1".parse().expect("address");
+        let Some(TlsReceiver { port, trusting, heads }) = tls_receiver(loopback) else { return };
+        let open = Guard { allow_private: true };
+        let endpoint = Endpoint::new(target_at(&format!("https://[::1]:{port}/hook?x=1")), open);
+        let event = stored(r#"{"eventType":"ai_pause","sessionId":"s"}"#);
+        let report = attempt(&client_trusting(open, trusting), &endpoint, &event, 1).await;
+        assert_eq!(report.outcome, Outcome::Status(200));
+        let head = heads.recv_timeout(Duration::from_secs(10)).expect("a connection").expect("a handshake");
+        assert!(head.starts_with("POST /hook?x=1 HTTP/1.1\r\n"), "{head}");
+        // The Host header is the https:// URL's, as awc writes it for any URL.
+        assert!(head.to_ascii_lowercase().contains(&format!("\r\nhost: [::1]:{port}\r\n")), "{head}");
+    }
+
+    #[actix_rt::test]
+    async fn https_to_an_ipv6_literal_refuses_a_certificate_for_another_address() {
+        let other: IpAddr = "::2".parse().expect("address");
+        let Some(TlsReceiver { port, trusting, heads }) = tls_receiver(other) else { return };
+        let open = Guard { allow_private: true };
+        let endpoint = Endpoint::new(target_at(&format!("https://[::1]:{port}/hook")), open);
+        let event = stored(r#"{"eventType":"ai_pause","sessionId":"s"}"#);
+        let report = attempt(&client_trusting(open, trusting), &endpoint, &event, 1).await;
+        let Outcome::Error(error) = report.outcome else { panic!("delivered: {:?}", report.outcome) };
+        // The name checked is the address itself: the certificate's other address does not do.
+        assert!(error.contains(r#"certificate not valid for name "::1""#), "{error}");
+        let refused = heads.recv_timeout(Duration::from_secs(10)).expect("a connection");
+        assert!(refused.is_err(), "the receiver got a request: {refused:?}");
+    }
+
+    #[actix_rt::test]
+    async fn https_to_an_ipv6_literal_is_guarded_at_connect_time() {
+        let loopback: IpAddr = "::1".parse().expect("address");
+        let Some(TlsReceiver { port, trusting, .. }) = tls_receiver(loopback) else { return };
+        // Prepared while private targets were allowed; the client's guard is on.
+        let endpoint = Endpoint::new(target_at(&format!("https://[::1]:{port}/hook")), Guard { allow_private: true });
+        let event = stored(r#"{"eventType":"ai_pause","sessionId":"s"}"#);
+        let report = attempt(&client_trusting(Guard::default(), trusting), &endpoint, &event, 1).await;
+        let Outcome::Error(error) = report.outcome else { panic!("delivered: {:?}", report.outcome) };
+        assert!(error.contains("::1 is not a public address"), "{error}");
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //!   1 when `ordered`), its retry timer, and the records of its attempts;
 //! - HTTP delivery ([`delivery`]): the body and signature headers of an attempt, sent with awc,
 //!   one client per delivery arbiter (redirects off, explicit timeouts), owned by that arbiter's
-//!   [`delivery::Lane`];
+//!   [`delivery::Lane`]; `https://` to IPv6 literals through a TCP step that makes the TLS
+//!   connection itself, naming the address (`tls`: awc's own TLS step names it with brackets);
 //! - the address guard ([`guard`]): non-public targets refused at creation and at every
 //!   connection (the client's DNS resolver);
 //! - a target's window ([`window`]): the pure state machine of what a target owes, has in
@@ -29,4 +30,5 @@ pub mod guard;
 pub mod metrics;
 pub mod router;
 pub mod target;
+mod tls;
 pub mod window;
