@@ -22,6 +22,7 @@ bench seconds="5":
     cargo build --release -p crmhook -p crmhook-bench
     ./target/release/crmhook-bench ingest --seconds {{seconds}} --json target/bench-ingest.json
     ./target/release/crmhook-bench deliver --json target/bench-deliver.json
+    ./target/release/crmhook-bench system --seconds {{seconds}} --json target/bench-system.json
 
 # The long reliability runs (kills under load, a 1M-event backlog), with their figures.
 soak kills="20" backlog="1000000":

@@ -5,6 +5,9 @@
 //!   drives both with the same keep-alive HTTP/1.1 load at 1, 16 and 64 connections, and prints
 //!   requests/s, p50/p99 latency and each crmhook figure as a ratio of the bare one, as a table
 //!   and as JSON.
+//! - `crmhook-bench system` (in `system.rs`): ingest while 1 and 10 targets receive, at fixed
+//!   rates and at saturation: ingest/s, deliveries/s, ack and end-to-end latency, the server's
+//!   CPU per event, next to the bare handler.
 //! - `crmhook-bench bare` runs only the bare handler; `crmhook-bench load` only the load.
 //!
 //! The load generator is plain threads and sockets: one thread per connection, one request in
@@ -19,6 +22,7 @@ use std::time::{Duration, Instant};
 mod deliver;
 mod soak;
 mod sources;
+mod system;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
@@ -69,6 +73,19 @@ enum Cmd {
         /// Events for the one-target run (a tenth of them fan out to 10 targets).
         #[arg(long, default_value_t = 20_000)]
         events: usize,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// The whole system: ingest while 1 and 10 targets receive, at fixed rates and at
+    /// saturation, with end-to-end latency and the server's CPU per event, next to the bare
+    /// handler.
+    System {
+        /// Seconds per row.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Fixed rates (events/s) to measure, besides saturation.
+        #[arg(long, value_delimiter = ',', default_value = "200,1000,5000")]
+        rates: Vec<u64>,
         #[arg(long)]
         json: Option<PathBuf>,
     },
@@ -123,6 +140,13 @@ fn main() -> anyhow::Result<()> {
             let (bare_addr, _bare) = start_bare("127.0.0.1:0")?;
             let crmhook = Crmhook::start()?;
             sources::rows(&crmhook, bare_addr, connections, Duration::from_secs(seconds))?;
+            Ok(())
+        }
+        Cmd::System { seconds, rates, json } => {
+            let report = system::run(seconds, &rates)?;
+            if let Some(path) = json {
+                std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
+            }
             Ok(())
         }
         Cmd::Deliver { events, json } => {

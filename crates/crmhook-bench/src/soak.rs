@@ -112,6 +112,11 @@ impl Server {
         }
     }
 
+    /// The server process's id (0 when it is not running).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
     pub fn rss_kib(&self) -> u64 {
         crate::proc_status_kib(self.child.as_ref().map(Child::id).unwrap_or(0), "VmRSS:")
     }

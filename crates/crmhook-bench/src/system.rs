@@ -1,0 +1,344 @@
+//! `crmhook-bench system`: the whole system as a user runs it — a CRM posting while targets
+//! receive, on the same machine — next to a bare handler in the same run.
+//!
+//! For one and for ten live targets (each subscribed to everything, answering at once), at fixed
+//! rates (200, 1,000 and 5,000 events/s by default) and at saturation (64 connections posting
+//! as fast as they are answered), it reports:
+//!
+//! - ingest/s (acknowledged events) and deliveries/s (requests the receiver got while the load
+//!   ran);
+//! - the acknowledgement's latency (p50, p99, p99.9, max) and the end-to-end latency, from just
+//!   before the POST to the delivery's arrival at the receiver (p50, p99, max), over every
+//!   delivery of every acknowledged event;
+//! - the server's CPU per event: its user + system time (`/proc/<pid>/stat`, which counts
+//!   threads that ended too) from the start of the load until the last delivery arrived,
+//!   divided by the events acknowledged;
+//! - at saturation, the ingest ÷ the bare handler's requests/s (64 connections, same bodies).
+//!
+//! At a fixed rate each of a few connections sends its share of the events on a schedule (the
+//! `i`-th event of the run is due at `i / rate`); a connection whose answer comes late sends its
+//! next event late (the figure is then below the rate, and says so).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+
+use crate::soak::{Conn, Server, INGEST};
+
+/// A receiver that answers 204 at once and notes when each (path, recordId) first arrived.
+struct Receiver {
+    addr: SocketAddr,
+    arrivals: Arc<Mutex<HashMap<(String, String), Instant>>>,
+    count: Arc<AtomicU64>,
+}
+
+impl Receiver {
+    fn start() -> anyhow::Result<Receiver> {
+        use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let arrivals: Arc<Mutex<HashMap<(String, String), Instant>>> = Arc::default();
+        let count = Arc::new(AtomicU64::new(0));
+        let (a, c) = (arrivals.clone(), count.clone());
+        std::thread::spawn(move || {
+            let _ = actix_rt::System::new().block_on(async move {
+                HttpServer::new(move || {
+                    let (a, c) = (a.clone(), c.clone());
+                    App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
+                        let (a, c) = (a.clone(), c.clone());
+                        async move {
+                            let at = Instant::now();
+                            c.fetch_add(1, Ordering::Relaxed);
+                            if let Some(tag) = record_id(&body) {
+                                a.lock().expect("lock").entry((req.path().to_owned(), tag)).or_insert(at);
+                            }
+                            HttpResponse::NoContent().finish()
+                        }
+                    }))
+                })
+                .workers(1)
+                .listen(listener)?
+                .run()
+                .await
+            });
+        });
+        Ok(Receiver { addr, arrivals, count })
+    }
+}
+
+fn record_id(body: &[u8]) -> Option<String> {
+    let start = body.windows(12).position(|w| w == b"\"recordId\":\"")?;
+    let rest = &body[start + 12..];
+    let end = rest.iter().position(|b| *b == b'"')?;
+    Some(String::from_utf8_lossy(&rest[..end]).into_owned())
+}
+
+fn event(tag: &str) -> String {
+    format!(
+        r#"{{"eventType":"crm_field_update","recordId":"{tag}","kanbanId":"kanban_1","fieldName":"Email","newValue":"x@example.com"}}"#
+    )
+}
+
+/// The process's user + system CPU in clock ticks (`/proc/<pid>/stat` fields 14 and 15).
+fn process_ticks(pid: u32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0 };
+    // The command name may hold spaces: the fields are counted after its closing parenthesis.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // `after` starts at field 3 (state): utime is field 14, stime 15.
+    let get = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    get(14) + get(15)
+}
+
+fn clock_ticks_per_s() -> f64 {
+    // Linux has reported 100 to user space on every architecture for a long time.
+    100.0
+}
+
+/// How the load is offered.
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    /// Events per second, on a schedule.
+    Rate(u64),
+    /// 64 connections, each posting as soon as its last answer came.
+    Saturation,
+}
+
+/// One event's acknowledgement: its tag, when the POST was about to be written, and when the
+/// answer came.
+struct Sent {
+    tag: String,
+    at: Instant,
+    acked: Instant,
+}
+
+struct Row {
+    targets: usize,
+    mode: Mode,
+    sent: usize,
+    acked: usize,
+    seconds: f64,
+    ingest_per_s: f64,
+    deliveries_per_s: f64,
+    ack_ms: [f64; 4],
+    e2e_ms: [f64; 3],
+    delivered: usize,
+    cpu_ms_per_event: f64,
+    cores: f64,
+    drain_s: f64,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+/// Posts events for `duration` in `mode`; answers what was sent and acknowledged.
+fn offer(addr: SocketAddr, prefix: &str, mode: Mode, duration: Duration) -> anyhow::Result<(Vec<Sent>, usize)> {
+    let (connections, rate) = match mode {
+        Mode::Rate(r) => ((r as usize / 250).clamp(1, 16), Some(r)),
+        Mode::Saturation => (64, None),
+    };
+    let t0 = Instant::now() + Duration::from_millis(20);
+    let deadline = t0 + duration;
+    let threads: Vec<_> = (0..connections)
+        .map(|c| {
+            let prefix = prefix.to_owned();
+            std::thread::spawn(move || -> anyhow::Result<(Vec<Sent>, usize)> {
+                let mut conn = Conn::new(addr);
+                let mut out = Vec::new();
+                let mut tried = 0;
+                let mut i = c;
+                loop {
+                    if let Some(rate) = rate {
+                        let due = t0 + Duration::from_nanos((i as u64).saturating_mul(1_000_000_000) / rate);
+                        if due >= deadline {
+                            break;
+                        }
+                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                            std::thread::sleep(wait);
+                        }
+                    } else if Instant::now() >= deadline {
+                        break;
+                    } else if i == c {
+                        if let Some(wait) = t0.checked_duration_since(Instant::now()) {
+                            std::thread::sleep(wait);
+                        }
+                    }
+                    let tag = format!("{prefix}{i}");
+                    let body = event(&tag);
+                    let at = Instant::now();
+                    tried += 1;
+                    let (status, _) = conn.request("POST", "/v1/events", INGEST, body.as_bytes())?;
+                    if status == 202 {
+                        out.push(Sent { tag, at, acked: Instant::now() });
+                    }
+                    i += connections;
+                }
+                Ok((out, tried))
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    let mut tried = 0;
+    for t in threads {
+        let (sent, n) = t.join().map_err(|_| anyhow::anyhow!("load thread panicked"))??;
+        all.extend(sent);
+        tried += n;
+    }
+    Ok((all, tried))
+}
+
+fn live_targets(server: &Server, rcv: &Receiver, n: usize, run: &str) -> anyhow::Result<Vec<String>> {
+    (0..n)
+        .map(|i| {
+            let t = server.admin(
+                "POST",
+                "/v1/targets",
+                &json!({"name": format!("{run}-{i}"), "url": format!("http://{}/{run}/t{i}", rcv.addr)}),
+            )?;
+            let id = t["id"].as_str().context("target id")?.to_owned();
+            server.admin("POST", "/v1/subscriptions", &json!({"target_id": id}))?;
+            Ok(id)
+        })
+        .collect()
+}
+
+fn measure(server: &Server, rcv: &Receiver, targets: usize, mode: Mode, duration: Duration) -> anyhow::Result<Row> {
+    let run = format!(
+        "r{}x{}",
+        match mode {
+            Mode::Rate(r) => r.to_string(),
+            Mode::Saturation => "max".into(),
+        },
+        targets
+    );
+    let ids = live_targets(server, rcv, targets, &run)?;
+    // Let the new target actors settle before the clock starts.
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = server.pid();
+    let ticks0 = process_ticks(pid);
+    let count0 = rcv.count.load(Ordering::Relaxed);
+    let start = Instant::now();
+    let (sent, tried) = offer(server.addr, &format!("{run}_"), mode, duration)?;
+    let load_s = start.elapsed().as_secs_f64();
+    let delivered_during = rcv.count.load(Ordering::Relaxed) - count0;
+    // Wait for every delivery of every acknowledged event.
+    let paths: Vec<String> = (0..targets).map(|i| format!("/{run}/t{i}")).collect();
+    let want = sent.len() * targets;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let arrived = rcv.arrivals.lock().expect("lock").keys().filter(|(p, _)| p.starts_with(&format!("/{run}/"))).count();
+        if arrived >= want {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("{run}: only {arrived} of {want} deliveries within 300 s");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let all_in = start.elapsed().as_secs_f64();
+    let ticks = process_ticks(pid) - ticks0;
+    let arrivals = rcv.arrivals.lock().expect("lock");
+    let mut e2e: Vec<f64> = Vec::with_capacity(want);
+    for s in &sent {
+        for p in &paths {
+            if let Some(at) = arrivals.get(&(p.clone(), s.tag.clone())) {
+                e2e.push(at.saturating_duration_since(s.at).as_secs_f64() * 1000.0);
+            }
+        }
+    }
+    drop(arrivals);
+    e2e.sort_by(f64::total_cmp);
+    let mut ack: Vec<f64> = sent.iter().map(|s| s.acked.duration_since(s.at).as_secs_f64() * 1000.0).collect();
+    ack.sort_by(f64::total_cmp);
+    for id in ids {
+        server.admin("DELETE", &format!("/v1/targets/{id}"), &json!({}))?;
+    }
+    let cpu_s = ticks as f64 / clock_ticks_per_s();
+    Ok(Row {
+        targets,
+        mode,
+        sent: tried,
+        acked: sent.len(),
+        seconds: load_s,
+        ingest_per_s: sent.len() as f64 / load_s,
+        deliveries_per_s: delivered_during as f64 / load_s,
+        ack_ms: [percentile(&ack, 0.5), percentile(&ack, 0.99), percentile(&ack, 0.999), ack.last().copied().unwrap_or(0.0)],
+        e2e_ms: [percentile(&e2e, 0.5), percentile(&e2e, 0.99), e2e.last().copied().unwrap_or(0.0)],
+        delivered: e2e.len(),
+        cpu_ms_per_event: cpu_s * 1000.0 / sent.len().max(1) as f64,
+        cores: cpu_s / all_in,
+        drain_s: all_in - load_s,
+    })
+}
+
+/// Runs every row: `rates` and saturation, with 1 and with 10 targets.
+pub fn run(seconds: u64, rates: &[u64]) -> anyhow::Result<Value> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let duration = Duration::from_secs(seconds);
+    let rcv = Receiver::start()?;
+    let (bare_addr, _bare) = crate::start_bare("127.0.0.1:0")?;
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(dir.path())?;
+    let bare = crate::load(bare_addr, "", &crate::bodies(1), 64, duration)?;
+    let mut modes: Vec<Mode> = rates.iter().map(|&r| Mode::Rate(r)).collect();
+    modes.push(Mode::Saturation);
+    println!(
+        "the whole system: ingest while targets receive ({seconds} s per row; bare handler at 64 connections: {:.0} req/s)",
+        bare.rps
+    );
+    println!(
+        "{:>7} {:>7} | {:>9} {:>9} | {:>28} | {:>22} | {:>8} {:>5} | {:>6}",
+        "targets", "offered", "ingest/s", "deliv/s", "ack ms p50/p99/p99.9/max", "e2e ms p50/p99/max", "cpu ms/ev", "cores", "÷bare"
+    );
+    let mut rows = Vec::new();
+    for targets in [1, 10] {
+        for &mode in &modes {
+            let r = measure(&server, &rcv, targets, mode, duration)?;
+            let offered = match r.mode {
+                Mode::Rate(x) => format!("{x}/s"),
+                Mode::Saturation => "max".into(),
+            };
+            let ratio = matches!(r.mode, Mode::Saturation).then(|| r.ingest_per_s / bare.rps);
+            println!(
+                "{:>7} {:>7} | {:>9.0} {:>9.0} | {:>6.2} {:>6.2} {:>6.2} {:>7.1} | {:>6.2} {:>6.2} {:>7.1} | {:>8.3} {:>5.2} | {:>6}",
+                r.targets,
+                offered,
+                r.ingest_per_s,
+                r.deliveries_per_s,
+                r.ack_ms[0],
+                r.ack_ms[1],
+                r.ack_ms[2],
+                r.ack_ms[3],
+                r.e2e_ms[0],
+                r.e2e_ms[1],
+                r.e2e_ms[2],
+                r.cpu_ms_per_event,
+                r.cores,
+                ratio.map_or("-".into(), |x| format!("{:.0}%", x * 100.0))
+            );
+            if r.acked < r.sent || r.delivered < r.acked * r.targets {
+                println!("          ({} of {} acknowledged, {} deliveries measured)", r.acked, r.sent, r.delivered);
+            }
+            rows.push(json!({
+                "targets": r.targets,
+                "offered_per_s": match r.mode { Mode::Rate(x) => json!(x), Mode::Saturation => json!("max") },
+                "sent": r.sent, "acked": r.acked, "seconds": r.seconds,
+                "ingest_per_s": r.ingest_per_s, "deliveries_per_s": r.deliveries_per_s,
+                "ack_ms": {"p50": r.ack_ms[0], "p99": r.ack_ms[1], "p99_9": r.ack_ms[2], "max": r.ack_ms[3]},
+                "e2e_ms": {"p50": r.e2e_ms[0], "p99": r.e2e_ms[1], "max": r.e2e_ms[2], "measured": r.delivered},
+                "cpu_ms_per_event": r.cpu_ms_per_event, "cores": r.cores, "drain_s": r.drain_s,
+                "ingest_over_bare": ratio,
+            }));
+        }
+    }
+    Ok(json!({"benchmark": "system", "seconds": seconds, "bare_rps_64": bare.rps, "rows": rows}))
+}
