@@ -1,10 +1,12 @@
 //! The web console in headless Chromium, driven over WebDriver (chromedriver): load the page,
 //! enter the token, see a posted event appear live, open it, press redeliver, see the new
-//! attempt; and the sources, the quarantine of a source's rejected pieces and the event list's
-//! source filter. The browser is found where Debian puts it, or installed (Debian's `chromium`
+//! attempt; the sources, the quarantine of a source's rejected pieces and the event list's
+//! source filter; and the audit trail, newest first, paged by keyboard in a narrow window. The
+//! browser is found where Debian puts it, or installed (Debian's `chromium`
 //! and `chromium-driver`, with apt-get as root or through passwordless sudo) the first time a
 //! test here needs it, so that `cargo test --workspace` runs on a machine that never had it.
-//! With `CRMHOOK_SCREENSHOT=<file.png>` the test also saves a screenshot of the console.
+//! With `CRMHOOK_SCREENSHOT=<file.png>` the first test also saves a screenshot of the console,
+//! with `CRMHOOK_SCREENSHOT_AUDIT=<file.png>` the audit test one of the Audit view (400 px wide).
 
 mod support;
 
@@ -146,6 +148,22 @@ impl Driver {
 
     fn property(&self, element: &str, name: &str) -> String {
         self.call("GET", &format!("/element/{element}/property/{name}"), None).as_str().unwrap_or("").to_owned()
+    }
+
+    /// Whether the element is shown (WebDriver's "is displayed").
+    fn displayed(&self, element: &str) -> bool {
+        self.call("GET", &format!("/element/{element}/displayed"), None).as_bool().unwrap_or(false)
+    }
+
+    /// Presses Enter on the element (focused first): how a keyboard user activates a button.
+    fn press_enter(&self, element: &str) {
+        self.type_into(element, "\u{E007}");
+    }
+
+    /// Runs `script` in the page (WebDriver's own channel, outside the page's CSP); answers its
+    /// value.
+    fn execute(&self, script: &str) -> Value {
+        self.call("POST", "/execute/sync", Some(json!({"script": script, "args": []})))
     }
 
     /// Waits until an element matching `css` has a text for which `f` holds; answers it.
@@ -302,4 +320,68 @@ fn the_console_shows_sources_the_quarantine_and_filters_events_by_source() {
     assert!(browser.text(&row).contains("Maximizer <EU>"), "{}", browser.text(&row));
     browser.click(&row);
     browser.wait_text("#detail .source", "the event's source", |t| t.contains("Maximizer <EU>") && t.contains(src_id));
+}
+
+#[test]
+fn the_console_shows_the_audit_trail_newest_first_and_pages_to_older_entries() {
+    let server = Server::start();
+    // Admin changes through the API: a target, then 55 subscriptions, so that the trail holds
+    // more than the console's page of 50 and the target's creation is on the second page.
+    let (tid, _) = server.wire("http://127.0.0.1:9/audited", None, json!({"name": "audited <target>"}));
+    let mut subs = Vec::new();
+    for i in 0..55 {
+        let r = server.admin(
+            "POST",
+            "/v1/subscriptions",
+            Some(&json!({"target_id": tid, "kanban_ids": [format!("k{i}")]})),
+        );
+        assert_eq!(r.status, 201, "{}", r.text);
+        subs.push(r.json()["id"].as_str().expect("id").to_owned());
+    }
+    let browser = signed_in(&server);
+    // A narrow window (a phone's width).
+    browser.call("POST", "/window/rect", Some(json!({"width": 400, "height": 900})));
+
+    // The Audit tab, by keyboard: newest first, one page.
+    browser.press_enter(&browser.wait("#tabs button[data-view='audit']"));
+    wait_for(Duration::from_secs(15), "the first page of the audit trail", || {
+        (browser.find_all("#audit tr.audit").len() == 50).then_some(())
+    });
+    let rows = browser.find_all("#audit tr.audit");
+    let newest = browser.text(&rows[0]);
+    assert!(newest.contains("subscription.create") && newest.contains(&subs[54]), "newest first: {newest}");
+    assert!(browser.text(&rows[49]).contains(&subs[5]), "{}", browser.text(&rows[49]));
+    let target_row = format!("#audit tr.audit[data-action='target.create'][data-subject='{tid}']");
+    assert!(browser.find(&target_row).is_none(), "the target's creation is older than the first page");
+    assert!(browser.displayed(&rows[0]), "the newest entry is shown in a narrow window");
+
+    // "Older", by keyboard: the rest, down to the target's creation, its summary naming it.
+    let older = browser.wait("#a-older");
+    assert!(browser.displayed(&older));
+    browser.press_enter(&older);
+    let row = browser.wait(&target_row);
+    wait_for(Duration::from_secs(15), "the second page", || {
+        (browser.find_all("#audit tr.audit").len() == 56).then_some(())
+    });
+    let text = browser.text(&row);
+    assert!(text.contains("target.create") && text.contains(&tid) && text.contains("admin token"), "{text}");
+    assert!(text.contains("audited <target>"), "the summary names the target, as text: {text}");
+    let rows = browser.find_all("#audit tr.audit");
+    assert!(browser.text(&rows[55]).contains(&tid), "the oldest entry is last");
+    assert!(!browser.displayed(&older), "no older page after the oldest entry");
+    // The record itself opens below the summary, with no secret in it.
+    let summary = browser.wait(&format!("{target_row} details summary"));
+    browser.press_enter(&summary);
+    let record = browser.wait_text(&format!("{target_row} details pre"), "the record after", |t| t.contains("\"url\""));
+    assert!(!record.contains("whsec_"), "{record}");
+
+    if let Ok(path) = std::env::var("CRMHOOK_SCREENSHOT_AUDIT") {
+        use base64::Engine;
+        let png = browser.call("GET", "/screenshot", None);
+        let bytes = base64::engine::general_purpose::STANDARD.decode(png.as_str().expect("base64")).expect("png");
+        std::fs::write(path, bytes).expect("screenshot written");
+    }
+    // The page fits the narrow window: nothing wider than it.
+    let fits = browser.execute("return document.documentElement.scrollWidth <= document.documentElement.clientWidth");
+    assert_eq!(fits, Value::Bool(true), "the audit view is wider than a 400 px window");
 }

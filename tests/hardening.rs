@@ -61,6 +61,47 @@ fn subscriptions_per_target_and_their_lists_are_bounded() {
 }
 
 #[test]
+fn concurrent_creations_cannot_pass_the_subscriptions_per_target_limit() {
+    let server = Server::start();
+    let (tid, _) = server.wire("http://127.0.0.1:9/race", None, json!({}));
+    for i in 0..99 {
+        let r = server.admin(
+            "POST",
+            "/v1/subscriptions",
+            Some(&json!({"target_id": tid, "kanban_ids": [format!("k{i}")]})),
+        );
+        assert_eq!(r.status, 201, "subscription {i}: {}", r.text);
+    }
+    // Ten creations at once for the last place: each on its own connection, released together.
+    let start = std::sync::Arc::new(std::sync::Barrier::new(10));
+    let answers: Vec<Resp> = std::thread::scope(|scope| {
+        let racers: Vec<_> = (0..10)
+            .map(|i| {
+                let (server, tid, start) = (&server, &tid, start.clone());
+                scope.spawn(move || {
+                    let body = json!({"target_id": tid, "kanban_ids": [format!("race{i}")]});
+                    start.wait();
+                    server.admin("POST", "/v1/subscriptions", Some(&body))
+                })
+            })
+            .collect();
+        racers.into_iter().map(|t| t.join().expect("racer")).collect()
+    });
+    let created: Vec<&Resp> = answers.iter().filter(|r| r.status == 201).collect();
+    let statuses: Vec<u16> = answers.iter().map(|r| r.status).collect();
+    assert_eq!(created.len(), 1, "exactly one creation takes the last place, got {statuses:?}");
+    for r in answers.iter().filter(|r| r.status != 201) {
+        assert_422(r, "target_id");
+        assert!(r.json()["detail"].as_str().unwrap_or_default().contains("100"), "{}", r.text);
+    }
+    let listed = server.admin("GET", &format!("/v1/subscriptions?target_id={tid}"), None).json();
+    let listed = listed["subscriptions"].as_array().cloned().unwrap_or_default();
+    assert_eq!(listed.len(), 100, "the list shows the limit");
+    let winner = created[0].json()["id"].clone();
+    assert!(listed.iter().any(|s| s["id"] == winner), "the one created is listed");
+}
+
+#[test]
 fn targets_cannot_set_hop_by_hop_or_oversized_headers() {
     let server = Server::start();
     let create = |headers: Value| {

@@ -1,5 +1,5 @@
 //! The operators' API (contract section 5): reading the log, a target's deliveries, redeliver
-//! and replay.
+//! and replay; the audit trail newest first.
 
 mod support;
 
@@ -243,4 +243,46 @@ fn a_targets_last_success_survives_a_restart() {
     let before_ms = before.duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as u64;
     assert!(at_ms + 1000 >= before_ms, "{at} is the delivery's time");
     assert_eq!(shown["pending"], 0);
+}
+
+#[test]
+fn the_audit_trail_pages_newest_first_with_order_newest() {
+    let server = Server::start();
+    let mut made = Vec::new();
+    for i in 0..5 {
+        let (tid, _) = server.wire("http://127.0.0.1:9/a", None, json!({"name": format!("t{i}")}));
+        made.push(tid);
+    }
+    let page = |query: &str| {
+        let r = server.admin("GET", &format!("/v1/audit?{query}"), None);
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.json()
+    };
+    let subjects = |page: &Value| -> Vec<String> {
+        page["entries"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .map(|e| e["subject"].as_str().expect("subject").to_owned())
+            .collect()
+    };
+    // Newest first, two at a time, each page going on from the last cursor of the one before.
+    let mut seen = Vec::new();
+    let mut next = page("order=newest&limit=2");
+    loop {
+        seen.extend(subjects(&next));
+        match next["next_after"].as_str() {
+            Some(after) => next = page(&format!("order=newest&limit=2&after={after}")),
+            None => break,
+        }
+    }
+    let newest_first: Vec<String> = made.iter().rev().cloned().collect();
+    assert_eq!(seen, newest_first);
+    // The default is unchanged: oldest first.
+    assert_eq!(subjects(&page("limit=10")), made);
+    assert_eq!(subjects(&page("order=oldest&limit=10")), made);
+    let r = server.admin("GET", "/v1/audit?order=sideways", None);
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(r.content_type().starts_with("application/problem+json"));
+    assert_eq!(r.json()["field"], "order");
 }

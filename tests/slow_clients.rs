@@ -1,7 +1,8 @@
 //! Slow and greedy clients (issue 14, points 1 and 2): a body that trickles holds only what it
 //! sent and ends in 408, while everyone else is served; ingest requests in progress are capped
 //! per ingest token and per source; streams and pages of big events stay bounded in memory;
-//! `max_streams` caps the open streams.
+//! resumed streams catching up leave ingest and `/healthz` answering; `max_streams` caps the
+//! open streams.
 
 mod support;
 
@@ -281,6 +282,111 @@ fn resumed_streams_and_pages_of_big_events_stay_bounded() {
     }
     assert_eq!(seen, (1..=EVENTS as u64).collect::<Vec<_>>());
     drop(streams);
+}
+
+/// A stream read as its client would (the chunked body decoded), by a thread of its own: it
+/// records each event's `id:` until it has seen `stop_at` (which the test may lower later).
+fn follow_stream(
+    server: &Server,
+    after: u64,
+    stop_at: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> (std::sync::Arc<std::sync::Mutex<Vec<u64>>>, std::thread::JoinHandle<()>) {
+    use std::io::BufRead;
+    use std::sync::atomic::Ordering;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let url = server.url(&format!("/v1/stream?after={after}"));
+    let r = ureq::AgentBuilder::new()
+        .timeout_read(Duration::from_secs(60))
+        .build()
+        .get(&url)
+        .set("Authorization", &format!("Bearer {ADMIN}"))
+        .call()
+        .expect("the stream opens");
+    assert_eq!(r.status(), 200);
+    let ids = seen.clone();
+    let reader = std::thread::spawn(move || {
+        let mut body = std::io::BufReader::new(r.into_reader());
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            // A closed stream or a read error ends the reader; the test then finds ids missing.
+            if body.read_until(b'\n', &mut line).map_or(true, |n| n == 0) {
+                return;
+            }
+            if let Some(id) = line.strip_prefix(b"id: ") {
+                let id: u64 = String::from_utf8_lossy(id).trim().parse().expect("an id is a seq");
+                ids.lock().expect("lock").push(id);
+                if id >= stop_at.load(Ordering::SeqCst) {
+                    return;
+                }
+            }
+        }
+    });
+    (seen, reader)
+}
+
+#[test]
+fn ingest_and_healthz_answer_while_many_resumed_streams_catch_up() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    // One HTTP worker: every stream and every probe below share it.
+    let server = Server::start_with(&[
+        ("CRMHOOK_ADMIN_TOKEN", ADMIN),
+        ("CRMHOOK_INGEST_TOKEN", INGEST),
+        ("CRMHOOK_WORKERS", "1"),
+    ]);
+    // 60 events of ~900 KB: each of 20 resumed streams has ~54 MB (60 chunks) to catch up.
+    const EVENTS: u64 = 60;
+    const STREAMS: usize = 20;
+    let big = "x".repeat(900_000);
+    for _ in 0..EVENTS {
+        let r = server.request(
+            "POST",
+            "/v1/events",
+            Some(INGEST),
+            Some(&maia("crm_field_update", json!({"newValue": big}))),
+        );
+        assert_eq!(r.status, 202, "{}", r.text);
+    }
+    let stop_at = Arc::new(AtomicU64::new(u64::MAX));
+    let streams: Vec<_> = (0..STREAMS).map(|_| follow_stream(&server, 0, stop_at.clone())).collect();
+    let reached = |seq: u64| streams.iter().filter(|(seen, _)| seen.lock().expect("lock").last() >= Some(&seq)).count();
+    wait_for(Duration::from_secs(30), "every stream's first event", || (reached(1) == STREAMS).then_some(()));
+
+    // While they catch up, ingest and /healthz are answered; their events come after the
+    // backlog on every stream.
+    let mut during = 0;
+    let mut probes = 0;
+    loop {
+        let catching_up = reached(EVENTS) < STREAMS;
+        let r = ingest_one(&server);
+        assert_eq!(r.status, 202, "an ingest while {STREAMS} streams catch up: {}", r.text);
+        let health = http("GET", &server.url("/healthz"), &[], None);
+        assert_eq!(health.status, 200, "/healthz while {STREAMS} streams catch up: {}", health.text);
+        probes += 1;
+        if catching_up && reached(EVENTS) < STREAMS {
+            // Both answers came while some stream was still catching up.
+            during += 1;
+        }
+        if !catching_up {
+            break;
+        }
+        assert!(probes < 100_000, "the streams never caught up");
+    }
+    eprintln!("resumed streams: {probes} probes answered, {during} of them while {STREAMS} streams caught up");
+    assert!(during >= 1, "no probe was answered while the streams caught up");
+
+    // Every stream then has the whole log once, in order: the backlog, then the probes' events.
+    let head = EVENTS + probes;
+    stop_at.store(head, Ordering::SeqCst);
+    // One more event wakes a stream already past `head` before it read `stop_at`.
+    assert_eq!(ingest_one(&server).status, 202);
+    for (seen, reader) in streams {
+        reader.join().expect("reader");
+        let seen = seen.lock().expect("lock").clone();
+        let want: Vec<u64> = (1..=head).collect();
+        assert_eq!(seen.get(..head as usize), Some(&want[..]), "a stream's ids, in order, each once");
+    }
 }
 
 #[test]

@@ -6,7 +6,8 @@
 //! subscription matching one of them. A wake-up carries no payload: the target reads what it
 //! is owed from the log by its own cursor, so nothing here can grow without bound. Admin
 //! changes (targets, subscriptions) also go through the router, one at a time, so that the
-//! store and the running actors agree.
+//! store and the running actors agree, and so that the caps on their number (`max_targets`,
+//! the subscriptions per target) are checked against every change before them.
 //!
 //! The router spreads the target actors over the delivery arbiters' [`Lane`]s (each owns its
 //! arbiter's awc client), and hands each actor its counters and the attempt feed.
@@ -15,8 +16,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix::prelude::*;
-use crmhook_core::subscription::Compiled;
-use crmhook_core::{NewEvent, Subscription, SubscriptionId, Target, TargetId};
+use crmhook_core::subscription::{check_room, Compiled};
+use crmhook_core::{CoreError, NewEvent, Subscription, SubscriptionId, Target, TargetId};
 use std::time::Duration;
 
 use crmhook_store::{AckEntry, DeliveryBatch, Disabled, LogHandle, Request, StoreError};
@@ -48,6 +49,12 @@ pub enum RouterError {
     NotFound(String),
     #[error("at most {0} targets may exist (max_targets)")]
     TooManyTargets(usize),
+    /// The target already has as many subscriptions as one target may have
+    /// ([`crmhook_core::subscription::MAX_PER_TARGET`]): the error is that rule's 422 (on
+    /// `target_id`). Counted here, where creations are handled one at a time, so two creations
+    /// at the same moment cannot both take the last place.
+    #[error(transparent)]
+    TooManySubscriptions(CoreError),
     #[error("the router has stopped")]
     Stopped,
 }
@@ -313,8 +320,14 @@ impl Handler<AdminChange> for Router {
                 ))
             }
             AdminChange::CreateSubscription(sub) => {
-                if let Err(e) = self.running(&sub.target_id) {
-                    return AtomicResponse::new(Box::pin(fut::ready(Err(e))));
+                // The count is the running target's, which changes only here, one admin change
+                // at a time (this response is atomic): no other creation can come in between.
+                let existing = match self.running(&sub.target_id) {
+                    Ok(r) => r.config.subscriptions.subscriptions().len(),
+                    Err(e) => return AtomicResponse::new(Box::pin(fut::ready(Err(e)))),
+                };
+                if let Err(e) = check_room(existing) {
+                    return AtomicResponse::new(Box::pin(fut::ready(Err(RouterError::TooManySubscriptions(e)))));
                 }
                 AtomicResponse::new(Box::pin(
                     async move { store.put_subscription(&sub).await.map(|()| sub) }.into_actor(self).then(

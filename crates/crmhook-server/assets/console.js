@@ -8,6 +8,10 @@ let searching = false; // the list shows a search, not the live feed
 let sources = new Map(); // source id → source, from GET /v1/sources
 let shownRejected = null; // id of the rejected piece in its detail pane
 let rejectedAfter = null; // next_after of the last page of rejected pieces
+let auditAfter = null; // next_after of the last page of the audit trail (newest first)
+let auditLoads = 0; // the latest load of the audit trail: an earlier one's answer is dropped
+                    // (two "Older" at once ask for the same page: the later answer is kept)
+const AUDIT_PAGE = 50;
 
 function esc(v) { return String(v ?? "").replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c])); }
 function when(t) { return t ? new Date(t).toLocaleString() : "–"; }
@@ -161,11 +165,106 @@ async function showRejected(id) {
   };
 }
 
+// ---- the audit trail: built with textContent only (entries hold what clients sent) ----
+
+function el(tag, text, className) {
+  const e = document.createElement(tag);
+  if (text != null) e.textContent = text;
+  if (className) e.className = className;
+  return e;
+}
+
+function shortValue(v) {
+  const t = typeof v === "string" ? v : JSON.stringify(v ?? null);
+  return t.length > 80 ? t.slice(0, 79) + "…" : t;
+}
+
+// One line about what an entry changed: the members that differ between before and after; for
+// a record made or removed, its telling members; otherwise the value itself.
+function auditSummary(before, after) {
+  const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+  const skip = new Set(["id", "created_at", "updated_at"]);
+  if (isObject(before) && isObject(after)) {
+    const names = [...new Set([...Object.keys(before), ...Object.keys(after)])]
+      .filter((k) => !skip.has(k) && JSON.stringify(before[k]) !== JSON.stringify(after[k]));
+    return names.length ? names.map((k) => `${k}: ${shortValue(before[k])} → ${shortValue(after[k])}`).join("; ") : "no visible change";
+  }
+  const one = isObject(after) ? after : isObject(before) ? before : null;
+  if (one) {
+    const telling = ["name", "kind", "url", "target_id", "event_types", "kanban_ids", "enabled", "status", "queued", "reason"];
+    let names = telling.filter((k) => k in one);
+    if (!names.length) names = Object.keys(one).filter((k) => !skip.has(k)).slice(0, 4);
+    return (isObject(after) ? "" : "removed: ") + names.map((k) => `${k}: ${shortValue(one[k])}`).join("; ");
+  }
+  return after != null ? shortValue(after) : before != null ? "removed: " + shortValue(before) : "";
+}
+
+function auditRow(e) {
+  const tr = el("tr", null, "audit");
+  tr.dataset.cursor = e.cursor;
+  tr.dataset.action = e.action;
+  tr.dataset.subject = e.subject;
+  const at = el("td", when(e.at)); at.title = e.at;
+  const subject = el("td"); subject.appendChild(el("span", e.subject, "mono"));
+  const change = el("td", null, "change");
+  if (e.before == null && e.after == null) {
+    change.appendChild(el("span", "–", "muted"));
+  } else {
+    // The records themselves open below the summary (a <details>: reachable by keyboard).
+    const details = el("details");
+    details.appendChild(el("summary", auditSummary(e.before, e.after)));
+    for (const [label, value] of [["before", e.before], ["after", e.after]]) {
+      if (value == null) continue;
+      details.appendChild(el("div", label, "muted"));
+      details.appendChild(el("pre", JSON.stringify(value, null, 2)));
+    }
+    change.appendChild(details);
+  }
+  tr.append(at, el("td", e.who), el("td", e.from ?? "–", "mono"),
+    el("td", e.action, e.action === "auth.failed" ? "dead" : ""), subject, change);
+  // Each cell names its column: a narrow window shows a row as a card of labelled lines.
+  ["time", "who", "from", "action", "on", "change"].forEach((label, i) => { tr.children[i].dataset.label = label; });
+  return tr;
+}
+
+// The trail pages newest first (`order=newest`); "Older" asks for the page after the last one
+// shown, with the API's cursor.
+async function loadAudit(older) {
+  const load = ++auditLoads;
+  const q = new URLSearchParams({ order: "newest", limit: String(AUDIT_PAGE) });
+  if (older && auditAfter) q.set("after", auditAfter);
+  const button = $("#a-older");
+  let page;
+  try {
+    page = await api("/v1/audit?" + q);
+  } catch (err) {
+    if (load === auditLoads) $("#a-status").textContent = "Could not read the audit trail: " + err.message;
+    return;
+  }
+  if (load !== auditLoads) return;
+  const body = $("#audit");
+  if (!older) body.replaceChildren();
+  body.querySelector("tr.empty")?.remove();
+  page.entries.forEach((e) => body.appendChild(auditRow(e)));
+  const shown = body.querySelectorAll("tr.audit").length;
+  if (!shown) {
+    const tr = el("tr", null, "empty"); const td = el("td", "Nothing recorded yet.", "muted"); td.colSpan = 6;
+    tr.appendChild(td); body.appendChild(tr);
+  }
+  auditAfter = page.next_after;
+  const wasFocused = document.activeElement === button;
+  button.hidden = !page.next_after;
+  $("#a-status").textContent = shown ? `${shown} entries shown${page.next_after ? "" : ", back to the oldest kept"}.` : "";
+  // The button goes away at the oldest entry: keep the keyboard's place on the page.
+  if (wasFocused && button.hidden) $("#a-search button").focus();
+}
+
 function showView(name) {
   document.querySelectorAll("#tabs button").forEach((b) => b.classList.toggle("active", b.dataset.view === name));
   document.querySelectorAll("#app > main").forEach((m) => { m.hidden = m.id !== "view-" + name; });
   // Sources may have been added elsewhere: the filters and names follow.
   loadSources().then(() => name === "rejected" && loadRejected(false)).catch(() => {});
+  if (name === "audit") loadAudit(false);
 }
 
 async function loadRecent() {
@@ -239,4 +338,6 @@ document.querySelectorAll("#tabs button").forEach((b) => b.onclick = () => showV
 $("#r-search").onsubmit = (e) => { e.preventDefault(); loadRejected(false); };
 $("#r-source").onchange = () => loadRejected(false);
 $("#r-more").onclick = () => loadRejected(true);
+$("#a-search").onsubmit = (e) => { e.preventDefault(); loadAudit(false); };
+$("#a-older").onclick = () => loadAudit(true);
 if (token) start();

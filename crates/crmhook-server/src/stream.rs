@@ -15,7 +15,10 @@
 //!   [`FRAMES`] frames for streams that are behind, shared by all of them.
 //! - A stream that is behind (resumed with `after`, or too slow to keep up with the hub) reads
 //!   the log itself, at most [`CATCH_UP_BYTES`] (plus one event) per chunk; the next chunk is
-//!   read only once the client has taken the last one.
+//!   read only once the client has taken the last one. Each chunk is read and rendered on a
+//!   blocking thread (tokio's blocking pool, [`read_chunk`]): the HTTP worker only awaits it
+//!   and writes its bytes, so many streams catching up do not hold up the requests that
+//!   worker serves.
 //! - At most `max_streams` streams are open at once; past it `GET /v1/stream` answers 503.
 //!
 //! A stream never ends on its own, so the server ends them all when it stops ([`Streams`]):
@@ -229,31 +232,51 @@ impl State {
         }
     }
 
-    /// The next events from the log, at most [`CATCH_UP_BYTES`] (and at least one event).
-    fn catch_up(&mut self) -> Option<Bytes> {
-        let head = self.inner.store.head();
-        let mut out = String::new();
-        for event in self.inner.store.event_refs_from(self.next_seq) {
-            match event {
-                Ok(e) if e.seq <= head => {
-                    self.next_seq = e.seq + 1;
-                    out.push_str(&event_frame(self.inner.render, &e));
-                    if out.len() >= CATCH_UP_BYTES {
-                        break;
-                    }
-                }
-                _ => break,
+    /// The next events from the log, at most [`CATCH_UP_BYTES`] (and at least one event), read
+    /// and rendered on a blocking thread. One chunk at a time: the stream asks for the next
+    /// only once this one is sent.
+    async fn catch_up(&mut self) -> Option<Bytes> {
+        let (store, render, from) = (self.inner.store.clone(), self.inner.render, self.next_seq);
+        match tokio::task::spawn_blocking(move || read_chunk(&store, render, from)).await {
+            Ok((next_seq, chunk)) => {
+                self.next_seq = next_seq;
+                chunk
+            }
+            // The blocking pool is shutting down (the server is stopping), or the read
+            // panicked: nothing is sent, and the stream goes on waiting (or ends) as it would.
+            Err(e) => {
+                tracing::warn!(error = %e, "reading a stream's catch-up chunk failed");
+                None
             }
         }
-        if out.is_empty() {
-            if self.next_seq <= head {
-                // Compacted away: skip to what is there.
-                self.next_seq = head + 1;
-            }
-            return None;
-        }
-        Some(Bytes::from(out))
     }
+}
+
+/// Reads and renders the events from seq `from` up to the log's head, at most
+/// [`CATCH_UP_BYTES`] (and at least one event); answers the seq to go on from and the chunk
+/// (`None` when there was nothing to read). Blocking: called on tokio's blocking pool, never
+/// on an HTTP worker.
+fn read_chunk(store: &LogHandle, render: Render, from: u64) -> (u64, Option<Bytes>) {
+    let head = store.head();
+    let mut next_seq = from;
+    let mut out = String::new();
+    for event in store.event_refs_from(from) {
+        match event {
+            Ok(e) if e.seq <= head => {
+                next_seq = e.seq + 1;
+                out.push_str(&event_frame(render, &e));
+                if out.len() >= CATCH_UP_BYTES {
+                    break;
+                }
+            }
+            _ => break,
+        }
+    }
+    if out.is_empty() {
+        // Compacted away: skip to what is there.
+        return (next_seq.max(head.saturating_add(1)), None);
+    }
+    (next_seq, Some(Bytes::from(out)))
 }
 
 /// The next piece of the stream; `None` once the server stops.
@@ -274,7 +297,7 @@ async fn next_chunk(s: &mut State) -> Option<Bytes> {
             Err(_) => {}
         }
         if s.next_seq <= s.inner.published.load(Ordering::Acquire) {
-            if let Some(bytes) = s.catch_up() {
+            if let Some(bytes) = s.catch_up().await {
                 return Some(bytes);
             }
         }

@@ -55,6 +55,29 @@ impl Store {
         Ok(out)
     }
 
+    /// The audit trail before `before` (from its end without one), newest first, at most
+    /// `limit` entries, each with its cursor.
+    pub fn audit_page_newest(
+        &self,
+        before: Option<AuditCursor>,
+        limit: usize,
+    ) -> Result<Vec<(AuditCursor, AuditEntry)>> {
+        let end = match before {
+            Some(c) => keys::numbered(Tag::Audit, c.at_ms, c.n),
+            None => Tag::Audit.end(),
+        };
+        let mut out = Vec::new();
+        for kv in self.inner.tree.range(Tag::Audit.prefix()..end).rev().take(limit) {
+            let (k, v) = kv?;
+            let cursor = match keys::Key::parse(&k) {
+                Some(keys::Key::Audit { at_ms, n }) => AuditCursor { at_ms, n },
+                _ => return Err(crate::StoreError::Codec("bad audit key".into())),
+            };
+            out.push((cursor, codec::decode(&v)?));
+        }
+        Ok(out)
+    }
+
     /// Removes up to `max` audit entries older than `cutoff_ms`.
     pub fn compact_audit(&self, cutoff_ms: u64, max: usize) -> Result<u64> {
         let mut batch = sled::Batch::default();
@@ -98,6 +121,12 @@ mod tests {
             let rest = store.audit_page(Some(page[1].0), 10).expect("page");
             assert_eq!(rest.iter().map(|(_, e)| e.action.as_str()).collect::<Vec<_>>(), ["c"]);
             assert_eq!(AuditCursor::parse(&page[1].0.to_text()), Some(page[1].0));
+            // Newest first: the same entries backwards, paged by the last cursor of a page.
+            let newest = store.audit_page_newest(None, 2).expect("page");
+            assert_eq!(newest.iter().map(|(_, e)| e.action.as_str()).collect::<Vec<_>>(), ["c", "b"]);
+            let older = store.audit_page_newest(Some(newest[1].0), 10).expect("page");
+            assert_eq!(older.iter().map(|(_, e)| e.action.as_str()).collect::<Vec<_>>(), ["a"]);
+            assert!(store.audit_page_newest(Some(older[0].0), 10).expect("page").is_empty());
             assert_eq!(store.compact_audit(15, 100).expect("compact"), 2);
             let left = store.audit_page(None, 10).expect("page");
             assert_eq!(left.iter().map(|(_, e)| e.action.as_str()).collect::<Vec<_>>(), ["c"]);

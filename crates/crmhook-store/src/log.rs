@@ -128,6 +128,8 @@ pub trait Log: Send + Sync + 'static {
 
     fn audit<'a>(&'a self, entries: &'a [AuditEntry]) -> LogFuture<'a, ()>;
     fn audit_page(&self, after: Option<AuditCursor>, limit: usize) -> Result<Vec<(AuditCursor, AuditEntry)>>;
+    /// The trail backwards: the entries before `before` (the newest without it), newest first.
+    fn audit_page_newest(&self, before: Option<AuditCursor>, limit: usize) -> Result<Vec<(AuditCursor, AuditEntry)>>;
 
     // ---- operators' queries ----
 
@@ -296,6 +298,9 @@ impl Log for Store {
     }
     fn audit_page(&self, after: Option<AuditCursor>, limit: usize) -> Result<Vec<(AuditCursor, AuditEntry)>> {
         Store::audit_page(self, after, limit)
+    }
+    fn audit_page_newest(&self, before: Option<AuditCursor>, limit: usize) -> Result<Vec<(AuditCursor, AuditEntry)>> {
+        Store::audit_page_newest(self, before, limit)
     }
 
     fn events_page(&self, filter: &EventFilter, after: u64, limit: usize) -> Result<Vec<Event>> {

@@ -2,7 +2,8 @@
 //! failed authentication (`auth.failed`, from `crate::api::auth`) as it is answered (who, from
 //! where, what, the record before and after with its secrets left out), and `GET /v1/audit`
 //! reads it back by page. The entries are the store's `U` records; retention removes them
-//! with the events.
+//! with the events. Pages go oldest first, or newest first with `order=newest` (the console's
+//! Audit view); either way `next_after`, passed as `after`, gives the next page in that order.
 //!
 //! An entry is written once its change is durable, in a write of its own: a crash between the
 //! two can lose that one entry, never record a change that was not made. A failed audit write
@@ -121,7 +122,9 @@ struct Page<'a> {
     next_after: Option<String>,
 }
 
-/// `GET /v1/audit?after=<cursor>&limit=<n>`: the audit trail, oldest first.
+/// `GET /v1/audit?after=<cursor>&limit=<n>&order=oldest|newest`: the audit trail, oldest first
+/// (the default), or newest first; `after` is the last cursor of the previous page in the same
+/// order (so with `newest`, the page holds the entries older than it).
 pub(crate) async fn list_audit(
     _: Admin,
     query: web::Query<HashMap<String, String>>,
@@ -135,7 +138,13 @@ pub(crate) async fn list_audit(
         })?),
     };
     let limit = limit_param(&query)?;
-    let page = state.store.audit_page(after, limit)?;
+    let page = match query.get("order").map(String::as_str) {
+        None | Some("" | "oldest") => state.store.audit_page(after, limit)?,
+        Some("newest") => state.store.audit_page_newest(after, limit)?,
+        Some(other) => {
+            return Err(ApiError::unprocessable("order", format!("`order` must be oldest or newest, not {other:?}")))
+        }
+    };
     let json = |s: &Option<String>| s.as_deref().and_then(|s| serde_json::from_str(s).ok());
     let entries: Vec<EntryView<'_>> = page
         .iter()

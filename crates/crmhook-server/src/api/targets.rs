@@ -279,10 +279,8 @@ pub(crate) async fn create_subscription(
     if state.store.target(&sub.target_id)?.is_none() {
         return Err(ApiError::unprocessable("target_id", format!("no target {} exists", sub.target_id)));
     }
-    // At most `MAX_PER_TARGET` subscriptions per target (checked here, so two creations for
-    // one target at the same moment may both pass at the limit).
-    let existing = state.store.subscriptions()?.iter().filter(|s| s.target_id == sub.target_id).count();
-    crmhook_core::subscription::check_room(existing)?;
+    // At most `MAX_PER_TARGET` subscriptions per target: the router counts them, as it handles
+    // creations one at a time (422 on `target_id`, `RouterError::TooManySubscriptions`).
     // It applies to the events after this moment, never to older ones.
     sub.from_seq = state.store.head();
     state.router.create_subscription(sub.clone()).await.map_err(|e| match e {
