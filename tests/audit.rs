@@ -133,6 +133,14 @@ fn every_admin_change_is_audited_without_its_secrets() {
     let listed = String::from_utf8_lossy(&out.stdout);
     assert!(listed.contains("target.rotate_secret") && listed.contains(&tid), "{listed}");
     assert_eq!(listed.lines().filter(|l| l.contains(&who)).count(), 13, "{listed}");
+    // Newest first: the last change (the target's deletion) comes first.
+    let out = Command::new(env!("CARGO_BIN_EXE_crmhook"))
+        .args(["--url", &server.base, "--token", ADMIN, "audit", "--newest", "--limit", "1"])
+        .output()
+        .expect("crmhook audit --newest");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let newest = String::from_utf8_lossy(&out.stdout);
+    assert!(newest.contains("target.delete") && newest.contains("more: --after"), "{newest}");
 }
 
 #[test]

@@ -364,7 +364,7 @@ fn the_console_shows_the_audit_trail_newest_first_and_pages_to_older_entries() {
         (browser.find_all("#audit tr.audit").len() == 56).then_some(())
     });
     let text = browser.text(&row);
-    assert!(text.contains("target.create") && text.contains(&tid) && text.contains("admin token"), "{text}");
+    assert!(text.contains("target.create") && text.contains(&tid) && text.contains("admin_token (key_"), "{text}");
     assert!(text.contains("audited <target>"), "the summary names the target, as text: {text}");
     let rows = browser.find_all("#audit tr.audit");
     assert!(browser.text(&rows[55]).contains(&tid), "the oldest entry is last");

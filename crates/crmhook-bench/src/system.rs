@@ -235,7 +235,8 @@ fn measure(server: &Server, rcv: &Receiver, targets: usize, mode: Mode, duration
     let want = sent.len() * targets;
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let arrived = rcv.arrivals.lock().expect("lock").keys().filter(|(p, _)| p.starts_with(&format!("/{run}/"))).count();
+        let arrived =
+            rcv.arrivals.lock().expect("lock").keys().filter(|(p, _)| p.starts_with(&format!("/{run}/"))).count();
         if arrived >= want {
             break;
         }
@@ -271,7 +272,12 @@ fn measure(server: &Server, rcv: &Receiver, targets: usize, mode: Mode, duration
         seconds: load_s,
         ingest_per_s: sent.len() as f64 / load_s,
         deliveries_per_s: delivered_during as f64 / load_s,
-        ack_ms: [percentile(&ack, 0.5), percentile(&ack, 0.99), percentile(&ack, 0.999), ack.last().copied().unwrap_or(0.0)],
+        ack_ms: [
+            percentile(&ack, 0.5),
+            percentile(&ack, 0.99),
+            percentile(&ack, 0.999),
+            ack.last().copied().unwrap_or(0.0),
+        ],
         e2e_ms: [percentile(&e2e, 0.5), percentile(&e2e, 0.99), e2e.last().copied().unwrap_or(0.0)],
         delivered: e2e.len(),
         cpu_ms_per_event: cpu_s * 1000.0 / sent.len().max(1) as f64,
@@ -297,7 +303,15 @@ pub fn run(seconds: u64, rates: &[u64]) -> anyhow::Result<Value> {
     );
     println!(
         "{:>7} {:>7} | {:>9} {:>9} | {:>28} | {:>22} | {:>8} {:>5} | {:>6}",
-        "targets", "offered", "ingest/s", "deliv/s", "ack ms p50/p99/p99.9/max", "e2e ms p50/p99/max", "cpu ms/ev", "cores", "÷bare"
+        "targets",
+        "offered",
+        "ingest/s",
+        "deliv/s",
+        "ack ms p50/p99/p99.9/max",
+        "e2e ms p50/p99/max",
+        "cpu ms/ev",
+        "cores",
+        "÷bare"
     );
     let mut rows = Vec::new();
     for targets in [1, 10] {

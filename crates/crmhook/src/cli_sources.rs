@@ -312,8 +312,9 @@ pub fn rejected(conn: &Conn, cmd: Rejected) -> anyhow::Result<ExitCode> {
 }
 
 /// `crmhook audit`: a page of the audit trail.
-pub fn audit(conn: &Conn, after: Option<String>, limit: Option<u32>) -> anyhow::Result<ExitCode> {
-    let q = query(&[("after", after), ("limit", limit.map(|l| l.to_string()))]);
+pub fn audit(conn: &Conn, after: Option<String>, limit: Option<u32>, newest: bool) -> anyhow::Result<ExitCode> {
+    let order = newest.then(|| "newest".to_owned());
+    let q = query(&[("after", after), ("limit", limit.map(|l| l.to_string())), ("order", order)]);
     let v = request(conn, "GET", &format!("/v1/audit{q}"), None)?;
     if conn.json {
         return print_json(&v);

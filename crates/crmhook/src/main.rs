@@ -125,7 +125,7 @@ enum Command {
     /// What sources posted that was not an event: list, show, retry.
     #[command(subcommand)]
     Rejected(cli_sources::Rejected),
-    /// The audit trail: admin changes (who, from where, what), oldest first.
+    /// The audit trail: admin changes (who, from where, what), oldest first (or `--newest`).
     Audit {
         /// Start after this cursor (the `more: --after …` of the previous page).
         #[arg(long)]
@@ -133,6 +133,9 @@ enum Command {
         /// At most this many (1 to 1000; the server's default is 100).
         #[arg(long)]
         limit: Option<u32>,
+        /// Newest first (then `--after` pages to older entries).
+        #[arg(long)]
+        newest: bool,
     },
     /// API keys and their roles (admin, operator, ingest): list, show, create, rotate, revoke.
     #[command(subcommand)]
@@ -158,7 +161,7 @@ fn main() -> ExitCode {
         Command::Sources(cmd) => cli_sources::sources(&cli.conn, cmd),
         Command::Rejected(cmd) => cli_sources::rejected(&cli.conn, cmd),
         Command::Replay { target, status, since } => cli::replay(&cli.conn, &target, &status, since),
-        Command::Audit { after, limit } => cli_sources::audit(&cli.conn, after, limit),
+        Command::Audit { after, limit, newest } => cli_sources::audit(&cli.conn, after, limit, newest),
         Command::Keys(cmd) => cli_keys::keys(&cli.conn, cmd),
         Command::Log(cli::Log::Export { data_dir }) => cli::export(&data_dir),
     };
