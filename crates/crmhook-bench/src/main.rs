@@ -83,9 +83,12 @@ enum Cmd {
         /// Seconds per row.
         #[arg(long, default_value_t = 5)]
         seconds: u64,
-        /// Fixed rates (events/s) to measure, besides saturation.
-        #[arg(long, value_delimiter = ',', default_value = "200,1000,5000")]
-        rates: Vec<u64>,
+        /// What to offer: fixed rates (events/s) and `max` (saturation, 64 connections).
+        #[arg(long, value_delimiter = ',', default_value = "200,1000,5000,max")]
+        offered: Vec<String>,
+        /// Live targets, each subscribed to everything.
+        #[arg(long, value_delimiter = ',', default_value = "1,10")]
+        targets: Vec<usize>,
         #[arg(long)]
         json: Option<PathBuf>,
     },
@@ -142,8 +145,8 @@ fn main() -> anyhow::Result<()> {
             sources::rows(&crmhook, bare_addr, connections, Duration::from_secs(seconds))?;
             Ok(())
         }
-        Cmd::System { seconds, rates, json } => {
-            let report = system::run(seconds, &rates)?;
+        Cmd::System { seconds, offered, targets, json } => {
+            let report = system::run(seconds, &offered, &targets)?;
             if let Some(path) = json {
                 std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
             }
