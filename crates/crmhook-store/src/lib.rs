@@ -148,9 +148,12 @@
 //! A group holding only lazy delivery-state writes (a cursor move, a successful or dead
 //! delivery: states a crash can only roll back into a repetition) is applied without a flush;
 //! sled writes it within 500 ms, or with the next flush. The records of finished deliveries
-//! may also wait up to [`LAZY_HOLD`] (2 ms) for other writes: every sled batch costs two writes
-//! of its log buffer on sled's thread pool (which wakes all seven of its idle threads), whatever
-//! the batch's size, so fewer, larger batches save a good part of the delivery path's CPU.
+//! may also wait up to [`LAZY_HOLD`] (2 ms) for other writes, or up to [`LAZY_HOLD_LIVE`]
+//! (20 ms) while events are being logged, to ride with the next ingest group: every sled batch
+//! costs two writes of its log buffer on sled's thread pool (sled rolls its buffer before and
+//! after a batch), whatever the batch's size, so fewer, larger batches save a good part of the
+//! delivery path's CPU. A hold ends as soon as any other write comes; it never delays a durable
+//! one.
 //!
 //! # Recovery rules
 //!
@@ -222,6 +225,12 @@ pub const MAX_GROUP: usize = 1024;
 /// How long lazy writes (delivery state a crash can only roll back into a repetition) wait for
 /// other writes to share their sled batch.
 pub const LAZY_HOLD: std::time::Duration = std::time::Duration::from_millis(2);
+/// How long they may wait instead while events are being logged (a durable write came within
+/// [`LIVE_INGEST`]): the next ingest group is then expected soon, and the held records ride
+/// with it rather than cost a sled batch of their own.
+pub const LAZY_HOLD_LIVE: std::time::Duration = std::time::Duration::from_millis(20);
+/// How recent a durable write must be for [`LAZY_HOLD_LIVE`] to apply.
+pub const LIVE_INGEST: std::time::Duration = std::time::Duration::from_millis(50);
 /// How many write requests may wait for the writer by default; past it ingest is refused (503).
 pub const QUEUE: usize = 4096;
 

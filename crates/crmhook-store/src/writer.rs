@@ -19,7 +19,9 @@ use crate::finished::Blocks;
 use crate::index::IndexWindow;
 use crate::keys::{self, Tag};
 use crate::records::AckEntry;
-use crate::{codec, Result, Store, StoreError, CHUNK_BYTES, CHUNK_EVENTS, LAZY_HOLD, MAX_GROUP};
+use crate::{
+    codec, Result, Store, StoreError, CHUNK_BYTES, CHUNK_EVENTS, LAZY_HOLD, LAZY_HOLD_LIVE, LIVE_INGEST, MAX_GROUP,
+};
 
 /// A request to the writer thread.
 pub(crate) enum Op {
@@ -58,10 +60,22 @@ enum Reply {
     Write(oneshot::Sender<Result<()>>),
 }
 
-/// Lazy writes held for company, and since when.
+/// Lazy writes held for company, since when, and when the last durable write came.
 struct Hold {
     ops: Vec<Op>,
     since: Instant,
+    last_durable: Option<Instant>,
+}
+
+impl Hold {
+    /// [`LAZY_HOLD_LIVE`] while events are being logged (the next ingest group is near), else
+    /// [`LAZY_HOLD`].
+    fn limit(&self) -> std::time::Duration {
+        match self.last_durable {
+            Some(at) if at.elapsed() < LIVE_INGEST => LAZY_HOLD_LIVE,
+            _ => LAZY_HOLD,
+        }
+    }
 }
 
 /// One group commit, as it is put together.
@@ -94,7 +108,7 @@ impl Writer {
                 return;
             }
         };
-        let mut hold = Hold { ops: Vec::new(), since: Instant::now() };
+        let mut hold = Hold { ops: Vec::new(), since: Instant::now(), last_durable: None };
         let mut stop = None;
         while stop.is_none() {
             let Some(ops) = next_group(&mut rx, &timer, &mut hold) else { break };
@@ -278,7 +292,8 @@ impl Writer {
 }
 
 /// The next group to commit: what is held and what is queued, up to [`MAX_GROUP`]. A group of
-/// lazy writes only waits (up to [`LAZY_HOLD`]) for company: each sled batch costs two
+/// lazy writes only waits (up to [`LAZY_HOLD`], or [`LAZY_HOLD_LIVE`] while events are being
+/// logged) for company: each sled batch costs two
 /// log-buffer writes on sled's thread pool, whatever its size. `None` once the queue is closed
 /// and nothing is held.
 fn next_group(rx: &mut mpsc::Receiver<Op>, timer: &Runtime, hold: &mut Hold) -> Option<Vec<Op>> {
@@ -286,7 +301,7 @@ fn next_group(rx: &mut mpsc::Receiver<Op>, timer: &Runtime, hold: &mut Hold) -> 
         let next = if hold.ops.is_empty() {
             Some(rx.blocking_recv()?)
         } else {
-            let left = LAZY_HOLD.saturating_sub(hold.since.elapsed());
+            let left = hold.limit().saturating_sub(hold.since.elapsed());
             // `None`: the hold is over (or the queue closed: apply what is held first).
             timer.block_on(async { tokio::time::timeout(left, rx.recv()).await.ok().flatten() })
         };
@@ -301,6 +316,9 @@ fn next_group(rx: &mut mpsc::Receiver<Op>, timer: &Runtime, hold: &mut Hold) -> 
             }
         }
         let lazy_only = ops.iter().all(|op| matches!(op, Op::Write { when: When::Held, .. }));
+        if ops.iter().any(|op| matches!(op, Op::Append { .. } | Op::Write { when: When::Flushed, .. })) {
+            hold.last_durable = Some(Instant::now());
+        }
         if lazy_only && !timed_out && ops.len() < MAX_GROUP {
             if !was_holding {
                 hold.since = Instant::now();
