@@ -15,6 +15,9 @@
 //!   divided by the events acknowledged;
 //! - at saturation, the ingest ÷ the bare handler's requests/s (64 connections, same bodies).
 //!
+//! A 503 (backpressure, `max_delivery_lag_ms`, which the server takes from the environment of
+//! this command) is waited out as its `Retry-After: 1` asks.
+//!
 //! At a fixed rate each of a few connections sends its share of the events on a schedule (the
 //! `i`-th event of the run is due at `i / rate`); a connection whose answer comes late sends its
 //! next event late (the figure is then below the rate, and says so).
@@ -179,6 +182,11 @@ fn offer(addr: SocketAddr, prefix: &str, mode: Mode, duration: Duration) -> anyh
                     let (status, _) = conn.request("POST", "/v1/events", INGEST, body.as_bytes())?;
                     if status == 202 {
                         out.push(Sent { tag, at, acked: Instant::now() });
+                    } else if status == 503 {
+                        // Backpressure (`max_delivery_lag_ms`): wait as `Retry-After: 1` asks.
+                        std::thread::sleep(
+                            Duration::from_secs(1).min(deadline.saturating_duration_since(Instant::now())),
+                        );
                     }
                     i += connections;
                 }

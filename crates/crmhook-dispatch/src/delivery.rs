@@ -139,6 +139,8 @@ pub fn body_for(target: &Target, event: &Event) -> Vec<u8> {
 pub struct AttemptReport {
     /// The event attempted.
     pub event_id: crmhook_core::EventId,
+    /// When the event was logged.
+    pub received_at_ms: u64,
     pub at_ms: u64,
     pub duration_ms: u64,
     pub outcome: Outcome,
@@ -235,6 +237,7 @@ pub async fn attempt(client: &Client, endpoint: &Endpoint, event: &Event, attemp
     let started = Instant::now();
     let report = |outcome, retry_after_ms| AttemptReport {
         event_id: event.id.clone(),
+        received_at_ms: event.received_at_ms,
         at_ms,
         duration_ms: started.elapsed().as_millis() as u64,
         outcome,

@@ -52,6 +52,8 @@ pub struct Metrics {
     auth_failures: AtomicU64,
     /// Requests refused (429) because their client or key failed too often.
     auth_rate_limited: AtomicU64,
+    /// Ingest requests refused (503) because deliveries were too far behind.
+    backpressured: AtomicU64,
 }
 
 /// How long attempts took, over all targets.
@@ -75,10 +77,17 @@ impl Durations {
     }
 }
 
+/// How long a target's lag stays telling after its last delivery: a target that delivered
+/// nothing for this long is idle (or failing), not behind.
+pub const LAG_FRESH_MS: u64 = 1_000;
+
 /// One target's counters and health (atomics: its actor counts, scrapes read).
 pub struct TargetMetrics {
     /// By outcome, in the order of [`OUTCOMES`].
     outcomes: [AtomicU64; OUTCOMES.len()],
+    /// How old the event of its last delivery was when it was delivered (ms), and when.
+    lag_ms: AtomicU64,
+    lag_at_ms: AtomicU64,
     /// 0 until the first success.
     last_success_ms: AtomicU64,
     failures_in_a_row: AtomicU64,
@@ -98,6 +107,19 @@ impl TargetMetrics {
             self.failures_in_a_row.fetch_add(1, Ordering::Relaxed);
         }
         self.durations.add(duration_ms);
+    }
+
+    /// A delivery of an event logged at `received_at_ms` succeeded at `now_ms`: how far behind
+    /// ingest this target is.
+    pub fn delivered_event(&self, received_at_ms: u64, now_ms: u64) {
+        self.lag_ms.store(now_ms.saturating_sub(received_at_ms), Ordering::Relaxed);
+        self.lag_at_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// The target's lag, if it delivered something in the last [`LAG_FRESH_MS`].
+    fn fresh_lag(&self, now_ms: u64) -> Option<u64> {
+        let at = self.lag_at_ms.load(Ordering::Relaxed);
+        (at > 0 && now_ms.saturating_sub(at) <= LAG_FRESH_MS).then(|| self.lag_ms.load(Ordering::Relaxed))
     }
 
     /// A success known from the store, kept unless this process has seen one.
@@ -140,14 +162,28 @@ impl Metrics {
         self.auth_rate_limited.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// An ingest request was refused because deliveries were too far behind.
+    pub fn backpressured(&self) {
+        self.backpressured.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// A target's counters, created on first use.
     pub fn target(&self, target: &str) -> Arc<TargetMetrics> {
         entry(&self.targets, target, || TargetMetrics {
             outcomes: Default::default(),
+            lag_ms: AtomicU64::new(0),
+            lag_at_ms: AtomicU64::new(0),
             last_success_ms: AtomicU64::new(0),
             failures_in_a_row: AtomicU64::new(0),
             durations: self.durations.clone(),
         })
+    }
+
+    /// How far the live targets are behind ingest: the largest age an event had when it was
+    /// delivered, over the targets that delivered something in the last [`LAG_FRESH_MS`]
+    /// (a failing or idle target does not count). 0 when none did.
+    pub fn delivery_lag_ms(&self, now_ms: u64) -> u64 {
+        self.targets.read().map(|m| m.values().filter_map(|t| t.fresh_lag(now_ms)).max().unwrap_or(0)).unwrap_or(0)
     }
 
     /// A target's health since the process started.
@@ -197,6 +233,8 @@ impl Metrics {
             attempt_ms_sum: self.durations.attempt_ms_sum.load(Ordering::Relaxed),
             auth_failures: self.auth_failures.load(Ordering::Relaxed),
             auth_rate_limited: self.auth_rate_limited.load(Ordering::Relaxed),
+            backpressured: self.backpressured.load(Ordering::Relaxed),
+            delivery_lag_ms: self.delivery_lag_ms(crmhook_core::time::now_ms()),
         }
     }
 }
@@ -218,6 +256,10 @@ pub struct Snapshot {
     pub auth_failures: u64,
     /// Requests refused because their client or key failed too often.
     pub auth_rate_limited: u64,
+    /// Ingest requests refused because deliveries were too far behind (`max_delivery_lag_ms`).
+    pub backpressured: u64,
+    /// How far the live targets are behind ingest ([`Metrics::delivery_lag_ms`]).
+    pub delivery_lag_ms: u64,
 }
 
 /// The value under `key`, created on first use: a shared lock for the lookup, the exclusive
@@ -229,5 +271,23 @@ fn entry<T>(map: &RwLock<BTreeMap<String, Arc<T>>>, key: &str, new: impl FnOnce(
     match map.write() {
         Ok(mut m) => m.entry(key.to_owned()).or_insert_with(|| Arc::new(new())).clone(),
         Err(_) => Arc::new(new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_delivery_lag_counts_only_targets_that_delivered_lately() {
+        let metrics = Metrics::new();
+        assert_eq!(metrics.delivery_lag_ms(10_000), 0);
+        metrics.target("tgt_a").delivered_event(9_000, 10_000);
+        metrics.target("tgt_b").delivered_event(9_900, 10_000);
+        assert_eq!(metrics.delivery_lag_ms(10_000), 1_000);
+        // tgt_a delivered nothing since: idle or failing, no longer behind.
+        metrics.target("tgt_b").delivered_event(10_900, 11_050);
+        assert_eq!(metrics.delivery_lag_ms(11_050 + 1), 150);
+        assert_eq!(metrics.delivery_lag_ms(11_050 + LAG_FRESH_MS + 1), 0);
     }
 }

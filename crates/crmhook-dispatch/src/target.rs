@@ -319,6 +319,9 @@ impl TargetActor {
                 tracing::warn!(target_id = %target.id, seq, n, outcome = ?report.outcome, "delivery dead: retry schedule spent")
             }
         }
+        if matches!(result, AttemptResult::Delivered) {
+            self.metrics.delivered_event(report.received_at_ms, now);
+        }
         let code = match &report.outcome {
             crmhook_core::retry::Outcome::Status(code) => Some(*code),
             _ => None,

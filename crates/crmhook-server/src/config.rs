@@ -40,6 +40,8 @@ pub struct Config {
     pub body_timeout_ms: u64,
     /// Ingest requests in progress at once per ingest token and per source; past it 503.
     pub ingest_concurrency: usize,
+    /// Ingest answers 503 while live targets deliver events older than this (ms); 0: never.
+    pub max_delivery_lag_ms: u64,
     /// Open `GET /v1/stream` responses at once; past it 503.
     pub max_streams: usize,
     /// A page of `GET /v1/events` ends once its events' payloads reach this many bytes.
@@ -77,6 +79,7 @@ impl Default for Config {
             key_file: None,
             body_timeout_ms: 30_000,
             ingest_concurrency: crate::api::request::INGEST_CONCURRENCY,
+            max_delivery_lag_ms: 0,
             max_streams: crate::stream::MAX_STREAMS,
             max_page_bytes: crate::api::request::PAGE_BYTES,
             allowed_hosts: Vec::new(),

@@ -189,11 +189,13 @@ impl Server {
         });
         let streams = stream::Streams::start(store.clone(), feed, api::views::event_json, config.max_streams);
         let streams_data = web::Data::new(streams.clone());
-        let intake = web::Data::new(api::request::Intake::new(
+        let mut intake = api::request::Intake::new(
             Duration::from_millis(config.body_timeout_ms),
             config.ingest_concurrency,
             config.max_page_bytes,
-        ));
+        );
+        intake.max_delivery_lag_ms = config.max_delivery_lag_ms;
+        let intake = web::Data::new(intake);
         let http = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())

@@ -63,6 +63,18 @@ pub fn render(metrics: &Metrics, store: &dyn Log) -> String {
     );
     let _ = writeln!(out, "# TYPE crmhook_auth_rate_limited_total counter");
     let _ = writeln!(out, "crmhook_auth_rate_limited_total {}", snapshot.auth_rate_limited);
+    let _ = writeln!(
+        out,
+        "# HELP crmhook_delivery_lag_ms How old events are when live targets get them (the largest, over targets that delivered in the last second)."
+    );
+    let _ = writeln!(out, "# TYPE crmhook_delivery_lag_ms gauge");
+    let _ = writeln!(out, "crmhook_delivery_lag_ms {}", snapshot.delivery_lag_ms);
+    let _ = writeln!(
+        out,
+        "# HELP crmhook_ingest_backpressured_total Ingest requests refused (503) because deliveries were further behind than max_delivery_lag_ms."
+    );
+    let _ = writeln!(out, "# TYPE crmhook_ingest_backpressured_total counter");
+    let _ = writeln!(out, "crmhook_ingest_backpressured_total {}", snapshot.backpressured);
     let _ = writeln!(out, "# HELP crmhook_log_bytes Bytes the event log takes on disk.");
     let _ = writeln!(out, "# TYPE crmhook_log_bytes gauge");
     let _ = writeln!(out, "crmhook_log_bytes {}", store.size_on_disk());

@@ -26,7 +26,7 @@ pub struct Flags {
 }
 
 /// The keys, in the order the contract lists them.
-pub const KEYS: [&str; 25] = [
+pub const KEYS: [&str; 26] = [
     "bind",
     "data_dir",
     "admin_token",
@@ -46,6 +46,7 @@ pub const KEYS: [&str; 25] = [
     "key_file",
     "body_timeout_ms",
     "ingest_concurrency",
+    "max_delivery_lag_ms",
     "max_streams",
     "max_page_bytes",
     "allowed_hosts",
@@ -168,6 +169,7 @@ fn set(config: &mut Config, key: &str, value: &str, origin: &str) -> Result<(), 
         "cache_bytes" => config.cache_bytes = int(1024 * 1024)?,
         "body_timeout_ms" => config.body_timeout_ms = int(100)? as u64,
         "ingest_concurrency" => config.ingest_concurrency = int(1)?,
+        "max_delivery_lag_ms" => config.max_delivery_lag_ms = int(0)? as u64,
         "max_streams" => config.max_streams = int(1)?,
         "max_page_bytes" => config.max_page_bytes = int(64 * 1024)?,
         "public_url" => {

@@ -58,6 +58,9 @@ pub struct Intake {
     pub concurrency: usize,
     /// A page of `GET /v1/events` ends once its events' payloads reach this many bytes.
     pub page_bytes: usize,
+    /// `max_delivery_lag_ms`: ingest answers 503 while the live targets are further behind
+    /// than this (0: never).
+    pub max_delivery_lag_ms: u64,
     busy: Mutex<HashMap<String, usize>>,
 }
 
@@ -83,6 +86,7 @@ impl Intake {
             body_gap: BODY_GAP.min(body_timeout),
             concurrency: concurrency.max(1),
             page_bytes: page_bytes.max(1),
+            max_delivery_lag_ms: 0,
             busy: Mutex::new(HashMap::new()),
         }
     }
@@ -120,6 +124,9 @@ impl Drop for IngestSlot {
 /// taken (slow or stalled senders cannot hold more than their key's slots).
 pub(crate) fn ingest_slot(req: &HttpRequest, key: String) -> Result<IngestSlot, ApiError> {
     let intake = Intake::of(req);
+    if intake.max_delivery_lag_ms > 0 {
+        behind(req, intake.max_delivery_lag_ms)?;
+    }
     {
         let mut busy = intake.busy();
         let n = busy.entry(key.clone()).or_insert(0);
@@ -133,6 +140,25 @@ pub(crate) fn ingest_slot(req: &HttpRequest, key: String) -> Result<IngestSlot, 
         *n += 1;
     }
     Ok(IngestSlot { intake, key })
+}
+
+/// Backpressure (`max_delivery_lag_ms`): 503 with `Retry-After: 1` while a live target (one
+/// that delivered something in the last second) delivers events older than `limit_ms`, so that
+/// ingest cannot run ahead of delivery by more than that. A failing or idle target does not
+/// count: its backlog waits in the log, as it always does.
+fn behind(req: &HttpRequest, limit_ms: u64) -> Result<(), ApiError> {
+    let Some(state) = req.app_data::<web::Data<crate::api::state::AppState>>() else { return Ok(()) };
+    let lag = state.metrics.delivery_lag_ms(crmhook_core::time::now_ms());
+    if lag > limit_ms {
+        state.metrics.backpressured();
+        return Err(ApiError::Unavailable {
+            detail: format!(
+                "deliveries are {lag} ms behind ingest, past max_delivery_lag_ms ({limit_ms} ms): try again shortly"
+            ),
+            retry_after_s: 1,
+        });
+    }
+    Ok(())
 }
 
 /// The key of `POST /v1/events`' slots: the bearer token it was authenticated with (as a hash:
