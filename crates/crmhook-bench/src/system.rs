@@ -179,7 +179,15 @@ fn offer(addr: SocketAddr, prefix: &str, mode: Mode, duration: Duration) -> anyh
                     let body = event(&tag);
                     let at = Instant::now();
                     tried += 1;
-                    let (status, _) = conn.request("POST", "/v1/events", INGEST, body.as_bytes())?;
+                    // A refusal may close the connection (the server does not read a body it
+                    // refused): open a new one and count the event as not acknowledged.
+                    let status = match conn.request("POST", "/v1/events", INGEST, body.as_bytes()) {
+                        Ok((status, _)) => status,
+                        Err(_) => {
+                            conn = Conn::new(addr);
+                            0
+                        }
+                    };
                     if status == 202 {
                         out.push(Sent { tag, at, acked: Instant::now() });
                     } else if status == 503 {
