@@ -121,6 +121,8 @@ struct Sent {
 }
 
 struct Row {
+    /// Attempts that failed and were scheduled again (from `/metrics`), during the row.
+    retries: u64,
     targets: usize,
     mode: Mode,
     sent: usize,
@@ -212,6 +214,16 @@ fn offer(addr: SocketAddr, prefix: &str, mode: Mode, duration: Duration) -> anyh
     Ok((all, tried))
 }
 
+/// Attempts counted as `retry` in `/metrics` so far, over all targets.
+fn retries(server: &Server) -> u64 {
+    let Ok((_, body)) = Conn::new(server.addr).request("GET", "/metrics", "", b"") else { return 0 };
+    String::from_utf8_lossy(&body)
+        .lines()
+        .filter(|l| l.starts_with("crmhook_deliveries_total{") && l.contains("outcome=\"retry\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
 fn live_targets(server: &Server, rcv: &Receiver, n: usize, run: &str) -> anyhow::Result<Vec<String>> {
     (0..n)
         .map(|i| {
@@ -240,6 +252,7 @@ fn measure(server: &Server, rcv: &Receiver, targets: usize, mode: Mode, duration
     // Let the new target actors settle before the clock starts.
     std::thread::sleep(Duration::from_millis(300));
     let pid = server.pid();
+    let retries0 = retries(server);
     let ticks0 = process_ticks(pid);
     let count0 = rcv.count.load(Ordering::Relaxed);
     let start = Instant::now();
@@ -283,6 +296,7 @@ fn measure(server: &Server, rcv: &Receiver, targets: usize, mode: Mode, duration
     }
     let cpu_s = ticks as f64 / clock_ticks_per_s();
     Ok(Row {
+        retries: retries(server).saturating_sub(retries0),
         targets,
         mode,
         sent: tried,
@@ -363,8 +377,11 @@ pub fn run(seconds: u64, offered: &[String], target_counts: &[usize]) -> anyhow:
                 r.cores,
                 ratio.map_or("-".into(), |x| format!("{:.0}%", x * 100.0))
             );
-            if r.acked < r.sent || r.delivered < r.acked * r.targets {
-                println!("          ({} of {} acknowledged, {} deliveries measured)", r.acked, r.sent, r.delivered);
+            if r.acked < r.sent || r.delivered < r.acked * r.targets || r.retries > 0 {
+                println!(
+                    "          ({} of {} acknowledged, {} deliveries measured, {} attempts failed and retried, drained {:.1} s after the load)",
+                    r.acked, r.sent, r.delivered, r.retries, r.drain_s
+                );
             }
             rows.push(json!({
                 "targets": r.targets,
@@ -374,6 +391,7 @@ pub fn run(seconds: u64, offered: &[String], target_counts: &[usize]) -> anyhow:
                 "ack_ms": {"p50": r.ack_ms[0], "p99": r.ack_ms[1], "p99_9": r.ack_ms[2], "max": r.ack_ms[3]},
                 "e2e_ms": {"p50": r.e2e_ms[0], "p99": r.e2e_ms[1], "max": r.e2e_ms[2], "measured": r.delivered},
                 "cpu_ms_per_event": r.cpu_ms_per_event, "cores": r.cores, "drain_s": r.drain_s,
+                "retried_attempts": r.retries,
                 "ingest_over_bare": ratio,
             }));
         }
