@@ -44,12 +44,8 @@ impl Receiver {
                         async move {
                             let at = Instant::now();
                             c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            if let Some(start) = body.windows(12).position(|w| w == b"\"recordId\":\"") {
-                                let rest = &body[start + 12..];
-                                if let Some(end) = rest.iter().position(|b| *b == b'"') {
-                                    let tag = String::from_utf8_lossy(&rest[..end]).into_owned();
-                                    a.lock().expect("lock").entry(tag).or_insert(at);
-                                }
+                            if let Some(tag) = crate::system::record_id(&body) {
+                                a.lock().expect("lock").entry(tag).or_insert(at);
                             }
                             HttpResponse::NoContent().finish()
                         }

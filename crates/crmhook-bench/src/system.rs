@@ -83,7 +83,8 @@ impl Receiver {
     }
 }
 
-fn record_id(body: &[u8]) -> Option<String> {
+/// The `recordId` of a delivered event's body (the tag the load gave it).
+pub(crate) fn record_id(body: &[u8]) -> Option<String> {
     let start = body.windows(12).position(|w| w == b"\"recordId\":\"")?;
     let rest = &body[start + 12..];
     let end = rest.iter().position(|b| *b == b'"')?;

@@ -54,33 +54,32 @@ pub fn render(metrics: &Metrics, store: &dyn Log) -> String {
     let _ = writeln!(out, "# HELP crmhook_dead_deliveries Deliveries whose retry schedule is spent, by target.");
     let _ = writeln!(out, "# TYPE crmhook_dead_deliveries gauge");
     out.push_str(&dead);
-    let _ = writeln!(out, "# HELP crmhook_auth_failures_total Requests refused for a missing or wrong token (401).");
-    let _ = writeln!(out, "# TYPE crmhook_auth_failures_total counter");
-    let _ = writeln!(out, "crmhook_auth_failures_total {}", snapshot.auth_failures);
-    let _ = writeln!(
-        out,
-        "# HELP crmhook_auth_rate_limited_total Requests refused (429) because their address or token failed too often."
-    );
-    let _ = writeln!(out, "# TYPE crmhook_auth_rate_limited_total counter");
-    let _ = writeln!(out, "crmhook_auth_rate_limited_total {}", snapshot.auth_rate_limited);
-    let _ = writeln!(
-        out,
-        "# HELP crmhook_delivery_lag_ms How old events are when live targets get them (the largest, over targets that delivered in the last second)."
-    );
-    let _ = writeln!(out, "# TYPE crmhook_delivery_lag_ms gauge");
-    let _ = writeln!(out, "crmhook_delivery_lag_ms {}", snapshot.delivery_lag_ms);
-    let _ = writeln!(
-        out,
-        "# HELP crmhook_ingest_backpressured_total Ingest requests refused (503) because deliveries were further behind than max_delivery_lag_ms."
-    );
-    let _ = writeln!(out, "# TYPE crmhook_ingest_backpressured_total counter");
-    let _ = writeln!(out, "crmhook_ingest_backpressured_total {}", snapshot.backpressured);
-    let _ = writeln!(out, "# HELP crmhook_log_bytes Bytes the event log takes on disk.");
-    let _ = writeln!(out, "# TYPE crmhook_log_bytes gauge");
-    let _ = writeln!(out, "crmhook_log_bytes {}", store.size_on_disk());
-    let _ = writeln!(out, "# HELP crmhook_log_head_seq The seq of the newest event.");
-    let _ = writeln!(out, "# TYPE crmhook_log_head_seq gauge");
-    let _ = writeln!(out, "crmhook_log_head_seq {}", store.head());
+    let scalars: [(&str, &str, &str, u64); 6] = [
+        ("crmhook_auth_failures_total", "counter", "Requests refused for a missing or wrong token (401).", snapshot.auth_failures),
+        (
+            "crmhook_auth_rate_limited_total",
+            "counter",
+            "Requests refused (429) because their address or token failed too often.",
+            snapshot.auth_rate_limited,
+        ),
+        (
+            "crmhook_delivery_lag_ms",
+            "gauge",
+            "How old events are when live targets get them (the largest, over targets that delivered in the last second).",
+            snapshot.delivery_lag_ms,
+        ),
+        (
+            "crmhook_ingest_backpressured_total",
+            "counter",
+            "Ingest requests refused (503) because deliveries were further behind than max_delivery_lag_ms.",
+            snapshot.backpressured,
+        ),
+        ("crmhook_log_bytes", "gauge", "Bytes the event log takes on disk.", store.size_on_disk()),
+        ("crmhook_log_head_seq", "gauge", "The seq of the newest event.", store.head()),
+    ];
+    for (name, kind, help, value) in scalars {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    }
     out
 }
 
