@@ -108,6 +108,25 @@ fn process_ticks(pid: u32) -> u64 {
     get(14) + get(15)
 }
 
+/// The thread switches the process's threads have made so far: the sum over
+/// `/proc/<pid>/task/*/status` of voluntary and involuntary context switches. A thread that ends
+/// takes its count with it, so a row's figure is a lower bound; each switch is a wake-up paid
+/// for (a hand-off between threads, a sleep on a lock, a flush waited for).
+fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|l| l.starts_with("voluntary_ctxt_switches:") || l.starts_with("nonvoluntary_ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
 fn clock_ticks_per_s() -> f64 {
     // Linux has reported 100 to user space on every architecture for a long time.
     100.0
@@ -144,6 +163,8 @@ struct Row {
     e2e_ms: [f64; 3],
     delivered: usize,
     cpu_ms_per_event: f64,
+    /// Thread switches in the server per acknowledged event (see [`context_switches`]).
+    switches_per_event: f64,
     cores: f64,
     drain_s: f64,
 }
@@ -264,6 +285,7 @@ fn measure(server: &Server, rcv: &Receiver, targets: usize, mode: Mode, duration
     let pid = server.pid();
     let retries0 = retries(server);
     let ticks0 = process_ticks(pid);
+    let switches0 = context_switches(pid);
     let count0 = rcv.count.load(Ordering::Relaxed);
     let firsts0 = rcv.firsts.load(Ordering::Relaxed);
     let start = Instant::now();
@@ -290,6 +312,7 @@ fn measure(server: &Server, rcv: &Receiver, targets: usize, mode: Mode, duration
     }
     let all_in = start.elapsed().as_secs_f64();
     let ticks = process_ticks(pid) - ticks0;
+    let switches = context_switches(pid).saturating_sub(switches0);
     let arrivals = rcv.arrivals.lock().expect("lock");
     let mut e2e: Vec<f64> = Vec::with_capacity(want);
     for s in &sent {
@@ -325,6 +348,7 @@ fn measure(server: &Server, rcv: &Receiver, targets: usize, mode: Mode, duration
         e2e_ms: [percentile(&e2e, 0.5), percentile(&e2e, 0.99), e2e.last().copied().unwrap_or(0.0)],
         delivered: e2e.len(),
         cpu_ms_per_event: cpu_s * 1000.0 / sent.len().max(1) as f64,
+        switches_per_event: switches as f64 / sent.len().max(1) as f64,
         cores: cpu_s / all_in,
         drain_s: all_in - load_s,
     })
@@ -352,7 +376,7 @@ pub fn run(seconds: u64, offered: &[String], target_counts: &[usize]) -> anyhow:
         bare.rps
     );
     println!(
-        "{:>7} {:>7} | {:>9} {:>9} | {:>28} | {:>22} | {:>8} {:>5} | {:>6}",
+        "{:>7} {:>7} | {:>9} {:>9} | {:>28} | {:>22} | {:>8} {:>5} {:>6} | {:>6}",
         "targets",
         "offered",
         "ingest/s",
@@ -361,6 +385,7 @@ pub fn run(seconds: u64, offered: &[String], target_counts: &[usize]) -> anyhow:
         "e2e ms p50/p99/max",
         "cpu ms/ev",
         "cores",
+        "sw/ev",
         "÷bare"
     );
     let mut rows = Vec::new();
@@ -373,7 +398,7 @@ pub fn run(seconds: u64, offered: &[String], target_counts: &[usize]) -> anyhow:
             };
             let ratio = matches!(r.mode, Mode::Saturation).then(|| r.ingest_per_s / bare.rps);
             println!(
-                "{:>7} {:>7} | {:>9.0} {:>9.0} | {:>6.2} {:>6.2} {:>6.2} {:>7.1} | {:>6.2} {:>6.2} {:>7.1} | {:>8.3} {:>5.2} | {:>6}",
+                "{:>7} {:>7} | {:>9.0} {:>9.0} | {:>6.2} {:>6.2} {:>6.2} {:>7.1} | {:>6.2} {:>6.2} {:>7.1} | {:>8.3} {:>5.2} {:>6.1} | {:>6}",
                 r.targets,
                 offered,
                 r.ingest_per_s,
@@ -387,6 +412,7 @@ pub fn run(seconds: u64, offered: &[String], target_counts: &[usize]) -> anyhow:
                 r.e2e_ms[2],
                 r.cpu_ms_per_event,
                 r.cores,
+                r.switches_per_event,
                 ratio.map_or("-".into(), |x| format!("{:.0}%", x * 100.0))
             );
             if r.acked < r.sent || r.delivered < r.acked * r.targets || r.retries > 0 {
@@ -402,7 +428,7 @@ pub fn run(seconds: u64, offered: &[String], target_counts: &[usize]) -> anyhow:
                 "ingest_per_s": r.ingest_per_s, "deliveries_per_s": r.deliveries_per_s,
                 "ack_ms": {"p50": r.ack_ms[0], "p99": r.ack_ms[1], "p99_9": r.ack_ms[2], "max": r.ack_ms[3]},
                 "e2e_ms": {"p50": r.e2e_ms[0], "p99": r.e2e_ms[1], "max": r.e2e_ms[2], "measured": r.delivered},
-                "cpu_ms_per_event": r.cpu_ms_per_event, "cores": r.cores, "drain_s": r.drain_s,
+                "cpu_ms_per_event": r.cpu_ms_per_event, "switches_per_event": r.switches_per_event, "cores": r.cores, "drain_s": r.drain_s,
                 "retried_attempts": r.retries,
                 "ingest_over_bare": ratio,
             }));

@@ -23,6 +23,10 @@ use crate::{
     codec, Result, Store, StoreError, CHUNK_BYTES, CHUNK_EVENTS, LAZY_HOLD, LAZY_HOLD_LIVE, LIVE_INGEST, MAX_GROUP,
 };
 
+/// A group commit that takes this long (applying the batch and flushing) is logged as a warning:
+/// every request of its group waited for it.
+const SLOW_COMMIT: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// A request to the writer thread.
 pub(crate) enum Op {
     Append { events: Vec<NewEvent>, idempotency_key: Option<String>, reply: oneshot::Sender<Result<Vec<AckEntry>>> },
@@ -134,13 +138,27 @@ impl Writer {
             Ok(())
         });
         flush |= self.next_seq > first_seq || stop.is_some();
+        let started = Instant::now();
+        let mut applied_at = started;
         let result = logged.and_then(|()| {
             self.tree.apply_batch(batch)?;
+            applied_at = Instant::now();
             if flush {
                 self.db.flush()?;
             }
             Ok(())
         });
+        let took = started.elapsed();
+        if took >= SLOW_COMMIT {
+            tracing::warn!(
+                apply_ms = (applied_at - started).as_secs_f64() * 1000.0,
+                flush_ms = applied_at.elapsed().as_secs_f64() * 1000.0,
+                requests = replies.len(),
+                events = fresh.len(),
+                "slow group commit: {} ms",
+                took.as_millis()
+            );
+        }
         self.failing.store(result.is_err(), Ordering::Release);
         self.settle(&fresh, first_seq, written_out, &result);
         answer(replies, &result);
