@@ -13,6 +13,8 @@
 //! - the server's CPU per event: its user + system time (`/proc/<pid>/stat`, which counts
 //!   threads that ended too) from the start of the load until the last delivery arrived,
 //!   divided by the events acknowledged;
+//! - the server's thread switches per event (`sw/ev`: voluntary and involuntary context switches
+//!   of all its threads, from `/proc/<pid>/task/*/status`), steadier than CPU time on a shared VM;
 //! - at saturation, the ingest ÷ the bare handler's requests/s (64 connections, same bodies).
 //!
 //! A 503 (backpressure, `max_delivery_lag_ms`, which the server takes from the environment of
