@@ -1,10 +1,12 @@
 //! What the console's subscription builder uses: a subscription edited in place
 //! (`PATCH /v1/subscriptions/{id}`: the next events are matched with the edit, by the running
 //! target, and after a restart), tried out on the last events (`POST /v1/subscriptions/preview`)
-//! and the values the last events hold (`GET /v1/events/facets`).
+//! and the values the last events hold (`GET /v1/events/facets`); and their commands,
+//! `crmhook subscriptions update|preview` and `crmhook targets update`.
 
 mod support;
 
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -279,4 +281,204 @@ fn facets_count_the_values_of_the_last_events() {
     let operator = create_key(&server, "operator");
     assert_eq!(ok(server.request("GET", "/v1/events/facets", Some(&operator), None), 200)["scanned"], 6);
     assert_eq!(server.request("GET", "/v1/events/facets", Some(INGEST), None).status, 403);
+}
+
+// ---- the commands --------------------------------------------------------------------------
+
+fn crmhook(server: &Server, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_crmhook"))
+        .args(args)
+        .env_remove("CRMHOOK_URL")
+        .env_remove("CRMHOOK_ADMIN_TOKEN")
+        .env("CRMHOOK_URL", &server.base)
+        .env("CRMHOOK_ADMIN_TOKEN", ADMIN)
+        .output()
+        .expect("crmhook runs")
+}
+
+fn succeeded(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A command that fails, answering what it said on stderr.
+fn failed(out: &Output) -> String {
+    assert!(!out.status.success(), "succeeded: {}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn json_of(out: &Output) -> Value {
+    serde_json::from_str(&succeeded(out)).expect("JSON output")
+}
+
+#[test]
+fn targets_update_changes_the_fields_given_from_the_command_line() {
+    let server = Server::start();
+    let rcv = Receiver::start();
+    let (tid, _) = server.wire(&rcv.url("/a"), Some(json!({})), json!({"headers": {"X-Old": "o"}}));
+    let t = json_of(&crmhook(
+        &server,
+        &[
+            "targets",
+            "update",
+            &tid,
+            "--name",
+            "renamed",
+            "--timeout-ms",
+            "5000",
+            "--retry-schedule-ms",
+            "100,200,300",
+            "--ordered",
+            "true",
+            "--format",
+            "maximizer",
+            "--header",
+            "X-A=1",
+            "--header",
+            "X-B: two=2",
+            "--json",
+        ],
+    ));
+    assert_eq!(t["id"], tid.as_str());
+    assert_eq!(t["name"], "renamed");
+    assert_eq!(t["timeout_ms"], 5000);
+    assert_eq!(t["retry_schedule_ms"], json!([100, 200, 300]));
+    assert_eq!(t["ordered"], true);
+    assert_eq!(t["format"], "maximizer");
+    assert_eq!(t["headers"], json!({"X-A": "<redacted>", "X-B": "<redacted>"}));
+    // The headers are the receiver's to see.
+    let ev = maia("crm_record_created", json!({}));
+    server.post_ok(&ev);
+    let got = rcv.wait_tag("/a", &tag(&ev), DELIVERY);
+    assert_eq!((got[0].header("x-a"), got[0].header("x-b"), got[0].header("x-old")), ("1", "two=2", ""));
+
+    // Paused and resumed; the table says so.
+    let table = succeeded(&crmhook(&server, &["targets", "update", &tid, "--enabled", "false"]));
+    assert!(table.contains(&tid) && table.contains("disabled"), "{table}");
+    let t = json_of(&crmhook(
+        &server,
+        &["targets", "update", &tid, "--enabled", "true", "--clear-headers", "--format", "none", "--json"],
+    ));
+    assert_eq!(
+        (t["enabled"].clone(), t["headers"].clone(), t["format"].clone()),
+        (json!(true), json!({}), Value::Null)
+    );
+    let t = json_of(&crmhook(
+        &server,
+        &["targets", "update", &tid, "--target-url", &rcv.url("/b"), "--retry-schedule-ms", "none", "--json"],
+    ));
+    assert_eq!((t["url"].clone(), t["retry_schedule_ms"].clone()), (json!(rcv.url("/b")), json!([])));
+    assert_eq!(ok(server.admin("GET", &format!("/v1/targets/{tid}"), None), 200)["name"], "renamed");
+
+    // What cannot be sent is said plainly.
+    assert!(failed(&crmhook(&server, &["targets", "update", &tid])).contains("nothing to change"));
+    assert!(failed(&crmhook(&server, &["targets", "update", &tid, "--timeout-ms", "0"])).contains("timeout_ms"));
+    assert!(failed(&crmhook(&server, &["targets", "update", &tid, "--header", "X-A=1", "--clear-headers"]))
+        .contains("cannot be used with"));
+    assert!(failed(&crmhook(&server, &["targets", "update", &tid, "--header", "nothing"])).contains("Name=value"));
+    let unknown = failed(&crmhook(&server, &["targets", "update", "tgt_00000000000000000000000000", "--name", "x"]));
+    assert!(unknown.contains("404"), "{unknown}");
+}
+
+#[test]
+fn subscriptions_update_and_preview_from_the_command_line() {
+    let server = Server::start();
+    let rcv = Receiver::start();
+    let (tid, _) = server.wire(
+        &rcv.url("/r"),
+        Some(json!({"event_types": ["crm_field_update"], "field_names": ["Email"], "version_major": 1})),
+        json!({}),
+    );
+    let sid = ok(server.admin("GET", &format!("/v1/subscriptions?target_id={tid}"), None), 200)["subscriptions"][0]
+        ["id"]
+        .as_str()
+        .expect("sub")
+        .to_owned();
+    let email = field_update("Email");
+    let email_id = server.post_ok(&email)["events"][0]["id"].as_str().expect("id").to_owned();
+    let phone = field_update("Phone");
+    let phone_id = server.post_ok(&phone)["events"][0]["id"].as_str().expect("id").to_owned();
+    server.post_ok(&maia("ai_pause", json!({})));
+
+    // Preview: a table, newest first, then the counts; JSON with --json.
+    let table = succeeded(&crmhook(
+        &server,
+        &["subscriptions", "preview", "--event-type", "crm_field_update", "--field-name", "Email", "--last", "10"],
+    ));
+    assert!(table.starts_with("SEQ") && table.contains(&email_id) && !table.contains(&phone_id), "{table}");
+    assert!(table.contains(email["recordId"].as_str().expect("record")), "{table}");
+    assert!(table.contains("matched 1 of the last 3 events"), "{table}");
+    let v = json_of(&crmhook(
+        &server,
+        &[
+            "subscriptions",
+            "preview",
+            "--target",
+            &tid,
+            "--filter",
+            r#"{"path": "/fieldName", "op": "in", "value": ["Email", "Phone"]}"#,
+            "--json",
+        ],
+    ));
+    assert_eq!(v["matched"], 2);
+    assert_eq!(
+        (v["events"][0]["id"].as_str(), v["events"][1]["id"].as_str()),
+        (Some(phone_id.as_str()), Some(email_id.as_str()))
+    );
+    let v = json_of(&crmhook(&server, &["subscriptions", "preview", "--last", "1", "--json"]));
+    assert_eq!((v["scanned"].clone(), v["matched"].clone()), (json!(1), json!(1)));
+    assert!(failed(&crmhook(&server, &["subscriptions", "preview", "--last", "5000"])).contains("last"));
+    assert!(failed(&crmhook(
+        &server,
+        &["subscriptions", "preview", "--filter", r#"{"path": "x", "op": "eq", "value": 1}"#]
+    ))
+    .contains("filters[0]"));
+
+    // Update: only what is given changes; --clear empties a member.
+    let v = json_of(&crmhook(
+        &server,
+        &[
+            "subscriptions",
+            "update",
+            &sid,
+            "--field-name",
+            "Phone",
+            "--field-name",
+            "Email",
+            "--clear",
+            "version-major",
+            "--json",
+        ],
+    ));
+    assert_eq!(v["id"], sid.as_str());
+    assert_eq!(v["field_names"], json!(["Phone", "Email"]));
+    assert_eq!(v["event_types"], json!(["crm_field_update"]));
+    assert_eq!(v["version_major"], Value::Null);
+    let table =
+        succeeded(&crmhook(&server, &["subscriptions", "update", &sid, "--kanban-id", "kanban_b", "--target", &tid]));
+    assert!(table.starts_with("ID") && table.contains(&sid) && table.contains("kanban_b"), "{table}");
+    assert_eq!(
+        ok(server.admin("GET", &format!("/v1/subscriptions/{sid}"), None), 200)["kanban_ids"],
+        json!(["kanban_b"])
+    );
+    // The edit is in force: a Phone update on kanban_b is delivered.
+    let next = maia("crm_field_update", json!({"fieldName": "Phone", "kanbanId": "kanban_b"}));
+    server.post_ok(&next);
+    rcv.wait_tag("/r", &tag(&next), DELIVERY);
+
+    assert!(failed(&crmhook(&server, &["subscriptions", "update", &sid])).contains("nothing to change"));
+    assert!(failed(&crmhook(&server, &["subscriptions", "update", &sid, "--kanban-id", "k", "--clear", "kanban-ids"]))
+        .contains("--clear kanban-ids"));
+    let (other, _) = server.wire(&rcv.url("/o"), None, json!({}));
+    assert!(failed(&crmhook(&server, &["subscriptions", "update", &sid, "--target", &other])).contains("target_id"));
+    assert!(failed(&crmhook(&server, &["subscriptions", "update", &sid, "--event-type", "nope"]))
+        .contains("422 The request breaks a rule: unknown event type"));
+    let unknown =
+        failed(&crmhook(&server, &["subscriptions", "update", "sub_00000000000000000000000000", "--clear", "filters"]));
+    assert!(unknown.contains("404"), "{unknown}");
 }
