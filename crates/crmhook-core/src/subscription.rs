@@ -105,22 +105,124 @@ pub fn check_room(existing: usize) -> Result<(), CoreError> {
 
 const FIELDS: [&str; 6] = ["target_id", "event_types", "kanban_ids", "field_names", "filters", "version_major"];
 
+/// Refuses a member a subscription does not have.
+fn known_members(body: &Map<String, Value>) -> Result<(), CoreError> {
+    match body.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        Some(other) => {
+            Err(CoreError::field(other, format!("unknown field `{other}`; a subscription has {}", FIELDS.join(", "))))
+        }
+        None => Ok(()),
+    }
+}
+
+fn target_id(v: &Value) -> Result<TargetId, CoreError> {
+    match v {
+        Value::String(s) => TargetId::parse(s)
+            .ok_or_else(|| CoreError::field("target_id", format!("`target_id` {s:?} is not a target id (tgt_…)"))),
+        _ => Err(CoreError::field("target_id", "`target_id` must be a target id (tgt_…)")),
+    }
+}
+
 impl Subscription {
     /// A new subscription from a creation request. Whether `target_id` names an existing target
     /// is for the caller to check.
     pub fn create(body: &Map<String, Value>, now_ms: u64) -> Result<Subscription, CoreError> {
-        if let Some(other) = body.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-            return Err(CoreError::field(
-                other,
-                format!("unknown field `{other}`; a subscription has {}", FIELDS.join(", ")),
-            ));
-        }
+        known_members(body)?;
         let target_id = match body.get("target_id") {
-            Some(Value::String(s)) => TargetId::parse(s).ok_or_else(|| {
-                CoreError::field("target_id", format!("`target_id` {s:?} is not a target id (tgt_…)"))
-            })?,
+            Some(v @ Value::String(_)) => target_id(v)?,
             _ => return Err(CoreError::field("target_id", "`target_id` is required")),
         };
+        Subscription::read(body, target_id, now_ms)
+    }
+
+    /// A subscription to try out (`POST /v1/subscriptions/preview`): the body of a creation,
+    /// read by the same rules, except that `target_id` may be absent. Answers the target it
+    /// names, if any (whether that target exists is for the caller to check), and the
+    /// subscription, which applies to every event (`from_seq` 0); without a `target_id` its
+    /// `target_id` is a fresh id that names no target. It is never stored.
+    pub fn draft(body: &Map<String, Value>, now_ms: u64) -> Result<(Option<TargetId>, Subscription), CoreError> {
+        known_members(body)?;
+        let named = match body.get("target_id") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(target_id(v)?),
+        };
+        let sub = Subscription::read(body, named.clone().unwrap_or_else(TargetId::generate), now_ms)?;
+        Ok((named, sub))
+    }
+
+    /// This subscription edited by a partial body (`PATCH /v1/subscriptions/{id}`): each member
+    /// given replaces the current one, `null` clears it, and the result is checked exactly as a
+    /// creation is (the same 422s, naming the member). `target_id` cannot change (giving the
+    /// same one is allowed); the id, the creation time and `from_seq` are kept.
+    pub fn patched(&self, body: &Map<String, Value>) -> Result<Subscription, CoreError> {
+        if let Some(other) = body.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+            return Err(match other.as_str() {
+                "id" | "created_at" => CoreError::field(other, format!("`{other}` cannot be set")),
+                _ => CoreError::field(
+                    other,
+                    format!("unknown field `{other}`; a subscription has {}", FIELDS.join(", ")),
+                ),
+            });
+        }
+        match body.get("target_id") {
+            None => {}
+            Some(v) if v.as_str() == Some(self.target_id.as_str()) => {}
+            Some(_) => {
+                return Err(CoreError::field(
+                    "target_id",
+                    format!(
+                    "`target_id` cannot change (this subscription is {}'s); create a subscription for the other target",
+                    self.target_id
+                ),
+                ))
+            }
+        }
+        let mut merged = self.to_body();
+        for (name, value) in body {
+            if value.is_null() {
+                merged.remove(name);
+            } else {
+                merged.insert(name.clone(), value.clone());
+            }
+        }
+        let edited = Subscription::read(&merged, self.target_id.clone(), self.created_at_ms)?;
+        Ok(Subscription { id: self.id.clone(), from_seq: self.from_seq, ..edited })
+    }
+
+    /// The members of a creation request that would make this subscription (`target_id` and
+    /// the conditions; the empty ones left out).
+    pub fn to_body(&self) -> Map<String, Value> {
+        let mut body = Map::new();
+        body.insert("target_id".into(), Value::String(self.target_id.to_string()));
+        for (name, list) in
+            [("event_types", &self.event_types), ("kanban_ids", &self.kanban_ids), ("field_names", &self.field_names)]
+        {
+            if !list.is_empty() {
+                body.insert(name.into(), Value::Array(list.iter().cloned().map(Value::String).collect()));
+            }
+        }
+        if !self.filters.is_empty() {
+            let filters = self
+                .filters
+                .iter()
+                .map(|f| {
+                    let mut o = Map::new();
+                    o.insert("path".into(), Value::String(f.path.clone()));
+                    o.insert("op".into(), Value::String(f.op.as_str().into()));
+                    o.insert("value".into(), serde_json::from_str(&f.value_json).unwrap_or(Value::Null));
+                    Value::Object(o)
+                })
+                .collect();
+            body.insert("filters".into(), Value::Array(filters));
+        }
+        if let Some(major) = self.version_major {
+            body.insert("version_major".into(), Value::from(major));
+        }
+        body
+    }
+
+    /// The conditions of a creation body whose members are known and whose target is read.
+    fn read(body: &Map<String, Value>, target_id: TargetId, now_ms: u64) -> Result<Subscription, CoreError> {
         let event_types = strings(body, "event_types")?;
         if let Some(bad) = event_types.iter().find(|t| !valid_event_type(t)) {
             return Err(CoreError::field(
@@ -727,6 +829,60 @@ mod tests {
         assert_eq!(field(json!({"filters": [{"path": "/Data", "op": "like", "value": 1}]})), "filters[0]");
         assert_eq!(field(json!({"version_major": -1})), "version_major");
         assert_eq!(field(json!({"colour": 1})), "colour");
+    }
+
+    #[test]
+    fn a_patch_replaces_the_members_given_clears_nulls_and_keeps_the_rest() {
+        let mut s = sub(json!({"event_types": ["crm_field_update"], "kanban_ids": ["k1"], "version_major": 1,
+                               "filters": [{"path": "/fieldName", "op": "eq", "value": "Email"}]}));
+        s.from_seq = 41;
+        let patch = |v: Value| s.patched(v.as_object().expect("object"));
+        let edited = patch(json!({"kanban_ids": ["k2", "k3"], "version_major": null})).expect("valid patch");
+        assert_eq!(edited.id, s.id);
+        assert_eq!((edited.from_seq, edited.created_at_ms), (41, s.created_at_ms));
+        assert_eq!(edited.kanban_ids, ["k2", "k3"]);
+        assert_eq!(edited.version_major, None);
+        assert_eq!((edited.event_types.clone(), edited.filters.clone()), (s.event_types.clone(), s.filters.clone()));
+        assert_eq!(patch(json!({})).expect("empty patch"), s);
+        let same_target = patch(json!({"target_id": s.target_id.as_str(), "filters": null})).expect("same target");
+        assert!(same_target.filters.is_empty());
+        let field = |v: Value| match patch(v) {
+            Err(CoreError::Invalid(e)) => e.field.unwrap_or_default(),
+            other => panic!("expected an error, got {other:?}"),
+        };
+        assert_eq!(field(json!({"target_id": crate::id::TargetId::generate().as_str()})), "target_id");
+        assert_eq!(field(json!({"event_types": ["crm_field_exploded"]})), "event_types");
+        assert_eq!(field(json!({"filters": [{"path": "/a", "op": "like", "value": 1}]})), "filters[0]");
+        assert_eq!(field(json!({"version_major": "one"})), "version_major");
+        assert_eq!(field(json!({"id": "sub_x"})), "id");
+        assert_eq!(field(json!({"colour": 1})), "colour");
+        // Totals hold over the merged subscription, not only the members given.
+        let values = |n: usize| (0..n).map(|i| json!(format!("v{i}"))).collect::<Vec<_>>();
+        let full = s.patched(json!({"kanban_ids": values(1000)}).as_object().expect("object")).expect("at the limit");
+        let over = full.patched(json!({"field_names": values(1000)}).as_object().expect("object"));
+        assert!(matches!(over, Err(CoreError::Invalid(e)) if e.field.as_deref() == Some("body")));
+    }
+
+    #[test]
+    fn a_draft_needs_no_target_but_checks_one_given() {
+        let body = |v: Value| v.as_object().cloned().unwrap_or_default();
+        let (named, d) = Subscription::draft(&body(json!({"event_types": ["ai_pause"]})), 0).expect("draft");
+        assert_eq!((named, d.from_seq), (None, 0));
+        assert!(matches(&d, &event("ai_pause", None, None, json!({}))));
+        let t = crate::id::TargetId::generate();
+        let (named, d) = Subscription::draft(&body(json!({"target_id": t.as_str()})), 0).expect("draft");
+        assert_eq!((named.as_ref(), &d.target_id), (Some(&t), &t));
+        for (bad, name) in [
+            (json!({"target_id": "nope"}), "target_id"),
+            (json!({"target_id": 5}), "target_id"),
+            (json!({"kanban_ids": "k"}), "kanban_ids"),
+            (json!({"colour": 1}), "colour"),
+        ] {
+            match Subscription::draft(&body(bad), 0) {
+                Err(CoreError::Invalid(e)) => assert_eq!(e.field.as_deref(), Some(name)),
+                other => panic!("expected a 422 on {name}, got {other:?}"),
+            }
+        }
     }
 
     #[test]

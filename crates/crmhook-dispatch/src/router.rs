@@ -55,6 +55,9 @@ pub enum RouterError {
     /// at the same moment cannot both take the last place.
     #[error(transparent)]
     TooManySubscriptions(CoreError),
+    /// An edit of a subscription broke a rule of subscriptions (a 422 naming the member).
+    #[error(transparent)]
+    Invalid(CoreError),
     #[error("the router has stopped")]
     Stopped,
 }
@@ -124,6 +127,20 @@ impl RouterHandle {
 
     pub async fn delete_subscription(&self, id: SubscriptionId) -> Result<(), RouterError> {
         self.admin(AdminChange::DeleteSubscription(id)).await
+    }
+
+    /// Edits a subscription, one admin change among the others: `edit` is given the
+    /// subscription as it is now and answers it edited (its id and target unchanged), or the
+    /// rule it breaks ([`RouterError::Invalid`]). The edit is stored, then handed to the
+    /// target's actor, which matches the events it reads from then on with it. Answers the
+    /// subscription before and after.
+    pub async fn update_subscription(
+        &self,
+        id: SubscriptionId,
+        edit: impl FnOnce(&Subscription) -> Result<Subscription, CoreError> + Send + 'static,
+    ) -> Result<(Subscription, Subscription), RouterError> {
+        let edit = EditSubscription { id, edit: Box::new(edit) };
+        self.addr.send(edit).await.map_err(|_| RouterError::Stopped)?
     }
 
     /// Queues deliveries of these events to a target again; answers how many were queued.
@@ -382,6 +399,67 @@ impl Handler<AdminChange> for Router {
                 ))
             }
         }
+    }
+}
+
+/// A subscription's edit, handled one at a time with the other admin changes (atomically): the
+/// subscription is read, edited, stored and handed to its target's actor with no other change
+/// in between. Answers the subscription before and after.
+#[derive(Message)]
+#[rtype(result = "Result<(Subscription, Subscription), RouterError>")]
+struct EditSubscription {
+    id: SubscriptionId,
+    edit: Edit,
+}
+
+/// How a subscription is edited: given it as it is, answers it edited or the rule broken.
+type Edit = Box<dyn FnOnce(&Subscription) -> Result<Subscription, CoreError> + Send>;
+
+impl Handler<EditSubscription> for Router {
+    type Result = AtomicResponse<Self, Result<(Subscription, Subscription), RouterError>>;
+
+    fn handle(&mut self, EditSubscription { id, edit }: EditSubscription, _: &mut Context<Self>) -> Self::Result {
+        let refuse = |e| AtomicResponse::new(Box::pin(fut::ready(Err(e))));
+        let current = self
+            .targets
+            .values()
+            .find_map(|r| r.config.subscriptions.subscriptions().iter().find(|s| s.id == id))
+            .cloned();
+        let Some(current) = current else { return refuse(RouterError::NotFound(id.to_string())) };
+        let edited = match edit(&current) {
+            Ok(edited) => edited,
+            Err(e) => return refuse(RouterError::Invalid(e)),
+        };
+        if edited.id != current.id || edited.target_id != current.target_id {
+            let detail = "`target_id` cannot change; create a subscription for the other target";
+            return refuse(RouterError::Invalid(CoreError::field("target_id", detail)));
+        }
+        if edited == current {
+            return AtomicResponse::new(Box::pin(fut::ready(Ok((current, edited)))));
+        }
+        let store = self.store.clone();
+        AtomicResponse::new(Box::pin(
+            async move { store.put_subscription(&edited).await.map(|()| edited) }.into_actor(self).then(
+                move |result, act, _| {
+                    let written = result.map(|edited| {
+                        let handover = act.change_subscriptions(&current.target_id, |subs| {
+                            if let Some(s) = subs.iter_mut().find(|s| s.id == edited.id) {
+                                *s = edited.clone();
+                            }
+                        });
+                        (handover, edited)
+                    });
+                    async move {
+                        let (handover, edited) = written?;
+                        if let Some((handle, config)) = handover {
+                            handle.configure(config).await;
+                        }
+                        Ok((current, edited))
+                    }
+                    .into_actor(act)
+                },
+            ),
+        ))
     }
 }
 

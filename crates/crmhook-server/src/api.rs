@@ -5,8 +5,9 @@
 //!   parameters; [`views`]: the answers, as types. These know no handler.
 //! - [`system`] (health, metrics, the console, the OpenAPI document, the stream), [`events`]
 //!   (ingest with the ingest token, the log, redelivery), [`targets`] (targets, their
-//!   deliveries and replays, subscriptions), and `crate::sources` (sources, their ingest URL,
-//!   the quarantine): the handlers, which take their role as an argument.
+//!   deliveries and replays, subscriptions), [`builder`] (a subscription's preview and the
+//!   log's facets, for the console's subscription builder), and `crate::sources` (sources,
+//!   their ingest URL, the quarantine): the handlers, which take their role as an argument.
 //!
 //! Dependencies point one way: [`routes`], here, is the one table of the API's routes (but the
 //! sources', which it mounts from `crate::sources`); the parts use the shared modules, never
@@ -15,6 +16,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod builder;
 pub mod events;
 pub mod exposure;
 pub mod keys;
@@ -37,12 +39,13 @@ pub use targets::ROTATION_OVERLAP_MS;
 /// argument.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     use audit::list_audit;
+    use builder::{event_facets, preview_subscription};
     use events::{get_event, ingest, list_events, redeliver};
     use keys::{create_key, get_key, list_keys, me, revoke_key, rotate_key};
     use system::{console, console_css, console_js, healthz, metrics, openapi, readyz, stream};
     use targets::{
         create_subscription, create_target, delete_subscription, delete_target, get_subscription, get_target,
-        list_subscriptions, list_targets, patch_target, replay, rotate_secret, target_deliveries,
+        list_subscriptions, list_targets, patch_subscription, patch_target, replay, rotate_secret, target_deliveries,
     };
     cfg.service(web::resource("/healthz").route(web::get().to(healthz)))
         .service(web::resource("/readyz").route(web::get().to(readyz)))
@@ -58,6 +61,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/v1/keys/{id}").route(web::get().to(get_key)).route(web::delete().to(revoke_key)))
         .service(web::resource("/v1/keys/{id}/rotate").route(web::post().to(rotate_key)))
         .service(web::resource("/v1/events").route(web::post().to(ingest)).route(web::get().to(list_events)))
+        // Before `/v1/events/{id}`, which would take `facets` for an id.
+        .service(web::resource("/v1/events/facets").route(web::get().to(event_facets)))
         .service(web::resource("/v1/events/{id}").route(web::get().to(get_event)))
         .service(web::resource("/v1/events/{id}/redeliver").route(web::post().to(redeliver)))
         .service(web::resource("/v1/targets/{id}/deliveries").route(web::get().to(target_deliveries)))
@@ -75,9 +80,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(list_subscriptions))
                 .route(web::post().to(create_subscription)),
         )
+        // Before `/v1/subscriptions/{id}`, which would take `preview` for an id.
+        .service(web::resource("/v1/subscriptions/preview").route(web::post().to(preview_subscription)))
         .service(
             web::resource("/v1/subscriptions/{id}")
                 .route(web::get().to(get_subscription))
+                .route(web::patch().to(patch_subscription))
                 .route(web::delete().to(delete_subscription)),
         )
         .configure(crate::sources::routes);

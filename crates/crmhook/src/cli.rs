@@ -102,6 +102,12 @@ pub enum Targets {
     Disable {
         id: String,
     },
+    /// Change a target: only the fields given (e.g. `--timeout-ms 5000 --enabled false`).
+    Update {
+        id: String,
+        #[command(flatten)]
+        changes: crate::cli_edit::TargetChanges,
+    },
 }
 
 #[derive(Subcommand)]
@@ -130,6 +136,29 @@ pub enum Subscriptions {
     },
     Delete {
         id: String,
+    },
+    /// Change a subscription: only the conditions given replace its own; `--clear` empties one.
+    Update {
+        id: String,
+        /// Its target (it cannot change; giving its own is allowed).
+        #[arg(long)]
+        target: Option<String>,
+        #[command(flatten)]
+        conditions: crate::cli_edit::Conditions,
+        /// A member to empty, repeatable.
+        #[arg(long, value_enum)]
+        clear: Vec<crate::cli_edit::Member>,
+    },
+    /// Which of the last events a subscription with these conditions would match, newest first.
+    Preview {
+        /// A target the subscription would be for (optional; it must exist).
+        #[arg(long)]
+        target: Option<String>,
+        #[command(flatten)]
+        conditions: crate::cli_edit::Conditions,
+        /// How many of the latest events to read (server default 100, at most 1000).
+        #[arg(long)]
+        last: Option<u32>,
     },
 }
 
@@ -446,6 +475,7 @@ pub fn targets(conn: &Conn, cmd: Targets) -> anyhow::Result<ExitCode> {
         Targets::Disable { id } => {
             shown(request(conn, "PATCH", &format!("/v1/targets/{id}"), Some(&json!({"enabled": false})))?)
         }
+        Targets::Update { id, changes } => shown(crate::cli_edit::update_target(conn, &id, changes)?),
     }
 }
 
@@ -493,6 +523,12 @@ pub fn subscriptions(conn: &Conn, cmd: Subscriptions) -> anyhow::Result<ExitCode
             request(conn, "DELETE", &format!("/v1/subscriptions/{id}"), None)?;
             println!("deleted {id}");
             return Ok(ExitCode::SUCCESS);
+        }
+        Subscriptions::Update { id, target, conditions, clear } => {
+            crate::cli_edit::update_subscription(conn, &id, target, conditions, &clear)?
+        }
+        Subscriptions::Preview { target, conditions, last } => {
+            return crate::cli_edit::preview(conn, target, conditions, last)
         }
     };
     if conn.json {

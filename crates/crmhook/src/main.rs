@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod cli;
+mod cli_edit;
 mod cli_keys;
 mod cli_sources;
 mod config;
@@ -97,10 +98,10 @@ enum Command {
     /// Read the event log: list, show, follow, redeliver.
     #[command(subcommand)]
     Events(cli::Events),
-    /// Targets: list, show, create, delete, rotate-secret, enable, disable.
+    /// Targets: list, show, create, update, delete, rotate-secret, enable, disable.
     #[command(subcommand)]
     Targets(cli::Targets),
-    /// Subscriptions: list, show, create, delete.
+    /// Subscriptions: list, show, create, update, preview, delete.
     #[command(subcommand)]
     Subscriptions(cli::Subscriptions),
     /// A target's deliveries.

@@ -304,6 +304,16 @@ pub(crate) fn limit_param(q: &HashMap<String, String>) -> Result<usize, ApiError
     }
 }
 
+/// `last`, how many of the log's latest events to read: 1 to `max` (`default` when absent).
+pub(crate) fn last_param(q: &HashMap<String, String>, default: usize, max: usize) -> Result<usize, ApiError> {
+    match q.get("last").map(String::as_str) {
+        None | Some("") => Ok(default),
+        Some(v) => v.parse::<usize>().ok().filter(|n| (1..=max).contains(n)).ok_or_else(|| {
+            ApiError::unprocessable("last", format!("`last` must be an integer from 1 to {max}, not {v:?}"))
+        }),
+    }
+}
+
 pub(crate) fn time_param(q: &HashMap<String, String>, name: &str) -> Result<Option<u64>, ApiError> {
     match q.get(name).map(String::as_str) {
         None | Some("") => Ok(None),

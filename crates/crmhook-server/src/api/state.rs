@@ -40,7 +40,7 @@ pub(crate) fn router_error(e: RouterError) -> ApiError {
         RouterError::Store(e) => e.into(),
         RouterError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
         RouterError::TooManyTargets(_) => ApiError::Conflict(e.to_string()),
-        RouterError::TooManySubscriptions(e) => e.into(),
+        RouterError::TooManySubscriptions(e) | RouterError::Invalid(e) => e.into(),
         RouterError::Stopped => {
             ApiError::Unavailable { detail: "the server is shutting down".into(), retry_after_s: 1 }
         }

@@ -317,3 +317,28 @@ pub(crate) async fn delete_subscription(
     record(&state, &req, "subscription.delete", id.as_str(), before, None).await;
     Ok(HttpResponse::NoContent().finish())
 }
+
+/// `PATCH /v1/subscriptions/{id}`: the members given replace the subscription's (`null`
+/// clears one), checked as a creation is; `target_id` cannot change. The router reads, edits,
+/// stores and hands the subscription to its target's actor as one admin change, so the events
+/// the target matches from then on are matched with the edit (see `docs/SUBSCRIPTIONS.md`).
+pub(crate) async fn patch_subscription(
+    _: Admin,
+    req: HttpRequest,
+    id: web::Path<String>,
+    payload: web::Payload,
+    state: State,
+) -> Result<HttpResponse, ApiError> {
+    let id = subscription_id(&id)?;
+    let body = read_object(&req, payload).await?;
+    let (before, after) =
+        state.router.update_subscription(id.clone(), move |current| current.patched(&body)).await.map_err(
+            |e| match e {
+                RouterError::NotFound(_) => ApiError::NotFound(format!("subscription {id} not found")),
+                other => router_error(other),
+            },
+        )?;
+    let (b, a) = (scrubbed(&SubscriptionView::from(&before)), scrubbed(&SubscriptionView::from(&after)));
+    record(&state, &req, "subscription.update", after.id.as_str(), b, a).await;
+    Ok(HttpResponse::Ok().json(SubscriptionView::from(&after)))
+}

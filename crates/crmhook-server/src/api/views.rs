@@ -487,6 +487,54 @@ pub struct Subscriptions<'a> {
     pub subscriptions: Vec<SubscriptionView<'a>>,
 }
 
+/// One event a subscription would match, in `POST /v1/subscriptions/preview`.
+#[derive(Debug, Serialize)]
+pub struct PreviewEvent {
+    pub id: EventId,
+    pub seq: u64,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The event's record (MAIA `recordId`, Maximizer record key), when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record_id: Option<String>,
+    pub received_at: String,
+}
+
+/// `POST /v1/subscriptions/preview`: of the last `scanned` events, the `matched` ones, newest
+/// first.
+#[derive(Debug, Serialize)]
+pub struct Preview {
+    pub scanned: u64,
+    pub matched: u64,
+    pub events: Vec<PreviewEvent>,
+}
+
+/// An event type seen in `GET /v1/events/facets`, with how many of the events read had it.
+#[derive(Debug, Serialize)]
+pub struct TypeCount {
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub count: u64,
+}
+
+/// A kanban id or field name seen in `GET /v1/events/facets`, with its count.
+#[derive(Debug, Serialize)]
+pub struct ValueCount {
+    pub value: String,
+    pub count: u64,
+}
+
+/// `GET /v1/events/facets`: what the last `scanned` events hold, most frequent first, for the
+/// console's pickers; `known_types` are MAIA's event types, seen or not.
+#[derive(Debug, Serialize)]
+pub struct Facets {
+    pub scanned: u64,
+    pub types: Vec<TypeCount>,
+    pub kanban_ids: Vec<ValueCount>,
+    pub field_names: Vec<ValueCount>,
+    pub known_types: &'static [&'static str],
+}
+
 // ---- sources -------------------------------------------------------------------------------
 
 /// A source. Its key is shown only when it is made (creation, `rotate-key`); `maia_secret`

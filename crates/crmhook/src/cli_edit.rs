@@ -1,0 +1,253 @@
+//! The operators' commands that change a target or a subscription in place, and try a
+//! subscription out: `crmhook targets update`, `crmhook subscriptions update` (each a `PATCH`
+//! of only the members given) and `crmhook subscriptions preview` (which of the last events a
+//! subscription would match). Same style as the other commands: tables for people, JSON with
+//! `--json`.
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use serde_json::{json, Map, Value};
+
+use crate::cli::{print_json, query, request, s, table, Conn};
+
+/// What `crmhook targets update` changes: each flag given is one member of the `PATCH`.
+#[derive(Args)]
+pub struct TargetChanges {
+    #[arg(long)]
+    name: Option<String>,
+    /// Where deliveries go (`--url` is the crmhook server).
+    #[arg(long = "target-url")]
+    target_url: Option<String>,
+    /// `Name=value` (or `Name: value`), repeatable: the target's headers become these. A value
+    /// of `<redacted>` keeps that header's current value.
+    #[arg(long = "header", conflicts_with = "clear_headers")]
+    headers: Vec<String>,
+    /// Remove every header.
+    #[arg(long)]
+    clear_headers: bool,
+    #[arg(long)]
+    timeout_ms: Option<u64>,
+    /// Comma-separated delays in ms (`none`: one attempt, no retry).
+    #[arg(long)]
+    retry_schedule_ms: Option<String>,
+    /// true: one delivery at a time, in log order.
+    #[arg(long)]
+    ordered: Option<bool>,
+    /// The wrapping deliveries get (`none`: each CRM's own).
+    #[arg(long, value_enum)]
+    format: Option<Format>,
+    /// false pauses deliveries, true resumes them.
+    #[arg(long)]
+    enabled: Option<bool>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Format {
+    Maia,
+    Maximizer,
+    None,
+}
+
+/// A subscription's conditions, as `crmhook subscriptions create` takes them.
+#[derive(Args)]
+pub struct Conditions {
+    #[arg(long = "event-type")]
+    event_types: Vec<String>,
+    #[arg(long = "kanban-id")]
+    kanban_ids: Vec<String>,
+    #[arg(long = "field-name")]
+    field_names: Vec<String>,
+    /// A filter as JSON, e.g. '{"path": "/Data/New/Revenue", "op": "gt", "value": 1000}'.
+    #[arg(long = "filter")]
+    filters: Vec<String>,
+    #[arg(long)]
+    version_major: Option<u32>,
+}
+
+/// A subscription member `crmhook subscriptions update --clear` empties.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Member {
+    EventTypes,
+    KanbanIds,
+    FieldNames,
+    Filters,
+    VersionMajor,
+}
+
+impl Member {
+    fn name(self) -> &'static str {
+        match self {
+            Member::EventTypes => "event_types",
+            Member::KanbanIds => "kanban_ids",
+            Member::FieldNames => "field_names",
+            Member::Filters => "filters",
+            Member::VersionMajor => "version_major",
+        }
+    }
+}
+
+/// `Name=value` or `Name: value`: a header name holds neither `=` nor `:`, so the first of
+/// them ends it.
+fn header(h: &str) -> anyhow::Result<(String, String)> {
+    let at = h.find(['=', ':']).with_context(|| format!("--header {h:?}: a header is `Name=value`"))?;
+    let (name, value) = (h[..at].trim(), h[at + 1..].trim());
+    if name.is_empty() {
+        bail!("--header {h:?}: the header has no name");
+    }
+    Ok((name.to_owned(), value.to_owned()))
+}
+
+fn schedule(raw: &str) -> anyhow::Result<Value> {
+    if raw.trim().is_empty() || raw.trim() == "none" {
+        return Ok(json!([]));
+    }
+    let delays: Vec<u64> = raw
+        .split(',')
+        .map(|d| d.trim().parse().with_context(|| format!("--retry-schedule-ms: {d:?} is not a delay in ms")))
+        .collect::<anyhow::Result<_>>()?;
+    Ok(json!(delays))
+}
+
+/// The body of `PATCH /v1/targets/{id}` for these flags.
+fn target_patch(c: TargetChanges) -> anyhow::Result<Map<String, Value>> {
+    let mut body = Map::new();
+    if let Some(name) = c.name {
+        body.insert("name".into(), json!(name));
+    }
+    if let Some(url) = c.target_url {
+        body.insert("url".into(), json!(url));
+    }
+    if c.clear_headers {
+        body.insert("headers".into(), json!({}));
+    } else if !c.headers.is_empty() {
+        let mut map = Map::new();
+        for h in &c.headers {
+            let (name, value) = header(h)?;
+            map.insert(name, json!(value));
+        }
+        body.insert("headers".into(), Value::Object(map));
+    }
+    if let Some(t) = c.timeout_ms {
+        body.insert("timeout_ms".into(), json!(t));
+    }
+    if let Some(r) = c.retry_schedule_ms {
+        body.insert("retry_schedule_ms".into(), schedule(&r)?);
+    }
+    if let Some(o) = c.ordered {
+        body.insert("ordered".into(), json!(o));
+    }
+    if let Some(f) = c.format {
+        let value = match f {
+            Format::Maia => json!("maia"),
+            Format::Maximizer => json!("maximizer"),
+            Format::None => Value::Null,
+        };
+        body.insert("format".into(), value);
+    }
+    if let Some(e) = c.enabled {
+        body.insert("enabled".into(), json!(e));
+    }
+    Ok(body)
+}
+
+/// `crmhook targets update`: answers the target as the server shows it after the change.
+pub fn update_target(conn: &Conn, id: &str, changes: TargetChanges) -> anyhow::Result<Value> {
+    let body = target_patch(changes)?;
+    if body.is_empty() {
+        bail!("nothing to change: give at least one of --name, --target-url, --header, --clear-headers, --timeout-ms, --retry-schedule-ms, --ordered, --format, --enabled");
+    }
+    request(conn, "PATCH", &format!("/v1/targets/{id}"), Some(&Value::Object(body)))
+}
+
+/// The members of a subscription's body for the conditions given (only those given).
+fn conditions(c: Conditions) -> anyhow::Result<Map<String, Value>> {
+    let mut body = Map::new();
+    for (name, list) in [("event_types", c.event_types), ("kanban_ids", c.kanban_ids), ("field_names", c.field_names)] {
+        if !list.is_empty() {
+            body.insert(name.into(), json!(list));
+        }
+    }
+    if !c.filters.is_empty() {
+        let filters: Vec<Value> = c
+            .filters
+            .iter()
+            .map(|f| serde_json::from_str(f).with_context(|| format!("--filter {f:?} is not JSON")))
+            .collect::<anyhow::Result<_>>()?;
+        body.insert("filters".into(), json!(filters));
+    }
+    if let Some(m) = c.version_major {
+        body.insert("version_major".into(), json!(m));
+    }
+    Ok(body)
+}
+
+/// `crmhook subscriptions update`: answers the whole subscription after the change.
+pub fn update_subscription(
+    conn: &Conn,
+    id: &str,
+    target: Option<String>,
+    given: Conditions,
+    clear: &[Member],
+) -> anyhow::Result<Value> {
+    let mut body = conditions(given)?;
+    if let Some(t) = target {
+        body.insert("target_id".into(), json!(t));
+    }
+    for member in clear {
+        if body.insert(member.name().into(), Value::Null).is_some_and(|v| !v.is_null()) {
+            bail!("--clear {} and a value for it were both given", member.name().replace('_', "-"));
+        }
+    }
+    if body.is_empty() {
+        bail!("nothing to change: give at least one of --event-type, --kanban-id, --field-name, --filter, --version-major, --clear");
+    }
+    request(conn, "PATCH", &format!("/v1/subscriptions/{id}"), Some(&Value::Object(body)))
+}
+
+/// `crmhook subscriptions preview`: which of the last events a subscription would match,
+/// newest first.
+pub fn preview(conn: &Conn, target: Option<String>, given: Conditions, last: Option<u32>) -> anyhow::Result<ExitCode> {
+    let mut body = conditions(given)?;
+    if let Some(t) = target {
+        body.insert("target_id".into(), json!(t));
+    }
+    let q = query(&[("last", last.map(|n| n.to_string()))]);
+    let v = request(conn, "POST", &format!("/v1/subscriptions/preview{q}"), Some(&Value::Object(body)))?;
+    if conn.json {
+        return print_json(&v);
+    }
+    let rows = v["events"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|e| vec![s(&e["seq"]), s(&e["id"]), s(&e["type"]), s(&e["record_id"]), s(&e["received_at"])])
+                .collect()
+        })
+        .unwrap_or_default();
+    table(&["seq", "id", "type", "record", "received_at"], rows);
+    println!("matched {} of the last {} events", s(&v["matched"]), s(&v["scanned"]));
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_read_either_separator_and_keep_the_rest_of_the_value() {
+        assert_eq!(header("X-Key=k1").ok(), Some(("X-Key".into(), "k1".into())));
+        assert_eq!(header("Authorization: Bearer a=b").ok(), Some(("Authorization".into(), "Bearer a=b".into())));
+        assert_eq!(header("X-Sig=a:b").ok(), Some(("X-Sig".into(), "a:b".into())));
+        assert!(header("nothing").is_err());
+        assert!(header("=v").is_err());
+    }
+
+    #[test]
+    fn a_schedule_is_delays_or_none() {
+        assert_eq!(schedule("5000, 60000").ok(), Some(json!([5000, 60000])));
+        assert_eq!(schedule("none").ok(), Some(json!([])));
+        assert!(schedule("5s").is_err());
+    }
+}
