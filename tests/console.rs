@@ -190,11 +190,14 @@ impl Driver {
         self.call("POST", &format!("/element/{element}/clear"), Some(json!({})));
     }
 
-    /// Replaces the text of an input.
+    /// Replaces the text of an input (found again if the page redrew it meanwhile).
     fn set(&self, css: &str, text: &str) {
-        let e = self.wait(css);
-        self.clear(&e);
-        self.type_into(&e, text);
+        wait_for(Duration::from_secs(15), css, || {
+            let e = self.find(css)?;
+            self.clear(&e);
+            self.type_into(&e, text);
+            (self.property(&e, "value") == text).then_some(())
+        });
     }
 
     /// Presses Escape on whatever has the focus.
@@ -209,8 +212,22 @@ impl Driver {
         self.click(&self.wait(&format!("{select} option[value='{value}']")));
     }
 
+    /// Clicks the element `css` finds, again if the page redrew it before the click landed.
     fn clicks(&self, css: &str) {
-        self.click(&self.wait(css));
+        wait_for(Duration::from_secs(15), css, || {
+            let e = self.find(css)?;
+            let answer = self.call("POST", &format!("/element/{e}/click"), Some(json!({})));
+            answer.get("error").is_none().then_some(())
+        });
+    }
+
+    /// Presses Enter on the element `css` finds, again if the page redrew it meanwhile.
+    fn enter(&self, css: &str) {
+        wait_for(Duration::from_secs(15), css, || {
+            let e = self.find(css)?;
+            let answer = self.call("POST", &format!("/element/{e}/value"), Some(json!({"text": "\u{E007}"})));
+            answer.get("error").is_none().then_some(())
+        });
     }
 
     /// The whole page's markup as it stands (what a secret must no longer be in).
@@ -592,13 +609,13 @@ fn webhook_center_flow() {
 
     // A MAIA source, made in the page: its ingest URL and the steps to paste into MAIA open.
     browser.clicks("#tabs button[data-view='sources']");
-    browser.press_enter(&browser.wait("#s-new"));
+    browser.enter("#s-new");
     browser.wait("#dlg-source[open]");
     // No name: refused beside the field, nothing sent.
-    browser.press_enter(&browser.wait("#source-form input[name=name]"));
+    browser.enter("#source-form input[name=name]");
     browser.wait_text("#source-form .field-error[data-for='name']", "the name's error", |t| !t.is_empty());
     browser.set("#source-form input[name=name]", "MAIA <prod>");
-    browser.press_enter(&browser.wait("#source-form input[name=name]"));
+    browser.enter("#source-form input[name=name]");
     let row = browser.wait_text("#sources tr[data-id]", "the new source", |t| t.contains("MAIA <prod>"));
     let src = browser.attr(&row, "data-id");
     let source = server.admin("GET", &format!("/v1/sources/{src}"), None).json();
@@ -617,7 +634,7 @@ fn webhook_center_flow() {
     let secret = format!("maia-secret-{}", unique());
     let input = format!("#sources tr[data-id='{src}'] form.s-secret input[name=maia_secret]");
     browser.set(&input, &secret);
-    browser.press_enter(&browser.wait(&input));
+    browser.enter(&input);
     browser.wait_text(&format!("#sources tr[data-id='{src}']"), "the secret set", |t| t.contains("secret set"));
     assert!(!browser.page_html().contains(&secret), "the MAIA secret is not shown back");
 
@@ -630,7 +647,7 @@ fn webhook_center_flow() {
     // A target, made in the page: a bad URL is refused beside its field; then its secret is
     // shown once, and never again; its header's value is never shown.
     browser.clicks("#tabs button[data-view='webhooks']");
-    browser.press_enter(&browser.wait("#t-new"));
+    browser.enter("#t-new");
     browser.wait("#dlg-target[open]");
     browser.set("#target-form input[name=name]", "billing <svc>");
     browser.set("#target-form input[name=url]", "ftp://127.0.0.1/hook");
@@ -639,10 +656,10 @@ fn webhook_center_flow() {
     browser.set("#t-headers .header-row .h-value", "blue-team-credential");
     browser.set("#target-form input[name=timeout_ms]", "1000");
     browser.set("#target-form input[name=retry_schedule_ms]", "200, 400");
-    browser.press_enter(&browser.wait("#target-form input[name=name]"));
+    browser.enter("#target-form input[name=name]");
     browser.wait_text("#target-form .field-error[data-for='url']", "the URL refused beside it", |t| t.contains("422"));
     browser.set("#target-form input[name=url]", &rcv.url("/hook"));
-    browser.press_enter(&browser.wait("#target-form input[name=url]"));
+    browser.enter("#target-form input[name=url]");
     let once = browser.wait("#dlg-once[open] input.once.secret");
     let target_secret = browser.property(&once, "value");
     assert!(target_secret.starts_with("whsec_"), "{target_secret}");
@@ -660,15 +677,15 @@ fn webhook_center_flow() {
     assert!(t.get("secret").is_none(), "{t}");
 
     // Disabled and enabled again, by keyboard.
-    browser.press_enter(&browser.wait("#target-pane .t-toggle"));
+    browser.enter("#target-pane .t-toggle");
     browser.wait_text("#target-pane .t-state", "disabled", |t| t == "disabled");
     assert_eq!(server.admin("GET", &format!("/v1/targets/{tid}"), None).json()["enabled"], false);
-    browser.press_enter(&browser.wait("#target-pane .t-toggle"));
+    browser.enter("#target-pane .t-toggle");
     browser.wait_text("#target-pane .t-state", "enabled again", |t| t == "enabled");
     assert_eq!(server.admin("GET", &format!("/v1/targets/{tid}"), None).json()["enabled"], true);
 
     // The secret rotated: a new one, shown once, the old one valid for 24 h.
-    browser.press_enter(&browser.wait("#target-pane .t-rotate"));
+    browser.enter("#target-pane .t-rotate");
     browser.wait_text("#dlg-once[open]", "the rotation dialog", |t| t.contains("24 hours"));
     let rotated = browser.property(&browser.wait("#dlg-once[open] input.once.secret"), "value");
     assert!(rotated.starts_with("whsec_") && rotated != target_secret, "{rotated}");
@@ -684,7 +701,7 @@ fn webhook_center_flow() {
 
     // A subscription built in the page: the type and the kanban picked from what the log has
     // seen, a filter on the new value; the preview matches the won stage, not the lost one.
-    browser.press_enter(&browser.wait("#target-pane #sub-new"));
+    browser.enter("#target-pane #sub-new");
     browser.wait("#dlg-sub[open]");
     browser.clicks("#sub-types input[value='crm_field_update']");
     browser.clicks(&format!("#sub-kanbans input[value='{kanban}']"));
@@ -695,7 +712,7 @@ fn webhook_center_flow() {
     assert!(browser.find(&format!("#sub-preview tr[data-id='{seed_won}']")).is_some());
     assert!(browser.find(&format!("#sub-preview tr[data-id='{seed_lost}']")).is_none());
     browser.shot("console-subscription.png");
-    browser.press_enter(&browser.wait("#sub-filters .filter-row .f-value"));
+    browser.enter("#sub-filters .filter-row .f-value");
     let sub = browser.wait_text("#t-subs li.sub", "the subscription listed", |t| t.contains("/newValue eq \"Won\""));
     let sub_id = browser.attr(&sub, "data-id");
     let subs = server.admin("GET", &format!("/v1/subscriptions?target_id={tid}"), None).json();
@@ -706,7 +723,7 @@ fn webhook_center_flow() {
     // A test event: its status, latency and what the receiver said.
     rcv.answer(200, "hello from <the receiver>");
     browser.choose("#t-test select[name=type]", "crm_record_created");
-    browser.press_enter(&browser.wait("#t-test button[type=submit]"));
+    browser.enter("#t-test button[type=submit]");
     browser.wait_text("#t-test-result .test-outcome", "the test's outcome", |t| {
         t.contains("HTTP 200") && t.contains(" ms")
     });
@@ -754,7 +771,7 @@ fn webhook_center_flow() {
     });
     browser.set("#sub-filters .filter-row .f-value", "Lost");
     browser.wait_text("#sub-preview .preview-count", "the preview of lost stages", |t| t.starts_with("2 of the last"));
-    browser.press_enter(&browser.wait("#sub-filters .filter-row .f-value"));
+    browser.enter("#sub-filters .filter-row .f-value");
     browser.wait_text(&format!("#t-subs li.sub[data-id='{sub_id}']"), "the edited subscription", |t| {
         t.contains("/newValue eq \"Lost\"")
     });
@@ -766,8 +783,9 @@ fn webhook_center_flow() {
     browser.wait("#t-health svg.bars rect.s-failed");
     browser.wait_text("#t-health .last-failure", "the last failure", |t| t.contains("500"));
     browser.wait_text("#t-health .backlog", "the backlog", |t| t == "0");
-    browser.press_enter(&browser.wait("#t-health .chart-tabs button[data-period='days']"));
+    browser.enter("#t-health .chart-tabs button[data-period='days']");
     browser.wait("#t-health[data-period='days'] svg.bars rect.s-ok");
+    browser.execute("document.querySelector('#target-pane').scrollIntoView()");
     browser.shot("console-targets.png");
     // Events in, per type.
     browser.clicks("#tabs button[data-view='events']");
@@ -781,8 +799,9 @@ fn webhook_center_flow() {
     browser.wait("#t-health svg.bars");
     let fits = browser.execute("return document.documentElement.scrollWidth <= document.documentElement.clientWidth");
     assert_eq!(fits, Value::Bool(true), "the Webhook Center is wider than a 400 px window");
+    browser.execute("window.scrollTo(0, 0)");
     browser.shot("console-phone.png");
-    browser.press_enter(&browser.wait("#target-pane .t-edit"));
+    browser.enter("#target-pane .t-edit");
     browser.wait("#dlg-target[open]");
     browser.escape();
     wait_for(Duration::from_secs(10), "Escape closing the form", || {

@@ -119,12 +119,19 @@ async function loadTargetHealth(id) {
   drawHealth(box, stats);
 }
 
+// "HTTP 500", "timed out", or both when the error says more than the status.
+function failureWords(f) {
+  const status = f.status_code ? `HTTP ${f.status_code}` : "";
+  const error = f.error && f.error !== `answered HTTP ${f.status_code}` ? f.error : "";
+  return [status, error].filter(Boolean).join(": ") || "failed";
+}
+
 function drawHealth(box, st) {
   const lf = st.last_failure;
   const facts = `<div class="health-facts">
       <div><span class="k">Backlog</span> <strong class="backlog">${esc(st.backlog)}</strong>${st.backlog ? ` <span class="muted">oldest ${esc(ago(st.backlog_age_ms))} old${st.backlog_oldest_at ? ` (${esc(when(st.backlog_oldest_at))})` : ""}</span>` : ""}</div>
       <div><span class="k">Last success</span> <span class="last-success">${esc(when(st.last_success_at))}</span></div>
-      <div><span class="k">Last failure</span> <span class="last-failure">${lf ? `${esc(when(lf.at))} — <span class="dead">${lf.status_code ? `HTTP ${esc(lf.status_code)}` : ""}${lf.status_code && lf.error ? ": " : ""}${esc(lf.error ?? "")}</span>` : "none"}</span></div>
+      <div><span class="k">Last failure</span> <span class="last-failure">${lf ? `${esc(when(lf.at))} — <span class="dead">${esc(failureWords(lf))}</span>` : "none"}</span></div>
     </div>`;
   const draw = (period) => {
     box.dataset.period = period;

@@ -183,7 +183,7 @@ function answerHtml(a, open) {
     `<tr><th scope="row" class="mono">${esc(k)}</th><td class="mono">${esc(Array.isArray(v) ? v.join(", ") : v)}</td></tr>`).join("");
   const failed = !(r.status >= 200 && r.status < 300);
   return `<details class="response"${open || failed ? " open" : ""}>
-    <summary>The receiver answered <strong class="${failed ? "dead" : "delivered"}">HTTP ${esc(r.status)}</strong>${a.error ? ` — ${esc(a.error)}` : ""}</summary>
+    <summary>The receiver answered <strong class="${failed ? "dead" : "delivered"}">HTTP ${esc(r.status)}</strong>${a.error && a.error !== `answered HTTP ${r.status}` ? ` — ${esc(a.error)}` : ""}</summary>
     ${headers ? `<table class="resp-headers">${headers}</table>` : `<p class="muted small">no headers</p>`}
     <pre class="response-body">${r.body ? esc(r.body) : ""}</pre>${r.body ? "" : `<p class="muted small">empty body</p>`}
     ${r.body_truncated ? `<p class="muted small truncated">… the body was longer: only its start was kept.</p>` : ""}
