@@ -638,6 +638,36 @@ fn webhook_center_flow() {
     browser.wait_text(&format!("#sources tr[data-id='{src}']"), "the secret set", |t| t.contains("secret set"));
     assert!(!browser.page_html().contains(&secret), "the MAIA secret is not shown back");
 
+    // A Maximizer source: its key is shown once, with the URL to give Maximizer, which works.
+    browser.enter("#s-new");
+    browser.wait("#dlg-source[open]");
+    browser.set("#source-form input[name=name]", "Maximizer EU");
+    browser.clicks("#source-form input[name=kind][value=maximizer]");
+    browser.enter("#source-form input[name=name]");
+    let full = browser.property(&browser.wait("#dlg-once[open] input.once.full-url"), "value");
+    let mx = full.split("/in/").nth(1).and_then(|rest| rest.split('?').next()).expect("a source id").to_owned();
+    assert!(full.contains("?key=mxk_"), "{full}");
+    let check = |url: &str| http("POST", url, &[("Content-Type", "application/json")], Some(b"[]")).status;
+    assert_eq!(check(&full), 200, "the URL the page gave works");
+    let key = browser.property(&browser.wait("#dlg-once[open] input.once.key"), "value");
+    browser.clicks("#once-done");
+    wait_for(Duration::from_secs(10), "the key gone from the page", || {
+        (!browser.page_html().contains(&key)).then_some(())
+    });
+    // Disabled in the page (its URL refuses), enabled again, then deleted.
+    let mx_row = format!("#sources tr[data-id='{mx}']");
+    browser.clicks(&format!("{mx_row} .s-toggle"));
+    browser.wait_text(&format!("{mx_row} td.state"), "the source disabled", |t| t == "disabled");
+    assert_eq!(check(&full), 401);
+    browser.clicks(&format!("{mx_row} .s-toggle"));
+    browser.wait_text(&format!("{mx_row} td.state"), "the source enabled", |t| t == "enabled");
+    assert_eq!(check(&full), 200);
+    browser.enter(&format!("{mx_row} .s-delete"));
+    browser.wait("#dlg-confirm[open]");
+    browser.enter("#confirm-yes");
+    wait_for(Duration::from_secs(10), "the source gone", || browser.find(&mx_row).is_none().then_some(()));
+    assert_eq!(check(&full), 401);
+
     // The log has seen a won and a lost stage on the kanban (MAIA posting, signed).
     let (won, _) = stage_update(&kanban, "Won");
     let seed_won = post_as_maia(&ingest_url, &secret, &won)["events"][0]["id"].as_str().expect("id").to_owned();

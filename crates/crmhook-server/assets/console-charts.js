@@ -149,7 +149,13 @@ function drawHealth(box, st) {
 
 // ---- events in, per type ----------------------------------------------------------------------
 
-let ingestPeriod = "minutes";
+let ingestPeriod = "minutes", ingestTimer = null;
+
+// The stream saw an event: the picture follows within 5 s while the Events view is shown.
+function ingestArrived() {
+  if (ingestTimer || $("#view-events").hidden) return;
+  ingestTimer = setTimeout(() => { ingestTimer = null; loadIngestChart(); }, 5000);
+}
 
 async function loadIngestChart() {
   const box = $("#ingest-chart");

@@ -557,7 +557,7 @@ async function follow() {
           if (line.startsWith("event: ")) kind = line.slice(7);
           else if (line.startsWith("data: ")) {
             const d = JSON.parse(line.slice(6));
-            if (kind === "event") addLive(d);
+            if (kind === "event") { addLive(d); ingestArrived(); }
             if (kind === "attempt") { if (d.event_id === shown) showEvent(shown); loadTargets(); centerAttempt(d); }
           }
         }
