@@ -47,7 +47,7 @@ const del = (path) => api(path, { method: "DELETE" });
 // A route this server does not have yet (an older server): 404 "no resource" or 405.
 function missing(err) { return err && (err.status === 405 || err.status === 404); }
 function missingNote(what, err) {
-  return `<p class="notice small missing">${esc(what)} is not available on this server (${esc(err.status)}: ${esc(err.message)}).</p>`;
+  return `<p class="notice small missing">${esc(what)}: not available on this server (${esc(err.status)}: ${esc(err.message)}).</p>`;
 }
 
 // ---- the role of the key --------------------------------------------------------------------
