@@ -150,7 +150,15 @@ fn every_answer_says_nosniff_and_no_referrer_and_the_console_runs_no_inline_scri
     assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{csp}");
     // Nothing inline that the policy would have to allow: the script and the style are files.
     assert!(page.body.contains(r#"<script src="/console.js"></script>"#), "the page loads its script");
-    assert_eq!(page.body.matches("<script").count(), 1, "no other script element");
+    // Its other scripts are files of this server too, and no script element is inline.
+    let scripts = ["/console.js", "/console-center.js", "/console-charts.js"];
+    for src in scripts {
+        assert!(page.body.contains(&format!(r#"<script src="{src}"></script>"#)), "the page loads {src}");
+        let js = raw(&server, "127.0.0.1", "GET", src, &[("Host", &h)]);
+        assert_eq!(js.status, 200, "{src}");
+        assert!(js.headers.get("content-type").is_some_and(|c| c.starts_with("text/javascript")), "{src}");
+    }
+    assert_eq!(page.body.matches("<script").count(), scripts.len(), "no other script element");
     assert!(!page.body.contains("<style") && !page.body.contains(" style="), "no inline style");
     let lower = page.body.to_ascii_lowercase();
     assert!(!lower.contains(" onclick=") && !lower.contains(" onload=") && !lower.contains(" onsubmit="));

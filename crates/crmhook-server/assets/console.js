@@ -1,7 +1,16 @@
 // The console's script, served as /console.js: the page's Content-Security-Policy allows no
-// inline script or event-handler attribute, so handlers are set from here.
+// inline script or event-handler attribute, so handlers are set from here. Three files, loaded
+// in this order, share the page's global scope:
+// - console.js (this one): the API client, errors shown beside their field, dialogs, the role
+//   of the key, the events, the sources, the quarantine, the audit trail, and sign-in;
+// - console-center.js: the Webhook Center: targets, their subscriptions (the builder with its
+//   live preview) and test events;
+// - console-charts.js: the health and ingest pictures, drawn as inline SVG.
+// Everything a client sent (payloads, names, receivers' answers) is shown as text: `esc` for
+// markup built as a string, `textContent` otherwise.
 "use strict";
 const $ = (s) => document.querySelector(s);
+let me = null; // the calling key, from GET /v1/me: {id, name, role}
 let token = sessionStorage.getItem("crmhook-token") || "";
 let shown = null;      // id of the event in the detail pane
 let searching = false; // the list shows a search, not the live feed
@@ -19,20 +28,172 @@ function sourceName(id) { return sources.get(id)?.name ?? id; }
 function sourceHtml(id) { return sources.has(id) ? `<strong>${esc(sourceName(id))}</strong> <span class="mono muted">${esc(id)}</span>` : `<span class="mono">${esc(id)}</span>`; }
 function recordOf(p) { p = Array.isArray(p) ? p[0] : p; return (p && (p.recordId || p.sessionId || p.Id)) || ""; }
 
+// One API call: answers the JSON body; an error answer throws an Error with `status` and
+// `problem` (the problem+json body: `detail`, and for a 422 `field`).
 async function api(path, opts = {}) {
   const r = await fetch(path, { ...opts, headers: { "Authorization": "Bearer " + token, "Content-Type": "application/json", ...(opts.headers || {}) } });
-  const body = r.headers.get("content-type")?.includes("json") ? await r.json() : null;
-  if (!r.ok) { const e = new Error((body && body.detail) || r.statusText); e.status = r.status; throw e; }
+  const body = r.headers.get("content-type")?.includes("json") ? await r.json().catch(() => null) : null;
+  if (!r.ok) {
+    const e = new Error((body && body.detail) || r.statusText || `HTTP ${r.status}`);
+    e.status = r.status; e.problem = body || {};
+    throw e;
+  }
   return body;
+}
+const post = (path, body) => api(path, { method: "POST", body: body === undefined ? undefined : JSON.stringify(body) });
+const patch = (path, body) => api(path, { method: "PATCH", body: JSON.stringify(body) });
+const del = (path) => api(path, { method: "DELETE" });
+
+// A route this server does not have yet (an older server): 404 "no resource" or 405.
+function missing(err) { return err && (err.status === 405 || err.status === 404); }
+function missingNote(what, err) {
+  return `<p class="notice small missing">${esc(what)}: not available on this server (${esc(err.status)}: ${esc(err.message)}).</p>`;
+}
+
+// ---- the role of the key --------------------------------------------------------------------
+
+// Only an admin key changes things. For any other, every control marked `data-change` is
+// disabled; the API refuses the change anyway (403), and a change attempted regardless shows
+// that refusal beside the control.
+function canChange() { return me?.role === "admin"; }
+function applyRole(root = document) {
+  if (canChange()) return;
+  root.querySelectorAll("[data-change]").forEach((c) => {
+    c.disabled = true;
+    c.title = "Read only: an operator key may not change this";
+  });
+}
+
+// ---- errors beside their field ----------------------------------------------------------------
+
+// The field a problem names: its `field` member (422), else the first `name` in backquotes in
+// its `detail` that the form has a slot for.
+function problemField(form, err) {
+  const p = err.problem || {};
+  const has = (f) => f && form.querySelector(`.field-error[data-for="${CSS.escape(f)}"]`);
+  const candidates = [p.field, p.field?.replace(/\[\d+\]$/, "")];
+  for (const m of String(p.detail || "").matchAll(/`([A-Za-z_][A-Za-z0-9_]*(?:\[\d+\])?)`/g)) candidates.push(m[1], m[1].replace(/\[\d+\]$/, ""));
+  return candidates.find(has) || null;
+}
+
+function clearProblems(form) {
+  form.querySelectorAll(".field-error, .form-error").forEach((e) => { e.textContent = ""; });
+  form.querySelectorAll("[aria-invalid]").forEach((e) => { e.removeAttribute("aria-invalid"); });
+  form.querySelectorAll(".invalid").forEach((e) => { e.classList.remove("invalid"); });
+}
+
+// Shows an error answer in `form`: beside the field it names, or at the form's foot.
+function showProblem(form, err) {
+  clearProblems(form);
+  const words = (err.status === 403 ? "Refused (403): " : err.status ? `${err.status}: ` : "") + (err.problem?.detail || err.message);
+  const field = problemField(form, err);
+  const slot = field ? form.querySelector(`.field-error[data-for="${CSS.escape(field)}"]`) : form.querySelector(".form-error");
+  if (!slot) { alert(words); return; }
+  slot.textContent = words;
+  if (field) {
+    slot.id ||= `err-${Math.random().toString(36).slice(2)}`;
+    // The filter row named by `filters[i]`, else the control of that name.
+    const index = /^(.*)\[(\d+)\]$/.exec(err.problem?.field || "");
+    const row = index && index[1] === field ? form.querySelectorAll(`[data-row-of="${CSS.escape(field)}"]`)[Number(index[2])] : null;
+    const control = row?.querySelector("input, select") || form.querySelector(`[data-field="${CSS.escape(field)}"]`);
+    if (control) { control.setAttribute("aria-invalid", "true"); control.setAttribute("aria-describedby", slot.id); }
+    row?.classList.add("invalid");
+  }
+}
+
+// A client-side check failed: the same place an API error would go.
+function fieldError(form, field, detail) {
+  const e = new Error(detail); e.problem = { field, detail }; e.status = 0;
+  showProblem(form, e);
+}
+
+// ---- dialogs ----------------------------------------------------------------------------------
+
+// Every dialog closes on Escape (the browser's modal dialog does) and on its Cancel button; what
+// it showed is cleared when it closes.
+function openDialog(dlg) {
+  dlg.querySelectorAll("form").forEach(clearProblems);
+  applyRole(dlg);
+  if (!dlg.open) dlg.showModal();
+  (dlg.querySelector("[autofocus]") || dlg.querySelector("input:not([type=hidden]):not([disabled]), select, textarea, button:not([disabled])"))?.focus();
+}
+
+// A secret or key shown this once: copied from here, gone from the page when the dialog closes.
+function showOnce(title, html) {
+  const dlg = $("#dlg-once");
+  $("#dlg-once-title").textContent = title;
+  $("#once-body").innerHTML = html;
+  $("#once-body").querySelectorAll(".copy").forEach(copyButton);
+  dlg.showModal();
+  $("#once-body").querySelector("input")?.focus();
+  return new Promise((resolve) => dlg.addEventListener("close", () => resolve(), { once: true }));
+}
+
+function onceField(label, value, cls) {
+  return `<label>${esc(label)}<div class="copy-row"><input class="once ${cls || ""} mono" readonly value="${esc(value)}"><button type="button" class="copy secondary">Copy</button></div></label>`;
+}
+
+function copyButton(b) {
+  b.onclick = async () => {
+    const input = b.previousElementSibling;
+    input.select();
+    try { await navigator.clipboard.writeText(input.value); } catch (_) { document.execCommand("copy"); }
+    b.textContent = "Copied";
+    setTimeout(() => { b.textContent = "Copy"; }, 1500);
+  };
+}
+
+// Asks before `action` (a deletion); its error shows in the dialog, which stays open.
+function confirmThen(text, label, action) {
+  const dlg = $("#dlg-confirm"), form = $("#confirm-form");
+  $("#confirm-text").textContent = text;
+  $("#confirm-yes").textContent = label;
+  form.onsubmit = async (e) => {
+    e.preventDefault();
+    clearProblems(form);
+    try { await action(); dlg.close(); } catch (err) { showProblem(form, err); }
+  };
+  openDialog(dlg);
+  $("#confirm-no").focus();
 }
 
 function eventRow(e) {
   const tr = document.createElement("tr");
   tr.className = "event"; tr.dataset.id = e.id;
-  tr.innerHTML = `<td>${esc(e.seq)}</td><td>${esc(e.type)}</td><td class="mono">${esc(recordOf(e.payload))}</td>
+  tr.classList.toggle("test", !!e.test);
+  tr.innerHTML = `<td>${esc(e.seq)}</td><td>${esc(e.type)}${testBadge(e)}</td><td class="mono">${esc(recordOf(e.payload))}</td>
     <td${e.source_id ? ` data-source="${esc(e.source_id)}" title="${esc(e.source_id)}"` : ""}>${esc(e.source_id ? sourceName(e.source_id) : "")}</td><td>${esc(when(e.received_at))}</td>`;
   tr.onclick = () => showEvent(e.id);
+  keyboardRow(tr);
   return tr;
+}
+
+// An event sent by a target's "Test event" button is marked as such wherever it is listed.
+function testBadge(e) { return e.test ? ` <span class="badge test" title="sent by a Test event button">test</span>` : ""; }
+
+// What the receiver answered to one attempt: its status, headers and body (as text, with a
+// marker when crmhook kept only the start of it), or the words of the error when it did not
+// answer. Open for the last attempt and for failures.
+// (A server that does not report answers leaves `response` out: nothing more is shown.)
+function hasAnswer(a) { return a.response || (a.response === null && a.error); }
+function answerHtml(a, open) {
+  const r = a.response;
+  if (!r) return a.response === null && a.error ? `<p class="no-answer dead">No answer: ${esc(a.error)}</p>` : "";
+  const headers = Object.entries(r.headers || {}).map(([k, v]) =>
+    `<tr><th scope="row" class="mono">${esc(k)}</th><td class="mono">${esc(Array.isArray(v) ? v.join(", ") : v)}</td></tr>`).join("");
+  const failed = !(r.status >= 200 && r.status < 300);
+  return `<details class="response"${open || failed ? " open" : ""}>
+    <summary>The receiver answered <strong class="${failed ? "dead" : "delivered"}">HTTP ${esc(r.status)}</strong>${a.error && a.error !== `answered HTTP ${r.status}` ? ` — ${esc(a.error)}` : ""}</summary>
+    ${headers ? `<table class="resp-headers">${headers}</table>` : `<p class="muted small">no headers</p>`}
+    <pre class="response-body">${r.body ? esc(r.body) : ""}</pre>${r.body ? "" : `<p class="muted small">empty body</p>`}
+    ${r.body_truncated ? `<p class="muted small truncated">… the body was longer: only its start was kept.</p>` : ""}
+  </details>`;
+}
+
+// A row that opens something on click opens it on Enter too, and takes the focus.
+function keyboardRow(tr) {
+  tr.tabIndex = 0;
+  tr.onkeydown = (ev) => { if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); tr.onclick(); } };
 }
 
 function addLive(e) {
@@ -51,20 +212,21 @@ async function showEvent(id) {
       — <span class="status ${esc(d.status)}">${esc(d.status)}</span>
       ${d.target_deleted ? "" : `<button class="redeliver secondary" data-target="${esc(d.target_id)}">Redeliver</button>`}
       <table><thead><tr><th>#</th><th>at</th><th>answer</th><th>ms</th><th>result</th></tr></thead><tbody>
-      ${(d.attempts || []).map((a) => `<tr class="attempt"><td>${esc(a.n)}</td><td>${esc(when(a.at))}</td>
+      ${(d.attempts || []).map((a, i, all) => `<tr class="attempt"><td>${esc(a.n)}</td><td>${esc(when(a.at))}</td>
         <td>${a.status_code ? "HTTP " + esc(a.status_code) : esc(a.error)}</td><td>${esc(a.duration_ms)}</td>
-        <td class="${a.result === "delivered" ? "delivered" : a.result === "dead" ? "dead" : "pending"}">${esc(a.result)}${a.trigger === "redelivery" ? " (redelivery)" : ""}</td></tr>`).join("")}
+        <td class="${a.result === "delivered" ? "delivered" : a.result === "dead" ? "dead" : "pending"}">${esc(a.result)}${a.trigger === "redelivery" ? " (redelivery)" : ""}</td></tr>
+        ${hasAnswer(a) ? `<tr class="answer"><td></td><td colspan="4">${answerHtml(a, i === all.length - 1)}</td></tr>` : ""}`).join("")}
       </tbody></table>
     </div>`).join("") || `<p class="muted">No target is owed this event.</p>`;
   $("#detail").innerHTML = `<h2>Event</h2>
-    <p><span class="mono">${esc(e.id)}</span> · seq ${esc(e.seq)} · <strong>${esc(e.type)}</strong> · ${esc(when(e.received_at))}</p>
+    <p><span class="mono">${esc(e.id)}</span> · seq ${esc(e.seq)} · <strong>${esc(e.type)}</strong>${testBadge(e)} · ${esc(when(e.received_at))}</p>
     ${e.source_id ? `<p class="source">Source: ${sourceHtml(e.source_id)}</p>` : ""}
     <pre>${esc(JSON.stringify(e.payload, null, 2))}</pre>
     <h2>Deliveries</h2>${deliveries}`;
   document.querySelectorAll("#detail .redeliver").forEach((b) => b.onclick = async () => {
     b.disabled = true;
-    try { await api(`/v1/events/${id}/redeliver`, { method: "POST", body: JSON.stringify({ target_id: b.dataset.target }) }); }
-    catch (err) { alert(err.message); }
+    try { await post(`/v1/events/${id}/redeliver`, { target_id: b.dataset.target }); }
+    catch (err) { b.insertAdjacentHTML("afterend", ` <span class="error">${esc(err.message)}</span>`); }
     setTimeout(() => showEvent(id), 300);
   });
 }
@@ -95,20 +257,119 @@ async function loadSources() {
       list.map((s) => `<option value="${esc(s.id)}">${esc(s.name)} (${esc(s.kind)})</option>`).join("");
     select.value = sources.has(keep) ? keep : "";
   }
-  $("#sources").innerHTML = list.map((s) => `<tr data-id="${esc(s.id)}"><td><strong>${esc(s.name)}</strong><br><span class="mono muted">${esc(s.id)}</span></td>
-      <td>${esc(s.kind)}${s.kind === "maia" ? `<br><span class="${s.maia_secret_set ? "muted" : "dead"}">${s.maia_secret_set ? "secret set" : "no maia_secret yet"}</span>` : ""}</td>
-      <td class="${s.enabled ? "delivered" : "dead"}">${s.enabled ? "enabled" : "disabled"}</td>
-      <td><div class="copy-row"><input class="url mono" readonly value="${esc(s.ingest_url)}"><button type="button" class="copy secondary">Copy</button></div></td></tr>`).join("")
-    || `<tr><td colspan="4" class="muted">No sources yet.</td></tr>`;
-  document.querySelectorAll("#sources .copy").forEach((b) => b.onclick = async () => {
-    const input = b.previousElementSibling;
-    input.select();
-    try { await navigator.clipboard.writeText(input.value); } catch (_) { document.execCommand("copy"); }
-    b.textContent = "Copied";
-    setTimeout(() => { b.textContent = "Copy"; }, 1500);
-  });
+  // A row whose steps are open, or whose secret is being typed, is kept open.
+  const open = new Set([...document.querySelectorAll("#sources details.steps[open]")].map((d) => d.closest("tr").dataset.id));
+  $("#sources").innerHTML = list.map((s) => sourceRow(s, open.has(s.id))).join("")
+    || `<tr><td colspan="5" class="muted">No sources yet. A source is one CRM posting to crmhook: make one with “New source”.</td></tr>`;
+  document.querySelectorAll("#sources .copy").forEach(copyButton);
+  document.querySelectorAll("#sources tr[data-id]").forEach(wireSource);
+  applyRole($("#sources"));
   // Rows shown before a source was known show its id; now they can show its name.
   document.querySelectorAll("td[data-source]").forEach((td) => { td.textContent = sourceName(td.dataset.source); });
+}
+
+function ingestUrl(s) { return s.ingest_url || `${location.origin}/in/${s.id}`; }
+
+// The steps to paste into the CRM, under the source's ingest URL.
+function connectSteps(s) {
+  const url = esc(ingestUrl(s));
+  if (s.kind === "maia") {
+    return `<ol>
+      <li>In MAIA, open <strong>Settings → Webhooks → Add Webhook</strong>.</li>
+      <li><strong>Name</strong>: anything, e.g. <code>crmhook</code>. <strong>URL</strong>: <code class="wrap">${url}</code>.
+        <strong>Triggers</strong>: the events to send, any of <code>crm_field_update</code>, <code>crm_record_created</code>, <code>crm_record_deleted</code>, <code>ai_pause</code>.</li>
+      <li>Save. MAIA shows the webhook's <strong>secret once</strong>: paste it here. Until it is set, MAIA's posts are refused (401) and nothing is stored.
+        <form class="s-secret inline-form" novalidate>
+          <label>Secret MAIA showed <input name="maia_secret" data-field="maia_secret" type="password" autocomplete="off"></label>
+          <button type="submit" data-change>${s.maia_secret_set ? "Replace secret" : "Save secret"}</button>
+          <div class="field-error" data-for="maia_secret"></div><div class="form-error error" role="alert"></div>
+        </form></li>
+    </ol>`;
+  }
+  return `<ol>
+      <li>Maximizer's target URL is the ingest URL with the source's key: <code class="wrap">${url}?key=mxk_…</code>. The key was shown once, when the source was made;
+        if you do not have it, <strong>Rotate key</strong> (the old key stops working at once).</li>
+      <li>Register that URL with Maximizer's Webhooks API: a webhook subscription naming the target URL, the entity (e.g. <code>Opportunity</code>) and the operations (<code>Insert</code>, <code>Update</code>, <code>Delete</code>). Take the exact field names from Maximizer's Webhooks API reference.</li>
+      <li>Check it: a POST of <code>[]</code> to the URL answers 200 and stores nothing.</li>
+    </ol>`;
+}
+
+function sourceRow(s, open) {
+  return `<tr data-id="${esc(s.id)}"><td><strong>${esc(s.name)}</strong><br><span class="mono muted">${esc(s.id)}</span></td>
+      <td>${esc(s.kind)}${s.kind === "maia" ? `<br><span class="secret-state ${s.maia_secret_set ? "muted" : "dead"}">${s.maia_secret_set ? "secret set" : "no maia_secret yet"}</span>` : ""}</td>
+      <td class="state ${s.enabled ? "delivered" : "dead"}">${s.enabled ? "enabled" : "disabled"}</td>
+      <td><div class="copy-row"><input class="url mono" readonly value="${esc(ingestUrl(s))}" aria-label="ingest URL of ${esc(s.name)}"><button type="button" class="copy secondary">Copy</button></div>
+        <details class="steps"${open ? " open" : ""}><summary>How to connect ${s.kind === "maia" ? "MAIA" : "Maximizer"}</summary>${connectSteps(s)}</details>
+        <div class="row-error error" role="alert"></div></td>
+      <td class="actions"><button type="button" class="secondary s-toggle" data-change>${s.enabled ? "Disable" : "Enable"}</button>
+        ${s.kind === "maximizer" ? `<button type="button" class="secondary s-rotate" data-change>Rotate key</button>` : ""}
+        <button type="button" class="danger s-delete" data-change>Delete</button></td></tr>`;
+}
+
+// A source's buttons. Errors show in the row (a 403 for an operator key among them).
+function wireSource(tr) {
+  const s = sources.get(tr.dataset.id);
+  const rowError = (err) => { tr.querySelector(".row-error").textContent = (err.status === 403 ? "Refused (403): " : "") + err.message; };
+  tr.querySelector(".s-toggle").onclick = async () => {
+    try { await patch(`/v1/sources/${s.id}`, { enabled: !s.enabled }); await loadSources(); } catch (err) { rowError(err); }
+  };
+  tr.querySelector(".s-delete").onclick = () => confirmThen(
+    `Delete the source “${s.name}”? Its ingest URL stops working at once (401); the events it posted stay in the log.`,
+    "Delete source", async () => { await del(`/v1/sources/${s.id}`); await loadSources(); });
+  const rotate = tr.querySelector(".s-rotate");
+  if (rotate) rotate.onclick = async () => {
+    let r;
+    try { r = await post(`/v1/sources/${s.id}/rotate-key`); } catch (err) { rowError(err); return; }
+    await showOnce("The source's new key", maximizerKeyHtml(r, "The old key stopped working: put this URL in Maximizer now."));
+  };
+  const form = tr.querySelector("form.s-secret");
+  if (form) form.onsubmit = async (e) => {
+    e.preventDefault();
+    const secret = form.elements.maia_secret.value;
+    if (!secret.trim()) { fieldError(form, "maia_secret", "Paste the secret MAIA showed when the webhook was added."); return; }
+    try { await patch(`/v1/sources/${s.id}`, { maia_secret: secret }); } catch (err) { showProblem(form, err); return; }
+    form.elements.maia_secret.value = "";
+    await loadSources();
+  };
+}
+
+// A Maximizer key, shown once, with the URL to give Maximizer.
+function maximizerKeyHtml(s, note) {
+  const full = `${ingestUrl(s)}?key=${encodeURIComponent(s.key)}`;
+  return `<p><strong>Copy it now: crmhook keeps only a hash of the key and will never show it again.</strong> ${esc(note)}</p>
+    ${onceField("Maximizer's target URL (ingest URL and key)", full, "full-url")}
+    ${onceField("The key alone (for Authorization: Bearer)", s.key, "key")}
+    <p class="muted small">Register the URL with Maximizer's Webhooks API: see “How to connect Maximizer” in the source's row.</p>`;
+}
+
+// "New source": name, kind, and for MAIA the secret if it is already at hand.
+function newSource() {
+  const form = $("#source-form");
+  form.reset();
+  syncSourceKind();
+  openDialog($("#dlg-source"));
+}
+function syncSourceKind() {
+  const maia = $("#source-form").elements.kind.value === "maia";
+  document.querySelectorAll("#source-form .maia-only").forEach((e) => { e.hidden = !maia; });
+}
+async function createSource(e) {
+  e.preventDefault();
+  const form = e.target, f = form.elements;
+  const body = { name: f.name.value.trim(), kind: f.kind.value };
+  if (!body.name) { fieldError(form, "name", "Give the source a name (1–200 characters)."); return; }
+  if (body.kind === "maia" && f.maia_secret.value) body.maia_secret = f.maia_secret.value;
+  let s;
+  try { s = await post("/v1/sources", body); } catch (err) { showProblem(form, err); return; }
+  $("#dlg-source").close();
+  if (s.kind === "maximizer" && s.key) {
+    await showOnce("Source created: its key", maximizerKeyHtml(s, ""));
+  }
+  await loadSources();
+  // The new source's steps are opened for the next move in the CRM.
+  const row = document.querySelector(`#sources tr[data-id="${CSS.escape(s.id)}"]`);
+  const steps = row?.querySelector("details.steps");
+  if (steps) { steps.open = true; steps.querySelector("summary").focus(); }
 }
 
 function rejectRow(r) {
@@ -119,6 +380,7 @@ function rejectRow(r) {
     <td>${r.index == null ? `<span class="muted" title="the whole body">–</span>` : esc(r.index)}</td>
     <td class="reason">${esc(r.reason)}${r.retried ? ` <span class="delivered">(retried)</span>` : ""}</td>`;
   tr.onclick = () => showRejected(r.id);
+  keyboardRow(tr);
   return tr;
 }
 
@@ -265,6 +527,8 @@ function showView(name) {
   // Sources may have been added elsewhere: the filters and names follow.
   loadSources().then(() => name === "rejected" && loadRejected(false)).catch(() => {});
   if (name === "audit") loadAudit(false);
+  if (name === "webhooks") loadCenter();
+  if (name === "events") loadIngestChart();
 }
 
 async function loadRecent() {
@@ -293,8 +557,8 @@ async function follow() {
           if (line.startsWith("event: ")) kind = line.slice(7);
           else if (line.startsWith("data: ")) {
             const d = JSON.parse(line.slice(6));
-            if (kind === "event") addLive(d);
-            if (kind === "attempt") { if (d.event_id === shown) showEvent(shown); loadTargets(); }
+            if (kind === "event") { addLive(d); ingestArrived(); }
+            if (kind === "attempt") { if (d.event_id === shown) showEvent(shown); loadTargets(); centerAttempt(d); }
           }
         }
       }
@@ -304,22 +568,39 @@ async function follow() {
 }
 
 async function start() {
+  let who;
   try {
-    await api("/v1/targets");
+    who = await api("/v1/me");
+    if (who.role === "ingest") throw Object.assign(new Error("An ingest key only posts events: sign in with the admin token or an admin or operator key."), { status: 403 });
   } catch (err) {
-    $("#login-error").textContent = err.status === 401 || err.status === 403 ? "That is not the admin token." : err.message;
+    $("#login-error").textContent = err.status === 401 ? "That is not the admin token or an operator key." : err.message;
     sessionStorage.removeItem("crmhook-token");
     return;
   }
+  me = who;
   sessionStorage.setItem("crmhook-token", token);
+  document.body.classList.toggle("read-only", !canChange());
+  $("#who").textContent = `${who.name} · ${who.role}`;
+  $("#read-only").hidden = canChange();
+  // The audit trail is the admins'.
+  document.querySelector("#tabs button[data-view='audit']").hidden = !canChange();
+  applyRole();
   $("#login").hidden = true; $("#app").hidden = false; $("#tabs").hidden = false;
   await loadSources();
   await Promise.all([loadRecent(), loadTargets()]);
+  loadIngestChart();
   follow();
 }
 
-$("#signin").onclick = () => { token = $("#token").value.trim(); start(); };
-$("#token").onkeydown = (e) => { if (e.key === "Enter") $("#signin").click(); };
+$("#login-form").onsubmit = (e) => { e.preventDefault(); token = $("#token").value.trim(); start(); };
+$("#s-new").onclick = newSource;
+$("#source-form").onsubmit = createSource;
+document.querySelectorAll("#source-form input[name=kind]").forEach((r) => { r.onchange = syncSourceKind; });
+// Every dialog's Cancel closes it; the shown-once dialog forgets what it showed.
+document.querySelectorAll("dialog .close").forEach((b) => { b.onclick = () => b.closest("dialog").close(); });
+$("#once-form").onsubmit = (e) => { e.preventDefault(); $("#once-body").replaceChildren(); $("#dlg-once").close(); };
+$("#dlg-once").addEventListener("cancel", () => { $("#once-body").replaceChildren(); });
+$("#dlg-once").addEventListener("close", () => { $("#once-body").replaceChildren(); });
 $("#search").onsubmit = async (e) => {
   e.preventDefault();
   const q = new URLSearchParams();
@@ -340,4 +621,5 @@ $("#r-source").onchange = () => loadRejected(false);
 $("#r-more").onclick = () => loadRejected(true);
 $("#a-search").onsubmit = (e) => { e.preventDefault(); loadAudit(false); };
 $("#a-older").onclick = () => loadAudit(true);
-if (token) start();
+// The other two files are loaded by then.
+if (token) document.addEventListener("DOMContentLoaded", start);

@@ -42,7 +42,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     use builder::{event_facets, preview_subscription};
     use events::{get_event, ingest, list_events, redeliver};
     use keys::{create_key, get_key, list_keys, me, revoke_key, rotate_key};
-    use system::{console, console_css, console_js, healthz, metrics, openapi, readyz, stream};
+    use system::{
+        console, console_center_js, console_charts_js, console_css, console_js, healthz, metrics, openapi, readyz,
+        stream,
+    };
     use targets::{
         create_subscription, create_target, delete_subscription, delete_target, get_subscription, get_target,
         list_subscriptions, list_targets, patch_subscription, patch_target, replay, rotate_secret, target_deliveries,
@@ -88,5 +91,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::patch().to(patch_subscription))
                 .route(web::delete().to(delete_subscription)),
         )
+        .service(web::resource("/console-center.js").route(web::get().to(console_center_js)))
+        .service(web::resource("/console-charts.js").route(web::get().to(console_charts_js)))
         .configure(crate::sources::routes);
 }

@@ -70,6 +70,22 @@ pub(crate) async fn console_js() -> HttpResponse {
         .body(include_str!("../../assets/console.js"))
 }
 
+/// The console's Webhook Center (targets, subscriptions, test events), a second script.
+pub(crate) async fn console_center_js() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/javascript; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(include_str!("../../assets/console-center.js"))
+}
+
+/// The console's pictures (inline SVG charts), a third script.
+pub(crate) async fn console_charts_js() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/javascript; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(include_str!("../../assets/console-charts.js"))
+}
+
 /// The console's style.
 pub(crate) async fn console_css() -> HttpResponse {
     HttpResponse::Ok()
