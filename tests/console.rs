@@ -808,7 +808,10 @@ fn webhook_center_flow() {
     let s = server.admin("GET", &format!("/v1/subscriptions/{sub_id}"), None).json();
     assert_eq!(s["filters"][0]["value"], "Lost", "{s}");
 
-    // The target's health: bars of the hour and of the day, the last failure's reason.
+    // The target's health: bars of the hour and of the day, the last failure's reason (read
+    // again once the target owes nothing).
+    server.wait_settled(&tid, Duration::from_secs(15));
+    browser.clicks(&format!("#center-targets li[data-id='{tid}'] .t-open"));
     browser.wait("#t-health svg.bars rect.s-ok");
     browser.wait("#t-health svg.bars rect.s-failed");
     browser.wait_text("#t-health .last-failure", "the last failure", |t| t.contains("500"));
