@@ -6,7 +6,8 @@
 //! - [`system`] (health, metrics, the console, the OpenAPI document, the stream), [`events`]
 //!   (ingest with the ingest token, the log, redelivery), [`targets`] (targets, their
 //!   deliveries and replays, subscriptions), and `crate::sources` (sources, their ingest URL,
-//!   the quarantine): the handlers, which take their role as an argument.
+//!   the quarantine): the handlers, which take their role as an argument; [`stats`], the
+//!   console's charts.
 //!
 //! Dependencies point one way: [`routes`], here, is the one table of the API's routes (but the
 //! sources', which it mounts from `crate::sources`); the parts use the shared modules, never
@@ -21,6 +22,7 @@ pub mod keys;
 pub mod limits;
 pub mod request;
 pub mod state;
+pub mod stats;
 pub mod system;
 pub mod targets;
 pub mod views;
@@ -80,5 +82,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(get_subscription))
                 .route(web::delete().to(delete_subscription)),
         )
+        .service(web::resource("/v1/targets/{id}/stats").route(web::get().to(stats::target_stats)))
+        .service(web::resource("/v1/stats/ingest").route(web::get().to(stats::ingest_stats)))
         .configure(crate::sources::routes);
 }
