@@ -128,6 +128,18 @@ fn a_targets_stats_count_its_attempts_show_its_backlog_and_last_failure_and_surv
     assert_eq!(type_sum(&ingest["minutes"], "crm_record_created"), 5);
     assert_eq!(type_sum(&ingest["days"], "ai_pause"), 1);
 
+    // The CLI prints the same figures.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_crmhook"))
+        .args(["--url", &server.base, "--token", ADMIN, "targets", "stats", &tid])
+        .env_remove("CRMHOOK_ADMIN_TOKEN")
+        .output()
+        .expect("crmhook runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.starts_with("backlog: 2 (oldest received "), "{text}");
+    assert!(text.contains("answered HTTP 500") && text.contains("last hour: 3 succeeded, 2 failed, 0 dead"), "{text}");
+    assert!(text.contains("last 24 h: 3 succeeded, 2 failed, 0 dead"), "{text}");
+
     // A graceful restart of the binary on the same data dir keeps every figure.
     let day_ingest = ingest["days"].clone();
     server.restart();
