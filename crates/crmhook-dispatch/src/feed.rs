@@ -6,6 +6,7 @@
 //! listens; a listener that falls more than [`BUFFER`] attempts behind skips some (its receiver
 //! says how many).
 
+use crmhook_core::retry::Outcome;
 use crmhook_core::{EventId, TargetId};
 use crmhook_store::AttemptResult;
 use tokio::sync::broadcast;
@@ -28,12 +29,23 @@ pub struct AttemptRecorded {
     pub duration_ms: u64,
     /// When the attempt started.
     pub at_ms: u64,
+    /// Why a failed attempt failed (as attempt listings say it); `None` when it succeeded.
+    pub error: Option<String>,
 }
 
 impl AttemptRecorded {
     /// The outcome it is counted under: one of [`crate::metrics::OUTCOMES`].
     pub fn outcome(&self) -> &'static str {
         crate::metrics::outcome(&self.result)
+    }
+}
+
+/// Why an attempt with this outcome failed, as attempt listings say it; `None` for a 2xx.
+pub fn failure(outcome: &Outcome) -> Option<String> {
+    match outcome {
+        Outcome::Status(code) => (!(200..300).contains(code)).then(|| format!("answered HTTP {code}")),
+        Outcome::Timeout => Some("timed out".to_owned()),
+        Outcome::Error(e) => Some(e.clone()),
     }
 }
 

@@ -14,7 +14,9 @@
 //! - a target's window ([`window`]): the pure state machine of what a target owes, has in
 //!   flight, has due and has finished, with the cursor and marks; the target actor is its shell;
 //! - the counters ([`metrics`]) and the attempt feed ([`feed`]): what the edge shows of
-//!   dispatch, published once each attempt's record is written.
+//!   dispatch, published once each attempt's record is written; the console's charts
+//!   ([`stats`]): each target's attempts and the events logged by type, by minute over the
+//!   last hour and by quarter hour over the last day, kept across restarts.
 //!
 //! Nothing here is process-wide: the [`metrics::Metrics`], [`feed::Feed`] and [`guard::Guard`]
 //! handles are made by whoever starts dispatch (`crmhook-server`'s `Server::start`) and passed
@@ -29,6 +31,7 @@ pub mod feed;
 pub mod guard;
 pub mod metrics;
 pub mod router;
+pub mod stats;
 pub mod target;
 mod tls;
 pub mod window;

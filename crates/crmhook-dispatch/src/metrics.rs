@@ -3,7 +3,9 @@
 //! [`TargetMetrics`], and to the API, which counts ingest and the quarantine and renders them
 //! all at `GET /metrics`. Counters live in process memory (they restart at zero, as Prometheus
 //! expects of counters). A target's last success is read from the log when the process has
-//! seen none ([`Metrics::stored_health`]).
+//! seen none ([`Metrics::stored_health`]). The same counting paths feed the console's charts
+//! ([`crate::stats`]): each target's attempts and the events logged by type, by minute and
+//! quarter hour.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,6 +13,9 @@ use std::sync::{Arc, RwLock};
 
 use crmhook_core::TargetId;
 use crmhook_store::{AttemptResult, Log, StoreError};
+
+use crate::feed::AttemptRecorded;
+use crate::stats::{IngestSeries, TargetSeries};
 
 /// Upper bounds (seconds) of the attempt-duration histogram buckets.
 pub const BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
@@ -41,7 +46,9 @@ pub fn outcome(result: &AttemptResult) -> &'static str {
 #[derive(Default)]
 pub struct Metrics {
     /// Counters by event type; a new type takes the write lock once.
-    ingested: RwLock<BTreeMap<String, Arc<AtomicU64>>>,
+    ingested: RwLock<BTreeMap<String, Arc<TypeCount>>>,
+    /// The events logged by type, by minute and quarter hour (the console's charts).
+    ingest: IngestSeries,
     /// Pieces of sources' requests kept in the quarantine, by source.
     rejected: RwLock<BTreeMap<String, Arc<AtomicU64>>>,
     /// Each target's counters; its actor holds them, so counting an attempt takes no lock.
@@ -54,6 +61,12 @@ pub struct Metrics {
     auth_rate_limited: AtomicU64,
     /// Ingest requests refused (503) because deliveries were too far behind.
     backpressured: AtomicU64,
+}
+
+/// The events of one type accepted, and the type's slot in the ingest series.
+struct TypeCount {
+    n: AtomicU64,
+    slot: usize,
 }
 
 /// How long attempts took, over all targets.
@@ -92,6 +105,8 @@ pub struct TargetMetrics {
     last_success_ms: AtomicU64,
     failures_in_a_row: AtomicU64,
     durations: Arc<Durations>,
+    /// Its attempts by minute and quarter hour, and its last failure (the console's charts).
+    series: TargetSeries,
 }
 
 impl TargetMetrics {
@@ -107,6 +122,18 @@ impl TargetMetrics {
             self.failures_in_a_row.fetch_add(1, Ordering::Relaxed);
         }
         self.durations.add(duration_ms);
+    }
+
+    /// An attempt's record was written: counts it by outcome ([`TargetMetrics::attempt`]) and
+    /// in the target's series.
+    pub fn recorded(&self, attempt: &AttemptRecorded) {
+        self.attempt(attempt.outcome(), attempt.duration_ms);
+        self.series.attempt(attempt.at_ms, &attempt.result, attempt.status_code, attempt.error.as_deref());
+    }
+
+    /// Its attempts by minute and quarter hour, and its last failure.
+    pub fn series(&self) -> &TargetSeries {
+        &self.series
     }
 
     /// A delivery of an event logged at `received_at_ms` succeeded at `now_ms`: how far behind
@@ -142,9 +169,24 @@ impl Metrics {
         Arc::new(Metrics::default())
     }
 
-    /// An event of this type was accepted (not a duplicate).
+    /// An event of this type was accepted (not a duplicate), now.
     pub fn ingested(&self, event_type: &str) {
-        entry(&self.ingested, event_type, AtomicU64::default).fetch_add(1, Ordering::Relaxed);
+        self.ingested_at(event_type, crmhook_core::time::now_ms());
+    }
+
+    /// An event of this type was accepted at `at_ms`: counted, and added to the ingest series.
+    pub fn ingested_at(&self, event_type: &str, at_ms: u64) {
+        let count = entry(&self.ingested, event_type, || TypeCount {
+            n: AtomicU64::new(0),
+            slot: self.ingest.slot(event_type),
+        });
+        count.n.fetch_add(1, Ordering::Relaxed);
+        self.ingest.add(at_ms, count.slot);
+    }
+
+    /// The events logged by type, by minute and quarter hour.
+    pub fn ingest_series(&self) -> &IngestSeries {
+        &self.ingest
     }
 
     /// `n` pieces of a source's request went to the quarantine.
@@ -176,7 +218,25 @@ impl Metrics {
             last_success_ms: AtomicU64::new(0),
             failures_in_a_row: AtomicU64::new(0),
             durations: self.durations.clone(),
+            series: TargetSeries::default(),
         })
+    }
+
+    /// A target's counters, if it has any.
+    pub fn target_if_counted(&self, target: &str) -> Option<Arc<TargetMetrics>> {
+        self.targets.read().ok().and_then(|m| m.get(target).cloned())
+    }
+
+    /// Every target's counters.
+    pub fn targets_counted(&self) -> Vec<(String, Arc<TargetMetrics>)> {
+        self.targets.read().map(|m| m.iter().map(|(k, t)| (k.clone(), t.clone())).collect()).unwrap_or_default()
+    }
+
+    /// Drops a deleted target's counters (its series and its lines in `GET /metrics`).
+    pub fn forget_target(&self, target: &str) {
+        if let Ok(mut m) = self.targets.write() {
+            m.remove(target);
+        }
     }
 
     /// How far the live targets are behind ingest: the largest age an event had when it was
@@ -206,11 +266,16 @@ impl Metrics {
 
     /// The counters as they are now, for the exposition (the edge's `GET /metrics`).
     pub fn snapshot(&self) -> Snapshot {
-        let counts = |map: &RwLock<BTreeMap<String, Arc<AtomicU64>>>| {
-            map.read()
-                .map(|m| m.iter().map(|(k, n)| (k.clone(), n.load(Ordering::Relaxed))).collect())
-                .unwrap_or_default()
-        };
+        let ingested = self
+            .ingested
+            .read()
+            .map(|m| m.iter().map(|(k, c)| (k.clone(), c.n.load(Ordering::Relaxed))).collect())
+            .unwrap_or_default();
+        let rejected = self
+            .rejected
+            .read()
+            .map(|m| m.iter().map(|(k, n)| (k.clone(), n.load(Ordering::Relaxed))).collect())
+            .unwrap_or_default();
         let deliveries = self
             .targets
             .read()
@@ -221,8 +286,8 @@ impl Metrics {
             })
             .unwrap_or_default();
         Snapshot {
-            ingested: counts(&self.ingested),
-            rejected: counts(&self.rejected),
+            ingested,
+            rejected,
             deliveries,
             buckets: BUCKETS
                 .iter()

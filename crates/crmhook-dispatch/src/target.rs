@@ -336,6 +336,7 @@ impl TargetActor {
             result,
             duration_ms: report.duration_ms,
             at_ms: report.at_ms,
+            error: crate::feed::failure(&report.outcome),
         };
         let record =
             Attempt { n, at_ms: report.at_ms, duration_ms: report.duration_ms, outcome: report.outcome, result, round };
@@ -429,7 +430,7 @@ impl TargetActor {
 
     /// An attempt's record is written: count it, and publish it to whoever listens.
     fn recorded(&self, attempt: AttemptRecorded) {
-        self.metrics.attempt(attempt.outcome(), attempt.duration_ms);
+        self.metrics.recorded(&attempt);
         self.feed.publish(|| attempt);
     }
 

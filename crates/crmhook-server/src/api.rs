@@ -6,8 +6,9 @@
 //! - [`system`] (health, metrics, the console, the OpenAPI document, the stream), [`events`]
 //!   (ingest with the ingest token, the log, redelivery), [`targets`] (targets, their
 //!   deliveries and replays, subscriptions), [`builder`] (a subscription's preview and the
-//!   log's facets, for the console's subscription builder), and `crate::sources` (sources,
-//!   their ingest URL, the quarantine): the handlers, which take their role as an argument.
+//!   log's facets, for the console's subscription builder), [`stats`] (the console's charts),
+//!   and `crate::sources` (sources, their ingest URL, the quarantine): the handlers, which take
+//!   their role as an argument.
 //!
 //! Dependencies point one way: [`routes`], here, is the one table of the API's routes (but the
 //! sources', which it mounts from `crate::sources`); the parts use the shared modules, never
@@ -23,6 +24,7 @@ pub mod keys;
 pub mod limits;
 pub mod request;
 pub mod state;
+pub mod stats;
 pub mod system;
 pub mod targets;
 pub mod views;
@@ -93,5 +95,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .service(web::resource("/console-center.js").route(web::get().to(console_center_js)))
         .service(web::resource("/console-charts.js").route(web::get().to(console_charts_js)))
+        .service(web::resource("/v1/targets/{id}/stats").route(web::get().to(stats::target_stats)))
+        .service(web::resource("/v1/stats/ingest").route(web::get().to(stats::ingest_stats)))
         .configure(crate::sources::routes);
 }

@@ -88,6 +88,8 @@ pub struct Server {
     router: RouterHandle,
     arbiters: Vec<actix::Arbiter>,
     compactor: Compactor,
+    /// Writes the charts' counts now and then, and once more at the stop.
+    stats: StatsSaver,
     /// Ends the open `GET /v1/stream` responses when the server stops.
     streams: stream::Streams,
     /// Reloads the listener's certificate, when it serves TLS.
@@ -154,6 +156,11 @@ impl Server {
         // The handles dispatch and the edge share, made once here and passed to both.
         let guard = Guard { allow_private: config.allow_private_targets };
         let metrics = Metrics::new();
+        // The charts' counts kept by the last run, read back before anything is counted.
+        let saved = crmhook_dispatch::stats::load(&metrics, &*store).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read the charts' counts back; they start from zero");
+            crmhook_dispatch::stats::Saved::default()
+        });
         let feed = Feed::new();
         let router = RouterHandle::start(
             store.clone(),
@@ -167,6 +174,7 @@ impl Server {
         };
         let scheme = if tls.is_some() { "https" } else { "http" };
         let public_url = config.public_url.clone().unwrap_or_else(|| format!("{scheme}://{addr}"));
+        let stats = StatsSaver::start(metrics.clone(), store.clone(), saved);
         let state = web::Data::new(AppState {
             store: store.clone(),
             router: router.clone(),
@@ -217,7 +225,19 @@ impl Server {
         let http = http.run();
         let compactor =
             Compactor::start(store.clone(), config.retention_days, Duration::from_secs(config.compaction_interval_s))?;
-        Ok(Server { addr, generated, tokens_file, http, store, router, arbiters, compactor, streams, tls_reload })
+        Ok(Server {
+            addr,
+            generated,
+            tokens_file,
+            http,
+            store,
+            router,
+            arbiters,
+            compactor,
+            stats,
+            streams,
+            tls_reload,
+        })
     }
 
     /// Reloads the listener's certificate from its files (on SIGHUP), when it serves TLS.
@@ -268,6 +288,8 @@ impl Server {
             arbiter.stop();
         }
         self.compactor.stop();
+        // After the target actors: their last attempts are counted.
+        self.stats.stop().await;
         self.store.close().await;
         tracing::info!("stopped");
         result
@@ -289,6 +311,46 @@ fn write_tokens_file(path: &std::path::Path, tokens: &[(&'static str, String)]) 
     let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
     file.write_all(text.as_bytes())?;
     file.sync_all()
+}
+
+/// Writes the charts' counts (`crmhook_dispatch::stats`) every
+/// [`crmhook_dispatch::stats::SAVE_EVERY`], and once more when stopped: a graceful restart keeps
+/// them all, a crash loses the last few seconds.
+struct StatsSaver {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StatsSaver {
+    fn start(
+        metrics: std::sync::Arc<Metrics>,
+        store: LogHandle,
+        mut saved: crmhook_dispatch::stats::Saved,
+    ) -> StatsSaver {
+        use crmhook_dispatch::stats::{save, SAVE_EVERY};
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = actix_rt::spawn(async move {
+            loop {
+                let last = tokio::select! {
+                    _ = &mut stopped => true,
+                    () = tokio::time::sleep(SAVE_EVERY) => false,
+                };
+                let now = crmhook_core::time::now_ms();
+                if let Err(e) = save(&metrics, &*store, &mut saved, now).await {
+                    tracing::warn!(error = %e, "writing the charts' counts failed");
+                }
+                if last {
+                    break;
+                }
+            }
+        });
+        StatsSaver { stop, task }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
 }
 
 /// The retention thread: every interval, removes events older than the retention whose

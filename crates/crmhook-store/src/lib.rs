@@ -20,6 +20,7 @@
 //! - `config`: targets, subscriptions, sources, meta and the quarantine.
 //! - `seal`: the key ([`SealKey`]) that seals targets' and sources' secrets at rest.
 //! - `compact`: retention of the log and of the quarantine.
+//! - `stats`: the counts of the console's charts (`M stats:<name>`, [`Series`]).
 //!
 //! # On-disk format
 //!
@@ -59,7 +60,7 @@
 //! | `G` len:u16 kanban_id seq:u64 | `Vec<u64>` | index: the same by kanban |
 //! | `N` len:u16 src_id seq:u64 | `Vec<u64>` | index: the same by source (events posted to `/in/{id}`) |
 //! | `I` evt_id | seq:u64 | legacy: the id index of events written by format 1 (see below) |
-//! | `M` name | string, or u64, or bytes | meta: tokens, by token name, as `sha256:` and the hex SHA-256 of the token (the server's; a token kept in clear by an earlier build is rewritten so at start-up); `sealed`, a known value sealed by the key (bytes; see below); `format` (string); `head`, the last seq ever given (u64); `indexed`, the last seq in the on-disk indexes (u64); `migrated_through`, how far a migration from format 1 got (u64, only while it runs) |
+//! | `M` name | string, or u64, or bytes | meta: tokens, by token name, as `sha256:` and the hex SHA-256 of the token (the server's; a token kept in clear by an earlier build is rewritten so at start-up); `sealed`, a known value sealed by the key (bytes; see below); `format` (string); `head`, the last seq ever given (u64); `indexed`, the last seq in the on-disk indexes (u64); `stats:ingest` and `stats:<tgt_id>`, the counts of the console's charts ([`Series`], written lazily every few seconds); `migrated_through`, how far a migration from format 1 got (u64, only while it runs) |
 //!
 //! **Sealed secrets.** A store opened with a key ([`Options::key`]) writes targets and sources
 //! as record version 2, whose secrets (a target's URL, header values, secret and previous
@@ -201,6 +202,7 @@ pub mod log;
 mod migrate;
 mod open;
 mod queries;
+mod stats;
 mod writer;
 
 use cache::ChunkCache;
@@ -218,6 +220,7 @@ pub use log::{Log, LogFuture, LogHandle};
 pub use queries::EventFilter;
 
 pub use records::{AckEntry, Attempt, AttemptResult, AuditEntry, Disabled, Final, Pending, Rejected, Request, Retried};
+pub use records::{LastFailure, Series, SeriesBucket};
 pub use seal::SealKey;
 
 /// Most requests one group commit takes.

@@ -11,6 +11,8 @@
 //! - **delivery state**: each target's cursor and how far it has matched, pending entries,
 //!   attempts, finished deliveries, disabled targets, written in atomic batches
 //!   ([`DeliveryBatch`]);
+//! - **the console's charts**: the counts by minute and quarter hour ([`Series`]), kept
+//!   lazily;
 //! - **configuration records**: targets, subscriptions, sources, meta;
 //! - **the quarantine**, **the audit trail**, **operators' queries** and **retention**.
 //!
@@ -35,7 +37,7 @@ use tokio::sync::watch;
 
 use crate::{
     Attempt, AuditCursor, AuditEntry, DeliveryBatch, DeliveryStatus, Disabled, EventFilter, EventRef, Pending,
-    PendingAppend, Rejected, Result, Store, Unrecorded,
+    PendingAppend, Rejected, Result, Series, Store, Unrecorded,
 };
 
 /// The future of an asynchronous log operation.
@@ -135,12 +137,22 @@ pub trait Log: Send + Sync + 'static {
 
     fn events_page(&self, filter: &EventFilter, after: u64, limit: usize) -> Result<Vec<Event>>;
 
-    // ---- retention and shutdown ----
+    // ---- retention ----
 
     /// Removes up to `max` events older than `cutoff_ms` whose deliveries are all finished.
     fn compact(&self, cutoff_ms: u64, max: usize) -> Result<u64>;
     fn compact_quarantine(&self, cutoff_ms: u64, max: usize) -> Result<u64>;
     fn compact_audit(&self, cutoff_ms: u64, max: usize) -> Result<u64>;
+
+    // ---- the console's charts ----
+
+    /// Every series of counts kept, by name.
+    fn stats(&self) -> Result<Vec<(String, Series)>>;
+    /// Writes series and removes others by name, lazily (a crash may lose the last write).
+    fn put_stats(&self, put: Vec<(String, Series)>, remove: Vec<String>) -> LogFuture<'_, ()>;
+
+    // ---- shutdown ----
+
     /// Writes what is queued and stops the writer.
     fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
 }
@@ -315,6 +327,12 @@ impl Log for Store {
     }
     fn compact_audit(&self, cutoff_ms: u64, max: usize) -> Result<u64> {
         Store::compact_audit(self, cutoff_ms, max)
+    }
+    fn stats(&self) -> Result<Vec<(String, Series)>> {
+        Store::stats(self)
+    }
+    fn put_stats(&self, put: Vec<(String, Series)>, remove: Vec<String>) -> LogFuture<'_, ()> {
+        Box::pin(Store::put_stats(self, put, remove))
     }
     fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(Store::close(self))

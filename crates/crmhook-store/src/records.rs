@@ -134,3 +134,37 @@ pub struct Retried {
     pub event_id: EventId,
     pub seq: u64,
 }
+
+/// Counts for the console's charts, kept under `M stats:<name>` (`stats:ingest`, and
+/// `stats:<tgt_id>` for each target): what the process counted by minute over the last hour and
+/// by quarter hour over the last day, written now and then so that a restart keeps them.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Series {
+    /// What the counts count, by index (a target's `succeeded`, `failed`, `dead`; ingest's
+    /// event types).
+    pub names: Vec<String>,
+    /// Buckets of one minute, by their start.
+    pub minutes: Vec<SeriesBucket>,
+    /// Buckets of 15 minutes, by their start.
+    pub quarters: Vec<SeriesBucket>,
+    /// When a target's last successful attempt started.
+    pub last_success_ms: Option<u64>,
+    /// A target's last failed attempt.
+    pub last_failure: Option<LastFailure>,
+}
+
+/// One bucket of a [`Series`]: its start and its counts that are not zero, by name index.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SeriesBucket {
+    pub at_ms: u64,
+    pub counts: Vec<(u32, u64)>,
+}
+
+/// A target's last failed attempt: when it started, the receiver's status if it answered, and
+/// why it failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastFailure {
+    pub at_ms: u64,
+    pub status_code: Option<u16>,
+    pub error: Option<String>,
+}

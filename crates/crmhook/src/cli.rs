@@ -108,6 +108,10 @@ pub enum Targets {
         #[command(flatten)]
         changes: crate::cli_edit::TargetChanges,
     },
+    /// What it owes now, its last success and failure, its attempts over the last hour and day.
+    Stats {
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -476,7 +480,42 @@ pub fn targets(conn: &Conn, cmd: Targets) -> anyhow::Result<ExitCode> {
             shown(request(conn, "PATCH", &format!("/v1/targets/{id}"), Some(&json!({"enabled": false})))?)
         }
         Targets::Update { id, changes } => shown(crate::cli_edit::update_target(conn, &id, changes)?),
+        Targets::Stats { id } => {
+            let v = request(conn, "GET", &format!("/v1/targets/{id}/stats"), None)?;
+            if conn.json {
+                return print_json(&v);
+            }
+            print!("{}", target_stats(&v));
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// `crmhook targets stats`: a target's figures as lines of text.
+fn target_stats(v: &Value) -> String {
+    let or_none = |x: &Value| x.as_str().map_or_else(|| "none".to_owned(), str::to_owned);
+    let mut out = format!("backlog: {}", v["backlog"]);
+    if let (Some(at), Some(age)) = (v["backlog_oldest_at"].as_str(), v["backlog_age_ms"].as_u64()) {
+        out.push_str(&format!(" (oldest received {at}, {:.1} s ago)", age as f64 / 1000.0));
+    }
+    out.push_str(&format!("\nlast success: {}\n", or_none(&v["last_success_at"])));
+    let failure = &v["last_failure"];
+    match failure["at"].as_str() {
+        Some(at) => out.push_str(&format!("last failure: {at} {}\n", or_none(&failure["error"]))),
+        None => out.push_str("last failure: none\n"),
+    }
+    for (label, field) in [("last hour", "minutes"), ("last 24 h", "days")] {
+        let total = |count: &str| -> u64 {
+            v[field].as_array().map_or(0, |b| b.iter().filter_map(|x| x[count].as_u64()).sum())
+        };
+        out.push_str(&format!(
+            "{label}: {} succeeded, {} failed, {} dead\n",
+            total("succeeded"),
+            total("failed"),
+            total("dead")
+        ));
+    }
+    out
 }
 
 fn subscription_rows(list: &[Value]) -> Vec<Vec<String>> {

@@ -44,8 +44,9 @@ pub(crate) async fn ingest(
 /// The `events` member of an ingest answer, and how many of them were duplicates. Counts the
 /// new ones in the metrics.
 pub(crate) fn ack_view<'a>(metrics: &Metrics, acks: &'a [crmhook_store::AckEntry]) -> (Vec<Ack<'a>>, usize) {
+    let now = now_ms();
     for ack in acks.iter().filter(|a| !a.duplicate) {
-        metrics.ingested(&ack.event_type);
+        metrics.ingested_at(&ack.event_type, now);
     }
     let duplicates = acks.iter().filter(|a| a.duplicate).count();
     (acks.iter().map(Ack::from).collect(), duplicates)
