@@ -213,7 +213,11 @@ fn a_receiver_slower_than_timeout_ms_is_a_failed_attempt() {
         (e["deliveries"][0]["status"] == "delivered").then_some(e)
     });
     let first = &shown["deliveries"][0]["attempts"][0];
-    assert!(first.get("status_code").is_none() && first["error"] == "timed out", "{first}");
+    let error = first["error"].as_str().unwrap_or_default();
+    assert!(first.get("status_code").is_none() && error.starts_with("timed out after "), "{first}");
+    let waited: u64 = error.trim_start_matches("timed out after ").trim_end_matches(" ms").parse().expect("ms");
+    assert!((500..3000).contains(&waited), "{first}");
+    assert!(first["response"].is_null(), "no answer: {first}");
 }
 
 #[test]
@@ -228,7 +232,10 @@ fn redirects_are_not_followed() {
         let e = server.admin("GET", &format!("/v1/events/{event_id}"), None).json();
         (e["deliveries"][0]["status"] == "dead").then_some(e)
     });
-    assert_eq!(shown["deliveries"][0]["attempts"][0]["status_code"], 302);
+    let attempt = &shown["deliveries"][0]["attempts"][0];
+    assert_eq!(attempt["status_code"], 302);
+    assert!(attempt["error"].as_str().unwrap_or_default().starts_with("redirect not followed (HTTP 302"), "{attempt}");
+    assert_eq!(attempt["response"]["status"], 302, "{attempt}");
 }
 
 #[test]

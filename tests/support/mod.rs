@@ -409,10 +409,17 @@ pub struct Reply {
     pub delay: Duration,
     /// A `Retry-After` header, in seconds.
     pub retry_after: Option<u32>,
+    /// The body (`ok` when `None`), sent as `text/plain`.
+    pub body: Option<&'static str>,
 }
 
 pub fn status(code: u16) -> Reply {
-    Reply { status: code, delay: Duration::ZERO, retry_after: None }
+    Reply { status: code, delay: Duration::ZERO, retry_after: None, body: None }
+}
+
+/// `status` with `body` (as `text/plain`).
+pub fn with_body(code: u16, body: &'static str) -> Reply {
+    Reply { body: Some(body), ..status(code) }
 }
 
 /// `status` after `delay`.
@@ -747,8 +754,14 @@ fn serve_connection(stream: std::net::TcpStream, arrivals: &Arrivals, program: &
         }
         let retry_after = reply.retry_after.map(|s| format!("Retry-After: {s}\r\n")).unwrap_or_default();
         let connection = if close { "Connection: close\r\n" } else { "" };
-        let response =
-            format!("HTTP/1.1 {} Answer\r\nContent-Length: 2\r\n{retry_after}{connection}\r\nok", reply.status);
+        let response = match reply.body {
+            None => format!("HTTP/1.1 {} Answer\r\nContent-Length: 2\r\n{retry_after}{connection}\r\nok", reply.status),
+            Some(body) => format!(
+                "HTTP/1.1 {} Answer\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{retry_after}{connection}\r\n{body}",
+                reply.status,
+                body.len()
+            ),
+        };
         if out.write_all(response.as_bytes()).is_err() || close {
             return;
         }

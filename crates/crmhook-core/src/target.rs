@@ -55,6 +55,10 @@ pub const HOP_BY_HOP_HEADERS: [&str; 14] = [
     "http2-settings",
 ];
 
+/// Most bytes of a receiver's answer kept with each attempt, and the default of a target's
+/// `response_body_bytes` (which may lower it, to 0 for none).
+pub const MAX_RESPONSE_BODY_BYTES: u32 = 4096;
+
 /// The most headers a target may set.
 pub const MAX_HEADERS: usize = 50;
 /// The longest header name a target may set, in bytes.
@@ -104,10 +108,14 @@ pub struct Target {
     pub previous_secret: Option<(String, u64)>,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
+    /// How many bytes of each answer's body are kept with its attempt (0 to
+    /// [`MAX_RESPONSE_BODY_BYTES`]).
+    pub response_body_bytes: u32,
 }
 
 /// What a caller may set on a target.
-pub const TARGET_FIELDS: [&str; 7] = ["name", "url", "headers", "timeout_ms", "retry_schedule_ms", "ordered", "format"];
+pub const TARGET_FIELDS: [&str; 8] =
+    ["name", "url", "headers", "timeout_ms", "retry_schedule_ms", "ordered", "format", "response_body_bytes"];
 
 impl Target {
     /// A new target from a creation request.
@@ -135,6 +143,7 @@ impl Target {
             previous_secret: None,
             created_at_ms: now_ms,
             updated_at_ms: now_ms,
+            response_body_bytes: MAX_RESPONSE_BODY_BYTES,
         };
         target.apply(body, allow_private)?;
         Ok(target)
@@ -168,6 +177,10 @@ impl Target {
                         value.as_bool().ok_or_else(|| CoreError::field("ordered", "`ordered` must be true or false"))?
                 }
                 "format" => self.format = format(value)?,
+                "response_body_bytes" => {
+                    let max = u64::from(MAX_RESPONSE_BODY_BYTES);
+                    self.response_body_bytes = integer(value, "response_body_bytes", 0, max)? as u32
+                }
                 "id" | "secret" | "created_at" | "updated_at" => {
                     return Err(CoreError::field(key, format!("`{key}` cannot be set")))
                 }
@@ -327,6 +340,24 @@ mod tests {
         assert!(t.id.as_str().starts_with("tgt_"));
         assert_eq!(t.url, "https://example.com/h?x=1");
         assert_eq!((t.timeout_ms, t.ordered, t.retry_schedule_ms.len()), (2000, false, 7));
+        assert_eq!(t.response_body_bytes, 4096);
+    }
+
+    #[test]
+    fn response_body_bytes_is_from_0_to_4096() {
+        let c = |n: Value| {
+            Target::create(
+                &obj(json!({"name": "n", "url": "https://a.example", "response_body_bytes": n})),
+                false,
+                "whsec_x".into(),
+                0,
+            )
+        };
+        assert_eq!(c(json!(0)).map(|t| t.response_body_bytes).ok(), Some(0));
+        assert_eq!(c(json!(4096)).map(|t| t.response_body_bytes).ok(), Some(4096));
+        for bad in [json!(4097), json!(-1), json!("10"), json!(1.5)] {
+            assert_eq!(field_of(c(bad)), "response_body_bytes");
+        }
     }
 
     #[test]

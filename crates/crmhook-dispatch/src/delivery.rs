@@ -7,8 +7,18 @@
 //! target's `timeout_ms` around the whole exchange. (It holds a second awc client, alike but for
 //! its TCP step, for `https://` to IPv6 literals, which awc's own TLS step cannot name: see
 //! `tls.rs`.)
+//!
+//! What the receiver said is kept with the attempt ([`AttemptReport::response`]): its status,
+//! the headers an operator needs (`Content-Type`, `Retry-After`, `Location`) and the first
+//! bytes of its body, at most the target's `response_body_bytes` (itself at most 4,096), read
+//! within what is left of the attempt's timeout. Past what is kept the body is only read (and
+//! dropped) so the connection can be reused, up to [`RESPONSE_READ_LIMIT`] in all, and not at
+//! all when it declares a length past that: a receiver streaming gigabytes costs one read
+//! buffer and the rest of the timeout, never more. When there was no answer, the outcome says
+//! in words what happened instead ([`no_answer`]).
 
 use std::fmt;
+use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,22 +26,25 @@ use actix_rt::net::ActixStream;
 use actix_service::Service;
 use actix_tls::connect::rustls_0_23::reexports::ClientConfig;
 use actix_tls::connect::{ConnectError, ConnectInfo, Connection};
-use awc::error::SendRequestError;
-use awc::http::header::{self, HeaderName, HeaderValue};
+use awc::error::{ConnectError as AwcConnectError, SendRequestError};
+use awc::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use awc::http::Uri;
 use crmhook_core::retry::Outcome;
 use crmhook_core::sign::Signer;
 use crmhook_core::target::Format;
 use crmhook_core::time::now_ms;
 use crmhook_core::{Event, EventKind, Target};
+use crmhook_store::{Response, RESPONSE_HEADERS, RESPONSE_HEADER_BYTES};
+use futures_util::{Stream, StreamExt};
 
-use crate::guard::{Guard, GuardResolver};
+use crate::guard::{Guard, GuardResolver, Refused};
 use crate::tls;
 
 /// How long connecting may take at most (the target's timeout still bounds the whole attempt).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How much of a response body is read (and dropped) so the connection can be reused.
-const RESPONSE_BODY_LIMIT: usize = 64 * 1024;
+/// Most bytes of a response body read, kept or not: past what is kept, a body is read (and
+/// dropped) only so the connection can be reused.
+pub const RESPONSE_READ_LIMIT: usize = 64 * 1024;
 
 /// One arbiter's delivery client: awc's client (not `Send`: it is built on the thread that
 /// uses it, and cheap to clone), the one for `https://` to IPv6 literals (`tls.rs`), and
@@ -146,6 +159,8 @@ pub struct AttemptReport {
     pub outcome: Outcome,
     /// The answer's `Retry-After`, in ms from now, when it had one.
     pub retry_after_ms: Option<u64>,
+    /// What the receiver answered, when it answered.
+    pub response: Option<Response>,
 }
 
 /// `Retry-After` as delay-seconds or an HTTP date.
@@ -174,11 +189,13 @@ pub struct Endpoint {
     /// Why no attempt can be made (a refused address, a URL or header that does not parse).
     unusable: Option<String>,
     timeout: Duration,
+    /// How many bytes of each answer's body are kept.
+    keep_body: usize,
 }
 
 impl Endpoint {
     pub fn new(target: Arc<Target>, guard: Guard) -> Endpoint {
-        let mut unusable = guard.check_literal(&target.url).err();
+        let mut unusable = guard.check_literal(&target.url).err().map(|e| format!("refused: {e}"));
         let uri = target.url.parse::<Uri>().unwrap_or_else(|e| {
             unusable.get_or_insert_with(|| format!("the target URL does not parse: {e}"));
             Uri::default()
@@ -209,6 +226,7 @@ impl Endpoint {
         Endpoint {
             signer: target.signer(),
             timeout: Duration::from_millis(target.timeout_ms),
+            keep_body: target.response_body_bytes.min(crmhook_core::target::MAX_RESPONSE_BODY_BYTES) as usize,
             target,
             uri,
             ipv6_tls,
@@ -235,16 +253,17 @@ fn value(text: String) -> HeaderValue {
 pub async fn attempt(client: &Client, endpoint: &Endpoint, event: &Event, attempt: u32) -> AttemptReport {
     let at_ms = now_ms();
     let started = Instant::now();
-    let report = |outcome, retry_after_ms| AttemptReport {
+    let report = |outcome, retry_after_ms, response| AttemptReport {
         event_id: event.id.clone(),
         received_at_ms: event.received_at_ms,
         at_ms,
         duration_ms: started.elapsed().as_millis() as u64,
         outcome,
         retry_after_ms,
+        response,
     };
     if let Some(refused) = &endpoint.unusable {
-        return report(Outcome::Error(refused.clone()), None);
+        return report(Outcome::Error(refused.clone()), None, None);
     }
     let body = body_for(&endpoint.target, event);
     let timestamp = (at_ms / 1000).to_string();
@@ -268,24 +287,129 @@ pub async fn attempt(client: &Client, endpoint: &Endpoint, event: &Event, attemp
         .insert_header((WEBHOOK_SIGNATURE, value(signatures.standard)))
         .insert_header((X_CRMHOOK_ATTEMPT, HeaderValue::from(attempt)));
 
-    let mut retry_after_ms = None;
-    let outcome = match request.send_body(body).await {
-        Err(SendRequestError::Timeout) => Outcome::Timeout,
-        Err(e) => Outcome::Error(e.to_string()),
-        Ok(response) => {
+    match request.send_body(body).await {
+        Err(e) => report(no_answer(&e), None, None),
+        Ok(mut response) => {
             let status = response.status().as_u16();
-            retry_after_ms = response
+            let retry_after_ms = response
                 .headers()
                 .get(header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| retry_after(v, now_ms()));
-            // Read (and drop) the body so the connection can be reused, within the time left.
-            let left = endpoint.timeout.saturating_sub(started.elapsed()).min(Duration::from_secs(1));
-            let _ = response.timeout(left).body().limit(RESPONSE_BODY_LIMIT).await;
-            Outcome::Status(status)
+            let headers = kept_headers(response.headers());
+            let declared = response
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            // Within what is left of the attempt's timeout, never more.
+            let deadline = started + endpoint.timeout;
+            let (body, body_truncated) = read_body(&mut response, endpoint.keep_body, declared, deadline).await;
+            let response = Response { status, headers, body, body_truncated };
+            report(Outcome::Status(status), retry_after_ms, Some(response))
         }
-    };
-    report(outcome, retry_after_ms)
+    }
+}
+
+/// The response headers kept with an attempt ([`RESPONSE_HEADERS`]), names in lower case,
+/// values as text (bytes that are not visible ASCII replaced) cut to [`RESPONSE_HEADER_BYTES`].
+fn kept_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    RESPONSE_HEADERS
+        .iter()
+        .filter_map(|name| {
+            let value = headers.get(*name)?;
+            let bytes = &value.as_bytes()[..value.len().min(RESPONSE_HEADER_BYTES)];
+            Some(((*name).to_owned(), String::from_utf8_lossy(bytes).into_owned()))
+        })
+        .collect()
+}
+
+/// Reads an answer's body until `deadline`: keeps its first `keep` bytes; reads on past them
+/// (dropping what it reads) only so the connection can be reused, up to
+/// [`RESPONSE_READ_LIMIT`] in all, and not at all past `keep` when the body declares a length
+/// (`declared`) beyond that limit. Answers what it kept and whether the body was longer (or
+/// its end was not reached, and it may have been).
+async fn read_body<S, B, E>(body: &mut S, keep: usize, declared: Option<u64>, deadline: Instant) -> (Vec<u8>, bool)
+where
+    S: Stream<Item = Result<B, E>> + Unpin,
+    B: AsRef<[u8]>,
+{
+    let declared = declared.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+    let mut kept = Vec::with_capacity(keep.min(declared.unwrap_or(keep)));
+    let mut seen = 0usize;
+    let drain = declared.is_none_or(|n| n <= RESPONSE_READ_LIMIT);
+    let deadline = tokio::time::Instant::from_std(deadline);
+    let mut complete = false;
+    while kept.len() < keep || (drain && seen <= RESPONSE_READ_LIMIT) {
+        match tokio::time::timeout_at(deadline, body.next()).await {
+            Ok(Some(Ok(chunk))) => {
+                let chunk = chunk.as_ref();
+                let room = keep - kept.len();
+                kept.extend_from_slice(&chunk[..room.min(chunk.len())]);
+                seen = seen.saturating_add(chunk.len());
+            }
+            Ok(None) => {
+                complete = true;
+                break;
+            }
+            // The connection failed, or the time is up: what was read is what there is.
+            Ok(Some(Err(_))) | Err(_) => break,
+        }
+    }
+    let truncated = seen > kept.len() || (!complete && declared.is_none_or(|n| n > kept.len()));
+    (kept, truncated)
+}
+
+/// The outcome of an attempt that got no answer: a timeout, or in words what happened
+/// (`connection refused`, `TLS: …`, `DNS: …`, `refused: <address> is not a public address …`).
+pub fn no_answer(e: &SendRequestError) -> Outcome {
+    Outcome::Error(match e {
+        SendRequestError::Timeout => return Outcome::Timeout,
+        SendRequestError::Connect(e) => connect_failure(e),
+        SendRequestError::Send(e) => format!("{} while sending the request", io_failure(e)),
+        SendRequestError::Response(e) => format!("the answer is not HTTP: {e}"),
+        SendRequestError::Url(e) => format!("the target URL cannot be used: {e}"),
+        SendRequestError::H2(e) => format!("HTTP/2: {e}"),
+        other => other.to_string(),
+    })
+}
+
+/// Why a connection could not be made, in words.
+fn connect_failure(e: &AwcConnectError) -> String {
+    match e {
+        AwcConnectError::Resolver(e) => match e.downcast_ref::<Refused>() {
+            Some(refused) => format!("refused: {refused}"),
+            None => format!("DNS: {e}"),
+        },
+        AwcConnectError::NoRecords => "DNS: the host name has no address".into(),
+        AwcConnectError::Unresolved => "DNS: the host name was not resolved".into(),
+        AwcConnectError::Timeout => format!("timed out after {} ms connecting", CONNECT_TIMEOUT.as_millis()),
+        AwcConnectError::Io(e) => io_failure(e),
+        AwcConnectError::SslIsNotSupported => "TLS: not supported by this build".into(),
+        AwcConnectError::H2(e) => format!("HTTP/2: {e}"),
+        AwcConnectError::Disconnected => "the connection closed before it was made".into(),
+        other => format!("connection failed: {other}"),
+    }
+}
+
+/// An I/O failure on the connection, in words: a TLS failure (rustls's error, as awc's TLS step
+/// and ours report it) or what the socket said.
+fn io_failure(e: &io::Error) -> String {
+    if let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+        return format!("TLS: {tls}");
+    }
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => "connection refused".into(),
+        io::ErrorKind::ConnectionReset => "connection reset by the receiver".into(),
+        io::ErrorKind::ConnectionAborted => "connection aborted".into(),
+        io::ErrorKind::BrokenPipe | io::ErrorKind::UnexpectedEof | io::ErrorKind::NotConnected => {
+            "connection closed by the receiver".into()
+        }
+        io::ErrorKind::TimedOut => "timed out connecting".into(),
+        io::ErrorKind::HostUnreachable => "host unreachable".into(),
+        io::ErrorKind::NetworkUnreachable => "network unreachable".into(),
+        _ => format!("connection failed: {e}"),
+    }
 }
 
 #[cfg(test)]
@@ -425,6 +549,7 @@ mod tests {
         let report = attempt(&client_trusting(open, trusting), &endpoint, &event, 1).await;
         let Outcome::Error(error) = report.outcome else { panic!("delivered: {:?}", report.outcome) };
         // The name checked is the address itself: the certificate's other address does not do.
+        assert!(error.starts_with("TLS: "), "{error}");
         assert!(error.contains(r#"certificate not valid for name "::1""#), "{error}");
         let refused = heads.recv_timeout(Duration::from_secs(10)).expect("a connection");
         assert!(refused.is_err(), "the receiver got a request: {refused:?}");
@@ -439,7 +564,133 @@ mod tests {
         let event = stored(r#"{"eventType":"ai_pause","sessionId":"s"}"#);
         let report = attempt(&client_trusting(Guard::default(), trusting), &endpoint, &event, 1).await;
         let Outcome::Error(error) = report.outcome else { panic!("delivered: {:?}", report.outcome) };
-        assert!(error.contains("::1 is not a public address"), "{error}");
+        assert!(error.starts_with("refused: ::1 is not a public address"), "{error}");
+    }
+
+    /// A receiver on 127.0.0.1 that answers each connection's request with `answer`'s bytes,
+    /// then closes it.
+    fn answering(answer: Vec<u8>) -> u16 {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut tcp) = stream else { continue };
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && tcp.read_exact(&mut byte).is_ok() {
+                    head.push(byte[0]);
+                }
+                let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                let length = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                    .unwrap_or(0);
+                let _ = tcp.read_exact(&mut vec![0; length]);
+                let _ = tcp.write_all(&answer);
+            }
+        });
+        port
+    }
+
+    fn local_target(port: u16, keep: u32, timeout_ms: u64) -> Endpoint {
+        let mut target = (*target_at(&format!("http://127.0.0.1:{port}/hook"))).clone();
+        target.response_body_bytes = keep;
+        target.timeout_ms = timeout_ms;
+        Endpoint::new(Arc::new(target), Guard { allow_private: true })
+    }
+
+    #[actix_rt::test]
+    async fn the_answer_is_kept_with_the_attempt() {
+        let body = "x".repeat(5000);
+        let answer = format!(
+            "HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\nRetry-After: 30\r\nX-Other: 1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let port = answering(answer.into_bytes());
+        let event = stored(r#"{"eventType":"ai_pause","sessionId":"s"}"#);
+        let client = Client::new(Guard { allow_private: true });
+        let report = attempt(&client, &local_target(port, 4096, 2000), &event, 1).await;
+        assert_eq!(report.outcome, Outcome::Status(500));
+        assert_eq!(report.retry_after_ms, Some(30_000));
+        let response = report.response.expect("a response");
+        assert_eq!(response.status, 500);
+        let headers = vec![("content-type".to_owned(), "text/plain".to_owned()), ("retry-after".into(), "30".into())];
+        assert_eq!(response.headers, headers);
+        assert_eq!((response.body.len(), response.body_truncated), (4096, true));
+        // A target that keeps none.
+        let report = attempt(&client, &local_target(port, 0, 2000), &event, 1).await;
+        let response = report.response.expect("a response");
+        assert_eq!((response.body.len(), response.body_truncated, response.status), (0, true, 500));
+    }
+
+    #[actix_rt::test]
+    async fn no_answer_is_said_in_words() {
+        let client = Client::new(Guard { allow_private: true });
+        let event = stored(r#"{"eventType":"ai_pause","sessionId":"s"}"#);
+        // A port nothing listens on any more.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port();
+        let report = attempt(&client, &local_target(port, 4096, 2000), &event, 1).await;
+        assert_eq!(report.outcome, Outcome::Error("connection refused".into()));
+        assert!(report.response.is_none());
+        // The guard, for a literal address (a name is checked by the client's resolver, and
+        // words the same; `https_to_an_ipv6_literal_is_guarded_at_connect_time`).
+        let guarded = Client::new(Guard::default());
+        let endpoint = Endpoint::new(target_at(&format!("http://127.0.0.1:{port}/")), Guard::default());
+        let report = attempt(&guarded, &endpoint, &event, 1).await;
+        let Outcome::Error(error) = report.outcome else { panic!("{:?}", report.outcome) };
+        assert!(error.starts_with("refused: 127.0.0.1 is not a public address"), "{error}");
+        // Not HTTP.
+        let port = answering(b"hello\r\n\r\n".to_vec());
+        let report = attempt(&client, &local_target(port, 4096, 2000), &event, 1).await;
+        let Outcome::Error(error) = report.outcome else { panic!("{:?}", report.outcome) };
+        assert!(error.starts_with("the answer is not HTTP"), "{error}");
+    }
+
+    /// A body of `chunk`-byte pieces, `pieces` of them (`None`: endless), counting what was read.
+    fn pieces(
+        chunk: usize,
+        pieces: Option<usize>,
+        read: Arc<std::sync::atomic::AtomicUsize>,
+    ) -> impl Stream<Item = Result<Vec<u8>, ()>> + Unpin {
+        let all = futures_util::stream::repeat_with(move || {
+            read.fetch_add(chunk, std::sync::atomic::Ordering::Relaxed);
+            Ok(vec![b'a'; chunk])
+        });
+        all.take(pieces.unwrap_or(usize::MAX))
+    }
+
+    #[actix_rt::test]
+    async fn a_body_is_read_no_further_than_needed() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let soon = || Instant::now() + Duration::from_secs(5);
+        // Endless: the first 4,096 bytes are kept; no more than the read limit (and one piece) is read.
+        let read = Arc::new(AtomicUsize::new(0));
+        let (kept, truncated) = read_body(&mut pieces(1000, None, read.clone()), 4096, None, soon()).await;
+        assert_eq!((kept.len(), truncated), (4096, true));
+        assert!(read.load(Ordering::Relaxed) <= RESPONSE_READ_LIMIT + 1000, "{}", read.load(Ordering::Relaxed));
+        // Declared past the read limit: read only as far as what is kept.
+        let read = Arc::new(AtomicUsize::new(0));
+        let (kept, truncated) = read_body(&mut pieces(1000, None, read.clone()), 100, Some(1 << 40), soon()).await;
+        assert_eq!((kept.len(), truncated, read.load(Ordering::Relaxed)), (100, true, 1000));
+        let read = Arc::new(AtomicUsize::new(0));
+        let (kept, truncated) = read_body(&mut pieces(1000, None, read.clone()), 0, Some(1 << 40), soon()).await;
+        assert_eq!((kept.len(), truncated, read.load(Ordering::Relaxed)), (0, true, 0));
+        // Short bodies are read to their end: whole, or (keeping none) known to be longer.
+        let read = Arc::new(AtomicUsize::new(0));
+        let (kept, truncated) = read_body(&mut pieces(10, Some(3), read.clone()), 4096, None, soon()).await;
+        assert_eq!((kept.len(), truncated), (30, false));
+        let (kept, truncated) = read_body(&mut pieces(10, Some(3), read.clone()), 0, Some(30), soon()).await;
+        assert_eq!((kept.len(), truncated), (0, true));
+        let (kept, truncated) = read_body(&mut pieces(10, Some(0), read), 0, None, soon()).await;
+        assert_eq!((kept.len(), truncated), (0, false));
+        // A body that stops coming: what came by the deadline.
+        let mut stalled =
+            futures_util::stream::iter([Ok::<_, ()>(b"ab".to_vec())]).chain(futures_util::stream::pending());
+        let started = Instant::now();
+        let (kept, truncated) = read_body(&mut stalled, 4096, None, started + Duration::from_millis(100)).await;
+        assert_eq!((kept, truncated), (b"ab".to_vec(), true));
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 
     #[test]

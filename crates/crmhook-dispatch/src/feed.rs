@@ -8,7 +8,7 @@
 
 use crmhook_core::retry::Outcome;
 use crmhook_core::{EventId, TargetId};
-use crmhook_store::AttemptResult;
+use crmhook_store::{AttemptResult, Response};
 use tokio::sync::broadcast;
 
 /// Attempts waiting for slow listeners.
@@ -31,6 +31,13 @@ pub struct AttemptRecorded {
     pub at_ms: u64,
     /// Why a failed attempt failed (as attempt listings say it); `None` when it succeeded.
     pub error: Option<String>,
+    /// How it went: the receiver's status, a timeout, or why there was no answer.
+    pub outcome: Outcome,
+    /// What the receiver answered; only kept while someone listens ([`Feed::listening`]), so
+    /// attempts waiting to be published hold no bodies otherwise.
+    pub response: Option<Response>,
+    /// An attempt of a test delivery (`POST /v1/targets/{id}/test`), not of a CRM event's.
+    pub test: bool,
 }
 
 impl AttemptRecorded {
@@ -64,6 +71,11 @@ impl Default for Feed {
 impl Feed {
     pub fn new() -> Feed {
         Feed::default()
+    }
+
+    /// Whether anyone listens now.
+    pub fn listening(&self) -> bool {
+        self.attempts.receiver_count() > 0
     }
 
     /// Publishes a recorded attempt to every listener; `attempt` is called only when there is one.

@@ -64,6 +64,19 @@ pub fn is_public(ip: IpAddr) -> bool {
     }
 }
 
+/// The guard's refusal of an address, as the delivery client's resolver answers it: told apart
+/// from a failure to resolve by its type (`delivery` words it `refused: …`).
+#[derive(Debug)]
+pub struct Refused(pub String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
 fn refuse(host: &str, ip: IpAddr) -> String {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host == ip.to_string() {
@@ -144,14 +157,14 @@ impl actix_tls::connect::Resolve for GuardResolver {
             // checked like every other.
             if let Some(ip) = literal_v6(host) {
                 if !self.0.allow_private && !is_public(ip) {
-                    return Err(refuse(host, ip).into());
+                    return Err(Refused(refuse(host, ip)).into());
                 }
                 return Ok(vec![SocketAddr::new(ip, port)]);
             }
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
             if !self.0.allow_private {
                 if let Some(bad) = addrs.iter().find(|a| !is_public(a.ip())) {
-                    return Err(refuse(host, bad.ip()).into());
+                    return Err(Refused(refuse(host, bad.ip())).into());
                 }
             }
             Ok(addrs)

@@ -326,7 +326,19 @@ impl TargetActor {
             crmhook_core::retry::Outcome::Status(code) => Some(*code),
             _ => None,
         };
-        // Counted and published once the record below is written.
+        let record = Attempt {
+            n,
+            at_ms: report.at_ms,
+            duration_ms: report.duration_ms,
+            outcome: report.outcome,
+            result,
+            round,
+            response: report.response,
+        };
+        let mut batch = DeliveryBatch::default();
+        let encoded = batch.attempt(&target.id, seq, &record);
+        // Counted and published once the record is written; its response (encoded into the
+        // batch already) goes to the feed only while someone listens.
         let recorded = AttemptRecorded {
             event_id: report.event_id,
             seq,
@@ -336,12 +348,11 @@ impl TargetActor {
             result,
             duration_ms: report.duration_ms,
             at_ms: report.at_ms,
-            error: crate::feed::failure(&report.outcome),
+            error: crate::feed::failure(&record.outcome),
+            outcome: record.outcome,
+            response: record.response.filter(|_| self.feed.listening()),
+            test: false,
         };
-        let record =
-            Attempt { n, at_ms: report.at_ms, duration_ms: report.duration_ms, outcome: report.outcome, result, round };
-        let mut batch = DeliveryBatch::default();
-        let encoded = batch.attempt(&target.id, seq, &record);
         let (following, scanned, disable) = match then {
             // A finished delivery's record may be lost in a crash only into one more attempt: the
             // slot is free already, and the record joins the target's next lazy write.

@@ -325,10 +325,20 @@ fn skipped(n: u64) -> Bytes {
     Bytes::from(format!(": fell behind by {n} records; events are read from the log, attempts among them skipped\n\n"))
 }
 
-/// The JSON of an attempt on the stream.
+/// The JSON of an attempt on the stream: `error` (absent after a 2xx) and `response` as in the
+/// API's attempts (`crate::api::views`), and `test` on a test delivery's.
 fn attempt_view(a: &AttemptRecorded) -> Value {
-    json!({
+    use crate::api::views::{attempt_error, ResponseView};
+    let mut v = json!({
         "event_id": a.event_id, "seq": a.seq, "target_id": a.target_id, "n": a.n, "status_code": a.status_code,
         "result": a.outcome(), "duration_ms": a.duration_ms, "at": crmhook_core::time::rfc3339(a.at_ms),
-    })
+    });
+    if let Some(error) = attempt_error(&a.outcome, a.duration_ms, a.response.as_ref()) {
+        v["error"] = json!(error);
+    }
+    v["response"] = serde_json::to_value(a.response.as_ref().map(ResponseView::from)).unwrap_or(Value::Null);
+    if a.test {
+        v["test"] = json!(true);
+    }
+    v
 }

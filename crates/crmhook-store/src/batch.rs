@@ -87,8 +87,11 @@ impl DeliveryBatch {
     }
 
     /// Appends an attempt record: under its final state's key when it finished the delivery,
-    /// else as an `A` record.
+    /// else as an `A` record; and its response, if it has one, as an `H` record.
     pub fn attempt(&mut self, target: &TargetId, seq: u64, attempt: &Attempt) -> Result<()> {
+        if let Some(response) = &attempt.response {
+            self.batch.insert(keys::response(target, seq, attempt.n), codec::encode(response)?);
+        }
         let done = match attempt.result {
             AttemptResult::Delivered => Final::Delivered,
             AttemptResult::Dead => Final::Dead,

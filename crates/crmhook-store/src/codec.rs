@@ -194,7 +194,7 @@ mod tests {
         fn attempts_round_trip(n in any::<u32>(), at in any::<u64>(), d in any::<u64>(), code in any::<u16>(), err in ".{0,30}", which in 0u8..3, next in any::<u64>()) {
             let outcome = match which { 0 => Outcome::Status(code), 1 => Outcome::Timeout, _ => Outcome::Error(err) };
             let result = match which { 0 => AttemptResult::Delivered, 1 => AttemptResult::Retrying { next_at_ms: next }, _ => AttemptResult::Dead };
-            let a = Attempt { n, at_ms: at, duration_ms: d, outcome, result, round: 1 };
+            let a = Attempt { n, at_ms: at, duration_ms: d, outcome, result, round: 1, response: None };
             prop_assert_eq!(decode::<Attempt>(&encode(&a).unwrap()).unwrap(), a);
             let p = Pending { attempt: n, due_at_ms: at, round: 1 };
             prop_assert_eq!(decode::<Pending>(&encode(&p).unwrap()).unwrap(), p);
@@ -207,6 +207,48 @@ mod tests {
             let _ = decode::<Vec<(String, Vec<u64>)>>(&bytes);
             let _ = decode::<Attempt>(&bytes);
         }
+    }
+
+    /// An attempt as every `A` record, `L` entry and `F` value holds it, since before responses
+    /// were kept: the layout of version 1, field for field.
+    #[derive(serde::Serialize)]
+    struct AttemptV1 {
+        n: u32,
+        at_ms: u64,
+        duration_ms: u64,
+        outcome: crate::stored::OutcomeV1,
+        result: AttemptResult,
+        round: u32,
+    }
+
+    #[test]
+    fn attempt_records_of_version_1_still_decode_with_no_response() {
+        let old = AttemptV1 {
+            n: 2,
+            at_ms: 1_700_000_000_000,
+            duration_ms: 31,
+            outcome: crate::stored::OutcomeV1::Status(500),
+            result: AttemptResult::Retrying { next_at_ms: 1_700_000_005_000 },
+            round: 1,
+        };
+        let bytes = encode(&old).unwrap();
+        assert_eq!(bytes[0], 1, "version 1");
+        let read: Attempt = decode(&bytes).unwrap();
+        assert_eq!((read.n, read.duration_ms, read.outcome.clone()), (2, 31, Outcome::Status(500)));
+        assert_eq!(read.response, None);
+        // An `L` block of such entries too.
+        let block: Vec<(u64, Attempt)> = decode(&encode(&vec![(7u64, &old)]).unwrap()).unwrap();
+        assert_eq!(block, vec![(7, read.clone())]);
+        // A response is its own record: the attempt's bytes are the same with or without one.
+        let response = crate::Response {
+            status: 500,
+            headers: vec![("content-type".into(), "text/plain".into())],
+            body: b"boom".to_vec(),
+            body_truncated: false,
+        };
+        let with = Attempt { response: Some(response.clone()), ..read };
+        assert_eq!(encode(&with).unwrap(), bytes);
+        assert_eq!(decode::<crate::Response>(&encode(&response).unwrap()).unwrap(), response);
     }
 
     #[test]

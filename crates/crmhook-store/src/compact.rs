@@ -1,5 +1,5 @@
 //! Retention: compaction of the log (the events whose deliveries are all finished, with what
-//! only they name: index postings, final states, ids, attempts, idempotency keys, and the
+//! only they name: index postings, final states, ids, attempts and their responses, idempotency keys, and the
 //! finished-delivery blocks wholly before the first event left) and of the quarantine. Neither
 //! goes through the writer thread: they only remove keys the writer will never touch again.
 
@@ -167,6 +167,9 @@ impl Store {
         for kv in tree.scan_prefix(keys::attempts_of(event.seq)) {
             batch.remove(kv?.0);
         }
+        for kv in tree.scan_prefix(keys::responses_of(event.seq)) {
+            batch.remove(kv?.0);
+        }
         Ok(())
     }
 
@@ -212,11 +215,24 @@ mod tests {
             let mut b = DeliveryBatch::default();
             b.cursor(&t.id, 3).expect("encode");
             b.pending(&t.id, 2, Pending::first(0)).expect("encode");
+            // Event 1's attempts, each with its response.
+            let response =
+                crate::Response { status: 500, headers: Vec::new(), body: b"no".to_vec(), body_truncated: false };
+            let failed = crate::Attempt {
+                response: Some(response.clone()),
+                ..attempt(1, crate::AttemptResult::Retrying { next_at_ms: 0 })
+            };
+            let delivered = crate::Attempt { response: Some(response), ..attempt(2, crate::AttemptResult::Delivered) };
+            b.attempt(&t.id, 1, &failed).expect("encode");
+            b.attempt(&t.id, 1, &delivered).expect("encode");
             store.write_deliveries(b).await.expect("write");
+            assert_eq!(store.inner.tree.scan_prefix(Tag::Response.prefix()).count(), 2);
             // Too recent: nothing goes.
             assert_eq!(store.compact(0, 100).expect("compact"), 0);
-            // Event 2 is still owed: 1 and 3 go.
+            // Event 2 is still owed: 1 and 3 go, and event 1's attempts and responses with it.
             assert_eq!(store.compact(u64::MAX, 100).expect("compact"), 2);
+            assert_eq!(store.inner.tree.scan_prefix(Tag::Attempt.prefix()).count(), 0);
+            assert_eq!(store.inner.tree.scan_prefix(Tag::Response.prefix()).count(), 0);
             assert_eq!(store.events_from(1).map(|e| e.expect("event").seq).collect::<Vec<_>>(), [2]);
             assert!(store.event_by_id(&store.event(2).expect("read").expect("kept").id).expect("read").is_some());
             let mut b = DeliveryBatch::default();

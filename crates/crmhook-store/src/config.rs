@@ -32,19 +32,34 @@ impl Store {
         self.inner.tree.get(keys::id_key(Tag::Target, id.as_str()))?.map(|v| self.decode_target(&v)).transpose()
     }
 
-    /// A target's record: version 2 (sealed) with the store's key, version 1 (in clear) on a
-    /// store opened without one (`seal::Seal::Clear`); none on a locked store.
+    /// A target's record: version 4 (sealed, with its options) with the store's key, version 3
+    /// (in clear, with its options) on a store opened without one (`seal::Seal::Clear`); none on
+    /// a locked store.
     pub(crate) fn encode_target(&self, target: &Target) -> Result<Vec<u8>> {
         let clear = stored::TargetV1::from(target);
+        let options = stored::TargetOptionsV1::of(target);
         match &self.inner.seal {
-            Seal::Clear => codec::encode(&clear),
-            seal => codec::encode_as(stored::SEALED_VERSION, &stored::TargetV2::seal(clear, seal.key()?)?),
+            Seal::Clear => {
+                codec::encode_as(stored::CLEAR_OPTIONS_VERSION, &stored::TargetV3 { target: clear, options })
+            }
+            seal => {
+                let sealed = stored::TargetV2::seal(clear, seal.key()?)?;
+                codec::encode_as(stored::SEALED_OPTIONS_VERSION, &stored::TargetV4 { target: sealed, options })
+            }
         }
     }
 
-    /// A target's record of either version.
+    /// A target's record of any version (1 and 2 without options: each takes its default).
     pub(crate) fn decode_target(&self, bytes: &[u8]) -> Result<Target> {
         match bytes.first() {
+            Some(&stored::SEALED_OPTIONS_VERSION) => {
+                let v4: stored::TargetV4 = codec::decode_as(stored::SEALED_OPTIONS_VERSION, bytes)?;
+                Ok(v4.options.apply(v4.target.open(self.inner.seal.key()?)?.into()))
+            }
+            Some(&stored::CLEAR_OPTIONS_VERSION) => {
+                let v3: stored::TargetV3 = codec::decode_as(stored::CLEAR_OPTIONS_VERSION, bytes)?;
+                Ok(v3.options.apply(v3.target.into()))
+            }
             Some(&stored::SEALED_VERSION) => {
                 let sealed: stored::TargetV2 = codec::decode_as(stored::SEALED_VERSION, bytes)?;
                 Ok(sealed.open(self.inner.seal.key()?)?.into())

@@ -131,15 +131,31 @@ impl Store {
             }
         }
         out.sort_by(|(t, a), (u, b)| t.cmp(u).then(a.n.cmp(&b.n)));
+        self.with_responses(&keys::responses_of(seq), &mut out)?;
         Ok(out)
     }
 
-    /// Every attempt at delivering event `seq` to `target`, in attempt order.
+    /// Every attempt at delivering event `seq` to `target`, in attempt order, with its response.
     pub fn attempts_to(&self, target: &TargetId, seq: u64) -> Result<Vec<Attempt>> {
-        let mut out: Vec<Attempt> =
-            self.attempt_records(&keys::attempts_to(target, seq))?.into_iter().map(|(_, a)| a).collect();
-        out.extend(self.final_attempt(target, seq)?);
-        Ok(out)
+        let mut out = self.attempt_records(&keys::attempts_to(target, seq))?;
+        out.extend(self.final_attempt(target, seq)?.map(|a| (target.clone(), a)));
+        self.with_responses(&keys::responses_to(target, seq), &mut out)?;
+        Ok(out.into_iter().map(|(_, a)| a).collect())
+    }
+
+    /// Sets the responses of `attempts` from the `H` records under `prefix` (one event's, or its
+    /// delivery to one target's: a few records).
+    fn with_responses(&self, prefix: &[u8], attempts: &mut [(TargetId, Attempt)]) -> Result<()> {
+        for kv in self.inner.tree.scan_prefix(prefix) {
+            let (k, v) = kv?;
+            let Some(Key::Response { target, n, .. }) = Key::parse(&k) else {
+                return Err(StoreError::Codec("bad response key".into()));
+            };
+            if let Some((_, a)) = attempts.iter_mut().find(|(t, a)| *t == target && a.n == n) {
+                a.response = Some(codec::decode(&v)?);
+            }
+        }
+        Ok(())
     }
 
     /// The `A` records under `prefix` (at least seq), with their targets.
@@ -294,6 +310,29 @@ mod tests {
             );
             assert_eq!(store.attempts(5).expect("read"), vec![(t.clone(), attempt)]);
             assert!(!store.is_pending(&t, 5).expect("read"));
+            // A response is written beside its attempt and read back with it, finished or not.
+            let response = crate::Response {
+                status: 503,
+                headers: vec![("retry-after".into(), "30".into())],
+                body: b"later".to_vec(),
+                body_truncated: true,
+            };
+            let retrying = Attempt {
+                response: Some(response.clone()),
+                ..crate::test_support::attempt(1, AttemptResult::Retrying { next_at_ms: 9 })
+            };
+            let delivered = crate::test_support::attempt(2, AttemptResult::Delivered);
+            let mut b = DeliveryBatch::default();
+            b.attempt(&t, 6, &retrying).expect("encode");
+            b.attempt(&t, 6, &delivered).expect("encode");
+            store.write_deliveries(b).await.expect("write");
+            assert_eq!(
+                store.attempts(6).expect("read"),
+                vec![(t.clone(), retrying.clone()), (t.clone(), delivered.clone())]
+            );
+            assert_eq!(store.attempts_to(&t, 6).expect("read"), vec![retrying, delivered]);
+            // The reads the window uses leave it out.
+            assert_eq!(store.last_attempt(&t, 6).expect("read").and_then(|a| a.response), None);
             store.close().await;
         });
     }

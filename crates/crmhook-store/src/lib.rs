@@ -29,7 +29,9 @@
 //! value is a record written by [`codec::encode`]: a version byte (`1`) and the bincode body;
 //! event chunks are version `2` (which added `source_id`), and version `1` chunks are still
 //! read (see [`codec::decode_events`]); targets and sources are version `2` when sealed (see
-//! below). The records are the store's own layouts (`stored`:
+//! below), and targets are now written as version `4` (sealed, with the options added since:
+//! `TargetV4`) or `3` (in clear, `TargetV3`), versions `1` and `2` read with each option at its
+//! default. The records are the store's own layouts (`stored`:
 //! `EventV2`, `TargetV2`, `SubscriptionV1`, `SourceV2`; and `records`), converted explicitly
 //! to and from the core types: bincode is positional, so a core type is never encoded as it is.
 //!
@@ -42,7 +44,7 @@
 //! | `E` seq:u64 | `Vec<EventV2>` (record version 2; `Vec<EventV1>` in version 1) | the event log in chunks: the events from seq on, in seq order (see below) |
 //! | `K` idempotency-key | `Vec<AckEntry>` | the acknowledgement of a request with an `Idempotency-Key` |
 //! | `X` event key | [`AckEntry`] | an event's own idempotency key (a Maximizer `Id`; for a MAIA source's event `maia:` and 128 bits of the SHA-256 of its source id and exact bytes, in hex) → its acknowledgement |
-//! | `T` tgt_id | `TargetV2` (record version 2: URL, header values, secret and previous secret sealed); `TargetV1` (version 1, all in clear) still read ([`Target`](crmhook_core::Target)) | targets |
+//! | `T` tgt_id | `TargetV4` (record version 4: `TargetV2` and `TargetOptionsV1`, `response_body_bytes`); `TargetV3` (version 3: `TargetV1` and the options, written without a key); `TargetV2` (record version 2: URL, header values, secret and previous secret sealed) and `TargetV1` (version 1, all in clear) still read ([`Target`](crmhook_core::Target)) | targets |
 //! | `S` sub_id | `SubscriptionV1` ([`Subscription`](crmhook_core::Subscription)) | subscriptions |
 //! | `Z` src_id | `SourceV2` (record version 2: the MAIA secret sealed); `SourceV1` (version 1, in clear) still read ([`Source`](crmhook_core::Source)) | sources (a Maximizer source's key only as its SHA-256) |
 //! | `Q` rej_id | [`Rejected`] | the quarantine: a piece of a source's request that was not an event, with its exact bytes; rewritten with `retried` set once a retry logged it as an event; removed by retention ([`Store::compact_quarantine`]) |
@@ -50,6 +52,7 @@
 //! | `W` tgt_id | seq:u64 | how far a target had matched: deliveries after `C` and up to here may already have records |
 //! | `P` tgt_id seq:u64 | [`Pending`] | a delivery still owed that has been attempted (a retry) or queued again: the number of its next attempt, when it is due, and `round`, the attempt that began its round of the retry schedule (1, or a redelivery's or replay's first attempt) |
 //! | `A` seq:u64 tgt_id n:u32 | [`Attempt`] | one delivery attempt that did not finish the delivery (append-only); `n` is [`Attempt::n`]; its `round` is as in `P` (`n == round > 1`: a redelivery's first attempt) |
+//! | `H` seq:u64 tgt_id n:u32 | [`Response`] | what the receiver answered to the attempt with the same seq, target and `n` (status, `content-type`, `retry-after`, `location`, the body's first bytes up to the target's `response_body_bytes`), written in the attempt's batch; not part of the attempt's own record (`A`, `L`, `F`), whose layout is unchanged: an attempt recorded before has none. Removed with its event by retention |
 //! | `D` tgt_id | [`Disabled`] | a target that is not delivered to (410 Gone, or an operator) |
 //! | `L` tgt_id state:u8 block:u64 | `Vec<(u64, Attempt)>` | finished deliveries (state `d` delivered, `x` dead) of the seqs `block * 64 ..= block * 64 + 63`, each with its last attempt, in seq order (see below) |
 //! | `F` tgt_id state:u8 seq:u64 | [`Attempt`], or the version byte alone | legacy: one finished delivery, as written before the `L` blocks; still read |
@@ -219,7 +222,10 @@ pub use index::{RECORD_BUCKETS, RECORD_WINDOW};
 pub use log::{Log, LogFuture, LogHandle};
 pub use queries::EventFilter;
 
-pub use records::{AckEntry, Attempt, AttemptResult, AuditEntry, Disabled, Final, Pending, Rejected, Request, Retried};
+pub use records::{
+    AckEntry, Attempt, AttemptResult, AuditEntry, Disabled, Final, Pending, Rejected, Request, Response, Retried,
+    RESPONSE_HEADERS, RESPONSE_HEADER_BYTES,
+};
 pub use records::{LastFailure, Series, SeriesBucket};
 pub use seal::SealKey;
 

@@ -12,7 +12,10 @@ use crate::index::{IndexWindow, WindowPostings};
 use crate::keys::{self, Tag};
 use crate::migrate::migrate_from_format_1;
 use crate::seal::{Seal, SealKey};
-use crate::stored::{SourceV1, SourceV2, TargetV1, TargetV2, SEALED_VERSION};
+use crate::stored::{
+    SourceV1, SourceV2, TargetOptionsV1, TargetV1, TargetV2, TargetV3, TargetV4, CLEAR_OPTIONS_VERSION,
+    SEALED_OPTIONS_VERSION, SEALED_VERSION,
+};
 use crate::writer::{Op, Writer};
 use crate::{codec, read_u64, Inner, Options, Result, Store, StoreError, FORMAT};
 
@@ -192,11 +195,22 @@ fn seal_clear_records(db: &sled::Db, tree: &sled::Tree, key: &SealKey, first: bo
     let mut sealed = 0;
     for kv in tree.scan_prefix(Tag::Target.prefix()) {
         let (k, v) = kv?;
-        if v.first() != Some(&SEALED_VERSION) {
-            let clear: TargetV1 = codec::decode(&v)?;
-            batch.insert(k, codec::encode_as(SEALED_VERSION, &TargetV2::seal(clear, key)?)?);
-            sealed += 1;
-        }
+        // Version 1 (in clear) and 3 (in clear, with options) become 4; 2 and 4 are sealed.
+        let (clear, options) = match v.first() {
+            Some(&CLEAR_OPTIONS_VERSION) => {
+                let v3: TargetV3 = codec::decode_as(CLEAR_OPTIONS_VERSION, &v)?;
+                (v3.target, v3.options)
+            }
+            Some(&SEALED_VERSION | &SEALED_OPTIONS_VERSION) => continue,
+            _ => {
+                let v1: TargetV1 = codec::decode(&v)?;
+                let options = TargetOptionsV1::of(&crmhook_core::Target::from(v1.clone()));
+                (v1, options)
+            }
+        };
+        let target = TargetV4 { target: TargetV2::seal(clear, key)?, options };
+        batch.insert(k, codec::encode_as(SEALED_OPTIONS_VERSION, &target)?);
+        sealed += 1;
     }
     for kv in tree.scan_prefix(Tag::Source.prefix()) {
         let (k, v) = kv?;

@@ -77,7 +77,34 @@ pub struct Attempt {
     pub result: AttemptResult,
     /// The attempt that began its round: `n == round > 1` is a redelivery's first attempt.
     pub round: u32,
+    /// What the receiver answered, when it answered. Not part of this record's bytes (an `A`
+    /// record, an `L` block's entry, an `F` value: their layout is as it was): it is a
+    /// [`Response`] record of its own, `H` seq tgt_id n, written in the same batch as the
+    /// attempt ([`crate::DeliveryBatch::attempt`]) and read back with it by
+    /// [`crate::Store::attempts`] and [`crate::Store::attempts_to`] (the other reads leave it
+    /// `None`). Attempts recorded before answers were kept have none.
+    #[serde(skip)]
+    pub response: Option<Response>,
 }
+
+/// What a receiver answered to an attempt (`H` records): its status, the headers an operator
+/// needs to read it (`content-type`, `retry-after`, `location`, names in lower case, values
+/// cut to [`RESPONSE_HEADER_BYTES`]) and the first bytes of its body (at most the target's
+/// `response_body_bytes`, itself at most 4,096). Kept as long as its attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// The body was longer than what is kept (or its end was not read in time).
+    pub body_truncated: bool,
+}
+
+/// The response headers kept with an attempt, by their lower-case names.
+pub const RESPONSE_HEADERS: [&str; 3] = ["content-type", "retry-after", "location"];
+
+/// Most bytes of a response header's value kept.
+pub const RESPONSE_HEADER_BYTES: usize = 1024;
 
 /// One event of an ingest acknowledgement.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

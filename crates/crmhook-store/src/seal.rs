@@ -291,11 +291,15 @@ mod tests {
             (versions, read)
         };
         let (versions, read) = raw(dir.path(), None);
-        assert_eq!(versions, vec![1, 1], "written in clear without a key");
+        assert_eq!(versions, vec![crate::stored::CLEAR_OPTIONS_VERSION, 1], "written in clear without a key");
         assert_eq!(read, (vec![target.clone()], vec![source.clone()]));
         let (key, _) = SealKey::generate().expect("key");
         let (versions, read) = raw(dir.path(), Some(&key));
-        assert_eq!(versions, vec![crate::stored::SEALED_VERSION; 2], "sealed on open");
+        assert_eq!(
+            versions,
+            vec![crate::stored::SEALED_OPTIONS_VERSION, crate::stored::SEALED_VERSION],
+            "sealed on open"
+        );
         assert_eq!(read, (vec![target], vec![source]));
     }
 }

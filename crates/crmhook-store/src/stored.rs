@@ -241,12 +241,55 @@ impl From<TargetV1> for Target {
             previous_secret: t.previous_secret,
             created_at_ms: t.created_at_ms,
             updated_at_ms: t.updated_at_ms,
+            // Versions 1 and 2 were written before the options: each takes its default.
+            response_body_bytes: crmhook_core::target::MAX_RESPONSE_BODY_BYTES,
         }
     }
 }
 
+/// A target's options that came after its first layouts: record versions 3 ([`TargetV3`], in
+/// clear) and 4 ([`TargetV4`], sealed) hold them after the target of version 1 or 2; a
+/// record of version 1 or 2 reads with each at its default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct TargetOptionsV1 {
+    pub response_body_bytes: u32,
+}
+
+impl TargetOptionsV1 {
+    pub(crate) fn of(t: &Target) -> Self {
+        TargetOptionsV1 { response_body_bytes: t.response_body_bytes }
+    }
+
+    /// `target` (read from a layout without options) with these.
+    pub(crate) fn apply(self, target: Target) -> Target {
+        Target { response_body_bytes: self.response_body_bytes, ..target }
+    }
+}
+
+/// The record version of targets in clear with their options ([`TargetV3`]).
+pub(crate) const CLEAR_OPTIONS_VERSION: u8 = 3;
+/// The record version of sealed targets with their options ([`TargetV4`]).
+pub(crate) const SEALED_OPTIONS_VERSION: u8 = 4;
+
+/// A target (`T` keys), record version 3: [`TargetV1`] (in clear) and its options. Written by
+/// a store opened without a key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct TargetV3 {
+    pub target: TargetV1,
+    pub options: TargetOptionsV1,
+}
+
+/// A target (`T` keys), record version 4: [`TargetV2`] (sealed) and its options. What a store
+/// with its key writes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct TargetV4 {
+    pub target: TargetV2,
+    pub options: TargetOptionsV1,
+}
+
 /// The record version of targets and sources whose secrets are sealed ([`TargetV2`],
 /// [`SourceV2`]); version 1 ([`TargetV1`], [`SourceV1`]) holds them in clear and is still read.
+/// Targets are now written as version 4 ([`TargetV4`]), or 3 without a key.
 pub(crate) const SEALED_VERSION: u8 = 2;
 
 /// Where a sealed field is kept: its record's tag and id, and the field, bound to the sealed
@@ -629,7 +672,16 @@ mod tests {
         )
         .expect("valid");
         target.previous_secret = Some(("whsec_old".into(), 99));
-        same_record::<Target, TargetV1>(&target);
+        // Core's `Target` has gained `response_body_bytes` since, at its end: what it encodes
+        // begins with the very bytes of version 1, which reads back with the option's default.
+        let v1 = encode(&TargetV1::from(&target)).expect("encode");
+        assert_eq!(&encode(&target).expect("encode")[..v1.len()], &v1[..], "the layout of {target:?}");
+        assert_eq!(Target::from(decode::<TargetV1>(&v1).expect("decode")), target);
+        // Versions 3 and 4 keep the option.
+        let narrow = Target { response_body_bytes: 0, ..target.clone() };
+        let v3 = TargetV3 { target: TargetV1::from(&narrow), options: TargetOptionsV1::of(&narrow) };
+        let read = decode::<TargetV3>(&encode(&v3).expect("encode")).expect("decode");
+        assert_eq!(read.options.apply(read.target.into()), narrow);
         let mut filters = Vec::new();
         for (name, _) in Op::ALL {
             let value = match name {

@@ -85,5 +85,6 @@ pub(crate) fn attempt(n: u32, result: AttemptResult) -> Attempt {
         outcome: crmhook_core::retry::Outcome::Status(200),
         result,
         round: 1,
+        response: None,
     }
 }

@@ -111,6 +111,7 @@ fn attempt() -> impl Strategy<Value = Attempt> {
                 _ => AttemptResult::Dead,
             },
             round,
+            response: None,
         },
     )
 }

@@ -88,6 +88,9 @@ pub enum Targets {
         ordered: bool,
         #[arg(long)]
         format: Option<String>,
+        /// Bytes of each answer's body kept with its attempt (0 to 4096; default 4096).
+        #[arg(long)]
+        response_body_bytes: Option<u32>,
     },
     Delete {
         id: String,
@@ -338,15 +341,7 @@ pub fn events(conn: &Conn, cmd: Events) -> anyhow::Result<ExitCode> {
             for d in e["deliveries"].as_array().cloned().unwrap_or_default() {
                 println!("\n{} {}: {}", s(&d["target_id"]), d["target_name"].as_str().unwrap_or(""), s(&d["status"]));
                 for a in d["attempts"].as_array().cloned().unwrap_or_default() {
-                    let what = a["status_code"].as_u64().map(|c| format!("HTTP {c}")).unwrap_or_else(|| s(&a["error"]));
-                    println!(
-                        "  #{} {} {} {} ms  {}",
-                        s(&a["n"]),
-                        s(&a["at"]),
-                        what,
-                        s(&a["duration_ms"]),
-                        s(&a["result"])
-                    );
+                    print_attempt(&a, "  ");
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -361,6 +356,37 @@ pub fn events(conn: &Conn, cmd: Events) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Events::Tail { after } => tail(conn, after),
+    }
+}
+
+/// One attempt for people: its number, time, answer and duration, what it led to; then why it
+/// failed and what the receiver answered (headers kept, and the body), each line indented by
+/// `indent`.
+pub(crate) fn print_attempt(a: &Value, indent: &str) {
+    let what = a["status_code"].as_u64().map(|c| format!("HTTP {c}")).unwrap_or_else(|| "no answer".into());
+    println!("{indent}#{} {} {} {} ms  {}", s(&a["n"]), s(&a["at"]), what, s(&a["duration_ms"]), s(&a["result"]));
+    if let Some(error) = a["error"].as_str() {
+        println!("{indent}   error: {error}");
+    }
+    let r = &a["response"];
+    if r.is_object() {
+        let headers: Vec<String> = r["headers"]
+            .as_object()
+            .map(|h| h.iter().map(|(k, v)| format!("{k}: {}", v.as_str().unwrap_or(""))).collect())
+            .unwrap_or_default();
+        if !headers.is_empty() {
+            println!("{indent}   headers: {}", headers.join("; "));
+        }
+        let body = r["body"].as_str().unwrap_or("");
+        let cut = if r["body_truncated"] == true { " (truncated)" } else { "" };
+        if body.is_empty() {
+            println!("{indent}   body: none{cut}");
+        } else {
+            println!("{indent}   body{cut}:");
+            for line in body.lines() {
+                println!("{indent}     {line}");
+            }
+        }
     }
 }
 
@@ -393,7 +419,7 @@ fn tail(conn: &Conn, after: Option<u64>) -> anyhow::Result<ExitCode> {
             } else if kind == "event" {
                 writeln!(out, "event    seq {}  {}  {}", s(&v["seq"]), s(&v["id"]), s(&v["type"]))?;
             } else {
-                let code = v["status_code"].as_u64().map(|c| format!("HTTP {c}")).unwrap_or_else(|| "no answer".into());
+                let code = v["status_code"].as_u64().map(|c| format!("HTTP {c}")).unwrap_or_else(|| s(&v["error"]));
                 writeln!(
                     out,
                     "attempt  {} -> {}  #{}  {}  {}",
@@ -446,7 +472,16 @@ pub fn targets(conn: &Conn, cmd: Targets) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Targets::Show { id } => shown(request(conn, "GET", &format!("/v1/targets/{id}"), None)?),
-        Targets::Create { name, target_url, headers, timeout_ms, retry_schedule_ms, ordered, format } => {
+        Targets::Create {
+            name,
+            target_url,
+            headers,
+            timeout_ms,
+            retry_schedule_ms,
+            ordered,
+            format,
+            response_body_bytes,
+        } => {
             let mut body = json!({"name": name, "url": target_url, "ordered": ordered});
             if !headers.is_empty() {
                 let mut map = serde_json::Map::new();
@@ -464,6 +499,9 @@ pub fn targets(conn: &Conn, cmd: Targets) -> anyhow::Result<ExitCode> {
             }
             if let Some(f) = format {
                 body["format"] = json!(f);
+            }
+            if let Some(n) = response_body_bytes {
+                body["response_body_bytes"] = json!(n);
             }
             shown(request(conn, "POST", "/v1/targets", Some(&body))?)
         }
@@ -660,7 +698,13 @@ pub fn export(data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
         let attempts: Vec<Value> = store
             .attempts(e.seq)?
             .into_iter()
-            .map(|(t, a)| json!({"target_id": t, "n": a.n, "at": crmhook_core::time::rfc3339(a.at_ms), "duration_ms": a.duration_ms, "outcome": format!("{:?}", a.outcome), "result": format!("{:?}", a.result)}))
+            .map(|(t, a)| {
+                let response = a.response.as_ref().map(|r| {
+                    json!({"status": r.status, "headers": r.headers.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+                           "body": String::from_utf8_lossy(&r.body), "body_truncated": r.body_truncated})
+                });
+                json!({"target_id": t, "n": a.n, "at": crmhook_core::time::rfc3339(a.at_ms), "duration_ms": a.duration_ms, "outcome": format!("{:?}", a.outcome), "result": format!("{:?}", a.result), "response": response})
+            })
             .collect();
         let line = json!({"id": e.id, "seq": e.seq, "type": e.event_type, "received_at": crmhook_core::time::rfc3339(e.received_at_ms), "payload": payload, "attempts": attempts});
         writeln!(out, "{line}")?;

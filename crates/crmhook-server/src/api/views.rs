@@ -13,7 +13,7 @@ use crmhook_core::retry::Outcome;
 use crmhook_core::time::{now_ms, rfc3339};
 use crmhook_core::{Event, EventId, RejectedId, Source, SourceId, SourceKind, Subscription, SubscriptionId};
 use crmhook_core::{Target, TargetId};
-use crmhook_store::{AckEntry, Attempt, AttemptResult, DeliveryStatus, Disabled, Rejected, Retried};
+use crmhook_store::{AckEntry, Attempt, AttemptResult, DeliveryStatus, Disabled, Rejected, Response, Retried};
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 use serde_json::Value;
@@ -249,6 +249,53 @@ pub struct AttemptView {
     /// When retrying.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_attempt_at: Option<String>,
+    /// What the receiver answered; `null` when it did not (or the attempt was recorded before
+    /// answers were kept).
+    pub response: Option<ResponseView>,
+}
+
+/// What a receiver answered to an attempt.
+#[derive(Debug, Serialize)]
+pub struct ResponseView {
+    pub status: u16,
+    /// `content-type`, `retry-after`, `location`: those it sent.
+    pub headers: serde_json::Map<String, Value>,
+    /// Its first bytes (at most the target's `response_body_bytes`) as UTF-8, invalid
+    /// sequences replaced.
+    pub body: String,
+    /// It was longer than `body`.
+    pub body_truncated: bool,
+}
+
+impl From<&Response> for ResponseView {
+    fn from(r: &Response) -> Self {
+        ResponseView {
+            status: r.status,
+            headers: r.headers.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect(),
+            body: String::from_utf8_lossy(&r.body).into_owned(),
+            body_truncated: r.body_truncated,
+        }
+    }
+}
+
+/// An attempt's `error`: why it failed, in words (`None` for a 2xx answer). A status other
+/// than 2xx is `answered HTTP <code>`, a 3xx `redirect not followed (HTTP <code> to <Location>)`,
+/// a timeout `timed out after <duration> ms`; with no answer, the words the delivery recorded
+/// (`connection refused`, `TLS: …`, `DNS: …`, `refused: <address> is not a public address …`).
+pub fn attempt_error(outcome: &Outcome, duration_ms: u64, response: Option<&Response>) -> Option<String> {
+    match outcome {
+        Outcome::Status(200..=299) => None,
+        Outcome::Status(code @ 300..=399) => {
+            let location = response.and_then(|r| r.headers.iter().find(|(k, _)| k == "location"));
+            Some(match location {
+                Some((_, to)) => format!("redirect not followed (HTTP {code} to {to})"),
+                None => format!("redirect not followed (HTTP {code})"),
+            })
+        }
+        Outcome::Status(code) => Some(format!("answered HTTP {code}")),
+        Outcome::Timeout => Some(format!("timed out after {duration_ms} ms")),
+        Outcome::Error(e) => Some(e.clone()),
+    }
 }
 
 impl From<&Attempt> for AttemptView {
@@ -258,13 +305,11 @@ impl From<&Attempt> for AttemptView {
             (true, true) => Trigger::Redelivery,
             (false, _) => Trigger::Retry,
         };
-        let (status_code, error) = match &a.outcome {
-            Outcome::Status(code) => {
-                (Some(*code), (!(200..300).contains(code)).then(|| format!("answered HTTP {code}")))
-            }
-            Outcome::Timeout => (None, Some("timed out".to_owned())),
-            Outcome::Error(e) => (None, Some(e.clone())),
+        let status_code = match &a.outcome {
+            Outcome::Status(code) => Some(*code),
+            Outcome::Timeout | Outcome::Error(_) => None,
         };
+        let error = attempt_error(&a.outcome, a.duration_ms, a.response.as_ref());
         let (result, next_attempt_at) = match a.result {
             AttemptResult::Delivered => (AttemptOutcome::Delivered, None),
             AttemptResult::Retrying { next_at_ms } => (AttemptOutcome::Retrying, Some(rfc3339(next_at_ms))),
@@ -280,6 +325,7 @@ impl From<&Attempt> for AttemptView {
             error,
             result,
             next_attempt_at,
+            response: a.response.as_ref().map(ResponseView::from),
         }
     }
 }
@@ -459,6 +505,8 @@ pub struct TargetView<'a> {
     pub retry_schedule_ms: &'a [u64],
     pub ordered: bool,
     pub format: Option<&'static str>,
+    /// How many bytes of each answer's body are kept with its attempt.
+    pub response_body_bytes: u32,
     pub created_at: String,
     pub updated_at: String,
     /// While the secret before the last rotation still signs.
@@ -488,6 +536,7 @@ impl<'a> TargetView<'a> {
             retry_schedule_ms: &t.retry_schedule_ms,
             ordered: t.ordered,
             format: t.format.map(|f| f.as_str()),
+            response_body_bytes: t.response_body_bytes,
             created_at: rfc3339(t.created_at_ms),
             updated_at: rfc3339(t.updated_at_ms),
             previous_secret_expires_at: t

@@ -3,7 +3,7 @@
 
 use crmhook_core::retry::Outcome;
 use crmhook_core::{RejectedId, SourceId, SourceKind, Target, TargetId};
-use crmhook_store::{Attempt, AttemptResult, Disabled, Rejected, Retried};
+use crmhook_store::{Attempt, AttemptResult, Disabled, Rejected, Response, Retried};
 
 use super::*;
 
@@ -12,7 +12,7 @@ fn json<T: Serialize>(view: &T) -> String {
 }
 
 fn attempt(n: u32, round: u32, outcome: Outcome, result: AttemptResult) -> Attempt {
-    Attempt { n, at_ms: 0, duration_ms: 12, outcome, result, round }
+    Attempt { n, at_ms: 0, duration_ms: 12, outcome, result, round, response: None }
 }
 
 const T0: &str = "1970-01-01T00:00:00.000Z";
@@ -22,22 +22,60 @@ fn attempts_show_what_applies_in_order() {
     let delivered = attempt(1, 1, Outcome::Status(204), AttemptResult::Delivered);
     assert_eq!(
         json(&AttemptView::from(&delivered)),
-        format!(r#"{{"n":1,"at":"{T0}","duration_ms":12,"trigger":"first","status_code":204,"result":"delivered"}}"#)
+        format!(
+            r#"{{"n":1,"at":"{T0}","duration_ms":12,"trigger":"first","status_code":204,"result":"delivered","response":null}}"#
+        )
     );
     let retrying = attempt(2, 1, Outcome::Status(500), AttemptResult::Retrying { next_at_ms: 0 });
     assert_eq!(
         json(&AttemptView::from(&retrying)),
         format!(
-            r#"{{"n":2,"at":"{T0}","duration_ms":12,"trigger":"retry","status_code":500,"error":"answered HTTP 500","result":"retrying","next_attempt_at":"{T0}"}}"#
+            r#"{{"n":2,"at":"{T0}","duration_ms":12,"trigger":"retry","status_code":500,"error":"answered HTTP 500","result":"retrying","next_attempt_at":"{T0}","response":null}}"#
         )
     );
     let redelivery = attempt(3, 3, Outcome::Timeout, AttemptResult::Dead);
     assert_eq!(
         json(&AttemptView::from(&redelivery)),
-        format!(r#"{{"n":3,"at":"{T0}","duration_ms":12,"trigger":"redelivery","error":"timed out","result":"dead"}}"#)
+        format!(
+            r#"{{"n":3,"at":"{T0}","duration_ms":12,"trigger":"redelivery","error":"timed out after 12 ms","result":"dead","response":null}}"#
+        )
     );
-    let refused = attempt(1, 1, Outcome::Error("refused".into()), AttemptResult::TargetDisabled);
-    assert!(json(&AttemptView::from(&refused)).ends_with(r#""error":"refused","result":"target_disabled"}"#));
+    let refused = attempt(1, 1, Outcome::Error("connection refused".into()), AttemptResult::TargetDisabled);
+    assert!(json(&AttemptView::from(&refused))
+        .ends_with(r#""error":"connection refused","result":"target_disabled","response":null}"#));
+}
+
+#[test]
+fn an_answer_shows_its_status_headers_and_body() {
+    let response = Response {
+        status: 500,
+        headers: vec![("content-type".into(), "text/plain".into()), ("retry-after".into(), "30".into())],
+        body: vec![b'o', b'k', 0xff],
+        body_truncated: true,
+    };
+    let failed = Attempt {
+        response: Some(response),
+        ..attempt(1, 1, Outcome::Status(500), AttemptResult::Retrying { next_at_ms: 0 })
+    };
+    assert!(json(&AttemptView::from(&failed)).ends_with(&format!(
+        r#""next_attempt_at":"{T0}","response":{{"status":500,"headers":{{"content-type":"text/plain","retry-after":"30"}},"body":"ok�","body_truncated":true}}}}"#
+    )));
+    let moved = Response {
+        status: 302,
+        headers: vec![("location".into(), "https://elsewhere.example/".into())],
+        body: Vec::new(),
+        body_truncated: false,
+    };
+    let redirected = Attempt {
+        response: Some(moved),
+        ..attempt(1, 1, Outcome::Status(302), AttemptResult::Retrying { next_at_ms: 0 })
+    };
+    assert_eq!(
+        AttemptView::from(&redirected).error.as_deref(),
+        Some("redirect not followed (HTTP 302 to https://elsewhere.example/)")
+    );
+    let bare = attempt(1, 1, Outcome::Status(301), AttemptResult::Dead);
+    assert_eq!(AttemptView::from(&bare).error.as_deref(), Some("redirect not followed (HTTP 301)"));
 }
 
 #[test]
@@ -68,12 +106,13 @@ fn a_target_shows_enabled_then_what_applies() {
         previous_secret: Some(("whsec_old".into(), 1)),
         created_at_ms: 0,
         updated_at_ms: 0,
+        response_body_bytes: 4096,
     };
     let plain = json(&TargetView::new(&target, None, false));
     assert_eq!(
         plain,
         format!(
-            r#"{{"id":"{}","name":"crm","url":"https://crm.example/hook","headers":{{"X-B":"<redacted>","X-A":"<redacted>"}},"timeout_ms":2000,"retry_schedule_ms":[5000],"ordered":false,"format":null,"created_at":"{T0}","updated_at":"{T0}","enabled":true}}"#,
+            r#"{{"id":"{}","name":"crm","url":"https://crm.example/hook","headers":{{"X-B":"<redacted>","X-A":"<redacted>"}},"timeout_ms":2000,"retry_schedule_ms":[5000],"ordered":false,"format":null,"response_body_bytes":4096,"created_at":"{T0}","updated_at":"{T0}","enabled":true}}"#,
             target.id
         )
     );

@@ -1,0 +1,128 @@
+//! What the receiver said: each attempt keeps the answer's status, its `Content-Type`,
+//! `Retry-After` and `Location`, and the first bytes of its body (at most the target's
+//! `response_body_bytes`, itself at most 4,096); with no answer, `error` says in words what
+//! happened. Through the real binary and a real receiver on 127.0.0.1.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::*;
+
+const DELIVERY: Duration = Duration::from_secs(15);
+
+/// Posts one MAIA event and waits until its delivery to the one target is `status`; answers
+/// the event's view.
+fn delivered(server: &Server, status: &str) -> Value {
+    let ack = server.post_ok(&maia("crm_field_update", json!({})));
+    let id = ack["events"][0]["id"].as_str().expect("id").to_owned();
+    wait_for(DELIVERY, &format!("the delivery {status}"), || {
+        let e = server.event(&id);
+        (e["deliveries"][0]["status"] == status).then_some(e)
+    })
+}
+
+#[test]
+fn a_failed_attempt_shows_what_the_receiver_answered() {
+    let server = Server::start();
+    let rcv = Receiver::start();
+    let answer = Reply { retry_after: Some(30), ..with_body(500, "database is down\n") };
+    rcv.program("/err", &[], answer);
+    let (tid, _) = server.wire(&rcv.url("/err"), Some(json!({})), json!({"retry_schedule_ms": []}));
+    let e = delivered(&server, "dead");
+    let attempt = &e["deliveries"][0]["attempts"][0];
+    assert_eq!(attempt["status_code"], 500, "{attempt}");
+    assert_eq!(attempt["error"], "answered HTTP 500", "{attempt}");
+    assert_eq!(
+        attempt["response"],
+        json!({"status": 500, "headers": {"content-type": "text/plain", "retry-after": "30"},
+               "body": "database is down\n", "body_truncated": false}),
+        "{attempt}"
+    );
+    // The target's deliveries list the same attempt.
+    let listed = server.admin("GET", &format!("/v1/targets/{tid}/deliveries?status=dead"), None).json();
+    assert_eq!(listed["deliveries"][0]["attempts"][0]["response"], attempt["response"], "{listed}");
+    // A delivered attempt keeps its answer too.
+    rcv.set_default("/err", with_body(200, "{\"ok\":true}"));
+    let e = delivered(&server, "delivered");
+    let response = &e["deliveries"][0]["attempts"][0]["response"];
+    assert_eq!((response["status"].as_u64(), response["body"].as_str()), (Some(200), Some("{\"ok\":true}")));
+    assert!(e["deliveries"][0]["attempts"][0].get("error").is_none(), "{e}");
+}
+
+#[test]
+fn at_most_4096_bytes_of_a_body_are_kept() {
+    let server = Server::start();
+    let rcv = Receiver::start();
+    let long: &'static str = Box::leak("0123456789".repeat(600).into_boxed_str());
+    rcv.program("/long", &[], with_body(502, long));
+    server.wire(&rcv.url("/long"), Some(json!({})), json!({"retry_schedule_ms": []}));
+    let e = delivered(&server, "dead");
+    let response = &e["deliveries"][0]["attempts"][0]["response"];
+    assert_eq!(response["body"].as_str(), Some(&long[..4096]), "{response}");
+    assert_eq!(response["body_truncated"], true, "{response}");
+}
+
+#[test]
+fn response_body_bytes_0_keeps_none_and_can_be_changed() {
+    let server = Server::start();
+    let rcv = Receiver::start();
+    rcv.program("/quiet", &[], with_body(500, "secret details"));
+    let (tid, _) =
+        server.wire(&rcv.url("/quiet"), Some(json!({})), json!({"retry_schedule_ms": [], "response_body_bytes": 0}));
+    assert_eq!(server.admin("GET", &format!("/v1/targets/{tid}"), None).json()["response_body_bytes"], 0);
+    let e = delivered(&server, "dead");
+    let response = &e["deliveries"][0]["attempts"][0]["response"];
+    assert_eq!(
+        response,
+        &json!({"status": 500, "headers": {"content-type": "text/plain"}, "body": "", "body_truncated": true})
+    );
+    // PATCH keeps less than the default, and refuses more than 4,096 naming the field.
+    let patched = server.admin("PATCH", &format!("/v1/targets/{tid}"), Some(&json!({"response_body_bytes": 6})));
+    assert_eq!((patched.status, patched.json()["response_body_bytes"].as_u64()), (200, Some(6)), "{}", patched.text);
+    let e = delivered(&server, "dead");
+    assert_eq!(e["deliveries"][0]["attempts"][0]["response"]["body"], "secret");
+    for bad in [json!(4097), json!(-1), json!("all")] {
+        let r = server.admin("PATCH", &format!("/v1/targets/{tid}"), Some(&json!({"response_body_bytes": bad})));
+        assert_eq!(r.status, 422, "{}", r.text);
+        assert!(r.text.contains("response_body_bytes"), "{}", r.text);
+    }
+    let r = server.admin(
+        "POST",
+        "/v1/targets",
+        Some(&json!({"name": "big", "url": rcv.url("/x"), "response_body_bytes": 5000})),
+    );
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(r.text.contains("response_body_bytes"), "{}", r.text);
+}
+
+#[test]
+fn a_refused_connection_reads_connection_refused() {
+    let server = Server::start();
+    // A port nothing listens on any more.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port();
+    server.wire(&format!("http://127.0.0.1:{port}/gone"), Some(json!({})), json!({"retry_schedule_ms": []}));
+    let e = delivered(&server, "dead");
+    let attempt = &e["deliveries"][0]["attempts"][0];
+    assert_eq!(attempt["error"], "connection refused", "{attempt}");
+    assert!(attempt["response"].is_null() && attempt.get("status_code").is_none(), "{attempt}");
+}
+
+#[test]
+fn a_timeout_reads_timed_out_after_its_milliseconds() {
+    let server = Server::start();
+    let rcv = Receiver::start();
+    rcv.program("/slow", &[], delayed(200, Duration::from_secs(2)));
+    server.wire(&rcv.url("/slow"), Some(json!({})), json!({"retry_schedule_ms": [], "timeout_ms": 300}));
+    let e = delivered(&server, "dead");
+    let attempt = &e["deliveries"][0]["attempts"][0];
+    let error = attempt["error"].as_str().unwrap_or_default();
+    let ms: u64 = error
+        .strip_prefix("timed out after ")
+        .and_then(|rest| rest.strip_suffix(" ms"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{attempt}"));
+    assert!((300..2000).contains(&ms), "{attempt}");
+    assert!(attempt["response"].is_null(), "{attempt}");
+}
