@@ -210,19 +210,24 @@ fn serve(flags: Flags) -> anyhow::Result<ExitCode> {
         if let Some(file) = server.tokens_file() {
             writeln!(out, "the generated tokens are in {} (readable by this user only)", file.display())?;
         }
+        // The signals are listened for before the line that says the server is up: a SIGTERM or
+        // SIGHUP sent as soon as it is read must not meet the default action (the process killed
+        // by the signal, not a graceful stop).
+        let shutdown = shutdown_signal();
+        if let Some(reload) = server.tls_reload() {
+            reload_on_sighup(reload);
+        }
         writeln!(out, "crmhook {} listening on {}", env!("CARGO_PKG_VERSION"), server.local_addr())?;
         out.flush()?;
         drop(out);
-        if let Some(reload) = server.tls_reload() {
-            actix_rt::spawn(reload_on_sighup(reload));
-        }
-        server.run_until(shutdown_signal()).await?;
+        server.run_until(shutdown).await?;
         Ok(ExitCode::SUCCESS)
     })
 }
 
-/// Reloads the listener's certificate and key from their files on every SIGHUP.
-async fn reload_on_sighup(reload: crmhook_server::tls::TlsReload) {
+/// Reloads the listener's certificate and key from their files on every SIGHUP (listened for
+/// from this call on).
+fn reload_on_sighup(reload: crmhook_server::tls::TlsReload) {
     let mut hup = match actix_rt::signal::unix::signal(actix_rt::signal::unix::SignalKind::hangup()) {
         Ok(hup) => hup,
         Err(e) => {
@@ -230,29 +235,38 @@ async fn reload_on_sighup(reload: crmhook_server::tls::TlsReload) {
             return;
         }
     };
-    while hup.recv().await.is_some() {
-        match reload.reload() {
-            Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
-            Err(e) => {
-                tracing::error!(error = %e, "SIGHUP: the TLS certificate was not reloaded; the old one is served")
+    actix_rt::spawn(async move {
+        while hup.recv().await.is_some() {
+            match reload.reload() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: the TLS certificate was not reloaded; the old one is served")
+                }
             }
         }
-    }
+    });
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let mut term = match actix_rt::signal::unix::signal(actix_rt::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGTERM");
-            let _ = actix_rt::signal::ctrl_c().await;
-            return;
+/// Resolves on SIGINT or SIGTERM, both listened for from this call on (not from the first poll).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use actix_rt::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            (term, int) => {
+                if let Some(e) = term.as_ref().err().or(int.as_ref().err()) {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM or SIGINT");
+                }
+                let _ = actix_rt::signal::ctrl_c().await;
+            }
         }
-    };
-    tokio::select! {
-        _ = actix_rt::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }
 
