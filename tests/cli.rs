@@ -452,3 +452,38 @@ fn receive_shows_the_signatures_of_a_real_delivery_and_how_to_check_them() {
         assert!(String::from_utf8_lossy(&out.stdout).starts_with("valid"), "{out:?}");
     }
 }
+
+#[test]
+fn targets_test_prints_the_attempt_and_what_the_receiver_answered() {
+    let server = Server::start();
+    let rcv = Receiver::start();
+    rcv.program("/tt", &[Reply { retry_after: Some(30), ..with_body(503, "try later") }], status(200));
+    let (tid, _) = server.wire(&rcv.url("/tt"), None, json!({}));
+    let failed = crmhook(&server, &["targets", "test", &tid]);
+    assert!(!failed.status.success(), "a test that was not delivered exits non-zero");
+    let text = String::from_utf8_lossy(&failed.stdout).into_owned();
+    assert!(text.starts_with("test event evt_") && text.contains("crm_field_update"), "{text}");
+    assert!(text.contains("#1 ") && text.contains("HTTP 503") && text.contains(" ms  dead"), "{text}");
+    assert!(text.contains("error: answered HTTP 503"), "{text}");
+    assert!(text.contains("headers: content-type: text/plain; retry-after: 30"), "{text}");
+    assert!(text.contains("body:\n     try later"), "{text}");
+    let test_id = text.split_whitespace().nth(2).expect("the event id").to_owned();
+
+    let delivered = ok(&crmhook(&server, &["targets", "test", &tid, "--type", "ai_pause", "--json"]));
+    let v: Value = serde_json::from_str(&delivered).expect("json");
+    assert_eq!((v["event"]["type"].as_str(), v["event"]["test"].as_bool()), (Some("ai_pause"), Some(true)), "{v}");
+    assert_eq!(
+        (v["attempt"]["result"].as_str(), v["attempt"]["response"]["body"].as_str()),
+        (Some("delivered"), Some("ok"))
+    );
+    assert_eq!(rcv.count("/tt"), 2);
+
+    // The event's own view says it is a test, with the answer.
+    let shown = ok(&crmhook(&server, &["events", "show", &test_id]));
+    assert!(shown.contains("a test event") && shown.contains("try later"), "{shown}");
+    let listed = ok(&crmhook(&server, &["events", "list"]));
+    assert!(listed.contains("ai_pause (test)"), "{listed}");
+    let bad = crmhook(&server, &["targets", "test", &tid, "--type", "nothing"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("422"), "{}", String::from_utf8_lossy(&bad.stderr));
+}

@@ -51,6 +51,9 @@ pub struct NewEvent {
     pub version_major: Option<u32>,
     /// The source that posted it (`None`: `POST /v1/events`).
     pub source_id: Option<SourceId>,
+    /// A test event (`POST /v1/targets/{id}/test`), not a CRM's: delivered to the target it
+    /// tests only, and matched by no subscription ([`crate::subscription`]).
+    pub test: bool,
 }
 
 /// An event in the log.
@@ -71,6 +74,8 @@ pub struct Event {
     pub external_id: Option<String>,
     pub version_major: Option<u32>,
     pub source_id: Option<SourceId>,
+    /// A test event (`POST /v1/targets/{id}/test`): see [`NewEvent::test`].
+    pub test: bool,
 }
 
 /// `Vec<u8>` through serde's byte methods. A format that has no bytes of its own (JSON) writes
@@ -129,6 +134,7 @@ impl Event {
             external_id: new.external_id,
             version_major: new.version_major,
             source_id: new.source_id,
+            test: new.test,
         }
     }
 
@@ -519,6 +525,7 @@ fn maia(obj: &Map<String, Value>, raw: &RawValue) -> Result<NewEvent, CoreError>
         external_id: None,
         version_major: None,
         source_id: None,
+        test: false,
     })
 }
 
@@ -576,6 +583,7 @@ fn maximizer_event(obj: &Map<String, Value>, raw: &RawValue) -> Result<NewEvent,
         external_id: Some(id.to_owned()),
         version_major,
         source_id: None,
+        test: false,
     })
 }
 

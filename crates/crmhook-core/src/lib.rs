@@ -10,6 +10,7 @@ pub mod error;
 pub mod event;
 pub mod id;
 pub mod retry;
+pub mod samples;
 pub mod sign;
 pub mod source;
 pub mod subscription;

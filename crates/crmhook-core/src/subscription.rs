@@ -2,6 +2,11 @@
 //!
 //! A subscription matches when every condition it has holds (AND); a target gets an event once
 //! if any of its subscriptions matches (OR). See contract section 3 and `docs/SUBSCRIPTIONS.md`.
+//!
+//! A test event (`POST /v1/targets/{id}/test`, [`Event::test`]) matches no subscription: it is
+//! delivered to the target it tests, by that request, and to no one else; every path that
+//! routes the log (the router's wake-ups, a target's window, the API's "who is owed this")
+//! asks these matchers, so this one rule keeps test events out of all of them.
 
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
@@ -271,7 +276,7 @@ impl Subscription {
     /// Whether this subscription wants `event`. `json` is the event's payload, parsed on first
     /// use (only filters need it).
     pub fn matches(&self, event: &Event, json: &mut LazyJson<'_>) -> bool {
-        if event.seq <= self.from_seq {
+        if event.seq <= self.from_seq || event.test {
             return false;
         }
         if !self.event_types.is_empty() && !self.event_types.iter().any(|t| type_matches(t, &event.event_type)) {
@@ -421,6 +426,7 @@ impl Compiled {
 impl CompiledSub {
     fn matches(&self, event: &Event, json: &mut LazyJson<'_>) -> bool {
         event.seq > self.from_seq
+            && !event.test
             && (self.kanban_ids.is_empty() || event.kanban_id.as_ref().is_none_or(|k| self.kanban_ids.contains(k)))
             && (self.field_names.is_empty()
                 || event.event_type != "crm_field_update"
@@ -709,6 +715,7 @@ mod tests {
             external_id: None,
             version_major: None,
             source_id: None,
+            test: false,
         }
     }
 
@@ -725,6 +732,15 @@ mod tests {
     #[test]
     fn an_empty_subscription_matches_everything() {
         assert!(matches(&sub(json!({})), &event("ai_pause", None, None, json!({}))));
+    }
+
+    #[test]
+    fn a_test_event_matches_no_subscription() {
+        let test = Event { test: true, ..event("crm_field_update", None, None, json!({})) };
+        let all = sub(json!({}));
+        assert!(!matches(&all, &test));
+        assert!(!all.matches(&test, &mut LazyJson::default()));
+        assert!(!Compiled::new(vec![all, sub(json!({"event_types": ["crm_field_update"]}))]).matches(&test));
     }
 
     #[test]

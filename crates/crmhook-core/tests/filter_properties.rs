@@ -87,6 +87,7 @@ fn event_with(payload: &str) -> Event {
         external_id: None,
         version_major: Some(1),
         source_id: None,
+        test: false,
     }
 }
 

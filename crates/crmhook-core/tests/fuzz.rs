@@ -498,6 +498,7 @@ fn event() -> impl Strategy<Value = Event> {
             external_id: None,
             version_major: major,
             source_id: None,
+            test: false,
         })
 }
 

@@ -39,6 +39,9 @@ fn main() {
         duration_ms: 3,
         at_ms: T0,
         error: None,
+        outcome: crmhook_core::retry::Outcome::Status(200),
+        response: None,
+        test: false,
     };
     for round in 1..=3 {
         println!("round {round}");

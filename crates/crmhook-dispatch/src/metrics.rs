@@ -61,6 +61,9 @@ pub struct Metrics {
     auth_rate_limited: AtomicU64,
     /// Ingest requests refused (503) because deliveries were too far behind.
     backpressured: AtomicU64,
+    /// Test events sent (`POST /v1/targets/{id}/test`): counted here, not as ingested events
+    /// nor as a target's deliveries.
+    test_events: AtomicU64,
 }
 
 /// The events of one type accepted, and the type's slot in the ingest series.
@@ -209,6 +212,11 @@ impl Metrics {
         self.backpressured.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A test event was sent to a target.
+    pub fn test_event(&self) {
+        self.test_events.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// A target's counters, created on first use.
     pub fn target(&self, target: &str) -> Arc<TargetMetrics> {
         entry(&self.targets, target, || TargetMetrics {
@@ -299,6 +307,7 @@ impl Metrics {
             auth_failures: self.auth_failures.load(Ordering::Relaxed),
             auth_rate_limited: self.auth_rate_limited.load(Ordering::Relaxed),
             backpressured: self.backpressured.load(Ordering::Relaxed),
+            test_events: self.test_events.load(Ordering::Relaxed),
             delivery_lag_ms: self.delivery_lag_ms(crmhook_core::time::now_ms()),
         }
     }
@@ -325,6 +334,8 @@ pub struct Snapshot {
     pub backpressured: u64,
     /// How far the live targets are behind ingest ([`Metrics::delivery_lag_ms`]).
     pub delivery_lag_ms: u64,
+    /// Test events sent ([`Metrics::test_event`]).
+    pub test_events: u64,
 }
 
 /// The value under `key`, created on first use: a shared lock for the lookup, the exclusive

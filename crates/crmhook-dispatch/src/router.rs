@@ -20,7 +20,7 @@ use crmhook_core::subscription::{check_room, Compiled};
 use crmhook_core::{CoreError, NewEvent, Subscription, SubscriptionId, Target, TargetId};
 use std::time::Duration;
 
-use crmhook_store::{AckEntry, DeliveryBatch, Disabled, LogHandle, Request, StoreError};
+use crmhook_store::{AckEntry, Attempt, DeliveryBatch, Disabled, LogHandle, Request, StoreError};
 
 use crate::delivery::Lane;
 use crate::feed::Feed;
@@ -148,6 +148,21 @@ impl RouterHandle {
         let handle = self.addr.send(HandleOf(target.clone())).await.map_err(|_| RouterError::Stopped)?;
         let handle = handle.ok_or_else(|| RouterError::NotFound(target.to_string()))?;
         Ok(handle.requeue(seqs, request).await)
+    }
+
+    /// Tests a target: logs `event` as a test event ([`NewEvent::test`]), delivers it to that
+    /// target alone, at once and once, and records the attempt (`TargetHandle::test`).
+    /// Answers the event's acknowledgement and the attempt. An unknown target logs nothing.
+    pub async fn test(&self, target: TargetId, event: NewEvent) -> Result<(AckEntry, Attempt), RouterError> {
+        let event = NewEvent { test: true, external_id: None, ..event };
+        let handle = self.addr.send(HandleOf(target.clone())).await.map_err(|_| RouterError::Stopped)?;
+        let handle = handle.ok_or_else(|| RouterError::NotFound(target.to_string()))?;
+        // Straight to the log writer's queue, as ingest does; no target's window takes it (a
+        // test event matches no subscription).
+        let ack = self.store.queue_append(vec![event], None)?.wait().await?;
+        let ack = ack.into_iter().next().ok_or(RouterError::Stopped)?;
+        let attempt = handle.test(ack.seq).await?;
+        Ok((ack, attempt))
     }
 
     /// Enables a target (`None`) or disables it for the given reason.

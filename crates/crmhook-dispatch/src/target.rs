@@ -20,11 +20,19 @@
 //! An attempt is counted (its [`TargetMetrics`]) and published on the attempt [`Feed`] once its
 //! record is written; one whose record cannot be written is neither (it will be made again).
 //! The actor delivers with the awc client of the arbiter it runs on ([`delivery::Lane`]).
+//!
+//! A test delivery ([`TargetHandle::test`], `POST /v1/targets/{id}/test`) is made by the actor
+//! too, with the same endpoint and client, but beside its window: at once, whatever is in
+//! flight or due and whether the target is enabled, one attempt and no retry. Its record is an
+//! attempt of its own (`DeliveryBatch::test_attempt`): the window, the cursor, the counters and
+//! the target's health never see it (the test event matches no subscription, so no window
+//! takes it either). It is published on the feed marked `test`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use crmhook_core::retry::{classify, Verdict};
 use crmhook_core::subscription::Compiled;
 use crmhook_core::time::now_ms;
 use crmhook_core::{Target, TargetId};
@@ -35,6 +43,7 @@ use tokio::sync::oneshot;
 use crate::delivery;
 use crate::feed::{AttemptRecorded, Feed};
 use crate::metrics::TargetMetrics;
+use crate::router::RouterError;
 use crate::window::{Ended, Fill, Finish, OnDisk, Recovered, Start, StateWrite, Then, Window, SCAN_STEP};
 pub use crate::window::{IN_FLIGHT, WINDOW};
 
@@ -106,6 +115,13 @@ impl TargetHandle {
     pub async fn set_enabled(&self, enabled: bool) {
         let _ = self.addr.send(SetEnabled(enabled)).await;
     }
+
+    /// Delivers the test event at `seq` now, once, and records the attempt (see the module
+    /// docs); answers it, with its response.
+    pub async fn test(&self, seq: u64) -> Result<Attempt, RouterError> {
+        let answer = self.addr.send(Test { seq }).await.map_err(|_| RouterError::Stopped)?;
+        answer.await.map_err(|_| RouterError::Stopped)?
+    }
 }
 
 #[derive(Message)]
@@ -136,6 +152,12 @@ struct Finished {
     n: u32,
     round: u32,
     report: delivery::AttemptReport,
+}
+
+#[derive(Message)]
+#[rtype(result = "oneshot::Receiver<Result<Attempt, RouterError>>")]
+struct Test {
+    seq: u64,
 }
 
 #[derive(Message)]
@@ -542,6 +564,82 @@ impl Handler<SetEnabled> for TargetActor {
         self.window.set_enabled(enabled);
         self.cancel_timer(ctx);
         self.pump(ctx);
+    }
+}
+
+impl Handler<Test> for TargetActor {
+    type Result = MessageResult<Test>;
+
+    fn handle(&mut self, Test { seq }: Test, _: &mut Context<Self>) -> MessageResult<Test> {
+        let (tx, rx) = oneshot::channel();
+        let test = TestDelivery {
+            store: self.store.clone(),
+            endpoint: self.endpoint.clone(),
+            client: self.client.clone(),
+            feed: self.feed.clone(),
+            target: self.id().clone(),
+        };
+        // Its own task on this arbiter, like every attempt; the window is not involved.
+        actix_rt::spawn(async move {
+            let _ = tx.send(test.run(seq).await);
+        });
+        MessageResult(rx)
+    }
+}
+
+/// What a test delivery needs of its target's actor.
+struct TestDelivery {
+    store: LogHandle,
+    endpoint: Arc<delivery::Endpoint>,
+    client: delivery::Client,
+    feed: Feed,
+    target: TargetId,
+}
+
+impl TestDelivery {
+    async fn run(self, seq: u64) -> Result<Attempt, RouterError> {
+        let event = self.store.event_ref(seq)?.ok_or_else(|| RouterError::NotFound(format!("event seq {seq}")))?;
+        if !event.test {
+            return Err(RouterError::NotFound(format!("test event seq {seq}")));
+        }
+        let report = delivery::attempt(&self.client, &self.endpoint, &event, 1).await;
+        // One attempt, no retry; a 410 does not disable the target.
+        let result = match classify(&report.outcome) {
+            Verdict::Delivered => AttemptResult::Delivered,
+            Verdict::Retry | Verdict::Disable => AttemptResult::Dead,
+        };
+        tracing::info!(target_id = %self.target, seq, outcome = ?report.outcome, "test delivery");
+        let attempt = Attempt {
+            n: 1,
+            at_ms: report.at_ms,
+            duration_ms: report.duration_ms,
+            outcome: report.outcome,
+            result,
+            round: 1,
+            response: report.response,
+        };
+        let mut batch = DeliveryBatch::default();
+        batch.test_attempt(&self.target, seq, &attempt)?;
+        self.store.write_deliveries(batch).await?;
+        let status_code = match &attempt.outcome {
+            crmhook_core::retry::Outcome::Status(code) => Some(*code),
+            _ => None,
+        };
+        self.feed.publish(|| AttemptRecorded {
+            event_id: report.event_id,
+            seq,
+            target_id: self.target.clone(),
+            n: 1,
+            status_code,
+            result,
+            duration_ms: attempt.duration_ms,
+            at_ms: attempt.at_ms,
+            error: crate::feed::failure(&attempt.outcome),
+            outcome: attempt.outcome.clone(),
+            response: attempt.response.clone(),
+            test: true,
+        });
+        Ok(attempt)
     }
 }
 

@@ -51,6 +51,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     use targets::{
         create_subscription, create_target, delete_subscription, delete_target, get_subscription, get_target,
         list_subscriptions, list_targets, patch_subscription, patch_target, replay, rotate_secret, target_deliveries,
+        test_target,
     };
     cfg.service(web::resource("/healthz").route(web::get().to(healthz)))
         .service(web::resource("/readyz").route(web::get().to(readyz)))
@@ -80,6 +81,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::delete().to(delete_target)),
         )
         .service(web::resource("/v1/targets/{id}/rotate-secret").route(web::post().to(rotate_secret)))
+        .service(web::resource("/v1/targets/{id}/test").route(web::post().to(test_target)))
         .service(
             web::resource("/v1/subscriptions")
                 .route(web::get().to(list_subscriptions))

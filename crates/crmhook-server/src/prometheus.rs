@@ -54,7 +54,7 @@ pub fn render(metrics: &Metrics, store: &dyn Log) -> String {
     let _ = writeln!(out, "# HELP crmhook_dead_deliveries Deliveries whose retry schedule is spent, by target.");
     let _ = writeln!(out, "# TYPE crmhook_dead_deliveries gauge");
     out.push_str(&dead);
-    let scalars: [(&str, &str, &str, u64); 6] = [
+    let scalars: [(&str, &str, &str, u64); 7] = [
         ("crmhook_auth_failures_total", "counter", "Requests refused for a missing or wrong token (401).", snapshot.auth_failures),
         (
             "crmhook_auth_rate_limited_total",
@@ -76,6 +76,12 @@ pub fn render(metrics: &Metrics, store: &dyn Log) -> String {
         ),
         ("crmhook_log_bytes", "gauge", "Bytes the event log takes on disk.", store.size_on_disk()),
         ("crmhook_log_head_seq", "gauge", "The seq of the newest event.", store.head()),
+        (
+            "crmhook_test_events_total",
+            "counter",
+            "Test events sent to targets (POST /v1/targets/{id}/test); not in crmhook_events_ingested_total.",
+            snapshot.test_events,
+        ),
     ];
     for (name, kind, help, value) in scalars {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");

@@ -104,6 +104,18 @@ impl DeliveryBatch {
         Ok(())
     }
 
+    /// Records the attempt of a test delivery (`POST /v1/targets/{id}/test`) and its response:
+    /// an `A` record whatever its result, never a final state or a pending entry. A test is no
+    /// delivery the target owes, so it is in none of the target's listings, counts or blocks;
+    /// its event's view shows it.
+    pub fn test_attempt(&mut self, target: &TargetId, seq: u64, attempt: &Attempt) -> Result<()> {
+        if let Some(response) = &attempt.response {
+            self.batch.insert(keys::response(target, seq, attempt.n), codec::encode(response)?);
+        }
+        self.batch.insert(keys::attempt(target, seq, attempt.n), codec::encode(attempt)?);
+        Ok(())
+    }
+
     /// Queues a finished delivery again (redeliver, replay): pending again, no longer final.
     /// `last` is the attempt its final-state key held ([`Store::final_attempt`]): it is kept as
     /// an `A` record.

@@ -1,8 +1,10 @@
 //! The one place that knows bincode. Every value the store writes is one version byte followed
 //! by the bincode (2.0.1, standard configuration, via serde) encoding of the record.
 //!
-//! Records are version 1, except event chunks: version 2 added the event's `source_id`; a chunk
-//! of version 1 is still read ([`decode_events`]), and an event gets `source_id: None`.
+//! Records are version 1, except event chunks: version 2 added the event's `source_id`, version
+//! 3 whether it is a test event; chunks of versions 1 and 2 are still read ([`decode_events`]),
+//! an event of version 1 gets `source_id: None`, and events of both are not tests. (Targets
+//! have versions of their own: `stored`.)
 //!
 //! bincode is unmaintained (RUSTSEC-2025-0141) and pinned to `=2.0.1`; keeping it behind these
 //! two functions means a replacement touches one file, and the version byte lets a future
@@ -13,13 +15,15 @@ use serde::Serialize;
 
 use crmhook_core::Event;
 
-use crate::stored::{EventV1, EventV2, EventV2Ref};
+use crate::stored::{EventV1, EventV2, EventV3, EventV3Ref};
 use crate::StoreError;
 
 /// The format version written as the first byte of every record but event chunks.
 pub const VERSION: u8 = 1;
 /// The format version of event chunks (`Vec<Event>`).
-pub const EVENTS_VERSION: u8 = 2;
+pub const EVENTS_VERSION: u8 = 3;
+/// The format version of event chunks before test events.
+const EVENTS_V2: u8 = 2;
 
 fn config() -> bincode::config::Configuration {
     bincode::config::standard()
@@ -38,15 +42,22 @@ pub(crate) fn encode_as<T: Serialize + ?Sized>(version: u8, value: &T) -> Result
 
 /// A chunk of events, as version [`EVENTS_VERSION`].
 pub fn encode_events(events: &[Event]) -> Result<Vec<u8>, StoreError> {
-    encode_as(EVENTS_VERSION, &events.iter().map(EventV2Ref::from).collect::<Vec<_>>())
+    encode_as(EVENTS_VERSION, &events.iter().map(EventV3Ref::from).collect::<Vec<_>>())
 }
 
-/// A chunk of events of either version.
+/// A chunk of events of any version.
 pub fn decode_events(bytes: &[u8]) -> Result<Vec<Event>, StoreError> {
     match bytes.first() {
         Some(&VERSION) => Ok(decode_as::<Vec<EventV1>>(VERSION, bytes)?.into_iter().map(Event::from).collect()),
-        _ => Ok(decode_as::<Vec<EventV2>>(EVENTS_VERSION, bytes)?.into_iter().map(Event::from).collect()),
+        Some(&EVENTS_V2) => Ok(decode_as::<Vec<EventV2>>(EVENTS_V2, bytes)?.into_iter().map(Event::from).collect()),
+        _ => Ok(decode_as::<Vec<EventV3>>(EVENTS_VERSION, bytes)?.into_iter().map(Event::from).collect()),
     }
+}
+
+/// A chunk in the layout of version 2 (before test events), for tests that write one.
+#[doc(hidden)]
+pub fn encode_events_v2(events: &[Event]) -> Result<Vec<u8>, StoreError> {
+    encode_as(EVENTS_V2, &events.iter().map(EventV2::from).collect::<Vec<_>>())
 }
 
 /// Core's `Event` encoded directly, as the store did before it had its own layouts (the same
@@ -133,8 +144,9 @@ mod tests {
             prop::option::of(".{0,10}"),
             prop::option::of(any::<u32>()),
             prop::bool::ANY,
+            prop::bool::ANY,
         )
-            .prop_map(|(seq, at, maia, ty, payload, rec, ext, major, sourced)| Event {
+            .prop_map(|(seq, at, maia, ty, payload, rec, ext, major, sourced, test)| Event {
                 seq,
                 id: EventId::generate(),
                 received_at_ms: at,
@@ -147,6 +159,7 @@ mod tests {
                 external_id: ext,
                 version_major: major,
                 source_id: sourced.then(crmhook_core::SourceId::generate),
+                test,
             })
     }
 
@@ -179,8 +192,12 @@ mod tests {
             let v1 = encode(&chunk.iter().map(EventV1::from).collect::<Vec<_>>()).unwrap();
             let read = decode_events(&v1).unwrap();
             prop_assert_eq!(read.len(), 2);
-            prop_assert_eq!(&read[0], &Event { source_id: None, ..e.clone() });
-            prop_assert_eq!(&decode_event_v1(&encode_event_v1(&e).unwrap()).unwrap(), &Event { source_id: None, ..e.clone() });
+            prop_assert_eq!(&read[0], &Event { source_id: None, test: false, ..e.clone() });
+            prop_assert_eq!(&decode_event_v1(&encode_event_v1(&e).unwrap()).unwrap(), &Event { source_id: None, test: false, ..e.clone() });
+            // A chunk of version 2 (no test mark) is still read, its events not tests.
+            let v2 = encode_events_v2(&chunk).unwrap();
+            prop_assert_eq!(v2[0], 2);
+            prop_assert_eq!(&decode_events(&v2).unwrap()[0], &Event { test: false, ..e.clone() });
             // The payload written as bytes is the same record as the older sequence of u8.
             let older = SeqPayloadEvent {
                 seq: e.seq, id: &e.id, received_at_ms: e.received_at_ms, kind: e.kind, event_type: &e.event_type,

@@ -27,12 +27,12 @@
 //! One sled database in the data dir, one tree (`crmhook`) whose keys start with a one-byte
 //! keyspace tag. Integers in keys are big-endian so that sled's order is their order. Every
 //! value is a record written by [`codec::encode`]: a version byte (`1`) and the bincode body;
-//! event chunks are version `2` (which added `source_id`), and version `1` chunks are still
-//! read (see [`codec::decode_events`]); targets and sources are version `2` when sealed (see
+//! event chunks are version `3` (`2` added `source_id`, `3` the test mark), and chunks of
+//! versions `1` and `2` are still read (see [`codec::decode_events`]); targets and sources are version `2` when sealed (see
 //! below), and targets are now written as version `4` (sealed, with the options added since:
 //! `TargetV4`) or `3` (in clear, `TargetV3`), versions `1` and `2` read with each option at its
 //! default. The records are the store's own layouts (`stored`:
-//! `EventV2`, `TargetV2`, `SubscriptionV1`, `SourceV2`; and `records`), converted explicitly
+//! `EventV3`, `TargetV4`, `SubscriptionV1`, `SourceV2`; and `records`), converted explicitly
 //! to and from the core types: bincode is positional, so a core type is never encoded as it is.
 //!
 //! The value column names the layout on disk (`stored`'s structs are the core types' layouts;
@@ -41,7 +41,7 @@
 //!
 //! | key | value | what |
 //! | --- | --- | --- |
-//! | `E` seq:u64 | `Vec<EventV2>` (record version 2; `Vec<EventV1>` in version 1) | the event log in chunks: the events from seq on, in seq order (see below) |
+//! | `E` seq:u64 | `Vec<EventV3>` (record version 3: with `test`, a test event of `POST /v1/targets/{id}/test`; `Vec<EventV2>` in version 2, `Vec<EventV1>` in version 1, still read) | the event log in chunks: the events from seq on, in seq order (see below) |
 //! | `K` idempotency-key | `Vec<AckEntry>` | the acknowledgement of a request with an `Idempotency-Key` |
 //! | `X` event key | [`AckEntry`] | an event's own idempotency key (a Maximizer `Id`; for a MAIA source's event `maia:` and 128 bits of the SHA-256 of its source id and exact bytes, in hex) → its acknowledgement |
 //! | `T` tgt_id | `TargetV4` (record version 4: `TargetV2` and `TargetOptionsV1`, `response_body_bytes`); `TargetV3` (version 3: `TargetV1` and the options, written without a key); `TargetV2` (record version 2: URL, header values, secret and previous secret sealed) and `TargetV1` (version 1, all in clear) still read ([`Target`](crmhook_core::Target)) | targets |

@@ -26,7 +26,46 @@ use crmhook_core::{Event, EventId, EventKind, Source, SourceId, Subscription, Su
 use crate::seal::SealKey;
 use crate::StoreError;
 
-/// An event in a chunk of record version 2.
+/// An event in a chunk of record version 3: [`EventV2`] and whether it is a test event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct EventV3 {
+    pub seq: u64,
+    pub id: EventId,
+    pub received_at_ms: u64,
+    pub kind: EventKindV1,
+    pub event_type: String,
+    #[serde(with = "crmhook_core::event::bytes")]
+    pub payload: Vec<u8>,
+    pub record_id: Option<String>,
+    pub kanban_id: Option<String>,
+    pub field_name: Option<String>,
+    pub external_id: Option<String>,
+    pub version_major: Option<u32>,
+    pub source_id: Option<SourceId>,
+    pub test: bool,
+}
+
+impl From<EventV3> for Event {
+    fn from(e: EventV3) -> Self {
+        Event {
+            seq: e.seq,
+            id: e.id,
+            received_at_ms: e.received_at_ms,
+            kind: e.kind.into(),
+            event_type: e.event_type,
+            payload: e.payload,
+            record_id: e.record_id,
+            kanban_id: e.kanban_id,
+            field_name: e.field_name,
+            external_id: e.external_id,
+            version_major: e.version_major,
+            source_id: e.source_id,
+            test: e.test,
+        }
+    }
+}
+
+/// An event in a chunk of record version 2 (before test events).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct EventV2 {
     pub seq: u64,
@@ -44,9 +83,9 @@ pub(crate) struct EventV2 {
     pub source_id: Option<SourceId>,
 }
 
-/// [`EventV2`] borrowed from an [`Event`], to encode the writer's events without a copy.
+/// [`EventV3`] borrowed from an [`Event`], to encode the writer's events without a copy.
 #[derive(Serialize)]
-pub(crate) struct EventV2Ref<'a> {
+pub(crate) struct EventV3Ref<'a> {
     seq: u64,
     id: &'a EventId,
     received_at_ms: u64,
@@ -60,11 +99,12 @@ pub(crate) struct EventV2Ref<'a> {
     external_id: &'a Option<String>,
     version_major: Option<u32>,
     source_id: &'a Option<SourceId>,
+    test: bool,
 }
 
-impl<'a> From<&'a Event> for EventV2Ref<'a> {
+impl<'a> From<&'a Event> for EventV3Ref<'a> {
     fn from(e: &'a Event) -> Self {
-        EventV2Ref {
+        EventV3Ref {
             seq: e.seq,
             id: &e.id,
             received_at_ms: e.received_at_ms,
@@ -77,6 +117,7 @@ impl<'a> From<&'a Event> for EventV2Ref<'a> {
             external_id: &e.external_id,
             version_major: e.version_major,
             source_id: &e.source_id,
+            test: e.test,
         }
     }
 }
@@ -120,6 +161,7 @@ impl From<EventV2> for Event {
             external_id: e.external_id,
             version_major: e.version_major,
             source_id: e.source_id,
+            test: false,
         }
     }
 }
@@ -156,6 +198,26 @@ impl From<EventV1> for Event {
             external_id: e.external_id,
             version_major: e.version_major,
             source_id: None,
+            test: false,
+        }
+    }
+}
+
+impl From<&Event> for EventV2 {
+    fn from(e: &Event) -> EventV2 {
+        EventV2 {
+            seq: e.seq,
+            id: e.id.clone(),
+            received_at_ms: e.received_at_ms,
+            kind: e.kind.into(),
+            event_type: e.event_type.clone(),
+            payload: e.payload.clone(),
+            record_id: e.record_id.clone(),
+            kanban_id: e.kanban_id.clone(),
+            field_name: e.field_name.clone(),
+            external_id: e.external_id.clone(),
+            version_major: e.version_major,
+            source_id: e.source_id.clone(),
         }
     }
 }

@@ -77,8 +77,9 @@ fn event() -> impl Strategy<Value = Event> {
         prop::option::of(".{0,8}"),
         prop::option::of(any::<u32>()),
         any::<bool>(),
+        any::<bool>(),
     )
-        .prop_map(|(seq, at, maia, ty, payload, key, major, sourced)| Event {
+        .prop_map(|(seq, at, maia, ty, payload, key, major, sourced, test)| Event {
             seq,
             id: EventId::generate(),
             received_at_ms: at,
@@ -91,6 +92,7 @@ fn event() -> impl Strategy<Value = Event> {
             external_id: key,
             version_major: major,
             source_id: sourced.then(SourceId::generate),
+            test,
         })
 }
 
@@ -141,7 +143,9 @@ impl Record {
     fn round_trips(&self, bytes: &[u8]) -> bool {
         match self {
             Record::Events(events) => decode_events(bytes).is_ok_and(|d| &d == events),
-            Record::EventV1(e) => decode_event_v1(bytes).is_ok_and(|d| d == Event { source_id: None, ..e.clone() }),
+            Record::EventV1(e) => {
+                decode_event_v1(bytes).is_ok_and(|d| d == Event { source_id: None, test: false, ..e.clone() })
+            }
             Record::Attempts(a) => decode::<Vec<(u64, Attempt)>>(bytes).is_ok_and(|d| &d == a),
             Record::Pending(p) => decode::<Pending>(bytes).is_ok_and(|d| &d == p),
             Record::Seqs(s) => decode::<Vec<u64>>(bytes).is_ok_and(|d| &d == s),

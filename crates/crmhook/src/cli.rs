@@ -115,6 +115,15 @@ pub enum Targets {
     Stats {
         id: String,
     },
+    /// Send the target a sample event now, once, and print the attempt: its status, latency
+    /// and what the receiver answered.
+    Test {
+        id: String,
+        /// The sample's event type (default: the target's format's first, `crm_field_update` or
+        /// `Opportunity.Update`).
+        #[arg(long = "type")]
+        event_type: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -311,10 +320,11 @@ pub fn events(conn: &Conn, cmd: Events) -> anyhow::Result<ExitCode> {
                             let p = &e["payload"];
                             let p = if p.is_array() { &p[0] } else { p };
                             let record = p["recordId"].as_str().or(p["sessionId"].as_str()).or(p["Id"].as_str());
+                            let test = if e["test"] == true { " (test)" } else { "" };
                             vec![
                                 s(&e["seq"]),
                                 s(&e["id"]),
-                                s(&e["type"]),
+                                format!("{}{test}", s(&e["type"])),
                                 record.unwrap_or("-").to_owned(),
                                 s(&e["received_at"]),
                             ]
@@ -336,6 +346,9 @@ pub fn events(conn: &Conn, cmd: Events) -> anyhow::Result<ExitCode> {
             println!("{}  seq {}  {}  received {}", s(&e["id"]), s(&e["seq"]), s(&e["type"]), s(&e["received_at"]));
             if let Some(source) = e["source_id"].as_str() {
                 println!("source {source}");
+            }
+            if e["test"] == true {
+                println!("a test event (POST /v1/targets/{{id}}/test): delivered to the target it tested only");
             }
             println!("{}", serde_json::to_string_pretty(&e["payload"])?);
             for d in e["deliveries"].as_array().cloned().unwrap_or_default() {
@@ -526,6 +539,17 @@ pub fn targets(conn: &Conn, cmd: Targets) -> anyhow::Result<ExitCode> {
             print!("{}", target_stats(&v));
             Ok(ExitCode::SUCCESS)
         }
+        Targets::Test { id, event_type } => {
+            let body = event_type.map_or_else(|| json!({}), |t| json!({"type": t}));
+            let v = request(conn, "POST", &format!("/v1/targets/{id}/test"), Some(&body))?;
+            if conn.json {
+                return print_json(&v);
+            }
+            let e = &v["event"];
+            println!("test event {}  seq {}  {}", s(&e["id"]), s(&e["seq"]), s(&e["type"]));
+            print_attempt(&v["attempt"], "");
+            Ok(if v["attempt"]["result"] == "delivered" { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
     }
 }
 
@@ -706,7 +730,10 @@ pub fn export(data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
                 json!({"target_id": t, "n": a.n, "at": crmhook_core::time::rfc3339(a.at_ms), "duration_ms": a.duration_ms, "outcome": format!("{:?}", a.outcome), "result": format!("{:?}", a.result), "response": response})
             })
             .collect();
-        let line = json!({"id": e.id, "seq": e.seq, "type": e.event_type, "received_at": crmhook_core::time::rfc3339(e.received_at_ms), "payload": payload, "attempts": attempts});
+        let mut line = json!({"id": e.id, "seq": e.seq, "type": e.event_type, "received_at": crmhook_core::time::rfc3339(e.received_at_ms), "payload": payload, "attempts": attempts});
+        if e.test {
+            line["test"] = json!(true);
+        }
         writeln!(out, "{line}")?;
     }
     out.flush()?;

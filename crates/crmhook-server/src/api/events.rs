@@ -173,6 +173,12 @@ pub(crate) async fn redeliver(
     state: State,
 ) -> Result<HttpResponse, ApiError> {
     let event = load_event(&state, &id)?;
+    if event.test {
+        return Err(ApiError::Conflict(format!(
+            "{} is a test event: it is not redelivered; send another with POST /v1/targets/{{id}}/test",
+            event.id
+        )));
+    }
     let body = Redeliver::try_from(optional_object(&req, payload).await?)?;
     let targets: Vec<TargetId> = match body.target_id {
         Some(t) => vec![load_target(&state, &t)?.id],

@@ -344,6 +344,29 @@ impl TryFrom<Map<String, Value>> for Redeliver {
     }
 }
 
+/// The body of `POST /v1/targets/{id}/test` (optional): `{"type"?: string}`, the sample's
+/// event type (default: the target's format's first; `crmhook_core::samples`). Another member
+/// is refused (422 naming it).
+#[derive(Debug, PartialEq)]
+pub(crate) struct TargetTest {
+    pub event_type: Option<String>,
+}
+
+impl TryFrom<Map<String, Value>> for TargetTest {
+    type Error = ApiError;
+
+    fn try_from(body: Map<String, Value>) -> Result<Self, ApiError> {
+        if let Some(other) = body.keys().find(|k| *k != "type") {
+            return Err(ApiError::unprocessable(other, format!("unknown field `{other}`; a test takes `type`")));
+        }
+        match body.get("type") {
+            None | Some(Value::Null) => Ok(TargetTest { event_type: None }),
+            Some(Value::String(t)) => Ok(TargetTest { event_type: Some(t.clone()) }),
+            Some(_) => Err(ApiError::unprocessable("type", "`type` must be an event type (a string)")),
+        }
+    }
+}
+
 /// The body of `POST /v1/targets/{id}/replay` (optional; other members are ignored).
 #[derive(Debug, PartialEq)]
 pub(crate) struct Replay {
@@ -448,6 +471,11 @@ mod tests {
             Redeliver::try_from(object(json!({"target_id": 1}))).err().and_then(field).as_deref(),
             Some("target_id")
         );
+        let t = |v| TargetTest::try_from(object(v));
+        assert_eq!(t(json!({})).ok(), Some(TargetTest { event_type: None }));
+        assert_eq!(t(json!({"type": "ai_pause"})).ok(), Some(TargetTest { event_type: Some("ai_pause".into()) }));
+        assert_eq!(t(json!({"type": 3})).err().and_then(field).as_deref(), Some("type"));
+        assert_eq!(t(json!({"tpye": "x"})).err().and_then(field).as_deref(), Some("tpye"));
         let patch = TargetPatch::try_from(object(json!({"enabled": false, "name": "n"}))).ok();
         assert_eq!(patch.as_ref().and_then(|p| p.enabled), Some(false));
         assert_eq!(patch.map(|p| p.fields.len()), Some(1));

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
+use crmhook_core::samples;
 use crmhook_core::sign::generate_secret;
 use crmhook_core::time::{now_ms, rfc3339};
 use crmhook_core::{Subscription, SubscriptionId, Target, TargetId};
@@ -11,11 +12,11 @@ use crmhook_store::{DeliveryStatus, Disabled, Log, Request};
 
 use crate::api::audit::{record, scrubbed};
 use crate::api::auth::{Admin, Operator};
-use crate::api::request::{optional_object, page_params, read_object, Replay, TargetPatch};
+use crate::api::request::{optional_object, page_params, read_object, Replay, TargetPatch, TargetTest};
 use crate::api::state::{requester, router_error, AppState, State};
 use crate::api::views::{
-    AttemptView, Queued, Status, SubscriptionView, Subscriptions, TargetDeliveries, TargetDelivery, TargetHealth,
-    TargetView, Targets,
+    AttemptView, EventView, Queued, Status, SubscriptionView, Subscriptions, TargetDeliveries, TargetDelivery,
+    TargetHealth, TargetView, Targets, TestDelivery,
 };
 use crate::error::ApiError;
 use crmhook_dispatch::metrics::Metrics;
@@ -161,6 +162,38 @@ pub(crate) async fn rotate_secret(
     state.router.update_target(target.clone()).await.map_err(router_error)?;
     record(&state, &req, "target.rotate_secret", target.id.as_str(), None, None).await;
     stored_target(&*state.store, &state.metrics, &target, true)
+}
+
+/// `POST /v1/targets/{id}/test`: builds a sample event of the asked type (`{"type"?}`; by
+/// default the target's format's first), logs it as a test event, delivers it to this target
+/// alone, now, signed as every delivery and once (not through its queue, no retry), and
+/// answers the event and the attempt, with what the receiver answered. A disabled target is
+/// tested too: a test is how one checks a receiver before enabling it again.
+pub(crate) async fn test_target(
+    _: Admin,
+    req: HttpRequest,
+    id: web::Path<String>,
+    payload: web::Payload,
+    state: State,
+) -> Result<HttpResponse, ApiError> {
+    let target = load_target(&state, &id)?;
+    let body = TargetTest::try_from(optional_object(&req, payload).await?)?;
+    let event_type = body.event_type.as_deref().unwrap_or_else(|| samples::default_type(target.format));
+    let sample = samples::sample(event_type).ok_or_else(|| {
+        let known: Vec<&str> = samples::types().collect();
+        ApiError::unprocessable("type", format!("no sample of type {event_type:?}; one of {}", known.join(", ")))
+    })?;
+    let (ack, attempt) = state.router.test(target.id.clone(), sample).await.map_err(router_error)?;
+    state.metrics.test_event();
+    let event = state.store.event(ack.seq)?.ok_or_else(|| ApiError::NotFound(format!("event {} not found", ack.id)))?;
+    let status_code = match attempt.outcome {
+        crmhook_core::retry::Outcome::Status(code) => serde_json::json!(code),
+        _ => serde_json::Value::Null,
+    };
+    let after = serde_json::json!({"event_id": ack.id, "type": event.event_type, "status_code": status_code});
+    let after = Some(after.to_string());
+    record(&state, &req, "target.test", target.id.as_str(), None, after).await;
+    Ok(HttpResponse::Ok().json(TestDelivery { event: EventView::from(&event), attempt: AttemptView::from(&attempt) }))
 }
 
 // ---- a target's deliveries -----------------------------------------------------------------

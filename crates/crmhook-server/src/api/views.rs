@@ -125,6 +125,9 @@ pub struct EventView<'a> {
     /// Absent for an event posted to `POST /v1/events`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source_id: Option<&'a SourceId>,
+    /// `true` for a test event (`POST /v1/targets/{id}/test`); absent for a CRM's.
+    #[serde(skip_serializing_if = "is_false")]
+    pub test: bool,
 }
 
 impl<'a> From<&'a Event> for EventView<'a> {
@@ -136,6 +139,7 @@ impl<'a> From<&'a Event> for EventView<'a> {
             received_at: rfc3339(e.received_at_ms),
             payload: e.payload_json(),
             source_id: e.source_id.as_ref(),
+            test: e.test,
         }
     }
 }
@@ -328,6 +332,13 @@ impl From<&Attempt> for AttemptView {
             response: a.response.as_ref().map(ResponseView::from),
         }
     }
+}
+
+/// `POST /v1/targets/{id}/test`: the test event and its one attempt.
+#[derive(Debug, Serialize)]
+pub struct TestDelivery<'a> {
+    pub event: EventView<'a>,
+    pub attempt: AttemptView,
 }
 
 /// One event owed to a target, in `GET /v1/targets/{id}/deliveries`.
