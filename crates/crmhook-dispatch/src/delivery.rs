@@ -335,7 +335,9 @@ where
     B: AsRef<[u8]>,
 {
     let declared = declared.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
-    let mut kept = Vec::with_capacity(keep.min(declared.unwrap_or(keep)));
+    // Sized to what is declared; a body of no declared length grows as it comes (most answers
+    // are empty or short, and each attempt's record and report hold what is kept).
+    let mut kept = Vec::with_capacity(keep.min(declared.unwrap_or(0)));
     let mut seen = 0usize;
     let drain = declared.is_none_or(|n| n <= RESPONSE_READ_LIMIT);
     let deadline = tokio::time::Instant::from_std(deadline);
@@ -357,6 +359,7 @@ where
         }
     }
     let truncated = seen > kept.len() || (!complete && declared.is_none_or(|n| n > kept.len()));
+    kept.shrink_to_fit();
     (kept, truncated)
 }
 

@@ -33,8 +33,10 @@ pub struct AttemptRecorded {
     pub error: Option<String>,
     /// How it went: the receiver's status, a timeout, or why there was no answer.
     pub outcome: Outcome,
-    /// What the receiver answered; only kept while someone listens ([`Feed::listening`]), so
-    /// attempts waiting to be published hold no bodies otherwise.
+    /// What the receiver answered; kept only while the feed has a listener
+    /// ([`Feed::listening`]). In the server its stream hub always listens, so each attempt
+    /// waiting to be published holds its response (at most 4 KiB of body): at most `WINDOW`
+    /// finished attempts waiting for a target's lazy write, and [`BUFFER`] in the feed.
     pub response: Option<Response>,
     /// An attempt of a test delivery (`POST /v1/targets/{id}/test`), not of a CRM event's.
     pub test: bool,

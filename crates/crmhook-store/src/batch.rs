@@ -86,17 +86,14 @@ impl DeliveryBatch {
         self.batch.remove(keys::id_key(Tag::Disabled, target.as_str()));
     }
 
-    /// Appends an attempt record: under its final state's key when it finished the delivery,
-    /// else as an `A` record; and its response, if it has one, as an `H` record.
+    /// Appends an attempt record (with its response): under its final state's key when it
+    /// finished the delivery, else as an `A` record.
     pub fn attempt(&mut self, target: &TargetId, seq: u64, attempt: &Attempt) -> Result<()> {
-        if let Some(response) = &attempt.response {
-            self.batch.insert(keys::response(target, seq, attempt.n), codec::encode(response)?);
-        }
         let done = match attempt.result {
             AttemptResult::Delivered => Final::Delivered,
             AttemptResult::Dead => Final::Dead,
             AttemptResult::Retrying { .. } | AttemptResult::TargetDisabled => {
-                self.batch.insert(keys::attempt(target, seq, attempt.n), codec::encode(attempt)?);
+                self.batch.insert(keys::attempt(target, seq, attempt.n), codec::encode_attempt(attempt)?);
                 return Ok(());
             }
         };
@@ -104,15 +101,12 @@ impl DeliveryBatch {
         Ok(())
     }
 
-    /// Records the attempt of a test delivery (`POST /v1/targets/{id}/test`) and its response:
-    /// an `A` record whatever its result, never a final state or a pending entry. A test is no
-    /// delivery the target owes, so it is in none of the target's listings, counts or blocks;
-    /// its event's view shows it.
+    /// Records the attempt of a test delivery (`POST /v1/targets/{id}/test`), with its
+    /// response: an `A` record whatever its result, never a final state or a pending entry. A
+    /// test is no delivery the target owes, so it is in none of the target's listings, counts or
+    /// blocks; its event's view shows it.
     pub fn test_attempt(&mut self, target: &TargetId, seq: u64, attempt: &Attempt) -> Result<()> {
-        if let Some(response) = &attempt.response {
-            self.batch.insert(keys::response(target, seq, attempt.n), codec::encode(response)?);
-        }
-        self.batch.insert(keys::attempt(target, seq, attempt.n), codec::encode(attempt)?);
+        self.batch.insert(keys::attempt(target, seq, attempt.n), codec::encode_attempt(attempt)?);
         Ok(())
     }
 
@@ -125,7 +119,7 @@ impl DeliveryBatch {
             self.batch.0.push(Write::Unfinish(keys::block_key(target, done, seq), seq));
         }
         if let Some(a) = last {
-            self.batch.insert(keys::attempt(target, seq, a.n), codec::encode(a)?);
+            self.batch.insert(keys::attempt(target, seq, a.n), codec::encode_attempt(a)?);
         }
         self.pending(target, seq, pending)
     }

@@ -3,7 +3,9 @@
 //!
 //! Records are version 1, except event chunks: version 2 added the event's `source_id`, version
 //! 3 whether it is a test event; chunks of versions 1 and 2 are still read ([`decode_events`]),
-//! an event of version 1 gets `source_id: None`, and events of both are not tests. (Targets
+//! an event of version 1 gets `source_id: None`, and events of both are not tests. Attempts
+//! (`A` records, `L` blocks) are version 2 ([`ATTEMPT_VERSION`]), which added the receiver's
+//! answer; version 1 is still read, with none ([`decode_attempt`], [`decode_block`]). (Targets
 //! have versions of their own: `stored`.)
 //!
 //! bincode is unmaintained (RUSTSEC-2025-0141) and pinned to `=2.0.1`; keeping it behind these
@@ -15,6 +17,7 @@ use serde::Serialize;
 
 use crmhook_core::Event;
 
+use crate::records::{Attempt, AttemptV1};
 use crate::stored::{EventV1, EventV2, EventV3, EventV3Ref};
 use crate::StoreError;
 
@@ -38,6 +41,37 @@ pub(crate) fn encode_as<T: Serialize + ?Sized>(version: u8, value: &T) -> Result
     let mut out = vec![version];
     bincode::serde::encode_into_std_write(value, &mut out, config()).map_err(|e| StoreError::Codec(e.to_string()))?;
     Ok(out)
+}
+
+/// The format version of attempts (`A` records and `L` blocks): 2 added the response.
+pub const ATTEMPT_VERSION: u8 = 2;
+
+/// An attempt record (`A`), as version [`ATTEMPT_VERSION`].
+pub fn encode_attempt(attempt: &Attempt) -> Result<Vec<u8>, StoreError> {
+    encode_as(ATTEMPT_VERSION, attempt)
+}
+
+/// An attempt record of either version (an `F` value of version 1 too).
+pub fn decode_attempt(bytes: &[u8]) -> Result<Attempt, StoreError> {
+    match bytes.first() {
+        Some(&VERSION) => decode::<AttemptV1>(bytes).map(Attempt::from),
+        _ => decode_as(ATTEMPT_VERSION, bytes),
+    }
+}
+
+/// A block of finished deliveries (`L`), as version [`ATTEMPT_VERSION`].
+pub fn encode_block(entries: &[(u64, Attempt)]) -> Result<Vec<u8>, StoreError> {
+    encode_as(ATTEMPT_VERSION, entries)
+}
+
+/// A block of finished deliveries of either version.
+pub fn decode_block(bytes: &[u8]) -> Result<Vec<(u64, Attempt)>, StoreError> {
+    match bytes.first() {
+        Some(&VERSION) => {
+            Ok(decode::<Vec<(u64, AttemptV1)>>(bytes)?.into_iter().map(|(seq, a)| (seq, Attempt::from(a))).collect())
+        }
+        _ => decode_as(ATTEMPT_VERSION, bytes),
+    }
 }
 
 /// A chunk of events, as version [`EVENTS_VERSION`].
@@ -208,11 +242,18 @@ mod tests {
         }
 
         #[test]
-        fn attempts_round_trip(n in any::<u32>(), at in any::<u64>(), d in any::<u64>(), code in any::<u16>(), err in ".{0,30}", which in 0u8..3, next in any::<u64>()) {
+        fn attempts_round_trip(n in any::<u32>(), at in any::<u64>(), d in any::<u64>(), code in any::<u16>(), err in ".{0,30}", which in 0u8..3, next in any::<u64>(), body in prop::collection::vec(any::<u8>(), 0..64), cut in any::<bool>()) {
             let outcome = match which { 0 => Outcome::Status(code), 1 => Outcome::Timeout, _ => Outcome::Error(err) };
             let result = match which { 0 => AttemptResult::Delivered, 1 => AttemptResult::Retrying { next_at_ms: next }, _ => AttemptResult::Dead };
-            let a = Attempt { n, at_ms: at, duration_ms: d, outcome, result, round: 1, response: None };
-            prop_assert_eq!(decode::<Attempt>(&encode(&a).unwrap()).unwrap(), a);
+            let response = (which == 0).then(|| crate::Response {
+                status: code, headers: vec![("content-type".into(), "text/plain".into())], body, body_truncated: cut,
+            });
+            let a = Attempt { n, at_ms: at, duration_ms: d, outcome, result, round: 1, response };
+            let bytes = encode_attempt(&a).unwrap();
+            prop_assert_eq!(bytes[0], ATTEMPT_VERSION);
+            prop_assert_eq!(&decode_attempt(&bytes).unwrap(), &a);
+            let block = vec![(7u64, a.clone()), (9, a.clone())];
+            prop_assert_eq!(decode_block(&encode_block(&block).unwrap()).unwrap(), block);
             let p = Pending { attempt: n, due_at_ms: at, round: 1 };
             prop_assert_eq!(decode::<Pending>(&encode(&p).unwrap()).unwrap(), p);
         }
@@ -222,14 +263,15 @@ mod tests {
             let _ = decode::<Event>(&bytes);
             let _ = decode_events(&bytes);
             let _ = decode::<Vec<(String, Vec<u64>)>>(&bytes);
-            let _ = decode::<Attempt>(&bytes);
+            let _ = decode_attempt(&bytes);
+            let _ = decode_block(&bytes);
         }
     }
 
-    /// An attempt as every `A` record, `L` entry and `F` value holds it, since before responses
-    /// were kept: the layout of version 1, field for field.
+    /// An attempt as `A` records, `L` entries and `F` values held it before responses were
+    /// kept (version 1), written out field for field.
     #[derive(serde::Serialize)]
-    struct AttemptV1 {
+    struct AttemptBefore {
         n: u32,
         at_ms: u64,
         duration_ms: u64,
@@ -240,7 +282,7 @@ mod tests {
 
     #[test]
     fn attempt_records_of_version_1_still_decode_with_no_response() {
-        let old = AttemptV1 {
+        let old = AttemptBefore {
             n: 2,
             at_ms: 1_700_000_000_000,
             duration_ms: 31,
@@ -250,22 +292,37 @@ mod tests {
         };
         let bytes = encode(&old).unwrap();
         assert_eq!(bytes[0], 1, "version 1");
-        let read: Attempt = decode(&bytes).unwrap();
+        let read = decode_attempt(&bytes).unwrap();
         assert_eq!((read.n, read.duration_ms, read.outcome.clone()), (2, 31, Outcome::Status(500)));
         assert_eq!(read.response, None);
+        // The store's layout of version 1 is those bytes.
+        assert_eq!(
+            encode(&AttemptV1 {
+                n: 2,
+                at_ms: old.at_ms,
+                duration_ms: 31,
+                outcome: Outcome::Status(500),
+                result: old.result,
+                round: 1
+            })
+            .unwrap(),
+            bytes
+        );
         // An `L` block of such entries too.
-        let block: Vec<(u64, Attempt)> = decode(&encode(&vec![(7u64, &old)]).unwrap()).unwrap();
+        let block = decode_block(&encode(&vec![(7u64, &old)]).unwrap()).unwrap();
         assert_eq!(block, vec![(7, read.clone())]);
-        // A response is its own record: the attempt's bytes are the same with or without one.
+        // Version 2 keeps the response.
         let response = crate::Response {
             status: 500,
             headers: vec![("content-type".into(), "text/plain".into())],
             body: b"boom".to_vec(),
             body_truncated: false,
         };
-        let with = Attempt { response: Some(response.clone()), ..read };
-        assert_eq!(encode(&with).unwrap(), bytes);
-        assert_eq!(decode::<crate::Response>(&encode(&response).unwrap()).unwrap(), response);
+        let with = Attempt { response: Some(response), ..read };
+        let v2 = encode_attempt(&with).unwrap();
+        assert_eq!(v2[0], 2);
+        assert_eq!(decode_attempt(&v2).unwrap(), with);
+        assert!(decode::<Attempt>(&v2).is_err(), "version 2 is not read as version 1");
     }
 
     #[test]

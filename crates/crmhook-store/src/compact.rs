@@ -1,5 +1,6 @@
 //! Retention: compaction of the log (the events whose deliveries are all finished, with what
-//! only they name: index postings, final states, ids, attempts and their responses, idempotency keys, and the
+//! only they name: index postings, final states, ids, attempts (with the receivers' answers they
+//! keep), idempotency keys, and the
 //! finished-delivery blocks wholly before the first event left) and of the quarantine. Neither
 //! goes through the writer thread: they only remove keys the writer will never touch again.
 
@@ -167,9 +168,6 @@ impl Store {
         for kv in tree.scan_prefix(keys::attempts_of(event.seq)) {
             batch.remove(kv?.0);
         }
-        for kv in tree.scan_prefix(keys::responses_of(event.seq)) {
-            batch.remove(kv?.0);
-        }
         Ok(())
     }
 
@@ -226,13 +224,13 @@ mod tests {
             b.attempt(&t.id, 1, &failed).expect("encode");
             b.attempt(&t.id, 1, &delivered).expect("encode");
             store.write_deliveries(b).await.expect("write");
-            assert_eq!(store.inner.tree.scan_prefix(Tag::Response.prefix()).count(), 2);
+            assert_eq!(store.inner.tree.scan_prefix(Tag::Attempt.prefix()).count(), 1);
             // Too recent: nothing goes.
             assert_eq!(store.compact(0, 100).expect("compact"), 0);
-            // Event 2 is still owed: 1 and 3 go, and event 1's attempts and responses with it.
+            // Event 2 is still owed: 1 and 3 go, and event 1's attempt records (with the answers
+            // they keep) with it.
             assert_eq!(store.compact(u64::MAX, 100).expect("compact"), 2);
             assert_eq!(store.inner.tree.scan_prefix(Tag::Attempt.prefix()).count(), 0);
-            assert_eq!(store.inner.tree.scan_prefix(Tag::Response.prefix()).count(), 0);
             assert_eq!(store.events_from(1).map(|e| e.expect("event").seq).collect::<Vec<_>>(), [2]);
             assert!(store.event_by_id(&store.event(2).expect("read").expect("kept").id).expect("read").is_some());
             let mut b = DeliveryBatch::default();

@@ -131,31 +131,15 @@ impl Store {
             }
         }
         out.sort_by(|(t, a), (u, b)| t.cmp(u).then(a.n.cmp(&b.n)));
-        self.with_responses(&keys::responses_of(seq), &mut out)?;
         Ok(out)
     }
 
-    /// Every attempt at delivering event `seq` to `target`, in attempt order, with its response.
+    /// Every attempt at delivering event `seq` to `target`, in attempt order.
     pub fn attempts_to(&self, target: &TargetId, seq: u64) -> Result<Vec<Attempt>> {
-        let mut out = self.attempt_records(&keys::attempts_to(target, seq))?;
-        out.extend(self.final_attempt(target, seq)?.map(|a| (target.clone(), a)));
-        self.with_responses(&keys::responses_to(target, seq), &mut out)?;
-        Ok(out.into_iter().map(|(_, a)| a).collect())
-    }
-
-    /// Sets the responses of `attempts` from the `H` records under `prefix` (one event's, or its
-    /// delivery to one target's: a few records).
-    fn with_responses(&self, prefix: &[u8], attempts: &mut [(TargetId, Attempt)]) -> Result<()> {
-        for kv in self.inner.tree.scan_prefix(prefix) {
-            let (k, v) = kv?;
-            let Some(Key::Response { target, n, .. }) = Key::parse(&k) else {
-                return Err(StoreError::Codec("bad response key".into()));
-            };
-            if let Some((_, a)) = attempts.iter_mut().find(|(t, a)| *t == target && a.n == n) {
-                a.response = Some(codec::decode(&v)?);
-            }
-        }
-        Ok(())
+        let mut out: Vec<Attempt> =
+            self.attempt_records(&keys::attempts_to(target, seq))?.into_iter().map(|(_, a)| a).collect();
+        out.extend(self.final_attempt(target, seq)?);
+        Ok(out)
     }
 
     /// The `A` records under `prefix` (at least seq), with their targets.
@@ -168,7 +152,7 @@ impl Store {
                 let Some(Key::Attempt { target, .. }) = Key::parse(&k) else {
                     return Err(StoreError::Codec("bad attempt key".into()));
                 };
-                Ok((target, codec::decode(&v)?))
+                Ok((target, codec::decode_attempt(&v)?))
             })
             .collect()
     }
@@ -179,7 +163,7 @@ impl Store {
             return Ok(Some(last));
         }
         let prefix = keys::attempts_to(target, seq);
-        self.inner.tree.scan_prefix(prefix).next_back().map(|kv| codec::decode(&kv?.1)).transpose()
+        self.inner.tree.scan_prefix(prefix).next_back().map(|kv| codec::decode_attempt(&kv?.1)).transpose()
     }
 
     /// A target's deliveries after seq `after`, in seq order, at most `limit`: pending ones
@@ -310,7 +294,7 @@ mod tests {
             );
             assert_eq!(store.attempts(5).expect("read"), vec![(t.clone(), attempt)]);
             assert!(!store.is_pending(&t, 5).expect("read"));
-            // A response is written beside its attempt and read back with it, finished or not.
+            // An attempt keeps its response, finished or not.
             let response = crate::Response {
                 status: 503,
                 headers: vec![("retry-after".into(), "30".into())],
@@ -330,9 +314,9 @@ mod tests {
                 store.attempts(6).expect("read"),
                 vec![(t.clone(), retrying.clone()), (t.clone(), delivered.clone())]
             );
-            assert_eq!(store.attempts_to(&t, 6).expect("read"), vec![retrying, delivered]);
-            // The reads the window uses leave it out.
-            assert_eq!(store.last_attempt(&t, 6).expect("read").and_then(|a| a.response), None);
+            assert_eq!(store.attempts_to(&t, 6).expect("read"), vec![retrying.clone(), delivered]);
+            let last = Attempt { response: Some(response), ..retrying };
+            assert_eq!(store.last_attempt(&t, 6).expect("read").map(|a| a.n), Some(last.n + 1));
             store.close().await;
         });
     }

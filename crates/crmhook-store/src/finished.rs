@@ -15,7 +15,7 @@ use crate::{codec, Result, Store, StoreError};
 pub const FINISHED_BLOCK: u64 = 64;
 
 pub(crate) fn decode_block(v: &[u8]) -> Result<Vec<(u64, Attempt)>> {
-    codec::decode(v)
+    codec::decode_block(v)
 }
 
 /// The attempt a final-state value holds (none in a value written before finished deliveries
@@ -24,7 +24,7 @@ pub(crate) fn held_attempt(value: &[u8]) -> Result<Option<Attempt>> {
     if value.len() <= 1 {
         return Ok(None);
     }
-    codec::decode(value).map(Some)
+    codec::decode_attempt(value).map(Some)
 }
 
 /// The `L` blocks one group of writes changes, as it leaves them. Every change to a block goes
@@ -52,7 +52,7 @@ impl Blocks {
             if entries.is_empty() {
                 batch.remove(k);
             } else {
-                batch.insert(k, codec::encode(&entries)?);
+                batch.insert(k, codec::encode_block(&entries)?);
             }
         }
         Ok(())
@@ -67,7 +67,7 @@ impl Store {
             _ => None,
         };
         if let (Some(seq), Some(a)) = (seq, held_attempt(v)?) {
-            batch.insert(keys::attempt(target, seq, a.n), codec::encode(&a)?);
+            batch.insert(keys::attempt(target, seq, a.n), codec::encode_attempt(&a)?);
         }
         Ok(())
     }
@@ -77,7 +77,7 @@ impl Store {
     pub(crate) fn keep_block_attempts(&self, target: &TargetId, v: &[u8], batch: &mut Writes) -> Result<usize> {
         let entries = decode_block(v)?;
         for (seq, a) in &entries {
-            batch.insert(keys::attempt(target, *seq, a.n), codec::encode(a)?);
+            batch.insert(keys::attempt(target, *seq, a.n), codec::encode_attempt(a)?);
         }
         Ok(entries.len())
     }

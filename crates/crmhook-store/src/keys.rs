@@ -58,13 +58,11 @@ pub(crate) enum Tag {
     LegacyId = b'I',
     /// `M` name: meta.
     Meta = b'M',
-    /// `H` seq tgt_id n: what the receiver answered to an attempt.
-    Response = b'H',
 }
 
 impl Tag {
     /// Every keyspace.
-    pub(crate) const ALL: [Tag; 23] = [
+    pub(crate) const ALL: [Tag; 22] = [
         Tag::Event,
         Tag::Idempotency,
         Tag::External,
@@ -87,7 +85,6 @@ impl Tag {
         Tag::SourceIndex,
         Tag::LegacyId,
         Tag::Meta,
-        Tag::Response,
     ];
 
     pub(crate) const fn byte(self) -> u8 {
@@ -174,21 +171,6 @@ pub(crate) fn attempts_of(seq: u64) -> Vec<u8> {
 /// `A` seq tgt_id: the prefix of the attempts at delivering `seq` to `target`.
 pub(crate) fn attempts_to(target: &TargetId, seq: u64) -> Vec<u8> {
     key(Tag::Attempt, &[&seq.to_be_bytes(), target.as_str().as_bytes()])
-}
-
-/// `H` seq tgt_id n: the answer to an attempt (its key's parts are the attempt's).
-pub(crate) fn response(target: &TargetId, seq: u64, n: u32) -> Vec<u8> {
-    key(Tag::Response, &[&seq.to_be_bytes(), target.as_str().as_bytes(), &n.to_be_bytes()])
-}
-
-/// `H` seq: the prefix of the answers to the attempts at delivering `seq`.
-pub(crate) fn responses_of(seq: u64) -> Vec<u8> {
-    key(Tag::Response, &[&seq.to_be_bytes()])
-}
-
-/// `H` seq tgt_id: the prefix of the answers to the attempts at delivering `seq` to `target`.
-pub(crate) fn responses_to(target: &TargetId, seq: u64) -> Vec<u8> {
-    key(Tag::Response, &[&seq.to_be_bytes(), target.as_str().as_bytes()])
 }
 
 /// The byte of a final state in `F` and `L` keys.
@@ -284,11 +266,6 @@ pub(crate) enum Key {
         target: TargetId,
         n: u32,
     },
-    Response {
-        seq: u64,
-        target: TargetId,
-        n: u32,
-    },
     Disabled(TargetId),
     Block {
         target: TargetId,
@@ -354,7 +331,6 @@ impl Key {
             Tag::RecordIndex => Key::Records { bucket: r.u8()?, first: r.u64()? },
             Tag::LegacyId => Key::LegacyId(r.id(EventId::LEN, EventId::parse)?),
             Tag::Meta => Key::Meta(std::str::from_utf8(r.rest()).ok()?.to_owned()),
-            Tag::Response => Key::Response { seq: r.u64()?, target: r.target()?, n: r.u32()? },
         };
         r.0.is_empty().then_some(key)
     }
@@ -363,10 +339,7 @@ impl Key {
     pub(crate) fn seq(&self) -> Option<u64> {
         match self {
             Key::Chunk { first } | Key::Term { first, .. } | Key::Records { first, .. } => Some(*first),
-            Key::Pending { seq, .. }
-            | Key::Attempt { seq, .. }
-            | Key::Response { seq, .. }
-            | Key::Final { seq, .. } => Some(*seq),
+            Key::Pending { seq, .. } | Key::Attempt { seq, .. } | Key::Final { seq, .. } => Some(*seq),
             _ => None,
         }
     }
@@ -421,7 +394,7 @@ mod tests {
     #[test]
     fn the_tags_are_the_bytes_on_disk_and_each_is_one_keyspace() {
         let bytes: String = Tag::ALL.iter().map(|t| char::from(t.byte())).collect();
-        assert_eq!(bytes, "EKXTSZQCWPADLFOUYRGNIMH");
+        assert_eq!(bytes, "EKXTSZQCWPADLFOUYRGNIM");
         for tag in Tag::ALL {
             assert_eq!(Tag::of(tag.byte()), Some(tag));
         }
@@ -442,7 +415,6 @@ mod tests {
             (id_key(Tag::Disabled, t.as_str()), Key::Disabled(t.clone())),
             (pending(&t, 5), Key::Pending { target: t.clone(), seq: 5 }),
             (attempt(&t, 5, 3), Key::Attempt { seq: 5, target: t.clone(), n: 3 }),
-            (response(&t, 5, 3), Key::Response { seq: 5, target: t.clone(), n: 3 }),
             (final_key(&t, Final::Dead, 70), Key::Final { target: t.clone(), done: Final::Dead, seq: 70 }),
             (block_key(&t, Final::Delivered, 130), Key::Block { target: t.clone(), done: Final::Delivered, block: 2 }),
             (numbered(Tag::Request, 100, 2), Key::Request { at_ms: 100, n: 2 }),
@@ -473,8 +445,6 @@ mod tests {
         assert!(block_key(&t, Final::Dead, 3).starts_with(&block_prefix(&t, Final::Dead)));
         assert!(attempt(&t, 3, 1).starts_with(&attempts_to(&t, 3)));
         assert!(attempts_to(&t, 3).starts_with(&attempts_of(3)));
-        assert!(response(&t, 3, 1).starts_with(&responses_to(&t, 3)));
-        assert!(responses_to(&t, 3).starts_with(&responses_of(3)));
         assert!(record_key(5, 3).starts_with(&record_prefix(5)));
         // Format 1's record-id keys, a truncated key, a bad state, a prefix alone.
         assert_eq!(Key::parse(&at_seq(&text_prefix(Tag::RecordIndex, "r1"), 3)), None);

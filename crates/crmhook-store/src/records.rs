@@ -64,7 +64,9 @@ pub struct Disabled {
     pub reason: String,
 }
 
-/// One delivery attempt, appended once and never changed.
+/// One delivery attempt, appended once and never changed: the layout of record version 2
+/// (`codec::ATTEMPT_VERSION`) of `A` records and of the entries of `L` blocks. Version 1,
+/// [`AttemptV1`], without the response, is still read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attempt {
     /// 1 for the first attempt.
@@ -77,17 +79,39 @@ pub struct Attempt {
     pub result: AttemptResult,
     /// The attempt that began its round: `n == round > 1` is a redelivery's first attempt.
     pub round: u32,
-    /// What the receiver answered, when it answered. Not part of this record's bytes (an `A`
-    /// record, an `L` block's entry, an `F` value: their layout is as it was): it is a
-    /// [`Response`] record of its own, `H` seq tgt_id n, written in the same batch as the
-    /// attempt ([`crate::DeliveryBatch::attempt`]) and read back with it by
-    /// [`crate::Store::attempts`] and [`crate::Store::attempts_to`] (the other reads leave it
-    /// `None`). Attempts recorded before answers were kept have none.
-    #[serde(skip)]
+    /// What the receiver answered, when it answered; `None` in a record of version 1 (made
+    /// before answers were kept).
     pub response: Option<Response>,
 }
 
-/// What a receiver answered to an attempt (`H` records): its status, the headers an operator
+/// An attempt as record version 1 held it (`A` records, `L` block entries and `F` values
+/// written before answers were kept): [`Attempt`] without its response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct AttemptV1 {
+    pub n: u32,
+    pub at_ms: u64,
+    pub duration_ms: u64,
+    #[serde(with = "crate::stored::outcome_v1")]
+    pub outcome: Outcome,
+    pub result: AttemptResult,
+    pub round: u32,
+}
+
+impl From<AttemptV1> for Attempt {
+    fn from(a: AttemptV1) -> Attempt {
+        Attempt {
+            n: a.n,
+            at_ms: a.at_ms,
+            duration_ms: a.duration_ms,
+            outcome: a.outcome,
+            result: a.result,
+            round: a.round,
+            response: None,
+        }
+    }
+}
+
+/// What a receiver answered to an attempt (kept in its [`Attempt`]): its status, the headers an operator
 /// needs to read it (`content-type`, `retry-after`, `location`, names in lower case, values
 /// cut to [`RESPONSE_HEADER_BYTES`]) and the first bytes of its body (at most the target's
 /// `response_body_bytes`, itself at most 4,096). Kept as long as its attempt.
@@ -95,6 +119,8 @@ pub struct Attempt {
 pub struct Response {
     pub status: u16,
     pub headers: Vec<(String, String)>,
+    /// Written as bytes (one copy), as event payloads are.
+    #[serde(with = "crmhook_core::event::bytes")]
     pub body: Vec<u8>,
     /// The body was longer than what is kept (or its end was not read in time).
     pub body_truncated: bool,

@@ -73,7 +73,16 @@ pub(crate) async fn stored_target(store: &Store) -> crmhook_core::Target {
 
 /// A finished delivery as builds before the `L` blocks wrote it: an `F` key of its own.
 pub(crate) fn put_older_final(store: &Store, target: &TargetId, seq: u64, attempt: &Attempt) {
-    let value = codec::encode(attempt).expect("encode");
+    // `F` values were only ever written as version 1.
+    let value = codec::encode(&crate::records::AttemptV1 {
+        n: attempt.n,
+        at_ms: attempt.at_ms,
+        duration_ms: attempt.duration_ms,
+        outcome: attempt.outcome.clone(),
+        result: attempt.result,
+        round: attempt.round,
+    })
+    .expect("encode");
     store.inner.tree.insert(keys::final_key(target, Final::Delivered, seq), value).expect("insert");
 }
 

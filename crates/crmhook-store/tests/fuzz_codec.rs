@@ -16,7 +16,10 @@ use std::time::{Duration, Instant};
 
 use crmhook_core::retry::Outcome;
 use crmhook_core::{Event, EventId, EventKind, Source, SourceId, Subscription, Target};
-use crmhook_store::codec::{self, decode, decode_event_v1, decode_events, encode, encode_event_v1, encode_events};
+use crmhook_store::codec::{
+    self, decode, decode_attempt, decode_block, decode_event_v1, decode_events, encode, encode_attempt, encode_block,
+    encode_event_v1, encode_events,
+};
 use crmhook_store::records::{AckEntry, Attempt, AttemptResult, Disabled, Final, Pending, Rejected, Request, Retried};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
@@ -52,7 +55,7 @@ fn decode_all(bytes: &[u8]) {
     let _ = decode::<Target>(bytes);
     let _ = decode::<Subscription>(bytes);
     let _ = decode::<Source>(bytes);
-    let _ = decode::<Attempt>(bytes);
+    let _ = decode_attempt(bytes);
     let _ = decode::<Pending>(bytes);
     let _ = decode::<Request>(bytes);
     let _ = decode::<Final>(bytes);
@@ -61,7 +64,7 @@ fn decode_all(bytes: &[u8]) {
     let _ = decode::<Rejected>(bytes);
     let _ = decode::<Retried>(bytes);
     let _ = decode::<Vec<AckEntry>>(bytes);
-    let _ = decode::<Vec<(u64, Attempt)>>(bytes);
+    let _ = decode_block(bytes);
     let _ = decode::<Vec<u64>>(bytes);
     let _ = decode::<String>(bytes);
     let _ = codec::reference::decode_events(bytes);
@@ -97,8 +100,19 @@ fn event() -> impl Strategy<Value = Event> {
 }
 
 fn attempt() -> impl Strategy<Value = Attempt> {
-    (any::<u32>(), any::<u64>(), any::<u64>(), any::<u16>(), ".{0,16}", 0u8..3, any::<u64>(), any::<u32>()).prop_map(
-        |(n, at, d, code, err, which, next, round)| Attempt {
+    let response =
+        prop::option::of((any::<u16>(), ".{0,12}", prop::collection::vec(any::<u8>(), 0..48), any::<bool>())).prop_map(
+            |r| {
+                r.map(|(status, ct, body, body_truncated)| crmhook_store::Response {
+                    status,
+                    headers: vec![("content-type".into(), ct)],
+                    body,
+                    body_truncated,
+                })
+            },
+        );
+    ((any::<u32>(), any::<u64>(), any::<u64>(), any::<u16>(), ".{0,16}", 0u8..3, any::<u64>(), any::<u32>()), response)
+        .prop_map(|((n, at, d, code, err, which, next, round), response)| Attempt {
             n,
             at_ms: at,
             duration_ms: d,
@@ -113,9 +127,8 @@ fn attempt() -> impl Strategy<Value = Attempt> {
                 _ => AttemptResult::Dead,
             },
             round,
-            response: None,
-        },
-    )
+            response,
+        })
 }
 
 /// A valid record of some kind, encoded, with a way to check that it decodes to itself.
@@ -124,6 +137,7 @@ enum Record {
     Events(Vec<Event>),
     EventV1(Event),
     Attempts(Vec<(u64, Attempt)>),
+    Attempt(Attempt),
     Pending(Pending),
     Seqs(Vec<u64>),
 }
@@ -133,7 +147,8 @@ impl Record {
         match self {
             Record::Events(events) => encode_events(events),
             Record::EventV1(e) => encode_event_v1(e),
-            Record::Attempts(a) => encode(a),
+            Record::Attempts(a) => encode_block(a),
+            Record::Attempt(a) => encode_attempt(a),
             Record::Pending(p) => encode(p),
             Record::Seqs(s) => encode(s),
         }
@@ -146,7 +161,8 @@ impl Record {
             Record::EventV1(e) => {
                 decode_event_v1(bytes).is_ok_and(|d| d == Event { source_id: None, test: false, ..e.clone() })
             }
-            Record::Attempts(a) => decode::<Vec<(u64, Attempt)>>(bytes).is_ok_and(|d| &d == a),
+            Record::Attempts(a) => decode_block(bytes).is_ok_and(|d| &d == a),
+            Record::Attempt(a) => decode_attempt(bytes).is_ok_and(|d| &d == a),
             Record::Pending(p) => decode::<Pending>(bytes).is_ok_and(|d| &d == p),
             Record::Seqs(s) => decode::<Vec<u64>>(bytes).is_ok_and(|d| &d == s),
         }
@@ -158,6 +174,7 @@ fn record() -> impl Strategy<Value = Record> {
         prop::collection::vec(event(), 0..4).prop_map(Record::Events),
         event().prop_map(Record::EventV1),
         prop::collection::vec((any::<u64>(), attempt()), 0..4).prop_map(Record::Attempts),
+        attempt().prop_map(Record::Attempt),
         (any::<u32>(), any::<u64>(), any::<u32>()).prop_map(|(attempt, due, round)| Record::Pending(Pending {
             attempt,
             due_at_ms: due,
