@@ -430,12 +430,14 @@ fn tail(conn: &Conn, after: Option<u64>) -> anyhow::Result<ExitCode> {
             if conn.json {
                 writeln!(out, "{}", json!({"kind": kind, "record": v}))?;
             } else if kind == "event" {
-                writeln!(out, "event    seq {}  {}  {}", s(&v["seq"]), s(&v["id"]), s(&v["type"]))?;
+                let test = if v["test"] == true { "  (test)" } else { "" };
+                writeln!(out, "event    seq {}  {}  {}{test}", s(&v["seq"]), s(&v["id"]), s(&v["type"]))?;
             } else {
                 let code = v["status_code"].as_u64().map(|c| format!("HTTP {c}")).unwrap_or_else(|| s(&v["error"]));
+                let test = if v["test"] == true { "  (test)" } else { "" };
                 writeln!(
                     out,
-                    "attempt  {} -> {}  #{}  {}  {}",
+                    "attempt  {} -> {}  #{}  {}  {}{test}",
                     s(&v["event_id"]),
                     s(&v["target_id"]),
                     s(&v["n"]),
