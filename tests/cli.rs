@@ -10,45 +10,24 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use support::*;
 
-fn crmhook(server: &Server, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_crmhook"))
-        .args(args)
-        .env_remove("CRMHOOK_URL")
-        .env_remove("CRMHOOK_ADMIN_TOKEN")
-        .env("CRMHOOK_URL", &server.base)
-        .env("CRMHOOK_ADMIN_TOKEN", ADMIN)
-        .output()
-        .expect("crmhook runs")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn targets_subscriptions_events_and_deliveries_from_the_command_line() {
     let mut server = Server::start();
     let rcv = Receiver::start();
-    let created = ok(&crmhook(
+    let created = succeeded(&crmhook(
         &server,
         &["targets", "create", "--name", "crm-a", "--target-url", &rcv.url("/cli"), "--header", "X-Key: k1", "--json"],
     ));
     let target: Value = serde_json::from_str(&created).expect("json");
     let tid = target["id"].as_str().expect("id").to_owned();
     assert!(target["secret"].as_str().is_some_and(|s| s.starts_with("whsec_")));
-    let table = ok(&crmhook(&server, &["targets", "list"]));
+    let table = succeeded(&crmhook(&server, &["targets", "list"]));
     assert!(
         table.starts_with("ID") && table.contains(&tid) && table.contains("crm-a") && !table.contains("whsec_"),
         "{table}"
     );
 
-    let sub = ok(&crmhook(
+    let sub = succeeded(&crmhook(
         &server,
         &[
             "subscriptions",
@@ -64,34 +43,35 @@ fn targets_subscriptions_events_and_deliveries_from_the_command_line() {
     ));
     let sub: Value = serde_json::from_str(&sub).expect("json");
     assert_eq!(sub["filters"][0]["op"], "eq");
-    assert!(ok(&crmhook(&server, &["subscriptions", "list"])).contains(sub["id"].as_str().expect("id")));
+    assert!(succeeded(&crmhook(&server, &["subscriptions", "list"])).contains(sub["id"].as_str().expect("id")));
 
     let ev = maia("crm_field_update", json!({}));
     let eid = server.post_ok(&ev)["events"][0]["id"].as_str().expect("id").to_owned();
     rcv.wait_count("/cli", 1, Duration::from_secs(10));
-    let list = ok(&crmhook(&server, &["events", "list"]));
+    let list = succeeded(&crmhook(&server, &["events", "list"]));
     assert!(
         list.contains(&eid) && list.contains("crm_field_update") && list.contains(ev["recordId"].as_str().expect("r")),
         "{list}"
     );
     let listed: Value =
-        serde_json::from_str(&ok(&crmhook(&server, &["events", "list", "--type", "ai_pause", "--json"])))
+        serde_json::from_str(&succeeded(&crmhook(&server, &["events", "list", "--type", "ai_pause", "--json"])))
             .expect("json");
     assert_eq!(listed["events"], json!([]));
     let shown = wait_for(Duration::from_secs(10), "the event shown delivered", || {
-        let out = ok(&crmhook(&server, &["events", "show", &eid]));
+        let out = succeeded(&crmhook(&server, &["events", "show", &eid]));
         out.contains("delivered").then_some(out)
     });
     assert!(shown.contains(&tid) && shown.contains("HTTP 200"), "{shown}");
-    let deliveries = ok(&crmhook(&server, &["deliveries", "list", "--target", &tid, "--status", "delivered"]));
+    let deliveries = succeeded(&crmhook(&server, &["deliveries", "list", "--target", &tid, "--status", "delivered"]));
     assert!(deliveries.contains(&eid), "{deliveries}");
-    let replay = ok(&crmhook(&server, &["replay", "--target", &tid]));
+    let replay = succeeded(&crmhook(&server, &["replay", "--target", &tid]));
     assert_eq!(replay.trim(), "queued 0");
-    let again = ok(&crmhook(&server, &["events", "redeliver", &eid]));
+    let again = succeeded(&crmhook(&server, &["events", "redeliver", &eid]));
     assert_eq!(again.trim(), "queued 1");
     rcv.wait_count("/cli", 2, Duration::from_secs(10));
     let rotated: Value =
-        serde_json::from_str(&ok(&crmhook(&server, &["targets", "rotate-secret", &tid, "--json"]))).expect("json");
+        serde_json::from_str(&succeeded(&crmhook(&server, &["targets", "rotate-secret", &tid, "--json"])))
+            .expect("json");
     assert_ne!(rotated["secret"], target["secret"]);
 
     // Offline export of the stopped server's log.
@@ -101,15 +81,15 @@ fn targets_subscriptions_events_and_deliveries_from_the_command_line() {
         .arg(server.data_dir())
         .output()
         .expect("runs");
-    let text = ok(&out);
+    let text = succeeded(&out);
     let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
     assert_eq!(lines.len(), 1);
     assert_eq!(lines[0]["id"], eid.as_str());
     assert_eq!(lines[0]["payload"], ev);
     assert_eq!(lines[0]["attempts"].as_array().map(Vec::len), Some(2));
     server.respawn();
-    ok(&crmhook(&server, &["targets", "delete", &tid]));
-    assert!(ok(&crmhook(&server, &["targets", "list"])).contains("(none)"));
+    succeeded(&crmhook(&server, &["targets", "delete", &tid]));
+    assert!(succeeded(&crmhook(&server, &["targets", "list"])).contains("(none)"));
 }
 
 #[test]
@@ -175,7 +155,7 @@ fn crmhook_bare(args: &[&str]) -> Output {
 }
 
 fn json_of(out: &Output) -> Value {
-    let text = ok(out);
+    let text = succeeded(out);
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
@@ -204,7 +184,7 @@ fn post_to_source(ingest_url: &str, key: &str, body: &str) -> Resp {
 fn sources_from_the_command_line() {
     let server = Server::start();
     // A maximizer source, created for people: the key and Maximizer's target URL are printed once.
-    let text = ok(&crmhook(&server, &["sources", "create", "--name", "max-prod", "--kind", "maximizer"]));
+    let text = succeeded(&crmhook(&server, &["sources", "create", "--name", "max-prod", "--kind", "maximizer"]));
     assert!(text.starts_with("ID") && text.contains("INGEST_URL") && text.contains("max-prod"), "{text}");
     let key = text
         .lines()
@@ -234,11 +214,11 @@ fn sources_from_the_command_line() {
     let list = json_of(&crmhook(&server, &["sources", "list", "--json"]));
     assert_eq!(list, server.admin("GET", "/v1/sources", None).json());
     assert_eq!(list["sources"].as_array().map(Vec::len), Some(2));
-    let table = ok(&crmhook(&server, &["sources", "list"]));
+    let table = succeeded(&crmhook(&server, &["sources", "list"]));
     assert!(table.starts_with("ID") && table.contains("ENABLED") && table.contains("INGEST_URL"), "{table}");
     assert!(table.contains(max_id) && table.contains(&maia_id) && table.contains(ingest_url), "{table}");
     assert!(!table.contains("mxk_") && !table.contains("maia-s3cret"), "{table}");
-    let shown = ok(&crmhook(&server, &["sources", "show", &maia_id]));
+    let shown = succeeded(&crmhook(&server, &["sources", "show", &maia_id]));
     assert!(shown.contains(&maia_id) && shown.contains("maia-prod") && !shown.contains("maia-s3cret"), "{shown}");
 
     // The key works; rotate-key gives a new one and the old one stops at once.
@@ -257,17 +237,17 @@ fn sources_from_the_command_line() {
     assert_eq!(disabled["enabled"], false);
     assert_eq!(server.admin("GET", &format!("/v1/sources/{max_id}"), None).json()["enabled"], false);
     assert_eq!(post_to_source(ingest_url, &new_key, &format!("[{}]", maximizer_element("a4"))).status, 401);
-    let text = ok(&crmhook(&server, &["sources", "enable", max_id]));
+    let text = succeeded(&crmhook(&server, &["sources", "enable", max_id]));
     assert!(text.contains(max_id) && text.contains("true"), "{text}");
     assert_eq!(server.admin("GET", &format!("/v1/sources/{max_id}"), None).json()["enabled"], true);
 
     // Update: a new name; the maia secret cleared, then set again.
     let updated = json_of(&crmhook(&server, &["sources", "update", &maia_id, "--name", "maia-eu", "--json"]));
     assert_eq!(updated["name"], "maia-eu");
-    let cleared = ok(&crmhook(&server, &["sources", "update", &maia_id, "--clear-maia-secret"]));
+    let cleared = succeeded(&crmhook(&server, &["sources", "update", &maia_id, "--clear-maia-secret"]));
     assert!(cleared.contains("no MAIA secret yet"), "{cleared}");
     assert_eq!(server.admin("GET", &format!("/v1/sources/{maia_id}"), None).json()["maia_secret_set"], false);
-    ok(&crmhook(&server, &["sources", "update", &maia_id, "--maia-secret", "other-s3cret"]));
+    succeeded(&crmhook(&server, &["sources", "update", &maia_id, "--maia-secret", "other-s3cret"]));
     let api = server.admin("GET", &format!("/v1/sources/{maia_id}"), None).json();
     assert_eq!((api["name"].as_str(), api["maia_secret_set"].as_bool()), (Some("maia-eu"), Some(true)));
     assert!(!crmhook(&server, &["sources", "update", &maia_id]).status.success(), "nothing to update is an error");
@@ -277,10 +257,10 @@ fn sources_from_the_command_line() {
     let ids: Vec<&str> = events["events"].as_array().expect("events").iter().filter_map(|e| e["id"].as_str()).collect();
     assert_eq!(ids.len(), 2, "{events}");
     assert_eq!(json_of(&crmhook(&server, &["events", "list", "--source", &maia_id, "--json"]))["events"], json!([]));
-    let shown = ok(&crmhook(&server, &["events", "show", ids[0]]));
+    let shown = succeeded(&crmhook(&server, &["events", "show", ids[0]]));
     assert!(shown.contains(&format!("source {max_id}")), "{shown}");
 
-    ok(&crmhook(&server, &["sources", "delete", &maia_id]));
+    succeeded(&crmhook(&server, &["sources", "delete", &maia_id]));
     assert_eq!(server.admin("GET", &format!("/v1/sources/{maia_id}"), None).status, 404);
 }
 
@@ -301,7 +281,7 @@ fn rejected_pieces_from_the_command_line() {
     assert_eq!((ack["accepted"].as_u64(), ack["rejected"].as_u64()), (Some(1), Some(1)), "{ack}");
     let rej = ack["rejections"][0]["id"].as_str().expect("rej id").to_owned();
 
-    let table = ok(&crmhook(&server, &["rejected", "list"]));
+    let table = succeeded(&crmhook(&server, &["rejected", "list"]));
     assert!(table.starts_with("ID") && table.contains("SOURCE") && table.contains("REASON"), "{table}");
     let row = table.lines().find(|l| l.contains(&rej)).expect("the piece is listed");
     assert!(row.contains(src) && row.contains("WorkspaceId"), "{row}");
@@ -312,7 +292,7 @@ fn rejected_pieces_from_the_command_line() {
     let after = json_of(&crmhook(&server, &["rejected", "list", "--after", &rej, "--json"]));
     assert_eq!(after["rejected"], json!([]));
 
-    let shown = ok(&crmhook(&server, &["rejected", "show", &rej]));
+    let shown = succeeded(&crmhook(&server, &["rejected", "show", &rej]));
     assert!(shown.contains(&rej) && shown.contains(src) && shown.contains("WorkspaceId"), "{shown}");
     assert!(shown.lines().any(|l| l == bad), "the exact bytes are shown: {shown}");
     let shown = json_of(&crmhook(&server, &["rejected", "show", &rej, "--json"]));
@@ -469,7 +449,7 @@ fn targets_test_prints_the_attempt_and_what_the_receiver_answered() {
     assert!(text.contains("body:\n     try later"), "{text}");
     let test_id = text.split_whitespace().nth(2).expect("the event id").to_owned();
 
-    let delivered = ok(&crmhook(&server, &["targets", "test", &tid, "--type", "ai_pause", "--json"]));
+    let delivered = succeeded(&crmhook(&server, &["targets", "test", &tid, "--type", "ai_pause", "--json"]));
     let v: Value = serde_json::from_str(&delivered).expect("json");
     assert_eq!((v["event"]["type"].as_str(), v["event"]["test"].as_bool()), (Some("ai_pause"), Some(true)), "{v}");
     assert_eq!(
@@ -479,9 +459,9 @@ fn targets_test_prints_the_attempt_and_what_the_receiver_answered() {
     assert_eq!(rcv.count("/tt"), 2);
 
     // The event's own view says it is a test, with the answer.
-    let shown = ok(&crmhook(&server, &["events", "show", &test_id]));
+    let shown = succeeded(&crmhook(&server, &["events", "show", &test_id]));
     assert!(shown.contains("a test event") && shown.contains("try later"), "{shown}");
-    let listed = ok(&crmhook(&server, &["events", "list"]));
+    let listed = succeeded(&crmhook(&server, &["events", "list"]));
     assert!(listed.contains("ai_pause (test)"), "{listed}");
     let bad = crmhook(&server, &["targets", "test", &tid, "--type", "nothing"]);
     assert!(!bad.status.success());

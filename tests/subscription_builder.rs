@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -284,27 +284,6 @@ fn facets_count_the_values_of_the_last_events() {
 }
 
 // ---- the commands --------------------------------------------------------------------------
-
-fn crmhook(server: &Server, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_crmhook"))
-        .args(args)
-        .env_remove("CRMHOOK_URL")
-        .env_remove("CRMHOOK_ADMIN_TOKEN")
-        .env("CRMHOOK_URL", &server.base)
-        .env("CRMHOOK_ADMIN_TOKEN", ADMIN)
-        .output()
-        .expect("crmhook runs")
-}
-
-fn succeeded(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// A command that fails, answering what it said on stderr.
 fn failed(out: &Output) -> String {

@@ -375,6 +375,30 @@ impl Drop for Server {
 // ---- the receivers' checks ------------------------------------------------------------------
 // Independent of crmhook-core: the contract's two schemes written out again here.
 
+/// Runs the `crmhook` CLI against `server` with the admin token (nothing inherited from the
+/// environment that runs the tests).
+pub fn crmhook(server: &Server, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_crmhook"))
+        .args(args)
+        .env_remove("CRMHOOK_URL")
+        .env_remove("CRMHOOK_ADMIN_TOKEN")
+        .env("CRMHOOK_URL", &server.base)
+        .env("CRMHOOK_ADMIN_TOKEN", ADMIN)
+        .output()
+        .expect("crmhook runs")
+}
+
+/// A command's stdout, once it has succeeded (a failure fails the test with what it said).
+pub fn succeeded(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> Vec<u8> {
     use hmac::{KeyInit, Mac};
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("any key length");

@@ -135,20 +135,12 @@ pub enum Subscriptions {
     Show {
         id: String,
     },
+    /// Subscribe a target to the events that meet every condition given (none: every event).
     Create {
         #[arg(long)]
         target: String,
-        #[arg(long = "event-type")]
-        event_types: Vec<String>,
-        #[arg(long = "kanban-id")]
-        kanban_ids: Vec<String>,
-        #[arg(long = "field-name")]
-        field_names: Vec<String>,
-        /// A filter as JSON, e.g. '{"path": "/Data/New/Revenue", "op": "gt", "value": 1000}'.
-        #[arg(long = "filter")]
-        filters: Vec<String>,
-        #[arg(long)]
-        version_major: Option<u32>,
+        #[command(flatten)]
+        conditions: crate::cli_edit::Conditions,
     },
     Delete {
         id: String,
@@ -610,11 +602,10 @@ pub fn subscriptions(conn: &Conn, cmd: Subscriptions) -> anyhow::Result<ExitCode
             return Ok(ExitCode::SUCCESS);
         }
         Subscriptions::Show { id } => request(conn, "GET", &format!("/v1/subscriptions/{id}"), None)?,
-        Subscriptions::Create { target, event_types, kanban_ids, field_names, filters, version_major } => {
-            let filters: Vec<Value> = filters
-                .iter()
-                .map(|f| serde_json::from_str(f).with_context(|| format!("--filter {f:?} is not JSON")))
-                .collect::<anyhow::Result<_>>()?;
+        Subscriptions::Create { target, conditions } => {
+            let crate::cli_edit::Conditions { event_types, kanban_ids, field_names, filters, version_major } =
+                conditions;
+            let filters = crate::cli_edit::parse_filters(&filters)?;
             let mut body = json!({"target_id": target, "event_types": event_types, "kanban_ids": kanban_ids,
                                   "field_names": field_names, "filters": filters});
             if let Some(m) = version_major {

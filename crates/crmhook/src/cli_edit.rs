@@ -54,16 +54,21 @@ pub enum Format {
 #[derive(Args)]
 pub struct Conditions {
     #[arg(long = "event-type")]
-    event_types: Vec<String>,
+    pub event_types: Vec<String>,
     #[arg(long = "kanban-id")]
-    kanban_ids: Vec<String>,
+    pub kanban_ids: Vec<String>,
     #[arg(long = "field-name")]
-    field_names: Vec<String>,
+    pub field_names: Vec<String>,
     /// A filter as JSON, e.g. '{"path": "/Data/New/Revenue", "op": "gt", "value": 1000}'.
     #[arg(long = "filter")]
-    filters: Vec<String>,
+    pub filters: Vec<String>,
     #[arg(long)]
-    version_major: Option<u32>,
+    pub version_major: Option<u32>,
+}
+
+/// `--filter` values, each parsed as JSON.
+pub fn parse_filters(filters: &[String]) -> anyhow::Result<Vec<Value>> {
+    filters.iter().map(|f| serde_json::from_str(f).with_context(|| format!("--filter {f:?} is not JSON"))).collect()
 }
 
 /// A subscription member `crmhook subscriptions update --clear` empties.
@@ -170,12 +175,7 @@ fn conditions(c: Conditions) -> anyhow::Result<Map<String, Value>> {
         }
     }
     if !c.filters.is_empty() {
-        let filters: Vec<Value> = c
-            .filters
-            .iter()
-            .map(|f| serde_json::from_str(f).with_context(|| format!("--filter {f:?} is not JSON")))
-            .collect::<anyhow::Result<_>>()?;
-        body.insert("filters".into(), json!(filters));
+        body.insert("filters".into(), json!(parse_filters(&c.filters)?));
     }
     if let Some(m) = c.version_major {
         body.insert("version_major".into(), json!(m));
