@@ -49,15 +49,6 @@ impl AttemptRecorded {
     }
 }
 
-/// Why an attempt with this outcome failed, as attempt listings say it; `None` for a 2xx.
-pub fn failure(outcome: &Outcome) -> Option<String> {
-    match outcome {
-        Outcome::Status(code) => (!(200..300).contains(code)).then(|| format!("answered HTTP {code}")),
-        Outcome::Timeout => Some("timed out".to_owned()),
-        Outcome::Error(e) => Some(e.clone()),
-    }
-}
-
 /// The feed's handle (cheap to clone).
 #[derive(Clone)]
 pub struct Feed {

@@ -221,6 +221,7 @@ pub use index::{RECORD_BUCKETS, RECORD_WINDOW};
 pub use log::{Log, LogFuture, LogHandle};
 pub use queries::EventFilter;
 
+pub use records::attempt_error;
 pub use records::{
     AckEntry, Attempt, AttemptResult, AuditEntry, Disabled, Final, Pending, Rejected, Request, Response, Retried,
     RESPONSE_HEADERS, RESPONSE_HEADER_BYTES,

@@ -126,6 +126,26 @@ pub struct Response {
     pub body_truncated: bool,
 }
 
+/// An attempt's `error`: why it failed, in words (`None` for a 2xx answer). A status other
+/// than 2xx is `answered HTTP <code>`, a 3xx `redirect not followed (HTTP <code> to <Location>)`,
+/// a timeout `timed out after <duration> ms`; with no answer, the words the delivery recorded
+/// (`connection refused`, `TLS: …`, `DNS: …`, `refused: <address> is not a public address …`).
+pub fn attempt_error(outcome: &Outcome, duration_ms: u64, response: Option<&Response>) -> Option<String> {
+    match outcome {
+        Outcome::Status(200..=299) => None,
+        Outcome::Status(code @ 300..=399) => {
+            let location = response.and_then(|r| r.headers.iter().find(|(k, _)| k == "location"));
+            Some(match location {
+                Some((_, to)) => format!("redirect not followed (HTTP {code} to {to})"),
+                None => format!("redirect not followed (HTTP {code})"),
+            })
+        }
+        Outcome::Status(code) => Some(format!("answered HTTP {code}")),
+        Outcome::Timeout => Some(format!("timed out after {duration_ms} ms")),
+        Outcome::Error(e) => Some(e.clone()),
+    }
+}
+
 /// The response headers kept with an attempt, by their lower-case names.
 pub const RESPONSE_HEADERS: [&str; 3] = ["content-type", "retry-after", "location"];
 
