@@ -473,109 +473,8 @@ fn the_console_shows_the_audit_trail_newest_first_and_pages_to_older_entries() {
 
 // ---- the Webhook Center ---------------------------------------------------------------------
 
-/// A receiver whose answer the test sets (status and body, the same for every request until
-/// changed), keeping each request's body; every arrival notifies a condvar.
-struct Answering {
-    port: u16,
-    state: std::sync::Arc<(std::sync::Mutex<Answers>, std::sync::Condvar)>,
-}
-
-struct Answers {
-    status: u16,
-    body: String,
-    got: Vec<Value>,
-}
-
-impl Answering {
-    fn start() -> Answering {
-        use std::io::{BufRead, BufReader, Read, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let state = std::sync::Arc::new((
-            std::sync::Mutex::new(Answers { status: 200, body: "ok".into(), got: Vec::new() }),
-            std::sync::Condvar::new(),
-        ));
-        let shared = state.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(conn) = conn else { return };
-                let shared = shared.clone();
-                std::thread::spawn(move || {
-                    let Ok(mut out) = conn.try_clone() else { return };
-                    let mut conn = BufReader::new(conn);
-                    loop {
-                        let mut line = String::new();
-                        if conn.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let mut length = 0;
-                        loop {
-                            let mut h = String::new();
-                            if conn.read_line(&mut h).unwrap_or(0) == 0 {
-                                return;
-                            }
-                            let h = h.trim_end();
-                            if h.is_empty() {
-                                break;
-                            }
-                            if let Some((name, value)) = h.split_once(':') {
-                                if name.eq_ignore_ascii_case("content-length") {
-                                    length = value.trim().parse().unwrap_or(0);
-                                }
-                            }
-                        }
-                        let mut body = vec![0; length];
-                        if conn.read_exact(&mut body).is_err() {
-                            return;
-                        }
-                        let (status, answer) = {
-                            let (lock, arrived) = &*shared;
-                            let mut s = lock.lock().expect("lock");
-                            s.got.push(serde_json::from_slice(&body).unwrap_or(Value::Null));
-                            arrived.notify_all();
-                            (s.status, s.body.clone())
-                        };
-                        let response = format!(
-                            "HTTP/1.1 {status} Answer\r\nContent-Type: text/plain\r\nX-Receiver: console-test\r\nContent-Length: {}\r\n\r\n{answer}",
-                            answer.len()
-                        );
-                        if out.write_all(response.as_bytes()).is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        Answering { port, state }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn answer(&self, status: u16, body: &str) {
-        let mut s = self.state.0.lock().expect("lock");
-        s.status = status;
-        s.body = body.to_owned();
-    }
-
-    /// How many requests carried an event with this recordId.
-    fn count(&self, record: &str) -> usize {
-        self.state.0.lock().expect("lock").got.iter().filter(|b| b["recordId"] == record).count()
-    }
-
-    /// Waits until `f` holds of the bodies received so far.
-    fn wait_until(&self, what: &str, f: impl Fn(&[Value]) -> bool) {
-        let (lock, arrived) = &*self.state;
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
-        let mut s = lock.lock().expect("lock");
-        while !f(&s.got) {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            assert!(!left.is_zero(), "timed out waiting for {what}");
-            s = arrived.wait_timeout(s, left).expect("lock").0;
-        }
-    }
-}
+/// How long the Webhook Center's tests wait for a delivery at the receiver.
+const WAIT: Duration = Duration::from_secs(15);
 
 /// Posts `event` to a MAIA source's ingest URL as MAIA does: signed with its secret, no token.
 fn post_as_maia(ingest_url: &str, secret: &str, event: &Value) -> Value {
@@ -603,7 +502,7 @@ fn stage_update(kanban: &str, value: &str) -> (Value, String) {
 #[test]
 fn webhook_center_flow() {
     let server = Server::start();
-    let rcv = Answering::start();
+    let rcv = Receiver::start();
     let browser = signed_in(&server);
     let kanban = format!("kanban_console_{}", unique());
 
@@ -751,26 +650,28 @@ fn webhook_center_flow() {
     assert_eq!(s["filters"], json!([{"path": "/newValue", "op": "eq", "value": "Won"}]));
 
     // A test event: its status, latency and what the receiver said.
-    rcv.answer(200, "hello from <the receiver>");
+    rcv.set_default("/hook", with_body(200, "hello from <the receiver>"));
     browser.choose("#t-test select[name=type]", "crm_record_created");
     browser.enter("#t-test button[type=submit]");
     browser.wait_text("#t-test-result .test-outcome", "the test's outcome", |t| {
         t.contains("HTTP 200") && t.contains(" ms")
     });
     browser.wait_text("#t-test-result pre.response-body", "the receiver's body", |t| t == "hello from <the receiver>");
-    // Only the headers that matter are kept (Content-Type, Retry-After, Location): not X-Receiver.
+    // Only the headers that matter are kept (Content-Type, Retry-After, Location): not the
+    // receiver's Content-Length.
     let headers = browser.text(&browser.wait("#t-test-result .resp-headers"));
-    assert!(headers.contains("text/plain") && !headers.contains("console-test"), "{headers}");
-    rcv.answer(200, "ok");
+    assert!(headers.contains("text/plain") && !headers.to_ascii_lowercase().contains("content-length"), "{headers}");
+    rcv.set_default("/hook", with_body(200, "ok"));
 
     // A lost stage, then a won one, posted as MAIA would: only the won one is delivered.
     let (lost, lost_record) = stage_update(&kanban, "Lost");
     let lost_id = post_as_maia(&ingest_url, &secret, &lost)["events"][0]["id"].as_str().expect("id").to_owned();
     let (won, won_record) = stage_update(&kanban, "Won");
     let won_id = post_as_maia(&ingest_url, &secret, &won)["events"][0]["id"].as_str().expect("id").to_owned();
-    rcv.wait_until("the won stage", |got| got.iter().any(|b| b["recordId"] == won_record.as_str()));
+    rcv.wait_until(WAIT, "the won stage", |got| got.iter().any(|r| r.tag == won_record).then_some(()));
     server.wait_settled(&tid, Duration::from_secs(15));
-    assert_eq!((rcv.count(&won_record), rcv.count(&lost_record)), (1, 0), "exactly one delivery");
+    let counts = rcv.tag_counts("/hook");
+    assert_eq!((counts.get(&won_record), counts.get(&lost_record)), (Some(&1), None), "exactly one delivery");
     browser.clicks("#tabs button[data-view='events']");
     browser.clicks(&format!("#live tr[data-id='{lost_id}']"));
     browser.wait_text("#detail", "no delivery of the lost stage", |t| t.contains("No target is owed this event"));
@@ -781,17 +682,19 @@ fn webhook_center_flow() {
 
     // The receiver fails with a body: the attempt shows it, as text.
     let failure = "<b>database down</b> & out";
-    rcv.answer(500, failure);
+    rcv.set_default("/hook", with_body(500, failure));
     let (won, failing_record) = stage_update(&kanban, "Won");
     let failing_id = post_as_maia(&ingest_url, &secret, &won)["events"][0]["id"].as_str().expect("id").to_owned();
-    rcv.wait_until("the failing delivery", |got| got.iter().any(|b| b["recordId"] == failing_record.as_str()));
+    rcv.wait_until(WAIT, "the failing delivery", |got| got.iter().any(|r| r.tag == failing_record).then_some(()));
     browser.clicks(&format!("#live tr[data-id='{failing_id}']"));
     browser.wait_text("#detail pre.response-body", "the receiver's 500 body", |t| t == failure);
     browser.wait_text("#detail details.response summary", "the status", |t| t.contains("HTTP 500"));
     assert!(browser.find_all("#detail pre.response-body b").is_empty(), "the body is text");
     browser.shot("console-attempt.png");
-    rcv.answer(200, "ok");
-    rcv.wait_until("the retry", |got| got.iter().filter(|b| b["recordId"] == failing_record.as_str()).count() >= 2);
+    rcv.set_default("/hook", with_body(200, "ok"));
+    rcv.wait_until(WAIT, "the retry", |got| {
+        (got.iter().filter(|r| r.tag == failing_record).count() >= 2).then_some(())
+    });
 
     // The subscription edited in the page: lost stages now.
     browser.clicks("#tabs button[data-view='webhooks']");
