@@ -83,7 +83,13 @@ impl EventId {
     /// random bits, then the seq in the low 64 bits, so the store finds an event from its id
     /// without an index (and checks the whole id against the event it finds there).
     pub fn with_seq(ms: u64, seq: u64) -> Self {
-        let random = u128::from(rand::rng().next_u32() & 0xFFFF);
+        Self::with_parts(ms, rand::rng().next_u32() as u16, seq)
+    }
+
+    /// [`EventId::with_seq`] with its random bits given: every copy of a replicated log (cluster
+    /// mode) makes the same id from the same parts.
+    pub fn with_parts(ms: u64, random: u16, seq: u64) -> Self {
+        let random = u128::from(random);
         let value = (u128::from(ms & 0xFFFF_FFFF_FFFF) << 80) | (random << 64) | u128::from(seq);
         Self(format!("{}{}", Self::PREFIX, encode(value)))
     }

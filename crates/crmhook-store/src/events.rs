@@ -17,6 +17,10 @@ use crate::{read_u64, Result, Store, StoreError};
 pub struct PendingAppend(oneshot::Receiver<Result<Vec<AckEntry>>>);
 
 impl PendingAppend {
+    pub(crate) fn new(rx: oneshot::Receiver<Result<Vec<AckEntry>>>) -> PendingAppend {
+        PendingAppend(rx)
+    }
+
     pub async fn wait(self) -> Result<Vec<AckEntry>> {
         self.0.await.map_err(|_| StoreError::Closed)?
     }
@@ -32,8 +36,11 @@ impl Store {
     /// Queues an append for the writer and answers at once with what to await: the caller
     /// that queues need not be the one that waits for the flush.
     pub fn queue_append(&self, events: Vec<NewEvent>, idempotency_key: Option<String>) -> Result<PendingAppend> {
+        if let Some(link) = &self.inner.replica {
+            return link.append(events, idempotency_key);
+        }
         let (reply, rx) = oneshot::channel();
-        self.inner.tx.try_send(Op::Append { events, idempotency_key, reply }).map_err(|e| match e {
+        self.inner.tx.try_send(Op::Append { events, idempotency_key, stamp: None, reply }).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => StoreError::Busy,
             mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
         })?;
@@ -53,6 +60,17 @@ impl Store {
     /// A receiver that sees the head move.
     pub fn watch_head(&self) -> watch::Receiver<u64> {
         self.inner.head_rx.clone()
+    }
+
+    /// Moves each time entries of the replicated log change targets, subscriptions or disabled
+    /// targets (replica mode, `replica`): another node's admin change. Never moves otherwise.
+    pub fn watch_config(&self) -> watch::Receiver<u64> {
+        self.inner.config_rx.clone()
+    }
+
+    /// Whether this store is one node's copy of a replicated log (`replica`).
+    pub fn is_replica(&self) -> bool {
+        self.inner.replica.is_some()
     }
 
     pub fn event(&self, seq: u64) -> Result<Option<Event>> {

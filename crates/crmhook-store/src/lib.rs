@@ -204,6 +204,7 @@ pub mod log;
 mod migrate;
 mod open;
 mod queries;
+pub mod replica;
 mod stats;
 mod writer;
 
@@ -220,6 +221,7 @@ pub use finished::FINISHED_BLOCK;
 pub use index::{RECORD_BUCKETS, RECORD_WINDOW};
 pub use log::{Log, LogFuture, LogHandle};
 pub use queries::EventFilter;
+pub use replica::{Outgoing, Replica};
 
 pub use records::attempt_error;
 pub use records::{
@@ -323,6 +325,10 @@ pub(crate) struct Inner {
     pub(crate) unrecorded: Mutex<std::collections::HashMap<TargetId, Unrecorded>>,
     /// How targets' and sources' secrets are kept (sealed with the key, or not).
     pub(crate) seal: seal::Seal,
+    /// Replica mode: where writes go instead of the writer's queue (`replica`).
+    pub(crate) replica: Option<replica::Link>,
+    /// Moves when an entry of the replicated log changed targets or subscriptions.
+    pub(crate) config_rx: watch::Receiver<u64>,
 }
 
 impl Store {

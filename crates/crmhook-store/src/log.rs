@@ -57,6 +57,9 @@ pub trait Log: Send + Sync + 'static {
     fn head(&self) -> u64;
     /// Tells each new head.
     fn watch_head(&self) -> watch::Receiver<u64>;
+    /// Moves when another node changed targets, subscriptions or disabled targets (cluster
+    /// mode); never moves on a single node.
+    fn watch_config(&self) -> watch::Receiver<u64>;
     fn event(&self, seq: u64) -> Result<Option<Event>>;
     fn event_ref(&self, seq: u64) -> Result<Option<EventRef>>;
     fn event_by_id(&self, id: &EventId) -> Result<Option<Event>>;
@@ -166,6 +169,9 @@ impl Log for Store {
     }
     fn watch_head(&self) -> watch::Receiver<u64> {
         Store::watch_head(self)
+    }
+    fn watch_config(&self) -> watch::Receiver<u64> {
+        Store::watch_config(self)
     }
     fn event(&self, seq: u64) -> Result<Option<Event>> {
         Store::event(self, seq)

@@ -11,6 +11,7 @@ use crate::finished::Blocks;
 use crate::index::{IndexWindow, WindowPostings};
 use crate::keys::{self, Tag};
 use crate::migrate::migrate_from_format_1;
+use crate::replica::Link;
 use crate::seal::{Seal, SealKey};
 use crate::stored::{
     SourceV1, SourceV2, TargetOptionsV1, TargetV1, TargetV2, TargetV3, TargetV4, CLEAR_OPTIONS_VERSION,
@@ -27,6 +28,10 @@ impl Store {
 
     /// [`Store::open`] with tuning options.
     pub fn open_with(dir: &std::path::Path, options: Options) -> Result<Store> {
+        Store::open_inner(dir, options, None)
+    }
+
+    pub(crate) fn open_inner(dir: &std::path::Path, options: Options, replica: Option<Link>) -> Result<Store> {
         let Options { queue, cache_bytes, record_window, key } = options;
         let db = open_db(dir, cache_bytes)?;
         let tree = db.open_tree("crmhook")?;
@@ -36,6 +41,7 @@ impl Store {
         let head_atomic = Arc::new(AtomicU64::new(head));
         let (head_tx, head_rx) = watch::channel(head);
         let (tx, rx) = mpsc::channel(queue.max(1));
+        let (config_tx, config_rx) = watch::channel(0);
         let failing = Arc::new(AtomicBool::new(false));
         let through = tree.get(keys::indexed())?.map(|v| read_u64(&v)).transpose()?.unwrap_or(0);
         let window = Arc::new(Mutex::new(IndexWindow {
@@ -55,6 +61,8 @@ impl Store {
             // Distinct from every earlier process's numbers, unless one made 65,536 requests
             // and the next started within the same millisecond.
             requests: crmhook_core::time::now_ms() << 16,
+            replica: replica.is_some(),
+            config_tx,
         };
         let handle = writer.spawn(rx)?;
         let store = Store {
@@ -70,6 +78,8 @@ impl Store {
                 window,
                 unrecorded: Mutex::default(),
                 seal,
+                replica,
+                config_rx,
             }),
         };
         store.read_back_index_window(through, record_window.max(1))?;

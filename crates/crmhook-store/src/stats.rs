@@ -35,7 +35,7 @@ impl Store {
         for name in remove {
             batch.remove(keys::meta(&format!("{STATS_PREFIX}{name}")));
         }
-        self.write_with(batch, When::Held).await
+        self.write_here(batch, When::Held).await
     }
 }
 

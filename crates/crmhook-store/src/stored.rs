@@ -21,7 +21,9 @@ use crmhook_core::retry::Outcome;
 use crmhook_core::source::SourceKind;
 use crmhook_core::subscription::{Filter, Op};
 use crmhook_core::target::Format;
-use crmhook_core::{Event, EventId, EventKind, Source, SourceId, Subscription, SubscriptionId, Target, TargetId};
+use crmhook_core::{
+    Event, EventId, EventKind, NewEvent, Source, SourceId, Subscription, SubscriptionId, Target, TargetId,
+};
 
 use crate::seal::SealKey;
 use crate::StoreError;
@@ -51,6 +53,57 @@ impl From<EventV3> for Event {
             seq: e.seq,
             id: e.id,
             received_at_ms: e.received_at_ms,
+            kind: e.kind.into(),
+            event_type: e.event_type,
+            payload: e.payload,
+            record_id: e.record_id,
+            kanban_id: e.kanban_id,
+            field_name: e.field_name,
+            external_id: e.external_id,
+            version_major: e.version_major,
+            source_id: e.source_id,
+            test: e.test,
+        }
+    }
+}
+
+/// An event as an append carries it through the replicated log (`replica`), before it has a
+/// seq and an id: [`NewEvent`]'s layout, version 1.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct NewEventV1 {
+    pub kind: EventKindV1,
+    pub event_type: String,
+    #[serde(with = "crmhook_core::event::bytes")]
+    pub payload: Vec<u8>,
+    pub record_id: Option<String>,
+    pub kanban_id: Option<String>,
+    pub field_name: Option<String>,
+    pub external_id: Option<String>,
+    pub version_major: Option<u32>,
+    pub source_id: Option<SourceId>,
+    pub test: bool,
+}
+
+impl From<NewEvent> for NewEventV1 {
+    fn from(e: NewEvent) -> Self {
+        NewEventV1 {
+            kind: e.kind.into(),
+            event_type: e.event_type,
+            payload: e.payload,
+            record_id: e.record_id,
+            kanban_id: e.kanban_id,
+            field_name: e.field_name,
+            external_id: e.external_id,
+            version_major: e.version_major,
+            source_id: e.source_id,
+            test: e.test,
+        }
+    }
+}
+
+impl From<NewEventV1> for NewEvent {
+    fn from(e: NewEventV1) -> Self {
+        NewEvent {
             kind: e.kind.into(),
             event_type: e.event_type,
             payload: e.payload,

@@ -29,8 +29,26 @@ const SLOW_COMMIT: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// A request to the writer thread.
 pub(crate) enum Op {
-    Append { events: Vec<NewEvent>, idempotency_key: Option<String>, reply: oneshot::Sender<Result<Vec<AckEntry>>> },
-    Write { writes: Writes, when: When, reply: oneshot::Sender<Result<()>> },
+    /// `stamp`: when the events were received and their ids' random bits (replica mode: the
+    /// node that took them chose), or now and random.
+    Append {
+        events: Vec<NewEvent>,
+        idempotency_key: Option<String>,
+        stamp: Option<(u64, u16)>,
+        reply: oneshot::Sender<Result<Vec<AckEntry>>>,
+    },
+    /// An entry of the replicated log (replica mode, `replica`): its ops, applied in one batch
+    /// with its position; `config`: some of them change targets or subscriptions.
+    Entry {
+        seq: u64,
+        ops: Vec<Op>,
+        config: bool,
+    },
+    Write {
+        writes: Writes,
+        when: When,
+        reply: oneshot::Sender<Result<()>>,
+    },
     Stop(oneshot::Sender<()>),
 }
 
@@ -57,6 +75,10 @@ pub(crate) struct Writer {
     pub(crate) window: Arc<Mutex<IndexWindow>>,
     /// The last `n` given to an operator's request's `O` key.
     pub(crate) requests: u64,
+    /// Replica mode: the replicated log is what is durable, so nothing here waits for a flush.
+    pub(crate) replica: bool,
+    /// Moves after a group that changed targets or subscriptions in an entry (replica mode).
+    pub(crate) config_tx: watch::Sender<u64>,
 }
 
 enum Reply {
@@ -91,6 +113,8 @@ struct Group {
     first_seq: u64,
     /// Whether the group is answered only after a flush.
     flush: bool,
+    /// Whether an entry of the group changed targets or subscriptions.
+    config: bool,
     stop: Option<oneshot::Sender<()>>,
 }
 
@@ -129,7 +153,7 @@ impl Writer {
     /// request, if it holds one.
     fn commit(&mut self, ops: Vec<Op>) -> Option<oneshot::Sender<()>> {
         let (group, blocks) = self.gather(ops);
-        let Group { mut batch, replies, fresh, first_seq, mut flush, stop } = group;
+        let Group { mut batch, replies, fresh, first_seq, mut flush, config, stop } = group;
         let mut written_out = None;
         let logged = blocks.into_batch(&mut batch).and_then(|()| {
             if !fresh.is_empty() {
@@ -137,7 +161,7 @@ impl Writer {
             }
             Ok(())
         });
-        flush |= self.next_seq > first_seq || stop.is_some();
+        flush |= (self.next_seq > first_seq && !self.replica) || stop.is_some();
         let started = Instant::now();
         let mut applied_at = started;
         let result = logged.and_then(|()| {
@@ -161,6 +185,9 @@ impl Writer {
         }
         self.failing.store(result.is_err(), Ordering::Release);
         self.settle(&fresh, first_seq, written_out, &result);
+        if config && result.is_ok() {
+            self.config_tx.send_modify(|n| *n += 1);
+        }
         answer(replies, &result);
         stop
     }
@@ -174,29 +201,52 @@ impl Writer {
             fresh: Vec::new(),
             first_seq: self.next_seq,
             flush: false,
+            config: false,
             stop: None,
         };
         let mut seen: HashMap<Vec<u8>, Vec<AckEntry>> = HashMap::new();
         let mut blocks = Blocks::default();
         for op in ops {
-            match op {
-                Op::Stop(done) => group.stop = Some(done),
-                Op::Write { writes, when, reply } => {
-                    group.flush |= when == When::Flushed;
-                    writes.into_batch(&mut group.batch, &mut blocks, &self.tree, &mut self.requests);
-                    group.replies.push(Reply::Write(reply));
-                }
-                Op::Append { events, idempotency_key, reply } => {
-                    match self.prepare_append(&mut group.batch, &mut seen, &mut group.fresh, events, idempotency_key) {
-                        Ok(acks) => group.replies.push(Reply::Append(reply, acks)),
-                        Err(e) => {
-                            let _ = reply.send(Err(e));
-                        }
+            self.gather_op(op, &mut group, &mut seen, &mut blocks);
+        }
+        (group, blocks)
+    }
+
+    fn gather_op(
+        &mut self,
+        op: Op,
+        group: &mut Group,
+        seen: &mut HashMap<Vec<u8>, Vec<AckEntry>>,
+        blocks: &mut Blocks,
+    ) {
+        match op {
+            Op::Stop(done) => group.stop = Some(done),
+            Op::Write { writes, when, reply } => {
+                group.flush |= when == When::Flushed;
+                writes.into_batch(&mut group.batch, blocks, &self.tree, &mut self.requests);
+                group.replies.push(Reply::Write(reply));
+            }
+            Op::Append { events, idempotency_key, stamp, reply } => {
+                match self.prepare_append(&mut group.batch, seen, &mut group.fresh, events, idempotency_key, stamp) {
+                    Ok(acks) => group.replies.push(Reply::Append(reply, acks)),
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
                     }
                 }
             }
+            Op::Entry { seq, ops, config } => {
+                // Numbered keys take their `n` from the entry's position: the same on every node.
+                self.requests = seq << 16;
+                for op in ops {
+                    self.gather_op(op, group, seen, blocks);
+                }
+                group.config |= config;
+                match codec::encode(&seq) {
+                    Ok(v) => group.batch.insert(keys::meta(crate::replica::REPLICATED), v),
+                    Err(e) => tracing::error!(error = %e, "the replicated position could not be encoded"),
+                }
+            }
         }
-        (group, blocks)
     }
 
     /// Adds a group's new events to its batch: their chunks, the head, and the index window
@@ -255,6 +305,7 @@ impl Writer {
         fresh: &mut Vec<Event>,
         events: Vec<NewEvent>,
         idempotency_key: Option<String>,
+        stamp: Option<(u64, u16)>,
     ) -> Result<Vec<AckEntry>> {
         let lookup =
             |seen: &std::collections::HashMap<Vec<u8>, Vec<AckEntry>>, k: &[u8]| -> Result<Option<Vec<AckEntry>>> {
@@ -273,7 +324,7 @@ impl Writer {
                 return Ok(acks.into_iter().map(|a| AckEntry { duplicate: true, ..a }).collect());
             }
         }
-        let now = crmhook_core::time::now_ms();
+        let now = stamp.map_or_else(crmhook_core::time::now_ms, |(at_ms, _)| at_ms);
         let mut acks = Vec::with_capacity(events.len());
         let mut local = Writes::default();
         let mut new_events = Vec::with_capacity(events.len());
@@ -288,7 +339,11 @@ impl Writer {
                 }
             }
             let seq = self.next_seq;
-            let id = EventId::with_seq(now, seq);
+            let id = match stamp {
+                // Each event of the request its own bits, the same on every copy.
+                Some((_, random)) => EventId::with_parts(now, random.wrapping_add(acks.len() as u16), seq),
+                None => EventId::with_seq(now, seq),
+            };
             let event = Event::from_new(new, seq, id.clone(), now);
             let ack = AckEntry { id, seq, event_type: event.event_type.clone(), duplicate: false };
             if let Some(k) = ext_key {
@@ -334,7 +389,10 @@ fn next_group(rx: &mut mpsc::Receiver<Op>, timer: &Runtime, hold: &mut Hold) -> 
             }
         }
         let lazy_only = ops.iter().all(|op| matches!(op, Op::Write { when: When::Held, .. }));
-        if ops.iter().any(|op| matches!(op, Op::Append { .. } | Op::Write { when: When::Flushed, .. })) {
+        if ops
+            .iter()
+            .any(|op| matches!(op, Op::Append { .. } | Op::Entry { .. } | Op::Write { when: When::Flushed, .. }))
+        {
             hold.last_durable = Some(Instant::now());
         }
         if lazy_only && !timed_out && ops.len() < MAX_GROUP {
@@ -389,6 +447,14 @@ impl Store {
     }
 
     pub(crate) async fn write_with(&self, writes: Writes, when: When) -> Result<()> {
+        if let Some(link) = &self.inner.replica {
+            return link.write(writes).await;
+        }
+        self.write_here(writes, when).await
+    }
+
+    /// Writes on this node only, also in replica mode (the console's charts' counts).
+    pub(crate) async fn write_here(&self, writes: Writes, when: When) -> Result<()> {
         let (reply, rx) = oneshot::channel();
         self.inner.tx.send(Op::Write { writes, when, reply }).await.map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?

@@ -1,0 +1,414 @@
+//! Replica mode: the store as one node's copy of a replicated log (cluster mode, issue 16).
+//!
+//! In replica mode the writer thread takes no request straight from its callers. Every write
+//! a caller makes (an append, a batch of delivery state, a configuration change, an audit
+//! entry…) is encoded as an *op* and handed to the replication ([`Replica::take_outgoing`]),
+//! which publishes ops, a few at a time, as *entries* of a log replicated elsewhere (a
+//! JetStream stream, `crmhook-cluster`). Every node reads every entry back in the log's order
+//! and gives it to [`Replica::apply`]; the writer applies the entry's ops as if they had been
+//! queued locally, in that order, and records the entry's position (`M replicated`) in the same
+//! sled batch. A caller is answered when its own op is applied on its own node: after the
+//! replicated log has the entry (a quorum holds it) and this copy shows it.
+//!
+//! What makes every copy the same: ops are applied in the log's order by the same code; an
+//! append carries the time it was received (so its event id is the same everywhere); the `n` of
+//! numbered keys (`O`, `U`) comes from the entry's position; deduplication (Idempotency-Key,
+//! Maximizer `Id`, MAIA body hash) reads the copy, which holds exactly the entries before.
+//!
+//! Durability moves to the replicated log: an entry's ops are applied without a local flush
+//! (sled writes them within `flush_every_ms`), and after a crash a node reads the log again
+//! from the entry after `M replicated`. A copy is never the only place anything is kept,
+//! except the console's charts' counts ([`crate::Store::put_stats`]), which stay local.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use crmhook_core::NewEvent;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::batch::{Write, Writes};
+use crate::keys::{self, Tag};
+use crate::records::AckEntry;
+use crate::stored::NewEventV1;
+use crate::writer::{Op, When};
+use crate::{codec, events::PendingAppend, read_u64, Result, Store, StoreError};
+
+/// Ops waiting to be published, by default; past it appends are refused (`Busy`).
+pub const OUTGOING: usize = 4096;
+
+/// One op to publish: the node's number for it, and its bytes.
+#[derive(Debug)]
+pub struct Outgoing {
+    pub nonce: u64,
+    pub op: Vec<u8>,
+}
+
+/// The replication's side of a store in replica mode.
+pub struct Replica {
+    store: Store,
+    outgoing: Mutex<Option<mpsc::Receiver<Outgoing>>>,
+    /// The last entry handed to the writer.
+    handed: AtomicU64,
+}
+
+/// Where a caller waits for its op to be applied.
+enum Waiter {
+    Append(oneshot::Sender<Result<Vec<AckEntry>>>),
+    Write(oneshot::Sender<Result<()>>),
+}
+
+/// What a store in replica mode holds: the node, its callers waiting, and the way out.
+pub(crate) struct Link {
+    node: u64,
+    next: AtomicU64,
+    waiting: Mutex<HashMap<u64, Waiter>>,
+    out: mpsc::Sender<Outgoing>,
+}
+
+/// The ops on the wire (record version 1). Positional (bincode): a layout never changes; a new
+/// one is a new version.
+#[derive(Serialize, Deserialize)]
+enum WireOp {
+    Append { at_ms: u64, random: u16, events: Vec<NewEventV1>, idempotency_key: Option<String> },
+    Write { writes: Vec<WireWrite> },
+}
+
+#[derive(Serialize, Deserialize)]
+enum WireWrite {
+    Put(#[serde(with = "crmhook_core::event::bytes")] Vec<u8>, #[serde(with = "crmhook_core::event::bytes")] Vec<u8>),
+    Remove(#[serde(with = "crmhook_core::event::bytes")] Vec<u8>),
+    Finish(
+        #[serde(with = "crmhook_core::event::bytes")] Vec<u8>,
+        u64,
+        #[serde(with = "crmhook_core::event::bytes")] Vec<u8>,
+    ),
+    Unfinish(#[serde(with = "crmhook_core::event::bytes")] Vec<u8>, u64),
+    Numbered(u8, u64, #[serde(with = "crmhook_core::event::bytes")] Vec<u8>),
+}
+
+/// An entry of the replicated log (record version 1): the node that published it and its ops.
+#[derive(Serialize, Deserialize)]
+struct EntryV1 {
+    node: u64,
+    ops: Vec<(u64, EntryOp)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct EntryOp(#[serde(with = "crmhook_core::event::bytes")] Vec<u8>);
+
+impl Link {
+    pub(crate) fn new(node: u64, capacity: usize) -> (Link, mpsc::Receiver<Outgoing>) {
+        let (out, rx) = mpsc::channel(capacity.max(1));
+        (Link { node, next: AtomicU64::new(0), waiting: Mutex::default(), out }, rx)
+    }
+
+    fn wait(&self, waiter: Waiter) -> Result<u64> {
+        let nonce = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        self.waiting.lock().map_err(|_| StoreError::Io("replica lock poisoned".into()))?.insert(nonce, waiter);
+        Ok(nonce)
+    }
+
+    fn forget(&self, nonce: u64) -> Option<Waiter> {
+        self.waiting.lock().ok()?.remove(&nonce)
+    }
+
+    /// Hands an append to the replication at once (`Busy` when its queue is full).
+    pub(crate) fn append(&self, events: Vec<NewEvent>, idempotency_key: Option<String>) -> Result<PendingAppend> {
+        let op = WireOp::Append {
+            at_ms: crmhook_core::time::now_ms(),
+            random: rand::rng().next_u32() as u16,
+            events: events.into_iter().map(NewEventV1::from).collect(),
+            idempotency_key,
+        };
+        let op = codec::encode(&op)?;
+        let (reply, rx) = oneshot::channel();
+        let nonce = self.wait(Waiter::Append(reply))?;
+        self.out.try_send(Outgoing { nonce, op }).map_err(|e| {
+            self.forget(nonce);
+            match e {
+                mpsc::error::TrySendError::Full(_) => StoreError::Busy,
+                mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+            }
+        })?;
+        Ok(PendingAppend::new(rx))
+    }
+
+    /// Hands writes to the replication and waits until they are applied here.
+    pub(crate) async fn write(&self, writes: Writes) -> Result<()> {
+        let op =
+            codec::encode(&WireOp::Write { writes: writes.0.into_iter().map(wire_write).collect::<Result<_>>()? })?;
+        let (reply, rx) = oneshot::channel();
+        let nonce = self.wait(Waiter::Write(reply))?;
+        if self.out.send(Outgoing { nonce, op }).await.is_err() {
+            self.forget(nonce);
+            return Err(StoreError::Closed);
+        }
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+fn wire_write(write: Write) -> Result<WireWrite> {
+    Ok(match write {
+        Write::Put(k, v) => WireWrite::Put(k, v),
+        Write::Remove(k) => WireWrite::Remove(k),
+        Write::Finish(k, seq, attempt) => WireWrite::Finish(k, seq, codec::encode_attempt(&attempt)?),
+        Write::Unfinish(k, seq) => WireWrite::Unfinish(k, seq),
+        Write::Numbered(tag, at_ms, v) => WireWrite::Numbered(tag.byte(), at_ms, v),
+    })
+}
+
+fn local_write(write: WireWrite) -> Result<Write> {
+    Ok(match write {
+        WireWrite::Put(k, v) => Write::Put(k, v),
+        WireWrite::Remove(k) => Write::Remove(k),
+        WireWrite::Finish(k, seq, attempt) => Write::Finish(k, seq, codec::decode_attempt(&attempt)?),
+        WireWrite::Unfinish(k, seq) => Write::Unfinish(k, seq),
+        WireWrite::Numbered(tag, at_ms, v) => {
+            let tag = Tag::of(tag).ok_or_else(|| StoreError::Codec(format!("no keyspace {tag}")))?;
+            Write::Numbered(tag, at_ms, v)
+        }
+    })
+}
+
+/// Whether a write changes configuration the routers hold (targets, subscriptions, disabled
+/// targets): applying it tells [`Store::watch_config`].
+fn touches_config(write: &Write) -> bool {
+    let key = match write {
+        Write::Put(k, _) | Write::Remove(k) => k,
+        _ => return false,
+    };
+    [Tag::Target, Tag::Subscription, Tag::Disabled].iter().any(|t| key.first() == Some(&t.byte()))
+}
+
+impl Store {
+    /// Opens the store in `dir` in replica mode (see the module docs): its writes go to the
+    /// returned [`Replica`]'s outgoing ops, and it changes only by [`Replica::apply`]. `node`
+    /// names this node in the entries it publishes (distinct per node and per start).
+    pub fn open_replica(dir: &std::path::Path, options: crate::Options, node: u64) -> Result<Replica> {
+        let (link, rx) = Link::new(node, OUTGOING);
+        let store = Store::open_inner(dir, options, Some(link))?;
+        let handed = store.replicated()?;
+        Ok(Replica { store, outgoing: Mutex::new(Some(rx)), handed: AtomicU64::new(handed) })
+    }
+
+    /// The last entry of the replicated log applied here (0: none).
+    pub fn replicated(&self) -> Result<u64> {
+        Ok(self.inner.tree.get(keys::meta(REPLICATED))?.map(|v| read_u64(&v)).transpose()?.unwrap_or(0))
+    }
+}
+
+/// The meta name of the last entry applied.
+pub(crate) const REPLICATED: &str = "replicated";
+
+impl Replica {
+    /// The store, to hand to dispatch and the edge.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// This node's number in the entries.
+    pub fn node(&self) -> u64 {
+        self.link().map_or(0, |l| l.node)
+    }
+
+    fn link(&self) -> Option<&Link> {
+        self.store.inner.replica.as_ref()
+    }
+
+    /// The ops to publish (once: the publisher takes it).
+    pub fn take_outgoing(&self) -> Option<mpsc::Receiver<Outgoing>> {
+        self.outgoing.lock().ok()?.take()
+    }
+
+    /// The last entry given to [`Replica::apply`] (after a restart: the last applied).
+    pub fn handed(&self) -> u64 {
+        self.handed.load(Ordering::Acquire)
+    }
+
+    /// An entry of `node`'s ops, to publish.
+    pub fn encode_entry(node: u64, ops: Vec<Outgoing>) -> Result<Vec<u8>> {
+        codec::encode(&EntryV1 { node, ops: ops.into_iter().map(|o| (o.nonce, EntryOp(o.op))).collect() })
+    }
+
+    /// The nonces of an entry this node encoded (to fail them if publishing fails).
+    pub fn fail(&self, nonces: &[u64], why: &str) {
+        let Some(link) = self.link() else { return };
+        for nonce in nonces {
+            match link.forget(*nonce) {
+                Some(Waiter::Append(tx)) => {
+                    let _ = tx.send(Err(StoreError::Io(why.to_owned())));
+                }
+                Some(Waiter::Write(tx)) => {
+                    let _ = tx.send(Err(StoreError::Io(why.to_owned())));
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// Marks the log as failing (publishing does not succeed) or not: `/readyz` tells.
+    pub fn set_failing(&self, failing: bool) {
+        self.store.inner.failing.store(failing, Ordering::Release);
+    }
+
+    /// Hands the entry at position `seq` of the replicated log to the writer, after every entry
+    /// before it. An entry at or before the last one handed is skipped (a log read again).
+    pub async fn apply(&self, seq: u64, entry: &[u8]) -> Result<()> {
+        if seq <= self.handed() {
+            return Ok(());
+        }
+        let ops = match self.decode_entry(entry) {
+            Ok(ops) => ops,
+            Err(e) => {
+                // An entry this build cannot read (written by a newer one): its position is
+                // recorded so that the rest can follow, and the error is loud.
+                tracing::error!(seq, error = %e, "an entry of the replicated log could not be read; skipped");
+                Vec::new()
+            }
+        };
+        let config = ops.iter().any(|op| match op {
+            Op::Write { writes, .. } => writes.0.iter().any(touches_config),
+            _ => false,
+        });
+        self.store.inner.tx.send(Op::Entry { seq, ops, config }).await.map_err(|_| StoreError::Closed)?;
+        self.handed.store(seq, Ordering::Release);
+        Ok(())
+    }
+
+    fn decode_entry(&self, entry: &[u8]) -> Result<Vec<Op>> {
+        let EntryV1 { node, ops } = codec::decode(entry)?;
+        let mine = self.link().filter(|l| l.node == node);
+        let mut out = Vec::with_capacity(ops.len());
+        for (nonce, EntryOp(bytes)) in ops {
+            let waiter = mine.and_then(|l| l.forget(nonce));
+            match codec::decode::<WireOp>(&bytes)? {
+                WireOp::Append { at_ms, random, events, idempotency_key } => {
+                    let reply = match waiter {
+                        Some(Waiter::Append(tx)) => tx,
+                        _ => oneshot::channel().0,
+                    };
+                    let events = events.into_iter().map(NewEvent::from).collect();
+                    out.push(Op::Append { events, idempotency_key, stamp: Some((at_ms, random)), reply });
+                }
+                WireOp::Write { writes } => {
+                    let reply = match waiter {
+                        Some(Waiter::Write(tx)) => tx,
+                        _ => oneshot::channel().0,
+                    };
+                    let writes = Writes(writes.into_iter().map(local_write).collect::<Result<_>>()?);
+                    out.push(Op::Write { writes, when: When::Applied, reply });
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::*;
+    use crmhook_core::event::parse_ingest;
+
+    /// The replicated log of the tests: every entry published, in order.
+    struct FakeLog(Vec<Vec<u8>>);
+
+    impl FakeLog {
+        /// Publishes what `node` has queued as one entry.
+        fn publish(&mut self, node: &Replica, rx: &mut mpsc::Receiver<Outgoing>) {
+            let mut ops = Vec::new();
+            while let Ok(op) = rx.try_recv() {
+                ops.push(op);
+            }
+            self.0.push(Replica::encode_entry(node.node(), ops).expect("encode"));
+        }
+
+        /// Applies every entry not yet applied on `node`, in order.
+        async fn catch_up(&self, node: &Replica) {
+            for (i, entry) in self.0.iter().enumerate() {
+                node.apply(i as u64 + 1, entry).await.expect("apply");
+            }
+        }
+    }
+
+    #[test]
+    fn two_copies_of_one_log_agree_and_callers_are_answered_at_apply() {
+        let (da, db) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+        rt().block_on(async {
+            let a = Store::open_replica(da.path(), crate::Options::default(), 1).expect("open a");
+            let b = Store::open_replica(db.path(), crate::Options::default(), 2).expect("open b");
+            let (mut out_a, mut out_b) = (a.take_outgoing().expect("out"), b.take_outgoing().expect("out"));
+            let mut log = FakeLog(Vec::new());
+
+            // A takes two events, B one Maximizer event, then the same Maximizer event again.
+            let mx = include_str!("../../../data/samples/maximizer/opportunity_stage_change.json");
+            let from_a = a.store().queue_append(events(2), None).expect("queued");
+            log.publish(&a, &mut out_a);
+            let from_b = b.store().queue_append(parse_ingest(mx.as_bytes()).expect("valid"), None).expect("queued");
+            let again = a.store().queue_append(parse_ingest(mx.as_bytes()).expect("valid"), None).expect("queued");
+            log.publish(&b, &mut out_b);
+            log.publish(&a, &mut out_a);
+            // A target created on B.
+            let target = target();
+            let b2 = b.store().clone();
+            let t = target.clone();
+            let create = tokio::spawn(async move { b2.create_target(&t, 0).await });
+            tokio::task::yield_now().await;
+            while out_b.is_empty() {
+                tokio::task::yield_now().await;
+            }
+            log.publish(&b, &mut out_b);
+
+            let mut config = a.store().watch_config();
+            log.catch_up(&a).await;
+            log.catch_up(&b).await;
+            let from_a = from_a.wait().await.expect("acked");
+            let from_b = from_b.wait().await.expect("acked");
+            let again = again.wait().await.expect("acked");
+            create.await.expect("join").expect("created");
+            assert_eq!(from_a.iter().map(|x| x.seq).collect::<Vec<_>>(), [1, 2]);
+            assert_eq!(from_b[0].seq, 3);
+            assert!(
+                again[0].duplicate && again[0].id == from_b[0].id,
+                "the same Maximizer Id is logged once: {again:?} {from_b:?}"
+            );
+            config.changed().await.expect("the target's creation moves the config watch");
+
+            for store in [a.store(), b.store()] {
+                assert_eq!(store.head(), 3);
+                let ids: Vec<_> = store.events_from(1).map(|e| e.expect("read").id).collect();
+                assert_eq!(ids, [from_a[0].id.clone(), from_a[1].id.clone(), from_b[0].id.clone()]);
+                assert_eq!(store.target(&target.id).expect("read").map(|t| t.id), Some(target.id.clone()));
+                assert_eq!(store.replicated().expect("read"), 4);
+            }
+            a.store().close().await;
+            b.store().close().await;
+        });
+        // A copy reopened resumes after the last entry it applied; an entry read again is skipped.
+        rt().block_on(async {
+            let a = Store::open_replica(da.path(), crate::Options::default(), 3).expect("reopen a");
+            assert_eq!(a.handed(), 4);
+            a.apply(4, &Replica::encode_entry(9, Vec::new()).expect("encode")).await.expect("skipped");
+            assert_eq!(a.store().head(), 3);
+            a.store().close().await;
+        });
+    }
+
+    #[test]
+    fn a_failed_publish_answers_its_callers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        rt().block_on(async {
+            let a = Store::open_replica(dir.path(), crate::Options::default(), 1).expect("open");
+            let mut out = a.take_outgoing().expect("out");
+            let pending = a.store().queue_append(events(1), None).expect("queued");
+            let op = out.try_recv().expect("an op");
+            a.fail(&[op.nonce], "no quorum");
+            assert!(matches!(pending.wait().await, Err(StoreError::Io(e)) if e == "no quorum"));
+            assert_eq!(a.store().head(), 0);
+            a.store().close().await;
+        });
+    }
+}
