@@ -55,6 +55,20 @@ pub struct Config {
     pub auth_failure_burst: u32,
     /// Failed authentications allowed again per minute.
     pub auth_failure_refill_per_minute: u32,
+    /// Cluster mode (docs/CLUSTER.md): the NATS servers, comma-separated; `None`: the embedded
+    /// store alone. The `cluster_*` keys below apply only with it; the binary reads them (the
+    /// server gets the opened log through a `crate::Backend`).
+    pub cluster: Option<String>,
+    /// Names the cluster's stream and lease bucket (several crmhook clusters on one NATS).
+    pub cluster_name: String,
+    /// Replicas of the stream and the bucket.
+    pub cluster_replicas: usize,
+    /// The NATS servers' monitoring URLs, to check they fsync every write.
+    pub cluster_monitor: Vec<String>,
+    /// A target's lease expires this long after its node last renewed it.
+    pub cluster_lease_ttl_ms: u64,
+    /// This node's URL as the other nodes reach it; default `public_url`, else `http://<bind>`.
+    pub cluster_advertise: Option<String>,
 }
 
 impl Default for Config {
@@ -86,6 +100,12 @@ impl Default for Config {
             metrics_token: None,
             auth_failure_burst: crate::api::limits::Limits::default().burst,
             auth_failure_refill_per_minute: crate::api::limits::Limits::default().refill_per_minute,
+            cluster: None,
+            cluster_name: "crmhook".to_owned(),
+            cluster_replicas: 3,
+            cluster_monitor: Vec::new(),
+            cluster_lease_ttl_ms: 5_000,
+            cluster_advertise: None,
         }
     }
 }

@@ -21,6 +21,7 @@
 
 pub mod api;
 pub mod at_rest;
+pub mod backend;
 pub mod config;
 pub mod error;
 pub mod keys;
@@ -39,8 +40,9 @@ use crmhook_dispatch::feed::Feed;
 use crmhook_dispatch::guard::Guard;
 use crmhook_dispatch::metrics::Metrics;
 use crmhook_dispatch::router::{RouterConfig, RouterHandle};
-use crmhook_store::{LogHandle, Store, StoreError};
+use crmhook_store::{LogHandle, StoreError};
 
+pub use backend::{Backend, Embedded};
 pub use config::Config;
 
 use crate::api::AppState;
@@ -94,11 +96,22 @@ pub struct Server {
     streams: stream::Streams,
     /// Reloads the listener's certificate, when it serves TLS.
     tls_reload: Option<tls::TlsReload>,
+    /// Where the log came from (cluster mode: the leases are given back at the stop).
+    backend: std::sync::Arc<dyn Backend>,
 }
 
 impl Server {
     /// Opens the store, loads the API keys, starts the actors and the HTTP server on `listener`.
     pub async fn start(listener: TcpListener, config: Config) -> Result<Server, ServerError> {
+        Server::start_with(listener, config, std::sync::Arc::new(Embedded)).await
+    }
+
+    /// [`Server::start`] with the log opened by `backend` (cluster mode; see [`Backend`]).
+    pub async fn start_with(
+        listener: TcpListener,
+        config: Config,
+        backend: std::sync::Arc<dyn Backend>,
+    ) -> Result<Server, ServerError> {
         // Only one crypto provider is compiled in; make it the process default for rustls.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let existed = at_rest::prepare_data_dir(&config.data_dir).map_err(ServerError::AtRest)?;
@@ -110,7 +123,7 @@ impl Server {
                 ))
             })?;
         let (key, created) = at_rest::load_or_create_key(&key_file).map_err(ServerError::AtRest)?;
-        let opened = Store::open_with(
+        let opened = backend.open(
             &config.data_dir,
             crmhook_store::Options {
                 queue: config.ingest_queue,
@@ -194,6 +207,7 @@ impl Server {
                 burst: config.auth_failure_burst,
                 refill_per_minute: config.auth_failure_refill_per_minute,
             }),
+            backend: backend.clone(),
         });
         let streams = stream::Streams::start(store.clone(), feed, api::views::event_json, config.max_streams);
         let streams_data = web::Data::new(streams.clone());
@@ -237,6 +251,7 @@ impl Server {
             stats,
             streams,
             tls_reload,
+            backend,
         })
     }
 
@@ -284,6 +299,8 @@ impl Server {
         };
         let _ = tokio::time::timeout(Duration::from_secs(10), http).await;
         self.router.shutdown(SHUTDOWN_GRACE).await;
+        // After the deliveries in flight: the other nodes may take this node's targets now.
+        self.backend.leave().await;
         for arbiter in self.arbiters {
             arbiter.stop();
         }

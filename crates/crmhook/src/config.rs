@@ -23,10 +23,12 @@ pub struct Flags {
     pub data_dir: Option<PathBuf>,
     /// `--config FILE`; without it `crmhook.toml` in the working directory is read if present.
     pub config_file: Option<PathBuf>,
+    /// `--cluster nats://…`: cluster mode (the `cluster` key).
+    pub cluster: Option<String>,
 }
 
 /// The keys, in the order the contract lists them.
-pub const KEYS: [&str; 26] = [
+pub const KEYS: [&str; 32] = [
     "bind",
     "data_dir",
     "admin_token",
@@ -53,6 +55,12 @@ pub const KEYS: [&str; 26] = [
     "metrics_token",
     "auth_failure_burst",
     "auth_failure_refill_per_minute",
+    "cluster",
+    "cluster_name",
+    "cluster_replicas",
+    "cluster_monitor",
+    "cluster_lease_ttl_ms",
+    "cluster_advertise",
 ];
 
 /// Loads the layers. `env` is the process environment (passed in for tests).
@@ -76,6 +84,9 @@ pub fn load(flags: &Flags, env: &HashMap<String, String>) -> Result<Config, Conf
     }
     if let Some(dir) = &flags.data_dir {
         set(&mut config, "data_dir", &dir.to_string_lossy(), "--data-dir")?;
+    }
+    if let Some(urls) = &flags.cluster {
+        set(&mut config, "cluster", urls, "--cluster")?;
     }
     if config.tls_cert.is_some() != config.tls_key.is_some() {
         let missing = if config.tls_cert.is_none() { "tls_cert" } else { "tls_key" };
@@ -113,7 +124,7 @@ fn apply_file(config: &mut Config, path: &Path) -> Result<(), ConfigError> {
             toml::Value::Integer(i) => i.to_string(),
             toml::Value::Boolean(b) => b.to_string(),
             // `allowed_hosts = ["a.example", "b.example"]`, read as the comma-separated form.
-            toml::Value::Array(items) if key == "allowed_hosts" => {
+            toml::Value::Array(items) if key == "allowed_hosts" || key == "cluster_monitor" || key == "cluster" => {
                 items.iter().map(|v| v.as_str().unwrap_or("\u{0}")).collect::<Vec<_>>().join(",")
             }
             other => {
@@ -207,6 +218,47 @@ fn set(config: &mut Config, key: &str, value: &str, origin: &str) -> Result<(), 
             config.auth_failure_refill_per_minute =
                 u32::try_from(int(1)?).map_err(|_| err(format!("{value:?} is too large")))?
         }
+        "cluster" => {
+            let urls: Vec<&str> = value.split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
+            if urls.is_empty() || urls.iter().any(|u| !u.starts_with("nats://") && !u.starts_with("tls://")) {
+                return Err(err(format!(
+                    "{value:?} is not a list of NATS URLs like nats://10.0.0.1:4222,nats://10.0.0.2:4222"
+                )));
+            }
+            config.cluster = Some(urls.join(","));
+        }
+        "cluster_name" => {
+            let name = value.trim();
+            if name.is_empty()
+                || name.len() > 32
+                || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                return Err(err(format!("{value:?} is not a name of 1 to 32 letters, digits, - and _")));
+            }
+            config.cluster_name = name.to_owned();
+        }
+        "cluster_replicas" => match int(1)? {
+            n @ 1..=5 => config.cluster_replicas = n,
+            n => return Err(err(format!("{n} replicas: JetStream allows 1 to 5"))),
+        },
+        "cluster_monitor" => {
+            let urls: Vec<String> =
+                value.split(',').map(|u| u.trim().trim_end_matches('/').to_owned()).filter(|u| !u.is_empty()).collect();
+            if let Some(bad) =
+                urls.iter().find(|u| url::Url::parse(u).map_or(true, |u| !matches!(u.scheme(), "http" | "https")))
+            {
+                return Err(err(format!("{bad:?} is not a monitoring URL like http://10.0.0.1:8222")));
+            }
+            config.cluster_monitor = urls;
+        }
+        "cluster_lease_ttl_ms" => config.cluster_lease_ttl_ms = int(1000)? as u64,
+        "cluster_advertise" => {
+            let url = value.trim().trim_end_matches('/');
+            if url::Url::parse(url).map_or(true, |u| !matches!(u.scheme(), "http" | "https") || u.host().is_none()) {
+                return Err(err(format!("{value:?} is not a URL like http://10.0.0.7:8080")));
+            }
+            config.cluster_advertise = Some(url.to_owned());
+        }
         other => return Err(err(format!("unknown key `{other}`; the keys are {}", KEYS.join(", ")))),
     }
     Ok(())
@@ -225,7 +277,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
         std::fs::write(&file, "bind = \"127.0.0.1:9000\"\nmax_targets = 3\nmax_body_bytes = 2048\n").unwrap();
-        let flags = Flags { config_file: Some(file), bind: Some("127.0.0.1:0".into()), data_dir: None };
+        let flags = Flags { config_file: Some(file), bind: Some("127.0.0.1:0".into()), data_dir: None, cluster: None };
         let c = load(&flags, &env(&[("CRMHOOK_MAX_TARGETS", "5"), ("CRMHOOK_BIND", "127.0.0.1:9001")])).unwrap();
         assert_eq!(c.bind.port(), 0);
         assert_eq!((c.max_targets, c.max_body_bytes), (5, 2048));

@@ -11,6 +11,7 @@ mod cli;
 mod cli_edit;
 mod cli_keys;
 mod cli_sources;
+mod cluster;
 mod config;
 
 use anyhow::Context;
@@ -58,6 +59,10 @@ enum Command {
         /// Configuration file (default: crmhook.toml in the working directory, if present).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Cluster mode: the NATS JetStream servers, comma-separated (nats://10.0.0.1:4222,…);
+        /// the log is their stream, this node's data dir a copy of it (docs/CLUSTER.md).
+        #[arg(long)]
+        cluster: Option<String>,
     },
     /// Check a delivery's signature, as a receiver would: `X-Maia-Signature` (MAIA's scheme:
     /// HMAC-SHA256 of the body only) or `webhook-signature` (Standard Webhooks, `v1,…`).
@@ -150,7 +155,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     let result = match cli.command {
-        Command::Serve { bind, data_dir, config } => serve(Flags { bind, data_dir, config_file: config }),
+        Command::Serve { bind, data_dir, config, cluster } => {
+            serve(Flags { bind, data_dir, config_file: config, cluster })
+        }
         Command::Verify { secret, body, timestamp, signature, id } => {
             verify(&secret, &body, timestamp.as_deref(), &signature, id.as_deref())
         }
@@ -194,8 +201,14 @@ fn serve(flags: Flags) -> anyhow::Result<ExitCode> {
     let env: HashMap<String, String> = std::env::vars().collect();
     let config = config::load(&flags, &env)?;
     let listener = TcpListener::bind(config.bind).with_context(|| format!("cannot listen on {}", config.bind))?;
+    // Cluster mode joins before the actix system starts (the NATS client has a runtime of its
+    // own; joining blocks until the servers answer).
+    let backend: std::sync::Arc<dyn crmhook_server::Backend> = match cluster::ClusterBackend::connect(&config)? {
+        Some(cluster) => std::sync::Arc::new(cluster),
+        None => std::sync::Arc::new(crmhook_server::Embedded),
+    };
     actix_rt::System::new().block_on(async move {
-        let server = Server::start(listener, config).await?;
+        let server = Server::start_with(listener, config, backend).await?;
         let mut out = std::io::stdout().lock();
         // Tokens are shown to a person at a terminal only: a service's output goes to a journal
         // or a log file, which must never hold them (the tokens file, 0600, does).

@@ -31,6 +31,8 @@ pub struct AppState {
     pub limiter: crate::api::limits::AuthLimiter,
     /// The `Host` check and the `metrics_token`.
     pub exposure: crate::api::exposure::Exposure,
+    /// Where the log came from: in cluster mode, which node delivers which target.
+    pub backend: Arc<dyn crate::Backend>,
 }
 
 pub(crate) type State = web::Data<AppState>;

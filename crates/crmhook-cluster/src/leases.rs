@@ -1,0 +1,284 @@
+//! Leases on targets, in a key-value bucket whose entries expire after the lease TTL.
+//!
+//! Every round (a fifth of the TTL) a node: puts its heartbeat `node.<n>` (its HTTP URL);
+//! renews each lease it holds (`tgt.<id>`, a compare-and-set on the revision it holds: if the
+//! revision moved, someone else took it after it expired, and it is let go); takes free leases
+//! (a create, which fails if the key exists) while it holds fewer than its share (the targets
+//! divided by the nodes alive, rounded up); gives back the leases of deleted targets. A lease
+//! it could not renew for 3/5 of the TTL (the NATS servers out of reach) is let go here before
+//! anyone else can take it. The targets held are published on a watch, which the router
+//! follows: a target let go is drained and stopped, one taken starts from the log.
+//!
+//! A node does not give up targets to a node that joins: the targets move when their node
+//! leaves (its leases given back at a graceful stop, expired after a crash) or are new.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::kv;
+use crmhook_core::TargetId;
+use crmhook_store::Store;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{oneshot, watch};
+
+use crate::Owners;
+
+/// What a lease or a heartbeat holds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct Holder {
+    /// The node, in hex.
+    pub node: String,
+    /// Its HTTP URL.
+    pub url: String,
+}
+
+/// A node alive, as the last round saw.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeView {
+    pub node: String,
+    pub url: String,
+    /// The targets it delivers.
+    pub targets: Vec<String>,
+    /// Whether it is the node that answered.
+    pub this_node: bool,
+}
+
+pub(crate) struct Leases {
+    owned: watch::Receiver<Arc<BTreeSet<TargetId>>>,
+    owners: Owners,
+    nodes: Arc<Mutex<Vec<NodeView>>>,
+    stop: Mutex<Option<oneshot::Sender<oneshot::Sender<()>>>>,
+}
+
+struct Held {
+    revision: u64,
+    renewed: Instant,
+}
+
+struct Round {
+    kv: kv::Store,
+    store: Store,
+    me: Holder,
+    ttl: Duration,
+    held: HashMap<TargetId, Held>,
+    owned: watch::Sender<Arc<BTreeSet<TargetId>>>,
+    owners: Owners,
+    nodes: Arc<Mutex<Vec<NodeView>>>,
+}
+
+impl Leases {
+    pub(crate) fn start(kv: kv::Store, store: Store, node: u64, url: String, ttl: Duration) -> Leases {
+        let (owned_tx, owned) = watch::channel(Arc::new(BTreeSet::new()));
+        let owners = Owners::default();
+        let nodes = Arc::new(Mutex::new(Vec::new()));
+        let (stop_tx, mut stop_rx) = oneshot::channel::<oneshot::Sender<()>>();
+        let mut round = Round {
+            kv,
+            store,
+            me: Holder { node: format!("{node:016x}"), url },
+            ttl,
+            held: HashMap::new(),
+            owned: owned_tx,
+            owners: owners.clone(),
+            nodes: nodes.clone(),
+        };
+        tokio::spawn(async move {
+            let every = ttl / 5;
+            loop {
+                if let Err(e) = round.once().await {
+                    tracing::warn!(error = %e, "lease round failed");
+                }
+                round.let_go_stale();
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    done = &mut stop_rx => {
+                        round.give_back().await;
+                        if let Ok(done) = done {
+                            let _ = done.send(());
+                        }
+                        return;
+                    }
+                }
+            }
+        });
+        Leases { owned, owners, nodes, stop: Mutex::new(Some(stop_tx)) }
+    }
+
+    pub(crate) fn owned(&self) -> watch::Receiver<Arc<BTreeSet<TargetId>>> {
+        self.owned.clone()
+    }
+
+    pub(crate) fn owner_url(&self, target: &TargetId) -> Option<String> {
+        if self.owned.borrow().contains(target) {
+            return None;
+        }
+        self.owners.lock().ok()?.get(target).map(|h| h.url.clone())
+    }
+
+    pub(crate) fn nodes(&self) -> Vec<NodeView> {
+        self.nodes.lock().map(|n| n.clone()).unwrap_or_default()
+    }
+
+    pub(crate) fn leave(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let (done, left) = oneshot::channel();
+        let sent = self.stop.lock().ok().and_then(|mut s| s.take()).map(|stop| stop.send(done).is_ok());
+        async move {
+            if sent == Some(true) {
+                let _ = left.await;
+            }
+        }
+    }
+}
+
+fn lease_key(target: &TargetId) -> String {
+    format!("tgt.{}", target.as_str())
+}
+
+impl Round {
+    async fn once(&mut self) -> Result<(), async_nats::Error> {
+        let me = serde_json::to_vec(&self.me)?;
+        self.kv.put(format!("node.{}", self.me.node), me.clone().into()).await?;
+        let targets: BTreeSet<TargetId> = self.store.targets()?.into_iter().map(|t| t.id).collect();
+        let (alive, owners) = self.read().await?;
+        // Renew what is held; let go what was taken by another (it expired) or deleted.
+        let held: Vec<TargetId> = self.held.keys().cloned().collect();
+        for target in held {
+            let key = lease_key(&target);
+            if !targets.contains(&target) {
+                self.held.remove(&target);
+                let _ = self.kv.delete(&key).await;
+                continue;
+            }
+            let Some(revision) = self.held.get(&target).map(|h| h.revision) else { continue };
+            match self.kv.update(&key, me.clone().into(), revision).await {
+                Ok(revision) => {
+                    self.held.insert(target, Held { revision, renewed: Instant::now() });
+                }
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                    tracing::warn!(target = %target, "lease lost: another node holds it");
+                    self.held.remove(&target);
+                }
+                Err(e) => tracing::warn!(target = %target, error = %e, "lease not renewed"),
+            }
+        }
+        // Take free leases up to this node's share.
+        let share = targets.len().div_ceil(alive.max(1));
+        for target in &targets {
+            if self.held.len() >= share {
+                break;
+            }
+            if self.held.contains_key(target) || owners.contains_key(target) {
+                continue;
+            }
+            if let Ok(revision) = self.kv.create(lease_key(target), me.clone().into()).await {
+                tracing::info!(target = %target, "lease taken: this node delivers it");
+                self.held.insert(target.clone(), Held { revision, renewed: Instant::now() });
+            }
+        }
+        self.publish();
+        self.remember(owners).await;
+        Ok(())
+    }
+
+    /// The nodes alive and who holds which lease.
+    async fn read(&self) -> Result<(usize, HashMap<TargetId, Holder>), async_nats::Error> {
+        let mut keys = self.kv.keys().await?;
+        let mut alive = 0;
+        let mut owners = HashMap::new();
+        while let Some(key) = keys.next().await {
+            let key = key?;
+            if key.starts_with("node.") {
+                alive += 1;
+            } else if let Some(id) = key.strip_prefix("tgt.") {
+                let Some(id) = TargetId::parse(id) else { continue };
+                if let Some(value) = self.kv.get(&key).await? {
+                    if let Ok(holder) = serde_json::from_slice::<Holder>(&value) {
+                        owners.insert(id, holder);
+                    }
+                }
+            }
+        }
+        Ok((alive, owners))
+    }
+
+    /// Keeps who holds which lease, and the nodes, for forwarding and `GET /v1/cluster`.
+    async fn remember(&self, mut owners: HashMap<TargetId, Holder>) {
+        for target in self.held.keys() {
+            owners.insert(target.clone(), self.me.clone());
+        }
+        let mut nodes: HashMap<String, NodeView> = HashMap::new();
+        if let Ok(mut keys) = self.kv.keys().await {
+            while let Some(Ok(key)) = keys.next().await {
+                let Some(node) = key.strip_prefix("node.") else { continue };
+                let Ok(Some(value)) = self.kv.get(&key).await else { continue };
+                let Ok(holder) = serde_json::from_slice::<Holder>(&value) else { continue };
+                nodes.insert(
+                    node.to_owned(),
+                    NodeView {
+                        node: node.to_owned(),
+                        url: holder.url,
+                        targets: Vec::new(),
+                        this_node: node == self.me.node,
+                    },
+                );
+            }
+        }
+        for (target, holder) in &owners {
+            if let Some(view) = nodes.get_mut(&holder.node) {
+                view.targets.push(target.to_string());
+            }
+        }
+        let mut nodes: Vec<NodeView> = nodes.into_values().collect();
+        nodes.sort_by(|a, b| a.node.cmp(&b.node));
+        for n in &mut nodes {
+            n.targets.sort();
+        }
+        if let Ok(mut o) = self.owners.lock() {
+            *o = owners;
+        }
+        if let Ok(mut n) = self.nodes.lock() {
+            *n = nodes;
+        }
+    }
+
+    /// Lets go, here, the leases not renewed for 3/5 of the TTL: before anyone else can take
+    /// them, this node stops delivering them.
+    fn let_go_stale(&mut self) {
+        let limit = self.ttl * 3 / 5;
+        let before = self.held.len();
+        self.held.retain(|target, h| {
+            let keep = h.renewed.elapsed() < limit;
+            if !keep {
+                tracing::warn!(target = %target, "lease not renewed in time: this node stops delivering it");
+            }
+            keep
+        });
+        if self.held.len() != before {
+            self.publish();
+        }
+    }
+
+    fn publish(&self) {
+        let set: BTreeSet<TargetId> = self.held.keys().cloned().collect();
+        self.owned.send_if_modified(|owned| {
+            if **owned == set {
+                return false;
+            }
+            *owned = Arc::new(set);
+            true
+        });
+    }
+
+    /// A graceful stop: no target is delivered here any more, and the leases are deleted so
+    /// that the other nodes take them at their next round.
+    async fn give_back(&mut self) {
+        let held: Vec<TargetId> = self.held.drain().map(|(t, _)| t).collect();
+        self.publish();
+        for target in held {
+            let _ = self.kv.delete(lease_key(&target)).await;
+        }
+        let _ = self.kv.delete(format!("node.{}", self.me.node)).await;
+    }
+}

@@ -1,0 +1,75 @@
+//! Publishing: the store's outgoing ops, a few at a time, as entries of the stream. Entries are
+//! published in order on one connection and their acknowledgements awaited apart (up to
+//! [`IN_FLIGHT`] at once), so a slow acknowledgement does not stop the next entry; while
+//! [`IN_FLIGHT`] are waiting the ops queue up and the next entry takes them all (group commit,
+//! at the stream). A failed publish answers its ops' callers with the error (an ingest: 503,
+//! the client retries; the deduplication by Idempotency-Key and Maximizer `Id` holds, since it
+//! is applied from the log).
+
+use std::sync::Arc;
+
+use async_nats::jetstream;
+use crmhook_store::{Outgoing, Replica};
+use tokio::sync::{mpsc, Semaphore};
+
+/// Entries published whose acknowledgement is awaited, at most.
+const IN_FLIGHT: usize = 32;
+/// Most ops in one entry.
+const MAX_OPS: usize = 1024;
+/// An entry takes no more ops once it holds this many bytes (the stream's message limit is
+/// 8 MiB; NATS's default `max_payload` is 1 MiB: see docs/CLUSTER.md).
+const MAX_BYTES: usize = 512 * 1024;
+
+pub(crate) async fn run(
+    js: jetstream::Context,
+    subject: String,
+    replica: Arc<Replica>,
+    mut outgoing: mpsc::Receiver<Outgoing>,
+) {
+    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
+    let node = replica.node();
+    loop {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+        let Some(first) = outgoing.recv().await else { return };
+        let mut bytes = first.op.len();
+        let mut ops = vec![first];
+        while ops.len() < MAX_OPS && bytes < MAX_BYTES {
+            match outgoing.try_recv() {
+                Ok(op) => {
+                    bytes += op.op.len();
+                    ops.push(op);
+                }
+                Err(_) => break,
+            }
+        }
+        let nonces: Vec<u64> = ops.iter().map(|o| o.nonce).collect();
+        let entry = match Replica::encode_entry(node, ops) {
+            Ok(entry) => entry,
+            Err(e) => {
+                replica.fail(&nonces, &e.to_string());
+                continue;
+            }
+        };
+        match js.publish(subject.clone(), entry.into()).await {
+            Ok(ack) => {
+                let replica = replica.clone();
+                tokio::spawn(async move {
+                    match ack.await {
+                        Ok(_) => replica.set_failing(false),
+                        Err(e) => {
+                            tracing::error!(error = %e, ops = nonces.len(), "an entry was not acknowledged by the stream");
+                            replica.set_failing(true);
+                            replica.fail(&nonces, &format!("the cluster's log did not acknowledge: {e}"));
+                        }
+                    }
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "an entry could not be published");
+                replica.set_failing(true);
+                replica.fail(&nonces, &format!("the cluster's log is not reachable: {e}"));
+            }
+        }
+    }
+}
