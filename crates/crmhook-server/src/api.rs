@@ -45,8 +45,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     use events::{get_event, ingest, list_events, redeliver};
     use keys::{create_key, get_key, list_keys, me, revoke_key, rotate_key};
     use system::{
-        console, console_center_js, console_charts_js, console_css, console_js, healthz, metrics, openapi, readyz,
-        stream,
+        cluster, console, console_center_js, console_charts_js, console_css, console_js, healthz, metrics, openapi,
+        readyz, stream,
     };
     use targets::{
         create_subscription, create_target, delete_subscription, delete_target, get_subscription, get_target,
@@ -63,6 +63,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/openapi.json").route(web::get().to(openapi)))
         .service(web::resource("/v1/audit").route(web::get().to(list_audit)))
         .service(web::resource("/v1/me").route(web::get().to(me)))
+        .service(web::resource("/v1/cluster").route(web::get().to(cluster)))
         .service(web::resource("/v1/keys").route(web::get().to(list_keys)).route(web::post().to(create_key)))
         .service(web::resource("/v1/keys/{id}").route(web::get().to(get_key)).route(web::delete().to(revoke_key)))
         .service(web::resource("/v1/keys/{id}/rotate").route(web::post().to(rotate_key)))

@@ -11,6 +11,12 @@ use crate::api::state::State;
 use crate::api::views::{Alive, Ready};
 use crate::error::ApiError;
 
+/// `GET /v1/cluster`: `{"mode": "single"}`, or in cluster mode this node, the stream, how far
+/// this node's copy has applied it, and the nodes alive with the targets each delivers.
+pub(crate) async fn cluster(_: crate::api::auth::Operator, state: State) -> HttpResponse {
+    HttpResponse::Ok().json(state.backend.status())
+}
+
 pub(crate) async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(Alive { status: "ok" })
 }
