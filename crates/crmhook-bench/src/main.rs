@@ -21,6 +21,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod cluster;
 mod deliver;
 mod jetstream;
 mod soak;
@@ -97,6 +98,21 @@ enum Cmd {
     },
     /// The bare JetStream limit: R3 publish awaiting each acknowledgement, then a durable pull
     /// consumer reading and acking every message.
+    /// Cluster mode: a raw JetStream publish/consume on a 3-node cluster, three crmhook nodes in
+    /// cluster mode on it, and one single-node crmhook, with one live target, in one run.
+    Cluster {
+        /// Seconds per row.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// What to offer: fixed rates (events/s) and `max` (saturation, 64 connections).
+        #[arg(long, value_delimiter = ',', default_value = "200,1000,max")]
+        offered: Vec<String>,
+        /// Publishers of the bare JetStream row (as the saturation rows' connections).
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     Jetstream {
         /// The cluster's client URLs, comma-separated; without it a 3-node cluster is started.
         #[arg(long)]
@@ -165,6 +181,13 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::System { seconds, offered, targets, json } => {
             let report = system::run(seconds, &offered, &targets)?;
+            if let Some(path) = json {
+                std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
+            }
+            Ok(())
+        }
+        Cmd::Cluster { seconds, offered, connections, json } => {
+            let report = cluster::run(seconds, &offered, connections)?;
             if let Some(path) = json {
                 std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
             }
