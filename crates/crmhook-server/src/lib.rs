@@ -39,6 +39,7 @@ use crmhook_dispatch::feed::Feed;
 use crmhook_dispatch::guard::Guard;
 use crmhook_dispatch::metrics::Metrics;
 use crmhook_dispatch::router::{RouterConfig, RouterHandle};
+use crmhook_dispatch::Ownership;
 use crmhook_store::{LogHandle, Store, StoreError};
 
 pub use config::Config;
@@ -165,7 +166,13 @@ impl Server {
         let router = RouterHandle::start(
             store.clone(),
             &arbiters.iter().map(|a| a.handle()).collect::<Vec<_>>(),
-            RouterConfig { max_targets: config.max_targets, guard, metrics: metrics.clone(), feed: feed.clone() },
+            RouterConfig {
+                max_targets: config.max_targets,
+                guard,
+                metrics: metrics.clone(),
+                feed: feed.clone(),
+                ownership: Ownership::all(),
+            },
         )?;
         let addr = listener.local_addr()?;
         let tls = match (&config.tls_cert, &config.tls_key) {
