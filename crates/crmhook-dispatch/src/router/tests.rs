@@ -22,26 +22,32 @@ use crate::ownership::Owned;
 /// How long any wait here may take before the test fails.
 const DEADLINE: Duration = Duration::from_secs(20);
 
-/// One request the receiver got: its path and body.
+/// One request the receiver got: its path, body, `X-Crmhook-Attempt` and when.
 #[derive(Clone, Debug)]
 struct Arrival {
     path: String,
     body: String,
+    attempt: String,
+    at: Instant,
 }
 
-/// An HTTP receiver on 127.0.0.1 that answers 200 to everything and keeps what arrived.
+/// An HTTP receiver on 127.0.0.1 that keeps what arrived and answers 200, or 503 to the first
+/// requests of a path told to fail.
 #[derive(Clone)]
 struct Receiver {
     port: u16,
     arrivals: Arc<Mutex<Vec<Arrival>>>,
     notify: Arc<Notify>,
+    /// How many requests of each path are still to answer 503.
+    failing: Arc<Mutex<std::collections::HashMap<String, usize>>>,
 }
 
 impl Receiver {
     fn start() -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("address").port();
-        let receiver = Receiver { port, arrivals: Arc::default(), notify: Arc::new(Notify::new()) };
+        let receiver =
+            Receiver { port, arrivals: Arc::default(), notify: Arc::new(Notify::new()), failing: Arc::default() };
         let r = receiver.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
@@ -64,6 +70,7 @@ impl Receiver {
             }
             let path = line.split_whitespace().nth(1).unwrap_or_default().to_owned();
             let mut length = 0;
+            let mut attempt = String::new();
             loop {
                 let mut header = String::new();
                 if reader.read_line(&mut header).unwrap_or(0) == 0 {
@@ -72,17 +79,33 @@ impl Receiver {
                 if header == "\r\n" {
                     break;
                 }
-                if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+                let lower = header.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
                     length = v.trim().parse().unwrap_or(0);
+                }
+                if let Some(v) = lower.strip_prefix("x-crmhook-attempt:") {
+                    attempt = v.trim().to_owned();
                 }
             }
             let mut body = vec![0; length];
             if reader.read_exact(&mut body).is_err() {
                 return;
             }
-            self.arrivals.lock().expect("lock").push(Arrival { path, body: String::from_utf8_lossy(&body).into() });
+            let fail = match self.failing.lock().expect("lock").get_mut(&path) {
+                Some(left) if *left > 0 => {
+                    *left -= 1;
+                    true
+                }
+                _ => false,
+            };
+            let body = String::from_utf8_lossy(&body).into();
+            self.arrivals.lock().expect("lock").push(Arrival { path, body, attempt, at: Instant::now() });
             self.notify.notify_waiters();
-            if out.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").is_err() {
+            let answer: &[u8] = match fail {
+                true => b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n",
+                false => b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+            };
+            if out.write_all(answer).is_err() {
                 return;
             }
         }
@@ -97,6 +120,12 @@ impl Receiver {
         let path = format!("/{path}");
         let arrivals = self.arrivals.lock().expect("lock");
         arrivals.iter().filter(|a| a.path == path).map(|a| record_of(&a.body)).collect()
+    }
+
+    /// What arrived at `path`, in order of arrival.
+    fn arrivals(&self, path: &str) -> Vec<Arrival> {
+        let path = format!("/{path}");
+        self.arrivals.lock().expect("lock").iter().filter(|a| a.path == path).cloned().collect()
     }
 
     /// Waits until `path` has received `want` (in any order), or fails the test.
@@ -428,5 +457,45 @@ async fn this_nodes_own_changes_leave_nothing_to_reconcile() {
     // And A still delivers with its configuration as changed.
     node.ingest(&["e2"]).await;
     receiver.wait_for("a", &["e2"]).await;
+    node.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_retry_pending_when_ownership_moves_is_made_on_schedule_by_the_next_actor() {
+    let receiver = Receiver::start();
+    receiver.failing.lock().expect("lock").insert("/r".into(), 1);
+    let mut t = target(&receiver.url("r"));
+    // One retry, 1.5 s (±20%) after the first attempt.
+    t.retry_schedule_ms = vec![1_500];
+    let r = t.id.clone();
+    let (owned, watching) = watch::channel(owning(&[&r]));
+    let node = Node::start(Ownership::watching(watching), 10).await;
+    node.router.create_target(t).await.expect("created");
+    node.router.create_subscription(subscription(&r, node.store.head())).await.expect("subscribed");
+    node.ingest(&["e1"]).await;
+    receiver.wait_for("r", &["e1"]).await;
+
+    // Taken away at once (the 503's retry is written before the actor stops) and given back
+    // while the actor may still be stopping: a redelivery asked meanwhile waits for the new
+    // actor (the retry is pending: nothing is queued again).
+    owned.send_replace(owning(&[]));
+    assert!(matches!(node.router.requeue(r.clone(), vec![], request()).await, Err(RouterError::Elsewhere(_))));
+    owned.send_replace(owning(&[&r]));
+    assert_eq!(node.router.requeue(r.clone(), vec![1], request()).await.expect("here again"), 0);
+
+    // The new actor read the retry from the store: attempt 2, at its time, not a first attempt
+    // made again at once.
+    let until = Instant::now() + DEADLINE;
+    while receiver.arrivals("r").len() < 2 {
+        let arrived = receiver.notify.notified();
+        if receiver.arrivals("r").len() >= 2 {
+            break;
+        }
+        assert!(actix_rt::time::timeout(until.saturating_duration_since(Instant::now()), arrived).await.is_ok());
+    }
+    let arrivals = receiver.arrivals("r");
+    assert_eq!(arrivals.iter().map(|a| a.attempt.as_str()).collect::<Vec<_>>(), ["1", "2"]);
+    let waited = arrivals[1].at - arrivals[0].at;
+    assert!(waited >= Duration::from_millis(1_100), "the retry came {waited:?} after the first attempt");
     node.stop().await;
 }
