@@ -25,7 +25,11 @@
 //! moves after a replicated entry changed targets, subscriptions or disabled targets, and the
 //! router reconciles its entries with the store (adds, removes, and reconfigures running actors
 //! exactly as a local change does). It compares before acting, so its own changes, which it has
-//! applied already, change nothing.
+//! applied already, change nothing. Not closed yet: another node's change reaches a running
+//! actor a moment after this store applied it, and an actor that reads the log meanwhile
+//! matches the events logged in between with the configuration before (a subscription created
+//! elsewhere can miss them). Closing it needs the store to say at which event a configuration
+//! change was applied, so that actors match no further until the router has reconciled.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -341,9 +345,12 @@ impl Router {
         let Some(handle) = self.settle(id) else { return };
         tracing::info!(target_id = %id, "target no longer owned here: stopping its deliveries");
         let id = id.clone();
+        // Asked now, not when the router next polls its futures: from here on the actor starts
+        // nothing new, whatever is ahead of the request in its mailbox.
+        let drained = handle.drain();
         ctx.spawn(
             async move {
-                handle.drain().await;
+                drained.await;
                 handle.stop().await;
             }
             .into_actor(self)
@@ -739,9 +746,10 @@ impl Router {
 }
 
 /// The store's configuration changed (cluster mode: a replicated entry changed targets,
-/// subscriptions or disabled targets; this node's own changes too): reconcile with it.
+/// subscriptions or disabled targets; this node's own changes too): reconcile with it. Answers
+/// how many targets it changed (0 when the router agreed with the store already).
 #[derive(Message)]
-#[rtype(result = "()")]
+#[rtype(result = "usize")]
 struct ConfigMoved;
 
 /// What a reconciliation tells the running actors, in order.
@@ -753,15 +761,15 @@ enum Tell {
 
 impl Handler<ConfigMoved> for Router {
     /// Atomic, like an admin change: the actors are told in the order of the changes.
-    type Result = AtomicResponse<Self, ()>;
+    type Result = AtomicResponse<Self, usize>;
 
     fn handle(&mut self, _: ConfigMoved, _: &mut Context<Self>) -> Self::Result {
-        let tells = match self.reconcile() {
-            Ok(tells) => tells,
+        let (changed, tells) = match self.reconcile() {
+            Ok(reconciled) => reconciled,
             Err(e) => {
                 // The next move reads the store again.
                 tracing::error!(error = %e, "reading the configuration after another node's change failed");
-                Vec::new()
+                (0, Vec::new())
             }
         };
         AtomicResponse::new(Box::pin(
@@ -773,6 +781,7 @@ impl Handler<ConfigMoved> for Router {
                         Tell::Stop(handle) => handle.stop().await,
                     }
                 }
+                changed
             }
             .into_actor(self),
         ))
@@ -781,9 +790,10 @@ impl Handler<ConfigMoved> for Router {
 
 impl Router {
     /// Brings the entries in line with the store's targets, subscriptions and disabled targets,
-    /// as the local admin changes would have: answers what to tell the running actors. What
-    /// already agrees is left alone (this node's own changes are applied already).
-    fn reconcile(&mut self) -> Result<Vec<Tell>, StoreError> {
+    /// as the local admin changes would have: answers how many targets changed, and what to
+    /// tell the running actors. What already agrees is left alone (this node's own changes are
+    /// applied already).
+    fn reconcile(&mut self) -> Result<(usize, Vec<Tell>), StoreError> {
         let targets = self.store.targets()?;
         let mut subscriptions: HashMap<TargetId, Vec<Subscription>> = HashMap::new();
         for sub in self.store.subscriptions()? {
@@ -797,6 +807,7 @@ impl Router {
         }
         let kept: HashSet<&TargetId> = stored.iter().map(|(t, ..)| &t.id).collect();
         let gone: Vec<TargetId> = self.targets.keys().filter(|id| !kept.contains(id)).cloned().collect();
+        let mut changed = gone.len();
         let mut tells = Vec::new();
         for id in gone {
             tracing::info!(target_id = %id, "target deleted on another node");
@@ -809,11 +820,13 @@ impl Router {
             let Some(entry) = self.targets.get(&id) else {
                 tracing::info!(target_id = %id, "target created on another node");
                 self.add(target, subs, disabled);
+                changed += 1;
                 continue;
             };
             let same_target = *entry.config.target == target;
             let same_subs = same_subscriptions(entry.config.subscriptions.subscriptions(), &subs);
             let same_state = entry.disabled == disabled;
+            changed += usize::from(!(same_target && same_subs && same_state));
             if !same_target || !same_subs {
                 tracing::info!(target_id = %id, "target or subscriptions changed on another node");
                 let handover = self.change_config(&id, |config| {
@@ -831,7 +844,7 @@ impl Router {
                 tells.extend(self.mark_enabled(&id, !disabled).map(|h| Tell::Enable(h, !disabled)));
             }
         }
-        Ok(tells)
+        Ok((changed, tells))
     }
 }
 
@@ -912,3 +925,6 @@ impl Handler<Shutdown> for Router {
         )
     }
 }
+
+#[cfg(test)]
+mod tests;

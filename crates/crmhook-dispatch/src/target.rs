@@ -28,6 +28,7 @@
 //! the target's health never see it (the test event matches no subscription, so no window
 //! takes it either). It is published on the feed marked `test`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,6 +62,10 @@ pub struct TargetConfig {
 #[derive(Clone)]
 pub struct TargetHandle {
     addr: Addr<TargetActor>,
+    /// Set by [`TargetHandle::drain`] before its message is queued: the actor looks at it each
+    /// time it would start something, so the messages ahead of the drain in its mailbox start
+    /// nothing new either.
+    draining: Arc<AtomicBool>,
 }
 
 impl TargetHandle {
@@ -75,10 +80,12 @@ impl TargetHandle {
     ) -> TargetHandle {
         // The mailbox exists at once (messages wait in it); the actor starts on the arbiter.
         let (tx, rx) = actix::dev::channel::channel(MAILBOX);
+        let draining = Arc::new(AtomicBool::new(false));
+        let asked = draining.clone();
         lane.run(move |client| {
-            Context::with_receiver(rx).run(TargetActor::new(store, config, client.clone(), metrics, feed));
+            Context::with_receiver(rx).run(TargetActor::new(store, config, client.clone(), metrics, feed, asked));
         });
-        TargetHandle { addr: Addr::new(tx) }
+        TargetHandle { addr: Addr::new(tx), draining }
     }
 
     /// Tells the actor the log may have grown. Dropped when the mailbox is full: a full mailbox
@@ -97,11 +104,16 @@ impl TargetHandle {
         let _ = self.addr.send(Stop).await;
     }
 
-    /// Starts no new attempt, and answers once the attempts in flight have finished and been
-    /// recorded (each is bounded by the target's `timeout_ms`).
-    pub async fn drain(&self) {
-        if let Ok(idle) = self.addr.send(Drain).await {
-            let _ = idle.await;
+    /// Starts no new attempt from the moment it is called (not only once the actor reaches the
+    /// message), and answers once the attempts in flight have finished and been recorded (each
+    /// is bounded by the target's `timeout_ms`).
+    pub fn drain(&self) -> impl std::future::Future<Output = ()> + 'static {
+        self.draining.store(true, Ordering::Release);
+        let asked = self.addr.send(Drain);
+        async move {
+            if let Ok(idle) = asked.await {
+                let _ = idle.await;
+            }
         }
     }
 
@@ -188,6 +200,8 @@ struct TargetActor {
     /// The armed timer (the window knows when it fires).
     timer: Option<SpawnHandle>,
     window: Window,
+    /// Set when a drain is asked ([`TargetHandle::drain`]), before its message arrives.
+    drain_asked: Arc<AtomicBool>,
 }
 
 impl TargetActor {
@@ -197,6 +211,7 @@ impl TargetActor {
         client: delivery::Client,
         metrics: Arc<TargetMetrics>,
         feed: Feed,
+        drain_asked: Arc<AtomicBool>,
     ) -> Self {
         let unrecorded = store.unrecorded(&config.target.id);
         TargetActor {
@@ -212,6 +227,7 @@ impl TargetActor {
             unwritten: DeliveryBatch::default(),
             unpublished: Vec::new(),
             timer: None,
+            drain_asked,
         }
     }
 
@@ -220,6 +236,10 @@ impl TargetActor {
     }
 
     fn pump(&mut self, ctx: &mut Context<Self>) {
+        if !self.window.is_draining() && self.drain_asked.load(Ordering::Acquire) {
+            self.window.drain();
+            self.cancel_timer(ctx);
+        }
         if self.window.is_draining() {
             if self.window.is_idle() {
                 for idle in self.idle.drain(..) {

@@ -1,0 +1,501 @@
+//! The router in cluster mode (issue 16): ownership ([`Ownership::watching`]) and other nodes'
+//! admin changes, read back from the store. Each node here is a store in replica mode whose
+//! replicated log is a task of the test: it publishes what the store hands out as one entry
+//! and applies it at once (so the config watch moves as on a real cluster node). "Another
+//! node" writes with the store directly, not through the router. Deliveries go to a receiver
+//! on 127.0.0.1.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crmhook_core::event::parse_ingest;
+use crmhook_core::{sign, Subscription, Target, TargetId};
+use crmhook_store::{DeliveryBatch, Disabled, LogHandle, Replica, Request, Store};
+use tokio::sync::{watch, Notify};
+
+use super::*;
+use crate::ownership::Owned;
+
+/// How long any wait here may take before the test fails.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// One request the receiver got: its path, body, `X-Crmhook-Attempt` and when.
+#[derive(Clone, Debug)]
+struct Arrival {
+    path: String,
+    body: String,
+    attempt: String,
+    at: Instant,
+}
+
+/// An HTTP receiver on 127.0.0.1 that keeps what arrived and answers 200, or 503 to the first
+/// requests of a path told to fail.
+#[derive(Clone)]
+struct Receiver {
+    port: u16,
+    arrivals: Arc<Mutex<Vec<Arrival>>>,
+    notify: Arc<Notify>,
+    /// How many requests of each path are still to answer 503.
+    failing: Arc<Mutex<std::collections::HashMap<String, usize>>>,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let receiver =
+            Receiver { port, arrivals: Arc::default(), notify: Arc::new(Notify::new()), failing: Arc::default() };
+        let r = receiver.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let r = r.clone();
+                std::thread::spawn(move || r.serve(stream));
+            }
+        });
+        receiver
+    }
+
+    /// Answers the requests of one connection (kept alive) until the client closes it.
+    fn serve(&self, stream: TcpStream) {
+        let Ok(mut out) = stream.try_clone() else { return };
+        let mut reader = BufReader::new(stream);
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or_default().to_owned();
+            let mut length = 0;
+            let mut attempt = String::new();
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                    return;
+                }
+                if header == "\r\n" {
+                    break;
+                }
+                let lower = header.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                if let Some(v) = lower.strip_prefix("x-crmhook-attempt:") {
+                    attempt = v.trim().to_owned();
+                }
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_err() {
+                return;
+            }
+            let fail = match self.failing.lock().expect("lock").get_mut(&path) {
+                Some(left) if *left > 0 => {
+                    *left -= 1;
+                    true
+                }
+                _ => false,
+            };
+            let body = String::from_utf8_lossy(&body).into();
+            self.arrivals.lock().expect("lock").push(Arrival { path, body, attempt, at: Instant::now() });
+            self.notify.notify_waiters();
+            let answer: &[u8] = match fail {
+                true => b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n",
+                false => b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+            };
+            if out.write_all(answer).is_err() {
+                return;
+            }
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}/{path}", self.port)
+    }
+
+    /// The records (`recordId`s) that arrived at `path`, in order of arrival.
+    fn records(&self, path: &str) -> Vec<String> {
+        let path = format!("/{path}");
+        let arrivals = self.arrivals.lock().expect("lock");
+        arrivals.iter().filter(|a| a.path == path).map(|a| record_of(&a.body)).collect()
+    }
+
+    /// What arrived at `path`, in order of arrival.
+    fn arrivals(&self, path: &str) -> Vec<Arrival> {
+        let path = format!("/{path}");
+        self.arrivals.lock().expect("lock").iter().filter(|a| a.path == path).cloned().collect()
+    }
+
+    /// Waits until `path` has received `want` (in any order), or fails the test.
+    async fn wait_for(&self, path: &str, want: &[&str]) -> Vec<String> {
+        let until = Instant::now() + DEADLINE;
+        loop {
+            // Made before looking: an arrival after the look wakes it.
+            let arrived = self.notify.notified();
+            let got = self.records(path);
+            if want.iter().all(|w| got.iter().any(|g| g == w)) {
+                return got;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if actix_rt::time::timeout(left, arrived).await.is_err() {
+                panic!("/{path} got {got:?}, waiting for {want:?}");
+            }
+        }
+    }
+}
+
+/// The `recordId` in an event's body.
+fn record_of(body: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(body).expect("a JSON body");
+    v["recordId"].as_str().unwrap_or_default().to_owned()
+}
+
+/// Events with these record ids (all `crm_field_update`).
+fn events(records: &[&str]) -> Vec<NewEvent> {
+    let body: Vec<String> = records
+        .iter()
+        .map(|r| format!(r#"{{"eventType":"crm_field_update","recordId":"{r}","kanbanId":"k"}}"#))
+        .collect();
+    parse_ingest(format!("[{}]", body.join(",")).as_bytes()).expect("valid")
+}
+
+fn target(url: &str) -> Target {
+    let body = serde_json::json!({"name": "t", "url": url});
+    Target::create(body.as_object().expect("object"), true, sign::generate_secret(), 0).expect("target")
+}
+
+/// A subscription of `target` to `crm_field_update`, from the log's head on.
+fn subscription(target: &TargetId, head: u64) -> Subscription {
+    let body = serde_json::json!({"target_id": target.as_str(), "event_types": ["crm_field_update"]});
+    let mut sub = Subscription::create(body.as_object().expect("object"), 0).expect("subscription");
+    sub.from_seq = head;
+    sub
+}
+
+fn request() -> Request {
+    Request {
+        at_ms: 0,
+        by: "test".into(),
+        action: "redeliver".into(),
+        target: String::new(),
+        detail: String::new(),
+        queued: 0,
+    }
+}
+
+/// One cluster node: a replica store with its replicated log, and a router over it.
+struct Node {
+    _dir: tempfile::TempDir,
+    store: LogHandle,
+    router: RouterHandle,
+    arbiter: actix::Arbiter,
+}
+
+impl Node {
+    async fn start(ownership: Ownership, max_targets: usize) -> Node {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let replica = Arc::new(Store::open_replica(dir.path(), crmhook_store::Options::default(), 1).expect("open"));
+        let mut out = replica.take_outgoing().expect("outgoing");
+        let store: LogHandle = Arc::new(replica.store().clone());
+        // The replicated log: each batch of ops handed out is the next entry, applied at once.
+        actix_rt::spawn(async move {
+            let mut seq = replica.handed();
+            while let Some(first) = out.recv().await {
+                let mut ops = vec![first];
+                while let Ok(op) = out.try_recv() {
+                    ops.push(op);
+                }
+                seq += 1;
+                let entry = Replica::encode_entry(replica.node(), ops).expect("entry");
+                replica.apply(seq, &entry).await.expect("applied");
+            }
+        });
+        let arbiter = actix::Arbiter::new();
+        let config = RouterConfig {
+            max_targets,
+            guard: Guard { allow_private: true },
+            metrics: Metrics::new(),
+            feed: Feed::new(),
+            ownership,
+        };
+        let router = RouterHandle::start(store.clone(), &[arbiter.handle()], config).expect("router");
+        Node { _dir: dir, store, router, arbiter }
+    }
+
+    /// A target at `path` of the receiver with a subscription to `crm_field_update`, made
+    /// through the router.
+    async fn target(&self, receiver: &Receiver, path: &str) -> TargetId {
+        let t = target(&receiver.url(path));
+        let id = t.id.clone();
+        self.router.create_target(t).await.expect("created");
+        self.router.create_subscription(subscription(&id, self.store.head())).await.expect("subscribed");
+        id
+    }
+
+    async fn ingest(&self, records: &[&str]) {
+        self.router.ingest(events(records), None).await.expect("logged");
+    }
+
+    /// Reconciles the router with the store now (as a move of the config watch does); answers
+    /// how many targets it changed. Once it answers, any change written before it has reached
+    /// the actors.
+    async fn reconcile(&self) -> usize {
+        self.router.addr.send(ConfigMoved).await.expect("router")
+    }
+
+    async fn stop(self) {
+        self.router.shutdown(Duration::from_secs(5)).await;
+        self.arbiter.stop();
+    }
+}
+
+fn owning(ids: &[&TargetId]) -> Owned {
+    Arc::new(ids.iter().map(|id| (*id).clone()).collect::<BTreeSet<_>>())
+}
+
+#[actix_rt::test]
+async fn a_target_not_owned_is_not_delivered_until_ownership_is_granted() {
+    let receiver = Receiver::start();
+    // B is owned here from the start, A is not.
+    let (ta, tb) = (target(&receiver.url("a")), target(&receiver.url("b")));
+    let (a, b) = (ta.id.clone(), tb.id.clone());
+    let (owned, watching) = watch::channel(owning(&[&b]));
+    let node = Node::start(Ownership::watching(watching), 10).await;
+    for t in [ta, tb] {
+        let id = t.id.clone();
+        node.router.create_target(t).await.expect("created");
+        node.router.create_subscription(subscription(&id, node.store.head())).await.expect("subscribed");
+    }
+    // The events are logged, and only B gets them: B, woken by the same head moves, is the
+    // positive marker.
+    node.ingest(&["e1", "e2", "e3"]).await;
+    receiver.wait_for("b", &["e1", "e2", "e3"]).await;
+    let at_grant = receiver.records("a");
+    assert_eq!(at_grant, Vec::<String>::new(), "A got events while not owned here");
+    // A redelivery or a test of A is another node's; of an unknown target, nobody's.
+    assert!(
+        matches!(node.router.requeue(a.clone(), vec![1], request()).await, Err(RouterError::Elsewhere(t)) if t == a)
+    );
+    let head = node.store.head();
+    assert!(matches!(
+        node.router.test(a.clone(), events(&["t"]).remove(0)).await,
+        Err(RouterError::Elsewhere(t)) if t == a
+    ));
+    assert_eq!(node.store.head(), head, "a test of a target owned elsewhere logs nothing");
+    let unknown = TargetId::generate();
+    assert!(matches!(node.router.requeue(unknown, vec![1], request()).await, Err(RouterError::NotFound(_))));
+    node.router.requeue(b.clone(), vec![], request()).await.expect("B is delivered here");
+
+    // Ownership granted: A's actor starts from the store's state and delivers what was logged.
+    owned.send_replace(owning(&[&a, &b]));
+    let mut got = receiver.wait_for("a", &["e1", "e2", "e3"]).await;
+    got.sort();
+    assert_eq!(got, ["e1", "e2", "e3"]);
+    node.stop().await;
+}
+
+#[actix_rt::test]
+async fn ownership_taken_away_stops_deliveries_and_given_back_resumes_them() {
+    let receiver = Receiver::start();
+    let (owned, watching) = watch::channel(Owned::default());
+    let node = Node::start(Ownership::watching(watching), 10).await;
+    let a = node.target(&receiver, "a").await;
+    let b = node.target(&receiver, "b").await;
+    owned.send_replace(owning(&[&a, &b]));
+    node.ingest(&["e1"]).await;
+    receiver.wait_for("a", &["e1"]).await;
+    receiver.wait_for("b", &["e1"]).await;
+
+    // A is taken away; once the router says so, its actor starts no new attempt.
+    owned.send_replace(owning(&[&b]));
+    assert!(matches!(node.router.requeue(a.clone(), vec![], request()).await, Err(RouterError::Elsewhere(_))));
+    node.ingest(&["e2", "e3"]).await;
+    receiver.wait_for("b", &["e1", "e2", "e3"]).await;
+    assert_eq!(receiver.records("a"), ["e1"], "A got events logged while not owned here");
+
+    // Given back: what was logged meanwhile arrives, and e1 is not delivered again (its record
+    // was written before the actor stopped).
+    owned.send_replace(owning(&[&a, &b]));
+    node.ingest(&["e4"]).await;
+    let mut got = receiver.wait_for("a", &["e2", "e3", "e4"]).await;
+    assert_eq!(got.remove(0), "e1");
+    got.sort();
+    assert_eq!(got, ["e2", "e3", "e4"], "each once");
+    node.router.requeue(a.clone(), vec![], request()).await.expect("A is delivered here again");
+    node.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_subscription_written_by_another_node_is_picked_up_by_the_running_target() {
+    let receiver = Receiver::start();
+    let node = Node::start(Ownership::all(), 10).await;
+    let t = target(&receiver.url("a"));
+    let a = t.id.clone();
+    node.router.create_target(t).await.expect("created");
+    // The marker target: subscribed through the router.
+    let b = node.target(&receiver, "b").await;
+    node.ingest(&["before"]).await;
+    receiver.wait_for("b", &["before"]).await;
+
+    // Another node subscribes A: the write reaches this store through the replicated log, the
+    // config watch moves, and the router hands the subscription to A's running actor.
+    node.store.put_subscription(&subscription(&a, node.store.head())).await.expect("written");
+    node.ingest(&["after"]).await;
+    receiver.wait_for("a", &["after"]).await;
+    receiver.wait_for("b", &["after"]).await;
+    assert_eq!(receiver.records("a"), ["after"], "A has no subscription to the event before");
+    // The router holds it too: the cap counts it, and an edit finds it.
+    let sub = node.store.subscriptions().expect("read").into_iter().find(|s| s.target_id == a).expect("stored");
+    let edited = node.router.update_subscription(sub.id.clone(), |s| Ok(s.clone())).await.expect("found");
+    assert_eq!(edited.0, sub);
+    assert_eq!(node.reconcile().await, 0, "nothing left to reconcile");
+    let _ = b;
+    node.stop().await;
+}
+
+#[actix_rt::test]
+async fn targets_created_deleted_and_disabled_by_another_node_are_followed() {
+    let receiver = Receiver::start();
+    let node = Node::start(Ownership::all(), 10).await;
+    let marker = node.target(&receiver, "m").await;
+
+    // Created elsewhere, with its subscription: an actor starts here (every target is owned).
+    // The reconciliation is awaited before e1 is logged: an actor started from the target's
+    // entry alone could read e1 before its subscription reaches it, and an edit applies to
+    // the events its target has not matched yet (see the module docs of the router).
+    let t = target(&receiver.url("c"));
+    let c = t.id.clone();
+    node.store.create_target(&t, node.store.head()).await.expect("created");
+    node.store.put_subscription(&subscription(&c, node.store.head())).await.expect("subscribed");
+    node.reconcile().await;
+    node.ingest(&["e1"]).await;
+    receiver.wait_for("c", &["e1"]).await;
+
+    // Disabled here (the actor is told before the answer): e2 is logged and held.
+    let disabled = Disabled { at_ms: 0, reason: "operator".into() };
+    node.router.set_enabled(c.clone(), Some(disabled)).await.expect("disabled");
+    node.ingest(&["e2"]).await;
+    receiver.wait_for("m", &["e1", "e2"]).await;
+    assert_eq!(receiver.records("c"), ["e1"], "C got an event while disabled");
+    // Enabled by another node: the router tells the actor, which delivers e2.
+    let mut batch = DeliveryBatch::default();
+    batch.enable(&c);
+    node.store.write_deliveries(batch).await.expect("written");
+    assert_eq!(receiver.wait_for("c", &["e2"]).await, ["e1", "e2"]);
+    // Disabled by another node: e3 is held (the marker gets it) until C is enabled here.
+    let mut batch = DeliveryBatch::default();
+    batch.disable(&c, &Disabled { at_ms: 0, reason: "by another node".into() }).expect("encoded");
+    node.store.write_deliveries(batch).await.expect("written");
+    node.reconcile().await;
+    node.ingest(&["e3"]).await;
+    receiver.wait_for("m", &["e1", "e2", "e3"]).await;
+    assert_eq!(receiver.records("c"), ["e1", "e2"], "C got an event while disabled");
+    node.router.set_enabled(c.clone(), None).await.expect("enabled");
+    assert_eq!(receiver.wait_for("c", &["e3"]).await, ["e1", "e2", "e3"]);
+
+    // Deleted elsewhere: the router forgets it, and its actor stops.
+    node.store.delete_target(&c).await.expect("deleted");
+    node.reconcile().await;
+    assert!(matches!(node.router.requeue(c.clone(), vec![], request()).await, Err(RouterError::NotFound(_))));
+    node.ingest(&["e4"]).await;
+    receiver.wait_for("m", &["e1", "e2", "e3", "e4"]).await;
+    assert_eq!(receiver.records("c"), ["e1", "e2", "e3"]);
+    let _ = marker;
+    node.stop().await;
+}
+
+#[actix_rt::test]
+async fn max_targets_counts_targets_owned_elsewhere() {
+    let receiver = Receiver::start();
+    let (_owned, watching) = watch::channel(Owned::default());
+    let node = Node::start(Ownership::watching(watching), 3).await;
+    // None of them is owned here.
+    node.target(&receiver, "a").await;
+    node.target(&receiver, "b").await;
+    // The third created by another node, read back from the store.
+    let t = target(&receiver.url("c"));
+    node.store.create_target(&t, node.store.head()).await.expect("created");
+    node.reconcile().await;
+    assert!(matches!(node.router.requeue(t.id.clone(), vec![], request()).await, Err(RouterError::Elsewhere(_))));
+    let refused = node.router.create_target(target(&receiver.url("d"))).await;
+    assert!(matches!(refused, Err(RouterError::TooManyTargets(3))), "{refused:?}");
+    node.stop().await;
+}
+
+#[actix_rt::test]
+async fn this_nodes_own_changes_leave_nothing_to_reconcile() {
+    let receiver = Receiver::start();
+    let (owned, watching) = watch::channel(Owned::default());
+    let node = Node::start(Ownership::watching(watching), 10).await;
+    let a = node.target(&receiver, "a").await;
+    let b = node.target(&receiver, "b").await;
+    owned.send_replace(owning(&[&a]));
+    node.ingest(&["e1"]).await;
+    receiver.wait_for("a", &["e1"]).await;
+    // Every kind of local change, on a target running here (A) and on one that is not (B):
+    // each moved the config watch (replica mode), and the router has applied them all already.
+    for id in [&a, &b] {
+        let mut t = node.store.target(id).expect("read").expect("stored");
+        t.name = "renamed".into();
+        node.router.update_target(t).await.expect("updated");
+        let sub = subscription(id, node.store.head());
+        node.router.create_subscription(sub.clone()).await.expect("subscribed");
+        node.router
+            .update_subscription(sub.id.clone(), |s| Ok(Subscription { kanban_ids: vec!["k".into()], ..s.clone() }))
+            .await
+            .expect("edited");
+        node.router.delete_subscription(sub.id.clone()).await.expect("deleted");
+        let disabled = Disabled { at_ms: 0, reason: "operator".into() };
+        node.router.set_enabled(id.clone(), Some(disabled)).await.expect("disabled");
+        node.router.set_enabled(id.clone(), None).await.expect("enabled");
+    }
+    let c = node.target(&receiver, "c").await;
+    node.router.delete_target(c).await.expect("deleted");
+    assert_eq!(node.reconcile().await, 0, "the router already agreed with the store");
+    // And A still delivers with its configuration as changed.
+    node.ingest(&["e2"]).await;
+    receiver.wait_for("a", &["e2"]).await;
+    node.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_retry_pending_when_ownership_moves_is_made_on_schedule_by_the_next_actor() {
+    let receiver = Receiver::start();
+    receiver.failing.lock().expect("lock").insert("/r".into(), 1);
+    let mut t = target(&receiver.url("r"));
+    // One retry, 1.5 s (±20%) after the first attempt.
+    t.retry_schedule_ms = vec![1_500];
+    let r = t.id.clone();
+    let (owned, watching) = watch::channel(owning(&[&r]));
+    let node = Node::start(Ownership::watching(watching), 10).await;
+    node.router.create_target(t).await.expect("created");
+    node.router.create_subscription(subscription(&r, node.store.head())).await.expect("subscribed");
+    node.ingest(&["e1"]).await;
+    receiver.wait_for("r", &["e1"]).await;
+
+    // Taken away at once (the 503's retry is written before the actor stops) and given back
+    // while the actor may still be stopping: a redelivery asked meanwhile waits for the new
+    // actor (the retry is pending: nothing is queued again).
+    owned.send_replace(owning(&[]));
+    assert!(matches!(node.router.requeue(r.clone(), vec![], request()).await, Err(RouterError::Elsewhere(_))));
+    owned.send_replace(owning(&[&r]));
+    assert_eq!(node.router.requeue(r.clone(), vec![1], request()).await.expect("here again"), 0);
+
+    // The new actor read the retry from the store: attempt 2, at its time, not a first attempt
+    // made again at once.
+    let until = Instant::now() + DEADLINE;
+    while receiver.arrivals("r").len() < 2 {
+        let arrived = receiver.notify.notified();
+        if receiver.arrivals("r").len() >= 2 {
+            break;
+        }
+        assert!(actix_rt::time::timeout(until.saturating_duration_since(Instant::now()), arrived).await.is_ok());
+    }
+    let arrivals = receiver.arrivals("r");
+    assert_eq!(arrivals.iter().map(|a| a.attempt.as_str()).collect::<Vec<_>>(), ["1", "2"]);
+    let waited = arrivals[1].at - arrivals[0].at;
+    assert!(waited >= Duration::from_millis(1_100), "the retry came {waited:?} after the first attempt");
+    node.stop().await;
+}
