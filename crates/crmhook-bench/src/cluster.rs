@@ -79,7 +79,7 @@ pub fn run(seconds: u64, offered: &[String], connections: usize) -> anyhow::Resu
     let mut rows = Vec::new();
     for &mode in &modes {
         for (name, servers) in [("cluster", cluster.as_slice()), ("single", std::slice::from_ref(&&single))] {
-            let r = measure_on(servers, &rcv, 1, mode, duration)?;
+            let r = measure_on(servers, &rcv, name, 1, mode, duration)?;
             print_row(name, &r, bare.publish_per_s);
             rows.push(row_json(name, &r, bare.publish_per_s));
         }

@@ -279,7 +279,7 @@ fn live_targets(server: &Server, rcv: &Receiver, n: usize, run: &str) -> anyhow:
 }
 
 fn measure(server: &Server, rcv: &Receiver, targets: usize, mode: Mode, duration: Duration) -> anyhow::Result<Row> {
-    measure_on(&[server], rcv, targets, mode, duration)
+    measure_on(&[server], rcv, "", targets, mode, duration)
 }
 
 /// Waits until a node of the cluster delivers each of `ids` (its lease taken; `GET /v1/cluster`).
@@ -305,17 +305,18 @@ fn wait_leased(server: &Server, ids: &[String]) -> anyhow::Result<()> {
 
 /// One row against one node or a cluster of nodes: the load spread over `servers` (one
 /// connection to each in turn), admin changes through the first, CPU and thread switches summed
-/// over all of them.
+/// over all of them. `label` keeps rows of the same shape apart on one receiver.
 pub(crate) fn measure_on(
     servers: &[&Server],
     rcv: &Receiver,
+    label: &str,
     targets: usize,
     mode: Mode,
     duration: Duration,
 ) -> anyhow::Result<Row> {
     let server = servers[0];
     let run = format!(
-        "r{}x{}",
+        "{label}r{}x{}",
         match mode {
             Mode::Rate(r) => r.to_string(),
             Mode::Saturation => "max".into(),

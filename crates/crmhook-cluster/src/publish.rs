@@ -14,6 +14,10 @@ use tokio::sync::{mpsc, Semaphore};
 
 /// Entries published whose acknowledgement is awaited, at most.
 const IN_FLIGHT: usize = 32;
+/// How long lazy ops (finished deliveries) wait for other ops to share their entry, as
+/// `crmhook_store::LAZY_HOLD_LIVE` on a single node: each entry costs a JetStream publish and a
+/// sled batch on every node.
+const LAZY_HOLD: std::time::Duration = std::time::Duration::from_millis(20);
 /// Most ops in one entry.
 const MAX_OPS: usize = 1024;
 /// An entry takes no more ops once it holds this many bytes (the stream's message limit is
@@ -33,14 +37,19 @@ pub(crate) async fn run(
         let Some(first) = outgoing.recv().await else { return };
         let mut bytes = first.op.len();
         let mut ops = vec![first];
+        let held_until = tokio::time::Instant::now() + LAZY_HOLD;
         while ops.len() < MAX_OPS && bytes < MAX_BYTES {
-            match outgoing.try_recv() {
-                Ok(op) => {
-                    bytes += op.op.len();
-                    ops.push(op);
+            let next = match outgoing.try_recv() {
+                Ok(op) => Some(op),
+                // Only lazy ops so far: wait for company, up to the hold.
+                Err(_) if ops.iter().all(|o| o.lazy) => {
+                    tokio::time::timeout_at(held_until, outgoing.recv()).await.ok().flatten()
                 }
-                Err(_) => break,
-            }
+                Err(_) => None,
+            };
+            let Some(op) = next else { break };
+            bytes += op.op.len();
+            ops.push(op);
         }
         let nonces: Vec<u64> = ops.iter().map(|o| o.nonce).collect();
         let entry = match Replica::encode_entry(node, ops) {

@@ -44,6 +44,9 @@ pub const OUTGOING: usize = 4096;
 pub struct Outgoing {
     pub nonce: u64,
     pub op: Vec<u8>,
+    /// A lazy write (a finished delivery, the charts' counts): it may wait a little for other
+    /// ops to share its entry, as lazy writes wait for a group commit on a single node.
+    pub lazy: bool,
 }
 
 /// The replication's side of a store in replica mode.
@@ -126,7 +129,7 @@ impl Link {
         let op = codec::encode(&op)?;
         let (reply, rx) = oneshot::channel();
         let nonce = self.wait(Waiter::Append(reply))?;
-        self.out.try_send(Outgoing { nonce, op }).map_err(|e| {
+        self.out.try_send(Outgoing { nonce, op, lazy: false }).map_err(|e| {
             self.forget(nonce);
             match e {
                 mpsc::error::TrySendError::Full(_) => StoreError::Busy,
@@ -136,13 +139,14 @@ impl Link {
         Ok(PendingAppend::new(rx))
     }
 
-    /// Hands writes to the replication and waits until they are applied here.
-    pub(crate) async fn write(&self, writes: Writes) -> Result<()> {
+    /// Hands writes to the replication and waits until they are applied here; `lazy`: they
+    /// may wait for company ([`Outgoing::lazy`]).
+    pub(crate) async fn write(&self, writes: Writes, lazy: bool) -> Result<()> {
         let op =
             codec::encode(&WireOp::Write { writes: writes.0.into_iter().map(wire_write).collect::<Result<_>>()? })?;
         let (reply, rx) = oneshot::channel();
         let nonce = self.wait(Waiter::Write(reply))?;
-        if self.out.send(Outgoing { nonce, op }).await.is_err() {
+        if self.out.send(Outgoing { nonce, op, lazy }).await.is_err() {
             self.forget(nonce);
             return Err(StoreError::Closed);
         }

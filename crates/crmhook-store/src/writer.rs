@@ -448,7 +448,7 @@ impl Store {
 
     pub(crate) async fn write_with(&self, writes: Writes, when: When) -> Result<()> {
         if let Some(link) = &self.inner.replica {
-            return link.write(writes).await;
+            return link.write(writes, when == When::Held).await;
         }
         self.write_here(writes, when).await
     }
