@@ -43,10 +43,10 @@ pub(crate) async fn run(
     }
     let partial = |published: u64, why: String| {
         ClusterError::Import(if published == 0 {
-            format!("{why}; nothing was published")
+            format!("the import failed: {why}; nothing was published")
         } else {
             format!(
-                "{why}. The stream {stream} now holds {published} entries of an unfinished import: delete it \
+                "the import failed: {why}. The stream {stream} now holds {published} entries of an unfinished import: delete it \
                  (`nats stream rm {stream}`), check that no crmhook node was started on it, and import again"
             )
         })

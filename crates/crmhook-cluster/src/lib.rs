@@ -61,7 +61,7 @@ pub enum ClusterError {
     Runtime(String),
     /// `crmhook cluster import` could not copy the store (what was published, if anything, is
     /// said).
-    #[error("import: {0}")]
+    #[error("{0}")]
     Import(String),
 }
 

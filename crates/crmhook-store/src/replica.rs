@@ -19,6 +19,10 @@
 //! (sled writes them within `flush_every_ms`), and after a crash a node reads the log again
 //! from the entry after `M replicated`. A copy is never the only place anything is kept,
 //! except the console's charts' counts ([`crate::Store::put_stats`]), which stay local.
+//!
+//! A new log may start from a single node's store (`crmhook cluster import`): its first entries
+//! are [`Store::restore_entries`], that store's records put as they are; after the last one
+//! each copy's writer reads its head and index window back from its tree, as at open.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

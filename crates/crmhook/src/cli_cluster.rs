@@ -123,8 +123,11 @@ fn import(data_dir: &Path, key_file: Option<PathBuf>, config: &ClusterConfig) ->
     close(&store);
     let imported = imported?;
     println!(
-        "imported {records} records: {events} events (head {head}), in {} entries ({} bytes) of the stream {}",
-        imported.entries, imported.bytes, imported.stream
+        "imported {records} records: {events} events (head {head}), in {} {} ({} bytes) of the stream {}",
+        imported.entries,
+        if imported.entries == 1 { "entry" } else { "entries" },
+        imported.bytes,
+        imported.stream
     );
     match &key_file {
         Some(file) => println!(
