@@ -15,6 +15,10 @@
 //!   pending retries and their due times, attempts) is in the log: the new owner's target
 //!   actor starts from it as after a restart.
 //!
+//! - **the import** (`import`, [`import()`]): a single node's store, stopped, copied into a
+//!   new cluster's stream as its first entries (`crmhook cluster import`), so that every node
+//!   started on it afterwards holds that store.
+//!
 //! Dispatch and the HTTP edge do not know this crate: they get a `crmhook_store::LogHandle`
 //! (the same store, in replica mode) and a watch of the targets this node owns.
 //!
@@ -32,10 +36,12 @@ use crmhook_store::{Replica, Store, StoreError};
 use tokio::sync::watch;
 
 mod apply;
+mod import;
 mod leases;
 mod publish;
 mod sync_check;
 
+pub use import::Imported;
 pub use leases::NodeView;
 
 /// Everything that can go wrong in cluster mode.
@@ -53,6 +59,10 @@ pub enum ClusterError {
     Store(#[from] StoreError),
     #[error("cluster mode: {0}")]
     Runtime(String),
+    /// `crmhook cluster import` could not copy the store (what was published, if anything, is
+    /// said).
+    #[error("{0}")]
+    Import(String),
 }
 
 type Result<T, E = ClusterError> = std::result::Result<T, E>;
@@ -105,12 +115,7 @@ impl Cluster {
     /// Connects to the NATS servers, checks that they fsync every write, and makes sure the
     /// stream and the lease bucket exist. Blocking: call it before the actix system starts.
     pub fn connect(config: ClusterConfig) -> Result<Cluster> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("crmhook-nats")
-            .enable_all()
-            .build()
-            .map_err(|e| ClusterError::Runtime(e.to_string()))?;
+        let runtime = nats_runtime()?;
         sync_check::check(&config.monitor)?;
         let js = runtime.block_on(connect(&config))?;
         let node = node_number();
@@ -208,6 +213,31 @@ impl Cluster {
             }
         }
     }
+}
+
+/// Copies a single node's store into the new cluster `config` names (`crmhook cluster import`):
+/// connects as a node does (the stream and the bucket are made if missing, the servers' fsync
+/// checked), refuses a stream that already has entries, and publishes `entries` (the store's
+/// `restore_entries`) in order as the stream's first entries, each acknowledged by the
+/// stream. Every node started on the stream afterwards, with an empty data dir and the store's
+/// key file, holds a copy of that store. Blocking.
+pub fn import(config: &ClusterConfig, entries: impl Iterator<Item = Result<Vec<u8>, StoreError>>) -> Result<Imported> {
+    let runtime = nats_runtime()?;
+    sync_check::check(&config.monitor)?;
+    runtime.block_on(async {
+        let js = connect(config).await?;
+        import::run(&js, config, entries).await
+    })
+}
+
+/// The NATS client's runtime (one worker thread).
+fn nats_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("crmhook-nats")
+        .enable_all()
+        .build()
+        .map_err(|e| ClusterError::Runtime(e.to_string()))
 }
 
 async fn connect(config: &ClusterConfig) -> Result<jetstream::Context> {

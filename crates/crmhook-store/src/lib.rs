@@ -221,7 +221,7 @@ pub use finished::FINISHED_BLOCK;
 pub use index::{RECORD_BUCKETS, RECORD_WINDOW};
 pub use log::{Log, LogFuture, LogHandle};
 pub use queries::EventFilter;
-pub use replica::{Outgoing, Replica};
+pub use replica::{Outgoing, Replica, RestoreEntries, RESTORE_BYTES};
 
 pub use records::attempt_error;
 pub use records::{

@@ -8,7 +8,7 @@ use crmhook_core::Event;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::finished::Blocks;
-use crate::index::{IndexWindow, WindowPostings};
+use crate::index::{last_at_or_before, IndexWindow, WindowPostings};
 use crate::keys::{self, Tag};
 use crate::migrate::migrate_from_format_1;
 use crate::replica::Link;
@@ -37,19 +37,19 @@ impl Store {
         let tree = db.open_tree("crmhook")?;
         check_format(&db, &tree)?;
         let seal = open_seal(&db, &tree, key)?;
-        let head = last_seq_given(&tree)?;
+        let window = Arc::new(Mutex::new(IndexWindow {
+            through: 0,
+            events: 0,
+            limit: record_window.max(1),
+            postings: WindowPostings::default(),
+        }));
+        // Nobody holds the store yet: the writer adds nothing to the window meanwhile.
+        let head = read_back(&tree, &window)?;
         let head_atomic = Arc::new(AtomicU64::new(head));
         let (head_tx, head_rx) = watch::channel(head);
         let (tx, rx) = mpsc::channel(queue.max(1));
         let (config_tx, config_rx) = watch::channel(0);
         let failing = Arc::new(AtomicBool::new(false));
-        let through = tree.get(keys::indexed())?.map(|v| read_u64(&v)).transpose()?.unwrap_or(0);
-        let window = Arc::new(Mutex::new(IndexWindow {
-            through,
-            events: 0,
-            limit: record_window.max(1),
-            postings: WindowPostings::default(),
-        }));
         let writer = Writer {
             db: db.clone(),
             tree: tree.clone(),
@@ -65,7 +65,7 @@ impl Store {
             config_tx,
         };
         let handle = writer.spawn(rx)?;
-        let store = Store {
+        Ok(Store {
             inner: Arc::new(Inner {
                 db,
                 tree,
@@ -81,38 +81,7 @@ impl Store {
                 replica,
                 config_rx,
             }),
-        };
-        store.read_back_index_window(through, record_window.max(1))?;
-        Ok(store)
-    }
-
-    /// The window of the indexes lived in memory: reads it back from the log after `through`
-    /// (after writing out whole windows of `window` events, if a migration left the index
-    /// behind). Nobody holds the store yet, so the writer adds nothing meanwhile.
-    fn read_back_index_window(&self, mut through: u64, window: usize) -> Result<()> {
-        loop {
-            let events: Vec<Event> = self.events_from(through + 1).take(window).collect::<Result<_>>()?;
-            match events.last().map(|e| e.seq) {
-                Some(last) if events.len() >= window => {
-                    let mut postings = WindowPostings::default();
-                    postings.add(&events);
-                    let mut batch = sled::Batch::default();
-                    postings.writes(through + 1, last)?.into_batch(
-                        &mut batch,
-                        &mut Blocks::default(),
-                        &self.inner.tree,
-                        &mut 0,
-                    );
-                    self.inner.tree.apply_batch(batch)?;
-                    through = last;
-                    self.index_window()?.through = last;
-                }
-                _ => {
-                    self.index_window()?.add(&events);
-                    return Ok(());
-                }
-            }
-        }
+        })
     }
 
     /// Stops the writer after the requests already queued, and flushes. Later writes fail with
@@ -241,6 +210,54 @@ fn seal_clear_records(db: &sled::Db, tree: &sled::Tree, key: &SealKey, first: bo
         tracing::info!(records = sealed, "sealed the secrets of targets and sources kept in clear");
     }
     Ok(())
+}
+
+/// What the store holds in memory of its tree, read from it: the index window (the postings of
+/// the events after `M indexed`, read back from the log; whole windows of its `limit` events
+/// are written out first if there are more, as after a migration) and the last seq given,
+/// answered. At open, and in replica mode after a copy's records were restored wholesale
+/// (`replica`); the caller holds the only writer (the writer thread, or none yet).
+pub(crate) fn read_back(tree: &sled::Tree, window: &Mutex<IndexWindow>) -> Result<u64> {
+    let mut window = window.lock().map_err(|_| StoreError::Io("the index window's lock is poisoned".into()))?;
+    let mut through = tree.get(keys::indexed())?.map(|v| read_u64(&v)).transpose()?.unwrap_or(0);
+    let limit = window.limit;
+    *window = IndexWindow { through, events: 0, limit, postings: WindowPostings::default() };
+    loop {
+        let events = events_after(tree, through, limit)?;
+        match events.last().map(|e| e.seq) {
+            Some(last) if events.len() >= limit => {
+                let mut postings = WindowPostings::default();
+                postings.add(&events);
+                let mut batch = sled::Batch::default();
+                postings.writes(through + 1, last)?.into_batch(&mut batch, &mut Blocks::default(), tree, &mut 0);
+                tree.apply_batch(batch)?;
+                through = last;
+                window.written_out(last);
+            }
+            _ => {
+                window.add(&events);
+                break;
+            }
+        }
+    }
+    last_seq_given(tree)
+}
+
+/// Up to `n` events after `through`, read from their chunks (not through the store's cache).
+fn events_after(tree: &sled::Tree, through: u64, n: usize) -> Result<Vec<Event>> {
+    let from = through + 1;
+    let start = last_at_or_before(tree, &Tag::Event.prefix(), &keys::chunk(from))?
+        .map_or_else(|| keys::chunk(from), |k| k.to_vec());
+    let mut events = Vec::new();
+    for kv in tree.range(start..Tag::Event.end()) {
+        let (_, v) = kv?;
+        events.extend(codec::decode_events(&v)?.into_iter().filter(|e| e.seq >= from));
+        if events.len() >= n {
+            events.truncate(n);
+            break;
+        }
+    }
+    Ok(events)
 }
 
 /// The last seq ever given: the last event's in the log, or `M head` if compaction removed the

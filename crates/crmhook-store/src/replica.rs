@@ -19,6 +19,10 @@
 //! (sled writes them within `flush_every_ms`), and after a crash a node reads the log again
 //! from the entry after `M replicated`. A copy is never the only place anything is kept,
 //! except the console's charts' counts ([`crate::Store::put_stats`]), which stay local.
+//!
+//! A new log may start from a single node's store (`crmhook cluster import`): its first entries
+//! are [`Store::restore_entries`], that store's records put as they are; after the last one
+//! each copy's writer reads its head and index window back from its tree, as at open.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -72,12 +76,33 @@ pub(crate) struct Link {
 }
 
 /// The ops on the wire (record version 1). Positional (bincode): a layout never changes; a new
-/// one is a new version.
+/// one is a new version, and a new op is a new variant at the end (an entry of an op a build
+/// does not know is skipped by it, loudly: see [`Replica::apply`]).
 #[derive(Serialize, Deserialize)]
 enum WireOp {
-    Append { at_ms: u64, random: u16, events: Vec<NewEventV1>, idempotency_key: Option<String> },
-    Write { writes: Vec<WireWrite> },
+    Append {
+        at_ms: u64,
+        random: u16,
+        events: Vec<NewEventV1>,
+        idempotency_key: Option<String>,
+    },
+    Write {
+        writes: Vec<WireWrite>,
+    },
+    /// Records of a single node's store, put as they are (`crmhook cluster import`, see
+    /// [`Store::restore_entries`]); `last`: the restore ends with this op.
+    Restore {
+        records: Vec<WireRecord>,
+        last: bool,
+    },
 }
+
+/// A record as its store holds it: key and value.
+#[derive(Serialize, Deserialize)]
+struct WireRecord(
+    #[serde(with = "crmhook_core::event::bytes")] Vec<u8>,
+    #[serde(with = "crmhook_core::event::bytes")] Vec<u8>,
+);
 
 #[derive(Serialize, Deserialize)]
 enum WireWrite {
@@ -180,10 +205,13 @@ fn local_write(write: WireWrite) -> Result<Write> {
 /// Whether a write changes configuration the routers hold (targets, subscriptions, disabled
 /// targets): applying it tells [`Store::watch_config`].
 fn touches_config(write: &Write) -> bool {
-    let key = match write {
-        Write::Put(k, _) | Write::Remove(k) => k,
-        _ => return false,
-    };
+    match write {
+        Write::Put(k, _) | Write::Remove(k) => is_config(k),
+        _ => false,
+    }
+}
+
+fn is_config(key: &[u8]) -> bool {
     [Tag::Target, Tag::Subscription, Tag::Disabled].iter().any(|t| key.first() == Some(&t.byte()))
 }
 
@@ -275,6 +303,7 @@ impl Replica {
         };
         let config = ops.iter().any(|op| match op {
             Op::Write { writes, .. } => writes.0.iter().any(touches_config),
+            Op::Restore { records, .. } => records.iter().any(|(k, _)| is_config(k)),
             _ => false,
         });
         self.store.inner.tx.send(Op::Entry { seq, ops, config }).await.map_err(|_| StoreError::Closed)?;
@@ -305,9 +334,105 @@ impl Replica {
                     let writes = Writes(writes.into_iter().map(local_write).collect::<Result<_>>()?);
                     out.push(Op::Write { writes, when: When::Applied, reply });
                 }
+                WireOp::Restore { records, last } => {
+                    let records =
+                        records.into_iter().map(|WireRecord(k, v)| (k, v)).filter(|(k, _)| !stays_local(k)).collect();
+                    out.push(Op::Restore { records, last });
+                }
             }
         }
         Ok(out)
+    }
+}
+
+/// The most bytes of records in one entry of [`Store::restore_entries`], by default: NATS's
+/// default `max_payload` is 1 MiB (a record larger than it goes alone in its entry).
+pub const RESTORE_BYTES: usize = 512 * 1024;
+
+/// Whether a record stays on its node, never restored on another: this copy's position in the
+/// replicated log (`M replicated`), the console's charts' counts (`M stats:*`, what this node
+/// did), a migration's progress (`M migrated_through`).
+fn stays_local(key: &[u8]) -> bool {
+    key == keys::meta(REPLICATED).as_slice()
+        || key == keys::migrated_through().as_slice()
+        || key.starts_with(&keys::meta(crate::stats::STATS_PREFIX))
+}
+
+impl Store {
+    /// The entries that make every copy of a new replicated log equal to this store
+    /// (`crmhook cluster import`: a single node's data dir, stopped, into a new cluster): its
+    /// records in key order, as bytes (nothing is decoded: a store opened without its key is
+    /// copied whole, its sealed secrets still sealed), but those that stay on their node
+    /// (`M replicated`, `M stats:*`), in entries of about `entry_bytes` each. Each entry's op
+    /// puts its records as they are; after the last one each copy reads its head and index
+    /// window back from its tree, as at open. They must be the log's first entries, applied
+    /// to copies with empty data dirs.
+    pub fn restore_entries(&self, entry_bytes: usize) -> RestoreEntries {
+        RestoreEntries { records: self.inner.tree.iter(), next: None, entry_bytes, copied: 0, done: false }
+    }
+}
+
+/// The entries of [`Store::restore_entries`], in order.
+pub struct RestoreEntries {
+    records: sled::Iter,
+    /// The record read ahead (to know whether an entry is the last).
+    next: Option<(Vec<u8>, Vec<u8>)>,
+    entry_bytes: usize,
+    copied: u64,
+    done: bool,
+}
+
+impl RestoreEntries {
+    /// The records put in the entries given so far.
+    pub fn records(&self) -> u64 {
+        self.copied
+    }
+
+    fn read(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        if let Some(record) = self.next.take() {
+            return Ok(Some(record));
+        }
+        for kv in self.records.by_ref() {
+            let (k, v) = kv?;
+            if !stays_local(&k) {
+                return Ok(Some((k.to_vec(), v.to_vec())));
+            }
+        }
+        Ok(None)
+    }
+
+    fn entry(&mut self) -> Result<Vec<u8>> {
+        let mut records = Vec::new();
+        let mut bytes = 0;
+        while let Some((k, v)) = self.read()? {
+            if !records.is_empty() && bytes + k.len() + v.len() > self.entry_bytes {
+                self.next = Some((k, v));
+                break;
+            }
+            bytes += k.len() + v.len() + 16; // and their lengths
+            records.push(WireRecord(k, v));
+        }
+        let last = self.next.is_none();
+        self.done = last;
+        self.copied += records.len() as u64;
+        let op = codec::encode(&WireOp::Restore { records, last })?;
+        // Node 0: no node's callers wait for these ops.
+        Replica::encode_entry(0, vec![Outgoing { nonce: 0, op }])
+    }
+}
+
+impl Iterator for RestoreEntries {
+    type Item = Result<Vec<u8>>;
+
+    fn next(&mut self) -> Option<Result<Vec<u8>>> {
+        if self.done {
+            return None;
+        }
+        let entry = self.entry();
+        if entry.is_err() {
+            self.done = true;
+        }
+        Some(entry)
     }
 }
 
@@ -398,6 +523,84 @@ mod tests {
             a.apply(4, &Replica::encode_entry(9, Vec::new()).expect("encode")).await.expect("skipped");
             assert_eq!(a.store().head(), 3);
             a.store().close().await;
+        });
+    }
+
+    #[test]
+    fn a_restore_makes_a_new_copy_equal_to_the_store_it_copies() {
+        use crate::records::{AttemptResult, Pending, Series};
+        use crate::DeliveryBatch;
+        let (single, copy_dir) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+        // Windows of 8 events: 35 events are 4 windows on disk and 3 in memory.
+        let options = || crate::Options { record_window: 8, ..Default::default() };
+        let target = rt().block_on(async {
+            let store = Store::open_with(single.path(), options()).expect("open");
+            for i in 0..5 {
+                store.append(mixed(i * 7, 7), Some(format!("key-{i}"))).await.expect("append");
+            }
+            let target = stored_target(&store).await;
+            let mut batch = DeliveryBatch::default();
+            batch.cursor(&target.id, 3).expect("cursor");
+            batch.attempt(&target.id, 4, &attempt(1, AttemptResult::Delivered)).expect("finished");
+            batch.attempt(&target.id, 5, &attempt(1, AttemptResult::Retrying { next_at_ms: 123_456 })).expect("a");
+            batch.pending(&target.id, 5, Pending { attempt: 2, due_at_ms: 123_456, round: 1 }).expect("pending");
+            store.write_deliveries(batch).await.expect("deliveries");
+            store.put_stats(vec![("ingest".into(), Series::default())], vec![]).await.expect("stats");
+            store.close().await;
+            target
+        });
+        rt().block_on(async {
+            let single = Store::open_with(single.path(), options()).expect("reopen");
+            let entries = single.restore_entries(1024);
+            let mut log = FakeLog(entries.collect::<Result<_>>().expect("entries"));
+            assert!(log.0.len() > 2, "small entries: {} of them", log.0.len());
+
+            let copy = Store::open_replica(copy_dir.path(), options(), 1).expect("open the copy");
+            let mut out = copy.take_outgoing().expect("out");
+            let mut head = copy.store().watch_head();
+            log.catch_up(&copy).await;
+            tokio::time::timeout(std::time::Duration::from_secs(10), head.wait_for(|h| *h == 35))
+                .await
+                .expect("the copy's head moves at the restore's end")
+                .expect("watch");
+            let copied = copy.store();
+            assert_eq!(copied.replicated().expect("read"), log.0.len() as u64);
+            let all = |s: &Store| s.events_from(1).collect::<Result<Vec<_>>>().expect("events");
+            assert_eq!(all(copied), all(&single));
+            assert_filters_match_a_scan(copied);
+            assert_eq!(copied.target(&target.id).expect("read").map(|t| t.id), Some(target.id.clone()));
+            assert_eq!(copied.cursor(&target.id).expect("read"), Some(3));
+            assert_eq!(copied.pending(&target.id, 10).expect("read"), single.pending(&target.id, 10).expect("read"));
+            assert_eq!(copied.pending(&target.id, 10).expect("read")[0].1.due_at_ms, 123_456);
+            assert_eq!(copied.final_attempt(&target.id, 4).expect("read"), Some(attempt(1, AttemptResult::Delivered)));
+            assert_eq!(copied.attempts(5).expect("read"), single.attempts(5).expect("read"));
+            assert!(copied.stats().expect("read").is_empty(), "the console's counts stay on their node");
+            assert_eq!(single.stats().expect("read").len(), 1);
+
+            // The copy goes on from the restored log: a retried request is a duplicate, new
+            // events take the seqs after the head, and the index window read back fills and is
+            // written out with them.
+            let again = copied.queue_append(mixed(0, 7), Some("key-0".into())).expect("queued");
+            let more = copied.queue_append(mixed(35, 6), None).expect("queued");
+            log.publish(&copy, &mut out);
+            log.catch_up(&copy).await;
+            let again = again.wait().await.expect("acked");
+            assert!(again.iter().all(|a| a.duplicate) && again.iter().map(|a| a.seq).eq(1..=7), "{again:?}");
+            assert_eq!(
+                more.wait().await.expect("acked").iter().map(|a| a.seq).collect::<Vec<_>>(),
+                (36..=41).collect::<Vec<_>>()
+            );
+            assert_eq!(copied.head(), 41);
+            assert_filters_match_a_scan(copied);
+            single.close().await;
+            copied.close().await;
+        });
+        // Reopened, the copy reads the same.
+        rt().block_on(async {
+            let copy = Store::open_replica(copy_dir.path(), options(), 2).expect("reopen the copy");
+            assert_eq!(copy.store().head(), 41);
+            assert_filters_match_a_scan(copy.store());
+            copy.store().close().await;
         });
     }
 

@@ -49,7 +49,21 @@ pub(crate) enum Op {
         when: When,
         reply: oneshot::Sender<Result<()>>,
     },
+    /// Records of another store put as they are (in an entry: `crmhook cluster import`, see
+    /// `replica`); after the `last` one the writer reads its head and index window back from
+    /// the tree.
+    Restore {
+        records: Vec<(Vec<u8>, Vec<u8>)>,
+        last: bool,
+    },
     Stop(oneshot::Sender<()>),
+}
+
+impl Op {
+    /// Whether this is an entry that restores records: its group ends with it.
+    fn restores(&self) -> bool {
+        matches!(self, Op::Entry { ops, .. } if ops.iter().any(|op| matches!(op, Op::Restore { .. })))
+    }
 }
 
 /// When a write is answered.
@@ -115,6 +129,8 @@ struct Group {
     flush: bool,
     /// Whether an entry of the group changed targets or subscriptions.
     config: bool,
+    /// Whether the group ends a restore: the head and the index window are read back after it.
+    restored: bool,
     stop: Option<oneshot::Sender<()>>,
 }
 
@@ -140,7 +156,9 @@ impl Writer {
         let mut stop = None;
         while stop.is_none() {
             let Some(ops) = next_group(&mut rx, &timer, &mut hold) else { break };
-            stop = self.commit(ops);
+            for ops in restores_apart(ops) {
+                stop = self.commit(ops).or(stop);
+            }
         }
         let _ = self.db.flush();
         if let Some(done) = stop {
@@ -153,7 +171,7 @@ impl Writer {
     /// request, if it holds one.
     fn commit(&mut self, ops: Vec<Op>) -> Option<oneshot::Sender<()>> {
         let (group, blocks) = self.gather(ops);
-        let Group { mut batch, replies, fresh, first_seq, mut flush, config, stop } = group;
+        let Group { mut batch, replies, fresh, first_seq, mut flush, config, restored, stop } = group;
         let mut written_out = None;
         let logged = blocks.into_batch(&mut batch).and_then(|()| {
             if !fresh.is_empty() {
@@ -185,6 +203,9 @@ impl Writer {
         }
         self.failing.store(result.is_err(), Ordering::Release);
         self.settle(&fresh, first_seq, written_out, &result);
+        if restored && result.is_ok() {
+            self.read_back();
+        }
         if config && result.is_ok() {
             self.config_tx.send_modify(|n| *n += 1);
         }
@@ -202,6 +223,7 @@ impl Writer {
             first_seq: self.next_seq,
             flush: false,
             config: false,
+            restored: false,
             stop: None,
         };
         let mut seen: HashMap<Vec<u8>, Vec<AckEntry>> = HashMap::new();
@@ -234,6 +256,12 @@ impl Writer {
                     }
                 }
             }
+            Op::Restore { records, last } => {
+                for (k, v) in records {
+                    group.batch.insert(k, v);
+                }
+                group.restored |= last;
+            }
             Op::Entry { seq, ops, config } => {
                 // Numbered keys take their `n` from the entry's position: the same on every node.
                 self.requests = seq << 16;
@@ -246,6 +274,21 @@ impl Writer {
                     Err(e) => tracing::error!(error = %e, "the replicated position could not be encoded"),
                 }
             }
+        }
+    }
+
+    /// After a restore (`replica`): the head, the next seq and the index window as the tree now
+    /// has them, read back as at open. The chunk cache needs nothing: a restore is the start of
+    /// a new log (`crmhook cluster import` refuses a log with entries), applied to a copy with
+    /// no events, so no chunk was read before it.
+    fn read_back(&mut self) {
+        match crate::open::read_back(&self.tree, &self.window) {
+            Ok(head) => {
+                self.next_seq = head + 1;
+                self.head.store(head, Ordering::Release);
+                self.head_tx.send_replace(head);
+            }
+            Err(e) => tracing::error!(error = %e, "the restored records could not be read back"),
         }
     }
 
@@ -404,6 +447,27 @@ fn next_group(rx: &mut mpsc::Receiver<Op>, timer: &Runtime, hold: &mut Hold) -> 
         }
         return Some(ops);
     }
+}
+
+/// A group cut after each entry that restores records: the ops after it read what it wrote
+/// (blocks, deduplication records) and the seqs read back after it, and each restore's sled
+/// batch stays one entry's size.
+fn restores_apart(ops: Vec<Op>) -> Vec<Vec<Op>> {
+    if !ops.iter().any(Op::restores) {
+        return vec![ops];
+    }
+    let mut parts = vec![Vec::new()];
+    for op in ops {
+        let cut = op.restores();
+        if let Some(part) = parts.last_mut() {
+            part.push(op);
+        }
+        if cut {
+            parts.push(Vec::new());
+        }
+    }
+    parts.retain(|p| !p.is_empty());
+    parts
 }
 
 /// Answers a group's requests with its result.

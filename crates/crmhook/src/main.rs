@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod cli;
+mod cli_cluster;
 mod cli_edit;
 mod cli_keys;
 mod cli_sources;
@@ -149,6 +150,9 @@ enum Command {
     /// Offline access to a stopped server's data dir.
     #[command(subcommand)]
     Log(cli::Log),
+    /// Cluster mode, offline: import a stopped single node's data dir into a new cluster.
+    #[command(subcommand)]
+    Cluster(cli_cluster::Cluster),
 }
 
 fn main() -> ExitCode {
@@ -172,6 +176,7 @@ fn main() -> ExitCode {
         Command::Audit { after, limit, newest } => cli_sources::audit(&cli.conn, after, limit, newest),
         Command::Keys(cmd) => cli_keys::keys(&cli.conn, cmd),
         Command::Log(cli::Log::Export { data_dir }) => cli::export(&data_dir),
+        Command::Cluster(cmd) => cli_cluster::cluster(cmd),
     };
     match result {
         Ok(code) => code,
