@@ -417,7 +417,7 @@ impl RestoreEntries {
         self.copied += records.len() as u64;
         let op = codec::encode(&WireOp::Restore { records, last })?;
         // Node 0: no node's callers wait for these ops.
-        Replica::encode_entry(0, vec![Outgoing { nonce: 0, op }])
+        Replica::encode_entry(0, vec![Outgoing { nonce: 0, op, lazy: false }])
     }
 }
 

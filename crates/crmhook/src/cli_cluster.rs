@@ -59,10 +59,7 @@ pub fn cluster(cmd: Cluster) -> anyhow::Result<ExitCode> {
         } => {
             let defaults = crmhook_server::Config::default();
             let name = cluster_name.unwrap_or(defaults.cluster_name);
-            if name.is_empty()
-                || name.len() > 32
-                || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-            {
+            if !crate::config::cluster_name_ok(&name) {
                 bail!("--cluster-name {name:?} is not a name of 1 to 32 letters, digits, - and _");
             }
             let config = ClusterConfig {

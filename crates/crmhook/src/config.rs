@@ -140,6 +140,12 @@ fn apply_file(config: &mut Config, path: &Path) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// A cluster's name: 1 to 32 letters, digits, `-` and `_` (it names a JetStream stream and
+/// bucket).
+pub fn cluster_name_ok(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 32 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 fn set(config: &mut Config, key: &str, value: &str, origin: &str) -> Result<(), ConfigError> {
     let err = |reason: String| ConfigError { key: key.into(), origin: origin.into(), reason };
     let int = |min: usize| match value.trim().parse::<usize>() {
@@ -229,10 +235,7 @@ fn set(config: &mut Config, key: &str, value: &str, origin: &str) -> Result<(), 
         }
         "cluster_name" => {
             let name = value.trim();
-            if name.is_empty()
-                || name.len() > 32
-                || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-            {
+            if !cluster_name_ok(name) {
                 return Err(err(format!("{value:?} is not a name of 1 to 32 letters, digits, - and _")));
             }
             config.cluster_name = name.to_owned();
