@@ -141,7 +141,7 @@ impl Round {
         let me = serde_json::to_vec(&self.me)?;
         self.kv.put(format!("node.{}", self.me.node), me.clone().into()).await?;
         let targets: BTreeSet<TargetId> = self.store.targets()?.into_iter().map(|t| t.id).collect();
-        let (alive, owners) = self.read().await?;
+        let (alive, owners) = self.read(&targets).await?;
         // Renew what is held; let go what was taken by another (it expired) or deleted.
         let held: Vec<TargetId> = self.held.keys().cloned().collect();
         for target in held {
@@ -164,7 +164,7 @@ impl Round {
             }
         }
         // Take free leases up to this node's share.
-        let share = targets.len().div_ceil(alive.max(1));
+        let share = targets.len().div_ceil(alive.len().max(1));
         for target in &targets {
             if self.held.len() >= share {
                 break;
@@ -178,53 +178,61 @@ impl Round {
             }
         }
         self.publish();
-        self.remember(owners).await;
+        self.remember(alive, owners);
         Ok(())
     }
 
-    /// The nodes alive and who holds which lease.
-    async fn read(&self) -> Result<(usize, HashMap<TargetId, Holder>), async_nats::Error> {
-        let mut keys = self.kv.keys().await?;
-        let mut alive = 0;
-        let mut owners = HashMap::new();
-        while let Some(key) = keys.next().await {
-            let key = key?;
-            if key.starts_with("node.") {
-                alive += 1;
-            } else if let Some(id) = key.strip_prefix("tgt.") {
-                let Some(id) = TargetId::parse(id) else { continue };
-                if let Some(value) = self.kv.get(&key).await? {
-                    if let Ok(holder) = serde_json::from_slice::<Holder>(&value) {
-                        owners.insert(id, holder);
-                    }
-                }
+    /// The nodes alive (their heartbeats, by node) and who holds the lease of each target.
+    /// Read without a consumer: the subjects the bucket's stream holds now (an expired entry is
+    /// gone from them), then each key's last value by a direct get. (`kv.keys()` makes a
+    /// consumer per call, which the servers kept for a while: hundreds of them.)
+    async fn read(
+        &self,
+        targets: &BTreeSet<TargetId>,
+    ) -> Result<(HashMap<String, Holder>, HashMap<TargetId, Holder>), async_nats::Error> {
+        let prefix = format!("$KV.{}.", self.kv.name);
+        let mut subjects = self.kv.stream.info_with_subjects(format!("{prefix}node.>")).await?;
+        let mut nodes = HashMap::new();
+        while let Some(subject) = subjects.next().await {
+            let (subject, _) = subject?;
+            let Some(key) = subject.strip_prefix(&prefix) else { continue };
+            if let Some(holder) = self.holder(key).await? {
+                nodes.insert(key.trim_start_matches("node.").to_owned(), holder);
             }
         }
-        Ok((alive, owners))
+        let mut owners = HashMap::new();
+        for target in targets {
+            if let Some(holder) = self.holder(&lease_key(target)).await? {
+                owners.insert(target.clone(), holder);
+            }
+        }
+        Ok((nodes, owners))
+    }
+
+    async fn holder(&self, key: &str) -> Result<Option<Holder>, async_nats::Error> {
+        Ok(match self.kv.get(key).await? {
+            Some(value) => serde_json::from_slice::<Holder>(&value).ok(),
+            None => None,
+        })
     }
 
     /// Keeps who holds which lease, and the nodes, for forwarding and `GET /v1/cluster`.
-    async fn remember(&self, mut owners: HashMap<TargetId, Holder>) {
+    fn remember(&self, alive: HashMap<String, Holder>, mut owners: HashMap<TargetId, Holder>) {
         for target in self.held.keys() {
             owners.insert(target.clone(), self.me.clone());
         }
-        let mut nodes: HashMap<String, NodeView> = HashMap::new();
-        if let Ok(mut keys) = self.kv.keys().await {
-            while let Some(Ok(key)) = keys.next().await {
-                let Some(node) = key.strip_prefix("node.") else { continue };
-                let Ok(Some(value)) = self.kv.get(&key).await else { continue };
-                let Ok(holder) = serde_json::from_slice::<Holder>(&value) else { continue };
-                nodes.insert(
-                    node.to_owned(),
-                    NodeView {
-                        node: node.to_owned(),
-                        url: holder.url,
-                        targets: Vec::new(),
-                        this_node: node == self.me.node,
-                    },
-                );
-            }
-        }
+        let mut nodes: HashMap<String, NodeView> = alive
+            .into_iter()
+            .map(|(node, holder)| {
+                let view = NodeView {
+                    node: node.clone(),
+                    url: holder.url,
+                    targets: Vec::new(),
+                    this_node: node == self.me.node,
+                };
+                (node, view)
+            })
+            .collect();
         for (target, holder) in &owners {
             if let Some(view) = nodes.get_mut(&holder.node) {
                 view.targets.push(target.to_string());

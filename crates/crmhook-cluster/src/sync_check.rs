@@ -6,8 +6,9 @@
 //! `jetstream { sync_interval: always }`. A client cannot ask a server for its JetStream
 //! configuration, but the server's HTTP monitoring endpoint tells it: `GET /varz` has
 //! `jetstream.config.sync_always: true` then (and no such member otherwise). With monitoring
-//! URLs configured (`cluster_monitor`) a server that does not say so, or does not answer, is
-//! refused; without them crmhook starts and warns that nothing was checked.
+//! URLs configured (`cluster_monitor`) a server that does not say so is refused, one that does
+//! not answer is named in a warning (it may be down while the others run), and none answering
+//! is refused; without them crmhook starts and warns that nothing was checked.
 
 use std::time::Duration;
 
@@ -23,14 +24,20 @@ pub(crate) fn check(monitor: &[String]) -> Result<()> {
         return Ok(());
     }
     let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(5)).redirects(0).build();
+    let mut checked = 0;
     for url in monitor {
         let varz = format!("{}/varz", url.trim_end_matches('/'));
-        let body: serde_json::Value = agent
-            .get(&varz)
-            .call()
-            .map_err(|e| ClusterError::Sync(format!("cannot read {varz} to check the NATS server's fsync: {e}")))?
-            .into_json()
-            .map_err(|e| ClusterError::Sync(format!("{varz} did not answer JSON: {e}")))?;
+        // A server that is down cannot be checked now, and must not stop a node from starting
+        // while the others keep the cluster going: it is said, and the next start checks it.
+        let body: serde_json::Value = match agent.get(&varz).call().map(|r| r.into_json()) {
+            Ok(Ok(body)) => body,
+            Ok(Err(e)) => return Err(ClusterError::Sync(format!("{varz} did not answer JSON: {e}"))),
+            Err(e) => {
+                tracing::warn!(url = %varz, error = %e, "cannot check that this NATS server fsyncs every write");
+                continue;
+            }
+        };
+        checked += 1;
         if body.pointer("/jetstream/config").is_none() {
             return Err(ClusterError::Sync(format!("the NATS server at {url} does not run JetStream")));
         }
@@ -42,6 +49,12 @@ pub(crate) fn check(monitor: &[String]) -> Result<()> {
                  configuration (docs/CLUSTER.md)"
             )));
         }
+    }
+    if checked == 0 {
+        return Err(ClusterError::Sync(format!(
+            "none of the NATS monitoring URLs answered ({}): cannot check that the servers fsync every write",
+            monitor.join(", ")
+        )));
     }
     Ok(())
 }

@@ -50,6 +50,8 @@ pub use crate::window::{IN_FLIGHT, WINDOW};
 
 /// The mailbox bound: only small messages travel here.
 const MAILBOX: usize = 64;
+/// How long a failed write of delivery state waits before it is tried again.
+const WRITE_RETRY: Duration = Duration::from_millis(250);
 
 /// A target's configuration and subscriptions, as the router hands them over.
 #[derive(Clone)]
@@ -471,8 +473,15 @@ impl TargetActor {
                     }
                     // Not recorded: the window keeps the cursor below these deliveries, so after
                     // a restart they are attempted again (at least once).
+                    // The next try waits a little: a log that is not taking writes (a full disk, a
+                    // cluster's stream between leaders) is not asked again in a hot loop.
                     Err(e) => {
-                        tracing::error!(target_id = %act.id(), error = %e, "recording finished deliveries failed")
+                        tracing::error!(target_id = %act.id(), error = %e, "recording finished deliveries failed");
+                        ctx.run_later(WRITE_RETRY, |act, ctx| {
+                            act.write_state(ctx);
+                            act.pump(ctx);
+                        });
+                        return;
                     }
                 }
                 act.write_state(ctx);
