@@ -8,6 +8,8 @@
 //! - `crmhook-bench system` (in `system.rs`): ingest while 1 and 10 targets receive, at fixed
 //!   rates and at saturation: ingest/s, deliveries/s, ack and end-to-end latency, the server's
 //!   CPU per event, next to the bare handler.
+//! - `crmhook-bench jetstream` (in `jetstream.rs`): the bare JetStream limit of cluster mode,
+//!   R3 publish with acknowledgement and a durable pull consumer, on a NATS cluster.
 //! - `crmhook-bench bare` runs only the bare handler; `crmhook-bench load` only the load.
 //!
 //! The load generator is plain threads and sockets: one thread per connection, one request in
@@ -19,7 +21,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod cluster;
 mod deliver;
+mod jetstream;
 mod soak;
 mod sources;
 mod system;
@@ -92,6 +96,36 @@ enum Cmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// The bare JetStream limit: R3 publish awaiting each acknowledgement, then a durable pull
+    /// consumer reading and acking every message.
+    /// Cluster mode: a raw JetStream publish/consume on a 3-node cluster, three crmhook nodes in
+    /// cluster mode on it, and one single-node crmhook, with one live target, in one run.
+    Cluster {
+        /// Seconds per row.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// What to offer: fixed rates (events/s) and `max` (saturation, 64 connections).
+        #[arg(long, value_delimiter = ',', default_value = "200,1000,max")]
+        offered: Vec<String>,
+        /// Publishers of the bare JetStream row (as the saturation rows' connections).
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    Jetstream {
+        /// The cluster's client URLs, comma-separated; without it a 3-node cluster is started.
+        #[arg(long)]
+        nats: Option<String>,
+        /// Seconds of publishing per round (each row is the median of three).
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Concurrent publishers, each with one publish in flight.
+        #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+        connections: Vec<usize>,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Only the sources' rows of `ingest` (a CRM posting to its source against `/v1/events`).
     Sources {
         #[arg(long, default_value_t = 5)]
@@ -147,6 +181,20 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::System { seconds, offered, targets, json } => {
             let report = system::run(seconds, &offered, &targets)?;
+            if let Some(path) = json {
+                std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
+            }
+            Ok(())
+        }
+        Cmd::Cluster { seconds, offered, connections, json } => {
+            let report = cluster::run(seconds, &offered, connections)?;
+            if let Some(path) = json {
+                std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
+            }
+            Ok(())
+        }
+        Cmd::Jetstream { nats, seconds, connections, json } => {
+            let report = jetstream::run_command(nats, seconds, &connections)?;
             if let Some(path) = json {
                 std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
             }

@@ -66,15 +66,23 @@ pub struct Server {
     dir: std::path::PathBuf,
     child: Option<Child>,
     pub addr: SocketAddr,
+    /// More environment for the process (cluster mode's keys).
+    env: Vec<(String, String)>,
 }
 
 impl Server {
     pub fn start(dir: &std::path::Path) -> anyhow::Result<Server> {
+        Server::start_with(dir, Vec::new())
+    }
+
+    /// [`Server::start`] with more environment.
+    pub fn start_with(dir: &std::path::Path, env: Vec<(String, String)>) -> anyhow::Result<Server> {
         let exe = std::env::current_exe()?.with_file_name("crmhook");
         if !exe.exists() {
             bail!("{} is missing: build it first (cargo build --release)", exe.display());
         }
-        let mut s = Server { exe, dir: dir.to_path_buf(), child: None, addr: SocketAddr::from(([127, 0, 0, 1], 0)) };
+        let mut s =
+            Server { exe, dir: dir.to_path_buf(), child: None, addr: SocketAddr::from(([127, 0, 0, 1], 0)), env };
         s.spawn()?;
         Ok(s)
     }
@@ -90,6 +98,7 @@ impl Server {
             .env("CRMHOOK_ALLOW_PRIVATE_TARGETS", "true")
             .env("CRMHOOK_LOG", std::env::var("CRMHOOK_BENCH_LOG").unwrap_or_else(|_| "error".into()))
             .env("CRMHOOK_MAX_TARGETS", "1000")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(&self.dir)
             .stdout(Stdio::piped())
             .spawn()?;

@@ -36,7 +36,7 @@ use serde_json::{json, Value};
 use crate::soak::{Conn, Server, INGEST};
 
 /// A receiver that answers 204 at once and notes when each (path, recordId) first arrived.
-struct Receiver {
+pub(crate) struct Receiver {
     addr: SocketAddr,
     arrivals: Arc<Mutex<HashMap<(String, String), Instant>>>,
     count: Arc<AtomicU64>,
@@ -46,7 +46,7 @@ struct Receiver {
 }
 
 impl Receiver {
-    fn start() -> anyhow::Result<Receiver> {
+    pub(crate) fn start() -> anyhow::Result<Receiver> {
         use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
@@ -136,7 +136,7 @@ fn clock_ticks_per_s() -> f64 {
 
 /// How the load is offered.
 #[derive(Debug, Clone, Copy)]
-enum Mode {
+pub(crate) enum Mode {
     /// Events per second, on a schedule.
     Rate(u64),
     /// 64 connections, each posting as soon as its last answer came.
@@ -151,24 +151,24 @@ struct Sent {
     acked: Instant,
 }
 
-struct Row {
+pub(crate) struct Row {
     /// Attempts that failed and were scheduled again (from `/metrics`), during the row.
-    retries: u64,
-    targets: usize,
-    mode: Mode,
-    sent: usize,
-    acked: usize,
-    seconds: f64,
-    ingest_per_s: f64,
-    deliveries_per_s: f64,
-    ack_ms: [f64; 4],
-    e2e_ms: [f64; 3],
-    delivered: usize,
-    cpu_ms_per_event: f64,
+    pub(crate) retries: u64,
+    pub(crate) targets: usize,
+    pub(crate) mode: Mode,
+    pub(crate) sent: usize,
+    pub(crate) acked: usize,
+    pub(crate) seconds: f64,
+    pub(crate) ingest_per_s: f64,
+    pub(crate) deliveries_per_s: f64,
+    pub(crate) ack_ms: [f64; 4],
+    pub(crate) e2e_ms: [f64; 3],
+    pub(crate) delivered: usize,
+    pub(crate) cpu_ms_per_event: f64,
     /// Thread switches in the server per acknowledged event (see [`context_switches`]).
-    switches_per_event: f64,
-    cores: f64,
-    drain_s: f64,
+    pub(crate) switches_per_event: f64,
+    pub(crate) cores: f64,
+    pub(crate) drain_s: f64,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -178,8 +178,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
 
-/// Posts events for `duration` in `mode`; answers what was sent and acknowledged.
-fn offer(addr: SocketAddr, prefix: &str, mode: Mode, duration: Duration) -> anyhow::Result<(Vec<Sent>, usize)> {
+/// Posts events for `duration` in `mode`, connection `c` to `addrs[c % addrs.len()]`; answers
+/// what was sent and acknowledged.
+fn offer(addrs: &[SocketAddr], prefix: &str, mode: Mode, duration: Duration) -> anyhow::Result<(Vec<Sent>, usize)> {
     let (connections, rate) = match mode {
         Mode::Rate(r) => ((r as usize / 250).clamp(1, 16), Some(r)),
         Mode::Saturation => (64, None),
@@ -189,6 +190,7 @@ fn offer(addr: SocketAddr, prefix: &str, mode: Mode, duration: Duration) -> anyh
     let threads: Vec<_> = (0..connections)
         .map(|c| {
             let prefix = prefix.to_owned();
+            let addr = addrs[c % addrs.len()];
             std::thread::spawn(move || -> anyhow::Result<(Vec<Sent>, usize)> {
                 let mut conn = Conn::new(addr);
                 let mut out = Vec::new();
@@ -247,8 +249,12 @@ fn offer(addr: SocketAddr, prefix: &str, mode: Mode, duration: Duration) -> anyh
     Ok((all, tried))
 }
 
-/// Attempts counted as `retry` in `/metrics` so far, over all targets.
-fn retries(server: &Server) -> u64 {
+/// Attempts counted as `retry` in `/metrics` so far, over all targets and nodes.
+fn retries(servers: &[&Server]) -> u64 {
+    servers.iter().map(|s| retries_of(s)).sum()
+}
+
+fn retries_of(server: &Server) -> u64 {
     let Ok((_, body)) = Conn::new(server.addr).request("GET", "/metrics", "", b"") else { return 0 };
     String::from_utf8_lossy(&body)
         .lines()
@@ -273,6 +279,41 @@ fn live_targets(server: &Server, rcv: &Receiver, n: usize, run: &str) -> anyhow:
 }
 
 fn measure(server: &Server, rcv: &Receiver, targets: usize, mode: Mode, duration: Duration) -> anyhow::Result<Row> {
+    measure_on(&[server], rcv, targets, mode, duration)
+}
+
+/// Waits until a node of the cluster delivers each of `ids` (its lease taken; `GET /v1/cluster`).
+fn wait_leased(server: &Server, ids: &[String]) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let cluster = server.admin("GET", "/v1/cluster", &json!({}))?;
+        let held: Vec<&str> = cluster["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|n| n["targets"].as_array().into_iter().flatten().filter_map(Value::as_str))
+            .collect();
+        if ids.iter().all(|id| held.contains(&id.as_str())) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the cluster's nodes did not take the targets' leases within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One row against one node or a cluster of nodes: the load spread over `servers` (one
+/// connection to each in turn), admin changes through the first, CPU and thread switches summed
+/// over all of them.
+pub(crate) fn measure_on(
+    servers: &[&Server],
+    rcv: &Receiver,
+    targets: usize,
+    mode: Mode,
+    duration: Duration,
+) -> anyhow::Result<Row> {
+    let server = servers[0];
     let run = format!(
         "r{}x{}",
         match mode {
@@ -282,16 +323,20 @@ fn measure(server: &Server, rcv: &Receiver, targets: usize, mode: Mode, duration
         targets
     );
     let ids = live_targets(server, rcv, targets, &run)?;
+    if servers.len() > 1 {
+        wait_leased(server, &ids)?;
+    }
     // Let the new target actors settle before the clock starts.
     std::thread::sleep(Duration::from_millis(300));
-    let pid = server.pid();
-    let retries0 = retries(server);
-    let ticks0 = process_ticks(pid);
-    let switches0 = context_switches(pid);
+    let pids: Vec<u32> = servers.iter().map(|s| s.pid()).collect();
+    let retries0 = retries(servers);
+    let ticks0: u64 = pids.iter().map(|p| process_ticks(*p)).sum();
+    let switches0: u64 = pids.iter().map(|p| context_switches(*p)).sum();
     let count0 = rcv.count.load(Ordering::Relaxed);
     let firsts0 = rcv.firsts.load(Ordering::Relaxed);
     let start = Instant::now();
-    let (sent, tried) = offer(server.addr, &format!("{run}_"), mode, duration)?;
+    let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
+    let (sent, tried) = offer(&addrs, &format!("{run}_"), mode, duration)?;
     let load_s = start.elapsed().as_secs_f64();
     let delivered_during = rcv.count.load(Ordering::Relaxed) - count0;
     // Wait for every delivery of every acknowledged event.
@@ -313,8 +358,8 @@ fn measure(server: &Server, rcv: &Receiver, targets: usize, mode: Mode, duration
         std::thread::sleep(Duration::from_millis(5));
     }
     let all_in = start.elapsed().as_secs_f64();
-    let ticks = process_ticks(pid) - ticks0;
-    let switches = context_switches(pid).saturating_sub(switches0);
+    let ticks = pids.iter().map(|p| process_ticks(*p)).sum::<u64>().saturating_sub(ticks0);
+    let switches = pids.iter().map(|p| context_switches(*p)).sum::<u64>().saturating_sub(switches0);
     let arrivals = rcv.arrivals.lock().expect("lock");
     let mut e2e: Vec<f64> = Vec::with_capacity(want);
     for s in &sent {
@@ -333,7 +378,7 @@ fn measure(server: &Server, rcv: &Receiver, targets: usize, mode: Mode, duration
     }
     let cpu_s = ticks as f64 / clock_ticks_per_s();
     Ok(Row {
-        retries: retries(server).saturating_sub(retries0),
+        retries: retries(servers).saturating_sub(retries0),
         targets,
         mode,
         sent: tried,

@@ -11,8 +11,23 @@
 //!
 //! The router spreads the target actors over the delivery arbiters' [`Lane`]s (each owns its
 //! arbiter's awc client), and hands each actor its counters and the attempt feed.
+//!
+//! **Ownership** (cluster mode, issue 16). The router holds an entry for every target, with its
+//! configuration and subscriptions, on every node: the caps and the admin changes work
+//! anywhere. But it runs a target's actor only where the target is owned ([`Ownership`]; on a
+//! single node, [`Ownership::all`]: every target, always). When the node takes a target, its
+//! actor starts fresh from the store's state, as after a restart (cursor, pending retries and
+//! their due times); when it loses one, the actor finishes its attempts in flight and stops,
+//! and the entry stays. Redeliveries and tests of a target owned elsewhere answer
+//! [`RouterError::Elsewhere`].
+//!
+//! **Other nodes' admin changes** come through the store: [`crmhook_store::Log::watch_config`]
+//! moves after a replicated entry changed targets, subscriptions or disabled targets, and the
+//! router reconciles its entries with the store (adds, removes, and reconfigures running actors
+//! exactly as a local change does). It compares before acting, so its own changes, which it has
+//! applied already, change nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -21,11 +36,13 @@ use crmhook_core::{CoreError, NewEvent, Subscription, SubscriptionId, Target, Ta
 use std::time::Duration;
 
 use crmhook_store::{AckEntry, Attempt, DeliveryBatch, Disabled, LogHandle, Request, StoreError};
+use tokio::sync::{oneshot, watch};
 
 use crate::delivery::Lane;
 use crate::feed::Feed;
 use crate::guard::Guard;
 use crate::metrics::Metrics;
+use crate::ownership::Ownership;
 use crate::target::{TargetConfig, TargetHandle};
 
 /// What the router starts with, besides the store and the delivery arbiters.
@@ -38,6 +55,8 @@ pub struct RouterConfig {
     pub metrics: Arc<Metrics>,
     /// Where the target actors publish the attempts they have recorded.
     pub feed: Feed,
+    /// Which targets this node delivers: [`Ownership::all`] on a single node.
+    pub ownership: Ownership,
 }
 
 /// Why an admin change was refused.
@@ -58,6 +77,10 @@ pub enum RouterError {
     /// An edit of a subscription broke a rule of subscriptions (a 422 naming the member).
     #[error(transparent)]
     Invalid(CoreError),
+    /// The target exists, but another node delivers it (cluster mode): a redelivery or a test
+    /// is that node's to make.
+    #[error("target {0} is delivered by another node")]
+    Elsewhere(TargetId),
     #[error("the router has stopped")]
     Stopped,
 }
@@ -70,26 +93,41 @@ pub struct RouterHandle {
 }
 
 impl RouterHandle {
-    /// Starts the router, a [`Lane`] on each of `arbiters`, and one actor per stored target,
-    /// spread over the lanes.
+    /// Starts the router, a [`Lane`] on each of `arbiters`, and one actor per stored target
+    /// this node owns (`config.ownership`), spread over the lanes.
     pub fn start(
         store: LogHandle,
         arbiters: &[ArbiterHandle],
         config: RouterConfig,
     ) -> Result<RouterHandle, StoreError> {
+        // Seen before the targets are read: any change after this read moves it again.
+        let mut config_moves = store.watch_config();
+        config_moves.borrow_and_update();
         let targets = store.targets()?;
         let subscriptions = store.subscriptions()?;
+        let disabled =
+            targets.iter().map(|t| store.disabled(&t.id).map(|d| d.is_some())).collect::<Result<Vec<_>, _>>()?;
         let handle_store = store.clone();
         let lanes = arbiters.iter().map(|arbiter| Lane::start(arbiter, config.guard)).collect();
-        let RouterConfig { max_targets, metrics, feed, .. } = config;
+        let RouterConfig { max_targets, metrics, feed, ownership, .. } = config;
         let addr = Router::create(move |ctx| {
             ctx.set_mailbox_capacity(1024);
             let routed = store.head();
-            let mut router =
-                Router { store, lanes, next_lane: 0, targets: HashMap::new(), max_targets, metrics, feed, routed };
-            for target in targets {
+            let mut router = Router {
+                store,
+                lanes,
+                next_lane: 0,
+                targets: HashMap::new(),
+                max_targets,
+                metrics,
+                feed,
+                routed,
+                ownership,
+                config_moves: Some(config_moves),
+            };
+            for (target, disabled) in targets.into_iter().zip(disabled) {
                 let subs = subscriptions.iter().filter(|s| s.target_id == target.id).cloned().collect();
-                router.spawn_target(target, subs);
+                router.add(target, subs, disabled);
             }
             router
         });
@@ -144,25 +182,39 @@ impl RouterHandle {
     }
 
     /// Queues deliveries of these events to a target again; answers how many were queued.
+    /// A target another node delivers answers [`RouterError::Elsewhere`].
     pub async fn requeue(&self, target: TargetId, seqs: Vec<u64>, request: Request) -> Result<u64, RouterError> {
-        let handle = self.addr.send(HandleOf(target.clone())).await.map_err(|_| RouterError::Stopped)?;
-        let handle = handle.ok_or_else(|| RouterError::NotFound(target.to_string()))?;
+        let handle = self.locate(target).await?;
         Ok(handle.requeue(seqs, request).await)
     }
 
     /// Tests a target: logs `event` as a test event ([`NewEvent::test`]), delivers it to that
     /// target alone, at once and once, and records the attempt (`TargetHandle::test`).
-    /// Answers the event's acknowledgement and the attempt. An unknown target logs nothing.
+    /// Answers the event's acknowledgement and the attempt. An unknown target, or one another
+    /// node delivers ([`RouterError::Elsewhere`]), logs nothing.
     pub async fn test(&self, target: TargetId, event: NewEvent) -> Result<(AckEntry, Attempt), RouterError> {
         let event = NewEvent { test: true, external_id: None, ..event };
-        let handle = self.addr.send(HandleOf(target.clone())).await.map_err(|_| RouterError::Stopped)?;
-        let handle = handle.ok_or_else(|| RouterError::NotFound(target.to_string()))?;
+        let handle = self.locate(target).await?;
         // Straight to the log writer's queue, as ingest does; no target's window takes it (a
         // test event matches no subscription).
         let ack = self.store.queue_append(vec![event], None)?.wait().await?;
         let ack = ack.into_iter().next().ok_or(RouterError::Stopped)?;
         let attempt = handle.test(ack.seq).await?;
         Ok((ack, attempt))
+    }
+
+    /// The actor of a target this node delivers (once it has started, if it is being stopped
+    /// and started again).
+    async fn locate(&self, target: TargetId) -> Result<TargetHandle, RouterError> {
+        let mut located = self.addr.send(HandleOf(target.clone())).await.map_err(|_| RouterError::Stopped)?;
+        loop {
+            located = match located {
+                Located::Here(handle) => return Ok(handle),
+                Located::Soon(later) => later.await.map_err(|_| RouterError::Stopped)?,
+                Located::Elsewhere => return Err(RouterError::Elsewhere(target)),
+                Located::NotFound => return Err(RouterError::NotFound(target.to_string())),
+            };
+        }
     }
 
     /// Enables a target (`None`) or disables it for the given reason.
@@ -187,34 +239,157 @@ impl RouterHandle {
     }
 }
 
-struct Running {
+/// What the router holds of a target: its configuration (on every node) and its actor (where
+/// the target is owned).
+struct Entry {
     config: TargetConfig,
-    handle: TargetHandle,
+    /// Whether the store holds the target disabled, as the router last saw or wrote it (an
+    /// actor that disables its target on a 410 writes the store, and the next reconciliation
+    /// sees it).
+    disabled: bool,
+    actor: Delivering,
 }
+
+/// Whether a target's actor runs here.
+enum Delivering {
+    /// Not here: the target is owned elsewhere (or by nobody yet).
+    No,
+    Yes(TargetHandle),
+    /// Ownership was lost: the actor finishes its attempts in flight, then stops. Whoever asks
+    /// for its actor meanwhile is answered once it has stopped (and, if the target is owned
+    /// again by then, started again).
+    Stopping {
+        handle: TargetHandle,
+        waiting: Vec<oneshot::Sender<Located>>,
+    },
+}
+
+impl Entry {
+    fn running(&self) -> Option<&TargetHandle> {
+        match &self.actor {
+            Delivering::Yes(handle) => Some(handle),
+            _ => None,
+        }
+    }
+}
+
+/// What a target's configuration is handed to its actor with.
+type Handover = (TargetHandle, TargetConfig);
 
 struct Router {
     store: LogHandle,
     lanes: Vec<Lane>,
     next_lane: usize,
-    targets: HashMap<TargetId, Running>,
+    targets: HashMap<TargetId, Entry>,
     max_targets: usize,
     metrics: Arc<Metrics>,
     feed: Feed,
     /// Events up to here have been routed (targets woken).
     routed: u64,
+    ownership: Ownership,
+    /// The store's config watch, until `started` follows it.
+    config_moves: Option<watch::Receiver<u64>>,
 }
 
 impl Router {
-    fn spawn_target(&mut self, target: Target, subscriptions: Vec<Subscription>) {
+    /// Adds a target's entry, and starts its actor if this node owns it.
+    fn add(&mut self, target: Target, subscriptions: Vec<Subscription>, disabled: bool) {
         let config = TargetConfig { target: Arc::new(target), subscriptions: Arc::new(Compiled::new(subscriptions)) };
+        let actor = match self.ownership.owns(&config.target.id) {
+            true => Delivering::Yes(self.spawn_actor(config.clone())),
+            false => Delivering::No,
+        };
+        self.targets.insert(config.target.id.clone(), Entry { config, disabled, actor });
+    }
+
+    /// Starts an actor for `config` on the next lane.
+    fn spawn_actor(&mut self, config: TargetConfig) -> TargetHandle {
         let lane = &self.lanes[self.next_lane % self.lanes.len()];
         self.next_lane += 1;
         let metrics = self.metrics.target(config.target.id.as_str());
-        let handle = TargetHandle::start(lane, self.store.clone(), config.clone(), metrics, self.feed.clone());
-        self.targets.insert(config.target.id.clone(), Running { config, handle });
+        TargetHandle::start(lane, self.store.clone(), config, metrics, self.feed.clone())
     }
 
-    fn running(&self, id: &TargetId) -> Result<&Running, RouterError> {
+    /// Brings a target's actor in line with ownership: starts one (fresh: it reads its state from
+    /// the store) if the target is owned and none runs; begins stopping it if the target is no
+    /// longer owned. Answers the actor that stops, for the caller to drain and stop.
+    #[must_use]
+    fn settle(&mut self, id: &TargetId) -> Option<TargetHandle> {
+        let owns = self.ownership.owns(id);
+        let entry = self.targets.get_mut(id)?;
+        match (&entry.actor, owns) {
+            (Delivering::No, true) => {
+                let config = entry.config.clone();
+                let handle = self.spawn_actor(config);
+                if let Some(entry) = self.targets.get_mut(id) {
+                    entry.actor = Delivering::Yes(handle);
+                }
+                None
+            }
+            (Delivering::Yes(handle), false) => {
+                let handle = handle.clone();
+                entry.actor = Delivering::Stopping { handle: handle.clone(), waiting: Vec::new() };
+                Some(handle)
+            }
+            _ => None,
+        }
+    }
+
+    /// [`Router::settle`], with the stopping actor drained and stopped without holding up the
+    /// router; once it has stopped the target is settled again.
+    fn settle_now(&mut self, id: &TargetId, ctx: &mut Context<Self>) {
+        let Some(handle) = self.settle(id) else { return };
+        tracing::info!(target_id = %id, "target no longer owned here: stopping its deliveries");
+        let id = id.clone();
+        ctx.spawn(
+            async move {
+                handle.drain().await;
+                handle.stop().await;
+            }
+            .into_actor(self)
+            .map(move |(), act, ctx| act.stopped(&id, ctx)),
+        );
+    }
+
+    /// A target's actor has stopped after its ownership was lost.
+    fn stopped(&mut self, id: &TargetId, ctx: &mut Context<Self>) {
+        // Deleted meanwhile: its waiters were answered then.
+        let Some(entry) = self.targets.get_mut(id) else { return };
+        let Delivering::Stopping { waiting, .. } = std::mem::replace(&mut entry.actor, Delivering::No) else { return };
+        // What it had taken from the log and not written down is owed again, by whichever
+        // node owns the target (an actor started here again clears it too).
+        self.store.unrecorded(id).clear();
+        self.settle_now(id, ctx);
+        for waiter in waiting {
+            let _ = waiter.send(self.locate(id));
+        }
+    }
+
+    /// Where a target's actor is, as far as the router knows now.
+    fn locate(&self, id: &TargetId) -> Located {
+        match self.targets.get(id).map(|e| &e.actor) {
+            None => Located::NotFound,
+            Some(Delivering::Yes(handle)) => Located::Here(handle.clone()),
+            Some(_) => Located::Elsewhere,
+        }
+    }
+
+    /// Removes a target's entry; answers its running actor, to stop.
+    fn remove(&mut self, id: &TargetId) -> Option<TargetHandle> {
+        match self.targets.remove(id)?.actor {
+            Delivering::Yes(handle) => Some(handle),
+            Delivering::No => None,
+            // It is stopping already; whoever waits for it learns the target is gone.
+            Delivering::Stopping { waiting, .. } => {
+                for waiter in waiting {
+                    let _ = waiter.send(Located::NotFound);
+                }
+                None
+            }
+        }
+    }
+
+    fn entry(&self, id: &TargetId) -> Result<&Entry, RouterError> {
         self.targets.get(id).ok_or_else(|| RouterError::NotFound(id.to_string()))
     }
 }
@@ -223,7 +398,11 @@ impl Actor for Router {
     type Context = Context<Self>;
 
     /// Follows the log's head: each move is a `HeadMoved` in the mailbox (`try_send`: when the
-    /// mailbox is full one is already queued, and each routes up to the current head).
+    /// mailbox is full one is already queued, and each routes up to the current head). Follows
+    /// the store's config watch (`ConfigMoved`) and, in cluster mode, ownership
+    /// (`OwnershipMoved`): each in a task of its own that waits for its message to be handled
+    /// before it looks again (moves meanwhile are one), so a quiet watch costs the router
+    /// nothing.
     fn started(&mut self, ctx: &mut Context<Self>) {
         let mut head = self.store.watch_head();
         let me = ctx.address();
@@ -235,6 +414,29 @@ impl Actor for Router {
             }
             .into_actor(self),
         );
+        if let Some(mut config) = self.config_moves.take() {
+            let me = ctx.address().downgrade();
+            actix_rt::spawn(async move {
+                while config.changed().await.is_ok() {
+                    let Some(me) = me.upgrade() else { break };
+                    if me.send(ConfigMoved).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        if self.ownership.changes() {
+            let mut ownership = self.ownership.clone();
+            let me = ctx.address().downgrade();
+            actix_rt::spawn(async move {
+                while ownership.changed().await {
+                    let Some(me) = me.upgrade() else { break };
+                    if me.send(OwnershipMoved).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
     }
 }
 
@@ -257,17 +459,34 @@ impl Handler<HeadMoved> for Router {
 }
 
 impl Router {
-    /// Wakes each target that has a subscription matching one of the events `from..=to`.
+    /// Wakes each running target that has a subscription matching one of the events `from..=to`.
     fn wake_interested(&self, from: u64, to: u64) {
-        if self.targets.is_empty() {
+        if !self.targets.values().any(|e| e.running().is_some()) {
             return;
         }
         let events: Vec<_> =
             self.store.event_refs_from(from).take_while(|e| e.as_ref().is_ok_and(|e| e.seq <= to)).flatten().collect();
-        for running in self.targets.values() {
-            if events.iter().any(|e| running.config.subscriptions.matches(e)) {
-                running.handle.wake();
+        for entry in self.targets.values() {
+            let Some(handle) = entry.running() else { continue };
+            if events.iter().any(|e| entry.config.subscriptions.matches(e)) {
+                handle.wake();
             }
+        }
+    }
+}
+
+/// The set of targets this node owns moved: start and stop actors to match it.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct OwnershipMoved;
+
+impl Handler<OwnershipMoved> for Router {
+    type Result = ();
+
+    fn handle(&mut self, _: OwnershipMoved, ctx: &mut Context<Self>) {
+        let ids: Vec<TargetId> = self.targets.keys().cloned().collect();
+        for id in &ids {
+            self.settle_now(id, ctx);
         }
     }
 }
@@ -291,6 +510,7 @@ impl Handler<AdminChange> for Router {
         let store = self.store.clone();
         match change {
             AdminChange::CreateTarget(target) => {
+                // Every target counts, owned here or not: each node holds them all.
                 if self.targets.len() >= self.max_targets {
                     return AtomicResponse::new(Box::pin(fut::ready(Err(RouterError::TooManyTargets(
                         self.max_targets,
@@ -300,49 +520,39 @@ impl Handler<AdminChange> for Router {
                 AtomicResponse::new(Box::pin(
                     async move { store.create_target(&target, cursor).await.map(|()| target) }.into_actor(self).map(
                         |result, act, _| {
-                            act.spawn_target(result?, Vec::new());
+                            act.add(result?, Vec::new(), false);
                             Ok(())
                         },
                     ),
                 ))
             }
             AdminChange::UpdateTarget(target) => {
-                let subs = match self.running(&target.id) {
-                    Ok(r) => r.config.subscriptions.clone(),
-                    Err(e) => return AtomicResponse::new(Box::pin(fut::ready(Err(e)))),
-                };
+                if let Err(e) = self.entry(&target.id) {
+                    return AtomicResponse::new(Box::pin(fut::ready(Err(e))));
+                }
                 AtomicResponse::new(Box::pin(
                     async move { store.put_target(&target).await.map(|()| target) }.into_actor(self).then(
-                        move |result, act, _| {
-                            let reconfigure = result.map(|target| {
-                                let config = TargetConfig { target: Arc::new(target), subscriptions: subs };
-                                act.targets.get_mut(&config.target.id).map(|running| {
-                                    running.config = config.clone();
-                                    (running.handle.clone(), config)
-                                })
+                        |result, act, _| {
+                            let handover = result.map(|target| {
+                                let id = target.id.clone();
+                                act.change_config(&id, |config| config.target = Arc::new(target))
                             });
-                            async move {
-                                if let Some((handle, config)) = reconfigure? {
-                                    handle.configure(config).await;
-                                }
-                                Ok(())
-                            }
-                            .into_actor(act)
+                            act.hand_over(handover)
                         },
                     ),
                 ))
             }
             AdminChange::DeleteTarget(id) => {
-                if let Err(e) = self.running(&id) {
+                if let Err(e) = self.entry(&id) {
                     return AtomicResponse::new(Box::pin(fut::ready(Err(e))));
                 }
                 AtomicResponse::new(Box::pin(
                     async move { store.delete_target(&id).await.map(|()| id) }.into_actor(self).then(
                         |result, act, _| {
-                            let removed = result.map(|id| act.targets.remove(&id));
+                            let removed = result.map(|id| act.remove(&id));
                             async move {
-                                if let Some(running) = removed? {
-                                    running.handle.stop().await;
+                                if let Some(handle) = removed? {
+                                    handle.stop().await;
                                 }
                                 Ok(())
                             }
@@ -352,10 +562,10 @@ impl Handler<AdminChange> for Router {
                 ))
             }
             AdminChange::CreateSubscription(sub) => {
-                // The count is the running target's, which changes only here, one admin change
+                // The count is the target's entry's, which changes only here, one admin change
                 // at a time (this response is atomic): no other creation can come in between.
-                let existing = match self.running(&sub.target_id) {
-                    Ok(r) => r.config.subscriptions.subscriptions().len(),
+                let existing = match self.entry(&sub.target_id) {
+                    Ok(e) => e.config.subscriptions.subscriptions().len(),
                     Err(e) => return AtomicResponse::new(Box::pin(fut::ready(Err(e)))),
                 };
                 if let Err(e) = check_room(existing) {
@@ -364,18 +574,17 @@ impl Handler<AdminChange> for Router {
                 AtomicResponse::new(Box::pin(
                     async move { store.put_subscription(&sub).await.map(|()| sub) }.into_actor(self).then(
                         |result, act, _| {
-                            let reconfigure = result
+                            let handover = result
                                 .map(|sub| act.change_subscriptions(&sub.target_id.clone(), |subs| subs.push(sub)));
-                            act.reconfigure(reconfigure)
+                            act.hand_over(handover)
                         },
                     ),
                 ))
             }
             AdminChange::SetEnabled(id, disabled) => {
-                let handle = match self.running(&id) {
-                    Ok(r) => r.handle.clone(),
-                    Err(e) => return AtomicResponse::new(Box::pin(fut::ready(Err(e)))),
-                };
+                if let Err(e) = self.entry(&id) {
+                    return AtomicResponse::new(Box::pin(fut::ready(Err(e))));
+                }
                 let mut batch = DeliveryBatch::default();
                 let encoded = match &disabled {
                     Some(d) => batch.disable(&id, d),
@@ -384,31 +593,41 @@ impl Handler<AdminChange> for Router {
                         Ok(())
                     }
                 };
+                let enabled = disabled.is_none();
                 AtomicResponse::new(Box::pin(
                     async move {
                         encoded?;
                         store.write_deliveries(batch).await?;
-                        handle.set_enabled(disabled.is_none()).await;
-                        Ok(())
+                        Ok::<_, RouterError>(id)
                     }
-                    .into_actor(self),
+                    .into_actor(self)
+                    .then(move |result, act, _| {
+                        let tell = result.map(|id| act.mark_enabled(&id, enabled));
+                        async move {
+                            if let Some(handle) = tell? {
+                                handle.set_enabled(enabled).await;
+                            }
+                            Ok(())
+                        }
+                        .into_actor(act)
+                    }),
                 ))
             }
             AdminChange::DeleteSubscription(id) => {
                 let owner = self
                     .targets
                     .values()
-                    .find(|r| r.config.subscriptions.subscriptions().iter().any(|s| s.id == id))
-                    .map(|r| r.config.target.id.clone());
+                    .find(|e| e.config.subscriptions.subscriptions().iter().any(|s| s.id == id))
+                    .map(|e| e.config.target.id.clone());
                 let Some(owner) = owner else {
                     return AtomicResponse::new(Box::pin(fut::ready(Err(RouterError::NotFound(id.to_string())))));
                 };
                 AtomicResponse::new(Box::pin(
                     async move { store.delete_subscription(&id).await.map(|()| id) }.into_actor(self).then(
                         move |result, act, _| {
-                            let reconfigure =
+                            let handover =
                                 result.map(|id| act.change_subscriptions(&owner, |subs| subs.retain(|s| s.id != id)));
-                            act.reconfigure(reconfigure)
+                            act.hand_over(handover)
                         },
                     ),
                 ))
@@ -438,7 +657,7 @@ impl Handler<EditSubscription> for Router {
         let current = self
             .targets
             .values()
-            .find_map(|r| r.config.subscriptions.subscriptions().iter().find(|s| s.id == id))
+            .find_map(|e| e.config.subscriptions.subscriptions().iter().find(|s| s.id == id))
             .cloned();
         let Some(current) = current else { return refuse(RouterError::NotFound(id.to_string())) };
         let edited = match edit(&current) {
@@ -479,22 +698,27 @@ impl Handler<EditSubscription> for Router {
 }
 
 impl Router {
-    /// Applies `change` to a target's subscriptions; answers what to hand its actor.
-    fn change_subscriptions(
-        &mut self,
-        id: &TargetId,
-        change: impl FnOnce(&mut Vec<Subscription>),
-    ) -> Option<(TargetHandle, TargetConfig)> {
-        let running = self.targets.get_mut(id)?;
-        let mut subs = running.config.subscriptions.subscriptions().to_vec();
-        change(&mut subs);
-        running.config.subscriptions = Arc::new(Compiled::new(subs));
-        Some((running.handle.clone(), running.config.clone()))
+    /// Changes a target's configuration as the router holds it; answers what to hand its actor,
+    /// if one runs here (one that does not will read its entry when it starts).
+    fn change_config(&mut self, id: &TargetId, change: impl FnOnce(&mut TargetConfig)) -> Option<Handover> {
+        let entry = self.targets.get_mut(id)?;
+        change(&mut entry.config);
+        Some((entry.running()?.clone(), entry.config.clone()))
     }
 
-    fn reconfigure(
+    /// Applies `change` to a target's subscriptions; answers what to hand its actor.
+    fn change_subscriptions(&mut self, id: &TargetId, change: impl FnOnce(&mut Vec<Subscription>)) -> Option<Handover> {
+        self.change_config(id, |config| {
+            let mut subs = config.subscriptions.subscriptions().to_vec();
+            change(&mut subs);
+            config.subscriptions = Arc::new(Compiled::new(subs));
+        })
+    }
+
+    /// Hands a changed configuration to the target's actor.
+    fn hand_over(
         &self,
-        change: Result<Option<(TargetHandle, TargetConfig)>, StoreError>,
+        change: Result<Option<Handover>, StoreError>,
     ) -> impl ActorFuture<Self, Output = Result<(), RouterError>> + 'static {
         async move {
             if let Some((handle, config)) = change? {
@@ -504,17 +728,147 @@ impl Router {
         }
         .into_actor(self)
     }
+
+    /// Notes that the store holds a target enabled or not; answers its actor, to tell, if one
+    /// runs here.
+    fn mark_enabled(&mut self, id: &TargetId, enabled: bool) -> Option<TargetHandle> {
+        let entry = self.targets.get_mut(id)?;
+        entry.disabled = !enabled;
+        entry.running().cloned()
+    }
+}
+
+/// The store's configuration changed (cluster mode: a replicated entry changed targets,
+/// subscriptions or disabled targets; this node's own changes too): reconcile with it.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ConfigMoved;
+
+/// What a reconciliation tells the running actors, in order.
+enum Tell {
+    Configure(Handover),
+    Enable(TargetHandle, bool),
+    Stop(TargetHandle),
+}
+
+impl Handler<ConfigMoved> for Router {
+    /// Atomic, like an admin change: the actors are told in the order of the changes.
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, _: ConfigMoved, _: &mut Context<Self>) -> Self::Result {
+        let tells = match self.reconcile() {
+            Ok(tells) => tells,
+            Err(e) => {
+                // The next move reads the store again.
+                tracing::error!(error = %e, "reading the configuration after another node's change failed");
+                Vec::new()
+            }
+        };
+        AtomicResponse::new(Box::pin(
+            async move {
+                for tell in tells {
+                    match tell {
+                        Tell::Configure((handle, config)) => handle.configure(config).await,
+                        Tell::Enable(handle, enabled) => handle.set_enabled(enabled).await,
+                        Tell::Stop(handle) => handle.stop().await,
+                    }
+                }
+            }
+            .into_actor(self),
+        ))
+    }
+}
+
+impl Router {
+    /// Brings the entries in line with the store's targets, subscriptions and disabled targets,
+    /// as the local admin changes would have: answers what to tell the running actors. What
+    /// already agrees is left alone (this node's own changes are applied already).
+    fn reconcile(&mut self) -> Result<Vec<Tell>, StoreError> {
+        let targets = self.store.targets()?;
+        let mut subscriptions: HashMap<TargetId, Vec<Subscription>> = HashMap::new();
+        for sub in self.store.subscriptions()? {
+            subscriptions.entry(sub.target_id.clone()).or_default().push(sub);
+        }
+        let mut stored = Vec::with_capacity(targets.len());
+        for target in targets {
+            let disabled = self.store.disabled(&target.id)?.is_some();
+            let subs = subscriptions.remove(&target.id).unwrap_or_default();
+            stored.push((target, subs, disabled));
+        }
+        let kept: HashSet<&TargetId> = stored.iter().map(|(t, ..)| &t.id).collect();
+        let gone: Vec<TargetId> = self.targets.keys().filter(|id| !kept.contains(id)).cloned().collect();
+        let mut tells = Vec::new();
+        for id in gone {
+            tracing::info!(target_id = %id, "target deleted on another node");
+            if let Some(handle) = self.remove(&id) {
+                tells.push(Tell::Stop(handle));
+            }
+        }
+        for (target, subs, disabled) in stored {
+            let id = target.id.clone();
+            let Some(entry) = self.targets.get(&id) else {
+                tracing::info!(target_id = %id, "target created on another node");
+                self.add(target, subs, disabled);
+                continue;
+            };
+            let same_target = *entry.config.target == target;
+            let same_subs = same_subscriptions(entry.config.subscriptions.subscriptions(), &subs);
+            let same_state = entry.disabled == disabled;
+            if !same_target || !same_subs {
+                tracing::info!(target_id = %id, "target or subscriptions changed on another node");
+                let handover = self.change_config(&id, |config| {
+                    if !same_target {
+                        config.target = Arc::new(target);
+                    }
+                    if !same_subs {
+                        config.subscriptions = Arc::new(Compiled::new(subs));
+                    }
+                });
+                tells.extend(handover.map(Tell::Configure));
+            }
+            if !same_state {
+                tracing::info!(target_id = %id, enabled = !disabled, "target enabled or disabled on another node");
+                tells.extend(self.mark_enabled(&id, !disabled).map(|h| Tell::Enable(h, !disabled)));
+            }
+        }
+        Ok(tells)
+    }
+}
+
+/// Whether two lists hold the same subscriptions, whatever their order.
+fn same_subscriptions(held: &[Subscription], stored: &[Subscription]) -> bool {
+    held.len() == stored.len() && held.iter().all(|h| stored.iter().any(|s| s == h))
+}
+
+/// Where a target's actor is.
+enum Located {
+    Here(TargetHandle),
+    /// Stopping after ownership was lost while the target is owned again: answered once it
+    /// has stopped.
+    Soon(oneshot::Receiver<Located>),
+    Elsewhere,
+    NotFound,
 }
 
 #[derive(Message)]
-#[rtype(result = "Option<TargetHandle>")]
+#[rtype(result = "Located")]
 struct HandleOf(TargetId);
 
 impl Handler<HandleOf> for Router {
     type Result = MessageResult<HandleOf>;
 
-    fn handle(&mut self, HandleOf(id): HandleOf, _: &mut Context<Self>) -> MessageResult<HandleOf> {
-        MessageResult(self.targets.get(&id).map(|r| r.handle.clone()))
+    fn handle(&mut self, HandleOf(id): HandleOf, ctx: &mut Context<Self>) -> MessageResult<HandleOf> {
+        // Ownership as it is now, even if its move is still in the mailbox.
+        self.settle_now(&id, ctx);
+        let owns = self.ownership.owns(&id);
+        if let Some(Entry { actor: Delivering::Stopping { waiting, .. }, .. }) = self.targets.get_mut(&id) {
+            if owns {
+                let (tx, rx) = oneshot::channel();
+                waiting.push(tx);
+                return MessageResult(Located::Soon(rx));
+            }
+        }
+        MessageResult(self.locate(&id))
     }
 }
 
@@ -526,7 +880,15 @@ impl Handler<Handles> for Router {
     type Result = MessageResult<Handles>;
 
     fn handle(&mut self, _: Handles, _: &mut Context<Self>) -> MessageResult<Handles> {
-        MessageResult(self.targets.values().map(|r| r.handle.clone()).collect())
+        MessageResult(self.targets.values().filter_map(|e| actor_of(&e.actor)).collect())
+    }
+}
+
+/// The actor running (or stopping) for a target here.
+fn actor_of(actor: &Delivering) -> Option<TargetHandle> {
+    match actor {
+        Delivering::Yes(handle) | Delivering::Stopping { handle, .. } => Some(handle.clone()),
+        Delivering::No => None,
     }
 }
 
@@ -538,7 +900,7 @@ impl Handler<Shutdown> for Router {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
-        let handles: Vec<TargetHandle> = self.targets.drain().map(|(_, r)| r.handle).collect();
+        let handles: Vec<TargetHandle> = self.targets.drain().filter_map(|(_, e)| actor_of(&e.actor)).collect();
         Box::pin(
             async move {
                 for handle in handles {

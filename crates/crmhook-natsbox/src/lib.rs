@@ -16,6 +16,12 @@
 //!
 //! Nodes are numbered from 0 in this API; node `i` has the server name `n{i+1}`.
 //!
+//! The servers are stopped when the [`NatsCluster`] is dropped (a test that fails or panics
+//! drops it too), and a Ctrl-C reaches them with the rest of the process group. A process
+//! killed outright (SIGKILL, or SIGPIPE from a closed output pipe) runs no destructor: its
+//! servers keep running in their `crmhook-nats*` directory under the system's temp dir, and
+//! must be killed by hand.
+//!
 //! ```no_run
 //! let cluster = crmhook_natsbox::NatsCluster::start(3)?;
 //! let urls = cluster.urls(); // "nats://127.0.0.1:…,nats://127.0.0.1:…,nats://127.0.0.1:…"

@@ -20,6 +20,7 @@ pub mod auth;
 pub mod builder;
 pub mod events;
 pub mod exposure;
+pub mod forward;
 pub mod keys;
 pub mod limits;
 pub mod request;

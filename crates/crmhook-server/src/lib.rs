@@ -40,6 +40,7 @@ use crmhook_dispatch::feed::Feed;
 use crmhook_dispatch::guard::Guard;
 use crmhook_dispatch::metrics::Metrics;
 use crmhook_dispatch::router::{RouterConfig, RouterHandle};
+use crmhook_dispatch::Ownership;
 use crmhook_store::{LogHandle, StoreError};
 
 pub use backend::{Backend, Embedded};
@@ -178,7 +179,14 @@ impl Server {
         let router = RouterHandle::start(
             store.clone(),
             &arbiters.iter().map(|a| a.handle()).collect::<Vec<_>>(),
-            RouterConfig { max_targets: config.max_targets, guard, metrics: metrics.clone(), feed: feed.clone() },
+            RouterConfig {
+                max_targets: config.max_targets,
+                guard,
+                metrics: metrics.clone(),
+                feed: feed.clone(),
+                // Cluster mode: the targets whose leases this node holds.
+                ownership: backend.ownership().map_or_else(Ownership::all, Ownership::watching),
+            },
         )?;
         let addr = listener.local_addr()?;
         let tls = match (&config.tls_cert, &config.tls_key) {

@@ -9,10 +9,12 @@ use crmhook_core::subscription::Compiled;
 use crmhook_core::time::now_ms;
 use crmhook_core::{Event, EventId, Subscription, TargetId};
 use crmhook_dispatch::metrics::Metrics;
+use crmhook_dispatch::router::RouterError;
 use crmhook_dispatch::window::{self, OnDisk};
 use crmhook_store::{Attempt, EventFilter, Log, Request};
 
 use crate::api::auth::{Ingest, Operator};
+use crate::api::forward::{forward, relay};
 use crate::api::request::{
     idempotency_key, ingest_slot, optional_object, page_params, read_ingest, require_json, time_param, token_key,
     Intake, Redeliver,
@@ -197,7 +199,18 @@ pub(crate) async fn redeliver(
             detail: format!("event {}", event.id),
             queued: 0,
         };
-        queued += state.router.requeue(target, vec![event.seq], request).await.map_err(router_error)?;
+        queued += match state.router.requeue(target.clone(), vec![event.seq], request).await {
+            // Cluster mode: the node delivering the target queues it.
+            Err(RouterError::Elsewhere(_)) => {
+                let path = format!("/v1/events/{}/redeliver", event.id);
+                let body = serde_json::json!({ "target_id": target });
+                match forward(&state, &req, &target, path, body).await? {
+                    (status, answer) if status.is_success() => answer["queued"].as_u64().unwrap_or(0),
+                    answer => return Ok(relay(answer)),
+                }
+            }
+            result => result.map_err(router_error)?,
+        };
     }
     let after = Some(format!("{{\"queued\":{queued}}}"));
     crate::api::audit::record(&state, &req, "event.redeliver", event.id.as_str(), None, after).await;

@@ -43,6 +43,9 @@ pub(crate) fn router_error(e: RouterError) -> ApiError {
         RouterError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
         RouterError::TooManyTargets(_) => ApiError::Conflict(e.to_string()),
         RouterError::TooManySubscriptions(e) | RouterError::Invalid(e) => e.into(),
+        // Cluster mode only (a single node owns every target): the handlers that can forward
+        // the request to the owner node (`api::forward`) do; elsewhere the client tries again.
+        RouterError::Elsewhere(_) => ApiError::Unavailable { detail: e.to_string(), retry_after_s: 1 },
         RouterError::Stopped => {
             ApiError::Unavailable { detail: "the server is shutting down".into(), retry_after_s: 1 }
         }

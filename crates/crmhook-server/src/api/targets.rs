@@ -12,6 +12,7 @@ use crmhook_store::{DeliveryStatus, Disabled, Log, Request};
 
 use crate::api::audit::{record, scrubbed};
 use crate::api::auth::{Admin, Operator};
+use crate::api::forward::{forward, relay};
 use crate::api::request::{optional_object, page_params, read_object, Replay, TargetPatch, TargetTest};
 use crate::api::state::{requester, router_error, AppState, State};
 use crate::api::views::{
@@ -177,13 +178,21 @@ pub(crate) async fn test_target(
     state: State,
 ) -> Result<HttpResponse, ApiError> {
     let target = load_target(&state, &id)?;
-    let body = TargetTest::try_from(optional_object(&req, payload).await?)?;
+    let raw = optional_object(&req, payload).await?;
+    let body = TargetTest::try_from(raw.clone())?;
     let event_type = body.event_type.as_deref().unwrap_or_else(|| samples::default_type(target.format));
     let sample = samples::sample(event_type).ok_or_else(|| {
         let known: Vec<&str> = samples::types().collect();
         ApiError::unprocessable("type", format!("no sample of type {event_type:?}; one of {}", known.join(", ")))
     })?;
-    let (ack, attempt) = state.router.test(target.id.clone(), sample).await.map_err(router_error)?;
+    let (ack, attempt) = match state.router.test(target.id.clone(), sample).await {
+        // Cluster mode: the node delivering the target tests it (and audits it).
+        Err(RouterError::Elsewhere(_)) => {
+            let path = format!("/v1/targets/{}/test", target.id);
+            return Ok(relay(forward(&state, &req, &target.id, path, serde_json::Value::Object(raw)).await?));
+        }
+        result => result.map_err(router_error)?,
+    };
     state.metrics.test_event();
     let event = state.store.event(ack.seq)?.ok_or_else(|| ApiError::NotFound(format!("event {} not found", ack.id)))?;
     let status_code = match attempt.outcome {
@@ -247,7 +256,8 @@ pub(crate) async fn replay(
     state: State,
 ) -> Result<HttpResponse, ApiError> {
     let target = load_target(&state, &id)?;
-    let body = Replay::try_from(optional_object(&req, payload).await?)?;
+    let raw = optional_object(&req, payload).await?;
+    let body = Replay::try_from(raw.clone())?;
     let mut queued = 0;
     let mut after = 0;
     loop {
@@ -276,7 +286,14 @@ pub(crate) async fn replay(
             ),
             queued: 0,
         };
-        queued += state.router.requeue(target.id.clone(), seqs, request).await.map_err(router_error)?;
+        queued += match state.router.requeue(target.id.clone(), seqs, request).await {
+            // Cluster mode: the node delivering the target replays (and audits it).
+            Err(RouterError::Elsewhere(_)) => {
+                let path = format!("/v1/targets/{}/replay", target.id);
+                return Ok(relay(forward(&state, &req, &target.id, path, serde_json::Value::Object(raw)).await?));
+            }
+            result => result.map_err(router_error)?,
+        };
     }
     let after = Some(format!("{{\"status\":\"{}\",\"queued\":{queued}}}", body.status_name()));
     record(&state, &req, "target.replay", target.id.as_str(), None, after).await;

@@ -1,0 +1,71 @@
+//! Cluster mode: a request that must reach the node delivering a target (a redelivery, a
+//! replay, a test delivery: the target's actor runs there alone) is forwarded to that node's
+//! URL (`cluster_advertise`) with the caller's own `Authorization` (the keys are the same on
+//! every node), and its answer given back as it came. A forwarded request carries
+//! [`FORWARDED`]; a node that gets one for a target it does not deliver either (the lease moved
+//! meanwhile) answers 503 with `Retry-After` instead of forwarding it again.
+
+use std::time::Duration;
+
+use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
+use crmhook_core::TargetId;
+use serde_json::Value;
+
+use crate::api::state::State;
+use crate::error::ApiError;
+
+/// The header of a forwarded request.
+pub const FORWARDED: &str = "x-crmhook-forwarded";
+
+/// How long a forwarded request may take (a test delivery waits for the receiver).
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(70);
+
+/// The answer of the node that delivers `target` to `POST <path>` with `body`, or 503 when no
+/// node is known to deliver it now.
+pub(crate) async fn forward(
+    state: &State,
+    req: &HttpRequest,
+    target: &TargetId,
+    path: String,
+    body: Value,
+) -> Result<(StatusCode, Value), ApiError> {
+    let moving = || ApiError::Unavailable {
+        detail: format!("target {target} is between nodes (its lease is moving); try again shortly"),
+        retry_after_s: 1,
+    };
+    if req.headers().contains_key(FORWARDED) {
+        return Err(moving());
+    }
+    let owner = state.backend.owner_url(target).ok_or_else(moving)?;
+    let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let url = format!("{owner}{path}");
+    web::block(move || {
+        let agent = ureq::AgentBuilder::new().timeout(FORWARD_TIMEOUT).redirects(0).build();
+        let answer = agent
+            .post(&url)
+            .set("authorization", &auth)
+            .set(FORWARDED, "1")
+            .set("content-type", "application/json")
+            .send_string(&body.to_string());
+        let response = match answer {
+            Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => {
+                return Err(ApiError::Unavailable {
+                    detail: format!("the node delivering the target ({url}) did not answer: {e}"),
+                    retry_after_s: 1,
+                })
+            }
+        };
+        let status = StatusCode::from_u16(response.status()).unwrap_or(StatusCode::BAD_GATEWAY);
+        let value = response.into_json::<Value>().unwrap_or(Value::Null);
+        Ok((status, value))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+}
+
+/// [`forward`]'s answer, as this node's.
+pub(crate) fn relay((status, body): (StatusCode, Value)) -> HttpResponse {
+    let content_type = if status.is_success() { "application/json" } else { "application/problem+json" };
+    HttpResponse::build(status).content_type(content_type).body(body.to_string())
+}
