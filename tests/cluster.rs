@@ -17,10 +17,18 @@
 //!   `GET /v1/targets/{id}/deliveries`;
 //! - nothing is logged twice: the log holds each acknowledged event once, with the seq it was
 //!   acknowledged with, and nothing that was not posted (a post that got no 2xx may or may not
-//!   be in it: counted apart).
+//!   be in it: counted apart);
+//! - a node that is up answers every ingest within MAIA's 10 s per try (503 is allowed while the
+//!   stream elects a leader; the CRM then tries the next node).
 //!
-//! The nodes' logs go to files in a temporary directory; on failure their tails (and the NATS
-//! servers') are printed and the directory is kept.
+//! A second test, ignored while it fails, is the smallest reproduction of a stall the first one
+//! meets about every other run: a node whose NATS server dies stops applying the log for 45 to
+//! 75 s (see it for how).
+//!
+//! The nodes' logs go to files in a temporary directory; on failure the cluster's state (each
+//! node's `GET /v1/cluster`, each NATS server's view of the streams), the logs' tails (the NATS
+//! servers' too) are printed and the directory is kept (`CRMHOOK_CLUSTER_TEST_KEEP_LOGS=1` keeps
+//! it in any case).
 
 mod support;
 
@@ -184,19 +192,30 @@ struct Posted {
     tag: String,
     /// The acknowledgement (`id`, `seq`) and the node that gave it.
     acked: Option<(String, u64, usize)>,
-    /// Tries answered otherwise than 200, or not answered.
-    failed_tries: usize,
+    /// When the acknowledgement came.
+    acked_at: Option<Instant>,
+    /// Tries not answered (connection refused, reset, timed out).
+    unanswered: usize,
+    /// Tries answered 503.
+    unavailable: usize,
+    /// Tries answered otherwise (neither 200 nor 503).
+    other: usize,
     /// The acknowledgement said `duplicates: 1`: an earlier try that got no 200 was logged.
     duplicate_ack: bool,
     /// The last failed try, in words.
     last_failure: String,
 }
 
+/// The CRM's tries per node: answered 200, answered 503, answered otherwise, refused (no
+/// answer within a second), timed out (no answer at all).
+type Tries = Arc<[[AtomicUsize; 5]; 3]>;
+
 /// The CRM's posts, from several threads, paced at [`RATE`], round-robin over the nodes.
 struct Load {
     stop: Arc<AtomicBool>,
     acked: Arc<AtomicUsize>,
     acked_by: Arc<[AtomicUsize; 3]>,
+    tries: Tries,
     posted: Arc<Mutex<Vec<Posted>>>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -206,6 +225,7 @@ impl Load {
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(AtomicUsize::new(0));
         let acked_by: Arc<[AtomicUsize; 3]> = Arc::default();
+        let tries: Tries = Arc::default();
         let posted = Arc::new(Mutex::new(Vec::new()));
         let next = Arc::new(AtomicUsize::new(0));
         let urls = Arc::new(urls);
@@ -214,6 +234,7 @@ impl Load {
             .map(|_| {
                 let (stop, acked, acked_by, posted, next, urls) =
                     (stop.clone(), acked.clone(), acked_by.clone(), posted.clone(), next.clone(), urls.clone());
+                let tries = tries.clone();
                 std::thread::spawn(move || {
                     while !stop.load(Ordering::SeqCst) {
                         let i = next.fetch_add(1, Ordering::SeqCst);
@@ -223,7 +244,7 @@ impl Load {
                             std::thread::sleep(ahead);
                         }
                         let tag = format!("ld{i:06}");
-                        let p = post_any(&urls, i % 3, &tag, &load_event(i, &tag));
+                        let p = post_any(&urls, i % 3, &tag, &load_event(i, &tag), &tries);
                         if let Some((_, _, node)) = p.acked {
                             acked.fetch_add(1, Ordering::SeqCst);
                             acked_by[node].fetch_add(1, Ordering::SeqCst);
@@ -233,7 +254,7 @@ impl Load {
                 })
             })
             .collect();
-        Load { stop, acked, acked_by, posted, threads }
+        Load { stop, acked, acked_by, tries, posted, threads }
     }
 
     fn acked(&self) -> usize {
@@ -244,10 +265,38 @@ impl Load {
         self.acked_by[node].load(Ordering::SeqCst)
     }
 
-    /// Waits until `n` more events than `from` are acknowledged (by `node` alone when given).
+    /// The tries so far, per node.
+    fn tries(&self) -> String {
+        let names = ["200", "503", "other", "refused", "timed out"];
+        (0..3)
+            .map(|node| {
+                let counts: Vec<String> =
+                    (0..5).map(|k| format!("{} {}", self.tries[node][k].load(Ordering::SeqCst), names[k])).collect();
+                format!("node {node}: {}", counts.join(", "))
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// Waits until `n` more events than `from` are acknowledged (by `node` alone when given);
+    /// if they are not, panics with `what` and the tries per node.
     fn wait_acked(&self, node: Option<usize>, from: usize, n: usize, timeout: Duration, what: &str) -> usize {
         let count = || node.map_or_else(|| self.acked(), |i| self.acked_by(i));
-        wait_for(timeout, what, || (count() >= from + n).then(count))
+        let deadline = Instant::now() + timeout;
+        loop {
+            let now = count();
+            if now >= from + n {
+                return now;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {what}: {} of {n}; the CRM's tries so far: {}",
+                now - from,
+                self.tries()
+            );
+            // The CRM's threads signal nothing: the count is polled.
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn stop(mut self) -> Vec<Posted> {
@@ -267,7 +316,7 @@ impl Drop for Load {
 
 /// A MAIA event with recordId `tag`.
 fn load_event(i: usize, tag: &str) -> Vec<u8> {
-    let name = if i % 2 == 0 { "crm_field_update" } else { "crm_record_created" };
+    let name = if i.is_multiple_of(2) { "crm_field_update" } else { "crm_record_created" };
     let mut ev: Value = serde_json::from_str(&sample(name)).expect("sample is JSON");
     ev["recordId"] = Value::String(tag.to_owned());
     serde_json::to_vec(&ev).expect("json")
@@ -277,13 +326,29 @@ fn load_event(i: usize, tag: &str) -> Vec<u8> {
 /// load balancer would: a node that does not answer 200 (killed, or its log not reachable) is
 /// followed by the next; three rounds at most. A retry of the same bytes is recognised by its
 /// body hash on whichever node takes it.
-fn post_any(urls: &[String; 3], first: usize, tag: &str, body: &[u8]) -> Posted {
+fn post_any(urls: &[String; 3], first: usize, tag: &str, body: &[u8], tries: &Tries) -> Posted {
     let one_try = Options { tries: 1, timeout: Duration::from_secs(10), pause: Duration::ZERO };
-    let mut posted =
-        Posted { tag: tag.to_owned(), acked: None, failed_tries: 0, duplicate_ack: false, last_failure: String::new() };
+    let mut posted = Posted {
+        tag: tag.to_owned(),
+        acked: None,
+        acked_at: None,
+        unanswered: 0,
+        unavailable: 0,
+        other: 0,
+        duplicate_ack: false,
+        last_failure: String::new(),
+    };
     for k in 0..9 {
         let node = (first + k) % 3;
         let report = maia_crm::post_with(&urls[node], MAIA_SECRET, body, &one_try);
+        let kind = match (report.last_status(), report.tries.last().map(|t| t.elapsed)) {
+            (Some(200), _) => 0,
+            (Some(503), _) => 1,
+            (Some(_), _) => 2,
+            (None, Some(took)) if took < Duration::from_secs(1) => 3,
+            (None, _) => 4,
+        };
+        tries[node][kind].fetch_add(1, Ordering::SeqCst);
         if report.last_status() == Some(200) {
             let ack = report.last_body_json().unwrap_or(Value::Null);
             let event = &ack["events"][0];
@@ -291,10 +356,15 @@ fn post_any(urls: &[String; 3], first: usize, tag: &str, body: &[u8]) -> Posted 
                 assert_eq!(ack["rejected"].as_u64(), Some(0), "{tag} quarantined: {ack}");
                 posted.duplicate_ack = ack["duplicates"].as_u64() == Some(1);
                 posted.acked = Some((id.to_owned(), seq, node));
+                posted.acked_at = Some(Instant::now());
                 return posted;
             }
         }
-        posted.failed_tries += 1;
+        match report.last_status() {
+            None => posted.unanswered += 1,
+            Some(503) => posted.unavailable += 1,
+            Some(_) => posted.other += 1,
+        }
         posted.last_failure = format!("node {node}: {report}");
         if k % 3 == 2 {
             // A round of the three nodes failed: the client's back-off before the next.
@@ -444,45 +514,146 @@ struct Cluster {
 #[test]
 fn three_nodes_lose_nothing_when_a_node_and_a_nats_server_die_under_load() {
     let begun = Instant::now();
-    let nats = NatsCluster::start(3).expect("a 3-node JetStream cluster");
-    let logs = tempfile::Builder::new().prefix("crmhook-cluster-test").tempdir().expect("tempdir");
-    eprintln!("cluster test: crmhook logs in {}, NATS logs in {}", logs.path().display(), nats.dir().display());
-    let mut cluster = Cluster { nats, nodes: Vec::new(), logs };
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario(&mut cluster, begun)));
-    if let Err(panic) = outcome {
-        for node in &cluster.nodes {
-            eprintln!("===== {} ({}) log, last 80 lines =====\n{}", node.name, node.url(), tail(&node.log, 80));
+    Cluster::start().run(|cluster| scenario(cluster, begun));
+}
+
+/// How soon a node must answer an ingest after one NATS server of three died: the log
+/// stream's leader election (a few seconds) and a margin.
+const INGEST_AFTER_NATS_LOSS: Duration = Duration::from_secs(20);
+
+/// The smallest reproduction of the stall the test above can meet: one crmhook node; the NATS
+/// server holding the node's reader of the log (its ordered consumer, R1, on one server) is
+/// killed; an event is then posted to the node. The other two servers keep the stream's quorum,
+/// so the node should answer within a leader election; it answers only once its reader notices
+/// (two missed idle heartbeats of 15 s in async-nats, then a recreate), and until then its
+/// copy applies nothing: ingests on it hang, the targets it holds are not delivered.
+///
+/// Ignored while that is so (it fails every time, after 45 to 75 s): run it with
+/// `cargo test -p crmhook --test cluster -- --ignored`.
+#[test]
+#[ignore = "cluster mode's log reader stalls 45-75 s when its NATS server dies (issue 16)"]
+fn a_node_answers_an_ingest_soon_after_the_nats_server_holding_its_reader_dies() {
+    Cluster::start().run(|cluster| {
+        let env = cluster.env();
+        cluster.nodes.push(Node::start("crmhook-solo", &env, cluster.logs.path()));
+        let node = &cluster.nodes[0].server;
+        node.post_ok(&maia("crm_field_update", json!({})));
+        let (reader, leader) =
+            wait_for(Duration::from_secs(10), "the log stream's consumer", || log_consumer_host(&cluster.nats));
+        let (reader_name, leader_name) =
+            (cluster.nats.server_name(reader).to_owned(), cluster.nats.server_name(leader).to_owned());
+        cluster.nats.kill(reader);
+        phase(&format!(
+            "killed nats {reader_name}, which holds the node's reader (the stream's leader: {leader_name})"
+        ));
+        let killed = Instant::now();
+        let body = serde_json::to_vec(&maia("crm_field_update", json!({}))).expect("json");
+        let answer = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(150))
+            .build()
+            .post(&node.url("/v1/events"))
+            .set("Authorization", &format!("Bearer {INGEST}"))
+            .set("Content-Type", "application/json")
+            .send_bytes(&body);
+        let took = killed.elapsed();
+        let status = match &answer {
+            Ok(r) => r.status().to_string(),
+            Err(ureq::Error::Status(code, _)) => code.to_string(),
+            Err(e) => format!("no answer ({e})"),
+        };
+        phase(&format!("the ingest after the kill answered {status} after {} ms", took.as_millis()));
+        assert!(
+            status == "202" && took <= INGEST_AFTER_NATS_LOSS,
+            "an ingest after NATS {reader_name} (holding the node's reader) died answered {status} after {} ms \
+             (bound {} ms)",
+            took.as_millis(),
+            INGEST_AFTER_NATS_LOSS.as_millis()
+        );
+    });
+}
+
+/// The NATS nodes holding the log stream's (first) consumer and leading the stream, from `/jsz`.
+fn log_consumer_host(nats: &NatsCluster) -> Option<(usize, usize)> {
+    let index = |name: &str| (0..nats.nodes()).find(|&j| nats.server_name(j) == name);
+    for i in (0..nats.nodes()).filter(|&i| nats.is_running(i)) {
+        let Ok((200, body)) = nats.monitor_get(i, "/jsz?accounts=true&streams=true&consumers=true") else { continue };
+        let jsz: Value = serde_json::from_str(&body).ok()?;
+        for account in jsz["account_details"].as_array().into_iter().flatten() {
+            for stream in account["stream_detail"].as_array().into_iter().flatten() {
+                if stream["name"] != "crmhook-log" {
+                    continue;
+                }
+                // A server lists the consumers it holds.
+                let Some(consumer) = stream["consumer_detail"].as_array().and_then(|c| c.first()) else { continue };
+                let reader = index(consumer["cluster"]["leader"].as_str()?)?;
+                let leader = index(stream["cluster"]["leader"].as_str()?)?;
+                return Some((reader, leader));
+            }
         }
-        for i in 0..cluster.nats.nodes() {
-            let name = cluster.nats.server_name(i).to_owned();
-            eprintln!("===== nats {name} log, last 30 lines =====\n{}", cluster.nats.log_tail(i, 30));
-            let _ = std::fs::copy(cluster.nats.log_path(i), cluster.logs.path().join(format!("nats-{name}.log")));
+    }
+    None
+}
+
+impl Cluster {
+    /// Three NATS servers, none of crmhook yet.
+    fn start() -> Cluster {
+        let nats = NatsCluster::start(3).expect("a 3-node JetStream cluster");
+        let logs = tempfile::Builder::new().prefix("crmhook-cluster-test").tempdir().expect("tempdir");
+        eprintln!("cluster test: crmhook logs in {}, NATS logs in {}", logs.path().display(), nats.dir().display());
+        Cluster { nats, nodes: Vec::new(), logs }
+    }
+
+    /// What every crmhook node of the cluster is started with (but its advertised URL).
+    fn env(&self) -> Vec<(String, String)> {
+        let key_file = self.logs.path().join("cluster.key");
+        [
+            ("CRMHOOK_ADMIN_TOKEN", ADMIN.to_owned()),
+            ("CRMHOOK_INGEST_TOKEN", INGEST.to_owned()),
+            ("CRMHOOK_ALLOW_PRIVATE_TARGETS", "true".to_owned()),
+            ("CRMHOOK_CLUSTER", self.nats.urls()),
+            ("CRMHOOK_CLUSTER_MONITOR", self.nats.monitor_urls().join(",")),
+            ("CRMHOOK_CLUSTER_LEASE_TTL_MS", LEASE_TTL.as_millis().to_string()),
+            ("CRMHOOK_KEY_FILE", key_file.display().to_string()),
+            ("CRMHOOK_LOG", "info,actix_server=warn".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+
+    /// Runs `scenario`; on a panic prints the nodes' logs' tails and the cluster's state, keeps
+    /// the logs, and panics again. `CRMHOOK_CLUSTER_TEST_KEEP_LOGS` keeps them in any case.
+    fn run(mut self, scenario: impl FnOnce(&mut Cluster)) {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario(&mut self)));
+        let cluster = self;
+        let keep = std::env::var_os("CRMHOOK_CLUSTER_TEST_KEEP_LOGS").is_some();
+        if outcome.is_err() || keep {
+            for i in 0..cluster.nats.nodes() {
+                let name = cluster.nats.server_name(i).to_owned();
+                let _ = std::fs::copy(cluster.nats.log_path(i), cluster.logs.path().join(format!("nats-{name}.log")));
+            }
         }
-        let kept = cluster.logs.keep();
-        eprintln!("cluster test failed: the logs are kept in {}", kept.display());
-        std::panic::resume_unwind(panic);
+        if let Err(panic) = outcome {
+            eprintln!("===== the state at the failure =====\n{}", state(&cluster));
+            for node in &cluster.nodes {
+                eprintln!("===== {} ({}) log, last 80 lines =====\n{}", node.name, node.url(), tail(&node.log, 80));
+            }
+            for i in 0..cluster.nats.nodes() {
+                let name = cluster.nats.server_name(i).to_owned();
+                eprintln!("===== nats {name} log, last 30 lines =====\n{}", cluster.nats.log_tail(i, 30));
+            }
+            let kept = cluster.logs.keep();
+            eprintln!("cluster test failed: the logs are kept in {}", kept.display());
+            std::panic::resume_unwind(panic);
+        }
+        if keep {
+            eprintln!("cluster test: the logs are kept in {}", cluster.logs.keep().display());
+        }
     }
 }
 
 fn scenario(cluster: &mut Cluster, begun: Instant) {
-    let key_file = cluster.logs.path().join("cluster.key");
-    let monitor = cluster.nats.monitor_urls().join(",");
-    let ttl = LEASE_TTL.as_millis().to_string();
-    let key_file = key_file.display().to_string();
-    let urls = cluster.nats.urls();
-    let env: Vec<(String, String)> = [
-        ("CRMHOOK_ADMIN_TOKEN", ADMIN),
-        ("CRMHOOK_INGEST_TOKEN", INGEST),
-        ("CRMHOOK_ALLOW_PRIVATE_TARGETS", "true"),
-        ("CRMHOOK_CLUSTER", urls.as_str()),
-        ("CRMHOOK_CLUSTER_MONITOR", monitor.as_str()),
-        ("CRMHOOK_CLUSTER_LEASE_TTL_MS", ttl.as_str()),
-        ("CRMHOOK_KEY_FILE", key_file.as_str()),
-        ("CRMHOOK_LOG", "info,actix_server=warn"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+    let env = cluster.env();
 
     let rcv = Receiver::start();
     let fails = [status(500); RETRY_FAILURES];
@@ -571,11 +742,11 @@ fn scenario(cluster: &mut Cluster, begun: Instant) {
     let killed_at = Instant::now();
     let killed_wall_ms = now_ms();
     cluster.nodes[victim].kill9();
-    eprintln!(
-        "cluster test: killed {} (kill -9) with {acked_at_kill} events acknowledged, the retry due in {} ms",
+    phase(&format!(
+        "killed {} (kill -9) with {acked_at_kill} events acknowledged, the retry due in {} ms",
         cluster.nodes[victim].name,
         due_ms as i64 - killed_wall_ms as i64
-    );
+    ));
 
     // The lease moves; the retry is made by its new node, at its due time, and delivered.
     let (moved_after, new_owner) =
@@ -600,22 +771,26 @@ fn scenario(cluster: &mut Cluster, begun: Instant) {
     // One NATS server dies too (the log stream's leader), with crmhook node down still.
     let nats_victim = stream_leader(&cluster.nats).unwrap_or(1);
     let acked = load.acked();
+    let nats_killed_at = Instant::now();
     cluster.nats.kill(nats_victim);
-    eprintln!(
-        "cluster test: killed nats {} (kill -9) with {acked} events acknowledged",
-        cluster.nats.server_name(nats_victim)
-    );
+    phase(&format!("killed nats {} (kill -9) with {acked} events acknowledged", cluster.nats.server_name(nats_victim)));
     let acked =
         load.wait_acked(None, acked, 400, Duration::from_secs(60), "400 events acknowledged with a NATS node down");
 
     // Both back.
-    cluster.nats.restart(nats_victim).expect("the NATS node back");
-    cluster.nodes[victim].spawn();
-    eprintln!(
-        "cluster test: nats and {} restarted with {} events acknowledged",
-        cluster.nodes[victim].name,
+    phase(&format!(
+        "restarting nats {} with {} events acknowledged",
+        cluster.nats.server_name(nats_victim),
         load.acked()
-    );
+    ));
+    cluster.nats.restart(nats_victim).expect("the NATS node back");
+    phase(&format!(
+        "nats {} healthy; restarting {}",
+        cluster.nats.server_name(nats_victim),
+        cluster.nodes[victim].name
+    ));
+    cluster.nodes[victim].spawn();
+    phase(&format!("{} listening with {} events acknowledged", cluster.nodes[victim].name, load.acked()));
     let by_victim = load.acked_by(victim);
     load.wait_acked(
         Some(victim),
@@ -625,7 +800,10 @@ fn scenario(cluster: &mut Cluster, begun: Instant) {
         "100 events acknowledged by the restarted node",
     );
     load.wait_acked(None, acked, 600, Duration::from_secs(60), "600 events acknowledged since the NATS kill");
+    let tries = load.tries();
+    let timed_out: Vec<usize> = (0..3).map(|i| load.tries[i][4].load(Ordering::SeqCst)).collect();
     let posted = load.stop();
+    phase("load stopped");
     let load_time = begun.elapsed() - setup;
 
     // ---- the figures ----
@@ -634,7 +812,28 @@ fn scenario(cluster: &mut Cluster, begun: Instant) {
         posted.iter().filter_map(|p| p.acked.clone().map(|a| (p.tag.clone(), a))).collect();
     acked_tags.insert(MARK.into(), (mark_id.clone(), mark_seq, reader));
     let unacked: HashSet<String> = posted.iter().filter(|p| p.acked.is_none()).map(|p| p.tag.clone()).collect();
-    let failed_tries: usize = posted.iter().map(|p| p.failed_tries).sum();
+    let failed_tries = [
+        posted.iter().map(|p| p.unanswered).sum::<usize>(),
+        posted.iter().map(|p| p.unavailable).sum(),
+        posted.iter().map(|p| p.other).sum(),
+    ];
+    if failed_tries[2] > 0 {
+        problems.push(format!("{} ingest tries answered neither 200 nor 503", failed_tries[2]));
+    }
+    // A node that is up answers within MAIA's 10 s per try: at worst 503 while the stream elects
+    // a leader (the publish's acknowledgement times out after 5 s).
+    if timed_out.iter().any(|n| *n > 0) {
+        problems.push(format!("ingest tries left unanswered for 10 s, per node: {timed_out:?}"));
+    }
+    // The longest time without an acknowledgement while the load ran, and when it began.
+    let mut ack_times: Vec<Instant> = posted.iter().filter_map(|p| p.acked_at).collect();
+    ack_times.sort();
+    let (gap, gap_from) = ack_times
+        .windows(2)
+        .map(|w| (w[1] - w[0], w[0]))
+        .max_by_key(|(gap, _)| *gap)
+        .unwrap_or((Duration::ZERO, begun));
+    let since = |at: Instant, event: Instant| at.checked_duration_since(event).map_or(-1, |d| d.as_millis() as i64);
     let duplicate_acks = posted.iter().filter(|p| p.duplicate_ack).count();
     for p in posted.iter().filter(|p| p.acked.is_none()).take(5) {
         eprintln!("cluster test: not acknowledged: {} ({})", p.tag, p.last_failure);
@@ -766,8 +965,9 @@ fn scenario(cluster: &mut Cluster, begun: Instant) {
     let (ud, ua, udup) = duplicates(&rcv, UNORDERED);
     eprintln!(
         "cluster test: setup {:.1} s, load {:.1} s, total {:.1} s; posted {}, acked {} (by node {:?}), \
-         unacked {} (of which logged {}), failed tries {failed_tries}, acks of a retried post as duplicate {duplicate_acks}; \
-         log holds {} events; lost: {lost:?}",
+         unacked {} (of which logged {}), failed tries (unanswered, 503, other) {failed_tries:?}, acks of a retried post as duplicate {duplicate_acks}; \
+         log holds {} events; lost: {lost:?}; longest time without an acknowledgement {} ms, from {} ({} ms after \
+         the crmhook kill, {} ms after the NATS kill)",
         setup.as_secs_f64(),
         load_time.as_secs_f64(),
         begun.elapsed().as_secs_f64(),
@@ -777,7 +977,12 @@ fn scenario(cluster: &mut Cluster, begun: Instant) {
         unacked.len(),
         logged_unacked.len(),
         log.len(),
+        gap.as_millis(),
+        clock(gap_from),
+        since(gap_from, killed_at),
+        since(gap_from, nats_killed_at),
     );
+    eprintln!("cluster test: the CRM's tries: {tries}");
     eprintln!(
         "cluster test: {ORDERED}: {od} events, {oa} deliveries, {odup} duplicates; order: {} arrivals, {} in order, \
          {} repeats, {} breaks, {} unknown; {UNORDERED}: {ud} events, {ua} deliveries, {udup} duplicates",
@@ -798,6 +1003,67 @@ fn scenario(cluster: &mut Cluster, begun: Instant) {
         (LEASE_TTL + RETRY_MARGIN).as_millis()
     );
     assert!(problems.is_empty(), "cluster test: {} problems:\n{}", problems.len(), problems.join("\n"));
+}
+
+/// Where each running node's copy is (`GET /v1/cluster`: applied, the nodes and their targets)
+/// and what each running NATS server says of the log stream and its consumers (`/jsz`).
+fn state(cluster: &Cluster) -> String {
+    let mut out = String::new();
+    for node in cluster.nodes.iter().filter(|n| n.server.child.is_some()) {
+        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(3)).build();
+        let answer = agent
+            .get(&node.server.url("/v1/cluster"))
+            .set("Authorization", &format!("Bearer {ADMIN}"))
+            .call()
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.into_string().map_err(|e| e.to_string()));
+        out.push_str(&format!("{} /v1/cluster: {}\n", node.name, answer.unwrap_or_else(|e| e)));
+    }
+    for i in 0..cluster.nats.nodes() {
+        let name = cluster.nats.server_name(i);
+        if !cluster.nats.is_running(i) {
+            out.push_str(&format!("nats {name}: not running\n"));
+            continue;
+        }
+        let jsz = cluster.nats.monitor_get(i, "/jsz?accounts=true&streams=true&consumers=true");
+        let Ok((_, body)) = jsz else {
+            out.push_str(&format!("nats {name}: /jsz: {jsz:?}\n"));
+            continue;
+        };
+        let jsz: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        for account in jsz["account_details"].as_array().into_iter().flatten() {
+            for stream in account["stream_detail"].as_array().into_iter().flatten() {
+                let consumers: Vec<String> = stream["consumer_detail"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|c| {
+                        format!(
+                            "{} (leader {}, delivered {}, pending {})",
+                            c["name"], c["cluster"]["leader"], c["delivered"]["stream_seq"], c["num_pending"]
+                        )
+                    })
+                    .collect();
+                out.push_str(&format!(
+                    "nats {name}: stream {} leader {} last_seq {} consumers {consumers:?}\n",
+                    stream["name"], stream["cluster"]["leader"], stream["state"]["last_seq"]
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// One line of the scenario's progress, with the time of day (UTC, as the nodes' logs have it).
+fn phase(text: &str) {
+    eprintln!("cluster test: {} {text}", clock(Instant::now()));
+}
+
+/// `at` as the time of day, UTC (`10:13:52.612`).
+fn clock(at: Instant) -> String {
+    let ms = (now_ms() - Instant::now().saturating_duration_since(at).as_millis() as u64) % 86_400_000;
+    let (h, m, s, milli) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
+    format!("{h:02}:{m:02}:{s:02}.{milli:03}")
 }
 
 fn now_ms() -> u64 {
