@@ -21,9 +21,9 @@
 //! - a node that is up answers every ingest within MAIA's 10 s per try (503 is allowed while the
 //!   stream elects a leader; the CRM then tries the next node).
 //!
-//! A second test, ignored while it fails, is the smallest reproduction of a stall the first one
-//! meets about every other run: a node whose NATS server dies stops applying the log for 45 to
-//! 75 s (see it for how).
+//! A second test is the smallest reproduction of a stall the first one met about every other
+//! run before the reader's watchdog (`crmhook-cluster`'s `apply.rs`): a node whose NATS server
+//! died stopped applying the log for 45 to 75 s.
 //!
 //! The nodes' logs go to files in a temporary directory; on failure the cluster's state (each
 //! node's `GET /v1/cluster`, each NATS server's view of the streams), the logs' tails (the NATS
@@ -524,14 +524,10 @@ const INGEST_AFTER_NATS_LOSS: Duration = Duration::from_secs(20);
 /// The smallest reproduction of the stall the test above can meet: one crmhook node; the NATS
 /// server holding the node's reader of the log (its ordered consumer, R1, on one server) is
 /// killed; an event is then posted to the node. The other two servers keep the stream's quorum,
-/// so the node should answer within a leader election; it answers only once its reader notices
-/// (two missed idle heartbeats of 15 s in async-nats, then a recreate), and until then its
-/// copy applies nothing: ingests on it hang, the targets it holds are not delivered.
-///
-/// Ignored while that is so (it fails every time, after 45 to 75 s): run it with
-/// `cargo test -p crmhook --test cluster -- --ignored`.
+/// so the node should answer within a leader election. Before the reader's watchdog it answered
+/// only once the client noticed its reader was gone (two missed idle heartbeats of 15 s in
+/// async-nats, then a recreate: 45 to 75 s), its copy applying nothing meanwhile.
 #[test]
-#[ignore = "cluster mode's log reader stalls 45-75 s when its NATS server dies (issue 16)"]
 fn a_node_answers_an_ingest_soon_after_the_nats_server_holding_its_reader_dies() {
     Cluster::start().run(|cluster| {
         let env = cluster.env();
