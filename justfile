@@ -24,6 +24,12 @@ bench seconds="5":
     ./target/release/crmhook-bench deliver --json target/bench-deliver.json
     ./target/release/crmhook-bench system --seconds {{seconds}} --json target/bench-system.json
 
+# Cluster mode (docs/CLUSTER.md): a raw JetStream publish/consume, three crmhook nodes in cluster
+# mode and one single node, in one run on a 3-node NATS cluster it starts (nats-server from PyPI).
+bench-cluster seconds="5":
+    cargo build --release -p crmhook -p crmhook-bench
+    ./target/release/crmhook-bench cluster --seconds {{seconds}} --json target/bench-cluster.json
+
 # The long reliability runs (kills under load, a 1M-event backlog), with their figures.
 soak kills="20" backlog="1000000":
     cargo build --release -p crmhook -p crmhook-bench
