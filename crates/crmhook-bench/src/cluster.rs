@@ -65,7 +65,7 @@ pub fn run(seconds: u64, offered: &[String], connections: usize) -> anyhow::Resu
     let single = Server::start(single_dir.path())?;
 
     println!(
-        "{:>9} {:>7} | {:>9} {:>9} | {:>28} | {:>22} | {:>9} {:>5} | {:>8}",
+        "{:>9} {:>7} | {:>9} {:>9} | {:>28} | {:>22} | {:>8} {:>5} | {:>8}",
         "crmhook",
         "offered",
         "ingest/s",
@@ -92,49 +92,14 @@ pub fn run(seconds: u64, offered: &[String], connections: usize) -> anyhow::Resu
     }))
 }
 
-fn offered(mode: Mode) -> String {
-    match mode {
-        Mode::Rate(x) => format!("{x}/s"),
-        Mode::Saturation => "max".into(),
-    }
-}
-
 fn print_row(name: &str, r: &Row, bare_publish: f64) {
-    println!(
-        "{:>9} {:>7} | {:>9.0} {:>9.0} | {:>6.2} {:>6.2} {:>6.2} {:>7.1} | {:>6.2} {:>6.2} {:>7.1} | {:>9.3} {:>5.2} | {:>7.0}%",
-        name,
-        offered(r.mode),
-        r.ingest_per_s,
-        r.deliveries_per_s,
-        r.ack_ms[0],
-        r.ack_ms[1],
-        r.ack_ms[2],
-        r.ack_ms[3],
-        r.e2e_ms[0],
-        r.e2e_ms[1],
-        r.e2e_ms[2],
-        r.cpu_ms_per_event,
-        r.cores,
-        r.ingest_per_s / bare_publish * 100.0
-    );
-    if r.acked < r.sent || r.delivered < r.acked * r.targets || r.retries > 0 {
-        println!(
-            "          ({} of {} acknowledged, {} deliveries measured, {} attempts retried, drained {:.1} s after the load)",
-            r.acked, r.sent, r.delivered, r.retries, r.drain_s
-        );
-    }
+    println!("{:>9} {} | {:>7.0}%", name, r.figures(), r.ingest_per_s / bare_publish * 100.0);
+    r.print_shortfall();
 }
 
 fn row_json(name: &str, r: &Row, bare_publish: f64) -> Value {
-    json!({
-        "crmhook": name,
-        "offered_per_s": match r.mode { Mode::Rate(x) => json!(x), Mode::Saturation => json!("max") },
-        "sent": r.sent, "acked": r.acked, "seconds": r.seconds,
-        "ingest_per_s": r.ingest_per_s, "deliveries_per_s": r.deliveries_per_s,
-        "ack_ms": {"p50": r.ack_ms[0], "p99": r.ack_ms[1], "p99_9": r.ack_ms[2], "max": r.ack_ms[3]},
-        "e2e_ms": {"p50": r.e2e_ms[0], "p99": r.e2e_ms[1], "max": r.e2e_ms[2], "measured": r.delivered},
-        "cpu_ms_per_event": r.cpu_ms_per_event, "cores": r.cores, "drain_s": r.drain_s,
-        "retried_attempts": r.retries,
-        "ingest_over_bare_publish": r.ingest_per_s / bare_publish,
-    })
+    let mut row = r.json();
+    row["crmhook"] = json!(name);
+    row["ingest_over_bare_publish"] = json!(r.ingest_per_s / bare_publish);
+    row
 }

@@ -171,6 +171,60 @@ pub(crate) struct Row {
     pub(crate) drain_s: f64,
 }
 
+impl Row {
+    /// What was offered: `200/s`, or `max`.
+    pub(crate) fn offered(&self) -> String {
+        match self.mode {
+            Mode::Rate(x) => format!("{x}/s"),
+            Mode::Saturation => "max".into(),
+        }
+    }
+
+    /// The row's columns from what was offered to the cores used (the tables of `system` and
+    /// `cluster`).
+    pub(crate) fn figures(&self) -> String {
+        format!(
+            "{:>7} | {:>9.0} {:>9.0} | {:>6.2} {:>6.2} {:>6.2} {:>7.1} | {:>6.2} {:>6.2} {:>7.1} | {:>8.3} {:>5.2}",
+            self.offered(),
+            self.ingest_per_s,
+            self.deliveries_per_s,
+            self.ack_ms[0],
+            self.ack_ms[1],
+            self.ack_ms[2],
+            self.ack_ms[3],
+            self.e2e_ms[0],
+            self.e2e_ms[1],
+            self.e2e_ms[2],
+            self.cpu_ms_per_event,
+            self.cores,
+        )
+    }
+
+    /// A line under the row when not everything was acknowledged and delivered at once.
+    pub(crate) fn print_shortfall(&self) {
+        if self.acked < self.sent || self.delivered < self.acked * self.targets || self.retries > 0 {
+            println!(
+                "          ({} of {} acknowledged, {} deliveries measured, {} attempts failed and retried, drained {:.1} s after the load)",
+                self.acked, self.sent, self.delivered, self.retries, self.drain_s
+            );
+        }
+    }
+
+    pub(crate) fn json(&self) -> Value {
+        json!({
+            "targets": self.targets,
+            "offered_per_s": match self.mode { Mode::Rate(x) => json!(x), Mode::Saturation => json!("max") },
+            "sent": self.sent, "acked": self.acked, "seconds": self.seconds,
+            "ingest_per_s": self.ingest_per_s, "deliveries_per_s": self.deliveries_per_s,
+            "ack_ms": {"p50": self.ack_ms[0], "p99": self.ack_ms[1], "p99_9": self.ack_ms[2], "max": self.ack_ms[3]},
+            "e2e_ms": {"p50": self.e2e_ms[0], "p99": self.e2e_ms[1], "max": self.e2e_ms[2], "measured": self.delivered},
+            "cpu_ms_per_event": self.cpu_ms_per_event, "switches_per_event": self.switches_per_event,
+            "cores": self.cores, "drain_s": self.drain_s,
+            "retried_attempts": self.retries,
+        })
+    }
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -440,46 +494,18 @@ pub fn run(seconds: u64, offered: &[String], target_counts: &[usize]) -> anyhow:
     for &targets in target_counts {
         for &mode in &modes {
             let r = measure(&server, &rcv, targets, mode, duration)?;
-            let offered = match r.mode {
-                Mode::Rate(x) => format!("{x}/s"),
-                Mode::Saturation => "max".into(),
-            };
             let ratio = matches!(r.mode, Mode::Saturation).then(|| r.ingest_per_s / bare.rps);
             println!(
-                "{:>7} {:>7} | {:>9.0} {:>9.0} | {:>6.2} {:>6.2} {:>6.2} {:>7.1} | {:>6.2} {:>6.2} {:>7.1} | {:>8.3} {:>5.2} {:>6.1} | {:>6}",
+                "{:>7} {} {:>6.1} | {:>6}",
                 r.targets,
-                offered,
-                r.ingest_per_s,
-                r.deliveries_per_s,
-                r.ack_ms[0],
-                r.ack_ms[1],
-                r.ack_ms[2],
-                r.ack_ms[3],
-                r.e2e_ms[0],
-                r.e2e_ms[1],
-                r.e2e_ms[2],
-                r.cpu_ms_per_event,
-                r.cores,
+                r.figures(),
                 r.switches_per_event,
                 ratio.map_or("-".into(), |x| format!("{:.0}%", x * 100.0))
             );
-            if r.acked < r.sent || r.delivered < r.acked * r.targets || r.retries > 0 {
-                println!(
-                    "          ({} of {} acknowledged, {} deliveries measured, {} attempts failed and retried, drained {:.1} s after the load)",
-                    r.acked, r.sent, r.delivered, r.retries, r.drain_s
-                );
-            }
-            rows.push(json!({
-                "targets": r.targets,
-                "offered_per_s": match r.mode { Mode::Rate(x) => json!(x), Mode::Saturation => json!("max") },
-                "sent": r.sent, "acked": r.acked, "seconds": r.seconds,
-                "ingest_per_s": r.ingest_per_s, "deliveries_per_s": r.deliveries_per_s,
-                "ack_ms": {"p50": r.ack_ms[0], "p99": r.ack_ms[1], "p99_9": r.ack_ms[2], "max": r.ack_ms[3]},
-                "e2e_ms": {"p50": r.e2e_ms[0], "p99": r.e2e_ms[1], "max": r.e2e_ms[2], "measured": r.delivered},
-                "cpu_ms_per_event": r.cpu_ms_per_event, "switches_per_event": r.switches_per_event, "cores": r.cores, "drain_s": r.drain_s,
-                "retried_attempts": r.retries,
-                "ingest_over_bare": ratio,
-            }));
+            r.print_shortfall();
+            let mut row = r.json();
+            row["ingest_over_bare"] = json!(ratio);
+            rows.push(row);
         }
     }
     Ok(json!({"benchmark": "system", "seconds": seconds, "bare_rps_64": bare.rps, "rows": rows}))
