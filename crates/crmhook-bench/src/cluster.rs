@@ -15,7 +15,6 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
 use serde_json::{json, Value};
 
 use crate::soak::Server;
@@ -26,13 +25,7 @@ const KEY_FILE: &str = "cluster.key";
 pub fn run(seconds: u64, offered: &[String], connections: usize) -> anyhow::Result<Value> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let duration = Duration::from_secs(seconds);
-    let modes: Vec<Mode> = offered
-        .iter()
-        .map(|o| match o.as_str() {
-            "max" => Ok(Mode::Saturation),
-            r => r.parse().map(Mode::Rate).with_context(|| format!("--offered: {r:?} is neither a rate nor max")),
-        })
-        .collect::<anyhow::Result<_>>()?;
+    let modes = Mode::parse_all(offered)?;
     let nats = crmhook_natsbox::NatsCluster::start(3)?;
     let urls = nats.urls();
     println!("cluster mode: 3 NATS servers (sync_interval: always), {seconds} s per row, on this one machine");

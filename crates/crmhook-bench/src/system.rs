@@ -171,6 +171,19 @@ pub(crate) struct Row {
     pub(crate) drain_s: f64,
 }
 
+impl Mode {
+    /// `--offered`'s values: rates (events/s) and `max`.
+    pub(crate) fn parse_all(offered: &[String]) -> anyhow::Result<Vec<Mode>> {
+        offered
+            .iter()
+            .map(|o| match o.as_str() {
+                "max" => Ok(Mode::Saturation),
+                r => r.parse().map(Mode::Rate).with_context(|| format!("--offered: {r:?} is neither a rate nor max")),
+            })
+            .collect()
+    }
+}
+
 impl Row {
     /// What was offered: `200/s`, or `max`.
     pub(crate) fn offered(&self) -> String {
@@ -466,13 +479,7 @@ pub fn run(seconds: u64, offered: &[String], target_counts: &[usize]) -> anyhow:
     let dir = tempfile::tempdir()?;
     let server = Server::start(dir.path())?;
     let bare = crate::load(bare_addr, "", &crate::bodies(1), 64, duration)?;
-    let modes: Vec<Mode> = offered
-        .iter()
-        .map(|o| match o.as_str() {
-            "max" => Ok(Mode::Saturation),
-            r => r.parse().map(Mode::Rate).with_context(|| format!("--offered: {r:?} is neither a rate nor max")),
-        })
-        .collect::<anyhow::Result<_>>()?;
+    let modes = Mode::parse_all(offered)?;
     println!(
         "the whole system: ingest while targets receive ({seconds} s per row; bare handler at 64 connections: {:.0} req/s)",
         bare.rps
