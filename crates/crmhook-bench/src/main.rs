@@ -7,10 +7,11 @@
 //!   and as JSON.
 //! - `crmhook-bench system` (in `system.rs`): ingest while 1 and 10 targets receive, at fixed
 //!   rates and at saturation: ingest/s, deliveries/s, ack and end-to-end latency, the server's
-//!   CPU per event, next to the bare handler.
+//!   CPU per event, next to the bare handler and, at fixed rates, the bare relay.
 //! - `crmhook-bench jetstream` (in `jetstream.rs`): the bare JetStream limit of cluster mode,
 //!   R3 publish with acknowledgement and a durable pull consumer, on a NATS cluster.
-//! - `crmhook-bench bare` runs only the bare handler; `crmhook-bench load` only the load.
+//! - `crmhook-bench bare` runs only the bare handler; `crmhook-bench relay` only the bare relay
+//!   (`relay.rs`, the floor of `system`'s CPU per event); `crmhook-bench load` only the load.
 //!
 //! The load generator is plain threads and sockets: one thread per connection, one request in
 //! flight per connection, latencies kept in full for exact percentiles.
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant};
 mod cluster;
 mod deliver;
 mod jetstream;
+mod relay;
 mod soak;
 mod sources;
 mod system;
@@ -138,6 +140,14 @@ enum Cmd {
         #[arg(long, default_value = "127.0.0.1:8090")]
         bind: String,
     },
+    /// Only the bare relay (`relay.rs`): answers 202 and sends each body on to `--to`.
+    Relay {
+        #[arg(long, default_value = "127.0.0.1:8091")]
+        bind: String,
+        /// Where each body is sent (repeat for more targets).
+        #[arg(long)]
+        to: Vec<String>,
+    },
     /// Only the load, against any URL.
     Load {
         #[arg(long)]
@@ -163,6 +173,7 @@ fn main() -> anyhow::Result<()> {
                 std::thread::park();
             }
         }
+        Cmd::Relay { bind, to } => relay::serve(&bind, to),
         Cmd::Load { url, token, connections, seconds, batch } => {
             let addr = url.trim_start_matches("http://").split('/').next().unwrap_or("").parse()?;
             let r = load(addr, &token, &bodies(batch), connections, Duration::from_secs(seconds))?;

@@ -15,7 +15,10 @@
 //!   divided by the events acknowledged;
 //! - the server's thread switches per event (`sw/ev`: voluntary and involuntary context switches
 //!   of all its threads, from `/proc/<pid>/task/*/status`), steadier than CPU time on a shared VM;
-//! - at saturation, the ingest ÷ the bare handler's requests/s (64 connections, same bodies).
+//! - at saturation, the ingest ÷ the bare handler's requests/s (64 connections, same bodies);
+//! - at a fixed rate, the same row against the bare relay first (`relay.rs`: answers 202 and
+//!   sends each body on with awc, nothing else, in its own process), and crmhook's CPU per event
+//!   ÷ the relay's (`cpu÷relay`): two HTTP exchanges per event are the floor of any relay.
 //!
 //! A 503 (backpressure, `max_delivery_lag_ms`, which the server takes from the environment of
 //! this command) is waited out as its `Retry-After: 1` asks.
@@ -382,29 +385,72 @@ pub(crate) fn measure_on(
     duration: Duration,
 ) -> anyhow::Result<Row> {
     let server = servers[0];
-    let run = format!(
-        "{label}r{}x{}",
-        match mode {
-            Mode::Rate(r) => r.to_string(),
-            Mode::Saturation => "max".into(),
-        },
-        targets
-    );
+    let run = run_name(label, targets, mode);
     let ids = live_targets(server, rcv, targets, &run)?;
     if servers.len() > 1 {
         wait_leased(server, &ids)?;
     }
     // Let the new target actors settle before the clock starts.
     std::thread::sleep(Duration::from_millis(300));
-    let pids: Vec<u32> = servers.iter().map(|s| s.pid()).collect();
-    let retries0 = retries(servers);
+    let subject = Subject {
+        pids: servers.iter().map(|s| s.pid()).collect(),
+        addrs: servers.iter().map(|s| s.addr).collect(),
+        retries: Box::new(|| retries(servers)),
+    };
+    let row = load_row(&subject, rcv, &run, targets, mode, duration)?;
+    for id in ids {
+        server.admin("DELETE", &format!("/v1/targets/{id}"), &json!({}))?;
+    }
+    Ok(row)
+}
+
+/// The same row against the bare relay (`relay.rs`), started for it in its own process and
+/// sending to `targets` paths of the receiver.
+fn measure_relay(rcv: &Receiver, targets: usize, mode: Mode, duration: Duration) -> anyhow::Result<Row> {
+    let run = run_name("relay-", targets, mode);
+    let to: Vec<String> = (0..targets).map(|i| format!("http://{}/{run}/t{i}", rcv.addr)).collect();
+    let relay = crate::relay::Relay::start(&to)?;
+    let subject = Subject { pids: vec![relay.pid()], addrs: vec![relay.addr], retries: Box::new(|| 0) };
+    load_row(&subject, rcv, &run, targets, mode, duration)
+}
+
+fn run_name(label: &str, targets: usize, mode: Mode) -> String {
+    format!(
+        "{label}r{}x{}",
+        match mode {
+            Mode::Rate(r) => r.to_string(),
+            Mode::Saturation => "max".into(),
+        },
+        targets
+    )
+}
+
+/// What a row loads and measures: its processes, where they listen, and how many attempts they
+/// have retried so far.
+struct Subject<'a> {
+    pids: Vec<u32>,
+    addrs: Vec<SocketAddr>,
+    retries: Box<dyn Fn() -> u64 + 'a>,
+}
+
+/// Offers the load to `subject`, waits for every delivery of every acknowledged event at the
+/// receiver's paths `/{run}/t{i}`, and measures the row.
+fn load_row(
+    subject: &Subject<'_>,
+    rcv: &Receiver,
+    run: &str,
+    targets: usize,
+    mode: Mode,
+    duration: Duration,
+) -> anyhow::Result<Row> {
+    let pids = &subject.pids;
+    let retries0 = (subject.retries)();
     let ticks0: u64 = pids.iter().map(|p| process_ticks(*p)).sum();
     let switches0: u64 = pids.iter().map(|p| context_switches(*p)).sum();
     let count0 = rcv.count.load(Ordering::Relaxed);
     let firsts0 = rcv.firsts.load(Ordering::Relaxed);
     let start = Instant::now();
-    let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
-    let (sent, tried) = offer(&addrs, &format!("{run}_"), mode, duration)?;
+    let (sent, tried) = offer(&subject.addrs, &format!("{run}_"), mode, duration)?;
     let load_s = start.elapsed().as_secs_f64();
     let delivered_during = rcv.count.load(Ordering::Relaxed) - count0;
     // Wait for every delivery of every acknowledged event.
@@ -441,12 +487,9 @@ pub(crate) fn measure_on(
     e2e.sort_by(f64::total_cmp);
     let mut ack: Vec<f64> = sent.iter().map(|s| s.acked.duration_since(s.at).as_secs_f64() * 1000.0).collect();
     ack.sort_by(f64::total_cmp);
-    for id in ids {
-        server.admin("DELETE", &format!("/v1/targets/{id}"), &json!({}))?;
-    }
     let cpu_s = ticks as f64 / clock_ticks_per_s();
     Ok(Row {
-        retries: retries(servers).saturating_sub(retries0),
+        retries: (subject.retries)().saturating_sub(retries0),
         targets,
         mode,
         sent: tried,
@@ -485,7 +528,7 @@ pub fn run(seconds: u64, offered: &[String], target_counts: &[usize]) -> anyhow:
         bare.rps
     );
     println!(
-        "{:>7} {:>7} | {:>9} {:>9} | {:>28} | {:>22} | {:>8} {:>5} {:>6} | {:>6}",
+        "{:>7} {:>7} | {:>9} {:>9} | {:>28} | {:>22} | {:>8} {:>5} {:>6} | {:>6} {:>9}",
         "targets",
         "offered",
         "ingest/s",
@@ -495,23 +538,46 @@ pub fn run(seconds: u64, offered: &[String], target_counts: &[usize]) -> anyhow:
         "cpu ms/ev",
         "cores",
         "sw/ev",
-        "÷bare"
+        "÷bare",
+        "cpu÷relay"
     );
     let mut rows = Vec::new();
     for &targets in target_counts {
         for &mode in &modes {
+            // At a fixed rate, the bare relay first: the floor of the CPU per event.
+            let relay = match mode {
+                Mode::Rate(_) => {
+                    let r = measure_relay(&rcv, targets, mode, duration)?;
+                    println!(
+                        "{:>7} {} {:>6.1} | {:>6}",
+                        format!("relay {targets}"),
+                        r.figures(),
+                        r.switches_per_event,
+                        "-"
+                    );
+                    r.print_shortfall();
+                    let mut row = r.json();
+                    row["bare_relay"] = json!(true);
+                    rows.push(row);
+                    Some(r)
+                }
+                Mode::Saturation => None,
+            };
             let r = measure(&server, &rcv, targets, mode, duration)?;
             let ratio = matches!(r.mode, Mode::Saturation).then(|| r.ingest_per_s / bare.rps);
+            let over_relay = relay.as_ref().map(|relay| r.cpu_ms_per_event / relay.cpu_ms_per_event.max(1e-9));
             println!(
-                "{:>7} {} {:>6.1} | {:>6}",
+                "{:>7} {} {:>6.1} | {:>6} {:>9}",
                 r.targets,
                 r.figures(),
                 r.switches_per_event,
-                ratio.map_or("-".into(), |x| format!("{:.0}%", x * 100.0))
+                ratio.map_or("-".into(), |x| format!("{:.0}%", x * 100.0)),
+                over_relay.map_or("-".into(), |x| format!("{x:.2}x")),
             );
             r.print_shortfall();
             let mut row = r.json();
             row["ingest_over_bare"] = json!(ratio);
+            row["cpu_over_relay"] = json!(over_relay);
             rows.push(row);
         }
     }
