@@ -14,9 +14,9 @@ use tokio::sync::{mpsc, Semaphore};
 
 /// Entries published whose acknowledgement is awaited, at most.
 const IN_FLIGHT: usize = 32;
-/// How long lazy ops (finished deliveries) wait for other ops to share their entry, as
-/// `crmhook_store::LAZY_HOLD_LIVE` on a single node: each entry costs a JetStream publish and a
-/// sled batch on every node.
+/// How long lazy ops (finished deliveries) wait for other ops to share their entry (a single
+/// node's held writes wait for the next ingest group up to `crmhook_store::LIVE_INGEST`): each
+/// entry costs a JetStream publish and a sled batch on every node.
 const LAZY_HOLD: std::time::Duration = std::time::Duration::from_millis(20);
 /// Most ops in one entry.
 const MAX_OPS: usize = 1024;

@@ -143,6 +143,33 @@ pub(crate) fn indexed() -> Vec<u8> {
     meta("indexed")
 }
 
+/// [`single_write_rank`]'s rank of a chunk.
+pub(crate) const CHUNK_RANK: u8 = 0;
+
+/// Where a key may come in a group written as single writes rather than one sled batch
+/// (`writer::apply`), or `None` if a group holding it must be one batch. sled recovers a prefix
+/// of its log (it stops at the first torn message), so a group whose writes go in rank order
+/// leaves a state after a crash that some earlier moment had too, or one that open repairs:
+/// chunks first (the head is read back from the last chunk at open), then the index postings
+/// (written again, the same, when the window fills again), `M indexed`, `M head`; of delivery
+/// state, `W` before the blocks it covers (a `W` ahead of its records only makes a restart
+/// check for records it will not find) and the cursor `C` after them (it passes only what is
+/// recorded); the charts' counts anywhere. Everything else (deduplication records, pending
+/// deliveries and attempts, configuration, audit, removals) keeps a batch.
+pub(crate) fn single_write_rank(k: &[u8]) -> Option<u8> {
+    match Tag::of(*k.first()?)? {
+        Tag::Event => Some(CHUNK_RANK),
+        Tag::TypeIndex | Tag::RecordIndex | Tag::KanbanIndex | Tag::SourceIndex => Some(1),
+        Tag::Meta if k == indexed() => Some(2),
+        Tag::Meta if k == head() => Some(3),
+        Tag::Scanned => Some(4),
+        Tag::Block => Some(5),
+        Tag::Cursor => Some(6),
+        Tag::Meta if k[1..].starts_with(b"stats:") => Some(7),
+        _ => None,
+    }
+}
+
 /// `M format`: the log format.
 pub(crate) fn format() -> Vec<u8> {
     meta("format")
@@ -390,6 +417,36 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn single_writes_go_chunks_first_and_the_cursor_after_the_records_it_passes() {
+        let target = TargetId::generate();
+        let rank = |k: Vec<u8>| single_write_rank(&k);
+        let chunk = rank(chunk(7)).expect("a chunk");
+        let postings = rank(at_seq(&text_prefix(Tag::TypeIndex, "crm_field_update"), 7)).expect("a posting");
+        let indexed = rank(indexed()).expect("indexed");
+        let head = rank(head()).expect("the head");
+        let scanned = rank(id_key(Tag::Scanned, target.as_str())).expect("W");
+        let block = rank(block_key(&target, Final::Delivered, 7)).expect("a block");
+        let cursor = rank(id_key(Tag::Cursor, target.as_str())).expect("C");
+        assert!(chunk < postings && postings < indexed && indexed < head);
+        assert!(scanned < block && block < cursor);
+        assert!(rank(meta("stats:ingest")).is_some());
+        // Whatever must stay atomic with the rest of its group keeps the group one batch.
+        for k in [
+            id_key(Tag::Idempotency, "key"),
+            id_key(Tag::External, "maia:00"),
+            pending(&target, 7),
+            attempt(&target, 7, 1),
+            id_key(Tag::Target, target.as_str()),
+            id_key(Tag::Disabled, target.as_str()),
+            format(),
+            meta("replicated"),
+            meta("token:admin"),
+        ] {
+            assert_eq!(rank(k.clone()), None, "{k:?}");
+        }
+    }
 
     #[test]
     fn the_tags_are_the_bytes_on_disk_and_each_is_one_keyspace() {

@@ -144,19 +144,30 @@
 //! # Writes and durability
 //!
 //! Every write goes through one writer thread. It takes whatever requests are queued (up to
-//! [`MAX_GROUP`]), applies them as one atomic sled batch, calls `flush` once, and only then
-//! answers each request. So many concurrent ingest requests share one flush (group commit), and
-//! no actix arbiter thread ever waits on a flush: callers await a oneshot answer.
+//! [`MAX_GROUP`]), applies them as one group, calls `flush` once, and only then answers each
+//! request. So many concurrent ingest requests share one flush (group commit), and no actix
+//! arbiter thread ever waits on a flush: callers await a oneshot answer.
+//!
+//! **How a group is applied.** A group is one atomic sled batch, except the common small ones:
+//! a group whose writes are all inserts of chunks, index postings, `M indexed`, `M head`, `W`,
+//! `L` blocks, `C` cursors and the charts' counts, with its events in one chunk (events posted
+//! without an `Idempotency-Key` or an event key, a few at a time; finished deliveries with their
+//! cursors), is applied as single inserts in an order where every prefix is a state the store
+//! can open (`keys::single_write_rank`: chunks, postings, `indexed`, the head; then `W`, blocks,
+//! cursors). sled recovers a prefix of its log (recovery stops at the first torn message), and
+//! a batch costs sled two writes of its log buffer on its thread pool (it seals the buffer around
+//! the batch's manifest) where single inserts cost only the flush's one: at 200 events/s this
+//! is 5 of the server's 19 thread switches per event and about 14% of its CPU (issue 18).
+//! Deduplication records, pending deliveries, attempts, configuration and every removal keep a
+//! batch, as does a group of more than one chunk, so that no request is ever logged half-way.
 //!
 //! A group holding only lazy delivery-state writes (a cursor move, a successful or dead
 //! delivery: states a crash can only roll back into a repetition) is applied without a flush;
 //! sled writes it within 500 ms, or with the next flush. The records of finished deliveries
-//! may also wait up to [`LAZY_HOLD`] (2 ms) for other writes, or up to [`LAZY_HOLD_LIVE`]
-//! (20 ms) while events are being logged, to ride with the next ingest group: every sled batch
-//! costs two writes of its log buffer on sled's thread pool (sled rolls its buffer before and
-//! after a batch), whatever the batch's size, so fewer, larger batches save a good part of the
-//! delivery path's CPU. A hold ends as soon as any other write comes; it never delays a durable
-//! one.
+//! (held writes) do not even wake the writer while events are being logged (a durable write
+//! within [`LIVE_INGEST`], 50 ms): they wait in a side queue (`writer::Lazy`) and ride with the
+//! next ingest group, or go alone when that period ends; otherwise they wait up to
+//! [`LAZY_HOLD`] (2 ms) for company. A hold never delays a durable write.
 //!
 //! # Recovery rules
 //!
@@ -165,8 +176,11 @@
 //! - A cursor moves only past deliveries that are finished or pending on disk, in the same
 //!   batch as (or after) the records that make them so; an attempt record and the pending entry
 //!   it replaces or removes are written in one batch too. After a crash the store is at a batch
-//!   boundary, so a target resumes from its cursor and pending entries: deliveries in flight at
-//!   the crash are attempted again (at least once).
+//!   boundary, or inside a group of single inserts at a point their order makes consistent
+//!   (the head is read back from the last chunk; a `W` ahead of its blocks only makes a
+//!   restart look for records it does not find), so a target resumes from its cursor and
+//!   pending entries: deliveries in flight at the crash are attempted again (at least once).
+//! - A request's events are in the log whole or not at all (one chunk or one batch).
 //! - sled 0.34's `flush` writes and fsyncs its log file, but does not fsync the directory or
 //!   metadata of newly created segment files. After a power loss (not a process crash) the
 //!   most recent writes may therefore be lost on some file systems; see `docs/RELIABILITY.md`.
@@ -233,14 +247,12 @@ pub use seal::SealKey;
 
 /// Most requests one group commit takes.
 pub const MAX_GROUP: usize = 1024;
-/// How long lazy writes (delivery state a crash can only roll back into a repetition) wait for
-/// other writes to share their sled batch.
+/// How long held writes (finished deliveries' records) wait for other writes to share their
+/// group when no events are being logged.
 pub const LAZY_HOLD: std::time::Duration = std::time::Duration::from_millis(2);
-/// How long they may wait instead while events are being logged (a durable write came within
-/// [`LIVE_INGEST`]): the next ingest group is then expected soon, and the held records ride
-/// with it rather than cost a sled batch of their own.
-pub const LAZY_HOLD_LIVE: std::time::Duration = std::time::Duration::from_millis(20);
-/// How recent a durable write must be for [`LAZY_HOLD_LIVE`] to apply.
+/// While events are being logged (a durable write came within this), held writes wait for the
+/// next ingest group, or at most until this long after the last durable write, without waking
+/// the writer.
 pub const LIVE_INGEST: std::time::Duration = std::time::Duration::from_millis(50);
 /// How many write requests may wait for the writer by default; past it ingest is refused (503).
 pub const QUEUE: usize = 4096;
@@ -315,6 +327,8 @@ pub(crate) struct Inner {
     pub(crate) db: sled::Db,
     pub(crate) tree: sled::Tree,
     pub(crate) tx: mpsc::Sender<Op>,
+    /// Held writes, taken by the writer with its next group (`writer::Lazy`).
+    pub(crate) lazy: Arc<writer::Lazy>,
     pub(crate) head: Arc<AtomicU64>,
     pub(crate) head_rx: watch::Receiver<u64>,
     pub(crate) writer: Mutex<Option<JoinHandle<()>>>,

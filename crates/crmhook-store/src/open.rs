@@ -64,12 +64,14 @@ impl Store {
             replica: replica.is_some(),
             config_tx,
         };
-        let handle = writer.spawn(rx)?;
+        let lazy = Arc::new(crate::writer::Lazy::default());
+        let handle = writer.spawn(rx, lazy.clone())?;
         Ok(Store {
             inner: Arc::new(Inner {
                 db,
                 tree,
                 tx,
+                lazy,
                 head: head_atomic,
                 head_rx,
                 writer: Mutex::new(Some(handle)),

@@ -1,8 +1,8 @@
 //! The writer thread: group commit. Every write goes through it (see the crate docs): it takes
-//! the requests queued (up to [`MAX_GROUP`]), holds a group of lazy writes only for up to
-//! [`LAZY_HOLD`], applies the group as one sled batch (new events numbered and cut into chunks,
-//! the changes to finished-delivery blocks, the index window when it fills), flushes if any of
-//! it must be durable, and then answers each request.
+//! the requests queued (up to [`MAX_GROUP`]) and the held writes waiting in [`Lazy`], applies
+//! the group (new events numbered and cut into chunks, the changes to finished-delivery blocks,
+//! the index window when it fills) as one sled batch or as ordered single inserts ([`apply`]),
+//! flushes if any of it must be durable, and then answers each request.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,9 +19,7 @@ use crate::finished::Blocks;
 use crate::index::IndexWindow;
 use crate::keys::{self, Tag};
 use crate::records::AckEntry;
-use crate::{
-    codec, Result, Store, StoreError, CHUNK_BYTES, CHUNK_EVENTS, LAZY_HOLD, LAZY_HOLD_LIVE, LIVE_INGEST, MAX_GROUP,
-};
+use crate::{codec, Result, Store, StoreError, CHUNK_BYTES, CHUNK_EVENTS, LAZY_HOLD, LIVE_INGEST, MAX_GROUP};
 
 /// A group commit that takes this long (applying the batch and flushing) is logged as a warning:
 /// every request of its group waited for it.
@@ -57,6 +55,8 @@ pub(crate) enum Op {
         last: bool,
     },
     Stop(oneshot::Sender<()>),
+    /// Wakes a writer asleep with held writes waiting in [`Lazy`] (and nothing else).
+    Nudge,
 }
 
 impl Op {
@@ -100,21 +100,72 @@ enum Reply {
     Write(oneshot::Sender<Result<()>>),
 }
 
-/// Lazy writes held for company, since when, and when the last durable write came.
-struct Hold {
+/// Held writes ([`When::Held`]: records nobody waits for) wait here rather than in the writer's
+/// queue, so that sending one does not wake the writer when it will take them anyway: while
+/// events are being logged (a durable write within [`LIVE_INGEST`]) the writer takes them with
+/// the next group, or when that period ends; otherwise they wait up to [`LAZY_HOLD`] for
+/// company. Only a writer asleep with nothing to wake it is woken ([`Op::Nudge`]). Each target
+/// has at most one held write at a time, so this holds no more than one write per target
+/// (and the charts' counts).
+#[derive(Default)]
+pub(crate) struct Lazy(Mutex<LazyState>);
+
+#[derive(Default)]
+struct LazyState {
     ops: Vec<Op>,
-    since: Instant,
-    last_durable: Option<Instant>,
+    /// When the oldest of `ops` came.
+    since: Option<Instant>,
+    /// The writer sleeps until a request comes: the next held write must nudge it.
+    writer_asleep: bool,
+    /// The writer has stopped: held writes are refused.
+    closed: bool,
 }
 
-impl Hold {
-    /// [`LAZY_HOLD_LIVE`] while events are being logged (the next ingest group is near), else
-    /// [`LAZY_HOLD`].
-    fn limit(&self) -> std::time::Duration {
-        match self.last_durable {
-            Some(at) if at.elapsed() < LIVE_INGEST => LAZY_HOLD_LIVE,
-            _ => LAZY_HOLD,
+impl Lazy {
+    fn state(&self) -> std::sync::MutexGuard<'_, LazyState> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Queues a held write; answers whether the writer must be nudged, or gives the write back
+    /// if the writer has stopped.
+    fn push(&self, op: Op) -> std::result::Result<bool, Op> {
+        let mut s = self.state();
+        if s.closed {
+            return Err(op);
         }
+        s.since.get_or_insert_with(Instant::now);
+        s.ops.push(op);
+        Ok(std::mem::take(&mut s.writer_asleep))
+    }
+
+    fn take(&self) -> Vec<Op> {
+        let mut s = self.state();
+        s.since = None;
+        std::mem::take(&mut s.ops)
+    }
+
+    /// When the writer must wake without a request: at the end of the live period, or when the
+    /// held writes have waited [`LAZY_HOLD`]; `None` (noted: the next held write nudges) when
+    /// nothing is held and the period is over.
+    fn wake_at(&self, live_until: Option<Instant>) -> Option<Instant> {
+        let mut s = self.state();
+        let now = Instant::now();
+        match (live_until.filter(|at| *at > now), s.since) {
+            (Some(at), _) => Some(at),
+            (None, Some(since)) => Some(since + LAZY_HOLD),
+            (None, None) => {
+                s.writer_asleep = true;
+                None
+            }
+        }
+    }
+
+    /// The writer stops: what is held is dropped (its requests answered `Closed`), and later
+    /// held writes are refused.
+    fn close(&self) {
+        let mut s = self.state();
+        s.closed = true;
+        s.ops.clear();
     }
 }
 
@@ -136,14 +187,14 @@ struct Group {
 
 impl Writer {
     /// Starts the writer thread on the requests of `rx`.
-    pub(crate) fn spawn(self, rx: mpsc::Receiver<Op>) -> Result<JoinHandle<()>> {
+    pub(crate) fn spawn(self, rx: mpsc::Receiver<Op>, lazy: Arc<Lazy>) -> Result<JoinHandle<()>> {
         std::thread::Builder::new()
             .name("crmhook-log-writer".into())
-            .spawn(move || self.run(rx))
+            .spawn(move || self.run(rx, &lazy))
             .map_err(|e| StoreError::Io(e.to_string()))
     }
 
-    fn run(mut self, mut rx: mpsc::Receiver<Op>) {
+    fn run(mut self, mut rx: mpsc::Receiver<Op>, lazy: &Lazy) {
         // Only to wait for the queue with a timeout while lazy writes are held.
         let timer = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
             Ok(rt) => rt,
@@ -152,14 +203,15 @@ impl Writer {
                 return;
             }
         };
-        let mut hold = Hold { ops: Vec::new(), since: Instant::now(), last_durable: None };
+        let mut last_durable = None;
         let mut stop = None;
         while stop.is_none() {
-            let Some(ops) = next_group(&mut rx, &timer, &mut hold) else { break };
+            let Some(ops) = next_group(&mut rx, &timer, lazy, &mut last_durable) else { break };
             for ops in restores_apart(ops) {
                 stop = self.commit(ops).or(stop);
             }
         }
+        lazy.close();
         let _ = self.db.flush();
         if let Some(done) = stop {
             let _ = done.send(());
@@ -183,7 +235,7 @@ impl Writer {
         let started = Instant::now();
         let mut applied_at = started;
         let result = logged.and_then(|()| {
-            self.tree.apply_batch(batch)?;
+            apply(&self.tree, batch, !self.replica)?;
             applied_at = Instant::now();
             if flush {
                 self.db.flush()?;
@@ -243,6 +295,7 @@ impl Writer {
     ) {
         match op {
             Op::Stop(done) => group.stop = Some(done),
+            Op::Nudge => {}
             Op::Write { writes, when, reply } => {
                 group.flush |= when == When::Flushed;
                 writes.into_batch(&mut group.batch, blocks, &self.tree, &mut self.requests);
@@ -407,46 +460,95 @@ impl Writer {
     }
 }
 
-/// The next group to commit: what is held and what is queued, up to [`MAX_GROUP`]. A group of
-/// lazy writes only waits (up to [`LAZY_HOLD`], or [`LAZY_HOLD_LIVE`] while events are being
-/// logged) for company: each sled batch costs two
-/// log-buffer writes on sled's thread pool, whatever its size. `None` once the queue is closed
-/// and nothing is held.
-fn next_group(rx: &mut mpsc::Receiver<Op>, timer: &Runtime, hold: &mut Hold) -> Option<Vec<Op>> {
+/// The next group to commit: what is queued, up to [`MAX_GROUP`], and every held write (see
+/// [`Lazy`]); held writes alone once their wait is over. Each sled batch costs two log-buffer
+/// writes on sled's thread pool and each wake-up of this thread a switch, so held writes ride
+/// with other groups where they can. `None` once the queue is closed and nothing is held.
+fn next_group(
+    rx: &mut mpsc::Receiver<Op>,
+    timer: &Runtime,
+    lazy: &Lazy,
+    last_durable: &mut Option<Instant>,
+) -> Option<Vec<Op>> {
     loop {
-        let next = if hold.ops.is_empty() {
-            Some(rx.blocking_recv()?)
-        } else {
-            let left = hold.limit().saturating_sub(hold.since.elapsed());
-            // `None`: the hold is over (or the queue closed: apply what is held first).
-            timer.block_on(async { tokio::time::timeout(left, rx.recv()).await.ok().flatten() })
+        let wake_at = lazy.wake_at(last_durable.map(|at| at + LIVE_INGEST));
+        let (next, closed) = match wake_at {
+            None => match rx.blocking_recv() {
+                Some(op) => (Some(op), false),
+                None => (None, true),
+            },
+            Some(at) => {
+                let at = tokio::time::Instant::from_std(at);
+                match timer.block_on(async { tokio::time::timeout_at(at, rx.recv()).await }) {
+                    Ok(Some(op)) => (Some(op), false),
+                    Ok(None) => (None, true),
+                    Err(_) => (None, false),
+                }
+            }
         };
-        let timed_out = next.is_none();
-        let was_holding = !hold.ops.is_empty();
-        let mut ops = std::mem::take(&mut hold.ops);
-        ops.extend(next);
+        let mut ops: Vec<Op> = next.into_iter().collect();
         while ops.len() < MAX_GROUP {
             match rx.try_recv() {
                 Ok(op) => ops.push(op),
                 Err(_) => break,
             }
         }
-        let lazy_only = ops.iter().all(|op| matches!(op, Op::Write { when: When::Held, .. }));
+        ops.retain(|op| !matches!(op, Op::Nudge));
         if ops
             .iter()
             .any(|op| matches!(op, Op::Append { .. } | Op::Entry { .. } | Op::Write { when: When::Flushed, .. }))
         {
-            hold.last_durable = Some(Instant::now());
+            *last_durable = Some(Instant::now());
         }
-        if lazy_only && !timed_out && ops.len() < MAX_GROUP {
-            if !was_holding {
-                hold.since = Instant::now();
-            }
-            hold.ops = ops;
-            continue;
+        let due = wake_at.is_some_and(|at| Instant::now() >= at);
+        if !ops.is_empty() || due || closed {
+            ops.extend(lazy.take());
         }
-        return Some(ops);
+        if !ops.is_empty() {
+            return Some(ops);
+        }
+        if closed {
+            return None;
+        }
     }
+}
+
+/// Applies a group's batch: as single writes in rank order when every write of it is an insert
+/// of a key with a [`keys::single_write_rank`], its events are in one chunk (and `singles`),
+/// else as one sled batch. A sled
+/// batch costs two writes of sled's log buffer on its thread pool (sled seals the buffer around
+/// the batch's manifest) where single writes cost the one of the next flush, and the groups
+/// that qualify are the common ones: events without idempotency keys, and finished deliveries
+/// with their cursor.
+fn apply(tree: &sled::Tree, batch: sled::Batch, singles: bool) -> Result<()> {
+    let mut writes = batch.into_writes();
+    let ranked: Option<Vec<u8>> =
+        writes.iter().map(|(k, v)| v.as_ref().and_then(|_| keys::single_write_rank(k))).collect();
+    // A group's events in one chunk: one insert, so that no request is ever logged half-way
+    // (a crash or a full disk between two chunks would keep the first).
+    let one_chunk = |ranks: &[u8]| ranks.iter().filter(|r| **r == keys::CHUNK_RANK).count() <= 1;
+    match ranked {
+        Some(ranks) if singles && one_chunk(&ranks) => {
+            let mut ordered: Vec<(u8, (sled::IVec, Option<sled::IVec>))> = ranks.into_iter().zip(writes).collect();
+            ordered.sort_by(|a, b| (a.0, &a.1 .0).cmp(&(b.0, &b.1 .0)));
+            for (_, (k, v)) in ordered {
+                if let Some(v) = v {
+                    tree.insert(k, v)?;
+                }
+            }
+        }
+        _ => {
+            let mut batch = sled::Batch::default();
+            for (k, v) in writes.drain(..) {
+                match v {
+                    Some(v) => batch.insert(k, v),
+                    None => batch.remove(k),
+                }
+            }
+            tree.apply_batch(batch)?;
+        }
+    }
+    Ok(())
 }
 
 /// A group cut after each entry that restores records: the ops after it read what it wrote
@@ -520,7 +622,15 @@ impl Store {
     /// Writes on this node only, also in replica mode (the console's charts' counts).
     pub(crate) async fn write_here(&self, writes: Writes, when: When) -> Result<()> {
         let (reply, rx) = oneshot::channel();
-        self.inner.tx.send(Op::Write { writes, when, reply }).await.map_err(|_| StoreError::Closed)?;
+        let op = Op::Write { writes, when, reply };
+        if when == When::Held {
+            if self.inner.lazy.push(op).map_err(|_| StoreError::Closed)? {
+                // Full: the writer is busy and takes what is held with its next group.
+                let _ = self.inner.tx.try_send(Op::Nudge);
+            }
+        } else {
+            self.inner.tx.send(op).await.map_err(|_| StoreError::Closed)?;
+        }
         rx.await.map_err(|_| StoreError::Closed)?
     }
 }
@@ -592,6 +702,34 @@ mod tests {
             let c = store.append(events(1), None).await.expect("append");
             assert_eq!(c[0].seq, 4);
             store.close().await;
+        });
+    }
+
+    #[test]
+    fn held_writes_are_answered_alone_with_an_ingest_and_refused_after_close() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        rt().block_on(async {
+            let store = Store::open(dir.path()).expect("open");
+            let id = crmhook_core::TargetId::generate();
+            let held = |seq: u64| {
+                let mut b = crate::DeliveryBatch::default();
+                b.cursor(&id, seq).expect("encode");
+                b
+            };
+            // Nothing else comes: the writer, asleep, is nudged.
+            store.write_deliveries_held(held(1)).await.expect("held write alone");
+            assert_eq!(store.cursor(&id).expect("read"), Some(1));
+            // Events are being logged: the held write rides with the next append (or goes when
+            // the live period ends); either way it is answered.
+            store.append(events(1), None).await.expect("append");
+            let (written, appended) = tokio::join!(store.write_deliveries_held(held(2)), store.append(events(1), None));
+            written.expect("held write beside an ingest");
+            appended.expect("append");
+            assert_eq!(store.cursor(&id).expect("read"), Some(2));
+            store.write_deliveries_held(held(3)).await.expect("held write after the ingest");
+            assert_eq!(store.cursor(&id).expect("read"), Some(3));
+            store.close().await;
+            assert!(matches!(store.write_deliveries_held(held(4)).await, Err(StoreError::Closed)));
         });
     }
 

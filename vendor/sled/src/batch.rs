@@ -51,6 +51,12 @@ impl Batch {
         self.writes.insert(key.into(), Some(value.into()));
     }
 
+    /// crmhook's patch (`vendor/README.md`): the batch's writes, in no particular order, for a
+    /// caller that applies them itself (one by one, in an order of its choosing).
+    pub fn into_writes(self) -> Vec<(IVec, Option<IVec>)> {
+        self.writes.into_iter().collect()
+    }
+
     /// Remove a key
     pub fn remove<K>(&mut self, key: K)
     where
