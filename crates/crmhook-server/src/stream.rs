@@ -11,7 +11,8 @@
 //!
 //! - One task, the **hub** ([`Streams::start`], on the arbiter that starts the server, not on
 //!   an HTTP worker), renders each new event and each attempt once into an SSE frame (`Bytes`)
-//!   and broadcasts it; every live stream sends that same frame. The hub keeps at most
+//!   and broadcasts it; every live stream sends that same frame. While no stream is open the
+//!   hub sleeps until one opens: it costs nothing per event. The hub keeps at most
 //!   [`FRAMES`] frames for streams that are behind, shared by all of them.
 //! - A stream that is behind (resumed with `after`, or too slow to keep up with the hub) reads
 //!   the log itself, at most [`CATCH_UP_BYTES`] (plus one event) per chunk; the next chunk is
@@ -76,6 +77,8 @@ struct Inner {
     closing: watch::Sender<bool>,
     open: AtomicUsize,
     max: usize,
+    /// Told when a stream opens: the hub, idle while none is open, starts following again.
+    opened: tokio::sync::Notify,
 }
 
 /// One open stream's place among the `max_streams`; given back when the stream's body is
@@ -102,6 +105,7 @@ impl Streams {
             closing: watch::channel(false).0,
             open: AtomicUsize::new(0),
             max: max_streams.max(1),
+            opened: tokio::sync::Notify::new(),
         });
         actix_rt::spawn(hub(inner.clone(), feed.subscribe(), inner.closing.subscribe()));
         Streams { inner }
@@ -124,6 +128,7 @@ impl Streams {
         // Subscribed before the start is read: every event past what the hub has published
         // comes as a frame; the ones before are read from the log.
         let frames = inner.frames.subscribe();
+        inner.opened.notify_one();
         let next_seq = after.unwrap_or_else(|| inner.store.head()).saturating_add(1);
         let state = State { inner: inner.clone(), next_seq, frames, closing: inner.closing.subscribe(), _slot: slot };
         let hello = futures_util::stream::once(async { Ok(Bytes::from_static(b": crmhook stream\nretry: 2000\n\n")) });
@@ -159,6 +164,19 @@ async fn hub(
     let mut head = inner.store.watch_head();
     let mut attempts_open = true;
     loop {
+        if inner.frames.receiver_count() == 0 {
+            // No stream: nothing to render, so the hub does not wake for each event and each
+            // attempt (it shares its thread with the router). A stream opened later reads what
+            // came meanwhile from the log (`published` is past it), and attempts made
+            // meanwhile are not streamed.
+            inner.published.store(inner.store.head(), Ordering::Release);
+            tokio::select! {
+                _ = closing.wait_for(|closing| *closing) => return,
+                () = inner.opened.notified() => {}
+            }
+            attempts = attempts.resubscribe();
+            continue;
+        }
         let target = inner.store.head();
         let mut next = inner.published.load(Ordering::Acquire).saturating_add(1);
         while next <= target {
