@@ -362,7 +362,8 @@ impl Writer {
     /// written out) and the head moves. After a failure, the seqs of a group that never reached
     /// the tree are given again.
     fn settle(&mut self, fresh: &[Event], first_seq: u64, written_out: Option<u64>, result: &Result<()>) {
-        // sled applies a batch whole or not at all: its first chunk tells.
+        // sled applies a batch whole or not at all, and a group of single inserts has one
+        // chunk, written first: its first chunk tells.
         let applied =
             !fresh.is_empty() && (result.is_ok() || self.tree.get(keys::chunk(first_seq)).ok().flatten().is_some());
         if applied {
