@@ -160,6 +160,11 @@ impl Lazy {
         }
     }
 
+    /// The writer woke from its sleep: held writes need not nudge it.
+    fn awake(&self) {
+        self.state().writer_asleep = false;
+    }
+
     /// The writer stops: what is held is dropped (its requests answered `Closed`), and later
     /// held writes are refused.
     fn close(&self) {
@@ -474,10 +479,12 @@ fn next_group(
     loop {
         let wake_at = lazy.wake_at(last_durable.map(|at| at + LIVE_INGEST));
         let (next, closed) = match wake_at {
-            None => match rx.blocking_recv() {
-                Some(op) => (Some(op), false),
-                None => (None, true),
-            },
+            None => {
+                let next = rx.blocking_recv();
+                lazy.awake();
+                let closed = next.is_none();
+                (next, closed)
+            }
             Some(at) => {
                 let at = tokio::time::Instant::from_std(at);
                 match timer.block_on(async { tokio::time::timeout_at(at, rx.recv()).await }) {
@@ -516,11 +523,10 @@ fn next_group(
 
 /// Applies a group's batch: as single writes in rank order when every write of it is an insert
 /// of a key with a [`keys::single_write_rank`], its events are in one chunk (and `singles`),
-/// else as one sled batch. A sled
-/// batch costs two writes of sled's log buffer on its thread pool (sled seals the buffer around
-/// the batch's manifest) where single writes cost the one of the next flush, and the groups
-/// that qualify are the common ones: events without idempotency keys, and finished deliveries
-/// with their cursor.
+/// else as one sled batch. A sled batch costs two writes of sled's log buffer (sled seals the
+/// buffer around the batch's manifest) where single writes cost the one of the next flush, and
+/// the groups that qualify are the common ones: events without idempotency keys, and finished
+/// deliveries with their cursor.
 fn apply(tree: &sled::Tree, batch: sled::Batch, singles: bool) -> Result<()> {
     let mut writes = batch.into_writes();
     let ranked: Option<Vec<u8>> =
