@@ -528,7 +528,7 @@ fn next_group(
 /// the groups that qualify are the common ones: events without idempotency keys, and finished
 /// deliveries with their cursor.
 fn apply(tree: &sled::Tree, batch: sled::Batch, singles: bool) -> Result<()> {
-    let mut writes = batch.into_writes();
+    let writes = batch.into_writes();
     let ranked: Option<Vec<u8>> =
         writes.iter().map(|(k, v)| v.as_ref().and_then(|_| keys::single_write_rank(k))).collect();
     // A group's events in one chunk: one insert, so that no request is ever logged half-way
@@ -546,7 +546,7 @@ fn apply(tree: &sled::Tree, batch: sled::Batch, singles: bool) -> Result<()> {
         }
         _ => {
             let mut batch = sled::Batch::default();
-            for (k, v) in writes.drain(..) {
+            for (k, v) in writes {
                 match v {
                     Some(v) => batch.insert(k, v),
                     None => batch.remove(k),
