@@ -34,11 +34,11 @@ mod support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -119,17 +119,7 @@ impl Node {
             cmd.env(k, v);
         }
         let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log).spawn().expect("crmhook runs");
-        let stdout = child.stdout.take().expect("stdout piped");
-        let lines = self.server.stdout.clone();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("listening on ").nth(1) {
-                    let _ = tx.send(addr.trim().to_owned());
-                }
-                lines.lock().expect("lock").push(line);
-            }
-        });
+        let rx = follow_stdout(&mut child, self.server.stdout.clone());
         match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(addr) => {
                 assert_eq!(addr, format!("127.0.0.1:{}", self.port), "{} listens where asked", self.name);

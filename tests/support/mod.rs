@@ -215,17 +215,7 @@ impl Server {
         }
         let mut child =
             cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).stdin(Stdio::null()).spawn().expect("crmhook runs");
-        let stdout = child.stdout.take().expect("stdout piped");
-        let lines = self.stdout.clone();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("listening on ").nth(1) {
-                    let _ = tx.send(addr.trim().to_owned());
-                }
-                lines.lock().expect("lock").push(line);
-            }
-        });
+        let rx = follow_stdout(&mut child, self.stdout.clone());
         let addr = rx.recv_timeout(Duration::from_secs(30)).expect("`listening on` within 30 s");
         self.base = format!("http://{addr}");
         self.child = Some(child);
@@ -790,4 +780,20 @@ fn serve_connection(stream: std::net::TcpStream, arrivals: &Arrivals, program: &
             return;
         }
     }
+}
+
+/// Reads a started `crmhook`'s stdout on a thread of its own, keeping every line in `lines`;
+/// the address of its `listening on` line comes on the answered channel.
+pub fn follow_stdout(child: &mut Child, lines: Arc<Mutex<Vec<String>>>) -> mpsc::Receiver<String> {
+    let stdout = child.stdout.take().expect("stdout piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(addr) = line.split("listening on ").nth(1) {
+                let _ = tx.send(addr.trim().to_owned());
+            }
+            lines.lock().expect("lock").push(line);
+        }
+    });
+    rx
 }
