@@ -10,7 +10,10 @@
 //! the subscriptions per target) are checked against every change before them.
 //!
 //! The router spreads the target actors over the delivery arbiters' [`Lane`]s (each owns its
-//! arbiter's awc client), and hands each actor its counters and the attempt feed.
+//! arbiter's awc client), and hands each actor its counters and the attempt feed. It runs on
+//! the first delivery arbiter, the one its first target's actor runs on: a move of the head
+//! then wakes one thread, not the router's and then the target's (issue 18: 9.7 → 8.7 thread
+//! switches per event at 200 events/s with one target).
 //!
 //! **Ownership** (cluster mode, issue 16). The router holds an entry for every target, with its
 //! configuration and subscriptions, on every node: the caps and the admin changes work
@@ -116,7 +119,7 @@ impl RouterHandle {
         let handle_store = store.clone();
         let lanes = arbiters.iter().map(|arbiter| Lane::start(arbiter, config.guard)).collect();
         let RouterConfig { max_targets, metrics, feed, ownership, .. } = config;
-        let addr = Router::create(move |ctx| {
+        let make = move |ctx: &mut Context<Router>| {
             ctx.set_mailbox_capacity(1024);
             let routed = store.head();
             let mut router = Router {
@@ -136,7 +139,12 @@ impl RouterHandle {
                 router.add(target, subs, disabled);
             }
             router
-        });
+        };
+        // On the first lane's arbiter (see the module's docs); on the caller's without lanes.
+        let addr = match arbiters.first() {
+            Some(arbiter) => Router::start_in_arbiter(arbiter, make),
+            None => Router::create(make),
+        };
         Ok(RouterHandle { addr, store: handle_store })
     }
 

@@ -54,13 +54,20 @@ pub(crate) const CACHED_CHUNKS: usize = 256;
 /// not cached.
 pub(crate) const CACHED_BYTES: usize = 32 * 1024 * 1024;
 
+impl ChunkCache {
+    /// The cached chunk whose seqs span `seq`.
+    pub(crate) fn holding(&self, seq: u64) -> Option<Arc<Vec<Event>>> {
+        self.slots.iter().rev().find(|c| c.first <= seq && seq <= c.last).map(|c| c.events.clone())
+    }
+}
+
 impl Store {
     /// The chunk that would hold `seq`, decoded (from the cache when it was read lately).
     pub(crate) fn chunk_at(&self, seq: u64) -> Result<Option<Arc<Vec<Event>>>> {
         let generation = match self.inner.chunks.lock() {
             Ok(cache) => {
-                if let Some(hit) = cache.slots.iter().find(|c| c.first <= seq && seq <= c.last) {
-                    return Ok(Some(hit.events.clone()));
+                if let Some(hit) = cache.holding(seq) {
+                    return Ok(Some(hit));
                 }
                 cache.generation
             }
