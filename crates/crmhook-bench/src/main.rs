@@ -11,7 +11,8 @@
 //! - `crmhook-bench jetstream` (in `jetstream.rs`): the bare JetStream limit of cluster mode,
 //!   R3 publish with acknowledgement and a durable pull consumer, on a NATS cluster.
 //! - `crmhook-bench bare` runs only the bare handler; `crmhook-bench relay` only the bare relay
-//!   (`relay.rs`, the floor of `system`'s CPU per event); `crmhook-bench load` only the load.
+//!   (`relay.rs`, the floor of `system`'s CPU per event; with `--durable`, the floor of a relay
+//!   that acknowledges only what is durable); `crmhook-bench load` only the load.
 //!
 //! The load generator is plain threads and sockets: one thread per connection, one request in
 //! flight per connection, latencies kept in full for exact percentiles.
@@ -147,6 +148,9 @@ enum Cmd {
         /// Where each body is sent (repeat for more targets).
         #[arg(long)]
         to: Vec<String>,
+        /// Answer 202 only once the body is durable in a sled database in this directory.
+        #[arg(long)]
+        durable: Option<PathBuf>,
     },
     /// Only the load, against any URL.
     Load {
@@ -173,7 +177,7 @@ fn main() -> anyhow::Result<()> {
                 std::thread::park();
             }
         }
-        Cmd::Relay { bind, to } => relay::serve(&bind, to),
+        Cmd::Relay { bind, to, durable } => relay::serve(&bind, to, durable),
         Cmd::Load { url, token, connections, seconds, batch } => {
             let addr = url.trim_start_matches("http://").split('/').next().unwrap_or("").parse()?;
             let r = load(addr, &token, &bodies(batch), connections, Duration::from_secs(seconds))?;

@@ -5,6 +5,13 @@
 //! it costs per event is two HTTP exchanges (one in, one out per target) and nothing else.
 //! `crmhook-bench system` runs it in its own process beside crmhook's rows at fixed rates, so
 //! that crmhook's CPU per event can be read against it (`cpu÷relay`).
+//!
+//! With `--durable DIR` it is the floor of a relay that acknowledges only what is durable, as
+//! crmhook does: each body is appended to a sled database in `DIR` by a writer thread of its
+//! own, with the same group commit as crmhook's log writer
+//! ([`crmhook_store::baseline::RawLog`]), and the 202 waits for that flush. Its cost over the
+//! bare relay is one hand-off to the writer and back, one sled insert and one flush per group
+//! (`cpu÷durable`).
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -14,22 +21,31 @@ use std::time::Duration;
 use anyhow::Context;
 
 /// Runs the relay on `bind` until killed, printing `listening on <addr>` once it listens.
-pub fn serve(bind: &str, to: Vec<String>) -> anyhow::Result<()> {
+pub fn serve(bind: &str, to: Vec<String>, durable: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     use actix_web::{web, App, HttpResponse, HttpServer};
     let _ = rustls::crypto::ring::default_provider().install_default();
     let listener = std::net::TcpListener::bind(bind)?;
     println!("listening on {}", listener.local_addr()?);
     let workers = std::thread::available_parallelism().map(usize::from).unwrap_or(2);
     let to = std::sync::Arc::new(to);
+    let log = match durable {
+        Some(dir) => Some(std::sync::Arc::new(crmhook_store::baseline::RawLog::open(&dir)?)),
+        None => None,
+    };
     actix_rt::System::new().block_on(async move {
         HttpServer::new(move || {
             let client = awc::Client::builder().disable_redirects().timeout(Duration::from_secs(10)).finish();
-            let to = to.clone();
+            let (to, log) = (to.clone(), log.clone());
             App::new().default_service(web::post().to(move |body: web::Bytes| {
-                let (client, to) = (client.clone(), to.clone());
+                let (client, to, log) = (client.clone(), to.clone(), log.clone());
                 async move {
                     if serde_json::from_slice::<serde_json::Value>(&body).is_err() {
                         return HttpResponse::BadRequest().finish();
+                    }
+                    if let Some(log) = log {
+                        if !log.append(body.to_vec()).await {
+                            return HttpResponse::ServiceUnavailable().finish();
+                        }
                     }
                     for url in to.iter() {
                         let send = client.post(url.as_str()).content_type("application/json").send_body(body.clone());
@@ -58,9 +74,13 @@ pub(crate) struct Relay {
 }
 
 impl Relay {
-    pub(crate) fn start(to: &[String]) -> anyhow::Result<Relay> {
+    /// Starts the relay sending to `to`; a durable one appends to a database in `durable`.
+    pub(crate) fn start(to: &[String], durable: Option<&std::path::Path>) -> anyhow::Result<Relay> {
         let mut command = Command::new(std::env::current_exe()?);
         command.args(["relay", "--bind", "127.0.0.1:0"]);
+        if let Some(dir) = durable {
+            command.arg("--durable").arg(dir);
+        }
         for url in to {
             command.args(["--to", url]);
         }

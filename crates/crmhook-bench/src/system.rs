@@ -18,7 +18,11 @@
 //! - at saturation, the ingest ÷ the bare handler's requests/s (64 connections, same bodies);
 //! - at a fixed rate, the same row against the bare relay first (`relay.rs`: answers 202 and
 //!   sends each body on with awc, nothing else, in its own process), and crmhook's CPU per event
-//!   ÷ the relay's (`cpu÷relay`): two HTTP exchanges per event are the floor of any relay.
+//!   ÷ the relay's (`cpu÷relay`): two HTTP exchanges per event are the floor of any relay;
+//!   then against the durable relay (`relay.rs --durable`: the same, but its 202 waits until a
+//!   writer thread has inserted the body into sled and flushed, crmhook's group commit without
+//!   anything else), and crmhook's CPU per event ÷ its (`cpu÷durable`): the floor of a relay
+//!   that acknowledges only what is durable, as crmhook must.
 //!
 //! A 503 (backpressure, `max_delivery_lag_ms`, which the server takes from the environment of
 //! this command) is waited out as its `Retry-After: 1` asks.
@@ -406,10 +410,12 @@ pub(crate) fn measure_on(
 
 /// The same row against the bare relay (`relay.rs`), started for it in its own process and
 /// sending to `targets` paths of the receiver.
-fn measure_relay(rcv: &Receiver, targets: usize, mode: Mode, duration: Duration) -> anyhow::Result<Row> {
-    let run = run_name("relay-", targets, mode);
+/// A durable relay (`--durable`) appends to a database in a directory of its own.
+fn measure_relay(rcv: &Receiver, targets: usize, mode: Mode, duration: Duration, durable: bool) -> anyhow::Result<Row> {
+    let run = run_name(if durable { "durable-" } else { "relay-" }, targets, mode);
     let to: Vec<String> = (0..targets).map(|i| format!("http://{}/{run}/t{i}", rcv.addr)).collect();
-    let relay = crate::relay::Relay::start(&to)?;
+    let dir = tempfile::tempdir()?;
+    let relay = crate::relay::Relay::start(&to, durable.then(|| dir.path()))?;
     let subject = Subject { pids: vec![relay.pid()], addrs: vec![relay.addr], retries: Box::new(|| 0) };
     load_row(&subject, rcv, &run, targets, mode, duration)
 }
@@ -528,7 +534,7 @@ pub fn run(seconds: u64, offered: &[String], target_counts: &[usize]) -> anyhow:
         bare.rps
     );
     println!(
-        "{:>7} {:>7} | {:>9} {:>9} | {:>28} | {:>22} | {:>8} {:>5} {:>6} | {:>6} {:>9}",
+        "{:>9} {:>7} | {:>9} {:>9} | {:>28} | {:>22} | {:>8} {:>5} {:>6} | {:>6} {:>9} {:>11}",
         "targets",
         "offered",
         "ingest/s",
@@ -539,45 +545,56 @@ pub fn run(seconds: u64, offered: &[String], target_counts: &[usize]) -> anyhow:
         "cores",
         "sw/ev",
         "÷bare",
-        "cpu÷relay"
+        "cpu÷relay",
+        "cpu÷durable"
     );
+    let over = |r: &Row, floor: &Option<Row>| floor.as_ref().map(|f| r.cpu_ms_per_event / f.cpu_ms_per_event.max(1e-9));
     let mut rows = Vec::new();
     for &targets in target_counts {
         for &mode in &modes {
-            // At a fixed rate, the bare relay first: the floor of the CPU per event.
-            let relay = match mode {
+            // At a fixed rate, the bare relay and the durable relay first: the floors of the
+            // CPU per event without and with a durable acknowledgement.
+            let (relay, durable) = match mode {
                 Mode::Rate(_) => {
-                    let r = measure_relay(&rcv, targets, mode, duration)?;
-                    println!(
-                        "{:>7} {} {:>6.1} | {:>6}",
-                        format!("relay {targets}"),
-                        r.figures(),
-                        r.switches_per_event,
-                        "-"
-                    );
-                    r.print_shortfall();
-                    let mut row = r.json();
-                    row["bare_relay"] = json!(true);
-                    rows.push(row);
-                    Some(r)
+                    let mut floors = Vec::new();
+                    for (durable, label) in [(false, "relay"), (true, "durable")] {
+                        let r = measure_relay(&rcv, targets, mode, duration, durable)?;
+                        println!(
+                            "{:>9} {} {:>6.1} | {:>6}",
+                            format!("{label} {targets}"),
+                            r.figures(),
+                            r.switches_per_event,
+                            "-"
+                        );
+                        r.print_shortfall();
+                        let mut row = r.json();
+                        row[if durable { "durable_relay" } else { "bare_relay" }] = json!(true);
+                        rows.push(row);
+                        floors.push(r);
+                    }
+                    let durable = floors.pop();
+                    (floors.pop(), durable)
                 }
-                Mode::Saturation => None,
+                Mode::Saturation => (None, None),
             };
             let r = measure(&server, &rcv, targets, mode, duration)?;
             let ratio = matches!(r.mode, Mode::Saturation).then(|| r.ingest_per_s / bare.rps);
-            let over_relay = relay.as_ref().map(|relay| r.cpu_ms_per_event / relay.cpu_ms_per_event.max(1e-9));
+            let (over_relay, over_durable) = (over(&r, &relay), over(&r, &durable));
+            let times = |x: Option<f64>| x.map_or("-".into(), |x| format!("{x:.2}x"));
             println!(
-                "{:>7} {} {:>6.1} | {:>6} {:>9}",
+                "{:>9} {} {:>6.1} | {:>6} {:>9} {:>11}",
                 r.targets,
                 r.figures(),
                 r.switches_per_event,
                 ratio.map_or("-".into(), |x| format!("{:.0}%", x * 100.0)),
-                over_relay.map_or("-".into(), |x| format!("{x:.2}x")),
+                times(over_relay),
+                times(over_durable),
             );
             r.print_shortfall();
             let mut row = r.json();
             row["ingest_over_bare"] = json!(ratio);
             row["cpu_over_relay"] = json!(over_relay);
+            row["cpu_over_durable_relay"] = json!(over_durable);
             rows.push(row);
         }
     }

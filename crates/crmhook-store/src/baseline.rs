@@ -67,3 +67,51 @@ pub fn raw_appends(
     let _ = writer.join();
     Ok(total as f64 / elapsed)
 }
+
+/// The bare limit of a durable log for `crmhook-bench relay --durable`: each body is one sled
+/// insert under a counter, made durable by the same group commit as the log writer's (one
+/// writer thread takes what is queued, inserts it and flushes once; each appender waits for
+/// its flush). Nothing else: no chunks, index, records or head.
+pub struct RawLog {
+    tx: mpsc::SyncSender<(Vec<u8>, tokio::sync::oneshot::Sender<bool>)>,
+}
+
+impl RawLog {
+    /// Opens a sled database in `dir` and starts its writer thread.
+    pub fn open(dir: &std::path::Path) -> Result<RawLog, StoreError> {
+        let db = sled::Config::new().path(dir).mode(sled::Mode::HighThroughput).open()?;
+        let tree = db.open_tree("baseline")?;
+        let (tx, rx) = mpsc::sync_channel::<(Vec<u8>, tokio::sync::oneshot::Sender<bool>)>(4096);
+        std::thread::Builder::new()
+            .name("raw-log-writer".into())
+            .spawn(move || {
+                let mut seq: u64 = 0;
+                while let Ok(first) = rx.recv() {
+                    let mut group = vec![first];
+                    while let Ok(more) = rx.try_recv() {
+                        group.push(more);
+                    }
+                    let mut written = true;
+                    for (body, _) in &group {
+                        seq += 1;
+                        written &= tree.insert(seq.to_be_bytes(), body.as_slice()).is_ok();
+                    }
+                    written &= db.flush().is_ok();
+                    for (_, done) in group {
+                        let _ = done.send(written);
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Io(e.to_string()))?;
+        Ok(RawLog { tx })
+    }
+
+    /// Appends `body`; answers once it is durable (false if it could not be written).
+    pub async fn append(&self, body: Vec<u8>) -> bool {
+        let (done, written) = tokio::sync::oneshot::channel();
+        if self.tx.send((body, done)).is_err() {
+            return false;
+        }
+        written.await.unwrap_or(false)
+    }
+}
