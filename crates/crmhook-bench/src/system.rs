@@ -548,38 +548,36 @@ pub fn run(seconds: u64, offered: &[String], target_counts: &[usize]) -> anyhow:
         "cpu÷relay",
         "cpu÷durable"
     );
-    let over = |r: &Row, floor: &Option<Row>| floor.as_ref().map(|f| r.cpu_ms_per_event / f.cpu_ms_per_event.max(1e-9));
+    let over = |r: &Row, floor: Option<&Row>| floor.map(|f| r.cpu_ms_per_event / f.cpu_ms_per_event.max(1e-9));
     let mut rows = Vec::new();
     for &targets in target_counts {
         for &mode in &modes {
             // At a fixed rate, the bare relay and the durable relay first: the floors of the
             // CPU per event without and with a durable acknowledgement.
-            let (relay, durable) = match mode {
-                Mode::Rate(_) => {
-                    let mut floors = Vec::new();
-                    for (durable, label) in [(false, "relay"), (true, "durable")] {
-                        let r = measure_relay(&rcv, targets, mode, duration, durable)?;
-                        println!(
-                            "{:>9} {} {:>6.1} | {:>6}",
-                            format!("{label} {targets}"),
-                            r.figures(),
-                            r.switches_per_event,
-                            "-"
-                        );
-                        r.print_shortfall();
-                        let mut row = r.json();
-                        row[if durable { "durable_relay" } else { "bare_relay" }] = json!(true);
-                        rows.push(row);
-                        floors.push(r);
-                    }
-                    let durable = floors.pop();
-                    (floors.pop(), durable)
-                }
-                Mode::Saturation => (None, None),
+            let mut floor = |durable: bool| -> anyhow::Result<Row> {
+                let r = measure_relay(&rcv, targets, mode, duration, durable)?;
+                let label = if durable { "durable" } else { "relay" };
+                println!(
+                    "{:>9} {} {:>6.1} | {:>6}",
+                    format!("{label} {targets}"),
+                    r.figures(),
+                    r.switches_per_event,
+                    "-"
+                );
+                r.print_shortfall();
+                let mut row = r.json();
+                row[if durable { "durable_relay" } else { "bare_relay" }] = json!(true);
+                rows.push(row);
+                Ok(r)
+            };
+            let floors = match mode {
+                Mode::Rate(_) => Some((floor(false)?, floor(true)?)),
+                Mode::Saturation => None,
             };
             let r = measure(&server, &rcv, targets, mode, duration)?;
             let ratio = matches!(r.mode, Mode::Saturation).then(|| r.ingest_per_s / bare.rps);
-            let (over_relay, over_durable) = (over(&r, &relay), over(&r, &durable));
+            let (over_relay, over_durable) =
+                (over(&r, floors.as_ref().map(|f| &f.0)), over(&r, floors.as_ref().map(|f| &f.1)));
             let times = |x: Option<f64>| x.map_or("-".into(), |x| format!("{x:.2}x"));
             println!(
                 "{:>9} {} {:>6.1} | {:>6} {:>9} {:>11}",

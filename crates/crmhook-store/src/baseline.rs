@@ -22,11 +22,7 @@ pub fn raw_appends(
     let (tx, rx) = mpsc::sync_channel::<(Vec<Vec<u8>>, mpsc::SyncSender<()>)>(4096);
     let writer = std::thread::spawn(move || {
         let mut seq: u64 = 0;
-        while let Ok(first) = rx.recv() {
-            let mut group = vec![first];
-            while let Ok(more) = rx.try_recv() {
-                group.push(more);
-            }
+        while let Some(group) = next_group(&rx) {
             let mut b = sled::Batch::default();
             for (records, _) in &group {
                 for r in records {
@@ -86,11 +82,7 @@ impl RawLog {
             .name("raw-log-writer".into())
             .spawn(move || {
                 let mut seq: u64 = 0;
-                while let Ok(first) = rx.recv() {
-                    let mut group = vec![first];
-                    while let Ok(more) = rx.try_recv() {
-                        group.push(more);
-                    }
+                while let Some(group) = next_group(&rx) {
                     let mut written = true;
                     for (body, _) in &group {
                         seq += 1;
@@ -114,4 +106,11 @@ impl RawLog {
         }
         written.await.unwrap_or(false)
     }
+}
+
+/// A writer's next group: the next request, waited for, and every one queued behind it.
+fn next_group<T>(rx: &mpsc::Receiver<T>) -> Option<Vec<T>> {
+    let mut group = vec![rx.recv().ok()?];
+    group.extend(rx.try_iter());
+    Some(group)
 }
