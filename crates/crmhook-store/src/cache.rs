@@ -59,6 +59,26 @@ impl ChunkCache {
     pub(crate) fn holding(&self, seq: u64) -> Option<Arc<Vec<Event>>> {
         self.slots.iter().rev().find(|c| c.first <= seq && seq <= c.last).map(|c| c.events.clone())
     }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Caches the chunk keyed `first` (its encoded size `bytes`), unless a compaction happened
+    /// since `generation` was read (it may have changed it) or it is too large; the oldest
+    /// chunks go to keep the bounds.
+    pub(crate) fn insert(&mut self, first: u64, events: Arc<Vec<Event>>, bytes: usize, generation: u64) {
+        let Some(last) = events.last().map(|e| e.seq) else { return };
+        if self.generation != generation || bytes > CACHED_BYTES / 4 || self.holding(first).is_some() {
+            return;
+        }
+        self.slots.push_back(CachedChunk { first, last, events, bytes });
+        self.bytes += bytes;
+        while self.slots.len() > CACHED_CHUNKS || self.bytes > CACHED_BYTES {
+            let Some(oldest) = self.slots.pop_front() else { break };
+            self.bytes -= oldest.bytes;
+        }
+    }
 }
 
 impl Store {
@@ -93,23 +113,14 @@ impl Store {
             }
         }
         let events: Arc<Vec<Event>> = Arc::new(codec::decode_events(v)?);
-        if let (Some(first), Some(last), Ok(mut cache)) =
-            (first, events.last().map(|e| e.seq), self.inner.chunks.lock())
-        {
-            if cache.generation == generation && v.len() <= CACHED_BYTES / 4 {
-                cache.slots.push_back(CachedChunk { first, last, events: events.clone(), bytes: v.len() });
-                cache.bytes += v.len();
-                while cache.slots.len() > CACHED_CHUNKS || cache.bytes > CACHED_BYTES {
-                    let Some(oldest) = cache.slots.pop_front() else { break };
-                    cache.bytes -= oldest.bytes;
-                }
-            }
+        if let (Some(first), Ok(mut cache)) = (first, self.inner.chunks.lock()) {
+            cache.insert(first, events.clone(), v.len(), generation);
         }
         Ok(events)
     }
 
     pub(crate) fn chunk_generation(&self) -> u64 {
-        self.inner.chunks.lock().map_or(u64::MAX, |c| c.generation)
+        self.inner.chunks.lock().map_or(u64::MAX, |c| c.generation())
     }
 
     /// Forgets every cached chunk: some changed (compaction). A chunk read before this is not

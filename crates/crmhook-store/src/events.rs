@@ -165,7 +165,8 @@ mod tests {
     }
 
     /// Reading from the cache of decoded chunks, from sled, or from both in turn, the log from
-    /// any seq on reads the same.
+    /// any seq on reads the same; and the chunks the writer put in the cache as it logged them
+    /// are the events sled gives back.
     #[test]
     fn reads_from_any_seq_alike_whatever_the_cache_holds() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -177,6 +178,11 @@ mod tests {
             }
             let head = store.head();
             assert_eq!(head, 13);
+            let logged: Vec<crmhook_core::Event> = store.events_from(1).map(|e| e.expect("event")).collect();
+            assert_eq!(store.inner.chunks.lock().expect("lock").holding(head).map(|c| c.len()), Some(1));
+            store.forget_chunks();
+            let read_back: Vec<crmhook_core::Event> = store.events_from(1).map(|e| e.expect("event")).collect();
+            assert_eq!(logged, read_back);
             let expected = |from: u64| (from..=head).collect::<Vec<_>>();
             // Nothing cached; then some chunks cached, with gaps between them; then all.
             for cached in [vec![], vec![2, 7, 8, 13], (1..=head).collect()] {

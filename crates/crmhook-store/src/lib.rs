@@ -334,7 +334,8 @@ pub(crate) struct Inner {
     pub(crate) writer: Mutex<Option<JoinHandle<()>>>,
     /// The last group commit failed (disk full, I/O error); cleared by the next success.
     pub(crate) failing: Arc<AtomicBool>,
-    pub(crate) chunks: Mutex<ChunkCache>,
+    /// Shared with the log writer, which puts the chunks it logs in.
+    pub(crate) chunks: Arc<Mutex<ChunkCache>>,
     pub(crate) window: Arc<Mutex<IndexWindow>>,
     pub(crate) unrecorded: Mutex<std::collections::HashMap<TargetId, Unrecorded>>,
     /// How targets' and sources' secrets are kept (sealed with the key, or not).

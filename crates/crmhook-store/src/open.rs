@@ -50,6 +50,7 @@ impl Store {
         let (tx, rx) = mpsc::channel(queue.max(1));
         let (config_tx, config_rx) = watch::channel(0);
         let failing = Arc::new(AtomicBool::new(false));
+        let chunks = Arc::new(Mutex::new(crate::cache::ChunkCache::default()));
         let writer = Writer {
             db: db.clone(),
             tree: tree.clone(),
@@ -63,6 +64,7 @@ impl Store {
             requests: crmhook_core::time::now_ms() << 16,
             replica: replica.is_some(),
             config_tx,
+            chunks: chunks.clone(),
         };
         let lazy = Arc::new(crate::writer::Lazy::default());
         let handle = writer.spawn(rx, lazy.clone())?;
@@ -76,7 +78,7 @@ impl Store {
                 head_rx,
                 writer: Mutex::new(Some(handle)),
                 failing,
-                chunks: Mutex::default(),
+                chunks,
                 window,
                 unrecorded: Mutex::default(),
                 seal,

@@ -15,6 +15,7 @@ use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::batch::{Write, Writes};
+use crate::cache::ChunkCache;
 use crate::finished::Blocks;
 use crate::index::IndexWindow;
 use crate::keys::{self, Tag};
@@ -93,6 +94,9 @@ pub(crate) struct Writer {
     pub(crate) replica: bool,
     /// Moves after a group that changed targets or subscriptions in an entry (replica mode).
     pub(crate) config_tx: watch::Sender<u64>,
+    /// The store's cache of decoded chunks: the chunks a group logs go in before the head
+    /// moves, so that the router and the targets read what was just logged without sled.
+    pub(crate) chunks: Arc<Mutex<ChunkCache>>,
 }
 
 enum Reply {
@@ -230,9 +234,12 @@ impl Writer {
         let (group, blocks) = self.gather(ops);
         let Group { mut batch, replies, fresh, first_seq, mut flush, config, restored, stop } = group;
         let mut written_out = None;
+        let mut chunks = Vec::new();
+        // Read before the chunks reach sled: a compaction after it may change them.
+        let generation = self.chunks.lock().map_or(u64::MAX, |c| c.generation());
         let logged = blocks.into_batch(&mut batch).and_then(|()| {
             if !fresh.is_empty() {
-                written_out = self.log_events(&mut batch, &fresh)?;
+                (written_out, chunks) = self.log_events(&mut batch, &fresh)?;
             }
             Ok(())
         });
@@ -259,6 +266,9 @@ impl Writer {
             );
         }
         self.failing.store(result.is_err(), Ordering::Release);
+        if result.is_ok() {
+            self.cache_chunks(&fresh, chunks, generation);
+        }
         self.settle(&fresh, first_seq, written_out, &result);
         if restored && result.is_ok() {
             self.read_back();
@@ -352,15 +362,27 @@ impl Writer {
 
     /// Adds a group's new events to its batch: their chunks, the head, and the index window
     /// if they fill it; answers the last seq written out then.
-    fn log_events(&self, batch: &mut sled::Batch, fresh: &[Event]) -> Result<Option<u64>> {
-        write_log(batch, fresh)?;
+    /// Queues a group's events (chunks, head, index postings); answers how far the index window
+    /// was written out, if it was, and the chunks written ([`write_log`]).
+    fn log_events(&self, batch: &mut sled::Batch, fresh: &[Event]) -> Result<(Option<u64>, Vec<Chunk>)> {
+        let chunks = write_log(batch, fresh)?;
         batch.insert(keys::head(), codec::encode(&(self.next_seq - 1))?);
         let window = self.window.lock().map_err(|_| StoreError::Io("index window lock poisoned".into()))?;
         if let Some((writes, last)) = window.write_out(fresh)? {
             writes.into_batch(batch, &mut Blocks::default(), &self.tree, &mut 0); // postings only: no requests
-            return Ok(Some(last));
+            return Ok((Some(last), chunks));
         }
-        Ok(None)
+        Ok((None, chunks))
+    }
+
+    /// Puts the chunks a group wrote into the store's cache of decoded chunks (unless a
+    /// compaction happened since `generation`).
+    fn cache_chunks(&self, fresh: &[Event], chunks: Vec<Chunk>, generation: u64) {
+        let Ok(mut cache) = self.chunks.lock() else { return };
+        for Chunk { events, bytes } in chunks {
+            let Some(first) = fresh.get(events.start).map(|e| e.seq) else { continue };
+            cache.insert(first, Arc::new(fresh[events].to_vec()), bytes, generation);
+        }
     }
 
     /// After a group's batch: the index window takes its events (or starts anew after the ones
@@ -597,9 +619,15 @@ fn answer(replies: Vec<Reply>, result: &Result<()>) {
     }
 }
 
-/// Writes the events of one group commit (consecutive seqs) as chunks, and their index
-/// postings.
-pub(crate) fn write_log(batch: &mut sled::Batch, events: &[Event]) -> Result<()> {
+/// A chunk [`write_log`] wrote: which of the group's events, and its encoded size.
+pub(crate) struct Chunk {
+    events: std::ops::Range<usize>,
+    bytes: usize,
+}
+
+/// Writes the events of one group commit (consecutive seqs) as chunks; answers the chunks.
+pub(crate) fn write_log(batch: &mut sled::Batch, events: &[Event]) -> Result<Vec<Chunk>> {
+    let mut chunks = Vec::new();
     let mut start = 0;
     while start < events.len() {
         let mut end = start;
@@ -608,10 +636,12 @@ pub(crate) fn write_log(batch: &mut sled::Batch, events: &[Event]) -> Result<()>
             bytes += events[end].payload.len();
             end += 1;
         }
-        batch.insert(keys::chunk(events[start].seq), codec::encode_events(&events[start..end])?);
+        let encoded = codec::encode_events(&events[start..end])?;
+        chunks.push(Chunk { events: start..end, bytes: encoded.len() });
+        batch.insert(keys::chunk(events[start].seq), encoded);
         start = end;
     }
-    Ok(())
+    Ok(chunks)
 }
 
 impl Store {
