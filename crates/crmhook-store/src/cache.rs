@@ -1,5 +1,5 @@
-//! The chunk cache: decoded chunks of the log recently read, shared by every reader, and
-//! [`EventRef`], an event shared with it rather than copied.
+//! The chunk cache: decoded chunks of the log recently logged or read, shared by every reader,
+//! and [`EventRef`], an event shared with it rather than copied.
 
 use std::sync::Arc;
 
@@ -8,10 +8,12 @@ use crmhook_core::Event;
 use crate::keys::{self, Key, Tag};
 use crate::{codec, Result, Store};
 
-/// Decoded chunks recently read, shared by every reader: a target delivering what was just
-/// ingested reads the same few chunks many times, and a hit does not touch sled at all.
-/// Chunks change only when a compaction removes events from them: it clears the cache and
-/// moves `generation` on, and a chunk read before that is not cached after it.
+/// Decoded chunks recently logged or read, shared by every reader: a target delivering what
+/// was just ingested reads the same few chunks many times, and a hit does not touch sled at
+/// all. The log writer puts each chunk it logs in before the head moves past it, so the
+/// router and the targets read the log's tail from here. Chunks change only when a compaction
+/// removes events from them: it clears the cache and moves `generation` on, and a chunk read
+/// (or logged) before that is not cached after it.
 /// Bounded by count ([`CACHED_CHUNKS`]) and by bytes ([`CACHED_BYTES`]): the oldest chunk
 /// cached goes first.
 #[derive(Default)]
