@@ -66,6 +66,13 @@ impl ChunkCache {
         self.generation
     }
 
+    /// Forgets every chunk (some changed); one read or logged before this is not cached after.
+    pub(crate) fn forget(&mut self) {
+        self.generation += 1;
+        self.slots.clear();
+        self.bytes = 0;
+    }
+
     /// Caches the chunk keyed `first` (its encoded size `bytes`), unless a compaction happened
     /// since `generation` was read (it may have changed it) or it is too large; the oldest
     /// chunks go to keep the bounds.
@@ -129,9 +136,7 @@ impl Store {
     /// cached after it.
     pub(crate) fn forget_chunks(&self) {
         if let Ok(mut cache) = self.inner.chunks.lock() {
-            cache.generation += 1;
-            cache.slots.clear();
-            cache.bytes = 0;
+            cache.forget();
         }
     }
 }

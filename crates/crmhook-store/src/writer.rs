@@ -271,6 +271,10 @@ impl Writer {
         }
         self.settle(&fresh, first_seq, written_out, &result);
         if restored && result.is_ok() {
+            // Restored records may hold chunks the cache holds as they were before.
+            if let Ok(mut cache) = self.chunks.lock() {
+                cache.forget();
+            }
             self.read_back();
         }
         if config && result.is_ok() {
@@ -360,8 +364,6 @@ impl Writer {
         }
     }
 
-    /// Adds a group's new events to its batch: their chunks, the head, and the index window
-    /// if they fill it; answers the last seq written out then.
     /// Queues a group's events (chunks, head, index postings); answers how far the index window
     /// was written out, if it was, and the chunks written ([`write_log`]).
     fn log_events(&self, batch: &mut sled::Batch, fresh: &[Event]) -> Result<(Option<u64>, Vec<Chunk>)> {
