@@ -266,10 +266,7 @@ impl Writer {
             );
         }
         self.failing.store(result.is_err(), Ordering::Release);
-        if result.is_ok() {
-            self.cache_chunks(&fresh, chunks, generation);
-        }
-        self.settle(&fresh, first_seq, written_out, &result);
+        self.settle(fresh, (chunks, generation), first_seq, written_out, &result);
         if restored && result.is_ok() {
             // Restored records may hold chunks the cache holds as they were before.
             if let Ok(mut cache) = self.chunks.lock() {
@@ -377,20 +374,30 @@ impl Writer {
         Ok((None, chunks))
     }
 
-    /// Puts the chunks a group wrote into the store's cache of decoded chunks (unless a
-    /// compaction happened since `generation`).
-    fn cache_chunks(&self, fresh: &[Event], chunks: Vec<Chunk>, generation: u64) {
+    /// Moves a group's events, as the chunks it wrote, into the store's cache of decoded chunks
+    /// (unless a compaction happened since `generation`).
+    fn cache_chunks(&self, fresh: Vec<Event>, chunks: Vec<Chunk>, generation: u64) {
         let Ok(mut cache) = self.chunks.lock() else { return };
+        let mut fresh = fresh.into_iter();
         for Chunk { events, bytes } in chunks {
-            let Some(first) = fresh.get(events.start).map(|e| e.seq) else { continue };
-            cache.insert(first, Arc::new(fresh[events].to_vec()), bytes, generation);
+            let chunk: Vec<Event> = fresh.by_ref().take(events).collect();
+            let Some(first) = chunk.first().map(|e| e.seq) else { continue };
+            cache.insert(first, Arc::new(chunk), bytes, generation);
         }
     }
 
     /// After a group's batch: the index window takes its events (or starts anew after the ones
-    /// written out) and the head moves. After a failure, the seqs of a group that never reached
-    /// the tree are given again.
-    fn settle(&mut self, fresh: &[Event], first_seq: u64, written_out: Option<u64>, result: &Result<()>) {
+    /// written out), the cache of decoded chunks takes the chunks written (`logged`, with the
+    /// cache's generation read before they were) and the head moves. After a failure, the seqs
+    /// of a group that never reached the tree are given again.
+    fn settle(
+        &mut self,
+        fresh: Vec<Event>,
+        logged: (Vec<Chunk>, u64),
+        first_seq: u64,
+        written_out: Option<u64>,
+        result: &Result<()>,
+    ) {
         // sled applies a batch whole or not at all, and a group of single inserts has one
         // chunk, written first: its first chunk tells.
         let applied =
@@ -399,12 +406,14 @@ impl Writer {
             if let Ok(mut window) = self.window.lock() {
                 match written_out {
                     Some(last) => window.written_out(last),
-                    None => window.add(fresh),
+                    None => window.add(&fresh),
                 }
             }
         }
         match result {
             Ok(()) => {
+                // Before the head moves: whoever the move wakes reads these from the cache.
+                self.cache_chunks(fresh, logged.0, logged.1);
                 let head = self.next_seq - 1;
                 if head >= first_seq {
                     self.head.store(head, Ordering::Release);
@@ -621,9 +630,10 @@ fn answer(replies: Vec<Reply>, result: &Result<()>) {
     }
 }
 
-/// A chunk [`write_log`] wrote: which of the group's events, and its encoded size.
+/// A chunk [`write_log`] wrote: how many of the group's events (the chunks follow each other
+/// from its first), and its encoded size.
 pub(crate) struct Chunk {
-    events: std::ops::Range<usize>,
+    events: usize,
     bytes: usize,
 }
 
@@ -639,7 +649,7 @@ pub(crate) fn write_log(batch: &mut sled::Batch, events: &[Event]) -> Result<Vec
             end += 1;
         }
         let encoded = codec::encode_events(&events[start..end])?;
-        chunks.push(Chunk { events: start..end, bytes: encoded.len() });
+        chunks.push(Chunk { events: end - start, bytes: encoded.len() });
         batch.insert(keys::chunk(events[start].seq), encoded);
         start = end;
     }
