@@ -17,6 +17,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// HTTP worker threads (default: the machine's parallelism).
     pub workers: usize,
+    /// Linux: `crmhook serve` runs its threads under SCHED_BATCH (the binary sets it before
+    /// any thread starts; docs/PERFORMANCE.md, "Scheduling").
+    pub sched_batch: bool,
     /// Write requests that may wait for the log writer; past it ingest answers 503.
     pub ingest_queue: usize,
     /// Bytes of ingest bodies in memory at once; past it ingest answers 503.
@@ -82,6 +85,7 @@ impl Default for Config {
             max_targets: 10,
             max_body_bytes: 1_048_576,
             workers: std::thread::available_parallelism().map(usize::from).unwrap_or(2),
+            sched_batch: true,
             ingest_queue: crmhook_store::QUEUE,
             ingest_buffer_bytes: 64 * 1024 * 1024,
             retention_days: 30,

@@ -28,7 +28,7 @@ pub struct Flags {
 }
 
 /// The keys, in the order the contract lists them.
-pub const KEYS: [&str; 32] = [
+pub const KEYS: [&str; 33] = [
     "bind",
     "data_dir",
     "admin_token",
@@ -37,6 +37,7 @@ pub const KEYS: [&str; 32] = [
     "max_targets",
     "max_body_bytes",
     "workers",
+    "sched_batch",
     "ingest_queue",
     "ingest_buffer_bytes",
     "retention_days",
@@ -160,6 +161,11 @@ fn set(config: &mut Config, key: &str, value: &str, origin: &str) -> Result<(), 
             Ok(Some(v.to_owned()))
         }
     };
+    let boolean = || match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(err(format!("{value:?} is not true or false"))),
+    };
     match key {
         "bind" => {
             config.bind =
@@ -169,13 +175,8 @@ fn set(config: &mut Config, key: &str, value: &str, origin: &str) -> Result<(), 
         "data_dir" => config.data_dir = PathBuf::from(value.trim()),
         "admin_token" => config.admin_token = token()?,
         "ingest_token" => config.ingest_token = token()?,
-        "allow_private_targets" => {
-            config.allow_private_targets = match value.trim().to_ascii_lowercase().as_str() {
-                "true" | "1" | "yes" | "on" => true,
-                "false" | "0" | "no" | "off" => false,
-                _ => return Err(err(format!("{value:?} is not true or false"))),
-            }
-        }
+        "allow_private_targets" => config.allow_private_targets = boolean()?,
+        "sched_batch" => config.sched_batch = boolean()?,
         "max_targets" => config.max_targets = int(1)?,
         "max_body_bytes" => config.max_body_bytes = int(64)?,
         "workers" => config.workers = int(1)?,
@@ -331,6 +332,18 @@ mod tests {
         let same =
             env(&[("CRMHOOK_ADMIN_TOKEN", "tok_0123456789abcdef"), ("CRMHOOK_INGEST_TOKEN", "tok_0123456789abcdef")]);
         assert_eq!(load(&Flags::default(), &same).unwrap_err().key, "ingest_token");
+    }
+
+    #[test]
+    fn sched_batch_is_on_unless_turned_off() {
+        assert!(load(&Flags::default(), &env(&[])).unwrap().sched_batch);
+        assert!(!load(&Flags::default(), &env(&[("CRMHOOK_SCHED_BATCH", "off")])).unwrap().sched_batch);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "sched_batch = false\n").unwrap();
+        assert!(!load(&Flags { config_file: Some(file), ..Flags::default() }, &env(&[])).unwrap().sched_batch);
+        let e = load(&Flags::default(), &env(&[("CRMHOOK_SCHED_BATCH", "maybe")])).unwrap_err();
+        assert_eq!(e.key, "sched_batch");
     }
 
     #[test]
