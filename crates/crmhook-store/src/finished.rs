@@ -4,6 +4,8 @@
 //! the reads here answer a delivery's final attempt and a target's last success, and move a
 //! target's finished attempts to `A` keys when it is deleted.
 
+use std::collections::HashMap;
+
 use crmhook_core::TargetId;
 
 use crate::batch::Writes;
@@ -27,15 +29,55 @@ pub(crate) fn held_attempt(value: &[u8]) -> Result<Option<Attempt>> {
     codec::decode_attempt(value).map(Some)
 }
 
+/// The most blocks [`KeptBlocks`] holds; past it, it starts again empty.
+const KEPT_BLOCKS: usize = 256;
+
+type Entries = Vec<(u64, Attempt)>;
+
 /// The `L` blocks one group of writes changes, as it leaves them. Every change to a block goes
 /// through the writer thread (the only writer of `L` keys but compaction, which only removes
 /// blocks nothing can write to again), which reads a block, changes it and writes it whole.
+/// A block the writer wrote lately comes from its [`KeptBlocks`] instead of sled.
 #[derive(Default)]
-pub(crate) struct Blocks(std::collections::HashMap<Vec<u8>, Vec<(u64, Attempt)>>);
+pub(crate) struct Blocks {
+    changed: HashMap<Vec<u8>, Entries>,
+    kept: KeptBlocks,
+}
+
+/// The `L` blocks as the writer thread last wrote them (a target's current block of each
+/// state, mostly), so that the next record for a block costs neither a read nor its decoding.
+/// What is kept is what the tree holds: the writer keeps the blocks of a group only once the
+/// group is applied, and starts again empty after a group that failed or restored records, and
+/// once compaction has run (its `generation`, the chunk cache's: compaction removes blocks).
+#[derive(Default)]
+pub(crate) struct KeptBlocks {
+    blocks: HashMap<Vec<u8>, Entries>,
+    generation: u64,
+}
+
+impl KeptBlocks {
+    /// These blocks, if nothing compacted since they were kept; else none.
+    pub(crate) fn at(self, generation: u64) -> KeptBlocks {
+        if self.generation == generation {
+            self
+        } else {
+            KeptBlocks { blocks: HashMap::new(), generation }
+        }
+    }
+}
 
 impl Blocks {
-    pub(crate) fn entries(&mut self, tree: &sled::Tree, k: Vec<u8>) -> &mut Vec<(u64, Attempt)> {
-        self.0.entry(k).or_insert_with_key(|k| {
+    /// Blocks that read the blocks `kept` holds from it.
+    pub(crate) fn with(kept: KeptBlocks) -> Blocks {
+        Blocks { changed: HashMap::new(), kept }
+    }
+
+    pub(crate) fn entries(&mut self, tree: &sled::Tree, k: Vec<u8>) -> &mut Entries {
+        let kept = &mut self.kept.blocks;
+        self.changed.entry(k).or_insert_with_key(|k| {
+            if let Some(entries) = kept.remove(k) {
+                return entries;
+            }
             match tree.get(k).map_err(StoreError::from).and_then(|v| v.map(|v| decode_block(&v)).transpose()) {
                 Ok(entries) => entries.unwrap_or_default(),
                 Err(e) => {
@@ -47,15 +89,21 @@ impl Blocks {
         })
     }
 
-    pub(crate) fn into_batch(self, batch: &mut sled::Batch) -> Result<()> {
-        for (k, entries) in self.0 {
+    /// Adds the changed blocks to `batch`; answers the blocks to keep once it is applied.
+    pub(crate) fn into_batch(self, batch: &mut sled::Batch) -> Result<KeptBlocks> {
+        let Blocks { changed, mut kept } = self;
+        for (k, entries) in changed {
             if entries.is_empty() {
                 batch.remove(k);
             } else {
-                batch.insert(k, codec::encode_block(&entries)?);
+                batch.insert(k.clone(), codec::encode_block(&entries)?);
+                kept.blocks.insert(k, entries);
             }
         }
-        Ok(())
+        if kept.blocks.len() > KEPT_BLOCKS {
+            kept.blocks.clear();
+        }
+        Ok(kept)
     }
 }
 
@@ -256,6 +304,59 @@ mod tests {
             assert_eq!(store.inner.tree.scan_prefix(Tag::Block.prefix()).count(), 0);
             assert_eq!(store.attempts(150).expect("read"), vec![(id.clone(), dead.clone())]);
             assert_eq!(store.attempts(199).expect("read"), vec![(id.clone(), delivered.clone())]);
+            store.close().await;
+        });
+    }
+
+    #[test]
+    fn blocks_the_writer_keeps_read_as_sled_holds_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        rt().block_on(async {
+            let store = Store::open(dir.path()).expect("open");
+            store.append(events(140), None).await.expect("append");
+            let t = stored_target(&store).await;
+            let id = &t.id;
+            let (delivered, dead) = (attempt(1, AttemptResult::Delivered), attempt(3, AttemptResult::Dead));
+            let mut want = std::collections::BTreeMap::new();
+            let check = |want: &std::collections::BTreeMap<u64, Attempt>| {
+                for seq in 1..=140 {
+                    assert_eq!(store.final_attempt(id, seq).expect("read"), want.get(&seq).cloned(), "seq {seq}");
+                }
+            };
+            // One write per group: from the second on, the writer takes the block it keeps. Every
+            // seventh write also queues an earlier delivery again (out of its block).
+            for seq in 1..=140u64 {
+                let a = if seq % 10 == 0 { &dead } else { &delivered };
+                let mut b = DeliveryBatch::default();
+                b.attempt(id, seq, a).expect("encode");
+                want.insert(seq, a.clone());
+                if seq % 7 == 0 {
+                    b.requeue(id, seq - 3, Pending { attempt: 2, due_at_ms: 0, round: 2 }, want.get(&(seq - 3)))
+                        .expect("encode");
+                    want.remove(&(seq - 3));
+                }
+                store.write_deliveries(b).await.expect("write");
+            }
+            check(&want);
+            // The ones queued again end with no attempt (as a target's deletion leaves them).
+            let mut b = DeliveryBatch::default();
+            for seq in (7..=140).step_by(7) {
+                b.done(id, seq - 3);
+            }
+            b.cursor(id, 140).expect("encode");
+            store.write_deliveries(b).await.expect("write");
+            // Compaction removes the blocks of seqs 1–127 behind the writer's back: the blocks it
+            // kept are no longer what sled holds, and it must read sled again.
+            assert_eq!(store.compact(u64::MAX, 130).expect("compact"), 130);
+            want.retain(|seq, _| *seq >= 128);
+            let mut b = DeliveryBatch::default();
+            for seq in [5, 100, 135] {
+                let again = attempt(2, AttemptResult::Delivered);
+                b.attempt(id, seq, &again).expect("encode");
+                want.insert(seq, again);
+            }
+            store.write_deliveries(b).await.expect("write");
+            check(&want);
             store.close().await;
         });
     }

@@ -105,7 +105,10 @@
 //! deliveries. The earlier attempts of a delivery stay under `A`. Only the writer thread
 //! changes a block: a batch carries "set this delivery" and "take this delivery out"
 //! (`batch::Write`), and the writer reads the block, changes it (one copy per group commit, so the writes of a
-//! group see each other's changes) and writes it whole. Compaction, which does not go through
+//! group see each other's changes) and writes it whole. It keeps the blocks it wrote (up to 256,
+//! `finished::KeptBlocks`), so that the next record for a block neither reads nor decodes it;
+//! it starts again without them after a group that failed or restored records, and after a
+//! compaction (the chunk cache's generation). Compaction, which does not go through
 //! the writer, only removes the blocks wholly before the first event left in the log: no
 //! delivery in them can be owed, finished or queued again, since their events are gone (a
 //! block that also covers events still in the log keeps its entries, those of removed events

@@ -65,6 +65,7 @@ impl Store {
             replica: replica.is_some(),
             config_tx,
             chunks: chunks.clone(),
+            kept_blocks: Default::default(),
         };
         let lazy = Arc::new(crate::writer::Lazy::default());
         let handle = writer.spawn(rx, lazy.clone())?;

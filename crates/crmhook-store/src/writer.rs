@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::batch::{Write, Writes};
 use crate::cache::ChunkCache;
-use crate::finished::Blocks;
+use crate::finished::{Blocks, KeptBlocks};
 use crate::index::IndexWindow;
 use crate::keys::{self, Tag};
 use crate::records::AckEntry;
@@ -97,6 +97,8 @@ pub(crate) struct Writer {
     /// The store's cache of decoded chunks: the chunks a group logs go in before the head
     /// moves, so that the router and the targets read what was just logged without sled.
     pub(crate) chunks: Arc<Mutex<ChunkCache>>,
+    /// The `L` blocks this thread wrote lately, as it wrote them.
+    pub(crate) kept_blocks: KeptBlocks,
 }
 
 enum Reply {
@@ -231,13 +233,17 @@ impl Writer {
     /// window and the head move, and every request is answered. Answers the group's stop
     /// request, if it holds one.
     fn commit(&mut self, ops: Vec<Op>) -> Option<oneshot::Sender<()>> {
-        let (group, blocks) = self.gather(ops);
+        // Read before the blocks are read and the chunks reach sled: a compaction after it may
+        // change them.
+        let generation = self.chunks.lock().map_or(u64::MAX, |c| c.generation());
+        let kept = std::mem::take(&mut self.kept_blocks).at(generation);
+        let (group, blocks) = self.gather(ops, kept);
         let Group { mut batch, replies, fresh, first_seq, mut flush, config, restored, stop } = group;
         let mut written_out = None;
         let mut chunks = Vec::new();
-        // Read before the chunks reach sled: a compaction after it may change them.
-        let generation = self.chunks.lock().map_or(u64::MAX, |c| c.generation());
-        let logged = blocks.into_batch(&mut batch).and_then(|()| {
+        let mut kept = None;
+        let logged = blocks.into_batch(&mut batch).and_then(|blocks| {
+            kept = Some(blocks);
             if !fresh.is_empty() {
                 (written_out, chunks) = self.log_events(&mut batch, &fresh)?;
             }
@@ -266,6 +272,9 @@ impl Writer {
             );
         }
         self.failing.store(result.is_err(), Ordering::Release);
+        if let (Some(kept), Ok(()), false) = (kept, &result, restored) {
+            self.kept_blocks = kept;
+        }
         self.settle(fresh, (chunks, generation), first_seq, written_out, &result);
         if restored && result.is_ok() {
             // Restored records may hold chunks the cache holds as they were before.
@@ -283,7 +292,7 @@ impl Writer {
 
     /// Puts a group's requests into one batch: writes as they are (their changes to `L` blocks
     /// into the [`Blocks`], added to the batch last), appends numbered and deduplicated.
-    fn gather(&mut self, ops: Vec<Op>) -> (Group, Blocks) {
+    fn gather(&mut self, ops: Vec<Op>, kept: KeptBlocks) -> (Group, Blocks) {
         let mut group = Group {
             batch: sled::Batch::default(),
             replies: Vec::with_capacity(ops.len()),
@@ -295,7 +304,7 @@ impl Writer {
             stop: None,
         };
         let mut seen: HashMap<Vec<u8>, Vec<AckEntry>> = HashMap::new();
-        let mut blocks = Blocks::default();
+        let mut blocks = Blocks::with(kept);
         for op in ops {
             self.gather_op(op, &mut group, &mut seen, &mut blocks);
         }
