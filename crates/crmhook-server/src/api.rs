@@ -54,7 +54,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         list_subscriptions, list_targets, patch_subscription, patch_target, replay, rotate_secret, target_deliveries,
         test_target,
     };
-    cfg.service(web::resource("/healthz").route(web::get().to(healthz)))
+    // Ingest first (`/v1/events`, then the sources' routes, `/in/{id}` first): actix tries the
+    // routes in order, and each one with a `{…}` segment before a request's own costs a regex
+    // match.
+    cfg.service(web::resource("/v1/events").route(web::post().to(ingest)).route(web::get().to(list_events)))
+        .configure(crate::sources::routes)
+        .service(web::resource("/healthz").route(web::get().to(healthz)))
         .service(web::resource("/readyz").route(web::get().to(readyz)))
         .service(web::resource("/metrics").route(web::get().to(metrics)))
         .service(web::resource("/v1/stream").route(web::get().to(stream)))
@@ -68,7 +73,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/v1/keys").route(web::get().to(list_keys)).route(web::post().to(create_key)))
         .service(web::resource("/v1/keys/{id}").route(web::get().to(get_key)).route(web::delete().to(revoke_key)))
         .service(web::resource("/v1/keys/{id}/rotate").route(web::post().to(rotate_key)))
-        .service(web::resource("/v1/events").route(web::post().to(ingest)).route(web::get().to(list_events)))
         // Before `/v1/events/{id}`, which would take `facets` for an id.
         .service(web::resource("/v1/events/facets").route(web::get().to(event_facets)))
         .service(web::resource("/v1/events/{id}").route(web::get().to(get_event)))
@@ -100,6 +104,5 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/console-center.js").route(web::get().to(console_center_js)))
         .service(web::resource("/console-charts.js").route(web::get().to(console_charts_js)))
         .service(web::resource("/v1/targets/{id}/stats").route(web::get().to(stats::target_stats)))
-        .service(web::resource("/v1/stats/ingest").route(web::get().to(stats::ingest_stats)))
-        .configure(crate::sources::routes);
+        .service(web::resource("/v1/stats/ingest").route(web::get().to(stats::ingest_stats)));
 }

@@ -30,6 +30,8 @@ use crate::error::ApiError;
 /// The header MAIA signs its webhooks with.
 const MAIA_SIGNATURE: &str = "x-maia-signature";
 
+/// The sources' routes, a source's ingest URL first (`api::routes` mounts them before its own
+/// routes with a `{…}` segment: actix tries the routes in order, and each costs a regex match).
 pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/in/{id}").route(web::post().to(source_ingest)))
         .service(web::resource("/v1/sources").route(web::get().to(list_sources)).route(web::post().to(create_source)))
