@@ -12,6 +12,10 @@
 //! ([`crmhook_store::baseline::RawLog`]), and the 202 waits for that flush. Its cost over the
 //! bare relay is one hand-off to the writer and back, one sled insert and one flush per group
 //! (`cpu÷durable`).
+//!
+//! Its threads run under the scheduling policy crmhook's do (`sched_batch`: `SCHED_BATCH` on
+//! Linux unless `CRMHOOK_SCHED_BATCH` turns it off, as the environment the bench gives both),
+//! so that the floors and crmhook are compared like with like.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -20,10 +24,26 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+#[cfg(target_os = "linux")]
+fn sched_batch() {
+    if scheduler::set_self_policy(scheduler::Policy::Batch, 0).is_err() {
+        eprintln!("relay: could not run under SCHED_BATCH");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn sched_batch() {}
+
 /// Runs the relay on `bind` until killed, printing `listening on <addr>` once it listens.
 pub fn serve(bind: &str, to: Vec<String>, durable: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     use actix_web::{web, App, HttpResponse, HttpServer};
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // Before any thread starts (the durable log's writer, the workers): they inherit it.
+    let off = std::env::var("CRMHOOK_SCHED_BATCH")
+        .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "false" | "0" | "no" | "off"));
+    if !off {
+        sched_batch();
+    }
     let listener = std::net::TcpListener::bind(bind)?;
     println!("listening on {}", listener.local_addr()?);
     let workers = std::thread::available_parallelism().map(usize::from).unwrap_or(2);
