@@ -24,6 +24,13 @@ bench seconds="5":
     ./target/release/crmhook-bench deliver --json target/bench-deliver.json
     ./target/release/crmhook-bench system --seconds {{seconds}} --json target/bench-system.json
 
+# CPU per event at a low rate (issue 18's 200 events/s, one target), against the two floors
+# (bare and durable relay), several rounds in one run and their medians: one round's CPU figure
+# moves with whatever else the host runs.
+bench-cpu rounds="8" seconds="10":
+    cargo build --release -p crmhook -p crmhook-bench
+    ./target/release/crmhook-bench system --offered 200 --targets 1 --rounds {{rounds}} --seconds {{seconds}} --json target/bench-cpu.json
+
 # Cluster mode (docs/CLUSTER.md): a raw JetStream publish/consume, three crmhook nodes in cluster
 # mode and one single node, in one run on a 3-node NATS cluster it starts (nats-server from PyPI).
 bench-cluster seconds="5":

@@ -96,6 +96,10 @@ enum Cmd {
         /// Live targets, each subscribed to everything.
         #[arg(long, value_delimiter = ',', default_value = "1,10")]
         targets: Vec<usize>,
+        /// Every row this many times over, one round after the other, then the medians of the
+        /// CPU and switches per event and of crmhook's CPU ÷ each floor's.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
         #[arg(long)]
         json: Option<PathBuf>,
     },
@@ -194,8 +198,8 @@ fn main() -> anyhow::Result<()> {
             sources::rows(&crmhook, bare_addr, connections, Duration::from_secs(seconds))?;
             Ok(())
         }
-        Cmd::System { seconds, offered, targets, json } => {
-            let report = system::run(seconds, &offered, &targets)?;
+        Cmd::System { seconds, offered, targets, rounds, json } => {
+            let report = system::run(seconds, &offered, &targets, rounds)?;
             if let Some(path) = json {
                 std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
             }

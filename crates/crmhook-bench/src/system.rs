@@ -24,6 +24,12 @@
 //!   anything else), and crmhook's CPU per event ÷ its (`cpu÷durable`): the floor of a relay
 //!   that acknowledges only what is durable, as crmhook must.
 //!
+//! With `--rounds N` every row is measured N times, one round after the other (each round all the
+//! rows again, in the same order, on the same server), and the run ends with the medians over the
+//! rounds of each kind's CPU and switches per event and of crmhook's `cpu÷relay` and
+//! `cpu÷durable` (each round's ratio, then their median), with the lowest and highest: on a
+//! shared VM one round's CPU figure moves by more than most changes do (`just bench-cpu`).
+//!
 //! A 503 (backpressure, `max_delivery_lag_ms`, which the server takes from the environment of
 //! this command) is waited out as its `Retry-After: 1` asks.
 //!
@@ -352,8 +358,17 @@ fn live_targets(server: &Server, rcv: &Receiver, n: usize, run: &str) -> anyhow:
         .collect()
 }
 
-fn measure(server: &Server, rcv: &Receiver, targets: usize, mode: Mode, duration: Duration) -> anyhow::Result<Row> {
-    measure_on(&[server], rcv, "", targets, mode, duration)
+/// One row against the single server; `label` keeps a round's rows apart from another's on the
+/// one receiver.
+fn measure(
+    server: &Server,
+    rcv: &Receiver,
+    label: &str,
+    targets: usize,
+    mode: Mode,
+    duration: Duration,
+) -> anyhow::Result<Row> {
+    measure_on(&[server], rcv, label, targets, mode, duration)
 }
 
 /// Waits until a node of the cluster delivers each of `ids` (its lease taken; `GET /v1/cluster`).
@@ -411,8 +426,15 @@ pub(crate) fn measure_on(
 /// The same row against the bare relay (`relay.rs`), started for it in its own process and
 /// sending to `targets` paths of the receiver.
 /// A durable relay (`--durable`) appends to a database in a directory of its own.
-fn measure_relay(rcv: &Receiver, targets: usize, mode: Mode, duration: Duration, durable: bool) -> anyhow::Result<Row> {
-    let run = run_name(if durable { "durable-" } else { "relay-" }, targets, mode);
+fn measure_relay(
+    rcv: &Receiver,
+    round: &str,
+    targets: usize,
+    mode: Mode,
+    duration: Duration,
+    durable: bool,
+) -> anyhow::Result<Row> {
+    let run = run_name(&format!("{}-{round}", if durable { "durable" } else { "relay" }), targets, mode);
     let to: Vec<String> = (0..targets).map(|i| format!("http://{}/{run}/t{i}", rcv.addr)).collect();
     let dir = tempfile::tempdir()?;
     let relay = crate::relay::Relay::start(&to, durable.then(|| dir.path()))?;
@@ -519,8 +541,9 @@ fn load_row(
 }
 
 /// Runs every row: each of `offered` (events/s, or `max` for saturation) with each count of
-/// `targets`.
-pub fn run(seconds: u64, offered: &[String], target_counts: &[usize]) -> anyhow::Result<Value> {
+/// `targets`, `rounds` times over (each round all the rows again, in the same order), and after
+/// more than one round the medians ([`print_medians`]).
+pub fn run(seconds: u64, offered: &[String], target_counts: &[usize], rounds: usize) -> anyhow::Result<Value> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let duration = Duration::from_secs(seconds);
     let rcv = Receiver::start()?;
@@ -550,51 +573,138 @@ pub fn run(seconds: u64, offered: &[String], target_counts: &[usize]) -> anyhow:
     );
     let over = |r: &Row, floor: Option<&Row>| floor.map(|f| r.cpu_ms_per_event / f.cpu_ms_per_event.max(1e-9));
     let mut rows = Vec::new();
-    for &targets in target_counts {
-        for &mode in &modes {
-            // At a fixed rate, the bare relay and the durable relay first: the floors of the
-            // CPU per event without and with a durable acknowledgement.
-            let mut floor = |durable: bool| -> anyhow::Result<Row> {
-                let r = measure_relay(&rcv, targets, mode, duration, durable)?;
-                let label = if durable { "durable" } else { "relay" };
+    for round in 1..=rounds.max(1) {
+        if rounds > 1 {
+            println!("round {round} of {rounds}");
+        }
+        // Each round's rows have their own paths at the receiver (whose first arrivals a row
+        // waits for); the first round's are those of a run of one round.
+        let label = if round == 1 { String::new() } else { format!("n{round}-") };
+        for &targets in target_counts {
+            for &mode in &modes {
+                // At a fixed rate, the bare relay and the durable relay first: the floors of the
+                // CPU per event without and with a durable acknowledgement.
+                let mut floor = |durable: bool| -> anyhow::Result<Row> {
+                    let r = measure_relay(&rcv, &label, targets, mode, duration, durable)?;
+                    let name = if durable { "durable" } else { "relay" };
+                    println!(
+                        "{:>9} {} {:>6.1} | {:>6}",
+                        format!("{name} {targets}"),
+                        r.figures(),
+                        r.switches_per_event,
+                        "-"
+                    );
+                    r.print_shortfall();
+                    let mut row = r.json();
+                    row[if durable { "durable_relay" } else { "bare_relay" }] = json!(true);
+                    row["round"] = json!(round);
+                    rows.push(row);
+                    Ok(r)
+                };
+                let floors = match mode {
+                    Mode::Rate(_) => Some((floor(false)?, floor(true)?)),
+                    Mode::Saturation => None,
+                };
+                let r = measure(&server, &rcv, &label, targets, mode, duration)?;
+                let ratio = matches!(r.mode, Mode::Saturation).then(|| r.ingest_per_s / bare.rps);
+                let (over_relay, over_durable) =
+                    (over(&r, floors.as_ref().map(|f| &f.0)), over(&r, floors.as_ref().map(|f| &f.1)));
+                let times = |x: Option<f64>| x.map_or("-".into(), |x| format!("{x:.2}x"));
                 println!(
-                    "{:>9} {} {:>6.1} | {:>6}",
-                    format!("{label} {targets}"),
+                    "{:>9} {} {:>6.1} | {:>6} {:>9} {:>11}",
+                    r.targets,
                     r.figures(),
                     r.switches_per_event,
-                    "-"
+                    ratio.map_or("-".into(), |x| format!("{:.0}%", x * 100.0)),
+                    times(over_relay),
+                    times(over_durable),
                 );
                 r.print_shortfall();
                 let mut row = r.json();
-                row[if durable { "durable_relay" } else { "bare_relay" }] = json!(true);
+                row["ingest_over_bare"] = json!(ratio);
+                row["cpu_over_relay"] = json!(over_relay);
+                row["cpu_over_durable_relay"] = json!(over_durable);
+                row["round"] = json!(round);
                 rows.push(row);
-                Ok(r)
-            };
-            let floors = match mode {
-                Mode::Rate(_) => Some((floor(false)?, floor(true)?)),
-                Mode::Saturation => None,
-            };
-            let r = measure(&server, &rcv, targets, mode, duration)?;
-            let ratio = matches!(r.mode, Mode::Saturation).then(|| r.ingest_per_s / bare.rps);
-            let (over_relay, over_durable) =
-                (over(&r, floors.as_ref().map(|f| &f.0)), over(&r, floors.as_ref().map(|f| &f.1)));
-            let times = |x: Option<f64>| x.map_or("-".into(), |x| format!("{x:.2}x"));
-            println!(
-                "{:>9} {} {:>6.1} | {:>6} {:>9} {:>11}",
-                r.targets,
-                r.figures(),
-                r.switches_per_event,
-                ratio.map_or("-".into(), |x| format!("{:.0}%", x * 100.0)),
-                times(over_relay),
-                times(over_durable),
-            );
-            r.print_shortfall();
-            let mut row = r.json();
-            row["ingest_over_bare"] = json!(ratio);
-            row["cpu_over_relay"] = json!(over_relay);
-            row["cpu_over_durable_relay"] = json!(over_durable);
-            rows.push(row);
+            }
         }
     }
-    Ok(json!({"benchmark": "system", "seconds": seconds, "bare_rps_64": bare.rps, "rows": rows}))
+    let medians = if rounds > 1 { print_medians(&rows, rounds) } else { Vec::new() };
+    Ok(json!({
+        "benchmark": "system", "seconds": seconds, "rounds": rounds.max(1), "bare_rps_64": bare.rps,
+        "rows": rows, "medians": medians,
+    }))
+}
+
+/// The kinds of row a round has for one count of targets and one rate: crmhook's, and at a
+/// fixed rate the two floors' (the JSON key that marks a floor's row).
+const KINDS: [(&str, Option<&str>); 3] =
+    [("relay", Some("bare_relay")), ("durable", Some("durable_relay")), ("crmhook", None)];
+
+/// After several rounds: per count of targets and offered rate, the median over the rounds of
+/// each kind's CPU per event and thread switches per event, and of crmhook's CPU ÷ each floor's
+/// (the ratio of each round, then its median), with the lowest and highest; printed and
+/// answered for the JSON. One round's CPU figure moves with what else the host runs, the
+/// median of several less so.
+fn print_medians(rows: &[Value], rounds: usize) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut shapes: Vec<(u64, Value)> = Vec::new();
+    for row in rows {
+        let shape = (row["targets"].as_u64().unwrap_or(0), row["offered_per_s"].clone());
+        if !shapes.contains(&shape) {
+            shapes.push(shape);
+        }
+    }
+    println!("medians over {rounds} rounds (lowest–highest):");
+    for (targets, offered) in shapes {
+        let of_shape = |kind: Option<&str>| -> Vec<&Value> {
+            rows.iter()
+                .filter(|r| r["targets"].as_u64() == Some(targets) && r["offered_per_s"] == offered)
+                .filter(|r| match kind {
+                    Some(flag) => r[flag] == json!(true),
+                    None => KINDS.iter().filter_map(|(_, f)| *f).all(|flag| r[flag].is_null()),
+                })
+                .collect()
+        };
+        let mut shape = json!({"targets": targets, "offered_per_s": offered});
+        for (name, kind) in KINDS {
+            let kind_rows = of_shape(kind);
+            if kind_rows.is_empty() {
+                continue;
+            }
+            let figure = |key: &str| spread(kind_rows.iter().filter_map(|r| r[key].as_f64()).collect());
+            let (cpu, switches) = (figure("cpu_ms_per_event"), figure("switches_per_event"));
+            let mut line = format!(
+                "{:>9} {:>7} | cpu ms/ev {:.3} ({:.3}–{:.3}) | sw/ev {:.1}",
+                format!("{} {targets}", if kind.is_some() { name } else { "" }),
+                offered.as_u64().map_or("max".into(), |r| format!("{r}/s")),
+                cpu[1],
+                cpu[0],
+                cpu[2],
+                switches[1],
+            );
+            shape[name] = json!({"cpu_ms_per_event": cpu, "switches_per_event": switches});
+            if kind.is_none() {
+                for (key, label) in [("cpu_over_relay", "cpu÷relay"), ("cpu_over_durable_relay", "cpu÷durable")] {
+                    let ratio = figure(key);
+                    if ratio.iter().all(|x| x.is_finite()) {
+                        line += &format!(" | {label} {:.2}x ({:.2}–{:.2})", ratio[1], ratio[0], ratio[2]);
+                        shape[name][key] = json!(ratio);
+                    }
+                }
+            }
+            println!("{line}");
+        }
+        out.push(shape);
+    }
+    out
+}
+
+/// The lowest, the median ([`crate::median`]) and the highest; NaN for none.
+fn spread(xs: Vec<f64>) -> [f64; 3] {
+    if xs.is_empty() {
+        return [f64::NAN; 3];
+    }
+    let (low, high) = xs.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), x| (l.min(*x), h.max(*x)));
+    [low, crate::median(xs), high]
 }
