@@ -101,11 +101,12 @@ type Start = Box<dyn FnOnce(&Client) + Send>;
 #[derive(Clone)]
 pub struct Lane {
     starts: tokio::sync::mpsc::UnboundedSender<Start>,
+    index: usize,
 }
 
 impl Lane {
-    /// Starts the lane's task on `arbiter`.
-    pub fn start(arbiter: &actix_rt::ArbiterHandle, guard: Guard) -> Lane {
+    /// Starts the lane's task on `arbiter`, the router's `index`-th lane.
+    pub fn start(index: usize, arbiter: &actix_rt::ArbiterHandle, guard: Guard) -> Lane {
         let (starts, mut started) = tokio::sync::mpsc::unbounded_channel::<Start>();
         // The client is not `Send`: it is built on the arbiter's thread, in a task of its own.
         arbiter.spawn_fn(move || {
@@ -116,7 +117,12 @@ impl Lane {
                 }
             });
         });
-        Lane { starts }
+        Lane { starts, index }
+    }
+
+    /// Which of the router's lanes this is (the first runs the router too).
+    pub fn index(&self) -> usize {
+        self.index
     }
 
     /// Runs `start` on the lane's arbiter with its client (dropped if the arbiter has stopped).

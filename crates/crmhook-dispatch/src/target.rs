@@ -68,6 +68,8 @@ pub struct TargetHandle {
     /// time it would start something, so the messages ahead of the drain in its mailbox start
     /// nothing new either.
     draining: Arc<AtomicBool>,
+    /// The index of the lane (delivery arbiter) the actor runs on.
+    lane: usize,
 }
 
 impl TargetHandle {
@@ -87,7 +89,12 @@ impl TargetHandle {
         lane.run(move |client| {
             Context::with_receiver(rx).run(TargetActor::new(store, config, client.clone(), metrics, feed, asked));
         });
-        TargetHandle { addr: Addr::new(tx), draining }
+        TargetHandle { addr: Addr::new(tx), draining, lane: lane.index() }
+    }
+
+    /// The index of the lane the actor runs on ([`delivery::Lane::index`]).
+    pub fn lane(&self) -> usize {
+        self.lane
     }
 
     /// Tells the actor the log may have grown. Dropped when the mailbox is full: a full mailbox

@@ -499,3 +499,61 @@ async fn a_retry_pending_when_ownership_moves_is_made_on_schedule_by_the_next_ac
     assert!(waited >= Duration::from_millis(1_100), "the retry came {waited:?} after the first attempt");
     node.stop().await;
 }
+
+#[test]
+fn a_new_actor_goes_on_the_lane_with_the_fewest_the_routers_on_a_tie() {
+    assert_eq!(least_loaded(&[0, 0]), 0);
+    assert_eq!(least_loaded(&[1, 0]), 1);
+    assert_eq!(least_loaded(&[1, 1]), 0);
+    assert_eq!(least_loaded(&[3, 2, 2]), 1);
+    assert_eq!(least_loaded(&[]), 0);
+}
+
+/// Targets that came and went leave a lone target beside the router (the first lane), and
+/// many spread evenly over the lanes.
+#[actix_rt::test]
+async fn targets_are_seated_on_the_least_loaded_lane() {
+    let receiver = Receiver::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: LogHandle = Arc::new(Store::open(dir.path()).expect("open"));
+    let arbiters = [actix::Arbiter::new(), actix::Arbiter::new()];
+    let config = RouterConfig {
+        max_targets: 10,
+        guard: Guard { allow_private: true },
+        metrics: Metrics::new(),
+        feed: Feed::new(),
+        ownership: Ownership::all(),
+    };
+    let handles: Vec<_> = arbiters.iter().map(|a| a.handle()).collect();
+    let router = RouterHandle::start(store.clone(), &handles, config).expect("router");
+    let create = |path: &str| {
+        let t = target(&receiver.url(path));
+        let (router, id) = (router.clone(), t.id.clone());
+        async move {
+            router.create_target(t).await.expect("created");
+            id
+        }
+    };
+    let lane = |id: &TargetId| {
+        let (router, id) = (router.clone(), id.clone());
+        async move { router.locate(id).await.expect("running").lane() }
+    };
+    let a = create("/a").await;
+    let b = create("/b").await;
+    assert_eq!((lane(&a).await, lane(&b).await), (0, 1));
+    let c = create("/c").await;
+    assert_eq!(lane(&c).await, 0, "the lanes were even: the router's");
+    router.delete_target(a.clone()).await.expect("deleted");
+    router.delete_target(c.clone()).await.expect("deleted");
+    let d = create("/d").await;
+    assert_eq!(lane(&d).await, 0, "lane 0 had none, lane 1 one");
+    router.delete_target(b.clone()).await.expect("deleted");
+    router.delete_target(d.clone()).await.expect("deleted");
+    // What round-robin got wrong: a lone target created after others were deleted.
+    let e = create("/e").await;
+    assert_eq!(lane(&e).await, 0, "a lone target runs beside the router");
+    router.shutdown(Duration::from_secs(5)).await;
+    for arbiter in arbiters {
+        arbiter.stop();
+    }
+}
