@@ -358,19 +358,6 @@ fn live_targets(server: &Server, rcv: &Receiver, n: usize, run: &str) -> anyhow:
         .collect()
 }
 
-/// One row against the single server; `label` keeps a round's rows apart from another's on the
-/// one receiver.
-fn measure(
-    server: &Server,
-    rcv: &Receiver,
-    label: &str,
-    targets: usize,
-    mode: Mode,
-    duration: Duration,
-) -> anyhow::Result<Row> {
-    measure_on(&[server], rcv, label, targets, mode, duration)
-}
-
 /// Waits until a node of the cluster delivers each of `ids` (its lease taken; `GET /v1/cluster`).
 fn wait_leased(server: &Server, ids: &[String]) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -424,17 +411,17 @@ pub(crate) fn measure_on(
 }
 
 /// The same row against the bare relay (`relay.rs`), started for it in its own process and
-/// sending to `targets` paths of the receiver.
+/// sending to `targets` paths of the receiver (`label`: the round's, as [`measure_on`]'s).
 /// A durable relay (`--durable`) appends to a database in a directory of its own.
 fn measure_relay(
     rcv: &Receiver,
-    round: &str,
+    label: &str,
     targets: usize,
     mode: Mode,
     duration: Duration,
     durable: bool,
 ) -> anyhow::Result<Row> {
-    let run = run_name(&format!("{}-{round}", if durable { "durable" } else { "relay" }), targets, mode);
+    let run = run_name(&format!("{}-{label}", if durable { "durable" } else { "relay" }), targets, mode);
     let to: Vec<String> = (0..targets).map(|i| format!("http://{}/{run}/t{i}", rcv.addr)).collect();
     let dir = tempfile::tempdir()?;
     let relay = crate::relay::Relay::start(&to, durable.then(|| dir.path()))?;
@@ -605,7 +592,7 @@ pub fn run(seconds: u64, offered: &[String], target_counts: &[usize], rounds: us
                     Mode::Rate(_) => Some((floor(false)?, floor(true)?)),
                     Mode::Saturation => None,
                 };
-                let r = measure(&server, &rcv, &label, targets, mode, duration)?;
+                let r = measure_on(&[&server], &rcv, &label, targets, mode, duration)?;
                 let ratio = matches!(r.mode, Mode::Saturation).then(|| r.ingest_per_s / bare.rps);
                 let (over_relay, over_durable) =
                     (over(&r, floors.as_ref().map(|f| &f.0)), over(&r, floors.as_ref().map(|f| &f.1)));
