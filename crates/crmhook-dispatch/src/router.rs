@@ -119,13 +119,15 @@ impl RouterHandle {
         let disabled =
             targets.iter().map(|t| store.disabled(&t.id).map(|d| d.is_some())).collect::<Result<Vec<_>, _>>()?;
         let handle_store = store.clone();
-        let lanes = arbiters.iter().enumerate().map(|(i, arbiter)| Lane::start(i, arbiter, config.guard)).collect();
+        let lanes: Vec<Lane> =
+            arbiters.iter().enumerate().map(|(i, arbiter)| Lane::start(i, arbiter, config.guard)).collect();
         let RouterConfig { max_targets, metrics, feed, ownership, .. } = config;
         let make = move |ctx: &mut Context<Router>| {
             ctx.set_mailbox_capacity(1024);
             let routed = store.head();
             let mut router = Router {
                 store,
+                lane_loads: vec![0; lanes.len()],
                 lanes,
                 targets: HashMap::new(),
                 max_targets,
@@ -294,6 +296,10 @@ type Handover = (TargetHandle, TargetConfig);
 struct Router {
     store: LogHandle,
     lanes: Vec<Lane>,
+    /// How many actors (running or stopping) each lane has: one more when one starts
+    /// ([`Router::spawn_actor`]), one fewer when its entry stops holding it ([`Router::stopped`],
+    /// [`Router::remove`]).
+    lane_loads: Vec<usize>,
     targets: HashMap<TargetId, Entry>,
     max_targets: usize,
     metrics: Arc<Metrics>,
@@ -319,15 +325,9 @@ impl Router {
     /// Starts an actor for `config` on the lane with the fewest actors (running or stopping),
     /// the router's own on a tie ([`least_loaded`]).
     fn spawn_actor(&mut self, config: TargetConfig) -> TargetHandle {
-        let mut loads = vec![0; self.lanes.len()];
-        for entry in self.targets.values() {
-            if let Delivering::Yes(handle) | Delivering::Stopping { handle, .. } = &entry.actor {
-                if let Some(load) = loads.get_mut(handle.lane()) {
-                    *load += 1;
-                }
-            }
-        }
-        let lane = &self.lanes[least_loaded(&loads)];
+        let index = least_loaded(&self.lane_loads);
+        self.lane_loads[index] += 1;
+        let lane = &self.lanes[index];
         let metrics = self.metrics.target(config.target.id.as_str());
         TargetHandle::start(lane, self.store.clone(), config, metrics, self.feed.clone())
     }
@@ -380,7 +380,10 @@ impl Router {
     fn stopped(&mut self, id: &TargetId, ctx: &mut Context<Self>) {
         // Deleted meanwhile: its waiters were answered then.
         let Some(entry) = self.targets.get_mut(id) else { return };
-        let Delivering::Stopping { waiting, .. } = std::mem::replace(&mut entry.actor, Delivering::No) else { return };
+        let Delivering::Stopping { waiting, handle } = std::mem::replace(&mut entry.actor, Delivering::No) else {
+            return;
+        };
+        self.unseat(&handle);
         // What it had taken from the log and not written down is owed again, by whichever
         // node owns the target (an actor started here again clears it too).
         self.store.unrecorded(id).clear();
@@ -402,15 +405,26 @@ impl Router {
     /// Removes a target's entry; answers its running actor, to stop.
     fn remove(&mut self, id: &TargetId) -> Option<TargetHandle> {
         match self.targets.remove(id)?.actor {
-            Delivering::Yes(handle) => Some(handle),
+            Delivering::Yes(handle) => {
+                self.unseat(&handle);
+                Some(handle)
+            }
             Delivering::No => None,
             // It is stopping already; whoever waits for it learns the target is gone.
-            Delivering::Stopping { waiting, .. } => {
+            Delivering::Stopping { waiting, handle } => {
+                self.unseat(&handle);
                 for waiter in waiting {
                     let _ = waiter.send(Located::NotFound);
                 }
                 None
             }
+        }
+    }
+
+    /// An actor no entry holds any more: its lane has one fewer.
+    fn unseat(&mut self, handle: &TargetHandle) {
+        if let Some(load) = self.lane_loads.get_mut(handle.lane()) {
+            *load = load.saturating_sub(1);
         }
     }
 
