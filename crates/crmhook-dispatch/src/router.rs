@@ -322,16 +322,6 @@ impl Router {
         self.targets.insert(config.target.id.clone(), Entry { config, disabled, actor });
     }
 
-    /// Starts an actor for `config` on the lane with the fewest actors (running or stopping),
-    /// the router's own on a tie ([`least_loaded`]).
-    fn spawn_actor(&mut self, config: TargetConfig) -> TargetHandle {
-        let index = least_loaded(&self.lane_loads);
-        self.lane_loads[index] += 1;
-        let lane = &self.lanes[index];
-        let metrics = self.metrics.target(config.target.id.as_str());
-        TargetHandle::start(lane, self.store.clone(), config, metrics, self.feed.clone())
-    }
-
     /// Brings a target's actor in line with ownership: starts one (fresh: it reads its state from
     /// the store) if the target is owned and none runs; begins stopping it if the target is no
     /// longer owned. Answers the actor that stops, for the caller to drain and stop.
@@ -421,13 +411,6 @@ impl Router {
         }
     }
 
-    /// An actor no entry holds any more: its lane has one fewer.
-    fn unseat(&mut self, handle: &TargetHandle) {
-        if let Some(load) = self.lane_loads.get_mut(handle.lane()) {
-            *load = load.saturating_sub(1);
-        }
-    }
-
     fn entry(&self, id: &TargetId) -> Result<&Entry, RouterError> {
         self.targets.get(id).ok_or_else(|| RouterError::NotFound(id.to_string()))
     }
@@ -514,16 +497,6 @@ impl Router {
     }
 }
 
-/// The lane a new actor goes on: the one with the fewest actors, the lowest index on a tie. The
-/// first lane's arbiter runs the router, which follows the log's head: an actor there is woken
-/// by the router's own thread, one on another lane costs that arbiter a wake-up of its own for
-/// each move of the head (issue 18: 6.2 against 7.3 thread switches per event at 200 events/s
-/// with one target). So a lone target runs beside the router whatever targets came and went
-/// before it, and many are spread evenly.
-fn least_loaded(loads: &[usize]) -> usize {
-    loads.iter().enumerate().min_by_key(|(i, load)| (**load, *i)).map_or(0, |(i, _)| i)
-}
-
 /// Where a target's actor is.
 enum Located {
     Here(TargetHandle),
@@ -599,5 +572,6 @@ impl Handler<Shutdown> for Router {
 
 mod admin;
 mod cluster;
+mod lanes;
 #[cfg(test)]
 mod tests;

@@ -502,11 +502,11 @@ async fn a_retry_pending_when_ownership_moves_is_made_on_schedule_by_the_next_ac
 
 #[test]
 fn a_new_actor_goes_on_the_lane_with_the_fewest_the_routers_on_a_tie() {
-    assert_eq!(least_loaded(&[0, 0]), 0);
-    assert_eq!(least_loaded(&[1, 0]), 1);
-    assert_eq!(least_loaded(&[1, 1]), 0);
-    assert_eq!(least_loaded(&[3, 2, 2]), 1);
-    assert_eq!(least_loaded(&[]), 0);
+    assert_eq!(lanes::least_loaded(&[0, 0]), 0);
+    assert_eq!(lanes::least_loaded(&[1, 0]), 1);
+    assert_eq!(lanes::least_loaded(&[1, 1]), 0);
+    assert_eq!(lanes::least_loaded(&[3, 2, 2]), 1);
+    assert_eq!(lanes::least_loaded(&[]), 0);
 }
 
 /// Targets that came and went leave a lone target beside the router (the first lane), and
