@@ -225,13 +225,16 @@ fn serve(flags: Flags) -> anyhow::Result<ExitCode> {
     if config.sched_batch {
         sched_batch();
     }
-    let listener = TcpListener::bind(config.bind).with_context(|| format!("cannot listen on {}", config.bind))?;
     // Cluster mode joins before the actix system starts (the NATS client has a runtime of its
     // own; joining blocks until the servers answer).
     let backend: std::sync::Arc<dyn crmhook_server::Backend> = match cluster::ClusterBackend::connect(&config)? {
         Some(cluster) => std::sync::Arc::new(cluster),
         None => std::sync::Arc::new(crmhook_server::Embedded),
     };
+    // Bound only once the node has joined: a join can take seconds (a JetStream leader being
+    // elected), and a listener bound before it would hold a CRM's connections unanswered in its
+    // backlog meanwhile, where refused ones send the CRM to the next node at once.
+    let listener = TcpListener::bind(config.bind).with_context(|| format!("cannot listen on {}", config.bind))?;
     actix_rt::System::new().block_on(async move {
         let server = Server::start_with(listener, config, backend).await?;
         let mut out = std::io::stdout().lock();
