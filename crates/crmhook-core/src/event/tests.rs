@@ -1,0 +1,160 @@
+use super::*;
+
+const FIELD_UPDATE: &str =
+    r#"{"eventType":"crm_field_update","recordId":"r1","kanbanId":"k1","fieldName":"Email","newValue":3}"#;
+
+fn invalid(body: &str) -> crate::FieldError {
+    match parse_ingest(body.as_bytes()) {
+        Err(CoreError::Invalid(e)) => e,
+        other => panic!("expected a 422 for {body}, got {other:?}"),
+    }
+}
+
+#[test]
+fn one_maia_object_keeps_its_exact_text() {
+    let body = format!("  {FIELD_UPDATE}\n");
+    let events = parse_ingest(body.as_bytes()).expect("valid");
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].payload, FIELD_UPDATE.as_bytes());
+    assert_eq!(events[0].event_type, "crm_field_update");
+    assert_eq!(events[0].kanban_id.as_deref(), Some("k1"));
+    assert_eq!(events[0].field_name.as_deref(), Some("Email"));
+}
+
+#[test]
+fn an_array_of_maia_events() {
+    let body = format!(r#"[{FIELD_UPDATE}, {{"eventType":"ai_pause","sessionId":"s"}}]"#);
+    let events = parse_ingest(body.as_bytes()).expect("valid");
+    assert_eq!(events.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>(), ["crm_field_update", "ai_pause"]);
+    assert_eq!(events[1].field_name, None);
+}
+
+#[test]
+fn shapes_that_are_not_events_are_400() {
+    for body in ["42", "\"x\"", "null", "true"] {
+        assert!(matches!(parse_ingest(body.as_bytes()), Err(CoreError::Shape(_))), "{body}");
+    }
+    for body in ["", "{", "[1,", "{\"a\":}", "\u{feff}{}"] {
+        assert!(matches!(parse_ingest(body.as_bytes()), Err(CoreError::Malformed(_))), "{body:?}");
+    }
+}
+
+#[test]
+fn rule_breaking_events_are_422_naming_field_and_index() {
+    assert_eq!(invalid("[]").field.as_deref(), Some("body"));
+    assert_eq!(invalid("{}").field.as_deref(), Some("eventType"));
+    assert!(invalid(r#"{"eventType":"crm_field_exploded"}"#).detail.contains("unknown eventType"));
+    assert_eq!(invalid(r#"{"eventType":"crm_field_update","kanbanId":"k"}"#).field.as_deref(), Some("recordId"));
+    assert_eq!(
+        invalid(r#"{"eventType":"crm_record_created","recordId":5,"kanbanId":"k"}"#).field.as_deref(),
+        Some("recordId")
+    );
+    assert_eq!(
+        invalid(r#"{"eventType":"ai_pause","sessionId":"s","aiPaused":"yes"}"#).field.as_deref(),
+        Some("aiPaused")
+    );
+    let e = invalid(&format!(r#"[{FIELD_UPDATE}, {{"eventType":"crm_field_update","recordId":"r"}}]"#));
+    assert_eq!((e.index, e.field.as_deref()), (Some(1), Some("kanbanId")));
+    assert_eq!(invalid(&format!("[{FIELD_UPDATE}, 3]")).index, Some(1));
+}
+
+#[test]
+fn the_maximizer_sample_is_typed_entity_dot_op() {
+    let body = include_str!("../../../../data/samples/maximizer/opportunity_stage_change.json");
+    let events = parse_ingest(body.as_bytes()).expect("valid");
+    assert_eq!(events.len(), 1);
+    let e = &events[0];
+    assert_eq!((e.kind, e.event_type.as_str()), (EventKind::Maximizer, "Opportunity.Update"));
+    assert_eq!(e.external_id.as_deref(), Some("d81f9d6e-8afc-4fa4-9052-2af207494e5d"));
+    assert_eq!(e.version_major, Some(1));
+    let e = invalid(r#"[{"Id":"x","Timestamp":"t","WorkspaceId":"w","Entity":"Opportunity","Data":{"Version":"1"}}]"#);
+    assert_eq!((e.index, e.field.as_deref()), (Some(0), Some("Data.Op")));
+}
+
+#[test]
+fn the_maia_samples_are_valid() {
+    for body in [
+        include_str!("../../../../data/samples/maia/crm_field_update.json"),
+        include_str!("../../../../data/samples/maia/crm_record_created.json"),
+        include_str!("../../../../data/samples/maia/crm_record_deleted.json"),
+        include_str!("../../../../data/samples/maia/ai_pause.json"),
+    ] {
+        parse_ingest(body.as_bytes()).expect("sample is valid");
+    }
+}
+
+#[test]
+fn a_source_batch_keeps_good_elements_and_rejects_bad_ones_with_their_bytes() {
+    let source = SourceId::generate();
+    let good = r#"{"Id":"a1","Timestamp":"t","WorkspaceId":"w","Entity":"Opportunity","Data":{"Op":"Update","Original":{"Revenue":12000.00},"New":{},"Version":"1.0"}}"#;
+    let bad = r#"{"Id":"a2","Timestamp":"t" , "Entity":"Opportunity"}"#;
+    let body = format!("[{good},\n {bad}, 7]");
+    let batch = parse_source(SourceKind::Maximizer, &source, body.as_bytes());
+    assert_eq!(batch.events.len(), 1);
+    assert_eq!(batch.events[0].payload, good.as_bytes(), "the element's exact bytes");
+    assert_eq!(batch.events[0].source_id.as_ref(), Some(&source));
+    assert_eq!(batch.events[0].external_id.as_deref(), Some("a1"));
+    let reasons: Vec<_> = batch.rejected.iter().map(|r| (r.index, r.bytes.clone())).collect();
+    assert_eq!(reasons, [(Some(1), bad.as_bytes().to_vec()), (Some(2), b"7".to_vec())]);
+    assert!(batch.rejected[0].reason.contains("WorkspaceId"), "{}", batch.rejected[0].reason);
+
+    // A body that does not parse is kept whole.
+    let batch = parse_source(SourceKind::Maximizer, &source, b"[{\"Id\": ");
+    assert!(batch.events.is_empty());
+    assert_eq!(batch.rejected[0].index, None);
+    assert_eq!(batch.rejected[0].bytes, b"[{\"Id\": ");
+    let batch = parse_source(SourceKind::Maia, &source, b"\"text\"");
+    assert_eq!(batch.rejected.len(), 1);
+    assert!(parse_source(SourceKind::Maximizer, &source, b"[]").rejected.is_empty());
+}
+
+#[test]
+fn duplicate_member_names_are_refused_at_any_depth() {
+    let dup =
+        r#"{"eventType":"crm_field_update","recordId":"r1","kanbanId":"k1","fieldName":"Email","fieldName":"Phone"}"#;
+    let e = invalid(dup);
+    assert_eq!(e.field.as_deref(), Some("body"));
+    assert!(e.detail.contains("\"fieldName\" appears twice"), "{}", e.detail);
+    // Nested, written with an escape, and in the second event of an array.
+    let nested = r#"{"eventType":"crm_record_created","recordId":"r","kanbanId":"k","customFields":{"a":1,"b":[{"x":1,"\u0078":2}]}}"#;
+    assert!(invalid(nested).detail.contains("\"x\" appears twice"));
+    let e = invalid(&format!("[{FIELD_UPDATE}, {nested}]"));
+    assert_eq!(e.index, Some(1));
+    let mx = r#"[{"Id":"a","Timestamp":"t","WorkspaceId":"w","Entity":"Opportunity","Data":{"Op":"Update","New":{"Stage":"Won","Stage":"Lost"},"Version":"1"}}]"#;
+    assert_eq!(invalid(mx).index, Some(0));
+    // The same name in different objects, and numbers of any size, are fine.
+    let ok = r#"{"eventType":"crm_record_created","recordId":"r","kanbanId":"k","customFields":{"recordId":{"recordId":1e400,"n":12000.00}}}"#;
+    assert!(parse_ingest(ok.as_bytes()).is_ok());
+    // A source's element with a repeated name goes to the quarantine; the others pass.
+    let source = SourceId::generate();
+    let good =
+        r#"{"Id":"g","Timestamp":"t","WorkspaceId":"w","Entity":"Opportunity","Data":{"Op":"Update","Version":"1"}}"#;
+    let bad = r#"{"Id":"b","Id":"c","Timestamp":"t","WorkspaceId":"w","Entity":"Opportunity","Data":{"Op":"Update","Version":"1"}}"#;
+    let batch = parse_source(SourceKind::Maximizer, &source, format!("[{good},{bad}]").as_bytes());
+    assert_eq!(batch.events.len(), 1);
+    assert_eq!(batch.rejected.len(), 1);
+    assert_eq!(batch.rejected[0].index, Some(1));
+    assert_eq!(batch.rejected[0].bytes, bad.as_bytes());
+    assert!(batch.rejected[0].reason.contains("\"Id\" appears twice"), "{}", batch.rejected[0].reason);
+    let batch = parse_source(SourceKind::Maia, &source, dup.as_bytes());
+    assert!(batch.events.is_empty());
+    assert_eq!(batch.rejected[0].index, None);
+}
+
+#[test]
+fn a_maia_sources_events_are_keyed_by_their_exact_bytes() {
+    let source = SourceId::generate();
+    let batch = parse_source(SourceKind::Maia, &source, FIELD_UPDATE.as_bytes());
+    let again = parse_source(SourceKind::Maia, &source, format!(" {FIELD_UPDATE} ").as_bytes());
+    let other = parse_source(SourceKind::Maia, &SourceId::generate(), FIELD_UPDATE.as_bytes());
+    let key = |b: &SourceBatch| b.events[0].external_id.clone().expect("a key");
+    assert_eq!(key(&batch), key(&again));
+    assert_ne!(key(&batch), key(&other));
+    // A Maximizer envelope is not a MAIA event.
+    let mx = include_str!("../../../../data/samples/maximizer/opportunity_stage_change.json");
+    let batch = parse_source(SourceKind::Maia, &source, mx.as_bytes());
+    assert!(batch.events.is_empty());
+    assert!(batch.rejected[0].reason.contains("eventType"), "{}", batch.rejected[0].reason);
+    assert!(parse_source_element(SourceKind::Maia, &source, FIELD_UPDATE.as_bytes()).is_ok());
+    assert!(parse_source_element(SourceKind::Maia, &source, b"{}").is_err());
+}
