@@ -2,7 +2,7 @@
 //! `--token`, or `CRMHOOK_URL`, `CRMHOOK_ADMIN_TOKEN`), print tables for people and JSON with
 //! `--json`; `log export` reads a stopped server's data dir directly.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -14,53 +14,14 @@ use serde_json::{json, Value};
 pub struct Conn {
     /// The server's base URL.
     #[arg(long, global = true, env = "CRMHOOK_URL", default_value = "http://127.0.0.1:8080")]
-    url: String,
+    pub(crate) url: String,
     /// An API key: the admin token, or an operator key for reading the log, redelivering and
     /// replaying.
     #[arg(long, global = true, env = "CRMHOOK_ADMIN_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    pub(crate) token: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
     pub(crate) json: bool,
-}
-
-#[derive(Subcommand)]
-pub enum Events {
-    /// List events in log order.
-    List {
-        #[arg(long = "type")]
-        event_type: Option<String>,
-        #[arg(long)]
-        record_id: Option<String>,
-        #[arg(long)]
-        kanban_id: Option<String>,
-        /// Only events posted by this source (`src_…`).
-        #[arg(long)]
-        source: Option<String>,
-        /// RFC 3339 time.
-        #[arg(long)]
-        since: Option<String>,
-        #[arg(long)]
-        until: Option<String>,
-        #[arg(long, default_value_t = 0)]
-        after: u64,
-        #[arg(long, default_value_t = 50)]
-        limit: u32,
-    },
-    /// One event with its deliveries and attempts.
-    Show { id: String },
-    /// Follow new events and attempts as they happen.
-    Tail {
-        /// Start after this seq (default: only what comes next).
-        #[arg(long)]
-        after: Option<u64>,
-    },
-    /// Queue the event again for its targets (or one).
-    Redeliver {
-        id: String,
-        #[arg(long)]
-        target: Option<String>,
-    },
 }
 
 #[derive(Subcommand)]
@@ -287,83 +248,6 @@ pub(crate) fn query(pairs: &[(&str, Option<String>)]) -> String {
     }
 }
 
-pub fn events(conn: &Conn, cmd: Events) -> anyhow::Result<ExitCode> {
-    match cmd {
-        Events::List { event_type, record_id, kanban_id, source, since, until, after, limit } => {
-            let q = query(&[
-                ("type", event_type),
-                ("record_id", record_id),
-                ("kanban_id", kanban_id),
-                ("source_id", source),
-                ("since", since),
-                ("until", until),
-                ("after", Some(after.to_string())),
-                ("limit", Some(limit.to_string())),
-            ]);
-            let page = request(conn, "GET", &format!("/v1/events{q}"), None)?;
-            if conn.json {
-                return print_json(&page);
-            }
-            let rows = page["events"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .map(|e| {
-                            let p = &e["payload"];
-                            let p = if p.is_array() { &p[0] } else { p };
-                            let record = p["recordId"].as_str().or(p["sessionId"].as_str()).or(p["Id"].as_str());
-                            let test = if e["test"] == true { " (test)" } else { "" };
-                            vec![
-                                s(&e["seq"]),
-                                s(&e["id"]),
-                                format!("{}{test}", s(&e["type"])),
-                                record.unwrap_or("-").to_owned(),
-                                s(&e["received_at"]),
-                            ]
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            table(&["seq", "id", "type", "record", "received_at"], rows);
-            if let Some(next) = page["next_after"].as_u64() {
-                println!("more: --after {next}");
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Events::Show { id } => {
-            let e = request(conn, "GET", &format!("/v1/events/{id}"), None)?;
-            if conn.json {
-                return print_json(&e);
-            }
-            println!("{}  seq {}  {}  received {}", s(&e["id"]), s(&e["seq"]), s(&e["type"]), s(&e["received_at"]));
-            if let Some(source) = e["source_id"].as_str() {
-                println!("source {source}");
-            }
-            if e["test"] == true {
-                println!("a test event (POST /v1/targets/{{id}}/test): delivered to the target it tested only");
-            }
-            println!("{}", serde_json::to_string_pretty(&e["payload"])?);
-            for d in e["deliveries"].as_array().cloned().unwrap_or_default() {
-                println!("\n{} {}: {}", s(&d["target_id"]), d["target_name"].as_str().unwrap_or(""), s(&d["status"]));
-                for a in d["attempts"].as_array().cloned().unwrap_or_default() {
-                    print_attempt(&a, "  ");
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Events::Redeliver { id, target } => {
-            let body = target.map(|t| json!({"target_id": t})).unwrap_or(json!({}));
-            let r = request(conn, "POST", &format!("/v1/events/{id}/redeliver"), Some(&body))?;
-            if conn.json {
-                return print_json(&r);
-            }
-            println!("queued {}", s(&r["queued"]));
-            Ok(ExitCode::SUCCESS)
-        }
-        Events::Tail { after } => tail(conn, after),
-    }
-}
-
 /// One attempt for people: its number, time, answer and duration, what it led to; then why it
 /// failed and what the receiver answered (headers kept, and the body), each line indented by
 /// `indent`.
@@ -393,54 +277,6 @@ pub(crate) fn print_attempt(a: &Value, indent: &str) {
             }
         }
     }
-}
-
-fn tail(conn: &Conn, after: Option<u64>) -> anyhow::Result<ExitCode> {
-    let token = conn.token.as_deref().context("no admin token: pass --token or set CRMHOOK_ADMIN_TOKEN")?;
-    let url = format!("{}/v1/stream", conn.url.trim_end_matches('/'));
-    let mut req = ureq::get(&url).set("Authorization", &format!("Bearer {token}"));
-    if let Some(a) = after {
-        req = req.set("Last-Event-ID", &a.to_string());
-    }
-    let resp = match req.call() {
-        Ok(r) => r,
-        Err(ureq::Error::Status(code @ (401 | 403), _)) => {
-            bail!("the server refused the token ({code}); use the admin token (--token or CRMHOOK_ADMIN_TOKEN)")
-        }
-        Err(ureq::Error::Status(code, _)) => bail!("GET /v1/stream: {code}"),
-        Err(e) => bail!("cannot reach crmhook at {}: {e} (is it running? set --url or CRMHOOK_URL)", conn.url),
-    };
-    let mut kind = String::new();
-    let stdout = std::io::stdout();
-    for line in std::io::BufReader::new(resp.into_reader()).lines() {
-        let line = line?;
-        if let Some(k) = line.strip_prefix("event: ") {
-            kind = k.to_owned();
-        } else if let Some(data) = line.strip_prefix("data: ") {
-            let v: Value = serde_json::from_str(data).unwrap_or(Value::Null);
-            let mut out = stdout.lock();
-            if conn.json {
-                writeln!(out, "{}", json!({"kind": kind, "record": v}))?;
-            } else if kind == "event" {
-                let test = if v["test"] == true { "  (test)" } else { "" };
-                writeln!(out, "event    seq {}  {}  {}{test}", s(&v["seq"]), s(&v["id"]), s(&v["type"]))?;
-            } else {
-                let code = v["status_code"].as_u64().map(|c| format!("HTTP {c}")).unwrap_or_else(|| s(&v["error"]));
-                let test = if v["test"] == true { "  (test)" } else { "" };
-                writeln!(
-                    out,
-                    "attempt  {} -> {}  #{}  {}  {}{test}",
-                    s(&v["event_id"]),
-                    s(&v["target_id"]),
-                    s(&v["n"]),
-                    code,
-                    s(&v["result"])
-                )?;
-            }
-            out.flush()?;
-        }
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn target_rows(list: &[Value]) -> Vec<Vec<String>> {

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 mod cli;
 mod cli_cluster;
 mod cli_edit;
+mod cli_events;
 mod cli_keys;
 mod cli_sources;
 mod cluster;
@@ -103,7 +104,7 @@ enum Command {
     },
     /// Read the event log: list, show, follow, redeliver.
     #[command(subcommand)]
-    Events(cli::Events),
+    Events(cli_events::Events),
     /// Targets: list, show, create, update, delete, rotate-secret, enable, disable.
     #[command(subcommand)]
     Targets(cli::Targets),
@@ -166,7 +167,7 @@ fn main() -> ExitCode {
             verify(&secret, &body, timestamp.as_deref(), &signature, id.as_deref())
         }
         Command::Receive { bind, secret, status, save } => receive(&bind, secret, status, save),
-        Command::Events(cmd) => cli::events(&cli.conn, cmd),
+        Command::Events(cmd) => cli_events::events(&cli.conn, cmd),
         Command::Targets(cmd) => cli::targets(&cli.conn, cmd),
         Command::Subscriptions(cmd) => cli::subscriptions(&cli.conn, cmd),
         Command::Deliveries(cmd) => cli::deliveries(&cli.conn, cmd),
