@@ -454,14 +454,16 @@ impl TargetActor {
         }));
     }
 
-    /// Writes the finished deliveries' records gathered so far and the marks (cursor, scanned)
-    /// if they moved, one write at a time: what changes meanwhile goes in the next.
+    /// Writes the finished deliveries' records gathered so far and the cursor if the marks
+    /// moved, one write at a time: what changes meanwhile goes in the next. No `W`: the only
+    /// records this write makes past the cursor are its blocks of finished deliveries, and a
+    /// restart reads how far those go (`Store::scanned`); a retry's schedule is written with
+    /// its `W` ([`Then::Flush`]).
     fn write_state(&mut self, ctx: &mut Context<Self>) {
         let Some(StateWrite { marks, .. }) = self.window.start_write() else { return };
         let mut batch = std::mem::take(&mut self.unwritten);
-        if let Some((low, scanned)) = marks {
-            let encoded = batch.cursor(self.id(), low).and_then(|()| batch.scanned(self.id(), scanned));
-            if let Err(e) = encoded {
+        if let Some((low, _)) = marks {
+            if let Err(e) = batch.cursor(self.id(), low) {
                 tracing::error!(target_id = %self.id(), error = %e, "encoding delivery state failed");
             }
         }

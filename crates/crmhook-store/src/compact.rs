@@ -2,7 +2,8 @@
 //! only they name: index postings, final states, ids, attempts (with the receivers' answers they
 //! keep), idempotency keys, and the
 //! finished-delivery blocks wholly before the first event left) and of the quarantine. Neither
-//! goes through the writer thread: they only remove keys the writer will never touch again.
+//! goes through the writer thread: they only remove keys the writer will never touch again, and
+//! write `M head`, which only compaction writes.
 
 use crmhook_core::{Event, TargetId};
 
@@ -84,8 +85,13 @@ impl Store {
                 break;
             }
         }
-        if removed.is_empty() {
-            return Ok(0);
+        let Some(&last_removed) = removed.iter().max() else { return Ok(0) };
+        // The head is read back from the last chunk at open: once the newest events may be
+        // gone, `M head` keeps the last seq given (seqs are never given twice). Only compaction
+        // writes it, one at a time (the retention task), so it never moves back.
+        let kept_head = tree.get(keys::head())?.map(|v| crate::read_u64(&v)).transpose()?.unwrap_or(0);
+        if last_removed > kept_head {
+            batch.insert(keys::head(), codec::encode(&last_removed)?);
         }
         for (k, seqs) in postings.terms {
             if seqs.is_empty() {

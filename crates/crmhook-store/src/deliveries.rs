@@ -66,9 +66,20 @@ impl Store {
         self.inner.tree.get(keys::id_key(Tag::Cursor, target.as_str()))?.map(|v| read_u64(&v)).transpose()
     }
 
-    /// How far a target had matched when its state was last written (see the crate docs).
+    /// How far a target had matched, as its records tell (see the crate docs): its `W` (written
+    /// with each retry's schedule), or the last seq in its blocks of finished deliveries if that
+    /// is higher (a write of finished deliveries carries no `W`: its blocks bound themselves).
+    /// `None` if it has neither. Three reads, whatever the history's length.
     pub fn scanned(&self, target: &TargetId) -> Result<Option<u64>> {
-        self.inner.tree.get(keys::id_key(Tag::Scanned, target.as_str()))?.map(|v| read_u64(&v)).transpose()
+        let mut scanned =
+            self.inner.tree.get(keys::id_key(Tag::Scanned, target.as_str()))?.map(|v| read_u64(&v)).transpose()?;
+        for done in [Final::Delivered, Final::Dead] {
+            // A block left empty is removed, so the last one holds an entry: the highest seq.
+            if let Some(kv) = self.inner.tree.scan_prefix(keys::block_prefix(target, done)).next_back() {
+                scanned = scanned.max(decode_block(&kv?.1)?.last().map(|(seq, _)| *seq));
+            }
+        }
+        Ok(scanned)
     }
 
     /// The first attempts a target owes and has not written down (the target actor keeps them
@@ -268,6 +279,40 @@ mod tests {
     use super::*;
     use crate::test_support::*;
     use crate::AttemptResult;
+
+    #[test]
+    fn how_far_a_target_matched_is_its_w_or_its_last_finished_delivery() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        rt().block_on(async {
+            let store = Store::open(dir.path()).expect("open");
+            let t = stored_target(&store).await.id;
+            assert_eq!(store.scanned(&t).expect("read"), None);
+            // Finished deliveries with the cursor, and no `W` (a target's state write): the
+            // blocks tell, the highest seq of either state.
+            let mut b = DeliveryBatch::default();
+            b.attempt(&t, 3, &attempt(1, AttemptResult::Delivered)).expect("encode");
+            b.attempt(&t, 130, &attempt(4, AttemptResult::Dead)).expect("encode");
+            b.attempt(&t, 70, &attempt(1, AttemptResult::Delivered)).expect("encode");
+            b.cursor(&t, 3).expect("encode");
+            store.write_deliveries(b).await.expect("write");
+            assert_eq!(store.scanned(&t).expect("read"), Some(130));
+            // A retry's `W` further on wins; one behind the blocks does not.
+            let mut b = DeliveryBatch::default();
+            b.scanned(&t, 200).expect("encode");
+            store.write_deliveries(b).await.expect("write");
+            assert_eq!(store.scanned(&t).expect("read"), Some(200));
+            let mut b = DeliveryBatch::default();
+            b.scanned(&t, 100).expect("encode");
+            store.write_deliveries(b).await.expect("write");
+            assert_eq!(store.scanned(&t).expect("read"), Some(130));
+            // The dead one queued again: its block goes, the delivered block's last seq is next.
+            let mut b = DeliveryBatch::default();
+            b.requeue(&t, 130, Pending { attempt: 5, due_at_ms: 0, round: 5 }, None).expect("encode");
+            store.write_deliveries(b).await.expect("write");
+            assert_eq!(store.scanned(&t).expect("read"), Some(100));
+            store.close().await;
+        });
+    }
 
     #[test]
     fn delivery_state_round_trips() {

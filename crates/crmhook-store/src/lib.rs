@@ -49,7 +49,7 @@
 //! | `Z` src_id | `SourceV2` (record version 2: the MAIA secret sealed); `SourceV1` (version 1, in clear) still read ([`Source`](crmhook_core::Source)) | sources (a Maximizer source's key only as its SHA-256) |
 //! | `Q` rej_id | [`Rejected`] | the quarantine: a piece of a source's request that was not an event, with its exact bytes; rewritten with `retried` set once a retry logged it as an event; removed by retention ([`Store::compact_quarantine`]) |
 //! | `C` tgt_id | seq:u64 | a target's cursor: every event up to it has been matched for it, and each delivery it owed is finished (`L`, `F`) or pending (`P`) |
-//! | `W` tgt_id | seq:u64 | how far a target had matched: deliveries after `C` and up to here may already have records |
+//! | `W` tgt_id | seq:u64 | how far a target had matched, written with a retry's schedule: deliveries after `C` and up to here (or up to the last seq in the target's `L` blocks, if higher) may already have records |
 //! | `P` tgt_id seq:u64 | [`Pending`] | a delivery still owed that has been attempted (a retry) or queued again: the number of its next attempt, when it is due, and `round`, the attempt that began its round of the retry schedule (1, or a redelivery's or replay's first attempt) |
 //! | `A` seq:u64 tgt_id n:u32 | [`Attempt`] (record version 2, with what the receiver answered, [`Response`]; version 1, without it, still read) | one delivery attempt that did not finish the delivery (append-only); `n` is [`Attempt::n`]; its `round` is as in `P` (`n == round > 1`: a redelivery's first attempt) |
 //! | `D` tgt_id | [`Disabled`] | a target that is not delivered to (410 Gone, or an operator) |
@@ -62,7 +62,7 @@
 //! | `G` len:u16 kanban_id seq:u64 | `Vec<u64>` | index: the same by kanban |
 //! | `N` len:u16 src_id seq:u64 | `Vec<u64>` | index: the same by source (events posted to `/in/{id}`) |
 //! | `I` evt_id | seq:u64 | legacy: the id index of events written by format 1 (see below) |
-//! | `M` name | string, or u64, or bytes | meta: tokens, by token name, as `sha256:` and the hex SHA-256 of the token (the server's; a token kept in clear by an earlier build is rewritten so at start-up); `sealed`, a known value sealed by the key (bytes; see below); `format` (string); `head`, the last seq ever given (u64); `indexed`, the last seq in the on-disk indexes (u64); `stats:ingest` and `stats:<tgt_id>`, the counts of the console's charts ([`Series`], written lazily every few seconds); `migrated_through`, how far a migration from format 1 got (u64, only while it runs) |
+//! | `M` name | string, or u64, or bytes | meta: tokens, by token name, as `sha256:` and the hex SHA-256 of the token (the server's; a token kept in clear by an earlier build is rewritten so at start-up); `sealed`, a known value sealed by the key (bytes; see below); `format` (string); `head`, the last seq of the events a compaction removed, kept so that seqs are never given twice once the newest events may be gone (u64; written by compaction only: the head is the last chunk's last seq or this, whichever is higher; builds before 2026-12-04 wrote it with every group); `indexed`, the last seq in the on-disk indexes (u64); `stats:ingest` and `stats:<tgt_id>`, the counts of the console's charts ([`Series`], written lazily every few seconds); `migrated_through`, how far a migration from format 1 got (u64, only while it runs) |
 //!
 //! **Sealed secrets.** A store opened with a key ([`Options::key`]) writes targets and sources
 //! as record version 2, whose secrets (a target's URL, header values, secret and previous
@@ -124,10 +124,14 @@
 //! **First attempts are not written down.** A target matches the log from its cursor and
 //! keeps the deliveries it is owed in memory; one becomes a `P` entry only when an attempt
 //! fails (the retry's schedule must survive a restart) and an `L` entry when it finishes. The
-//! cursor `C` is the low-water mark (everything up to it is recorded), and `W` bounds the
-//! range after it whose deliveries may already be recorded; at start-up a target matches from
-//! `C` again and skips the deliveries in `(C, W]` that have records. So a first delivery that
-//! succeeds costs one entry in a block. The first attempts in memory are shown to readers (pending
+//! cursor `C` is the low-water mark (everything up to it is recorded), and the range after it
+//! whose deliveries may already be recorded ends at `W` or at the last seq in the target's `L`
+//! blocks, whichever is higher ([`Store::scanned`]); at start-up a target matches from `C` again
+//! and skips the deliveries in that range that have records. `W` is written only with a retry's
+//! schedule (`P`, in its flushed batch): the only records a target writes past its cursor
+//! otherwise are finished deliveries, whose blocks bound themselves, so a finished delivery's
+//! write is its block and the cursor (before 2026-12-04 it carried `W` too, one more key per
+//! write). So a first delivery that succeeds costs one entry in a block. The first attempts in memory are shown to readers (pending
 //! listings and counts) through [`Unrecorded`], which each target actor keeps up to date.
 //!
 //! **Event ids carry their seq** (the low 64 bits of the id, see
@@ -181,7 +185,8 @@
 //!   it replaces or removes are written in one batch too. After a crash the store is at a batch
 //!   boundary, or inside a group of single inserts at a point their order makes consistent
 //!   (the head is read back from the last chunk; a `W` ahead of its blocks only makes a
-//!   restart look for records it does not find), so a target resumes from its cursor and
+//!   restart look for records it does not find; blocks written before their cursor bound the
+//!   range a restart checks themselves), so a target resumes from its cursor and
 //!   pending entries: deliveries in flight at the crash are attempted again (at least once).
 //! - A request's events are in the log whole or not at all (one chunk or one batch).
 //! - sled 0.34's `flush` writes and fsyncs its log file, but does not fsync the directory or

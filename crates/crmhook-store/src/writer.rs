@@ -370,11 +370,12 @@ impl Writer {
         }
     }
 
-    /// Queues a group's events (chunks, head, index postings); answers how far the index window
-    /// was written out, if it was, and the chunks written ([`write_log`]).
+    /// Queues a group's events (chunks, index postings); answers how far the index window was
+    /// written out, if it was, and the chunks written ([`write_log`]). The head needs no key of
+    /// its own: it is read back from the last chunk at open (`M head` is written only by a
+    /// compaction that removes events, see `compact`).
     fn log_events(&self, batch: &mut sled::Batch, fresh: &[Event]) -> Result<(Option<u64>, Vec<Chunk>)> {
         let chunks = write_log(batch, fresh)?;
-        batch.insert(keys::head(), codec::encode(&(self.next_seq - 1))?);
         let window = self.window.lock().map_err(|_| StoreError::Io("index window lock poisoned".into()))?;
         if let Some((writes, last)) = window.write_out(fresh)? {
             writes.into_batch(batch, &mut Blocks::default(), &self.tree, &mut 0); // postings only: no requests
@@ -747,6 +748,8 @@ mod tests {
             let b = store.append(events(1), None).await.expect("append");
             assert_eq!(a.iter().chain(&b).map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
             assert_eq!(store.head(), 3);
+            // No key of its own: the head is read back from the last chunk.
+            assert_eq!(store.inner.tree.get(keys::head()).expect("read"), None);
             let e2 = store.event_by_id(&a[1].id).expect("read").expect("found");
             assert_eq!(e2.seq, 2);
             assert_eq!(e2.record_id.as_deref(), Some("r1"));

@@ -503,7 +503,8 @@ impl Disk {
     fn recovered(&self, head: u64) -> Recovered {
         Recovered {
             cursor: self.cursor,
-            scanned: self.scanned,
+            // `Store::scanned`: `W`, or the last finished delivery if higher.
+            scanned: self.scanned.max(self.finished.last().copied()),
             pending: self.pending.iter().take(WINDOW).map(|(s, p)| (*s, *p)).collect(),
             disabled: self.disabled,
             head,
@@ -655,9 +656,8 @@ impl Sim {
     fn write_state(&mut self) {
         let Some(write) = self.window.start_write() else { return };
         let mut puts = std::mem::take(&mut self.unwritten);
-        if let Some((low, scanned)) = write.marks {
+        if let Some((low, _)) = write.marks {
             puts.push(Put::Cursor(low));
-            puts.push(Put::Scanned(scanned));
         }
         self.submit(puts, false, Kind::State);
     }
