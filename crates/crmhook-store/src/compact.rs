@@ -87,8 +87,9 @@ impl Store {
         }
         let Some(&last_removed) = removed.iter().max() else { return Ok(0) };
         // The head is read back from the last chunk at open: once the newest events may be
-        // gone, `M head` keeps the last seq given (seqs are never given twice). Only compaction
-        // writes it, one at a time (the retention task), so it never moves back.
+        // gone, `M head` keeps the last seq given (seqs are never given twice). Past a format-1
+        // migration at open, only compaction writes it, one at a time (the retention task), so
+        // it never moves back.
         let kept_head = tree.get(keys::head())?.map(|v| crate::read_u64(&v)).transpose()?.unwrap_or(0);
         if last_removed > kept_head {
             batch.insert(keys::head(), codec::encode(&last_removed)?);

@@ -131,8 +131,9 @@
 //! schedule (`P`, in its flushed batch): the only records a target writes past its cursor
 //! otherwise are finished deliveries, whose blocks bound themselves, so a finished delivery's
 //! write is its block and the cursor (before 2026-12-04 it carried `W` too, one more key per
-//! write). So a first delivery that succeeds costs one entry in a block. The first attempts in memory are shown to readers (pending
-//! listings and counts) through [`Unrecorded`], which each target actor keeps up to date.
+//! write). So a first delivery that succeeds costs one entry in a block. The first attempts in
+//! memory are shown to readers (pending listings and counts) through [`Unrecorded`], which each
+//! target actor keeps up to date.
 //!
 //! **Event ids carry their seq** (the low 64 bits of the id, see
 //! [`crmhook_core::EventId::with_seq`]): an event is found from its id by reading its chunk and
