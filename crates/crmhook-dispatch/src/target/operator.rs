@@ -1,0 +1,151 @@
+//! What operators ask of a target beside its window: a test delivery (`POST
+//! /v1/targets/{id}/test`, see the parent module's docs) and queuing finished deliveries again
+//! (redeliver, replay). Both are messages to the target's actor, handled here.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use crmhook_core::retry::{classify, Verdict};
+use crmhook_core::time::now_ms;
+use crmhook_core::TargetId;
+use crmhook_store::{Attempt, AttemptResult, DeliveryBatch, LogHandle, Pending, Request};
+use tokio::sync::oneshot;
+
+use super::TargetActor;
+use crate::delivery;
+use crate::feed::{AttemptRecorded, Feed};
+use crate::router::RouterError;
+
+#[derive(Message)]
+#[rtype(result = "oneshot::Receiver<Result<Attempt, RouterError>>")]
+pub(super) struct Test {
+    pub(super) seq: u64,
+}
+
+#[derive(Message)]
+#[rtype(result = "u64")]
+pub(super) struct Requeue {
+    pub(super) seqs: Vec<u64>,
+    pub(super) request: Request,
+}
+
+impl Handler<Test> for TargetActor {
+    type Result = MessageResult<Test>;
+
+    fn handle(&mut self, Test { seq }: Test, _: &mut Context<Self>) -> MessageResult<Test> {
+        let (tx, rx) = oneshot::channel();
+        let test = TestDelivery {
+            store: self.store.clone(),
+            endpoint: self.endpoint.clone(),
+            client: self.client.clone(),
+            feed: self.feed.clone(),
+            target: self.id().clone(),
+        };
+        // Its own task on this arbiter, like every attempt; the window is not involved.
+        actix_rt::spawn(async move {
+            let _ = tx.send(test.run(seq).await);
+        });
+        MessageResult(rx)
+    }
+}
+
+/// What a test delivery needs of its target's actor.
+struct TestDelivery {
+    store: LogHandle,
+    endpoint: Arc<delivery::Endpoint>,
+    client: delivery::Client,
+    feed: Feed,
+    target: TargetId,
+}
+
+impl TestDelivery {
+    async fn run(self, seq: u64) -> Result<Attempt, RouterError> {
+        let event = self.store.event_ref(seq)?.ok_or_else(|| RouterError::NotFound(format!("event seq {seq}")))?;
+        if !event.test {
+            return Err(RouterError::NotFound(format!("test event seq {seq}")));
+        }
+        let report = delivery::attempt(&self.client, &self.endpoint, &event, 1).await;
+        // One attempt, no retry; a 410 does not disable the target.
+        let result = match classify(&report.outcome) {
+            Verdict::Delivered => AttemptResult::Delivered,
+            Verdict::Retry | Verdict::Disable => AttemptResult::Dead,
+        };
+        tracing::info!(target_id = %self.target, seq, outcome = ?report.outcome, "test delivery");
+        let attempt = Attempt {
+            n: 1,
+            at_ms: report.at_ms,
+            duration_ms: report.duration_ms,
+            outcome: report.outcome,
+            result,
+            round: 1,
+            response: report.response,
+        };
+        let mut batch = DeliveryBatch::default();
+        batch.test_attempt(&self.target, seq, &attempt)?;
+        self.store.write_deliveries(batch).await?;
+        let status_code = match &attempt.outcome {
+            crmhook_core::retry::Outcome::Status(code) => Some(*code),
+            _ => None,
+        };
+        self.feed.publish(|| AttemptRecorded {
+            event_id: report.event_id,
+            seq,
+            target_id: self.target.clone(),
+            n: 1,
+            status_code,
+            result,
+            duration_ms: attempt.duration_ms,
+            at_ms: attempt.at_ms,
+            error: crmhook_store::attempt_error(&attempt.outcome, attempt.duration_ms, attempt.response.as_ref()),
+            outcome: attempt.outcome.clone(),
+            response: attempt.response.clone(),
+            test: true,
+        });
+        Ok(attempt)
+    }
+}
+
+impl Handler<Requeue> for TargetActor {
+    type Result = ResponseActFuture<Self, u64>;
+
+    fn handle(&mut self, Requeue { seqs, mut request }: Requeue, _: &mut Context<Self>) -> Self::Result {
+        let now = now_ms();
+        let mut batch = DeliveryBatch::default();
+        let mut queued = Vec::new();
+        for seq in seqs {
+            let Ok(Some(event)) = self.store.event_ref(seq) else { continue };
+            // Held already, pending, or not matched yet and owed: it will be delivered anyway.
+            let pending_elsewhere = || self.store.is_pending(self.id(), seq).unwrap_or(true);
+            if self.window.requeue_skips(seq, pending_elsewhere, || self.config.subscriptions.matches(&event)) {
+                continue;
+            }
+            // The attempt a finished delivery's final state holds is its last one.
+            let Ok(held) = self.store.final_attempt(self.id(), seq) else { continue };
+            let last = match &held {
+                Some(a) => Ok(Some(a.n)),
+                None => self.store.last_attempt(self.id(), seq).map(|a| a.map(|a| a.n)),
+            };
+            let Ok(last) = last else { continue };
+            let next = last.map_or(1, |n| n + 1);
+            let p = Pending { attempt: next, due_at_ms: now, round: next };
+            if batch.requeue(self.id(), seq, p, held.as_ref()).is_ok() {
+                queued.push((seq, p));
+            }
+        }
+        request.queued = queued.len() as u64;
+        if let Err(e) = batch.request(&request) {
+            tracing::error!(error = %e, "encoding an operator request failed");
+        }
+        let store = self.store.clone();
+        Box::pin(async move { store.write_deliveries(batch).await }.into_actor(self).map(move |written, act, ctx| {
+            if let Err(e) = written {
+                tracing::error!(target_id = %act.id(), error = %e, "queuing deliveries again failed");
+                return 0;
+            }
+            tracing::info!(target_id = %act.id(), queued = queued.len(), by = %request.by, action = %request.action, "deliveries queued again");
+            act.window.requeued(&queued);
+            act.pump(ctx);
+            queued.len() as u64
+        }))
+    }
+}
