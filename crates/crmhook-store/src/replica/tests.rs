@@ -1,0 +1,183 @@
+//! The replica's unit tests: two copies of one log agree, a restore copies a store, a failed
+//! publish answers its callers.
+
+use super::*;
+use crate::test_support::*;
+use crmhook_core::event::parse_ingest;
+
+/// The replicated log of the tests: every entry published, in order.
+struct FakeLog(Vec<Vec<u8>>);
+
+impl FakeLog {
+    /// Publishes what `node` has queued as one entry.
+    fn publish(&mut self, node: &Replica, rx: &mut mpsc::Receiver<Outgoing>) {
+        let mut ops = Vec::new();
+        while let Ok(op) = rx.try_recv() {
+            ops.push(op);
+        }
+        self.0.push(Replica::encode_entry(node.node(), ops).expect("encode"));
+    }
+
+    /// Applies every entry not yet applied on `node`, in order.
+    async fn catch_up(&self, node: &Replica) {
+        for (i, entry) in self.0.iter().enumerate() {
+            node.apply(i as u64 + 1, entry).await.expect("apply");
+        }
+    }
+}
+
+#[test]
+fn two_copies_of_one_log_agree_and_callers_are_answered_at_apply() {
+    let (da, db) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    rt().block_on(async {
+        let a = Store::open_replica(da.path(), crate::Options::default(), 1).expect("open a");
+        let b = Store::open_replica(db.path(), crate::Options::default(), 2).expect("open b");
+        let (mut out_a, mut out_b) = (a.take_outgoing().expect("out"), b.take_outgoing().expect("out"));
+        let mut log = FakeLog(Vec::new());
+
+        // A takes two events, B one Maximizer event, then the same Maximizer event again.
+        let mx = include_str!("../../../../data/samples/maximizer/opportunity_stage_change.json");
+        let from_a = a.store().queue_append(events(2), None).expect("queued");
+        log.publish(&a, &mut out_a);
+        let from_b = b.store().queue_append(parse_ingest(mx.as_bytes()).expect("valid"), None).expect("queued");
+        let again = a.store().queue_append(parse_ingest(mx.as_bytes()).expect("valid"), None).expect("queued");
+        log.publish(&b, &mut out_b);
+        log.publish(&a, &mut out_a);
+        // A target created on B.
+        let target = target();
+        let b2 = b.store().clone();
+        let t = target.clone();
+        let create = tokio::spawn(async move { b2.create_target(&t, 0).await });
+        tokio::task::yield_now().await;
+        while out_b.is_empty() {
+            tokio::task::yield_now().await;
+        }
+        log.publish(&b, &mut out_b);
+
+        let mut config = a.store().watch_config();
+        log.catch_up(&a).await;
+        log.catch_up(&b).await;
+        let from_a = from_a.wait().await.expect("acked");
+        let from_b = from_b.wait().await.expect("acked");
+        let again = again.wait().await.expect("acked");
+        create.await.expect("join").expect("created");
+        assert_eq!(from_a.iter().map(|x| x.seq).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(from_b[0].seq, 3);
+        assert!(
+            again[0].duplicate && again[0].id == from_b[0].id,
+            "the same Maximizer Id is logged once: {again:?} {from_b:?}"
+        );
+        config.changed().await.expect("the target's creation moves the config watch");
+
+        for store in [a.store(), b.store()] {
+            assert_eq!(store.head(), 3);
+            let ids: Vec<_> = store.events_from(1).map(|e| e.expect("read").id).collect();
+            assert_eq!(ids, [from_a[0].id.clone(), from_a[1].id.clone(), from_b[0].id.clone()]);
+            assert_eq!(store.target(&target.id).expect("read").map(|t| t.id), Some(target.id.clone()));
+            assert_eq!(store.replicated().expect("read"), 4);
+        }
+        a.store().close().await;
+        b.store().close().await;
+    });
+    // A copy reopened resumes after the last entry it applied; an entry read again is skipped.
+    rt().block_on(async {
+        let a = Store::open_replica(da.path(), crate::Options::default(), 3).expect("reopen a");
+        assert_eq!(a.handed(), 4);
+        a.apply(4, &Replica::encode_entry(9, Vec::new()).expect("encode")).await.expect("skipped");
+        assert_eq!(a.store().head(), 3);
+        a.store().close().await;
+    });
+}
+
+#[test]
+fn a_restore_makes_a_new_copy_equal_to_the_store_it_copies() {
+    use crate::records::{AttemptResult, Pending, Series};
+    use crate::DeliveryBatch;
+    let (single, copy_dir) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    // Windows of 8 events: 35 events are 4 windows on disk and 3 in memory.
+    let options = || crate::Options { record_window: 8, ..Default::default() };
+    let target = rt().block_on(async {
+        let store = Store::open_with(single.path(), options()).expect("open");
+        for i in 0..5 {
+            store.append(mixed(i * 7, 7), Some(format!("key-{i}"))).await.expect("append");
+        }
+        let target = stored_target(&store).await;
+        let mut batch = DeliveryBatch::default();
+        batch.cursor(&target.id, 3).expect("cursor");
+        batch.attempt(&target.id, 4, &attempt(1, AttemptResult::Delivered)).expect("finished");
+        batch.attempt(&target.id, 5, &attempt(1, AttemptResult::Retrying { next_at_ms: 123_456 })).expect("a");
+        batch.pending(&target.id, 5, Pending { attempt: 2, due_at_ms: 123_456, round: 1 }).expect("pending");
+        store.write_deliveries(batch).await.expect("deliveries");
+        store.put_stats(vec![("ingest".into(), Series::default())], vec![]).await.expect("stats");
+        store.close().await;
+        target
+    });
+    rt().block_on(async {
+        let single = Store::open_with(single.path(), options()).expect("reopen");
+        let entries = single.restore_entries(1024);
+        let mut log = FakeLog(entries.collect::<Result<_>>().expect("entries"));
+        assert!(log.0.len() > 2, "small entries: {} of them", log.0.len());
+
+        let copy = Store::open_replica(copy_dir.path(), options(), 1).expect("open the copy");
+        let mut out = copy.take_outgoing().expect("out");
+        let mut head = copy.store().watch_head();
+        log.catch_up(&copy).await;
+        tokio::time::timeout(std::time::Duration::from_secs(10), head.wait_for(|h| *h == 35))
+            .await
+            .expect("the copy's head moves at the restore's end")
+            .expect("watch");
+        let copied = copy.store();
+        assert_eq!(copied.replicated().expect("read"), log.0.len() as u64);
+        let all = |s: &Store| s.events_from(1).collect::<Result<Vec<_>>>().expect("events");
+        assert_eq!(all(copied), all(&single));
+        assert_filters_match_a_scan(copied);
+        assert_eq!(copied.target(&target.id).expect("read").map(|t| t.id), Some(target.id.clone()));
+        assert_eq!(copied.cursor(&target.id).expect("read"), Some(3));
+        assert_eq!(copied.pending(&target.id, 10).expect("read"), single.pending(&target.id, 10).expect("read"));
+        assert_eq!(copied.pending(&target.id, 10).expect("read")[0].1.due_at_ms, 123_456);
+        assert_eq!(copied.final_attempt(&target.id, 4).expect("read"), Some(attempt(1, AttemptResult::Delivered)));
+        assert_eq!(copied.attempts(5).expect("read"), single.attempts(5).expect("read"));
+        assert!(copied.stats().expect("read").is_empty(), "the console's counts stay on their node");
+        assert_eq!(single.stats().expect("read").len(), 1);
+
+        // The copy goes on from the restored log: a retried request is a duplicate, new
+        // events take the seqs after the head, and the index window read back fills and is
+        // written out with them.
+        let again = copied.queue_append(mixed(0, 7), Some("key-0".into())).expect("queued");
+        let more = copied.queue_append(mixed(35, 6), None).expect("queued");
+        log.publish(&copy, &mut out);
+        log.catch_up(&copy).await;
+        let again = again.wait().await.expect("acked");
+        assert!(again.iter().all(|a| a.duplicate) && again.iter().map(|a| a.seq).eq(1..=7), "{again:?}");
+        assert_eq!(
+            more.wait().await.expect("acked").iter().map(|a| a.seq).collect::<Vec<_>>(),
+            (36..=41).collect::<Vec<_>>()
+        );
+        assert_eq!(copied.head(), 41);
+        assert_filters_match_a_scan(copied);
+        single.close().await;
+        copied.close().await;
+    });
+    // Reopened, the copy reads the same.
+    rt().block_on(async {
+        let copy = Store::open_replica(copy_dir.path(), options(), 2).expect("reopen the copy");
+        assert_eq!(copy.store().head(), 41);
+        assert_filters_match_a_scan(copy.store());
+        copy.store().close().await;
+    });
+}
+
+#[test]
+fn a_failed_publish_answers_its_callers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let a = Store::open_replica(dir.path(), crate::Options::default(), 1).expect("open");
+        let mut out = a.take_outgoing().expect("out");
+        let pending = a.store().queue_append(events(1), None).expect("queued");
+        let op = out.try_recv().expect("an op");
+        a.fail(&[op.nonce], "no quorum");
+        assert!(matches!(pending.wait().await, Err(StoreError::Io(e)) if e == "no quorum"));
+        assert_eq!(a.store().head(), 0);
+        a.store().close().await;
+    });
+}
