@@ -1,8 +1,9 @@
 //! The writer thread: group commit. Every write goes through it (see the crate docs): it takes
-//! the requests queued (up to [`MAX_GROUP`]) and the held writes waiting in [`Lazy`], applies
-//! the group (new events numbered and cut into chunks, the changes to finished-delivery blocks,
-//! the index window when it fills) as one sled batch or as ordered single inserts ([`apply`]),
-//! flushes if any of it must be durable, and then answers each request.
+//! the requests queued (up to [`MAX_GROUP`](crate::MAX_GROUP)) and the held writes waiting in
+//! [`Lazy`] (`writer/queue.rs`), applies the group (new events numbered and cut into chunks, the
+//! changes to finished-delivery blocks, the index window when it fills) as one sled batch or as
+//! ordered single inserts ([`apply()`], `writer/apply.rs`), flushes if any of it must be durable,
+//! and then answers each request.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,7 +12,6 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crmhook_core::{Event, EventId, NewEvent};
-use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::batch::{Write, Writes};
@@ -20,11 +20,18 @@ use crate::finished::{Blocks, KeptBlocks};
 use crate::index::IndexWindow;
 use crate::keys::{self, Tag};
 use crate::records::AckEntry;
-use crate::{codec, Result, Store, StoreError, CHUNK_BYTES, CHUNK_EVENTS, LAZY_HOLD, LIVE_INGEST, MAX_GROUP};
+use crate::{codec, Result, Store, StoreError, CHUNK_BYTES, CHUNK_EVENTS};
 
 /// A group commit that takes this long (applying the batch and flushing) is logged as a warning:
 /// every request of its group waited for it.
 const SLOW_COMMIT: std::time::Duration = std::time::Duration::from_millis(20);
+
+mod apply;
+mod queue;
+
+use apply::{apply, restores_apart};
+use queue::next_group;
+pub(crate) use queue::Lazy;
 
 /// A request to the writer thread.
 pub(crate) enum Op {
@@ -75,7 +82,7 @@ pub(crate) enum When {
     /// After the batch is applied (sled flushes it within `flush_every_ms`, or with the next
     /// flush).
     Applied,
-    /// Like `Applied`, but the batch may wait up to [`LAZY_HOLD`] for other writes to share.
+    /// Like `Applied`, but the batch may wait up to [`LAZY_HOLD`](crate::LAZY_HOLD) for other writes to share.
     Held,
 }
 
@@ -104,80 +111,6 @@ pub(crate) struct Writer {
 enum Reply {
     Append(oneshot::Sender<Result<Vec<AckEntry>>>, Vec<AckEntry>),
     Write(oneshot::Sender<Result<()>>),
-}
-
-/// Held writes ([`When::Held`]: records nobody waits for) wait here rather than in the writer's
-/// queue, so that sending one does not wake the writer when it will take them anyway: while
-/// events are being logged (a durable write within [`LIVE_INGEST`]) the writer takes them with
-/// the next group, or when that period ends; otherwise they wait up to [`LAZY_HOLD`] for
-/// company. Only a writer asleep with nothing to wake it is woken ([`Op::Nudge`]). Each target
-/// has at most one held write at a time, so this holds no more than one write per target
-/// (and the charts' counts).
-#[derive(Default)]
-pub(crate) struct Lazy(Mutex<LazyState>);
-
-#[derive(Default)]
-struct LazyState {
-    ops: Vec<Op>,
-    /// When the oldest of `ops` came.
-    since: Option<Instant>,
-    /// The writer sleeps until a request comes: the next held write must nudge it.
-    writer_asleep: bool,
-    /// The writer has stopped: held writes are refused.
-    closed: bool,
-}
-
-impl Lazy {
-    fn state(&self) -> std::sync::MutexGuard<'_, LazyState> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Queues a held write; answers whether the writer must be nudged, or gives the write back
-    /// if the writer has stopped.
-    fn push(&self, op: Op) -> std::result::Result<bool, Op> {
-        let mut s = self.state();
-        if s.closed {
-            return Err(op);
-        }
-        s.since.get_or_insert_with(Instant::now);
-        s.ops.push(op);
-        Ok(std::mem::take(&mut s.writer_asleep))
-    }
-
-    fn take(&self) -> Vec<Op> {
-        let mut s = self.state();
-        s.since = None;
-        std::mem::take(&mut s.ops)
-    }
-
-    /// When the writer must wake without a request: at the end of the live period, or when the
-    /// held writes have waited [`LAZY_HOLD`]; `None` (noted: the next held write nudges) when
-    /// nothing is held and the period is over.
-    fn wake_at(&self, live_until: Option<Instant>) -> Option<Instant> {
-        let mut s = self.state();
-        let now = Instant::now();
-        match (live_until.filter(|at| *at > now), s.since) {
-            (Some(at), _) => Some(at),
-            (None, Some(since)) => Some(since + LAZY_HOLD),
-            (None, None) => {
-                s.writer_asleep = true;
-                None
-            }
-        }
-    }
-
-    /// The writer woke from its sleep: held writes need not nudge it.
-    fn awake(&self) {
-        self.state().writer_asleep = false;
-    }
-
-    /// The writer stops: what is held is dropped (its requests answered `Closed`), and later
-    /// held writes are refused.
-    fn close(&self) {
-        let mut s = self.state();
-        s.closed = true;
-        s.ops.clear();
-    }
 }
 
 /// One group commit, as it is put together.
@@ -509,119 +442,6 @@ impl Writer {
     }
 }
 
-/// The next group to commit: what is queued, up to [`MAX_GROUP`], and every held write (see
-/// [`Lazy`]); held writes alone once their wait is over. Each sled batch costs two log-buffer
-/// writes on sled's thread pool and each wake-up of this thread a switch, so held writes ride
-/// with other groups where they can. `None` once the queue is closed and nothing is held.
-fn next_group(
-    rx: &mut mpsc::Receiver<Op>,
-    timer: &Runtime,
-    lazy: &Lazy,
-    last_durable: &mut Option<Instant>,
-) -> Option<Vec<Op>> {
-    loop {
-        let wake_at = lazy.wake_at(last_durable.map(|at| at + LIVE_INGEST));
-        let (next, closed) = match wake_at {
-            None => {
-                let next = rx.blocking_recv();
-                lazy.awake();
-                let closed = next.is_none();
-                (next, closed)
-            }
-            Some(at) => {
-                let at = tokio::time::Instant::from_std(at);
-                match timer.block_on(async { tokio::time::timeout_at(at, rx.recv()).await }) {
-                    Ok(Some(op)) => (Some(op), false),
-                    Ok(None) => (None, true),
-                    Err(_) => (None, false),
-                }
-            }
-        };
-        let mut ops: Vec<Op> = next.into_iter().collect();
-        while ops.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(op) => ops.push(op),
-                Err(_) => break,
-            }
-        }
-        ops.retain(|op| !matches!(op, Op::Nudge));
-        if ops
-            .iter()
-            .any(|op| matches!(op, Op::Append { .. } | Op::Entry { .. } | Op::Write { when: When::Flushed, .. }))
-        {
-            *last_durable = Some(Instant::now());
-        }
-        let due = wake_at.is_some_and(|at| Instant::now() >= at);
-        if !ops.is_empty() || due || closed {
-            ops.extend(lazy.take());
-        }
-        if !ops.is_empty() {
-            return Some(ops);
-        }
-        if closed {
-            return None;
-        }
-    }
-}
-
-/// Applies a group's batch: as single writes in rank order when every write of it is an insert
-/// of a key with a [`keys::single_write_rank`], its events are in one chunk (and `singles`),
-/// else as one sled batch. A sled batch costs two writes of sled's log buffer (sled seals the
-/// buffer around the batch's manifest) where single writes cost the one of the next flush, and
-/// the groups that qualify are the common ones: events without idempotency keys, and finished
-/// deliveries with their cursor.
-fn apply(tree: &sled::Tree, batch: sled::Batch, singles: bool) -> Result<()> {
-    let writes = batch.into_writes();
-    let ranked: Option<Vec<u8>> =
-        writes.iter().map(|(k, v)| v.as_ref().and_then(|_| keys::single_write_rank(k))).collect();
-    // A group's events in one chunk: one insert, so that no request is ever logged half-way
-    // (a crash or a full disk between two chunks would keep the first).
-    let one_chunk = |ranks: &[u8]| ranks.iter().filter(|r| **r == keys::CHUNK_RANK).count() <= 1;
-    match ranked {
-        Some(ranks) if singles && one_chunk(&ranks) => {
-            let mut ordered: Vec<(u8, (sled::IVec, Option<sled::IVec>))> = ranks.into_iter().zip(writes).collect();
-            ordered.sort_by(|a, b| (a.0, &a.1 .0).cmp(&(b.0, &b.1 .0)));
-            for (_, (k, v)) in ordered {
-                if let Some(v) = v {
-                    tree.insert(k, v)?;
-                }
-            }
-        }
-        _ => {
-            let mut batch = sled::Batch::default();
-            for (k, v) in writes {
-                match v {
-                    Some(v) => batch.insert(k, v),
-                    None => batch.remove(k),
-                }
-            }
-            tree.apply_batch(batch)?;
-        }
-    }
-    Ok(())
-}
-
-/// A group cut after each entry that restores records: the ops after it read what it wrote
-/// (blocks, deduplication records) and the seqs read back after it, and each restore's sled
-/// batch stays one entry's size.
-fn restores_apart(ops: Vec<Op>) -> Vec<Vec<Op>> {
-    if !ops.iter().any(Op::restores) {
-        return vec![ops];
-    }
-    let mut parts = vec![Vec::new()];
-    for op in ops {
-        let cut = op.restores();
-        if let Some(part) = parts.last_mut() {
-            part.push(op);
-        }
-        if cut {
-            parts.push(Vec::new());
-        }
-    }
-    parts.retain(|p| !p.is_empty());
-    parts
-}
-
 /// Answers a group's requests with its result.
 fn answer(replies: Vec<Reply>, result: &Result<()>) {
     let failure = |e: &StoreError| match e {
@@ -734,104 +554,4 @@ impl Writes {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::test_support::*;
-    use crmhook_core::event::parse_ingest;
-
-    #[test]
-    fn appends_number_the_log_and_survive_reopen() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        rt().block_on(async {
-            let store = Store::open(dir.path()).expect("open");
-            let a = store.append(events(2), None).await.expect("append");
-            let b = store.append(events(1), None).await.expect("append");
-            assert_eq!(a.iter().chain(&b).map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
-            assert_eq!(store.head(), 3);
-            // No key of its own: the head is read back from the last chunk.
-            assert_eq!(store.inner.tree.get(keys::head()).expect("read"), None);
-            let e2 = store.event_by_id(&a[1].id).expect("read").expect("found");
-            assert_eq!(e2.seq, 2);
-            assert_eq!(e2.record_id.as_deref(), Some("r1"));
-            store.close().await;
-        });
-        drop(rt());
-        rt().block_on(async {
-            let store = Store::open(dir.path()).expect("reopen");
-            assert_eq!(store.head(), 3);
-            assert_eq!(store.events_from(2).count(), 2);
-            let c = store.append(events(1), None).await.expect("append");
-            assert_eq!(c[0].seq, 4);
-            store.close().await;
-        });
-    }
-
-    #[test]
-    fn held_writes_are_answered_alone_with_an_ingest_and_refused_after_close() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        rt().block_on(async {
-            let store = Store::open(dir.path()).expect("open");
-            let id = crmhook_core::TargetId::generate();
-            let held = |seq: u64| {
-                let mut b = crate::DeliveryBatch::default();
-                b.cursor(&id, seq).expect("encode");
-                b
-            };
-            // Nothing else comes: the writer, asleep, is nudged.
-            store.write_deliveries_held(held(1)).await.expect("held write alone");
-            assert_eq!(store.cursor(&id).expect("read"), Some(1));
-            // Events are being logged: the held write rides with the next append (or goes when
-            // the live period ends); either way it is answered.
-            store.append(events(1), None).await.expect("append");
-            let (written, appended) = tokio::join!(store.write_deliveries_held(held(2)), store.append(events(1), None));
-            written.expect("held write beside an ingest");
-            appended.expect("append");
-            assert_eq!(store.cursor(&id).expect("read"), Some(2));
-            store.write_deliveries_held(held(3)).await.expect("held write after the ingest");
-            assert_eq!(store.cursor(&id).expect("read"), Some(3));
-            store.close().await;
-            assert!(matches!(store.write_deliveries_held(held(4)).await, Err(StoreError::Closed)));
-        });
-    }
-
-    #[test]
-    fn idempotency_keys_and_maximizer_ids_answer_the_first_ack() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        rt().block_on(async {
-            let store = Store::open(dir.path()).expect("open");
-            let first = store.append(events(2), Some("key-1".into())).await.expect("append");
-            let again = store.append(events(2), Some("key-1".into())).await.expect("append");
-            assert_eq!(
-                again.iter().map(|a| (&a.id, a.seq, a.duplicate)).collect::<Vec<_>>(),
-                first.iter().map(|a| (&a.id, a.seq, true)).collect::<Vec<_>>()
-            );
-            let mx = include_str!("../../../data/samples/maximizer/opportunity_stage_change.json");
-            let m1 = store.append(parse_ingest(mx.as_bytes()).expect("valid"), None).await.expect("append");
-            let m2 = store.append(parse_ingest(mx.as_bytes()).expect("valid"), None).await.expect("append");
-            assert!(!m1[0].duplicate && m2[0].duplicate && m1[0].seq == m2[0].seq);
-            assert_eq!(store.head(), 3);
-            store.close().await;
-        });
-    }
-
-    #[test]
-    fn concurrent_appends_share_flushes_and_get_distinct_seqs() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        rt().block_on(async {
-            let store = Store::open(dir.path()).expect("open");
-            let tasks: Vec<_> = (0..200)
-                .map(|_| {
-                    let s = store.clone();
-                    tokio::spawn(async move { s.append(events(1), None).await })
-                })
-                .collect();
-            let mut seqs = Vec::new();
-            for t in tasks {
-                seqs.push(t.await.expect("join").expect("append")[0].seq);
-            }
-            seqs.sort_unstable();
-            assert_eq!(seqs, (1..=200).collect::<Vec<_>>());
-            store.close().await;
-        });
-    }
-}
+mod tests;

@@ -1,0 +1,64 @@
+//! How the writer thread applies a group to the tree: as ordered single inserts or as one sled
+//! batch ([`apply`]), and a group cut after each restore ([`restores_apart`]).
+
+use super::Op;
+use crate::keys;
+use crate::Result;
+
+/// Applies a group's batch: as single writes in rank order when every write of it is an insert
+/// of a key with a [`keys::single_write_rank`], its events are in one chunk (and `singles`),
+/// else as one sled batch. A sled batch costs two writes of sled's log buffer (sled seals the
+/// buffer around the batch's manifest) where single writes cost the one of the next flush, and
+/// the groups that qualify are the common ones: events without idempotency keys, and finished
+/// deliveries with their cursor.
+pub(super) fn apply(tree: &sled::Tree, batch: sled::Batch, singles: bool) -> Result<()> {
+    let writes = batch.into_writes();
+    let ranked: Option<Vec<u8>> =
+        writes.iter().map(|(k, v)| v.as_ref().and_then(|_| keys::single_write_rank(k))).collect();
+    // A group's events in one chunk: one insert, so that no request is ever logged half-way
+    // (a crash or a full disk between two chunks would keep the first).
+    let one_chunk = |ranks: &[u8]| ranks.iter().filter(|r| **r == keys::CHUNK_RANK).count() <= 1;
+    match ranked {
+        Some(ranks) if singles && one_chunk(&ranks) => {
+            let mut ordered: Vec<(u8, (sled::IVec, Option<sled::IVec>))> = ranks.into_iter().zip(writes).collect();
+            ordered.sort_by(|a, b| (a.0, &a.1 .0).cmp(&(b.0, &b.1 .0)));
+            for (_, (k, v)) in ordered {
+                if let Some(v) = v {
+                    tree.insert(k, v)?;
+                }
+            }
+        }
+        _ => {
+            let mut batch = sled::Batch::default();
+            for (k, v) in writes {
+                match v {
+                    Some(v) => batch.insert(k, v),
+                    None => batch.remove(k),
+                }
+            }
+            tree.apply_batch(batch)?;
+        }
+    }
+    Ok(())
+}
+
+/// A group cut after each entry that restores records: the ops after it read what it wrote
+/// (blocks, deduplication records) and the seqs read back after it, and each restore's sled
+/// batch stays one entry's size.
+pub(super) fn restores_apart(ops: Vec<Op>) -> Vec<Vec<Op>> {
+    if !ops.iter().any(Op::restores) {
+        return vec![ops];
+    }
+    let mut parts = vec![Vec::new()];
+    for op in ops {
+        let cut = op.restores();
+        if let Some(part) = parts.last_mut() {
+            part.push(op);
+        }
+        if cut {
+            parts.push(Vec::new());
+        }
+    }
+    parts.retain(|p| !p.is_empty());
+    parts
+}

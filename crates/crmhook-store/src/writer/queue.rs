@@ -1,0 +1,140 @@
+//! What the writer thread takes as its next group: the queue's requests and the held writes
+//! waiting beside it ([`Lazy`]), and when it wakes for them ([`next_group`]).
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use tokio::runtime::Runtime;
+use tokio::sync::mpsc;
+
+use super::{Op, When};
+use crate::{LAZY_HOLD, LIVE_INGEST, MAX_GROUP};
+
+/// Held writes ([`When::Held`]: records nobody waits for) wait here rather than in the writer's
+/// queue, so that sending one does not wake the writer when it will take them anyway: while
+/// events are being logged (a durable write within [`LIVE_INGEST`]) the writer takes them with
+/// the next group, or when that period ends; otherwise they wait up to [`LAZY_HOLD`] for
+/// company. Only a writer asleep with nothing to wake it is woken ([`Op::Nudge`]). Each target
+/// has at most one held write at a time, so this holds no more than one write per target
+/// (and the charts' counts).
+#[derive(Default)]
+pub(crate) struct Lazy(Mutex<LazyState>);
+
+#[derive(Default)]
+struct LazyState {
+    ops: Vec<Op>,
+    /// When the oldest of `ops` came.
+    since: Option<Instant>,
+    /// The writer sleeps until a request comes: the next held write must nudge it.
+    writer_asleep: bool,
+    /// The writer has stopped: held writes are refused.
+    closed: bool,
+}
+
+impl Lazy {
+    fn state(&self) -> std::sync::MutexGuard<'_, LazyState> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Queues a held write; answers whether the writer must be nudged, or gives the write back
+    /// if the writer has stopped.
+    pub(super) fn push(&self, op: Op) -> std::result::Result<bool, Op> {
+        let mut s = self.state();
+        if s.closed {
+            return Err(op);
+        }
+        s.since.get_or_insert_with(Instant::now);
+        s.ops.push(op);
+        Ok(std::mem::take(&mut s.writer_asleep))
+    }
+
+    fn take(&self) -> Vec<Op> {
+        let mut s = self.state();
+        s.since = None;
+        std::mem::take(&mut s.ops)
+    }
+
+    /// When the writer must wake without a request: at the end of the live period, or when the
+    /// held writes have waited [`LAZY_HOLD`]; `None` (noted: the next held write nudges) when
+    /// nothing is held and the period is over.
+    fn wake_at(&self, live_until: Option<Instant>) -> Option<Instant> {
+        let mut s = self.state();
+        let now = Instant::now();
+        match (live_until.filter(|at| *at > now), s.since) {
+            (Some(at), _) => Some(at),
+            (None, Some(since)) => Some(since + LAZY_HOLD),
+            (None, None) => {
+                s.writer_asleep = true;
+                None
+            }
+        }
+    }
+
+    /// The writer woke from its sleep: held writes need not nudge it.
+    fn awake(&self) {
+        self.state().writer_asleep = false;
+    }
+
+    /// The writer stops: what is held is dropped (its requests answered `Closed`), and later
+    /// held writes are refused.
+    pub(super) fn close(&self) {
+        let mut s = self.state();
+        s.closed = true;
+        s.ops.clear();
+    }
+}
+
+/// The next group to commit: what is queued, up to [`MAX_GROUP`], and every held write (see
+/// [`Lazy`]); held writes alone once their wait is over. Each sled batch costs two log-buffer
+/// writes on sled's thread pool and each wake-up of this thread a switch, so held writes ride
+/// with other groups where they can. `None` once the queue is closed and nothing is held.
+pub(super) fn next_group(
+    rx: &mut mpsc::Receiver<Op>,
+    timer: &Runtime,
+    lazy: &Lazy,
+    last_durable: &mut Option<Instant>,
+) -> Option<Vec<Op>> {
+    loop {
+        let wake_at = lazy.wake_at(last_durable.map(|at| at + LIVE_INGEST));
+        let (next, closed) = match wake_at {
+            None => {
+                let next = rx.blocking_recv();
+                lazy.awake();
+                let closed = next.is_none();
+                (next, closed)
+            }
+            Some(at) => {
+                let at = tokio::time::Instant::from_std(at);
+                match timer.block_on(async { tokio::time::timeout_at(at, rx.recv()).await }) {
+                    Ok(Some(op)) => (Some(op), false),
+                    Ok(None) => (None, true),
+                    Err(_) => (None, false),
+                }
+            }
+        };
+        let mut ops: Vec<Op> = next.into_iter().collect();
+        while ops.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
+            }
+        }
+        ops.retain(|op| !matches!(op, Op::Nudge));
+        if ops
+            .iter()
+            .any(|op| matches!(op, Op::Append { .. } | Op::Entry { .. } | Op::Write { when: When::Flushed, .. }))
+        {
+            *last_durable = Some(Instant::now());
+        }
+        let due = wake_at.is_some_and(|at| Instant::now() >= at);
+        if !ops.is_empty() || due || closed {
+            ops.extend(lazy.take());
+        }
+        if !ops.is_empty() {
+            return Some(ops);
+        }
+        if closed {
+            return None;
+        }
+    }
+}
