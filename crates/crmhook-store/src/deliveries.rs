@@ -74,10 +74,7 @@ impl Store {
         let mut scanned =
             self.inner.tree.get(keys::id_key(Tag::Scanned, target.as_str()))?.map(|v| read_u64(&v)).transpose()?;
         for done in [Final::Delivered, Final::Dead] {
-            // A block left empty is removed, so the last one holds an entry: the highest seq.
-            if let Some(kv) = self.inner.tree.scan_prefix(keys::block_prefix(target, done)).next_back() {
-                scanned = scanned.max(decode_block(&kv?.1)?.last().map(|(seq, _)| *seq));
-            }
+            scanned = scanned.max(self.last_block(target, done)?.last().map(|(seq, _)| *seq));
         }
         Ok(scanned)
     }

@@ -148,6 +148,16 @@ impl Store {
         Ok(None)
     }
 
+    /// The entries of `target`'s last block of finished deliveries in state `done` (its highest
+    /// seqs, in seq order); empty if it has none. One read: a block left empty is removed, so
+    /// the last one holds an entry.
+    pub(crate) fn last_block(&self, target: &TargetId, done: Final) -> Result<Vec<(u64, Attempt)>> {
+        match self.inner.tree.scan_prefix(keys::block_prefix(target, done)).next_back() {
+            Some(kv) => decode_block(&kv?.1),
+            None => Ok(Vec::new()),
+        }
+    }
+
     /// When a delivery to `target` last succeeded, as the log shows it (ms since the epoch, when
     /// that attempt started): the newest `at_ms` of the deliveries in the target's last block of
     /// delivered deliveries (`L` … `d`, the highest seqs), and of its last legacy `F` delivered
@@ -156,11 +166,7 @@ impl Store {
     /// is not looked for. Two reads, whatever the history's length; `None` if nothing was ever
     /// delivered (or only before finished deliveries kept their attempt).
     pub fn last_delivered_at(&self, target: &TargetId) -> Result<Option<u64>> {
-        let mut newest = None;
-        // A block left empty is removed, so the last one holds an entry.
-        if let Some(kv) = self.inner.tree.scan_prefix(keys::block_prefix(target, Final::Delivered)).next_back() {
-            newest = decode_block(&kv?.1)?.iter().map(|(_, a)| a.at_ms).max();
-        }
+        let mut newest = self.last_block(target, Final::Delivered)?.iter().map(|(_, a)| a.at_ms).max();
         if let Some(kv) = self.inner.tree.scan_prefix(keys::final_prefix(target, Final::Delivered)).next_back() {
             if let Some(a) = held_attempt(&kv?.1)? {
                 newest = newest.max(Some(a.at_ms));
