@@ -174,9 +174,8 @@
 //! sled writes it within 500 ms, or with the next flush. The records of finished deliveries
 //! (held writes) do not even wake the writer while events are being logged (a durable write
 //! within [`LIVE_INGEST`], 50 ms): they wait in a side queue (`writer::Lazy`) and ride with the
-//! first ingest group once they have waited [`LIVE_HOLD`] (20 ms; so a target's finished
-//! deliveries at a steady rate share one write), or go alone when that period ends; otherwise
-//! they wait up to [`LAZY_HOLD`] (2 ms) for company. A hold never delays a durable write.
+//! next ingest group, or go alone when that period ends; otherwise they wait up to
+//! [`LAZY_HOLD`] (2 ms) for company. A hold never delays a durable write.
 //!
 //! # Recovery rules
 //!
@@ -264,10 +263,6 @@ pub const LAZY_HOLD: std::time::Duration = std::time::Duration::from_millis(2);
 /// next ingest group, or at most until this long after the last durable write, without waking
 /// the writer.
 pub const LIVE_INGEST: std::time::Duration = std::time::Duration::from_millis(50);
-/// While events are being logged, held writes ride with a group only once they have waited this
-/// long, so that at a steady rate a target's finished deliveries share one write (at 200 events/s
-/// about four to a write rather than one).
-pub const LIVE_HOLD: std::time::Duration = std::time::Duration::from_millis(20);
 /// How many write requests may wait for the writer by default; past it ingest is refused (503).
 pub const QUEUE: usize = 4096;
 

@@ -8,13 +8,13 @@ use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
 
 use super::{Op, When};
-use crate::{LAZY_HOLD, LIVE_HOLD, LIVE_INGEST, MAX_GROUP};
+use crate::{LAZY_HOLD, LIVE_INGEST, MAX_GROUP};
 
 /// Held writes ([`When::Held`]: records nobody waits for) wait here rather than in the writer's
 /// queue, so that sending one does not wake the writer when it will take them anyway: while
 /// events are being logged (a durable write within [`LIVE_INGEST`]) the writer takes them with
-/// the first group once they have waited [`LIVE_HOLD`], or when that period ends; otherwise
-/// they wait up to [`LAZY_HOLD`] for company (see [`rides`]). Only a writer asleep with nothing to wake it is woken ([`Op::Nudge`]). Each target
+/// the next group, or when that period ends; otherwise they wait up to [`LAZY_HOLD`] for
+/// company. Only a writer asleep with nothing to wake it is woken ([`Op::Nudge`]). Each target
 /// has at most one held write at a time, so this holds no more than one write per target
 /// (and the charts' counts).
 #[derive(Default)]
@@ -52,11 +52,6 @@ impl Lazy {
         let mut s = self.state();
         s.since = None;
         std::mem::take(&mut s.ops)
-    }
-
-    /// When the oldest held write came, if any is held.
-    fn since(&self) -> Option<Instant> {
-        self.state().since
     }
 
     /// When the writer must wake without a request: at the end of the live period, or when the
@@ -100,8 +95,7 @@ pub(super) fn next_group(
     last_durable: &mut Option<Instant>,
 ) -> Option<Vec<Op>> {
     loop {
-        let live_until = last_durable.map(|at| at + LIVE_INGEST);
-        let wake_at = lazy.wake_at(live_until);
+        let wake_at = lazy.wake_at(last_durable.map(|at| at + LIVE_INGEST));
         let (next, closed) = match wake_at {
             None => {
                 let next = rx.blocking_recv();
@@ -132,9 +126,8 @@ pub(super) fn next_group(
         {
             *last_durable = Some(Instant::now());
         }
-        let now = Instant::now();
-        let due = wake_at.is_some_and(|at| now >= at);
-        if due || closed || (!ops.is_empty() && rides(lazy.since(), live_until, now)) {
+        let due = wake_at.is_some_and(|at| Instant::now() >= at);
+        if !ops.is_empty() || due || closed {
             ops.extend(lazy.take());
         }
         if !ops.is_empty() {
@@ -143,39 +136,5 @@ pub(super) fn next_group(
         if closed {
             return None;
         }
-    }
-}
-
-/// Whether held writes that came at `since` ride with a group the writer takes at `now`. While
-/// events are being logged (`live_until` ahead) they ride once they have waited [`LIVE_HOLD`]:
-/// at a steady rate a target's finished deliveries then share one write (its `L` block
-/// rewritten once for several, one answer) instead of one write each riding with every event's
-/// group. Otherwise any group is the company they wait for.
-fn rides(since: Option<Instant>, live_until: Option<Instant>, now: Instant) -> bool {
-    let Some(since) = since else { return false };
-    let live = live_until.is_some_and(|until| until > now);
-    !live || now.saturating_duration_since(since) >= LIVE_HOLD
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn held_writes_ride_with_live_groups_only_once_they_have_waited() {
-        let t0 = Instant::now();
-        let ms = |n: u64| t0 + Duration::from_millis(n);
-        let live_until = Some(ms(100));
-        // Nothing held: nothing rides.
-        assert!(!rides(None, live_until, ms(10)));
-        // Events being logged: a fresh held write waits for a later group...
-        assert!(!rides(Some(ms(10)), live_until, ms(11)));
-        assert!(!rides(Some(ms(10)), live_until, ms(10) + LIVE_HOLD - Duration::from_micros(1)));
-        // ...and rides with the first one once it has waited `LIVE_HOLD`.
-        assert!(rides(Some(ms(10)), live_until, ms(10) + LIVE_HOLD));
-        // No events being logged (never, or the period is over): any group is company.
-        assert!(rides(Some(ms(10)), None, ms(11)));
-        assert!(rides(Some(ms(10)), live_until, ms(100)));
     }
 }
