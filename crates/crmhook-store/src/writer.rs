@@ -30,8 +30,8 @@ mod apply;
 mod queue;
 
 use apply::{apply, restores_apart};
-use queue::next_group;
 pub(crate) use queue::Lazy;
+use queue::{next_group, Unpark};
 
 /// A request to the writer thread.
 pub(crate) enum Op {
@@ -139,18 +139,12 @@ impl Writer {
     }
 
     fn run(mut self, mut rx: mpsc::Receiver<Op>, lazy: &Lazy) {
-        // Only to wait for the queue with a timeout while lazy writes are held.
-        let timer = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
-            Ok(rt) => rt,
-            Err(e) => {
-                tracing::error!(error = %e, "the log writer could not start");
-                return;
-            }
-        };
+        // The thread parks between groups; a sender's wake-up unparks it.
+        let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
         let mut last_durable = None;
         let mut stop = None;
         while stop.is_none() {
-            let Some(ops) = next_group(&mut rx, &timer, lazy, &mut last_durable) else { break };
+            let Some(ops) = next_group(&mut rx, &waker, lazy, &mut last_durable) else { break };
             for ops in restores_apart(ops) {
                 stop = self.commit(ops).or(stop);
             }

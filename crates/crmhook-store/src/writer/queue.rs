@@ -1,10 +1,10 @@
 //! What the writer thread takes as its next group: the queue's requests and the held writes
 //! waiting beside it ([`Lazy`]), and when it wakes for them ([`next_group`]).
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
 
-use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
 
 use super::{Op, When};
@@ -90,27 +90,21 @@ impl Lazy {
 /// with other groups where they can. `None` once the queue is closed and nothing is held.
 pub(super) fn next_group(
     rx: &mut mpsc::Receiver<Op>,
-    timer: &Runtime,
+    waker: &Waker,
     lazy: &Lazy,
     last_durable: &mut Option<Instant>,
 ) -> Option<Vec<Op>> {
     loop {
         let wake_at = lazy.wake_at(last_durable.map(|at| at + LIVE_INGEST));
-        let (next, closed) = match wake_at {
-            None => {
-                let next = rx.blocking_recv();
-                lazy.awake();
+        let (next, closed) = match recv_until(rx, waker, wake_at) {
+            Some(next) => {
+                if wake_at.is_none() {
+                    lazy.awake();
+                }
                 let closed = next.is_none();
                 (next, closed)
             }
-            Some(at) => {
-                let at = tokio::time::Instant::from_std(at);
-                match timer.block_on(async { tokio::time::timeout_at(at, rx.recv()).await }) {
-                    Ok(Some(op)) => (Some(op), false),
-                    Ok(None) => (None, true),
-                    Err(_) => (None, false),
-                }
-            }
+            None => (None, false),
         };
         let mut ops: Vec<Op> = next.into_iter().collect();
         while ops.len() < MAX_GROUP {
@@ -136,5 +130,67 @@ pub(super) fn next_group(
         if closed {
             return None;
         }
+    }
+}
+
+/// Wakes the writer thread, parked in [`recv_until`].
+pub(super) struct Unpark(pub(super) std::thread::Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// The next request, waited for on this thread, parked (`waker` unparks it; no runtime):
+/// `Some(None)` once the queue is closed, `None` if `until` came first. The queue is polled
+/// before each park, so a wake-up between the two only makes the park return at once. Waiting
+/// in a tokio runtime with a timer, as before, cost the runtime's park and its time driver on
+/// each wake-up besides the futex.
+fn recv_until(rx: &mut mpsc::Receiver<Op>, waker: &Waker, until: Option<Instant>) -> Option<Option<Op>> {
+    let mut cx = Context::from_waker(waker);
+    loop {
+        if let Poll::Ready(next) = rx.poll_recv(&mut cx) {
+            return Some(next);
+        }
+        match until {
+            None => std::thread::park(),
+            Some(at) => {
+                let now = Instant::now();
+                if now >= at {
+                    return None;
+                }
+                std::thread::park_timeout(at - now);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn the_writer_waits_for_a_request_parked_until_one_comes_or_its_time_is_up() {
+        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+        let (tx, mut rx) = mpsc::channel(4);
+        // Nothing comes: the wait ends at its time, not before.
+        let until = Instant::now() + Duration::from_millis(5);
+        assert!(recv_until(&mut rx, &waker, Some(until)).is_none());
+        assert!(Instant::now() >= until);
+        // A request sent from another thread while this one is parked wakes it.
+        let sender = std::thread::spawn(move || {
+            tx.blocking_send(Op::Nudge).expect("send");
+            tx
+        });
+        assert!(matches!(recv_until(&mut rx, &waker, None), Some(Some(Op::Nudge))));
+        // The queue closed: answered at once.
+        drop(sender.join().expect("join"));
+        assert!(matches!(recv_until(&mut rx, &waker, None), Some(None)));
     }
 }
