@@ -133,6 +133,25 @@ fn a_targets_deliveries_by_status_then_redeliver_and_replay() {
     assert_eq!(rcv.count("/ops"), 8);
 }
 
+#[test]
+fn a_redelivery_the_moment_the_delivery_arrived_is_queued() {
+    let server = Server::start();
+    let rcv = Receiver::start();
+    let (_tid, _) = server.wire(&rcv.url("/now"), Some(json!({})), json!({}));
+    // Redelivered as soon as the receiver has it: the attempt may not have ended yet, or its
+    // record may still be on its way to the log. Either way it is queued again, not skipped.
+    for n in 1..=5 {
+        let id =
+            server.post_ok(&maia("crm_field_update", json!({})))["events"][0]["id"].as_str().expect("id").to_owned();
+        rcv.wait_count("/now", 2 * n - 1, DELIVERY);
+        let r = server.admin("POST", &format!("/v1/events/{id}/redeliver"), None);
+        assert_eq!((r.status, r.json()["queued"].as_u64()), (202, Some(1)), "event {n}: {}", r.text);
+        let got = rcv.wait_count("/now", 2 * n, DELIVERY);
+        let again = got.last().expect("the redelivery");
+        assert_eq!((again.header("webhook-id"), again.header("x-crmhook-attempt")), (id.as_str(), "2"));
+    }
+}
+
 fn metric(text: &str, name_and_labels: &str) -> f64 {
     text.lines().find_map(|l| l.strip_prefix(name_and_labels).and_then(|rest| rest.trim().parse().ok())).unwrap_or(0.0)
 }

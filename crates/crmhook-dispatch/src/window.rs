@@ -540,6 +540,12 @@ impl Window {
         self.pending.contains_key(&seq) || self.recording.contains(&seq)
     }
 
+    /// Whether this delivery is being attempted, or finished with its record still on its way to
+    /// the store: it is about to be finished on disk or owed again, and is neither yet.
+    pub fn settling(&self, seq: u64) -> bool {
+        self.in_flight.contains(&seq) || self.recording.contains(&seq)
+    }
+
     /// Every event up to here has been matched.
     pub fn scanned(&self) -> u64 {
         self.scanned

@@ -3,6 +3,7 @@
 //! (redeliver, replay). Both are messages to the target's actor, handled here.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use crmhook_core::retry::{classify, Verdict};
@@ -105,10 +106,34 @@ impl TestDelivery {
     }
 }
 
+/// How long a redelivery waits for deliveries of it that are being attempted, or whose record
+/// is on its way to the log, to settle (see [`TargetActor::requeue`]); past it they are skipped.
+const SETTLE_WAIT: Duration = Duration::from_secs(2);
+/// How often it looks again meanwhile.
+const SETTLE_POLL: Duration = Duration::from_millis(5);
+
 impl Handler<Requeue> for TargetActor {
     type Result = ResponseActFuture<Self, u64>;
 
-    fn handle(&mut self, Requeue { seqs, mut request }: Requeue, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, Requeue { seqs, request }: Requeue, _: &mut Context<Self>) -> Self::Result {
+        self.requeue(seqs, request, Instant::now() + SETTLE_WAIT)
+    }
+}
+
+impl TargetActor {
+    /// Queues `seqs` again. A delivery being attempted, or finished with its record still on its
+    /// way to the log (held writes ride with the next group, up to 50 ms), is neither owed nor
+    /// finished on disk yet: the redelivery waits for it to settle (until `deadline`), so that
+    /// an operator who redelivers an event the moment its delivery arrived gets a new one, not
+    /// `queued: 0`.
+    fn requeue(&mut self, seqs: Vec<u64>, mut request: Request, deadline: Instant) -> ResponseActFuture<Self, u64> {
+        if Instant::now() < deadline && seqs.iter().any(|seq| self.window.settling(*seq)) {
+            return Box::pin(
+                actix::clock::sleep(SETTLE_POLL)
+                    .into_actor(self)
+                    .then(move |(), act, _| act.requeue(seqs, request, deadline)),
+            );
+        }
         let now = now_ms();
         let mut batch = DeliveryBatch::default();
         let mut queued = Vec::new();
