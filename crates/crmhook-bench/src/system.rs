@@ -37,10 +37,8 @@
 //! `i`-th event of the run is due at `i / rate`); a connection whose answer comes late sends its
 //! next event late (the figure is then below the rate, and says so).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -48,103 +46,18 @@ use serde_json::{json, Value};
 
 use crate::soak::{Conn, Server, INGEST};
 
-/// A receiver that answers 204 at once and notes when each (path, recordId) first arrived.
-pub(crate) struct Receiver {
-    addr: SocketAddr,
-    arrivals: Arc<Mutex<HashMap<(String, String), Instant>>>,
-    count: Arc<AtomicU64>,
-    /// First arrivals of a (path, recordId): what the rows wait for, without scanning (and
-    /// locking) `arrivals`, which would stall the receiver itself.
-    firsts: Arc<AtomicU64>,
-}
+mod proc;
+mod receiver;
+mod targets;
 
-impl Receiver {
-    pub(crate) fn start() -> anyhow::Result<Receiver> {
-        use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        let addr = listener.local_addr()?;
-        let arrivals: Arc<Mutex<HashMap<(String, String), Instant>>> = Arc::default();
-        let count = Arc::new(AtomicU64::new(0));
-        let firsts = Arc::new(AtomicU64::new(0));
-        let (a, c, f) = (arrivals.clone(), count.clone(), firsts.clone());
-        std::thread::spawn(move || {
-            let _ = actix_rt::System::new().block_on(async move {
-                HttpServer::new(move || {
-                    let (a, c, f) = (a.clone(), c.clone(), f.clone());
-                    App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
-                        let (a, c, f) = (a.clone(), c.clone(), f.clone());
-                        async move {
-                            let at = Instant::now();
-                            c.fetch_add(1, Ordering::Relaxed);
-                            if let Some(tag) = record_id(&body) {
-                                if let std::collections::hash_map::Entry::Vacant(slot) =
-                                    a.lock().expect("lock").entry((req.path().to_owned(), tag))
-                                {
-                                    slot.insert(at);
-                                    f.fetch_add(1, Ordering::Relaxed);
-                                }
-                            }
-                            HttpResponse::NoContent().finish()
-                        }
-                    }))
-                })
-                .workers(1)
-                .listen(listener)?
-                .run()
-                .await
-            });
-        });
-        Ok(Receiver { addr, arrivals, count, firsts })
-    }
-}
-
-/// The `recordId` of a delivered event's body (the tag the load gave it).
-pub(crate) fn record_id(body: &[u8]) -> Option<String> {
-    let start = body.windows(12).position(|w| w == b"\"recordId\":\"")?;
-    let rest = &body[start + 12..];
-    let end = rest.iter().position(|b| *b == b'"')?;
-    Some(String::from_utf8_lossy(&rest[..end]).into_owned())
-}
+use proc::{clock_ticks_per_s, context_switches, process_ticks};
+pub(crate) use receiver::{record_id, Receiver};
+use targets::{live_targets, wait_leased};
 
 fn event(tag: &str) -> String {
     format!(
         r#"{{"eventType":"crm_field_update","recordId":"{tag}","kanbanId":"kanban_1","fieldName":"Email","newValue":"x@example.com"}}"#
     )
-}
-
-/// The process's user + system CPU in clock ticks (`/proc/<pid>/stat` fields 14 and 15).
-fn process_ticks(pid: u32) -> u64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0 };
-    // The command name may hold spaces: the fields are counted after its closing parenthesis.
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // `after` starts at field 3 (state): utime is field 14, stime 15.
-    let get = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    get(14) + get(15)
-}
-
-/// The thread switches the process's threads have made so far: the sum over
-/// `/proc/<pid>/task/*/status` of voluntary and involuntary context switches. A thread that ends
-/// takes its count with it, so a row's figure is a lower bound; each switch is a wake-up paid
-/// for (a hand-off between threads, a sleep on a lock, a flush waited for).
-fn context_switches(pid: u32) -> u64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
-    tasks
-        .flatten()
-        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
-        .flat_map(|status| {
-            status
-                .lines()
-                .filter(|l| l.starts_with("voluntary_ctxt_switches:") || l.starts_with("nonvoluntary_ctxt_switches:"))
-                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-                .collect::<Vec<_>>()
-        })
-        .sum()
-}
-
-fn clock_ticks_per_s() -> f64 {
-    // Linux has reported 100 to user space on every architecture for a long time.
-    100.0
 }
 
 /// How the load is offered.
@@ -341,42 +254,6 @@ fn retries_of(server: &Server) -> u64 {
         .filter(|l| l.starts_with("crmhook_deliveries_total{") && l.contains("outcome=\"retry\""))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
-}
-
-fn live_targets(server: &Server, rcv: &Receiver, n: usize, run: &str) -> anyhow::Result<Vec<String>> {
-    (0..n)
-        .map(|i| {
-            let t = server.admin(
-                "POST",
-                "/v1/targets",
-                &json!({"name": format!("{run}-{i}"), "url": format!("http://{}/{run}/t{i}", rcv.addr)}),
-            )?;
-            let id = t["id"].as_str().context("target id")?.to_owned();
-            server.admin("POST", "/v1/subscriptions", &json!({"target_id": id}))?;
-            Ok(id)
-        })
-        .collect()
-}
-
-/// Waits until a node of the cluster delivers each of `ids` (its lease taken; `GET /v1/cluster`).
-fn wait_leased(server: &Server, ids: &[String]) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let cluster = server.admin("GET", "/v1/cluster", &json!({}))?;
-        let held: Vec<&str> = cluster["nodes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|n| n["targets"].as_array().into_iter().flatten().filter_map(Value::as_str))
-            .collect();
-        if ids.iter().all(|id| held.contains(&id.as_str())) {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("the cluster's nodes did not take the targets' leases within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// One row against one node or a cluster of nodes: the load spread over `servers` (one

@@ -2,7 +2,7 @@
 //! `null` (the contract's; the integration tests check the same through the binary).
 
 use crmhook_core::retry::Outcome;
-use crmhook_core::{RejectedId, SourceId, SourceKind, Target, TargetId};
+use crmhook_core::{EventId, RejectedId, SourceId, SourceKind, Target, TargetId};
 use crmhook_store::{Attempt, AttemptResult, Disabled, Rejected, Response, Retried};
 
 use super::*;
