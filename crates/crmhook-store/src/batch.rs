@@ -111,7 +111,7 @@ impl DeliveryBatch {
     }
 
     /// Queues a finished delivery again (redeliver, replay): pending again, no longer final.
-    /// `last` is the attempt its final-state key held ([`Store::final_attempt`]): it is kept as
+    /// `last` is the attempt its final-state key held ([`Store::final_attempt`](crate::Store::final_attempt)): it is kept as
     /// an `A` record.
     pub fn requeue(&mut self, target: &TargetId, seq: u64, pending: Pending, last: Option<&Attempt>) -> Result<()> {
         for done in [Final::Delivered, Final::Dead] {

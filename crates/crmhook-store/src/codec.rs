@@ -2,10 +2,10 @@
 //! by the bincode (2.0.1, standard configuration, via serde) encoding of the record.
 //!
 //! Records are version 1, except event chunks: version 2 added the event's `source_id`, version
-//! 3 whether it is a test event; chunks of versions 1 and 2 are still read ([`decode_events`]),
+//! 3 whether it is a test event; chunks of versions 1 and 2 are still read ([`decode_events`](crate::codec::decode_events)),
 //! an event of version 1 gets `source_id: None`, and events of both are not tests. Attempts
-//! (`A` records, `L` blocks) are version 2 ([`ATTEMPT_VERSION`]), which added the receiver's
-//! answer; version 1 is still read, with none ([`decode_attempt`], [`decode_block`]). (Targets
+//! (`A` records, `L` blocks) are version 2 ([`ATTEMPT_VERSION`](crate::codec::ATTEMPT_VERSION)), which added the receiver's
+//! answer; version 1 is still read, with none ([`decode_attempt`](crate::codec::decode_attempt), [`decode_block`](crate::codec::decode_block)). (Targets
 //! have versions of their own: `stored`.)
 //!
 //! bincode is unmaintained (RUSTSEC-2025-0141) and pinned to `=2.0.1`; keeping it behind these

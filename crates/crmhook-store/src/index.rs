@@ -12,7 +12,7 @@ use crate::{codec, Result, Store, StoreError};
 /// Buckets of the record-id index.
 pub const RECORD_BUCKETS: u64 = 64;
 
-/// Default of [`Options::record_window`].
+/// Default of [`Options::record_window`](crate::Options::record_window).
 pub const RECORD_WINDOW: usize = 4096;
 
 /// The prefixes of the type, kanban and source postings an event belongs to (record ids go to

@@ -12,7 +12,7 @@ use crate::{codec, read_u64, Result, CHUNK_BYTES, CHUNK_EVENTS, FORMAT};
 /// key per event and index) as format 2, in batches of whole chunks that each move
 /// `M migrated_through`, so a crash in the middle resumes where it stopped. The `I` keys stay
 /// (the ids of those events do not carry their seq); the record-id windows are written by
-/// [`Store::open_with`] afterwards, from the chunks.
+/// [`Store::open_with`](crate::Store::open_with) afterwards, from the chunks.
 pub(crate) fn migrate_from_format_1(tree: &sled::Tree) -> Result<()> {
     let progress_key = keys::migrated_through();
     let done = tree.get(&progress_key)?.map(|v| read_u64(&v)).transpose()?.unwrap_or(0);

@@ -66,7 +66,7 @@ pub struct Disabled {
 
 /// One delivery attempt, appended once and never changed: the layout of record version 2
 /// (`codec::ATTEMPT_VERSION`) of `A` records and of the entries of `L` blocks. Version 1,
-/// [`AttemptV1`], without the response, is still read.
+/// `AttemptV1`, without the response, is still read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attempt {
     /// 1 for the first attempt.

@@ -9,7 +9,7 @@
 //! so a sealed value moved to another record or field does not open.
 //!
 //! The key is 32 random bytes, kept in a key file outside the data dir (the server's
-//! `key_file`; its text form is [`SealKey::to_text`]). The store gets it through
+//! `key_file`; its text form is what [`SealKey::generate`] answers and [`SealKey::from_text`] reads). The store gets it through
 //! [`Options::key`](crate::Options::key) as a [`SealKey`] handle. A data dir that has sealed
 //! records keeps `M sealed`: a known value sealed by its key, opened at start-up, so a missing
 //! or wrong key is refused at once (see `open`), never found out at the first delivery.

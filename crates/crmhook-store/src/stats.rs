@@ -12,7 +12,7 @@ use crate::{codec, Result, Store};
 pub const STATS_PREFIX: &str = "stats:";
 
 impl Store {
-    /// Every series kept, by name (without [`STATS_PREFIX`]).
+    /// Every series kept, by name (without `STATS_PREFIX`).
     pub fn stats(&self) -> Result<Vec<(String, Series)>> {
         let mut out = Vec::new();
         for kv in self.inner.tree.scan_prefix(keys::meta(STATS_PREFIX)) {

@@ -119,7 +119,7 @@ pub(crate) struct TargetV4 {
 }
 
 /// The record version of targets and sources whose secrets are sealed ([`TargetV2`],
-/// [`SourceV2`]); version 1 ([`TargetV1`], [`SourceV1`]) holds them in clear and is still read.
+/// [`SourceV2`](super::SourceV2)); version 1 ([`TargetV1`], [`SourceV1`](super::SourceV1)) holds them in clear and is still read.
 /// Targets are now written as version 4 ([`TargetV4`]), or 3 without a key.
 pub(crate) const SEALED_VERSION: u8 = 2;
 
