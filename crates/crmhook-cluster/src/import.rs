@@ -1,5 +1,5 @@
 //! Importing a single node's store into a new cluster (`crmhook cluster import`, see
-//! [`crate::import`]): the entries of `crmhook_store::Store::restore_entries`, published in
+//! [`crate::import()`]): the entries of `crmhook_store::Store::restore_entries`, published in
 //! order as the stream's first entries. Each is published with the stream's last sequence it
 //! expects (`Nats-Expected-Last-Sequence`: none before the first), so the import is refused by
 //! the stream itself if anything else was published first or meanwhile (a node already

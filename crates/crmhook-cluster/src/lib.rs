@@ -3,7 +3,7 @@
 //!
 //! - **the log**: one JetStream stream (`<name>-log`, file storage, 3 replicas) whose entries
 //!   are every write any node makes (events, delivery state, configuration, the audit trail,
-//!   the quarantine), published by [`publish`] and read back in order by [`apply`] into this
+//!   the quarantine), published by `publish` and read back in order by `apply` into this
 //!   node's copy of the store (`crmhook_store::replica`). An ingest is answered once its entry
 //!   is in the stream (a quorum of the servers has it, fsynced with `sync_interval: always`)
 //!   and applied on the node that took it. Every node holds every record, so every operator

@@ -17,7 +17,7 @@
 //! - A stream that is behind (resumed with `after`, or too slow to keep up with the hub) reads
 //!   the log itself, at most [`CATCH_UP_BYTES`] (plus one event) per chunk; the next chunk is
 //!   read only once the client has taken the last one. Each chunk is read and rendered on a
-//!   blocking thread (tokio's blocking pool, [`read_chunk`]): the HTTP worker only awaits it
+//!   blocking thread (tokio's blocking pool, `read_chunk`): the HTTP worker only awaits it
 //!   and writes its bytes, so many streams catching up do not hold up the requests that
 //!   worker serves.
 //! - At most `max_streams` streams are open at once; past it `GET /v1/stream` answers 503.

@@ -7,7 +7,7 @@
 //! first, before the body is read (docs/API.md: token, content type, size, JSON, rules), so a
 //! handler takes its role as its first argument. The key that called ([`Caller`]) is put in
 //! the request's extensions, where the audit trail and the operators' request records find it
-//! ([`caller`]).
+//! (`caller`).
 //!
 //! `POST /in/{id}` takes no token: a source authenticates its own requests (`crate::sources`).
 //!
@@ -20,7 +20,7 @@
 //! are only counted, so the limit bounds what one client can write there.
 //!
 //! [`MetricsReader`] guards `GET /metrics` when `metrics_token` is configured (the metrics token
-//! or an admin key); [`sees_detail`] tells `GET /readyz` whether to show its detail.
+//! or an admin key); `sees_detail` tells `GET /readyz` whether to show its detail.
 
 use std::future::{ready, Ready};
 use std::time::Instant;

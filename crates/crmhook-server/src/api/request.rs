@@ -47,7 +47,7 @@ pub(crate) fn declared_length(req: &HttpRequest) -> Option<usize> {
 }
 
 /// How request bodies are read (shared by every handler, from the app's data; see
-/// [`Intake::of`]): the deadlines of a body, the cap on concurrent ingest requests per ingest
+/// `Intake::of`): the deadlines of a body, the cap on concurrent ingest requests per ingest
 /// token and per source, and how many bytes of events a page of `GET /v1/events` holds.
 pub struct Intake {
     /// The whole body must have arrived within this time of the handler starting to read it.
