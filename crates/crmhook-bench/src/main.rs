@@ -100,6 +100,9 @@ enum Cmd {
         /// CPU and switches per event and of crmhook's CPU ÷ each floor's.
         #[arg(long, default_value_t = 1)]
         rounds: usize,
+        /// The receiver answers 200 with a JSON body of this many bytes (0: 204, no body).
+        #[arg(long, default_value_t = 0)]
+        response_bytes: usize,
         #[arg(long)]
         json: Option<PathBuf>,
     },
@@ -198,8 +201,8 @@ fn main() -> anyhow::Result<()> {
             sources::rows(&crmhook, bare_addr, connections, Duration::from_secs(seconds))?;
             Ok(())
         }
-        Cmd::System { seconds, offered, targets, rounds, json } => {
-            let report = system::run(seconds, &offered, &targets, rounds)?;
+        Cmd::System { seconds, offered, targets, rounds, response_bytes, json } => {
+            let report = system::run(seconds, &offered, &targets, rounds, response_bytes)?;
             if let Some(path) = json {
                 std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
             }

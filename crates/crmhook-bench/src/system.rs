@@ -406,19 +406,30 @@ fn load_row(
 
 /// Runs every row: each of `offered` (events/s, or `max` for saturation) with each count of
 /// `targets`, `rounds` times over (each round all the rows again, in the same order), and after
-/// more than one round the medians ([`print_medians`]).
-pub fn run(seconds: u64, offered: &[String], target_counts: &[usize], rounds: usize) -> anyhow::Result<Value> {
+/// more than one round the medians ([`print_medians`]). The receiver answers each delivery
+/// with a body of `response_bytes` (0: 204, no body).
+pub fn run(
+    seconds: u64,
+    offered: &[String],
+    target_counts: &[usize],
+    rounds: usize,
+    response_bytes: usize,
+) -> anyhow::Result<Value> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let duration = Duration::from_secs(seconds);
-    let rcv = Receiver::start()?;
+    let rcv = Receiver::answering(response_bytes)?;
     let (bare_addr, _bare) = crate::start_bare("127.0.0.1:0")?;
     let dir = tempfile::tempdir()?;
     let server = Server::start(dir.path())?;
     let bare = crate::load(bare_addr, "", &crate::bodies(1), 64, duration)?;
     let modes = Mode::parse_all(offered)?;
     println!(
-        "the whole system: ingest while targets receive ({seconds} s per row; bare handler at 64 connections: {:.0} req/s)",
-        bare.rps
+        "the whole system: ingest while targets receive ({seconds} s per row; bare handler at 64 connections: {:.0} req/s; {})",
+        bare.rps,
+        match response_bytes {
+            0 => "the receiver answers 204".to_owned(),
+            n => format!("the receiver answers 200 with {n} bytes"),
+        }
     );
     println!(
         "{:>9} {:>7} | {:>9} {:>9} | {:>28} | {:>22} | {:>8} {:>5} {:>6} | {:>6} {:>9} {:>11}",
@@ -496,7 +507,7 @@ pub fn run(seconds: u64, offered: &[String], target_counts: &[usize], rounds: us
     let medians = if rounds > 1 { print_medians(&rows, rounds) } else { Vec::new() };
     Ok(json!({
         "benchmark": "system", "seconds": seconds, "rounds": rounds.max(1), "bare_rps_64": bare.rps,
-        "rows": rows, "medians": medians,
+        "response_bytes": response_bytes, "rows": rows, "medians": medians,
     }))
 }
 

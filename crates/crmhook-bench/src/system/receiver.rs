@@ -1,4 +1,5 @@
-//! The receiver the rows deliver to: answers 204 at once and notes when each event first arrived.
+//! The receiver the rows deliver to: answers at once (204, or 200 with a body of a given size,
+//! as many real receivers do) and notes when each event first arrived.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -6,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-/// A receiver that answers 204 at once and notes when each (path, recordId) first arrived.
+/// A receiver that answers at once and notes when each (path, recordId) first arrived.
 pub(crate) struct Receiver {
     pub(crate) addr: SocketAddr,
     pub(crate) arrivals: Arc<Mutex<HashMap<(String, String), Instant>>>,
@@ -17,8 +18,17 @@ pub(crate) struct Receiver {
 }
 
 impl Receiver {
+    /// Answers 204 with no body.
     pub(crate) fn start() -> anyhow::Result<Receiver> {
+        Receiver::answering(0)
+    }
+
+    /// Answers 204 with no body when `body_bytes` is 0, else 200 with a JSON body of that many
+    /// bytes: what a receiver built on a web framework tends to answer (`{"ok":true,…}`), which
+    /// crmhook keeps with the attempt (up to a target's `response_body_bytes`).
+    pub(crate) fn answering(body_bytes: usize) -> anyhow::Result<Receiver> {
         use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+        let answer = web::Bytes::from(answer_body(body_bytes));
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         let arrivals: Arc<Mutex<HashMap<(String, String), Instant>>> = Arc::default();
@@ -28,9 +38,9 @@ impl Receiver {
         std::thread::spawn(move || {
             let _ = actix_rt::System::new().block_on(async move {
                 HttpServer::new(move || {
-                    let (a, c, f) = (a.clone(), c.clone(), f.clone());
+                    let (a, c, f, answer) = (a.clone(), c.clone(), f.clone(), answer.clone());
                     App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
-                        let (a, c, f) = (a.clone(), c.clone(), f.clone());
+                        let (a, c, f, answer) = (a.clone(), c.clone(), f.clone(), answer.clone());
                         async move {
                             let at = Instant::now();
                             c.fetch_add(1, Ordering::Relaxed);
@@ -42,7 +52,11 @@ impl Receiver {
                                     f.fetch_add(1, Ordering::Relaxed);
                                 }
                             }
-                            HttpResponse::NoContent().finish()
+                            if answer.is_empty() {
+                                HttpResponse::NoContent().finish()
+                            } else {
+                                HttpResponse::Ok().content_type("application/json").body(answer)
+                            }
                         }
                     }))
                 })
@@ -53,6 +67,20 @@ impl Receiver {
             });
         });
         Ok(Receiver { addr, arrivals, count, firsts })
+    }
+}
+
+/// A JSON body of `bytes` bytes (`{"ok":true}`, with a `note` member padding it out when there
+/// is room, else trailing spaces; never shorter than `{"ok":true}`), or nothing for 0.
+fn answer_body(bytes: usize) -> Vec<u8> {
+    let ok = br#"{"ok":true}"#;
+    let frame = br#"{"ok":true,"note":""}"#.len();
+    if bytes == 0 {
+        Vec::new()
+    } else if bytes < frame {
+        ok.iter().copied().chain(std::iter::repeat(b' ')).take(bytes.max(ok.len())).collect()
+    } else {
+        format!(r#"{{"ok":true,"note":"{}"}}"#, "x".repeat(bytes - frame)).into_bytes()
     }
 }
 
