@@ -4,8 +4,10 @@
 //! Records are version 1, except event chunks: version 2 added the event's `source_id`, version
 //! 3 whether it is a test event; chunks of versions 1 and 2 are still read ([`decode_events`](crate::codec::decode_events)),
 //! an event of version 1 gets `source_id: None`, and events of both are not tests. Attempts
-//! (`A` records, `L` blocks) are version 2 ([`ATTEMPT_VERSION`](crate::codec::ATTEMPT_VERSION)), which added the receiver's
-//! answer; version 1 is still read, with none ([`decode_attempt`](crate::codec::decode_attempt), [`decode_block`](crate::codec::decode_block)). (Targets
+//! (`A` records) are version 2 ([`ATTEMPT_VERSION`](crate::codec::ATTEMPT_VERSION)), which added the receiver's
+//! answer; version 1 is still read, with none ([`decode_attempt`](crate::codec::decode_attempt)). `L` blocks are version 3
+//! ([`BLOCK_VERSION`](crate::codec::BLOCK_VERSION)), whose entries say whether their attempt's answer is kept apart;
+//! versions 2 (each attempt with its answer) and 1 (without) are still read ([`decode_block`](crate::codec::decode_block)). (Targets
 //! have versions of their own: `stored`.)
 //!
 //! bincode is unmaintained (RUSTSEC-2025-0141) and pinned to `=2.0.1`; keeping it behind these
@@ -17,7 +19,7 @@ use serde::Serialize;
 
 use crmhook_core::Event;
 
-use crate::records::{Attempt, AttemptV1};
+use crate::records::{Attempt, AttemptV1, BlockEntry};
 use crate::stored::{EventV1, EventV2, EventV3, EventV3Ref};
 use crate::StoreError;
 
@@ -59,19 +61,34 @@ pub fn decode_attempt(bytes: &[u8]) -> Result<Attempt, StoreError> {
     }
 }
 
-/// A block of finished deliveries (`L`), as version [`ATTEMPT_VERSION`].
-pub fn encode_block(entries: &[(u64, Attempt)]) -> Result<Vec<u8>, StoreError> {
-    encode_as(ATTEMPT_VERSION, entries)
+/// The format version of `L` blocks: 3 says of each entry whether its answer is kept apart.
+pub const BLOCK_VERSION: u8 = 3;
+
+/// A block of finished deliveries (`L`), as version [`BLOCK_VERSION`].
+pub fn encode_block(entries: &[BlockEntry]) -> Result<Vec<u8>, StoreError> {
+    encode_as(BLOCK_VERSION, entries)
 }
 
-/// A block of finished deliveries of either version.
-pub fn decode_block(bytes: &[u8]) -> Result<Vec<(u64, Attempt)>, StoreError> {
+/// A block of finished deliveries of any version; an entry of version 1 or 2 keeps its answer
+/// (if any) in the block.
+pub fn decode_block(bytes: &[u8]) -> Result<Vec<BlockEntry>, StoreError> {
+    let here = |(seq, attempt): (u64, Attempt)| BlockEntry { seq, attempt, answer_apart: false };
     match bytes.first() {
-        Some(&VERSION) => {
-            Ok(decode::<Vec<(u64, AttemptV1)>>(bytes)?.into_iter().map(|(seq, a)| (seq, Attempt::from(a))).collect())
+        Some(&VERSION) => Ok(decode::<Vec<(u64, AttemptV1)>>(bytes)?
+            .into_iter()
+            .map(|(seq, a)| here((seq, Attempt::from(a))))
+            .collect()),
+        Some(&ATTEMPT_VERSION) => {
+            Ok(decode_as::<Vec<(u64, Attempt)>>(ATTEMPT_VERSION, bytes)?.into_iter().map(here).collect())
         }
-        _ => decode_as(ATTEMPT_VERSION, bytes),
+        _ => decode_as(BLOCK_VERSION, bytes),
     }
+}
+
+/// A block in the layout of version 2 (each attempt with its answer), for tests that write one.
+#[cfg(test)]
+pub(crate) fn encode_block_v2(entries: &[(u64, Attempt)]) -> Result<Vec<u8>, StoreError> {
+    encode_as(ATTEMPT_VERSION, entries)
 }
 
 /// A chunk of events, as version [`EVENTS_VERSION`].
@@ -252,8 +269,15 @@ mod tests {
             let bytes = encode_attempt(&a).unwrap();
             prop_assert_eq!(bytes[0], ATTEMPT_VERSION);
             prop_assert_eq!(&decode_attempt(&bytes).unwrap(), &a);
-            let block = vec![(7u64, a.clone()), (9, a.clone())];
-            prop_assert_eq!(decode_block(&encode_block(&block).unwrap()).unwrap(), block);
+            // A block: one entry with its answer, one whose answer is kept apart.
+            let apart = BlockEntry { seq: 9, attempt: Attempt { response: None, ..a.clone() }, answer_apart: true };
+            let block = vec![BlockEntry { seq: 7, attempt: a.clone(), answer_apart: false }, apart];
+            let bytes = encode_block(&block).unwrap();
+            prop_assert_eq!(bytes[0], BLOCK_VERSION);
+            prop_assert_eq!(decode_block(&bytes).unwrap(), block);
+            // A block of version 2 is still read, each answer in it.
+            let v2 = encode_block_v2(&[(7u64, a.clone())]).unwrap();
+            prop_assert_eq!(decode_block(&v2).unwrap(), vec![BlockEntry { seq: 7, attempt: a.clone(), answer_apart: false }]);
             let p = Pending { attempt: n, due_at_ms: at, round: 1 };
             prop_assert_eq!(decode::<Pending>(&encode(&p).unwrap()).unwrap(), p);
         }
@@ -310,7 +334,7 @@ mod tests {
         );
         // An `L` block of such entries too.
         let block = decode_block(&encode(&vec![(7u64, &old)]).unwrap()).unwrap();
-        assert_eq!(block, vec![(7, read.clone())]);
+        assert_eq!(block, vec![BlockEntry { seq: 7, attempt: read.clone(), answer_apart: false }]);
         // Version 2 keeps the response.
         let response = crate::Response {
             status: 500,

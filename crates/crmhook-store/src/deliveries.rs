@@ -74,7 +74,7 @@ impl Store {
         let mut scanned =
             self.inner.tree.get(keys::id_key(Tag::Scanned, target.as_str()))?.map(|v| read_u64(&v)).transpose()?;
         for done in [Final::Delivered, Final::Dead] {
-            scanned = scanned.max(self.last_block(target, done)?.last().map(|(seq, _)| *seq));
+            scanned = scanned.max(self.last_block(target, done)?.last().map(|e| e.seq));
         }
         Ok(scanned)
     }
@@ -128,13 +128,15 @@ impl Store {
         Ok(self.inner.tree.contains_key(keys::pending(target, seq))?)
     }
 
-    /// Every attempt at delivering event `seq`, by target, in attempt order.
+    /// Every attempt at delivering event `seq`, by target, in attempt order. A final attempt
+    /// whose answer is kept apart has an `A` record too: it is listed once.
     pub fn attempts(&self, seq: u64) -> Result<Vec<(TargetId, Attempt)>> {
         let mut out = self.attempt_records(&keys::attempts_of(seq))?;
         for kv in self.inner.tree.scan_prefix(Tag::Target.prefix()).keys() {
             let k = kv?;
             let Some(Key::Target(t)) = Key::parse(&k) else { continue };
             if let Some(a) = self.final_attempt(&t, seq)? {
+                out.retain(|(u, b)| !(*u == t && b.n == a.n));
                 out.push((t, a));
             }
         }
@@ -142,11 +144,15 @@ impl Store {
         Ok(out)
     }
 
-    /// Every attempt at delivering event `seq` to `target`, in attempt order.
+    /// Every attempt at delivering event `seq` to `target`, in attempt order (the final one
+    /// once, as [`Store::attempts`]).
     pub fn attempts_to(&self, target: &TargetId, seq: u64) -> Result<Vec<Attempt>> {
         let mut out: Vec<Attempt> =
             self.attempt_records(&keys::attempts_to(target, seq))?.into_iter().map(|(_, a)| a).collect();
-        out.extend(self.final_attempt(target, seq)?);
+        if let Some(last) = self.final_attempt(target, seq)? {
+            out.retain(|a| a.n != last.n);
+            out.push(last);
+        }
         Ok(out)
     }
 
@@ -212,7 +218,7 @@ impl Store {
             let mut taken = 0;
             for kv in tree.range(start..end) {
                 let (_, v) = kv?;
-                for (seq, _) in decode_block(&v)?.into_iter().filter(|(seq, _)| *seq > after) {
+                for seq in decode_block(&v)?.into_iter().map(|e| e.seq).filter(|seq| *seq > after) {
                     out.push((seq, state));
                     taken += 1;
                 }

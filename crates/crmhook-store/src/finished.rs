@@ -3,6 +3,14 @@
 //! per delivery, written before the blocks, still read). [`Blocks`] is how the writer thread changes a block;
 //! the reads here answer a delivery's final attempt and a target's last success, and move a
 //! target's finished attempts to `A` keys when it is deleted.
+//!
+//! A block is written whole each time one of its deliveries finishes, so what it holds per
+//! delivery is written again with every later delivery of the block: at a low rate, where each
+//! delivery finishes in a group of its own, up to 63 times. An attempt's answer longer than
+//! [`ANSWER_IN_BLOCK_BYTES`] is therefore kept apart, in the attempt's own `A` record (written
+//! once, after the block: a crash between the two leaves the entry without its answer, nothing
+//! else), and the block's entry says so ([`BlockEntry::answer_apart`]); the reads here put it
+//! back.
 
 use std::collections::HashMap;
 
@@ -10,13 +18,25 @@ use crmhook_core::TargetId;
 
 use crate::batch::Writes;
 use crate::keys::{self, Key};
-use crate::records::{Attempt, Final};
+use crate::records::{Attempt, BlockEntry, Final};
 use crate::{codec, Result, Store, StoreError};
 
 /// Finished deliveries are kept in blocks of this many consecutive seqs.
 pub const FINISHED_BLOCK: u64 = 64;
 
-pub(crate) fn decode_block(v: &[u8]) -> Result<Vec<(u64, Attempt)>> {
+/// An answer whose kept body and headers are longer than this many bytes is kept apart from
+/// its block, in its attempt's `A` record (a 204, or `{"ok":true}` with its `content-type`,
+/// stays in the block).
+pub const ANSWER_IN_BLOCK_BYTES: usize = 64;
+
+/// Whether `attempt`'s answer is kept apart from its block.
+fn answer_kept_apart(attempt: &Attempt) -> bool {
+    attempt.response.as_ref().is_some_and(|r| {
+        r.body.len() + r.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() > ANSWER_IN_BLOCK_BYTES
+    })
+}
+
+pub(crate) fn decode_block(v: &[u8]) -> Result<Vec<BlockEntry>> {
     codec::decode_block(v)
 }
 
@@ -32,7 +52,7 @@ pub(crate) fn held_attempt(value: &[u8]) -> Result<Option<Attempt>> {
 /// The most blocks [`KeptBlocks`] holds; past it, it starts again empty.
 const KEPT_BLOCKS: usize = 256;
 
-type Entries = Vec<(u64, Attempt)>;
+type Entries = Vec<BlockEntry>;
 
 /// The `L` blocks one group of writes changes, as it leaves them. Every change to a block goes
 /// through the writer thread (the only writer of `L` keys but compaction, which only removes
@@ -41,6 +61,8 @@ type Entries = Vec<(u64, Attempt)>;
 #[derive(Default)]
 pub(crate) struct Blocks {
     changed: HashMap<Vec<u8>, Entries>,
+    /// The attempts whose answers are kept apart, by their `A` keys: written after the blocks.
+    answers: Vec<(Vec<u8>, Attempt)>,
     kept: KeptBlocks,
 }
 
@@ -69,7 +91,37 @@ impl KeptBlocks {
 impl Blocks {
     /// Blocks that read the blocks `kept` holds from it.
     pub(crate) fn with(kept: KeptBlocks) -> Blocks {
-        Blocks { changed: HashMap::new(), kept }
+        Blocks { changed: HashMap::new(), answers: Vec::new(), kept }
+    }
+
+    /// Records that the delivery of `seq` finished with `attempt`, in the block `k` (a
+    /// `keys::block_key`): its entry, and its answer apart if that is long.
+    pub(crate) fn finish(&mut self, tree: &sled::Tree, k: Vec<u8>, seq: u64, attempt: Attempt) {
+        let target = match Key::parse(&k) {
+            Some(Key::Block { target, .. }) if answer_kept_apart(&attempt) => Some(target),
+            _ => None,
+        };
+        let entry = match target {
+            Some(target) => {
+                let in_block = Attempt { response: None, ..attempt.clone() };
+                self.answers.push((keys::attempt(&target, seq, attempt.n), attempt));
+                BlockEntry { seq, attempt: in_block, answer_apart: true }
+            }
+            None => BlockEntry { seq, attempt, answer_apart: false },
+        };
+        let entries = self.entries(tree, k);
+        match entries.binary_search_by_key(&seq, |e| e.seq) {
+            Ok(i) => entries[i] = entry,
+            Err(i) => entries.insert(i, entry),
+        }
+    }
+
+    /// Removes the delivery of `seq` from the block `k` (it is owed again).
+    pub(crate) fn unfinish(&mut self, tree: &sled::Tree, k: Vec<u8>, seq: u64) {
+        let entries = self.entries(tree, k);
+        if let Ok(i) = entries.binary_search_by_key(&seq, |e| e.seq) {
+            entries.remove(i);
+        }
     }
 
     pub(crate) fn entries(&mut self, tree: &sled::Tree, k: Vec<u8>) -> &mut Entries {
@@ -89,9 +141,13 @@ impl Blocks {
         })
     }
 
-    /// Adds the changed blocks to `batch`; answers the blocks to keep once it is applied.
+    /// Adds the changed blocks and the answers kept apart to `batch`; answers the blocks to keep
+    /// once it is applied.
     pub(crate) fn into_batch(self, batch: &mut sled::Batch) -> Result<KeptBlocks> {
-        let Blocks { changed, mut kept } = self;
+        let Blocks { changed, answers, mut kept } = self;
+        for (k, attempt) in answers {
+            batch.insert(k, codec::encode_attempt(&attempt)?);
+        }
         for (k, entries) in changed {
             if entries.is_empty() {
                 batch.remove(k);
@@ -121,13 +177,28 @@ impl Store {
     }
 
     /// Queues the move of the attempts an `L` block (value `v`) holds to `A` keys; answers how
-    /// many.
+    /// many. An attempt whose answer is kept apart already has its `A` record, with the answer.
     pub(crate) fn keep_block_attempts(&self, target: &TargetId, v: &[u8], batch: &mut Writes) -> Result<usize> {
         let entries = decode_block(v)?;
-        for (seq, a) in &entries {
-            batch.insert(keys::attempt(target, *seq, a.n), codec::encode_attempt(a)?);
+        for e in &entries {
+            let k = keys::attempt(target, e.seq, e.attempt.n);
+            if !(e.answer_apart && self.inner.tree.contains_key(&k)?) {
+                batch.insert(k, codec::encode_attempt(&e.attempt)?);
+            }
         }
         Ok(entries.len())
+    }
+
+    /// A block entry's attempt with its answer: from its `A` record when the answer is kept
+    /// apart (without one if that record is missing: a crash came between the two writes).
+    fn with_answer(&self, target: &TargetId, entry: BlockEntry) -> Result<Attempt> {
+        let BlockEntry { seq, mut attempt, answer_apart } = entry;
+        if answer_apart {
+            if let Some(v) = self.inner.tree.get(keys::attempt(target, seq, attempt.n))? {
+                attempt.response = codec::decode_attempt(&v)?.response;
+            }
+        }
+        Ok(attempt)
     }
 
     /// The attempt that finished the delivery of `seq` to `target`, if it is finished (and was
@@ -135,9 +206,9 @@ impl Store {
     pub fn final_attempt(&self, target: &TargetId, seq: u64) -> Result<Option<Attempt>> {
         for done in [Final::Delivered, Final::Dead] {
             if let Some(v) = self.inner.tree.get(keys::block_key(target, done, seq))? {
-                let entries = decode_block(&v)?;
-                if let Ok(i) = entries.binary_search_by_key(&seq, |(s, _)| *s) {
-                    return Ok(Some(entries[i].1.clone()));
+                let mut entries = decode_block(&v)?;
+                if let Ok(i) = entries.binary_search_by_key(&seq, |e| e.seq) {
+                    return self.with_answer(target, entries.swap_remove(i)).map(Some);
                 }
             }
             // A delivery finished before blocks: one `F` key.
@@ -149,9 +220,9 @@ impl Store {
     }
 
     /// The entries of `target`'s last block of finished deliveries in state `done` (its highest
-    /// seqs, in seq order); empty if it has none. One read: a block left empty is removed, so
-    /// the last one holds an entry.
-    pub(crate) fn last_block(&self, target: &TargetId, done: Final) -> Result<Vec<(u64, Attempt)>> {
+    /// seqs, in seq order; answers kept apart are not read); empty if it has none. One read: a
+    /// block left empty is removed, so the last one holds an entry.
+    pub(crate) fn last_block(&self, target: &TargetId, done: Final) -> Result<Vec<BlockEntry>> {
         match self.inner.tree.scan_prefix(keys::block_prefix(target, done)).next_back() {
             Some(kv) => decode_block(&kv?.1),
             None => Ok(Vec::new()),
@@ -166,7 +237,7 @@ impl Store {
     /// is not looked for. Two reads, whatever the history's length; `None` if nothing was ever
     /// delivered (or only before finished deliveries kept their attempt).
     pub fn last_delivered_at(&self, target: &TargetId) -> Result<Option<u64>> {
-        let mut newest = self.last_block(target, Final::Delivered)?.iter().map(|(_, a)| a.at_ms).max();
+        let mut newest = self.last_block(target, Final::Delivered)?.iter().map(|e| e.attempt.at_ms).max();
         if let Some(kv) = self.inner.tree.scan_prefix(keys::final_prefix(target, Final::Delivered)).next_back() {
             if let Some(a) = held_attempt(&kv?.1)? {
                 newest = newest.max(Some(a.at_ms));
@@ -226,6 +297,71 @@ mod tests {
                     vec![(id.clone(), retrying.clone()), (id.clone(), delivered.clone())]
                 );
             }
+            store.close().await;
+        });
+    }
+
+    /// An attempt that finished its delivery with an answer of `body` bytes.
+    fn answered(n: u32, body: usize) -> Attempt {
+        let response = crate::Response {
+            status: 200,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: vec![b'x'; body],
+            body_truncated: false,
+        };
+        Attempt { response: Some(response), ..attempt(n, AttemptResult::Delivered) }
+    }
+
+    #[test]
+    fn a_long_answer_is_kept_apart_from_its_block_and_read_back_with_its_attempt() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        rt().block_on(async {
+            let store = Store::open(dir.path()).expect("open");
+            let t = stored_target(&store).await;
+            let id = &t.id;
+            let (long, short) = (answered(1, 4096), answered(1, 11));
+            // Seqs 1–40 finish one at a time, as at a low rate; even seqs with a short answer.
+            for seq in 1..=40u64 {
+                let mut b = DeliveryBatch::default();
+                b.attempt(id, seq, if seq % 2 == 0 { &short } else { &long }).expect("encode");
+                store.write_deliveries(b).await.expect("write");
+            }
+            // The block holds no long answer: much less than one of them.
+            let block = store.inner.tree.get(keys::block_key(id, Final::Delivered, 1)).expect("read").expect("block");
+            assert!(block.len() < 4096, "the block is {} bytes", block.len());
+            let entries = decode_block(&block).expect("decode");
+            assert_eq!(entries.len(), 40);
+            assert!(entries.iter().all(|e| e.answer_apart == (e.seq % 2 == 1)));
+            // Read back, each attempt has its answer, and is listed once.
+            for (seq, a) in [(1, &long), (2, &short), (39, &long)] {
+                assert_eq!(store.final_attempt(id, seq).expect("read").as_ref(), Some(a));
+                assert_eq!(store.last_attempt(id, seq).expect("read").as_ref(), Some(a));
+                assert_eq!(store.attempts_to(id, seq).expect("read"), vec![a.clone()]);
+                assert_eq!(store.attempts(seq).expect("read"), vec![(id.clone(), a.clone())]);
+            }
+
+            // Queued again and finished again: both attempts, each with its answer.
+            let mut b = DeliveryBatch::default();
+            let last = store.final_attempt(id, 1).expect("read");
+            b.requeue(id, 1, Pending { attempt: 2, due_at_ms: 0, round: 2 }, last.as_ref()).expect("encode");
+            store.write_deliveries(b).await.expect("write");
+            assert_eq!(store.final_attempt(id, 1).expect("read"), None);
+            assert_eq!(store.attempts_to(id, 1).expect("read"), vec![long.clone()]);
+            let again = answered(2, 300);
+            let mut b = DeliveryBatch::default();
+            b.attempt(id, 1, &again).expect("encode");
+            store.write_deliveries(b).await.expect("write");
+            assert_eq!(store.attempts_to(id, 1).expect("read"), vec![long.clone(), again.clone()]);
+
+            // A crash between the block and the answer: the entry reads without its answer.
+            store.inner.tree.remove(keys::attempt(id, 3, 1)).expect("remove");
+            assert_eq!(store.final_attempt(id, 3).expect("read"), Some(Attempt { response: None, ..long.clone() }));
+
+            // Deleted: every attempt stays, with its answer.
+            store.delete_target(id).await.expect("delete");
+            assert_eq!(store.attempts(1).expect("read"), vec![(id.clone(), long.clone()), (id.clone(), again)]);
+            assert_eq!(store.attempts(2).expect("read"), vec![(id.clone(), short.clone())]);
+            assert_eq!(store.attempts(5).expect("read"), vec![(id.clone(), long.clone())]);
             store.close().await;
         });
     }

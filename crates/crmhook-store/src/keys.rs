@@ -153,9 +153,12 @@ pub(crate) const CHUNK_RANK: u8 = 0;
 /// chunks first (the head is read back from the last chunk at open), then the index postings
 /// (written again, the same, when the window fills again), `M indexed`, `M head`; of delivery
 /// state, `W` before the blocks it covers (a `W` ahead of its records only makes a restart
-/// check for records it will not find) and the cursor `C` after them (it passes only what is
+/// check for records it will not find), the answers kept apart from the blocks (`A`, after
+/// their entries: a crash between leaves an entry without its answer, never an attempt that
+/// finished a delivery no block records) and the cursor `C` after them (it passes only what is
 /// recorded); the charts' counts anywhere. Everything else (deduplication records, pending
-/// deliveries and attempts, configuration, audit, removals) keeps a batch.
+/// deliveries, configuration, audit, removals) keeps a batch: a retry's `A` record goes with
+/// its pending entry.
 pub(crate) fn single_write_rank(k: &[u8]) -> Option<u8> {
     match Tag::of(*k.first()?)? {
         Tag::Event => Some(CHUNK_RANK),
@@ -164,8 +167,9 @@ pub(crate) fn single_write_rank(k: &[u8]) -> Option<u8> {
         Tag::Meta if k == head() => Some(3),
         Tag::Scanned => Some(4),
         Tag::Block => Some(5),
-        Tag::Cursor => Some(6),
-        Tag::Meta if k[1..].starts_with(b"stats:") => Some(7),
+        Tag::Attempt => Some(6),
+        Tag::Cursor => Some(7),
+        Tag::Meta if k[1..].starts_with(b"stats:") => Some(8),
         _ => None,
     }
 }
@@ -428,16 +432,17 @@ mod tests {
         let head = rank(head()).expect("the head");
         let scanned = rank(id_key(Tag::Scanned, target.as_str())).expect("W");
         let block = rank(block_key(&target, Final::Delivered, 7)).expect("a block");
+        let answer = rank(attempt(&target, 7, 1)).expect("an answer kept apart");
         let cursor = rank(id_key(Tag::Cursor, target.as_str())).expect("C");
         assert!(chunk < postings && postings < indexed && indexed < head);
-        assert!(scanned < block && block < cursor);
+        assert!(scanned < block && block < answer && answer < cursor);
         assert!(rank(meta("stats:ingest")).is_some());
-        // Whatever must stay atomic with the rest of its group keeps the group one batch.
+        // Whatever must stay atomic with the rest of its group keeps the group one batch (a
+        // retry's attempt record goes with its pending entry).
         for k in [
             id_key(Tag::Idempotency, "key"),
             id_key(Tag::External, "maia:00"),
             pending(&target, 7),
-            attempt(&target, 7, 1),
             id_key(Tag::Target, target.as_str()),
             id_key(Tag::Disabled, target.as_str()),
             format(),

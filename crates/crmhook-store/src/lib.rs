@@ -51,9 +51,9 @@
 //! | `C` tgt_id | seq:u64 | a target's cursor: every event up to it has been matched for it, and each delivery it owed is finished (`L`, `F`) or pending (`P`) |
 //! | `W` tgt_id | seq:u64 | how far a target had matched, written with a retry's schedule: deliveries after `C` and up to here (or up to the last seq in the target's `L` blocks, if higher) may already have records |
 //! | `P` tgt_id seq:u64 | [`Pending`] | a delivery still owed that has been attempted (a retry) or queued again: the number of its next attempt, when it is due, and `round`, the attempt that began its round of the retry schedule (1, or a redelivery's or replay's first attempt) |
-//! | `A` seq:u64 tgt_id n:u32 | [`Attempt`] (record version 2, with what the receiver answered, [`Response`]; version 1, without it, still read) | one delivery attempt that did not finish the delivery (append-only); `n` is [`Attempt::n`]; its `round` is as in `P` (`n == round > 1`: a redelivery's first attempt) |
+//! | `A` seq:u64 tgt_id n:u32 | [`Attempt`] (record version 2, with what the receiver answered, [`Response`]; version 1, without it, still read) | one delivery attempt that did not finish the delivery (append-only); `n` is [`Attempt::n`]; its `round` is as in `P` (`n == round > 1`: a redelivery's first attempt); also the attempt that finished one, when its answer is kept apart from its `L` block (below) |
 //! | `D` tgt_id | [`Disabled`] | a target that is not delivered to (410 Gone, or an operator) |
-//! | `L` tgt_id state:u8 block:u64 | `Vec<(u64, Attempt)>` (record version 2, as `A`; version 1 still read, and rewritten as 2 when the block changes) | finished deliveries (state `d` delivered, `x` dead) of the seqs `block * 64 ..= block * 64 + 63`, each with its last attempt, in seq order (see below) |
+//! | `L` tgt_id state:u8 block:u64 | `Vec<`[`BlockEntry`]`>` (record version 3: seq, attempt, whether its answer is kept apart; versions 2, `Vec<(u64, Attempt)>`, and 1, without answers, still read, and rewritten as 3 when the block changes) | finished deliveries (state `d` delivered, `x` dead) of the seqs `block * 64 ..= block * 64 + 63`, each with its last attempt, in seq order (see below) |
 //! | `F` tgt_id state:u8 seq:u64 | [`Attempt`], or the version byte alone | legacy: one finished delivery, as written before the `L` blocks; still read |
 //! | `O` at_ms:u64 n:u64 | [`Request`] | an operator's redeliver or replay, with who asked; `n` is given by the writer thread, counting from the process start time (ms) × 65,536, so two requests in one ms keep a key each, across restarts too |
 //! | `U` at_ms:u64 n:u64 | [`AuditEntry`] | the audit trail: an admin change (who, from where, what, before and after without secrets) or a failed authentication; `n` as for `O`; removed by retention ([`Store::compact_audit`]) |
@@ -116,6 +116,15 @@
 //! delivery is queued again (redeliver, replay) or its target is deleted, its attempt moves to
 //! an `A` key in the same batch, so attempt history is never lost.
 //!
+//! A block is written whole whenever one of its deliveries finishes: at a low rate, where each
+//! delivery finishes in a group of its own, what an entry holds is written again with each
+//! later delivery of its block, up to 63 times. So an answer longer than
+//! [`ANSWER_IN_BLOCK_BYTES`] (64 bytes of kept body and headers) is kept apart, in
+//! its attempt's own `A` record, written once after the block; the entry says so
+//! ([`BlockEntry::answer_apart`]) and the reads put the answer back (a crash between the two
+//! writes leaves the entry without its answer). Kept in the blocks (before 2026-12-04),
+//! answers of 4 KB made a delivery at 200 events/s write about 300 KB (issue 18).
+//!
 //! Deliveries finished before the blocks (2026-11-26) have an `F` key each. They are read,
 //! listed, counted, queued again and deleted as before, next to the blocks; nothing is
 //! rewritten at open. An `F` value of the version byte alone (written before finished
@@ -162,12 +171,13 @@
 //! without an `Idempotency-Key` or an event key, a few at a time; finished deliveries with their
 //! cursors), is applied as single inserts in an order where every prefix is a state the store
 //! can open (`keys::single_write_rank`: chunks, postings, `indexed`, the head; then `W`, blocks,
-//! cursors). sled recovers a prefix of its log (recovery stops at the first torn message), and
+//! the answers kept apart from them, cursors). sled recovers a prefix of its log (recovery stops at the first torn message), and
 //! a batch costs sled two writes of its log buffer on its thread pool (it seals the buffer around
 //! the batch's manifest) where single inserts cost only the flush's one: at 200 events/s this
 //! is 5 of the server's 19 thread switches per event and about 14% of its CPU (issue 18).
-//! Deduplication records, pending deliveries, attempts, configuration and every removal keep a
-//! batch, as does a group of more than one chunk, so that no request is ever logged half-way.
+//! Deduplication records, pending deliveries (and so a retry's attempt, which goes with its
+//! pending entry), configuration and every removal keep a batch, as does a group of more than
+//! one chunk, so that no request is ever logged half-way.
 //!
 //! A group holding only lazy delivery-state writes (a cursor move, a successful or dead
 //! delivery: states a crash can only roll back into a repetition) is applied without a flush;
@@ -240,7 +250,7 @@ pub use batch::DeliveryBatch;
 pub use cache::EventRef;
 pub use deliveries::{DeliveryStatus, Unrecorded};
 pub use events::PendingAppend;
-pub use finished::FINISHED_BLOCK;
+pub use finished::{ANSWER_IN_BLOCK_BYTES, FINISHED_BLOCK};
 pub use index::{RECORD_BUCKETS, RECORD_WINDOW};
 pub use log::{Log, LogFuture, LogHandle};
 pub use queries::EventFilter;
@@ -248,8 +258,8 @@ pub use replica::{Outgoing, Replica, RestoreEntries, RESTORE_BYTES};
 
 pub use records::attempt_error;
 pub use records::{
-    AckEntry, Attempt, AttemptResult, AuditEntry, Disabled, Final, Pending, Rejected, Request, Response, Retried,
-    RESPONSE_HEADERS, RESPONSE_HEADER_BYTES,
+    AckEntry, Attempt, AttemptResult, AuditEntry, BlockEntry, Disabled, Final, Pending, Rejected, Request, Response,
+    Retried, RESPONSE_HEADERS, RESPONSE_HEADER_BYTES,
 };
 pub use records::{LastFailure, Series, SeriesBucket};
 pub use seal::SealKey;

@@ -111,6 +111,19 @@ impl From<AttemptV1> for Attempt {
     }
 }
 
+/// A finished delivery as its `L` block holds it (block version 3, [`BLOCK_VERSION`](crate::codec::BLOCK_VERSION)): its
+/// seq, its last attempt, and whether that attempt's answer is kept apart, in the attempt's own
+/// `A` record (the block's copy then has none). A long answer is kept apart so that a block,
+/// written whole each time one of its deliveries finishes, stays small: kept in the block, a
+/// receiver's 4 KB answers made each delivery at a low rate write the answers of every
+/// delivery before it in its block again ([`ANSWER_IN_BLOCK_BYTES`](crate::ANSWER_IN_BLOCK_BYTES)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockEntry {
+    pub seq: u64,
+    pub attempt: Attempt,
+    pub answer_apart: bool,
+}
+
 /// What a receiver answered to an attempt (kept in its [`Attempt`]): its status, the headers an operator
 /// needs to read it (`content-type`, `retry-after`, `location`, names in lower case, values
 /// cut to [`RESPONSE_HEADER_BYTES`]) and the first bytes of its body (at most the target's

@@ -529,19 +529,8 @@ impl Writes {
                 }
                 Write::Remove(k) if k.first() == Some(&Tag::Block.byte()) => blocks.entries(tree, k).clear(),
                 Write::Remove(k) => batch.remove(k),
-                Write::Finish(k, seq, attempt) => {
-                    let entries = blocks.entries(tree, k);
-                    match entries.binary_search_by_key(&seq, |(s, _)| *s) {
-                        Ok(i) => entries[i].1 = attempt,
-                        Err(i) => entries.insert(i, (seq, attempt)),
-                    }
-                }
-                Write::Unfinish(k, seq) => {
-                    let entries = blocks.entries(tree, k);
-                    if let Ok(i) = entries.binary_search_by_key(&seq, |(s, _)| *s) {
-                        entries.remove(i);
-                    }
-                }
+                Write::Finish(k, seq, attempt) => blocks.finish(tree, k, seq, attempt),
+                Write::Unfinish(k, seq) => blocks.unfinish(tree, k, seq),
             }
         }
     }

@@ -20,7 +20,9 @@ use crmhook_store::codec::{
     self, decode, decode_attempt, decode_block, decode_event_v1, decode_events, encode, encode_attempt, encode_block,
     encode_event_v1, encode_events,
 };
-use crmhook_store::records::{AckEntry, Attempt, AttemptResult, Disabled, Final, Pending, Rejected, Request, Retried};
+use crmhook_store::records::{
+    AckEntry, Attempt, AttemptResult, BlockEntry, Disabled, Final, Pending, Rejected, Request, Retried,
+};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
@@ -136,7 +138,7 @@ fn attempt() -> impl Strategy<Value = Attempt> {
 enum Record {
     Events(Vec<Event>),
     EventV1(Event),
-    Attempts(Vec<(u64, Attempt)>),
+    Attempts(Vec<BlockEntry>),
     Attempt(Attempt),
     Pending(Pending),
     Seqs(Vec<u64>),
@@ -173,7 +175,14 @@ fn record() -> impl Strategy<Value = Record> {
     prop_oneof![
         prop::collection::vec(event(), 0..4).prop_map(Record::Events),
         event().prop_map(Record::EventV1),
-        prop::collection::vec((any::<u64>(), attempt()), 0..4).prop_map(Record::Attempts),
+        prop::collection::vec((any::<u64>(), attempt(), any::<bool>()), 0..4).prop_map(|entries| {
+            Record::Attempts(
+                entries
+                    .into_iter()
+                    .map(|(seq, attempt, answer_apart)| BlockEntry { seq, attempt, answer_apart })
+                    .collect(),
+            )
+        }),
         attempt().prop_map(Record::Attempt),
         (any::<u32>(), any::<u64>(), any::<u32>()).prop_map(|(attempt, due, round)| Record::Pending(Pending {
             attempt,
