@@ -97,8 +97,8 @@ impl Blocks {
     /// Records that the delivery of `seq` finished with `attempt`, in the block `k` (a
     /// `keys::block_key`): its entry, and its answer apart if that is long.
     pub(crate) fn finish(&mut self, tree: &sled::Tree, k: Vec<u8>, seq: u64, attempt: Attempt) {
-        let target = match Key::parse(&k) {
-            Some(Key::Block { target, .. }) if answer_kept_apart(&attempt) => Some(target),
+        let target = match answer_kept_apart(&attempt).then(|| Key::parse(&k)).flatten() {
+            Some(Key::Block { target, .. }) => Some(target),
             _ => None,
         };
         let entry = match target {
