@@ -31,6 +31,12 @@ bench-cpu rounds="8" seconds="10":
     cargo build --release -p crmhook -p crmhook-bench
     ./target/release/crmhook-bench system --offered 200 --targets 1 --rounds {{rounds}} --seconds {{seconds}} --json target/bench-cpu.json
 
+# The whole system with a receiver that answers 200 with a body of `bytes` (crmhook keeps up to a
+# target's `response_body_bytes` of each answer), one target at 200 and 1,000 events/s.
+bench-answers bytes="4096" seconds="10":
+    cargo build --release -p crmhook -p crmhook-bench
+    ./target/release/crmhook-bench system --offered 200,1000 --targets 1 --response-bytes {{bytes}} --seconds {{seconds}} --json target/bench-answers.json
+
 # Cluster mode (docs/CLUSTER.md): a raw JetStream publish/consume, three crmhook nodes in cluster
 # mode and one single node, in one run on a 3-node NATS cluster it starts (nats-server from PyPI).
 bench-cluster seconds="5":
