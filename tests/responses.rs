@@ -57,11 +57,18 @@ fn at_most_4096_bytes_of_a_body_are_kept() {
     let rcv = Receiver::start();
     let long: &'static str = Box::leak("0123456789".repeat(600).into_boxed_str());
     rcv.program("/long", &[], with_body(502, long));
-    server.wire(&rcv.url("/long"), Some(json!({})), json!({"retry_schedule_ms": []}));
+    let (tid, _) = server.wire(&rcv.url("/long"), Some(json!({})), json!({"retry_schedule_ms": []}));
     let e = delivered(&server, "dead");
     let response = &e["deliveries"][0]["attempts"][0]["response"];
     assert_eq!(response["body"].as_str(), Some(&long[..4096]), "{response}");
     assert_eq!(response["body_truncated"], true, "{response}");
+    // Such an answer is kept apart from the block of finished deliveries, in the attempt's own
+    // record: the event and the target's deliveries show the attempt once, with it.
+    assert_eq!(e["deliveries"][0]["attempts"].as_array().map(Vec::len), Some(1), "{e}");
+    let listed = server.admin("GET", &format!("/v1/targets/{tid}/deliveries?status=dead"), None).json();
+    let attempts = listed["deliveries"][0]["attempts"].as_array().expect("attempts");
+    assert_eq!(attempts.len(), 1, "{listed}");
+    assert_eq!(&attempts[0]["response"], response, "{listed}");
 }
 
 #[test]
