@@ -9,6 +9,9 @@
 //! with the table above (whose bodies are made once). An event from a source, like a Maximizer
 //! event through `/v1/events`, is written with its idempotency key (one more sled key per event:
 //! the `Id`, or for MAIA its source and body hash); a MAIA event through `/v1/events` has none.
+//! Each variant numbers its bodies apart from the others' (until 2026-12-04 the Maximizer source
+//! posted the very `Id`s the `/v1/events` Maximizer row had just posted, and so measured
+//! duplicates: an acknowledgement read back, nothing written).
 
 use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -76,20 +79,21 @@ fn request(addr: SocketAddr, path: &str, headers: &str, body: &[u8]) -> Vec<u8> 
     r
 }
 
-/// Keep-alive POSTs, each made by `make` with a number no other request of the run has.
+/// Keep-alive POSTs, each made by `make` with a number no other request of the run has: the
+/// variant's, the round's and the connection's bits, then a count.
 fn load_made(
     addr: SocketAddr,
     make: &Make,
     connections: usize,
     duration: Duration,
-    round: u64,
+    (variant, round): (u64, u64),
 ) -> anyhow::Result<LoadResult> {
     let deadline = Instant::now() + duration;
     let started = Instant::now();
     let threads: Vec<_> = (0..connections as u64)
         .map(|c| {
             let make = make.clone();
-            let mut n = (round << 40) | (c << 28);
+            let mut n = (variant << 48) | (round << 40) | (c << 28);
             std::thread::spawn(move || {
                 drive(addr, deadline, |stream| {
                     n += 1;
@@ -151,7 +155,7 @@ pub(crate) fn rows(
     let mut results: Vec<Vec<LoadResult>> = vec![Vec::new(); variants.len()];
     for round in 0..ROUNDS as u64 {
         for (i, (_, to, make)) in variants.iter().enumerate() {
-            results[i].push(load_made(*to, make, connections, duration, round + 1)?);
+            results[i].push(load_made(*to, make, connections, duration, (i as u64, round + 1))?);
         }
     }
     let medians: Vec<LoadResult> = results.iter().map(|r| median_load(r)).collect();
@@ -163,12 +167,13 @@ pub(crate) fn rows(
         let of_bare = m.rps / medians[0].rps;
         let of_v1 = m.rps / medians[1].rps;
         println!(
-            "  {name:>16}: {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms  {:>4.0}% of bare  {:>4.0}% of /v1/events{}",
+            "  {name:>16}: {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms  {:>4.0}% of bare  {:>4.0}% of /v1/events  (rounds {}){}",
             m.rps,
             m.p50_ms,
             m.p99_ms,
             of_bare * 100.0,
             of_v1 * 100.0,
+            runs.iter().map(|r| format!("{:.0}", r.rps)).collect::<Vec<_>>().join(" / "),
             if m.errors > 0 { format!("  ({} errors)", m.errors) } else { String::new() }
         );
         out.push(json!({
