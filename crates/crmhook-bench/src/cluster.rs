@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::soak::Server;
-use crate::system::{measure_on, Mode, Receiver, Row};
+use crate::system::{measure_on, Mode, Receiver, Row, Via};
 
 const KEY_FILE: &str = "cluster.key";
 
@@ -72,7 +72,7 @@ pub fn run(seconds: u64, offered: &[String], connections: usize) -> anyhow::Resu
     let mut rows = Vec::new();
     for &mode in &modes {
         for (name, servers) in [("cluster", cluster.as_slice()), ("single", std::slice::from_ref(&&single))] {
-            let r = measure_on(servers, &rcv, name, 1, mode, duration)?;
+            let r = measure_on(servers, &rcv, name, 1, mode, duration, Via::Api)?;
             print_row(name, &r, bare.publish_per_s);
             rows.push(row_json(name, &r, bare.publish_per_s));
         }

@@ -103,6 +103,11 @@ enum Cmd {
         /// The receiver answers 200 with a JSON body of this many bytes (0: 204, no body).
         #[arg(long, default_value_t = 0)]
         response_bytes: usize,
+        /// How crmhook's rows post: `api` (`/v1/events` with the ingest token) or `maia-source`
+        /// (a MAIA source's URL, each body signed: every event then has its idempotency key,
+        /// as a real CRM's has).
+        #[arg(long, value_enum, default_value = "api")]
+        via: system::Via,
         #[arg(long)]
         json: Option<PathBuf>,
     },
@@ -201,8 +206,8 @@ fn main() -> anyhow::Result<()> {
             sources::rows(&crmhook, bare_addr, connections, Duration::from_secs(seconds))?;
             Ok(())
         }
-        Cmd::System { seconds, offered, targets, rounds, response_bytes, json } => {
-            let report = system::run(seconds, &offered, &targets, rounds, response_bytes)?;
+        Cmd::System { seconds, offered, targets, rounds, response_bytes, via, json } => {
+            let report = system::run(seconds, &offered, &targets, rounds, response_bytes, via)?;
             if let Some(path) = json {
                 std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
             }

@@ -34,23 +34,35 @@ impl Conn {
     }
 
     pub fn request(&mut self, method: &str, path: &str, token: &str, body: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
+        self.request_with(method, path, &format!("Authorization: Bearer {token}\r\n"), body)
+    }
+
+    /// [`Conn::request`] with the header lines `headers` (each ending in CRLF) instead of a
+    /// bearer token.
+    pub fn request_with(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &str,
+        body: &[u8],
+    ) -> anyhow::Result<(u16, Vec<u8>)> {
         if self.stream.is_none() {
             let s = TcpStream::connect(self.addr)?;
             s.set_nodelay(true)?;
             s.set_read_timeout(Some(Duration::from_secs(30)))?;
             self.stream = Some(BufReader::new(s));
         }
-        let result = self.exchange(method, path, token, body);
+        let result = self.exchange(method, path, headers, body);
         if result.is_err() {
             self.stream = None;
         }
         result
     }
 
-    fn exchange(&mut self, method: &str, path: &str, token: &str, body: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
+    fn exchange(&mut self, method: &str, path: &str, headers: &str, body: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
         let stream = self.stream.as_mut().context("connected")?;
         let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\n{headers}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             self.addr,
             body.len()
         );

@@ -33,6 +33,12 @@
 //! A 503 (backpressure, `max_delivery_lag_ms`, which the server takes from the environment of
 //! this command) is waited out as its `Retry-After: 1` asks.
 //!
+//! With `--via maia-source` crmhook's rows post as MAIA does, to a MAIA source's URL
+//! (`/in/{id}`, each body signed with `X-Maia-Signature`, answered 200): each event is then
+//! written with its idempotency key (the source and a hash of its bytes), as a real CRM's is.
+//! The floors still take the same bodies as plain POSTs. By default (`api`) crmhook's rows post
+//! to `/v1/events` with the ingest token, which writes no such key.
+//!
 //! At a fixed rate each of a few connections sends its share of the events on a schedule (the
 //! `i`-th event of the run is due at `i / rate`); a connection whose answer comes late sends its
 //! next event late (the figure is then below the rate, and says so).
@@ -53,6 +59,47 @@ mod targets;
 use proc::{clock_ticks_per_s, context_switches, process_ticks};
 pub(crate) use receiver::{record_id, Receiver};
 use targets::{live_targets, wait_leased};
+
+/// How crmhook's rows post their events (`--via`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Via {
+    /// `POST /v1/events` with the ingest token (answered 202).
+    Api,
+    /// `POST /in/{id}` of a MAIA source, signed (answered 200).
+    MaiaSource,
+}
+
+/// The MAIA secret of the sources `--via maia-source` makes.
+const MAIA_SECRET: &str = "bench-system-maia-secret";
+
+/// Where and how one row posts: the path, the header lines, the MAIA secret that signs each body
+/// (if any), and the status that acknowledges it.
+#[derive(Clone)]
+struct Post {
+    path: String,
+    headers: String,
+    maia_secret: Option<&'static str>,
+    ok: u16,
+}
+
+impl Post {
+    fn api() -> Post {
+        Post {
+            path: "/v1/events".into(),
+            headers: format!("Authorization: Bearer {INGEST}\r\n"),
+            maia_secret: None,
+            ok: 202,
+        }
+    }
+
+    /// A new MAIA source on `server`, named after the row's `run`.
+    fn maia_source(server: &Server, run: &str) -> anyhow::Result<Post> {
+        let source =
+            server.admin("POST", "/v1/sources", &json!({"name": run, "kind": "maia", "maia_secret": MAIA_SECRET}))?;
+        let id = source["id"].as_str().context("the source's id")?;
+        Ok(Post { path: format!("/in/{id}"), headers: String::new(), maia_secret: Some(MAIA_SECRET), ok: 200 })
+    }
+}
 
 fn event(tag: &str) -> String {
     format!(
@@ -173,7 +220,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// Posts events for `duration` in `mode`, connection `c` to `addrs[c % addrs.len()]`; answers
 /// what was sent and acknowledged.
-fn offer(addrs: &[SocketAddr], prefix: &str, mode: Mode, duration: Duration) -> anyhow::Result<(Vec<Sent>, usize)> {
+fn offer(
+    addrs: &[SocketAddr],
+    post: &Post,
+    prefix: &str,
+    mode: Mode,
+    duration: Duration,
+) -> anyhow::Result<(Vec<Sent>, usize)> {
     let (connections, rate) = match mode {
         Mode::Rate(r) => ((r as usize / 250).clamp(1, 16), Some(r)),
         Mode::Saturation => (64, None),
@@ -183,6 +236,7 @@ fn offer(addrs: &[SocketAddr], prefix: &str, mode: Mode, duration: Duration) -> 
     let threads: Vec<_> = (0..connections)
         .map(|c| {
             let prefix = prefix.to_owned();
+            let post = post.clone();
             let addr = addrs[c % addrs.len()];
             std::thread::spawn(move || -> anyhow::Result<(Vec<Sent>, usize)> {
                 let mut conn = Conn::new(addr);
@@ -211,14 +265,22 @@ fn offer(addrs: &[SocketAddr], prefix: &str, mode: Mode, duration: Duration) -> 
                     tried += 1;
                     // A refusal may close the connection (the server does not read a body it
                     // refused): open a new one and count the event as not acknowledged.
-                    let status = match conn.request("POST", "/v1/events", INGEST, body.as_bytes()) {
+                    let headers = match post.maia_secret {
+                        Some(secret) => format!(
+                            "{}X-Maia-Signature: {}\r\n",
+                            post.headers,
+                            crmhook_core::sign::maia_signature(secret, body.as_bytes())
+                        ),
+                        None => post.headers.clone(),
+                    };
+                    let status = match conn.request_with("POST", &post.path, &headers, body.as_bytes()) {
                         Ok((status, _)) => status,
                         Err(_) => {
                             conn = Conn::new(addr);
                             0
                         }
                     };
-                    if status == 202 {
+                    if status == post.ok {
                         out.push(Sent { tag, at, acked: Instant::now() });
                     } else if status == 503 {
                         // Backpressure (`max_delivery_lag_ms`): wait as `Retry-After: 1` asks.
@@ -266,9 +328,14 @@ pub(crate) fn measure_on(
     targets: usize,
     mode: Mode,
     duration: Duration,
+    via: Via,
 ) -> anyhow::Result<Row> {
     let server = servers[0];
     let run = run_name(label, targets, mode);
+    let post = match via {
+        Via::Api => Post::api(),
+        Via::MaiaSource => Post::maia_source(server, &run)?,
+    };
     let ids = live_targets(server, rcv, targets, &run)?;
     if servers.len() > 1 {
         wait_leased(server, &ids)?;
@@ -278,6 +345,7 @@ pub(crate) fn measure_on(
     let subject = Subject {
         pids: servers.iter().map(|s| s.pid()).collect(),
         addrs: servers.iter().map(|s| s.addr).collect(),
+        post,
         retries: Box::new(|| retries(servers)),
     };
     let row = load_row(&subject, rcv, &run, targets, mode, duration)?;
@@ -302,7 +370,8 @@ fn measure_relay(
     let to: Vec<String> = (0..targets).map(|i| format!("http://{}/{run}/t{i}", rcv.addr)).collect();
     let dir = tempfile::tempdir()?;
     let relay = crate::relay::Relay::start(&to, durable.then(|| dir.path()))?;
-    let subject = Subject { pids: vec![relay.pid()], addrs: vec![relay.addr], retries: Box::new(|| 0) };
+    let subject =
+        Subject { pids: vec![relay.pid()], addrs: vec![relay.addr], post: Post::api(), retries: Box::new(|| 0) };
     load_row(&subject, rcv, &run, targets, mode, duration)
 }
 
@@ -317,11 +386,12 @@ fn run_name(label: &str, targets: usize, mode: Mode) -> String {
     )
 }
 
-/// What a row loads and measures: its processes, where they listen, and how many attempts they
-/// have retried so far.
+/// What a row loads and measures: its processes, where they listen and how it posts to them, and
+/// how many attempts they have retried so far.
 struct Subject<'a> {
     pids: Vec<u32>,
     addrs: Vec<SocketAddr>,
+    post: Post,
     retries: Box<dyn Fn() -> u64 + 'a>,
 }
 
@@ -342,7 +412,7 @@ fn load_row(
     let count0 = rcv.count.load(Ordering::Relaxed);
     let firsts0 = rcv.firsts.load(Ordering::Relaxed);
     let start = Instant::now();
-    let (sent, tried) = offer(&subject.addrs, &format!("{run}_"), mode, duration)?;
+    let (sent, tried) = offer(&subject.addrs, &subject.post, &format!("{run}_"), mode, duration)?;
     let load_s = start.elapsed().as_secs_f64();
     let delivered_during = rcv.count.load(Ordering::Relaxed) - count0;
     // Wait for every delivery of every acknowledged event.
@@ -414,6 +484,7 @@ pub fn run(
     target_counts: &[usize],
     rounds: usize,
     response_bytes: usize,
+    via: Via,
 ) -> anyhow::Result<Value> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let duration = Duration::from_secs(seconds);
@@ -480,7 +551,7 @@ pub fn run(
                     Mode::Rate(_) => Some((floor(false)?, floor(true)?)),
                     Mode::Saturation => None,
                 };
-                let r = measure_on(&[&server], &rcv, &label, targets, mode, duration)?;
+                let r = measure_on(&[&server], &rcv, &label, targets, mode, duration, via)?;
                 let ratio = matches!(r.mode, Mode::Saturation).then(|| r.ingest_per_s / bare.rps);
                 let (over_relay, over_durable) =
                     (over(&r, floors.as_ref().map(|f| &f.0)), over(&r, floors.as_ref().map(|f| &f.1)));
@@ -507,7 +578,7 @@ pub fn run(
     let medians = if rounds > 1 { print_medians(&rows, rounds) } else { Vec::new() };
     Ok(json!({
         "benchmark": "system", "seconds": seconds, "rounds": rounds.max(1), "bare_rps_64": bare.rps,
-        "response_bytes": response_bytes, "rows": rows, "medians": medians,
+        "response_bytes": response_bytes, "via": format!("{via:?}"), "rows": rows, "medians": medians,
     }))
 }
 
