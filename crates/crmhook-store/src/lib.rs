@@ -166,16 +166,22 @@
 //! arbiter thread ever waits on a flush: callers await a oneshot answer.
 //!
 //! **How a group is applied.** A group is one atomic sled batch, except the common small ones:
-//! a group whose writes are all inserts of chunks, index postings, `M indexed`, `M head`, `W`,
-//! `L` blocks, `C` cursors and the charts' counts, with its events in one chunk (events posted
-//! without an `Idempotency-Key` or an event key, a few at a time; finished deliveries with their
-//! cursors), is applied as single inserts in an order where every prefix is a state the store
-//! can open (`keys::single_write_rank`: chunks, postings, `indexed`, the head; then `W`, blocks,
-//! the answers kept apart from them, cursors). sled recovers a prefix of its log (recovery stops at the first torn message), and
+//! a group whose writes are all inserts of chunks, events' own deduplication keys (`X`), index
+//! postings, `M indexed`, `M head`, `W`, `L` blocks, `C` cursors and the charts' counts, with
+//! its events in one chunk (events posted without an `Idempotency-Key`, a few at a time, a
+//! source's included; finished deliveries with their cursors), is applied as single inserts in
+//! an order where every prefix is a state the store can open (`keys::single_write_rank`:
+//! chunks, the events' `X` keys, postings, `indexed`, the head; then `W`, blocks, the answers
+//! kept apart from them, cursors). A crash between a chunk and its events' `X` keys leaves
+//! logged events without them: open writes them again from the events it reads back after
+//! `M indexed` (`open::restore_event_keys`), before the store takes a request. Until
+//! 2026-12-04 an `X` key sent its group to a batch: on a MAIA source at 200 events/s that
+//! was 4.4 more thread switches per event (sled's seven I/O threads woken) and about 0.1 ms more
+//! CPU per event (PERFORMANCE.md, "Issue 18, tenth step"). sled recovers a prefix of its log (recovery stops at the first torn message), and
 //! a batch costs sled two writes of its log buffer on its thread pool (it seals the buffer around
 //! the batch's manifest) where single inserts cost only the flush's one: at 200 events/s this
 //! is 5 of the server's 19 thread switches per event and about 14% of its CPU (issue 18).
-//! Deduplication records, pending deliveries (and so a retry's attempt, which goes with its
+//! A request's idempotency keys (`K`), pending deliveries (and so a retry's attempt, which goes with its
 //! pending entry), configuration and every removal keep a batch, as does a group of more than
 //! one chunk, so that no request is ever logged half-way.
 //!

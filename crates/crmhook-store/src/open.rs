@@ -229,6 +229,7 @@ pub(crate) fn read_back(tree: &sled::Tree, window: &Mutex<IndexWindow>) -> Resul
     *window = IndexWindow { through, events: 0, limit, postings: WindowPostings::default() };
     loop {
         let events = events_after(tree, through, limit)?;
+        restore_event_keys(tree, &events)?;
         match events.last().map(|e| e.seq) {
             Some(last) if events.len() >= limit => {
                 let mut postings = WindowPostings::default();
@@ -246,6 +247,30 @@ pub(crate) fn read_back(tree: &sled::Tree, window: &Mutex<IndexWindow>) -> Resul
         }
     }
     last_seq_given(tree)
+}
+
+/// Writes again the deduplication key (`X`) of each of `events` that has one (`external_id`) and
+/// whose key is missing: a group of single writes logs its chunk before its events' keys
+/// (`keys::single_write_rank`), so a crash between the two leaves logged events without their
+/// keys, and always after `M indexed` (written after them). Answers how many were written.
+pub(crate) fn restore_event_keys(tree: &sled::Tree, events: &[Event]) -> Result<usize> {
+    let mut batch = sled::Batch::default();
+    let mut restored = 0;
+    for e in events {
+        let Some(x) = &e.external_id else { continue };
+        let k = keys::id_key(Tag::External, x);
+        if tree.get(&k)?.is_none() {
+            let ack =
+                crate::AckEntry { id: e.id.clone(), seq: e.seq, event_type: e.event_type.clone(), duplicate: false };
+            batch.insert(k, codec::encode(&ack)?);
+            restored += 1;
+        }
+    }
+    if restored > 0 {
+        tree.apply_batch(batch)?;
+        tracing::warn!(restored, "wrote again the deduplication keys of events logged just before a crash");
+    }
+    Ok(restored)
 }
 
 /// Up to `n` events after `through`, read from their chunks (not through the store's cache).

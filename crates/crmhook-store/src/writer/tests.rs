@@ -81,6 +81,36 @@ fn idempotency_keys_and_maximizer_ids_answer_the_first_ack() {
 }
 
 #[test]
+fn an_event_logged_without_its_deduplication_key_gets_it_back_at_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mx = include_str!("../../../../data/samples/maximizer/opportunity_stage_change.json");
+    let first = rt().block_on(async {
+        let store = Store::open(dir.path()).expect("open");
+        let first = store.append(parse_ingest(mx.as_bytes()).expect("valid"), None).await.expect("append");
+        // A group of one chunk and its event's key goes as single writes, the chunk first: a
+        // crash between the two leaves this state (the event logged, its key not).
+        let x = store.event(first[0].seq).expect("read").expect("logged").external_id.expect("an Id");
+        let k = keys::id_key(Tag::External, &x);
+        assert!(store.inner.tree.get(&k).expect("read").is_some());
+        store.inner.tree.remove(&k).expect("remove");
+        store.close().await;
+        first
+    });
+    drop(rt());
+    rt().block_on(async {
+        let store = Store::open(dir.path()).expect("reopen");
+        // The CRM's retry of the event is a duplicate: open wrote the key again from the log.
+        let again = store.append(parse_ingest(mx.as_bytes()).expect("valid"), None).await.expect("append");
+        assert_eq!(
+            again.iter().map(|a| (&a.id, a.seq, a.duplicate)).collect::<Vec<_>>(),
+            first.iter().map(|a| (&a.id, a.seq, true)).collect::<Vec<_>>()
+        );
+        assert_eq!(store.head(), 1);
+        store.close().await;
+    });
+}
+
+#[test]
 fn concurrent_appends_share_flushes_and_get_distinct_seqs() {
     let dir = tempfile::tempdir().expect("tempdir");
     rt().block_on(async {
