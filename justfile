@@ -37,6 +37,13 @@ bench-answers bytes="4096" seconds="10":
     cargo build --release -p crmhook -p crmhook-bench
     ./target/release/crmhook-bench system --offered 200,1000 --targets 1 --response-bytes {{bytes}} --seconds {{seconds}} --json target/bench-answers.json
 
+# The whole system as a real CRM posts: crmhook's rows go to a MAIA source's URL, each body
+# signed (every event then writes its deduplication key), one target at 200 events/s and at
+# saturation, several rounds and their medians.
+bench-source rounds="3" seconds="10":
+    cargo build --release -p crmhook -p crmhook-bench
+    ./target/release/crmhook-bench system --offered 200,max --targets 1 --rounds {{rounds}} --seconds {{seconds}} --via maia-source --json target/bench-source.json
+
 # Cluster mode (docs/CLUSTER.md): a raw JetStream publish/consume, three crmhook nodes in cluster
 # mode and one single node, in one run on a 3-node NATS cluster it starts (nats-server from PyPI).
 bench-cluster seconds="5":
