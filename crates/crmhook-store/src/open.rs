@@ -260,8 +260,7 @@ pub(crate) fn restore_event_keys(tree: &sled::Tree, events: &[Event]) -> Result<
         let Some(x) = &e.external_id else { continue };
         let k = keys::id_key(Tag::External, x);
         if tree.get(&k)?.is_none() {
-            let ack =
-                crate::AckEntry { id: e.id.clone(), seq: e.seq, event_type: e.event_type.clone(), duplicate: false };
+            let ack = crate::AckEntry::first(e);
             batch.insert(k, codec::encode(&ack)?);
             restored += 1;
         }

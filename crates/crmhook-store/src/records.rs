@@ -175,6 +175,14 @@ pub struct AckEntry {
     pub duplicate: bool,
 }
 
+impl AckEntry {
+    /// A logged event's first acknowledgement: what its deduplication key holds, whether the
+    /// writer writes it with the event or open writes it again after a crash.
+    pub(crate) fn first(event: &crmhook_core::Event) -> AckEntry {
+        AckEntry { id: event.id.clone(), seq: event.seq, event_type: event.event_type.clone(), duplicate: false }
+    }
+}
+
 /// A piece of a source's request that was not an event, kept in the quarantine with its exact
 /// bytes until retention removes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -416,8 +416,8 @@ impl Writer {
                 Some((_, random)) => EventId::with_parts(now, random.wrapping_add(acks.len() as u16), seq),
                 None => EventId::with_seq(now, seq),
             };
-            let event = Event::from_new(new, seq, id.clone(), now);
-            let ack = AckEntry { id, seq, event_type: event.event_type.clone(), duplicate: false };
+            let event = Event::from_new(new, seq, id, now);
+            let ack = AckEntry::first(&event);
             if let Some(k) = ext_key {
                 local.insert(k.clone(), codec::encode(&ack)?);
                 seen.insert(k, vec![ack.clone()]);
