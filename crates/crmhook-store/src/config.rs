@@ -10,6 +10,7 @@ use crate::batch::Writes;
 use crate::keys::{self, Tag};
 use crate::records::Rejected;
 use crate::seal::Seal;
+use crate::sources::Lookup;
 use crate::{codec, stored, Result, Store};
 
 /// Most finished deliveries one batch of a target's deletion moves.
@@ -185,8 +186,19 @@ impl Store {
         self.inner.tree.scan_prefix(Tag::Source.prefix()).map(|kv| self.decode_source(&kv?.1)).collect()
     }
 
+    /// A source by id: kept decoded after the first read (`sources`), read from sled again
+    /// once the writer changed any source.
     pub fn source(&self, id: &SourceId) -> Result<Option<Source>> {
-        self.inner.tree.get(keys::id_key(Tag::Source, id.as_str()))?.map(|v| self.decode_source(&v)).transpose()
+        let generation = match self.inner.sources.get(id) {
+            Lookup::Kept(source) => return Ok(Some(source)),
+            Lookup::Missing(generation) => generation,
+        };
+        let source =
+            self.inner.tree.get(keys::id_key(Tag::Source, id.as_str()))?.map(|v| self.decode_source(&v)).transpose()?;
+        if let Some(s) = &source {
+            self.inner.sources.keep(generation, s);
+        }
+        Ok(source)
     }
 
     pub async fn put_source(&self, source: &Source) -> Result<()> {

@@ -17,7 +17,8 @@
 //! - `index`: the index postings and the window in memory; `queries`: event listings.
 //! - `finished`: the finished-delivery blocks (`L`) and legacy `F` keys; `deliveries`: the
 //!   rest of delivery state and its reads.
-//! - `config`: targets, subscriptions, sources, meta and the quarantine.
+//! - `config`: targets, subscriptions, sources, meta and the quarantine; `sources`: the
+//!   sources kept decoded for ingest, forgotten by the writer when it changes one.
 //! - `seal`: the key ([`SealKey`]) that seals targets' and sources' secrets at rest.
 //! - `compact`: retention of the log and of the quarantine.
 //! - `stats`: the counts of the console's charts (`M stats:<name>`, [`Series`]).
@@ -244,6 +245,7 @@ mod migrate;
 mod open;
 mod queries;
 pub mod replica;
+mod sources;
 mod stats;
 mod writer;
 
@@ -369,6 +371,8 @@ pub(crate) struct Inner {
     pub(crate) replica: Option<replica::Link>,
     /// Moves when an entry of the replicated log changed targets or subscriptions.
     pub(crate) config_rx: watch::Receiver<u64>,
+    /// The sources ingest reads, kept decoded; the writer forgets them when it changes one.
+    pub(crate) sources: Arc<sources::SourceCache>,
 }
 
 impl Store {

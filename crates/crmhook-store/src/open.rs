@@ -51,6 +51,7 @@ impl Store {
         let (config_tx, config_rx) = watch::channel(0);
         let failing = Arc::new(AtomicBool::new(false));
         let chunks = Arc::new(Mutex::new(crate::cache::ChunkCache::default()));
+        let sources = Arc::new(crate::sources::SourceCache::default());
         let writer = Writer {
             db: db.clone(),
             tree: tree.clone(),
@@ -66,6 +67,7 @@ impl Store {
             config_tx,
             chunks: chunks.clone(),
             kept_blocks: Default::default(),
+            sources: sources.clone(),
         };
         let lazy = Arc::new(crate::writer::Lazy::default());
         let handle = writer.spawn(rx, lazy.clone())?;
@@ -85,6 +87,7 @@ impl Store {
                 seal,
                 replica,
                 config_rx,
+                sources,
             }),
         })
     }

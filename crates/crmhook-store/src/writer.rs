@@ -106,6 +106,8 @@ pub(crate) struct Writer {
     pub(crate) chunks: Arc<Mutex<ChunkCache>>,
     /// The `L` blocks this thread wrote lately, as it wrote them.
     pub(crate) kept_blocks: KeptBlocks,
+    /// The sources ingest keeps decoded: forgotten before a group that changes one.
+    pub(crate) sources: Arc<crate::sources::SourceCache>,
 }
 
 enum Reply {
@@ -180,7 +182,7 @@ impl Writer {
         let started = Instant::now();
         let mut applied_at = started;
         let result = logged.and_then(|()| {
-            apply(&self.tree, batch, !self.replica)?;
+            apply(&self.tree, batch, !self.replica, &self.sources)?;
             applied_at = Instant::now();
             if flush {
                 self.db.flush()?;

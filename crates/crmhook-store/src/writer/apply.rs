@@ -2,7 +2,8 @@
 //! batch ([`apply`]), and a group cut after each restore ([`restores_apart`]).
 
 use super::Op;
-use crate::keys;
+use crate::keys::{self, Tag};
+use crate::sources::SourceCache;
 use crate::Result;
 
 /// Applies a group's batch: as single writes in rank order when every write of it is an insert
@@ -11,9 +12,12 @@ use crate::Result;
 /// buffer around the batch's manifest) where single writes cost the one of the next flush, and
 /// the groups that qualify are the common ones: events without a request's idempotency key
 /// (a source's events with their own `X` keys included), and finished deliveries with their
-/// cursor.
-pub(super) fn apply(tree: &sled::Tree, batch: sled::Batch, singles: bool) -> Result<()> {
+/// cursor. A group that writes or removes a source (`Z`) makes `sources` forget them first.
+pub(super) fn apply(tree: &sled::Tree, batch: sled::Batch, singles: bool, sources: &SourceCache) -> Result<()> {
     let writes = batch.into_writes();
+    if writes.iter().any(|(k, _)| k.first() == Some(&Tag::Source.byte())) {
+        sources.forget();
+    }
     let ranked: Option<Vec<u8>> =
         writes.iter().map(|(k, v)| v.as_ref().and_then(|_| keys::single_write_rank(k))).collect();
     // A group's events in one chunk: one insert, so that no request is ever logged half-way
