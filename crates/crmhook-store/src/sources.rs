@@ -8,7 +8,7 @@
 //! Only the writer thread changes `Z` keys (an operator's change, a replicated entry, a
 //! restore), and it calls [`SourceCache::forget`] for every group that holds one, before the
 //! group is applied. A reader that looked a source up in sled puts it in the cache only if no
-//! `forget` came between its lookup's start and its insert ([`SourceCache::generation`]), so a
+//! `forget` came between its lookup's start and its insert (a generation count), so a
 //! source read before a change is never kept after it. Unknown ids are not kept (anyone can
 //! post to any `/in/{id}`), and the cache holds at most [`MOST_SOURCES`] sources, beyond which
 //! reads go to sled as before.
