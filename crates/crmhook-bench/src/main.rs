@@ -444,18 +444,30 @@ pub(crate) fn drive(
     Ok((latencies, errors))
 }
 
+/// A load thread that answers its items and a count.
+pub(crate) type Loader<T, N> = std::thread::JoinHandle<anyhow::Result<(Vec<T>, N)>>;
+
 /// A load thread: it answers its latencies in µs and its error count.
-pub(crate) type LoadThread = std::thread::JoinHandle<anyhow::Result<(Vec<u32>, u64)>>;
+pub(crate) type LoadThread = Loader<u32, u64>;
+
+/// Joins load threads that each answer their items and a count: all the items, the counts
+/// summed.
+pub(crate) fn join_load<T, N: Default + std::ops::AddAssign>(
+    threads: Vec<Loader<T, N>>,
+) -> anyhow::Result<(Vec<T>, N)> {
+    let mut all = Vec::new();
+    let mut count = N::default();
+    for t in threads {
+        let (items, n) = t.join().map_err(|_| anyhow::anyhow!("load thread panicked"))??;
+        all.extend(items);
+        count += n;
+    }
+    Ok((all, count))
+}
 
 /// Joins load threads into one result.
 pub(crate) fn summarize(threads: Vec<LoadThread>, started: Instant) -> anyhow::Result<LoadResult> {
-    let mut all = Vec::new();
-    let mut errors = 0;
-    for t in threads {
-        let (l, e) = t.join().map_err(|_| anyhow::anyhow!("load thread panicked"))??;
-        all.extend(l);
-        errors += e;
-    }
+    let (mut all, errors) = join_load(threads)?;
     let elapsed = started.elapsed().as_secs_f64();
     all.sort_unstable();
     let pct = |p: f64| {

@@ -142,12 +142,5 @@ pub(super) fn offer(
             })
         })
         .collect();
-    let mut all = Vec::new();
-    let mut tried = 0;
-    for t in threads {
-        let (sent, n) = t.join().map_err(|_| anyhow::anyhow!("load thread panicked"))??;
-        all.extend(sent);
-        tried += n;
-    }
-    Ok((all, tried))
+    crate::join_load(threads)
 }
