@@ -150,27 +150,26 @@ pub fn parse_ingest(body: &[u8]) -> Result<Vec<NewEvent>, CoreError> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
     match first {
         Some(b'{') => {
-            let raw: &RawValue = serde_json::from_slice(body).map_err(malformed)?;
-            let obj: Map<String, Value> = serde_json::from_str(raw.get()).map_err(malformed)?;
-            Ok(vec![maia(&obj, raw)?])
+            let read = read_body(body).map_err(malformed)?;
+            Ok(vec![maia(object(&read)?, &read)?])
         }
         Some(b'[') => {
             let items: Vec<&RawValue> = serde_json::from_slice(body).map_err(malformed)?;
             if items.is_empty() {
                 return Err(CoreError::field("body", "the array holds no events"));
             }
-            let values: Vec<Value> =
-                items.iter().map(|r| serde_json::from_str(r.get())).collect::<Result<_, _>>().map_err(malformed)?;
-            let maximizer = values.iter().any(|v| v.get("Entity").is_some());
-            values
+            let reads: Vec<Read<'_>> =
+                items.iter().map(|r| read(r.get())).collect::<Result<_, _>>().map_err(malformed)?;
+            let maximizer = reads.iter().any(|r| r.value.get("Entity").is_some());
+            reads
                 .iter()
-                .zip(&items)
                 .enumerate()
-                .map(|(i, (value, raw))| {
-                    let obj = value
+                .map(|(i, read)| {
+                    let obj = read
+                        .value
                         .as_object()
                         .ok_or_else(|| CoreError::field("body", "must be a JSON object").at_index(i))?;
-                    if maximizer { maximizer_event(obj, raw) } else { maia(obj, raw) }.map_err(|e| e.at_index(i))
+                    if maximizer { maximizer_event(obj, read) } else { maia(obj, read) }.map_err(|e| e.at_index(i))
                 })
                 .collect()
         }
@@ -213,16 +212,18 @@ pub fn parse_source(kind: SourceKind, source: &SourceId, body: &[u8]) -> SourceB
     let mut batch = SourceBatch::default();
     let whole = |reason: String| Rejection { index: None, bytes: body.to_vec(), reason };
     let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
-    let items: Vec<(Option<usize>, &RawValue)> = match first {
+    let items: Vec<Piece<'_>> = match first {
         Some(b'[') => match serde_json::from_slice::<Vec<&RawValue>>(body) {
-            Ok(items) => items.into_iter().enumerate().map(|(i, raw)| (Some(i), raw)).collect(),
+            Ok(items) => {
+                items.into_iter().enumerate().map(|(i, raw)| (Some(i), raw.get().as_bytes(), read(raw.get()))).collect()
+            }
             Err(e) => {
                 batch.rejected.push(whole(format!("malformed JSON: {e}")));
                 return batch;
             }
         },
-        Some(b'{') => match serde_json::from_slice::<&RawValue>(body) {
-            Ok(raw) => vec![(None, raw)],
+        Some(b'{') => match read_body(body) {
+            Ok(read) => vec![(None, read.text.as_bytes(), Ok(read))],
             Err(e) => {
                 batch.rejected.push(whole(format!("malformed JSON: {e}")));
                 return batch;
@@ -237,8 +238,10 @@ pub fn parse_source(kind: SourceKind, source: &SourceId, body: &[u8]) -> SourceB
             return batch;
         }
     };
-    for (index, raw) in items {
-        match source_event(kind, raw) {
+    for (index, bytes, read) in items {
+        // An element that scanned as JSON reads as JSON; what can still fail here is a member
+        // named like serde_json's reserved `$serde_json::private::Number`, as it always did.
+        match read.map_err(malformed).and_then(|read| source_event(kind, &read)) {
             Ok(mut event) => {
                 event.source_id = Some(source.clone());
                 if kind == SourceKind::Maia {
@@ -246,26 +249,22 @@ pub fn parse_source(kind: SourceKind, source: &SourceId, body: &[u8]) -> SourceB
                 }
                 batch.events.push(event)
             }
-            Err(e) => {
-                batch.rejected.push(Rejection { index, bytes: raw.get().as_bytes().to_vec(), reason: e.to_string() })
-            }
+            Err(e) => batch.rejected.push(Rejection { index, bytes: bytes.to_vec(), reason: e.to_string() }),
         }
     }
     batch
 }
 
+/// A piece of a source's request: its index in the array (`None`: the whole body), its exact
+/// bytes, and what reading them gave.
+type Piece<'a> = (Option<usize>, &'a [u8], Result<Read<'a>, serde_json::Error>);
+
 /// One element posted by a source of `kind`, validated as an event of that kind.
-fn source_event(kind: SourceKind, raw: &RawValue) -> Result<NewEvent, CoreError> {
-    let obj: Map<String, Value> = match serde_json::from_str::<Value>(raw.get()) {
-        Ok(Value::Object(obj)) => obj,
-        Ok(other) => {
-            return Err(CoreError::field("body", format!("an event must be a JSON object, not {}", kind_of(&other))))
-        }
-        Err(e) => return Err(malformed(e)),
-    };
+fn source_event(kind: SourceKind, read: &Read<'_>) -> Result<NewEvent, CoreError> {
+    let obj = object(read)?;
     match kind {
-        SourceKind::Maia => maia(&obj, raw),
-        SourceKind::Maximizer => maximizer_event(&obj, raw),
+        SourceKind::Maia => maia(obj, read),
+        SourceKind::Maximizer => maximizer_event(obj, read),
     }
 }
 
@@ -288,95 +287,119 @@ pub fn parse_source_element(kind: SourceKind, source: &SourceId, bytes: &[u8]) -
     }
 }
 
-/// Refuses an event with a member name twice in one of its objects, at any depth (RFC 8259:
-/// names SHOULD be unique). Parsed, such an event keeps the last value only, so it would be
-/// filtered on one value and delivered with both: a receiver that keeps the first would see
-/// an event no subscription chose. `raw` has already parsed as JSON.
-fn unique_members(raw: &RawValue) -> Result<(), CoreError> {
-    use serde::de::DeserializeSeed;
-    let mut de = serde_json::Deserializer::from_str(raw.get());
-    UniqueMembers.deserialize(&mut de).map_err(|e| {
-        // The walk fails only where a name repeats (the text is JSON that already parsed).
-        let detail = e.to_string();
-        let detail = detail.split(" at line ").next().unwrap_or(&detail);
-        CoreError::field("body", format!("{detail}: every member name of an object must be unique"))
-    })
+/// One JSON value read in a single pass: its exact text, its value, and the first member name
+/// that one of its objects repeats, at any depth.
+///
+/// RFC 8259 says names SHOULD be unique; parsed, an object with a name twice keeps the last
+/// value only, so such an event would be filtered on one value and delivered with both (a
+/// receiver that keeps the first would see an event no subscription chose). It is refused, but
+/// only once the whole text has parsed: a text that repeats a name and is also not JSON is
+/// malformed, as it always was.
+struct Read<'a> {
+    text: &'a str,
+    value: Value,
+    /// Why the text is refused, when one of its objects repeats a name.
+    repeated: Option<String>,
 }
 
-/// Walks JSON text without keeping it, failing on the first object that repeats a member name.
-struct UniqueMembers;
+/// Reads JSON text that is one value (surrounding whitespace allowed, and left out of `text`).
+fn read(text: &str) -> Result<Read<'_>, serde_json::Error> {
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let mut repeated = None;
+    let value = Checked(&mut repeated).deserialize(&mut de)?;
+    de.end()?;
+    Ok(Read { text: text.trim_matches([' ', '\t', '\n', '\r']), value, repeated })
+}
 
-/// A member name, borrowed from the text when it has no escapes.
-struct Name<'de>(std::borrow::Cow<'de, str>);
-
-impl<'de> Deserialize<'de> for Name<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Name<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a member name")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Name<'de>, E> {
-                Ok(Name(std::borrow::Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Name<'de>, E> {
-                Ok(Name(std::borrow::Cow::Owned(v.to_owned())))
-            }
-        }
-        d.deserialize_str(V)
+/// [`read`] for a request's whole body, which may not be UTF-8 (then serde_json says why).
+fn read_body(body: &[u8]) -> Result<Read<'_>, serde_json::Error> {
+    match std::str::from_utf8(body) {
+        Ok(text) => read(text),
+        Err(e) => Err(serde_json::from_slice::<&RawValue>(body).err().unwrap_or_else(|| serde::de::Error::custom(e))),
     }
 }
 
-impl<'de> serde::de::DeserializeSeed<'de> for UniqueMembers {
-    type Value = ();
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+/// The object an event must be.
+fn object<'r>(read: &'r Read<'_>) -> Result<&'r Map<String, Value>, CoreError> {
+    read.value.as_object().ok_or_else(|| {
+        CoreError::field("body", format!("an event must be a JSON object, not {}", kind_of(&read.value)))
+    })
+}
+
+/// Refuses an event that repeats a member name (see [`Read`]).
+fn unique_members(read: &Read<'_>) -> Result<(), CoreError> {
+    match &read.repeated {
+        None => Ok(()),
+        Some(why) => Err(CoreError::field("body", format!("{why}: every member name of an object must be unique"))),
+    }
+}
+
+/// Builds a `Value` as serde_json's own `Value` does, noting the first repeated member name.
+struct Checked<'r>(&'r mut Option<String>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Checked<'_> {
+    type Value = Value;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> serde::de::Visitor<'de> for UniqueMembers {
-    type Value = ();
+impl<'de> serde::de::Visitor<'de> for Checked<'_> {
+    type Value = Value;
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("JSON")
     }
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        Ok(())
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
     }
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        Ok(())
+    // Without serde_json's `arbitrary_precision` numbers come as these three.
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
     }
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        Ok(())
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
     }
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        Ok(())
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
     }
-    fn visit_str<E>(self, _: &str) -> Result<(), E> {
-        Ok(())
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
     }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
     }
-    fn visit_none<E>(self) -> Result<(), E> {
-        Ok(())
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
     }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element_seed(UniqueMembers)?.is_some() {}
-        Ok(())
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
     }
-    // With serde_json's `arbitrary_precision` a number arrives as a one-member map: no repeat.
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let mut seen = std::collections::HashSet::new();
-        while let Some(Name(name)) = map.next_key::<Name<'de>>()? {
-            map.next_value_seed(UniqueMembers)?;
-            if seen.contains(&name) {
-                let shown: String = name.chars().take(64).collect();
-                return Err(serde::de::Error::custom(format_args!("the member {shown:?} appears twice in one object")));
-            }
-            seen.insert(name);
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(item) = seq.next_element_seed(Checked(&mut *self.0))? {
+            items.push(item);
         }
-        Ok(())
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut members = Map::new();
+        while let Some(name) = map.next_key::<String>()? {
+            // With `arbitrary_precision` a number arrives as a map of one member with this
+            // name, which serde_json's own `Value` reads the same way.
+            if members.is_empty() && name == "$serde_json::private::Number" {
+                let digits: String = map.next_value()?;
+                let number = digits.parse().map_err(serde::de::Error::custom)?;
+                return Ok(Value::Number(number));
+            }
+            let value = map.next_value_seed(Checked(&mut *self.0))?;
+            if self.0.is_none() && members.contains_key(&name) {
+                let shown: String = name.chars().take(64).collect();
+                *self.0 = Some(format!("the member {shown:?} appears twice in one object"));
+            }
+            members.insert(name, value);
+        }
+        Ok(Value::Object(members))
     }
 }
 
@@ -494,8 +517,8 @@ fn opt_str(obj: &Map<String, Value>, field: &str) -> Option<String> {
     obj.get(field).and_then(Value::as_str).map(str::to_owned)
 }
 
-fn maia(obj: &Map<String, Value>, raw: &RawValue) -> Result<NewEvent, CoreError> {
-    unique_members(raw)?;
+fn maia(obj: &Map<String, Value>, read: &Read<'_>) -> Result<NewEvent, CoreError> {
+    unique_members(read)?;
     let event_type = match obj.get("eventType") {
         None => return Err(CoreError::field("eventType", "a MAIA event needs `eventType`")),
         Some(Value::String(s)) => s.as_str(),
@@ -518,7 +541,7 @@ fn maia(obj: &Map<String, Value>, raw: &RawValue) -> Result<NewEvent, CoreError>
     Ok(NewEvent {
         kind: EventKind::Maia,
         event_type: event_type.to_owned(),
-        payload: raw.get().as_bytes().to_vec(),
+        payload: read.text.as_bytes().to_vec(),
         record_id: opt_str(obj, "recordId"),
         kanban_id: opt_str(obj, "kanbanId"),
         field_name: if event_type == "crm_field_update" { opt_str(obj, "fieldName") } else { None },
@@ -534,8 +557,8 @@ fn identifier(s: &str) -> bool {
     !s.is_empty() && s.len() <= 100 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-fn maximizer_event(obj: &Map<String, Value>, raw: &RawValue) -> Result<NewEvent, CoreError> {
-    unique_members(raw)?;
+fn maximizer_event(obj: &Map<String, Value>, read: &Read<'_>) -> Result<NewEvent, CoreError> {
+    unique_members(read)?;
     let id = required_str(obj, "Id", "")?;
     required_str(obj, "Timestamp", "")?;
     required_str(obj, "WorkspaceId", "")?;
@@ -576,7 +599,7 @@ fn maximizer_event(obj: &Map<String, Value>, raw: &RawValue) -> Result<NewEvent,
     Ok(NewEvent {
         kind: EventKind::Maximizer,
         event_type: format!("{entity}.{op}"),
-        payload: raw.get().as_bytes().to_vec(),
+        payload: read.text.as_bytes().to_vec(),
         record_id: key_of("New").or_else(|| key_of("Original")),
         kanban_id: None,
         field_name: None,

@@ -158,3 +158,55 @@ fn a_maia_sources_events_are_keyed_by_their_exact_bytes() {
     assert!(parse_source_element(SourceKind::Maia, &source, FIELD_UPDATE.as_bytes()).is_ok());
     assert!(parse_source_element(SourceKind::Maia, &source, b"{}").is_err());
 }
+
+#[test]
+fn one_pass_reads_the_value_serde_json_reads() {
+    let texts = [
+        FIELD_UPDATE,
+        include_str!("../../../../data/samples/maximizer/opportunity_stage_change.json"),
+        r#" {"a":[1,-2,3.50,1e400,-0.0,12345678901234567890123,{"b":null,"c":[true,false,[]]}],"d":{},"\u00e9\n":"x\"y"} "#,
+        r#"[{"k":"v"},"s",0,[[[]]]]"#,
+        "\t\"text\"\r\n",
+        "12000.00",
+    ];
+    for text in texts {
+        let read = read(text).expect("JSON");
+        assert_eq!(read.value, serde_json::from_str::<Value>(text).expect("JSON"), "{text}");
+        assert_eq!(read.text, text.trim(), "{text}");
+        assert_eq!(read.repeated, None, "{text}");
+    }
+    // Numbers keep their digits, written as serde_json's own `Value` writes them.
+    let numbers = "[12000.00, 1e400, 2.10]";
+    let written = read(numbers).expect("JSON").value.to_string();
+    assert_eq!(written, serde_json::from_str::<Value>(numbers).expect("JSON").to_string());
+    assert!(written.starts_with("[12000.00,") && written.ends_with(",2.10]"), "{written}");
+    // Not JSON, or more than one value: serde_json's own errors.
+    for text in ["", "{", "{} {}", "[1,]", "{\"a\" 1}"] {
+        assert!(read(text).is_err(), "{text:?}");
+    }
+}
+
+#[test]
+fn a_repeated_name_in_a_body_that_is_not_json_is_malformed() {
+    // The repeat comes first in the text, the syntax error after it: the body is malformed
+    // (400), as it was when the text was scanned whole before it was read.
+    let body = r#"{"eventType":"crm_field_update","recordId":"r1","recordId":"r2","kanbanId":"k1",}"#;
+    assert!(matches!(parse_ingest(body.as_bytes()), Err(CoreError::Malformed(_))));
+    let batch = parse_source(SourceKind::Maia, &SourceId::generate(), body.as_bytes());
+    assert!(batch.rejected[0].reason.starts_with("malformed JSON"), "{}", batch.rejected[0].reason);
+    // The first repeat is the one named, the innermost first where one object holds another.
+    let nested =
+        r#"{"eventType":"crm_record_created","recordId":"r","kanbanId":"k","customFields":{"y":{"x":1,"x":2},"y":3}}"#;
+    assert!(invalid(nested).detail.contains("\"x\" appears twice"), "{}", invalid(nested).detail);
+    // A body that is not UTF-8 is malformed, with serde_json's reason.
+    let mut bytes = FIELD_UPDATE.as_bytes().to_vec();
+    bytes[3] = 0xff;
+    assert!(matches!(parse_ingest(&bytes), Err(CoreError::Malformed(_))));
+}
+
+#[test]
+fn a_maximizer_version_given_as_a_number_keeps_its_major() {
+    let mx = r#"[{"Id":"n","Timestamp":"t","WorkspaceId":"w","Entity":"Opportunity","Data":{"Op":"Update","Version":2.10}}]"#;
+    let events = parse_ingest(mx.as_bytes()).expect("valid");
+    assert_eq!(events[0].version_major, Some(2));
+}
