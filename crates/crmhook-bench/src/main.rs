@@ -103,9 +103,10 @@ enum Cmd {
         /// The receiver answers 200 with a JSON body of this many bytes (0: 204, no body).
         #[arg(long, default_value_t = 0)]
         response_bytes: usize,
-        /// How crmhook's rows post: `api` (`/v1/events` with the ingest token) or `maia-source`
+        /// How crmhook's rows post: `api` (`/v1/events` with the ingest token), `maia-source`
         /// (a MAIA source's URL, each body signed: every event then has its idempotency key,
-        /// as a real CRM's has).
+        /// as a real CRM's has) or `api-key` (`/v1/events`, each request with an
+        /// `Idempotency-Key`).
         #[arg(long, value_enum, default_value = "api")]
         via: system::Via,
         #[arg(long)]

@@ -37,7 +37,8 @@
 //! (`/in/{id}`, each body signed with `X-Maia-Signature`, answered 200): each event is then
 //! written with its idempotency key (the source and a hash of its bytes), as a real CRM's is.
 //! The floors still take the same bodies as plain POSTs. By default (`api`) crmhook's rows post
-//! to `/v1/events` with the ingest token, which writes no such key.
+//! to `/v1/events` with the ingest token, which writes no such key; `--via api-key` posts there
+//! with an `Idempotency-Key` of its own on each request (written as the request's key).
 //!
 //! At a fixed rate each of a few connections sends its share of the events on a schedule (the
 //! `i`-th event of the run is due at `i / rate`); a connection whose answer comes late sends its
@@ -197,6 +198,7 @@ pub(crate) fn measure_on(
     let post = match via {
         Via::Api => Post::api(),
         Via::MaiaSource => Post::maia_source(server, &run)?,
+        Via::ApiKey => Post::api_key(),
     };
     let ids = live_targets(server, rcv, targets, &run)?;
     if servers.len() > 1 {

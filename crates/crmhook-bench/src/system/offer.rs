@@ -18,6 +18,9 @@ pub(crate) enum Via {
     Api,
     /// `POST /in/{id}` of a MAIA source, signed (answered 200).
     MaiaSource,
+    /// `POST /v1/events` with the ingest token and an `Idempotency-Key` of its own on each
+    /// request, as an API client that retries safely posts (answered 202).
+    ApiKey,
 }
 
 /// The MAIA secret of the sources `--via maia-source` makes.
@@ -30,6 +33,8 @@ pub(super) struct Post {
     path: String,
     headers: String,
     maia_secret: Option<&'static str>,
+    /// Each request gets `Idempotency-Key: <its event's tag>`.
+    idempotency_key: bool,
     ok: u16,
 }
 
@@ -39,8 +44,14 @@ impl Post {
             path: "/v1/events".into(),
             headers: format!("Authorization: Bearer {INGEST}\r\n"),
             maia_secret: None,
+            idempotency_key: false,
             ok: 202,
         }
+    }
+
+    /// As [`Post::api`], each request with an `Idempotency-Key`.
+    pub(super) fn api_key() -> Post {
+        Post { idempotency_key: true, ..Post::api() }
     }
 
     /// A new MAIA source on `server`, named after the row's `run`.
@@ -48,7 +59,13 @@ impl Post {
         let source =
             server.admin("POST", "/v1/sources", &json!({"name": run, "kind": "maia", "maia_secret": MAIA_SECRET}))?;
         let id = source["id"].as_str().context("the source's id")?;
-        Ok(Post { path: format!("/in/{id}"), headers: String::new(), maia_secret: Some(MAIA_SECRET), ok: 200 })
+        Ok(Post {
+            path: format!("/in/{id}"),
+            headers: String::new(),
+            maia_secret: Some(MAIA_SECRET),
+            idempotency_key: false,
+            ok: 200,
+        })
     }
 }
 
@@ -113,7 +130,7 @@ pub(super) fn offer(
                     tried += 1;
                     // A refusal may close the connection (the server does not read a body it
                     // refused): open a new one and count the event as not acknowledged.
-                    let headers = match post.maia_secret {
+                    let mut headers = match post.maia_secret {
                         Some(secret) => format!(
                             "{}X-Maia-Signature: {}\r\n",
                             post.headers,
@@ -121,6 +138,9 @@ pub(super) fn offer(
                         ),
                         None => post.headers.clone(),
                     };
+                    if post.idempotency_key {
+                        headers.push_str(&format!("Idempotency-Key: {tag}\r\n"));
+                    }
                     let status = match conn.request_with("POST", &post.path, &headers, body.as_bytes()) {
                         Ok((status, _)) => status,
                         Err(_) => {
