@@ -2,7 +2,9 @@
 //! by the bincode (2.0.1, standard configuration, via serde) encoding of the record.
 //!
 //! Records are version 1, except event chunks: version 2 added the event's `source_id`, version
-//! 3 whether it is a test event; chunks of versions 1 and 2 are still read ([`decode_events`](crate::codec::decode_events)),
+//! 3 whether it is a test event, version 4 (written only for a chunk that holds a request sent
+//! with an `Idempotency-Key`) is version 3's events followed by those requests' keys
+//! ([`RequestKeyV1`](crate::stored::RequestKeyV1)); chunks of versions 1 and 2 are still read ([`decode_events`](crate::codec::decode_events)),
 //! an event of version 1 gets `source_id: None`, and events of both are not tests. Attempts
 //! (`A` records) are version 2 ([`ATTEMPT_VERSION`](crate::codec::ATTEMPT_VERSION)), which added the receiver's
 //! answer; version 1 is still read, with none ([`decode_attempt`](crate::codec::decode_attempt)). `L` blocks are version 3
@@ -20,7 +22,7 @@ use serde::Serialize;
 use crmhook_core::Event;
 
 use crate::records::{Attempt, AttemptV1, BlockEntry};
-use crate::stored::{EventV1, EventV2, EventV3, EventV3Ref};
+use crate::stored::{EventV1, EventV2, EventV3, EventV3Ref, RequestKeyV1};
 use crate::StoreError;
 
 /// The format version written as the first byte of every record but event chunks.
@@ -29,6 +31,9 @@ pub const VERSION: u8 = 1;
 pub const EVENTS_VERSION: u8 = 3;
 /// The format version of event chunks before test events.
 const EVENTS_V2: u8 = 2;
+/// The format version of an event chunk that also keeps the `Idempotency-Key` of requests whose
+/// events it holds: version 3's events, then the keys.
+const EVENTS_KEYED: u8 = 4;
 
 fn config() -> bincode::config::Configuration {
     bincode::config::standard()
@@ -96,13 +101,35 @@ pub fn encode_events(events: &[Event]) -> Result<Vec<u8>, StoreError> {
     encode_as(EVENTS_VERSION, &events.iter().map(EventV3Ref::from).collect::<Vec<_>>())
 }
 
+/// A chunk of events with the `Idempotency-Key` of the requests whose events it holds: version
+/// [`EVENTS_VERSION`] when there are none, else version 4.
+pub(crate) fn encode_events_keyed(events: &[Event], requests: &[RequestKeyV1]) -> Result<Vec<u8>, StoreError> {
+    if requests.is_empty() {
+        return encode_events(events);
+    }
+    encode_as(EVENTS_KEYED, &(events.iter().map(EventV3Ref::from).collect::<Vec<_>>(), requests))
+}
+
 /// A chunk of events of any version.
 pub fn decode_events(bytes: &[u8]) -> Result<Vec<Event>, StoreError> {
     match bytes.first() {
         Some(&VERSION) => Ok(decode_as::<Vec<EventV1>>(VERSION, bytes)?.into_iter().map(Event::from).collect()),
         Some(&EVENTS_V2) => Ok(decode_as::<Vec<EventV2>>(EVENTS_V2, bytes)?.into_iter().map(Event::from).collect()),
+        Some(&EVENTS_KEYED) => Ok(decode_keyed(bytes)?.0.into_iter().map(Event::from).collect()),
         _ => Ok(decode_as::<Vec<EventV3>>(EVENTS_VERSION, bytes)?.into_iter().map(Event::from).collect()),
     }
+}
+
+/// The requests' keys a chunk keeps (none but in version 4).
+pub(crate) fn decode_request_keys(bytes: &[u8]) -> Result<Vec<RequestKeyV1>, StoreError> {
+    match bytes.first() {
+        Some(&EVENTS_KEYED) => Ok(decode_keyed(bytes)?.1),
+        _ => Ok(Vec::new()),
+    }
+}
+
+fn decode_keyed(bytes: &[u8]) -> Result<(Vec<EventV3>, Vec<RequestKeyV1>), StoreError> {
+    decode_as(EVENTS_KEYED, bytes)
 }
 
 /// A chunk in the layout of version 2 (before test events), for tests that write one.
@@ -259,6 +286,19 @@ mod tests {
         }
 
         #[test]
+        fn chunks_keep_their_requests_keys(e in event_strategy(), f in event_strategy(), key in ".{0,40}", first in any::<u64>(), count in any::<u32>()) {
+            let chunk = vec![e, f];
+            // No request's key: the chunk is version 3, byte for byte.
+            prop_assert_eq!(encode_events_keyed(&chunk, &[]).unwrap(), encode_events(&chunk).unwrap());
+            prop_assert!(decode_request_keys(&encode_events(&chunk).unwrap()).unwrap().is_empty());
+            let requests = vec![RequestKeyV1 { key, first_seq: first, count }];
+            let bytes = encode_events_keyed(&chunk, &requests).unwrap();
+            prop_assert_eq!(bytes[0], EVENTS_KEYED);
+            prop_assert_eq!(&decode_events(&bytes).unwrap(), &chunk);
+            prop_assert_eq!(decode_request_keys(&bytes).unwrap(), requests);
+        }
+
+        #[test]
         fn attempts_round_trip(n in any::<u32>(), at in any::<u64>(), d in any::<u64>(), code in any::<u16>(), err in ".{0,30}", which in 0u8..3, next in any::<u64>(), body in prop::collection::vec(any::<u8>(), 0..64), cut in any::<bool>()) {
             let outcome = match which { 0 => Outcome::Status(code), 1 => Outcome::Timeout, _ => Outcome::Error(err) };
             let result = match which { 0 => AttemptResult::Delivered, 1 => AttemptResult::Retrying { next_at_ms: next }, _ => AttemptResult::Dead };
@@ -286,6 +326,7 @@ mod tests {
         fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
             let _ = decode::<Event>(&bytes);
             let _ = decode_events(&bytes);
+            let _ = decode_request_keys(&bytes);
             let _ = decode::<Vec<(String, Vec<u64>)>>(&bytes);
             let _ = decode_attempt(&bytes);
             let _ = decode_block(&bytes);

@@ -153,19 +153,21 @@ pub(crate) const CHUNK_RANK: u8 = 0;
 /// chunks first (the head is read back from the last chunk at open), then the events' own
 /// deduplication keys (`X`: a crash between leaves logged events without theirs, which open
 /// writes again from the events read back after `M indexed`, before any request is taken;
-/// this group's events are all after `M indexed`, which comes later), then the index postings
+/// this group's events are all after `M indexed`, which comes later) and requests'
+/// `Idempotency-Key` records (`K`, written again the same way from the key their chunk keeps,
+/// when every event they name is in this group: else the writer keeps the group a batch), then
+/// the index postings
 /// (written again, the same, when the window fills again), `M indexed`, `M head`; of delivery
 /// state, `W` before the blocks it covers (a `W` ahead of its records only makes a restart
 /// check for records it will not find), the answers kept apart from the blocks (`A`, after
 /// their entries: a crash between leaves an entry without its answer, never an attempt that
 /// finished a delivery no block records) and the cursor `C` after them (it passes only what is
-/// recorded); the charts' counts anywhere. Everything else (requests' idempotency keys, pending
-/// deliveries, configuration, audit, removals) keeps a batch: a retry's `A` record goes with
-/// its pending entry.
+/// recorded); the charts' counts anywhere. Everything else (pending deliveries, configuration,
+/// audit, removals) keeps a batch: a retry's `A` record goes with its pending entry.
 pub(crate) fn single_write_rank(k: &[u8]) -> Option<u8> {
     match Tag::of(*k.first()?)? {
         Tag::Event => Some(CHUNK_RANK),
-        Tag::External => Some(1),
+        Tag::External | Tag::Idempotency => Some(1),
         Tag::TypeIndex | Tag::RecordIndex | Tag::KanbanIndex | Tag::SourceIndex => Some(2),
         Tag::Meta if k == indexed() => Some(3),
         Tag::Meta if k == head() => Some(4),
@@ -432,6 +434,7 @@ mod tests {
         let rank = |k: Vec<u8>| single_write_rank(&k);
         let chunk = rank(chunk(7)).expect("a chunk");
         let event_key = rank(id_key(Tag::External, "maia:00")).expect("an event's own key");
+        let request_key = rank(id_key(Tag::Idempotency, "key")).expect("a request's key");
         let postings = rank(at_seq(&text_prefix(Tag::TypeIndex, "crm_field_update"), 7)).expect("a posting");
         let indexed = rank(indexed()).expect("indexed");
         let head = rank(head()).expect("the head");
@@ -440,12 +443,12 @@ mod tests {
         let answer = rank(attempt(&target, 7, 1)).expect("an answer kept apart");
         let cursor = rank(id_key(Tag::Cursor, target.as_str())).expect("C");
         assert!(chunk < event_key && event_key < postings && postings < indexed && indexed < head);
+        assert!(chunk < request_key && request_key < indexed);
         assert!(scanned < block && block < answer && answer < cursor);
         assert!(rank(meta("stats:ingest")).is_some());
         // Whatever must stay atomic with the rest of its group keeps the group one batch (a
         // retry's attempt record goes with its pending entry).
         for k in [
-            id_key(Tag::Idempotency, "key"),
             pending(&target, 7),
             id_key(Tag::Target, target.as_str()),
             id_key(Tag::Disabled, target.as_str()),

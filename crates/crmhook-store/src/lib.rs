@@ -28,8 +28,10 @@
 //! One sled database in the data dir, one tree (`crmhook`) whose keys start with a one-byte
 //! keyspace tag. Integers in keys are big-endian so that sled's order is their order. Every
 //! value is a record written by [`codec::encode`]: a version byte (`1`) and the bincode body;
-//! event chunks are version `3` (`2` added `source_id`, `3` the test mark), and chunks of
-//! versions `1` and `2` are still read (see [`codec::decode_events`]); targets and sources are version `2` when sealed (see
+//! event chunks are version `3` (`2` added `source_id`, `3` the test mark), or `4` when they
+//! hold the events of a request sent with an `Idempotency-Key` (version 3's events, then each
+//! such request's key, first seq and count: `RequestKeyV1`), and chunks of versions `1` and `2`
+//! are still read (see [`codec::decode_events`]); targets and sources are version `2` when sealed (see
 //! below), and targets are now written as version `4` (sealed, with the options added since:
 //! `TargetV4`) or `3` (in clear, `TargetV3`), versions `1` and `2` read with each option at its
 //! default. The records are the store's own layouts (`stored`:
@@ -42,8 +44,8 @@
 //!
 //! | key | value | what |
 //! | --- | --- | --- |
-//! | `E` seq:u64 | `Vec<EventV3>` (record version 3: with `test`, a test event of `POST /v1/targets/{id}/test`; `Vec<EventV2>` in version 2, `Vec<EventV1>` in version 1, still read) | the event log in chunks: the events from seq on, in seq order (see below) |
-//! | `K` idempotency-key | `Vec<AckEntry>` | the acknowledgement of a request with an `Idempotency-Key` |
+//! | `E` seq:u64 | `Vec<EventV3>` (record version 3: with `test`, a test event of `POST /v1/targets/{id}/test`); `(Vec<EventV3>, Vec<RequestKeyV1>)` (version 4: a chunk that holds the first event of requests sent with an `Idempotency-Key` of their own, with those keys); `Vec<EventV2>` in version 2, `Vec<EventV1>` in version 1, still read | the event log in chunks: the events from seq on, in seq order (see below) |
+//! | `K` idempotency-key | `Vec<AckEntry>` | the acknowledgement of a request with an `Idempotency-Key` (written again at open from its chunk's copy of the key if a crash came between the two) |
 //! | `X` event key | [`AckEntry`] | an event's own idempotency key (a Maximizer `Id`; for a MAIA source's event `maia:` and 128 bits of the SHA-256 of its source id and exact bytes, in hex) → its acknowledgement |
 //! | `T` tgt_id | `TargetV4` (record version 4: `TargetV2` and `TargetOptionsV1`, `response_body_bytes`); `TargetV3` (version 3: `TargetV1` and the options, written without a key); `TargetV2` (record version 2: URL, header values, secret and previous secret sealed) and `TargetV1` (version 1, all in clear) still read ([`Target`](crmhook_core::Target)) | targets |
 //! | `S` sub_id | `SubscriptionV1` ([`Subscription`](crmhook_core::Subscription)) | subscriptions |
@@ -167,22 +169,28 @@
 //! arbiter thread ever waits on a flush: callers await a oneshot answer.
 //!
 //! **How a group is applied.** A group is one atomic sled batch, except the common small ones:
-//! a group whose writes are all inserts of chunks, events' own deduplication keys (`X`), index
-//! postings, `M indexed`, `M head`, `W`, `L` blocks, `C` cursors and the charts' counts, with
-//! its events in one chunk (events posted without an `Idempotency-Key`, a few at a time, a
+//! a group whose writes are all inserts of chunks, events' own deduplication keys (`X`),
+//! requests' idempotency keys (`K`) that name only the group's own events, index postings,
+//! `M indexed`, `M head`, `W`, `L` blocks, `C` cursors and the charts' counts, with its events
+//! in one chunk (events posted a few at a time, with or without an `Idempotency-Key`, a
 //! source's included; finished deliveries with their cursors), is applied as single inserts in
 //! an order where every prefix is a state the store can open (`keys::single_write_rank`:
-//! chunks, the events' `X` keys, postings, `indexed`, the head; then `W`, blocks, the answers
-//! kept apart from them, cursors). A crash between a chunk and its events' `X` keys leaves
-//! logged events without them: open writes them again from the events it reads back after
-//! `M indexed` (`open::restore_event_keys`), before the store takes a request. Until
+//! chunks, the events' `X` keys and the requests' `K` keys, postings, `indexed`, the head; then
+//! `W`, blocks, the answers kept apart from them, cursors). A crash between a chunk and those
+//! keys leaves logged events without them: open writes them again before the store takes a
+//! request, `X` from the events it reads back after `M indexed`
+//! (`open::restore_event_keys`), `K` from the request's key that the chunk keeps (record
+//! version 4, written only for such chunks; `open::restore_request_keys`). Until
 //! 2026-12-04 an `X` key sent its group to a batch: on a MAIA source at 200 events/s that
 //! was 4.4 more thread switches per event (sled's seven I/O threads woken) and about 0.1 ms more
 //! CPU per event (PERFORMANCE.md, "Issue 18, tenth step"). sled recovers a prefix of its log (recovery stops at the first torn message), and
 //! a batch costs sled two writes of its log buffer on its thread pool (it seals the buffer around
 //! the batch's manifest) where single inserts cost only the flush's one: at 200 events/s this
 //! is 5 of the server's 19 thread switches per event and about 14% of its CPU (issue 18).
-//! A request's idempotency keys (`K`), pending deliveries (and so a retry's attempt, which goes with its
+//! Until 2026-12-05 a request's `K` key did the same (4.5 more thread switches per event at 200
+//! events/s through `/v1/events` with an `Idempotency-Key`, "Issue 18, thirteenth step"); a
+//! `K` key that names events logged before its request (an `Id` seen earlier) still does.
+//! Pending deliveries (and so a retry's attempt, which goes with its
 //! pending entry), configuration and every removal keep a batch, as does a group of more than
 //! one chunk, so that no request is ever logged half-way.
 //!

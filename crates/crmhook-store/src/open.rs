@@ -230,6 +230,7 @@ pub(crate) fn read_back(tree: &sled::Tree, window: &Mutex<IndexWindow>) -> Resul
     let mut through = tree.get(keys::indexed())?.map(|v| read_u64(&v)).transpose()?.unwrap_or(0);
     let limit = window.limit;
     *window = IndexWindow { through, events: 0, limit, postings: WindowPostings::default() };
+    restore_request_keys(tree, through)?;
     loop {
         let events = events_after(tree, through, limit)?;
         restore_event_keys(tree, &events)?;
@@ -271,6 +272,47 @@ pub(crate) fn restore_event_keys(tree: &sled::Tree, events: &[Event]) -> Result<
     if restored > 0 {
         tree.apply_batch(batch)?;
         tracing::warn!(restored, "wrote again the deduplication keys of events logged just before a crash");
+    }
+    Ok(restored)
+}
+
+/// Writes again the `Idempotency-Key` record (`K`) of each request whose chunk keeps its key
+/// (record version 4) and whose record is missing, for the chunks after `through` (`M
+/// indexed`): a group of single writes logs the chunk before the `K` record
+/// (`keys::single_write_rank`), so a crash between the two leaves the request's events logged
+/// without it, and always after `M indexed` (written after it). The record is the request's
+/// acknowledgement, rebuilt from its events, all new (the writer keeps a request that names
+/// earlier events in a batch). Answers how many were written.
+pub(crate) fn restore_request_keys(tree: &sled::Tree, through: u64) -> Result<usize> {
+    let from = through + 1;
+    let start = last_at_or_before(tree, &Tag::Event.prefix(), &keys::chunk(from))?
+        .map_or_else(|| keys::chunk(from), |k| k.to_vec());
+    let mut batch = sled::Batch::default();
+    let mut restored = 0;
+    for kv in tree.range(start..Tag::Event.end()) {
+        let (_, v) = kv?;
+        for request in codec::decode_request_keys(&v)? {
+            let k = keys::id_key(Tag::Idempotency, &request.key);
+            if request.first_seq < from || tree.get(&k)?.is_some() {
+                continue;
+            }
+            let count = request.count as usize;
+            let events = events_after(tree, request.first_seq - 1, count)?;
+            if events.len() != count || events.first().map(|e| e.seq) != Some(request.first_seq) {
+                tracing::warn!(
+                    seq = request.first_seq,
+                    "a request's events are not all in the log: its key is not written again"
+                );
+                continue;
+            }
+            let acks: Vec<crate::AckEntry> = events.iter().map(crate::AckEntry::first).collect();
+            batch.insert(k, codec::encode(&acks)?);
+            restored += 1;
+        }
+    }
+    if restored > 0 {
+        tree.apply_batch(batch)?;
+        tracing::warn!(restored, "wrote again the idempotency keys of requests logged just before a crash");
     }
     Ok(restored)
 }

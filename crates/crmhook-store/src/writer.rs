@@ -20,6 +20,7 @@ use crate::finished::{Blocks, KeptBlocks};
 use crate::index::IndexWindow;
 use crate::keys::{self, Tag};
 use crate::records::AckEntry;
+use crate::stored::RequestKeyV1;
 use crate::{codec, Result, Store, StoreError, CHUNK_BYTES, CHUNK_EVENTS};
 
 /// A group commit that takes this long (applying the batch and flushing) is logged as a warning:
@@ -121,6 +122,12 @@ struct Group {
     replies: Vec<Reply>,
     /// The group's new events, numbered from `first_seq`.
     fresh: Vec<Event>,
+    /// The `Idempotency-Key` of each request whose events are all in `fresh`, kept in the chunk
+    /// that holds its first event.
+    requests: Vec<RequestKeyV1>,
+    /// Whether the group must be one sled batch: a request with an `Idempotency-Key` that
+    /// names events logged before it (duplicates), which open could not write again.
+    batch_only: bool,
     first_seq: u64,
     /// Whether the group is answered only after a flush.
     flush: bool,
@@ -167,14 +174,15 @@ impl Writer {
         let generation = self.chunks.lock().map_or(u64::MAX, |c| c.generation());
         let kept = std::mem::take(&mut self.kept_blocks).at(generation);
         let (group, blocks) = self.gather(ops, kept);
-        let Group { mut batch, replies, fresh, first_seq, mut flush, config, restored, stop } = group;
+        let Group { mut batch, replies, fresh, requests, batch_only, first_seq, mut flush, config, restored, stop } =
+            group;
         let mut written_out = None;
         let mut chunks = Vec::new();
         let mut kept = None;
         let logged = blocks.into_batch(&mut batch).and_then(|blocks| {
             kept = Some(blocks);
             if !fresh.is_empty() {
-                (written_out, chunks) = self.log_events(&mut batch, &fresh)?;
+                (written_out, chunks) = self.log_events(&mut batch, &fresh, &requests)?;
             }
             Ok(())
         });
@@ -182,7 +190,7 @@ impl Writer {
         let started = Instant::now();
         let mut applied_at = started;
         let result = logged.and_then(|()| {
-            apply(&self.tree, batch, !self.replica, &self.sources)?;
+            apply(&self.tree, batch, !self.replica && !batch_only, &self.sources)?;
             applied_at = Instant::now();
             if flush {
                 self.db.flush()?;
@@ -226,6 +234,8 @@ impl Writer {
             batch: sled::Batch::default(),
             replies: Vec::with_capacity(ops.len()),
             fresh: Vec::new(),
+            requests: Vec::new(),
+            batch_only: false,
             first_seq: self.next_seq,
             flush: false,
             config: false,
@@ -256,7 +266,7 @@ impl Writer {
                 group.replies.push(Reply::Write(reply));
             }
             Op::Append { events, idempotency_key, stamp, reply } => {
-                match self.prepare_append(&mut group.batch, seen, &mut group.fresh, events, idempotency_key, stamp) {
+                match self.prepare_append(group, seen, events, idempotency_key, stamp) {
                     Ok(acks) => group.replies.push(Reply::Append(reply, acks)),
                     Err(e) => {
                         let _ = reply.send(Err(e));
@@ -303,8 +313,13 @@ impl Writer {
     /// written out, if it was, and the chunks written ([`write_log`]). The head needs no key of
     /// its own: it is read back from the last chunk at open (`M head` is written only by a
     /// compaction that removes events, see `compact`).
-    fn log_events(&self, batch: &mut sled::Batch, fresh: &[Event]) -> Result<(Option<u64>, Vec<Chunk>)> {
-        let chunks = write_log(batch, fresh)?;
+    fn log_events(
+        &self,
+        batch: &mut sled::Batch,
+        fresh: &[Event],
+        requests: &[RequestKeyV1],
+    ) -> Result<(Option<u64>, Vec<Chunk>)> {
+        let chunks = write_log(batch, fresh, requests)?;
         let window = self.window.lock().map_err(|_| StoreError::Io("index window lock poisoned".into()))?;
         if let Some((writes, last)) = window.write_out(fresh)? {
             writes.into_batch(batch, &mut Blocks::default(), &self.tree, &mut 0); // postings only: no requests
@@ -370,13 +385,13 @@ impl Writer {
         }
     }
 
-    /// Numbers a request's new events into `fresh` (written by [`write_log`] once the group is
-    /// complete) and queues its deduplication records; answers its acknowledgement.
+    /// Numbers a request's new events into the group's `fresh` (written by [`write_log`] once
+    /// the group is complete) and queues its deduplication records; answers its
+    /// acknowledgement.
     fn prepare_append(
         &mut self,
-        batch: &mut sled::Batch,
+        group: &mut Group,
         seen: &mut std::collections::HashMap<Vec<u8>, Vec<AckEntry>>,
-        fresh: &mut Vec<Event>,
         events: Vec<NewEvent>,
         idempotency_key: Option<String>,
         stamp: Option<(u64, u16)>,
@@ -392,8 +407,8 @@ impl Writer {
                     None => None,
                 })
             };
-        let idem_key = idempotency_key.map(|k| keys::id_key(Tag::Idempotency, &k));
-        if let Some(k) = &idem_key {
+        let idem_key = idempotency_key.map(|k| (keys::id_key(Tag::Idempotency, &k), k));
+        if let Some((k, _)) = &idem_key {
             if let Some(acks) = lookup(seen, k)? {
                 return Ok(acks.into_iter().map(|a| AckEntry { duplicate: true, ..a }).collect());
             }
@@ -428,12 +443,20 @@ impl Writer {
             new_events.push(event);
             self.next_seq += 1;
         }
-        if let Some(k) = idem_key {
+        if let Some((k, key)) = idem_key {
             local.insert(k.clone(), codec::encode(&acks)?);
             seen.insert(k, acks.clone());
+            // Kept in the chunk, so that the `K` record can be a single write after it; a request
+            // that names earlier events keeps the group one batch.
+            match (acks.first(), u32::try_from(acks.len())) {
+                (Some(first), Ok(count)) if acks.iter().all(|a| !a.duplicate) => {
+                    group.requests.push(RequestKeyV1 { key, first_seq: first.seq, count });
+                }
+                _ => group.batch_only = true,
+            }
         }
-        local.into_batch(batch, &mut Blocks::default(), &self.tree, &mut 0); // events and acks only: no requests
-        fresh.append(&mut new_events);
+        local.into_batch(&mut group.batch, &mut Blocks::default(), &self.tree, &mut 0); // events and acks only: no requests
+        group.fresh.append(&mut new_events);
         Ok(acks)
     }
 }
@@ -463,8 +486,9 @@ pub(crate) struct Chunk {
     bytes: usize,
 }
 
-/// Writes the events of one group commit (consecutive seqs) as chunks; answers the chunks.
-pub(crate) fn write_log(batch: &mut sled::Batch, events: &[Event]) -> Result<Vec<Chunk>> {
+/// Writes the events of one group commit (consecutive seqs) as chunks, each with the
+/// `Idempotency-Key` of the `requests` whose first event it holds; answers the chunks.
+pub(crate) fn write_log(batch: &mut sled::Batch, events: &[Event], requests: &[RequestKeyV1]) -> Result<Vec<Chunk>> {
     let mut chunks = Vec::new();
     let mut start = 0;
     while start < events.len() {
@@ -474,7 +498,10 @@ pub(crate) fn write_log(batch: &mut sled::Batch, events: &[Event]) -> Result<Vec
             bytes += events[end].payload.len();
             end += 1;
         }
-        let encoded = codec::encode_events(&events[start..end])?;
+        let (first, last) = (events[start].seq, events[end - 1].seq);
+        let held: Vec<RequestKeyV1> =
+            requests.iter().filter(|r| (first..=last).contains(&r.first_seq)).cloned().collect();
+        let encoded = codec::encode_events_keyed(&events[start..end], &held)?;
         chunks.push(Chunk { events: end - start, bytes: encoded.len() });
         batch.insert(keys::chunk(events[start].seq), encoded);
         start = end;

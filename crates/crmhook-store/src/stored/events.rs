@@ -1,4 +1,4 @@
-//! The layouts of events: in chunks (record versions 1 to 3) and as an append carries them
+//! The layouts of events: in chunks (record versions 1 to 4) and as an append carries them
 //! through the replicated log.
 
 use serde::{Deserialize, Serialize};
@@ -42,6 +42,17 @@ impl From<EventV3> for Event {
             test: e.test,
         }
     }
+}
+
+/// A request's `Idempotency-Key` as a chunk of record version 4 keeps it beside the request's
+/// events: the key the request came with and its events (`count` of them from `first_seq`,
+/// all new). Open writes the request's `K` record again from it if a crash came between the
+/// chunk and that record (`open::restore_request_keys`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RequestKeyV1 {
+    pub key: String,
+    pub first_seq: u64,
+    pub count: u32,
 }
 
 /// An event as an append carries it through the replicated log (`replica`), before it has a

@@ -10,8 +10,8 @@ use crate::Result;
 /// of a key with a [`keys::single_write_rank`], its events are in one chunk (and `singles`),
 /// else as one sled batch. A sled batch costs two writes of sled's log buffer (sled seals the
 /// buffer around the batch's manifest) where single writes cost the one of the next flush, and
-/// the groups that qualify are the common ones: events without a request's idempotency key
-/// (a source's events with their own `X` keys included), and finished deliveries with their
+/// the groups that qualify are the common ones: events (a source's events with their own `X`
+/// keys and requests with an `Idempotency-Key` included), and finished deliveries with their
 /// cursor. A group that writes or removes a source (`Z`) makes `sources` forget them first.
 pub(super) fn apply(tree: &sled::Tree, batch: sled::Batch, singles: bool, sources: &SourceCache) -> Result<()> {
     let writes = batch.into_writes();

@@ -111,6 +111,61 @@ fn an_event_logged_without_its_deduplication_key_gets_it_back_at_open() {
 }
 
 #[test]
+fn a_request_logged_without_its_idempotency_key_gets_it_back_at_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = rt().block_on(async {
+        let store = Store::open(dir.path()).expect("open");
+        let first = store.append(events(2), Some("order-7".into())).await.expect("append");
+        // A group of one chunk and its request's key goes as single writes, the chunk first
+        // (it keeps the key): a crash between the two leaves this state.
+        let k = keys::id_key(Tag::Idempotency, "order-7");
+        assert!(store.inner.tree.get(&k).expect("read").is_some());
+        let chunk = store.inner.tree.get(keys::chunk(first[0].seq)).expect("read").expect("the chunk");
+        let kept = codec::decode_request_keys(&chunk).expect("decodes");
+        assert_eq!(
+            kept.iter().map(|r| (r.key.as_str(), r.first_seq, r.count)).collect::<Vec<_>>(),
+            [("order-7", 1, 2)]
+        );
+        store.inner.tree.remove(&k).expect("remove");
+        store.close().await;
+        first
+    });
+    drop(rt());
+    rt().block_on(async {
+        let store = Store::open(dir.path()).expect("reopen");
+        // The client's retry is answered as the first request was: open wrote the key again.
+        let again = store.append(events(2), Some("order-7".into())).await.expect("append");
+        assert_eq!(
+            again.iter().map(|a| (&a.id, a.seq, a.duplicate)).collect::<Vec<_>>(),
+            first.iter().map(|a| (&a.id, a.seq, true)).collect::<Vec<_>>()
+        );
+        assert_eq!(store.head(), 2);
+        store.close().await;
+    });
+}
+
+#[test]
+fn a_request_key_that_names_earlier_events_is_not_kept_in_a_chunk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mx = include_str!("../../../../data/samples/maximizer/opportunity_stage_change.json");
+    rt().block_on(async {
+        let store = Store::open(dir.path()).expect("open");
+        let first = store.append(parse_ingest(mx.as_bytes()).expect("valid"), None).await.expect("append");
+        // The same Maximizer event again with a new event, under a key: the key's record names
+        // the earlier event, which its chunk cannot say; the group stays one batch.
+        let mut both = parse_ingest(mx.as_bytes()).expect("valid");
+        both.extend(events(1));
+        let second = store.append(both, Some("batch-2".into())).await.expect("append");
+        assert!(second[0].duplicate && second[0].seq == first[0].seq);
+        assert!(!second[1].duplicate);
+        let chunk = store.inner.tree.get(keys::chunk(second[1].seq)).expect("read").expect("the chunk");
+        assert!(codec::decode_request_keys(&chunk).expect("decodes").is_empty());
+        assert!(store.inner.tree.get(keys::id_key(Tag::Idempotency, "batch-2")).expect("read").is_some());
+        store.close().await;
+    });
+}
+
+#[test]
 fn concurrent_appends_share_flushes_and_get_distinct_seqs() {
     let dir = tempfile::tempdir().expect("tempdir");
     rt().block_on(async {
