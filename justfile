@@ -44,6 +44,13 @@ bench-source rounds="3" seconds="10":
     cargo build --release -p crmhook -p crmhook-bench
     ./target/release/crmhook-bench system --offered 200,max --targets 1 --rounds {{rounds}} --seconds {{seconds}} --via maia-source --json target/bench-source.json
 
+# The whole system as an API client that retries safely posts: crmhook's rows go to
+# `/v1/events` with an `Idempotency-Key` of their own on each request, one target at 200 events/s
+# and at saturation, several rounds and their medians.
+bench-key rounds="3" seconds="10":
+    cargo build --release -p crmhook -p crmhook-bench
+    ./target/release/crmhook-bench system --offered 200,max --targets 1 --rounds {{rounds}} --seconds {{seconds}} --via api-key --json target/bench-key.json
+
 # Cluster mode (docs/CLUSTER.md): a raw JetStream publish/consume, three crmhook nodes in cluster
 # mode and one single node, in one run on a 3-node NATS cluster it starts (nats-server from PyPI).
 bench-cluster seconds="5":
