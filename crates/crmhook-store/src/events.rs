@@ -7,7 +7,7 @@ use crmhook_core::{Event, EventId, NewEvent};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::cache::EventRef;
-use crate::index::last_at_or_before;
+use crate::index::chunk_start;
 use crate::keys::{self, Tag};
 use crate::records::AckEntry;
 use crate::writer::Op;
@@ -136,8 +136,8 @@ impl Store {
     /// [`Store::event_refs_from`] read from sled (through the cache of decoded chunks).
     fn event_refs_from_tree(&self, from: u64) -> Box<dyn Iterator<Item = Result<EventRef>> + '_> {
         let tree = &self.inner.tree;
-        let start = match last_at_or_before(tree, &Tag::Event.prefix(), &keys::chunk(from)) {
-            Ok(found) => found.map_or_else(|| keys::chunk(from), |k| k.to_vec()),
+        let start = match chunk_start(tree, from) {
+            Ok(start) => start,
             Err(e) => return Box::new(std::iter::once(Err(e))),
         };
         let generation = self.chunk_generation();

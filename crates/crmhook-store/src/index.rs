@@ -125,6 +125,12 @@ pub(crate) fn last_at_or_before(tree: &sled::Tree, lo: &[u8], hi: &[u8]) -> Resu
     Ok(tree.range(lo..=hi).next_back().transpose()?.map(|(k, _)| k))
 }
 
+/// Where a walk of the log's chunks starts to find seqs from `from` on: the chunk keyed at or
+/// before `from` may hold it.
+pub(crate) fn chunk_start(tree: &sled::Tree, from: u64) -> Result<Vec<u8>> {
+    postings_start(tree, &Tag::Event.prefix(), from)
+}
+
 /// Where a walk of the postings under `prefix` (keyed by seq) starts to find seqs from `from`
 /// on: the posting keyed at or before `from` may hold later seqs too.
 pub(crate) fn postings_start(tree: &sled::Tree, prefix: &[u8], from: u64) -> Result<Vec<u8>> {

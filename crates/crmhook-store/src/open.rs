@@ -8,7 +8,7 @@ use crmhook_core::Event;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::finished::Blocks;
-use crate::index::{last_at_or_before, IndexWindow, WindowPostings};
+use crate::index::{chunk_start, IndexWindow, WindowPostings};
 use crate::keys::{self, Tag};
 use crate::migrate::migrate_from_format_1;
 use crate::replica::Link;
@@ -285,8 +285,7 @@ pub(crate) fn restore_event_keys(tree: &sled::Tree, events: &[Event]) -> Result<
 /// earlier events in a batch). Answers how many were written.
 pub(crate) fn restore_request_keys(tree: &sled::Tree, through: u64) -> Result<usize> {
     let from = through + 1;
-    let start = last_at_or_before(tree, &Tag::Event.prefix(), &keys::chunk(from))?
-        .map_or_else(|| keys::chunk(from), |k| k.to_vec());
+    let start = chunk_start(tree, from)?;
     let mut batch = sled::Batch::default();
     let mut restored = 0;
     for kv in tree.range(start..Tag::Event.end()) {
@@ -320,8 +319,7 @@ pub(crate) fn restore_request_keys(tree: &sled::Tree, through: u64) -> Result<us
 /// Up to `n` events after `through`, read from their chunks (not through the store's cache).
 fn events_after(tree: &sled::Tree, through: u64, n: usize) -> Result<Vec<Event>> {
     let from = through + 1;
-    let start = last_at_or_before(tree, &Tag::Event.prefix(), &keys::chunk(from))?
-        .map_or_else(|| keys::chunk(from), |k| k.to_vec());
+    let start = chunk_start(tree, from)?;
     let mut events = Vec::new();
     for kv in tree.range(start..Tag::Event.end()) {
         let (_, v) = kv?;
