@@ -5,6 +5,14 @@ use super::*;
 use crate::test_support::*;
 use crmhook_core::event::parse_ingest;
 
+/// `again` answers each of `first`'s events, as a duplicate.
+fn assert_duplicates_of(again: &[AckEntry], first: &[AckEntry]) {
+    assert_eq!(
+        again.iter().map(|a| (&a.id, a.seq, a.duplicate)).collect::<Vec<_>>(),
+        first.iter().map(|a| (&a.id, a.seq, true)).collect::<Vec<_>>()
+    );
+}
+
 #[test]
 fn appends_number_the_log_and_survive_reopen() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -67,10 +75,7 @@ fn idempotency_keys_and_maximizer_ids_answer_the_first_ack() {
         let store = Store::open(dir.path()).expect("open");
         let first = store.append(events(2), Some("key-1".into())).await.expect("append");
         let again = store.append(events(2), Some("key-1".into())).await.expect("append");
-        assert_eq!(
-            again.iter().map(|a| (&a.id, a.seq, a.duplicate)).collect::<Vec<_>>(),
-            first.iter().map(|a| (&a.id, a.seq, true)).collect::<Vec<_>>()
-        );
+        assert_duplicates_of(&again, &first);
         let mx = include_str!("../../../../data/samples/maximizer/opportunity_stage_change.json");
         let m1 = store.append(parse_ingest(mx.as_bytes()).expect("valid"), None).await.expect("append");
         let m2 = store.append(parse_ingest(mx.as_bytes()).expect("valid"), None).await.expect("append");
@@ -101,10 +106,7 @@ fn an_event_logged_without_its_deduplication_key_gets_it_back_at_open() {
         let store = Store::open(dir.path()).expect("reopen");
         // The CRM's retry of the event is a duplicate: open wrote the key again from the log.
         let again = store.append(parse_ingest(mx.as_bytes()).expect("valid"), None).await.expect("append");
-        assert_eq!(
-            again.iter().map(|a| (&a.id, a.seq, a.duplicate)).collect::<Vec<_>>(),
-            first.iter().map(|a| (&a.id, a.seq, true)).collect::<Vec<_>>()
-        );
+        assert_duplicates_of(&again, &first);
         assert_eq!(store.head(), 1);
         store.close().await;
     });
@@ -135,10 +137,7 @@ fn a_request_logged_without_its_idempotency_key_gets_it_back_at_open() {
         let store = Store::open(dir.path()).expect("reopen");
         // The client's retry is answered as the first request was: open wrote the key again.
         let again = store.append(events(2), Some("order-7".into())).await.expect("append");
-        assert_eq!(
-            again.iter().map(|a| (&a.id, a.seq, a.duplicate)).collect::<Vec<_>>(),
-            first.iter().map(|a| (&a.id, a.seq, true)).collect::<Vec<_>>()
-        );
+        assert_duplicates_of(&again, &first);
         assert_eq!(store.head(), 2);
         store.close().await;
     });
