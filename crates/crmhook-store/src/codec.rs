@@ -4,7 +4,7 @@
 //! Records are version 1, except event chunks: version 2 added the event's `source_id`, version
 //! 3 whether it is a test event, version 4 (written only for a chunk that holds a request sent
 //! with an `Idempotency-Key`) is version 3's events followed by those requests' keys
-//! ([`RequestKeyV1`](crate::stored::RequestKeyV1)); chunks of versions 1 and 2 are still read ([`decode_events`](crate::codec::decode_events)),
+//! (`stored::RequestKeyV1`); chunks of versions 1 and 2 are still read ([`decode_events`](crate::codec::decode_events)),
 //! an event of version 1 gets `source_id: None`, and events of both are not tests. Attempts
 //! (`A` records) are version 2 ([`ATTEMPT_VERSION`](crate::codec::ATTEMPT_VERSION)), which added the receiver's
 //! answer; version 1 is still read, with none ([`decode_attempt`](crate::codec::decode_attempt)). `L` blocks are version 3
