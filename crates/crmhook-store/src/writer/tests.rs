@@ -85,17 +85,21 @@ fn idempotency_keys_and_maximizer_ids_answer_the_first_ack() {
     });
 }
 
-#[test]
-fn an_event_logged_without_its_deduplication_key_gets_it_back_at_open() {
+/// Appends `post()` (under `key`), then removes the deduplication record `lost` names, as a
+/// crash between a group's chunk and its keys (single writes, the chunk first) leaves the tree;
+/// reopens and appends `post()` again: open wrote the record again, so the retry is answered
+/// with the first append's events, as duplicates, and the head is still `head`.
+fn retry_after_a_lost_record(
+    post: impl Fn() -> Vec<NewEvent>,
+    key: Option<&str>,
+    lost: impl FnOnce(&Store, &[AckEntry]) -> Vec<u8>,
+    head: u64,
+) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mx = include_str!("../../../../data/samples/maximizer/opportunity_stage_change.json");
     let first = rt().block_on(async {
         let store = Store::open(dir.path()).expect("open");
-        let first = store.append(parse_ingest(mx.as_bytes()).expect("valid"), None).await.expect("append");
-        // A group of one chunk and its event's key goes as single writes, the chunk first: a
-        // crash between the two leaves this state (the event logged, its key not).
-        let x = store.event(first[0].seq).expect("read").expect("logged").external_id.expect("an Id");
-        let k = keys::id_key(Tag::External, &x);
+        let first = store.append(post(), key.map(str::to_owned)).await.expect("append");
+        let k = lost(&store, &first);
         assert!(store.inner.tree.get(&k).expect("read").is_some());
         store.inner.tree.remove(&k).expect("remove");
         store.close().await;
@@ -104,43 +108,37 @@ fn an_event_logged_without_its_deduplication_key_gets_it_back_at_open() {
     drop(rt());
     rt().block_on(async {
         let store = Store::open(dir.path()).expect("reopen");
-        // The CRM's retry of the event is a duplicate: open wrote the key again from the log.
-        let again = store.append(parse_ingest(mx.as_bytes()).expect("valid"), None).await.expect("append");
+        let again = store.append(post(), key.map(str::to_owned)).await.expect("append");
         assert_duplicates_of(&again, &first);
-        assert_eq!(store.head(), 1);
+        assert_eq!(store.head(), head);
         store.close().await;
     });
 }
 
 #[test]
+fn an_event_logged_without_its_deduplication_key_gets_it_back_at_open() {
+    let mx = include_str!("../../../../data/samples/maximizer/opportunity_stage_change.json");
+    // The event's own key (`X`), written again from the event read back after `M indexed`.
+    let lost = |store: &Store, first: &[AckEntry]| {
+        let x = store.event(first[0].seq).expect("read").expect("logged").external_id.expect("an Id");
+        keys::id_key(Tag::External, &x)
+    };
+    retry_after_a_lost_record(|| parse_ingest(mx.as_bytes()).expect("valid"), None, lost, 1);
+}
+
+#[test]
 fn a_request_logged_without_its_idempotency_key_gets_it_back_at_open() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let first = rt().block_on(async {
-        let store = Store::open(dir.path()).expect("open");
-        let first = store.append(events(2), Some("order-7".into())).await.expect("append");
-        // A group of one chunk and its request's key goes as single writes, the chunk first
-        // (it keeps the key): a crash between the two leaves this state.
-        let k = keys::id_key(Tag::Idempotency, "order-7");
-        assert!(store.inner.tree.get(&k).expect("read").is_some());
+    // The request's key (`K`), written again from the copy its chunk keeps.
+    let lost = |store: &Store, first: &[AckEntry]| {
         let chunk = store.inner.tree.get(keys::chunk(first[0].seq)).expect("read").expect("the chunk");
         let kept = codec::decode_request_keys(&chunk).expect("decodes");
         assert_eq!(
             kept.iter().map(|r| (r.key.as_str(), r.first_seq, r.count)).collect::<Vec<_>>(),
             [("order-7", 1, 2)]
         );
-        store.inner.tree.remove(&k).expect("remove");
-        store.close().await;
-        first
-    });
-    drop(rt());
-    rt().block_on(async {
-        let store = Store::open(dir.path()).expect("reopen");
-        // The client's retry is answered as the first request was: open wrote the key again.
-        let again = store.append(events(2), Some("order-7".into())).await.expect("append");
-        assert_duplicates_of(&again, &first);
-        assert_eq!(store.head(), 2);
-        store.close().await;
-    });
+        keys::id_key(Tag::Idempotency, "order-7")
+    };
+    retry_after_a_lost_record(|| events(2), Some("order-7"), lost, 2);
 }
 
 #[test]
