@@ -147,24 +147,15 @@ fn kill_9_at_random_moments_loses_no_acknowledged_event() {
 #[test]
 fn an_idempotency_key_acknowledged_before_a_kill_answers_the_retry() {
     let mut server = Server::start();
-    let body =
-        serde_json::to_vec(&json!([maia("crm_field_update", json!({})), maia("ai_pause", json!({}))])).expect("json");
-    let post = |server: &Server, key: &str| {
-        let bearer = format!("Bearer {INGEST}");
-        let headers =
-            [("Content-Type", "application/json"), ("Authorization", bearer.as_str()), ("Idempotency-Key", key)];
-        let r = http("POST", &server.url("/v1/events"), &headers, Some(&body));
-        assert_eq!(r.status, 202, "{}", r.text);
-        r.json()
-    };
-    let first = post(&server, "order-9");
+    let body = json!([maia("crm_field_update", json!({})), maia("ai_pause", json!({}))]);
+    let first = server.post_keyed(&body, "order-9");
     assert_eq!((first["accepted"].as_u64(), first["duplicates"].as_u64()), (Some(2), Some(0)));
     server.kill9();
     server.respawn();
-    let again = post(&server, "order-9");
+    let again = server.post_keyed(&body, "order-9");
     assert_eq!((again["accepted"].as_u64(), again["duplicates"].as_u64()), (Some(0), Some(2)));
     assert_eq!(again["events"], first["events"], "the same ids and seqs");
-    let next = post(&server, "order-10");
+    let next = server.post_keyed(&body, "order-10");
     assert_eq!(next["accepted"].as_u64(), Some(2));
     assert_eq!(next["events"][0]["seq"].as_u64(), first["events"][1]["seq"].as_u64().map(|s| s + 1));
 }

@@ -650,20 +650,11 @@ fn an_idempotency_key_is_acknowledged_again_across_a_restart() {
     let mut server = Server::start();
     let rcv = Receiver::start();
     let (tid, _) = server.wire(&rcv.url("/idem"), Some(json!({})), json!({}));
-    let body =
-        serde_json::to_vec(&json!([maia("crm_field_update", json!({})), maia("ai_pause", json!({}))])).expect("json");
-    let post = |server: &Server| {
-        let bearer = format!("Bearer {INGEST}");
-        let headers =
-            [("Content-Type", "application/json"), ("Authorization", bearer.as_str()), ("Idempotency-Key", "order-42")];
-        let r = http("POST", &server.url("/v1/events"), &headers, Some(&body));
-        assert_eq!(r.status, 202, "{}", r.text);
-        r.json()
-    };
-    let first = post(&server);
+    let body = json!([maia("crm_field_update", json!({})), maia("ai_pause", json!({}))]);
+    let first = server.post_keyed(&body, "order-42");
     assert_eq!((first["accepted"].as_u64(), first["duplicates"].as_u64()), (Some(2), Some(0)));
     server.restart();
-    let again = post(&server);
+    let again = server.post_keyed(&body, "order-42");
     assert_eq!((again["accepted"].as_u64(), again["duplicates"].as_u64()), (Some(0), Some(2)));
     assert_eq!(again["events"], first["events"], "the same ids and seqs");
     // A marker logged after the second post: once it has arrived and nothing is pending, every

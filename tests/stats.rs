@@ -178,12 +178,9 @@ fn stats_are_for_operators_and_admins_and_an_unknown_target_is_404() {
     let operator = operator.json()["key"].as_str().expect("key").to_owned();
     // Two events accepted; a duplicate is not counted.
     server.post_ok(&maia("crm_field_update", json!({})));
-    let event = serde_json::to_vec(&maia("crm_field_update", json!({}))).expect("json");
-    let bearer = format!("Bearer {INGEST}");
-    let headers =
-        [("Authorization", bearer.as_str()), ("Content-Type", "application/json"), ("Idempotency-Key", "once")];
-    let first = http("POST", &server.url("/v1/events"), &headers, Some(&event)).json();
-    let dup = http("POST", &server.url("/v1/events"), &headers, Some(&event)).json();
+    let event = maia("crm_field_update", json!({}));
+    let first = server.post_keyed(&event, "once");
+    let dup = server.post_keyed(&event, "once");
     assert_eq!((first["accepted"].as_u64(), dup["duplicates"].as_u64()), (Some(1), Some(1)), "{dup}");
     rcv.wait_count("/r", 2, DELIVERY);
 

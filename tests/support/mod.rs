@@ -297,6 +297,17 @@ impl Server {
         r.json()
     }
 
+    /// `POST /v1/events` of `body` with the ingest token and `Idempotency-Key: key`, answered 202.
+    pub fn post_keyed(&self, body: &Value, key: &str) -> Value {
+        let bearer = format!("Bearer {INGEST}");
+        let headers =
+            [("Content-Type", "application/json"), ("Authorization", bearer.as_str()), ("Idempotency-Key", key)];
+        let body = serde_json::to_vec(body).expect("json");
+        let r = http("POST", &self.url("/v1/events"), &headers, Some(&body));
+        assert_eq!(r.status, 202, "POST /v1/events with a key: {}", r.text);
+        r.json()
+    }
+
     /// A target on `url` with a fast schedule, plus one subscription when `sub` is an object.
     /// Answers (target id, secret).
     pub fn wire(&self, url: &str, sub: Option<Value>, extra: Value) -> (String, String) {
