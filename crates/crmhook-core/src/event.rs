@@ -166,11 +166,9 @@ pub fn parse_ingest(body: &[u8]) -> Result<Vec<NewEvent>, CoreError> {
                 .iter()
                 .enumerate()
                 .map(|(i, read)| {
-                    let obj = read
-                        .value
-                        .as_object()
-                        .ok_or_else(|| CoreError::field("body", "must be a JSON object").at_index(i))?;
-                    if maximizer { maximizer_event(obj, read) } else { maia(obj, read) }.map_err(|e| e.at_index(i))
+                    object(read)
+                        .and_then(|obj| if maximizer { maximizer_event(obj, read) } else { maia(obj, read) })
+                        .map_err(|e| e.at_index(i))
                 })
                 .collect()
         }

@@ -55,7 +55,9 @@ fn rule_breaking_events_are_422_naming_field_and_index() {
     );
     let e = invalid(&format!(r#"[{FIELD_UPDATE}, {{"eventType":"crm_field_update","recordId":"r"}}]"#));
     assert_eq!((e.index, e.field.as_deref()), (Some(1), Some("kanbanId")));
-    assert_eq!(invalid(&format!("[{FIELD_UPDATE}, 3]")).index, Some(1));
+    // A non-object element says what it is, as a lone non-object body or a source's does.
+    let e = invalid(&format!("[{FIELD_UPDATE}, 3]"));
+    assert_eq!((e.index, e.detail.as_str()), (Some(1), "event 1: an event must be a JSON object, not a number"));
 }
 
 #[test]
