@@ -137,8 +137,33 @@ fn a_maia_retry_of_the_same_body_is_a_duplicate_and_delivered_once() {
     assert_eq!(rcv.count("/once"), 2, "delivered twice");
     // Another source posting the same bytes is another event.
     let other = source(&server, json!({"name": "MAIA 2", "kind": "maia", "maia_secret": MAIA_SECRET}));
-    let ack = maia_crm::post(other["ingest_url"].as_str().expect("url"), MAIA_SECRET, &body).last_body_json();
+    let other_url = other["ingest_url"].as_str().expect("url");
+    let ack = maia_crm::post(other_url, MAIA_SECRET, &body).last_body_json();
     assert_eq!(ack.expect("answer")["accepted"], 1);
+
+    // An `Idempotency-Key` is its sender's own: the same key from another source, or on
+    // `/v1/events`, is another request; from the same source again, a retry.
+    let keyed = |url: &str, body: &[u8]| {
+        let signature = crmhook_crmsim::maia_signature(MAIA_SECRET, body);
+        let r = http("POST", url, &[("X-Maia-Signature", &signature), ("Idempotency-Key", "req-1")], Some(body));
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.json()
+    };
+    let one = serde_json::to_vec(&maia("crm_field_update", json!({}))).expect("json");
+    let two = serde_json::to_vec(&maia("crm_field_update", json!({}))).expect("json");
+    let first = keyed(url, &one);
+    assert_eq!(first["accepted"], 1, "{first}");
+    let elsewhere = keyed(other_url, &two);
+    assert_eq!((elsewhere["accepted"].as_u64(), elsewhere["duplicates"].as_u64()), (Some(1), Some(0)), "{elsewhere}");
+    assert_ne!(elsewhere["events"][0]["id"], first["events"][0]["id"]);
+    let api = server.post_keyed(&maia("crm_field_update", json!({})), "req-1");
+    assert_eq!(api["accepted"], 1, "{api}");
+    let retry = keyed(url, &two);
+    assert_eq!(
+        (retry["duplicates"].as_u64(), &retry["events"][0]["id"]),
+        (Some(1), &first["events"][0]["id"]),
+        "{retry}"
+    );
 }
 
 #[test]

@@ -210,7 +210,10 @@ async fn ingest_to_source(
                 )?)
             }
         };
-    let key = idempotency_key(req)?;
+    // A source's `Idempotency-Key`s are its own: another CRM (or an API client) that happens to
+    // send the same key is another sender, not a retry. A header value holds no line feed, so no
+    // key of `/v1/events` can be one of these.
+    let key = idempotency_key(req)?.map(|k| format!("{}\n{k}", source.id));
     // Held until the events are durable: a slot of this source's, and the bytes read.
     let _slot = ingest_slot(req, format!("source:{}", source.id))?;
     let (body, _share) = read_ingest(req, payload, state).await?;
