@@ -134,6 +134,38 @@ fn a_targets_deliveries_by_status_then_redeliver_and_replay() {
 }
 
 #[test]
+fn a_target_far_behind_lists_every_pending_delivery_page_by_page() {
+    let server = Server::start();
+    let rcv = Receiver::start();
+    // Nothing is answered while the test runs: 16 attempts in flight, the target's window full
+    // (1,024 events), the rest of what it owes not read from the log yet.
+    rcv.program("/behind", &[], delayed(200, Duration::from_secs(60)));
+    let (tid, _) = server.wire(&rcv.url("/behind"), Some(json!({})), json!({"timeout_ms": 60_000}));
+    let events: Vec<Value> = (0..1_100).map(|_| maia("crm_record_created", json!({}))).collect();
+    let ack = server.post_ok(&Value::Array(events));
+    let seqs: Vec<u64> =
+        ack["events"].as_array().expect("events").iter().map(|e| e["seq"].as_u64().expect("seq")).collect();
+    let page = |after: u64| {
+        let r =
+            server.admin("GET", &format!("/v1/targets/{tid}/deliveries?status=pending&limit=1000&after={after}"), None);
+        assert_eq!(r.status, 200, "{}", r.text);
+        let v = r.json();
+        let listed: Vec<u64> =
+            v["deliveries"].as_array().expect("deliveries").iter().map(|d| d["seq"].as_u64().expect("seq")).collect();
+        (listed, v["next_after"].as_u64())
+    };
+    rcv.wait_count("/behind", 1, DELIVERY);
+    let (first, next) = page(0);
+    assert_eq!((first.len(), next), (1_000, Some(seqs[999])));
+    let (rest, end) = page(seqs[999]);
+    assert_eq!((rest.len(), end), (100, None));
+    assert_eq!([first, rest].concat(), seqs, "every owed delivery, once, in log order");
+    // The last event's own view says the same.
+    let last = ack["events"][1_099]["id"].as_str().expect("id");
+    assert_eq!(server.admin("GET", &format!("/v1/events/{last}"), None).json()["deliveries"][0]["status"], "pending");
+}
+
+#[test]
 fn a_redelivery_the_moment_the_delivery_arrived_is_queued() {
     let server = Server::start();
     let rcv = Receiver::start();

@@ -6,6 +6,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use crmhook_core::samples;
 use crmhook_core::sign::generate_secret;
+use crmhook_core::subscription::Compiled;
 use crmhook_core::time::{now_ms, rfc3339};
 use crmhook_core::{Subscription, SubscriptionId, Target, TargetId};
 use crmhook_store::{DeliveryStatus, Disabled, Log, Request};
@@ -227,7 +228,21 @@ pub(crate) async fn target_deliveries(
             ))
         }
     };
-    let rows = state.store.target_deliveries(&target.id, status, after, limit)?;
+    let mut rows = state.store.target_deliveries(&target.id, status, after, limit)?;
+    // The records list what the target's actor has taken on; what it owes past its window (a
+    // target far behind) is pending too, found in the log as an event's view finds it.
+    let mut scanned_to = None;
+    if status.is_none_or(|s| s == DeliveryStatus::Pending) {
+        let (owed, stopped_at) = owed_unread(state.store.as_ref(), &target.id, after, limit)?;
+        rows.extend(owed.into_iter().map(|seq| (seq, DeliveryStatus::Pending)));
+        rows.sort_by_key(|(seq, _)| *seq);
+        rows.dedup_by_key(|(seq, _)| *seq);
+        if let Some(last) = stopped_at {
+            rows.retain(|(seq, _)| *seq <= last);
+        }
+        rows.truncate(limit);
+        scanned_to = stopped_at;
+    }
     let mut found = Vec::with_capacity(rows.len());
     for (seq, status) in &rows {
         let Some(event) = state.store.event(*seq)? else { continue };
@@ -244,8 +259,51 @@ pub(crate) async fn target_deliveries(
             attempts: attempts.iter().map(AttemptView::from).collect(),
         })
         .collect();
-    let next_after = if rows.len() == limit { rows.last().map(|(seq, _)| *seq) } else { None };
+    let next_after = if rows.len() == limit { rows.last().map(|(seq, _)| *seq) } else { scanned_to };
     Ok(HttpResponse::Ok().json(TargetDeliveries { target_id: &target.id, deliveries, next_after }))
+}
+
+/// How many events past a target's cursor one page of its pending deliveries reads at most.
+const OWED_SCAN: usize = 100_000;
+
+/// The deliveries a target owes after seq `after` that have no record yet (the events past its
+/// cursor that match its subscriptions, with nothing recorded of them: dispatch's
+/// `window::owed`, the rule an event's view applies), at
+/// most `limit`, in seq order. A target far behind owes events its actor has not read yet. The
+/// read stops after [`OWED_SCAN`] events; then the second value is the last seq read (the page
+/// ends there, and goes on from it).
+fn owed_unread(
+    store: &dyn Log,
+    target: &TargetId,
+    after: u64,
+    limit: usize,
+) -> Result<(Vec<u64>, Option<u64>), ApiError> {
+    let Some(cursor) = store.cursor(target)? else { return Ok((Vec::new(), None)) };
+    let subscriptions: Vec<Subscription> =
+        store.subscriptions()?.into_iter().filter(|s| &s.target_id == target).collect();
+    let compiled = Compiled::new(subscriptions);
+    let head = store.head();
+    let mut owed = Vec::new();
+    for (read, event) in store.event_refs_from(after.max(cursor).saturating_add(1)).enumerate() {
+        let event = event?;
+        if event.seq > head {
+            break;
+        }
+        if read == OWED_SCAN {
+            return Ok((owed, Some(event.seq - 1)));
+        }
+        // Past the cursor; matching first here, as it reads nothing.
+        let recorded = |seq| -> Result<bool, ApiError> {
+            Ok(store.is_pending(target, seq)? || !store.attempts_to(target, seq)?.is_empty())
+        };
+        if compiled.matches(&event) && !recorded(event.seq)? {
+            owed.push(event.seq);
+            if owed.len() == limit {
+                break;
+            }
+        }
+    }
+    Ok((owed, None))
 }
 
 pub(crate) async fn replay(
