@@ -161,7 +161,8 @@ pub fn parse_ingest(body: &[u8]) -> Result<Vec<NewEvent>, CoreError> {
             }
             let reads: Vec<Read<'_>> =
                 items.iter().map(|r| read(r.get())).collect::<Result<_, _>>().map_err(malformed)?;
-            let maximizer = reads.iter().any(|r| r.value.get("Entity").is_some());
+            // `null` counts as absent, as for every member: a MAIA event with `"Entity": null` is one.
+            let maximizer = reads.iter().any(|r| r.value.get("Entity").is_some_and(|v| !v.is_null()));
             reads
                 .iter()
                 .enumerate()
@@ -462,7 +463,7 @@ fn maximizer_event(obj: &Map<String, Value>, read: &Read<'_>) -> Result<NewEvent
     required_str(obj, "WorkspaceId", "")?;
     let entity = required_str(obj, "Entity", "")?;
     if !identifier(entity) {
-        return Err(CoreError::field("Entity", "`Entity` must be a name of letters, digits, `_` or `-`"));
+        return Err(CoreError::field("Entity", "`Entity` must be a name of 1 to 100 letters, digits, `_` or `-`"));
     }
     for (field, ty) in [("SourceId", Ty::Str), ("Recipients", Ty::Any), ("ProcessedTimestamp", Ty::Str)] {
         check_type(obj, field, ty, "")?;
@@ -477,13 +478,14 @@ fn maximizer_event(obj: &Map<String, Value>, read: &Read<'_>) -> Result<NewEvent
     };
     let op = required_str(data, "Op", "Data.")?;
     if !identifier(op) {
-        return Err(CoreError::field("Data.Op", "`Data.Op` must be a name of letters, digits, `_` or `-`"));
+        return Err(CoreError::field("Data.Op", "`Data.Op` must be a name of 1 to 100 letters, digits, `_` or `-`"));
     }
     check_type(data, "Original", Ty::Obj, "Data.")?;
     check_type(data, "New", Ty::Obj, "Data.")?;
+    // A string, as Maximizer sends it (`"1.1"`): a number is the wrong type (contract: 422).
     let version = match data.get("Version") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::String(_)) => return Err(CoreError::field("Data.Version", "`Data.Version` must not be empty")),
         None | Some(Value::Null) => return Err(CoreError::field("Data.Version", "`Data.Version` is required")),
         Some(v) => {
             return Err(CoreError::field(

@@ -207,8 +207,23 @@ fn a_repeated_name_in_a_body_that_is_not_json_is_malformed() {
 }
 
 #[test]
-fn a_maximizer_version_given_as_a_number_keeps_its_major() {
-    let mx = r#"[{"Id":"n","Timestamp":"t","WorkspaceId":"w","Entity":"Opportunity","Data":{"Op":"Update","Version":2.10}}]"#;
-    let events = parse_ingest(mx.as_bytes()).expect("valid");
-    assert_eq!(events[0].version_major, Some(2));
+fn a_maximizer_version_is_a_non_empty_string() {
+    let with = |version: &str| {
+        format!(
+            r#"[{{"Id":"n","Timestamp":"t","WorkspaceId":"w","Entity":"Opportunity","Data":{{"Op":"Update","Version":{version}}}}}]"#
+        )
+    };
+    assert_eq!(parse_ingest(with(r#""2.10""#).as_bytes()).expect("valid")[0].version_major, Some(2));
+    let number = invalid(&with("2.10"));
+    assert_eq!(
+        (number.field.as_deref(), number.detail.as_str()),
+        (Some("Data.Version"), "event 0: `Data.Version` must be a string, not a number")
+    );
+    assert_eq!(invalid(&with(r#""""#)).detail, "event 0: `Data.Version` must not be empty");
+}
+
+#[test]
+fn an_entity_member_that_is_null_does_not_make_an_array_maximizers() {
+    let events = parse_ingest(br#"[{"eventType":"ai_pause","sessionId":"s","Entity":null}]"#).expect("a MAIA event");
+    assert_eq!(events[0].event_type, "ai_pause");
 }
