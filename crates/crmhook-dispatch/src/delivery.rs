@@ -396,7 +396,9 @@ fn connect_failure(e: &AwcConnectError) -> String {
         AwcConnectError::Io(e) => io_failure(e),
         AwcConnectError::SslIsNotSupported => "TLS: not supported by this build".into(),
         AwcConnectError::H2(e) => format!("HTTP/2: {e}"),
-        AwcConnectError::Disconnected => "the connection closed before it was made".into(),
+        // awc's word for a connection the receiver closed without answering (the request sent,
+        // or on its way): the same words as the socket's end of file below.
+        AwcConnectError::Disconnected => "connection closed by the receiver".into(),
         other => format!("connection failed: {other}"),
     }
 }

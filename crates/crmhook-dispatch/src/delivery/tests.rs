@@ -231,6 +231,10 @@ async fn no_answer_is_said_in_words() {
     let report = attempt(&client, &local_target(port, 4096, 2000), &event, 1).await;
     let Outcome::Error(error) = report.outcome else { panic!("{:?}", report.outcome) };
     assert!(error.starts_with("the answer is not HTTP"), "{error}");
+    // The request read, the connection closed without a word.
+    let port = answering(Vec::new());
+    let report = attempt(&client, &local_target(port, 4096, 2000), &event, 1).await;
+    assert_eq!(report.outcome, Outcome::Error("connection closed by the receiver".into()));
 }
 
 /// A body of `chunk`-byte pieces, `pieces` of them (`None`: endless), counting what was read.
