@@ -244,22 +244,29 @@ fn open_stream(server: &Server, last_event_id: Option<&str>) -> std::sync::Arc<s
 fn the_stream_carries_new_events_and_attempts_and_resumes() {
     let server = Server::start();
     let rcv = Receiver::start();
+    // The first attempt fails: the stream shows it retrying, as the API does.
+    rcv.program("/s", &[status(500)], status(200));
     server.wire(&rcv.url("/s"), Some(json!({})), json!({}));
     assert_eq!(server.request("GET", "/v1/stream", Some(INGEST), None).status, 403);
     let lines = open_stream(&server, None);
     let first = server.post_ok(&maia("crm_field_update", json!({})));
     server.post_ok(&maia("ai_pause", json!({})));
-    let seen = wait_for(DELIVERY, "two events and an attempt on the stream", || {
+    let data = |l: &[String]| -> Vec<Value> {
+        l.iter().filter_map(|l| l.strip_prefix("data: ")).filter_map(|d| serde_json::from_str(d).ok()).collect()
+    };
+    let seen = wait_for(DELIVERY, "two events and their attempts on the stream", || {
         let l = lines.lock().expect("lock").clone();
-        (l.contains(&"id: 2".to_owned()) && l.iter().any(|x| x == "event: attempt")).then_some(l)
+        let delivered = data(&l).iter().filter(|d| d["result"] == "delivered").count();
+        (l.contains(&"id: 2".to_owned()) && delivered == 2).then_some(l)
     });
     assert!(seen.contains(&"id: 1".to_owned()) && seen.contains(&"event: event".to_owned()));
-    let data: Vec<Value> =
-        seen.iter().filter_map(|l| l.strip_prefix("data: ")).filter_map(|d| serde_json::from_str(d).ok()).collect();
+    let data = data(&seen);
     assert!(data
         .iter()
         .any(|d| d["id"] == first["events"][0]["id"] && d["payload"]["eventType"] == "crm_field_update"));
-    assert!(data.iter().any(|d| d["result"] == "delivered" && d["n"] == 1));
+    let retrying: Vec<&Value> = data.iter().filter(|d| d["result"] == "retrying").collect();
+    assert_eq!(retrying.len(), 1, "{data:?}");
+    assert!(retrying[0]["next_attempt_at"].is_string() && retrying[0]["error"] == "answered HTTP 500", "{data:?}");
     // Resuming after seq 1 replays seq 2 only.
     let resumed = open_stream(&server, Some("1"));
     let again = wait_for(DELIVERY, "the resumed stream", || {

@@ -346,11 +346,15 @@ fn skipped(n: u64) -> Bytes {
 /// The JSON of an attempt on the stream: `error` (absent after a 2xx) and `response` as in the
 /// API's attempts (`crate::api::views`), and `test` on a test delivery's.
 fn attempt_view(a: &AttemptRecorded) -> Value {
-    use crate::api::views::{attempt_error, ResponseView};
+    use crate::api::views::{attempt_error, AttemptOutcome, ResponseView};
+    let (result, next_attempt_at) = AttemptOutcome::of(&a.result);
     let mut v = json!({
         "event_id": a.event_id, "seq": a.seq, "target_id": a.target_id, "n": a.n, "status_code": a.status_code,
-        "result": a.outcome(), "duration_ms": a.duration_ms, "at": crmhook_core::time::rfc3339(a.at_ms),
+        "result": result, "duration_ms": a.duration_ms, "at": crmhook_core::time::rfc3339(a.at_ms),
     });
+    if let Some(at) = next_attempt_at {
+        v["next_attempt_at"] = json!(at);
+    }
     if let Some(error) = attempt_error(&a.outcome, a.duration_ms, a.response.as_ref()) {
         v["error"] = json!(error);
     }

@@ -325,7 +325,16 @@ pub(crate) fn time_param(q: &HashMap<String, String>, name: &str) -> Result<Opti
 
 // ---- typed bodies --------------------------------------------------------------------------
 
-/// The body of `POST /v1/events/{id}/redeliver` (optional; other members are ignored).
+/// Refuses a member of an operator's request body other than `known` (422 naming it), as a
+/// target's or a subscription's body does: a misspelt member would otherwise be read as absent.
+fn known_members(body: &Map<String, Value>, known: &[&str], what: &str) -> Result<(), ApiError> {
+    match body.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(other) => Err(ApiError::unprocessable(other, format!("unknown field `{other}`; {what}"))),
+        None => Ok(()),
+    }
+}
+
+/// The body of `POST /v1/events/{id}/redeliver` (optional; another member is refused).
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct Redeliver {
     /// One target; without it, every target that was, is or would be delivered the event.
@@ -336,8 +345,9 @@ impl TryFrom<Map<String, Value>> for Redeliver {
     type Error = ApiError;
 
     fn try_from(body: Map<String, Value>) -> Result<Self, ApiError> {
+        known_members(&body, &["target_id"], "a redelivery takes `target_id`")?;
         match body.get("target_id") {
-            None => Ok(Redeliver { target_id: None }),
+            None | Some(Value::Null) => Ok(Redeliver { target_id: None }),
             Some(Value::String(t)) => Ok(Redeliver { target_id: Some(t.clone()) }),
             Some(_) => Err(ApiError::unprocessable("target_id", "`target_id` must be a target id")),
         }
@@ -367,7 +377,7 @@ impl TryFrom<Map<String, Value>> for TargetTest {
     }
 }
 
-/// The body of `POST /v1/targets/{id}/replay` (optional; other members are ignored).
+/// The body of `POST /v1/targets/{id}/replay` (optional; another member is refused).
 #[derive(Debug, PartialEq)]
 pub(crate) struct Replay {
     /// The deliveries to send again: dead (the default) or delivered.
@@ -380,14 +390,15 @@ impl TryFrom<Map<String, Value>> for Replay {
     type Error = ApiError;
 
     fn try_from(body: Map<String, Value>) -> Result<Self, ApiError> {
-        // A `status` that is not a string counts as absent, as it always has.
-        let status = match body.get("status").and_then(Value::as_str) {
-            None | Some("dead") => DeliveryStatus::Dead,
-            Some("delivered") => DeliveryStatus::Delivered,
+        known_members(&body, &["status", "since"], "a replay takes `status` and `since`")?;
+        let status = match body.get("status") {
+            None | Some(Value::Null) => DeliveryStatus::Dead,
+            Some(Value::String(s)) if s == "dead" => DeliveryStatus::Dead,
+            Some(Value::String(s)) if s == "delivered" => DeliveryStatus::Delivered,
             Some(other) => {
                 return Err(ApiError::unprocessable(
                     "status",
-                    format!("`status` must be dead or delivered, not {other:?}"),
+                    format!("`status` must be dead or delivered, not {other}"),
                 ))
             }
         };
@@ -453,10 +464,11 @@ mod tests {
     }
 
     #[test]
-    fn replay_reads_status_and_since_as_before() {
+    fn replay_reads_status_and_since_and_nothing_else() {
         let r = |v| Replay::try_from(object(v));
         assert_eq!(r(json!({})).ok(), Some(Replay { status: DeliveryStatus::Dead, since_ms: None }));
-        assert_eq!(r(json!({"status": 5})).ok().map(|r| r.status_name()), Some("dead"));
+        assert_eq!(r(json!({"status": 5})).err().and_then(field).as_deref(), Some("status"));
+        assert_eq!(r(json!({"stauts": "dead"})).err().and_then(field).as_deref(), Some("stauts"));
         assert_eq!(r(json!({"status": "delivered", "since": null})).ok().map(|r| r.status_name()), Some("delivered"));
         assert_eq!(r(json!({"status": "pending"})).err().and_then(field).as_deref(), Some("status"));
         assert_eq!(r(json!({"since": 5})).err().and_then(field).as_deref(), Some("since"));
@@ -466,7 +478,8 @@ mod tests {
 
     #[test]
     fn redeliver_and_target_patch_read_their_one_field() {
-        assert_eq!(Redeliver::try_from(object(json!({"x": 1}))).ok(), Some(Redeliver { target_id: None }));
+        assert_eq!(Redeliver::try_from(object(json!({}))).ok(), Some(Redeliver { target_id: None }));
+        assert_eq!(Redeliver::try_from(object(json!({"x": 1}))).err().and_then(field).as_deref(), Some("x"));
         assert_eq!(
             Redeliver::try_from(object(json!({"target_id": 1}))).err().and_then(field).as_deref(),
             Some("target_id")

@@ -137,6 +137,19 @@ pub enum AttemptOutcome {
     TargetDisabled,
 }
 
+impl AttemptOutcome {
+    /// What an attempt led to, and when it is tried again: the words of every view of an
+    /// attempt (the API's, the stream's).
+    pub fn of(result: &AttemptResult) -> (AttemptOutcome, Option<String>) {
+        match *result {
+            AttemptResult::Delivered => (AttemptOutcome::Delivered, None),
+            AttemptResult::Retrying { next_at_ms } => (AttemptOutcome::Retrying, Some(rfc3339(next_at_ms))),
+            AttemptResult::Dead => (AttemptOutcome::Dead, None),
+            AttemptResult::TargetDisabled => (AttemptOutcome::TargetDisabled, None),
+        }
+    }
+}
+
 /// One delivery attempt.
 #[derive(Debug, Serialize)]
 pub struct AttemptView {
@@ -197,12 +210,7 @@ impl From<&Attempt> for AttemptView {
             Outcome::Timeout | Outcome::Error(_) => None,
         };
         let error = attempt_error(&a.outcome, a.duration_ms, a.response.as_ref());
-        let (result, next_attempt_at) = match a.result {
-            AttemptResult::Delivered => (AttemptOutcome::Delivered, None),
-            AttemptResult::Retrying { next_at_ms } => (AttemptOutcome::Retrying, Some(rfc3339(next_at_ms))),
-            AttemptResult::Dead => (AttemptOutcome::Dead, None),
-            AttemptResult::TargetDisabled => (AttemptOutcome::TargetDisabled, None),
-        };
+        let (result, next_attempt_at) = AttemptOutcome::of(&a.result);
         AttemptView {
             n: a.n,
             at: rfc3339(a.at_ms),
