@@ -358,3 +358,15 @@ fn quarantined_pieces_are_covered_by_retention() {
         rejected(&server).is_empty().then_some(())
     });
 }
+
+#[test]
+fn the_quarantine_lists_one_requests_pieces_in_their_order() {
+    let server = Server::start();
+    let src = source(&server, json!({"name": "Maximizer", "kind": "maximizer"}));
+    let pieces: Vec<String> = (0..30).map(|i| i.to_string()).collect();
+    let body = format!("[{}]", pieces.join(","));
+    let report = maximizer::post(&maximizer_url(&src), body.as_bytes());
+    assert_eq!(report.last_body_json().expect("json")["rejected"], 30, "{report}");
+    let listed: Vec<u64> = rejected(&server).iter().map(|r| r["index"].as_u64().expect("index")).collect();
+    assert_eq!(listed, (0..30).collect::<Vec<u64>>());
+}

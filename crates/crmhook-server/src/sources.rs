@@ -228,11 +228,16 @@ async fn ingest_to_source(
     }
     let batch = parse_source(source.kind, &source.id, &body);
     let at_ms = now_ms();
+    // The quarantine lists by id: one request's pieces in their order (ids made in one
+    // millisecond differ in random bits only).
+    let mut ids: Vec<RejectedId> = batch.rejected.iter().map(|_| RejectedId::generate()).collect();
+    ids.sort();
     let rejected: Vec<Rejected> = batch
         .rejected
         .into_iter()
-        .map(|r| Rejected {
-            id: RejectedId::generate(),
+        .zip(ids)
+        .map(|(r, id)| Rejected {
+            id,
             source_id: source.id.clone(),
             kind: source.kind,
             at_ms,
