@@ -86,7 +86,14 @@ fn a_delivery_names_its_target_or_says_it_is_deleted() {
     assert!(named.starts_with(&format!(r#"{{"target_id":"{id}","status":"dead","attempts":[{{"n":1"#)), "{named}");
     assert!(named.ends_with(r#"}],"target_name":"crm"}"#), "{named}");
     let deleted = json(&DeliveryView::new(id.clone(), None, false, &[]));
-    assert_eq!(deleted, format!(r#"{{"target_id":"{id}","status":"pending","attempts":[],"target_deleted":true}}"#));
+    assert_eq!(deleted, format!(r#"{{"target_id":"{id}","status":"dead","attempts":[],"target_deleted":true}}"#));
+    // Retrying when its target was deleted: nothing more is sent.
+    let retrying = [attempt(1, 1, Outcome::Timeout, AttemptResult::Retrying { next_at_ms: 1 })];
+    let cut_short = json(&DeliveryView::new(id.clone(), None, false, &retrying));
+    assert!(
+        cut_short.contains(r#""status":"dead""#) && cut_short.ends_with(r#""target_deleted":true}"#),
+        "{cut_short}"
+    );
     let owed = json(&DeliveryView::new(id, Some("crm".into()), true, &dead));
     assert!(owed.contains(r#""status":"pending""#), "{owed}");
 }

@@ -106,6 +106,8 @@ impl DeliveryView {
             _ if pending => Status::Pending,
             Some(AttemptResult::Delivered) => Status::Delivered,
             Some(AttemptResult::Dead) => Status::Dead,
+            // A deleted target is sent nothing more: what it was not delivered never will be.
+            _ if name.is_none() => Status::Dead,
             Some(AttemptResult::Retrying { .. } | AttemptResult::TargetDisabled) | None => Status::Pending,
         };
         DeliveryView {
