@@ -124,8 +124,11 @@ fn every_answer_says_nosniff_and_no_referrer_and_the_console_runs_no_inline_scri
     let h = host(&server);
     let admin = format!("Bearer {ADMIN}");
     let ingest = format!("Bearer {INGEST}");
-    let cases: [(&str, &str, Option<&str>, u16); 9] = [
+    let cases: [(&str, &str, Option<&str>, u16); 12] = [
         ("GET", "/healthz", None, 200),
+        ("HEAD", "/healthz", None, 200),
+        ("HEAD", "/readyz", None, 200),
+        ("HEAD", "/metrics", None, 200),
         ("GET", "/readyz", None, 200),
         ("GET", "/metrics", None, 200),
         ("GET", "/console", None, 200),
@@ -140,6 +143,7 @@ fn every_answer_says_nosniff_and_no_referrer_and_the_console_runs_no_inline_scri
         headers.extend(auth.map(|a| ("Authorization", a)));
         let r = raw(&server, "127.0.0.1", method, path, &headers);
         assert_eq!(r.status, status, "{method} {path}: {}", r.body);
+        assert!(method != "HEAD" || r.body.is_empty(), "HEAD {path} answered a body");
         assert_eq!(r.headers.get("x-content-type-options").map(String::as_str), Some("nosniff"), "{method} {path}");
         assert_eq!(r.headers.get("referrer-policy").map(String::as_str), Some("no-referrer"), "{method} {path}");
     }

@@ -59,9 +59,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     // match.
     cfg.service(web::resource("/v1/events").route(web::post().to(ingest)).route(web::get().to(list_events)))
         .configure(crate::sources::routes)
-        .service(web::resource("/healthz").route(web::get().to(healthz)))
-        .service(web::resource("/readyz").route(web::get().to(readyz)))
-        .service(web::resource("/metrics").route(web::get().to(metrics)))
+        // Probes may ask with HEAD: the same answer, without its body (actix drops it).
+        .service(web::resource("/healthz").route(web::get().to(healthz)).route(web::head().to(healthz)))
+        .service(web::resource("/readyz").route(web::get().to(readyz)).route(web::head().to(readyz)))
+        .service(web::resource("/metrics").route(web::get().to(metrics)).route(web::head().to(metrics)))
         .service(web::resource("/v1/stream").route(web::get().to(stream)))
         .service(web::resource("/console").route(web::get().to(console)))
         .service(web::resource("/console.js").route(web::get().to(console_js)))
