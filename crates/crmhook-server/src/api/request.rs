@@ -31,8 +31,26 @@ const DEFAULT_PAGE: usize = 100;
 
 /// 415 unless the body is declared JSON (`application/json` or `application/*+json`).
 pub(crate) fn require_json(req: &HttpRequest) -> Result<(), ApiError> {
+    // A body is taken as sent: a compressed one would only fail later as malformed JSON.
+    if let Some(coding) = req.headers().get(header::CONTENT_ENCODING) {
+        let coding = coding.to_str().unwrap_or("").trim();
+        if !coding.eq_ignore_ascii_case("identity") {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "`Content-Encoding: {coding}` is not taken: send the JSON as it is"
+            )));
+        }
+    }
     let declared = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let essence = declared.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let mut parts = declared.split(';');
+    let essence = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+    // JSON is UTF-8 (RFC 8259): another charset declared is another encoding.
+    let charset = parts
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("charset"))
+        .map(|(_, v)| v.trim().trim_matches('"').to_ascii_lowercase());
+    if charset.as_deref().is_some_and(|c| c != "utf-8" && c != "utf8") {
+        return Err(ApiError::UnsupportedMediaType(format!("JSON is UTF-8, not {declared:?}")));
+    }
     if essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json")) {
         Ok(())
     } else if declared.is_empty() {
@@ -272,9 +290,14 @@ fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
 }
 
 pub(crate) fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
-    let Some(value) = req.headers().get("idempotency-key") else {
+    let mut values = req.headers().get_all("idempotency-key");
+    let Some(value) = values.next() else {
         return Ok(None);
     };
+    // Which of two keys would a retry send? Neither is taken.
+    if values.next().is_some() {
+        return Err(ApiError::BadRequest("send one `Idempotency-Key` header, not several".into()));
+    }
     match value.to_str() {
         Ok(v) if !v.trim().is_empty() && v.len() <= 255 => Ok(Some(v.trim().to_owned())),
         _ => Err(ApiError::BadRequest("`Idempotency-Key` must be 1 to 255 printable ASCII characters".into())),
@@ -461,6 +484,51 @@ mod tests {
             ApiError::Unprocessable { field, .. } => field,
             _ => None,
         }
+    }
+
+    #[test]
+    fn json_in_utf_8_as_sent_is_taken() {
+        use actix_web::test::TestRequest;
+        let check = |headers: &[(&str, &str)]| {
+            let mut req = TestRequest::default();
+            for h in headers {
+                req = req.append_header(*h);
+            }
+            require_json(&req.to_http_request())
+        };
+        for ok in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "application/json;charset=\"UTF-8\"",
+            "application/cloudevents+json",
+        ] {
+            assert!(check(&[("Content-Type", ok)]).is_ok(), "{ok}");
+        }
+        assert!(check(&[("Content-Type", "application/json"), ("Content-Encoding", "identity")]).is_ok());
+        for refused in [
+            &[("Content-Type", "application/json; charset=utf-16")][..],
+            &[("Content-Type", "text/plain")],
+            &[],
+            &[("Content-Type", "application/json"), ("Content-Encoding", "gzip")],
+        ] {
+            assert!(matches!(check(refused), Err(ApiError::UnsupportedMediaType(_))), "{refused:?}");
+        }
+    }
+
+    #[test]
+    fn one_idempotency_key_is_taken_two_are_refused() {
+        use actix_web::test::TestRequest;
+        let key = |values: &[&str]| {
+            let mut req = TestRequest::default();
+            for v in values {
+                req = req.append_header(("Idempotency-Key", *v));
+            }
+            idempotency_key(&req.to_http_request())
+        };
+        assert_eq!(key(&[]).ok(), Some(None));
+        assert_eq!(key(&[" k-1 "]).ok(), Some(Some("k-1".into())));
+        assert!(matches!(key(&["k-1", "k-2"]), Err(ApiError::BadRequest(_))));
+        assert!(matches!(key(&[""]), Err(ApiError::BadRequest(_))));
     }
 
     #[test]
