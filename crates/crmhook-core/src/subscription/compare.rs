@@ -9,14 +9,27 @@ use super::Op;
 
 /// A JSON number's exact value as decimal digits: negative, the significant digits (no leading
 /// or trailing zeros; empty for zero), and where the decimal point goes (value = 0.digits ×
-/// 10^point). `None` for text that is not a JSON number or an exponent past `i64`.
+/// 10^point). `None` for text that is not a JSON number. An exponent past ±2^60 is taken as
+/// ±2^60: such numbers still order against every number of a readable size (`1e400` is less
+/// than `1e99999999999999999999`), though not exactly among themselves.
 fn decimal(text: &str) -> Option<(bool, Vec<u8>, i64)> {
+    const HUGE: i64 = 1 << 60;
     let (negative, text) = match text.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, text),
     };
     let (mantissa, exponent) = match text.find(['e', 'E']) {
-        Some(i) => (&text[..i], text[i + 1..].trim_start_matches('+').parse::<i64>().ok()?),
+        Some(i) => {
+            let written = text[i + 1..].trim_start_matches('+');
+            let (sign, digits) = match written.strip_prefix('-') {
+                Some(d) => (-1, d),
+                None => (1, written),
+            };
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            (&text[..i], sign * digits.parse::<i64>().map_or(HUGE, |e| e.min(HUGE)))
+        }
         None => (text, 0),
     };
     let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));

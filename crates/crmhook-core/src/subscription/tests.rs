@@ -110,6 +110,10 @@ fn numbers_compare_exactly() {
     assert_eq!(cmp("0", "-0.0"), Some(Ordering::Equal));
     assert_eq!(cmp("0.001", "1e-3"), Some(Ordering::Equal));
     assert_eq!(cmp("10", "9.99"), Some(Ordering::Greater));
+    // Exponents past any i64 still order against numbers of a readable size.
+    assert_eq!(cmp("1e400", "1e99999999999999999999"), Some(Ordering::Less));
+    assert_eq!(cmp("-1e-99999999999999999999", "-1e-400"), Some(Ordering::Greater));
+    assert_eq!(cmp("1e-99999999999999999999", "0"), Some(Ordering::Greater));
     let e = event("x.y", None, None, Value::Null);
     let e = Event { payload: br#"{"Big": 9007199254740993}"#.to_vec(), ..e };
     let f = |op: &str, value: &str| sub(json!({"filters": [{"path": "/Big", "op": op, "value": n(value)}]}));
