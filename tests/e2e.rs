@@ -321,9 +321,14 @@ fn admin_errors_are_problems() {
     ]);
     expect_problem(&server.request("GET", "/v1/targets", Some(INGEST), None), 403);
     expect_problem(&server.request("GET", "/v1/targets", None, None), 401);
-    expect_problem(&server.admin("GET", "/v1/targets/tgt_nope", None), 404);
+    // One problem type, one title: an unknown id and an unknown path alike.
+    let unknown_id = expect_problem(&server.admin("GET", "/v1/targets/tgt_nope", None), 404);
     expect_problem(&server.admin("GET", "/v1/events/evt_00000000000000000000000000", None), 404);
-    expect_problem(&server.admin("GET", "/v1/nothing-here", None), 404);
+    let unknown_path = expect_problem(&server.admin("GET", "/v1/nothing-here", None), 404);
+    assert_eq!((&unknown_id["type"], &unknown_id["title"]), (&unknown_path["type"], &unknown_path["title"]));
+    // A detail that quotes what was sent quotes at most 500 characters of it.
+    let long = expect_problem(&server.admin("GET", &format!("/v1/events/evt_{}", "x".repeat(20_000)), None), 404);
+    assert!(long["detail"].as_str().is_some_and(|d| d.chars().count() <= 501 && d.ends_with('…')), "{long}");
     expect_problem(&server.admin("PUT", "/v1/targets", Some(&json!({}))), 405);
     let p = expect_problem(&server.admin("POST", "/v1/targets", Some(&json!({"name": "x", "url": "ftp://x"}))), 422);
     assert_eq!(p["field"], "url");

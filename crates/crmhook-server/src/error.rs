@@ -81,8 +81,16 @@ pub struct Problem<'a> {
     pub index: Option<usize>,
 }
 
+/// The longest `detail` answered: one that quotes what the client sent (an id, a path, a
+/// value) does not echo an unbounded amount of it.
+const DETAIL_CHARS: usize = 500;
+
 impl<'a> Problem<'a> {
-    fn new(status: StatusCode, slug: &str, title: &'a str, detail: String) -> Self {
+    fn new(status: StatusCode, slug: &str, title: &'a str, mut detail: String) -> Self {
+        if let Some((cut, _)) = detail.char_indices().nth(DETAIL_CHARS) {
+            detail.truncate(cut);
+            detail.push('…');
+        }
         Problem {
             problem_type: format!("urn:crmhook:problem:{slug}"),
             title,
@@ -193,9 +201,14 @@ pub fn to_problem<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerR
         return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
     }
     let status = res.status();
+    if status == StatusCode::NOT_FOUND {
+        // The same type and title as a handler's 404 for an unknown id.
+        let response = ApiError::NotFound(format!("no resource at {}", res.request().path())).error_response();
+        let (req, _) = res.into_parts();
+        return Ok(ErrorHandlerResponse::Response(ServiceResponse::new(req, response).map_into_right_body()));
+    }
     let title = status.canonical_reason().unwrap_or("Error");
     let detail = match status {
-        StatusCode::NOT_FOUND => format!("no resource at {}", res.request().path()),
         StatusCode::METHOD_NOT_ALLOWED => {
             format!("{} is not allowed on {}", res.request().method(), res.request().path())
         }
