@@ -248,6 +248,8 @@ fn the_stream_carries_new_events_and_attempts_and_resumes() {
     rcv.program("/s", &[status(500)], status(200));
     server.wire(&rcv.url("/s"), Some(json!({})), json!({}));
     assert_eq!(server.request("GET", "/v1/stream", Some(INGEST), None).status, 403);
+    let bad = server.admin("GET", "/v1/stream?after=abc", None);
+    assert_eq!((bad.status, bad.json()["field"].as_str()), (422, Some("after")), "{}", bad.text);
     let lines = open_stream(&server, None);
     let first = server.post_ok(&maia("crm_field_update", json!({})));
     server.post_ok(&maia("ai_pause", json!({})));

@@ -27,13 +27,17 @@ pub(crate) async fn stream(
     query: web::Query<HashMap<String, String>>,
     streams: web::Data<crate::stream::Streams>,
 ) -> Result<HttpResponse, ApiError> {
-    let resume = req.headers().get("last-event-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let after = match resume.or_else(|| query.get("after").cloned()) {
+    // The header (a reconnecting client's) first, then `?after=`; an error names the one given.
+    let resume =
+        req.headers().get("last-event-id").and_then(|v| v.to_str().ok()).map(|v| ("Last-Event-ID", v.to_owned()));
+    let after = match resume.or_else(|| query.get("after").map(|v| ("after", v.clone()))) {
         None => None,
-        Some(v) if v.trim().is_empty() => None,
-        Some(v) => Some(v.trim().parse::<u64>().map_err(|_| {
-            ApiError::unprocessable("Last-Event-ID", format!("a stream resumes after a seq, not {v:?}"))
-        })?),
+        Some((_, v)) if v.trim().is_empty() => None,
+        Some((field, v)) => Some(
+            v.trim()
+                .parse::<u64>()
+                .map_err(|_| ApiError::unprocessable(field, format!("a stream resumes after a seq, not {v:?}")))?,
+        ),
     };
     let body = streams.sse(after).ok_or_else(|| ApiError::Unavailable {
         detail: format!("{} streams are open already (max_streams)", streams.open()),
