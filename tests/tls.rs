@@ -111,3 +111,41 @@ fn tls_needs_both_files() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("tls_key") && err.contains("both"), "{err}");
 }
+
+/// A start that fails on what the configuration names (a certificate that is not there, a key
+/// file that cannot be created) says which key and where it was set, and makes nothing: no data
+/// dir, no key file, no tokens, which the next start would take for its own.
+#[test]
+fn a_start_refused_on_its_files_makes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("db");
+    let certs = tempfile::tempdir().expect("tempdir");
+    issue(certs.path());
+    let key = certs.path().join("key.pem");
+    let empty = certs.path().join("empty.pem");
+    std::fs::write(&empty, "no certificate in here\n").expect("write");
+    let missing = dir.path().join("nonexistent.pem");
+    let no_dir = dir.path().join("none/db.key");
+    for (env, key, why) in [
+        (vec![("CRMHOOK_TLS_CERT", &missing), ("CRMHOOK_TLS_KEY", &key)], "tls_cert", "cannot read the certificate"),
+        (vec![("CRMHOOK_TLS_CERT", &empty), ("CRMHOOK_TLS_KEY", &key)], "tls_cert", "holds no certificate"),
+        (vec![("CRMHOOK_KEY_FILE", &no_dir)], "key_file", "cannot create the key file"),
+    ] {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_crmhook"));
+        cmd.args(["serve", "--bind", "127.0.0.1:0", "--data-dir"]).arg(&data).current_dir(dir.path());
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("CRMHOOK_")) {
+            cmd.env_remove(k);
+        }
+        for (var, value) in env {
+            cmd.env(var, value);
+        }
+        let out = cmd.output().expect("crmhook runs");
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let var = format!("CRMHOOK_{}", key.to_ascii_uppercase());
+        assert!(err.contains(&format!("invalid configuration: key `{key}` (from environment {var})")), "{err}");
+        assert!(err.contains(why), "{err}");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).expect("ls").map(|e| e.expect("entry").file_name()).collect();
+        assert!(left.is_empty(), "a refused start left {left:?}");
+    }
+}

@@ -143,6 +143,27 @@ pub(crate) fn load_or_create_key(path: &Path) -> Result<(SealKey, bool), String>
     }
 }
 
+/// Checks, creating nothing, that [`load_or_create_key`] can use `path`: an existing file must
+/// hold a key; a missing one needs its directory (where it would be created).
+pub fn check_key_file(path: &Path) -> Result<(), String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => SealKey::from_text(&text)
+            .map(drop)
+            .map_err(|e| format!("the key file {} is not a crmhook key: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            match std::fs::metadata(dir) {
+                Ok(meta) if meta.is_dir() => Ok(()),
+                Ok(_) => {
+                    Err(format!("cannot create the key file {}: {} is not a directory", path.display(), dir.display()))
+                }
+                Err(e) => Err(format!("cannot create the key file {}: {}: {e}", path.display(), dir.display())),
+            }
+        }
+        Err(e) => Err(format!("cannot read the key file {}: {e}", path.display())),
+    }
+}
+
 /// The message for a store that refused its key (`StoreError::Key` at open).
 pub(crate) fn key_refused(data_dir: &Path, key_file: &Path, created: bool, why: &StoreError) -> String {
     if created {
@@ -228,5 +249,20 @@ mod tests {
         std::fs::write(&path, "not a key\n").expect("write");
         let e = load_or_create_key(&path).expect_err("refused");
         assert!(e.contains("is not a crmhook key"), "{e}");
+    }
+
+    #[test]
+    fn a_key_file_is_checked_without_creating_anything() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let path = root.path().join("db.key");
+        check_key_file(&path).expect("a new key file in an existing directory");
+        assert!(!path.exists());
+        let e = check_key_file(&root.path().join("none/db.key")).expect_err("no such directory");
+        assert!(e.contains("cannot create the key file") && e.contains("none"), "{e}");
+        assert!(!root.path().join("none").exists());
+        load_or_create_key(&path).expect("created");
+        check_key_file(&path).expect("a key");
+        std::fs::write(&path, "not a key\n").expect("write");
+        assert!(check_key_file(&path).expect_err("refused").contains("is not a crmhook key"));
     }
 }

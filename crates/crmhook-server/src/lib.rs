@@ -115,6 +115,16 @@ impl Server {
     ) -> Result<Server, ServerError> {
         // Only one crypto provider is compiled in; make it the process default for rustls.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        // What the configuration names is read before anything is created: a start that fails
+        // on it leaves no data dir, key file or tokens behind (the next start would take them
+        // for its own and never show the tokens).
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+            _ => None,
+        };
+        if let Some(key_file) = &config.key_file {
+            at_rest::check_key_file(key_file).map_err(ServerError::AtRest)?;
+        }
         let existed = at_rest::prepare_data_dir(&config.data_dir).map_err(ServerError::AtRest)?;
         let key_file =
             config.key_file.clone().or_else(|| at_rest::default_key_file(&config.data_dir)).ok_or_else(|| {
@@ -189,10 +199,6 @@ impl Server {
             },
         )?;
         let addr = listener.local_addr()?;
-        let tls = match (&config.tls_cert, &config.tls_key) {
-            (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
-            _ => None,
-        };
         let scheme = if tls.is_some() { "https" } else { "http" };
         let public_url = config.public_url.clone().unwrap_or_else(|| format!("{scheme}://{addr}"));
         let stats = StatsSaver::start(metrics.clone(), store.clone(), saved);

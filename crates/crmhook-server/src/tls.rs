@@ -14,8 +14,32 @@ use rustls::sign::CertifiedKey;
 
 /// Why a certificate or key could not be used.
 #[derive(Debug, thiserror::Error)]
-#[error("TLS: {0}")]
-pub struct TlsError(String);
+#[error("TLS: {reason}")]
+pub struct TlsError {
+    /// The configuration key of the file at fault: `tls_cert` or `tls_key`.
+    key: &'static str,
+    reason: String,
+}
+
+impl TlsError {
+    fn cert(reason: String) -> Self {
+        TlsError { key: "tls_cert", reason }
+    }
+
+    fn key(reason: String) -> Self {
+        TlsError { key: "tls_key", reason }
+    }
+
+    /// The configuration key of the file at fault: `tls_cert` or `tls_key`.
+    pub fn config_key(&self) -> &'static str {
+        self.key
+    }
+
+    /// Why, without the `TLS: ` of the message.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
 
 /// The certificate served now; replaced whole on reload.
 #[derive(Debug)]
@@ -39,10 +63,16 @@ impl TlsReload {
     /// Reads the files again and serves the new certificate to new connections.
     pub fn reload(&self) -> Result<(), TlsError> {
         let key = load(&self.cert, &self.key)?;
-        let mut current = self.current.0.write().map_err(|_| TlsError("certificate lock poisoned".into()))?;
+        let mut current = self.current.0.write().map_err(|_| TlsError::cert("certificate lock poisoned".into()))?;
         *current = key;
         Ok(())
     }
+}
+
+/// Reads and checks the certificate and key as a start would, and uses nothing: start-up checks
+/// its configuration with it before it creates anything.
+pub fn check(cert: &Path, key: &Path) -> Result<(), TlsError> {
+    load(cert, key).map(drop)
 }
 
 /// The rustls configuration of the listener, and its reload handle.
@@ -51,7 +81,7 @@ pub(crate) fn server_config(cert: &Path, key: &Path) -> Result<(rustls::ServerCo
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError(e.to_string()))?
+        .map_err(|e| TlsError::cert(e.to_string()))?
         .with_no_client_auth()
         .with_cert_resolver(current.clone());
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -60,19 +90,23 @@ pub(crate) fn server_config(cert: &Path, key: &Path) -> Result<(rustls::ServerCo
 
 fn load(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| TlsError(format!("cannot read the certificate {}: {e}", cert.display())))?
+        .map_err(|e| TlsError::cert(format!("cannot read the certificate {}: {e}", cert.display())))?
         .collect::<Result<_, _>>()
-        .map_err(|e| TlsError(format!("cannot read the certificate {}: {e}", cert.display())))?;
+        .map_err(|e| TlsError::cert(format!("cannot read the certificate {}: {e}", cert.display())))?;
     if chain.is_empty() {
-        return Err(TlsError(format!("{} holds no certificate", cert.display())));
+        return Err(TlsError::cert(format!("{} holds no certificate", cert.display())));
     }
     let private = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| TlsError(format!("cannot read the private key {}: {e}", key.display())))?;
+        .map_err(|e| TlsError::key(format!("cannot read the private key {}: {e}", key.display())))?;
     let signing = rustls::crypto::ring::sign::any_supported_type(&private)
-        .map_err(|e| TlsError(format!("the private key {} cannot be used: {e}", key.display())))?;
+        .map_err(|e| TlsError::key(format!("the private key {} cannot be used: {e}", key.display())))?;
     let certified = CertifiedKey::new(chain, signing);
     certified.keys_match().map_err(|e| {
-        TlsError(format!("the private key {} does not match the certificate {}: {e}", key.display(), cert.display()))
+        TlsError::key(format!(
+            "the private key {} does not match the certificate {}: {e}",
+            key.display(),
+            cert.display()
+        ))
     })?;
     Ok(Arc::new(certified))
 }

@@ -1,6 +1,8 @@
 //! Configuration, layered: built-in defaults < `crmhook.toml` (or `--config FILE`) < environment
 //! `CRMHOOK_*` < command-line flags. An invalid value stops start-up with an error naming the
-//! key, where it came from, and why. The result is the server's plain [`Config`].
+//! key, where it came from, and why; so do the files the values name (the TLS certificate and
+//! key, the key file), read here before the server creates anything. The result is the server's
+//! plain [`Config`].
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -64,50 +66,62 @@ pub const KEYS: [&str; 33] = [
     "cluster_advertise",
 ];
 
-/// Loads the layers. `env` is the process environment (passed in for tests).
+/// Where each key set was set: the last layer that gave it (the file's path, `environment
+/// CRMHOOK_…`, `--flag`).
+type Origins = HashMap<String, String>;
+
+/// Loads the layers, then reads the files they name. `env` is the process environment (passed
+/// in for tests).
 pub fn load(flags: &Flags, env: &HashMap<String, String>) -> Result<Config, ConfigError> {
     let mut config = Config::default();
+    let mut origins = Origins::new();
     let (file, required) = match &flags.config_file {
         Some(f) => (f.clone(), true),
         None => (PathBuf::from("crmhook.toml"), false),
     };
     if required || file.exists() {
-        apply_file(&mut config, &file)?;
+        apply_file(&mut config, &mut origins, &file)?;
     }
     for key in KEYS {
         let var = format!("CRMHOOK_{}", key.to_ascii_uppercase());
         if let Some(value) = env.get(&var) {
-            set(&mut config, key, value, &format!("environment {var}"))?;
+            set(&mut config, &mut origins, key, value, &format!("environment {var}"))?;
         }
     }
     if let Some(bind) = &flags.bind {
-        set(&mut config, "bind", bind, "--bind")?;
+        set(&mut config, &mut origins, "bind", bind, "--bind")?;
     }
     if let Some(dir) = &flags.data_dir {
-        set(&mut config, "data_dir", &dir.to_string_lossy(), "--data-dir")?;
+        set(&mut config, &mut origins, "data_dir", &dir.to_string_lossy(), "--data-dir")?;
     }
     if let Some(urls) = &flags.cluster {
-        set(&mut config, "cluster", urls, "--cluster")?;
+        set(&mut config, &mut origins, "cluster", urls, "--cluster")?;
     }
+    let error = |key: &str, reason: String| ConfigError {
+        key: key.into(),
+        origin: origins.get(key).cloned().unwrap_or_else(|| "configuration".into()),
+        reason,
+    };
     if config.tls_cert.is_some() != config.tls_key.is_some() {
-        let missing = if config.tls_cert.is_none() { "tls_cert" } else { "tls_key" };
-        return Err(ConfigError {
-            key: missing.into(),
-            origin: "configuration".into(),
-            reason: "TLS needs both tls_cert and tls_key".into(),
-        });
+        // Named by the key that is set: it has a source to point to.
+        let (set, missing) = if config.tls_cert.is_some() { ("tls_cert", "tls_key") } else { ("tls_key", "tls_cert") };
+        return Err(error(set, format!("TLS needs both tls_cert and tls_key; {missing} is not set")));
     }
     if config.admin_token.is_some() && config.admin_token == config.ingest_token {
-        return Err(ConfigError {
-            key: "ingest_token".into(),
-            origin: "configuration".into(),
-            reason: "must differ from admin_token".into(),
-        });
+        return Err(error("ingest_token", "must differ from admin_token".into()));
+    }
+    // Read now, not by the server after it has made the data dir, the key file and the tokens:
+    // a start that stops here leaves nothing half-made behind.
+    if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+        crmhook_server::tls::check(cert, key).map_err(|e| error(e.config_key(), e.reason().to_owned()))?;
+    }
+    if let Some(key_file) = &config.key_file {
+        crmhook_server::at_rest::check_key_file(key_file).map_err(|reason| error("key_file", reason))?;
     }
     Ok(config)
 }
 
-fn apply_file(config: &mut Config, path: &Path) -> Result<(), ConfigError> {
+fn apply_file(config: &mut Config, origins: &mut Origins, path: &Path) -> Result<(), ConfigError> {
     let origin = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         key: "config".into(),
@@ -136,7 +150,7 @@ fn apply_file(config: &mut Config, path: &Path) -> Result<(), ConfigError> {
                 })
             }
         };
-        set(config, &key, &text, &origin)?;
+        set(config, origins, &key, &text, &origin)?;
     }
     Ok(())
 }
@@ -147,7 +161,7 @@ pub fn cluster_name_ok(name: &str) -> bool {
     !name.is_empty() && name.len() <= 32 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-fn set(config: &mut Config, key: &str, value: &str, origin: &str) -> Result<(), ConfigError> {
+fn set(config: &mut Config, origins: &mut Origins, key: &str, value: &str, origin: &str) -> Result<(), ConfigError> {
     let err = |reason: String| ConfigError { key: key.into(), origin: origin.into(), reason };
     let int = |min: usize| match value.trim().parse::<usize>() {
         Ok(n) if n >= min => Ok(n),
@@ -265,6 +279,7 @@ fn set(config: &mut Config, key: &str, value: &str, origin: &str) -> Result<(), 
         }
         other => return Err(err(format!("unknown key `{other}`; the keys are {}", KEYS.join(", ")))),
     }
+    origins.insert(key.to_owned(), origin.to_owned());
     Ok(())
 }
 
@@ -331,7 +346,8 @@ mod tests {
         assert!(load(&missing, &env(&[])).is_err());
         let same =
             env(&[("CRMHOOK_ADMIN_TOKEN", "tok_0123456789abcdef"), ("CRMHOOK_INGEST_TOKEN", "tok_0123456789abcdef")]);
-        assert_eq!(load(&Flags::default(), &same).unwrap_err().key, "ingest_token");
+        let e = load(&Flags::default(), &same).unwrap_err();
+        assert_eq!((e.key.as_str(), e.origin.as_str()), ("ingest_token", "environment CRMHOOK_INGEST_TOKEN"));
     }
 
     #[test]
@@ -349,8 +365,36 @@ mod tests {
     #[test]
     fn the_key_file_is_set_by_file_or_environment() {
         assert_eq!(load(&Flags::default(), &env(&[])).unwrap().key_file, None);
-        let c = load(&Flags::default(), &env(&[("CRMHOOK_KEY_FILE", "/etc/crmhook/db.key")])).unwrap();
-        assert_eq!(c.key_file, Some(PathBuf::from("/etc/crmhook/db.key")));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("db.key").display().to_string();
+        let c = load(&Flags::default(), &env(&[("CRMHOOK_KEY_FILE", &file)])).unwrap();
+        assert_eq!(c.key_file, Some(PathBuf::from(&file)));
         assert_eq!(load(&Flags::default(), &env(&[("CRMHOOK_KEY_FILE", " ")])).unwrap_err().key, "key_file");
+        // One that could not be created is refused now, before the server makes anything.
+        let e = load(&Flags::default(), &env(&[("CRMHOOK_KEY_FILE", "/nonexistent/db.key")])).unwrap_err();
+        assert_eq!((e.key.as_str(), e.origin.as_str()), ("key_file", "environment CRMHOOK_KEY_FILE"));
+        assert!(e.reason.contains("cannot create the key file /nonexistent/db.key"), "{e}");
+    }
+
+    #[test]
+    fn the_tls_files_are_read_at_load_and_errors_name_their_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        let (cert_s, key_s) = (cert.display().to_string(), key.display().to_string());
+        let both = [("CRMHOOK_TLS_CERT", cert_s.as_str()), ("CRMHOOK_TLS_KEY", key_s.as_str())];
+        let e = load(&Flags::default(), &env(&both)).unwrap_err();
+        assert_eq!((e.key.as_str(), e.origin.as_str()), ("tls_cert", "environment CRMHOOK_TLS_CERT"));
+        assert!(e.to_string().starts_with("invalid configuration: key `tls_cert`"), "{e}");
+        assert!(e.reason.contains("cannot read the certificate"), "{e}");
+        // A PEM file without a certificate in it.
+        std::fs::write(&cert, "nothing here\n").unwrap();
+        let e = load(&Flags::default(), &env(&both)).unwrap_err();
+        assert!(e.key == "tls_cert" && e.reason.contains("holds no certificate"), "{e}");
+        // One of the pair alone names the one set, and where it was set.
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, format!("tls_key = {key_s:?}\n")).unwrap();
+        let e = load(&Flags { config_file: Some(file.clone()), ..Flags::default() }, &env(&[])).unwrap_err();
+        assert_eq!((e.key.as_str(), e.origin.as_str()), ("tls_key", file.display().to_string().as_str()));
+        assert!(e.reason.contains("tls_cert is not set"), "{e}");
     }
 }
