@@ -1,8 +1,9 @@
 //! The smaller hardening of issue 14 (point 10), on the real binary: subscriptions and their
 //! lists are bounded, a target cannot set hop-by-hop or oversized headers, an event with a
 //! member name twice is refused (and quarantined when a source posts it), `log export` opens
-//! nothing but a data dir, and a target on an IPv6 literal address gets its deliveries (over
-//! `https://` too: the TLS server name is the address).
+//! nothing but a data dir, a data dir another process holds is said to be in use, and a target
+//! on an IPv6 literal address gets its deliveries (over `https://` too: the TLS server name is
+//! the address).
 
 mod support;
 
@@ -231,6 +232,24 @@ fn log_export_opens_nothing_but_a_data_dir() {
     let line: Value =
         serde_json::from_slice(out.stdout.split(|b| *b == b'\n').next().unwrap_or_default()).expect("json");
     assert_eq!(line["id"], posted["events"][0]["id"]);
+}
+
+#[test]
+fn a_data_dir_in_use_is_said_plainly_once() {
+    let server = Server::start();
+    let mut second = Command::new(env!("CARGO_BIN_EXE_crmhook"));
+    second.args(["serve", "--bind", "127.0.0.1:0", "--data-dir"]).arg(server.data_dir());
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("CRMHOOK_")) {
+        second.env_remove(k);
+    }
+    let outs = [second.output().expect("runs"), export(&server.data_dir())];
+    for out in outs {
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let says = "in use by another process (another crmhook may be running on it)";
+        assert_eq!(stderr.matches(says).count(), 1, "{stderr}");
+        assert!(!stderr.contains("WouldBlock") && !stderr.contains("I/O error"), "{stderr}");
+    }
 }
 
 /// A receiver on [::1]: answers 200 to every request and sends each body (with its

@@ -174,7 +174,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Busy => ApiError::Unavailable { detail: e.to_string(), retry_after_s: 1 },
-            StoreError::Io(_) => {
+            StoreError::Io(_) | StoreError::InUse => {
                 tracing::error!(error = %e, "storage failure");
                 ApiError::Unavailable { detail: format!("{e}; nothing was stored"), retry_after_s: 5 }
             }

@@ -51,8 +51,10 @@ use crate::api::AppState;
 /// Why the server could not start or run.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("cannot open the data dir {dir}: {source}")]
-    Open { dir: String, source: StoreError },
+    // Not `source`: thiserror would make it the error's source too, and a report of the chain
+    // (`{:#}`) would say the reason twice.
+    #[error("cannot open the data dir {dir}: {reason}")]
+    Open { dir: String, reason: StoreError },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -152,7 +154,7 @@ impl Server {
                 }
                 return Err(ServerError::AtRest(at_rest::key_refused(&config.data_dir, &key_file, created, &why)));
             }
-            Err(source) => return Err(ServerError::Open { dir: config.data_dir.display().to_string(), source }),
+            Err(reason) => return Err(ServerError::Open { dir: config.data_dir.display().to_string(), reason }),
         };
         if created && existed {
             tracing::info!(key_file = %key_file.display(), "created the key file that seals the data dir's secrets");
@@ -172,7 +174,7 @@ impl Server {
         if !generated.is_empty() {
             write_tokens_file(&tokens_file, &generated).map_err(|e| ServerError::Open {
                 dir: config.data_dir.display().to_string(),
-                source: StoreError::Io(format!("cannot write {}: {e}", tokens_file.display())),
+                reason: StoreError::Io(format!("cannot write {}: {e}", tokens_file.display())),
             })?;
         }
         let tokens_file = tokens_file.exists().then_some(tokens_file);

@@ -306,6 +306,9 @@ pub enum StoreError {
     /// The sealed records and the key: a missing or wrong key, or a key file that is not one.
     #[error("{0}")]
     Key(String),
+    /// Another process holds the data dir's lock (sled's, on its `db` file).
+    #[error("it is in use by another process (another crmhook may be running on it)")]
+    InUse,
 }
 
 impl From<sled::Error> for StoreError {

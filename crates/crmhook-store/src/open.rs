@@ -120,7 +120,11 @@ fn open_db(dir: &std::path::Path, cache_bytes: usize) -> Result<sled::Db> {
     let mut tries = 0;
     loop {
         match config.open() {
-            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") && tries < 100 => {
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                if tries == 100 {
+                    // sled's own message is the debug form of an EWOULDBLOCK: say what it means.
+                    return Err(StoreError::InUse);
+                }
                 tries += 1;
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }

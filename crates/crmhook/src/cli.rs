@@ -540,8 +540,9 @@ fn check_data_dir(data_dir: &std::path::Path) -> anyhow::Result<()> {
 /// Offline: the event log as JSON lines, one event per line with its deliveries' attempts.
 pub fn export(data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
     check_data_dir(data_dir)?;
-    let store = crmhook_store::Store::open(data_dir).map_err(|e| {
-        anyhow::anyhow!("cannot open {}: {e} (is the server still running? stop it first)", data_dir.display())
+    let store = crmhook_store::Store::open(data_dir).map_err(|e| match e {
+        crmhook_store::StoreError::InUse => anyhow::anyhow!("cannot open {}: {e}; stop it first", data_dir.display()),
+        e => anyhow::anyhow!("cannot open {}: {e} (is the server still running? stop it first)", data_dir.display()),
     })?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());

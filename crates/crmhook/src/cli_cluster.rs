@@ -100,6 +100,7 @@ fn import(data_dir: &Path, key_file: Option<PathBuf>, config: &ClusterConfig) ->
     };
     let store = Store::open_with(data_dir, Options { key, ..Options::default() }).map_err(|e| match e {
         StoreError::Key(why) => anyhow::anyhow!("{shown}: {why}"),
+        StoreError::InUse => anyhow::anyhow!("cannot open {shown}: {}; stop it first", StoreError::InUse),
         e => anyhow::anyhow!("cannot open {shown}: {e} (is the server still running? stop it first)"),
     })?;
     let locked = |r: Result<_, StoreError>| matches!(r, Err(StoreError::Key(_)));
