@@ -74,7 +74,12 @@ fn targets_subscriptions_events_and_deliveries_from_the_command_line() {
             .expect("json");
     assert_ne!(rotated["secret"], target["secret"]);
 
-    // Offline export of the stopped server's log.
+    // Offline export of the stopped server's log: its attempts as the API shows them.
+    let api_attempts = wait_for(Duration::from_secs(10), "both attempts in the event's view", || {
+        let view = server.admin("GET", &format!("/v1/events/{eid}"), None).json();
+        let attempts = view["deliveries"][0]["attempts"].clone();
+        (attempts.as_array().map(Vec::len) == Some(2)).then_some(attempts)
+    });
     assert!(server.stop().success());
     let out = Command::new(env!("CARGO_BIN_EXE_crmhook"))
         .args(["log", "export", "--data-dir"])
@@ -86,7 +91,13 @@ fn targets_subscriptions_events_and_deliveries_from_the_command_line() {
     assert_eq!(lines.len(), 1);
     assert_eq!(lines[0]["id"], eid.as_str());
     assert_eq!(lines[0]["payload"], ev);
-    assert_eq!(lines[0]["attempts"].as_array().map(Vec::len), Some(2));
+    let mut exported = lines[0]["attempts"].clone();
+    for attempt in exported.as_array_mut().expect("attempts") {
+        assert_eq!(attempt["target_id"], tid.as_str());
+        attempt.as_object_mut().expect("an object").remove("target_id");
+    }
+    assert_eq!(exported, api_attempts);
+    assert_eq!((exported[0]["result"].as_str(), exported[0]["status_code"].as_u64()), (Some("delivered"), Some(200)));
     server.respawn();
     succeeded(&crmhook(&server, &["targets", "delete", &tid]));
     assert!(succeeded(&crmhook(&server, &["targets", "list"])).contains("(none)"));

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
+use crmhook_server::api::views::AttemptView;
 use serde_json::{json, Value};
 
 #[derive(Args, Clone)]
@@ -549,17 +550,19 @@ pub fn export(data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
     for event in store.events_from(1) {
         let e = event?;
         let payload: Value = serde_json::from_slice(&e.payload).unwrap_or(Value::Null);
-        let attempts: Vec<Value> = store
+        // Each attempt as the API shows it (`AttemptView`: `status_code`, `error` in words,
+        // `result`, `next_attempt_at`, …), with the target it was for.
+        let attempts = store
             .attempts(e.seq)?
             .into_iter()
             .map(|(t, a)| {
-                let response = a.response.as_ref().map(|r| {
-                    json!({"status": r.status, "headers": r.headers.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
-                           "body": String::from_utf8_lossy(&r.body), "body_truncated": r.body_truncated})
-                });
-                json!({"target_id": t, "n": a.n, "at": crmhook_core::time::rfc3339(a.at_ms), "duration_ms": a.duration_ms, "outcome": format!("{:?}", a.outcome), "result": format!("{:?}", a.result), "response": response})
+                let mut attempt = serde_json::Map::from_iter([("target_id".to_owned(), json!(t))]);
+                if let Value::Object(view) = serde_json::to_value(AttemptView::from(&a))? {
+                    attempt.extend(view);
+                }
+                Ok(Value::Object(attempt))
             })
-            .collect();
+            .collect::<anyhow::Result<Vec<Value>>>()?;
         let mut line = json!({"id": e.id, "seq": e.seq, "type": e.event_type, "received_at": crmhook_core::time::rfc3339(e.received_at_ms), "payload": payload, "attempts": attempts});
         if e.test {
             line["test"] = json!(true);
