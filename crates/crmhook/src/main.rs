@@ -354,14 +354,16 @@ fn verify(
     if sign::standard_key(secret).is_none() {
         eprintln!("note: the secret is not `whsec_<base64>`: Standard Webhooks' scheme cannot use it");
     }
-    if let (Ok(ts), Ok(now)) =
-        (timestamp.parse::<i64>(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH))
-    {
-        let age = now.as_secs() as i64 - ts;
-        if age.abs() > 300 {
-            eprintln!(
-                "note: the timestamp is {age} s from now; receivers should refuse deliveries more than 5 minutes old"
-            );
+    // The header is whole seconds since 1970: anything else is a mistake in the command, not a
+    // signature that does not match.
+    let Ok(ts) = timestamp.parse::<i64>() else {
+        anyhow::bail!(
+            "--timestamp {timestamp:?} is not a webhook-timestamp: whole seconds since 1970, like 1700000000"
+        );
+    };
+    if let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        if let Some(note) = timestamp_note(ts, now.as_secs() as i64) {
+            eprintln!("note: {note}");
         }
     }
     if sign::verify(secret, Some(id), timestamp, &body, signature) {
@@ -374,6 +376,21 @@ fn verify(
             "invalid: webhook-signature (Standard Webhooks: <webhook-id>.<timestamp>.<body>) does not match this secret, id, timestamp and body"
         );
         Ok(ExitCode::from(1))
+    }
+}
+
+/// What to say of a webhook-timestamp `ts` more than 5 minutes from `now` (both in seconds).
+fn timestamp_note(ts: i64, now: i64) -> Option<String> {
+    let age = now.saturating_sub(ts);
+    if age > 300 {
+        Some(format!("the timestamp is {age} s ago; receivers should refuse deliveries more than 5 minutes old"))
+    } else if age < -300 {
+        Some(format!(
+            "the timestamp is {} s in the future; receivers should refuse timestamps more than 5 minutes ahead of their clock",
+            age.unsigned_abs()
+        ))
+    } else {
+        None
     }
 }
 
@@ -485,4 +502,18 @@ fn receive(bind: &str, secret: Option<String>, status: u16, save: PathBuf) -> an
         server.run().await?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_timestamp_note_says_ago_or_in_the_future() {
+        let now = 1_700_000_000;
+        assert!(timestamp_note(now - 3600, now).is_some_and(|n| n.starts_with("the timestamp is 3600 s ago")));
+        assert!(timestamp_note(now + 3600, now).is_some_and(|n| n.starts_with("the timestamp is 3600 s in the future")));
+        assert_eq!(timestamp_note(now - 300, now), None);
+        assert_eq!(timestamp_note(now + 300, now), None);
+    }
 }
