@@ -13,8 +13,8 @@ use std::time::Duration;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
 use support::{wait_for, Server, ADMIN, INGEST};
 
-/// A CA, and a certificate for 127.0.0.1 it signed, written to `dir` as cert.pem and key.pem;
-/// answers the CA's certificate (DER), which a client trusts.
+/// A CA, and a certificate for 127.0.0.1 it signed, written to `dir` as cert.pem and key.pem
+/// (and the CA's as ca.pem); answers the CA's certificate (DER), which a client trusts.
 fn issue(dir: &Path) -> Vec<u8> {
     let ca_key = KeyPair::generate().expect("CA key");
     let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
@@ -26,6 +26,7 @@ fn issue(dir: &Path) -> Vec<u8> {
     let cert = params.signed_by(&key, &ca_cert, &ca_key).expect("certificate");
     std::fs::write(dir.join("cert.pem"), cert.pem()).expect("write cert");
     std::fs::write(dir.join("key.pem"), key.serialize_pem()).expect("write key");
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).expect("write CA");
     ca_cert.der().to_vec()
 }
 
@@ -97,6 +98,37 @@ fn the_listener_serves_tls_and_reloads_its_certificate_on_sighup() {
     let hup = std::process::Command::new("kill").args(["-HUP", &pid]).status().expect("kill -HUP");
     assert!(hup.success());
     wait_for(Duration::from_secs(10), "the third certificate", || get(&addr, &third, "/healthz").ok());
+    assert!(server.stop().success());
+}
+
+/// The operators' CLI reaches a server over `https://`: a certificate it does not trust is said
+/// to be a TLS failure (not a server that is down), and `--ca-file` trusts a private CA's.
+#[test]
+fn the_cli_talks_to_a_tls_server() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    issue(certs.path());
+    let mut server = Server::start_with(&[
+        ("CRMHOOK_ADMIN_TOKEN", ADMIN),
+        ("CRMHOOK_INGEST_TOKEN", INGEST),
+        ("CRMHOOK_TLS_CERT", &certs.path().join("cert.pem").display().to_string()),
+        ("CRMHOOK_TLS_KEY", &certs.path().join("key.pem").display().to_string()),
+    ]);
+    let url = server.base.replace("http://", "https://");
+    let cli = |extra: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_crmhook"));
+        cmd.args(["targets", "list", "--url", &url, "--token", ADMIN]).args(extra);
+        cmd.env_remove("CRMHOOK_CA_FILE").env_remove("CRMHOOK_ADMIN_TOKEN").env_remove("CRMHOOK_URL");
+        cmd.output().expect("crmhook runs")
+    };
+    let out = cli(&[]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no TLS connection") && err.contains("--ca-file"), "{err}");
+    assert!(!err.contains("is it running"), "{err}");
+    let ca = certs.path().join("ca.pem").display().to_string();
+    let out = cli(&["--ca-file", &ca]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("(none)"), "{out:?}");
     assert!(server.stop().success());
 }
 

@@ -131,7 +131,7 @@ pub fn events(conn: &Conn, cmd: Events) -> anyhow::Result<ExitCode> {
 fn tail(conn: &Conn, after: Option<u64>) -> anyhow::Result<ExitCode> {
     let token = conn.token.as_deref().context("no admin token: pass --token or set CRMHOOK_ADMIN_TOKEN")?;
     let url = format!("{}/v1/stream", conn.url.trim_end_matches('/'));
-    let mut req = ureq::get(&url).set("Authorization", &format!("Bearer {token}"));
+    let mut req = conn.agent(None)?.get(&url).set("Authorization", &format!("Bearer {token}"));
     if let Some(a) = after {
         req = req.set("Last-Event-ID", &a.to_string());
     }
@@ -141,7 +141,7 @@ fn tail(conn: &Conn, after: Option<u64>) -> anyhow::Result<ExitCode> {
             bail!("the server refused the token ({code}); use the admin token (--token or CRMHOOK_ADMIN_TOKEN)")
         }
         Err(ureq::Error::Status(code, _)) => bail!("GET /v1/stream: {code}"),
-        Err(e) => bail!("cannot reach crmhook at {}: {e} (is it running? set --url or CRMHOOK_URL)", conn.url),
+        Err(e) => return Err(conn.unreachable(e)),
     };
     let mut kind = String::new();
     let stdout = std::io::stdout();
