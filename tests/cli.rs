@@ -155,6 +155,34 @@ fn errors_are_clear() {
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("404"), "{out:?}");
 }
 
+/// `--url`, `--token`, `--json` and `--ca-file` are the options of the commands that talk to a
+/// server (before or after the command): `serve` (whose admin token is the `admin_token` key),
+/// `verify` and `log export` refuse them on their command line, not take and ignore them.
+#[test]
+fn client_flags_are_refused_by_commands_that_talk_to_no_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("db").display().to_string();
+    for (args, named) in [
+        (&["serve", "--bind", "127.0.0.1:0", "--data-dir", &data, "--token", ADMIN][..], "--token"),
+        (&["--url", "http://127.0.0.1:1", "serve", "--bind", "127.0.0.1:0", "--data-dir", &data], "--url"),
+        (&["verify", "--json", "--secret", "s", "--body", "b", "--signature", "x"], "--json"),
+        (&["log", "export", "--data-dir", &data, "--ca-file", "ca.pem"], "--ca-file"),
+    ] {
+        let out = crmhook_bare(args);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        assert!(said.contains(&format!("does not take {named}")), "{args:?}: {said}");
+    }
+    assert!(!dir.path().join("db").exists(), "nothing was started");
+    // The environment's CRMHOOK_ADMIN_TOKEN is serve's own setting, not a misplaced option.
+    let out = Command::new(env!("CARGO_BIN_EXE_crmhook"))
+        .args(["verify", "--secret", "s", "--body", "/nonexistent", "--signature", "x"])
+        .env("CRMHOOK_ADMIN_TOKEN", ADMIN)
+        .output()
+        .expect("crmhook runs");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("does not take"), "{out:?}");
+}
+
 /// Runs the binary with these arguments and no server settings at all.
 fn crmhook_bare(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_crmhook"))

@@ -17,11 +17,32 @@ mod cluster;
 mod config;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use crmhook_core::sign;
 use crmhook_server::Server;
 
 use crate::config::Flags;
+
+/// The client's options (`--url`, `--token`, `--json`, `--ca-file`) are global, so that they go
+/// before or after an operator's command; given on the command line to a command that talks to
+/// no server they would be taken and ignored (`serve --token X` set no token): answers that
+/// command and the option, to refuse them.
+fn misplaced_client_flag(matches: &ArgMatches) -> Option<(&'static str, &'static str)> {
+    let (name, sub) = matches.subcommand()?;
+    let (command, sub) = match name {
+        "serve" => ("serve", sub),
+        "verify" => ("verify", sub),
+        "receive" => ("receive", sub),
+        "cluster" => ("cluster", sub.subcommand().map_or(sub, |(_, m)| m)),
+        "log" => ("log export", sub.subcommand().map_or(sub, |(_, m)| m)),
+        _ => return None,
+    };
+    let flag = ["url", "token", "json", "ca_file"]
+        .into_iter()
+        .find(|id| sub.value_source(id) == Some(ValueSource::CommandLine))?;
+    Some((command, flag))
+}
 
 /// glibc's malloc serialises threads that free memory another thread allocated (sled frees its
 /// pages on whichever thread retires them, the log writer allocates them): under load the
@@ -157,7 +178,22 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Some((command, flag)) = misplaced_client_flag(&matches) {
+        let hint = match flag {
+            "token" if command == "serve" => {
+                " (the server's admin token is the `admin_token` key: CRMHOOK_ADMIN_TOKEN or crmhook.toml)"
+            }
+            _ => "",
+        };
+        eprintln!(
+            "error: `crmhook {command}` does not take --{}: it is an option of the commands that talk to a \
+             server (events, targets, subscriptions, …){hint}",
+            flag.replace('_', "-")
+        );
+        return ExitCode::from(2);
+    }
     init_tracing(cli.log_format);
     let result = match cli.command {
         Command::Serve { bind, data_dir, config, cluster } => {
