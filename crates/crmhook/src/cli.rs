@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use crmhook_server::api::views::AttemptView;
+use crmhook_server::api::views::{AttemptView, EventView};
 use serde_json::{json, Value};
 
 #[derive(Args, Clone)]
@@ -620,7 +620,6 @@ pub fn export(data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
     let mut out = std::io::BufWriter::new(stdout.lock());
     for event in store.events_from(1) {
         let e = event?;
-        let payload: Value = serde_json::from_slice(&e.payload).unwrap_or(Value::Null);
         // Each attempt as the API shows it (`AttemptView`: `status_code`, `error` in words,
         // `result`, `next_attempt_at`, …), with the target it was for.
         let attempts = store
@@ -634,10 +633,9 @@ pub fn export(data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
                 Ok(Value::Object(attempt))
             })
             .collect::<anyhow::Result<Vec<Value>>>()?;
-        let mut line = json!({"id": e.id, "seq": e.seq, "type": e.event_type, "received_at": crmhook_core::time::rfc3339(e.received_at_ms), "payload": payload, "attempts": attempts});
-        if e.test {
-            line["test"] = json!(true);
-        }
+        // The event as the API shows it (`source_id` and `test` when they apply), then its attempts.
+        let mut line = serde_json::to_value(EventView::from(&e))?;
+        line["attempts"] = Value::Array(attempts);
         writeln!(out, "{line}")?;
     }
     out.flush()?;
