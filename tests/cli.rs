@@ -393,38 +393,29 @@ fn verify_checks_a_maia_signature_and_says_which_scheme() {
     let out = crmhook_bare(&["verify", "--secret", secret, "--body", path, "--signature", "v1,abc", "--id", "evt_1"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("--timestamp"), "{out:?}");
-    let out = crmhook_bare(&[
-        "verify",
-        "--secret",
-        secret,
-        "--body",
-        path,
-        "--timestamp",
-        "1",
-        "--signature",
-        "v1,abc",
-        "--id",
-        "evt_1",
-    ]);
+    let webhook_signature = |timestamp: &str| {
+        crmhook_bare(&[
+            "verify",
+            "--secret",
+            secret,
+            "--body",
+            path,
+            "--timestamp",
+            timestamp,
+            "--signature",
+            "v1,abc",
+            "--id",
+            "evt_1",
+        ])
+    };
+    let out = webhook_signature("1");
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("webhook-signature"), "{out:?}");
     // Timestamp 1 is long past: the note says so the right way round.
     assert!(String::from_utf8_lossy(&out.stderr).contains("note: the timestamp is 1"), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains(" s ago;"), "{out:?}");
     // A timestamp that is not one is a mistake in the command (2), not a mismatch (1).
-    let out = crmhook_bare(&[
-        "verify",
-        "--secret",
-        secret,
-        "--body",
-        path,
-        "--timestamp",
-        "abc",
-        "--signature",
-        "v1,abc",
-        "--id",
-        "evt_1",
-    ]);
+    let out = webhook_signature("abc");
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("--timestamp \"abc\""), "{out:?}");
 }

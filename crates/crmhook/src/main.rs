@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 mod cli;
 mod cli_cluster;
+mod cli_conn;
 mod cli_edit;
 mod cli_events;
 mod cli_keys;
