@@ -29,7 +29,8 @@ const DEFAULT_PAGE: usize = 100;
 
 // ---- bodies --------------------------------------------------------------------------------
 
-/// 415 unless the body is declared JSON (`application/json` or `application/*+json`).
+/// 415 unless the body is declared JSON (`application/json` or `application/*+json`), in UTF-8
+/// (no other `charset`) and as it is (no `Content-Encoding` but `identity`).
 pub(crate) fn require_json(req: &HttpRequest) -> Result<(), ApiError> {
     // A body is taken as sent: a compressed one would only fail later as malformed JSON.
     if let Some(coding) = req.headers().get(header::CONTENT_ENCODING) {
@@ -389,9 +390,7 @@ impl TryFrom<Map<String, Value>> for TargetTest {
     type Error = ApiError;
 
     fn try_from(body: Map<String, Value>) -> Result<Self, ApiError> {
-        if let Some(other) = body.keys().find(|k| *k != "type") {
-            return Err(ApiError::unprocessable(other, format!("unknown field `{other}`; a test takes `type`")));
-        }
+        known_members(&body, &["type"], "a test takes `type`")?;
         match body.get("type") {
             None | Some(Value::Null) => Ok(TargetTest { event_type: None }),
             Some(Value::String(t)) => Ok(TargetTest { event_type: Some(t.clone()) }),
