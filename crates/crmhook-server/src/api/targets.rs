@@ -268,8 +268,7 @@ const OWED_SCAN: usize = 100_000;
 
 /// The deliveries a target owes after seq `after` that have no record yet (the events past its
 /// cursor that match its subscriptions, with nothing recorded of them: dispatch's
-/// `window::owed`, the rule an event's view applies), at
-/// most `limit`, in seq order. A target far behind owes events its actor has not read yet. The
+/// `window::owed`, the rule an event's view applies), at most `limit`, in seq order. A target far behind owes events its actor has not read yet. The
 /// read stops after [`OWED_SCAN`] events; then the second value is the last seq read (the page
 /// ends there, and goes on from it).
 fn owed_unread(
@@ -282,6 +281,9 @@ fn owed_unread(
     let subscriptions: Vec<Subscription> =
         store.subscriptions()?.into_iter().filter(|s| &s.target_id == target).collect();
     let compiled = Compiled::new(subscriptions);
+    let recorded = |seq| -> Result<bool, ApiError> {
+        Ok(store.is_pending(target, seq)? || !store.attempts_to(target, seq)?.is_empty())
+    };
     let head = store.head();
     let mut owed = Vec::new();
     for (read, event) in store.event_refs_from(after.max(cursor).saturating_add(1)).enumerate() {
@@ -292,10 +294,7 @@ fn owed_unread(
         if read == OWED_SCAN {
             return Ok((owed, Some(event.seq - 1)));
         }
-        // Past the cursor; matching first here, as it reads nothing.
-        let recorded = |seq| -> Result<bool, ApiError> {
-            Ok(store.is_pending(target, seq)? || !store.attempts_to(target, seq)?.is_empty())
-        };
+        // Past the cursor; matching first, as it reads nothing from the store.
         if compiled.matches(&event) && !recorded(event.seq)? {
             owed.push(event.seq);
             if owed.len() == limit {
