@@ -836,6 +836,11 @@ impl RunningConfig {
                 let path_str = &*path.to_string_lossy();
                 if path_str.starts_with(&*absolute_path.to_string_lossy())
                     && !path_str.ends_with(".in___motion")
+                    // crmhook (vendor/README.md, change 5): a `.generating`
+                    // file is a snapshot whose write never finished (renamed
+                    // only once complete): read as the newest snapshot, an
+                    // empty one left by a full disk refused every later open.
+                    && !path_str.ends_with(".generating")
                 {
                     Some(path.to_path_buf())
                 } else {

@@ -547,13 +547,18 @@ fn write_snapshot(config: &RunningConfig, snapshot: &Snapshot) -> Result<()> {
 
     // write the snapshot bytes, followed by a crc64 checksum at the end
     io_fail!(config, "snap write");
-    f.write_all(&*bytes)?;
-    io_fail!(config, "snap write len");
-    f.write_all(&len_bytes)?;
-    io_fail!(config, "snap write crc");
-    f.write_all(&crc32)?;
-    io_fail!(config, "snap write post");
-    f.sync_all()?;
+    let written = f
+        .write_all(&*bytes)
+        .and_then(|()| f.write_all(&len_bytes))
+        .and_then(|()| f.write_all(&crc32))
+        .and_then(|()| f.sync_all());
+    if let Err(e) = written {
+        // crmhook (vendor/README.md, change 5): no half-written snapshot
+        // is left behind (a full disk, say).
+        drop(f);
+        let _ = std::fs::remove_file(&path_1);
+        return Err(e.into());
+    }
 
     trace!("wrote snapshot to {}", path_1.to_string_lossy());
 
