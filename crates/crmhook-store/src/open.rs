@@ -96,9 +96,22 @@ impl Store {
     /// [`StoreError::Closed`].
     pub async fn close(&self) {
         let (done, stopped) = oneshot::channel();
-        if self.inner.tx.send(Op::Stop(done)).await.is_ok() {
-            // The writer answers after its last flush, so the join below does not wait.
-            let _ = stopped.await;
+        let stop = async {
+            if self.inner.tx.send(Op::Stop(done)).await.is_ok() {
+                // The writer answers after its last flush, so the join below does not wait.
+                let _ = stopped.await;
+            }
+        };
+        // A flush that never ends (sled after a write refused by a full disk) would hold the
+        // stop forever. Everything acknowledged is on disk already: stop without the writer,
+        // as a `kill -9` would, rather than hang.
+        if tokio::time::timeout(CLOSE_WAIT, stop).await.is_err() {
+            tracing::error!(
+                waited_s = CLOSE_WAIT.as_secs(),
+                "the log writer did not stop (its flush does not end: a disk error?); stopping without it, \
+                 everything acknowledged is on disk"
+            );
+            return;
         }
         let handle = self.inner.writer.lock().ok().and_then(|mut h| h.take());
         if let Some(handle) = handle {
@@ -107,6 +120,9 @@ impl Store {
         let _ = self.inner.db.flush();
     }
 }
+
+/// How long [`Store::close`] waits for the log writer's last flush.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// sled's database in `dir`.
 fn open_db(dir: &std::path::Path, cache_bytes: usize) -> Result<sled::Db> {

@@ -140,7 +140,7 @@ fn import(data_dir: &Path, key_file: Option<PathBuf>, config: &ClusterConfig) ->
 
 /// Stops the store's writer and flushes.
 fn close(store: &Store) {
-    match tokio::runtime::Builder::new_current_thread().build() {
+    match tokio::runtime::Builder::new_current_thread().enable_time().build() {
         Ok(rt) => rt.block_on(store.close()),
         Err(e) => eprintln!("note: the store was not closed cleanly: {e}"),
     }
