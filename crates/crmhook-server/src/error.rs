@@ -175,8 +175,12 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Busy => ApiError::Unavailable { detail: e.to_string(), retry_after_s: 1 },
             StoreError::Io(_) | StoreError::InUse => {
+                // The device's own words (sled's, an OS error's debug form at times) go to the
+                // server's log, not to the client.
                 tracing::error!(error = %e, "storage failure");
-                ApiError::Unavailable { detail: format!("{e}; nothing was stored"), retry_after_s: 5 }
+                let detail = "the log could not be written (a full disk or a failing device: see the server's log); \
+                              nothing was stored";
+                ApiError::Unavailable { detail: detail.into(), retry_after_s: 5 }
             }
             StoreError::Closed => {
                 ApiError::Unavailable { detail: "the server is shutting down".into(), retry_after_s: 1 }
