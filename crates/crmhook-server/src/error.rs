@@ -170,6 +170,21 @@ impl From<CoreError> for ApiError {
     }
 }
 
+/// What a client is told when the log could not be written (here and by the stand-in).
+pub(crate) const STORAGE_FAILED: &str =
+    "the log could not be written (a full disk or a failing device: see the server's log); nothing was stored";
+
+/// The `Retry-After` of a 503 for a log that cannot be written: seconds.
+pub(crate) const UNAVAILABLE_RETRY_AFTER_S: u32 = 5;
+
+/// A 503 problem with the `Retry-After` of a log that cannot be written (`/readyz`, the
+/// stand-in).
+pub(crate) fn unavailable(title: &str, detail: &str) -> HttpResponse {
+    let mut response = problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable", title, detail);
+    response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(UNAVAILABLE_RETRY_AFTER_S));
+    response
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
@@ -178,9 +193,7 @@ impl From<StoreError> for ApiError {
                 // The device's own words (sled's, an OS error's debug form at times) go to the
                 // server's log, not to the client.
                 tracing::error!(error = %e, "storage failure");
-                let detail = "the log could not be written (a full disk or a failing device: see the server's log); \
-                              nothing was stored";
-                ApiError::Unavailable { detail: detail.into(), retry_after_s: 5 }
+                ApiError::Unavailable { detail: STORAGE_FAILED.into(), retry_after_s: UNAVAILABLE_RETRY_AFTER_S }
             }
             StoreError::Closed => {
                 ApiError::Unavailable { detail: "the server is shutting down".into(), retry_after_s: 1 }

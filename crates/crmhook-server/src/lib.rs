@@ -27,6 +27,7 @@ pub mod error;
 pub mod keys;
 pub mod prometheus;
 pub mod sources;
+pub mod standin;
 pub mod stream;
 pub mod tls;
 
@@ -45,6 +46,7 @@ use crmhook_store::{LogHandle, StoreError};
 
 pub use backend::{Backend, Embedded};
 pub use config::Config;
+pub use standin::Standin;
 
 use crate::api::AppState;
 
@@ -67,6 +69,17 @@ pub enum ServerError {
     /// The API keys could not be loaded, or a configured token was retired (`keys`).
     #[error(transparent)]
     Keys(#[from] keys::KeysError),
+}
+
+/// Why [`Server::serve_until`] ended.
+pub enum Ended {
+    /// The shutdown signal came; the server stopped gracefully.
+    Shutdown,
+    /// The disk refused a write of the log, which this process cannot write again (sled 0.34
+    /// keeps the error): the server stopped gracefully, and the [`Standin`] answers `503` on
+    /// its listener until a new server is started there ([`Server::start_with`] again, then
+    /// [`Server::probe`]) and the stand-in stopped. `None` if the stand-in could not start.
+    LogBroken(Option<Standin>),
 }
 
 /// How long a graceful stop waits for attempts in flight.
@@ -101,6 +114,8 @@ pub struct Server {
     tls_reload: Option<tls::TlsReload>,
     /// Where the log came from (cluster mode: the leases are given back at the stop).
     backend: std::sync::Arc<dyn Backend>,
+    /// The listener again, with its TLS configuration: for the [`Standin`].
+    standin: (TcpListener, Option<rustls::ServerConfig>),
 }
 
 impl Server {
@@ -201,6 +216,7 @@ impl Server {
             },
         )?;
         let addr = listener.local_addr()?;
+        let standin = (listener.try_clone()?, tls.as_ref().map(|(tls, _)| tls.clone()));
         let scheme = if tls.is_some() { "https" } else { "http" };
         let public_url = config.public_url.clone().unwrap_or_else(|| format!("{scheme}://{addr}"));
         let stats = StatsSaver::start(metrics.clone(), store.clone(), saved);
@@ -268,7 +284,15 @@ impl Server {
             streams,
             tls_reload,
             backend,
+            standin,
         })
+    }
+
+    /// Writes a record and waits for its flush: whether the log takes writes (after a start that
+    /// follows [`Ended::LogBroken`], the disk may still refuse them).
+    pub async fn probe(&self) -> Result<(), ServerError> {
+        let now = crmhook_core::time::now_ms().to_string();
+        self.store.put_meta("probed_at", &now).await.map_err(ServerError::Store)
     }
 
     /// Reloads the listener's certificate from its files (on SIGHUP), when it serves TLS.
@@ -295,21 +319,58 @@ impl Server {
     /// requests, requests in progress answered, target actors stopped (undelivered events stay
     /// pending on disk), the store flushed.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+        self.serve(shutdown, false).await.map(drop)
+    }
+
+    /// [`Server::run_until`], but it also stops when the disk refuses a write of the log
+    /// ([`Ended::LogBroken`]): the [`Standin`] then answers on the listener, started before the
+    /// server stops taking connections.
+    pub async fn serve_until(self, shutdown: impl Future<Output = ()>) -> Result<Ended, ServerError> {
+        self.serve(shutdown, true).await
+    }
+
+    async fn serve(self, shutdown: impl Future<Output = ()>, stop_when_broken: bool) -> Result<Ended, ServerError> {
         let handle = self.http.handle();
         let mut http = actix_rt::spawn(self.http);
+        let mut broken = self.store.watch_broken();
+        let broken = async move {
+            // A writer gone (its sender dropped) is a store closed, not a broken one.
+            if !stop_when_broken || broken.wait_for(|b| *b).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        let streams = &self.streams;
+        let stop_http = || async {
+            // Streams never end on their own: end them first, or the graceful stop waits for
+            // their connections until its timeout (actix checks once a second).
+            if !streams.close(STREAMS_GRACE).await {
+                tracing::warn!(open = streams.open(), "streams still open at shutdown");
+            }
+            handle.stop(true).await;
+        };
         let result = tokio::select! {
             () = shutdown => {
                 tracing::info!("shutting down");
-                // Streams never end on their own: end them first, or the graceful stop waits for
-                // their connections until its timeout (actix checks once a second).
-                if !self.streams.close(STREAMS_GRACE).await {
-                    tracing::warn!(open = self.streams.open(), "streams still open at shutdown");
+                stop_http().await;
+                Ok(Ended::Shutdown)
+            }
+            () = broken => {
+                tracing::error!(
+                    "the disk refused a write of the event log (see the error before): stopping, to open the log \
+                     again once it can be written; meanwhile every request is answered 503"
+                );
+                let (listener, tls) = self.standin;
+                let standin = Standin::start(listener, tls)
+                    .inspect_err(|e| tracing::error!(error = %e, "the stand-in that answers 503 could not start"))
+                    .ok();
+                if standin.is_some() {
+                    standin::hand_over(&handle).await;
                 }
-                handle.stop(true).await;
-                Ok(())
+                stop_http().await;
+                Ok(Ended::LogBroken(standin))
             }
             joined = &mut http => match joined {
-                Ok(r) => r.map_err(ServerError::Http),
+                Ok(r) => r.map(|()| Ended::Shutdown).map_err(ServerError::Http),
                 Err(e) => Err(ServerError::Http(std::io::Error::other(e.to_string()))),
             }
         };

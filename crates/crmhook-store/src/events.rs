@@ -52,6 +52,15 @@ impl Store {
         self.inner.failing.load(Ordering::Acquire)
     }
 
+    /// Becomes `true`, and stays so, once the disk refused a write of the log (a full disk, a
+    /// failing device): sled 0.34 answers every later operation with that error, so nothing
+    /// can be written until the store is closed and opened again (sled then recovers its log to
+    /// the last complete write). Distinct from [`Store::is_failing`], which a replica also sets
+    /// while the replicated log cannot be reached.
+    pub fn watch_broken(&self) -> watch::Receiver<bool> {
+        self.inner.broken.clone()
+    }
+
     /// The seq of the last durable event (0 for an empty log).
     pub fn head(&self) -> u64 {
         self.inner.head.load(Ordering::Acquire)

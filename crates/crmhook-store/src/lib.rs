@@ -372,6 +372,8 @@ pub(crate) struct Inner {
     pub(crate) writer: Mutex<Option<JoinHandle<()>>>,
     /// The last group commit failed (disk full, I/O error); cleared by the next success.
     pub(crate) failing: Arc<AtomicBool>,
+    /// Becomes true, for good, once sled refused a write (`Writer::broken`).
+    pub(crate) broken: watch::Receiver<bool>,
     /// Shared with the log writer, which puts the chunks it logs in.
     pub(crate) chunks: Arc<Mutex<ChunkCache>>,
     pub(crate) window: Arc<Mutex<IndexWindow>>,

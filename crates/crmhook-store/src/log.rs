@@ -67,6 +67,8 @@ pub trait Log: Send + Sync + 'static {
     fn events_from(&self, from: u64) -> Box<dyn Iterator<Item = Result<Event>> + '_>;
     /// Whether the last write failed (the log is not taking events).
     fn is_failing(&self) -> bool;
+    /// Becomes true for good once the disk refused a write (see [`Store::watch_broken`]).
+    fn watch_broken(&self) -> watch::Receiver<bool>;
     fn size_on_disk(&self) -> u64;
 
     // ---- delivery state ----
@@ -190,6 +192,9 @@ impl Log for Store {
     }
     fn is_failing(&self) -> bool {
         Store::is_failing(self)
+    }
+    fn watch_broken(&self) -> watch::Receiver<bool> {
+        Store::watch_broken(self)
     }
     fn size_on_disk(&self) -> u64 {
         Store::size_on_disk(self)

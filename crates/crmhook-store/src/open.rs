@@ -50,6 +50,7 @@ impl Store {
         let (tx, rx) = mpsc::channel(queue.max(1));
         let (config_tx, config_rx) = watch::channel(0);
         let failing = Arc::new(AtomicBool::new(false));
+        let (broken, broken_rx) = watch::channel(false);
         let chunks = Arc::new(Mutex::new(crate::cache::ChunkCache::default()));
         let sources = Arc::new(crate::sources::SourceCache::default());
         let writer = Writer {
@@ -59,6 +60,7 @@ impl Store {
             head: head_atomic.clone(),
             head_tx,
             failing: failing.clone(),
+            broken,
             window: window.clone(),
             // Distinct from every earlier process's numbers, unless one made 65,536 requests
             // and the next started within the same millisecond.
@@ -81,6 +83,7 @@ impl Store {
                 head_rx,
                 writer: Mutex::new(Some(handle)),
                 failing,
+                broken: broken_rx,
                 chunks,
                 window,
                 unrecorded: Mutex::default(),

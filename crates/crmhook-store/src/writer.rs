@@ -95,6 +95,9 @@ pub(crate) struct Writer {
     pub(crate) head: Arc<AtomicU64>,
     pub(crate) head_tx: watch::Sender<u64>,
     pub(crate) failing: Arc<std::sync::atomic::AtomicBool>,
+    /// Set for good once sled refused a write: sled 0.34 keeps an I/O error as the answer to
+    /// every later operation, so this process cannot write the log again (see `Store::watch_broken`).
+    pub(crate) broken: watch::Sender<bool>,
     pub(crate) window: Arc<Mutex<IndexWindow>>,
     /// The last `n` given to an operator's request's `O` key.
     pub(crate) requests: u64,
@@ -209,6 +212,9 @@ impl Writer {
             );
         }
         self.failing.store(result.is_err(), Ordering::Release);
+        if let Err(StoreError::Io(_)) = &result {
+            self.broken.send_if_modified(|broken| !std::mem::replace(broken, true));
+        }
         if let (Some(kept), Ok(()), false) = (kept, &result, restored) {
             self.kept_blocks = kept;
         }

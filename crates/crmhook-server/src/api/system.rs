@@ -115,9 +115,7 @@ pub(crate) async fn metrics(_: MetricsReader, state: State) -> HttpResponse {
 /// `metrics_token`, and with one only to a request that presents it.
 pub(crate) async fn readyz(req: HttpRequest, state: State) -> HttpResponse {
     if state.store.is_failing() {
-        return crate::error::problem(
-            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
+        return crate::error::unavailable(
             "Not ready",
             "the last write to the event log failed (disk full or I/O error); see docs/RELIABILITY.md",
         );
