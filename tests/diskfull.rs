@@ -1,24 +1,24 @@
-//! Disk trouble: when the disk refuses writes, ingest answers 503, stores nothing half-way, and
-//! the server keeps running; after a restart with room again, every acknowledged event is there.
-//! The full disk is a file-size limit (`ulimit -f`, with SIGXFSZ ignored so writes fail with
-//! EFBIG as they would with ENOSPC).
+//! Disk trouble: when the disk refuses writes, ingest answers 503 and stores nothing half-way;
+//! every acknowledged event is kept. Two disks: a file-size limit (`ulimit -f`, with SIGXFSZ
+//! ignored so writes fail with EFBIG as they would with ENOSPC), stopped and started again by
+//! hand; and a real full file system (an 8 MiB tmpfs in a mount namespace of the server's own,
+//! `unshare`), where freeing space is all it takes for the running server to serve again.
 
 mod support;
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::*;
 
-#[test]
-fn a_full_disk_answers_503_and_stores_nothing_half_way() {
-    let env = [("CRMHOOK_ADMIN_TOKEN", ADMIN), ("CRMHOOK_INGEST_TOKEN", INGEST)];
-    let mut server = Server::start_wrapped(&env, "ulimit -f 6000; trap '' XFSZ");
+/// Posts requests of ten padded events until one is refused; answers the acknowledged
+/// requests' numbers and the refusal, checked to be the contract's 503.
+fn fill_until_refused(server: &Server) -> Vec<usize> {
     let bearer = format!("Bearer {INGEST}");
     let headers = [("Content-Type", "application/json"), ("Authorization", bearer.as_str())];
     let padding = "x".repeat(2000);
     let mut acked = Vec::new();
-    let mut refused = None;
     for i in 0..20_000 {
         let events: Vec<_> = (0..10)
             .map(|k| json!({"eventType": "crm_field_update", "recordId": format!("r{i}_{k}"), "kanbanId": "k", "newValue": padding}))
@@ -27,32 +27,34 @@ fn a_full_disk_answers_503_and_stores_nothing_half_way() {
         match r.status {
             202 => acked.push(i),
             503 => {
-                refused = Some(r);
-                break;
+                assert_unavailable(&r);
+                assert!(acked.len() > 10, "the disk left too little room to mean anything");
+                return acked;
             }
             other => panic!("unexpected {other}: {}", r.text),
         }
     }
-    let refused = refused.expect("the disk never filled up");
-    assert!(refused.content_type().starts_with("application/problem+json"));
-    assert_eq!(refused.headers.get("retry-after").map(String::as_str), Some("5"));
-    let detail = refused.json()["detail"].as_str().map(str::to_owned).unwrap_or_default();
-    assert!(detail.contains("nothing was stored") && !detail.contains("os error"), "{}", refused.text);
-    assert_eq!(server.request("GET", "/readyz", None, None).status, 503, "readyz reports the failing store");
-    assert_eq!(server.request("GET", "/healthz", None, None).status, 200, "the process is alive");
+    panic!("the disk never filled up");
+}
 
-    // The operator frees space and restarts: the stop (SIGTERM) ends although the log writer's
-    // last flush may never end.
-    assert!(server.stop().success(), "a graceful stop");
-    server.wrapper.clear();
-    server.respawn();
-    assert_eq!(server.request("GET", "/readyz", None, None).status, 200);
+/// The contract's answer while the disk refuses writes: 503 problem+json, `Retry-After`, and a
+/// detail that says nothing was stored without the device's own words.
+fn assert_unavailable(r: &Resp) {
+    assert_eq!(r.status, 503, "{}", r.text);
+    assert!(r.content_type().starts_with("application/problem+json"), "{:?}", r.headers);
+    assert_eq!(r.headers.get("retry-after").map(String::as_str), Some("5"));
+    let detail = r.json()["detail"].as_str().map(str::to_owned).unwrap_or_default();
+    assert!(detail.contains("nothing was stored") && !detail.contains("os error"), "{}", r.text);
+}
+
+/// Each acknowledged request is whole in the log, and no request is there half-way.
+fn assert_whole(server: &Server, acked: &[usize]) {
     let mut per_request: HashMap<usize, usize> = HashMap::new();
     let mut after = 0;
     loop {
         let page = server.admin("GET", &format!("/v1/events?after={after}&limit=1000"), None).json();
         for e in page["events"].as_array().expect("events") {
-            let tag = e["payload"]["recordId"].as_str().expect("tag");
+            let Some(tag) = e["payload"]["recordId"].as_str() else { continue };
             let i: usize = tag[1..tag.find('_').expect("_")].parse().expect("number");
             *per_request.entry(i).or_insert(0) += 1;
         }
@@ -61,21 +63,79 @@ fn a_full_disk_answers_503_and_stores_nothing_half_way() {
             None => break,
         }
     }
-    eprintln!(
-        "disk full after {} acknowledged requests; {} requests in the log after the restart",
-        acked.len(),
-        per_request.len()
-    );
-    assert!(acked.len() > 10, "the limit left too little room to mean anything");
-    for i in &acked {
+    eprintln!("disk full after {} acknowledged requests; {} requests in the log", acked.len(), per_request.len());
+    for i in acked {
         assert_eq!(per_request.get(i), Some(&10), "acknowledged request {i} is not whole in the log");
     }
     assert!(per_request.values().all(|n| *n == 10), "a request is in the log half-way: {per_request:?}");
-    let r = http(
+}
+
+fn post_one(server: &Server) -> Resp {
+    let bearer = format!("Bearer {INGEST}");
+    let headers = [("Content-Type", "application/json"), ("Authorization", bearer.as_str())];
+    http(
         "POST",
         &server.url("/v1/events"),
         &headers,
         Some(json!({"eventType": "ai_pause", "sessionId": "s"}).to_string().as_bytes()),
-    );
+    )
+}
+
+#[test]
+fn a_full_disk_answers_503_and_stores_nothing_half_way() {
+    let env = [("CRMHOOK_ADMIN_TOKEN", ADMIN), ("CRMHOOK_INGEST_TOKEN", INGEST)];
+    let mut server = Server::start_wrapped(&env, "ulimit -f 6000; trap '' XFSZ");
+    let acked = fill_until_refused(&server);
+    assert_eq!(server.request("GET", "/readyz", None, None).status, 503, "readyz reports the failing store");
+    assert_eq!(server.request("GET", "/healthz", None, None).status, 200, "the process is alive");
+
+    // The operator lifts the limit and restarts: the stop (SIGTERM) ends although the log
+    // writer's last flush may never end.
+    assert!(server.stop().success(), "a graceful stop");
+    server.wrapper.clear();
+    server.respawn();
+    assert_eq!(server.request("GET", "/readyz", None, None).status, 200);
+    assert_whole(&server, &acked);
+    let r = post_one(&server);
     assert_eq!(r.status, 202, "ingest works again: {}", r.text);
+}
+
+#[test]
+fn space_freed_on_a_full_disk_is_all_it_takes_to_serve_again() {
+    let env = [("CRMHOOK_ADMIN_TOKEN", ADMIN), ("CRMHOOK_INGEST_TOKEN", INGEST)];
+    // The data dir is an 8 MiB tmpfs that only the server's mount namespace sees, 5 MiB of it
+    // taken by a file the test removes (through /proc/<pid>/root) to free the space.
+    let wrapper = "mkdir -p data && exec unshare --user --map-root-user --mount bash -c \
+                   'mount -t tmpfs -o size=8m,mode=0700 tmpfs data && head -c 5M /dev/zero > data/filler && exec \"$0\" \"$@\"' \
+                   \"$0\" \"$@\"";
+    let mut server = Server::start_wrapped(&env, wrapper);
+    let acked = fill_until_refused(&server);
+
+    // While the disk is full every request is answered (never a refused connection): 503 with
+    // `Retry-After`, `/readyz` not ready, `/healthz` alive. `http` panics on a connection error.
+    for _ in 0..3 {
+        assert_unavailable(&post_one(&server));
+        let ready = server.request("GET", "/readyz", None, None);
+        assert_eq!(ready.status, 503, "{}", ready.text);
+        assert_eq!(ready.headers.get("retry-after").map(String::as_str), Some("5"));
+        assert_eq!(server.request("GET", "/healthz", None, None).status, 200, "the process is alive");
+    }
+
+    let filler = format!("/proc/{}/root{}/filler", server.pid(), server.data_dir().display());
+    std::fs::remove_file(&filler).unwrap_or_else(|e| panic!("free the space ({filler}): {e}"));
+    // The server opens its log again by itself (every 5 s): no restart.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready = server.request("GET", "/readyz", None, None);
+        if ready.status == 200 {
+            break;
+        }
+        assert_eq!(ready.status, 503, "{}", ready.text);
+        assert!(Instant::now() < deadline, "not ready within 60 s of freeing the space: {}", ready.text);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let r = post_one(&server);
+    assert_eq!(r.status, 202, "ingest works again without a restart: {}", r.text);
+    assert_whole(&server, &acked);
+    assert!(server.stop().success(), "a graceful stop");
 }

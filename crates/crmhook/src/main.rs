@@ -1,9 +1,7 @@
 //! The `crmhook` binary: `serve` runs the dispatcher; `verify` checks a delivery's signature
 //! for receivers. Operator commands talk to a running server over HTTP.
 
-use std::collections::HashMap;
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -16,12 +14,12 @@ mod cli_keys;
 mod cli_sources;
 mod cluster;
 mod config;
+mod serve;
 
 use anyhow::Context;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use crmhook_core::sign;
-use crmhook_server::Server;
 
 use crate::config::Flags;
 
@@ -198,7 +196,7 @@ fn main() -> ExitCode {
     init_tracing(cli.log_format);
     let result = match cli.command {
         Command::Serve { bind, data_dir, config, cluster } => {
-            serve(Flags { bind, data_dir, config_file: config, cluster })
+            serve::serve(Flags { bind, data_dir, config_file: config, cluster })
         }
         Command::Verify { secret, body, timestamp, signature, id } => {
             verify(&secret, &body, timestamp.as_deref(), &signature, id.as_deref())
@@ -234,118 +232,6 @@ fn init_tracing(format: LogFormat) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
-    }
-}
-
-/// `sched_batch` (docs/PERFORMANCE.md, "Scheduling"): the calling thread, and every thread it
-/// starts after, runs under Linux's SCHED_BATCH. An event is handed from thread to thread (the
-/// HTTP worker, the log writer, a delivery arbiter), and each thread that hands work on then
-/// sleeps; under the default policy the woken thread may preempt the one that was about to
-/// sleep on the same CPU, two switches for nothing. A SCHED_BATCH thread does not preempt on
-/// waking: it runs when a CPU is free, or at the next tick.
-#[cfg(target_os = "linux")]
-fn sched_batch() {
-    if scheduler::set_self_policy(scheduler::Policy::Batch, 0).is_err() {
-        tracing::warn!("could not run under SCHED_BATCH (sched_batch); the threads keep the default policy");
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn sched_batch() {}
-
-fn serve(flags: Flags) -> anyhow::Result<ExitCode> {
-    // Everything the server creates (the data dir, sled's files, the key and tokens files) is
-    // this user's alone: 0700 directories, 0600 files (docs/SECURITY.md).
-    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
-    let env: HashMap<String, String> = std::env::vars().collect();
-    let config = config::load(&flags, &env)?;
-    // Before any thread starts: they all inherit it.
-    if config.sched_batch {
-        sched_batch();
-    }
-    // Cluster mode joins before the actix system starts (the NATS client has a runtime of its
-    // own; joining blocks until the servers answer).
-    let backend: std::sync::Arc<dyn crmhook_server::Backend> = match cluster::ClusterBackend::connect(&config)? {
-        Some(cluster) => std::sync::Arc::new(cluster),
-        None => std::sync::Arc::new(crmhook_server::Embedded),
-    };
-    // Bound only once the node has joined: a join can take seconds (a JetStream leader being
-    // elected), and a listener bound before it would hold a CRM's connections unanswered in its
-    // backlog meanwhile, where refused ones send the CRM to the next node at once.
-    let listener = TcpListener::bind(config.bind).with_context(|| format!("cannot listen on {}", config.bind))?;
-    actix_rt::System::new().block_on(async move {
-        let server = Server::start_with(listener, config, backend).await?;
-        let mut out = std::io::stdout().lock();
-        // Tokens are shown to a person at a terminal only: a service's output goes to a journal
-        // or a log file, which must never hold them (the tokens file, 0600, does).
-        let at_terminal = std::io::IsTerminal::is_terminal(&out);
-        for (name, token) in server.generated_tokens() {
-            if at_terminal {
-                writeln!(out, "generated {name}: {token}  (kept in the data dir; shown only this once)")?;
-            } else {
-                writeln!(out, "generated {name} (not shown: the output is not a terminal)")?;
-            }
-        }
-        if let Some(file) = server.tokens_file() {
-            writeln!(out, "the generated tokens are in {} (readable by this user only)", file.display())?;
-        }
-        // The signals are listened for before the line that says the server is up: a SIGTERM or
-        // SIGHUP sent as soon as it is read must not meet the default action (the process killed
-        // by the signal, not a graceful stop).
-        let shutdown = shutdown_signal();
-        if let Some(reload) = server.tls_reload() {
-            reload_on_sighup(reload);
-        }
-        writeln!(out, "crmhook {} listening on {}", env!("CARGO_PKG_VERSION"), server.local_addr())?;
-        out.flush()?;
-        drop(out);
-        server.run_until(shutdown).await?;
-        Ok(ExitCode::SUCCESS)
-    })
-}
-
-/// Reloads the listener's certificate and key from their files on every SIGHUP (listened for
-/// from this call on).
-fn reload_on_sighup(reload: crmhook_server::tls::TlsReload) {
-    let mut hup = match actix_rt::signal::unix::signal(actix_rt::signal::unix::SignalKind::hangup()) {
-        Ok(hup) => hup,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGHUP: the certificate is not reloaded");
-            return;
-        }
-    };
-    actix_rt::spawn(async move {
-        while hup.recv().await.is_some() {
-            match reload.reload() {
-                Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
-                Err(e) => {
-                    tracing::error!(error = %e, "SIGHUP: the TLS certificate was not reloaded; the old one is served")
-                }
-            }
-        }
-    });
-}
-
-/// Resolves on SIGINT or SIGTERM, both listened for from this call on (not from the first poll).
-fn shutdown_signal() -> impl std::future::Future<Output = ()> {
-    use actix_rt::signal::unix::{signal, SignalKind};
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
-    async move {
-        match (term, int) {
-            (Ok(mut term), Ok(mut int)) => {
-                tokio::select! {
-                    _ = int.recv() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            (term, int) => {
-                if let Some(e) = term.as_ref().err().or(int.as_ref().err()) {
-                    tracing::error!(error = %e, "cannot listen for SIGTERM or SIGINT");
-                }
-                let _ = actix_rt::signal::ctrl_c().await;
-            }
-        }
     }
 }
 

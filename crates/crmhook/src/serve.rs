@@ -1,0 +1,240 @@
+//! `crmhook serve`: starts the server on its listener and serves until SIGTERM or SIGINT. When
+//! the disk refuses a write of the event log, the server stops and a stand-in answers `503` on
+//! the same listener ([`crmhook_server::Ended::LogBroken`]); the data dir is opened again every
+//! [`REOPEN_EVERY`] until a write goes through, and the server takes over again: space freed
+//! on a full disk is all it takes (docs/RELIABILITY.md, "Disk trouble").
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::TcpListener;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use crmhook_server::{Backend, Ended, Server, ServerError};
+use crmhook_store::StoreError;
+use tokio::sync::watch;
+
+use crate::config::Flags;
+
+/// How often a server stopped by a log it cannot write tries to open the data dir again.
+const REOPEN_EVERY: Duration = Duration::from_secs(5);
+
+/// How long the data dir may stay locked by the stopped server's store (its log writer stuck in
+/// a flush that never ends) before the process gives up and exits with [`EXIT_RESTART`].
+const LOCKED_FOR_AT_MOST: Duration = Duration::from_secs(60);
+
+/// The exit status when only a new process can open the log again (sysexits' `EX_TEMPFAIL`):
+/// a supervisor's restart (`Restart=on-failure`) does it.
+const EXIT_RESTART: u8 = 75;
+
+/// `sched_batch` (docs/PERFORMANCE.md, "Scheduling"): the calling thread, and every thread it
+/// starts after, runs under Linux's SCHED_BATCH. An event is handed from thread to thread (the
+/// HTTP worker, the log writer, a delivery arbiter), and each thread that hands work on then
+/// sleeps; under the default policy the woken thread may preempt the one that was about to
+/// sleep on the same CPU, two switches for nothing. A SCHED_BATCH thread does not preempt on
+/// waking: it runs when a CPU is free, or at the next tick.
+#[cfg(target_os = "linux")]
+fn sched_batch() {
+    if scheduler::set_self_policy(scheduler::Policy::Batch, 0).is_err() {
+        tracing::warn!("could not run under SCHED_BATCH (sched_batch); the threads keep the default policy");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn sched_batch() {}
+
+pub(crate) fn serve(flags: Flags) -> anyhow::Result<ExitCode> {
+    // Everything the server creates (the data dir, sled's files, the key and tokens files) is
+    // this user's alone: 0700 directories, 0600 files (docs/SECURITY.md).
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let config = crate::config::load(&flags, &env)?;
+    // Before any thread starts: they all inherit it.
+    if config.sched_batch {
+        sched_batch();
+    }
+    // Cluster mode joins before the actix system starts (the NATS client has a runtime of its
+    // own; joining blocks until the servers answer).
+    let cluster = crate::cluster::ClusterBackend::connect(&config)?;
+    // A node's store is a copy of the replicated log: a broken one is not opened again in the
+    // same process (the node leaves at its stop; a restart joins again).
+    let reopens = cluster.is_none();
+    let backend: Arc<dyn Backend> = match cluster {
+        Some(cluster) => Arc::new(cluster),
+        None => Arc::new(crmhook_server::Embedded),
+    };
+    // Bound only once the node has joined: a join can take seconds (a JetStream leader being
+    // elected), and a listener bound before it would hold a CRM's connections unanswered in its
+    // backlog meanwhile, where refused ones send the CRM to the next node at once.
+    let listener = TcpListener::bind(config.bind).with_context(|| format!("cannot listen on {}", config.bind))?;
+    actix_rt::System::new().block_on(async move {
+        let mut server = Server::start_with(listener.try_clone()?, config.clone(), backend.clone()).await?;
+        let mut out = std::io::stdout().lock();
+        // Tokens are shown to a person at a terminal only: a service's output goes to a journal
+        // or a log file, which must never hold them (the tokens file, 0600, does).
+        let at_terminal = std::io::IsTerminal::is_terminal(&out);
+        for (name, token) in server.generated_tokens() {
+            if at_terminal {
+                writeln!(out, "generated {name}: {token}  (kept in the data dir; shown only this once)")?;
+            } else {
+                writeln!(out, "generated {name} (not shown: the output is not a terminal)")?;
+            }
+        }
+        if let Some(file) = server.tokens_file() {
+            writeln!(out, "the generated tokens are in {} (readable by this user only)", file.display())?;
+        }
+        // The signals are listened for before the line that says the server is up: a SIGTERM or
+        // SIGHUP sent as soon as it is read must not meet the default action (the process killed
+        // by the signal, not a graceful stop).
+        let shutdown = shutdown_signal();
+        let reload = Arc::new(Mutex::new(server.tls_reload()));
+        if server.tls_reload().is_some() {
+            reload_on_sighup(reload.clone());
+        }
+        writeln!(out, "crmhook {} listening on {}", env!("CARGO_PKG_VERSION"), server.local_addr())?;
+        out.flush()?;
+        drop(out);
+        loop {
+            let standin = match server.serve_until(stopped(&shutdown)).await? {
+                Ended::Shutdown => return Ok(ExitCode::SUCCESS),
+                Ended::LogBroken(standin) => standin,
+            };
+            let reopened = if reopens {
+                reopen(&listener, &config, &backend, &shutdown).await
+            } else {
+                tracing::error!(
+                    "a cluster node's log cannot be opened again in the same process: exiting, to be restarted"
+                );
+                Reopened::Never
+            };
+            if let Some(standin) = standin {
+                standin.stop().await;
+            }
+            match reopened {
+                Reopened::Open(again) => {
+                    tracing::info!("the event log takes writes again: serving");
+                    *reload.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = again.tls_reload();
+                    server = *again;
+                }
+                Reopened::Shutdown => return Ok(ExitCode::SUCCESS),
+                Reopened::Never => return Ok(ExitCode::from(EXIT_RESTART)),
+            }
+        }
+    })
+}
+
+/// What came of opening the data dir again.
+enum Reopened {
+    Open(Box<Server>),
+    /// SIGTERM or SIGINT came meanwhile.
+    Shutdown,
+    /// Only a new process can open it (the stopped store still holds the data dir).
+    Never,
+}
+
+/// Opens the data dir again every [`REOPEN_EVERY`] (the stand-in answers meanwhile) until a
+/// server starts there and its log takes a write.
+async fn reopen(
+    listener: &TcpListener,
+    config: &crmhook_server::Config,
+    backend: &Arc<dyn Backend>,
+    shutdown: &watch::Receiver<bool>,
+) -> Reopened {
+    let broken_at = Instant::now();
+    let mut tries = 0u32;
+    loop {
+        tokio::select! {
+            () = stopped(shutdown) => return Reopened::Shutdown,
+            () = tokio::time::sleep(REOPEN_EVERY) => {}
+        }
+        tries += 1;
+        let why = match listener.try_clone() {
+            Err(e) => ServerError::Http(e),
+            Ok(listener) => match Server::start_with(listener, config.clone(), backend.clone()).await {
+                Err(e) => e,
+                Ok(server) => match server.probe().await {
+                    Ok(()) => return Reopened::Open(Box::new(server)),
+                    Err(e) => {
+                        if let Err(stop) = server.run_until(std::future::ready(())).await {
+                            tracing::warn!(error = %stop, "stopping the server opened again");
+                        }
+                        e
+                    }
+                },
+            },
+        };
+        let locked = matches!(&why, ServerError::Open { reason: StoreError::InUse, .. });
+        if locked && broken_at.elapsed() >= LOCKED_FOR_AT_MOST {
+            tracing::error!(
+                "the data dir is still held by the stopped store (its log writer does not end): exiting, \
+                 so that a restart opens it (exit status {EXIT_RESTART})"
+            );
+            return Reopened::Never;
+        }
+        // The first few, then one a minute: a full disk can last.
+        if tries <= 3 || tries.is_multiple_of(12) {
+            tracing::warn!(error = %why, tries, "the event log cannot be written yet; trying again every {} s", REOPEN_EVERY.as_secs());
+        }
+    }
+}
+
+/// Reloads the listener's certificate and key from their files on every SIGHUP (listened for
+/// from this call on), into whichever server serves now.
+fn reload_on_sighup(reload: Arc<Mutex<Option<crmhook_server::tls::TlsReload>>>) {
+    let mut hup = match actix_rt::signal::unix::signal(actix_rt::signal::unix::SignalKind::hangup()) {
+        Ok(hup) => hup,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGHUP: the certificate is not reloaded");
+            return;
+        }
+    };
+    actix_rt::spawn(async move {
+        while hup.recv().await.is_some() {
+            let current = reload.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+            let Some(current) = current else { continue };
+            match current.reload() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: the TLS certificate was not reloaded; the old one is served")
+                }
+            }
+        }
+    });
+}
+
+/// Becomes `true` on SIGINT or SIGTERM, both listened for from this call on (not from the first
+/// poll).
+fn shutdown_signal() -> watch::Receiver<bool> {
+    use actix_rt::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    let (tx, rx) = watch::channel(false);
+    actix_rt::spawn(async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            (term, int) => {
+                if let Some(e) = term.as_ref().err().or(int.as_ref().err()) {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM or SIGINT");
+                }
+                let _ = actix_rt::signal::ctrl_c().await;
+            }
+        }
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+/// Resolves once the shutdown signal came.
+async fn stopped(shutdown: &watch::Receiver<bool>) {
+    let mut shutdown = shutdown.clone();
+    if shutdown.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
