@@ -329,7 +329,18 @@ fn admin_errors_are_problems() {
     // A detail that quotes what was sent quotes at most 500 characters of it.
     let long = expect_problem(&server.admin("GET", &format!("/v1/events/evt_{}", "x".repeat(20_000)), None), 404);
     assert!(long["detail"].as_str().is_some_and(|d| d.chars().count() <= 501 && d.ends_with('…')), "{long}");
-    expect_problem(&server.admin("PUT", "/v1/targets", Some(&json!({}))), 405);
+    // A 405 names the methods the path takes (RFC 9110: `Allow`), the sources' paths too.
+    let put = server.admin("PUT", "/v1/targets", Some(&json!({})));
+    expect_problem(&put, 405);
+    assert_eq!(put.headers.get("allow").map(String::as_str), Some("GET, POST"));
+    let patch = server.admin("PATCH", "/v1/events", Some(&json!({})));
+    expect_problem(&patch, 405);
+    assert_eq!(patch.headers.get("allow").map(String::as_str), Some("POST, GET"));
+    let get = server.admin("GET", "/in/src_00000000000000000000000000", None);
+    expect_problem(&get, 405);
+    assert_eq!(get.headers.get("allow").map(String::as_str), Some("POST"));
+    let post = server.request("POST", "/healthz", None, None);
+    assert_eq!(post.headers.get("allow").map(String::as_str), Some("GET, HEAD"), "{}", post.text);
     let p = expect_problem(&server.admin("POST", "/v1/targets", Some(&json!({"name": "x", "url": "ftp://x"}))), 422);
     assert_eq!(p["field"], "url");
     let p = expect_problem(

@@ -37,10 +37,47 @@ pub use state::AppState;
 pub use system::OPENAPI;
 pub use targets::ROTATION_OVERLAP_MS;
 
+/// A resource that says which methods it takes: a request with another one is answered 405
+/// with `Allow` (RFC 9110 §15.5.6), from the routes given, so that the list cannot drift from
+/// them. `done` makes the actix resource.
+pub(crate) struct Resource {
+    resource: actix_web::Resource,
+    allow: Vec<String>,
+}
+
+/// [`Resource`] at `path`.
+pub(crate) fn resource(path: &str) -> Resource {
+    Resource { resource: web::resource(path), allow: Vec::new() }
+}
+
+impl Resource {
+    /// Routes `method` to `handler`.
+    pub(crate) fn on<F, Args>(mut self, method: actix_web::http::Method, handler: F) -> Resource
+    where
+        F: actix_web::Handler<Args>,
+        Args: actix_web::FromRequest + 'static,
+        F::Output: actix_web::Responder + 'static,
+    {
+        self.allow.push(method.as_str().to_owned());
+        self.resource = self.resource.route(web::method(method).to(handler));
+        self
+    }
+
+    pub(crate) fn done(self) -> actix_web::Resource {
+        let allow = self.allow.join(", ");
+        // An empty 405 with `Allow`: `error::to_problem` makes it the problem every 405 is.
+        self.resource.default_service(web::to(move || {
+            let allow = allow.clone();
+            async move { actix_web::HttpResponse::MethodNotAllowed().insert_header(("Allow", allow)).finish() }
+        }))
+    }
+}
+
 /// Mounts the API on an actix `ServiceConfig`: every route but the sources' (and the
 /// quarantine's), which `crate::sources` mounts. The role a route needs is its handler's first
 /// argument.
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    use actix_web::http::Method;
     use audit::list_audit;
     use builder::{event_facets, preview_subscription};
     use events::{get_event, ingest, list_events, redeliver};
@@ -57,53 +94,56 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     // Ingest first (`/v1/events`, then the sources' routes, `/in/{id}` first): actix tries the
     // routes in order, and each one with a `{…}` segment before a request's own costs a regex
     // match.
-    cfg.service(web::resource("/v1/events").route(web::post().to(ingest)).route(web::get().to(list_events)))
+    cfg.service(resource("/v1/events").on(Method::POST, ingest).on(Method::GET, list_events).done())
         .configure(crate::sources::routes)
         // Probes may ask with HEAD: the same answer, without its body (actix drops it).
-        .service(web::resource("/healthz").route(web::get().to(healthz)).route(web::head().to(healthz)))
-        .service(web::resource("/readyz").route(web::get().to(readyz)).route(web::head().to(readyz)))
-        .service(web::resource("/metrics").route(web::get().to(metrics)).route(web::head().to(metrics)))
-        .service(web::resource("/v1/stream").route(web::get().to(stream)))
-        .service(web::resource("/console").route(web::get().to(console)))
-        .service(web::resource("/console.js").route(web::get().to(console_js)))
-        .service(web::resource("/console.css").route(web::get().to(console_css)))
-        .service(web::resource("/openapi.json").route(web::get().to(openapi)))
-        .service(web::resource("/v1/audit").route(web::get().to(list_audit)))
-        .service(web::resource("/v1/me").route(web::get().to(me)))
-        .service(web::resource("/v1/cluster").route(web::get().to(cluster)))
-        .service(web::resource("/v1/keys").route(web::get().to(list_keys)).route(web::post().to(create_key)))
-        .service(web::resource("/v1/keys/{id}").route(web::get().to(get_key)).route(web::delete().to(revoke_key)))
-        .service(web::resource("/v1/keys/{id}/rotate").route(web::post().to(rotate_key)))
+        .service(resource("/healthz").on(Method::GET, healthz).on(Method::HEAD, healthz).done())
+        .service(resource("/readyz").on(Method::GET, readyz).on(Method::HEAD, readyz).done())
+        .service(resource("/metrics").on(Method::GET, metrics).on(Method::HEAD, metrics).done())
+        .service(resource("/v1/stream").on(Method::GET, stream).done())
+        .service(resource("/console").on(Method::GET, console).done())
+        .service(resource("/console.js").on(Method::GET, console_js).done())
+        .service(resource("/console.css").on(Method::GET, console_css).done())
+        .service(resource("/openapi.json").on(Method::GET, openapi).done())
+        .service(resource("/v1/audit").on(Method::GET, list_audit).done())
+        .service(resource("/v1/me").on(Method::GET, me).done())
+        .service(resource("/v1/cluster").on(Method::GET, cluster).done())
+        .service(resource("/v1/keys").on(Method::GET, list_keys).on(Method::POST, create_key).done())
+        .service(resource("/v1/keys/{id}").on(Method::GET, get_key).on(Method::DELETE, revoke_key).done())
+        .service(resource("/v1/keys/{id}/rotate").on(Method::POST, rotate_key).done())
         // Before `/v1/events/{id}`, which would take `facets` for an id.
-        .service(web::resource("/v1/events/facets").route(web::get().to(event_facets)))
-        .service(web::resource("/v1/events/{id}").route(web::get().to(get_event)))
-        .service(web::resource("/v1/events/{id}/redeliver").route(web::post().to(redeliver)))
-        .service(web::resource("/v1/targets/{id}/deliveries").route(web::get().to(target_deliveries)))
-        .service(web::resource("/v1/targets/{id}/replay").route(web::post().to(replay)))
-        .service(web::resource("/v1/targets").route(web::get().to(list_targets)).route(web::post().to(create_target)))
+        .service(resource("/v1/events/facets").on(Method::GET, event_facets).done())
+        .service(resource("/v1/events/{id}").on(Method::GET, get_event).done())
+        .service(resource("/v1/events/{id}/redeliver").on(Method::POST, redeliver).done())
+        .service(resource("/v1/targets/{id}/deliveries").on(Method::GET, target_deliveries).done())
+        .service(resource("/v1/targets/{id}/replay").on(Method::POST, replay).done())
+        .service(resource("/v1/targets").on(Method::GET, list_targets).on(Method::POST, create_target).done())
         .service(
-            web::resource("/v1/targets/{id}")
-                .route(web::get().to(get_target))
-                .route(web::patch().to(patch_target))
-                .route(web::delete().to(delete_target)),
+            resource("/v1/targets/{id}")
+                .on(Method::GET, get_target)
+                .on(Method::PATCH, patch_target)
+                .on(Method::DELETE, delete_target)
+                .done(),
         )
-        .service(web::resource("/v1/targets/{id}/rotate-secret").route(web::post().to(rotate_secret)))
-        .service(web::resource("/v1/targets/{id}/test").route(web::post().to(test_target)))
+        .service(resource("/v1/targets/{id}/rotate-secret").on(Method::POST, rotate_secret).done())
+        .service(resource("/v1/targets/{id}/test").on(Method::POST, test_target).done())
         .service(
-            web::resource("/v1/subscriptions")
-                .route(web::get().to(list_subscriptions))
-                .route(web::post().to(create_subscription)),
+            resource("/v1/subscriptions")
+                .on(Method::GET, list_subscriptions)
+                .on(Method::POST, create_subscription)
+                .done(),
         )
         // Before `/v1/subscriptions/{id}`, which would take `preview` for an id.
-        .service(web::resource("/v1/subscriptions/preview").route(web::post().to(preview_subscription)))
+        .service(resource("/v1/subscriptions/preview").on(Method::POST, preview_subscription).done())
         .service(
-            web::resource("/v1/subscriptions/{id}")
-                .route(web::get().to(get_subscription))
-                .route(web::patch().to(patch_subscription))
-                .route(web::delete().to(delete_subscription)),
+            resource("/v1/subscriptions/{id}")
+                .on(Method::GET, get_subscription)
+                .on(Method::PATCH, patch_subscription)
+                .on(Method::DELETE, delete_subscription)
+                .done(),
         )
-        .service(web::resource("/console-center.js").route(web::get().to(console_center_js)))
-        .service(web::resource("/console-charts.js").route(web::get().to(console_charts_js)))
-        .service(web::resource("/v1/targets/{id}/stats").route(web::get().to(stats::target_stats)))
-        .service(web::resource("/v1/stats/ingest").route(web::get().to(stats::ingest_stats)));
+        .service(resource("/console-center.js").on(Method::GET, console_center_js).done())
+        .service(resource("/console-charts.js").on(Method::GET, console_charts_js).done())
+        .service(resource("/v1/targets/{id}/stats").on(Method::GET, stats::target_stats).done())
+        .service(resource("/v1/stats/ingest").on(Method::GET, stats::ingest_stats).done());
 }

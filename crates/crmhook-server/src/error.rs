@@ -232,8 +232,13 @@ pub fn to_problem<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerR
         _ => title.to_owned(),
     };
     let slug = title.to_ascii_lowercase().replace(' ', "-");
+    // A 405's `Allow` (set by the resource, `api::resource`) stays.
+    let allow = res.headers().get(header::ALLOW).cloned();
     let (req, _) = res.into_parts();
-    let response: HttpResponse<BoxBody> = problem(status, &slug, title, &detail);
+    let mut response: HttpResponse<BoxBody> = problem(status, &slug, title, &detail);
+    if let Some(allow) = allow {
+        response.headers_mut().insert(header::ALLOW, allow);
+    }
     let res = ServiceResponse::new(req, response).map_body(|_, b| EitherBody::right(b));
     Ok(ErrorHandlerResponse::Response(res))
 }

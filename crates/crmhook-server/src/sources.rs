@@ -33,18 +33,21 @@ const MAIA_SIGNATURE: &str = "x-maia-signature";
 /// The sources' routes, a source's ingest URL first (`api::routes` mounts them before its own
 /// routes with a `{…}` segment: actix tries the routes in order, and each costs a regex match).
 pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/in/{id}").route(web::post().to(source_ingest)))
-        .service(web::resource("/v1/sources").route(web::get().to(list_sources)).route(web::post().to(create_source)))
+    use crate::api::resource;
+    use actix_web::http::Method;
+    cfg.service(resource("/in/{id}").on(Method::POST, source_ingest).done())
+        .service(resource("/v1/sources").on(Method::GET, list_sources).on(Method::POST, create_source).done())
         .service(
-            web::resource("/v1/sources/{id}")
-                .route(web::get().to(get_source))
-                .route(web::patch().to(patch_source))
-                .route(web::delete().to(delete_source)),
+            resource("/v1/sources/{id}")
+                .on(Method::GET, get_source)
+                .on(Method::PATCH, patch_source)
+                .on(Method::DELETE, delete_source)
+                .done(),
         )
-        .service(web::resource("/v1/sources/{id}/rotate-key").route(web::post().to(rotate_key)))
-        .service(web::resource("/v1/rejected").route(web::get().to(list_rejected)))
-        .service(web::resource("/v1/rejected/{id}").route(web::get().to(get_rejected)))
-        .service(web::resource("/v1/rejected/{id}/retry").route(web::post().to(retry_rejected)));
+        .service(resource("/v1/sources/{id}/rotate-key").on(Method::POST, rotate_key).done())
+        .service(resource("/v1/rejected").on(Method::GET, list_rejected).done())
+        .service(resource("/v1/rejected/{id}").on(Method::GET, get_rejected).done())
+        .service(resource("/v1/rejected/{id}/retry").on(Method::POST, retry_rejected).done());
 }
 
 // ---- sources -------------------------------------------------------------------------------
