@@ -136,6 +136,64 @@ fn tail_follows_the_stream() {
 }
 
 #[test]
+fn tail_follows_the_stream_across_a_restart() {
+    let mut server = Server::start();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_crmhook"))
+        .args(["events", "tail"])
+        .env("CRMHOOK_URL", &server.base)
+        .env("CRMHOOK_ADMIN_TOKEN", ADMIN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tail runs");
+    let (tx, rx) = std::sync::mpsc::channel();
+    for pipe in [
+        Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().expect("stderr")),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    let first = wait_for(Duration::from_secs(10), "tail to print an event", || {
+        server.post_ok(&maia("ai_pause", json!({})));
+        rx.recv_timeout(Duration::from_millis(300)).ok().filter(|l| l.starts_with("event"))
+    });
+    let seq = |line: &str| -> u64 {
+        line.split_whitespace().nth(2).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("no seq in {line:?}"))
+    };
+    let mut seen = seq(&first);
+
+    // The server stops: tail says the stream ended, and does not exit while the port is closed.
+    assert!(server.stop().success(), "a graceful stop");
+    let ended = wait_for(Duration::from_secs(10), "tail to say the stream ended", || {
+        rx.recv_timeout(Duration::from_millis(300)).ok().filter(|l| l.contains("the stream ended"))
+    });
+    assert!(ended.starts_with("tail:"), "{ended}");
+    assert!(child.try_wait().expect("tail's status").is_none(), "tail exited when the server stopped");
+
+    // Started again on the same port: events posted now are printed, in order and each once.
+    server.respawn_on_the_same_port();
+    let mut posted: Vec<u64> = (0..3)
+        .map(|_| server.post_ok(&maia("ai_pause", json!({})))["events"][0]["seq"].as_u64().expect("seq"))
+        .collect();
+    while !posted.is_empty() {
+        let line = wait_for(Duration::from_secs(15), "tail to print the events posted after the restart", || {
+            rx.recv_timeout(Duration::from_millis(300)).ok().filter(|l| l.starts_with("event"))
+        });
+        let got = seq(&line);
+        assert!(got > seen, "seq {got} printed after {seen}: again, or out of order");
+        seen = got;
+        posted.retain(|p| *p != got);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
 fn errors_are_clear() {
     let server = Server::start();
     let out = Command::new(env!("CARGO_BIN_EXE_crmhook"))

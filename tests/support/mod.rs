@@ -198,6 +198,10 @@ impl Server {
     }
 
     fn spawn(&mut self) {
+        self.spawn_on("127.0.0.1:0");
+    }
+
+    fn spawn_on(&mut self, bind: &str) {
         let mut cmd = if self.wrapper.is_empty() {
             Command::new(env!("CARGO_BIN_EXE_crmhook"))
         } else {
@@ -205,7 +209,7 @@ impl Server {
             c.arg("-c").arg(format!("{}; exec \"$0\" \"$@\"", self.wrapper)).arg(env!("CARGO_BIN_EXE_crmhook"));
             c
         };
-        cmd.arg("serve").arg("--bind").arg("127.0.0.1:0").arg("--data-dir").arg(self.data_dir());
+        cmd.arg("serve").arg("--bind").arg(bind).arg("--data-dir").arg(self.data_dir());
         cmd.current_dir(self.dir.path()).env("NO_COLOR", "1").env("CRMHOOK_LOG", "warn");
         for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("CRMHOOK_")) {
             cmd.env_remove(k);
@@ -239,6 +243,13 @@ impl Server {
     pub fn respawn(&mut self) {
         assert!(self.child.is_none(), "still running");
         self.spawn();
+    }
+
+    /// [`Server::respawn`] on the port the last start listened on (a client keeps its URL).
+    pub fn respawn_on_the_same_port(&mut self) {
+        assert!(self.child.is_none(), "still running");
+        let addr = self.base.trim_start_matches("http://").to_owned();
+        self.spawn_on(&addr);
     }
 
     pub fn pid(&self) -> u32 {

@@ -127,28 +127,64 @@ pub fn events(conn: &Conn, cmd: Events) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Follows `/v1/stream` (server-sent events) and prints each new event and attempt.
+/// How long `tail` waits before it connects again to a stream that ended (the stream's own
+/// `retry:`).
+const RECONNECT_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Follows `/v1/stream` (server-sent events) and prints each new event and attempt. When the
+/// stream ends (the server stopped or restarted, or stands in while its disk is full) it
+/// connects again every 2 s, from the last event it printed (`Last-Event-ID`, as a browser's
+/// `EventSource` does), and says so on stderr; it stops on Ctrl-C, on a refused token, or when
+/// the first connection fails.
 fn tail(conn: &Conn, after: Option<u64>) -> anyhow::Result<ExitCode> {
     let token = conn.token.as_deref().context("no admin token: pass --token or set CRMHOOK_ADMIN_TOKEN")?;
     let url = format!("{}/v1/stream", conn.url.trim_end_matches('/'));
-    let mut req = conn.agent(None)?.get(&url).set("Authorization", &format!("Bearer {token}"));
-    if let Some(a) = after {
-        req = req.set("Last-Event-ID", &a.to_string());
-    }
-    let resp = match req.call() {
-        Ok(r) => r,
-        Err(ureq::Error::Status(code @ (401 | 403), _)) => {
-            bail!("the server refused the token ({code}); use the admin token (--token or CRMHOOK_ADMIN_TOKEN)")
+    let agent = conn.agent(None)?;
+    let mut last = after;
+    // Whether a stream was open once, and whether its end was said.
+    let (mut followed, mut said) = (false, false);
+    loop {
+        let mut req = agent.get(&url).set("Authorization", &format!("Bearer {token}"));
+        if let Some(a) = last {
+            req = req.set("Last-Event-ID", &a.to_string());
         }
-        Err(ureq::Error::Status(code, _)) => bail!("GET /v1/stream: {code}"),
-        Err(e) => return Err(conn.unreachable(e)),
-    };
+        match req.call() {
+            Ok(resp) => {
+                if said {
+                    eprintln!("tail: following the stream again");
+                }
+                (followed, said) = (true, false);
+                print_stream(conn, resp, &mut last)?;
+            }
+            Err(ureq::Error::Status(code @ (401 | 403), _)) => {
+                bail!("the server refused the token ({code}); use the admin token (--token or CRMHOOK_ADMIN_TOKEN)")
+            }
+            Err(ureq::Error::Status(code, _)) if !followed => bail!("GET /v1/stream: {code}"),
+            Err(e) if !followed => return Err(conn.unreachable(e)),
+            Err(_) => {}
+        }
+        if !said {
+            let from = last.map_or_else(String::new, |seq| format!(" after seq {seq}"));
+            eprintln!(
+                "tail: the stream ended (the server stopped?); connecting again every {} s{from} (Ctrl-C stops)",
+                RECONNECT_EVERY.as_secs()
+            );
+            said = true;
+        }
+        std::thread::sleep(RECONNECT_EVERY);
+    }
+}
+
+/// Prints one stream's events and attempts until it ends; `last` follows the events' seqs.
+fn print_stream(conn: &Conn, resp: ureq::Response, last: &mut Option<u64>) -> anyhow::Result<()> {
     let mut kind = String::new();
     let stdout = std::io::stdout();
-    for line in std::io::BufReader::new(resp.into_reader()).lines() {
-        let line = line?;
+    // A read error is the stream's end as much as its close is.
+    for line in std::io::BufReader::new(resp.into_reader()).lines().map_while(Result::ok) {
         if let Some(k) = line.strip_prefix("event: ") {
             kind = k.to_owned();
+        } else if let Some(id) = line.strip_prefix("id: ") {
+            *last = id.trim().parse().ok().or(*last);
         } else if let Some(data) = line.strip_prefix("data: ") {
             let v: Value = serde_json::from_str(data).unwrap_or(Value::Null);
             let mut out = stdout.lock();
@@ -173,5 +209,5 @@ fn tail(conn: &Conn, after: Option<u64>) -> anyhow::Result<ExitCode> {
             out.flush()?;
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
