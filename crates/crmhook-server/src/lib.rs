@@ -346,6 +346,9 @@ impl Server {
             if !streams.close(STREAMS_GRACE).await {
                 tracing::warn!(open = streams.open(), "streams still open at shutdown");
             }
+            // Not accepting first, so that no connection accepted a moment ago is dropped
+            // unanswered (see `standin::hand_over`); beside a stand-in, it takes them all now.
+            standin::hand_over(&handle).await;
             handle.stop(true).await;
         };
         let result = tokio::select! {
@@ -363,9 +366,6 @@ impl Server {
                 let standin = Standin::start(listener, tls)
                     .inspect_err(|e| tracing::error!(error = %e, "the stand-in that answers 503 could not start"))
                     .ok();
-                if standin.is_some() {
-                    standin::hand_over(&handle).await;
-                }
                 stop_http().await;
                 Ok(Ended::LogBroken(standin))
             }
