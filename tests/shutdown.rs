@@ -61,3 +61,42 @@ fn sigterm_ends_open_streams_and_stops_at_once() {
     let mut rest = Vec::new();
     wait_for(Duration::from_secs(5), "the second stream to close", || read_some(&mut second, &mut rest).then_some(()));
 }
+
+#[test]
+fn a_stopping_server_refuses_new_connections_at_once() {
+    let mut server = Server::start();
+    // A receiver that takes connections and never answers: the delivery stays in flight, and
+    // the graceful stop waits for it (up to the target's timeout).
+    let receiver = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = receiver.local_addr().expect("addr").port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in receiver.incoming().map_while(Result::ok) {
+            held.push(conn);
+            let _ = tx.send(());
+        }
+    });
+    let target = server.admin(
+        "POST",
+        "/v1/targets",
+        Some(&serde_json::json!({"name": "hangs", "url": format!("http://127.0.0.1:{port}/x"), "timeout_ms": 4000})),
+    );
+    assert_eq!(target.status, 201, "{}", target.text);
+    let sub = server.admin("POST", "/v1/subscriptions", Some(&serde_json::json!({"target_id": target.json()["id"]})));
+    assert_eq!(sub.status, 201, "{}", sub.text);
+    server.post_ok(&maia("ai_pause", serde_json::json!({})));
+    rx.recv_timeout(Duration::from_secs(10)).expect("the delivery to reach the receiver");
+
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let _ = std::process::Command::new("kill").arg("-TERM").arg(server.pid().to_string()).status();
+    // A client that comes while the stop waits for the delivery is refused at once (it may go
+    // elsewhere or retry), not held unanswered in the listener's backlog until the exit.
+    wait_for(Duration::from_secs(3), "the port to refuse connections", || match TcpStream::connect(&addr) {
+        Err(e) if e.kind() == ErrorKind::ConnectionRefused => Some(()),
+        _ => None,
+    });
+    let running = server.child.as_mut().expect("child").try_wait().expect("status").is_none();
+    assert!(running, "the server had exited already: the test saw nothing of its stop");
+    assert!(server.stop().success(), "a graceful stop");
+}

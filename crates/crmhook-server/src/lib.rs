@@ -76,10 +76,22 @@ pub enum Ended {
     /// The shutdown signal came; the server stopped gracefully.
     Shutdown,
     /// The disk refused a write of the log, which this process cannot write again (sled 0.34
-    /// keeps the error): the server stopped gracefully, and the [`Standin`] answers `503` on
-    /// its listener until a new server is started there ([`Server::start_with`] again, then
-    /// [`Server::probe`]) and the stand-in stopped. `None` if the stand-in could not start.
-    LogBroken(Option<Standin>),
+    /// keeps the error): the server stopped gracefully, and the [`Standin`] (`None` if it
+    /// could not start) answers `503` on `listener` until a new server is started there
+    /// ([`Server::start_with`] again, then [`Server::probe`]) and the stand-in stopped.
+    LogBroken { standin: Option<Standin>, listener: TcpListener },
+}
+
+/// What a serving server watches, and how it stops.
+#[derive(Clone, Copy, PartialEq)]
+enum Watch {
+    /// The shutdown signal only.
+    Shutdown,
+    /// The signal, and a log the disk refused a write ([`Ended::LogBroken`]).
+    AlsoBroken,
+    /// The signal; a stand-in answers on the listener beside this server, which hands the
+    /// connections over to it before it stops.
+    BesideStandin,
 }
 
 /// How long a graceful stop waits for attempts in flight.
@@ -319,42 +331,52 @@ impl Server {
     /// requests, requests in progress answered, target actors stopped (undelivered events stay
     /// pending on disk), the store flushed.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
-        self.serve(shutdown, false).await.map(drop)
+        self.serve(shutdown, Watch::Shutdown).await.map(drop)
+    }
+
+    /// Stops at once, handing the listener's connections to the [`Standin`] that answers
+    /// beside it (a server started again whose [`Server::probe`] failed).
+    pub async fn stop_beside_standin(self) -> Result<(), ServerError> {
+        self.serve(std::future::ready(()), Watch::BesideStandin).await.map(drop)
     }
 
     /// [`Server::run_until`], but it also stops when the disk refuses a write of the log
     /// ([`Ended::LogBroken`]): the [`Standin`] then answers on the listener, started before the
     /// server stops taking connections.
     pub async fn serve_until(self, shutdown: impl Future<Output = ()>) -> Result<Ended, ServerError> {
-        self.serve(shutdown, true).await
+        self.serve(shutdown, Watch::AlsoBroken).await
     }
 
-    async fn serve(self, shutdown: impl Future<Output = ()>, stop_when_broken: bool) -> Result<Ended, ServerError> {
+    async fn serve(self, shutdown: impl Future<Output = ()>, watch: Watch) -> Result<Ended, ServerError> {
         let handle = self.http.handle();
         let mut http = actix_rt::spawn(self.http);
         let mut broken = self.store.watch_broken();
         let broken = async move {
             // A writer gone (its sender dropped) is a store closed, not a broken one.
-            if !stop_when_broken || broken.wait_for(|b| *b).await.is_err() {
+            if watch != Watch::AlsoBroken || broken.wait_for(|b| *b).await.is_err() {
                 std::future::pending::<()>().await;
             }
         };
         let streams = &self.streams;
-        let stop_http = || async {
+        let stop_http = |hand_over: bool| async move {
             // Streams never end on their own: end them first, or the graceful stop waits for
             // their connections until its timeout (actix checks once a second).
             if !streams.close(STREAMS_GRACE).await {
                 tracing::warn!(open = streams.open(), "streams still open at shutdown");
             }
-            // Not accepting first, so that no connection accepted a moment ago is dropped
-            // unanswered (see `standin::hand_over`); beside a stand-in, it takes them all now.
-            standin::hand_over(&handle).await;
+            if hand_over {
+                standin::hand_over(&handle).await;
+            }
             handle.stop(true).await;
         };
+        let (listener, tls) = self.standin;
         let result = tokio::select! {
             () = shutdown => {
                 tracing::info!("shutting down");
-                stop_http().await;
+                // The listener closes when the HTTP server lets its own go: a client that comes
+                // meanwhile is refused at once, not left waiting in the backlog.
+                drop(listener);
+                stop_http(watch == Watch::BesideStandin).await;
                 Ok(Ended::Shutdown)
             }
             () = broken => {
@@ -362,12 +384,13 @@ impl Server {
                     "the disk refused a write of the event log (see the error before): stopping, to open the log \
                      again once it can be written; meanwhile every request is answered 503"
                 );
-                let (listener, tls) = self.standin;
-                let standin = Standin::start(listener, tls)
+                let standin = listener
+                    .try_clone()
+                    .and_then(|copy| Standin::start(copy, tls))
                     .inspect_err(|e| tracing::error!(error = %e, "the stand-in that answers 503 could not start"))
                     .ok();
-                stop_http().await;
-                Ok(Ended::LogBroken(standin))
+                stop_http(standin.is_some()).await;
+                Ok(Ended::LogBroken { standin, listener })
             }
             joined = &mut http => match joined {
                 Ok(r) => r.map(|()| Ended::Shutdown).map_err(ServerError::Http),

@@ -56,9 +56,9 @@ impl Standin {
 /// accepted already, before its graceful stop.
 const HAND_OVER: Duration = Duration::from_millis(200);
 
-/// Before a server stops: it stops accepting (a stand-in or a server beside it on the listener
-/// takes every new connection), and its workers take the connections it accepted a moment
-/// before. A graceful stop right away would drop those unanswered (actix's workers stop taking
+/// Before one of the two servers on a listener stops: it stops accepting (the other takes every
+/// new connection), and its workers take the connections it accepted a moment before. A
+/// graceful stop right away would drop those unanswered (actix's workers stop taking
 /// connections handed to them once told to stop), and their clients would see a reset.
 pub(crate) async fn hand_over(handle: &actix_web::dev::ServerHandle) {
     handle.pause().await;

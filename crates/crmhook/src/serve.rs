@@ -70,7 +70,8 @@ pub(crate) fn serve(flags: Flags) -> anyhow::Result<ExitCode> {
     // backlog meanwhile, where refused ones send the CRM to the next node at once.
     let listener = TcpListener::bind(config.bind).with_context(|| format!("cannot listen on {}", config.bind))?;
     actix_rt::System::new().block_on(async move {
-        let mut server = Server::start_with(listener.try_clone()?, config.clone(), backend.clone()).await?;
+        // The server holds the listener; it gives it back when its log breaks (`Ended::LogBroken`).
+        let mut server = Server::start_with(listener, config.clone(), backend.clone()).await?;
         let mut out = std::io::stdout().lock();
         // Tokens are shown to a person at a terminal only: a service's output goes to a journal
         // or a log file, which must never hold them (the tokens file, 0600, does).
@@ -97,12 +98,12 @@ pub(crate) fn serve(flags: Flags) -> anyhow::Result<ExitCode> {
         out.flush()?;
         drop(out);
         loop {
-            let standin = match server.serve_until(stopped(&shutdown)).await? {
+            let (standin, listener) = match server.serve_until(stopped(&shutdown)).await? {
                 Ended::Shutdown => return Ok(ExitCode::SUCCESS),
-                Ended::LogBroken(standin) => standin,
+                Ended::LogBroken { standin, listener } => (standin, listener),
             };
             let reopened = if reopens {
-                reopen(&listener, &config, &backend, &shutdown).await
+                reopen(listener, &config, &backend, &shutdown).await
             } else {
                 tracing::error!(
                     "a cluster node's log cannot be opened again in the same process: exiting, to be restarted"
@@ -135,9 +136,9 @@ enum Reopened {
 }
 
 /// Opens the data dir again every [`REOPEN_EVERY`] (the stand-in answers meanwhile) until a
-/// server starts there and its log takes a write.
+/// server starts there and its log takes a write; the listener then is the server's alone.
 async fn reopen(
-    listener: &TcpListener,
+    listener: TcpListener,
     config: &crmhook_server::Config,
     backend: &Arc<dyn Backend>,
     shutdown: &watch::Receiver<bool>,
@@ -157,7 +158,7 @@ async fn reopen(
                 Ok(server) => match server.probe().await {
                     Ok(()) => return Reopened::Open(Box::new(server)),
                     Err(e) => {
-                        if let Err(stop) = server.run_until(std::future::ready(())).await {
+                        if let Err(stop) = server.stop_beside_standin().await {
                             tracing::warn!(error = %stop, "stopping the server opened again");
                         }
                         e
