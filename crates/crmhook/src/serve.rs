@@ -90,8 +90,10 @@ pub(crate) fn serve(flags: Flags) -> anyhow::Result<ExitCode> {
         // SIGHUP sent as soon as it is read must not meet the default action (the process killed
         // by the signal, not a graceful stop).
         let shutdown = shutdown_signal();
-        let reload = Arc::new(Mutex::new(server.tls_reload()));
-        if server.tls_reload().is_some() {
+        let tls = server.tls_reload();
+        let serves_tls = tls.is_some();
+        let reload = Arc::new(Mutex::new(tls));
+        if serves_tls {
             reload_on_sighup(reload.clone());
         }
         writeln!(out, "crmhook {} listening on {}", env!("CARGO_PKG_VERSION"), server.local_addr())?;
@@ -131,7 +133,8 @@ enum Reopened {
     Open(Box<Server>),
     /// SIGTERM or SIGINT came meanwhile.
     Shutdown,
-    /// Only a new process can open it (the stopped store still holds the data dir).
+    /// Only a new process can open it: a cluster node's, or a data dir the stopped store still
+    /// holds.
     Never,
 }
 
