@@ -218,6 +218,12 @@
 //! - sled 0.34's `flush` writes and fsyncs its log file, but does not fsync the directory or
 //!   metadata of newly created segment files. After a power loss (not a process crash) the
 //!   most recent writes may therefore be lost on some file systems; see `docs/RELIABILITY.md`.
+//! - A write the disk refused (a full disk, a failing device) is sled's answer to every later
+//!   operation of that `Db`: the store is then broken for good ([`Store::watch_broken`]), and
+//!   only closing it and opening the data dir again (which recovers the log to its last
+//!   complete write, as after a crash) writes again. Nothing of the failed group was
+//!   acknowledged; if its batch reached sled's memory before the flush failed, it may be in the
+//!   log after the reopen (`docs/RELIABILITY.md`, "Disk trouble").
 
 /// Public for the benchmarks: the bare limit of the log.
 #[doc(hidden)]
