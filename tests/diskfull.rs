@@ -103,6 +103,15 @@ fn a_full_disk_answers_503_and_stores_nothing_half_way() {
 #[test]
 fn space_freed_on_a_full_disk_is_all_it_takes_to_serve_again() {
     let env = [("CRMHOOK_ADMIN_TOKEN", ADMIN), ("CRMHOOK_INGEST_TOKEN", INGEST)];
+    // Said plainly when the machine cannot give the server a file system of its own.
+    let ns = std::process::Command::new("unshare")
+        .args(["--user", "--map-root-user", "--mount", "sh", "-c", "mount -t tmpfs tmpfs /mnt"])
+        .output();
+    assert!(
+        ns.as_ref().is_ok_and(|o| o.status.success()),
+        "this test mounts a tmpfs in a mount namespace of the server's own (`unshare --user --map-root-user \
+         --mount`, util-linux), which needs root or unprivileged user namespaces: {ns:?}"
+    );
     // The data dir is an 8 MiB tmpfs that only the server's mount namespace sees, 5 MiB of it
     // taken by a file the test removes (through /proc/<pid>/root) to free the space.
     let wrapper = "mkdir -p data && exec unshare --user --map-root-user --mount bash -c \
