@@ -10,6 +10,8 @@
 
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

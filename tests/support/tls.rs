@@ -1,0 +1,48 @@
+//! TLS for the tests: a private CA's certificate for 127.0.0.1, and a client that trusts only it.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+
+/// A CA, and a certificate for 127.0.0.1 it signed, written to `dir` as cert.pem and key.pem
+/// (and the CA's as ca.pem); answers the CA's certificate (DER), which a client trusts.
+pub fn issue(dir: &Path) -> Vec<u8> {
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
+    let key = KeyPair::generate().expect("key");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.subject_alt_names = vec![SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST))];
+    let cert = params.signed_by(&key, &ca_cert, &ca_key).expect("certificate");
+    std::fs::write(dir.join("cert.pem"), cert.pem()).expect("write cert");
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).expect("write key");
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).expect("write CA");
+    ca_cert.der().to_vec()
+}
+
+/// `GET path` over TLS, trusting only `ca`; the status line, or why the handshake failed.
+pub fn get(addr: &str, ca: &[u8], path: &str) -> Result<String, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls::pki_types::CertificateDer::from(ca.to_vec())).map_err(|e| e.to_string())?;
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::IpAddress(Ipv4Addr::LOCALHOST.into());
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
+    let tcp = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    write!(tls, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    tls.read_to_string(&mut answer)
+        .or_else(|e| if answer.is_empty() { Err(e) } else { Ok(0) })
+        .map_err(|e| e.to_string())?;
+    Ok(answer.lines().next().unwrap_or("").to_owned())
+}
