@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use support::tls::{get, issue};
 use support::*;
 
 /// Posts requests of ten padded events until one is refused; answers the acknowledged
@@ -100,10 +101,8 @@ fn a_full_disk_answers_503_and_stores_nothing_half_way() {
     assert_eq!(r.status, 202, "ingest works again: {}", r.text);
 }
 
-#[test]
-fn space_freed_on_a_full_disk_is_all_it_takes_to_serve_again() {
-    let env = [("CRMHOOK_ADMIN_TOKEN", ADMIN), ("CRMHOOK_INGEST_TOKEN", INGEST)];
-    // Said plainly when the machine cannot give the server a file system of its own.
+/// Said plainly when the machine cannot give the server a file system of its own.
+fn assert_namespaces_work() {
     let ns = std::process::Command::new("unshare")
         .args(["--user", "--map-root-user", "--mount", "sh", "-c", "mount -t tmpfs tmpfs /mnt"])
         .output();
@@ -112,6 +111,45 @@ fn space_freed_on_a_full_disk_is_all_it_takes_to_serve_again() {
         "this test mounts a tmpfs in a mount namespace of the server's own (`unshare --user --map-root-user \
          --mount`, util-linux), which needs root or unprivileged user namespaces: {ns:?}"
     );
+}
+
+/// Waits (up to 60 s) for `/readyz` to say ready, every answer before it a 503.
+fn await_ready(server: &Server, why: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready = server.request("GET", "/readyz", None, None);
+        if ready.status == 200 {
+            return;
+        }
+        assert_eq!(ready.status, 503, "{}", ready.text);
+        assert!(Instant::now() < deadline, "not ready within 60 s of {why}: {}", ready.text);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Removes the file that fills the server's tmpfs (`filler` in `dir`), through the server's own
+/// view of it.
+fn free_the_space(server: &Server, dir: &std::path::Path) {
+    let filler = format!("/proc/{}/root{}/filler", server.pid(), dir.display());
+    std::fs::remove_file(&filler).unwrap_or_else(|e| panic!("free the space ({filler}): {e}"));
+}
+
+/// While the disk is full every request is answered (never a refused connection): 503 with
+/// `Retry-After`, `/readyz` not ready, `/healthz` alive. `http` panics on a connection error.
+fn assert_answers_while_full(server: &Server) {
+    for _ in 0..3 {
+        assert_unavailable(&post_one(server));
+        let ready = server.request("GET", "/readyz", None, None);
+        assert_eq!(ready.status, 503, "{}", ready.text);
+        assert_eq!(ready.headers.get("retry-after").map(String::as_str), Some("5"));
+        assert_eq!(server.request("GET", "/healthz", None, None).status, 200, "the process is alive");
+    }
+}
+
+#[test]
+fn space_freed_on_a_full_disk_is_all_it_takes_to_serve_again() {
+    let env = [("CRMHOOK_ADMIN_TOKEN", ADMIN), ("CRMHOOK_INGEST_TOKEN", INGEST)];
+    assert_namespaces_work();
     // The data dir is an 8 MiB tmpfs that only the server's mount namespace sees, 5 MiB of it
     // taken by a file the test removes (through /proc/<pid>/root) to free the space.
     let wrapper = "mkdir -p data && exec unshare --user --map-root-user --mount bash -c \
@@ -119,32 +157,109 @@ fn space_freed_on_a_full_disk_is_all_it_takes_to_serve_again() {
                    \"$0\" \"$@\"";
     let mut server = Server::start_wrapped(&env, wrapper);
     let acked = fill_until_refused(&server);
+    assert_answers_while_full(&server);
 
-    // While the disk is full every request is answered (never a refused connection): 503 with
-    // `Retry-After`, `/readyz` not ready, `/healthz` alive. `http` panics on a connection error.
-    for _ in 0..3 {
-        assert_unavailable(&post_one(&server));
-        let ready = server.request("GET", "/readyz", None, None);
-        assert_eq!(ready.status, 503, "{}", ready.text);
-        assert_eq!(ready.headers.get("retry-after").map(String::as_str), Some("5"));
-        assert_eq!(server.request("GET", "/healthz", None, None).status, 200, "the process is alive");
-    }
-
-    let filler = format!("/proc/{}/root{}/filler", server.pid(), server.data_dir().display());
-    std::fs::remove_file(&filler).unwrap_or_else(|e| panic!("free the space ({filler}): {e}"));
+    free_the_space(&server, &server.data_dir());
     // The server opens its log again by itself (every 5 s): no restart.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let ready = server.request("GET", "/readyz", None, None);
-        if ready.status == 200 {
-            break;
-        }
-        assert_eq!(ready.status, 503, "{}", ready.text);
-        assert!(Instant::now() < deadline, "not ready within 60 s of freeing the space: {}", ready.text);
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    await_ready(&server, "freeing the space");
     let r = post_one(&server);
     assert_eq!(r.status, 202, "ingest works again without a restart: {}", r.text);
     assert_whole(&server, &acked);
+    assert!(server.stop().success(), "a graceful stop");
+}
+
+#[test]
+fn a_server_started_on_a_full_disk_serves_once_space_is_freed() {
+    let env = [("CRMHOOK_ADMIN_TOKEN", ADMIN), ("CRMHOOK_INGEST_TOKEN", INGEST)];
+    assert_namespaces_work();
+    // A data dir with events in it, written on an ordinary disk.
+    let mut server = Server::start_with(&env);
+    for _ in 0..5 {
+        let r = post_one(&server);
+        assert_eq!(r.status, 202, "{}", r.text);
+    }
+    assert!(server.stop().success(), "a graceful stop");
+    let seed = server.dir.path().join("seed");
+    std::fs::rename(server.data_dir(), &seed).expect("keep the data dir aside");
+
+    // Started again with that data dir on an 8 MiB tmpfs (its own mount namespace) that a file
+    // fills to the last byte: the log cannot be opened for writing.
+    server.wrapper = "mkdir -p data && exec unshare --user --map-root-user --mount bash -c \
+                      'mount -t tmpfs -o size=8m,mode=0700 tmpfs data && cp -a seed/. data/ \
+                       && { head -c 8M /dev/zero > data/filler 2>/dev/null; true; } && exec \"$0\" \"$@\"' \
+                      \"$0\" \"$@\""
+        .to_owned();
+    // `respawn` waits for the `listening on` line: a start that exits (as it did, status 2) fails here.
+    server.respawn();
+    assert_answers_while_full(&server);
+
+    free_the_space(&server, &server.data_dir());
+    await_ready(&server, "freeing the space");
+    let r = post_one(&server);
+    assert_eq!(r.status, 202, "ingest works once there is room: {}", r.text);
+    let events = server.admin("GET", "/v1/events?limit=1000", None).json();
+    let kept = events["events"].as_array().expect("events").len();
+    assert_eq!(kept, 6, "the five events of the data dir and the one posted now: {events}");
+    assert!(server.stop().success(), "a graceful stop");
+}
+
+/// The wrapper of a first start on a full disk: the test's directory (the data dir and its key
+/// file beside it) is an 8 MiB tmpfs filled to the last byte by `filler`, in the server's own
+/// mount namespace.
+const FULL_FROM_THE_START: &str = "exec unshare --user --map-root-user --mount bash -c \
+     'mount -t tmpfs -o size=8m,mode=0700 tmpfs \"$PWD\" \
+      && { head -c 8M /dev/zero > \"$PWD/filler\" 2>/dev/null; true; } && exec \"$0\" \"$@\"' \
+     \"$0\" \"$@\"";
+
+#[test]
+fn a_first_start_on_a_full_disk_serves_once_space_is_freed() {
+    assert_namespaces_work();
+    // No data dir yet, no tokens configured.
+    let mut server = Server::start_wrapped(&[], FULL_FROM_THE_START);
+    let answers = |token: Option<&str>| server.request("GET", "/v1/events", token, None).status;
+    assert_eq!(answers(None), 503, "the stand-in answers while the key file cannot be written");
+    let ready = server.request("GET", "/readyz", None, None);
+    assert_eq!(ready.status, 503, "{}", ready.text);
+
+    free_the_space(&server, server.dir.path());
+    await_ready(&server, "freeing the space");
+    // The tokens were generated once there was room: shown then, and kept in the tokens file.
+    let shown = server.stdout.lock().expect("stdout").join("\n");
+    assert!(shown.contains("generated admin_token") && shown.contains("the generated tokens are in"), "{shown}");
+    let kept = format!("/proc/{}/root{}/crmhook-tokens", server.pid(), server.data_dir().display());
+    let kept = std::fs::read_to_string(&kept).unwrap_or_else(|e| panic!("{kept}: {e}"));
+    let admin = kept.lines().find_map(|l| l.strip_prefix("admin_token=")).expect("admin_token in the tokens file");
+    assert_eq!(answers(Some(admin)), 200, "the kept admin token is the server's");
+    assert!(server.stop().success(), "a graceful stop");
+}
+
+#[test]
+fn over_tls_the_standin_answers_and_the_server_that_takes_over_reloads_on_sighup() {
+    assert_namespaces_work();
+    let certs = tempfile::tempdir().expect("tempdir");
+    let first = issue(certs.path());
+    let cert = certs.path().join("cert.pem").display().to_string();
+    let key = certs.path().join("key.pem").display().to_string();
+    let env = [
+        ("CRMHOOK_ADMIN_TOKEN", ADMIN),
+        ("CRMHOOK_INGEST_TOKEN", INGEST),
+        ("CRMHOOK_TLS_CERT", cert.as_str()),
+        ("CRMHOOK_TLS_KEY", key.as_str()),
+    ];
+    let mut server = Server::start_wrapped(&env, FULL_FROM_THE_START);
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    // The stand-in speaks TLS with the server's certificate.
+    assert_eq!(get(&addr, &first, "/readyz").as_deref(), Ok("HTTP/1.1 503 Service Unavailable"));
+    assert_eq!(get(&addr, &first, "/healthz").as_deref(), Ok("HTTP/1.1 200 OK"));
+
+    free_the_space(&server, server.dir.path());
+    wait_for(Duration::from_secs(60), "ready over TLS once there is room", || {
+        get(&addr, &first, "/readyz").ok().filter(|status| status == "HTTP/1.1 200 OK")
+    });
+    // SIGHUP reloads the certificate of the server that took over from the stand-in.
+    let second = issue(certs.path());
+    let hup = std::process::Command::new("kill").args(["-HUP", &server.pid().to_string()]).status();
+    assert!(hup.is_ok_and(|s| s.success()), "kill -HUP");
+    wait_for(Duration::from_secs(10), "the new certificate after SIGHUP", || get(&addr, &second, "/healthz").ok());
     assert!(server.stop().success(), "a graceful stop");
 }

@@ -22,6 +22,34 @@ use sha2::{Digest, Sha256};
 /// How a token is kept: this prefix, then the hex SHA-256 of the token.
 const HASHED: &str = "sha256:";
 
+/// Why the data dir or the key file cannot be used, in words for the operator.
+#[derive(Debug)]
+pub(crate) struct Refused {
+    pub(crate) message: String,
+    /// The disk had no room (ENOSPC, EDQUOT, EFBIG): freeing space is all the next try needs.
+    pub(crate) no_room: bool,
+}
+
+impl Refused {
+    fn new(message: String) -> Refused {
+        Refused { message, no_room: false }
+    }
+
+    fn io(message: String, e: &std::io::Error) -> Refused {
+        Refused { message, no_room: crmhook_store::no_room(e.kind()) }
+    }
+}
+
+impl From<Refused> for crate::ServerError {
+    fn from(r: Refused) -> Self {
+        if r.no_room {
+            crate::ServerError::NoRoom(r.message)
+        } else {
+            crate::ServerError::AtRest(r.message)
+        }
+    }
+}
+
 /// The SHA-256 of a token: what is kept, and what a presented token is compared by.
 pub fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
@@ -59,20 +87,20 @@ pub fn default_key_file(data_dir: &Path) -> Option<PathBuf> {
 
 /// Creates the data dir (0700), or checks an existing one: refused when group or others may
 /// write to it, tightened when they may read it. Answers whether it existed.
-pub(crate) fn prepare_data_dir(dir: &Path) -> Result<bool, String> {
+pub(crate) fn prepare_data_dir(dir: &Path) -> Result<bool, Refused> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     match std::fs::metadata(dir) {
-        Ok(meta) if !meta.is_dir() => Err(format!("the data dir {} is not a directory", dir.display())),
+        Ok(meta) if !meta.is_dir() => Err(Refused::new(format!("the data dir {} is not a directory", dir.display()))),
         Ok(meta) => {
             let mode = meta.permissions().mode() & 0o777;
             if mode & 0o022 != 0 {
-                return Err(format!(
+                return Err(Refused::new(format!(
                     "the data dir {} is writable by its group or by others (mode {mode:04o}); crmhook keeps its \
                      records and secrets there and will not use it: check nobody changed it, then `chmod 700 {}` \
                      and start again",
                     dir.display(),
                     dir.display()
-                ));
+                )));
             }
             Ok(true)
         }
@@ -81,10 +109,10 @@ pub(crate) fn prepare_data_dir(dir: &Path) -> Result<bool, String> {
                 .recursive(true)
                 .mode(0o700)
                 .create(dir)
-                .map_err(|e| format!("cannot create the data dir {}: {e}", dir.display()))?;
+                .map_err(|e| Refused::io(format!("cannot create the data dir {}: {e}", dir.display()), &e))?;
             Ok(false)
         }
-        Err(e) => Err(format!("cannot read the data dir {}: {e}", dir.display())),
+        Err(e) => Err(Refused::io(format!("cannot read the data dir {}: {e}", dir.display()), &e)),
     }
 }
 
@@ -117,18 +145,24 @@ pub(crate) fn tighten(dir: &Path) -> std::io::Result<usize> {
 }
 
 /// The key in `path`; or, when there is no such file, a new key written there (0600, synced)
-/// and `true`.
-pub(crate) fn load_or_create_key(path: &Path) -> Result<(SealKey, bool), String> {
+/// and `true`. A key file that could not be written whole is removed: the next start makes it
+/// again (an empty one left by a full disk would be refused as "not a crmhook key").
+pub(crate) fn load_or_create_key(path: &Path) -> Result<(SealKey, bool), Refused> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     match std::fs::read_to_string(path) {
         Ok(text) => SealKey::from_text(&text)
             .map(|k| (k, false))
-            .map_err(|e| format!("the key file {} is not a crmhook key: {e}", path.display())),
+            .map_err(|e| Refused::new(format!("the key file {} is not a crmhook key: {e}", path.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let (key, text) = SealKey::generate().map_err(|e| e.to_string())?;
-            let write = || -> std::io::Result<()> {
-                let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+            let (key, text) = SealKey::generate().map_err(|e| Refused::new(e.to_string()))?;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| Refused::io(format!("cannot create the key file {}: {e}", path.display()), &e))?;
+            let mut write = || -> std::io::Result<()> {
                 file.write_all(text.as_bytes())?;
                 file.sync_all()?;
                 if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -136,10 +170,13 @@ pub(crate) fn load_or_create_key(path: &Path) -> Result<(SealKey, bool), String>
                 }
                 Ok(())
             };
-            write().map_err(|e| format!("cannot create the key file {}: {e}", path.display()))?;
+            write().map_err(|e| {
+                let _ = std::fs::remove_file(path);
+                Refused::io(format!("cannot create the key file {}: {e}", path.display()), &e)
+            })?;
             Ok((key, true))
         }
-        Err(e) => Err(format!("cannot read the key file {}: {e}", path.display())),
+        Err(e) => Err(Refused::io(format!("cannot read the key file {}: {e}", path.display()), &e)),
     }
 }
 
@@ -232,7 +269,7 @@ mod tests {
 
         for m in [0o775, 0o757, 0o777] {
             std::fs::set_permissions(&old, std::fs::Permissions::from_mode(m)).expect("chmod");
-            let e = prepare_data_dir(&old).expect_err("writable is refused");
+            let e = prepare_data_dir(&old).expect_err("writable is refused").message;
             assert!(e.contains("writable by its group or by others") && e.contains("chmod 700"), "{e}");
         }
     }
@@ -247,7 +284,7 @@ mod tests {
         let (_, created) = load_or_create_key(&path).expect("read");
         assert!(!created);
         std::fs::write(&path, "not a key\n").expect("write");
-        let e = load_or_create_key(&path).expect_err("refused");
+        let e = load_or_create_key(&path).expect_err("refused").message;
         assert!(e.contains("is not a crmhook key"), "{e}");
     }
 

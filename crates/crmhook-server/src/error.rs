@@ -189,7 +189,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Busy => ApiError::Unavailable { detail: e.to_string(), retry_after_s: 1 },
-            StoreError::Io(_) | StoreError::InUse => {
+            StoreError::Io(_) | StoreError::NoSpace(_) | StoreError::InUse => {
                 // The device's own words (sled's, an OS error's debug form at times) go to the
                 // server's log, not to the client.
                 tracing::error!(error = %e, "storage failure");

@@ -200,11 +200,13 @@ pub struct Keys {
 impl Keys {
     /// Loads the keys (or makes them from an earlier build's tokens), applies the configured
     /// bootstrap tokens, and generates the bootstrap keys a first start needs (pushed on
-    /// `generated` as `(name, secret)`, to be shown once).
+    /// `generated` as `(name, secret)`, to be shown once, and handed to `keep_generated` before
+    /// their hashes are saved: when it fails, nothing is saved).
     pub async fn open(
         store: LogHandle,
         config: Bootstrap,
         generated: &mut Vec<(&'static str, String)>,
+        keep_generated: impl FnOnce(&[(&'static str, String)]) -> Result<(), StoreError>,
     ) -> Result<Keys, KeysError> {
         let mut kept = match store.meta(META)? {
             Some(text) => serde_json::from_str::<Kept>(&text).map_err(|e| KeysError::Unreadable(e.to_string()))?,
@@ -264,6 +266,12 @@ impl Keys {
             generated.push(("admin_token", token));
         }
         let keys = Keys { store, kept: RwLock::new(Kept::default()), write: tokio::sync::Mutex::new(()) };
+        if !generated.is_empty() {
+            // Before the hashes are saved: a token whose hash is kept but that was never written
+            // anywhere could not be learnt (a failed start shows none). Nothing saved, the next
+            // start generates them again.
+            keep_generated(generated)?;
+        }
         if serde_json::to_string(&kept).unwrap_or_default() != before {
             keys.save(&kept).await?;
         }

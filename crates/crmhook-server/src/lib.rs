@@ -66,9 +66,27 @@ pub enum ServerError {
     /// The data dir's permissions, or the key that seals its secrets (`at_rest`).
     #[error("{0}")]
     AtRest(String),
+    /// The data dir or its key file could not be written for want of room (`at_rest`).
+    #[error("{0}")]
+    NoRoom(String),
     /// The API keys could not be loaded, or a configured token was retired (`keys`).
     #[error(transparent)]
     Keys(#[from] keys::KeysError),
+}
+
+impl ServerError {
+    /// The data dir could not be opened for want of room (a full disk or quota, a file-size
+    /// limit): freeing space is all it takes to start, so `crmhook serve` waits for it behind a
+    /// [`Standin`] rather than exit.
+    pub fn no_room(&self) -> bool {
+        matches!(
+            self,
+            ServerError::NoRoom(_)
+                | ServerError::Open { reason: StoreError::NoSpace(_), .. }
+                | ServerError::Store(StoreError::NoSpace(_))
+                | ServerError::Keys(keys::KeysError::Store(StoreError::NoSpace(_)))
+        )
+    }
 }
 
 /// Why [`Server::serve_until`] ended.
@@ -154,7 +172,7 @@ impl Server {
         if let Some(key_file) = &config.key_file {
             at_rest::check_key_file(key_file).map_err(ServerError::AtRest)?;
         }
-        let existed = at_rest::prepare_data_dir(&config.data_dir).map_err(ServerError::AtRest)?;
+        let existed = at_rest::prepare_data_dir(&config.data_dir)?;
         let key_file =
             config.key_file.clone().or_else(|| at_rest::default_key_file(&config.data_dir)).ok_or_else(|| {
                 ServerError::AtRest(format!(
@@ -162,7 +180,7 @@ impl Server {
                     config.data_dir.display()
                 ))
             })?;
-        let (key, created) = at_rest::load_or_create_key(&key_file).map_err(ServerError::AtRest)?;
+        let (key, created) = at_rest::load_or_create_key(&key_file)?;
         let opened = backend.open(
             &config.data_dir,
             crmhook_store::Options {
@@ -196,14 +214,27 @@ impl Server {
         let mut generated = Vec::new();
         let bootstrap =
             keys::Bootstrap { admin_token: config.admin_token.clone(), ingest_token: config.ingest_token.clone() };
-        let keys = std::sync::Arc::new(keys::Keys::open(store.clone(), bootstrap, &mut generated).await?);
         let tokens_file = config.data_dir.join(TOKENS_FILE);
-        if !generated.is_empty() {
-            write_tokens_file(&tokens_file, &generated).map_err(|e| ServerError::Open {
-                dir: config.data_dir.display().to_string(),
-                reason: StoreError::Io(format!("cannot write {}: {e}", tokens_file.display())),
-            })?;
-        }
+        let keep = |generated: &[(&'static str, String)]| {
+            write_tokens_file(&tokens_file, generated).map_err(|e| {
+                let why = format!("cannot write {}: {e}", tokens_file.display());
+                if crmhook_store::no_room(e.kind()) {
+                    StoreError::NoSpace(why)
+                } else {
+                    StoreError::Io(why)
+                }
+            })
+        };
+        let keys = match keys::Keys::open(store.clone(), bootstrap, &mut generated, keep).await {
+            Ok(keys) => std::sync::Arc::new(keys),
+            Err(e) => {
+                if !generated.is_empty() {
+                    // Tokens whose hashes were not saved: the next start generates others.
+                    let _ = std::fs::remove_file(&tokens_file);
+                }
+                return Err(e.into());
+            }
+        };
         let tokens_file = tokens_file.exists().then_some(tokens_file);
         let arbiters: Vec<actix::Arbiter> = (0..DELIVERY_ARBITERS).map(|_| actix::Arbiter::new()).collect();
         // The handles dispatch and the edge share, made once here and passed to both.

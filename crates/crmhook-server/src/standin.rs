@@ -43,6 +43,16 @@ impl Standin {
         Ok(Standin { handle, task: actix_rt::spawn(http) })
     }
 
+    /// Starts answering on `listener` as the server `config` describes would (over TLS when it
+    /// names a certificate): for a server that cannot start yet ([`crate::ServerError::no_room`]).
+    pub fn start_for(listener: TcpListener, config: &crate::Config) -> Result<Standin, crate::ServerError> {
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?.0),
+            _ => None,
+        };
+        Ok(Standin::start(listener, tls)?)
+    }
+
     /// Hands the listener over to the server started beside it, then ends the connections open
     /// (their answers are all immediate).
     pub async fn stop(self) {

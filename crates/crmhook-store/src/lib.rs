@@ -303,6 +303,10 @@ pub const QUEUE: usize = 4096;
 pub enum StoreError {
     #[error("storage I/O error: {0}")]
     Io(String),
+    /// An I/O error for want of room: the disk or the user's quota full, or a file-size limit
+    /// (ENOSPC, EDQUOT, EFBIG). Freeing space is all it takes to write again.
+    #[error("storage I/O error: {0}")]
+    NoSpace(String),
     #[error("the log writer is busy; try again shortly")]
     Busy,
     #[error("the store is closed")]
@@ -317,10 +321,26 @@ pub enum StoreError {
     InUse,
 }
 
+impl StoreError {
+    /// The device refused a read or a write (for want of room or otherwise).
+    pub fn is_io(&self) -> bool {
+        matches!(self, StoreError::Io(_) | StoreError::NoSpace(_))
+    }
+}
+
 impl From<sled::Error> for StoreError {
     fn from(e: sled::Error) -> Self {
-        StoreError::Io(e.to_string())
+        match &e {
+            sled::Error::Io(io) if no_room(io.kind()) => StoreError::NoSpace(e.to_string()),
+            _ => StoreError::Io(e.to_string()),
+        }
     }
+}
+
+/// Whether an I/O error says there is no room left to write (ENOSPC, EDQUOT, EFBIG).
+pub fn no_room(kind: std::io::ErrorKind) -> bool {
+    use std::io::ErrorKind::{FileTooLarge, QuotaExceeded, StorageFull};
+    matches!(kind, StorageFull | QuotaExceeded | FileTooLarge)
 }
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -398,5 +418,28 @@ impl Store {
     /// Bytes the database takes on disk.
     pub fn size_on_disk(&self) -> u64 {
         self.inner.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod error_tests {
+    use std::io::{Error, ErrorKind};
+
+    use super::StoreError;
+
+    #[test]
+    fn a_disk_without_room_is_told_from_other_io_errors() {
+        for kind in [ErrorKind::StorageFull, ErrorKind::QuotaExceeded, ErrorKind::FileTooLarge] {
+            let e = StoreError::from(sled::Error::Io(Error::from(kind)));
+            assert!(matches!(e, StoreError::NoSpace(_)) && e.is_io(), "{kind:?}: {e:?}");
+        }
+        // sled wraps the error it keeps in one of its own; the kind is what tells.
+        let wrapped = Error::new(ErrorKind::StorageFull, format!("{:?}", Error::from_raw_os_error(28)));
+        assert!(matches!(StoreError::from(sled::Error::Io(wrapped)), StoreError::NoSpace(_)));
+        for kind in [ErrorKind::PermissionDenied, ErrorKind::Other] {
+            let e = StoreError::from(sled::Error::Io(Error::from(kind)));
+            assert!(matches!(e, StoreError::Io(_)) && e.is_io(), "{kind:?}: {e:?}");
+        }
+        assert!(!StoreError::Busy.is_io());
     }
 }

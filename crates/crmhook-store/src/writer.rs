@@ -212,7 +212,7 @@ impl Writer {
             );
         }
         self.failing.store(result.is_err(), Ordering::Release);
-        if let Err(StoreError::Io(_)) = &result {
+        if result.as_ref().is_err_and(StoreError::is_io) {
             self.broken.send_if_modified(|broken| !std::mem::replace(broken, true));
         }
         if let (Some(kept), Ok(()), false) = (kept, &result, restored) {
@@ -471,6 +471,7 @@ impl Writer {
 fn answer(replies: Vec<Reply>, result: &Result<()>) {
     let failure = |e: &StoreError| match e {
         StoreError::Io(e) => StoreError::Io(e.clone()),
+        StoreError::NoSpace(e) => StoreError::NoSpace(e.clone()),
         other => StoreError::Io(other.to_string()),
     };
     for r in replies {

@@ -2,7 +2,8 @@
 //! the disk refuses a write of the event log, the server stops and a stand-in answers `503` on
 //! the same listener ([`crmhook_server::Ended::LogBroken`]); the data dir is opened again every
 //! [`REOPEN_EVERY`] until a write goes through, and the server takes over again: space freed
-//! on a full disk is all it takes (docs/RELIABILITY.md, "Disk trouble").
+//! on a full disk is all it takes (docs/RELIABILITY.md, "Disk trouble"). A start on a disk with
+//! no room for the data dir ([`ServerError::no_room`]) waits the same way, behind the stand-in.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -12,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use crmhook_server::{Backend, Ended, Server, ServerError};
+use crmhook_server::{Backend, Ended, Server, ServerError, Standin};
 use crmhook_store::StoreError;
 use tokio::sync::watch;
 
@@ -70,39 +71,56 @@ pub(crate) fn serve(flags: Flags) -> anyhow::Result<ExitCode> {
     // backlog meanwhile, where refused ones send the CRM to the next node at once.
     let listener = TcpListener::bind(config.bind).with_context(|| format!("cannot listen on {}", config.bind))?;
     actix_rt::System::new().block_on(async move {
-        // The server holds the listener; it gives it back when its log breaks (`Ended::LogBroken`).
-        let mut server = Server::start_with(listener, config.clone(), backend.clone()).await?;
-        let mut out = std::io::stdout().lock();
-        // Tokens are shown to a person at a terminal only: a service's output goes to a journal
-        // or a log file, which must never hold them (the tokens file, 0600, does).
-        let at_terminal = std::io::IsTerminal::is_terminal(&out);
-        for (name, token) in server.generated_tokens() {
-            if at_terminal {
-                writeln!(out, "generated {name}: {token}  (kept in the data dir; shown only this once)")?;
-            } else {
-                writeln!(out, "generated {name} (not shown: the output is not a terminal)")?;
-            }
-        }
-        if let Some(file) = server.tokens_file() {
-            writeln!(out, "the generated tokens are in {} (readable by this user only)", file.display())?;
-        }
         // The signals are listened for before the line that says the server is up: a SIGTERM or
         // SIGHUP sent as soon as it is read must not meet the default action (the process killed
         // by the signal, not a graceful stop).
         let shutdown = shutdown_signal();
-        let tls = server.tls_reload();
-        let serves_tls = tls.is_some();
-        let reload = Arc::new(Mutex::new(tls));
-        if serves_tls {
+        // The server holds the listener; it gives it back when its log breaks (`Ended::LogBroken`).
+        // A copy is kept only until the start is known: a server that serves must be the only
+        // holder, or its graceful stop would leave the socket open (new clients held unanswered).
+        let spare = listener.try_clone().context("cannot copy the listener")?;
+        let addr = spare.local_addr()?;
+        let mut now = match Server::start_with(listener, config.clone(), backend.clone()).await {
+            Ok(server) => {
+                drop(spare);
+                Now::Serving(Box::new(server))
+            }
+            Err(why) if reopens && why.no_room() => {
+                // A full disk at the start is what it is when it fills later: the stand-in answers
+                // 503 until the log can be opened and written (docs/RELIABILITY.md).
+                tracing::error!(
+                    error = %why,
+                    "no room on the disk for the event log: every request is answered 503 until there is; \
+                     trying every {} s",
+                    REOPEN_EVERY.as_secs()
+                );
+                let standin = Standin::start_for(spare.try_clone()?, &config)?;
+                Now::Waiting(Some(standin), spare)
+            }
+            Err(why) => return Err(why.into()),
+        };
+        // SIGHUP reloads the certificate of the server that serves (not the stand-in's).
+        let reload = Arc::new(Mutex::new(match &now {
+            Now::Serving(server) => server.tls_reload(),
+            Now::Waiting(..) => None,
+        }));
+        if config.tls_cert.is_some() {
             reload_on_sighup(reload.clone());
         }
-        writeln!(out, "crmhook {} listening on {}", env!("CARGO_PKG_VERSION"), server.local_addr())?;
+        if let Now::Serving(server) = &now {
+            show_tokens(server)?;
+        }
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "crmhook {} listening on {addr}", env!("CARGO_PKG_VERSION"))?;
         out.flush()?;
         drop(out);
         loop {
-            let (standin, listener) = match server.serve_until(stopped(&shutdown)).await? {
-                Ended::Shutdown => return Ok(ExitCode::SUCCESS),
-                Ended::LogBroken { standin, listener } => (standin, listener),
+            let (standin, listener) = match now {
+                Now::Waiting(standin, listener) => (standin, listener),
+                Now::Serving(server) => match server.serve_until(stopped(&shutdown)).await? {
+                    Ended::Shutdown => return Ok(ExitCode::SUCCESS),
+                    Ended::LogBroken { standin, listener } => (standin, listener),
+                },
             };
             let reopened = if reopens {
                 reopen(listener, &config, &backend, &shutdown).await
@@ -118,14 +136,46 @@ pub(crate) fn serve(flags: Flags) -> anyhow::Result<ExitCode> {
             match reopened {
                 Reopened::Open(again) => {
                     tracing::info!("the event log takes writes again: serving");
+                    // A data dir that a full disk kept from being created has its tokens now.
+                    if !again.generated_tokens().is_empty() {
+                        show_tokens(&again)?;
+                    }
                     *reload.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = again.tls_reload();
-                    server = *again;
+                    now = Now::Serving(again);
                 }
                 Reopened::Shutdown => return Ok(ExitCode::SUCCESS),
                 Reopened::Never => return Ok(ExitCode::from(EXIT_RESTART)),
             }
         }
     })
+}
+
+/// What answers on the listener.
+enum Now {
+    Serving(Box<Server>),
+    /// The stand-in (`None` if it could not start), while the log cannot be written.
+    Waiting(Option<Standin>, TcpListener),
+}
+
+/// Shows the tokens a server generated (the first start of its data dir), and where they are
+/// kept.
+fn show_tokens(server: &Server) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    // Tokens are shown to a person at a terminal only: a service's output goes to a journal or a
+    // log file, which must never hold them (the tokens file, 0600, does).
+    let at_terminal = std::io::IsTerminal::is_terminal(&out);
+    for (name, token) in server.generated_tokens() {
+        if at_terminal {
+            writeln!(out, "generated {name}: {token}  (kept in the data dir; shown only this once)")?;
+        } else {
+            writeln!(out, "generated {name} (not shown: the output is not a terminal)")?;
+        }
+    }
+    if let Some(file) = server.tokens_file() {
+        writeln!(out, "the generated tokens are in {} (readable by this user only)", file.display())?;
+    }
+    out.flush()?;
+    Ok(())
 }
 
 /// What came of opening the data dir again.

@@ -9,7 +9,7 @@ use super::*;
 pub(crate) async fn open(dir: &std::path::Path, config: Bootstrap) -> (Keys, Vec<(&'static str, String)>) {
     let store: LogHandle = Arc::new(Store::open(dir).expect("store"));
     let mut generated = Vec::new();
-    let keys = Keys::open(store, config, &mut generated).await.expect("keys");
+    let keys = Keys::open(store, config, &mut generated, |_| Ok(())).await.expect("keys");
     (keys, generated)
 }
 
@@ -36,6 +36,23 @@ async fn a_first_start_generates_both_bootstrap_keys_and_a_second_keeps_them() {
     let (keys, generated) = open(dir.path(), Bootstrap::default()).await;
     assert!(generated.is_empty());
     assert_eq!(role_of(&keys, &admin), Some(Role::Admin));
+}
+
+#[actix_rt::test]
+async fn generated_tokens_that_could_not_be_kept_are_not_saved_and_made_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: LogHandle = Arc::new(Store::open(dir.path()).unwrap());
+    let mut generated = Vec::new();
+    // The tokens file could not be written (a full disk): their hashes must not be kept either,
+    // or the tokens could never be learnt.
+    let full = |_: &[(&'static str, String)]| Err(StoreError::NoSpace("no room for the tokens file".into()));
+    let refused = Keys::open(store, Bootstrap::default(), &mut generated, full).await.err();
+    assert!(matches!(refused, Some(KeysError::Store(StoreError::NoSpace(_)))), "{refused:?}");
+    let (keys, again) = open(dir.path(), Bootstrap::default()).await;
+    let names: Vec<_> = again.iter().map(|(name, _)| *name).collect();
+    assert_eq!(names, ["admin_token", "ingest_token"], "generated again on the next start");
+    assert_eq!(role_of(&keys, &again[0].1), Some(Role::Admin));
+    assert_eq!(role_of(&keys, &generated[0].1), None, "the first start's token was never kept");
 }
 
 #[actix_rt::test]
@@ -107,7 +124,7 @@ async fn a_configured_token_replaces_the_bootstrap_key_and_a_retired_one_refuses
     let (_, new) = keys.rotate(id.as_str()).await.unwrap();
     drop(keys);
     let store: LogHandle = Arc::new(Store::open(dir.path()).unwrap());
-    let refused = Keys::open(store, configured("adm_two", "ing_one"), &mut Vec::new()).await.err();
+    let refused = Keys::open(store, configured("adm_two", "ing_one"), &mut Vec::new(), |_| Ok(())).await.err();
     assert!(matches!(refused, Some(KeysError::Retired("admin_token"))), "{refused:?}");
     let (keys, _) = open(dir.path(), configured(&new, "ing_one")).await;
     assert_eq!(role_of(&keys, &new), Some(Role::Admin));
