@@ -3,7 +3,7 @@
 //! member name twice is refused (and quarantined when a source posts it), `log export` opens
 //! nothing but a data dir, a data dir another process holds is said to be in use, and a target
 //! on an IPv6 literal address gets its deliveries (over `https://` too: the TLS server name is
-//! the address).
+//! the address), and requests the HTTP layer cannot parse cannot fill the server's log.
 
 mod support;
 
@@ -387,4 +387,26 @@ fn https_to_an_ipv6_literal_reaches_the_handshake_and_verifies_the_certificate()
     assert_eq!(delivery["status"], "dead", "{delivery}");
     let error = delivery["attempts"][0]["error"].as_str().unwrap_or_default();
     assert!(error.starts_with("TLS: invalid peer certificate: UnknownIssuer"), "{delivery}");
+}
+
+#[test]
+fn requests_the_http_layer_cannot_parse_write_one_log_line_a_minute() {
+    // The server's stderr goes to a file of the test's directory.
+    let server =
+        Server::start_wrapped(&[("CRMHOOK_ADMIN_TOKEN", ADMIN), ("CRMHOOK_INGEST_TOKEN", INGEST)], "exec 2>stderr.log");
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    for _ in 0..20 {
+        let mut tcp = std::net::TcpStream::connect(&addr).expect("connect");
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        tcp.write_all(b"GARBAGE\r\n\r\n").expect("write");
+        // Read to the end: the connection is closed after its error was logged (or held back).
+        let mut answer = Vec::new();
+        tcp.read_to_end(&mut answer).expect("read");
+        assert!(answer.starts_with(b"HTTP/1.1 400"), "{}", String::from_utf8_lossy(&answer));
+    }
+    assert_eq!(server.request("GET", "/healthz", None, None).status, 200);
+    let log = std::fs::read_to_string(server.dir.path().join("stderr.log")).expect("the server's stderr");
+    let lines: Vec<_> = log.lines().filter(|l| l.contains("stream error")).collect();
+    assert_eq!(lines.len(), 1, "one line for 20 unparsable requests: {lines:#?}");
+    assert!(lines[0].contains("request parse error"), "{}", lines[0]);
 }

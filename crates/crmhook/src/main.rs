@@ -14,6 +14,7 @@ mod cli_keys;
 mod cli_sources;
 mod cluster;
 mod config;
+mod logging;
 mod serve;
 
 use anyhow::Context;
@@ -193,7 +194,7 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    init_tracing(cli.log_format);
+    logging::init(matches!(cli.log_format, LogFormat::Json));
     let result = match cli.command {
         Command::Serve { bind, data_dir, config, cluster } => {
             serve::serve(Flags { bind, data_dir, config_file: config, cluster })
@@ -220,18 +221,6 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
-    }
-}
-
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CRMHOOK_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,actix_server=warn"));
-    let ansi = std::env::var_os("NO_COLOR").is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
     }
 }
 
