@@ -99,6 +99,16 @@ fn the_maximizer_sample_is_typed_filtered_and_delivered_as_its_exact_element() {
     }
     assert_eq!(rcv.count("/one-fails"), 0, "a filter that fails was ignored");
 
+    // The listing takes the subscriptions' type patterns: `Opportunity.*`, case ignored.
+    let listed = |pattern: &str| -> Vec<u64> {
+        let page = server.admin("GET", &format!("/v1/events?type={pattern}"), None).json();
+        page["events"].as_array().expect("events").iter().map(|e| e["seq"].as_u64().expect("seq")).collect()
+    };
+    let seq = |a: &Value| a["events"][0]["seq"].as_u64().expect("seq");
+    assert_eq!(listed("Opportunity.*"), [seq(&ack), seq(&small_ack), seq(&opportunity_ack)]);
+    assert_eq!(listed("contact.UPDATE"), [seq(&contact_ack)]);
+    assert_eq!(listed("Contact.Delete"), Vec::<u64>::new());
+
     // The element exactly as posted, wrapped as a one-element array: nothing is rewritten,
     // `ProcessedTimestamp` included (crmhook's dispatch time is `webhook-timestamp`).
     let posted = serde_json::to_vec(&big[0]).expect("json");

@@ -454,8 +454,9 @@ impl LazyJson<'_> {
     }
 }
 
-/// Whether a pattern of `event_types` admits an event type, ignoring case.
-fn type_matches(pattern: &str, event_type: &str) -> bool {
+/// Whether a pattern of `event_types` admits an event type, ignoring case (`Opportunity.*`
+/// admits every op of the entity). Event listings take the same patterns.
+pub fn type_matches(pattern: &str, event_type: &str) -> bool {
     match pattern.strip_suffix(".*") {
         Some(entity) => {
             event_type.as_bytes().get(entity.len()) == Some(&b'.')

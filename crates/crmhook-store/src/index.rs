@@ -143,6 +143,39 @@ impl Store {
         self.inner.window.lock().map_err(|_| StoreError::Io("the index window's lock is poisoned".into()))
     }
 
+    /// The prefixes of the postings under `tag` (a text index) whose value `admits`, on disk
+    /// and in the window: one seek per value, never a walk of its postings.
+    pub(crate) fn terms_where(&self, tag: Tag, admits: impl Fn(&str) -> bool) -> Result<Vec<Vec<u8>>> {
+        let mut found = std::collections::BTreeSet::new();
+        let mut start = vec![tag.byte()];
+        while let Some(kv) = self.inner.tree.range(start.clone()..).next() {
+            let (k, _) = kv?;
+            if k.first() != Some(&tag.byte()) {
+                break;
+            }
+            match keys::Key::parse(&k) {
+                Some(keys::Key::Term { value, .. }) => {
+                    let prefix = keys::text_prefix(tag, &value);
+                    // Past every posting of this value: the next key is the next value's.
+                    start = [prefix.as_slice(), &[0xff; 9]].concat();
+                    if admits(&value) {
+                        found.insert(prefix);
+                    }
+                }
+                _ => start = [k.as_ref(), &[0]].concat(),
+            }
+        }
+        for prefix in self.index_window()?.postings.terms.keys() {
+            let posting = keys::at_seq(prefix, 0);
+            if let Some(keys::Key::Term { tag: t, value, .. }) = keys::Key::parse(&posting) {
+                if t == tag && admits(&value) {
+                    found.insert(prefix.clone());
+                }
+            }
+        }
+        Ok(found.into_iter().collect())
+    }
+
     /// Batches of seqs, in increasing order, of the events with this record id from `from` on
     /// (with some before it): the windows on disk, then the one in memory.
     pub(crate) fn record_seqs(

@@ -15,6 +15,7 @@ use crate::cli::{print_attempt, print_json, query, request, s, table, Conn};
 pub enum Events {
     /// List events in log order.
     List {
+        /// A type, or a pattern as subscriptions take it (`Opportunity.*`); case is ignored.
         #[arg(long = "type")]
         event_type: Option<String>,
         #[arg(long)]
