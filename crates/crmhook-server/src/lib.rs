@@ -215,7 +215,10 @@ impl Server {
         let bootstrap =
             keys::Bootstrap { admin_token: config.admin_token.clone(), ingest_token: config.ingest_token.clone() };
         let tokens_file = config.data_dir.join(TOKENS_FILE);
+        // Whether this start wrote the tokens file (whole or not).
+        let wrote = std::cell::Cell::new(false);
         let keep = |generated: &[(&'static str, String)]| {
+            wrote.set(true);
             write_tokens_file(&tokens_file, generated).map_err(|e| {
                 let why = format!("cannot write {}: {e}", tokens_file.display());
                 if crmhook_store::no_room(e.kind()) {
@@ -228,7 +231,7 @@ impl Server {
         let keys = match keys::Keys::open(store.clone(), bootstrap, &mut generated, keep).await {
             Ok(keys) => std::sync::Arc::new(keys),
             Err(e) => {
-                if !generated.is_empty() {
+                if wrote.get() {
                     // Tokens whose hashes were not saved: the next start generates others.
                     let _ = std::fs::remove_file(&tokens_file);
                 }
