@@ -168,11 +168,11 @@ fn space_freed_on_a_full_disk_is_all_it_takes_to_serve_again() {
     assert!(server.stop().success(), "a graceful stop");
 }
 
-#[test]
-fn a_server_started_on_a_full_disk_serves_once_space_is_freed() {
+/// A server with a data dir of five events (written on an ordinary disk), stopped, and set to
+/// start again with that data dir on an 8 MiB tmpfs (its own mount namespace) that a file fills
+/// to the last byte: the log cannot be opened for writing.
+fn seeded_on_a_full_disk() -> Server {
     let env = [("CRMHOOK_ADMIN_TOKEN", ADMIN), ("CRMHOOK_INGEST_TOKEN", INGEST)];
-    assert_namespaces_work();
-    // A data dir with events in it, written on an ordinary disk.
     let mut server = Server::start_with(&env);
     for _ in 0..5 {
         let r = post_one(&server);
@@ -181,14 +181,18 @@ fn a_server_started_on_a_full_disk_serves_once_space_is_freed() {
     assert!(server.stop().success(), "a graceful stop");
     let seed = server.dir.path().join("seed");
     std::fs::rename(server.data_dir(), &seed).expect("keep the data dir aside");
-
-    // Started again with that data dir on an 8 MiB tmpfs (its own mount namespace) that a file
-    // fills to the last byte: the log cannot be opened for writing.
     server.wrapper = "mkdir -p data && exec unshare --user --map-root-user --mount bash -c \
                       'mount -t tmpfs -o size=8m,mode=0700 tmpfs data && cp -a seed/. data/ \
                        && { head -c 8M /dev/zero > data/filler 2>/dev/null; true; } && exec \"$0\" \"$@\"' \
                       \"$0\" \"$@\""
         .to_owned();
+    server
+}
+
+#[test]
+fn a_server_started_on_a_full_disk_serves_once_space_is_freed() {
+    assert_namespaces_work();
+    let mut server = seeded_on_a_full_disk();
     // `respawn` waits for the `listening on` line: a start that exits (as it did, status 2) fails here.
     server.respawn();
     assert_answers_while_full(&server);
@@ -262,4 +266,39 @@ fn over_tls_the_standin_answers_and_the_server_that_takes_over_reloads_on_sighup
     assert!(hup.is_ok_and(|s| s.success()), "kill -HUP");
     wait_for(Duration::from_secs(10), "the new certificate after SIGHUP", || get(&addr, &second, "/healthz").ok());
     assert!(server.stop().success(), "a graceful stop");
+}
+
+#[test]
+fn a_data_dir_held_by_another_through_the_outage_ends_the_process_for_a_restart() {
+    assert_namespaces_work();
+    let mut server = seeded_on_a_full_disk();
+    server.respawn();
+    assert_answers_while_full(&server);
+    // Something else holds sled's lock on the data dir (as a stopped store whose log writer never
+    // ends would): once there is room, every reopen finds the data dir in use.
+    let db = format!("/proc/{}/root{}/db", server.pid(), server.data_dir().display());
+    let mut holder = std::process::Command::new("flock")
+        .args(["-x", &db, "-c", "echo held && exec sleep 600"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("flock");
+    let mut held = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(holder.stdout.take().expect("stdout")), &mut held)
+        .expect("flock's line");
+    assert_eq!(held.trim(), "held", "the lock is taken");
+    free_the_space(&server, &server.data_dir());
+
+    // 60 s after the outage began the process gives up and exits 75 (EX_TEMPFAIL): the unit's
+    // `Restart=on-failure` starts a new one, which the lock no longer keeps out.
+    let mut child = server.child.take().expect("running");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let _ = tx.send(child.wait().expect("wait"));
+    });
+    let status = rx.recv_timeout(Duration::from_secs(120));
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let status = status.expect("the process exits within 120 s of the outage");
+    assert_eq!(status.code(), Some(75), "{status:?}");
+    waiter.join().expect("waiter");
 }

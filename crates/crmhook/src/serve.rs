@@ -222,8 +222,9 @@ async fn reopen(
         let locked = matches!(&why, ServerError::Open { reason: StoreError::InUse, .. });
         if locked && broken_at.elapsed() >= LOCKED_FOR_AT_MOST {
             tracing::error!(
-                "the data dir is still held by the stopped store (its log writer does not end): exiting, \
-                 so that a restart opens it (exit status {EXIT_RESTART})"
+                "the data dir has been in use for {} s (by the stopped store, whose log writer does not end, or \
+                 by another process): exiting, so that a restart opens it (exit status {EXIT_RESTART})",
+                LOCKED_FOR_AT_MOST.as_secs()
             );
             return Reopened::Never;
         }
