@@ -274,18 +274,13 @@ fn a_data_dir_held_by_another_through_the_outage_ends_the_process_for_a_restart(
     let mut server = seeded_on_a_full_disk();
     server.respawn();
     assert_answers_while_full(&server);
-    // Something else holds sled's lock on the data dir (as a stopped store whose log writer never
-    // ends would): once there is room, every reopen finds the data dir in use.
+    // Something else holds sled's lock on the data dir (flock(2) on its `db` file, as a stopped
+    // store whose log writer never ends would): once there is room, every reopen finds it in use.
+    // The test holds it itself (no helper process left behind to hold it, or the test's output).
     let db = format!("/proc/{}/root{}/db", server.pid(), server.data_dir().display());
-    let mut holder = std::process::Command::new("flock")
-        .args(["-x", &db, "-c", "echo held && exec sleep 600"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("flock");
-    let mut held = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(holder.stdout.take().expect("stdout")), &mut held)
-        .expect("flock's line");
-    assert_eq!(held.trim(), "held", "the lock is taken");
+    let held = std::fs::File::open(&db).unwrap_or_else(|e| panic!("{db}: {e}"));
+    rustix::fs::flock(&held, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        .expect("the lock is free, then taken");
     free_the_space(&server, &server.data_dir());
 
     // 60 s after the outage began the process gives up and exits 75 (EX_TEMPFAIL): the unit's
@@ -296,8 +291,7 @@ fn a_data_dir_held_by_another_through_the_outage_ends_the_process_for_a_restart(
         let _ = tx.send(child.wait().expect("wait"));
     });
     let status = rx.recv_timeout(Duration::from_secs(120));
-    let _ = holder.kill();
-    let _ = holder.wait();
+    drop(held);
     let status = status.expect("the process exits within 120 s of the outage");
     assert_eq!(status.code(), Some(75), "{status:?}");
     waiter.join().expect("waiter");
