@@ -219,14 +219,8 @@ impl Server {
         let wrote = std::cell::Cell::new(false);
         let keep = |generated: &[(&'static str, String)]| {
             wrote.set(true);
-            write_tokens_file(&tokens_file, generated).map_err(|e| {
-                let why = format!("cannot write {}: {e}", tokens_file.display());
-                if crmhook_store::no_room(e.kind()) {
-                    StoreError::NoSpace(why)
-                } else {
-                    StoreError::Io(why)
-                }
-            })
+            write_tokens_file(&tokens_file, generated)
+                .map_err(|e| StoreError::io(format!("cannot write {}: {e}", tokens_file.display()), e.kind()))
         };
         let keys = match keys::Keys::open(store.clone(), bootstrap, &mut generated, keep).await {
             Ok(keys) => std::sync::Arc::new(keys),

@@ -326,12 +326,22 @@ impl StoreError {
     pub fn is_io(&self) -> bool {
         matches!(self, StoreError::Io(_) | StoreError::NoSpace(_))
     }
+
+    /// An I/O error of this `kind`, said in `message`: [`StoreError::NoSpace`] when there was no
+    /// room ([`no_room`]), else [`StoreError::Io`].
+    pub fn io(message: String, kind: std::io::ErrorKind) -> StoreError {
+        if no_room(kind) {
+            StoreError::NoSpace(message)
+        } else {
+            StoreError::Io(message)
+        }
+    }
 }
 
 impl From<sled::Error> for StoreError {
     fn from(e: sled::Error) -> Self {
         match &e {
-            sled::Error::Io(io) if no_room(io.kind()) => StoreError::NoSpace(e.to_string()),
+            sled::Error::Io(io) => StoreError::io(e.to_string(), io.kind()),
             _ => StoreError::Io(e.to_string()),
         }
     }
