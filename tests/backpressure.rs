@@ -1,6 +1,7 @@
 //! `max_delivery_lag_ms`: ingest answers 503 with `Retry-After` while a live target delivers
 //! events older than the setting, and 202 again once it caught up; a failing target does not
-//! hold ingest back; off by default.
+//! hold ingest back; off by default. And the other way round, a receiver's pace: a target's
+//! `rate_limit_per_s`.
 
 mod support;
 
@@ -62,4 +63,39 @@ fn a_failing_target_does_not_hold_ingest_back() {
     // Its attempts failed (the retries keep coming): none of them counts as a lag.
     rcv.wait_count("/down", 20, Duration::from_secs(10));
     assert_eq!(post(&server).status, 202);
+}
+
+#[test]
+fn a_rate_limited_target_gets_no_more_than_its_rate_in_any_second_and_keeps_it_over_a_restart() {
+    let mut server = Server::start();
+    let rcv = Receiver::start();
+    let (limited, _) = server.wire(&rcv.url("/limited"), Some(json!({})), json!({"rate_limit_per_s": 5}));
+    server.wire(&rcv.url("/free"), Some(json!({})), json!({}));
+    let view = server.admin("GET", &format!("/v1/targets/{limited}"), None).json();
+    assert_eq!(view["rate_limit_per_s"], 5, "{view}");
+    let refused = server.admin("PATCH", &format!("/v1/targets/{limited}"), Some(&json!({"rate_limit_per_s": 0})));
+    assert_eq!(refused.status, 422, "{}", refused.text);
+    assert!(refused.text.contains("rate_limit_per_s"), "{}", refused.text);
+
+    let events: Vec<serde_json::Value> = (0..15).map(|_| maia("crm_record_created", json!({}))).collect();
+    server.post_ok(&json!(events));
+    assert_eq!(rcv.wait_count("/free", 15, Duration::from_secs(20)).len(), 15, "the target beside it is not held");
+    let got = rcv.wait_count("/limited", 15, Duration::from_secs(20));
+    // Started no more than 5 in any second: any 6 in a row arrive most of a second apart (the
+    // margin is for the way from crmhook to the receiver), and the 15 take 2 s at least.
+    let at: Vec<_> = got.iter().map(|r| r.at).collect();
+    for six in at.windows(6) {
+        let span = six[5].duration_since(six[0]);
+        assert!(span >= Duration::from_millis(900), "6 deliveries within {span:?}");
+    }
+    let whole = at[14].duration_since(at[0]);
+    assert!(whole >= Duration::from_millis(1_900), "15 deliveries within {whole:?}");
+
+    // Kept in the store: the same after a restart. `null` lifts it.
+    server.restart();
+    let view = server.admin("GET", &format!("/v1/targets/{limited}"), None).json();
+    assert_eq!(view["rate_limit_per_s"], 5, "{view}");
+    let lifted = server.admin("PATCH", &format!("/v1/targets/{limited}"), Some(&json!({"rate_limit_per_s": null})));
+    assert_eq!(lifted.status, 200, "{}", lifted.text);
+    assert_eq!(lifted.json()["rate_limit_per_s"], serde_json::Value::Null, "{}", lifted.text);
 }

@@ -59,6 +59,9 @@ pub const HOP_BY_HOP_HEADERS: [&str; 14] = [
 /// `response_body_bytes` (which may lower it, to 0 for none).
 pub const MAX_RESPONSE_BODY_BYTES: u32 = 4096;
 
+/// The highest `rate_limit_per_s` a target may have.
+pub const MAX_RATE_LIMIT_PER_S: u32 = 10_000;
+
 /// The most headers a target may set.
 pub const MAX_HEADERS: usize = 50;
 /// The longest header name a target may set, in bytes.
@@ -111,11 +114,23 @@ pub struct Target {
     /// How many bytes of each answer's body are kept with its attempt (0 to
     /// [`MAX_RESPONSE_BODY_BYTES`]).
     pub response_body_bytes: u32,
+    /// At most this many attempts start in any one second (first attempts and retries alike);
+    /// `None`: no limit beyond the in-flight one.
+    pub rate_limit_per_s: Option<u32>,
 }
 
 /// What a caller may set on a target.
-pub const TARGET_FIELDS: [&str; 8] =
-    ["name", "url", "headers", "timeout_ms", "retry_schedule_ms", "ordered", "format", "response_body_bytes"];
+pub const TARGET_FIELDS: [&str; 9] = [
+    "name",
+    "url",
+    "headers",
+    "timeout_ms",
+    "retry_schedule_ms",
+    "ordered",
+    "format",
+    "response_body_bytes",
+    "rate_limit_per_s",
+];
 
 impl Target {
     /// A new target from a creation request.
@@ -144,6 +159,7 @@ impl Target {
             created_at_ms: now_ms,
             updated_at_ms: now_ms,
             response_body_bytes: MAX_RESPONSE_BODY_BYTES,
+            rate_limit_per_s: None,
         };
         target.apply(body, allow_private)?;
         Ok(target)
@@ -181,6 +197,7 @@ impl Target {
                     let max = u64::from(MAX_RESPONSE_BODY_BYTES);
                     self.response_body_bytes = integer(value, "response_body_bytes", 0, max)? as u32
                 }
+                "rate_limit_per_s" => self.rate_limit_per_s = rate_limit(value)?,
                 "id" | "secret" | "created_at" | "updated_at" => {
                     return Err(CoreError::field(key, format!("`{key}` cannot be set")))
                 }
@@ -293,6 +310,13 @@ fn integer(value: &Value, field: &str, min: u64, max: u64) -> Result<u64, CoreEr
     }
 }
 
+fn rate_limit(value: &Value) -> Result<Option<u32>, CoreError> {
+    match value {
+        Value::Null => Ok(None),
+        _ => Ok(Some(integer(value, "rate_limit_per_s", 1, u64::from(MAX_RATE_LIMIT_PER_S))? as u32)),
+    }
+}
+
 fn schedule(value: &Value) -> Result<Vec<u64>, CoreError> {
     let items = value.as_array().filter(|a| a.len() <= MAX_SCHEDULE_LEN).ok_or_else(|| {
         CoreError::field(
@@ -358,6 +382,29 @@ mod tests {
         for bad in [json!(4097), json!(-1), json!("10"), json!(1.5)] {
             assert_eq!(field_of(c(bad)), "response_body_bytes");
         }
+    }
+
+    #[test]
+    fn rate_limit_is_from_1_to_10000_and_null_removes_it() {
+        let c = |n: Value| {
+            Target::create(
+                &obj(json!({"name": "n", "url": "https://a.example", "rate_limit_per_s": n})),
+                false,
+                "whsec_x".into(),
+                0,
+            )
+        };
+        assert_eq!(c(json!(1)).map(|t| t.rate_limit_per_s).ok(), Some(Some(1)));
+        assert_eq!(c(json!(10_000)).map(|t| t.rate_limit_per_s).ok(), Some(Some(10_000)));
+        assert_eq!(c(json!(null)).map(|t| t.rate_limit_per_s).ok(), Some(None));
+        for bad in [json!(0), json!(10_001), json!(-1), json!("10"), json!(2.5), json!(true)] {
+            assert_eq!(field_of(c(bad)), "rate_limit_per_s");
+        }
+        let limited = c(json!(5)).expect("a limited target");
+        let lifted = limited.patched(&obj(json!({"rate_limit_per_s": null})), false, 1).expect("patched");
+        assert_eq!(lifted.rate_limit_per_s, None);
+        let kept = limited.patched(&obj(json!({"name": "m"})), false, 1).expect("patched");
+        assert_eq!(kept.rate_limit_per_s, Some(5));
     }
 
     #[test]

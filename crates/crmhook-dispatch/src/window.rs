@@ -13,7 +13,8 @@
 //!   taken again once it is half empty.
 //! - An ordered target sends only its oldest owed delivery, one at a time; an unordered one sends
 //!   by due time, [`IN_FLIGHT`] at a time. No attempt starts while [`RECORDING`] finished
-//!   deliveries wait for their records.
+//!   deliveries wait for their records. A target with a rate limit starts no more attempts in
+//!   any second than it allows ([`Pace`]); the rest wait, due, in the window.
 //! - A first attempt is not written down before it is made (`fresh`): the cursor (the low mark)
 //!   stays below the first fresh delivery. A finished delivery (delivered or dead) frees its
 //!   slot at once and its record joins the next lazy write of the target's state (one write at
@@ -31,7 +32,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use crmhook_core::retry::{self, Next, Outcome};
 use crmhook_store::{AttemptResult, Pending};
 
+mod pace;
 mod recovery;
+pub use pace::Pace;
 pub use recovery::{owed, OnDisk, Recovered};
 
 /// Most deliveries a target holds in memory (pending, retrying or in flight).
@@ -164,6 +167,8 @@ pub struct Window {
     more_on_disk: bool,
     /// When the armed timer fires.
     timer: Option<u64>,
+    /// The target's rate limit, if it has one.
+    pace: Option<Pace>,
 }
 
 impl Window {
@@ -186,6 +191,7 @@ impl Window {
             draining: false,
             more_on_disk: false,
             timer: None,
+            pace: None,
         }
     }
 
@@ -211,6 +217,16 @@ impl Window {
     /// cancels its own), then the shell pumps.
     pub fn configure(&mut self, ordered: bool) {
         self.ordered = ordered;
+        self.timer = None;
+    }
+
+    /// The target's rate limit: at most `per_s` attempts start in any second (`None`: no
+    /// limit). The starts already counted are kept while the limit stays the same. The timer is
+    /// forgotten (the shell cancels its own), then the shell pumps.
+    pub fn set_rate(&mut self, per_s: Option<u32>) {
+        if self.pace.as_ref().map(Pace::per_s) != per_s.map(|n| n.max(1)) {
+            self.pace = per_s.map(Pace::new);
+        }
         self.timer = None;
     }
 
@@ -303,6 +319,9 @@ impl Window {
         if self.disabled || self.draining {
             return None;
         }
+        if self.pace.as_ref().is_some_and(|pace| !pace.allows(now_ms)) {
+            return None;
+        }
         while self.in_flight.len() < self.limit() && self.recording.len() < RECORDING {
             let (due, seq) = self.next_due()?;
             if due > now_ms {
@@ -311,6 +330,9 @@ impl Window {
             self.due.remove(&(due, seq));
             let Some(p) = self.pending.get(&seq).copied() else { continue };
             self.in_flight.insert(seq);
+            if let Some(pace) = &mut self.pace {
+                pace.started(now_ms);
+            }
             return Some(Start { seq, attempt: p.attempt, round: p.round });
         }
         None
@@ -475,6 +497,8 @@ impl Window {
             return None;
         }
         let (due, _) = self.next_due()?;
+        // Due, but the rate limit holds it: the timer fires when the limit lets it go.
+        let due = self.pace.as_ref().map_or(due, |pace| due.max(pace.earliest()));
         if self.timer.is_some_and(|at| at <= due) {
             return None;
         }

@@ -33,26 +33,47 @@ impl Store {
         self.inner.tree.get(keys::id_key(Tag::Target, id.as_str()))?.map(|v| self.decode_target(&v)).transpose()
     }
 
-    /// A target's record: version 4 (sealed, with its options) with the store's key, version 3
+    /// A target's record: version 6 (sealed, with its options) with the store's key, version 5
     /// (in clear, with its options) on a store opened without one (`seal::Seal::Clear`); none on
-    /// a locked store.
+    /// a locked store. A target without a rate limit is written as before it (version 4, or 3
+    /// in clear), which a build from before the rate limit still reads.
     pub(crate) fn encode_target(&self, target: &Target) -> Result<Vec<u8>> {
         let clear = stored::TargetV1::from(target);
-        let options = stored::TargetOptionsV1::of(target);
-        match &self.inner.seal {
-            Seal::Clear => {
+        let options = stored::TargetOptionsV2::of(target);
+        let first = options.first_layout();
+        match (&self.inner.seal, first) {
+            (Seal::Clear, Some(options)) => {
                 codec::encode_as(stored::CLEAR_OPTIONS_VERSION, &stored::TargetV3 { target: clear, options })
             }
-            seal => {
+            (Seal::Clear, None) => {
+                codec::encode_as(stored::CLEAR_OPTIONS2_VERSION, &stored::TargetV5 { target: clear, options })
+            }
+            (seal, first) => {
                 let sealed = stored::TargetV2::seal(clear, seal.key()?)?;
-                codec::encode_as(stored::SEALED_OPTIONS_VERSION, &stored::TargetV4 { target: sealed, options })
+                match first {
+                    Some(options) => {
+                        codec::encode_as(stored::SEALED_OPTIONS_VERSION, &stored::TargetV4 { target: sealed, options })
+                    }
+                    None => {
+                        codec::encode_as(stored::SEALED_OPTIONS2_VERSION, &stored::TargetV6 { target: sealed, options })
+                    }
+                }
             }
         }
     }
 
-    /// A target's record of any version (1 and 2 without options: each takes its default).
+    /// A target's record of any version (1 and 2 without options: each takes its default; 3
+    /// and 4 without a rate limit).
     pub(crate) fn decode_target(&self, bytes: &[u8]) -> Result<Target> {
         match bytes.first() {
+            Some(&stored::SEALED_OPTIONS2_VERSION) => {
+                let v6: stored::TargetV6 = codec::decode_as(stored::SEALED_OPTIONS2_VERSION, bytes)?;
+                Ok(v6.options.apply(v6.target.open(self.inner.seal.key()?)?.into()))
+            }
+            Some(&stored::CLEAR_OPTIONS2_VERSION) => {
+                let v5: stored::TargetV5 = codec::decode_as(stored::CLEAR_OPTIONS2_VERSION, bytes)?;
+                Ok(v5.options.apply(v5.target.into()))
+            }
             Some(&stored::SEALED_OPTIONS_VERSION) => {
                 let v4: stored::TargetV4 = codec::decode_as(stored::SEALED_OPTIONS_VERSION, bytes)?;
                 Ok(v4.options.apply(v4.target.open(self.inner.seal.key()?)?.into()))

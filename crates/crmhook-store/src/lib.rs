@@ -33,8 +33,9 @@
 //! such request's key, first seq and count: `RequestKeyV1`), and chunks of versions `1` and `2`
 //! are still read (see [`codec::decode_events`]); targets and sources are version `2` when sealed (see
 //! below), and targets are now written as version `4` (sealed, with the options added since:
-//! `TargetV4`) or `3` (in clear, `TargetV3`), versions `1` and `2` read with each option at its
-//! default. The records are the store's own layouts (`stored`:
+//! `TargetV4`) or `3` (in clear, `TargetV3`), or, with a rate limit, `6` (`TargetV6`) or `5`
+//! (`TargetV5`); versions `1` and `2` read with each option at its default, `3` and `4` with no
+//! rate limit. The records are the store's own layouts (`stored`:
 //! `EventV3`, `TargetV4`, `SubscriptionV1`, `SourceV2`; and `records`), converted explicitly
 //! to and from the core types: bincode is positional, so a core type is never encoded as it is.
 //!
@@ -47,7 +48,7 @@
 //! | `E` seq:u64 | `Vec<EventV3>` (record version 3: with `test`, a test event of `POST /v1/targets/{id}/test`); `(Vec<EventV3>, Vec<RequestKeyV1>)` (version 4: a chunk that holds the first event of requests sent with an `Idempotency-Key` of their own, with those keys); `Vec<EventV2>` in version 2, `Vec<EventV1>` in version 1, still read | the event log in chunks: the events from seq on, in seq order (see below) |
 //! | `K` idempotency-key | `Vec<AckEntry>` | the acknowledgement of a request with an `Idempotency-Key` (written again at open from its chunk's copy of the key if a crash came between the two) |
 //! | `X` event key | [`AckEntry`] | an event's own idempotency key (a Maximizer `Id`; for a MAIA source's event `maia:` and 128 bits of the SHA-256 of its source id and exact bytes, in hex) → its acknowledgement |
-//! | `T` tgt_id | `TargetV4` (record version 4: `TargetV2` and `TargetOptionsV1`, `response_body_bytes`); `TargetV3` (version 3: `TargetV1` and the options, written without a key); `TargetV2` (record version 2: URL, header values, secret and previous secret sealed) and `TargetV1` (version 1, all in clear) still read ([`Target`](crmhook_core::Target)) | targets |
+//! | `T` tgt_id | `TargetV6` (record version 6: `TargetV2` and `TargetOptionsV2`, `response_body_bytes` and `rate_limit_per_s`; `TargetV5`, version 5, in clear), written for a target with a rate limit; `TargetV4` (record version 4: `TargetV2` and `TargetOptionsV1`, `response_body_bytes`), written for one without; `TargetV3` (version 3: `TargetV1` and the options, written without a key); `TargetV2` (record version 2: URL, header values, secret and previous secret sealed) and `TargetV1` (version 1, all in clear) still read ([`Target`](crmhook_core::Target)) | targets |
 //! | `S` sub_id | `SubscriptionV1` ([`Subscription`](crmhook_core::Subscription)) | subscriptions |
 //! | `Z` src_id | `SourceV2` (record version 2: the MAIA secret sealed); `SourceV1` (version 1, in clear) still read ([`Source`](crmhook_core::Source)) | sources (a Maximizer source's key only as its SHA-256) |
 //! | `Q` rej_id | [`Rejected`] | the quarantine: a piece of a source's request that was not an event, with its exact bytes; rewritten with `retried` set once a retry logged it as an event; removed by retention ([`Store::compact_quarantine`]) |

@@ -14,8 +14,8 @@ use crate::migrate::migrate_from_format_1;
 use crate::replica::Link;
 use crate::seal::{Seal, SealKey};
 use crate::stored::{
-    SourceV1, SourceV2, TargetOptionsV1, TargetV1, TargetV2, TargetV3, TargetV4, CLEAR_OPTIONS_VERSION,
-    SEALED_OPTIONS_VERSION, SEALED_VERSION,
+    SourceV1, SourceV2, TargetOptionsV2, TargetV1, TargetV2, TargetV3, TargetV4, TargetV5, TargetV6,
+    CLEAR_OPTIONS2_VERSION, CLEAR_OPTIONS_VERSION, SEALED_OPTIONS2_VERSION, SEALED_OPTIONS_VERSION, SEALED_VERSION,
 };
 use crate::writer::{Op, Writer};
 use crate::{codec, read_u64, Inner, Options, Result, Store, StoreError, FORMAT};
@@ -205,21 +205,30 @@ fn seal_clear_records(db: &sled::Db, tree: &sled::Tree, key: &SealKey, first: bo
     let mut sealed = 0;
     for kv in tree.scan_prefix(Tag::Target.prefix()) {
         let (k, v) = kv?;
-        // Version 1 (in clear) and 3 (in clear, with options) become 4; 2 and 4 are sealed.
+        // Versions 1, 3 and 5 (in clear; 3 and 5 with options) become 4, or 6 with a rate
+        // limit; 2, 4 and 6 are sealed.
         let (clear, options) = match v.first() {
+            Some(&CLEAR_OPTIONS2_VERSION) => {
+                let v5: TargetV5 = codec::decode_as(CLEAR_OPTIONS2_VERSION, &v)?;
+                (v5.target, v5.options)
+            }
             Some(&CLEAR_OPTIONS_VERSION) => {
                 let v3: TargetV3 = codec::decode_as(CLEAR_OPTIONS_VERSION, &v)?;
-                (v3.target, v3.options)
+                (v3.target, v3.options.into())
             }
-            Some(&SEALED_VERSION | &SEALED_OPTIONS_VERSION) => continue,
+            Some(&SEALED_VERSION | &SEALED_OPTIONS_VERSION | &SEALED_OPTIONS2_VERSION) => continue,
             _ => {
                 let v1: TargetV1 = codec::decode(&v)?;
-                let options = TargetOptionsV1::of(&crmhook_core::Target::from(v1.clone()));
+                let options = TargetOptionsV2::of(&crmhook_core::Target::from(v1.clone()));
                 (v1, options)
             }
         };
-        let target = TargetV4 { target: TargetV2::seal(clear, key)?, options };
-        batch.insert(k, codec::encode_as(SEALED_OPTIONS_VERSION, &target)?);
+        let target = TargetV2::seal(clear, key)?;
+        let record = match options.first_layout() {
+            Some(options) => codec::encode_as(SEALED_OPTIONS_VERSION, &TargetV4 { target, options })?,
+            None => codec::encode_as(SEALED_OPTIONS2_VERSION, &TargetV6 { target, options })?,
+        };
+        batch.insert(k, record);
         sealed += 1;
     }
     for kv in tree.scan_prefix(Tag::Source.prefix()) {

@@ -268,6 +268,49 @@ mod tests {
     }
 
     #[test]
+    fn a_rate_limited_target_is_kept_in_the_second_layout_in_clear_and_sealed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rt = crate::test_support::rt();
+        let (target, _) = secrets();
+        let target = crmhook_core::Target { rate_limit_per_s: Some(40), ..target };
+        {
+            let store = crate::Store::open(dir.path()).expect("open without a key");
+            rt.block_on(store.create_target(&target, 0)).expect("target");
+            rt.block_on(store.close());
+        }
+        let raw = |key: Option<&SealKey>| {
+            let options = crate::Options { key: key.cloned(), ..Default::default() };
+            let store = crate::Store::open_with(dir.path(), options).expect("open");
+            let versions: Vec<u8> = store
+                .inner
+                .tree
+                .scan_prefix(crate::keys::Tag::Target.prefix())
+                .values()
+                .map(|v| v.expect("value")[0])
+                .collect();
+            let read = store.targets().expect("targets");
+            rt.block_on(store.close());
+            (versions, read)
+        };
+        assert_eq!(raw(None), (vec![crate::stored::CLEAR_OPTIONS2_VERSION], vec![target.clone()]));
+        let (key, _) = SealKey::generate().expect("key");
+        assert_eq!(
+            raw(Some(&key)),
+            (vec![crate::stored::SEALED_OPTIONS2_VERSION], vec![target.clone()]),
+            "sealed on open"
+        );
+        // Its limit lifted, it is written as before the limit (version 4), which older builds read.
+        let store =
+            crate::Store::open_with(dir.path(), crate::Options { key: Some(key.clone()), ..Default::default() })
+                .expect("open");
+        let lifted = crmhook_core::Target { rate_limit_per_s: None, ..target };
+        rt.block_on(store.put_target(&lifted)).expect("update");
+        rt.block_on(store.close());
+        drop(store);
+        assert_eq!(raw(Some(&key)), (vec![crate::stored::SEALED_OPTIONS_VERSION], vec![lifted]));
+    }
+
+    #[test]
     fn records_in_clear_are_sealed_when_the_store_first_opens_with_a_key() {
         let dir = tempfile::tempdir().expect("tempdir");
         let rt = crate::test_support::rt();

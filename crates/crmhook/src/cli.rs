@@ -40,6 +40,9 @@ pub enum Targets {
         /// Bytes of each answer's body kept with its attempt (0 to 4096; default 4096).
         #[arg(long)]
         response_body_bytes: Option<u32>,
+        /// At most this many attempts a second to this target (1 to 10000; default: no limit).
+        #[arg(long)]
+        rate_limit_per_s: Option<u32>,
     },
     Delete {
         id: String,
@@ -272,6 +275,7 @@ pub fn targets(conn: &Conn, cmd: Targets) -> anyhow::Result<ExitCode> {
             ordered,
             format,
             response_body_bytes,
+            rate_limit_per_s,
         } => {
             let mut body = json!({"name": name, "url": target_url, "ordered": ordered});
             if !headers.is_empty() {
@@ -293,6 +297,9 @@ pub fn targets(conn: &Conn, cmd: Targets) -> anyhow::Result<ExitCode> {
             }
             if let Some(n) = response_body_bytes {
                 body["response_body_bytes"] = json!(n);
+            }
+            if let Some(n) = rate_limit_per_s {
+                body["rate_limit_per_s"] = json!(n);
             }
             shown(request(conn, "POST", "/v1/targets", Some(&body))?)
         }

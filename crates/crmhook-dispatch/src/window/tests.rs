@@ -63,6 +63,44 @@ fn an_unordered_target_starts_by_due_time_sixteen_at_a_time() {
 }
 
 #[test]
+fn a_rate_limited_target_starts_at_most_its_rate_in_any_second() {
+    let mut w = new_target(false);
+    w.set_rate(Some(3));
+    let seqs: Vec<u64> = (1..=10).collect();
+    take(&mut w, &seqs, 1_000);
+    assert_eq!(starts(&mut w, 1_000), vec![1, 2, 3], "three in the first second");
+    assert_eq!(w.arm_timer(), Some(2_000), "the timer waits for the limit, not for the due time");
+    for seq in 1..=3 {
+        ok(&mut w, seq, 1_100);
+    }
+    assert_eq!(starts(&mut w, 1_999), Vec::<u64>::new(), "finished attempts free no rate");
+    w.timer_fired();
+    assert_eq!(starts(&mut w, 2_000), vec![4, 5, 6]);
+    // Lifting the limit lets the rest go at once (16 in flight at most, as ever).
+    w.set_rate(None);
+    assert_eq!(starts(&mut w, 2_001), vec![7, 8, 9, 10]);
+}
+
+#[test]
+fn a_rate_limited_retry_waits_for_its_due_time_and_for_the_limit() {
+    let mut w = Window::recover(
+        false,
+        Recovered {
+            cursor: Some(10),
+            pending: vec![(2, retry(2, 5_000)), (5, retry(2, 5_000))],
+            ..Recovered::default()
+        },
+    );
+    w.set_rate(Some(1));
+    assert_eq!(w.arm_timer(), Some(5_000), "nothing has started: only the due time counts");
+    w.timer_fired();
+    assert_eq!(starts(&mut w, 5_000), vec![2]);
+    assert_eq!(w.arm_timer(), Some(6_000));
+    w.timer_fired();
+    assert_eq!(starts(&mut w, 6_000), vec![5]);
+}
+
+#[test]
 fn an_ordered_target_starts_only_its_oldest_delivery_one_at_a_time() {
     let mut w = Window::recover(
         true,

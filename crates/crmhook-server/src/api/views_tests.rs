@@ -114,12 +114,13 @@ fn a_target_shows_enabled_then_what_applies() {
         created_at_ms: 0,
         updated_at_ms: 0,
         response_body_bytes: 4096,
+        rate_limit_per_s: None,
     };
     let plain = json(&TargetView::new(&target, None, false));
     assert_eq!(
         plain,
         format!(
-            r#"{{"id":"{}","name":"crm","url":"https://crm.example/hook","headers":{{"X-B":"<redacted>","X-A":"<redacted>"}},"timeout_ms":2000,"retry_schedule_ms":[5000],"ordered":false,"format":null,"response_body_bytes":4096,"created_at":"{T0}","updated_at":"{T0}","enabled":true}}"#,
+            r#"{{"id":"{}","name":"crm","url":"https://crm.example/hook","headers":{{"X-B":"<redacted>","X-A":"<redacted>"}},"timeout_ms":2000,"retry_schedule_ms":[5000],"ordered":false,"format":null,"response_body_bytes":4096,"rate_limit_per_s":null,"created_at":"{T0}","updated_at":"{T0}","enabled":true}}"#,
             target.id
         )
     );

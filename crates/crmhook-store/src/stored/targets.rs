@@ -1,4 +1,4 @@
-//! The layouts of targets: record versions 1 to 4, in clear and sealed, and their options.
+//! The layouts of targets: record versions 1 to 6, in clear and sealed, and their options.
 
 use serde::{Deserialize, Serialize};
 
@@ -74,6 +74,7 @@ impl From<TargetV1> for Target {
             updated_at_ms: t.updated_at_ms,
             // Versions 1 and 2 were written before the options: each takes its default.
             response_body_bytes: crmhook_core::target::MAX_RESPONSE_BODY_BYTES,
+            rate_limit_per_s: None,
         }
     }
 }
@@ -87,6 +88,8 @@ pub(crate) struct TargetOptionsV1 {
 }
 
 impl TargetOptionsV1 {
+    /// What a version 3 or 4 record holds for `t` (tests write such records as older builds did).
+    #[cfg(test)]
     pub(crate) fn of(t: &Target) -> Self {
         TargetOptionsV1 { response_body_bytes: t.response_body_bytes }
     }
@@ -95,6 +98,59 @@ impl TargetOptionsV1 {
     pub(crate) fn apply(self, target: Target) -> Target {
         Target { response_body_bytes: self.response_body_bytes, ..target }
     }
+}
+
+/// A target's options, second layout: [`TargetOptionsV1`] and `rate_limit_per_s`. Record
+/// versions 5 ([`TargetV5`], in clear) and 6 ([`TargetV6`], sealed) hold them; versions 3 and
+/// 4 read with no rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct TargetOptionsV2 {
+    pub response_body_bytes: u32,
+    pub rate_limit_per_s: Option<u32>,
+}
+
+impl TargetOptionsV2 {
+    pub(crate) fn of(t: &Target) -> Self {
+        TargetOptionsV2 { response_body_bytes: t.response_body_bytes, rate_limit_per_s: t.rate_limit_per_s }
+    }
+
+    /// `target` (read from a layout without options) with these.
+    pub(crate) fn apply(self, target: Target) -> Target {
+        Target { response_body_bytes: self.response_body_bytes, rate_limit_per_s: self.rate_limit_per_s, ..target }
+    }
+
+    /// These options in the first layout, when it holds them all (no rate limit): such a
+    /// target is written as version 3 or 4, which builds from before the rate limit read.
+    pub(crate) fn first_layout(self) -> Option<TargetOptionsV1> {
+        self.rate_limit_per_s.is_none().then_some(TargetOptionsV1 { response_body_bytes: self.response_body_bytes })
+    }
+}
+
+impl From<TargetOptionsV1> for TargetOptionsV2 {
+    fn from(o: TargetOptionsV1) -> Self {
+        TargetOptionsV2 { response_body_bytes: o.response_body_bytes, rate_limit_per_s: None }
+    }
+}
+
+/// The record version of targets in clear with their second options ([`TargetV5`]).
+pub(crate) const CLEAR_OPTIONS2_VERSION: u8 = 5;
+/// The record version of sealed targets with their second options ([`TargetV6`]).
+pub(crate) const SEALED_OPTIONS2_VERSION: u8 = 6;
+
+/// A target (`T` keys), record version 5: [`TargetV1`] (in clear) and its options of the second
+/// layout. Written by a store opened without a key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct TargetV5 {
+    pub target: TargetV1,
+    pub options: TargetOptionsV2,
+}
+
+/// A target (`T` keys), record version 6: [`TargetV2`] (sealed) and its options of the second
+/// layout. What a store with its key writes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct TargetV6 {
+    pub target: TargetV2,
+    pub options: TargetOptionsV2,
 }
 
 /// The record version of targets in clear with their options ([`TargetV3`]).
@@ -120,7 +176,7 @@ pub(crate) struct TargetV4 {
 
 /// The record version of targets and sources whose secrets are sealed ([`TargetV2`],
 /// [`SourceV2`](super::SourceV2)); version 1 ([`TargetV1`], [`SourceV1`](super::SourceV1)) holds them in clear and is still read.
-/// Targets are now written as version 4 ([`TargetV4`]), or 3 without a key.
+/// Targets are now written as version 6 ([`TargetV6`]), or 5 without a key.
 pub(crate) const SEALED_VERSION: u8 = 2;
 
 /// A target (`T` keys), record version 2: [`TargetV1`] with its URL, its header values and its

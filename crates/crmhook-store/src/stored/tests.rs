@@ -40,6 +40,15 @@ fn the_layouts_are_the_records_already_on_disk() {
     let v3 = TargetV3 { target: TargetV1::from(&narrow), options: TargetOptionsV1::of(&narrow) };
     let read = decode::<TargetV3>(&encode(&v3).expect("encode")).expect("decode");
     assert_eq!(read.options.apply(read.target.into()), narrow);
+    // Versions 3 and 4 were written before the rate limit: they read with none. Versions 5
+    // and 6 keep both options.
+    let limited = Target { rate_limit_per_s: Some(25), ..narrow.clone() };
+    let v3 = TargetV3 { target: TargetV1::from(&limited), options: TargetOptionsV1::of(&limited) };
+    let read = decode::<TargetV3>(&encode(&v3).expect("encode")).expect("decode");
+    assert_eq!(TargetOptionsV2::from(read.options).apply(read.target.into()), narrow);
+    let v5 = TargetV5 { target: TargetV1::from(&limited), options: TargetOptionsV2::of(&limited) };
+    let read = decode::<TargetV5>(&encode(&v5).expect("encode")).expect("decode");
+    assert_eq!(read.options.apply(read.target.into()), limited);
     let mut filters = Vec::new();
     for (name, _) in Op::ALL {
         let value = match name {

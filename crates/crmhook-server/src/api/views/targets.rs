@@ -83,6 +83,8 @@ pub struct TargetView<'a> {
     pub format: Option<&'static str>,
     /// How many bytes of each answer's body are kept with its attempt.
     pub response_body_bytes: u32,
+    /// At most this many attempts start in a second; `null`: no limit.
+    pub rate_limit_per_s: Option<u32>,
     pub created_at: String,
     pub updated_at: String,
     /// While the secret before the last rotation still signs.
@@ -113,6 +115,7 @@ impl<'a> TargetView<'a> {
             ordered: t.ordered,
             format: t.format.map(|f| f.as_str()),
             response_body_bytes: t.response_body_bytes,
+            rate_limit_per_s: t.rate_limit_per_s,
             created_at: rfc3339(t.created_at_ms),
             updated_at: rfc3339(t.updated_at_ms),
             previous_secret_expires_at: t
