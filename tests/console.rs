@@ -585,6 +585,7 @@ fn webhook_center_flow() {
     browser.set("#t-headers .header-row .h-value", "blue-team-credential");
     browser.set("#target-form input[name=timeout_ms]", "1000");
     browser.set("#target-form input[name=retry_schedule_ms]", "200, 400");
+    browser.set("#target-form input[name=rate_limit_per_s]", "20");
     browser.enter("#target-form input[name=name]");
     browser.wait_text("#target-form .field-error[data-for='url']", "the URL refused beside it", |t| t.contains("422"));
     browser.set("#target-form input[name=url]", &rcv.url("/hook"));
@@ -603,6 +604,8 @@ fn webhook_center_flow() {
     let t = server.admin("GET", &format!("/v1/targets/{tid}"), None).json();
     assert_eq!(t["headers"], json!({"X-Team": "<redacted>"}), "{t}");
     assert_eq!((t["timeout_ms"].as_u64(), t["retry_schedule_ms"].clone()), (Some(1000), json!([200, 400])));
+    assert_eq!(t["rate_limit_per_s"], 20, "{t}");
+    browser.wait_text("#target-pane .t-rate", "the rate limit shown", |t| t.contains("at most 20 attempts a second"));
     assert!(t.get("secret").is_none(), "{t}");
 
     // Disabled and enabled again, by keyboard.
@@ -739,6 +742,14 @@ fn webhook_center_flow() {
     assert_eq!(fits, Value::Bool(true), "the Webhook Center is wider than a 400 px window");
     browser.execute("window.scrollTo(0, 0)");
     browser.shot("console-phone.png");
+    // The rate limit lifted in the form: an empty field is no limit.
+    browser.enter("#target-pane .t-edit");
+    let rate = browser.wait("#dlg-target[open] input[name=rate_limit_per_s]");
+    assert_eq!(browser.property(&rate, "value"), "20");
+    browser.set("#target-form input[name=rate_limit_per_s]", "");
+    browser.enter("#target-form input[name=rate_limit_per_s]");
+    browser.wait_text("#target-pane .t-rate", "no rate limit shown", |t| t == "none");
+    assert_eq!(server.admin("GET", &format!("/v1/targets/{tid}"), None).json()["rate_limit_per_s"], Value::Null);
     browser.enter("#target-pane .t-edit");
     browser.wait("#dlg-target[open]");
     browser.escape();

@@ -94,6 +94,7 @@ function renderTarget(id) {
       <dt>Timeout</dt><dd>${esc(msText(t.timeout_ms))}</dd>
       <dt>Retries</dt><dd>${t.retry_schedule_ms.length ? t.retry_schedule_ms.map(msText).map(esc).join(", ") : "none: one attempt"}</dd>
       <dt>Ordered</dt><dd>${t.ordered ? "yes: one at a time, in log order" : "no"}</dd>
+      <dt>Rate limit</dt><dd class="t-rate">${t.rate_limit_per_s ? `at most ${esc(String(t.rate_limit_per_s))} attempts a second` : "none"}</dd>
       <dt>Secret</dt><dd>shown only when the target is made or its secret rotated${t.previous_secret_expires_at ? `; the previous secret stays valid until ${esc(when(t.previous_secret_expires_at))}` : ""}</dd>
       ${t.enabled ? "" : `<dt>Disabled</dt><dd class="dead">${esc(when(t.disabled_at))}${t.disabled_reason ? `: ${esc(t.disabled_reason)}` : ""}</dd>`}
     </dl>
@@ -242,6 +243,7 @@ function openTargetForm(t) {
   f.timeout_ms.value = t ? t.timeout_ms : "";
   f.retry_schedule_ms.value = t ? (t.retry_schedule_ms.length ? t.retry_schedule_ms.join(", ") : "none") : "";
   f.ordered.checked = !!t?.ordered;
+  f.rate_limit_per_s.value = t?.rate_limit_per_s ?? "";
   f.format.value = t?.format ?? "";
   f.enabled.checked = t ? t.enabled : true;
   $("#t-headers").replaceChildren(...Object.keys(t?.headers || {}).map((h) => headerRow(h, true)));
@@ -274,6 +276,11 @@ function targetBody(form) {
   if (schedule === undefined && t) return fieldError(form, "retry_schedule_ms", "Give the delays, or none for a single attempt."), null;
   if (schedule !== undefined && (!t || JSON.stringify(schedule) !== JSON.stringify(t.retry_schedule_ms))) body.retry_schedule_ms = schedule;
   if (!t ? f.ordered.checked : f.ordered.checked !== t.ordered) body.ordered = f.ordered.checked;
+  // Empty: no limit (null lifts the one a target has).
+  const rate = f.rate_limit_per_s.value.trim();
+  if (rate && !/^\d+$/.test(rate)) return fieldError(form, "rate_limit_per_s", "A whole number of attempts a second, 1–10000, or empty for no limit."), null;
+  const rateLimit = rate ? Number(rate) : null;
+  if (!t ? rateLimit !== null : rateLimit !== (t.rate_limit_per_s ?? null)) body.rate_limit_per_s = rateLimit;
   const format = f.format.value || null;
   if (!t ? format : format !== (t.format ?? null)) body.format = format;
   if (!t || headersDirty) {
