@@ -66,6 +66,25 @@ fn a_failing_target_does_not_hold_ingest_back() {
 }
 
 #[test]
+fn a_rate_limited_target_behind_by_its_limit_does_not_hold_ingest_back() {
+    let server = Server::start_with(&[
+        ("CRMHOOK_ADMIN_TOKEN", ADMIN),
+        ("CRMHOOK_INGEST_TOKEN", INGEST),
+        ("CRMHOOK_ALLOW_PRIVATE_TARGETS", "true"),
+        ("CRMHOOK_MAX_DELIVERY_LAG_MS", "100"),
+    ]);
+    let rcv = Receiver::start();
+    server.wire(&rcv.url("/paced"), Some(json!({})), json!({"rate_limit_per_s": 2}));
+    for _ in 0..8 {
+        assert_eq!(post(&server).status, 202);
+    }
+    // The fifth goes in the third second: it was about 2 s old when delivered.
+    rcv.wait_count("/paced", 5, Duration::from_secs(20));
+    let r = post(&server);
+    assert_eq!(r.status, 202, "{}", r.text);
+}
+
+#[test]
 fn a_rate_limited_target_gets_no_more_than_its_rate_in_any_second_and_keeps_it_over_a_restart() {
     let mut server = Server::start();
     let rcv = Receiver::start();

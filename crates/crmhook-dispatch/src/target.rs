@@ -363,7 +363,9 @@ impl TargetActor {
                 tracing::warn!(target_id = %target.id, seq, n, outcome = ?report.outcome, "delivery dead: retry schedule spent")
             }
         }
-        if matches!(result, AttemptResult::Delivered) {
+        // A rate-limited target is behind by the operator's choice: its lag holds no ingest back
+        // (`max_delivery_lag_ms`).
+        if matches!(result, AttemptResult::Delivered) && target.rate_limit_per_s.is_none() {
             self.metrics.delivered_event(report.received_at_ms, now);
         }
         let code = match &report.outcome {
