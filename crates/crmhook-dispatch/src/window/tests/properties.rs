@@ -107,6 +107,10 @@ struct Submitted {
 /// says); a crash keeps every durable write and any prefix of the others that followed.
 struct Sim {
     ordered: bool,
+    /// The target's `rate_limit_per_s`.
+    rate: Option<u32>,
+    /// When each attempt since the last crash started (the pace is kept in memory only).
+    started_at: Vec<u64>,
     /// Whether each event (seq - 1) matches the target's subscriptions.
     matches: Vec<bool>,
     /// The store as of the last crash, and the writes submitted since.
@@ -133,10 +137,12 @@ struct Sim {
 }
 
 impl Sim {
-    fn new(ordered: bool) -> Sim {
+    fn new(ordered: bool, rate: Option<u32>) -> Sim {
         let base = Disk { cursor: Some(0), ..Disk::default() };
         let mut sim = Sim {
             ordered,
+            rate,
+            started_at: Vec::new(),
             matches: Vec::new(),
             disk: base.clone(),
             window: Window::recover(ordered, base.recovered(0)),
@@ -152,6 +158,7 @@ impl Sim {
             gone: 0,
             silenced: false,
         };
+        sim.window.set_rate(rate);
         sim.pump();
         sim
     }
@@ -208,6 +215,11 @@ impl Sim {
             assert!(!self.silenced, "{} started after a 410, before an operator enabled the target", start.seq);
             if self.ordered {
                 assert_eq!(self.window.pending.keys().next(), Some(&start.seq), "ordered: the oldest owed goes");
+            }
+            self.started_at.push(self.now);
+            if let Some(rate) = self.rate {
+                let in_second = self.started_at.iter().rev().take_while(|&&t| t + 1_000 > self.now).count();
+                assert!(in_second <= rate as usize, "{in_second} attempts started within a second, at most {rate}");
             }
             if self.unreadable.contains(&start.seq) {
                 self.window.unstarted(start.seq, self.now);
@@ -349,6 +361,8 @@ impl Sim {
         // What the store kept of a 410 decides now.
         self.silenced = false;
         self.window = Window::recover(self.ordered, self.disk.recovered(self.head()));
+        self.window.set_rate(self.rate);
+        self.started_at.clear();
         // At least once: every delivery owed and not recorded as finished is owed again.
         for seq in (1..=self.head()).filter(|s| self.matches(*s) && !self.disk.finished.contains(s)) {
             let owed = self.window.pending.contains_key(&seq)
@@ -498,8 +512,8 @@ fn op(most_events: usize) -> impl Strategy<Value = Op> {
     ]
 }
 
-fn run(ordered: bool, ops: Vec<Op>) {
-    let mut sim = Sim::new(ordered);
+fn run(ordered: bool, rate: Option<u32>, ops: Vec<Op>) {
+    let mut sim = Sim::new(ordered, rate);
     for op in ops {
         match op {
             Op::Append(matches) => {
@@ -533,10 +547,15 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     /// Random runs of a few events at a time: the invariants hold after every step, nothing is
-    /// lost in a crash, and everything owed is delivered in the end.
+    /// lost in a crash, and everything owed is delivered in the end; with a rate limit, no
+    /// second holds more starts than it allows.
     #[test]
-    fn a_window_keeps_its_rules_and_loses_nothing(ordered in any::<bool>(), ops in prop::collection::vec(op(40), 1..120)) {
-        run(ordered, ops);
+    fn a_window_keeps_its_rules_and_loses_nothing(
+        ordered in any::<bool>(),
+        rate in prop::option::of(1u32..6),
+        ops in prop::collection::vec(op(40), 1..120),
+    ) {
+        run(ordered, rate, ops);
     }
 }
 
@@ -545,7 +564,11 @@ proptest! {
 
     /// The same with backlogs larger than the window.
     #[test]
-    fn a_full_window_keeps_its_rules_and_loses_nothing(ordered in any::<bool>(), ops in prop::collection::vec(op(2_500), 1..60)) {
-        run(ordered, ops);
+    fn a_full_window_keeps_its_rules_and_loses_nothing(
+        ordered in any::<bool>(),
+        rate in prop::option::of(1u32..50),
+        ops in prop::collection::vec(op(2_500), 1..60),
+    ) {
+        run(ordered, rate, ops);
     }
 }
