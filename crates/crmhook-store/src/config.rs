@@ -40,25 +40,9 @@ impl Store {
     pub(crate) fn encode_target(&self, target: &Target) -> Result<Vec<u8>> {
         let clear = stored::TargetV1::from(target);
         let options = stored::TargetOptionsV2::of(target);
-        let first = options.first_layout();
-        match (&self.inner.seal, first) {
-            (Seal::Clear, Some(options)) => {
-                codec::encode_as(stored::CLEAR_OPTIONS_VERSION, &stored::TargetV3 { target: clear, options })
-            }
-            (Seal::Clear, None) => {
-                codec::encode_as(stored::CLEAR_OPTIONS2_VERSION, &stored::TargetV5 { target: clear, options })
-            }
-            (seal, first) => {
-                let sealed = stored::TargetV2::seal(clear, seal.key()?)?;
-                match first {
-                    Some(options) => {
-                        codec::encode_as(stored::SEALED_OPTIONS_VERSION, &stored::TargetV4 { target: sealed, options })
-                    }
-                    None => {
-                        codec::encode_as(stored::SEALED_OPTIONS2_VERSION, &stored::TargetV6 { target: sealed, options })
-                    }
-                }
-            }
+        match &self.inner.seal {
+            Seal::Clear => stored::clear_record(clear, options),
+            seal => stored::sealed_record(stored::TargetV2::seal(clear, seal.key()?)?, options),
         }
     }
 

@@ -14,8 +14,8 @@ use crate::migrate::migrate_from_format_1;
 use crate::replica::Link;
 use crate::seal::{Seal, SealKey};
 use crate::stored::{
-    SourceV1, SourceV2, TargetOptionsV2, TargetV1, TargetV2, TargetV3, TargetV4, TargetV5, TargetV6,
-    CLEAR_OPTIONS2_VERSION, CLEAR_OPTIONS_VERSION, SEALED_OPTIONS2_VERSION, SEALED_OPTIONS_VERSION, SEALED_VERSION,
+    sealed_record, SourceV1, SourceV2, TargetOptionsV2, TargetV1, TargetV2, TargetV3, TargetV5, CLEAR_OPTIONS2_VERSION,
+    CLEAR_OPTIONS_VERSION, SEALED_OPTIONS2_VERSION, SEALED_OPTIONS_VERSION, SEALED_VERSION,
 };
 use crate::writer::{Op, Writer};
 use crate::{codec, read_u64, Inner, Options, Result, Store, StoreError, FORMAT};
@@ -223,12 +223,7 @@ fn seal_clear_records(db: &sled::Db, tree: &sled::Tree, key: &SealKey, first: bo
                 (v1, options)
             }
         };
-        let target = TargetV2::seal(clear, key)?;
-        let record = match options.first_layout() {
-            Some(options) => codec::encode_as(SEALED_OPTIONS_VERSION, &TargetV4 { target, options })?,
-            None => codec::encode_as(SEALED_OPTIONS2_VERSION, &TargetV6 { target, options })?,
-        };
-        batch.insert(k, record);
+        batch.insert(k, sealed_record(TargetV2::seal(clear, key)?, options)?);
         sealed += 1;
     }
     for kv in tree.scan_prefix(Tag::Source.prefix()) {

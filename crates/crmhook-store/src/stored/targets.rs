@@ -153,6 +153,23 @@ pub(crate) struct TargetV6 {
     pub options: TargetOptionsV2,
 }
 
+/// A target's record in clear: version 3 when its options fit the first layout (no rate
+/// limit: builds from before the limit read it), else version 5.
+pub(crate) fn clear_record(target: TargetV1, options: TargetOptionsV2) -> Result<Vec<u8>, StoreError> {
+    match options.first_layout() {
+        Some(options) => crate::codec::encode_as(CLEAR_OPTIONS_VERSION, &TargetV3 { target, options }),
+        None => crate::codec::encode_as(CLEAR_OPTIONS2_VERSION, &TargetV5 { target, options }),
+    }
+}
+
+/// A sealed target's record: version 4 when its options fit the first layout, else version 6.
+pub(crate) fn sealed_record(target: TargetV2, options: TargetOptionsV2) -> Result<Vec<u8>, StoreError> {
+    match options.first_layout() {
+        Some(options) => crate::codec::encode_as(SEALED_OPTIONS_VERSION, &TargetV4 { target, options }),
+        None => crate::codec::encode_as(SEALED_OPTIONS2_VERSION, &TargetV6 { target, options }),
+    }
+}
+
 /// The record version of targets in clear with their options ([`TargetV3`]).
 pub(crate) const CLEAR_OPTIONS_VERSION: u8 = 3;
 /// The record version of sealed targets with their options ([`TargetV4`]).
