@@ -26,6 +26,19 @@ fn targets_subscriptions_events_and_deliveries_from_the_command_line() {
         table.starts_with("ID") && table.contains(&tid) && table.contains("crm-a") && !table.contains("whsec_"),
         "{table}"
     );
+    let paced: Value = serde_json::from_str(&succeeded(&crmhook(
+        &server,
+        &["targets", "update", &tid, "--rate-limit-per-s", "50", "--json"],
+    )))
+    .expect("json");
+    assert_eq!(paced["rate_limit_per_s"], 50, "{paced}");
+    let lifted: Value = serde_json::from_str(&succeeded(&crmhook(
+        &server,
+        &["targets", "update", &tid, "--rate-limit-per-s", "none", "--json"],
+    )))
+    .expect("json");
+    assert_eq!(lifted["rate_limit_per_s"], Value::Null, "{lifted}");
+    assert!(!crmhook(&server, &["targets", "update", &tid, "--rate-limit-per-s", "fast"]).status.success());
 
     let sub = succeeded(&crmhook(
         &server,

@@ -41,6 +41,9 @@ pub struct TargetChanges {
     /// false pauses deliveries, true resumes them.
     #[arg(long)]
     enabled: Option<bool>,
+    /// At most this many attempts a second (1 to 10000; `none` lifts the limit).
+    #[arg(long)]
+    rate_limit_per_s: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -154,14 +157,27 @@ fn target_patch(c: TargetChanges) -> anyhow::Result<Map<String, Value>> {
     if let Some(e) = c.enabled {
         body.insert("enabled".into(), json!(e));
     }
+    if let Some(r) = c.rate_limit_per_s {
+        body.insert("rate_limit_per_s".into(), rate_limit(&r)?);
+    }
     Ok(body)
+}
+
+/// `--rate-limit-per-s`: a number, or `none` (no limit: `null`). The server checks the range.
+fn rate_limit(text: &str) -> anyhow::Result<Value> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("none") {
+        return Ok(Value::Null);
+    }
+    let n: u64 = text.parse().with_context(|| format!("--rate-limit-per-s {text:?} is neither a number nor none"))?;
+    Ok(json!(n))
 }
 
 /// `crmhook targets update`: answers the target as the server shows it after the change.
 pub fn update_target(conn: &Conn, id: &str, changes: TargetChanges) -> anyhow::Result<Value> {
     let body = target_patch(changes)?;
     if body.is_empty() {
-        bail!("nothing to change: give at least one of --name, --target-url, --header, --clear-headers, --timeout-ms, --retry-schedule-ms, --ordered, --format, --enabled");
+        bail!("nothing to change: give at least one of --name, --target-url, --header, --clear-headers, --timeout-ms, --retry-schedule-ms, --ordered, --format, --enabled, --rate-limit-per-s");
     }
     request(conn, "PATCH", &format!("/v1/targets/{id}"), Some(&Value::Object(body)))
 }
