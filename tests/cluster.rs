@@ -568,6 +568,54 @@ fn a_node_answers_an_ingest_soon_after_the_nats_server_holding_its_reader_dies()
 }
 
 /// The NATS nodes holding the log stream's (first) consumer and leading the stream, from `/jsz`.
+/// A node whose start fails after it joined the cluster (here its data dir is a file) says why
+/// and exits with status 2. It used to panic on the way out instead ("Cannot drop a runtime in a
+/// context where blocking is not allowed": the cluster's NATS runtime was dropped inside the
+/// server's async context), which hid the reason.
+#[test]
+fn a_node_whose_start_fails_says_why_and_exits_without_a_panic() {
+    let nats = NatsCluster::start(1).expect("a nats-server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let not_a_dir = dir.path().join("db");
+    std::fs::write(&not_a_dir, b"not a data dir").expect("file");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_crmhook"));
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("CRMHOOK_") || k == "RUST_LOG") {
+        cmd.env_remove(k);
+    }
+    let mut child = cmd
+        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+        .arg(&not_a_dir)
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .env("CRMHOOK_ADMIN_TOKEN", ADMIN)
+        .env("CRMHOOK_INGEST_TOKEN", INGEST)
+        .env("CRMHOOK_CLUSTER", nats.urls())
+        .env("CRMHOOK_CLUSTER_MONITOR", nats.monitor_urls().join(","))
+        .env("CRMHOOK_CLUSTER_REPLICAS", "1")
+        .env("CRMHOOK_KEY_FILE", dir.path().join("cluster.key"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("crmhook runs");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut std::io::BufReader::new(stderr), &mut text);
+        let _ = tx.send(text);
+    });
+    // Its stderr closes when it exits.
+    let text = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
+        let _ = child.kill();
+        panic!("the node did not exit within 60 s")
+    });
+    let status = child.wait().expect("wait");
+    assert!(!text.contains("panicked"), "{text}");
+    assert_eq!(status.code(), Some(2), "{text}");
+    assert!(text.contains("joined the cluster"), "the start failed after joining: {text}");
+}
+
 fn log_consumer_host(nats: &NatsCluster) -> Option<(usize, usize)> {
     let index = |name: &str| (0..nats.nodes()).find(|&j| nats.server_name(j) == name);
     for i in (0..nats.nodes()).filter(|&i| nats.is_running(i)) {

@@ -104,7 +104,7 @@ impl ClusterConfig {
 /// A node's membership of the cluster: the connection, its copy of the log, its leases.
 pub struct Cluster {
     config: ClusterConfig,
-    runtime: tokio::runtime::Runtime,
+    runtime: NatsRuntime,
     js: jetstream::Context,
     node: u64,
     replica: Option<Arc<Replica>>,
@@ -115,7 +115,7 @@ impl Cluster {
     /// Connects to the NATS servers, checks that they fsync every write, and makes sure the
     /// stream and the lease bucket exist. Blocking: call it before the actix system starts.
     pub fn connect(config: ClusterConfig) -> Result<Cluster> {
-        let runtime = nats_runtime()?;
+        let runtime = NatsRuntime(Some(nats_runtime()?));
         sync_check::check(&config.monitor)?;
         let js = runtime.block_on(connect(&config))?;
         let node = node_number();
@@ -230,6 +230,27 @@ pub fn import(config: &ClusterConfig, entries: impl Iterator<Item = Result<Vec<u
     })
 }
 
+/// A [`Cluster`]'s runtime, shut down in the background when the cluster is dropped: the server
+/// drops its backend inside the actix system's async context (a start that failed, a stop),
+/// where dropping a runtime the usual way panics (and the panic hid the start's error).
+struct NatsRuntime(Option<tokio::runtime::Runtime>);
+
+impl std::ops::Deref for NatsRuntime {
+    type Target = tokio::runtime::Runtime;
+
+    fn deref(&self) -> &tokio::runtime::Runtime {
+        self.0.as_ref().expect("the runtime is taken only when dropped")
+    }
+}
+
+impl Drop for NatsRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 /// The NATS client's runtime (one worker thread).
 fn nats_runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
@@ -294,7 +315,49 @@ async fn connect(config: &ClusterConfig) -> Result<jetstream::Context> {
     if js.get_key_value(config.bucket()).await.is_err() {
         js.create_key_value(bucket).await.map_err(js_error)?;
     }
+    wait_for_the_subject(&js, config, deadline).await?;
     Ok(js)
+}
+
+/// A stream whose name no stream has: a probe that expects it is refused by the stream that
+/// takes the log's subject, never stored.
+const PROBE_STREAM: &str = "crmhook-probe-no-such-stream";
+
+/// Waits until a publish to the log's subject reaches its stream. Right after a JetStream
+/// cluster starts, the stream exists and has a leader while the server this node is connected
+/// to does not know yet that the subject is the stream's: a publish then has no responder
+/// ("no stream found for given subject"), and a node's first writes (its start's) failed. The
+/// probe expects a stream of another name (`Nats-Expected-Stream`), so the stream answers it
+/// with a refusal and stores nothing; that refusal means the subject is live.
+async fn wait_for_the_subject(
+    js: &jetstream::Context,
+    config: &ClusterConfig,
+    deadline: std::time::Instant,
+) -> Result<()> {
+    use async_nats::jetstream::context::PublishErrorKind;
+    loop {
+        let probe = jetstream::message::PublishMessage::build().expected_stream(PROBE_STREAM);
+        let answer = match js.send_publish(config.subject(), probe).await {
+            Ok(ack) => ack.await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        match answer {
+            Ok(()) => {
+                return Err(ClusterError::JetStream(format!(
+                    "the stream took a probe meant for no stream on {}: check its configuration",
+                    config.subject()
+                )))
+            }
+            // The stream's refusal (an error answer: `Other`).
+            Err(e) if e.kind() == PublishErrorKind::Other => return Ok(()),
+            // No responder, no answer in time, a broken connection: not yet.
+            Err(e) if std::time::Instant::now() < deadline => {
+                tracing::info!(error = %e, "waiting for the cluster's log to take its subject");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(js_error(e)),
+        }
+    }
 }
 
 fn js_error(e: impl std::fmt::Display) -> ClusterError {
