@@ -319,8 +319,11 @@ impl Window {
         if self.disabled || self.draining {
             return None;
         }
-        if self.pace.as_ref().is_some_and(|pace| !pace.allows(now_ms)) {
-            return None;
+        if let Some(pace) = &mut self.pace {
+            pace.at(now_ms);
+            if !pace.allows(now_ms) {
+                return None;
+            }
         }
         while self.in_flight.len() < self.limit() && self.recording.len() < RECORDING {
             let (due, seq) = self.next_due()?;

@@ -35,6 +35,15 @@ impl Pace {
         self.starts.front().map_or(0, |first| first.saturating_add(SECOND_MS))
     }
 
+    /// The clock reads `now_ms`: if it went back behind the last start (the wall clock was set
+    /// back), the starts counted are forgotten. Otherwise the limit would hold every attempt
+    /// until the clock caught up again, for as long as it had gone back.
+    pub fn at(&mut self, now_ms: u64) {
+        if self.starts.back().is_some_and(|&last| now_ms < last) {
+            self.starts.clear();
+        }
+    }
+
     /// Whether an attempt may start at `now_ms`.
     pub fn allows(&self, now_ms: u64) -> bool {
         self.earliest() <= now_ms
@@ -66,6 +75,20 @@ mod tests {
         assert!(pace.allows(1_000));
         pace.started(1_000);
         assert_eq!(pace.earliest(), 1_010, "then the second start's second");
+    }
+
+    #[test]
+    fn a_clock_set_back_forgets_the_starts_counted() {
+        let mut pace = Pace::new(2);
+        pace.started(3_600_000);
+        pace.started(3_600_001);
+        assert!(!pace.allows(1_000), "without noticing, the limit would hold for an hour");
+        pace.at(1_000);
+        assert!(pace.allows(1_000));
+        pace.started(1_000);
+        pace.started(1_001);
+        pace.at(1_500);
+        assert!(!pace.allows(1_500), "a clock going forward keeps the count");
     }
 
     #[test]
