@@ -10,18 +10,23 @@ use std::time::Duration;
 use serde_json::json;
 use support::*;
 
+/// A server whose ingest waits while a live target's deliveries lag by more than 100 ms.
+fn lagging_server() -> Server {
+    Server::start_with(&[
+        ("CRMHOOK_ADMIN_TOKEN", ADMIN),
+        ("CRMHOOK_INGEST_TOKEN", INGEST),
+        ("CRMHOOK_ALLOW_PRIVATE_TARGETS", "true"),
+        ("CRMHOOK_MAX_DELIVERY_LAG_MS", "100"),
+    ])
+}
+
 fn post(server: &Server) -> Resp {
     server.request("POST", "/v1/events", Some(INGEST), Some(&maia("crm_record_created", json!({}))))
 }
 
 #[test]
 fn ingest_waits_while_a_live_target_is_behind_and_resumes_once_it_caught_up() {
-    let server = Server::start_with(&[
-        ("CRMHOOK_ADMIN_TOKEN", ADMIN),
-        ("CRMHOOK_INGEST_TOKEN", INGEST),
-        ("CRMHOOK_ALLOW_PRIVATE_TARGETS", "true"),
-        ("CRMHOOK_MAX_DELIVERY_LAG_MS", "100"),
-    ]);
+    let server = lagging_server();
     let rcv = Receiver::start();
     // Each delivery takes 400 ms: every delivered event is at least 400 ms old.
     rcv.program("/slow", &[], delayed(200, Duration::from_millis(400)));
@@ -48,12 +53,7 @@ fn ingest_waits_while_a_live_target_is_behind_and_resumes_once_it_caught_up() {
 
 #[test]
 fn a_failing_target_does_not_hold_ingest_back() {
-    let server = Server::start_with(&[
-        ("CRMHOOK_ADMIN_TOKEN", ADMIN),
-        ("CRMHOOK_INGEST_TOKEN", INGEST),
-        ("CRMHOOK_ALLOW_PRIVATE_TARGETS", "true"),
-        ("CRMHOOK_MAX_DELIVERY_LAG_MS", "100"),
-    ]);
+    let server = lagging_server();
     let rcv = Receiver::start();
     rcv.program("/down", &[], status(500));
     server.wire(&rcv.url("/down"), Some(json!({})), json!({}));
@@ -67,12 +67,7 @@ fn a_failing_target_does_not_hold_ingest_back() {
 
 #[test]
 fn a_rate_limited_target_behind_by_its_limit_does_not_hold_ingest_back() {
-    let server = Server::start_with(&[
-        ("CRMHOOK_ADMIN_TOKEN", ADMIN),
-        ("CRMHOOK_INGEST_TOKEN", INGEST),
-        ("CRMHOOK_ALLOW_PRIVATE_TARGETS", "true"),
-        ("CRMHOOK_MAX_DELIVERY_LAG_MS", "100"),
-    ]);
+    let server = lagging_server();
     let rcv = Receiver::start();
     server.wire(&rcv.url("/paced"), Some(json!({})), json!({"rate_limit_per_s": 2}));
     for _ in 0..8 {

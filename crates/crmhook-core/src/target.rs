@@ -367,16 +367,16 @@ mod tests {
         assert_eq!(t.response_body_bytes, 4096);
     }
 
+    /// A target created with `field` set to `value`.
+    fn created_with(field: &str, value: Value) -> Result<Target, CoreError> {
+        let mut body = obj(json!({"name": "n", "url": "https://a.example"}));
+        body.insert(field.to_owned(), value);
+        Target::create(&body, false, "whsec_x".into(), 0)
+    }
+
     #[test]
     fn response_body_bytes_is_from_0_to_4096() {
-        let c = |n: Value| {
-            Target::create(
-                &obj(json!({"name": "n", "url": "https://a.example", "response_body_bytes": n})),
-                false,
-                "whsec_x".into(),
-                0,
-            )
-        };
+        let c = |n: Value| created_with("response_body_bytes", n);
         assert_eq!(c(json!(0)).map(|t| t.response_body_bytes).ok(), Some(0));
         assert_eq!(c(json!(4096)).map(|t| t.response_body_bytes).ok(), Some(4096));
         for bad in [json!(4097), json!(-1), json!("10"), json!(1.5)] {
@@ -386,14 +386,7 @@ mod tests {
 
     #[test]
     fn rate_limit_is_from_1_to_10000_and_null_removes_it() {
-        let c = |n: Value| {
-            Target::create(
-                &obj(json!({"name": "n", "url": "https://a.example", "rate_limit_per_s": n})),
-                false,
-                "whsec_x".into(),
-                0,
-            )
-        };
+        let c = |n: Value| created_with("rate_limit_per_s", n);
         assert_eq!(c(json!(1)).map(|t| t.rate_limit_per_s).ok(), Some(Some(1)));
         assert_eq!(c(json!(10_000)).map(|t| t.rate_limit_per_s).ok(), Some(Some(10_000)));
         assert_eq!(c(json!(null)).map(|t| t.rate_limit_per_s).ok(), Some(None));
