@@ -215,11 +215,7 @@ impl TargetActor {
         TargetActor {
             store,
             endpoint: Arc::new(delivery::Endpoint::new(config.target.clone(), client.guard())),
-            window: {
-                let mut window = Window::new(config.target.ordered);
-                window.set_rate(config.target.rate_limit_per_s);
-                window
-            },
+            window: Window::new(config.target.ordered).paced(config.target.rate_limit_per_s),
             config,
             unrecorded,
             client,
@@ -532,8 +528,8 @@ impl Actor for TargetActor {
             Ok((cursor, scanned, pending, disabled)) => {
                 let recovered =
                     Recovered { cursor, scanned, pending, disabled: disabled.is_some(), head: self.store.head() };
-                self.window = Window::recover(self.config.target.ordered, recovered);
-                self.window.set_rate(self.config.target.rate_limit_per_s);
+                self.window =
+                    Window::recover(self.config.target.ordered, recovered).paced(self.config.target.rate_limit_per_s);
                 tracing::debug!(target_id = %id, cursor = self.window.scanned(), pending = self.window.len(), "target resumed");
             }
             Err(e) => tracing::error!(target_id = %id, error = %e, "loading delivery state failed"),
@@ -555,8 +551,7 @@ impl Handler<Configure> for TargetActor {
 
     fn handle(&mut self, Configure(config): Configure, ctx: &mut Context<Self>) {
         self.endpoint = Arc::new(delivery::Endpoint::new(config.target.clone(), self.client.guard()));
-        self.window.configure(config.target.ordered);
-        self.window.set_rate(config.target.rate_limit_per_s);
+        self.window.configure(config.target.ordered, config.target.rate_limit_per_s);
         self.config = config;
         self.cancel_timer(ctx);
         self.pump(ctx);

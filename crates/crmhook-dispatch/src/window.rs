@@ -213,17 +213,18 @@ impl Window {
         window
     }
 
-    /// A new configuration: whether the target is ordered. The timer is forgotten (the shell
-    /// cancels its own), then the shell pumps.
-    pub fn configure(&mut self, ordered: bool) {
-        self.ordered = ordered;
-        self.timer = None;
+    /// This window with the target's rate limit (see [`Window::configure`]).
+    pub fn paced(mut self, per_s: Option<u32>) -> Window {
+        self.configure(self.ordered, per_s);
+        self
     }
 
-    /// The target's rate limit: at most `per_s` attempts start in any second (`None`: no
-    /// limit). The starts already counted are kept while the limit stays the same. The timer is
-    /// forgotten (the shell cancels its own), then the shell pumps.
-    pub fn set_rate(&mut self, per_s: Option<u32>) {
+    /// A new configuration: whether the target is ordered, and its rate limit (at most `per_s`
+    /// attempts start in any second; `None`: no limit; the starts already counted are kept while
+    /// the limit stays the same). The timer is forgotten (the shell cancels its own), then the
+    /// shell pumps.
+    pub fn configure(&mut self, ordered: bool, per_s: Option<u32>) {
+        self.ordered = ordered;
         if self.pace.as_ref().map(Pace::per_s) != per_s.map(|n| n.max(1)) {
             self.pace = per_s.map(Pace::new);
         }

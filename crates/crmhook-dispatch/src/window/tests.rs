@@ -65,7 +65,7 @@ fn an_unordered_target_starts_by_due_time_sixteen_at_a_time() {
 #[test]
 fn a_rate_limited_target_starts_at_most_its_rate_in_any_second() {
     let mut w = new_target(false);
-    w.set_rate(Some(3));
+    w.configure(false, Some(3));
     let seqs: Vec<u64> = (1..=10).collect();
     take(&mut w, &seqs, 1_000);
     assert_eq!(starts(&mut w, 1_000), vec![1, 2, 3], "three in the first second");
@@ -77,7 +77,7 @@ fn a_rate_limited_target_starts_at_most_its_rate_in_any_second() {
     w.timer_fired();
     assert_eq!(starts(&mut w, 2_000), vec![4, 5, 6]);
     // Lifting the limit lets the rest go at once (16 in flight at most, as ever).
-    w.set_rate(None);
+    w.configure(false, None);
     assert_eq!(starts(&mut w, 2_001), vec![7, 8, 9, 10]);
 }
 
@@ -91,7 +91,7 @@ fn a_rate_limited_retry_waits_for_its_due_time_and_for_the_limit() {
             ..Recovered::default()
         },
     );
-    w.set_rate(Some(1));
+    w.configure(false, Some(1));
     assert_eq!(w.arm_timer(), Some(5_000), "nothing has started: only the due time counts");
     w.timer_fired();
     assert_eq!(starts(&mut w, 5_000), vec![2]);
@@ -443,7 +443,7 @@ fn the_timer_is_armed_for_the_next_due_delivery_and_only_moved_earlier() {
     w.timer_fired();
     assert_eq!(starts(&mut w, 500), vec![2]);
     assert_eq!(w.arm_timer(), Some(700));
-    w.configure(true);
+    w.configure(true, None);
     assert_eq!(w.arm_timer(), None, "ordered, and one in flight");
     w.set_enabled(false);
     assert_eq!(w.timer, None);

@@ -145,7 +145,7 @@ impl Sim {
             started_at: Vec::new(),
             matches: Vec::new(),
             disk: base.clone(),
-            window: Window::recover(ordered, base.recovered(0)),
+            window: Window::recover(ordered, base.recovered(0)).paced(rate),
             base,
             writes: Vec::new(),
             durable: 0,
@@ -158,7 +158,6 @@ impl Sim {
             gone: 0,
             silenced: false,
         };
-        sim.window.set_rate(rate);
         sim.pump();
         sim
     }
@@ -360,8 +359,7 @@ impl Sim {
         self.unrecorded.clear();
         // What the store kept of a 410 decides now.
         self.silenced = false;
-        self.window = Window::recover(self.ordered, self.disk.recovered(self.head()));
-        self.window.set_rate(self.rate);
+        self.window = Window::recover(self.ordered, self.disk.recovered(self.head())).paced(self.rate);
         self.started_at.clear();
         // At least once: every delivery owed and not recorded as finished is owed again.
         for seq in (1..=self.head()).filter(|s| self.matches(*s) && !self.disk.finished.contains(s)) {
