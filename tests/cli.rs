@@ -79,6 +79,8 @@ fn targets_subscriptions_events_and_deliveries_from_the_command_line() {
     assert!(deliveries.contains(&eid), "{deliveries}");
     let replay = succeeded(&crmhook(&server, &["replay", "--target", &tid]));
     assert_eq!(replay.trim(), "queued 0");
+    let waiting = succeeded(&crmhook(&server, &["replay", "--target", &tid, "--status", "pending"]));
+    assert_eq!(waiting.trim(), "queued 0", "nothing waits for a retry");
     let again = succeeded(&crmhook(&server, &["events", "redeliver", &eid]));
     assert_eq!(again.trim(), "queued 1");
     rcv.wait_count("/cli", 2, Duration::from_secs(10));

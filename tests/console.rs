@@ -311,6 +311,33 @@ fn the_console_shows_events_live_and_redelivers() {
     }
 }
 
+/// A receiver back before its deliveries' next retries (an hour away): the targets table's
+/// "Retry now" sends them at once (`POST /v1/targets/{id}/replay {"status": "pending"}`).
+#[test]
+fn the_console_sends_the_retries_waiting_now() {
+    let server = Server::start();
+    let rcv = Receiver::start();
+    rcv.program("/back", &[], status(500));
+    let (tid, _) = server.wire(&rcv.url("/back"), Some(json!({})), json!({"retry_schedule_ms": [3_600_000]}));
+    let ids: Vec<String> = (0..2)
+        .map(|_| {
+            server.post_ok(&maia("crm_record_created", json!({})))["events"][0]["id"].as_str().expect("id").to_owned()
+        })
+        .collect();
+    rcv.wait_count("/back", 2, Duration::from_secs(10));
+    wait_for(Duration::from_secs(10), "both retries recorded", || {
+        ids.iter().all(|id| server.event(id)["deliveries"][0]["attempts"][0]["result"] == "retrying").then_some(())
+    });
+    rcv.set_default("/back", status(200));
+    let browser = signed_in(&server);
+    browser.clicks(&format!("#targets .retry-now[data-id='{tid}']"));
+    let got = rcv.wait_count("/back", 4, Duration::from_secs(10));
+    let again: Vec<(&str, &str)> =
+        got[2..].iter().map(|r| (r.header("webhook-id"), r.header("x-crmhook-attempt"))).collect();
+    assert!(ids.iter().all(|id| again.contains(&(id.as_str(), "2"))), "{again:?}");
+    server.wait_settled(&tid, Duration::from_secs(10));
+}
+
 /// Opens the console and signs in with the admin token; answers once it follows the stream.
 fn signed_in(server: &Server) -> Driver {
     signed_in_as(server, ADMIN)

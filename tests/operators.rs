@@ -1,5 +1,6 @@
 //! The operators' API (contract section 5): reading the log, a target's deliveries, redeliver
-//! and replay; the audit trail newest first.
+//! and replay (and retries waiting sent now: a replay of `pending`); the audit trail newest
+//! first.
 
 mod support;
 
@@ -345,4 +346,144 @@ fn the_audit_trail_pages_newest_first_with_order_newest() {
     assert_eq!(r.status, 422, "{}", r.text);
     assert!(r.content_type().starts_with("application/problem+json"));
     assert_eq!(r.json()["field"], "order");
+}
+
+// ---- a receiver back before its retries are due: a replay of `pending` --------------------
+
+/// A retry an hour away: nothing in a test reaches it unless brought forward.
+const AN_HOUR: u64 = 3_600_000;
+
+fn id(ack: &Value) -> String {
+    ack["events"][0]["id"].as_str().expect("id").to_owned()
+}
+
+fn attempts_of(rcv: &Receiver, path: &str, id: &str) -> Vec<String> {
+    rcv.requests(path)
+        .iter()
+        .filter(|r| r.header("webhook-id") == id)
+        .map(|r| r.header("x-crmhook-attempt").to_owned())
+        .collect()
+}
+
+#[test]
+fn retries_waiting_go_now_when_asked_and_only_those_since_a_time() {
+    let server = Server::start();
+    let rcv = Receiver::start();
+    rcv.program("/back", &[], status(500));
+    let (tid, _) = server.wire(&rcv.url("/back"), Some(json!({})), json!({"retry_schedule_ms": [AN_HOUR, AN_HOUR]}));
+    let older = [
+        id(&server.post_ok(&maia("crm_field_update", json!({})))),
+        id(&server.post_ok(&maia("crm_record_created", json!({})))),
+    ];
+    rcv.wait_count("/back", 2, DELIVERY);
+    let since = wait_for(DELIVERY, "the second event's received_at", || {
+        server.event(&older[1])["received_at"].as_str().map(str::to_owned)
+    });
+    // Not the waiting of a test on an outcome: the third event's `received_at` (milliseconds)
+    // must differ from the second's.
+    std::thread::sleep(Duration::from_millis(5));
+    let newer = id(&server.post_ok(&maia("crm_record_deleted", json!({}))));
+    rcv.wait_count("/back", 3, DELIVERY);
+    let retrying = wait_for(DELIVERY, "the third's first attempt recorded as retrying", || {
+        let e = server.event(&newer);
+        (e["deliveries"][0]["attempts"][0]["result"] == "retrying").then_some(e)
+    });
+    assert_eq!(retrying["deliveries"][0]["status"], "pending");
+
+    rcv.set_default("/back", status(200));
+    let replay = |body: Value| {
+        let r = server.admin("POST", &format!("/v1/targets/{tid}/replay"), Some(&body));
+        assert_eq!(r.status, 202, "{}", r.text);
+        r.json()["queued"].as_u64().expect("queued")
+    };
+    let third_at = server.event(&newer)["received_at"].as_str().expect("received_at").to_owned();
+    assert!(third_at > since, "{third_at} after {since}");
+    // `since` is inclusive: since the third's time, the third alone.
+    assert_eq!(replay(json!({"status": "pending", "since": third_at})), 1);
+    rcv.wait_count("/back", 4, DELIVERY);
+    assert_eq!(attempts_of(&rcv, "/back", &newer), ["1", "2"], "the third's retry, now, numbered on");
+    assert_eq!(replay(json!({"status": "pending", "since": since})), 1, "the second only: the third is delivered");
+    assert_eq!(replay(json!({"status": "pending"})), 1, "the first");
+    rcv.wait_count("/back", 6, DELIVERY);
+    for id in &older {
+        assert_eq!(attempts_of(&rcv, "/back", id), ["1", "2"], "{id}");
+    }
+    server.wait_settled(&tid, DELIVERY);
+    assert_eq!(replay(json!({"status": "pending"})), 0, "nothing is waiting any more");
+    let shown = wait_for(DELIVERY, "the retry recorded", || {
+        let e = server.event(&older[0]);
+        (e["deliveries"][0]["status"] == "delivered").then_some(e)
+    });
+    let attempts = &shown["deliveries"][0]["attempts"];
+    assert_eq!((attempts[1]["n"].as_u64(), attempts[1]["trigger"].as_str()), (Some(2), Some("retry")));
+    // The operators' log and the audit trail say who asked.
+    let audit = server.admin("GET", "/v1/audit?limit=100", None).json();
+    assert!(audit["next_after"].is_null(), "one page: {audit}");
+    let replays: Vec<&Value> =
+        audit["entries"].as_array().expect("entries").iter().filter(|e| e["action"] == "target.replay").collect();
+    assert_eq!(replays.len(), 4, "{audit}");
+    assert!(replays.iter().all(|e| e["after"]["status"] == "pending"), "{audit}");
+    // A status that is none of the three is refused, naming it.
+    let r = server.admin("POST", &format!("/v1/targets/{tid}/replay"), Some(&json!({"status": "retrying"})));
+    assert_eq!((r.status, r.json()["field"].as_str()), (422, Some("status")), "{}", r.text);
+}
+
+#[test]
+fn a_window_full_of_retries_waiting_moves_on_once_they_go() {
+    let server = Server::start();
+    let rcv = Receiver::start();
+    rcv.program("/full", &[], status(500));
+    let (tid, _) = server.wire(&rcv.url("/full"), Some(json!({})), json!({"retry_schedule_ms": [AN_HOUR]}));
+    // More than the target's window of 1,024: every one in it fails and waits an hour, and the
+    // rest are not even attempted meanwhile.
+    let events: Vec<Value> = (0..1_030).map(|_| maia("crm_record_created", json!({}))).collect();
+    let ack = server.post_ok(&Value::Array(events));
+    let ids: Vec<String> =
+        ack["events"].as_array().expect("events").iter().map(|e| e["id"].as_str().expect("id").to_owned()).collect();
+    rcv.wait_count("/full", 1_024, DELIVERY);
+    let last = &ids[1_029];
+    wait_for(DELIVERY, "the 1,024th retry recorded", || {
+        let e = server.event(&ids[1_023]);
+        (e["deliveries"][0]["attempts"][0]["result"] == "retrying").then_some(())
+    });
+    let waiting = server.event(last);
+    assert_eq!(waiting["deliveries"][0]["status"], "pending");
+    assert_eq!(waiting["deliveries"][0]["attempts"], json!([]), "beyond the window: not attempted");
+
+    rcv.set_default("/full", status(200));
+    let r = server.admin("POST", &format!("/v1/targets/{tid}/replay"), Some(&json!({"status": "pending"})));
+    assert_eq!((r.status, r.json()["queued"].as_u64()), (202, Some(1_024)), "{}", r.text);
+    rcv.wait_count("/full", 1_024 + 1_030, DELIVERY);
+    for (n, id) in ids.iter().enumerate() {
+        let expected: &[&str] = if n < 1_024 { &["1", "2"] } else { &["1"] };
+        assert_eq!(attempts_of(&rcv, "/full", id), expected, "event {n}");
+    }
+    server.wait_settled(&tid, DELIVERY);
+}
+
+#[test]
+fn retries_brought_forward_stay_due_across_a_restart() {
+    let mut server = Server::start();
+    let rcv = Receiver::start();
+    rcv.program("/later", &[], status(500));
+    let (tid, _) = server.wire(&rcv.url("/later"), Some(json!({})), json!({"retry_schedule_ms": [AN_HOUR]}));
+    let ids: Vec<String> = (0..3).map(|_| id(&server.post_ok(&maia("crm_record_created", json!({}))))).collect();
+    rcv.wait_count("/later", 3, DELIVERY);
+    wait_for(DELIVERY, "three retries recorded", || {
+        ids.iter().all(|id| server.event(id)["deliveries"][0]["attempts"][0]["result"] == "retrying").then_some(())
+    });
+    // Paused, so that nothing goes before the restart: the new due times must be on disk.
+    let pause = server.admin("PATCH", &format!("/v1/targets/{tid}"), Some(&json!({"enabled": false})));
+    assert_eq!(pause.status, 200, "{}", pause.text);
+    let r = server.admin("POST", &format!("/v1/targets/{tid}/replay"), Some(&json!({"status": "pending"})));
+    assert_eq!((r.status, r.json()["queued"].as_u64()), (202, Some(3)), "{}", r.text);
+    server.kill9();
+    server.respawn();
+    rcv.set_default("/later", status(200));
+    let resume = server.admin("PATCH", &format!("/v1/targets/{tid}"), Some(&json!({"enabled": true})));
+    assert_eq!(resume.status, 200, "{}", resume.text);
+    rcv.wait_count("/later", 6, DELIVERY);
+    for id in &ids {
+        assert_eq!(attempts_of(&rcv, "/later", id), ["1", "2"], "{id}");
+    }
 }

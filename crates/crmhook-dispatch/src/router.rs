@@ -205,6 +205,14 @@ impl RouterHandle {
         Ok(handle.requeue(seqs, request).await)
     }
 
+    /// Brings forward a target's deliveries waiting for a retry (of events received since
+    /// `since_ms`) to now; answers how many. A target another node delivers answers
+    /// [`RouterError::Elsewhere`].
+    pub async fn hasten(&self, target: TargetId, since_ms: Option<u64>, request: Request) -> Result<u64, RouterError> {
+        let handle = self.locate(target).await?;
+        Ok(handle.hasten(since_ms, request).await)
+    }
+
     /// Tests a target: logs `event` as a test event ([`NewEvent::test`]), delivers it to that
     /// target alone, at once and once, and records the attempt (`TargetHandle::test`).
     /// Answers the event's acknowledgement and the attempt. An unknown target, or one another

@@ -36,19 +36,17 @@ use actix::prelude::*;
 use crmhook_core::subscription::Compiled;
 use crmhook_core::time::now_ms;
 use crmhook_core::{Target, TargetId};
-use crmhook_store::{Attempt, AttemptResult, DeliveryBatch, Disabled, LogHandle, Request, Unrecorded};
+use crmhook_store::{Attempt, AttemptResult, DeliveryBatch, Disabled, LogHandle, Unrecorded};
 use rand::RngExt;
 use tokio::sync::oneshot;
 
 use crate::delivery;
 use crate::feed::{AttemptRecorded, Feed};
 use crate::metrics::TargetMetrics;
-use crate::router::RouterError;
 use crate::window::{Ended, Fill, Finish, OnDisk, Recovered, Start, StateWrite, Then, Window, SCAN_STEP};
 
 mod operator;
 pub use crate::window::{IN_FLIGHT, WINDOW};
-use operator::{Requeue, Test};
 
 /// The mailbox bound: only small messages travel here.
 const MAILBOX: usize = 64;
@@ -128,22 +126,9 @@ impl TargetHandle {
         }
     }
 
-    /// Queues deliveries again (redeliver, replay), recording the request; answers how many
-    /// were queued (deliveries already pending, or of events no longer in the log, are skipped).
-    pub async fn requeue(&self, seqs: Vec<u64>, request: Request) -> u64 {
-        self.addr.send(Requeue { seqs, request }).await.unwrap_or(0)
-    }
-
     /// Enables or disables delivery (the store is written by the caller).
     pub async fn set_enabled(&self, enabled: bool) {
         let _ = self.addr.send(SetEnabled(enabled)).await;
-    }
-
-    /// Delivers the test event at `seq` now, once, and records the attempt (see the module
-    /// docs); answers it, with its response.
-    pub async fn test(&self, seq: u64) -> Result<Attempt, RouterError> {
-        let answer = self.addr.send(Test { seq }).await.map_err(|_| RouterError::Stopped)?;
-        answer.await.map_err(|_| RouterError::Stopped)?
     }
 }
 

@@ -26,12 +26,15 @@
 //!   (`checked_until`) and the pending entries on disk; a delivery up to `checked_until` is
 //!   taken again only if nothing was recorded of it ([`Window::owes`]). How far it had matched
 //!   is written no lower meanwhile ([`Window::scanned_mark`]), so a later crash checks them too.
+//! - An operator may bring forward the deliveries waiting for a retry ([`Window::hasten`]): each
+//!   starts nothing until its new due time is on disk.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crmhook_core::retry::{self, Next, Outcome};
 use crmhook_store::{AttemptResult, Pending};
 
+mod hasten;
 mod pace;
 mod recovery;
 pub use pace::Pace;
@@ -165,6 +168,9 @@ pub struct Window {
     draining: bool,
     /// Pending records on disk that did not fit the window (a large replay).
     more_on_disk: bool,
+    /// Deliveries brought forward whose new pending entries are being written, with them: they
+    /// are pending and in none of `due` (so none starts) until [`Window::hastened`].
+    hastening: BTreeMap<u64, Pending>,
     /// When the armed timer fires.
     timer: Option<u64>,
     /// The target's rate limit, if it has one.
@@ -190,6 +196,7 @@ impl Window {
             disabled: false,
             draining: false,
             more_on_disk: false,
+            hastening: BTreeMap::new(),
             timer: None,
             pace: None,
         }
@@ -349,7 +356,7 @@ impl Window {
             self.pending
                 .first_key_value()
                 .map(|(seq, p)| (p.due_at_ms, *seq))
-                .filter(|(_, seq)| !self.in_flight.contains(seq))
+                .filter(|(_, seq)| !self.in_flight.contains(seq) && !self.hastening.contains_key(seq))
         } else {
             self.due.first().copied()
         }

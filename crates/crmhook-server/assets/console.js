@@ -239,13 +239,16 @@ async function loadTargets() {
       <td class="${t.enabled ? "delivered" : "dead"}">${t.enabled ? "enabled" : "disabled"}</td>
       <td>${esc(when(h.last_success_at))}</td><td class="${h.failures_in_a_row ? "dead" : ""}">${esc(h.failures_in_a_row ?? 0)}</td>
       <td>${esc(h.pending ?? 0)}</td><td class="${h.dead ? "dead" : ""}">${esc(h.dead ?? 0)}</td>
-            <td><button class="replay secondary" data-id="${esc(t.id)}" title="Queue this target's dead deliveries again">Replay</button></td></tr>`;
+            <td><button class="replay secondary" data-id="${esc(t.id)}" title="Queue this target's dead deliveries again">Replay</button>
+            ${h.pending ? `<button class="retry-now secondary" data-id="${esc(t.id)}" title="The receiver is back: attempt now the deliveries waiting for a retry, instead of at their next time">Retry now</button>` : ""}</td></tr>`;
   }).join("") || `<tr><td colspan="7" class="muted">No targets yet.</td></tr>`;
-  document.querySelectorAll("#targets .replay").forEach((b) => b.onclick = async () => {
-    const r = await api(`/v1/targets/${b.dataset.id}/replay`, { method: "POST", body: JSON.stringify({ status: "dead" }) });
-    b.textContent = `Queued ${r.queued}`;
-    setTimeout(loadTargets, 1000);
-  });
+  for (const [cls, status] of [["replay", "dead"], ["retry-now", "pending"]]) {
+    document.querySelectorAll(`#targets .${cls}`).forEach((b) => b.onclick = async () => {
+      const r = await api(`/v1/targets/${b.dataset.id}/replay`, { method: "POST", body: JSON.stringify({ status }) });
+      b.textContent = `Queued ${r.queued}`;
+      setTimeout(loadTargets, 1000);
+    });
+  }
 }
 
 async function loadSources() {

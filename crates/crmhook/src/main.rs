@@ -135,12 +135,13 @@ enum Command {
     /// A target's deliveries.
     #[command(subcommand)]
     Deliveries(cli::Deliveries),
-    /// Queue a target's dead (or delivered) deliveries again.
+    /// Queue a target's dead (or delivered) deliveries again, or send its retries waiting now.
     Replay {
         /// The target.
         #[arg(long)]
         target: String,
-        /// dead or delivered.
+        /// dead, delivered, or pending: the deliveries waiting for a retry are attempted now
+        /// (for a receiver that is back before its next retries are due).
         #[arg(long, default_value = "dead")]
         status: String,
         /// Only events received since this RFC 3339 time.

@@ -1,6 +1,7 @@
 //! What operators ask of a target beside its window: a test delivery (`POST
-//! /v1/targets/{id}/test`, see the parent module's docs) and queuing finished deliveries again
-//! (redeliver, replay). Both are messages to the target's actor, handled here.
+//! /v1/targets/{id}/test`, see the parent module's docs), queuing finished deliveries again
+//! (redeliver, replay) and bringing forward the retries waiting (a replay of `pending`). Each is
+//! a message to the target's actor, handled here.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,22 +13,51 @@ use crmhook_core::TargetId;
 use crmhook_store::{Attempt, AttemptResult, DeliveryBatch, LogHandle, Pending, Request};
 use tokio::sync::oneshot;
 
-use super::TargetActor;
+use super::{TargetActor, TargetHandle};
 use crate::delivery;
 use crate::feed::{AttemptRecorded, Feed};
 use crate::router::RouterError;
 
+impl TargetHandle {
+    /// Delivers the test event at `seq` now, once, and records the attempt (see the parent
+    /// module's docs); answers it, with its response.
+    pub async fn test(&self, seq: u64) -> Result<Attempt, RouterError> {
+        let answer = self.addr.send(Test { seq }).await.map_err(|_| RouterError::Stopped)?;
+        answer.await.map_err(|_| RouterError::Stopped)?
+    }
+
+    /// Queues deliveries again (redeliver, replay), recording the request; answers how many
+    /// were queued (deliveries already pending, or of events no longer in the log, are skipped).
+    pub async fn requeue(&self, seqs: Vec<u64>, request: Request) -> u64 {
+        self.addr.send(Requeue { seqs, request }).await.unwrap_or(0)
+    }
+
+    /// Brings forward the deliveries waiting for a retry (of events received since `since_ms`)
+    /// to now, recording the request; answers how many (see [`crate::window::Window::hasten`]).
+    pub async fn hasten(&self, since_ms: Option<u64>, request: Request) -> u64 {
+        self.addr.send(Hasten { since_ms, request }).await.unwrap_or(0)
+    }
+}
+
 #[derive(Message)]
 #[rtype(result = "oneshot::Receiver<Result<Attempt, RouterError>>")]
-pub(super) struct Test {
-    pub(super) seq: u64,
+struct Test {
+    seq: u64,
 }
 
 #[derive(Message)]
 #[rtype(result = "u64")]
-pub(super) struct Requeue {
-    pub(super) seqs: Vec<u64>,
-    pub(super) request: Request,
+struct Requeue {
+    seqs: Vec<u64>,
+    request: Request,
+}
+
+#[derive(Message)]
+#[rtype(result = "u64")]
+struct Hasten {
+    /// Only events received at or after this time (ms).
+    since_ms: Option<u64>,
+    request: Request,
 }
 
 impl Handler<Test> for TargetActor {
@@ -171,6 +201,49 @@ impl TargetActor {
             act.window.requeued(&queued);
             act.pump(ctx);
             queued.len() as u64
+        }))
+    }
+}
+
+impl Handler<Hasten> for TargetActor {
+    type Result = ResponseActFuture<Self, u64>;
+
+    /// Brings forward every delivery of the window waiting for a retry (of an event received
+    /// since `since_ms`) to now: their new due times are written with the request, then they go
+    /// as the in-flight limit and the rate limit let them. Deliveries not in the window yet are
+    /// waiting for room in it, not for a time: they go as soon as there is room.
+    fn handle(&mut self, Hasten { since_ms, mut request }: Hasten, _: &mut Context<Self>) -> Self::Result {
+        let store = self.store.clone();
+        let recent = |seq| {
+            since_ms.is_none_or(|since| store.event_ref(seq).ok().flatten().is_some_and(|e| e.received_at_ms >= since))
+        };
+        let sooner = self.window.hasten(now_ms(), recent);
+        let mut batch = DeliveryBatch::default();
+        let mut seqs = Vec::with_capacity(sooner.len());
+        for (seq, p) in sooner {
+            seqs.push(seq);
+            if let Err(e) = batch.pending(self.id(), seq, p) {
+                tracing::error!(target_id = %self.id(), error = %e, "encoding a pending delivery failed");
+            }
+        }
+        request.queued = seqs.len() as u64;
+        if let Err(e) = batch.request(&request) {
+            tracing::error!(error = %e, "encoding an operator request failed");
+        }
+        let store = self.store.clone();
+        Box::pin(async move { store.write_deliveries(batch).await }.into_actor(self).map(move |written, act, ctx| {
+            act.window.hastened(&seqs, written.is_ok());
+            act.pump(ctx);
+            match written {
+                Ok(()) => {
+                    tracing::info!(target_id = %act.id(), sooner = seqs.len(), by = %request.by, "retries brought forward");
+                    seqs.len() as u64
+                }
+                Err(e) => {
+                    tracing::error!(target_id = %act.id(), error = %e, "bringing retries forward failed");
+                    0
+                }
+            }
         }))
     }
 }

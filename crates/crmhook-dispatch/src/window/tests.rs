@@ -476,6 +476,66 @@ fn an_ordered_target_waits_on_an_unreadable_event_without_spinning() {
 }
 
 #[test]
+fn waiting_retries_are_brought_forward_once_their_new_time_is_written() {
+    let mut w = Window::recover(
+        false,
+        Recovered {
+            cursor: Some(10),
+            pending: vec![(2, retry(2, 50_000)), (5, Pending { attempt: 4, due_at_ms: 90_000, round: 2 })],
+            ..Recovered::default()
+        },
+    );
+    take(&mut w, &[11, 12], 1_000);
+    assert_eq!(w.next_start(1_000).map(|s| s.seq), Some(11));
+    // 11 is in flight and 12 a first attempt due already: neither is waiting for a retry.
+    let sooner = w.hasten(2_000, |_| true);
+    assert_eq!(sooner, vec![(2, retry(2, 2_000)), (5, Pending { attempt: 4, due_at_ms: 2_000, round: 2 })]);
+    assert_eq!(starts(&mut w, 2_000), vec![12], "none goes before its new time is written");
+    assert_eq!(w.hasten(2_000, |_| true), vec![], "nor is one brought forward twice");
+    w.hastened(&[2, 5], true);
+    assert_eq!(w.next_start(2_000), Some(Start { seq: 2, attempt: 2, round: 1 }));
+    assert_eq!(w.next_start(2_000), Some(Start { seq: 5, attempt: 4, round: 2 }), "its schedule goes on");
+}
+
+#[test]
+fn a_retry_brought_forward_keeps_its_time_when_the_write_fails() {
+    let mut w = Window::recover(
+        false,
+        Recovered {
+            cursor: Some(10),
+            pending: vec![(2, retry(2, 50_000)), (5, retry(2, 90_000))],
+            ..Recovered::default()
+        },
+    );
+    let sooner = w.hasten(2_000, |seq| seq == 5);
+    assert_eq!(sooner, vec![(5, retry(2, 2_000))], "only what the operator picked");
+    w.hastened(&[5], false);
+    assert_eq!(starts(&mut w, 2_000), Vec::<u64>::new());
+    assert_eq!(w.arm_timer(), Some(50_000));
+    assert_eq!(starts(&mut w, 90_000), vec![2, 5]);
+}
+
+#[test]
+fn an_ordered_target_brings_forward_in_order_and_starts_none_while_writing() {
+    let mut w = Window::recover(
+        true,
+        Recovered {
+            cursor: Some(10),
+            pending: vec![(2, retry(2, 50_000)), (5, retry(2, 9_000))],
+            ..Recovered::default()
+        },
+    );
+    assert_eq!(w.hasten(2_000, |seq| seq == 5).len(), 1);
+    w.hastened(&[5], true);
+    assert_eq!(starts(&mut w, 2_000), Vec::<u64>::new(), "5 waits for 2, the oldest");
+    assert_eq!(w.hasten(2_000, |_| true), vec![(2, retry(2, 2_000))]);
+    assert_eq!(starts(&mut w, 60_000), Vec::<u64>::new(), "2 is past its old time, and its new one is being written");
+    assert_eq!(w.arm_timer(), None);
+    w.hastened(&[2], true);
+    assert_eq!(starts(&mut w, 2_000), vec![2], "one at a time");
+}
+
+#[test]
 fn what_a_target_owes_by_the_log_alone() {
     // Past the cursor, nothing recorded, matching: owed.
     assert!(owed(true, OnDisk::Nothing, || true));

@@ -402,7 +402,8 @@ impl TryFrom<Map<String, Value>> for TargetTest {
 /// The body of `POST /v1/targets/{id}/replay` (optional; another member is refused).
 #[derive(Debug, PartialEq)]
 pub(crate) struct Replay {
-    /// The deliveries to send again: dead (the default) or delivered.
+    /// The deliveries to send again: dead (the default) or delivered; or pending: the retries
+    /// waiting are brought forward to now.
     pub status: DeliveryStatus,
     /// Only events received at or after this time (ms).
     pub since_ms: Option<u64>,
@@ -417,10 +418,11 @@ impl TryFrom<Map<String, Value>> for Replay {
             None | Some(Value::Null) => DeliveryStatus::Dead,
             Some(Value::String(s)) if s == "dead" => DeliveryStatus::Dead,
             Some(Value::String(s)) if s == "delivered" => DeliveryStatus::Delivered,
+            Some(Value::String(s)) if s == "pending" => DeliveryStatus::Pending,
             Some(other) => {
                 return Err(ApiError::unprocessable(
                     "status",
-                    format!("`status` must be dead or delivered, not {other}"),
+                    format!("`status` must be dead, delivered or pending, not {other}"),
                 ))
             }
         };
@@ -440,7 +442,8 @@ impl Replay {
     pub fn status_name(&self) -> &'static str {
         match self.status {
             DeliveryStatus::Delivered => "delivered",
-            _ => "dead",
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Dead => "dead",
         }
     }
 }
@@ -537,7 +540,8 @@ mod tests {
         assert_eq!(r(json!({"status": 5})).err().and_then(field).as_deref(), Some("status"));
         assert_eq!(r(json!({"stauts": "dead"})).err().and_then(field).as_deref(), Some("stauts"));
         assert_eq!(r(json!({"status": "delivered", "since": null})).ok().map(|r| r.status_name()), Some("delivered"));
-        assert_eq!(r(json!({"status": "pending"})).err().and_then(field).as_deref(), Some("status"));
+        assert_eq!(r(json!({"status": "pending"})).ok().map(|r| r.status_name()), Some("pending"));
+        assert_eq!(r(json!({"status": "retrying"})).err().and_then(field).as_deref(), Some("status"));
         assert_eq!(r(json!({"since": 5})).err().and_then(field).as_deref(), Some("since"));
         assert_eq!(r(json!({"since": "x"})).err().and_then(field).as_deref(), Some("since"));
         assert!(r(json!({"since": "2026-01-05T10:00:00Z"})).is_ok_and(|r| r.since_ms.is_some()));

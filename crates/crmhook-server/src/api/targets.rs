@@ -315,10 +315,49 @@ pub(crate) async fn replay(
     let target = load_target(&state, &id)?;
     let raw = optional_object(&req, payload).await?;
     let body = Replay::try_from(raw.clone())?;
+    let request = |queued| Request {
+        at_ms: now_ms(),
+        by: requester(&req),
+        action: "replay".into(),
+        target: target.id.to_string(),
+        detail: format!(
+            "status {}{}",
+            body.status_name(),
+            body.since_ms.map(|s| format!(", since {}", rfc3339(s))).unwrap_or_default()
+        ),
+        queued,
+    };
+    let queued = if body.status == DeliveryStatus::Pending {
+        // The retries waiting are in the target's window: its actor brings them forward.
+        state.router.hasten(target.id.clone(), body.since_ms, request(0)).await
+    } else {
+        requeue_finished(&state, &target.id, &body, request).await
+    };
+    let queued = match queued {
+        // Cluster mode: the node delivering the target replays (and audits it).
+        Err(RouterError::Elsewhere(_)) => {
+            let path = format!("/v1/targets/{}/replay", target.id);
+            return Ok(relay(forward(&state, &req, &target.id, path, serde_json::Value::Object(raw)).await?));
+        }
+        result => result.map_err(router_error)?,
+    };
+    let after = Some(format!("{{\"status\":\"{}\",\"queued\":{queued}}}", body.status_name()));
+    record(&state, &req, "target.replay", target.id.as_str(), None, after).await;
+    Ok(HttpResponse::Accepted().json(Queued { queued }))
+}
+
+/// Queues a target's finished deliveries (of `body.status`, since `body.since_ms`) again, a
+/// page of the store's listing at a time; answers how many were queued.
+async fn requeue_finished(
+    state: &State,
+    target: &TargetId,
+    body: &Replay,
+    request: impl Fn(u64) -> Request,
+) -> Result<u64, RouterError> {
     let mut queued = 0;
     let mut after = 0;
     loop {
-        let rows = state.store.target_deliveries(&target.id, Some(body.status), after, 10_000)?;
+        let rows = state.store.target_deliveries(target, Some(body.status), after, 10_000)?;
         let Some((last, _)) = rows.last().copied() else { break };
         after = last;
         let mut seqs = Vec::with_capacity(rows.len());
@@ -331,30 +370,10 @@ pub(crate) async fn replay(
                 seqs.push(seq);
             }
         }
-        let request = Request {
-            at_ms: now_ms(),
-            by: requester(&req),
-            action: "replay".into(),
-            target: target.id.to_string(),
-            detail: format!(
-                "status {}{}",
-                body.status_name(),
-                body.since_ms.map(|s| format!(", since {}", rfc3339(s))).unwrap_or_default()
-            ),
-            queued: 0,
-        };
-        queued += match state.router.requeue(target.id.clone(), seqs, request).await {
-            // Cluster mode: the node delivering the target replays (and audits it).
-            Err(RouterError::Elsewhere(_)) => {
-                let path = format!("/v1/targets/{}/replay", target.id);
-                return Ok(relay(forward(&state, &req, &target.id, path, serde_json::Value::Object(raw)).await?));
-            }
-            result => result.map_err(router_error)?,
-        };
+        // Cluster mode: another node delivers the target (`Elsewhere`); the caller forwards.
+        queued += state.router.requeue(target.clone(), seqs, request(0)).await?;
     }
-    let after = Some(format!("{{\"status\":\"{}\",\"queued\":{queued}}}", body.status_name()));
-    record(&state, &req, "target.replay", target.id.as_str(), None, after).await;
-    Ok(HttpResponse::Accepted().json(Queued { queued }))
+    Ok(queued)
 }
 
 // ---- subscriptions -------------------------------------------------------------------------

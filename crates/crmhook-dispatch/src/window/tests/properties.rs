@@ -85,6 +85,8 @@ enum Kind {
     Requeue(u64, Pending),
     /// Enabling, with how many 410s had come back when the operator asked.
     Enable(u64),
+    /// Retries brought forward (the seqs are the write's pending entries).
+    Hasten,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -326,6 +328,15 @@ impl Sim {
                 self.window.set_enabled(true);
                 self.pump();
             }
+            Kind::Hasten => {
+                let seqs: Vec<u64> = self.writes[i]
+                    .puts
+                    .iter()
+                    .filter_map(|put| if let Put::Pending(seq, _) = put { Some(*seq) } else { None })
+                    .collect();
+                self.window.hastened(&seqs, ok);
+                self.pump();
+            }
             Kind::Requeue(..) | Kind::Enable(_) => {}
         }
     }
@@ -390,6 +401,21 @@ impl Sim {
         self.submit(vec![Put::Unfinish(seq), Put::Pending(seq, p)], true, Kind::Requeue(seq, p));
     }
 
+    /// An operator brings forward some of the retries waiting (the actor's `Hasten` handler):
+    /// those whose seq has the bit `pick` picks.
+    fn hasten(&mut self, pick: usize) {
+        let bit = pick % 3;
+        let sooner = self.window.hasten(self.now, |seq| bit == 2 || seq % 2 == bit as u64);
+        if sooner.is_empty() {
+            return;
+        }
+        for (seq, p) in &sooner {
+            assert!(p.due_at_ms == self.now && !self.unrecorded.contains(seq), "{seq} is no retry waiting");
+        }
+        let puts = sooner.into_iter().map(|(seq, p)| Put::Pending(seq, p)).collect();
+        self.submit(puts, true, Kind::Hasten);
+    }
+
     /// An event becomes unreadable, or readable again (then the actor is woken).
     fn toggle_unreadable(&mut self, pick: usize) {
         if self.head() == 0 {
@@ -426,9 +452,16 @@ impl Sim {
         }
         assert_eq!(w.in_flight.iter().collect::<Vec<_>>(), self.attempts.keys().collect::<Vec<_>>());
         assert_eq!(w.flushing.keys().collect::<Vec<_>>(), self.flushing.iter().collect::<Vec<_>>());
-        let waiting: BTreeSet<(u64, u64)> =
-            w.pending.iter().filter(|(s, _)| !w.in_flight.contains(s)).map(|(s, p)| (p.due_at_ms, *s)).collect();
-        assert_eq!(w.due, waiting, "due is what is pending and not in flight");
+        let waiting: BTreeSet<(u64, u64)> = w
+            .pending
+            .iter()
+            .filter(|(s, _)| !w.in_flight.contains(s) && !w.hastening.contains_key(s))
+            .map(|(s, p)| (p.due_at_ms, *s))
+            .collect();
+        assert_eq!(w.due, waiting, "due is what is pending, not in flight and not being brought forward");
+        for seq in w.hastening.keys() {
+            assert!(w.pending.contains_key(seq) && !w.in_flight.contains(seq), "{seq} brought forward and not waiting");
+        }
         for seq in w.fresh.iter().filter(|s| w.pending.contains_key(s)) {
             assert!(self.unrecorded.contains(seq), "{seq} fresh and not shown as owed");
         }
@@ -491,6 +524,8 @@ enum Op {
     Crash(usize),
     Enable,
     Requeue(usize),
+    /// Retries waiting brought forward.
+    Hasten(usize),
     /// An event becomes unreadable, or readable again.
     Unreadable(usize),
 }
@@ -506,6 +541,7 @@ fn op(most_events: usize) -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(Op::Crash),
         1 => Just(Op::Enable),
         1 => any::<usize>().prop_map(Op::Requeue),
+        2 => any::<usize>().prop_map(Op::Hasten),
         1 => any::<usize>().prop_map(Op::Unreadable),
     ]
 }
@@ -534,6 +570,7 @@ fn run(ordered: bool, rate: Option<u32>, ops: Vec<Op>) {
             Op::Crash(keep) => sim.crash(keep),
             Op::Enable => sim.enable(),
             Op::Requeue(pick) => sim.requeue(pick),
+            Op::Hasten(pick) => sim.hasten(pick),
             Op::Unreadable(pick) => sim.toggle_unreadable(pick),
         }
         sim.check();
