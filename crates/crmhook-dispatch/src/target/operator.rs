@@ -155,7 +155,8 @@ impl TargetActor {
     /// way to the log (held writes ride with the next group, up to 50 ms), is neither owed nor
     /// finished on disk yet: the redelivery waits for it to settle (until `deadline`), so that
     /// an operator who redelivers an event the moment its delivery arrived gets a new one, not
-    /// `queued: 0`.
+    /// `queued: 0`. A delivery waiting for a retry is brought forward to now instead (its
+    /// schedule goes on), and counted as queued.
     fn requeue(&mut self, seqs: Vec<u64>, mut request: Request, deadline: Instant) -> ResponseActFuture<Self, u64> {
         if Instant::now() < deadline && seqs.iter().any(|seq| self.window.settling(*seq)) {
             return Box::pin(
@@ -166,6 +167,9 @@ impl TargetActor {
         }
         let now = now_ms();
         let mut batch = DeliveryBatch::default();
+        let mut asked = seqs.clone();
+        asked.sort_unstable();
+        let sooner = self.hasten_into(&mut batch, now, |seq| asked.binary_search(&seq).is_ok());
         let mut queued = Vec::new();
         for seq in seqs {
             let Ok(Some(event)) = self.store.event_ref(seq) else { continue };
@@ -187,21 +191,40 @@ impl TargetActor {
                 queued.push((seq, p));
             }
         }
-        request.queued = queued.len() as u64;
+        request.queued = (queued.len() + sooner.len()) as u64;
         if let Err(e) = batch.request(&request) {
             tracing::error!(error = %e, "encoding an operator request failed");
         }
         let store = self.store.clone();
         Box::pin(async move { store.write_deliveries(batch).await }.into_actor(self).map(move |written, act, ctx| {
+            act.window.hastened(&sooner, written.is_ok());
             if let Err(e) = written {
                 tracing::error!(target_id = %act.id(), error = %e, "queuing deliveries again failed");
+                act.pump(ctx);
                 return 0;
             }
-            tracing::info!(target_id = %act.id(), queued = queued.len(), by = %request.by, action = %request.action, "deliveries queued again");
+            tracing::info!(target_id = %act.id(), queued = queued.len(), sooner = sooner.len(), by = %request.by, action = %request.action, "deliveries queued again");
             act.window.requeued(&queued);
             act.pump(ctx);
-            queued.len() as u64
+            (queued.len() + sooner.len()) as u64
         }))
+    }
+
+    /// Brings forward to `now_ms` the deliveries waiting for a retry that `pick` takes
+    /// ([`Window::hasten`](crate::window::Window::hasten)), their new pending entries put in
+    /// `batch`; answers their seqs, for `Window::hastened` once `batch` is written.
+    fn hasten_into(&mut self, batch: &mut DeliveryBatch, now_ms: u64, pick: impl FnMut(u64) -> bool) -> Vec<u64> {
+        let mut seqs = Vec::new();
+        for (seq, p) in self.window.hasten(now_ms, pick) {
+            match batch.pending(self.id(), seq, p) {
+                Ok(()) => seqs.push(seq),
+                Err(e) => {
+                    tracing::error!(target_id = %self.id(), error = %e, "encoding a pending delivery failed");
+                    self.window.hastened(&[seq], false);
+                }
+            }
+        }
+        seqs
     }
 }
 
@@ -217,15 +240,8 @@ impl Handler<Hasten> for TargetActor {
         let recent = |seq| {
             since_ms.is_none_or(|since| store.event_ref(seq).ok().flatten().is_some_and(|e| e.received_at_ms >= since))
         };
-        let sooner = self.window.hasten(now_ms(), recent);
         let mut batch = DeliveryBatch::default();
-        let mut seqs = Vec::with_capacity(sooner.len());
-        for (seq, p) in sooner {
-            seqs.push(seq);
-            if let Err(e) = batch.pending(self.id(), seq, p) {
-                tracing::error!(target_id = %self.id(), error = %e, "encoding a pending delivery failed");
-            }
-        }
+        let seqs = self.hasten_into(&mut batch, now_ms(), recent);
         request.queued = seqs.len() as u64;
         if let Err(e) = batch.request(&request) {
             tracing::error!(error = %e, "encoding an operator request failed");

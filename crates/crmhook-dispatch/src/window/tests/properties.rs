@@ -393,6 +393,12 @@ impl Sim {
             return;
         }
         let seq = 1 + pick as u64 % self.head();
+        // One waiting for a retry is brought forward instead.
+        let sooner = self.window.hasten(self.now, |s| s == seq);
+        if !sooner.is_empty() {
+            self.write_sooner(sooner);
+            return;
+        }
         let elsewhere = || self.unrecorded.contains(&seq) || self.disk.pending.contains_key(&seq);
         if self.window.requeue_skips(seq, elsewhere, || self.matches(seq)) {
             return;
@@ -412,6 +418,11 @@ impl Sim {
         for (seq, p) in &sooner {
             assert!(p.due_at_ms == self.now && !self.unrecorded.contains(seq), "{seq} is no retry waiting");
         }
+        self.write_sooner(sooner);
+    }
+
+    /// Writes the new pending entries of retries brought forward, durably.
+    fn write_sooner(&mut self, sooner: Vec<(u64, Pending)>) {
         let puts = sooner.into_iter().map(|(seq, p)| Put::Pending(seq, p)).collect();
         self.submit(puts, true, Kind::Hasten);
     }
