@@ -311,29 +311,37 @@ fn the_console_shows_events_live_and_redelivers() {
     }
 }
 
-/// A receiver back before its deliveries' next retries (an hour away): the targets table's
-/// "Retry now" sends them at once (`POST /v1/targets/{id}/replay {"status": "pending"}`).
+/// A receiver back before its deliveries' next retries (an hour away): an event view's "Retry
+/// now" sends its delivery at once (`POST /v1/events/{id}/redeliver`), the targets table's the
+/// target's (`POST /v1/targets/{id}/replay {"status": "pending"}`).
 #[test]
 fn the_console_sends_the_retries_waiting_now() {
     let server = Server::start();
     let rcv = Receiver::start();
     rcv.program("/back", &[], status(500));
     let (tid, _) = server.wire(&rcv.url("/back"), Some(json!({})), json!({"retry_schedule_ms": [3_600_000]}));
-    let ids: Vec<String> = (0..2)
+    let ids: Vec<String> = (0..3)
         .map(|_| {
             server.post_ok(&maia("crm_record_created", json!({})))["events"][0]["id"].as_str().expect("id").to_owned()
         })
         .collect();
-    rcv.wait_count("/back", 2, Duration::from_secs(10));
-    wait_for(Duration::from_secs(10), "both retries recorded", || {
+    rcv.wait_count("/back", 3, Duration::from_secs(10));
+    wait_for(Duration::from_secs(10), "the retries recorded", || {
         ids.iter().all(|id| server.event(id)["deliveries"][0]["attempts"][0]["result"] == "retrying").then_some(())
     });
     rcv.set_default("/back", status(200));
     let browser = signed_in(&server);
-    browser.clicks(&format!("#targets .retry-now[data-id='{tid}']"));
+    // One event's delivery, from its view: the button says what it does.
+    browser.clicks(&format!("#live tr[data-id='{}']", ids[0]));
+    browser.wait_text("#detail .redeliver", "the event's retry button", |t| t == "Retry now");
+    browser.clicks("#detail .redeliver");
     let got = rcv.wait_count("/back", 4, Duration::from_secs(10));
+    assert_eq!((got[3].header("webhook-id"), got[3].header("x-crmhook-attempt")), (ids[0].as_str(), "2"));
+    // The rest, from the targets table.
+    browser.clicks(&format!("#targets .retry-now[data-id='{tid}']"));
+    let got = rcv.wait_count("/back", 6, Duration::from_secs(10));
     let again: Vec<(&str, &str)> =
-        got[2..].iter().map(|r| (r.header("webhook-id"), r.header("x-crmhook-attempt"))).collect();
+        got[3..].iter().map(|r| (r.header("webhook-id"), r.header("x-crmhook-attempt"))).collect();
     assert!(ids.iter().all(|id| again.contains(&(id.as_str(), "2"))), "{again:?}");
     server.wait_settled(&tid, Duration::from_secs(10));
 }

@@ -202,6 +202,12 @@ function addLive(e) {
   while ($("#live").children.length > 200) $("#live").lastChild.remove();
 }
 
+/** A pending delivery whose last attempt failed and waits for its next one. */
+function waitsForRetry(d) {
+  const last = (d.attempts || [])[(d.attempts || []).length - 1];
+  return d.status === "pending" && last && last.result === "retrying";
+}
+
 async function showEvent(id) {
   shown = id;
   document.querySelectorAll("tr.event").forEach((r) => r.classList.toggle("selected", r.dataset.id === id));
@@ -210,7 +216,9 @@ async function showEvent(id) {
     <div class="delivery" data-target="${esc(d.target_id)}">
       <strong>${esc(d.target_name || d.target_id)}</strong> <span class="mono muted">${esc(d.target_id)}</span>
       — <span class="status ${esc(d.status)}">${esc(d.status)}</span>
-      ${d.target_deleted ? "" : `<button class="redeliver secondary" data-target="${esc(d.target_id)}">Redeliver</button>`}
+      ${d.target_deleted ? "" : waitsForRetry(d)
+        ? `<button class="redeliver secondary" data-target="${esc(d.target_id)}" title="Attempt it now instead of at its next retry">Retry now</button>`
+        : `<button class="redeliver secondary" data-target="${esc(d.target_id)}">Redeliver</button>`}
       <table><thead><tr><th>#</th><th>at</th><th>answer</th><th>ms</th><th>result</th></tr></thead><tbody>
       ${(d.attempts || []).map((a, i, all) => `<tr class="attempt"><td>${esc(a.n)}</td><td>${esc(when(a.at))}</td>
         <td>${a.status_code ? "HTTP " + esc(a.status_code) : esc(a.error)}</td><td>${esc(a.duration_ms)}</td>
