@@ -230,11 +230,26 @@ pub(crate) fn print_attempt(a: &Value, indent: &str) {
     }
 }
 
+/// The columns of `targets list` and of one target shown.
+const TARGET_COLUMNS: [&str; 8] = ["id", "name", "url", "state", "ordered", "pending", "failing", "dead"];
+
+/// One row per target: its health (what it is owed, failures in a row, dead deliveries) says
+/// whether it is stuck, e.g. with retries waiting (`crmhook replay --status pending`).
 fn target_rows(list: &[Value]) -> Vec<Vec<String>> {
     list.iter()
         .map(|t| {
             let state = if t["enabled"] == false { "disabled" } else { "enabled" };
-            vec![s(&t["id"]), s(&t["name"]), s(&t["url"]), state.to_owned(), s(&t["ordered"])]
+            let h = &t["health"];
+            vec![
+                s(&t["id"]),
+                s(&t["name"]),
+                s(&t["url"]),
+                state.to_owned(),
+                s(&t["ordered"]),
+                s(&h["pending"]),
+                s(&h["failures_in_a_row"]),
+                s(&h["dead"]),
+            ]
         })
         .collect()
 }
@@ -244,7 +259,7 @@ pub fn targets(conn: &Conn, cmd: Targets) -> anyhow::Result<ExitCode> {
         if conn.json {
             return print_json(&v);
         }
-        table(&["id", "name", "url", "state", "ordered"], target_rows(std::slice::from_ref(&v)));
+        table(&TARGET_COLUMNS, target_rows(std::slice::from_ref(&v)));
         if let Some(secret) = v["secret"].as_str() {
             println!("secret: {secret}  (shown only this once)");
         }
@@ -259,10 +274,7 @@ pub fn targets(conn: &Conn, cmd: Targets) -> anyhow::Result<ExitCode> {
             if conn.json {
                 return print_json(&v);
             }
-            table(
-                &["id", "name", "url", "state", "ordered"],
-                target_rows(v["targets"].as_array().map(Vec::as_slice).unwrap_or(&[])),
-            );
+            table(&TARGET_COLUMNS, target_rows(v["targets"].as_array().map(Vec::as_slice).unwrap_or(&[])));
             Ok(ExitCode::SUCCESS)
         }
         Targets::Show { id } => shown(request(conn, "GET", &format!("/v1/targets/{id}"), None)?),
