@@ -21,6 +21,11 @@ fn new_target(ordered: bool) -> Window {
     Window::recover(ordered, Recovered { cursor: Some(0), ..Recovered::default() })
 }
 
+/// A target whose cursor is at 10, restarted with these deliveries pending on disk.
+fn with_pending(ordered: bool, pending: Vec<(u64, Pending)>) -> Window {
+    Window::recover(ordered, Recovered { cursor: Some(10), pending, ..Recovered::default() })
+}
+
 /// Matches and takes `seqs` (the last of them being the last event read).
 fn take(window: &mut Window, seqs: &[u64], now_ms: u64) -> bool {
     let last = seqs.last().copied().unwrap_or(window.scanned());
@@ -43,14 +48,7 @@ fn ok(window: &mut Window, seq: u64, now_ms: u64) -> Finish {
 
 #[test]
 fn an_unordered_target_starts_by_due_time_sixteen_at_a_time() {
-    let mut w = Window::recover(
-        false,
-        Recovered {
-            cursor: Some(10),
-            pending: vec![(2, retry(2, 500)), (5, retry(2, 300)), (9, retry(2, 100))],
-            ..Recovered::default()
-        },
-    );
+    let mut w = with_pending(false, vec![(2, retry(2, 500)), (5, retry(2, 300)), (9, retry(2, 100))]);
     assert_eq!(starts(&mut w, 50), Vec::<u64>::new(), "nothing due yet");
     assert_eq!(starts(&mut w, 1_000), vec![9, 5, 2], "by due time, not by seq");
     let seqs: Vec<u64> = (11..=40).collect();
@@ -83,14 +81,7 @@ fn a_rate_limited_target_starts_at_most_its_rate_in_any_second() {
 
 #[test]
 fn a_rate_limited_retry_waits_for_its_due_time_and_for_the_limit() {
-    let mut w = Window::recover(
-        false,
-        Recovered {
-            cursor: Some(10),
-            pending: vec![(2, retry(2, 5_000)), (5, retry(2, 5_000))],
-            ..Recovered::default()
-        },
-    );
+    let mut w = with_pending(false, vec![(2, retry(2, 5_000)), (5, retry(2, 5_000))]);
     w.configure(false, Some(1));
     assert_eq!(w.arm_timer(), Some(5_000), "nothing has started: only the due time counts");
     w.timer_fired();
@@ -102,14 +93,7 @@ fn a_rate_limited_retry_waits_for_its_due_time_and_for_the_limit() {
 
 #[test]
 fn an_ordered_target_starts_only_its_oldest_delivery_one_at_a_time() {
-    let mut w = Window::recover(
-        true,
-        Recovered {
-            cursor: Some(10),
-            pending: vec![(2, retry(2, 500)), (5, retry(2, 300)), (9, retry(2, 100))],
-            ..Recovered::default()
-        },
-    );
+    let mut w = with_pending(true, vec![(2, retry(2, 500)), (5, retry(2, 300)), (9, retry(2, 100))]);
     assert_eq!(starts(&mut w, 400), Vec::<u64>::new(), "9 and 5 are due, but 2 is older and waits");
     assert_eq!(w.arm_timer(), Some(500), "the timer is for the oldest");
     assert_eq!(starts(&mut w, 500), vec![2]);
@@ -477,14 +461,8 @@ fn an_ordered_target_waits_on_an_unreadable_event_without_spinning() {
 
 #[test]
 fn waiting_retries_are_brought_forward_once_their_new_time_is_written() {
-    let mut w = Window::recover(
-        false,
-        Recovered {
-            cursor: Some(10),
-            pending: vec![(2, retry(2, 50_000)), (5, Pending { attempt: 4, due_at_ms: 90_000, round: 2 })],
-            ..Recovered::default()
-        },
-    );
+    let mut w =
+        with_pending(false, vec![(2, retry(2, 50_000)), (5, Pending { attempt: 4, due_at_ms: 90_000, round: 2 })]);
     take(&mut w, &[11, 12], 1_000);
     assert_eq!(w.next_start(1_000).map(|s| s.seq), Some(11));
     // 11 is in flight and 12 a first attempt due already: neither is waiting for a retry.
@@ -499,14 +477,7 @@ fn waiting_retries_are_brought_forward_once_their_new_time_is_written() {
 
 #[test]
 fn a_retry_brought_forward_keeps_its_time_when_the_write_fails() {
-    let mut w = Window::recover(
-        false,
-        Recovered {
-            cursor: Some(10),
-            pending: vec![(2, retry(2, 50_000)), (5, retry(2, 90_000))],
-            ..Recovered::default()
-        },
-    );
+    let mut w = with_pending(false, vec![(2, retry(2, 50_000)), (5, retry(2, 90_000))]);
     let sooner = w.hasten(2_000, |seq| seq == 5);
     assert_eq!(sooner, vec![(5, retry(2, 2_000))], "only what the operator picked");
     w.hastened(&[5], false);
@@ -517,14 +488,7 @@ fn a_retry_brought_forward_keeps_its_time_when_the_write_fails() {
 
 #[test]
 fn an_ordered_target_brings_forward_in_order_and_starts_none_while_writing() {
-    let mut w = Window::recover(
-        true,
-        Recovered {
-            cursor: Some(10),
-            pending: vec![(2, retry(2, 50_000)), (5, retry(2, 9_000))],
-            ..Recovered::default()
-        },
-    );
+    let mut w = with_pending(true, vec![(2, retry(2, 50_000)), (5, retry(2, 9_000))]);
     assert_eq!(w.hasten(2_000, |seq| seq == 5).len(), 1);
     w.hastened(&[5], true);
     assert_eq!(starts(&mut w, 2_000), Vec::<u64>::new(), "5 waits for 2, the oldest");
