@@ -26,15 +26,16 @@
 //!   (`checked_until`) and the pending entries on disk; a delivery up to `checked_until` is
 //!   taken again only if nothing was recorded of it ([`Window::owes`]). How far it had matched
 //!   is written no lower meanwhile ([`Window::scanned_mark`]), so a later crash checks them too.
-//! - An operator may bring forward the deliveries waiting for a retry ([`Window::hasten`]): each
-//!   starts nothing until its new due time is on disk.
+//! - An operator may queue finished deliveries again ([`Window::requeued`]) and bring forward
+//!   the deliveries waiting for a retry ([`Window::hasten`]): each starts nothing until its new
+//!   pending entry is on disk.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crmhook_core::retry::{self, Next, Outcome};
 use crmhook_store::{AttemptResult, Pending};
 
-mod hasten;
+mod operators;
 mod pace;
 mod recovery;
 pub use pace::Pace;
@@ -522,7 +523,7 @@ impl Window {
         self.timer = None;
     }
 
-    // ---- operators --------------------------------------------------------------------------
+    // ---- operators (queuing again and bringing forward: `window/operators.rs`) --------------
 
     /// Enables or disables attempts. The timer is forgotten (the shell cancels its own); the
     /// shell pumps. While a 410's disabling is being written the target stays disabled: that
@@ -537,35 +538,6 @@ impl Window {
     pub fn drain(&mut self) {
         self.draining = true;
         self.timer = None;
-    }
-
-    /// Whether a delivery to queue again (redeliver, replay) is skipped: the window holds it,
-    /// it is pending elsewhere (`Store::is_pending`; true if unreadable), or it is not matched
-    /// yet and matches (it will be delivered anyway). The shell skips, before this, an event no
-    /// longer in the log.
-    pub fn requeue_skips(
-        &self,
-        seq: u64,
-        pending_elsewhere: impl FnOnce() -> bool,
-        matches: impl FnOnce() -> bool,
-    ) -> bool {
-        self.holds(seq) || pending_elsewhere() || (seq > self.scanned && matches())
-    }
-
-    /// Deliveries queued again and written: taken into the window while it has room, the rest
-    /// later from disk. One the window took meanwhile (from disk) is left as it is.
-    pub fn requeued(&mut self, queued: &[(u64, Pending)]) {
-        for &(seq, p) in queued {
-            if self.pending.len() >= WINDOW {
-                self.more_on_disk = true;
-                continue;
-            }
-            if self.pending.contains_key(&seq) {
-                continue;
-            }
-            self.pending.insert(seq, p);
-            self.due.insert((p.due_at_ms, seq));
-        }
     }
 
     // ---- reading ----------------------------------------------------------------------------

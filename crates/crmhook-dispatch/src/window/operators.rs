@@ -1,0 +1,87 @@
+//! What operators ask of the window: queuing finished deliveries again (redeliver, replay), and
+//! "retry now": bringing forward the deliveries waiting for a retry (`POST
+//! /v1/targets/{id}/replay {"status": "pending"}`, or a redelivery of one), for a receiver that is
+//! back before its deliveries' next attempts are due (hours away, later in the schedule), while
+//! its window is full of them and nothing newer is even read.
+//!
+//! A delivery queued again joins the window once its pending entry is written. Each delivery
+//! brought forward keeps its attempt number and round (the schedule goes on from where it was if
+//! the attempt fails again); only its due time moves, to now. The new due time is written to its
+//! pending entry before the delivery may start: until [`Window::hastened`] it is in no `due` set,
+//! so no attempt of it can race the write (an attempt's own record, written after it, always
+//! finds the new entry there). A write that fails leaves the old due time, in memory as on disk.
+
+use super::{Pending, Window, WINDOW};
+
+impl Window {
+    /// Whether a delivery to queue again (redeliver, replay) is skipped: the window holds it,
+    /// it is pending elsewhere (`Store::is_pending`; true if unreadable), or it is not matched
+    /// yet and matches (it will be delivered anyway). The shell skips, before this, an event no
+    /// longer in the log.
+    pub fn requeue_skips(
+        &self,
+        seq: u64,
+        pending_elsewhere: impl FnOnce() -> bool,
+        matches: impl FnOnce() -> bool,
+    ) -> bool {
+        self.holds(seq) || pending_elsewhere() || (seq > self.scanned && matches())
+    }
+
+    /// Deliveries queued again and written: taken into the window while it has room, the rest
+    /// later from disk. One the window took meanwhile (from disk) is left as it is.
+    pub fn requeued(&mut self, queued: &[(u64, Pending)]) {
+        for &(seq, p) in queued {
+            if self.pending.len() >= WINDOW {
+                self.more_on_disk = true;
+                continue;
+            }
+            if self.pending.contains_key(&seq) {
+                continue;
+            }
+            self.pending.insert(seq, p);
+            self.due.insert((p.due_at_ms, seq));
+        }
+    }
+
+    /// Brings forward, to `now_ms`, the deliveries waiting for a retry due later (not first
+    /// attempts, not in flight, not being brought forward already) that `pick` takes. Answers
+    /// their new pending entries: the shell writes them durably, then calls
+    /// [`Window::hastened`] with their seqs. Meanwhile none of them starts.
+    pub fn hasten(&mut self, now_ms: u64, mut pick: impl FnMut(u64) -> bool) -> Vec<(u64, Pending)> {
+        let waiting: Vec<(u64, Pending)> = self
+            .pending
+            .iter()
+            .filter(|(seq, p)| {
+                p.due_at_ms > now_ms
+                    && !self.fresh.contains(seq)
+                    && !self.in_flight.contains(seq)
+                    && !self.hastening.contains_key(seq)
+            })
+            .map(|(seq, p)| (*seq, *p))
+            .collect();
+        let mut sooner = Vec::new();
+        for (seq, p) in waiting {
+            if !pick(seq) {
+                continue;
+            }
+            self.due.remove(&(p.due_at_ms, seq));
+            let now = Pending { due_at_ms: now_ms, ..p };
+            self.hastening.insert(seq, now);
+            sooner.push((seq, now));
+        }
+        sooner
+    }
+
+    /// The new pending entries of [`Window::hasten`] were written (`ok`) or not: the deliveries
+    /// are due at their new time, or at their old one. Then the shell pumps.
+    pub fn hastened(&mut self, seqs: &[u64], ok: bool) {
+        for seq in seqs {
+            let Some(now) = self.hastening.remove(seq) else { continue };
+            let Some(p) = self.pending.get_mut(seq) else { continue };
+            if ok {
+                *p = now;
+            }
+            self.due.insert((p.due_at_ms, *seq));
+        }
+    }
+}
