@@ -232,34 +232,16 @@ impl Handler<Hasten> for TargetActor {
     type Result = ResponseActFuture<Self, u64>;
 
     /// Brings forward every delivery of the window waiting for a retry (of an event received
-    /// since `since_ms`) to now: their new due times are written with the request, then they go
-    /// as the in-flight limit and the rate limit let them. Deliveries not in the window yet are
-    /// waiting for room in it, not for a time: they go as soon as there is room.
-    fn handle(&mut self, Hasten { since_ms, mut request }: Hasten, _: &mut Context<Self>) -> Self::Result {
-        let store = self.store.clone();
-        let recent = |seq| {
-            since_ms.is_none_or(|since| store.event_ref(seq).ok().flatten().is_some_and(|e| e.received_at_ms >= since))
+    /// since `since_ms`) to now, as a redelivery of each would ([`TargetActor::requeue`]).
+    /// Deliveries not in the window yet are waiting for room in it, not for a time: they go as
+    /// soon as there is room.
+    fn handle(&mut self, Hasten { since_ms, request }: Hasten, _: &mut Context<Self>) -> Self::Result {
+        let recent = |seq: &u64| {
+            since_ms.is_none_or(|since| {
+                self.store.event_ref(*seq).ok().flatten().is_some_and(|e| e.received_at_ms >= since)
+            })
         };
-        let mut batch = DeliveryBatch::default();
-        let seqs = self.hasten_into(&mut batch, now_ms(), recent);
-        request.queued = seqs.len() as u64;
-        if let Err(e) = batch.request(&request) {
-            tracing::error!(error = %e, "encoding an operator request failed");
-        }
-        let store = self.store.clone();
-        Box::pin(async move { store.write_deliveries(batch).await }.into_actor(self).map(move |written, act, ctx| {
-            act.window.hastened(&seqs, written.is_ok());
-            act.pump(ctx);
-            match written {
-                Ok(()) => {
-                    tracing::info!(target_id = %act.id(), sooner = seqs.len(), by = %request.by, "retries brought forward");
-                    seqs.len() as u64
-                }
-                Err(e) => {
-                    tracing::error!(target_id = %act.id(), error = %e, "bringing retries forward failed");
-                    0
-                }
-            }
-        }))
+        let waiting: Vec<u64> = self.window.waiting_retries(now_ms()).into_iter().filter(recent).collect();
+        self.requeue(waiting, request, Instant::now())
     }
 }

@@ -43,13 +43,10 @@ impl Window {
         }
     }
 
-    /// Brings forward, to `now_ms`, the deliveries waiting for a retry due later (not first
-    /// attempts, not in flight, not being brought forward already) that `pick` takes. Answers
-    /// their new pending entries: the shell writes them durably, then calls
-    /// [`Window::hastened`] with their seqs. Meanwhile none of them starts.
-    pub fn hasten(&mut self, now_ms: u64, mut pick: impl FnMut(u64) -> bool) -> Vec<(u64, Pending)> {
-        let waiting: Vec<(u64, Pending)> = self
-            .pending
+    /// The deliveries waiting for a retry due later than `now_ms` (not first attempts, not in
+    /// flight, not being brought forward already), in seq order.
+    pub fn waiting_retries(&self, now_ms: u64) -> Vec<u64> {
+        self.pending
             .iter()
             .filter(|(seq, p)| {
                 p.due_at_ms > now_ms
@@ -57,13 +54,17 @@ impl Window {
                     && !self.in_flight.contains(seq)
                     && !self.hastening.contains_key(seq)
             })
-            .map(|(seq, p)| (*seq, *p))
-            .collect();
+            .map(|(seq, _)| *seq)
+            .collect()
+    }
+
+    /// Brings forward, to `now_ms`, the [`Window::waiting_retries`] that `pick` takes. Answers
+    /// their new pending entries: the shell writes them durably, then calls
+    /// [`Window::hastened`] with their seqs. Meanwhile none of them starts.
+    pub fn hasten(&mut self, now_ms: u64, mut pick: impl FnMut(u64) -> bool) -> Vec<(u64, Pending)> {
         let mut sooner = Vec::new();
-        for (seq, p) in waiting {
-            if !pick(seq) {
-                continue;
-            }
+        for seq in self.waiting_retries(now_ms) {
+            let Some(p) = self.pending.get(&seq).copied().filter(|_| pick(seq)) else { continue };
             self.due.remove(&(p.due_at_ms, seq));
             let now = Pending { due_at_ms: now_ms, ..p };
             self.hastening.insert(seq, now);

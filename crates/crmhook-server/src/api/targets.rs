@@ -315,7 +315,8 @@ pub(crate) async fn replay(
     let target = load_target(&state, &id)?;
     let raw = optional_object(&req, payload).await?;
     let body = Replay::try_from(raw.clone())?;
-    let request = |queued| Request {
+    // The target's actor counts what it queued (`queued`).
+    let request = || Request {
         at_ms: now_ms(),
         by: requester(&req),
         action: "replay".into(),
@@ -325,11 +326,11 @@ pub(crate) async fn replay(
             body.status_name(),
             body.since_ms.map(|s| format!(", since {}", rfc3339(s))).unwrap_or_default()
         ),
-        queued,
+        queued: 0,
     };
     let queued = if body.status == DeliveryStatus::Pending {
         // The retries waiting are in the target's window: its actor brings them forward.
-        state.router.hasten(target.id.clone(), body.since_ms, request(0)).await
+        state.router.hasten(target.id.clone(), body.since_ms, request()).await
     } else {
         requeue_finished(&state, &target.id, &body, request).await
     };
@@ -352,7 +353,7 @@ async fn requeue_finished(
     state: &State,
     target: &TargetId,
     body: &Replay,
-    request: impl Fn(u64) -> Request,
+    request: impl Fn() -> Request,
 ) -> Result<u64, RouterError> {
     let mut queued = 0;
     let mut after = 0;
@@ -371,7 +372,7 @@ async fn requeue_finished(
             }
         }
         // Cluster mode: another node delivers the target (`Elsewhere`); the caller forwards.
-        queued += state.router.requeue(target.clone(), seqs, request(0)).await?;
+        queued += state.router.requeue(target.clone(), seqs, request()).await?;
     }
     Ok(queued)
 }
