@@ -185,6 +185,8 @@ struct TargetActor {
     window: Window,
     /// Set when a drain is asked ([`TargetHandle::drain`]), before its message arrives.
     drain_asked: Arc<AtomicBool>,
+    /// When the log last said the window is blocked by retries waiting (`warn_if_blocked`).
+    blocked_warned_at: Option<u64>,
 }
 
 impl TargetActor {
@@ -211,6 +213,7 @@ impl TargetActor {
             unpublished: Vec::new(),
             timer: None,
             drain_asked,
+            blocked_warned_at: None,
         }
     }
 
@@ -244,6 +247,7 @@ impl TargetActor {
             self.start_attempt(start, ctx);
         }
         self.arm_timer(ctx);
+        self.warn_if_blocked(now);
     }
 
     /// Reads the log past how far the window has matched and takes what this target is owed,

@@ -136,6 +136,11 @@ impl TestDelivery {
     }
 }
 
+/// A window blocked by retries waiting at least this long is worth a line in the log.
+const BLOCKED_WARN_MS: u64 = 60_000;
+/// At most one such line per target in this long.
+const BLOCKED_WARN_EVERY_MS: u64 = 10 * 60_000;
+
 /// How long a redelivery waits for deliveries of it that are being attempted, or whose record
 /// is on its way to the log, to settle (see [`TargetActor::requeue`]); past it they are skipped.
 const SETTLE_WAIT: Duration = Duration::from_secs(2);
@@ -243,5 +248,29 @@ impl Handler<Hasten> for TargetActor {
         };
         let waiting: Vec<u64> = self.window.waiting_retries(now_ms()).into_iter().filter(recent).collect();
         self.requeue(waiting, request, Instant::now())
+    }
+}
+
+impl TargetActor {
+    /// Says in the log, at most once every ten minutes, that the target's window is full of
+    /// deliveries waiting for retries a minute or more away while newer events wait behind them
+    /// ([`Window::blocked_until`](crate::window::Window::blocked_until)), and what ends it once
+    /// the receiver answers again.
+    pub(super) fn warn_if_blocked(&mut self, now_ms: u64) {
+        let Some(due) = self.window.blocked_until(now_ms, || self.store.head()) else { return };
+        let recently = self.blocked_warned_at.is_some_and(|at| now_ms < at + BLOCKED_WARN_EVERY_MS);
+        if due < now_ms + BLOCKED_WARN_MS || recently {
+            return;
+        }
+        self.blocked_warned_at = Some(now_ms);
+        tracing::warn!(
+            target_id = %self.id(),
+            owed = self.window.len(),
+            next_retry_in_s = (due - now_ms) / 1_000,
+            "the target's window is full of deliveries waiting for retries; newer events wait behind them. \
+             If the receiver answers again, send them now: POST /v1/targets/{id}/replay {{\"status\": \"pending\"}} \
+             (crmhook replay --target {id} --status pending, or the console's Retry now)",
+            id = self.id()
+        );
     }
 }

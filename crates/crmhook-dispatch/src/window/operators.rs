@@ -11,7 +11,7 @@
 //! so no attempt of it can race the write (an attempt's own record, written after it, always
 //! finds the new entry there). A write that fails leaves the old due time, in memory as on disk.
 
-use super::{Pending, Window, WINDOW};
+use super::{Pending, Window, FILL_STEP, WINDOW};
 
 impl Window {
     /// Whether a delivery to queue again (redeliver, replay) is skipped: the window holds it,
@@ -84,5 +84,18 @@ impl Window {
             }
             self.due.insert((p.due_at_ms, *seq));
         }
+    }
+
+    /// When the window is too full to read the log (every slot but a [`FILL_STEP`] owed), none
+    /// of it is in flight or due at `now_ms`, and the log holds events past what it has read
+    /// (`head`, asked only then): when the next of them is due. Until then the target sends
+    /// nothing, and events newer than its window wait: what an operator can end with "retry
+    /// now" once the receiver answers again.
+    pub fn blocked_until(&self, now_ms: u64, head: impl FnOnce() -> u64) -> Option<u64> {
+        if self.pending.len() + FILL_STEP <= WINDOW || !self.in_flight.is_empty() || self.disabled || self.draining {
+            return None;
+        }
+        let (due, _) = self.next_due()?;
+        (due > now_ms && head() > self.scanned).then_some(due)
     }
 }

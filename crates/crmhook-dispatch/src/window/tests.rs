@@ -512,3 +512,32 @@ fn what_a_target_owes_by_the_log_alone() {
     // Matching is asked last, and only when the rest says owed.
     assert!(!owed(false, OnDisk::Nothing, || panic!("matched though not past the cursor")));
 }
+
+#[test]
+fn a_window_full_of_retries_waiting_is_blocked_until_the_next_is_due() {
+    // Retries of seqs 11.. waiting until 100 s; the log's head far past them.
+    let full = |n: u64| with_pending(false, (11..11 + n).map(|s| (s, retry(2, 100_000))).collect());
+    let w = full(WINDOW as u64);
+    assert_eq!(w.blocked_until(1_000, || 5_000), Some(100_000));
+    assert_eq!(w.blocked_until(1_000, || 10), None, "nothing newer in the log");
+    assert_eq!(w.blocked_until(100_000, || 5_000), None, "due now");
+    // Too full to read the log: more than all but a fill step owed.
+    let fill_step = FILL_STEP as u64;
+    assert_eq!(full(WINDOW as u64 - fill_step).blocked_until(1_000, || 5_000), None, "room to read");
+    assert_eq!(full(WINDOW as u64 - fill_step + 1).blocked_until(1_000, || 5_000), Some(100_000));
+    // An attempt in flight, or a disabled target: not blocked by the retries.
+    let mut one_due = with_pending(
+        false,
+        (11..11 + WINDOW as u64).map(|s| (s, retry(2, if s == 11 { 500 } else { 100_000 }))).collect(),
+    );
+    assert_eq!(starts(&mut one_due, 1_000), vec![11]);
+    assert_eq!(one_due.blocked_until(1_000, || 5_000), None);
+    let mut w = full(WINDOW as u64);
+    w.set_enabled(false);
+    assert_eq!(w.blocked_until(1_000, || 5_000), None);
+    // Brought forward, they are due at once.
+    let mut w = full(WINDOW as u64);
+    let sooner: Vec<u64> = w.hasten(1_000, |_| true).into_iter().map(|(s, _)| s).collect();
+    w.hastened(&sooner, true);
+    assert_eq!(w.blocked_until(1_000, || 5_000), None);
+}
