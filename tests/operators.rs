@@ -433,7 +433,14 @@ fn retries_waiting_go_now_when_asked_and_only_those_since_a_time_or_of_one_event
 
 #[test]
 fn a_window_full_of_retries_waiting_moves_on_once_they_go() {
-    let server = Server::start();
+    // The server's log in a file, to read what it says of the blocked window.
+    let logs = tempfile::tempdir().expect("tempdir");
+    let log = logs.path().join("stderr.log");
+    let server = Server::start_wrapped(&TEST_ENV, &format!("exec 2>>'{}'", log.display()));
+    let blocked = || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.lines().filter(|l| l.contains("window is full of deliveries waiting for retries")).count()
+    };
     let rcv = Receiver::start();
     rcv.program("/full", &[], status(500));
     let (tid, _) = server.wire(&rcv.url("/full"), Some(json!({})), json!({"retry_schedule_ms": [AN_HOUR]}));
@@ -452,11 +459,16 @@ fn a_window_full_of_retries_waiting_moves_on_once_they_go() {
     let waiting = server.event(last);
     assert_eq!(waiting["deliveries"][0]["status"], "pending");
     assert_eq!(waiting["deliveries"][0]["attempts"], json!([]), "beyond the window: not attempted");
+    // The log says why, and what to do, once.
+    wait_for(DELIVERY, "the log line of a blocked window", || (blocked() > 0).then_some(()));
+    let said = std::fs::read_to_string(&log).expect("log");
+    assert!(said.contains(&format!("POST /v1/targets/{tid}/replay")), "{said}");
 
     rcv.set_default("/full", status(200));
     let r = server.admin("POST", &format!("/v1/targets/{tid}/replay"), Some(&json!({"status": "pending"})));
     assert_eq!((r.status, r.json()["queued"].as_u64()), (202, Some(1_024)), "{}", r.text);
     rcv.wait_count("/full", 1_024 + 1_030, DELIVERY);
+    assert_eq!(blocked(), 1, "said once");
     for (n, id) in ids.iter().enumerate() {
         let expected: &[&str] = if n < 1_024 { &["1", "2"] } else { &["1"] };
         assert_eq!(attempts_of(&rcv, "/full", id), expected, "event {n}");

@@ -143,14 +143,14 @@ pub struct Server {
     pub stdout: Arc<Mutex<Vec<String>>>,
 }
 
+/// What [`Server::start`] runs with: the test tokens, and private targets allowed.
+pub const TEST_ENV: [(&str, &str); 3] =
+    [("CRMHOOK_ADMIN_TOKEN", ADMIN), ("CRMHOOK_INGEST_TOKEN", INGEST), ("CRMHOOK_ALLOW_PRIVATE_TARGETS", "true")];
+
 impl Server {
-    /// With the test tokens and private targets allowed.
+    /// With the test tokens and private targets allowed ([`TEST_ENV`]).
     pub fn start() -> Server {
-        Server::start_with(&[
-            ("CRMHOOK_ADMIN_TOKEN", ADMIN),
-            ("CRMHOOK_INGEST_TOKEN", INGEST),
-            ("CRMHOOK_ALLOW_PRIVATE_TARGETS", "true"),
-        ])
+        Server::start_with(&TEST_ENV)
     }
 
     pub fn start_with(env: &[(&str, &str)]) -> Server {
