@@ -311,39 +311,48 @@ fn the_console_shows_events_live_and_redelivers() {
     }
 }
 
-/// A receiver back before its deliveries' next retries (an hour away): an event view's "Retry
-/// now" sends its delivery at once (`POST /v1/events/{id}/redeliver`), the targets table's the
-/// target's (`POST /v1/targets/{id}/replay {"status": "pending"}`).
+/// A receiver back before its deliveries' next retries (an hour away), its target's window full
+/// of them: the targets table says so, an event view's "Retry now" sends one delivery at once
+/// (`POST /v1/events/{id}/redeliver`), the targets table's the rest (`POST
+/// /v1/targets/{id}/replay {"status": "pending"}`), and the target goes on beyond its window.
 #[test]
-fn the_console_sends_the_retries_waiting_now() {
+fn the_console_shows_a_window_blocked_by_retries_and_sends_them_now() {
     let server = Server::start();
     let rcv = Receiver::start();
     rcv.program("/back", &[], status(500));
     let (tid, _) = server.wire(&rcv.url("/back"), Some(json!({})), json!({"retry_schedule_ms": [3_600_000]}));
-    let ids: Vec<String> = (0..3)
-        .map(|_| {
-            server.post_ok(&maia("crm_record_created", json!({})))["events"][0]["id"].as_str().expect("id").to_owned()
-        })
-        .collect();
-    rcv.wait_count("/back", 3, Duration::from_secs(10));
-    wait_for(Duration::from_secs(10), "the retries recorded", || {
-        ids.iter().all(|id| server.event(id)["deliveries"][0]["attempts"][0]["result"] == "retrying").then_some(())
+    let events: Vec<Value> = (0..1_030).map(|_| maia("crm_record_created", json!({}))).collect();
+    let ack = server.post_ok(&Value::Array(events));
+    let ids: Vec<String> =
+        ack["events"].as_array().expect("events").iter().map(|e| e["id"].as_str().expect("id").to_owned()).collect();
+    rcv.wait_count("/back", 1_024, Duration::from_secs(20));
+    wait_for(Duration::from_secs(20), "the window blocked by its retries", || {
+        let t = server.admin("GET", &format!("/v1/targets/{tid}"), None).json();
+        t["health"]["blocked_by_retries_until"].as_str().map(|_| ())
     });
     rcv.set_default("/back", status(200));
     let browser = signed_in(&server);
-    // One event's delivery, from its view: the button says what it does.
-    browser.clicks(&format!("#live tr[data-id='{}']", ids[0]));
+    browser.wait_text(&format!("#targets tr[data-id='{tid}'] .blocked"), "the blocked window", |t| {
+        t.starts_with("waiting for retries until")
+    });
+    // One event's delivery, from its view (the last in the window, among the recent events
+    // the page lists): the button says what it does.
+    let one = &ids[1_023];
+    browser.clicks(&format!("#live tr[data-id='{one}']"));
     browser.wait_text("#detail .redeliver", "the event's retry button", |t| t == "Retry now");
     browser.clicks("#detail .redeliver");
-    let got = rcv.wait_count("/back", 4, Duration::from_secs(10));
-    assert_eq!((got[3].header("webhook-id"), got[3].header("x-crmhook-attempt")), (ids[0].as_str(), "2"));
-    // The rest, from the targets table.
+    let got = rcv.wait_count("/back", 1_025, Duration::from_secs(10));
+    assert_eq!((got[1_024].header("webhook-id"), got[1_024].header("x-crmhook-attempt")), (one.as_str(), "2"));
+    // The rest, from the targets table; then the six beyond the window, first attempts.
     browser.clicks(&format!("#targets .retry-now[data-id='{tid}']"));
-    let got = rcv.wait_count("/back", 6, Duration::from_secs(10));
-    let again: Vec<(&str, &str)> =
-        got[3..].iter().map(|r| (r.header("webhook-id"), r.header("x-crmhook-attempt"))).collect();
-    assert!(ids.iter().all(|id| again.contains(&(id.as_str(), "2"))), "{again:?}");
-    server.wait_settled(&tid, Duration::from_secs(10));
+    let got = rcv.wait_count("/back", 1_024 + 1_030, Duration::from_secs(20));
+    let again: std::collections::HashSet<(&str, &str)> =
+        got[1_024..].iter().map(|r| (r.header("webhook-id"), r.header("x-crmhook-attempt"))).collect();
+    for (n, id) in ids.iter().enumerate() {
+        let attempt = if n < 1_024 { "2" } else { "1" };
+        assert!(again.contains(&(id.as_str(), attempt)), "event {n}: {id} as attempt {attempt}");
+    }
+    server.wait_settled(&tid, Duration::from_secs(20));
 }
 
 /// Opens the console and signs in with the admin token; answers once it follows the stream.

@@ -459,7 +459,16 @@ fn a_window_full_of_retries_waiting_moves_on_once_they_go() {
     let waiting = server.event(last);
     assert_eq!(waiting["deliveries"][0]["status"], "pending");
     assert_eq!(waiting["deliveries"][0]["attempts"], json!([]), "beyond the window: not attempted");
-    // The log says why, and what to do, once.
+    // The target's health says why, and the log says what to do, once.
+    let health = || server.admin("GET", &format!("/v1/targets/{tid}"), None).json()["health"].clone();
+    let until = wait_for(DELIVERY, "the health of a blocked window", || {
+        health()["blocked_by_retries_until"].as_str().map(str::to_owned)
+    });
+    let received = waiting["received_at"].as_str().expect("received_at");
+    assert!(until.as_str() > received, "the next retry, {until}, is after the events came, {received}");
+    let shown = succeeded(&crmhook(&server, &["targets", "show", &tid]));
+    assert!(shown.contains(&format!("waiting for retries until {until}")), "{shown}");
+    assert!(shown.contains(&format!("crmhook replay --target {tid} --status pending")), "{shown}");
     wait_for(DELIVERY, "the log line of a blocked window", || (blocked() > 0).then_some(()));
     let said = std::fs::read_to_string(&log).expect("log");
     assert!(said.contains(&format!("POST /v1/targets/{tid}/replay")), "{said}");
@@ -469,11 +478,12 @@ fn a_window_full_of_retries_waiting_moves_on_once_they_go() {
     assert_eq!((r.status, r.json()["queued"].as_u64()), (202, Some(1_024)), "{}", r.text);
     rcv.wait_count("/full", 1_024 + 1_030, DELIVERY);
     assert_eq!(blocked(), 1, "said once");
+    server.wait_settled(&tid, DELIVERY);
+    assert_eq!(health()["blocked_by_retries_until"], Value::Null);
     for (n, id) in ids.iter().enumerate() {
         let expected: &[&str] = if n < 1_024 { &["1", "2"] } else { &["1"] };
         assert_eq!(attempts_of(&rcv, "/full", id), expected, "event {n}");
     }
-    server.wait_settled(&tid, DELIVERY);
 }
 
 #[test]

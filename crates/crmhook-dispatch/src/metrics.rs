@@ -27,6 +27,9 @@ pub struct Health {
     /// the log shows, with [`Metrics::stored_health`].
     pub last_success_ms: Option<u64>,
     pub failures_in_a_row: u64,
+    /// While the target's window is full of deliveries waiting for retries and newer events wait
+    /// behind them: when the next retry is due (see `Window::blocked_until`).
+    pub blocked_until_ms: Option<u64>,
 }
 
 /// The outcomes an attempt is counted under, in `crmhook_deliveries_total`.
@@ -107,6 +110,8 @@ pub struct TargetMetrics {
     /// 0 until the first success.
     last_success_ms: AtomicU64,
     failures_in_a_row: AtomicU64,
+    /// 0 when not blocked by retries waiting.
+    blocked_until_ms: AtomicU64,
     durations: Arc<Durations>,
     /// Its attempts by minute and quarter hour, and its last failure (the console's charts).
     series: TargetSeries,
@@ -132,6 +137,12 @@ impl TargetMetrics {
     pub fn recorded(&self, attempt: &AttemptRecorded) {
         self.attempt(attempt.outcome(), attempt.duration_ms);
         self.series.attempt(attempt.at_ms, &attempt.result, attempt.status_code, attempt.error.as_deref());
+    }
+
+    /// Whether (until when) the target's window is blocked by retries waiting; its actor says
+    /// after every pump.
+    pub fn blocked_until(&self, until_ms: Option<u64>) {
+        self.blocked_until_ms.store(until_ms.unwrap_or(0), Ordering::Relaxed);
     }
 
     /// Its attempts by minute and quarter hour, and its last failure.
@@ -162,6 +173,7 @@ impl TargetMetrics {
         Health {
             last_success_ms: (last > 0).then_some(last),
             failures_in_a_row: self.failures_in_a_row.load(Ordering::Relaxed),
+            blocked_until_ms: Some(self.blocked_until_ms.load(Ordering::Relaxed)).filter(|at| *at > 0),
         }
     }
 }
@@ -225,6 +237,7 @@ impl Metrics {
             lag_at_ms: AtomicU64::new(0),
             last_success_ms: AtomicU64::new(0),
             failures_in_a_row: AtomicU64::new(0),
+            blocked_until_ms: AtomicU64::new(0),
             durations: self.durations.clone(),
             series: TargetSeries::default(),
         })

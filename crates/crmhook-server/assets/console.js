@@ -246,7 +246,7 @@ async function loadTargets() {
     return `<tr data-id="${esc(t.id)}"><td><strong>${esc(t.name)}</strong><br><span class="mono muted">${esc(t.url)}</span></td>
       <td class="${t.enabled ? "delivered" : "dead"}">${t.enabled ? "enabled" : "disabled"}</td>
       <td>${esc(when(h.last_success_at))}</td><td class="${h.failures_in_a_row ? "dead" : ""}">${esc(h.failures_in_a_row ?? 0)}</td>
-      <td>${esc(h.pending ?? 0)}</td><td class="${h.dead ? "dead" : ""}">${esc(h.dead ?? 0)}</td>
+      <td>${esc(h.pending ?? 0)}${h.blocked_by_retries_until ? `<br><span class="blocked pending" title="Its window is full of deliveries waiting for retries: newer events wait behind them. Retry now sends them once the receiver answers again.">waiting for retries until ${esc(when(h.blocked_by_retries_until))}</span>` : ""}</td><td class="${h.dead ? "dead" : ""}">${esc(h.dead ?? 0)}</td>
             <td><button class="replay secondary" data-id="${esc(t.id)}" title="Queue this target's dead deliveries again">Replay</button>
             ${h.pending ? `<button class="retry-now secondary" data-id="${esc(t.id)}" title="The receiver is back: attempt now the deliveries waiting for a retry, instead of at their next time">Retry now</button>` : ""}</td></tr>`;
   }).join("") || `<tr><td colspan="7" class="muted">No targets yet.</td></tr>`;

@@ -266,6 +266,13 @@ pub fn targets(conn: &Conn, cmd: Targets) -> anyhow::Result<ExitCode> {
         if let Some(reason) = v["disabled_reason"].as_str() {
             println!("disabled: {reason}");
         }
+        if let Some(until) = v["health"]["blocked_by_retries_until"].as_str() {
+            println!(
+                "waiting for retries until {until}: its window is full of them and newer events wait; \
+                 once the receiver answers, `crmhook replay --target {} --status pending` sends them now",
+                s(&v["id"])
+            );
+        }
         Ok(ExitCode::SUCCESS)
     };
     match cmd {

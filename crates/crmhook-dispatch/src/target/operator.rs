@@ -252,12 +252,15 @@ impl Handler<Hasten> for TargetActor {
 }
 
 impl TargetActor {
-    /// Says in the log, at most once every ten minutes, that the target's window is full of
+    /// Shows in the target's health whether its window is blocked by retries waiting, and says
+    /// in the log, at most once every ten minutes, that the target's window is full of
     /// deliveries waiting for retries a minute or more away while newer events wait behind them
     /// ([`Window::blocked_until`](crate::window::Window::blocked_until)), and what ends it once
     /// the receiver answers again.
-    pub(super) fn warn_if_blocked(&mut self, now_ms: u64) {
-        let Some(due) = self.window.blocked_until(now_ms, || self.store.head()) else { return };
+    pub(super) fn report_blocked(&mut self, now_ms: u64) {
+        let blocked = self.window.blocked_until(now_ms, || self.store.head());
+        self.metrics.blocked_until(blocked);
+        let Some(due) = blocked else { return };
         let recently = self.blocked_warned_at.is_some_and(|at| now_ms < at + BLOCKED_WARN_EVERY_MS);
         if due < now_ms + BLOCKED_WARN_MS || recently {
             return;

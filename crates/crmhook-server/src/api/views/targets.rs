@@ -57,6 +57,10 @@ pub struct TargetHealth {
     pub dead: u64,
     pub last_success_at: Option<String>,
     pub failures_in_a_row: u64,
+    /// While the window is full of deliveries waiting for retries (newer events wait behind
+    /// them): when the next is due. `null` otherwise, and on a cluster node that does not
+    /// deliver the target.
+    pub blocked_by_retries_until: Option<String>,
 }
 
 impl TargetHealth {
@@ -66,6 +70,7 @@ impl TargetHealth {
             dead,
             last_success_at: health.last_success_ms.map(rfc3339),
             failures_in_a_row: health.failures_in_a_row,
+            blocked_by_retries_until: health.blocked_until_ms.map(rfc3339),
         }
     }
 }
