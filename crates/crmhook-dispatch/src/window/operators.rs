@@ -43,27 +43,33 @@ impl Window {
         }
     }
 
-    /// The deliveries waiting for a retry due later than `now_ms` (not first attempts, not in
-    /// flight, not being brought forward already), in seq order.
+    /// The deliveries waiting for a retry due later than `now_ms` (not first attempts, not being
+    /// brought forward already), in seq order, with those whose failed attempt's retry is being
+    /// written: they are in flight until it is ([`Window::retry_recorded`]), and a shell that
+    /// brings them forward waits for that first (as a redelivery waits for what is
+    /// [`Window::settling`]).
     pub fn waiting_retries(&self, now_ms: u64) -> Vec<u64> {
-        self.pending
-            .iter()
-            .filter(|(seq, p)| {
-                p.due_at_ms > now_ms
-                    && !self.fresh.contains(seq)
-                    && !self.in_flight.contains(seq)
-                    && !self.hastening.contains_key(seq)
-            })
-            .map(|(seq, _)| *seq)
-            .collect()
+        let waiting = self.pending.iter().filter(|(seq, p)| {
+            p.due_at_ms > now_ms
+                && !self.fresh.contains(seq)
+                && !self.in_flight.contains(seq)
+                && !self.hastening.contains_key(seq)
+        });
+        let written = self.flushing.iter().filter(|(_, f)| f.following.due_at_ms > now_ms && !f.disable);
+        let mut seqs: Vec<u64> = waiting.map(|(seq, _)| *seq).chain(written.map(|(seq, _)| *seq)).collect();
+        seqs.sort_unstable();
+        seqs
     }
 
-    /// Brings forward, to `now_ms`, the [`Window::waiting_retries`] that `pick` takes. Answers
-    /// their new pending entries: the shell writes them durably, then calls
-    /// [`Window::hastened`] with their seqs. Meanwhile none of them starts.
+    /// Brings forward, to `now_ms`, the [`Window::waiting_retries`] that `pick` takes (those
+    /// still in flight are left). Answers their new pending entries: the shell writes them
+    /// durably, then calls [`Window::hastened`] with their seqs. Meanwhile none of them starts.
     pub fn hasten(&mut self, now_ms: u64, mut pick: impl FnMut(u64) -> bool) -> Vec<(u64, Pending)> {
         let mut sooner = Vec::new();
         for seq in self.waiting_retries(now_ms) {
+            if self.in_flight.contains(&seq) {
+                continue;
+            }
             let Some(p) = self.pending.get(&seq).copied().filter(|_| pick(seq)) else { continue };
             self.due.remove(&(p.due_at_ms, seq));
             let now = Pending { due_at_ms: now_ms, ..p };

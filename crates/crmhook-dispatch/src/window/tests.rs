@@ -541,3 +541,18 @@ fn a_window_full_of_retries_waiting_is_blocked_until_the_next_is_due() {
     w.hastened(&sooner, true);
     assert_eq!(w.blocked_until(1_000, || 5_000), None);
 }
+
+#[test]
+fn a_retry_being_written_is_waiting_and_brought_forward_once_written() {
+    let mut w = new_target(false);
+    take(&mut w, &[1, 2], 0);
+    assert_eq!(starts(&mut w, 0), vec![1, 2]);
+    let finish = end(&mut w, 1, 1, Outcome::Status(500), None, 10);
+    assert!(finish.flushes());
+    // 1's retry is being written, 2 is still being attempted: only 1 is waiting for a retry.
+    assert_eq!(w.waiting_retries(10), vec![1]);
+    assert_eq!(w.hasten(10, |_| true), vec![], "not while it is being written");
+    w.retry_recorded(1, true);
+    assert_eq!(w.waiting_retries(10), vec![1]);
+    assert_eq!(w.hasten(10, |_| true), vec![(1, retry(2, 10))]);
+}
