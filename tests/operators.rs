@@ -115,6 +115,13 @@ fn a_targets_deliveries_by_status_then_redeliver_and_replay() {
     assert_eq!(shown["deliveries"][0]["attempts"][1]["trigger"], "redelivery");
     assert_eq!(shown["deliveries"][0]["status"], "delivered");
 
+    // A span that holds none of them (`until` is exclusive), and one that is backwards.
+    let first_dead = server.event(&dead[0])["received_at"].as_str().expect("received_at").to_owned();
+    let before = server.admin("POST", &format!("/v1/targets/{tid}/replay"), Some(&json!({"until": first_dead})));
+    assert_eq!((before.status, before.json()["queued"].as_u64()), (202, Some(0)), "{}", before.text);
+    let backwards = json!({"since": first_dead, "until": first_dead});
+    let r = server.admin("POST", &format!("/v1/targets/{tid}/replay"), Some(&backwards));
+    assert_eq!((r.status, r.json()["field"].as_str()), (422, Some("until")), "{}", r.text);
     // Replay the dead ones.
     let r = server.admin("POST", &format!("/v1/targets/{tid}/replay"), Some(&json!({"status": "dead"})));
     assert_eq!((r.status, r.json()["queued"].as_u64()), (202, Some(3)), "{}", r.text);

@@ -36,6 +36,7 @@
 //! change was applied, so that actors match no further until the router has reconciled.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -205,12 +206,12 @@ impl RouterHandle {
         Ok(handle.requeue(seqs, request).await)
     }
 
-    /// Brings forward a target's deliveries waiting for a retry (of events received since
-    /// `since_ms`) to now; answers how many. A target another node delivers answers
+    /// Brings forward a target's deliveries waiting for a retry (of events received within
+    /// `received`, ms) to now; answers how many. A target another node delivers answers
     /// [`RouterError::Elsewhere`].
-    pub async fn hasten(&self, target: TargetId, since_ms: Option<u64>, request: Request) -> Result<u64, RouterError> {
+    pub async fn hasten(&self, target: TargetId, received: Range<u64>, request: Request) -> Result<u64, RouterError> {
         let handle = self.locate(target).await?;
-        Ok(handle.hasten(since_ms, request).await)
+        Ok(handle.hasten(received, request).await)
     }
 
     /// Tests a target: logs `event` as a test event ([`NewEvent::test`]), delivers it to that

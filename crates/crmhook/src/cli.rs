@@ -477,10 +477,18 @@ pub fn deliveries(conn: &Conn, cmd: Deliveries) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn replay(conn: &Conn, target: &str, status: &str, since: Option<String>) -> anyhow::Result<ExitCode> {
+pub fn replay(
+    conn: &Conn,
+    target: &str,
+    status: &str,
+    since: Option<String>,
+    until: Option<String>,
+) -> anyhow::Result<ExitCode> {
     let mut body = json!({"status": status});
-    if let Some(s) = since {
-        body["since"] = json!(s);
+    for (name, time) in [("since", since), ("until", until)] {
+        if let Some(t) = time {
+            body[name] = json!(t);
+        }
     }
     let v = request(conn, "POST", &format!("/v1/targets/{target}/replay"), Some(&body))?;
     if conn.json {

@@ -147,6 +147,9 @@ enum Command {
         /// Only events received since this RFC 3339 time.
         #[arg(long)]
         since: Option<String>,
+        /// Only events received before this RFC 3339 time.
+        #[arg(long)]
+        until: Option<String>,
     },
     /// Sources, where the CRMs post: list, show, create, update, enable, disable, delete,
     /// rotate-key.
@@ -210,7 +213,7 @@ fn main() -> ExitCode {
         Command::Deliveries(cmd) => cli::deliveries(&cli.conn, cmd),
         Command::Sources(cmd) => cli_sources::sources(&cli.conn, cmd),
         Command::Rejected(cmd) => cli_sources::rejected(&cli.conn, cmd),
-        Command::Replay { target, status, since } => cli::replay(&cli.conn, &target, &status, since),
+        Command::Replay { target, status, since, until } => cli::replay(&cli.conn, &target, &status, since, until),
         Command::Audit { after, limit, newest } => cli_sources::audit(&cli.conn, after, limit, newest),
         Command::Keys(cmd) => cli_keys::keys(&cli.conn, cmd),
         Command::Log(cli::Log::Export { data_dir }) => cli::export(&data_dir),

@@ -3,6 +3,7 @@
 //! (redeliver, replay) and bringing forward the retries waiting (a replay of `pending`). Each is
 //! a message to the target's actor, handled here.
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,10 +33,11 @@ impl TargetHandle {
         self.addr.send(Requeue { seqs, request }).await.unwrap_or(0)
     }
 
-    /// Brings forward the deliveries waiting for a retry (of events received since `since_ms`)
-    /// to now, recording the request; answers how many (see [`crate::window::Window::hasten`]).
-    pub async fn hasten(&self, since_ms: Option<u64>, request: Request) -> u64 {
-        self.addr.send(Hasten { since_ms, request }).await.unwrap_or(0)
+    /// Brings forward the deliveries waiting for a retry (of events received within `received`,
+    /// ms) to now, recording the request; answers how many (see
+    /// [`crate::window::Window::hasten`]).
+    pub async fn hasten(&self, received: Range<u64>, request: Request) -> u64 {
+        self.addr.send(Hasten { received, request }).await.unwrap_or(0)
     }
 }
 
@@ -55,8 +57,8 @@ struct Requeue {
 #[derive(Message)]
 #[rtype(result = "u64")]
 struct Hasten {
-    /// Only events received at or after this time (ms).
-    since_ms: Option<u64>,
+    /// Only events received within this span (ms).
+    received: Range<u64>,
     request: Request,
 }
 
@@ -237,14 +239,14 @@ impl Handler<Hasten> for TargetActor {
     type Result = ResponseActFuture<Self, u64>;
 
     /// Brings forward every delivery of the window waiting for a retry (of an event received
-    /// since `since_ms`) to now, as a redelivery of each would ([`TargetActor::requeue`]).
+    /// within `received`) to now, as a redelivery of each would ([`TargetActor::requeue`]).
     /// Deliveries not in the window yet are waiting for room in it, not for a time: they go as
     /// soon as there is room.
-    fn handle(&mut self, Hasten { since_ms, request }: Hasten, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, Hasten { received, request }: Hasten, _: &mut Context<Self>) -> Self::Result {
+        let everything = received == (0..u64::MAX);
         let recent = |seq: &u64| {
-            since_ms.is_none_or(|since| {
-                self.store.event_ref(*seq).ok().flatten().is_some_and(|e| e.received_at_ms >= since)
-            })
+            everything
+                || self.store.event_ref(*seq).ok().flatten().is_some_and(|e| received.contains(&e.received_at_ms))
         };
         let waiting: Vec<u64> = self.window.waiting_retries(now_ms()).into_iter().filter(recent).collect();
         self.requeue(waiting, request, Instant::now())

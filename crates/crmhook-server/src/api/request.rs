@@ -407,13 +407,15 @@ pub(crate) struct Replay {
     pub status: DeliveryStatus,
     /// Only events received at or after this time (ms).
     pub since_ms: Option<u64>,
+    /// Only events received before this time (ms).
+    pub until_ms: Option<u64>,
 }
 
 impl TryFrom<Map<String, Value>> for Replay {
     type Error = ApiError;
 
     fn try_from(body: Map<String, Value>) -> Result<Self, ApiError> {
-        known_members(&body, &["status", "since"], "a replay takes `status` and `since`")?;
+        known_members(&body, &["status", "since", "until"], "a replay takes `status`, `since` and `until`")?;
         let status = match body.get("status") {
             None | Some(Value::Null) => DeliveryStatus::Dead,
             Some(Value::String(s)) if s == "dead" => DeliveryStatus::Dead,
@@ -426,18 +428,30 @@ impl TryFrom<Map<String, Value>> for Replay {
                 ))
             }
         };
-        let since_ms = match body.get("since") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(parse_rfc3339(s).ok_or_else(|| {
-                ApiError::unprocessable("since", format!("`since` must be an RFC 3339 time, not {s:?}"))
-            })?),
-            Some(_) => return Err(ApiError::unprocessable("since", "`since` must be an RFC 3339 time")),
+        let time = |name: &str| match body.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => parse_rfc3339(s)
+                .map(Some)
+                .ok_or_else(|| ApiError::unprocessable(name, format!("`{name}` must be an RFC 3339 time, not {s:?}"))),
+            Some(_) => Err(ApiError::unprocessable(name, format!("`{name}` must be an RFC 3339 time"))),
         };
-        Ok(Replay { status, since_ms })
+        let (since_ms, until_ms) = (time("since")?, time("until")?);
+        if let (Some(since), Some(until)) = (since_ms, until_ms) {
+            if until <= since {
+                return Err(ApiError::unprocessable("until", "`until` must be later than `since`"));
+            }
+        }
+        Ok(Replay { status, since_ms, until_ms })
     }
 }
 
 impl Replay {
+    /// The events it replays by when they were received (ms): `since` inclusive, `until`
+    /// exclusive, as `GET /v1/events` takes them.
+    pub fn received(&self) -> std::ops::Range<u64> {
+        self.since_ms.unwrap_or(0)..self.until_ms.unwrap_or(u64::MAX)
+    }
+
     /// How the operators' log names the request.
     pub fn status_name(&self) -> &'static str {
         match self.status {
@@ -534,9 +548,9 @@ mod tests {
     }
 
     #[test]
-    fn replay_reads_status_and_since_and_nothing_else() {
+    fn replay_reads_status_since_and_until_and_nothing_else() {
         let r = |v| Replay::try_from(object(v));
-        assert_eq!(r(json!({})).ok(), Some(Replay { status: DeliveryStatus::Dead, since_ms: None }));
+        assert_eq!(r(json!({})).ok(), Some(Replay { status: DeliveryStatus::Dead, since_ms: None, until_ms: None }));
         assert_eq!(r(json!({"status": 5})).err().and_then(field).as_deref(), Some("status"));
         assert_eq!(r(json!({"stauts": "dead"})).err().and_then(field).as_deref(), Some("stauts"));
         assert_eq!(r(json!({"status": "delivered", "since": null})).ok().map(|r| r.status_name()), Some("delivered"));
@@ -545,6 +559,13 @@ mod tests {
         assert_eq!(r(json!({"since": 5})).err().and_then(field).as_deref(), Some("since"));
         assert_eq!(r(json!({"since": "x"})).err().and_then(field).as_deref(), Some("since"));
         assert!(r(json!({"since": "2026-01-05T10:00:00Z"})).is_ok_and(|r| r.since_ms.is_some()));
+        let window = r(json!({"since": "2026-01-05T10:00:00Z", "until": "2026-01-05T11:00:00Z"})).ok();
+        let (since, until) = (1_767_607_200_000, 1_767_610_800_000);
+        assert_eq!(window.map(|r| r.received()), Some(since..until), "since inclusive, until exclusive");
+        assert_eq!(r(json!({"until": "2026-01-05T10:00:00Z"})).ok().map(|r| r.received()), Some(0..since));
+        assert_eq!(r(json!({"until": "soon"})).err().and_then(field).as_deref(), Some("until"));
+        let backwards = json!({"since": "2026-01-05T10:00:00Z", "until": "2026-01-05T10:00:00Z"});
+        assert_eq!(r(backwards).err().and_then(field).as_deref(), Some("until"));
     }
 
     #[test]

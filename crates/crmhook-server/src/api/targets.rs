@@ -322,15 +322,16 @@ pub(crate) async fn replay(
         action: "replay".into(),
         target: target.id.to_string(),
         detail: format!(
-            "status {}{}",
+            "status {}{}{}",
             body.status_name(),
-            body.since_ms.map(|s| format!(", since {}", rfc3339(s))).unwrap_or_default()
+            body.since_ms.map(|s| format!(", since {}", rfc3339(s))).unwrap_or_default(),
+            body.until_ms.map(|u| format!(", until {}", rfc3339(u))).unwrap_or_default()
         ),
         queued: 0,
     };
     let queued = if body.status == DeliveryStatus::Pending {
         // The retries waiting are in the target's window: its actor brings them forward.
-        state.router.hasten(target.id.clone(), body.since_ms, request()).await
+        state.router.hasten(target.id.clone(), body.received(), request()).await
     } else {
         requeue_finished(&state, &target.id, &body, request).await
     };
@@ -347,7 +348,7 @@ pub(crate) async fn replay(
     Ok(HttpResponse::Accepted().json(Queued { queued }))
 }
 
-/// Queues a target's finished deliveries (of `body.status`, since `body.since_ms`) again, a
+/// Queues a target's finished deliveries (of `body.status`, received in `body.received()`) again, a
 /// page of the store's listing at a time; answers how many were queued.
 async fn requeue_finished(
     state: &State,
@@ -363,9 +364,10 @@ async fn requeue_finished(
         after = last;
         let mut seqs = Vec::with_capacity(rows.len());
         for (seq, _) in rows {
-            let recent = match body.since_ms {
-                Some(since) => state.store.event(seq)?.is_some_and(|e| e.received_at_ms >= since),
-                None => true,
+            let received = body.received();
+            let recent = match (body.since_ms, body.until_ms) {
+                (None, None) => true,
+                _ => state.store.event(seq)?.is_some_and(|e| received.contains(&e.received_at_ms)),
             };
             if recent {
                 seqs.push(seq);
