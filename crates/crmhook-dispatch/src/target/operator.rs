@@ -249,7 +249,8 @@ impl Handler<Hasten> for TargetActor {
                 || self.store.event_ref(*seq).ok().flatten().is_some_and(|e| received.contains(&e.received_at_ms))
         };
         let waiting: Vec<u64> = self.window.waiting_retries(now_ms()).into_iter().filter(recent).collect();
-        self.requeue(waiting, request, Instant::now())
+        // Those whose retry is being written are waited for, as a redelivery waits.
+        self.requeue(waiting, request, Instant::now() + SETTLE_WAIT)
     }
 }
 
