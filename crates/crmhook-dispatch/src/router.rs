@@ -207,9 +207,14 @@ impl RouterHandle {
     }
 
     /// Brings forward a target's deliveries waiting for a retry (of events received within
-    /// `received`, ms) to now; answers how many. A target another node delivers answers
+    /// `received`, ms, if given) to now; answers how many. A target another node delivers answers
     /// [`RouterError::Elsewhere`].
-    pub async fn hasten(&self, target: TargetId, received: Range<u64>, request: Request) -> Result<u64, RouterError> {
+    pub async fn hasten(
+        &self,
+        target: TargetId,
+        received: Option<Range<u64>>,
+        request: Request,
+    ) -> Result<u64, RouterError> {
         let handle = self.locate(target).await?;
         Ok(handle.hasten(received, request).await)
     }

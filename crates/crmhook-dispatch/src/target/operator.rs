@@ -34,9 +34,9 @@ impl TargetHandle {
     }
 
     /// Brings forward the deliveries waiting for a retry (of events received within `received`,
-    /// ms) to now, recording the request; answers how many (see
+    /// ms, if given) to now, recording the request; answers how many (see
     /// [`crate::window::Window::hasten`]).
-    pub async fn hasten(&self, received: Range<u64>, request: Request) -> u64 {
+    pub async fn hasten(&self, received: Option<Range<u64>>, request: Request) -> u64 {
         self.addr.send(Hasten { received, request }).await.unwrap_or(0)
     }
 }
@@ -57,8 +57,8 @@ struct Requeue {
 #[derive(Message)]
 #[rtype(result = "u64")]
 struct Hasten {
-    /// Only events received within this span (ms).
-    received: Range<u64>,
+    /// Only events received within this span (ms), if given.
+    received: Option<Range<u64>>,
     request: Request,
 }
 
@@ -243,10 +243,10 @@ impl Handler<Hasten> for TargetActor {
     /// Deliveries not in the window yet are waiting for room in it, not for a time: they go as
     /// soon as there is room.
     fn handle(&mut self, Hasten { received, request }: Hasten, _: &mut Context<Self>) -> Self::Result {
-        let everything = received == (0..u64::MAX);
         let recent = |seq: &u64| {
-            everything
-                || self.store.event_ref(*seq).ok().flatten().is_some_and(|e| received.contains(&e.received_at_ms))
+            received.as_ref().is_none_or(|span| {
+                self.store.event_ref(*seq).ok().flatten().is_some_and(|e| span.contains(&e.received_at_ms))
+            })
         };
         let waiting: Vec<u64> = self.window.waiting_retries(now_ms()).into_iter().filter(recent).collect();
         // Those whose retry is being written are waited for, as a redelivery waits.

@@ -446,10 +446,11 @@ impl TryFrom<Map<String, Value>> for Replay {
 }
 
 impl Replay {
-    /// The events it replays by when they were received (ms): `since` inclusive, `until`
-    /// exclusive, as `GET /v1/events` takes them.
-    pub fn received(&self) -> std::ops::Range<u64> {
-        self.since_ms.unwrap_or(0)..self.until_ms.unwrap_or(u64::MAX)
+    /// The span of reception (ms) it keeps the events of, if it names one: `since` inclusive,
+    /// `until` exclusive, as `GET /v1/events` takes them.
+    pub fn received(&self) -> Option<std::ops::Range<u64>> {
+        (self.since_ms.is_some() || self.until_ms.is_some())
+            .then(|| self.since_ms.unwrap_or(0)..self.until_ms.unwrap_or(u64::MAX))
     }
 
     /// How the operators' log names the request.
@@ -561,8 +562,9 @@ mod tests {
         assert!(r(json!({"since": "2026-01-05T10:00:00Z"})).is_ok_and(|r| r.since_ms.is_some()));
         let window = r(json!({"since": "2026-01-05T10:00:00Z", "until": "2026-01-05T11:00:00Z"})).ok();
         let (since, until) = (1_767_607_200_000, 1_767_610_800_000);
-        assert_eq!(window.map(|r| r.received()), Some(since..until), "since inclusive, until exclusive");
-        assert_eq!(r(json!({"until": "2026-01-05T10:00:00Z"})).ok().map(|r| r.received()), Some(0..since));
+        assert_eq!(window.and_then(|r| r.received()), Some(since..until), "since inclusive, until exclusive");
+        assert_eq!(r(json!({"until": "2026-01-05T10:00:00Z"})).ok().and_then(|r| r.received()), Some(0..since));
+        assert_eq!(r(json!({"status": "dead"})).ok().map(|r| r.received()), Some(None), "no span: every event");
         assert_eq!(r(json!({"until": "soon"})).err().and_then(field).as_deref(), Some("until"));
         let backwards = json!({"since": "2026-01-05T10:00:00Z", "until": "2026-01-05T10:00:00Z"});
         assert_eq!(r(backwards).err().and_then(field).as_deref(), Some("until"));

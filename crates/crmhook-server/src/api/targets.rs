@@ -356,6 +356,7 @@ async fn requeue_finished(
     body: &Replay,
     request: impl Fn() -> Request,
 ) -> Result<u64, RouterError> {
+    let received = body.received();
     let mut queued = 0;
     let mut after = 0;
     loop {
@@ -364,10 +365,9 @@ async fn requeue_finished(
         after = last;
         let mut seqs = Vec::with_capacity(rows.len());
         for (seq, _) in rows {
-            let received = body.received();
-            let recent = match (body.since_ms, body.until_ms) {
-                (None, None) => true,
-                _ => state.store.event(seq)?.is_some_and(|e| received.contains(&e.received_at_ms)),
+            let recent = match &received {
+                None => true,
+                Some(span) => state.store.event(seq)?.is_some_and(|e| span.contains(&e.received_at_ms)),
             };
             if recent {
                 seqs.push(seq);
