@@ -317,42 +317,40 @@ fn the_console_shows_events_live_and_redelivers() {
 /// /v1/targets/{id}/replay {"status": "pending"}`), and the target goes on beyond its window.
 #[test]
 fn the_console_shows_a_window_blocked_by_retries_and_sends_them_now() {
+    const HELD: usize = 16_384; // what a target holds: its window and the retries parked
     let server = Server::start();
     let rcv = Receiver::start();
     rcv.program("/back", &[], status(500));
     let (tid, _) = server.wire(&rcv.url("/back"), Some(json!({})), json!({"retry_schedule_ms": [3_600_000]}));
-    let events: Vec<Value> = (0..1_030).map(|_| maia("crm_record_created", json!({}))).collect();
-    let ack = server.post_ok(&Value::Array(events));
-    let ids: Vec<String> =
-        ack["events"].as_array().expect("events").iter().map(|e| e["id"].as_str().expect("id").to_owned()).collect();
-    rcv.wait_count("/back", 1_024, Duration::from_secs(20));
-    wait_for(Duration::from_secs(20), "the window blocked by its retries", || {
+    let ids = server.post_many(HELD + 6);
+    wait_for(Duration::from_secs(120), "the window blocked by its retries", || {
         let t = server.admin("GET", &format!("/v1/targets/{tid}"), None).json();
         t["health"]["blocked_by_retries_until"].as_str().map(|_| ())
     });
+    let held = rcv.count("/back");
     rcv.set_default("/back", status(200));
     let browser = signed_in(&server);
     browser.wait_text(&format!("#targets tr[data-id='{tid}'] .blocked"), "the blocked window", |t| {
         t.starts_with("waiting for retries until")
     });
-    // One event's delivery, from its view (the last in the window, among the recent events
-    // the page lists): the button says what it does.
-    let one = &ids[1_023];
+    // One event's delivery, from its view (the last one held, among the recent events the page
+    // lists): the button says what it does.
+    let one = &ids[held - 1];
     browser.clicks(&format!("#live tr[data-id='{one}']"));
     browser.wait_text("#detail .redeliver", "the event's retry button", |t| t == "Retry now");
     browser.clicks("#detail .redeliver");
-    let got = rcv.wait_count("/back", 1_025, Duration::from_secs(10));
-    assert_eq!((got[1_024].header("webhook-id"), got[1_024].header("x-crmhook-attempt")), (one.as_str(), "2"));
-    // The rest, from the targets table; then the six beyond the window, first attempts.
+    let got = rcv.wait_count("/back", held + 1, Duration::from_secs(10));
+    assert_eq!((got[held].header("webhook-id"), got[held].header("x-crmhook-attempt")), (one.as_str(), "2"));
+    // The rest, from the targets table; then the six and more beyond, first attempts.
     browser.clicks(&format!("#targets .retry-now[data-id='{tid}']"));
-    let got = rcv.wait_count("/back", 1_024 + 1_030, Duration::from_secs(20));
+    let got = rcv.wait_count("/back", held + HELD + 6, Duration::from_secs(120));
     let again: std::collections::HashSet<(&str, &str)> =
-        got[1_024..].iter().map(|r| (r.header("webhook-id"), r.header("x-crmhook-attempt"))).collect();
+        got[held..].iter().map(|r| (r.header("webhook-id"), r.header("x-crmhook-attempt"))).collect();
     for (n, id) in ids.iter().enumerate() {
-        let attempt = if n < 1_024 { "2" } else { "1" };
+        let attempt = if n < held { "2" } else { "1" };
         assert!(again.contains(&(id.as_str(), attempt)), "event {n}: {id} as attempt {attempt}");
     }
-    server.wait_settled(&tid, Duration::from_secs(20));
+    server.wait_settled(&tid, Duration::from_secs(60));
 }
 
 /// Opens the console and signs in with the admin token; answers once it follows the stream.

@@ -438,9 +438,56 @@ fn retries_waiting_go_now_when_asked_and_only_those_since_a_time_or_of_one_event
     assert_eq!((r.status, r.json()["field"].as_str()), (422, Some("status")), "{}", r.text);
 }
 
+/// The attempt numbers each event got on `path`, in order of arrival.
+fn attempts_by_event(rcv: &Receiver, path: &str) -> std::collections::HashMap<String, Vec<String>> {
+    let mut by_event: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for r in rcv.requests(path) {
+        by_event.entry(r.header("webhook-id").to_owned()).or_default().push(r.header("x-crmhook-attempt").to_owned());
+    }
+    by_event
+}
+
 #[test]
-fn a_window_full_of_retries_waiting_moves_on_once_they_go() {
-    // The server's log in a file, to read what it says of the blocked window.
+fn newer_events_go_while_a_windows_worth_of_retries_waits() {
+    let mut server = Server::start();
+    let rcv = Receiver::start();
+    rcv.program("/outage", &[], status(500));
+    let (tid, _) = server.wire(&rcv.url("/outage"), Some(json!({})), json!({"retry_schedule_ms": [AN_HOUR]}));
+    // More than the target's window of 1,024 fail and wait an hour: the ones beyond the window
+    // are attempted all the same (the retries waiting park out of its count).
+    let ids = server.post_many(1_030);
+    rcv.wait_count("/outage", 1_030, DELIVERY);
+    wait_for(DELIVERY, "the last retry recorded", || {
+        let e = server.event(&ids[1_029]);
+        (e["deliveries"][0]["attempts"][0]["result"] == "retrying").then_some(())
+    });
+    let health = server.admin("GET", &format!("/v1/targets/{tid}"), None).json()["health"].clone();
+    assert_eq!(health["blocked_by_retries_until"], Value::Null, "{health}");
+    // A restart takes them all again (those beyond the window parked), and still reads on.
+    server.kill9();
+    server.respawn();
+    // The receiver is back: a new event goes at once, the old ones wait for their hour.
+    rcv.set_default("/outage", status(200));
+    let fresh = id(&server.post_ok(&maia("crm_record_created", json!({}))));
+    let got = rcv.wait_count("/outage", 1_031, DELIVERY);
+    assert_eq!((got[1_030].header("webhook-id"), got[1_030].header("x-crmhook-attempt")), (fresh.as_str(), "1"));
+    let e = server.event(&ids[0]);
+    assert_eq!(e["deliveries"][0]["status"], "pending", "{e}");
+    // Retry now sends every one of them, parked or not.
+    let r = server.admin("POST", &format!("/v1/targets/{tid}/replay"), Some(&json!({"status": "pending"})));
+    assert_eq!((r.status, r.json()["queued"].as_u64()), (202, Some(1_030)), "{}", r.text);
+    rcv.wait_count("/outage", 1_031 + 1_030, DELIVERY);
+    server.wait_settled(&tid, DELIVERY);
+    let by_event = attempts_by_event(&rcv, "/outage");
+    for (n, id) in ids.iter().enumerate() {
+        assert_eq!(by_event[id], ["1", "2"], "event {n}");
+    }
+}
+
+#[test]
+fn a_window_full_past_its_parked_retries_waits_and_moves_on_once_they_go() {
+    const HELD: usize = 16_384; // the window's 1,024 and 15,360 parked
+                                // The server's log in a file, to read what it says of the blocked window.
     let logs = tempfile::tempdir().expect("tempdir");
     let log = logs.path().join("stderr.log");
     let server = Server::start_wrapped(&TEST_ENV, &format!("exec 2>>'{}'", log.display()));
@@ -451,26 +498,24 @@ fn a_window_full_of_retries_waiting_moves_on_once_they_go() {
     let rcv = Receiver::start();
     rcv.program("/full", &[], status(500));
     let (tid, _) = server.wire(&rcv.url("/full"), Some(json!({})), json!({"retry_schedule_ms": [AN_HOUR]}));
-    // More than the target's window of 1,024: every one in it fails and waits an hour, and the
-    // rest are not even attempted meanwhile.
-    let events: Vec<Value> = (0..1_030).map(|_| maia("crm_record_created", json!({}))).collect();
-    let ack = server.post_ok(&Value::Array(events));
-    let ids: Vec<String> =
-        ack["events"].as_array().expect("events").iter().map(|e| e["id"].as_str().expect("id").to_owned()).collect();
-    rcv.wait_count("/full", 1_024, DELIVERY);
-    let last = &ids[1_029];
-    wait_for(DELIVERY, "the 1,024th retry recorded", || {
-        let e = server.event(&ids[1_023]);
-        (e["deliveries"][0]["attempts"][0]["result"] == "retrying").then_some(())
+    // More than a target holds: every one it holds fails and waits an hour, and the rest are
+    // not even attempted meanwhile. It holds the 15,360 parked and all but a fill step of its
+    // window at least (a fill waits for a fill step's room).
+    let ids = server.post_many(HELD + 6);
+    let long = Duration::from_secs(120);
+    wait_for(long, "the health of a blocked window", || {
+        let t = server.admin("GET", &format!("/v1/targets/{tid}"), None).json();
+        t["health"]["blocked_by_retries_until"].as_str().map(|_| ())
     });
+    let held = rcv.count("/full");
+    assert!((HELD - 255..=HELD).contains(&held), "{held} attempted");
+    let last = &ids[HELD + 5];
     let waiting = server.event(last);
     assert_eq!(waiting["deliveries"][0]["status"], "pending");
-    assert_eq!(waiting["deliveries"][0]["attempts"], json!([]), "beyond the window: not attempted");
+    assert_eq!(waiting["deliveries"][0]["attempts"], json!([]), "beyond what it holds: not attempted");
     // The target's health says why, and the log says what to do, once.
     let health = || server.admin("GET", &format!("/v1/targets/{tid}"), None).json()["health"].clone();
-    let until = wait_for(DELIVERY, "the health of a blocked window", || {
-        health()["blocked_by_retries_until"].as_str().map(str::to_owned)
-    });
+    let until = health()["blocked_by_retries_until"].as_str().expect("blocked").to_owned();
     let received = waiting["received_at"].as_str().expect("received_at");
     assert!(until.as_str() > received, "the next retry, {until}, is after the events came, {received}");
     let shown = succeeded(&crmhook(&server, &["targets", "show", &tid]));
@@ -482,14 +527,15 @@ fn a_window_full_of_retries_waiting_moves_on_once_they_go() {
 
     rcv.set_default("/full", status(200));
     let r = server.admin("POST", &format!("/v1/targets/{tid}/replay"), Some(&json!({"status": "pending"})));
-    assert_eq!((r.status, r.json()["queued"].as_u64()), (202, Some(1_024)), "{}", r.text);
-    rcv.wait_count("/full", 1_024 + 1_030, DELIVERY);
+    assert_eq!((r.status, r.json()["queued"].as_u64()), (202, Some(held as u64)), "{}", r.text);
+    rcv.wait_count("/full", held + HELD + 6, long);
     assert_eq!(blocked(), 1, "said once");
-    server.wait_settled(&tid, DELIVERY);
+    server.wait_settled(&tid, long);
     assert_eq!(health()["blocked_by_retries_until"], Value::Null);
+    let by_event = attempts_by_event(&rcv, "/full");
     for (n, id) in ids.iter().enumerate() {
-        let expected: &[&str] = if n < 1_024 { &["1", "2"] } else { &["1"] };
-        assert_eq!(attempts_of(&rcv, "/full", id), expected, "event {n}");
+        let expected: &[&str] = if n < held { &["1", "2"] } else { &["1"] };
+        assert_eq!(by_event[id], expected, "event {n}");
     }
 }
 

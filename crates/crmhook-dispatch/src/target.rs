@@ -7,7 +7,8 @@
 //! [`Unrecorded`] (what readers see of first attempts not written down yet).
 //!
 //! The actor never holds a target's whole backlog: the window takes at most [`WINDOW`] owed
-//! deliveries at a time from the log, matched against the target's subscriptions. A retry's
+//! deliveries at a time from the log, matched against the target's subscriptions (and keeps at
+//! most [`PARKED`](crate::window::PARKED) more that wait for a retry out of its count). A retry's
 //! schedule (and a 410's disabling) is flushed before the window moves on; a finished
 //! delivery's record joins the target's next lazy write, which also carries the cursor and how
 //! far the window has matched. A crash can only turn a delivery into one more attempt: on start
@@ -234,15 +235,16 @@ impl TargetActor {
             }
             return;
         }
-        if self.window.wants_reload() {
+        if let Some(limit) = self.window.wants_reload() {
             // Pending records on disk that did not fit the window before, now that it has room.
-            match self.store.pending(self.id(), WINDOW) {
-                Ok(on_disk) => self.window.reloaded(on_disk),
+            match self.store.pending(self.id(), limit) {
+                Ok(on_disk) => self.window.reloaded(on_disk, limit),
                 Err(e) => tracing::error!(target_id = %self.id(), error = %e, "reloading pending deliveries failed"),
             }
         }
-        self.fill(ctx);
         let now = now_ms();
+        self.window.park(now, self.store.head());
+        self.fill(ctx);
         while let Some(start) = self.window.next_start(now) {
             self.start_attempt(start, ctx);
         }
@@ -510,7 +512,12 @@ impl Actor for TargetActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         let id = self.id().clone();
         let loaded = self.store.cursor(&id).and_then(|c| {
-            Ok((c, self.store.scanned(&id)?, self.store.pending(&id, WINDOW)?, self.store.disabled(&id)?))
+            Ok((
+                c,
+                self.store.scanned(&id)?,
+                self.store.pending(&id, Window::holds_at_most(self.config.target.ordered))?,
+                self.store.disabled(&id)?,
+            ))
         });
         self.unrecorded.clear();
         match loaded {

@@ -26,6 +26,8 @@
 //!   (`checked_until`) and the pending entries on disk; a delivery up to `checked_until` is
 //!   taken again only if nothing was recorded of it ([`Window::owes`]). How far it had matched
 //!   is written no lower meanwhile ([`Window::scanned_mark`]), so a later crash checks them too.
+//! - Retries waiting a minute or more may leave the window's count ("park", at most [`PARKED`])
+//!   while it is too full to read newer events: see `window/parking.rs`.
 //! - An operator may queue finished deliveries again ([`Window::requeued`]) and bring forward
 //!   the deliveries waiting for a retry ([`Window::hasten`]): each starts nothing until its new
 //!   pending entry is on disk.
@@ -37,11 +39,14 @@ use crmhook_store::{AttemptResult, Pending};
 
 mod operators;
 mod pace;
+mod parking;
 mod recovery;
 pub use pace::Pace;
+pub use parking::{PARKED, PARK_AFTER_MS};
 pub use recovery::{owed, OnDisk, Recovered};
 
-/// Most deliveries a target holds in memory (pending, retrying or in flight).
+/// Most deliveries a target holds in memory (pending, retrying or in flight), retries parked
+/// out of its count aside ([`PARKED`]).
 pub const WINDOW: usize = 1024;
 /// Most log events one fill step reads (a step runs on the arbiter thread, so it stays short).
 pub const SCAN_STEP: usize = 1024;
@@ -150,8 +155,11 @@ pub struct Window {
     /// The cursor and `scanned` as last written.
     saved: (u64, u64),
     pending: BTreeMap<u64, Pending>,
-    /// (due time, seq) of the pending deliveries not in flight.
+    /// (due time, seq) of the pending deliveries not in flight and not parked.
     due: BTreeSet<(u64, u64)>,
+    /// (due time, seq) of the retries parked out of the window's count (`window/parking.rs`):
+    /// pending, in none of `due` until they are due.
+    parked: BTreeSet<(u64, u64)>,
     /// Attempts started and not yet over, retries being flushed included.
     in_flight: BTreeSet<u64>,
     /// The retries of `in_flight` whose records are being written.
@@ -189,6 +197,7 @@ impl Window {
             saved: (0, 0),
             pending: BTreeMap::new(),
             due: BTreeSet::new(),
+            parked: BTreeSet::new(),
             in_flight: BTreeSet::new(),
             flushing: BTreeMap::new(),
             fresh: BTreeSet::new(),
@@ -205,19 +214,22 @@ impl Window {
 
     /// The window rebuilt from the store: it matches again from the cursor (from the head for a
     /// target without one), checking the deliveries up to how far the last run had matched,
-    /// with the pending entries on disk (at most [`WINDOW`]; more are taken later).
+    /// with the pending entries on disk (at most [`Window::holds_at_most`]; more are taken
+    /// later), those beyond [`WINDOW`] parked.
     pub fn recover(ordered: bool, recovered: Recovered) -> Window {
         let Recovered { cursor, scanned, pending, disabled, head } = recovered;
         let mut window = Window::new(ordered);
+        let most = Window::holds_at_most(ordered);
         window.disabled = disabled;
-        window.more_on_disk = pending.len() >= WINDOW;
+        window.more_on_disk = pending.len() >= most;
         window.scanned = cursor.unwrap_or(head);
         window.checked_until = scanned.unwrap_or(0).max(window.scanned);
         window.saved = (cursor.unwrap_or(0), scanned.unwrap_or(0));
-        for (seq, p) in pending.into_iter().take(WINDOW) {
+        for (seq, p) in pending.into_iter().take(most) {
             window.pending.insert(seq, p);
             window.due.insert((p.due_at_ms, seq));
         }
+        window.park_beyond_window();
         window
     }
 
@@ -233,6 +245,9 @@ impl Window {
     /// shell pumps.
     pub fn configure(&mut self, ordered: bool, per_s: Option<u32>) {
         self.ordered = ordered;
+        if ordered {
+            self.unpark_all();
+        }
         if self.pace.as_ref().map(Pace::per_s) != per_s.map(|n| n.max(1)) {
             self.pace = per_s.map(Pace::new);
         }
@@ -250,17 +265,19 @@ impl Window {
 
     // ---- filling ----------------------------------------------------------------------------
 
-    /// Whether to take pending entries on disk that did not fit before: the shell reads
-    /// `Store::pending(id, WINDOW)` and calls [`Window::reloaded`] (on a read error, nothing).
-    pub fn wants_reload(&self) -> bool {
-        !self.draining && self.more_on_disk && self.pending.len() <= WINDOW / 2
+    /// Whether to take pending entries on disk that did not fit before, and how many to read:
+    /// the shell reads `Store::pending(id, limit)` (as many as the window holds, and a window
+    /// more) and calls [`Window::reloaded`] (on a read error, nothing).
+    pub fn wants_reload(&self) -> Option<usize> {
+        (!self.draining && self.more_on_disk && self.active() <= WINDOW / 2).then(|| self.pending.len() + WINDOW)
     }
 
-    /// Takes the pending entries read from disk that are not in the window, up to its size.
-    pub fn reloaded(&mut self, on_disk: Vec<(u64, Pending)>) {
-        self.more_on_disk = on_disk.len() >= WINDOW;
+    /// Takes the pending entries read from disk (at most `limit`) that are not in the window,
+    /// up to its size.
+    pub fn reloaded(&mut self, on_disk: Vec<(u64, Pending)>, limit: usize) {
+        self.more_on_disk = on_disk.len() >= limit;
         for (seq, p) in on_disk {
-            if self.pending.len() >= WINDOW {
+            if self.active() >= WINDOW {
                 self.more_on_disk = true;
                 break;
             }
@@ -277,10 +294,10 @@ impl Window {
     /// The fill to make, if any: the log has grown past `scanned` and a [`FILL_STEP`] of the
     /// window is free (rather than refill after every delivery).
     pub fn wants_fill(&self, head: u64) -> Option<Fill> {
-        if self.draining || self.pending.len() + FILL_STEP > WINDOW || self.scanned >= head {
+        if self.draining || self.active() + FILL_STEP > WINDOW || self.scanned >= head {
             return None;
         }
-        Some(Fill { from: self.scanned + 1, head, room: WINDOW - self.pending.len() })
+        Some(Fill { from: self.scanned + 1, head, room: WINDOW - self.active() })
     }
 
     /// Whether a matched event's delivery is still owed: not in the window already and, if an
@@ -325,6 +342,7 @@ impl Window {
     /// calls it until `None`, reading each one's event: if the event is no longer in the log it
     /// calls [`Window::gone`], if it cannot be read [`Window::unstarted`].
     pub fn next_start(&mut self, now_ms: u64) -> Option<Start> {
+        self.unpark(now_ms);
         if self.disabled || self.draining {
             return None;
         }
@@ -350,7 +368,16 @@ impl Window {
         None
     }
 
-    /// (due time, seq) of the delivery that goes next.
+    /// When the next delivery is due, parked ones included.
+    fn next_wake(&self) -> Option<u64> {
+        let due = self.next_due().map(|(due, _)| due);
+        match (due, self.first_parked()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// (due time, seq) of the delivery that goes next, parked ones aside.
     fn next_due(&self) -> Option<(u64, u64)> {
         if self.ordered {
             // Strictly in log order: only the oldest owed delivery may go.
@@ -508,7 +535,7 @@ impl Window {
         if self.disabled || self.draining || self.in_flight.len() >= self.limit() || self.recording.len() >= RECORDING {
             return None;
         }
-        let (due, _) = self.next_due()?;
+        let due = self.next_wake()?;
         // Due, but the rate limit holds it: the timer fires when the limit lets it go.
         let due = self.pace.as_ref().map_or(due, |pace| due.max(pace.earliest()));
         if self.timer.is_some_and(|at| at <= due) {

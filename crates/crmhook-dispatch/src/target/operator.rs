@@ -272,6 +272,7 @@ impl TargetActor {
         tracing::warn!(
             target_id = %self.id(),
             owed = self.window.len(),
+            parked = self.window.parked(),
             next_retry_in_s = (due - now_ms) / 1_000,
             "the target's window is full of deliveries waiting for retries; newer events wait behind them. \
              If the receiver answers again, send them now: POST /v1/targets/{id}/replay {{\"status\": \"pending\"}} \

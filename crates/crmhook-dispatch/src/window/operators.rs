@@ -31,7 +31,7 @@ impl Window {
     /// later from disk. One the window took meanwhile (from disk) is left as it is.
     pub fn requeued(&mut self, queued: &[(u64, Pending)]) {
         for &(seq, p) in queued {
-            if self.pending.len() >= WINDOW {
+            if self.active() >= WINDOW {
                 self.more_on_disk = true;
                 continue;
             }
@@ -72,6 +72,7 @@ impl Window {
             }
             let Some(p) = self.pending.get(&seq).copied().filter(|_| pick(seq)) else { continue };
             self.due.remove(&(p.due_at_ms, seq));
+            self.parked.remove(&(p.due_at_ms, seq));
             let now = Pending { due_at_ms: now_ms, ..p };
             self.hastening.insert(seq, now);
             sooner.push((seq, now));
@@ -92,16 +93,17 @@ impl Window {
         }
     }
 
-    /// When the window is too full to read the log (every slot but a [`FILL_STEP`] owed), none
-    /// of it is in flight or due at `now_ms`, and the log holds events past what it has read
-    /// (`head`, asked only then): when the next of them is due. Until then the target sends
-    /// nothing, and events newer than its window wait: what an operator can end with "retry
-    /// now" once the receiver answers again.
+    /// When the window is too full to read the log (every slot but a [`FILL_STEP`] owed by
+    /// deliveries not parked: [`PARKED`](super::PARKED) retries parked already, or those left due
+    /// within [`PARK_AFTER_MS`](super::PARK_AFTER_MS)), none of it is in flight or due at
+    /// `now_ms`, and the log holds events past what it has read (`head`, asked only then): when
+    /// the next of them is due. Until then the target sends nothing, and events newer than its
+    /// window wait: what an operator can end with "retry now" once the receiver answers again.
     pub fn blocked_until(&self, now_ms: u64, head: impl FnOnce() -> u64) -> Option<u64> {
-        if self.pending.len() + FILL_STEP <= WINDOW || !self.in_flight.is_empty() || self.disabled || self.draining {
+        if self.active() + FILL_STEP <= WINDOW || !self.in_flight.is_empty() || self.disabled || self.draining {
             return None;
         }
-        let (due, _) = self.next_due()?;
+        let due = self.next_wake()?;
         (due > now_ms && head() > self.scanned).then_some(due)
     }
 }

@@ -8,6 +8,7 @@ use proptest::prelude::*;
 
 use super::*;
 
+mod parking;
 mod properties;
 
 const SCHEDULE: [u64; 3] = [1_000, 5_000, 20_000];
@@ -193,10 +194,10 @@ fn the_window_never_holds_more_than_1024_deliveries() {
     // Deliveries queued again beyond it wait on disk.
     w.requeued(&[(4_000, retry(2, 0))]);
     assert_eq!(w.len(), WINDOW);
-    assert!(w.more_on_disk && !w.wants_reload());
+    assert!(w.more_on_disk && w.wants_reload().is_none());
     // As do pending entries read from disk.
     let on_disk: Vec<(u64, Pending)> = (2_000..2_000 + WINDOW as u64).map(|s| (s, retry(2, 0))).collect();
-    w.reloaded(on_disk);
+    w.reloaded(on_disk, WINDOW);
     assert_eq!(w.len(), WINDOW);
 }
 
@@ -319,17 +320,18 @@ fn recovery_resumes_every_unfinished_delivery_and_checks_what_may_be_recorded() 
     let mut w = w;
     w.disabled = false;
     for seq in 1..=(WINDOW as u64 / 2) {
-        assert!(!w.wants_reload());
+        assert!(w.wants_reload().is_none());
         assert_eq!(w.next_start(0).map(|s| s.seq), Some(seq));
         ok(&mut w, seq, 0);
     }
-    assert!(w.wants_reload());
+    // It reads as many as it holds and a window more: a full read finds a window it lacks.
+    assert_eq!(w.wants_reload(), Some(WINDOW / 2 + WINDOW));
     let on_disk: Vec<(u64, Pending)> = (500..=1_600).map(|s| (s, retry(2, 0))).collect();
-    w.reloaded(on_disk[..WINDOW].to_vec());
+    w.reloaded(on_disk[..WINDOW].to_vec(), WINDOW);
     assert!(!w.pending.contains_key(&500), "finished, its record on its way");
     assert_eq!(w.len(), 512 + 499, "the ones it holds are not taken twice");
     assert!(w.more_on_disk, "a full read: there may be more");
-    w.reloaded(on_disk[..10].to_vec());
+    w.reloaded(on_disk[..10].to_vec(), 11);
     assert!(!w.more_on_disk);
 }
 
@@ -378,7 +380,7 @@ fn drain_starts_nothing_and_is_idle_once_in_flight_and_recording_are_empty() {
     take(&mut w, &[4], 0);
     w.drain();
     assert!(w.is_draining() && !w.is_idle());
-    assert_eq!((w.next_start(0), w.arm_timer(), w.wants_fill(100), w.wants_reload()), (None, None, None, false));
+    assert_eq!((w.next_start(0), w.arm_timer(), w.wants_fill(100), w.wants_reload()), (None, None, None, None));
     ok(&mut w, 1, 0);
     end(&mut w, 2, 1, Outcome::Status(500), None, 0);
     ok(&mut w, 3, 0);

@@ -3,6 +3,10 @@
 
 use super::*;
 
+/// The retry schedule of the runs: its second delay is long enough for the retries waiting it
+/// to park out of a full window ([`PARK_AFTER_MS`]).
+const SIM_SCHEDULE: [u64; 3] = [1_000, 2 * PARK_AFTER_MS, 5_000];
+
 /// A model of the store's delivery state for one target.
 #[derive(Debug, Clone, Default)]
 struct Disk {
@@ -66,12 +70,12 @@ impl Disk {
         OnDisk::of::<(), ()>(Ok(self.pending.contains_key(&seq)), Ok(attempted))
     }
 
-    fn recovered(&self, head: u64) -> Recovered {
+    fn recovered(&self, ordered: bool, head: u64) -> Recovered {
         Recovered {
             cursor: self.cursor,
             // `Store::scanned`: `W`, or the last finished delivery if higher.
             scanned: self.scanned.max(self.finished.last().copied()),
-            pending: self.pending.iter().take(WINDOW).map(|(s, p)| (*s, *p)).collect(),
+            pending: self.pending.iter().take(Window::holds_at_most(ordered)).map(|(s, p)| (*s, *p)).collect(),
             disabled: self.disabled,
             head,
         }
@@ -147,7 +151,7 @@ impl Sim {
             started_at: Vec::new(),
             matches: Vec::new(),
             disk: base.clone(),
-            window: Window::recover(ordered, base.recovered(0)).paced(rate),
+            window: Window::recover(ordered, base.recovered(ordered, 0)).paced(rate),
             base,
             writes: Vec::new(),
             durable: 0,
@@ -185,10 +189,11 @@ impl Sim {
         if self.window.is_draining() {
             return;
         }
-        if self.window.wants_reload() {
-            let on_disk = self.disk.pending.iter().take(WINDOW).map(|(s, p)| (*s, *p)).collect();
-            self.window.reloaded(on_disk);
+        if let Some(limit) = self.window.wants_reload() {
+            let on_disk = self.disk.pending.iter().take(limit).map(|(s, p)| (*s, *p)).collect();
+            self.window.reloaded(on_disk, limit);
         }
+        self.window.park(self.now, self.head());
         if let Some(fill) = self.window.wants_fill(self.head()) {
             let mut last = self.window.scanned();
             let mut taken = Vec::new();
@@ -212,6 +217,8 @@ impl Sim {
             started += 1;
             assert!(started <= WINDOW + IN_FLIGHT, "the start loop spins: {:?}", self.window);
             assert!(!self.attempts.contains_key(&start.seq), "{} started twice", start.seq);
+            let due = self.window.pending[&start.seq].due_at_ms;
+            assert!(due <= self.now, "{} started at {}, due at {due} (parked or not)", start.seq, self.now);
             assert!(!self.disk.finished.contains(&start.seq), "{} started again, finished on disk", start.seq);
             assert!(!self.silenced, "{} started after a 410, before an operator enabled the target", start.seq);
             if self.ordered {
@@ -247,7 +254,7 @@ impl Sim {
         let Some(&seq) = ready.get(pick % ready.len().max(1)) else { return };
         let start = self.attempts[&seq];
         let ended = Ended { seq, n: start.attempt, round: start.round, outcome: &outcome, retry_after_ms };
-        let finish = self.window.attempt_finished(ended, self.now, jitter, &SCHEDULE);
+        let finish = self.window.attempt_finished(ended, self.now, jitter, &SIM_SCHEDULE);
         if finish.result == AttemptResult::TargetDisabled {
             self.gone += 1;
             self.silenced = true;
@@ -341,6 +348,23 @@ impl Sim {
         }
     }
 
+    /// [`Op::Outage`].
+    fn outage(&mut self, rounds: u8) {
+        for _ in 0..rounds {
+            for _ in 0..10_000 {
+                if self.queued() {
+                    self.complete(true);
+                } else if self.attempts.len() > self.flushing.len() {
+                    self.finish(0, Outcome::Status(500), None, 0.0);
+                } else {
+                    break;
+                }
+            }
+            self.advance(SIM_SCHEDULE[0] + 1);
+            self.pump();
+        }
+    }
+
     fn advance(&mut self, ms: u64) {
         self.now += ms;
         if self.window.timer.is_some_and(|at| at <= self.now) {
@@ -370,7 +394,7 @@ impl Sim {
         self.unrecorded.clear();
         // What the store kept of a 410 decides now.
         self.silenced = false;
-        self.window = Window::recover(self.ordered, self.disk.recovered(self.head())).paced(self.rate);
+        self.window = Window::recover(self.ordered, self.disk.recovered(self.ordered, self.head())).paced(self.rate);
         self.started_at.clear();
         // At least once: every delivery owed and not recorded as finished is owed again.
         for seq in (1..=self.head()).filter(|s| self.matches(*s) && !self.disk.finished.contains(s)) {
@@ -454,7 +478,7 @@ impl Sim {
     /// What holds of the window after every step.
     fn check(&self) {
         let w = &self.window;
-        assert!(w.pending.len() <= WINDOW);
+        assert!(w.pending.len() <= Window::holds_at_most(self.ordered));
         assert!(w.in_flight.len() <= w.limit());
         // Ordered: one at a time, and the oldest owed when it started (checked in `pump`); a
         // delivery queued again may be older than the one in flight, and goes next.
@@ -469,7 +493,14 @@ impl Sim {
             .filter(|(s, _)| !w.in_flight.contains(s) && !w.hastening.contains_key(s))
             .map(|(s, p)| (p.due_at_ms, *s))
             .collect();
-        assert_eq!(w.due, waiting, "due is what is pending, not in flight and not being brought forward");
+        let due_or_parked: BTreeSet<(u64, u64)> = w.due.union(&w.parked).copied().collect();
+        assert_eq!(
+            due_or_parked, waiting,
+            "due or parked is what is pending, not in flight and not being brought forward"
+        );
+        assert!(w.due.is_disjoint(&w.parked), "parked and due");
+        assert!(w.parked.iter().all(|(_, s)| !w.fresh.contains(s)), "a first attempt parked");
+        assert!(!self.ordered || w.parked.is_empty(), "an ordered target parks");
         for seq in w.hastening.keys() {
             assert!(w.pending.contains_key(seq) && !w.in_flight.contains(seq), "{seq} brought forward and not waiting");
         }
@@ -539,9 +570,15 @@ enum Op {
     Hasten(usize),
     /// An event becomes unreadable, or readable again.
     Unreadable(usize),
+    /// The receiver is down for this many rounds of attempts a second apart: every attempt
+    /// fails (a 500), every write completes. Retries pile up, the later ones waiting long enough
+    /// to park once more events come.
+    Outage(u8),
 }
 
 fn op(most_events: usize) -> impl Strategy<Value = Op> {
+    // Outages fill a window with retries only when as many events come.
+    let outages = if most_events > WINDOW { 4 } else { 1 };
     prop_oneof![
         3 => prop::collection::vec(any::<bool>(), 1..most_events).prop_map(Op::Append),
         1 => Just(Op::Wake),
@@ -554,6 +591,7 @@ fn op(most_events: usize) -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(Op::Requeue),
         2 => any::<usize>().prop_map(Op::Hasten),
         1 => any::<usize>().prop_map(Op::Unreadable),
+        outages => (2u8..5).prop_map(Op::Outage),
     ]
 }
 
@@ -583,6 +621,7 @@ fn run(ordered: bool, rate: Option<u32>, ops: Vec<Op>) {
             Op::Requeue(pick) => sim.requeue(pick),
             Op::Hasten(pick) => sim.hasten(pick),
             Op::Unreadable(pick) => sim.toggle_unreadable(pick),
+            Op::Outage(rounds) => sim.outage(rounds),
         }
         sim.check();
     }
@@ -616,5 +655,12 @@ proptest! {
         ops in prop::collection::vec(op(2_500), 1..60),
     ) {
         run(ordered, rate, ops);
+    }
+
+    /// The same for an unordered target without a rate limit, whose outages fill its window
+    /// with retries waiting fast enough to park them.
+    #[test]
+    fn parked_retries_keep_the_rules_and_lose_nothing(ops in prop::collection::vec(op(2_500), 1..60)) {
+        run(false, None, ops);
     }
 }
