@@ -41,6 +41,7 @@ mod operators;
 mod pace;
 mod parking;
 mod recovery;
+mod state;
 pub use pace::Pace;
 pub use parking::{PARKED, PARK_AFTER_MS};
 pub use recovery::{owed, OnDisk, Recovered};
@@ -472,57 +473,7 @@ impl Window {
         recorded
     }
 
-    // ---- writing the state ------------------------------------------------------------------
-
-    /// The marks to write: the cursor (below the first fresh delivery, else `scanned`) and
-    /// how far the window has matched ([`Window::scanned_mark`]).
-    pub fn marks(&self) -> (u64, u64) {
-        let low = self.fresh.first().map_or(self.scanned, |first| first.saturating_sub(1));
-        (low, self.scanned_mark())
-    }
-
-    /// How far matching may have recorded deliveries, as written down (`W`): `scanned`, or
-    /// after a restart the earlier run's mark while matching again below it. `W` never moves
-    /// back, so a crash after a restart still checks every delivery the earlier runs may have
-    /// recorded rather than make it again.
-    pub fn scanned_mark(&self) -> u64 {
-        self.scanned.max(self.checked_until)
-    }
-
-    /// Starts a write of the target's state if none is in progress and there is something to
-    /// write (finished deliveries' records, or marks that moved); what changes meanwhile goes in
-    /// the next. The shell writes its unwritten batch with the marks (`Store::
-    /// write_deliveries_held`), then calls [`Window::write_done`].
-    pub fn start_write(&mut self) -> Option<StateWrite> {
-        if self.writing.is_some() {
-            return None;
-        }
-        let marks = self.marks();
-        if self.recording.is_empty() && marks == self.saved {
-            return None;
-        }
-        let seqs: Vec<u64> = self.recording.iter().copied().collect();
-        self.writing = Some(Writing { marks, seqs: seqs.clone() });
-        Some(StateWrite { marks: (marks != self.saved).then_some(marks), finished: seqs })
-    }
-
-    /// The write of the state is over. If it failed, its deliveries are not recorded: they are
-    /// fresh again, so the cursor stays below them and a restart attempts them again (at least
-    /// once). Answers the deliveries now on disk, which the shell removes from the store's
-    /// `Unrecorded`; then the shell writes the state again and pumps.
-    pub fn write_done(&mut self, ok: bool) -> Vec<u64> {
-        let Some(Writing { marks, seqs }) = self.writing.take() else { return Vec::new() };
-        for seq in &seqs {
-            self.recording.remove(seq);
-        }
-        if ok {
-            self.saved = marks;
-            seqs
-        } else {
-            self.fresh.extend(&seqs);
-            Vec::new()
-        }
-    }
+    // ---- writing the state (`window/state.rs`) ---------------------------------------------
 
     // ---- the timer --------------------------------------------------------------------------
 
