@@ -12,7 +12,7 @@
 //! due time as before.
 //!
 //! Memory stays bounded: at most [`PARKED`] retries park, so a target holds at most `WINDOW +
-//! PARKED` deliveries (about 1 MiB); past that the window is blocked as before (what
+//! PARKED` deliveries (76 bytes each with the B-trees' nodes: 1.2 MiB); past that the window is blocked as before (what
 //! [`Window::blocked_until`] tells). An ordered target never parks: its oldest delivery goes
 //! first whatever it waits for. Parking writes nothing: which retries are parked is memory only,
 //! and a restart takes up to `WINDOW + PARKED` pending entries and parks the latest due beyond
