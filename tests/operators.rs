@@ -372,12 +372,19 @@ fn attempts_of(rcv: &Receiver, path: &str, id: &str) -> Vec<String> {
         .collect()
 }
 
+/// A receiver that fails every request on `path`, and a target sending it everything with
+/// this retry schedule.
+fn failing(server: &Server, path: &str, schedule: Value) -> (Receiver, String) {
+    let rcv = Receiver::start();
+    rcv.program(path, &[], status(500));
+    let (tid, _) = server.wire(&rcv.url(path), Some(json!({})), json!({"retry_schedule_ms": schedule}));
+    (rcv, tid)
+}
+
 #[test]
 fn retries_waiting_go_now_when_asked_and_only_those_since_a_time_or_of_one_event() {
     let server = Server::start();
-    let rcv = Receiver::start();
-    rcv.program("/back", &[], status(500));
-    let (tid, _) = server.wire(&rcv.url("/back"), Some(json!({})), json!({"retry_schedule_ms": [AN_HOUR, AN_HOUR]}));
+    let (rcv, tid) = failing(&server, "/back", json!([AN_HOUR, AN_HOUR]));
     let older = [
         id(&server.post_ok(&maia("crm_field_update", json!({})))),
         id(&server.post_ok(&maia("crm_record_created", json!({})))),
@@ -450,9 +457,7 @@ fn attempts_by_event(rcv: &Receiver, path: &str) -> std::collections::HashMap<St
 #[test]
 fn newer_events_go_while_a_windows_worth_of_retries_waits() {
     let mut server = Server::start();
-    let rcv = Receiver::start();
-    rcv.program("/outage", &[], status(500));
-    let (tid, _) = server.wire(&rcv.url("/outage"), Some(json!({})), json!({"retry_schedule_ms": [AN_HOUR]}));
+    let (rcv, tid) = failing(&server, "/outage", json!([AN_HOUR]));
     // More than the target's window of 1,024 fail and wait an hour: the ones beyond the window
     // are attempted all the same (the retries waiting park out of its count).
     let ids = server.post_many(1_030);
@@ -495,9 +500,7 @@ fn a_window_full_past_its_parked_retries_waits_and_moves_on_once_they_go() {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         text.lines().filter(|l| l.contains("window is full of deliveries waiting for retries")).count()
     };
-    let rcv = Receiver::start();
-    rcv.program("/full", &[], status(500));
-    let (tid, _) = server.wire(&rcv.url("/full"), Some(json!({})), json!({"retry_schedule_ms": [AN_HOUR]}));
+    let (rcv, tid) = failing(&server, "/full", json!([AN_HOUR]));
     // More than a target holds: every one it holds fails and waits an hour, and the rest are
     // not even attempted meanwhile. It holds the 15,360 parked and all but a fill step of its
     // window at least (a fill waits for a fill step's room).
@@ -542,9 +545,7 @@ fn a_window_full_past_its_parked_retries_waits_and_moves_on_once_they_go() {
 #[test]
 fn retries_brought_forward_stay_due_across_a_restart() {
     let mut server = Server::start();
-    let rcv = Receiver::start();
-    rcv.program("/later", &[], status(500));
-    let (tid, _) = server.wire(&rcv.url("/later"), Some(json!({})), json!({"retry_schedule_ms": [AN_HOUR]}));
+    let (rcv, tid) = failing(&server, "/later", json!([AN_HOUR]));
     let ids: Vec<String> = (0..3).map(|_| id(&server.post_ok(&maia("crm_record_created", json!({}))))).collect();
     rcv.wait_count("/later", 3, DELIVERY);
     wait_for(DELIVERY, "three retries recorded", || {
