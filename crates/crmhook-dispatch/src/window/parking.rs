@@ -5,15 +5,15 @@
 //! waiting for a retry reads nothing newer until the next of them is due: after an outage of an
 //! hour, a receiver that is back gets no new event for the hours the schedule's next delays
 //! last. Now, when the window is too full to read the log and the log holds more, the retries due
-//! [`PARK_AFTER_MS`] or more later (the latest first) are parked: they stay owed in memory with
-//! their due times (a seq and a due time each, no payload, their pending entries on disk as ever)
-//! but no longer count against [`WINDOW`], and the fill reads newer events into the room they
-//! leave. Each one counts again once it is due ([`Window::next_start`] unparks it), and goes by
-//! due time as before.
+//! [`PARK_AFTER_MS`] or more later (the latest first) are parked: they stay owed in memory as
+//! before (a seq, a due time, an attempt number and a round each, no payload; their pending
+//! entries on disk as ever) but no longer count against [`WINDOW`], and the fill reads newer
+//! events into the room they leave. Each one counts again once it is due ([`Window::next_start`]
+//! unparks it), and goes by due time as before.
 //!
 //! Memory stays bounded: at most [`PARKED`] retries park, so a target holds at most `WINDOW +
-//! PARKED` deliveries (76 bytes each with the B-trees' nodes: 1.2 MiB); past that the window is blocked as before (what
-//! [`Window::blocked_until`] tells). An ordered target never parks: its oldest delivery goes
+//! PARKED` deliveries (76 bytes each with the B-trees' nodes: 1.2 MiB); past that the window is
+//! blocked as before (what [`Window::blocked_until`] tells). An ordered target never parks: its oldest delivery goes
 //! first whatever it waits for. Parking writes nothing: which retries are parked is memory only,
 //! and a restart takes up to `WINDOW + PARKED` pending entries and parks the latest due beyond
 //! the window ([`Window::recover`]).
