@@ -333,9 +333,12 @@ fn the_console_shows_a_window_blocked_by_retries_and_sends_them_now() {
     browser.wait_text(&format!("#targets tr[data-id='{tid}'] .blocked"), "the blocked window", |t| {
         t.starts_with("waiting for retries until")
     });
-    // One event's delivery, from its view (the last one held, among the recent events the page
-    // lists): the button says what it does.
+    // One event's delivery, from its view (the last one held, found by its record id): the
+    // button says what it does.
     let one = &ids[held - 1];
+    let record = server.event(one)["payload"]["recordId"].as_str().expect("recordId").to_owned();
+    browser.type_into(&browser.wait("#q-record"), &record);
+    browser.clicks("#search button[type=submit]");
     browser.clicks(&format!("#live tr[data-id='{one}']"));
     browser.wait_text("#detail .redeliver", "the event's retry button", |t| t == "Retry now");
     browser.clicks("#detail .redeliver");
