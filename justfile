@@ -31,6 +31,13 @@ bench-cpu rounds="8" seconds="10":
     cargo build --release -p crmhook -p crmhook-bench
     ./target/release/crmhook-bench system --offered 200 --targets 1 --rounds {{rounds}} --seconds {{seconds}} --json target/bench-cpu.json
 
+# A receiver's outage as a user meets it: one event at a time at `rate`/s for `seconds`, the
+# receiver answering 500 for the first `outage` seconds (default retry schedule); how soon the
+# events posted once it is back arrive, and what became of the outage's.
+bench-outage rate="20" seconds="100" outage="60":
+    cargo build --release -p crmhook -p crmhook-bench
+    ./target/release/crmhook-bench outage --rate {{rate}} --seconds {{seconds}} --outage {{outage}} --json target/bench-outage.json
+
 # The whole system with a receiver that answers 200 with a body of `bytes` (crmhook keeps up to a
 # target's `response_body_bytes` of each answer), one target at 200 and 1,000 events/s.
 bench-answers bytes="4096" seconds="10":

@@ -189,7 +189,8 @@ fn cpu_by_thread(
 
 use crate::{median, ROUNDS};
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+/// The `p` quantile (0–1) of sorted values (0 when there are none).
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted.get(((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len().max(1)) - 1).copied().unwrap_or(0.0)
 }
 

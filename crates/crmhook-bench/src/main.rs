@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 mod cluster;
 mod deliver;
 mod jetstream;
+mod outage;
 mod relay;
 mod soak;
 mod sources;
@@ -72,6 +73,22 @@ enum Cmd {
         /// Events piled up for a target that is down.
         #[arg(long, default_value_t = 1_000_000)]
         backlog: usize,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// A receiver's outage as a user meets it: one target with the default retry schedule, a CRM
+    /// posting at a steady rate, the receiver answering 500 for the first `outage` seconds;
+    /// how soon events arrive once it is back.
+    Outage {
+        /// Events per second, one per request.
+        #[arg(long, default_value_t = 20)]
+        rate: u64,
+        /// Seconds of posting in all.
+        #[arg(long, default_value_t = 100)]
+        seconds: u64,
+        /// Seconds the receiver answers 500 from the start.
+        #[arg(long, default_value_t = 60)]
+        outage: u64,
         #[arg(long)]
         json: Option<PathBuf>,
     },
@@ -223,6 +240,13 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Jetstream { nats, seconds, connections, json } => {
             let report = jetstream::run_command(nats, seconds, &connections)?;
+            if let Some(path) = json {
+                std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
+            }
+            Ok(())
+        }
+        Cmd::Outage { rate, seconds, outage, json } => {
+            let report = outage::run(rate, seconds, outage)?;
             if let Some(path) = json {
                 std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
             }

@@ -51,6 +51,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
+use crate::deliver::percentile;
 use crate::soak::{Conn, Server};
 
 mod offer;
@@ -158,13 +159,6 @@ impl Row {
             "retried_attempts": self.retries,
         })
     }
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
 
 /// Attempts counted as `retry` in `/metrics` so far, over all targets and nodes.
