@@ -126,18 +126,20 @@ pub fn run(rate: u64, seconds: u64, outage: u64) -> anyhow::Result<Value> {
     let attempted_during_outage =
         during.iter().filter(|(tag, _)| seen.attempted.get(tag).is_some_and(|at| *at < back_at)).count();
     let during_delivered = during.iter().filter(|(tag, _)| seen.delivered.contains_key(tag)).count();
-    let ms = |p: f64| (percentile(&latencies, p) * 100.0).round() / 100.0;
+    // None when nothing arrived.
+    let ms = |p: f64| (!latencies.is_empty()).then(|| (percentile(&latencies, p) * 100.0).round() / 100.0);
+    let shown = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), |v| format!("{v} ms"));
     println!(
         "outage: {} events at {rate}/s for {seconds} s, the receiver answering 500 for the first {outage} s \
          (default retry schedule)",
         posted.len()
     );
     println!(
-        "  posted once it was back: {}, delivered {after_delivered}; from POST to arrival p50 {} ms, p99 {} ms, max {} ms",
+        "  posted once it was back: {}, delivered {after_delivered}; from POST to arrival p50 {}, p99 {}, max {}",
         after.len(),
-        ms(0.5),
-        ms(0.99),
-        ms(1.0)
+        shown(ms(0.5)),
+        shown(ms(0.99)),
+        shown(ms(1.0))
     );
     println!(
         "  posted during the outage: {}, attempted during it {attempted_during_outage}, delivered by the end {during_delivered}",
