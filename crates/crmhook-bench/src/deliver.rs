@@ -29,34 +29,16 @@ struct Receiver {
 
 impl Receiver {
     fn start() -> anyhow::Result<Receiver> {
-        use actix_web::{web, App, HttpResponse, HttpServer};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        let addr = listener.local_addr()?;
         let arrivals: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
         let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let (a, c) = (arrivals.clone(), count.clone());
-        std::thread::spawn(move || {
-            let _ = actix_rt::System::new().block_on(async move {
-                HttpServer::new(move || {
-                    let (a, c) = (a.clone(), c.clone());
-                    App::new().default_service(web::to(move |body: web::Bytes| {
-                        let (a, c) = (a.clone(), c.clone());
-                        async move {
-                            let at = Instant::now();
-                            c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            if let Some(tag) = crate::system::record_id(&body) {
-                                a.lock().expect("lock").entry(tag).or_insert(at);
-                            }
-                            HttpResponse::NoContent().finish()
-                        }
-                    }))
-                })
-                .workers(1)
-                .listen(listener)?
-                .run()
-                .await
-            });
-        });
+        let addr = crate::system::serve(move |_, body, at| {
+            c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if let Some(tag) = crate::system::record_id(body) {
+                a.lock().expect("lock").entry(tag).or_insert(at);
+            }
+            actix_web::HttpResponse::NoContent().finish()
+        })?;
         Ok(Receiver { addr, arrivals, count })
     }
 

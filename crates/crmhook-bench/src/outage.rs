@@ -33,43 +33,24 @@ struct Receiver {
 
 impl Receiver {
     fn start() -> anyhow::Result<Receiver> {
-        use actix_web::{web, App, HttpResponse, HttpServer};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        let addr = listener.local_addr()?;
         let seen: Arc<Mutex<Seen>> = Arc::default();
         let down = Arc::new(AtomicBool::new(true));
         let (s, d) = (seen.clone(), down.clone());
-        std::thread::spawn(move || {
-            let _ = actix_rt::System::new().block_on(async move {
-                HttpServer::new(move || {
-                    let (s, d) = (s.clone(), d.clone());
-                    App::new().default_service(web::to(move |body: web::Bytes| {
-                        let (s, d) = (s.clone(), d.clone());
-                        async move {
-                            let at = Instant::now();
-                            let down = d.load(Ordering::Relaxed);
-                            let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                            if let Some(tag) = v["recordId"].as_str() {
-                                let mut seen = s.lock().expect("lock");
-                                seen.attempted.entry(tag.to_owned()).or_insert(at);
-                                if !down {
-                                    seen.delivered.entry(tag.to_owned()).or_insert(at);
-                                }
-                            }
-                            if down {
-                                HttpResponse::InternalServerError().finish()
-                            } else {
-                                HttpResponse::Ok().finish()
-                            }
-                        }
-                    }))
-                })
-                .workers(1)
-                .listen(listener)?
-                .run()
-                .await
-            });
-        });
+        let addr = crate::system::serve(move |_, body, at| {
+            let down = d.load(Ordering::Relaxed);
+            if let Some(tag) = crate::system::record_id(body) {
+                let mut seen = s.lock().expect("lock");
+                seen.attempted.entry(tag.clone()).or_insert(at);
+                if !down {
+                    seen.delivered.entry(tag).or_insert(at);
+                }
+            }
+            if down {
+                actix_web::HttpResponse::InternalServerError().finish()
+            } else {
+                actix_web::HttpResponse::Ok().finish()
+            }
+        })?;
         Ok(Receiver { addr, seen, down })
     }
 }

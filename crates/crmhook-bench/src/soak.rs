@@ -183,37 +183,19 @@ struct Receiver {
 
 impl Receiver {
     fn start() -> anyhow::Result<Receiver> {
-        use actix_web::{web, App, HttpResponse, HttpServer};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        let addr = listener.local_addr()?;
         let counts: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
         let answer = Arc::new(AtomicU16::new(200));
         let (c, a) = (counts.clone(), answer.clone());
-        std::thread::spawn(move || {
-            let _ = actix_rt::System::new().block_on(async move {
-                HttpServer::new(move || {
-                    let (c, a) = (c.clone(), a.clone());
-                    App::new().default_service(web::to(move |body: web::Bytes| {
-                        let (c, a) = (c.clone(), a.clone());
-                        async move {
-                            let status = a.load(Ordering::Relaxed);
-                            if status == 200 {
-                                let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                                if let Some(tag) = v["recordId"].as_str() {
-                                    *c.lock().expect("lock").entry(tag.to_owned()).or_insert(0) += 1;
-                                }
-                            }
-                            HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap_or_default())
-                                .finish()
-                        }
-                    }))
-                })
-                .workers(1)
-                .listen(listener)?
-                .run()
-                .await
-            });
-        });
+        let addr = crate::system::serve(move |_, body, _| {
+            let status = a.load(Ordering::Relaxed);
+            if status == 200 {
+                let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+                if let Some(tag) = v["recordId"].as_str() {
+                    *c.lock().expect("lock").entry(tag.to_owned()).or_insert(0) += 1;
+                }
+            }
+            actix_web::HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap_or_default()).finish()
+        })?;
         Ok(Receiver { addr, counts, answer })
     }
 

@@ -62,7 +62,7 @@ mod targets;
 pub(crate) use offer::Via;
 use offer::{offer, Post};
 use proc::{clock_ticks_per_s, context_switches, process_ticks};
-pub(crate) use receiver::{record_id, Receiver};
+pub(crate) use receiver::{record_id, serve, Receiver};
 use targets::{live_targets, wait_leased};
 
 /// How the load is offered.

@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use actix_web::HttpResponse;
+
 /// A receiver that answers at once and notes when each (path, recordId) first arrived.
 pub(crate) struct Receiver {
     pub(crate) addr: SocketAddr,
@@ -27,47 +29,57 @@ impl Receiver {
     /// bytes: what a receiver built on a web framework tends to answer (`{"ok":true,…}`), which
     /// crmhook keeps with the attempt (up to a target's `response_body_bytes`).
     pub(crate) fn answering(body_bytes: usize) -> anyhow::Result<Receiver> {
-        use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-        let answer = web::Bytes::from(answer_body(body_bytes));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        let addr = listener.local_addr()?;
+        let answer = actix_web::web::Bytes::from(answer_body(body_bytes));
         let arrivals: Arc<Mutex<HashMap<(String, String), Instant>>> = Arc::default();
         let count = Arc::new(AtomicU64::new(0));
         let firsts = Arc::new(AtomicU64::new(0));
         let (a, c, f) = (arrivals.clone(), count.clone(), firsts.clone());
-        std::thread::spawn(move || {
-            let _ = actix_rt::System::new().block_on(async move {
-                HttpServer::new(move || {
-                    let (a, c, f, answer) = (a.clone(), c.clone(), f.clone(), answer.clone());
-                    App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
-                        let (a, c, f, answer) = (a.clone(), c.clone(), f.clone(), answer.clone());
-                        async move {
-                            let at = Instant::now();
-                            c.fetch_add(1, Ordering::Relaxed);
-                            if let Some(tag) = record_id(&body) {
-                                if let std::collections::hash_map::Entry::Vacant(slot) =
-                                    a.lock().expect("lock").entry((req.path().to_owned(), tag))
-                                {
-                                    slot.insert(at);
-                                    f.fetch_add(1, Ordering::Relaxed);
-                                }
-                            }
-                            if answer.is_empty() {
-                                HttpResponse::NoContent().finish()
-                            } else {
-                                HttpResponse::Ok().content_type("application/json").body(answer)
-                            }
-                        }
-                    }))
-                })
-                .workers(1)
-                .listen(listener)?
-                .run()
-                .await
-            });
-        });
+        let addr = serve(move |path, body, at| {
+            c.fetch_add(1, Ordering::Relaxed);
+            if let Some(tag) = record_id(body) {
+                if let std::collections::hash_map::Entry::Vacant(slot) =
+                    a.lock().expect("lock").entry((path.to_owned(), tag))
+                {
+                    slot.insert(at);
+                    f.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            if answer.is_empty() {
+                HttpResponse::NoContent().finish()
+            } else {
+                HttpResponse::Ok().content_type("application/json").body(answer.clone())
+            }
+        })?;
         Ok(Receiver { addr, arrivals, count, firsts })
     }
+}
+
+/// Serves HTTP on 127.0.0.1 (a free port) from a thread of its own with one actix worker, each
+/// request answered by `answer(path, body, arrived at)`; answers the address. The receivers of
+/// every bench are this with their own bookkeeping.
+pub(crate) fn serve<F>(answer: F) -> anyhow::Result<SocketAddr>
+where
+    F: Fn(&str, &[u8], Instant) -> HttpResponse + Clone + Send + 'static,
+{
+    use actix_web::{web, App, HttpRequest, HttpServer};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    std::thread::spawn(move || {
+        let _ = actix_rt::System::new().block_on(async move {
+            HttpServer::new(move || {
+                let answer = answer.clone();
+                App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
+                    let response = answer(req.path(), &body, Instant::now());
+                    async move { response }
+                }))
+            })
+            .workers(1)
+            .listen(listener)?
+            .run()
+            .await
+        });
+    });
+    Ok(addr)
 }
 
 /// A JSON body of `bytes` bytes (`{"ok":true}`, with a `note` member padding it out when there
