@@ -543,6 +543,31 @@ fn a_window_full_past_its_parked_retries_waits_and_moves_on_once_they_go() {
 }
 
 #[test]
+fn a_replay_of_delivered_the_moment_a_delivery_arrived_takes_it() {
+    let server = Server::start();
+    let rcv = Receiver::start();
+    let (tid, _) = server.wire(&rcv.url("/now"), Some(json!({})), json!({}));
+    // Its record is on its way to the log when the receiver has it: the replay waits for it.
+    // Five times, each replay kept to its own event by `since`.
+    for n in 1..=5 {
+        let ack = server.post_ok(&maia("crm_record_created", json!({})));
+        let event = server.event(&id(&ack));
+        let got = rcv.wait_count("/now", 2 * n - 1, DELIVERY);
+        assert_eq!(got[2 * n - 2].header("webhook-id"), id(&ack));
+        let since = event["received_at"].as_str().expect("received_at");
+        let r = server.admin(
+            "POST",
+            &format!("/v1/targets/{tid}/replay"),
+            Some(&json!({"status": "delivered", "since": since})),
+        );
+        assert_eq!((r.status, r.json()["queued"].as_u64()), (202, Some(1)), "replay {n}: {}", r.text);
+        let got = rcv.wait_count("/now", 2 * n, DELIVERY);
+        assert_eq!(got[2 * n - 1].header("webhook-id"), id(&ack));
+        server.wait_settled(&tid, DELIVERY);
+    }
+}
+
+#[test]
 fn retries_brought_forward_stay_due_across_a_restart() {
     let mut server = Server::start();
     let (rcv, tid) = failing(&server, "/later", json!([AN_HOUR]));

@@ -206,6 +206,15 @@ impl RouterHandle {
         Ok(handle.requeue(seqs, request).await)
     }
 
+    /// Answers once the records of the target's deliveries finished by now are in the store (up
+    /// to 2 s): a listing of its finished deliveries then holds each that had arrived. A target
+    /// another node delivers answers [`RouterError::Elsewhere`].
+    pub async fn settled(&self, target: TargetId) -> Result<(), RouterError> {
+        let handle = self.locate(target).await?;
+        handle.settled().await;
+        Ok(())
+    }
+
     /// Brings forward a target's deliveries waiting for a retry (of events received within
     /// `received`, ms, if given) to now; answers how many. A target another node delivers answers
     /// [`RouterError::Elsewhere`].

@@ -531,6 +531,16 @@ impl Window {
         self.in_flight.contains(&seq) || self.recording.contains(&seq)
     }
 
+    /// The finished deliveries whose records are on their way to the store.
+    pub fn recording(&self) -> Vec<u64> {
+        self.recording.iter().copied().collect()
+    }
+
+    /// Whether this finished delivery's record is on its way to the store.
+    pub fn is_recording(&self, seq: u64) -> bool {
+        self.recording.contains(&seq)
+    }
+
     /// Every event up to here has been matched.
     pub fn scanned(&self) -> u64 {
         self.scanned

@@ -39,7 +39,18 @@ impl TargetHandle {
     pub async fn hasten(&self, received: Option<Range<u64>>, request: Request) -> u64 {
         self.addr.send(Hasten { received, request }).await.unwrap_or(0)
     }
+
+    /// Answers once the records of the deliveries finished by now are in the store (at most
+    /// [`SETTLE_WAIT`] later): what a listing of the target's finished deliveries reads next
+    /// then holds every delivery that had arrived.
+    pub async fn settled(&self) {
+        let _ = self.addr.send(Settle).await;
+    }
 }
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Settle;
 
 #[derive(Message)]
 #[rtype(result = "oneshot::Receiver<Result<Attempt, RouterError>>")]
@@ -232,6 +243,26 @@ impl TargetActor {
             }
         }
         seqs
+    }
+}
+
+impl Handler<Settle> for TargetActor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: Settle, _: &mut Context<Self>) -> Self::Result {
+        self.settle(self.window.recording(), Instant::now() + SETTLE_WAIT)
+    }
+}
+
+impl TargetActor {
+    /// Answers once none of `seqs` has its record on its way to the store, or at `deadline`.
+    fn settle(&mut self, seqs: Vec<u64>, deadline: Instant) -> ResponseActFuture<Self, ()> {
+        if Instant::now() < deadline && seqs.iter().any(|seq| self.window.is_recording(*seq)) {
+            return Box::pin(
+                actix::clock::sleep(SETTLE_POLL).into_actor(self).then(move |(), act, _| act.settle(seqs, deadline)),
+            );
+        }
+        Box::pin(actix::fut::ready(()))
     }
 }
 

@@ -356,6 +356,8 @@ async fn requeue_finished(
     body: &Replay,
     request: impl Fn() -> Request,
 ) -> Result<u64, RouterError> {
+    // A delivery that has arrived but whose record is on its way is listed once it is written.
+    state.router.settled(target.clone()).await?;
     let received = body.received();
     let mut queued = 0;
     let mut after = 0;
