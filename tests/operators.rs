@@ -173,23 +173,39 @@ fn a_target_far_behind_lists_every_pending_delivery_page_by_page() {
     assert_eq!(server.admin("GET", &format!("/v1/events/{last}"), None).json()["deliveries"][0]["status"], "pending");
 }
 
-#[test]
-fn a_redelivery_the_moment_the_delivery_arrived_is_queued() {
+/// Five events, each asked for again (`ask(server, target, event id, received_at)`) as soon as
+/// the receiver has it: the attempt may not have ended yet, or its record may still be on its
+/// way to the log. Either way it is queued again (`queued: 1`), not skipped, and goes as attempt 2.
+fn asked_again_the_moment_it_arrived(ask: impl Fn(&Server, &str, &str, &str) -> Resp) {
     let server = Server::start();
     let rcv = Receiver::start();
-    let (_tid, _) = server.wire(&rcv.url("/now"), Some(json!({})), json!({}));
-    // Redelivered as soon as the receiver has it: the attempt may not have ended yet, or its
-    // record may still be on its way to the log. Either way it is queued again, not skipped.
+    let (tid, _) = server.wire(&rcv.url("/now"), Some(json!({})), json!({}));
     for n in 1..=5 {
-        let id =
-            server.post_ok(&maia("crm_field_update", json!({})))["events"][0]["id"].as_str().expect("id").to_owned();
+        let event = id(&server.post_ok(&maia("crm_field_update", json!({}))));
+        let received_at = server.event(&event)["received_at"].as_str().expect("received_at").to_owned();
         rcv.wait_count("/now", 2 * n - 1, DELIVERY);
-        let r = server.admin("POST", &format!("/v1/events/{id}/redeliver"), None);
+        let r = ask(&server, &tid, &event, &received_at);
         assert_eq!((r.status, r.json()["queued"].as_u64()), (202, Some(1)), "event {n}: {}", r.text);
         let got = rcv.wait_count("/now", 2 * n, DELIVERY);
-        let again = got.last().expect("the redelivery");
-        assert_eq!((again.header("webhook-id"), again.header("x-crmhook-attempt")), (id.as_str(), "2"));
+        let again = got.last().expect("asked again");
+        assert_eq!((again.header("webhook-id"), again.header("x-crmhook-attempt")), (event.as_str(), "2"));
     }
+}
+
+#[test]
+fn a_redelivery_the_moment_the_delivery_arrived_is_queued() {
+    asked_again_the_moment_it_arrived(|server, _, id, _| {
+        server.admin("POST", &format!("/v1/events/{id}/redeliver"), None)
+    });
+}
+
+#[test]
+fn a_replay_of_delivered_the_moment_a_delivery_arrived_takes_it() {
+    // Each replay kept to its own event by `since`.
+    asked_again_the_moment_it_arrived(|server, tid, _, since| {
+        let body = json!({"status": "delivered", "since": since});
+        server.admin("POST", &format!("/v1/targets/{tid}/replay"), Some(&body))
+    });
 }
 
 fn metric(text: &str, name_and_labels: &str) -> f64 {
@@ -539,31 +555,6 @@ fn a_window_full_past_its_parked_retries_waits_and_moves_on_once_they_go() {
     for (n, id) in ids.iter().enumerate() {
         let expected: &[&str] = if n < held { &["1", "2"] } else { &["1"] };
         assert_eq!(by_event[id], expected, "event {n}");
-    }
-}
-
-#[test]
-fn a_replay_of_delivered_the_moment_a_delivery_arrived_takes_it() {
-    let server = Server::start();
-    let rcv = Receiver::start();
-    let (tid, _) = server.wire(&rcv.url("/now"), Some(json!({})), json!({}));
-    // Its record is on its way to the log when the receiver has it: the replay waits for it.
-    // Five times, each replay kept to its own event by `since`.
-    for n in 1..=5 {
-        let ack = server.post_ok(&maia("crm_record_created", json!({})));
-        let event = server.event(&id(&ack));
-        let got = rcv.wait_count("/now", 2 * n - 1, DELIVERY);
-        assert_eq!(got[2 * n - 2].header("webhook-id"), id(&ack));
-        let since = event["received_at"].as_str().expect("received_at");
-        let r = server.admin(
-            "POST",
-            &format!("/v1/targets/{tid}/replay"),
-            Some(&json!({"status": "delivered", "since": since})),
-        );
-        assert_eq!((r.status, r.json()["queued"].as_u64()), (202, Some(1)), "replay {n}: {}", r.text);
-        let got = rcv.wait_count("/now", 2 * n, DELIVERY);
-        assert_eq!(got[2 * n - 1].header("webhook-id"), id(&ack));
-        server.wait_settled(&tid, DELIVERY);
     }
 }
 
