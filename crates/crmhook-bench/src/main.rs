@@ -225,40 +225,16 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::System { seconds, offered, targets, rounds, response_bytes, via, json } => {
-            let report = system::run(seconds, &offered, &targets, rounds, response_bytes, via)?;
-            if let Some(path) = json {
-                std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
-            }
-            Ok(())
+            write_report(json, &system::run(seconds, &offered, &targets, rounds, response_bytes, via)?)
         }
         Cmd::Cluster { seconds, offered, connections, json } => {
-            let report = cluster::run(seconds, &offered, connections)?;
-            if let Some(path) = json {
-                std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
-            }
-            Ok(())
+            write_report(json, &cluster::run(seconds, &offered, connections)?)
         }
         Cmd::Jetstream { nats, seconds, connections, json } => {
-            let report = jetstream::run_command(nats, seconds, &connections)?;
-            if let Some(path) = json {
-                std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
-            }
-            Ok(())
+            write_report(json, &jetstream::run_command(nats, seconds, &connections)?)
         }
-        Cmd::Outage { rate, seconds, outage, json } => {
-            let report = outage::run(rate, seconds, outage)?;
-            if let Some(path) = json {
-                std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
-            }
-            Ok(())
-        }
-        Cmd::Deliver { events, json } => {
-            let report = deliver::run(events)?;
-            if let Some(path) = json {
-                std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
-            }
-            Ok(())
-        }
+        Cmd::Outage { rate, seconds, outage, json } => write_report(json, &outage::run(rate, seconds, outage)?),
+        Cmd::Deliver { events, json } => write_report(json, &deliver::run(events)?),
         Cmd::Soak { kills, clients, backlog, json } => {
             let report = json!({"kills": soak::kills(kills, clients)?, "backlog": soak::backlog(backlog)?});
             match json {
@@ -268,6 +244,14 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Writes a command's JSON report where `--json` says, if it says.
+fn write_report(json: Option<PathBuf>, report: &serde_json::Value) -> anyhow::Result<()> {
+    if let Some(path) = json {
+        std::fs::write(path, serde_json::to_vec_pretty(report)?)?;
+    }
+    Ok(())
 }
 
 /// Distinct request bodies the load cycles through.
