@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
-use crate::soak::{Conn, Server, INGEST};
+use crate::soak::{event, Conn, Server, INGEST};
 
 /// A fast receiver: answers 204 and notes when each recordId arrived.
 struct Receiver {
@@ -45,12 +45,6 @@ impl Receiver {
     fn count(&self) -> u64 {
         self.count.load(std::sync::atomic::Ordering::Relaxed)
     }
-}
-
-fn event(tag: &str) -> String {
-    format!(
-        r#"{{"eventType":"crm_field_update","recordId":"{tag}","kanbanId":"kanban_1","fieldName":"Email","newValue":"x@example.com"}}"#
-    )
 }
 
 /// Raw awc POSTs of `n` event bodies to the receiver, `in_flight` at once: the limit of any

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::deliver::percentile;
-use crate::soak::{Conn, Server, INGEST};
+use crate::soak::{event, Conn, Server, INGEST};
 
 /// What the receiver saw of each event (by recordId): whether it was attempted, and when it
 /// first answered 200.
@@ -84,9 +84,7 @@ pub fn run(rate: u64, seconds: u64, outage: u64) -> anyhow::Result<Value> {
             back = true;
         }
         let tag = format!("outage{i}");
-        let body = format!(
-            r#"{{"eventType":"crm_field_update","recordId":"{tag}","kanbanId":"kanban_1","fieldName":"Stage","newValue":"Won"}}"#
-        );
+        let body = event(&tag);
         let at = Instant::now();
         let (status, answer) = conn.request("POST", "/v1/events", INGEST, body.as_bytes())?;
         anyhow::ensure!(status == 202, "POST /v1/events: {status} {}", String::from_utf8_lossy(&answer));

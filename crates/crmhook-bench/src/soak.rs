@@ -215,7 +215,8 @@ fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
-fn event(tag: &str) -> String {
+/// A MAIA `crm_field_update` event with this recordId, the load of the benches.
+pub(crate) fn event(tag: &str) -> String {
     format!(
         r#"{{"eventType":"crm_field_update","recordId":"{tag}","kanbanId":"kanban_1","fieldName":"Email","newValue":"x@example.com"}}"#
     )
