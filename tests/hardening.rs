@@ -410,3 +410,90 @@ fn requests_the_http_layer_cannot_parse_write_one_log_line_a_minute() {
     assert_eq!(lines.len(), 1, "one line for 20 unparsable requests: {lines:#?}");
     assert!(lines[0].contains("request parse error"), "{}", lines[0]);
 }
+
+/// Sends `bytes` on a new connection and reads the answer to the end of the connection: its
+/// status, headers (names lowercased) and body.
+fn raw_exchange(server: &Server, bytes: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let addr = server.base.trim_start_matches("http://");
+    let mut tcp = std::net::TcpStream::connect(addr).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    tcp.write_all(bytes).expect("write");
+    let mut answer = Vec::new();
+    tcp.read_to_end(&mut answer).expect("the answer, then the end of the connection");
+    let split = answer.windows(4).position(|w| w == b"\r\n\r\n").expect("an answer's head");
+    let head = String::from_utf8_lossy(&answer[..split]).to_string();
+    let mut lines = head.lines();
+    let status = lines.next().and_then(|l| l.get(9..12)).and_then(|s| s.parse().ok()).expect("a status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers, answer[split + 4..].to_vec())
+}
+
+/// Checks an answer is the problem `slug` with `status`, and answers its detail.
+fn assert_problem(answer: &(u16, Vec<(String, String)>, Vec<u8>), status: u16, slug: &str) -> String {
+    let (got, headers, body) = answer;
+    let text = String::from_utf8_lossy(body);
+    assert_eq!(*got, status, "{headers:?} {text}");
+    let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    assert_eq!(header("content-type"), Some("application/problem+json"), "{headers:?}");
+    assert_eq!(header("x-content-type-options"), Some("nosniff"), "{headers:?}");
+    assert_eq!(header("content-length"), Some(body.len().to_string().as_str()), "{headers:?}");
+    let problem: Value = serde_json::from_slice(body).expect("a JSON body");
+    assert_eq!(problem["type"], format!("urn:crmhook:problem:{slug}"), "{problem}");
+    assert_eq!(problem["status"], status, "{problem}");
+    assert!(problem["title"].as_str().is_some_and(|t| !t.is_empty()), "{problem}");
+    problem["detail"].as_str().expect("a detail").to_owned()
+}
+
+#[test]
+fn what_the_http_layer_refuses_by_itself_is_a_problem_too() {
+    let server = Server::start();
+    // A head that never ends, begun first: the HTTP layer gives it 5 s (actix-web's default).
+    let slow = {
+        let addr = server.base.trim_start_matches("http://").to_owned();
+        std::thread::spawn(move || {
+            let mut tcp = std::net::TcpStream::connect(&addr).expect("connect");
+            tcp.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+            tcp.write_all(b"POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\n").expect("write");
+            let mut answer = Vec::new();
+            tcp.read_to_end(&mut answer).expect("the answer, then the end of the connection");
+            answer
+        })
+    };
+
+    let detail = assert_problem(&raw_exchange(&server, b"GARBAGE\r\n\r\n"), 400, "bad-request");
+    assert!(detail.starts_with("the request is not valid HTTP/1.1: "), "{detail}");
+    // A header value with a control character in it.
+    let bad_value = format!(
+        "POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A: a\u{1}b\r\nAuthorization: Bearer {INGEST}\r\n\r\n"
+    );
+    let detail = assert_problem(&raw_exchange(&server, bad_value.as_bytes()), 400, "bad-request");
+    assert!(detail.contains("invalid Header"), "{detail}");
+    // Two lengths: a request smuggler's favourite.
+    let two_lengths =
+        "POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n{}";
+    assert_problem(&raw_exchange(&server, two_lengths.as_bytes()), 400, "bad-request");
+    // 97 headers, one more than the HTTP layer takes.
+    let mut many = String::from("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+    for i in 0..96 {
+        many.push_str(&format!("X-H{i}: {i}\r\n"));
+    }
+    many.push_str("\r\n");
+    let detail = assert_problem(&raw_exchange(&server, many.as_bytes()), 431, "headers-too-large");
+    assert!(detail.contains("96 headers"), "{detail}");
+
+    let answer = slow.join().expect("the slow client");
+    let split = answer.windows(4).position(|w| w == b"\r\n\r\n").expect("an answer's head");
+    let head = String::from_utf8_lossy(&answer[..split]).to_lowercase();
+    assert!(head.starts_with("http/1.1 408"), "{head}");
+    assert!(head.contains("content-type: application/problem+json"), "{head}");
+    let problem: Value = serde_json::from_slice(&answer[split + 4..]).expect("a JSON body");
+    assert_eq!(problem["type"], "urn:crmhook:problem:request-timeout", "{problem}");
+    assert_eq!(problem["status"], 408, "{problem}");
+
+    // Nothing of it was stored, and the server goes on.
+    assert_eq!(server.request("GET", "/healthz", None, None).status, 200);
+    assert_eq!(server.admin("GET", "/v1/events", None).json()["events"], json!([]));
+}

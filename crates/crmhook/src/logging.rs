@@ -3,7 +3,7 @@
 //!
 //! actix-http logs every connection that ends in an error at ERROR, with the error in words:
 //! `stream error: request parse error: invalid Header provided` for a request it cannot parse
-//! (answered with an empty 400, docs/API.md), and the same for a connection reset or a request
+//! (answered with a problem+json 400, docs/API.md), and the same for a connection reset or a request
 //! that did not arrive in time. Anyone who can reach the port can send such requests as fast as
 //! the network goes, so that line could fill the log, or the disk under it. At most one of them
 //! passes a minute ([`ClientErrors`]); nothing else actix or crmhook logs is held back.
