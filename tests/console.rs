@@ -264,7 +264,7 @@ impl Drop for Driver {
 fn the_console_shows_events_live_and_redelivers() {
     let server = Server::start();
     let rcv = Receiver::start();
-    server.wire(&rcv.url("/console-hook"), Some(json!({})), json!({"name": "crm-demo"}));
+    let (tid, _) = server.wire(&rcv.url("/console-hook"), Some(json!({})), json!({"name": "crm-demo"}));
     let browser = Driver::start();
     browser.call("POST", "/url", Some(json!({"url": server.url("/console")})));
 
@@ -302,6 +302,12 @@ fn the_console_shows_events_live_and_redelivers() {
     wait_for(Duration::from_secs(10), "the second attempt in the page", || {
         let rows = browser.find_all("#detail tr.attempt");
         (rows.len() == 2 && browser.text(&rows[1]).contains("redelivery")).then_some(())
+    });
+    // The receiver fails: the targets table counts the delivery waiting for its retry.
+    rcv.set_default("/console-hook", status(500));
+    server.post_ok(&maia("crm_record_created", json!({})));
+    browser.wait_text(&format!("#targets tr[data-id='{tid}'] .retrying"), "the delivery waiting for a retry", |t| {
+        t.starts_with("1 waiting for a retry, the next ")
     });
     if let Ok(path) = std::env::var("CRMHOOK_SCREENSHOT") {
         use base64::Engine;

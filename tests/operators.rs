@@ -482,11 +482,29 @@ fn newer_events_go_while_a_windows_worth_of_retries_waits() {
         let e = server.event(&ids[1_029]);
         (e["deliveries"][0]["attempts"][0]["result"] == "retrying").then_some(())
     });
-    let health = server.admin("GET", &format!("/v1/targets/{tid}"), None).json()["health"].clone();
+    // The target's health counts them, and says when the first is due.
+    let retrying = |server: &Server, n: u64| {
+        wait_for(DELIVERY, &format!("{n} retrying in the health"), || {
+            let health = server.admin("GET", &format!("/v1/targets/{tid}"), None).json()["health"].clone();
+            (health["retrying"] == n).then_some(health)
+        })
+    };
+    let health = retrying(&server, 1_030);
     assert_eq!(health["blocked_by_retries_until"], Value::Null, "{health}");
+    let next = health["next_retry_at"].as_str().expect("next_retry_at").to_owned();
+    let ms = |at: &str| crmhook_core::time::parse_rfc3339(at).unwrap_or_else(|| panic!("RFC 3339: {at}"));
+    let first = server.event(&ids[0])["deliveries"][0]["attempts"][0]["at"].as_str().map(ms).expect("at");
+    // An hour, ±20% (the schedule's jitter).
+    let (early, late) = (first + AN_HOUR * 4 / 5, crmhook_core::time::now_ms() + AN_HOUR * 6 / 5);
+    assert!((early - 1_000..=late).contains(&ms(&next)), "the first retry, {next}, is about an hour away");
+    let metrics = server.request("GET", "/metrics", None, None).text;
+    assert!(metrics.contains(&format!("crmhook_retrying_deliveries{{target=\"{tid}\"}} 1030\n")), "{metrics}");
+    let shown = succeeded(&crmhook(&server, &["targets", "show", &tid]));
+    assert!(shown.contains(&format!("1030 waiting for a retry, the next at {next}")), "{shown}");
     // A restart takes them all again (those beyond the window parked), and still reads on.
     server.kill9();
     server.respawn();
+    retrying(&server, 1_030);
     // The receiver is back: a new event goes at once, the old ones wait for their hour.
     rcv.set_default("/outage", status(200));
     let fresh = id(&server.post_ok(&maia("crm_record_created", json!({}))));
@@ -499,6 +517,7 @@ fn newer_events_go_while_a_windows_worth_of_retries_waits() {
     assert_eq!((r.status, r.json()["queued"].as_u64()), (202, Some(1_030)), "{}", r.text);
     rcv.wait_count("/outage", 1_031 + 1_030, DELIVERY);
     server.wait_settled(&tid, DELIVERY);
+    assert_eq!(retrying(&server, 0)["next_retry_at"], Value::Null);
     let by_event = attempts_by_event(&rcv, "/outage");
     for (n, id) in ids.iter().enumerate() {
         assert_eq!(by_event[id], ["1", "2"], "event {n}");

@@ -16,6 +16,7 @@ use crmhook_store::{AttemptResult, Log, StoreError};
 
 use crate::feed::AttemptRecorded;
 use crate::stats::{IngestSeries, TargetSeries};
+use crate::window::Retries;
 
 /// Upper bounds (seconds) of the attempt-duration histogram buckets.
 pub const BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
@@ -30,6 +31,10 @@ pub struct Health {
     /// While the target's window is full of deliveries waiting for retries and newer events wait
     /// behind them: when the next retry is due (see `Window::blocked_until`).
     pub blocked_until_ms: Option<u64>,
+    /// Deliveries that failed and wait for their next attempt, and when the first is due (see
+    /// `Window::retries`).
+    pub retrying: u64,
+    pub next_retry_ms: Option<u64>,
 }
 
 /// The outcomes an attempt is counted under, in `crmhook_deliveries_total`.
@@ -112,6 +117,9 @@ pub struct TargetMetrics {
     failures_in_a_row: AtomicU64,
     /// 0 when not blocked by retries waiting.
     blocked_until_ms: AtomicU64,
+    /// Deliveries waiting for a retry, and when the first is due (0: none).
+    retrying: AtomicU64,
+    next_retry_ms: AtomicU64,
     durations: Arc<Durations>,
     /// Its attempts by minute and quarter hour, and its last failure (the console's charts).
     series: TargetSeries,
@@ -145,6 +153,12 @@ impl TargetMetrics {
         self.blocked_until_ms.store(until_ms.unwrap_or(0), Ordering::Relaxed);
     }
 
+    /// The deliveries waiting for a retry; its actor says after every pump.
+    pub fn retries(&self, retries: Retries) {
+        self.retrying.store(retries.waiting as u64, Ordering::Relaxed);
+        self.next_retry_ms.store(retries.next_at_ms.unwrap_or(0), Ordering::Relaxed);
+    }
+
     /// Its attempts by minute and quarter hour, and its last failure.
     pub fn series(&self) -> &TargetSeries {
         &self.series
@@ -174,6 +188,8 @@ impl TargetMetrics {
             last_success_ms: (last > 0).then_some(last),
             failures_in_a_row: self.failures_in_a_row.load(Ordering::Relaxed),
             blocked_until_ms: Some(self.blocked_until_ms.load(Ordering::Relaxed)).filter(|at| *at > 0),
+            retrying: self.retrying.load(Ordering::Relaxed),
+            next_retry_ms: Some(self.next_retry_ms.load(Ordering::Relaxed)).filter(|at| *at > 0),
         }
     }
 }
@@ -238,6 +254,8 @@ impl Metrics {
             last_success_ms: AtomicU64::new(0),
             failures_in_a_row: AtomicU64::new(0),
             blocked_until_ms: AtomicU64::new(0),
+            retrying: AtomicU64::new(0),
+            next_retry_ms: AtomicU64::new(0),
             durations: self.durations.clone(),
             series: TargetSeries::default(),
         })

@@ -186,7 +186,7 @@ struct TargetActor {
     window: Window,
     /// Set when a drain is asked ([`TargetHandle::drain`]), before its message arrives.
     drain_asked: Arc<AtomicBool>,
-    /// When the log last said the window is blocked by retries waiting (`report_blocked`).
+    /// When the log last said the window is blocked by retries waiting (`report_health`).
     blocked_warned_at: Option<u64>,
 }
 
@@ -249,7 +249,7 @@ impl TargetActor {
             self.start_attempt(start, ctx);
         }
         self.arm_timer(ctx);
-        self.report_blocked(now);
+        self.report_health(now);
     }
 
     /// Reads the log past how far the window has matched and takes what this target is owed,

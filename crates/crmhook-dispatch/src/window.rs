@@ -42,6 +42,7 @@ mod pace;
 mod parking;
 mod recovery;
 mod state;
+pub use operators::Retries;
 pub use pace::Pace;
 pub use parking::{PARKED, PARK_AFTER_MS};
 pub use recovery::{owed, OnDisk, Recovered};

@@ -1,6 +1,7 @@
 //! Prometheus metrics (`GET /metrics`, text format 0.0.4): the counters of the [`Metrics`]
 //! handle (process memory: they restart at zero, as Prometheus expects of counters), and the
-//! pending and dead gauges and the log's size, read from the store at scrape time.
+//! pending and dead gauges and the log's size, read from the store at scrape time (the
+//! deliveries waiting for a retry from the target actors' counters).
 
 use std::fmt::Write;
 
@@ -44,16 +45,24 @@ pub fn render(metrics: &Metrics, store: &dyn Log) -> String {
     let _ = writeln!(out, "crmhook_attempt_duration_seconds_count {count}");
     let _ = writeln!(out, "# HELP crmhook_pending_deliveries Deliveries owed and not yet finished, by target.");
     let _ = writeln!(out, "# TYPE crmhook_pending_deliveries gauge");
-    let mut dead = String::new();
+    let (mut dead, mut retrying) = (String::new(), String::new());
     for target in store.targets().unwrap_or_default() {
         if let Ok((p, d)) = store.delivery_counts(&target.id) {
             let _ = writeln!(out, "crmhook_pending_deliveries{{target=\"{}\"}} {p}", target.id);
             let _ = writeln!(dead, "crmhook_dead_deliveries{{target=\"{}\"}} {d}", target.id);
+            let r = metrics.health(target.id.as_str()).retrying;
+            let _ = writeln!(retrying, "crmhook_retrying_deliveries{{target=\"{}\"}} {r}", target.id);
         }
     }
     let _ = writeln!(out, "# HELP crmhook_dead_deliveries Deliveries whose retry schedule is spent, by target.");
     let _ = writeln!(out, "# TYPE crmhook_dead_deliveries gauge");
     out.push_str(&dead);
+    let _ = writeln!(
+        out,
+        "# HELP crmhook_retrying_deliveries Pending deliveries that failed and wait for their next attempt, by target."
+    );
+    let _ = writeln!(out, "# TYPE crmhook_retrying_deliveries gauge");
+    out.push_str(&retrying);
     let scalars: [(&str, &str, &str, u64); 7] = [
         ("crmhook_auth_failures_total", "counter", "Requests refused for a missing or wrong token (401).", snapshot.auth_failures),
         (

@@ -272,6 +272,14 @@ pub fn targets(conn: &Conn, cmd: Targets) -> anyhow::Result<ExitCode> {
                  once the receiver answers, `crmhook replay --target {} --status pending` sends them now",
                 s(&v["id"])
             );
+        } else if let (Some(n @ 1..), Some(next)) =
+            (v["health"]["retrying"].as_u64(), v["health"]["next_retry_at"].as_str())
+        {
+            println!(
+                "{n} waiting for a retry, the next at {next}; once the receiver answers, \
+                 `crmhook replay --target {} --status pending` sends them now",
+                s(&v["id"])
+            );
         }
         Ok(ExitCode::SUCCESS)
     };

@@ -13,6 +13,14 @@
 
 use super::{Pending, Window, FILL_STEP, WINDOW};
 
+/// The deliveries waiting for a retry ([`Window::retries`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retries {
+    pub waiting: usize,
+    /// When the first of them is due.
+    pub next_at_ms: Option<u64>,
+}
+
 impl Window {
     /// Whether a delivery to queue again (redeliver, replay) is skipped: the window holds it,
     /// it is pending elsewhere (`Store::is_pending`; true if unreadable), or it is not matched
@@ -59,6 +67,21 @@ impl Window {
         let mut seqs: Vec<u64> = waiting.map(|(seq, _)| *seq).chain(written.map(|(seq, _)| *seq)).collect();
         seqs.sort_unstable();
         seqs
+    }
+
+    /// How many of [`Window::waiting_retries`] there are, and when the first of them is due: the
+    /// target's health (`retrying`, `next_retry_at`). Cheap enough for every pump: it walks only
+    /// the due times later than `now_ms` (the retries themselves) and those being written.
+    pub fn retries(&self, now_ms: u64) -> Retries {
+        let later = self.due.range((now_ms.saturating_add(1), 0)..).filter(|(_, seq)| !self.fresh.contains(seq));
+        let written = self.flushing.values().filter(|f| f.following.due_at_ms > now_ms && !f.disable);
+        let mut retries = Retries::default();
+        let dues = later.chain(self.parked.iter()).map(|(due, _)| *due);
+        for due in dues.chain(written.map(|f| f.following.due_at_ms)) {
+            retries.waiting += 1;
+            retries.next_at_ms = Some(retries.next_at_ms.map_or(due, |at: u64| at.min(due)));
+        }
+        retries
     }
 
     /// Brings forward, to `now_ms`, the [`Window::waiting_retries`] that `pick` takes (those

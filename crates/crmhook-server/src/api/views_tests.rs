@@ -131,11 +131,13 @@ fn a_target_shows_enabled_then_what_applies() {
         last_success_at: None,
         failures_in_a_row: 2,
         blocked_by_retries_until: Some(T0.into()),
+        retrying: 1,
+        next_retry_at: Some(T0.into()),
     };
     let full = json(&TargetView::new(&target, Some(&disabled), true).with_health(health));
     assert!(
         full.ends_with(&format!(
-            r#""enabled":false,"disabled_at":"{T0}","disabled_reason":"gone","secret":"whsec_x","health":{{"pending":1,"dead":0,"last_success_at":null,"failures_in_a_row":2,"blocked_by_retries_until":"{T0}"}}}}"#
+            r#""enabled":false,"disabled_at":"{T0}","disabled_reason":"gone","secret":"whsec_x","health":{{"pending":1,"dead":0,"last_success_at":null,"failures_in_a_row":2,"blocked_by_retries_until":"{T0}","retrying":1,"next_retry_at":"{T0}"}}}}"#
         )),
         "{full}"
     );

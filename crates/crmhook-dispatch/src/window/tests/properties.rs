@@ -501,6 +501,11 @@ impl Sim {
             "due or parked is what is pending, not in flight and not being brought forward"
         );
         assert!(w.due.is_disjoint(&w.parked), "parked and due");
+        // The health's count of retries waiting is what retry now would bring forward.
+        let retrying = w.waiting_retries(self.now);
+        let due_at = |s: &u64| w.flushing.get(s).map_or_else(|| w.pending[s].due_at_ms, |f| f.following.due_at_ms);
+        let next_at_ms = retrying.iter().map(due_at).min();
+        assert_eq!(w.retries(self.now), Retries { waiting: retrying.len(), next_at_ms }, "the health's retries");
         assert!(w.parked.iter().all(|(_, s)| !w.fresh.contains(s)), "a first attempt parked");
         assert!(!self.ordered || w.parked.is_empty(), "an ordered target parks");
         for seq in w.hastening.keys() {

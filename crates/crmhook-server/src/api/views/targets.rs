@@ -61,6 +61,10 @@ pub struct TargetHealth {
     /// them): when the next is due. `null` otherwise, and on a cluster node that does not
     /// deliver the target.
     pub blocked_by_retries_until: Option<String>,
+    /// Pending deliveries that failed and wait for their next attempt, and when the first of them
+    /// is due (0 and `null` on a cluster node that does not deliver the target).
+    pub retrying: u64,
+    pub next_retry_at: Option<String>,
 }
 
 impl TargetHealth {
@@ -71,6 +75,8 @@ impl TargetHealth {
             last_success_at: health.last_success_ms.map(rfc3339),
             failures_in_a_row: health.failures_in_a_row,
             blocked_by_retries_until: health.blocked_until_ms.map(rfc3339),
+            retrying: health.retrying,
+            next_retry_at: health.next_retry_ms.map(rfc3339),
         }
     }
 }
