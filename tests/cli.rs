@@ -26,11 +26,11 @@ fn targets_subscriptions_events_and_deliveries_from_the_command_line() {
         table.starts_with("ID") && table.contains(&tid) && table.contains("crm-a") && !table.contains("whsec_"),
         "{table}"
     );
-    // Its health: nothing owed, no failure, nothing dead.
+    // Its health: nothing owed, nothing waiting for a retry, no failure, nothing dead.
     let header: Vec<&str> = table.lines().next().expect("header").split_whitespace().collect();
     let row: Vec<&str> = table.lines().find(|l| l.contains(&tid)).expect("row").split_whitespace().collect();
-    assert_eq!(header[5..], ["PENDING", "FAILING", "DEAD"], "{table}");
-    assert_eq!(row[5..], ["0", "0", "0"], "{table}");
+    assert_eq!(header[5..], ["PENDING", "RETRYING", "FAILING", "DEAD"], "{table}");
+    assert_eq!(row[5..], ["0", "0", "0", "0"], "{table}");
     let paced: Value = serde_json::from_str(&succeeded(&crmhook(
         &server,
         &["targets", "update", &tid, "--rate-limit-per-s", "50", "--json"],

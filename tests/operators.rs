@@ -501,6 +501,9 @@ fn newer_events_go_while_a_windows_worth_of_retries_waits() {
     assert!(metrics.contains(&format!("crmhook_retrying_deliveries{{target=\"{tid}\"}} 1030\n")), "{metrics}");
     let shown = succeeded(&crmhook(&server, &["targets", "show", &tid]));
     assert!(shown.contains(&format!("1030 waiting for a retry, the next at {next}")), "{shown}");
+    let table = succeeded(&crmhook(&server, &["targets", "list"]));
+    let row: Vec<&str> = table.lines().find(|l| l.contains(&tid)).expect("its row").split_whitespace().collect();
+    assert_eq!(row[row.len() - 4..row.len() - 2], ["1030", "1030"], "PENDING and RETRYING: {table}");
     // A restart takes them all again (those beyond the window parked), and still reads on.
     server.kill9();
     server.respawn();

@@ -231,10 +231,11 @@ pub(crate) fn print_attempt(a: &Value, indent: &str) {
 }
 
 /// The columns of `targets list` and of one target shown.
-const TARGET_COLUMNS: [&str; 8] = ["id", "name", "url", "state", "ordered", "pending", "failing", "dead"];
+const TARGET_COLUMNS: [&str; 9] = ["id", "name", "url", "state", "ordered", "pending", "retrying", "failing", "dead"];
 
-/// One row per target: its health (what it is owed, failures in a row, dead deliveries) says
-/// whether it is stuck, e.g. with retries waiting (`crmhook replay --status pending`).
+/// One row per target: its health (what it is owed, how much of it waits for a retry, failures in
+/// a row, dead deliveries) says whether it is stuck, e.g. with retries waiting (`crmhook replay
+/// --status pending`).
 fn target_rows(list: &[Value]) -> Vec<Vec<String>> {
     list.iter()
         .map(|t| {
@@ -247,6 +248,7 @@ fn target_rows(list: &[Value]) -> Vec<Vec<String>> {
                 state.to_owned(),
                 s(&t["ordered"]),
                 s(&h["pending"]),
+                s(&h["retrying"]),
                 s(&h["failures_in_a_row"]),
                 s(&h["dead"]),
             ]
