@@ -475,6 +475,13 @@ fn what_the_http_layer_refuses_by_itself_is_a_problem_too() {
     let two_lengths =
         "POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n{}";
     assert_problem(&raw_exchange(&server, two_lengths.as_bytes()), 400, "bad-request");
+    // A chunk size that is not hexadecimal (answered by the HTTP layer or, once the route reads
+    // the body, by crmhook: either way a problem).
+    let bad_chunk = format!(
+        "POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {INGEST}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{{}}\r\n0\r\n\r\n"
+    );
+    assert_problem(&raw_exchange(&server, bad_chunk.as_bytes()), 400, "bad-request");
     // 97 headers, one more than the HTTP layer takes.
     let mut many = String::from("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n");
     for i in 0..96 {

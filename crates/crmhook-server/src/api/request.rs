@@ -245,6 +245,11 @@ async fn read_within(
         let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|e| match e {
             actix_web::error::PayloadError::Overflow => too_large(),
+            actix_web::error::PayloadError::Incomplete(_) => ApiError::BadRequest(
+                "the body ended before it was whole: fewer bytes than its Content-Length, or a chunked \
+                 encoding that does not parse or has no last chunk"
+                    .into(),
+            ),
             other => ApiError::BadRequest(format!("the body could not be read: {other}")),
         })?;
         if body.len() + chunk.len() > limit {
