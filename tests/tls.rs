@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use support::tls::{get, issue};
+use support::tls::{exchange, get, issue};
 use support::{wait_for, Server, ADMIN, INGEST};
 
 #[test]
@@ -26,6 +26,14 @@ fn the_listener_serves_tls_and_reloads_its_certificate_on_sighup() {
     let addr = server.base.trim_start_matches("http://").to_owned();
 
     assert_eq!(get(&addr, &first, "/healthz").as_deref(), Ok("HTTP/1.1 200 OK"));
+    // What the HTTP layer refuses inside TLS is a problem, as on plain HTTP.
+    let refused = exchange(&addr, &first, b"GARBAGE\r\n\r\n").expect("an answer over TLS");
+    assert!(refused.starts_with("HTTP/1.1 400"), "{refused}");
+    assert!(refused.contains("content-type: application/problem+json"), "{refused}");
+    assert!(
+        refused.ends_with(r#""status":400,"detail":"the request is not valid HTTP/1.1: invalid Header provided"}"#),
+        "{refused}"
+    );
     // Plain HTTP gets no answer a client could take for one.
     let mut tcp = TcpStream::connect(&addr).expect("connect");
     tcp.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");

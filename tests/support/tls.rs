@@ -27,6 +27,14 @@ pub fn issue(dir: &Path) -> Vec<u8> {
 
 /// `GET path` over TLS, trusting only `ca`; the status line, or why the handshake failed.
 pub fn get(addr: &str, ca: &[u8], path: &str) -> Result<String, String> {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    let answer = exchange(addr, ca, request.as_bytes())?;
+    Ok(answer.lines().next().unwrap_or("").to_owned())
+}
+
+/// Sends `request` over TLS, trusting only `ca`, and reads to the end of the connection; the
+/// whole answer, or why the handshake failed.
+pub fn exchange(addr: &str, ca: &[u8], request: &[u8]) -> Result<String, String> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(rustls::pki_types::CertificateDer::from(ca.to_vec())).map_err(|e| e.to_string())?;
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
@@ -39,10 +47,10 @@ pub fn get(addr: &str, ca: &[u8], path: &str) -> Result<String, String> {
     let tcp = TcpStream::connect(addr).map_err(|e| e.to_string())?;
     tcp.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
     let mut tls = rustls::StreamOwned::new(conn, tcp);
-    write!(tls, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
+    tls.write_all(request).map_err(|e| e.to_string())?;
     let mut answer = String::new();
     tls.read_to_string(&mut answer)
         .or_else(|e| if answer.is_empty() { Err(e) } else { Ok(0) })
         .map_err(|e| e.to_string())?;
-    Ok(answer.lines().next().unwrap_or("").to_owned())
+    Ok(answer)
 }
