@@ -264,7 +264,12 @@ impl Drop for Driver {
 fn the_console_shows_events_live_and_redelivers() {
     let server = Server::start();
     let rcv = Receiver::start();
-    let (tid, _) = server.wire(&rcv.url("/console-hook"), Some(json!({})), json!({"name": "crm-demo"}));
+    // A retry an hour after a failure: the page has time to show it (the end of the test).
+    let (tid, _) = server.wire(
+        &rcv.url("/console-hook"),
+        Some(json!({})),
+        json!({"name": "crm-demo", "retry_schedule_ms": [3_600_000]}),
+    );
     let browser = Driver::start();
     browser.call("POST", "/url", Some(json!({"url": server.url("/console")})));
 
@@ -306,9 +311,17 @@ fn the_console_shows_events_live_and_redelivers() {
     // The receiver fails: the targets table counts the delivery waiting for its retry.
     rcv.set_default("/console-hook", status(500));
     server.post_ok(&maia("crm_record_created", json!({})));
-    browser.wait_text(&format!("#targets tr[data-id='{tid}'] .retrying"), "the delivery waiting for a retry", |t| {
-        t.starts_with("1 waiting for a retry, the next ")
-    });
+    let shown = browser.wait_text(
+        &format!("#targets tr[data-id='{tid}'] .retrying"),
+        "the delivery waiting for a retry",
+        |t| t.starts_with("1 waiting for a retry, the next "),
+    );
+    let health = server.admin("GET", &format!("/v1/targets/{tid}"), None).json()["health"].clone();
+    assert_eq!(
+        (health["retrying"].as_u64(), health["failures_in_a_row"].as_u64()),
+        (Some(1), Some(1)),
+        "{health} {shown}"
+    );
     if let Ok(path) = std::env::var("CRMHOOK_SCREENSHOT") {
         use base64::Engine;
         let png = browser.call("GET", "/screenshot", None);
