@@ -286,10 +286,10 @@ impl Handler<Hasten> for TargetActor {
 }
 
 impl TargetActor {
-    /// Shows in the target's health the deliveries waiting for a retry and whether its window is
-    /// blocked by them, and says
-    /// in the log, at most once every ten minutes, that the target's window is full of
-    /// deliveries waiting for retries a minute or more away while newer events wait behind them
+    /// Shows in the target's health the deliveries waiting for a retry
+    /// ([`Window::retries`](crate::window::Window::retries)) and whether its window is blocked by
+    /// them, and says in the log, at most once every ten minutes, that the target's window is full
+    /// of deliveries waiting for retries a minute or more away while newer events wait behind them
     /// ([`Window::blocked_until`](crate::window::Window::blocked_until)), and what ends it once
     /// the receiver answers again.
     pub(super) fn report_health(&mut self, now_ms: u64) {
