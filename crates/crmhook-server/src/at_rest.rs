@@ -180,7 +180,7 @@ pub(crate) fn load_or_create_key(path: &Path) -> Result<(SealKey, bool), Refused
     }
 }
 
-/// Checks, creating nothing, that [`load_or_create_key`] can use `path`: an existing file must
+/// Checks, creating nothing, that `load_or_create_key` can use `path`: an existing file must
 /// hold a key; a missing one needs its directory (where it would be created).
 pub fn check_key_file(path: &Path) -> Result<(), String> {
     match std::fs::read_to_string(path) {

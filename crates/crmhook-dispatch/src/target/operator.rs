@@ -41,7 +41,7 @@ impl TargetHandle {
     }
 
     /// Answers once the records of the deliveries finished by now are in the store (at most
-    /// [`SETTLE_WAIT`] later): what a listing of the target's finished deliveries reads next
+    /// `SETTLE_WAIT` later): what a listing of the target's finished deliveries reads next
     /// then holds every delivery that had arrived.
     pub async fn settled(&self) {
         let _ = self.addr.send(Settle).await;
