@@ -487,3 +487,34 @@ fn what_the_http_layer_refuses_by_itself_is_a_problem_too() {
     assert_eq!(server.request("GET", "/healthz", None, None).status, 200);
     assert_eq!(server.admin("GET", "/v1/events", None).json()["events"], json!([]));
 }
+
+/// The `Date` header of crmhook's answers and of its deliveries is the time now, and the
+/// answers' date moves on. The vendored actix-http reads the clock for the first two reads of a
+/// configuration's date and only then spawns the task that keeps it up to date (awc makes a
+/// configuration for every request it sends and reads its date once: vendor/README.md).
+#[test]
+fn answers_and_deliveries_carry_the_date_of_now() {
+    let is_now = |header: &str| {
+        let date = httpdate::parse_http_date(header).unwrap_or_else(|e| panic!("Date {header:?}: {e}"));
+        let now = std::time::SystemTime::now();
+        let off = now.duration_since(date).unwrap_or_else(|e| e.duration());
+        assert!(off < Duration::from_secs(60), "Date {header:?} is not the time now");
+    };
+    let server = Server::start();
+    let rcv = Receiver::start();
+    server.wire(&rcv.url("/hook"), Some(json!({})), json!({}));
+    for i in 0..3 {
+        server.post_ok(&json!({"eventType": "ai_pause", "sessionId": format!("s{i}")}));
+    }
+    for delivery in rcv.wait_count("/hook", 3, Duration::from_secs(10)) {
+        is_now(delivery.header("date"));
+    }
+    let date = || http("GET", &server.url("/healthz"), &[], None).headers.get("date").cloned().expect("a Date header");
+    let first = date();
+    is_now(&first);
+    let later = wait_for(Duration::from_secs(10), "an answer dated later than the first", || {
+        Some(date()).filter(|d| *d != first)
+    });
+    is_now(&later);
+    assert!(httpdate::parse_http_date(&later).expect("date") > httpdate::parse_http_date(&first).expect("date"));
+}

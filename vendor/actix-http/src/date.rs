@@ -1,5 +1,5 @@
 use std::{
-    cell::Cell,
+    cell::{Cell, OnceCell},
     fmt::{self, Write},
     rc::Rc,
     time::{Duration, Instant, SystemTime},
@@ -45,19 +45,47 @@ impl fmt::Write for Date {
 }
 
 /// Service for update Date and Instant periodically at 500 millis interval.
+///
+/// crmhook: the update task is spawned on the second read of the date or the time, not when
+/// the service is made; the first read takes them from the clock (vendor/README.md). awc makes
+/// a client codec, and so a `ServiceConfig` with a `DateService` of its own, for every request
+/// it sends, and reads the date once (the request's `Date` header): spawning the task, arming
+/// its timer and aborting it again cost every delivery more than the date itself.
 pub(crate) struct DateService {
     current: Rc<Cell<(Date, Instant)>>,
-    handle: JoinHandle<()>,
+    /// crmhook: how many reads started it (0, 1, then 2 once the task runs).
+    reads: Cell<u8>,
+    handle: OnceCell<JoinHandle<()>>,
 }
 
 impl DateService {
     pub(crate) fn new() -> Self {
+        DateService {
+            current: Rc::new(Cell::new((Date { bytes: [0; DATE_VALUE_LENGTH], pos: 0 }, Instant::now()))),
+            reads: Cell::new(0),
+            handle: OnceCell::new(),
+        }
+    }
+
+    /// crmhook: the date and time up to date for a read: from the clock on the first two
+    /// reads, and from the second on kept by the task `new` used to spawn.
+    fn read(&self) -> (Date, Instant) {
+        match self.reads.get() {
+            2 => return self.current.get(),
+            0 => {
+                self.reads.set(1);
+                self.current.set((Date::new(), Instant::now()));
+                return self.current.get();
+            }
+            _ => {}
+        }
+        self.reads.set(2);
         // shared date and timer for DateService and update async task.
-        let current = Rc::new(Cell::new((Date::new(), Instant::now())));
-        let current_clone = Rc::clone(&current);
+        self.current.set((Date::new(), Instant::now()));
+        let current_clone = Rc::clone(&self.current);
         // spawn an async task sleep for 500 millis and update current date/timer in a loop.
         // handle is used to stop the task on DateService drop.
-        let handle = spawn_local(async move {
+        let _ = self.handle.set(spawn_local(async move {
             #[cfg(test)]
             let _notify = crate::notify_on_drop::NotifyOnDrop::new();
 
@@ -67,17 +95,16 @@ impl DateService {
                 let date = Date::new();
                 current_clone.set((date, now.into_std()));
             }
-        });
-
-        DateService { current, handle }
+        }));
+        self.current.get()
     }
 
     pub(crate) fn now(&self) -> Instant {
-        self.current.get().1
+        self.read().1
     }
 
     pub(crate) fn with_date<F: FnMut(&Date)>(&self, mut f: F) {
-        f(&self.current.get().0);
+        f(&self.read().0);
     }
 }
 
@@ -90,6 +117,8 @@ impl fmt::Debug for DateService {
 impl Drop for DateService {
     fn drop(&mut self) {
         // stop the timer update async task on drop.
-        self.handle.abort();
+        if let Some(handle) = self.handle.get() {
+            handle.abort();
+        }
     }
 }
