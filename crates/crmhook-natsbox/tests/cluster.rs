@@ -93,8 +93,19 @@ async fn read_all(js: &jetstream::Context, stream: &str, durable: &str, count: u
         let message = tokio::time::timeout(Duration::from_secs(20), messages.next())
             .await
             .context("no message within 20 s")?
-            .context("the consumer's messages ended")?
-            .map_err(|e| anyhow::anyhow!("consumer: {e}"))?;
+            .context("the consumer's messages ended")?;
+        // A pull that meets the consumer's leader moving (a node was just killed) answers "no
+        // responders", and that pull is spent: a new one asks again for what is not acked yet.
+        let message = match message {
+            Ok(message) => message,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("consumer on {stream}: {e}; pulling again");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                messages = consumer.messages().await?;
+                continue;
+            }
+            Err(e) => return Err(anyhow::anyhow!("consumer: {e}")),
+        };
         message.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
         payloads.push(message.payload.to_vec());
     }
