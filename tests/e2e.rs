@@ -2,6 +2,10 @@
 
 mod support;
 
+// The tests across restarts, in tests/e2e/.
+#[path = "e2e/restarts.rs"]
+mod restarts;
+
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -437,87 +441,6 @@ fn events_page_by_seq() {
 }
 
 #[test]
-fn a_restart_keeps_targets_subscriptions_events_and_tokens() {
-    // No tokens configured: they are generated on the first start, kept in the 0600 tokens file,
-    // and never printed where a journal would keep them (stdout here is a pipe).
-    let mut server = Server::start_with(&[("CRMHOOK_ALLOW_PRIVATE_TARGETS", "true")]);
-    let printed = server.stdout.lock().expect("lock").clone();
-    let file = server.data_dir().join("crmhook-tokens");
-    let kept = std::fs::read_to_string(&file).expect("tokens file");
-    let token = |name: &str| kept.lines().find_map(|l| l.strip_prefix(&format!("{name}="))).map(str::to_owned);
-    let admin = token("admin_token").expect("admin token in the tokens file");
-    let ingest = token("ingest_token").expect("ingest token in the tokens file");
-    for name in ["admin_token", "ingest_token"] {
-        let line = format!("generated {name} (not shown: the output is not a terminal)");
-        assert!(printed.contains(&line), "{printed:?}");
-    }
-    assert!(
-        !printed.iter().any(|l| l.contains(&admin) || l.contains(&ingest)),
-        "a token reached the output: {printed:?}"
-    );
-    assert_ne!(admin, ingest);
-
-    let rcv = Receiver::start();
-    let r =
-        server.request("POST", "/v1/targets", Some(&admin), Some(&json!({"name": "keep", "url": rcv.url("/kept")})));
-    assert_eq!(r.status, 201, "{}", r.text);
-    let (tid, secret) =
-        (r.json()["id"].as_str().expect("id").to_owned(), r.json()["secret"].as_str().expect("s").to_owned());
-    let r = server.request(
-        "POST",
-        "/v1/subscriptions",
-        Some(&admin),
-        Some(&json!({"target_id": tid, "event_types": ["crm_record_created"]})),
-    );
-    assert_eq!(r.status, 201);
-    let first = maia("crm_record_created", json!({}));
-    let ack = server.request("POST", "/v1/events", Some(&ingest), Some(&first)).json();
-    rcv.wait_count("/kept", 1, DELIVERY);
-
-    server.restart();
-    let lines = server.stdout.lock().expect("lock").clone();
-    assert_eq!(lines.iter().filter(|l| l.starts_with("generated ")).count(), 2, "tokens are printed only once");
-    // ... and can be found again: every start names the file that holds them (0600).
-    let named = format!("the generated tokens are in {}", file.display());
-    assert_eq!(lines.iter().filter(|l| l.starts_with(&named)).count(), 2, "{lines:?}");
-    let kept = std::fs::read_to_string(&file).expect("tokens file");
-    assert!(kept.contains(&format!("admin_token={admin}\n")) && kept.contains(&format!("ingest_token={ingest}\n")));
-    use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&file).expect("metadata").permissions().mode() & 0o777, 0o600);
-    assert_eq!(server.request("GET", "/v1/targets", Some(&admin), None).json()["targets"][0]["id"], tid.as_str());
-    let subs = server.request("GET", "/v1/subscriptions", Some(&admin), None).json();
-    assert_eq!(subs["subscriptions"][0]["event_types"], json!(["crm_record_created"]));
-    let events = server.request("GET", "/v1/events", Some(&admin), None).json();
-    assert_eq!(events["events"][0]["id"], ack["events"][0]["id"]);
-    // The log goes on numbering, the old delivery is not repeated, a new one is signed with the
-    // same secret.
-    let second = maia("crm_record_created", json!({}));
-    let ack2 = server.request("POST", "/v1/events", Some(&ingest), Some(&second)).json();
-    assert_eq!(ack2["events"][0]["seq"], 2);
-    // `second` is the marker: once it has arrived and nothing is pending, the first event would
-    // have been delivered again already, were it to be.
-    let got = rcv.wait_tag("/kept", second["recordId"].as_str().expect("tag"), DELIVERY);
-    server.wait_settled_as(&admin, &tid, DELIVERY);
-    assert_eq!(rcv.count("/kept"), 2, "the old delivery was repeated");
-    assert_eq!(got[1].tag(), second["recordId"].as_str().expect("tag"));
-    assert!(maia_signature_valid(&secret, &got[1]) && standard_signature_valid(&secret, &got[1]));
-}
-
-#[test]
-fn retries_pending_at_a_restart_resume() {
-    let mut server = Server::start();
-    let rcv = Receiver::start();
-    rcv.program("/resume", &[status(500)], status(200));
-    server.wire(&rcv.url("/resume"), Some(json!({})), json!({"retry_schedule_ms": [1500]}));
-    let ack = server.post_ok(&maia("crm_field_update", json!({})));
-    rcv.wait_count("/resume", 1, DELIVERY);
-    server.restart();
-    let reqs = rcv.wait_count("/resume", 2, DELIVERY);
-    assert_eq!(reqs[1].header("x-crmhook-attempt"), "2");
-    assert_eq!(reqs[1].header("webhook-id"), ack["events"][0]["id"].as_str().expect("id"));
-}
-
-#[test]
 fn verify_checks_a_signature_by_hand() {
     let dir = tempfile::tempdir().expect("tempdir");
     let body = dir.path().join("body.json");
@@ -638,52 +561,6 @@ fn an_ordered_target_gets_its_events_one_at_a_time_in_log_order() {
 }
 
 #[test]
-fn sigterm_lets_an_attempt_in_flight_finish() {
-    let mut server = Server::start();
-    let rcv = Receiver::start();
-    rcv.program("/inflight", &[delayed(200, Duration::from_millis(1500))], status(200));
-    let (tid, _) = server.wire(&rcv.url("/inflight"), Some(json!({})), json!({"timeout_ms": 5000}));
-    let ack = server.post_ok(&maia("crm_field_update", json!({})));
-    rcv.wait_count("/inflight", 1, DELIVERY);
-    // The attempt is in flight now: stop gracefully.
-    let status = server.stop();
-    assert!(status.success(), "graceful stop exits 0: {status:?}");
-    server.respawn();
-    let id = ack["events"][0]["id"].as_str().expect("id");
-    let shown = server.admin("GET", &format!("/v1/events/{id}"), None).json();
-    assert_eq!(shown["deliveries"][0]["status"], "delivered", "the in-flight attempt was recorded: {shown}");
-    // A marker logged after the restart: once it has arrived and nothing is pending, the target
-    // has matched again from its cursor, and a repeat would have arrived.
-    let marker = maia("crm_field_update", json!({}));
-    server.post_ok(&marker);
-    rcv.wait_tag("/inflight", marker["recordId"].as_str().expect("tag"), DELIVERY);
-    server.wait_settled(&tid, DELIVERY);
-    assert_eq!(rcv.count("/inflight"), 2, "delivered again after the restart");
-}
-
-#[test]
-fn an_idempotency_key_is_acknowledged_again_across_a_restart() {
-    let mut server = Server::start();
-    let rcv = Receiver::start();
-    let (tid, _) = server.wire(&rcv.url("/idem"), Some(json!({})), json!({}));
-    let body = json!([maia("crm_field_update", json!({})), maia("ai_pause", json!({}))]);
-    let first = server.post_keyed(&body, "order-42");
-    assert_eq!((first["accepted"].as_u64(), first["duplicates"].as_u64()), (Some(2), Some(0)));
-    server.restart();
-    let again = server.post_keyed(&body, "order-42");
-    assert_eq!((again["accepted"].as_u64(), again["duplicates"].as_u64()), (Some(0), Some(2)));
-    assert_eq!(again["events"], first["events"], "the same ids and seqs");
-    // A marker logged after the second post: once it has arrived and nothing is pending, every
-    // delivery the two posts caused has arrived.
-    let marker = maia("crm_field_update", json!({}));
-    server.post_ok(&marker);
-    rcv.wait_tag("/idem", marker["recordId"].as_str().expect("tag"), DELIVERY);
-    server.wait_settled(&tid, DELIVERY);
-    let counts = rcv.tag_counts("/idem");
-    assert_eq!((counts.len(), rcv.count("/idem")), (3, 3), "delivered twice: {counts:?}");
-}
-
-#[test]
 fn a_duplicate_maximizer_id_is_acknowledged_and_not_delivered_twice() {
     let server = Server::start();
     let rcv = Receiver::start();
@@ -705,122 +582,4 @@ fn a_duplicate_maximizer_id_is_acknowledged_and_not_delivered_twice() {
     rcv.wait_tag("/mx", marker[0]["Id"].as_str().expect("Id"), DELIVERY);
     server.wait_settled(&tid, DELIVERY);
     assert_eq!(rcv.count("/mx"), 2, "the duplicate was delivered twice");
-}
-
-#[test]
-fn retention_compacts_finished_events_and_keeps_numbering() {
-    let server = Server::start_with(&[
-        ("CRMHOOK_ADMIN_TOKEN", ADMIN),
-        ("CRMHOOK_INGEST_TOKEN", INGEST),
-        ("CRMHOOK_ALLOW_PRIVATE_TARGETS", "true"),
-        ("CRMHOOK_RETENTION_DAYS", "0"),
-        ("CRMHOOK_COMPACTION_INTERVAL_S", "1"),
-    ]);
-    let rcv = Receiver::start();
-    rcv.program("/ret", &[], status(503));
-    server.wire(
-        &rcv.url("/ret"),
-        Some(json!({"event_types": ["ai_pause"]})),
-        json!({"retry_schedule_ms": [300, 300, 300, 300, 300, 300, 300, 300, 300, 300]}),
-    );
-    server.post_ok(&json!([maia("crm_field_update", json!({})), maia("ai_pause", json!({}))]));
-    // The field update is owed to nobody: compacted. The pause is still owed: kept.
-    let listed = wait_for(Duration::from_secs(10), "compaction of the finished event", || {
-        let events = server.admin("GET", "/v1/events", None).json()["events"].clone();
-        (events.as_array().map(Vec::len) == Some(1)).then_some(events)
-    });
-    assert_eq!(listed[0]["type"], "ai_pause");
-    rcv.set_default("/ret", status(200));
-    rcv.wait_count("/ret", 1, DELIVERY);
-    wait_for(Duration::from_secs(10), "compaction of the delivered event", || {
-        (server.admin("GET", "/v1/events", None).json()["events"].as_array().map(Vec::len) == Some(0)).then_some(())
-    });
-    let next = server.post_ok(&maia("ai_pause", json!({})));
-    assert_eq!(next["events"][0]["seq"], 3, "seqs are never reused");
-}
-
-/// Posts `n` MAIA events one by one; answers their recordIds.
-fn post_tagged(server: &Server, n: usize) -> Vec<String> {
-    (0..n)
-        .map(|_| {
-            let event = maia("crm_field_update", json!({}));
-            server.post_ok(&event);
-            event["recordId"].as_str().expect("tag").to_owned()
-        })
-        .collect()
-}
-
-/// How many of a target's deliveries `GET /v1/targets/{id}/deliveries?status=` lists (up to
-/// 1,000).
-fn listed(server: &Server, tid: &str, status: &str) -> usize {
-    let r = server.admin("GET", &format!("/v1/targets/{tid}/deliveries?status={status}&limit=1000"), None);
-    r.json()["deliveries"].as_array().map_or(0, Vec::len)
-}
-
-#[test]
-fn first_attempts_in_memory_count_as_pending_and_are_not_repeated_after_a_restart() {
-    let mut server = Server::start();
-    let rcv = Receiver::start();
-    // Every answer takes 600 ms: 16 attempts are in flight, the others wait in memory (a first
-    // attempt is not written down before it is made).
-    rcv.program("/slow", &[], delayed(200, Duration::from_millis(600)));
-    let (tid, _) = server.wire(&rcv.url("/slow"), Some(json!({})), json!({"timeout_ms": 5000}));
-    let tags = post_tagged(&server, 40);
-    let pending = || {
-        let health = server.admin("GET", &format!("/v1/targets/{tid}"), None).json()["health"]["pending"].clone();
-        (listed(&server, &tid, "pending"), health.as_u64().unwrap_or(0))
-    };
-    wait_for(DELIVERY, "all 40 pending", || (pending() == (40, 40)).then_some(()));
-    let metrics = server.request("GET", "/metrics", None, None).text;
-    assert!(metrics.contains(&format!("crmhook_pending_deliveries{{target=\"{tid}\"}} 40")), "{metrics}");
-
-    rcv.wait_count("/slow", 40, Duration::from_secs(20));
-    wait_for(DELIVERY, "nothing pending", || (pending() == (0, 0)).then_some(()));
-    assert_eq!(listed(&server, &tid, "delivered"), 40);
-
-    // After a restart the target matches again from its cursor: what was delivered is skipped.
-    server.restart();
-    rcv.set_default("/slow", status(200));
-    // `last` is the marker: once it has arrived and nothing is pending, the target has matched
-    // everything before it again, and a repeat would have arrived.
-    let last = maia("crm_field_update", json!({}));
-    server.post_ok(&last);
-    rcv.wait_tag("/slow", last["recordId"].as_str().expect("tag"), DELIVERY);
-    server.wait_settled(&tid, DELIVERY);
-    assert_eq!(rcv.count("/slow"), 41);
-    let counts = rcv.tag_counts("/slow");
-    assert!(tags.iter().all(|t| counts.get(t) == Some(&1)), "{counts:?}");
-}
-
-#[test]
-fn after_a_crash_deliveries_recorded_past_the_cursor_are_skipped_and_the_one_in_flight_is_made_again() {
-    let mut server = Server::start();
-    let rcv = Receiver::start();
-    // The first request hangs: the cursor stays below it while the 39 others are delivered
-    // and recorded past it.
-    rcv.program("/crash", &[delayed(200, Duration::from_secs(30))], status(200));
-    let (tid, _) = server.wire(
-        &rcv.url("/crash"),
-        Some(json!({"event_types": ["crm_field_update"]})),
-        json!({"timeout_ms": 60_000}),
-    );
-    let tags = post_tagged(&server, 40);
-    let hanging = rcv.wait_count("/crash", 40, DELIVERY)[0].tag();
-    wait_for(DELIVERY, "39 delivered, one hanging", || (listed(&server, &tid, "delivered") == 39).then_some(()));
-    // An acknowledged event is flushed, and with it every write before it.
-    server.post_ok(&maia("crm_record_created", json!({})));
-    server.kill9();
-    server.respawn();
-
-    // The hanging delivery is made again; the 39 recorded ones are not.
-    // `last` is the marker, as above.
-    let last = maia("crm_field_update", json!({}));
-    server.post_ok(&last);
-    rcv.wait_tag("/crash", last["recordId"].as_str().expect("tag"), DELIVERY);
-    server.wait_settled(&tid, DELIVERY);
-    assert_eq!(rcv.count("/crash"), 42);
-    let counts = rcv.tag_counts("/crash");
-    for tag in tags.iter().chain([&last["recordId"].as_str().expect("tag").to_owned()]) {
-        assert_eq!(counts.get(tag), Some(&if *tag == hanging { 2 } else { 1 }), "{tag}: {counts:?}");
-    }
 }
