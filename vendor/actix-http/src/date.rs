@@ -53,8 +53,8 @@ impl fmt::Write for Date {
 /// its timer and aborting it again cost every delivery more than the date itself.
 pub(crate) struct DateService {
     current: Rc<Cell<(Date, Instant)>>,
-    /// crmhook: how many reads started it (0, 1, then 2 once the task runs).
-    reads: Cell<u8>,
+    /// crmhook: whether the date was read once (the second read spawns the task).
+    read_once: Cell<bool>,
     handle: OnceCell<JoinHandle<()>>,
 }
 
@@ -62,26 +62,26 @@ impl DateService {
     pub(crate) fn new() -> Self {
         DateService {
             current: Rc::new(Cell::new((Date { bytes: [0; DATE_VALUE_LENGTH], pos: 0 }, Instant::now()))),
-            reads: Cell::new(0),
+            read_once: Cell::new(false),
             handle: OnceCell::new(),
         }
     }
 
-    /// crmhook: the date and time up to date for a read: from the clock on the first two
-    /// reads, and from the second on kept by the task `new` used to spawn.
+    /// crmhook: the date and time for a read: kept by the task once it runs, else from the
+    /// clock (and the second such read spawns the task, as `new` used to).
     fn read(&self) -> (Date, Instant) {
-        match self.reads.get() {
-            2 => return self.current.get(),
-            0 => {
-                self.reads.set(1);
-                self.current.set((Date::new(), Instant::now()));
-                return self.current.get();
+        if self.handle.get().is_none() {
+            self.current.set((Date::new(), Instant::now()));
+            if self.read_once.replace(true) {
+                self.spawn_update();
             }
-            _ => {}
         }
-        self.reads.set(2);
+        self.current.get()
+    }
+
+    /// crmhook: what `new` did after making the service.
+    fn spawn_update(&self) {
         // shared date and timer for DateService and update async task.
-        self.current.set((Date::new(), Instant::now()));
         let current_clone = Rc::clone(&self.current);
         // spawn an async task sleep for 500 millis and update current date/timer in a loop.
         // handle is used to stop the task on DateService drop.
@@ -96,7 +96,6 @@ impl DateService {
                 current_clone.set((date, now.into_std()));
             }
         }));
-        self.current.get()
     }
 
     pub(crate) fn now(&self) -> Instant {
