@@ -26,10 +26,11 @@ bench seconds="5":
 
 # CPU per event at a low rate (issue 18's 200 events/s, one target), against the two floors
 # (bare and durable relay), several rounds in one run and their medians: one round's CPU figure
-# moves with whatever else the host runs.
+# moves with whatever else the host runs. Under each row, each busy thread's CPU, moves between
+# CPUs and switches per event (`--threads`).
 bench-cpu rounds="8" seconds="10":
     cargo build --release -p crmhook -p crmhook-bench
-    ./target/release/crmhook-bench system --offered 200 --targets 1 --rounds {{rounds}} --seconds {{seconds}} --json target/bench-cpu.json
+    ./target/release/crmhook-bench system --offered 200 --targets 1 --rounds {{rounds}} --seconds {{seconds}} --threads --json target/bench-cpu.json
 
 # A receiver's outage as a user meets it: one event at a time at `rate`/s for `seconds`, the
 # receiver answering 500 for the first `outage` seconds (default retry schedule); how soon the

@@ -126,6 +126,10 @@ enum Cmd {
         /// `Idempotency-Key`).
         #[arg(long, value_enum, default_value = "api")]
         via: system::Via,
+        /// Under each row, each busy thread of the server's (and of the relays'): its CPU, moves
+        /// between CPUs and switches per event (`/proc/<pid>/task/*/`).
+        #[arg(long)]
+        threads: bool,
         #[arg(long)]
         json: Option<PathBuf>,
     },
@@ -224,8 +228,8 @@ fn main() -> anyhow::Result<()> {
             sources::rows(&crmhook, bare_addr, connections, Duration::from_secs(seconds))?;
             Ok(())
         }
-        Cmd::System { seconds, offered, targets, rounds, response_bytes, via, json } => {
-            write_report(json, &system::run(seconds, &offered, &targets, rounds, response_bytes, via)?)
+        Cmd::System { seconds, offered, targets, rounds, response_bytes, via, threads, json } => {
+            write_report(json, &system::run(seconds, &offered, &targets, rounds, response_bytes, via, threads)?)
         }
         Cmd::Cluster { seconds, offered, connections, json } => {
             write_report(json, &cluster::run(seconds, &offered, connections)?)

@@ -24,6 +24,12 @@
 //!   anything else), and crmhook's CPU per event ÷ its (`cpu÷durable`): the floor of a relay
 //!   that acknowledges only what is durable, as crmhook must.
 //!
+//! Each row also reads every thread of the process it loads (`/proc/<pid>/task/*/`: time on a
+//! CPU from `schedstat`, moves between CPUs from `sched`, switches from `status`) before and
+//! after, and keeps the busy ones' shares per event in its JSON; `--threads` prints them under
+//! the row. Which thread costs what, and how often the kernel moved it, is what explains most of
+//! a row's spread at low rates (docs/PERFORMANCE.md, issue 18's sixteenth step).
+//!
 //! With `--rounds N` every row is measured N times, one round after the other (each round all the
 //! rows again, in the same order, on the same server), and the run ends with the medians over the
 //! rounds of each kind's CPU and switches per event and of crmhook's `cpu÷relay` and
@@ -61,7 +67,7 @@ mod targets;
 
 pub(crate) use offer::Via;
 use offer::{offer, Post};
-use proc::{clock_ticks_per_s, context_switches, process_ticks};
+use proc::{clock_ticks_per_s, context_switches, process_ticks, thread_figures, threads, ThreadFigure};
 pub(crate) use receiver::{record_id, serve, Receiver};
 use targets::{live_targets, wait_leased};
 
@@ -92,6 +98,8 @@ pub(crate) struct Row {
     pub(crate) switches_per_event: f64,
     pub(crate) cores: f64,
     pub(crate) drain_s: f64,
+    /// Each busy thread's share, per event (`--threads` prints them).
+    pub(crate) threads: Vec<ThreadFigure>,
 }
 
 impl Mode {
@@ -136,6 +144,16 @@ impl Row {
         )
     }
 
+    /// A line under the row for each of its busy threads (`--threads`).
+    pub(crate) fn print_threads(&self) {
+        for t in &self.threads {
+            println!(
+                "          {:<24} cpu ms/ev {:.3}  moves between CPUs/ev {:.2}  sw/ev {:.2}",
+                t.thread, t.cpu_ms_per_event, t.migrations_per_event, t.switches_per_event
+            );
+        }
+    }
+
     /// A line under the row when not everything was acknowledged and delivered at once.
     pub(crate) fn print_shortfall(&self) {
         if self.acked < self.sent || self.delivered < self.acked * self.targets || self.retries > 0 {
@@ -157,6 +175,10 @@ impl Row {
             "cpu_ms_per_event": self.cpu_ms_per_event, "switches_per_event": self.switches_per_event,
             "cores": self.cores, "drain_s": self.drain_s,
             "retried_attempts": self.retries,
+            "threads": self.threads.iter().map(|t| json!({
+                "thread": t.thread, "cpu_ms_per_event": t.cpu_ms_per_event,
+                "migrations_per_event": t.migrations_per_event, "switches_per_event": t.switches_per_event,
+            })).collect::<Vec<_>>(),
         })
     }
 }
@@ -267,6 +289,7 @@ fn load_row(
     let retries0 = (subject.retries)();
     let ticks0: u64 = pids.iter().map(|p| process_ticks(*p)).sum();
     let switches0: u64 = pids.iter().map(|p| context_switches(*p)).sum();
+    let threads0: Vec<_> = pids.iter().flat_map(|p| threads(*p)).collect();
     let count0 = rcv.count.load(Ordering::Relaxed);
     let firsts0 = rcv.firsts.load(Ordering::Relaxed);
     let start = Instant::now();
@@ -294,6 +317,7 @@ fn load_row(
     let all_in = start.elapsed().as_secs_f64();
     let ticks = pids.iter().map(|p| process_ticks(*p)).sum::<u64>().saturating_sub(ticks0);
     let switches = pids.iter().map(|p| context_switches(*p)).sum::<u64>().saturating_sub(switches0);
+    let threads1: Vec<_> = pids.iter().flat_map(|p| threads(*p)).collect();
     let arrivals = rcv.arrivals.lock().expect("lock");
     let mut e2e: Vec<f64> = Vec::with_capacity(want);
     for s in &sent {
@@ -329,6 +353,7 @@ fn load_row(
         switches_per_event: switches as f64 / sent.len().max(1) as f64,
         cores: cpu_s / all_in,
         drain_s: all_in - load_s,
+        threads: thread_figures(&threads0, &threads1, sent.len()),
     })
 }
 
@@ -343,6 +368,7 @@ pub fn run(
     rounds: usize,
     response_bytes: usize,
     via: Via,
+    show_threads: bool,
 ) -> anyhow::Result<Value> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let duration = Duration::from_secs(seconds);
@@ -399,6 +425,9 @@ pub fn run(
                         "-"
                     );
                     r.print_shortfall();
+                    if show_threads {
+                        r.print_threads();
+                    }
                     let mut row = r.json();
                     row[if durable { "durable_relay" } else { "bare_relay" }] = json!(true);
                     row["round"] = json!(round);
@@ -424,6 +453,9 @@ pub fn run(
                     times(over_durable),
                 );
                 r.print_shortfall();
+                if show_threads {
+                    r.print_threads();
+                }
                 let mut row = r.json();
                 row["ingest_over_bare"] = json!(ratio);
                 row["cpu_over_relay"] = json!(over_relay);
