@@ -35,7 +35,7 @@ fn switches_in(status: &str) -> u64 {
 }
 
 /// One thread of a process, as `/proc/<pid>/task/<tid>/` shows it so far.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub(super) struct ThreadStat {
     pub(super) tid: u32,
     /// Its name (`comm`: at most 15 bytes, `crmhook-log-wri` for the log writer).
@@ -105,7 +105,7 @@ pub(super) fn thread_figures(before: &[ThreadStat], after: &[ThreadStat], events
 }
 
 /// A thread's share of a row (`system --threads`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub(crate) struct ThreadFigure {
     /// Its name and id.
     pub(crate) thread: String,
