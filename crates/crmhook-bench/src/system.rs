@@ -67,7 +67,7 @@ mod targets;
 
 pub(crate) use offer::Via;
 use offer::{offer, Post};
-use proc::{clock_ticks_per_s, context_switches, process_ticks, thread_figures, threads, ThreadFigure};
+use proc::{clock_ticks_per_s, process_ticks, thread_figures, threads, ThreadFigure, ThreadStat};
 pub(crate) use receiver::{record_id, serve, Receiver};
 use targets::{live_targets, wait_leased};
 
@@ -94,7 +94,7 @@ pub(crate) struct Row {
     pub(crate) e2e_ms: [f64; 3],
     pub(crate) delivered: usize,
     pub(crate) cpu_ms_per_event: f64,
-    /// Thread switches in the server per acknowledged event (see [`context_switches`]).
+    /// Thread switches in the server per acknowledged event (the sum of its threads' [`ThreadStat::switches`]).
     pub(crate) switches_per_event: f64,
     pub(crate) cores: f64,
     pub(crate) drain_s: f64,
@@ -288,7 +288,6 @@ fn load_row(
     let pids = &subject.pids;
     let retries0 = (subject.retries)();
     let ticks0: u64 = pids.iter().map(|p| process_ticks(*p)).sum();
-    let switches0: u64 = pids.iter().map(|p| context_switches(*p)).sum();
     let threads0: Vec<_> = pids.iter().flat_map(|p| threads(*p)).collect();
     let count0 = rcv.count.load(Ordering::Relaxed);
     let firsts0 = rcv.firsts.load(Ordering::Relaxed);
@@ -316,8 +315,9 @@ fn load_row(
     }
     let all_in = start.elapsed().as_secs_f64();
     let ticks = pids.iter().map(|p| process_ticks(*p)).sum::<u64>().saturating_sub(ticks0);
-    let switches = pids.iter().map(|p| context_switches(*p)).sum::<u64>().saturating_sub(switches0);
     let threads1: Vec<_> = pids.iter().flat_map(|p| threads(*p)).collect();
+    let switches_of = |threads: &[ThreadStat]| threads.iter().map(|t| t.switches).sum::<u64>();
+    let switches = switches_of(&threads1).saturating_sub(switches_of(&threads0));
     let arrivals = rcv.arrivals.lock().expect("lock");
     let mut e2e: Vec<f64> = Vec::with_capacity(want);
     for s in &sent {

@@ -12,19 +12,6 @@ pub(super) fn process_ticks(pid: u32) -> u64 {
     get(14) + get(15)
 }
 
-/// The thread switches the process's threads have made so far: the sum over
-/// `/proc/<pid>/task/*/status` of voluntary and involuntary context switches. A thread that ends
-/// takes its count with it, so a row's figure is a lower bound; each switch is a wake-up paid
-/// for (a hand-off between threads, a sleep on a lock, a flush waited for).
-pub(super) fn context_switches(pid: u32) -> u64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
-    tasks
-        .flatten()
-        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
-        .map(|status| switches_in(&status))
-        .sum()
-}
-
 /// Voluntary and involuntary context switches in a thread's `status`.
 fn switches_in(status: &str) -> u64 {
     status
@@ -45,6 +32,9 @@ pub(super) struct ThreadStat {
     pub(super) run_ns: u64,
     /// Moves between CPUs (`sched`'s `se.nr_migrations`; 0 where the kernel has no such file).
     pub(super) migrations: u64,
+    /// Voluntary and involuntary context switches (`status`). Each is a wake-up paid for (a
+    /// hand-off between threads, a sleep on a lock, a flush waited for); a thread that ends takes
+    /// its count with it, so a row's sum over its threads is a lower bound.
     pub(super) switches: u64,
 }
 
