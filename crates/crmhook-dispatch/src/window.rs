@@ -30,7 +30,7 @@
 //!   while it is too full to read newer events: see `window/parking.rs`.
 //! - An operator may queue finished deliveries again ([`Window::requeued`]) and bring forward
 //!   the deliveries waiting for a retry ([`Window::hasten`]): each starts nothing until its new
-//!   pending entry is on disk.
+//!   pending entry is on disk, and a delivery is queued again once at a time.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -182,6 +182,9 @@ pub struct Window {
     /// Deliveries brought forward whose new pending entries are being written, with them: they
     /// are pending and in none of `due` (so none starts) until [`Window::hastened`].
     hastening: BTreeMap<u64, Pending>,
+    /// Deliveries queued again whose pending entries are being written ([`Window::queue_again`]):
+    /// a redelivery of one meanwhile is skipped, as one the window holds.
+    requeuing: BTreeSet<u64>,
     /// When the armed timer fires.
     timer: Option<u64>,
     /// The target's rate limit, if it has one.
@@ -209,6 +212,7 @@ impl Window {
             draining: false,
             more_on_disk: false,
             hastening: BTreeMap::new(),
+            requeuing: BTreeSet::new(),
             timer: None,
             pace: None,
         }

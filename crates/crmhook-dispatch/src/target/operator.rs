@@ -206,6 +206,7 @@ impl TargetActor {
             let next = last.map_or(1, |n| n + 1);
             let p = Pending { attempt: next, due_at_ms: now, round: next };
             if batch.requeue(self.id(), seq, p, held.as_ref()).is_ok() {
+                self.window.queue_again(seq);
                 queued.push((seq, p));
             }
         }
@@ -216,13 +217,13 @@ impl TargetActor {
         let store = self.store.clone();
         Box::pin(async move { store.write_deliveries(batch).await }.into_actor(self).map(move |written, act, ctx| {
             act.window.hastened(&sooner, written.is_ok());
+            act.window.requeued(&queued, written.is_ok());
             if let Err(e) = written {
                 tracing::error!(target_id = %act.id(), error = %e, "queuing deliveries again failed");
                 act.pump(ctx);
                 return 0;
             }
             tracing::info!(target_id = %act.id(), queued = queued.len(), sooner = sooner.len(), by = %request.by, action = %request.action, "deliveries queued again");
-            act.window.requeued(&queued);
             act.pump(ctx);
             (queued.len() + sooner.len()) as u64
         }))

@@ -23,22 +23,38 @@ pub struct Retries {
 
 impl Window {
     /// Whether a delivery to queue again (redeliver, replay) is skipped: the window holds it,
-    /// it is pending elsewhere (`Store::is_pending`; true if unreadable), or it is not matched
-    /// yet and matches (it will be delivered anyway). The shell skips, before this, an event no
-    /// longer in the log.
+    /// it is being queued again already ([`Window::queue_again`]), it is pending elsewhere
+    /// (`Store::is_pending`; true if unreadable), or it is not matched yet and matches (it will
+    /// be delivered anyway). The shell skips, before this, an event no longer in the log.
     pub fn requeue_skips(
         &self,
         seq: u64,
         pending_elsewhere: impl FnOnce() -> bool,
         matches: impl FnOnce() -> bool,
     ) -> bool {
-        self.holds(seq) || pending_elsewhere() || (seq > self.scanned && matches())
+        self.holds(seq) || self.requeuing.contains(&seq) || pending_elsewhere() || (seq > self.scanned && matches())
     }
 
-    /// Deliveries queued again and written: taken into the window while it has room, the rest
-    /// later from disk. One the window took meanwhile (from disk) is left as it is.
-    pub fn requeued(&mut self, queued: &[(u64, Pending)]) {
+    /// A delivery that [`Window::requeue_skips`] did not skip is being queued again: the shell
+    /// writes its pending entry, then calls [`Window::requeued`]. Until then another redelivery
+    /// of it is skipped (this one will be made). Two redeliveries whose writes crossed were both
+    /// queued: when the first was delivered before the second's write was answered, the second
+    /// started it again over its own finished record, and after a crash the second was lost
+    /// (that record came after the second's pending entry); both also had the same attempt
+    /// number.
+    pub fn queue_again(&mut self, seq: u64) {
+        self.requeuing.insert(seq);
+    }
+
+    /// Deliveries queued again were written (`written`) or not. Written, they are taken into the
+    /// window while it has room, the rest later from disk; one the window took meanwhile (from
+    /// disk) is left as it is. Then the shell pumps.
+    pub fn requeued(&mut self, queued: &[(u64, Pending)], written: bool) {
         for &(seq, p) in queued {
+            self.requeuing.remove(&seq);
+            if !written {
+                continue;
+            }
             if self.active() >= WINDOW {
                 self.more_on_disk = true;
                 continue;

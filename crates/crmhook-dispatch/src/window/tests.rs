@@ -192,7 +192,7 @@ fn the_window_never_holds_more_than_1024_deliveries() {
     take(&mut w, &seqs, 0);
     assert_eq!((w.len(), w.wants_fill(5_000)), (WINDOW, None));
     // Deliveries queued again beyond it wait on disk.
-    w.requeued(&[(4_000, retry(2, 0))]);
+    w.requeued(&[(4_000, retry(2, 0))], true);
     assert_eq!(w.len(), WINDOW);
     assert!(w.more_on_disk && w.wants_reload().is_none());
     // As do pending entries read from disk.
@@ -366,10 +366,37 @@ fn requeued_deliveries_join_the_window_or_wait_on_disk() {
     assert!(w.start_write().is_some());
     assert_eq!(w.write_done(true), vec![1]);
     assert!(!w.requeue_skips(1, || false, || panic!("matched already: not asked")));
-    w.requeued(&[(1, Pending { attempt: 2, due_at_ms: 5, round: 2 })]);
+    w.requeued(&[(1, Pending { attempt: 2, due_at_ms: 5, round: 2 })], true);
     assert_eq!(w.next_start(5), Some(Start { seq: 1, attempt: 2, round: 2 }));
-    w.requeued(&[(1, Pending { attempt: 3, due_at_ms: 5, round: 3 })]);
+    w.requeued(&[(1, Pending { attempt: 3, due_at_ms: 5, round: 3 })], true);
     assert_eq!(w.next_start(5), None, "one the window holds is not started twice");
+}
+
+#[test]
+fn a_delivery_is_queued_again_once_at_a_time() {
+    let mut w = new_target(false);
+    take(&mut w, &[1], 0);
+    starts(&mut w, 0);
+    ok(&mut w, 1, 0);
+    assert!(w.start_write().is_some());
+    assert_eq!(w.write_done(true), vec![1]);
+    // A redelivery of 1: its pending entry is being written.
+    assert!(!w.requeue_skips(1, || false, || false));
+    w.queue_again(1);
+    // A second one meanwhile is skipped: the first will be made.
+    assert!(w.requeue_skips(1, || false, || false), "being queued again");
+    let p = Pending { attempt: 2, due_at_ms: 5, round: 2 };
+    w.requeued(&[(1, p)], true);
+    assert_eq!(starts(&mut w, 5), vec![1]);
+    ok(&mut w, 1, 5);
+    assert!(w.requeue_skips(1, || false, || false), "its record on its way");
+    assert!(w.start_write().is_some());
+    assert_eq!(w.write_done(true), vec![1]);
+    // A write that failed queued nothing: the next redelivery is made.
+    w.queue_again(1);
+    w.requeued(&[(1, Pending { attempt: 3, due_at_ms: 6, round: 3 })], false);
+    assert_eq!(starts(&mut w, 6), Vec::<u64>::new());
+    assert!(!w.requeue_skips(1, || false, || false));
 }
 
 #[test]
@@ -422,9 +449,9 @@ fn the_timer_is_armed_for_the_next_due_delivery_and_only_moved_earlier() {
     );
     assert_eq!(w.arm_timer(), Some(900));
     assert_eq!(w.arm_timer(), None, "armed already");
-    w.requeued(&[(2, retry(2, 500))]);
+    w.requeued(&[(2, retry(2, 500))], true);
     assert_eq!(w.arm_timer(), Some(500), "moved earlier");
-    w.requeued(&[(3, retry(2, 700))]);
+    w.requeued(&[(3, retry(2, 700))], true);
     assert_eq!(w.arm_timer(), None);
     w.timer_fired();
     assert_eq!(starts(&mut w, 500), vec![2]);

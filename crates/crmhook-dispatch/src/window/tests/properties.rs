@@ -326,8 +326,8 @@ impl Sim {
                 }
                 self.pump();
             }
-            Kind::Requeue(seq, p) if ok => {
-                self.window.requeued(&[(seq, p)]);
+            Kind::Requeue(seq, p) => {
+                self.window.requeued(&[(seq, p)], ok);
                 self.pump();
             }
             Kind::Enable(gone) if ok => {
@@ -346,7 +346,7 @@ impl Sim {
                 self.window.hastened(&seqs, ok);
                 self.pump();
             }
-            Kind::Requeue(..) | Kind::Enable(_) => {}
+            Kind::Enable(_) => {}
         }
     }
 
@@ -430,6 +430,7 @@ impl Sim {
             return;
         }
         let p = Pending { attempt: 9, due_at_ms: self.now, round: 9 };
+        self.window.queue_again(seq);
         self.submit(vec![Put::Unfinish(seq), Put::Pending(seq, p)], true, Kind::Requeue(seq, p));
     }
 
@@ -520,6 +521,14 @@ impl Sim {
         let (low, scanned) = w.marks();
         assert!(low <= scanned && scanned <= self.head().max(w.scanned));
         assert!(w.writing.is_some() == self.writes.iter().any(|x| x.kind == Kind::State && x.status == Status::Queued));
+        // Queued again: exactly the redeliveries whose writes are in progress.
+        let requeuing: BTreeSet<u64> = self
+            .writes
+            .iter()
+            .filter(|x| x.status == Status::Queued)
+            .filter_map(|x| if let Kind::Requeue(seq, _) = x.kind { Some(seq) } else { None })
+            .collect();
+        assert_eq!(w.requeuing, requeuing, "queued again");
     }
 
     /// After a crash, with the target enabled and every attempt succeeding, time passing: every
