@@ -87,12 +87,15 @@ impl Window {
 
     /// How many of [`Window::waiting_retries`] there are, and when the first of them is due: the
     /// target's health (`retrying`, `next_retry_at`). Cheap enough for every pump: it walks only
-    /// the due times later than `now_ms` (the retries themselves) and those being written.
+    /// the due times later than `now_ms` (the retries themselves, parked or not) and those being
+    /// written. A parked retry whose time has come is due, not waiting, though it is unparked
+    /// only at the next start (a disabled target's stay parked until it is enabled).
     pub fn retries(&self, now_ms: u64) -> Retries {
-        let later = self.due.range((now_ms.saturating_add(1), 0)..).filter(|(_, seq)| !self.fresh.contains(seq));
+        let later = (now_ms.saturating_add(1), 0)..;
+        let waiting = self.due.range(later.clone()).filter(|(_, seq)| !self.fresh.contains(seq));
         let written = self.flushing.values().filter(|f| f.following.due_at_ms > now_ms && !f.disable);
         let mut retries = Retries::default();
-        let dues = later.chain(self.parked.iter()).map(|(due, _)| *due);
+        let dues = waiting.chain(self.parked.range(later)).map(|(due, _)| *due);
         for due in dues.chain(written.map(|f| f.following.due_at_ms)) {
             retries.waiting += 1;
             retries.next_at_ms = Some(retries.next_at_ms.map_or(due, |at: u64| at.min(due)));

@@ -118,6 +118,9 @@ fn a_restart_takes_the_parked_retries_again_and_parks_those_beyond_the_window() 
     // Those parked that are due count again at the first start.
     let mut w = owing(false, n, |_| 500);
     assert_eq!(w.parked(), 10);
+    // Until then they are due, not waiting: the health counts none of them as retrying.
+    assert_eq!(w.retries(499), Retries { waiting: WINDOW + 10, next_at_ms: Some(500) });
+    assert_eq!(w.retries(1_000), Retries::default(), "parked or not");
     assert_eq!(starts(&mut w, 1_000).len(), IN_FLIGHT);
     assert_eq!(w.parked(), 0);
 }
