@@ -4,10 +4,16 @@
 use super::{StateWrite, Window, Writing};
 
 impl Window {
-    /// The marks to write: the cursor (below the first fresh delivery, else `scanned`) and
-    /// how far the window has matched ([`Window::scanned_mark`]).
+    /// The marks to write: the cursor (below the first fresh delivery, and never past
+    /// `scanned`) and how far the window has matched ([`Window::scanned_mark`]).
+    ///
+    /// A fresh delivery is mostly one the window matched, at or below `scanned`; but a lazy
+    /// write that fails makes its deliveries fresh, retries taken from disk after a restart
+    /// among them, and those may lie beyond `scanned` while the window matches the log again
+    /// from the cursor. The cursor stays at `scanned` then: past it are deliveries this run has
+    /// not matched yet, which a restart finds only by matching from the cursor.
     pub fn marks(&self) -> (u64, u64) {
-        let low = self.fresh.first().map_or(self.scanned, |first| first.saturating_sub(1));
+        let low = self.fresh.first().map_or(self.scanned, |first| first.saturating_sub(1).min(self.scanned));
         (low, self.scanned_mark())
     }
 

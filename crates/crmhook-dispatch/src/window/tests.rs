@@ -10,6 +10,7 @@ use super::*;
 
 mod parking;
 mod properties;
+mod restarts;
 
 const SCHEDULE: [u64; 3] = [1_000, 5_000, 20_000];
 

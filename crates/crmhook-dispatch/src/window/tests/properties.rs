@@ -519,7 +519,7 @@ impl Sim {
             assert!(w.pending.contains_key(seq) || w.recording.contains(seq) || w.fresh.contains(seq), "{seq}");
         }
         let (low, scanned) = w.marks();
-        assert!(low <= scanned && scanned <= self.head().max(w.scanned));
+        assert!(low <= w.scanned && scanned <= self.head().max(w.scanned), "the cursor passes what is not matched");
         assert!(w.writing.is_some() == self.writes.iter().any(|x| x.kind == Kind::State && x.status == Status::Queued));
         // Queued again: exactly the redeliveries whose writes are in progress.
         let requeuing: BTreeSet<u64> = self
