@@ -17,6 +17,15 @@ lint:
 conformance:
     cargo test -p crmhook --test e2e --test sources --test maximizer --test operators --test ssrf
 
+# The random tests at length, in release (CI runs each with 256 cases and fresh seeds): every
+# proptest with `cases` cases (the window's runs of large backlogs a tenth of them, the filter
+# language's eight times), then the fuzz targets for `seconds` each. A failure's seed is saved
+# under the crate's `proptest-regressions/`: commit it with the fix.
+properties cases="100000" seconds="60":
+    PROPTEST_CASES={{cases}} cargo test --release -p crmhook-core -p crmhook-store -p crmhook-dispatch --lib --test filter_properties
+    CRMHOOK_FUZZ_SECS={{seconds}} CRMHOOK_FUZZ_CASES=2000 cargo test --release -p crmhook-core --test fuzz -- --nocapture
+    CRMHOOK_FUZZ_SECS={{seconds}} CRMHOOK_FUZZ_CASES=20000 cargo test --release -p crmhook-store --test fuzz_codec -- --nocapture
+
 # Throughput against bare baselines, measured in one run (see docs/PERFORMANCE.md).
 bench seconds="5":
     cargo build --release -p crmhook -p crmhook-bench

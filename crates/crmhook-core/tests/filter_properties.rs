@@ -97,7 +97,8 @@ fn subscription(filters: Value) -> Result<Subscription, crmhook_core::CoreError>
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2000))]
+    // Eight times proptest's default (256, or `PROPTEST_CASES`: `just properties`).
+    #![proptest_config(ProptestConfig::with_cases(ProptestConfig::default().cases.saturating_mul(8)))]
 
     #[test]
     fn every_operator_follows_the_model(op in op(), found in prop::option::of(value()), want in value()) {
