@@ -20,8 +20,9 @@
 //!   slot at once and its record joins the next lazy write of the target's state (one write at
 //!   a time, carrying the marks when they moved); a retry's schedule, or a 410's disabling, is
 //!   flushed before the window moves on (a 410 stops new attempts at once, in memory). If a lazy
-//!   write fails, its deliveries are fresh again: the cursor stays below them, and a restart
-//!   attempts them again (at least once).
+//!   write fails, its first attempts are fresh again (the cursor stays below them, and a restart
+//!   attempts them again: at least once); its retries still have their pending entries on disk,
+//!   which a restart (or a reload) takes again. Neither is attempted again before then.
 //! - On start the window is rebuilt from the cursor, how far the last run had matched
 //!   (`checked_until`) and the pending entries on disk; a delivery up to `checked_until` is
 //!   taken again only if nothing was recorded of it ([`Window::owes`]). How far it had matched
@@ -172,6 +173,8 @@ pub struct Window {
     /// Finished deliveries (delivered or dead) whose records are not yet in the store: they are
     /// no longer pending in memory, but their pending entries on disk are.
     recording: BTreeSet<u64>,
+    /// Those of `recording` finished at their first attempt (nothing of them on disk).
+    recording_first: BTreeSet<u64>,
     writing: Option<Writing>,
     /// 410 Gone or an operator: no attempts until enabled again.
     disabled: bool,
@@ -207,6 +210,7 @@ impl Window {
             flushing: BTreeMap::new(),
             fresh: BTreeSet::new(),
             recording: BTreeSet::new(),
+            recording_first: BTreeSet::new(),
             writing: None,
             disabled: false,
             draining: false,
@@ -446,6 +450,9 @@ impl Window {
             // The cursor may pass it in the write that carries its record.
             self.fresh.remove(&seq);
             self.recording.insert(seq);
+            if fresh {
+                self.recording_first.insert(seq);
+            }
             // A first attempt has no pending entry on disk to remove.
             return Finish { result, then: Then::Finished { done: !fresh } };
         };

@@ -7,11 +7,11 @@ impl Window {
     /// The marks to write: the cursor (below the first fresh delivery, and never past
     /// `scanned`) and how far the window has matched ([`Window::scanned_mark`]).
     ///
-    /// A fresh delivery is mostly one the window matched, at or below `scanned`; but a lazy
-    /// write that fails makes its deliveries fresh, retries taken from disk after a restart
-    /// among them, and those may lie beyond `scanned` while the window matches the log again
-    /// from the cursor. The cursor stays at `scanned` then: past it are deliveries this run has
-    /// not matched yet, which a restart finds only by matching from the cursor.
+    /// A fresh delivery is one the window matched, at or below `scanned`. The cursor is kept at
+    /// most `scanned` all the same: past it are deliveries this run has not matched yet (after a
+    /// restart, while it matches the log again from the cursor), which a restart finds only by
+    /// matching from the cursor. Until 2026-12-05 a failed write made retries fresh too, which
+    /// after a restart may lie beyond `scanned`, and the cursor passed such deliveries.
     pub fn marks(&self) -> (u64, u64) {
         let low = self.fresh.first().map_or(self.scanned, |first| first.saturating_sub(1).min(self.scanned));
         (low, self.scanned_mark())
@@ -42,20 +42,25 @@ impl Window {
         Some(StateWrite { marks: (marks != self.saved).then_some(marks), finished: seqs })
     }
 
-    /// The write of the state is over. If it failed, its deliveries are not recorded: they are
-    /// fresh again, so the cursor stays below them and a restart attempts them again (at least
-    /// once). Answers the deliveries now on disk, which the shell removes from the store's
+    /// The write of the state is over. If it failed, its deliveries are not recorded: its first
+    /// attempts are fresh again, so the cursor stays below them and a restart attempts them
+    /// again (at least once); its retries keep their pending entries on disk, which a restart
+    /// (or a reload) takes again, as retries: made fresh, a retry taken again would be recorded
+    /// finished with its pending entry left on disk, and delivered once more at every restart.
+    /// Answers the deliveries now on disk, which the shell removes from the store's
     /// `Unrecorded`; then the shell writes the state again and pumps.
     pub fn write_done(&mut self, ok: bool) -> Vec<u64> {
         let Some(Writing { marks, seqs }) = self.writing.take() else { return Vec::new() };
         for seq in &seqs {
             self.recording.remove(seq);
+            if self.recording_first.remove(seq) && !ok {
+                self.fresh.insert(*seq);
+            }
         }
         if ok {
             self.saved = marks;
             seqs
         } else {
-            self.fresh.extend(&seqs);
             Vec::new()
         }
     }

@@ -515,6 +515,10 @@ impl Sim {
         for seq in w.fresh.iter().filter(|s| w.pending.contains_key(s)) {
             assert!(self.unrecorded.contains(seq), "{seq} fresh and not shown as owed");
         }
+        for seq in &w.fresh {
+            let on_disk = self.disk.pending.contains_key(seq) || self.disk.finished.contains(seq);
+            assert!(!on_disk, "{seq} fresh, with a record on disk");
+        }
         for seq in &self.unrecorded {
             assert!(w.pending.contains_key(seq) || w.recording.contains(seq) || w.fresh.contains(seq), "{seq}");
         }
