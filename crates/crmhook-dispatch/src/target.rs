@@ -462,8 +462,9 @@ impl TargetActor {
                             act.recorded(attempt);
                         }
                     }
-                    // Not recorded: the window keeps the cursor below these deliveries, so after
-                    // a restart they are attempted again (at least once).
+                    // Not recorded: the window keeps the cursor below the first attempts among
+                    // these deliveries, and the retries keep their pending entries on disk, so
+                    // after a restart they are attempted again (at least once).
                     // The next try waits a little: a log that is not taking writes (a full disk, a
                     // cluster's stream between leaders) is not asked again in a hot loop.
                     Err(e) => {
