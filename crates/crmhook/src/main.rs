@@ -15,6 +15,7 @@ mod cli_sources;
 mod cluster;
 mod config;
 mod logging;
+mod placement;
 mod serve;
 
 use anyhow::Context;
