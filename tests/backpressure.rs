@@ -1,8 +1,7 @@
 //! `max_delivery_lag_ms`: ingest answers 503 with `Retry-After` while a live target delivers
 //! events older than the setting, and 202 again once it caught up; a failing target does not
 //! hold ingest back; off by default. And the other way round, a receiver's pace: a target's
-//! `rate_limit_per_s`. And where the server's threads run as load comes and goes
-//! (`pack_at_low_rates`, Linux): on one CPU while quiet, spread over all once busy.
+//! `rate_limit_per_s`.
 
 mod support;
 
@@ -113,63 +112,4 @@ fn a_rate_limited_target_gets_no_more_than_its_rate_in_any_second_and_keeps_it_o
     let lifted = server.admin("PATCH", &format!("/v1/targets/{limited}"), Some(&json!({"rate_limit_per_s": null})));
     assert_eq!(lifted.status, 200, "{}", lifted.text);
     assert_eq!(lifted.json()["rate_limit_per_s"], serde_json::Value::Null, "{}", lifted.text);
-}
-
-/// The CPUs each thread of process `pid` may run on (`Cpus_allowed_list`), by thread.
-#[cfg(target_os = "linux")]
-fn allowed_cpus(pid: u32) -> Vec<String> {
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
-    dir.filter_map(|task| {
-        let status = std::fs::read_to_string(task.ok()?.path().join("status")).ok()?;
-        status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).map(|v| v.trim().to_owned())
-    })
-    .collect()
-}
-
-#[cfg(target_os = "linux")]
-#[test]
-fn a_quiet_server_runs_on_one_cpu_and_spreads_once_busy() {
-    let mine = std::fs::read_to_string("/proc/self/status").unwrap();
-    let mine = mine.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).unwrap().trim().to_owned();
-    if std::thread::available_parallelism().map_or(1, usize::from) < 2 {
-        eprintln!("one CPU ({mine}): nothing to pack; skipped");
-        return;
-    }
-    let server = Server::start();
-    // Idle for a few ticks: every thread on one and the same CPU, one the test may use too.
-    let cpu = wait_for(Duration::from_secs(60), "every thread packed on one CPU", || {
-        let all = allowed_cpus(server.pid());
-        let first = all.first()?.clone();
-        (first.parse::<usize>().is_ok() && all.iter().all(|c| *c == first)).then_some(first)
-    });
-    assert_ne!(cpu, mine);
-    // Busy: posted from eight connections until the threads are spread again, over the CPUs the
-    // server started with (the test's own).
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let url = server.url("/v1/events");
-    let load: Vec<_> = (0..8)
-        .map(|_| {
-            let (done, url) = (done.clone(), url.clone());
-            std::thread::spawn(move || {
-                let body = serde_json::to_vec(&maia("crm_record_created", json!({}))).unwrap();
-                let auth = format!("Bearer {INGEST}");
-                while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                    let r = http(
-                        "POST",
-                        &url,
-                        &[("Authorization", &auth), ("Content-Type", "application/json")],
-                        Some(&body),
-                    );
-                    assert_eq!(r.status, 202, "{}", r.text);
-                }
-            })
-        })
-        .collect();
-    wait_for(Duration::from_secs(60), "the threads spread once the server is busy", || {
-        allowed_cpus(server.pid()).iter().all(|c| *c == mine).then_some(())
-    });
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    for thread in load {
-        thread.join().unwrap();
-    }
 }

@@ -20,9 +20,6 @@ pub struct Config {
     /// Linux: `crmhook serve` runs its threads under SCHED_BATCH (the binary sets it before
     /// any thread starts; docs/PERFORMANCE.md, "Scheduling").
     pub sched_batch: bool,
-    /// Linux: while the server is quiet, `crmhook serve` packs its threads on one CPU, and
-    /// spreads them again once it is busy (the binary's `placement.rs`; docs/PERFORMANCE.md).
-    pub pack_at_low_rates: bool,
     /// Write requests that may wait for the log writer; past it ingest answers 503.
     pub ingest_queue: usize,
     /// Bytes of ingest bodies in memory at once; past it ingest answers 503.
@@ -89,7 +86,6 @@ impl Default for Config {
             max_body_bytes: 1_048_576,
             workers: std::thread::available_parallelism().map(usize::from).unwrap_or(2),
             sched_batch: true,
-            pack_at_low_rates: true,
             ingest_queue: crmhook_store::QUEUE,
             ingest_buffer_bytes: 64 * 1024 * 1024,
             retention_days: 30,

@@ -287,8 +287,6 @@ pub use records::{
 pub use records::{LastFailure, Series, SeriesBucket};
 pub use seal::SealKey;
 
-/// The log writer thread's name (the thread that applies and flushes every group commit).
-pub const WRITER_THREAD: &str = "crmhook-log-writer";
 /// Most requests one group commit takes.
 pub const MAX_GROUP: usize = 1024;
 /// How long held writes (finished deliveries' records) wait for other writes to share their

@@ -145,7 +145,7 @@ impl Writer {
     /// Starts the writer thread on the requests of `rx`.
     pub(crate) fn spawn(self, rx: mpsc::Receiver<Op>, lazy: Arc<Lazy>) -> Result<JoinHandle<()>> {
         std::thread::Builder::new()
-            .name(crate::WRITER_THREAD.into())
+            .name("crmhook-log-writer".into())
             .spawn(move || self.run(rx, &lazy))
             .map_err(|e| StoreError::Io(e.to_string()))
     }

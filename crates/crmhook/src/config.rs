@@ -30,7 +30,7 @@ pub struct Flags {
 }
 
 /// The keys, in the order the contract lists them.
-pub const KEYS: [&str; 34] = [
+pub const KEYS: [&str; 33] = [
     "bind",
     "data_dir",
     "admin_token",
@@ -40,7 +40,6 @@ pub const KEYS: [&str; 34] = [
     "max_body_bytes",
     "workers",
     "sched_batch",
-    "pack_at_low_rates",
     "ingest_queue",
     "ingest_buffer_bytes",
     "retention_days",
@@ -192,7 +191,6 @@ fn set(config: &mut Config, origins: &mut Origins, key: &str, value: &str, origi
         "ingest_token" => config.ingest_token = token()?,
         "allow_private_targets" => config.allow_private_targets = boolean()?,
         "sched_batch" => config.sched_batch = boolean()?,
-        "pack_at_low_rates" => config.pack_at_low_rates = boolean()?,
         "max_targets" => config.max_targets = int(1)?,
         "max_body_bytes" => config.max_body_bytes = int(64)?,
         "workers" => config.workers = int(1)?,
@@ -362,18 +360,6 @@ mod tests {
         assert!(!load(&Flags { config_file: Some(file), ..Flags::default() }, &env(&[])).unwrap().sched_batch);
         let e = load(&Flags::default(), &env(&[("CRMHOOK_SCHED_BATCH", "maybe")])).unwrap_err();
         assert_eq!(e.key, "sched_batch");
-    }
-
-    #[test]
-    fn packing_at_low_rates_is_on_unless_turned_off() {
-        assert!(load(&Flags::default(), &env(&[])).unwrap().pack_at_low_rates);
-        assert!(!load(&Flags::default(), &env(&[("CRMHOOK_PACK_AT_LOW_RATES", "false")])).unwrap().pack_at_low_rates);
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("c.toml");
-        std::fs::write(&file, "pack_at_low_rates = false\n").unwrap();
-        assert!(!load(&Flags { config_file: Some(file), ..Flags::default() }, &env(&[])).unwrap().pack_at_low_rates);
-        let e = load(&Flags::default(), &env(&[("CRMHOOK_PACK_AT_LOW_RATES", "sometimes")])).unwrap_err();
-        assert_eq!(e.key, "pack_at_low_rates");
     }
 
     #[test]

@@ -15,7 +15,6 @@ mod cli_sources;
 mod cluster;
 mod config;
 mod logging;
-mod placement;
 mod serve;
 
 use anyhow::Context;

@@ -56,9 +56,6 @@ pub(crate) fn serve(flags: Flags) -> anyhow::Result<ExitCode> {
     if config.sched_batch {
         sched_batch();
     }
-    if config.pack_at_low_rates {
-        crate::placement::start();
-    }
     // Cluster mode joins before the actix system starts (the NATS client has a runtime of its
     // own; joining blocks until the servers answer).
     let cluster = crate::cluster::ClusterBackend::connect(&config)?;
