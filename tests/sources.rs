@@ -91,6 +91,9 @@ fn an_unauthenticated_post_is_401_and_stores_nothing() {
     assert!(r.content_type().starts_with("application/problem+json"));
     let r = http("POST", &url, &[("Content-Type", "application/json")], Some(body.as_bytes()));
     assert_eq!(r.status, 401, "{}", r.text);
+    // Not authenticated is 401 whatever else is wrong: here a malformed `Idempotency-Key`.
+    let r = http("POST", &url, &[("X-Maia-Signature", &other), ("Idempotency-Key", "")], Some(body.as_bytes()));
+    assert_eq!(r.status, 401, "{}", r.text);
     // An unknown source; a disabled one.
     let r = maia_crm::post_with(&server.url("/in/src_00000000000000000000000000"), MAIA_SECRET, body.as_bytes(), &once);
     assert_eq!(r.last_status(), Some(401));
@@ -357,6 +360,41 @@ fn quarantined_pieces_are_covered_by_retention() {
     wait_for(Duration::from_secs(15), "the quarantine emptied by retention", || {
         rejected(&server).is_empty().then_some(())
     });
+}
+
+#[test]
+fn a_request_with_more_bad_elements_than_the_bound_is_kept_whole_as_one_piece() {
+    let server = Server::start();
+    let rcv = Receiver::start();
+    server.wire(&rcv.url("/many"), Some(json!({})), json!({}));
+    let src = source(&server, json!({"name": "Maximizer", "kind": "maximizer"}));
+    let good_1 = maximizer::envelope("m-1", "Opportunity", "Update", "1");
+    let good_2 = maximizer::envelope("m-2", "Opportunity", "Update", "2");
+    let bad = vec!["{}"; crmhook_core::event::MAX_PIECES_PER_REQUEST + 1].join(",");
+    let body = format!("[{good_1},{bad},{good_2}]");
+    let report = maximizer::post(&maximizer_url(&src), body.as_bytes());
+    assert_eq!((report.tries.len(), report.last_status()), (1, Some(200)), "{report}");
+    let ack = report.last_body_json().expect("json");
+    let over = crmhook_core::event::MAX_PIECES_PER_REQUEST as u64 + 1;
+    assert_eq!((ack["accepted"].as_u64(), ack["rejected"].as_u64()), (Some(2), Some(over)), "{}", ack["accepted"]);
+    let listed = ack["rejections"].as_array().expect("rejections");
+    assert_eq!(listed.len(), 1, "one piece: {}", listed.len());
+    assert!(listed[0]["index"].is_null());
+    // The good events are delivered; the quarantine holds the whole body, once.
+    assert_eq!(rcv.wait_count("/many", 2, DELIVERY).len(), 2);
+    let kept = rejected(&server);
+    assert_eq!(kept.len(), 1);
+    let exact = base64::engine::general_purpose::STANDARD.decode(kept[0]["body_base64"].as_str().expect("b64"));
+    assert_eq!(exact.expect("base64"), body.as_bytes());
+    let reason = kept[0]["reason"].as_str().expect("reason");
+    assert!(reason.starts_with(&format!("{over} of its {} elements break the rules", over + 2)), "{reason}");
+    // Retried, it is still not all events: 422 saying why, and nothing changes.
+    let id = kept[0]["id"].as_str().expect("id");
+    let retry = server.admin("POST", &format!("/v1/rejected/{id}/retry"), None);
+    assert_eq!(retry.status, 422, "{}", retry.text);
+    assert!(retry.json()["detail"].as_str().is_some_and(|d| d.contains("at index 1:")), "{}", retry.text);
+    assert_eq!(rejected(&server).len(), 1);
+    assert_eq!(events(&server, "").len(), 2);
 }
 
 #[test]

@@ -189,7 +189,17 @@ pub fn parse_ingest(body: &[u8]) -> Result<Vec<NewEvent>, CoreError> {
 pub struct SourceBatch {
     pub events: Vec<NewEvent>,
     pub rejected: Vec<Rejection>,
+    /// How many elements (or bodies) broke the rules: `rejected.len()`, unless there were more
+    /// than [`MAX_PIECES_PER_REQUEST`] and the body is kept whole as one piece.
+    pub elements_rejected: usize,
 }
+
+/// The most pieces one source request is kept as in the quarantine, one per element. A request
+/// with more elements that break the rules is kept whole, as one piece (its exact body, which a
+/// retry takes again as a batch): what a request costs in memory, on disk and in the log
+/// writer's time stays bounded whatever its body holds (a 1 MiB body can hold 340,000 empty
+/// objects).
+pub const MAX_PIECES_PER_REQUEST: usize = 1_000;
 
 /// A piece of a source's request that is not an event: one element of its array, or the whole
 /// body when it does not parse at all.
@@ -207,65 +217,102 @@ pub struct Rejection {
 /// is validated as an event of the source's kind on its own; one that breaks the rules, or a
 /// body that does not parse, is a [`Rejection`] and the others are still events. Each event is
 /// marked with `source`; a MAIA event's idempotency key is its source and the SHA-256 of its
-/// exact bytes (a CRM's retry of the same body is a duplicate).
+/// exact bytes (a CRM's retry of the same body is a duplicate). A body with more than
+/// [`MAX_PIECES_PER_REQUEST`] elements that break the rules is one piece, the whole body.
 pub fn parse_source(kind: SourceKind, source: &SourceId, body: &[u8]) -> SourceBatch {
+    let (mut batch, total) = read_source(kind, source, body);
+    if batch.elements_rejected > MAX_PIECES_PER_REQUEST {
+        let reason = format!(
+            "{}; more than {MAX_PIECES_PER_REQUEST}, so the request is kept whole, as one piece",
+            batch.summary(total)
+        );
+        batch.rejected = vec![Rejection { index: None, bytes: body.to_vec(), reason }];
+    }
+    batch
+}
+
+/// [`parse_source`] but for the bound: at most one piece more than [`MAX_PIECES_PER_REQUEST`]
+/// is kept (the others only counted); answers the batch and how many elements the body has.
+fn read_source(kind: SourceKind, source: &SourceId, body: &[u8]) -> (SourceBatch, usize) {
     let mut batch = SourceBatch::default();
     let whole = |reason: String| Rejection { index: None, bytes: body.to_vec(), reason };
     let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
-    let items: Vec<Piece<'_>> = match first {
+    let mut only_one = None;
+    let elements: Vec<&RawValue> = match first {
         Some(b'[') => match serde_json::from_slice::<Vec<&RawValue>>(body) {
-            Ok(items) => {
-                items.into_iter().enumerate().map(|(i, raw)| (Some(i), raw.get().as_bytes(), read(raw.get()))).collect()
-            }
-            Err(e) => {
-                batch.rejected.push(whole(format!("malformed JSON: {e}")));
-                return batch;
-            }
+            Ok(items) => items,
+            Err(e) => return batch.whole(whole(format!("malformed JSON: {e}"))),
         },
         Some(b'{') => match read_body(body) {
-            Ok(read) => vec![(None, read.text.as_bytes(), Ok(read))],
-            Err(e) => {
-                batch.rejected.push(whole(format!("malformed JSON: {e}")));
-                return batch;
+            Ok(read) => {
+                only_one = Some(read);
+                Vec::new()
             }
+            Err(e) => return batch.whole(whole(format!("malformed JSON: {e}"))),
         },
         _ => {
             let reason = match serde_json::from_slice::<Value>(body) {
                 Ok(v) => format!("the body must be a JSON object or an array of events, not {}", kind_of(&v)),
                 Err(e) => format!("malformed JSON: {e}"),
             };
-            batch.rejected.push(whole(reason));
-            return batch;
+            return batch.whole(whole(reason));
         }
     };
-    for (index, bytes, read) in items {
+    let total = if only_one.is_some() { 1 } else { elements.len() };
+    // Each element is read as it is validated, so that only one is held as a JSON value at a time.
+    let pieces = only_one
+        .map(|read| (None, read.text.as_bytes(), Ok(read)))
+        .into_iter()
+        .chain(elements.into_iter().enumerate().map(|(i, raw)| (Some(i), raw.get().as_bytes(), read(raw.get()))));
+    for (index, bytes, read) in pieces {
         // An element that scanned as JSON reads as JSON; what can still fail here is a member
         // named like serde_json's reserved `$serde_json::private::Number`, as it always did.
-        match read.map_err(malformed).and_then(|read| source_event(kind, &read)) {
-            Ok(mut event) => {
-                event.source_id = Some(source.clone());
-                if kind == SourceKind::Maia {
-                    event.external_id = Some(maia_key(source, &event.payload));
+        match read.map_err(malformed).and_then(|read| source_event(kind, source, &read)) {
+            Ok(event) => batch.events.push(event),
+            Err(e) => {
+                batch.elements_rejected += 1;
+                // Past the bound only counted: `parse_source` keeps the body whole.
+                if batch.rejected.len() <= MAX_PIECES_PER_REQUEST {
+                    batch.rejected.push(Rejection { index, bytes: bytes.to_vec(), reason: e.to_string() });
                 }
-                batch.events.push(event)
             }
-            Err(e) => batch.rejected.push(Rejection { index, bytes: bytes.to_vec(), reason: e.to_string() }),
         }
     }
-    batch
+    (batch, total)
 }
 
-/// A piece of a source's request: its index in the array (`None`: the whole body), its exact
-/// bytes, and what reading them gave.
-type Piece<'a> = (Option<usize>, &'a [u8], Result<Read<'a>, serde_json::Error>);
-
-/// One element posted by a source of `kind`, validated as an event of that kind.
-fn source_event(kind: SourceKind, read: &Read<'_>) -> Result<NewEvent, CoreError> {
-    let obj = object(read)?;
-    match kind {
-        SourceKind::Maia => maia(obj, read),
-        SourceKind::Maximizer => maximizer_event(obj, read),
+impl SourceBatch {
+    /// The batch of a body that is not an array of elements: the whole body is one piece.
+    fn whole(mut self, piece: Rejection) -> (SourceBatch, usize) {
+        self.rejected.push(piece);
+        self.elements_rejected += 1;
+        (self, 1)
     }
+
+    /// What broke the rules in a body of `total` elements: how many, and the first and why.
+    fn summary(&self, total: usize) -> String {
+        let (index, reason) = self.rejected.first().map_or((None, ""), |r| (r.index, r.reason.as_str()));
+        match (index, self.elements_rejected) {
+            (None, _) => reason.to_owned(),
+            (Some(i), 1) => format!("the element at index {i}: {reason}"),
+            (Some(i), n) => format!("{n} of its {total} elements break the rules (the first, at index {i}: {reason})"),
+        }
+    }
+}
+
+/// One element posted by `source` (of `kind`), validated as an event of that kind and marked
+/// with its source (and, for MAIA, its idempotency key).
+fn source_event(kind: SourceKind, source: &SourceId, read: &Read<'_>) -> Result<NewEvent, CoreError> {
+    let obj = object(read)?;
+    let mut event = match kind {
+        SourceKind::Maia => maia(obj, read)?,
+        SourceKind::Maximizer => maximizer_event(obj, read)?,
+    };
+    event.source_id = Some(source.clone());
+    if kind == SourceKind::Maia {
+        event.external_id = Some(maia_key(source, &event.payload));
+    }
+    Ok(event)
 }
 
 /// A MAIA event's idempotency key: `maia:` and the first 128 bits of the SHA-256 of its source
@@ -276,15 +323,29 @@ fn maia_key(source: &SourceId, payload: &[u8]) -> String {
     format!("maia:{}", hex::encode(&digest[..16]))
 }
 
-/// Validates one element a source posted again (a quarantined element retried): the same
-/// rules and marks as [`parse_source`], for exactly one event.
-pub fn parse_source_element(kind: SourceKind, source: &SourceId, bytes: &[u8]) -> Result<NewEvent, String> {
-    let mut batch = parse_source(kind, source, bytes);
-    match (batch.events.pop(), batch.rejected.pop()) {
-        (Some(event), None) if batch.events.is_empty() => Ok(event),
-        (_, Some(rejection)) => Err(rejection.reason),
-        _ => Err("the element must be one event, not an array".into()),
+/// Reads a quarantined piece again (a retry) with the rules [`parse_source`] applies: an
+/// element (`whole` false) as one element of a batch, so an element that is itself an array
+/// stays refused; a whole body (`whole`: a body that did not parse, or one kept whole past
+/// [`MAX_PIECES_PER_REQUEST`]) as a body, every element of it an event. Answers the events, or
+/// why the piece is still not one.
+pub fn parse_source_piece(
+    kind: SourceKind,
+    source: &SourceId,
+    bytes: &[u8],
+    whole: bool,
+) -> Result<Vec<NewEvent>, String> {
+    if !whole {
+        let read = read_body(bytes).map_err(|e| malformed(e).to_string())?;
+        return source_event(kind, source, &read).map(|event| vec![event]).map_err(|e| e.to_string());
     }
+    let (batch, total) = read_source(kind, source, bytes);
+    if batch.elements_rejected > 0 {
+        return Err(batch.summary(total));
+    }
+    if batch.events.is_empty() {
+        return Err("the body holds no event".into());
+    }
+    Ok(batch.events)
 }
 
 /// The object an event must be.

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use crmhook_core::event::{parse_source, parse_source_element};
+use crmhook_core::event::{parse_source, parse_source_piece};
 use crmhook_core::time::now_ms;
 use crmhook_core::{RejectedId, Source, SourceId, SourceKind};
 use crmhook_store::{Rejected, Retried};
@@ -215,8 +215,9 @@ async fn ingest_to_source(
         };
     // A source's `Idempotency-Key`s are its own: another CRM (or an API client) that happens to
     // send the same key is another sender, not a retry. A header value holds no line feed, so no
-    // key of `/v1/events` can be one of these.
-    let key = idempotency_key(req)?.map(|k| format!("{}\n{k}", source.id));
+    // key of `/v1/events` can be one of these. A malformed key is refused (400) only once the
+    // request is authenticated: before, the answer is 401 whatever else is wrong.
+    let key = idempotency_key(req).map(|k| k.map(|k| format!("{}\n{k}", source.id)));
     // Held until the events are durable: a slot of this source's, and the bytes read.
     let _slot = ingest_slot(req, format!("source:{}", source.id))?;
     let (body, _share) = read_ingest(req, payload, state).await?;
@@ -229,6 +230,7 @@ async fn ingest_to_source(
             return Err(unauthenticated(detail));
         }
     }
+    let key = key?;
     let batch = parse_source(source.kind, &source.id, &body);
     let at_ms = now_ms();
     // The quarantine lists by id: one request's pieces in their order (ids made in one
@@ -274,7 +276,8 @@ async fn ingest_to_source(
     Ok(HttpResponse::Ok().json(SourceAccepted {
         accepted: acks.len() - duplicates,
         duplicates,
-        rejected: rejected.len(),
+        // The elements, also when more than `MAX_PIECES_PER_REQUEST` of them are kept as one piece.
+        rejected: batch.elements_rejected,
         events,
         rejections: rejected.iter().map(Rejection::from).collect(),
     }))
@@ -316,9 +319,10 @@ async fn get_rejected(_: Operator, id: web::Path<String>, state: State) -> Resul
     Ok(HttpResponse::Ok().json(RejectedView::from(&item)))
 }
 
-/// Reads a quarantined piece again with today's rules: if it is an event now, it is logged
-/// (as if its source had just posted it, deduplicated the same way) and the piece is marked
-/// retried; if not, 422 says why and nothing changes.
+/// Reads a quarantined piece again with today's rules: if it is an event now (a whole body: if
+/// every element of it is), it is logged (as if its source had just posted it, deduplicated
+/// the same way: the good events of a body kept whole are already in the log) and the piece is
+/// marked retried; if not, 422 says why and nothing changes.
 async fn retry_rejected(
     _: Operator,
     req: HttpRequest,
@@ -326,10 +330,11 @@ async fn retry_rejected(
     state: State,
 ) -> Result<HttpResponse, ApiError> {
     let mut item = load_rejected(&state, &id)?;
-    let event = parse_source_element(item.kind, &item.source_id, &item.bytes).map_err(|reason| {
-        ApiError::Unprocessable { detail: format!("still not an event: {reason}"), field: None, index: None }
-    })?;
-    let acks = state.router.ingest(vec![event], None).await.map_err(router_error)?;
+    let events =
+        parse_source_piece(item.kind, &item.source_id, &item.bytes, item.index.is_none()).map_err(|reason| {
+            ApiError::Unprocessable { detail: format!("still not an event: {reason}"), field: None, index: None }
+        })?;
+    let acks = state.router.ingest(events, None).await.map_err(router_error)?;
     let (events, duplicates) = ack_view(&state.metrics, &acks);
     if let Some(ack) = acks.first() {
         item.retried = Some(Retried { at_ms: now_ms(), event_id: ack.id.clone(), seq: ack.seq });

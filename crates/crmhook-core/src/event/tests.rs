@@ -157,8 +157,66 @@ fn a_maia_sources_events_are_keyed_by_their_exact_bytes() {
     let batch = parse_source(SourceKind::Maia, &source, mx.as_bytes());
     assert!(batch.events.is_empty());
     assert!(batch.rejected[0].reason.contains("eventType"), "{}", batch.rejected[0].reason);
-    assert!(parse_source_element(SourceKind::Maia, &source, FIELD_UPDATE.as_bytes()).is_ok());
-    assert!(parse_source_element(SourceKind::Maia, &source, b"{}").is_err());
+    assert!(parse_source_piece(SourceKind::Maia, &source, FIELD_UPDATE.as_bytes(), false).is_ok());
+    assert!(parse_source_piece(SourceKind::Maia, &source, b"{}", false).is_err());
+}
+
+#[test]
+fn a_retried_element_is_read_as_one_element_and_a_whole_body_as_a_body() {
+    let source = SourceId::generate();
+    // An element that is an array was refused in its batch, and a retry refuses it the same way,
+    // with one event in it or two.
+    let nested = format!("[{FIELD_UPDATE}]");
+    let batch = parse_source(SourceKind::Maia, &source, format!("[{nested}]").as_bytes());
+    assert_eq!((batch.events.len(), batch.rejected.len()), (0, 1));
+    let refused = parse_source_piece(SourceKind::Maia, &source, nested.as_bytes(), false).expect_err("an array");
+    assert_eq!(refused, batch.rejected[0].reason);
+    let two = format!("[{FIELD_UPDATE},{FIELD_UPDATE}]");
+    assert!(parse_source_piece(SourceKind::Maia, &source, two.as_bytes(), false).is_err());
+    // A whole body is read as a body: every element an event, marked as its batch marked them.
+    let body = format!("[{FIELD_UPDATE}, {}]", FIELD_UPDATE.replace("r1", "r2"));
+    let events = parse_source_piece(SourceKind::Maia, &source, body.as_bytes(), true).expect("two events");
+    assert_eq!(events.len(), 2);
+    let posted = parse_source(SourceKind::Maia, &source, body.as_bytes()).events;
+    let marks = |e: &[NewEvent]| e.iter().map(|e| (e.external_id.clone(), e.source_id.clone())).collect::<Vec<_>>();
+    assert_eq!(marks(&events), marks(&posted));
+    // One element still bad: the body stays a piece, and why names it.
+    let why = parse_source_piece(SourceKind::Maia, &source, format!("[{FIELD_UPDATE}, 7]").as_bytes(), true)
+        .expect_err("7 is no event");
+    assert!(why.starts_with("the element at index 1:"), "{why}");
+    assert!(parse_source_piece(SourceKind::Maia, &source, b"[]", true).is_err());
+}
+
+#[test]
+fn a_source_request_is_kept_as_at_most_max_pieces() {
+    let source = SourceId::generate();
+    let good = FIELD_UPDATE;
+    // As many bad elements as the bound: one piece each.
+    let at_bound: Vec<&str> = std::iter::once(good).chain(std::iter::repeat_n("{}", MAX_PIECES_PER_REQUEST)).collect();
+    let batch = parse_source(SourceKind::Maia, &source, format!("[{}]", at_bound.join(",")).as_bytes());
+    assert_eq!((batch.events.len(), batch.rejected.len()), (1, MAX_PIECES_PER_REQUEST));
+    assert_eq!(batch.elements_rejected, MAX_PIECES_PER_REQUEST);
+    assert_eq!(batch.rejected[MAX_PIECES_PER_REQUEST - 1].index, Some(MAX_PIECES_PER_REQUEST));
+    // One more: the good events still go; the body is kept whole, as one piece, its exact bytes.
+    let mut over = at_bound.clone();
+    over.push("{}");
+    over.push(good);
+    let body = format!("[{}]", over.join(", "));
+    let batch = parse_source(SourceKind::Maia, &source, body.as_bytes());
+    assert_eq!((batch.events.len(), batch.rejected.len()), (2, 1));
+    assert_eq!(batch.elements_rejected, MAX_PIECES_PER_REQUEST + 1);
+    let piece = &batch.rejected[0];
+    assert_eq!((piece.index, piece.bytes.as_slice()), (None, body.as_bytes()));
+    assert!(
+        piece.reason.starts_with(&format!("{} of its {} elements", MAX_PIECES_PER_REQUEST + 1, over.len())),
+        "{}",
+        piece.reason
+    );
+    assert!(piece.reason.contains("at index 1:"), "{}", piece.reason);
+    // Retried, the body is still not all events.
+    let why = parse_source_piece(SourceKind::Maia, &source, &piece.bytes, true).expect_err("still bad");
+    assert!(why.starts_with(&format!("{} of its {} elements", MAX_PIECES_PER_REQUEST + 1, over.len())), "{why}");
+    assert!(!why.contains("kept whole"), "{why}");
 }
 
 #[test]
