@@ -423,6 +423,8 @@ pub(crate) struct Inner {
     pub(crate) config_rx: watch::Receiver<u64>,
     /// The sources ingest reads, kept decoded; the writer forgets them when it changes one.
     pub(crate) sources: Arc<sources::SourceCache>,
+    /// The last entry of the replicated log applied and settled (`Writer::replicated`).
+    pub(crate) replicated: Arc<AtomicU64>,
 }
 
 impl Store {

@@ -46,6 +46,7 @@ impl Store {
         // Nobody holds the store yet: the writer adds nothing to the window meanwhile.
         let head = read_back(&tree, &window)?;
         let head_atomic = Arc::new(AtomicU64::new(head));
+        let replicated = Arc::new(AtomicU64::new(crate::replica::replicated_in(&tree)?));
         let (head_tx, head_rx) = watch::channel(head);
         let (tx, rx) = mpsc::channel(queue.max(1));
         let (config_tx, config_rx) = watch::channel(0);
@@ -70,6 +71,7 @@ impl Store {
             chunks: chunks.clone(),
             kept_blocks: Default::default(),
             sources: sources.clone(),
+            replicated: replicated.clone(),
         };
         let lazy = Arc::new(crate::writer::Lazy::default());
         let handle = writer.spawn(rx, lazy.clone())?;
@@ -91,6 +93,7 @@ impl Store {
                 replica,
                 config_rx,
                 sources,
+                replicated,
             }),
         })
     }

@@ -226,14 +226,21 @@ impl Store {
         Ok(Replica { store, outgoing: Mutex::new(Some(rx)), handed: AtomicU64::new(handed) })
     }
 
-    /// The last entry of the replicated log applied here (0: none).
+    /// The last entry of the replicated log applied here (0: none), once its group is settled:
+    /// its events are at the head. (Its position reaches the tree with the group's batch, a
+    /// moment before the head moves.)
     pub fn replicated(&self) -> Result<u64> {
-        Ok(self.inner.tree.get(keys::meta(REPLICATED))?.map(|v| read_u64(&v)).transpose()?.unwrap_or(0))
+        Ok(self.inner.replicated.load(Ordering::Acquire))
     }
 }
 
 /// The meta name of the last entry applied.
 pub(crate) const REPLICATED: &str = "replicated";
+
+/// The last entry applied, as the tree holds it (read at open).
+pub(crate) fn replicated_in(tree: &sled::Tree) -> Result<u64> {
+    Ok(tree.get(keys::meta(REPLICATED))?.map(|v| read_u64(&v)).transpose()?.unwrap_or(0))
+}
 
 impl Replica {
     /// The store, to hand to dispatch and the edge.

@@ -112,6 +112,9 @@ pub(crate) struct Writer {
     pub(crate) kept_blocks: KeptBlocks,
     /// The sources ingest keeps decoded: forgotten before a group that changes one.
     pub(crate) sources: Arc<crate::sources::SourceCache>,
+    /// The last entry of the replicated log whose group is settled (applied, and the head
+    /// moved): what `Store::replicated` answers (replica mode).
+    pub(crate) replicated: Arc<AtomicU64>,
 }
 
 enum Reply {
@@ -138,6 +141,8 @@ struct Group {
     config: bool,
     /// Whether the group ends a restore: the head and the index window are read back after it.
     restored: bool,
+    /// The last entry of the replicated log in the group (replica mode).
+    entry: Option<u64>,
     stop: Option<oneshot::Sender<()>>,
 }
 
@@ -177,8 +182,19 @@ impl Writer {
         let generation = self.chunks.lock().map_or(u64::MAX, |c| c.generation());
         let kept = std::mem::take(&mut self.kept_blocks).at(generation);
         let (group, blocks) = self.gather(ops, kept);
-        let Group { mut batch, replies, fresh, requests, batch_only, first_seq, mut flush, config, restored, stop } =
-            group;
+        let Group {
+            mut batch,
+            replies,
+            fresh,
+            requests,
+            batch_only,
+            first_seq,
+            mut flush,
+            config,
+            restored,
+            entry,
+            stop,
+        } = group;
         let mut written_out = None;
         let mut chunks = Vec::new();
         let mut kept = None;
@@ -226,6 +242,11 @@ impl Writer {
             }
             self.read_back();
         }
+        // Only now: whoever waits for the entry (a node catching up at open) then finds its
+        // events at the head, not only its position in the tree.
+        if let (Some(seq), Ok(())) = (entry, &result) {
+            self.replicated.store(seq, Ordering::Release);
+        }
         if config && result.is_ok() {
             self.config_tx.send_modify(|n| *n += 1);
         }
@@ -246,6 +267,7 @@ impl Writer {
             flush: false,
             config: false,
             restored: false,
+            entry: None,
             stop: None,
         };
         let mut seen: HashMap<Vec<u8>, Vec<AckEntry>> = HashMap::new();
@@ -292,6 +314,7 @@ impl Writer {
                     self.gather_op(op, group, seen, blocks);
                 }
                 group.config |= config;
+                group.entry = Some(seq);
                 match codec::encode(&seq) {
                     Ok(v) => group.batch.insert(keys::meta(crate::replica::REPLICATED), v),
                     Err(e) => tracing::error!(error = %e, "the replicated position could not be encoded"),
