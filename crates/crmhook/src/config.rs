@@ -128,31 +128,99 @@ fn apply_file(config: &mut Config, origins: &mut Origins, path: &Path) -> Result
         origin: origin.clone(),
         reason: e.to_string(),
     })?;
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError {
-        key: "config".into(),
-        origin: origin.clone(),
-        reason: e.message().to_owned(),
-    })?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| syntax_error(&text, &origin, &e))?;
     for (key, value) in table {
-        let text = match value {
-            toml::Value::String(s) => s,
-            toml::Value::Integer(i) => i.to_string(),
-            toml::Value::Boolean(b) => b.to_string(),
+        let kind = file_kind(&key);
+        let text = match (value, kind) {
+            (toml::Value::String(s), FileKind::Text | FileKind::List) => s,
+            (toml::Value::Integer(i), FileKind::Integer) => i.to_string(),
+            (toml::Value::Boolean(b), FileKind::Boolean) => b.to_string(),
             // `allowed_hosts = ["a.example", "b.example"]`, read as the comma-separated form.
-            toml::Value::Array(items) if key == "allowed_hosts" || key == "cluster_monitor" || key == "cluster" => {
+            (toml::Value::Array(items), FileKind::List) => {
                 items.iter().map(|v| v.as_str().unwrap_or("\u{0}")).collect::<Vec<_>>().join(",")
             }
-            other => {
+            // An unknown key is refused by `set`, with the list of the keys.
+            (value, FileKind::Unknown) => value.to_string(),
+            (other, kind) => {
                 return Err(ConfigError {
                     key,
                     origin,
-                    reason: format!("a {} is not a value for it", other.type_str()),
+                    reason: format!("a {} is not a value for it; write {}", other.type_str(), kind.example()),
                 })
             }
         };
         set(config, origins, &key, &text, &origin)?;
     }
     Ok(())
+}
+
+/// The TOML type a key's value has in a file. (The environment gives every value as text, so
+/// there `true`, `yes`, `on` and `1` all turn a switch on; a file says what it means.)
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FileKind {
+    Text,
+    Integer,
+    Boolean,
+    /// A string of comma-separated items, or an array of strings.
+    List,
+    Unknown,
+}
+
+impl FileKind {
+    fn example(self) -> &'static str {
+        match self {
+            FileKind::Text => "a string in quotes",
+            FileKind::Integer => "a whole number without quotes",
+            FileKind::Boolean => "true or false, without quotes",
+            FileKind::List => "a string or an array of strings",
+            FileKind::Unknown => "one of the keys",
+        }
+    }
+}
+
+fn file_kind(key: &str) -> FileKind {
+    match key {
+        "allow_private_targets" | "sched_batch" => FileKind::Boolean,
+        "max_targets"
+        | "max_body_bytes"
+        | "workers"
+        | "ingest_queue"
+        | "ingest_buffer_bytes"
+        | "retention_days"
+        | "compaction_interval_s"
+        | "cache_bytes"
+        | "body_timeout_ms"
+        | "ingest_concurrency"
+        | "max_delivery_lag_ms"
+        | "max_streams"
+        | "max_page_bytes"
+        | "auth_failure_burst"
+        | "auth_failure_refill_per_minute"
+        | "cluster_replicas"
+        | "cluster_lease_ttl_ms" => FileKind::Integer,
+        "allowed_hosts" | "cluster_monitor" | "cluster" => FileKind::List,
+        key if KEYS.contains(&key) => FileKind::Text,
+        _ => FileKind::Unknown,
+    }
+}
+
+/// A file that is not TOML: the error names the key on the line where reading stopped (or
+/// `config` when that line sets none), the line and column, and the parser's reason.
+fn syntax_error(text: &str, origin: &str, e: &toml::de::Error) -> ConfigError {
+    let at = e.span().map_or(0, |span| span.start).min(text.len());
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[..at].matches('\n').count() + 1;
+    let column = text[line_start..at].chars().count() + 1;
+    let this_line = text[line_start..].lines().next().unwrap_or("");
+    let key = this_line
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"'))
+        .filter(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'));
+    ConfigError {
+        key: key.unwrap_or("config").to_owned(),
+        origin: origin.to_owned(),
+        reason: format!("line {line}, column {column}: {}", e.message().trim_end()),
+    }
 }
 
 /// A cluster's name: 1 to 32 letters, digits, `-` and `_` (it names a JetStream stream and
@@ -348,6 +416,53 @@ mod tests {
             env(&[("CRMHOOK_ADMIN_TOKEN", "tok_0123456789abcdef"), ("CRMHOOK_INGEST_TOKEN", "tok_0123456789abcdef")]);
         let e = load(&Flags::default(), &same).unwrap_err();
         assert_eq!((e.key.as_str(), e.origin.as_str()), ("ingest_token", "environment CRMHOOK_INGEST_TOKEN"));
+    }
+
+    #[test]
+    fn a_file_that_is_not_toml_names_the_key_and_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        let load_file = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            load(&Flags { config_file: Some(file.clone()), ..Flags::default() }, &env(&[])).unwrap_err()
+        };
+        let e = load_file("bind = \"127.0.0.1:0\"\nmax_targets = 3\nallow_private_targets = tru\n");
+        assert_eq!(e.key, "allow_private_targets", "{e}");
+        assert!(e.reason.starts_with("line 3, column 25: "), "{e}");
+        let e = load_file("# limits\nmax_targets = 99999999999999999999\n");
+        assert_eq!(e.key, "max_targets", "{e}");
+        assert!(e.reason.starts_with("line 2, "), "{e}");
+        // No key on the line: the file itself is named.
+        let e = load_file("[unclosed\n");
+        assert_eq!(e.key, "config", "{e}");
+    }
+
+    #[test]
+    fn a_files_values_have_their_keys_types() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        let load_file = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            load(&Flags { config_file: Some(file.clone()), ..Flags::default() }, &env(&[]))
+        };
+        for (text, key) in [
+            ("allow_private_targets = \"yes\"", "allow_private_targets"),
+            ("allow_private_targets = 1", "allow_private_targets"),
+            ("max_targets = \"5\"", "max_targets"),
+            ("data_dir = 5", "data_dir"),
+        ] {
+            let e = load_file(text).expect_err(text);
+            assert_eq!(e.key, key, "{text}: {e}");
+            assert!(e.reason.contains("is not a value for it; write"), "{text}: {e}");
+        }
+        let c = load_file("allow_private_targets = true\nmax_targets = 5\nallowed_hosts = [\"a.example\"]\n").unwrap();
+        assert_eq!(
+            (c.allow_private_targets, c.max_targets, c.allowed_hosts.clone()),
+            (true, 5, vec!["a.example".into()])
+        );
+        // The environment's values are text: there `yes` still turns a switch on.
+        let c = load(&Flags::default(), &env(&[("CRMHOOK_ALLOW_PRIVATE_TARGETS", "yes")])).unwrap();
+        assert!(c.allow_private_targets);
     }
 
     #[test]
