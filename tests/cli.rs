@@ -241,6 +241,31 @@ fn errors_are_clear() {
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("404"), "{out:?}");
 }
 
+/// A reader that stops reading (`crmhook events list | head`) ends a command quietly, with
+/// the status of a command a closed pipe stopped (141), not a panic and its backtrace.
+#[test]
+fn a_reader_that_goes_away_ends_a_command_quietly() {
+    let server = Server::start();
+    let ack = server.post_ok(&json!({"eventType": "ai_pause", "sessionId": "s-1"}));
+    let id = ack["events"][0]["id"].as_str().expect("id").to_owned();
+    for args in [vec!["events", "list"], vec!["events", "show", &id], vec!["events", "list", "--json"]] {
+        // Every write to this pipe fails: its reading end is closed before the command starts.
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_crmhook"))
+            .args(&args)
+            .env("CRMHOOK_URL", &server.base)
+            .env("CRMHOOK_ADMIN_TOKEN", ADMIN)
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
 /// `--url`, `--token`, `--json` and `--ca-file` are the options of the commands that talk to a
 /// server (before or after the command): `serve` (whose admin token is the `admin_token` key),
 /// `verify` and `log export` refuse them on their command line, not take and ignore them.

@@ -148,7 +148,7 @@ pub enum Log {
 }
 
 pub(crate) fn print_json(v: &Value) -> anyhow::Result<ExitCode> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+    say!("{}", serde_json::to_string_pretty(v)?);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -162,11 +162,11 @@ pub(crate) fn table(headers: &[&str], rows: Vec<Vec<String>>) {
     }
     let line = |cells: Vec<String>| {
         let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        println!("{}", padded.join("  ").trim_end());
+        say!("{}", padded.join("  ").trim_end());
     };
     line(headers.iter().map(|h| h.to_uppercase()).collect());
     if rows.is_empty() {
-        println!("(none)");
+        say!("(none)");
     }
     for row in rows {
         line(row);
@@ -204,9 +204,9 @@ pub(crate) fn query(pairs: &[(&str, Option<String>)]) -> String {
 /// `indent`.
 pub(crate) fn print_attempt(a: &Value, indent: &str) {
     let what = a["status_code"].as_u64().map(|c| format!("HTTP {c}")).unwrap_or_else(|| "no answer".into());
-    println!("{indent}#{} {} {} {} ms  {}", s(&a["n"]), s(&a["at"]), what, s(&a["duration_ms"]), s(&a["result"]));
+    say!("{indent}#{} {} {} {} ms  {}", s(&a["n"]), s(&a["at"]), what, s(&a["duration_ms"]), s(&a["result"]));
     if let Some(error) = a["error"].as_str() {
-        println!("{indent}   error: {error}");
+        say!("{indent}   error: {error}");
     }
     let r = &a["response"];
     if r.is_object() {
@@ -215,16 +215,16 @@ pub(crate) fn print_attempt(a: &Value, indent: &str) {
             .map(|h| h.iter().map(|(k, v)| format!("{k}: {}", v.as_str().unwrap_or(""))).collect())
             .unwrap_or_default();
         if !headers.is_empty() {
-            println!("{indent}   headers: {}", headers.join("; "));
+            say!("{indent}   headers: {}", headers.join("; "));
         }
         let body = r["body"].as_str().unwrap_or("");
         let cut = if r["body_truncated"] == true { " (truncated)" } else { "" };
         if body.is_empty() {
-            println!("{indent}   body: none{cut}");
+            say!("{indent}   body: none{cut}");
         } else {
-            println!("{indent}   body{cut}:");
+            say!("{indent}   body{cut}:");
             for line in body.lines() {
-                println!("{indent}     {line}");
+                say!("{indent}     {line}");
             }
         }
     }
@@ -263,13 +263,13 @@ pub fn targets(conn: &Conn, cmd: Targets) -> anyhow::Result<ExitCode> {
         }
         table(&TARGET_COLUMNS, target_rows(std::slice::from_ref(&v)));
         if let Some(secret) = v["secret"].as_str() {
-            println!("secret: {secret}  (shown only this once)");
+            say!("secret: {secret}  (shown only this once)");
         }
         if let Some(reason) = v["disabled_reason"].as_str() {
-            println!("disabled: {reason}");
+            say!("disabled: {reason}");
         }
         if let Some(until) = v["health"]["blocked_by_retries_until"].as_str() {
-            println!(
+            say!(
                 "waiting for retries until {until}: its window is full of them and newer events wait; \
                  once the receiver answers, `crmhook replay --target {} --status pending` sends them now",
                 s(&v["id"])
@@ -277,7 +277,7 @@ pub fn targets(conn: &Conn, cmd: Targets) -> anyhow::Result<ExitCode> {
         } else if let (Some(n @ 1..), Some(next)) =
             (v["health"]["retrying"].as_u64(), v["health"]["next_retry_at"].as_str())
         {
-            println!(
+            say!(
                 "{n} waiting for a retry, the next at {next}; once the receiver answers, \
                  `crmhook replay --target {} --status pending` sends them now",
                 s(&v["id"])
@@ -334,7 +334,7 @@ pub fn targets(conn: &Conn, cmd: Targets) -> anyhow::Result<ExitCode> {
         }
         Targets::Delete { id } => {
             request(conn, "DELETE", &format!("/v1/targets/{id}"), None)?;
-            println!("deleted {id}");
+            say!("deleted {id}");
             Ok(ExitCode::SUCCESS)
         }
         Targets::RotateSecret { id } => shown(request(conn, "POST", &format!("/v1/targets/{id}/rotate-secret"), None)?),
@@ -350,7 +350,8 @@ pub fn targets(conn: &Conn, cmd: Targets) -> anyhow::Result<ExitCode> {
             if conn.json {
                 return print_json(&v);
             }
-            print!("{}", target_stats(&v));
+            let stats = target_stats(&v);
+            say!("{}", stats.strip_suffix('\n').unwrap_or(&stats));
             Ok(ExitCode::SUCCESS)
         }
         Targets::Test { id, event_type } => {
@@ -360,7 +361,7 @@ pub fn targets(conn: &Conn, cmd: Targets) -> anyhow::Result<ExitCode> {
                 return print_json(&v);
             }
             let e = &v["event"];
-            println!("test event {}  seq {}  {}", s(&e["id"]), s(&e["seq"]), s(&e["type"]));
+            say!("test event {}  seq {}  {}", s(&e["id"]), s(&e["seq"]), s(&e["type"]));
             print_attempt(&v["attempt"], "");
             Ok(if v["attempt"]["result"] == "delivered" { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
@@ -435,7 +436,7 @@ pub fn subscriptions(conn: &Conn, cmd: Subscriptions) -> anyhow::Result<ExitCode
         }
         Subscriptions::Delete { id } => {
             request(conn, "DELETE", &format!("/v1/subscriptions/{id}"), None)?;
-            println!("deleted {id}");
+            say!("deleted {id}");
             return Ok(ExitCode::SUCCESS);
         }
         Subscriptions::Update { id, target, conditions, clear } => {
@@ -482,7 +483,7 @@ pub fn deliveries(conn: &Conn, cmd: Deliveries) -> anyhow::Result<ExitCode> {
         .unwrap_or_default();
     table(&["seq", "event", "type", "status", "attempts", "last"], rows);
     if let Some(next) = v["next_after"].as_u64() {
-        println!("more: --after {next}");
+        say!("more: --after {next}");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -504,7 +505,7 @@ pub fn replay(
     if conn.json {
         return print_json(&v);
     }
-    println!("queued {}", s(&v["queued"]));
+    say!("queued {}", s(&v["queued"]));
     Ok(ExitCode::SUCCESS)
 }
 

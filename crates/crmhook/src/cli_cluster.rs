@@ -113,14 +113,14 @@ fn import(data_dir: &Path, key_file: Option<PathBuf>, config: &ClusterConfig) ->
     let head = store.head();
     let first = store.events_from(1).next().transpose()?.map(|e| e.seq);
     let events = first.map_or(0, |first| head.saturating_sub(first) + 1);
-    println!("importing {shown} (head {head}, {events} events) into the stream {}-log on {}", config.name, config.urls);
+    say!("importing {shown} (head {head}, {events} events) into the stream {}-log on {}", config.name, config.urls);
     let mut entries = store.restore_entries(RESTORE_BYTES);
     let imported = crmhook_cluster::import(config, &mut entries);
     let records = entries.records();
     drop(entries);
     close(&store);
     let imported = imported?;
-    println!(
+    say!(
         "imported {records} records: {events} events (head {head}), in {} {} ({} bytes) of the stream {}",
         imported.entries,
         if imported.entries == 1 { "entry" } else { "entries" },
@@ -128,12 +128,12 @@ fn import(data_dir: &Path, key_file: Option<PathBuf>, config: &ClusterConfig) ->
         imported.stream
     );
     match &key_file {
-        Some(file) => println!(
+        Some(file) => say!(
             "now start each node with an empty data dir, `cluster` {} and the key file {} as its `key_file`",
             config.urls,
             file.display()
         ),
-        None => println!("now start each node with an empty data dir and `cluster` {}", config.urls),
+        None => say!("now start each node with an empty data dir and `cluster` {}", config.urls),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -243,7 +243,7 @@ pub fn preview(conn: &Conn, target: Option<String>, given: Conditions, last: Opt
         })
         .unwrap_or_default();
     table(&["seq", "id", "type", "record", "received_at"], rows);
-    println!("matched {} of the last {} events", s(&v["matched"]), s(&v["scanned"]));
+    say!("matched {} of the last {} events", s(&v["matched"]), s(&v["scanned"]));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -90,7 +90,7 @@ pub fn events(conn: &Conn, cmd: Events) -> anyhow::Result<ExitCode> {
                 .unwrap_or_default();
             table(&["seq", "id", "type", "record", "received_at"], rows);
             if let Some(next) = page["next_after"].as_u64() {
-                println!("more: --after {next}");
+                say!("more: --after {next}");
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -99,16 +99,16 @@ pub fn events(conn: &Conn, cmd: Events) -> anyhow::Result<ExitCode> {
             if conn.json {
                 return print_json(&e);
             }
-            println!("{}  seq {}  {}  received {}", s(&e["id"]), s(&e["seq"]), s(&e["type"]), s(&e["received_at"]));
+            say!("{}  seq {}  {}  received {}", s(&e["id"]), s(&e["seq"]), s(&e["type"]), s(&e["received_at"]));
             if let Some(source) = e["source_id"].as_str() {
-                println!("source {source}");
+                say!("source {source}");
             }
             if e["test"] == true {
-                println!("a test event (POST /v1/targets/{{id}}/test): delivered to the target it tested only");
+                say!("a test event (POST /v1/targets/{{id}}/test): delivered to the target it tested only");
             }
-            println!("{}", serde_json::to_string_pretty(&e["payload"])?);
+            say!("{}", serde_json::to_string_pretty(&e["payload"])?);
             for d in e["deliveries"].as_array().cloned().unwrap_or_default() {
-                println!("\n{} {}: {}", s(&d["target_id"]), d["target_name"].as_str().unwrap_or(""), s(&d["status"]));
+                say!("\n{} {}: {}", s(&d["target_id"]), d["target_name"].as_str().unwrap_or(""), s(&d["status"]));
                 for a in d["attempts"].as_array().cloned().unwrap_or_default() {
                     print_attempt(&a, "  ");
                 }
@@ -121,7 +121,7 @@ pub fn events(conn: &Conn, cmd: Events) -> anyhow::Result<ExitCode> {
             if conn.json {
                 return print_json(&r);
             }
-            println!("queued {}", s(&r["queued"]));
+            say!("queued {}", s(&r["queued"]));
             Ok(ExitCode::SUCCESS)
         }
         Events::Tail { after } => tail(conn, after),

@@ -75,7 +75,7 @@ pub fn keys(conn: &Conn, cmd: Keys) -> anyhow::Result<ExitCode> {
             if conn.json {
                 return print_json(&v);
             }
-            println!("revoked {} ({})", s(&v["id"]), s(&v["name"]));
+            say!("revoked {} ({})", s(&v["id"]), s(&v["name"]));
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -107,15 +107,15 @@ fn shown_once(conn: &Conn, v: &Value, output: Option<&Path>) -> anyhow::Result<E
         if conn.json {
             return print_json(&shown);
         }
-        println!("{} {} ({}): secret written to {}", s(&v["id"]), s(&v["name"]), s(&v["role"]), path.display());
+        say!("{} {} ({}): secret written to {}", s(&v["id"]), s(&v["name"]), s(&v["role"]), path.display());
         return Ok(ExitCode::SUCCESS);
     }
     if conn.json {
         return print_json(v);
     }
-    println!("{} {} ({})", s(&v["id"]), s(&v["name"]), s(&v["role"]));
-    println!("key: {secret}");
-    println!("(shown this once: the server keeps only its hash)");
+    say!("{} {} ({})", s(&v["id"]), s(&v["name"]), s(&v["role"]));
+    say!("key: {secret}");
+    say!("(shown this once: the server keeps only its hash)");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -125,24 +125,24 @@ fn show_source(conn: &Conn, v: &Value, created: bool) -> anyhow::Result<ExitCode
     let id = s(&v["id"]);
     let ingest_url = s(&v["ingest_url"]);
     if created {
-        println!("ingest URL: {ingest_url}");
+        say!("ingest URL: {ingest_url}");
     }
     if let Some(key) = v["key"].as_str() {
-        println!("key: {key}  (shown only this once; `crmhook sources rotate-key {id}` makes a new one)");
-        println!("Maximizer's target URL: {ingest_url}?key={}", query_value(key));
+        say!("key: {key}  (shown only this once; `crmhook sources rotate-key {id}` makes a new one)");
+        say!("Maximizer's target URL: {ingest_url}?key={}", query_value(key));
     }
     if v["kind"] == "maia" {
         if v["maia_secret_set"] == false {
-            println!(
+            say!(
                 "note: no MAIA secret yet: MAIA's posts are refused until \
                  `crmhook sources update {id} --maia-secret <the secret MAIA's Webhook Center shows>`"
             );
         } else if created {
-            println!("MAIA's webhook URL: {ingest_url}  (MAIA signs each post with X-Maia-Signature)");
+            say!("MAIA's webhook URL: {ingest_url}  (MAIA signs each post with X-Maia-Signature)");
         }
     }
     if v["enabled"] == false {
-        println!("disabled: posts to the ingest URL are refused (401)");
+        say!("disabled: posts to the ingest URL are refused (401)");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -190,7 +190,7 @@ pub fn sources(conn: &Conn, cmd: Sources) -> anyhow::Result<ExitCode> {
         }
         Sources::Delete { id } => {
             request(conn, "DELETE", &path(&id), None)?;
-            println!("deleted {id}");
+            say!("deleted {id}");
             Ok(ExitCode::SUCCESS)
         }
         Sources::RotateKey { id } => {
@@ -236,7 +236,7 @@ pub fn rejected(conn: &Conn, cmd: Rejected) -> anyhow::Result<ExitCode> {
                 .unwrap_or_default();
             table(&["id", "source", "received_at", "index", "reason"], rows);
             if let Some(next) = v["next_after"].as_str() {
-                println!("more: --after {next}");
+                say!("more: --after {next}");
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -249,7 +249,7 @@ pub fn rejected(conn: &Conn, cmd: Rejected) -> anyhow::Result<ExitCode> {
                 Some(i) => format!("element {i} of the request"),
                 None => "the whole request".to_owned(),
             };
-            println!(
+            say!(
                 "{}  source {} ({})  received {}  {index}",
                 s(&r["id"]),
                 s(&r["source_id"]),
@@ -258,16 +258,16 @@ pub fn rejected(conn: &Conn, cmd: Rejected) -> anyhow::Result<ExitCode> {
             );
             let retried = &r["retried"];
             if retried.is_object() {
-                println!(
+                say!(
                     "retried {}: logged as {} (seq {})",
                     s(&retried["at"]),
                     s(&retried["event_id"]),
                     s(&retried["seq"])
                 );
             }
-            println!("reason: {}", s(&r["reason"]));
+            say!("reason: {}", s(&r["reason"]));
             let body = r["body"].as_str().unwrap_or("");
-            println!("body ({} bytes as posted):", body.len());
+            say!("body ({} bytes as posted):", body.len());
             let mut out = std::io::stdout().lock();
             out.write_all(body.as_bytes())?;
             if !body.ends_with('\n') {
@@ -289,7 +289,7 @@ pub fn rejected(conn: &Conn, cmd: Rejected) -> anyhow::Result<ExitCode> {
                     let duplicate = v["duplicates"].as_u64().unwrap_or(0) > 0;
                     for e in v["events"].as_array().cloned().unwrap_or_default() {
                         let what = if duplicate { "already logged" } else { "logged" };
-                        println!("{what} {}  seq {}  {}", s(&e["id"]), s(&e["seq"]), s(&e["type"]));
+                        say!("{what} {}  seq {}  {}", s(&e["id"]), s(&e["seq"]), s(&e["type"]));
                     }
                     Ok(ExitCode::SUCCESS)
                 }
@@ -297,7 +297,7 @@ pub fn rejected(conn: &Conn, cmd: Rejected) -> anyhow::Result<ExitCode> {
                     if conn.json {
                         print_json(&v)?;
                     } else {
-                        println!("{}", v["detail"].as_str().unwrap_or("still not an event"));
+                        say!("{}", v["detail"].as_str().unwrap_or("still not an event"));
                     }
                     Ok(ExitCode::from(1))
                 }
@@ -329,7 +329,7 @@ pub fn audit(conn: &Conn, after: Option<String>, limit: Option<u32>, newest: boo
         .unwrap_or_default();
     table(&["at", "who", "from", "action", "subject"], rows);
     if let Some(next) = v["next_after"].as_str() {
-        println!("more: --after {next}");
+        say!("more: --after {next}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -5,6 +5,28 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// `println!` for the commands, without its panic when the output cannot be written: a
+/// reader gone (`crmhook events list | head`) ends the command quietly, as it ends `cat`.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::say_line(format_args!($($arg)*))
+    };
+}
+
+/// Writes one line of a command's output (see `say!`); a failed write ends the process.
+fn say_line(line: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(line).and_then(|()| out.write_all(b"\n")) {
+        std::process::exit(match e.kind() {
+            std::io::ErrorKind::BrokenPipe => 141,
+            _ => {
+                eprintln!("error: cannot write the output: {e}");
+                2
+            }
+        });
+    }
+}
+
 mod cli;
 mod cli_cluster;
 mod cli_conn;
@@ -221,11 +243,21 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // Whoever read the output stopped reading (`crmhook events list | head`): nothing to
+        // say, and the status of a command a closed pipe stopped (128 + SIGPIPE).
+        Err(e) if reader_gone(&e) => ExitCode::from(141),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
     }
+}
+
+/// Whether writing the output failed because its reader went away.
+fn reader_gone(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// Whether a signature header is Standard Webhooks' (`v1,…` entries) rather than MAIA's, as
@@ -252,10 +284,10 @@ fn verify(
             eprintln!("note: MAIA's scheme signs the body only: the timestamp is not part of X-Maia-Signature");
         }
         return Ok(if sign::verify(secret, None, "", &body, signature) {
-            println!("valid: X-Maia-Signature (MAIA: HMAC-SHA256 of the body) matches this secret and body");
+            say!("valid: X-Maia-Signature (MAIA: HMAC-SHA256 of the body) matches this secret and body");
             ExitCode::SUCCESS
         } else {
-            println!("invalid: X-Maia-Signature (MAIA: HMAC-SHA256 of the body) does not match this secret and body");
+            say!("invalid: X-Maia-Signature (MAIA: HMAC-SHA256 of the body) does not match this secret and body");
             ExitCode::from(1)
         });
     }
@@ -283,12 +315,12 @@ fn verify(
         }
     }
     if sign::verify(secret, Some(id), timestamp, &body, signature) {
-        println!(
+        say!(
             "valid: webhook-signature (Standard Webhooks: <webhook-id>.<timestamp>.<body>) matches this secret, id, timestamp and body"
         );
         Ok(ExitCode::SUCCESS)
     } else {
-        println!(
+        say!(
             "invalid: webhook-signature (Standard Webhooks: <webhook-id>.<timestamp>.<body>) does not match this secret, id, timestamp and body"
         );
         Ok(ExitCode::from(1))
@@ -413,7 +445,7 @@ fn receive(bind: &str, secret: Option<String>, status: u16, save: PathBuf) -> an
             .bind(bind)
             .with_context(|| format!("cannot listen on {bind}"))?;
         for addr in server.addrs() {
-            println!("receiving on http://{addr}/ (answering {status})");
+            say!("receiving on http://{addr}/ (answering {status})");
         }
         server.run().await?;
         Ok(ExitCode::SUCCESS)
