@@ -140,7 +140,10 @@ impl Subscription {
         known_members(body)?;
         let target_id = match body.get("target_id") {
             Some(v @ Value::String(_)) => target_id(v)?,
-            _ => return Err(CoreError::field("target_id", "`target_id` is required")),
+            None | Some(Value::Null) => return Err(CoreError::field("target_id", "`target_id` is required")),
+            Some(_) => {
+                return Err(CoreError::field("target_id", "`target_id` must be a target's id (tgt_…), a string"))
+            }
         };
         Subscription::read(body, target_id, now_ms)
     }
@@ -537,9 +540,13 @@ fn filter(i: usize, f: &Value) -> Result<Filter, CoreError> {
     if !valid_pointer(path) {
         return Err(bad(format!("`path` {path:?} is not a JSON Pointer (like /Data/New/Revenue)")));
     }
-    let op_name = obj.get("op").and_then(Value::as_str).unwrap_or_default();
-    let op = Op::parse(op_name)
-        .ok_or_else(|| bad(format!("unknown op {op_name:?}; expected one of {}", Op::ALL.map(|(n, _)| n).join(" "))))?;
+    let ops = || Op::ALL.map(|(n, _)| n).join(" ");
+    let op_name = match obj.get("op") {
+        Some(Value::String(name)) => name.as_str(),
+        None => return Err(bad(format!("`op` is required, one of {}", ops()))),
+        Some(_) => return Err(bad(format!("`op` must be a string, one of {}", ops()))),
+    };
+    let op = Op::parse(op_name).ok_or_else(|| bad(format!("unknown op {op_name:?}; expected one of {}", ops())))?;
     let value = obj.get("value").cloned();
     let value = match (op, value) {
         (Op::Exists, None) => Value::Bool(true),

@@ -188,9 +188,14 @@ impl Target {
                 "headers" => self.headers = headers(value)?,
                 "timeout_ms" => self.timeout_ms = integer(value, "timeout_ms", 1, MAX_TIMEOUT_MS)?,
                 "retry_schedule_ms" => self.retry_schedule_ms = schedule(value)?,
+                // `null` is the default, as for the other optional fields.
                 "ordered" => {
-                    self.ordered =
-                        value.as_bool().ok_or_else(|| CoreError::field("ordered", "`ordered` must be true or false"))?
+                    self.ordered = match value {
+                        Value::Null => false,
+                        v => {
+                            v.as_bool().ok_or_else(|| CoreError::field("ordered", "`ordered` must be true or false"))?
+                        }
+                    }
                 }
                 "format" => self.format = format(value)?,
                 "response_body_bytes" => {
@@ -231,6 +236,9 @@ pub fn url(value: &Value, allow_private: bool) -> Result<String, CoreError> {
         "http" if allow_private => {}
         "http" => {
             return Err(CoreError::field("url", "`url` must be https:// (http:// only with allow_private_targets)"))
+        }
+        other if allow_private => {
+            return Err(CoreError::field("url", format!("`url` must be https:// or http://, not {other}://")))
         }
         other => return Err(CoreError::field("url", format!("`url` must be https://, not {other}://"))),
     }
@@ -418,6 +426,26 @@ mod tests {
         );
         assert_eq!(field_of(c(json!({"name": "n", "url": "https://a.example", "colour": "red"}), false)), "colour");
         assert!(c(json!({"name": "n", "url": "http://127.0.0.1:9/x", "headers": {"X-Key": "k"}}), true).is_ok());
+        // The scheme's rule as it stands on this server.
+        let detail = |r: Result<Target, CoreError>| match r {
+            Err(CoreError::Invalid(e)) => e.detail,
+            other => panic!("expected a field error, got {other:?}"),
+        };
+        assert_eq!(
+            detail(c(json!({"name": "n", "url": "ftp://x"}), true)),
+            "`url` must be https:// or http://, not ftp://"
+        );
+        assert_eq!(detail(c(json!({"name": "n", "url": "ftp://x"}), false)), "`url` must be https://, not ftp://");
+    }
+
+    #[test]
+    fn ordered_null_is_the_default_as_for_the_other_optional_fields() {
+        assert_eq!(created_with("ordered", json!(null)).map(|t| t.ordered).ok(), Some(false));
+        assert_eq!(created_with("ordered", json!(true)).map(|t| t.ordered).ok(), Some(true));
+        assert_eq!(field_of(created_with("ordered", json!("yes"))), "ordered");
+        let ordered = created_with("ordered", json!(true)).expect("valid");
+        let patched = ordered.patched(&obj(json!({"ordered": null})), false, 1).expect("patched");
+        assert!(!patched.ordered);
     }
 
     #[test]

@@ -152,6 +152,18 @@ fn bad_subscriptions_name_their_field() {
     assert_eq!(field(json!({"filters": [{"path": "/Data", "op": "like", "value": 1}]})), "filters[0]");
     assert_eq!(field(json!({"version_major": -1})), "version_major");
     assert_eq!(field(json!({"colour": 1})), "colour");
+    // What is wrong, said as it is: a value of the wrong type is not a missing one.
+    let detail = |v: Value| match Subscription::create(v.as_object().expect("object"), 0) {
+        Err(CoreError::Invalid(e)) => e.detail,
+        other => panic!("expected an error, got {other:?}"),
+    };
+    assert_eq!(detail(json!({})), "`target_id` is required");
+    assert!(detail(json!({"target_id": 5})).starts_with("`target_id` must be a target's id"));
+    let target = crate::id::TargetId::generate();
+    let filter = |f: Value| detail(json!({"target_id": target.as_str(), "filters": [f]}));
+    assert!(filter(json!({"path": "/a", "op": 5, "value": 1})).contains("`op` must be a string, one of eq "));
+    assert!(filter(json!({"path": "/a", "value": 1})).contains("`op` is required, one of eq "));
+    assert!(filter(json!({"path": "/a", "op": "like", "value": 1})).contains("unknown op \"like\""));
 }
 
 #[test]
