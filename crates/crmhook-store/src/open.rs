@@ -72,6 +72,7 @@ impl Store {
             kept_blocks: Default::default(),
             sources: sources.clone(),
             replicated: replicated.clone(),
+            settling: None,
         };
         let lazy = Arc::new(crate::writer::Lazy::default());
         let handle = writer.spawn(rx, lazy.clone())?;

@@ -115,6 +115,9 @@ pub(crate) struct Writer {
     /// The last entry of the replicated log whose group is settled (applied, and the head
     /// moved): what `Store::replicated` answers (replica mode).
     pub(crate) replicated: Arc<AtomicU64>,
+    /// The entry of the group being committed, until [`Writer::move_head`] or the end of the
+    /// commit makes it the `replicated` one.
+    pub(crate) settling: Option<u64>,
 }
 
 enum Reply {
@@ -234,6 +237,7 @@ impl Writer {
         if let (Some(kept), Ok(()), false) = (kept, &result, restored) {
             self.kept_blocks = kept;
         }
+        self.settling = entry.filter(|_| result.is_ok());
         self.settle(fresh, (chunks, generation), first_seq, written_out, &result);
         if restored && result.is_ok() {
             // Restored records may hold chunks the cache holds as they were before.
@@ -242,9 +246,9 @@ impl Writer {
             }
             self.read_back();
         }
-        // Only now: whoever waits for the entry (a node catching up at open) then finds its
-        // events at the head, not only its position in the tree.
-        if let (Some(seq), Ok(())) = (entry, &result) {
+        // A group whose entry moved no head (a change of targets, a delivery's state) is
+        // settled here.
+        if let Some(seq) = self.settling.take() {
             self.replicated.store(seq, Ordering::Release);
         }
         if config && result.is_ok() {
@@ -331,8 +335,7 @@ impl Writer {
         match crate::open::read_back(&self.tree, &self.window) {
             Ok(head) => {
                 self.next_seq = head + 1;
-                self.head.store(head, Ordering::Release);
-                self.head_tx.send_replace(head);
+                self.move_head(head);
             }
             Err(e) => tracing::error!(error = %e, "the restored records could not be read back"),
         }
@@ -369,6 +372,18 @@ impl Writer {
         }
     }
 
+    /// Moves the head, in this order: the head, then the replicated position of the group's
+    /// entry (`settling`), then the watch's wake-up. So a node that sees its position has its
+    /// events at the head (`Cluster::open` waits for the position), and whoever the head's move
+    /// wakes sees the position too.
+    fn move_head(&mut self, head: u64) {
+        self.head.store(head, Ordering::Release);
+        if let Some(seq) = self.settling.take() {
+            self.replicated.store(seq, Ordering::Release);
+        }
+        self.head_tx.send_replace(head);
+    }
+
     /// After a group's batch: the index window takes its events (or starts anew after the ones
     /// written out), the cache of decoded chunks takes the chunks written (`logged`, with the
     /// cache's generation read before they were) and the head moves. After a failure, the seqs
@@ -399,8 +414,7 @@ impl Writer {
                 self.cache_chunks(fresh, logged.0, logged.1);
                 let head = self.next_seq - 1;
                 if head >= first_seq {
-                    self.head.store(head, Ordering::Release);
-                    self.head_tx.send_replace(head);
+                    self.move_head(head);
                 }
             }
             Err(e) => {
