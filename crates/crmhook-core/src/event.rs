@@ -456,10 +456,17 @@ fn check_type(obj: &Map<String, Value>, field: &str, ty: Ty, prefix: &str) -> Re
     match obj.get(field) {
         None | Some(Value::Null) => Ok(()),
         Some(v) if ty.holds(v) => Ok(()),
-        Some(v) => Err(CoreError::field(
-            format!("{prefix}{field}"),
-            format!("`{prefix}{field}` must be {}, not {}", ty.name(), kind_of(v)),
-        )),
+        Some(v) => {
+            // An array of the wrong items is said as such: "not an array" would read as nonsense.
+            let what = match (ty, v.as_array().and_then(|a| a.iter().position(|item| !item.is_string()))) {
+                (Ty::StrArray, Some(i)) => format!("an array whose item {i} is {}", kind_of(&v[i])),
+                _ => kind_of(v).to_owned(),
+            };
+            Err(CoreError::field(
+                format!("{prefix}{field}"),
+                format!("`{prefix}{field}` must be {}, not {what}", ty.name()),
+            ))
+        }
     }
 }
 

@@ -281,6 +281,19 @@ fn a_maximizer_version_is_a_non_empty_string() {
 }
 
 #[test]
+fn a_field_of_the_wrong_type_is_named_with_what_it_is() {
+    let created = |ids: &str| {
+        format!(r#"{{"eventType":"crm_record_created","recordId":"r","kanbanId":"k","assignedUserIds":{ids}}}"#)
+    };
+    assert!(parse_ingest(created(r#"["u1","u2"]"#).as_bytes()).is_ok());
+    assert_eq!(
+        invalid(&created(r#"["u1",1]"#)).detail,
+        "`assignedUserIds` must be an array of strings, not an array whose item 1 is a number"
+    );
+    assert_eq!(invalid(&created(r#""u1""#)).detail, "`assignedUserIds` must be an array of strings, not a string");
+}
+
+#[test]
 fn an_entity_member_that_is_null_does_not_make_an_array_maximizers() {
     let events = parse_ingest(br#"[{"eventType":"ai_pause","sessionId":"s","Entity":null}]"#).expect("a MAIA event");
     assert_eq!(events[0].event_type, "ai_pause");
