@@ -115,8 +115,8 @@ pub(crate) struct Writer {
     /// The last entry of the replicated log whose group is settled (applied, and the head
     /// moved): what `Store::replicated` answers (replica mode).
     pub(crate) replicated: Arc<AtomicU64>,
-    /// The entry of the group being committed, until [`Writer::move_head`] or the end of the
-    /// commit makes it the `replicated` one.
+    /// The last entry of the group being committed (set as it is gathered), until
+    /// [`Writer::move_head`] or the end of the commit makes it the `replicated` one.
     pub(crate) settling: Option<u64>,
 }
 
@@ -144,8 +144,6 @@ struct Group {
     config: bool,
     /// Whether the group ends a restore: the head and the index window are read back after it.
     restored: bool,
-    /// The last entry of the replicated log in the group (replica mode).
-    entry: Option<u64>,
     stop: Option<oneshot::Sender<()>>,
 }
 
@@ -185,19 +183,8 @@ impl Writer {
         let generation = self.chunks.lock().map_or(u64::MAX, |c| c.generation());
         let kept = std::mem::take(&mut self.kept_blocks).at(generation);
         let (group, blocks) = self.gather(ops, kept);
-        let Group {
-            mut batch,
-            replies,
-            fresh,
-            requests,
-            batch_only,
-            first_seq,
-            mut flush,
-            config,
-            restored,
-            entry,
-            stop,
-        } = group;
+        let Group { mut batch, replies, fresh, requests, batch_only, first_seq, mut flush, config, restored, stop } =
+            group;
         let mut written_out = None;
         let mut chunks = Vec::new();
         let mut kept = None;
@@ -237,7 +224,9 @@ impl Writer {
         if let (Some(kept), Ok(()), false) = (kept, &result, restored) {
             self.kept_blocks = kept;
         }
-        self.settling = entry.filter(|_| result.is_ok());
+        if result.is_err() {
+            self.settling = None;
+        }
         self.settle(fresh, (chunks, generation), first_seq, written_out, &result);
         if restored && result.is_ok() {
             // Restored records may hold chunks the cache holds as they were before.
@@ -246,8 +235,7 @@ impl Writer {
             }
             self.read_back();
         }
-        // A group whose entry moved no head (a change of targets, a delivery's state) is
-        // settled here.
+        // An entry that moved no head (a change of targets, a delivery's state) settles here.
         if let Some(seq) = self.settling.take() {
             self.replicated.store(seq, Ordering::Release);
         }
@@ -271,7 +259,6 @@ impl Writer {
             flush: false,
             config: false,
             restored: false,
-            entry: None,
             stop: None,
         };
         let mut seen: HashMap<Vec<u8>, Vec<AckEntry>> = HashMap::new();
@@ -318,7 +305,7 @@ impl Writer {
                     self.gather_op(op, group, seen, blocks);
                 }
                 group.config |= config;
-                group.entry = Some(seq);
+                self.settling = Some(seq);
                 match codec::encode(&seq) {
                     Ok(v) => group.batch.insert(keys::meta(crate::replica::REPLICATED), v),
                     Err(e) => tracing::error!(error = %e, "the replicated position could not be encoded"),
