@@ -418,14 +418,17 @@ mod tests {
         assert_eq!((e.key.as_str(), e.origin.as_str()), ("ingest_token", "environment CRMHOOK_INGEST_TOKEN"));
     }
 
+    /// Loads the configuration of a file holding `text` (in `dir`), with no environment.
+    fn load_text(dir: &tempfile::TempDir, text: &str) -> Result<Config, ConfigError> {
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, text).unwrap();
+        load(&Flags { config_file: Some(file), ..Flags::default() }, &env(&[]))
+    }
+
     #[test]
     fn a_file_that_is_not_toml_names_the_key_and_the_line() {
         let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("c.toml");
-        let load_file = |text: &str| {
-            std::fs::write(&file, text).unwrap();
-            load(&Flags { config_file: Some(file.clone()), ..Flags::default() }, &env(&[])).unwrap_err()
-        };
+        let load_file = |text: &str| load_text(&dir, text).unwrap_err();
         let e = load_file("bind = \"127.0.0.1:0\"\nmax_targets = 3\nallow_private_targets = tru\n");
         assert_eq!(e.key, "allow_private_targets", "{e}");
         assert!(e.reason.starts_with("line 3, column 25: "), "{e}");
@@ -440,11 +443,7 @@ mod tests {
     #[test]
     fn a_files_values_have_their_keys_types() {
         let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("c.toml");
-        let load_file = |text: &str| {
-            std::fs::write(&file, text).unwrap();
-            load(&Flags { config_file: Some(file.clone()), ..Flags::default() }, &env(&[]))
-        };
+        let load_file = |text: &str| load_text(&dir, text);
         for (text, key) in [
             ("allow_private_targets = \"yes\"", "allow_private_targets"),
             ("allow_private_targets = 1", "allow_private_targets"),
