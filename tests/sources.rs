@@ -339,6 +339,14 @@ fn sources_are_managed_like_targets() {
         let r = server.admin("POST", "/v1/sources", Some(&body));
         assert_eq!((r.status, r.json()["field"].as_str()), (422, Some(field)), "{}", r.text);
     }
+    // A member named twice is refused, as in an ingested event: the last value would win unseen.
+    let auth = format!("Bearer {ADMIN}");
+    let twice = br#"{"name": "x", "kind": "maia", "kind": "maximizer"}"#;
+    let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
+    let r = http("POST", &server.url("/v1/sources"), &headers, Some(twice));
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(r.json()["detail"].as_str().is_some_and(|d| d.contains("\"kind\" appears twice")), "{}", r.text);
+    assert_eq!(server.admin("GET", "/v1/sources", None).json()["sources"].as_array().map(Vec::len), Some(1));
     assert_eq!(server.admin("POST", &format!("/v1/sources/{id}/rotate-key"), None).status, 409);
     assert_eq!(server.request("GET", "/v1/sources", Some(INGEST), None).status, 403);
     assert_eq!(server.admin("DELETE", &format!("/v1/sources/{id}"), None).status, 204);

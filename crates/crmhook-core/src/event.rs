@@ -348,6 +348,15 @@ pub fn parse_source_piece(
     Ok(batch.events)
 }
 
+/// Reads a JSON body as serde_json does, and refuses it (as ingest refuses an event) when one
+/// of its objects repeats a member name: for the admin API's bodies, where the last value of a
+/// repeated name would otherwise win unseen (`{"kind": "maia", "kind": "maximizer"}`).
+pub fn parse_json_unique(body: &[u8]) -> Result<Value, CoreError> {
+    let read = read_body(body).map_err(malformed)?;
+    unique_members(&read)?;
+    Ok(read.value)
+}
+
 /// The object an event must be.
 fn object<'r>(read: &'r Read<'_>) -> Result<&'r Map<String, Value>, CoreError> {
     read.value.as_object().ok_or_else(|| {

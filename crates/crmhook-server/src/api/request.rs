@@ -288,10 +288,10 @@ pub(crate) async fn optional_object(req: &HttpRequest, payload: web::Payload) ->
 }
 
 fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(obj)) => Ok(obj),
-        Ok(_) => Err(ApiError::BadRequest("the body must be a JSON object".into())),
-        Err(e) => Err(ApiError::BadRequest(format!("malformed JSON: {e}"))),
+    // A name twice in an object is refused (422), as in an ingested event.
+    match crmhook_core::event::parse_json_unique(body)? {
+        Value::Object(obj) => Ok(obj),
+        _ => Err(ApiError::BadRequest("the body must be a JSON object".into())),
     }
 }
 
