@@ -243,21 +243,11 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
-        // Whoever read the output stopped reading (`crmhook events list | head`): nothing to
-        // say, and the status of a command a closed pipe stopped (128 + SIGPIPE).
-        Err(e) if reader_gone(&e) => ExitCode::from(141),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
     }
-}
-
-/// Whether writing the output failed because its reader went away.
-fn reader_gone(e: &anyhow::Error) -> bool {
-    e.chain().any(|cause| {
-        cause.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    })
 }
 
 /// Whether a signature header is Standard Webhooks' (`v1,…` entries) rather than MAIA's, as
