@@ -416,3 +416,53 @@ fn the_quarantine_lists_one_requests_pieces_in_their_order() {
     let listed: Vec<u64> = rejected(&server).iter().map(|r| r["index"].as_u64().expect("index")).collect();
     assert_eq!(listed, (0..30).collect::<Vec<u64>>());
 }
+
+#[test]
+fn a_crm_s_retry_of_a_batch_keeps_its_bad_elements_once() {
+    let server = Server::start();
+    let src = source(&server, json!({"name": "Maximizer", "kind": "maximizer"}));
+    let other = source(&server, json!({"name": "Other", "kind": "maximizer"}));
+    let good = maximizer::envelope("r-1", "Opportunity", "Update", "1");
+    let bad = r#"{"Id": "r-bad", "Entity": "Opportunity"}"#;
+    let body = format!("[{good},{bad}]");
+    let post = |src: &Value, body: &[u8], key: Option<&str>| {
+        let mut headers = vec![("Content-Type", "application/json")];
+        headers.extend(key.map(|k| ("Idempotency-Key", k)));
+        let r = http("POST", &maximizer_url(src), &headers, Some(body));
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.json()
+    };
+    let pieces = |ack: &Value| -> Vec<Value> {
+        ack["rejections"].as_array().expect("rejections").iter().map(|r| r["id"].clone()).collect()
+    };
+    let first = post(&src, body.as_bytes(), Some("batch-1"));
+    assert_eq!((first["accepted"].as_u64(), first["rejected"].as_u64()), (Some(1), Some(1)), "{first}");
+    // Sent again, with its key and without: the event is a duplicate, the bad element is held by
+    // the piece it made the first time.
+    for key in [Some("batch-1"), None] {
+        let again = post(&src, body.as_bytes(), key);
+        assert_eq!((again["duplicates"].as_u64(), again["rejected"].as_u64()), (Some(1), Some(1)), "{again}");
+        assert_eq!(pieces(&again), pieces(&first));
+        assert_eq!(again["rejections"][0]["index"], 1);
+    }
+    // At another index of another request, too.
+    let moved = post(&src, format!("[{bad}]").as_bytes(), None);
+    assert_eq!((pieces(&moved), moved["rejections"][0]["index"].as_u64()), (pieces(&first), Some(0)));
+    // A request none of whose elements is an event, sent again with its key: the same pieces.
+    let all_bad = br#"[{"Id": "x-1"}, 7]"#;
+    let kept = pieces(&post(&src, all_bad, Some("batch-2")));
+    assert_eq!(kept.len(), 2);
+    assert_eq!(pieces(&post(&src, all_bad, Some("batch-2"))), kept);
+    // Another source's same bytes are its own piece.
+    let theirs = pieces(&post(&other, body.as_bytes(), None));
+    assert_ne!(theirs, pieces(&first));
+
+    assert_eq!(rejected(&server).len(), 4);
+    let listed = server.admin("GET", &format!("/v1/rejected?source_id={}", other["id"].as_str().expect("id")), None);
+    let listed: Vec<Value> =
+        listed.json()["rejected"].as_array().expect("page").iter().map(|r| r["id"].clone()).collect();
+    assert_eq!(listed, theirs);
+    let metrics = http("GET", &server.url("/metrics"), &[], None).text;
+    let counted = format!("crmhook_events_rejected_total{{source=\"{}\"}} 3", src["id"].as_str().expect("id"));
+    assert!(metrics.contains(&counted), "the pieces kept, not the elements sent: {counted}");
+}

@@ -261,16 +261,18 @@ async fn ingest_to_source(
     };
     let quarantine = async {
         if rejected.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         state.store.quarantine(&rejected).await.map_err(ApiError::from)
     };
-    let (acks, kept) = futures_util::future::join(append, quarantine).await;
+    let (acks, held) = futures_util::future::join(append, quarantine).await;
     let acks = acks?;
-    kept?;
-    if !rejected.is_empty() {
-        state.metrics.rejected(source.id.as_str(), rejected.len() as u64);
-        tracing::warn!(source_id = %source.id, rejected = rejected.len(), "kept pieces of a source's request in the quarantine");
+    // The piece that holds each: its own, or the one the same bytes made before.
+    let held = held?;
+    let new = rejected.iter().zip(&held).filter(|(r, id)| r.id == **id).count();
+    if new > 0 {
+        state.metrics.rejected(source.id.as_str(), new as u64);
+        tracing::warn!(source_id = %source.id, rejected = new, "kept pieces of a source's request in the quarantine");
     }
     let (events, duplicates) = ack_view(&state.metrics, &acks);
     Ok(HttpResponse::Ok().json(SourceAccepted {
@@ -279,7 +281,11 @@ async fn ingest_to_source(
         // The elements, also when more than `MAX_PIECES_PER_REQUEST` of them are kept as one piece.
         rejected: batch.elements_rejected,
         events,
-        rejections: rejected.iter().map(Rejection::from).collect(),
+        rejections: rejected
+            .iter()
+            .zip(&held)
+            .map(|(r, id)| Rejection { id, index: r.index, reason: &r.reason })
+            .collect(),
     }))
 }
 
@@ -338,7 +344,7 @@ async fn retry_rejected(
     let (events, duplicates) = ack_view(&state.metrics, &acks);
     if let Some(ack) = acks.first() {
         item.retried = Some(Retried { at_ms: now_ms(), event_id: ack.id.clone(), seq: ack.seq });
-        state.store.quarantine(std::slice::from_ref(&item)).await?;
+        state.store.mark_retried(&item).await?;
         record(
             &state,
             &req,

@@ -189,6 +189,7 @@ impl Store {
             if item.at_ms >= cutoff_ms || removed >= max {
                 break;
             }
+            crate::quarantine::unindex(&self.inner.tree, &item, &mut batch)?;
             batch.remove(k);
             removed += 1;
         }

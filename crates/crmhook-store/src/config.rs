@@ -1,14 +1,13 @@
-//! The records operators configure and the quarantine: targets (with their deletion, which
-//! keeps a target's attempts as history), subscriptions, sources, meta, and the pieces of
-//! sources' requests that were not events. Targets and sources are sealed here on the way in
-//! and opened on the way out (`seal`, `stored::TargetV2`, `stored::SourceV2`).
+//! The records operators configure: targets (with their deletion, which keeps a target's
+//! attempts as history), subscriptions, sources and meta (the quarantine is `quarantine`'s).
+//! Targets and sources are sealed here on the way in and opened on the way out (`seal`,
+//! `stored::TargetV2`, `stored::SourceV2`).
 
 use crmhook_core::target::Target;
-use crmhook_core::{RejectedId, Source, SourceId, Subscription, SubscriptionId, TargetId};
+use crmhook_core::{Source, SourceId, Subscription, SubscriptionId, TargetId};
 
 use crate::batch::Writes;
 use crate::keys::{self, Tag};
-use crate::records::Rejected;
 use crate::seal::Seal;
 use crate::sources::Lookup;
 use crate::{codec, stored, Result, Store};
@@ -217,49 +216,6 @@ impl Store {
         let mut batch = Writes::default();
         batch.remove(keys::id_key(Tag::Source, id.as_str()));
         self.write(batch).await
-    }
-
-    /// Keeps pieces of sources' requests in the quarantine, durably (answers once flushed).
-    pub async fn quarantine(&self, items: &[Rejected]) -> Result<()> {
-        let mut batch = Writes::default();
-        for item in items {
-            batch.insert(keys::id_key(Tag::Rejected, item.id.as_str()), codec::encode(item)?);
-        }
-        self.write(batch).await
-    }
-
-    pub fn rejected(&self, id: &RejectedId) -> Result<Option<Rejected>> {
-        self.one(Tag::Rejected, id.as_str())
-    }
-
-    /// Quarantined pieces after `after` (ids sort by time), oldest first, at most `limit`,
-    /// only those of `source` when given.
-    pub fn rejected_page(
-        &self,
-        source: Option<&SourceId>,
-        after: Option<&RejectedId>,
-        limit: usize,
-    ) -> Result<Vec<Rejected>> {
-        let start = match after {
-            Some(id) => [keys::id_key(Tag::Rejected, id.as_str()), vec![0]].concat(),
-            None => Tag::Rejected.prefix(),
-        };
-        let mut out = Vec::new();
-        for kv in self.inner.tree.range(start..Tag::Rejected.end()) {
-            let item: Rejected = codec::decode(&kv?.1)?;
-            if source.is_none_or(|s| &item.source_id == s) {
-                out.push(item);
-                if out.len() >= limit {
-                    break;
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// How many pieces are in the quarantine, in all.
-    pub fn rejected_count(&self) -> usize {
-        self.inner.tree.scan_prefix(Tag::Rejected.prefix()).count()
     }
 
     pub fn meta(&self, name: &str) -> Result<Option<String>> {

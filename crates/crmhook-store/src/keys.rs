@@ -58,11 +58,15 @@ pub(crate) enum Tag {
     LegacyId = b'I',
     /// `M` name: meta.
     Meta = b'M',
+    /// `B` src_id rej_id: the quarantine by source.
+    RejectedBySource = b'B',
+    /// `H` src_id digest: the quarantine by bytes.
+    RejectedByBytes = b'H',
 }
 
 impl Tag {
     /// Every keyspace.
-    pub(crate) const ALL: [Tag; 22] = [
+    pub(crate) const ALL: [Tag; 24] = [
         Tag::Event,
         Tag::Idempotency,
         Tag::External,
@@ -85,6 +89,8 @@ impl Tag {
         Tag::SourceIndex,
         Tag::LegacyId,
         Tag::Meta,
+        Tag::RejectedBySource,
+        Tag::RejectedByBytes,
     ];
 
     pub(crate) const fn byte(self) -> u8 {
@@ -189,6 +195,19 @@ pub(crate) fn format() -> Vec<u8> {
 pub(crate) fn migrated_through() -> Vec<u8> {
     meta("migrated_through")
 }
+
+/// `B` src_id rej_id: a quarantined piece under its source (`prefix`: all of a source's).
+pub(crate) fn rejected_of(source: &SourceId, id: Option<&RejectedId>) -> Vec<u8> {
+    key(Tag::RejectedBySource, &[source.as_str().as_bytes(), id.map_or(&[][..], |id| id.as_str().as_bytes())])
+}
+
+/// `H` src_id digest: the piece of a source that holds these bytes.
+pub(crate) fn rejected_bytes(source: &SourceId, digest: &[u8; DIGEST_LEN]) -> Vec<u8> {
+    key(Tag::RejectedByBytes, &[source.as_str().as_bytes(), digest])
+}
+
+/// The length of `H`'s digest: 128 bits of a SHA-256.
+pub(crate) const DIGEST_LEN: usize = 16;
 
 /// `P` tgt_id seq.
 pub(crate) fn pending(target: &TargetId, seq: u64) -> Vec<u8> {
@@ -335,6 +354,14 @@ pub(crate) enum Key {
     },
     LegacyId(EventId),
     Meta(String),
+    RejectedOf {
+        source: SourceId,
+        id: RejectedId,
+    },
+    RejectedBytes {
+        source: SourceId,
+        digest: [u8; DIGEST_LEN],
+    },
 }
 
 impl Key {
@@ -368,6 +395,14 @@ impl Key {
             Tag::RecordIndex => Key::Records { bucket: r.u8()?, first: r.u64()? },
             Tag::LegacyId => Key::LegacyId(r.id(EventId::LEN, EventId::parse)?),
             Tag::Meta => Key::Meta(std::str::from_utf8(r.rest()).ok()?.to_owned()),
+            Tag::RejectedBySource => Key::RejectedOf {
+                source: r.id(SourceId::LEN, SourceId::parse)?,
+                id: r.id(RejectedId::LEN, RejectedId::parse)?,
+            },
+            Tag::RejectedByBytes => Key::RejectedBytes {
+                source: r.id(SourceId::LEN, SourceId::parse)?,
+                digest: r.bytes(DIGEST_LEN)?.try_into().ok()?,
+            },
         };
         r.0.is_empty().then_some(key)
     }
@@ -463,11 +498,11 @@ mod tests {
     #[test]
     fn the_tags_are_the_bytes_on_disk_and_each_is_one_keyspace() {
         let bytes: String = Tag::ALL.iter().map(|t| char::from(t.byte())).collect();
-        assert_eq!(bytes, "EKXTSZQCWPADLFOUYRGNIM");
+        assert_eq!(bytes, "EKXTSZQCWPADLFOUYRGNIMBH");
         for tag in Tag::ALL {
             assert_eq!(Tag::of(tag.byte()), Some(tag));
         }
-        assert_eq!(Tag::of(b'B'), None);
+        assert_eq!(Tag::of(b'V'), None);
     }
 
     #[test]
@@ -502,9 +537,14 @@ mod tests {
         let s = SubscriptionId::generate();
         assert_eq!(Key::parse(&id_key(Tag::Subscription, s.as_str())), Some(Key::Subscription(s)));
         let z = SourceId::generate();
-        assert_eq!(Key::parse(&id_key(Tag::Source, z.as_str())), Some(Key::Source(z)));
+        assert_eq!(Key::parse(&id_key(Tag::Source, z.as_str())), Some(Key::Source(z.clone())));
         let q = RejectedId::generate();
-        assert_eq!(Key::parse(&id_key(Tag::Rejected, q.as_str())), Some(Key::Rejected(q)));
+        assert_eq!(Key::parse(&id_key(Tag::Rejected, q.as_str())), Some(Key::Rejected(q.clone())));
+        assert_eq!(Key::parse(&rejected_of(&z, Some(&q))), Some(Key::RejectedOf { source: z.clone(), id: q.clone() }));
+        assert!(rejected_of(&z, Some(&q)).starts_with(&rejected_of(&z, None)));
+        assert_eq!(Key::parse(&rejected_of(&z, None)), None);
+        let digest = [7; DIGEST_LEN];
+        assert_eq!(Key::parse(&rejected_bytes(&z, &digest)), Some(Key::RejectedBytes { source: z, digest }));
     }
 
     #[test]

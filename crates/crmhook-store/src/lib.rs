@@ -17,8 +17,10 @@
 //! - `index`: the index postings and the window in memory; `queries`: event listings.
 //! - `finished`: the finished-delivery blocks (`L`) and legacy `F` keys; `deliveries`: the
 //!   rest of delivery state and its reads.
-//! - `config`: targets, subscriptions, sources, meta and the quarantine; `sources`: the
-//!   sources kept decoded for ingest, forgotten by the writer when it changes one.
+//! - `config`: targets, subscriptions, sources and meta; `sources`: the sources kept decoded
+//!   for ingest, forgotten by the writer when it changes one.
+//! - `quarantine`: the pieces of sources' requests that were not events, and their indexes by
+//!   source and by bytes.
 //! - `seal`: the key ([`SealKey`]) that seals targets' and sources' secrets at rest.
 //! - `compact`: retention of the log and of the quarantine.
 //! - `stats`: the counts of the console's charts (`M stats:<name>`, [`Series`]).
@@ -52,6 +54,8 @@
 //! | `S` sub_id | `SubscriptionV1` ([`Subscription`](crmhook_core::Subscription)) | subscriptions |
 //! | `Z` src_id | `SourceV2` (record version 2: the MAIA secret sealed); `SourceV1` (version 1, in clear) still read ([`Source`](crmhook_core::Source)) | sources (a Maximizer source's key only as its SHA-256) |
 //! | `Q` rej_id | [`Rejected`] | the quarantine: a piece of a source's request that was not an event, with its exact bytes; rewritten with `retried` set once a retry logged it as an event; removed by retention ([`Store::compact_quarantine`]) |
+//! | `B` src_id rej_id | `()` (the version byte alone) | the quarantine by source: each piece under its source, in id order, written and removed with its `Q` |
+//! | `H` src_id digest | rej_id (string) | the quarantine by bytes: `digest` is 128 bits of the SHA-256 of how a piece is read (`body\n` or `element\n`) and its exact bytes; names the piece of the source that holds them (the same bytes posted again are held by it, not kept again); removed with the piece it names |
 //! | `C` tgt_id | seq:u64 | a target's cursor: every event up to it has been matched for it, and each delivery it owed is finished (`L`, `F`) or pending (`P`) |
 //! | `W` tgt_id | seq:u64 | how far a target had matched, written with a retry's schedule: deliveries after `C` and up to here (or up to the last seq in the target's `L` blocks, if higher) may already have records |
 //! | `P` tgt_id seq:u64 | [`Pending`] | a delivery still owed that has been attempted (a retry) or queued again: the number of its next attempt, when it is due, and `round`, the attempt that began its round of the retry schedule (1, or a redelivery's or replay's first attempt) |
@@ -66,7 +70,7 @@
 //! | `G` len:u16 kanban_id seq:u64 | `Vec<u64>` | index: the same by kanban |
 //! | `N` len:u16 src_id seq:u64 | `Vec<u64>` | index: the same by source (events posted to `/in/{id}`) |
 //! | `I` evt_id | seq:u64 | legacy: the id index of events written by format 1 (see below) |
-//! | `M` name | string, or u64, or bytes | meta: tokens, by token name, as `sha256:` and the hex SHA-256 of the token (the server's; a token kept in clear by an earlier build is rewritten so at start-up); `sealed`, a known value sealed by the key (bytes; see below); `format` (string); `head`, the last seq of the events a compaction removed, kept so that seqs are never given twice once the newest events may be gone (u64; written by compaction only: the head is the last chunk's last seq or this, whichever is higher; builds before 2026-12-04 wrote it with every group); `indexed`, the last seq in the on-disk indexes (u64); `stats:ingest` and `stats:<tgt_id>`, the counts of the console's charts ([`Series`], written lazily every few seconds); `migrated_through`, how far a migration from format 1 got (u64, only while it runs) |
+//! | `M` name | string, or u64, or bytes | meta: tokens, by token name, as `sha256:` and the hex SHA-256 of the token (the server's; a token kept in clear by an earlier build is rewritten so at start-up); `sealed`, a known value sealed by the key (bytes; see below); `format` (string); `head`, the last seq of the events a compaction removed, kept so that seqs are never given twice once the newest events may be gone (u64; written by compaction only: the head is the last chunk's last seq or this, whichever is higher; builds before 2026-12-04 wrote it with every group); `indexed`, the last seq in the on-disk indexes (u64); `stats:ingest` and `stats:<tgt_id>`, the counts of the console's charts ([`Series`], written lazily every few seconds); `migrated_through`, how far a migration from format 1 got (u64, only while it runs); `quarantine_indexed` (u64 1), written once the pieces kept before `B` and `H` existed have been indexed (at open) |
 //!
 //! **Sealed secrets.** A store opened with a key ([`Options::key`]) writes targets and sources
 //! as record version 2, whose secrets (a target's URL, header values, secret and previous
@@ -258,6 +262,7 @@ mod keys;
 pub mod log;
 mod migrate;
 mod open;
+mod quarantine;
 mod queries;
 pub mod replica;
 mod sources;

@@ -122,7 +122,10 @@ pub trait Log: Send + Sync + 'static {
 
     // ---- the quarantine ----
 
-    fn quarantine<'a>(&'a self, items: &'a [Rejected]) -> LogFuture<'a, ()>;
+    /// Keeps pieces; answers the id of the piece that holds each (its own, or an earlier
+    /// piece's with the same bytes).
+    fn quarantine<'a>(&'a self, items: &'a [Rejected]) -> LogFuture<'a, Vec<RejectedId>>;
+    fn mark_retried<'a>(&'a self, item: &'a Rejected) -> LogFuture<'a, ()>;
     fn rejected(&self, id: &RejectedId) -> Result<Option<Rejected>>;
     fn rejected_page(
         &self,
@@ -301,8 +304,11 @@ impl Log for Store {
         Box::pin(Store::put_meta(self, name, value))
     }
 
-    fn quarantine<'a>(&'a self, items: &'a [Rejected]) -> LogFuture<'a, ()> {
+    fn quarantine<'a>(&'a self, items: &'a [Rejected]) -> LogFuture<'a, Vec<RejectedId>> {
         Box::pin(Store::quarantine(self, items))
+    }
+    fn mark_retried<'a>(&'a self, item: &'a Rejected) -> LogFuture<'a, ()> {
+        Box::pin(Store::mark_retried(self, item))
     }
     fn rejected(&self, id: &RejectedId) -> Result<Option<Rejected>> {
         Store::rejected(self, id)

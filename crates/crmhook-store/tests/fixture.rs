@@ -81,6 +81,11 @@ fn the_data_dir_of_2026_12_02_reads_back_whole() {
         assert_eq!(rejected.len(), 1);
         assert_eq!(rejected[0].bytes, br#"{"Id":"bad-1","Entity":"Opportunity"}"#);
         assert_eq!((rejected[0].index, rejected[0].source_id.clone()), (Some(0), sources[0].id.clone()));
+        // Written before the quarantine's indexes: indexed at open, by source and by bytes.
+        assert_eq!(store.rejected_page(Some(&sources[0].id), None, 10).expect("rejected"), rejected);
+        let again = crmhook_store::Rejected { id: crmhook_core::RejectedId::generate(), ..rejected[0].clone() };
+        let held = store.quarantine(std::slice::from_ref(&again)).await.expect("quarantine");
+        assert_eq!(held, [rejected[0].id.clone()]);
 
         // Deliveries: all five delivered to one target, the Maximizer event dead at the other
         // after its two attempts.

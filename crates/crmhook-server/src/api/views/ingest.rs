@@ -2,7 +2,7 @@
 
 use super::RejectedView;
 use crmhook_core::{EventId, RejectedId};
-use crmhook_store::{AckEntry, Rejected};
+use crmhook_store::AckEntry;
 use serde::Serialize;
 
 // ---- ingest --------------------------------------------------------------------------------
@@ -48,12 +48,6 @@ pub struct Rejection<'a> {
     /// Its index in the posted array; `null` for the whole body.
     pub index: Option<u32>,
     pub reason: &'a str,
-}
-
-impl<'a> From<&'a Rejected> for Rejection<'a> {
-    fn from(r: &'a Rejected) -> Self {
-        Rejection { id: &r.id, index: r.index, reason: &r.reason }
-    }
 }
 
 /// `POST /v1/rejected/{id}/retry` (200).

@@ -1,0 +1,286 @@
+//! The quarantine: the pieces of sources' requests that were not events (`Q`), each kept with
+//! two index keys written in the same batch:
+//!
+//! - `B` src_id rej_id: a source's pieces in id (time) order, so that listing one source's
+//!   pieces reads only those;
+//! - `H` src_id digest: the piece of a source that holds these exact bytes, read the same way
+//!   (an element, or a whole body). The same bytes posted again (a CRM's retry of a batch it
+//!   thought lost) are held by the piece they made first, while that piece is kept and not
+//!   retried: the request is answered with that piece's id and nothing new is written.
+//!
+//! Two requests with the same bad bytes at the same moment can each keep a piece (the lookup
+//! and the write are not one step); `H` then names the later one.
+//!
+//! Pieces written before these keys existed (builds before 2026-12-06) are indexed at open
+//! ([`index_at_open`]), once (`M quarantine_indexed`), or at every open of a replica (a node
+//! may apply pieces an older node wrote).
+
+use std::collections::HashMap;
+
+use crmhook_core::{RejectedId, SourceId};
+use sha2::Digest;
+
+use crate::batch::Writes;
+use crate::keys::{self, Key, Tag, DIGEST_LEN};
+use crate::records::Rejected;
+use crate::{codec, Result, Store};
+
+/// Pieces indexed per sled batch at open.
+const INDEX_STEP: usize = 10_000;
+
+impl Store {
+    /// Keeps pieces of sources' requests in the quarantine, durably (answers once flushed).
+    /// Answers, for each, the id of the piece that holds it: its own, or that of an earlier
+    /// piece of the same source with the same bytes read the same way, still kept and not
+    /// retried (that piece is not written again).
+    pub async fn quarantine(&self, items: &[Rejected]) -> Result<Vec<RejectedId>> {
+        let mut batch = Writes::default();
+        let mut new = 0;
+        let mut held = Vec::with_capacity(items.len());
+        // The same bytes twice in one request are one piece too.
+        let mut here: HashMap<Vec<u8>, RejectedId> = HashMap::new();
+        for item in items {
+            let by_bytes = bytes_key(item);
+            let id = match here.get(&by_bytes) {
+                Some(id) => id.clone(),
+                None => match self.holder(&by_bytes, item)? {
+                    Some(id) => id,
+                    None => {
+                        batch.insert(keys::id_key(Tag::Rejected, item.id.as_str()), codec::encode(item)?);
+                        batch.insert(keys::rejected_of(&item.source_id, Some(&item.id)), codec::encode(&())?);
+                        batch.insert(by_bytes.clone(), codec::encode(&item.id.as_str())?);
+                        new += 1;
+                        item.id.clone()
+                    }
+                },
+            };
+            here.insert(by_bytes, id.clone());
+            held.push(id);
+        }
+        if new > 0 {
+            self.write(batch).await?;
+        }
+        Ok(held)
+    }
+
+    /// The kept, unretried piece that `by_bytes` names, if it holds `item`'s bytes.
+    fn holder(&self, by_bytes: &[u8], item: &Rejected) -> Result<Option<RejectedId>> {
+        let Some(v) = self.inner.tree.get(by_bytes)? else { return Ok(None) };
+        let Some(id) = RejectedId::parse(&codec::decode::<String>(&v)?) else { return Ok(None) };
+        Ok(self.rejected(&id)?.filter(|p| same_piece(p, item) && p.retried.is_none()).map(|p| p.id))
+    }
+
+    /// Writes a piece again with `retried` set (a retry logged it as an event).
+    pub async fn mark_retried(&self, item: &Rejected) -> Result<()> {
+        let mut batch = Writes::default();
+        batch.insert(keys::id_key(Tag::Rejected, item.id.as_str()), codec::encode(item)?);
+        self.write(batch).await
+    }
+
+    pub fn rejected(&self, id: &RejectedId) -> Result<Option<Rejected>> {
+        self.one(Tag::Rejected, id.as_str())
+    }
+
+    /// Quarantined pieces after `after` (ids sort by time), oldest first, at most `limit`,
+    /// only those of `source` when given (read through `B`).
+    pub fn rejected_page(
+        &self,
+        source: Option<&SourceId>,
+        after: Option<&RejectedId>,
+        limit: usize,
+    ) -> Result<Vec<Rejected>> {
+        let after_key = |k: Vec<u8>| [k, vec![0]].concat();
+        let mut out = Vec::new();
+        if let Some(source) = source {
+            let prefix = keys::rejected_of(source, None);
+            let start = after.map_or_else(|| prefix.clone(), |id| after_key(keys::rejected_of(source, Some(id))));
+            for kv in self.inner.tree.range(start..) {
+                let (k, _) = kv?;
+                if !k.starts_with(&prefix) || out.len() >= limit {
+                    break;
+                }
+                // A piece retention removed between the two reads is left out.
+                if let Some(Key::RejectedOf { id, .. }) = Key::parse(&k) {
+                    out.extend(self.rejected(&id)?);
+                }
+            }
+            return Ok(out);
+        }
+        let start =
+            after.map_or_else(|| Tag::Rejected.prefix(), |id| after_key(keys::id_key(Tag::Rejected, id.as_str())));
+        for kv in self.inner.tree.range(start..Tag::Rejected.end()).take(limit) {
+            out.push(codec::decode(&kv?.1)?);
+        }
+        Ok(out)
+    }
+
+    /// How many pieces are in the quarantine, in all.
+    pub fn rejected_count(&self) -> usize {
+        self.inner.tree.scan_prefix(Tag::Rejected.prefix()).count()
+    }
+}
+
+/// Whether `a` and `b` are the same piece of the same source: the same bytes, read the same
+/// way (an element, or a whole body).
+fn same_piece(a: &Rejected, b: &Rejected) -> bool {
+    a.source_id == b.source_id && a.index.is_none() == b.index.is_none() && a.bytes == b.bytes
+}
+
+/// `H`'s key for a piece: its source and 128 bits of the SHA-256 of how it is read and its
+/// bytes.
+pub(crate) fn bytes_key(item: &Rejected) -> Vec<u8> {
+    let how: &[u8] = if item.index.is_none() { b"body\n" } else { b"element\n" };
+    let digest = sha2::Sha256::new().chain_update(how).chain_update(&item.bytes).finalize();
+    let mut short = [0; DIGEST_LEN];
+    short.copy_from_slice(&digest[..DIGEST_LEN]);
+    keys::rejected_bytes(&item.source_id, &short)
+}
+
+/// Removes a piece's index keys (retention): `B` always, `H` if it names this piece.
+pub(crate) fn unindex(tree: &sled::Tree, item: &Rejected, batch: &mut sled::Batch) -> Result<()> {
+    batch.remove(keys::rejected_of(&item.source_id, Some(&item.id)));
+    let by_bytes = bytes_key(item);
+    if let Some(v) = tree.get(&by_bytes)? {
+        if codec::decode::<String>(&v)? == item.id.as_str() {
+            batch.remove(by_bytes);
+        }
+    }
+    Ok(())
+}
+
+/// Writes `B` and `H` for every piece, unless done before (`M quarantine_indexed`) and
+/// `always` is not asked. Not flushed: a crash before sled's next flush does it again.
+pub(crate) fn index_at_open(tree: &sled::Tree, always: bool) -> Result<()> {
+    let done = keys::meta("quarantine_indexed");
+    if !always && tree.get(&done)?.is_some() {
+        return Ok(());
+    }
+    let mut batch = sled::Batch::default();
+    for (n, kv) in tree.scan_prefix(Tag::Rejected.prefix()).enumerate() {
+        let item: Rejected = codec::decode(&kv?.1)?;
+        batch.insert(keys::rejected_of(&item.source_id, Some(&item.id)), codec::encode(&())?);
+        // Oldest first: of several unretried pieces with the same bytes, the newest holds them.
+        if item.retried.is_none() {
+            batch.insert(bytes_key(&item), codec::encode(&item.id.as_str())?);
+        }
+        if (n + 1) % INDEX_STEP == 0 {
+            tree.apply_batch(std::mem::take(&mut batch))?;
+        }
+    }
+    batch.insert(done, codec::encode(&1u64)?);
+    tree.apply_batch(batch)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crmhook_core::SourceKind;
+
+    use super::*;
+    use crate::records::Retried;
+    use crate::test_support::rt;
+
+    fn piece(source: &SourceId, index: Option<u32>, bytes: &[u8]) -> Rejected {
+        Rejected {
+            id: RejectedId::generate(),
+            source_id: source.clone(),
+            kind: SourceKind::Maximizer,
+            at_ms: crmhook_core::time::now_ms(),
+            index,
+            reason: "`Entity` is required".into(),
+            bytes: bytes.to_vec(),
+            retried: None,
+        }
+    }
+
+    fn ids(page: &[Rejected]) -> Vec<RejectedId> {
+        page.iter().map(|r| r.id.clone()).collect()
+    }
+
+    #[test]
+    fn the_same_bytes_of_a_source_are_one_piece_until_it_is_retried() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        rt().block_on(async {
+            let store = Store::open(dir.path()).expect("open");
+            let (a, b) = (SourceId::generate(), SourceId::generate());
+            let first = piece(&a, Some(0), b"{}");
+            let held = store.quarantine(&[first.clone(), piece(&a, Some(3), b"{}")]).await.expect("keep");
+            assert_eq!(held, [first.id.clone(), first.id.clone()], "twice in one request: one piece");
+            // Posted again: held by the first piece, which keeps its index.
+            let again = piece(&a, Some(1), b"{}");
+            assert_eq!(store.quarantine(std::slice::from_ref(&again)).await.expect("keep"), [first.id.clone()]);
+            assert_eq!(store.rejected(&again.id).expect("read"), None);
+            assert_eq!(store.rejected(&first.id).expect("read").map(|r| r.index), Some(Some(0)));
+            // Another source, the same bytes as a whole body, other bytes: pieces of their own.
+            let others = [piece(&b, Some(0), b"{}"), piece(&a, None, b"{}"), piece(&a, Some(0), b"{} ")];
+            let held = store.quarantine(&others).await.expect("keep");
+            assert_eq!(held, ids(&others));
+            assert_eq!(store.rejected_count(), 4);
+            // Once retried, the same bytes make a new piece (they were an event, and are not now).
+            let mut retried = store.rejected(&first.id).expect("read").expect("kept");
+            retried.retried = Some(Retried { at_ms: 1, event_id: crmhook_core::EventId::with_seq(1, 1), seq: 1 });
+            store.mark_retried(&retried).await.expect("mark");
+            let later = piece(&a, Some(0), b"{}");
+            assert_eq!(store.quarantine(std::slice::from_ref(&later)).await.expect("keep"), [later.id.clone()]);
+            assert_eq!(store.quarantine(&[piece(&a, Some(2), b"{}")]).await.expect("keep"), [later.id.clone()]);
+            store.close().await;
+        });
+    }
+
+    #[test]
+    fn a_source_s_pieces_are_listed_from_its_own_index_and_retention_removes_them_from_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        rt().block_on(async {
+            let store = Store::open(dir.path()).expect("open");
+            let (a, b) = (SourceId::generate(), SourceId::generate());
+            let mut kept_a = Vec::new();
+            for i in 0..5u8 {
+                let (pa, pb) = (piece(&a, Some(0), &[b'a', i]), piece(&b, Some(0), &[b'b', i]));
+                store.quarantine(&[pa.clone(), pb]).await.expect("keep");
+                kept_a.push(pa.id);
+            }
+            // Ids made in one millisecond differ in random bits only: listed in id order.
+            kept_a.sort();
+            let page = store.rejected_page(Some(&a), None, 3).expect("page");
+            assert_eq!(ids(&page), kept_a[..3]);
+            let rest = store.rejected_page(Some(&a), Some(&kept_a[2]), 100).expect("page");
+            assert_eq!(ids(&rest), kept_a[3..]);
+            assert_eq!(store.rejected_page(None, None, 100).expect("page").len(), 10);
+            // Retention takes everything: the indexes go with the pieces, and the same bytes
+            // make a new piece.
+            assert_eq!(store.compact_quarantine(u64::MAX, 100).expect("compact"), 10);
+            assert_eq!(store.rejected_page(Some(&a), None, 100).expect("page"), []);
+            let prefix = |tag: Tag| store.inner.tree.scan_prefix(tag.prefix()).count();
+            assert_eq!((prefix(Tag::RejectedBySource), prefix(Tag::RejectedByBytes)), (0, 0));
+            let again = piece(&a, Some(0), &[b'a', 0]);
+            assert_eq!(store.quarantine(std::slice::from_ref(&again)).await.expect("keep"), [again.id]);
+            store.close().await;
+        });
+    }
+
+    #[test]
+    fn pieces_kept_before_the_indexes_are_indexed_at_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = SourceId::generate();
+        let old = piece(&a, Some(0), b"{}");
+        rt().block_on(async {
+            let store = Store::open(dir.path()).expect("open");
+            store.quarantine(std::slice::from_ref(&old)).await.expect("keep");
+            // As an earlier build left it: the piece alone.
+            for tag in [Tag::RejectedBySource, Tag::RejectedByBytes] {
+                for kv in store.inner.tree.scan_prefix(tag.prefix()) {
+                    store.inner.tree.remove(kv.expect("read").0).expect("remove");
+                }
+            }
+            store.inner.tree.remove(keys::meta("quarantine_indexed")).expect("remove");
+            assert_eq!(store.rejected_page(Some(&a), None, 10).expect("page"), []);
+            store.close().await;
+        });
+        rt().block_on(async {
+            let store = Store::open(dir.path()).expect("open again");
+            assert_eq!(ids(&store.rejected_page(Some(&a), None, 10).expect("page")), [old.id.clone()]);
+            assert_eq!(store.quarantine(&[piece(&a, Some(4), b"{}")]).await.expect("keep"), [old.id.clone()]);
+            store.close().await;
+        });
+    }
+}
