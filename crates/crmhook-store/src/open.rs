@@ -45,7 +45,7 @@ impl Store {
         }));
         // Nobody holds the store yet: the writer adds nothing to the window meanwhile.
         let head = read_back(&tree, &window)?;
-        crate::quarantine::index_at_open(&tree, replica.is_some())?;
+        crate::quarantine::index_at_open(&tree)?;
         let head_atomic = Arc::new(AtomicU64::new(head));
         let replicated = Arc::new(AtomicU64::new(crate::replica::replicated_in(&tree)?));
         let (head_tx, head_rx) = watch::channel(head);

@@ -12,8 +12,10 @@
 //! and the write are not one step); `H` then names the later one.
 //!
 //! Pieces written before these keys existed (builds before 2026-12-06) are indexed at open
-//! ([`index_at_open`]), once (`M quarantine_indexed`), or at every open of a replica (a node
-//! may apply pieces an older node wrote).
+//! ([`index_at_open`]), once (`M quarantine_indexed`): about 25 µs a piece (7.3 s for 300,000,
+//! measured on the 2-core host). In a cluster that is upgraded node by node, the pieces an
+//! older node keeps meanwhile are not indexed: they are listed in the whole quarantine, not
+//! under their source, and hold no bytes (a known limit).
 
 use std::collections::HashMap;
 
@@ -148,15 +150,21 @@ pub(crate) fn unindex(tree: &sled::Tree, item: &Rejected, batch: &mut sled::Batc
     Ok(())
 }
 
-/// Writes `B` and `H` for every piece, unless done before (`M quarantine_indexed`) and
-/// `always` is not asked. Not flushed: a crash before sled's next flush does it again.
-pub(crate) fn index_at_open(tree: &sled::Tree, always: bool) -> Result<()> {
+/// Writes `B` and `H` for every piece, unless done before (`M quarantine_indexed`). Not
+/// flushed: a crash before sled's next flush does it again.
+pub(crate) fn index_at_open(tree: &sled::Tree) -> Result<()> {
     let done = keys::meta("quarantine_indexed");
-    if !always && tree.get(&done)?.is_some() {
+    if tree.get(&done)?.is_some() {
         return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let mut pieces = 0;
+    if tree.scan_prefix(Tag::Rejected.prefix()).next().is_some() {
+        tracing::info!("indexing the quarantine's pieces kept by an earlier build (once; about 25 s a million pieces)");
     }
     let mut batch = sled::Batch::default();
     for (n, kv) in tree.scan_prefix(Tag::Rejected.prefix()).enumerate() {
+        pieces = n + 1;
         let item: Rejected = codec::decode(&kv?.1)?;
         batch.insert(keys::rejected_of(&item.source_id, Some(&item.id)), codec::encode(&())?);
         // Oldest first: of several unretried pieces with the same bytes, the newest holds them.
@@ -169,6 +177,9 @@ pub(crate) fn index_at_open(tree: &sled::Tree, always: bool) -> Result<()> {
     }
     batch.insert(done, codec::encode(&1u64)?);
     tree.apply_batch(batch)?;
+    if pieces > 0 {
+        tracing::info!(pieces, ms = started.elapsed().as_millis() as u64, "indexed the quarantine");
+    }
     Ok(())
 }
 
