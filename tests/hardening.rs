@@ -243,13 +243,18 @@ fn a_data_dir_in_use_is_said_plainly_once() {
         second.env_remove(k);
     }
     let outs = [second.output().expect("runs"), export(&server.data_dir())];
-    for out in outs {
+    for out in &outs {
         assert_eq!(out.status.code(), Some(2), "{out:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         let says = "in use by another process (another crmhook may be running on it)";
         assert_eq!(stderr.matches(says).count(), 1, "{stderr}");
         assert!(!stderr.contains("WouldBlock") && !stderr.contains("I/O error"), "{stderr}");
     }
+    // The second server found the lock before it bound its port, and says who holds it.
+    let stderr = String::from_utf8_lossy(&outs[0].stderr);
+    let holder = format!("process {} holds {}", server.pid(), server.data_dir().join("crmhook.lock").display());
+    assert!(stderr.contains(&holder), "{stderr}");
+    assert!(!stderr.contains("listening"), "{stderr}");
 }
 
 /// A receiver on [::1]: answers 200 to every request and sends each body (with its

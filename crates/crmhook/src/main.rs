@@ -36,6 +36,7 @@ mod cli_keys;
 mod cli_sources;
 mod cluster;
 mod config;
+mod dir_lock;
 mod logging;
 mod serve;
 
