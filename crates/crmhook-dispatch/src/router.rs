@@ -57,6 +57,9 @@ use crate::target::{TargetConfig, TargetHandle};
 use admin::{AdminChange, EditSubscription};
 use cluster::{ConfigMoved, OwnershipMoved};
 
+/// How long a stop waits for the records of the attempts it cut off (after its grace).
+pub const CUT_OFF_GRACE: Duration = Duration::from_secs(5);
+
 /// What the router starts with, besides the store and the delivery arbiters.
 pub struct RouterConfig {
     /// At most this many targets may exist (`max_targets`).
@@ -263,12 +266,19 @@ impl RouterHandle {
     }
 
     /// Lets every target actor finish the attempts it has in flight (at most `grace`), then
-    /// stops them and the router. Undelivered events stay pending on disk.
+    /// stops them and the router. Undelivered events stay pending on disk. Attempts still in
+    /// flight after `grace` are recorded as failed, cut off ([`TargetHandle::cut_off`]; their
+    /// records get at most [`CUT_OFF_GRACE`] more).
     pub async fn shutdown(&self, grace: Duration) {
         if let Ok(handles) = self.addr.send(Handles).await {
             let drains = futures_util::future::join_all(handles.iter().map(TargetHandle::drain));
             if actix_rt::time::timeout(grace, drains).await.is_err() {
-                tracing::warn!("attempts still in flight after {grace:?}; they stay pending on disk");
+                tracing::warn!("attempts still in flight after {grace:?}: recording them as cut off, to be retried");
+                futures_util::future::join_all(handles.iter().map(TargetHandle::cut_off)).await;
+                let recorded = futures_util::future::join_all(handles.iter().map(TargetHandle::drain));
+                if actix_rt::time::timeout(CUT_OFF_GRACE, recorded).await.is_err() {
+                    tracing::warn!("the cut-off attempts were not all recorded; they stay pending on disk");
+                }
             }
         }
         let _ = self.addr.send(Shutdown).await;

@@ -29,6 +29,7 @@
 //! the target's health never see it (the test event matches no subscription, so no window
 //! takes it either). It is published on the feed marked `test`.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -114,6 +115,14 @@ impl TargetHandle {
         let _ = self.addr.send(Stop).await;
     }
 
+    /// Records each attempt still in flight as failed, cut off by the stop (`CUT_OFF`), with
+    /// its retry: the receiver may have the request, and a restart makes the next attempt with
+    /// the next number, not the same one again. Their reports, if they still come, are
+    /// ignored. A drain answers once these records are written.
+    pub async fn cut_off(&self) {
+        let _ = self.addr.send(CutOff).await;
+    }
+
     /// Starts no new attempt from the moment it is called (not only once the actor reaches the
     /// message), and answers once the attempts in flight have finished and been recorded (each
     /// is bounded by the target's `timeout_ms`).
@@ -153,6 +162,19 @@ struct Drain;
 #[rtype(result = "()")]
 struct SetEnabled(bool);
 
+#[derive(Message)]
+#[rtype(result = "()")]
+struct CutOff;
+
+/// What an attempt cut off by a stop is recorded with.
+pub const CUT_OFF: &str = "cut off: the server stopped before the receiver answered";
+
+/// An attempt in flight, as a stop that cuts it off records it (its event is read again then).
+struct InFlight {
+    round: u32,
+    at_ms: u64,
+}
+
 /// An attempt is over.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -177,6 +199,8 @@ struct TargetActor {
     feed: Feed,
     /// Told when the last attempt is recorded, once draining.
     idle: Vec<oneshot::Sender<()>>,
+    /// The window's attempts in flight, by seq and attempt number.
+    in_flight: HashMap<(u64, u32), InFlight>,
     /// The records of finished deliveries waiting for the next write of the target's state.
     unwritten: DeliveryBatch,
     /// Their attempts, counted and published once that write is done.
@@ -210,6 +234,7 @@ impl TargetActor {
             metrics,
             feed,
             idle: Vec::new(),
+            in_flight: HashMap::new(),
             unwritten: DeliveryBatch::default(),
             unpublished: Vec::new(),
             timer: None,
@@ -313,6 +338,7 @@ impl TargetActor {
                 return;
             }
         };
+        self.in_flight.insert((seq, n), InFlight { round, at_ms: now_ms() });
         let endpoint = self.endpoint.clone();
         let client = self.client.clone();
         let span = tracing::info_span!("attempt", event_id = %event.id, target_id = %self.id(), attempt = n);
@@ -580,7 +606,35 @@ impl Handler<Finished> for TargetActor {
     type Result = ();
 
     fn handle(&mut self, Finished { seq, n, round, report }: Finished, ctx: &mut Context<Self>) {
-        self.finished(seq, n, round, report, ctx);
+        // An attempt a stop cut off is recorded already.
+        if self.in_flight.remove(&(seq, n)).is_some() {
+            self.finished(seq, n, round, report, ctx);
+        }
+    }
+}
+
+impl Handler<CutOff> for TargetActor {
+    type Result = ();
+
+    fn handle(&mut self, _: CutOff, ctx: &mut Context<Self>) {
+        let now = now_ms();
+        let mut cut: Vec<((u64, u32), InFlight)> = self.in_flight.drain().collect();
+        cut.sort_by_key(|(at, _)| *at);
+        for ((seq, n), attempt) in cut {
+            // Not found (compacted meanwhile) or not read: it stays pending on disk, as before.
+            let Ok(Some(event)) = self.store.event_ref(seq) else { continue };
+            tracing::warn!(target_id = %self.id(), seq, n, "{CUT_OFF}; recorded as failed, to be retried");
+            let report = delivery::AttemptReport {
+                event_id: event.id.clone(),
+                received_at_ms: event.received_at_ms,
+                at_ms: attempt.at_ms,
+                duration_ms: now.saturating_sub(attempt.at_ms),
+                outcome: crmhook_core::retry::Outcome::Error(CUT_OFF.into()),
+                retry_after_ms: None,
+                response: None,
+            };
+            self.finished(seq, n, attempt.round, report, ctx);
+        }
     }
 }
 

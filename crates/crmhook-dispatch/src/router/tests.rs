@@ -32,7 +32,7 @@ struct Arrival {
 }
 
 /// An HTTP receiver on 127.0.0.1 that keeps what arrived and answers 200, or 503 to the first
-/// requests of a path told to fail.
+/// requests of a path told to fail, or never to a path told to stay silent.
 #[derive(Clone)]
 struct Receiver {
     port: u16,
@@ -40,14 +40,22 @@ struct Receiver {
     notify: Arc<Notify>,
     /// How many requests of each path are still to answer 503.
     failing: Arc<Mutex<std::collections::HashMap<String, usize>>>,
+    /// The paths whose requests are never answered (the connection is held until the client
+    /// closes it).
+    silent: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl Receiver {
     fn start() -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("address").port();
-        let receiver =
-            Receiver { port, arrivals: Arc::default(), notify: Arc::new(Notify::new()), failing: Arc::default() };
+        let receiver = Receiver {
+            port,
+            arrivals: Arc::default(),
+            notify: Arc::new(Notify::new()),
+            failing: Arc::default(),
+            silent: Arc::default(),
+        };
         let r = receiver.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
@@ -99,8 +107,13 @@ impl Receiver {
                 _ => false,
             };
             let body = String::from_utf8_lossy(&body).into();
+            let silent = self.silent.lock().expect("lock").contains(&path);
             self.arrivals.lock().expect("lock").push(Arrival { path, body, attempt, at: Instant::now() });
             self.notify.notify_waiters();
+            if silent {
+                let _ = reader.read(&mut [0; 1]);
+                return;
+            }
             let answer: &[u8] = match fail {
                 true => b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n",
                 false => b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
@@ -556,4 +569,33 @@ async fn targets_are_seated_on_the_least_loaded_lane() {
     for arbiter in arbiters {
         arbiter.stop();
     }
+}
+
+#[actix_rt::test]
+async fn an_attempt_cut_off_by_a_stop_is_recorded_as_failed_with_its_retry() {
+    let receiver = Receiver::start();
+    receiver.silent.lock().expect("lock").insert("/slow".into());
+    let mut t = target(&receiver.url("slow"));
+    // Longer than any stop waits.
+    t.timeout_ms = 300_000;
+    let r = t.id.clone();
+    let (_owned, watching) = watch::channel(owning(&[&r]));
+    let node = Node::start(Ownership::watching(watching), 10).await;
+    node.router.create_target(t).await.expect("created");
+    node.router.create_subscription(subscription(&r, node.store.head())).await.expect("subscribed");
+    node.ingest(&["e1"]).await;
+    receiver.wait_for("slow", &["e1"]).await;
+    let seq = node.store.head();
+
+    // The receiver has the request and does not answer: the stop's grace passes.
+    node.router.shutdown(Duration::from_millis(200)).await;
+    let attempts = node.store.attempts_to(&r, seq).expect("attempts");
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    assert_eq!(attempts[0].n, 1);
+    assert_eq!(attempts[0].outcome, crmhook_core::retry::Outcome::Error(crate::target::CUT_OFF.into()));
+    assert!(matches!(attempts[0].result, crmhook_store::AttemptResult::Retrying { .. }), "{attempts:?}");
+    // A restart makes attempt 2, on the retry schedule.
+    let pending = node.store.pending(&r, 10).expect("pending");
+    assert_eq!(pending.iter().map(|(s, p)| (*s, p.attempt)).collect::<Vec<_>>(), [(seq, 2)]);
+    node.arbiter.stop();
 }
