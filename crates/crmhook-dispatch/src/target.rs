@@ -29,7 +29,6 @@
 //! the target's health never see it (the test event matches no subscription, so no window
 //! takes it either). It is published on the feed marked `test`.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -171,6 +170,8 @@ pub const CUT_OFF: &str = "cut off: the server stopped before the receiver answe
 
 /// An attempt in flight, as a stop that cuts it off records it (its event is read again then).
 struct InFlight {
+    seq: u64,
+    n: u32,
     round: u32,
     at_ms: u64,
 }
@@ -199,8 +200,8 @@ struct TargetActor {
     feed: Feed,
     /// Told when the last attempt is recorded, once draining.
     idle: Vec<oneshot::Sender<()>>,
-    /// The window's attempts in flight, by seq and attempt number.
-    in_flight: HashMap<(u64, u32), InFlight>,
+    /// The window's attempts in flight (at most its in-flight limit: a short list).
+    in_flight: Vec<InFlight>,
     /// The records of finished deliveries waiting for the next write of the target's state.
     unwritten: DeliveryBatch,
     /// Their attempts, counted and published once that write is done.
@@ -234,7 +235,7 @@ impl TargetActor {
             metrics,
             feed,
             idle: Vec::new(),
-            in_flight: HashMap::new(),
+            in_flight: Vec::new(),
             unwritten: DeliveryBatch::default(),
             unpublished: Vec::new(),
             timer: None,
@@ -338,7 +339,7 @@ impl TargetActor {
                 return;
             }
         };
-        self.in_flight.insert((seq, n), InFlight { round, at_ms: now_ms() });
+        self.in_flight.push(InFlight { seq, n, round, at_ms: now_ms() });
         let endpoint = self.endpoint.clone();
         let client = self.client.clone();
         let span = tracing::info_span!("attempt", event_id = %event.id, target_id = %self.id(), attempt = n);
@@ -607,7 +608,8 @@ impl Handler<Finished> for TargetActor {
 
     fn handle(&mut self, Finished { seq, n, round, report }: Finished, ctx: &mut Context<Self>) {
         // An attempt a stop cut off is recorded already.
-        if self.in_flight.remove(&(seq, n)).is_some() {
+        if let Some(at) = self.in_flight.iter().position(|a| a.seq == seq && a.n == n) {
+            self.in_flight.swap_remove(at);
             self.finished(seq, n, round, report, ctx);
         }
     }
@@ -618,22 +620,22 @@ impl Handler<CutOff> for TargetActor {
 
     fn handle(&mut self, _: CutOff, ctx: &mut Context<Self>) {
         let now = now_ms();
-        let mut cut: Vec<((u64, u32), InFlight)> = self.in_flight.drain().collect();
-        cut.sort_by_key(|(at, _)| *at);
-        for ((seq, n), attempt) in cut {
+        let mut cut = std::mem::take(&mut self.in_flight);
+        cut.sort_by_key(|a| (a.seq, a.n));
+        for InFlight { seq, n, round, at_ms } in cut {
             // Not found (compacted meanwhile) or not read: it stays pending on disk, as before.
             let Ok(Some(event)) = self.store.event_ref(seq) else { continue };
             tracing::warn!(target_id = %self.id(), seq, n, "{CUT_OFF}; recorded as failed, to be retried");
             let report = delivery::AttemptReport {
                 event_id: event.id.clone(),
                 received_at_ms: event.received_at_ms,
-                at_ms: attempt.at_ms,
-                duration_ms: now.saturating_sub(attempt.at_ms),
+                at_ms,
+                duration_ms: now.saturating_sub(at_ms),
                 outcome: crmhook_core::retry::Outcome::Error(CUT_OFF.into()),
                 retry_after_ms: None,
                 response: None,
             };
-            self.finished(seq, n, attempt.round, report, ctx);
+            self.finished(seq, n, round, report, ctx);
         }
     }
 }
