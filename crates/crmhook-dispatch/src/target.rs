@@ -27,7 +27,8 @@
 //! flight or due and whether the target is enabled, one attempt and no retry. Its record is an
 //! attempt of its own (`DeliveryBatch::test_attempt`): the window, the cursor, the counters and
 //! the target's health never see it (the test event matches no subscription, so no window
-//! takes it either). It is published on the feed marked `test`.
+//! takes it either). It is published on the feed marked `test`. A graceful stop's records of
+//! the attempts it cut off are `stop`'s.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -47,7 +48,10 @@ use crate::metrics::TargetMetrics;
 use crate::window::{Ended, Fill, Finish, OnDisk, Recovered, Start, StateWrite, Then, Window, SCAN_STEP};
 
 mod operator;
+mod stop;
 pub use crate::window::{IN_FLIGHT, WINDOW};
+use stop::InFlight;
+pub use stop::CUT_OFF;
 
 /// The mailbox bound: only small messages travel here.
 const MAILBOX: usize = 64;
@@ -114,14 +118,6 @@ impl TargetHandle {
         let _ = self.addr.send(Stop).await;
     }
 
-    /// Records each attempt still in flight as failed, cut off by the stop (`CUT_OFF`), with
-    /// its retry: the receiver may have the request, and a restart makes the next attempt with
-    /// the next number, not the same one again. Their reports, if they still come, are
-    /// ignored. A drain answers once these records are written.
-    pub async fn cut_off(&self) {
-        let _ = self.addr.send(CutOff).await;
-    }
-
     /// Starts no new attempt from the moment it is called (not only once the actor reaches the
     /// message), and answers once the attempts in flight have finished and been recorded (each
     /// is bounded by the target's `timeout_ms`).
@@ -160,21 +156,6 @@ struct Drain;
 #[derive(Message)]
 #[rtype(result = "()")]
 struct SetEnabled(bool);
-
-#[derive(Message)]
-#[rtype(result = "()")]
-struct CutOff;
-
-/// What an attempt cut off by a stop is recorded with.
-pub const CUT_OFF: &str = "cut off: the server stopped before the receiver answered";
-
-/// An attempt in flight, as a stop that cuts it off records it (its event is read again then).
-struct InFlight {
-    seq: u64,
-    n: u32,
-    round: u32,
-    at_ms: u64,
-}
 
 /// An attempt is over.
 #[derive(Message)]
@@ -610,31 +591,6 @@ impl Handler<Finished> for TargetActor {
         // An attempt a stop cut off is recorded already.
         if let Some(at) = self.in_flight.iter().position(|a| a.seq == seq && a.n == n) {
             self.in_flight.swap_remove(at);
-            self.finished(seq, n, round, report, ctx);
-        }
-    }
-}
-
-impl Handler<CutOff> for TargetActor {
-    type Result = ();
-
-    fn handle(&mut self, _: CutOff, ctx: &mut Context<Self>) {
-        let now = now_ms();
-        let mut cut = std::mem::take(&mut self.in_flight);
-        cut.sort_by_key(|a| (a.seq, a.n));
-        for InFlight { seq, n, round, at_ms } in cut {
-            // Not found (compacted meanwhile) or not read: it stays pending on disk, as before.
-            let Ok(Some(event)) = self.store.event_ref(seq) else { continue };
-            tracing::warn!(target_id = %self.id(), seq, n, "{CUT_OFF}; recorded as failed, to be retried");
-            let report = delivery::AttemptReport {
-                event_id: event.id.clone(),
-                received_at_ms: event.received_at_ms,
-                at_ms,
-                duration_ms: now.saturating_sub(at_ms),
-                outcome: crmhook_core::retry::Outcome::Error(CUT_OFF.into()),
-                retry_after_ms: None,
-                response: None,
-            };
             self.finished(seq, n, round, report, ctx);
         }
     }
