@@ -6,164 +6,22 @@
 //! on 127.0.0.1.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crmhook_core::event::parse_ingest;
 use crmhook_core::{sign, Subscription, Target, TargetId};
 use crmhook_store::{DeliveryBatch, Disabled, LogHandle, Replica, Request, Store};
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 use super::*;
 use crate::ownership::Owned;
+use receiver::Receiver;
+
+mod receiver;
 
 /// How long any wait here may take before the test fails.
 const DEADLINE: Duration = Duration::from_secs(20);
-
-/// One request the receiver got: its path, body, `X-Crmhook-Attempt` and when.
-#[derive(Clone, Debug)]
-struct Arrival {
-    path: String,
-    body: String,
-    attempt: String,
-    at: Instant,
-}
-
-/// An HTTP receiver on 127.0.0.1 that keeps what arrived and answers 200, or 503 to the first
-/// requests of a path told to fail, or never to a path told to stay silent.
-#[derive(Clone)]
-struct Receiver {
-    port: u16,
-    arrivals: Arc<Mutex<Vec<Arrival>>>,
-    notify: Arc<Notify>,
-    /// How many requests of each path are still to answer 503.
-    failing: Arc<Mutex<std::collections::HashMap<String, usize>>>,
-    /// The paths whose requests are never answered (the connection is held until the client
-    /// closes it).
-    silent: Arc<Mutex<BTreeSet<String>>>,
-}
-
-impl Receiver {
-    fn start() -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = listener.local_addr().expect("address").port();
-        let receiver = Receiver {
-            port,
-            arrivals: Arc::default(),
-            notify: Arc::new(Notify::new()),
-            failing: Arc::default(),
-            silent: Arc::default(),
-        };
-        let r = receiver.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { continue };
-                let r = r.clone();
-                std::thread::spawn(move || r.serve(stream));
-            }
-        });
-        receiver
-    }
-
-    /// Answers the requests of one connection (kept alive) until the client closes it.
-    fn serve(&self, stream: TcpStream) {
-        let Ok(mut out) = stream.try_clone() else { return };
-        let mut reader = BufReader::new(stream);
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                return;
-            }
-            let path = line.split_whitespace().nth(1).unwrap_or_default().to_owned();
-            let mut length = 0;
-            let mut attempt = String::new();
-            loop {
-                let mut header = String::new();
-                if reader.read_line(&mut header).unwrap_or(0) == 0 {
-                    return;
-                }
-                if header == "\r\n" {
-                    break;
-                }
-                let lower = header.to_ascii_lowercase();
-                if let Some(v) = lower.strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-                if let Some(v) = lower.strip_prefix("x-crmhook-attempt:") {
-                    attempt = v.trim().to_owned();
-                }
-            }
-            let mut body = vec![0; length];
-            if reader.read_exact(&mut body).is_err() {
-                return;
-            }
-            let fail = match self.failing.lock().expect("lock").get_mut(&path) {
-                Some(left) if *left > 0 => {
-                    *left -= 1;
-                    true
-                }
-                _ => false,
-            };
-            let body = String::from_utf8_lossy(&body).into();
-            let silent = self.silent.lock().expect("lock").contains(&path);
-            self.arrivals.lock().expect("lock").push(Arrival { path, body, attempt, at: Instant::now() });
-            self.notify.notify_waiters();
-            if silent {
-                let _ = reader.read(&mut [0; 1]);
-                return;
-            }
-            let answer: &[u8] = match fail {
-                true => b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n",
-                false => b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
-            };
-            if out.write_all(answer).is_err() {
-                return;
-            }
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}/{path}", self.port)
-    }
-
-    /// The records (`recordId`s) that arrived at `path`, in order of arrival.
-    fn records(&self, path: &str) -> Vec<String> {
-        let path = format!("/{path}");
-        let arrivals = self.arrivals.lock().expect("lock");
-        arrivals.iter().filter(|a| a.path == path).map(|a| record_of(&a.body)).collect()
-    }
-
-    /// What arrived at `path`, in order of arrival.
-    fn arrivals(&self, path: &str) -> Vec<Arrival> {
-        let path = format!("/{path}");
-        self.arrivals.lock().expect("lock").iter().filter(|a| a.path == path).cloned().collect()
-    }
-
-    /// Waits until `path` has received `want` (in any order), or fails the test.
-    async fn wait_for(&self, path: &str, want: &[&str]) -> Vec<String> {
-        let until = Instant::now() + DEADLINE;
-        loop {
-            // Made before looking: an arrival after the look wakes it.
-            let arrived = self.notify.notified();
-            let got = self.records(path);
-            if want.iter().all(|w| got.iter().any(|g| g == w)) {
-                return got;
-            }
-            let left = until.saturating_duration_since(Instant::now());
-            if actix_rt::time::timeout(left, arrived).await.is_err() {
-                panic!("/{path} got {got:?}, waiting for {want:?}");
-            }
-        }
-    }
-}
-
-/// The `recordId` in an event's body.
-fn record_of(body: &str) -> String {
-    let v: serde_json::Value = serde_json::from_str(body).expect("a JSON body");
-    v["recordId"].as_str().unwrap_or_default().to_owned()
-}
 
 /// Events with these record ids (all `crm_field_update`).
 fn events(records: &[&str]) -> Vec<NewEvent> {
@@ -240,11 +98,24 @@ impl Node {
     /// A target at `path` of the receiver with a subscription to `crm_field_update`, made
     /// through the router.
     async fn target(&self, receiver: &Receiver, path: &str) -> TargetId {
-        let t = target(&receiver.url(path));
+        self.add(target(&receiver.url(path))).await
+    }
+
+    /// Creates `t` and its subscription to `crm_field_update` through the router.
+    async fn add(&self, t: Target) -> TargetId {
         let id = t.id.clone();
         self.router.create_target(t).await.expect("created");
         self.router.create_subscription(subscription(&id, self.store.head())).await.expect("subscribed");
         id
+    }
+
+    /// A node that owns `t` alone (its ownership watch, returned, can take it away), with `t`
+    /// and its subscription created.
+    async fn owning_only(t: Target) -> (Node, TargetId, watch::Sender<Owned>) {
+        let (owned, watching) = watch::channel(owning(&[&t.id]));
+        let node = Node::start(Ownership::watching(watching), 10).await;
+        let id = node.add(t).await;
+        (node, id, owned)
     }
 
     async fn ingest(&self, records: &[&str]) {
@@ -277,9 +148,7 @@ async fn a_target_not_owned_is_not_delivered_until_ownership_is_granted() {
     let (owned, watching) = watch::channel(owning(&[&b]));
     let node = Node::start(Ownership::watching(watching), 10).await;
     for t in [ta, tb] {
-        let id = t.id.clone();
-        node.router.create_target(t).await.expect("created");
-        node.router.create_subscription(subscription(&id, node.store.head())).await.expect("subscribed");
+        node.add(t).await;
     }
     // The events are logged, and only B gets them: B, woken by the same head moves, is the
     // positive marker.
@@ -480,11 +349,7 @@ async fn a_retry_pending_when_ownership_moves_is_made_on_schedule_by_the_next_ac
     let mut t = target(&receiver.url("r"));
     // One retry, 1.5 s (±20%) after the first attempt.
     t.retry_schedule_ms = vec![1_500];
-    let r = t.id.clone();
-    let (owned, watching) = watch::channel(owning(&[&r]));
-    let node = Node::start(Ownership::watching(watching), 10).await;
-    node.router.create_target(t).await.expect("created");
-    node.router.create_subscription(subscription(&r, node.store.head())).await.expect("subscribed");
+    let (node, r, owned) = Node::owning_only(t).await;
     node.ingest(&["e1"]).await;
     receiver.wait_for("r", &["e1"]).await;
 
@@ -578,11 +443,7 @@ async fn an_attempt_cut_off_by_a_stop_is_recorded_as_failed_with_its_retry() {
     let mut t = target(&receiver.url("slow"));
     // Longer than any stop waits.
     t.timeout_ms = 300_000;
-    let r = t.id.clone();
-    let (_owned, watching) = watch::channel(owning(&[&r]));
-    let node = Node::start(Ownership::watching(watching), 10).await;
-    node.router.create_target(t).await.expect("created");
-    node.router.create_subscription(subscription(&r, node.store.head())).await.expect("subscribed");
+    let (node, r, _owned) = Node::owning_only(t).await;
     node.ingest(&["e1"]).await;
     receiver.wait_for("slow", &["e1"]).await;
     let seq = node.store.head();
