@@ -424,6 +424,9 @@ pub(crate) struct Inner {
     pub(crate) seal: seal::Seal,
     /// Replica mode: where writes go instead of the writer's queue (`replica`).
     pub(crate) replica: Option<replica::Link>,
+    /// Held by a request's quarantine from its look-up of the bytes to its write
+    /// (`quarantine::Stripes`).
+    pub(crate) quarantining: quarantine::Stripes,
     /// Moves when an entry of the replicated log changed targets or subscriptions.
     pub(crate) config_rx: watch::Receiver<u64>,
     /// The sources ingest reads, kept decoded; the writer forgets them when it changes one.

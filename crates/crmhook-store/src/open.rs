@@ -96,6 +96,7 @@ impl Store {
                 config_rx,
                 sources,
                 replicated,
+                quarantining: Default::default(),
             }),
         })
     }
