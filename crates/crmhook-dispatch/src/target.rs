@@ -113,24 +113,6 @@ impl TargetHandle {
         let _ = self.addr.send(Configure(config)).await;
     }
 
-    /// Stops the actor; attempts in flight are abandoned (they stay pending on disk).
-    pub async fn stop(&self) {
-        let _ = self.addr.send(Stop).await;
-    }
-
-    /// Starts no new attempt from the moment it is called (not only once the actor reaches the
-    /// message), and answers once the attempts in flight have finished and been recorded (each
-    /// is bounded by the target's `timeout_ms`).
-    pub fn drain(&self) -> impl std::future::Future<Output = ()> + 'static {
-        self.draining.store(true, Ordering::Release);
-        let asked = self.addr.send(Drain);
-        async move {
-            if let Ok(idle) = asked.await {
-                let _ = idle.await;
-            }
-        }
-    }
-
     /// Enables or disables delivery (the store is written by the caller).
     pub async fn set_enabled(&self, enabled: bool) {
         let _ = self.addr.send(SetEnabled(enabled)).await;
@@ -144,14 +126,6 @@ struct Wake;
 #[derive(Message)]
 #[rtype(result = "()")]
 struct Configure(TargetConfig);
-
-#[derive(Message)]
-#[rtype(result = "()")]
-struct Stop;
-
-#[derive(Message)]
-#[rtype(result = "oneshot::Receiver<()>")]
-struct Drain;
 
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -560,27 +534,6 @@ impl Handler<Configure> for TargetActor {
         self.config = config;
         self.cancel_timer(ctx);
         self.pump(ctx);
-    }
-}
-
-impl Handler<Stop> for TargetActor {
-    type Result = ();
-
-    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
-        ctx.stop();
-    }
-}
-
-impl Handler<Drain> for TargetActor {
-    type Result = MessageResult<Drain>;
-
-    fn handle(&mut self, _: Drain, ctx: &mut Context<Self>) -> MessageResult<Drain> {
-        let (tx, rx) = oneshot::channel();
-        self.window.drain();
-        self.cancel_timer(ctx);
-        self.idle.push(tx);
-        self.pump(ctx);
-        MessageResult(rx)
     }
 }
 

@@ -1,14 +1,36 @@
-//! A graceful stop that cuts attempts off: those still in flight when its grace runs out are
-//! recorded as failed ([`CUT_OFF`]), with their retry, so that the receiver, which may have
-//! the request, gets the next attempt number after the restart, not the same one again.
+//! A target actor's stop and drain, and a graceful stop that cuts attempts off: those still in
+//! flight when its grace runs out are recorded as failed ([`CUT_OFF`]), with their retry, so
+//! that the receiver, which may have the request, gets the next attempt number after the
+//! restart, not the same one again.
+
+use std::sync::atomic::Ordering;
 
 use actix::prelude::*;
 use crmhook_core::time::now_ms;
+use tokio::sync::oneshot;
 
 use super::{TargetActor, TargetHandle};
 use crate::delivery;
 
 impl TargetHandle {
+    /// Stops the actor; attempts in flight are abandoned (they stay pending on disk).
+    pub async fn stop(&self) {
+        let _ = self.addr.send(Stop).await;
+    }
+
+    /// Starts no new attempt from the moment it is called (not only once the actor reaches the
+    /// message), and answers once the attempts in flight have finished and been recorded (each
+    /// is bounded by the target's `timeout_ms`).
+    pub fn drain(&self) -> impl std::future::Future<Output = ()> + 'static {
+        self.draining.store(true, Ordering::Release);
+        let asked = self.addr.send(Drain);
+        async move {
+            if let Ok(idle) = asked.await {
+                let _ = idle.await;
+            }
+        }
+    }
+
     /// Records each attempt still in flight as failed, cut off by the stop (`CUT_OFF`), with
     /// its retry: the receiver may have the request, and a restart makes the next attempt with
     /// the next number, not the same one again. Their reports, if they still come, are
@@ -17,6 +39,14 @@ impl TargetHandle {
         let _ = self.addr.send(CutOff).await;
     }
 }
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Stop;
+
+#[derive(Message)]
+#[rtype(result = "oneshot::Receiver<()>")]
+struct Drain;
 
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -55,5 +85,26 @@ impl Handler<CutOff> for TargetActor {
             };
             self.finished(seq, n, round, report, ctx);
         }
+    }
+}
+
+impl Handler<Stop> for TargetActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+impl Handler<Drain> for TargetActor {
+    type Result = MessageResult<Drain>;
+
+    fn handle(&mut self, _: Drain, ctx: &mut Context<Self>) -> MessageResult<Drain> {
+        let (tx, rx) = oneshot::channel();
+        self.window.drain();
+        self.cancel_timer(ctx);
+        self.idle.push(tx);
+        self.pump(ctx);
+        MessageResult(rx)
     }
 }
