@@ -466,3 +466,26 @@ fn a_crm_s_retry_of_a_batch_keeps_its_bad_elements_once() {
     let counted = format!("crmhook_events_rejected_total{{source=\"{}\"}} 3", src["id"].as_str().expect("id"));
     assert!(metrics.contains(&counted), "the pieces kept, not the elements sent: {counted}");
 }
+
+/// A body with a byte order mark before its JSON (as .NET's writers may put) is refused as
+/// malformed, with words that name the mark: 400 on `/v1/events`, the quarantine on a source
+/// (which still answers 200).
+#[test]
+fn a_byte_order_mark_before_the_json_is_named_in_the_refusal() {
+    let server = Server::start();
+    let src = source(&server, json!({"name": "Maximizer", "kind": "maximizer"}));
+    let good = maximizer::envelope("r-1", "Opportunity", "Update", "1");
+    let body = [b"\xEF\xBB\xBF".as_slice(), format!("[{good}]").as_bytes()].concat();
+    let names_it = |why: &str| why.contains("byte order mark (bytes EF BB BF)");
+    let auth = format!("Bearer {INGEST}");
+    let headers = [("Content-Type", "application/json"), ("Authorization", auth.as_str())];
+    let r = http("POST", &server.url("/v1/events"), &headers, Some(&body));
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(names_it(r.json()["detail"].as_str().unwrap_or_default()), "{}", r.text);
+    let r = http("POST", &maximizer_url(&src), &[("Content-Type", "application/json")], Some(&body));
+    assert_eq!(r.status, 200, "{}", r.text);
+    let ack = r.json();
+    assert_eq!((ack["accepted"].as_u64(), ack["rejected"].as_u64()), (Some(0), Some(1)), "{ack}");
+    assert!(names_it(ack["rejections"][0]["reason"].as_str().unwrap_or_default()), "{ack}");
+    assert!(events(&server, "limit=10").is_empty());
+}

@@ -174,7 +174,7 @@ pub fn parse_ingest(body: &[u8]) -> Result<Vec<NewEvent>, CoreError> {
                 .collect()
         }
         _ => {
-            let value: Value = serde_json::from_slice(body).map_err(malformed)?;
+            let value = read_body(body).map_err(malformed)?.value;
             Err(CoreError::Shape(format!(
                 "the body must be a MAIA event object, an array of MAIA events or a Maximizer envelope (an array), not {}",
                 kind_of(&value)
@@ -251,8 +251,8 @@ fn read_source(kind: SourceKind, source: &SourceId, body: &[u8]) -> (SourceBatch
             Err(e) => return batch.whole(whole(format!("malformed JSON: {e}"))),
         },
         _ => {
-            let reason = match serde_json::from_slice::<Value>(body) {
-                Ok(v) => format!("the body must be a JSON object or an array of events, not {}", kind_of(&v)),
+            let reason = match read_body(body) {
+                Ok(r) => format!("the body must be a JSON object or an array of events, not {}", kind_of(&r.value)),
                 Err(e) => format!("malformed JSON: {e}"),
             };
             return batch.whole(whole(reason));

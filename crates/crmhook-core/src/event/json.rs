@@ -1,8 +1,17 @@
 //! Reading one JSON value in a single pass: its exact text, its `serde_json::Value`, and the
-//! first member name that one of its objects repeats (see [`Read`]).
+//! first member name that one of its objects repeats (see [`Read`]); a body that starts with a
+//! byte order mark is refused with words that say so.
 
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+
+/// UTF-8's byte order mark, which some clients (.NET's, Windows tools) put before a body.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Why a body that starts with [`BOM`] is refused: serde_json's own words ("expected value at
+/// line 1 column 1") point at a character the sender cannot see.
+const STARTS_WITH_BOM: &str = "the body starts with a UTF-8 byte order mark (bytes EF BB BF), which JSON sent over \
+     a network must not carry (RFC 8259, section 8.1): send the body without it";
 
 /// One JSON value read in a single pass: its exact text, its value, and the first member name
 /// that one of its objects repeats, at any depth.
@@ -31,6 +40,9 @@ pub(super) fn read(text: &str) -> Result<Read<'_>, serde_json::Error> {
 
 /// [`read`] for a request's whole body, which may not be UTF-8 (then serde_json says why).
 pub(super) fn read_body(body: &[u8]) -> Result<Read<'_>, serde_json::Error> {
+    if body.starts_with(BOM) {
+        return Err(serde::de::Error::custom(STARTS_WITH_BOM));
+    }
     match std::str::from_utf8(body) {
         Ok(text) => read(text),
         Err(e) => Err(serde_json::from_slice::<&RawValue>(body).err().unwrap_or_else(|| serde::de::Error::custom(e))),

@@ -264,6 +264,28 @@ fn a_repeated_name_in_a_body_that_is_not_json_is_malformed() {
     assert!(matches!(parse_ingest(&bytes), Err(CoreError::Malformed(_))));
 }
 
+/// A byte order mark before the JSON (as .NET's writers and Windows tools may put) is still
+/// refused, as malformed, but with words that name it, not "expected value at line 1 column 1".
+#[test]
+fn a_body_that_starts_with_a_byte_order_mark_is_refused_naming_it() {
+    let bom = |body: &str| [b"\xEF\xBB\xBF".as_slice(), body.as_bytes()].concat();
+    let names_it = |why: &str| why.contains("byte order mark") && why.contains("EF BB BF");
+    for body in [bom(FIELD_UPDATE), bom(&format!("[{FIELD_UPDATE}]")), bom("\"text\"")] {
+        match parse_ingest(&body) {
+            Err(CoreError::Malformed(why)) => assert!(names_it(&why), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        let batch = parse_source(SourceKind::Maximizer, &SourceId::generate(), &body);
+        assert_eq!((batch.events.len(), batch.rejected.len()), (0, 1));
+        assert!(batch.rejected[0].index.is_none() && batch.rejected[0].bytes == body, "kept whole, as sent");
+        assert!(names_it(&batch.rejected[0].reason), "{}", batch.rejected[0].reason);
+        let Err(CoreError::Malformed(why)) = parse_json_unique(&body) else { panic!("an admin body too") };
+        assert!(names_it(&why), "{why}");
+    }
+    // The same mark inside a string is only a character.
+    assert!(parse_json_unique("{\"name\": \"\u{feff}x\"}".as_bytes()).is_ok());
+}
+
 #[test]
 fn a_maximizer_version_is_a_non_empty_string() {
     let with = |version: &str| {
