@@ -18,8 +18,8 @@
 //! Pieces written before these keys existed (builds before 2026-12-06) are indexed at open
 //! ([`index_at_open`]), once (`M quarantine_indexed`): about 25 µs a piece (7.3 s for 300,000,
 //! measured on the 2-core host). In a cluster that is upgraded node by node, the pieces an
-//! older node keeps meanwhile are not indexed: they are listed in the whole quarantine, not
-//! under their source, and hold no bytes (a known limit).
+//! older node keeps meanwhile come without their keys: a later node adds them as it applies
+//! the entry ([`index_replicated`]), and the older node itself indexes them at its upgrade.
 
 use std::collections::HashMap;
 
@@ -169,6 +169,46 @@ pub(crate) fn bytes_key(item: &Rejected) -> Vec<u8> {
     let mut short = [0; DIGEST_LEN];
     short.copy_from_slice(&digest[..DIGEST_LEN]);
     keys::rejected_bytes(&item.source_id, &short)
+}
+
+/// Adds the index keys of the pieces a replicated entry puts without them: a node of a build
+/// before the indexes, in a cluster upgraded node by node. `B` for every such piece, `H` for one
+/// not retried (which then names it, as the later piece of the same bytes). Pieces put with
+/// their `B` key (every later build's) are left as they are; one whose record cannot be read
+/// is left unindexed, said in the log.
+pub(crate) fn index_replicated(writes: &mut Writes) {
+    use crate::batch::Write;
+    fn put(w: &Write) -> Option<(&[u8], &[u8])> {
+        match w {
+            Write::Put(k, v) => Some((k, v)),
+            _ => None,
+        }
+    }
+    let piece = |(k, _): &(&[u8], &[u8])| k.first() == Some(&Tag::Rejected.byte());
+    if !writes.0.iter().filter_map(put).any(|w| piece(&w)) {
+        return;
+    }
+    let with_keys: std::collections::HashSet<&[u8]> = writes.0.iter().filter_map(put).map(|(k, _)| k).collect();
+    let mut added = Vec::new();
+    for (k, v) in writes.0.iter().filter_map(put).filter(piece) {
+        let item: Rejected = match codec::decode(v) {
+            Ok(item) => item,
+            Err(e) => {
+                tracing::warn!(error = %e, key = ?String::from_utf8_lossy(k), "a replicated piece could not be read; not indexed");
+                continue;
+            }
+        };
+        let by_source = keys::rejected_of(&item.source_id, Some(&item.id));
+        if with_keys.contains(by_source.as_slice()) {
+            continue;
+        }
+        let (Ok(unit), Ok(id)) = (codec::encode(&()), codec::encode(&item.id.as_str())) else { continue };
+        added.push(Write::Put(by_source, unit));
+        if item.retried.is_none() {
+            added.push(Write::Put(bytes_key(&item), id));
+        }
+    }
+    writes.0.extend(added);
 }
 
 /// Removes a piece's index keys (retention): `B` always, `H` if it names this piece.

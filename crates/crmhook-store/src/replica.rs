@@ -338,7 +338,8 @@ impl Replica {
                         Some(Waiter::Write(tx)) => tx,
                         _ => oneshot::channel().0,
                     };
-                    let writes = Writes(writes.into_iter().map(local_write).collect::<Result<_>>()?);
+                    let mut writes = Writes(writes.into_iter().map(local_write).collect::<Result<_>>()?);
+                    crate::quarantine::index_replicated(&mut writes);
                     out.push(Op::Write { writes, when: When::Applied, reply });
                 }
                 WireOp::Restore { records, last } => {

@@ -181,3 +181,59 @@ fn a_failed_publish_answers_its_callers() {
         a.store().close().await;
     });
 }
+
+/// A node of a build before the quarantine's indexes puts a piece alone (in a cluster upgraded
+/// node by node): this node adds its index keys as it applies the entry, so the piece is listed
+/// under its source and holds its bytes.
+#[test]
+fn a_piece_an_older_node_puts_alone_is_indexed_here() {
+    use crate::records::Rejected;
+    use crmhook_core::{RejectedId, SourceId, SourceKind};
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let a = Store::open_replica(dir.path(), crate::Options::default(), 1).expect("open");
+        let mut out = a.take_outgoing().expect("out");
+        let source = SourceId::generate();
+        let piece = |bytes: &[u8]| Rejected {
+            id: RejectedId::generate(),
+            source_id: source.clone(),
+            kind: SourceKind::Maximizer,
+            at_ms: crmhook_core::time::now_ms(),
+            index: Some(0),
+            reason: "`Entity` is required".into(),
+            bytes: bytes.to_vec(),
+            retried: None,
+        };
+        let old = piece(b"{}");
+        let put = WireWrite::Put(
+            crate::keys::id_key(crate::keys::Tag::Rejected, old.id.as_str()),
+            codec::encode(&old).expect("encode"),
+        );
+        let op = codec::encode(&WireOp::Write { writes: vec![put] }).expect("encode");
+        let mut log = FakeLog(vec![codec::encode(&EntryV1 { node: 9, ops: vec![(1, EntryOp(op))] }).expect("entry")]);
+        // A piece of this node's, after it: once it is answered, the older node's is applied.
+        let own = piece(b"[]");
+        let store = a.store().clone();
+        let kept = tokio::spawn({
+            let own = own.clone();
+            async move { store.quarantine(&[own]).await }
+        });
+        while out.is_empty() {
+            tokio::task::yield_now().await;
+        }
+        log.publish(&a, &mut out);
+        log.catch_up(&a).await;
+        assert_eq!(kept.await.expect("join").expect("kept"), [own.id.clone()]);
+
+        let mut listed: Vec<_> =
+            a.store().rejected_page(Some(&source), None, 10).expect("page").into_iter().map(|r| r.id).collect();
+        listed.sort();
+        let mut both = vec![old.id.clone(), own.id.clone()];
+        both.sort();
+        assert_eq!(listed, both, "both pieces are listed under their source");
+        // The older node's piece holds its bytes: sent again here, nothing new is kept.
+        assert_eq!(a.store().quarantine(&[piece(b"{}")]).await.expect("held"), [old.id.clone()]);
+        assert!(out.is_empty(), "nothing was written");
+        a.store().close().await;
+    });
+}
