@@ -27,16 +27,16 @@ fn failing(server: &Server, path: &str, schedule: Value) -> (Receiver, String) {
 fn retries_waiting_go_now_when_asked_and_only_those_since_a_time_or_of_one_event() {
     let server = Server::start();
     let (rcv, tid) = failing(&server, "/back", json!([AN_HOUR, AN_HOUR]));
-    let older = [
-        id(&server.post_ok(&maia("crm_field_update", json!({})))),
-        id(&server.post_ok(&maia("crm_record_created", json!({})))),
-    ];
+    // Not the waiting of a test on an outcome: each event's `received_at` (milliseconds) must
+    // differ from the one before, or `since` the second's time takes the first too.
+    let first = id(&server.post_ok(&maia("crm_field_update", json!({}))));
+    std::thread::sleep(Duration::from_millis(5));
+    let older = [first, id(&server.post_ok(&maia("crm_record_created", json!({}))))];
     rcv.wait_count("/back", 2, DELIVERY);
     let since = wait_for(DELIVERY, "the second event's received_at", || {
         server.event(&older[1])["received_at"].as_str().map(str::to_owned)
     });
-    // Not the waiting of a test on an outcome: the third event's `received_at` (milliseconds)
-    // must differ from the second's.
+    // As above: the third's `received_at` must differ from the second's.
     std::thread::sleep(Duration::from_millis(5));
     let newer = id(&server.post_ok(&maia("crm_record_deleted", json!({}))));
     rcv.wait_count("/back", 3, DELIVERY);
@@ -54,6 +54,8 @@ fn retries_waiting_go_now_when_asked_and_only_those_since_a_time_or_of_one_event
     };
     let third_at = server.event(&newer)["received_at"].as_str().expect("received_at").to_owned();
     assert!(third_at > since, "{third_at} after {since}");
+    let first_at = server.event(&older[0])["received_at"].as_str().expect("received_at").to_owned();
+    assert!(first_at < since, "{first_at} before {since}");
     // `since` is inclusive: since the third's time, the third alone.
     assert_eq!(replay(json!({"status": "pending", "since": third_at})), 1);
     rcv.wait_count("/back", 4, DELIVERY);
