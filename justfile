@@ -78,3 +78,36 @@ bench-cluster seconds="5":
 soak kills="20" backlog="1000000":
     cargo build --release -p crmhook -p crmhook-bench
     ./target/release/crmhook-bench soak --kills {{kills}} --backlog {{backlog}} --json target/soak.json
+
+# Profile-guided optimisation: an instrumented build runs the benchmarks' workloads (one event
+# at a time at 200 and 1,000 events/s, saturation, sources, deliveries), then the release build is
+# made again with what they recorded. At low rates it costs about a quarter less CPU per event
+# (docs/PERFORMANCE.md, session 51). Needs `llvm-profdata` of rustc's own LLVM version: `rustup
+# component add llvm-tools`, Debian's `llvm-<version>` (`rustc -vV` names it), or
+# `LLVM_PROFDATA=<path>`. Measure the result with `CRMHOOK_BENCH_SERVER=<its path>`.
+# The server built with a profile of its own run (PGO): `target/pgo/release/crmhook`.
+build-pgo:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    major=$(rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
+    host=$(rustc -vV | sed -n 's/^host: //p')
+    profdata=${LLVM_PROFDATA:-}
+    for candidate in "$(rustc --print sysroot)/lib/rustlib/$host/bin/llvm-profdata" "llvm-profdata-$major" "/usr/lib/llvm-$major/bin/llvm-profdata"; do
+        if [ -z "$profdata" ] && command -v "$candidate" >/dev/null 2>&1; then profdata=$candidate; fi
+    done
+    if [ -z "$profdata" ]; then
+        echo "build-pgo needs llvm-profdata of LLVM $major: rustup component add llvm-tools, Debian's llvm-$major, or LLVM_PROFDATA=<path>" >&2
+        exit 1
+    fi
+    raw="$PWD/target/pgo/raw"
+    rm -rf "$raw" && mkdir -p "$raw"
+    cargo build --release -p crmhook-bench
+    RUSTFLAGS="-Cprofile-generate=$raw" cargo build --release -p crmhook --target-dir target/pgo-gen
+    export CRMHOOK_BENCH_SERVER="$PWD/target/pgo-gen/release/crmhook"
+    ./target/release/crmhook-bench system --offered 200,1000,max --targets 1 --rounds 1 --seconds 5
+    ./target/release/crmhook-bench system --offered 200 --targets 1 --rounds 1 --seconds 5 --via maia-source
+    ./target/release/crmhook-bench sources --seconds 2
+    ./target/release/crmhook-bench deliver
+    "$profdata" merge -o target/pgo/crmhook.profdata "$raw"
+    RUSTFLAGS="-Cprofile-use=$PWD/target/pgo/crmhook.profdata" cargo build --release -p crmhook --target-dir target/pgo
+    echo "built target/pgo/release/crmhook (CRMHOOK_BENCH_SERVER=$PWD/target/pgo/release/crmhook measures it)"

@@ -331,10 +331,7 @@ pub(crate) struct Crmhook {
 
 impl Crmhook {
     fn start() -> anyhow::Result<Crmhook> {
-        let exe = std::env::current_exe()?.with_file_name("crmhook");
-        if !exe.exists() {
-            bail!("{} is missing: build it first (cargo build --release)", exe.display());
-        }
+        let exe = server_exe()?;
         let dir = tempfile::tempdir()?;
         let mut child = Command::new(&exe)
             .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
@@ -361,9 +358,39 @@ impl Crmhook {
 
 impl Drop for Crmhook {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop(&mut self.child);
     }
+}
+
+/// The `crmhook` the benchmarks run: `CRMHOOK_BENCH_SERVER` when set (another build of it, e.g.
+/// `just build-pgo`'s, measured by this bench's baselines), else the one beside this binary.
+pub(crate) fn server_exe() -> anyhow::Result<PathBuf> {
+    let exe = match std::env::var_os("CRMHOOK_BENCH_SERVER") {
+        Some(path) => PathBuf::from(path),
+        None => std::env::current_exe()?.with_file_name("crmhook"),
+    };
+    if !exe.exists() {
+        bail!("{} is missing: build it first (cargo build --release)", exe.display());
+    }
+    Ok(exe)
+}
+
+/// Stops a server gracefully (SIGTERM, as an operator's stop), so that it exits as it would in
+/// use (a build made to collect a profile writes it then); killed if it is not gone in 10 s.
+pub(crate) fn stop(child: &mut Child) {
+    let pid = child.id().to_string();
+    let asked = Command::new("kill").args(["-TERM", &pid]).stderr(Stdio::null()).status();
+    if asked.is_ok_and(|s| s.success()) {
+        let until = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < until {
+            if !matches!(child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -89,10 +89,7 @@ impl Server {
 
     /// [`Server::start`] with more environment.
     pub fn start_with(dir: &std::path::Path, env: Vec<(String, String)>) -> anyhow::Result<Server> {
-        let exe = std::env::current_exe()?.with_file_name("crmhook");
-        if !exe.exists() {
-            bail!("{} is missing: build it first (cargo build --release)", exe.display());
-        }
+        let exe = crate::server_exe()?;
         let mut s =
             Server { exe, dir: dir.to_path_buf(), child: None, addr: SocketAddr::from(([127, 0, 0, 1], 0)), env };
         s.spawn()?;
@@ -170,7 +167,9 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.kill9();
+        if let Some(mut c) = self.child.take() {
+            crate::stop(&mut c);
+        }
     }
 }
 
