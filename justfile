@@ -82,9 +82,9 @@ soak kills="20" backlog="1000000":
 # Profile-guided optimisation: an instrumented build runs the benchmarks' workloads (one event
 # at a time at 200 and 1,000 events/s, saturation, sources, deliveries), then the release build is
 # made again with what they recorded. At low rates it costs a sixth to a quarter less CPU per
-# event (docs/PERFORMANCE.md, issue 18's eighteenth step). Needs `llvm-profdata` of rustc's own LLVM version: `rustup
-# component add llvm-tools`, Debian's `llvm-<version>` (`rustc -vV` names it), or
-# `LLVM_PROFDATA=<path>`. Measure the result with `CRMHOOK_BENCH_SERVER=<its path>`.
+# event (docs/PERFORMANCE.md, issue 18's eighteenth step). Needs `llvm-profdata` of rustc's own
+# LLVM version: `rustup component add llvm-tools`, Debian's `llvm-<version>` (`rustc -vV` names
+# it), or `LLVM_PROFDATA=<path>`. Measure the result with `CRMHOOK_BENCH_SERVER=<its path>`.
 # The server built with a profile of its own run (PGO): `target/pgo/release/crmhook`.
 build-pgo:
     #!/usr/bin/env bash
