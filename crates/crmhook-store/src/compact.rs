@@ -3,7 +3,9 @@
 //! keep), idempotency keys, and the
 //! finished-delivery blocks wholly before the first event left) and of the quarantine. Neither
 //! goes through the writer thread: they only remove keys the writer will never touch again, and
-//! write `M head`, which only compaction writes.
+//! write `M head`, which only compaction writes. The one exception is a quarantined piece's `H`
+//! key, which a request with the same bytes may point at a new piece: it is removed by compare
+//! and swap, only while it names the removed piece.
 
 use crmhook_core::{Event, TargetId};
 
@@ -181,21 +183,40 @@ impl Store {
     /// Removes up to `max` quarantined pieces kept before `cutoff_ms` (retention); answers how
     /// many. Their ids sort by time, so the walk stops at the first one to keep.
     pub fn compact_quarantine(&self, cutoff_ms: u64, max: usize) -> Result<u64> {
-        let mut batch = sled::Batch::default();
-        let mut removed = 0;
+        let removal = self.quarantine_removal(cutoff_ms, max)?;
+        self.remove_quarantined(removal)
+    }
+
+    /// What [`Store::compact_quarantine`] removes, read without writing.
+    pub(crate) fn quarantine_removal(&self, cutoff_ms: u64, max: usize) -> Result<QuarantineRemoval> {
+        let mut removal = QuarantineRemoval::default();
         for kv in self.inner.tree.scan_prefix(Tag::Rejected.prefix()) {
             let (k, v) = kv?;
             let item: Rejected = codec::decode(&v)?;
-            if item.at_ms >= cutoff_ms || removed >= max {
+            if item.at_ms >= cutoff_ms || removal.pieces >= max {
                 break;
             }
-            crate::quarantine::unindex(&self.inner.tree, &item, &mut batch)?;
-            batch.remove(k);
-            removed += 1;
+            removal.bytes.extend(crate::quarantine::unindex(&self.inner.tree, &item, &mut removal.batch)?);
+            removal.batch.remove(k);
+            removal.pieces += 1;
         }
-        self.inner.tree.apply_batch(batch)?;
-        Ok(removed as u64)
+        Ok(removal)
     }
+
+    pub(crate) fn remove_quarantined(&self, removal: QuarantineRemoval) -> Result<u64> {
+        self.inner.tree.apply_batch(removal.batch)?;
+        crate::quarantine::release_bytes(&self.inner.tree, removal.bytes)?;
+        Ok(removal.pieces as u64)
+    }
+}
+
+/// The pieces a retention run removes: their records and `B` keys (one batch), and the `H` keys
+/// that named them when read (each removed after the batch only if it still does).
+#[derive(Default)]
+pub(crate) struct QuarantineRemoval {
+    batch: sled::Batch,
+    bytes: Vec<(Vec<u8>, sled::IVec)>,
+    pieces: usize,
 }
 
 #[cfg(test)]

@@ -20,6 +20,10 @@
 //! steps keeps the first steps' pieces, unanswered: the `H` keys make the CRM's resend find
 //! them and keep only the rest.
 //!
+//! Retention removes a piece and its `B` key in one batch, and then its `H` key only if that
+//! still names the piece (compare and swap, [`release_bytes`]): the same bytes posted again in
+//! between, once the piece was retried, keep the `H` of their own new piece.
+//!
 //! Pieces written before these keys existed (builds before 2026-12-06) are indexed at open
 //! ([`index_at_open`]), once (`M quarantine_indexed`): about 25 µs a piece (7.3 s for 300,000,
 //! measured on the 2-core host). In a cluster that is upgraded node by node, the pieces an
@@ -229,14 +233,30 @@ pub(crate) fn index_replicated(writes: &mut Writes) {
     writes.0.extend(added);
 }
 
-/// Removes a piece's index keys (retention): `B` always, `H` if it names this piece.
-pub(crate) fn unindex(tree: &sled::Tree, item: &Rejected, batch: &mut sled::Batch) -> Result<()> {
+/// Removes a piece's `B` key in `batch` (retention), and answers its `H` key with the value
+/// that names this piece, if it does: [`release_bytes`] removes it after the batch, and only if
+/// it still names the piece. Meanwhile a request with the same bytes (the piece retried, so it
+/// holds them no longer) may have pointed `H` at a piece of its own, which keeps it. A crash
+/// between the two leaves `H` naming a removed piece, which holds nothing (`Store::holder`
+/// reads the piece) until the same bytes come again and point it at their own.
+pub(crate) fn unindex(
+    tree: &sled::Tree,
+    item: &Rejected,
+    batch: &mut sled::Batch,
+) -> Result<Option<(Vec<u8>, sled::IVec)>> {
     batch.remove(keys::rejected_of(&item.source_id, Some(&item.id)));
     let by_bytes = bytes_key(item);
-    if let Some(v) = tree.get(&by_bytes)? {
-        if codec::decode::<String>(&v)? == item.id.as_str() {
-            batch.remove(by_bytes);
-        }
+    match tree.get(&by_bytes)? {
+        Some(v) if codec::decode::<String>(&v)? == item.id.as_str() => Ok(Some((by_bytes, v))),
+        _ => Ok(None),
+    }
+}
+
+/// Removes each `H` key that still holds the value [`unindex`] read (compare and swap).
+pub(crate) fn release_bytes(tree: &sled::Tree, held: Vec<(Vec<u8>, sled::IVec)>) -> Result<()> {
+    for (k, v) in held {
+        // An `Err` inside: another piece holds these bytes now, and keeps them.
+        let _ = tree.compare_and_swap(k, Some(v), None::<&[u8]>)?;
     }
     Ok(())
 }
@@ -310,7 +330,10 @@ mod tests {
             assert_eq!(held, [first.id.clone(), first.id.clone()], "twice in one request: one piece");
             // Posted again: held by the first piece, which keeps its index.
             let again = piece(&a, Some(1), b"{}");
-            assert_eq!(store.quarantine(std::slice::from_ref(&again)).await.expect("keep"), [first.id.clone()]);
+            assert_eq!(
+                store.quarantine(std::slice::from_ref(&again)).await.expect("keep"),
+                std::slice::from_ref(&first.id)
+            );
             assert_eq!(store.rejected(&again.id).expect("read"), None);
             assert_eq!(store.rejected(&first.id).expect("read").map(|r| r.index), Some(Some(0)));
             // Another source, the same bytes as a whole body, other bytes: pieces of their own.
@@ -323,8 +346,14 @@ mod tests {
             retried.retried = Some(Retried { at_ms: 1, event_id: crmhook_core::EventId::with_seq(1, 1), seq: 1 });
             store.mark_retried(&retried).await.expect("mark");
             let later = piece(&a, Some(0), b"{}");
-            assert_eq!(store.quarantine(std::slice::from_ref(&later)).await.expect("keep"), [later.id.clone()]);
-            assert_eq!(store.quarantine(&[piece(&a, Some(2), b"{}")]).await.expect("keep"), [later.id.clone()]);
+            assert_eq!(
+                store.quarantine(std::slice::from_ref(&later)).await.expect("keep"),
+                std::slice::from_ref(&later.id)
+            );
+            assert_eq!(
+                store.quarantine(&[piece(&a, Some(2), b"{}")]).await.expect("keep"),
+                std::slice::from_ref(&later.id)
+            );
             store.close().await;
         });
     }
@@ -423,6 +452,42 @@ mod tests {
         });
     }
 
+    /// Retention reads a piece's `H` key, then removes the piece. If in between the piece was
+    /// retried and the same bytes came again, `H` names their new piece, and keeps doing so.
+    #[test]
+    fn retention_leaves_the_bytes_to_a_piece_that_took_them_meanwhile() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        rt().block_on(async {
+            let store = Store::open(dir.path()).expect("open");
+            let a = SourceId::generate();
+            let old = piece(&a, Some(0), b"{}");
+            store.quarantine(std::slice::from_ref(&old)).await.expect("keep");
+            let mut retried = old.clone();
+            retried.retried = Some(Retried { at_ms: 1, event_id: crmhook_core::EventId::with_seq(1, 1), seq: 1 });
+            store.mark_retried(&retried).await.expect("mark");
+            let removal = store.quarantine_removal(crmhook_core::time::now_ms() + 1, 100).expect("read");
+            // The same bytes again, between retention's read and its write.
+            let new = piece(&a, Some(0), b"{}");
+            assert_eq!(
+                store.quarantine(std::slice::from_ref(&new)).await.expect("keep"),
+                std::slice::from_ref(&new.id)
+            );
+            assert_eq!(store.remove_quarantined(removal).expect("remove"), 1);
+            assert_eq!(store.rejected(&old.id).expect("read"), None);
+            let resent = piece(&a, Some(5), b"{}");
+            assert_eq!(
+                store.quarantine(&[resent]).await.expect("keep"),
+                std::slice::from_ref(&new.id),
+                "held by the new piece"
+            );
+            assert_eq!(store.rejected_count(), 1);
+            // Retention of the new piece takes its `H` with it.
+            assert_eq!(store.compact_quarantine(u64::MAX, 100).expect("compact"), 1);
+            assert_eq!(store.inner.tree.scan_prefix(Tag::RejectedByBytes.prefix()).count(), 0);
+            store.close().await;
+        });
+    }
+
     #[test]
     fn pieces_kept_before_the_indexes_are_indexed_at_open() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -443,8 +508,11 @@ mod tests {
         });
         rt().block_on(async {
             let store = Store::open(dir.path()).expect("open again");
-            assert_eq!(ids(&store.rejected_page(Some(&a), None, 10).expect("page")), [old.id.clone()]);
-            assert_eq!(store.quarantine(&[piece(&a, Some(4), b"{}")]).await.expect("keep"), [old.id.clone()]);
+            assert_eq!(ids(&store.rejected_page(Some(&a), None, 10).expect("page")), std::slice::from_ref(&old.id));
+            assert_eq!(
+                store.quarantine(&[piece(&a, Some(4), b"{}")]).await.expect("keep"),
+                std::slice::from_ref(&old.id)
+            );
             store.close().await;
         });
     }

@@ -223,7 +223,7 @@ fn a_piece_an_older_node_puts_alone_is_indexed_here() {
         }
         log.publish(&a, &mut out);
         log.catch_up(&a).await;
-        assert_eq!(kept.await.expect("join").expect("kept"), [own.id.clone()]);
+        assert_eq!(kept.await.expect("join").expect("kept"), std::slice::from_ref(&own.id));
 
         let mut listed: Vec<_> =
             a.store().rejected_page(Some(&source), None, 10).expect("page").into_iter().map(|r| r.id).collect();
@@ -232,7 +232,7 @@ fn a_piece_an_older_node_puts_alone_is_indexed_here() {
         both.sort();
         assert_eq!(listed, both, "both pieces are listed under their source");
         // The older node's piece holds its bytes: sent again here, nothing new is kept.
-        assert_eq!(a.store().quarantine(&[piece(b"{}")]).await.expect("held"), [old.id.clone()]);
+        assert_eq!(a.store().quarantine(&[piece(b"{}")]).await.expect("held"), std::slice::from_ref(&old.id));
         assert!(out.is_empty(), "nothing was written");
         a.store().close().await;
     });
