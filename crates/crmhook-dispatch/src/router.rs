@@ -51,7 +51,7 @@ use crate::feed::Feed;
 use crate::guard::Guard;
 use crate::metrics::Metrics;
 use crate::ownership::Ownership;
-use crate::target::{TargetConfig, TargetHandle};
+use crate::target::{Origin, TargetConfig, TargetHandle};
 
 use admin::{AdminChange, EditSubscription};
 use cluster::{ConfigMoved, OwnershipMoved};
@@ -141,7 +141,7 @@ impl RouterHandle {
             };
             for (target, disabled) in targets.into_iter().zip(disabled) {
                 let subs = subscriptions.iter().filter(|s| s.target_id == target.id).cloned().collect();
-                router.add(target, subs, disabled);
+                router.add(target, subs, disabled, Origin::TakenOver);
             }
             router
         };
@@ -324,11 +324,12 @@ struct Router {
 }
 
 impl Router {
-    /// Adds a target's entry, and starts its actor if this node owns it.
-    fn add(&mut self, target: Target, subscriptions: Vec<Subscription>, disabled: bool) {
+    /// Adds a target's entry, and starts its actor if this node owns it (`why`: whether the
+    /// target was just created here, or another actor may have delivered to it until now).
+    fn add(&mut self, target: Target, subscriptions: Vec<Subscription>, disabled: bool, why: Origin) {
         let config = TargetConfig { target: Arc::new(target), subscriptions: Arc::new(Compiled::new(subscriptions)) };
         let actor = match self.ownership.owns(&config.target.id) {
-            true => Delivering::Yes(self.spawn_actor(config.clone())),
+            true => Delivering::Yes(self.spawn_actor(config.clone(), why)),
             false => Delivering::No,
         };
         self.targets.insert(config.target.id.clone(), Entry { config, disabled, actor });
@@ -344,7 +345,7 @@ impl Router {
         match (&entry.actor, owns) {
             (Delivering::No, true) => {
                 let config = entry.config.clone();
-                let handle = self.spawn_actor(config);
+                let handle = self.spawn_actor(config, Origin::TakenOver);
                 if let Some(entry) = self.targets.get_mut(id) {
                     entry.actor = Delivering::Yes(handle);
                 }

@@ -65,6 +65,15 @@ pub struct TargetConfig {
     pub subscriptions: Arc<Compiled>,
 }
 
+/// Why a target's actor starts: for a target just created, or to take over one that another
+/// actor may have delivered to until now (at a start-up, or from another node). A rate-limited
+/// target taken over starts nothing for a second (`window::Pace::resume`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Created,
+    TakenOver,
+}
+
 /// Our handle on a target actor; the only way other code talks to one.
 #[derive(Clone)]
 pub struct TargetHandle {
@@ -78,12 +87,12 @@ pub struct TargetHandle {
 }
 
 impl TargetHandle {
-    /// Starts the actor for `config` on `lane`'s arbiter, with that arbiter's client; it counts
-    /// into `metrics` and publishes on `feed`.
+    /// Starts the actor for `config` on `lane`'s arbiter, with that arbiter's client, for the
+    /// reason `why`; it counts into `metrics` and publishes on `feed`.
     pub fn start(
         lane: &delivery::Lane,
         store: LogHandle,
-        config: TargetConfig,
+        (config, why): (TargetConfig, Origin),
         metrics: Arc<TargetMetrics>,
         feed: Feed,
     ) -> TargetHandle {
@@ -92,7 +101,14 @@ impl TargetHandle {
         let draining = Arc::new(AtomicBool::new(false));
         let asked = draining.clone();
         lane.run(move |client| {
-            Context::with_receiver(rx).run(TargetActor::new(store, config, client.clone(), metrics, feed, asked));
+            Context::with_receiver(rx).run(TargetActor::new(
+                store,
+                (config, why),
+                client.clone(),
+                metrics,
+                feed,
+                asked,
+            ));
         });
         TargetHandle { addr: Addr::new(tx), draining, lane: lane.index() }
     }
@@ -168,12 +184,13 @@ struct TargetActor {
     drain_asked: Arc<AtomicBool>,
     /// When the log last said the window is blocked by retries waiting (`report_health`).
     blocked_warned_at: Option<u64>,
+    why: Origin,
 }
 
 impl TargetActor {
     fn new(
         store: LogHandle,
-        config: TargetConfig,
+        (config, why): (TargetConfig, Origin),
         client: delivery::Client,
         metrics: Arc<TargetMetrics>,
         feed: Feed,
@@ -196,6 +213,7 @@ impl TargetActor {
             timer: None,
             drain_asked,
             blocked_warned_at: None,
+            why,
         }
     }
 
@@ -507,8 +525,12 @@ impl Actor for TargetActor {
             Ok((cursor, scanned, pending, disabled)) => {
                 let recovered =
                     Recovered { cursor, scanned, pending, disabled: disabled.is_some(), head: self.store.head() };
-                self.window =
+                let window =
                     Window::recover(self.config.target.ordered, recovered).paced(self.config.target.rate_limit_per_s);
+                self.window = match self.why {
+                    Origin::Created => window,
+                    Origin::TakenOver => window.resumed(now_ms()),
+                };
                 tracing::debug!(target_id = %id, cursor = self.window.scanned(), pending = self.window.len(), "target resumed");
             }
             Err(e) => tracing::error!(target_id = %id, error = %e, "loading delivery state failed"),

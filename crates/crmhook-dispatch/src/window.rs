@@ -249,17 +249,27 @@ impl Window {
         self
     }
 
+    /// This window taking its target over from an earlier actor at `now_ms` (after a restart,
+    /// or from another node): a rate-limited target starts nothing for a second ([`Pace::resume`]).
+    pub fn resumed(mut self, now_ms: u64) -> Window {
+        if let Some(pace) = &mut self.pace {
+            pace.resume(now_ms);
+        }
+        self
+    }
+
     /// A new configuration: whether the target is ordered, and its rate limit (at most `per_s`
-    /// attempts start in any second; `None`: no limit; the starts already counted are kept while
-    /// the limit stays the same). The timer is forgotten (the shell cancels its own), then the
+    /// attempts start in any second; `None`: no limit; the newest starts already counted are
+    /// kept when the limit changes, up to the new limit). The timer is forgotten (the shell cancels its own), then the
     /// shell pumps.
     pub fn configure(&mut self, ordered: bool, per_s: Option<u32>) {
         self.ordered = ordered;
         if ordered {
             self.unpark_all();
         }
-        if self.pace.as_ref().map(Pace::per_s) != per_s.map(|n| n.max(1)) {
-            self.pace = per_s.map(Pace::new);
+        match (&mut self.pace, per_s) {
+            (Some(pace), Some(per_s)) => pace.relimit(per_s),
+            (pace, per_s) => *pace = per_s.map(Pace::new),
         }
         self.timer = None;
     }

@@ -10,7 +10,7 @@ use crmhook_core::{CoreError, Subscription, SubscriptionId, Target, TargetId};
 use crmhook_store::{DeliveryBatch, Disabled, StoreError};
 
 use super::{Handover, Router, RouterError};
-use crate::target::{TargetConfig, TargetHandle};
+use crate::target::{Origin, TargetConfig, TargetHandle};
 
 /// Admin changes, handled one at a time (atomically) so that counts and actors stay in step.
 #[derive(Message)]
@@ -41,7 +41,7 @@ impl Handler<AdminChange> for Router {
                 AtomicResponse::new(Box::pin(
                     async move { store.create_target(&target, cursor).await.map(|()| target) }.into_actor(self).map(
                         |result, act, _| {
-                            act.add(result?, Vec::new(), false);
+                            act.add(result?, Vec::new(), false, Origin::Created);
                             Ok(())
                         },
                     ),

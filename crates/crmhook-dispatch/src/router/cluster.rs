@@ -11,7 +11,7 @@ use crmhook_core::{Subscription, TargetId};
 use crmhook_store::StoreError;
 
 use super::{Handover, Router};
-use crate::target::TargetHandle;
+use crate::target::{Origin, TargetHandle};
 
 /// The set of targets this node owns moved: start and stop actors to match it.
 #[derive(Message)]
@@ -103,7 +103,8 @@ impl Router {
             let id = target.id.clone();
             let Some(entry) = self.targets.get(&id) else {
                 tracing::info!(target_id = %id, "target created on another node");
-                self.add(target, subs, disabled);
+                // Its creator delivered to it if it owned it, until now: taken over.
+                self.add(target, subs, disabled, Origin::TakenOver);
                 changed += 1;
                 continue;
             };

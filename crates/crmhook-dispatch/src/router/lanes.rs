@@ -2,17 +2,17 @@
 //! the router's own on a tie, with the lanes' loads kept as counts.
 
 use super::Router;
-use crate::target::{TargetConfig, TargetHandle};
+use crate::target::{Origin, TargetConfig, TargetHandle};
 
 impl Router {
     /// Starts an actor for `config` on the lane with the fewest actors (running or stopping),
-    /// the router's own on a tie ([`least_loaded`]).
-    pub(super) fn spawn_actor(&mut self, config: TargetConfig) -> TargetHandle {
+    /// the router's own on a tie ([`least_loaded`]), started for the reason `why`.
+    pub(super) fn spawn_actor(&mut self, config: TargetConfig, why: Origin) -> TargetHandle {
         let index = least_loaded(&self.lane_loads);
         self.lane_loads[index] += 1;
         let lane = &self.lanes[index];
         let metrics = self.metrics.target(config.target.id.as_str());
-        TargetHandle::start(lane, self.store.clone(), config, metrics, self.feed.clone())
+        TargetHandle::start(lane, self.store.clone(), (config, why), metrics, self.feed.clone())
     }
 
     /// An actor no entry holds any more: its lane has one fewer.

@@ -117,7 +117,8 @@ struct Sim {
     ordered: bool,
     /// The target's `rate_limit_per_s`.
     rate: Option<u32>,
-    /// When each attempt since the last crash started (the pace is kept in memory only).
+    /// When each attempt started, across crashes (a restart's pace waits a second for what
+    /// the crashed one started).
     started_at: Vec<u64>,
     /// Whether each event (seq - 1) matches the target's subscriptions.
     matches: Vec<bool>,
@@ -396,8 +397,9 @@ impl Sim {
         self.unrecorded.clear();
         // What the store kept of a 410 decides now.
         self.silenced = false;
-        self.window = Window::recover(self.ordered, self.disk.recovered(self.ordered, self.head())).paced(self.rate);
-        self.started_at.clear();
+        self.window = Window::recover(self.ordered, self.disk.recovered(self.ordered, self.head()))
+            .paced(self.rate)
+            .resumed(self.now);
         // At least once: every delivery owed and not recorded as finished is owed again.
         for seq in (1..=self.head()).filter(|s| self.matches(*s) && !self.disk.finished.contains(s)) {
             let owed = self.window.pending.contains_key(&seq)
