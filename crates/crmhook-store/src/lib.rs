@@ -169,7 +169,8 @@
 //! # Writes and durability
 //!
 //! Every write goes through one writer thread. It takes whatever requests are queued (up to
-//! [`MAX_GROUP`]), applies them as one group, calls `flush` once, and only then answers each
+//! [`MAX_GROUP`] requests, and no further request once it holds [`MAX_GROUP_SIZE`] events and
+//! other writes), applies them as one group, calls `flush` once, and only then answers each
 //! request. So many concurrent ingest requests share one flush (group commit), and no actix
 //! arbiter thread ever waits on a flush: callers await a oneshot answer.
 //!
@@ -294,6 +295,11 @@ pub use seal::SealKey;
 
 /// Most requests one group commit takes.
 pub const MAX_GROUP: usize = 1024;
+/// Most events and other writes one group commit takes, past which it takes no further request
+/// (so one request larger than this is a group of its own). sled holds what a batch changes in
+/// memory until the batch is applied: without this, 64 requests of 13,000 events queued at once
+/// (through a source, with their deduplication keys) were one batch and 9.4 GB of memory.
+pub const MAX_GROUP_SIZE: usize = 16_384;
 /// How long held writes (finished deliveries' records) wait for other writes to share their
 /// group when no events are being logged.
 pub const LAZY_HOLD: std::time::Duration = std::time::Duration::from_millis(2);
