@@ -74,6 +74,13 @@ bench-cluster seconds="5":
     cargo build --release -p crmhook -p crmhook-bench
     ./target/release/crmhook-bench cluster --seconds {{seconds}} --json target/bench-cluster.json
 
+# Memory under large requests: `concurrent` requests of about 1 MB (13,000 small MAIA events) at
+# once, twice, through `/v1/events` and through a MAIA source, each on a fresh server: the
+# server's peak RSS and the time to answer them all (docs/RELIABILITY.md, "Memory").
+bench-batches concurrent="64":
+    cargo build --release -p crmhook -p crmhook-bench
+    ./target/release/crmhook-bench batches --concurrent {{concurrent}} --json target/bench-batches.json
+
 # The long reliability runs (kills under load, a 1M-event backlog), with their figures.
 soak kills="20" backlog="1000000":
     cargo build --release -p crmhook -p crmhook-bench

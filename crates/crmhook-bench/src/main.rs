@@ -22,6 +22,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+mod batches;
 mod cluster;
 mod deliver;
 mod jetstream;
@@ -165,6 +166,15 @@ enum Cmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Memory under large requests: `concurrent` requests of about 1 MB (13,000 small MAIA
+    /// events each) at once, twice, through `/v1/events` and through a MAIA source, each on a
+    /// fresh server; its peak RSS and the time to answer them all.
+    Batches {
+        #[arg(long, default_value_t = 64)]
+        concurrent: usize,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Only the sources' rows of `ingest` (a CRM posting to its source against `/v1/events`).
     Sources {
         #[arg(long, default_value_t = 5)]
@@ -239,6 +249,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Jetstream { nats, seconds, connections, json } => {
             write_report(json, &jetstream::run_command(nats, seconds, &connections)?)
         }
+        Cmd::Batches { concurrent, json } => write_report(json, &batches::run(concurrent)?),
         Cmd::Outage { rate, seconds, outage, json } => write_report(json, &outage::run(rate, seconds, outage)?),
         Cmd::Deliver { events, json } => write_report(json, &deliver::run(events)?),
         Cmd::Soak { kills, clients, backlog, json } => {
@@ -315,7 +326,6 @@ fn start_bare(bind: &str) -> anyhow::Result<(SocketAddr, std::thread::JoinHandle
     Ok((addr, handle))
 }
 
-/// `crmhook serve` on a fresh data dir, with known tokens.
 /// A `kB` figure of `/proc/<pid>/status` (`VmRSS:`, `VmHWM:`), 0 if unreadable.
 pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

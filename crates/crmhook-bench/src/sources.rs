@@ -24,11 +24,11 @@ use serde_json::{json, Value};
 use crate::{drive, median_load, read_response, summarize, Crmhook, LoadResult, ROUNDS};
 
 const ADMIN: &str = "adm_bench_0123456789abcdef";
-const INGEST: &str = "ing_bench_0123456789abcdef";
-const MAIA_SECRET: &str = "bench-maia-secret";
+pub(crate) const INGEST: &str = "ing_bench_0123456789abcdef";
+pub(crate) const MAIA_SECRET: &str = "bench-maia-secret";
 
 /// One admin request; answers the JSON body.
-fn admin(addr: SocketAddr, path: &str, body: &Value) -> anyhow::Result<Value> {
+pub(crate) fn admin(addr: SocketAddr, path: &str, body: &Value) -> anyhow::Result<Value> {
     let body = body.to_string();
     let mut stream = BufReader::new(TcpStream::connect(addr)?);
     write!(
@@ -69,7 +69,7 @@ fn maximizer_batch(n: u64) -> String {
 /// How one request is made: its number → the bytes of the whole request.
 type Make = Arc<dyn Fn(u64) -> Vec<u8> + Send + Sync>;
 
-fn request(addr: SocketAddr, path: &str, headers: &str, body: &[u8]) -> Vec<u8> {
+pub(crate) fn request(addr: SocketAddr, path: &str, headers: &str, body: &[u8]) -> Vec<u8> {
     let mut r = format!(
         "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{headers}\r\n",
         body.len()
