@@ -69,17 +69,6 @@ pub(crate) enum Op {
 }
 
 impl Op {
-    /// How much this puts in a group, in events and other writes (see [`MAX_GROUP_SIZE`](crate::MAX_GROUP_SIZE)).
-    fn size(&self) -> usize {
-        match self {
-            Op::Append { events, .. } => events.len().max(1),
-            Op::Entry { ops, .. } => ops.iter().map(Op::size).sum::<usize>().max(1),
-            Op::Write { writes, .. } => writes.0.len().max(1),
-            Op::Restore { records, .. } => records.len().max(1),
-            Op::Stop(_) | Op::Nudge => 1,
-        }
-    }
-
     /// Whether this is an entry that restores records: its group ends with it.
     fn restores(&self) -> bool {
         matches!(self, Op::Entry { ops, .. } if ops.iter().any(|op| matches!(op, Op::Restore { .. })))

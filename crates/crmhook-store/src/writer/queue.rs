@@ -137,6 +137,19 @@ pub(super) fn next_group(
     }
 }
 
+impl Op {
+    /// How much this puts in a group, in events and other writes (see [`MAX_GROUP_SIZE`]).
+    fn size(&self) -> usize {
+        match self {
+            Op::Append { events, .. } => events.len().max(1),
+            Op::Entry { ops, .. } => ops.iter().map(Op::size).sum::<usize>().max(1),
+            Op::Write { writes, .. } => writes.0.len().max(1),
+            Op::Restore { records, .. } => records.len().max(1),
+            Op::Stop(_) | Op::Nudge => 1,
+        }
+    }
+}
+
 /// Wakes the writer thread, parked in [`recv_until`].
 pub(super) struct Unpark(pub(super) std::thread::Thread);
 
