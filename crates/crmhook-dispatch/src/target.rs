@@ -92,7 +92,8 @@ impl TargetHandle {
     pub fn start(
         lane: &delivery::Lane,
         store: LogHandle,
-        (config, why): (TargetConfig, Origin),
+        config: TargetConfig,
+        why: Origin,
         metrics: Arc<TargetMetrics>,
         feed: Feed,
     ) -> TargetHandle {
@@ -101,14 +102,7 @@ impl TargetHandle {
         let draining = Arc::new(AtomicBool::new(false));
         let asked = draining.clone();
         lane.run(move |client| {
-            Context::with_receiver(rx).run(TargetActor::new(
-                store,
-                (config, why),
-                client.clone(),
-                metrics,
-                feed,
-                asked,
-            ));
+            Context::with_receiver(rx).run(TargetActor::new(store, config, why, client.clone(), metrics, feed, asked));
         });
         TargetHandle { addr: Addr::new(tx), draining, lane: lane.index() }
     }
@@ -190,7 +184,8 @@ struct TargetActor {
 impl TargetActor {
     fn new(
         store: LogHandle,
-        (config, why): (TargetConfig, Origin),
+        config: TargetConfig,
+        why: Origin,
         client: delivery::Client,
         metrics: Arc<TargetMetrics>,
         feed: Feed,
