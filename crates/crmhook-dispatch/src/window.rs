@@ -260,8 +260,8 @@ impl Window {
 
     /// A new configuration: whether the target is ordered, and its rate limit (at most `per_s`
     /// attempts start in any second; `None`: no limit; the newest starts already counted are
-    /// kept when the limit changes, up to the new limit). The timer is forgotten (the shell cancels its own), then the
-    /// shell pumps.
+    /// kept when the limit changes, up to the new limit). The timer is forgotten (the shell
+    /// cancels its own), then the shell pumps.
     pub fn configure(&mut self, ordered: bool, per_s: Option<u32>) {
         self.ordered = ordered;
         if ordered {
