@@ -81,10 +81,11 @@ bench-batches concurrent="64":
     cargo build --release -p crmhook -p crmhook-bench
     ./target/release/crmhook-bench batches --concurrent {{concurrent}} --json target/bench-batches.json
 
-# The long reliability runs (kills under load, a 1M-event backlog), with their figures.
-soak kills="20" backlog="1000000":
+# The long reliability runs (kills under load through /v1/events and through a MAIA source, a
+# 1M-event backlog), with their figures.
+soak kills="20" source_kills="20" backlog="1000000":
     cargo build --release -p crmhook -p crmhook-bench
-    ./target/release/crmhook-bench soak --kills {{kills}} --backlog {{backlog}} --json target/soak.json
+    ./target/release/crmhook-bench soak --kills {{kills}} --source-kills {{source_kills}} --backlog {{backlog}} --json target/soak.json
 
 # Profile-guided optimisation: an instrumented build runs the benchmarks' workloads (one event
 # at a time at 200 and 1,000 events/s, saturation, sources, deliveries), then the release build is

@@ -141,6 +141,174 @@ fn kill_9_at_random_moments_loses_no_acknowledged_event() {
     assert_eq!(missing_from_log, 0);
 }
 
+/// A CRM posting to its MAIA source while the server is killed at random moments: signed
+/// batches of one to three events, every third with an element that breaks the rules (kept in
+/// the quarantine). As a CRM does, a client sends the request a kill cut off again, byte for
+/// byte, once the server is back (its events may be in the log already), and sends an answered
+/// batch again now and then. Every answered event reaches the receiver and is in the log once;
+/// a resend of an answered batch accepts nothing new; each bad element is held by one piece.
+#[test]
+fn a_crm_s_batches_to_its_source_survive_kill_9_each_once() {
+    const KILLS: usize = 3;
+    const CLIENTS: usize = 4;
+    const SECRET: &str = "maia-crash-secret";
+    let seed = seed();
+    let mut rng = Rng(seed);
+    let mut server = Server::start();
+    let rcv = Receiver::start();
+    server.wire(&rcv.url("/src"), Some(json!({})), json!({"retry_schedule_ms": [100, 200, 400, 800, 1600]}));
+    let src =
+        server.admin("POST", "/v1/sources", Some(&json!({"name": "MAIA", "kind": "maia", "maia_secret": SECRET})));
+    assert_eq!(src.status, 201, "{}", src.text);
+    let source_id = src.json()["id"].as_str().expect("id").to_owned();
+    /// A batch: its body, its events' recordIds, its bad elements' recordIds.
+    type Batch = (String, Vec<String>, Vec<String>);
+    let make = |i: usize| -> Batch {
+        let events: Vec<Value> = (0..1 + i % 3).map(|_| maia("crm_field_update", json!({}))).collect();
+        let good: Vec<String> = events.iter().map(|e| e["recordId"].as_str().expect("tag").to_owned()).collect();
+        let mut elements = events;
+        let mut bad = Vec::new();
+        if i.is_multiple_of(3) {
+            bad.push(format!("bad_{}", unique()));
+            elements.push(json!({"eventType": "crm_record_moved", "recordId": bad[0]}));
+        }
+        (Value::Array(elements).to_string(), good, bad)
+    };
+    /// What was answered: the events, and each bad element with the piece named for it.
+    type Answered = (HashSet<String>, std::collections::HashMap<String, String>);
+    // Per client: the batch a kill cut off.
+    let mut carried: Vec<Option<Batch>> = vec![None; CLIENTS];
+    let answered: Arc<Mutex<Answered>> = Arc::default();
+    let breaches: Arc<Mutex<Vec<String>>> = Arc::default();
+    for round in 0..KILLS {
+        let stop = Arc::new(AtomicBool::new(false));
+        let url = server.url(&format!("/in/{source_id}"));
+        let clients: Vec<_> = carried
+            .drain(..)
+            .map(|mut cut_off| {
+                let (stop, answered, breaches, url) = (stop.clone(), answered.clone(), breaches.clone(), url.clone());
+                std::thread::spawn(move || {
+                    let mut last: Option<Batch> = None;
+                    let mut i = 0usize;
+                    while !stop.load(Ordering::Relaxed) {
+                        i += 1;
+                        let resend = cut_off.is_none() && i.is_multiple_of(4) && last.is_some();
+                        let batch = match (cut_off.take(), &last) {
+                            (Some(b), _) => b,
+                            (None, Some(l)) if resend => l.clone(),
+                            _ => make(i),
+                        };
+                        let signature = hex::encode(hmac_sha256(SECRET.as_bytes(), batch.0.as_bytes()));
+                        let answer = ureq::post(&url)
+                            .set("X-Maia-Signature", &signature)
+                            .set("Content-Type", "application/json")
+                            .timeout(Duration::from_secs(5))
+                            .send_string(&batch.0);
+                        let r = match answer {
+                            Ok(r) if r.status() == 200 => r.into_json::<Value>().expect("JSON"),
+                            Ok(r) | Err(ureq::Error::Status(_, r)) => {
+                                // 503 while stopping or under backpressure: sent again.
+                                assert_eq!(r.status(), 503, "{}", r.into_string().unwrap_or_default());
+                                cut_off = (!resend).then_some(batch);
+                                continue;
+                            }
+                            Err(_) => {
+                                cut_off = (!resend).then_some(batch);
+                                break;
+                            }
+                        };
+                        let mut said = breaches.lock().expect("lock");
+                        let counted = (
+                            r["accepted"].as_u64().unwrap_or(0) + r["duplicates"].as_u64().unwrap_or(0),
+                            r["rejected"].as_u64(),
+                        );
+                        if counted != (batch.1.len() as u64, Some(batch.2.len() as u64)) {
+                            said.push(format!("counts of {}: {r}", batch.0));
+                        }
+                        if resend && r["accepted"] != 0 {
+                            said.push(format!("an answered batch sent again was accepted again: {r}"));
+                        }
+                        let mut answered = answered.lock().expect("lock");
+                        answered.0.extend(batch.1.iter().cloned());
+                        for (tag, piece) in batch.2.iter().zip(r["rejections"].as_array().expect("rejections")) {
+                            let piece = piece["id"].as_str().expect("piece id").to_owned();
+                            if *answered.1.entry(tag.clone()).or_insert_with(|| piece.clone()) != piece {
+                                said.push(format!("{tag} named by two pieces"));
+                            }
+                        }
+                        last = Some(batch);
+                    }
+                    cut_off
+                })
+            })
+            .collect();
+        wait_for(Duration::from_secs(20), "some answers", || {
+            (answered.lock().expect("lock").0.len() > round * 20).then_some(())
+        });
+        // Not a wait for anything: the kill's random moment.
+        std::thread::sleep(Duration::from_millis(50 + rng.below(400)));
+        server.kill9();
+        stop.store(true, Ordering::Relaxed);
+        carried = clients.into_iter().map(|c| c.join().expect("client")).collect();
+        server.respawn();
+    }
+    // The batches the last kill cut off, sent again.
+    for (body, good, _) in carried.into_iter().flatten() {
+        let signature = hex::encode(hmac_sha256(SECRET.as_bytes(), body.as_bytes()));
+        let url = server.url(&format!("/in/{source_id}"));
+        let r = http("POST", &url, &[("X-Maia-Signature", &signature)], Some(body.as_bytes()));
+        assert_eq!(r.status, 200, "{}", r.text);
+        answered.lock().expect("lock").0.extend(good);
+    }
+    let breaches = breaches.lock().expect("lock").clone();
+    let first = &breaches[..breaches.len().min(5)];
+    assert!(breaches.is_empty(), "crash test (seed {seed}): {} breaches, the first: {first:?}", breaches.len());
+    let (events, pieces) = answered.lock().expect("lock").clone();
+    rcv.wait_delivered("/src", events.iter(), Duration::from_secs(90));
+    // The log holds each answered event once, and nothing else of this source.
+    let mut logged: Vec<String> = Vec::new();
+    let mut after = 0u64;
+    loop {
+        let page =
+            server.admin("GET", &format!("/v1/events?source_id={source_id}&after={after}&limit=1000"), None).json();
+        for e in page["events"].as_array().expect("events") {
+            logged.push(e["payload"]["recordId"].as_str().unwrap_or_default().to_owned());
+        }
+        match page["next_after"].as_u64() {
+            Some(n) => after = n,
+            None => break,
+        }
+    }
+    let distinct: HashSet<&String> = logged.iter().collect();
+    assert_eq!(distinct.len(), logged.len(), "an event stored twice (seed {seed})");
+    assert!(events.iter().all(|t| distinct.contains(t)), "an answered event missing from the log (seed {seed})");
+    // The quarantine holds each bad element once: the piece every answer named.
+    let mut held: Vec<(String, String)> = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page = server.admin("GET", &format!("/v1/rejected?source_id={source_id}&limit=1000{after}"), None).json();
+        for p in page["rejected"].as_array().expect("rejected") {
+            let body: Value = serde_json::from_str(p["body"].as_str().expect("body")).expect("the element's JSON");
+            held.push((body["recordId"].as_str().expect("tag").to_owned(), p["id"].as_str().expect("id").to_owned()));
+        }
+        match page["next_after"].as_str() {
+            Some(n) => after = format!("&after={n}"),
+            None => break,
+        }
+    }
+    let by_tag: std::collections::HashMap<&String, &String> = held.iter().map(|(t, id)| (t, id)).collect();
+    assert_eq!(by_tag.len(), held.len(), "bytes held by two pieces (seed {seed})");
+    for (tag, piece) in &pieces {
+        assert_eq!(by_tag.get(tag).copied(), Some(piece), "{tag}: the piece its answer named (seed {seed})");
+    }
+    eprintln!(
+        "source crash test (seed {seed}): {KILLS} kills, {} events answered and logged once, {} bad elements held once",
+        events.len(),
+        pieces.len()
+    );
+    assert!(events.len() > 100 && !pieces.is_empty(), "too little answered to mean anything");
+}
+
 /// A request with an `Idempotency-Key` (its record a single write right after its events'
 /// chunk), killed with SIGKILL once acknowledged: the client's retry after the restart is
 /// answered with the same events, and the log goes on after them.
@@ -168,7 +336,7 @@ fn retries_pending_at_a_kill_arrive_on_schedule() {
     // A port with nothing listening: connections are refused.
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
     let url = format!("http://127.0.0.1:{port}/back");
-    let (tid, _) = server.wire(&url, Some(json!({})), json!({"retry_schedule_ms": [3000, 3000]}));
+    let (tid, _) = server.wire(&url, Some(json!({})), json!({"retry_schedule_ms": [5000, 5000]}));
     let ids: Vec<String> = (0..5)
         .map(|_| {
             server.post_ok(&maia("crm_field_update", json!({})))["events"][0]["id"].as_str().expect("id").to_owned()
@@ -194,8 +362,10 @@ fn retries_pending_at_a_kill_arrive_on_schedule() {
     for (id, at1) in ids.iter().zip(&first_at) {
         let at2 = by_id[id.as_str()];
         let gap = at2.saturating_sub(*at1);
-        // 3000 ms with ±20% jitter; the restart may only add a little.
-        assert!((2300..=6000).contains(&gap), "attempt 2 of {id} came {gap} ms after attempt 1");
+        // 5000 ms with ±20% jitter; the restart may only add a little. (It was 3000 ms until
+        // 2026-12-06: on a loaded host the five first attempts could take longer than that to be
+        // seen, and a retry then came before the kill, as attempt 3 after it.)
+        assert!((3900..=9000).contains(&gap), "attempt 2 of {id} came {gap} ms after attempt 1");
     }
     // This run of the target matched the whole log when it started, before these attempts; with
     // nothing pending, nothing more is coming.

@@ -65,7 +65,8 @@ enum Cmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
-    /// The long reliability runs: kills under load, and a large backlog.
+    /// The long reliability runs: kills under load (through `/v1/events`, then through a MAIA
+    /// source), and a large backlog.
     Soak {
         /// How many times the server is killed.
         #[arg(long, default_value_t = 20)]
@@ -73,6 +74,9 @@ enum Cmd {
         /// Concurrent ingest clients during the kills.
         #[arg(long, default_value_t = 8)]
         clients: usize,
+        /// How many times the server is killed while clients post through a MAIA source.
+        #[arg(long, default_value_t = 20)]
+        source_kills: usize,
         /// Events piled up for a target that is down.
         #[arg(long, default_value_t = 1_000_000)]
         backlog: usize,
@@ -252,8 +256,12 @@ fn main() -> anyhow::Result<()> {
         Cmd::Batches { concurrent, json } => write_report(json, &batches::run(concurrent)?),
         Cmd::Outage { rate, seconds, outage, json } => write_report(json, &outage::run(rate, seconds, outage)?),
         Cmd::Deliver { events, json } => write_report(json, &deliver::run(events)?),
-        Cmd::Soak { kills, clients, backlog, json } => {
-            let report = json!({"kills": soak::kills(kills, clients)?, "backlog": soak::backlog(backlog)?});
+        Cmd::Soak { kills, clients, source_kills, backlog, json } => {
+            let report = json!({
+                "kills": soak::kills(kills, clients)?,
+                "source_kills": soak::source_kills(source_kills, clients)?,
+                "backlog": soak::backlog(backlog)?,
+            });
             match json {
                 Some(path) => std::fs::write(path, serde_json::to_vec_pretty(&report)?)?,
                 None => println!("{report}"),

@@ -4,7 +4,10 @@
 //!    moments, many times, restarted each time on the same data dir; at the end every
 //!    acknowledged event must have reached the receiver. Reports kills, acknowledged, lost,
 //!    duplicates.
-//! 2. Backlog: a target is down (its receiver answers 503) while a million events pile up;
+//! 2. Source kills (`sources`): the same through a MAIA source, as a CRM posts (signed batches,
+//!    bad elements kept in the quarantine, cut-off requests sent again); checks that nothing
+//!    answered is lost and nothing is stored or kept twice.
+//! 3. Backlog: a target is down (its receiver answers 503) while a million events pile up;
 //!    reports the server's peak RSS, the restart time with that log, and the drain time once
 //!    the receiver answers 200 again.
 
@@ -18,6 +21,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
+
+mod sources;
+pub use sources::source_kills;
 
 pub const ADMIN: &str = "adm_soak_0123456789abcdef";
 pub const INGEST: &str = "ing_soak_0123456789abcdef";
