@@ -81,7 +81,7 @@ bench-batches concurrent="64":
     cargo build --release -p crmhook -p crmhook-bench
     ./target/release/crmhook-bench batches --concurrent {{concurrent}} --json target/bench-batches.json
 
-# The long reliability runs (kills under load through /v1/events and through a MAIA source, a
+# The long reliability runs (kills under load through /v1/events and through the sources, a
 # 1M-event backlog), with their figures.
 soak kills="20" source_kills="20" backlog="1000000":
     cargo build --release -p crmhook -p crmhook-bench

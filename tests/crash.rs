@@ -141,14 +141,16 @@ fn kill_9_at_random_moments_loses_no_acknowledged_event() {
     assert_eq!(missing_from_log, 0);
 }
 
-/// A CRM posting to its MAIA source while the server is killed at random moments: signed
-/// batches of one to three events, every third with an element that breaks the rules (kept in
-/// the quarantine). As a CRM does, a client sends the request a kill cut off again, byte for
-/// byte, once the server is back (its events may be in the log already), and sends an answered
-/// batch again now and then. Every answered event reaches the receiver and is in the log once;
-/// a resend of an answered batch accepts nothing new; each bad element is held by one piece.
+/// CRMs posting to their sources while the server is killed at random moments: batches of one
+/// to three events, every third with an element that breaks the rules (kept in the
+/// quarantine), half of the clients signed to a MAIA source (deduplicated by bytes), half with
+/// the key in the URL to a Maximizer source (deduplicated by `Id`). As a CRM does, a client
+/// sends the request a kill cut off again, byte for byte, once the server is back (its events
+/// may be in the log already), and sends an answered batch again now and then. Every answered
+/// event reaches the receiver and is in the log once; a resend of an answered batch accepts
+/// nothing new; each bad element is held by one piece, the one its answers named.
 #[test]
-fn a_crm_s_batches_to_its_source_survive_kill_9_each_once() {
+fn crms_batches_to_their_sources_survive_kill_9_each_once() {
     const KILLS: usize = 3;
     const CLIENTS: usize = 4;
     const SECRET: &str = "maia-crash-secret";
@@ -157,152 +159,185 @@ fn a_crm_s_batches_to_its_source_survive_kill_9_each_once() {
     let mut server = Server::start();
     let rcv = Receiver::start();
     server.wire(&rcv.url("/src"), Some(json!({})), json!({"retry_schedule_ms": [100, 200, 400, 800, 1600]}));
-    let src =
-        server.admin("POST", "/v1/sources", Some(&json!({"name": "MAIA", "kind": "maia", "maia_secret": SECRET})));
-    assert_eq!(src.status, 201, "{}", src.text);
-    let source_id = src.json()["id"].as_str().expect("id").to_owned();
-    /// A batch: its body, its events' recordIds, its bad elements' recordIds.
+    let create = |body: Value| {
+        let r = server.admin("POST", "/v1/sources", Some(&body));
+        assert_eq!(r.status, 201, "{}", r.text);
+        r.json()
+    };
+    let sources = [
+        create(json!({"name": "MAIA", "kind": "maia", "maia_secret": SECRET})),
+        create(json!({"name": "Maximizer", "kind": "maximizer"})),
+    ];
+    /// A batch: its body, its events' tags, its bad elements' tags.
     type Batch = (String, Vec<String>, Vec<String>);
-    let make = |i: usize| -> Batch {
-        let events: Vec<Value> = (0..1 + i % 3).map(|_| maia("crm_field_update", json!({}))).collect();
-        let good: Vec<String> = events.iter().map(|e| e["recordId"].as_str().expect("tag").to_owned()).collect();
-        let mut elements = events;
+    let make = |maia_kind: bool, i: usize| -> Batch {
+        let tags: Vec<String> = (0..1 + i % 3).map(|_| format!("rec_{}", unique())).collect();
+        let mut elements: Vec<Value> = tags
+            .iter()
+            .map(|t| match maia_kind {
+                true => json!({"eventType": "crm_field_update", "recordId": t, "kanbanId": "k", "fieldName": "Email"}),
+                false => {
+                    serde_json::from_str(&crmhook_crmsim::maximizer::envelope(t, "Opportunity", "Update", "12000.00"))
+                        .expect("JSON")
+                }
+            })
+            .collect();
         let mut bad = Vec::new();
         if i.is_multiple_of(3) {
             bad.push(format!("bad_{}", unique()));
-            elements.push(json!({"eventType": "crm_record_moved", "recordId": bad[0]}));
+            elements.push(match maia_kind {
+                true => json!({"eventType": "crm_record_moved", "recordId": bad[0]}),
+                false => json!({"Id": bad[0], "Timestamp": "2024-09-20T00:01:29Z", "Entity": "Opportunity"}),
+            });
         }
-        (Value::Array(elements).to_string(), good, bad)
+        (Value::Array(elements).to_string(), tags, bad)
     };
     /// What was answered: the events, and each bad element with the piece named for it.
     type Answered = (HashSet<String>, std::collections::HashMap<String, String>);
     // Per client: the batch a kill cut off.
     let mut carried: Vec<Option<Batch>> = vec![None; CLIENTS];
-    let answered: Arc<Mutex<Answered>> = Arc::default();
-    let breaches: Arc<Mutex<Vec<String>>> = Arc::default();
-    for round in 0..KILLS {
-        let stop = Arc::new(AtomicBool::new(false));
-        let url = server.url(&format!("/in/{source_id}"));
-        let clients: Vec<_> = carried
-            .drain(..)
-            .map(|mut cut_off| {
-                let (stop, answered, breaches, url) = (stop.clone(), answered.clone(), breaches.clone(), url.clone());
-                std::thread::spawn(move || {
-                    let mut last: Option<Batch> = None;
-                    let mut i = 0usize;
-                    while !stop.load(Ordering::Relaxed) {
-                        i += 1;
-                        let resend = cut_off.is_none() && i.is_multiple_of(4) && last.is_some();
-                        let batch = match (cut_off.take(), &last) {
-                            (Some(b), _) => b,
-                            (None, Some(l)) if resend => l.clone(),
-                            _ => make(i),
-                        };
-                        let signature = hex::encode(hmac_sha256(SECRET.as_bytes(), batch.0.as_bytes()));
-                        let answer = ureq::post(&url)
-                            .set("X-Maia-Signature", &signature)
-                            .set("Content-Type", "application/json")
-                            .timeout(Duration::from_secs(5))
-                            .send_string(&batch.0);
-                        let r = match answer {
-                            Ok(r) if r.status() == 200 => r.into_json::<Value>().expect("JSON"),
-                            Ok(r) | Err(ureq::Error::Status(_, r)) => {
+    let answered: Mutex<Answered> = Mutex::default();
+    let breaches: Mutex<Vec<String>> = Mutex::default();
+    // Client `c` posts `body` to its source, authenticated as that CRM does: answers the status
+    // and body, or nothing when the server is gone.
+    let post = |c: usize, base: &str, body: &str| -> Option<(u16, String)> {
+        let source = &sources[c % 2];
+        let id = source["id"].as_str().expect("id");
+        let request = match source["key"].as_str() {
+            None => ureq::post(&format!("{base}/in/{id}"))
+                .set("X-Maia-Signature", &hex::encode(hmac_sha256(SECRET.as_bytes(), body.as_bytes()))),
+            Some(key) => ureq::post(&format!("{base}/in/{id}?key={key}")),
+        };
+        match request.set("Content-Type", "application/json").timeout(Duration::from_secs(5)).send_string(body) {
+            Ok(r) | Err(ureq::Error::Status(_, r)) => Some((r.status(), r.into_string().unwrap_or_default())),
+            Err(_) => None,
+        }
+    };
+    for _ in 0..KILLS {
+        let stop = AtomicBool::new(false);
+        let base = server.url("");
+        let before = answered.lock().expect("lock").0.len();
+        let previous = std::mem::take(&mut carried);
+        carried = std::thread::scope(|scope| {
+            let clients: Vec<_> = previous
+                .into_iter()
+                .enumerate()
+                .map(|(c, mut cut_off)| {
+                    let (stop, answered, breaches, base, make, post) =
+                        (&stop, &answered, &breaches, &base, &make, &post);
+                    scope.spawn(move || {
+                        let mut last: Option<Batch> = None;
+                        let mut i = 0usize;
+                        while !stop.load(Ordering::Relaxed) {
+                            i += 1;
+                            let resend = cut_off.is_none() && i.is_multiple_of(4) && last.is_some();
+                            let batch = match (cut_off.take(), &last) {
+                                (Some(b), _) => b,
+                                (None, Some(l)) if resend => l.clone(),
+                                _ => make(c.is_multiple_of(2), i),
+                            };
+                            let r: Value = match post(c, base, &batch.0) {
+                                Some((200, text)) => serde_json::from_str(&text).expect("JSON"),
                                 // 503 while stopping or under backpressure: sent again.
-                                assert_eq!(r.status(), 503, "{}", r.into_string().unwrap_or_default());
-                                cut_off = (!resend).then_some(batch);
-                                continue;
+                                Some((503, _)) => {
+                                    cut_off = (!resend).then_some(batch);
+                                    continue;
+                                }
+                                Some((status, text)) => panic!("{status}: {text}"),
+                                None => {
+                                    cut_off = (!resend).then_some(batch);
+                                    break;
+                                }
+                            };
+                            let mut said = breaches.lock().expect("lock");
+                            let counted = (
+                                r["accepted"].as_u64().unwrap_or(0) + r["duplicates"].as_u64().unwrap_or(0),
+                                r["rejected"].as_u64(),
+                            );
+                            if counted != (batch.1.len() as u64, Some(batch.2.len() as u64)) {
+                                said.push(format!("counts of {}: {r}", batch.0));
                             }
-                            Err(_) => {
-                                cut_off = (!resend).then_some(batch);
-                                break;
+                            if resend && r["accepted"] != 0 {
+                                said.push(format!("an answered batch sent again was accepted again: {r}"));
                             }
-                        };
-                        let mut said = breaches.lock().expect("lock");
-                        let counted = (
-                            r["accepted"].as_u64().unwrap_or(0) + r["duplicates"].as_u64().unwrap_or(0),
-                            r["rejected"].as_u64(),
-                        );
-                        if counted != (batch.1.len() as u64, Some(batch.2.len() as u64)) {
-                            said.push(format!("counts of {}: {r}", batch.0));
-                        }
-                        if resend && r["accepted"] != 0 {
-                            said.push(format!("an answered batch sent again was accepted again: {r}"));
-                        }
-                        let mut answered = answered.lock().expect("lock");
-                        answered.0.extend(batch.1.iter().cloned());
-                        for (tag, piece) in batch.2.iter().zip(r["rejections"].as_array().expect("rejections")) {
-                            let piece = piece["id"].as_str().expect("piece id").to_owned();
-                            if *answered.1.entry(tag.clone()).or_insert_with(|| piece.clone()) != piece {
-                                said.push(format!("{tag} named by two pieces"));
+                            let mut answered = answered.lock().expect("lock");
+                            answered.0.extend(batch.1.iter().cloned());
+                            for (tag, piece) in batch.2.iter().zip(r["rejections"].as_array().expect("rejections")) {
+                                let piece = piece["id"].as_str().expect("piece id").to_owned();
+                                if *answered.1.entry(tag.clone()).or_insert_with(|| piece.clone()) != piece {
+                                    said.push(format!("{tag} named by two pieces"));
+                                }
                             }
+                            last = Some(batch);
                         }
-                        last = Some(batch);
-                    }
-                    cut_off
+                        cut_off
+                    })
                 })
-            })
-            .collect();
-        wait_for(Duration::from_secs(20), "some answers", || {
-            (answered.lock().expect("lock").0.len() > round * 20).then_some(())
+                .collect();
+            wait_for(Duration::from_secs(20), "some answers", || {
+                (answered.lock().expect("lock").0.len() > before).then_some(())
+            });
+            // Not a wait for anything: the kill's random moment.
+            std::thread::sleep(Duration::from_millis(50 + rng.below(400)));
+            server.kill9();
+            stop.store(true, Ordering::Relaxed);
+            clients.into_iter().map(|c| c.join().expect("client")).collect()
         });
-        // Not a wait for anything: the kill's random moment.
-        std::thread::sleep(Duration::from_millis(50 + rng.below(400)));
-        server.kill9();
-        stop.store(true, Ordering::Relaxed);
-        carried = clients.into_iter().map(|c| c.join().expect("client")).collect();
         server.respawn();
     }
     // The batches the last kill cut off, sent again.
-    for (body, good, _) in carried.into_iter().flatten() {
-        let signature = hex::encode(hmac_sha256(SECRET.as_bytes(), body.as_bytes()));
-        let url = server.url(&format!("/in/{source_id}"));
-        let r = http("POST", &url, &[("X-Maia-Signature", &signature)], Some(body.as_bytes()));
-        assert_eq!(r.status, 200, "{}", r.text);
-        answered.lock().expect("lock").0.extend(good);
+    for (c, cut_off) in carried.into_iter().enumerate() {
+        if let Some((body, good, _)) = cut_off {
+            assert_eq!(post(c, &server.url(""), &body).map(|(status, _)| status), Some(200), "a resend");
+            answered.lock().expect("lock").0.extend(good);
+        }
     }
     let breaches = breaches.lock().expect("lock").clone();
     let first = &breaches[..breaches.len().min(5)];
     assert!(breaches.is_empty(), "crash test (seed {seed}): {} breaches, the first: {first:?}", breaches.len());
     let (events, pieces) = answered.lock().expect("lock").clone();
     rcv.wait_delivered("/src", events.iter(), Duration::from_secs(90));
-    // The log holds each answered event once, and nothing else of this source.
+    // The log holds each answered event once, and the quarantine each bad element once.
+    let tag = |v: &Value| {
+        let v = if v.is_array() { &v[0] } else { v };
+        v["recordId"].as_str().or(v["Id"].as_str()).expect("a tag").to_owned()
+    };
     let mut logged: Vec<String> = Vec::new();
-    let mut after = 0u64;
-    loop {
-        let page =
-            server.admin("GET", &format!("/v1/events?source_id={source_id}&after={after}&limit=1000"), None).json();
-        for e in page["events"].as_array().expect("events") {
-            logged.push(e["payload"]["recordId"].as_str().unwrap_or_default().to_owned());
+    let mut held: Vec<(String, String)> = Vec::new();
+    for source in &sources {
+        let id = source["id"].as_str().expect("id");
+        let mut after = 0u64;
+        loop {
+            let page = server.admin("GET", &format!("/v1/events?source_id={id}&after={after}&limit=1000"), None).json();
+            logged.extend(page["events"].as_array().expect("events").iter().map(|e| tag(&e["payload"])));
+            match page["next_after"].as_u64() {
+                Some(n) => after = n,
+                None => break,
+            }
         }
-        match page["next_after"].as_u64() {
-            Some(n) => after = n,
-            None => break,
+        let mut after = String::new();
+        loop {
+            let page = server.admin("GET", &format!("/v1/rejected?source_id={id}&limit=1000{after}"), None).json();
+            for p in page["rejected"].as_array().expect("rejected") {
+                let body: Value = serde_json::from_str(p["body"].as_str().expect("body")).expect("the element's JSON");
+                held.push((tag(&body), p["id"].as_str().expect("id").to_owned()));
+            }
+            match page["next_after"].as_str() {
+                Some(n) => after = format!("&after={n}"),
+                None => break,
+            }
         }
     }
     let distinct: HashSet<&String> = logged.iter().collect();
     assert_eq!(distinct.len(), logged.len(), "an event stored twice (seed {seed})");
     assert!(events.iter().all(|t| distinct.contains(t)), "an answered event missing from the log (seed {seed})");
-    // The quarantine holds each bad element once: the piece every answer named.
-    let mut held: Vec<(String, String)> = Vec::new();
-    let mut after = String::new();
-    loop {
-        let page = server.admin("GET", &format!("/v1/rejected?source_id={source_id}&limit=1000{after}"), None).json();
-        for p in page["rejected"].as_array().expect("rejected") {
-            let body: Value = serde_json::from_str(p["body"].as_str().expect("body")).expect("the element's JSON");
-            held.push((body["recordId"].as_str().expect("tag").to_owned(), p["id"].as_str().expect("id").to_owned()));
-        }
-        match page["next_after"].as_str() {
-            Some(n) => after = format!("&after={n}"),
-            None => break,
-        }
-    }
     let by_tag: std::collections::HashMap<&String, &String> = held.iter().map(|(t, id)| (t, id)).collect();
     assert_eq!(by_tag.len(), held.len(), "bytes held by two pieces (seed {seed})");
     for (tag, piece) in &pieces {
         assert_eq!(by_tag.get(tag).copied(), Some(piece), "{tag}: the piece its answer named (seed {seed})");
     }
     eprintln!(
-        "source crash test (seed {seed}): {KILLS} kills, {} events answered and logged once, {} bad elements held once",
+        "sources crash test (seed {seed}): {KILLS} kills, {} events answered and logged once, {} bad elements held once",
         events.len(),
         pieces.len()
     );

@@ -65,8 +65,8 @@ enum Cmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
-    /// The long reliability runs: kills under load (through `/v1/events`, then through a MAIA
-    /// source), and a large backlog.
+    /// The long reliability runs: kills under load (through `/v1/events`, then through the
+    /// sources), and a large backlog.
     Soak {
         /// How many times the server is killed.
         #[arg(long, default_value_t = 20)]
@@ -74,7 +74,7 @@ enum Cmd {
         /// Concurrent ingest clients during the kills.
         #[arg(long, default_value_t = 8)]
         clients: usize,
-        /// How many times the server is killed while clients post through a MAIA source.
+        /// How many times the server is killed while clients post through a MAIA and a Maximizer source.
         #[arg(long, default_value_t = 20)]
         source_kills: usize,
         /// Events piled up for a target that is down.

@@ -4,9 +4,9 @@
 //!    moments, many times, restarted each time on the same data dir; at the end every
 //!    acknowledged event must have reached the receiver. Reports kills, acknowledged, lost,
 //!    duplicates.
-//! 2. Source kills (`sources`): the same through a MAIA source, as a CRM posts (signed batches,
-//!    bad elements kept in the quarantine, cut-off requests sent again); checks that nothing
-//!    answered is lost and nothing is stored or kept twice.
+//! 2. Source kills (`sources`): the same through a MAIA and a Maximizer source, as the CRMs post
+//!    (batches with bad elements kept in the quarantine, cut-off requests sent again); checks
+//!    that nothing answered is lost and nothing is stored or kept twice.
 //! 3. Backlog: a target is down (its receiver answers 503) while a million events pile up;
 //!    reports the server's peak RSS, the restart time with that log, and the drain time once
 //!    the receiver answers 200 again.
@@ -179,7 +179,8 @@ impl Drop for Server {
     }
 }
 
-/// A receiver counting deliveries per recordId; its answer can be switched.
+/// A receiver counting deliveries per recordId (a Maximizer event's: per `Id`); its answer can
+/// be switched.
 struct Receiver {
     addr: SocketAddr,
     counts: Arc<Mutex<HashMap<String, u32>>>,
@@ -195,7 +196,7 @@ impl Receiver {
             let status = a.load(Ordering::Relaxed);
             if status == 200 {
                 let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-                if let Some(tag) = v["recordId"].as_str() {
+                if let Some(tag) = sources::tag_of(&v) {
                     *c.lock().expect("lock").entry(tag.to_owned()).or_insert(0) += 1;
                 }
             }

@@ -1,7 +1,9 @@
-//! `crmhook-bench soak --source-kills N`: the kill soak through a MAIA source, the path a real
-//! CRM takes. Concurrent clients post signed batches (one to three events, now and then an
-//! element that breaks the rules) while the server is killed with SIGKILL at random moments and
-//! started again on the same data dir. They behave as a CRM does:
+//! `crmhook-bench soak --source-kills N`: the kill soak through the sources, the path real CRMs
+//! take. Concurrent clients post batches of one to three events, now and then with an element
+//! that breaks the rules, half of them signed to a MAIA source (deduplicated by their bytes),
+//! half with the key to a Maximizer source (deduplicated by `Id`), while the server is killed
+//! with SIGKILL at random moments and started again on the same data dir. They behave as a CRM
+//! does:
 //!
 //! - a request that got no answer (the kill cut it off) is sent again, byte for byte, once the
 //!   server is back: its events may or may not be in the log already;
@@ -10,7 +12,7 @@
 //! At the end it checks what the contract and API.md promise, and counts each breach:
 //!
 //! - `lost`: an event of an answered request that never reached the receiver;
-//! - `stored_twice`: an event's bytes twice in the log (deduplication by bytes failed);
+//! - `stored_twice`: an event twice in the log (deduplication failed);
 //! - `resent_accepted`: a resend of an answered request that had an event accepted again;
 //! - `pieces_twice`: a bad element's bytes held by two pieces of the quarantine;
 //! - `pieces_missing`: a bad element of an answered request that no piece holds;
@@ -30,26 +32,73 @@ use super::{wait_until, Conn, Receiver, Server};
 
 const MAIA_SECRET: &str = "soak-maia-secret";
 
+/// The two sources.
+#[derive(Clone, Copy)]
+enum Kind {
+    Maia,
+    Maximizer,
+}
+
 /// One request's body and what is in it.
 #[derive(Clone)]
 struct Batch {
     body: Vec<u8>,
-    /// The recordIds of its events.
+    /// The tags (MAIA `recordId`, Maximizer `Id`) of its events.
     good: Vec<String>,
-    /// The recordIds of its elements that break the rules (an unknown `eventType`).
+    /// The tags of its elements that break the rules.
     bad: Vec<String>,
 }
 
 impl Batch {
-    fn new(tag: &str, events: u64, with_bad: bool) -> Batch {
+    fn new(kind: Kind, tag: &str, events: u64, with_bad: bool) -> Batch {
         let good: Vec<String> = (0..events).map(|k| format!("{tag}k{k}")).collect();
         let bad: Vec<String> = if with_bad { vec![format!("bad-{tag}")] } else { Vec::new() };
-        let mut elements: Vec<String> = good.iter().map(|t| super::event(t)).collect();
+        let mut elements: Vec<String> = good.iter().map(|t| element(kind, t, true)).collect();
         for t in &bad {
             // After the first event, so that the element's index is not always 0.
-            elements.insert(1.min(elements.len()), format!(r#"{{"eventType":"crm_record_moved","recordId":"{t}"}}"#));
+            elements.insert(1.min(elements.len()), element(kind, t, false));
         }
         Batch { body: format!("[{}]", elements.join(",")).into_bytes(), good, bad }
+    }
+}
+
+/// An element tagged `tag`: an event, or one that breaks the rules (a MAIA event of an unknown
+/// `eventType`, a Maximizer envelope without its `WorkspaceId`).
+fn element(kind: Kind, tag: &str, good: bool) -> String {
+    match (kind, good) {
+        (Kind::Maia, true) => super::event(tag),
+        (Kind::Maia, false) => format!(r#"{{"eventType":"crm_record_moved","recordId":"{tag}"}}"#),
+        (Kind::Maximizer, good) => format!(
+            r#"{{"Id":"{tag}","Timestamp":"2024-09-20T00:01:29.5149836Z",{}"Entity":"Opportunity","Data":{{"Op":"Update","Original":{{"Revenue":12000.00}},"New":{{"SalesStageSetupName":"Presentation"}},"Version":"1.1"}}}}"#,
+            if good { r#""WorkspaceId":"108F314C-6787-4EE6-BE49-C0E0C651F039","# } else { "" }
+        ),
+    }
+}
+
+/// The tag of an event or piece as crmhook shows it or delivers it: a MAIA event, or a
+/// Maximizer envelope alone or in its one-element array.
+pub(super) fn tag_of(v: &Value) -> Option<&str> {
+    let v = if v.is_array() { &v[0] } else { v };
+    v["recordId"].as_str().or_else(|| v["Id"].as_str())
+}
+
+/// Where a client of `kind` posts, and the header lines that authenticate `body` there.
+struct Source {
+    id: String,
+    kind: Kind,
+    key: String,
+}
+
+impl Source {
+    fn path(&self) -> String {
+        format!("/in/{}", self.id)
+    }
+
+    fn headers(&self, body: &[u8]) -> String {
+        match self.kind {
+            Kind::Maia => format!("X-Maia-Signature: {}\r\n", crmhook_core::sign::maia_signature(MAIA_SECRET, body)),
+            Kind::Maximizer => format!("Authorization: Bearer {}\r\n", self.key),
+        }
     }
 }
 
@@ -101,19 +150,30 @@ impl Seen {
     }
 }
 
-/// Kill soak through a MAIA source; answers its JSON report.
+/// Kill soak through the two sources; answers its JSON report.
 pub fn source_kills(kills: usize, clients: usize) -> anyhow::Result<Value> {
     let dir = tempfile::tempdir()?;
     let rcv = Receiver::start()?;
     let mut server = Server::start(dir.path())?;
     server.target(&rcv.url(), &[100, 200, 400, 800, 1600, 3200])?;
-    let source = server.admin(
+    let maia = server.admin(
         "POST",
         "/v1/sources",
         &json!({"name": "soak MAIA", "kind": "maia", "maia_secret": MAIA_SECRET}),
     )?;
-    let source_id = source["id"].as_str().context("the source's id")?.to_owned();
-    let path = format!("/in/{source_id}");
+    let maximizer = server.admin("POST", "/v1/sources", &json!({"name": "soak Maximizer", "kind": "maximizer"}))?;
+    let sources = Arc::new([
+        Source {
+            id: maia["id"].as_str().context("the MAIA source's id")?.to_owned(),
+            kind: Kind::Maia,
+            key: String::new(),
+        },
+        Source {
+            id: maximizer["id"].as_str().context("the Maximizer source's id")?.to_owned(),
+            kind: Kind::Maximizer,
+            key: maximizer["key"].as_str().context("the Maximizer source's key")?.to_owned(),
+        },
+    ]);
     let mut seen: Vec<Seen> = (0..clients).map(|_| Seen::default()).collect();
     let mut seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() as u64 | 1;
     for round in 0..kills {
@@ -122,8 +182,9 @@ pub fn source_kills(kills: usize, clients: usize) -> anyhow::Result<Value> {
             .drain(..)
             .enumerate()
             .map(|(c, mut seen)| {
-                let (stop, addr, path) = (stop.clone(), server.addr, path.clone());
+                let (stop, addr, sources) = (stop.clone(), server.addr, sources.clone());
                 std::thread::spawn(move || {
+                    let source = &sources[c % 2];
                     let mut conn = Conn::new(addr);
                     let mut i = 0u64;
                     while !stop.load(Ordering::Relaxed) {
@@ -131,11 +192,9 @@ pub fn source_kills(kills: usize, clients: usize) -> anyhow::Result<Value> {
                         let (batch, resend) = match (seen.unanswered.take(), &seen.last_answered) {
                             (Some(b), _) => (b, false),
                             (None, Some(last)) if i.is_multiple_of(5) => (last.clone(), true),
-                            _ => (Batch::new(&format!("s{round}c{c}i{i}"), 1 + i % 3, i % 4 == 1), false),
+                            _ => (Batch::new(source.kind, &format!("s{round}c{c}i{i}"), 1 + i % 3, i % 4 == 1), false),
                         };
-                        let signature = crmhook_core::sign::maia_signature(MAIA_SECRET, &batch.body);
-                        let headers = format!("X-Maia-Signature: {signature}\r\n");
-                        match conn.request_with("POST", &path, &headers, &batch.body) {
+                        match conn.request_with("POST", &source.path(), &source.headers(&batch.body), &batch.body) {
                             Ok((200, answer)) => {
                                 let answer: Value = serde_json::from_slice(&answer).unwrap_or(Value::Null);
                                 seen.answered(&batch, &answer, resend);
@@ -168,11 +227,11 @@ pub fn source_kills(kills: usize, clients: usize) -> anyhow::Result<Value> {
     }
     // The requests the last kill cut off, sent again: a CRM would.
     let mut conn = Conn::new(server.addr);
-    for s in &mut seen {
+    for (c, s) in seen.iter_mut().enumerate() {
         if let Some(batch) = s.unanswered.take() {
-            let signature = crmhook_core::sign::maia_signature(MAIA_SECRET, &batch.body);
+            let source = &sources[c % 2];
             let (status, answer) =
-                conn.request_with("POST", &path, &format!("X-Maia-Signature: {signature}\r\n"), &batch.body)?;
+                conn.request_with("POST", &source.path(), &source.headers(&batch.body), &batch.body)?;
             anyhow::ensure!(status == 200, "a resend after the last kill: {status}");
             s.answered(&batch, &serde_json::from_slice(&answer)?, false);
         }
@@ -189,39 +248,44 @@ pub fn source_kills(kills: usize, clients: usize) -> anyhow::Result<Value> {
     };
     let duplicate_deliveries: u32 = rcv.counts.lock().expect("lock").values().map(|n| n - 1).sum();
 
-    // The log: each event's bytes once.
+    // The log: each event once; the quarantine: each bad element held once.
     let mut in_log: HashMap<String, u32> = HashMap::new();
-    let mut after = 0u64;
-    loop {
-        let page =
-            server.admin("GET", &format!("/v1/events?source_id={source_id}&after={after}&limit=1000"), &json!(null))?;
-        for e in page["events"].as_array().context("events")? {
-            *in_log.entry(e["payload"]["recordId"].as_str().unwrap_or_default().to_owned()).or_insert(0) += 1;
+    let mut held: HashMap<String, u32> = HashMap::new();
+    for source in sources.iter() {
+        let mut after = 0u64;
+        loop {
+            let page = server.admin(
+                "GET",
+                &format!("/v1/events?source_id={}&after={after}&limit=1000", source.id),
+                &json!(null),
+            )?;
+            for e in page["events"].as_array().context("events")? {
+                *in_log.entry(tag_of(&e["payload"]).unwrap_or_default().to_owned()).or_insert(0) += 1;
+            }
+            match page["next_after"].as_u64() {
+                Some(next) => after = next,
+                None => break,
+            }
         }
-        match page["next_after"].as_u64() {
-            Some(next) => after = next,
-            None => break,
+        let mut after = String::new();
+        loop {
+            let page = server.admin(
+                "GET",
+                &format!("/v1/rejected?source_id={}&limit=1000{after}", source.id),
+                &json!(null),
+            )?;
+            for p in page["rejected"].as_array().context("rejected")? {
+                let body: Value = serde_json::from_str(p["body"].as_str().unwrap_or_default()).unwrap_or(Value::Null);
+                *held.entry(tag_of(&body).unwrap_or_default().to_owned()).or_insert(0) += 1;
+            }
+            match page["next_after"].as_str() {
+                Some(next) => after = format!("&after={next}"),
+                None => break,
+            }
         }
     }
     let stored_twice = in_log.values().filter(|n| **n > 1).count();
     let not_in_log = acked.iter().filter(|t| !in_log.contains_key(**t)).count();
-
-    // The quarantine: each bad element's bytes held once, and every answered one held.
-    let mut held: HashMap<String, u32> = HashMap::new();
-    let mut after = String::new();
-    loop {
-        let query = if after.is_empty() { String::new() } else { format!("&after={after}") };
-        let page =
-            server.admin("GET", &format!("/v1/rejected?source_id={source_id}&limit=1000{query}"), &json!(null))?;
-        for p in page["rejected"].as_array().context("rejected")? {
-            let body: Value = serde_json::from_str(p["body"].as_str().unwrap_or_default()).unwrap_or(Value::Null);
-            *held.entry(body["recordId"].as_str().unwrap_or_default().to_owned()).or_insert(0) += 1;
-        }
-        match page["next_after"].as_str() {
-            Some(next) => after = next.to_owned(),
-            None => break,
-        }
-    }
     let answered_bad: HashSet<&String> = seen.iter().flat_map(|s| s.pieces.keys()).collect();
     let pieces_twice = held.values().filter(|n| **n > 1).count();
     let pieces_missing = answered_bad.iter().filter(|t| !held.contains_key(**t)).count();
