@@ -344,6 +344,66 @@ fn crms_batches_to_their_sources_survive_kill_9_each_once() {
     assert!(events.len() > 100 && !pieces.is_empty(), "too little answered to mean anything");
 }
 
+/// An operator's redeliveries and replay, answered 202 while the target is paused (so that
+/// nothing is attempted before the kill: what was queued is only on disk), then SIGKILL: after
+/// the restart, once the target is resumed, every delivery queued arrives again, numbered on.
+#[test]
+fn redeliveries_and_replays_answered_before_a_kill_are_made_after_it() {
+    let mut server = Server::start();
+    let rcv = Receiver::start();
+    // One target delivers; the other's receiver fails, with no retries: its deliveries die.
+    let (fine, _) = server.wire(&rcv.url("/fine"), Some(json!({})), json!({}));
+    rcv.set_default("/dies", status(500));
+    let (dies, _) = server.wire(&rcv.url("/dies"), Some(json!({})), json!({"retry_schedule_ms": []}));
+    let ids: Vec<String> = (0..6)
+        .map(|_| {
+            server.post_ok(&maia("crm_field_update", json!({})))["events"][0]["id"].as_str().expect("id").to_owned()
+        })
+        .collect();
+    rcv.wait_count("/fine", 6, Duration::from_secs(10));
+    wait_for(Duration::from_secs(10), "six dead deliveries", || {
+        let dead = server.admin("GET", &format!("/v1/targets/{dies}/deliveries?status=dead"), None).json();
+        (dead["deliveries"].as_array().map_or(0, Vec::len) == 6).then_some(())
+    });
+    for tid in [&fine, &dies] {
+        let r = server.admin("PATCH", &format!("/v1/targets/{tid}"), Some(&json!({"enabled": false})));
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    for id in &ids[..4] {
+        let r = server.admin("POST", &format!("/v1/events/{id}/redeliver"), Some(&json!({"target_id": fine})));
+        assert_eq!((r.status, r.json()["queued"].as_u64()), (202, Some(1)), "{}", r.text);
+    }
+    let r = server.admin("POST", &format!("/v1/targets/{dies}/replay"), Some(&json!({"status": "dead"})));
+    assert_eq!((r.status, r.json()["queued"].as_u64()), (202, Some(6)), "{}", r.text);
+    server.kill9();
+    server.respawn();
+    rcv.set_default("/dies", status(200));
+    for tid in [&fine, &dies] {
+        let r = server.admin("PATCH", &format!("/v1/targets/{tid}"), Some(&json!({"enabled": true})));
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    let again = rcv.wait_count("/fine", 10, Duration::from_secs(10));
+    let redelivered: Vec<(&str, &str)> =
+        again[6..].iter().map(|r| (r.header("webhook-id"), r.header("x-crmhook-attempt"))).collect();
+    for id in &ids[..4] {
+        assert!(redelivered.contains(&(id.as_str(), "2")), "{id} redelivered as attempt 2: {redelivered:?}");
+    }
+    let replayed = rcv.wait_until(Duration::from_secs(10), "six replays answered 200", |got| {
+        let ok: Vec<&Received> = got.iter().filter(|r| r.path == "/dies" && r.status == 200).collect();
+        (ok.len() >= 6).then(|| {
+            ok.iter()
+                .map(|r| (r.header("webhook-id").to_owned(), r.header("x-crmhook-attempt").to_owned()))
+                .collect::<Vec<_>>()
+        })
+    });
+    for id in &ids {
+        assert!(replayed.contains(&(id.clone(), "2".to_owned())), "{id} replayed as attempt 2: {replayed:?}");
+    }
+    server.wait_settled(&fine, Duration::from_secs(10));
+    server.wait_settled(&dies, Duration::from_secs(10));
+    assert_eq!((rcv.count("/fine"), rcv.count("/dies")), (10, 12), "nothing more, nothing twice");
+}
+
 /// A request with an `Idempotency-Key` (its record a single write right after its events'
 /// chunk), killed with SIGKILL once acknowledged: the client's retry after the restart is
 /// answered with the same events, and the log goes on after them.
