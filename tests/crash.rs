@@ -404,6 +404,84 @@ fn redeliveries_and_replays_answered_before_a_kill_are_made_after_it() {
     assert_eq!((rcv.count("/fine"), rcv.count("/dies")), (10, 12), "nothing more, nothing twice");
 }
 
+/// Every admin change answered before a SIGKILL is kept after it: a target patched and its
+/// secret rotated, another deleted, a subscription narrowed by a second one deleted, a MAIA
+/// source's secret changed, a Maximizer source's key rotated.
+#[test]
+fn admin_changes_answered_before_a_kill_are_all_kept() {
+    let mut server = Server::start();
+    let rcv = Receiver::start();
+    let (kept, _) = server.wire(&rcv.url("/kept"), Some(json!({"event_types": ["crm_record_created"]})), json!({}));
+    let (gone, _) = server.wire(&rcv.url("/gone"), Some(json!({})), json!({}));
+    let ok = |r: Resp, status: u16| {
+        assert_eq!(r.status, status, "{}", r.text);
+        r.json()
+    };
+    let wide = ok(server.admin("POST", "/v1/subscriptions", Some(&json!({"target_id": kept}))), 201);
+    let patched = json!({"timeout_ms": 1500, "headers": {"X-Tenant": "acme"}});
+    ok(server.admin("PATCH", &format!("/v1/targets/{kept}"), Some(&patched)), 200);
+    let secret = ok(server.admin("POST", &format!("/v1/targets/{kept}/rotate-secret"), None), 200)["secret"]
+        .as_str()
+        .expect("the new secret")
+        .to_owned();
+    ok(server.admin("DELETE", &format!("/v1/targets/{gone}"), None), 204);
+    ok(server.admin("DELETE", &format!("/v1/subscriptions/{}", wide["id"].as_str().expect("id")), None), 204);
+    let maia_src = ok(
+        server.admin("POST", "/v1/sources", Some(&json!({"name": "MAIA", "kind": "maia", "maia_secret": "before"}))),
+        201,
+    );
+    let maia_id = maia_src["id"].as_str().expect("id").to_owned();
+    ok(server.admin("PATCH", &format!("/v1/sources/{maia_id}"), Some(&json!({"maia_secret": "after"}))), 200);
+    let mx = ok(server.admin("POST", "/v1/sources", Some(&json!({"name": "Maximizer", "kind": "maximizer"}))), 201);
+    let mx_id = mx["id"].as_str().expect("id").to_owned();
+    let key = ok(server.admin("POST", &format!("/v1/sources/{mx_id}/rotate-key"), None), 200)["key"]
+        .as_str()
+        .expect("the new key")
+        .to_owned();
+    server.kill9();
+    server.respawn();
+
+    let targets = ok(server.admin("GET", "/v1/targets", None), 200);
+    let ids: Vec<&str> =
+        targets["targets"].as_array().expect("targets").iter().filter_map(|t| t["id"].as_str()).collect();
+    assert_eq!(ids, [kept.as_str()], "the deleted target stays deleted");
+    let t = &targets["targets"][0];
+    // (A header's value is not shown back; the delivery below carries it.)
+    assert_eq!((&t["timeout_ms"], t["headers"].get("X-Tenant").is_some()), (&json!(1500), true), "{t}");
+    let subs = ok(server.admin("GET", "/v1/subscriptions", None), 200);
+    assert_eq!(subs["subscriptions"].as_array().map(Vec::len), Some(1), "{subs}");
+    // The narrow subscription alone: a field update is not delivered, a created record is, signed
+    // with the rotated secret and carrying the patched header.
+    let skipped = maia("crm_field_update", json!({}));
+    server.post_ok(&skipped);
+    let created = maia("crm_record_created", json!({}));
+    server.post_ok(&created);
+    let got = rcv.wait_tag("/kept", created["recordId"].as_str().expect("tag"), Duration::from_secs(10));
+    server.wait_settled(&kept, Duration::from_secs(10));
+    assert_eq!(rcv.count("/kept"), 1, "only the subscribed type");
+    assert!(maia_signature_valid(&secret, &got[0]) && standard_signature_valid(&secret, &got[0]));
+    assert_eq!(got[0].header("x-tenant"), "acme");
+    assert_eq!(rcv.count("/gone"), 0);
+    // The sources: MAIA's changed secret, Maximizer's rotated key (the old one refused).
+    let body = maia("crm_record_created", json!({})).to_string();
+    let url = server.url(&format!("/in/{maia_id}"));
+    for (secret, status) in [("before", 401), ("after", 200)] {
+        let signature = hex::encode(hmac_sha256(secret.as_bytes(), body.as_bytes()));
+        let r = http("POST", &url, &[("X-Maia-Signature", &signature)], Some(body.as_bytes()));
+        assert_eq!(r.status, status, "signed with {secret}: {}", r.text);
+    }
+    let envelope = crmhook_crmsim::maximizer::batch(&[crmhook_crmsim::maximizer::envelope(
+        "mx-k",
+        "Opportunity",
+        "Update",
+        "1.0",
+    )]);
+    for (key, status) in [(mx["key"].as_str().expect("first key"), 401), (key.as_str(), 200)] {
+        let r = http("POST", &server.url(&format!("/in/{mx_id}?key={key}")), &[], Some(envelope.as_bytes()));
+        assert_eq!(r.status, status, "{}", r.text);
+    }
+}
+
 /// A request with an `Idempotency-Key` (its record a single write right after its events'
 /// chunk), killed with SIGKILL once acknowledged: the client's retry after the restart is
 /// answered with the same events, and the log goes on after them.
