@@ -116,6 +116,8 @@ struct Seen {
     resent_accepted: usize,
     piece_changed: usize,
     unexpected: Vec<String>,
+    /// How long each request answered 200 took (ms): a Maximizer wants its 200 within 2 s.
+    answer_ms: Vec<f64>,
 }
 
 impl Seen {
@@ -194,8 +196,10 @@ pub fn source_kills(kills: usize, clients: usize) -> anyhow::Result<Value> {
                             (None, Some(last)) if i.is_multiple_of(5) => (last.clone(), true),
                             _ => (Batch::new(source.kind, &format!("s{round}c{c}i{i}"), 1 + i % 3, i % 4 == 1), false),
                         };
+                        let sent = std::time::Instant::now();
                         match conn.request_with("POST", &source.path(), &source.headers(&batch.body), &batch.body) {
                             Ok((200, answer)) => {
+                                seen.answer_ms.push(sent.elapsed().as_secs_f64() * 1000.0);
                                 let answer: Value = serde_json::from_slice(&answer).unwrap_or(Value::Null);
                                 seen.answered(&batch, &answer, resend);
                             }
@@ -292,6 +296,15 @@ pub fn source_kills(kills: usize, clients: usize) -> anyhow::Result<Value> {
     let resent_accepted: usize = seen.iter().map(|s| s.resent_accepted).sum();
     let piece_changed: usize = seen.iter().map(|s| s.piece_changed).sum();
     let unexpected: Vec<&String> = seen.iter().flat_map(|s| &s.unexpected).collect();
+    // The answers' times per source: clients of even number post to MAIA, odd to Maximizer.
+    let answers = |kind: usize| {
+        let mut ms: Vec<f64> =
+            seen.iter().enumerate().filter(|(c, _)| c % 2 == kind).flat_map(|(_, s)| s.answer_ms.clone()).collect();
+        ms.sort_by(f64::total_cmp);
+        let at = |p| crate::deliver::percentile(&ms, p);
+        json!({"answered": ms.len(), "p50_ms": at(0.5), "p99_ms": at(0.99), "max_ms": ms.last().copied().unwrap_or(0.0)})
+    };
+    let (maia_answers, maximizer_answers) = (answers(0), answers(1));
 
     let report = json!({
         "kills": kills, "acknowledged": acked.len(), "lost": lost, "not_in_log": not_in_log,
@@ -300,16 +313,24 @@ pub fn source_kills(kills: usize, clients: usize) -> anyhow::Result<Value> {
         "bad_elements_answered": answered_bad.len(), "pieces": held.len(), "pieces_twice": pieces_twice,
         "pieces_missing": pieces_missing, "piece_changed": piece_changed,
         "unexpected": unexpected.len(), "unexpected_first": unexpected.first(),
+        "answers": {"maia": maia_answers, "maximizer": maximizer_answers},
     });
     println!(
         "source kills: {kills} kills survived; {} events answered, lost {lost}, not in the log {not_in_log}; \
          stored twice {stored_twice}, resends accepted again {resent_accepted}; {} bad elements answered, \
          {} pieces, twice {pieces_twice}, missing {pieces_missing}, named another {piece_changed}; \
-         unexpected answers {}; duplicate deliveries {duplicate_deliveries}",
+         unexpected answers {}; duplicate deliveries {duplicate_deliveries}; answered in (p50 / p99 / max ms) \
+         MAIA {:.1} / {:.1} / {:.1}, Maximizer {:.1} / {:.1} / {:.1}",
         acked.len(),
         answered_bad.len(),
         held.len(),
-        unexpected.len()
+        unexpected.len(),
+        maia_answers["p50_ms"].as_f64().unwrap_or(0.0),
+        maia_answers["p99_ms"].as_f64().unwrap_or(0.0),
+        maia_answers["max_ms"].as_f64().unwrap_or(0.0),
+        maximizer_answers["p50_ms"].as_f64().unwrap_or(0.0),
+        maximizer_answers["p99_ms"].as_f64().unwrap_or(0.0),
+        maximizer_answers["max_ms"].as_f64().unwrap_or(0.0),
     );
     Ok(report)
 }
