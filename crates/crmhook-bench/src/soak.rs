@@ -221,6 +221,17 @@ fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
+/// Waits a random 0.2–1.7 s (`seed`: xorshift), kills the server with SIGKILL and tells the
+/// clients to stop.
+fn kill_at_random(server: &mut Server, seed: &mut u64, stop: &AtomicBool) {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    std::thread::sleep(Duration::from_millis(200 + *seed % 1500));
+    server.kill9();
+    stop.store(true, Ordering::Relaxed);
+}
+
 /// A MAIA `crm_field_update` event with this recordId, the load of the benches.
 pub(crate) fn event(tag: &str) -> String {
     format!(
@@ -257,12 +268,7 @@ pub fn kills(kills: usize, clients: usize) -> anyhow::Result<Value> {
                 })
             })
             .collect();
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        std::thread::sleep(Duration::from_millis(200 + seed % 1500));
-        server.kill9();
-        stop.store(true, Ordering::Relaxed);
+        kill_at_random(&mut server, &mut seed, &stop);
         for t in threads {
             let _ = t.join();
         }

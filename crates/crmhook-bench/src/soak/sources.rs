@@ -28,7 +28,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::{json, Value};
 
-use super::{wait_until, Conn, Receiver, Server};
+use super::{kill_at_random, wait_until, Conn, Receiver, Server};
 
 const MAIA_SECRET: &str = "soak-maia-secret";
 
@@ -218,12 +218,7 @@ pub fn source_kills(kills: usize, clients: usize) -> anyhow::Result<Value> {
                 })
             })
             .collect();
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        std::thread::sleep(Duration::from_millis(200 + seed % 1500));
-        server.kill9();
-        stop.store(true, Ordering::Relaxed);
+        kill_at_random(&mut server, &mut seed, &stop);
         for t in threads {
             seen.push(t.join().map_err(|_| anyhow::anyhow!("a client panicked"))?);
         }
