@@ -196,7 +196,7 @@ impl Receiver {
             let status = a.load(Ordering::Relaxed);
             if status == 200 {
                 let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-                if let Some(tag) = sources::tag_of(&v) {
+                if let Some(tag) = tag_of(&v) {
                     *c.lock().expect("lock").entry(tag.to_owned()).or_insert(0) += 1;
                 }
             }
@@ -219,6 +219,13 @@ fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(100));
     }
     f()
+}
+
+/// The tag of an event or piece as crmhook shows it or delivers it: a MAIA event's `recordId`,
+/// or a Maximizer envelope's `Id`, alone or in its one-element array.
+fn tag_of(v: &Value) -> Option<&str> {
+    let v = if v.is_array() { &v[0] } else { v };
+    v["recordId"].as_str().or_else(|| v["Id"].as_str())
 }
 
 /// Waits a random 0.2–1.7 s (`seed`: xorshift), kills the server with SIGKILL and tells the

@@ -28,7 +28,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::{json, Value};
 
-use super::{kill_at_random, wait_until, Conn, Receiver, Server};
+use super::{kill_at_random, tag_of, wait_until, Conn, Receiver, Server};
 
 const MAIA_SECRET: &str = "soak-maia-secret";
 
@@ -75,14 +75,7 @@ fn element(kind: Kind, tag: &str, good: bool) -> String {
     }
 }
 
-/// The tag of an event or piece as crmhook shows it or delivers it: a MAIA event, or a
-/// Maximizer envelope alone or in its one-element array.
-pub(super) fn tag_of(v: &Value) -> Option<&str> {
-    let v = if v.is_array() { &v[0] } else { v };
-    v["recordId"].as_str().or_else(|| v["Id"].as_str())
-}
-
-/// Where a client of `kind` posts, and the header lines that authenticate `body` there.
+/// A source the clients post to: its id, its kind, and a Maximizer source's key.
 struct Source {
     id: String,
     kind: Kind,
@@ -94,6 +87,7 @@ impl Source {
         format!("/in/{}", self.id)
     }
 
+    /// The header lines that authenticate `body` here, as the source's CRM sends them.
     fn headers(&self, body: &[u8]) -> String {
         match self.kind {
             Kind::Maia => format!("X-Maia-Signature: {}\r\n", crmhook_core::sign::maia_signature(MAIA_SECRET, body)),
