@@ -40,7 +40,8 @@ impl Store {
             return link.append(events, idempotency_key);
         }
         let (reply, rx) = oneshot::channel();
-        self.inner.tx.try_send(Op::Append { events, idempotency_key, stamp: None, reply }).map_err(|e| match e {
+        let queue = if events.len() >= crate::BULK_EVENTS { &self.inner.bulk } else { &self.inner.tx };
+        queue.try_send(Op::Append { events, idempotency_key, stamp: None, reply }).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => StoreError::Busy,
             mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
         })?;

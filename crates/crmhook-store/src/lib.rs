@@ -172,7 +172,10 @@
 //! [`MAX_GROUP`] requests, and no further request once it holds [`MAX_GROUP_SIZE`] events and
 //! other writes), applies them as one group, calls `flush` once, and only then answers each
 //! request. So many concurrent ingest requests share one flush (group commit), and no actix
-//! arbiter thread ever waits on a flush: callers await a oneshot answer.
+//! arbiter thread ever waits on a flush: callers await a oneshot answer. Appends of
+//! [`BULK_EVENTS`] events or more wait in a queue of their own, which a group takes from after
+//! the main queue (at least one of them, more while it has room): a small request queued behind
+//! large ones waits for about one group of them, not for all (`writer::Queues`).
 //!
 //! **How a group is applied.** A group is one atomic sled batch, except the common small ones:
 //! a group whose writes are all inserts of chunks, events' own deduplication keys (`X`),
@@ -300,6 +303,11 @@ pub const MAX_GROUP: usize = 1024;
 /// memory until the batch is applied: without this, 64 requests of 13,000 events queued at once
 /// (through a source, with their deduplication keys) were one batch and 9.4 GB of memory.
 pub const MAX_GROUP_SIZE: usize = 16_384;
+/// A request of this many events or more waits in the writer's bulk queue: a group takes what
+/// the main queue holds first, then bulk requests up to its limits (at least one), so that a
+/// small request waits for at most about one group of large ones, not for every large one
+/// queued before it (16 requests of 8,500 events posted at once held a one-event request 2 s).
+pub const BULK_EVENTS: usize = 1024;
 /// How long held writes (finished deliveries' records) wait for other writes to share their
 /// group when no events are being logged.
 pub const LAZY_HOLD: std::time::Duration = std::time::Duration::from_millis(2);
@@ -413,6 +421,8 @@ pub(crate) struct Inner {
     pub(crate) db: sled::Db,
     pub(crate) tree: sled::Tree,
     pub(crate) tx: mpsc::Sender<Op>,
+    /// Appends of [`BULK_EVENTS`] events or more (see there).
+    pub(crate) bulk: mpsc::Sender<Op>,
     /// Held writes, taken by the writer with its next group (`writer::Lazy`).
     pub(crate) lazy: Arc<writer::Lazy>,
     pub(crate) head: Arc<AtomicU64>,

@@ -50,6 +50,7 @@ impl Store {
         let replicated = Arc::new(AtomicU64::new(crate::replica::replicated_in(&tree)?));
         let (head_tx, head_rx) = watch::channel(head);
         let (tx, rx) = mpsc::channel(queue.max(1));
+        let (bulk, bulk_rx) = mpsc::channel(queue.max(1));
         let (config_tx, config_rx) = watch::channel(0);
         let failing = Arc::new(AtomicBool::new(false));
         let (broken, broken_rx) = watch::channel(false);
@@ -76,12 +77,13 @@ impl Store {
             settling: None,
         };
         let lazy = Arc::new(crate::writer::Lazy::default());
-        let handle = writer.spawn(rx, lazy.clone())?;
+        let handle = writer.spawn(crate::writer::Queues { rx, bulk: bulk_rx }, lazy.clone())?;
         Ok(Store {
             inner: Arc::new(Inner {
                 db,
                 tree,
                 tx,
+                bulk,
                 lazy,
                 head: head_atomic,
                 head_rx,

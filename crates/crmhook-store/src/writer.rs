@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crmhook_core::{Event, EventId, NewEvent};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 use crate::batch::{Write, Writes};
 use crate::cache::ChunkCache;
@@ -32,6 +32,7 @@ mod queue;
 
 use apply::{apply, restores_apart};
 pub(crate) use queue::Lazy;
+pub(crate) use queue::Queues;
 use queue::{next_group, Unpark};
 
 /// A request to the writer thread.
@@ -148,23 +149,29 @@ struct Group {
 }
 
 impl Writer {
-    /// Starts the writer thread on the requests of `rx`.
-    pub(crate) fn spawn(self, rx: mpsc::Receiver<Op>, lazy: Arc<Lazy>) -> Result<JoinHandle<()>> {
+    /// Starts the writer thread on the requests of `queues`.
+    pub(crate) fn spawn(self, queues: Queues, lazy: Arc<Lazy>) -> Result<JoinHandle<()>> {
         std::thread::Builder::new()
             .name("crmhook-log-writer".into())
-            .spawn(move || self.run(rx, &lazy))
+            .spawn(move || self.run(queues, &lazy))
             .map_err(|e| StoreError::Io(e.to_string()))
     }
 
-    fn run(mut self, mut rx: mpsc::Receiver<Op>, lazy: &Lazy) {
+    fn run(mut self, mut queues: Queues, lazy: &Lazy) {
         // The thread parks between groups; a sender's wake-up unparks it.
         let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
         let mut last_durable = None;
         let mut stop = None;
         while stop.is_none() {
-            let Some(ops) = next_group(&mut rx, &waker, lazy, &mut last_durable) else { break };
+            let Some(ops) = next_group(&mut queues, &waker, lazy, &mut last_durable) else { break };
             for ops in restores_apart(ops) {
                 stop = self.commit(ops).or(stop);
+            }
+        }
+        // A stop comes after the requests already queued: the bulk queue's too.
+        if stop.is_some() {
+            while let Some(ops) = queues.bulk_group() {
+                self.commit(ops);
             }
         }
         lazy.close();

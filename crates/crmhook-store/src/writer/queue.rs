@@ -1,5 +1,5 @@
-//! What the writer thread takes as its next group: the queue's requests and the held writes
-//! waiting beside it ([`Lazy`]), and when it wakes for them ([`next_group`]).
+//! What the writer thread takes as its next group: the queues' requests ([`Queues`]) and the
+//! held writes waiting beside them ([`Lazy`]), and when it wakes for them ([`next_group`]).
 
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
@@ -9,6 +9,35 @@ use tokio::sync::mpsc;
 
 use super::{Op, When};
 use crate::{LAZY_HOLD, LIVE_INGEST, MAX_GROUP, MAX_GROUP_SIZE};
+
+/// The writer's two queues: `rx` for every request, `bulk` for appends of [`crate::BULK_EVENTS`]
+/// events or more. A group takes what `rx` holds first, then bulk appends while it has room (and
+/// at least one, so that small requests never hold them back for good): a small request waits
+/// for about one group of large ones, not for every large one queued before it.
+pub(crate) struct Queues {
+    pub(crate) rx: mpsc::Receiver<Op>,
+    pub(crate) bulk: mpsc::Receiver<Op>,
+}
+
+impl Queues {
+    /// Takes bulk appends while the group has room (at least one, if `first`).
+    fn take_bulk(&mut self, ops: &mut Vec<Op>, size: &mut usize, mut first: bool) {
+        while first || (ops.len() < MAX_GROUP && *size < MAX_GROUP_SIZE) {
+            let Ok(op) = self.bulk.try_recv() else { break };
+            *size += op.size();
+            ops.push(op);
+            first = false;
+        }
+    }
+
+    /// A group of what the bulk queue holds, once the writer has stopped (a stop comes after the
+    /// requests queued before it); `None` once it is empty.
+    pub(super) fn bulk_group(&mut self) -> Option<Vec<Op>> {
+        let mut ops = Vec::new();
+        self.take_bulk(&mut ops, &mut 0, true);
+        (!ops.is_empty()).then_some(ops)
+    }
+}
 
 /// Held writes ([`When::Held`]: records nobody waits for) wait here rather than in the writer's
 /// queue, so that sending one does not wake the writer when it will take them anyway: while
@@ -89,14 +118,14 @@ impl Lazy {
 /// writes on sled's thread pool and each wake-up of this thread a switch, so held writes ride
 /// with other groups where they can. `None` once the queue is closed and nothing is held.
 pub(super) fn next_group(
-    rx: &mut mpsc::Receiver<Op>,
+    queues: &mut Queues,
     waker: &Waker,
     lazy: &Lazy,
     last_durable: &mut Option<Instant>,
 ) -> Option<Vec<Op>> {
     loop {
         let wake_at = lazy.wake_at(last_durable.map(|at| at + LIVE_INGEST));
-        let (next, closed) = match recv_until(rx, waker, wake_at) {
+        let (next, closed) = match recv_until(queues, waker, wake_at) {
             Some(next) => {
                 if wake_at.is_none() {
                     lazy.awake();
@@ -106,10 +135,11 @@ pub(super) fn next_group(
             }
             None => (None, false),
         };
-        let mut ops: Vec<Op> = next.into_iter().collect();
+        let from_bulk = next.as_ref().is_some_and(|(_, bulk)| *bulk);
+        let mut ops: Vec<Op> = next.map(|(op, _)| op).into_iter().collect();
         let mut size: usize = ops.iter().map(Op::size).sum();
         while ops.len() < MAX_GROUP && size < MAX_GROUP_SIZE {
-            match rx.try_recv() {
+            match queues.rx.try_recv() {
                 Ok(op) => {
                     size += op.size();
                     ops.push(op);
@@ -117,6 +147,7 @@ pub(super) fn next_group(
                 Err(_) => break,
             }
         }
+        queues.take_bulk(&mut ops, &mut size, !from_bulk);
         ops.retain(|op| !matches!(op, Op::Nudge));
         if ops
             .iter()
@@ -163,16 +194,24 @@ impl Wake for Unpark {
     }
 }
 
-/// The next request, waited for on this thread, parked (`waker` unparks it; no runtime):
-/// `Some(None)` once the queue is closed, `None` if `until` came first. The queue is polled
+/// The next request, the main queue's first, with whether it came from the bulk queue; waited
+/// for on this thread, parked (`waker` unparks it; no runtime): `Some(None)` once the queues are
+/// closed (and the bulk queue empty), `None` if `until` came first. The queues are polled
 /// before each park, so a wake-up between the two only makes the park return at once. Waiting
 /// in a tokio runtime with a timer, as before, cost the runtime's park and its time driver on
 /// each wake-up besides the futex.
-fn recv_until(rx: &mut mpsc::Receiver<Op>, waker: &Waker, until: Option<Instant>) -> Option<Option<Op>> {
+fn recv_until(queues: &mut Queues, waker: &Waker, until: Option<Instant>) -> Option<Option<(Op, bool)>> {
     let mut cx = Context::from_waker(waker);
     loop {
-        if let Poll::Ready(next) = rx.poll_recv(&mut cx) {
-            return Some(next);
+        let main = queues.rx.poll_recv(&mut cx);
+        if let Poll::Ready(Some(op)) = main {
+            return Some(Some((op, false)));
+        }
+        if let Poll::Ready(Some(op)) = queues.bulk.poll_recv(&mut cx) {
+            return Some(Some((op, true)));
+        }
+        if main.is_ready() {
+            return Some(None);
         }
         match until {
             None => std::thread::park(),
@@ -195,20 +234,22 @@ mod tests {
     #[test]
     fn the_writer_waits_for_a_request_parked_until_one_comes_or_its_time_is_up() {
         let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-        let (tx, mut rx) = mpsc::channel(4);
+        let (tx, rx) = mpsc::channel(4);
+        let (_bulk, bulk) = mpsc::channel(4);
+        let mut queues = Queues { rx, bulk };
         // Nothing comes: the wait ends at its time, not before.
         let until = Instant::now() + Duration::from_millis(5);
-        assert!(recv_until(&mut rx, &waker, Some(until)).is_none());
+        assert!(recv_until(&mut queues, &waker, Some(until)).is_none());
         assert!(Instant::now() >= until);
         // A request sent from another thread while this one is parked wakes it.
         let sender = std::thread::spawn(move || {
             tx.blocking_send(Op::Nudge).expect("send");
             tx
         });
-        assert!(matches!(recv_until(&mut rx, &waker, None), Some(Some(Op::Nudge))));
+        assert!(matches!(recv_until(&mut queues, &waker, None), Some(Some((Op::Nudge, false)))));
         // The queue closed: answered at once.
         drop(sender.join().expect("join"));
-        assert!(matches!(recv_until(&mut rx, &waker, None), Some(None)));
+        assert!(matches!(recv_until(&mut queues, &waker, None), Some(None)));
     }
 
     /// Large requests queued together (a CRM's big batches posted at once) make groups of about
@@ -217,7 +258,9 @@ mod tests {
     #[test]
     fn a_group_takes_no_request_once_it_holds_max_group_size_events() {
         let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-        let (tx, mut rx) = mpsc::channel(16);
+        let (tx, rx) = mpsc::channel(16);
+        let (_bulk, bulk) = mpsc::channel(16);
+        let mut queues = Queues { rx, bulk };
         let big = crate::test_support::events(MAX_GROUP_SIZE / 2 + 1);
         for _ in 0..5 {
             let (reply, _) = tokio::sync::oneshot::channel();
@@ -227,7 +270,7 @@ mod tests {
         let (lazy, mut last_durable) = (Lazy::default(), None);
         let mut sizes = Vec::new();
         while sizes.iter().sum::<usize>() < 5 {
-            let group = next_group(&mut rx, &waker, &lazy, &mut last_durable).expect("a group");
+            let group = next_group(&mut queues, &waker, &lazy, &mut last_durable).expect("a group");
             sizes.push(group.len());
         }
         assert_eq!(sizes, [2, 2, 1], "a group stops at the request that takes it past the limit");
@@ -237,6 +280,49 @@ mod tests {
             let op = Op::Append { events: crate::test_support::events(1), idempotency_key: None, stamp: None, reply };
             tx.try_send(op).unwrap_or_else(|_| panic!("room"));
         }
-        assert_eq!(next_group(&mut rx, &waker, &lazy, &mut last_durable).expect("a group").len(), 10);
+        assert_eq!(next_group(&mut queues, &waker, &lazy, &mut last_durable).expect("a group").len(), 10);
+    }
+
+    /// A small request queued behind large ones (a CRM's big batches posted at once) goes with
+    /// the next group, not after all of them: 16 requests of 8,500 events posted at once through
+    /// a MAIA source held a one-event Maximizer request 2 s, Maximizer's limit.
+    #[test]
+    fn a_small_request_waits_for_one_group_of_large_ones_not_for_all() {
+        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+        let (tx, rx) = mpsc::channel(MAX_GROUP + 16);
+        let (bulk_tx, bulk) = mpsc::channel(16);
+        let mut queues = Queues { rx, bulk };
+        let append = |n: usize| {
+            let (reply, _) = tokio::sync::oneshot::channel();
+            Op::Append { events: crate::test_support::events(n), idempotency_key: None, stamp: None, reply }
+        };
+        for _ in 0..5 {
+            bulk_tx.try_send(append(MAX_GROUP_SIZE / 2 + 1)).unwrap_or_else(|_| panic!("room"));
+        }
+        tx.try_send(append(1)).unwrap_or_else(|_| panic!("room"));
+        let (lazy, mut last_durable) = (Lazy::default(), None);
+        let sizes = |group: Vec<Op>| group.iter().map(Op::size).collect::<Vec<_>>();
+        let big = MAX_GROUP_SIZE / 2 + 1;
+        // The small one first, then large ones while the group has room.
+        let first = next_group(&mut queues, &waker, &lazy, &mut last_durable).expect("a group");
+        assert_eq!(sizes(first), [1, big, big]);
+        // Groups of large ones alone take at least one each, up to the limit.
+        let second = next_group(&mut queues, &waker, &lazy, &mut last_durable).expect("a group");
+        assert_eq!(sizes(second), [big, big]);
+        // A small one that comes meanwhile goes with the next group again.
+        tx.try_send(append(1)).unwrap_or_else(|_| panic!("room"));
+        let third = next_group(&mut queues, &waker, &lazy, &mut last_durable).expect("a group");
+        assert_eq!(sizes(third), [1, big]);
+        // Small requests enough to fill a group still leave room for one large request.
+        for _ in 0..MAX_GROUP {
+            tx.try_send(append(1)).unwrap_or_else(|_| panic!("room"));
+        }
+        bulk_tx.try_send(append(big)).unwrap_or_else(|_| panic!("room"));
+        let full = next_group(&mut queues, &waker, &lazy, &mut last_durable).expect("a group");
+        assert_eq!((full.len(), full.last().map(Op::size)), (MAX_GROUP + 1, Some(big)));
+        // Once the writer stops, what the bulk queue holds is still taken.
+        bulk_tx.try_send(append(big)).unwrap_or_else(|_| panic!("room"));
+        assert_eq!(queues.bulk_group().map(sizes), Some(vec![big]));
+        assert!(queues.bulk_group().is_none());
     }
 }

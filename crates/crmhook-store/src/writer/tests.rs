@@ -182,3 +182,27 @@ fn concurrent_appends_share_flushes_and_get_distinct_seqs() {
         store.close().await;
     });
 }
+
+/// A stop comes after the requests queued before it, the bulk queue's too: large appends
+/// queued when the store closes (more than the stop's group takes) are written and answered,
+/// and found after reopening.
+#[test]
+fn large_appends_queued_before_a_close_are_written() {
+    const QUEUED: usize = 3 * crate::MAX_GROUP_SIZE / crate::BULK_EVENTS;
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let store = Store::open(dir.path()).expect("open");
+        // Made first, so that they are queued at once, faster than the writer takes them.
+        let requests: Vec<_> = (0..QUEUED).map(|_| events(crate::BULK_EVENTS)).collect();
+        let pending: Vec<_> =
+            requests.into_iter().map(|events| store.queue_append(events, None).expect("queued")).collect();
+        store.close().await;
+        for p in pending {
+            assert_eq!(p.wait().await.expect("written").len(), crate::BULK_EVENTS);
+        }
+    });
+    drop(rt());
+    let store = Store::open(dir.path()).expect("reopen");
+    assert_eq!(store.head(), (QUEUED * crate::BULK_EVENTS) as u64);
+    rt().block_on(store.close());
+}
