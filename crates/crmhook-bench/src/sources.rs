@@ -51,7 +51,7 @@ fn maia_event(n: u64) -> String {
 
 /// A one-element Maximizer batch whose `Id` is made from `n` and looks like Maximizer's (a GUID:
 /// random, so the ids do not arrive in key order).
-fn maximizer_batch(n: u64) -> String {
+pub(crate) fn maximizer_batch(n: u64) -> String {
     let (a, b) = (n.wrapping_mul(0x9E37_79B9_7F4A_7C15), n.wrapping_mul(0xC2B2_AE3D_27D4_EB4F).rotate_left(17));
     let id = format!(
         "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
