@@ -174,8 +174,9 @@
 //! request. So many concurrent ingest requests share one flush (group commit), and no actix
 //! arbiter thread ever waits on a flush: callers await a oneshot answer. Appends of
 //! [`BULK_EVENTS`] events or more wait in a queue of their own, which a group takes from after
-//! the main queue (at least one of them, more while it has room): a small request queued behind
-//! large ones waits for about one group of them, not for all (`writer::Queues`).
+//! the main queue (one of them if the group holds small requests, else as many as fit): a small
+//! request queued behind large ones waits for the group in progress and one of them, not for
+//! all (`writer::Queues`).
 //!
 //! **How a group is applied.** A group is one atomic sled batch, except the common small ones:
 //! a group whose writes are all inserts of chunks, events' own deduplication keys (`X`),
@@ -304,9 +305,10 @@ pub const MAX_GROUP: usize = 1024;
 /// (through a source, with their deduplication keys) were one batch and 9.4 GB of memory.
 pub const MAX_GROUP_SIZE: usize = 16_384;
 /// A request of this many events or more waits in the writer's bulk queue: a group takes what
-/// the main queue holds first, then bulk requests up to its limits (at least one), so that a
-/// small request waits for at most about one group of large ones, not for every large one
-/// queued before it (16 requests of 8,500 events posted at once held a one-event request 2 s).
+/// the main queue holds first, then one bulk request (or, holding no small request, as many as
+/// fit), so that a small request waits for the group in progress and one large request, not for
+/// every large one queued before it (16 requests of 8,500 events posted at once held a
+/// one-event request 2 s).
 pub const BULK_EVENTS: usize = 1024;
 /// How long held writes (finished deliveries' records) wait for other writes to share their
 /// group when no events are being logged.

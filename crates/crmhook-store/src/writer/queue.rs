@@ -11,18 +11,21 @@ use super::{Op, When};
 use crate::{LAZY_HOLD, LIVE_INGEST, MAX_GROUP, MAX_GROUP_SIZE};
 
 /// The writer's two queues: `rx` for every request, `bulk` for appends of [`crate::BULK_EVENTS`]
-/// events or more. A group takes what `rx` holds first, then bulk appends while it has room (and
-/// at least one, so that small requests never hold them back for good): a small request waits
-/// for about one group of large ones, not for every large one queued before it.
+/// events or more. A group takes what `rx` holds first, then one bulk append (so that small
+/// requests never hold them back for good), or, with no small request in it, bulk appends while
+/// it has room: a small request waits for the group in progress and one large request, not for
+/// every large one queued before it.
 pub(crate) struct Queues {
     pub(crate) rx: mpsc::Receiver<Op>,
     pub(crate) bulk: mpsc::Receiver<Op>,
 }
 
 impl Queues {
-    /// Takes bulk appends while the group has room (at least one, if `first`).
-    fn take_bulk(&mut self, ops: &mut Vec<Op>, size: &mut usize, mut first: bool) {
-        while first || (ops.len() < MAX_GROUP && *size < MAX_GROUP_SIZE) {
+    /// Takes bulk appends while the group has room (at least one, if `first`); only one when
+    /// `one`: a group that holds small requests takes a single large one, so that they are
+    /// answered after it alone.
+    fn take_bulk(&mut self, ops: &mut Vec<Op>, size: &mut usize, mut first: bool, one: bool) {
+        while first || (!one && ops.len() < MAX_GROUP && *size < MAX_GROUP_SIZE) {
             let Ok(op) = self.bulk.try_recv() else { break };
             *size += op.size();
             ops.push(op);
@@ -34,7 +37,7 @@ impl Queues {
     /// requests queued before it); `None` once it is empty.
     pub(super) fn bulk_group(&mut self) -> Option<Vec<Op>> {
         let mut ops = Vec::new();
-        self.take_bulk(&mut ops, &mut 0, true);
+        self.take_bulk(&mut ops, &mut 0, true, false);
         (!ops.is_empty()).then_some(ops)
     }
 }
@@ -147,7 +150,8 @@ pub(super) fn next_group(
                 Err(_) => break,
             }
         }
-        queues.take_bulk(&mut ops, &mut size, !from_bulk);
+        let small = ops.len() > usize::from(from_bulk);
+        queues.take_bulk(&mut ops, &mut size, !from_bulk, small);
         ops.retain(|op| !matches!(op, Op::Nudge));
         if ops
             .iter()
@@ -303,16 +307,18 @@ mod tests {
         let (lazy, mut last_durable) = (Lazy::default(), None);
         let sizes = |group: Vec<Op>| group.iter().map(Op::size).collect::<Vec<_>>();
         let big = MAX_GROUP_SIZE / 2 + 1;
-        // The small one first, then large ones while the group has room.
+        // The small one first, then one large one: the small one waits for it alone.
         let first = next_group(&mut queues, &waker, &lazy, &mut last_durable).expect("a group");
-        assert_eq!(sizes(first), [1, big, big]);
-        // Groups of large ones alone take at least one each, up to the limit.
+        assert_eq!(sizes(first), [1, big]);
+        // Groups of large ones alone take them while they have room.
         let second = next_group(&mut queues, &waker, &lazy, &mut last_durable).expect("a group");
         assert_eq!(sizes(second), [big, big]);
-        // A small one that comes meanwhile goes with the next group again.
+        // A small one that comes meanwhile goes with the next group again, beside one large one.
         tx.try_send(append(1)).unwrap_or_else(|_| panic!("room"));
         let third = next_group(&mut queues, &waker, &lazy, &mut last_durable).expect("a group");
         assert_eq!(sizes(third), [1, big]);
+        let fourth = next_group(&mut queues, &waker, &lazy, &mut last_durable).expect("a group");
+        assert_eq!(sizes(fourth), [big]);
         // Small requests enough to fill a group still leave room for one large request.
         for _ in 0..MAX_GROUP {
             tx.try_send(append(1)).unwrap_or_else(|_| panic!("room"));
