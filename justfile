@@ -76,7 +76,9 @@ bench-cluster seconds="5":
 
 # Memory under large requests: `concurrent` requests of about 1 MB (13,000 small MAIA events) at
 # once, twice, through `/v1/events` and through a MAIA source, each on a fresh server: the
-# server's peak RSS and the time to answer them all (docs/RELIABILITY.md, "Memory").
+# server's peak RSS and the time to answer them all (docs/RELIABILITY.md, "Memory"), and the
+# slowest answer to another CRM posting meanwhile (a Maximizer event every 100 ms; its limit is
+# 2 s: docs/PERFORMANCE.md, "A burst of large requests").
 bench-batches concurrent="64":
     cargo build --release -p crmhook -p crmhook-bench
     ./target/release/crmhook-bench batches --concurrent {{concurrent}} --json target/bench-batches.json
