@@ -69,13 +69,6 @@ pub(crate) enum Op {
     Nudge,
 }
 
-impl Op {
-    /// Whether this is an entry that restores records: its group ends with it.
-    fn restores(&self) -> bool {
-        matches!(self, Op::Entry { ops, .. } if ops.iter().any(|op| matches!(op, Op::Restore { .. })))
-    }
-}
-
 /// When a write is answered.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum When {

@@ -47,6 +47,13 @@ pub(super) fn apply(tree: &sled::Tree, batch: sled::Batch, singles: bool, source
     Ok(())
 }
 
+impl Op {
+    /// Whether this is an entry that restores records: its group ends with it.
+    fn restores(&self) -> bool {
+        matches!(self, Op::Entry { ops, .. } if ops.iter().any(|op| matches!(op, Op::Restore { .. })))
+    }
+}
+
 /// A group cut after each entry that restores records: the ops after it read what it wrote
 /// (blocks, deduplication records) and the seqs read back after it, and each restore's sled
 /// batch stays one entry's size.
