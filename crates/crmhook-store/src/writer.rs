@@ -31,9 +31,8 @@ mod apply;
 mod queue;
 
 use apply::{apply, restores_apart};
-pub(crate) use queue::Lazy;
-pub(crate) use queue::Queues;
 use queue::{next_group, Unpark};
+pub(crate) use queue::{Lazy, Queues};
 
 /// A request to the writer thread.
 pub(crate) enum Op {

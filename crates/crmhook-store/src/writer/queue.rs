@@ -150,8 +150,9 @@ pub(super) fn next_group(
                 Err(_) => break,
             }
         }
-        let small = ops.len() > usize::from(from_bulk);
-        queues.take_bulk(&mut ops, &mut size, !from_bulk, small);
+        // Whether the group holds requests of the main queue (all but a bulk first one).
+        let holds_small = ops.len() > usize::from(from_bulk);
+        queues.take_bulk(&mut ops, &mut size, !from_bulk, holds_small);
         ops.retain(|op| !matches!(op, Op::Nudge));
         if ops
             .iter()
