@@ -515,7 +515,15 @@ fn retries_pending_at_a_kill_arrive_on_schedule() {
             server.post_ok(&maia("crm_field_update", json!({})))["events"][0]["id"].as_str().expect("id").to_owned()
         })
         .collect();
-    // Wait until every first attempt has failed and its retry is on disk.
+    // Wait until every first attempt has failed and its retry is on disk. The API shows a record
+    // as soon as it is applied, before the group commit's flush; the metrics count it once
+    // flushed. (Until 2026-12-07 this waited on the API alone: on CI's slower disk a kill then
+    // came before the last record's flush, and that event was attempted as attempt 1 again.)
+    let retries = format!("crmhook_deliveries_total{{target=\"{tid}\",outcome=\"retry\"}}");
+    wait_for(Duration::from_secs(10), "five failed first attempts on disk", || {
+        let scrape = http("GET", &server.url("/metrics"), &[], None).text;
+        (metric(&scrape, &retries) >= 5.0).then_some(())
+    });
     let first_at: Vec<u64> = ids
         .iter()
         .map(|id| {
@@ -530,8 +538,23 @@ fn retries_pending_at_a_kill_arrive_on_schedule() {
     server.respawn();
     let rcv = Receiver::start_on(port);
     let got = rcv.wait_count("/back", 5, Duration::from_secs(20));
-    assert!(got.iter().all(|r| r.header("x-crmhook-attempt") == "2"), "attempt numbers resumed");
     let by_id: std::collections::HashMap<&str, u64> = got.iter().map(|r| (r.header("webhook-id"), r.wall_ms)).collect();
+    let seen: Vec<(&str, &str, i64)> = ids
+        .iter()
+        .zip(&first_at)
+        .map(|(id, at1)| {
+            let r = got.iter().find(|r| r.header("webhook-id") == id.as_str());
+            (
+                id.as_str(),
+                r.map_or("-", |r| r.header("x-crmhook-attempt")),
+                by_id.get(id.as_str()).map_or(-1, |at2| *at2 as i64 - *at1 as i64),
+            )
+        })
+        .collect();
+    assert!(
+        got.iter().all(|r| r.header("x-crmhook-attempt") == "2"),
+        "attempt numbers resumed: (id, attempt, ms after attempt 1) {seen:?}"
+    );
     for (id, at1) in ids.iter().zip(&first_at) {
         let at2 = by_id[id.as_str()];
         let gap = at2.saturating_sub(*at1);

@@ -216,10 +216,6 @@ fn a_replay_of_delivered_the_moment_a_delivery_arrived_takes_it() {
     });
 }
 
-fn metric(text: &str, name_and_labels: &str) -> f64 {
-    text.lines().find_map(|l| l.strip_prefix(name_and_labels).and_then(|rest| rest.trim().parse().ok())).unwrap_or(0.0)
-}
-
 #[test]
 fn metrics_move_with_ingest_and_delivery() {
     let server = Server::start();

@@ -16,10 +16,6 @@ fn test_target(server: &Server, tid: &str, body: Value) -> Resp {
     server.admin("POST", &format!("/v1/targets/{tid}/test"), Some(&body))
 }
 
-fn metric(text: &str, name_and_labels: &str) -> f64 {
-    text.lines().find_map(|l| l.strip_prefix(name_and_labels).and_then(|rest| rest.trim().parse().ok())).unwrap_or(0.0)
-}
-
 #[test]
 fn a_test_shows_the_receivers_500_and_its_body() {
     let server = Server::start();

@@ -27,6 +27,12 @@ use serde_json::Value;
 pub const ADMIN: &str = "adm_test_0123456789abcdef0123456789";
 pub const INGEST: &str = "ing_test_0123456789abcdef0123456789";
 
+/// The value of one series in a Prometheus text scrape (`name{labels}` exactly as printed), 0
+/// when absent.
+pub fn metric(text: &str, name_and_labels: &str) -> f64 {
+    text.lines().find_map(|l| l.strip_prefix(name_and_labels).and_then(|rest| rest.trim().parse().ok())).unwrap_or(0.0)
+}
+
 /// Polls `f` until it returns `Some`, or panics with `what` after `timeout`: for state that
 /// signals nothing (the server's API). The receiver's state is waited on with
 /// [`Receiver::wait_until`].
