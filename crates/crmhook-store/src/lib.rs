@@ -174,9 +174,9 @@
 //! request. So many concurrent ingest requests share one flush (group commit), and no actix
 //! arbiter thread ever waits on a flush: callers await a oneshot answer. Appends of
 //! [`BULK_EVENTS`] events or more wait in a queue of their own, which a group takes from after
-//! the main queue (one of them if the group holds small requests, else as many as fit): a small
-//! request queued behind large ones waits for the group in progress and one of them, not for
-//! all (`writer::Queues`).
+//! the main queue: with small requests in it, none if the group before took one, else one;
+//! without, while it holds fewer than [`BULK_GROUP_SIZE`] events. A small request queued
+//! behind large ones waits for the group in progress, not for all of them (`writer::Queues`).
 //!
 //! **How a group is applied.** A group is one atomic sled batch, except the common small ones:
 //! a group whose writes are all inserts of chunks, events' own deduplication keys (`X`),
@@ -305,11 +305,15 @@ pub const MAX_GROUP: usize = 1024;
 /// (through a source, with their deduplication keys) were one batch and 9.4 GB of memory.
 pub const MAX_GROUP_SIZE: usize = 16_384;
 /// A request of this many events or more waits in the writer's bulk queue: a group takes what
-/// the main queue holds first, then one bulk request (or, holding no small request, as many as
-/// fit), so that a small request waits for the group in progress and one large request, not for
-/// every large one queued before it (16 requests of 8,500 events posted at once held a
-/// one-event request 2 s).
+/// the main queue holds first, then one bulk request if the group before took none (or, holding
+/// no small request, as many as fit in [`BULK_GROUP_SIZE`]), so that a small request waits for
+/// the group in progress, not for every large one queued before it (16 requests of 8,500 events
+/// posted at once held a one-event request 2 s).
 pub const BULK_EVENTS: usize = 1024;
+/// A group of bulk requests takes no further one once it holds this many events: every request
+/// that comes meanwhile waits for it (with 64 requests of 8,500 events posted at once, a
+/// one-event request waited up to 0.7–1.1 s with [`MAX_GROUP_SIZE`] here, 0.55–0.7 s with this).
+pub const BULK_GROUP_SIZE: usize = MAX_GROUP_SIZE / 2;
 /// How long held writes (finished deliveries' records) wait for other writes to share their
 /// group when no events are being logged.
 pub const LAZY_HOLD: std::time::Duration = std::time::Duration::from_millis(2);

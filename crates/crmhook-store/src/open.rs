@@ -77,7 +77,7 @@ impl Store {
             settling: None,
         };
         let lazy = Arc::new(crate::writer::Lazy::default());
-        let handle = writer.spawn(crate::writer::Queues { rx, bulk: bulk_rx }, lazy.clone())?;
+        let handle = writer.spawn(crate::writer::Queues::new(rx, bulk_rx), lazy.clone())?;
         Ok(Store {
             inner: Arc::new(Inner {
                 db,

@@ -8,29 +8,39 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 use super::{Op, When};
-use crate::{LAZY_HOLD, LIVE_INGEST, MAX_GROUP, MAX_GROUP_SIZE};
+use crate::{BULK_GROUP_SIZE, LAZY_HOLD, LIVE_INGEST, MAX_GROUP, MAX_GROUP_SIZE};
 
 /// The writer's two queues: `rx` for every request, `bulk` for appends of [`crate::BULK_EVENTS`]
-/// events or more. A group takes what `rx` holds first, then one bulk append (so that small
-/// requests never hold them back for good), or, with no small request in it, bulk appends while
-/// it has room: a small request waits for the group in progress and one large request, not for
-/// every large one queued before it.
+/// events or more. A group takes what `rx` holds first. With no small request in it, it takes
+/// bulk appends while it holds fewer than [`BULK_GROUP_SIZE`] events. With small requests, it
+/// takes no bulk append if the group before took one, and one otherwise (so that small requests
+/// never hold them back for good): a small request waits for the group in progress, not for a
+/// large request more, nor for every large one queued before it.
 pub(crate) struct Queues {
-    pub(crate) rx: mpsc::Receiver<Op>,
-    pub(crate) bulk: mpsc::Receiver<Op>,
+    rx: mpsc::Receiver<Op>,
+    bulk: mpsc::Receiver<Op>,
+    /// Whether the last group took a bulk append.
+    took_bulk: bool,
 }
 
 impl Queues {
-    /// Takes bulk appends while the group has room (at least one, if `first`); only one when
+    pub(crate) fn new(rx: mpsc::Receiver<Op>, bulk: mpsc::Receiver<Op>) -> Queues {
+        Queues { rx, bulk, took_bulk: false }
+    }
+
+    /// Takes bulk appends while the group holds fewer than [`BULK_GROUP_SIZE`] events (at least
+    /// one, if `first`); only one when
     /// `one`: a group that holds small requests takes a single large one, so that they are
-    /// answered after it alone.
-    fn take_bulk(&mut self, ops: &mut Vec<Op>, size: &mut usize, mut first: bool, one: bool) {
-        while first || (!one && ops.len() < MAX_GROUP && *size < MAX_GROUP_SIZE) {
+    /// answered after it alone. Answers whether it took any.
+    fn take_bulk(&mut self, ops: &mut Vec<Op>, size: &mut usize, mut first: bool, one: bool) -> bool {
+        let before = ops.len();
+        while first || (!one && ops.len() < MAX_GROUP && *size < BULK_GROUP_SIZE) {
             let Ok(op) = self.bulk.try_recv() else { break };
             *size += op.size();
             ops.push(op);
             first = false;
         }
+        ops.len() > before
     }
 
     /// A group of what the bulk queue holds, once the writer has stopped (a stop comes after the
@@ -150,9 +160,11 @@ pub(super) fn next_group(
                 Err(_) => break,
             }
         }
-        // Whether the group holds requests of the main queue (all but a bulk first one).
+        // Whether the group holds requests of the main queue (all but a bulk first one): then it
+        // takes one bulk append, or none if the group before took one.
         let holds_small = ops.len() > usize::from(from_bulk);
-        queues.take_bulk(&mut ops, &mut size, !from_bulk, holds_small);
+        let took = !(holds_small && queues.took_bulk) && queues.take_bulk(&mut ops, &mut size, !from_bulk, holds_small);
+        queues.took_bulk = from_bulk || took;
         ops.retain(|op| !matches!(op, Op::Nudge));
         if ops
             .iter()
@@ -241,7 +253,7 @@ mod tests {
         let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
         let (tx, rx) = mpsc::channel(4);
         let (_bulk, bulk) = mpsc::channel(4);
-        let mut queues = Queues { rx, bulk };
+        let mut queues = Queues::new(rx, bulk);
         // Nothing comes: the wait ends at its time, not before.
         let until = Instant::now() + Duration::from_millis(5);
         assert!(recv_until(&mut queues, &waker, Some(until)).is_none());
@@ -265,7 +277,7 @@ mod tests {
         let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
         let (tx, rx) = mpsc::channel(16);
         let (_bulk, bulk) = mpsc::channel(16);
-        let mut queues = Queues { rx, bulk };
+        let mut queues = Queues::new(rx, bulk);
         let big = crate::test_support::events(MAX_GROUP_SIZE / 2 + 1);
         for _ in 0..5 {
             let (reply, _) = tokio::sync::oneshot::channel();
@@ -289,46 +301,50 @@ mod tests {
     }
 
     /// A small request queued behind large ones (a CRM's big batches posted at once) goes with
-    /// the next group, not after all of them: 16 requests of 8,500 events posted at once through
-    /// a MAIA source held a one-event Maximizer request 2 s, Maximizer's limit.
+    /// the next group, not after all of them, and beside no large one if the group before took
+    /// one: 16 requests of 8,500 events posted at once through a MAIA source held a one-event
+    /// Maximizer request 2 s, Maximizer's limit. Small requests never hold the large ones back
+    /// for good: every other group takes one.
     #[test]
-    fn a_small_request_waits_for_one_group_of_large_ones_not_for_all() {
+    fn a_small_request_waits_for_the_group_in_progress_not_for_large_ones_queued() {
         let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-        let (tx, rx) = mpsc::channel(MAX_GROUP + 16);
+        let (tx, rx) = mpsc::channel(2 * MAX_GROUP + 16);
         let (bulk_tx, bulk) = mpsc::channel(16);
-        let mut queues = Queues { rx, bulk };
+        let mut queues = Queues::new(rx, bulk);
         let append = |n: usize| {
             let (reply, _) = tokio::sync::oneshot::channel();
             Op::Append { events: crate::test_support::events(n), idempotency_key: None, stamp: None, reply }
         };
         for _ in 0..5 {
-            bulk_tx.try_send(append(MAX_GROUP_SIZE / 2 + 1)).unwrap_or_else(|_| panic!("room"));
+            bulk_tx.try_send(append(BULK_GROUP_SIZE / 2 + 1)).unwrap_or_else(|_| panic!("room"));
         }
         tx.try_send(append(1)).unwrap_or_else(|_| panic!("room"));
         let (lazy, mut last_durable) = (Lazy::default(), None);
         let sizes = |group: Vec<Op>| group.iter().map(Op::size).collect::<Vec<_>>();
-        let big = MAX_GROUP_SIZE / 2 + 1;
-        // The small one first, then one large one: the small one waits for it alone.
-        let first = next_group(&mut queues, &waker, &lazy, &mut last_durable).expect("a group");
-        assert_eq!(sizes(first), [1, big]);
-        // Groups of large ones alone take them while they have room.
-        let second = next_group(&mut queues, &waker, &lazy, &mut last_durable).expect("a group");
-        assert_eq!(sizes(second), [big, big]);
-        // A small one that comes meanwhile goes with the next group again, beside one large one.
+        let mut next = || sizes(next_group(&mut queues, &waker, &lazy, &mut last_durable).expect("a group"));
+        let big = BULK_GROUP_SIZE / 2 + 1;
+        // The small one first, then one large one (the group before took none).
+        assert_eq!(next(), [1, big]);
+        // Groups of large ones alone take them while they hold fewer than BULK_GROUP_SIZE events.
+        assert_eq!(next(), [big, big]);
+        // A small one that comes meanwhile goes with the next group, alone: the group before
+        // took large ones.
         tx.try_send(append(1)).unwrap_or_else(|_| panic!("room"));
-        let third = next_group(&mut queues, &waker, &lazy, &mut last_durable).expect("a group");
-        assert_eq!(sizes(third), [1, big]);
-        let fourth = next_group(&mut queues, &waker, &lazy, &mut last_durable).expect("a group");
-        assert_eq!(sizes(fourth), [big]);
-        // Small requests enough to fill a group still leave room for one large request.
-        for _ in 0..MAX_GROUP {
-            tx.try_send(append(1)).unwrap_or_else(|_| panic!("room"));
+        assert_eq!(next(), [1]);
+        assert_eq!(next(), [big, big]);
+        // Small requests that fill every group: a large one goes in every other group.
+        bulk_tx.try_send(append(big)).unwrap_or_else(|_| panic!("room"));
+        bulk_tx.try_send(append(big)).unwrap_or_else(|_| panic!("room"));
+        let mut groups = Vec::new();
+        for _ in 0..3 {
+            for _ in 0..MAX_GROUP {
+                tx.try_send(append(1)).unwrap_or_else(|_| panic!("room"));
+            }
+            let group = next();
+            groups.push((group.len(), group.last().copied()));
         }
-        bulk_tx.try_send(append(big)).unwrap_or_else(|_| panic!("room"));
-        let full = next_group(&mut queues, &waker, &lazy, &mut last_durable).expect("a group");
-        assert_eq!((full.len(), full.last().map(Op::size)), (MAX_GROUP + 1, Some(big)));
+        assert_eq!(groups, [(MAX_GROUP, Some(1)), (MAX_GROUP + 1, Some(big)), (MAX_GROUP, Some(1))]);
         // Once the writer stops, what the bulk queue holds is still taken.
-        bulk_tx.try_send(append(big)).unwrap_or_else(|_| panic!("room"));
         assert_eq!(queues.bulk_group().map(sizes), Some(vec![big]));
         assert!(queues.bulk_group().is_none());
     }
