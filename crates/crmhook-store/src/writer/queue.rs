@@ -29,9 +29,8 @@ impl Queues {
     }
 
     /// Takes bulk appends while the group holds fewer than [`BULK_GROUP_SIZE`] events (at least
-    /// one, if `first`); only one when
-    /// `one`: a group that holds small requests takes a single large one, so that they are
-    /// answered after it alone. Answers whether it took any.
+    /// one, if `first`); only one when `one`: a group that holds small requests takes a single
+    /// large one, so that they are answered after it alone. Answers whether it took any.
     fn take_bulk(&mut self, ops: &mut Vec<Op>, size: &mut usize, mut first: bool, one: bool) -> bool {
         let before = ops.len();
         while first || (!one && ops.len() < MAX_GROUP && *size < BULK_GROUP_SIZE) {
