@@ -489,3 +489,53 @@ fn a_byte_order_mark_before_the_json_is_named_in_the_refusal() {
     assert!(names_it(ack["rejections"][0]["reason"].as_str().unwrap_or_default()), "{ack}");
     assert!(events(&server, "limit=10").is_empty());
 }
+
+/// Bodies of 64 KiB or more are checked and parsed on tokio's blocking pool, not on the HTTP
+/// worker (`api::request::off_worker`): the answers are the same as for a small body, through
+/// a MAIA source (signed, wrongly signed, with a bad element), a Maximizer source and
+/// `/v1/events` (a batch; a body that is not JSON).
+#[test]
+fn large_bodies_are_checked_and_parsed_off_the_workers_with_the_same_answers() {
+    const N: usize = 600;
+    let server = Server::start();
+    let src = maia_source(&server);
+    let url = src["ingest_url"].as_str().expect("url").to_owned();
+    let mut elements: Vec<String> = (0..N).map(|_| maia("crm_field_update", json!({})).to_string()).collect();
+    let body = format!("[{}]", elements.join(","));
+    assert!(body.len() >= 64 * 1024, "a large body: {} bytes", body.len());
+    let signed = |secret: &str, body: &str| crmhook_crmsim::maia_signature(secret, body.as_bytes());
+    let post =
+        |signature: &str, body: &str| http("POST", &url, &[("X-Maia-Signature", signature)], Some(body.as_bytes()));
+
+    let wrong = post(&signed("not-the-secret", &body), &body);
+    assert_eq!(wrong.status, 401, "{}", wrong.text);
+    assert!(wrong.content_type().starts_with("application/problem+json"));
+    let ok = post(&signed(MAIA_SECRET, &body), &body);
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    assert_eq!((ok.json()["accepted"].as_u64(), ok.json()["rejected"].as_u64()), (Some(N as u64), Some(0)));
+    // One element that is not an event: kept in the quarantine, the others accepted.
+    elements[7] = "[1]".into();
+    let with_bad = format!("[{}]", elements.join(","));
+    let r = post(&signed(MAIA_SECRET, &with_bad), &with_bad);
+    assert_eq!(r.status, 200, "{}", r.text);
+    let ack = r.json();
+    assert_eq!((ack["rejected"].as_u64(), ack["rejections"][0]["index"].as_u64()), (Some(1), Some(7)), "{ack}");
+    assert_eq!(ack["duplicates"].as_u64(), Some(N as u64 - 1), "the same bytes as before, but element 7");
+
+    let mx = source(&server, json!({"name": "mx", "kind": "maximizer"}));
+    let envelopes: Vec<String> =
+        (0..N).map(|i| maximizer::envelope(&format!("big-{i}"), "Opportunity", "Update", "1")).collect();
+    let batch = maximizer::batch(&envelopes);
+    assert!(batch.len() >= 64 * 1024, "a large body: {} bytes", batch.len());
+    let r = http("POST", &maximizer_url(&mx), &[], Some(batch.as_bytes()));
+    assert_eq!((r.status, r.json()["accepted"].as_u64()), (200, Some(N as u64)), "{}", r.text);
+
+    let events: Vec<Value> = (0..N).map(|_| maia("crm_record_created", json!({}))).collect();
+    assert_eq!(server.post_ok(&Value::Array(events))["accepted"].as_u64(), Some(N as u64));
+    let bearer = format!("Bearer {INGEST}");
+    let headers = [("Content-Type", "application/json"), ("Authorization", bearer.as_str())];
+    let not_json = vec![b'x'; 70 * 1024];
+    let r = http("POST", &server.url("/v1/events"), &headers, Some(&not_json));
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.content_type().starts_with("application/problem+json"));
+}

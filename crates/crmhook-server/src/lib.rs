@@ -270,6 +270,7 @@ impl Server {
             ingest_budget: std::sync::Arc::new(tokio::sync::Semaphore::new(
                 config.ingest_buffer_bytes.max(config.max_body_bytes).min(u32::MAX as usize),
             )),
+            parsing: std::sync::Arc::new(tokio::sync::Semaphore::new(config.workers.max(1))),
             exposure: api::exposure::Exposure {
                 hosts: api::exposure::AllowedHosts::new(addr, config.public_url.as_deref(), &config.allowed_hosts),
                 metrics_token: config.metrics_token.clone(),

@@ -22,7 +22,7 @@ use crmhook_store::{Rejected, Retried};
 use crate::api::audit::{record, scrubbed};
 use crate::api::auth::{Admin, Operator};
 use crate::api::events::ack_view;
-use crate::api::request::{idempotency_key, ingest_slot, limit_param, read_ingest, read_object};
+use crate::api::request::{idempotency_key, ingest_slot, limit_param, off_worker, read_ingest, read_object};
 use crate::api::state::{router_error, AppState, State};
 use crate::api::views::{RejectedPage, RejectedView, Rejection, Retry, SourceAccepted, SourceView, Sources};
 use crate::error::ApiError;
@@ -221,8 +221,11 @@ async fn ingest_to_source(
     // Held until the events are durable: a slot of this source's, and the bytes read.
     let _slot = ingest_slot(req, format!("source:{}", source.id))?;
     let (body, _share) = read_ingest(req, payload, state).await?;
+    let body = body.freeze();
     if let Some(signature) = signature {
-        if !source.maia_signature_matches(&body, &signature) {
+        let (signed, bytes) = (source.clone(), body.clone());
+        let matches = off_worker(state, body.len(), move || signed.maia_signature_matches(&bytes, &signature)).await?;
+        if !matches {
             let detail = match source.maia_secret {
                 None => "this source has no `maia_secret` yet: set the secret MAIA's Webhook Center shows",
                 Some(_) => "`X-Maia-Signature` is not the HMAC-SHA256 of this body with the source's `maia_secret`",
@@ -231,7 +234,8 @@ async fn ingest_to_source(
         }
     }
     let key = key?;
-    let batch = parse_source(source.kind, &source.id, &body);
+    let (kind, id, bytes) = (source.kind, source.id.clone(), body.clone());
+    let batch = off_worker(state, body.len(), move || parse_source(kind, &id, &bytes)).await?;
     let at_ms = now_ms();
     // The quarantine lists by id: one request's pieces in their order (ids made in one
     // millisecond differ in random bits only).

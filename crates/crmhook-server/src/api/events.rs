@@ -16,8 +16,8 @@ use crmhook_store::{Attempt, EventFilter, Log, Request};
 use crate::api::auth::{Ingest, Operator};
 use crate::api::forward::{forward, relay};
 use crate::api::request::{
-    idempotency_key, ingest_slot, optional_object, page_params, read_ingest, require_json, time_param, token_key,
-    Intake, Redeliver,
+    idempotency_key, ingest_slot, off_worker, optional_object, page_params, read_ingest, require_json, time_param,
+    token_key, Intake, Redeliver,
 };
 use crate::api::state::{requester, router_error, State};
 use crate::api::targets::load_target;
@@ -37,7 +37,8 @@ pub(crate) async fn ingest(
     // Held until the events are durable: a slot of this token's, and the bytes read.
     let _slot = ingest_slot(&req, token_key(&req))?;
     let (body, _share) = read_ingest(&req, payload, &state).await?;
-    let events = parse_ingest(&body)?;
+    let body = body.freeze();
+    let events = off_worker(&state, body.len(), move || parse_ingest(&body)).await??;
     let acks = state.router.ingest(events, key).await.map_err(router_error)?;
     let (events, duplicates) = ack_view(&state.metrics, &acks);
     Ok(HttpResponse::Accepted().json(Accepted { accepted: acks.len() - duplicates, duplicates, events }))

@@ -195,6 +195,34 @@ pub(crate) async fn read_body(req: &HttpRequest, payload: web::Payload, limit: u
     read_within(req, payload, limit, None).await.map(|(body, _)| body)
 }
 
+/// An ingest body of this many bytes or more is checked and parsed on tokio's blocking pool
+/// ([`off_worker`]), not on the HTTP worker that read it.
+pub(crate) const OFF_WORKER_BYTES: usize = 64 * 1024;
+
+/// Runs `work` on a body of `len` bytes: on the HTTP worker when the body is small, else on
+/// tokio's blocking pool, at most [`AppState::parsing`] at once (the others wait without holding
+/// a thread). Parsing 1 MB of events takes a worker 30–40 ms; a burst of such bodies parsed on
+/// the workers held every small request that came to them meanwhile, a Maximizer event among
+/// them, up to a second (PERFORMANCE.md, "Large bodies parsed off the HTTP workers").
+pub(crate) async fn off_worker<T: Send + 'static>(
+    state: &AppState,
+    len: usize,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    if len < OFF_WORKER_BYTES {
+        return Ok(work());
+    }
+    let _turn = state
+        .parsing
+        .acquire()
+        .await
+        .map_err(|_| ApiError::Unavailable { detail: "the server is shutting down".into(), retry_after_s: 1 })?;
+    tokio::task::spawn_blocking(work).await.map_err(|e| match e.is_cancelled() {
+        true => ApiError::Unavailable { detail: "the server is shutting down".into(), retry_after_s: 1 },
+        false => ApiError::Internal(format!("parsing the body failed: {e}")),
+    })
+}
+
 /// Reads an ingest body, taking its bytes from the ingest budget as they arrive (a slow sender
 /// holds only what it has sent): the returned share is held until the events are durable. 503
 /// when the budget runs out (the log writer is behind), 408 on a stalled body, 413 past

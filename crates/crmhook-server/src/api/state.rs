@@ -25,6 +25,9 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Bytes of ingest bodies that may be in memory at once (read, queued or being written).
     pub ingest_budget: Arc<Semaphore>,
+    /// Large ingest bodies checked and parsed at once, off the HTTP workers
+    /// (`api::request::off_worker`): as many as there are workers.
+    pub parsing: Arc<Semaphore>,
     /// Where CRMs reach this server: sources' `ingest_url` is `<public_url>/in/<id>`.
     pub public_url: String,
     /// Failed authentication, limited per client address and per presented key.
