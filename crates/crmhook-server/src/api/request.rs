@@ -212,13 +212,10 @@ pub(crate) async fn off_worker<T: Send + 'static>(
     if len < OFF_WORKER_BYTES {
         return Ok(work());
     }
-    let _turn = state
-        .parsing
-        .acquire()
-        .await
-        .map_err(|_| ApiError::Unavailable { detail: "the server is shutting down".into(), retry_after_s: 1 })?;
+    let stopping = || ApiError::Unavailable { detail: "the server is shutting down".into(), retry_after_s: 1 };
+    let _turn = state.parsing.acquire().await.map_err(|_| stopping())?;
     tokio::task::spawn_blocking(work).await.map_err(|e| match e.is_cancelled() {
-        true => ApiError::Unavailable { detail: "the server is shutting down".into(), retry_after_s: 1 },
+        true => stopping(),
         false => ApiError::Internal(format!("parsing the body failed: {e}")),
     })
 }

@@ -17,6 +17,22 @@ fn known_members(body: &Map<String, Value>, known: &[&str], what: &str) -> Resul
     }
 }
 
+/// A body whose one member, `name`, is an optional string: absent or null is `None`; another
+/// type is refused with `wrong` (422 naming it), as is another member (`takes`).
+fn one_optional_string(
+    body: &Map<String, Value>,
+    name: &str,
+    takes: &str,
+    wrong: &str,
+) -> Result<Option<String>, ApiError> {
+    known_members(body, &[name], takes)?;
+    match body.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(t)) => Ok(Some(t.clone())),
+        Some(_) => Err(ApiError::unprocessable(name, wrong)),
+    }
+}
+
 /// The body of `POST /v1/events/{id}/redeliver` (optional; another member is refused).
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct Redeliver {
@@ -28,12 +44,13 @@ impl TryFrom<Map<String, Value>> for Redeliver {
     type Error = ApiError;
 
     fn try_from(body: Map<String, Value>) -> Result<Self, ApiError> {
-        known_members(&body, &["target_id"], "a redelivery takes `target_id`")?;
-        match body.get("target_id") {
-            None | Some(Value::Null) => Ok(Redeliver { target_id: None }),
-            Some(Value::String(t)) => Ok(Redeliver { target_id: Some(t.clone()) }),
-            Some(_) => Err(ApiError::unprocessable("target_id", "`target_id` must be a target id")),
-        }
+        let target_id = one_optional_string(
+            &body,
+            "target_id",
+            "a redelivery takes `target_id`",
+            "`target_id` must be a target id",
+        )?;
+        Ok(Redeliver { target_id })
     }
 }
 
@@ -49,12 +66,9 @@ impl TryFrom<Map<String, Value>> for TargetTest {
     type Error = ApiError;
 
     fn try_from(body: Map<String, Value>) -> Result<Self, ApiError> {
-        known_members(&body, &["type"], "a test takes `type`")?;
-        match body.get("type") {
-            None | Some(Value::Null) => Ok(TargetTest { event_type: None }),
-            Some(Value::String(t)) => Ok(TargetTest { event_type: Some(t.clone()) }),
-            Some(_) => Err(ApiError::unprocessable("type", "`type` must be an event type (a string)")),
-        }
+        let event_type =
+            one_optional_string(&body, "type", "a test takes `type`", "`type` must be an event type (a string)")?;
+        Ok(TargetTest { event_type })
     }
 }
 
