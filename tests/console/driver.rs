@@ -10,6 +10,10 @@ pub(crate) struct Driver {
     pub(crate) base: String,
     pub(crate) session: String,
     pub(crate) _profile: tempfile::TempDir,
+    /// chromedriver's and the browser's `TMPDIR`: Chromium leaves a directory of its own in it
+    /// (`org.chromium.Chromium.scoped_dir.*`) when its session ends; removed with the driver,
+    /// after the processes (fields are dropped after [`Drop::drop`]).
+    pub(crate) _tmp: tempfile::TempDir,
 }
 
 /// Where Debian puts chromedriver.
@@ -65,8 +69,10 @@ impl Driver {
     pub(crate) fn start() -> Driver {
         let driver = driver_path();
         let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let tmp = tempfile::tempdir().expect("tempdir");
         let child = Command::new(driver)
             .arg(format!("--port={port}"))
+            .env("TMPDIR", tmp.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -88,7 +94,7 @@ impl Driver {
             .into_json()
             .expect("json");
         let session = created["value"]["sessionId"].as_str().expect("sessionId").to_owned();
-        Driver { child, base, session, _profile: profile }
+        Driver { child, base, session, _profile: profile, _tmp: tmp }
     }
 
     pub(crate) fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
