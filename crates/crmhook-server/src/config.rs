@@ -30,6 +30,10 @@ pub struct Config {
     pub compaction_interval_s: u64,
     /// sled's page cache, in bytes.
     pub cache_bytes: usize,
+    /// `crmhook serve`: how long the data dir may stay in use by another (the stopped store,
+    /// whose log writer does not end) after the log broke, before the process exits for a
+    /// restart (docs/RELIABILITY.md, "Disk trouble").
+    pub locked_restart_after_s: u64,
     /// The URL at which CRMs reach this server (sources' `ingest_url`); default `http://<bind>`.
     pub public_url: Option<String>,
     /// TLS on the listener: the certificate chain and the private key (PEM files), both or
@@ -91,6 +95,7 @@ impl Default for Config {
             retention_days: 30,
             compaction_interval_s: 300,
             cache_bytes: crmhook_store::CACHE_BYTES,
+            locked_restart_after_s: 60,
             public_url: None,
             tls_cert: None,
             tls_key: None,

@@ -30,7 +30,7 @@ pub struct Flags {
 }
 
 /// The keys, in the order the contract lists them.
-pub const KEYS: [&str; 33] = [
+pub const KEYS: [&str; 34] = [
     "bind",
     "data_dir",
     "admin_token",
@@ -45,6 +45,7 @@ pub const KEYS: [&str; 33] = [
     "retention_days",
     "compaction_interval_s",
     "cache_bytes",
+    "locked_restart_after_s",
     "public_url",
     "tls_cert",
     "tls_key",
@@ -189,6 +190,7 @@ fn file_kind(key: &str) -> FileKind {
         | "retention_days"
         | "compaction_interval_s"
         | "cache_bytes"
+        | "locked_restart_after_s"
         | "body_timeout_ms"
         | "ingest_concurrency"
         | "max_delivery_lag_ms"
@@ -267,6 +269,7 @@ fn set(config: &mut Config, origins: &mut Origins, key: &str, value: &str, origi
         "retention_days" => config.retention_days = int(0)? as u64,
         "compaction_interval_s" => config.compaction_interval_s = int(1)? as u64,
         "cache_bytes" => config.cache_bytes = int(1024 * 1024)?,
+        "locked_restart_after_s" => config.locked_restart_after_s = int(5)? as u64,
         "body_timeout_ms" => config.body_timeout_ms = int(100)? as u64,
         "ingest_concurrency" => config.ingest_concurrency = int(1)?,
         "max_delivery_lag_ms" => config.max_delivery_lag_ms = int(0)? as u64,
@@ -474,6 +477,16 @@ mod tests {
         assert!(!load(&Flags { config_file: Some(file), ..Flags::default() }, &env(&[])).unwrap().sched_batch);
         let e = load(&Flags::default(), &env(&[("CRMHOOK_SCHED_BATCH", "maybe")])).unwrap_err();
         assert_eq!(e.key, "sched_batch");
+    }
+
+    #[test]
+    fn a_locked_data_dir_ends_the_process_after_60_s_or_the_set_time_of_at_least_5() {
+        assert_eq!(load(&Flags::default(), &env(&[])).unwrap().locked_restart_after_s, 60);
+        let c = load(&Flags::default(), &env(&[("CRMHOOK_LOCKED_RESTART_AFTER_S", "10")])).unwrap();
+        assert_eq!(c.locked_restart_after_s, 10);
+        // Under one reopen's period it would end the process at the first reopen.
+        let e = load(&Flags::default(), &env(&[("CRMHOOK_LOCKED_RESTART_AFTER_S", "4")])).unwrap_err();
+        assert_eq!(e.key, "locked_restart_after_s", "{e}");
     }
 
     #[test]

@@ -22,10 +22,6 @@ use crate::config::Flags;
 /// How often a server stopped by a log it cannot write tries to open the data dir again.
 const REOPEN_EVERY: Duration = Duration::from_secs(5);
 
-/// How long the data dir may stay locked by the stopped server's store (its log writer stuck in
-/// a flush that never ends) before the process gives up and exits with [`EXIT_RESTART`].
-const LOCKED_FOR_AT_MOST: Duration = Duration::from_secs(60);
-
 /// The exit status when only a new process can open the log again (sysexits' `EX_TEMPFAIL`):
 /// a supervisor's restart (`Restart=on-failure`) does it.
 const EXIT_RESTART: u8 = 75;
@@ -221,12 +217,17 @@ async fn reopen(
                 },
             },
         };
+        // How long the data dir may stay locked by the stopped server's store (its log writer
+        // stuck in a flush that never ends) before the process gives up and exits with
+        // [`EXIT_RESTART`].
+        let locked_for_at_most = Duration::from_secs(config.locked_restart_after_s);
         let locked = matches!(&why, ServerError::Open { reason: StoreError::InUse, .. });
-        if locked && broken_at.elapsed() >= LOCKED_FOR_AT_MOST {
+        if locked && broken_at.elapsed() >= locked_for_at_most {
             tracing::error!(
                 "the data dir has been in use for {} s (by the stopped store, whose log writer does not end, or \
-                 by another process): exiting, so that a restart opens it (exit status {EXIT_RESTART})",
-                LOCKED_FOR_AT_MOST.as_secs()
+                 by another process): exiting, so that a restart opens it (exit status {EXIT_RESTART}; \
+                 locked_restart_after_s)",
+                locked_for_at_most.as_secs()
             );
             return Reopened::Never;
         }
