@@ -56,8 +56,6 @@ const RETRY_FAILURES: usize = 3;
 /// How late the retry may come past its due time on top of the lease TTL: a lease round (a
 /// fifth of the TTL), the new owner's start of the target, and a loaded 2-core machine.
 const RETRY_MARGIN: Duration = Duration::from_secs(3);
-/// The schedule's jitter (±20%, `crmhook_core::retry::JITTER`).
-const JITTER: f64 = 0.2;
 /// Events per second, all nodes together.
 const RATE: f64 = 150.0;
 const LOAD_THREADS: usize = 8;

@@ -558,10 +558,10 @@ fn retries_pending_at_a_kill_arrive_on_schedule() {
     for (id, at1) in ids.iter().zip(&first_at) {
         let at2 = by_id[id.as_str()];
         let gap = at2.saturating_sub(*at1);
-        // 5000 ms with ±20% jitter; the restart may only add a little. (It was 3000 ms until
+        // 5000 ms, up to a tenth more (the jitter); the restart may only add a little. (It was 3000 ms until
         // 2026-12-06: on a loaded host the five first attempts could take longer than that to be
         // seen, and a retry then came before the kill, as attempt 3 after it.)
-        assert!((3900..=9000).contains(&gap), "attempt 2 of {id} came {gap} ms after attempt 1");
+        assert!((4990..=9000).contains(&gap), "attempt 2 of {id} came {gap} ms after attempt 1");
     }
     // This run of the target matched the whole log when it started, before these attempts; with
     // nothing pending, nothing more is coming.

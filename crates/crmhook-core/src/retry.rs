@@ -18,8 +18,10 @@ pub enum Outcome {
     Error(String),
 }
 
-/// How far the jitter moves a delay: ±20%.
-pub const JITTER: f64 = 0.2;
+/// How far the jitter moves a delay: up to a tenth later, never earlier (the contract retries
+/// "after the next delay"; the jitter only keeps many failing deliveries from retrying in
+/// lock-step).
+pub const JITTER: f64 = 0.1;
 
 /// What an outcome means for the delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,15 +78,16 @@ pub struct Step<'a> {
     pub round_start: u32,
     /// When it ended, ms since the epoch.
     pub now_ms: u64,
-    /// A random number in [-1, 1]: the delay moves by `jitter * JITTER` of itself.
+    /// A random number in [0, 1]: the delay grows by `jitter * JITTER` of itself.
     pub jitter: f64,
     /// The receiver's `Retry-After`, when it is to be honoured.
     pub retry_after_ms: Option<u64>,
 }
 
-/// A delay moved by `jitter` (in [-1, 1]) times [`JITTER`] of itself.
+/// A delay grown by `jitter` (in [0, 1]) times [`JITTER`] of itself: never shorter than the
+/// schedule's.
 pub fn jittered(delay_ms: u64, jitter: f64) -> u64 {
-    let factor = 1.0 + JITTER * jitter.clamp(-1.0, 1.0);
+    let factor = 1.0 + JITTER * jitter.clamp(0.0, 1.0);
     (delay_ms as f64 * factor).round() as u64
 }
 
@@ -150,17 +153,18 @@ mod tests {
     }
 
     #[test]
-    fn jitter_moves_a_delay_by_at_most_a_fifth() {
-        assert_eq!(jittered(1000, -1.0), 800);
-        assert_eq!(jittered(1000, 1.0), 1200);
-        assert_eq!(jittered(1000, 0.5), 1100);
-        assert_eq!(jittered(1000, 7.0), 1200, "out-of-range jitter is clamped");
+    fn jitter_makes_a_delay_at_most_a_tenth_longer_and_never_shorter() {
+        assert_eq!(jittered(1000, 0.0), 1000);
+        assert_eq!(jittered(1000, 1.0), 1100);
+        assert_eq!(jittered(1000, 0.5), 1050);
+        assert_eq!(jittered(1000, 7.0), 1100, "out-of-range jitter is clamped");
+        assert_eq!(jittered(1000, -1.0), 1000, "never earlier than the schedule");
         let s = [1000];
         let at = |jitter| match next_attempt(Verdict::Retry, Step { jitter, ..step(&s, 1, 0) }) {
             Next::RetryAt { at_ms, .. } => at_ms,
             other => panic!("{other:?}"),
         };
-        assert_eq!((at(-1.0), at(1.0)), (800, 1200));
+        assert_eq!((at(-1.0), at(0.0), at(1.0)), (1000, 1000, 1100));
     }
 
     #[test]

@@ -331,7 +331,7 @@ impl TargetActor {
         let target = &self.config.target;
         let now = now_ms();
         let ended = Ended { seq, n, round, outcome: &report.outcome, retry_after_ms: report.retry_after_ms };
-        let jitter = rand::rng().random_range(-1.0..=1.0);
+        let jitter = rand::rng().random_range(0.0..=1.0);
         let Finish { result, then } = self.window.attempt_finished(ended, now, jitter, &target.retry_schedule_ms);
         match result {
             AttemptResult::Delivered => tracing::debug!(target_id = %target.id, seq, n, "delivered"),

@@ -431,7 +431,7 @@ impl Window {
     }
 
     /// An attempt is over at `now_ms`: what follows it (the retry schedule, `Retry-After` on 429
-    /// and 503, 410 disabling, with `jitter` in [-1, 1]) and what to record. A finished delivery
+    /// and 503, 410 disabling, with `jitter` in [0, 1]) and what to record. A finished delivery
     /// frees its slot at once; a retry stays in flight until [`Window::retry_recorded`].
     pub fn attempt_finished(&mut self, ended: Ended<'_>, now_ms: u64, jitter: f64, schedule: &[u64]) -> Finish {
         let Ended { seq, n, round, outcome, retry_after_ms } = ended;

@@ -347,7 +347,7 @@ async fn a_retry_pending_when_ownership_moves_is_made_on_schedule_by_the_next_ac
     let receiver = Receiver::start();
     receiver.failing.lock().expect("lock").insert("/r".into(), 1);
     let mut t = target(&receiver.url("r"));
-    // One retry, 1.5 s (±20%) after the first attempt.
+    // One retry, 1.5 s (up to a tenth more) after the first attempt.
     t.retry_schedule_ms = vec![1_500];
     let (node, r, owned) = Node::owning_only(t).await;
     node.ingest(&["e1"]).await;
@@ -374,7 +374,7 @@ async fn a_retry_pending_when_ownership_moves_is_made_on_schedule_by_the_next_ac
     let arrivals = receiver.arrivals("r");
     assert_eq!(arrivals.iter().map(|a| a.attempt.as_str()).collect::<Vec<_>>(), ["1", "2"]);
     let waited = arrivals[1].at - arrivals[0].at;
-    assert!(waited >= Duration::from_millis(1_100), "the retry came {waited:?} after the first attempt");
+    assert!(waited >= Duration::from_millis(1_499), "the retry came {waited:?} after the first attempt");
     node.stop().await;
 }
 

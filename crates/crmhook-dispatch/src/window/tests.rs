@@ -142,10 +142,10 @@ fn the_jitter_and_the_round_are_the_schedules() {
     starts(&mut w, 0);
     let ended = Ended { seq: 1, n: 5, round: 4, outcome: &Outcome::Timeout, retry_after_ms: None };
     let f = w.attempt_finished(ended, 1_000, 1.0, &SCHEDULE);
-    // Attempt 5 of a round begun at 4 waits the schedule's second delay, plus a fifth.
+    // Attempt 5 of a round begun at 4 waits the schedule's second delay, plus a tenth.
     assert_eq!(
         f.then,
-        Then::Flush { following: Pending { attempt: 6, due_at_ms: 7_000, round: 4 }, scanned: 1, disable: false }
+        Then::Flush { following: Pending { attempt: 6, due_at_ms: 6_500, round: 4 }, scanned: 1, disable: false }
     );
 }
 

@@ -31,7 +31,7 @@ fn op(most_events: usize) -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => prop::collection::vec(any::<bool>(), 1..most_events).prop_map(Op::Append),
         1 => Just(Op::Wake),
-        8 => (any::<usize>(), 0u8..7, prop::option::of(0u64..30_000), -1i8..=1)
+        8 => (any::<usize>(), 0u8..7, prop::option::of(0u64..30_000), 0i8..=1)
             .prop_map(|(pick, outcome, ra, jitter)| Op::Finish(pick, outcome, ra, jitter)),
         6 => (0u8..5).prop_map(|x| Op::Complete(x != 0)),
         2 => (0u64..8_000).prop_map(Op::Advance),
