@@ -274,6 +274,8 @@ fn headers(value: &Value) -> Result<Vec<(String, String)>, CoreError> {
         ));
     }
     let token = |c: u8| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c);
+    // Header names are case-insensitive: two that differ only in case would go out as one.
+    let mut seen: std::collections::HashMap<String, &str> = std::collections::HashMap::new();
     obj.iter()
         .map(|(name, v)| {
             if name.len() > MAX_HEADER_NAME_BYTES {
@@ -297,6 +299,12 @@ fn headers(value: &Value) -> Result<Vec<(String, String)>, CoreError> {
                 return Err(CoreError::field(
                     &field,
                     format!("header {name:?} is set by crmhook and cannot be replaced"),
+                ));
+            }
+            if let Some(other) = seen.insert(name.to_ascii_lowercase(), name) {
+                return Err(CoreError::field(
+                    &field,
+                    format!("header {name:?} is given twice (also as {other:?}): header names ignore case"),
                 ));
             }
             let v = v.as_str().ok_or_else(|| CoreError::field(&field, format!("header {name:?} must be a string")))?;
@@ -475,6 +483,10 @@ mod tests {
             assert_eq!(field_of(c(json!({name: "x"}))), format!("headers.{name}"), "{name}");
         }
         assert_eq!(field_of(c(json!({"X".repeat(200 * 1024): "x"}))), "headers");
+        // Two names that differ only in case would be sent as one header: refused, naming one.
+        let twice = field_of(c(json!({"X-A": "upper", "x-a": "lower"})));
+        assert!(twice == "headers.X-A" || twice == "headers.x-a", "{twice}");
+        assert!(c(json!({"X-A": "a", "X-B": "b"})).is_ok());
         assert_eq!(field_of(c(json!({"X".repeat(MAX_HEADER_NAME_BYTES + 1): "x"}))), "headers");
         assert!(c(json!({"X".repeat(MAX_HEADER_NAME_BYTES): "x"})).is_ok());
         let name = "X-Big";
