@@ -131,3 +131,80 @@ fn a_timeout_reads_timed_out_after_its_milliseconds() {
     assert!((300..2000).contains(&ms), "{attempt}");
     assert!(attempt["response"].is_null(), "{attempt}");
 }
+
+/// A receiver on 127.0.0.1 that answers each request with `answer` as it stands: interim
+/// (1xx) answers, then the final one. Answers its port.
+fn raw_receiver(answer: &'static str) -> u16 {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+                let mut out = conn;
+                loop {
+                    let mut length = 0usize;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some((name, value)) = line.split_once(':') {
+                            if name.eq_ignore_ascii_case("content-length") {
+                                length = value.trim().parse().expect("a length");
+                            }
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    if reader.read_exact(&mut body).is_err() || out.write_all(answer.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn interim_answers_before_the_final_one_are_skipped() {
+    // RFC 9110, 15.2: a client must read past 1xx answers, asked for or not. As published, awc
+    // took the first head for the answer: `answered HTTP 103`, retried until dead.
+    let server = Server::start();
+    let answers = [
+        ("HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 200),
+        ("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n", 201),
+        ("HTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n", 204),
+    ];
+    let mut targets = Vec::new();
+    for (answer, status) in answers {
+        let port = raw_receiver(answer);
+        let (tid, _) =
+            server.wire(&format!("http://127.0.0.1:{port}/hook"), Some(json!({})), json!({"retry_schedule_ms": []}));
+        targets.push((tid, status));
+    }
+    let ack = server.post_ok(&maia("crm_field_update", json!({})));
+    let id = ack["events"][0]["id"].as_str().expect("id").to_owned();
+    let e = wait_for(DELIVERY, "three deliveries finished", || {
+        let e = server.event(&id);
+        let finished =
+            e["deliveries"].as_array().is_some_and(|d| d.len() == 3 && d.iter().all(|d| d["status"] != "pending"));
+        finished.then_some(e)
+    });
+    for (tid, status) in targets {
+        let d = e["deliveries"]
+            .as_array()
+            .expect("deliveries")
+            .iter()
+            .find(|d| d["target_id"] == tid.as_str())
+            .expect("its delivery");
+        assert_eq!(d["status"], "delivered", "{d}");
+        assert_eq!(d["attempts"][0]["status_code"], status, "{d}");
+    }
+}

@@ -19,6 +19,9 @@ bitflags! {
     #[derive(Debug, Clone, Copy)]
     struct Flags: u8 {
         const HEAD               = 0b0000_0001;
+        // crmhook: the request asked for `100 Continue` (it carries `Expect`), which is then
+        // handed to the caller rather than skipped (see `decode`).
+        const EXPECT             = 0b0000_0010;
         const KEEP_ALIVE_ENABLED = 0b0000_1000;
         const STREAM             = 0b0001_0000;
     }
@@ -134,7 +137,33 @@ impl Decoder for ClientCodec {
             "Payload decoder should not be set"
         );
 
-        if let Some((req, payload)) = self.inner.decoder.decode(src)? {
+        // crmhook: interim (1xx) answers are skipped: RFC 9110, 15.2, "A client MUST be able to
+        // parse one or more 1xx responses received prior to a final response, even if the
+        // client does not expect one". As published the first head was the answer, so a
+        // receiver that sent `103 Early Hints` (or an unasked `100 Continue`) before its `200`
+        // was taken to have answered 103. Kept: `101 Switching Protocols` (an upgrade's answer)
+        // and the `100 Continue` a request with `Expect` waits for (awc reads it itself).
+        let decoded = loop {
+            match self.inner.decoder.decode(src)? {
+                Some((head, _))
+                    if head.status.is_informational()
+                        && head.status != http::StatusCode::SWITCHING_PROTOCOLS
+                        && !(head.status == http::StatusCode::CONTINUE
+                            && self.inner.flags.contains(Flags::EXPECT)) =>
+                {
+                    continue
+                }
+                Some((head, payload)) => {
+                    if head.status == http::StatusCode::CONTINUE {
+                        // Handed over once; a later one is skipped.
+                        self.inner.flags.remove(Flags::EXPECT);
+                    }
+                    break Some((head, payload));
+                }
+                None => break None,
+            }
+        };
+        if let Some((req, payload)) = decoded {
             if let Some(conn_type) = req.conn_type() {
                 // do not use peer's keep-alive
                 self.inner.conn_type = if conn_type == ConnectionType::KeepAlive {
@@ -203,6 +232,11 @@ impl Encoder<Message<(RequestHeadType, BodySize)>> for ClientCodec {
                 inner
                     .flags
                     .set(Flags::HEAD, head.as_ref().method == Method::HEAD);
+                // crmhook: see `Flags::EXPECT`.
+                inner.flags.set(
+                    Flags::EXPECT,
+                    head.as_ref().headers.contains_key(http::header::EXPECT),
+                );
 
                 // connection status
                 inner.conn_type = match head.as_ref().connection_type() {
