@@ -141,10 +141,7 @@ fn maximizer_key(req: &HttpRequest) -> Option<String> {
     let from_query = url::form_urlencoded::parse(req.query_string().as_bytes())
         .find(|(k, _)| k == "key")
         .map(|(_, v)| v.into_owned());
-    from_query.or_else(|| {
-        let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
-        value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).map(|t| t.trim().to_owned())
-    })
+    from_query.or_else(|| crate::api::auth::bearer(req).map(str::to_owned))
 }
 
 /// 401 with a detail that names what is missing and never echoes a key or signature.

@@ -168,10 +168,12 @@ fn limited(
     }
 }
 
-/// The bearer token a request presents, if it presents one.
-fn bearer(req: &HttpRequest) -> Option<&str> {
+/// The bearer token a request presents, if it presents one. The scheme's name is matched in
+/// any case (RFC 9110, 11.1: `BEARER` is `Bearer`).
+pub(crate) fn bearer(req: &HttpRequest) -> Option<&str> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
-    value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).map(str::trim)
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// The metrics token or an admin key, in constant time (both compared).
@@ -248,6 +250,11 @@ mod tests {
         let op = format!("Bearer {operator}");
         assert_eq!(answer(&keys, Some("Bearer adm_a"), Need::Admin), Ok("admin_token".into()));
         assert_eq!(answer(&keys, Some("bearer  adm_a "), Need::Operator), Ok("admin_token".into()));
+        // The scheme in any case; another scheme is no token.
+        assert_eq!(answer(&keys, Some("BEARER adm_a"), Need::Admin), Ok("admin_token".into()));
+        assert_eq!(answer(&keys, Some("bEaReR adm_a"), Need::Admin), Ok("admin_token".into()));
+        assert!(answer(&keys, Some("Basic adm_a"), Need::Admin).is_err_and(|e| e.starts_with("401 ")));
+        assert!(answer(&keys, Some("Beareradm_a"), Need::Admin).is_err_and(|e| e.starts_with("401 ")));
         assert_eq!(answer(&keys, Some(&op), Need::Operator), Ok("op".into()));
         assert_eq!(answer(&keys, Some("Bearer ing_i"), Need::Ingest), Ok("ingest_token".into()));
         let forbidden = |r: Result<String, String>| r.is_err_and(|e| e.starts_with("403 "));
