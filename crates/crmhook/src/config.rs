@@ -67,6 +67,17 @@ pub const KEYS: [&str; 34] = [
     "cluster_advertise",
 ];
 
+/// `bind`'s value: an IP address and a port, or `localhost` and a port, taken as 127.0.0.1
+/// (written out, not looked up: no resolver is asked).
+fn bind_address(value: &str) -> Option<std::net::SocketAddr> {
+    match value.rsplit_once(':') {
+        Some((host, port)) if host.eq_ignore_ascii_case("localhost") => {
+            Some(std::net::SocketAddr::from(([127, 0, 0, 1], port.parse().ok()?)))
+        }
+        _ => value.parse().ok(),
+    }
+}
+
 /// Where each key set was set: the last layer that gave it (the file's path, `environment
 /// CRMHOOK_…`, `--flag`).
 type Origins = HashMap<String, String>;
@@ -252,8 +263,11 @@ fn set(config: &mut Config, origins: &mut Origins, key: &str, value: &str, origi
     };
     match key {
         "bind" => {
-            config.bind =
-                value.trim().parse().map_err(|_| err(format!("{value:?} is not an address like 127.0.0.1:8080")))?
+            config.bind = bind_address(value.trim()).ok_or_else(|| {
+                err(format!(
+                    "{value:?} is not an address like 127.0.0.1:8080 (an IP address, or localhost, and a port)"
+                ))
+            })?
         }
         "data_dir" if value.trim().is_empty() => return Err(err("must not be empty".into())),
         "data_dir" => config.data_dir = PathBuf::from(value.trim()),
@@ -398,6 +412,18 @@ mod tests {
             ("CRMHOOK_AUTH_FAILURE_BURST", "-1", "auth_failure_burst"),
         ] {
             assert_eq!(load(&Flags::default(), &env(&[(var, value)])).unwrap_err().key, key, "{var}={value}");
+        }
+    }
+
+    #[test]
+    fn bind_takes_an_ip_address_or_localhost_and_a_port() {
+        let bind = |v: &str| load(&Flags::default(), &env(&[("CRMHOOK_BIND", v)])).map(|c| c.bind.to_string());
+        assert_eq!(bind("localhost:0").unwrap(), "127.0.0.1:0");
+        assert_eq!(bind("LOCALHOST:8080").unwrap(), "127.0.0.1:8080");
+        assert_eq!(bind("[::1]:8080").unwrap(), "[::1]:8080");
+        assert_eq!(bind("0.0.0.0:9").unwrap(), "0.0.0.0:9");
+        for bad in ["localhost", "localhost:x", "example.com:80", "127.0.0.1"] {
+            assert_eq!(bind(bad).unwrap_err().key, "bind", "{bad}");
         }
     }
 
