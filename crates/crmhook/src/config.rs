@@ -82,6 +82,40 @@ fn bind_address(value: &str) -> Option<std::net::SocketAddr> {
 /// CRMHOOK_…`, `--flag`).
 type Origins = HashMap<String, String>;
 
+/// The `CRMHOOK_*` variables of `env` that look like a setting's misspelt (within two letters of
+/// one, and no setting's), each with the setting's variable: an unknown key in a file is
+/// refused, but the environment holds other programs' variables too, so these are only named
+/// (`crmhook serve` warns). Variables far from every setting's (the tools' own) are left alone.
+pub fn misspelt_variables(env: &HashMap<String, String>) -> Vec<(String, String)> {
+    let settings: Vec<String> = KEYS.iter().map(|k| format!("CRMHOOK_{}", k.to_ascii_uppercase())).collect();
+    let mut found: Vec<(String, String)> = env
+        .keys()
+        .filter(|var| var.starts_with("CRMHOOK_") && !settings.contains(var))
+        .filter_map(|var| {
+            let (distance, closest) = settings.iter().map(|s| (edit_distance(var, s), s)).min()?;
+            (distance <= 2).then(|| (var.clone(), closest.clone()))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// Levenshtein's distance between two ASCII names.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b = b.as_bytes();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.bytes().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1).min(row[j] + 1).min(diagonal + usize::from(ca != cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
 /// Loads the layers, then reads the files they name. `env` is the process environment (passed
 /// in for tests).
 pub fn load(flags: &Flags, env: &HashMap<String, String>) -> Result<Config, ConfigError> {
@@ -413,6 +447,28 @@ mod tests {
         ] {
             assert_eq!(load(&Flags::default(), &env(&[(var, value)])).unwrap_err().key, key, "{var}={value}");
         }
+    }
+
+    #[test]
+    fn a_misspelt_settings_variable_is_named_with_the_setting_and_others_are_left_alone() {
+        let found = misspelt_variables(&env(&[
+            ("CRMHOOK_MAX_TARGET", "3"),
+            ("CRMHOOK_ALOW_PRIVATE_TARGET", "1"),
+            ("CRMHOOK_MAX_TARGETS", "3"),
+            ("CRMHOOK_LOG", "debug"),
+            ("CRMHOOK_URL", "http://127.0.0.1:8080"),
+            ("CRMHOOK_BENCH_SERVER", "x"),
+            ("PATH", "/bin"),
+        ]));
+        assert_eq!(
+            found,
+            [
+                ("CRMHOOK_ALOW_PRIVATE_TARGET".to_owned(), "CRMHOOK_ALLOW_PRIVATE_TARGETS".to_owned()),
+                ("CRMHOOK_MAX_TARGET".to_owned(), "CRMHOOK_MAX_TARGETS".to_owned()),
+            ]
+        );
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "ab"), 2);
     }
 
     #[test]

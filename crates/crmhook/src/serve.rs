@@ -48,6 +48,9 @@ pub(crate) fn serve(flags: Flags) -> anyhow::Result<ExitCode> {
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let env: HashMap<String, String> = std::env::vars().collect();
     let config = crate::config::load(&flags, &env)?;
+    for (var, setting) in crate::config::misspelt_variables(&env) {
+        tracing::warn!("{var} is set, but it is no setting (did you mean {setting}?): it is ignored");
+    }
     // Before the port and a cluster's join: a second server on this data dir exits here.
     let _lock = crate::dir_lock::lock(&config.data_dir)?;
     // Before any thread starts: they all inherit it.
