@@ -24,6 +24,25 @@ fn ids(page: &Value) -> Vec<String> {
 }
 
 #[test]
+fn an_events_payload_is_shown_as_its_exact_text() {
+    // Contract section 5: `payload` is "the event as ingested". Whitespace, an escape, an
+    // exponent and a decimal's zeros, as a CRM may send them.
+    let server = Server::start();
+    let body = "{ \"eventType\" : \"crm_field_update\",\n  \"recordId\": \"r\\u00e9\", \"kanbanId\": \"k\",\n  \"newValue\": [1e2, 12000.00, -0.0E+1] }";
+    let bearer = format!("Bearer {INGEST}");
+    let headers = [("Content-Type", "application/json"), ("Authorization", bearer.as_str())];
+    let r = http("POST", &server.url("/v1/events"), &headers, Some(body.as_bytes()));
+    assert_eq!(r.status, 202, "{}", r.text);
+    let id = id(&r.json());
+    let shown = server.admin("GET", &format!("/v1/events/{id}"), None);
+    assert!(shown.text.contains(&format!("\"payload\":{body}")), "{}", shown.text);
+    let listed = server.admin("GET", "/v1/events", None);
+    assert!(listed.text.contains(&format!("\"payload\":{body}")), "{}", listed.text);
+    // Read as JSON it is the same event.
+    assert_eq!(shown.json()["payload"]["recordId"], "r\u{e9}");
+}
+
+#[test]
 fn paging_edges() {
     let server = Server::start();
     let empty = server.admin("GET", "/v1/events", None);

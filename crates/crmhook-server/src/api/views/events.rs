@@ -6,6 +6,7 @@ use crmhook_core::TargetId;
 use crmhook_core::{Event, EventId, SourceId};
 use crmhook_store::{Attempt, AttemptResult, DeliveryStatus, Response};
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::is_false;
@@ -20,9 +21,10 @@ pub struct EventView<'a> {
     #[serde(rename = "type")]
     pub event_type: &'a str,
     pub received_at: String,
-    /// The event as the CRM sent it; serde_json keeps each number's text
-    /// (`arbitrary_precision`): `12000.00` is shown as sent.
-    pub payload: Value,
+    /// The event as the CRM sent it: its exact text, written into the answer as it stands
+    /// (whitespace, escapes and numbers' spelling kept; `12000.00` is shown as sent). The
+    /// stream (`event_json`) shows the same JSON made compact, one line per SSE `data:`.
+    pub payload: &'a RawValue,
     /// Absent for an event posted to `POST /v1/events`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source_id: Option<&'a SourceId>,
@@ -38,11 +40,20 @@ impl<'a> From<&'a Event> for EventView<'a> {
             seq: e.seq,
             event_type: &e.event_type,
             received_at: rfc3339(e.received_at_ms),
-            payload: e.payload_json(),
+            payload: raw_payload(&e.payload),
             source_id: e.source_id.as_ref(),
             test: e.test,
         }
     }
+}
+
+/// A payload's text as a raw JSON value; `null` for bytes that are not JSON, which ingest's
+/// validation rules out.
+fn raw_payload(payload: &[u8]) -> &RawValue {
+    serde_json::from_slice(payload).unwrap_or_else(|_| {
+        let null: &'static RawValue = serde_json::from_str("null").expect("null is JSON");
+        null
+    })
 }
 
 /// An event's view as a JSON value, for the stream (`crate::stream::sse` renders with it).
