@@ -337,15 +337,26 @@ fn admin_errors_are_problems() {
     // A 405 names the methods the path takes (RFC 9110: `Allow`), the sources' paths too.
     let put = server.admin("PUT", "/v1/targets", Some(&json!({})));
     expect_problem(&put, 405);
-    assert_eq!(put.headers.get("allow").map(String::as_str), Some("GET, POST"));
+    assert_eq!(put.headers.get("allow").map(String::as_str), Some("GET, HEAD, POST"));
     let patch = server.admin("PATCH", "/v1/events", Some(&json!({})));
     expect_problem(&patch, 405);
-    assert_eq!(patch.headers.get("allow").map(String::as_str), Some("POST, GET"));
+    assert_eq!(patch.headers.get("allow").map(String::as_str), Some("POST, GET, HEAD"));
     let get = server.admin("GET", "/in/src_00000000000000000000000000", None);
     expect_problem(&get, 405);
     assert_eq!(get.headers.get("allow").map(String::as_str), Some("POST"));
     let post = server.request("POST", "/healthz", None, None);
     assert_eq!(post.headers.get("allow").map(String::as_str), Some("GET, HEAD"), "{}", post.text);
+    // Every GET route takes HEAD (RFC 9110): the same status and headers, no content; the
+    // stream, whose content never ends, does not.
+    for path in ["/v1/events", "/v1/targets", "/v1/sources", "/console", "/openapi.json"] {
+        let get = server.admin("GET", path, None);
+        let head = server.admin("HEAD", path, None);
+        assert_eq!((head.status, head.text.as_str()), (get.status, ""), "HEAD {path}");
+        assert_eq!(head.headers.get("content-type"), get.headers.get("content-type"), "HEAD {path}");
+    }
+    assert_eq!(server.request("HEAD", "/v1/events", None, None).status, 401, "HEAD needs the token GET needs");
+    let stream = server.admin("HEAD", "/v1/stream", None);
+    assert_eq!((stream.status, stream.headers.get("allow").map(String::as_str)), (405, Some("GET")));
     let p = expect_problem(&server.admin("POST", "/v1/targets", Some(&json!({"name": "x", "url": "ftp://x"}))), 422);
     assert_eq!(p["field"], "url");
     let p = expect_problem(

@@ -51,8 +51,32 @@ pub(crate) fn resource(path: &str) -> Resource {
 }
 
 impl Resource {
-    /// Routes `method` to `handler`.
-    pub(crate) fn on<F, Args>(mut self, method: actix_web::http::Method, handler: F) -> Resource
+    /// Routes `method` to `handler`; a `GET` also takes `HEAD` (RFC 9110, 9.3.2: the same
+    /// answer without its content, which actix's HTTP/1 layer leaves out).
+    pub(crate) fn on<F, Args>(self, method: actix_web::http::Method, handler: F) -> Resource
+    where
+        F: actix_web::Handler<Args>,
+        Args: actix_web::FromRequest + 'static,
+        F::Output: actix_web::Responder + 'static,
+    {
+        if method == actix_web::http::Method::GET {
+            self.route(method, handler.clone()).route(actix_web::http::Method::HEAD, handler)
+        } else {
+            self.route(method, handler)
+        }
+    }
+
+    /// Routes `GET` alone to `handler`, with no `HEAD`: a stream, whose content never ends.
+    pub(crate) fn get_only<F, Args>(self, handler: F) -> Resource
+    where
+        F: actix_web::Handler<Args>,
+        Args: actix_web::FromRequest + 'static,
+        F::Output: actix_web::Responder + 'static,
+    {
+        self.route(actix_web::http::Method::GET, handler)
+    }
+
+    fn route<F, Args>(mut self, method: actix_web::http::Method, handler: F) -> Resource
     where
         F: actix_web::Handler<Args>,
         Args: actix_web::FromRequest + 'static,
@@ -96,11 +120,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     // match.
     cfg.service(resource("/v1/events").on(Method::POST, ingest).on(Method::GET, list_events).done())
         .configure(crate::sources::routes)
-        // Probes may ask with HEAD: the same answer, without its body (actix drops it).
-        .service(resource("/healthz").on(Method::GET, healthz).on(Method::HEAD, healthz).done())
-        .service(resource("/readyz").on(Method::GET, readyz).on(Method::HEAD, readyz).done())
-        .service(resource("/metrics").on(Method::GET, metrics).on(Method::HEAD, metrics).done())
-        .service(resource("/v1/stream").on(Method::GET, stream).done())
+        // Probes may ask with HEAD, as every GET route takes it (`Resource::on`).
+        .service(resource("/healthz").on(Method::GET, healthz).done())
+        .service(resource("/readyz").on(Method::GET, readyz).done())
+        .service(resource("/metrics").on(Method::GET, metrics).done())
+        .service(resource("/v1/stream").get_only(stream).done())
         .service(resource("/console").on(Method::GET, console).done())
         .service(resource("/console.js").on(Method::GET, console_js).done())
         .service(resource("/console.css").on(Method::GET, console_css).done())
