@@ -201,11 +201,13 @@ fn a_target_far_behind_lists_every_pending_delivery_page_by_page() {
 }
 
 /// Five events, each asked for again (`ask(server, target, event id, received_at)`) as soon as
-/// the receiver has it: the attempt may not have ended yet, or its record may still be on its
-/// way to the log. Either way it is queued again (`queued: 1`), not skipped, and goes as attempt 2.
+/// the receiver has it: the attempt has not ended yet (the receiver answers 300 ms after it has
+/// the request), then its record may still be on its way to the log. Either way it is queued
+/// again (`queued: 1`), not skipped, and goes as attempt 2.
 fn asked_again_the_moment_it_arrived(ask: impl Fn(&Server, &str, &str, &str) -> Resp) {
     let server = Server::start();
     let rcv = Receiver::start();
+    rcv.program("/now", &[], delayed(200, Duration::from_millis(300)));
     let (tid, _) = server.wire(&rcv.url("/now"), Some(json!({})), json!({}));
     for n in 1..=5 {
         let event = id(&server.post_ok(&maia("crm_field_update", json!({}))));

@@ -207,9 +207,10 @@ impl RouterHandle {
         Ok(handle.requeue(seqs, request).await)
     }
 
-    /// Answers once the records of the target's deliveries finished by now are in the store (up
-    /// to 2 s): a listing of its finished deliveries then holds each that had arrived. A target
-    /// another node delivers answers [`RouterError::Elsewhere`].
+    /// Answers once the target's deliveries being attempted now have ended and the records of
+    /// those finished are in the store (up to 2 s): a listing of its finished deliveries then
+    /// holds each that had arrived. A target another node delivers answers
+    /// [`RouterError::Elsewhere`].
     pub async fn settled(&self, target: TargetId) -> Result<(), RouterError> {
         let handle = self.locate(target).await?;
         handle.settled().await;

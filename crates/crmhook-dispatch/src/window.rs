@@ -553,14 +553,10 @@ impl Window {
         self.in_flight.contains(&seq) || self.recording.contains(&seq)
     }
 
-    /// The finished deliveries whose records are on their way to the store.
-    pub fn recording(&self) -> Vec<u64> {
-        self.recording.iter().copied().collect()
-    }
-
-    /// Whether this finished delivery's record is on its way to the store.
-    pub fn is_recording(&self, seq: u64) -> bool {
-        self.recording.contains(&seq)
+    /// The deliveries being attempted, and the finished ones whose records are on their way to
+    /// the store ([`Window::settling`]).
+    pub fn settling_now(&self) -> Vec<u64> {
+        self.in_flight.iter().chain(&self.recording).copied().collect()
     }
 
     /// Every event up to here has been matched.

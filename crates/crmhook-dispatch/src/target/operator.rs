@@ -40,9 +40,10 @@ impl TargetHandle {
         self.addr.send(Hasten { received, request }).await.unwrap_or(0)
     }
 
-    /// Answers once the records of the deliveries finished by now are in the store (at most
-    /// `SETTLE_WAIT` later): what a listing of the target's finished deliveries reads next
-    /// then holds every delivery that had arrived.
+    /// Answers once the deliveries being attempted now have ended and the records of those
+    /// finished are in the store (at most `SETTLE_WAIT` later): what a listing of the target's
+    /// finished deliveries reads next then holds every delivery that had arrived, also one
+    /// whose receiver had it before crmhook read the answer.
     pub async fn settled(&self) {
         let _ = self.addr.send(Settle).await;
     }
@@ -251,14 +252,15 @@ impl Handler<Settle> for TargetActor {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, _: Settle, _: &mut Context<Self>) -> Self::Result {
-        self.settle(self.window.recording(), Instant::now() + SETTLE_WAIT)
+        self.settle(self.window.settling_now(), Instant::now() + SETTLE_WAIT)
     }
 }
 
 impl TargetActor {
-    /// Answers once none of `seqs` has its record on its way to the store, or at `deadline`.
+    /// Answers once none of `seqs` is being attempted or has its record on its way to the store,
+    /// or at `deadline`.
     fn settle(&mut self, seqs: Vec<u64>, deadline: Instant) -> ResponseActFuture<Self, ()> {
-        if Instant::now() < deadline && seqs.iter().any(|seq| self.window.is_recording(*seq)) {
+        if Instant::now() < deadline && seqs.iter().any(|seq| self.window.settling(*seq)) {
             return Box::pin(
                 actix::clock::sleep(SETTLE_POLL).into_actor(self).then(move |(), act, _| act.settle(seqs, deadline)),
             );
