@@ -1,6 +1,6 @@
 //! Disk trouble: when the disk refuses writes, ingest answers 503 and stores nothing half-way;
-//! every acknowledged event is kept. Two disks: a file-size limit (`ulimit -f`, with SIGXFSZ
-//! ignored so writes fail with EFBIG as they would with ENOSPC), stopped and started again by
+//! every acknowledged event is kept. Two disks: a file-size limit (`ulimit -f`; the server
+//! catches SIGXFSZ, so writes fail with EFBIG as they would with ENOSPC), stopped and started again by
 //! hand; and a real full file system (an 8 MiB tmpfs in a mount namespace of the server's own,
 //! `unshare`), where freeing space is all it takes for the running server to serve again.
 
@@ -85,7 +85,8 @@ fn post_one(server: &Server) -> Resp {
 #[test]
 fn a_full_disk_answers_503_and_stores_nothing_half_way() {
     let env = [("CRMHOOK_ADMIN_TOKEN", ADMIN), ("CRMHOOK_INGEST_TOKEN", INGEST)];
-    let mut server = Server::start_wrapped(&env, "ulimit -f 6000; trap '' XFSZ");
+    // SIGXFSZ is left at its default action: the server catches it itself.
+    let mut server = Server::start_wrapped(&env, "ulimit -f 6000");
     let acked = fill_until_refused(&server);
     assert_eq!(server.request("GET", "/readyz", None, None).status, 503, "readyz reports the failing store");
     assert_eq!(server.request("GET", "/healthz", None, None).status, 200, "the process is alive");

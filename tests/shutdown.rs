@@ -100,3 +100,16 @@ fn a_stopping_server_refuses_new_connections_at_once() {
     assert!(running, "the server had exited already: the test saw nothing of its stop");
     assert!(server.stop().success(), "a graceful stop");
 }
+
+#[test]
+fn sighup_without_tls_leaves_the_server_serving() {
+    // The systemd unit's `ExecReload` sends SIGHUP; its default action ends the process, which
+    // it did to a server without TLS (exit 129) until 2026-12-07.
+    let mut server = Server::start();
+    let hup = std::process::Command::new("kill").args(["-HUP", &server.pid().to_string()]).status();
+    assert!(hup.is_ok_and(|s| s.success()), "kill -HUP");
+    server.post_ok(&maia("crm_field_update", serde_json::json!({})));
+    assert_eq!(server.request("GET", "/healthz", None, None).status, 200);
+    let status = server.stop();
+    assert!(status.success(), "a graceful stop, not the end SIGHUP gives: {status:?}");
+}

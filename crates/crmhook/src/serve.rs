@@ -76,6 +76,9 @@ pub(crate) fn serve(flags: Flags) -> anyhow::Result<ExitCode> {
         // SIGHUP sent as soon as it is read must not meet the default action (the process killed
         // by the signal, not a graceful stop).
         let shutdown = shutdown_signal();
+        // Before the store's first write: a write past a file-size limit then fails with EFBIG,
+        // which the server meets as it meets a full disk.
+        catch_file_size_signal();
         // The server holds the listener; it gives it back when its log breaks (`Ended::LogBroken`).
         // A copy is kept only until the start is known: a server that serves must be the only
         // holder, or its graceful stop would leave the socket open (new clients held unanswered).
@@ -105,9 +108,9 @@ pub(crate) fn serve(flags: Flags) -> anyhow::Result<ExitCode> {
             Now::Serving(server) => server.tls_reload(),
             Now::Waiting(..) => None,
         }));
-        if config.tls_cert.is_some() {
-            reload_on_sighup(reload.clone());
-        }
+        // Listened for with TLS or without: SIGHUP's default action ends the process, and the
+        // unit's `ExecReload` sends it.
+        reload_on_sighup(reload.clone());
         if let Now::Serving(server) = &now {
             show_tokens(server)?;
         }
@@ -254,7 +257,10 @@ fn reload_on_sighup(reload: Arc<Mutex<Option<crmhook_server::tls::TlsReload>>>) 
     actix_rt::spawn(async move {
         while hup.recv().await.is_some() {
             let current = reload.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-            let Some(current) = current else { continue };
+            let Some(current) = current else {
+                tracing::info!("SIGHUP: nothing to reload (no TLS on the listener, or the server waits for its log)");
+                continue;
+            };
             match current.reload() {
                 Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
                 Err(e) => {
@@ -263,6 +269,27 @@ fn reload_on_sighup(reload: Arc<Mutex<Option<crmhook_server::tls::TlsReload>>>) 
             }
         }
     });
+}
+
+/// SIGXFSZ, sent for a write past the file-size limit (`ulimit -f`, systemd's `LimitFSIZE`),
+/// ends the process by default, before anything is logged or answered. Caught instead, the
+/// write fails with EFBIG, and the server does what it does on a full disk (answers 503, the
+/// stand-in, resumes once a write goes through: docs/RELIABILITY.md, "Disk trouble").
+fn catch_file_size_signal() {
+    use actix_rt::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::from_raw(rustix::process::Signal::XFSZ.as_raw())) {
+        Ok(mut xfsz) => {
+            actix_rt::spawn(async move {
+                let mut seen = false;
+                while xfsz.recv().await.is_some() {
+                    if !std::mem::replace(&mut seen, true) {
+                        tracing::warn!("SIGXFSZ: a write went past the file-size limit (ulimit -f, LimitFSIZE)");
+                    }
+                }
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot catch SIGXFSZ: a file-size limit would end the process"),
+    }
 }
 
 /// Becomes `true` on SIGINT or SIGTERM, both listened for from this call on (not from the first
