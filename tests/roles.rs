@@ -175,6 +175,17 @@ fn keys_are_managed_by_api_and_cli_audited_by_name_and_kept_only_as_hashes() {
     assert_eq!(std::fs::metadata(&file).expect("meta").permissions().mode() & 0o777, 0o600);
     assert_eq!(server.request("GET", "/v1/targets", Some(&secret), None).status, 401);
     assert_eq!(server.request("GET", "/v1/targets", Some(&rotated), None).status, 200);
+    // Into a file that exists already: refused before the server is asked, so the key is not
+    // rotated (its secret would be lost) and the file is left as it was.
+    let (success, _, err) = cli(&["keys", "rotate", &id, "--output", file.to_str().expect("path")]);
+    assert!(!success && err.contains("nothing was asked of the server"), "{err}");
+    assert_eq!(std::fs::read_to_string(&file).expect("key file").trim(), rotated);
+    assert_eq!(server.request("GET", "/v1/targets", Some(&rotated), None).status, 200, "still the key");
+    // A refusal by the server leaves no empty file behind.
+    let nowhere = dir.path().join("nowhere.key");
+    let (success, _, _) =
+        cli(&["keys", "rotate", "key_00000000000000000000000000", "--output", nowhere.to_str().expect("path")]);
+    assert!(!success && !nowhere.exists(), "an empty file left by a refused rotation");
     // Listed (by the CLI and the API) without any secret.
     let (success, out, err) = cli(&["keys", "list"]);
     assert!(success, "{err}");

@@ -63,12 +63,14 @@ pub fn keys(conn: &Conn, cmd: Keys) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Keys::Create { name, role, output } => {
-            let v = request(conn, "POST", "/v1/keys", Some(&json!({"name": name, "role": role})))?;
-            shown_once(conn, &v, output.as_deref())
+            let file = Output::create(output.as_deref())?;
+            let v = file.asking(|| request(conn, "POST", "/v1/keys", Some(&json!({"name": name, "role": role}))))?;
+            shown_once(conn, &v, file)
         }
         Keys::Rotate { id, output } => {
-            let v = request(conn, "POST", &format!("/v1/keys/{id}/rotate"), None)?;
-            shown_once(conn, &v, output.as_deref())
+            let file = Output::create(output.as_deref())?;
+            let v = file.asking(|| request(conn, "POST", &format!("/v1/keys/{id}/rotate"), None))?;
+            shown_once(conn, &v, file)
         }
         Keys::Revoke { id } => {
             let v = request(conn, "DELETE", &format!("/v1/keys/{id}"), None)?;
@@ -94,12 +96,45 @@ fn row(k: &Value) -> [String; 5] {
     [s(&k["id"]), name, s(&k["role"]), s(&k["created_at"]), state]
 }
 
+/// Where a new secret goes with `--output`: the file is created (empty, 0600, never over an
+/// existing one) before the server is asked, so that a key is never made or rotated whose secret
+/// cannot be kept.
+struct Output<'a>(Option<(&'a Path, std::fs::File)>);
+
+impl<'a> Output<'a> {
+    fn create(path: Option<&'a Path>) -> anyhow::Result<Output<'a>> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let Some(path) = path else { return Ok(Output(None)) };
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("cannot create {} (nothing was asked of the server)", path.display()))?;
+        Ok(Output(Some((path, file))))
+    }
+
+    /// Asks the server; the file created for nothing is removed if it refuses.
+    fn asking(&self, ask: impl FnOnce() -> anyhow::Result<Value>) -> anyhow::Result<Value> {
+        ask().inspect_err(|_| {
+            if let Some((path, _)) = &self.0 {
+                let _ = std::fs::remove_file(path);
+            }
+        })
+    }
+}
+
 /// A key with its secret, from a creation or a rotation: the secret goes to `output` (0600)
 /// when given, else to stdout with the key's id.
-fn shown_once(conn: &Conn, v: &Value, output: Option<&Path>) -> anyhow::Result<ExitCode> {
+fn shown_once(conn: &Conn, v: &Value, output: Output<'_>) -> anyhow::Result<ExitCode> {
     let secret = v["key"].as_str().context("the server's answer has no key")?;
-    if let Some(path) = output {
-        write_private(path, secret).with_context(|| format!("cannot write {}", path.display()))?;
+    if let Some((path, file)) = output.0 {
+        if let Err(e) = write_secret(file, secret) {
+            // The server has made the key: its secret is shown rather than lost.
+            say!("{} {} ({})", s(&v["id"]), s(&v["name"]), s(&v["role"]));
+            say!("key: {secret}");
+            anyhow::bail!("cannot write {}: {e}; the secret is shown above, this once", path.display());
+        }
         let mut shown = v.clone();
         if let Some(o) = shown.as_object_mut() {
             o.remove("key");
@@ -119,10 +154,8 @@ fn shown_once(conn: &Conn, v: &Value, output: Option<&Path>) -> anyhow::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
-fn write_private(path: &Path, secret: &str) -> std::io::Result<()> {
+fn write_secret(mut file: std::fs::File, secret: &str) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
     file.write_all(format!("{secret}\n").as_bytes())?;
     file.sync_all()
 }
