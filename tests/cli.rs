@@ -47,6 +47,13 @@ fn targets_subscriptions_events_and_deliveries_from_the_command_line() {
     .expect("json");
     assert_eq!(lifted["rate_limit_per_s"], Value::Null, "{lifted}");
     assert!(!crmhook(&server, &["targets", "update", &tid, "--rate-limit-per-s", "fast"]).status.success());
+    // Every member `PATCH` takes has its flag (README: "every field the API takes").
+    let kept: Value = serde_json::from_str(&succeeded(&crmhook(
+        &server,
+        &["targets", "update", &tid, "--response-body-bytes", "100", "--json"],
+    )))
+    .expect("json");
+    assert_eq!(kept["response_body_bytes"], 100, "{kept}");
 
     let sub = succeeded(&crmhook(
         &server,

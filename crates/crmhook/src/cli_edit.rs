@@ -44,6 +44,9 @@ pub struct TargetChanges {
     /// At most this many attempts a second (1 to 10000; `none` lifts the limit).
     #[arg(long)]
     rate_limit_per_s: Option<String>,
+    /// Bytes of each answer's body kept with its attempt (0 to 4096).
+    #[arg(long)]
+    response_body_bytes: Option<u32>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -159,6 +162,9 @@ fn target_patch(c: TargetChanges) -> anyhow::Result<Map<String, Value>> {
     }
     if let Some(r) = c.rate_limit_per_s {
         body.insert("rate_limit_per_s".into(), rate_limit(&r)?);
+    }
+    if let Some(n) = c.response_body_bytes {
+        body.insert("response_body_bytes".into(), json!(n));
     }
     Ok(body)
 }
