@@ -188,6 +188,10 @@ pub enum KeysError {
         "the {0} set in the configuration was rotated or revoked earlier and is no longer valid: set the new one (or remove the setting to keep the key the server has)"
     )]
     Retired(&'static str),
+    #[error(
+        "the {0} set in the configuration is the secret of another key, {1}: a configured token must be a secret of its own (CRMHOOK_ADMIN_TOKEN is also the key the CLI presents: set it for `crmhook serve` to the admin token only)"
+    )]
+    Taken(&'static str, String),
 }
 
 /// Every key, in memory, written through to the store.
@@ -232,6 +236,18 @@ impl Keys {
                     let hash = token_hash(&token);
                     if kept.is_retired(&hash) {
                         return Err(KeysError::Retired(which));
+                    }
+                    // Taken as the bootstrap key's, it would move that secret to another key
+                    // and role, leaving the key that had it without one.
+                    let other = kept
+                        .keys
+                        .iter()
+                        .find(|k| k.active() && k.hash == hash && k.bootstrap.as_deref() != Some(which));
+                    if let Some(other) = other {
+                        return Err(KeysError::Taken(
+                            which,
+                            format!("`{}` ({}, {})", other.name, other.id, other.role.as_str()),
+                        ));
                     }
                     let replaced = match kept.bootstrap(which) {
                         Some(key) if key.hash == hash && key.active() => None,

@@ -128,6 +128,16 @@ async fn a_configured_token_replaces_the_bootstrap_key_and_a_retired_one_refuses
     assert!(matches!(refused, Some(KeysError::Retired("admin_token"))), "{refused:?}");
     let (keys, _) = open(dir.path(), configured(&new, "ing_one")).await;
     assert_eq!(role_of(&keys, &new), Some(Role::Admin));
+    // Another key's secret as the configured admin token (the CLI's CRMHOOK_ADMIN_TOKEN set to
+    // an operator key, left in the server's environment) refuses the start: taken, it gave the
+    // bootstrap admin key that secret and left the admins without theirs.
+    let (_, operator) = keys.create(json!({"name": "op", "role": "operator"}).as_object().unwrap()).await.unwrap();
+    drop(keys);
+    let store: LogHandle = Arc::new(Store::open(dir.path()).unwrap());
+    let refused = Keys::open(store, configured(&operator, "ing_one"), &mut Vec::new(), |_| Ok(())).await.err();
+    assert!(matches!(&refused, Some(KeysError::Taken("admin_token", who)) if who.contains("`op`")), "{refused:?}");
+    let (keys, _) = open(dir.path(), configured(&new, "ing_one")).await;
+    assert_eq!((role_of(&keys, &new), role_of(&keys, &operator)), (Some(Role::Admin), Some(Role::Operator)));
 }
 
 #[actix_rt::test]
