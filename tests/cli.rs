@@ -133,6 +133,12 @@ fn targets_subscriptions_events_and_deliveries_from_the_command_line() {
     }
     assert_eq!(exported, api_attempts);
     assert_eq!((exported[0]["result"].as_str(), exported[0]["status_code"].as_u64()), (Some("delivered"), Some(200)));
+    // What opening the store wrote in the data dir is this user's alone, as the server's files.
+    use std::os::unix::fs::PermissionsExt;
+    for entry in walk(&server.data_dir()) {
+        let mode = std::fs::metadata(&entry).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{} is {:o} after log export", entry.display(), mode & 0o777);
+    }
     server.respawn();
     succeeded(&crmhook(&server, &["targets", "delete", &tid]));
     assert!(succeeded(&crmhook(&server, &["targets", "list"])).contains("(none)"));
@@ -490,4 +496,16 @@ fn targets_test_prints_the_attempt_and_what_the_receiver_answered() {
     let bad = crmhook(&server, &["targets", "test", &tid, "--type", "nothing"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("422"), "{}", String::from_utf8_lossy(&bad.stderr));
+}
+
+/// Every file and directory under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read_dir").map(|e| e.expect("entry").path()) {
+        if entry.is_dir() {
+            found.extend(walk(&entry));
+        }
+        found.push(entry);
+    }
+    found
 }

@@ -533,6 +533,9 @@ fn check_data_dir(data_dir: &std::path::Path) -> anyhow::Result<()> {
 /// Offline: the event log as JSON lines, one event per line with its deliveries' attempts.
 pub fn export(data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
     check_data_dir(data_dir)?;
+    // What opening the store writes in the data dir (a sled snapshot) is this user's alone, as
+    // the server's files are (docs/SECURITY.md); it was 0644 until 2026-12-07.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let store = crmhook_store::Store::open(data_dir).map_err(|e| match e {
         crmhook_store::StoreError::InUse => anyhow::anyhow!("cannot open {}: {e}; stop it first", data_dir.display()),
         e => anyhow::anyhow!("cannot open {}: {e} (is the server still running? stop it first)", data_dir.display()),
