@@ -356,8 +356,10 @@ where
                 kept.extend_from_slice(&chunk[..room.min(chunk.len())]);
                 seen = seen.saturating_add(chunk.len());
             }
+            // The end, unless it came before the length the answer declared (the connection
+            // closed early: awc's client ends the body there without an error).
             Ok(None) => {
-                complete = true;
+                complete = declared.is_none_or(|n| seen >= n);
                 break;
             }
             // The connection failed, or the time is up: what was read is what there is.

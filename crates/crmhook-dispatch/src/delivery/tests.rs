@@ -211,6 +211,18 @@ async fn the_answer_is_kept_with_the_attempt() {
 }
 
 #[actix_rt::test]
+async fn an_answer_cut_off_before_its_declared_length_is_kept_as_truncated() {
+    let client = Client::new(Guard { allow_private: true });
+    let event = stored(r#"{"eventType":"ai_pause","sessionId":"s"}"#);
+    // 6 of the 50 bytes it declares, then the connection closes.
+    let port = answering(b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{\"ok\":".to_vec());
+    let report = attempt(&client, &local_target(port, 4096, 2000), &event, 1).await;
+    assert_eq!(report.outcome, Outcome::Status(200), "the receiver answered 200");
+    let response = report.response.expect("a response");
+    assert_eq!((response.body.as_slice(), response.body_truncated), (&b"{\"ok\":"[..], true));
+}
+
+#[actix_rt::test]
 async fn no_answer_is_said_in_words() {
     let client = Client::new(Guard { allow_private: true });
     let event = stored(r#"{"eventType":"ai_pause","sessionId":"s"}"#);
@@ -272,8 +284,11 @@ async fn a_body_is_read_no_further_than_needed() {
     assert_eq!((kept.len(), truncated), (30, false));
     let (kept, truncated) = read_body(&mut pieces(10, Some(3), read.clone()), 0, Some(30), soon()).await;
     assert_eq!((kept.len(), truncated), (0, true));
-    let (kept, truncated) = read_body(&mut pieces(10, Some(0), read), 0, None, soon()).await;
+    let (kept, truncated) = read_body(&mut pieces(10, Some(0), read.clone()), 0, None, soon()).await;
     assert_eq!((kept.len(), truncated), (0, false));
+    // Ended before the length it declared: what came, and not the whole body.
+    let (kept, truncated) = read_body(&mut pieces(6, Some(1), read), 4096, Some(50), soon()).await;
+    assert_eq!((kept.len(), truncated), (6, true));
     // A body that stops coming: what came by the deadline.
     let mut stalled = futures_util::stream::iter([Ok::<_, ()>(b"ab".to_vec())]).chain(futures_util::stream::pending());
     let started = Instant::now();
