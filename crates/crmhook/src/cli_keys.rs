@@ -131,8 +131,7 @@ fn shown_once(conn: &Conn, v: &Value, output: Output<'_>) -> anyhow::Result<Exit
     if let Some((path, file)) = output.0 {
         if let Err(e) = write_secret(file, secret) {
             // The server has made the key: its secret is shown rather than lost.
-            say!("{} {} ({})", s(&v["id"]), s(&v["name"]), s(&v["role"]));
-            say!("key: {secret}");
+            say_secret(v, secret);
             anyhow::bail!("cannot write {}: {e}; the secret is shown above, this once", path.display());
         }
         let mut shown = v.clone();
@@ -148,10 +147,15 @@ fn shown_once(conn: &Conn, v: &Value, output: Output<'_>) -> anyhow::Result<Exit
     if conn.json {
         return print_json(v);
     }
-    say!("{} {} ({})", s(&v["id"]), s(&v["name"]), s(&v["role"]));
-    say!("key: {secret}");
+    say_secret(v, secret);
     say!("(shown this once: the server keeps only its hash)");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The key's id, name and role, then its secret.
+fn say_secret(v: &Value, secret: &str) {
+    say!("{} {} ({})", s(&v["id"]), s(&v["name"]), s(&v["role"]));
+    say!("key: {secret}");
 }
 
 fn write_secret(mut file: std::fs::File, secret: &str) -> std::io::Result<()> {
