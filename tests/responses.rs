@@ -208,3 +208,33 @@ fn interim_answers_before_the_final_one_are_skipped() {
         assert_eq!(d["attempts"][0]["status_code"], status, "{d}");
     }
 }
+
+#[test]
+fn a_failing_target_logs_ten_lines_of_each_kind_a_minute_then_counts_the_rest() {
+    // The server's stderr, at `info`, goes to a file of the test's directory.
+    let env = [TEST_ENV[0], TEST_ENV[1], TEST_ENV[2], ("CRMHOOK_LOG", "info")];
+    let mut server = Server::start_wrapped(&env, "exec 2>stderr.log");
+    let rcv = Receiver::start();
+    rcv.program("/down", &[], with_body(500, "down"));
+    // Two attempts per event: a failure to retry, then a dead delivery.
+    let (tid, _) = server.wire(&rcv.url("/down"), Some(json!({})), json!({"retry_schedule_ms": [1]}));
+    let events = 25;
+    for i in 0..events {
+        server.post_ok(&maia("crm_field_update", json!({"i": i})));
+    }
+    rcv.wait_count("/down", 2 * events, DELIVERY);
+    server.wait_settled(&tid, DELIVERY);
+    let dead = server.admin("GET", &format!("/v1/targets/{tid}/deliveries?status=dead&limit=100"), None).json();
+    assert_eq!(dead["deliveries"].as_array().map(Vec::len), Some(events), "{dead}");
+    // What was held back is written when the minute is over, or at the latest by the stop.
+    assert!(server.stop().success());
+    let log = std::fs::read_to_string(server.dir.path().join("stderr.log")).expect("the server's stderr");
+    let count = |what: &str| log.lines().filter(|l| l.contains(what) && l.contains(&tid)).count();
+    assert_eq!(count("attempt failed; will retry"), 10, "{log}");
+    assert_eq!(count("delivery dead: retry schedule spent"), 10, "{log}");
+    let held = |what: &str| log.lines().filter(|l| l.contains(what) && l.contains(&tid)).collect::<Vec<_>>();
+    let retrying = held("more failed attempts, to be retried, were not logged one by one");
+    let dead = held("more deliveries dead (retry schedule spent) were not logged one by one");
+    assert!(matches!(retrying[..], [line] if line.contains(" INFO ") && line.contains("more=15")), "{retrying:#?}");
+    assert!(matches!(dead[..], [line] if line.contains(" WARN ") && line.contains("more=15")), "{dead:#?}");
+}

@@ -47,6 +47,7 @@ use crate::feed::{AttemptRecorded, Feed};
 use crate::metrics::TargetMetrics;
 use crate::window::{Ended, Fill, Finish, OnDisk, Recovered, Start, StateWrite, Then, Window, SCAN_STEP};
 
+mod chatter;
 mod operator;
 mod stop;
 pub use crate::window::{IN_FLIGHT, WINDOW};
@@ -178,6 +179,8 @@ struct TargetActor {
     drain_asked: Arc<AtomicBool>,
     /// When the log last said the window is blocked by retries waiting (`report_health`).
     blocked_warned_at: Option<u64>,
+    /// How many failure lines the log got this minute (at most ten of each kind in full).
+    chatter: chatter::Chatter,
     why: Origin,
 }
 
@@ -208,6 +211,7 @@ impl TargetActor {
             timer: None,
             drain_asked,
             blocked_warned_at: None,
+            chatter: chatter::Chatter::default(),
             why,
         }
     }
@@ -336,13 +340,17 @@ impl TargetActor {
         match result {
             AttemptResult::Delivered => tracing::debug!(target_id = %target.id, seq, n, "delivered"),
             AttemptResult::Retrying { .. } => {
-                tracing::info!(target_id = %target.id, seq, n, outcome = ?report.outcome, "attempt failed; will retry")
+                if chatter::admit(&mut self.chatter, chatter::Line::Retrying, now, ctx) {
+                    tracing::info!(target_id = %target.id, seq, n, outcome = ?report.outcome, "attempt failed; will retry")
+                }
             }
             AttemptResult::TargetDisabled => {
                 tracing::warn!(target_id = %target.id, seq, n, "receiver answered 410 Gone: target disabled")
             }
             AttemptResult::Dead => {
-                tracing::warn!(target_id = %target.id, seq, n, outcome = ?report.outcome, "delivery dead: retry schedule spent")
+                if chatter::admit(&mut self.chatter, chatter::Line::Dead, now, ctx) {
+                    tracing::warn!(target_id = %target.id, seq, n, outcome = ?report.outcome, "delivery dead: retry schedule spent")
+                }
             }
         }
         // A rate-limited target is behind by the operator's choice: its lag holds no ingest back
@@ -504,6 +512,10 @@ impl TargetActor {
 
 impl Actor for TargetActor {
     type Context = Context<Self>;
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.say_held();
+    }
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         let id = self.id().clone();
