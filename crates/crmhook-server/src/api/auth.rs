@@ -118,19 +118,21 @@ fn check(req: &HttpRequest, need: Need) -> Result<(), ApiError> {
 fn check_metrics(req: &HttpRequest) -> Result<(), ApiError> {
     let state = app_state(req)?;
     let Some(metrics_token) = state.exposure.metrics_token.as_deref() else { return Ok(()) };
-    limited(req, state, |req| authorize_metrics(req, metrics_token, &state.keys))
+    limited(req, state, |req| authorize_metrics(req, metrics_token, &state.keys, &[Role::Admin]))
 }
 
 /// Whether `GET /readyz` shows its detail: always without a `metrics_token`; with one, only to a
-/// request that presents it (or the admin token). A wrong token is counted as a failure, but
-/// the probe itself is never refused.
+/// request that presents it or a key that reads the log (an admin or operator key: the head is
+/// the last event's seq, which they read anyway). A wrong token is counted as a failure, another
+/// role's key is not, and the probe itself is never refused.
 pub(crate) fn sees_detail(req: &HttpRequest) -> bool {
     let Ok(state) = app_state(req) else { return false };
     let Some(metrics_token) = state.exposure.metrics_token.as_deref() else { return true };
     if req.headers().get(header::AUTHORIZATION).is_none() {
         return false;
     }
-    limited(req, state, |req| authorize_metrics(req, metrics_token, &state.keys)).is_ok()
+    let readers = [Role::Admin, Role::Operator];
+    limited(req, state, |req| authorize_metrics(req, metrics_token, &state.keys, &readers)).is_ok()
 }
 
 /// Runs `verify` under the failed-authentication limits: a blocked client or key is answered
@@ -176,18 +178,23 @@ pub(crate) fn bearer(req: &HttpRequest) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-/// The metrics token or an admin key, in constant time (both compared).
-fn authorize_metrics(req: &HttpRequest, metrics_token: &str, keys: &Keys) -> Result<(), ApiError> {
+/// The metrics token or a key of one of `roles`, in constant time (both compared). Another
+/// active key is a valid token of the wrong role: 403, not counted as a failure (a probe set up
+/// with the ingest key must not lock its own address out of the API).
+fn authorize_metrics(req: &HttpRequest, metrics_token: &str, keys: &Keys, roles: &[Role]) -> Result<(), ApiError> {
     if req.headers().get(header::AUTHORIZATION).is_none() {
         return Err(ApiError::Unauthorized("missing `Authorization: Bearer <metrics_token>`".into()));
     }
     let token = bearer(req).ok_or_else(|| ApiError::Unauthorized("`Authorization` must be `Bearer <token>`".into()))?;
     let is_metrics = constant_time_eq(token.as_bytes(), metrics_token.as_bytes());
-    let is_admin = keys.find(token).is_some_and(|c| c.role == Role::Admin);
-    if is_metrics | is_admin {
-        Ok(())
-    } else {
-        Err(ApiError::Unauthorized("the token is not valid".into()))
+    let key = keys.find(token).map(|c| c.role);
+    match (is_metrics, key) {
+        (true, _) => Ok(()),
+        (false, Some(role)) if roles.contains(&role) => Ok(()),
+        (false, Some(role)) => {
+            Err(ApiError::Forbidden(format!("an {} key cannot read this; use the metrics token", role.as_str())))
+        }
+        (false, None) => Err(ApiError::Unauthorized("the token is not valid".into())),
     }
 }
 
