@@ -29,6 +29,8 @@ use support::*;
 // The browser and the Webhook Center's tests, a file each in tests/console/.
 #[path = "console/driver.rs"]
 mod driver;
+#[path = "console/edges.rs"]
+mod edges;
 #[path = "console/webhook_center.rs"]
 mod webhook_center;
 

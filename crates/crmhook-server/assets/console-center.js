@@ -162,7 +162,7 @@ function wireTarget(t) {
   };
   pane.querySelector(".t-delete").onclick = () => confirmThen(
     `Delete the target “${t.name}”? Its subscriptions and what it is still owed go with it; its attempts stay in the log.`,
-    "Delete target", async () => { await del(`/v1/targets/${t.id}`); openTarget = null; await loadCenter(); });
+    "Delete target", async () => { await del(`/v1/targets/${t.id}`); await loadCenter(); }, "#t-new");
   $("#t-test").onsubmit = (e) => sendTest(e, t);
   $("#sub-new").onclick = () => openSubForm(t.id, null);
   pane.querySelectorAll("#t-subs li.sub").forEach((li) => {
@@ -170,7 +170,7 @@ function wireTarget(t) {
     li.querySelector(".sub-edit").onclick = () => openSubForm(t.id, s);
     li.querySelector(".sub-delete").onclick = () => confirmThen(
       "Delete this subscription? The target stops getting the events only it matched.",
-      "Delete subscription", async () => { await del(`/v1/subscriptions/${s.id}`); await loadCenter(); });
+      "Delete subscription", async () => { await del(`/v1/subscriptions/${s.id}`); await loadCenter(); }, "#sub-new");
   });
 }
 
@@ -209,7 +209,7 @@ async function sendTest(e, t) {
   out.innerHTML = `<div class="test-result ${ok ? "ok" : "failed"}">
     <p><span class="badge test">test</span> <strong>${esc(ev.type)}</strong> <span class="mono muted">${esc(ev.id)}</span></p>
     <p class="test-outcome"><strong class="${ok ? "delivered" : "dead"}">${a.status_code ? `HTTP ${esc(a.status_code)}` : "no answer"}</strong>
-      in <span class="latency">${esc(a.duration_ms)} ms</span>${a.error ? ` — ${esc(a.error)}` : ""}</p>
+      in <span class="latency">${esc(a.duration_ms)} ms</span>${a.error && a.error !== `answered HTTP ${a.status_code}` ? ` — ${esc(a.error)}` : ""}</p>
     ${answerHtml(a, true)}</div>`;
 }
 

@@ -44,8 +44,14 @@ const post = (path, body) => api(path, { method: "POST", body: body === undefine
 const patch = (path, body) => api(path, { method: "PATCH", body: JSON.stringify(body) });
 const del = (path) => api(path, { method: "DELETE" });
 
-// A route this server does not have yet (an older server): 404 "no resource" or 405.
-function missing(err) { return err && (err.status === 405 || err.status === 404); }
+// A route this server does not have yet (an older server): 405, or a 404 that names no record
+// ("no resource at …", or no problem at all). A 404 for a record that is gone ("target … not
+// found") is that record's problem, shown as any other.
+function missing(err) {
+  if (!err) return false;
+  const detail = err.problem?.detail;
+  return err.status === 405 || (err.status === 404 && (!detail || detail.startsWith("no resource at")));
+}
 function missingNote(what, err) {
   return `<p class="notice small missing">${esc(what)}: not available on this server (${esc(err.status)}: ${esc(err.message)}).</p>`;
 }
@@ -71,7 +77,8 @@ function applyRole(root = document) {
 function problemField(form, err) {
   const p = err.problem || {};
   const has = (f) => f && form.querySelector(`.field-error[data-for="${CSS.escape(f)}"]`);
-  const candidates = [p.field, p.field?.replace(/\[\d+\]$/, "")];
+  // `filters[2]` names the filters' third row; `headers.X-Key` the header row of that name.
+  const candidates = [p.field, p.field?.replace(/\[\d+\]$/, ""), p.field?.split(".")[0]];
   for (const m of String(p.detail || "").matchAll(/`([A-Za-z_][A-Za-z0-9_]*(?:\[\d+\])?)`/g)) candidates.push(m[1], m[1].replace(/\[\d+\]$/, ""));
   return candidates.find(has) || null;
 }
@@ -92,9 +99,12 @@ function showProblem(form, err) {
   slot.textContent = words;
   if (field) {
     slot.id ||= `err-${Math.random().toString(36).slice(2)}`;
-    // The filter row named by `filters[i]`, else the control of that name.
+    // The row named by `filters[i]` or `headers.Name`, else the control of that name.
     const index = /^(.*)\[(\d+)\]$/.exec(err.problem?.field || "");
-    const row = index && index[1] === field ? form.querySelectorAll(`[data-row-of="${CSS.escape(field)}"]`)[Number(index[2])] : null;
+    const rows = [...form.querySelectorAll(`[data-row-of="${CSS.escape(field)}"]`)];
+    const named = (err.problem?.field || "").startsWith(field + ".") ? err.problem.field.slice(field.length + 1) : null;
+    const row = index && index[1] === field ? rows[Number(index[2])]
+      : named !== null ? rows.find((r) => r.querySelector("input")?.value.trim().toLowerCase() === named.toLowerCase()) : null;
     const control = row?.querySelector("input, select") || form.querySelector(`[data-field="${CSS.escape(field)}"]`);
     if (control) { control.setAttribute("aria-invalid", "true"); control.setAttribute("aria-describedby", slot.id); }
     row?.classList.add("invalid");
@@ -144,14 +154,20 @@ function copyButton(b) {
 }
 
 // Asks before `action` (a deletion); its error shows in the dialog, which stays open.
-function confirmThen(text, label, action) {
+// `fallback` (a selector) takes the keyboard's place when the action removed the control that
+// opened the dialog (a deletion redraws its list), so focus does not fall back to the page.
+function confirmThen(text, label, action, fallback) {
   const dlg = $("#dlg-confirm"), form = $("#confirm-form");
   $("#confirm-text").textContent = text;
   $("#confirm-yes").textContent = label;
   form.onsubmit = async (e) => {
     e.preventDefault();
     clearProblems(form);
-    try { await action(); dlg.close(); } catch (err) { showProblem(form, err); }
+    try { await action(); dlg.close(); } catch (err) { showProblem(form, err); return; }
+    // Still in the closed dialog (the browser gives focus back later, to a control that may
+    // be gone), on the page, or nowhere.
+    const at = document.activeElement;
+    if (fallback && (!at || at === document.body || !at.isConnected || dlg.contains(at))) $(fallback)?.focus();
   };
   openDialog(dlg);
   $("#confirm-no").focus();
@@ -326,7 +342,7 @@ function wireSource(tr) {
   };
   tr.querySelector(".s-delete").onclick = () => confirmThen(
     `Delete the source “${s.name}”? Its ingest URL stops working at once (401); the events it posted stay in the log.`,
-    "Delete source", async () => { await del(`/v1/sources/${s.id}`); await loadSources(); });
+    "Delete source", async () => { await del(`/v1/sources/${s.id}`); await loadSources(); }, "#s-new");
   const rotate = tr.querySelector(".s-rotate");
   if (rotate) rotate.onclick = async () => {
     let r;

@@ -1,0 +1,72 @@
+//! The console where an audit of 2026-12-07 found it wrong: an error about one header shown
+//! beside the headers, a deleted target's pane and the keyboard's place after a deletion, a
+//! record deleted meanwhile answered with its own problem (not "not available on this
+//! server"), and an operator key's Events view starting from the newest events when
+//! `metrics_token` keeps `/readyz`'s head from anonymous probes.
+
+use super::*;
+
+#[test]
+fn the_console_places_errors_and_the_keyboard_and_shows_the_newest_events_to_an_operator() {
+    let server = Server::start_with(&[
+        TEST_ENV[0],
+        TEST_ENV[1],
+        TEST_ENV[2],
+        ("CRMHOOK_METRICS_TOKEN", "met_test_0123456789abcdef0123"),
+    ]);
+    let rcv = Receiver::start();
+    let browser = signed_in(&server);
+
+    // A header the API refuses: its error is beside the headers, its row marked.
+    browser.clicks("#tabs button[data-view='webhooks']");
+    browser.enter("#t-new");
+    browser.wait("#dlg-target[open]");
+    browser.set("#target-form input[name=name]", "edges");
+    browser.set("#target-form input[name=url]", &rcv.url("/edges"));
+    browser.clicks("#t-header-add");
+    browser.set("#t-headers .header-row .h-name", "X-Bad Name");
+    browser.set("#t-headers .header-row .h-value", "v");
+    browser.enter("#target-form input[name=name]");
+    browser.wait_text("#target-form .field-error[data-for='headers']", "the header's error beside it", |t| {
+        t.contains("422") && t.contains("X-Bad Name")
+    });
+    assert_eq!(browser.text(&browser.wait("#target-form .form-error")), "", "not at the form's foot");
+    browser.wait("#t-headers .header-row.invalid");
+    browser.clicks("#t-headers .header-row .h-remove");
+    browser.enter("#target-form input[name=name]");
+    browser.wait("#dlg-once[open]");
+    browser.clicks("#once-done");
+    let tid = browser.attr(&browser.wait("#target-pane .t-head[data-id]"), "data-id");
+
+    // Deleted meanwhile: the test event says the target is not found, in the API's words.
+    assert_eq!(server.admin("DELETE", &format!("/v1/targets/{tid}"), None).status, 204);
+    browser.enter("#t-test button[type=submit]");
+    let said = browser.text(&browser.wait_text("#t-test .form-error", "the problem's detail", |t| !t.is_empty()));
+    assert!(said.contains("404") && said.contains("not found"), "{said}");
+    assert!(!browser.page_html().contains("not available on this server"));
+
+    // Deleted in the page: the pane lets go of it, and the keyboard lands on "New target".
+    let (tid, _) = server.wire(&rcv.url("/edges"), None, json!({"name": "doomed"}));
+    browser.clicks("#tabs button[data-view='events']");
+    browser.clicks("#tabs button[data-view='webhooks']");
+    browser.clicks(&format!("#center-targets li[data-id='{tid}'] .t-open"));
+    browser.enter("#target-pane .t-delete");
+    browser.wait("#dlg-confirm[open]");
+    browser.enter("#confirm-yes");
+    browser.wait_text("#target-pane", "the pane empty", |t| t.contains("Select a target."));
+    assert!(browser.find("#target-pane .t-delete").is_none(), "no button left for a deleted target");
+    let focused = browser.execute("return document.activeElement.id || document.activeElement.outerHTML.slice(0, 120)");
+    assert_eq!(focused, json!("t-new"));
+
+    // 60 events: an operator's Events view starts from the newest, as an admin's does.
+    let mut last = 0;
+    for i in 0..60 {
+        last = server.post_ok(&maia("ai_pause", json!({"i": i})))["events"][0]["seq"].as_u64().expect("seq");
+    }
+    let r = server.admin("POST", "/v1/keys", Some(&json!({"name": "watch", "role": "operator"})));
+    let operator = r.json()["key"].as_str().expect("key").to_owned();
+    let watcher = signed_in_as(&server, &operator);
+    let newest = watcher.wait("#live tr.event");
+    let seq: u64 = watcher.text(&newest).split_whitespace().next().and_then(|s| s.parse().ok()).expect("a seq");
+    assert_eq!(seq, last, "the newest event first");
+}
