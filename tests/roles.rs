@@ -3,7 +3,7 @@
 //! covered as soon as it is documented); an ingest key only posts events; keys are created,
 //! listed, rotated and revoked by the API and by `crmhook keys`, audited under their names, and
 //! kept only as hashes; a bootstrap token rotated away never comes back, even when the
-//! configuration still holds it.
+//! configuration still holds it; a stream ends with its key.
 
 mod support;
 
@@ -269,4 +269,53 @@ fn a_bootstrap_token_rotated_by_the_api_never_comes_back_even_when_configured() 
     server.restart();
     assert_eq!(server.request("GET", "/v1/targets", Some(&new), None).status, 200);
     assert_eq!(server.admin("GET", "/v1/targets", None).status, 401);
+}
+
+/// `GET /v1/stream` with `key`: its lines, one by one, until the server ends the stream (then
+/// the channel is closed).
+fn stream_as(server: &Server, key: &str) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let resp = ureq::get(&server.url("/v1/stream")).set("Authorization", &format!("Bearer {key}")).call();
+    let resp = resp.expect("the stream opens");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(resp.into_reader()).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// A stream lasts as long as its key: once a revocation or a rotation is answered, the stream
+/// of the old secret sends nothing more and ends.
+#[test]
+fn a_stream_ends_when_its_key_is_revoked_or_rotated() {
+    let server = Server::start();
+    for how in ["revoke", "rotate"] {
+        let (id, key) = create_key(&server, &format!("watch-{how}"), "operator");
+        let lines = stream_as(&server, &key);
+        let id_of = |ack: Value| ack["events"][0]["id"].as_str().expect("id").to_owned();
+        let before = id_of(server.post_ok(&maia("ai_pause", json!({"how": how}))));
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while !lines.recv_timeout(Duration::from_secs(15)).expect("the stream's lines").contains(&before) {
+            assert!(std::time::Instant::now() < deadline, "the first event streamed");
+        }
+        let r = match how {
+            "revoke" => server.admin("DELETE", &format!("/v1/keys/{id}"), None),
+            _ => server.admin("POST", &format!("/v1/keys/{id}/rotate"), None),
+        };
+        assert_eq!(r.status, 200, "{}", r.text);
+        let after = id_of(server.post_ok(&maia("ai_pause", json!({"how": how}))));
+        let mut rest = Vec::new();
+        loop {
+            match lines.recv_timeout(Duration::from_secs(15)) {
+                Ok(line) => rest.push(line),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(e) => panic!("the stream of a key after `{how}` still open: {e} ({rest:?})"),
+            }
+        }
+        assert!(!rest.iter().any(|l| l.contains(&after)), "{how}: an event after it streamed: {rest:?}");
+    }
 }

@@ -22,7 +22,13 @@
 //!   worker serves.
 //! - At most `max_streams` streams are open at once; past it `GET /v1/stream` answers 503.
 //!
-//! A stream never ends on its own, so the server ends them all when it stops ([`Streams`]):
+//! A stream is its key's for as long as the key stays active: before each frame it sends (an
+//! event, an attempt, a keep-alive) it asks whether the key that opened it is still an active
+//! admin or operator key, and ends when it is not (revoked, or rotated: the old secret stops at
+//! once). So nothing is sent after a revocation or rotation is answered, and an idle stream of
+//! a revoked key ends at its next keep-alive (before 2026-12-07 a stream outlived its key).
+//!
+//! A stream never ends on its own otherwise, so the server ends them all when it stops ([`Streams`]):
 //! each body finishes, its connection closes (stream responses are `Connection: close`), and
 //! the graceful stop of the HTTP server does not wait for them.
 
@@ -118,9 +124,12 @@ impl Streams {
 
     /// The SSE body of a new stream, starting after seq `after` (`None`: only what comes next);
     /// it ends when the server stops ([`Streams::close`]). `None` when `max_streams` are open.
+    /// A stream from the seq after `after` (the head when `None`), for as long as `allowed`
+    /// answers true (it is asked before each frame), unless `max_streams` are open.
     pub fn sse(
         &self,
         after: Option<u64>,
+        allowed: impl Fn() -> bool + 'static,
     ) -> Option<impl futures_util::Stream<Item = Result<Bytes, actix_web::Error>> + 'static> {
         let inner = &self.inner;
         inner.open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < inner.max).then_some(n + 1)).ok()?;
@@ -130,13 +139,21 @@ impl Streams {
         let frames = inner.frames.subscribe();
         inner.opened.notify_one();
         let next_seq = after.unwrap_or_else(|| inner.store.head()).saturating_add(1);
-        let state = State { inner: inner.clone(), next_seq, frames, closing: inner.closing.subscribe(), _slot: slot };
+        let state = State {
+            inner: inner.clone(),
+            next_seq,
+            frames,
+            closing: inner.closing.subscribe(),
+            allowed: Box::new(allowed),
+            _slot: slot,
+        };
         let hello = futures_util::stream::once(async { Ok(Bytes::from_static(b": crmhook stream\nretry: 2000\n\n")) });
         Some(futures_util::StreamExt::chain(
             hello,
             futures_util::stream::unfold(state, |mut s| async move {
                 let chunk = next_chunk(&mut s).await?;
-                Some((Ok(chunk), s))
+                // Asked once the frame is there: the key may have gone while it was awaited.
+                (s.allowed)().then_some((Ok(chunk), s))
             }),
         ))
     }
@@ -233,6 +250,8 @@ struct State {
     frames: broadcast::Receiver<Frame>,
     /// True once the server stops.
     closing: watch::Receiver<bool>,
+    /// Whether the key that opened the stream is still an active key that reads the log.
+    allowed: Box<dyn Fn() -> bool>,
     _slot: Slot,
 }
 

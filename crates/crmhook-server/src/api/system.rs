@@ -10,6 +10,7 @@ use crate::api::exposure::CONSOLE_CSP;
 use crate::api::state::State;
 use crate::api::views::{Alive, Ready};
 use crate::error::ApiError;
+use crate::keys::Role;
 
 /// `GET /v1/cluster`: `{"mode": "single"}`, or in cluster mode this node, the stream, how far
 /// this node's copy has applied it, and the nodes alive with the targets each delivers.
@@ -26,6 +27,7 @@ pub(crate) async fn stream(
     req: HttpRequest,
     query: web::Query<HashMap<String, String>>,
     streams: web::Data<crate::stream::Streams>,
+    state: State,
 ) -> Result<HttpResponse, ApiError> {
     // The header (a reconnecting client's) first, then `?after=`; an error names the one given.
     let resume =
@@ -39,7 +41,11 @@ pub(crate) async fn stream(
                 .map_err(|_| ApiError::unprocessable(field, format!("a stream resumes after a seq, not {v:?}")))?,
         ),
     };
-    let body = streams.sse(after).ok_or_else(|| ApiError::Unavailable {
+    // The stream lasts as long as its key: a revoked or rotated one ends it before its next frame.
+    let keys = state.keys.clone();
+    let token = crate::api::auth::bearer(&req).unwrap_or_default().to_owned();
+    let allowed = move || keys.find(&token).is_some_and(|c| matches!(c.role, Role::Admin | Role::Operator));
+    let body = streams.sse(after, allowed).ok_or_else(|| ApiError::Unavailable {
         detail: format!("{} streams are open already (max_streams)", streams.open()),
         retry_after_s: 5,
     })?;
