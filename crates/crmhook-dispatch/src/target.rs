@@ -45,10 +45,11 @@ use tokio::sync::oneshot;
 use crate::delivery;
 use crate::feed::{AttemptRecorded, Feed};
 use crate::metrics::TargetMetrics;
-use crate::window::{Ended, Fill, Finish, OnDisk, Recovered, Start, StateWrite, Then, Window, SCAN_STEP};
+use crate::window::{Ended, Fill, Finish, OnDisk, Recovered, Start, Then, Window, SCAN_STEP};
 
 mod chatter;
 mod operator;
+mod state;
 mod stop;
 pub use crate::window::{IN_FLIGHT, WINDOW};
 use stop::InFlight;
@@ -56,8 +57,6 @@ pub use stop::CUT_OFF;
 
 /// The mailbox bound: only small messages travel here.
 const MAILBOX: usize = 64;
-/// How long a failed write of delivery state waits before it is tried again.
-const WRITE_RETRY: Duration = Duration::from_millis(250);
 
 /// A target's configuration and subscriptions, as the router hands them over.
 #[derive(Clone)]
@@ -437,52 +436,6 @@ impl TargetActor {
             }
             act.pump(ctx);
         }));
-    }
-
-    /// Writes the finished deliveries' records gathered so far and the cursor if the marks
-    /// moved, one write at a time: what changes meanwhile goes in the next. No `W`: the only
-    /// records this write makes past the cursor are its blocks of finished deliveries, and a
-    /// restart reads how far those go (`Store::scanned`); a retry's schedule is written with
-    /// its `W` ([`Then::Flush`]).
-    fn write_state(&mut self, ctx: &mut Context<Self>) {
-        let Some(StateWrite { marks, .. }) = self.window.start_write() else { return };
-        let mut batch = std::mem::take(&mut self.unwritten);
-        if let Some((low, _)) = marks {
-            if let Err(e) = batch.cursor(self.id(), low) {
-                tracing::error!(target_id = %self.id(), error = %e, "encoding delivery state failed");
-            }
-        }
-        let attempts = std::mem::take(&mut self.unpublished);
-        let store = self.store.clone();
-        ctx.spawn(async move { store.write_deliveries_held(batch).await }.into_actor(self).map(
-            move |result, act, ctx| {
-                for seq in act.window.write_done(result.is_ok()) {
-                    act.unrecorded.remove(seq);
-                }
-                match result {
-                    Ok(()) => {
-                        for attempt in attempts {
-                            act.recorded(attempt);
-                        }
-                    }
-                    // Not recorded: the window keeps the cursor below the first attempts among
-                    // these deliveries, and the retries keep their pending entries on disk, so
-                    // after a restart they are attempted again (at least once).
-                    // The next try waits a little: a log that is not taking writes (a full disk, a
-                    // cluster's stream between leaders) is not asked again in a hot loop.
-                    Err(e) => {
-                        tracing::error!(target_id = %act.id(), error = %e, "recording finished deliveries failed");
-                        ctx.run_later(WRITE_RETRY, |act, ctx| {
-                            act.write_state(ctx);
-                            act.pump(ctx);
-                        });
-                        return;
-                    }
-                }
-                act.write_state(ctx);
-                act.pump(ctx);
-            },
-        ));
     }
 
     /// An attempt's record is written: count it, and publish it to whoever listens.

@@ -10,6 +10,7 @@ use crate::records::{Attempt, AttemptResult, Disabled, Final, Pending, Request};
 use crate::{codec, Result};
 
 /// One write of a batch.
+#[derive(Clone)]
 pub(crate) enum Write {
     Put(Vec<u8>, Vec<u8>),
     Remove(Vec<u8>),
@@ -23,7 +24,7 @@ pub(crate) enum Write {
 }
 
 /// Writes applied in order.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub(crate) struct Writes(pub(crate) Vec<Write>);
 
 impl Writes {
@@ -37,7 +38,7 @@ impl Writes {
 }
 
 /// Changes to delivery state, written as one atomic batch.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct DeliveryBatch {
     pub(crate) batch: Writes,
 }

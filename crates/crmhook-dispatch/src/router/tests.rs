@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crmhook_core::event::parse_ingest;
 use crmhook_core::{sign, Subscription, Target, TargetId};
-use crmhook_store::{DeliveryBatch, Disabled, LogHandle, Replica, Request, Store};
+use crmhook_store::{AttemptResult, DeliveryBatch, Disabled, LogHandle, Replica, Request, Store};
 use tokio::sync::watch;
 
 use super::*;
@@ -66,6 +66,12 @@ struct Node {
 
 impl Node {
     async fn start(ownership: Ownership, max_targets: usize) -> Node {
+        Node::start_failing(ownership, max_targets, 0).await
+    }
+
+    /// [`Node::start`] whose replicated log refuses the first `lazy` lazy writes (finished
+    /// deliveries' records, as a stream between leaders refuses them).
+    async fn start_failing(ownership: Ownership, max_targets: usize, mut lazy: usize) -> Node {
         let dir = tempfile::tempdir().expect("tempdir");
         let replica = Arc::new(Store::open_replica(dir.path(), crmhook_store::Options::default(), 1).expect("open"));
         let mut out = replica.take_outgoing().expect("outgoing");
@@ -77,6 +83,12 @@ impl Node {
                 let mut ops = vec![first];
                 while let Ok(op) = out.try_recv() {
                     ops.push(op);
+                }
+                if lazy > 0 && ops.iter().any(|o| o.lazy) {
+                    lazy -= 1;
+                    let nonces: Vec<u64> = ops.iter().map(|o| o.nonce).collect();
+                    replica.fail(&nonces, "no stream found for given subject");
+                    continue;
                 }
                 seq += 1;
                 let entry = Replica::encode_entry(replica.node(), ops).expect("entry");
@@ -459,4 +471,34 @@ async fn an_attempt_cut_off_by_a_stop_is_recorded_as_failed_with_its_retry() {
     let pending = node.store.pending(&r, 10).expect("pending");
     assert_eq!(pending.iter().map(|(s, p)| (*s, p.attempt)).collect::<Vec<_>>(), [(seq, 2)]);
     node.arbiter.stop();
+}
+
+#[actix_rt::test]
+async fn finished_deliveries_whose_record_the_log_refused_are_written_again() {
+    let receiver = Receiver::start();
+    // The first two writes of finished deliveries are refused.
+    let node = Node::start_failing(Ownership::all(), 10, 2).await;
+    let t = node.target(&receiver, "a").await;
+    node.ingest(&["e1", "e2", "e3"]).await;
+    receiver.wait_for("a", &["e1", "e2", "e3"]).await;
+    let head = node.store.head();
+    // Each is recorded delivered in the end, and the cursor passes them: nothing is owed.
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let recorded = (head - 2..=head)
+            .filter(|seq| {
+                node.store.final_attempt(&t, *seq).ok().flatten().is_some_and(|a| a.result == AttemptResult::Delivered)
+            })
+            .count();
+        if recorded == 3 && node.store.cursor(&t).expect("cursor") >= Some(head) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "recorded {recorded} of 3, cursor {:?}", node.store.cursor(&t));
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(node.store.pending(&t, 10).expect("pending").is_empty());
+    let mut got = receiver.records("a");
+    got.sort();
+    assert_eq!(got, ["e1", "e2", "e3"], "each made once");
+    node.stop().await;
 }

@@ -1,0 +1,76 @@
+//! Writing a target's state: the finished deliveries' records and the marks, one lazy write
+//! at a time, sent again until written.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use crmhook_store::DeliveryBatch;
+
+use super::TargetActor;
+use crate::feed::AttemptRecorded;
+use crate::window::StateWrite;
+
+/// How long a failed write of delivery state waits before it is tried again.
+const WRITE_RETRY: Duration = Duration::from_millis(250);
+/// One failed try of a write of a target's state in this many is logged (every ten seconds).
+const WRITE_RETRIES_LOGGED: u32 = 40;
+
+impl TargetActor {
+    /// Writes the finished deliveries' records gathered so far and the cursor if the marks
+    /// moved, one write at a time: what changes meanwhile goes in the next. No `W`: the only
+    /// records this write makes past the cursor are its blocks of finished deliveries, and a
+    /// restart reads how far those go (`Store::scanned`); a retry's schedule is written with
+    /// its `W` ([`Then::Flush`]).
+    pub(super) fn write_state(&mut self, ctx: &mut Context<Self>) {
+        let Some(StateWrite { marks, .. }) = self.window.start_write() else { return };
+        let mut batch = std::mem::take(&mut self.unwritten);
+        if let Some((low, _)) = marks {
+            if let Err(e) = batch.cursor(self.id(), low) {
+                tracing::error!(target_id = %self.id(), error = %e, "encoding delivery state failed");
+            }
+        }
+        let attempts = std::mem::take(&mut self.unpublished);
+        self.send_state(batch, attempts, 0, ctx);
+    }
+
+    /// Sends a write of the target's state ([`TargetActor::write_state`]), the `tries`-th time.
+    /// A write that fails is sent again, the same, until it is written: a log that refused it
+    /// for a moment (a cluster's stream between leaders) must not leave deliveries that were
+    /// made shown as pending, and sent again at the next restart or lease move (until
+    /// 2026-12-07 the records were dropped). The window's write stays in progress meanwhile,
+    /// and what finishes meanwhile waits for the next write. A log that stays broken (a full
+    /// disk) stops the server's store, and this actor with it.
+    fn send_state(
+        &mut self,
+        batch: DeliveryBatch,
+        attempts: Vec<AttemptRecorded>,
+        tries: u32,
+        ctx: &mut Context<Self>,
+    ) {
+        let again = batch.clone();
+        let store = self.store.clone();
+        ctx.spawn(async move { store.write_deliveries_held(batch).await }.into_actor(self).map(
+            move |result, act, ctx| match result {
+                Ok(()) => {
+                    for seq in act.window.write_done(true) {
+                        act.unrecorded.remove(seq);
+                    }
+                    for attempt in attempts {
+                        act.recorded(attempt);
+                    }
+                    act.write_state(ctx);
+                    act.pump(ctx);
+                }
+                // The next try waits a little: a log that is not taking writes is not asked
+                // again in a hot loop (nor its failure logged at every try: the first, then
+                // one every ten seconds).
+                Err(e) => {
+                    if tries.is_multiple_of(WRITE_RETRIES_LOGGED) {
+                        tracing::error!(target_id = %act.id(), error = %e, tries = tries + 1, "recording finished deliveries failed; trying again");
+                    }
+                    ctx.run_later(WRITE_RETRY, move |act, ctx| act.send_state(again, attempts, tries + 1, ctx));
+                }
+            },
+        ));
+    }
+}
