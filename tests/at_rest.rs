@@ -51,12 +51,18 @@ fn key_file(server: &Server) -> PathBuf {
 
 /// `crmhook serve` on `data_dir` that must fail to start: its exit status and stderr.
 fn refused_start(data_dir: &Path) -> (std::process::ExitStatus, String) {
+    refused_start_with(data_dir, &[])
+}
+
+/// [`refused_start`] with more variables set.
+fn refused_start_with(data_dir: &Path, env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_crmhook"));
     cmd.arg("serve").arg("--bind").arg("127.0.0.1:0").arg("--data-dir").arg(data_dir);
     for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("CRMHOOK_")) {
         cmd.env_remove(k);
     }
     cmd.env("CRMHOOK_ADMIN_TOKEN", ADMIN).env("CRMHOOK_INGEST_TOKEN", INGEST).env("NO_COLOR", "1");
+    cmd.envs(env.iter().copied());
     let child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("crmhook runs");
     let (tx, rx) = std::sync::mpsc::channel();
     let pid = child.id();
@@ -318,4 +324,41 @@ fn a_token_rotated_in_the_configuration_never_comes_back() {
     assert_eq!(server.request("GET", "/v1/targets", Some(a), None).status, 401, "the old token came back");
     let printed = server.stdout.lock().expect("lock").join("\n");
     assert!(!printed.contains("generated admin_token"), "{printed}");
+}
+
+#[test]
+fn a_key_file_others_may_read_is_tightened_and_one_they_may_write_or_inside_the_data_dir_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut server = Server::start();
+    let key = key_file(&server);
+    assert!(server.stop().success());
+    // Readable by others (a copy restored carelessly): 0600 again at the next start.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    server.respawn();
+    assert_eq!(mode(&key), 0o600);
+    assert!(server.stop().success());
+    // Writable by the group: refused, and left as it is.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o660)).expect("chmod");
+    let (status, stderr) = refused_start(&server.data_dir());
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("is writable by its group or by others (mode 0660)"), "{stderr}");
+    assert_eq!(mode(&key), 0o660);
+
+    // A key file inside the data dir: refused before anything is made.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("db");
+    let inner = data.join("inner.key");
+    let (status, stderr) = refused_start_with(&data, &[("CRMHOOK_KEY_FILE", inner.to_str().expect("path"))]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("is inside the data dir"), "{stderr}");
+    assert!(!data.exists(), "nothing made");
+    // Also through a link, or a path that climbs back into it.
+    std::fs::create_dir(&data).expect("data dir");
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    std::os::unix::fs::symlink(&data, dir.path().join("link")).expect("link");
+    for sneaky in [dir.path().join("link/inner.key"), data.join("../db/./inner.key")] {
+        let (status, stderr) = refused_start_with(&data, &[("CRMHOOK_KEY_FILE", sneaky.to_str().expect("path"))]);
+        assert_eq!(status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("is inside the data dir"), "{}: {stderr}", sneaky.display());
+    }
 }

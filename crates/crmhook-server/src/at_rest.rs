@@ -151,9 +151,12 @@ pub(crate) fn load_or_create_key(path: &Path) -> Result<(SealKey, bool), Refused
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     match std::fs::read_to_string(path) {
-        Ok(text) => SealKey::from_text(&text)
-            .map(|k| (k, false))
-            .map_err(|e| Refused::new(format!("the key file {} is not a crmhook key: {e}", path.display()))),
+        Ok(text) => {
+            let key = SealKey::from_text(&text)
+                .map_err(|e| Refused::new(format!("the key file {} is not a crmhook key: {e}", path.display())))?;
+            tighten_key_file(path)?;
+            Ok((key, false))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let (key, text) = SealKey::generate().map_err(|e| Refused::new(e.to_string()))?;
             let mut file = std::fs::OpenOptions::new()
@@ -177,6 +180,65 @@ pub(crate) fn load_or_create_key(path: &Path) -> Result<(SealKey, bool), Refused
             Ok((key, true))
         }
         Err(e) => Err(Refused::io(format!("cannot read the key file {}: {e}", path.display()), &e)),
+    }
+}
+
+/// An existing key file's mode, as for the data dir: refused when its group or others may write
+/// to it (the key could have been replaced), tightened to 0600 when they may read it (since
+/// 2026-12-07; before, a key file of any mode was used as it was).
+fn tighten_key_file(path: &Path) -> Result<(), Refused> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| Refused::io(format!("cannot read the key file {}: {e}", path.display()), &e))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o022 != 0 {
+        return Err(Refused::new(format!(
+            "the key file {} is writable by its group or by others (mode {mode:04o}); it opens the data dir's \
+             secrets and crmhook will not use it: check nobody changed it, then `chmod 600 {}` and start again",
+            path.display(),
+            path.display()
+        )));
+    }
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| Refused::io(format!("cannot make the key file {} 0600: {e}", path.display()), &e))?;
+        tracing::warn!(key_file = %path.display(), "the key file was readable by its group or by others (mode {mode:04o}): it is 0600 now");
+    }
+    Ok(())
+}
+
+/// Refuses a key file inside the data dir: a copy or backup of the data dir would then hold the
+/// key that opens its secrets, which is what keeping them apart is for (docs/SECURITY.md). Both
+/// paths are compared as the file system resolves them (links, `..`), as far as they exist.
+pub fn check_key_place(key_file: &Path, data_dir: &Path) -> Result<(), String> {
+    if resolved(key_file).starts_with(resolved(data_dir)) {
+        return Err(format!(
+            "the key file {} is inside the data dir {}: a backup of the data dir would hold the key to its \
+             secrets; keep it beside the data dir (the default is {})",
+            key_file.display(),
+            data_dir.display(),
+            default_key_file(data_dir).map_or_else(|| "<data dir>.key".to_owned(), |p| p.display().to_string())
+        ));
+    }
+    Ok(())
+}
+
+/// `path` with its longest existing ancestor resolved by the file system (absolute).
+fn resolved(path: &Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut rest = Vec::new();
+    let mut at = absolute.as_path();
+    loop {
+        if let Ok(real) = at.canonicalize() {
+            return rest.iter().rev().fold(real, |p, name| p.join(name));
+        }
+        match (at.parent(), at.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                at = parent;
+            }
+            _ => return absolute,
+        }
     }
 }
 

@@ -170,6 +170,7 @@ impl Server {
             _ => None,
         };
         if let Some(key_file) = &config.key_file {
+            at_rest::check_key_place(key_file, &config.data_dir).map_err(ServerError::AtRest)?;
             at_rest::check_key_file(key_file).map_err(ServerError::AtRest)?;
         }
         let existed = at_rest::prepare_data_dir(&config.data_dir)?;

@@ -162,6 +162,8 @@ pub fn load(flags: &Flags, env: &HashMap<String, String>) -> Result<Config, Conf
         crmhook_server::tls::check(cert, key).map_err(|e| error(e.config_key(), e.reason().to_owned()))?;
     }
     if let Some(key_file) = &config.key_file {
+        crmhook_server::at_rest::check_key_place(key_file, &config.data_dir)
+            .map_err(|reason| error("key_file", reason))?;
         crmhook_server::at_rest::check_key_file(key_file).map_err(|reason| error("key_file", reason))?;
     }
     Ok(config)
