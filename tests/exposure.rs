@@ -119,7 +119,7 @@ fn failed_tokens_are_limited_per_address_and_per_key_with_retry_after_and_counte
 }
 
 #[test]
-fn every_answer_says_nosniff_and_no_referrer_and_the_console_runs_no_inline_script() {
+fn every_answer_says_nosniff_no_referrer_and_no_store_and_the_console_runs_no_inline_script() {
     let server = Server::start();
     let h = host(&server);
     let admin = format!("Bearer {ADMIN}");
@@ -146,7 +146,12 @@ fn every_answer_says_nosniff_and_no_referrer_and_the_console_runs_no_inline_scri
         assert!(method != "HEAD" || r.body.is_empty(), "HEAD {path} answered a body");
         assert_eq!(r.headers.get("x-content-type-options").map(String::as_str), Some("nosniff"), "{method} {path}");
         assert_eq!(r.headers.get("referrer-policy").map(String::as_str), Some("no-referrer"), "{method} {path}");
+        let cache = if path.starts_with("/console") { "no-cache" } else { "no-store" };
+        assert_eq!(r.headers.get("cache-control").map(String::as_str), Some(cache), "{method} {path}");
     }
+    // An answer with a secret shown once is no cache's either.
+    let k = server.admin("POST", "/v1/keys", Some(&json!({"name": "cached", "role": "operator"})));
+    assert_eq!((k.status, k.headers.get("cache-control").map(String::as_str)), (201, Some("no-store")), "{}", k.text);
     let page = raw(&server, "127.0.0.1", "GET", "/console", &[("Host", &h)]);
     let csp = page.headers.get("content-security-policy").expect("a CSP on the console");
     assert!(csp.contains("script-src 'self'"), "{csp}");

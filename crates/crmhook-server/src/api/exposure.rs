@@ -22,10 +22,12 @@ use actix_web::web;
 
 use crate::api::state::AppState;
 
-/// Headers on every response (unless a handler set its own): no MIME sniffing, and no `Referer`
-/// leaking the console's or the API's URLs.
-pub const SECURITY_HEADERS: [(&str, &str); 2] =
-    [("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer")];
+/// Headers on every response (unless a handler set its own): no MIME sniffing, no `Referer`
+/// leaking the console's or the API's URLs, and nothing kept by a cache on the way or the
+/// browser's (answers carry secrets shown once, keys, URL credentials; since 2026-12-07). The
+/// console's files and the stream say `no-cache` themselves.
+pub const SECURITY_HEADERS: [(&str, &str); 3] =
+    [("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer"), ("Cache-Control", "no-store")];
 
 /// The console's Content-Security-Policy: its script and style are files served by this binary
 /// (`/console.js`, `/console-center.js`, `/console-charts.js`, `/console.css`), nothing inline,
