@@ -114,6 +114,10 @@ fn every_test_is_a_new_event_in_the_targets_format_and_a_disabled_target_is_test
     let (tid, _) = server.wire(&rcv.url("/mx"), None, json!({"format": "maximizer"}));
     let r = server.admin("PATCH", &format!("/v1/targets/{tid}"), Some(&json!({"enabled": false})));
     assert_eq!(r.status, 200, "{}", r.text);
+    // Paused by hand: the reason names the key that did it.
+    let t = server.admin("GET", &format!("/v1/targets/{tid}"), None).json();
+    let reason = t["disabled_reason"].as_str().unwrap_or_default();
+    assert!(reason.starts_with("disabled by admin_token (key_"), "{t}");
     let first = test_target(&server, &tid, json!({})).json();
     let second = test_target(&server, &tid, json!({"type": "opportunity.update"})).json();
     for t in [&first, &second] {

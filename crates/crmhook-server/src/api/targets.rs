@@ -127,7 +127,8 @@ pub(crate) async fn patch_target(
         state.router.update_target(target.clone()).await.map_err(router_error)?;
     }
     if let Some(enabled) = patch.enabled {
-        let disabled = (!enabled).then(|| Disabled { at_ms: now_ms(), reason: "disabled by an operator".into() });
+        let reason = format!("disabled by {}", crate::api::state::who(&req));
+        let disabled = (!enabled).then(|| Disabled { at_ms: now_ms(), reason });
         state.router.set_enabled(target.id.clone(), disabled).await.map_err(router_error)?;
     }
     let before = scrubbed(&TargetView::new(&current, None, false));
