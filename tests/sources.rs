@@ -539,3 +539,62 @@ fn large_bodies_are_checked_and_parsed_off_the_workers_with_the_same_answers() {
     assert_eq!(r.status, 400, "{}", r.text);
     assert!(r.content_type().starts_with("application/problem+json"));
 }
+
+/// A MAIA post from `from` (a loopback address) whose body never finishes arriving: it sends
+/// its head and the first bytes of 1,000, then waits. Answers the connection (open while the
+/// server reads the body) and what the server answered within `wait`, if anything.
+fn stalled_post(server: &Server, path: &str, from: &str, wait: Duration) -> (std::net::TcpStream, Option<String>) {
+    use std::io::{Read, Write};
+    let addr: std::net::SocketAddr = server.base.trim_start_matches("http://").parse().expect("address");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_io().build().expect("runtime");
+    let tcp = rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind(format!("{from}:0").parse().expect("from")).expect("bind the sender's address");
+        socket.connect(addr).await.expect("connect")
+    });
+    let mut tcp = tcp.into_std().expect("std stream");
+    tcp.set_nonblocking(false).expect("blocking");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nX-Maia-Signature: {}\r\n\
+         Content-Length: 1000\r\n\r\n{{\"eventType\"",
+        "0".repeat(64)
+    );
+    tcp.write_all(head.as_bytes()).expect("send");
+    tcp.set_read_timeout(Some(wait)).expect("timeout");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tcp.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    let answer = (!got.is_empty()).then(|| String::from_utf8_lossy(&got).into_owned());
+    (tcp, answer)
+}
+
+/// Slow bodies sent to a MAIA source's URL, which anyone who knows it can send (the signature
+/// needs the body), hold their own address's slots, not the source's: MAIA's posts still go.
+#[test]
+fn slow_unsigned_bodies_cannot_take_a_maia_sources_places() {
+    let server = Server::start_with(&[TEST_ENV[0], TEST_ENV[1], TEST_ENV[2], ("CRMHOOK_INGEST_CONCURRENCY", "4")]);
+    let src = maia_source(&server);
+    let url = src["ingest_url"].as_str().expect("url").to_owned();
+    let path = url.trim_start_matches(&server.base).to_owned();
+    // Four stalled bodies from one address take its four places: the fifth is refused at once.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let (tcp, answer) = stalled_post(&server, &path, "127.0.0.2", Duration::from_millis(300));
+        assert_eq!(answer, None, "a stalled body is read, not answered");
+        held.push(tcp);
+    }
+    let (_, fifth) = stalled_post(&server, &path, "127.0.0.2", Duration::from_secs(10));
+    let fifth = fifth.expect("an answer");
+    assert!(fifth.starts_with("HTTP/1.1 503"), "{fifth}");
+    // MAIA, from another address, is served meanwhile.
+    let body = serde_json::to_vec(&maia("crm_field_update", json!({}))).expect("json");
+    let once = Options { tries: 1, ..Options::maia() };
+    let posted = maia_crm::post_with(&url, MAIA_SECRET, &body, &once);
+    assert!(posted.delivered, "MAIA's post while the slow bodies wait: {:?}", posted.last_body_json());
+    drop(held);
+}

@@ -215,12 +215,20 @@ async fn ingest_to_source(
     // key of `/v1/events` can be one of these. A malformed key is refused (400) only once the
     // request is authenticated: before, the answer is 401 whatever else is wrong.
     let key = idempotency_key(req).map(|k| k.map(|k| format!("{}\n{k}", source.id)));
-    // Held until the events are durable: a slot of this source's, and the bytes read.
-    let _slot = ingest_slot(req, format!("source:{}", source.id))?;
+    // Held until the events are durable: a slot of this source's, and the bytes read. A MAIA
+    // request is not authenticated until its body is in, so it reads its body under a slot of
+    // its address's instead, and takes the source's once its signature matched: anyone who
+    // knows the ingest URL can hold its own address's slots with slow bodies, not the source's
+    // (until 2026-12-07 they took the source's, and its CRM's posts got 503).
+    let sender = match &signature {
+        None => format!("source:{}", source.id),
+        Some(_) => format!("source:{}:{}", source.id, req.peer_addr().map_or_else(String::new, |a| a.ip().to_string())),
+    };
+    let mut _slot = ingest_slot(req, sender)?;
     let (body, _share) = read_ingest(req, payload, state).await?;
     // MAIA's signature (over the whole body) is checked, and then the body parsed, in one hop:
     // a large body's both run on the blocking pool in one turn. `None`: the signature is wrong.
-    let (len, checked) = (body.len(), source.clone());
+    let (len, checked, signature_checked) = (body.len(), source.clone(), signature.is_some());
     let batch = off_worker(state, len, move || {
         let matches = signature.is_none_or(|signature| checked.maia_signature_matches(&body, &signature));
         matches.then(|| parse_source(checked.kind, &checked.id, &body))
@@ -233,6 +241,9 @@ async fn ingest_to_source(
         };
         return Err(unauthenticated(detail));
     };
+    if signature_checked {
+        _slot = ingest_slot(req, format!("source:{}", source.id))?;
+    }
     let key = key?;
     let at_ms = now_ms();
     // The quarantine lists by id: one request's pieces in their order (ids made in one
