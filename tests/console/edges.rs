@@ -2,7 +2,8 @@
 //! beside the headers, a deleted target's pane and the keyboard's place after a deletion, a
 //! record deleted meanwhile answered with its own problem (not "not available on this
 //! server"), and an operator key's Events view starting from the newest events when
-//! `metrics_token` keeps `/readyz`'s head from anonymous probes.
+//! `metrics_token` keeps `/readyz`'s head from anonymous probes, and a long source name kept
+//! inside a phone-sized window.
 
 use super::*;
 
@@ -63,10 +64,23 @@ fn the_console_places_errors_and_the_keyboard_and_shows_the_newest_events_to_an_
     for i in 0..60 {
         last = server.post_ok(&maia("ai_pause", json!({"i": i})))["events"][0]["seq"].as_u64().expect("seq");
     }
+    let long = format!("Maximizer {}", "north-west-region-".repeat(8));
+    let r = server.admin("POST", "/v1/sources", Some(&json!({"name": long, "kind": "maximizer"})));
+    assert_eq!(r.status, 201, "{}", r.text);
     let r = server.admin("POST", "/v1/keys", Some(&json!({"name": "watch", "role": "operator"})));
     let operator = r.json()["key"].as_str().expect("key").to_owned();
     let watcher = signed_in_as(&server, &operator);
     let newest = watcher.wait("#live tr.event");
     let seq: u64 = watcher.text(&newest).split_whitespace().next().and_then(|s| s.parse().ok()).expect("a seq");
     assert_eq!(seq, last, "the newest event first");
+
+    // A phone-sized window: a source's long name in the search's picker widens no form past
+    // its section.
+    watcher.call("POST", "/window/rect", Some(json!({"width": 390, "height": 844})));
+    watcher.wait_text("#q-source", "the long source in the picker", |t| t.contains("north-west-region"));
+    let inside = watcher.execute(
+        "const s = document.querySelector('#q-source'); \
+         return s.getBoundingClientRect().right <= s.closest('section').getBoundingClientRect().right + 0.5",
+    );
+    assert_eq!(inside, json!(true), "the source picker sticks out of its section");
 }
