@@ -124,7 +124,7 @@ fn every_answer_says_nosniff_no_referrer_and_no_store_and_the_console_runs_no_in
     let h = host(&server);
     let admin = format!("Bearer {ADMIN}");
     let ingest = format!("Bearer {INGEST}");
-    let cases: [(&str, &str, Option<&str>, u16); 12] = [
+    let cases: [(&str, &str, Option<&str>, u16); 13] = [
         ("GET", "/healthz", None, 200),
         ("HEAD", "/healthz", None, 200),
         ("HEAD", "/readyz", None, 200),
@@ -133,6 +133,7 @@ fn every_answer_says_nosniff_no_referrer_and_no_store_and_the_console_runs_no_in
         ("GET", "/metrics", None, 200),
         ("GET", "/console", None, 200),
         ("GET", "/console.js", None, 200),
+        ("GET", "/console-icon.svg", None, 200),
         ("GET", "/v1/targets", None, 401),
         ("GET", "/v1/targets", Some(admin.as_str()), 200),
         ("POST", "/v1/events", Some(admin.as_str()), 403),
@@ -159,6 +160,10 @@ fn every_answer_says_nosniff_no_referrer_and_no_store_and_the_console_runs_no_in
     assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{csp}");
     // Nothing inline that the policy would have to allow: the script and the style are files.
     assert!(page.body.contains(r#"<script src="/console.js"></script>"#), "the page loads its script");
+    // Its icon is this server's (the browser asks for `/favicon.ico` otherwise, a 404).
+    assert!(page.body.contains(r#"<link rel="icon" href="/console-icon.svg""#), "the page names its icon");
+    let icon = raw(&server, "127.0.0.1", "GET", "/console-icon.svg", &[("Host", &h)]);
+    assert_eq!(icon.headers.get("content-type").map(String::as_str), Some("image/svg+xml"));
     // Its other scripts are files of this server too, and no script element is inline.
     let scripts = ["/console.js", "/console-center.js", "/console-charts.js"];
     for src in scripts {

@@ -110,6 +110,15 @@ pub(crate) async fn console_css() -> HttpResponse {
         .body(include_str!("../../assets/console.css"))
 }
 
+/// The console's icon (the browser asks for one; without it, `/favicon.ico` answered 404 in
+/// every session's console).
+pub(crate) async fn console_icon() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("image/svg+xml")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(include_str!("../../assets/console-icon.svg"))
+}
+
 /// Open by default (the contract); with a `metrics_token`, only for it or the admin token.
 pub(crate) async fn metrics(_: MetricsReader, state: State) -> HttpResponse {
     HttpResponse::Ok()
