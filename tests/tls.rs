@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use support::tls::{exchange, get, issue};
-use support::{wait_for, Server, ADMIN, INGEST};
+use support::{wait_for, Server, ADMIN, INGEST, TEST_ENV};
 
 #[test]
 fn the_listener_serves_tls_and_reloads_its_certificate_on_sighup() {
@@ -146,5 +146,37 @@ fn a_start_refused_on_its_files_makes_nothing() {
         assert!(err.contains(why), "{err}");
         let left: Vec<_> = std::fs::read_dir(dir.path()).expect("ls").map(|e| e.expect("entry").file_name()).collect();
         assert!(left.is_empty(), "a refused start left {left:?}");
+    }
+}
+
+/// Deliveries trust the public roots, and the certificates of `delivery_ca_file` beside them: a
+/// receiver whose certificate a private CA signed (here another crmhook serving TLS, which
+/// answers a POST to `/healthz` with 405) is refused without the file, and reached with it.
+#[test]
+fn deliveries_trust_the_delivery_ca_file_beside_the_public_roots() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    issue(certs.path());
+    let cert = certs.path().join("cert.pem").display().to_string();
+    let key = certs.path().join("key.pem").display().to_string();
+    let ca = certs.path().join("ca.pem").display().to_string();
+    let receiver = Server::start_with(&[
+        ("CRMHOOK_ADMIN_TOKEN", ADMIN),
+        ("CRMHOOK_INGEST_TOKEN", INGEST),
+        ("CRMHOOK_TLS_CERT", &cert),
+        ("CRMHOOK_TLS_KEY", &key),
+    ]);
+    let port = receiver.base.rsplit(':').next().expect("port").to_owned();
+    let url = format!("https://127.0.0.1:{port}/healthz");
+    for (file, said) in [(None, "TLS: invalid peer certificate: UnknownIssuer"), (Some(&ca), "answered HTTP 405")] {
+        let mut env = TEST_ENV.to_vec();
+        env.extend(file.map(|f| ("CRMHOOK_DELIVERY_CA_FILE", f.as_str())));
+        let server = Server::start_with(&env);
+        let (tid, _) = server.wire(&url, Some(serde_json::json!({})), serde_json::json!({"retry_schedule_ms": []}));
+        let posted = server.post_ok(&support::maia("ai_pause", serde_json::json!({})));
+        let id = posted["events"][0]["id"].as_str().expect("id").to_owned();
+        server.wait_settled(&tid, Duration::from_secs(20));
+        let delivery = &server.event(&id)["deliveries"][0];
+        let error = delivery["attempts"][0]["error"].as_str().unwrap_or_default();
+        assert!(error.starts_with(said), "with the CA file {file:?}: {delivery}");
     }
 }

@@ -61,8 +61,8 @@ fn guarded_tcp(guard: Guard) -> actix_tls::connect::ConnectorService {
     actix_tls::connect::Connector::new(actix_tls::connect::Resolver::custom(GuardResolver(guard))).service()
 }
 
-/// An awc client with crmhook's settings over the TCP step `tcp`.
-fn awc_client<S, Io>(tcp: S) -> awc::Client
+/// An awc client with crmhook's settings over the TCP step `tcp`, its own TLS step trusting `tls`.
+fn awc_client<S, Io>(tcp: S, tls: Arc<ClientConfig>) -> awc::Client
 where
     S: Service<ConnectInfo<Uri>, Response = Connection<Uri, Io>, Error = ConnectError> + Clone + 'static,
     Io: ActixStream + fmt::Debug + 'static,
@@ -70,20 +70,25 @@ where
     awc::Client::builder()
         .disable_redirects()
         .add_default_header((header::USER_AGENT, concat!("crmhook/", env!("CARGO_PKG_VERSION"))))
-        .connector(awc::Connector::new().connector(tcp).timeout(CONNECT_TIMEOUT).limit(1024))
+        .connector(awc::Connector::new().connector(tcp).rustls_0_23(tls).timeout(CONNECT_TIMEOUT).limit(1024))
         .timeout(Duration::from_secs(600))
         .finish()
 }
 
-/// The client for `https://` to IPv6 literals, verifying certificates against `config`'s roots.
+/// The client for `https://` to IPv6 literals, verifying certificates against `config`'s roots
+/// (its TCP step makes every connection TLS: awc's own TLS step is never used).
 fn ipv6_tls_client(guard: Guard, config: Arc<ClientConfig>) -> awc::Client {
-    awc_client(tls::LiteralTls::new(guarded_tcp(guard), config))
+    awc_client(tls::LiteralTls::new(guarded_tcp(guard), config.clone()), config)
 }
 
 impl Client {
-    /// Builds a client on the current thread.
-    pub fn new(guard: Guard) -> Client {
-        Client { http: awc_client(guarded_tcp(guard)), ipv6_tls: ipv6_tls_client(guard, tls::delivery_config()), guard }
+    /// Builds a client on the current thread, trusting what `tls` trusts.
+    pub fn new(guard: Guard, tls: &tls::DeliveryTls) -> Client {
+        Client {
+            http: awc_client(guarded_tcp(guard), tls.awc.clone()),
+            ipv6_tls: ipv6_tls_client(guard, tls.literal.clone()),
+            guard,
+        }
     }
 
     /// The guard this client's connections are checked with.
@@ -105,13 +110,14 @@ pub struct Lane {
 }
 
 impl Lane {
-    /// Starts the lane's task on `arbiter`, the router's `index`-th lane.
-    pub fn start(index: usize, arbiter: &actix_rt::ArbiterHandle, guard: Guard) -> Lane {
+    /// Starts the lane's task on `arbiter`, the router's `index`-th lane; its client checks
+    /// addresses with `guard` and trusts what `tls` trusts.
+    pub fn start(index: usize, arbiter: &actix_rt::ArbiterHandle, guard: Guard, tls: tls::DeliveryTls) -> Lane {
         let (starts, mut started) = tokio::sync::mpsc::unbounded_channel::<Start>();
         // The client is not `Send`: it is built on the arbiter's thread, in a task of its own.
         arbiter.spawn_fn(move || {
             actix_rt::spawn(async move {
-                let client = Client::new(guard);
+                let client = Client::new(guard, &tls);
                 while let Some(start) = started.recv().await {
                     start(&client);
                 }

@@ -40,3 +40,4 @@ mod tls;
 pub mod window;
 
 pub use ownership::{Owned, Ownership};
+pub use tls::DeliveryTls;

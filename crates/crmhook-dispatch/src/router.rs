@@ -64,6 +64,8 @@ pub struct RouterConfig {
     pub max_targets: usize,
     /// The address guard every delivery client checks with.
     pub guard: Guard,
+    /// What every delivery client trusts (`delivery_ca_file`).
+    pub tls: crate::tls::DeliveryTls,
     /// The counters: each target actor gets its own [`crate::metrics::TargetMetrics`].
     pub metrics: Arc<Metrics>,
     /// Where the target actors publish the attempts they have recorded.
@@ -121,8 +123,11 @@ impl RouterHandle {
         let disabled =
             targets.iter().map(|t| store.disabled(&t.id).map(|d| d.is_some())).collect::<Result<Vec<_>, _>>()?;
         let handle_store = store.clone();
-        let lanes: Vec<Lane> =
-            arbiters.iter().enumerate().map(|(i, arbiter)| Lane::start(i, arbiter, config.guard)).collect();
+        let lanes: Vec<Lane> = arbiters
+            .iter()
+            .enumerate()
+            .map(|(i, arbiter)| Lane::start(i, arbiter, config.guard, config.tls.clone()))
+            .collect();
         let RouterConfig { max_targets, metrics, feed, ownership, .. } = config;
         let make = move |ctx: &mut Context<Router>| {
             ctx.set_mailbox_capacity(1024);

@@ -9,8 +9,8 @@
 //! [`LiteralTls`]: the guarded TCP connection (the address guard's resolver, as for every other
 //! connection), then the TLS handshake with the server name [`server_name`] derives (the address
 //! without its brackets, which rustls takes as `ServerName::IpAddress`: the certificate must name
-//! that IP address), the same trusted roots as every other delivery (webpki's), and rustls's full
-//! verification. awc gets the TLS stream as if it were the TCP connection, and speaks HTTP/1.1
+//! that IP address), the same trusted roots as every other delivery ([`DeliveryTls`]: webpki's,
+//! and the `delivery_ca_file`'s certificates if set), and rustls's full verification. awc gets the TLS stream as if it were the TCP connection, and speaks HTTP/1.1
 //! over it (the only protocol offered by ALPN).
 //!
 //! awc sends requests through its TCP step alone only for `http://` URLs, so such a target's
@@ -57,12 +57,54 @@ pub fn over_tls_uri(https: &Uri) -> Option<Uri> {
     format!("http://{host}:{port}{path}").parse().ok()
 }
 
-/// The TLS configuration of [`LiteralTls`] for deliveries: webpki's roots, as awc's own TLS step
-/// trusts, no client certificate, HTTP/1.1 by ALPN.
-pub fn delivery_config() -> Arc<ClientConfig> {
-    let mut config = ClientConfig::builder().with_root_certificates(webpki_roots_cert_store()).with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(config)
+/// What deliveries trust, and the two TLS configurations built on it once per server (cheap to
+/// clone): webpki's roots, as awc's own TLS step trusts by default, and the certificates of the
+/// `delivery_ca_file` if one is set (a private CA's, for receivers whose certificates it signed;
+/// since 2026-12-07, before which only public roots were trusted). No client certificate.
+#[derive(Clone)]
+pub struct DeliveryTls {
+    /// awc's own TLS step (`https://` to a name or an IPv4 address): HTTP/2 or HTTP/1.1 by
+    /// ALPN, as awc offers by default.
+    pub(crate) awc: Arc<ClientConfig>,
+    /// [`LiteralTls`] (`https://` to an IPv6 literal): HTTP/1.1.
+    pub(crate) literal: Arc<ClientConfig>,
+}
+
+impl Default for DeliveryTls {
+    /// webpki's roots alone.
+    fn default() -> Self {
+        DeliveryTls::trusting(webpki_roots_cert_store())
+    }
+}
+
+impl DeliveryTls {
+    /// webpki's roots and every certificate of the PEM file `ca_file` (a private CA's); an
+    /// unreadable file, one with no certificate or one that cannot be trusted is refused, with
+    /// why.
+    pub fn with_ca_file(ca_file: &std::path::Path) -> Result<DeliveryTls, String> {
+        use rustls::pki_types::{pem::PemObject, CertificateDer};
+        let shown = ca_file.display();
+        let mut roots = webpki_roots_cert_store();
+        let mut added = 0;
+        for cert in CertificateDer::pem_file_iter(ca_file).map_err(|e| format!("cannot read {shown}: {e}"))? {
+            let cert = cert.map_err(|e| format!("{shown}: {e}"))?;
+            roots.add(cert).map_err(|e| format!("{shown}: a certificate that cannot be trusted: {e}"))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(format!("{shown} holds no certificate (PEM, `-----BEGIN CERTIFICATE-----`)"));
+        }
+        Ok(DeliveryTls::trusting(roots))
+    }
+
+    fn trusting(roots: rustls::RootCertStore) -> DeliveryTls {
+        let config = |alpn: &[&[u8]]| {
+            let mut config = ClientConfig::builder().with_root_certificates(roots.clone()).with_no_client_auth();
+            config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+            Arc::new(config)
+        };
+        DeliveryTls { awc: config(&[b"h2", b"http/1.1"]), literal: config(&[b"http/1.1"]) }
+    }
 }
 
 /// The TCP step of the client for `https://` to IPv6 literals: connects with `tcp` (the guarded

@@ -40,6 +40,8 @@ pub struct Config {
     /// neither; reloaded on [`crate::tls::TlsReload::reload`].
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// More certificates deliveries trust beside the public roots (a PEM file: a private CA's).
+    pub delivery_ca_file: Option<PathBuf>,
     /// The key file that seals the store's secrets; default `<data_dir>.key`, beside the data
     /// dir (`at_rest`).
     pub key_file: Option<std::path::PathBuf>,
@@ -99,6 +101,7 @@ impl Default for Config {
             public_url: None,
             tls_cert: None,
             tls_key: None,
+            delivery_ca_file: None,
             key_file: None,
             body_timeout_ms: 30_000,
             ingest_concurrency: crate::api::request::INGEST_CONCURRENCY,

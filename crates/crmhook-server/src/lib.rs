@@ -169,6 +169,7 @@ impl Server {
             (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
             _ => None,
         };
+        let delivery_tls = tls::delivery_tls(config.delivery_ca_file.as_deref())?;
         if let Some(key_file) = &config.key_file {
             at_rest::check_key_place(key_file, &config.data_dir).map_err(ServerError::AtRest)?;
             at_rest::check_key_file(key_file).map_err(ServerError::AtRest)?;
@@ -250,6 +251,7 @@ impl Server {
             RouterConfig {
                 max_targets: config.max_targets,
                 guard,
+                tls: delivery_tls,
                 metrics: metrics.clone(),
                 feed: feed.clone(),
                 // Cluster mode: the targets whose leases this node holds.

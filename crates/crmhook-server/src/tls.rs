@@ -30,7 +30,11 @@ impl TlsError {
         TlsError { key: "tls_key", reason }
     }
 
-    /// The configuration key of the file at fault: `tls_cert` or `tls_key`.
+    fn delivery_ca(reason: String) -> Self {
+        TlsError { key: "delivery_ca_file", reason }
+    }
+
+    /// The configuration key of the file at fault: `tls_cert`, `tls_key` or `delivery_ca_file`.
     pub fn config_key(&self) -> &'static str {
         self.key
     }
@@ -73,6 +77,15 @@ impl TlsReload {
 /// its configuration with it before it creates anything.
 pub fn check(cert: &Path, key: &Path) -> Result<(), TlsError> {
     load(cert, key).map(drop)
+}
+
+/// What deliveries trust: webpki's roots, and the certificates of `delivery_ca_file` if set
+/// (`crmhook_dispatch::DeliveryTls`). Read at start only.
+pub fn delivery_tls(ca_file: Option<&Path>) -> Result<crmhook_dispatch::DeliveryTls, TlsError> {
+    match ca_file {
+        None => Ok(crmhook_dispatch::DeliveryTls::default()),
+        Some(file) => crmhook_dispatch::DeliveryTls::with_ca_file(file).map_err(TlsError::delivery_ca),
+    }
 }
 
 /// The rustls configuration of the listener, and its reload handle.

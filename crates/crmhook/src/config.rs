@@ -30,7 +30,7 @@ pub struct Flags {
 }
 
 /// The keys, in the order the contract lists them.
-pub const KEYS: [&str; 34] = [
+pub const KEYS: [&str; 35] = [
     "bind",
     "data_dir",
     "admin_token",
@@ -49,6 +49,7 @@ pub const KEYS: [&str; 34] = [
     "public_url",
     "tls_cert",
     "tls_key",
+    "delivery_ca_file",
     "key_file",
     "body_timeout_ms",
     "ingest_concurrency",
@@ -160,6 +161,9 @@ pub fn load(flags: &Flags, env: &HashMap<String, String>) -> Result<Config, Conf
     // a start that stops here leaves nothing half-made behind.
     if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
         crmhook_server::tls::check(cert, key).map_err(|e| error(e.config_key(), e.reason().to_owned()))?;
+    }
+    if let Some(file) = &config.delivery_ca_file {
+        crmhook_server::tls::delivery_tls(Some(file)).map_err(|e| error(e.config_key(), e.reason().to_owned()))?;
     }
     if let Some(key_file) = &config.key_file {
         crmhook_server::at_rest::check_key_place(key_file, &config.data_dir)
@@ -335,7 +339,10 @@ fn set(config: &mut Config, origins: &mut Origins, key: &str, value: &str, origi
             }
             config.public_url = Some(url.to_owned());
         }
-        "tls_cert" | "tls_key" if value.trim().is_empty() => return Err(err("must not be empty".into())),
+        "tls_cert" | "tls_key" | "delivery_ca_file" if value.trim().is_empty() => {
+            return Err(err("must not be empty".into()))
+        }
+        "delivery_ca_file" => config.delivery_ca_file = Some(PathBuf::from(value.trim())),
         "tls_cert" => config.tls_cert = Some(PathBuf::from(value.trim())),
         "tls_key" => config.tls_key = Some(PathBuf::from(value.trim())),
         "key_file" if value.trim().is_empty() => return Err(err("must not be empty".into())),

@@ -1,6 +1,7 @@
 //! The delivery unit tests: bodies, signatures, headers, the answers kept, TLS to IP literals.
 
 use super::*;
+use crate::tls::DeliveryTls;
 use crmhook_core::event::parse_ingest;
 use crmhook_core::sign;
 use crmhook_core::EventId;
@@ -19,11 +20,14 @@ fn target(format: Option<Format>) -> Target {
     t
 }
 
-/// A TLS receiver on [::1] whose certificate names one address, signed by a CA of its own.
+/// A TLS receiver on [::1] (127.0.0.1 for an IPv4 `san`) whose certificate names one address,
+/// signed by a CA of its own.
 struct TlsReceiver {
     port: u16,
     /// A client configuration trusting that CA.
     trusting: Arc<ClientConfig>,
+    /// That CA's certificate (PEM).
+    ca_pem: String,
     /// For each connection it accepts, the request's head (answered 200) or why the
     /// handshake failed.
     heads: mpsc::Receiver<Result<String, String>>,
@@ -33,7 +37,8 @@ struct TlsReceiver {
 /// loopback).
 fn tls_receiver(san: IpAddr) -> Option<TlsReceiver> {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
-    let listener = match std::net::TcpListener::bind("[::1]:0") {
+    let bind = if san.is_ipv6() { "[::1]:0" } else { "127.0.0.1:0" };
+    let listener = match std::net::TcpListener::bind(bind) {
         Ok(listener) => listener,
         Err(e) => {
             eprintln!("SKIPPED: this machine has no IPv6 loopback ([::1]): {e}");
@@ -71,7 +76,7 @@ fn tls_receiver(san: IpAddr) -> Option<TlsReceiver> {
             }
         }
     });
-    Some(TlsReceiver { port, trusting: Arc::new(client), heads: rx })
+    Some(TlsReceiver { port, trusting: Arc::new(client), ca_pem: ca.pem(), heads: rx })
 }
 
 /// One request over TLS: the handshake, the request's head and body, a 200.
@@ -107,13 +112,13 @@ fn target_at(url: &str) -> Arc<Target> {
 /// A client like [`Client::new`]'s, but whose client for `https://` to IPv6 literals trusts
 /// `roots` (a test's own CA) instead of webpki's.
 fn client_trusting(guard: Guard, roots: Arc<ClientConfig>) -> Client {
-    Client { http: awc_client(guarded_tcp(guard)), ipv6_tls: ipv6_tls_client(guard, roots), guard }
+    Client { http: awc_client(guarded_tcp(guard), roots.clone()), ipv6_tls: ipv6_tls_client(guard, roots), guard }
 }
 
 #[actix_rt::test]
 async fn https_to_an_ipv6_literal_delivers_to_a_certificate_for_that_address() {
     let loopback: IpAddr = "::1".parse().expect("address");
-    let Some(TlsReceiver { port, trusting, heads }) = tls_receiver(loopback) else { return };
+    let Some(TlsReceiver { port, trusting, heads, .. }) = tls_receiver(loopback) else { return };
     let open = Guard { allow_private: true };
     let endpoint = Endpoint::new(target_at(&format!("https://[::1]:{port}/hook?x=1")), open);
     let event = stored(r#"{"eventType":"ai_pause","sessionId":"s"}"#);
@@ -128,7 +133,7 @@ async fn https_to_an_ipv6_literal_delivers_to_a_certificate_for_that_address() {
 #[actix_rt::test]
 async fn https_to_an_ipv6_literal_refuses_a_certificate_for_another_address() {
     let other: IpAddr = "::2".parse().expect("address");
-    let Some(TlsReceiver { port, trusting, heads }) = tls_receiver(other) else { return };
+    let Some(TlsReceiver { port, trusting, heads, .. }) = tls_receiver(other) else { return };
     let open = Guard { allow_private: true };
     let endpoint = Endpoint::new(target_at(&format!("https://[::1]:{port}/hook")), open);
     let event = stored(r#"{"eventType":"ai_pause","sessionId":"s"}"#);
@@ -195,7 +200,7 @@ async fn the_answer_is_kept_with_the_attempt() {
     );
     let port = answering(answer.into_bytes());
     let event = stored(r#"{"eventType":"ai_pause","sessionId":"s"}"#);
-    let client = Client::new(Guard { allow_private: true });
+    let client = Client::new(Guard { allow_private: true }, &DeliveryTls::default());
     let report = attempt(&client, &local_target(port, 4096, 2000), &event, 1).await;
     assert_eq!(report.outcome, Outcome::Status(500));
     assert_eq!(report.retry_after_ms, Some(30_000));
@@ -212,7 +217,7 @@ async fn the_answer_is_kept_with_the_attempt() {
 
 #[actix_rt::test]
 async fn an_answer_cut_off_before_its_declared_length_is_kept_as_truncated() {
-    let client = Client::new(Guard { allow_private: true });
+    let client = Client::new(Guard { allow_private: true }, &DeliveryTls::default());
     let event = stored(r#"{"eventType":"ai_pause","sessionId":"s"}"#);
     // 6 of the 50 bytes it declares, then the connection closes.
     let port = answering(b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{\"ok\":".to_vec());
@@ -224,7 +229,7 @@ async fn an_answer_cut_off_before_its_declared_length_is_kept_as_truncated() {
 
 #[actix_rt::test]
 async fn no_answer_is_said_in_words() {
-    let client = Client::new(Guard { allow_private: true });
+    let client = Client::new(Guard { allow_private: true }, &DeliveryTls::default());
     let event = stored(r#"{"eventType":"ai_pause","sessionId":"s"}"#);
     // A port nothing listens on any more.
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port();
@@ -233,7 +238,7 @@ async fn no_answer_is_said_in_words() {
     assert!(report.response.is_none());
     // The guard, for a literal address (a name is checked by the client's resolver, and
     // words the same; `https_to_an_ipv6_literal_is_guarded_at_connect_time`).
-    let guarded = Client::new(Guard::default());
+    let guarded = Client::new(Guard::default(), &DeliveryTls::default());
     let endpoint = Endpoint::new(target_at(&format!("http://127.0.0.1:{port}/")), Guard::default());
     let report = attempt(&guarded, &endpoint, &event, 1).await;
     let Outcome::Error(error) = report.outcome else { panic!("{:?}", report.outcome) };
@@ -323,4 +328,31 @@ fn maximizer_events_are_their_exact_element_in_an_array() {
     assert!(body.contains(r#""ProcessedTimestamp": "2024-09-20T00:02:45.8974002Z""#), "{body}");
     let bare = body_for(&target(Some(Format::Maia)), &event);
     assert_eq!(bare, event.payload);
+}
+
+#[actix_rt::test]
+async fn a_receiver_whose_certificate_a_ca_of_the_delivery_ca_file_signed_is_trusted() {
+    let loopback: IpAddr = "127.0.0.1".parse().expect("address");
+    let Some(TlsReceiver { port, ca_pem, heads, .. }) = tls_receiver(loopback) else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("ca.pem");
+    std::fs::write(&file, &ca_pem).expect("write the CA");
+    let open = Guard { allow_private: true };
+    let endpoint = Endpoint::new(target_at(&format!("https://127.0.0.1:{port}/hook")), open);
+    let event = stored(r#"{"eventType":"ai_pause","sessionId":"s"}"#);
+    // Public roots alone: the receiver's certificate is refused.
+    let report = attempt(&Client::new(open, &DeliveryTls::default()), &endpoint, &event, 1).await;
+    assert!(matches!(&report.outcome, Outcome::Error(e) if e.contains("UnknownIssuer")), "{:?}", report.outcome);
+    assert!(heads.recv_timeout(Duration::from_secs(10)).expect("a connection").is_err());
+    // With the CA in the file: delivered.
+    let tls = DeliveryTls::with_ca_file(&file).expect("the CA file");
+    let report = attempt(&Client::new(open, &tls), &endpoint, &event, 1).await;
+    assert_eq!(report.outcome, Outcome::Status(200));
+    let head = heads.recv_timeout(Duration::from_secs(10)).expect("a connection").expect("a request");
+    assert!(head.starts_with("POST /hook HTTP/1.1"), "{head}");
+    // A file that is not one is refused, with why.
+    std::fs::write(&file, "not a certificate\n").expect("write");
+    assert!(DeliveryTls::with_ca_file(&file).err().is_some_and(|e| e.contains("holds no certificate")));
+    let missing = DeliveryTls::with_ca_file(&dir.path().join("missing.pem")).err();
+    assert!(missing.is_some_and(|e| e.starts_with("cannot read")));
 }

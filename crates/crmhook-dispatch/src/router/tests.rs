@@ -99,6 +99,7 @@ impl Node {
         let config = RouterConfig {
             max_targets,
             guard: Guard { allow_private: true },
+            tls: crate::tls::DeliveryTls::default(),
             metrics: Metrics::new(),
             feed: Feed::new(),
             ownership,
@@ -410,6 +411,7 @@ async fn targets_are_seated_on_the_least_loaded_lane() {
     let config = RouterConfig {
         max_targets: 10,
         guard: Guard { allow_private: true },
+        tls: crate::tls::DeliveryTls::default(),
         metrics: Metrics::new(),
         feed: Feed::new(),
         ownership: Ownership::all(),

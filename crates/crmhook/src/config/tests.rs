@@ -197,3 +197,19 @@ fn the_tls_files_are_read_at_load_and_errors_name_their_source() {
     assert_eq!((e.key.as_str(), e.origin.as_str()), ("tls_key", file.display().to_string().as_str()));
     assert!(e.reason.contains("tls_cert is not set"), "{e}");
 }
+
+#[test]
+fn the_delivery_ca_file_is_read_at_load_and_errors_name_their_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ca.pem");
+    let shown = file.display().to_string();
+    let set = [("CRMHOOK_DELIVERY_CA_FILE", shown.as_str())];
+    let e = load(&Flags::default(), &env(&set)).unwrap_err();
+    assert_eq!((e.key.as_str(), e.origin.as_str()), ("delivery_ca_file", "environment CRMHOOK_DELIVERY_CA_FILE"));
+    assert!(e.reason.starts_with("cannot read"), "{e}");
+    std::fs::write(&file, "nothing here\n").unwrap();
+    let e = load(&Flags::default(), &env(&set)).unwrap_err();
+    assert!(e.key == "delivery_ca_file" && e.reason.contains("holds no certificate"), "{e}");
+    let e = load(&Flags::default(), &env(&[("CRMHOOK_DELIVERY_CA_FILE", " ")])).unwrap_err();
+    assert!(e.key == "delivery_ca_file" && e.reason.contains("must not be empty"), "{e}");
+}
