@@ -6,6 +6,9 @@ mod support;
 #[path = "cli/sources.rs"]
 mod sources;
 
+#[path = "cli/escapes.rs"]
+mod escapes;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;

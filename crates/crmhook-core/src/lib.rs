@@ -9,6 +9,7 @@
 pub mod error;
 pub mod event;
 pub mod id;
+pub mod name;
 pub mod retry;
 pub mod samples;
 pub mod sign;

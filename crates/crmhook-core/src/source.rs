@@ -123,14 +123,12 @@ impl Source {
         for (key, value) in body {
             match key.as_str() {
                 "name" => {
-                    self.name = match value.as_str().map(str::trim) {
-                        Some(s) if !s.is_empty() && s.chars().count() <= 200 => s.to_owned(),
-                        _ => {
-                            return Err(CoreError::field(
-                                "name",
-                                "`name` must be a non-empty string of at most 200 characters",
-                            ))
-                        }
+                    self.name = match value.as_str().and_then(|s| crate::name::checked(s, 200)) {
+                        Some(s) => s.to_owned(),
+                        None => return Err(CoreError::field(
+                            "name",
+                            "`name` must be a non-empty string of at most 200 characters, without control characters",
+                        )),
                     }
                 }
                 "kind" if SourceKind::parse(value)? == self.kind => {}
@@ -217,6 +215,7 @@ mod tests {
     #[test]
     fn bad_sources_name_their_field() {
         assert_eq!(field(create(json!({"kind": "maia"}))), "name");
+        assert_eq!(field(create(json!({"name": "a\u{1b}[2Jb", "kind": "maia"}))), "name");
         assert_eq!(field(create(json!({"name": "x", "kind": "hubspot"}))), "kind");
         assert_eq!(field(create(json!({"name": "x", "kind": "maximizer", "maia_secret": "s"}))), "maia_secret");
         assert_eq!(field(create(json!({"name": "x", "kind": "maia", "maia_secret": ""}))), "maia_secret");

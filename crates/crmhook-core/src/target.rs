@@ -219,9 +219,12 @@ impl Target {
 }
 
 fn name(value: &Value) -> Result<String, CoreError> {
-    match value.as_str().map(str::trim) {
-        Some(s) if !s.is_empty() && s.chars().count() <= 200 => Ok(s.to_owned()),
-        _ => Err(CoreError::field("name", "`name` must be a non-empty string of at most 200 characters")),
+    match value.as_str().and_then(|s| crate::name::checked(s, 200)) {
+        Some(s) => Ok(s.to_owned()),
+        None => Err(CoreError::field(
+            "name",
+            "`name` must be a non-empty string of at most 200 characters, without control characters",
+        )),
     }
 }
 
@@ -420,6 +423,7 @@ mod tests {
     fn each_broken_rule_names_its_field() {
         let c = |v: Value, private| Target::create(&obj(v), private, "whsec_x".into(), 0);
         assert_eq!(field_of(c(json!({"url": "https://a.example"}), false)), "name");
+        assert_eq!(field_of(c(json!({"name": "a\u{0}b", "url": "https://a.example"}), false)), "name");
         assert_eq!(field_of(c(json!({"name": "n", "url": "ftp://x"}), true)), "url");
         assert_eq!(field_of(c(json!({"name": "n", "url": "http://a.example"}), false)), "url");
         assert_eq!(field_of(c(json!({"name": "n", "url": "https://u:p@a.example"}), false)), "url");

@@ -442,13 +442,12 @@ fn bootstrap_key(which: &str, role: Role, hash: &[u8; 32], now: u64) -> ApiKey {
 }
 
 fn valid_name(name: &str) -> Result<String, ApiError> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
+    let Some(name) = crmhook_core::name::checked(name, MAX_NAME) else {
         return Err(ApiError::unprocessable(
             "name",
             format!("`name` must be 1 to {MAX_NAME} characters, without control characters"),
         ));
-    }
+    };
     Ok(name.to_owned())
 }
 
