@@ -1,7 +1,98 @@
-//! What a CRM, a key holder or a receiver sent reaches the operator's terminal as text; names
-//! an admin gives are refused with control characters.
+//! What a CRM, a key holder or a receiver sent reaches the operator's terminal as text: the CLI
+//! escapes its control characters (`\u{1b}`), so none is taken as a command (colours, a window
+//! title, a cleared screen); `--json` stays JSON meaning the same. Names are refused with them.
 
 use super::*;
+
+/// A recordId that colours the terminal red, sets its title and rings its bell, with a C1 CSI.
+const HOSTILE_RECORD: &str = "r\u{1b}[31mRED\u{1b}]0;pwned\u{7}\u{9b}2J";
+/// The same as the CLI shows it.
+const SHOWN_RECORD: &str = r"r\u{1b}[31mRED\u{1b}]0;pwned\u{7}\u{9b}2J";
+
+/// Fails unless `text` holds no control character but line feeds (no ESC, BEL, CR, C1, …).
+fn assert_no_control(what: &str, text: &str) {
+    let found: Vec<char> = text.chars().filter(|c| c.is_control() && *c != '\n').collect();
+    assert!(found.is_empty(), "{what} printed {found:?} as it is: {text:?}");
+}
+
+#[test]
+fn events_and_attempts_are_printed_with_their_control_characters_escaped() {
+    let server = Server::start();
+    let rcv = Receiver::start();
+    // The receiver's answer clears the screen, sets the title and moves back over its line.
+    rcv.program("/esc", &[], with_body(200, "ok\u{1b}[2J\u{1b}]0;owned\u{7}\r\nline two\u{85}"));
+    let (tid, _) = server.wire(&rcv.url("/esc"), Some(json!({})), json!({}));
+    let ev = maia("crm_record_created", json!({"recordId": HOSTILE_RECORD}));
+    let eid = server.post_ok(&ev)["events"][0]["id"].as_str().expect("id").to_owned();
+    rcv.wait_count("/esc", 1, Duration::from_secs(10));
+
+    let list = succeeded(&crmhook(&server, &["events", "list"]));
+    assert_no_control("events list", &list);
+    let row = list.lines().find(|l| l.contains(&eid)).expect("the event is listed");
+    assert!(row.contains(SHOWN_RECORD), "{list}");
+
+    let shown = wait_for(Duration::from_secs(10), "the event shown delivered", || {
+        let out = succeeded(&crmhook(&server, &["events", "show", &eid]));
+        out.contains("delivered").then_some(out)
+    });
+    assert_no_control("events show", &shown);
+    // The payload as JSON text, and the receiver's body as lines (line feeds kept).
+    assert!(shown.contains(r#""recordId": "r\u001b[31mRED\u001b]0;pwned\u0007\u009b2J""#), "{shown}");
+    assert!(shown.contains("ok\\u{1b}[2J\\u{1b}]0;owned\\u{7}\n") && shown.contains("line two\\u{85}"), "{shown}");
+
+    let tested = succeeded(&crmhook(&server, &["targets", "test", &tid]));
+    assert_no_control("targets test", &tested);
+    assert!(tested.contains(r"ok\u{1b}[2J"), "{tested}");
+
+    // `--json` is JSON meaning exactly what was posted, with nothing a terminal acts on.
+    let listed = succeeded(&crmhook(&server, &["events", "list", "--json"]));
+    assert_no_control("events list --json", &listed);
+    let listed: Value = serde_json::from_str(&listed).expect("JSON");
+    let posted = listed["events"].as_array().expect("events").iter().find(|e| e["id"] == eid.as_str());
+    assert_eq!(posted.expect("the event")["payload"], ev);
+}
+
+#[test]
+fn receive_prints_a_body_with_its_control_characters_escaped() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let save = dir.path().join("last.json");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_crmhook"))
+        .args(["receive", "--bind", &format!("127.0.0.1:{port}"), "--save"])
+        .arg(&save)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("receive runs");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let first = rx.recv_timeout(Duration::from_secs(10)).expect("receive starts");
+    assert!(first.contains("receiving on"), "{first}");
+
+    let body = format!("{{\"recordId\":\"{HOSTILE_RECORD}\"}}\n\tsecond line\r");
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let answer = http("POST", &url, &[("X-Maia-Signature", "a\tb")], Some(body.as_bytes()));
+    assert_eq!(answer.status, 200);
+    let mut lines = Vec::new();
+    wait_for(Duration::from_secs(10), "receive to print the body", || {
+        while let Ok(line) = rx.try_recv() {
+            lines.push(line);
+        }
+        lines.iter().any(|l| l.contains("second line")).then_some(())
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = lines.join("\n");
+    // The body's line feed and tab are kept, everything else shown; its bytes are saved as sent.
+    assert!(!text.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\t')), "{text:?}");
+    assert!(text.contains(&format!("{{\"recordId\":\"{SHOWN_RECORD}\"}}\n\tsecond line\\u{{d}}")), "{text}");
+    assert!(text.contains(r"X-Maia-Signature: a\u{9}b"), "{text}");
+    assert_eq!(std::fs::read(&save).expect("saved"), body.as_bytes());
+}
 
 #[test]
 fn names_with_control_characters_are_refused() {

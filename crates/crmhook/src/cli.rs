@@ -2,6 +2,7 @@
 //! `--token`, or `CRMHOOK_URL`, `CRMHOOK_ADMIN_TOKEN`), print tables for people and JSON with
 //! `--json`; `log export` reads a stopped server's data dir directly.
 
+use std::borrow::Cow;
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -148,12 +149,65 @@ pub enum Log {
 }
 
 pub(crate) fn print_json(v: &Value) -> anyhow::Result<ExitCode> {
-    say!("{}", serde_json::to_string_pretty(v)?);
+    say!("{}", json_escaped(serde_json::to_string_pretty(v)?));
     Ok(ExitCode::SUCCESS)
 }
 
-/// Prints rows as aligned columns.
+/// Text that came from outside (a CRM's event, a receiver's answer, a name an admin gave, an
+/// error the server quotes) as it may go to a terminal: every control character (C0, DEL, C1)
+/// is written as a visible escape, `\u{1b}`, so that none is taken as a command (`ESC [2J`,
+/// `ESC ]0;title BEL`) or breaks a line of a table. Other text is left as it is.
+pub(crate) fn visible(text: &str) -> Cow<'_, str> {
+    escaped(text, |_| true)
+}
+
+/// The same for a block of lines (a body): line feeds and tabs are kept, every other control
+/// character escaped. `say!` passes every line it prints through this.
+pub(crate) fn visible_lines(text: &str) -> Cow<'_, str> {
+    escaped(text, |c| !matches!(c, '\n' | '\t'))
+}
+
+fn escaped(text: &str, escape: impl Fn(char) -> bool) -> Cow<'_, str> {
+    use std::fmt::Write as _;
+    let hidden = |c: char| c.is_control() && escape(c);
+    if !text.chars().any(hidden) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if hidden(c) {
+            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// JSON text with the control characters serde_json writes as they are (it escapes C0 only)
+/// escaped too: DEL and C1 as `\u007f` … `\u009f`. They can only be inside strings, so the
+/// JSON means the same, and a terminal shows it without acting on any of it.
+pub(crate) fn json_escaped(text: String) -> String {
+    use std::fmt::Write as _;
+    let kept_by_serde = |c: char| matches!(c, '\u{7f}'..='\u{9f}');
+    if !text.chars().any(kept_by_serde) {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if kept_by_serde(c) {
+            let _ = write!(out, "\\u{:04x}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Prints rows as aligned columns, each cell as `visible` shows it.
 pub(crate) fn table(headers: &[&str], rows: Vec<Vec<String>>) {
+    let rows: Vec<Vec<String>> =
+        rows.into_iter().map(|row| row.iter().map(|cell| visible(cell).into_owned()).collect()).collect();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -173,13 +227,14 @@ pub(crate) fn table(headers: &[&str], rows: Vec<Vec<String>>) {
     }
 }
 
+/// A value of the server's answer as one line of text for people (`visible`).
 pub(crate) fn s(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
+        Value::String(s) => visible(s).into_owned(),
         Value::Array(a) if a.is_empty() => "-".into(),
         Value::Array(a) => a.iter().map(s).collect::<Vec<_>>().join(","),
-        other => other.to_string(),
+        other => visible(&other.to_string()).into_owned(),
     }
 }
 
@@ -206,13 +261,13 @@ pub(crate) fn print_attempt(a: &Value, indent: &str) {
     let what = a["status_code"].as_u64().map(|c| format!("HTTP {c}")).unwrap_or_else(|| "no answer".into());
     say!("{indent}#{} {} {} {} ms  {}", s(&a["n"]), s(&a["at"]), what, s(&a["duration_ms"]), s(&a["result"]));
     if let Some(error) = a["error"].as_str() {
-        say!("{indent}   error: {error}");
+        say!("{indent}   error: {}", visible(error));
     }
     let r = &a["response"];
     if r.is_object() {
         let headers: Vec<String> = r["headers"]
             .as_object()
-            .map(|h| h.iter().map(|(k, v)| format!("{k}: {}", v.as_str().unwrap_or(""))).collect())
+            .map(|h| h.iter().map(|(k, v)| format!("{}: {}", visible(k), visible(v.as_str().unwrap_or("")))).collect())
             .unwrap_or_default();
         if !headers.is_empty() {
             say!("{indent}   headers: {}", headers.join("; "));
@@ -222,6 +277,7 @@ pub(crate) fn print_attempt(a: &Value, indent: &str) {
         if body.is_empty() {
             say!("{indent}   body: none{cut}");
         } else {
+            // Lines as the receiver sent them; `say!` escapes what is not text (`visible_lines`).
             say!("{indent}   body{cut}:");
             for line in body.lines() {
                 say!("{indent}     {line}");
@@ -266,7 +322,7 @@ pub fn targets(conn: &Conn, cmd: Targets) -> anyhow::Result<ExitCode> {
             say!("secret: {secret}  (shown only this once)");
         }
         if let Some(reason) = v["disabled_reason"].as_str() {
-            say!("disabled: {reason}");
+            say!("disabled: {}", visible(reason));
         }
         if let Some(until) = v["health"]["blocked_by_retries_until"].as_str() {
             say!(
@@ -370,7 +426,7 @@ pub fn targets(conn: &Conn, cmd: Targets) -> anyhow::Result<ExitCode> {
 
 /// `crmhook targets stats`: a target's figures as lines of text.
 fn target_stats(v: &Value) -> String {
-    let or_none = |x: &Value| x.as_str().map_or_else(|| "none".to_owned(), str::to_owned);
+    let or_none = |x: &Value| x.as_str().map_or_else(|| "none".to_owned(), |x| visible(x).into_owned());
     let mut out = format!("backlog: {}", v["backlog"]);
     if let (Some(at), Some(age)) = (v["backlog_oldest_at"].as_str(), v["backlog_age_ms"].as_u64()) {
         out.push_str(&format!(" (oldest received {at}, {:.1} s ago)", age as f64 / 1000.0));
@@ -564,4 +620,28 @@ pub fn export(data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_shown_not_sent() {
+        let hostile = "r\u{1b}[31mRED\u{1b}]0;pwned\u{7}\tx\ny\r\u{7f}\u{85}\u{9b}2J é";
+        assert_eq!(visible(hostile), r"r\u{1b}[31mRED\u{1b}]0;pwned\u{7}\u{9}x\u{a}y\u{d}\u{7f}\u{85}\u{9b}2J é");
+        assert_eq!(visible_lines(hostile), "r\\u{1b}[31mRED\\u{1b}]0;pwned\\u{7}\tx\ny\\u{d}\\u{7f}\\u{85}\\u{9b}2J é");
+        assert!(matches!(visible("plain text, tabs aside"), Cow::Borrowed(_)));
+        assert_eq!(s(&json!("a\u{0}b")), r"a\u{0}b");
+        assert_eq!(s(&json!(["a\u{1b}", "b"])), r"a\u{1b},b");
+    }
+
+    #[test]
+    fn json_output_escapes_what_serde_leaves_and_means_the_same() {
+        let v = json!({"recordId": "r\u{1b}[31m\u{7}\u{7f}\u{85}\u{9f}\u{a0}é"});
+        let text = json_escaped(serde_json::to_string_pretty(&v).expect("json"));
+        assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "{text}");
+        assert!(text.contains(r"\u001b[31m\u0007\u007f\u0085\u009f"), "{text}");
+        assert_eq!(serde_json::from_str::<Value>(&text).expect("still JSON"), v);
+    }
 }

@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use clap::Subcommand;
 use serde_json::{json, Value};
 
-use crate::cli::{print_attempt, print_json, query, request, s, table, Conn};
+use crate::cli::{json_escaped, print_attempt, print_json, query, request, s, table, visible, Conn};
 
 #[derive(Subcommand)]
 pub enum Events {
@@ -75,6 +75,7 @@ pub fn events(conn: &Conn, cmd: Events) -> anyhow::Result<ExitCode> {
                         .map(|e| {
                             let p = &e["payload"];
                             let p = if p.is_array() { &p[0] } else { p };
+                            // As the CRM sent it: `table` escapes its control characters.
                             let record = p["recordId"].as_str().or(p["sessionId"].as_str()).or(p["Id"].as_str());
                             let test = if e["test"] == true { " (test)" } else { "" };
                             vec![
@@ -101,14 +102,15 @@ pub fn events(conn: &Conn, cmd: Events) -> anyhow::Result<ExitCode> {
             }
             say!("{}  seq {}  {}  received {}", s(&e["id"]), s(&e["seq"]), s(&e["type"]), s(&e["received_at"]));
             if let Some(source) = e["source_id"].as_str() {
-                say!("source {source}");
+                say!("source {}", visible(source));
             }
             if e["test"] == true {
                 say!("a test event (POST /v1/targets/{{id}}/test): delivered to the target it tested only");
             }
-            say!("{}", serde_json::to_string_pretty(&e["payload"])?);
+            say!("{}", json_escaped(serde_json::to_string_pretty(&e["payload"])?));
             for d in e["deliveries"].as_array().cloned().unwrap_or_default() {
-                say!("\n{} {}: {}", s(&d["target_id"]), d["target_name"].as_str().unwrap_or(""), s(&d["status"]));
+                let name = visible(d["target_name"].as_str().unwrap_or(""));
+                say!("\n{} {name}: {}", s(&d["target_id"]), s(&d["status"]));
                 for a in d["attempts"].as_array().cloned().unwrap_or_default() {
                     print_attempt(&a, "  ");
                 }
@@ -190,7 +192,7 @@ fn print_stream(conn: &Conn, resp: ureq::Response, last: &mut Option<u64>) -> an
             let v: Value = serde_json::from_str(data).unwrap_or(Value::Null);
             let mut out = stdout.lock();
             if conn.json {
-                writeln!(out, "{}", json!({"kind": kind, "record": v}))?;
+                writeln!(out, "{}", json_escaped(json!({"kind": kind, "record": v}).to_string()))?;
             } else if kind == "event" {
                 let test = if v["test"] == true { "  (test)" } else { "" };
                 writeln!(out, "event    seq {}  {}  {}{test}", s(&v["seq"]), s(&v["id"]), s(&v["type"]))?;

@@ -10,7 +10,7 @@ use anyhow::bail;
 use clap::{Subcommand, ValueEnum};
 use serde_json::{json, Value};
 
-use crate::cli::{call, print_json, query, request, s, table, Conn};
+use crate::cli::{call, print_json, query, request, s, table, visible, visible_lines, Conn};
 
 /// Which CRM posts to a source.
 #[derive(Clone, Copy, ValueEnum)]
@@ -269,7 +269,7 @@ pub fn rejected(conn: &Conn, cmd: Rejected) -> anyhow::Result<ExitCode> {
             let body = r["body"].as_str().unwrap_or("");
             say!("body ({} bytes as posted):", body.len());
             let mut out = std::io::stdout().lock();
-            out.write_all(body.as_bytes())?;
+            out.write_all(visible_lines(body).as_bytes())?;
             if !body.ends_with('\n') {
                 out.write_all(b"\n")?;
             }
@@ -297,7 +297,7 @@ pub fn rejected(conn: &Conn, cmd: Rejected) -> anyhow::Result<ExitCode> {
                     if conn.json {
                         print_json(&v)?;
                     } else {
-                        say!("{}", v["detail"].as_str().unwrap_or("still not an event"));
+                        say!("{}", visible(v["detail"].as_str().unwrap_or("still not an event")));
                     }
                     Ok(ExitCode::from(1))
                 }

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// `println!` for the commands, without its panic when the output cannot be written: a
-/// reader gone (`crmhook events list | head`) ends the command quietly, as it ends `cat`.
+/// reader gone (`crmhook events list | head`) ends the command quietly, as it ends `cat`. What
+/// it prints goes through `cli::visible_lines`: no control character but line feeds and tabs
+/// reaches the terminal, whatever a CRM or a receiver put in the text.
 macro_rules! say {
     ($($arg:tt)*) => {
         $crate::say_line(format_args!($($arg)*))
@@ -15,8 +17,10 @@ macro_rules! say {
 
 /// Writes one line of a command's output (see `say!`); a failed write ends the process.
 fn say_line(line: std::fmt::Arguments<'_>) {
+    let line = line.to_string();
+    let line = cli::visible_lines(&line);
     let mut out = std::io::stdout().lock();
-    if let Err(e) = out.write_fmt(line).and_then(|()| out.write_all(b"\n")) {
+    if let Err(e) = out.write_all(line.as_bytes()).and_then(|()| out.write_all(b"\n")) {
         std::process::exit(match e.kind() {
             std::io::ErrorKind::BrokenPipe => 141,
             _ => {
@@ -245,7 +249,8 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // The server's problem text may quote what a client sent.
+            eprintln!("error: {}", cli::visible_lines(&format!("{e:#}")));
             ExitCode::from(2)
         }
     }
@@ -349,21 +354,24 @@ struct Receiving {
     save: PathBuf,
 }
 
-/// What `crmhook receive` prints about one request.
+/// What `crmhook receive` prints about one request: what the sender put in its line and headers
+/// with every control character escaped (`cli::visible`), its body with all but line feeds and
+/// tabs escaped.
 fn describe(req: &actix_web::HttpRequest, body: &[u8], receiving: &Receiving) -> String {
     use std::fmt::Write as _;
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let shown = |v: &Option<String>| v.clone().unwrap_or_else(|| "(absent)".to_owned());
+    let shown =
+        |v: &Option<String>| v.as_deref().map_or_else(|| "(absent)".to_owned(), |v| cli::visible(v).into_owned());
     let (maia_ts, maia_sig) = (header("x-maia-timestamp"), header("x-maia-signature"));
     let (std_id, std_ts, std_sig) = (header("webhook-id"), header("webhook-timestamp"), header("webhook-signature"));
     let mut out = String::new();
     let _ = writeln!(
         out,
         "{} {}  attempt {}  webhook-id {}",
-        req.method(),
-        req.uri(),
-        header("x-crmhook-attempt").unwrap_or_else(|| "-".to_owned()),
-        std_id.as_deref().unwrap_or("-")
+        cli::visible(req.method().as_str()),
+        cli::visible(&req.uri().to_string()),
+        cli::visible(&header("x-crmhook-attempt").unwrap_or_else(|| "-".to_owned())),
+        cli::visible(std_id.as_deref().unwrap_or("-"))
     );
     let verdict = |sig: &Option<String>, ok: &dyn Fn(&str, &str) -> bool| match (sig, &receiving.secret) {
         (None, _) => String::new(),
@@ -388,7 +396,7 @@ fn describe(req: &actix_web::HttpRequest, body: &[u8], receiving: &Receiving) ->
             None
         }
     };
-    let _ = writeln!(out, "  {}", String::from_utf8_lossy(body));
+    let _ = writeln!(out, "  {}", cli::visible_lines(&String::from_utf8_lossy(body)));
     if let Some(path) = saved {
         let secret = shell_word(receiving.secret.as_deref().unwrap_or("whsec_…"));
         let file = shell_word(&path.to_string_lossy());
@@ -426,7 +434,7 @@ fn receive(bind: &str, secret: Option<String>, status: u16, save: PathBuf) -> an
     let handler = move |req: HttpRequest, body: web::Bytes, receiving: web::Data<Receiving>| async move {
         let out = describe(&req, &body, &receiving);
         let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(stdout, "{out}");
+        let _ = writeln!(stdout, "{}", cli::visible_lines(&out));
         let _ = stdout.flush();
         HttpResponse::build(status).finish()
     };
