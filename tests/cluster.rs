@@ -156,6 +156,29 @@ fn a_node_answers_an_ingest_soon_after_the_nats_server_holding_its_reader_dies()
     });
 }
 
+/// `/readyz` says whether the cluster can take writes, on a node nobody posts to as well: 503
+/// while two NATS servers of three are down (no quorum: every ingest would be 503), 200 again
+/// once they are back. Before, it said ready until the node's own next publish failed.
+#[test]
+fn readyz_follows_the_nats_quorum_on_a_node_nobody_posts_to() {
+    Cluster::start().run(|cluster| {
+        let env = cluster.env();
+        cluster.nodes.push(Node::start("crmhook-ready", &env, cluster.logs.path()));
+        let readyz = cluster.nodes[0].server.url("/readyz");
+        let status = || support::http("GET", &readyz, &[], None).status;
+        assert_eq!(status(), 200);
+        cluster.nats.kill(0);
+        cluster.nats.kill(1);
+        phase("killed two NATS servers of three");
+        wait_for(Duration::from_secs(30), "/readyz 503 without a quorum", || (status() == 503).then_some(()));
+        phase("/readyz answers 503");
+        cluster.nats.restart(0).expect("restart nats 0");
+        cluster.nats.restart(1).expect("restart nats 1");
+        wait_for(Duration::from_secs(90), "/readyz 200 with the quorum back", || (status() == 200).then_some(()));
+        phase("/readyz answers 200 again");
+    });
+}
+
 /// The NATS nodes holding the log stream's (first) consumer and leading the stream, from `/jsz`.
 /// A node whose start fails after it joined the cluster (here its data dir is a file) says why
 /// and exits with status 2. It used to panic on the way out instead ("Cannot drop a runtime in a

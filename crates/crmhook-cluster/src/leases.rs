@@ -11,6 +11,12 @@
 //!
 //! A node does not give up targets to a node that joins: the targets move when their node
 //! leaves (its leases given back at a graceful stop, expired after a crash) or are new.
+//!
+//! A round that fails (its heartbeat or a read of the bucket: no NATS quorum, or none in reach)
+//! marks the node's log as failing, and one that succeeds as not, as a publish does
+//! (`publish.rs`): `/readyz` then answers 503 while the cluster cannot take writes, even on a
+//! node that nobody posts to (since 2026-12-07; before, it said ready while every ingest got
+//! 503, until the node's own next publish failed).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -18,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::kv;
 use crmhook_core::TargetId;
-use crmhook_store::Store;
+use crmhook_store::Replica;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
@@ -59,7 +65,7 @@ struct Held {
 
 struct Round {
     kv: kv::Store,
-    store: Store,
+    replica: Arc<Replica>,
     me: Holder,
     ttl: Duration,
     held: HashMap<TargetId, Held>,
@@ -69,14 +75,14 @@ struct Round {
 }
 
 impl Leases {
-    pub(crate) fn start(kv: kv::Store, store: Store, node: u64, url: String, ttl: Duration) -> Leases {
+    pub(crate) fn start(kv: kv::Store, replica: Arc<Replica>, node: u64, url: String, ttl: Duration) -> Leases {
         let (owned_tx, owned) = watch::channel(Arc::new(BTreeSet::new()));
         let owners = Owners::default();
         let nodes = Arc::new(Mutex::new(Vec::new()));
         let (stop_tx, mut stop_rx) = oneshot::channel::<oneshot::Sender<()>>();
         let mut round = Round {
             kv,
-            store,
+            replica,
             me: Holder { node: format!("{node:016x}"), url },
             ttl,
             held: HashMap::new(),
@@ -87,7 +93,9 @@ impl Leases {
         tokio::spawn(async move {
             let every = ttl / 5;
             loop {
-                if let Err(e) = round.once().await {
+                let done = round.once().await;
+                round.replica.set_failing(done.is_err());
+                if let Err(e) = done {
                     tracing::warn!(error = %e, "lease round failed");
                 }
                 round.let_go_stale();
@@ -140,7 +148,7 @@ impl Round {
     async fn once(&mut self) -> Result<(), async_nats::Error> {
         let me = serde_json::to_vec(&self.me)?;
         self.kv.put(format!("node.{}", self.me.node), me.clone().into()).await?;
-        let targets: BTreeSet<TargetId> = self.store.targets()?.into_iter().map(|t| t.id).collect();
+        let targets: BTreeSet<TargetId> = self.replica.store().targets()?.into_iter().map(|t| t.id).collect();
         let (alive, owners) = self.read(&targets).await?;
         // Renew what is held; let go what was taken by another (it expired) or deleted.
         let held: Vec<TargetId> = self.held.keys().cloned().collect();

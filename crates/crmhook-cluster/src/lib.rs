@@ -154,7 +154,7 @@ impl Cluster {
         }
         let (js, bucket, node, advertise, ttl) =
             (self.js.clone(), self.config.bucket(), self.node, self.config.advertise.clone(), self.config.lease_ttl);
-        let for_leases = store.clone();
+        let for_leases = replica.clone();
         let leases = self.wait_on(async move {
             let kv = js.get_key_value(bucket).await.map_err(js_error)?;
             Ok::<_, ClusterError>(leases::Leases::start(kv, for_leases, node, advertise, ttl))
