@@ -21,6 +21,9 @@ pub(crate) enum Write {
     /// A record of the keyspace `Tag` (`O`, `U`) made at `at_ms`: the writer gives it its
     /// key's `n`.
     Numbered(Tag, u64, Vec<u8>),
+    /// No write: the request applies only if the record under the key is this value (`None`:
+    /// no record) when the writer reaches it (`api_keys`: the keys' records only).
+    Expect(Vec<u8>, Option<Vec<u8>>),
 }
 
 /// Writes applied in order.

@@ -62,11 +62,15 @@ pub(crate) enum Tag {
     RejectedBySource = b'B',
     /// `H` src_id digest: the quarantine by bytes.
     RejectedByBytes = b'H',
+    /// `V` key_id: an API key.
+    ApiKey = b'V',
+    /// `J` sha256: the hash of an API key's secret rotated away or revoked.
+    Retired = b'J',
 }
 
 impl Tag {
     /// Every keyspace.
-    pub(crate) const ALL: [Tag; 24] = [
+    pub(crate) const ALL: [Tag; 26] = [
         Tag::Event,
         Tag::Idempotency,
         Tag::External,
@@ -91,6 +95,8 @@ impl Tag {
         Tag::Meta,
         Tag::RejectedBySource,
         Tag::RejectedByBytes,
+        Tag::ApiKey,
+        Tag::Retired,
     ];
 
     pub(crate) const fn byte(self) -> u8 {
@@ -194,6 +200,16 @@ pub(crate) fn format() -> Vec<u8> {
 /// `M migrated_through`: how far a migration from format 1 got.
 pub(crate) fn migrated_through() -> Vec<u8> {
     meta("migrated_through")
+}
+
+/// `V` key_id: an API key.
+pub(crate) fn api_key(id: &str) -> Vec<u8> {
+    id_key(Tag::ApiKey, id)
+}
+
+/// `J` sha256: a retired secret's hash.
+pub(crate) fn retired(hash: &[u8; 32]) -> Vec<u8> {
+    key(Tag::Retired, &[hash])
 }
 
 /// `B` src_id rej_id: a quarantined piece under its source (`prefix`: all of a source's).
@@ -362,6 +378,8 @@ pub(crate) enum Key {
         source: SourceId,
         digest: [u8; DIGEST_LEN],
     },
+    ApiKey(String),
+    Retired([u8; 32]),
 }
 
 impl Key {
@@ -403,6 +421,8 @@ impl Key {
                 source: r.id(SourceId::LEN, SourceId::parse)?,
                 digest: r.bytes(DIGEST_LEN)?.try_into().ok()?,
             },
+            Tag::ApiKey => Key::ApiKey(std::str::from_utf8(r.rest()).ok()?.to_owned()),
+            Tag::Retired => Key::Retired(r.bytes(32)?.try_into().ok()?),
         };
         r.0.is_empty().then_some(key)
     }
@@ -498,11 +518,11 @@ mod tests {
     #[test]
     fn the_tags_are_the_bytes_on_disk_and_each_is_one_keyspace() {
         let bytes: String = Tag::ALL.iter().map(|t| char::from(t.byte())).collect();
-        assert_eq!(bytes, "EKXTSZQCWPADLFOUYRGNIMBH");
+        assert_eq!(bytes, "EKXTSZQCWPADLFOUYRGNIMBHVJ");
         for tag in Tag::ALL {
             assert_eq!(Tag::of(tag.byte()), Some(tag));
         }
-        assert_eq!(Tag::of(b'V'), None);
+        assert_eq!(Tag::of(b'v'), None);
     }
 
     #[test]
@@ -530,6 +550,8 @@ mod tests {
             (record_key(63, 4), Key::Records { bucket: 63, first: 4 }),
             (legacy_id(&id), Key::LegacyId(id.clone())),
             (head(), Key::Meta("head".into())),
+            (api_key("key_1"), Key::ApiKey("key_1".into())),
+            (retired(&[9; 32]), Key::Retired([9; 32])),
         ];
         for (k, want) in cases {
             assert_eq!(Key::parse(&k), Some(want), "{k:?}");

@@ -254,6 +254,7 @@ use std::thread::JoinHandle;
 use crmhook_core::TargetId;
 use tokio::sync::{mpsc, watch};
 
+mod api_keys;
 mod audit;
 mod batch;
 mod cache;
@@ -278,6 +279,7 @@ use cache::ChunkCache;
 use index::IndexWindow;
 use writer::Op;
 
+pub use api_keys::{ApiKeyRecord, KeyChange};
 pub use audit::AuditCursor;
 pub use batch::DeliveryBatch;
 pub use cache::EventRef;
@@ -345,6 +347,10 @@ pub enum StoreError {
     /// Another process holds the data dir's lock (sled's, on its `db` file).
     #[error("it is in use by another process (another crmhook may be running on it)")]
     InUse,
+    /// A change's expectation no longer held when the writer reached it (`KeyChange::expect`):
+    /// something else changed the record first; nothing was written.
+    #[error("the record changed meanwhile; nothing was written")]
+    Changed,
 }
 
 impl StoreError {
@@ -451,6 +457,8 @@ pub(crate) struct Inner {
     pub(crate) quarantining: quarantine::Stripes,
     /// Moves when an entry of the replicated log changed targets or subscriptions.
     pub(crate) config_rx: watch::Receiver<u64>,
+    /// Moves when the writer changed the API keys' records (`api_keys`).
+    pub(crate) keys_rx: watch::Receiver<u64>,
     /// The sources ingest reads, kept decoded; the writer forgets them when it changes one.
     pub(crate) sources: Arc<sources::SourceCache>,
     /// The last entry of the replicated log applied and settled (`Writer::replicated`).

@@ -36,8 +36,8 @@ use crmhook_core::{
 use tokio::sync::watch;
 
 use crate::{
-    Attempt, AuditCursor, AuditEntry, DeliveryBatch, DeliveryStatus, Disabled, EventFilter, EventRef, Pending,
-    PendingAppend, Rejected, Result, Series, Store, Unrecorded,
+    ApiKeyRecord, Attempt, AuditCursor, AuditEntry, DeliveryBatch, DeliveryStatus, Disabled, EventFilter, EventRef,
+    KeyChange, Pending, PendingAppend, Rejected, Result, Series, Store, Unrecorded,
 };
 
 /// The future of an asynchronous log operation.
@@ -119,6 +119,16 @@ pub trait Log: Send + Sync + 'static {
     fn delete_source<'a>(&'a self, id: &'a SourceId) -> LogFuture<'a, ()>;
     fn meta(&self, name: &str) -> Result<Option<String>>;
     fn put_meta<'a>(&'a self, name: &'a str, value: &'a str) -> LogFuture<'a, ()>;
+
+    // ---- API keys ----
+
+    fn api_keys(&self) -> Result<Vec<ApiKeyRecord>>;
+    fn retired_hashes(&self) -> Result<Vec<([u8; 32], u64)>>;
+    /// Applies a change of the keys whole, durably, or answers `Changed` (an expectation no
+    /// longer held) having written nothing.
+    fn change_api_keys(&self, change: KeyChange) -> LogFuture<'_, ()>;
+    /// Moves after every change of the keys applied here (this node's or another's).
+    fn watch_keys(&self) -> watch::Receiver<u64>;
 
     // ---- the quarantine ----
 
@@ -302,6 +312,19 @@ impl Log for Store {
     }
     fn put_meta<'a>(&'a self, name: &'a str, value: &'a str) -> LogFuture<'a, ()> {
         Box::pin(Store::put_meta(self, name, value))
+    }
+
+    fn api_keys(&self) -> Result<Vec<ApiKeyRecord>> {
+        Store::api_keys(self)
+    }
+    fn retired_hashes(&self) -> Result<Vec<([u8; 32], u64)>> {
+        Store::retired_hashes(self)
+    }
+    fn change_api_keys(&self, change: KeyChange) -> LogFuture<'_, ()> {
+        Box::pin(Store::change_api_keys(self, change))
+    }
+    fn watch_keys(&self) -> watch::Receiver<u64> {
+        Store::watch_keys(self)
     }
 
     fn quarantine<'a>(&'a self, items: &'a [Rejected]) -> LogFuture<'a, Vec<RejectedId>> {

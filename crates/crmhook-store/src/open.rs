@@ -52,6 +52,7 @@ impl Store {
         let (tx, rx) = mpsc::channel(queue.max(1));
         let (bulk, bulk_rx) = mpsc::channel(queue.max(1));
         let (config_tx, config_rx) = watch::channel(0);
+        let (keys_tx, keys_rx) = watch::channel(0);
         let failing = Arc::new(AtomicBool::new(false));
         let (broken, broken_rx) = watch::channel(false);
         let chunks = Arc::new(Mutex::new(crate::cache::ChunkCache::default()));
@@ -70,6 +71,7 @@ impl Store {
             requests: crmhook_core::time::now_ms() << 16,
             replica: replica.is_some(),
             config_tx,
+            keys_tx,
             chunks: chunks.clone(),
             kept_blocks: Default::default(),
             sources: sources.clone(),
@@ -96,6 +98,7 @@ impl Store {
                 seal,
                 replica,
                 config_rx,
+                keys_rx,
                 sources,
                 replicated,
                 quarantining: Default::default(),

@@ -115,6 +115,12 @@ enum WireWrite {
     ),
     Unfinish(#[serde(with = "crmhook_core::event::bytes")] Vec<u8>, u64),
     Numbered(u8, u64, #[serde(with = "crmhook_core::event::bytes")] Vec<u8>),
+    /// An expectation (`Write::Expect`): the record's bytes, empty for none (a record is never
+    /// empty: it starts with its version byte).
+    Expect(
+        #[serde(with = "crmhook_core::event::bytes")] Vec<u8>,
+        #[serde(with = "crmhook_core::event::bytes")] Vec<u8>,
+    ),
 }
 
 /// An entry of the replicated log (record version 1): the node that published it and its ops.
@@ -186,6 +192,7 @@ fn wire_write(write: Write) -> Result<WireWrite> {
         Write::Finish(k, seq, attempt) => WireWrite::Finish(k, seq, codec::encode_attempt(&attempt)?),
         Write::Unfinish(k, seq) => WireWrite::Unfinish(k, seq),
         Write::Numbered(tag, at_ms, v) => WireWrite::Numbered(tag.byte(), at_ms, v),
+        Write::Expect(k, v) => WireWrite::Expect(k, v.unwrap_or_default()),
     })
 }
 
@@ -199,6 +206,7 @@ fn local_write(write: WireWrite) -> Result<Write> {
             let tag = Tag::of(tag).ok_or_else(|| StoreError::Codec(format!("no keyspace {tag}")))?;
             Write::Numbered(tag, at_ms, v)
         }
+        WireWrite::Expect(k, v) => Write::Expect(k, (!v.is_empty()).then_some(v)),
     })
 }
 

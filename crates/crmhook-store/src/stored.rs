@@ -20,11 +20,13 @@ use serde::{Deserialize, Serialize};
 use crmhook_core::retry::Outcome;
 use crmhook_core::source::SourceKind;
 
+mod api_keys;
 mod events;
 mod sources;
 mod subscriptions;
 mod targets;
 
+pub(crate) use api_keys::*;
 pub(crate) use events::*;
 pub(crate) use sources::*;
 pub(crate) use subscriptions::*;

@@ -98,6 +98,8 @@ pub(crate) struct Writer {
     pub(crate) replica: bool,
     /// Moves after a group that changed targets or subscriptions in an entry (replica mode).
     pub(crate) config_tx: watch::Sender<u64>,
+    /// Moves after a group that changed the API keys' records (`api_keys`).
+    pub(crate) keys_tx: watch::Sender<u64>,
     /// The store's cache of decoded chunks: the chunks a group logs go in before the head
     /// moves, so that the router and the targets read what was just logged without sled.
     pub(crate) chunks: Arc<Mutex<ChunkCache>>,
@@ -135,6 +137,9 @@ struct Group {
     flush: bool,
     /// Whether an entry of the group changed targets or subscriptions.
     config: bool,
+    /// The group's writes to the API keys' records so far (`api_keys`: what a later request's
+    /// expectations are checked against before the tree).
+    keyed: HashMap<Vec<u8>, Option<Vec<u8>>>,
     /// Whether the group ends a restore: the head and the index window are read back after it.
     restored: bool,
     stop: Option<oneshot::Sender<()>>,
@@ -182,8 +187,19 @@ impl Writer {
         let generation = self.chunks.lock().map_or(u64::MAX, |c| c.generation());
         let kept = std::mem::take(&mut self.kept_blocks).at(generation);
         let (group, blocks) = self.gather(ops, kept);
-        let Group { mut batch, replies, fresh, requests, batch_only, first_seq, mut flush, config, restored, stop } =
-            group;
+        let Group {
+            mut batch,
+            replies,
+            fresh,
+            requests,
+            batch_only,
+            first_seq,
+            mut flush,
+            config,
+            keyed,
+            restored,
+            stop,
+        } = group;
         let mut written_out = None;
         let mut chunks = Vec::new();
         let mut kept = None;
@@ -241,6 +257,9 @@ impl Writer {
         if config && result.is_ok() {
             self.config_tx.send_modify(|n| *n += 1);
         }
+        if !keyed.is_empty() && result.is_ok() {
+            self.keys_tx.send_modify(|n| *n += 1);
+        }
         answer(replies, &result);
         stop
     }
@@ -257,6 +276,7 @@ impl Writer {
             first_seq: self.next_seq,
             flush: false,
             config: false,
+            keyed: HashMap::new(),
             restored: false,
             stop: None,
         };
@@ -279,6 +299,18 @@ impl Writer {
             Op::Stop(done) => group.stop = Some(done),
             Op::Nudge => {}
             Op::Write { writes, when, reply } => {
+                match writes.expectations_hold(&self.tree, &group.keyed) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        let _ = reply.send(Err(StoreError::Changed));
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                        return;
+                    }
+                }
+                writes.note_keys(&mut group.keyed);
                 group.flush |= when == When::Flushed;
                 writes.into_batch(&mut group.batch, blocks, &self.tree, &mut self.requests);
                 group.replies.push(Reply::Write(reply));
@@ -293,6 +325,9 @@ impl Writer {
             }
             Op::Restore { records, last } => {
                 for (k, v) in records {
+                    if crate::api_keys::is_key_record(&k) {
+                        group.keyed.insert(k.clone(), Some(v.clone()));
+                    }
                     group.batch.insert(k, v);
                 }
                 group.restored |= last;
@@ -590,6 +625,7 @@ impl Writes {
                 Write::Remove(k) => batch.remove(k),
                 Write::Finish(k, seq, attempt) => blocks.finish(tree, k, seq, attempt),
                 Write::Unfinish(k, seq) => blocks.unfinish(tree, k, seq),
+                Write::Expect(..) => {}
             }
         }
     }
