@@ -202,6 +202,7 @@ impl From<StoreError> for ApiError {
                 tracing::error!(error = %e, "undecodable record");
                 ApiError::Internal(e.to_string())
             }
+            StoreError::Changed => ApiError::Conflict("the record changed meanwhile; try again".into()),
         }
     }
 }

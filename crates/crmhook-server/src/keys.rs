@@ -18,24 +18,39 @@
 //!   admin keys were all revoked some other way gets a new bootstrap admin token at start
 //!   (written to the tokens file, like the first start's).
 //!
-//! Everything is one JSON document in the store's meta records (`M api_keys`), written whole
-//! by one change at a time (a lock), read from memory. The tokens kept by earlier builds
-//! (`M admin_token`, `M ingest_token`, hashes) become the two bootstrap keys on the first
-//! start of this build.
+//! Each key is a record of its own in the store (`V` key_id), and each retired hash too (`J`):
+//! a change writes only the keys it changes, with what it expects each of them to be when the
+//! store applies it (a compare-and-set: `crmhook_store::KeyChange`). In cluster mode a change
+//! is an op of the replicated log like any other, applied on every node; two changes to two
+//! keys never overwrite each other, and a change computed from a key that another node changed
+//! meanwhile is refused by every node and computed again here from the new state. The keys are
+//! held in memory and read from the store again whenever its keys' watch moved
+//! (`Log::watch_keys`: a change made here, or another node's), before the next look-up.
+//!
+//! Until 2026-12-07 every key was one JSON document in the store's meta records (`M api_keys`),
+//! written whole: in cluster mode the last node to write it won, and no node read another's
+//! changes. A data dir with the document has it moved to the records at its first start of a
+//! build with them. The tokens kept by earlier builds still (`M admin_token`, `M ingest_token`,
+//! hashes) become the two bootstrap keys on the first start.
 
-use std::sync::RwLock;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use crmhook_core::id::KeyId;
 use crmhook_core::sign::{constant_time_eq, generate_token};
 use crmhook_core::time::now_ms;
-use crmhook_store::{LogHandle, StoreError};
+use crmhook_store::{ApiKeyRecord, KeyChange, LogHandle, StoreError};
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 use crate::at_rest::{read_kept, token_hash};
 use crate::error::ApiError;
 
-/// The meta record holding every key.
-const META: &str = "api_keys";
+/// The meta record that held every key before 2026-12-07 (moved to records of their own).
+const LEGACY_META: &str = "api_keys";
+/// How many times a change is computed again when another node changed its keys meanwhile.
+const TRIES: usize = 5;
 /// Active keys at most.
 pub const MAX_KEYS: usize = 100;
 /// Revoked keys still listed (the oldest are forgotten first; their hashes stay retired).
@@ -126,26 +141,54 @@ impl Caller {
     }
 }
 
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+/// The keys as the store holds them, in memory.
+#[derive(Debug, Default, Clone)]
 struct Kept {
+    /// Oldest first.
+    keys: Vec<ApiKey>,
+    /// The hashes of secrets rotated away or revoked, with when, oldest first.
+    retired: Vec<([u8; 32], u64)>,
+}
+
+/// The document earlier builds kept every key in (`M api_keys`).
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct Legacy {
     version: u8,
     keys: Vec<ApiKey>,
-    /// The hashes of secrets rotated away or revoked, newest last.
     #[serde(with = "hashed_list")]
     retired: Vec<[u8; 32]>,
 }
 
 impl Kept {
-    fn retire(&mut self, hash: [u8; 32]) {
-        if !self.retired.contains(&hash) {
-            self.retired.push(hash);
+    /// The keys the store holds now.
+    fn load(store: &LogHandle) -> Result<Kept, KeysError> {
+        let mut keys = Vec::new();
+        for record in store.api_keys()? {
+            keys.push(ApiKey::try_from(record).map_err(KeysError::Unreadable)?);
+        }
+        keys.sort_by(|a, b| {
+            let rank = |k: &ApiKey| match k.bootstrap.as_deref() {
+                Some("admin_token") => 0,
+                Some(_) => 1,
+                None => 2,
+            };
+            (a.created_ms, rank(a), a.id.as_str()).cmp(&(b.created_ms, rank(b), b.id.as_str()))
+        });
+        let mut retired = store.retired_hashes()?;
+        retired.sort_by_key(|(hash, at)| (*at, *hash));
+        Ok(Kept { keys, retired })
+    }
+
+    fn retire(&mut self, hash: [u8; 32], now: u64) {
+        if !self.is_retired(&hash) {
+            self.retired.push((hash, now));
         }
         let over = self.retired.len().saturating_sub(MAX_RETIRED);
         self.retired.drain(..over);
     }
 
     fn is_retired(&self, hash: &[u8; 32]) -> bool {
-        self.retired.contains(hash)
+        self.retired.iter().any(|(h, _)| h == hash)
     }
 
     fn active_admins(&self) -> usize {
@@ -167,6 +210,91 @@ impl Kept {
             }
             true
         });
+    }
+
+    /// What turns `self` into `after` in the store: the records of the keys added, changed or
+    /// forgotten and of the hashes retired or forgotten. With `expect`, the change applies only
+    /// if each key it writes is still as `self` has it, and, when it leaves fewer active admin
+    /// keys, every admin key `self` has too (two nodes revoking the last two admins at once: the
+    /// second is refused, and computed again, finds the last one).
+    fn change_to(&self, after: &Kept, expect: bool) -> Result<KeyChange, StoreError> {
+        let mut change = KeyChange::default();
+        let before: HashMap<&str, ApiKeyRecord> =
+            self.keys.iter().map(|k| (k.id.as_str(), ApiKeyRecord::from(k))).collect();
+        let mut expected = HashSet::new();
+        for key in &after.keys {
+            let record = ApiKeyRecord::from(key);
+            let was = before.get(key.id.as_str());
+            if was != Some(&record) {
+                if expect {
+                    change.expect(key.id.as_str(), was)?;
+                    expected.insert(key.id.as_str());
+                }
+                change.put(&record)?;
+            }
+        }
+        let kept: HashSet<&str> = after.keys.iter().map(|k| k.id.as_str()).collect();
+        for (id, was) in &before {
+            if !kept.contains(id) {
+                if expect {
+                    change.expect(id, Some(was))?;
+                    expected.insert(id);
+                }
+                change.remove(id);
+            }
+        }
+        if expect && after.active_admins() < self.active_admins() {
+            for key in self.keys.iter().filter(|k| k.active() && k.role == Role::Admin) {
+                if expected.insert(key.id.as_str()) {
+                    change.expect(key.id.as_str(), before.get(key.id.as_str()))?;
+                }
+            }
+        }
+        let retired_before: HashSet<&[u8; 32]> = self.retired.iter().map(|(h, _)| h).collect();
+        let retired_after: HashSet<&[u8; 32]> = after.retired.iter().map(|(h, _)| h).collect();
+        for (hash, at) in &after.retired {
+            if !retired_before.contains(hash) {
+                change.retire(hash, *at)?;
+            }
+        }
+        for (hash, _) in &self.retired {
+            if !retired_after.contains(hash) {
+                change.forget_retired(hash);
+            }
+        }
+        Ok(change)
+    }
+}
+
+impl From<&ApiKey> for ApiKeyRecord {
+    fn from(k: &ApiKey) -> ApiKeyRecord {
+        ApiKeyRecord {
+            id: k.id.as_str().to_owned(),
+            name: k.name.clone(),
+            role: k.role.as_str().to_owned(),
+            hash: k.hash,
+            created_ms: k.created_ms,
+            rotated_ms: k.rotated_ms,
+            revoked_ms: k.revoked_ms,
+            bootstrap: k.bootstrap.clone(),
+        }
+    }
+}
+
+impl TryFrom<ApiKeyRecord> for ApiKey {
+    type Error = String;
+
+    fn try_from(k: ApiKeyRecord) -> Result<ApiKey, String> {
+        Ok(ApiKey {
+            id: KeyId::parse(&k.id).ok_or_else(|| format!("{:?} is not a key id", k.id))?,
+            role: Role::parse(&k.role).ok_or_else(|| format!("key {}: no role {:?}", k.id, k.role))?,
+            name: k.name,
+            hash: k.hash,
+            created_ms: k.created_ms,
+            rotated_ms: k.rotated_ms,
+            revoked_ms: k.revoked_ms,
+            bootstrap: k.bootstrap,
+        })
     }
 }
 
@@ -194,29 +322,34 @@ pub enum KeysError {
     Taken(&'static str, String),
 }
 
-/// Every key, in memory, written through to the store.
+/// Every key, in memory, read again from the store whenever its keys changed.
 pub struct Keys {
     store: LogHandle,
-    kept: RwLock<Kept>,
+    kept: RwLock<Arc<Kept>>,
+    /// The store's keys' watch, and its value when `kept` was read.
+    moves: watch::Receiver<u64>,
+    seen: AtomicU64,
+    /// One change at a time from this node.
     write: tokio::sync::Mutex<()>,
 }
 
 impl Keys {
-    /// Loads the keys (or makes them from an earlier build's tokens), applies the configured
-    /// bootstrap tokens, and generates the bootstrap keys a first start needs (pushed on
-    /// `generated` as `(name, secret)`, to be shown once, and handed to `keep_generated` before
-    /// their hashes are saved: when it fails, nothing is saved).
+    /// Loads the keys (moving an earlier build's document to records of their own, or making
+    /// them from an earlier build's tokens), applies the configured bootstrap tokens, and
+    /// generates the bootstrap keys a first start needs (pushed on `generated` as `(name,
+    /// secret)`, to be shown once, and handed to `keep_generated` before their hashes are
+    /// saved: when it fails, nothing is saved).
     pub async fn open(
         store: LogHandle,
         config: Bootstrap,
         generated: &mut Vec<(&'static str, String)>,
         keep_generated: impl FnOnce(&[(&'static str, String)]) -> Result<(), StoreError>,
     ) -> Result<Keys, KeysError> {
-        let mut kept = match store.meta(META)? {
-            Some(text) => serde_json::from_str::<Kept>(&text).map_err(|e| KeysError::Unreadable(e.to_string()))?,
-            None => Kept { version: 1, ..Kept::default() },
-        };
-        let before = serde_json::to_string(&kept).unwrap_or_default();
+        let moves = store.watch_keys();
+        let seen = *moves.borrow();
+        move_legacy(&store).await?;
+        let loaded = Kept::load(&store)?;
+        let mut kept = loaded.clone();
         let now = now_ms();
         for (which, role, configured) in
             [("admin_token", Role::Admin, config.admin_token), ("ingest_token", Role::Ingest, config.ingest_token)]
@@ -259,7 +392,7 @@ impl Keys {
                         }
                     };
                     if let Some(old) = replaced {
-                        kept.retire(old);
+                        kept.retire(old, now);
                     }
                 }
                 None if kept.bootstrap(which).is_none() => {
@@ -275,31 +408,59 @@ impl Keys {
             // admin token, shown like a first start's, is the way back in.
             let token = generate_token(Role::Admin.prefix());
             match kept.bootstrap("admin_token").map(|key| key.replace(token_hash(&token), now)) {
-                Some(old) => kept.retire(old),
+                Some(old) => kept.retire(old, now),
                 None => kept.keys.push(bootstrap_key("admin_token", Role::Admin, &token_hash(&token), now)),
             }
             tracing::warn!("no admin key was active: generated a new admin_token");
             generated.push(("admin_token", token));
         }
-        let keys = Keys { store, kept: RwLock::new(Kept::default()), write: tokio::sync::Mutex::new(()) };
         if !generated.is_empty() {
             // Before the hashes are saved: a token whose hash is kept but that was never written
             // anywhere could not be learnt (a failed start shows none). Nothing saved, the next
             // start generates them again.
             keep_generated(generated)?;
         }
-        if serde_json::to_string(&kept).unwrap_or_default() != before {
-            keys.save(&kept).await?;
-        }
-        *keys.kept.write().unwrap_or_else(|p| p.into_inner()) = kept;
+        // A start's own changes expect nothing: what the configuration sets wins.
+        store.change_api_keys(loaded.change_to(&kept, false)?).await?;
+        let keys = Keys {
+            store,
+            kept: RwLock::new(Arc::new(kept)),
+            moves,
+            seen: AtomicU64::new(seen),
+            write: tokio::sync::Mutex::new(()),
+        };
+        // Read again from the store (with any change another node made meanwhile).
+        keys.reload();
         Ok(keys)
+    }
+
+    /// The keys as the store holds them: read again if they changed since they were last read.
+    fn current(&self) -> Arc<Kept> {
+        if *self.moves.borrow() != self.seen.load(Ordering::Acquire) {
+            self.reload();
+        }
+        self.kept.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Reads the keys from the store again. (Two at once are harmless: one that read an older
+    /// state notes the older move, and the next look-up reads again.)
+    fn reload(&self) {
+        let moved = *self.moves.borrow();
+        match Kept::load(&self.store) {
+            Ok(kept) => {
+                *self.kept.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(kept);
+                self.seen.store(moved, Ordering::Release);
+            }
+            // The keys held stay (the next look-up tries again).
+            Err(e) => tracing::error!(error = %e, "cannot read the API keys again"),
+        }
     }
 
     /// The active key whose secret is `token`, if any: its hash is compared with every active
     /// key's, in constant time, whatever the earlier comparisons said.
     pub fn find(&self, token: &str) -> Option<Caller> {
         let presented = token_hash(token);
-        let kept = self.kept.read().unwrap_or_else(|p| p.into_inner());
+        let kept = self.current();
         let mut found = None;
         for key in kept.keys.iter().filter(|k| k.active()) {
             if constant_time_eq(&presented, &key.hash) {
@@ -311,7 +472,7 @@ impl Keys {
 
     /// Every key, active and revoked, oldest first.
     pub fn list(&self) -> Vec<ApiKey> {
-        self.kept.read().unwrap_or_else(|p| p.into_inner()).keys.clone()
+        self.current().keys.clone()
     }
 
     pub fn get(&self, id: &str) -> Result<ApiKey, ApiError> {
@@ -379,9 +540,10 @@ impl Keys {
                     return Err(ApiError::Conflict(format!("key {id} is revoked; create a new one")));
                 }
                 let token = generate_token(key.role.prefix());
-                let old = key.replace(token_hash(&token), now_ms());
+                let now = now_ms();
+                let old = key.replace(token_hash(&token), now);
                 let key = key.clone();
-                kept.retire(old);
+                kept.retire(old, now);
                 Ok((key, token))
             })
             .await?;
@@ -402,29 +564,69 @@ impl Keys {
                     "key {id} is the last active admin key; create another admin key before revoking it"
                 )));
             }
-            key.revoked_ms = Some(now_ms());
+            let now = now_ms();
+            key.revoked_ms = Some(now);
             let key = key.clone();
-            kept.retire(key.hash);
+            kept.retire(key.hash, now);
             kept.trim();
             Ok(key)
         })
         .await
     }
 
-    /// Runs one change on a copy of the keys, writes the copy, then makes it the keys in memory:
-    /// one change at a time; a failed write changes nothing.
-    async fn change<T>(&self, f: impl FnOnce(&mut Kept) -> Result<T, ApiError>) -> Result<T, ApiError> {
+    /// Runs one change on a copy of the keys as the store holds them, and writes what it
+    /// changed, expecting the keys it changes to be as they were read: when another node
+    /// changed one first, the change is computed again on the new state (a few times). One
+    /// change at a time from this node; a failed write changes nothing.
+    async fn change<T>(&self, f: impl Fn(&mut Kept) -> Result<T, ApiError>) -> Result<T, ApiError> {
         let _one_at_a_time = self.write.lock().await;
-        let mut kept = self.kept.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let out = f(&mut kept)?;
-        self.save(&kept).await?;
-        *self.kept.write().unwrap_or_else(|p| p.into_inner()) = kept;
-        Ok(out)
+        for _ in 0..TRIES {
+            let before = Kept::load(&self.store).map_err(|e| match e {
+                KeysError::Store(e) => ApiError::from(e),
+                other => ApiError::Internal(other.to_string()),
+            })?;
+            let mut after = before.clone();
+            let out = f(&mut after)?;
+            match self.store.change_api_keys(before.change_to(&after, true)?).await {
+                Ok(()) => return Ok(out),
+                Err(e) if e.is_changed() => {
+                    tracing::info!("the API keys changed meanwhile (another node): computing the change again");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ApiError::Conflict("the API keys kept changing meanwhile (other nodes); try again".into()))
     }
+}
 
-    async fn save(&self, kept: &Kept) -> Result<(), StoreError> {
-        let text = serde_json::to_string(kept).map_err(|e| StoreError::Io(e.to_string()))?;
-        self.store.put_meta(META, &text).await
+/// Moves the keys of the document earlier builds kept (`M api_keys`) to records of their own,
+/// removing the document in the same change, which expects none of its keys to have a record
+/// yet: when another node of a cluster moved them first, this one changes nothing.
+async fn move_legacy(store: &LogHandle) -> Result<(), KeysError> {
+    let Some(text) = store.meta(LEGACY_META)? else { return Ok(()) };
+    let legacy = serde_json::from_str::<Legacy>(&text).map_err(|e| KeysError::Unreadable(e.to_string()))?;
+    let mut change = KeyChange::default();
+    for key in &legacy.keys {
+        change.expect(key.id.as_str(), None)?;
+        change.put(&ApiKeyRecord::from(key))?;
+    }
+    // Their order is kept; when each was retired is not known.
+    let now = now_ms();
+    let n = legacy.retired.len() as u64;
+    for (i, hash) in legacy.retired.iter().enumerate() {
+        change.retire(hash, now.saturating_sub(n - i as u64))?;
+    }
+    change.remove_meta(LEGACY_META);
+    match store.change_api_keys(change).await {
+        Ok(()) => {
+            tracing::info!(keys = legacy.keys.len(), "moved the API keys to records of their own");
+            Ok(())
+        }
+        Err(e) if e.is_changed() => {
+            tracing::info!("the API keys were moved to records of their own already (by another node)");
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -154,3 +154,79 @@ async fn tokens_kept_by_an_earlier_build_become_the_bootstrap_keys() {
     assert_eq!(role_of(&keys, "ing_clear"), Some(Role::Ingest));
     assert!(keys.list().iter().all(|k| k.bootstrap.is_some()));
 }
+
+/// Two holders of one store's keys, as two nodes of a cluster hold their copies: each sees the
+/// other's changes at its next look-up.
+#[actix_rt::test]
+async fn a_change_made_through_another_holder_is_seen_at_the_next_look_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: LogHandle = Arc::new(Store::open(dir.path()).unwrap());
+    let one = Keys::open(store.clone(), configured("adm_boot", "ing_boot"), &mut Vec::new(), |_| Ok(())).await.unwrap();
+    let two = Keys::open(store.clone(), configured("adm_boot", "ing_boot"), &mut Vec::new(), |_| Ok(())).await.unwrap();
+    assert_eq!(two.list().len(), 2, "the second start made no other bootstrap keys: {:?}", two.list());
+    let (key, secret) = one.create(json!({"name": "ing1", "role": "ingest"}).as_object().unwrap()).await.unwrap();
+    assert_eq!(role_of(&two, &secret), Some(Role::Ingest), "a key made through the other holder");
+    let (other, other_secret) =
+        two.create(json!({"name": "op2", "role": "operator"}).as_object().unwrap()).await.unwrap();
+    let names = |keys: &Keys| keys.list().into_iter().map(|k| k.name).collect::<Vec<_>>();
+    assert_eq!(names(&one), ["admin_token", "ingest_token", "ing1", "op2"]);
+    assert_eq!(names(&two), names(&one));
+    two.revoke(key.id.as_str()).await.unwrap();
+    assert_eq!(role_of(&one, &secret), None, "a key revoked through the other holder still worked");
+    let (_, rotated) = one.rotate(other.id.as_str()).await.unwrap();
+    assert_eq!((role_of(&two, &other_secret), role_of(&two, &rotated)), (None, Some(Role::Operator)));
+    // The last admin is counted on what the store holds, whoever made the other admin keys.
+    let (admin, _) = one.create(json!({"name": "ops", "role": "admin"}).as_object().unwrap()).await.unwrap();
+    let boot = two.find("adm_boot").unwrap();
+    two.revoke(boot.id.as_str()).await.unwrap();
+    assert!(matches!(one.revoke(admin.id.as_str()).await, Err(ApiError::Conflict(_))));
+}
+
+/// The keys of a data dir written before 2026-12-07 (one JSON document, `M api_keys`) move to
+/// records of their own at the first start, with their retired hashes.
+#[actix_rt::test]
+async fn the_keys_document_of_an_earlier_build_moves_to_records_of_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let (admin, ingest, op) = (KeyId::generate(), KeyId::generate(), KeyId::generate());
+    let hash = |t: &str| crate::at_rest::kept_form(&token_hash(t));
+    let document = json!({
+        "version": 1,
+        "keys": [
+            {"id": admin.as_str(), "name": "admin_token", "role": "admin", "hash": hash("adm_boot"),
+             "created_ms": 10, "rotated_ms": null, "revoked_ms": null, "bootstrap": "admin_token"},
+            {"id": ingest.as_str(), "name": "ingest_token", "role": "ingest", "hash": hash("ing_boot"),
+             "created_ms": 10, "rotated_ms": null, "revoked_ms": null, "bootstrap": "ingest_token"},
+            {"id": op.as_str(), "name": "night shift", "role": "operator", "hash": hash("opr_night"),
+             "created_ms": 20, "rotated_ms": 30, "revoked_ms": null, "bootstrap": null},
+        ],
+        "retired": [hash("opr_before")],
+    });
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store.put_meta("api_keys", &document.to_string()).await.unwrap();
+        store.close().await;
+    }
+    let (keys, generated) = open(dir.path(), configured("adm_boot", "ing_boot")).await;
+    assert!(generated.is_empty(), "{generated:?}");
+    let names: Vec<_> = keys.list().into_iter().map(|k| (k.id, k.name)).collect();
+    assert_eq!(
+        names,
+        [
+            (admin, "admin_token".to_owned()),
+            (ingest, "ingest_token".to_owned()),
+            (op.clone(), "night shift".to_owned())
+        ]
+    );
+    assert_eq!(role_of(&keys, "opr_night"), Some(Role::Operator));
+    assert_eq!(role_of(&keys, "adm_boot"), Some(Role::Admin));
+    drop(keys);
+    let store: LogHandle = Arc::new(Store::open(dir.path()).unwrap());
+    assert_eq!(store.meta("api_keys").unwrap(), None, "the document is removed with the move");
+    assert_eq!(store.api_keys().unwrap().len(), 3);
+    // Its retired hash is still retired.
+    let refused = Keys::open(store, configured("opr_before", "ing_boot"), &mut Vec::new(), |_| Ok(())).await.err();
+    assert!(matches!(refused, Some(KeysError::Retired("admin_token"))), "{refused:?}");
+    let (keys, _) = open(dir.path(), configured("adm_boot", "ing_boot")).await;
+    keys.revoke(op.as_str()).await.unwrap();
+    assert_eq!(role_of(&keys, "opr_night"), None);
+}
