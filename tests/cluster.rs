@@ -21,6 +21,9 @@
 //! - a node that is up answers every ingest within MAIA's 10 s per try (503 is allowed while the
 //!   stream elects a leader; the CRM then tries the next node).
 //!
+//! Another test checks that API keys made, rotated and revoked on one node apply on every
+//! node (`cluster/keys.rs`).
+//!
 //! A second test is the smallest reproduction of a stall the first one met about every other
 //! run before the reader's watchdog (`crmhook-cluster`'s `apply.rs`): a node whose NATS server
 //! died stopped applying the log for 45 to 75 s.
@@ -72,6 +75,8 @@ const MARK: &str = "mark-retry";
 mod checks;
 #[path = "cluster/crm.rs"]
 mod crm;
+#[path = "cluster/keys.rs"]
+mod keys;
 #[path = "cluster/nodes.rs"]
 mod nodes;
 #[path = "cluster/scenario.rs"]
@@ -79,6 +84,7 @@ mod scenario;
 
 use checks::*;
 use crm::*;
+use keys::keys_scenario;
 use nodes::*;
 use scenario::*;
 
@@ -94,6 +100,14 @@ struct Cluster {
 fn three_nodes_lose_nothing_when_a_node_and_a_nats_server_die_under_load() {
     let begun = Instant::now();
     Cluster::start().run(|cluster| scenario(cluster, begun));
+}
+
+/// API keys made, rotated and revoked on any node apply on every node (within a bound), two
+/// made at once on two nodes are both kept, and a restart neither loses nor gains any
+/// (`cluster/keys.rs`).
+#[test]
+fn api_keys_changed_on_any_node_apply_on_every_node() {
+    Cluster::start().run(keys_scenario);
 }
 
 /// How soon a node must answer an ingest after one NATS server of three died: the log
