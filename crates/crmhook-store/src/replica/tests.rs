@@ -237,3 +237,76 @@ fn a_piece_an_older_node_puts_alone_is_indexed_here() {
         a.store().close().await;
     });
 }
+
+/// Two nodes change one API key from the same state at once: the change the log holds first is
+/// applied on both copies, the other is refused on both (its caller answered `Changed`), and
+/// both copies' keys watches move.
+#[test]
+fn two_changes_of_one_api_key_from_the_same_state_are_applied_once_on_every_copy() {
+    use crate::{ApiKeyRecord, KeyChange};
+    let (da, db) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    rt().block_on(async {
+        let a = Store::open_replica(da.path(), crate::Options::default(), 1).expect("open a");
+        let b = Store::open_replica(db.path(), crate::Options::default(), 2).expect("open b");
+        let (mut out_a, mut out_b) = (a.take_outgoing().expect("out"), b.take_outgoing().expect("out"));
+        let mut log = FakeLog(Vec::new());
+        let key = ApiKeyRecord {
+            id: "key_one".into(),
+            name: "ops".into(),
+            role: "operator".into(),
+            hash: [1; 32],
+            created_ms: 1,
+            rotated_ms: None,
+            revoked_ms: None,
+            bootstrap: None,
+        };
+        let change = |before: Option<&ApiKeyRecord>, after: &ApiKeyRecord| {
+            let mut change = KeyChange::default();
+            change.expect(&after.id, before).expect("expect");
+            change.put(after).expect("put");
+            change
+        };
+        // Made on A.
+        let a2 = a.store().clone();
+        let made = tokio::spawn({
+            let c = change(None, &key);
+            async move { a2.change_api_keys(c).await }
+        });
+        while out_a.is_empty() {
+            tokio::task::yield_now().await;
+        }
+        log.publish(&a, &mut out_a);
+        log.catch_up(&a).await;
+        log.catch_up(&b).await;
+        made.await.expect("join").expect("made");
+        let mut watches = [a.store().watch_keys(), b.store().watch_keys()];
+        // Revoked on A and rotated on B, both from the key as made, in one entry each.
+        let revoked = ApiKeyRecord { revoked_ms: Some(5), ..key.clone() };
+        let rotated = ApiKeyRecord { hash: [2; 32], rotated_ms: Some(5), ..key.clone() };
+        let (a2, b2) = (a.store().clone(), b.store().clone());
+        let revoke = tokio::spawn({
+            let c = change(Some(&key), &revoked);
+            async move { a2.change_api_keys(c).await }
+        });
+        let rotate = tokio::spawn({
+            let c = change(Some(&key), &rotated);
+            async move { b2.change_api_keys(c).await }
+        });
+        while out_a.is_empty() || out_b.is_empty() {
+            tokio::task::yield_now().await;
+        }
+        log.publish(&a, &mut out_a);
+        log.publish(&b, &mut out_b);
+        log.catch_up(&a).await;
+        log.catch_up(&b).await;
+        revoke.await.expect("join").expect("the revocation, first in the log, is applied");
+        let refused = rotate.await.expect("join");
+        assert!(refused.as_ref().is_err_and(StoreError::is_changed), "{refused:?}");
+        for (store, watch) in [a.store(), b.store()].into_iter().zip(&mut watches) {
+            assert_eq!(store.api_keys().expect("read"), [revoked.clone()]);
+            assert!(watch.has_changed().expect("watch"), "the keys watch moved");
+        }
+        a.store().close().await;
+        b.store().close().await;
+    });
+}
