@@ -378,7 +378,7 @@ pub(crate) enum Key {
         source: SourceId,
         digest: [u8; DIGEST_LEN],
     },
-    ApiKey(String),
+    ApiKeyId(String),
     Retired([u8; 32]),
 }
 
@@ -421,7 +421,7 @@ impl Key {
                 source: r.id(SourceId::LEN, SourceId::parse)?,
                 digest: r.bytes(DIGEST_LEN)?.try_into().ok()?,
             },
-            Tag::ApiKey => Key::ApiKey(std::str::from_utf8(r.rest()).ok()?.to_owned()),
+            Tag::ApiKey => Key::ApiKeyId(std::str::from_utf8(r.rest()).ok()?.to_owned()),
             Tag::Retired => Key::Retired(r.bytes(32)?.try_into().ok()?),
         };
         r.0.is_empty().then_some(key)
@@ -550,7 +550,7 @@ mod tests {
             (record_key(63, 4), Key::Records { bucket: 63, first: 4 }),
             (legacy_id(&id), Key::LegacyId(id.clone())),
             (head(), Key::Meta("head".into())),
-            (api_key("key_1"), Key::ApiKey("key_1".into())),
+            (api_key("key_1"), Key::ApiKeyId("key_1".into())),
             (retired(&[9; 32]), Key::Retired([9; 32])),
         ];
         for (k, want) in cases {
