@@ -399,17 +399,18 @@ fn verify_checks_a_maia_signature_and_says_which_scheme() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--timestamp \"abc\""), "{out:?}");
 }
 
-#[test]
-fn receive_shows_the_signatures_of_a_real_delivery_and_how_to_check_them() {
-    let server = Server::start();
-    // A free port for `crmhook receive`, known before the target (whose secret it needs) exists.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let (_, secret) = server.wire(&format!("http://127.0.0.1:{port}/hook"), Some(json!({})), json!({}));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let save = dir.path().join("last.json");
+/// `crmhook receive --bind 127.0.0.1:<port> <args> --save <save>`, once it says it is receiving:
+/// the child, and its stdout's lines as they come.
+fn receive(
+    port: u16,
+    args: &[&str],
+    save: &std::path::Path,
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_crmhook"))
-        .args(["receive", "--bind", &format!("127.0.0.1:{port}"), "--secret", &secret, "--save"])
-        .arg(&save)
+        .args(["receive", "--bind", &format!("127.0.0.1:{port}")])
+        .args(args)
+        .arg("--save")
+        .arg(save)
         .stdout(Stdio::piped())
         .spawn()
         .expect("receive runs");
@@ -422,6 +423,18 @@ fn receive_shows_the_signatures_of_a_real_delivery_and_how_to_check_them() {
     });
     let first = rx.recv_timeout(Duration::from_secs(10)).expect("receive starts");
     assert!(first.contains(&format!("receiving on http://127.0.0.1:{port}/")), "{first}");
+    (child, rx)
+}
+
+#[test]
+fn receive_shows_the_signatures_of_a_real_delivery_and_how_to_check_them() {
+    let server = Server::start();
+    // A free port for `crmhook receive`, known before the target (whose secret it needs) exists.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let (_, secret) = server.wire(&format!("http://127.0.0.1:{port}/hook"), Some(json!({})), json!({}));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let save = dir.path().join("last.json");
+    let (mut child, rx) = receive(port, &["--secret", &secret], &save);
 
     let ev = maia("crm_field_update", json!({}));
     let eid = server.post_ok(&ev)["events"][0]["id"].as_str().expect("id").to_owned();

@@ -57,21 +57,7 @@ fn receive_prints_a_body_with_its_control_characters_escaped() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
     let dir = tempfile::tempdir().expect("tempdir");
     let save = dir.path().join("last.json");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_crmhook"))
-        .args(["receive", "--bind", &format!("127.0.0.1:{port}"), "--save"])
-        .arg(&save)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("receive runs");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let first = rx.recv_timeout(Duration::from_secs(10)).expect("receive starts");
-    assert!(first.contains("receiving on"), "{first}");
+    let (mut child, rx) = receive(port, &[], &save);
 
     let body = format!("{{\"recordId\":\"{HOSTILE_RECORD}\"}}\n\tsecond line\r");
     let url = format!("http://127.0.0.1:{port}/hook");

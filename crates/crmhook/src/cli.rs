@@ -168,40 +168,33 @@ pub(crate) fn visible_lines(text: &str) -> Cow<'_, str> {
 }
 
 fn escaped(text: &str, escape: impl Fn(char) -> bool) -> Cow<'_, str> {
-    use std::fmt::Write as _;
     let hidden = |c: char| c.is_control() && escape(c);
-    if !text.chars().any(hidden) {
-        return Cow::Borrowed(text);
+    rewritten(text, hidden, |c| format!("\\u{{{c:x}}}")).map_or(Cow::Borrowed(text), Cow::Owned)
+}
+
+/// `text` with each character `hide` picks written as `show` writes its code point; `None` when
+/// it has none (the text is fine as it is).
+fn rewritten(text: &str, hide: impl Fn(char) -> bool, show: impl Fn(u32) -> String) -> Option<String> {
+    if !text.chars().any(&hide) {
+        return None;
     }
     let mut out = String::with_capacity(text.len() + 16);
     for c in text.chars() {
-        if hidden(c) {
-            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+        if hide(c) {
+            out.push_str(&show(u32::from(c)));
         } else {
             out.push(c);
         }
     }
-    Cow::Owned(out)
+    Some(out)
 }
 
 /// JSON text with the control characters serde_json writes as they are (it escapes C0 only)
 /// escaped too: DEL and C1 as `\u007f` … `\u009f`. They can only be inside strings, so the
 /// JSON means the same, and a terminal shows it without acting on any of it.
 pub(crate) fn json_escaped(text: String) -> String {
-    use std::fmt::Write as _;
     let kept_by_serde = |c: char| matches!(c, '\u{7f}'..='\u{9f}');
-    if !text.chars().any(kept_by_serde) {
-        return text;
-    }
-    let mut out = String::with_capacity(text.len() + 16);
-    for c in text.chars() {
-        if kept_by_serde(c) {
-            let _ = write!(out, "\\u{:04x}", u32::from(c));
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    rewritten(&text, kept_by_serde, |c| format!("\\u{c:04x}")).unwrap_or(text)
 }
 
 /// Prints rows as aligned columns, each cell as `visible` shows it.
