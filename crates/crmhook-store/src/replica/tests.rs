@@ -8,6 +8,17 @@ use crmhook_core::event::parse_ingest;
 /// The replicated log of the tests: every entry published, in order.
 struct FakeLog(Vec<Vec<u8>>);
 
+/// Two copies of one log, nodes 1 and 2, in `da` and `db`, with what each hands out to publish.
+fn two_copies(
+    da: &std::path::Path,
+    db: &std::path::Path,
+) -> (Replica, Replica, mpsc::Receiver<Outgoing>, mpsc::Receiver<Outgoing>) {
+    let a = Store::open_replica(da, crate::Options::default(), 1).expect("open a");
+    let b = Store::open_replica(db, crate::Options::default(), 2).expect("open b");
+    let (out_a, out_b) = (a.take_outgoing().expect("out"), b.take_outgoing().expect("out"));
+    (a, b, out_a, out_b)
+}
+
 impl FakeLog {
     /// Publishes what `node` has queued as one entry.
     fn publish(&mut self, node: &Replica, rx: &mut mpsc::Receiver<Outgoing>) {
@@ -30,9 +41,7 @@ impl FakeLog {
 fn two_copies_of_one_log_agree_and_callers_are_answered_at_apply() {
     let (da, db) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
     rt().block_on(async {
-        let a = Store::open_replica(da.path(), crate::Options::default(), 1).expect("open a");
-        let b = Store::open_replica(db.path(), crate::Options::default(), 2).expect("open b");
-        let (mut out_a, mut out_b) = (a.take_outgoing().expect("out"), b.take_outgoing().expect("out"));
+        let (a, b, mut out_a, mut out_b) = two_copies(da.path(), db.path());
         let mut log = FakeLog(Vec::new());
 
         // A takes two events, B one Maximizer event, then the same Maximizer event again.
@@ -246,9 +255,7 @@ fn two_changes_of_one_api_key_from_the_same_state_are_applied_once_on_every_copy
     use crate::{ApiKeyRecord, KeyChange};
     let (da, db) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
     rt().block_on(async {
-        let a = Store::open_replica(da.path(), crate::Options::default(), 1).expect("open a");
-        let b = Store::open_replica(db.path(), crate::Options::default(), 2).expect("open b");
-        let (mut out_a, mut out_b) = (a.take_outgoing().expect("out"), b.take_outgoing().expect("out"));
+        let (a, b, mut out_a, mut out_b) = two_copies(da.path(), db.path());
         let mut log = FakeLog(Vec::new());
         let key = ApiKeyRecord {
             id: "key_one".into(),
