@@ -310,7 +310,7 @@ fn two_changes_of_one_api_key_from_the_same_state_are_applied_once_on_every_copy
         let refused = rotate.await.expect("join");
         assert!(refused.as_ref().is_err_and(StoreError::is_changed), "{refused:?}");
         for (store, watch) in [a.store(), b.store()].into_iter().zip(&mut watches) {
-            assert_eq!(store.api_keys().expect("read"), [revoked.clone()]);
+            assert_eq!(store.api_keys().expect("read"), std::slice::from_ref(&revoked));
             assert!(watch.has_changed().expect("watch"), "the keys watch moved");
         }
         a.store().close().await;
