@@ -33,19 +33,19 @@
 //! build with them. The tokens kept by earlier builds still (`M admin_token`, `M ingest_token`,
 //! hashes) become the two bootstrap keys on the first start.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crmhook_core::id::KeyId;
 use crmhook_core::sign::{constant_time_eq, generate_token};
 use crmhook_core::time::now_ms;
-use crmhook_store::{ApiKeyRecord, KeyChange, LogHandle, StoreError};
+use crmhook_store::{LogHandle, StoreError};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::at_rest::{read_kept, token_hash};
 use crate::error::ApiError;
+use stored::{move_legacy, Kept};
 
 /// The meta record that held every key before 2026-12-07 (moved to records of their own).
 const LEGACY_META: &str = "api_keys";
@@ -138,163 +138,6 @@ impl Caller {
     /// As the audit trail and the operators' request records name it.
     pub fn who(&self) -> String {
         format!("{} ({})", self.name, self.id)
-    }
-}
-
-/// The keys as the store holds them, in memory.
-#[derive(Debug, Default, Clone)]
-struct Kept {
-    /// Oldest first.
-    keys: Vec<ApiKey>,
-    /// The hashes of secrets rotated away or revoked, with when, oldest first.
-    retired: Vec<([u8; 32], u64)>,
-}
-
-/// The document earlier builds kept every key in (`M api_keys`).
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
-struct Legacy {
-    version: u8,
-    keys: Vec<ApiKey>,
-    #[serde(with = "hashed_list")]
-    retired: Vec<[u8; 32]>,
-}
-
-impl Kept {
-    /// The keys the store holds now.
-    fn load(store: &LogHandle) -> Result<Kept, KeysError> {
-        let mut keys = Vec::new();
-        for record in store.api_keys()? {
-            keys.push(ApiKey::try_from(record).map_err(KeysError::Unreadable)?);
-        }
-        keys.sort_by(|a, b| {
-            let rank = |k: &ApiKey| match k.bootstrap.as_deref() {
-                Some("admin_token") => 0,
-                Some(_) => 1,
-                None => 2,
-            };
-            (a.created_ms, rank(a), a.id.as_str()).cmp(&(b.created_ms, rank(b), b.id.as_str()))
-        });
-        let mut retired = store.retired_hashes()?;
-        retired.sort_by_key(|(hash, at)| (*at, *hash));
-        Ok(Kept { keys, retired })
-    }
-
-    fn retire(&mut self, hash: [u8; 32], now: u64) {
-        if !self.is_retired(&hash) {
-            self.retired.push((hash, now));
-        }
-        let over = self.retired.len().saturating_sub(MAX_RETIRED);
-        self.retired.drain(..over);
-    }
-
-    fn is_retired(&self, hash: &[u8; 32]) -> bool {
-        self.retired.iter().any(|(h, _)| h == hash)
-    }
-
-    fn active_admins(&self) -> usize {
-        self.keys.iter().filter(|k| k.active() && k.role == Role::Admin).count()
-    }
-
-    fn bootstrap(&mut self, which: &str) -> Option<&mut ApiKey> {
-        self.keys.iter_mut().find(|k| k.bootstrap.as_deref() == Some(which))
-    }
-
-    /// Forgets the oldest revoked keys past [`MAX_REVOKED_LISTED`] (their hashes stay retired).
-    fn trim(&mut self) {
-        let revoked = self.keys.iter().filter(|k| !k.active()).count();
-        let mut over = revoked.saturating_sub(MAX_REVOKED_LISTED);
-        self.keys.retain(|k| {
-            if over > 0 && !k.active() {
-                over -= 1;
-                return false;
-            }
-            true
-        });
-    }
-
-    /// What turns `self` into `after` in the store: the records of the keys added, changed or
-    /// forgotten and of the hashes retired or forgotten. With `expect`, the change applies only
-    /// if each key it writes is still as `self` has it, and, when it leaves fewer active admin
-    /// keys, every admin key `self` has too (two nodes revoking the last two admins at once: the
-    /// second is refused, and computed again, finds the last one).
-    fn change_to(&self, after: &Kept, expect: bool) -> Result<KeyChange, StoreError> {
-        let mut change = KeyChange::default();
-        let before: HashMap<&str, ApiKeyRecord> =
-            self.keys.iter().map(|k| (k.id.as_str(), ApiKeyRecord::from(k))).collect();
-        let mut expected = HashSet::new();
-        for key in &after.keys {
-            let record = ApiKeyRecord::from(key);
-            let was = before.get(key.id.as_str());
-            if was != Some(&record) {
-                if expect {
-                    change.expect(key.id.as_str(), was)?;
-                    expected.insert(key.id.as_str());
-                }
-                change.put(&record)?;
-            }
-        }
-        let kept: HashSet<&str> = after.keys.iter().map(|k| k.id.as_str()).collect();
-        for (id, was) in &before {
-            if !kept.contains(id) {
-                if expect {
-                    change.expect(id, Some(was))?;
-                    expected.insert(id);
-                }
-                change.remove(id);
-            }
-        }
-        if expect && after.active_admins() < self.active_admins() {
-            for key in self.keys.iter().filter(|k| k.active() && k.role == Role::Admin) {
-                if expected.insert(key.id.as_str()) {
-                    change.expect(key.id.as_str(), before.get(key.id.as_str()))?;
-                }
-            }
-        }
-        let retired_before: HashSet<&[u8; 32]> = self.retired.iter().map(|(h, _)| h).collect();
-        let retired_after: HashSet<&[u8; 32]> = after.retired.iter().map(|(h, _)| h).collect();
-        for (hash, at) in &after.retired {
-            if !retired_before.contains(hash) {
-                change.retire(hash, *at)?;
-            }
-        }
-        for (hash, _) in &self.retired {
-            if !retired_after.contains(hash) {
-                change.forget_retired(hash);
-            }
-        }
-        Ok(change)
-    }
-}
-
-impl From<&ApiKey> for ApiKeyRecord {
-    fn from(k: &ApiKey) -> ApiKeyRecord {
-        ApiKeyRecord {
-            id: k.id.as_str().to_owned(),
-            name: k.name.clone(),
-            role: k.role.as_str().to_owned(),
-            hash: k.hash,
-            created_ms: k.created_ms,
-            rotated_ms: k.rotated_ms,
-            revoked_ms: k.revoked_ms,
-            bootstrap: k.bootstrap.clone(),
-        }
-    }
-}
-
-impl TryFrom<ApiKeyRecord> for ApiKey {
-    type Error = String;
-
-    fn try_from(k: ApiKeyRecord) -> Result<ApiKey, String> {
-        Ok(ApiKey {
-            id: KeyId::parse(&k.id).ok_or_else(|| format!("{:?} is not a key id", k.id))?,
-            role: Role::parse(&k.role).ok_or_else(|| format!("key {}: no role {:?}", k.id, k.role))?,
-            name: k.name,
-            hash: k.hash,
-            created_ms: k.created_ms,
-            rotated_ms: k.rotated_ms,
-            revoked_ms: k.revoked_ms,
-            bootstrap: k.bootstrap,
-        })
     }
 }
 
@@ -599,37 +442,6 @@ impl Keys {
     }
 }
 
-/// Moves the keys of the document earlier builds kept (`M api_keys`) to records of their own,
-/// removing the document in the same change, which expects none of its keys to have a record
-/// yet: when another node of a cluster moved them first, this one changes nothing.
-async fn move_legacy(store: &LogHandle) -> Result<(), KeysError> {
-    let Some(text) = store.meta(LEGACY_META)? else { return Ok(()) };
-    let legacy = serde_json::from_str::<Legacy>(&text).map_err(|e| KeysError::Unreadable(e.to_string()))?;
-    let mut change = KeyChange::default();
-    for key in &legacy.keys {
-        change.expect(key.id.as_str(), None)?;
-        change.put(&ApiKeyRecord::from(key))?;
-    }
-    // Their order is kept; when each was retired is not known.
-    let now = now_ms();
-    let n = legacy.retired.len() as u64;
-    for (i, hash) in legacy.retired.iter().enumerate() {
-        change.retire(hash, now.saturating_sub(n - i as u64))?;
-    }
-    change.remove_meta(LEGACY_META);
-    match store.change_api_keys(change).await {
-        Ok(()) => {
-            tracing::info!(keys = legacy.keys.len(), "moved the API keys to records of their own");
-            Ok(())
-        }
-        Err(e) if e.is_changed() => {
-            tracing::info!("the API keys were moved to records of their own already (by another node)");
-            Ok(())
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
 fn bootstrap_key(which: &str, role: Role, hash: &[u8; 32], now: u64) -> ApiKey {
     ApiKey {
         id: KeyId::generate(),
@@ -672,24 +484,10 @@ mod hashed {
     }
 }
 
-mod hashed_list {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(hashes: &[[u8; 32]], s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(hashes.iter().map(crate::at_rest::kept_form))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<[u8; 32]>, D::Error> {
-        Vec::<String>::deserialize(d)?
-            .iter()
-            .map(|t| super::hashed::parse(t).ok_or_else(|| serde::de::Error::custom("a hash must be sha256:<hex>")))
-            .collect()
-    }
-}
-
 fn not_found(id: &str) -> ApiError {
     ApiError::NotFound(format!("key {id} not found"))
 }
 
+mod stored;
 #[cfg(test)]
 pub(crate) mod tests;

@@ -14,23 +14,25 @@ use std::time::Instant;
 use crmhook_core::{Event, EventId, NewEvent};
 use tokio::sync::{oneshot, watch};
 
-use crate::batch::{Write, Writes};
+use crate::batch::Writes;
 use crate::cache::ChunkCache;
 use crate::finished::{Blocks, KeptBlocks};
 use crate::index::IndexWindow;
 use crate::keys::{self, Tag};
 use crate::records::AckEntry;
 use crate::stored::RequestKeyV1;
-use crate::{codec, Result, Store, StoreError, CHUNK_BYTES, CHUNK_EVENTS};
+use crate::{codec, Result, Store, StoreError};
 
 /// A group commit that takes this long (applying the batch and flushing) is logged as a warning:
 /// every request of its group waited for it.
 const SLOW_COMMIT: std::time::Duration = std::time::Duration::from_millis(20);
 
 mod apply;
+mod chunks;
 mod queue;
 
 use apply::{apply, restores_apart};
+pub(crate) use chunks::{write_log, Chunk};
 use queue::{next_group, Unpark};
 pub(crate) use queue::{Lazy, Queues};
 
@@ -118,6 +120,10 @@ pub(crate) struct Writer {
 enum Reply {
     Append(oneshot::Sender<Result<Vec<AckEntry>>>, Vec<AckEntry>),
     Write(oneshot::Sender<Result<()>>),
+    /// A write whose expectations did not hold (`StoreError::Changed`): answered with the
+    /// group, once the writes that changed its records are in the tree, so that a caller that
+    /// reads them again and computes its change anew reads the new state.
+    Refused(oneshot::Sender<Result<()>>),
 }
 
 /// One group commit, as it is put together.
@@ -302,7 +308,7 @@ impl Writer {
                 match writes.expectations_hold(&self.tree, &group.keyed) {
                     Ok(true) => {}
                     Ok(false) => {
-                        let _ = reply.send(Err(StoreError::Changed));
+                        group.replies.push(Reply::Refused(reply));
                         return;
                     }
                     Err(e) => {
@@ -540,38 +546,11 @@ fn answer(replies: Vec<Reply>, result: &Result<()>) {
             Reply::Write(tx) => {
                 let _ = tx.send(result.as_ref().copied().map_err(failure));
             }
+            Reply::Refused(tx) => {
+                let _ = tx.send(Err(StoreError::Changed));
+            }
         }
     }
-}
-
-/// A chunk [`write_log`] wrote: how many of the group's events (the chunks follow each other
-/// from its first), and its encoded size.
-pub(crate) struct Chunk {
-    events: usize,
-    bytes: usize,
-}
-
-/// Writes the events of one group commit (consecutive seqs) as chunks, each with the
-/// `Idempotency-Key` of the `requests` whose first event it holds; answers the chunks.
-pub(crate) fn write_log(batch: &mut sled::Batch, events: &[Event], requests: &[RequestKeyV1]) -> Result<Vec<Chunk>> {
-    let mut chunks = Vec::new();
-    let mut start = 0;
-    while start < events.len() {
-        let mut end = start;
-        let mut bytes = 0;
-        while end < events.len() && end - start < CHUNK_EVENTS && (end == start || bytes < CHUNK_BYTES) {
-            bytes += events[end].payload.len();
-            end += 1;
-        }
-        let (first, last) = (events[start].seq, events[end - 1].seq);
-        let held: Vec<RequestKeyV1> =
-            requests.iter().filter(|r| (first..=last).contains(&r.first_seq)).cloned().collect();
-        let encoded = codec::encode_events_keyed(&events[start..end], &held)?;
-        chunks.push(Chunk { events: end - start, bytes: encoded.len() });
-        batch.insert(keys::chunk(events[start].seq), encoded);
-        start = end;
-    }
-    Ok(chunks)
 }
 
 impl Store {
@@ -599,35 +578,6 @@ impl Store {
             self.inner.tx.send(op).await.map_err(|_| StoreError::Closed)?;
         }
         rx.await.map_err(|_| StoreError::Closed)?
-    }
-}
-
-/// How the writer thread applies a request's writes to its group's sled batch.
-impl Writes {
-    /// Adds these writes to `batch`; the changes to `L` blocks go to `blocks`, which the caller
-    /// adds to the batch once the whole group is in it ([`Blocks::into_batch`]). `requests`
-    /// numbers operators' requests (the `n` of their `O` keys).
-    pub(crate) fn into_batch(
-        self,
-        batch: &mut sled::Batch,
-        blocks: &mut Blocks,
-        tree: &sled::Tree,
-        requests: &mut u64,
-    ) {
-        for write in self.0 {
-            match write {
-                Write::Put(k, v) => batch.insert(k, v),
-                Write::Numbered(tag, at_ms, v) => {
-                    *requests += 1;
-                    batch.insert(keys::numbered(tag, at_ms, *requests), v)
-                }
-                Write::Remove(k) if k.first() == Some(&Tag::Block.byte()) => blocks.entries(tree, k).clear(),
-                Write::Remove(k) => batch.remove(k),
-                Write::Finish(k, seq, attempt) => blocks.finish(tree, k, seq, attempt),
-                Write::Unfinish(k, seq) => blocks.unfinish(tree, k, seq),
-                Write::Expect(..) => {}
-            }
-        }
     }
 }
 

@@ -38,6 +38,7 @@ mod cli_edit;
 mod cli_events;
 mod cli_keys;
 mod cli_sources;
+mod cli_text;
 mod cluster;
 mod config;
 mod dir_lock;

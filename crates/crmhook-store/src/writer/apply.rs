@@ -1,7 +1,10 @@
 //! How the writer thread applies a group to the tree: as ordered single inserts or as one sled
-//! batch ([`apply`]), and a group cut after each restore ([`restores_apart`]).
+//! batch ([`apply`]), a group cut after each restore ([`restores_apart`]), and how a request's
+//! writes go into the group's batch (`Writes::into_batch`).
 
 use super::Op;
+use crate::batch::{Write, Writes};
+use crate::finished::Blocks;
 use crate::keys::{self, Tag};
 use crate::sources::SourceCache;
 use crate::Result;
@@ -73,4 +76,33 @@ pub(super) fn restores_apart(ops: Vec<Op>) -> Vec<Vec<Op>> {
     }
     parts.retain(|p| !p.is_empty());
     parts
+}
+
+/// How the writer thread applies a request's writes to its group's sled batch.
+impl Writes {
+    /// Adds these writes to `batch`; the changes to `L` blocks go to `blocks`, which the caller
+    /// adds to the batch once the whole group is in it ([`Blocks::into_batch`]). `requests`
+    /// numbers operators' requests (the `n` of their `O` keys).
+    pub(crate) fn into_batch(
+        self,
+        batch: &mut sled::Batch,
+        blocks: &mut Blocks,
+        tree: &sled::Tree,
+        requests: &mut u64,
+    ) {
+        for write in self.0 {
+            match write {
+                Write::Put(k, v) => batch.insert(k, v),
+                Write::Numbered(tag, at_ms, v) => {
+                    *requests += 1;
+                    batch.insert(keys::numbered(tag, at_ms, *requests), v)
+                }
+                Write::Remove(k) if k.first() == Some(&Tag::Block.byte()) => blocks.entries(tree, k).clear(),
+                Write::Remove(k) => batch.remove(k),
+                Write::Finish(k, seq, attempt) => blocks.finish(tree, k, seq, attempt),
+                Write::Unfinish(k, seq) => blocks.unfinish(tree, k, seq),
+                Write::Expect(..) => {}
+            }
+        }
+    }
 }
