@@ -98,6 +98,52 @@ fn filters_by_type_record_kanban_and_time() {
 }
 
 #[test]
+fn events_page_newest_first_with_order_newest() {
+    let server = Server::start();
+    let get = |q: &str| server.admin("GET", &format!("/v1/events?{q}"), None);
+    assert_eq!(get("order=newest").json(), json!({"events": [], "next_after": null}));
+    let r = get("order=latest");
+    assert_eq!((r.status, r.json()["field"].as_str()), (422, Some("order")), "{}", r.text);
+    // Seven events, kanbans A and B in turn.
+    let acks: Vec<String> = (0..7)
+        .map(|i| {
+            let kanban = ["kanban_A", "kanban_B"][i % 2];
+            id(&server.post_ok(&maia("crm_field_update", json!({ "kanbanId": kanban }))))
+        })
+        .collect();
+    let newest: Vec<String> = acks.iter().rev().cloned().collect();
+    assert_eq!(ids(&get("order=newest").json()), newest);
+    // Page by page, each `next_after` leading to older events, to the log's start.
+    let mut seen = Vec::new();
+    let mut query = "order=newest&limit=3".to_owned();
+    loop {
+        let page = get(&query).json();
+        seen.extend(ids(&page));
+        match page["next_after"].as_u64() {
+            Some(after) => query = format!("order=newest&limit=3&after={after}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, newest);
+    // Through an index, and bounded in time.
+    assert_eq!(ids(&get("order=newest&kanban_id=kanban_A&limit=2").json()), [acks[6].clone(), acks[4].clone()]);
+    assert_eq!(ids(&get("order=newest&kanban_id=kanban_B&after=4").json()), [acks[1].clone()]);
+    let received = |i: usize| {
+        server.admin("GET", &format!("/v1/events/{}", acks[i]), None).json()["received_at"]
+            .as_str()
+            .expect("at")
+            .to_owned()
+    };
+    let (since, until) = (received(2), received(5));
+    let bounded = ids(&get(&format!("order=newest&since={since}&until={until}")).json());
+    let oldest = ids(&get(&format!("since={since}&until={until}")).json());
+    assert_eq!(bounded, oldest.iter().rev().cloned().collect::<Vec<_>>());
+    assert!(!bounded.contains(&acks[5]), "until is exclusive");
+    // (Events received within one millisecond share their time: then the range is empty.)
+    assert_eq!(bounded.contains(&acks[2]), since < until, "since is inclusive");
+}
+
+#[test]
 fn a_targets_deliveries_by_status_then_redeliver_and_replay() {
     let server = Server::start();
     let rcv = Receiver::start();

@@ -163,6 +163,29 @@ impl Store {
             items
         }))
     }
+
+    /// Events with seq ≤ `upto`, newest first, read from sled (through the cache of decoded
+    /// chunks): the chunk keyed at or before `upto`, then the ones before it.
+    pub(crate) fn events_back(&self, upto: u64) -> impl Iterator<Item = Result<Event>> + '_ {
+        let generation = self.chunk_generation();
+        self.inner.tree.range(Tag::Event.prefix()..=keys::chunk(upto)).rev().flat_map(move |kv| {
+            let chunk = kv.map_err(StoreError::from).and_then(|(k, v)| self.decode_chunk(&k, &v, generation));
+            let items: Box<dyn Iterator<Item = Result<Event>>> = match chunk {
+                // Copied one by one as the walk reaches them: a page may need few of a chunk.
+                Ok(chunk) => {
+                    let seqs = chunk.clone();
+                    Box::new(
+                        (0..chunk.len())
+                            .rev()
+                            .filter(move |i| seqs[*i].seq <= upto)
+                            .map(move |i| Ok(Event::clone(&chunk[i]))),
+                    )
+                }
+                Err(e) => Box::new(std::iter::once(Err(e))),
+            };
+            items
+        })
+    }
 }
 
 #[cfg(test)]

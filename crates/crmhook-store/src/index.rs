@@ -178,11 +178,7 @@ impl Store {
 
     /// Batches of seqs, in increasing order, of the events with this record id from `from` on
     /// (with some before it): the windows on disk, then the one in memory.
-    pub(crate) fn record_seqs(
-        &self,
-        record_id: &str,
-        from: u64,
-    ) -> Result<Box<dyn Iterator<Item = Result<Vec<u64>>> + '_>> {
+    pub(crate) fn record_seqs(&self, record_id: &str, from: u64) -> Result<Walk<'_>> {
         // Snapshot the memory first: a window written out meanwhile is on disk by then, and
         // its seqs past `through` are taken from the snapshot only.
         let (through, recent) = {
@@ -204,11 +200,7 @@ impl Store {
     }
 
     /// [`Store::record_seqs`] for a type or kanban posting prefix.
-    pub(crate) fn term_seqs(
-        &self,
-        prefix: Vec<u8>,
-        from: u64,
-    ) -> Result<Box<dyn Iterator<Item = Result<Vec<u64>>> + '_>> {
+    pub(crate) fn term_seqs(&self, prefix: Vec<u8>, from: u64) -> Result<Walk<'_>> {
         let (through, recent) = {
             let w = self.index_window()?;
             (w.through, w.postings.terms.get(&prefix).cloned().unwrap_or_default())
@@ -221,6 +213,51 @@ impl Store {
         });
         Ok(Box::new(on_disk.chain(std::iter::once(Ok(recent)))))
     }
+
+    /// Batches of seqs of the events with this record id at or before `upto`, newest first
+    /// (each batch in decreasing order): the window in memory, then the windows on disk
+    /// backwards.
+    pub(crate) fn record_seqs_back(&self, record_id: &str, upto: u64) -> Result<Walk<'_>> {
+        let (through, recent) = {
+            let w = self.index_window()?;
+            (w.through, w.postings.records.get(record_id).cloned().unwrap_or_default())
+        };
+        let prefix = keys::record_prefix(record_bucket(record_id));
+        let end = keys::at_seq(&prefix, upto);
+        let record_id = record_id.to_owned();
+        let on_disk = self.inner.tree.range(prefix..=end).rev().map(move |kv| {
+            let postings: RecordPostings = codec::decode(&kv?.1)?;
+            Ok(match postings.binary_search_by(|(r, _)| r.as_str().cmp(&record_id)) {
+                Ok(i) => backwards(postings[i].1.iter().copied(), through, upto),
+                Err(_) => Vec::new(),
+            })
+        });
+        Ok(Box::new(std::iter::once(Ok(backwards(recent, u64::MAX, upto))).chain(on_disk)))
+    }
+
+    /// [`Store::record_seqs_back`] for a type or kanban posting prefix.
+    pub(crate) fn term_seqs_back(&self, prefix: Vec<u8>, upto: u64) -> Result<Walk<'_>> {
+        let (through, recent) = {
+            let w = self.index_window()?;
+            (w.through, w.postings.terms.get(&prefix).cloned().unwrap_or_default())
+        };
+        let end = keys::at_seq(&prefix, upto);
+        let on_disk = self.inner.tree.range(prefix..=end).rev().map(move |kv| {
+            let seqs: Vec<u64> = codec::decode(&kv?.1)?;
+            Ok(backwards(seqs, through, upto))
+        });
+        Ok(Box::new(std::iter::once(Ok(backwards(recent, u64::MAX, upto))).chain(on_disk)))
+    }
+}
+
+/// A walk of postings: batches of seqs, in the walk's order.
+pub(crate) type Walk<'a> = Box<dyn Iterator<Item = Result<Vec<u64>>> + 'a>;
+
+/// The seqs of a posting (increasing) up to `through` and `upto`, in decreasing order.
+fn backwards(seqs: impl IntoIterator<Item = u64>, through: u64, upto: u64) -> Vec<u64> {
+    let mut out: Vec<u64> = seqs.into_iter().filter(|s| *s <= through && *s <= upto).collect();
+    out.reverse();
+    out
 }
 
 #[cfg(test)]

@@ -154,6 +154,8 @@ pub trait Log: Send + Sync + 'static {
     // ---- operators' queries ----
 
     fn events_page(&self, filter: &EventFilter, after: u64, limit: usize) -> Result<Vec<Event>>;
+    /// The events before `before` (every acknowledged one without it), newest first.
+    fn events_page_newest(&self, filter: &EventFilter, before: Option<u64>, limit: usize) -> Result<Vec<Event>>;
 
     // ---- retention ----
 
@@ -357,6 +359,9 @@ impl Log for Store {
 
     fn events_page(&self, filter: &EventFilter, after: u64, limit: usize) -> Result<Vec<Event>> {
         Store::events_page(self, filter, after, limit)
+    }
+    fn events_page_newest(&self, filter: &EventFilter, before: Option<u64>, limit: usize) -> Result<Vec<Event>> {
+        Store::events_page_newest(self, filter, before, limit)
     }
 
     fn compact(&self, cutoff_ms: u64, max: usize) -> Result<u64> {

@@ -4,6 +4,7 @@
 use crmhook_core::subscription::type_matches;
 use crmhook_core::{Event, SourceId};
 
+use crate::index::Walk;
 use crate::keys::{self, Tag};
 use crate::{Result, Store};
 
@@ -34,17 +35,18 @@ impl EventFilter {
     }
 }
 
-/// Walks of postings (batches of increasing seqs) merged into one walk in seq order.
+/// Walks of postings merged into one walk in the walks' order: increasing seqs, or decreasing
+/// ones for a walk newest first.
 struct Merged<'a> {
     walks: Vec<std::iter::Peekable<Seqs<'a>>>,
+    newest_first: bool,
 }
 
 /// One walk's seqs, one by one.
 type Seqs<'a> = std::iter::FlatMap<Walk<'a>, Vec<Result<u64>>, fn(Result<Vec<u64>>) -> Vec<Result<u64>>>;
-type Walk<'a> = Box<dyn Iterator<Item = Result<Vec<u64>>> + 'a>;
 
 impl<'a> Merged<'a> {
-    fn new(walks: Vec<Walk<'a>>) -> Merged<'a> {
+    fn new(walks: Vec<Walk<'a>>, newest_first: bool) -> Merged<'a> {
         fn each(batch: Result<Vec<u64>>) -> Vec<Result<u64>> {
             match batch {
                 Ok(seqs) => seqs.into_iter().map(Ok).collect(),
@@ -52,7 +54,7 @@ impl<'a> Merged<'a> {
             }
         }
         let each: fn(Result<Vec<u64>>) -> Vec<Result<u64>> = each;
-        Merged { walks: walks.into_iter().map(|w| w.flat_map(each).peekable()).collect() }
+        Merged { walks: walks.into_iter().map(|w| w.flat_map(each).peekable()).collect(), newest_first }
     }
 }
 
@@ -60,18 +62,49 @@ impl Iterator for Merged<'_> {
     type Item = Result<Vec<u64>>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        // The walk whose next seq is lowest (an error first: it is answered at once).
-        let mut lowest: Option<(usize, u64)> = None;
+        // The walk whose next seq comes first (an error first of all: it is answered at once).
+        let mut first: Option<(usize, u64)> = None;
         for (i, walk) in self.walks.iter_mut().enumerate() {
             match walk.peek() {
                 None => {}
                 Some(Err(_)) => return walk.next().map(|e| e.map(|s| vec![s])),
-                Some(Ok(seq)) if lowest.is_none_or(|(_, low)| *seq < low) => lowest = Some((i, *seq)),
-                Some(Ok(_)) => {}
+                Some(Ok(seq)) => {
+                    let before = |other: u64| if self.newest_first { *seq > other } else { *seq < other };
+                    if first.is_none_or(|(_, f)| before(f)) {
+                        first = Some((i, *seq));
+                    }
+                }
             }
         }
-        let (i, _) = lowest?;
+        let (i, _) = first?;
         self.walks[i].next().map(|s| s.map(|s| vec![s]))
+    }
+}
+
+/// Which way a page of the log goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    /// Seqs after `after`, oldest first.
+    Oldest { after: u64 },
+    /// Seqs up to `upto`, newest first.
+    Newest { upto: u64 },
+}
+
+impl Direction {
+    fn holds(self, seq: u64) -> bool {
+        match self {
+            Direction::Oldest { after } => seq > after,
+            Direction::Newest { upto } => seq <= upto,
+        }
+    }
+
+    /// Whether an event the walk reached is past the filter's time bound in the walk's
+    /// direction (seqs and receive times grow together, so every later one is too).
+    fn past_time(self, filter: &EventFilter, e: &Event) -> bool {
+        match self {
+            Direction::Oldest { .. } => filter.until_ms.is_some_and(|u| e.received_at_ms >= u),
+            Direction::Newest { .. } => filter.since_ms.is_some_and(|s| e.received_at_ms < s),
+        }
     }
 }
 
@@ -80,9 +113,37 @@ impl Store {
     /// selective index the filter names (record id, kanban, type), else the log from the first
     /// event at or after `since`; never the whole log for a filtered read.
     pub fn events_page(&self, filter: &EventFilter, after: u64, limit: usize) -> Result<Vec<Event>> {
-        let from = after.saturating_add(1);
-        let postings: Option<Box<dyn Iterator<Item = Result<Vec<u64>>>>> = if let Some(r) = &filter.record_id {
-            Some(self.record_seqs(r, from)?)
+        self.page(filter, Direction::Oldest { after }, limit)
+    }
+
+    /// Events before `before` (every acknowledged one without it) that pass `filter`, newest
+    /// first, at most `limit`: [`Store::events_page`] backwards, through the same indexes, from
+    /// the last event received before `until`.
+    pub fn events_page_newest(&self, filter: &EventFilter, before: Option<u64>, limit: usize) -> Result<Vec<Event>> {
+        let mut upto = self.head();
+        if let Some(before) = before {
+            upto = upto.min(before.saturating_sub(1));
+        }
+        if let Some(until) = filter.until_ms {
+            upto = upto.min(self.first_received_at(until)?.saturating_sub(1));
+        }
+        if upto == 0 {
+            return Ok(Vec::new());
+        }
+        self.page(filter, Direction::Newest { upto }, limit)
+    }
+
+    fn page(&self, filter: &EventFilter, direction: Direction, limit: usize) -> Result<Vec<Event>> {
+        let newest_first = matches!(direction, Direction::Newest { .. });
+        let walk = |prefix: Vec<u8>| match direction {
+            Direction::Oldest { after } => self.term_seqs(prefix, after.saturating_add(1)),
+            Direction::Newest { upto } => self.term_seqs_back(prefix, upto),
+        };
+        let postings: Option<Walk<'_>> = if let Some(r) = &filter.record_id {
+            Some(match direction {
+                Direction::Oldest { after } => self.record_seqs(r, after.saturating_add(1))?,
+                Direction::Newest { upto } => self.record_seqs_back(r, upto)?,
+            })
         } else if let Some(prefix) = [
             (Tag::KanbanIndex, filter.kanban_id.as_deref()),
             (Tag::SourceIndex, filter.source_id.as_ref().map(SourceId::as_str)),
@@ -90,23 +151,23 @@ impl Store {
         .into_iter()
         .find_map(|(tag, v)| v.map(|v| keys::text_prefix(tag, v)))
         {
-            Some(self.term_seqs(prefix, from)?)
+            Some(walk(prefix)?)
         } else if let Some(pattern) = &filter.event_type {
-            // Every type the pattern admits, their postings merged in seq order.
+            // Every type the pattern admits, their postings merged in the walk's order.
             let mut walks = Vec::new();
             for prefix in self.terms_where(Tag::TypeIndex, |t| type_matches(pattern, t))? {
-                walks.push(self.term_seqs(prefix, from)?);
+                walks.push(walk(prefix)?);
             }
-            Some(if walks.len() == 1 { walks.remove(0) } else { Box::new(Merged::new(walks)) })
+            Some(if walks.len() == 1 { walks.remove(0) } else { Box::new(Merged::new(walks, newest_first)) })
         } else {
             None
         };
         let mut out = Vec::new();
         if let Some(postings) = postings {
             'postings: for seqs in postings {
-                for seq in seqs?.into_iter().filter(|s| *s >= from) {
+                for seq in seqs?.into_iter().filter(|s| direction.holds(*s)) {
                     let Some(e) = self.event(seq)? else { continue };
-                    if filter.until_ms.is_some_and(|u| e.received_at_ms >= u) {
+                    if direction.past_time(filter, &e) {
                         break 'postings;
                     }
                     if filter.admits(&e) {
@@ -120,14 +181,21 @@ impl Store {
             return Ok(out);
         }
         // Time only (or nothing): seqs and receive times grow together, so start at the first
-        // event received at `since` and stop at `until`.
-        let mut start = from;
-        if let Some(since) = filter.since_ms {
-            start = start.max(self.first_received_at(since)?);
-        }
-        for e in self.events_from(start) {
+        // event received at `since` (oldest first; newest first, `upto` is already before
+        // `until`) and stop at the other bound.
+        let events: Box<dyn Iterator<Item = Result<Event>>> = match direction {
+            Direction::Oldest { after } => {
+                let mut start = after.saturating_add(1);
+                if let Some(since) = filter.since_ms {
+                    start = start.max(self.first_received_at(since)?);
+                }
+                Box::new(self.events_from(start))
+            }
+            Direction::Newest { upto } => Box::new(self.events_back(upto)),
+        };
+        for e in events {
             let e = e?;
-            if filter.until_ms.is_some_and(|u| e.received_at_ms >= u) {
+            if direction.past_time(filter, &e) {
                 break;
             }
             if filter.admits(&e) {

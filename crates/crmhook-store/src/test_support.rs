@@ -47,6 +47,17 @@ pub(crate) fn assert_filters_match_a_scan(store: &Store) {
     for f in &filters {
         assert_filter_matches_a_scan(store, &all, f);
     }
+    // Receive times: a bound inside the log (the events of one group share theirs).
+    if let (Some(early), Some(late)) = (all.get(all.len() / 4), all.get(all.len() * 3 / 4)) {
+        let (since, until) = (Some(early.received_at_ms), Some(late.received_at_ms));
+        for f in [
+            EventFilter { since_ms: since, ..Default::default() },
+            EventFilter { until_ms: until, ..Default::default() },
+            EventFilter { since_ms: since, until_ms: until, kanban_id: Some("k1".into()), ..Default::default() },
+        ] {
+            assert_filter_matches_a_scan(store, &all, &f);
+        }
+    }
 }
 
 /// `filter`, from every starting point, answers what a scan of `all` (the log) answers.
@@ -57,6 +68,23 @@ pub(crate) fn assert_filter_matches_a_scan(store: &Store, all: &[Event], f: &Eve
             let want: Vec<u64> =
                 all.iter().filter(|e| e.seq > after && f.admits(e)).map(|e| e.seq).take(limit).collect();
             assert_eq!(got, want, "{f:?} after {after} limit {limit}");
+        }
+    }
+    // Newest first, from the head or from before any seq.
+    for before in
+        [None, Some(0), Some(1), Some(2), Some(6), Some(21), Some(42), Some(48), Some(61), Some(69), Some(500)]
+    {
+        for limit in [1, 3, 100] {
+            let got: Vec<u64> =
+                store.events_page_newest(f, before, limit).expect("page").iter().map(|e| e.seq).collect();
+            let want: Vec<u64> = all
+                .iter()
+                .rev()
+                .filter(|e| before.is_none_or(|b| e.seq < b) && f.admits(e))
+                .map(|e| e.seq)
+                .take(limit)
+                .collect();
+            assert_eq!(got, want, "{f:?} newest before {before:?} limit {limit}");
         }
     }
 }

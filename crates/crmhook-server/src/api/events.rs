@@ -102,6 +102,9 @@ pub(crate) async fn get_event(_: Operator, id: web::Path<String>, state: State) 
 struct EventQuery {
     after: u64,
     limit: usize,
+    /// `order=newest`: the page goes backwards from `after` (from the head when it is 0 or
+    /// missing), and `next_after` leads to older events.
+    newest: bool,
     filter: EventFilter,
 }
 
@@ -109,9 +112,20 @@ impl EventQuery {
     fn parse(q: &HashMap<String, String>) -> Result<EventQuery, ApiError> {
         let (after, limit) = page_params(q)?;
         let text = |name: &str| q.get(name).filter(|v| !v.is_empty()).cloned();
+        let newest = match q.get("order").map(|v| v.trim()) {
+            None | Some("" | "oldest") => false,
+            Some("newest") => true,
+            Some(other) => {
+                return Err(ApiError::unprocessable(
+                    "order",
+                    format!("`order` must be oldest or newest, not {other:?}"),
+                ))
+            }
+        };
         Ok(EventQuery {
             after,
             limit,
+            newest,
             filter: EventFilter {
                 event_type: text("type"),
                 record_id: text("record_id"),
@@ -150,7 +164,11 @@ pub(crate) async fn list_events(
     while events.len() < q.limit && bytes < page_bytes {
         let room = page_bytes - bytes;
         let n = (room / state.max_body_bytes.max(1)).clamp(1, q.limit - events.len());
-        let batch = state.store.events_page(&q.filter, after, n)?;
+        let batch = if q.newest {
+            state.store.events_page_newest(&q.filter, (after > 0).then_some(after), n)?
+        } else {
+            state.store.events_page(&q.filter, after, n)?
+        };
         end = batch.len() < n;
         for e in batch {
             bytes = bytes.saturating_add(e.payload.len());
@@ -161,7 +179,8 @@ pub(crate) async fn list_events(
             break;
         }
     }
-    // A page cut by its limit or its bytes may have a next one; a short page is the end of the log.
+    // A page cut by its limit or its bytes may have a next one; a short page is the end of the
+    // log (or, newest first, its start).
     let next_after = if end { None } else { events.last().map(|e| e.seq) };
     Ok(HttpResponse::Ok().json(EventPage { events: events.iter().map(EventView::from).collect(), next_after }))
 }
