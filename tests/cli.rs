@@ -148,6 +148,20 @@ fn targets_subscriptions_events_and_deliveries_from_the_command_line() {
 }
 
 #[test]
+fn events_list_newest_first_a_page_at_a_time() {
+    let server = Server::start();
+    let ids: Vec<String> = (0..3)
+        .map(|_| server.post_ok(&maia("ai_pause", json!({})))["events"][0]["id"].as_str().expect("id").to_owned())
+        .collect();
+    let newest = succeeded(&crmhook(&server, &["events", "list", "--newest", "--limit", "2"]));
+    let at = |id: &str| newest.find(id);
+    assert!(at(&ids[2]) < at(&ids[1]) && at(&ids[1]).is_some() && at(&ids[0]).is_none(), "{newest}");
+    assert!(newest.contains("more: --after 2 --newest"), "{newest}");
+    let older = succeeded(&crmhook(&server, &["events", "list", "--newest", "--after", "2"]));
+    assert!(older.contains(&ids[0]) && !older.contains(&ids[1]) && !older.contains("more:"), "{older}");
+}
+
+#[test]
 fn tail_follows_the_stream() {
     let server = Server::start();
     let mut child = Command::new(env!("CARGO_BIN_EXE_crmhook"))

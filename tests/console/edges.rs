@@ -2,8 +2,9 @@
 //! beside the headers, a deleted target's pane and the keyboard's place after a deletion, a
 //! record deleted meanwhile answered with its own problem (not "not available on this
 //! server"), and an operator key's Events view starting from the newest events when
-//! `metrics_token` keeps `/readyz`'s head from anonymous probes, and a long source name kept
-//! inside a phone-sized window.
+//! `metrics_token` keeps `/readyz`'s head from anonymous probes, a search listing the newest
+//! matches first and paging back to the oldest (it listed the oldest 200, with no more), and a
+//! long source name kept inside a phone-sized window.
 
 use super::*;
 
@@ -73,6 +74,31 @@ fn the_console_places_errors_and_the_keyboard_and_shows_the_newest_events_to_an_
     let newest = watcher.wait("#live tr.event");
     let seq: u64 = watcher.text(&newest).split_whitespace().next().and_then(|s| s.parse().ok()).expect("a seq");
     assert_eq!(seq, last, "the newest event first");
+
+    // A search finds the newest matches first, and "Older" pages back to the oldest: 150
+    // events of one type, pages of 100.
+    for i in 60..150 {
+        last = server.post_ok(&maia("ai_pause", json!({"i": i})))["events"][0]["seq"].as_u64().expect("seq");
+    }
+    let listed = server.admin("GET", "/v1/events?type=ai_pause&limit=1000", None).json();
+    let mut every: Vec<u64> =
+        listed["events"].as_array().expect("events").iter().map(|e| e["seq"].as_u64().expect("seq")).collect();
+    every.reverse();
+    assert_eq!((every.len(), every.first()), (150, Some(&last)));
+    let seqs_shown = |b: &Driver| -> Vec<u64> {
+        let v = b.execute("return [...document.querySelectorAll('#live tr.event')].map(r => r.cells[0].textContent)");
+        v.as_array().expect("rows").iter().map(|s| s.as_str().and_then(|s| s.parse().ok()).expect("a seq")).collect()
+    };
+    watcher.type_into(&watcher.wait("#q-type"), "ai_pause");
+    watcher.clicks("#search button[type=submit]");
+    watcher.wait_text("#q-status", "the first page of the search", |t| t.starts_with("100 events found"));
+    assert_eq!(seqs_shown(&watcher), every[..100], "the newest 100, newest first");
+    watcher.enter("#q-older");
+    watcher.wait_text("#q-status", "the second page", |t| t.starts_with("150 events found") && t.contains("oldest"));
+    assert_eq!(seqs_shown(&watcher), every, "every match, newest first");
+    let older_hidden = watcher.execute("return document.querySelector('#q-older').hidden");
+    assert_eq!(older_hidden, json!(true), "no older page past the oldest match");
+    watcher.clicks("#q-clear");
 
     // A phone-sized window: a source's long name in the search's picker widens no form past
     // its section.

@@ -21,6 +21,9 @@ let auditAfter = null; // next_after of the last page of the audit trail (newest
 let auditLoads = 0; // the latest load of the audit trail: an earlier one's answer is dropped
                     // (two "Older" at once ask for the same page: the later answer is kept)
 const AUDIT_PAGE = 50;
+let searchAfter = null; // next_after of the last page of a search (newest first)
+let searchLoads = 0;    // the latest load of a search: an earlier one's answer is dropped
+const SEARCH_PAGE = 100;
 
 function esc(v) { return String(v ?? "").replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c])); }
 function when(t) { return t ? new Date(t).toLocaleString() : "–"; }
@@ -559,12 +562,42 @@ function showView(name) {
 }
 
 async function loadRecent() {
-    // The newest page: the last 50 seqs (the log pages forward from a seq).
-  let head = 0;
-  try { head = (await (await fetch("/readyz", { headers: { "Authorization": "Bearer " + token } })).json()).head || 0; } catch (_) {}
-  const page = await api(`/v1/events?after=${Math.max(0, head - 50)}&limit=50`);
+  // The newest 50 events, newest first; the live feed puts each new one on top.
+  const page = await api("/v1/events?order=newest&limit=50");
   $("#live").innerHTML = "";
-  page.events.forEach(addLive);
+  $("#q-older").hidden = true; $("#q-status").textContent = "";
+  page.events.slice().reverse().forEach(addLive);
+}
+
+// A search pages newest first (`order=newest`); "Older" asks for the page after the last one
+// shown, with the API's cursor.
+async function loadSearch(older) {
+  const load = ++searchLoads;
+  const q = new URLSearchParams({ order: "newest", limit: String(SEARCH_PAGE) });
+  if ($("#q-record").value.trim()) q.set("record_id", $("#q-record").value.trim());
+  if ($("#q-type").value.trim()) q.set("type", $("#q-type").value.trim());
+  if ($("#q-source").value) q.set("source_id", $("#q-source").value);
+  if (older && searchAfter) q.set("after", String(searchAfter));
+  searching = true;
+  let page;
+  try {
+    page = await api("/v1/events?" + q);
+  } catch (err) {
+    if (load === searchLoads) $("#q-status").textContent = "Could not search: " + err.message;
+    return;
+  }
+  if (load !== searchLoads || !searching) return;
+  const body = $("#live");
+  if (!older) body.replaceChildren();
+  page.events.forEach((ev) => body.appendChild(eventRow(ev)));
+  searchAfter = page.next_after;
+  const button = $("#q-older");
+  const wasFocused = document.activeElement === button;
+  button.hidden = !page.next_after;
+  const n = body.querySelectorAll("tr.event").length;
+  $("#q-status").textContent = n ? `${n} events found, newest first${page.next_after ? "" : ", back to the oldest kept"}.` : "No event matches.";
+  // The button goes away at the oldest match: keep the keyboard's place on the page.
+  if (wasFocused && button.hidden) $("#search button[type=submit]").focus();
 }
 
 async function follow() {
@@ -628,19 +661,9 @@ document.querySelectorAll("dialog .close").forEach((b) => { b.onclick = () => b.
 $("#once-form").onsubmit = (e) => { e.preventDefault(); $("#once-body").replaceChildren(); $("#dlg-once").close(); };
 $("#dlg-once").addEventListener("cancel", () => { $("#once-body").replaceChildren(); });
 $("#dlg-once").addEventListener("close", () => { $("#once-body").replaceChildren(); });
-$("#search").onsubmit = async (e) => {
-  e.preventDefault();
-  const q = new URLSearchParams();
-  if ($("#q-record").value.trim()) q.set("record_id", $("#q-record").value.trim());
-  if ($("#q-type").value.trim()) q.set("type", $("#q-type").value.trim());
-  if ($("#q-source").value) q.set("source_id", $("#q-source").value);
-  q.set("limit", "200");
-  searching = true;
-  const { events } = await api("/v1/events?" + q);
-  $("#live").innerHTML = "";
-  events.reverse().forEach((ev) => $("#live").appendChild(eventRow(ev)));
-};
-$("#q-clear").onclick = () => { searching = false; $("#q-record").value = ""; $("#q-type").value = ""; $("#q-source").value = ""; loadRecent(); };
+$("#search").onsubmit = (e) => { e.preventDefault(); loadSearch(false); };
+$("#q-older").onclick = () => loadSearch(true);
+$("#q-clear").onclick = () => { searching = false; searchLoads++; $("#q-record").value = ""; $("#q-type").value = ""; $("#q-source").value = ""; loadRecent(); };
 $("#q-source").onchange = () => $("#search").requestSubmit();
 document.querySelectorAll("#tabs button").forEach((b) => b.onclick = () => showView(b.dataset.view));
 $("#r-search").onsubmit = (e) => { e.preventDefault(); loadRejected(false); };

@@ -13,7 +13,7 @@ use crate::cli::{json_escaped, print_attempt, print_json, query, request, s, tab
 
 #[derive(Subcommand)]
 pub enum Events {
-    /// List events in log order.
+    /// List events in log order (`--newest`: newest first).
     List {
         /// A type, or a pattern as subscriptions take it (`Opportunity.*`); case is ignored.
         #[arg(long = "type")]
@@ -34,6 +34,9 @@ pub enum Events {
         after: u64,
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// Newest first: from the newest event (or from before `--after`) back.
+        #[arg(long)]
+        newest: bool,
     },
     /// One event with its deliveries and attempts.
     Show { id: String },
@@ -53,7 +56,7 @@ pub enum Events {
 
 pub fn events(conn: &Conn, cmd: Events) -> anyhow::Result<ExitCode> {
     match cmd {
-        Events::List { event_type, record_id, kanban_id, source, since, until, after, limit } => {
+        Events::List { event_type, record_id, kanban_id, source, since, until, after, limit, newest } => {
             let q = query(&[
                 ("type", event_type),
                 ("record_id", record_id),
@@ -63,6 +66,7 @@ pub fn events(conn: &Conn, cmd: Events) -> anyhow::Result<ExitCode> {
                 ("until", until),
                 ("after", Some(after.to_string())),
                 ("limit", Some(limit.to_string())),
+                ("order", newest.then(|| "newest".to_owned())),
             ]);
             let page = request(conn, "GET", &format!("/v1/events{q}"), None)?;
             if conn.json {
@@ -91,7 +95,8 @@ pub fn events(conn: &Conn, cmd: Events) -> anyhow::Result<ExitCode> {
                 .unwrap_or_default();
             table(&["seq", "id", "type", "record", "received_at"], rows);
             if let Some(next) = page["next_after"].as_u64() {
-                say!("more: --after {next}");
+                let newest = if newest { " --newest" } else { "" };
+                say!("more: --after {next}{newest}");
             }
             Ok(ExitCode::SUCCESS)
         }
