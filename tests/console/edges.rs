@@ -74,6 +74,7 @@ fn the_console_places_errors_and_the_keyboard_and_shows_the_newest_events_to_an_
     let newest = watcher.wait("#live tr.event");
     let seq: u64 = watcher.text(&newest).split_whitespace().next().and_then(|s| s.parse().ok()).expect("a seq");
     assert_eq!(seq, last, "the newest event first");
+    assert!(!watcher.displayed("#tabs button[data-view='keys']"), "the Keys view is the admins'");
 
     // A search finds the newest matches first, and "Older" pages back to the oldest: 150
     // events of one type, pages of 100.

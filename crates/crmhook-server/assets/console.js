@@ -1,11 +1,12 @@
 // The console's script, served as /console.js: the page's Content-Security-Policy allows no
-// inline script or event-handler attribute, so handlers are set from here. Three files, loaded
+// inline script or event-handler attribute, so handlers are set from here. Four files, loaded
 // in this order, share the page's global scope:
 // - console.js (this one): the API client, errors shown beside their field, dialogs, the role
 //   of the key, the events, the sources, the quarantine, the audit trail, and sign-in;
 // - console-center.js: the Webhook Center: targets, their subscriptions (the builder with its
 //   live preview) and test events;
-// - console-charts.js: the health and ingest pictures, drawn as inline SVG.
+// - console-charts.js: the health and ingest pictures, drawn as inline SVG;
+// - console-keys.js: the API keys (admins only): made, rotated and revoked.
 // Everything a client sent (payloads, names, receivers' answers) is shown as text: `esc` for
 // markup built as a string, `textContent` otherwise.
 "use strict";
@@ -557,6 +558,7 @@ function showView(name) {
   // Sources may have been added elsewhere: the filters and names follow.
   loadSources().then(() => name === "rejected" && loadRejected(false)).catch(() => {});
   if (name === "audit") loadAudit(false);
+  if (name === "keys") loadKeys();
   if (name === "webhooks") loadCenter();
   if (name === "events") loadIngestChart();
 }
@@ -644,6 +646,7 @@ async function start() {
   $("#read-only").hidden = canChange();
   // The audit trail is the admins'.
   document.querySelector("#tabs button[data-view='audit']").hidden = !canChange();
+  document.querySelector("#tabs button[data-view='keys']").hidden = !canChange();
   applyRole();
   $("#login").hidden = true; $("#app").hidden = false; $("#tabs").hidden = false;
   await loadSources();

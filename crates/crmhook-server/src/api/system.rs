@@ -102,6 +102,14 @@ pub(crate) async fn console_charts_js() -> HttpResponse {
         .body(include_str!("../../assets/console-charts.js"))
 }
 
+/// The console's API keys (admins only), a fourth script.
+pub(crate) async fn console_keys_js() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/javascript; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(include_str!("../../assets/console-keys.js"))
+}
+
 /// The console's style.
 pub(crate) async fn console_css() -> HttpResponse {
     HttpResponse::Ok()
