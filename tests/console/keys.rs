@@ -1,6 +1,7 @@
 //! The console's Keys view (admins only): a key made, its secret shown once and working; a
 //! name already taken refused beside the form; a key rotated (the old secret stops, the new one
-//! works), the console's own key rotated without signing it out; a key revoked.
+//! works), the console's own key rotated without signing it out; a key revoked; and a server
+//! that does not answer said in words.
 
 use super::*;
 
@@ -26,7 +27,7 @@ fn confirmed_secret(browser: &Driver) -> String {
 
 #[test]
 fn the_console_makes_rotates_and_revokes_api_keys() {
-    let server = Server::start();
+    let mut server = Server::start();
     // Signed in with an admin key of its own (not the configuration's), to rotate it.
     let r = server.admin("POST", "/v1/keys", Some(&json!({"name": "second admin", "role": "admin"})));
     assert_eq!(r.status, 201, "{}", r.text);
@@ -87,4 +88,11 @@ fn the_console_makes_rotates_and_revokes_api_keys() {
     let status = browser.text(&browser.wait("#k-status"));
     assert!(status.contains("1 revoked"), "{status}");
     browser.shot("console-keys.png");
+
+    // The server gone: the page says so in words, not the browser's "Failed to fetch".
+    assert!(server.stop().success());
+    browser.clicks("#tabs button[data-view='keys']");
+    browser.wait_text("#k-status", "the server's silence", |t| {
+        t.starts_with("Could not read the keys: the server did not answer")
+    });
 }

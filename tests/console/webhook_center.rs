@@ -279,9 +279,15 @@ fn webhook_center_flow() {
     let rate = browser.wait("#dlg-target[open] input[name=rate_limit_per_s]");
     assert_eq!(browser.property(&rate, "value"), "20");
     browser.set("#target-form input[name=rate_limit_per_s]", "");
+    // And the answers' bodies kept no more (0), the default shown before.
+    let kept = browser.wait("#dlg-target[open] input[name=response_body_bytes]");
+    assert_eq!(browser.property(&kept, "value"), "4096");
+    browser.set("#target-form input[name=response_body_bytes]", "0");
     browser.enter("#target-form input[name=rate_limit_per_s]");
     browser.wait_text("#target-pane .t-rate", "no rate limit shown", |t| t == "none");
-    assert_eq!(server.admin("GET", &format!("/v1/targets/{tid}"), None).json()["rate_limit_per_s"], Value::Null);
+    browser.wait_text("#target-pane .t-body-bytes", "no answer body kept", |t| t == "status and headers, no body");
+    let t = server.admin("GET", &format!("/v1/targets/{tid}"), None).json();
+    assert_eq!((t["rate_limit_per_s"].clone(), t["response_body_bytes"].as_u64()), (Value::Null, Some(0)), "{t}");
     browser.enter("#target-pane .t-edit");
     browser.wait("#dlg-target[open]");
     browser.escape();

@@ -95,6 +95,7 @@ function renderTarget(id) {
       <dt>Retries</dt><dd>${t.retry_schedule_ms.length ? t.retry_schedule_ms.map(msText).map(esc).join(", ") : "none: one attempt"}</dd>
       <dt>Ordered</dt><dd>${t.ordered ? "yes: one at a time, in log order" : "no"}</dd>
       <dt>Rate limit</dt><dd class="t-rate">${t.rate_limit_per_s ? `at most ${esc(String(t.rate_limit_per_s))} attempts a second` : "none"}</dd>
+      <dt>Answers kept</dt><dd class="t-body-bytes">${t.response_body_bytes === 0 ? "status and headers, no body" : `status, headers and the body's first ${esc(String(t.response_body_bytes ?? 4096))} bytes`}</dd>
       <dt>Secret</dt><dd>shown only when the target is made or its secret rotated${t.previous_secret_expires_at ? `; the previous secret stays valid until ${esc(when(t.previous_secret_expires_at))}` : ""}</dd>
       ${t.enabled ? "" : `<dt>Disabled</dt><dd class="dead">${esc(when(t.disabled_at))}${t.disabled_reason ? `: ${esc(t.disabled_reason)}` : ""}</dd>`}
     </dl>
@@ -244,6 +245,7 @@ function openTargetForm(t) {
   f.retry_schedule_ms.value = t ? (t.retry_schedule_ms.length ? t.retry_schedule_ms.join(", ") : "none") : "";
   f.ordered.checked = !!t?.ordered;
   f.rate_limit_per_s.value = t?.rate_limit_per_s ?? "";
+  f.response_body_bytes.value = t?.response_body_bytes ?? "";
   f.format.value = t?.format ?? "";
   f.enabled.checked = t ? t.enabled : true;
   $("#t-headers").replaceChildren(...Object.keys(t?.headers || {}).map((h) => headerRow(h, true)));
@@ -281,6 +283,10 @@ function targetBody(form) {
   if (rate && !/^\d+$/.test(rate)) return fieldError(form, "rate_limit_per_s", "A whole number of attempts a second, 1–10000, or empty for no limit."), null;
   const rateLimit = rate ? Number(rate) : null;
   if (!t ? rateLimit !== null : rateLimit !== (t.rate_limit_per_s ?? null)) body.rate_limit_per_s = rateLimit;
+  // Empty: the server's default when creating, unchanged when editing.
+  const kept = f.response_body_bytes.value.trim();
+  if (kept && !/^\d+$/.test(kept)) return fieldError(form, "response_body_bytes", "A whole number of bytes, 0–4096."), null;
+  if (kept && (!t || Number(kept) !== t.response_body_bytes)) body.response_body_bytes = Number(kept);
   const format = f.format.value || null;
   if (!t ? format : format !== (t.format ?? null)) body.format = format;
   if (!t || headersDirty) {

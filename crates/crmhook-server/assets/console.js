@@ -35,7 +35,16 @@ function recordOf(p) { p = Array.isArray(p) ? p[0] : p; return (p && (p.recordId
 // One API call: answers the JSON body; an error answer throws an Error with `status` and
 // `problem` (the problem+json body: `detail`, and for a 422 `field`).
 async function api(path, opts = {}) {
-  const r = await fetch(path, { ...opts, headers: { "Authorization": "Bearer " + token, "Content-Type": "application/json", ...(opts.headers || {}) } });
+  let r;
+  try {
+    r = await fetch(path, { ...opts, headers: { "Authorization": "Bearer " + token, "Content-Type": "application/json", ...(opts.headers || {}) } });
+  } catch (_) {
+    // No answer at all (the browser says only "Failed to fetch"): the server is down or out of
+    // reach. Nothing is known of what a change asked meanwhile did.
+    const e = new Error("the server did not answer (stopped, restarting, or out of reach): try again in a moment");
+    e.status = 0; e.problem = {};
+    throw e;
+  }
   const body = r.headers.get("content-type")?.includes("json") ? await r.json().catch(() => null) : null;
   if (!r.ok) {
     const e = new Error((body && body.detail) || r.statusText || `HTTP ${r.status}`);
