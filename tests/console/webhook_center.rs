@@ -85,8 +85,20 @@ fn webhook_center_flow() {
     wait_for(Duration::from_secs(10), "the key gone from the page", || {
         (!browser.page_html().contains(&key)).then_some(())
     });
-    // Disabled in the page (its URL refuses), enabled again, then deleted.
+    // Renamed (a name taken by nothing else; the API's refusal of an empty one beside it),
+    // disabled in the page (its URL refuses), enabled again, then deleted.
     let mx_row = format!("#sources tr[data-id='{mx}']");
+    browser.clicks(&format!("{mx_row} .s-rename"));
+    browser.wait("#dlg-rename[open]");
+    browser.set("#rename-form input[name=name]", "   ");
+    browser.enter("#rename-form input[name=name]");
+    browser.wait_text("#rename-form .field-error[data-for='name']", "an empty name refused", |t| !t.is_empty());
+    browser.set("#rename-form input[name=name]", "Maximizer Europe");
+    browser.enter("#rename-form input[name=name]");
+    browser.wait_text(&format!("{mx_row} td:first-child strong"), "the new name", |t| t == "Maximizer Europe");
+    assert_eq!(server.admin("GET", &format!("/v1/sources/{mx}"), None).json()["name"], "Maximizer Europe");
+    let focused = browser.execute("return document.activeElement.classList.contains('s-rename')");
+    assert_eq!(focused, json!(true), "the keyboard back on the row's Rename");
     browser.clicks(&format!("{mx_row} .s-toggle"));
     browser.wait_text(&format!("{mx_row} td.state"), "the source disabled", |t| t == "disabled");
     assert_eq!(check(&full), 401);

@@ -166,6 +166,25 @@ function copyButton(b) {
   };
 }
 
+// Asks for a new name, then `action(name)`; its error shows in the dialog, which stays open.
+// The keyboard goes back to `back` (a selector: the list was redrawn) once it is done.
+function renameThen(title, current, action, back) {
+  const dlg = $("#dlg-rename"), form = $("#rename-form");
+  $("#dlg-rename-title").textContent = title;
+  form.elements.name.value = current;
+  form.onsubmit = async (e) => {
+    e.preventDefault();
+    const name = form.elements.name.value.trim();
+    if (!name) { fieldError(form, "name", "Give it a name (1–200 characters)."); return; }
+    if (name === current) { dlg.close(); return; }
+    try { await action(name); } catch (err) { showProblem(form, err); return; }
+    dlg.close();
+    $(back)?.focus();
+  };
+  openDialog(dlg);
+  form.elements.name.select();
+}
+
 // Asks before `action` (a deletion); its error shows in the dialog, which stays open.
 // `fallback` (a selector) takes the keyboard's place when the action removed the control that
 // opened the dialog (a deletion redraws its list), so focus does not fall back to the page.
@@ -341,7 +360,8 @@ function sourceRow(s, open) {
       <td><div class="copy-row"><input class="url mono" readonly value="${esc(ingestUrl(s))}" aria-label="ingest URL of ${esc(s.name)}"><button type="button" class="copy secondary">Copy</button></div>
         <details class="steps"${open ? " open" : ""}><summary>How to connect ${s.kind === "maia" ? "MAIA" : "Maximizer"}</summary>${connectSteps(s)}</details>
         <div class="row-error error" role="alert"></div></td>
-      <td class="actions"><button type="button" class="secondary s-toggle" data-change>${s.enabled ? "Disable" : "Enable"}</button>
+      <td class="actions"><button type="button" class="secondary s-rename" data-change>Rename</button>
+        <button type="button" class="secondary s-toggle" data-change>${s.enabled ? "Disable" : "Enable"}</button>
         ${s.kind === "maximizer" ? `<button type="button" class="secondary s-rotate" data-change>Rotate key</button>` : ""}
         <button type="button" class="danger s-delete" data-change>Delete</button></td></tr>`;
 }
@@ -353,6 +373,9 @@ function wireSource(tr) {
   tr.querySelector(".s-toggle").onclick = async () => {
     try { await patch(`/v1/sources/${s.id}`, { enabled: !s.enabled }); await loadSources(); } catch (err) { rowError(err); }
   };
+  tr.querySelector(".s-rename").onclick = () => renameThen(`Rename the source “${s.name}”`, s.name,
+    async (name) => { await patch(`/v1/sources/${s.id}`, { name }); await loadSources(); },
+    `#sources tr[data-id="${s.id}"] .s-rename`);
   tr.querySelector(".s-delete").onclick = () => confirmThen(
     `Delete the source “${s.name}”? Its ingest URL stops working at once (401); the events it posted stay in the log.`,
     "Delete source", async () => { await del(`/v1/sources/${s.id}`); await loadSources(); }, "#s-new");
