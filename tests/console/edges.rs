@@ -4,7 +4,8 @@
 //! server"), and an operator key's Events view starting from the newest events when
 //! `metrics_token` keeps `/readyz`'s head from anonymous probes, a search listing the newest
 //! matches first and paging back to the oldest (it listed the oldest 200, with no more), and a
-//! long source name kept inside a phone-sized window.
+//! long source name kept inside a phone-sized window; and the Webhook Center's list of many
+//! targets narrowed by a filter (it listed them all, with no way to find one).
 
 use super::*;
 
@@ -110,4 +111,42 @@ fn the_console_places_errors_and_the_keyboard_and_shows_the_newest_events_to_an_
          return s.getBoundingClientRect().right <= s.closest('section').getBoundingClientRect().right + 0.5",
     );
     assert_eq!(inside, json!(true), "the source picker sticks out of its section");
+}
+
+/// Many targets: the Webhook Center's list narrows to a name, URL or id as one types, and to
+/// the failing ones with a tick; it says how many it shows.
+#[test]
+fn the_webhook_centers_list_of_targets_filters() {
+    let server = Server::start_with(&[TEST_ENV[0], TEST_ENV[1], TEST_ENV[2], ("CRMHOOK_MAX_TARGETS", "50")]);
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let name = if i % 10 == 3 { format!("Billing {i}") } else { format!("crm-sync-{i}") };
+        let body = json!({"name": name, "url": format!("http://127.0.0.1:9/hook-{i}")});
+        let r = server.admin("POST", "/v1/targets", Some(&body));
+        assert_eq!(r.status, 201, "{}", r.text);
+        ids.push(r.json()["id"].as_str().expect("id").to_owned());
+    }
+    let off = server.admin("PATCH", &format!("/v1/targets/{}", ids[13]), Some(&json!({"enabled": false})));
+    assert_eq!(off.status, 200, "{}", off.text);
+    let browser = signed_in(&server);
+    browser.clicks("#tabs button[data-view='webhooks']");
+    browser.wait_text("#t-count", "the count", |t| t == "30 targets");
+    let shown = |b: &Driver| -> Vec<String> {
+        let v = b.execute("return [...document.querySelectorAll('#center-targets li')].filter(li => !li.hidden).map(li => li.dataset.id)");
+        v.as_array().expect("ids").iter().map(|s| s.as_str().expect("id").to_owned()).collect()
+    };
+    browser.set("#t-filter", "billing");
+    browser.wait_text("#t-count", "the filtered count", |t| t == "3 of 30 targets");
+    assert_eq!(shown(&browser), [ids[3].clone(), ids[13].clone(), ids[23].clone()]);
+    browser.clicks("#t-failing");
+    browser.wait_text("#t-count", "the disabled one", |t| t == "1 of 30 targets");
+    assert_eq!(shown(&browser), [ids[13].clone()]);
+    // By the URL, then by the id, the tick off.
+    browser.clicks("#t-failing");
+    browser.set("#t-filter", "hook-29");
+    browser.wait_text("#t-count", "one by its URL", |t| t == "1 of 30 targets");
+    assert_eq!(shown(&browser), [ids[29].clone()]);
+    browser.set("#t-filter", &ids[7]);
+    browser.wait_text("#t-count", "one by its id", |t| t == "1 of 30 targets");
+    assert_eq!(shown(&browser), [ids[7].clone()]);
 }

@@ -62,9 +62,31 @@ async function loadCenter() {
     </li>`;
   }).join("") || `<li class="muted">No targets yet: “New target” makes one.</li>`;
   document.querySelectorAll("#center-targets .t-open").forEach((b) => { b.onclick = () => showTarget(b.closest("li").dataset.id); });
+  filterTargets();
   if (openTarget && centerTargets.some((t) => t.id === openTarget)) renderTarget(openTarget);
   else if (openTarget) { openTarget = null; $("#target-pane").innerHTML = `<h2>Target</h2><p class="muted">Select a target.</p>`; }
 }
+
+// The list narrowed to the targets whose name, URL or id holds the filter's text (case
+// ignored), and to those failing or with dead deliveries when that box is ticked.
+function filterTargets() {
+  const text = $("#t-filter").value.trim().toLowerCase(), failing = $("#t-failing").checked;
+  let shown = 0;
+  for (const t of centerTargets) {
+    const li = document.querySelector(`#center-targets li[data-id="${CSS.escape(t.id)}"]`);
+    if (!li) continue;
+    const h = t.health || {};
+    const hit = (!text || [t.name, t.url, t.id].some((v) => String(v).toLowerCase().includes(text)))
+      && (!failing || h.failures_in_a_row > 0 || h.dead > 0 || !t.enabled);
+    li.hidden = !hit;
+    if (hit) shown++;
+  }
+  const all = centerTargets.length;
+  $("#t-count").textContent = !all ? "" : shown === all ? `${all} target${all === 1 ? "" : "s"}` : `${shown} of ${all} targets`;
+}
+$("#t-filter").addEventListener("input", filterTargets);
+$("#t-filter-form").onsubmit = (e) => e.preventDefault();
+$("#t-failing").addEventListener("change", filterTargets);
 
 async function showTarget(id) {
   openTarget = id;
