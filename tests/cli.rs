@@ -161,6 +161,24 @@ fn events_list_newest_first_a_page_at_a_time() {
     assert!(older.contains(&ids[0]) && !older.contains(&ids[1]) && !older.contains("more:"), "{older}");
 }
 
+/// The record a listing shows is the one `--record-id` finds: a Maximizer event's
+/// `Data.New.Key`, not its envelope's `Id`; none for `ai_pause`.
+#[test]
+fn events_list_shows_the_record_id_the_filter_takes() {
+    let server = Server::start();
+    let envelope = crmhook_crmsim::maximizer::envelope("envelope-id-7", "Opportunity", "Update", "12000.00");
+    let envelope: Value = serde_json::from_str(&envelope).expect("json");
+    let key = envelope["Data"]["New"]["Key"].as_str().expect("Data.New.Key").to_owned();
+    let id = server.post_ok(&json!([envelope]))["events"][0]["id"].as_str().expect("id").to_owned();
+    server.post_ok(&maia("ai_pause", json!({"sessionId": "session-9"})));
+    let listed = succeeded(&crmhook(&server, &["events", "list"]));
+    assert!(listed.contains(&key) && !listed.contains("envelope-id-7") && !listed.contains("session-9"), "{listed}");
+    let found = succeeded(&crmhook(&server, &["events", "list", "--record-id", &key]));
+    assert!(found.contains(&id), "{found}");
+    let view = server.admin("GET", &format!("/v1/events/{id}"), None).json();
+    assert_eq!(view["record_id"], key.as_str());
+}
+
 #[test]
 fn tail_follows_the_stream() {
     let server = Server::start();

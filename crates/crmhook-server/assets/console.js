@@ -30,7 +30,8 @@ function esc(v) { return String(v ?? "").replace(/[&<>"']/g, (c) => ({"&": "&amp
 function when(t) { return t ? new Date(t).toLocaleString() : "–"; }
 function sourceName(id) { return sources.get(id)?.name ?? id; }
 function sourceHtml(id) { return sources.has(id) ? `<strong>${esc(sourceName(id))}</strong> <span class="mono muted">${esc(id)}</span>` : `<span class="mono">${esc(id)}</span>`; }
-function recordOf(p) { p = Array.isArray(p) ? p[0] : p; return (p && (p.recordId || p.sessionId || p.Id)) || ""; }
+// The record id the search finds an event by (none for `ai_pause`).
+function recordOf(e) { return e.record_id || ""; }
 
 // One API call: answers the JSON body; an error answer throws an Error with `status` and
 // `problem` (the problem+json body: `detail`, and for a 422 `field`).
@@ -209,7 +210,7 @@ function eventRow(e) {
   const tr = document.createElement("tr");
   tr.className = "event"; tr.dataset.id = e.id;
   tr.classList.toggle("test", !!e.test);
-  tr.innerHTML = `<td>${esc(e.seq)}</td><td>${esc(e.type)}${testBadge(e)}</td><td class="mono">${esc(recordOf(e.payload))}</td>
+  tr.innerHTML = `<td>${esc(e.seq)}</td><td>${esc(e.type)}${testBadge(e)}</td><td class="mono">${esc(recordOf(e))}</td>
     <td${e.source_id ? ` data-source="${esc(e.source_id)}" title="${esc(e.source_id)}"` : ""}>${esc(e.source_id ? sourceName(e.source_id) : "")}</td><td>${esc(when(e.received_at))}</td>`;
   tr.onclick = () => showEvent(e.id);
   keyboardRow(tr);

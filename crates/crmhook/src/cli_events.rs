@@ -77,10 +77,9 @@ pub fn events(conn: &Conn, cmd: Events) -> anyhow::Result<ExitCode> {
                 .map(|a| {
                     a.iter()
                         .map(|e| {
-                            let p = &e["payload"];
-                            let p = if p.is_array() { &p[0] } else { p };
-                            // As the CRM sent it: `table` escapes its control characters.
-                            let record = p["recordId"].as_str().or(p["sessionId"].as_str()).or(p["Id"].as_str());
+                            // The record id `--record-id` finds (none for `ai_pause`), as the
+                            // CRM sent it: `table` escapes its control characters.
+                            let record = e["record_id"].as_str();
                             let test = if e["test"] == true { " (test)" } else { "" };
                             vec![
                                 s(&e["seq"]),

@@ -21,6 +21,10 @@ pub struct EventView<'a> {
     #[serde(rename = "type")]
     pub event_type: &'a str,
     pub received_at: String,
+    /// The record id the filters take (`record_id=`): MAIA's `recordId`, Maximizer's
+    /// `Data.New.Key` (else `Data.Original.Key`); absent when the event has none (`ai_pause`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record_id: Option<&'a str>,
     /// The event as the CRM sent it: its exact text, written into the answer as it stands
     /// (whitespace, escapes and numbers' spelling kept; `12000.00` is shown as sent). The
     /// stream (`event_json`) shows the same JSON made compact, one line per SSE `data:`.
@@ -40,6 +44,7 @@ impl<'a> From<&'a Event> for EventView<'a> {
             seq: e.seq,
             event_type: &e.event_type,
             received_at: rfc3339(e.received_at_ms),
+            record_id: e.record_id.as_deref(),
             payload: raw_payload(&e.payload),
             source_id: e.source_id.as_ref(),
             test: e.test,
