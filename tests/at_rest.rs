@@ -56,8 +56,13 @@ fn refused_start(data_dir: &Path) -> (std::process::ExitStatus, String) {
 
 /// [`refused_start`] with more variables set.
 fn refused_start_with(data_dir: &Path, env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
+    refused_start_on(data_dir, "127.0.0.1:0", env)
+}
+
+/// [`refused_start_with`] on the port `bind`.
+fn refused_start_on(data_dir: &Path, bind: &str, env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_crmhook"));
-    cmd.arg("serve").arg("--bind").arg("127.0.0.1:0").arg("--data-dir").arg(data_dir);
+    cmd.arg("serve").arg("--bind").arg(bind).arg("--data-dir").arg(data_dir);
     for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("CRMHOOK_")) {
         cmd.env_remove(k);
     }
@@ -256,6 +261,36 @@ fn a_data_dir_writable_by_group_or_others_is_refused() {
         );
     }
     assert!(!root.path().join("data.key").exists(), "nothing is created for a refused data dir");
+    assert!(!dir.join("crmhook.lock").exists(), "no lock file left in it");
+}
+
+/// A refused start leaves nothing half-made: a data dir made for it by this start is taken
+/// back when its port is in use, and a data dir that cannot be made is refused plainly (it
+/// said "starting without it" before the refusal).
+#[test]
+fn a_refused_start_leaves_no_data_dir_or_lock_file_behind() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let port = taken.local_addr().expect("addr").to_string();
+    let data = root.path().join("new").join("db");
+    let (status, stderr) = refused_start_on(&data, &port, &[]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("cannot listen on"), "{stderr}");
+    assert!(!root.path().join("new").exists(), "the dirs this start made are taken back");
+    // An existing data dir keeps what it had, and gets no lock file.
+    let kept = root.path().join("kept");
+    std::fs::create_dir(&kept).expect("mkdir");
+    std::fs::write(kept.join("notes"), "mine").expect("write");
+    let (status, _) = refused_start_on(&kept, &port, &[]);
+    assert_eq!(status.code(), Some(2));
+    let left: Vec<_> = std::fs::read_dir(&kept).expect("ls").map(|e| e.expect("entry").file_name()).collect();
+    assert_eq!(left, ["notes"]);
+    // Through a regular file: refused at once, in one plain line.
+    let file = root.path().join("a-file");
+    std::fs::write(&file, "").expect("write");
+    let (status, stderr) = refused_start(&file.join("db"));
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("cannot use the data dir") && !stderr.contains("starting without it"), "{stderr}");
 }
 
 #[test]

@@ -194,8 +194,9 @@ fn readyz_follows_the_nats_quorum_on_a_node_nobody_posts_to() {
 }
 
 /// The NATS nodes holding the log stream's (first) consumer and leading the stream, from `/jsz`.
-/// A node whose start fails after it joined the cluster (here its data dir is a file) says why
-/// and exits with status 2. It used to panic on the way out instead ("Cannot drop a runtime in a
+/// A node whose start fails after it joined the cluster (here its data dir is writable by
+/// others, which the server refuses as it opens it; a data dir that is a file is refused before
+/// the join since 2026-12-07) says why and exits with status 2. It used to panic on the way out instead ("Cannot drop a runtime in a
 /// context where blocking is not allowed": the cluster's NATS runtime was dropped inside the
 /// server's async context), which hid the reason.
 #[test]
@@ -203,7 +204,8 @@ fn a_node_whose_start_fails_says_why_and_exits_without_a_panic() {
     let nats = NatsCluster::start(1).expect("a nats-server");
     let dir = tempfile::tempdir().expect("tempdir");
     let not_a_dir = dir.path().join("db");
-    std::fs::write(&not_a_dir, b"not a data dir").expect("file");
+    std::fs::create_dir(&not_a_dir).expect("mkdir");
+    std::fs::set_permissions(&not_a_dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).expect("chmod");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_crmhook"));
     for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("CRMHOOK_") || k == "RUST_LOG") {
         cmd.env_remove(k);
@@ -240,6 +242,8 @@ fn a_node_whose_start_fails_says_why_and_exits_without_a_panic() {
     assert!(!text.contains("panicked"), "{text}");
     assert_eq!(status.code(), Some(2), "{text}");
     assert!(text.contains("joined the cluster"), "the start failed after joining: {text}");
+    assert!(text.contains("is writable by its group or by others"), "{text}");
+    assert!(!not_a_dir.join("crmhook.lock").exists(), "the refused start took its lock file back");
 }
 
 fn log_consumer_host(nats: &NatsCluster) -> Option<(usize, usize)> {

@@ -52,7 +52,18 @@ pub(crate) fn serve(flags: Flags) -> anyhow::Result<ExitCode> {
         tracing::warn!("{var} is set, but it is no setting (did you mean {setting}?): it is ignored");
     }
     // Before the port and a cluster's join: a second server on this data dir exits here.
-    let _lock = crate::dir_lock::lock(&config.data_dir)?;
+    let lock = crate::dir_lock::lock(&config.data_dir)?;
+    let served = serve_locked(config);
+    if served.is_err() {
+        // A refused start (the port in use, a data dir refused) leaves no lock file behind, nor a
+        // data dir made only to hold it.
+        lock.take_back();
+    }
+    served
+}
+
+/// [`serve`] once the data dir's lock is held.
+fn serve_locked(config: crmhook_server::Config) -> anyhow::Result<ExitCode> {
     // Before any thread starts: they all inherit it.
     if config.sched_batch {
         sched_batch();
