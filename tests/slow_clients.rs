@@ -2,7 +2,7 @@
 //! sent and ends in 408, while everyone else is served; ingest requests in progress are capped
 //! per ingest token and per source; streams and pages of big events stay bounded in memory;
 //! resumed streams catching up leave ingest and `/healthz` answering; `max_streams` caps the
-//! open streams.
+//! open streams, and `max_streams_per_key` those of one key.
 
 mod support;
 
@@ -59,6 +59,17 @@ impl Raw {
 
     fn text(&self) -> String {
         String::from_utf8_lossy(&self.got).to_string()
+    }
+
+    /// `GET /v1/stream` with `token`, once the head of its answer has come.
+    fn stream(server: &Server, token: &str) -> Raw {
+        let bearer = format!("Bearer {token}");
+        let mut raw = Raw::open(server, "GET", "/v1/stream", &[("Authorization", &bearer)], 0, b"");
+        wait_for(Duration::from_secs(10), "a stream's head", || {
+            raw.read_some();
+            raw.status()
+        });
+        raw
     }
 }
 
@@ -395,21 +406,12 @@ fn live_streams_share_each_record_and_a_stream_past_max_streams_is_refused() {
         ("CRMHOOK_ADMIN_TOKEN", ADMIN),
         ("CRMHOOK_INGEST_TOKEN", INGEST),
         ("CRMHOOK_MAX_STREAMS", "2"),
+        // Both places to one key (by default a key may hold a quarter of them, at least 1).
+        ("CRMHOOK_MAX_STREAMS_PER_KEY", "2"),
     ]);
     let addr = server.base.trim_start_matches("http://").to_owned();
-    let open = || {
-        let mut conn = TcpStream::connect(&addr).expect("connect");
-        conn.set_read_timeout(Some(Duration::from_millis(20))).expect("timeout");
-        write!(conn, "GET /v1/stream HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {ADMIN}\r\n\r\n").expect("send");
-        let mut raw = Raw { conn, got: Vec::new() };
-        wait_for(Duration::from_secs(10), "a stream's head", || {
-            raw.read_some();
-            raw.status()
-        });
-        raw
-    };
-    let mut first = open();
-    let mut second = open();
+    let mut first = Raw::stream(&server, ADMIN);
+    let mut second = Raw::stream(&server, ADMIN);
     assert_eq!((first.status(), second.status()), (Some(200), Some(200)));
     let third = http("GET", &server.url("/v1/stream"), &[("Authorization", &format!("Bearer {ADMIN}"))], None);
     assert_eq!(third.status, 503, "{}", third.text);
@@ -458,4 +460,74 @@ fn live_streams_share_each_record_and_a_stream_past_max_streams_is_refused() {
         });
         (raw.status() == Some(200)).then_some(())
     });
+}
+
+/// A stream refused: 503 problem+json with `Retry-After: 5`, its detail holding `says`.
+fn assert_stream_refused(server: &Server, token: &str, says: &str) {
+    let r = http("GET", &server.url("/v1/stream"), &[("Authorization", &format!("Bearer {token}"))], None);
+    assert_eq!(r.status, 503, "{}", r.text);
+    assert!(r.content_type().starts_with("application/problem+json"), "{}", r.content_type());
+    assert_eq!(r.headers.get("retry-after").map(String::as_str), Some("5"), "{:?}", r.headers);
+    assert_eq!(r.json()["type"], "urn:crmhook:problem:unavailable", "{}", r.text);
+    assert!(r.json()["detail"].as_str().is_some_and(|d| d.contains(says)), "{}", r.text);
+}
+
+#[test]
+fn one_key_holds_at_most_a_quarter_of_the_streams_until_they_end() {
+    let server = Server::start_with(&[
+        ("CRMHOOK_ADMIN_TOKEN", ADMIN),
+        ("CRMHOOK_INGEST_TOKEN", INGEST),
+        ("CRMHOOK_MAX_STREAMS", "8"),
+    ]);
+    let key = |name: &str| {
+        let r = server.admin("POST", "/v1/keys", Some(&json!({"name": name, "role": "operator"})));
+        assert_eq!(r.status, 201, "{}", r.text);
+        (r.json()["id"].as_str().expect("id").to_owned(), r.json()["key"].as_str().expect("key").to_owned())
+    };
+    // A key holds 2 of the 8 places at most; the third stream it asks for is refused, the
+    // others' are not.
+    let admin = [Raw::stream(&server, ADMIN), Raw::stream(&server, ADMIN)];
+    assert_eq!(admin.iter().map(Raw::status).collect::<Vec<_>>(), [Some(200), Some(200)]);
+    assert_stream_refused(&server, ADMIN, "holds 2 streams already, the most one key may hold (max_streams_per_key)");
+    let (a, a_secret) = key("dashboard a");
+    let (b, b_secret) = key("dashboard b");
+    let (_, c_secret) = key("dashboard c");
+    let mut a_streams = vec![Raw::stream(&server, &a_secret), Raw::stream(&server, &a_secret)];
+    let b_streams = [Raw::stream(&server, &b_secret), Raw::stream(&server, &b_secret)];
+    let c_streams = [Raw::stream(&server, &c_secret), Raw::stream(&server, &c_secret)];
+    for s in a_streams.iter().chain(&b_streams).chain(&c_streams) {
+        assert_eq!(s.status(), Some(200), "{}", s.text());
+    }
+    assert_stream_refused(&server, &a_secret, &format!("the key dashboard a ({a}) holds 2 streams"));
+
+    // All 8 are open: a key that holds none meets the pool's limit, as before.
+    let (_, d_secret) = key("dashboard d");
+    assert_stream_refused(&server, &d_secret, "8 streams are open already (max_streams)");
+
+    // A stream that ends gives its key's place back: the key is rotated, its old secret's
+    // streams end at their next frame (an event), and the new secret has both places again.
+    let rotated = server.admin("POST", &format!("/v1/keys/{a}/rotate"), None);
+    assert_eq!(rotated.status, 200, "{}", rotated.text);
+    let a_new = rotated.json()["key"].as_str().expect("key").to_owned();
+    assert_eq!(ingest_one(&server).status, 202);
+    for s in &mut a_streams {
+        wait_for(Duration::from_secs(10), "the rotated key's stream to end", || s.read_some().then_some(()));
+    }
+    let again = wait_for(Duration::from_secs(10), "the rotated key's places back", || {
+        let s = Raw::stream(&server, &a_new);
+        (s.status() == Some(200)).then_some(s)
+    });
+    let again = [again, Raw::stream(&server, &a_new)];
+    assert_eq!(again[1].status(), Some(200), "{}", again[1].text());
+    assert_stream_refused(&server, &a_new, "holds 2 streams already");
+
+    // A revoked key's streams end the same way, and give their places back to the pool.
+    let revoked = server.admin("DELETE", &format!("/v1/keys/{b}"), None);
+    assert_eq!(revoked.status, 200, "{}", revoked.text);
+    assert_eq!(ingest_one(&server).status, 202);
+    let d_stream = wait_for(Duration::from_secs(10), "the revoked key's places back", || {
+        let s = Raw::stream(&server, &d_secret);
+        (s.status() == Some(200)).then_some(s)
+    });
+    drop((admin, b_streams, c_streams, again, d_stream));
 }

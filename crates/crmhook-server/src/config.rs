@@ -53,6 +53,9 @@ pub struct Config {
     pub max_delivery_lag_ms: u64,
     /// Open `GET /v1/stream` responses at once; past it 503.
     pub max_streams: usize,
+    /// Open `GET /v1/stream` responses of one API key at once (at most `max_streams`); past it
+    /// 503. `None`: a quarter of `max_streams`, at least 1 (`crate::stream::default_per_key`).
+    pub max_streams_per_key: Option<usize>,
     /// A page of `GET /v1/events` ends once its events' payloads reach this many bytes.
     pub max_page_bytes: usize,
     /// Host names requests may name besides `public_url`'s, IP literals and `localhost`; `*`
@@ -107,6 +110,7 @@ impl Default for Config {
             ingest_concurrency: crate::api::request::INGEST_CONCURRENCY,
             max_delivery_lag_ms: 0,
             max_streams: crate::stream::MAX_STREAMS,
+            max_streams_per_key: None,
             max_page_bytes: crate::api::request::PAGE_BYTES,
             allowed_hosts: Vec::new(),
             metrics_token: None,

@@ -25,6 +25,7 @@ pub mod backend;
 pub mod config;
 pub mod error;
 pub mod keys;
+mod per_key;
 pub mod prometheus;
 pub mod sources;
 pub mod standin;
@@ -285,7 +286,13 @@ impl Server {
             }),
             backend: backend.clone(),
         });
-        let streams = stream::Streams::start(store.clone(), feed, api::views::event_json, config.max_streams);
+        let streams = stream::Streams::start(
+            store.clone(),
+            feed,
+            api::views::event_json,
+            config.max_streams,
+            config.max_streams_per_key,
+        );
         let streams_data = web::Data::new(streams.clone());
         let mut intake = api::request::Intake::new(
             Duration::from_millis(config.body_timeout_ms),

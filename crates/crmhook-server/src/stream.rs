@@ -20,7 +20,11 @@
 //!   blocking thread (tokio's blocking pool, `read_chunk`): the HTTP worker only awaits it
 //!   and writes its bytes, so many streams catching up do not hold up the requests that
 //!   worker serves.
-//! - At most `max_streams` streams are open at once; past it `GET /v1/stream` answers 503.
+//! - At most `max_streams` streams are open at once, and at most `max_streams_per_key` of them
+//!   (by default a quarter of `max_streams`, at least 1) with one API key, so that one key
+//!   cannot hold every place and lock the other keys out; past either `GET /v1/stream` answers
+//!   503 ([`Refused`]). A stream's places are given back when its body is dropped: when its
+//!   client goes, when its key is revoked or rotated, when the server stops.
 //!
 //! A stream is its key's for as long as the key stays active: before each frame it sends (an
 //! event, an attempt, a keep-alive) it asks whether the key that opened it is still an active
@@ -42,6 +46,8 @@ use crmhook_store::LogHandle;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, watch};
 
+use crate::per_key::{PerKey, Place};
+
 /// Bytes of events a stream that is behind reads from the log per chunk (a chunk holds at
 /// least one event, so it may be up to one event larger).
 pub const CATCH_UP_BYTES: usize = 256 * 1024;
@@ -55,6 +61,20 @@ const HUB_BATCH: usize = 64;
 
 /// Default of `max_streams`.
 pub const MAX_STREAMS: usize = 100;
+
+/// `max_streams_per_key` when it is not set: a quarter of `max_streams`, at least 1.
+pub fn default_per_key(max_streams: usize) -> usize {
+    (max_streams / 4).max(1)
+}
+
+/// Why a stream was not opened (both answer 503 with `Retry-After`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// `max_streams` are open: this many.
+    Full { open: usize },
+    /// The key holds `max_streams_per_key` streams already: this many.
+    KeyFull { held: usize },
+}
 
 /// A record as the streams send it, rendered once by the hub.
 #[derive(Clone)]
@@ -83,25 +103,33 @@ struct Inner {
     closing: watch::Sender<bool>,
     open: AtomicUsize,
     max: usize,
+    /// The streams each key holds, at most `per_key`.
+    by_key: Arc<PerKey>,
+    per_key: usize,
     /// Told when a stream opens: the hub, idle while none is open, starts following again.
     opened: tokio::sync::Notify,
 }
 
-/// One open stream's place among the `max_streams`; given back when the stream's body is
-/// dropped.
-struct Slot(Arc<Inner>);
+/// One open stream's place among the `max_streams`, and among its key's; both given back when
+/// the stream's body is dropped.
+struct Slot {
+    inner: Arc<Inner>,
+    _key: Place,
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::AcqRel);
+        self.inner.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 impl Streams {
     /// Starts the hub (on the current arbiter) that renders what the log and the attempt feed
-    /// tell, for at most `max_streams` streams.
-    pub fn start(store: LogHandle, feed: Feed, render: Render, max_streams: usize) -> Streams {
+    /// tell, for at most `max_streams` streams, and `per_key` of them (at most `max_streams`;
+    /// `None`: [`default_per_key`]) for one key.
+    pub fn start(store: LogHandle, feed: Feed, render: Render, max_streams: usize, per_key: Option<usize>) -> Streams {
         let head = store.head();
+        let max = max_streams.max(1);
         let inner = Arc::new(Inner {
             store,
             render,
@@ -110,7 +138,9 @@ impl Streams {
             published: AtomicU64::new(head),
             closing: watch::channel(false).0,
             open: AtomicUsize::new(0),
-            max: max_streams.max(1),
+            max,
+            by_key: Arc::default(),
+            per_key: per_key.unwrap_or_else(|| default_per_key(max)).clamp(1, max),
             opened: tokio::sync::Notify::new(),
         });
         actix_rt::spawn(hub(inner.clone(), feed.subscribe(), inner.closing.subscribe()));
@@ -122,18 +152,24 @@ impl Streams {
         self.inner.open.load(Ordering::Acquire)
     }
 
-    /// The SSE body of a new stream, starting after seq `after` (`None`: only what comes next);
-    /// it ends when the server stops ([`Streams::close`]). `None` when `max_streams` are open.
-    /// A stream from the seq after `after` (the head when `None`), for as long as `allowed`
-    /// answers true (it is asked before each frame), unless `max_streams` are open.
+    /// The SSE body of a new stream of the API key `key` (its id), from the seq after `after`
+    /// (the head when `None`), for as long as `allowed` answers true (it is asked before each
+    /// frame) and the server runs ([`Streams::close`]). Refused when `key` holds
+    /// `max_streams_per_key` streams already, or when `max_streams` are open.
     pub fn sse(
         &self,
+        key: String,
         after: Option<u64>,
         allowed: impl Fn() -> bool + 'static,
-    ) -> Option<impl futures_util::Stream<Item = Result<Bytes, actix_web::Error>> + 'static> {
+    ) -> Result<impl futures_util::Stream<Item = Result<Bytes, actix_web::Error>> + 'static, Refused> {
         let inner = &self.inner;
-        inner.open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < inner.max).then_some(n + 1)).ok()?;
-        let slot = Slot(inner.clone());
+        let key = inner.by_key.take(key, inner.per_key).map_err(|held| Refused::KeyFull { held })?;
+        // The key's place is given back if this fails (`key` is dropped).
+        inner
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < inner.max).then_some(n + 1))
+            .map_err(|open| Refused::Full { open })?;
+        let slot = Slot { inner: inner.clone(), _key: key };
         // Subscribed before the start is read: every event past what the hub has published
         // comes as a frame; the ones before are read from the log.
         let frames = inner.frames.subscribe();
@@ -148,7 +184,7 @@ impl Streams {
             _slot: slot,
         };
         let hello = futures_util::stream::once(async { Ok(Bytes::from_static(b": crmhook stream\nretry: 2000\n\n")) });
-        Some(futures_util::StreamExt::chain(
+        Ok(futures_util::StreamExt::chain(
             hello,
             futures_util::stream::unfold(state, |mut s| async move {
                 let chunk = next_chunk(&mut s).await?;

@@ -30,7 +30,7 @@ pub struct Flags {
 }
 
 /// The keys, in the order the contract lists them.
-pub const KEYS: [&str; 35] = [
+pub const KEYS: [&str; 36] = [
     "bind",
     "data_dir",
     "admin_token",
@@ -55,6 +55,7 @@ pub const KEYS: [&str; 35] = [
     "ingest_concurrency",
     "max_delivery_lag_ms",
     "max_streams",
+    "max_streams_per_key",
     "max_page_bytes",
     "allowed_hosts",
     "metrics_token",
@@ -246,6 +247,7 @@ fn file_kind(key: &str) -> FileKind {
         | "ingest_concurrency"
         | "max_delivery_lag_ms"
         | "max_streams"
+        | "max_streams_per_key"
         | "max_page_bytes"
         | "auth_failure_burst"
         | "auth_failure_refill_per_minute"
@@ -328,6 +330,7 @@ fn set(config: &mut Config, origins: &mut Origins, key: &str, value: &str, origi
         "ingest_concurrency" => config.ingest_concurrency = int(1)?,
         "max_delivery_lag_ms" => config.max_delivery_lag_ms = int(0)? as u64,
         "max_streams" => config.max_streams = int(1)?,
+        "max_streams_per_key" => config.max_streams_per_key = Some(int(1)?),
         "max_page_bytes" => config.max_page_bytes = int(64 * 1024)?,
         "public_url" => {
             let url = value.trim().trim_end_matches('/');

@@ -7,7 +7,7 @@
 //! ones); the API does not read them twice.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::header;
@@ -20,6 +20,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::api::state::AppState;
 use crate::error::ApiError;
+use crate::per_key::{PerKey, Place};
 
 /// Largest body of an admin request.
 const ADMIN_BODY_LIMIT: usize = 256 * 1024;
@@ -80,7 +81,7 @@ pub struct Intake {
     /// `max_delivery_lag_ms`: ingest answers 503 while the live targets are further behind
     /// than this (0: never).
     pub max_delivery_lag_ms: u64,
-    busy: Mutex<HashMap<String, usize>>,
+    busy: Arc<PerKey>,
 }
 
 /// The longest gap between two pieces of a body, unless `body_timeout` is shorter.
@@ -106,7 +107,7 @@ impl Intake {
             concurrency: concurrency.max(1),
             page_bytes: page_bytes.max(1),
             max_delivery_lag_ms: 0,
-            busy: Mutex::new(HashMap::new()),
+            busy: Arc::default(),
         }
     }
 
@@ -114,30 +115,11 @@ impl Intake {
     pub(crate) fn of(req: &HttpRequest) -> web::Data<Intake> {
         req.app_data::<web::Data<Intake>>().cloned().unwrap_or_else(|| web::Data::new(Intake::default()))
     }
-
-    fn busy(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
-        self.busy.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
 }
 
 /// One ingest request in progress for a key (an ingest token, a source); the slot is given
 /// back when this is dropped.
-pub(crate) struct IngestSlot {
-    intake: web::Data<Intake>,
-    key: String,
-}
-
-impl Drop for IngestSlot {
-    fn drop(&mut self) {
-        let mut busy = self.intake.busy();
-        if let Some(n) = busy.get_mut(&self.key) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                busy.remove(&self.key);
-            }
-        }
-    }
-}
+pub(crate) type IngestSlot = Place;
 
 /// Takes one of the `ingest_concurrency` slots of `key`; 503 with `Retry-After` when all are
 /// taken (slow or stalled senders cannot hold more than their key's slots).
@@ -146,19 +128,10 @@ pub(crate) fn ingest_slot(req: &HttpRequest, key: String) -> Result<IngestSlot, 
     if intake.max_delivery_lag_ms > 0 {
         behind(req, intake.max_delivery_lag_ms)?;
     }
-    {
-        let mut busy = intake.busy();
-        let n = busy.entry(key.clone()).or_insert(0);
-        if *n >= intake.concurrency {
-            let limit = intake.concurrency;
-            return Err(ApiError::Unavailable {
-                detail: format!("{limit} ingest requests of this sender are already in progress (ingest_concurrency)"),
-                retry_after_s: 1,
-            });
-        }
-        *n += 1;
-    }
-    Ok(IngestSlot { intake, key })
+    intake.busy.take(key, intake.concurrency).map_err(|held| ApiError::Unavailable {
+        detail: format!("{held} ingest requests of this sender are already in progress (ingest_concurrency)"),
+        retry_after_s: 1,
+    })
 }
 
 /// Backpressure (`max_delivery_lag_ms`): 503 with `Retry-After: 1` while a live target (one

@@ -11,6 +11,7 @@ use crate::api::state::State;
 use crate::api::views::{Alive, Ready};
 use crate::error::ApiError;
 use crate::keys::Role;
+use crate::stream::Refused;
 
 /// `GET /v1/cluster`: `{"mode": "single"}`, or in cluster mode this node, the stream, how far
 /// this node's copy has applied it, and the nodes alive with the targets each delivers.
@@ -45,8 +46,17 @@ pub(crate) async fn stream(
     let keys = state.keys.clone();
     let token = crate::api::auth::bearer(&req).unwrap_or_default().to_owned();
     let allowed = move || keys.find(&token).is_some_and(|c| matches!(c.role, Role::Admin | Role::Operator));
-    let body = streams.sse(after, allowed).ok_or_else(|| ApiError::Unavailable {
-        detail: format!("{} streams are open already (max_streams)", streams.open()),
+    // Counted per key (its id, which a rotation keeps), so that one key cannot take every place.
+    let caller = crate::api::auth::caller(&req).ok_or_else(|| ApiError::Internal("a stream without its key".into()))?;
+    let body = streams.sse(caller.id.to_string(), after, allowed).map_err(|refused| ApiError::Unavailable {
+        detail: match refused {
+            Refused::Full { open } => format!("{open} streams are open already (max_streams)"),
+            Refused::KeyFull { held } => format!(
+                "the key {} holds {held} streams already, the most one key may hold (max_streams_per_key): \
+                 close one of them first",
+                caller.who()
+            ),
+        },
         retry_after_s: 5,
     })?;
     // `Connection: close`: when the server stops it ends the stream, and the connection must

@@ -163,6 +163,15 @@ fn a_locked_data_dir_ends_the_process_after_60_s_or_the_set_time_of_at_least_5()
 }
 
 #[test]
+fn streams_per_key_are_a_quarter_of_max_streams_unless_set_to_at_least_1() {
+    assert_eq!(load(&Flags::default(), &env(&[])).unwrap().max_streams_per_key, None);
+    let c = load(&Flags::default(), &env(&[("CRMHOOK_MAX_STREAMS_PER_KEY", "3")])).unwrap();
+    assert_eq!(c.max_streams_per_key, Some(3));
+    let e = load(&Flags::default(), &env(&[("CRMHOOK_MAX_STREAMS_PER_KEY", "0")])).unwrap_err();
+    assert_eq!(e.key, "max_streams_per_key", "{e}");
+}
+
+#[test]
 fn the_key_file_is_set_by_file_or_environment() {
     assert_eq!(load(&Flags::default(), &env(&[])).unwrap().key_file, None);
     let dir = tempfile::tempdir().unwrap();
