@@ -52,6 +52,37 @@ fn events_and_attempts_are_printed_with_their_control_characters_escaped() {
     assert_eq!(posted.expect("the event")["payload"], ev);
 }
 
+/// Fails unless `text` holds none of the characters that reorder a line or hide text.
+fn assert_no_invisible(what: &str, text: &str) {
+    let hiding = |c: &char| matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200b}'..='\u{200f}' | '\u{2060}' | '\u{feff}');
+    let found: Vec<char> = text.chars().filter(hiding).collect();
+    assert!(found.is_empty(), "{what} printed {found:?} as it is: {text:?}");
+}
+
+#[test]
+fn names_and_events_are_printed_with_what_reorders_or_hides_text_escaped() {
+    let server = Server::start();
+    // A target's name that a terminal draws as "billing-exe.pdf", and one with a zero-width
+    // space that looks like "billing"; an event whose recordId hides its end.
+    let (tid, _) = server.wire("http://127.0.0.1:9/hook", None, json!({"name": "billing-\u{202e}fdp.exe"}));
+    server.wire("http://127.0.0.1:9/hook", None, json!({"name": "bill\u{200b}ing"}));
+    let ev = maia("crm_record_created", json!({"recordId": "r1\u{2066}\u{feff}\u{2060}hidden\u{2069}\u{200f}"}));
+    let eid = server.post_ok(&ev)["events"][0]["id"].as_str().expect("id").to_owned();
+
+    let targets = succeeded(&crmhook(&server, &["targets", "list"]));
+    assert_no_invisible("targets list", &targets);
+    let row = targets.lines().find(|l| l.contains(&tid)).expect("the target is listed");
+    assert!(row.contains(r"billing-\u{202e}fdp.exe"), "{targets}");
+    assert!(targets.contains(r"bill\u{200b}ing"), "{targets}");
+    let shown = succeeded(&crmhook(&server, &["targets", "show", &tid]));
+    assert_no_invisible("targets show", &shown);
+
+    let list = succeeded(&crmhook(&server, &["events", "list"]));
+    assert_no_invisible("events list", &list);
+    let row = list.lines().find(|l| l.contains(&eid)).expect("the event is listed");
+    assert!(row.contains(r"r1\u{2066}\u{feff}\u{2060}hidden\u{2069}\u{200f}"), "{list}");
+}
+
 #[test]
 fn receive_prints_a_body_with_its_control_characters_escaped() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();

@@ -1,12 +1,55 @@
 //! Text from outside (a CRM's event, a receiver's answer, a name, an error the server quotes)
-//! as the CLI prints it to a terminal: control characters shown as visible escapes, never sent.
+//! as the CLI prints it to a terminal: control characters, and the characters that reorder or
+//! hide text, shown as visible escapes, never sent.
 
 use std::borrow::Cow;
+
+/// The characters that are no control character but change what a reader sees of the text
+/// around them or show as nothing at all: Unicode's format characters (`Cf`) and its
+/// default-ignorable code points (drawn as nothing when not supported), but the emoji
+/// variation selectors U+FE00–U+FE0F (which only choose how the character before looks), and
+/// the line and paragraph separators. Among them: the bidi embeddings, overrides and isolates
+/// (U+202A–U+202E, U+2066–U+2069) and marks (U+200E, U+200F, U+061C), which reorder a line;
+/// the zero-width ones (U+200B–U+200D, U+2060–U+2064, U+FEFF), the soft hyphen (U+00AD), the
+/// Hangul fillers and the tags (U+E0000–U+E0FFF), which hide text or make two names look alike.
+const INVISIBLE: &[(char, char)] = &[
+    ('\u{ad}', '\u{ad}'),
+    ('\u{34f}', '\u{34f}'),
+    ('\u{600}', '\u{605}'),
+    ('\u{61c}', '\u{61c}'),
+    ('\u{6dd}', '\u{6dd}'),
+    ('\u{70f}', '\u{70f}'),
+    ('\u{890}', '\u{891}'),
+    ('\u{8e2}', '\u{8e2}'),
+    ('\u{115f}', '\u{1160}'),
+    ('\u{17b4}', '\u{17b5}'),
+    ('\u{180b}', '\u{180f}'),
+    ('\u{200b}', '\u{200f}'),
+    ('\u{2028}', '\u{202e}'),
+    ('\u{2060}', '\u{206f}'),
+    ('\u{3164}', '\u{3164}'),
+    ('\u{feff}', '\u{feff}'),
+    ('\u{ffa0}', '\u{ffa0}'),
+    ('\u{fff0}', '\u{fffb}'),
+    ('\u{110bd}', '\u{110bd}'),
+    ('\u{110cd}', '\u{110cd}'),
+    ('\u{13430}', '\u{1343f}'),
+    ('\u{1bca0}', '\u{1bca3}'),
+    ('\u{1d173}', '\u{1d17a}'),
+    ('\u{e0000}', '\u{e0fff}'),
+];
+
+/// Whether `c` reorders or hides text ([`INVISIBLE`]).
+fn invisible(c: char) -> bool {
+    INVISIBLE.iter().any(|&(first, last)| (first..=last).contains(&c))
+}
 
 /// Text that came from outside (a CRM's event, a receiver's answer, a name an admin gave, an
 /// error the server quotes) as it may go to a terminal: every control character (C0, DEL, C1)
 /// is written as a visible escape, `\u{1b}`, so that none is taken as a command (`ESC [2J`,
-/// `ESC ]0;title BEL`) or breaks a line of a table. Other text is left as it is.
+/// `ESC ]0;title BEL`) or breaks a line of a table, and so is every character that reorders
+/// or hides text ([`INVISIBLE`]: `\u{202e}`, `\u{200b}`), so that what the operator reads is
+/// what was sent. Other text is left as it is.
 pub(crate) fn visible(text: &str) -> Cow<'_, str> {
     escaped(text, |_| true)
 }
@@ -18,7 +61,7 @@ pub(crate) fn visible_lines(text: &str) -> Cow<'_, str> {
 }
 
 fn escaped(text: &str, escape: impl Fn(char) -> bool) -> Cow<'_, str> {
-    let hidden = |c: char| c.is_control() && escape(c);
+    let hidden = |c: char| (c.is_control() && escape(c)) || invisible(c);
     rewritten(text, hidden, |c| format!("\\u{{{c:x}}}")).map_or(Cow::Borrowed(text), Cow::Owned)
 }
 
@@ -61,6 +104,26 @@ mod tests {
         assert!(matches!(visible("plain text, tabs aside"), Cow::Borrowed(_)));
         assert_eq!(s(&json!("a\u{0}b")), r"a\u{0}b");
         assert_eq!(s(&json!(["a\u{1b}", "b"])), r"a\u{1b},b");
+    }
+
+    #[test]
+    fn characters_that_reorder_or_hide_text_are_shown_too() {
+        // "invoice_fdp.exe" that a terminal draws as "invoice_exe.pdf", a zero-width space, a
+        // byte order mark, a soft hyphen, an isolate and a tag character (U+E0041, a hidden "A").
+        let hostile = "invoice_\u{202e}fdp.exe a\u{200b}dmin \u{feff}x\u{ad}y \u{2067}z\u{2069}\u{e0041}\u{2028}";
+        let shown = r"invoice_\u{202e}fdp.exe a\u{200b}dmin \u{feff}x\u{ad}y \u{2067}z\u{2069}\u{e0041}\u{2028}";
+        assert_eq!(visible(hostile), shown);
+        assert_eq!(visible_lines(hostile), shown);
+        for c in ['\u{202a}', '\u{202b}', '\u{202c}', '\u{202d}', '\u{2066}', '\u{2068}', '\u{200c}', '\u{200d}'] {
+            assert_eq!(visible(&c.to_string()), format!("\\u{{{:x}}}", u32::from(c)));
+        }
+        for c in ['\u{200e}', '\u{200f}', '\u{2060}', '\u{61c}', '\u{3164}', '\u{e0001}', '\u{e007f}'] {
+            assert_ne!(visible(&c.to_string()), c.to_string(), "{:x}", u32::from(c));
+        }
+        // Letters of any script, emoji and their variation selector are text: left as they are.
+        let text = "Müller, Ελένη, 東京, שלום, مرحبا, ❤\u{fe0f} 👍";
+        assert!(matches!(visible(text), Cow::Borrowed(_)), "{}", visible(text));
+        assert_eq!(s(&json!("a\u{202e}b")), r"a\u{202e}b");
     }
 
     #[test]
