@@ -114,13 +114,7 @@ fn targets_subscriptions_events_and_deliveries_from_the_command_line() {
         (attempts.as_array().map(Vec::len) == Some(2)).then_some(attempts)
     });
     let listed = server.admin("GET", "/v1/events", None).json()["events"][0].clone();
-    assert!(server.stop().success());
-    let out = Command::new(env!("CARGO_BIN_EXE_crmhook"))
-        .args(["log", "export", "--data-dir"])
-        .arg(server.data_dir())
-        .output()
-        .expect("runs");
-    let text = succeeded(&out);
+    let text = export_stopped(&mut server);
     let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
     assert_eq!(lines.len(), 1);
     assert_eq!(lines[0]["id"], eid.as_str());
@@ -350,6 +344,17 @@ fn crmhook_bare(args: &[&str]) -> Output {
         .env_remove("CRMHOOK_ADMIN_TOKEN")
         .output()
         .expect("crmhook runs")
+}
+
+/// Stops `server` and answers what `crmhook log export` writes of its data dir.
+fn export_stopped(server: &mut Server) -> String {
+    assert!(server.stop().success());
+    let out = Command::new(env!("CARGO_BIN_EXE_crmhook"))
+        .args(["log", "export", "--data-dir"])
+        .arg(server.data_dir())
+        .output()
+        .expect("runs");
+    succeeded(&out)
 }
 
 fn json_of(out: &Output) -> Value {

@@ -133,3 +133,17 @@ fn names_with_control_characters_are_refused() {
     let src = r.json()["id"].as_str().expect("id").to_owned();
     refused(server.admin("PATCH", &format!("/v1/sources/{src}"), Some(&json!({"name": "m\u{1b}]0;t\u{7}"}))));
 }
+
+#[test]
+fn log_export_escapes_del_and_c1_as_json_does() {
+    let mut server = Server::start();
+    let ev = maia("crm_record_created", json!({"recordId": HOSTILE_RECORD, "note": "del\u{7f} nel\u{85} csi\u{9b}2J"}));
+    let eid = server.post_ok(&ev)["events"][0]["id"].as_str().expect("id").to_owned();
+    let text = export_stopped(&mut server);
+    assert_no_control("log export", &text);
+    assert!(text.contains(r#""note":"del\u007f nel\u0085 csi\u009b2J""#), "{text}");
+    // Still one JSON line per event, meaning exactly what was posted.
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    assert_eq!((lines.len(), lines[0]["id"].as_str()), (1, Some(eid.as_str())));
+    assert_eq!(lines[0]["payload"], ev);
+}

@@ -565,7 +565,8 @@ pub fn export(data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
         // The event as the API shows it (`source_id` and `test` when they apply), then its attempts.
         let mut line = serde_json::to_value(EventView::from(&e))?;
         line["attempts"] = Value::Array(attempts);
-        writeln!(out, "{line}")?;
+        // DEL and C1 escaped too (serde_json escapes C0 only), as `--json` writes them.
+        writeln!(out, "{}", json_escaped(line.to_string()))?;
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
