@@ -76,6 +76,12 @@ fn names_and_events_are_printed_with_what_reorders_or_hides_text_escaped() {
     assert!(targets.contains(r"bill\u{200b}ing"), "{targets}");
     let shown = succeeded(&crmhook(&server, &["targets", "show", &tid]));
     assert_no_invisible("targets show", &shown);
+    // `--json` writes them as JSON escapes: the same JSON, shown in the order it is written.
+    let listed = succeeded(&crmhook(&server, &["targets", "list", "--json"]));
+    assert_no_invisible("targets list --json", &listed);
+    assert!(listed.contains(r#""billing-\u202efdp.exe""#), "{listed}");
+    let listed: Value = serde_json::from_str(&listed).expect("JSON");
+    assert!(listed.to_string().contains("\"billing-\u{202e}fdp.exe\""), "{listed}");
 
     let list = succeeded(&crmhook(&server, &["events", "list"]));
     assert_no_invisible("events list", &list);
@@ -135,13 +141,16 @@ fn names_with_control_characters_are_refused() {
 }
 
 #[test]
-fn log_export_escapes_del_and_c1_as_json_does() {
+fn log_export_writes_del_c1_and_what_hides_text_as_json_escapes() {
     let mut server = Server::start();
-    let ev = maia("crm_record_created", json!({"recordId": HOSTILE_RECORD, "note": "del\u{7f} nel\u{85} csi\u{9b}2J"}));
+    let note = "del\u{7f} nel\u{85} csi\u{9b}2J";
+    let ev = maia("crm_record_created", json!({"recordId": HOSTILE_RECORD, "note": note, "file": "a\u{202e}fdp.exe"}));
     let eid = server.post_ok(&ev)["events"][0]["id"].as_str().expect("id").to_owned();
     let text = export_stopped(&mut server);
     assert_no_control("log export", &text);
     assert!(text.contains(r#""note":"del\u007f nel\u0085 csi\u009b2J""#), "{text}");
+    assert_no_invisible("log export", &text);
+    assert!(text.contains(r#""file":"a\u202efdp.exe""#), "{text}");
     // Still one JSON line per event, meaning exactly what was posted.
     let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
     assert_eq!((lines.len(), lines[0]["id"].as_str()), (1, Some(eid.as_str())));

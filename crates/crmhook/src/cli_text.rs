@@ -62,19 +62,19 @@ pub(crate) fn visible_lines(text: &str) -> Cow<'_, str> {
 
 fn escaped(text: &str, escape: impl Fn(char) -> bool) -> Cow<'_, str> {
     let hidden = |c: char| (c.is_control() && escape(c)) || invisible(c);
-    rewritten(text, hidden, |c| format!("\\u{{{c:x}}}")).map_or(Cow::Borrowed(text), Cow::Owned)
+    rewritten(text, hidden, |c| format!("\\u{{{:x}}}", u32::from(c))).map_or(Cow::Borrowed(text), Cow::Owned)
 }
 
-/// `text` with each character `hide` picks written as `show` writes its code point; `None` when
-/// it has none (the text is fine as it is).
-fn rewritten(text: &str, hide: impl Fn(char) -> bool, show: impl Fn(u32) -> String) -> Option<String> {
+/// `text` with each character `hide` picks written as `show` writes it; `None` when it has none
+/// (the text is fine as it is).
+fn rewritten(text: &str, hide: impl Fn(char) -> bool, show: impl Fn(char) -> String) -> Option<String> {
     if !text.chars().any(&hide) {
         return None;
     }
     let mut out = String::with_capacity(text.len() + 16);
     for c in text.chars() {
         if hide(c) {
-            out.push_str(&show(u32::from(c)));
+            out.push_str(&show(c));
         } else {
             out.push(c);
         }
@@ -83,11 +83,14 @@ fn rewritten(text: &str, hide: impl Fn(char) -> bool, show: impl Fn(u32) -> Stri
 }
 
 /// JSON text with the control characters serde_json writes as they are (it escapes C0 only)
-/// escaped too: DEL and C1 as `\u007f` … `\u009f`. They can only be inside strings, so the
-/// JSON means the same, and a terminal shows it without acting on any of it.
+/// escaped too: DEL and C1 as `\u007f` … `\u009f`; and the characters that reorder or hide
+/// text ([`INVISIBLE`]) as well, `\u202e` (one beyond U+FFFF as its two UTF-16 halves,
+/// `\udb40\udc41`). They can only be inside strings, so the JSON means the same, and a terminal
+/// shows it without acting on any of it, in the order it is written.
 pub(crate) fn json_escaped(text: String) -> String {
-    let kept_by_serde = |c: char| matches!(c, '\u{7f}'..='\u{9f}');
-    rewritten(&text, kept_by_serde, |c| format!("\\u{c:04x}")).unwrap_or(text)
+    let kept_by_serde = |c: char| matches!(c, '\u{7f}'..='\u{9f}') || invisible(c);
+    let show = |c: char| c.encode_utf16(&mut [0; 2]).iter().map(|half| format!("\\u{half:04x}")).collect();
+    rewritten(&text, kept_by_serde, show).unwrap_or(text)
 }
 
 #[cfg(test)]
@@ -132,6 +135,15 @@ mod tests {
         let text = json_escaped(serde_json::to_string_pretty(&v).expect("json"));
         assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "{text}");
         assert!(text.contains(r"\u001b[31m\u0007\u007f\u0085\u009f"), "{text}");
+        assert_eq!(serde_json::from_str::<Value>(&text).expect("still JSON"), v);
+    }
+
+    #[test]
+    fn json_output_escapes_what_reorders_or_hides_text_and_means_the_same() {
+        let v = json!({"name": "billing-\u{202e}fdp.exe", "note": "a\u{200b}b\u{feff}\u{2066}c\u{2069}\u{e0041}", "ok": "❤\u{fe0f}"});
+        let text = json_escaped(serde_json::to_string(&v).expect("json"));
+        let want = "{\"name\":\"billing-\\u202efdp.exe\",\"note\":\"a\\u200bb\\ufeff\\u2066c\\u2069\\udb40\\udc41\",\"ok\":\"❤\u{fe0f}\"}";
+        assert_eq!(text, want);
         assert_eq!(serde_json::from_str::<Value>(&text).expect("still JSON"), v);
     }
 }
