@@ -173,6 +173,49 @@ fn events_list_shows_the_record_id_the_filter_takes() {
     assert_eq!(view["record_id"], key.as_str());
 }
 
+/// `targets create` takes what `targets update` takes (`Name=value` headers, `none` for the
+/// retries and the rate limit), and a target shown prints the settings its table has no room
+/// for, so a change is seen; an unknown target is named as such.
+#[test]
+fn targets_create_and_update_show_every_setting() {
+    let server = Server::start();
+    let created = succeeded(&crmhook(
+        &server,
+        &[
+            "targets",
+            "create",
+            "--name",
+            "settings",
+            "--target-url",
+            "http://127.0.0.1:9/hook",
+            "--header",
+            "X-Team=blue",
+            "--retry-schedule-ms",
+            "none",
+            "--rate-limit-per-s",
+            "none",
+        ],
+    ));
+    assert!(
+        created.contains(
+            "settings: timeout_ms=2000 retry_schedule_ms=none ordered=false format=- rate_limit_per_s=- \
+             response_body_bytes=4096"
+        ),
+        "{created}"
+    );
+    assert!(created.contains("headers: X-Team  (values are write-only)") && !created.contains("blue"), "{created}");
+    let id = created.split_whitespace().find(|w| w.starts_with("tgt_")).expect("the target's id").to_owned();
+    let t = server.admin("GET", &format!("/v1/targets/{id}"), None).json();
+    assert_eq!((t["retry_schedule_ms"].clone(), t["rate_limit_per_s"].clone()), (json!([]), Value::Null), "{t}");
+    let updated =
+        succeeded(&crmhook(&server, &["targets", "update", &id, "--timeout-ms", "5000", "--rate-limit-per-s", "7"]));
+    assert!(updated.contains("timeout_ms=5000") && updated.contains("rate_limit_per_s=7"), "{updated}");
+    let gone = "tgt_00000000000000000000000000";
+    let out = crmhook(&server, &["targets", "delete", gone]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains(&format!("target {gone} not found")), "{stderr}");
+}
+
 #[test]
 fn tail_follows_the_stream() {
     let server = Server::start();

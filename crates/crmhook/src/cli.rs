@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Subcommand;
 use crmhook_server::api::views::{AttemptView, EventView};
 use serde_json::{json, Value};
@@ -15,49 +15,50 @@ pub(crate) use crate::cli_text::{json_escaped, visible, visible_lines};
 
 #[derive(Subcommand)]
 pub enum Targets {
+    /// Every target, with its state and what it owes.
     List,
-    Show {
-        id: String,
-    },
+    /// One target: its settings, health and what it owes.
+    Show { id: String },
     /// Create a target; its secret is printed this once.
     Create {
+        /// A name of your own (1 to 200 characters).
         #[arg(long)]
         name: String,
         /// Where deliveries go (`--url` is the crmhook server).
         #[arg(long = "target-url")]
         target_url: String,
-        /// `Name: value`, repeatable.
+        /// `Name: value` (or `Name=value`), repeatable: a header sent with every delivery.
         #[arg(long = "header")]
         headers: Vec<String>,
+        /// How long an attempt may take, in ms (1 to 300000; default 2000).
         #[arg(long)]
         timeout_ms: Option<u64>,
-        /// Comma-separated delays in ms.
-        #[arg(long, value_delimiter = ',')]
-        retry_schedule_ms: Option<Vec<u64>>,
+        /// Comma-separated delays in ms between attempts (`none`: one attempt, no retry; default
+        /// 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h).
+        #[arg(long)]
+        retry_schedule_ms: Option<String>,
+        /// One delivery at a time, in log order.
         #[arg(long)]
         ordered: bool,
+        /// The wrapping deliveries get: maia, maximizer, or none (default: each CRM's own).
         #[arg(long)]
         format: Option<String>,
         /// Bytes of each answer's body kept with its attempt (0 to 4096; default 4096).
         #[arg(long)]
         response_body_bytes: Option<u32>,
-        /// At most this many attempts a second to this target (1 to 10000; default: no limit).
+        /// At most this many attempts a second to this target (1 to 10000; default or `none`: no
+        /// limit).
         #[arg(long)]
-        rate_limit_per_s: Option<u32>,
+        rate_limit_per_s: Option<String>,
     },
-    Delete {
-        id: String,
-    },
+    /// Delete a target, its subscriptions and what it owes.
+    Delete { id: String },
     /// A new secret (printed once); the old one keeps signing for 24 h.
-    RotateSecret {
-        id: String,
-    },
-    Enable {
-        id: String,
-    },
-    Disable {
-        id: String,
-    },
+    RotateSecret { id: String },
+    /// Resume deliveries to a disabled target (what it owes is sent).
+    Enable { id: String },
+    /// Pause deliveries to a target (what it owes is kept).
+    Disable { id: String },
     /// Change a target: only the fields given (e.g. `--timeout-ms 5000 --enabled false`).
     Update {
         id: String,
@@ -65,9 +66,7 @@ pub enum Targets {
         changes: crate::cli_edit::TargetChanges,
     },
     /// What it owes now, its last success and failure, its attempts over the last hour and day.
-    Stats {
-        id: String,
-    },
+    Stats { id: String },
     /// Send the target a sample event now, once, and print the attempt: its status, latency
     /// and what the receiver answered.
     Test {
@@ -81,23 +80,24 @@ pub enum Targets {
 
 #[derive(Subcommand)]
 pub enum Subscriptions {
+    /// Every subscription, or a target's.
     List {
+        /// Only this target's.
         #[arg(long)]
         target: Option<String>,
     },
-    Show {
-        id: String,
-    },
+    /// One subscription and its conditions.
+    Show { id: String },
     /// Subscribe a target to the events that meet every condition given (none: every event).
     Create {
+        /// The target that gets the matching events.
         #[arg(long)]
         target: String,
         #[command(flatten)]
         conditions: crate::cli_edit::Conditions,
     },
-    Delete {
-        id: String,
-    },
+    /// Delete a subscription (what its target owes is kept).
+    Delete { id: String },
     /// Change a subscription: only the conditions given replace its own; `--clear` empties one.
     Update {
         id: String,
@@ -132,8 +132,10 @@ pub enum Deliveries {
         /// pending, delivered or dead.
         #[arg(long)]
         status: Option<String>,
+        /// Start after this seq (the `more: --after …` of the previous page).
         #[arg(long, default_value_t = 0)]
         after: u64,
+        /// At most this many (1 to 1000).
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
@@ -143,6 +145,7 @@ pub enum Deliveries {
 pub enum Log {
     /// Dump the event log of a stopped server as JSON lines.
     Export {
+        /// The stopped server's data dir.
         #[arg(long, default_value = "./data/db")]
         data_dir: std::path::PathBuf,
     },
@@ -267,6 +270,25 @@ pub fn targets(conn: &Conn, cmd: Targets) -> anyhow::Result<ExitCode> {
             return print_json(&v);
         }
         table(&TARGET_COLUMNS, target_rows(std::slice::from_ref(&v)));
+        // The settings the table has no room for (what `targets update` changes).
+        say!(
+            "settings: timeout_ms={} retry_schedule_ms={} ordered={} format={} rate_limit_per_s={} \
+             response_body_bytes={}",
+            s(&v["timeout_ms"]),
+            if v["retry_schedule_ms"].as_array().is_some_and(Vec::is_empty) {
+                "none".into()
+            } else {
+                s(&v["retry_schedule_ms"])
+            },
+            s(&v["ordered"]),
+            s(&v["format"]),
+            s(&v["rate_limit_per_s"]),
+            s(&v["response_body_bytes"]),
+        );
+        if let Some(headers) = v["headers"].as_object().filter(|h| !h.is_empty()) {
+            let names: Vec<&str> = headers.keys().map(String::as_str).collect();
+            say!("headers: {}  (values are write-only)", visible(&names.join(", ")));
+        }
         if let Some(secret) = v["secret"].as_str() {
             say!("secret: {secret}  (shown only this once)");
         }
@@ -315,8 +337,8 @@ pub fn targets(conn: &Conn, cmd: Targets) -> anyhow::Result<ExitCode> {
             if !headers.is_empty() {
                 let mut map = serde_json::Map::new();
                 for h in headers {
-                    let (k, v) = h.split_once(':').context("a header is `Name: value`")?;
-                    map.insert(k.trim().to_owned(), json!(v.trim()));
+                    let (k, v) = crate::cli_edit::header(&h)?;
+                    map.insert(k, json!(v));
                 }
                 body["headers"] = Value::Object(map);
             }
@@ -324,7 +346,7 @@ pub fn targets(conn: &Conn, cmd: Targets) -> anyhow::Result<ExitCode> {
                 body["timeout_ms"] = json!(t);
             }
             if let Some(r) = retry_schedule_ms {
-                body["retry_schedule_ms"] = json!(r);
+                body["retry_schedule_ms"] = crate::cli_edit::schedule(&r)?;
             }
             if let Some(f) = format {
                 body["format"] = json!(f);
@@ -333,7 +355,7 @@ pub fn targets(conn: &Conn, cmd: Targets) -> anyhow::Result<ExitCode> {
                 body["response_body_bytes"] = json!(n);
             }
             if let Some(n) = rate_limit_per_s {
-                body["rate_limit_per_s"] = json!(n);
+                body["rate_limit_per_s"] = crate::cli_edit::rate_limit(&n)?;
             }
             shown(request(conn, "POST", "/v1/targets", Some(&body))?)
         }

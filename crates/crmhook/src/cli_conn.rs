@@ -10,7 +10,10 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::Value;
 
+/// Global, so that they go before or after an operator's command; listed apart in every help,
+/// since `serve`, `verify`, `receive`, `log export` and `cluster import` refuse them.
 #[derive(Args, Clone)]
+#[command(next_help_heading = "Client options (the commands that talk to a server)")]
 pub struct Conn {
     /// The server's base URL.
     #[arg(long, global = true, env = "CRMHOOK_URL", default_value = "http://127.0.0.1:8080")]

@@ -15,6 +15,7 @@ use crate::cli::{print_json, query, request, s, table, Conn};
 /// What `crmhook targets update` changes: each flag given is one member of the `PATCH`.
 #[derive(Args)]
 pub struct TargetChanges {
+    /// A new name (1 to 200 characters).
     #[arg(long)]
     name: Option<String>,
     /// Where deliveries go (`--url` is the crmhook server).
@@ -27,6 +28,7 @@ pub struct TargetChanges {
     /// Remove every header.
     #[arg(long)]
     clear_headers: bool,
+    /// How long an attempt may take, in ms (1 to 300000).
     #[arg(long)]
     timeout_ms: Option<u64>,
     /// Comma-separated delays in ms (`none`: one attempt, no retry).
@@ -59,15 +61,20 @@ pub enum Format {
 /// A subscription's conditions, as `crmhook subscriptions create` takes them.
 #[derive(Args)]
 pub struct Conditions {
+    /// An event type or pattern (`Opportunity.*`), repeatable: any of them.
     #[arg(long = "event-type")]
     pub event_types: Vec<String>,
+    /// A MAIA `kanbanId`, repeatable: any of them.
     #[arg(long = "kanban-id")]
     pub kanban_ids: Vec<String>,
+    /// A MAIA `fieldName` (of `crm_field_update`), repeatable: any of them.
     #[arg(long = "field-name")]
     pub field_names: Vec<String>,
-    /// A filter as JSON, e.g. '{"path": "/Data/New/Revenue", "op": "gt", "value": 1000}'.
+    /// A filter as JSON, e.g. '{"path": "/Data/New/Revenue", "op": "gt", "value": 1000}',
+    /// repeatable: all of them.
     #[arg(long = "filter")]
     pub filters: Vec<String>,
+    /// Maximizer's `Data.Version` major number.
     #[arg(long)]
     pub version_major: Option<u32>,
 }
@@ -101,7 +108,7 @@ impl Member {
 
 /// `Name=value` or `Name: value`: a header name holds neither `=` nor `:`, so the first of
 /// them ends it.
-fn header(h: &str) -> anyhow::Result<(String, String)> {
+pub(crate) fn header(h: &str) -> anyhow::Result<(String, String)> {
     let at = h.find(['=', ':']).with_context(|| format!("--header {h:?}: a header is `Name=value`"))?;
     let (name, value) = (h[..at].trim(), h[at + 1..].trim());
     if name.is_empty() {
@@ -110,7 +117,7 @@ fn header(h: &str) -> anyhow::Result<(String, String)> {
     Ok((name.to_owned(), value.to_owned()))
 }
 
-fn schedule(raw: &str) -> anyhow::Result<Value> {
+pub(crate) fn schedule(raw: &str) -> anyhow::Result<Value> {
     if raw.trim().is_empty() || raw.trim() == "none" {
         return Ok(json!([]));
     }
@@ -170,7 +177,7 @@ fn target_patch(c: TargetChanges) -> anyhow::Result<Map<String, Value>> {
 }
 
 /// `--rate-limit-per-s`: a number, or `none` (no limit: `null`). The server checks the range.
-fn rate_limit(text: &str) -> anyhow::Result<Value> {
+pub(crate) fn rate_limit(text: &str) -> anyhow::Result<Value> {
     let text = text.trim();
     if text.eq_ignore_ascii_case("none") {
         return Ok(Value::Null);

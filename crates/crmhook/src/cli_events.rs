@@ -18,20 +18,26 @@ pub enum Events {
         /// A type, or a pattern as subscriptions take it (`Opportunity.*`); case is ignored.
         #[arg(long = "type")]
         event_type: Option<String>,
+        /// MAIA's `recordId`, Maximizer's `Data.New.Key` (or `Data.Original.Key`).
         #[arg(long)]
         record_id: Option<String>,
+        /// MAIA's `kanbanId`.
         #[arg(long)]
         kanban_id: Option<String>,
         /// Only events posted by this source (`src_…`).
         #[arg(long)]
         source: Option<String>,
-        /// RFC 3339 time.
+        /// Received at or after this RFC 3339 time.
         #[arg(long)]
         since: Option<String>,
+        /// Received before this RFC 3339 time.
         #[arg(long)]
         until: Option<String>,
+        /// Start after this seq (the `more: --after …` of the previous page; with `--newest`,
+        /// the page holds the events before it).
         #[arg(long, default_value_t = 0)]
         after: u64,
+        /// At most this many (1 to 1000).
         #[arg(long, default_value_t = 50)]
         limit: u32,
         /// Newest first: from the newest event (or from before `--after`) back.

@@ -15,9 +15,8 @@ use crate::cli::{print_json, request, s, table, Conn};
 pub enum Keys {
     /// Every key, active and revoked.
     List,
-    Show {
-        id: String,
-    },
+    /// One key: its name, role and dates (never its secret).
+    Show { id: String },
     /// A new key; its secret is printed this once.
     Create {
         #[arg(long)]
@@ -38,9 +37,7 @@ pub enum Keys {
         output: Option<PathBuf>,
     },
     /// Revoke the key for good (the last admin key cannot be revoked).
-    Revoke {
-        id: String,
-    },
+    Revoke { id: String },
 }
 
 pub fn keys(conn: &Conn, cmd: Keys) -> anyhow::Result<ExitCode> {

@@ -35,13 +35,14 @@ impl Kind {
 pub enum Sources {
     /// The sources, with their ingest URLs.
     List,
-    Show {
-        id: String,
-    },
+    /// One source: its ingest URL and how to connect its CRM.
+    Show { id: String },
     /// Create a source; a maximizer source's key is printed this once.
     Create {
+        /// A name of your own (1 to 200 characters).
         #[arg(long)]
         name: String,
+        /// Which CRM posts to it.
         #[arg(long, value_enum)]
         kind: Kind,
         /// The secret MAIA's Webhook Center shows (maia sources only).
@@ -51,6 +52,7 @@ pub enum Sources {
     /// Rename a source or set its MAIA secret.
     Update {
         id: String,
+        /// A new name.
         #[arg(long)]
         name: Option<String>,
         /// The secret MAIA's Webhook Center shows (maia sources only).
@@ -61,20 +63,13 @@ pub enum Sources {
         clear_maia_secret: bool,
     },
     /// Accept posts to the source's ingest URL again.
-    Enable {
-        id: String,
-    },
+    Enable { id: String },
     /// Refuse posts to the source's ingest URL (401), keeping the source.
-    Disable {
-        id: String,
-    },
-    Delete {
-        id: String,
-    },
+    Disable { id: String },
+    /// Delete a source: its ingest URL answers 401; the events it posted stay in the log.
+    Delete { id: String },
     /// A new key for a maximizer source (printed once); the old one stops working at once.
-    RotateKey {
-        id: String,
-    },
+    RotateKey { id: String },
 }
 
 #[derive(Subcommand)]
@@ -139,6 +134,8 @@ fn show_source(conn: &Conn, v: &Value, created: bool) -> anyhow::Result<ExitCode
             );
         } else if created {
             say!("MAIA's webhook URL: {ingest_url}  (MAIA signs each post with X-Maia-Signature)");
+        } else {
+            say!("MAIA secret: set (crmhook checks each post's X-Maia-Signature with it)");
         }
     }
     if v["enabled"] == false {

@@ -198,7 +198,7 @@ fn apply_file(config: &mut Config, origins: &mut Origins, path: &Path) -> Result
                 return Err(ConfigError {
                     key,
                     origin,
-                    reason: format!("a {} is not a value for it; write {}", other.type_str(), kind.example()),
+                    reason: format!("{} is not a value for it; write {}", a_or_an(other.type_str()), kind.example()),
                 })
             }
         };
@@ -416,3 +416,9 @@ fn set(config: &mut Config, origins: &mut Origins, key: &str, value: &str, origi
 
 #[cfg(test)]
 mod tests;
+
+/// "a string", "an integer": a TOML type's name with its article.
+fn a_or_an(name: &str) -> String {
+    let article = if name.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+    format!("{article} {name}")
+}

@@ -82,11 +82,11 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[derive(Parser)]
 #[command(name = "crmhook", version, about = "A self-hosted CRM webhook dispatcher")]
 struct Cli {
-    #[command(flatten)]
-    conn: cli::Conn,
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "CRMHOOK_LOG_FORMAT")]
     log_format: LogFormat,
+    #[command(flatten)]
+    conn: cli::Conn,
     #[command(subcommand)]
     command: Command,
 }

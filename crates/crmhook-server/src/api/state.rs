@@ -43,7 +43,14 @@ pub(crate) type State = web::Data<AppState>;
 pub(crate) fn router_error(e: RouterError) -> ApiError {
     match e {
         RouterError::Store(e) => e.into(),
-        RouterError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
+        // Said as the handlers that read the record first say it: "target tgt_… not found".
+        RouterError::NotFound(what) => {
+            let kind = [("tgt_", "target "), ("sub_", "subscription ")]
+                .into_iter()
+                .find_map(|(prefix, kind)| what.starts_with(prefix).then_some(kind))
+                .unwrap_or("");
+            ApiError::NotFound(format!("{kind}{what} not found"))
+        }
         RouterError::TooManyTargets(_) => ApiError::Conflict(e.to_string()),
         RouterError::TooManySubscriptions(e) | RouterError::Invalid(e) => e.into(),
         // Cluster mode only (a single node owns every target): the handlers that can forward

@@ -133,6 +133,11 @@ fn a_files_values_have_their_keys_types() {
         assert_eq!(e.key, key, "{text}: {e}");
         assert!(e.reason.contains("is not a value for it; write"), "{text}: {e}");
     }
+    // Its type said with the right article.
+    let e = load_file("data_dir = 5").expect_err("an integer");
+    assert!(e.reason.starts_with("an integer is not a value for it"), "{e}");
+    let e = load_file("max_targets = \"5\"").expect_err("a string");
+    assert!(e.reason.starts_with("a string is not a value for it"), "{e}");
     let c = load_file("allow_private_targets = true\nmax_targets = 5\nallowed_hosts = [\"a.example\"]\n").unwrap();
     assert_eq!((c.allow_private_targets, c.max_targets, c.allowed_hosts.clone()), (true, 5, vec!["a.example".into()]));
     // The environment's values are text: there `yes` still turns a switch on.
