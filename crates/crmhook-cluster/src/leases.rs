@@ -9,6 +9,13 @@
 //! anyone else can take it. The targets held are published on a watch, which the router
 //! follows: a target let go is drained and stopped, one taken starts from the log.
 //!
+//! Each renewal also moves the lease's deadline (`deadline.rs`: when it was sent, plus 3/5 of
+//! the TTL), which the target's actor checks before it starts any delivery. A round runs only
+//! every fifth of the TTL and waits for NATS, so after a pause of the process longer than the
+//! TTL the actors resumed before the round could find that another node took the lease, and
+//! delivered for about 1.2 s (an audit of 2026-12-07 counted 25 repeats); since 2026-12-07 they
+//! find the deadline passed and start nothing until a renewal (or the lease is let go).
+//!
 //! A node does not give up targets to a node that joins: the targets move when their node
 //! leaves (its leases given back at a graceful stop, expired after a crash) or are new.
 //!
@@ -20,7 +27,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use crmhook_core::TargetId;
@@ -29,6 +36,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
 
+use crate::deadline::{lease_clock, nanos, LeaseDeadlines};
 use crate::Owners;
 
 /// What a lease or a heartbeat holds.
@@ -60,7 +68,8 @@ pub(crate) struct Leases {
 
 struct Held {
     revision: u64,
-    renewed: Instant,
+    /// When the write that renewed (or took) it was sent, on [`lease_clock`].
+    renewed: u64,
 }
 
 struct Round {
@@ -72,10 +81,18 @@ struct Round {
     owned: watch::Sender<Arc<BTreeSet<TargetId>>>,
     owners: Owners,
     nodes: Arc<Mutex<Vec<NodeView>>>,
+    deadlines: LeaseDeadlines,
 }
 
 impl Leases {
-    pub(crate) fn start(kv: kv::Store, replica: Arc<Replica>, node: u64, url: String, ttl: Duration) -> Leases {
+    pub(crate) fn start(
+        kv: kv::Store,
+        replica: Arc<Replica>,
+        me: (u64, String),
+        ttl: Duration,
+        deadlines: LeaseDeadlines,
+    ) -> Leases {
+        let (node, url) = me;
         let (owned_tx, owned) = watch::channel(Arc::new(BTreeSet::new()));
         let owners = Owners::default();
         let nodes = Arc::new(Mutex::new(Vec::new()));
@@ -89,6 +106,7 @@ impl Leases {
             owned: owned_tx,
             owners: owners.clone(),
             nodes: nodes.clone(),
+            deadlines,
         };
         tokio::spawn(async move {
             let every = ttl / 5;
@@ -155,18 +173,17 @@ impl Round {
         for target in held {
             let key = lease_key(&target);
             if !targets.contains(&target) {
-                self.held.remove(&target);
+                self.let_go(&target);
                 let _ = self.kv.delete(&key).await;
                 continue;
             }
             let Some(revision) = self.held.get(&target).map(|h| h.revision) else { continue };
+            let sent = lease_clock();
             match self.kv.update(&key, me.clone().into(), revision).await {
-                Ok(revision) => {
-                    self.held.insert(target, Held { revision, renewed: Instant::now() });
-                }
+                Ok(revision) => self.hold(target, revision, sent),
                 Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                     tracing::warn!(target = %target, "lease lost: another node holds it");
-                    self.held.remove(&target);
+                    self.let_go(&target);
                 }
                 Err(e) => tracing::warn!(target = %target, error = %e, "lease not renewed"),
             }
@@ -180,14 +197,37 @@ impl Round {
             if self.held.contains_key(target) || owners.contains_key(target) {
                 continue;
             }
+            let sent = lease_clock();
             if let Ok(revision) = self.kv.create(lease_key(target), me.clone().into()).await {
                 tracing::info!(target = %target, "lease taken: this node delivers it");
-                self.held.insert(target.clone(), Held { revision, renewed: Instant::now() });
+                self.hold(target.clone(), revision, sent);
             }
         }
+        self.deadlines.retain(&targets);
         self.publish();
         self.remember(alive, owners);
         Ok(())
+    }
+
+    /// Holds `target`'s lease at `revision`, written by a request sent at `sent`: its actor may
+    /// start deliveries until 3/5 of the TTL after that (set before the lease is published as
+    /// held, so an actor started for it finds its deadline).
+    fn hold(&mut self, target: TargetId, revision: u64, sent: u64) {
+        self.deadlines.set(&target, sent.saturating_add(nanos(self.stop_after())));
+        self.held.insert(target, Held { revision, renewed: sent });
+    }
+
+    /// Lets `target`'s lease go here: its actor starts nothing more from now on, before the
+    /// router has stopped it.
+    fn let_go(&mut self, target: &TargetId) {
+        self.held.remove(target);
+        self.deadlines.set(target, 0);
+    }
+
+    /// How long after a renewal was sent this node stops delivering if it has not renewed
+    /// again: 3/5 of the TTL, before anyone else can take the lease.
+    fn stop_after(&self) -> Duration {
+        self.ttl * 3 / 5
     }
 
     /// The nodes alive (their heartbeats, by node) and who holds the lease of each target.
@@ -262,12 +302,15 @@ impl Round {
     /// Lets go, here, the leases not renewed for 3/5 of the TTL: before anyone else can take
     /// them, this node stops delivering them.
     fn let_go_stale(&mut self) {
-        let limit = self.ttl * 3 / 5;
+        let limit = nanos(self.stop_after());
+        let now = lease_clock();
         let before = self.held.len();
+        let deadlines = &self.deadlines;
         self.held.retain(|target, h| {
-            let keep = h.renewed.elapsed() < limit;
+            let keep = now.saturating_sub(h.renewed) < limit;
             if !keep {
                 tracing::warn!(target = %target, "lease not renewed in time: this node stops delivering it");
+                deadlines.set(target, 0);
             }
             keep
         });
@@ -291,6 +334,9 @@ impl Round {
     /// that the other nodes take them at their next round.
     async fn give_back(&mut self) {
         let held: Vec<TargetId> = self.held.drain().map(|(t, _)| t).collect();
+        for target in &held {
+            self.deadlines.set(target, 0);
+        }
         self.publish();
         for target in held {
             let _ = self.kv.delete(lease_key(&target)).await;

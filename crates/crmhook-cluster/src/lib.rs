@@ -13,7 +13,9 @@
 //!   of the TTL; `node.<n>` keys are the nodes' heartbeats (and their HTTP URLs). When a node
 //!   dies its keys expire and the others take its targets, whose delivery state (cursor,
 //!   pending retries and their due times, attempts) is in the log: the new owner's target
-//!   actor starts from it as after a restart.
+//!   actor starts from it as after a restart. Each lease's deadline (`deadline`: 3/5 of the
+//!   TTL after its last renewal was sent) is shared with the node's target actors
+//!   ([`Cluster::lease_deadlines`]), which start no delivery past it.
 //!
 //! - **the import** (`import`, [`import()`]): a single node's store, stopped, copied into a
 //!   new cluster's stream as its first entries (`crmhook cluster import`), so that every node
@@ -36,11 +38,13 @@ use crmhook_store::{Replica, Store, StoreError};
 use tokio::sync::watch;
 
 mod apply;
+mod deadline;
 mod import;
 mod leases;
 mod publish;
 mod sync_check;
 
+pub use deadline::{lease_clock, LeaseDeadlines};
 pub use import::Imported;
 pub use leases::NodeView;
 
@@ -109,6 +113,7 @@ pub struct Cluster {
     node: u64,
     replica: Option<Arc<Replica>>,
     leases: Option<leases::Leases>,
+    deadlines: LeaseDeadlines,
 }
 
 impl Cluster {
@@ -119,7 +124,7 @@ impl Cluster {
         sync_check::check(&config.monitor)?;
         let js = runtime.block_on(connect(&config))?;
         let node = node_number();
-        Ok(Cluster { config, runtime, js, node, replica: None, leases: None })
+        Ok(Cluster { config, runtime, js, node, replica: None, leases: None, deadlines: LeaseDeadlines::default() })
     }
 
     /// Opens this node's copy of the log in `dir` (replica mode), starts publishing its writes
@@ -154,10 +159,10 @@ impl Cluster {
         }
         let (js, bucket, node, advertise, ttl) =
             (self.js.clone(), self.config.bucket(), self.node, self.config.advertise.clone(), self.config.lease_ttl);
-        let for_leases = replica.clone();
+        let (for_leases, deadlines) = (replica.clone(), self.deadlines.clone());
         let leases = self.wait_on(async move {
             let kv = js.get_key_value(bucket).await.map_err(js_error)?;
-            Ok::<_, ClusterError>(leases::Leases::start(kv, for_leases, node, advertise, ttl))
+            Ok::<_, ClusterError>(leases::Leases::start(kv, for_leases, (node, advertise), ttl, deadlines))
         })??;
         self.leases = Some(leases);
         self.replica = Some(replica);
@@ -185,6 +190,12 @@ impl Cluster {
             Some(l) => l.owned(),
             None => watch::channel(Arc::new(BTreeSet::new())).1,
         }
+    }
+
+    /// Until when each lease this node holds lets it start deliveries (nanoseconds on
+    /// [`lease_clock`]), for the target actors to check before each start.
+    pub fn lease_deadlines(&self) -> LeaseDeadlines {
+        self.deadlines.clone()
     }
 
     /// The HTTP URL of the node that delivers `target` now, if one does and it is not this one.

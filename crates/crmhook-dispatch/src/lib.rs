@@ -39,5 +39,5 @@ pub mod target;
 mod tls;
 pub mod window;
 
-pub use ownership::{Owned, Ownership};
+pub use ownership::{Deadlines, Fence, Owned, Ownership};
 pub use tls::DeliveryTls;

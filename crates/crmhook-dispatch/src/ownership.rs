@@ -7,8 +7,16 @@
 //! it. The router keeps every target's configuration on every node (admin checks and changes
 //! work anywhere) but runs a target actor only for the targets this node owns, and starts or
 //! stops actors as the set moves (`crate::router`).
+//!
+//! The set moves at the lease keeper's rounds, a fifth of the TTL apart, and only after their
+//! NATS requests: too late after a pause of the process longer than the TTL, when another node
+//! holds the lease already. So each target's actor also holds a [`Fence`]: the lease's deadline
+//! (3/5 of the TTL after its last renewal was sent), which the keeper moves at each renewal and
+//! which the actor checks, with one atomic load and a clock read, before it starts a delivery
+//! (since 2026-12-07). A single node's fence is always open.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crmhook_core::TargetId;
@@ -19,7 +27,7 @@ pub type Owned = Arc<BTreeSet<TargetId>>;
 
 /// Which targets this node delivers: a cheap handle (clone it freely).
 #[derive(Clone)]
-pub struct Ownership(Kind);
+pub struct Ownership(Kind, Option<Deadlines>);
 
 #[derive(Clone)]
 enum Kind {
@@ -30,12 +38,23 @@ enum Kind {
 impl Ownership {
     /// A single node: owns every target, for good.
     pub fn all() -> Ownership {
-        Ownership(Kind::All)
+        Ownership(Kind::All, None)
     }
 
     /// Cluster mode: owns exactly the targets in the set `owned` holds, which changes over time.
     pub fn watching(owned: watch::Receiver<Owned>) -> Ownership {
-        Ownership(Kind::Watching(owned))
+        Ownership(Kind::Watching(owned), None)
+    }
+
+    /// Each target's deliveries start only before its lease's deadline, as `deadlines` tells.
+    pub fn fenced(self, deadlines: Deadlines) -> Ownership {
+        Ownership(self.0, Some(deadlines))
+    }
+
+    /// What `id`'s actor checks before each start: its lease's deadline, or nothing (open) on a
+    /// node without deadlines.
+    pub fn fence(&self, id: &TargetId) -> Fence {
+        Fence(self.1.as_ref().map(|d| Deadline { until: (d.of)(id), now: d.now }))
     }
 
     /// Whether this node delivers `id` now.
@@ -58,6 +77,52 @@ impl Ownership {
         match &mut self.0 {
             Kind::All => false,
             Kind::Watching(owned) => owned.changed().await.is_ok(),
+        }
+    }
+}
+
+/// Where a node's lease deadlines are (cluster mode): each target's, a cell in nanoseconds on
+/// the clock `now` reads, which the lease keeper moves (0: no lease).
+#[derive(Clone)]
+pub struct Deadlines {
+    of: Arc<CellOf>,
+    now: fn() -> u64,
+}
+
+/// Answers a target's deadline cell.
+type CellOf = dyn Fn(&TargetId) -> Arc<AtomicU64> + Send + Sync;
+
+impl Deadlines {
+    /// `of` answers a target's cell (the same one for the life of the target); `now` reads the
+    /// clock the cells are on.
+    pub fn new(of: impl Fn(&TargetId) -> Arc<AtomicU64> + Send + Sync + 'static, now: fn() -> u64) -> Deadlines {
+        Deadlines { of: Arc::new(of), now }
+    }
+}
+
+/// Whether a target's actor may start a delivery now: before its lease's deadline. Cheap to
+/// check (an atomic load and a clock read) and to clone.
+#[derive(Clone)]
+pub struct Fence(Option<Deadline>);
+
+/// A target's deadline cell, and the clock it is on.
+#[derive(Clone)]
+struct Deadline {
+    until: Arc<AtomicU64>,
+    now: fn() -> u64,
+}
+
+impl Fence {
+    /// No deadline: every start is allowed (a single node).
+    pub fn open() -> Fence {
+        Fence(None)
+    }
+
+    /// Whether a delivery may start now.
+    pub fn allows(&self) -> bool {
+        match &self.0 {
+            None => true,
+            Some(Deadline { until, now }) => now() < until.load(Ordering::Acquire),
         }
     }
 }
@@ -98,5 +163,26 @@ mod tests {
         drop(tx);
         assert_eq!(futures_util::FutureExt::now_or_never(own.changed()), Some(false), "the keeper is gone");
         assert!(own.owns(&a), "the last set stays");
+    }
+
+    fn clock() -> u64 {
+        1_000
+    }
+
+    #[test]
+    fn a_fence_allows_starts_before_the_deadline_only() {
+        let (a, b) = (TargetId::generate(), TargetId::generate());
+        assert!(Ownership::all().fence(&a).allows(), "a single node is never fenced");
+        let cell = Arc::new(AtomicU64::new(0));
+        let (asked, answer) = (a.clone(), cell.clone());
+        let deadlines = Deadlines::new(move |t| if *t == asked { answer.clone() } else { Arc::default() }, clock);
+        let own = Ownership::watching(watch::channel(Owned::default()).1).fenced(deadlines);
+        let fence = own.fence(&a);
+        assert!(!fence.allows(), "no lease yet");
+        cell.store(1_001, Ordering::Release);
+        assert!(fence.allows(), "renewed: until 1001, now 1000");
+        cell.store(1_000, Ordering::Release);
+        assert!(!fence.allows(), "the deadline is reached");
+        assert!(!own.fence(&b).allows(), "each target its own deadline");
     }
 }

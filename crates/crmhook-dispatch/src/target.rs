@@ -29,6 +29,9 @@
 //! the target's health never see it (the test event matches no subscription, so no window
 //! takes it either). It is published on the feed marked `test`. A graceful stop's records of
 //! the attempts it cut off are `stop`'s.
+//!
+//! In cluster mode the actor starts a delivery only while its lease's [`Fence`] allows
+//! (`fence.rs`): checked before each start, and again by the attempt's task before it sends.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -45,9 +48,11 @@ use tokio::sync::oneshot;
 use crate::delivery;
 use crate::feed::{AttemptRecorded, Feed};
 use crate::metrics::TargetMetrics;
+use crate::ownership::Fence;
 use crate::window::{Ended, Fill, Finish, OnDisk, Recovered, Start, Then, Window, SCAN_STEP};
 
 mod chatter;
+mod fence;
 mod operator;
 mod state;
 mod stop;
@@ -88,11 +93,13 @@ pub struct TargetHandle {
 
 impl TargetHandle {
     /// Starts the actor for `config` on `lane`'s arbiter, with that arbiter's client, for the
-    /// reason `why`; it counts into `metrics` and publishes on `feed`.
+    /// reason `why`, starting deliveries only while `fence` allows; it counts into `metrics` and
+    /// publishes on `feed`.
     pub fn start(
         lane: &delivery::Lane,
         store: LogHandle,
         config: TargetConfig,
+        fence: Fence,
         why: Origin,
         metrics: Arc<TargetMetrics>,
         feed: Feed,
@@ -102,7 +109,8 @@ impl TargetHandle {
         let draining = Arc::new(AtomicBool::new(false));
         let asked = draining.clone();
         lane.run(move |client| {
-            Context::with_receiver(rx).run(TargetActor::new(store, config, why, client.clone(), metrics, feed, asked));
+            let actor = TargetActor::new(store, config, why, client.clone(), metrics, feed, asked);
+            Context::with_receiver(rx).run(actor.fenced(fence));
         });
         TargetHandle { addr: Addr::new(tx), draining, lane: lane.index() }
     }
@@ -181,6 +189,8 @@ struct TargetActor {
     /// How many failure lines the log got this minute (at most ten of each kind in full).
     chatter: chatter::Chatter,
     why: Origin,
+    /// The lease's deadline, and the re-check while it holds starts back.
+    fence: fence::Held,
 }
 
 impl TargetActor {
@@ -212,6 +222,7 @@ impl TargetActor {
             blocked_warned_at: None,
             chatter: chatter::Chatter::default(),
             why,
+            fence: fence::Held::new(Fence::open()),
         }
     }
 
@@ -242,8 +253,10 @@ impl TargetActor {
         let now = now_ms();
         self.window.park(now, self.store.head());
         self.fill(ctx);
-        while let Some(start) = self.window.next_start(now) {
-            self.start_attempt(start, ctx);
+        if self.may_start(ctx) {
+            while let Some(start) = self.window.next_start(now) {
+                self.start_attempt(start, ctx);
+            }
         }
         self.arm_timer(ctx);
         self.report_health(now);
@@ -323,7 +336,13 @@ impl TargetActor {
         // future an actor spawned whenever any of them is woken, so 16 attempts in flight cost
         // 16 polls per answer. The report comes back through the bounded mailbox.
         let addr = ctx.address();
+        let fence = self.fence.fence.clone();
         actix_rt::spawn(async move {
+            // The process may have been stopped since the start (SIGSTOP, a frozen VM).
+            if !fence.allows() {
+                let _ = addr.send(fence::Fenced { seq, n }).await;
+                return;
+            }
             let report = tracing::Instrument::instrument(fut, span).await;
             let _ = addr.send(Finished { seq, n, round, report }).await;
         });

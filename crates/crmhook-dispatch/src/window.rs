@@ -418,7 +418,8 @@ impl Window {
         self.fresh.remove(&seq);
     }
 
-    /// A started delivery's event could not be read at `now_ms`: it is not in flight, stays
+    /// A started delivery's event could not be read at `now_ms` (or the lease's fence held it
+    /// back: `target/fence.rs`): it is not in flight, stays
     /// owed, and is due again [`UNREADABLE_WAIT_MS`] later (in memory only), so the shell's start
     /// loop moves on (an ordered target's oldest delivery would otherwise be due at once again,
     /// for ever) and the timer tries it again.

@@ -14,6 +14,8 @@ use crmhook_core::TargetId;
 use crmhook_store::{Options, Store, StoreError};
 use tokio::sync::watch;
 
+pub use crmhook_dispatch::ownership::Deadlines;
+
 /// Opens the log and tells what the server needs to know of the nodes beside it.
 pub trait Backend: Send + Sync + 'static {
     /// Opens the log in `dir` (with the seal key and tuning in `options`).
@@ -21,6 +23,12 @@ pub trait Backend: Send + Sync + 'static {
 
     /// The targets this node delivers, as they change; `None`: every target (one node).
     fn ownership(&self) -> Option<watch::Receiver<Arc<BTreeSet<TargetId>>>> {
+        None
+    }
+
+    /// Until when each lease lets this node start the target's deliveries (cluster mode);
+    /// `None`: no deadline (one node).
+    fn deadlines(&self) -> Option<Deadlines> {
         None
     }
 

@@ -255,8 +255,13 @@ impl Server {
                 tls: delivery_tls,
                 metrics: metrics.clone(),
                 feed: feed.clone(),
-                // Cluster mode: the targets whose leases this node holds.
-                ownership: backend.ownership().map_or_else(Ownership::all, Ownership::watching),
+                // Cluster mode: the targets whose leases this node holds, each delivered only
+                // before its lease's deadline.
+                ownership: match (backend.ownership(), backend.deadlines()) {
+                    (None, _) => Ownership::all(),
+                    (Some(owned), None) => Ownership::watching(owned),
+                    (Some(owned), Some(deadlines)) => Ownership::watching(owned).fenced(deadlines),
+                },
             },
         )?;
         let addr = listener.local_addr()?;

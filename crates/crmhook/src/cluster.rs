@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crmhook_cluster::{Cluster, ClusterConfig};
 use crmhook_core::TargetId;
+use crmhook_server::backend::Deadlines;
 use crmhook_server::{Backend, Config};
 use crmhook_store::{Options, Store, StoreError};
 use tokio::sync::watch;
@@ -54,6 +55,11 @@ impl Backend for ClusterBackend {
 
     fn ownership(&self) -> Option<watch::Receiver<Arc<BTreeSet<TargetId>>>> {
         self.with(|c| c.ownership())
+    }
+
+    fn deadlines(&self) -> Option<Deadlines> {
+        let deadlines = self.with(|c| c.lease_deadlines())?;
+        Some(Deadlines::new(move |target| deadlines.of(target), crmhook_cluster::lease_clock))
     }
 
     fn owner_url(&self, target: &TargetId) -> Option<String> {

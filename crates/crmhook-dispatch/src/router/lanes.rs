@@ -12,7 +12,8 @@ impl Router {
         self.lane_loads[index] += 1;
         let lane = &self.lanes[index];
         let metrics = self.metrics.target(config.target.id.as_str());
-        TargetHandle::start(lane, self.store.clone(), config, why, metrics, self.feed.clone())
+        let fence = self.ownership.fence(&config.target.id);
+        TargetHandle::start(lane, self.store.clone(), config, fence, why, metrics, self.feed.clone())
     }
 
     /// An actor no entry holds any more: its lane has one fewer.
