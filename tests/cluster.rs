@@ -79,6 +79,8 @@ mod crm;
 mod keys;
 #[path = "cluster/nodes.rs"]
 mod nodes;
+#[path = "cluster/pause.rs"]
+mod pause;
 #[path = "cluster/scenario.rs"]
 mod scenario;
 
@@ -86,6 +88,7 @@ use checks::*;
 use crm::*;
 use keys::keys_scenario;
 use nodes::*;
+use pause::pause_scenario;
 use scenario::*;
 
 // ---- the test -------------------------------------------------------------------------------
@@ -191,6 +194,16 @@ fn readyz_follows_the_nats_quorum_on_a_node_nobody_posts_to() {
         wait_for(Duration::from_secs(90), "/readyz 200 with the quorum back", || (status() == 200).then_some(()));
         phase("/readyz answers 200 again");
     });
+}
+
+/// A node stopped (SIGSTOP) for longer than the lease TTL, then continued, while another node
+/// took its target: it delivers nothing after it is continued (`cluster/pause.rs`).
+#[test]
+fn a_node_paused_past_the_lease_ttl_delivers_nothing_once_continued() {
+    let nats = NatsCluster::start(1).expect("a nats-server");
+    let logs = tempfile::Builder::new().prefix("crmhook-cluster-test").tempdir().expect("tempdir");
+    eprintln!("cluster test: crmhook logs in {}, NATS logs in {}", logs.path().display(), nats.dir().display());
+    Cluster { nats, nodes: Vec::new(), logs }.run(pause_scenario);
 }
 
 /// The NATS nodes holding the log stream's (first) consumer and leading the stream, from `/jsz`.
