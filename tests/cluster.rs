@@ -206,7 +206,6 @@ fn a_node_paused_past_the_lease_ttl_delivers_nothing_once_continued() {
     Cluster { nats, nodes: Vec::new(), logs }.run(pause_scenario);
 }
 
-/// The NATS nodes holding the log stream's (first) consumer and leading the stream, from `/jsz`.
 /// A node whose start fails after it joined the cluster (here its data dir is writable by
 /// others, which the server refuses as it opens it; a data dir that is a file is refused before
 /// the join since 2026-12-07) says why and exits with status 2. It used to panic on the way out instead ("Cannot drop a runtime in a
@@ -259,6 +258,7 @@ fn a_node_whose_start_fails_says_why_and_exits_without_a_panic() {
     assert!(!not_a_dir.join("crmhook.lock").exists(), "the refused start took its lock file back");
 }
 
+/// The NATS nodes holding the log stream's (first) consumer and leading the stream, from `/jsz`.
 fn log_consumer_host(nats: &NatsCluster) -> Option<(usize, usize)> {
     let index = |name: &str| (0..nats.nodes()).find(|&j| nats.server_name(j) == name);
     for i in (0..nats.nodes()).filter(|&i| nats.is_running(i)) {
