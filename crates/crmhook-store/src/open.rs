@@ -75,6 +75,7 @@ impl Store {
             chunks: chunks.clone(),
             kept_blocks: Default::default(),
             sources: sources.clone(),
+            slow: Default::default(),
             replicated: replicated.clone(),
             settling: None,
         };

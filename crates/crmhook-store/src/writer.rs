@@ -23,13 +23,10 @@ use crate::records::AckEntry;
 use crate::stored::RequestKeyV1;
 use crate::{codec, Result, Store, StoreError};
 
-/// A group commit that takes this long (applying the batch and flushing) is logged as a warning:
-/// every request of its group waited for it.
-const SLOW_COMMIT: std::time::Duration = std::time::Duration::from_millis(20);
-
 mod apply;
 mod chunks;
 mod queue;
+mod slow;
 
 use apply::{apply, restores_apart};
 pub(crate) use chunks::{write_log, Chunk};
@@ -109,6 +106,8 @@ pub(crate) struct Writer {
     pub(crate) kept_blocks: KeptBlocks,
     /// The sources ingest keeps decoded: forgotten before a group that changes one.
     pub(crate) sources: Arc<crate::sources::SourceCache>,
+    /// The `slow group commit` warnings of the last minute (at most ten a minute in full).
+    pub(crate) slow: slow::SlowCommits,
     /// The last entry of the replicated log whose group is settled (applied, and the head
     /// moved): what `Store::replicated` answers (replica mode).
     pub(crate) replicated: Arc<AtomicU64>,
@@ -179,6 +178,9 @@ impl Writer {
         }
         lazy.close();
         let _ = self.db.flush();
+        if let (held @ 1.., slowest) = self.slow.take_held() {
+            tracing::warn!(more = held, slowest_ms = slowest.as_millis(), "slow group commits held back");
+        }
         if let Some(done) = stop {
             let _ = done.send(());
         }
@@ -227,16 +229,22 @@ impl Writer {
             }
             Ok(())
         });
-        let took = started.elapsed();
-        if took >= SLOW_COMMIT {
-            tracing::warn!(
-                apply_ms = (applied_at - started).as_secs_f64() * 1000.0,
-                flush_ms = applied_at.elapsed().as_secs_f64() * 1000.0,
-                requests = replies.len(),
-                events = fresh.len(),
-                "slow group commit: {} ms",
-                took.as_millis()
-            );
+        let now = Instant::now();
+        let took = now - started;
+        if let Some(say) = self.slow.note(now, took) {
+            if say.held > 0 {
+                tracing::warn!(more = say.held, slowest_ms = say.slowest.as_millis(), "slow group commits held back");
+            }
+            if say.this_one {
+                tracing::warn!(
+                    apply_ms = (applied_at - started).as_secs_f64() * 1000.0,
+                    flush_ms = (now - applied_at).as_secs_f64() * 1000.0,
+                    requests = replies.len(),
+                    events = fresh.len(),
+                    "slow group commit: {} ms",
+                    took.as_millis()
+                );
+            }
         }
         self.failing.store(result.is_err(), Ordering::Release);
         if result.as_ref().is_err_and(StoreError::is_io) {
