@@ -60,33 +60,36 @@ fn assert_no_invisible(what: &str, text: &str) {
 }
 
 #[test]
-fn names_and_events_are_printed_with_what_reorders_or_hides_text_escaped() {
+fn names_that_reorder_or_hide_text_are_refused_and_events_are_printed_with_them_escaped() {
     let server = Server::start();
     // A target's name that a terminal draws as "billing-exe.pdf", and one with a zero-width
-    // space that looks like "billing"; an event whose recordId hides its end.
-    let (tid, _) = server.wire("http://127.0.0.1:9/hook", None, json!({"name": "billing-\u{202e}fdp.exe"}));
-    server.wire("http://127.0.0.1:9/hook", None, json!({"name": "bill\u{200b}ing"}));
-    let ev = maia("crm_record_created", json!({"recordId": "r1\u{2066}\u{feff}\u{2060}hidden\u{2069}\u{200f}"}));
+    // space that looks like "billing": refused since 2026-12-07 (the CLI showed them escaped).
+    for name in ["billing-\u{202e}fdp.exe", "bill\u{200b}ing"] {
+        let r = server.admin("POST", "/v1/targets", Some(&json!({"name": name, "url": "http://127.0.0.1:9/hook"})));
+        assert_eq!((r.status, r.json()["field"].as_str()), (422, Some("name")), "{name:?}: {}", r.text);
+        let out = crmhook(&server, &["targets", "create", "--name", name, "--target-url", "http://127.0.0.1:9/hook"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains("`name`"), "{stderr}");
+        assert_no_invisible("the refusal", &stderr);
+    }
+    // An event whose recordId hides its end, and a field that reorders its line.
+    let ev = maia(
+        "crm_record_created",
+        json!({"recordId": "r1\u{2066}\u{feff}\u{2060}hidden\u{2069}\u{200f}", "file": "billing-\u{202e}fdp.exe"}),
+    );
     let eid = server.post_ok(&ev)["events"][0]["id"].as_str().expect("id").to_owned();
-
-    let targets = succeeded(&crmhook(&server, &["targets", "list"]));
-    assert_no_invisible("targets list", &targets);
-    let row = targets.lines().find(|l| l.contains(&tid)).expect("the target is listed");
-    assert!(row.contains(r"billing-\u{202e}fdp.exe"), "{targets}");
-    assert!(targets.contains(r"bill\u{200b}ing"), "{targets}");
-    let shown = succeeded(&crmhook(&server, &["targets", "show", &tid]));
-    assert_no_invisible("targets show", &shown);
-    // `--json` writes them as JSON escapes: the same JSON, shown in the order it is written.
-    let listed = succeeded(&crmhook(&server, &["targets", "list", "--json"]));
-    assert_no_invisible("targets list --json", &listed);
-    assert!(listed.contains(r#""billing-\u202efdp.exe""#), "{listed}");
-    let listed: Value = serde_json::from_str(&listed).expect("JSON");
-    assert!(listed.to_string().contains("\"billing-\u{202e}fdp.exe\""), "{listed}");
-
     let list = succeeded(&crmhook(&server, &["events", "list"]));
     assert_no_invisible("events list", &list);
     let row = list.lines().find(|l| l.contains(&eid)).expect("the event is listed");
     assert!(row.contains(r"r1\u{2066}\u{feff}\u{2060}hidden\u{2069}\u{200f}"), "{list}");
+    let shown = succeeded(&crmhook(&server, &["events", "show", &eid]));
+    assert_no_invisible("events show", &shown);
+    // `--json` writes them as JSON escapes: the same JSON, shown in the order it is written.
+    let listed = succeeded(&crmhook(&server, &["events", "list", "--json"]));
+    assert_no_invisible("events list --json", &listed);
+    assert!(listed.contains(r#""billing-\u202efdp.exe""#), "{listed}");
+    let listed: Value = serde_json::from_str(&listed).expect("JSON");
+    assert_eq!(listed["events"][0]["payload"], ev);
 }
 
 #[test]

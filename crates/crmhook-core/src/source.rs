@@ -127,7 +127,7 @@ impl Source {
                         Some(s) => s.to_owned(),
                         None => return Err(CoreError::field(
                             "name",
-                            "`name` must be a non-empty string of at most 200 characters, without control characters",
+                            "`name` must be a non-empty string of at most 200 characters, without control characters or characters that reorder or hide text (bidi controls, zero-width characters)",
                         )),
                     }
                 }

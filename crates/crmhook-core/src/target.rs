@@ -223,7 +223,7 @@ fn name(value: &Value) -> Result<String, CoreError> {
         Some(s) => Ok(s.to_owned()),
         None => Err(CoreError::field(
             "name",
-            "`name` must be a non-empty string of at most 200 characters, without control characters",
+            "`name` must be a non-empty string of at most 200 characters, without control characters or characters that reorder or hide text (bidi controls, zero-width characters)",
         )),
     }
 }

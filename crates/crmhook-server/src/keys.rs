@@ -459,7 +459,10 @@ fn valid_name(name: &str) -> Result<String, ApiError> {
     let Some(name) = crmhook_core::name::checked(name, MAX_NAME) else {
         return Err(ApiError::unprocessable(
             "name",
-            format!("`name` must be 1 to {MAX_NAME} characters, without control characters"),
+            format!(
+                "`name` must be 1 to {MAX_NAME} characters, without control characters or characters that reorder \
+                 or hide text (bidi controls, zero-width characters)"
+            ),
         ));
     };
     Ok(name.to_owned())

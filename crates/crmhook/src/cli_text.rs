@@ -4,51 +4,17 @@
 
 use std::borrow::Cow;
 
-/// The characters that are no control character but change what a reader sees of the text
-/// around them or show as nothing at all: Unicode's format characters (`Cf`) and its
-/// default-ignorable code points (drawn as nothing when not supported), but the emoji
-/// variation selectors U+FE00–U+FE0F (which only choose how the character before looks), and
-/// the line and paragraph separators. Among them: the bidi embeddings, overrides and isolates
-/// (U+202A–U+202E, U+2066–U+2069) and marks (U+200E, U+200F, U+061C), which reorder a line;
-/// the zero-width ones (U+200B–U+200D, U+2060–U+2064, U+FEFF), the soft hyphen (U+00AD), the
-/// Hangul fillers and the tags (U+E0000–U+E0FFF), which hide text or make two names look alike.
-const INVISIBLE: &[(char, char)] = &[
-    ('\u{ad}', '\u{ad}'),
-    ('\u{34f}', '\u{34f}'),
-    ('\u{600}', '\u{605}'),
-    ('\u{61c}', '\u{61c}'),
-    ('\u{6dd}', '\u{6dd}'),
-    ('\u{70f}', '\u{70f}'),
-    ('\u{890}', '\u{891}'),
-    ('\u{8e2}', '\u{8e2}'),
-    ('\u{115f}', '\u{1160}'),
-    ('\u{17b4}', '\u{17b5}'),
-    ('\u{180b}', '\u{180f}'),
-    ('\u{200b}', '\u{200f}'),
-    ('\u{2028}', '\u{202e}'),
-    ('\u{2060}', '\u{206f}'),
-    ('\u{3164}', '\u{3164}'),
-    ('\u{feff}', '\u{feff}'),
-    ('\u{ffa0}', '\u{ffa0}'),
-    ('\u{fff0}', '\u{fffb}'),
-    ('\u{110bd}', '\u{110bd}'),
-    ('\u{110cd}', '\u{110cd}'),
-    ('\u{13430}', '\u{1343f}'),
-    ('\u{1bca0}', '\u{1bca3}'),
-    ('\u{1d173}', '\u{1d17a}'),
-    ('\u{e0000}', '\u{e0fff}'),
-];
-
-/// Whether `c` reorders or hides text ([`INVISIBLE`]).
+/// Whether `c` reorders or hides text (`crmhook_core::name::hides_text`: the bidi controls,
+/// the zero-width characters, …).
 fn invisible(c: char) -> bool {
-    INVISIBLE.iter().any(|&(first, last)| (first..=last).contains(&c))
+    crmhook_core::name::hides_text(c)
 }
 
 /// Text that came from outside (a CRM's event, a receiver's answer, a name an admin gave, an
 /// error the server quotes) as it may go to a terminal: every control character (C0, DEL, C1)
 /// is written as a visible escape, `\u{1b}`, so that none is taken as a command (`ESC [2J`,
 /// `ESC ]0;title BEL`) or breaks a line of a table, and so is every character that reorders
-/// or hides text ([`INVISIBLE`]: `\u{202e}`, `\u{200b}`), so that what the operator reads is
+/// or hides text (`crmhook_core::name::hides_text`: `\u{202e}`, `\u{200b}`), so that what the operator reads is
 /// what was sent. Other text is left as it is.
 pub(crate) fn visible(text: &str) -> Cow<'_, str> {
     escaped(text, |_| true)
@@ -84,7 +50,7 @@ fn rewritten(text: &str, hide: impl Fn(char) -> bool, show: impl Fn(char) -> Str
 
 /// JSON text with the control characters serde_json writes as they are (it escapes C0 only)
 /// escaped too: DEL and C1 as `\u007f` … `\u009f`; and the characters that reorder or hide
-/// text ([`INVISIBLE`]) as well, `\u202e` (one beyond U+FFFF as its two UTF-16 halves,
+/// text (`crmhook_core::name::hides_text`) as well, `\u202e` (one beyond U+FFFF as its two UTF-16 halves,
 /// `\udb40\udc41`). They can only be inside strings, so the JSON means the same, and a terminal
 /// shows it without acting on any of it, in the order it is written.
 pub(crate) fn json_escaped(text: String) -> String {
