@@ -28,14 +28,8 @@ function keyRow(k) {
 
 async function loadKeys() {
   const load = ++keysLoads;
-  let page;
-  try {
-    page = await api("/v1/keys");
-  } catch (err) {
-    if (load === keysLoads) $("#k-status").textContent = "Could not read the keys: " + err.message;
-    return;
-  }
-  if (load !== keysLoads) return;
+  const page = await latestPage("/v1/keys", () => load === keysLoads, "#k-status", "Could not read the keys: ");
+  if (!page) return;
   // Active keys first, each group oldest first (as the API lists them).
   const keys = [...page.keys.filter((k) => !k.revoked_at), ...page.keys.filter((k) => k.revoked_at)];
   $("#keys").replaceChildren(...keys.map(keyRow));

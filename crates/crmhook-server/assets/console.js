@@ -553,6 +553,19 @@ function auditRow(e) {
   return tr;
 }
 
+// One page of a list the page loads again and again (a search, the audit trail, the keys): the
+// answer, or null after saying `failure` and why in `status`, if this load is still the
+// latest (`latest()`; an earlier load's answer or failure is dropped).
+async function latestPage(path, latest, status, failure) {
+  try {
+    const page = await api(path);
+    return latest() ? page : null;
+  } catch (err) {
+    if (latest()) $(status).textContent = failure + err.message;
+    return null;
+  }
+}
+
 // The trail pages newest first (`order=newest`); "Older" asks for the page after the last one
 // shown, with the API's cursor.
 async function loadAudit(older) {
@@ -560,14 +573,8 @@ async function loadAudit(older) {
   const q = new URLSearchParams({ order: "newest", limit: String(AUDIT_PAGE) });
   if (older && auditAfter) q.set("after", auditAfter);
   const button = $("#a-older");
-  let page;
-  try {
-    page = await api("/v1/audit?" + q);
-  } catch (err) {
-    if (load === auditLoads) $("#a-status").textContent = "Could not read the audit trail: " + err.message;
-    return;
-  }
-  if (load !== auditLoads) return;
+  const page = await latestPage("/v1/audit?" + q, () => load === auditLoads, "#a-status", "Could not read the audit trail: ");
+  if (!page) return;
   const body = $("#audit");
   if (!older) body.replaceChildren();
   body.querySelector("tr.empty")?.remove();
@@ -614,14 +621,8 @@ async function loadSearch(older) {
   if ($("#q-source").value) q.set("source_id", $("#q-source").value);
   if (older && searchAfter) q.set("after", String(searchAfter));
   searching = true;
-  let page;
-  try {
-    page = await api("/v1/events?" + q);
-  } catch (err) {
-    if (load === searchLoads) $("#q-status").textContent = "Could not search: " + err.message;
-    return;
-  }
-  if (load !== searchLoads || !searching) return;
+  const page = await latestPage("/v1/events?" + q, () => load === searchLoads && searching, "#q-status", "Could not search: ");
+  if (!page) return;
   const body = $("#live");
   if (!older) body.replaceChildren();
   page.events.forEach((ev) => body.appendChild(eventRow(ev)));
