@@ -89,6 +89,8 @@ fn an_unauthenticated_post_is_401_and_stores_nothing() {
     let r = http("POST", &url, &[("X-Maia-Signature", &other)], Some(body.as_bytes()));
     assert_eq!(r.status, 401, "{}", r.text);
     assert!(r.content_type().starts_with("application/problem+json"));
+    // Its title fits a signature as well as a token (it said "A valid token is required").
+    assert_eq!(r.json()["title"], "Authentication failed", "{}", r.text);
     let r = http("POST", &url, &[("Content-Type", "application/json")], Some(body.as_bytes()));
     assert_eq!(r.status, 401, "{}", r.text);
     // Not authenticated is 401 whatever else is wrong: here a malformed `Idempotency-Key`.

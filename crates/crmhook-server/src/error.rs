@@ -50,7 +50,8 @@ impl ApiError {
     fn slug_and_title(&self) -> (&'static str, &'static str) {
         match self {
             ApiError::BadRequest(_) => ("bad-request", "The request is malformed"),
-            ApiError::Unauthorized(_) => ("unauthorized", "A valid token is required"),
+            // A token, a MAIA signature or a Maximizer key: `detail` says which and why.
+            ApiError::Unauthorized(_) => ("unauthorized", "Authentication failed"),
             ApiError::Forbidden(_) => ("forbidden", "This token may not do that"),
             ApiError::NotFound(_) => ("not-found", "Not found"),
             ApiError::Conflict(_) => ("conflict", "Conflict"),
