@@ -173,13 +173,9 @@ impl Store {
             let items: Box<dyn Iterator<Item = Result<Event>>> = match chunk {
                 // Copied one by one as the walk reaches them: a page may need few of a chunk.
                 Ok(chunk) => {
-                    let seqs = chunk.clone();
-                    Box::new(
-                        (0..chunk.len())
-                            .rev()
-                            .filter(move |i| seqs[*i].seq <= upto)
-                            .map(move |i| Ok(Event::clone(&chunk[i]))),
-                    )
+                    // A chunk's events are in seq order.
+                    let end = chunk.partition_point(|e| e.seq <= upto);
+                    Box::new((0..end).rev().map(move |i| Ok(Event::clone(&chunk[i]))))
                 }
                 Err(e) => Box::new(std::iter::once(Err(e))),
             };

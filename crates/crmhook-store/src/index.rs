@@ -179,32 +179,22 @@ impl Store {
     /// Batches of seqs, in increasing order, of the events with this record id from `from` on
     /// (with some before it): the windows on disk, then the one in memory.
     pub(crate) fn record_seqs(&self, record_id: &str, from: u64) -> Result<Walk<'_>> {
-        // Snapshot the memory first: a window written out meanwhile is on disk by then, and
-        // its seqs past `through` are taken from the snapshot only.
-        let (through, recent) = {
-            let w = self.index_window()?;
-            (w.through, w.postings.records.get(record_id).cloned().unwrap_or_default())
-        };
+        let (through, recent) = self.recent_record(record_id)?;
         let prefix = keys::record_prefix(record_bucket(record_id));
         let start = postings_start(&self.inner.tree, &prefix, from)?;
         let end = [prefix.as_slice(), &[0xff; 8]].concat();
         let record_id = record_id.to_owned();
-        let on_disk = self.inner.tree.range(start..=end).map(move |kv| {
-            let postings: RecordPostings = codec::decode(&kv?.1)?;
-            Ok(match postings.binary_search_by(|(r, _)| r.as_str().cmp(&record_id)) {
-                Ok(i) => postings[i].1.iter().copied().filter(|s| *s <= through).collect(),
-                Err(_) => Vec::new(),
-            })
-        });
+        let on_disk = self
+            .inner
+            .tree
+            .range(start..=end)
+            .map(move |kv| Ok(record_posting(&kv?.1, &record_id)?.into_iter().filter(|s| *s <= through).collect()));
         Ok(Box::new(on_disk.chain(std::iter::once(Ok(recent)))))
     }
 
     /// [`Store::record_seqs`] for a type or kanban posting prefix.
     pub(crate) fn term_seqs(&self, prefix: Vec<u8>, from: u64) -> Result<Walk<'_>> {
-        let (through, recent) = {
-            let w = self.index_window()?;
-            (w.through, w.postings.terms.get(&prefix).cloned().unwrap_or_default())
-        };
+        let (through, recent) = self.recent_term(&prefix)?;
         let start = postings_start(&self.inner.tree, &prefix, from)?;
         let end = [prefix.as_slice(), &[0xff; 9]].concat();
         let on_disk = self.inner.tree.range(start..end).map(move |kv| {
@@ -218,29 +208,22 @@ impl Store {
     /// (each batch in decreasing order): the window in memory, then the windows on disk
     /// backwards.
     pub(crate) fn record_seqs_back(&self, record_id: &str, upto: u64) -> Result<Walk<'_>> {
-        let (through, recent) = {
-            let w = self.index_window()?;
-            (w.through, w.postings.records.get(record_id).cloned().unwrap_or_default())
-        };
+        let (through, recent) = self.recent_record(record_id)?;
         let prefix = keys::record_prefix(record_bucket(record_id));
         let end = keys::at_seq(&prefix, upto);
         let record_id = record_id.to_owned();
-        let on_disk = self.inner.tree.range(prefix..=end).rev().map(move |kv| {
-            let postings: RecordPostings = codec::decode(&kv?.1)?;
-            Ok(match postings.binary_search_by(|(r, _)| r.as_str().cmp(&record_id)) {
-                Ok(i) => backwards(postings[i].1.iter().copied(), through, upto),
-                Err(_) => Vec::new(),
-            })
-        });
+        let on_disk = self
+            .inner
+            .tree
+            .range(prefix..=end)
+            .rev()
+            .map(move |kv| Ok(backwards(record_posting(&kv?.1, &record_id)?, through, upto)));
         Ok(Box::new(std::iter::once(Ok(backwards(recent, u64::MAX, upto))).chain(on_disk)))
     }
 
     /// [`Store::record_seqs_back`] for a type or kanban posting prefix.
     pub(crate) fn term_seqs_back(&self, prefix: Vec<u8>, upto: u64) -> Result<Walk<'_>> {
-        let (through, recent) = {
-            let w = self.index_window()?;
-            (w.through, w.postings.terms.get(&prefix).cloned().unwrap_or_default())
-        };
+        let (through, recent) = self.recent_term(&prefix)?;
         let end = keys::at_seq(&prefix, upto);
         let on_disk = self.inner.tree.range(prefix..=end).rev().map(move |kv| {
             let seqs: Vec<u64> = codec::decode(&kv?.1)?;
@@ -248,6 +231,31 @@ impl Store {
         });
         Ok(Box::new(std::iter::once(Ok(backwards(recent, u64::MAX, upto))).chain(on_disk)))
     }
+}
+
+impl Store {
+    /// How far the on-disk index goes, and a record id's seqs in the window in memory. A walk
+    /// takes this snapshot first: a window written out meanwhile is on disk by then, and its
+    /// seqs past `through` are taken from the snapshot only.
+    fn recent_record(&self, record_id: &str) -> Result<(u64, Vec<u64>)> {
+        let w = self.index_window()?;
+        Ok((w.through, w.postings.records.get(record_id).cloned().unwrap_or_default()))
+    }
+
+    /// [`Store::recent_record`] for a type or kanban posting prefix.
+    fn recent_term(&self, prefix: &[u8]) -> Result<(u64, Vec<u64>)> {
+        let w = self.index_window()?;
+        Ok((w.through, w.postings.terms.get(prefix).cloned().unwrap_or_default()))
+    }
+}
+
+/// A record id's seqs in one bucket of the record-id index (increasing; none if it is not there).
+fn record_posting(bucket: &[u8], record_id: &str) -> Result<Vec<u64>> {
+    let mut postings: RecordPostings = codec::decode(bucket)?;
+    Ok(match postings.binary_search_by(|(r, _)| r.as_str().cmp(record_id)) {
+        Ok(i) => postings.swap_remove(i).1,
+        Err(_) => Vec::new(),
+    })
 }
 
 /// A walk of postings: batches of seqs, in the walk's order.
