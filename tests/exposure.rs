@@ -363,3 +363,101 @@ fn a_sources_wrong_keys_and_signatures_are_limited_counted_and_audited_like_toke
     assert_eq!(metric(&server, "crmhook_auth_failures_total"), 3);
     assert_eq!(metric(&server, "crmhook_auth_rate_limited_total"), 1);
 }
+
+#[test]
+fn behind_a_trusted_proxy_failed_tokens_count_against_the_client_it_names() {
+    let server = Server::start_with(&[
+        ("CRMHOOK_ADMIN_TOKEN", ADMIN),
+        ("CRMHOOK_INGEST_TOKEN", INGEST),
+        ("CRMHOOK_AUTH_FAILURE_BURST", "3"),
+        ("CRMHOOK_AUTH_FAILURE_REFILL_PER_MINUTE", "1"),
+        // 127.0.0.1 plays the proxy; 127.0.0.2 is a client that reaches the server directly.
+        ("CRMHOOK_TRUSTED_PROXIES", "127.0.0.1, 10.0.0.0/8"),
+    ]);
+    let h = host(&server);
+    let admin = format!("Bearer {ADMIN}");
+    let attacker = "198.51.100.7";
+    for i in 0..3 {
+        let wrong = format!("Bearer adm_wrong_{i}_0123456789abcdef");
+        // What the client wrote itself (left of the proxy's entry) is not believed.
+        let forwarded = format!("203.0.113.1, {attacker}");
+        let r = raw(
+            &server,
+            "127.0.0.1",
+            "GET",
+            "/v1/targets",
+            &[("Host", &h), ("Authorization", &wrong), ("X-Forwarded-For", &forwarded)],
+        );
+        assert_problem(&r, 401);
+    }
+    // The client the proxy named is blocked, through the proxy, with the right token too...
+    let r = raw(
+        &server,
+        "127.0.0.1",
+        "GET",
+        "/v1/targets",
+        &[("Host", &h), ("Authorization", &admin), ("X-Forwarded-For", attacker)],
+    );
+    assert_problem(&r, 429);
+    // ...and so is it behind a second, inner proxy the first one trusts.
+    let via_two = format!("{attacker}, 10.1.2.3");
+    let r = raw(
+        &server,
+        "127.0.0.1",
+        "GET",
+        "/v1/targets",
+        &[("Host", &h), ("Authorization", &admin), ("X-Forwarded-For", &via_two)],
+    );
+    assert_problem(&r, 429);
+    // Every other client of the same proxy is served: the CRM, the operators, the proxy's own
+    // requests (no header), and the address the attacker wrote to the left of the proxy's entry.
+    for forwarded in [Some("198.51.100.8"), None, Some("203.0.113.1")] {
+        let mut headers = vec![("Host", h.as_str()), ("Authorization", admin.as_str())];
+        headers.extend(forwarded.map(|f| ("X-Forwarded-For", f)));
+        let r = raw(&server, "127.0.0.1", "GET", "/v1/targets", &headers);
+        assert_eq!(r.status, 200, "{forwarded:?}: {}", r.body);
+    }
+    // A client that is no trusted proxy cannot pass its failures on to someone else by naming
+    // them: its own address is counted, whatever it says.
+    for i in 0..3 {
+        let wrong = format!("Bearer adm_other_{i}_0123456789abcdef");
+        let r = raw(
+            &server,
+            "127.0.0.2",
+            "GET",
+            "/v1/targets",
+            &[("Host", &h), ("Authorization", &wrong), ("X-Forwarded-For", "198.51.100.9")],
+        );
+        assert_problem(&r, 401);
+    }
+    let r = raw(
+        &server,
+        "127.0.0.2",
+        "GET",
+        "/v1/targets",
+        &[("Host", &h), ("Authorization", &admin), ("X-Forwarded-For", "198.51.100.10")],
+    );
+    assert_problem(&r, 429);
+    let r = raw(
+        &server,
+        "127.0.0.1",
+        "GET",
+        "/v1/targets",
+        &[("Host", &h), ("Authorization", &admin), ("X-Forwarded-For", "198.51.100.9")],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    // The audit trail says who failed: the client the proxy named, and the direct client itself.
+    let audited = wait_for(Duration::from_secs(10), "six auth.failed entries", || {
+        let r = raw(&server, "127.0.0.1", "GET", "/v1/audit", &[("Host", &h), ("Authorization", &admin)]);
+        let entries = serde_json::from_str::<Value>(&r.body).ok()?["entries"].clone();
+        let from: Vec<String> = entries
+            .as_array()?
+            .iter()
+            .filter(|e| e["action"] == "auth.failed")
+            .map(|e| e["from"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        (from.len() == 6).then_some(from)
+    });
+    assert_eq!(audited.iter().filter(|f| *f == attacker).count(), 3, "{audited:?}");
+    assert_eq!(audited.iter().filter(|f| *f == "127.0.0.2").count(), 3, "{audited:?}");
+}

@@ -546,6 +546,17 @@ fn large_bodies_are_checked_and_parsed_off_the_workers_with_the_same_answers() {
 /// its head and the first bytes of 1,000, then waits. Answers the connection (open while the
 /// server reads the body) and what the server answered within `wait`, if anything.
 fn stalled_post(server: &Server, path: &str, from: &str, wait: Duration) -> (std::net::TcpStream, Option<String>) {
+    stalled_post_for(server, path, from, None, wait)
+}
+
+/// [`stalled_post`] with `X-Forwarded-For: <forwarded_for>` (a proxy's request for a client).
+fn stalled_post_for(
+    server: &Server,
+    path: &str,
+    from: &str,
+    forwarded_for: Option<&str>,
+    wait: Duration,
+) -> (std::net::TcpStream, Option<String>) {
     use std::io::{Read, Write};
     let addr: std::net::SocketAddr = server.base.trim_start_matches("http://").parse().expect("address");
     let rt = tokio::runtime::Builder::new_current_thread().enable_io().build().expect("runtime");
@@ -556,9 +567,10 @@ fn stalled_post(server: &Server, path: &str, from: &str, wait: Duration) -> (std
     });
     let mut tcp = tcp.into_std().expect("std stream");
     tcp.set_nonblocking(false).expect("blocking");
+    let forwarded = forwarded_for.map(|f| format!("X-Forwarded-For: {f}\r\n")).unwrap_or_default();
     let head = format!(
         "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nX-Maia-Signature: {}\r\n\
-         Content-Length: 1000\r\n\r\n{{\"eventType\"",
+         {forwarded}Content-Length: 1000\r\n\r\n{{\"eventType\"",
         "0".repeat(64)
     );
     tcp.write_all(head.as_bytes()).expect("send");
@@ -594,6 +606,41 @@ fn slow_unsigned_bodies_cannot_take_a_maia_sources_places() {
     let fifth = fifth.expect("an answer");
     assert!(fifth.starts_with("HTTP/1.1 503"), "{fifth}");
     // MAIA, from another address, is served meanwhile.
+    let body = serde_json::to_vec(&maia("crm_field_update", json!({}))).expect("json");
+    let once = Options { tries: 1, ..Options::maia() };
+    let posted = maia_crm::post_with(&url, MAIA_SECRET, &body, &once);
+    assert!(posted.delivered, "MAIA's post while the slow bodies wait: {:?}", posted.last_body_json());
+    drop(held);
+}
+
+/// Behind a proxy named in `trusted_proxies`, the places are the client's the proxy names, not
+/// the proxy's: one client's slow bodies leave the proxy's other clients theirs.
+#[test]
+fn behind_a_trusted_proxy_a_maia_requests_places_are_its_clients() {
+    let server = Server::start_with(&[
+        TEST_ENV[0],
+        TEST_ENV[1],
+        TEST_ENV[2],
+        ("CRMHOOK_INGEST_CONCURRENCY", "4"),
+        ("CRMHOOK_TRUSTED_PROXIES", "127.0.0.1"),
+    ]);
+    let src = maia_source(&server);
+    let url = src["ingest_url"].as_str().expect("url").to_owned();
+    let path = url.trim_start_matches(&server.base).to_owned();
+    let (slow, other) = (Some("198.51.100.7"), Some("198.51.100.8"));
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let (tcp, answer) = stalled_post_for(&server, &path, "127.0.0.1", slow, Duration::from_millis(300));
+        assert_eq!(answer, None, "a stalled body is read, not answered");
+        held.push(tcp);
+    }
+    let (_, fifth) = stalled_post_for(&server, &path, "127.0.0.1", slow, Duration::from_secs(10));
+    assert!(fifth.expect("an answer").starts_with("HTTP/1.1 503"));
+    // Another client of the same proxy still has places of its own: its body is read.
+    let (tcp, answer) = stalled_post_for(&server, &path, "127.0.0.1", other, Duration::from_millis(300));
+    assert_eq!(answer, None, "another client's body is read, not refused");
+    held.push(tcp);
+    // And MAIA through the proxy is served.
     let body = serde_json::to_vec(&maia("crm_field_update", json!({}))).expect("json");
     let once = Options { tries: 1, ..Options::maia() };
     let posted = maia_crm::post_with(&url, MAIA_SECRET, &body, &once);

@@ -18,6 +18,7 @@
 pub mod audit;
 pub mod auth;
 pub mod builder;
+pub mod client;
 pub mod events;
 pub mod exposure;
 pub mod forward;

@@ -61,6 +61,9 @@ pub struct Config {
     /// Host names requests may name besides `public_url`'s, IP literals and `localhost`; `*`
     /// turns the `Host` check off (`crate::api::exposure`).
     pub allowed_hosts: Vec<String>,
+    /// Proxies whose `X-Forwarded-For` names the client (`crate::api::client`); empty: none,
+    /// the TCP peer is the client.
+    pub trusted_proxies: crate::api::client::TrustedProxies,
     /// When set, `GET /metrics` and `GET /readyz`'s detail need it (or the admin token).
     pub metrics_token: Option<String>,
     /// Failed authentications a client address or a key may make at once (0: no limit).
@@ -113,6 +116,7 @@ impl Default for Config {
             max_streams_per_key: None,
             max_page_bytes: crate::api::request::PAGE_BYTES,
             allowed_hosts: Vec::new(),
+            trusted_proxies: crate::api::client::TrustedProxies::default(),
             metrics_token: None,
             auth_failure_burst: crate::api::limits::Limits::default().burst,
             auth_failure_refill_per_minute: crate::api::limits::Limits::default().refill_per_minute,

@@ -284,6 +284,7 @@ impl Server {
                 hosts: api::exposure::AllowedHosts::new(addr, config.public_url.as_deref(), &config.allowed_hosts),
                 metrics_token: config.metrics_token.clone(),
             },
+            proxies: config.trusted_proxies.clone(),
             public_url,
             limiter: api::limits::AuthLimiter::new(api::limits::Limits {
                 burst: config.auth_failure_burst,

@@ -159,7 +159,7 @@ async fn source_ingest(
     payload: web::Payload,
     state: State,
 ) -> Result<HttpResponse, ApiError> {
-    let addr = req.peer_addr().map(|a| a.ip());
+    let addr = crate::api::client::client_ip(&req);
     let client = state.limiter.client(addr, None);
     if let Some(retry_after_s) = state.limiter.blocked(&client, std::time::Instant::now()) {
         state.metrics.auth_rate_limited();
@@ -222,7 +222,13 @@ async fn ingest_to_source(
     // (until 2026-12-07 they took the source's, and its CRM's posts got 503).
     let sender = match &signature {
         None => format!("source:{}", source.id),
-        Some(_) => format!("source:{}:{}", source.id, req.peer_addr().map_or_else(String::new, |a| a.ip().to_string())),
+        Some(_) => {
+            format!(
+                "source:{}:{}",
+                source.id,
+                crate::api::client::client_ip(req).map_or_else(String::new, |a| a.to_string())
+            )
+        }
     };
     let mut _slot = ingest_slot(req, sender)?;
     let (body, _share) = read_ingest(req, payload, state).await?;

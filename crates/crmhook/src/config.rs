@@ -30,7 +30,7 @@ pub struct Flags {
 }
 
 /// The keys, in the order the contract lists them.
-pub const KEYS: [&str; 36] = [
+pub const KEYS: [&str; 37] = [
     "bind",
     "data_dir",
     "admin_token",
@@ -58,6 +58,7 @@ pub const KEYS: [&str; 36] = [
     "max_streams_per_key",
     "max_page_bytes",
     "allowed_hosts",
+    "trusted_proxies",
     "metrics_token",
     "auth_failure_burst",
     "auth_failure_refill_per_minute",
@@ -253,7 +254,7 @@ fn file_kind(key: &str) -> FileKind {
         | "auth_failure_refill_per_minute"
         | "cluster_replicas"
         | "cluster_lease_ttl_ms" => FileKind::Integer,
-        "allowed_hosts" | "cluster_monitor" | "cluster" => FileKind::List,
+        "allowed_hosts" | "trusted_proxies" | "cluster_monitor" | "cluster" => FileKind::List,
         key if KEYS.contains(&key) => FileKind::Text,
         _ => FileKind::Unknown,
     }
@@ -361,6 +362,12 @@ fn set(config: &mut Config, origins: &mut Origins, key: &str, value: &str, origi
                 )));
             }
             config.allowed_hosts = hosts;
+        }
+        "trusted_proxies" => {
+            let entries: Vec<String> = value.split(',').map(|e| e.trim().to_owned()).collect();
+            config.trusted_proxies = crmhook_server::api::client::TrustedProxies::parse(&entries).map_err(|e| {
+                err(format!("{e}; give addresses or networks like 127.0.0.1, 10.0.0.0/8, comma-separated"))
+            })?;
         }
         "metrics_token" => config.metrics_token = token()?,
         "auth_failure_burst" => {

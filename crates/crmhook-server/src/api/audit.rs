@@ -71,7 +71,7 @@ pub(crate) async fn record(
     let entry = AuditEntry {
         at_ms: now_ms(),
         who: crate::api::state::who(req),
-        from: req.peer_addr().map(|a| a.ip().to_string()),
+        from: crate::api::client::client_ip(req).map(|a| a.to_string()),
         action: action.into(),
         subject: subject.into(),
         before,
@@ -89,7 +89,7 @@ pub(crate) fn auth_failed(state: &AppState, req: &HttpRequest, reason: &str) {
     let entry = AuditEntry {
         at_ms: now_ms(),
         who: "unauthenticated".into(),
-        from: req.peer_addr().map(|a| a.ip().to_string()),
+        from: crate::api::client::client_ip(req).map(|a| a.to_string()),
         action: "auth.failed".into(),
         subject: format!("{} {}", req.method(), req.path()),
         before: None,

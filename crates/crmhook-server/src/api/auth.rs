@@ -143,7 +143,7 @@ fn limited(
     verify: impl FnOnce(&HttpRequest) -> Result<(), ApiError>,
 ) -> Result<(), ApiError> {
     let now = Instant::now();
-    let addr = req.peer_addr().map(|a| a.ip());
+    let addr = crate::api::client::client_ip(req);
     let client = state.limiter.client(addr, bearer(req));
     if let Some(retry_after_s) = state.limiter.blocked(&client, now) {
         state.metrics.auth_rate_limited();

@@ -1,7 +1,8 @@
 //! Cluster mode: a request that must reach the node delivering a target (a redelivery, a
 //! replay, a test delivery: the target's actor runs there alone) is forwarded to that node's
 //! URL (`cluster_advertise`) with the caller's own `Authorization` (the keys are the same on
-//! every node), and its answer given back as it came. A forwarded request carries
+//! every node) and the client's address in `X-Forwarded-For`, and its answer given back as it
+//! came. A forwarded request carries
 //! [`FORWARDED`]; a node that gets one for a target it does not deliver either (the lease moved
 //! meanwhile) answers 503 with `Retry-After` instead of forwarding it again.
 
@@ -39,14 +40,17 @@ pub(crate) async fn forward(
     let owner = state.backend.owner_url(target).ok_or_else(moving)?;
     let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     let url = format!("{owner}{path}");
+    // Who asked, for the owner's audit trail and log lines: believed there when this node is
+    // one of its `trusted_proxies` (`crate::api::client`).
+    let client = crate::api::client::client_ip(req).map(|ip| ip.to_string());
     web::block(move || {
         let agent = ureq::AgentBuilder::new().timeout(FORWARD_TIMEOUT).redirects(0).build();
-        let answer = agent
-            .post(&url)
-            .set("authorization", &auth)
-            .set(FORWARDED, "1")
-            .set("content-type", "application/json")
-            .send_string(&body.to_string());
+        let mut request =
+            agent.post(&url).set("authorization", &auth).set(FORWARDED, "1").set("content-type", "application/json");
+        if let Some(client) = &client {
+            request = request.set(crate::api::client::FORWARDED_FOR, client);
+        }
+        let answer = request.send_string(&body.to_string());
         let response = match answer {
             Ok(r) | Err(ureq::Error::Status(_, r)) => r,
             Err(e) => {

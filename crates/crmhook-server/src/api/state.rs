@@ -34,6 +34,8 @@ pub struct AppState {
     pub limiter: crate::api::limits::AuthLimiter,
     /// The `Host` check and the `metrics_token`.
     pub exposure: crate::api::exposure::Exposure,
+    /// `trusted_proxies`: whose `X-Forwarded-For` names the client (`crate::api::client`).
+    pub proxies: crate::api::client::TrustedProxies,
     /// Where the log came from: in cluster mode, which node delivers which target.
     pub backend: Arc<dyn crate::Backend>,
 }
@@ -69,8 +71,8 @@ pub(crate) fn who(req: &HttpRequest) -> String {
 
 /// Who asked and from where, for the log of operators' requests.
 pub(crate) fn requester(req: &HttpRequest) -> String {
-    match req.peer_addr() {
-        Some(addr) => format!("{} from {}", who(req), addr.ip()),
+    match crate::api::client::client_ip(req) {
+        Some(addr) => format!("{} from {addr}", who(req)),
         None => who(req),
     }
 }

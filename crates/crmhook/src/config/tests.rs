@@ -227,3 +227,25 @@ fn the_delivery_ca_file_is_read_at_load_and_errors_name_their_source() {
     let e = load(&Flags::default(), &env(&[("CRMHOOK_DELIVERY_CA_FILE", " ")])).unwrap_err();
     assert!(e.key == "delivery_ca_file" && e.reason.contains("must not be empty"), "{e}");
 }
+
+#[test]
+fn trusted_proxies_are_addresses_or_networks() {
+    use std::net::IpAddr;
+    let dir = tempfile::tempdir().unwrap();
+    let load_file = |text: &str| load_text(&dir, text);
+    let c = load(&Flags::default(), &env(&[])).unwrap();
+    assert_eq!(c.trusted_proxies, crmhook_server::api::client::TrustedProxies::default());
+    let c = load(&Flags::default(), &env(&[("CRMHOOK_TRUSTED_PROXIES", "127.0.0.1, 10.0.0.0/8,fd00::/8")])).unwrap();
+    for (ip, trusted) in [("127.0.0.1", true), ("10.9.8.7", true), ("fd00::1", true), ("192.0.2.1", false)] {
+        assert_eq!(c.trusted_proxies.contains(ip.parse::<IpAddr>().unwrap()), trusted, "{ip}");
+    }
+    let c = load_file("trusted_proxies = [\"127.0.0.1\", \"::1\"]\n").unwrap();
+    assert!(c.trusted_proxies.contains("::1".parse::<IpAddr>().unwrap()));
+    for bad in ["proxy.example.com", "10.0.0.0/40", "127.0.0.1 10.0.0.1"] {
+        let e = load(&Flags::default(), &env(&[("CRMHOOK_TRUSTED_PROXIES", bad)])).unwrap_err();
+        assert_eq!(e.key, "trusted_proxies", "{bad}");
+        assert!(e.reason.contains("10.0.0.0/8"), "{e}");
+    }
+    let e = load_file("trusted_proxies = [1]\n").unwrap_err();
+    assert_eq!(e.key, "trusted_proxies");
+}
