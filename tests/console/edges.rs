@@ -150,3 +150,29 @@ fn the_webhook_centers_list_of_targets_filters() {
     browser.wait_text("#t-count", "one by its id", |t| t == "1 of 30 targets");
     assert_eq!(shown(&browser), [ids[7].clone()]);
 }
+
+/// What reorders or hides text (a bidi override, a zero-width space) in what a CRM sent is
+/// written out, as the CLI writes it: a record id `invoice-\u{202e}fdp.exe` would read as
+/// `invoice-exe.pdf`, and `rec-\u{200b}42` as `rec-42`. In the JSON shown, as JSON's escapes.
+#[test]
+fn the_console_writes_out_what_reorders_or_hides_text() {
+    let server = Server::start();
+    let browser = signed_in(&server);
+    let event = maia(
+        "crm_record_created",
+        json!({"recordId": "invoice-\u{202e}fdp.exe", "note": "rec-\u{200b}42 a\u{1d173}b"}),
+    );
+    let id = server.post_ok(&event)["events"][0]["id"].as_str().expect("id").to_owned();
+    let row = format!("#live tr.event[data-id='{id}']");
+    let listed = browser.text(&browser.wait_text(&row, "the event listed", |t| t.contains("fdp.exe")));
+    assert!(listed.contains("invoice-\\u{202e}fdp.exe"), "{listed}");
+    assert!(!listed.contains('\u{202e}'), "{listed:?}");
+    browser.clicks(&row);
+    let payload = browser.text(&browser.wait_text("#detail pre", "the payload", |t| t.contains("recordId")));
+    for written in ["\"invoice-\\u202efdp.exe\"", "\"rec-\\u200b42 a\\ud834\\udd73b\""] {
+        assert!(payload.contains(written), "{written} in {payload}");
+    }
+    let shown: Value = serde_json::from_str(&payload).expect("the JSON shown is JSON");
+    assert_eq!(shown["recordId"], "invoice-\u{202e}fdp.exe", "and means what was sent");
+    assert_eq!(shown["note"], "rec-\u{200b}42 a\u{1d173}b");
+}

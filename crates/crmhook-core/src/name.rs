@@ -47,8 +47,14 @@ const INVISIBLE: &[(char, char)] = &[
     ('\u{e0000}', '\u{e0fff}'),
 ];
 
-/// Whether `c` reorders or hides text ([`INVISIBLE`]): the CLI shows it escaped, and no name
-/// holds one.
+/// The ranges of [`hides_text`], first and last included: the console's script holds the same
+/// table (a test of the server's compares them).
+pub fn hides_text_ranges() -> &'static [(char, char)] {
+    INVISIBLE
+}
+
+/// Whether `c` reorders or hides text ([`INVISIBLE`]): the CLI and the console show it escaped,
+/// and no name holds one.
 pub fn hides_text(c: char) -> bool {
     INVISIBLE.iter().any(|&(first, last)| (first..=last).contains(&c))
 }

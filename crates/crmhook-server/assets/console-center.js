@@ -259,7 +259,7 @@ function openTargetForm(t) {
   headersDirty = false;
   const form = $("#target-form"), f = form.elements;
   form.reset();
-  $("#dlg-target-title").textContent = t ? `Edit target “${t.name}”` : "New target";
+  $("#dlg-target-title").textContent = t ? `Edit target “${visible(t.name)}”` : "New target";
   form.querySelector("button[type=submit]").textContent = t ? "Save target" : "Create target";
   f.name.value = t?.name ?? "";
   f.url.value = t?.url ?? "";
@@ -390,7 +390,7 @@ async function openSubForm(targetId, s) {
   form.reset();
   $("#sub-facets-note").hidden = true;
   const t = centerTargets.find((x) => x.id === targetId);
-  $("#dlg-sub-title").textContent = `${s ? "Edit" : "New"} subscription for “${t?.name ?? targetId}”`;
+  $("#dlg-sub-title").textContent = `${s ? "Edit" : "New"} subscription for “${visible(t?.name ?? targetId)}”`;
   $("#sub-filters").replaceChildren();
   $("#sub-preview").innerHTML = `<p class="muted">Loading what the log has seen…</p>`;
   openDialog($("#dlg-sub"));

@@ -8,7 +8,8 @@
 // - console-charts.js: the health and ingest pictures, drawn as inline SVG;
 // - console-keys.js: the API keys (admins only): made, rotated and revoked.
 // Everything a client sent (payloads, names, receivers' answers) is shown as text: `esc` for
-// markup built as a string, `textContent` otherwise.
+// markup built as a string, `textContent` (through `visible`) otherwise; either way with the
+// characters that reorder or hide text written out.
 "use strict";
 const $ = (s) => document.querySelector(s);
 let me = null; // the calling key, from GET /v1/me: {id, name, role}
@@ -26,7 +27,21 @@ let searchAfter = null; // next_after of the last page of a search (newest first
 let searchLoads = 0;    // the latest load of a search: an earlier one's answer is dropped
 const SEARCH_PAGE = 100;
 
-function esc(v) { return String(v ?? "").replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c])); }
+// The characters that reorder or hide text (bidi controls, zero-width ones, …): the table of
+// `crmhook_core::name::hides_text`, which a test holds this one to. A name may not hold one
+// (since 2026-12-07), but older names, event types, record ids and payloads may.
+const HIDES_TEXT = /[\u{ad}\u{34f}\u{600}-\u{605}\u{61c}\u{6dd}\u{70f}\u{890}-\u{891}\u{8e2}\u{115f}-\u{1160}\u{17b4}-\u{17b5}\u{180b}-\u{180f}\u{200b}-\u{200f}\u{2028}-\u{202e}\u{2060}-\u{206f}\u{3164}\u{feff}\u{ffa0}\u{fff0}-\u{fffb}\u{110bd}\u{110cd}\u{13430}-\u{1343f}\u{1bca0}-\u{1bca3}\u{1d173}-\u{1d17a}\u{e0000}-\u{e0fff}]/gu;
+// `v` as text with each of those written out, as the CLI writes them (`\u{202e}`), so that
+// `billing-\u{202e}fdp.exe` does not read as `billing-exe.pdf`; `json`: as JSON's escapes
+// (`\u202e`), so that JSON shown stays JSON.
+function visible(v, json) {
+  return String(v ?? "").replace(HIDES_TEXT, (c) => json
+    ? Array.from({ length: c.length }, (_, i) => "\\u" + c.charCodeAt(i).toString(16).padStart(4, "0")).join("")
+    : `\\u{${c.codePointAt(0).toString(16)}}`);
+}
+// JSON as shown: indented, with what hides text escaped.
+function jsonText(v) { return visible(JSON.stringify(v, null, 2), true); }
+function esc(v) { return visible(v).replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c])); }
 function when(t) { return t ? new Date(t).toLocaleString() : "–"; }
 function sourceName(id) { return sources.get(id)?.name ?? id; }
 function sourceHtml(id) { return sources.has(id) ? `<strong>${esc(sourceName(id))}</strong> <span class="mono muted">${esc(id)}</span>` : `<span class="mono">${esc(id)}</span>`; }
@@ -171,7 +186,7 @@ function copyButton(b) {
 // The keyboard goes back to `back` (a selector: the list was redrawn) once it is done.
 function renameThen(title, current, action, back) {
   const dlg = $("#dlg-rename"), form = $("#rename-form");
-  $("#dlg-rename-title").textContent = title;
+  $("#dlg-rename-title").textContent = visible(title);
   form.elements.name.value = current;
   form.onsubmit = async (e) => {
     e.preventDefault();
@@ -191,7 +206,7 @@ function renameThen(title, current, action, back) {
 // opened the dialog (a deletion redraws its list), so focus does not fall back to the page.
 function confirmThen(text, label, action, fallback) {
   const dlg = $("#dlg-confirm"), form = $("#confirm-form");
-  $("#confirm-text").textContent = text;
+  $("#confirm-text").textContent = visible(text);
   $("#confirm-yes").textContent = label;
   form.onsubmit = async (e) => {
     e.preventDefault();
@@ -278,7 +293,7 @@ async function showEvent(id) {
   $("#detail").innerHTML = `<h2>Event</h2>
     <p><span class="mono">${esc(e.id)}</span> · seq ${esc(e.seq)} · <strong>${esc(e.type)}</strong>${testBadge(e)} · ${esc(when(e.received_at))}</p>
     ${e.source_id ? `<p class="source">Source: ${sourceHtml(e.source_id)}</p>` : ""}
-    <pre>${esc(JSON.stringify(e.payload, null, 2))}</pre>
+    <pre>${esc(jsonText(e.payload))}</pre>
     <h2>Deliveries</h2>${deliveries}`;
   document.querySelectorAll("#detail .redeliver").forEach((b) => b.onclick = async () => {
     b.disabled = true;
@@ -325,7 +340,7 @@ async function loadSources() {
   document.querySelectorAll("#sources tr[data-id]").forEach(wireSource);
   applyRole($("#sources"));
   // Rows shown before a source was known show its id; now they can show its name.
-  document.querySelectorAll("td[data-source]").forEach((td) => { td.textContent = sourceName(td.dataset.source); });
+  document.querySelectorAll("td[data-source]").forEach((td) => { td.textContent = visible(sourceName(td.dataset.source)); });
 }
 
 function ingestUrl(s) { return s.ingest_url || `${location.origin}/in/${s.id}`; }
@@ -495,7 +510,7 @@ async function showRejected(id) {
 
 function el(tag, text, className) {
   const e = document.createElement(tag);
-  if (text != null) e.textContent = text;
+  if (text != null) e.textContent = visible(text);
   if (className) e.className = className;
   return e;
 }
@@ -542,7 +557,7 @@ function auditRow(e) {
     for (const [label, value] of [["before", e.before], ["after", e.after]]) {
       if (value == null) continue;
       details.appendChild(el("div", label, "muted"));
-      details.appendChild(el("pre", JSON.stringify(value, null, 2)));
+      details.appendChild(el("pre", jsonText(value)));
     }
     change.appendChild(details);
   }

@@ -156,3 +156,23 @@ pub(crate) async fn readyz(req: HttpRequest, state: State) -> HttpResponse {
     let head = sees_detail(&req).then(|| state.store.head());
     HttpResponse::Ok().json(Ready { status: "ready", head })
 }
+
+#[cfg(test)]
+mod tests {
+    /// The console writes out the characters that reorder or hide text by a table of its own
+    /// (`HIDES_TEXT` in `console.js`): it must be the names' (`crmhook_core::name`).
+    #[test]
+    fn the_consoles_table_of_what_hides_text_is_the_names() {
+        let script = include_str!("../../assets/console.js");
+        let line = script.lines().find(|l| l.starts_with("const HIDES_TEXT = /[")).expect("HIDES_TEXT in console.js");
+        let class = line.trim_start_matches("const HIDES_TEXT = /[").trim_end_matches("]/gu;");
+        let expected: String = crmhook_core::name::hides_text_ranges()
+            .iter()
+            .map(|&(first, last)| match first == last {
+                true => format!("\\u{{{:x}}}", u32::from(first)),
+                false => format!("\\u{{{:x}}}-\\u{{{:x}}}", u32::from(first), u32::from(last)),
+            })
+            .collect();
+        assert_eq!(class, expected);
+    }
+}
