@@ -47,6 +47,8 @@ fn a_restart_keeps_targets_subscriptions_events_and_tokens() {
     // ... and can be found again: every start names the file that holds them (0600).
     let named = format!("the generated tokens are in {}", file.display());
     assert_eq!(lines.iter().filter(|l| l.starts_with(&named)).count(), 2, "{lines:?}");
+    // The later start says the file holds the first start's tokens (never read back).
+    assert_eq!(lines.iter().filter(|l| l.contains("a key rotated since is not in it")).count(), 1, "{lines:?}");
     let kept = std::fs::read_to_string(&file).expect("tokens file");
     assert!(kept.contains(&format!("admin_token={admin}\n")) && kept.contains(&format!("ingest_token={ingest}\n")));
     use std::os::unix::fs::PermissionsExt;

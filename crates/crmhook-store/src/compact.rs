@@ -123,10 +123,7 @@ impl Store {
         // The blocks of finished deliveries wholly before the first event left go: nothing can
         // write to them again (no event, so no delivery owed or queued again). A block that
         // also covers events still in the log keeps its entries until those go too.
-        let first_left = match self.event_refs_from(0).next() {
-            Some(event) => event?.seq,
-            None => self.head() + 1,
-        };
+        let first_left = self.first_left()?;
         let mut blocks = sled::Batch::default();
         for t in &targets {
             for done in [Final::Delivered, Final::Dead] {
@@ -137,6 +134,16 @@ impl Store {
         }
         tree.apply_batch(blocks)?;
         Ok(removed.len() as u64)
+    }
+
+    /// The seq of the first event still in the log (the head's next when none is): a finished
+    /// delivery of an earlier seq is of an event retention removed. Its block may still hold it
+    /// (a block goes only once every event it covers has gone), so counts skip it.
+    pub(crate) fn first_left(&self) -> Result<u64> {
+        match self.event_refs_from(0).next() {
+            Some(event) => Ok(event?.seq),
+            None => Ok(self.head() + 1),
+        }
     }
 
     /// Queues the removal of one event's index entries, final states, Maximizer id and

@@ -239,14 +239,18 @@ impl Store {
         Ok(out)
     }
 
-    /// How many deliveries a target has pending, and dead.
+    /// How many deliveries a target has pending, and dead. A dead delivery of an event that
+    /// retention removed is not counted (its block may outlive it: [`Store::first_left`]; until
+    /// 2026-12-07 it was, and the count never came down; an event kept between removed ones, as
+    /// a retry still owed keeps it, leaves the removed ones after it counted until it goes too).
     pub fn delivery_counts(&self, target: &TargetId) -> Result<(u64, u64)> {
         let count =
             |prefix: Vec<u8>| self.inner.tree.scan_prefix(prefix).keys().try_fold(0u64, |n, k| k.map(|_| n + 1));
         let unrecorded = self.unrecorded_seqs(target).map_or(0, |u| u.len() as u64);
         let mut dead = count(keys::final_prefix(target, Final::Dead))?;
+        let first_left = self.first_left()?;
         for kv in self.inner.tree.scan_prefix(keys::block_prefix(target, Final::Dead)) {
-            dead += decode_block(&kv?.1)?.len() as u64;
+            dead += decode_block(&kv?.1)?.iter().filter(|e| e.seq >= first_left).count() as u64;
         }
         Ok((count(keys::id_key(Tag::Pending, target.as_str()))? + unrecorded, dead))
     }

@@ -440,6 +440,8 @@ mod tests {
             assert_eq!(store.final_attempt(id, 127).expect("read"), None);
             assert_eq!(store.final_attempt(id, 129).expect("read"), Some(delivered.clone()));
             assert_eq!(store.final_attempt(id, 150).expect("read"), Some(dead.clone()));
+            // The dead ones left: 140 … 200 (130's entry stays in its block, and is not counted).
+            assert_eq!(store.delivery_counts(id).expect("read").1, 7);
 
             // Deletion keeps every finished delivery's attempt under `A`.
             store.delete_target(id).await.expect("delete");

@@ -179,7 +179,8 @@ fn show_tokens(server: &Server) -> anyhow::Result<()> {
     // Tokens are shown to a person at a terminal only: a service's output goes to a journal or a
     // log file, which must never hold them (the tokens file, 0600, does).
     let at_terminal = std::io::IsTerminal::is_terminal(&out);
-    for (name, token) in server.generated_tokens() {
+    let generated = server.generated_tokens();
+    for (name, token) in generated {
         if at_terminal {
             writeln!(out, "generated {name}: {token}  (kept in the data dir; shown only this once)")?;
         } else {
@@ -187,7 +188,10 @@ fn show_tokens(server: &Server) -> anyhow::Result<()> {
         }
     }
     if let Some(file) = server.tokens_file() {
-        writeln!(out, "the generated tokens are in {} (readable by this user only)", file.display())?;
+        // On a later start the file may name tokens rotated since (it is never read back).
+        let later =
+            if generated.is_empty() { "; as the first start made them: a key rotated since is not in it" } else { "" };
+        writeln!(out, "the generated tokens are in {} (readable by this user only{later})", file.display())?;
     }
     out.flush()?;
     Ok(())
