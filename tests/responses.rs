@@ -238,3 +238,80 @@ fn a_failing_target_logs_ten_lines_of_each_kind_a_minute_then_counts_the_rest() 
     assert!(matches!(retrying[..], [line] if line.contains(" INFO ") && line.contains("more=15")), "{retrying:#?}");
     assert!(matches!(dead[..], [line] if line.contains(" WARN ") && line.contains("more=15")), "{dead:#?}");
 }
+
+/// A receiver on 127.0.0.1 that speaks HTTP/1.0, as Python's `http.server` does: one request
+/// per connection, answered `HTTP/1.0 200 OK` with a `Content-Length`, then the connection is
+/// closed half a second later. A request sent on a connection after its answer is counted in
+/// the second number (and never answered). Answers its port and the counts: connections,
+/// requests sent after an answer.
+fn http_1_0_receiver() -> (u16, std::sync::Arc<[std::sync::atomic::AtomicUsize; 2]>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let counts = std::sync::Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
+    let seen = counts.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            seen[0].fetch_add(1, Ordering::SeqCst);
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+                let mut out = conn;
+                let (mut line, mut length) = (String::new(), 0usize);
+                loop {
+                    line.clear();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                    if let Some((name, value)) = line.split_once(':') {
+                        if name.eq_ignore_ascii_case("content-length") {
+                            length = value.trim().parse().expect("a length");
+                        }
+                    }
+                }
+                let mut body = vec![0; length];
+                let answer = "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok";
+                if reader.read_exact(&mut body).is_err() || out.write_all(answer.as_bytes()).is_err() {
+                    return;
+                }
+                let _ = out.set_read_timeout(Some(Duration::from_millis(500)));
+                let mut more = [0u8; 1];
+                if matches!(reader.read(&mut more), Ok(n) if n > 0) {
+                    seen[1].fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    (port, counts)
+}
+
+#[test]
+fn a_receiver_speaking_http_1_0_gets_each_delivery_on_a_connection_of_its_own() {
+    // RFC 9112, 9.3: an HTTP/1.0 answer without `Connection: keep-alive` ends its connection.
+    // As published, awc kept such a connection when the answer had a `Content-Length`, and sent
+    // the next delivery on it: the receiver had closed it (`connection closed by the
+    // receiver`), the attempt failed and was retried 5 s later.
+    let server = Server::start();
+    let (port, counts) = http_1_0_receiver();
+    server.wire(&format!("http://127.0.0.1:{port}/hook"), Some(json!({})), json!({}));
+    let ids: Vec<String> = (0..20)
+        .map(|_| {
+            server.post_ok(&maia("crm_field_update", json!({})))["events"][0]["id"].as_str().expect("id").to_owned()
+        })
+        .collect();
+    for id in &ids {
+        let e = wait_for(DELIVERY, "the delivery delivered", || {
+            let e = server.event(id);
+            (e["deliveries"][0]["status"] == "delivered").then_some(e)
+        });
+        assert_eq!(e["deliveries"][0]["attempts"].as_array().map(Vec::len), Some(1), "{e}");
+    }
+    use std::sync::atomic::Ordering;
+    assert_eq!(counts[1].load(Ordering::SeqCst), 0, "requests sent on a connection after its HTTP/1.0 answer");
+    assert!(counts[0].load(Ordering::SeqCst) >= 20, "a connection per delivery");
+}

@@ -164,7 +164,11 @@ impl Decoder for ClientCodec {
             }
         };
         if let Some((req, payload)) = decoded {
-            if let Some(conn_type) = req.conn_type() {
+            // crmhook: an HTTP/1.0 answer without `Connection: keep-alive` ends its connection
+            // (RFC 9112, 9.3): as published such an answer with a `Content-Length` left the
+            // connection in the pool, and the next request sent on it met the receiver's close.
+            let conn_type = req.conn_type().or((req.version < Version::HTTP_11).then_some(ConnectionType::Close));
+            if let Some(conn_type) = conn_type {
                 // do not use peer's keep-alive
                 self.inner.conn_type = if conn_type == ConnectionType::KeepAlive {
                     self.inner.conn_type
