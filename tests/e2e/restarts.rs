@@ -164,6 +164,41 @@ fn retention_compacts_finished_events_and_keeps_numbering() {
     assert_eq!(next["events"][0]["seq"], 3, "seqs are never reused");
 }
 
+#[test]
+fn a_disabled_target_keeps_only_the_events_it_is_owed_and_dead_counts_follow_retention() {
+    // An audit of 2026-12-07: compaction stopped at the lowest cursor of any target, so one
+    // disabled target kept every later event, of every target, matched or not; and a dead
+    // delivery stayed counted after retention removed its event.
+    let server = Server::start_with(&[
+        ("CRMHOOK_ADMIN_TOKEN", ADMIN),
+        ("CRMHOOK_INGEST_TOKEN", INGEST),
+        ("CRMHOOK_ALLOW_PRIVATE_TARGETS", "true"),
+        ("CRMHOOK_RETENTION_DAYS", "0"),
+        ("CRMHOOK_COMPACTION_INTERVAL_S", "1"),
+    ]);
+    let rcv = Receiver::start();
+    rcv.program("/dead", &[], status(500));
+    let (paused, _) = server.wire(&rcv.url("/paused"), Some(json!({"event_types": ["crm_field_update"]})), json!({}));
+    let r = server.admin("PATCH", &format!("/v1/targets/{paused}"), Some(&json!({"enabled": false})));
+    assert_eq!(r.status, 200, "{}", r.text);
+    let (dead, _) =
+        server.wire(&rcv.url("/dead"), Some(json!({"event_types": ["ai_pause"]})), json!({"retry_schedule_ms": []}));
+    let owed = server.post_ok(&maia("crm_field_update", json!({})))["events"][0]["id"].clone();
+    server.post_ok(&json!([maia("ai_pause", json!({})), maia("ai_pause", json!({}))]));
+    rcv.wait_count("/dead", 2, DELIVERY);
+    // The pauses, which the paused target is not owed, go; the field update it is owed stays.
+    let listed = wait_for(Duration::from_secs(10), "compaction of the pauses", || {
+        let events = server.admin("GET", "/v1/events", None).json()["events"].clone();
+        (events.as_array().map(Vec::len) == Some(1)).then_some(events)
+    });
+    assert_eq!(listed[0]["id"], owed);
+    // Their dead deliveries went with them: not counted any more.
+    let health = server.admin("GET", &format!("/v1/targets/{dead}"), None).json()["health"].clone();
+    assert_eq!(health["dead"], 0, "{health}");
+    let metrics = server.request("GET", "/metrics", None, None).text;
+    assert!(metrics.contains(&format!("crmhook_dead_deliveries{{target=\"{dead}\"}} 0")), "{metrics}");
+}
+
 /// Posts `n` MAIA events one by one; answers their recordIds.
 pub(crate) fn post_tagged(server: &Server, n: usize) -> Vec<String> {
     (0..n)

@@ -7,8 +7,10 @@
 //! key, which a request with the same bytes may point at a new piece: it is removed by compare
 //! and swap, only while it names the removed piece.
 
+use crmhook_core::subscription::Compiled;
 use crmhook_core::{Event, TargetId};
 
+use crate::finished::decode_block;
 use crate::index::{index_prefixes, last_at_or_before, record_bucket, RecordPostings};
 use crate::keys::{self, Tag};
 use crate::records::{AckEntry, Final, Rejected};
@@ -39,18 +41,20 @@ pub(crate) fn decoded<'c, V: serde::de::DeserializeOwned>(
 }
 
 impl Store {
-    /// Removes up to `max` events received before `cutoff_ms` whose deliveries are all finished
-    /// (every target's cursor is past them and none has them pending), with their id index,
-    /// Maximizer id, attempt records and the idempotency keys that only named removed events.
-    /// Answers how many events were removed. Safe beside the writer: it only removes keys of
-    /// events the writer will never touch again, and a crash before sled's next flush merely
-    /// leaves them for the next run.
+    /// Removes up to `max` events received before `cutoff_ms` that no target owes (none has
+    /// them pending, and none whose cursor is behind them has a subscription that matches
+    /// them), with their id index, Maximizer id, attempt records, their entries in the blocks of
+    /// finished deliveries, and the idempotency keys that only named removed events. Answers
+    /// how many events were removed. Safe beside the writer: it only removes keys of events the
+    /// writer will never touch again (the blocks' entries go through the writer), and a crash
+    /// before sled's next flush merely leaves them for the next run.
+    ///
+    /// Until 2026-12-07 the walk stopped at the lowest cursor of any target: one disabled
+    /// target, or one whose oldest delivery waited for a retry (its cursor read back from
+    /// disk), kept every later event of every target, however old, matched or not.
     pub fn compact(&self, cutoff_ms: u64, max: usize) -> Result<u64> {
         let targets: Vec<TargetId> = self.targets()?.into_iter().map(|t| t.id).collect();
-        let mut min_cursor = u64::MAX;
-        for t in &targets {
-            min_cursor = min_cursor.min(self.cursor(t)?.unwrap_or(0));
-        }
+        let owing = self.owing(&targets)?;
         let tree = &self.inner.tree;
         let mut batch = sled::Batch::default();
         let mut removed = std::collections::HashSet::new();
@@ -63,8 +67,9 @@ impl Store {
             let before = chunk.len();
             let mut kept = Vec::with_capacity(before);
             for event in chunk {
-                done |= event.received_at_ms >= cutoff_ms || event.seq > min_cursor || removed.len() >= max;
-                let mut owed = done;
+                done |= event.received_at_ms >= cutoff_ms || removed.len() >= max;
+                let mut owed = done
+                    || owing.iter().any(|(cursor, subscriptions)| event.seq > *cursor && subscriptions.matches(&event));
                 for t in &targets {
                     if owed {
                         break;
@@ -133,7 +138,50 @@ impl Store {
             }
         }
         tree.apply_batch(blocks)?;
+        self.unfinish_removed(&targets, &removed)?;
         Ok(removed.len() as u64)
+    }
+
+    /// Each target's cursor and its subscriptions: an event past the cursor that they match is
+    /// still owed (the target has not read it yet). A subscription matches only events logged
+    /// after it was made (`from_seq`), so none made later can want an event removed now.
+    fn owing(&self, targets: &[TargetId]) -> Result<Vec<(u64, Compiled)>> {
+        let subscriptions = self.subscriptions()?;
+        targets
+            .iter()
+            .map(|t| {
+                let own = subscriptions.iter().filter(|s| s.target_id == *t).cloned().collect();
+                Ok((self.cursor(t)?.unwrap_or(0), Compiled::new(own)))
+            })
+            .collect()
+    }
+
+    /// Takes the removed events' finished deliveries out of the blocks that still cover events
+    /// left (those wholly before the first event left are gone already), through the writer,
+    /// which may be writing to the same blocks. Without it their entries stayed until every
+    /// event of their block had gone: in the dead counts, and on disk for as long as an older
+    /// event was still owed.
+    fn unfinish_removed(&self, targets: &[TargetId], removed: &std::collections::HashSet<u64>) -> Result<()> {
+        let (Some(&first), Some(&last)) = (removed.iter().min(), removed.iter().max()) else { return Ok(()) };
+        let mut writes = crate::batch::Writes::default();
+        for t in targets {
+            for done in [Final::Delivered, Final::Dead] {
+                let blocks = keys::block_key(t, done, first)..=keys::block_key(t, done, last);
+                for kv in self.inner.tree.range(blocks) {
+                    let (k, v) = kv?;
+                    for entry in decode_block(&v)?.into_iter().filter(|e| removed.contains(&e.seq)) {
+                        writes.0.push(crate::batch::Write::Unfinish(k.to_vec(), entry.seq));
+                    }
+                }
+            }
+        }
+        if writes.0.is_empty() {
+            return Ok(());
+        }
+        // Compaction runs on a thread of its own, but its tests call it from inside a runtime,
+        // where a blocking wait is refused: it waits on a thread of its own here.
+        std::thread::scope(|scope| scope.spawn(|| self.write_here_blocking(writes)).join())
+            .unwrap_or(Err(StoreError::Closed))
     }
 
     /// The seq of the first event still in the log (the head's next when none is): a finished
@@ -293,6 +341,54 @@ mod tests {
             assert_eq!(store.head(), 4);
             let next = store.append(events(1), None).await.expect("append");
             assert_eq!(next[0].seq, 5, "seqs are never given twice");
+            store.close().await;
+        });
+    }
+
+    /// A target that lags (disabled, or waiting for a retry) keeps the events it is owed, not
+    /// every later event: those its subscriptions do not match go, and their finished
+    /// deliveries to other targets leave the blocks and the dead counts.
+    #[test]
+    fn a_lagging_target_keeps_only_what_it_is_owed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        rt().block_on(async {
+            let store = Store::open(dir.path()).expect("open");
+            let lagging = stored_target(&store).await;
+            let sub = crmhook_core::Subscription::create(
+                serde_json::json!({"target_id": lagging.id.as_str(), "event_types": ["crm_record_created"]})
+                    .as_object()
+                    .expect("object"),
+                0,
+            )
+            .expect("subscription");
+            store.put_subscription(&sub).await.expect("subscription");
+            // A second target with no subscription and no cursor written: it owes nothing.
+            store.create_target(&target(), 0).await.expect("target");
+            let live = target();
+            store.create_target(&live, 0).await.expect("target");
+            // 1–9: field updates, records created, records deleted in turn.
+            store.append(mixed(0, 9), None).await.expect("append");
+            // The live target read them all: every deleted record's delivery went dead, the others
+            // were delivered.
+            let mut b = DeliveryBatch::default();
+            for seq in 1..=9u64 {
+                let result = if seq % 3 == 0 { crate::AttemptResult::Dead } else { crate::AttemptResult::Delivered };
+                b.attempt(&live.id, seq, &attempt(1, result)).expect("encode");
+            }
+            b.cursor(&live.id, 9).expect("encode");
+            store.write_deliveries(b).await.expect("write");
+            assert_eq!(store.delivery_counts(&live.id).expect("counts").1, 3);
+            // The lagging target's cursor is 0: it is owed the records created (2, 5, 8) only.
+            assert_eq!(store.compact(u64::MAX, 100).expect("compact"), 6);
+            assert_eq!(store.events_from(1).map(|e| e.expect("event").seq).collect::<Vec<_>>(), [2, 5, 8]);
+            assert_eq!(store.final_attempt(&live.id, 3).expect("read"), None, "the removed event's entry");
+            assert!(store.final_attempt(&live.id, 5).expect("read").is_some(), "a kept event's entry");
+            assert_eq!(store.delivery_counts(&live.id).expect("counts").1, 0, "every dead one was of a removed event");
+            // Once it has read past them, they go too.
+            let mut b = DeliveryBatch::default();
+            b.cursor(&lagging.id, 9).expect("encode");
+            store.write_deliveries(b).await.expect("write");
+            assert_eq!(store.compact(u64::MAX, 100).expect("compact"), 3);
             store.close().await;
         });
     }

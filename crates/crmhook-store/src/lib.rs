@@ -116,11 +116,12 @@
 //! group see each other's changes) and writes it whole. It keeps the blocks it wrote (up to 256,
 //! `finished::KeptBlocks`), so that the next record for a block neither reads nor decodes it;
 //! it starts again without them after a group that failed or restored records, and after a
-//! compaction (the chunk cache's generation). Compaction, which does not go through
-//! the writer, only removes the blocks wholly before the first event left in the log: no
-//! delivery in them can be owed, finished or queued again, since their events are gone (a
-//! block that also covers events still in the log keeps its entries, those of removed events
-//! included, until the rest go: the dead count may include up to 63 of them). When a finished
+//! compaction (the chunk cache's generation). Compaction removes, by itself, only the blocks
+//! wholly before the first event left in the log: no delivery in them can be owed, finished or
+//! queued again, since their events are gone. The removed events' entries in the other blocks
+//! it has the writer take out ("take this delivery out", after the events' removal; a crash in
+//! between leaves entries of removed events, which the dead count skips when they are before
+//! the first event left, as it does for blocks written before 2026-12-07). When a finished
 //! delivery is queued again (redeliver, replay) or its target is deleted, its attempt moves to
 //! an `A` key in the same batch, so attempt history is never lost.
 //!
