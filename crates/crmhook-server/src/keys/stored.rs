@@ -173,16 +173,34 @@ impl TryFrom<ApiKeyRecord> for ApiKey {
 /// Moves the keys of the document earlier builds kept (`M api_keys`) to records of their own,
 /// removing the document in the same change, which expects none of its keys to have a record
 /// yet: when another node of a cluster moved them first, this one changes nothing.
+///
+/// A document found beside records was written by an earlier build run again after a later
+/// one had moved the keys (going back, then forward again): that build knew nothing of the
+/// records, made bootstrap keys of its own and answered to them alone. Its active keys are the
+/// newer ones, so an active record of the same name is revoked with the move (its secret
+/// retired): an active key's name stays unique, and the tokens in use last keep working. (Until
+/// 2026-12-07 both stayed active: two `admin_token` keys, and a token set in the configuration
+/// rotated only one of them.)
 pub(super) async fn move_legacy(store: &LogHandle) -> Result<(), KeysError> {
     let Some(text) = store.meta(LEGACY_META)? else { return Ok(()) };
     let legacy = serde_json::from_str::<Legacy>(&text).map_err(|e| KeysError::Unreadable(e.to_string()))?;
+    let records = store.api_keys()?;
+    let now = now_ms();
     let mut change = KeyChange::default();
     for key in &legacy.keys {
+        let moved = ApiKeyRecord::from(key);
+        if moved.revoked_ms.is_none() {
+            for older in records.iter().filter(|r| r.revoked_ms.is_none() && r.name == moved.name && r.id != moved.id) {
+                change.expect(&older.id, Some(older))?;
+                change.put(&ApiKeyRecord { revoked_ms: Some(now), ..older.clone() })?;
+                change.retire(&older.hash, now)?;
+                tracing::warn!(key = %older.id, name = %older.name, "an earlier build made a key of this name meanwhile; the older one is revoked");
+            }
+        }
         change.expect(key.id.as_str(), None)?;
-        change.put(&ApiKeyRecord::from(key))?;
+        change.put(&moved)?;
     }
     // Their order is kept; when each was retired is not known.
-    let now = now_ms();
     let n = legacy.retired.len() as u64;
     for (i, hash) in legacy.retired.iter().enumerate() {
         change.retire(hash, now.saturating_sub(n - i as u64))?;

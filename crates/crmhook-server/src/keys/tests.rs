@@ -234,3 +234,54 @@ async fn the_keys_document_of_an_earlier_build_moves_to_records_of_their_own() {
     keys.revoke(op.as_str()).await.unwrap();
     assert_eq!(role_of(&keys, "opr_night"), None);
 }
+
+/// Going back to a build from before the records, then forward again: that build made
+/// bootstrap keys of its own in its document (it knew nothing of the records). Moved, they
+/// replace the records of the same names (revoked), so each name has one active key, and the
+/// tokens used last keep working.
+#[actix_rt::test]
+async fn keys_an_earlier_build_made_again_replace_the_records_of_their_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let (keys, _) = open(dir.path(), configured("adm_first_0123456789", "ing_first_0123456789")).await;
+    let (op, op_secret) =
+        keys.create(json!({"name": "night shift", "role": "operator"}).as_object().unwrap()).await.unwrap();
+    drop(keys);
+    let (admin, ingest) = (KeyId::generate(), KeyId::generate());
+    let hash = |t: &str| crate::at_rest::kept_form(&token_hash(t));
+    let document = json!({
+        "version": 1,
+        "keys": [
+            {"id": admin.as_str(), "name": "admin_token", "role": "admin", "hash": hash("adm_back_0123456789"),
+             "created_ms": 10, "rotated_ms": null, "revoked_ms": null, "bootstrap": "admin_token"},
+            {"id": ingest.as_str(), "name": "ingest_token", "role": "ingest", "hash": hash("ing_back_0123456789"),
+             "created_ms": 10, "rotated_ms": null, "revoked_ms": null, "bootstrap": "ingest_token"},
+        ],
+        "retired": [],
+    });
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store.put_meta("api_keys", &document.to_string()).await.unwrap();
+        store.close().await;
+    }
+    let (keys, generated) = open(dir.path(), Bootstrap::default()).await;
+    assert!(generated.is_empty(), "{generated:?}");
+    let active: Vec<_> = keys.list().into_iter().filter(|k| k.revoked_ms.is_none()).map(|k| (k.id, k.name)).collect();
+    let want = [
+        (admin, "admin_token".to_owned()),
+        (ingest, "ingest_token".to_owned()),
+        (op.id.clone(), "night shift".to_owned()),
+    ];
+    assert_eq!(active, want, "oldest first: the earlier build's keys say they were made at 10 ms");
+    assert_eq!(role_of(&keys, "adm_back_0123456789"), Some(Role::Admin));
+    assert_eq!(role_of(&keys, "ing_back_0123456789"), Some(Role::Ingest));
+    assert_eq!(role_of(&keys, "adm_first_0123456789"), None, "the replaced key is revoked");
+    assert_eq!(role_of(&keys, &op_secret), Some(Role::Operator), "a key of another name stays");
+    drop(keys);
+    // A token set in the configuration then rotates the one bootstrap key.
+    let (keys, _) = open(dir.path(), configured("adm_fresh_0123456789", "ing_back_0123456789")).await;
+    let admins: Vec<_> =
+        keys.list().into_iter().filter(|k| k.revoked_ms.is_none() && k.name == "admin_token").collect();
+    assert_eq!(admins.len(), 1);
+    assert_eq!(role_of(&keys, "adm_fresh_0123456789"), Some(Role::Admin));
+    assert_eq!(role_of(&keys, "adm_back_0123456789"), None);
+}
