@@ -127,7 +127,8 @@ impl Store {
         self.forget_chunks();
         // The blocks of finished deliveries wholly before the first event left go: nothing can
         // write to them again (no event, so no delivery owed or queued again). A block that
-        // also covers events still in the log keeps its entries until those go too.
+        // also covers events still in the log loses the removed events' entries through the
+        // writer (`unfinish_removed`).
         let first_left = self.first_left()?;
         let mut blocks = sled::Batch::default();
         for t in &targets {
