@@ -20,8 +20,10 @@ pub const MAX_SCHEDULE_LEN: usize = 50;
 pub const MAX_DELAY_MS: u64 = 7 * 24 * 3_600_000;
 
 /// Headers a target's own `headers` may not set: the delivery's own headers and those of HTTP
-/// framing.
-pub const RESERVED_HEADERS: [&str; 12] = [
+/// framing, and `Accept-Encoding` (crmhook asks for the answer as it is, `identity`, and keeps
+/// its first bytes: a receiver asked for `gzip` would send bytes crmhook keeps compressed; since
+/// 2026-12-07). `User-Agent` and `Date` a target may set.
+pub const RESERVED_HEADERS: [&str; 13] = [
     "content-type",
     "content-length",
     "host",
@@ -34,6 +36,7 @@ pub const RESERVED_HEADERS: [&str; 12] = [
     "webhook-signature",
     "x-crmhook-attempt",
     "authorization-crmhook",
+    "accept-encoding",
 ];
 
 /// Headers of a connection rather than of a request (hop-by-hop, RFC 9110 section 7.6.1), and
@@ -501,6 +504,7 @@ mod tests {
         let many: Map<String, Value> = (0..=MAX_HEADERS).map(|i| (format!("X-{i}"), json!("v"))).collect();
         assert_eq!(field_of(c(Value::Object(many))), "headers");
         assert!(forbidden_header("UPGRADE") && forbidden_header("webhook-id") && !forbidden_header("X-Api-Key"));
+        assert!(forbidden_header("Accept-Encoding") && !forbidden_header("User-Agent") && !forbidden_header("Date"));
     }
 
     #[test]
