@@ -132,10 +132,31 @@ fn a_timeout_reads_timed_out_after_its_milliseconds() {
     assert!(attempt["response"].is_null(), "{attempt}");
 }
 
+/// Reads one request's head and body from `reader`; `false` once the connection has ended.
+fn read_request(reader: &mut impl std::io::BufRead) -> bool {
+    let (mut line, mut length) = (String::new(), 0usize);
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return false;
+        }
+        if line == "\r\n" {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().expect("a length");
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).is_ok()
+}
+
 /// A receiver on 127.0.0.1 that answers each request with `answer` as it stands: interim
 /// (1xx) answers, then the final one. Answers its port.
 fn raw_receiver(answer: &'static str) -> u16 {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{BufReader, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("address").port();
     std::thread::spawn(move || {
@@ -144,28 +165,7 @@ fn raw_receiver(answer: &'static str) -> u16 {
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(conn.try_clone().expect("clone"));
                 let mut out = conn;
-                loop {
-                    let mut length = 0usize;
-                    let mut line = String::new();
-                    loop {
-                        line.clear();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                        if let Some((name, value)) = line.split_once(':') {
-                            if name.eq_ignore_ascii_case("content-length") {
-                                length = value.trim().parse().expect("a length");
-                            }
-                        }
-                    }
-                    let mut body = vec![0; length];
-                    if reader.read_exact(&mut body).is_err() || out.write_all(answer.as_bytes()).is_err() {
-                        return;
-                    }
-                }
+                while read_request(&mut reader) && out.write_all(answer.as_bytes()).is_ok() {}
             });
         }
     });
@@ -245,7 +245,7 @@ fn a_failing_target_logs_ten_lines_of_each_kind_a_minute_then_counts_the_rest() 
 /// the second number (and never answered). Answers its port and the counts: connections,
 /// requests sent after an answer.
 fn http_1_0_receiver() -> (u16, std::sync::Arc<[std::sync::atomic::AtomicUsize; 2]>) {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{BufReader, Read, Write};
     use std::sync::atomic::{AtomicUsize, Ordering};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("address").port();
@@ -259,24 +259,8 @@ fn http_1_0_receiver() -> (u16, std::sync::Arc<[std::sync::atomic::AtomicUsize; 
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(conn.try_clone().expect("clone"));
                 let mut out = conn;
-                let (mut line, mut length) = (String::new(), 0usize);
-                loop {
-                    line.clear();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    if line == "\r\n" {
-                        break;
-                    }
-                    if let Some((name, value)) = line.split_once(':') {
-                        if name.eq_ignore_ascii_case("content-length") {
-                            length = value.trim().parse().expect("a length");
-                        }
-                    }
-                }
-                let mut body = vec![0; length];
                 let answer = "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok";
-                if reader.read_exact(&mut body).is_err() || out.write_all(answer.as_bytes()).is_err() {
+                if !read_request(&mut reader) || out.write_all(answer.as_bytes()).is_err() {
                     return;
                 }
                 let _ = out.set_read_timeout(Some(Duration::from_millis(500)));

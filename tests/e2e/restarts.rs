@@ -132,15 +132,20 @@ fn an_idempotency_key_is_acknowledged_again_across_a_restart() {
     assert_eq!((counts.len(), rcv.count("/idem")), (3, 3), "delivered twice: {counts:?}");
 }
 
-#[test]
-fn retention_compacts_finished_events_and_keeps_numbering() {
-    let server = Server::start_with(&[
+/// A server whose retention removes finished events at once, every second.
+fn retention_server() -> Server {
+    Server::start_with(&[
         ("CRMHOOK_ADMIN_TOKEN", ADMIN),
         ("CRMHOOK_INGEST_TOKEN", INGEST),
         ("CRMHOOK_ALLOW_PRIVATE_TARGETS", "true"),
         ("CRMHOOK_RETENTION_DAYS", "0"),
         ("CRMHOOK_COMPACTION_INTERVAL_S", "1"),
-    ]);
+    ])
+}
+
+#[test]
+fn retention_compacts_finished_events_and_keeps_numbering() {
+    let server = retention_server();
     let rcv = Receiver::start();
     rcv.program("/ret", &[], status(503));
     server.wire(
@@ -169,13 +174,7 @@ fn a_disabled_target_keeps_only_the_events_it_is_owed_and_dead_counts_follow_ret
     // An audit of 2026-12-07: compaction stopped at the lowest cursor of any target, so one
     // disabled target kept every later event, of every target, matched or not; and a dead
     // delivery stayed counted after retention removed its event.
-    let server = Server::start_with(&[
-        ("CRMHOOK_ADMIN_TOKEN", ADMIN),
-        ("CRMHOOK_INGEST_TOKEN", INGEST),
-        ("CRMHOOK_ALLOW_PRIVATE_TARGETS", "true"),
-        ("CRMHOOK_RETENTION_DAYS", "0"),
-        ("CRMHOOK_COMPACTION_INTERVAL_S", "1"),
-    ]);
+    let server = retention_server();
     let rcv = Receiver::start();
     rcv.program("/dead", &[], status(500));
     let (paused, _) = server.wire(&rcv.url("/paused"), Some(json!({"event_types": ["crm_field_update"]})), json!({}));
