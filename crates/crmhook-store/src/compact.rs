@@ -52,6 +52,12 @@ impl Store {
     /// Until 2026-12-07 the walk stopped at the lowest cursor of any target: one disabled
     /// target, or one whose oldest delivery waited for a retry (its cursor read back from
     /// disk), kept every later event of every target, however old, matched or not.
+    ///
+    /// A pass calls this until it answers 0. A call that stops at `max` leaves a mark, and the
+    /// next one goes on from there rather than reading again what an earlier call kept (a
+    /// lagging target's events: 200 calls would read its million events 200 times); a call
+    /// that reaches the cutoff or the end clears the mark, so the next pass starts from the
+    /// log's start.
     pub fn compact(&self, cutoff_ms: u64, max: usize) -> Result<u64> {
         let targets: Vec<TargetId> = self.targets()?.into_iter().map(|t| t.id).collect();
         let owing = self.owing(&targets)?;
@@ -61,12 +67,22 @@ impl Store {
         // Postings that lose seqs: key → the seqs they keep.
         let mut postings = Postings { through: self.index_window()?.through, ..Default::default() };
         let mut done = false;
-        for kv in tree.range(Tag::Event.prefix()..Tag::Event.end()) {
+        let from = self.inner.compact_from.swap(0, std::sync::atomic::Ordering::Relaxed);
+        let start = if from == 0 { Tag::Event.prefix() } else { crate::index::chunk_start(tree, from)? };
+        for kv in tree.range(start..Tag::Event.end()) {
             let (chunk_key, v) = kv?;
             let chunk: Vec<Event> = codec::decode_events(&v)?;
             let before = chunk.len();
             let mut kept = Vec::with_capacity(before);
             for event in chunk {
+                if event.seq < from {
+                    kept.push(event);
+                    continue;
+                }
+                if !done && removed.len() >= max {
+                    // Stopped by `max`: the pass's next call goes on from here.
+                    self.inner.compact_from.store(event.seq, std::sync::atomic::Ordering::Relaxed);
+                }
                 done |= event.received_at_ms >= cutoff_ms || removed.len() >= max;
                 let mut owed = done
                     || owing.iter().any(|(cursor, subscriptions)| event.seq > *cursor && subscriptions.matches(&event));
@@ -390,6 +406,40 @@ mod tests {
             b.cursor(&lagging.id, 9).expect("encode");
             store.write_deliveries(b).await.expect("write");
             assert_eq!(store.compact(u64::MAX, 100).expect("compact"), 3);
+            store.close().await;
+        });
+    }
+
+    /// A pass's calls go on where the last one stopped at `max`; one that reached the end
+    /// clears the mark, and the next starts from the log's start.
+    #[test]
+    fn a_pass_goes_on_where_its_last_call_stopped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        rt().block_on(async {
+            let store = Store::open(dir.path()).expect("open");
+            let lagging = stored_target(&store).await;
+            let sub = crmhook_core::Subscription::create(
+                serde_json::json!({"target_id": lagging.id.as_str(), "event_types": ["crm_field_update"]})
+                    .as_object()
+                    .expect("object"),
+                0,
+            )
+            .expect("subscription");
+            store.put_subscription(&sub).await.expect("subscription");
+            // 1–30: the field updates (1, 4, 7, …, 28) are owed to the lagging target.
+            store.append(mixed(0, 30), None).await.expect("append");
+            let left = || store.events_from(1).map(|e| e.expect("event").seq).collect::<Vec<_>>();
+            assert_eq!(store.compact(u64::MAX, 5).expect("compact"), 5);
+            assert_eq!(left()[..5], [1, 4, 7, 9, 10], "2, 3, 5, 6 and 8 went; the next call goes on at 9");
+            // The target reads everything: the next call, from 9, leaves what came before.
+            let mut b = DeliveryBatch::default();
+            b.cursor(&lagging.id, 30).expect("encode");
+            store.write_deliveries(b).await.expect("write");
+            assert_eq!(store.compact(u64::MAX, 100).expect("compact"), 22);
+            assert_eq!(left(), [1, 4, 7]);
+            // It reached the end: the next starts from the log's start again.
+            assert_eq!(store.compact(u64::MAX, 100).expect("compact"), 3);
+            assert_eq!(store.compact(u64::MAX, 100).expect("compact"), 0);
             store.close().await;
         });
     }

@@ -464,6 +464,9 @@ pub(crate) struct Inner {
     pub(crate) sources: Arc<sources::SourceCache>,
     /// The last entry of the replicated log applied and settled (`Writer::replicated`).
     pub(crate) replicated: Arc<AtomicU64>,
+    /// Where the next call of a compaction pass goes on (`compact`): the seq at which the last
+    /// call stopped, its `max` reached; 0 once a call went to the end.
+    pub(crate) compact_from: AtomicU64,
 }
 
 impl Store {

@@ -103,6 +103,7 @@ impl Store {
                 sources,
                 replicated,
                 quarantining: Default::default(),
+                compact_from: AtomicU64::new(0),
             }),
         })
     }
