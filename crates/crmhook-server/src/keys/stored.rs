@@ -180,7 +180,10 @@ impl TryFrom<ApiKeyRecord> for ApiKey {
 /// newer ones, so an active record of the same name is revoked with the move (its secret
 /// retired): an active key's name stays unique, and the tokens in use last keep working. (Until
 /// 2026-12-07 both stayed active: two `admin_token` keys, and a token set in the configuration
-/// rotated only one of them.)
+/// rotated only one of them.) A key made again from the same secret (a token set in the
+/// configuration of both builds) is the record's own: the record stays as it is, and the
+/// document's copy goes with the document (retiring that secret would refuse every start
+/// configured with it).
 pub(super) async fn move_legacy(store: &LogHandle) -> Result<(), KeysError> {
     let Some(text) = store.meta(LEGACY_META)? else { return Ok(()) };
     let legacy = serde_json::from_str::<Legacy>(&text).map_err(|e| KeysError::Unreadable(e.to_string()))?;
@@ -189,6 +192,10 @@ pub(super) async fn move_legacy(store: &LogHandle) -> Result<(), KeysError> {
     let mut change = KeyChange::default();
     for key in &legacy.keys {
         let moved = ApiKeyRecord::from(key);
+        let same_key = |r: &ApiKeyRecord| r.hash == moved.hash && r.role == moved.role && r.name == moved.name;
+        if moved.revoked_ms.is_none() && records.iter().any(|r| r.revoked_ms.is_none() && same_key(r)) {
+            continue;
+        }
         if moved.revoked_ms.is_none() {
             for older in records.iter().filter(|r| r.revoked_ms.is_none() && r.name == moved.name && r.id != moved.id) {
                 change.expect(&older.id, Some(older))?;

@@ -285,3 +285,39 @@ async fn keys_an_earlier_build_made_again_replace_the_records_of_their_names() {
     assert_eq!(role_of(&keys, "adm_fresh_0123456789"), Some(Role::Admin));
     assert_eq!(role_of(&keys, "adm_back_0123456789"), None);
 }
+
+/// The same, with the same tokens set in the configuration of both builds (the earlier build
+/// made its bootstrap keys from them again): the records stay, and every later start with that
+/// configuration is served. (A first version of the move retired those tokens' secrets, and
+/// refused every start configured with them.)
+#[actix_rt::test]
+async fn keys_an_earlier_build_made_again_from_the_same_tokens_leave_the_records_as_they_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = || configured("adm_same_0123456789", "ing_same_0123456789");
+    let (keys, _) = open(dir.path(), tokens()).await;
+    let before: Vec<_> = keys.list().into_iter().map(|k| (k.id, k.name, k.revoked_ms)).collect();
+    drop(keys);
+    let hash = |t: &str| crate::at_rest::kept_form(&token_hash(t));
+    let document = json!({
+        "version": 1,
+        "keys": [
+            {"id": KeyId::generate().as_str(), "name": "admin_token", "role": "admin", "hash": hash("adm_same_0123456789"),
+             "created_ms": 10, "rotated_ms": null, "revoked_ms": null, "bootstrap": "admin_token"},
+            {"id": KeyId::generate().as_str(), "name": "ingest_token", "role": "ingest", "hash": hash("ing_same_0123456789"),
+             "created_ms": 10, "rotated_ms": null, "revoked_ms": null, "bootstrap": "ingest_token"},
+        ],
+        "retired": [],
+    });
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store.put_meta("api_keys", &document.to_string()).await.unwrap();
+        store.close().await;
+    }
+    let (keys, _) = open(dir.path(), tokens()).await;
+    let after: Vec<_> = keys.list().into_iter().map(|k| (k.id, k.name, k.revoked_ms)).collect();
+    assert_eq!(after, before, "the records as they were");
+    assert_eq!(role_of(&keys, "adm_same_0123456789"), Some(Role::Admin));
+    drop(keys);
+    let (keys, _) = open(dir.path(), tokens()).await;
+    assert_eq!(role_of(&keys, "ing_same_0123456789"), Some(Role::Ingest));
+}
