@@ -122,12 +122,20 @@ fn entry_address(entry: &str) -> Option<IpAddr> {
 pub(crate) fn client_ip(req: &HttpRequest) -> Option<IpAddr> {
     let peer = req.peer_addr().map(|a| a.ip());
     match req.app_data::<web::Data<AppState>>() {
-        Some(state) if !state.proxies.0.is_empty() => state.proxies.client(
-            peer,
-            req.headers().get_all(FORWARDED_FOR).filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().into_iter(),
-        ),
+        Some(state) if !state.proxies.0.is_empty() => {
+            let values = forwarded_for(req);
+            state.proxies.client(peer, values.iter().map(String::as_str))
+        }
         _ => peer.map(|ip| ip.to_canonical()),
     }
+}
+
+/// The request's `X-Forwarded-For` lines, in order. A line with bytes that are not text is
+/// read as far as it is (they become a replacement character): the entries a proxy appended to
+/// the right of a client's junk are still read (dropping the line would make the proxy the
+/// client, and count a client's failures against every client of the proxy).
+fn forwarded_for(req: &HttpRequest) -> Vec<String> {
+    req.headers().get_all(FORWARDED_FOR).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).collect()
 }
 
 #[cfg(test)]
@@ -198,5 +206,17 @@ mod tests {
         // With no proxies trusted, nothing is read.
         assert_eq!(client(&proxies(&[]), "127.0.0.1", &["198.51.100.1"]), ip("127.0.0.1"));
         assert_eq!(p.client(None, std::iter::empty()), None);
+    }
+
+    #[test]
+    fn a_line_with_bytes_that_are_no_text_is_read_as_far_as_it_is() {
+        let value = actix_web::http::header::HeaderValue::from_bytes(b"\xff\xfe junk, 198.51.100.1").unwrap();
+        let req = actix_web::test::TestRequest::default()
+            .insert_header((FORWARDED_FOR, value))
+            .append_header((FORWARDED_FOR, "10.1.1.1"))
+            .to_http_request();
+        let values = forwarded_for(&req);
+        let p = proxies(&["127.0.0.1", "10.0.0.0/8"]);
+        assert_eq!(p.client(Some(ip("127.0.0.1")), values.iter().map(String::as_str)), Some(ip("198.51.100.1")));
     }
 }
