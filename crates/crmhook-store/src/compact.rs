@@ -362,6 +362,18 @@ mod tests {
         });
     }
 
+    /// A stored target with one subscription, to events of `event_type` (from the log's start).
+    async fn subscribed_target(store: &Store, event_type: &str) -> crmhook_core::Target {
+        let t = stored_target(store).await;
+        let sub = crmhook_core::Subscription::create(
+            serde_json::json!({"target_id": t.id.as_str(), "event_types": [event_type]}).as_object().expect("object"),
+            0,
+        )
+        .expect("subscription");
+        store.put_subscription(&sub).await.expect("subscription");
+        t
+    }
+
     /// A target that lags (disabled, or waiting for a retry) keeps the events it is owed, not
     /// every later event: those its subscriptions do not match go, and their finished
     /// deliveries to other targets leave the blocks and the dead counts.
@@ -370,15 +382,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         rt().block_on(async {
             let store = Store::open(dir.path()).expect("open");
-            let lagging = stored_target(&store).await;
-            let sub = crmhook_core::Subscription::create(
-                serde_json::json!({"target_id": lagging.id.as_str(), "event_types": ["crm_record_created"]})
-                    .as_object()
-                    .expect("object"),
-                0,
-            )
-            .expect("subscription");
-            store.put_subscription(&sub).await.expect("subscription");
+            let lagging = subscribed_target(&store, "crm_record_created").await;
             // A second target with no subscription and no cursor written: it owes nothing.
             store.create_target(&target(), 0).await.expect("target");
             let live = target();
@@ -417,15 +421,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         rt().block_on(async {
             let store = Store::open(dir.path()).expect("open");
-            let lagging = stored_target(&store).await;
-            let sub = crmhook_core::Subscription::create(
-                serde_json::json!({"target_id": lagging.id.as_str(), "event_types": ["crm_field_update"]})
-                    .as_object()
-                    .expect("object"),
-                0,
-            )
-            .expect("subscription");
-            store.put_subscription(&sub).await.expect("subscription");
+            let lagging = subscribed_target(&store, "crm_field_update").await;
             // 1–30: the field updates (1, 4, 7, …, 28) are owed to the lagging target.
             store.append(mixed(0, 30), None).await.expect("append");
             let left = || store.events_from(1).map(|e| e.expect("event").seq).collect::<Vec<_>>();
