@@ -195,10 +195,16 @@ impl Store {
         if writes.0.is_empty() {
             return Ok(());
         }
-        // Compaction runs on a thread of its own, but its tests call it from inside a runtime,
-        // where a blocking wait is refused: it waits on a thread of its own here.
-        std::thread::scope(|scope| scope.spawn(|| self.write_here_blocking(writes)).join())
-            .unwrap_or(Err(StoreError::Closed))
+        // On this node only (each node compacts its own copy), durably. Compaction runs on a
+        // thread of its own, but its tests call it from inside a runtime, where a blocking wait
+        // is refused: the write is waited for on a thread of its own, in a runtime of its own.
+        let write = || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .map_err(|e| StoreError::io(e.to_string(), e.kind()))?;
+            runtime.block_on(self.write_here(writes, crate::writer::When::Flushed))
+        };
+        std::thread::scope(|scope| scope.spawn(write).join()).unwrap_or(Err(StoreError::Closed))
     }
 
     /// The seq of the first event still in the log (the head's next when none is): a finished

@@ -573,14 +573,6 @@ impl Store {
         self.write_here(writes, when).await
     }
 
-    /// [`Store::write_here`], durably, from a thread outside any runtime (compaction's).
-    pub(crate) fn write_here_blocking(&self, writes: Writes) -> Result<()> {
-        let (reply, rx) = oneshot::channel();
-        let op = Op::Write { writes, when: When::Flushed, reply };
-        self.inner.tx.blocking_send(op).map_err(|_| StoreError::Closed)?;
-        rx.blocking_recv().map_err(|_| StoreError::Closed)?
-    }
-
     /// Writes on this node only, also in replica mode (the console's charts' counts).
     pub(crate) async fn write_here(&self, writes: Writes, when: When) -> Result<()> {
         let (reply, rx) = oneshot::channel();
