@@ -168,7 +168,7 @@ async fn source_ingest(
             retry_after_s,
         });
     }
-    let answer = ingest_to_source(&req, id, payload, &state).await;
+    let answer = ingest_to_source(&req, addr, id, payload, &state).await;
     if let Err(ApiError::Unauthorized(reason)) = &answer {
         state.metrics.auth_failed();
         state.limiter.failed(&client, std::time::Instant::now());
@@ -179,8 +179,10 @@ async fn source_ingest(
     answer
 }
 
+/// `addr`: the client's address (`crate::api::client`), as the limits counted it.
 async fn ingest_to_source(
     req: &HttpRequest,
+    addr: Option<std::net::IpAddr>,
     id: web::Path<String>,
     payload: web::Payload,
     state: &State,
@@ -222,13 +224,7 @@ async fn ingest_to_source(
     // (until 2026-12-07 they took the source's, and its CRM's posts got 503).
     let sender = match &signature {
         None => format!("source:{}", source.id),
-        Some(_) => {
-            format!(
-                "source:{}:{}",
-                source.id,
-                crate::api::client::client_ip(req).map_or_else(String::new, |a| a.to_string())
-            )
-        }
+        Some(_) => format!("source:{}:{}", source.id, addr.map_or_else(String::new, |a| a.to_string())),
     };
     let mut _slot = ingest_slot(req, sender)?;
     let (body, _share) = read_ingest(req, payload, state).await?;

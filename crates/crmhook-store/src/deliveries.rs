@@ -240,9 +240,10 @@ impl Store {
     }
 
     /// How many deliveries a target has pending, and dead. A dead delivery of an event that
-    /// retention removed is not counted (its block may outlive it: [`Store::first_left`]; until
-    /// 2026-12-07 it was, and the count never came down; an event kept between removed ones, as
-    /// a retry still owed keeps it, leaves the removed ones after it counted until it goes too).
+    /// retention removed is not counted (until 2026-12-07 it was, and the count never came
+    /// down): compaction has the writer take it out of its block, and one it left behind (a
+    /// crash between the two, or a block of an earlier build) is skipped when it is before the
+    /// first event left ([`Store::first_left`]).
     pub fn delivery_counts(&self, target: &TargetId) -> Result<(u64, u64)> {
         let count =
             |prefix: Vec<u8>| self.inner.tree.scan_prefix(prefix).keys().try_fold(0u64, |n, k| k.map(|_| n + 1));
