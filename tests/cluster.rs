@@ -75,6 +75,8 @@ const MARK: &str = "mark-retry";
 mod checks;
 #[path = "cluster/crm.rs"]
 mod crm;
+#[path = "cluster/forwarded.rs"]
+mod forwarded;
 #[path = "cluster/keys.rs"]
 mod keys;
 #[path = "cluster/nodes.rs"]
@@ -86,9 +88,10 @@ mod scenario;
 
 use checks::*;
 use crm::*;
+use forwarded::forwarded_scenario;
 use keys::keys_scenario;
 use nodes::*;
-use pause::pause_scenario;
+use pause::{a_holds_a_target_b_is_up, pause_scenario};
 use scenario::*;
 
 // ---- the test -------------------------------------------------------------------------------
@@ -200,10 +203,14 @@ fn readyz_follows_the_nats_quorum_on_a_node_nobody_posts_to() {
 /// took its target: it delivers nothing after it is continued (`cluster/pause.rs`).
 #[test]
 fn a_node_paused_past_the_lease_ttl_delivers_nothing_once_continued() {
-    let nats = NatsCluster::start(1).expect("a nats-server");
-    let logs = tempfile::Builder::new().prefix("crmhook-cluster-test").tempdir().expect("tempdir");
-    eprintln!("cluster test: crmhook logs in {}, NATS logs in {}", logs.path().display(), nats.dir().display());
-    Cluster { nats, nodes: Vec::new(), logs }.run(pause_scenario);
+    Cluster::single().run(pause_scenario);
+}
+
+/// A replay asked of a node that does not deliver the target is forwarded to the one that
+/// does with the caller's address, which that node's audit trail names (`cluster/forwarded.rs`).
+#[test]
+fn a_forwarded_request_names_its_caller_on_the_node_that_makes_it() {
+    Cluster::single().run(forwarded_scenario);
 }
 
 /// A node whose start fails after it joined the cluster (here its data dir is writable by
@@ -283,7 +290,15 @@ fn log_consumer_host(nats: &NatsCluster) -> Option<(usize, usize)> {
 impl Cluster {
     /// Three NATS servers, none of crmhook yet.
     fn start() -> Cluster {
-        let nats = NatsCluster::start(3).expect("a 3-node JetStream cluster");
+        Cluster::on(NatsCluster::start(3).expect("a 3-node JetStream cluster"))
+    }
+
+    /// One NATS server (replicas 1: for what needs nodes, not a quorum), none of crmhook yet.
+    fn single() -> Cluster {
+        Cluster::on(NatsCluster::start(1).expect("a nats-server"))
+    }
+
+    fn on(nats: NatsCluster) -> Cluster {
         let logs = tempfile::Builder::new().prefix("crmhook-cluster-test").tempdir().expect("tempdir");
         eprintln!("cluster test: crmhook logs in {}, NATS logs in {}", logs.path().display(), nats.dir().display());
         Cluster { nats, nodes: Vec::new(), logs }

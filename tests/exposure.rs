@@ -6,9 +6,6 @@
 
 mod support;
 
-use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -16,42 +13,9 @@ use support::*;
 
 const DELIVERY: Duration = Duration::from_secs(20);
 
-/// One HTTP/1.1 request from the local address `from` (any of 127.0.0.0/8 reaches the server),
-/// with exactly the headers given (no `Host` is added: pass one).
-struct Raw {
-    status: u16,
-    headers: HashMap<String, String>,
-    body: String,
-}
-
-fn raw(server: &Server, from: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> Raw {
-    let addr: SocketAddr = server.base.trim_start_matches("http://").parse().expect("server address");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_io().build().expect("runtime");
-    let stream = rt.block_on(async {
-        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-        socket.bind(SocketAddr::new(from.parse::<IpAddr>().expect("from"), 0)).expect("bind the client address");
-        socket.connect(addr).await.expect("connect")
-    });
-    let mut stream = stream.into_std().expect("std stream");
-    stream.set_nonblocking(false).expect("blocking");
-    stream.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
-    let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: 0\r\n");
-    for (k, v) in headers {
-        request.push_str(&format!("{k}: {v}\r\n"));
-    }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).expect("write");
-    let mut bytes = Vec::new();
-    stream.read_to_end(&mut bytes).expect("read");
-    let text = String::from_utf8_lossy(&bytes).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").expect("a response head");
-    let mut lines = head.lines();
-    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).expect("status line");
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    Raw { status, headers, body: body.to_owned() }
+/// One request from the local address `from` to `server` ([`http_from`]).
+fn raw(server: &Server, from: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
+    http_from(from, method, &server.url(path), headers, None)
 }
 
 fn host(server: &Server) -> String {
@@ -66,14 +30,14 @@ fn metric(server: &Server, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("{name} in /metrics:\n{text}"))
 }
 
-fn assert_problem(r: &Raw, status: u16) -> Value {
-    assert_eq!(r.status, status, "{}", r.body);
+fn assert_problem(r: &Resp, status: u16) -> Value {
+    assert_eq!(r.status, status, "{}", r.text);
     assert!(
         r.headers.get("content-type").is_some_and(|c| c.starts_with("application/problem+json")),
         "{:?}",
         r.headers
     );
-    let body: Value = serde_json::from_str(&r.body).expect("problem JSON");
+    let body: Value = serde_json::from_str(&r.text).expect("problem JSON");
     assert_eq!(body["status"], status);
     body
 }
@@ -93,7 +57,7 @@ fn failed_tokens_are_limited_per_address_and_per_key_with_retry_after_and_counte
     for i in 0..5 {
         let r = raw(&server, "127.0.0.1", "GET", "/v1/targets", &[("Host", &h), ("Authorization", wrong)]);
         assert_problem(&r, 401);
-        assert!(!r.body.contains("adm_wrong"), "failure {i} echoes no token: {}", r.body);
+        assert!(!r.text.contains("adm_wrong"), "failure {i} echoes no token: {}", r.text);
     }
     // The allowance is spent: 429 with Retry-After, for a wrong token and, from the same address,
     // for the right one too (a blocked client learns nothing of the tokens it tries).
@@ -108,7 +72,7 @@ fn failed_tokens_are_limited_per_address_and_per_key_with_retry_after_and_counte
     assert_problem(&r, 429);
     // Another address with the right token is served...
     let r = raw(&server, "127.0.0.2", "GET", "/v1/targets", &[("Host", &h), ("Authorization", &admin)]);
-    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.status, 200, "{}", r.text);
     // ...but the key that failed is blocked from any address.
     let r = raw(&server, "127.0.0.2", "GET", "/v1/targets", &[("Host", &h), ("Authorization", wrong)]);
     assert_problem(&r, 429);
@@ -143,8 +107,8 @@ fn every_answer_says_nosniff_no_referrer_and_no_store_and_the_console_runs_no_in
         let mut headers = vec![("Host", h.as_str())];
         headers.extend(auth.map(|a| ("Authorization", a)));
         let r = raw(&server, "127.0.0.1", method, path, &headers);
-        assert_eq!(r.status, status, "{method} {path}: {}", r.body);
-        assert!(method != "HEAD" || r.body.is_empty(), "HEAD {path} answered a body");
+        assert_eq!(r.status, status, "{method} {path}: {}", r.text);
+        assert!(method != "HEAD" || r.text.is_empty(), "HEAD {path} answered a body");
         assert_eq!(r.headers.get("x-content-type-options").map(String::as_str), Some("nosniff"), "{method} {path}");
         assert_eq!(r.headers.get("referrer-policy").map(String::as_str), Some("no-referrer"), "{method} {path}");
         let cache = if path.starts_with("/console") { "no-cache" } else { "no-store" };
@@ -159,26 +123,26 @@ fn every_answer_says_nosniff_no_referrer_and_no_store_and_the_console_runs_no_in
     assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
     assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{csp}");
     // Nothing inline that the policy would have to allow: the script and the style are files.
-    assert!(page.body.contains(r#"<script src="/console.js"></script>"#), "the page loads its script");
+    assert!(page.text.contains(r#"<script src="/console.js"></script>"#), "the page loads its script");
     // Its icon is this server's (the browser asks for `/favicon.ico` otherwise, a 404).
-    assert!(page.body.contains(r#"<link rel="icon" href="/console-icon.svg""#), "the page names its icon");
+    assert!(page.text.contains(r#"<link rel="icon" href="/console-icon.svg""#), "the page names its icon");
     let icon = raw(&server, "127.0.0.1", "GET", "/console-icon.svg", &[("Host", &h)]);
     assert_eq!(icon.headers.get("content-type").map(String::as_str), Some("image/svg+xml"));
     // Its other scripts are files of this server too, and no script element is inline.
     let scripts = ["/console.js", "/console-center.js", "/console-charts.js", "/console-keys.js"];
     for src in scripts {
-        assert!(page.body.contains(&format!(r#"<script src="{src}"></script>"#)), "the page loads {src}");
+        assert!(page.text.contains(&format!(r#"<script src="{src}"></script>"#)), "the page loads {src}");
         let js = raw(&server, "127.0.0.1", "GET", src, &[("Host", &h)]);
         assert_eq!(js.status, 200, "{src}");
         assert!(js.headers.get("content-type").is_some_and(|c| c.starts_with("text/javascript")), "{src}");
     }
-    assert_eq!(page.body.matches("<script").count(), scripts.len(), "no other script element");
-    assert!(!page.body.contains("<style") && !page.body.contains(" style="), "no inline style");
-    let lower = page.body.to_ascii_lowercase();
+    assert_eq!(page.text.matches("<script").count(), scripts.len(), "no other script element");
+    assert!(!page.text.contains("<style") && !page.text.contains(" style="), "no inline style");
+    let lower = page.text.to_ascii_lowercase();
     assert!(!lower.contains(" onclick=") && !lower.contains(" onload=") && !lower.contains(" onsubmit="));
     let js = raw(&server, "127.0.0.1", "GET", "/console.js", &[("Host", &h)]);
     assert!(js.headers.get("content-type").is_some_and(|c| c.starts_with("text/javascript")), "{:?}", js.headers);
-    assert!(js.body.contains("/v1/stream"), "the console's script");
+    assert!(js.text.contains("/v1/stream"), "the console's script");
     let css = raw(&server, "127.0.0.1", "GET", "/console.css", &[("Host", &h)]);
     assert!(css.headers.get("content-type").is_some_and(|c| c.starts_with("text/css")), "{:?}", css.headers);
 }
@@ -199,7 +163,7 @@ fn a_host_that_is_not_this_server_is_misdirected() {
         let r = raw(&server, "127.0.0.1", "GET", path, &[("Host", &rebound), ("Authorization", &admin)]);
         let problem = assert_problem(&r, 421);
         assert!(problem["detail"].as_str().is_some_and(|d| d.contains("allowed_hosts")), "{problem}");
-        assert!(!r.body.contains("crmhook_"), "{path} shows nothing");
+        assert!(!r.text.contains("crmhook_"), "{path} shows nothing");
     }
 
     // With a public_url, its host is served; other names are not.
@@ -212,7 +176,7 @@ fn a_host_that_is_not_this_server_is_misdirected() {
     let own = host(&server);
     for ok in ["crmhook.example.com", "CRMHOOK.example.com:443", "hooks.internal:8080", own.as_str()] {
         let r = raw(&server, "127.0.0.1", "GET", "/v1/targets", &[("Host", ok), ("Authorization", &admin)]);
-        assert_eq!(r.status, 200, "{ok}: {}", r.body);
+        assert_eq!(r.status, 200, "{ok}: {}", r.text);
     }
     let r = raw(&server, "127.0.0.1", "GET", "/v1/targets", &[("Host", "evil.example"), ("Authorization", &admin)]);
     assert_problem(&r, 421);
@@ -314,13 +278,13 @@ fn a_probe_with_a_key_of_another_role_is_no_failed_authentication() {
     let ingest = format!("Bearer {INGEST}");
     for _ in 0..10 {
         let r = raw(&server, "127.0.0.7", "GET", "/readyz", &[("Host", &h), ("Authorization", &ingest)]);
-        assert_eq!((r.status, r.body.as_str()), (200, r#"{"status":"ready"}"#));
+        assert_eq!((r.status, r.text.as_str()), (200, r#"{"status":"ready"}"#));
     }
     let admin = format!("Bearer {ADMIN}");
     let r = raw(&server, "127.0.0.7", "GET", "/v1/me", &[("Host", &h), ("Authorization", &admin)]);
-    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.status, 200, "{}", r.text);
     let metrics = raw(&server, "127.0.0.1", "GET", "/metrics", &[("Host", &h), ("Authorization", &admin)]);
-    assert!(metrics.body.contains("crmhook_auth_failures_total 0"), "{}", metrics.body);
+    assert!(metrics.text.contains("crmhook_auth_failures_total 0"), "{}", metrics.text);
 }
 
 #[test]
@@ -350,7 +314,7 @@ fn a_sources_wrong_keys_and_signatures_are_limited_counted_and_audited_like_toke
         // From another address: 127.0.0.1 is the one blocked.
         let admin = format!("Bearer {ADMIN}");
         let r = raw(&server, "127.0.0.2", "GET", "/v1/audit", &[("Host", &h), ("Authorization", &admin)]);
-        let entries = serde_json::from_str::<Value>(&r.body).ok()?["entries"].clone();
+        let entries = serde_json::from_str::<Value>(&r.text).ok()?["entries"].clone();
         let failed: Vec<Value> = entries
             .as_array()
             .map(|a| a.iter().filter(|e| e["action"] == "auth.failed").cloned().collect())
@@ -415,7 +379,7 @@ fn behind_a_trusted_proxy_failed_tokens_count_against_the_client_it_names() {
         let mut headers = vec![("Host", h.as_str()), ("Authorization", admin.as_str())];
         headers.extend(forwarded.map(|f| ("X-Forwarded-For", f)));
         let r = raw(&server, "127.0.0.1", "GET", "/v1/targets", &headers);
-        assert_eq!(r.status, 200, "{forwarded:?}: {}", r.body);
+        assert_eq!(r.status, 200, "{forwarded:?}: {}", r.text);
     }
     // A client that is no trusted proxy cannot pass its failures on to someone else by naming
     // them: its own address is counted, whatever it says.
@@ -445,11 +409,11 @@ fn behind_a_trusted_proxy_failed_tokens_count_against_the_client_it_names() {
         "/v1/targets",
         &[("Host", &h), ("Authorization", &admin), ("X-Forwarded-For", "198.51.100.9")],
     );
-    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.status, 200, "{}", r.text);
     // The audit trail says who failed: the client the proxy named, and the direct client itself.
     let audited = wait_for(Duration::from_secs(10), "six auth.failed entries", || {
         let r = raw(&server, "127.0.0.1", "GET", "/v1/audit", &[("Host", &h), ("Authorization", &admin)]);
-        let entries = serde_json::from_str::<Value>(&r.body).ok()?["entries"].clone();
+        let entries = serde_json::from_str::<Value>(&r.text).ok()?["entries"].clone();
         let from: Vec<String> = entries
             .as_array()?
             .iter()

@@ -43,23 +43,14 @@ pub(crate) fn pause_scenario(cluster: &mut Cluster) {
     let rcv = Receiver::start();
     rcv.set_default(PAUSED, status(200));
 
-    cluster.nodes.push(Node::start("crmhook-a", &env, cluster.logs.path()));
-    let a = &cluster.nodes[0];
-    let (target, _) = a.server.wire(
+    let target = a_holds_a_target_b_is_up(
+        cluster,
+        &env,
         &rcv.url(PAUSED),
-        Some(json!({})),
         json!({"rate_limit_per_s": PAUSE_RATE, "retry_schedule_ms": [1000], "timeout_ms": 2000}),
     );
-    let a_url = a.url();
-    wait_for(Duration::from_secs(30), "A holds the target", || {
-        (owner_url(&a.cluster(), &target).as_deref() == Some(a_url.as_str())).then_some(())
-    });
-    cluster.nodes.push(Node::start("crmhook-b", &env, cluster.logs.path()));
     let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
     let b_url = b.url();
-    wait_for(Duration::from_secs(30), "B sees A hold the target", || {
-        (owner_url(&b.cluster(), &target).as_deref() == Some(a_url.as_str())).then_some(())
-    });
     phase("A holds the target, B is up");
 
     b.server.post_many(PAUSE_EVENTS);
@@ -98,4 +89,27 @@ pub(crate) fn pause_scenario(cluster: &mut Cluster) {
     let (_, _, repeated) = duplicates(&rcv, PAUSED);
     eprintln!("cluster test: {repeated} events delivered more than once in all (the takeover may repeat a few)");
     assert!(after.is_empty(), "deliveries after A was continued, by A: {after:?}");
+}
+
+/// Starts node A, wires a target to `url` (with `extra`) through it, waits until A holds the
+/// target, then starts node B and waits until B sees A hold it. Returns the target's id.
+pub(crate) fn a_holds_a_target_b_is_up(
+    cluster: &mut Cluster,
+    env: &[(String, String)],
+    url: &str,
+    extra: Value,
+) -> String {
+    cluster.nodes.push(Node::start("crmhook-a", env, cluster.logs.path()));
+    let a = &cluster.nodes[0];
+    let (target, _) = a.server.wire(url, Some(json!({})), extra);
+    let a_url = a.url();
+    wait_for(Duration::from_secs(30), "A holds the target", || {
+        (owner_url(&a.cluster(), &target).as_deref() == Some(a_url.as_str())).then_some(())
+    });
+    cluster.nodes.push(Node::start("crmhook-b", env, cluster.logs.path()));
+    let b = &cluster.nodes[1];
+    wait_for(Duration::from_secs(30), "B sees A hold the target", || {
+        (owner_url(&b.cluster(), &target).as_deref() == Some(a_url.as_str())).then_some(())
+    });
+    target
 }

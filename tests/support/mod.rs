@@ -125,6 +125,47 @@ pub fn http(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8
     Resp { status, headers, text }
 }
 
+/// One HTTP/1.1 request from the local address `from` (any of 127.0.0.0/8 reaches a server on
+/// 127.0.0.1: a client other than the test's usual one), with exactly the headers given (no
+/// `Host` is added: pass one) and `Connection: close`; any status is returned.
+pub fn http_from(from: &str, method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Resp {
+    use std::io::{Read, Write};
+    use std::net::{IpAddr, SocketAddr};
+    let rest = url.strip_prefix("http://").expect("an http:// URL");
+    let (authority, path) = rest.find('/').map_or((rest, "/"), |i| (&rest[..i], &rest[i..]));
+    let addr: SocketAddr = authority.parse().expect("a literal address and port");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_io().build().expect("runtime");
+    let stream = rt.block_on(async {
+        let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }
+            .expect("socket");
+        socket.bind(SocketAddr::new(from.parse::<IpAddr>().expect("from"), 0)).expect("bind the client address");
+        socket.connect(addr).await.expect("connect")
+    });
+    let mut stream = stream.into_std().expect("std stream");
+    stream.set_nonblocking(false).expect("blocking");
+    stream.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
+    let body = body.unwrap_or_default();
+    let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    let mut bytes = request.into_bytes();
+    bytes.extend_from_slice(body);
+    stream.write_all(&bytes).expect("write");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).expect("read");
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let (head, text) = text.split_once("\r\n\r\n").expect("a response head");
+    let mut lines = head.lines();
+    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).expect("status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Resp { status, headers, text: text.to_owned() }
+}
+
 // ---- the server ---------------------------------------------------------------------------
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
