@@ -23,7 +23,12 @@ fn open_stream(server: &Server) -> (TcpStream, Vec<u8>) {
     });
     let head = String::from_utf8_lossy(&got).to_string();
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert!(head.to_ascii_lowercase().contains("content-type: text/event-stream"), "{head}");
+    let lower = head.to_ascii_lowercase();
+    assert!(lower.contains("content-type: text/event-stream"), "{head}");
+    // A chunked body on a connection kept alive: a `Connection: close` made Python's
+    // `http.client` give the socket to the response, leaving its client none (`sock` is None).
+    assert!(lower.contains("transfer-encoding: chunked"), "{head}");
+    assert!(!lower.contains("connection: close"), "{head}");
     (conn, got)
 }
 

@@ -33,8 +33,10 @@
 //! a revoked key ends at its next keep-alive (before 2026-12-07 a stream outlived its key).
 //!
 //! A stream never ends on its own otherwise, so the server ends them all when it stops ([`Streams`]):
-//! each body finishes, its connection closes (stream responses are `Connection: close`), and
-//! the graceful stop of the HTTP server does not wait for them.
+//! each body finishes (its last chunk), the graceful stop of the HTTP server closes the idle
+//! connection, and does not wait for them. (Until 2026-12-07 stream responses said
+//! `Connection: close`, which some clients read as "no connection of your own": Python's
+//! `http.client` drops the socket from the connection object.)
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;

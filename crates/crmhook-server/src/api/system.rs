@@ -59,13 +59,14 @@ pub(crate) async fn stream(
         },
         retry_after_s: 5,
     })?;
-    // `Connection: close`: when the server stops it ends the stream, and the connection must
-    // end with it rather than wait idle for a next request (a graceful stop waits for it).
+    // A chunked body on a connection kept alive, as any HTTP/1.1 client expects of an
+    // `EventSource` stream (no `Connection: close`: Python's `http.client`, for one, then hands
+    // the socket to the response and the client's connection has none). When the server stops
+    // it ends the body, and its graceful stop closes the idle connection (`tests/shutdown.rs`).
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .insert_header(("X-Accel-Buffering", "no"))
-        .force_close()
         .streaming(body))
 }
 
