@@ -261,7 +261,7 @@ fn read_source(kind: SourceKind, source: &SourceId, body: &[u8]) -> (SourceBatch
     let total = if only_one.is_some() { 1 } else { elements.len() };
     // Each element is read as it is validated, so that only one is held as a JSON value at a time.
     let pieces = only_one
-        .map(|read| (None, read.text.as_bytes(), Ok(read)))
+        .map(|read| (None, read.raw.as_bytes(), Ok(read)))
         .into_iter()
         .chain(elements.into_iter().enumerate().map(|(i, raw)| (Some(i), raw.get().as_bytes(), read(raw.get()))));
     for (index, bytes, read) in pieces {
@@ -310,7 +310,8 @@ fn source_event(kind: SourceKind, source: &SourceId, read: &Read<'_>) -> Result<
     };
     event.source_id = Some(source.clone());
     if kind == SourceKind::Maia {
-        event.external_id = Some(maia_key(source, &event.payload));
+        // The object's own bytes: a retry that adds or drops a newline after it is the same event.
+        event.external_id = Some(maia_key(source, read.text.as_bytes()));
     }
     Ok(event)
 }
@@ -517,7 +518,9 @@ fn maia(obj: &Map<String, Value>, read: &Read<'_>) -> Result<NewEvent, CoreError
     Ok(NewEvent {
         kind: EventKind::Maia,
         event_type: event_type.to_owned(),
-        payload: read.text.as_bytes().to_vec(),
+        // Byte for byte as the CRM sent it: a body that is this one object is delivered whole,
+        // whitespace around it included (an element of an array has none).
+        payload: read.raw.as_bytes().to_vec(),
         record_id: opt_str(obj, "recordId"),
         kanban_id: opt_str(obj, "kanbanId"),
         field_name: if event_type == "crm_field_update" { opt_str(obj, "fieldName") } else { None },

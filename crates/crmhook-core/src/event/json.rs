@@ -22,7 +22,11 @@ const STARTS_WITH_BOM: &str = "the body starts with a UTF-8 byte order mark (byt
 /// only once the whole text has parsed: a text that repeats a name and is also not JSON is
 /// malformed, as it always was.
 pub(super) struct Read<'a> {
+    /// The value's text, without the whitespace around it.
     pub(super) text: &'a str,
+    /// The text as it was read, whitespace around the value and all: a MAIA body's bytes as the
+    /// CRM sent them.
+    pub(super) raw: &'a str,
     pub(super) value: Value,
     /// Why the text is refused, when one of its objects repeats a name.
     pub(super) repeated: Option<String>,
@@ -35,7 +39,7 @@ pub(super) fn read(text: &str) -> Result<Read<'_>, serde_json::Error> {
     let mut repeated = None;
     let value = Checked(&mut repeated).deserialize(&mut de)?;
     de.end()?;
-    Ok(Read { text: text.trim_matches([' ', '\t', '\n', '\r']), value, repeated })
+    Ok(Read { text: text.trim_matches([' ', '\t', '\n', '\r']), raw: text, value, repeated })
 }
 
 /// [`read`] for a request's whole body, which may not be UTF-8 (then serde_json says why).

@@ -12,10 +12,11 @@ fn invalid(body: &str) -> crate::FieldError {
 
 #[test]
 fn one_maia_object_keeps_its_exact_text() {
+    // Byte for byte as the CRM sent it: the whitespace around a body's one object is kept.
     let body = format!("  {FIELD_UPDATE}\n");
     let events = parse_ingest(body.as_bytes()).expect("valid");
     assert_eq!(events.len(), 1);
-    assert_eq!(events[0].payload, FIELD_UPDATE.as_bytes());
+    assert_eq!(events[0].payload, body.as_bytes());
     assert_eq!(events[0].event_type, "crm_field_update");
     assert_eq!(events[0].kanban_id.as_deref(), Some("k1"));
     assert_eq!(events[0].field_name.as_deref(), Some("Email"));
@@ -150,7 +151,8 @@ fn a_maia_sources_events_are_keyed_by_their_exact_bytes() {
     let again = parse_source(SourceKind::Maia, &source, format!(" {FIELD_UPDATE} ").as_bytes());
     let other = parse_source(SourceKind::Maia, &SourceId::generate(), FIELD_UPDATE.as_bytes());
     let key = |b: &SourceBatch| b.events[0].external_id.clone().expect("a key");
-    assert_eq!(key(&batch), key(&again));
+    assert_eq!(key(&batch), key(&again), "whitespace around the object is no other event");
+    assert_eq!(again.events[0].payload, format!(" {FIELD_UPDATE} ").as_bytes(), "but it is delivered as sent");
     assert_ne!(key(&batch), key(&other));
     // A Maximizer envelope is not a MAIA event.
     let mx = include_str!("../../../../data/samples/maximizer/opportunity_stage_change.json");
