@@ -176,8 +176,7 @@ fn the_data_dir_read_byte_by_byte_holds_no_secret_in_clear() {
 #[test]
 fn generated_tokens_are_only_in_the_tokens_file_and_keep_working_from_their_hashes() {
     let mut server = Server::start_with(&[("CRMHOOK_ALLOW_PRIVATE_TARGETS", "true")]);
-    // Not printed (stdout is not a terminal here): read from the tokens file.
-    let printed = server.stdout.lock().expect("lock").join("\n");
+    // Printed once (to this pipe), and kept in the tokens file.
     let kept = std::fs::read_to_string(server.data_dir().join("crmhook-tokens")).expect("tokens file");
     let token = |name: &str| {
         kept.lines()
@@ -186,7 +185,6 @@ fn generated_tokens_are_only_in_the_tokens_file_and_keep_working_from_their_hash
             .to_owned()
     };
     let (admin, ingest) = (token("admin_token"), token("ingest_token"));
-    assert!(!printed.contains(&admin) && !printed.contains(&ingest), "a token was printed: {printed}");
     assert_eq!(server.request("GET", "/v1/targets", Some(&admin), None).status, 200);
     assert!(server.stop().success());
 
@@ -205,6 +203,40 @@ fn generated_tokens_are_only_in_the_tokens_file_and_keep_working_from_their_hash
     assert_eq!(server.request("GET", "/v1/targets", Some("adm_not_the_token_0000000"), None).status, 401);
     let again = server.stdout.lock().expect("lock").join("\n");
     assert_eq!(again.matches("generated admin_token").count(), 1, "no new token on the second start: {again}");
+}
+
+/// A service whose output systemd connects to the journal (`JOURNAL_STREAM` names that stream)
+/// does not print its generated tokens: the journal is readable by more than the service's user.
+/// The stream here is a file whose device and inode the variable names.
+#[test]
+fn generated_tokens_are_not_printed_to_the_journal() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().join("db");
+    let journal = dir.path().join("journal");
+    let out = std::fs::File::create(&journal).expect("the journal's file");
+    let meta = out.metadata().expect("metadata");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_crmhook"));
+    cmd.arg("serve").arg("--bind").arg("127.0.0.1:0").arg("--data-dir").arg(&data_dir);
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("CRMHOOK_")) {
+        cmd.env_remove(k);
+    }
+    cmd.env("CRMHOOK_KEY_FILE", dir.path().join("db.key")).env("NO_COLOR", "1");
+    cmd.env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()));
+    let mut child = cmd.stdin(Stdio::null()).stdout(out).stderr(Stdio::null()).spawn().expect("crmhook runs");
+    let printed = support::wait_for(DEADLINE, "`listening on` in the journal", || {
+        let text = std::fs::read_to_string(&journal).ok()?;
+        text.contains(" listening on ").then_some(text)
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let kept = std::fs::read_to_string(data_dir.join("crmhook-tokens")).expect("tokens file");
+    for name in ["admin_token", "ingest_token"] {
+        let token = kept.lines().find_map(|l| l.strip_prefix(&format!("{name}="))).expect("a token in the file");
+        assert!(!printed.contains(token), "{name} reached the journal: {printed}");
+        let line = format!("generated {name} (not shown: the output goes to the journal)");
+        assert!(printed.contains(&line), "{printed}");
+    }
 }
 
 #[test]

@@ -176,15 +176,16 @@ enum Now {
 /// kept.
 fn show_tokens(server: &Server) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    // Tokens are shown to a person at a terminal only: a service's output goes to a journal or a
-    // log file, which must never hold them (the tokens file, 0600, does).
-    let at_terminal = std::io::IsTerminal::is_terminal(&out);
+    // Printed once, as the contract says, wherever the output goes but the journal: systemd's
+    // journal keeps what a service prints for everyone who may read it (issue 14), where the
+    // tokens file is readable by the service's user only.
+    let to_journal = is_the_journal(&out);
     let generated = server.generated_tokens();
     for (name, token) in generated {
-        if at_terminal {
-            writeln!(out, "generated {name}: {token}  (kept in the data dir; shown only this once)")?;
+        if to_journal {
+            writeln!(out, "generated {name} (not shown: the output goes to the journal)")?;
         } else {
-            writeln!(out, "generated {name} (not shown: the output is not a terminal)")?;
+            writeln!(out, "generated {name}: {token}  (kept in the data dir; shown only this once)")?;
         }
     }
     if let Some(file) = server.tokens_file() {
@@ -195,6 +196,14 @@ fn show_tokens(server: &Server) -> anyhow::Result<()> {
     }
     out.flush()?;
     Ok(())
+}
+
+/// Whether `out` is systemd's journal: the stream `JOURNAL_STREAM` names (`<device>:<inode>`,
+/// set by systemd for a service whose output it connects to the journal).
+fn is_the_journal(out: &impl std::os::fd::AsFd) -> bool {
+    let Some(named) = std::env::var_os("JOURNAL_STREAM") else { return false };
+    let Ok(stat) = rustix::fs::fstat(out) else { return false };
+    named.to_str() == Some(format!("{}:{}", stat.st_dev, stat.st_ino).as_str())
 }
 
 /// What came of opening the data dir again.
