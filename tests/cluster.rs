@@ -83,6 +83,8 @@ mod keys;
 mod nodes;
 #[path = "cluster/pause.rs"]
 mod pause;
+#[path = "cluster/rebalance.rs"]
+mod rebalance;
 #[path = "cluster/scenario.rs"]
 mod scenario;
 
@@ -92,6 +94,7 @@ use forwarded::forwarded_scenario;
 use keys::keys_scenario;
 use nodes::*;
 use pause::{a_holds_a_target_b_is_up, pause_scenario};
+use rebalance::rebalance_scenario;
 use scenario::*;
 
 // ---- the test -------------------------------------------------------------------------------
@@ -211,6 +214,13 @@ fn a_node_paused_past_the_lease_ttl_delivers_nothing_once_continued() {
 #[test]
 fn a_forwarded_request_names_its_caller_on_the_node_that_makes_it() {
     Cluster::single().run(forwarded_scenario);
+}
+
+/// A node that joins takes its share of the targets, one lease a round, and the moves repeat
+/// no delivery (`cluster/rebalance.rs`).
+#[test]
+fn a_node_that_joins_takes_its_share_of_the_targets_without_repeats() {
+    Cluster::single().run(rebalance_scenario);
 }
 
 /// A node whose start fails after it joined the cluster (here its data dir is writable by

@@ -4,7 +4,10 @@
 //! renews each lease it holds (`tgt.<id>`, a compare-and-set on the revision it holds: if the
 //! revision moved, someone else took it after it expired, and it is let go); takes free leases
 //! (a create, which fails if the key exists) while it holds fewer than its share (the targets
-//! divided by the nodes alive, rounded up); gives back the leases of deleted targets. A lease
+//! divided by the nodes alive, rounded up), and, having taken any, waits until its copy has
+//! applied the stream as it was then (the last node's records of those targets are in it);
+//! gives one lease up while it holds more than its share (`handover.rs`), and hands over those
+//! whose actor has drained here; gives back the leases of deleted targets. A lease
 //! it could not renew for 3/5 of the TTL (the NATS servers out of reach) is let go here before
 //! anyone else can take it. The targets held are published on a watch, which the router
 //! follows: a target let go is drained and stopped, one taken starts from the log.
@@ -16,8 +19,9 @@
 //! delivered for about 1.2 s (an audit of 2026-12-07 counted 25 repeats); since 2026-12-07 they
 //! find the deadline passed and start nothing until a renewal (or the lease is let go).
 //!
-//! A node does not give up targets to a node that joins: the targets move when their node
-//! leaves (its leases given back at a graceful stop, expired after a crash) or are new.
+//! Targets move when their node leaves (its leases given back at a graceful stop, expired after
+//! a crash), when they are new, and, one lease per round, from a node over its share to the
+//! nodes under it (a node that joins, since 2026-12-07: `handover.rs`).
 //!
 //! A round that fails (its heartbeat or a read of the bucket: no NATS quorum, or none in reach)
 //! marks the node's log as failing, and one that succeeds as not, as a publish does
@@ -27,9 +31,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use async_nats::jetstream::kv;
+use async_nats::jetstream::{kv, stream};
 use crmhook_core::TargetId;
 use crmhook_store::Replica;
 use futures_util::StreamExt;
@@ -37,6 +41,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
 
 use crate::deadline::{lease_clock, nanos, LeaseDeadlines};
+use crate::handover::{self, ActorsHere, HANDOVER_BOUND};
 use crate::Owners;
 
 /// What a lease or a heartbeat holds.
@@ -70,10 +75,15 @@ struct Held {
     revision: u64,
     /// When the write that renewed (or took) it was sent, on [`lease_clock`].
     renewed: u64,
+    /// Given up (rebalancing) at this time, on [`lease_clock`]: no longer delivered here, and
+    /// kept only until its actor has drained (`handover.rs`).
+    giving_up: Option<u64>,
 }
 
 struct Round {
     kv: kv::Store,
+    /// The log stream: how far it is when this node takes a lease.
+    log: stream::Stream,
     replica: Arc<Replica>,
     me: Holder,
     ttl: Duration,
@@ -82,15 +92,23 @@ struct Round {
     owners: Owners,
     nodes: Arc<Mutex<Vec<NodeView>>>,
     deadlines: LeaseDeadlines,
+    actors: ActorsHere,
+}
+
+/// Where a node's lease keeper works: the bucket, the log stream, and this node's copy.
+pub(crate) struct Bucket {
+    pub(crate) kv: kv::Store,
+    pub(crate) log: stream::Stream,
+    pub(crate) replica: Arc<Replica>,
 }
 
 impl Leases {
     pub(crate) fn start(
-        kv: kv::Store,
-        replica: Arc<Replica>,
+        Bucket { kv, log, replica }: Bucket,
         me: (u64, String),
         ttl: Duration,
         deadlines: LeaseDeadlines,
+        actors: ActorsHere,
     ) -> Leases {
         let (node, url) = me;
         let (owned_tx, owned) = watch::channel(Arc::new(BTreeSet::new()));
@@ -99,6 +117,7 @@ impl Leases {
         let (stop_tx, mut stop_rx) = oneshot::channel::<oneshot::Sender<()>>();
         let mut round = Round {
             kv,
+            log,
             replica,
             me: Holder { node: format!("{node:016x}"), url },
             ttl,
@@ -107,6 +126,7 @@ impl Leases {
             owners: owners.clone(),
             nodes: nodes.clone(),
             deadlines,
+            actors,
         };
         tokio::spawn(async move {
             let every = ttl / 5;
@@ -180,7 +200,7 @@ impl Round {
             let Some(revision) = self.held.get(&target).map(|h| h.revision) else { continue };
             let sent = lease_clock();
             match self.kv.update(&key, me.clone().into(), revision).await {
-                Ok(revision) => self.hold(target, revision, sent),
+                Ok(revision) => self.renewed(target, revision, sent),
                 Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                     tracing::warn!(target = %target, "lease lost: another node holds it");
                     self.let_go(&target);
@@ -188,10 +208,12 @@ impl Round {
                 Err(e) => tracing::warn!(target = %target, error = %e, "lease not renewed"),
             }
         }
+        self.hand_over().await;
         // Take free leases up to this node's share.
-        let share = targets.len().div_ceil(alive.len().max(1));
+        let share = handover::share(targets.len(), alive.len());
+        let mut took = false;
         for target in &targets {
-            if self.held.len() >= share {
+            if self.delivering() >= share {
                 break;
             }
             if self.held.contains_key(target) || owners.contains_key(target) {
@@ -201,7 +223,14 @@ impl Round {
             if let Ok(revision) = self.kv.create(lease_key(target), me.clone().into()).await {
                 tracing::info!(target = %target, "lease taken: this node delivers it");
                 self.hold(target.clone(), revision, sent);
+                took = true;
             }
+        }
+        if took {
+            self.catch_up().await;
+        }
+        if handover::gives_one_up(self.delivering(), targets.len(), alive.len()) {
+            self.give_one_up(share);
         }
         self.deadlines.retain(&targets);
         self.publish();
@@ -214,7 +243,93 @@ impl Round {
     /// held, so an actor started for it finds its deadline).
     fn hold(&mut self, target: TargetId, revision: u64, sent: u64) {
         self.deadlines.set(&target, sent.saturating_add(nanos(self.stop_after())));
-        self.held.insert(target, Held { revision, renewed: sent });
+        self.held.insert(target, Held { revision, renewed: sent, giving_up: None });
+    }
+
+    /// `target`'s lease renewed at `revision` by a request sent at `sent`: held as before, or,
+    /// given up, kept without a deadline (its actor starts nothing).
+    fn renewed(&mut self, target: TargetId, revision: u64, sent: u64) {
+        match self.held.get_mut(&target) {
+            Some(held) if held.giving_up.is_some() => {
+                held.revision = revision;
+                held.renewed = sent;
+            }
+            _ => self.hold(target, revision, sent),
+        }
+    }
+
+    /// How many leases this node delivers (those it is giving up are not counted).
+    fn delivering(&self) -> usize {
+        self.held.values().filter(|h| h.giving_up.is_none()).count()
+    }
+
+    /// Gives up one lease, this node being over its `share`: its actor starts nothing more and
+    /// drains; the lease is handed over once it has ([`Round::hand_over`]).
+    fn give_one_up(&mut self, share: usize) {
+        let Some(target) = self.held.iter().filter(|(_, h)| h.giving_up.is_none()).map(|(t, _)| t).max().cloned()
+        else {
+            return;
+        };
+        tracing::info!(target = %target, share, "lease given up (this node is over its share): it moves once its deliveries in flight are done");
+        self.deadlines.set(&target, 0);
+        if let Some(held) = self.held.get_mut(&target) {
+            held.giving_up = Some(lease_clock());
+        }
+    }
+
+    /// Deletes the leases given up whose actor is no longer here (or was given
+    /// [`HANDOVER_BOUND`]): the nodes under their share take them at their next round.
+    async fn hand_over(&mut self) {
+        let now = lease_clock();
+        let ready: Vec<TargetId> = self
+            .held
+            .iter()
+            .filter_map(|(t, h)| h.giving_up.map(|since| (t, since)))
+            .filter(|(t, since)| !self.actors.has(t) || now.saturating_sub(*since) >= nanos(HANDOVER_BOUND))
+            .map(|(t, _)| t.clone())
+            .collect();
+        for target in ready {
+            match self.kv.delete(lease_key(&target)).await {
+                Ok(()) => {
+                    tracing::info!(target = %target, "lease handed over: another node takes it");
+                    self.held.remove(&target);
+                }
+                // Still held (and renewed): tried again at the next round.
+                Err(e) => tracing::warn!(target = %target, error = %e, "lease not handed over yet"),
+            }
+        }
+    }
+
+    /// Waits (a fifth of the TTL at most) until this node's copy has applied the log as far as
+    /// it is now: the leases just taken were given up or let go by nodes whose records of those
+    /// targets are in it, and their actors here start from those records.
+    async fn catch_up(&mut self) {
+        let last = match self.log.info().await {
+            Ok(info) => info.state.last_sequence,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading how far the log is failed: the leases taken start from the copy as it is");
+                return;
+            }
+        };
+        let until = Instant::now() + self.ttl / 5;
+        loop {
+            match self.replica.store().replicated() {
+                Ok(applied) if applied >= last => return,
+                Ok(_) if Instant::now() < until => tokio::time::sleep(Duration::from_millis(5)).await,
+                Ok(applied) => {
+                    tracing::warn!(
+                        applied,
+                        last,
+                        "this node's copy is behind the log: the leases taken start from it as it is"
+                    );
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading how far this node's copy is failed");
+                    return;
+                }
+            }
+        }
     }
 
     /// Lets `target`'s lease go here: its actor starts nothing more from now on, before the
@@ -320,7 +435,8 @@ impl Round {
     }
 
     fn publish(&self) {
-        let set: BTreeSet<TargetId> = self.held.keys().cloned().collect();
+        let set: BTreeSet<TargetId> =
+            self.held.iter().filter(|(_, h)| h.giving_up.is_none()).map(|(t, _)| t.clone()).collect();
         self.owned.send_if_modified(|owned| {
             if **owned == set {
                 return false;

@@ -39,12 +39,14 @@ use tokio::sync::watch;
 
 mod apply;
 mod deadline;
+mod handover;
 mod import;
 mod leases;
 mod publish;
 mod sync_check;
 
 pub use deadline::{lease_clock, LeaseDeadlines};
+pub use handover::ActorsHere;
 pub use import::Imported;
 pub use leases::NodeView;
 
@@ -114,6 +116,7 @@ pub struct Cluster {
     replica: Option<Arc<Replica>>,
     leases: Option<leases::Leases>,
     deadlines: LeaseDeadlines,
+    actors: ActorsHere,
 }
 
 impl Cluster {
@@ -124,7 +127,16 @@ impl Cluster {
         sync_check::check(&config.monitor)?;
         let js = runtime.block_on(connect(&config))?;
         let node = node_number();
-        Ok(Cluster { config, runtime, js, node, replica: None, leases: None, deadlines: LeaseDeadlines::default() })
+        Ok(Cluster {
+            config,
+            runtime,
+            js,
+            node,
+            replica: None,
+            leases: None,
+            deadlines: LeaseDeadlines::default(),
+            actors: ActorsHere::default(),
+        })
     }
 
     /// Opens this node's copy of the log in `dir` (replica mode), starts publishing its writes
@@ -143,7 +155,7 @@ impl Cluster {
             let mut s = js.get_stream(&name).await.map_err(js_error)?;
             Ok::<_, ClusterError>(s.info().await.map_err(js_error)?.state.last_sequence)
         })??;
-        self.runtime.spawn(apply::run(self.js.clone(), stream_name, replica.clone()));
+        self.runtime.spawn(apply::run(self.js.clone(), stream_name.clone(), replica.clone()));
         let store = replica.store().clone();
         let mut reported = std::time::Instant::now();
         loop {
@@ -159,10 +171,12 @@ impl Cluster {
         }
         let (js, bucket, node, advertise, ttl) =
             (self.js.clone(), self.config.bucket(), self.node, self.config.advertise.clone(), self.config.lease_ttl);
-        let (for_leases, deadlines) = (replica.clone(), self.deadlines.clone());
+        let (for_leases, deadlines, actors) = (replica.clone(), self.deadlines.clone(), self.actors.clone());
         let leases = self.wait_on(async move {
             let kv = js.get_key_value(bucket).await.map_err(js_error)?;
-            Ok::<_, ClusterError>(leases::Leases::start(kv, for_leases, (node, advertise), ttl, deadlines))
+            let log = js.get_stream(&stream_name).await.map_err(js_error)?;
+            let bucket = leases::Bucket { kv, log, replica: for_leases };
+            Ok::<_, ClusterError>(leases::Leases::start(bucket, (node, advertise), ttl, deadlines, actors))
         })??;
         self.leases = Some(leases);
         self.replica = Some(replica);
@@ -196,6 +210,12 @@ impl Cluster {
     /// [`lease_clock`]), for the target actors to check before each start.
     pub fn lease_deadlines(&self) -> LeaseDeadlines {
         self.deadlines.clone()
+    }
+
+    /// Where the router reports the target actors it runs here: a lease given up is handed
+    /// over once its actor is gone (`handover.rs`).
+    pub fn actors_here(&self) -> ActorsHere {
+        self.actors.clone()
     }
 
     /// The HTTP URL of the node that delivers `target` now, if one does and it is not this one.

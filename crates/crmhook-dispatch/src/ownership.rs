@@ -14,6 +14,11 @@
 //! (3/5 of the TTL after its last renewal was sent), which the keeper moves at each renewal and
 //! which the actor checks, with one atomic load and a clock read, before it starts a delivery
 //! (since 2026-12-07). A single node's fence is always open.
+//!
+//! The lease keeper also needs to know when a target it gives up has no actor here any more (a
+//! handover to a node that has fewer targets: the lease is kept until this node's actor has
+//! drained, so that the next node starts from every record this one wrote): the router reports
+//! each actor it starts and each one it is done with through [`ActorsHere`] (since 2026-12-07).
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,7 +32,11 @@ pub type Owned = Arc<BTreeSet<TargetId>>;
 
 /// Which targets this node delivers: a cheap handle (clone it freely).
 #[derive(Clone)]
-pub struct Ownership(Kind, Option<Deadlines>);
+pub struct Ownership {
+    kind: Kind,
+    deadlines: Option<Deadlines>,
+    here: Option<ActorsHere>,
+}
 
 #[derive(Clone)]
 enum Kind {
@@ -38,28 +47,41 @@ enum Kind {
 impl Ownership {
     /// A single node: owns every target, for good.
     pub fn all() -> Ownership {
-        Ownership(Kind::All, None)
+        Ownership { kind: Kind::All, deadlines: None, here: None }
     }
 
     /// Cluster mode: owns exactly the targets in the set `owned` holds, which changes over time.
     pub fn watching(owned: watch::Receiver<Owned>) -> Ownership {
-        Ownership(Kind::Watching(owned), None)
+        Ownership { kind: Kind::Watching(owned), deadlines: None, here: None }
     }
 
     /// Each target's deliveries start only before its lease's deadline, as `deadlines` tells.
     pub fn fenced(self, deadlines: Deadlines) -> Ownership {
-        Ownership(self.0, Some(deadlines))
+        Ownership { deadlines: Some(deadlines), ..self }
+    }
+
+    /// Each actor started here, and each one the router is done with, is told to `here`.
+    pub fn reporting(self, here: ActorsHere) -> Ownership {
+        Ownership { here: Some(here), ..self }
+    }
+
+    /// The router started an actor for `id` here (`true`), or is done with it (`false`: it
+    /// stopped, or its target was deleted).
+    pub(crate) fn actor_here(&self, id: &TargetId, here: bool) {
+        if let Some(report) = &self.here {
+            (report.0)(id, here);
+        }
     }
 
     /// What `id`'s actor checks before each start: its lease's deadline, or nothing (open) on a
     /// node without deadlines.
     pub fn fence(&self, id: &TargetId) -> Fence {
-        Fence(self.1.as_ref().map(|d| Deadline { until: (d.of)(id), now: d.now }))
+        Fence(self.deadlines.as_ref().map(|d| Deadline { until: (d.of)(id), now: d.now }))
     }
 
     /// Whether this node delivers `id` now.
     pub fn owns(&self, id: &TargetId) -> bool {
-        match &self.0 {
+        match &self.kind {
             Kind::All => true,
             Kind::Watching(owned) => owned.borrow().contains(id),
         }
@@ -67,14 +89,14 @@ impl Ownership {
 
     /// Whether the set can change at all (false for [`Ownership::all`]).
     pub fn changes(&self) -> bool {
-        matches!(self.0, Kind::Watching(_))
+        matches!(self.kind, Kind::Watching(_))
     }
 
     /// Waits until the set has changed since this handle last looked (or was made): `true`.
     /// `false` at once for [`Ownership::all`], which never changes, and once the lease keeper
     /// is gone (the set stays as it was last).
     pub async fn changed(&mut self) -> bool {
-        match &mut self.0 {
+        match &mut self.kind {
             Kind::All => false,
             Kind::Watching(owned) => owned.changed().await.is_ok(),
         }
@@ -97,6 +119,20 @@ impl Deadlines {
     /// clock the cells are on.
     pub fn new(of: impl Fn(&TargetId) -> Arc<AtomicU64> + Send + Sync + 'static, now: fn() -> u64) -> Deadlines {
         Deadlines { of: Arc::new(of), now }
+    }
+}
+
+/// Where the router reports the actors it runs here (cluster mode): called with a target and
+/// `true` when its actor starts, `false` when the router is done with it.
+#[derive(Clone)]
+pub struct ActorsHere(Arc<Report>);
+
+/// Reports a target's actor started (`true`) or done with (`false`).
+type Report = dyn Fn(&TargetId, bool) + Send + Sync;
+
+impl ActorsHere {
+    pub fn new(report: impl Fn(&TargetId, bool) + Send + Sync + 'static) -> ActorsHere {
+        ActorsHere(Arc::new(report))
     }
 }
 
@@ -129,7 +165,7 @@ impl Fence {
 
 impl std::fmt::Debug for Ownership {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.0 {
+        match &self.kind {
             Kind::All => f.write_str("Ownership::all"),
             Kind::Watching(owned) => f.debug_tuple("Ownership::watching").field(&*owned.borrow()).finish(),
         }

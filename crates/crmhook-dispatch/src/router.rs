@@ -392,7 +392,7 @@ impl Router {
         let Delivering::Stopping { waiting, handle } = std::mem::replace(&mut entry.actor, Delivering::No) else {
             return;
         };
-        self.unseat(&handle);
+        self.unseat(id, &handle);
         // What it had taken from the log and not written down is owed again, by whichever
         // node owns the target (an actor started here again clears it too).
         self.store.unrecorded(id).clear();
@@ -415,13 +415,13 @@ impl Router {
     fn remove(&mut self, id: &TargetId) -> Option<TargetHandle> {
         match self.targets.remove(id)?.actor {
             Delivering::Yes(handle) => {
-                self.unseat(&handle);
+                self.unseat(id, &handle);
                 Some(handle)
             }
             Delivering::No => None,
             // It is stopping already; whoever waits for it learns the target is gone.
             Delivering::Stopping { waiting, handle } => {
-                self.unseat(&handle);
+                self.unseat(id, &handle);
                 for waiter in waiting {
                     let _ = waiter.send(Located::NotFound);
                 }

@@ -14,7 +14,7 @@ use crmhook_core::TargetId;
 use crmhook_store::{Options, Store, StoreError};
 use tokio::sync::watch;
 
-pub use crmhook_dispatch::ownership::Deadlines;
+pub use crmhook_dispatch::ownership::{ActorsHere, Deadlines};
 
 /// Opens the log and tells what the server needs to know of the nodes beside it.
 pub trait Backend: Send + Sync + 'static {
@@ -29,6 +29,12 @@ pub trait Backend: Send + Sync + 'static {
     /// Until when each lease lets this node start the target's deliveries (cluster mode);
     /// `None`: no deadline (one node).
     fn deadlines(&self) -> Option<Deadlines> {
+        None
+    }
+
+    /// Where the router reports the target actors it runs (cluster mode: a lease given up is
+    /// handed over once its actor is gone); `None`: nobody asks (one node).
+    fn actors_here(&self) -> Option<ActorsHere> {
         None
     }
 

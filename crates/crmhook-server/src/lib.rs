@@ -256,11 +256,19 @@ impl Server {
                 metrics: metrics.clone(),
                 feed: feed.clone(),
                 // Cluster mode: the targets whose leases this node holds, each delivered only
-                // before its lease's deadline.
-                ownership: match (backend.ownership(), backend.deadlines()) {
-                    (None, _) => Ownership::all(),
-                    (Some(owned), None) => Ownership::watching(owned),
-                    (Some(owned), Some(deadlines)) => Ownership::watching(owned).fenced(deadlines),
+                // before its lease's deadline, and the actors running here told to the leases.
+                ownership: match (backend.ownership(), backend.deadlines(), backend.actors_here()) {
+                    (None, ..) => Ownership::all(),
+                    (Some(owned), deadlines, here) => {
+                        let mut ownership = Ownership::watching(owned);
+                        if let Some(deadlines) = deadlines {
+                            ownership = ownership.fenced(deadlines);
+                        }
+                        if let Some(here) = here {
+                            ownership = ownership.reporting(here);
+                        }
+                        ownership
+                    }
                 },
             },
         )?;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crmhook_cluster::{Cluster, ClusterConfig};
 use crmhook_core::TargetId;
-use crmhook_server::backend::Deadlines;
+use crmhook_server::backend::{ActorsHere, Deadlines};
 use crmhook_server::{Backend, Config};
 use crmhook_store::{Options, Store, StoreError};
 use tokio::sync::watch;
@@ -60,6 +60,11 @@ impl Backend for ClusterBackend {
     fn deadlines(&self) -> Option<Deadlines> {
         let deadlines = self.with(|c| c.lease_deadlines())?;
         Some(Deadlines::new(move |target| deadlines.of(target), crmhook_cluster::lease_clock))
+    }
+
+    fn actors_here(&self) -> Option<ActorsHere> {
+        let here = self.with(|c| c.actors_here())?;
+        Some(ActorsHere::new(move |target, running| here.set(target, running)))
     }
 
     fn owner_url(&self, target: &TargetId) -> Option<String> {

@@ -1,6 +1,8 @@
 //! Which delivery arbiter (lane) a target's actor runs on: the one with the fewest actors,
 //! the router's own on a tie, with the lanes' loads kept as counts.
 
+use crmhook_core::TargetId;
+
 use super::Router;
 use crate::target::{Origin, TargetConfig, TargetHandle};
 
@@ -13,11 +15,14 @@ impl Router {
         let lane = &self.lanes[index];
         let metrics = self.metrics.target(config.target.id.as_str());
         let fence = self.ownership.fence(&config.target.id);
+        self.ownership.actor_here(&config.target.id, true);
         TargetHandle::start(lane, self.store.clone(), config, fence, why, metrics, self.feed.clone())
     }
 
-    /// An actor no entry holds any more: its lane has one fewer.
-    pub(super) fn unseat(&mut self, handle: &TargetHandle) {
+    /// An actor no entry holds any more: its lane has one fewer, and the lease keeper is told
+    /// (cluster mode: a lease being given up is kept until then).
+    pub(super) fn unseat(&mut self, id: &TargetId, handle: &TargetHandle) {
+        self.ownership.actor_here(id, false);
         if let Some(load) = self.lane_loads.get_mut(handle.lane()) {
             *load = load.saturating_sub(1);
         }
