@@ -85,6 +85,8 @@ mod nodes;
 mod pause;
 #[path = "cluster/rebalance.rs"]
 mod rebalance;
+#[path = "cluster/retention.rs"]
+mod retention;
 #[path = "cluster/scenario.rs"]
 mod scenario;
 
@@ -95,6 +97,7 @@ use keys::keys_scenario;
 use nodes::*;
 use pause::{a_holds_a_target_b_is_up, pause_scenario};
 use rebalance::rebalance_scenario;
+use retention::no_retention_scenario;
 use scenario::*;
 
 // ---- the test -------------------------------------------------------------------------------
@@ -214,6 +217,12 @@ fn a_node_paused_past_the_lease_ttl_delivers_nothing_once_continued() {
 #[test]
 fn a_forwarded_request_names_its_caller_on_the_node_that_makes_it() {
     Cluster::single().run(forwarded_scenario);
+}
+
+/// Retention is not applied in cluster mode (`cluster/retention.rs`).
+#[test]
+fn retention_is_not_applied_in_cluster_mode() {
+    Cluster::single().run(no_retention_scenario);
 }
 
 /// A node that joins takes its share of the targets, one lease a round, and the moves repeat

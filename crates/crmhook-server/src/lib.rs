@@ -136,7 +136,8 @@ pub struct Server {
     store: LogHandle,
     router: RouterHandle,
     arbiters: Vec<actix::Arbiter>,
-    compactor: Compactor,
+    /// `None` in cluster mode (`docs/CLUSTER.md`: retention is not applied there).
+    compactor: Option<Compactor>,
     /// Writes the charts' counts now and then, and once more at the stop.
     stats: StatsSaver,
     /// Ends the open `GET /v1/stream` responses when the server stops.
@@ -334,8 +335,23 @@ impl Server {
             None => (http.listen(listener)?, None),
         };
         let http = http.run();
-        let compactor =
-            Compactor::start(store.clone(), config.retention_days, Duration::from_secs(config.compaction_interval_s))?;
+        // Each node compacting its own copy on its own timer made the copies differ: a retry
+        // that came between two nodes' passes was a duplicate on one and a new event on the
+        // other, and from then on their seqs and ids (a cluster audit, 2026-12-07). Retention
+        // needs to be an entry of the log, applied at the same place by every node: not built.
+        let compactor = if backend.ownership().is_some() {
+            tracing::warn!(
+                retention_days = config.retention_days,
+                "retention is not applied in cluster mode: the log's copies keep every event (docs/CLUSTER.md)"
+            );
+            None
+        } else {
+            Some(Compactor::start(
+                store.clone(),
+                config.retention_days,
+                Duration::from_secs(config.compaction_interval_s),
+            )?)
+        };
         Ok(Server {
             addr,
             generated,
@@ -457,7 +473,9 @@ impl Server {
         for arbiter in self.arbiters {
             arbiter.stop();
         }
-        self.compactor.stop();
+        if let Some(compactor) = self.compactor {
+            compactor.stop();
+        }
         // After the target actors: their last attempts are counted.
         self.stats.stop().await;
         self.store.close().await;
