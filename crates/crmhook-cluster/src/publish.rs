@@ -4,7 +4,9 @@
 //! [`IN_FLIGHT`] are waiting the ops queue up and the next entry takes them all (group commit,
 //! at the stream). A failed publish answers its ops' callers with the error (an ingest: 503,
 //! the client retries; the deduplication by Idempotency-Key and Maximizer `Id` holds, since it
-//! is applied from the log).
+//! is applied from the log). A publish that was sent but not acknowledged (no quorum: the
+//! stream may commit it once the quorum is back) is `Unacknowledged`: the 503 says the write
+//! may still be made, where a single node's says nothing was stored.
 
 use std::sync::Arc;
 
@@ -55,7 +57,7 @@ pub(crate) async fn run(
         let entry = match Replica::encode_entry(node, ops) {
             Ok(entry) => entry,
             Err(e) => {
-                replica.fail(&nonces, &e.to_string());
+                replica.fail(&nonces, &e.to_string(), false);
                 continue;
             }
         };
@@ -68,7 +70,7 @@ pub(crate) async fn run(
                         Err(e) => {
                             tracing::error!(error = %e, ops = nonces.len(), "an entry was not acknowledged by the stream");
                             replica.set_failing(true);
-                            replica.fail(&nonces, &format!("the cluster's log did not acknowledge: {e}"));
+                            replica.fail(&nonces, &format!("the cluster's log did not acknowledge: {e}"), true);
                         }
                     }
                     drop(permit);
@@ -77,7 +79,8 @@ pub(crate) async fn run(
             Err(e) => {
                 tracing::error!(error = %e, "an entry could not be published");
                 replica.set_failing(true);
-                replica.fail(&nonces, &format!("the cluster's log is not reachable: {e}"));
+                // The request may have reached the stream before the error: it may hold it.
+                replica.fail(&nonces, &format!("the cluster's log is not reachable: {e}"), true);
             }
         }
     }

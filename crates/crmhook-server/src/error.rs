@@ -175,6 +175,11 @@ impl From<CoreError> for ApiError {
 pub(crate) const STORAGE_FAILED: &str =
     "the log could not be written (a full disk or a failing device: see the server's log); nothing was stored";
 
+/// What a client is told when the cluster's log did not acknowledge its write (cluster mode).
+pub(crate) const UNACKNOWLEDGED: &str = "the cluster's log did not acknowledge the write in time (no NATS quorum, or \
+     NATS out of reach: see the server's log); it may still be stored once the log takes writes again: retry \
+     with the same Idempotency-Key (a source's retry is recognised by its Maximizer Id or MAIA body)";
+
 /// The `Retry-After` of a 503 for a log that cannot be written: seconds.
 pub(crate) const UNAVAILABLE_RETRY_AFTER_S: u32 = 5;
 
@@ -204,6 +209,10 @@ impl From<StoreError> for ApiError {
                 ApiError::Internal(e.to_string())
             }
             StoreError::Changed => ApiError::Conflict("the record changed meanwhile; try again".into()),
+            StoreError::Unacknowledged(_) => {
+                tracing::error!(error = %e, "the cluster's log did not acknowledge a write");
+                ApiError::Unavailable { detail: UNACKNOWLEDGED.into(), retry_after_s: UNAVAILABLE_RETRY_AFTER_S }
+            }
         }
     }
 }

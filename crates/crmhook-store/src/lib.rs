@@ -352,6 +352,10 @@ pub enum StoreError {
     /// something else changed the record first; nothing was written.
     #[error("the record changed meanwhile; nothing was written")]
     Changed,
+    /// Replica mode: the replicated log did not acknowledge the write (no quorum, or out of
+    /// reach). It may still have it, and every copy then applies it: the write may be made.
+    #[error("the replicated log did not acknowledge the write: {0}")]
+    Unacknowledged(String),
 }
 
 impl StoreError {

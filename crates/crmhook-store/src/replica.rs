@@ -280,16 +280,20 @@ impl Replica {
         codec::encode(&EntryV1 { node, ops: ops.into_iter().map(|o| (o.nonce, EntryOp(o.op))).collect() })
     }
 
-    /// The nonces of an entry this node encoded (to fail them if publishing fails).
-    pub fn fail(&self, nonces: &[u64], why: &str) {
+    /// The nonces of an entry this node encoded (to fail them if publishing fails): an entry
+    /// that could not be encoded was not published ([`StoreError::Io`]); one the log did not
+    /// acknowledge may still be in it ([`StoreError::Unacknowledged`], `published`).
+    pub fn fail(&self, nonces: &[u64], why: &str, published: bool) {
         let Some(link) = self.link() else { return };
+        let error =
+            || if published { StoreError::Unacknowledged(why.to_owned()) } else { StoreError::Io(why.to_owned()) };
         for nonce in nonces {
             match link.forget(*nonce) {
                 Some(Waiter::Append(tx)) => {
-                    let _ = tx.send(Err(StoreError::Io(why.to_owned())));
+                    let _ = tx.send(Err(error()));
                 }
                 Some(Waiter::Write(tx)) => {
-                    let _ = tx.send(Err(StoreError::Io(why.to_owned())));
+                    let _ = tx.send(Err(error()));
                 }
                 None => {}
             }

@@ -87,7 +87,7 @@ impl Node {
                 if lazy > 0 && ops.iter().any(|o| o.lazy) {
                     lazy -= 1;
                     let nonces: Vec<u64> = ops.iter().map(|o| o.nonce).collect();
-                    replica.fail(&nonces, "no stream found for given subject");
+                    replica.fail(&nonces, "no stream found for given subject", true);
                     continue;
                 }
                 seq += 1;

@@ -184,8 +184,14 @@ fn a_failed_publish_answers_its_callers() {
         let mut out = a.take_outgoing().expect("out");
         let pending = a.store().queue_append(events(1), None).expect("queued");
         let op = out.try_recv().expect("an op");
-        a.fail(&[op.nonce], "no quorum");
-        assert!(matches!(pending.wait().await, Err(StoreError::Io(e)) if e == "no quorum"));
+        a.fail(&[op.nonce], "no quorum", true);
+        // Published but not acknowledged: the log may hold it, and the caller is told so.
+        assert!(matches!(pending.wait().await, Err(StoreError::Unacknowledged(e)) if e == "no quorum"));
+        // Never published (it could not be encoded): nothing was stored.
+        let pending = a.store().queue_append(events(1), None).expect("queued");
+        let op = out.try_recv().expect("an op");
+        a.fail(&[op.nonce], "not encoded", false);
+        assert!(matches!(pending.wait().await, Err(StoreError::Io(e)) if e == "not encoded"));
         assert_eq!(a.store().head(), 0);
         a.store().close().await;
     });
