@@ -197,6 +197,9 @@ fn readyz_follows_the_nats_quorum_on_a_node_nobody_posts_to() {
         cluster.nats.kill(1);
         phase("killed two NATS servers of three");
         wait_for(Duration::from_secs(30), "/readyz 503 without a quorum", || (status() == 503).then_some(()));
+        // It says why: the cluster's log, not a disk (it said "disk full or I/O error").
+        let answer = support::http("GET", &readyz, &[], None);
+        assert!(answer.text.contains("no NATS quorum"), "{}", answer.text);
         phase("/readyz answers 503");
         cluster.nats.restart(0).expect("restart nats 0");
         cluster.nats.restart(1).expect("restart nats 1");

@@ -149,10 +149,12 @@ pub(crate) async fn metrics(_: MetricsReader, state: State) -> HttpResponse {
 /// `metrics_token`, and with one only to a request that presents it.
 pub(crate) async fn readyz(req: HttpRequest, state: State) -> HttpResponse {
     if state.store.is_failing() {
-        return crate::error::unavailable(
-            "Not ready",
-            "the last write to the event log failed (disk full or I/O error); see docs/RELIABILITY.md",
-        );
+        let detail = if state.backend.ownership().is_some() {
+            "the cluster's log does not take writes (no NATS quorum, or NATS out of reach); see docs/CLUSTER.md"
+        } else {
+            "the last write to the event log failed (disk full or I/O error); see docs/RELIABILITY.md"
+        };
+        return crate::error::unavailable("Not ready", detail);
     }
     let head = sees_detail(&req).then(|| state.store.head());
     HttpResponse::Ok().json(Ready { status: "ready", head })
