@@ -191,6 +191,9 @@ struct TargetActor {
     why: Origin,
     /// The lease's deadline, and the re-check while it holds starts back.
     fence: fence::Held,
+    /// A write of the finished deliveries' records failed and is being tried again: no
+    /// delivery starts until it is written (`target/state.rs`).
+    records_failing: bool,
 }
 
 impl TargetActor {
@@ -223,6 +226,7 @@ impl TargetActor {
             chatter: chatter::Chatter::default(),
             why,
             fence: fence::Held::new(Fence::open()),
+            records_failing: false,
         }
     }
 
@@ -253,7 +257,7 @@ impl TargetActor {
         let now = now_ms();
         self.window.park(now, self.store.head());
         self.fill(ctx);
-        if self.may_start(ctx) {
+        if !self.records_failing && self.may_start(ctx) {
             while let Some(start) = self.window.next_start(now) {
                 self.start_attempt(start, ctx);
             }

@@ -6,6 +6,7 @@
 //! on 127.0.0.1.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -66,12 +67,12 @@ struct Node {
 
 impl Node {
     async fn start(ownership: Ownership, max_targets: usize) -> Node {
-        Node::start_failing(ownership, max_targets, 0).await
+        Node::start_failing(ownership, max_targets, Arc::default()).await
     }
 
-    /// [`Node::start`] whose replicated log refuses the first `lazy` lazy writes (finished
-    /// deliveries' records, as a stream between leaders refuses them).
-    async fn start_failing(ownership: Ownership, max_targets: usize, mut lazy: usize) -> Node {
+    /// [`Node::start`] whose replicated log refuses lazy writes (finished deliveries' records,
+    /// as a stream between leaders refuses them) while `refuse` is above 0, one less each.
+    async fn start_failing(ownership: Ownership, max_targets: usize, refuse: Arc<AtomicUsize>) -> Node {
         let dir = tempfile::tempdir().expect("tempdir");
         let replica = Arc::new(Store::open_replica(dir.path(), crmhook_store::Options::default(), 1).expect("open"));
         let mut out = replica.take_outgoing().expect("outgoing");
@@ -84,8 +85,8 @@ impl Node {
                 while let Ok(op) = out.try_recv() {
                     ops.push(op);
                 }
-                if lazy > 0 && ops.iter().any(|o| o.lazy) {
-                    lazy -= 1;
+                if refuse.load(Ordering::SeqCst) > 0 && ops.iter().any(|o| o.lazy) {
+                    refuse.fetch_sub(1, Ordering::SeqCst);
                     let nonces: Vec<u64> = ops.iter().map(|o| o.nonce).collect();
                     replica.fail(&nonces, "no stream found for given subject", true);
                     continue;
@@ -479,7 +480,7 @@ async fn an_attempt_cut_off_by_a_stop_is_recorded_as_failed_with_its_retry() {
 async fn finished_deliveries_whose_record_the_log_refused_are_written_again() {
     let receiver = Receiver::start();
     // The first two writes of finished deliveries are refused.
-    let node = Node::start_failing(Ownership::all(), 10, 2).await;
+    let node = Node::start_failing(Ownership::all(), 10, Arc::new(AtomicUsize::new(2))).await;
     let t = node.target(&receiver, "a").await;
     node.ingest(&["e1", "e2", "e3"]).await;
     receiver.wait_for("a", &["e1", "e2", "e3"]).await;
@@ -502,6 +503,38 @@ async fn finished_deliveries_whose_record_the_log_refused_are_written_again() {
     let mut got = receiver.records("a");
     got.sort();
     assert_eq!(got, ["e1", "e2", "e3"], "each made once");
+    node.stop().await;
+}
+
+/// While the log refuses the records of finished deliveries, the target starts nothing new:
+/// what could not be recorded would be made again by the next node to deliver it (an audit saw
+/// 50 repeats after a NATS quorum loss). Once a write goes through, deliveries resume.
+#[actix_rt::test]
+async fn no_delivery_starts_while_the_records_of_finished_ones_are_refused() {
+    let receiver = Receiver::start();
+    let refuse = Arc::new(AtomicUsize::new(usize::MAX));
+    let node = Node::start_failing(Ownership::all(), 10, refuse.clone()).await;
+    node.target(&receiver, "a").await;
+    node.ingest(&["e1"]).await;
+    receiver.wait_for("a", &["e1"]).await;
+    // e1's record is refused (and tried again every 250 ms); e2 is logged meanwhile.
+    let refused = || usize::MAX - refuse.load(Ordering::SeqCst);
+    let deadline = Instant::now() + DEADLINE;
+    while refused() < 1 {
+        assert!(Instant::now() < deadline, "e1's record was never written");
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    node.ingest(&["e2"]).await;
+    // Three more refusals: three chances for the actor to have started e2.
+    let from = refused();
+    while refused() < from + 3 {
+        assert!(Instant::now() < deadline, "no more tries to write e1's record");
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(receiver.records("a"), ["e1"], "a delivery started while the records were refused");
+    refuse.store(0, Ordering::SeqCst);
+    receiver.wait_for("a", &["e1", "e2"]).await;
+    assert_eq!(receiver.records("a"), ["e1", "e2"], "each made once");
     node.stop().await;
 }
 

@@ -1,5 +1,5 @@
 //! Writing a target's state: the finished deliveries' records and the marks, one lazy write
-//! at a time, sent again until written.
+//! at a time, sent again until written; while one fails, the actor starts no delivery.
 
 use std::time::Duration;
 
@@ -52,6 +52,9 @@ impl TargetActor {
         ctx.spawn(async move { store.write_deliveries_held(batch).await }.into_actor(self).map(
             move |result, act, ctx| match result {
                 Ok(()) => {
+                    if std::mem::take(&mut act.records_failing) {
+                        tracing::info!(target_id = %act.id(), "finished deliveries recorded: deliveries resume");
+                    }
                     for seq in act.window.write_done(true) {
                         act.unrecorded.remove(seq);
                     }
@@ -64,10 +67,15 @@ impl TargetActor {
                 // The next try waits a little: a log that is not taking writes is not asked
                 // again in a hot loop (nor its failure logged at every try: the first, then
                 // one every ten seconds).
+                // Meanwhile no delivery starts: what cannot be recorded would be made again by
+                // whichever node delivers the target next (an audit saw 50 repeats, attempt 1
+                // again, after a NATS quorum loss), and a receiver sees at most the attempts
+                // that were in flight.
                 Err(e) => {
                     if tries.is_multiple_of(WRITE_RETRIES_LOGGED) {
-                        tracing::error!(target_id = %act.id(), error = %e, tries = tries + 1, "recording finished deliveries failed; trying again");
+                        tracing::error!(target_id = %act.id(), error = %e, tries = tries + 1, "recording finished deliveries failed; trying again (no delivery starts meanwhile)");
                     }
+                    act.records_failing = true;
                     ctx.run_later(WRITE_RETRY, move |act, ctx| act.send_state(again, attempts, tries + 1, ctx));
                 }
             },
