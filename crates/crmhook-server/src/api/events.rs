@@ -225,7 +225,7 @@ pub(crate) async fn redeliver(
                 let path = format!("/v1/events/{}/redeliver", event.id);
                 let body = serde_json::json!({ "target_id": target });
                 match forward(&state, &req, &target, path, body).await? {
-                    (status, answer) if status.is_success() => answer["queued"].as_u64().unwrap_or(0),
+                    answer if answer.status.is_success() => answer.body["queued"].as_u64().unwrap_or(0),
                     answer => return Ok(relay(answer)),
                 }
             }

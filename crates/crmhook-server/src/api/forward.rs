@@ -18,8 +18,17 @@ use crate::error::ApiError;
 /// The header of a forwarded request.
 pub const FORWARDED: &str = "x-crmhook-forwarded";
 
-/// How long a forwarded request may take (a test delivery waits for the receiver).
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(70);
+/// How long a forwarded request may take: a test delivery waits for the receiver, up to the
+/// longest `timeout_ms` a target may have, and a margin (it was 70 s, and a test of a target
+/// with a longer timeout answered 503 on the node that forwarded it, though it was made).
+const FORWARD_TIMEOUT: Duration = Duration::from_millis(crmhook_core::target::MAX_TIMEOUT_MS + 10_000);
+
+/// The owner's answer: its status, its body, and its `Retry-After` if it sent one.
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) body: Value,
+    retry_after: Option<String>,
+}
 
 /// The answer of the node that delivers `target` to `POST <path>` with `body`, or 503 when no
 /// node is known to deliver it now.
@@ -29,7 +38,7 @@ pub(crate) async fn forward(
     target: &TargetId,
     path: String,
     body: Value,
-) -> Result<(StatusCode, Value), ApiError> {
+) -> Result<Answer, ApiError> {
     let moving = || ApiError::Unavailable {
         detail: format!("target {target} is between nodes (its lease is moving); try again shortly"),
         retry_after_s: 1,
@@ -61,15 +70,22 @@ pub(crate) async fn forward(
             }
         };
         let status = StatusCode::from_u16(response.status()).unwrap_or(StatusCode::BAD_GATEWAY);
-        let value = response.into_json::<Value>().unwrap_or(Value::Null);
-        Ok((status, value))
+        let retry_after = response.header("retry-after").map(str::to_owned);
+        let body = response.into_json::<Value>().unwrap_or(Value::Null);
+        Ok(Answer { status, body, retry_after })
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))?
 }
 
-/// [`forward`]'s answer, as this node's.
-pub(crate) fn relay((status, body): (StatusCode, Value)) -> HttpResponse {
+/// [`forward`]'s answer, as this node's (its `Retry-After` too: a 503 or 429 of the owner's
+/// tells the client when to try again).
+pub(crate) fn relay(Answer { status, body, retry_after }: Answer) -> HttpResponse {
     let content_type = if status.is_success() { "application/json" } else { "application/problem+json" };
-    HttpResponse::build(status).content_type(content_type).body(body.to_string())
+    let mut response = HttpResponse::build(status);
+    response.content_type(content_type);
+    if let Some(retry_after) = retry_after {
+        response.insert_header((actix_web::http::header::RETRY_AFTER, retry_after));
+    }
+    response.body(body.to_string())
 }
