@@ -96,3 +96,44 @@ fn the_console_makes_rotates_and_revokes_api_keys() {
         t.starts_with("Could not read the keys: the server did not answer")
     });
 }
+
+/// The audit trail's `auth.failed` entries.
+fn failed_authentications(server: &Server) -> usize {
+    let page = server.admin("GET", "/v1/audit?limit=1000", None).json();
+    page["entries"].as_array().expect("entries").iter().filter(|e| e["action"] == "auth.failed").count()
+}
+
+/// A tab signed in with a key that is then revoked goes back to the sign-in form, saying why,
+/// and stops asking: it used to retry the stream with the dead key every 2 s for as long as it
+/// was open, each try a failed authentication (audited), until its address was limited and
+/// every client behind it, the CRMs' posts included, got 429. A sign-out button signs out.
+#[test]
+fn a_tab_whose_key_is_revoked_signs_out_and_stops_asking() {
+    let server = Server::start();
+    let r = server.admin("POST", "/v1/keys", Some(&json!({"name": "on-call", "role": "operator"})));
+    assert_eq!(r.status, 201, "{}", r.text);
+    let (key, id) =
+        (r.json()["key"].as_str().expect("key").to_owned(), r.json()["id"].as_str().expect("id").to_owned());
+    let browser = signed_in_as(&server, &key);
+    let r = server.admin("DELETE", &format!("/v1/keys/{id}"), None);
+    assert_eq!(r.status, 200, "{}", r.text);
+    // The stream ends before its next frame: an event brings one at once.
+    server.post_ok(&maia("ai_pause", json!({})));
+    browser.wait_text("#login-error", "the reason to sign in again", |t| t.contains("no longer works"));
+    assert!(browser.find("#login:not([hidden])").is_some(), "the sign-in form is back");
+    assert_eq!(browser.execute("return sessionStorage.getItem('crmhook-token')"), Value::Null);
+    let failed = failed_authentications(&server);
+    assert!(failed <= 1, "{failed} failed authentications: the tab retried its dead key");
+    // No event can show a request that is not made: a quiet time of three old retry periods.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(failed_authentications(&server), failed, "the signed-out tab kept asking");
+
+    // Signed in again (the admin token), then out with the button.
+    browser.wait("#token");
+    browser.set("#token", ADMIN);
+    browser.click(&browser.wait("#signin"));
+    browser.wait_text("#conn", "the live stream", |t| t == "live");
+    browser.clicks("#signout");
+    browser.wait_text("#conn", "signed out", |t| t == "signed out");
+    assert_eq!(browser.execute("return sessionStorage.getItem('crmhook-token')"), Value::Null);
+}

@@ -651,12 +651,49 @@ async function loadSearch(older) {
   if (wasFocused && button.hidden) $("#search button[type=submit]").focus();
 }
 
+// Reloads the targets' list at most once a second, however many attempts arrive (each reloaded
+// it: 1,357 requests in 5 s for 300 events to three targets, from one open tab).
+let targetsSoon = null;
+function loadTargetsSoon() {
+  if (targetsSoon) return;
+  targetsSoon = setTimeout(() => { targetsSoon = null; loadTargets().catch(() => {}); }, 1000);
+}
+
+// Back to the sign-in form, the key forgotten (and said why, if `why`).
+function signOut(why) {
+  following++;
+  sessionStorage.removeItem("crmhook-token");
+  token = ""; me = null;
+  $("#token").value = "";
+  $("#login-error").textContent = why || "";
+  $("#app").hidden = true; $("#tabs").hidden = true; $("#signout").hidden = true;
+  $("#who").textContent = ""; $("#conn").textContent = "signed out";
+  $("#login").hidden = false;
+}
+
+// The live feed, opened again when it ends. A key that no longer works (revoked, rotated: 401)
+// signs the page out: retrying it would count as a failed authentication every time, and lock
+// the page's address out (every client behind it, the CRMs too). A 429 or 503 is retried after
+// its `Retry-After`; anything else after a pause that doubles, up to a minute.
+let following = 0; // the live feed's loop that runs: an older one ends
 async function follow() {
+  const mine = ++following;
+  let pause = 2;
   for (;;) {
+    if (mine !== following) return; // signed out, or in again: that sign-in's loop follows
     try {
       const r = await fetch("/v1/stream", { headers: { "Authorization": "Bearer " + token } });
-      if (!r.ok) throw new Error("stream: " + r.status);
+      if (r.status === 401 || r.status === 403) {
+        signOut("The key no longer works (revoked or rotated): sign in again.");
+        return;
+      }
+      if (!r.ok) {
+        const after = Number(r.headers.get("retry-after"));
+        if (after > 0) pause = Math.min(Math.max(after, 2), 600);
+        throw new Error("stream: " + r.status);
+      }
       $("#conn").textContent = "live";
+      pause = 2;
       const reader = r.body.getReader(); const text = new TextDecoder(); let buf = ""; let kind = "";
       for (;;) {
         const { value, done } = await reader.read();
@@ -669,12 +706,13 @@ async function follow() {
           else if (line.startsWith("data: ")) {
             const d = JSON.parse(line.slice(6));
             if (kind === "event") { addLive(d); ingestArrived(); }
-            if (kind === "attempt") { if (d.event_id === shown) showEvent(shown); loadTargets(); centerAttempt(d); }
+            if (kind === "attempt") { if (d.event_id === shown) showEvent(shown); loadTargetsSoon(); centerAttempt(d); }
           }
         }
       }
     } catch (err) { $("#conn").textContent = "reconnecting…"; }
-    await new Promise((res) => setTimeout(res, 2000));
+    await new Promise((res) => setTimeout(res, pause * 1000));
+    pause = Math.min(pause * 2, 60);
   }
 }
 
@@ -685,13 +723,16 @@ async function start() {
     if (who.role === "ingest") throw Object.assign(new Error("An ingest key only posts events: sign in with the admin token or an admin or operator key."), { status: 403 });
   } catch (err) {
     $("#login-error").textContent = err.status === 401 ? "That is not the admin token or an operator key." : err.message;
-    sessionStorage.removeItem("crmhook-token");
+    // Only a key that is refused is forgotten: a server restarting (503), an address limited for
+    // a while (429) or no answer at all keeps it for the next try (a reload signed out).
+    if (err.status === 401 || err.status === 403) { sessionStorage.removeItem("crmhook-token"); token = ""; }
     return;
   }
   me = who;
   sessionStorage.setItem("crmhook-token", token);
   document.body.classList.toggle("read-only", !canChange());
   $("#who").textContent = `${who.name} · ${who.role}`;
+  $("#signout").hidden = false;
   $("#read-only").hidden = canChange();
   // The audit trail is the admins'.
   document.querySelector("#tabs button[data-view='audit']").hidden = !canChange();
@@ -705,6 +746,7 @@ async function start() {
 }
 
 $("#login-form").onsubmit = (e) => { e.preventDefault(); token = $("#token").value.trim(); start(); };
+$("#signout").onclick = () => signOut();
 $("#s-new").onclick = newSource;
 $("#source-form").onsubmit = createSource;
 document.querySelectorAll("#source-form input[name=kind]").forEach((r) => { r.onchange = syncSourceKind; });
