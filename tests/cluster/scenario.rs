@@ -327,7 +327,18 @@ pub(crate) fn scenario(cluster: &mut Cluster, begun: Instant) {
     ];
     for (path, body) in &asks {
         let before = marked(&rcv);
-        let r = cluster.nodes[other].server.admin("POST", path, Some(body));
+        // A 503 with `Retry-After` is the answer while the target moves between nodes (the
+        // restarted node takes its share back, one lease a round): asked again, as a client
+        // does, within a bound.
+        let asked = Instant::now();
+        let r = loop {
+            let r = cluster.nodes[other].server.admin("POST", path, Some(body));
+            if r.status != 503 || asked.elapsed() > Duration::from_secs(20) {
+                break r;
+            }
+            let after: u64 = r.headers.get("retry-after").and_then(|v| v.parse().ok()).unwrap_or(1);
+            std::thread::sleep(Duration::from_secs(after.clamp(1, 5)));
+        };
         if (r.status, r.json()["queued"].as_u64()) != (202, Some(1)) {
             problems.push(format!(
                 "{} POST {path} (owner {retry_owner:?}): {} {}",
