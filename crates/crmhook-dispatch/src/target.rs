@@ -55,6 +55,8 @@ mod chatter;
 mod fence;
 mod operator;
 mod state;
+#[cfg(test)]
+pub(crate) use state::RECORDS_OVERDUE_MS;
 mod stop;
 pub use crate::window::{IN_FLIGHT, WINDOW};
 use stop::InFlight;
@@ -194,6 +196,9 @@ struct TargetActor {
     /// A write of the finished deliveries' records failed and is being tried again: no
     /// delivery starts until it is written (`target/state.rs`).
     records_failing: bool,
+    /// When the write of the finished deliveries' records under way was first sent (ms): one
+    /// unanswered for [`state::RECORDS_OVERDUE_MS`] holds the starts too.
+    recording_since: Option<u64>,
 }
 
 impl TargetActor {
@@ -227,6 +232,7 @@ impl TargetActor {
             why,
             fence: fence::Held::new(Fence::open()),
             records_failing: false,
+            recording_since: None,
         }
     }
 
@@ -257,7 +263,7 @@ impl TargetActor {
         let now = now_ms();
         self.window.park(now, self.store.head());
         self.fill(ctx);
-        if !self.records_failing && self.may_start(ctx) {
+        if !self.records_held(now) && self.may_start(ctx) {
             while let Some(start) = self.window.next_start(now) {
                 self.start_attempt(start, ctx);
             }

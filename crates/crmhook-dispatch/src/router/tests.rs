@@ -67,12 +67,18 @@ struct Node {
 
 impl Node {
     async fn start(ownership: Ownership, max_targets: usize) -> Node {
-        Node::start_failing(ownership, max_targets, Arc::default()).await
+        Node::start_failing(ownership, max_targets, Arc::default(), Duration::ZERO).await
     }
 
     /// [`Node::start`] whose replicated log refuses lazy writes (finished deliveries' records,
-    /// as a stream between leaders refuses them) while `refuse` is above 0, one less each.
-    async fn start_failing(ownership: Ownership, max_targets: usize, refuse: Arc<AtomicUsize>) -> Node {
+    /// as a stream between leaders refuses them) while `refuse` is above 0, one less each, each
+    /// refusal said `stall` after the write (as a publish's timeout says it).
+    async fn start_failing(
+        ownership: Ownership,
+        max_targets: usize,
+        refuse: Arc<AtomicUsize>,
+        stall: Duration,
+    ) -> Node {
         let dir = tempfile::tempdir().expect("tempdir");
         let replica = Arc::new(Store::open_replica(dir.path(), crmhook_store::Options::default(), 1).expect("open"));
         let mut out = replica.take_outgoing().expect("outgoing");
@@ -88,7 +94,11 @@ impl Node {
                 if refuse.load(Ordering::SeqCst) > 0 && ops.iter().any(|o| o.lazy) {
                     refuse.fetch_sub(1, Ordering::SeqCst);
                     let nonces: Vec<u64> = ops.iter().map(|o| o.nonce).collect();
-                    replica.fail(&nonces, "no stream found for given subject", true);
+                    let replica = replica.clone();
+                    actix_rt::spawn(async move {
+                        actix_rt::time::sleep(stall).await;
+                        replica.fail(&nonces, "no stream found for given subject", true);
+                    });
                     continue;
                 }
                 seq += 1;
@@ -480,7 +490,7 @@ async fn an_attempt_cut_off_by_a_stop_is_recorded_as_failed_with_its_retry() {
 async fn finished_deliveries_whose_record_the_log_refused_are_written_again() {
     let receiver = Receiver::start();
     // The first two writes of finished deliveries are refused.
-    let node = Node::start_failing(Ownership::all(), 10, Arc::new(AtomicUsize::new(2))).await;
+    let node = Node::start_failing(Ownership::all(), 10, Arc::new(AtomicUsize::new(2)), Duration::ZERO).await;
     let t = node.target(&receiver, "a").await;
     node.ingest(&["e1", "e2", "e3"]).await;
     receiver.wait_for("a", &["e1", "e2", "e3"]).await;
@@ -506,28 +516,30 @@ async fn finished_deliveries_whose_record_the_log_refused_are_written_again() {
     node.stop().await;
 }
 
-/// While the log refuses the records of finished deliveries, the target starts nothing new:
-/// what could not be recorded would be made again by the next node to deliver it (an audit saw
-/// 50 repeats after a NATS quorum loss). Once a write goes through, deliveries resume.
+/// While the log leaves the records of finished deliveries unanswered (past a second) or
+/// refuses them, the target starts nothing new: what could not be recorded would be made again
+/// by the next node to deliver it (an audit saw 50 repeats after a NATS quorum loss, whose
+/// publishes fail only after their timeout). Once a write goes through, deliveries resume.
 #[actix_rt::test]
 async fn no_delivery_starts_while_the_records_of_finished_ones_are_refused() {
     let receiver = Receiver::start();
     let refuse = Arc::new(AtomicUsize::new(usize::MAX));
-    let node = Node::start_failing(Ownership::all(), 10, refuse.clone()).await;
+    // Each refusal is said 2.5 s after the write, as a publish's timeout says it.
+    let node = Node::start_failing(Ownership::all(), 10, refuse.clone(), Duration::from_millis(2_500)).await;
     node.target(&receiver, "a").await;
     node.ingest(&["e1"]).await;
     receiver.wait_for("a", &["e1"]).await;
-    // e1's record is refused (and tried again every 250 ms); e2 is logged meanwhile.
+    // e1's record goes unanswered: past `RECORDS_OVERDUE_MS` e2 is logged, before the refusal
+    // is said (then it is tried again every 250 ms, each refusal 2.5 s later).
+    actix_rt::time::sleep(Duration::from_millis(crate::target::RECORDS_OVERDUE_MS + 200)).await;
     let refused = || usize::MAX - refuse.load(Ordering::SeqCst);
-    let deadline = Instant::now() + DEADLINE;
-    while refused() < 1 {
-        assert!(Instant::now() < deadline, "e1's record was never written");
-        actix_rt::time::sleep(Duration::from_millis(10)).await;
-    }
+    assert_eq!(refused(), 1, "one write of records, not yet said refused");
     node.ingest(&["e2"]).await;
-    // Three more refusals: three chances for the actor to have started e2.
+    let deadline = Instant::now() + DEADLINE;
+    // The refusal said, and the write sent again: 1.5 s in which the actor, without the hold
+    // for the unanswered write, would have started e2.
     let from = refused();
-    while refused() < from + 3 {
+    while refused() < from + 1 {
         assert!(Instant::now() < deadline, "no more tries to write e1's record");
         actix_rt::time::sleep(Duration::from_millis(10)).await;
     }

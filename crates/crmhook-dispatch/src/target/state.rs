@@ -10,6 +10,13 @@ use super::TargetActor;
 use crate::feed::AttemptRecorded;
 use crate::window::StateWrite;
 
+/// How long a write of the finished deliveries' records may go unanswered before the actor
+/// starts no more deliveries until it is (ms). A write takes milliseconds; one that does not
+/// come back is a log that takes no writes (a cluster's NATS quorum lost: its publish fails only
+/// after its timeout, 5 s, by when an actor had made many deliveries it could not record, which
+/// the next owner made again).
+pub(crate) const RECORDS_OVERDUE_MS: u64 = 1_000;
+
 /// How long a failed write of delivery state waits before it is tried again.
 const WRITE_RETRY: Duration = Duration::from_millis(250);
 /// One failed try of a write of a target's state in this many is logged (every ten seconds).
@@ -30,7 +37,17 @@ impl TargetActor {
             }
         }
         let attempts = std::mem::take(&mut self.unpublished);
+        self.recording_since = Some(crmhook_core::time::now_ms());
         self.send_state(batch, attempts, 0, ctx);
+    }
+
+    /// Whether starts are held for the records: a write of them failed and is being tried
+    /// again, or has gone unanswered for [`RECORDS_OVERDUE_MS`]. What could not be recorded
+    /// would be made again by whichever node delivers the target next; held, a receiver gets
+    /// again at most what was started before.
+    pub(super) fn records_held(&self, now: u64) -> bool {
+        self.records_failing
+            || self.recording_since.is_some_and(|since| now.saturating_sub(since) >= RECORDS_OVERDUE_MS)
     }
 
     /// Sends a write of the target's state ([`TargetActor::write_state`]), the `tries`-th time.
@@ -52,6 +69,7 @@ impl TargetActor {
         ctx.spawn(async move { store.write_deliveries_held(batch).await }.into_actor(self).map(
             move |result, act, ctx| match result {
                 Ok(()) => {
+                    act.recording_since = None;
                     if std::mem::take(&mut act.records_failing) {
                         tracing::info!(target_id = %act.id(), "finished deliveries recorded: deliveries resume");
                     }
