@@ -247,14 +247,13 @@ impl Round {
     }
 
     /// `target`'s lease renewed at `revision` by a request sent at `sent`: held as before, or,
-    /// given up, kept without a deadline (its actor starts nothing).
+    /// given up, kept with its deadline moved too (its actor, draining, starts nothing new, and
+    /// records what its attempts in flight come back with only before the deadline).
     fn renewed(&mut self, target: TargetId, revision: u64, sent: u64) {
-        match self.held.get_mut(&target) {
-            Some(held) if held.giving_up.is_some() => {
-                held.revision = revision;
-                held.renewed = sent;
-            }
-            _ => self.hold(target, revision, sent),
+        let giving_up = self.held.get(&target).and_then(|h| h.giving_up);
+        self.hold(target.clone(), revision, sent);
+        if let Some(held) = self.held.get_mut(&target) {
+            held.giving_up = giving_up;
         }
     }
 
@@ -271,7 +270,8 @@ impl Round {
             return;
         };
         tracing::info!(target = %target, share, "lease given up (this node is over its share): it moves once its deliveries in flight are done");
-        self.deadlines.set(&target, 0);
+        // Its deadline stays: the router drains the actor (nothing new starts), and what its
+        // attempts in flight come back with is recorded before the lease moves.
         if let Some(held) = self.held.get_mut(&target) {
             held.giving_up = Some(lease_clock());
         }
@@ -292,7 +292,7 @@ impl Round {
             match self.kv.delete(lease_key(&target)).await {
                 Ok(()) => {
                     tracing::info!(target = %target, "lease handed over: another node takes it");
-                    self.held.remove(&target);
+                    self.let_go(&target);
                 }
                 // Still held (and renewed): tried again at the next round.
                 Err(e) => tracing::warn!(target = %target, error = %e, "lease not handed over yet"),

@@ -555,6 +555,17 @@ impl Handler<Finished> for TargetActor {
         // An attempt a stop cut off is recorded already.
         if let Some(at) = self.in_flight.iter().position(|a| a.seq == seq && a.n == n) {
             self.in_flight.swap_remove(at);
+            // Back past the lease's deadline (cluster mode: the process was paused, or NATS out
+            // of reach): another node may hold the target now and deliver this event. Recording
+            // the outcome would write, into every copy, a retry (a timeout, as the pause made
+            // it) that node does not know of, and the next owner would make it again, after
+            // newer events. It stays owed here, as an attempt never sent.
+            if !self.fence.fence.allows() {
+                tracing::info!(target_id = %self.id(), seq, n, "attempt back past the lease's deadline: not recorded");
+                self.window.unstarted(seq, now_ms());
+                self.pump(ctx);
+                return;
+            }
             self.finished(seq, n, round, report, ctx);
         }
     }

@@ -19,6 +19,7 @@ use super::*;
 use crate::ownership::{Deadlines, Owned};
 use receiver::Receiver;
 
+mod fenced;
 mod receiver;
 
 /// How long any wait here may take before the test fails.
@@ -547,46 +548,5 @@ async fn no_delivery_starts_while_the_records_of_finished_ones_are_refused() {
     refuse.store(0, Ordering::SeqCst);
     receiver.wait_for("a", &["e1", "e2"]).await;
     assert_eq!(receiver.records("a"), ["e1", "e2"], "each made once");
-    node.stop().await;
-}
-
-/// The fence's clock: the cells below say whether "now" is before their deadline.
-fn fence_clock() -> u64 {
-    1_000
-}
-
-#[actix_rt::test]
-async fn an_owned_target_past_its_lease_deadline_starts_nothing_until_the_lease_is_renewed() {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    let receiver = Receiver::start();
-    let (a, b) = (target(&receiver.url("a")), target(&receiver.url("b")));
-    // A's lease renewed long ago (its deadline passed, as after a pause of the process longer
-    // than the TTL) while the set of owned targets still names it; B's renewed just now.
-    let (a_deadline, b_deadline) = (Arc::new(AtomicU64::new(u64::MAX)), Arc::new(AtomicU64::new(u64::MAX)));
-    let (a_id, cells) = (a.id.clone(), (a_deadline.clone(), b_deadline.clone()));
-    let deadlines = Deadlines::new(move |t| if *t == a_id { cells.0.clone() } else { cells.1.clone() }, fence_clock);
-    let (_owned, watching) = watch::channel(owning(&[&a.id, &b.id]));
-    let node = Node::start(Ownership::watching(watching).fenced(deadlines), 10).await;
-    let b = {
-        node.add(a).await;
-        node.add(b).await
-    };
-    node.ingest(&["e1"]).await;
-    receiver.wait_for("a", &["e1"]).await;
-    receiver.wait_for("b", &["e1"]).await;
-
-    a_deadline.store(0, Ordering::Release);
-    node.ingest(&["e2"]).await;
-    receiver.wait_for("b", &["e1", "e2"]).await;
-    node.ingest(&["e3"]).await;
-    receiver.wait_for("b", &["e1", "e2", "e3"]).await;
-    assert_eq!(receiver.records("a"), ["e1"], "A delivered past its lease's deadline");
-    assert!(node.store.pending(&b, 10).expect("pending").is_empty());
-
-    // Renewed: A resumes by itself (its re-check), each event once.
-    a_deadline.store(u64::MAX, Ordering::Release);
-    let mut got = receiver.wait_for("a", &["e1", "e2", "e3"]).await;
-    got.sort();
-    assert_eq!(got, ["e1", "e2", "e3"], "each once");
     node.stop().await;
 }
