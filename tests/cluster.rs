@@ -97,7 +97,7 @@ use keys::keys_scenario;
 use nodes::*;
 use pause::{a_holds_a_target_b_is_up, pause_scenario};
 use rebalance::rebalance_scenario;
-use retention::no_retention_scenario;
+use retention::retention_scenario;
 use scenario::*;
 
 // ---- the test -------------------------------------------------------------------------------
@@ -222,10 +222,10 @@ fn a_forwarded_request_names_its_caller_on_the_node_that_makes_it() {
     Cluster::single().run(forwarded_scenario);
 }
 
-/// Retention is not applied in cluster mode (`cluster/retention.rs`).
+/// Retention is an entry of the log, applied by every copy (`cluster/retention.rs`).
 #[test]
-fn retention_is_not_applied_in_cluster_mode() {
-    Cluster::single().run(no_retention_scenario);
+fn retention_removes_the_same_events_from_every_copy() {
+    Cluster::single().run(retention_scenario);
 }
 
 /// A node that joins takes its share of the targets, one lease a round, and the moves repeat

@@ -2,7 +2,8 @@
 //! published in order on one connection and their acknowledgements awaited apart (up to
 //! [`IN_FLIGHT`] at once), so a slow acknowledgement does not stop the next entry; while
 //! [`IN_FLIGHT`] are waiting the ops queue up and the next entry takes them all (group commit,
-//! at the stream). A failed publish answers its ops' callers with the error (an ingest: 503,
+//! at the stream); an op marked `alone` (a call of retention) goes in an entry of its own. A
+//! failed publish answers its ops' callers with the error (an ingest: 503,
 //! the client retries; the deduplication by Idempotency-Key and Maximizer `Id` holds, since it
 //! is applied from the log). A publish that was sent but not acknowledged (no quorum: the
 //! stream may commit it once the quorum is back) is `Unacknowledged`: the 503 says the write
@@ -34,13 +35,22 @@ pub(crate) async fn run(
 ) {
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
     let node = replica.node();
+    // An op taken that goes in an entry of its own: the next entry's.
+    let mut apart: Option<Outgoing> = None;
     loop {
         let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
-        let Some(first) = outgoing.recv().await else { return };
+        let first = match apart.take() {
+            Some(op) => op,
+            None => {
+                let Some(op) = outgoing.recv().await else { return };
+                op
+            }
+        };
         let mut bytes = first.op.len();
-        let mut ops = vec![first];
         let held_until = tokio::time::Instant::now() + LAZY_HOLD;
-        while ops.len() < MAX_OPS && bytes < MAX_BYTES {
+        let alone = first.alone;
+        let mut ops = vec![first];
+        while !alone && ops.len() < MAX_OPS && bytes < MAX_BYTES {
             let next = match outgoing.try_recv() {
                 Ok(op) => Some(op),
                 // Only lazy ops so far: wait for company, up to the hold.
@@ -50,6 +60,10 @@ pub(crate) async fn run(
                 Err(_) => None,
             };
             let Some(op) = next else { break };
+            if op.alone {
+                apart = Some(op);
+                break;
+            }
             bytes += op.op.len();
             ops.push(op);
         }

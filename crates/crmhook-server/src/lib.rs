@@ -137,7 +137,7 @@ pub struct Server {
     router: RouterHandle,
     arbiters: Vec<actix::Arbiter>,
     /// `None` in cluster mode (`docs/CLUSTER.md`: retention is not applied there).
-    compactor: Option<Compactor>,
+    compactor: Compactor,
     /// Writes the charts' counts now and then, and once more at the stop.
     stats: StatsSaver,
     /// Ends the open `GET /v1/stream` responses when the server stops.
@@ -335,23 +335,16 @@ impl Server {
             None => (http.listen(listener)?, None),
         };
         let http = http.run();
-        // Each node compacting its own copy on its own timer made the copies differ: a retry
-        // that came between two nodes' passes was a duplicate on one and a new event on the
-        // other, and from then on their seqs and ids (a cluster audit, 2026-12-07). Retention
-        // needs to be an entry of the log, applied at the same place by every node: not built.
-        let compactor = if backend.ownership().is_some() {
-            tracing::warn!(
-                retention_days = config.retention_days,
-                "retention is not applied in cluster mode: the log's copies keep every event (docs/CLUSTER.md)"
-            );
-            None
-        } else {
-            Some(Compactor::start(
-                store.clone(),
-                config.retention_days,
-                Duration::from_secs(config.compaction_interval_s),
-            )?)
-        };
+        // In cluster mode each call of retention is an entry of the replicated log, applied by
+        // every copy at its place (`crmhook_store`'s `replica/retention.rs`), and carries the
+        // events it removes: fewer a call, to keep its entry well under NATS's message limit.
+        let per_call = if backend.ownership().is_some() { 1_000 } else { 10_000 };
+        let compactor = Compactor::start(
+            store.clone(),
+            config.retention_days,
+            Duration::from_secs(config.compaction_interval_s),
+            per_call,
+        )?;
         Ok(Server {
             addr,
             generated,
@@ -473,9 +466,7 @@ impl Server {
         for arbiter in self.arbiters {
             arbiter.stop();
         }
-        if let Some(compactor) = self.compactor {
-            compactor.stop();
-        }
+        self.compactor.stop();
         // After the target actors: their last attempts are counted.
         self.stats.stop().await;
         self.store.close().await;
@@ -549,38 +540,30 @@ struct Compactor {
 }
 
 impl Compactor {
-    fn start(store: LogHandle, retention_days: u64, every: Duration) -> std::io::Result<Compactor> {
+    fn start(store: LogHandle, retention_days: u64, every: Duration, per_call: usize) -> std::io::Result<Compactor> {
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::Builder::new().name("crmhook-compactor".into()).spawn(move || {
+            // Each kind a call at a time until a call removes nothing; a stop is seen between calls.
+            type Call = fn(&LogHandle, u64, usize) -> Result<u64, crmhook_store::StoreError>;
+            let kinds: [(&str, Call); 3] = [
+                ("events past their retention", |s, cutoff, max| s.compact(cutoff, max)),
+                ("quarantined pieces past their retention", |s, cutoff, max| s.compact_quarantine(cutoff, max)),
+                ("audit entries past their retention", |s, cutoff, max| s.compact_audit(cutoff, max)),
+            ];
             while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
                 let cutoff = crmhook_core::time::now_ms().saturating_sub(retention_days.saturating_mul(86_400_000));
-                loop {
-                    match store.compact(cutoff, 10_000) {
-                        Ok(0) => break,
-                        Ok(n) => tracing::info!(events = n, "compacted events past their retention"),
-                        Err(e) => {
-                            tracing::error!(error = %e, "compaction failed");
-                            break;
+                for (what, call) in kinds {
+                    loop {
+                        if !matches!(stopped.try_recv(), Err(std::sync::mpsc::TryRecvError::Empty)) {
+                            return;
                         }
-                    }
-                }
-                loop {
-                    match store.compact_quarantine(cutoff, 10_000) {
-                        Ok(0) => break,
-                        Ok(n) => tracing::info!(rejected = n, "removed quarantined pieces past their retention"),
-                        Err(e) => {
-                            tracing::error!(error = %e, "compaction of the quarantine failed");
-                            break;
-                        }
-                    }
-                }
-                loop {
-                    match store.compact_audit(cutoff, 10_000) {
-                        Ok(0) => break,
-                        Ok(n) => tracing::info!(entries = n, "removed audit entries past their retention"),
-                        Err(e) => {
-                            tracing::error!(error = %e, "compaction of the audit trail failed");
-                            break;
+                        match call(&store, cutoff, per_call) {
+                            Ok(0) => break,
+                            Ok(n) => tracing::info!(removed = n, "retention removed {what}"),
+                            Err(e) => {
+                                tracing::error!(error = %e, "retention of {what} failed");
+                                break;
+                            }
                         }
                     }
                 }

@@ -80,15 +80,27 @@ impl Store {
 
     /// Removes up to `max` audit entries older than `cutoff_ms`.
     pub fn compact_audit(&self, cutoff_ms: u64, max: usize) -> Result<u64> {
-        let mut batch = sled::Batch::default();
-        let mut removed = 0;
+        if self.inner.replica.is_some() {
+            // Published only when this copy holds something to remove.
+            if self.audit_removal(cutoff_ms, 1)?.removed == 0 {
+                return Ok(0);
+            }
+            return self.compact_replicated(crate::replica::Retain::Audit, cutoff_ms, max, Default::default());
+        }
+        let plan = self.audit_removal(cutoff_ms, max)?;
+        self.apply_records(plan.records)?;
+        Ok(plan.removed)
+    }
+
+    /// What [`Store::compact_audit`] removes, read without writing.
+    pub(crate) fn audit_removal(&self, cutoff_ms: u64, max: usize) -> Result<crate::compact::Plan> {
+        let mut plan = crate::compact::Plan::default();
         let end = keys::numbered(Tag::Audit, cutoff_ms, 0);
         for kv in self.inner.tree.range(Tag::Audit.prefix()..end).take(max) {
-            batch.remove(kv?.0);
-            removed += 1;
+            plan.records.remove(kv?.0.to_vec());
+            plan.removed += 1;
         }
-        self.inner.tree.apply_batch(batch)?;
-        Ok(removed)
+        Ok(plan)
     }
 }
 

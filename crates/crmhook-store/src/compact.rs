@@ -10,6 +10,7 @@
 use crmhook_core::subscription::Compiled;
 use crmhook_core::{Event, TargetId};
 
+use crate::batch::{Write, Writes};
 use crate::finished::decode_block;
 use crate::index::{index_prefixes, last_at_or_before, record_bucket, RecordPostings};
 use crate::keys::{self, Tag};
@@ -40,6 +41,35 @@ pub(crate) fn decoded<'c, V: serde::de::DeserializeOwned>(
     })
 }
 
+/// The events a call of compaction removes, chosen by reading the log (which events no target
+/// owes) without writing: a single node removes them at once, a node of a cluster publishes
+/// them as an entry of the replicated log, and every copy removes them at its place
+/// (`replica/retention.rs`).
+#[derive(Default)]
+pub(crate) struct Choice {
+    pub(crate) seqs: std::collections::BTreeSet<u64>,
+    /// The `Idempotency-Key` records that name only these events, or events gone.
+    pub(crate) keys: Vec<Vec<u8>>,
+    /// Where the pass's next call goes on: 0 from the log's start.
+    pub(crate) next_from: u64,
+}
+
+/// The writes that remove what a call of retention chose, read from the copy that makes them
+/// (each copy writes out its own index postings and keeps its own blocks).
+#[derive(Default)]
+pub(crate) struct Plan {
+    /// Records rewritten or removed (puts and removals only).
+    pub(crate) records: Writes,
+    /// The removed events' entries taken out of the blocks of finished deliveries that still
+    /// cover events left: through the writer, which may be writing to the same blocks.
+    pub(crate) unfinish: Writes,
+    /// The quarantine's `H` keys that named removed pieces, with the value read: a single node
+    /// removes each only if it still holds it ([`crate::quarantine::release_bytes`]).
+    pub(crate) held: Vec<(Vec<u8>, sled::IVec)>,
+    /// How many events (pieces, audit entries) go.
+    pub(crate) removed: u64,
+}
+
 impl Store {
     /// Removes up to `max` events received before `cutoff_ms` that no target owes (none has
     /// them pending, and none whose cursor is behind them has a subscription that matches
@@ -58,61 +88,120 @@ impl Store {
     /// lagging target's events: 200 calls would read its million events 200 times); a call
     /// that reaches the cutoff or the end clears the mark, so the next pass starts from the
     /// log's start.
+    ///
+    /// In replica mode (cluster) the events chosen are an entry of the replicated log, and
+    /// every copy removes them at its place (`replica/retention.rs`).
     pub fn compact(&self, cutoff_ms: u64, max: usize) -> Result<u64> {
+        let from = self.inner.compact_from.swap(0, std::sync::atomic::Ordering::Relaxed);
+        let choice = self.choose(cutoff_ms, max, from)?;
+        self.inner.compact_from.store(choice.next_from, std::sync::atomic::Ordering::Relaxed);
+        if choice.seqs.is_empty() {
+            return Ok(0);
+        }
+        if self.inner.replica.is_some() {
+            return self.compact_replicated(crate::replica::Retain::Events, cutoff_ms, max, choice);
+        }
+        let plan = self.removal(&choice)?;
+        self.apply_records(plan.records)?;
+        self.forget_chunks();
+        if !plan.unfinish.0.is_empty() {
+            // On this node only, durably.
+            block_on_apart(self.write_here(plan.unfinish, crate::writer::When::Flushed))?;
+        }
+        Ok(plan.removed)
+    }
+
+    /// The events [`Store::compact`] removes, from the seq `from` on (0: the log's start), and
+    /// the idempotency keys that go with them.
+    pub(crate) fn choose(&self, cutoff_ms: u64, max: usize, from: u64) -> Result<Choice> {
         let targets: Vec<TargetId> = self.targets()?.into_iter().map(|t| t.id).collect();
         let owing = self.owing(&targets)?;
         let tree = &self.inner.tree;
-        let mut batch = sled::Batch::default();
-        let mut removed = std::collections::HashSet::new();
-        // Postings that lose seqs: key → the seqs they keep.
-        let mut postings = Postings { through: self.index_window()?.through, ..Default::default() };
+        let mut choice = Choice::default();
         let mut done = false;
-        let from = self.inner.compact_from.swap(0, std::sync::atomic::Ordering::Relaxed);
         let start = if from == 0 { Tag::Event.prefix() } else { crate::index::chunk_start(tree, from)? };
-        for kv in tree.range(start..Tag::Event.end()) {
-            let (chunk_key, v) = kv?;
-            let chunk: Vec<Event> = codec::decode_events(&v)?;
-            let before = chunk.len();
-            let mut kept = Vec::with_capacity(before);
-            for event in chunk {
-                if event.seq < from {
-                    kept.push(event);
-                    continue;
-                }
-                if !done && removed.len() >= max {
+        'chunks: for kv in tree.range(start..Tag::Event.end()) {
+            let chunk: Vec<Event> = codec::decode_events(&kv?.1)?;
+            for event in chunk.iter().filter(|e| e.seq >= from) {
+                if choice.seqs.len() >= max {
                     // Stopped by `max`: the pass's next call goes on from here.
-                    self.inner.compact_from.store(event.seq, std::sync::atomic::Ordering::Relaxed);
+                    choice.next_from = event.seq;
+                    break 'chunks;
                 }
-                done |= event.received_at_ms >= cutoff_ms || removed.len() >= max;
-                let mut owed = done
-                    || owing.iter().any(|(cursor, subscriptions)| event.seq > *cursor && subscriptions.matches(&event));
+                done |= event.received_at_ms >= cutoff_ms;
+                if done {
+                    break 'chunks;
+                }
+                let mut owed =
+                    owing.iter().any(|(cursor, subscriptions)| event.seq > *cursor && subscriptions.matches(event));
                 for t in &targets {
                     if owed {
                         break;
                     }
                     owed = self.is_pending(t, event.seq)?;
                 }
-                if owed {
+                if !owed {
+                    choice.seqs.insert(event.seq);
+                }
+            }
+        }
+        if choice.seqs.is_empty() {
+            return Ok(choice);
+        }
+        for kv in tree.scan_prefix(Tag::Idempotency.prefix()) {
+            let (k, v) = kv?;
+            let acks: Vec<AckEntry> = codec::decode(&v)?;
+            if acks.iter().all(|a| choice.seqs.contains(&a.seq) || self.event(a.seq).map_or(true, |e| e.is_none())) {
+                choice.keys.push(k.to_vec());
+            }
+        }
+        Ok(choice)
+    }
+
+    /// The writes that remove the events `choice` names (those still in the log), read from this
+    /// store as it stands: their chunks rewritten, their index postings, final states, ids and
+    /// attempts, the head kept, the blocks of finished deliveries wholly before the first event
+    /// left, and the chosen idempotency keys.
+    pub(crate) fn removal(&self, choice: &Choice) -> Result<Plan> {
+        let mut plan = Plan::default();
+        let (Some(&first), Some(&last)) = (choice.seqs.first(), choice.seqs.last()) else { return Ok(plan) };
+        let targets: Vec<TargetId> = self.targets()?.into_iter().map(|t| t.id).collect();
+        let tree = &self.inner.tree;
+        let batch = &mut plan.records;
+        let mut removed = std::collections::HashSet::new();
+        // Postings that lose seqs: key → the seqs they keep.
+        let mut postings = Postings { through: self.index_window()?.through, ..Default::default() };
+        for kv in tree.range(crate::index::chunk_start(tree, first)?..Tag::Event.end()) {
+            let (chunk_key, v) = kv?;
+            let chunk: Vec<Event> = codec::decode_events(&v)?;
+            if chunk.first().is_some_and(|e| e.seq > last) {
+                break;
+            }
+            let before = chunk.len();
+            let mut kept = Vec::with_capacity(before);
+            for event in chunk {
+                if !choice.seqs.contains(&event.seq) {
                     kept.push(event);
                     continue;
                 }
-                self.compact_event(&event, &targets, &mut postings, &mut batch)?;
+                self.compact_event(&event, &targets, &mut postings, batch)?;
                 removed.insert(event.seq);
             }
             if kept.is_empty() {
-                batch.remove(chunk_key);
+                batch.remove(chunk_key.to_vec());
             } else if kept.len() < before {
-                batch.insert(chunk_key, codec::encode_events(&kept)?);
-            }
-            if done {
-                break;
+                batch.insert(chunk_key.to_vec(), codec::encode_events(&kept)?);
             }
         }
-        let Some(&last_removed) = removed.iter().max() else { return Ok(0) };
+        for k in &choice.keys {
+            batch.remove(k.clone());
+        }
+        let Some(&last_removed) = removed.iter().max() else { return Ok(plan) };
+        plan.removed = removed.len() as u64;
         // The head is read back from the last chunk at open: once the newest events may be
         // gone, `M head` keeps the last seq given (seqs are never given twice). Past a format-1
-        // migration at open, only compaction writes it, one at a time (the retention task), so
-        // it never moves back.
+        // migration at open, only compaction writes it, one at a time (the retention task, or
+        // the replicated log's order), so it never moves back.
         let kept_head = tree.get(keys::head())?.map(|v| crate::read_u64(&v)).transpose()?.unwrap_or(0);
         if last_removed > kept_head {
             batch.insert(keys::head(), codec::encode(&last_removed)?);
@@ -132,31 +221,32 @@ impl Store {
                 batch.insert(k, codec::encode(&records)?);
             }
         }
-        for kv in tree.scan_prefix(Tag::Idempotency.prefix()) {
-            let (k, v) = kv?;
-            let acks: Vec<AckEntry> = codec::decode(&v)?;
-            if acks.iter().all(|a| removed.contains(&a.seq) || self.event(a.seq).map_or(true, |e| e.is_none())) {
-                batch.remove(k);
-            }
-        }
-        tree.apply_batch(batch)?;
-        self.forget_chunks();
         // The blocks of finished deliveries wholly before the first event left go: nothing can
         // write to them again (no event, so no delivery owed or queued again). A block that
         // also covers events still in the log loses the removed events' entries through the
-        // writer (`unfinish_removed`).
-        let first_left = self.first_left()?;
-        let mut blocks = sled::Batch::default();
+        // writer (`unfinish`).
+        let first_left = self.first_left_but(&removed)?;
+        let first_removed = removed.iter().min().copied().unwrap_or(last_removed);
         for t in &targets {
             for done in [Final::Delivered, Final::Dead] {
-                for k in tree.range(keys::block_prefix(t, done)..keys::block_key(t, done, first_left)).keys() {
-                    blocks.remove(k?);
+                let kept_from = keys::block_key(t, done, first_left);
+                for k in tree.range(keys::block_prefix(t, done)..kept_from.clone()).keys() {
+                    batch.remove(k?.to_vec());
+                }
+                let blocks =
+                    keys::block_key(t, done, first_removed).max(kept_from)..=keys::block_key(t, done, last_removed);
+                if blocks.is_empty() {
+                    continue;
+                }
+                for kv in tree.range(blocks) {
+                    let (k, v) = kv?;
+                    for entry in decode_block(&v)?.into_iter().filter(|e| removed.contains(&e.seq)) {
+                        plan.unfinish.0.push(Write::Unfinish(k.to_vec(), entry.seq));
+                    }
                 }
             }
         }
-        tree.apply_batch(blocks)?;
-        self.unfinish_removed(&targets, &removed)?;
-        Ok(removed.len() as u64)
+        Ok(plan)
     }
 
     /// Each target's cursor and its subscriptions: an event past the cursor that they match is
@@ -173,48 +263,22 @@ impl Store {
             .collect()
     }
 
-    /// Takes the removed events' finished deliveries out of the blocks that still cover events
-    /// left (those wholly before the first event left are gone already), through the writer,
-    /// which may be writing to the same blocks. Without it their entries stayed until every
-    /// event of their block had gone: in the dead counts, and on disk for as long as an older
-    /// event was still owed.
-    fn unfinish_removed(&self, targets: &[TargetId], removed: &std::collections::HashSet<u64>) -> Result<()> {
-        let (Some(&first), Some(&last)) = (removed.iter().min(), removed.iter().max()) else { return Ok(()) };
-        let mut writes = crate::batch::Writes::default();
-        for t in targets {
-            for done in [Final::Delivered, Final::Dead] {
-                let blocks = keys::block_key(t, done, first)..=keys::block_key(t, done, last);
-                for kv in self.inner.tree.range(blocks) {
-                    let (k, v) = kv?;
-                    for entry in decode_block(&v)?.into_iter().filter(|e| removed.contains(&e.seq)) {
-                        writes.0.push(crate::batch::Write::Unfinish(k.to_vec(), entry.seq));
-                    }
-                }
-            }
-        }
-        if writes.0.is_empty() {
-            return Ok(());
-        }
-        // On this node only (each node compacts its own copy), durably. Compaction runs on a
-        // thread of its own, but its tests call it from inside a runtime, where a blocking wait
-        // is refused: the write is waited for on a thread of its own, in a runtime of its own.
-        let write = || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .build()
-                .map_err(|e| StoreError::io(e.to_string(), e.kind()))?;
-            runtime.block_on(self.write_here(writes, crate::writer::When::Flushed))
-        };
-        std::thread::scope(|scope| scope.spawn(write).join()).unwrap_or(Err(StoreError::Closed))
-    }
-
     /// The seq of the first event still in the log (the head's next when none is): a finished
     /// delivery of an earlier seq is of an event retention removed. Its block may still hold it
     /// (a block goes only once every event it covers has gone), so counts skip it.
     pub(crate) fn first_left(&self) -> Result<u64> {
-        match self.event_refs_from(0).next() {
-            Some(event) => Ok(event?.seq),
-            None => Ok(self.head() + 1),
+        self.first_left_but(&std::collections::HashSet::new())
+    }
+
+    /// [`Store::first_left`] once the events `removed` are gone.
+    fn first_left_but(&self, removed: &std::collections::HashSet<u64>) -> Result<u64> {
+        for event in self.event_refs_from(0) {
+            let seq = event?.seq;
+            if !removed.contains(&seq) {
+                return Ok(seq);
+            }
         }
+        Ok(self.head() + 1)
     }
 
     /// Queues the removal of one event's index entries, final states, Maximizer id and
@@ -224,7 +288,7 @@ impl Store {
         event: &Event,
         targets: &[TargetId],
         postings: &mut Postings,
-        batch: &mut sled::Batch,
+        batch: &mut Writes,
     ) -> Result<()> {
         let tree = &self.inner.tree;
         // An event still in the memory window has no posting on disk (one written out later
@@ -253,7 +317,7 @@ impl Store {
         }
         batch.remove(keys::legacy_id(&event.id));
         for kv in tree.scan_prefix(keys::attempts_of(event.seq)) {
-            batch.remove(kv?.0);
+            batch.remove(kv?.0.to_vec());
         }
         Ok(())
     }
@@ -261,246 +325,70 @@ impl Store {
     /// Removes up to `max` quarantined pieces kept before `cutoff_ms` (retention); answers how
     /// many. Their ids sort by time, so the walk stops at the first one to keep.
     pub fn compact_quarantine(&self, cutoff_ms: u64, max: usize) -> Result<u64> {
+        if self.inner.replica.is_some() {
+            // Published only when this copy holds something to remove.
+            if self.quarantine_removal(cutoff_ms, 1)?.removed == 0 {
+                return Ok(0);
+            }
+            return self.compact_replicated(crate::replica::Retain::Quarantine, cutoff_ms, max, Default::default());
+        }
         let removal = self.quarantine_removal(cutoff_ms, max)?;
         self.remove_quarantined(removal)
     }
 
-    /// What [`Store::compact_quarantine`] removes, read without writing.
-    pub(crate) fn quarantine_removal(&self, cutoff_ms: u64, max: usize) -> Result<QuarantineRemoval> {
-        let mut removal = QuarantineRemoval::default();
+    /// What [`Store::compact_quarantine`] removes, read without writing: the pieces' records
+    /// and `B` keys, and the `H` keys that named them when read (`held`).
+    pub(crate) fn quarantine_removal(&self, cutoff_ms: u64, max: usize) -> Result<Plan> {
+        let mut plan = Plan::default();
         for kv in self.inner.tree.scan_prefix(Tag::Rejected.prefix()) {
             let (k, v) = kv?;
             let item: Rejected = codec::decode(&v)?;
-            if item.at_ms >= cutoff_ms || removal.pieces >= max {
+            if item.at_ms >= cutoff_ms || plan.removed >= max as u64 {
                 break;
             }
-            removal.bytes.extend(crate::quarantine::unindex(&self.inner.tree, &item, &mut removal.batch)?);
-            removal.batch.remove(k);
-            removal.pieces += 1;
+            plan.held.extend(crate::quarantine::unindex(&self.inner.tree, &item, &mut plan.records)?);
+            plan.records.remove(k.to_vec());
+            plan.removed += 1;
         }
-        Ok(removal)
+        Ok(plan)
     }
 
-    pub(crate) fn remove_quarantined(&self, removal: QuarantineRemoval) -> Result<u64> {
-        self.inner.tree.apply_batch(removal.batch)?;
-        crate::quarantine::release_bytes(&self.inner.tree, removal.bytes)?;
-        Ok(removal.pieces as u64)
+    /// Applies a [`Store::quarantine_removal`] on a single node: the records in one batch, then
+    /// each `H` key only if it still names the piece it named when read.
+    pub(crate) fn remove_quarantined(&self, removal: Plan) -> Result<u64> {
+        self.apply_records(removal.records)?;
+        crate::quarantine::release_bytes(&self.inner.tree, removal.held)?;
+        Ok(removal.removed)
+    }
+
+    /// Puts and removes `records` in one sled batch, straight to the tree (a single node's
+    /// retention, beside the writer).
+    pub(crate) fn apply_records(&self, records: Writes) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for write in records.0 {
+            match write {
+                Write::Put(k, v) => batch.insert(k, v),
+                Write::Remove(k) => batch.remove(k),
+                _ => return Err(StoreError::Codec("retention's records are puts and removals".into())),
+            }
+        }
+        Ok(self.inner.tree.apply_batch(batch)?)
     }
 }
 
-/// The pieces a retention run removes: their records and `B` keys (one batch), and the `H` keys
-/// that named them when read (each removed after the batch only if it still does).
-#[derive(Default)]
-pub(crate) struct QuarantineRemoval {
-    batch: sled::Batch,
-    bytes: Vec<(Vec<u8>, sled::IVec)>,
-    pieces: usize,
+/// Waits for `future` on a thread of its own, in a runtime of its own: retention runs on a
+/// thread of its own, but its tests call it from inside a runtime, where a blocking wait is
+/// refused.
+pub(crate) fn block_on_apart<T: Send>(future: impl std::future::Future<Output = Result<T>> + Send) -> Result<T> {
+    let wait = || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|e| StoreError::io(e.to_string(), e.kind()))?;
+        runtime.block_on(future)
+    };
+    std::thread::scope(|scope| scope.spawn(wait).join()).unwrap_or(Err(StoreError::Closed))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::test_support::*;
-    use crate::{DeliveryBatch, EventFilter, Options, Pending};
-
-    #[test]
-    fn compaction_removes_finished_old_events_and_never_reuses_seqs() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        rt().block_on(async {
-            let store = Store::open(dir.path()).expect("open");
-            store.append(events(3), Some("k".into())).await.expect("append");
-            let t = crmhook_core::Target::create(
-                serde_json::json!({"name": "t", "url": "https://a.example"}).as_object().expect("object"),
-                false,
-                "whsec_x".into(),
-                0,
-            )
-            .expect("target");
-            store.create_target(&t, 1).await.expect("target");
-            let mut b = DeliveryBatch::default();
-            b.cursor(&t.id, 3).expect("encode");
-            b.pending(&t.id, 2, Pending::first(0)).expect("encode");
-            // Event 1's attempts, each with its response.
-            let response =
-                crate::Response { status: 500, headers: Vec::new(), body: b"no".to_vec(), body_truncated: false };
-            let failed = crate::Attempt {
-                response: Some(response.clone()),
-                ..attempt(1, crate::AttemptResult::Retrying { next_at_ms: 0 })
-            };
-            let delivered = crate::Attempt { response: Some(response), ..attempt(2, crate::AttemptResult::Delivered) };
-            b.attempt(&t.id, 1, &failed).expect("encode");
-            b.attempt(&t.id, 1, &delivered).expect("encode");
-            store.write_deliveries(b).await.expect("write");
-            assert_eq!(store.inner.tree.scan_prefix(Tag::Attempt.prefix()).count(), 1);
-            // Too recent: nothing goes.
-            assert_eq!(store.compact(0, 100).expect("compact"), 0);
-            // Event 2 is still owed: 1 and 3 go, and event 1's attempt records (with the answers
-            // they keep) with it.
-            assert_eq!(store.compact(u64::MAX, 100).expect("compact"), 2);
-            assert_eq!(store.inner.tree.scan_prefix(Tag::Attempt.prefix()).count(), 0);
-            assert_eq!(store.events_from(1).map(|e| e.expect("event").seq).collect::<Vec<_>>(), [2]);
-            assert!(store.event_by_id(&store.event(2).expect("read").expect("kept").id).expect("read").is_some());
-            let mut b = DeliveryBatch::default();
-            b.done(&t.id, 2);
-            store.write_deliveries(b).await.expect("write");
-            assert_eq!(store.compact(u64::MAX, 100).expect("compact"), 1);
-            // The idempotency key named only removed events: a retry is a new request now.
-            let again = store.append(events(1), Some("k".into())).await.expect("append");
-            assert_eq!((again[0].seq, again[0].duplicate), (4, false));
-            store.close().await;
-        });
-        rt().block_on(async {
-            let store = Store::open(dir.path()).expect("reopen");
-            let t = store.targets().expect("targets").remove(0).id;
-            let mut b = DeliveryBatch::default();
-            b.cursor(&t, 4).expect("encode");
-            store.write_deliveries(b).await.expect("write");
-            assert_eq!(store.compact(u64::MAX, 100).expect("compact"), 1);
-            assert_eq!(store.events_from(1).count(), 0, "the log is empty");
-            store.close().await;
-        });
-        rt().block_on(async {
-            let store = Store::open(dir.path()).expect("reopen");
-            assert_eq!(store.head(), 4);
-            let next = store.append(events(1), None).await.expect("append");
-            assert_eq!(next[0].seq, 5, "seqs are never given twice");
-            store.close().await;
-        });
-    }
-
-    /// A stored target with one subscription, to events of `event_type` (from the log's start).
-    async fn subscribed_target(store: &Store, event_type: &str) -> crmhook_core::Target {
-        let t = stored_target(store).await;
-        let sub = crmhook_core::Subscription::create(
-            serde_json::json!({"target_id": t.id.as_str(), "event_types": [event_type]}).as_object().expect("object"),
-            0,
-        )
-        .expect("subscription");
-        store.put_subscription(&sub).await.expect("subscription");
-        t
-    }
-
-    /// A target that lags (disabled, or waiting for a retry) keeps the events it is owed, not
-    /// every later event: those its subscriptions do not match go, and their finished
-    /// deliveries to other targets leave the blocks and the dead counts.
-    #[test]
-    fn a_lagging_target_keeps_only_what_it_is_owed() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        rt().block_on(async {
-            let store = Store::open(dir.path()).expect("open");
-            let lagging = subscribed_target(&store, "crm_record_created").await;
-            // A second target with no subscription and no cursor written: it owes nothing.
-            store.create_target(&target(), 0).await.expect("target");
-            let live = target();
-            store.create_target(&live, 0).await.expect("target");
-            // 1–9: field updates, records created, records deleted in turn.
-            store.append(mixed(0, 9), None).await.expect("append");
-            // The live target read them all: every deleted record's delivery went dead, the others
-            // were delivered.
-            let mut b = DeliveryBatch::default();
-            for seq in 1..=9u64 {
-                let result = if seq % 3 == 0 { crate::AttemptResult::Dead } else { crate::AttemptResult::Delivered };
-                b.attempt(&live.id, seq, &attempt(1, result)).expect("encode");
-            }
-            b.cursor(&live.id, 9).expect("encode");
-            store.write_deliveries(b).await.expect("write");
-            assert_eq!(store.delivery_counts(&live.id).expect("counts").1, 3);
-            // The lagging target's cursor is 0: it is owed the records created (2, 5, 8) only.
-            assert_eq!(store.compact(u64::MAX, 100).expect("compact"), 6);
-            assert_eq!(store.events_from(1).map(|e| e.expect("event").seq).collect::<Vec<_>>(), [2, 5, 8]);
-            assert_eq!(store.final_attempt(&live.id, 3).expect("read"), None, "the removed event's entry");
-            assert!(store.final_attempt(&live.id, 5).expect("read").is_some(), "a kept event's entry");
-            assert_eq!(store.delivery_counts(&live.id).expect("counts").1, 0, "every dead one was of a removed event");
-            // Once it has read past them, they go too.
-            let mut b = DeliveryBatch::default();
-            b.cursor(&lagging.id, 9).expect("encode");
-            store.write_deliveries(b).await.expect("write");
-            assert_eq!(store.compact(u64::MAX, 100).expect("compact"), 3);
-            store.close().await;
-        });
-    }
-
-    /// A pass's calls go on where the last one stopped at `max`; one that reached the end
-    /// clears the mark, and the next starts from the log's start.
-    #[test]
-    fn a_pass_goes_on_where_its_last_call_stopped() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        rt().block_on(async {
-            let store = Store::open(dir.path()).expect("open");
-            let lagging = subscribed_target(&store, "crm_field_update").await;
-            // 1–30: the field updates (1, 4, 7, …, 28) are owed to the lagging target.
-            store.append(mixed(0, 30), None).await.expect("append");
-            let left = || store.events_from(1).map(|e| e.expect("event").seq).collect::<Vec<_>>();
-            assert_eq!(store.compact(u64::MAX, 5).expect("compact"), 5);
-            assert_eq!(left()[..5], [1, 4, 7, 9, 10], "2, 3, 5, 6 and 8 went; the next call goes on at 9");
-            // The target reads everything: the next call, from 9, leaves what came before.
-            let mut b = DeliveryBatch::default();
-            b.cursor(&lagging.id, 30).expect("encode");
-            store.write_deliveries(b).await.expect("write");
-            assert_eq!(store.compact(u64::MAX, 100).expect("compact"), 22);
-            assert_eq!(left(), [1, 4, 7]);
-            // It reached the end: the next starts from the log's start again.
-            assert_eq!(store.compact(u64::MAX, 100).expect("compact"), 3);
-            assert_eq!(store.compact(u64::MAX, 100).expect("compact"), 0);
-            store.close().await;
-        });
-    }
-
-    #[test]
-    fn compaction_inside_a_chunk_keeps_its_other_events_and_their_postings() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        rt().block_on(async {
-            let store = Store::open_with(dir.path(), Options { record_window: 6, ..Default::default() }).expect("open");
-            store.append(mixed(0, 4), None).await.expect("append");
-            store.append(mixed(4, 6), None).await.expect("append");
-            let t = crmhook_core::Target::create(
-                serde_json::json!({"name": "t", "url": "https://a.example"}).as_object().expect("object"),
-                false,
-                "whsec_x".into(),
-                0,
-            )
-            .expect("target");
-            store.create_target(&t, 10).await.expect("target");
-            let mut b = DeliveryBatch::default();
-            for seq in [4, 7] {
-                b.pending(&t.id, seq, Pending::first(0)).expect("encode");
-            }
-            store.write_deliveries(b).await.expect("write");
-            assert_eq!(store.compact(u64::MAX, 100).expect("compact"), 8);
-            assert_eq!(store.events_from(1).map(|e| e.expect("event").seq).collect::<Vec<_>>(), [4, 7]);
-            assert_eq!(store.event(5).expect("read"), None);
-            let by_kanban = EventFilter { kanban_id: Some("k1".into()), ..Default::default() };
-            // Events 4 and 7 are r3 (k1) and r6 (k0).
-            assert_eq!(
-                store.events_page(&by_kanban, 0, 10).expect("page").iter().map(|e| e.seq).collect::<Vec<_>>(),
-                [4]
-            );
-            let by_type = EventFilter { event_type: Some(TYPES[0].into()), ..Default::default() };
-            assert_eq!(
-                store.events_page(&by_type, 0, 10).expect("page").iter().map(|e| e.seq).collect::<Vec<_>>(),
-                [4, 7]
-            );
-            for (record, want) in [("r3", vec![4]), ("r6", vec![7]), ("r0", vec![])] {
-                let by_record = EventFilter { record_id: Some(record.into()), ..Default::default() };
-                let got: Vec<u64> = store.events_page(&by_record, 0, 10).expect("page").iter().map(|e| e.seq).collect();
-                assert_eq!(got, want, "{record}");
-            }
-            // Every filter, both ways, skips the gaps.
-            assert_filters_match_a_scan(&store);
-            // The window holding events 1–10 was written out, and compaction emptied its
-            // buckets but those of r3 and r6.
-            let buckets = store.inner.tree.scan_prefix(Tag::RecordIndex.prefix()).count();
-            assert_eq!(
-                buckets,
-                [record_bucket("r3"), record_bucket("r6")].into_iter().collect::<std::collections::HashSet<_>>().len()
-            );
-            store.close().await;
-        });
-        rt().block_on(async {
-            let store = Store::open(dir.path()).expect("reopen");
-            assert_eq!(store.head(), 10);
-            assert_eq!(store.append(mixed(10, 1), None).await.expect("append")[0].seq, 11);
-            store.close().await;
-        });
-    }
-}
+mod tests;

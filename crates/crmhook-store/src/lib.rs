@@ -22,7 +22,8 @@
 //! - `quarantine`: the pieces of sources' requests that were not events, and their indexes by
 //!   source and by bytes.
 //! - `seal`: the key ([`SealKey`]) that seals targets' and sources' secrets at rest.
-//! - `compact`: retention of the log and of the quarantine.
+//! - `compact`: retention of the log and of the quarantine (in replica mode each call is an
+//!   entry of the replicated log: `replica/retention.rs`).
 //! - `stats`: the counts of the console's charts (`M stats:<name>`, [`Series`]).
 //!
 //! # On-disk format

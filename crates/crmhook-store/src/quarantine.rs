@@ -239,11 +239,7 @@ pub(crate) fn index_replicated(writes: &mut Writes) {
 /// holds them no longer) may have pointed `H` at a piece of its own, which keeps it. A crash
 /// between the two leaves `H` naming a removed piece, which holds nothing (`Store::holder`
 /// reads the piece) until the same bytes come again and point it at their own.
-pub(crate) fn unindex(
-    tree: &sled::Tree,
-    item: &Rejected,
-    batch: &mut sled::Batch,
-) -> Result<Option<(Vec<u8>, sled::IVec)>> {
+pub(crate) fn unindex(tree: &sled::Tree, item: &Rejected, batch: &mut Writes) -> Result<Option<(Vec<u8>, sled::IVec)>> {
     batch.remove(keys::rejected_of(&item.source_id, Some(&item.id)));
     let by_bytes = bytes_key(item);
     match tree.get(&by_bytes)? {

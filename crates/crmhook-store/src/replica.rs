@@ -51,6 +51,8 @@ pub struct Outgoing {
     /// A lazy write (a finished delivery, the charts' counts): it may wait a little for other
     /// ops to share its entry, as lazy writes wait for a group commit on a single node.
     pub lazy: bool,
+    /// An op that goes in an entry of its own (retention, `replica/retention.rs`).
+    pub alone: bool,
 }
 
 /// The replication's side of a store in replica mode.
@@ -65,6 +67,8 @@ pub struct Replica {
 enum Waiter {
     Append(oneshot::Sender<Result<Vec<AckEntry>>>),
     Write(oneshot::Sender<Result<()>>),
+    /// Retention: how many records went.
+    Count(oneshot::Sender<Result<u64>>),
 }
 
 /// What a store in replica mode holds: the node, its callers waiting, and the way out.
@@ -94,6 +98,16 @@ enum WireOp {
     Restore {
         records: Vec<WireRecord>,
         last: bool,
+    },
+    /// A call of retention (`replica/retention.rs`), applied by every copy at its place in the
+    /// log: `what` is 0 for the events (those of `seqs`, and the idempotency records `keys`), 1
+    /// for the quarantine and 2 for the audit trail (at most `max` kept before `cutoff_ms`).
+    Retain {
+        what: u8,
+        cutoff_ms: u64,
+        max: u64,
+        seqs: Vec<u64>,
+        keys: Vec<EntryOp>,
     },
 }
 
@@ -160,7 +174,7 @@ impl Link {
         let op = codec::encode(&op)?;
         let (reply, rx) = oneshot::channel();
         let nonce = self.wait(Waiter::Append(reply))?;
-        self.out.try_send(Outgoing { nonce, op, lazy: false }).map_err(|e| {
+        self.out.try_send(Outgoing { nonce, op, lazy: false, alone: false }).map_err(|e| {
             self.forget(nonce);
             match e {
                 mpsc::error::TrySendError::Full(_) => StoreError::Busy,
@@ -177,7 +191,7 @@ impl Link {
             codec::encode(&WireOp::Write { writes: writes.0.into_iter().map(wire_write).collect::<Result<_>>()? })?;
         let (reply, rx) = oneshot::channel();
         let nonce = self.wait(Waiter::Write(reply))?;
-        if self.out.send(Outgoing { nonce, op, lazy }).await.is_err() {
+        if self.out.send(Outgoing { nonce, op, lazy, alone: false }).await.is_err() {
             self.forget(nonce);
             return Err(StoreError::Closed);
         }
@@ -295,6 +309,9 @@ impl Replica {
                 Some(Waiter::Write(tx)) => {
                     let _ = tx.send(Err(error()));
                 }
+                Some(Waiter::Count(tx)) => {
+                    let _ = tx.send(Err(error()));
+                }
                 None => {}
             }
         }
@@ -311,15 +328,24 @@ impl Replica {
         if seq <= self.handed() {
             return Ok(());
         }
-        let ops = match self.decode_entry(entry) {
-            Ok(ops) => ops,
+        let (ops, mut retain) = match self.decode_entry(entry) {
+            Ok(decoded) => decoded,
             Err(e) => {
                 // An entry this build cannot read (written by a newer one): its position is
                 // recorded so that the rest can follow, and the error is loud.
                 tracing::error!(seq, error = %e, "an entry of the replicated log could not be read; skipped");
-                Vec::new()
+                (Vec::new(), Vec::new())
             }
         };
+        if ops.is_empty() && retain.len() == 1 {
+            return self.apply_retention(seq, retain.remove(0)).await;
+        }
+        for call in retain {
+            // A node publishes each call of retention in an entry of its own: one that shares
+            // its entry is skipped by every copy alike.
+            tracing::warn!(seq, "a call of retention shared its entry with other ops; skipped");
+            call.answer(Ok(0));
+        }
         let config = ops.iter().any(|op| match op {
             Op::Write { writes, .. } => writes.0.iter().any(touches_config),
             Op::Restore { records, .. } => records.iter().any(|(k, _)| is_config(k)),
@@ -330,10 +356,12 @@ impl Replica {
         Ok(())
     }
 
-    fn decode_entry(&self, entry: &[u8]) -> Result<Vec<Op>> {
+    /// An entry's ops for the writer, and its calls of retention.
+    fn decode_entry(&self, entry: &[u8]) -> Result<(Vec<Op>, Vec<retention::Call>)> {
         let EntryV1 { node, ops } = codec::decode(entry)?;
         let mine = self.link().filter(|l| l.node == node);
         let mut out = Vec::with_capacity(ops.len());
+        let mut retain = Vec::new();
         for (nonce, EntryOp(bytes)) in ops {
             let waiter = mine.and_then(|l| l.forget(nonce));
             match codec::decode::<WireOp>(&bytes)? {
@@ -359,9 +387,21 @@ impl Replica {
                         records.into_iter().map(|WireRecord(k, v)| (k, v)).filter(|(k, _)| !stays_local(k)).collect();
                     out.push(Op::Restore { records, last });
                 }
+                WireOp::Retain { what, cutoff_ms, max, seqs, keys } => {
+                    let reply = match waiter {
+                        Some(Waiter::Count(tx)) => Some(tx),
+                        _ => None,
+                    };
+                    let choice = crate::compact::Choice {
+                        seqs: seqs.into_iter().collect(),
+                        keys: keys.into_iter().map(|EntryOp(k)| k).collect(),
+                        next_from: 0,
+                    };
+                    retain.push(retention::Call { what, cutoff_ms, max, choice, reply });
+                }
             }
         }
-        Ok(out)
+        Ok((out, retain))
     }
 }
 
@@ -437,7 +477,7 @@ impl RestoreEntries {
         self.copied += records.len() as u64;
         let op = codec::encode(&WireOp::Restore { records, last })?;
         // Node 0: no node's callers wait for these ops.
-        Replica::encode_entry(0, vec![Outgoing { nonce: 0, op, lazy: false }])
+        Replica::encode_entry(0, vec![Outgoing { nonce: 0, op, lazy: false, alone: false }])
     }
 }
 
@@ -456,5 +496,8 @@ impl Iterator for RestoreEntries {
     }
 }
 
+mod retention;
 #[cfg(test)]
 mod tests;
+
+pub(crate) use retention::Retain;

@@ -323,3 +323,107 @@ fn two_changes_of_one_api_key_from_the_same_state_are_applied_once_on_every_copy
         b.store().close().await;
     });
 }
+
+/// Retention is an entry of the log: the node whose task runs it publishes what goes, every copy
+/// removes it at the same place, and the copies stay equal record for record. A retry of a
+/// removed request's `Idempotency-Key` is then a new event on every copy, with the same seq and
+/// id (each node compacting its own copy on its own timer made it a duplicate on one copy and a
+/// new event on the other).
+#[test]
+fn retention_is_applied_by_every_copy_at_the_same_place() {
+    let (da, db) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    rt().block_on(async {
+        let (a, b, mut out_a, mut out_b) = two_copies(da.path(), db.path());
+        let mut log = FakeLog(Vec::new());
+        let first = a.store().queue_append(events(3), Some("k".into())).expect("queued");
+        // Received a later millisecond: the cutoff between them.
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let kept = b.store().queue_append(events(1), None).expect("queued");
+        log.publish(&a, &mut out_a);
+        log.publish(&b, &mut out_b);
+        let entry = crate::AuditEntry {
+            at_ms: 10,
+            who: "admin token".into(),
+            from: None,
+            action: "target.created".into(),
+            subject: "tgt_x".into(),
+            before: None,
+            after: None,
+        };
+        let a2 = a.store().clone();
+        let audited = tokio::spawn(async move { a2.audit(&[entry]).await });
+        while out_a.is_empty() {
+            tokio::task::yield_now().await;
+        }
+        log.publish(&a, &mut out_a);
+        log.catch_up(&a).await;
+        log.catch_up(&b).await;
+        first.wait().await.expect("acked");
+        kept.wait().await.expect("acked");
+        audited.await.expect("join").expect("audited");
+
+        // A's retention task: the events received before the cutoff (1–3, not 4), the audit
+        // entry. Each call is an entry of its own, answered once A's copy applied it.
+        let a2 = a.store().clone();
+        let cutoff = b.store().event(4).expect("read").expect("kept").received_at_ms;
+        let removed = tokio::task::spawn_blocking(move || a2.compact(cutoff, 100));
+        while out_a.is_empty() {
+            assert!(!removed.is_finished(), "the call published nothing: {:?}", removed.await);
+            tokio::task::yield_now().await;
+        }
+        log.publish(&a, &mut out_a);
+        let a2 = a.store().clone();
+        let audit = tokio::task::spawn_blocking(move || a2.compact_audit(u64::MAX, 100));
+        while out_a.is_empty() {
+            assert!(!audit.is_finished(), "the call published nothing: {:?}", audit.await);
+            tokio::task::yield_now().await;
+        }
+        log.publish(&a, &mut out_a);
+        log.catch_up(&a).await;
+        log.catch_up(&b).await;
+        assert_eq!(removed.await.expect("join").expect("compacted"), 3);
+        assert_eq!(audit.await.expect("join").expect("compacted"), 1);
+        // B's own call, once B applied them, finds nothing more to remove, and publishes nothing.
+        settled(b.store(), 5).await;
+        let b2 = b.store().clone();
+        assert_eq!(tokio::task::spawn_blocking(move || b2.compact(cutoff, 100)).await.expect("join").expect("read"), 0);
+        assert!(out_b.is_empty());
+
+        // The retry, taken by B: a new event on both copies.
+        let retry = b.store().queue_append(events(1), Some("k".into())).expect("queued");
+        log.publish(&b, &mut out_b);
+        log.catch_up(&a).await;
+        log.catch_up(&b).await;
+        let retry = retry.wait().await.expect("acked");
+        assert_eq!((retry[0].seq, retry[0].duplicate), (5, false), "{retry:?}");
+        for store in [a.store(), b.store()] {
+            settled(store, 6).await;
+            assert!(store.audit_page(None, 10).expect("read").is_empty());
+        }
+        // The same events, and the same records but those each copy lays out for itself: the
+        // chunks (a group commit's events, and each copy groups the entries it applies as they
+        // come) and the index postings (written out with a group).
+        let events =
+            |store: &Store| -> Vec<crmhook_core::Event> { store.events_from(1).map(|e| e.expect("read")).collect() };
+        assert_eq!(events(a.store()).iter().map(|e| e.seq).collect::<Vec<_>>(), [4, 5]);
+        assert_eq!(events(a.store()), events(b.store()));
+        let laid_out =
+            [Tag::Event, Tag::TypeIndex, Tag::RecordIndex, Tag::KanbanIndex, Tag::SourceIndex].map(Tag::byte);
+        let records = |store: &Store| -> Vec<(Vec<u8>, Vec<u8>)> {
+            let all = store.inner.tree.iter().map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).expect("read"));
+            all.filter(|(k, _)| !laid_out.contains(&k[0])).collect()
+        };
+        assert_eq!(records(a.store()), records(b.store()), "the copies hold the same records");
+        a.store().close().await;
+        b.store().close().await;
+    });
+}
+
+/// Waits until `store` has applied the log's entries up to `seq`.
+async fn settled(store: &Store, seq: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while store.replicated().expect("read") < seq {
+        assert!(std::time::Instant::now() < deadline, "entry {seq} not applied in 10 s");
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}
