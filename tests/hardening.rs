@@ -440,6 +440,7 @@ fn assert_problem(answer: &Answer, status: u16, slug: &str) -> String {
     let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     assert_eq!(header("content-type"), Some("application/problem+json"), "{headers:?}");
     assert_eq!(header("x-content-type-options"), Some("nosniff"), "{headers:?}");
+    assert_eq!(header("cache-control"), Some("no-store"), "{headers:?}");
     assert_eq!(header("content-length"), Some(body.len().to_string().as_str()), "{headers:?}");
     let problem: Value = serde_json::from_slice(body).expect("a JSON body");
     assert_eq!(problem["type"], format!("urn:crmhook:problem:{slug}"), "{problem}");

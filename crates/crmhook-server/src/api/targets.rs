@@ -91,9 +91,9 @@ pub(crate) async fn create_target(
     state.router.create_target(target.clone()).await.map_err(router_error)?;
     let after = scrubbed(&TargetView::new(&target, None, false));
     record(&state, &req, "target.create", target.id.as_str(), None, after).await;
-    Ok(HttpResponse::Created()
-        .insert_header((header::LOCATION, format!("/v1/targets/{}", target.id)))
-        .json(TargetView::new(&target, None, true)))
+    // With its health, as every target view (it owes nothing yet).
+    let view = TargetView::new(&target, None, true).with_health(health(&*state.store, &state.metrics, &target)?);
+    Ok(HttpResponse::Created().insert_header((header::LOCATION, format!("/v1/targets/{}", target.id))).json(view))
 }
 
 pub(crate) async fn get_target(

@@ -63,6 +63,7 @@ pub(crate) fn body(res: &mut Response<()>) -> Bytes {
     for (name, value) in [
         ("x-content-type-options", "nosniff"),
         ("referrer-policy", "no-referrer"),
+        ("cache-control", "no-store"),
     ] {
         headers.insert(
             crate::header::HeaderName::from_static(name),
