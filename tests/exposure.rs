@@ -129,7 +129,8 @@ fn every_answer_says_nosniff_no_referrer_and_no_store_and_the_console_runs_no_in
     let icon = raw(&server, "127.0.0.1", "GET", "/console-icon.svg", &[("Host", &h)]);
     assert_eq!(icon.headers.get("content-type").map(String::as_str), Some("image/svg+xml"));
     // Its other scripts are files of this server too, and no script element is inline.
-    let scripts = ["/console.js", "/console-center.js", "/console-charts.js", "/console-keys.js"];
+    let scripts =
+        ["/console.js", "/console-sources.js", "/console-center.js", "/console-charts.js", "/console-keys.js"];
     for src in scripts {
         assert!(page.text.contains(&format!(r#"<script src="{src}"></script>"#)), "the page loads {src}");
         let js = raw(&server, "127.0.0.1", "GET", src, &[("Host", &h)]);

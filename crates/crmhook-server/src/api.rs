@@ -109,7 +109,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     use keys::{create_key, get_key, list_keys, me, revoke_key, rotate_key};
     use system::{
         cluster, console, console_center_js, console_charts_js, console_css, console_icon, console_js, console_keys_js,
-        healthz, metrics, openapi, readyz, stream,
+        console_sources_js, healthz, metrics, openapi, readyz, stream,
     };
     use targets::{
         create_subscription, create_target, delete_subscription, delete_target, get_subscription, get_target,
@@ -170,6 +170,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/console-center.js").on(Method::GET, console_center_js).done())
         .service(resource("/console-charts.js").on(Method::GET, console_charts_js).done())
         .service(resource("/console-keys.js").on(Method::GET, console_keys_js).done())
+        .service(resource("/console-sources.js").on(Method::GET, console_sources_js).done())
         .service(resource("/console-icon.svg").on(Method::GET, console_icon).done())
         .service(resource("/v1/targets/{id}/stats").on(Method::GET, stats::target_stats).done())
         .service(resource("/v1/stats/ingest").on(Method::GET, stats::ingest_stats).done());

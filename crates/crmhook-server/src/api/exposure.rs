@@ -30,7 +30,7 @@ pub const SECURITY_HEADERS: [(&str, &str); 3] =
     [("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer"), ("Cache-Control", "no-store")];
 
 /// The console's Content-Security-Policy: its script and style are files served by this binary
-/// (`/console.js`, `/console-center.js`, `/console-charts.js`, `/console-keys.js`,
+/// (`/console.js`, `/console-sources.js`, `/console-center.js`, `/console-charts.js`, `/console-keys.js`,
 /// `/console.css`), nothing inline, nothing from elsewhere, never framed.
 pub const CONSOLE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
      img-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";

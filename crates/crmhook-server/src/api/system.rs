@@ -121,6 +121,14 @@ pub(crate) async fn console_keys_js() -> HttpResponse {
         .body(include_str!("../../assets/console-keys.js"))
 }
 
+/// The console's sources and quarantine, a fifth script.
+pub(crate) async fn console_sources_js() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/javascript; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(include_str!("../../assets/console-sources.js"))
+}
+
 /// The console's style.
 pub(crate) async fn console_css() -> HttpResponse {
     HttpResponse::Ok()
