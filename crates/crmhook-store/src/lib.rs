@@ -472,6 +472,9 @@ pub(crate) struct Inner {
     /// Where the next call of a compaction pass goes on (`compact`): the seq at which the last
     /// call stopped, its `max` reached; 0 once a call went to the end.
     pub(crate) compact_from: AtomicU64,
+    /// Events were removed whose `Idempotency-Key` records the pass's last call has yet to look
+    /// for (`Store::choose`).
+    pub(crate) keys_owed: std::sync::atomic::AtomicBool,
 }
 
 impl Store {

@@ -104,6 +104,7 @@ impl Store {
                 replicated,
                 quarantining: Default::default(),
                 compact_from: AtomicU64::new(0),
+                keys_owed: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }

@@ -395,7 +395,7 @@ impl Replica {
                     let choice = crate::compact::Choice {
                         seqs: seqs.into_iter().collect(),
                         keys: keys.into_iter().map(|EntryOp(k)| k).collect(),
-                        next_from: 0,
+                        ..Default::default()
                     };
                     retain.push(retention::Call { what, cutoff_ms, max, choice, reply });
                 }

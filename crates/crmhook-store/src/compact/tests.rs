@@ -196,3 +196,57 @@ fn compaction_inside_a_chunk_keeps_its_other_events_and_their_postings() {
         store.close().await;
     });
 }
+
+/// The `Idempotency-Key` records of the events a pass removes are looked for once, by the
+/// pass's last call (a walk of every such record), not by every call: until then a retry of a
+/// removed event's key is still a duplicate; after it, a new request.
+#[test]
+fn a_pass_looks_for_the_removed_events_keys_once_at_its_end() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let store = Store::open(dir.path()).expect("open");
+        for i in 0..5 {
+            store.append(events(1), Some(format!("k{i}"))).await.expect("append");
+        }
+        let keys = || store.inner.tree.scan_prefix(Tag::Idempotency.prefix()).count();
+        // Two events a call: the first two calls stop at `max`, and leave the keys.
+        assert_eq!(store.compact(u64::MAX, 2).expect("compact"), 2);
+        assert_eq!(keys(), 5);
+        let again = store.append(events(1), Some("k0".into())).await.expect("append");
+        assert_eq!((again[0].seq, again[0].duplicate), (1, true), "still a duplicate mid-pass");
+        assert_eq!(store.compact(u64::MAX, 2).expect("compact"), 2);
+        assert_eq!(keys(), 5);
+        // The last call removes the fifth event, and every key that named only removed events.
+        assert_eq!(store.compact(u64::MAX, 2).expect("compact"), 1);
+        assert_eq!(keys(), 0);
+        let again = store.append(events(1), Some("k0".into())).await.expect("append");
+        assert_eq!((again[0].seq, again[0].duplicate), (6, false), "a new request once the pass ended");
+        // A pass that removes nothing walks nothing (no key is owed): the new key stays.
+        assert_eq!(store.compact(0, 2).expect("compact"), 0);
+        assert_eq!(keys(), 1);
+        store.close().await;
+    });
+}
+
+/// A pass whose last call finds no event to remove still removes the keys its earlier calls
+/// left.
+#[test]
+fn a_pass_whose_last_call_removes_no_event_still_removes_the_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let store = Store::open(dir.path()).expect("open");
+        store.append(events(1), Some("a".into())).await.expect("append");
+        store.append(events(1), Some("b".into())).await.expect("append");
+        // The first call stops at `max` right after event 2 (event 3, received a later
+        // millisecond, is too recent to go).
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let t = store.append(events(1), None).await.expect("append")[0].seq;
+        let cutoff = store.event(t).expect("read").expect("kept").received_at_ms;
+        assert_eq!(store.compact(cutoff, 2).expect("compact"), 2);
+        let keys = || store.inner.tree.scan_prefix(Tag::Idempotency.prefix()).count();
+        assert_eq!(keys(), 2);
+        assert_eq!(store.compact(cutoff, 2).expect("compact"), 0);
+        assert_eq!(keys(), 0, "removed by the pass's last call, though it removed no event");
+        store.close().await;
+    });
+}

@@ -40,6 +40,30 @@ use crate::{codec, Result, Store, StoreError};
 /// the retention thread).
 const APPLIED_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// The most bytes of `Idempotency-Key` records an entry of retention names (NATS's default
+/// `max_payload` is 1 MiB; a pass over 100,000 events with keys of 40 characters names 4 MB).
+pub(crate) const KEY_BYTES: usize = 256 * 1024;
+
+/// `choice` as the calls to publish: its events and the keys that fit with them, then the other
+/// keys, [`KEY_BYTES`] at most a call.
+pub(super) fn in_parts(mut choice: Choice) -> Vec<Choice> {
+    let mut keys = std::mem::take(&mut choice.keys).into_iter().peekable();
+    let mut parts = Vec::new();
+    let mut part = choice;
+    loop {
+        let mut bytes = 0;
+        while let Some(k) = keys.next_if(|k| bytes == 0 || bytes + k.len() <= KEY_BYTES) {
+            bytes += k.len();
+            part.keys.push(k);
+        }
+        parts.push(part);
+        if keys.peek().is_none() {
+            return parts;
+        }
+        part = Choice::default();
+    }
+}
+
 /// What a call of retention removes.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Retain {
@@ -113,10 +137,15 @@ impl Link {
 
 impl Store {
     /// A call of retention in replica mode: an entry of the replicated log (the events'
-    /// calls carry the events chosen), waited for until this copy applied it.
+    /// calls carry the events chosen), waited for until this copy applied it. The keys a pass's
+    /// last call removes (all the pass's) go in entries of at most [`KEY_BYTES`] each.
     pub(crate) fn compact_replicated(&self, what: Retain, cutoff_ms: u64, max: usize, choice: Choice) -> Result<u64> {
         let link = self.inner.replica.as_ref().ok_or(StoreError::Closed)?;
-        block_on_apart(link.retain(what, cutoff_ms, max as u64, choice))
+        let mut removed = 0;
+        for part in in_parts(choice) {
+            removed += block_on_apart(link.retain(what, cutoff_ms, max as u64, part))?;
+        }
+        Ok(removed)
     }
 
     /// The writes a call makes to this copy as it stands: the same writes a single node makes,

@@ -427,3 +427,18 @@ async fn settled(store: &Store, seq: u64) {
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
 }
+
+#[test]
+fn a_choice_with_many_keys_goes_out_in_parts_of_bounded_size() {
+    use crate::compact::Choice;
+    let key = |i: usize| format!("K{i:0>99}").into_bytes(); // 100 bytes each
+    let many = Choice { seqs: (1..=5).collect(), keys: (0..6_000).map(key).collect(), ..Default::default() };
+    let parts = retention::in_parts(many);
+    assert_eq!(parts.len(), 3, "600,000 bytes of keys in parts of 256 KiB");
+    assert_eq!(parts[0].seqs.len(), 5, "the events go with the first part");
+    assert!(parts[1..].iter().all(|p| p.seqs.is_empty()));
+    assert!(parts.iter().all(|p| p.keys.iter().map(Vec::len).sum::<usize>() <= retention::KEY_BYTES));
+    let all: Vec<Vec<u8>> = parts.into_iter().flat_map(|p| p.keys).collect();
+    assert_eq!(all, (0..6_000).map(key).collect::<Vec<_>>(), "every key once, in order");
+    assert_eq!(retention::in_parts(Choice::default()).len(), 1, "no key: one part");
+}
