@@ -5,9 +5,9 @@
 //! came between two nodes' passes was a duplicate on one (its `Idempotency-Key` or Maximizer
 //! `Id` still there) and a new event on the other, and from then on the copies gave different
 //! seqs and ids (a cluster audit, 2026-12-07). Now a node's retention task chooses what goes,
-//! reading its own copy beside its writer as a single node does (the events no target owes, and
-//! the idempotency records that name only them: the costly part, a walk of every such record),
-//! and publishes the choice (`WireOp::Retain`, in an entry of its own). Every copy, on reaching
+//! reading its own copy beside its writer as a single node does (the events no target owes, and,
+//! once a pass, the idempotency records that name only events gone: a walk of every such
+//! record), and publishes the choice (`WireOp::Retain`, in an entry of its own). Every copy, on reaching
 //! the entry, waits until its writer has applied every entry before it, reads the writes that
 //! remove what was chosen from the copy (its chunks, index postings and blocks: each copy writes
 //! out its own postings), and hands them to its writer as the entry's own, with its position;
@@ -19,7 +19,10 @@
 //! retention does beside its writer: an event no target owes stays so (a subscription matches
 //! only events logged after it), and an idempotency record that a retry found meanwhile still
 //! names only the removed events. Two nodes' calls that chose the same events: the second finds
-//! them gone and removes nothing more.
+//! them gone and removes nothing more. The one race, as on a single node: an operator's replay
+//! or redelivery of a chosen event, made between the choice and its entry, finds its event gone
+//! when the target reads it, and the delivery is dropped with a warning (the event was past its
+//! retention and delivered or dead).
 //!
 //! The node that publishes a call is answered with how many records went on its own copy
 //! (every copy removes the same). A copy that cannot read the writes (an I/O error) does not move
