@@ -56,6 +56,22 @@ pub(crate) struct Choice {
     pub(crate) next_from: u64,
 }
 
+/// What a target may still owe past its cursor (`cursor`, the low mark below its first
+/// delivery not yet recorded): the events its subscriptions match now, and those up to how far
+/// it had matched (`scanned`), which its window may hold as first attempts with nothing on disk
+/// yet, matched by the subscriptions of that time. A subscription edited since no longer
+/// matching them, they are still owed (SUBSCRIPTIONS.md): until 2026-12-07 retention removed
+/// them, and the target dropped them ("owed event is no longer in the log"; a cluster audit saw
+/// 982 of an ordered target's window go so after an edit of its subscription). A subscription
+/// matches only events logged after it was made (`from_seq`), so none made later can want an
+/// event removed already.
+struct Owing {
+    target: TargetId,
+    cursor: u64,
+    scanned: u64,
+    subscriptions: Compiled,
+}
+
 /// The writes that remove what a call of retention chose, read from the copy that makes them
 /// (each copy writes out its own index postings and keeps its own blocks).
 #[derive(Default)]
@@ -151,15 +167,7 @@ impl Store {
                 if done {
                     break 'chunks;
                 }
-                let mut owed =
-                    owing.iter().any(|(cursor, subscriptions)| event.seq > *cursor && subscriptions.matches(event));
-                for t in &targets {
-                    if owed {
-                        break;
-                    }
-                    owed = self.is_pending(t, event.seq)?;
-                }
-                if !owed {
+                if !self.owes(&owing, event)? {
                     choice.seqs.insert(event.seq);
                 }
             }
@@ -184,14 +192,22 @@ impl Store {
     /// left, and the chosen idempotency keys.
     pub(crate) fn removal(&self, choice: &Choice) -> Result<Plan> {
         let mut plan = Plan::default();
-        for k in &choice.keys {
-            plan.records.remove(k.clone());
-        }
-        let (Some(&first), Some(&last)) = (choice.seqs.first(), choice.seqs.last()) else { return Ok(plan) };
+        let (Some(&first), Some(&last)) = (choice.seqs.first(), choice.seqs.last()) else {
+            for k in &choice.keys {
+                plan.records.remove(k.clone());
+            }
+            return Ok(plan);
+        };
         let targets: Vec<TargetId> = self.targets()?.into_iter().map(|t| t.id).collect();
+        // Asked again here (in cluster mode at the entry's place, the same on every copy): what
+        // became owed since the choice stays (a redelivery's pending entry, a window that read
+        // further, a subscription widened).
+        let owing = self.owing(&targets)?;
         let tree = &self.inner.tree;
         let batch = &mut plan.records;
         let mut removed = std::collections::HashSet::new();
+        // Chosen, but owed by now: kept, with the keys that name them.
+        let mut spared = std::collections::HashSet::new();
         // Postings that lose seqs: key → the seqs they keep.
         let mut postings = Postings { through: self.index_window()?.through, ..Default::default() };
         for kv in tree.range(crate::index::chunk_start(tree, first)?..Tag::Event.end()) {
@@ -203,7 +219,11 @@ impl Store {
             let before = chunk.len();
             let mut kept = Vec::with_capacity(before);
             for event in chunk {
-                if !choice.seqs.contains(&event.seq) {
+                let chosen = choice.seqs.contains(&event.seq);
+                if !chosen || self.owes(&owing, &event)? {
+                    if chosen {
+                        spared.insert(event.seq);
+                    }
                     kept.push(event);
                     continue;
                 }
@@ -214,6 +234,16 @@ impl Store {
                 batch.remove(chunk_key.to_vec());
             } else if kept.len() < before {
                 batch.insert(chunk_key.to_vec(), codec::encode_events(&kept)?);
+            }
+        }
+        for k in &choice.keys {
+            let names_spared = !spared.is_empty()
+                && match tree.get(k)? {
+                    Some(v) => codec::decode::<Vec<AckEntry>>(&v)?.iter().any(|a| spared.contains(&a.seq)),
+                    None => false,
+                };
+            if !names_spared {
+                batch.remove(k.clone());
             }
         }
         let Some(&last_removed) = removed.iter().max() else { return Ok(plan) };
@@ -269,18 +299,36 @@ impl Store {
         Ok(plan)
     }
 
-    /// Each target's cursor and its subscriptions: an event past the cursor that they match is
-    /// still owed (the target has not read it yet). A subscription matches only events logged
-    /// after it was made (`from_seq`), so none made later can want an event removed now.
-    fn owing(&self, targets: &[TargetId]) -> Result<Vec<(u64, Compiled)>> {
+    /// What each target may still owe past its cursor (see [`Owing`]).
+    fn owing(&self, targets: &[TargetId]) -> Result<Vec<Owing>> {
         let subscriptions = self.subscriptions()?;
         targets
             .iter()
             .map(|t| {
                 let own = subscriptions.iter().filter(|s| s.target_id == *t).cloned().collect();
-                Ok((self.cursor(t)?.unwrap_or(0), Compiled::new(own)))
+                Ok(Owing {
+                    target: t.clone(),
+                    cursor: self.cursor(t)?.unwrap_or(0),
+                    scanned: self.scanned(t)?.unwrap_or(0),
+                    subscriptions: Compiled::new(own),
+                })
             })
             .collect()
+    }
+
+    /// Whether a target owes `event`: it is past a target's cursor and either that target's
+    /// window may hold it (up to how far it had matched) or its subscriptions match it now, or
+    /// a target has it pending.
+    fn owes(&self, owing: &[Owing], event: &Event) -> Result<bool> {
+        if owing.iter().any(|o| event.seq > o.cursor && (event.seq <= o.scanned || o.subscriptions.matches(event))) {
+            return Ok(true);
+        }
+        for o in owing {
+            if self.is_pending(&o.target, event.seq)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// The seq of the first event still in the log (the head's next when none is): a finished

@@ -250,3 +250,57 @@ fn a_pass_whose_last_call_removes_no_event_still_removes_the_keys() {
         store.close().await;
     });
 }
+
+/// Events up to how far a target had matched (`scanned`) past its cursor may be in its window as
+/// first attempts with nothing on disk, matched by the subscriptions of that time: they stay
+/// whatever its subscriptions match now (an edited subscription's target owes them still), until
+/// its cursor passes them. Until 2026-12-07 they went, and the target dropped them.
+#[test]
+fn what_a_window_may_hold_stays_whatever_the_subscriptions_match_now() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let store = Store::open(dir.path()).expect("open");
+        // Its subscription matches none of the events now.
+        let t = subscribed_target(&store, "ai_pause").await;
+        store.append(mixed(0, 9), None).await.expect("append");
+        let mut b = DeliveryBatch::default();
+        b.scanned(&t.id, 6).expect("encode");
+        store.write_deliveries(b).await.expect("write");
+        assert_eq!(store.compact(u64::MAX, 100).expect("compact"), 3);
+        assert_eq!(store.events_from(1).map(|e| e.expect("event").seq).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6]);
+        let mut b = DeliveryBatch::default();
+        b.cursor(&t.id, 6).expect("encode");
+        store.write_deliveries(b).await.expect("write");
+        assert_eq!(store.compact(u64::MAX, 100).expect("compact"), 6);
+        store.close().await;
+    });
+}
+
+/// What became owed between the choice and its removal (a redelivery's pending entry) stays,
+/// with the `Idempotency-Key` record that names it: the removal asks again (in cluster mode at
+/// the entry's place, the same on every copy).
+#[test]
+fn an_event_owed_again_after_the_choice_stays_with_its_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        let store = Store::open(dir.path()).expect("open");
+        let t = stored_target(&store).await;
+        store.append(events(3), Some("k".into())).await.expect("append");
+        store.append(events(1), Some("j".into())).await.expect("append");
+        let choice = store.choose(u64::MAX, 100, 0, false).expect("choose");
+        assert_eq!((choice.seqs.len(), choice.keys.len()), (4, 2));
+        let mut b = DeliveryBatch::default();
+        b.pending(&t.id, 2, Pending::first(0)).expect("encode");
+        store.write_deliveries(b).await.expect("write");
+        let plan = store.removal(&choice).expect("removal");
+        assert_eq!(plan.removed, 3);
+        store.apply_records(plan.records).expect("apply");
+        store.forget_chunks();
+        assert_eq!(store.events_from(1).map(|e| e.expect("event").seq).collect::<Vec<_>>(), [2]);
+        let again = store.append(events(3), Some("k".into())).await.expect("append");
+        assert!(again.iter().all(|a| a.duplicate), "the key names the event kept: {again:?}");
+        let other = store.append(events(1), Some("j".into())).await.expect("append");
+        assert!(!other[0].duplicate, "the other key went with its event: {other:?}");
+        store.close().await;
+    });
+}
