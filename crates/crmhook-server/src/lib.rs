@@ -330,6 +330,7 @@ impl Server {
         .workers(config.workers)
         .disable_signals()
         .shutdown_timeout(10);
+        listening(&listener)?;
         let (http, tls_reload) = match tls {
             Some((tls_config, reload)) => (http.listen_rustls_0_23(listener, tls_config)?, Some(reload)),
             None => (http.listen(listener)?, None),
@@ -530,6 +531,15 @@ impl StatsSaver {
         let _ = self.stop.send(());
         let _ = self.task.await;
     }
+}
+
+/// Makes `listener` listen, if it is only bound: `crmhook serve` binds its port before the
+/// server starts and listens only once it serves, so that a connection meanwhile is refused at
+/// once (a cluster node's catch-up with the log took 35–40 s for 100,000 entries, and a
+/// listening socket held CRMs' connections unanswered all that time, then took requests whose
+/// clients had given up). A listener that listens already keeps doing so.
+pub fn listening(listener: &std::net::TcpListener) -> std::io::Result<()> {
+    socket2::SockRef::from(listener).listen(1024)
 }
 
 /// The retention thread: every interval, removes events older than the retention whose

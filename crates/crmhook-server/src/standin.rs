@@ -34,6 +34,7 @@ impl Standin {
         .workers(1)
         .disable_signals()
         .shutdown_timeout(1);
+        crate::listening(&listener)?;
         let http = match tls {
             Some(tls) => http.listen_rustls_0_23(listener, tls)?,
             None => http.listen(listener)?,

@@ -78,10 +78,14 @@ fn serve_locked(config: crmhook_server::Config) -> anyhow::Result<ExitCode> {
         Some(cluster) => Arc::new(cluster),
         None => Arc::new(crmhook_server::Embedded),
     };
-    // Bound only once the node has joined: a join can take seconds (a JetStream leader being
-    // elected), and a listener bound before it would hold a CRM's connections unanswered in its
-    // backlog meanwhile, where refused ones send the CRM to the next node at once.
-    let listener = TcpListener::bind(config.bind).with_context(|| format!("cannot listen on {}", config.bind))?;
+    // Bound only once the node has joined, and listening only once the server starts
+    // (`Server::start_with` makes it listen): a join can take seconds (a JetStream leader being
+    // elected) and a node's catch-up with the log tens of seconds, and a listening socket would
+    // hold a CRM's connections unanswered in its backlog meanwhile, where refused ones send the
+    // CRM to the next node at once. A server already listening on the port stops this one here;
+    // two starting at once on one port (`SO_REUSEADDR`, as `TcpListener::bind` sets, lets both
+    // bind) leave the second to fail when it starts listening.
+    let listener = bound(config.bind).with_context(|| format!("cannot listen on {}", config.bind))?;
     actix_rt::System::new().block_on(async move {
         // The signals are listened for before the line that says the server is up: a SIGTERM or
         // SIGHUP sent as soon as it is read must not meet the default action (the process killed
@@ -299,6 +303,15 @@ fn reload_on_sighup(reload: Arc<Mutex<Option<crmhook_server::tls::TlsReload>>>) 
 /// ends the process by default, before anything is logged or answered. Caught instead, the
 /// write fails with EFBIG, and the server does what it does on a full disk (answers 503, the
 /// stand-in, resumes once a write goes through: docs/RELIABILITY.md, "Disk trouble").
+/// A socket bound to `addr` but not listening yet (a connection to it is refused), with the
+/// options `TcpListener::bind` sets.
+fn bound(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
 fn catch_file_size_signal() {
     use actix_rt::signal::unix::{signal, SignalKind};
     match signal(SignalKind::from_raw(rustix::process::Signal::XFSZ.as_raw())) {
@@ -348,5 +361,24 @@ async fn stopped(shutdown: &watch::Receiver<bool>) {
     let mut shutdown = shutdown.clone();
     if shutdown.wait_for(|s| *s).await.is_err() {
         std::future::pending::<()>().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A port bound refuses connections until the server starts and makes it listen: a client
+    /// is sent elsewhere rather than held unanswered while a cluster node catches up with the
+    /// log. Once it listens, no other server binds it.
+    #[test]
+    fn a_port_bound_refuses_connections_until_the_server_listens() {
+        let listener = bound("127.0.0.1:0".parse().expect("addr")).expect("bound");
+        let addr = listener.local_addr().expect("addr");
+        let refused = std::net::TcpStream::connect(addr).expect_err("not listening yet");
+        assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+        crmhook_server::listening(&listener).expect("listen");
+        std::net::TcpStream::connect(addr).expect("listening");
+        assert!(bound(addr).is_err(), "the port is taken");
     }
 }
