@@ -153,7 +153,6 @@ impl Store {
         let owing = self.owing(&targets)?;
         let tree = &self.inner.tree;
         let mut choice = Choice::default();
-        let mut done = false;
         let start = if from == 0 { Tag::Event.prefix() } else { crate::index::chunk_start(tree, from)? };
         'chunks: for kv in tree.range(start..Tag::Event.end()) {
             let chunk: Vec<Event> = codec::decode_events(&kv?.1)?;
@@ -163,8 +162,7 @@ impl Store {
                     choice.next_from = event.seq;
                     break 'chunks;
                 }
-                done |= event.received_at_ms >= cutoff_ms;
-                if done {
+                if event.received_at_ms >= cutoff_ms {
                     break 'chunks;
                 }
                 if !self.owes(&owing, event)? {
