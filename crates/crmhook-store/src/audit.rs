@@ -81,11 +81,7 @@ impl Store {
     /// Removes up to `max` audit entries older than `cutoff_ms`.
     pub fn compact_audit(&self, cutoff_ms: u64, max: usize) -> Result<u64> {
         if self.inner.replica.is_some() {
-            // Published only when this copy holds something to remove.
-            if self.audit_removal(cutoff_ms, 1)?.removed == 0 {
-                return Ok(0);
-            }
-            return self.compact_replicated(crate::replica::Retain::Audit, cutoff_ms, max, Default::default());
+            return self.trim_replicated(crate::replica::Retain::Audit, cutoff_ms, max);
         }
         let plan = self.audit_removal(cutoff_ms, max)?;
         self.apply_records(plan.records)?;

@@ -392,11 +392,7 @@ impl Store {
     /// many. Their ids sort by time, so the walk stops at the first one to keep.
     pub fn compact_quarantine(&self, cutoff_ms: u64, max: usize) -> Result<u64> {
         if self.inner.replica.is_some() {
-            // Published only when this copy holds something to remove.
-            if self.quarantine_removal(cutoff_ms, 1)?.removed == 0 {
-                return Ok(0);
-            }
-            return self.compact_replicated(crate::replica::Retain::Quarantine, cutoff_ms, max, Default::default());
+            return self.trim_replicated(crate::replica::Retain::Quarantine, cutoff_ms, max);
         }
         let removal = self.quarantine_removal(cutoff_ms, max)?;
         self.remove_quarantined(removal)

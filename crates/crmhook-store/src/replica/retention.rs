@@ -151,6 +151,15 @@ impl Store {
         Ok(removed)
     }
 
+    /// A call of retention of the quarantine or the audit trail in replica mode, published only
+    /// when this copy holds something to remove.
+    pub(crate) fn trim_replicated(&self, what: Retain, cutoff_ms: u64, max: usize) -> Result<u64> {
+        if self.plan_retention(what, cutoff_ms, 1, &Choice::default())?.removed == 0 {
+            return Ok(0);
+        }
+        self.compact_replicated(what, cutoff_ms, max, Choice::default())
+    }
+
     /// The writes a call makes to this copy as it stands: the same writes a single node makes,
     /// but the quarantine's `H` keys removed outright (nothing else writes the copy meanwhile:
     /// no compare and swap needed).
