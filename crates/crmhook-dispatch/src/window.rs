@@ -12,8 +12,9 @@
 //!   [`FILL_STEP`] of it is free; pending entries on disk that did not fit (a large replay) are
 //!   taken again once it is half empty.
 //! - An ordered target sends only its oldest owed delivery, one at a time; an unordered one sends
-//!   by due time, [`IN_FLIGHT`] at a time. No attempt starts while [`RECORDING`] finished
-//!   deliveries wait for their records. A target with a rate limit starts no more attempts in
+//!   by due time, [`IN_FLIGHT`] at a time. A retry whose record is being written holds no
+//!   slot (it is not attempted again before its record is down). No attempt starts while
+//!   [`RECORDING`] records (finished deliveries, retries) are on their way to the store. A target with a rate limit starts no more attempts in
 //!   any second than it allows ([`Pace`]); the rest wait, due, in the window.
 //! - A first attempt is not written down before it is made (`fresh`): the cursor (the low mark)
 //!   stays below the first fresh delivery. A finished delivery (delivered or dead) frees its
@@ -59,8 +60,8 @@ pub const FILL_STEP: usize = WINDOW / 4;
 pub const IN_FLIGHT: usize = 16;
 /// How long a delivery whose event could not be read waits before it is tried again.
 pub const UNREADABLE_WAIT_MS: u64 = 1_000;
-/// Most finished deliveries whose records are still on their way to the store; past it no new
-/// attempt starts (the store sets the pace).
+/// Most records still on their way to the store (finished deliveries, and retries whose
+/// schedules are being written); past it no new attempt starts (the store sets the pace).
 pub const RECORDING: usize = 64 * IN_FLIGHT;
 
 /// A fill the window wants: the shell reads the log from `from`, at most [`SCAN_STEP`] events
@@ -275,6 +276,21 @@ impl Window {
     }
 
     /// Attempts in flight at once.
+    /// Attempts under way: those in flight but for the retries whose records are being
+    /// written. Only these count against [`Window::limit`]: a retry being written holds no
+    /// connection, and holding its slot until its record is down made a failing target's
+    /// retries as slow as the store's writes (a cluster's most: a failing target fell behind
+    /// its schedule by seconds).
+    fn attempting(&self) -> usize {
+        self.in_flight.len().saturating_sub(self.flushing.len())
+    }
+
+    /// Records on their way to the store: finished deliveries and retries being written. Past
+    /// [`RECORDING`] no attempt starts (the store sets the pace).
+    fn records_owed(&self) -> usize {
+        self.recording.len() + self.flushing.len()
+    }
+
     pub fn limit(&self) -> usize {
         if self.ordered {
             1
@@ -372,7 +388,7 @@ impl Window {
                 return None;
             }
         }
-        while self.in_flight.len() < self.limit() && self.recording.len() < RECORDING {
+        while self.attempting() < self.limit() && self.records_owed() < RECORDING {
             let (due, seq) = self.next_due()?;
             if due > now_ms {
                 return None;
@@ -433,7 +449,8 @@ impl Window {
 
     /// An attempt is over at `now_ms`: what follows it (the retry schedule, `Retry-After` on 429
     /// and 503, 410 disabling, with `jitter` in [0, 1]) and what to record. A finished delivery
-    /// frees its slot at once; a retry stays in flight until [`Window::retry_recorded`].
+    /// frees its slot at once; a retry frees its slot too, but stays in flight (not attempted again,
+    /// not brought forward) until [`Window::retry_recorded`].
     pub fn attempt_finished(&mut self, ended: Ended<'_>, now_ms: u64, jitter: f64, schedule: &[u64]) -> Finish {
         let Ended { seq, n, round, outcome, retry_after_ms } = ended;
         let step = retry::Step {
@@ -506,7 +523,7 @@ impl Window {
     /// [`RECORDING`] records wait (the write in progress pumps when it completes; a timer would
     /// only fire again and again until then).
     pub fn arm_timer(&mut self) -> Option<u64> {
-        if self.disabled || self.draining || self.in_flight.len() >= self.limit() || self.recording.len() >= RECORDING {
+        if self.disabled || self.draining || self.attempting() >= self.limit() || self.records_owed() >= RECORDING {
             return None;
         }
         let due = self.next_wake()?;

@@ -11,6 +11,7 @@ use super::*;
 mod parking;
 mod properties;
 mod restarts;
+mod slots;
 
 const SCHEDULE: [u64; 3] = [1_000, 5_000, 20_000];
 

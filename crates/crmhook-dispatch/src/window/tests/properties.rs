@@ -484,11 +484,13 @@ impl Sim {
     fn check(&self) {
         let w = &self.window;
         assert!(w.pending.len() <= Window::holds_at_most(self.ordered));
-        assert!(w.in_flight.len() <= w.limit());
+        // A retry being written holds no slot (it is in flight until written, not attempted).
+        assert!(w.attempting() <= w.limit());
+        assert!(w.records_owed() <= RECORDING);
         // Ordered: one at a time, and the oldest owed when it started (checked in `pump`); a
         // delivery queued again may be older than the one in flight, and goes next.
         if self.ordered {
-            assert!(w.in_flight.len() <= 1);
+            assert!(w.attempting() <= 1);
         }
         assert_eq!(w.in_flight.iter().collect::<Vec<_>>(), self.attempts.keys().collect::<Vec<_>>());
         assert_eq!(w.flushing.keys().collect::<Vec<_>>(), self.flushing.iter().collect::<Vec<_>>());
