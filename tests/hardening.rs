@@ -59,6 +59,14 @@ fn subscriptions_per_target_and_their_lists_are_bounded() {
     // Another target has its own room.
     let (other, _) = server.wire("http://127.0.0.1:9/other", Some(json!({})), json!({}));
     assert_eq!(sub(json!({"target_id": other})).status, 201);
+    // Listed by target: its own only; none for an id naming no target; 422 for one that is not
+    // a target id (it listed nothing, as if it were one).
+    let listed = server.admin("GET", &format!("/v1/subscriptions?target_id={other}"), None).json();
+    assert_eq!(listed["subscriptions"].as_array().map(Vec::len), Some(2), "wire's and the one above");
+    let nobody = "tgt_00000000000000000000000000";
+    let listed = server.admin("GET", &format!("/v1/subscriptions?target_id={nobody}"), None);
+    assert_eq!((listed.status, listed.json()["subscriptions"].as_array().map(Vec::len)), (200, Some(0)));
+    assert_422(&server.admin("GET", "/v1/subscriptions?target_id=bogus", None), "target_id");
 }
 
 #[test]

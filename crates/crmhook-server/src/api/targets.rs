@@ -393,10 +393,17 @@ pub(crate) async fn list_subscriptions(
     query: web::Query<HashMap<String, String>>,
     state: State,
 ) -> Result<HttpResponse, ApiError> {
-    let only = query.get("target_id");
+    // A target id that is not one is refused, as `GET /v1/events` refuses a `source_id`; one
+    // naming no target lists nothing (until 2026-12-07 anything listed nothing).
+    let only = match query.get("target_id") {
+        None => None,
+        Some(raw) => Some(TargetId::parse(raw).ok_or_else(|| {
+            ApiError::unprocessable("target_id", format!("`target_id` must be a target id (tgt_…), not {raw:?}"))
+        })?),
+    };
     let subs = state.store.subscriptions()?;
     let subscriptions =
-        subs.iter().filter(|s| only.is_none_or(|t| s.target_id.as_str() == t)).map(SubscriptionView::from).collect();
+        subs.iter().filter(|s| only.as_ref().is_none_or(|t| &s.target_id == t)).map(SubscriptionView::from).collect();
     Ok(HttpResponse::Ok().json(Subscriptions { subscriptions }))
 }
 
