@@ -27,6 +27,7 @@ pub mod error;
 pub mod keys;
 mod per_key;
 pub mod prometheus;
+mod retention;
 pub mod sources;
 pub mod standin;
 pub mod stream;
@@ -50,6 +51,7 @@ pub use config::Config;
 pub use standin::Standin;
 
 use crate::api::AppState;
+use crate::retention::Compactor;
 
 /// Why the server could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -540,50 +542,4 @@ impl StatsSaver {
 /// clients had given up). A listener that listens already keeps doing so.
 pub fn listening(listener: &std::net::TcpListener) -> std::io::Result<()> {
     socket2::SockRef::from(listener).listen(1024)
-}
-
-/// The retention thread: every interval, removes events older than the retention whose
-/// deliveries are all finished.
-struct Compactor {
-    stop: std::sync::mpsc::Sender<()>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl Compactor {
-    fn start(store: LogHandle, retention_days: u64, every: Duration, per_call: usize) -> std::io::Result<Compactor> {
-        let (stop, stopped) = std::sync::mpsc::channel::<()>();
-        let thread = std::thread::Builder::new().name("crmhook-compactor".into()).spawn(move || {
-            // Each kind a call at a time until a call removes nothing; a stop is seen between calls.
-            type Call = fn(&LogHandle, u64, usize) -> Result<u64, crmhook_store::StoreError>;
-            let kinds: [(&str, Call); 3] = [
-                ("events past their retention", |s, cutoff, max| s.compact(cutoff, max)),
-                ("quarantined pieces past their retention", |s, cutoff, max| s.compact_quarantine(cutoff, max)),
-                ("audit entries past their retention", |s, cutoff, max| s.compact_audit(cutoff, max)),
-            ];
-            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
-                let cutoff = crmhook_core::time::now_ms().saturating_sub(retention_days.saturating_mul(86_400_000));
-                for (what, call) in kinds {
-                    loop {
-                        if !matches!(stopped.try_recv(), Err(std::sync::mpsc::TryRecvError::Empty)) {
-                            return;
-                        }
-                        match call(&store, cutoff, per_call) {
-                            Ok(0) => break,
-                            Ok(n) => tracing::info!(removed = n, "retention removed {what}"),
-                            Err(e) => {
-                                tracing::error!(error = %e, "retention of {what} failed");
-                                break;
-                            }
-                        }
-                    }
-                }
-            }
-        })?;
-        Ok(Compactor { stop, thread })
-    }
-
-    fn stop(self) {
-        drop(self.stop);
-        let _ = self.thread.join();
-    }
 }
