@@ -89,3 +89,33 @@ pub(crate) fn relay(Answer { status, body, retry_after }: Answer) -> HttpRespons
     }
     response.body(body.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use actix_web::http::header;
+    use serde_json::json;
+
+    use super::*;
+
+    fn relayed(status: u16, retry_after: Option<&str>) -> HttpResponse {
+        let status = StatusCode::from_u16(status).unwrap();
+        relay(Answer { status, body: json!({"status": status.as_u16()}), retry_after: retry_after.map(str::to_owned) })
+    }
+
+    fn header_of(response: &HttpResponse, name: header::HeaderName) -> Option<&str> {
+        response.headers().get(name).and_then(|v| v.to_str().ok())
+    }
+
+    #[test]
+    fn the_owners_retry_after_reaches_the_client_with_its_status() {
+        for status in [503, 429] {
+            let r = relayed(status, Some("7"));
+            assert_eq!(r.status().as_u16(), status);
+            assert_eq!(header_of(&r, header::RETRY_AFTER), Some("7"), "{status}");
+            assert_eq!(header_of(&r, header::CONTENT_TYPE), Some("application/problem+json"));
+        }
+        let r = relayed(202, None);
+        assert_eq!(header_of(&r, header::RETRY_AFTER), None, "none made up");
+        assert_eq!(header_of(&r, header::CONTENT_TYPE), Some("application/json"));
+    }
+}
