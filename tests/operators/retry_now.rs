@@ -232,3 +232,58 @@ fn retries_brought_forward_stay_due_across_a_restart() {
         assert_eq!(attempts_of(&rcv, "/later", id), ["1", "2"], "{id}");
     }
 }
+
+/// Asks for "retry now" on `tid`: answers `queued`.
+fn retry_now(server: &Server, tid: &str) -> u64 {
+    let r = server.admin("POST", &format!("/v1/targets/{tid}/replay"), Some(&json!({"status": "pending"})));
+    assert_eq!(r.status, 202, "{}", r.text);
+    r.json()["queued"].as_u64().expect("queued")
+}
+
+/// An answer held this long: the attempt is under way when the test asks (a receiver records a
+/// request before it answers), and over within the 2 s a replay waits for attempts under way.
+const UNDER_WAY: Duration = Duration::from_millis(1_000);
+
+#[test]
+fn retry_now_waits_for_an_attempt_under_way_and_brings_it_forward_once_it_fails() {
+    let server = Server::start();
+    let rcv = Receiver::start();
+    rcv.program("/busy", &[delayed(500, UNDER_WAY)], status(200));
+    let (tid, _) = server.wire(&rcv.url("/busy"), Some(json!({})), json!({"retry_schedule_ms": [AN_HOUR]}));
+    let event = id(&server.post_ok(&maia("crm_field_update", json!({}))));
+    rcv.wait_count("/busy", 1, DELIVERY);
+    // Until 2026-12-07 the attempt under way was left out (`queued: 0`) and, once failed,
+    // waited its hour, right after an operator asked for now.
+    assert_eq!(retry_now(&server, &tid), 1, "brought forward once its attempt failed");
+    rcv.wait_count("/busy", 2, DELIVERY);
+    assert_eq!(attempts_of(&rcv, "/busy", &event), ["1", "2"]);
+}
+
+#[test]
+fn retry_now_queues_again_no_delivery_that_ends_while_it_waits() {
+    let server = Server::start();
+    let rcv = Receiver::start();
+    // The first attempt fails at once; the second, the schedule's last, fails after `UNDER_WAY`.
+    rcv.program("/last", &[status(500), delayed(500, UNDER_WAY)], status(200));
+    let schedule = json!({"retry_schedule_ms": [AN_HOUR], "ordered": true});
+    let (tid, _) = server.wire(&rcv.url("/last"), Some(json!({})), schedule);
+    let first = id(&server.post_ok(&maia("crm_field_update", json!({}))));
+    rcv.wait_count("/last", 1, DELIVERY);
+    assert_eq!(retry_now(&server, &tid), 1, "its retry, an hour away, brought forward");
+    rcv.wait_count("/last", 2, DELIVERY);
+    // Asked again while the last attempt is under way: the call waits for it, and it ends dead.
+    // Retry now brings forward what waits for a retry and queues nothing again: before
+    // 2026-12-07 it queued a delivery that had ended meanwhile, as a replay does, with a new
+    // schedule (on an ordered target after newer events).
+    assert_eq!(retry_now(&server, &tid), 0, "nothing waits for a retry any more");
+    let later = id(&server.post_ok(&maia("crm_record_created", json!({}))));
+    // Ordered: a delivery of `first` queued again would go before `later`.
+    let got = rcv.wait_count("/last", 3, DELIVERY);
+    assert_eq!(got[2].header("webhook-id"), later);
+    assert_eq!(attempts_of(&rcv, "/last", &first), ["1", "2"]);
+    let shown = wait_for(DELIVERY, "the last attempt recorded", || {
+        let e = server.event(&first);
+        (e["deliveries"][0]["status"] == "dead").then_some(e)
+    });
+    assert_eq!(shown["deliveries"][0]["attempts"].as_array().map(Vec::len), Some(2), "{shown}");
+}

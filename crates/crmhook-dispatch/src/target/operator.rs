@@ -165,8 +165,22 @@ impl Handler<Requeue> for TargetActor {
     type Result = ResponseActFuture<Self, u64>;
 
     fn handle(&mut self, Requeue { seqs, request }: Requeue, _: &mut Context<Self>) -> Self::Result {
-        self.requeue(seqs, request, Instant::now() + SETTLE_WAIT)
+        self.requeue(seqs, request, Instant::now() + SETTLE_WAIT, Queue::Again)
     }
+}
+
+/// What [`TargetActor::requeue`] does with the deliveries it is asked for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Queue {
+    /// A redelivery or a replay: those waiting for a retry are brought forward, the others
+    /// (finished) queued again.
+    Again,
+    /// Retry now: those waiting for a retry are brought forward, and nothing else is queued.
+    /// Until 2026-12-07 it queued again the finished ones too, as a replay does: a delivery that
+    /// ended dead while the call waited for the attempts under way (two calls at once, or its
+    /// last retry brought forward by another) was sent again with a new schedule, and on an
+    /// ordered target after newer events.
+    SoonerOnly,
 }
 
 impl TargetActor {
@@ -176,12 +190,18 @@ impl TargetActor {
     /// an operator who redelivers an event the moment its delivery arrived gets a new one, not
     /// `queued: 0`. A delivery waiting for a retry is brought forward to now instead (its
     /// schedule goes on), and counted as queued.
-    fn requeue(&mut self, seqs: Vec<u64>, mut request: Request, deadline: Instant) -> ResponseActFuture<Self, u64> {
+    fn requeue(
+        &mut self,
+        seqs: Vec<u64>,
+        mut request: Request,
+        deadline: Instant,
+        queue: Queue,
+    ) -> ResponseActFuture<Self, u64> {
         if Instant::now() < deadline && seqs.iter().any(|seq| self.window.settling(*seq)) {
             return Box::pin(
                 actix::clock::sleep(SETTLE_POLL)
                     .into_actor(self)
-                    .then(move |(), act, _| act.requeue(seqs, request, deadline)),
+                    .then(move |(), act, _| act.requeue(seqs, request, deadline, queue)),
             );
         }
         let now = now_ms();
@@ -190,7 +210,8 @@ impl TargetActor {
         asked.sort_unstable();
         let sooner = self.hasten_into(&mut batch, now, |seq| asked.binary_search(&seq).is_ok());
         let mut queued = Vec::new();
-        for seq in seqs {
+        let again = if queue == Queue::Again { seqs } else { Vec::new() };
+        for seq in again {
             let Ok(Some(event)) = self.store.event_ref(seq) else { continue };
             // Held already, pending, or not matched yet and owed: it will be delivered anyway.
             let pending_elsewhere = || self.store.is_pending(self.id(), seq).unwrap_or(true);
@@ -282,9 +303,16 @@ impl Handler<Hasten> for TargetActor {
                 self.store.event_ref(*seq).ok().flatten().is_some_and(|e| span.contains(&e.received_at_ms))
             })
         };
-        let waiting: Vec<u64> = self.window.waiting_retries(now_ms()).into_iter().filter(recent).collect();
-        // Those whose retry is being written are waited for, as a redelivery waits.
-        self.requeue(waiting, request, Instant::now() + SETTLE_WAIT)
+        // Those whose retry is being written, and the attempts under way (one that fails now
+        // is waiting for its retry once over: until 2026-12-07 it was left out, and waited its
+        // whole delay right after an operator asked for now), are waited for, as a redelivery
+        // waits; then those of them waiting for a retry are brought forward.
+        let mut asked = self.window.waiting_retries(now_ms());
+        asked.extend(self.window.settling_now());
+        asked.sort_unstable();
+        asked.dedup();
+        asked.retain(recent);
+        self.requeue(asked, request, Instant::now() + SETTLE_WAIT, Queue::SoonerOnly)
     }
 }
 
