@@ -473,7 +473,7 @@ pub(crate) struct Inner {
     /// call stopped, its `max` reached; 0 once a call went to the end.
     pub(crate) compact_from: AtomicU64,
     /// Events were removed whose `Idempotency-Key` records the pass's last call has yet to look
-    /// for (`Store::choose`).
+    /// for (`Store::choose`); true at start-up, for what a pass stopped by a restart left.
     pub(crate) keys_owed: std::sync::atomic::AtomicBool,
 }
 

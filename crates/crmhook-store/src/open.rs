@@ -104,7 +104,9 @@ impl Store {
                 replicated,
                 quarantining: Default::default(),
                 compact_from: AtomicU64::new(0),
-                keys_owed: std::sync::atomic::AtomicBool::new(false),
+                // What a pass stopped by the last run's end owed is not on disk: the first pass
+                // after a start looks for the keys of events no longer in the log, once.
+                keys_owed: std::sync::atomic::AtomicBool::new(true),
             }),
         })
     }

@@ -251,6 +251,35 @@ fn a_pass_whose_last_call_removes_no_event_still_removes_the_keys() {
     });
 }
 
+/// A pass stopped between its calls by a restart leaves keys of removed events behind: the
+/// first pass after a start looks for them, though it removes no event. Until 2026-12-07 the
+/// count of what was owed was in memory alone, and they waited for a pass that removed one.
+#[test]
+fn the_first_pass_after_a_start_looks_for_keys_a_stopped_pass_left() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = |store: &Store| store.inner.tree.scan_prefix(Tag::Idempotency.prefix()).count();
+    let cutoff = rt().block_on(async {
+        let store = Store::open(dir.path()).expect("open");
+        store.append(events(1), Some("a".into())).await.expect("append");
+        store.append(events(1), Some("b".into())).await.expect("append");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let t = store.append(events(1), None).await.expect("append")[0].seq;
+        let cutoff = store.event(t).expect("read").expect("kept").received_at_ms;
+        // The pass's first call stops at `max`; the server stops before its last.
+        assert_eq!(store.compact(cutoff, 2).expect("compact"), 2);
+        assert_eq!(keys(&store), 2);
+        store.close().await;
+        cutoff
+    });
+    rt().block_on(async {
+        let store = Store::open(dir.path()).expect("reopen");
+        assert_eq!(keys(&store), 2);
+        assert_eq!(store.compact(cutoff, 2).expect("compact"), 0);
+        assert_eq!(keys(&store), 0, "the first pass after the start removed them");
+        store.close().await;
+    });
+}
+
 /// Events up to how far a target had matched (`scanned`) past its cursor may be in its window as
 /// first attempts with nothing on disk, matched by the subscriptions of that time: they stay
 /// whatever its subscriptions match now (an edited subscription's target owes them still), until
