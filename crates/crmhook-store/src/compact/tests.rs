@@ -228,6 +228,16 @@ fn a_pass_looks_for_the_removed_events_keys_once_at_its_end() {
     });
 }
 
+/// Two events with the keys `a` and `b`, then one received a later millisecond: answers that
+/// one's time, a cutoff that keeps it (a call with `max` 2 removes the first two and stops).
+async fn two_keyed_then_one_later(store: &Store) -> u64 {
+    store.append(events(1), Some("a".into())).await.expect("append");
+    store.append(events(1), Some("b".into())).await.expect("append");
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    let t = store.append(events(1), None).await.expect("append")[0].seq;
+    store.event(t).expect("read").expect("kept").received_at_ms
+}
+
 /// A pass whose last call finds no event to remove still removes the keys its earlier calls
 /// left.
 #[test]
@@ -235,13 +245,9 @@ fn a_pass_whose_last_call_removes_no_event_still_removes_the_keys() {
     let dir = tempfile::tempdir().expect("tempdir");
     rt().block_on(async {
         let store = Store::open(dir.path()).expect("open");
-        store.append(events(1), Some("a".into())).await.expect("append");
-        store.append(events(1), Some("b".into())).await.expect("append");
         // The first call stops at `max` right after event 2 (event 3, received a later
         // millisecond, is too recent to go).
-        std::thread::sleep(std::time::Duration::from_millis(2));
-        let t = store.append(events(1), None).await.expect("append")[0].seq;
-        let cutoff = store.event(t).expect("read").expect("kept").received_at_ms;
+        let cutoff = two_keyed_then_one_later(&store).await;
         assert_eq!(store.compact(cutoff, 2).expect("compact"), 2);
         let keys = || store.inner.tree.scan_prefix(Tag::Idempotency.prefix()).count();
         assert_eq!(keys(), 2);
@@ -260,11 +266,7 @@ fn the_first_pass_after_a_start_looks_for_keys_a_stopped_pass_left() {
     let keys = |store: &Store| store.inner.tree.scan_prefix(Tag::Idempotency.prefix()).count();
     let cutoff = rt().block_on(async {
         let store = Store::open(dir.path()).expect("open");
-        store.append(events(1), Some("a".into())).await.expect("append");
-        store.append(events(1), Some("b".into())).await.expect("append");
-        std::thread::sleep(std::time::Duration::from_millis(2));
-        let t = store.append(events(1), None).await.expect("append")[0].seq;
-        let cutoff = store.event(t).expect("read").expect("kept").received_at_ms;
+        let cutoff = two_keyed_then_one_later(&store).await;
         // The pass's first call stops at `max`; the server stops before its last.
         assert_eq!(store.compact(cutoff, 2).expect("compact"), 2);
         assert_eq!(keys(&store), 2);
