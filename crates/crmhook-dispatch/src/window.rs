@@ -14,8 +14,9 @@
 //! - An ordered target sends only its oldest owed delivery, one at a time; an unordered one sends
 //!   by due time, [`IN_FLIGHT`] at a time. A retry whose record is being written holds no
 //!   slot (it is not attempted again before its record is down). No attempt starts while
-//!   [`RECORDING`] records (finished deliveries, retries) are on their way to the store. A target with a rate limit starts no more attempts in
-//!   any second than it allows ([`Pace`]); the rest wait, due, in the window.
+//!   [`RECORDING`] records (finished deliveries, retries) are on their way to the store. A
+//!   target with a rate limit starts no more attempts in any second than it allows
+//!   ([`Pace`]); the rest wait, due, in the window.
 //! - A first attempt is not written down before it is made (`fresh`): the cursor (the low mark)
 //!   stays below the first fresh delivery. A finished delivery (delivered or dead) frees its
 //!   slot at once and its record joins the next lazy write of the target's state (one write at
@@ -449,8 +450,8 @@ impl Window {
 
     /// An attempt is over at `now_ms`: what follows it (the retry schedule, `Retry-After` on 429
     /// and 503, 410 disabling, with `jitter` in [0, 1]) and what to record. A finished delivery
-    /// frees its slot at once; a retry frees its slot too, but stays in flight (not attempted again,
-    /// not brought forward) until [`Window::retry_recorded`].
+    /// frees its slot at once; a retry frees its slot too, but stays in flight (not attempted
+    /// again, not brought forward) until [`Window::retry_recorded`].
     pub fn attempt_finished(&mut self, ended: Ended<'_>, now_ms: u64, jitter: f64, schedule: &[u64]) -> Finish {
         let Ended { seq, n, round, outcome, retry_after_ms } = ended;
         let step = retry::Step {
