@@ -422,16 +422,23 @@ fn drain_starts_nothing_and_is_idle_once_in_flight_and_recording_are_empty() {
     assert!(w.is_idle());
 }
 
-#[test]
-fn no_attempt_starts_while_too_many_records_wait() {
+/// A window full of first attempts, each started attempt ended at once by `end` until none
+/// starts: the window and how many started.
+fn full_window_ending_each(end: fn(&mut Window, u64, u64) -> Finish) -> (Window, usize) {
     let mut w = new_target(false);
     let seqs: Vec<u64> = (1..=WINDOW as u64).collect();
     take(&mut w, &seqs, 0);
-    let mut done = 0;
+    let mut started = 0;
     while let Some(s) = w.next_start(0) {
-        ok(&mut w, s.seq, 0);
-        done += 1;
+        end(&mut w, s.seq, 0);
+        started += 1;
     }
+    (w, started)
+}
+
+#[test]
+fn no_attempt_starts_while_too_many_records_wait() {
+    let (mut w, done) = full_window_ending_each(ok);
     assert_eq!(done, RECORDING.min(WINDOW));
     let more: Vec<u64> = (WINDOW as u64 + 1..=WINDOW as u64 + 10).collect();
     take(&mut w, &more, 0);

@@ -48,14 +48,7 @@ fn an_ordered_target_waits_for_its_oldest_retry_to_be_written() {
 
 #[test]
 fn retries_being_written_count_against_the_records_on_their_way() {
-    let mut w = new_target(false);
-    let seqs: Vec<u64> = (1..=WINDOW as u64).collect();
-    take(&mut w, &seqs, 0);
-    let mut failed = 0;
-    while let Some(s) = w.next_start(0) {
-        fail(&mut w, s.seq, 0);
-        failed += 1;
-    }
+    let (mut w, failed) = full_window_ending_each(fail);
     assert_eq!(failed, RECORDING.min(WINDOW), "every start's retry is on its way to the store");
     assert_eq!(w.arm_timer(), None, "the write's completion pumps");
     w.retry_recorded(1, true);
