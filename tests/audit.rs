@@ -107,7 +107,12 @@ fn every_admin_change_is_audited_without_its_secrets() {
     // Before and after are there where they make sense...
     assert_eq!(all[1]["before"]["name"], "a");
     assert_eq!(all[1]["after"]["name"], "b");
+    // ... with whether the target was enabled, before and after (both read `true` until
+    // 2026-12-07)...
+    assert_eq!((&all[1]["before"]["enabled"], &all[1]["after"]["enabled"]), (&json!(true), &json!(false)));
+    assert_eq!(all[1]["after"]["disabled_reason"], format!("disabled by {who}").as_str());
     assert_eq!(all[12]["before"]["name"], "b");
+    assert_eq!(all[12]["before"]["enabled"], false);
     assert!(all[12]["after"].is_null());
     // ... and no secret is anywhere in the trail.
     let text = serde_json::to_string(&all).expect("JSON");

@@ -117,6 +117,7 @@ pub(crate) async fn patch_target(
     state: State,
 ) -> Result<HttpResponse, ApiError> {
     let current = load_target(&state, &id)?;
+    let was_disabled = state.store.disabled(&current.id)?;
     let patch = TargetPatch::try_from(read_object(&req, payload).await?)?;
     let mut target = current.patched(&patch.fields, state.guard.allow_private, now_ms())?;
     crate::api::views::keep_redacted(Some(&current), &mut target.headers)?;
@@ -126,13 +127,16 @@ pub(crate) async fn patch_target(
     if target != current {
         state.router.update_target(target.clone()).await.map_err(router_error)?;
     }
+    let mut disabled = was_disabled.clone();
     if let Some(enabled) = patch.enabled {
         let reason = format!("disabled by {}", crate::api::state::who(&req));
-        let disabled = (!enabled).then(|| Disabled { at_ms: now_ms(), reason });
-        state.router.set_enabled(target.id.clone(), disabled).await.map_err(router_error)?;
+        disabled = (!enabled).then(|| Disabled { at_ms: now_ms(), reason });
+        state.router.set_enabled(target.id.clone(), disabled.clone()).await.map_err(router_error)?;
     }
-    let before = scrubbed(&TargetView::new(&current, None, false));
-    let after = scrubbed(&TargetView::new(&target, None, false));
+    // With whether it was enabled before and after (until 2026-12-07 both read `true` whatever
+    // the target was).
+    let before = scrubbed(&TargetView::new(&current, was_disabled.as_ref(), false));
+    let after = scrubbed(&TargetView::new(&target, disabled.as_ref(), false));
     let enabled = patch.enabled.map_or(String::new(), |e| format!(" (enabled: {e})"));
     record(&state, &req, &format!("target.update{enabled}"), target.id.as_str(), before, after).await;
     stored_target(&*state.store, &state.metrics, &target, false)
@@ -145,7 +149,8 @@ pub(crate) async fn delete_target(
     state: State,
 ) -> Result<HttpResponse, ApiError> {
     let id = target_id(&id)?;
-    let before = state.store.target(&id)?.and_then(|t| scrubbed(&TargetView::new(&t, None, false)));
+    let disabled = state.store.disabled(&id)?;
+    let before = state.store.target(&id)?.and_then(|t| scrubbed(&TargetView::new(&t, disabled.as_ref(), false)));
     state.router.delete_target(id.clone()).await.map_err(router_error)?;
     record(&state, &req, "target.delete", id.as_str(), before, None).await;
     Ok(HttpResponse::NoContent().finish())
