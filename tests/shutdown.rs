@@ -118,3 +118,43 @@ fn sighup_without_tls_leaves_the_server_serving() {
     let status = server.stop();
     assert!(status.success(), "a graceful stop, not the end SIGHUP gives: {status:?}");
 }
+
+#[test]
+fn sighup_while_the_server_starts_does_not_end_it() {
+    // `systemctl reload` right after a start: until 2026-12-07 SIGHUP was caught only once the
+    // server served, and one sent while it started (reading its configuration, opening its log,
+    // joining a cluster) ended the process.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_crmhook"));
+    cmd.args(["serve", "--bind", "127.0.0.1:0", "--data-dir"]).arg(&data).current_dir(dir.path());
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("CRMHOOK_")) {
+        cmd.env_remove(k);
+    }
+    cmd.envs(TEST_ENV).env("CRMHOOK_LOG", "warn").stdout(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("crmhook runs");
+    let pid = child.id().to_string();
+    let listening = follow_stdout(&mut child, Default::default());
+    // The data dir's lock is taken once the process is under way (the first SIGHUPs of its life,
+    // before `main` runs, cannot be caught by any program); from then on it gets SIGHUP after
+    // SIGHUP until it says it listens.
+    wait_for(Duration::from_secs(30), "the data dir's lock", || data.join("crmhook.lock").exists().then_some(()));
+    let mut sent = 0;
+    let addr = loop {
+        match listening.try_recv() {
+            Ok(addr) => break addr,
+            Err(std::sync::mpsc::TryRecvError::Empty) => {}
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                panic!("the server ended after {sent} SIGHUPs while it started: {:?}", child.wait())
+            }
+        }
+        let hup = std::process::Command::new("kill").args(["-HUP", &pid]).status().expect("kill -HUP");
+        assert!(hup.success(), "kill -HUP {pid}: the server is gone after {sent} SIGHUPs ({:?})", child.try_wait());
+        sent += 1;
+    };
+    assert!(sent > 0, "no SIGHUP was sent while the server started");
+    assert_eq!(child.try_wait().expect("try_wait"), None, "the server ended");
+    assert_eq!(http("GET", &format!("http://{addr}/healthz"), &[], None).status, 200);
+    let _ = std::process::Command::new("kill").args(["-TERM", &pid]).status();
+    assert!(child.wait().expect("wait").success(), "a graceful stop");
+}

@@ -46,6 +46,7 @@ pub(crate) fn serve(flags: Flags) -> anyhow::Result<ExitCode> {
     // Everything the server creates (the data dir, sled's files, the key and tokens files) is
     // this user's alone: 0700 directories, 0600 files (docs/SECURITY.md).
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    catch_sighup_from_now();
     let env: HashMap<String, String> = std::env::vars().collect();
     let config = crate::config::load(&flags, &env)?;
     for (var, setting) in crate::config::misspelt_variables(&env) {
@@ -91,6 +92,8 @@ fn serve_locked(config: crmhook_server::Config) -> anyhow::Result<ExitCode> {
         // SIGHUP sent as soon as it is read must not meet the default action (the process killed
         // by the signal, not a graceful stop).
         let shutdown = shutdown_signal();
+        // Before the certificate is read: a SIGHUP from here on reloads it once the server serves.
+        let hup = actix_rt::signal::unix::signal(actix_rt::signal::unix::SignalKind::hangup());
         // Before the store's first write: a write past a file-size limit then fails with EFBIG,
         // which the server meets as it meets a full disk.
         catch_file_size_signal();
@@ -125,7 +128,7 @@ fn serve_locked(config: crmhook_server::Config) -> anyhow::Result<ExitCode> {
         }));
         // Listened for with TLS or without: SIGHUP's default action ends the process, and the
         // unit's `ExecReload` sends it.
-        reload_on_sighup(reload.clone());
+        reload_on_sighup(hup, reload.clone());
         if let Now::Serving(server) = &now {
             show_tokens(server)?;
         }
@@ -272,10 +275,29 @@ async fn reopen(
     }
 }
 
-/// Reloads the listener's certificate and key from their files on every SIGHUP (listened for
-/// from this call on), into whichever server serves now.
-fn reload_on_sighup(reload: Arc<Mutex<Option<crmhook_server::tls::TlsReload>>>) {
-    let mut hup = match actix_rt::signal::unix::signal(actix_rt::signal::unix::SignalKind::hangup()) {
+/// From now on a SIGHUP does not end the process (its default action): a reload asked for while
+/// the server starts (`systemctl reload` right after a start: reading the configuration,
+/// joining a cluster, opening a large log) is met by the files the start reads, and one asked
+/// once it serves by [`reload_on_sighup`]. Until 2026-12-07 the signal was caught only once the
+/// server served, and one sent before killed it. The handler tokio installs is the process's
+/// and stays once its runtime is gone (signals nobody listens for are dropped).
+fn catch_sighup_from_now() {
+    use actix_rt::signal::unix::{signal, SignalKind};
+    let caught = tokio::runtime::Builder::new_current_thread().enable_io().build().map_err(|e| e.to_string()).and_then(
+        |runtime| runtime.block_on(async { signal(SignalKind::hangup()).map(drop).map_err(|e| e.to_string()) }),
+    );
+    if let Err(e) = caught {
+        tracing::warn!(error = %e, "cannot catch SIGHUP yet: one sent while the server starts ends it");
+    }
+}
+
+/// Reloads the listener's certificate and key from their files on every SIGHUP `hup` hears
+/// (one that came before this call is met at once), into whichever server serves now.
+fn reload_on_sighup(
+    hup: std::io::Result<actix_rt::signal::unix::Signal>,
+    reload: Arc<Mutex<Option<crmhook_server::tls::TlsReload>>>,
+) {
+    let mut hup = match hup {
         Ok(hup) => hup,
         Err(e) => {
             tracing::error!(error = %e, "cannot listen for SIGHUP: the certificate is not reloaded");
