@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use support::tls::{exchange, get, issue};
+use support::tls::{connect, exchange, get, handshake, issue};
 use support::{wait_for, Server, ADMIN, INGEST, TEST_ENV};
 
 #[test]
@@ -179,4 +179,59 @@ fn deliveries_trust_the_delivery_ca_file_beside_the_public_roots() {
         let error = delivery["attempts"][0]["error"].as_str().unwrap_or_default();
         assert!(error.starts_with(said), "with the CA file {file:?}: {delivery}");
     }
+}
+
+/// A client that offers HTTP/2 gets HTTP/1.1, whose limits and problem answers are the server's
+/// (more than 96 headers: 431, a head or body too slow: 408). Until 2026-12-07 the listener
+/// chose `h2` when offered (awc's client turns actix's HTTP/2 on for the whole build), and over
+/// HTTP/2 those limits did not hold: 2,000 headers were taken, and a slow body got no answer.
+#[test]
+fn the_listener_speaks_http_1_1_whatever_the_client_offers() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let ca = issue(certs.path());
+    let cert = certs.path().join("cert.pem").display().to_string();
+    let key = certs.path().join("key.pem").display().to_string();
+    let mut server = Server::start_with(&[("CRMHOOK_TLS_CERT", &cert), ("CRMHOOK_TLS_KEY", &key)]);
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let offered = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let mut tls = connect(&addr, &ca, offered, Duration::from_secs(10)).expect("connect");
+    assert_eq!(handshake(&mut tls).expect("a handshake").as_deref(), Some(&b"http/1.1"[..]));
+    // And HTTP/1.1 it speaks on that connection, with its limit on headers.
+    let headers: String = (0..120).map(|i| format!("X-Many-{i}: {i}\r\n")).collect();
+    tls.write_all(format!("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}Connection: close\r\n\r\n").as_bytes())
+        .expect("write");
+    let mut answer = String::new();
+    let _ = tls.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    // A client that offers only HTTP/2 is refused at the handshake (no protocol in common).
+    let mut h2_only = connect(&addr, &ca, vec![b"h2".to_vec()], Duration::from_secs(10)).expect("connect");
+    assert!(handshake(&mut h2_only).is_err(), "an h2-only client got a connection");
+    assert!(server.stop().success());
+}
+
+/// Connections that say nothing (no TLS handshake) do not hold up other clients' handshakes:
+/// until 2026-12-07 a worker took at most 256 handshakes at once and stopped accepting past
+/// them, so a client holding a few hundred idle connections made every other client wait for
+/// them to time out (3 s each round), past a Maximizer's 2 s.
+#[test]
+fn idle_connections_do_not_hold_up_other_clients_handshakes() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let ca = issue(certs.path());
+    let cert = certs.path().join("cert.pem").display().to_string();
+    let key = certs.path().join("key.pem").display().to_string();
+    let mut server =
+        Server::start_with(&[("CRMHOOK_TLS_CERT", &cert), ("CRMHOOK_TLS_KEY", &key), ("CRMHOOK_WORKERS", "1")]);
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    // 600 idle connections: more than twice the old cap of the one worker.
+    let idle: Vec<TcpStream> = (0..600).map(|_| TcpStream::connect(&addr).expect("an idle connection")).collect();
+    // A client behind them completes its handshake and its request, well within the 3 s an idle
+    // connection's handshake is given (the read timeout: a server that does not answer fails).
+    let mut tls = connect(&addr, &ca, Vec::new(), Duration::from_millis(2_500)).expect("connect");
+    handshake(&mut tls).expect("a handshake while 600 connections are idle");
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").expect("write");
+    let mut answer = String::new();
+    let _ = tls.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(idle);
+    assert!(server.stop().success());
 }

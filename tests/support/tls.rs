@@ -35,22 +35,45 @@ pub fn get(addr: &str, ca: &[u8], path: &str) -> Result<String, String> {
 /// Sends `request` over TLS, trusting only `ca`, and reads to the end of the connection; the
 /// whole answer, or why the handshake failed.
 pub fn exchange(addr: &str, ca: &[u8], request: &[u8]) -> Result<String, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(rustls::pki_types::CertificateDer::from(ca.to_vec())).map_err(|e| e.to_string())?;
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let name = rustls::pki_types::ServerName::IpAddress(Ipv4Addr::LOCALHOST.into());
-    let conn = rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
-    let tcp = TcpStream::connect(addr).map_err(|e| e.to_string())?;
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
-    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let mut tls = connect(addr, ca, Vec::new(), Duration::from_secs(10))?;
     tls.write_all(request).map_err(|e| e.to_string())?;
     let mut answer = String::new();
     tls.read_to_string(&mut answer)
         .or_else(|e| if answer.is_empty() { Err(e) } else { Ok(0) })
         .map_err(|e| e.to_string())?;
     Ok(answer)
+}
+
+/// A TLS connection to `addr`, trusting only `ca`, offering the ALPN protocols `alpn` (none when
+/// empty), each read waiting at most `timeout`; the handshake is made with the first write or
+/// read, or by [`handshake`].
+pub fn connect(
+    addr: &str,
+    ca: &[u8],
+    alpn: Vec<Vec<u8>>,
+    timeout: Duration,
+) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls::pki_types::CertificateDer::from(ca.to_vec())).map_err(|e| e.to_string())?;
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn;
+    let name = rustls::pki_types::ServerName::IpAddress(Ipv4Addr::LOCALHOST.into());
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
+    let tcp = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    Ok(rustls::StreamOwned::new(conn, tcp))
+}
+
+/// Completes the handshake of a [`connect`]ed stream; answers the protocol the server chose.
+pub fn handshake(
+    tls: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+) -> Result<Option<Vec<u8>>, String> {
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock).map_err(|e| e.to_string())?;
+    }
+    Ok(tls.conn.alpn_protocol().map(<[u8]>::to_vec))
 }

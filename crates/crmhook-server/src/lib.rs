@@ -125,6 +125,9 @@ const STREAMS_GRACE: Duration = Duration::from_secs(1);
 /// Arbiters (threads) that run target actors.
 const DELIVERY_ARBITERS: usize = 2;
 
+/// TLS handshakes under way a worker holds at most: actix-server's cap on its connections.
+const MAX_HANDSHAKES_PER_WORKER: usize = 25_000;
+
 /// The file, in the data dir, where the tokens generated on the first start are written (mode
 /// 0600), so that a person who missed the first start's output can find them again.
 pub const TOKENS_FILE: &str = "crmhook-tokens";
@@ -330,6 +333,12 @@ impl Server {
                 .default_service(web::to(|| async { actix_web::HttpResponse::NotFound().finish() }))
         })
         .workers(config.workers)
+        // TLS handshakes under way are capped as connections are (25,000 a worker), not at
+        // actix's 256 a worker: past the cap a worker stops accepting, and a client holding a
+        // few hundred connections open without a word (each kept until its handshake times out,
+        // 3 s) held up every other client's handshake (docs/SECURITY.md, "Slow and greedy
+        // clients").
+        .max_connection_rate(MAX_HANDSHAKES_PER_WORKER)
         .disable_signals()
         .shutdown_timeout(10);
         listening(&listener)?;

@@ -750,11 +750,16 @@ mod rustls_0_23 {
             InitError = (),
         > {
             let tcp_nodelay = self.cfg.tcp_nodelay();
-            let mut protos = vec![b"http/1.1".to_vec()];
-            #[cfg(feature = "http2")]
-            protos.insert(0, b"h2".to_vec());
-            protos.extend_from_slice(&config.alpn_protocols);
-            config.alpn_protocols = protos;
+            // crmhook: a configuration that names its protocols is served those alone (crmhook's
+            // listener names "http/1.1": its limits and problem answers are its HTTP/1
+            // dispatcher's). As published "h2" was put first whenever the `http2` feature is on,
+            // which awc's client turns on for every crate of the build.
+            if config.alpn_protocols.is_empty() {
+                let mut protos = vec![b"http/1.1".to_vec()];
+                #[cfg(feature = "http2")]
+                protos.insert(0, b"h2".to_vec());
+                config.alpn_protocols = protos;
+            }
 
             let mut acceptor = Acceptor::new(config);
 
