@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use support::tls::{connect, exchange, get, handshake, issue};
+use support::tls::{connect, exchange, get, handshake, issue, issue_until};
 use support::{wait_for, Server, ADMIN, INGEST, TEST_ENV};
 
 #[test]
@@ -233,5 +233,37 @@ fn idle_connections_do_not_hold_up_other_clients_handshakes() {
     let _ = tls.read_to_string(&mut answer);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     drop(idle);
+    assert!(server.stop().success());
+}
+
+/// A reload from a certificate that has expired keeps the one served while that one has not
+/// (until 2026-12-07 it took it, and every client failed from then on), and the next good files
+/// are taken on the next SIGHUP.
+#[test]
+fn a_reload_keeps_the_certificate_served_rather_than_one_expired() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let served = issue(certs.path());
+    let cert = certs.path().join("cert.pem").display().to_string();
+    let key = certs.path().join("key.pem").display().to_string();
+    // Its log (stderr) in a file, to see the reload refused.
+    let log = certs.path().join("stderr.log");
+    let env = [("CRMHOOK_TLS_CERT", cert.as_str()), ("CRMHOOK_TLS_KEY", key.as_str())];
+    let mut server = Server::start_wrapped(&env, &format!("exec 2>>'{}'", log.display()));
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let hup = |pid: u32| {
+        let sent = std::process::Command::new("kill").args(["-HUP", &pid.to_string()]).status().expect("kill -HUP");
+        assert!(sent.success());
+    };
+    let expired = issue_until(certs.path(), (2020, 2, 1));
+    hup(server.pid());
+    wait_for(Duration::from_secs(10), "the reload refused in the log", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.lines().find(|l| l.contains("was not reloaded") && l.contains("expired at 2020-02-01")).map(drop)
+    });
+    assert_eq!(get(&addr, &served, "/healthz").as_deref(), Ok("HTTP/1.1 200 OK"));
+    assert!(get(&addr, &expired, "/healthz").is_err(), "the expired certificate is served");
+    let third = issue(certs.path());
+    hup(server.pid());
+    wait_for(Duration::from_secs(10), "the third certificate", || get(&addr, &third, "/healthz").ok());
     assert!(server.stop().success());
 }

@@ -11,6 +11,12 @@ use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
 /// A CA, and a certificate for 127.0.0.1 it signed, written to `dir` as cert.pem and key.pem
 /// (and the CA's as ca.pem); answers the CA's certificate (DER), which a client trusts.
 pub fn issue(dir: &Path) -> Vec<u8> {
+    issue_until(dir, (4096, 1, 1))
+}
+
+/// [`issue`], the certificate for 127.0.0.1 valid until the day `(year, month, day)` (expired
+/// when past).
+pub fn issue_until(dir: &Path, (year, month, day): (i32, u8, u8)) -> Vec<u8> {
     let ca_key = KeyPair::generate().expect("CA key");
     let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -18,6 +24,7 @@ pub fn issue(dir: &Path) -> Vec<u8> {
     let key = KeyPair::generate().expect("key");
     let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
     params.subject_alt_names = vec![SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST))];
+    params.not_after = rcgen::date_time_ymd(year, month, day);
     let cert = params.signed_by(&key, &ca_cert, &ca_key).expect("certificate");
     std::fs::write(dir.join("cert.pem"), cert.pem()).expect("write cert");
     std::fs::write(dir.join("key.pem"), key.serialize_pem()).expect("write key");

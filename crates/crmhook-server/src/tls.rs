@@ -1,8 +1,11 @@
 //! TLS on the listener (rustls): the certificate chain and private key are read from PEM files
 //! (`tls_cert`, `tls_key`) at start, and again whenever [`TlsReload::reload`] is called (the
 //! binary calls it on SIGHUP), so a renewed certificate is served to new connections without a
-//! restart. A reload that fails (a missing file, a key that does not match) keeps the
-//! certificate being served and says why.
+//! restart. A reload that fails (a missing file, a key that does not match, a certificate that
+//! has expired while the one served has not) keeps the certificate being served and says why.
+//! A start or reload whose certificate is expired or not valid yet says so in the log.
+
+mod validity;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -11,6 +14,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+
+pub use validity::Validity;
 
 /// Why a certificate or key could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -64,12 +69,26 @@ pub struct TlsReload {
 }
 
 impl TlsReload {
-    /// Reads the files again and serves the new certificate to new connections.
-    pub fn reload(&self) -> Result<(), TlsError> {
+    /// Reads the files again and serves the new certificate to new connections; answers its
+    /// validity, when its dates can be read. A certificate that has expired is refused while
+    /// the one served has not (until 2026-12-07 it replaced it, and every client failed from
+    /// then on); once both have, the newer files are taken.
+    pub fn reload(&self) -> Result<Option<Validity>, TlsError> {
         let key = load(&self.cert, &self.key)?;
+        let validity = validity_of(&key);
         let mut current = self.current.0.write().map_err(|_| TlsError::cert("certificate lock poisoned".into()))?;
+        let now = crmhook_core::time::now_ms();
+        if let Some(new) = validity.filter(|v| v.expired(now)) {
+            if validity_of(&current).is_some_and(|served| !served.expired(now)) {
+                return Err(TlsError::cert(format!(
+                    "the certificate {} expired at {}",
+                    self.cert.display(),
+                    crmhook_core::time::rfc3339(new.not_after_ms)
+                )));
+            }
+        }
         *current = key;
-        Ok(())
+        Ok(validity)
     }
 }
 
@@ -90,7 +109,11 @@ pub fn delivery_tls(ca_file: Option<&Path>) -> Result<crmhook_dispatch::Delivery
 
 /// The rustls configuration of the listener, and its reload handle.
 pub(crate) fn server_config(cert: &Path, key: &Path) -> Result<(rustls::ServerConfig, TlsReload), TlsError> {
-    let current = Arc::new(Current(RwLock::new(load(cert, key)?)));
+    let served = load(cert, key)?;
+    if let Some(trouble) = validity_of(&served).and_then(|v| v.trouble(crmhook_core::time::now_ms())) {
+        tracing::warn!(tls_cert = %cert.display(), "{trouble}");
+    }
+    let current = Arc::new(Current(RwLock::new(served)));
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -99,6 +122,11 @@ pub(crate) fn server_config(cert: &Path, key: &Path) -> Result<(rustls::ServerCo
         .with_cert_resolver(current.clone());
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok((config, TlsReload { current, cert: cert.to_owned(), key: key.to_owned() }))
+}
+
+/// The validity of the certificate `key` serves (the chain's first), if its dates can be read.
+fn validity_of(key: &CertifiedKey) -> Option<Validity> {
+    key.end_entity_cert().ok().and_then(|der| Validity::of(der))
 }
 
 fn load(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {

@@ -312,7 +312,16 @@ fn reload_on_sighup(
                 continue;
             };
             match current.reload() {
-                Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                Ok(validity) => {
+                    let until = validity.map(|v| crmhook_core::time::rfc3339(v.not_after_ms));
+                    tracing::info!(
+                        valid_until = until.as_deref().unwrap_or("unknown"),
+                        "SIGHUP: TLS certificate reloaded"
+                    );
+                    if let Some(trouble) = validity.and_then(|v| v.trouble(crmhook_core::time::now_ms())) {
+                        tracing::warn!("SIGHUP: {trouble}");
+                    }
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "SIGHUP: the TLS certificate was not reloaded; the old one is served")
                 }
