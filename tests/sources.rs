@@ -217,6 +217,15 @@ fn maximizer_gets_exactly_200_and_receivers_get_each_element_byte_for_byte() {
         Some(more.as_bytes()),
     );
     assert_eq!(bearer.status, 200, "the key as a bearer token: {}", bearer.text);
+    // An empty `?key=` is no key: the bearer token is taken (it was refused until 2026-12-07).
+    let again = maximizer::batch(&[maximizer::envelope("mx-5", "Opportunity", "Update", "1")]);
+    let empty_query = http(
+        "POST",
+        &format!("{}?key=", src["ingest_url"].as_str().expect("url")),
+        &[("Authorization", &format!("Bearer {}", rotated["key"].as_str().expect("new key")))],
+        Some(again.as_bytes()),
+    );
+    assert_eq!(empty_query.status, 200, "an empty ?key= beside the bearer token: {}", empty_query.text);
 }
 
 #[test]

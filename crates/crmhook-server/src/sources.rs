@@ -136,10 +136,11 @@ async fn rotate_key(_: Admin, req: HttpRequest, id: web::Path<String>, state: St
 
 // ---- ingest from a source ------------------------------------------------------------------
 
-/// The key a Maximizer source was given: `?key=` in the URL, or `Authorization: Bearer`.
+/// The key a Maximizer source was given: `?key=` in the URL, or `Authorization: Bearer`. An
+/// empty `?key=` is no key (until 2026-12-07 it was taken, and refused, before the header).
 fn maximizer_key(req: &HttpRequest) -> Option<String> {
     let from_query = url::form_urlencoded::parse(req.query_string().as_bytes())
-        .find(|(k, _)| k == "key")
+        .find(|(k, v)| k == "key" && !v.is_empty())
         .map(|(_, v)| v.into_owned());
     from_query.or_else(|| crate::api::auth::bearer(req).map(str::to_owned))
 }
