@@ -124,6 +124,25 @@ pub(crate) fn server_config(cert: &Path, key: &Path) -> Result<(rustls::ServerCo
     Ok((config, TlsReload { current, cert: cert.to_owned(), key: key.to_owned() }))
 }
 
+/// What is wrong with a PEM file, in words: rustls's own name the marker it missed as a list of
+/// bytes (`[67, 69, 82, …]`) and a file with no key or certificate of the kind asked for as
+/// "no items found" (an encrypted key, a certificate in the key's file).
+fn pem_words(e: &rustls::pki_types::pem::Error) -> String {
+    use rustls::pki_types::pem::Error;
+    match e {
+        Error::MissingSectionEnd { end_marker } => {
+            format!("it is cut short: no `-----END {}-----` line", String::from_utf8_lossy(end_marker).trim())
+        }
+        Error::IllegalSectionStart { line } => {
+            format!("a `-----BEGIN` line is not valid: `{}`", String::from_utf8_lossy(line).trim())
+        }
+        Error::NoItemsFound => "it holds no unencrypted private key (PKCS#8, PKCS#1 or SEC1 PEM; an encrypted key \
+                                (`ENCRYPTED PRIVATE KEY`) must be decrypted first)"
+            .to_owned(),
+        other => other.to_string(),
+    }
+}
+
 /// The validity of the certificate `key` serves (the chain's first), if its dates can be read.
 fn validity_of(key: &CertifiedKey) -> Option<Validity> {
     key.end_entity_cert().ok().and_then(|der| Validity::of(der))
@@ -131,14 +150,14 @@ fn validity_of(key: &CertifiedKey) -> Option<Validity> {
 
 fn load(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| TlsError::cert(format!("cannot read the certificate {}: {e}", cert.display())))?
+        .map_err(|e| TlsError::cert(format!("cannot read the certificate {}: {}", cert.display(), pem_words(&e))))?
         .collect::<Result<_, _>>()
-        .map_err(|e| TlsError::cert(format!("cannot read the certificate {}: {e}", cert.display())))?;
+        .map_err(|e| TlsError::cert(format!("cannot read the certificate {}: {}", cert.display(), pem_words(&e))))?;
     if chain.is_empty() {
         return Err(TlsError::cert(format!("{} holds no certificate", cert.display())));
     }
     let private = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| TlsError::key(format!("cannot read the private key {}: {e}", key.display())))?;
+        .map_err(|e| TlsError::key(format!("cannot read the private key {}: {}", key.display(), pem_words(&e))))?;
     let signing = rustls::crypto::ring::sign::any_supported_type(&private)
         .map_err(|e| TlsError::key(format!("the private key {} cannot be used: {e}", key.display())))?;
     let certified = CertifiedKey::new(chain, signing);
@@ -150,4 +169,39 @@ fn load(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
         ))
     })?;
     Ok(Arc::new(certified))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A certificate and its key, written to `dir` as cert.pem and key.pem.
+    fn files(dir: &Path) -> (PathBuf, PathBuf) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("certificate");
+        std::fs::write(dir.join("cert.pem"), cert.pem()).expect("write");
+        std::fs::write(dir.join("key.pem"), key.serialize_pem()).expect("write");
+        (dir.join("cert.pem"), dir.join("key.pem"))
+    }
+
+    #[test]
+    fn broken_pem_files_are_said_in_words() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cert, key) = files(dir.path());
+        assert!(check(&cert, &key).is_ok());
+        // A certificate cut short (a copy that stopped half way).
+        let text = std::fs::read_to_string(&cert).expect("read");
+        std::fs::write(&cert, &text[..text.len() / 2]).expect("write");
+        let why = check(&cert, &key).expect_err("a cut certificate").to_string();
+        assert!(why.contains("it is cut short: no `-----END CERTIFICATE-----` line"), "{why}");
+        // A certificate where the key should be: no key in it.
+        std::fs::write(&cert, text).expect("write");
+        std::fs::copy(&cert, &key).expect("copy");
+        let why = check(&cert, &key).expect_err("no key").to_string();
+        assert!(why.contains("holds no unencrypted private key"), "{why}");
+        assert_eq!(check(&cert, &key).expect_err("no key").config_key(), "tls_key");
+    }
 }
