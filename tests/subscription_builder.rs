@@ -268,6 +268,7 @@ fn facets_count_the_values_of_the_last_events() {
     );
     assert_eq!(f["field_names"], json!([{"value": "Email", "count": 2}, {"value": "Phone", "count": 1}]));
     assert_eq!(f["known_types"], empty["known_types"]);
+    let f_all = f;
 
     // `last` bounds what is read.
     let f = ok(server.admin("GET", "/v1/events/facets?last=2", None), 200);
@@ -281,6 +282,18 @@ fn facets_count_the_values_of_the_last_events() {
     let operator = create_key(&server, "operator");
     assert_eq!(ok(server.request("GET", "/v1/events/facets", Some(&operator), None), 200)["scanned"], 6);
     assert_eq!(server.request("GET", "/v1/events/facets", Some(INGEST), None).status, 403);
+
+    // A test event is read but not counted: no subscription matches one (until 2026-12-07 the
+    // console's pickers counted them among the values seen).
+    let target =
+        ok(server.admin("POST", "/v1/targets", Some(&json!({"name": "t", "url": "http://127.0.0.1:9/none"}))), 201);
+    let test = format!("/v1/targets/{}/test", target["id"].as_str().expect("id"));
+    assert!(server.admin("POST", &test, Some(&json!({"type": "crm_field_update"}))).json()["event"]["test"] == true);
+    let with_test = ok(server.admin("GET", "/v1/events/facets", None), 200);
+    assert_eq!(with_test["scanned"], 7);
+    for list in ["types", "kanban_ids", "field_names"] {
+        assert_eq!(with_test[list], f_all[list], "{list}");
+    }
 }
 
 // ---- the commands --------------------------------------------------------------------------

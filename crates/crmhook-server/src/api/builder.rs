@@ -138,6 +138,10 @@ pub(crate) async fn event_facets(
     let (scanned, types, kanbans, fields) = blocking(state.store.clone(), move |store| {
         let (mut types, mut kanbans, mut fields) = (Counts::default(), Counts::default(), Counts::default());
         let scanned = scan_last(store, last, |e| {
+            // Read, not counted: no subscription matches a test event.
+            if e.test {
+                return;
+            }
             types.add(Some(&e.event_type));
             kanbans.add(e.kanban_id.as_deref());
             fields.add(e.field_name.as_deref());
