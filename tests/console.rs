@@ -31,6 +31,8 @@ use support::*;
 mod driver;
 #[path = "console/edges.rs"]
 mod edges;
+#[path = "console/integrity.rs"]
+mod integrity;
 #[path = "console/keys.rs"]
 mod keys;
 #[path = "console/webhook_center.rs"]

@@ -423,9 +423,14 @@ async function loadAudit(older) {
   if (wasFocused && button.hidden) $("#a-search button").focus();
 }
 
-function showView(name) {
+// The view `name` shown, the others hidden (nothing loaded).
+function selectView(name) {
   document.querySelectorAll("#tabs button").forEach((b) => b.classList.toggle("active", b.dataset.view === name));
   document.querySelectorAll("#app > main").forEach((m) => { m.hidden = m.id !== "view-" + name; });
+}
+
+function showView(name) {
+  selectView(name);
   // Sources may have been added elsewhere: the filters and names follow.
   loadSources().then(() => name === "rejected" && loadRejected(false)).catch(() => {});
   if (name === "audit") loadAudit(false);
@@ -475,16 +480,15 @@ function loadTargetsSoon() {
   targetsSoon = setTimeout(() => { targetsSoon = null; loadTargets().catch(() => {}); }, 1000);
 }
 
-// Back to the sign-in form, the key forgotten (and said why, if `why`).
+// Back to the sign-in form, the key forgotten (and said why, if `why`): the page is loaded
+// again, so that nothing of the session (what it showed, what its script held, its stream)
+// is left for the next key to see. The reason waits in the tab's session storage.
 function signOut(why) {
   following++;
   sessionStorage.removeItem("crmhook-token");
+  if (why) sessionStorage.setItem("crmhook-signed-out", why); else sessionStorage.removeItem("crmhook-signed-out");
   token = ""; me = null;
-  $("#token").value = "";
-  $("#login-error").textContent = why || "";
-  $("#app").hidden = true; $("#tabs").hidden = true; $("#signout").hidden = true;
-  $("#who").textContent = ""; $("#conn").textContent = "signed out";
-  $("#login").hidden = false;
+  location.reload();
 }
 
 // The live feed, opened again when it ends. A key that no longer works (revoked, rotated: 401)
@@ -546,6 +550,7 @@ async function start() {
   }
   me = who;
   sessionStorage.setItem("crmhook-token", token);
+  $("#token").value = "";
   document.body.classList.toggle("read-only", !canChange());
   $("#who").textContent = `${who.name} · ${who.role}`;
   $("#signout").hidden = false;
@@ -554,6 +559,7 @@ async function start() {
   document.querySelector("#tabs button[data-view='audit']").hidden = !canChange();
   document.querySelector("#tabs button[data-view='keys']").hidden = !canChange();
   applyRole();
+  selectView("events");
   $("#login").hidden = true; $("#app").hidden = false; $("#tabs").hidden = false;
   await loadSources();
   await Promise.all([loadRecent(), loadTargets()]);
@@ -575,5 +581,8 @@ $("#q-source").onchange = () => $("#search").requestSubmit();
 document.querySelectorAll("#tabs button").forEach((b) => b.onclick = () => showView(b.dataset.view));
 $("#a-search").onsubmit = (e) => { e.preventDefault(); loadAudit(false); };
 $("#a-older").onclick = () => loadAudit(true);
+// Signed out (then loaded again): why, if there was a reason.
+const signedOut = sessionStorage.getItem("crmhook-signed-out");
+if (signedOut !== null) { sessionStorage.removeItem("crmhook-signed-out"); $("#login-error").textContent = signedOut; }
 // The other files are loaded by then.
 if (token) document.addEventListener("DOMContentLoaded", start);
