@@ -60,3 +60,108 @@ fn signing_out_leaves_nothing_of_the_session_for_the_next_key() {
     let url = browser.wait_text("#target-pane .t-url", "the redacted URL", |t| t.contains("redacted"));
     assert!(!url.contains("s3cret"), "{url}");
 }
+
+/// `GET /v1/subscriptions/{id}`'s filters.
+fn filters_of(server: &Server, sid: &str) -> Value {
+    let r = server.admin("GET", &format!("/v1/subscriptions/{sid}"), None);
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.json()["filters"].clone()
+}
+
+/// The audit trail's entries of `action` on `subject`.
+fn audited(server: &Server, action: &str, subject: &str) -> usize {
+    let page = server.admin("GET", "/v1/audit?limit=1000", None).json();
+    let entries = page["entries"].as_array().expect("entries").iter();
+    entries.filter(|e| e["action"] == action && e["subject"] == subject).count()
+}
+
+/// Opens the subscription's form from its target's pane; answers once its filters are drawn.
+fn edit_subscription(browser: &Driver, tid: &str, sid: &str, rows: usize) {
+    browser.clicks(&format!("#center-targets li[data-id='{tid}'] .t-open"));
+    browser.clicks(&format!("#t-subs li.sub[data-id='{sid}'] .sub-edit"));
+    browser.wait("#dlg-sub[open]");
+    wait_for(Duration::from_secs(15), "the subscription's filters in the form", || {
+        (browser.find_all("#sub-filters .filter-row").len() == rows).then_some(())
+    });
+}
+
+/// Saves the subscription's form; answers once the dialog has closed.
+fn save_subscription(browser: &Driver) {
+    browser.clicks("#sub-form button[type=submit]");
+    wait_for(Duration::from_secs(15), "the subscription's form closed", || {
+        browser.find("#dlg-sub[open]").is_none().then_some(())
+    });
+}
+
+#[test]
+fn a_subscription_saved_unchanged_keeps_its_filter_values_exactly() {
+    let server = Server::start();
+    let (tid, _) = server.wire("http://127.0.0.1:9/subs", None, json!({}));
+    // Written as text: `12000.00` as it stands, and a number past 2^53.
+    let body = format!(
+        r#"{{"target_id": "{tid}", "filters": [{{"path": "/a", "op": "eq", "value": null}},
+            {{"path": "/b", "op": "eq", "value": {{"a": 1, "b": [2.50, "x"]}}}},
+            {{"path": "/c", "op": "gt", "value": 12345678901234567890}},
+            {{"path": "/d", "op": "gte", "value": 12000.00}}]}}"#
+    );
+    let bearer = format!("Bearer {ADMIN}");
+    let r = http(
+        "POST",
+        &server.url("/v1/subscriptions"),
+        &[("Content-Type", "application/json"), ("Authorization", bearer.as_str())],
+        Some(body.as_bytes()),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    let sid = r.json()["id"].as_str().expect("id").to_owned();
+    let before = filters_of(&server, &sid);
+    let text_before = server.admin("GET", &format!("/v1/subscriptions/{sid}"), None).text;
+    assert!(text_before.contains("12345678901234567890"), "{text_before}");
+
+    let browser = signed_in(&server);
+    browser.clicks("#tabs button[data-view='webhooks']");
+    edit_subscription(&browser, &tid, &sid, 4);
+    let shown = browser.execute(
+        "return [...document.querySelectorAll('#sub-filters .filter-row')]\
+           .map((r) => [r.querySelector('.f-kind').value, r.querySelector('.f-value').value])",
+    );
+    let shown: Vec<(String, String)> = serde_json::from_value(shown).expect("kinds and values");
+    let kinds: Vec<&str> = shown.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(kinds, ["json", "json", "number", "number"], "{shown:?}");
+    assert_eq!(shown[0].1, "null");
+    let object: Value = serde_json::from_str(&shown[1].1).expect("the object as JSON");
+    assert_eq!(object, before[1]["value"], "{shown:?}");
+    assert_eq!(shown[2].1, "12345678901234567890");
+
+    // Saved without a change: nothing sent, nothing rewritten, nothing audited.
+    save_subscription(&browser);
+    assert_eq!(filters_of(&server, &sid), before, "the filters were rewritten");
+    assert_eq!(audited(&server, "subscription.update", &sid), 0, "an unchanged subscription was sent");
+
+    // Two filters more, typed under eq then switched to gt and lt: numbers, exactly.
+    edit_subscription(&browser, &tid, &sid, 4);
+    for (path, number, op) in [("/e", "10000", 3), ("/f", "12345678901234567891", 5)] {
+        browser.clicks("#sub-filter-add");
+        let row = "#sub-filters .filter-row:last-child";
+        browser.set(&format!("{row} .f-path"), path);
+        browser.set(&format!("{row} .f-value"), number);
+        // The options are in OPS's order: eq, ne, gt, gte, lt…
+        browser.clicks(&format!("{row} .f-op option:nth-child({op})"));
+        wait_for(Duration::from_secs(15), "the number kind chosen", || {
+            let kind = browser.execute(&format!("return document.querySelector('{row} .f-kind').value"));
+            (kind == json!("number")).then_some(())
+        });
+    }
+    save_subscription(&browser);
+    let after = server.admin("GET", &format!("/v1/subscriptions/{sid}"), None);
+    let filters = after.json()["filters"].clone();
+    assert_eq!(
+        filters.as_array().expect("filters")[..4],
+        before.as_array().expect("filters")[..],
+        "the first four filters were rewritten: {}",
+        after.text
+    );
+    assert_eq!(filters[4], json!({"path": "/e", "op": "gt", "value": 10000}), "{}", after.text);
+    assert_eq!(filters[5]["op"], json!("lt"), "{}", after.text);
+    assert!(after.text.contains("12345678901234567891"), "the number typed was not kept exactly: {}", after.text);
+    assert_eq!(audited(&server, "subscription.update", &sid), 1);
+}

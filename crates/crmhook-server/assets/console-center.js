@@ -6,13 +6,16 @@
 
 const KNOWN_TYPES = ["crm_field_update", "crm_record_created", "crm_record_deleted", "ai_pause"];
 const OPS = ["eq", "ne", "gt", "gte", "lt", "lte", "in", "nin", "contains", "exists"];
-// The value kinds each operator takes (the first is the default).
+// The value kinds each operator takes (the first is the default). "json" is any JSON value
+// (null, an object…), for the operators that take any value (docs/SUBSCRIPTIONS.md).
 const OP_KINDS = {
-  eq: ["string", "number", "true", "false", "array"], ne: ["string", "number", "true", "false", "array"],
+  eq: ["string", "number", "true", "false", "array", "json"], ne: ["string", "number", "true", "false", "array", "json"],
   gt: ["number", "string"], gte: ["number", "string"], lt: ["number", "string"], lte: ["number", "string"],
-  in: ["array"], nin: ["array"], contains: ["string", "number", "true", "false"], exists: ["true", "false"],
+  in: ["array"], nin: ["array"], contains: ["string", "number", "true", "false", "array", "json"], exists: ["true", "false"],
 };
-const KIND_LABEL = { number: "number", string: "text", true: "true", false: "false", array: "JSON array" };
+const KIND_LABEL = { number: "number", string: "text", true: "true", false: "false", array: "JSON array", json: "JSON value" };
+// A number as a filter's number kind takes it.
+const NUMBER_TEXT = /^-?\d+(\.\d+)?([eE][+-]?\d+)?$/;
 // Pointers into the payloads of MAIA and Maximizer, offered while typing a filter's path.
 const KNOWN_PATHS = ["/fieldName", "/newValue", "/previousValue", "/kanbanId", "/kanbanName", "/recordId", "/updatedBy",
   "/externalUserId", "/assignedUserIds", "/customFields/", "/Entity", "/WorkspaceId", "/Data/Op", "/Data/Version",
@@ -41,7 +44,8 @@ function msText(ms) {
 async function loadCenter() {
   let targets, subs;
   try {
-    [targets, subs] = await Promise.all([api("/v1/targets"), api("/v1/subscriptions")]);
+    // Filters' numbers read exactly, so that a subscription saved unchanged keeps them.
+    [targets, subs] = await Promise.all([api("/v1/targets"), api("/v1/subscriptions", { exact: true })]);
   } catch (err) {
     $("#center-targets").innerHTML = `<li class="error">Could not read the targets: ${esc(err.message)}</li>`;
     return;
@@ -420,7 +424,8 @@ function kindOf(value) {
   if (value === true) return "true";
   if (value === false) return "false";
   if (Array.isArray(value)) return "array";
-  return typeof value === "number" ? "number" : "string";
+  if (typeof value === "number" || isRawNumber(value)) return "number";
+  return typeof value === "string" ? "string" : "json";
 }
 
 // One filter: path, operator, the kind of value and the value.
@@ -440,11 +445,17 @@ function filterRow(f) {
     kind.innerHTML = kinds.map((k) => `<option value="${k}">${KIND_LABEL[k]}</option>`).join("");
     kind.value = kinds.includes(want) ? want : kinds[0];
     value.hidden = kind.value === "true" || kind.value === "false";
-    value.placeholder = kind.value === "array" ? '["Won", "Lost"]' : kind.value === "number" ? "10000" : "text";
+    value.placeholder = { array: '["Won", "Lost"]', number: "10000", json: 'null, {"a": 1}' }[kind.value] || "text";
   };
   syncKinds(f ? kindOf(f.value) : "string");
-  if (f && !value.hidden) value.value = kind.value === "array" ? JSON.stringify(f.value) : String(f.value);
-  op.onchange = () => { syncKinds(kind.value); schedulePreview(); };
+  // (JSON.stringify writes a number read exactly as it was written.)
+  if (f && !value.hidden) value.value = typeof f.value === "string" ? f.value : JSON.stringify(f.value);
+  // A number typed under eq stays a number under gt (and the others that take one).
+  op.onchange = () => {
+    const number = !value.hidden && NUMBER_TEXT.test(value.value.trim()) && OP_KINDS[op.value].includes("number");
+    syncKinds(number ? "number" : kind.value);
+    schedulePreview();
+  };
   kind.onchange = () => { syncKinds(kind.value); schedulePreview(); };
   row.querySelector(".f-remove").onclick = () => { row.remove(); $("#sub-filter-add").focus(); schedulePreview(); };
   return row;
@@ -475,11 +486,13 @@ function subBody() {
     let value;
     if (kind === "true" || kind === "false") value = kind === "true";
     else if (kind === "number") {
-      if (!/^-?\d+(\.\d+)?([eE][+-]?\d+)?$/.test(text.trim())) return bad("the value is not a number");
-      value = Number(text.trim());
+      if (!NUMBER_TEXT.test(text.trim())) return bad("the value is not a number");
+      value = exactNumber(text);
     } else if (kind === "array") {
-      try { value = JSON.parse(text); } catch (_) { value = null; }
+      try { value = parseExact(text); } catch (_) { value = null; }
       if (!Array.isArray(value)) return bad('the value is not a JSON array, like ["Won", "Lost"]');
+    } else if (kind === "json") {
+      try { value = parseExact(text); } catch (_) { return bad('the value is not JSON, like null or {"a": 1}'); }
     } else value = text;
     body.filters.push({ path, op, value });
   }
@@ -514,12 +527,23 @@ async function runPreview() {
     ${rows ? `<table><thead><tr><th>seq</th><th>type</th><th>record</th><th>received</th></tr></thead><tbody>${rows}</tbody></table>` : `<p class="muted">None of them.</p>`}`;
 }
 
+// Whether `body` (the form's) asks for what subscription `s` is: the same lists (in any order),
+// version and filters (in order, values written the same).
+function sameSub(s, body) {
+  const set = (xs) => JSON.stringify([...(xs || [])].sort());
+  const filters = (fs) => JSON.stringify((fs || []).map((f) => [f.path, f.op, f.value]));
+  return ["event_types", "kanban_ids", "field_names"].every((k) => set(s[k]) === set(body[k]))
+    && (s.version_major ?? null) === body.version_major && filters(s.filters) === filters(body.filters);
+}
+
 async function saveSub(e) {
   e.preventDefault();
   const form = e.target;
   clearProblems(form);
   const { body, error } = subBody();
   if (error) { fieldError(form, ...error); return; }
+  // Nothing changed: nothing to send (a PATCH would be recorded in the audit trail).
+  if (editingSub && sameSub(editingSub, body)) { $("#dlg-sub").close(); $("#target-pane #sub-new")?.focus(); return; }
   try {
     if (editingSub) await patch(`/v1/subscriptions/${editingSub.id}`, body);
     else await post("/v1/subscriptions", { target_id: subTarget, ...body });

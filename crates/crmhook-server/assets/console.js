@@ -47,12 +47,106 @@ function sourceHtml(id) { return sources.has(id) ? `<strong>${esc(sourceName(id)
 // The record id the search finds an event by (none for `ai_pause`).
 function recordOf(e) { return e.record_id || ""; }
 
+// ---- JSON as it is written ---------------------------------------------------------------------
+
+// Numbers kept exactly (`12345678901234567890`, `12000.00`) through JSON.parse and back through
+// JSON.stringify, where the browser has JSON.parse's source text access and `JSON.rawJSON`
+// (Chromium 114+, Firefox 135+); elsewhere they are read as JavaScript numbers, as before.
+const EXACT_NUMBERS = typeof JSON.rawJSON === "function" && typeof JSON.isRawJSON === "function" && (() => {
+  try { let seen = null; JSON.parse("1.0", (k, v, context) => { seen = context?.source; return v; }); return seen === "1.0"; }
+  catch (_) { return false; }
+})();
+// A number whose JavaScript value does not write back as its text becomes that text, raw.
+function exactReviver(key, v, context) {
+  return typeof v === "number" && typeof context?.source === "string" && String(v) !== context.source ? JSON.rawJSON(context.source) : v;
+}
+function parseExact(text) { return EXACT_NUMBERS ? JSON.parse(text, exactReviver) : JSON.parse(text); }
+const JSON_NUMBER = /^-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?$/;
+// A number typed in a form: its text as it stands when it is in JSON's grammar (and the browser
+// can say so), else its JavaScript value.
+function exactNumber(text) {
+  text = text.trim();
+  return EXACT_NUMBERS && JSON_NUMBER.test(text) && String(Number(text)) !== text ? JSON.rawJSON(text) : Number(text);
+}
+function isRawNumber(v) { return EXACT_NUMBERS && JSON.isRawJSON(v); }
+
+// The text of member `name` of the JSON object `text` (a whole answer) exactly as it stands
+// there; null when the object has no such member or `text` is not an object.
+function rawMember(text, name) {
+  let i = 0;
+  const space = () => { while (i < text.length && " \t\r\n".includes(text[i])) i++; };
+  const string = () => { // at a quote: to just past its string
+    for (i++; i < text.length; i++) {
+      if (text[i] === "\\") i++;
+      else if (text[i] === '"') { i++; return; }
+    }
+    throw new Error("a string does not end");
+  };
+  const value = () => { // to just past one value
+    if (text[i] === '"') { string(); return; }
+    if (text[i] === "{" || text[i] === "[") {
+      let depth = 0;
+      while (i < text.length) {
+        const c = text[i];
+        if (c === '"') { string(); continue; }
+        if (c === "{" || c === "[") depth++;
+        else if (c === "}" || c === "]") depth--;
+        i++;
+        if (!depth) return;
+      }
+      throw new Error("a value does not end");
+    }
+    while (i < text.length && !",}] \t\r\n".includes(text[i])) i++;
+  };
+  try {
+    space();
+    if (text[i] !== "{") return null;
+    for (i++; ;) {
+      space();
+      if (text[i] !== '"') return null;
+      const k = i; string();
+      const key = JSON.parse(text.slice(k, i));
+      space();
+      if (text[i] !== ":") return null;
+      i++; space();
+      const v = i; value();
+      if (key === name) return text.slice(v, i);
+      space();
+      if (text[i] !== ",") return null;
+      i++;
+    }
+  } catch (_) { return null; }
+}
+
+// JSON text laid out as JSON.stringify(v, null, 2) lays it out (two spaces a level), but with
+// every string, number and literal copied as it is written (`1e2`, `12000.00`, `"\u00e9"`).
+function prettyJson(raw) {
+  const tokens = raw.match(/"(?:[^"\\]|\\.)*"|[{}[\]:,]|[^\s{}[\]:,"]+/g) || [];
+  let out = "", depth = 0;
+  const line = () => "\n" + "  ".repeat(Math.max(depth, 0));
+  tokens.forEach((t, n) => {
+    if (t === "{" || t === "[") {
+      out += t;
+      if (tokens[n + 1] !== "}" && tokens[n + 1] !== "]") { depth++; out += line(); }
+    } else if (t === "}" || t === "]") {
+      if (tokens[n - 1] !== "{" && tokens[n - 1] !== "[") { depth--; out += line(); }
+      out += t;
+    } else if (t === ",") out += "," + line();
+    else if (t === ":") out += ": ";
+    else out += t;
+  });
+  return out;
+}
+
 // One API call: answers the JSON body; an error answer throws an Error with `status` and
-// `problem` (the problem+json body: `detail`, and for a 422 `field`).
+// `problem` (the problem+json body: `detail`, and for a 422 `field`). `exact`: numbers read
+// exactly (`parseExact`); `raw`: answers {body, text}, the answer's text as well.
+// A 401 once signed in (the key revoked or rotated elsewhere) signs the page out.
 async function api(path, opts = {}) {
+  const { exact, raw, ...init } = opts;
   let r;
   try {
-    r = await fetch(path, { ...opts, headers: { "Authorization": "Bearer " + token, "Content-Type": "application/json", ...(opts.headers || {}) } });
+    r = await fetch(path, { ...init, headers: { "Authorization": "Bearer " + token, "Content-Type": "application/json", ...(init.headers || {}) } });
   } catch (_) {
     // No answer at all (the browser says only "Failed to fetch"): the server is down or out of
     // reach. Nothing is known of what a change asked meanwhile did.
@@ -60,13 +154,16 @@ async function api(path, opts = {}) {
     e.status = 0; e.problem = {};
     throw e;
   }
-  const body = r.headers.get("content-type")?.includes("json") ? await r.json().catch(() => null) : null;
+  const text = r.headers.get("content-type")?.includes("json") ? await r.text().catch(() => null) : null;
+  let body = null;
+  try { body = text === null ? null : exact ? parseExact(text) : JSON.parse(text); } catch (_) { body = null; }
   if (!r.ok) {
+    if (r.status === 401 && me) signOut("The key no longer works (revoked or rotated): sign in again.");
     const e = new Error((body && body.detail) || r.statusText || `HTTP ${r.status}`);
     e.status = r.status; e.problem = body || {};
     throw e;
   }
-  return body;
+  return raw ? { body, text } : body;
 }
 const post = (path, body) => api(path, { method: "POST", body: body === undefined ? undefined : JSON.stringify(body) });
 const patch = (path, body) => api(path, { method: "PATCH", body: JSON.stringify(body) });
