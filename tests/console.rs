@@ -31,6 +31,8 @@ use support::*;
 mod driver;
 #[path = "console/edges.rs"]
 mod edges;
+#[path = "console/feed.rs"]
+mod feed;
 #[path = "console/integrity.rs"]
 mod integrity;
 #[path = "console/keys.rs"]

@@ -165,3 +165,34 @@ fn a_subscription_saved_unchanged_keeps_its_filter_values_exactly() {
     assert!(after.text.contains("12345678901234567891"), "the number typed was not kept exactly: {}", after.text);
     assert_eq!(audited(&server, "subscription.update", &sid), 1);
 }
+
+#[test]
+fn an_event_shows_its_payload_as_the_crm_sent_it() {
+    let server = Server::start();
+    let browser = signed_in(&server);
+    // A MAIA event with members whose spelling JSON.parse would lose.
+    let base = serde_json::to_string(&maia("crm_record_created", json!({}))).expect("json");
+    let extra = r#"{"big": 12345678901234567890, "money": 12000.00, "sci": 1e2, "name": "caf\u00e9",
+        "nested": {"a": [1, 2.50], "empty": {}, "none": []}, "#;
+    let body = format!("{extra}{}", &base[1..]);
+    let bearer = format!("Bearer {INGEST}");
+    let r = http(
+        "POST",
+        &server.url("/v1/events"),
+        &[("Content-Type", "application/json"), ("Authorization", bearer.as_str())],
+        Some(body.as_bytes()),
+    );
+    assert_eq!(r.status, 202, "{}", r.text);
+    let id = r.json()["events"][0]["id"].as_str().expect("id").to_owned();
+
+    browser.clicks(&format!("#live tr[data-id='{id}']"));
+    let shown = browser.text(&browser.wait_text("#detail pre.payload", "the payload", |t| t.contains("\"big\"")));
+    for want in [
+        "{\n  \"big\": 12345678901234567890,\n  \"money\": 12000.00,\n  \"sci\": 1e2,\n  \"name\": \"caf\\u00e9\",\n",
+        "  \"nested\": {\n    \"a\": [\n      1,\n      2.50\n    ],\n    \"empty\": {},\n    \"none\": []\n  },\n",
+        "  \"assignedUserIds\": [\n    \"user_abc123\"\n  ],\n",
+    ] {
+        assert!(shown.contains(want), "the payload as shown:\n{shown}\nlacks:\n{want}");
+    }
+    assert!(shown.ends_with("\n}"), "{shown}");
+}

@@ -371,14 +371,22 @@ function waitsForRetry(d) {
 async function showEvent(id) {
   shown = id;
   document.querySelectorAll("tr.event").forEach((r) => r.classList.toggle("selected", r.dataset.id === id));
-  const e = await api(`/v1/events/${id}`);
+  // The payload is shown as the CRM sent it: its text, from the answer's own (`payload` is
+  // written into the answer as it stands), never parsed and written again.
+  const { body: e, text } = await api(`/v1/events/${id}`, { raw: true });
+  if (shown !== id) return; // another event was opened meanwhile
+  const payload = rawMember(text, "payload");
+  // A redelivery's refusal stays beside its button when the event is drawn again.
+  const refused = new Map([...document.querySelectorAll(`#detail[data-event="${CSS.escape(id)}"] .redeliver-error`)]
+    .map((s) => [s.dataset.target, s.textContent]));
   const deliveries = (e.deliveries || []).map((d) => `
     <div class="delivery" data-target="${esc(d.target_id)}">
       <strong>${esc(d.target_name || d.target_id)}</strong> <span class="mono muted">${esc(d.target_id)}</span>
       — <span class="status ${esc(d.status)}">${esc(d.status)}</span>
-      ${d.target_deleted ? "" : waitsForRetry(d)
+      ${d.target_deleted || e.test ? "" : waitsForRetry(d)
         ? `<button class="redeliver secondary" data-target="${esc(d.target_id)}" title="Attempt it now instead of at its next retry">Retry now</button>`
         : `<button class="redeliver secondary" data-target="${esc(d.target_id)}">Redeliver</button>`}
+      ${refused.has(d.target_id) ? `<span class="error redeliver-error" role="alert" data-target="${esc(d.target_id)}">${esc(refused.get(d.target_id))}</span>` : ""}
       <table><thead><tr><th>#</th><th>at</th><th>answer</th><th>ms</th><th>result</th></tr></thead><tbody>
       ${(d.attempts || []).map((a, i, all) => `<tr class="attempt"><td>${esc(a.n)}</td><td>${esc(when(a.at))}</td>
         <td>${a.status_code ? "HTTP " + esc(a.status_code) : esc(a.error)}</td><td>${esc(a.duration_ms)}</td>
@@ -386,16 +394,26 @@ async function showEvent(id) {
         ${hasAnswer(a) ? `<tr class="answer"><td></td><td colspan="4">${answerHtml(a, i === all.length - 1)}</td></tr>` : ""}`).join("")}
       </tbody></table>
     </div>`).join("") || `<p class="muted">No target is owed this event.</p>`;
+  $("#detail").dataset.event = id;
   $("#detail").innerHTML = `<h2>Event</h2>
     <p><span class="mono">${esc(e.id)}</span> · seq ${esc(e.seq)} · <strong>${esc(e.type)}</strong>${testBadge(e)} · ${esc(when(e.received_at))}</p>
     ${e.source_id ? `<p class="source">Source: ${sourceHtml(e.source_id)}</p>` : ""}
-    <pre>${esc(jsonText(e.payload))}</pre>
+    <pre class="payload">${esc(payload === null ? jsonText(e.payload) : visible(prettyJson(payload), true))}</pre>
     <h2>Deliveries</h2>${deliveries}`;
+  // Drawn again once a redelivery is queued; a refusal stays beside the button.
   document.querySelectorAll("#detail .redeliver").forEach((b) => b.onclick = async () => {
     b.disabled = true;
+    b.parentElement.querySelector(".redeliver-error")?.remove();
     try { await post(`/v1/events/${id}/redeliver`, { target_id: b.dataset.target }); }
-    catch (err) { b.insertAdjacentHTML("afterend", ` <span class="error">${esc(err.message)}</span>`); }
-    setTimeout(() => showEvent(id), 300);
+    catch (err) {
+      b.disabled = false;
+      const said = document.createElement("span");
+      said.className = "error redeliver-error"; said.setAttribute("role", "alert"); said.dataset.target = b.dataset.target;
+      said.textContent = visible((err.status ? `${err.status}: ` : "") + err.message);
+      b.after(said);
+      return;
+    }
+    setTimeout(() => showEvent(id).catch(() => {}), 300);
   });
 }
 

@@ -1,0 +1,47 @@
+//! The Events view where an audit of the console found it wrong: the live feed lost the events
+//! posted while it was reconnecting (it reopened the stream with no resume point) and kept
+//! targets deleted meanwhile; a redelivery's refusal was wiped 300 ms after it showed, and a
+//! test event offered a redelivery the API always refuses; the targets table's Replay swallowed
+//! its errors and kept targets deleted in the Webhooks view; and a long name without spaces
+//! widened the sections past their window.
+
+use super::*;
+
+#[test]
+fn a_refused_redelivery_stays_said_and_a_test_event_offers_none() {
+    let server = Server::start();
+    let rcv = Receiver::start();
+    let (doomed, _) = server.wire(&rcv.url("/doomed"), Some(json!({})), json!({"name": "doomed"}));
+    let (live, _) = server.wire(&rcv.url("/live"), Some(json!({})), json!({"name": "live"}));
+    let browser = signed_in(&server);
+    let id = server.post_ok(&maia("crm_record_created", json!({})))["events"][0]["id"].as_str().expect("id").to_owned();
+    browser.clicks(&format!("#live tr[data-id='{id}']"));
+    wait_for(Duration::from_secs(15), "the first attempts", || {
+        (browser.find_all("#detail tr.attempt").len() == 2).then_some(())
+    });
+
+    // The target deleted meanwhile: the redelivery is refused, and the refusal stays, however
+    // the event is drawn again (it went after 300 ms).
+    assert_eq!(server.admin("DELETE", &format!("/v1/targets/{doomed}"), None).status, 204);
+    browser.clicks(&format!("#detail .redeliver[data-target='{doomed}']"));
+    let said = browser.text(&browser.wait_text("#detail .redeliver-error", "the refusal", |t| t.contains("404")));
+    // The other target's redelivery: drawn again once queued, and once its attempt arrives.
+    browser.clicks(&format!("#detail .redeliver[data-target='{live}']"));
+    rcv.wait_count("/live", 2, Duration::from_secs(10));
+    wait_for(Duration::from_secs(15), "the redelivery in the page", || {
+        (browser.find_all(&format!("#detail .delivery[data-target='{live}'] tr.attempt")).len() == 2).then_some(())
+    });
+    // (Read in one go in the page: the stream's attempts draw the event again at any time.)
+    let still = browser.execute(&format!(
+        "return document.querySelector(\"#detail .delivery[data-target='{doomed}'] .redeliver-error\")?.textContent ?? null"
+    ));
+    assert_eq!(still, json!(said), "the refusal was wiped");
+
+    // A test event: its one delivery is shown, with no Redeliver (the API answers 409).
+    let r = server.admin("POST", &format!("/v1/targets/{live}/test"), Some(&json!({})));
+    assert_eq!(r.status, 200, "{}", r.text);
+    let test_id = r.json()["event"]["id"].as_str().expect("id").to_owned();
+    browser.clicks(&format!("#live tr[data-id='{test_id}']"));
+    browser.wait(&format!("#detail[data-event='{test_id}'] .delivery[data-target='{live}'] tr.attempt"));
+    assert!(browser.find("#detail .redeliver").is_none(), "a test event offers a redelivery");
+}
