@@ -8,6 +8,43 @@
 use super::*;
 
 #[test]
+fn the_live_feed_resumes_after_a_restart_with_what_it_missed() {
+    let mut server = Server::start();
+    let (kept, _) = server.wire("http://127.0.0.1:9/kept", None, json!({"name": "kept"}));
+    let (gone, _) = server.wire("http://127.0.0.1:9/gone", None, json!({"name": "gone"}));
+    let browser = signed_in(&server);
+    let before =
+        server.post_ok(&maia("crm_record_created", json!({})))["events"][0]["id"].as_str().expect("id").to_owned();
+    browser.wait(&format!("#live tr[data-id='{before}']"));
+    browser.wait(&format!("#targets tr[data-id='{gone}']"));
+
+    // The server stops: the page says it is reconnecting. Back on the same port, an event is
+    // posted and a target deleted before the page's next try (its pause is 2 s, then longer).
+    assert!(server.stop().success(), "a graceful stop");
+    browser.wait_text("#conn", "the page reconnecting", |t| t.starts_with("reconnecting"));
+    server.respawn_on_the_same_port();
+    let missed =
+        server.post_ok(&maia("crm_field_update", json!({})))["events"][0]["id"].as_str().expect("id").to_owned();
+    assert_eq!(server.admin("DELETE", &format!("/v1/targets/{gone}"), None).status, 204);
+
+    // Back: the event missed is listed once, the deleted target no longer.
+    wait_for(Duration::from_secs(90), "the event posted while the feed was down", || {
+        browser.find(&format!("#live tr[data-id='{missed}']"))
+    });
+    browser.wait_text("#conn", "the live stream", |t| t == "live");
+    wait_for(Duration::from_secs(15), "the deleted target gone from the table", || {
+        browser.find(&format!("#targets tr[data-id='{gone}']")).is_none().then_some(())
+    });
+    browser.wait(&format!("#targets tr[data-id='{kept}']"));
+    // And live again: the next one arrives by the stream, each listed once, newest first.
+    let next =
+        server.post_ok(&maia("crm_record_deleted", json!({})))["events"][0]["id"].as_str().expect("id").to_owned();
+    browser.wait(&format!("#live tr[data-id='{next}']"));
+    let ids: Vec<String> = browser.find_all("#live tr.event").iter().map(|r| browser.attr(r, "data-id")).collect();
+    assert_eq!(ids, [next, missed, before], "the list after the restart");
+}
+
+#[test]
 fn a_refused_redelivery_stays_said_and_a_test_event_offers_none() {
     let server = Server::start();
     let rcv = Receiver::start();

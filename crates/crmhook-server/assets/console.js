@@ -25,6 +25,8 @@ const AUDIT_PAGE = 50;
 let searchAfter = null; // next_after of the last page of a search (newest first)
 let searchLoads = 0;    // the latest load of a search: an earlier one's answer is dropped
 const SEARCH_PAGE = 100;
+let newestSeq = null;   // the newest event's seq the list has held: the live feed resumes after it
+let replayErrors = new Map(); // target id → why its Replay or Retry now failed, shown beside it
 
 // The characters that reorder or hide text (bidi controls, zero-width ones, …): the table of
 // `crmhook_core::name::hides_text`, which a test holds this one to. A name may not hold one
@@ -321,6 +323,7 @@ function eventRow(e) {
   const tr = document.createElement("tr");
   tr.className = "event"; tr.dataset.id = e.id;
   tr.classList.toggle("test", !!e.test);
+  tr.classList.toggle("selected", e.id === shown);
   tr.innerHTML = `<td>${esc(e.seq)}</td><td>${esc(e.type)}${testBadge(e)}</td><td class="mono">${esc(recordOf(e))}</td>
     <td${e.source_id ? ` data-source="${esc(e.source_id)}" title="${esc(e.source_id)}"` : ""}>${esc(e.source_id ? sourceName(e.source_id) : "")}</td><td>${esc(when(e.received_at))}</td>`;
   tr.onclick = () => showEvent(e.id);
@@ -560,6 +563,11 @@ async function loadRecent() {
   $("#live").innerHTML = "";
   $("#q-older").hidden = true; $("#q-status").textContent = "";
   page.events.slice().reverse().forEach(addLive);
+  page.events.forEach((e) => sawSeq(e.seq));
+}
+
+function sawSeq(seq) {
+  if (typeof seq === "number" && (newestSeq === null || seq > newestSeq)) newestSeq = seq;
 }
 
 // A search pages newest first (`order=newest`); "Older" asks for the page after the last one
@@ -613,11 +621,18 @@ function signOut(why) {
 let following = 0; // the live feed's loop that runs: an older one ends
 async function follow() {
   const mine = ++following;
-  let pause = 2;
+  let pause = 2, connected = false;
   for (;;) {
     if (mine !== following) return; // signed out, or in again: that sign-in's loop follows
     try {
-      const r = await fetch("/v1/stream", { headers: { "Authorization": "Bearer " + token } });
+      // Back after a break: what changed meanwhile (the list, unless it shows a search, and
+      // the targets); then the feed resumes after the newest event the list has held.
+      if (connected) {
+        if (!searching) await loadRecent();
+        await loadTargets();
+        if (mine !== following) return;
+      }
+      const r = await fetch(`/v1/stream?after=${newestSeq ?? 0}`, { headers: { "Authorization": "Bearer " + token } });
       if (r.status === 401 || r.status === 403) {
         signOut("The key no longer works (revoked or rotated): sign in again.");
         return;
@@ -628,7 +643,7 @@ async function follow() {
         throw new Error("stream: " + r.status);
       }
       $("#conn").textContent = "live";
-      pause = 2;
+      pause = 2; connected = true;
       const reader = r.body.getReader(); const text = new TextDecoder(); let buf = ""; let kind = "";
       for (;;) {
         const { value, done } = await reader.read();
@@ -640,11 +655,12 @@ async function follow() {
           if (line.startsWith("event: ")) kind = line.slice(7);
           else if (line.startsWith("data: ")) {
             const d = JSON.parse(line.slice(6));
-            if (kind === "event") { addLive(d); ingestArrived(); }
-            if (kind === "attempt") { if (d.event_id === shown) showEvent(shown); loadTargetsSoon(); centerAttempt(d); }
+            if (kind === "event") { sawSeq(d.seq); addLive(d); ingestArrived(); }
+            if (kind === "attempt") { if (d.event_id === shown) showEvent(shown).catch(() => {}); loadTargetsSoon(); centerAttempt(d); }
           }
         }
       }
+      $("#conn").textContent = "reconnecting…"; // the stream ended (the server stopping, …)
     } catch (err) { $("#conn").textContent = "reconnecting…"; }
     await new Promise((res) => setTimeout(res, pause * 1000));
     pause = Math.min(pause * 2, 60);
