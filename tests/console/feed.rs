@@ -82,3 +82,31 @@ fn a_refused_redelivery_stays_said_and_a_test_event_offers_none() {
     browser.wait(&format!("#detail[data-event='{test_id}'] .delivery[data-target='{live}'] tr.attempt"));
     assert!(browser.find("#detail .redeliver").is_none(), "a test event offers a redelivery");
 }
+
+#[test]
+fn the_targets_table_says_a_replay_failed_and_follows_deletions() {
+    let server = Server::start();
+    let (first, _) = server.wire("http://127.0.0.1:9/first", None, json!({"name": "first"}));
+    let (second, _) = server.wire("http://127.0.0.1:9/second", None, json!({"name": "second"}));
+    let (third, _) = server.wire("http://127.0.0.1:9/third", None, json!({"name": "third"}));
+    let browser = signed_in(&server);
+    browser.wait(&format!("#targets tr[data-id='{first}']"));
+
+    // Replay on a target deleted elsewhere: the API's 404 said, and the table follows.
+    assert_eq!(server.admin("DELETE", &format!("/v1/targets/{first}"), None).status, 204);
+    browser.clicks(&format!("#targets .replay[data-id='{first}']"));
+    browser.wait_text("#targets-note", "the replay's refusal", |t| t.contains("404") && t.contains("not found"));
+    wait_for(Duration::from_secs(15), "the deleted target gone", || {
+        browser.find(&format!("#targets tr[data-id='{first}']")).is_none().then_some(())
+    });
+
+    // Deleted while another view was shown: gone when the Events view is shown again.
+    browser.clicks("#tabs button[data-view='webhooks']");
+    browser.wait(&format!("#center-targets li[data-id='{second}']"));
+    assert_eq!(server.admin("DELETE", &format!("/v1/targets/{second}"), None).status, 204);
+    browser.clicks("#tabs button[data-view='events']");
+    wait_for(Duration::from_secs(15), "the target deleted meanwhile gone", || {
+        browser.find(&format!("#targets tr[data-id='{second}']")).is_none().then_some(())
+    });
+    browser.wait(&format!("#targets tr[data-id='{third}']"));
+}

@@ -429,13 +429,38 @@ async function loadTargets() {
       <td>${esc(when(h.last_success_at))}</td><td class="${h.failures_in_a_row ? "dead" : ""}">${esc(h.failures_in_a_row ?? 0)}</td>
       <td>${esc(h.pending ?? 0)}${h.blocked_by_retries_until ? `<br><span class="blocked pending" title="Its window is full of deliveries waiting for retries: newer events wait behind them. Retry now sends them once the receiver answers again.">waiting for retries until ${esc(when(h.blocked_by_retries_until))}</span>` : h.retrying ? `<br><span class="retrying pending" title="Deliveries that failed and wait for their next attempt. Retry now sends them once the receiver answers again.">${esc(h.retrying)} waiting for a retry, the next ${esc(when(h.next_retry_at))}</span>` : ""}</td><td class="${h.dead ? "dead" : ""}">${esc(h.dead ?? 0)}</td>
             <td><button class="replay secondary" data-id="${esc(t.id)}" title="Queue this target's dead deliveries again">Replay</button>
-            ${h.pending ? `<button class="retry-now secondary" data-id="${esc(t.id)}" title="The receiver is back: attempt now the deliveries waiting for a retry, instead of at their next time">Retry now</button>` : ""}</td></tr>`;
+            ${h.pending ? `<button class="retry-now secondary" data-id="${esc(t.id)}" title="The receiver is back: attempt now the deliveries waiting for a retry, instead of at their next time">Retry now</button>` : ""}
+            ${replayErrors.has(t.id) ? `<div class="error replay-error" role="alert">${esc(replayErrors.get(t.id))}</div>` : ""}</td></tr>`;
   }).join("") || `<tr><td colspan="7" class="muted">No targets yet.</td></tr>`;
+  // Each cell names its column: a narrow window shows a target as a card of labelled lines.
+  document.querySelectorAll("#targets tr[data-id]").forEach((tr) => {
+    ["", "", "last success", "failing", "pending", "dead", ""].forEach((label, i) => { if (label) tr.children[i].dataset.label = label; });
+  });
+  for (const id of replayErrors.keys()) if (!targets.some((t) => t.id === id)) replayErrors.delete(id);
   for (const [cls, status] of [["replay", "dead"], ["retry-now", "pending"]]) {
     document.querySelectorAll(`#targets .${cls}`).forEach((b) => b.onclick = async () => {
-      const r = await api(`/v1/targets/${b.dataset.id}/replay`, { method: "POST", body: JSON.stringify({ status }) });
+      const id = b.dataset.id;
+      b.disabled = true;
+      replayErrors.delete(id);
+      $("#targets-note").textContent = "";
+      b.parentElement.querySelector(".replay-error")?.remove();
+      let r;
+      try { r = await api(`/v1/targets/${id}/replay`, { method: "POST", body: JSON.stringify({ status }) }); }
+      catch (err) {
+        b.disabled = false;
+        const words = (err.status ? `${err.status}: ` : "") + err.message;
+        const said = document.createElement("div");
+        said.className = "error replay-error"; said.setAttribute("role", "alert"); said.textContent = visible(words);
+        b.parentElement.appendChild(said);
+        // Gone (deleted elsewhere): the table follows, and says why the row went.
+        if (err.status === 404) {
+          $("#targets-note").textContent = visible(`${b.textContent}: ${words}`);
+          loadTargets().catch(() => {});
+        } else replayErrors.set(id, words);
+        return;
+      }
       b.textContent = `Queued ${r.queued}`;
-      setTimeout(loadTargets, 1000);
+      setTimeout(() => loadTargets().catch(() => {}), 1000);
     });
   }
 }
@@ -554,7 +579,8 @@ function showView(name) {
   if (name === "audit") loadAudit(false);
   if (name === "keys") loadKeys();
   if (name === "webhooks") loadCenter();
-  if (name === "events") loadIngestChart();
+  // Targets may have been changed or deleted in the Webhooks view, or elsewhere.
+  if (name === "events") { loadIngestChart(); loadTargets().catch(() => {}); }
 }
 
 async function loadRecent() {
