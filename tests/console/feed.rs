@@ -110,3 +110,34 @@ fn the_targets_table_says_a_replay_failed_and_follows_deletions() {
     });
     browser.wait(&format!("#targets tr[data-id='{third}']"));
 }
+
+/// The sections of the view shown that are wider inside than they are (they would scroll),
+/// and the page if it is wider than the window.
+const TOO_WIDE: &str = "const bad = [];
+  for (const s of document.querySelectorAll('main:not([hidden]) section')) {
+    if (s.scrollWidth > s.clientWidth + 1) bad.push(`${s.id || s.querySelector('h2')?.textContent} ${s.scrollWidth} > ${s.clientWidth}`);
+  }
+  const page = document.documentElement;
+  if (page.scrollWidth > page.clientWidth) bad.push(`the page ${page.scrollWidth} > ${page.clientWidth}`);
+  return bad;";
+
+#[test]
+fn a_long_name_without_spaces_wraps_inside_its_section() {
+    let server = Server::start();
+    let name = "x".repeat(150);
+    let url = format!("http://127.0.0.1:9/{}", "y".repeat(150));
+    let (tid, _) = server.wire(&url, Some(json!({"kanban_ids": ["k".repeat(150)]})), json!({"name": name}));
+    let browser = signed_in(&server);
+    for (width, height) in [(1400, 900), (400, 800)] {
+        browser.call("POST", "/window/rect", Some(json!({"width": width, "height": height})));
+        browser.clicks("#tabs button[data-view='events']");
+        browser.wait(&format!("#targets tr[data-id='{tid}']"));
+        let bad = browser.execute(TOO_WIDE);
+        assert_eq!(bad, json!([]), "the Events view at {width} px");
+        browser.clicks("#tabs button[data-view='webhooks']");
+        browser.clicks(&format!("#center-targets li[data-id='{tid}'] .t-open"));
+        browser.wait("#target-pane #t-subs li.sub");
+        let bad = browser.execute(TOO_WIDE);
+        assert_eq!(bad, json!([]), "the Webhooks view at {width} px");
+    }
+}
