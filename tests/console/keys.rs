@@ -1,5 +1,5 @@
 //! The console's Keys view (admins only): a key made, its secret shown once and working; a
-//! name already taken refused beside the form; a key rotated (the old secret stops, the new one
+//! name already taken refused beside its field; a key rotated (the old secret stops, the new one
 //! works), the console's own key rotated without signing it out; a key revoked; and a server
 //! that does not answer said in words.
 
@@ -59,11 +59,16 @@ fn the_console_makes_rotates_and_revokes_api_keys() {
         .expect("on-call listed")
         .to_owned();
 
-    // The same name again: refused, in the API's words, at the form's foot.
+    // The same name again: refused, in the API's words, beside the name (it was at the form's
+    // foot).
     browser.clicks("#k-new");
     browser.set("#key-form input[name=name]", "on-call");
     browser.enter("#key-form input[name=name]");
-    browser.wait_text("#key-form .form-error", "the name's refusal", |t| t.starts_with("409") && t.contains("on-call"));
+    browser.wait_text("#key-form .field-error[data-for='name']", "the name's refusal", |t| {
+        t.starts_with("409") && t.contains("on-call")
+    });
+    assert_eq!(browser.text(&browser.wait("#key-form .form-error")), "", "not at the form's foot");
+    assert_eq!(browser.attr(&browser.wait("#key-form input[name=name]"), "aria-invalid"), "true");
     browser.clicks("#dlg-key .close");
 
     // Rotated: the old secret stops, the new one works.

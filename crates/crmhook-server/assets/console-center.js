@@ -197,7 +197,11 @@ function wireTarget(t) {
     li.querySelector(".sub-edit").onclick = () => openSubForm(t.id, s);
     li.querySelector(".sub-delete").onclick = () => confirmThen(
       "Delete this subscription? The target stops getting the events only it matched.",
-      "Delete subscription", async () => { await del(`/v1/subscriptions/${s.id}`); await loadCenter(); }, "#sub-new");
+      "Delete subscription", async () => {
+        // Deleted elsewhere already: said, and the list no longer shows it.
+        try { await del(`/v1/subscriptions/${s.id}`); } catch (err) { if (err.status === 404) await loadCenter(); throw err; }
+        await loadCenter();
+      }, "#sub-new");
   });
 }
 

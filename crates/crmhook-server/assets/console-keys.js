@@ -70,7 +70,12 @@ $("#key-form").onsubmit = async (e) => {
   const body = { name: f.name.value.trim(), role: f.role.value };
   if (!body.name) { fieldError(form, "name", "Give the key a name (1–100 characters)."); return; }
   let r;
-  try { r = await post("/v1/keys", body); } catch (err) { showProblem(form, err); return; }
+  try { r = await post("/v1/keys", body); } catch (err) {
+    // 409: the name is taken (the only conflict a new key has): said beside the name.
+    if (err.status === 409 && !err.problem?.field) err.problem = { ...err.problem, field: "name" };
+    showProblem(form, err);
+    return;
+  }
   $("#dlg-key").close();
   await loadKeys();
   await showOnce(`New ${r.role} key ${r.name}`, `<p>Copy it now: it is not shown again. The server keeps only its hash.</p>${onceField("Key", r.key)}`);
