@@ -12,6 +12,12 @@ mod escapes;
 #[path = "cli/verify.rs"]
 mod verify;
 
+#[path = "cli/paths.rs"]
+mod paths;
+
+#[path = "cli/answers.rs"]
+mod answers;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;

@@ -17,10 +17,17 @@ pub struct Reply {
     pub retry_after: Option<u32>,
     /// The body (`ok` when `None`), sent as `text/plain`.
     pub body: Option<&'static str>,
+    /// A `Location` header (a redirect's).
+    pub location: Option<&'static str>,
 }
 
 pub fn status(code: u16) -> Reply {
-    Reply { status: code, delay: Duration::ZERO, retry_after: None, body: None }
+    Reply { status: code, delay: Duration::ZERO, retry_after: None, body: None, location: None }
+}
+
+/// A redirect: `status` with `Location: location`.
+pub fn redirect(code: u16, location: &'static str) -> Reply {
+    Reply { location: Some(location), ..status(code) }
 }
 
 /// `status` with `body` (as `text/plain`).
@@ -361,10 +368,11 @@ fn serve_connection(stream: std::net::TcpStream, arrivals: &Arrivals, program: &
         }
         let retry_after = reply.retry_after.map(|s| format!("Retry-After: {s}\r\n")).unwrap_or_default();
         let connection = if close { "Connection: close\r\n" } else { "" };
+        let location = reply.location.map(|l| format!("Location: {l}\r\n")).unwrap_or_default();
         let response = match reply.body {
-            None => format!("HTTP/1.1 {} Answer\r\nContent-Length: 2\r\n{retry_after}{connection}\r\nok", reply.status),
+            None => format!("HTTP/1.1 {} Answer\r\nContent-Length: 2\r\n{retry_after}{location}{connection}\r\nok", reply.status),
             Some(body) => format!(
-                "HTTP/1.1 {} Answer\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{retry_after}{connection}\r\n{body}",
+                "HTTP/1.1 {} Answer\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{retry_after}{location}{connection}\r\n{body}",
                 reply.status,
                 body.len()
             ),

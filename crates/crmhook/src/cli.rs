@@ -10,7 +10,8 @@ use clap::Subcommand;
 use crmhook_server::api::views::{AttemptView, EventView};
 use serde_json::{json, Value};
 
-pub(crate) use crate::cli_conn::{call, request, Conn};
+use crate::cli_conn::SUBSCRIPTION;
+pub(crate) use crate::cli_conn::{call, items, query, request, request_done, segment, Conn, TARGET};
 pub(crate) use crate::cli_text::{json_escaped, visible, visible_lines};
 
 #[derive(Subcommand)]
@@ -190,22 +191,6 @@ pub(crate) fn s(v: &Value) -> String {
     }
 }
 
-pub(crate) fn query(pairs: &[(&str, Option<String>)]) -> String {
-    let parts: Vec<String> = pairs
-        .iter()
-        .filter_map(|(k, v)| {
-            v.as_ref().map(|v| {
-                format!("{k}={}", v.replace('%', "%25").replace('&', "%26").replace('+', "%2B").replace(' ', "%20"))
-            })
-        })
-        .collect();
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!("?{}", parts.join("&"))
-    }
-}
-
 /// One attempt for people: its number, time, answer and duration, what it led to; then why it
 /// failed and what the receiver answered (headers kept, and the body), each line indented by
 /// `indent`.
@@ -315,13 +300,14 @@ pub fn targets(conn: &Conn, cmd: Targets) -> anyhow::Result<ExitCode> {
     match cmd {
         Targets::List => {
             let v = request(conn, "GET", "/v1/targets", None)?;
+            let list = items(conn, &v, "targets")?;
             if conn.json {
                 return print_json(&v);
             }
-            table(&TARGET_COLUMNS, target_rows(v["targets"].as_array().map(Vec::as_slice).unwrap_or(&[])));
+            table(&TARGET_COLUMNS, target_rows(list));
             Ok(ExitCode::SUCCESS)
         }
-        Targets::Show { id } => shown(request(conn, "GET", &format!("/v1/targets/{id}"), None)?),
+        Targets::Show { id } => shown(request(conn, "GET", &format!("/v1/targets/{}", segment(&TARGET, &id)?), None)?),
         Targets::Create {
             name,
             target_url,
@@ -360,20 +346,24 @@ pub fn targets(conn: &Conn, cmd: Targets) -> anyhow::Result<ExitCode> {
             shown(request(conn, "POST", "/v1/targets", Some(&body))?)
         }
         Targets::Delete { id } => {
-            request(conn, "DELETE", &format!("/v1/targets/{id}"), None)?;
+            request_done(conn, "DELETE", &format!("/v1/targets/{}", segment(&TARGET, &id)?))?;
             say!("deleted {id}");
             Ok(ExitCode::SUCCESS)
         }
-        Targets::RotateSecret { id } => shown(request(conn, "POST", &format!("/v1/targets/{id}/rotate-secret"), None)?),
+        Targets::RotateSecret { id } => {
+            shown(request(conn, "POST", &format!("/v1/targets/{}/rotate-secret", segment(&TARGET, &id)?), None)?)
+        }
         Targets::Enable { id } => {
-            shown(request(conn, "PATCH", &format!("/v1/targets/{id}"), Some(&json!({"enabled": true})))?)
+            let path = format!("/v1/targets/{}", segment(&TARGET, &id)?);
+            shown(request(conn, "PATCH", &path, Some(&json!({"enabled": true})))?)
         }
         Targets::Disable { id } => {
-            shown(request(conn, "PATCH", &format!("/v1/targets/{id}"), Some(&json!({"enabled": false})))?)
+            let path = format!("/v1/targets/{}", segment(&TARGET, &id)?);
+            shown(request(conn, "PATCH", &path, Some(&json!({"enabled": false})))?)
         }
         Targets::Update { id, changes } => shown(crate::cli_edit::update_target(conn, &id, changes)?),
         Targets::Stats { id } => {
-            let v = request(conn, "GET", &format!("/v1/targets/{id}/stats"), None)?;
+            let v = request(conn, "GET", &format!("/v1/targets/{}/stats", segment(&TARGET, &id)?), None)?;
             if conn.json {
                 return print_json(&v);
             }
@@ -383,7 +373,7 @@ pub fn targets(conn: &Conn, cmd: Targets) -> anyhow::Result<ExitCode> {
         }
         Targets::Test { id, event_type } => {
             let body = event_type.map_or_else(|| json!({}), |t| json!({"type": t}));
-            let v = request(conn, "POST", &format!("/v1/targets/{id}/test"), Some(&body))?;
+            let v = request(conn, "POST", &format!("/v1/targets/{}/test", segment(&TARGET, &id)?), Some(&body))?;
             if conn.json {
                 return print_json(&v);
             }
@@ -443,13 +433,16 @@ pub fn subscriptions(conn: &Conn, cmd: Subscriptions) -> anyhow::Result<ExitCode
     let v = match cmd {
         Subscriptions::List { target } => {
             let v = request(conn, "GET", &format!("/v1/subscriptions{}", query(&[("target_id", target)])), None)?;
+            let list = items(conn, &v, "subscriptions")?;
             if conn.json {
                 return print_json(&v);
             }
-            table(&headers, subscription_rows(v["subscriptions"].as_array().map(Vec::as_slice).unwrap_or(&[])));
+            table(&headers, subscription_rows(list));
             return Ok(ExitCode::SUCCESS);
         }
-        Subscriptions::Show { id } => request(conn, "GET", &format!("/v1/subscriptions/{id}"), None)?,
+        Subscriptions::Show { id } => {
+            request(conn, "GET", &format!("/v1/subscriptions/{}", segment(&SUBSCRIPTION, &id)?), None)?
+        }
         Subscriptions::Create { target, conditions } => {
             let crate::cli_edit::Conditions { event_types, kanban_ids, field_names, filters, version_major } =
                 conditions;
@@ -462,7 +455,7 @@ pub fn subscriptions(conn: &Conn, cmd: Subscriptions) -> anyhow::Result<ExitCode
             request(conn, "POST", "/v1/subscriptions", Some(&body))?
         }
         Subscriptions::Delete { id } => {
-            request(conn, "DELETE", &format!("/v1/subscriptions/{id}"), None)?;
+            request_done(conn, "DELETE", &format!("/v1/subscriptions/{}", segment(&SUBSCRIPTION, &id)?))?;
             say!("deleted {id}");
             return Ok(ExitCode::SUCCESS);
         }
@@ -483,31 +476,20 @@ pub fn subscriptions(conn: &Conn, cmd: Subscriptions) -> anyhow::Result<ExitCode
 pub fn deliveries(conn: &Conn, cmd: Deliveries) -> anyhow::Result<ExitCode> {
     let Deliveries::List { target, status, after, limit } = cmd;
     let q = query(&[("status", status), ("after", Some(after.to_string())), ("limit", Some(limit.to_string()))]);
-    let v = request(conn, "GET", &format!("/v1/targets/{target}/deliveries{q}"), None)?;
+    let v = request(conn, "GET", &format!("/v1/targets/{}/deliveries{q}", segment(&TARGET, &target)?), None)?;
+    let list = items(conn, &v, "deliveries")?;
     if conn.json {
         return print_json(&v);
     }
-    let rows = v["deliveries"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|d| {
-                    let attempts = d["attempts"].as_array().cloned().unwrap_or_default();
-                    let last = attempts.last().cloned().unwrap_or(Value::Null);
-                    let what =
-                        last["status_code"].as_u64().map(|c| format!("HTTP {c}")).unwrap_or_else(|| s(&last["error"]));
-                    vec![
-                        s(&d["seq"]),
-                        s(&d["event_id"]),
-                        s(&d["type"]),
-                        s(&d["status"]),
-                        attempts.len().to_string(),
-                        what,
-                    ]
-                })
-                .collect()
+    let rows = list
+        .iter()
+        .map(|d| {
+            let attempts = d["attempts"].as_array().cloned().unwrap_or_default();
+            let last = attempts.last().cloned().unwrap_or(Value::Null);
+            let what = last["status_code"].as_u64().map(|c| format!("HTTP {c}")).unwrap_or_else(|| s(&last["error"]));
+            vec![s(&d["seq"]), s(&d["event_id"]), s(&d["type"]), s(&d["status"]), attempts.len().to_string(), what]
         })
-        .unwrap_or_default();
+        .collect();
     table(&["seq", "event", "type", "status", "attempts", "last"], rows);
     if let Some(next) = v["next_after"].as_u64() {
         say!("more: --after {next}");
@@ -528,7 +510,7 @@ pub fn replay(
             body[name] = json!(t);
         }
     }
-    let v = request(conn, "POST", &format!("/v1/targets/{target}/replay"), Some(&body))?;
+    let v = request(conn, "POST", &format!("/v1/targets/{}/replay", segment(&TARGET, target)?), Some(&body))?;
     if conn.json {
         return print_json(&v);
     }

@@ -98,11 +98,31 @@ fn tls_failure(e: &ureq::Error) -> bool {
     false
 }
 
+impl Conn {
+    /// The API key to send: `--token` or `CRMHOOK_ADMIN_TOKEN`; one that is empty (as
+    /// `CRMHOOK_ADMIN_TOKEN=` sets it) is said to be none, not sent.
+    pub(crate) fn token(&self) -> anyhow::Result<&str> {
+        match self.token.as_deref().map(str::trim) {
+            None => bail!("no admin token: pass --token or set CRMHOOK_ADMIN_TOKEN"),
+            Some("") => bail!("no admin token: the one given is empty; pass --token or set CRMHOOK_ADMIN_TOKEN"),
+            Some(token) => Ok(token),
+        }
+    }
+
+    /// The URL of `path` (which starts with `/`) on the server.
+    pub(crate) fn url_of(&self, path: &str) -> String {
+        format!("{}{path}", self.url.trim_end_matches('/'))
+    }
+}
+
 /// One request to the server: answers the status and the JSON body (`Null` when empty) for
-/// any HTTP status but 401/403; a refused token or an unreachable server is said plainly.
+/// any HTTP status but 401/403; a refused token or an unreachable server is said plainly. So is
+/// an answer that cannot be crmhook's (since 2026-12-07; before, such an answer was taken for
+/// a success): a redirect (the CLI follows none; it names where it leads), or a 2xx whose
+/// content is not JSON (another server at `--url`).
 pub(crate) fn call(conn: &Conn, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<(u16, Value)> {
-    let token = conn.token.as_deref().context("no admin token: pass --token or set CRMHOOK_ADMIN_TOKEN")?;
-    let url = format!("{}{path}", conn.url.trim_end_matches('/'));
+    let token = conn.token()?;
+    let url = conn.url_of(path);
     let agent = conn.agent(Some(Duration::from_secs(30)))?;
     let req = agent.request(method, &url).set("Authorization", &format!("Bearer {token}"));
     let result = match body {
@@ -122,18 +142,183 @@ pub(crate) fn call(conn: &Conn, method: &str, path: &str, body: Option<&Value>) 
         Err(e) => return Err(conn.unreachable(e)),
     };
     let status = response.status();
+    if (300..400).contains(&status) {
+        return Err(redirected(conn, path, status, response.header("location")));
+    }
+    let content_type = response.header("content-type").map(str::to_owned);
     let text = response.into_string().unwrap_or_default();
-    let value =
-        if text.trim().is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
-    Ok((status, value))
+    if text.trim().is_empty() {
+        return Ok((status, Value::Null));
+    }
+    let parsed = serde_json::from_str(&text).ok().filter(|_| content_type.as_deref().is_some_and(is_json));
+    match parsed {
+        Some(value) => Ok((status, value)),
+        None if status < 300 => {
+            let shown: String = text.chars().take(60).collect();
+            let cut = if shown.len() < text.len() { "…" } else { "" };
+            let what = format!("{}: {shown:?}{cut}", content_type.as_deref().unwrap_or("no content-type"));
+            Err(not_crmhook(conn, method, path, status, &what))
+        }
+        None => Ok((status, Value::String(text))),
+    }
 }
 
-/// A request that must succeed: an error status becomes an error naming it.
+/// Whether a `Content-Type` is JSON's: `application/json` or a `+json` type
+/// (`application/problem+json`), whatever its parameters.
+fn is_json(content_type: &str) -> bool {
+    let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+/// A redirect, which the CLI does not follow (the token would go wherever it points): where it
+/// leads, and the `--url` that would reach crmhook when it leads to the same path elsewhere
+/// (`http://` to `https://`, another host).
+pub(crate) fn redirected(conn: &Conn, path: &str, status: u16, location: Option<&str>) -> anyhow::Error {
+    let Some(location) = location else {
+        return anyhow::anyhow!(
+            "{} answered a redirect ({status}) with no Location; set --url to crmhook's URL",
+            conn.url
+        );
+    };
+    match location.strip_suffix(path).filter(|base| base.starts_with("http://") || base.starts_with("https://")) {
+        Some(base) => anyhow::anyhow!(
+            "redirected ({status}) to {location}: crmhook's URL is {base}; set --url (or CRMHOOK_URL) to it"
+        ),
+        None => anyhow::anyhow!(
+            "redirected ({status}) to {location}, which the CLI does not follow: is {} crmhook's URL? set --url (or \
+             CRMHOOK_URL) to it",
+            conn.url
+        ),
+    }
+}
+
+/// An answer that cannot be crmhook's: `what` says what it was.
+pub(crate) fn not_crmhook(conn: &Conn, method: &str, path: &str, status: u16, what: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "not a crmhook answer to {method} {path} (HTTP {status}, {what}): is {} crmhook's URL? set --url or CRMHOOK_URL",
+        conn.url
+    )
+}
+
+/// What a request that succeeded answered, once it is an answer crmhook gives: a JSON object.
+pub(crate) fn answer(conn: &Conn, method: &str, path: &str, status: u16, value: Value) -> anyhow::Result<Value> {
+    match value {
+        Value::Object(_) => Ok(value),
+        Value::Null => Err(not_crmhook(conn, method, path, status, "no content, where crmhook answers JSON")),
+        _ => Err(not_crmhook(conn, method, path, status, "JSON that is not an object")),
+    }
+}
+
+/// A request that must succeed: an error status becomes an error naming it; a success must
+/// answer a JSON object.
 pub(crate) fn request(conn: &Conn, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
     let (code, value) = call(conn, method, path, body)?;
+    failed(method, path, code, &value)?;
+    answer(conn, method, path, code, value)
+}
+
+/// A request that must succeed with no content (`204`, as crmhook answers a `DELETE`).
+pub(crate) fn request_done(conn: &Conn, method: &str, path: &str) -> anyhow::Result<()> {
+    let (code, value) = call(conn, method, path, None)?;
+    failed(method, path, code, &value)?;
+    if code == 204 {
+        return Ok(());
+    }
+    answer(conn, method, path, code, value).map(drop)
+}
+
+/// An error status as an error naming it, with the problem's title and detail.
+fn failed(method: &str, path: &str, code: u16, value: &Value) -> anyhow::Result<()> {
     if code >= 400 {
         let detail = value["detail"].as_str().unwrap_or("");
         bail!("{method} {path}: {code} {}: {detail}", value["title"].as_str().unwrap_or("error"));
     }
-    Ok(value)
+    Ok(())
+}
+
+/// The list `member` of a crmhook answer (`targets` of `GET /v1/targets`): an answer without
+/// it is not crmhook's.
+pub(crate) fn items<'a>(conn: &Conn, v: &'a Value, member: &str) -> anyhow::Result<&'a [Value]> {
+    v[member].as_array().map(Vec::as_slice).with_context(|| {
+        format!(
+            "not a crmhook answer: it has no `{member}` list; is {} crmhook's URL? set --url or CRMHOOK_URL",
+            conn.url
+        )
+    })
+}
+
+/// `text` percent-encoded as one component of a URL (RFC 3986): every byte of its UTF-8 but
+/// the unreserved characters (letters, digits, `-`, `.`, `_`, `~`) written `%XX`, so that
+/// neither `/`, `?`, `#`, `&`, `=`, `+` nor `%` in it changes what the URL says.
+pub(crate) fn encoded(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => out.push(char::from(b)),
+            other => out.push_str(&format!("%{other:02X}")),
+        }
+    }
+    out
+}
+
+/// A kind of id a command takes in its path: its prefix and what it names (with its article).
+pub(crate) struct IdKind {
+    prefix: &'static str,
+    what: &'static str,
+}
+
+pub(crate) const TARGET: IdKind = IdKind { prefix: "tgt_", what: "a target" };
+pub(crate) const SUBSCRIPTION: IdKind = IdKind { prefix: "sub_", what: "a subscription" };
+pub(crate) const EVENT: IdKind = IdKind { prefix: "evt_", what: "an event" };
+pub(crate) const SOURCE: IdKind = IdKind { prefix: "src_", what: "a source" };
+pub(crate) const KEY: IdKind = IdKind { prefix: "key_", what: "a key" };
+pub(crate) const REJECTED: IdKind = IdKind { prefix: "rej_", what: "a rejected piece" };
+
+/// An id the user typed as one segment of a request's path: refused unless it has its kind's
+/// prefix (`tgt_…`), then percent-encoded ([`encoded`]), so that nothing in it (`/`, `..`, `?`,
+/// `#`) changes the route. Until 2026-12-07 ids went into the path as typed:
+/// `crmhook subscriptions delete ../targets/tgt_…` deleted a target.
+pub(crate) fn segment(kind: &IdKind, id: &str) -> anyhow::Result<String> {
+    let IdKind { prefix, what } = kind;
+    if !id.starts_with(prefix) || id.len() == prefix.len() {
+        bail!("{id:?} is not the id of {what} (`{prefix}…`)");
+    }
+    Ok(encoded(id))
+}
+
+/// A query string (`?name=value&…`, empty when no pair has a value) of the pairs that have a
+/// value, each name and value percent-encoded ([`encoded`]); until 2026-12-07 `#` and other
+/// characters went as typed (`--record-id 'x#y'` listed record `x`'s events).
+pub(crate) fn query(pairs: &[(&str, Option<String>)]) -> String {
+    let parts: Vec<String> =
+        pairs.iter().filter_map(|(k, v)| v.as_ref().map(|v| format!("{}={}", encoded(k), encoded(v)))).collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_is_typed_stays_one_segment_or_one_value() {
+        assert_eq!(encoded("aZ09-._~"), "aZ09-._~");
+        assert_eq!(encoded("x#y&z+w% é/..?="), "x%23y%26z%2Bw%25%20%C3%A9%2F..%3F%3D");
+        assert_eq!(segment(&TARGET, "tgt_x/stats").ok(), Some("tgt_x%2Fstats".to_owned()));
+        assert!(segment(&SUBSCRIPTION, "../targets/tgt_1").is_err());
+        assert!(segment(&EVENT, "evt_").is_err());
+        assert!(segment(&EVENT, "..").is_err());
+        let q = query(&[("record_id", Some("x#y".into())), ("type", None), ("limit", Some("5".into()))]);
+        assert_eq!(q, "?record_id=x%23y&limit=5");
+        assert_eq!(query(&[("a", None)]), "");
+    }
+
+    #[test]
+    fn json_is_told_by_its_content_type() {
+        assert!(is_json("application/json") && is_json("application/problem+json; charset=utf-8"));
+        assert!(!is_json("text/plain") && !is_json("text/json+html"));
+    }
 }

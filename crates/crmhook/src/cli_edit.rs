@@ -10,7 +10,8 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use serde_json::{json, Map, Value};
 
-use crate::cli::{print_json, query, request, s, table, Conn};
+use crate::cli::{items, print_json, query, request, s, segment, table, Conn, TARGET};
+use crate::cli_conn::SUBSCRIPTION;
 
 /// What `crmhook targets update` changes: each flag given is one member of the `PATCH`.
 #[derive(Args)]
@@ -188,11 +189,12 @@ pub(crate) fn rate_limit(text: &str) -> anyhow::Result<Value> {
 
 /// `crmhook targets update`: answers the target as the server shows it after the change.
 pub fn update_target(conn: &Conn, id: &str, changes: TargetChanges) -> anyhow::Result<Value> {
+    let path = format!("/v1/targets/{}", segment(&TARGET, id)?);
     let body = target_patch(changes)?;
     if body.is_empty() {
         bail!("nothing to change: give at least one of --name, --target-url, --header, --clear-headers, --timeout-ms, --retry-schedule-ms, --ordered, --format, --enabled, --rate-limit-per-s");
     }
-    request(conn, "PATCH", &format!("/v1/targets/{id}"), Some(&Value::Object(body)))
+    request(conn, "PATCH", &path, Some(&Value::Object(body)))
 }
 
 /// The members of a subscription's body for the conditions given (only those given).
@@ -220,6 +222,7 @@ pub fn update_subscription(
     given: Conditions,
     clear: &[Member],
 ) -> anyhow::Result<Value> {
+    let path = format!("/v1/subscriptions/{}", segment(&SUBSCRIPTION, id)?);
     let mut body = conditions(given)?;
     if let Some(t) = target {
         body.insert("target_id".into(), json!(t));
@@ -232,7 +235,7 @@ pub fn update_subscription(
     if body.is_empty() {
         bail!("nothing to change: give at least one of --event-type, --kanban-id, --field-name, --filter, --version-major, --clear");
     }
-    request(conn, "PATCH", &format!("/v1/subscriptions/{id}"), Some(&Value::Object(body)))
+    request(conn, "PATCH", &path, Some(&Value::Object(body)))
 }
 
 /// `crmhook subscriptions preview`: which of the last events a subscription would match,
@@ -244,17 +247,14 @@ pub fn preview(conn: &Conn, target: Option<String>, given: Conditions, last: Opt
     }
     let q = query(&[("last", last.map(|n| n.to_string()))]);
     let v = request(conn, "POST", &format!("/v1/subscriptions/preview{q}"), Some(&Value::Object(body)))?;
+    let list = items(conn, &v, "events")?;
     if conn.json {
         return print_json(&v);
     }
-    let rows = v["events"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|e| vec![s(&e["seq"]), s(&e["id"]), s(&e["type"]), s(&e["record_id"]), s(&e["received_at"])])
-                .collect()
-        })
-        .unwrap_or_default();
+    let rows = list
+        .iter()
+        .map(|e| vec![s(&e["seq"]), s(&e["id"]), s(&e["type"]), s(&e["record_id"]), s(&e["received_at"])])
+        .collect();
     table(&["seq", "id", "type", "record", "received_at"], rows);
     say!("matched {} of the last {} events", s(&v["matched"]), s(&v["scanned"]));
     Ok(ExitCode::SUCCESS)

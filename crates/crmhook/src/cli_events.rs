@@ -5,11 +5,12 @@
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Subcommand;
 use serde_json::{json, Value};
 
-use crate::cli::{json_escaped, print_attempt, print_json, query, request, s, table, visible, Conn};
+use crate::cli::{items, json_escaped, print_attempt, print_json, query, request, s, segment, table, visible, Conn};
+use crate::cli_conn::EVENT;
 
 #[derive(Subcommand)]
 pub enum Events {
@@ -75,29 +76,26 @@ pub fn events(conn: &Conn, cmd: Events) -> anyhow::Result<ExitCode> {
                 ("order", newest.then(|| "newest".to_owned())),
             ]);
             let page = request(conn, "GET", &format!("/v1/events{q}"), None)?;
+            let list = items(conn, &page, "events")?;
             if conn.json {
                 return print_json(&page);
             }
-            let rows = page["events"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .map(|e| {
-                            // The record id `--record-id` finds (none for `ai_pause`), as the
-                            // CRM sent it: `table` escapes its control characters.
-                            let record = e["record_id"].as_str();
-                            let test = if e["test"] == true { " (test)" } else { "" };
-                            vec![
-                                s(&e["seq"]),
-                                s(&e["id"]),
-                                format!("{}{test}", s(&e["type"])),
-                                record.unwrap_or("-").to_owned(),
-                                s(&e["received_at"]),
-                            ]
-                        })
-                        .collect()
+            let rows = list
+                .iter()
+                .map(|e| {
+                    // The record id `--record-id` finds (none for `ai_pause`), as the
+                    // CRM sent it: `table` escapes its control characters.
+                    let record = e["record_id"].as_str();
+                    let test = if e["test"] == true { " (test)" } else { "" };
+                    vec![
+                        s(&e["seq"]),
+                        s(&e["id"]),
+                        format!("{}{test}", s(&e["type"])),
+                        record.unwrap_or("-").to_owned(),
+                        s(&e["received_at"]),
+                    ]
                 })
-                .unwrap_or_default();
+                .collect();
             table(&["seq", "id", "type", "record", "received_at"], rows);
             if let Some(next) = page["next_after"].as_u64() {
                 let newest = if newest { " --newest" } else { "" };
@@ -106,7 +104,7 @@ pub fn events(conn: &Conn, cmd: Events) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Events::Show { id } => {
-            let e = request(conn, "GET", &format!("/v1/events/{id}"), None)?;
+            let e = request(conn, "GET", &format!("/v1/events/{}", segment(&EVENT, &id)?), None)?;
             if conn.json {
                 return print_json(&e);
             }
@@ -129,7 +127,8 @@ pub fn events(conn: &Conn, cmd: Events) -> anyhow::Result<ExitCode> {
         }
         Events::Redeliver { id, target } => {
             let body = target.map(|t| json!({"target_id": t})).unwrap_or(json!({}));
-            let r = request(conn, "POST", &format!("/v1/events/{id}/redeliver"), Some(&body))?;
+            let path = format!("/v1/events/{}/redeliver", segment(&EVENT, &id)?);
+            let r = request(conn, "POST", &path, Some(&body))?;
             if conn.json {
                 return print_json(&r);
             }
@@ -150,8 +149,8 @@ const RECONNECT_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 /// `EventSource` does), and says so on stderr; it stops on Ctrl-C, on a refused token, or when
 /// the first connection fails.
 fn tail(conn: &Conn, after: Option<u64>) -> anyhow::Result<ExitCode> {
-    let token = conn.token.as_deref().context("no admin token: pass --token or set CRMHOOK_ADMIN_TOKEN")?;
-    let url = format!("{}/v1/stream", conn.url.trim_end_matches('/'));
+    let token = conn.token()?;
+    let url = conn.url_of("/v1/stream");
     let agent = conn.agent(None)?;
     let mut last = after;
     // Whether a stream was open once, and whether its end was said.

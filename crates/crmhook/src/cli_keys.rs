@@ -9,7 +9,8 @@ use anyhow::Context;
 use clap::Subcommand;
 use serde_json::{json, Value};
 
-use crate::cli::{print_json, request, s, table, Conn};
+use crate::cli::{items, print_json, request, s, segment, table, Conn};
+use crate::cli_conn::KEY;
 
 #[derive(Subcommand)]
 pub enum Keys {
@@ -44,15 +45,16 @@ pub fn keys(conn: &Conn, cmd: Keys) -> anyhow::Result<ExitCode> {
     match cmd {
         Keys::List => {
             let v = request(conn, "GET", "/v1/keys", None)?;
+            let list = items(conn, &v, "keys")?;
             if conn.json {
                 return print_json(&v);
             }
-            let rows = v["keys"].as_array().map(|a| a.iter().map(|k| row(k).to_vec()).collect()).unwrap_or_default();
+            let rows = list.iter().map(|k| row(k).to_vec()).collect();
             table(&["id", "name", "role", "created_at", "state"], rows);
             Ok(ExitCode::SUCCESS)
         }
         Keys::Show { id } => {
-            let v = request(conn, "GET", &format!("/v1/keys/{id}"), None)?;
+            let v = request(conn, "GET", &format!("/v1/keys/{}", segment(&KEY, &id)?), None)?;
             if conn.json {
                 return print_json(&v);
             }
@@ -65,12 +67,13 @@ pub fn keys(conn: &Conn, cmd: Keys) -> anyhow::Result<ExitCode> {
             shown_once(conn, &v, file)
         }
         Keys::Rotate { id, output } => {
+            let path = format!("/v1/keys/{}/rotate", segment(&KEY, &id)?);
             let file = Output::create(output.as_deref())?;
-            let v = file.asking(|| request(conn, "POST", &format!("/v1/keys/{id}/rotate"), None))?;
+            let v = file.asking(|| request(conn, "POST", &path, None))?;
             shown_once(conn, &v, file)
         }
         Keys::Revoke { id } => {
-            let v = request(conn, "DELETE", &format!("/v1/keys/{id}"), None)?;
+            let v = request(conn, "DELETE", &format!("/v1/keys/{}", segment(&KEY, &id)?), None)?;
             if conn.json {
                 return print_json(&v);
             }

@@ -10,7 +10,10 @@ use anyhow::bail;
 use clap::{Subcommand, ValueEnum};
 use serde_json::{json, Value};
 
-use crate::cli::{call, print_json, query, request, s, table, visible, visible_lines, Conn};
+use crate::cli::{
+    call, items, print_json, query, request, request_done, s, segment, table, visible, visible_lines, Conn,
+};
+use crate::cli_conn::{encoded, REJECTED, SOURCE};
 
 /// Which CRM posts to a source.
 #[derive(Clone, Copy, ValueEnum)]
@@ -101,16 +104,6 @@ fn source_rows(list: &[Value]) -> Vec<Vec<String>> {
         .collect()
 }
 
-/// Escapes what a query parameter's value may hold.
-fn query_value(v: &str) -> String {
-    v.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            other => format!("%{other:02X}"),
-        })
-        .collect()
-}
-
 /// One source as a one-row table, then its key (shown once) and what is left to set up.
 fn show_source(conn: &Conn, v: &Value, created: bool) -> anyhow::Result<ExitCode> {
     if conn.json {
@@ -124,7 +117,7 @@ fn show_source(conn: &Conn, v: &Value, created: bool) -> anyhow::Result<ExitCode
     }
     if let Some(key) = v["key"].as_str() {
         say!("key: {key}  (shown only this once; `crmhook sources rotate-key {id}` makes a new one)");
-        say!("Maximizer's target URL: {ingest_url}?key={}", query_value(key));
+        say!("Maximizer's target URL: {ingest_url}?key={}", encoded(key));
     }
     if v["kind"] == "maia" {
         if v["maia_secret_set"] == false {
@@ -145,17 +138,18 @@ fn show_source(conn: &Conn, v: &Value, created: bool) -> anyhow::Result<ExitCode
 }
 
 pub fn sources(conn: &Conn, cmd: Sources) -> anyhow::Result<ExitCode> {
-    let path = |id: &str| format!("/v1/sources/{id}");
+    let path = |id: &str| anyhow::Ok(format!("/v1/sources/{}", segment(&SOURCE, id)?));
     match cmd {
         Sources::List => {
             let v = request(conn, "GET", "/v1/sources", None)?;
+            let list = items(conn, &v, "sources")?;
             if conn.json {
                 return print_json(&v);
             }
-            table(&SOURCE_HEADERS, source_rows(v["sources"].as_array().map(Vec::as_slice).unwrap_or(&[])));
+            table(&SOURCE_HEADERS, source_rows(list));
             Ok(ExitCode::SUCCESS)
         }
-        Sources::Show { id } => show_source(conn, &request(conn, "GET", &path(&id), None)?, false),
+        Sources::Show { id } => show_source(conn, &request(conn, "GET", &path(&id)?, None)?, false),
         Sources::Create { name, kind, maia_secret } => {
             let mut body = json!({"name": name, "kind": kind.as_str()});
             if let Some(secret) = maia_secret {
@@ -177,21 +171,21 @@ pub fn sources(conn: &Conn, cmd: Sources) -> anyhow::Result<ExitCode> {
             if body.as_object().is_some_and(serde_json::Map::is_empty) {
                 bail!("nothing to update: give --name, --maia-secret or --clear-maia-secret");
             }
-            show_source(conn, &request(conn, "PATCH", &path(&id), Some(&body))?, false)
+            show_source(conn, &request(conn, "PATCH", &path(&id)?, Some(&body))?, false)
         }
         Sources::Enable { id } => {
-            show_source(conn, &request(conn, "PATCH", &path(&id), Some(&json!({"enabled": true})))?, false)
+            show_source(conn, &request(conn, "PATCH", &path(&id)?, Some(&json!({"enabled": true})))?, false)
         }
         Sources::Disable { id } => {
-            show_source(conn, &request(conn, "PATCH", &path(&id), Some(&json!({"enabled": false})))?, false)
+            show_source(conn, &request(conn, "PATCH", &path(&id)?, Some(&json!({"enabled": false})))?, false)
         }
         Sources::Delete { id } => {
-            request(conn, "DELETE", &path(&id), None)?;
+            request_done(conn, "DELETE", &path(&id)?)?;
             say!("deleted {id}");
             Ok(ExitCode::SUCCESS)
         }
         Sources::RotateKey { id } => {
-            show_source(conn, &request(conn, "POST", &format!("/v1/sources/{id}/rotate-key"), None)?, false)
+            show_source(conn, &request(conn, "POST", &format!("{}/rotate-key", path(&id)?), None)?, false)
         }
     }
 }
@@ -212,25 +206,22 @@ pub fn rejected(conn: &Conn, cmd: Rejected) -> anyhow::Result<ExitCode> {
         Rejected::List { source, after, limit } => {
             let q = query(&[("source_id", source), ("after", after), ("limit", limit.map(|l| l.to_string()))]);
             let v = request(conn, "GET", &format!("/v1/rejected{q}"), None)?;
+            let list = items(conn, &v, "rejected")?;
             if conn.json {
                 return print_json(&v);
             }
-            let rows = v["rejected"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .map(|r| {
-                            vec![
-                                s(&r["id"]),
-                                s(&r["source_id"]),
-                                s(&r["received_at"]),
-                                s(&r["index"]),
-                                cut(r["reason"].as_str().unwrap_or("-"), 60),
-                            ]
-                        })
-                        .collect()
+            let rows = list
+                .iter()
+                .map(|r| {
+                    vec![
+                        s(&r["id"]),
+                        s(&r["source_id"]),
+                        s(&r["received_at"]),
+                        s(&r["index"]),
+                        cut(r["reason"].as_str().unwrap_or("-"), 60),
+                    ]
                 })
-                .unwrap_or_default();
+                .collect();
             table(&["id", "source", "received_at", "index", "reason"], rows);
             if let Some(next) = v["next_after"].as_str() {
                 say!("more: --after {next}");
@@ -238,7 +229,7 @@ pub fn rejected(conn: &Conn, cmd: Rejected) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Rejected::Show { id } => {
-            let r = request(conn, "GET", &format!("/v1/rejected/{id}"), None)?;
+            let r = request(conn, "GET", &format!("/v1/rejected/{}", segment(&REJECTED, &id)?), None)?;
             if conn.json {
                 return print_json(&r);
             }
@@ -277,9 +268,11 @@ pub fn rejected(conn: &Conn, cmd: Rejected) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Rejected::Retry { id } => {
-            let (code, v) = call(conn, "POST", &format!("/v1/rejected/{id}/retry"), None)?;
+            let path = format!("/v1/rejected/{}/retry", segment(&REJECTED, &id)?);
+            let (code, v) = call(conn, "POST", &path, None)?;
             match code {
                 200..=299 => {
+                    let v = crate::cli_conn::answer(conn, "POST", &path, code, v)?;
                     if conn.json {
                         return print_json(&v);
                     }
@@ -299,7 +292,7 @@ pub fn rejected(conn: &Conn, cmd: Rejected) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::from(1))
                 }
                 _ => bail!(
-                    "POST /v1/rejected/{id}/retry: {code} {}: {}",
+                    "POST {path}: {code} {}: {}",
                     v["title"].as_str().unwrap_or("error"),
                     v["detail"].as_str().unwrap_or("")
                 ),
@@ -313,17 +306,14 @@ pub fn audit(conn: &Conn, after: Option<String>, limit: Option<u32>, newest: boo
     let order = newest.then(|| "newest".to_owned());
     let q = query(&[("after", after), ("limit", limit.map(|l| l.to_string())), ("order", order)]);
     let v = request(conn, "GET", &format!("/v1/audit{q}"), None)?;
+    let list = items(conn, &v, "entries")?;
     if conn.json {
         return print_json(&v);
     }
-    let rows = v["entries"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|e| vec![s(&e["at"]), s(&e["who"]), s(&e["from"]), s(&e["action"]), s(&e["subject"])])
-                .collect()
-        })
-        .unwrap_or_default();
+    let rows = list
+        .iter()
+        .map(|e| vec![s(&e["at"]), s(&e["who"]), s(&e["from"]), s(&e["action"]), s(&e["subject"])])
+        .collect();
     table(&["at", "who", "from", "action", "subject"], rows);
     if let Some(next) = v["next_after"].as_str() {
         say!("more: --after {next}");
