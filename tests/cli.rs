@@ -18,6 +18,9 @@ mod paths;
 #[path = "cli/answers.rs"]
 mod answers;
 
+#[path = "cli/edits.rs"]
+mod edits;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;

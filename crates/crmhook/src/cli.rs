@@ -41,9 +41,10 @@ pub enum Targets {
         /// One delivery at a time, in log order.
         #[arg(long)]
         ordered: bool,
-        /// The wrapping deliveries get: maia, maximizer, or none (default: each CRM's own).
-        #[arg(long)]
-        format: Option<String>,
+        /// The wrapping deliveries get (`none`, the default: each CRM's own; refused until
+        /// 2026-12-07).
+        #[arg(long, value_enum)]
+        format: Option<crate::cli_edit::Format>,
         /// Bytes of each answer's body kept with its attempt (0 to 4096; default 4096).
         #[arg(long)]
         response_body_bytes: Option<u32>,
@@ -335,7 +336,7 @@ pub fn targets(conn: &Conn, cmd: Targets) -> anyhow::Result<ExitCode> {
                 body["retry_schedule_ms"] = crate::cli_edit::schedule(&r)?;
             }
             if let Some(f) = format {
-                body["format"] = json!(f);
+                body["format"] = f.value();
             }
             if let Some(n) = response_body_bytes {
                 body["response_body_bytes"] = json!(n);
@@ -374,13 +375,17 @@ pub fn targets(conn: &Conn, cmd: Targets) -> anyhow::Result<ExitCode> {
         Targets::Test { id, event_type } => {
             let body = event_type.map_or_else(|| json!({}), |t| json!({"type": t}));
             let v = request(conn, "POST", &format!("/v1/targets/{}/test", segment(&TARGET, &id)?), Some(&body))?;
+            // 1 when the attempt was not delivered, with `--json` too (until 2026-12-07 `--json`
+            // exited 0 whatever the answer).
+            let code = if v["attempt"]["result"] == "delivered" { ExitCode::SUCCESS } else { ExitCode::FAILURE };
             if conn.json {
-                return print_json(&v);
+                print_json(&v)?;
+                return Ok(code);
             }
             let e = &v["event"];
             say!("test event {}  seq {}  {}", s(&e["id"]), s(&e["seq"]), s(&e["type"]));
             print_attempt(&v["attempt"], "");
-            Ok(if v["attempt"]["result"] == "delivered" { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(code)
         }
     }
 }

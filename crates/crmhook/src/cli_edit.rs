@@ -52,11 +52,23 @@ pub struct TargetChanges {
     response_body_bytes: Option<u32>,
 }
 
+/// A target's `format`, as `targets create` and `targets update` take it.
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Format {
     Maia,
     Maximizer,
     None,
+}
+
+impl Format {
+    /// The API's value: `none` (each CRM's own) is `null`.
+    pub(crate) fn value(self) -> Value {
+        match self {
+            Format::Maia => json!("maia"),
+            Format::Maximizer => json!("maximizer"),
+            Format::None => Value::Null,
+        }
+    }
 }
 
 /// A subscription's conditions, as `crmhook subscriptions create` takes them.
@@ -158,12 +170,7 @@ fn target_patch(c: TargetChanges) -> anyhow::Result<Map<String, Value>> {
         body.insert("ordered".into(), json!(o));
     }
     if let Some(f) = c.format {
-        let value = match f {
-            Format::Maia => json!("maia"),
-            Format::Maximizer => json!("maximizer"),
-            Format::None => Value::Null,
-        };
-        body.insert("format".into(), value);
+        body.insert("format".into(), f.value());
     }
     if let Some(e) = c.enabled {
         body.insert("enabled".into(), json!(e));
@@ -192,9 +199,18 @@ pub fn update_target(conn: &Conn, id: &str, changes: TargetChanges) -> anyhow::R
     let path = format!("/v1/targets/{}", segment(&TARGET, id)?);
     let body = target_patch(changes)?;
     if body.is_empty() {
-        bail!("nothing to change: give at least one of --name, --target-url, --header, --clear-headers, --timeout-ms, --retry-schedule-ms, --ordered, --format, --enabled, --rate-limit-per-s");
+        bail!("nothing to change: give at least one of {}", flags::<TargetChanges>(&[]));
     }
     request(conn, "PATCH", &path, Some(&Value::Object(body)))
+}
+
+/// The long flags of `A` and then `more`, as a list for people (`--name, --target-url, …`):
+/// read from the flags themselves, so that the list names every one (`--response-body-bytes`
+/// was left out of `targets update`'s until 2026-12-07).
+fn flags<A: Args>(more: &[&str]) -> String {
+    let command = A::augment_args(clap::Command::new("flags"));
+    let own = command.get_arguments().filter_map(|a| a.get_long()).map(|l| format!("--{l}"));
+    own.chain(more.iter().map(|m| (*m).to_owned())).collect::<Vec<_>>().join(", ")
 }
 
 /// The members of a subscription's body for the conditions given (only those given).
@@ -233,7 +249,7 @@ pub fn update_subscription(
         }
     }
     if body.is_empty() {
-        bail!("nothing to change: give at least one of --event-type, --kanban-id, --field-name, --filter, --version-major, --clear");
+        bail!("nothing to change: give at least one of {}", flags::<Conditions>(&["--clear"]));
     }
     request(conn, "PATCH", &path, Some(&Value::Object(body)))
 }
@@ -271,6 +287,15 @@ mod tests {
         assert_eq!(header("X-Sig=a:b").ok(), Some(("X-Sig".into(), "a:b".into())));
         assert!(header("nothing").is_err());
         assert!(header("=v").is_err());
+    }
+
+    #[test]
+    fn nothing_to_change_names_every_flag() {
+        let listed = flags::<TargetChanges>(&[]);
+        assert!(listed.starts_with("--name, --target-url, --header, --clear-headers"), "{listed}");
+        assert!(listed.ends_with("--rate-limit-per-s, --response-body-bytes"), "{listed}");
+        let conditions = flags::<Conditions>(&["--clear"]);
+        assert_eq!(conditions, "--event-type, --kanban-id, --field-name, --filter, --version-major, --clear");
     }
 
     #[test]
