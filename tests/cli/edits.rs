@@ -1,5 +1,5 @@
-//! Targets as the CLI makes, changes and tests them: what the help offers is taken, a change of
-//! nothing names what can change, and exit codes say what happened.
+//! Targets and subscriptions as the CLI makes, changes, tests and shows them: what the help
+//! offers is taken, what a subscription holds is shown, and exit codes say what happened.
 
 use super::*;
 
@@ -35,6 +35,33 @@ fn targets_create_takes_every_format_the_help_offers() {
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("maia, maximizer, none"), "{out:?}");
+}
+
+/// A subscription shown says every condition it holds: its filters (as JSON) and its
+/// `version_major`; the list says `version_major` too.
+#[test]
+fn a_subscription_shown_holds_its_conditions() {
+    let server = Server::start();
+    let (tid, _) = server.wire("http://127.0.0.1:9/hook", None, json!({}));
+    let filter = r#"{"path": "/Data/New/Revenue", "op": "gt", "value": 1000}"#;
+    let sub = json_of(&crmhook(
+        &server,
+        &["subscriptions", "create", "--target", &tid, "--filter", filter, "--version-major", "3", "--json"],
+    ));
+    let sid = sub["id"].as_str().expect("id");
+    let shown = succeeded(&crmhook(&server, &["subscriptions", "show", sid]));
+    assert!(shown.contains(r#"filter: {"path":"/Data/New/Revenue","op":"gt","value":1000}"#), "{shown}");
+    assert_eq!(column(&shown, sid, "VERSION_MAJOR"), "3", "{shown}");
+    let list = succeeded(&crmhook(&server, &["subscriptions", "list"]));
+    assert_eq!(column(&list, sid, "VERSION_MAJOR"), "3", "{list}");
+}
+
+/// The cell of a table's `column` on the row that holds `id`.
+fn column(table: &str, id: &str, column: &str) -> String {
+    let header: Vec<&str> = table.lines().next().expect("header").split_whitespace().collect();
+    let row: Vec<&str> = table.lines().find(|l| l.contains(id)).expect("row").split_whitespace().collect();
+    let at = header.iter().position(|h| *h == column).unwrap_or_else(|| panic!("no {column} column"));
+    row[at].to_owned()
 }
 
 /// `targets update` with nothing to change names every flag it takes.

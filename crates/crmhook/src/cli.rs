@@ -10,7 +10,6 @@ use clap::Subcommand;
 use crmhook_server::api::views::{AttemptView, EventView};
 use serde_json::{json, Value};
 
-use crate::cli_conn::SUBSCRIPTION;
 pub(crate) use crate::cli_conn::{call, items, query, request, request_done, segment, Conn, TARGET};
 pub(crate) use crate::cli_text::{json_escaped, visible, visible_lines};
 
@@ -77,51 +76,6 @@ pub enum Targets {
         /// `Opportunity.Update`).
         #[arg(long = "type")]
         event_type: Option<String>,
-    },
-}
-
-#[derive(Subcommand)]
-pub enum Subscriptions {
-    /// Every subscription, or a target's.
-    List {
-        /// Only this target's.
-        #[arg(long)]
-        target: Option<String>,
-    },
-    /// One subscription and its conditions.
-    Show { id: String },
-    /// Subscribe a target to the events that meet every condition given (none: every event).
-    Create {
-        /// The target that gets the matching events.
-        #[arg(long)]
-        target: String,
-        #[command(flatten)]
-        conditions: crate::cli_edit::Conditions,
-    },
-    /// Delete a subscription (what its target owes is kept).
-    Delete { id: String },
-    /// Change a subscription: only the conditions given replace its own; `--clear` empties one.
-    Update {
-        id: String,
-        /// Its target (it cannot change; giving its own is allowed).
-        #[arg(long)]
-        target: Option<String>,
-        #[command(flatten)]
-        conditions: crate::cli_edit::Conditions,
-        /// A member to empty, repeatable.
-        #[arg(long, value_enum)]
-        clear: Vec<crate::cli_edit::Member>,
-    },
-    /// Which of the last events a subscription with these conditions would match, newest first.
-    Preview {
-        /// A target the subscription would be for (optional; it must exist).
-        #[arg(long)]
-        target: Option<String>,
-        #[command(flatten)]
-        conditions: crate::cli_edit::Conditions,
-        /// How many of the latest events to read (server default 100, at most 1000).
-        #[arg(long)]
-        last: Option<u32>,
     },
 }
 
@@ -415,67 +369,6 @@ fn target_stats(v: &Value) -> String {
         ));
     }
     out
-}
-
-fn subscription_rows(list: &[Value]) -> Vec<Vec<String>> {
-    list.iter()
-        .map(|x| {
-            let filters = x["filters"].as_array().map_or(0, Vec::len);
-            vec![
-                s(&x["id"]),
-                s(&x["target_id"]),
-                s(&x["event_types"]),
-                s(&x["kanban_ids"]),
-                s(&x["field_names"]),
-                filters.to_string(),
-            ]
-        })
-        .collect()
-}
-
-pub fn subscriptions(conn: &Conn, cmd: Subscriptions) -> anyhow::Result<ExitCode> {
-    let headers = ["id", "target", "event_types", "kanban_ids", "field_names", "filters"];
-    let v = match cmd {
-        Subscriptions::List { target } => {
-            let v = request(conn, "GET", &format!("/v1/subscriptions{}", query(&[("target_id", target)])), None)?;
-            let list = items(conn, &v, "subscriptions")?;
-            if conn.json {
-                return print_json(&v);
-            }
-            table(&headers, subscription_rows(list));
-            return Ok(ExitCode::SUCCESS);
-        }
-        Subscriptions::Show { id } => {
-            request(conn, "GET", &format!("/v1/subscriptions/{}", segment(&SUBSCRIPTION, &id)?), None)?
-        }
-        Subscriptions::Create { target, conditions } => {
-            let crate::cli_edit::Conditions { event_types, kanban_ids, field_names, filters, version_major } =
-                conditions;
-            let filters = crate::cli_edit::parse_filters(&filters)?;
-            let mut body = json!({"target_id": target, "event_types": event_types, "kanban_ids": kanban_ids,
-                                  "field_names": field_names, "filters": filters});
-            if let Some(m) = version_major {
-                body["version_major"] = json!(m);
-            }
-            request(conn, "POST", "/v1/subscriptions", Some(&body))?
-        }
-        Subscriptions::Delete { id } => {
-            request_done(conn, "DELETE", &format!("/v1/subscriptions/{}", segment(&SUBSCRIPTION, &id)?))?;
-            say!("deleted {id}");
-            return Ok(ExitCode::SUCCESS);
-        }
-        Subscriptions::Update { id, target, conditions, clear } => {
-            crate::cli_edit::update_subscription(conn, &id, target, conditions, &clear)?
-        }
-        Subscriptions::Preview { target, conditions, last } => {
-            return crate::cli_edit::preview(conn, target, conditions, last)
-        }
-    };
-    if conn.json {
-        return print_json(&v);
-    }
-    table(&headers, subscription_rows(std::slice::from_ref(&v)));
-    Ok(ExitCode::SUCCESS)
 }
 
 pub fn deliveries(conn: &Conn, cmd: Deliveries) -> anyhow::Result<ExitCode> {

@@ -38,6 +38,7 @@ mod cli_edit;
 mod cli_events;
 mod cli_keys;
 mod cli_sources;
+mod cli_subscriptions;
 mod cli_text;
 mod cluster;
 mod config;
@@ -151,15 +152,15 @@ enum Command {
         #[arg(long, default_value = "./crmhook-last-body.json")]
         save: PathBuf,
     },
-    /// Read the event log: list, show, follow, redeliver.
+    /// Read the event log: list, show, tail, redeliver.
     #[command(subcommand)]
     Events(cli_events::Events),
-    /// Targets: list, show, create, update, delete, rotate-secret, enable, disable.
+    /// Targets: list, show, create, update, delete, rotate-secret, enable, disable, stats, test.
     #[command(subcommand)]
     Targets(cli::Targets),
     /// Subscriptions: list, show, create, update, preview, delete.
     #[command(subcommand)]
-    Subscriptions(cli::Subscriptions),
+    Subscriptions(cli_subscriptions::Subscriptions),
     /// A target's deliveries.
     #[command(subcommand)]
     Deliveries(cli::Deliveries),
@@ -237,7 +238,7 @@ fn main() -> ExitCode {
         Command::Receive { bind, secret, status, save } => receive(&bind, secret, status, save),
         Command::Events(cmd) => cli_events::events(&cli.conn, cmd),
         Command::Targets(cmd) => cli::targets(&cli.conn, cmd),
-        Command::Subscriptions(cmd) => cli::subscriptions(&cli.conn, cmd),
+        Command::Subscriptions(cmd) => cli_subscriptions::subscriptions(&cli.conn, cmd),
         Command::Deliveries(cmd) => cli::deliveries(&cli.conn, cmd),
         Command::Sources(cmd) => cli_sources::sources(&cli.conn, cmd),
         Command::Rejected(cmd) => cli_sources::rejected(&cli.conn, cmd),
@@ -463,5 +464,28 @@ mod tests {
         assert!(timestamp_note(now + 3600, now).is_some_and(|n| n.starts_with("the timestamp is 3600 s in the future")));
         assert_eq!(timestamp_note(now - 300, now), None);
         assert_eq!(timestamp_note(now + 300, now), None);
+    }
+
+    /// A command's help that lists its subcommands (`Targets: list, show, …`) lists them all,
+    /// by their names (`events` said `follow` for `tail` until 2026-12-07).
+    #[test]
+    fn each_command_lists_its_own_subcommands() {
+        let cli = Cli::command();
+        let mut checked = 0;
+        for command in cli.get_subcommands().filter(|c| c.has_subcommands()) {
+            let about = command.get_about().map(ToString::to_string).unwrap_or_default();
+            let Some((_, list)) = about.rsplit_once(": ") else { continue };
+            let mut listed: Vec<&str> = list.trim_end_matches('.').split(',').map(str::trim).collect();
+            if listed.iter().any(|name| name.contains(' ')) {
+                continue; // words, not a list of names (`cluster`'s)
+            }
+            let mut own: Vec<&str> =
+                command.get_subcommands().map(clap::Command::get_name).filter(|n| *n != "help").collect();
+            listed.sort_unstable();
+            own.sort_unstable();
+            assert_eq!(listed, own, "`crmhook {}`'s help: {about}", command.get_name());
+            checked += 1;
+        }
+        assert!(checked >= 6, "only {checked} commands list their subcommands");
     }
 }
