@@ -21,6 +21,9 @@ mod answers;
 #[path = "cli/edits.rs"]
 mod edits;
 
+#[path = "cli/tail.rs"]
+mod tail;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;

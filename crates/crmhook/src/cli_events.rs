@@ -146,39 +146,59 @@ const RECONNECT_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 /// Follows `/v1/stream` (server-sent events) and prints each new event and attempt. When the
 /// stream ends (the server stopped or restarted, or stands in while its disk is full) it
 /// connects again every 2 s, from the last event it printed (`Last-Event-ID`, as a browser's
-/// `EventSource` does), and says so on stderr; it stops on Ctrl-C, on a refused token, or when
-/// the first connection fails.
+/// `EventSource` does) or, before it printed any, from where it started: `--after`, else the
+/// log's newest event when it started (since 2026-12-07; before, a tail that had printed nothing
+/// connected again with no position and skipped what was posted while it was away). It says so
+/// on stderr; it stops on Ctrl-C, on a refused token, or when the first connection fails.
 fn tail(conn: &Conn, after: Option<u64>) -> anyhow::Result<ExitCode> {
     let token = conn.token()?;
+    // Asked before the stream opens, which then starts after it: nothing posted in between is
+    // missed, nothing printed twice.
+    let mut last = match after {
+        Some(seq) => seq,
+        None => newest_seq(conn)?,
+    };
     let url = conn.url_of("/v1/stream");
     let agent = conn.agent(None)?;
-    let mut last = after;
     // Whether a stream was open once, and whether its end was said.
     let (mut followed, mut said) = (false, false);
     loop {
-        let mut req = agent.get(&url).set("Authorization", &format!("Bearer {token}"));
-        if let Some(a) = last {
-            req = req.set("Last-Event-ID", &a.to_string());
-        }
+        let req =
+            agent.get(&url).set("Authorization", &format!("Bearer {token}")).set("Last-Event-ID", &last.to_string());
         match req.call() {
-            Ok(resp) => {
+            Ok(resp) if resp.content_type() == "text/event-stream" => {
                 if said {
                     eprintln!("tail: following the stream again");
+                } else if !followed {
+                    eprintln!("tail: following the stream after seq {last} (Ctrl-C stops)");
                 }
                 (followed, said) = (true, false);
                 print_stream(conn, resp, &mut last)?;
             }
+            Ok(resp) if !followed => {
+                let status = resp.status();
+                if (300..400).contains(&status) {
+                    return Err(crate::cli_conn::redirected(conn, "/v1/stream", status, resp.header("location")));
+                }
+                let what = format!("{}, not a stream of events", resp.content_type());
+                return Err(crate::cli_conn::not_crmhook(conn, "GET", "/v1/stream", status, &what));
+            }
             Err(ureq::Error::Status(code @ (401 | 403), _)) => {
                 bail!("the server refused the token ({code}); use the admin token (--token or CRMHOOK_ADMIN_TOKEN)")
             }
-            Err(ureq::Error::Status(code, _)) if !followed => bail!("GET /v1/stream: {code}"),
+            Err(ureq::Error::Status(code, resp)) if !followed => {
+                // The server's reason: too many streams open (`max_streams`), or of this key.
+                let problem: Value = resp.into_json().unwrap_or(Value::Null);
+                let title = problem["title"].as_str().unwrap_or("error");
+                bail!("GET /v1/stream: {code} {title}: {}", problem["detail"].as_str().unwrap_or(""))
+            }
             Err(e) if !followed => return Err(conn.unreachable(e)),
-            Err(_) => {}
+            Ok(_) | Err(_) => {}
         }
         if !said {
-            let from = last.map_or_else(String::new, |seq| format!(" after seq {seq}"));
             eprintln!(
-                "tail: the stream ended (the server stopped?); connecting again every {} s{from} (Ctrl-C stops)",
+                "tail: the stream ended (the server stopped?); connecting again every {} s after seq {last} \
+                 (Ctrl-C stops)",
                 RECONNECT_EVERY.as_secs()
             );
             said = true;
@@ -187,8 +207,14 @@ fn tail(conn: &Conn, after: Option<u64>) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The seq of the log's newest event (0 when it has none).
+fn newest_seq(conn: &Conn) -> anyhow::Result<u64> {
+    let page = request(conn, "GET", "/v1/events?order=newest&limit=1", None)?;
+    Ok(items(conn, &page, "events")?.first().and_then(|e| e["seq"].as_u64()).unwrap_or(0))
+}
+
 /// Prints one stream's events and attempts until it ends; `last` follows the events' seqs.
-fn print_stream(conn: &Conn, resp: ureq::Response, last: &mut Option<u64>) -> anyhow::Result<()> {
+fn print_stream(conn: &Conn, resp: ureq::Response, last: &mut u64) -> anyhow::Result<()> {
     let mut kind = String::new();
     let stdout = std::io::stdout();
     // A read error is the stream's end as much as its close is.
@@ -196,7 +222,9 @@ fn print_stream(conn: &Conn, resp: ureq::Response, last: &mut Option<u64>) -> an
         if let Some(k) = line.strip_prefix("event: ") {
             kind = k.to_owned();
         } else if let Some(id) = line.strip_prefix("id: ") {
-            *last = id.trim().parse().ok().or(*last);
+            if let Ok(seq) = id.trim().parse() {
+                *last = seq;
+            }
         } else if let Some(data) = line.strip_prefix("data: ") {
             let v: Value = serde_json::from_str(data).unwrap_or(Value::Null);
             let mut out = stdout.lock();
