@@ -83,3 +83,25 @@ fn targets_update_with_nothing_to_change_names_every_flag() {
         assert!(said.contains(flag), "{flag} is not named: {said}");
     }
 }
+
+/// The `more: --after N` of a page keeps the filters given, so that it is the next page of
+/// the same listing.
+#[test]
+fn the_next_page_keeps_the_filters() {
+    let server = Server::start();
+    for _ in 0..2 {
+        server.post_ok(&maia("ai_pause", json!({})));
+    }
+    server.post_ok(&maia("crm_record_created", json!({})));
+    let page = succeeded(&crmhook(&server, &["events", "list", "--type", "ai_pause", "--limit", "1"]));
+    assert!(page.contains("more: --after 1 --type ai_pause --limit 1"), "{page}");
+    // A target that waits (disabled), owed the next two events.
+    let (tid, _) = server.wire("http://127.0.0.1:9/h", Some(json!({})), json!({}));
+    assert_eq!(server.admin("PATCH", &format!("/v1/targets/{tid}"), Some(&json!({"enabled": false}))).status, 200);
+    for _ in 0..2 {
+        server.post_ok(&maia("ai_pause", json!({})));
+    }
+    let page =
+        succeeded(&crmhook(&server, &["deliveries", "list", "--target", &tid, "--status", "pending", "--limit", "1"]));
+    assert!(page.contains(&format!("more: --after 4 --target {tid} --status pending --limit 1")), "{page}");
+}

@@ -146,6 +146,23 @@ pub(crate) fn s(v: &Value) -> String {
     }
 }
 
+/// The hint that ends a page that has more: `more: --after <next>`, with `--newest` and the
+/// flags given that choose what is listed (each value as one shell word), so that it is the next
+/// page of the same listing (until 2026-12-07 it said `--after` alone, and the next page was of
+/// everything).
+pub(crate) fn more(next: &str, newest: bool, flags: &[(&str, Option<String>)]) {
+    let mut line = format!("more: --after {next}");
+    if newest {
+        line.push_str(" --newest");
+    }
+    for (flag, value) in flags {
+        if let Some(value) = value {
+            line.push_str(&format!(" {flag} {}", crate::shell_word(value)));
+        }
+    }
+    say!("{line}");
+}
+
 /// One attempt for people: its number, time, answer and duration, what it led to; then why it
 /// failed and what the receiver answered (headers kept, and the body), each line indented by
 /// `indent`.
@@ -373,7 +390,8 @@ fn target_stats(v: &Value) -> String {
 
 pub fn deliveries(conn: &Conn, cmd: Deliveries) -> anyhow::Result<ExitCode> {
     let Deliveries::List { target, status, after, limit } = cmd;
-    let q = query(&[("status", status), ("after", Some(after.to_string())), ("limit", Some(limit.to_string()))]);
+    let q =
+        query(&[("status", status.clone()), ("after", Some(after.to_string())), ("limit", Some(limit.to_string()))]);
     let v = request(conn, "GET", &format!("/v1/targets/{}/deliveries{q}", segment(&TARGET, &target)?), None)?;
     let list = items(conn, &v, "deliveries")?;
     if conn.json {
@@ -390,7 +408,8 @@ pub fn deliveries(conn: &Conn, cmd: Deliveries) -> anyhow::Result<ExitCode> {
         .collect();
     table(&["seq", "event", "type", "status", "attempts", "last"], rows);
     if let Some(next) = v["next_after"].as_u64() {
-        say!("more: --after {next}");
+        let limit = (limit != 50).then(|| limit.to_string());
+        more(&next.to_string(), false, &[("--target", Some(target)), ("--status", status), ("--limit", limit)]);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -9,7 +9,9 @@ use anyhow::bail;
 use clap::Subcommand;
 use serde_json::{json, Value};
 
-use crate::cli::{items, json_escaped, print_attempt, print_json, query, request, s, segment, table, visible, Conn};
+use crate::cli::{
+    items, json_escaped, more, print_attempt, print_json, query, request, s, segment, table, visible, Conn,
+};
 use crate::cli_conn::EVENT;
 
 #[derive(Subcommand)]
@@ -64,18 +66,22 @@ pub enum Events {
 pub fn events(conn: &Conn, cmd: Events) -> anyhow::Result<ExitCode> {
     match cmd {
         Events::List { event_type, record_id, kanban_id, source, since, until, after, limit, newest } => {
-            let q = query(&[
-                ("type", event_type),
-                ("record_id", record_id),
-                ("kanban_id", kanban_id),
-                ("source_id", source),
-                ("since", since),
-                ("until", until),
+            // The flags that choose what is listed, and their names in the query.
+            let filters = [
+                ("--type", "type", event_type),
+                ("--record-id", "record_id", record_id),
+                ("--kanban-id", "kanban_id", kanban_id),
+                ("--source", "source_id", source),
+                ("--since", "since", since),
+                ("--until", "until", until),
+            ];
+            let mut pairs: Vec<(&str, Option<String>)> = filters.iter().map(|(_, q, v)| (*q, v.clone())).collect();
+            pairs.extend([
                 ("after", Some(after.to_string())),
                 ("limit", Some(limit.to_string())),
                 ("order", newest.then(|| "newest".to_owned())),
             ]);
-            let page = request(conn, "GET", &format!("/v1/events{q}"), None)?;
+            let page = request(conn, "GET", &format!("/v1/events{}", query(&pairs)), None)?;
             let list = items(conn, &page, "events")?;
             if conn.json {
                 return print_json(&page);
@@ -98,8 +104,9 @@ pub fn events(conn: &Conn, cmd: Events) -> anyhow::Result<ExitCode> {
                 .collect();
             table(&["seq", "id", "type", "record", "received_at"], rows);
             if let Some(next) = page["next_after"].as_u64() {
-                let newest = if newest { " --newest" } else { "" };
-                say!("more: --after {next}{newest}");
+                let mut flags: Vec<(&str, Option<String>)> = filters.into_iter().map(|(f, _, v)| (f, v)).collect();
+                flags.push(("--limit", (limit != 50).then(|| limit.to_string())));
+                more(&next.to_string(), newest, &flags);
             }
             Ok(ExitCode::SUCCESS)
         }

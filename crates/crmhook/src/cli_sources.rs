@@ -11,7 +11,7 @@ use clap::{Subcommand, ValueEnum};
 use serde_json::{json, Value};
 
 use crate::cli::{
-    call, items, print_json, query, request, request_done, s, segment, table, visible, visible_lines, Conn,
+    call, items, more, print_json, query, request, request_done, s, segment, table, visible, visible_lines, Conn,
 };
 use crate::cli_conn::{encoded, REJECTED, SOURCE};
 
@@ -204,7 +204,8 @@ fn cut(text: &str, max: usize) -> String {
 pub fn rejected(conn: &Conn, cmd: Rejected) -> anyhow::Result<ExitCode> {
     match cmd {
         Rejected::List { source, after, limit } => {
-            let q = query(&[("source_id", source), ("after", after), ("limit", limit.map(|l| l.to_string()))]);
+            let limit = limit.map(|l| l.to_string());
+            let q = query(&[("source_id", source.clone()), ("after", after), ("limit", limit.clone())]);
             let v = request(conn, "GET", &format!("/v1/rejected{q}"), None)?;
             let list = items(conn, &v, "rejected")?;
             if conn.json {
@@ -224,7 +225,7 @@ pub fn rejected(conn: &Conn, cmd: Rejected) -> anyhow::Result<ExitCode> {
                 .collect();
             table(&["id", "source", "received_at", "index", "reason"], rows);
             if let Some(next) = v["next_after"].as_str() {
-                say!("more: --after {next}");
+                more(next, false, &[("--source", source), ("--limit", limit)]);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -304,7 +305,8 @@ pub fn rejected(conn: &Conn, cmd: Rejected) -> anyhow::Result<ExitCode> {
 /// `crmhook audit`: a page of the audit trail.
 pub fn audit(conn: &Conn, after: Option<String>, limit: Option<u32>, newest: bool) -> anyhow::Result<ExitCode> {
     let order = newest.then(|| "newest".to_owned());
-    let q = query(&[("after", after), ("limit", limit.map(|l| l.to_string())), ("order", order)]);
+    let limit = limit.map(|l| l.to_string());
+    let q = query(&[("after", after), ("limit", limit.clone()), ("order", order)]);
     let v = request(conn, "GET", &format!("/v1/audit{q}"), None)?;
     let list = items(conn, &v, "entries")?;
     if conn.json {
@@ -316,7 +318,7 @@ pub fn audit(conn: &Conn, after: Option<String>, limit: Option<u32>, newest: boo
         .collect();
     table(&["at", "who", "from", "action", "subject"], rows);
     if let Some(next) = v["next_after"].as_str() {
-        say!("more: --after {next}");
+        more(next, newest, &[("--limit", limit)]);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -341,7 +341,7 @@ fn timestamp_note(ts: i64, now: i64) -> Option<String> {
 }
 
 /// `value` as one shell word (single-quoted unless it is plainly safe).
-fn shell_word(value: &str) -> String {
+pub(crate) fn shell_word(value: &str) -> String {
     let safe = |c: char| c.is_ascii_alphanumeric() || "_-./:=,+@%".contains(c);
     if !value.is_empty() && value.chars().all(safe) {
         value.to_owned()
