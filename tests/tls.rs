@@ -96,6 +96,18 @@ fn the_cli_talks_to_a_tls_server() {
     let out = cli(&["--ca-file", &ca]);
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("(none)"), "{out:?}");
+    // `http://` to a server that speaks TLS says so (until 2026-12-07: "Header field didn't end
+    // with \n: [21, 3, 3, …] (is it running?)").
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_crmhook"))
+        .args(["targets", "list", "--url", &server.base, "--token", ADMIN])
+        .env_remove("CRMHOOK_CA_FILE")
+        .env_remove("CRMHOOK_ADMIN_TOKEN")
+        .env_remove("CRMHOOK_URL")
+        .output()
+        .expect("crmhook runs");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("answered in TLS: use {url}")), "{err}");
     assert!(server.stop().success());
 }
 

@@ -45,10 +45,13 @@ impl Conn {
         Ok(agent.build())
     }
 
-    /// Why a request got no answer: a TLS handshake that failed says so (the server is up;
-    /// its certificate is not trusted), anything else asks whether the server is running.
+    /// Why a request got no answer: TLS to an `http://` URL says to use `https://`, a TLS
+    /// handshake that failed says so (the server is up; its certificate is not trusted),
+    /// anything else asks whether the server is running.
     pub(crate) fn unreachable(&self, e: ureq::Error) -> anyhow::Error {
-        if tls_failure(&e) {
+        if let Some(https) = self.url.strip_prefix("http://").filter(|_| answered_in_tls(&e)) {
+            anyhow::anyhow!("crmhook at {} answered in TLS: use https://{https}", self.url)
+        } else if tls_failure(&e) {
             anyhow::anyhow!(
                 "no TLS connection to crmhook at {}: {e} (for a self-signed certificate or a private CA, give \
                  it with --ca-file or CRMHOOK_CA_FILE)",
@@ -81,6 +84,13 @@ fn trusting(file: &std::path::Path) -> anyhow::Result<rustls::ClientConfig> {
 }
 
 /// Whether `e` is a failed TLS handshake: ureq gives rustls' error inside an I/O error.
+/// Whether a plain HTTP request got TLS back: the answer's first bytes, which ureq quotes as a
+/// list, are a TLS record's (an alert, 21, or a handshake, 22, of version 3.x).
+fn answered_in_tls(e: &ureq::Error) -> bool {
+    let text = e.to_string();
+    text.contains(": [21, 3,") || text.contains(": [22, 3,")
+}
+
 fn tls_failure(e: &ureq::Error) -> bool {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     while let Some(c) = cause {
