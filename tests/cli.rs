@@ -234,24 +234,11 @@ fn targets_create_and_update_show_every_setting() {
 #[test]
 fn tail_follows_the_stream() {
     let server = Server::start();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_crmhook"))
-        .args(["events", "tail"])
-        .env("CRMHOOK_URL", &server.base)
-        .env("CRMHOOK_ADMIN_TOKEN", ADMIN)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("tail runs");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let (mut child, rx) = tail::tail(&server);
     // The stream only carries what comes after it opened: post until tail prints it.
     let line = wait_for(Duration::from_secs(10), "tail to print an event", || {
         server.post_ok(&maia("ai_pause", json!({})));
-        rx.recv_timeout(Duration::from_millis(300)).ok()
+        rx.recv_timeout(Duration::from_millis(300)).ok().filter(|l| !l.starts_with("tail:"))
     });
     assert!(line.starts_with("event") && line.contains("ai_pause"), "{line}");
     let _ = child.kill();
@@ -261,26 +248,7 @@ fn tail_follows_the_stream() {
 #[test]
 fn tail_follows_the_stream_across_a_restart() {
     let mut server = Server::start();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_crmhook"))
-        .args(["events", "tail"])
-        .env("CRMHOOK_URL", &server.base)
-        .env("CRMHOOK_ADMIN_TOKEN", ADMIN)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("tail runs");
-    let (tx, rx) = std::sync::mpsc::channel();
-    for pipe in [
-        Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
-        Box::new(child.stderr.take().expect("stderr")),
-    ] {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-    }
+    let (mut child, rx) = tail::tail(&server);
     let first = wait_for(Duration::from_secs(10), "tail to print an event", || {
         server.post_ok(&maia("ai_pause", json!({})));
         rx.recv_timeout(Duration::from_millis(300)).ok().filter(|l| l.starts_with("event"))

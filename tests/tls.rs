@@ -11,12 +11,19 @@ use std::time::Duration;
 use support::tls::{connect, exchange, get, handshake, issue, issue_until};
 use support::{wait_for, Server, ADMIN, INGEST, TEST_ENV};
 
-#[test]
-fn the_listener_serves_tls_and_reloads_its_certificate_on_sighup() {
+/// A private CA's certificate for 127.0.0.1 in a new temporary dir ([`issue`]): the dir, the
+/// CA's certificate (DER, for a client to trust), and the paths of cert.pem and key.pem.
+fn certificate() -> (tempfile::TempDir, Vec<u8>, String, String) {
     let certs = tempfile::tempdir().expect("tempdir");
-    let first = issue(certs.path());
+    let ca = issue(certs.path());
     let cert = certs.path().join("cert.pem").display().to_string();
     let key = certs.path().join("key.pem").display().to_string();
+    (certs, ca, cert, key)
+}
+
+#[test]
+fn the_listener_serves_tls_and_reloads_its_certificate_on_sighup() {
+    let (certs, first, cert, key) = certificate();
     let mut server = Server::start_with(&[
         ("CRMHOOK_ADMIN_TOKEN", ADMIN),
         ("CRMHOOK_INGEST_TOKEN", INGEST),
@@ -199,10 +206,7 @@ fn deliveries_trust_the_delivery_ca_file_beside_the_public_roots() {
 /// HTTP/2 those limits did not hold: 2,000 headers were taken, and a slow body got no answer.
 #[test]
 fn the_listener_speaks_http_1_1_whatever_the_client_offers() {
-    let certs = tempfile::tempdir().expect("tempdir");
-    let ca = issue(certs.path());
-    let cert = certs.path().join("cert.pem").display().to_string();
-    let key = certs.path().join("key.pem").display().to_string();
+    let (_certs, ca, cert, key) = certificate();
     let mut server = Server::start_with(&[("CRMHOOK_TLS_CERT", &cert), ("CRMHOOK_TLS_KEY", &key)]);
     let addr = server.base.trim_start_matches("http://").to_owned();
     let offered = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
@@ -227,10 +231,7 @@ fn the_listener_speaks_http_1_1_whatever_the_client_offers() {
 /// them to time out (3 s each round), past a Maximizer's 2 s.
 #[test]
 fn idle_connections_do_not_hold_up_other_clients_handshakes() {
-    let certs = tempfile::tempdir().expect("tempdir");
-    let ca = issue(certs.path());
-    let cert = certs.path().join("cert.pem").display().to_string();
-    let key = certs.path().join("key.pem").display().to_string();
+    let (_certs, ca, cert, key) = certificate();
     let mut server =
         Server::start_with(&[("CRMHOOK_TLS_CERT", &cert), ("CRMHOOK_TLS_KEY", &key), ("CRMHOOK_WORKERS", "1")]);
     let addr = server.base.trim_start_matches("http://").to_owned();
@@ -253,10 +254,7 @@ fn idle_connections_do_not_hold_up_other_clients_handshakes() {
 /// are taken on the next SIGHUP.
 #[test]
 fn a_reload_keeps_the_certificate_served_rather_than_one_expired() {
-    let certs = tempfile::tempdir().expect("tempdir");
-    let served = issue(certs.path());
-    let cert = certs.path().join("cert.pem").display().to_string();
-    let key = certs.path().join("key.pem").display().to_string();
+    let (certs, served, cert, key) = certificate();
     // Its log (stderr) in a file, to see the reload refused.
     let log = certs.path().join("stderr.log");
     let env = [("CRMHOOK_TLS_CERT", cert.as_str()), ("CRMHOOK_TLS_KEY", key.as_str())];

@@ -5,7 +5,7 @@ use super::*;
 
 /// A running `crmhook events tail` against `server`: the child, and its stdout's and stderr's
 /// lines as they come (one channel).
-fn tail(server: &Server) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+pub(crate) fn tail(server: &Server) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_crmhook"))
         .args(["events", "tail"])
         .env("CRMHOOK_URL", &server.base)
