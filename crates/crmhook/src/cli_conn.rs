@@ -83,7 +83,6 @@ fn trusting(file: &std::path::Path) -> anyhow::Result<rustls::ClientConfig> {
         .with_no_client_auth())
 }
 
-/// Whether `e` is a failed TLS handshake: ureq gives rustls' error inside an I/O error.
 /// Whether a plain HTTP request got TLS back: the answer's first bytes, which ureq quotes as a
 /// list, are a TLS record's (an alert, 21, or a handshake, 22, of version 3.x).
 fn answered_in_tls(e: &ureq::Error) -> bool {
@@ -91,6 +90,7 @@ fn answered_in_tls(e: &ureq::Error) -> bool {
     text.contains(": [21, 3,") || text.contains(": [22, 3,")
 }
 
+/// Whether `e` is a failed TLS handshake: ureq gives rustls' error inside an I/O error.
 fn tls_failure(e: &ureq::Error) -> bool {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     while let Some(c) = cause {
