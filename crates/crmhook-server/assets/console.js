@@ -416,7 +416,8 @@ async function showEvent(id) {
       b.after(said);
       return;
     }
-    setTimeout(() => showEvent(id).catch(() => {}), 300);
+    // Unless another event was opened meanwhile (the pane is that one's now).
+    setTimeout(() => { if (shown === id) showEvent(id).catch(() => {}); }, 300);
   });
 }
 
