@@ -104,13 +104,7 @@ fn a_subscription_saved_unchanged_keeps_its_filter_values_exactly() {
             {{"path": "/c", "op": "gt", "value": 12345678901234567890}},
             {{"path": "/d", "op": "gte", "value": 12000.00}}]}}"#
     );
-    let bearer = format!("Bearer {ADMIN}");
-    let r = http(
-        "POST",
-        &server.url("/v1/subscriptions"),
-        &[("Content-Type", "application/json"), ("Authorization", bearer.as_str())],
-        Some(body.as_bytes()),
-    );
+    let r = post_text(&server, "/v1/subscriptions", ADMIN, &body);
     assert_eq!(r.status, 201, "{}", r.text);
     let sid = r.json()["id"].as_str().expect("id").to_owned();
     let before = filters_of(&server, &sid);
@@ -175,13 +169,7 @@ fn an_event_shows_its_payload_as_the_crm_sent_it() {
     let extra = r#"{"big": 12345678901234567890, "money": 12000.00, "sci": 1e2, "name": "caf\u00e9",
         "nested": {"a": [1, 2.50], "empty": {}, "none": []}, "#;
     let body = format!("{extra}{}", &base[1..]);
-    let bearer = format!("Bearer {INGEST}");
-    let r = http(
-        "POST",
-        &server.url("/v1/events"),
-        &[("Content-Type", "application/json"), ("Authorization", bearer.as_str())],
-        Some(body.as_bytes()),
-    );
+    let r = post_text(&server, "/v1/events", INGEST, &body);
     assert_eq!(r.status, 202, "{}", r.text);
     let id = r.json()["events"][0]["id"].as_str().expect("id").to_owned();
 
@@ -195,4 +183,16 @@ fn an_event_shows_its_payload_as_the_crm_sent_it() {
         assert!(shown.contains(want), "the payload as shown:\n{shown}\nlacks:\n{want}");
     }
     assert!(shown.ends_with("\n}"), "{shown}");
+}
+
+/// `POST path` with `body` sent as written (JSON's spelling kept, which `serde_json` would not
+/// keep) and `token` as the bearer.
+fn post_text(server: &Server, path: &str, token: &str, body: &str) -> Resp {
+    let bearer = format!("Bearer {token}");
+    http(
+        "POST",
+        &server.url(path),
+        &[("Content-Type", "application/json"), ("Authorization", bearer.as_str())],
+        Some(body.as_bytes()),
+    )
 }
